@@ -1,0 +1,1 @@
+//! Alert validation (owned by the alert-validation work; see `validate_alert`).

@@ -1,0 +1,4 @@
+//! The domain core: identities, messages, signing, TLP policy and validation.
+//! Nothing here knows about tonic, sockets or SQL; everything is testable in memory.
+pub mod alert;
+pub mod identity;

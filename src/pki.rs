@@ -1,0 +1,1 @@
+//! Federation PKI (owned by the PKI work).
