@@ -9,6 +9,14 @@
 //! - [`cli`]: the `certfed` command line.
 #![forbid(unsafe_code)]
 
+pub mod api;
+pub mod bench;
+pub mod cli;
+pub mod config;
 pub mod domain;
+pub mod node;
 pub mod pki;
+pub mod pki_cli;
 pub mod proto;
+pub mod storage;
+pub mod transport;

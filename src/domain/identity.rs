@@ -45,7 +45,9 @@ impl Identity {
         if let Some(n) = uri.strip_prefix(NODE_URI_PREFIX) {
             validate_name(n).ok().map(|_| Identity::Node(n.to_string()))
         } else if let Some(n) = uri.strip_prefix(OPERATOR_URI_PREFIX) {
-            validate_name(n).ok().map(|_| Identity::Operator(n.to_string()))
+            validate_name(n)
+                .ok()
+                .map(|_| Identity::Operator(n.to_string()))
         } else {
             None
         }

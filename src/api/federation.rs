@@ -1,0 +1,169 @@
+//! Federation service adapter: peers push envelopes; acknowledgements go back
+//! in order, each only after the envelope is durably stored (or refused).
+//! Verification of one batch overlaps with the commit of the previous one.
+use crate::node::NodeCtx;
+use crate::node::ingest::{Ingested, ingest};
+use crate::proto::v1::federation_server::Federation;
+use crate::proto::v1::{HelloRequest, HelloResponse, PushAck, PushFrame, PushOutcome};
+use crate::transport::server::PeerInfo;
+use futures::StreamExt;
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Frames verified and committed together.
+const BATCH: usize = 512;
+/// Batches in the pipeline at once.
+const DEPTH: usize = 4;
+
+pub struct FederationApi {
+    ctx: Arc<NodeCtx>,
+}
+
+impl FederationApi {
+    pub fn new(ctx: Arc<NodeCtx>) -> Self {
+        FederationApi { ctx }
+    }
+
+    /// The calling node, which must be a configured peer.
+    fn peer<T>(&self, req: &Request<T>) -> Result<String, Status> {
+        let who = req
+            .extensions()
+            .get::<PeerInfo>()
+            .map(|p| p.identity.name().to_string())
+            .ok_or_else(|| Status::unauthenticated("no verified client certificate"))?;
+        if !self.ctx.cfg.peers.iter().any(|p| p.id == who) {
+            return Err(Status::permission_denied(format!(
+                "{who} is not a configured peer of {}; add it to [[peers]] on both sides",
+                self.ctx.id
+            )));
+        }
+        Ok(who)
+    }
+}
+
+type AckStream = Pin<Box<dyn futures::Stream<Item = Result<PushAck, Status>> + Send>>;
+
+fn ack(seq: u64, r: &Ingested) -> PushAck {
+    match r {
+        Ingested::New(_) => PushAck {
+            seq,
+            outcome: PushOutcome::Accepted as i32,
+            reason: String::new(),
+        },
+        Ingested::Duplicate => PushAck {
+            seq,
+            outcome: PushOutcome::Duplicate as i32,
+            reason: String::new(),
+        },
+        Ingested::Rejected(why) => PushAck {
+            seq,
+            outcome: PushOutcome::Rejected as i32,
+            reason: why.to_string(),
+        },
+    }
+}
+
+#[tonic::async_trait]
+impl Federation for FederationApi {
+    type PushStream = AckStream;
+
+    async fn push(
+        &self,
+        req: Request<Streaming<PushFrame>>,
+    ) -> Result<Response<Self::PushStream>, Status> {
+        let peer = self.peer(&req)?;
+        let mut frames = req.into_inner().ready_chunks(BATCH);
+        let (out_tx, out_rx) = mpsc::channel::<Result<PushAck, Status>>(BATCH * 2);
+        let (pipe_tx, mut pipe_rx) =
+            mpsc::channel::<tokio::task::JoinHandle<Result<Vec<PushAck>, Status>>>(DEPTH);
+        let ctx = self.ctx.clone();
+        let mut shutdown = ctx.shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let chunk = tokio::select! {
+                    c = frames.next() => c,
+                    _ = crate::node::stopped(&mut shutdown) => None,
+                };
+                let Some(chunk) = chunk else { break };
+                let mut seqs = Vec::with_capacity(chunk.len());
+                let mut envs = Vec::with_capacity(chunk.len());
+                let mut early = Vec::new();
+                for f in chunk {
+                    match f {
+                        Ok(PushFrame {
+                            seq,
+                            envelope: Some(e),
+                        }) => {
+                            seqs.push(seq);
+                            envs.push(e);
+                        }
+                        Ok(PushFrame {
+                            seq,
+                            envelope: None,
+                        }) => early.push(PushAck {
+                            seq,
+                            outcome: PushOutcome::Rejected as i32,
+                            reason: "malformed frame: no envelope".into(),
+                        }),
+                        Err(s) => {
+                            tracing::info!(%peer, status = %s, "push stream ended with an error");
+                            break;
+                        }
+                    }
+                }
+                let ctx = ctx.clone();
+                let peer = peer.clone();
+                let job = tokio::spawn(async move {
+                    let results = ingest(&ctx, Some(&peer), envs)
+                        .await
+                        .map_err(|e| Status::unavailable(format!("{e}; retry later")))?;
+                    let mut acks = early;
+                    acks.extend(seqs.into_iter().zip(results.iter()).map(|(s, r)| ack(s, r)));
+                    Ok(acks)
+                });
+                if pipe_tx.send(job).await.is_err() {
+                    break;
+                }
+            }
+        });
+        tokio::spawn(async move {
+            while let Some(job) = pipe_rx.recv().await {
+                let acks = match job.await {
+                    Ok(r) => r,
+                    Err(e) => Err(Status::internal(format!("ingest task failed: {e}"))),
+                };
+                match acks {
+                    Ok(acks) => {
+                        for a in acks {
+                            if out_tx.send(Ok(a)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(s) => {
+                        let _ = out_tx.send(Err(s)).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
+    }
+
+    async fn hello(&self, req: Request<HelloRequest>) -> Result<Response<HelloResponse>, Status> {
+        let peer = self.peer(&req)?;
+        let claimed = &req.get_ref().node_id;
+        if !claimed.is_empty() && claimed != &peer {
+            return Err(Status::permission_denied(format!(
+                "hello claims {claimed} but the certificate is {peer}'s"
+            )));
+        }
+        Ok(Response::new(HelloResponse {
+            node_id: self.ctx.id.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        }))
+    }
+}

@@ -1,0 +1,481 @@
+//! Operator service adapter: decode, call the core, map errors.
+use super::{bad_request, page_size, parse_page_token, store_err};
+use crate::domain::alert::{Limits, validate_alert};
+use crate::domain::envelope::{Draft, ms_to_ts, seal, ts_to_ms};
+use crate::domain::policy::check_distribution;
+use crate::node::ingest::{Ingested, ingest, sectors_mask};
+use crate::node::{NodeCtx, now_ms};
+use crate::proto::v1::operator_server::Operator;
+use crate::proto::v1::*;
+use crate::storage::messages::{AlertQuery, StoredMessage};
+use prost::Message;
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+pub struct OperatorApi {
+    ctx: Arc<NodeCtx>,
+}
+
+impl OperatorApi {
+    pub fn new(ctx: Arc<NodeCtx>) -> Self {
+        OperatorApi { ctx }
+    }
+}
+
+/// The operator-facing view of a stored message.
+pub fn message_view(m: &StoredMessage) -> MessageView {
+    let header = EnvelopeHeader::decode(m.header.as_slice()).unwrap_or_default();
+    let alert = (m.kind == MessageKind::Alert as i32)
+        .then(|| Alert::decode(m.payload.as_slice()).ok())
+        .flatten();
+    MessageView {
+        message_id: m.message_id.clone(),
+        origin: m.origin.clone(),
+        kind: m.kind,
+        tlp: m.tlp,
+        recipients: header.recipients,
+        created: Some(ms_to_ts(m.created_ms)),
+        received: Some(ms_to_ts(m.received_ms)),
+        alert,
+        path: m
+            .path
+            .iter()
+            .map(|h| PathHop {
+                node_id: h.node.clone(),
+                at: Some(ms_to_ts(h.at_ms)),
+            })
+            .collect(),
+        envelope: Some(SignedEnvelope {
+            header: m.header.clone(),
+            payload: m.payload.clone(),
+            signature: m.signature.clone(),
+        }),
+        cursor: m.cursor,
+        acknowledged: m.acknowledged_ms.map(ms_to_ts),
+        superseded_by: m.superseded_by.clone().unwrap_or_default(),
+    }
+}
+
+fn summary(m: &StoredMessage) -> AlertSummary {
+    AlertSummary {
+        message_id: m.message_id.clone(),
+        origin: m.origin.clone(),
+        alert: Alert::decode(m.payload.as_slice()).ok(),
+        created: Some(ms_to_ts(m.created_ms)),
+        received: Some(ms_to_ts(m.received_ms)),
+        cursor: m.cursor,
+        superseded_by: m.superseded_by.clone().unwrap_or_default(),
+    }
+}
+
+/// Translates the proto filter into a store query, validating enum values.
+fn alert_query(f: Option<AlertFilter>) -> Result<AlertQuery, Status> {
+    let f = f.unwrap_or_default();
+    for t in &f.tlp {
+        if !matches!(Tlp::try_from(*t), Ok(x) if x != Tlp::Unspecified) {
+            return Err(bad_request("filter.tlp", format!("unknown TLP value {t}")));
+        }
+    }
+    for s in &f.sectors {
+        if !matches!(Nis2Sector::try_from(*s), Ok(x) if x != Nis2Sector::Unspecified) {
+            return Err(bad_request(
+                "filter.sectors",
+                format!("unknown sector value {s}"),
+            ));
+        }
+    }
+    if Severity::try_from(f.min_severity).is_err() {
+        return Err(bad_request("filter.min_severity", "unknown severity value"));
+    }
+    Ok(AlertQuery {
+        min_severity: f.min_severity,
+        tlps: f.tlp,
+        sectors_mask: sectors_mask(&f.sectors),
+        origins: f.origins,
+        created_after_ms: f.created_after.as_ref().map(ts_to_ms),
+        created_before_ms: f.created_before.as_ref().map(ts_to_ms),
+        include_exercise: f.include_exercise,
+    })
+}
+
+/// Whether a stored message passes a Watch filter.
+fn watch_matches(q: &AlertQuery, m: &StoredMessage) -> bool {
+    if m.kind != MessageKind::Alert as i32 {
+        return true;
+    }
+    let Ok(a) = Alert::decode(m.payload.as_slice()) else {
+        return false;
+    };
+    (q.include_exercise || !a.exercise)
+        && a.severity >= q.min_severity
+        && (q.tlps.is_empty() || q.tlps.contains(&m.tlp))
+        && (q.sectors_mask == 0 || sectors_mask(&a.sectors) & q.sectors_mask != 0)
+        && (q.origins.is_empty() || q.origins.contains(&m.origin))
+        && q.created_after_ms.is_none_or(|t| m.created_ms >= t)
+        && q.created_before_ms.is_none_or(|t| m.created_ms < t)
+}
+
+fn not_yet(what: &str) -> Status {
+    Status::unimplemented(format!(
+        "{what} is not available in this version of certfed: the assistance workflow (requests, offers, decisions) is not built yet"
+    ))
+}
+
+type WatchStream = Pin<Box<dyn futures::Stream<Item = Result<WatchEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Operator for OperatorApi {
+    async fn get_node_info(
+        &self,
+        _req: Request<GetNodeInfoRequest>,
+    ) -> Result<Response<NodeInfo>, Status> {
+        let ctx = &self.ctx;
+        let stored = ctx.store.message_count().await.map_err(store_err)?;
+        Ok(Response::new(NodeInfo {
+            node_id: ctx.id.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            listen: ctx.listen.to_string(),
+            signing_key_id: ctx.signer.key_id.clone(),
+            peers: ctx.cfg.peers.iter().map(|p| p.id.clone()).collect(),
+            members: ctx.keys().members().to_vec(),
+            started: Some(ms_to_ts(ctx.started_ms)),
+            stored_messages: stored,
+        }))
+    }
+
+    async fn publish_alert(
+        &self,
+        req: Request<PublishAlertRequest>,
+    ) -> Result<Response<PublishAlertResponse>, Status> {
+        let ctx = &self.ctx;
+        let PublishAlertRequest { alert, recipients } = req.into_inner();
+        let alert = alert.ok_or_else(|| bad_request("alert", "required"))?;
+        let now = now_ms();
+        let tlp = Tlp::try_from(alert.tlp).unwrap_or(Tlp::Unspecified);
+        let limits = Limits {
+            max_message_bytes: ctx.cfg.limits.max_message_bytes,
+            ..Limits::default()
+        };
+        let payload = alert.encode_to_vec();
+        validate_alert(&alert, now, payload.len(), &limits)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        check_distribution(tlp, &recipients)
+            .map_err(|e| bad_request("recipients", e.to_string()))?;
+        let keys = ctx.keys();
+        for (i, r) in recipients.iter().enumerate() {
+            if !keys.is_member(r) {
+                return Err(bad_request(
+                    &format!("recipients[{i}]"),
+                    format!("{r} is not a federation member known to this node ([[members]])"),
+                ));
+            }
+        }
+        if !alert.supersedes.is_empty() {
+            match ctx
+                .store
+                .get_message(alert.supersedes.clone())
+                .await
+                .map_err(store_err)?
+            {
+                Some(old) if old.origin == ctx.id && old.kind == MessageKind::Alert as i32 => {}
+                Some(old) => {
+                    return Err(Status::permission_denied(format!(
+                        "alert.supersedes: {} was issued by {}; only its origin may update or retract it",
+                        old.message_id, old.origin
+                    )));
+                }
+                None => {
+                    return Err(Status::failed_precondition(format!(
+                        "alert.supersedes: no alert {} on this node",
+                        alert.supersedes
+                    )));
+                }
+            }
+        }
+        let message_id = uuid::Uuid::now_v7().to_string();
+        let env = seal(
+            &ctx.signer,
+            Draft {
+                message_id: message_id.clone(),
+                kind: MessageKind::Alert,
+                tlp,
+                recipients,
+                created_ms: now,
+                expires_ms: alert.expires.as_ref().map(ts_to_ms),
+                hop_limit: ctx.cfg.limits.hop_limit,
+                exercise: alert.exercise,
+                payload,
+            },
+        );
+        let result = ingest(ctx, None, vec![env]).await.map_err(store_err)?;
+        match result.into_iter().next() {
+            Some(Ingested::New(_)) => {
+                ctx.metrics.published.inc();
+                tracing::info!(%message_id, tlp = alert.tlp, "alert published");
+                Ok(Response::new(PublishAlertResponse { message_id }))
+            }
+            Some(Ingested::Rejected(r)) => Err(Status::invalid_argument(r.to_string())),
+            other => Err(Status::internal(format!(
+                "unexpected publish outcome {other:?}"
+            ))),
+        }
+    }
+
+    async fn get_message(
+        &self,
+        req: Request<GetMessageRequest>,
+    ) -> Result<Response<MessageView>, Status> {
+        let id = req.into_inner().message_id;
+        if id.is_empty() {
+            return Err(bad_request("message_id", "required"));
+        }
+        match self
+            .ctx
+            .store
+            .get_message(id.clone())
+            .await
+            .map_err(store_err)?
+        {
+            Some(m) => Ok(Response::new(message_view(&m))),
+            None => Err(Status::not_found(format!("no message {id} on this node"))),
+        }
+    }
+
+    async fn list_alerts(
+        &self,
+        req: Request<ListAlertsRequest>,
+    ) -> Result<Response<ListAlertsResponse>, Status> {
+        let r = req.into_inner();
+        let q = alert_query(r.filter)?;
+        let size = page_size(r.page_size);
+        let before = parse_page_token(&r.page_token)?;
+        let mut rows = self
+            .ctx
+            .store
+            .list_alerts(MessageKind::Alert as i32, q, before, size + 1)
+            .await
+            .map_err(store_err)?;
+        let more = rows.len() > size;
+        rows.truncate(size);
+        let next_page_token = if more {
+            rows.last()
+                .map(|m| m.cursor.to_string())
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(ListAlertsResponse {
+            alerts: rows.iter().map(summary).collect(),
+            next_page_token,
+        }))
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        req: Request<WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let r = req.into_inner();
+        let q = alert_query(r.filter)?;
+        let ctx = self.ctx.clone();
+        // Subscribe before reading the backlog so nothing falls in between.
+        let mut notes = ctx.stored.subscribe();
+        let mut cursor = if r.from_start {
+            0
+        } else if r.after_cursor > 0 {
+            r.after_cursor
+        } else {
+            ctx.store.last_cursor().await.map_err(store_err)?
+        };
+        let (tx, rx) = mpsc::channel(256);
+        let mut shutdown = ctx.shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let batch = match ctx.store.messages_after(cursor, 256).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        let _ = tx.send(Err(store_err(e))).await;
+                        return;
+                    }
+                };
+                let full = batch.len() == 256;
+                for m in batch {
+                    cursor = m.cursor;
+                    if watch_matches(&q, &m) {
+                        let ev = WatchEvent {
+                            cursor: m.cursor,
+                            message: Some(message_view(&m)),
+                        };
+                        if tx.send(Ok(ev)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                if full {
+                    continue;
+                }
+                tokio::select! {
+                    n = notes.recv() => {
+                        if let Err(tokio::sync::broadcast::error::RecvError::Closed) = n {
+                            return;
+                        }
+                    }
+                    _ = tx.closed() => return,
+                    _ = crate::node::stopped(&mut shutdown) => {
+                        let _ = tx.send(Err(Status::unavailable("node is shutting down; resume with after_cursor"))).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn list_peers(
+        &self,
+        req: Request<ListPeersRequest>,
+    ) -> Result<Response<ListPeersResponse>, Status> {
+        let r = req.into_inner();
+        let size = page_size(r.page_size);
+        let start = parse_page_token(&r.page_token)? as usize;
+        let depths: std::collections::HashMap<String, u64> = self
+            .ctx
+            .store
+            .outbox_depths()
+            .await
+            .map_err(store_err)?
+            .into_iter()
+            .collect();
+        let all = &self.ctx.cfg.peers;
+        let peers: Vec<PeerView> = all
+            .iter()
+            .skip(start)
+            .take(size)
+            .map(|p| {
+                let st = self.ctx.links.status(&p.id);
+                PeerView {
+                    peer_id: p.id.clone(),
+                    endpoint: p.endpoint.clone(),
+                    state: st.state,
+                    last_contact: st.last_contact_ms.map(ms_to_ts),
+                    outbox_depth: depths.get(&p.id).copied().unwrap_or(0),
+                    last_error: st.last_error,
+                    max_tlp: crate::domain::alert::parse_tlp(&p.max_tlp)
+                        .map(|t| t as i32)
+                        .unwrap_or(0),
+                }
+            })
+            .collect();
+        let next = start + peers.len();
+        Ok(Response::new(ListPeersResponse {
+            peers,
+            next_page_token: if next < all.len() {
+                next.to_string()
+            } else {
+                String::new()
+            },
+        }))
+    }
+
+    async fn get_delivery_status(
+        &self,
+        req: Request<GetDeliveryStatusRequest>,
+    ) -> Result<Response<DeliveryStatus>, Status> {
+        let id = req.into_inner().message_id;
+        if id.is_empty() {
+            return Err(bad_request("message_id", "required"));
+        }
+        if self
+            .ctx
+            .store
+            .get_message(id.clone())
+            .await
+            .map_err(store_err)?
+            .is_none()
+        {
+            return Err(Status::not_found(format!("no message {id} on this node")));
+        }
+        let rows = self
+            .ctx
+            .store
+            .delivery(id.clone())
+            .await
+            .map_err(store_err)?;
+        Ok(Response::new(DeliveryStatus {
+            message_id: id,
+            recipients: rows
+                .into_iter()
+                .map(|r| RecipientDelivery {
+                    node_id: r.peer,
+                    state: r.state,
+                    reason: r.reason,
+                    updated: Some(ms_to_ts(r.updated_ms)),
+                    attempts: r.attempts,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn acknowledge_message(
+        &self,
+        req: Request<AcknowledgeMessageRequest>,
+    ) -> Result<Response<AcknowledgeMessageResponse>, Status> {
+        let id = req.into_inner().message_id;
+        if id.is_empty() {
+            return Err(bad_request("message_id", "required"));
+        }
+        match self
+            .ctx
+            .store
+            .acknowledge(id.clone(), now_ms())
+            .await
+            .map_err(store_err)?
+        {
+            Some(at) => Ok(Response::new(AcknowledgeMessageResponse {
+                acknowledged: Some(ms_to_ts(at)),
+            })),
+            None => Err(Status::not_found(format!("no message {id} on this node"))),
+        }
+    }
+
+    async fn request_assistance(
+        &self,
+        _r: Request<RequestAssistanceRequest>,
+    ) -> Result<Response<RequestAssistanceResponse>, Status> {
+        Err(not_yet("RequestAssistance"))
+    }
+    async fn offer_assistance(
+        &self,
+        _r: Request<OfferAssistanceRequest>,
+    ) -> Result<Response<OfferAssistanceResponse>, Status> {
+        Err(not_yet("OfferAssistance"))
+    }
+    async fn decide_offer(
+        &self,
+        _r: Request<DecideOfferRequest>,
+    ) -> Result<Response<DecideOfferResponse>, Status> {
+        Err(not_yet("DecideOffer"))
+    }
+    async fn update_assistance(
+        &self,
+        _r: Request<UpdateAssistanceRequest>,
+    ) -> Result<Response<UpdateAssistanceResponse>, Status> {
+        Err(not_yet("UpdateAssistance"))
+    }
+    async fn list_assistance_requests(
+        &self,
+        _r: Request<ListAssistanceRequestsRequest>,
+    ) -> Result<Response<ListAssistanceRequestsResponse>, Status> {
+        Err(not_yet("ListAssistanceRequests"))
+    }
+    async fn get_assistance_request(
+        &self,
+        _r: Request<GetAssistanceRequestRequest>,
+    ) -> Result<Response<AssistanceView>, Status> {
+        Err(not_yet("GetAssistanceRequest"))
+    }
+}

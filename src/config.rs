@@ -1,0 +1,355 @@
+//! Node configuration: a closed, typed set read from TOML plus `CERTFED__SECTION__KEY`
+//! environment overrides, validated before any port binds.
+//!
+//! Relative paths resolve against the folder of the configuration file (also when
+//! they come from the environment), so a configuration tree can be moved as a whole.
+use crate::domain::identity::validate_name;
+use serde::Deserialize;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+/// A configuration problem, naming the key or file and the reason.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(pub String);
+
+fn err(msg: impl Into<String>) -> ConfigError {
+    ConfigError(msg.into())
+}
+
+/// The whole configuration of one node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub node: NodeSection,
+    pub tls: TlsSection,
+    pub storage: StorageSection,
+    #[serde(default)]
+    pub metrics: MetricsSection,
+    #[serde(default)]
+    pub log: LogSection,
+    #[serde(default)]
+    pub limits: LimitsSection,
+    /// Direct peers this node keeps links to.
+    #[serde(default)]
+    pub peers: Vec<PeerSection>,
+    /// Federation members and their pinned message-signing public keys.
+    #[serde(default)]
+    pub members: Vec<MemberSection>,
+    /// Folder of the configuration file (set by [`Config::load`]).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// This node's member id; must match the identity in `tls.cert`.
+    pub id: String,
+    /// host:port to listen on for gRPC (Operator, Federation, Health, reflection).
+    pub listen: String,
+    /// Ed25519 message-signing private key (PKCS#8 PEM, mode 0600).
+    pub signing_key: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// Federation CA certificate(s) (PEM): the trust anchors for peers and operators.
+    pub ca: PathBuf,
+    /// This node's certificate chain (PEM).
+    pub cert: PathBuf,
+    /// This node's TLS private key (PEM, mode 0600).
+    pub key: PathBuf,
+    /// Certificate revocation lists (PEM). Expired CRLs are refused.
+    #[serde(default)]
+    pub crls: Vec<PathBuf>,
+    /// Seconds a client has to finish the TLS handshake.
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout_secs: u64,
+    /// Connections are closed after this many seconds, so that revocation takes effect.
+    #[serde(default = "default_max_connection_age")]
+    pub max_connection_age_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSection {
+    /// Folder of the node's database; created (mode 0700) if missing.
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// host:port for the Prometheus `/metrics` endpoint; unset disables it.
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// `human` or `json`.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// Default filter (tracing `EnvFilter` syntax); `RUST_LOG` takes precedence.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            format: LogFormat::Human,
+            level: default_log_level(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Largest accepted serialized envelope, in bytes.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+    /// How far in the future a message's creation time may be, in seconds.
+    #[serde(default = "default_clock_skew")]
+    pub max_clock_skew_secs: u64,
+    /// Hop limit put on messages this node originates.
+    #[serde(default = "default_hop_limit")]
+    pub hop_limit: u32,
+    /// Seconds in-flight calls get to finish on shutdown.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection {
+            max_message_bytes: default_max_message_bytes(),
+            max_clock_skew_secs: default_clock_skew(),
+            hop_limit: default_hop_limit(),
+            shutdown_grace_secs: default_shutdown_grace(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerSection {
+    /// Member id of the peer; its certificate must name it.
+    pub id: String,
+    /// host:port of the peer's listener.
+    pub endpoint: String,
+    /// Highest TLP this peer may receive: clear, green, amber, amber+strict, red.
+    #[serde(default = "default_max_tlp")]
+    pub max_tlp: String,
+    /// Whether this link may carry messages for other members (relay).
+    #[serde(default = "default_true")]
+    pub relay: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberSection {
+    /// Member id.
+    pub id: String,
+    /// Ed25519 message-signing public keys (SPKI PEM files) of this member. List
+    /// old and new key during a rotation; remove a key to revoke it.
+    pub signing_keys: Vec<PathBuf>,
+}
+
+fn default_handshake_timeout() -> u64 {
+    10
+}
+fn default_max_connection_age() -> u64 {
+    3600
+}
+fn default_log_level() -> String {
+    "info".into()
+}
+fn default_max_message_bytes() -> usize {
+    256 * 1024
+}
+fn default_clock_skew() -> u64 {
+    300
+}
+fn default_hop_limit() -> u32 {
+    8
+}
+fn default_shutdown_grace() -> u64 {
+    10
+}
+fn default_max_tlp() -> String {
+    "red".into()
+}
+fn default_true() -> bool {
+    true
+}
+
+impl Config {
+    /// Reads `path`, applies `CERTFED__*` environment overrides, resolves relative
+    /// paths and validates everything that can be checked without binding a port.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        if !path.is_file() {
+            return Err(err(format!(
+                "config file {}: not found or not a regular file",
+                path.display()
+            )));
+        }
+        let raw = config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix("CERTFED")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true),
+            )
+            .build()
+            .map_err(|e| err(format!("{}: {e}", path.display())))?;
+        let mut cfg: Config = raw
+            .try_deserialize()
+            .map_err(|e| err(format!("{}: {e}", path.display())))?;
+        let base = path
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .unwrap_or_else(|| PathBuf::from("."));
+        cfg.base_dir = base;
+        cfg.resolve_paths();
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn resolve_paths(&mut self) {
+        let base = self.base_dir.clone();
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.node.signing_key);
+        fix(&mut self.tls.ca);
+        fix(&mut self.tls.cert);
+        fix(&mut self.tls.key);
+        self.tls.crls.iter_mut().for_each(fix);
+        fix(&mut self.storage.dir);
+        for m in &mut self.members {
+            m.signing_keys.iter_mut().for_each(fix);
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        validate_name(&self.node.id).map_err(|e| err(format!("node.id: {e}")))?;
+        parse_addr("node.listen", &self.node.listen)?;
+        if let Some(m) = &self.metrics.listen {
+            let a = parse_addr("metrics.listen", m)?;
+            if a == parse_addr("node.listen", &self.node.listen)? {
+                return Err(err("metrics.listen: must differ from node.listen"));
+            }
+        }
+        require_file("node.signing_key", &self.node.signing_key)?;
+        require_file("tls.ca", &self.tls.ca)?;
+        require_file("tls.cert", &self.tls.cert)?;
+        require_file("tls.key", &self.tls.key)?;
+        for (i, c) in self.tls.crls.iter().enumerate() {
+            require_file(&format!("tls.crls[{i}]"), c)?;
+        }
+        if self.tls.handshake_timeout_secs == 0 {
+            return Err(err("tls.handshake_timeout_secs: must be at least 1"));
+        }
+        if self.tls.max_connection_age_secs == 0 {
+            return Err(err("tls.max_connection_age_secs: must be at least 1"));
+        }
+        if self.storage.dir.exists() && !self.storage.dir.is_dir() {
+            return Err(err(format!(
+                "storage.dir: {} exists and is not a directory",
+                self.storage.dir.display()
+            )));
+        }
+        if !(1024..=64 * 1024 * 1024).contains(&self.limits.max_message_bytes) {
+            return Err(err(
+                "limits.max_message_bytes: must be between 1024 and 67108864",
+            ));
+        }
+        if !(1..=64).contains(&self.limits.hop_limit) {
+            return Err(err("limits.hop_limit: must be between 1 and 64"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, m) in self.members.iter().enumerate() {
+            validate_name(&m.id).map_err(|e| err(format!("members[{i}].id: {e}")))?;
+            if !seen.insert(m.id.as_str()) {
+                return Err(err(format!("members[{i}].id: {} is listed twice", m.id)));
+            }
+            if m.signing_keys.is_empty() {
+                return Err(err(format!(
+                    "members[{i}].signing_keys: list at least one public key file for {}",
+                    m.id
+                )));
+            }
+            for (j, k) in m.signing_keys.iter().enumerate() {
+                require_file(&format!("members[{i}].signing_keys[{j}]"), k)?;
+            }
+        }
+        let mut peers = std::collections::HashSet::new();
+        for (i, p) in self.peers.iter().enumerate() {
+            validate_name(&p.id).map_err(|e| err(format!("peers[{i}].id: {e}")))?;
+            if p.id == self.node.id {
+                return Err(err(format!("peers[{i}].id: {} is this node itself", p.id)));
+            }
+            if !peers.insert(p.id.as_str()) {
+                return Err(err(format!("peers[{i}].id: {} is listed twice", p.id)));
+            }
+            parse_addr(&format!("peers[{i}].endpoint"), &p.endpoint)?;
+            crate::domain::alert::parse_tlp(&p.max_tlp)
+                .map_err(|e| err(format!("peers[{i}].max_tlp: {e}")))?;
+            if !seen.contains(p.id.as_str()) {
+                return Err(err(format!(
+                    "peers[{i}]: {} is not in [[members]]; add it with its signing public key",
+                    p.id
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The listen address, already validated.
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        parse_addr("node.listen", &self.node.listen)
+    }
+}
+
+/// Parses `host:port` (an IP literal or a resolvable name) into one socket address.
+pub fn parse_addr(key: &str, s: &str) -> Result<SocketAddr, ConfigError> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let bad = || {
+        err(format!(
+            "{key}: invalid address {s:?}: expected host:port, e.g. 127.0.0.1:7701"
+        ))
+    };
+    if !s.contains(':') {
+        return Err(bad());
+    }
+    s.to_socket_addrs()
+        .map_err(|_| bad())?
+        .next()
+        .ok_or_else(bad)
+}
+
+fn require_file(key: &str, p: &Path) -> Result<(), ConfigError> {
+    match std::fs::metadata(p) {
+        Ok(m) if m.is_file() => Ok(()),
+        Ok(_) => Err(err(format!("{key}: {} is not a regular file", p.display()))),
+        Err(e) => Err(err(format!("{key}: cannot read {}: {e}", p.display()))),
+    }
+}

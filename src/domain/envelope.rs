@@ -1,0 +1,413 @@
+//! Signed envelopes. The origin serializes the header once and signs
+//! `SIGNING_CONTEXT || header`; the header carries the SHA-256 of the payload, so
+//! relays can check the signature on metadata alone. Receivers verify the exact
+//! bytes they got and never re-encode them.
+use super::keys::{KeyRegistry, Signer};
+use crate::proto::v1::{EnvelopeHeader, MessageKind, SignedEnvelope, Tlp};
+use ed25519_dalek::Signature;
+use prost::Message;
+use sha2::{Digest, Sha256};
+
+/// Domain-separation prefix of every envelope signature.
+pub const SIGNING_CONTEXT: &[u8] = b"certfed.v1.envelope\x00";
+
+/// What the origin decides about a message before signing it.
+#[derive(Debug, Clone)]
+pub struct Draft {
+    pub message_id: String,
+    pub kind: MessageKind,
+    pub tlp: Tlp,
+    pub recipients: Vec<String>,
+    pub created_ms: i64,
+    pub expires_ms: Option<i64>,
+    pub hop_limit: u32,
+    pub exercise: bool,
+    pub payload: Vec<u8>,
+}
+
+/// Checks applied to received envelopes.
+#[derive(Debug, Clone, Copy)]
+pub struct VerifyLimits {
+    pub max_message_bytes: usize,
+    pub max_clock_skew_ms: i64,
+}
+
+/// A verified envelope: its decoded header and the proven origin.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub header: EnvelopeHeader,
+}
+
+/// Why an envelope was refused. Each names the check that failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("envelope is {size} bytes, over the receiver's limit of {limit} bytes")]
+    Oversized { size: usize, limit: usize },
+    #[error("malformed envelope: {0}")]
+    Malformed(String),
+    #[error("unknown signer: signing key {0} is not pinned for any federation member")]
+    UnknownSigner(String),
+    #[error(
+        "false origin: header claims origin {claimed} but signing key {key_id} belongs to {owner}"
+    )]
+    OriginMismatch {
+        claimed: String,
+        owner: String,
+        key_id: String,
+    },
+    #[error("bad signature: the signature does not match the header bytes (altered or forged)")]
+    BadSignature,
+    #[error("payload altered: its SHA-256 does not match the signed header")]
+    PayloadMismatch,
+    #[error("clock skew: created {ahead_ms} ms in the future, over the allowed {limit_ms} ms")]
+    ClockSkew { ahead_ms: i64, limit_ms: i64 },
+    #[error("expired: the message expired at {expires_ms} (unix ms)")]
+    Expired { expires_ms: i64 },
+    #[error("invalid payload: {0}")]
+    InvalidPayload(String),
+    #[error("refused by policy: {0}")]
+    Policy(String),
+}
+
+impl Rejection {
+    /// Short label for metrics and logs.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Rejection::Oversized { .. } => "oversized",
+            Rejection::Malformed(_) => "malformed",
+            Rejection::UnknownSigner(_) => "unknown_signer",
+            Rejection::OriginMismatch { .. } => "origin_mismatch",
+            Rejection::BadSignature => "bad_signature",
+            Rejection::PayloadMismatch => "payload_mismatch",
+            Rejection::ClockSkew { .. } => "clock_skew",
+            Rejection::Expired { .. } => "expired",
+            Rejection::InvalidPayload(_) => "invalid_payload",
+            Rejection::Policy(_) => "policy",
+        }
+    }
+}
+
+pub fn ms_to_ts(ms: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
+pub fn ts_to_ms(ts: &prost_types::Timestamp) -> i64 {
+    ts.seconds * 1000 + i64::from(ts.nanos) / 1_000_000
+}
+
+fn signed_bytes(header: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(SIGNING_CONTEXT.len() + header.len());
+    m.extend_from_slice(SIGNING_CONTEXT);
+    m.extend_from_slice(header);
+    m
+}
+
+/// Signs a draft: serializes the header once and signs it.
+pub fn seal(signer: &Signer, d: Draft) -> SignedEnvelope {
+    let header = EnvelopeHeader {
+        message_id: d.message_id,
+        origin: signer.node_id.clone(),
+        signing_key_id: signer.key_id.clone(),
+        created: Some(ms_to_ts(d.created_ms)),
+        expires: d.expires_ms.map(ms_to_ts),
+        tlp: d.tlp as i32,
+        recipients: d.recipients,
+        hop_limit: d.hop_limit,
+        kind: d.kind as i32,
+        payload_sha256: Sha256::digest(&d.payload).to_vec(),
+        exercise: d.exercise,
+    }
+    .encode_to_vec();
+    let signature = signer.sign(&signed_bytes(&header)).to_bytes().to_vec();
+    SignedEnvelope {
+        header,
+        payload: d.payload,
+        signature,
+    }
+}
+
+/// Structural and policy checks that need no key: size, header shape, payload
+/// hash, clock. Returns the header and the signature for the signature step.
+fn precheck(
+    env: &SignedEnvelope,
+    now_ms: i64,
+    limits: &VerifyLimits,
+) -> Result<(EnvelopeHeader, Signature), Rejection> {
+    let size = env.encoded_len();
+    if size > limits.max_message_bytes {
+        return Err(Rejection::Oversized {
+            size,
+            limit: limits.max_message_bytes,
+        });
+    }
+    let header = EnvelopeHeader::decode(env.header.as_slice())
+        .map_err(|e| Rejection::Malformed(format!("header does not decode: {e}")))?;
+    let sig: [u8; 64] = env.signature.as_slice().try_into().map_err(|_| {
+        Rejection::Malformed(format!(
+            "signature is {} bytes, expected 64",
+            env.signature.len()
+        ))
+    })?;
+    if uuid::Uuid::parse_str(&header.message_id).is_err() {
+        return Err(Rejection::Malformed(format!(
+            "message_id {:?} is not a UUID",
+            header.message_id
+        )));
+    }
+    if super::identity::validate_name(&header.origin).is_err() {
+        return Err(Rejection::Malformed(format!(
+            "origin {:?} is not a valid member id",
+            header.origin
+        )));
+    }
+    match MessageKind::try_from(header.kind) {
+        Ok(MessageKind::Unspecified) | Err(_) => {
+            return Err(Rejection::Malformed(format!(
+                "unknown message kind {}",
+                header.kind
+            )));
+        }
+        Ok(_) => {}
+    }
+    match Tlp::try_from(header.tlp) {
+        Ok(Tlp::Unspecified) | Err(_) => {
+            return Err(Rejection::Malformed(format!("unknown TLP {}", header.tlp)));
+        }
+        Ok(_) => {}
+    }
+    let created = header
+        .created
+        .as_ref()
+        .map(ts_to_ms)
+        .ok_or_else(|| Rejection::Malformed("header has no creation time".into()))?;
+    if created - now_ms > limits.max_clock_skew_ms {
+        return Err(Rejection::ClockSkew {
+            ahead_ms: created - now_ms,
+            limit_ms: limits.max_clock_skew_ms,
+        });
+    }
+    if let Some(exp) = header.expires.as_ref().map(ts_to_ms)
+        && exp <= now_ms
+    {
+        return Err(Rejection::Expired { expires_ms: exp });
+    }
+    if Sha256::digest(&env.payload).as_slice() != header.payload_sha256.as_slice() {
+        return Err(Rejection::PayloadMismatch);
+    }
+    Ok((header, Signature::from_bytes(&sig)))
+}
+
+/// Verifies a batch of envelopes. Uses Ed25519 batch verification when every
+/// precheck passes and falls back to one-by-one strict verification to find the
+/// bad ones when the batch fails. Results are in input order.
+pub fn verify_batch(
+    reg: &KeyRegistry,
+    envs: &[&SignedEnvelope],
+    now_ms: i64,
+    limits: &VerifyLimits,
+) -> Vec<Result<Verified, Rejection>> {
+    let mut results: Vec<Result<Verified, Rejection>> = Vec::with_capacity(envs.len());
+    // (index, signed message, signature, key) of the items still to verify.
+    let mut pending = Vec::with_capacity(envs.len());
+    for (i, env) in envs.iter().enumerate() {
+        let checked = precheck(env, now_ms, limits).and_then(|(header, sig)| {
+            let (owner, vk) = reg
+                .get(&header.signing_key_id)
+                .ok_or_else(|| Rejection::UnknownSigner(header.signing_key_id.clone()))?;
+            if owner != header.origin {
+                return Err(Rejection::OriginMismatch {
+                    claimed: header.origin.clone(),
+                    owner: owner.to_string(),
+                    key_id: header.signing_key_id.clone(),
+                });
+            }
+            Ok((header, sig, *vk))
+        });
+        match checked {
+            Ok((header, sig, vk)) => {
+                pending.push((i, signed_bytes(&env.header), sig, vk));
+                results.push(Ok(Verified { header }));
+            }
+            Err(r) => results.push(Err(r)),
+        }
+    }
+    if pending.is_empty() {
+        return results;
+    }
+    let msgs: Vec<&[u8]> = pending.iter().map(|p| p.1.as_slice()).collect();
+    let sigs: Vec<Signature> = pending.iter().map(|p| p.2).collect();
+    let keys: Vec<_> = pending.iter().map(|p| p.3).collect();
+    let batch_ok = pending.len() > 1 && ed25519_dalek::verify_batch(&msgs, &sigs, &keys).is_ok();
+    if !batch_ok {
+        for (i, msg, sig, vk) in &pending {
+            if vk.verify_strict(msg, sig).is_err() {
+                results[*i] = Err(Rejection::BadSignature);
+            }
+        }
+    }
+    results
+}
+
+/// Verifies one envelope.
+pub fn verify(
+    reg: &KeyRegistry,
+    env: &SignedEnvelope,
+    now_ms: i64,
+    limits: &VerifyLimits,
+) -> Result<Verified, Rejection> {
+    verify_batch(reg, &[env], now_ms, limits)
+        .pop()
+        .expect("one result per envelope")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::SigningKey;
+
+    fn signer(id: &str, seed: u8) -> Signer {
+        Signer::new(id, SigningKey::from_bytes(&[seed; 32]))
+    }
+
+    fn draft(now: i64) -> Draft {
+        Draft {
+            message_id: uuid::Uuid::now_v7().to_string(),
+            kind: MessageKind::Alert,
+            tlp: Tlp::Green,
+            recipients: vec![],
+            created_ms: now,
+            expires_ms: None,
+            hop_limit: 8,
+            exercise: false,
+            payload: b"payload bytes".to_vec(),
+        }
+    }
+
+    const LIM: VerifyLimits = VerifyLimits {
+        max_message_bytes: 4096,
+        max_clock_skew_ms: 60_000,
+    };
+
+    fn setup() -> (Signer, Signer, KeyRegistry) {
+        let a = signer("node-a", 1);
+        let b = signer("node-b", 2);
+        let mut reg = KeyRegistry::default();
+        reg.add("node-a", a.verifying_key()).unwrap();
+        reg.add("node-b", b.verifying_key()).unwrap();
+        (a, b, reg)
+    }
+
+    #[test]
+    fn seal_then_verify() {
+        let (a, _, reg) = setup();
+        let env = seal(&a, draft(1_000_000));
+        let v = verify(&reg, &env, 1_000_000, &LIM).unwrap();
+        assert_eq!(v.header.origin, "node-a");
+        assert_eq!(v.header.signing_key_id, a.key_id);
+    }
+
+    #[test]
+    fn altered_header_payload_and_signature_are_refused() {
+        let (a, _, reg) = setup();
+        let env = seal(&a, draft(1_000_000));
+        let mut h = env.clone();
+        let last = h.header.len() - 1;
+        h.header[last] ^= 1;
+        assert!(verify(&reg, &h, 1_000_000, &LIM).is_err());
+        let mut p = env.clone();
+        p.payload[0] ^= 1;
+        assert_eq!(
+            verify(&reg, &p, 1_000_000, &LIM).unwrap_err(),
+            Rejection::PayloadMismatch
+        );
+        let mut s = env.clone();
+        s.signature[10] ^= 1;
+        assert_eq!(
+            verify(&reg, &s, 1_000_000, &LIM).unwrap_err(),
+            Rejection::BadSignature
+        );
+        s.signature.pop();
+        assert!(matches!(
+            verify(&reg, &s, 1_000_000, &LIM).unwrap_err(),
+            Rejection::Malformed(_)
+        ));
+    }
+
+    #[test]
+    fn false_origin_and_unknown_signer() {
+        let (a, b, reg) = setup();
+        // b's key but claiming to be a: re-sign a header naming node-a with b's key.
+        let mut hdr = EnvelopeHeader::decode(seal(&a, draft(1_000_000)).header.as_slice()).unwrap();
+        hdr.signing_key_id = b.key_id.clone();
+        let header = hdr.encode_to_vec();
+        let forged = SignedEnvelope {
+            signature: b.sign(&signed_bytes(&header)).to_bytes().to_vec(),
+            header,
+            payload: b"payload bytes".to_vec(),
+        };
+        assert!(matches!(
+            verify(&reg, &forged, 1_000_000, &LIM).unwrap_err(),
+            Rejection::OriginMismatch { .. }
+        ));
+        let stranger = signer("node-x", 9);
+        let env = seal(&stranger, draft(1_000_000));
+        assert!(matches!(
+            verify(&reg, &env, 1_000_000, &LIM).unwrap_err(),
+            Rejection::UnknownSigner(_)
+        ));
+    }
+
+    #[test]
+    fn clock_expiry_and_size() {
+        let (a, _, reg) = setup();
+        let env = seal(&a, draft(2_000_000));
+        assert!(matches!(
+            verify(&reg, &env, 1_000_000, &LIM).unwrap_err(),
+            Rejection::ClockSkew { .. }
+        ));
+        let mut d = draft(1_000_000);
+        d.expires_ms = Some(1_000_500);
+        let env = seal(&a, d);
+        assert!(verify(&reg, &env, 1_000_400, &LIM).is_ok());
+        assert!(matches!(
+            verify(&reg, &env, 1_000_600, &LIM).unwrap_err(),
+            Rejection::Expired { .. }
+        ));
+        let mut d = draft(1_000_000);
+        d.payload = vec![7; 5000];
+        let env = seal(&a, d);
+        assert!(matches!(
+            verify(&reg, &env, 1_000_000, &LIM).unwrap_err(),
+            Rejection::Oversized { .. }
+        ));
+    }
+
+    #[test]
+    fn batch_isolates_the_bad_item() {
+        let (a, b, reg) = setup();
+        let mut envs: Vec<SignedEnvelope> = (0..20)
+            .map(|i| seal(if i % 2 == 0 { &a } else { &b }, draft(1_000_000)))
+            .collect();
+        envs[7].signature[3] ^= 0x40;
+        let refs: Vec<&SignedEnvelope> = envs.iter().collect();
+        let res = verify_batch(&reg, &refs, 1_000_000, &LIM);
+        for (i, r) in res.iter().enumerate() {
+            if i == 7 {
+                assert_eq!(r.as_ref().unwrap_err(), &Rejection::BadSignature);
+            } else {
+                assert!(r.is_ok(), "item {i}: {r:?}");
+            }
+        }
+        // All good: batch path.
+        envs[7] = seal(&a, draft(1_000_000));
+        let refs: Vec<&SignedEnvelope> = envs.iter().collect();
+        assert!(
+            verify_batch(&reg, &refs, 1_000_000, &LIM)
+                .iter()
+                .all(Result::is_ok)
+        );
+    }
+}

@@ -1,0 +1,91 @@
+//! Message-signing keys: this node's private key and the registry of members'
+//! pinned public keys. Keys are Ed25519, separate from TLS keys.
+use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey};
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+
+/// Key id: the first 16 hex digits of SHA-256 over the raw 32-byte public key.
+pub fn key_id(vk: &VerifyingKey) -> String {
+    let d = Sha256::digest(vk.as_bytes());
+    d[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// This node's signing identity.
+pub struct Signer {
+    pub node_id: String,
+    pub key_id: String,
+    key: SigningKey,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Signer({}, key {})", self.node_id, self.key_id)
+    }
+}
+
+impl Signer {
+    /// Parses a PKCS#8 PEM Ed25519 private key.
+    pub fn from_pkcs8_pem(node_id: &str, pem: &str) -> Result<Signer, String> {
+        let key = SigningKey::from_pkcs8_pem(pem)
+            .map_err(|e| format!("not an Ed25519 PKCS#8 PEM private key: {e}"))?;
+        Ok(Signer::new(node_id, key))
+    }
+    pub fn new(node_id: &str, key: SigningKey) -> Signer {
+        Signer {
+            node_id: node_id.to_string(),
+            key_id: key_id(&key.verifying_key()),
+            key,
+        }
+    }
+    pub fn verifying_key(&self) -> VerifyingKey {
+        self.key.verifying_key()
+    }
+    pub(crate) fn sign(&self, msg: &[u8]) -> ed25519_dalek::Signature {
+        use ed25519_dalek::Signer as _;
+        self.key.sign(msg)
+    }
+}
+
+/// Parses an SPKI PEM Ed25519 public key.
+pub fn public_from_pem(pem: &str) -> Result<VerifyingKey, String> {
+    VerifyingKey::from_public_key_pem(pem)
+        .map_err(|e| format!("not an Ed25519 SPKI PEM public key: {e}"))
+}
+
+/// Pinned member keys: key id → (member id, decoded key). Decoded once, so
+/// verification never re-parses keys.
+#[derive(Clone, Default, Debug)]
+pub struct KeyRegistry {
+    keys: HashMap<String, (String, VerifyingKey)>,
+    members: Vec<String>,
+}
+
+impl KeyRegistry {
+    /// Adds a member's key. A key id pinned to two different members is refused.
+    pub fn add(&mut self, member: &str, vk: VerifyingKey) -> Result<(), String> {
+        let id = key_id(&vk);
+        if let Some((other, _)) = self.keys.get(&id)
+            && other != member
+        {
+            return Err(format!(
+                "signing key {id} is listed for both {other} and {member}"
+            ));
+        }
+        self.keys.insert(id, (member.to_string(), vk));
+        if !self.members.iter().any(|m| m == member) {
+            self.members.push(member.to_string());
+        }
+        Ok(())
+    }
+    /// The owner and key for a key id.
+    pub fn get(&self, key_id: &str) -> Option<(&str, &VerifyingKey)> {
+        self.keys.get(key_id).map(|(m, k)| (m.as_str(), k))
+    }
+    pub fn is_member(&self, id: &str) -> bool {
+        self.members.iter().any(|m| m == id)
+    }
+    pub fn members(&self) -> &[String] {
+        &self.members
+    }
+}

@@ -1,0 +1,264 @@
+//! Peer links: one task per configured peer keeps a mutual-TLS Push stream open
+//! and drains that peer's durable outbox through it. Entries leave the outbox
+//! only when the peer acknowledges them after its own durable commit. Retries
+//! use capped exponential backoff with jitter, reset on successful contact.
+use super::{NodeCtx, now_ms};
+use crate::config::Config;
+use crate::domain::identity::Identity;
+use crate::proto::v1::federation_client::FederationClient;
+use crate::proto::v1::{PushAck, PushFrame, PushOutcome, SignedEnvelope};
+use crate::storage::messages::{DELIVERED, Outcome, REJECTED};
+use futures::StreamExt;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+
+/// Messages in flight (sent, not yet acknowledged) per link.
+const WINDOW: usize = 8192;
+/// Outbox rows read per query.
+const PAGE: usize = 1024;
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Link state as shown by ListPeers.
+#[derive(Debug, Clone, Default)]
+pub struct LinkStatus {
+    /// 1 connecting, 2 up, 3 down (the `LinkState` proto values).
+    pub state: i32,
+    pub last_contact_ms: Option<i64>,
+    pub last_error: String,
+}
+
+/// All links of a node.
+pub struct Links {
+    status: Mutex<HashMap<String, LinkStatus>>,
+    wakers: HashMap<String, Arc<Notify>>,
+}
+
+impl Links {
+    pub fn new(cfg: &Config) -> Links {
+        Links {
+            status: Mutex::new(
+                cfg.peers
+                    .iter()
+                    .map(|p| {
+                        (
+                            p.id.clone(),
+                            LinkStatus {
+                                state: 1,
+                                ..Default::default()
+                            },
+                        )
+                    })
+                    .collect(),
+            ),
+            wakers: cfg
+                .peers
+                .iter()
+                .map(|p| (p.id.clone(), Arc::new(Notify::new())))
+                .collect(),
+        }
+    }
+
+    /// Tells the link to `peer` that its outbox has new entries.
+    pub fn wake(&self, peer: &str) {
+        if let Some(n) = self.wakers.get(peer) {
+            n.notify_one();
+        }
+    }
+
+    pub fn status(&self, peer: &str) -> LinkStatus {
+        self.status
+            .lock()
+            .expect("links lock")
+            .get(peer)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn update(&self, peer: &str, f: impl FnOnce(&mut LinkStatus)) {
+        if let Some(s) = self.status.lock().expect("links lock").get_mut(peer) {
+            f(s);
+        }
+    }
+}
+
+/// Starts one link task per configured peer.
+pub fn spawn_all(ctx: Arc<NodeCtx>) -> Vec<tokio::task::JoinHandle<()>> {
+    ctx.cfg
+        .peers
+        .clone()
+        .into_iter()
+        .map(|p| tokio::spawn(run_link(ctx.clone(), p.id, p.endpoint)))
+        .collect()
+}
+
+fn jitter(d: Duration) -> Duration {
+    let f: f64 = rand::random_range(0.5..1.0);
+    d.mul_f64(f)
+}
+
+async fn run_link(ctx: Arc<NodeCtx>, peer: String, endpoint: String) {
+    let mut backoff = BACKOFF_MIN;
+    let mut shutdown = ctx.shutdown.clone();
+    let waker = ctx
+        .links
+        .wakers
+        .get(&peer)
+        .cloned()
+        .expect("waker per peer");
+    let label = ctx.metrics.peer(&peer);
+    loop {
+        let stopping = *shutdown.borrow();
+        if stopping {
+            break;
+        }
+        ctx.links.update(&peer, |s| s.state = 1);
+        let result = session(&ctx, &peer, &endpoint, &waker, &mut backoff).await;
+        ctx.metrics.peer_up.get_or_create(&label).set(0);
+        match result {
+            Ok(()) => break, // shutdown
+            Err(e) => {
+                tracing::warn!(%peer, %endpoint, error = %e, retry_in = ?backoff, "peer link down");
+                ctx.links.update(&peer, |s| {
+                    s.state = 3;
+                    s.last_error = e;
+                });
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(jitter(backoff)) => {}
+            _ = crate::node::stopped(&mut shutdown) => break,
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+fn contact(ctx: &NodeCtx, peer: &str) {
+    let now = now_ms();
+    ctx.links.update(peer, |s| {
+        s.state = 2;
+        s.last_contact_ms = Some(now);
+        s.last_error.clear();
+    });
+    ctx.metrics
+        .peer_last_contact
+        .get_or_create(&ctx.metrics.peer(peer))
+        .set(now / 1000);
+}
+
+/// One connected session. Returns Ok on shutdown, Err with a reason otherwise.
+async fn session(
+    ctx: &Arc<NodeCtx>,
+    peer: &str,
+    endpoint: &str,
+    waker: &Notify,
+    backoff: &mut Duration,
+) -> Result<(), String> {
+    let tls = ctx.tls_client.read().expect("tls lock").clone();
+    let channel = crate::transport::client::channel(
+        endpoint,
+        tls,
+        Some(Identity::Node(peer.to_string())),
+        Duration::from_secs(5),
+    )
+    .map_err(|e| format!("invalid endpoint: {e}"))?;
+    let max = ctx.cfg.limits.max_message_bytes + 64 * 1024;
+    let mut client = FederationClient::new(channel)
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    let (tx, rx) = mpsc::channel::<PushFrame>(1024);
+    let response = client
+        .push(ReceiverStream::new(rx))
+        .await
+        .map_err(|s| describe(&s))?;
+    let mut acks = response.into_inner().ready_chunks(1024);
+    contact(ctx, peer);
+    *backoff = BACKOFF_MIN;
+    ctx.metrics
+        .peer_up
+        .get_or_create(&ctx.metrics.peer(peer))
+        .set(1);
+    tracing::info!(%peer, %endpoint, "peer link up");
+
+    let mut shutdown = ctx.shutdown.clone();
+    // cursor → enqueued time, for everything sent and not yet acknowledged.
+    let mut in_flight: BTreeMap<u64, i64> = BTreeMap::new();
+    let mut sent_up_to: u64 = 0;
+    let mut drained = false;
+    loop {
+        if !drained && in_flight.len() < WINDOW {
+            let want = (WINDOW - in_flight.len()).min(PAGE);
+            let items = ctx
+                .store
+                .outbox(peer.to_string(), sent_up_to, want)
+                .await
+                .map_err(|e| e.to_string())?;
+            drained = items.len() < want;
+            for it in items {
+                sent_up_to = it.cursor;
+                in_flight.insert(it.cursor, it.enqueued_ms);
+                let frame = PushFrame {
+                    seq: it.cursor,
+                    envelope: Some(SignedEnvelope {
+                        header: it.header,
+                        payload: it.payload,
+                        signature: it.signature,
+                    }),
+                };
+                if tx.send(frame).await.is_err() {
+                    return Err("stream closed by peer".into());
+                }
+            }
+            if !drained {
+                continue;
+            }
+        }
+        tokio::select! {
+            batch = acks.next() => {
+                let Some(batch) = batch else {
+                    return Err("stream closed by peer".into());
+                };
+                let mut outcomes = Vec::with_capacity(batch.len());
+                for ack in batch {
+                    let ack: PushAck = ack.map_err(|s| describe(&s))?;
+                    let Some(enq) = in_flight.remove(&ack.seq) else { continue };
+                    let (state, reason) = match PushOutcome::try_from(ack.outcome) {
+                        Ok(PushOutcome::Accepted) | Ok(PushOutcome::Duplicate) => (DELIVERED, String::new()),
+                        _ => {
+                            tracing::warn!(%peer, seq = ack.seq, reason = %ack.reason, "peer rejected message");
+                            (REJECTED, ack.reason)
+                        }
+                    };
+                    if state == DELIVERED {
+                        ctx.metrics.delivery_seconds.observe(((now_ms() - enq).max(0) as f64) / 1000.0);
+                    }
+                    outcomes.push(Outcome { cursor: ack.seq, state, reason });
+                }
+                let n = outcomes.len() as u64;
+                ctx.store
+                    .complete_outbox(peer.to_string(), outcomes, now_ms())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                ctx.metrics.sent.get_or_create(&ctx.metrics.peer(peer)).inc_by(n);
+                contact(ctx, peer);
+                if in_flight.len() < WINDOW / 2 {
+                    drained = false;
+                }
+            }
+            _ = waker.notified() => { drained = false; }
+            _ = crate::node::stopped(&mut shutdown) => return Ok(()),
+        }
+    }
+}
+
+/// Turns a gRPC status from a peer into a line for ListPeers and the log.
+fn describe(s: &tonic::Status) -> String {
+    match s.code() {
+        tonic::Code::Unavailable => format!("unavailable: {}", s.message()),
+        tonic::Code::PermissionDenied => format!("refused by peer: {}", s.message()),
+        c => format!("{c:?}: {}", s.message()),
+    }
+}

@@ -1,0 +1,102 @@
+//! Outbound mutual-TLS gRPC channels (peer links and the operator CLI).
+//! TLS is done here, in the connector, with our own rustls configuration, and the
+//! server's certfed identity is checked against the one expected.
+use crate::domain::identity::Identity;
+use crate::transport::tls::identity_from_cert;
+use hyper_util::rt::TokioIo;
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tonic::transport::{Channel, Endpoint};
+
+/// Splits `host:port` into host (without IPv6 brackets) and port.
+fn split_host(endpoint: &str) -> io::Result<(String, u16)> {
+    let (host, port) = endpoint.rsplit_once(':').ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("endpoint {endpoint:?}: expected host:port"),
+        )
+    })?;
+    let port: u16 = port.parse().map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("endpoint {endpoint:?}: invalid port"),
+        )
+    })?;
+    Ok((
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+        port,
+    ))
+}
+
+/// Opens a TLS connection to `endpoint` and checks the server's identity.
+pub async fn connect_tls(
+    endpoint: &str,
+    tls: Arc<ClientConfig>,
+    expect: Option<&Identity>,
+    connect_timeout: Duration,
+) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let (host, port) = split_host(endpoint)?;
+    let server_name = ServerName::try_from(host.clone()).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("endpoint {endpoint:?}: invalid host name: {e}"),
+        )
+    })?;
+    let fut = async {
+        let tcp = TcpStream::connect((host.as_str(), port)).await?;
+        let _ = tcp.set_nodelay(true);
+        TlsConnector::from(tls).connect(server_name, tcp).await
+    };
+    let stream = tokio::time::timeout(connect_timeout, fut)
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("{endpoint}: timed out")))??;
+    if let Some(expected) = expect {
+        let cert = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first().cloned())
+            .ok_or_else(|| io::Error::other("server sent no certificate"))?;
+        let seen = identity_from_cert(&cert).map_err(io::Error::other)?;
+        if &seen != expected {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("{endpoint} presented the certificate of {seen}, expected {expected}"),
+            ));
+        }
+    }
+    Ok(stream)
+}
+
+/// A lazily connecting gRPC channel over mutual TLS to `endpoint`.
+pub fn channel(
+    endpoint: &str,
+    tls: Arc<ClientConfig>,
+    expect: Option<Identity>,
+    connect_timeout: Duration,
+) -> Result<Channel, tonic::transport::Error> {
+    let target = endpoint.to_string();
+    // The URI is only used for the :authority header; TLS is done by the connector.
+    let ep = Endpoint::from_shared(format!("http://{endpoint}"))?
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_while_idle(true)
+        .connect_timeout(connect_timeout);
+    let connector = tower::service_fn(move |_uri: http::Uri| {
+        let tls = tls.clone();
+        let target = target.clone();
+        let expect = expect.clone();
+        async move {
+            let s = connect_tls(&target, tls, expect.as_ref(), connect_timeout).await?;
+            Ok::<_, io::Error>(TokioIo::new(s))
+        }
+    });
+    Ok(ep.connect_with_connector_lazy(connector))
+}

@@ -1,0 +1,4 @@
+//! Transport: mutual TLS, the accept loop, outbound channels.
+pub mod client;
+pub mod server;
+pub mod tls;

@@ -1,0 +1,135 @@
+//! The accept loop: TCP accept, then each TLS handshake in its own task with a
+//! timeout, so a silent client never blocks others. Finished connections carry
+//! the peer identity into tonic as `ConnectInfo`.
+use crate::domain::identity::Identity;
+use crate::transport::tls::identity_from_cert;
+use rustls::ServerConfig;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+/// Who is on the other end of a connection, as proven by its certificate.
+#[derive(Clone, Debug)]
+pub struct PeerInfo {
+    pub identity: Identity,
+    pub addr: SocketAddr,
+}
+
+/// A server-side TLS connection that knows its peer.
+pub struct TlsConn {
+    inner: TlsStream<TcpStream>,
+    info: PeerInfo,
+}
+
+impl tonic::transport::server::Connected for TlsConn {
+    type ConnectInfo = PeerInfo;
+    fn connect_info(&self) -> PeerInfo {
+        self.info.clone()
+    }
+}
+
+impl AsyncRead for TlsConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// Accepts TCP connections on `listener` until `stop` turns true, handshakes each
+/// in its own task (bounded by `handshake_timeout`) with the TLS configuration
+/// currently in `tls` (so certificates and CRLs can be swapped at runtime), and
+/// sends finished connections to the returned channel.
+pub fn accept_loop(
+    listener: TcpListener,
+    tls: watch::Receiver<Arc<ServerConfig>>,
+    handshake_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> mpsc::Receiver<Result<TlsConn, io::Error>> {
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = crate::node::stopped(&mut stop) => break,
+            };
+            let (tcp, addr) = match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = TlsAcceptor::from(tls.borrow().clone());
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                    Err(_) => {
+                        tracing::info!(%addr, "TLS handshake timed out; connection closed")
+                    }
+                    Ok(Err(e)) => tracing::info!(%addr, error = %e, "TLS handshake refused"),
+                    Ok(Ok(stream)) => {
+                        let cert = stream
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|c| c.first().cloned());
+                        let identity = match cert.as_ref().map(identity_from_cert) {
+                            Some(Ok(id)) => id,
+                            Some(Err(e)) => {
+                                tracing::info!(%addr, reason = %e, "client certificate refused");
+                                return;
+                            }
+                            None => return,
+                        };
+                        tracing::debug!(%addr, %identity, "TLS connection established");
+                        let conn = TlsConn {
+                            inner: stream,
+                            info: PeerInfo { identity, addr },
+                        };
+                        let _ = tx.send(Ok(conn)).await;
+                    }
+                }
+            });
+        }
+    });
+    rx
+}

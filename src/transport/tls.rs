@@ -1,0 +1,228 @@
+//! Mutual TLS: rustls configurations (TLS 1.3 only, one crypto provider, ALPN h2,
+//! CRLs with expiry enforced) and the one place identities are read from certificates.
+use crate::domain::identity::Identity;
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::CryptoProvider;
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A TLS setup problem, naming the file and the reason.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TlsError(pub String);
+
+/// The crypto provider every configuration is built with (ring). Building each
+/// config with an explicit provider avoids depending on process-wide defaults.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Installs the provider as the process default (once; later calls are no-ops).
+pub fn install_default_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Paths of the TLS material of a node or an operator client.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub crls: Vec<PathBuf>,
+}
+
+/// Loaded TLS material.
+#[derive(Clone)]
+pub struct TlsMaterial {
+    pub roots: Arc<RootCertStore>,
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: Arc<PrivateKeyDer<'static>>,
+    pub crls: Vec<CertificateRevocationListDer<'static>>,
+    /// Identity in our own certificate.
+    pub identity: Identity,
+}
+
+impl std::fmt::Debug for TlsMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsMaterial")
+            .field("identity", &self.identity)
+            .field("chain_len", &self.chain.len())
+            .field("crls", &self.crls.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads the PEM certificates of `path`; at least one.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs: Result<Vec<_>, _> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| TlsError(format!("{}: cannot read certificates: {e}", path.display())))?
+        .collect();
+    let certs =
+        certs.map_err(|e| TlsError(format!("{}: invalid PEM certificate: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(TlsError(format!(
+            "{}: no PEM certificate (-----BEGIN CERTIFICATE-----) found",
+            path.display()
+        )));
+    }
+    Ok(certs)
+}
+
+/// Refuses a private key file that group or others can access.
+pub fn check_private_permissions(path: &Path) -> Result<(), TlsError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| TlsError(format!("{}: cannot read private key: {e}", path.display())))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(TlsError(format!(
+            "{}: private key is accessible by group or others (mode {mode:o}); run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Reads a PEM private key (PKCS#8, SEC1 or PKCS#1), checking its permissions first.
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    check_private_permissions(path)?;
+    PrivateKeyDer::from_pem_file(path).map_err(|e| {
+        TlsError(format!(
+            "{}: cannot read PEM private key: {e}",
+            path.display()
+        ))
+    })
+}
+
+/// Reads PEM CRLs.
+pub fn load_crls(
+    paths: &[PathBuf],
+) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    let mut out = Vec::new();
+    for p in paths {
+        let crls: Result<Vec<_>, _> = CertificateRevocationListDer::pem_file_iter(p)
+            .map_err(|e| TlsError(format!("{}: cannot read CRL: {e}", p.display())))?
+            .collect();
+        let crls = crls.map_err(|e| TlsError(format!("{}: invalid PEM CRL: {e}", p.display())))?;
+        if crls.is_empty() {
+            return Err(TlsError(format!(
+                "{}: no PEM CRL (-----BEGIN X509 CRL-----) found",
+                p.display()
+            )));
+        }
+        out.extend(crls);
+    }
+    Ok(out)
+}
+
+/// Reads and cross-checks all TLS material: the key matches the certificate, the
+/// certificate carries a certfed identity.
+pub fn load_material(files: &TlsFiles) -> Result<TlsMaterial, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for c in load_certs(&files.ca)? {
+        roots.add(c).map_err(|e| {
+            TlsError(format!(
+                "{}: not a usable CA certificate: {e}",
+                files.ca.display()
+            ))
+        })?;
+    }
+    let chain = load_certs(&files.cert)?;
+    let key = load_key(&files.key)?;
+    let crls = load_crls(&files.crls)?;
+    let identity = identity_from_cert(&chain[0])
+        .map_err(|e| TlsError(format!("{}: {e}", files.cert.display())))?;
+    // Check that the key belongs to the certificate.
+    let signing_key = provider()
+        .key_provider
+        .load_private_key(key.clone_key())
+        .map_err(|e| {
+            TlsError(format!(
+                "{}: unsupported private key: {e}",
+                files.key.display()
+            ))
+        })?;
+    let certified = rustls::sign::CertifiedKey::new(chain.clone(), signing_key);
+    certified.keys_match().map_err(|e| {
+        TlsError(format!(
+            "{} does not belong to {}: {e}",
+            files.key.display(),
+            files.cert.display()
+        ))
+    })?;
+    Ok(TlsMaterial {
+        roots: Arc::new(roots),
+        chain,
+        key: Arc::new(key),
+        crls,
+        identity,
+    })
+}
+
+/// Server side: TLS 1.3 only, client certificates required and verified against
+/// the trust anchors and CRLs (expired CRLs refused), ALPN h2.
+pub fn server_config(m: &TlsMaterial) -> Result<Arc<ServerConfig>, TlsError> {
+    let provider = provider();
+    let verifier = WebPkiClientVerifier::builder_with_provider(m.roots.clone(), provider.clone())
+        .with_crls(m.crls.clone())
+        .only_check_end_entity_revocation()
+        .enforce_revocation_expiration()
+        .build()
+        .map_err(|e| TlsError(format!("client verifier: {e}")))?;
+    let mut cfg = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsError(format!("TLS 1.3: {e}")))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(m.chain.clone(), m.key.clone_key())
+        .map_err(|e| TlsError(format!("server certificate: {e}")))?;
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// Client side (peer links and the operator CLI): TLS 1.3, our certificate,
+/// server verified against the trust anchors and CRLs, ALPN h2.
+pub fn client_config(m: &TlsMaterial) -> Result<Arc<ClientConfig>, TlsError> {
+    let provider = provider();
+    let verifier = WebPkiServerVerifier::builder_with_provider(m.roots.clone(), provider.clone())
+        .with_crls(m.crls.clone())
+        .only_check_end_entity_revocation()
+        .enforce_revocation_expiration()
+        .build()
+        .map_err(|e| TlsError(format!("server verifier: {e}")))?;
+    let mut cfg = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsError(format!("TLS 1.3: {e}")))?
+        .with_webpki_verifier(verifier)
+        .with_client_auth_cert(m.chain.clone(), m.key.clone_key())
+        .map_err(|e| TlsError(format!("client certificate: {e}")))?;
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// Reads the certfed identity (URI SAN) of a certificate. Exactly one certfed
+/// identity URI must be present.
+pub fn identity_from_cert(cert: &CertificateDer<'_>) -> Result<Identity, String> {
+    use x509_parser::prelude::*;
+    let (_, parsed) = X509Certificate::from_der(cert.as_ref())
+        .map_err(|e| format!("certificate does not parse: {e}"))?;
+    let mut found = Vec::new();
+    if let Ok(Some(san)) = parsed.subject_alternative_name() {
+        for name in &san.value.general_names {
+            if let GeneralName::URI(uri) = name
+                && let Some(id) = Identity::from_uri(uri)
+            {
+                found.push(id);
+            }
+        }
+    }
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err("certificate has no certfed identity (URI SAN urn:certfed:node:<id> or urn:certfed:operator:<name>); issue it with `certfed pki`".into()),
+        _ => Err("certificate carries more than one certfed identity URI SAN".into()),
+    }
+}
