@@ -14,6 +14,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod localfed;
 pub mod node;
 pub mod pki;
 pub mod pki_cli;

@@ -99,7 +99,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { config } => {
             let cfg = Config::load(&config)?;
             init_logging(cfg.log.format, &cfg.log.level);
-            rt()?.block_on(crate::node::serve(cfg))
+            rt()?.block_on(crate::node::serve(cfg, &config))
         }
         Command::Pki { cmd } => crate::pki_cli::run(cmd),
         Command::Bench(args) => {

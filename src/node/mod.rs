@@ -142,10 +142,39 @@ pub struct RunningNode {
     pub metrics_addr: Option<SocketAddr>,
     pub ctx: Arc<NodeCtx>,
     stop: watch::Sender<bool>,
+    tls: watch::Sender<Arc<rustls::ServerConfig>>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 impl RunningNode {
+    /// Re-reads the configuration file and swaps in new TLS material (certificate,
+    /// key, trust anchors, CRLs) and member signing keys. New connections use
+    /// them at once; existing ones end within `tls.max_connection_age_secs`. An
+    /// invalid configuration is refused and the running one stays in force.
+    pub fn reload(&self, path: &std::path::Path) -> anyhow::Result<()> {
+        let cfg = Config::load(path)?;
+        if cfg.node.id != self.ctx.id {
+            anyhow::bail!("node.id changed from {} to {}: restart the node instead", self.ctx.id, cfg.node.id);
+        }
+        let peers_changed = cfg.peers.iter().map(|p| (&p.id, &p.endpoint, &p.max_tlp, p.relay)).ne(self
+            .ctx
+            .cfg
+            .peers
+            .iter()
+            .map(|p| (&p.id, &p.endpoint, &p.max_tlp, p.relay)));
+        let p = prepare(cfg)?;
+        let server = tls::server_config(&p.material)?;
+        let client = tls::client_config(&p.material)?;
+        let _ = self.tls.send(server);
+        *self.ctx.tls_client.write().expect("tls lock") = client;
+        *self.ctx.keys.write().expect("keys lock") = Arc::new(p.keys);
+        if peers_changed {
+            tracing::warn!("reload: [[peers]] changed; peer changes take effect after a restart");
+        }
+        tracing::info!("reload: TLS material, CRLs and member keys re-read");
+        Ok(())
+    }
+
     /// Asks the node to stop and waits for it (bounded by the grace period).
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
@@ -295,7 +324,6 @@ pub async fn start(prepared: Prepared) -> anyhow::Result<RunningNode> {
         if let Some(w) = watchdog {
             w.abort();
         }
-        drop(tls_tx);
         let store = ctx2.store.clone();
         tokio::task::spawn_blocking(move || store.close()).await?;
         tracing::info!("stopped");
@@ -307,18 +335,31 @@ pub async fn start(prepared: Prepared) -> anyhow::Result<RunningNode> {
         metrics_addr,
         ctx,
         stop: stop_tx,
+        tls: tls_tx,
         task,
     })
 }
 
-/// `certfed serve`: runs until SIGTERM or SIGINT.
-pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+/// `certfed serve`: runs until SIGTERM or SIGINT; SIGHUP reloads.
+pub async fn serve(cfg: Config, path: &std::path::Path) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
     let prepared = prepare(cfg)?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     let node = start(prepared).await?;
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM received"); break; }
+            _ = int.recv() => { tracing::info!("SIGINT received"); break; }
+            _ = hup.recv() => {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
+                if let Err(e) = node.reload(path) {
+                    tracing::error!(error = %format!("{e:#}"), "reload refused; the running configuration stays in force");
+                }
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+            }
+        }
     }
     node.shutdown().await
 }

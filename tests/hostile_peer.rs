@@ -1,0 +1,203 @@
+//! A hostile peer: a test client holding a valid node certificate pushes forged,
+//! altered, replayed, oversized, malformed and unknown-signer envelopes. Each is
+//! refused with a reason and nothing bad is stored.
+mod common;
+
+use certfed::domain::envelope::{Draft, seal};
+use certfed::domain::keys::Signer;
+use certfed::proto::v1::*;
+use common::*;
+use ed25519_dalek::SigningKey;
+use prost::Message;
+use std::time::Duration;
+
+fn signer_from(pki: &Pki, id: &str) -> Signer {
+    let pem = std::fs::read_to_string(pki.path(&format!("{id}.sign.key"))).unwrap();
+    Signer::from_pkcs8_pem(id, &pem).unwrap()
+}
+
+fn draft(payload: Vec<u8>) -> Draft {
+    Draft {
+        message_id: uuid::Uuid::now_v7().to_string(),
+        kind: MessageKind::Alert,
+        tlp: Tlp::Green,
+        recipients: vec![],
+        created_ms: certfed::node::now_ms(),
+        expires_ms: None,
+        hop_limit: 8,
+        exercise: false,
+        payload,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_envelopes_are_refused_with_reasons() {
+    // b listens; the test plays node-a (a configured peer of b) but never starts a.
+    let fed = Fed::new(&["node-a", "node-b", "node-c"], &[(0, 1)]);
+    let b = fed.start(1).await;
+    let a_key = signer_from(&fed.pki, "node-a");
+    let c_key = signer_from(&fed.pki, "node-c");
+    let stranger = Signer::new("node-a", SigningKey::from_bytes(&[42; 32]));
+    let payload = green_alert("hostile test").encode_to_vec();
+
+    let good = seal(&a_key, draft(payload.clone()));
+    let mut altered_payload = seal(&a_key, draft(payload.clone()));
+    altered_payload.payload[3] ^= 0x20;
+    let mut altered_sig = seal(&a_key, draft(payload.clone()));
+    altered_sig.signature[0] ^= 1;
+    let mut altered_header = seal(&a_key, draft(payload.clone()));
+    let n = altered_header.header.len();
+    altered_header.header[n - 1] ^= 1;
+    let unknown = seal(&stranger, draft(payload.clone()));
+    // c's own key signs a header that claims node-a as origin.
+    let false_origin = {
+        use ed25519_dalek::Signer as _;
+        use ed25519_dalek::pkcs8::DecodePrivateKey;
+        let env = seal(&c_key, draft(payload.clone()));
+        let mut h = EnvelopeHeader::decode(env.header.as_slice()).unwrap();
+        h.origin = "node-a".into();
+        let header = h.encode_to_vec();
+        let mut signed = certfed::domain::envelope::SIGNING_CONTEXT.to_vec();
+        signed.extend_from_slice(&header);
+        let pem = std::fs::read_to_string(fed.pki.path("node-c.sign.key")).unwrap();
+        let sig = SigningKey::from_pkcs8_pem(&pem).unwrap().sign(&signed);
+        SignedEnvelope {
+            header,
+            payload: env.payload,
+            signature: sig.to_bytes().to_vec(),
+        }
+    };
+    let mut future = draft(payload.clone());
+    future.created_ms += 3_600_000;
+    let future = seal(&a_key, future);
+    let mut big = green_alert("big");
+    big.description = "x".repeat(300 * 1024);
+    let oversized = seal(&a_key, draft(big.encode_to_vec()));
+    let malformed = SignedEnvelope {
+        header: vec![0xff, 0xff, 0xff],
+        payload: payload.clone(),
+        signature: vec![0; 64],
+    };
+    let mut invalid = green_alert("");
+    invalid.title.clear();
+    let invalid_payload = seal(&a_key, draft(invalid.encode_to_vec()));
+    let mut red = draft(payload.clone());
+    red.tlp = Tlp::Red;
+    red.recipients = vec!["node-c".into()];
+    let not_for_b = seal(&a_key, red);
+
+    let cases: Vec<(&str, Option<SignedEnvelope>, PushOutcome, &str)> = vec![
+        ("good", Some(good.clone()), PushOutcome::Accepted, ""),
+        ("replayed", Some(good.clone()), PushOutcome::Duplicate, ""),
+        ("altered payload", Some(altered_payload), PushOutcome::Rejected, "payload altered"),
+        ("altered signature", Some(altered_sig), PushOutcome::Rejected, "bad signature"),
+        ("altered header", Some(altered_header), PushOutcome::Rejected, ""),
+        ("unknown signer", Some(unknown), PushOutcome::Rejected, "unknown signer"),
+        ("false origin", Some(false_origin), PushOutcome::Rejected, "false origin"),
+        ("future", Some(future), PushOutcome::Rejected, "clock skew"),
+        ("malformed", Some(malformed), PushOutcome::Rejected, "malformed"),
+        ("invalid payload", Some(invalid_payload), PushOutcome::Rejected, "alert.title"),
+        ("red not for b", Some(not_for_b), PushOutcome::Rejected, "not addressed to node-b"),
+        ("no envelope", None, PushOutcome::Rejected, "no envelope"),
+    ];
+
+    let mut fc = federation_client(&fed.pki, &fed.addr(1), "node-a", Some("node-b"))
+        .await
+        .max_encoding_message_size(1 << 20)
+        .max_decoding_message_size(1 << 20);
+    let frames: Vec<PushFrame> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, (_, env, _, _))| PushFrame {
+            seq: i as u64 + 1,
+            envelope: env.clone(),
+        })
+        .collect();
+    // Send one at a time so the replay is processed after the original commit.
+    let mut acks = Vec::new();
+    for f in frames {
+        let mut s = fc
+            .push(tokio_stream::iter(vec![f]))
+            .await
+            .unwrap()
+            .into_inner();
+        acks.push(s.message().await.unwrap().expect("one ack per frame"));
+    }
+    for ((name, _, want, needle), ack) in cases.iter().zip(&acks) {
+        assert_eq!(ack.outcome, *want as i32, "{name}: {ack:?}");
+        assert!(ack.reason.contains(needle), "{name}: reason {:?} lacks {needle:?}", ack.reason);
+    }
+
+    // The oversized envelope is refused by the transport before decoding, with a clear status.
+    let err = fc
+        .push(tokio_stream::iter(vec![PushFrame {
+            seq: 99,
+            envelope: Some(oversized),
+        }]))
+        .await;
+    let refused = match err {
+        Err(s) => s.code() == tonic::Code::ResourceExhausted || s.code() == tonic::Code::OutOfRange,
+        Ok(resp) => {
+            let mut s = resp.into_inner();
+            match s.message().await {
+                Ok(Some(ack)) => ack.outcome == PushOutcome::Rejected as i32 && ack.reason.contains("bytes"),
+                Err(st) => matches!(st.code(), tonic::Code::ResourceExhausted | tonic::Code::OutOfRange | tonic::Code::Internal),
+                Ok(None) => false,
+            }
+        }
+    };
+    assert!(refused, "oversized envelope must be refused");
+
+    let mut op = fed.operator(1).await;
+    let info = op.get_node_info(GetNodeInfoRequest {}).await.unwrap().into_inner();
+    assert_eq!(info.stored_messages, 1, "only the good envelope is stored");
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_is_not_a_peer_may_not_push() {
+    let fed = Fed::new(&["node-a", "node-b", "node-c"], &[(0, 1)]);
+    let b = fed.start(1).await;
+    let mut fc = federation_client(&fed.pki, &fed.addr(1), "node-c", Some("node-b")).await;
+    let err = fc
+        .push(tokio_stream::iter(Vec::<PushFrame>::new()))
+        .await
+        .expect_err("node-c is not b's peer");
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    assert!(err.message().contains("not a configured peer"), "{}", err.message());
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_whose_certificate_names_another_node_is_refused() {
+    // a believes node-b lives at c's address: the link must refuse c's certificate.
+    let mut fed = Fed::new(&["node-a", "node-b", "node-c"], &[(0, 1)]);
+    let c_port = fed.specs[2].port;
+    fed.specs[0].peers = vec![("node-b".into(), c_port)];
+    fed.specs[2].peers = vec![("node-a".into(), fed.specs[0].port)];
+    let c = fed.start(2).await;
+    let a = fed.start(0).await;
+    let mut op = fed.operator(0).await;
+    op.publish_alert(PublishAlertRequest {
+        alert: Some(green_alert("must not reach the impostor")),
+        recipients: vec![],
+    })
+    .await
+    .unwrap();
+    let ok = eventually(Duration::from_secs(10), || {
+        let mut op = op.clone();
+        async move {
+            let p = op.list_peers(ListPeersRequest::default()).await.unwrap().into_inner();
+            p.peers[0].last_error.contains("node-c")
+        }
+    })
+    .await;
+    assert!(ok, "the link error must name the certificate it saw");
+    let p = op.list_peers(ListPeersRequest::default()).await.unwrap().into_inner();
+    assert_eq!(p.peers[0].outbox_depth, 1, "nothing delivered to the impostor");
+    let mut op_c = fed.operator(2).await;
+    let info = op_c.get_node_info(GetNodeInfoRequest {}).await.unwrap().into_inner();
+    assert_eq!(info.stored_messages, 0);
+    a.shutdown().await.unwrap();
+    c.shutdown().await.unwrap();
+}
