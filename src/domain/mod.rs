@@ -2,3 +2,4 @@
 //! Nothing here knows about tonic, sockets or SQL; everything is testable in memory.
 pub mod alert;
 pub mod identity;
+pub mod policy;
