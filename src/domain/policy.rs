@@ -1,52 +1,487 @@
-//! TEMPORARY placeholder until the alert-validation branch merges.
+//! TLP distribution policy: who may receive a message, checked before anything leaves a
+//! node and again at every hop. Everything here fails closed: an unknown or unset TLP is
+//! never sent anywhere.
+//!
+//! In this federation CLEAR and GREEN may be broadcast and relayed; AMBER, AMBER+STRICT
+//! and RED go only to the recipients the origin names, and only directly to them (a node
+//! that is not a named recipient never receives the plaintext).
+use std::collections::HashSet;
+
+use crate::domain::alert::tlp_label;
+use crate::domain::identity::validate_name;
 use crate::proto::v1::Tlp;
-#[derive(Clone, Debug)]
-pub struct PeerPolicy {
-    pub max_tlp: Tlp,
-    pub relay: bool,
-}
-pub enum Route {
-    Send,
-    Skip(String),
-}
+
+/// Why a message may not be distributed as asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
-    #[error("broadcast of {tlp} not allowed")]
-    BroadcastNotAllowed { tlp: &'static str },
-    #[error("unknown TLP")]
+    /// AMBER, AMBER+STRICT or RED with no named recipients.
+    #[error(
+        "{tlp} may not be broadcast: name the recipient nodes (recipients) or use TLP:CLEAR/TLP:GREEN"
+    )]
+    BroadcastNotAllowed {
+        /// Label of the offending TLP, e.g. "TLP:RED".
+        tlp: &'static str,
+    },
+    /// The TLP is not set.
+    #[error(
+        "TLP is not set: mark the message TLP_CLEAR, TLP_GREEN, TLP_AMBER, TLP_AMBER_STRICT or TLP_RED (unmarked messages are never distributed)"
+    )]
     UnknownTlp,
-    #[error("invalid recipient {0}")]
+    /// A recipient is not a valid member id, or is listed twice.
+    #[error("invalid recipient: {0}")]
     InvalidRecipient(String),
 }
+
+/// Whether a message of this TLP may be sent to these recipients. An empty list means a
+/// broadcast to the whole federation: allowed for CLEAR and GREEN only. Each recipient
+/// must be a valid member id, listed once.
 pub fn check_distribution(tlp: Tlp, recipients: &[String]) -> Result<(), PolicyError> {
-    match tlp {
-        Tlp::Unspecified => Err(PolicyError::UnknownTlp),
-        Tlp::Clear | Tlp::Green => Ok(()),
-        _ if recipients.is_empty() => Err(PolicyError::BroadcastNotAllowed { tlp: "x" }),
-        _ => Ok(()),
+    if tlp == Tlp::Unspecified {
+        return Err(PolicyError::UnknownTlp);
+    }
+    let mut seen = HashSet::new();
+    for r in recipients {
+        validate_name(r).map_err(PolicyError::InvalidRecipient)?;
+        if !seen.insert(r.as_str()) {
+            return Err(PolicyError::InvalidRecipient(format!(
+                "{r:?} is listed twice; name each recipient node once"
+            )));
+        }
+    }
+    if recipients.is_empty() && !broadcastable(tlp) {
+        return Err(PolicyError::BroadcastNotAllowed {
+            tlp: tlp_label(tlp),
+        });
+    }
+    Ok(())
+}
+
+/// CLEAR and GREEN may be broadcast and relayed; nothing else.
+fn broadcastable(tlp: Tlp) -> bool {
+    matches!(tlp, Tlp::Clear | Tlp::Green)
+}
+
+/// Per-peer policy from configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerPolicy {
+    /// Highest TLP this peer may receive (default TLP:RED).
+    pub max_tlp: Tlp,
+    /// May this link carry messages for others (relay)? Default true. Only CLEAR and
+    /// GREEN are ever relayed.
+    pub relay: bool,
+}
+
+impl Default for PeerPolicy {
+    fn default() -> Self {
+        PeerPolicy {
+            max_tlp: Tlp::Red,
+            relay: true,
+        }
     }
 }
+
+/// Decision for sending one message to one direct peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// Send it.
+    Send,
+    /// Do not send it, for this reason (logged and shown in the delivery state).
+    Skip(String),
+}
+
+impl Route {
+    /// True for [`Route::Send`].
+    pub fn is_send(&self) -> bool {
+        matches!(self, Route::Send)
+    }
+}
+
+/// Decides whether a message (origin, TLP, recipients, relay path already travelled) may
+/// go from `this_node` to the direct peer `peer`.
+///
+/// - Unset TLP, or a peer whose `max_tlp` is unset: skip (fail closed).
+/// - Never back to the origin, to a node on `path`, or to this node itself.
+/// - TLP above the peer's `max_tlp`: skip.
+/// - CLEAR/GREEN broadcast: the origin sends to every peer; a relaying node forwards only
+///   over links with `relay = true`.
+/// - CLEAR/GREEN with recipients: send to a peer that is a recipient, or over a relay link
+///   (a recipient may be behind it).
+/// - AMBER, AMBER+STRICT, RED: only to a peer that is itself a named recipient; never
+///   broadcast.
 pub fn route_to_peer(
     tlp: Tlp,
     origin: &str,
     recipients: &[String],
     path: &[String],
-    _this: &str,
+    this_node: &str,
     peer: &str,
     policy: &PeerPolicy,
 ) -> Route {
-    if peer == origin || path.iter().any(|p| p == peer) || (tlp as i32) > (policy.max_tlp as i32) {
-        return Route::Skip("no".into());
+    if tlp == Tlp::Unspecified {
+        return Route::Skip("message TLP is not set; unmarked messages are never forwarded".into());
     }
-    match tlp {
-        Tlp::Clear | Tlp::Green => Route::Send,
-        Tlp::Unspecified => Route::Skip("unknown".into()),
-        _ => {
-            if recipients.iter().any(|r| r == peer) {
+    if peer == origin {
+        return Route::Skip(format!(
+            "{peer} is the origin of the message; not sending it back"
+        ));
+    }
+    if peer == this_node {
+        return Route::Skip(format!("{peer} is this node"));
+    }
+    if path.iter().any(|p| p == peer) {
+        return Route::Skip(format!(
+            "{peer} is on the message's relay path (it already carried it); not sending it back"
+        ));
+    }
+    if policy.max_tlp == Tlp::Unspecified {
+        return Route::Skip(format!(
+            "peer policy max_tlp for {peer} is not set; set it (e.g. TLP_RED) to send anything to this peer"
+        ));
+    }
+    if tlp > policy.max_tlp {
+        return Route::Skip(format!(
+            "peer policy max_tlp is {}, message is {}",
+            tlp_label(policy.max_tlp),
+            tlp_label(tlp)
+        ));
+    }
+    let is_recipient = recipients.iter().any(|r| r == peer);
+    let relaying = this_node != origin;
+    match (broadcastable(tlp), recipients.is_empty()) {
+        (true, true) => {
+            if !relaying || policy.relay {
                 Route::Send
             } else {
-                Route::Skip("not recipient".into())
+                Route::Skip(format!(
+                    "link to {peer} is not a relay link (relay = false); only the origin's own broadcasts go over it"
+                ))
             }
         }
+        (true, false) => {
+            if is_recipient || policy.relay {
+                Route::Send
+            } else {
+                Route::Skip(format!(
+                    "{peer} is not a named recipient and the link is not a relay link (relay = false)"
+                ))
+            }
+        }
+        (false, true) => Route::Skip(format!(
+            "{} message has no named recipients; it may not be broadcast",
+            tlp_label(tlp)
+        )),
+        (false, false) => {
+            if is_recipient {
+                Route::Send
+            } else {
+                Route::Skip(format!(
+                    "{peer} is not a named recipient of this {} message; it goes only directly to its recipients",
+                    tlp_label(tlp)
+                ))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::alert::ALL_TLPS;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    fn policy(relay: bool) -> PeerPolicy {
+        PeerPolicy {
+            max_tlp: Tlp::Red,
+            relay,
+        }
+    }
+
+    #[track_caller]
+    fn skip_reason(r: Route) -> String {
+        match r {
+            Route::Skip(reason) => reason,
+            Route::Send => panic!("expected Skip, got Send"),
+        }
+    }
+
+    #[test]
+    fn distribution_broadcast_only_clear_green() {
+        for t in ALL_TLPS {
+            let r = check_distribution(t, &[]);
+            if matches!(t, Tlp::Clear | Tlp::Green) {
+                assert_eq!(r, Ok(()), "{t:?}");
+            } else {
+                let e = r.unwrap_err();
+                assert_eq!(e, PolicyError::BroadcastNotAllowed { tlp: tlp_label(t) });
+                assert!(
+                    e.to_string()
+                        .contains("name the recipient nodes (recipients)")
+                );
+            }
+            check_distribution(t, &s(&["node-b", "cert.ua"])).unwrap();
+        }
+        assert_eq!(
+            check_distribution(Tlp::Red, &[]).unwrap_err().to_string(),
+            "TLP:RED may not be broadcast: name the recipient nodes (recipients) or use TLP:CLEAR/TLP:GREEN"
+        );
+        assert_eq!(
+            check_distribution(Tlp::AmberStrict, &[])
+                .unwrap_err()
+                .to_string(),
+            "TLP:AMBER+STRICT may not be broadcast: name the recipient nodes (recipients) or use TLP:CLEAR/TLP:GREEN"
+        );
+    }
+
+    #[test]
+    fn distribution_unknown_tlp_fails_closed() {
+        for rcpts in [vec![], s(&["node-b"])] {
+            let e = check_distribution(Tlp::Unspecified, &rcpts).unwrap_err();
+            assert_eq!(e, PolicyError::UnknownTlp);
+            assert!(e.to_string().contains("TLP_CLEAR"), "{e}");
+        }
+    }
+
+    #[test]
+    fn distribution_invalid_recipients() {
+        for bad in ["", "Node-B", "node b", "-node", &"a".repeat(64)] {
+            let e = check_distribution(Tlp::Red, &s(&["node-b", bad])).unwrap_err();
+            assert!(
+                matches!(&e, PolicyError::InvalidRecipient(m) if m.contains("invalid name")),
+                "{e}"
+            );
+            assert!(e.to_string().starts_with("invalid recipient: "));
+        }
+        let e = check_distribution(Tlp::Green, &s(&["node-b", "node-c", "node-b"])).unwrap_err();
+        assert!(
+            matches!(&e, PolicyError::InvalidRecipient(m) if m.contains("\"node-b\" is listed twice")),
+            "{e}"
+        );
+    }
+
+    /// The full table: every TLP × broadcast/with recipients × peer a recipient or not ×
+    /// relay link or not × this node the origin or a relay.
+    #[test]
+    fn route_table() {
+        for tlp in ALL_TLPS {
+            let shareable = matches!(tlp, Tlp::Clear | Tlp::Green);
+            for with_recipients in [false, true] {
+                for peer_is_recipient in [false, true] {
+                    if peer_is_recipient && !with_recipients {
+                        continue;
+                    }
+                    for relay in [false, true] {
+                        for this_is_origin in [false, true] {
+                            let recipients = match (with_recipients, peer_is_recipient) {
+                                (false, _) => vec![],
+                                (true, true) => s(&["node-d", "peer"]),
+                                (true, false) => s(&["node-d"]),
+                            };
+                            let this = if this_is_origin { "origin" } else { "relay" };
+                            let path = if this_is_origin {
+                                vec![]
+                            } else {
+                                s(&["origin"])
+                            };
+                            let got = route_to_peer(
+                                tlp,
+                                "origin",
+                                &recipients,
+                                &path,
+                                this,
+                                "peer",
+                                &policy(relay),
+                            );
+                            let want = match (shareable, with_recipients) {
+                                (true, false) => this_is_origin || relay,
+                                (true, true) => peer_is_recipient || relay,
+                                (false, false) => false,
+                                (false, true) => peer_is_recipient,
+                            };
+                            let case = format!(
+                                "{tlp:?} recipients={with_recipients} peer_is_recipient={peer_is_recipient} relay={relay} origin={this_is_origin}"
+                            );
+                            assert_eq!(got.is_send(), want, "{case}: {got:?}");
+                            if let Route::Skip(reason) = got {
+                                assert!(!reason.is_empty(), "{case}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn route_skip_reasons() {
+        let r = skip_reason(route_to_peer(
+            Tlp::Red,
+            "a",
+            &s(&["c"]),
+            &s(&["a"]),
+            "b",
+            "d",
+            &policy(true),
+        ));
+        assert!(
+            r.contains("not a named recipient of this TLP:RED message"),
+            "{r}"
+        );
+        let r = skip_reason(route_to_peer(
+            Tlp::Amber,
+            "a",
+            &[],
+            &[],
+            "a",
+            "d",
+            &policy(true),
+        ));
+        assert!(
+            r.contains("TLP:AMBER message has no named recipients"),
+            "{r}"
+        );
+        let r = skip_reason(route_to_peer(
+            Tlp::Green,
+            "a",
+            &[],
+            &s(&["a"]),
+            "b",
+            "d",
+            &policy(false),
+        ));
+        assert!(r.contains("not a relay link (relay = false)"), "{r}");
+        let r = skip_reason(route_to_peer(
+            Tlp::Clear,
+            "a",
+            &s(&["c"]),
+            &[],
+            "a",
+            "d",
+            &policy(false),
+        ));
+        assert!(
+            r.contains("not a named recipient and the link is not a relay link"),
+            "{r}"
+        );
+    }
+
+    #[test]
+    fn never_back_to_origin_or_along_path() {
+        for tlp in ALL_TLPS {
+            for relay in [false, true] {
+                let p = policy(relay);
+                // Back to the origin, even when it is named as a recipient.
+                let r = skip_reason(route_to_peer(
+                    tlp,
+                    "a",
+                    &s(&["a", "c"]),
+                    &s(&["a"]),
+                    "b",
+                    "a",
+                    &p,
+                ));
+                assert!(r.contains("origin"), "{r}");
+                let r = skip_reason(route_to_peer(tlp, "a", &[], &s(&["a"]), "b", "a", &p));
+                assert!(r.contains("origin"), "{r}");
+                // To a node that already carried it (on the path), even a recipient.
+                let path = s(&["a", "x", "b"]);
+                let r = skip_reason(route_to_peer(tlp, "a", &s(&["x"]), &path, "c", "x", &p));
+                assert!(r.contains("relay path"), "{r}");
+                let r = skip_reason(route_to_peer(tlp, "a", &[], &path, "c", "b", &p));
+                assert!(r.contains("relay path"), "{r}");
+                // To itself.
+                let r = skip_reason(route_to_peer(
+                    tlp,
+                    "a",
+                    &s(&["b"]),
+                    &s(&["a"]),
+                    "b",
+                    "b",
+                    &p,
+                ));
+                assert!(r.contains("this node"), "{r}");
+            }
+        }
+    }
+
+    #[test]
+    fn peer_max_tlp() {
+        for max in ALL_TLPS {
+            for tlp in ALL_TLPS {
+                let p = PeerPolicy {
+                    max_tlp: max,
+                    relay: true,
+                };
+                let got = route_to_peer(tlp, "a", &s(&["b"]), &[], "a", "b", &p);
+                if tlp > max {
+                    let r = skip_reason(got);
+                    assert_eq!(
+                        r,
+                        format!(
+                            "peer policy max_tlp is {}, message is {}",
+                            tlp_label(max),
+                            tlp_label(tlp)
+                        )
+                    );
+                } else {
+                    assert_eq!(got, Route::Send, "{tlp:?} max {max:?}");
+                }
+            }
+        }
+        let r = skip_reason(route_to_peer(
+            Tlp::Amber,
+            "a",
+            &s(&["b"]),
+            &[],
+            "a",
+            "b",
+            &PeerPolicy {
+                max_tlp: Tlp::Green,
+                relay: true,
+            },
+        ));
+        assert_eq!(r, "peer policy max_tlp is TLP:GREEN, message is TLP:AMBER");
+        // An unset max_tlp sends nothing, not even CLEAR.
+        let p = PeerPolicy {
+            max_tlp: Tlp::Unspecified,
+            relay: true,
+        };
+        let r = skip_reason(route_to_peer(Tlp::Clear, "a", &[], &[], "a", "b", &p));
+        assert!(r.contains("max_tlp for b is not set"), "{r}");
+    }
+
+    #[test]
+    fn unspecified_tlp_never_routed() {
+        for relay in [false, true] {
+            for rcpts in [vec![], s(&["b"])] {
+                let r = skip_reason(route_to_peer(
+                    Tlp::Unspecified,
+                    "a",
+                    &rcpts,
+                    &[],
+                    "a",
+                    "b",
+                    &policy(relay),
+                ));
+                assert!(r.contains("TLP is not set"), "{r}");
+            }
+        }
+    }
+
+    #[test]
+    fn line_topology() {
+        // a - b - c: a GREEN broadcast from a reaches c through b; a RED message for c
+        // is not handed to b (not a recipient), but goes from a to c when they peer directly.
+        let p = PeerPolicy::default();
+        assert_eq!(p.max_tlp, Tlp::Red);
+        assert!(p.relay);
+        assert!(route_to_peer(Tlp::Green, "a", &[], &[], "a", "b", &p).is_send());
+        assert!(route_to_peer(Tlp::Green, "a", &[], &s(&["a"]), "b", "c", &p).is_send());
+        assert!(!route_to_peer(Tlp::Green, "a", &[], &s(&["a", "b"]), "c", "b", &p).is_send());
+        assert!(!route_to_peer(Tlp::Red, "a", &s(&["c"]), &[], "a", "b", &p).is_send());
+        assert!(route_to_peer(Tlp::Red, "a", &s(&["c"]), &[], "a", "c", &p).is_send());
+        assert!(route_to_peer(Tlp::Red, "a", &s(&["b", "c"]), &[], "a", "b", &p).is_send());
     }
 }
