@@ -13,6 +13,7 @@ pub mod api;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod domain;
 pub mod localfed;
 pub mod node;

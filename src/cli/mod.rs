@@ -29,6 +29,8 @@ pub enum Command {
         #[command(subcommand)]
         cmd: crate::pki_cli::PkiCommand,
     },
+    /// Start a real local federation on loopback and play a short scenario.
+    Demo,
     /// Run the standard benchmark on loopback (starts its own nodes).
     Bench(crate::bench::BenchArgs),
     /// Node identity, version, peers and members.
@@ -102,6 +104,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             rt()?.block_on(crate::node::serve(cfg, &config))
         }
         Command::Pki { cmd } => crate::pki_cli::run(cmd),
+        Command::Demo => {
+            init_logging(LogFormat::Human, "warn");
+            rt()?.block_on(crate::demo::run())
+        }
         Command::Bench(args) => {
             init_logging(LogFormat::Human, "warn");
             rt()?.block_on(crate::bench::run(args))
