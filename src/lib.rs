@@ -11,4 +11,5 @@
 
 pub mod domain;
 pub mod pki;
+pub mod pki_cli;
 pub mod proto;
