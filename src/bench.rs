@@ -104,7 +104,8 @@ async fn bench_ingest(messages: usize) -> anyhow::Result<Ingest> {
             )),
         })
         .collect();
-    let mut client = crate::localfed::federation_client(&fed.pki, &fed.addr(1), "node-a", Some("node-b")).await;
+    let mut client =
+        crate::localfed::federation_client(&fed.pki, &fed.addr(1), "node-a", Some("node-b")).await;
     let (tx, rx) = tokio::sync::mpsc::channel(4096);
     let started = Instant::now();
     let mut acks = client
@@ -164,7 +165,9 @@ async fn bench_relay(rate: u32, seconds: u32) -> anyhow::Result<Relay> {
     let mut op_c = fed.operator(2).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while op_c
-        .get_message(GetMessageRequest { message_id: id.clone() })
+        .get_message(GetMessageRequest {
+            message_id: id.clone(),
+        })
         .await
         .is_err()
     {
@@ -264,7 +267,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let p99 = percentile(&relay.hop1, 0.99);
     let p50_2 = percentile(&relay.hop2, 0.50);
     let p99_2 = percentile(&relay.hop2, 0.99);
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     if args.json {
         let v = serde_json::json!({
             "ingest_msgs_per_s": (ingest_rate * 10.0).round() / 10.0,
@@ -284,7 +289,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         println!("{v}");
     } else {
         println!("{:<44} {:>12}", "metric", "value");
-        println!("{:<44} {:>12.0}", "ingest_msgs_per_s (verify+commit+ack)", ingest_rate);
+        println!(
+            "{:<44} {:>12.0}",
+            "ingest_msgs_per_s (verify+commit+ack)", ingest_rate
+        );
         println!("{:<44} {:>12}", "ingest messages", ingest.messages);
         println!("{:<44} {:>12.3}", "relay_p50_ms (one hop)", p50);
         println!("{:<44} {:>12.3}", "relay_p99_ms (one hop)", p99);

@@ -24,7 +24,14 @@ struct Seen {
     path: Vec<String>,
 }
 
-fn alert(title: &str, desc: &str, sev: Severity, sectors: &[Nis2Sector], countries: &[&str], ind: &[(IndicatorType, &str)]) -> Alert {
+fn alert(
+    title: &str,
+    desc: &str,
+    sev: Severity,
+    sectors: &[Nis2Sector],
+    countries: &[&str],
+    ind: &[(IndicatorType, &str)],
+) -> Alert {
     Alert {
         title: title.into(),
         description: desc.into(),
@@ -48,7 +55,11 @@ fn alert(title: &str, desc: &str, sev: Severity, sectors: &[Nis2Sector], countri
 pub async fn run() -> anyhow::Result<()> {
     let t0 = Instant::now();
     let fed = Fed::new(&NODES, &LINKS);
-    println!("certfed demo: {} partner nodes on loopback, fresh PKI in {}", NODES.len(), fed.pki.dir.path().display());
+    println!(
+        "certfed demo: {} partner nodes on loopback, fresh PKI in {}",
+        NODES.len(),
+        fed.pki.dir.path().display()
+    );
     for (a, b) in LINKS {
         println!("  link {:<8} <-> {}", NODES[a], NODES[b]);
     }
@@ -85,7 +96,11 @@ pub async fn run() -> anyhow::Result<()> {
                     s.at.as_secs_f64(),
                     s.node,
                     format!("\"{}\"", s.title),
-                    if s.path.len() <= 1 { "(own)".to_string() } else { s.path.join(" -> ") }
+                    if s.path.len() <= 1 {
+                        "(own)".to_string()
+                    } else {
+                        s.path.join(" -> ")
+                    }
                 );
                 seen.lock().expect("lock").push(s);
             }
@@ -101,7 +116,9 @@ pub async fn run() -> anyhow::Result<()> {
                 t0.elapsed().as_secs_f64(),
                 NODES[i],
                 crate::domain::alert::tlp_label(Tlp::try_from(a.tlp).unwrap_or(Tlp::Unspecified)),
-                crate::domain::alert::severity_label(Severity::try_from(a.severity).unwrap_or(Severity::Unspecified)),
+                crate::domain::alert::severity_label(
+                    Severity::try_from(a.severity).unwrap_or(Severity::Unspecified)
+                ),
                 a.title
             );
             op.publish_alert(PublishAlertRequest {
@@ -122,7 +139,10 @@ pub async fn run() -> anyhow::Result<()> {
             Severity::High,
             &[Nis2Sector::Energy],
             &["UA"],
-            &[(IndicatorType::Ip, "203.0.113.45"), (IndicatorType::Domain, "update-scada.example")],
+            &[
+                (IndicatorType::Ip, "203.0.113.45"),
+                (IndicatorType::Domain, "update-scada.example"),
+            ],
         ),
     )
     .await?;
@@ -134,7 +154,13 @@ pub async fn run() -> anyhow::Result<()> {
         Severity::Critical,
         &[Nis2Sector::Energy],
         &["UA", "PL"],
-        &[(IndicatorType::Ip, "203.0.113.45"), (IndicatorType::Sha256, "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08")],
+        &[
+            (IndicatorType::Ip, "203.0.113.45"),
+            (
+                IndicatorType::Sha256,
+                "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+            ),
+        ],
     );
     upd.revision = Revision::Update as i32;
     upd.supersedes = first;
@@ -149,7 +175,10 @@ pub async fn run() -> anyhow::Result<()> {
             Severity::Critical,
             &[Nis2Sector::Transport],
             &["PL", "DE"],
-            &[(IndicatorType::Domain, "update-scada.example"), (IndicatorType::Cve, "CVE-2024-3400")],
+            &[
+                (IndicatorType::Domain, "update-scada.example"),
+                (IndicatorType::Cve, "CVE-2024-3400"),
+            ],
         ),
     )
     .await?;
@@ -194,6 +223,10 @@ pub async fn run() -> anyhow::Result<()> {
     if !complete || ids.len() != 3 {
         anyhow::bail!("not every partner received every alert");
     }
-    println!("\nAll {} partners received all {} alerts, each exactly once, through relays where no direct link exists.", NODES.len(), ids.len());
+    println!(
+        "\nAll {} partners received all {} alerts, each exactly once, through relays where no direct link exists.",
+        NODES.len(),
+        ids.len()
+    );
     Ok(())
 }

@@ -19,6 +19,12 @@ pub struct Pki {
     pub ca: Ca,
 }
 
+impl Default for Pki {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Pki {
     pub fn new() -> Pki {
         crate::transport::tls::install_default_provider();
@@ -59,7 +65,12 @@ impl Pki {
         self.write_pair(id, &issued);
         if !self.path(&format!("{id}.sign.key")).exists() {
             let sk = new_signing_key().unwrap();
-            write_private(&self.path(&format!("{id}.sign.key")), &sk.private_pem, false).unwrap();
+            write_private(
+                &self.path(&format!("{id}.sign.key")),
+                &sk.private_pem,
+                false,
+            )
+            .unwrap();
             write_public(&self.path(&format!("{id}.sign.pub")), &sk.public_pem, false).unwrap();
         }
         issued
@@ -135,7 +146,11 @@ shutdown_grace_secs = 3
 "#,
         port = spec.port,
         hs = spec.handshake_timeout_secs,
-        crls = if pki.path("ca.crl").exists() { "crls = [\"ca.crl\"]" } else { "" },
+        crls = if pki.path("ca.crl").exists() {
+            "crls = [\"ca.crl\"]"
+        } else {
+            ""
+        },
         data = data.display(),
         extra = spec.extra,
     );

@@ -49,18 +49,28 @@ async fn green_alert_reaches_peer_and_is_relayed_once_through_b() {
     let got = eventually(Duration::from_secs(20), || {
         let mut op_c = op_c.clone();
         let id = id.clone();
-        async move { op_c.get_message(GetMessageRequest { message_id: id }).await.is_ok() }
+        async move {
+            op_c.get_message(GetMessageRequest { message_id: id })
+                .await
+                .is_ok()
+        }
     })
     .await;
     assert!(got, "alert did not reach node-c through node-b");
     let m = op_c
-        .get_message(GetMessageRequest { message_id: id.clone() })
+        .get_message(GetMessageRequest {
+            message_id: id.clone(),
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(m.origin, "node-a");
     let path: Vec<_> = m.path.iter().map(|h| h.node_id.as_str()).collect();
-    assert_eq!(path, ["node-a", "node-b"], "c's path must show it came through b");
+    assert_eq!(
+        path,
+        ["node-a", "node-b"],
+        "c's path must show it came through b"
+    );
     assert_eq!(m.alert.unwrap().title, "line relay");
 
     let mut op_b = fed.operator(1).await;

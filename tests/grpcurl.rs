@@ -56,26 +56,62 @@ async fn grpcurl_lists_describes_and_calls() {
         assert!(out.contains(svc), "list lacks {svc}: {out}");
     }
 
-    let (ok, out) = run(&bin, &fed, "operator", &[&addr, "describe", "certfed.v1.Operator"]);
+    let (ok, out) = run(
+        &bin,
+        &fed,
+        "operator",
+        &[&addr, "describe", "certfed.v1.Operator"],
+    );
     assert!(ok, "{out}");
-    assert!(out.contains("rpc GetNodeInfo") && out.contains("rpc PublishAlert"), "{out}");
+    assert!(
+        out.contains("rpc GetNodeInfo") && out.contains("rpc PublishAlert"),
+        "{out}"
+    );
     // Proto comments reach the operator through reflection.
-    assert!(out.contains("Identity, version"), "describe should show comments: {out}");
+    assert!(
+        out.contains("Identity, version"),
+        "describe should show comments: {out}"
+    );
 
-    let (ok, out) = run(&bin, &fed, "operator", &[&addr, "describe", "certfed.v1.Alert"]);
+    let (ok, out) = run(
+        &bin,
+        &fed,
+        "operator",
+        &[&addr, "describe", "certfed.v1.Alert"],
+    );
     assert!(ok && out.contains("google.protobuf.Timestamp"), "{out}");
 
-    let (ok, out) = run(&bin, &fed, "operator", &[&addr, "grpc.health.v1.Health/Check"]);
+    let (ok, out) = run(
+        &bin,
+        &fed,
+        "operator",
+        &[&addr, "grpc.health.v1.Health/Check"],
+    );
     assert!(ok && out.contains("SERVING"), "{out}");
 
-    let (ok, out) = run(&bin, &fed, "operator", &["-d", "{}", &addr, "certfed.v1.Operator/GetNodeInfo"]);
+    let (ok, out) = run(
+        &bin,
+        &fed,
+        "operator",
+        &["-d", "{}", &addr, "certfed.v1.Operator/GetNodeInfo"],
+    );
     assert!(ok && out.contains("\"nodeId\": \"node-a\""), "{out}");
 
     let body = r#"{"alert":{"title":"from grpcurl","description":"d","tlp":"TLP_GREEN","severity":"SEVERITY_HIGH"}}"#;
-    let (ok, out) = run(&bin, &fed, "operator", &["-d", body, &addr, "certfed.v1.Operator/PublishAlert"]);
+    let (ok, out) = run(
+        &bin,
+        &fed,
+        "operator",
+        &["-d", body, &addr, "certfed.v1.Operator/PublishAlert"],
+    );
     assert!(ok && out.contains("messageId"), "{out}");
 
-    let (ok, out) = run(&bin, &fed, "operator", &["-d", "{}", &addr, "certfed.v1.Operator/ListAlerts"]);
+    let (ok, out) = run(
+        &bin,
+        &fed,
+        "operator",
+        &["-d", "{}", &addr, "certfed.v1.Operator/ListAlerts"],
+    );
     assert!(ok && out.contains("from grpcurl"), "{out}");
 
     // A node certificate may not use reflection or the Operator service.

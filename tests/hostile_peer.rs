@@ -89,15 +89,55 @@ async fn hostile_envelopes_are_refused_with_reasons() {
     let cases: Vec<(&str, Option<SignedEnvelope>, PushOutcome, &str)> = vec![
         ("good", Some(good.clone()), PushOutcome::Accepted, ""),
         ("replayed", Some(good.clone()), PushOutcome::Duplicate, ""),
-        ("altered payload", Some(altered_payload), PushOutcome::Rejected, "payload altered"),
-        ("altered signature", Some(altered_sig), PushOutcome::Rejected, "bad signature"),
-        ("altered header", Some(altered_header), PushOutcome::Rejected, ""),
-        ("unknown signer", Some(unknown), PushOutcome::Rejected, "unknown signer"),
-        ("false origin", Some(false_origin), PushOutcome::Rejected, "false origin"),
+        (
+            "altered payload",
+            Some(altered_payload),
+            PushOutcome::Rejected,
+            "payload altered",
+        ),
+        (
+            "altered signature",
+            Some(altered_sig),
+            PushOutcome::Rejected,
+            "bad signature",
+        ),
+        (
+            "altered header",
+            Some(altered_header),
+            PushOutcome::Rejected,
+            "",
+        ),
+        (
+            "unknown signer",
+            Some(unknown),
+            PushOutcome::Rejected,
+            "unknown signer",
+        ),
+        (
+            "false origin",
+            Some(false_origin),
+            PushOutcome::Rejected,
+            "false origin",
+        ),
         ("future", Some(future), PushOutcome::Rejected, "clock skew"),
-        ("malformed", Some(malformed), PushOutcome::Rejected, "malformed"),
-        ("invalid payload", Some(invalid_payload), PushOutcome::Rejected, "alert.title"),
-        ("red not for b", Some(not_for_b), PushOutcome::Rejected, "not addressed to node-b"),
+        (
+            "malformed",
+            Some(malformed),
+            PushOutcome::Rejected,
+            "malformed",
+        ),
+        (
+            "invalid payload",
+            Some(invalid_payload),
+            PushOutcome::Rejected,
+            "alert.title",
+        ),
+        (
+            "red not for b",
+            Some(not_for_b),
+            PushOutcome::Rejected,
+            "not addressed to node-b",
+        ),
         ("no envelope", None, PushOutcome::Rejected, "no envelope"),
     ];
 
@@ -125,7 +165,11 @@ async fn hostile_envelopes_are_refused_with_reasons() {
     }
     for ((name, _, want, needle), ack) in cases.iter().zip(&acks) {
         assert_eq!(ack.outcome, *want as i32, "{name}: {ack:?}");
-        assert!(ack.reason.contains(needle), "{name}: reason {:?} lacks {needle:?}", ack.reason);
+        assert!(
+            ack.reason.contains(needle),
+            "{name}: reason {:?} lacks {needle:?}",
+            ack.reason
+        );
     }
 
     // The oversized envelope is refused by the transport before decoding, with a clear status.
@@ -140,8 +184,15 @@ async fn hostile_envelopes_are_refused_with_reasons() {
         Ok(resp) => {
             let mut s = resp.into_inner();
             match s.message().await {
-                Ok(Some(ack)) => ack.outcome == PushOutcome::Rejected as i32 && ack.reason.contains("bytes"),
-                Err(st) => matches!(st.code(), tonic::Code::ResourceExhausted | tonic::Code::OutOfRange | tonic::Code::Internal),
+                Ok(Some(ack)) => {
+                    ack.outcome == PushOutcome::Rejected as i32 && ack.reason.contains("bytes")
+                }
+                Err(st) => matches!(
+                    st.code(),
+                    tonic::Code::ResourceExhausted
+                        | tonic::Code::OutOfRange
+                        | tonic::Code::Internal
+                ),
                 Ok(None) => false,
             }
         }
@@ -149,7 +200,11 @@ async fn hostile_envelopes_are_refused_with_reasons() {
     assert!(refused, "oversized envelope must be refused");
 
     let mut op = fed.operator(1).await;
-    let info = op.get_node_info(GetNodeInfoRequest {}).await.unwrap().into_inner();
+    let info = op
+        .get_node_info(GetNodeInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(info.stored_messages, 1, "only the good envelope is stored");
     b.shutdown().await.unwrap();
 }
@@ -164,7 +219,11 @@ async fn a_node_that_is_not_a_peer_may_not_push() {
         .await
         .expect_err("node-c is not b's peer");
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
-    assert!(err.message().contains("not a configured peer"), "{}", err.message());
+    assert!(
+        err.message().contains("not a configured peer"),
+        "{}",
+        err.message()
+    );
     b.shutdown().await.unwrap();
 }
 
@@ -187,16 +246,31 @@ async fn a_peer_whose_certificate_names_another_node_is_refused() {
     let ok = eventually(Duration::from_secs(10), || {
         let mut op = op.clone();
         async move {
-            let p = op.list_peers(ListPeersRequest::default()).await.unwrap().into_inner();
+            let p = op
+                .list_peers(ListPeersRequest::default())
+                .await
+                .unwrap()
+                .into_inner();
             p.peers[0].last_error.contains("node-c")
         }
     })
     .await;
     assert!(ok, "the link error must name the certificate it saw");
-    let p = op.list_peers(ListPeersRequest::default()).await.unwrap().into_inner();
-    assert_eq!(p.peers[0].outbox_depth, 1, "nothing delivered to the impostor");
+    let p = op
+        .list_peers(ListPeersRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        p.peers[0].outbox_depth, 1,
+        "nothing delivered to the impostor"
+    );
     let mut op_c = fed.operator(2).await;
-    let info = op_c.get_node_info(GetNodeInfoRequest {}).await.unwrap().into_inner();
+    let info = op_c
+        .get_node_info(GetNodeInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(info.stored_messages, 0);
     a.shutdown().await.unwrap();
     c.shutdown().await.unwrap();

@@ -35,7 +35,10 @@ fn serve(config: &Path) -> Output {
 fn assert_refused(config: &Path, needles: &[&str]) {
     let out = serve(config);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "must exit non-zero; stderr: {stderr}");
+    assert!(
+        !out.status.success(),
+        "must exit non-zero; stderr: {stderr}"
+    );
     for n in needles {
         assert!(stderr.contains(n), "stderr should name {n:?}: {stderr}");
     }
@@ -44,7 +47,10 @@ fn assert_refused(config: &Path, needles: &[&str]) {
 fn edit(path: &Path, from: &str, to: &str) -> std::path::PathBuf {
     let s = std::fs::read_to_string(path).unwrap();
     assert!(s.contains(from), "config has no {from:?}");
-    let out = path.with_file_name(format!("edited-{}", path.file_name().unwrap().to_string_lossy()));
+    let out = path.with_file_name(format!(
+        "edited-{}",
+        path.file_name().unwrap().to_string_lossy()
+    ));
     std::fs::write(&out, s.replacen(from, to, 1)).unwrap();
     out
 }
@@ -54,7 +60,10 @@ fn bad_configuration_is_refused_naming_the_problem() {
     let fed = Fed::new(&["node-a"], &[]);
     let good = fed.config_path(0);
 
-    assert_refused(&fed.pki.path("missing.toml"), &["missing.toml", "not found"]);
+    assert_refused(
+        &fed.pki.path("missing.toml"),
+        &["missing.toml", "not found"],
+    );
 
     let unknown = edit(&good, "[storage]", "[storage]\ncolour = \"blue\"");
     assert_refused(&unknown, &["colour"]);
@@ -66,7 +75,11 @@ fn bad_configuration_is_refused_naming_the_problem() {
     let missing_cert = edit(&good, "cert = \"node-a.crt\"", "cert = \"nope.crt\"");
     assert_refused(&missing_cert, &["tls.cert", "nope.crt"]);
 
-    let bad_tlp = edit(&good, "[log]", "[[peers]]\nid = \"node-b\"\nendpoint = \"127.0.0.1:1\"\nmax_tlp = \"purple\"\n\n[log]");
+    let bad_tlp = edit(
+        &good,
+        "[log]",
+        "[[peers]]\nid = \"node-b\"\nendpoint = \"127.0.0.1:1\"\nmax_tlp = \"purple\"\n\n[log]",
+    );
     assert_refused(&bad_tlp, &["peers[0].max_tlp"]);
 
     // A private key readable by others.
@@ -78,7 +91,11 @@ fn bad_configuration_is_refused_naming_the_problem() {
 
     // Certificate of another node than node.id.
     fed.pki.node("node-z");
-    let wrong_id = edit(&good, "cert = \"node-a.crt\"\nkey = \"node-a.key\"", "cert = \"node-z.crt\"\nkey = \"node-z.key\"");
+    let wrong_id = edit(
+        &good,
+        "cert = \"node-a.crt\"\nkey = \"node-a.key\"",
+        "cert = \"node-z.crt\"\nkey = \"node-z.key\"",
+    );
     assert_refused(&wrong_id, &["tls.cert", "node-z"]);
 
     // Environment override of a key, also validated.
@@ -156,7 +173,12 @@ fn sigterm_exits_zero_and_second_process_on_same_storage_is_refused() {
         std::thread::sleep(Duration::from_millis(50));
     };
     let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     assert_eq!(status.code(), Some(0), "clean shutdown exits 0; log: {err}");
     assert!(err.contains("SIGTERM"), "{err}");
 }

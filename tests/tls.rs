@@ -10,16 +10,24 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 
-fn operator_with_tls(addr: &str, tls: Arc<rustls::ClientConfig>) -> operator_client::OperatorClient<tonic::transport::Channel> {
+fn operator_with_tls(
+    addr: &str,
+    tls: Arc<rustls::ClientConfig>,
+) -> operator_client::OperatorClient<tonic::transport::Channel> {
     let ch = client::channel(addr, tls, None, Duration::from_secs(5)).unwrap();
     operator_client::OperatorClient::new(ch)
 }
 
-async fn node_info(c: &mut operator_client::OperatorClient<tonic::transport::Channel>) -> Result<NodeInfo, tonic::Status> {
-    tokio::time::timeout(Duration::from_secs(10), c.get_node_info(GetNodeInfoRequest {}))
-        .await
-        .expect("call must finish, not hang")
-        .map(|r| r.into_inner())
+async fn node_info(
+    c: &mut operator_client::OperatorClient<tonic::transport::Channel>,
+) -> Result<NodeInfo, tonic::Status> {
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        c.get_node_info(GetNodeInfoRequest {}),
+    )
+    .await
+    .expect("call must finish, not hang")
+    .map(|r| r.into_inner())
 }
 
 /// A client config that trusts the federation CA but presents no certificate.
@@ -50,15 +58,23 @@ async fn operator_is_served_and_strangers_are_refused() {
 
     // No client certificate: refused.
     let mut c = operator_with_tls(&addr, no_client_cert(&fed.pki));
-    assert!(node_info(&mut c).await.is_err(), "no certificate must be refused");
+    assert!(
+        node_info(&mut c).await.is_err(),
+        "no certificate must be refused"
+    );
 
     // A certificate from a foreign CA: refused.
     let foreign = Ca::create("foreign CA", Validity::days(5)).unwrap();
-    let issued = foreign.issue_operator("mallory", Validity::days(5)).unwrap();
+    let issued = foreign
+        .issue_operator("mallory", Validity::days(5))
+        .unwrap();
     write_public(&fed.pki.path("mallory.crt"), &issued.cert_pem, false).unwrap();
     write_private(&fed.pki.path("mallory.key"), &issued.key_pem, false).unwrap();
     let mut c = operator_with_tls(&addr, fed.pki.client_tls("mallory"));
-    assert!(node_info(&mut c).await.is_err(), "foreign CA must be refused");
+    assert!(
+        node_info(&mut c).await.is_err(),
+        "foreign CA must be refused"
+    );
 
     // An expired certificate from the right CA: refused.
     let now = time::OffsetDateTime::now_utc();
@@ -76,7 +92,10 @@ async fn operator_is_served_and_strangers_are_refused() {
     write_public(&fed.pki.path("old.crt"), &expired.cert_pem, false).unwrap();
     write_private(&fed.pki.path("old.key"), &expired.key_pem, false).unwrap();
     let mut c = operator_with_tls(&addr, fed.pki.client_tls("old"));
-    assert!(node_info(&mut c).await.is_err(), "expired certificate must be refused");
+    assert!(
+        node_info(&mut c).await.is_err(),
+        "expired certificate must be refused"
+    );
 
     // The operator still works after all those refusals.
     assert!(node_info(&mut op).await.is_ok());
@@ -88,14 +107,24 @@ async fn revoked_certificate_is_refused_and_expired_crl_fails_closed() {
     let pki_fed = Fed::new(&["node-a"], &[]);
     let revoked = pki_fed.pki.operator("revoked-op");
     let next = time::OffsetDateTime::now_utc() + time::Duration::days(7);
-    let crl = pki_fed.pki.ca.crl(&[revoked.serial_hex.clone()], 1, next).unwrap();
+    let crl = pki_fed
+        .pki
+        .ca
+        .crl(std::slice::from_ref(&revoked.serial_hex), 1, next)
+        .unwrap();
     write_public(&pki_fed.pki.path("ca.crl"), &crl, true).unwrap();
     let a = pki_fed.start(0).await;
     let addr = pki_fed.addr(0);
     let mut good = pki_fed.operator(0).await;
-    assert!(node_info(&mut good).await.is_ok(), "unrevoked operator is served");
+    assert!(
+        node_info(&mut good).await.is_ok(),
+        "unrevoked operator is served"
+    );
     let mut bad = operator_client(&pki_fed.pki, &addr, "revoked-op").await;
-    assert!(node_info(&mut bad).await.is_err(), "revoked operator must be refused");
+    assert!(
+        node_info(&mut bad).await.is_err(),
+        "revoked operator must be refused"
+    );
     a.shutdown().await.unwrap();
 
     // A CRL past its next update: revocation status unknown, so everyone is refused.
@@ -121,7 +150,11 @@ async fn roles_are_enforced_per_service() {
     let mut as_node = operator_with_tls(&addr, fed.pki.client_tls("node-b"));
     let err = node_info(&mut as_node).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
-    assert!(err.message().contains("operator certificates only"), "{}", err.message());
+    assert!(
+        err.message().contains("operator certificates only"),
+        "{}",
+        err.message()
+    );
     assert!(err.message().contains("node"), "{}", err.message());
 
     // An operator certificate on the Federation service.
@@ -133,11 +166,21 @@ async fn roles_are_enforced_per_service() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
-    assert!(err.message().contains("node certificates only"), "{}", err.message());
+    assert!(
+        err.message().contains("node certificates only"),
+        "{}",
+        err.message()
+    );
 
     // Health is open to both roles.
     for name in ["operator", "node-b"] {
-        let ch = client::channel(&addr, fed.pki.client_tls(name), None, Duration::from_secs(5)).unwrap();
+        let ch = client::channel(
+            &addr,
+            fed.pki.client_tls(name),
+            None,
+            Duration::from_secs(5),
+        )
+        .unwrap();
         let mut h = tonic_health::pb::health_client::HealthClient::new(ch);
         let r = h
             .check(tonic_health::pb::HealthCheckRequest {
@@ -146,7 +189,10 @@ async fn roles_are_enforced_per_service() {
             .await
             .unwrap()
             .into_inner();
-        assert_eq!(r.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+        assert_eq!(
+            r.status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        );
     }
 
     // A node certificate may Hello on Federation.
@@ -175,15 +221,21 @@ async fn idle_tcp_connections_do_not_block_real_clients() {
     // With 50 silent clients mid-handshake, a real client is still served at once
     // (if handshakes ran in the accept loop this would wait for 60 s timeouts).
     let mut op = fed.operator(0).await;
-    let info = tokio::time::timeout(Duration::from_secs(10), op.get_node_info(GetNodeInfoRequest {}))
-        .await
-        .expect("served while idle connections are open")
-        .unwrap();
+    let info = tokio::time::timeout(
+        Duration::from_secs(10),
+        op.get_node_info(GetNodeInfoRequest {}),
+    )
+    .await
+    .expect("served while idle connections are open")
+    .unwrap();
     assert_eq!(info.into_inner().node_id, "node-a");
     // The idle connections are all still open (their handshake timeout is 60 s).
     let mut buf = [0u8; 1];
     let still_open = tokio::time::timeout(Duration::from_millis(100), idle[0].read(&mut buf)).await;
-    assert!(still_open.is_err(), "idle connection should still be waiting");
+    assert!(
+        still_open.is_err(),
+        "idle connection should still be waiting"
+    );
     a.shutdown().await.unwrap();
 }
 

@@ -9,17 +9,27 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use tower::{Layer, Service};
 
-/// Which roles may call the service at `path` (`/package.Service/Method`).
-/// Returns the allowed roles' names, or `None` if any authenticated caller may.
-pub fn required_role(path: &str) -> Result<Option<&'static str>, ()> {
+/// Who may call a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Any authenticated caller.
+    Anyone,
+    /// Only callers with this role ("node" or "operator").
+    Role(&'static str),
+    /// Not a service of this node.
+    NoSuchService,
+}
+
+/// Who may call the service at `path` (`/package.Service/Method`).
+pub fn required_role(path: &str) -> Access {
     let service = path.trim_start_matches('/').split('/').next().unwrap_or("");
     match service {
-        "grpc.health.v1.Health" => Ok(None),
+        "grpc.health.v1.Health" => Access::Anyone,
         "certfed.v1.Operator"
         | "grpc.reflection.v1.ServerReflection"
-        | "grpc.reflection.v1alpha.ServerReflection" => Ok(Some("operator")),
-        "certfed.v1.Federation" => Ok(Some("node")),
-        _ => Err(()),
+        | "grpc.reflection.v1alpha.ServerReflection" => Access::Role("operator"),
+        "certfed.v1.Federation" => Access::Role("node"),
+        _ => Access::NoSuchService,
     }
 }
 
@@ -29,14 +39,14 @@ pub fn authorize(who: Option<&Identity>, path: &str) -> Result<(), String> {
         return Err("no verified client certificate on this connection".into());
     };
     match required_role(path) {
-        Ok(None) => Ok(()),
-        Ok(Some(role)) if role == who.role() => Ok(()),
-        Ok(Some(role)) => Err(format!(
+        Access::Anyone => Ok(()),
+        Access::Role(role) if role == who.role() => Ok(()),
+        Access::Role(role) => Err(format!(
             "{path} is for {role} certificates only; this connection presented the {} certificate of {:?}",
             who.role(),
             who.name()
         )),
-        Err(()) => Err(format!("{path}: no such service on a certfed node")),
+        Access::NoSuchService => Err(format!("{path}: no such service on a certfed node")),
     }
 }
 

@@ -32,7 +32,7 @@ pub enum Command {
     /// Start a real local federation on loopback and play a short scenario.
     Demo,
     /// Run the standard benchmark on loopback (starts its own nodes).
-    Bench(crate::bench::BenchArgs),
+    Bench(Box<crate::bench::BenchArgs>),
     /// Node identity, version, peers and members.
     Info {
         #[command(flatten)]
@@ -43,7 +43,7 @@ pub enum Command {
         #[command(flatten)]
         conn: client::Conn,
         #[command(subcommand)]
-        cmd: client::AlertCmd,
+        cmd: Box<client::AlertCmd>,
     },
     /// Direct peers and the state of each link.
     Peers {
@@ -110,10 +110,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(args) => {
             init_logging(LogFormat::Human, "warn");
-            rt()?.block_on(crate::bench::run(args))
+            rt()?.block_on(crate::bench::run(*args))
         }
         Command::Info { conn } => rt()?.block_on(client::info(conn)),
-        Command::Alert { conn, cmd } => rt()?.block_on(client::alert(conn, cmd)),
+        Command::Alert { conn, cmd } => rt()?.block_on(client::alert(conn, *cmd)),
         Command::Peers { conn } => rt()?.block_on(client::peers(conn)),
         Command::Delivery { conn, message_id } => {
             rt()?.block_on(client::delivery(conn, message_id))

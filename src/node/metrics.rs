@@ -160,7 +160,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<NodeCtx>) {
                 hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     let ctx = ctx.clone();
                     async move {
-                        let resp = if req.uri().path() == "/metrics" {
+                        if req.uri().path() == "/metrics" {
                             if let Ok(depths) = ctx.store.outbox_depths().await {
                                 for (peer, n) in depths {
                                     ctx.metrics
@@ -176,8 +176,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<NodeCtx>) {
                             hyper::Response::builder()
                                 .status(404)
                                 .body(Full::new(Bytes::from_static(b"not found: try /metrics\n")))
-                        };
-                        resp
+                        }
                     }
                 });
             let _ = hyper::server::conn::http1::Builder::new()

@@ -154,14 +154,22 @@ impl RunningNode {
     pub fn reload(&self, path: &std::path::Path) -> anyhow::Result<()> {
         let cfg = Config::load(path)?;
         if cfg.node.id != self.ctx.id {
-            anyhow::bail!("node.id changed from {} to {}: restart the node instead", self.ctx.id, cfg.node.id);
+            anyhow::bail!(
+                "node.id changed from {} to {}: restart the node instead",
+                self.ctx.id,
+                cfg.node.id
+            );
         }
-        let peers_changed = cfg.peers.iter().map(|p| (&p.id, &p.endpoint, &p.max_tlp, p.relay)).ne(self
-            .ctx
-            .cfg
+        let peers_changed = cfg
             .peers
             .iter()
-            .map(|p| (&p.id, &p.endpoint, &p.max_tlp, p.relay)));
+            .map(|p| (&p.id, &p.endpoint, &p.max_tlp, p.relay))
+            .ne(self
+                .ctx
+                .cfg
+                .peers
+                .iter()
+                .map(|p| (&p.id, &p.endpoint, &p.max_tlp, p.relay)));
         let p = prepare(cfg)?;
         let server = tls::server_config(&p.material)?;
         let client = tls::client_config(&p.material)?;
@@ -240,14 +248,19 @@ pub async fn start(prepared: Prepared) -> anyhow::Result<RunningNode> {
     health
         .set_serving::<FederationServer<FederationApi>>()
         .await;
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+    // Both reflection versions describe every service on the port, including
+    // each other (grpcurl 1.8 speaks v1alpha only).
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            )
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
     let max = ctx.cfg.limits.max_message_bytes + 64 * 1024;
     let operator = OperatorServer::new(OperatorApi::new(ctx.clone()))
         .max_decoding_message_size(max)
