@@ -92,14 +92,14 @@ pub async fn run() -> anyhow::Result<()> {
                     path: m.path.iter().map(|h| h.node_id.clone()).collect(),
                 };
                 println!(
-                    "[{:>7.3}s] {:<8} knows   {:<46} via {}",
+                    "[{:>7.3}s] {:<8} knows   {:<46} path {}",
                     s.at.as_secs_f64(),
                     s.node,
                     format!("\"{}\"", s.title),
-                    if s.path.len() <= 1 {
-                        "(own)".to_string()
+                    if s.path.first() == Some(&s.node) {
+                        "(its own alert)".to_string()
                     } else {
-                        s.path.join(" -> ")
+                        format!("{} -> {}", s.path.join(" -> "), s.node)
                     }
                 );
                 seen.lock().expect("lock").push(s);

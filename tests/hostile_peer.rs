@@ -149,6 +149,7 @@ async fn hostile_envelopes_are_refused_with_reasons() {
         .iter()
         .enumerate()
         .map(|(i, (_, env, _, _))| PushFrame {
+            path: vec![],
             seq: i as u64 + 1,
             envelope: env.clone(),
         })
@@ -175,6 +176,7 @@ async fn hostile_envelopes_are_refused_with_reasons() {
     // The oversized envelope is refused by the transport before decoding, with a clear status.
     let err = fc
         .push(tokio_stream::iter(vec![PushFrame {
+            path: vec![],
             seq: 99,
             envelope: Some(oversized),
         }]))
@@ -274,4 +276,172 @@ async fn a_peer_whose_certificate_names_another_node_is_refused() {
     assert_eq!(info.stored_messages, 0);
     a.shutdown().await.unwrap();
     c.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_paths_are_refused() {
+    let fed = Fed::new(&["node-a", "node-b", "node-c"], &[(0, 1)]);
+    let b = fed.start(1).await;
+    let a_key = signer_from(&fed.pki, "node-a");
+    let c_key = signer_from(&fed.pki, "node-c");
+    let payload = green_alert("path test").encode_to_vec();
+    let hop = |n: &str| PathHop {
+        node_id: n.into(),
+        at: None,
+    };
+    let mut limited = draft(payload.clone());
+    limited.hop_limit = 1;
+    let cases: Vec<(&str, SignedEnvelope, Vec<PathHop>, PushOutcome, &str)> = vec![
+        // c's alert relayed by a: a legitimate two-node path.
+        (
+            "relayed",
+            seal(&c_key, draft(payload.clone())),
+            vec![hop("node-c"), hop("node-a")],
+            PushOutcome::Accepted,
+            "",
+        ),
+        (
+            "wrong start",
+            seal(&c_key, draft(payload.clone())),
+            vec![hop("node-a")],
+            PushOutcome::Rejected,
+            "signed origin",
+        ),
+        (
+            "wrong end",
+            seal(&a_key, draft(payload.clone())),
+            vec![hop("node-a"), hop("node-c")],
+            PushOutcome::Rejected,
+            "sending peer",
+        ),
+        (
+            "loop",
+            seal(&c_key, draft(payload.clone())),
+            vec![hop("node-c"), hop("node-b"), hop("node-a")],
+            PushOutcome::Rejected,
+            "loop",
+        ),
+        (
+            "repeated",
+            seal(&c_key, draft(payload.clone())),
+            vec![hop("node-c"), hop("node-a"), hop("node-a")],
+            PushOutcome::Rejected,
+            "repeated",
+        ),
+        (
+            "hop limit",
+            seal(&c_key, limited),
+            vec![hop("node-c"), hop("node-a")],
+            PushOutcome::Rejected,
+            "hop limit",
+        ),
+    ];
+    let mut fc = federation_client(&fed.pki, &fed.addr(1), "node-a", Some("node-b")).await;
+    for (i, (name, env, path, want, needle)) in cases.into_iter().enumerate() {
+        let mut s = fc
+            .push(tokio_stream::iter(vec![PushFrame {
+                seq: i as u64,
+                envelope: Some(env),
+                path,
+            }]))
+            .await
+            .unwrap()
+            .into_inner();
+        let ack = s.message().await.unwrap().unwrap();
+        assert_eq!(ack.outcome, want as i32, "{name}: {ack:?}");
+        assert!(
+            ack.reason.contains(needle),
+            "{name}: {:?} lacks {needle:?}",
+            ack.reason
+        );
+    }
+    let mut op = fed.operator(1).await;
+    let info = op
+        .get_node_info(GetNodeInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.stored_messages, 1);
+    let list = op
+        .list_alerts(ListAlertsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let m = op
+        .get_message(GetMessageRequest {
+            message_id: list.alerts[0].message_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let path: Vec<_> = m.path.iter().map(|h| h.node_id.as_str()).collect();
+    assert_eq!(path, ["node-c", "node-a"]);
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_limit_stops_forwarding() {
+    let mut fed = Fed::line();
+    fed.specs[0].extra = "hop_limit = 1".into();
+    let a = fed.start(0).await;
+    let b = fed.start(1).await;
+    let c = fed.start(2).await;
+    let mut op_a = fed.operator(0).await;
+    let id = op_a
+        .publish_alert(PublishAlertRequest {
+            alert: Some(green_alert("one hop only")),
+            recipients: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .message_id;
+    let op_b = fed.operator(1).await;
+    let ok = eventually(Duration::from_secs(10), || {
+        let mut op_b = op_b.clone();
+        let id = id.clone();
+        async move {
+            op_b.get_message(GetMessageRequest { message_id: id })
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    assert!(ok, "b is one hop away and must receive it");
+    // A second alert with the default limit crosses b; once it is at c, the
+    // first one would have been too if b had forwarded it.
+    let mut op_c = fed.operator(2).await;
+    let id2 = op_b
+        .clone()
+        .publish_alert(PublishAlertRequest {
+            alert: Some(green_alert("from b")),
+            recipients: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .message_id;
+    let ok = eventually(Duration::from_secs(10), || {
+        let mut op_c = op_c.clone();
+        let id2 = id2.clone();
+        async move {
+            op_c.get_message(GetMessageRequest { message_id: id2 })
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    assert!(ok);
+    let err = op_c
+        .get_message(GetMessageRequest { message_id: id })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        tonic::Code::NotFound,
+        "hop limit 1 must stop at b"
+    );
+    for n in [a, b, c] {
+        n.shutdown().await.unwrap();
+    }
 }

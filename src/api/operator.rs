@@ -210,7 +210,9 @@ impl Operator for OperatorApi {
                 payload,
             },
         );
-        let result = ingest(ctx, None, vec![env]).await.map_err(store_err)?;
+        let result = ingest(ctx, None, vec![env], vec![])
+            .await
+            .map_err(store_err)?;
         match result.into_iter().next() {
             Some(Ingested::New(_)) => {
                 ctx.metrics.published.inc();

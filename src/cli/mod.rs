@@ -82,7 +82,8 @@ pub fn init_logging(format: LogFormat, level: &str) {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Human => builder.try_init(),
@@ -105,7 +106,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Pki { cmd } => crate::pki_cli::run(cmd),
         Command::Demo => {
-            init_logging(LogFormat::Human, "warn");
+            init_logging(LogFormat::Human, "error");
             rt()?.block_on(crate::demo::run())
         }
         Command::Bench(args) => {

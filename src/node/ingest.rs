@@ -34,14 +34,25 @@ fn alert_limits(ctx: &NodeCtx) -> Limits {
     }
 }
 
-/// The peers a message goes to from this node.
+/// The peers a message goes to from this node. Nothing is forwarded once the
+/// next hop would exceed the signed hop limit.
 pub fn targets(
     ctx: &NodeCtx,
     origin: &str,
     tlp: Tlp,
     recipients: &[String],
     path: &[Hop],
+    hop_limit: u32,
 ) -> Vec<String> {
+    // The path the next node will see ends with this node.
+    let next_len = if origin == ctx.id {
+        path.len()
+    } else {
+        path.len() + 1
+    };
+    if next_len as u64 > u64::from(hop_limit) {
+        return Vec::new();
+    }
     let path_ids: Vec<String> = path.iter().map(|h| h.node.clone()).collect();
     ctx.cfg
         .peers
@@ -62,6 +73,56 @@ pub fn targets(
         .collect()
 }
 
+/// Checks the path a peer reports: it starts with the signed origin, ends with
+/// the sending peer, names each node once, does not contain this node, and is
+/// within the signed hop limit. An empty path means the sender is the origin.
+fn check_path(
+    ctx: &NodeCtx,
+    h: &crate::proto::v1::EnvelopeHeader,
+    created: i64,
+    from_peer: &str,
+    mut path: Vec<Hop>,
+) -> Result<Vec<Hop>, Rejection> {
+    if path.is_empty() {
+        path.push(Hop {
+            node: h.origin.clone(),
+            at_ms: created,
+        });
+    }
+    let bad = |why: String| Err(Rejection::Malformed(format!("path: {why}")));
+    if path[0].node != h.origin {
+        return bad(format!(
+            "starts with {} but the signed origin is {}",
+            path[0].node, h.origin
+        ));
+    }
+    if path.last().map(|p| p.node.as_str()) != Some(from_peer) {
+        return bad(format!("does not end with the sending peer {from_peer}"));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for hop in &path {
+        if crate::domain::identity::validate_name(&hop.node).is_err()
+            || !seen.insert(hop.node.as_str())
+        {
+            return bad(format!("invalid or repeated node {:?}", hop.node));
+        }
+    }
+    if seen.contains(ctx.id.as_str()) {
+        return Err(Rejection::Policy(format!(
+            "loop: {} is already on the path",
+            ctx.id
+        )));
+    }
+    if path.len() as u64 > u64::from(h.hop_limit) {
+        return Err(Rejection::Policy(format!(
+            "hop limit exceeded: {} hops taken, the origin allowed {}",
+            path.len(),
+            h.hop_limit
+        )));
+    }
+    Ok(path)
+}
+
 /// Checks the payload of a verified envelope and this node's right to hold it,
 /// and builds the row to store.
 fn admit(
@@ -69,6 +130,7 @@ fn admit(
     env: SignedEnvelope,
     v: Verified,
     from_peer: Option<&str>,
+    path: Vec<Hop>,
     now: i64,
 ) -> Result<(NewMessage, Option<Alert>), Rejection> {
     let h = v.header;
@@ -119,19 +181,14 @@ fn admit(
             )));
         }
     };
-    let mut path = vec![Hop {
-        node: h.origin.clone(),
-        at_ms: created,
-    }];
-    if let Some(p) = from_peer
-        && p != h.origin
-    {
-        path.push(Hop {
-            node: p.to_string(),
-            at_ms: now,
-        });
-    }
-    let targets = targets(ctx, &h.origin, tlp, &h.recipients, &path);
+    let path = match from_peer {
+        Some(peer) => check_path(ctx, &h, created, peer, path)?,
+        None => vec![Hop {
+            node: h.origin.clone(),
+            at_ms: created,
+        }],
+    };
+    let targets = targets(ctx, &h.origin, tlp, &h.recipients, &path, h.hop_limit);
     Ok((
         NewMessage {
             message_id: h.message_id,
@@ -157,11 +214,14 @@ fn admit(
 }
 
 /// Verifies, admits and stores a batch of envelopes from `from_peer` (or from
-/// this node when `None`), in one commit. Results are in input order.
+/// this node when `None`), in one commit. `paths[i]` is the path the peer
+/// reported for `envs[i]` (ignored for this node's own messages). Results are in
+/// input order.
 pub async fn ingest(
     ctx: &NodeCtx,
     from_peer: Option<&str>,
     envs: Vec<SignedEnvelope>,
+    paths: Vec<Vec<Hop>>,
 ) -> Result<Vec<Ingested>, StoreError> {
     let now = now_ms();
     let keys = ctx.keys();
@@ -183,9 +243,11 @@ pub async fn ingest(
     let mut rows = Vec::with_capacity(n);
     let mut slots = Vec::with_capacity(n);
     let mut rejections = Vec::new();
+    let mut paths = paths.into_iter();
     for (i, (env, verdict)) in envs.into_iter().zip(verdicts).enumerate() {
         let id_hint = header_id_hint(&env);
-        match verdict.and_then(|v| admit(ctx, env, v, from_peer, now)) {
+        let path = paths.next().unwrap_or_default();
+        match verdict.and_then(|v| admit(ctx, env, v, from_peer, path, now)) {
             Ok((row, _)) => {
                 rows.push(row);
                 slots.push(i);

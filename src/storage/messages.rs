@@ -75,6 +75,9 @@ pub struct OutboxItem {
     pub cursor: u64,
     pub message_id: String,
     pub enqueued_ms: i64,
+    pub origin: String,
+    pub received_ms: i64,
+    pub path: Vec<Hop>,
     pub header: Vec<u8>,
     pub payload: Vec<u8>,
     pub signature: Vec<u8>,
@@ -310,7 +313,7 @@ impl Store {
     ) -> Result<Vec<OutboxItem>, StoreError> {
         self.read(move |c| {
             let mut st = c.prepare_cached(
-                "SELECT o.cursor, m.message_id, o.enqueued_ms, m.header, m.payload, m.signature
+                "SELECT o.cursor, m.message_id, o.enqueued_ms, m.header, m.payload, m.signature, m.origin, m.received_ms, m.path
                  FROM outbox o JOIN messages m ON m.cursor = o.cursor
                  WHERE o.peer = ?1 AND o.cursor > ?2 ORDER BY o.cursor LIMIT ?3",
             )?;
@@ -322,6 +325,9 @@ impl Store {
                     header: r.get(3)?,
                     payload: r.get(4)?,
                     signature: r.get(5)?,
+                    origin: r.get(6)?,
+                    received_ms: r.get(7)?,
+                    path: serde_json::from_str(&r.get::<_, String>(8)?).unwrap_or_default(),
                 })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
