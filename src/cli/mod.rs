@@ -110,7 +110,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             rt()?.block_on(crate::demo::run())
         }
         Command::Bench(args) => {
-            init_logging(LogFormat::Human, "warn");
+            init_logging(LogFormat::Human, "error");
             rt()?.block_on(crate::bench::run(*args))
         }
         Command::Info { conn } => rt()?.block_on(client::info(conn)),
