@@ -336,14 +336,15 @@ impl Store {
     }
 
     /// Records the peer's outcomes: removes the entries from the outbox and
-    /// updates delivery state, in one commit.
+    /// updates delivery state, in one lazy commit: if it is lost in a power
+    /// failure, the entries are sent again and the peer answers DUPLICATE.
     pub async fn complete_outbox(
         &self,
         peer: String,
         outcomes: Vec<Outcome>,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        self.write(move |c| {
+        self.write_lazy(move |c| {
             let mut del = c.prepare_cached("DELETE FROM outbox WHERE peer = ?1 AND cursor = ?2")?;
             let mut upd = c.prepare_cached(
                 "UPDATE delivery SET state = ?1, reason = ?2, attempts = attempts + 1, updated_ms = ?3
@@ -394,7 +395,7 @@ impl Store {
         rows: Vec<(String, String, String)>,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        self.write(move |c| {
+        self.write_lazy(move |c| {
             let mut st = c.prepare_cached(
                 "INSERT INTO rejections (at_ms, from_peer, message_id, reason) VALUES (?1, ?2, ?3, ?4)",
             )?;

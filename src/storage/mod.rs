@@ -36,7 +36,13 @@ impl From<rusqlite::Error> for StoreError {
 }
 
 type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
-type Job = Box<dyn FnOnce(&Connection) -> (bool, Reply) + Send>;
+type Run = Box<dyn FnOnce(&Connection) -> (bool, Reply) + Send>;
+
+/// A write job; `lazy` jobs may be committed without their own fsync.
+struct Job {
+    run: Run,
+    lazy: bool,
+}
 
 /// Most jobs folded into one commit.
 const MAX_BATCH: usize = 2048;
@@ -139,8 +145,29 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        self.submit(f, false).await
+    }
+
+    /// Like [`Store::write`], but a batch of only lazy jobs is committed without
+    /// an fsync (WAL, `synchronous=NORMAL`): it survives a crash of the process,
+    /// and becomes durable against power loss with the next durable commit,
+    /// which syncs the WAL it follows. For bookkeeping whose loss is harmless
+    /// (e.g. outbox rows a peer acknowledged: a resend is deduplicated).
+    pub async fn write_lazy<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.submit(f, true).await
+    }
+
+    async fn submit<T, F>(&self, f: F, lazy: bool) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
         let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |conn| {
+        let run: Run = Box::new(move |conn| {
             let result = f(conn);
             let ok = result.is_ok();
             let reply: Reply = Box::new(move |commit| {
@@ -148,6 +175,7 @@ impl Store {
             });
             (ok, reply)
         });
+        let job = Job { run, lazy };
         let sender = self
             .inner
             .writer
@@ -212,6 +240,7 @@ fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
 
 fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    let mut synchronous_full = true;
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -221,6 +250,14 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>) {
             }
         }
         let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
+        let want_full = batch.iter().any(|j| !j.lazy);
+        if want_full != synchronous_full {
+            let mode = if want_full { "FULL" } else { "NORMAL" };
+            match conn.pragma_update(None, "synchronous", mode) {
+                Ok(()) => synchronous_full = want_full,
+                Err(e) => tracing::error!(error = %e, "storage: cannot set synchronous"),
+            }
+        }
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
             tracing::error!(error = %e, "storage: cannot begin transaction");
             // Dropping the jobs tells their callers the store failed.
@@ -229,7 +266,7 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>) {
         }
         for job in batch.drain(..) {
             let sp = conn.execute_batch("SAVEPOINT job");
-            let (ok, reply) = job(&conn);
+            let (ok, reply) = (job.run)(&conn);
             if sp.is_ok() {
                 let end = if ok {
                     "RELEASE job"
