@@ -414,3 +414,44 @@ async fn accepted_alert_survives_kill_right_after_publish() {
     let expected: HashSet<String> = ids.into_iter().collect();
     assert_exactly(&all_alert_ids(&mut op_b).await, &expected, "node-b");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_killed_mid_stream_forwards_everything_exactly_once() {
+    const N: usize = 2000;
+    // a - b - c: b stores what a pushes and queues it for c in one commit.
+    let fed = Fed::line();
+    let a = spawn(&fed, 0).await;
+    let mut b = spawn(&fed, 1).await;
+    let c = spawn(&fed, 2).await;
+
+    let done = Arc::new(AtomicUsize::new(0));
+    let publisher = publish(fed.operator(0).await, N, "relay-kill", false, done);
+    let op_c = fed.operator(2).await;
+    let relaying = eventually(WAIT, || {
+        let mut op_c = op_c.clone();
+        async move { stored(&mut op_c).await.unwrap_or(0) >= 50 }
+    })
+    .await;
+    b.kill9();
+    assert!(relaying, "b never relayed to c; log:\n{}", b.log_tail());
+
+    let published = tokio::time::timeout(WAIT * 3, publisher)
+        .await
+        .expect("publishing finishes")
+        .expect("publisher");
+    assert_eq!(published.len(), N);
+
+    let b = spawn(&fed, 1).await;
+    await_settled(&fed, 0, 1, N as u64, (&a, &b)).await;
+    await_settled(&fed, 1, 2, N as u64, (&b, &c)).await;
+
+    let expected: HashSet<String> = published.into_iter().collect();
+    let mut op_b = fed.operator(1).await;
+    assert_exactly(&all_alert_ids(&mut op_b).await, &expected, "node-b");
+    let mut op_c = fed.operator(2).await;
+    assert_exactly(&all_alert_ids(&mut op_c).await, &expected, "node-c");
+    // Nothing went back from b to a.
+    assert_eq!(outbox_depth(&mut op_b, "node-a").await, Some(0));
+    let mut op_a = fed.operator(0).await;
+    assert_exactly(&all_alert_ids(&mut op_a).await, &expected, "node-a");
+}
