@@ -172,10 +172,8 @@ fn publish(
                             ids.push(r.into_inner().message_id);
                             done.fetch_add(1, Ordering::SeqCst);
                         }
-                        Err(e) if stop_on_error => {
-                            let _ = e;
-                            return ids;
-                        }
+                        // The node was killed: this call may or may not have been stored.
+                        Err(_) if stop_on_error => return ids,
                         Err(e) => panic!("PublishAlert {k} failed: {e}"),
                     }
                 }
