@@ -277,8 +277,11 @@ pub async fn ingest(
     ctx.metrics
         .commit_seconds
         .observe(started.elapsed().as_secs_f64());
-    if !rejections.is_empty() {
-        ctx.store.record_rejections(rejections, now).await?;
+    // The audit trail of refusals must not hold back what was accepted.
+    if !rejections.is_empty()
+        && let Err(e) = ctx.store.record_rejections(rejections, now).await
+    {
+        tracing::error!(error = %e, "cannot record rejected envelopes in the audit table");
     }
     let mut wake = std::collections::BTreeSet::new();
     for ((slot, s), t) in slots.into_iter().zip(stored).zip(targets) {

@@ -265,17 +265,20 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>) {
             continue;
         }
         for job in batch.drain(..) {
-            let sp = conn.execute_batch("SAVEPOINT job");
+            if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+                // Without a savepoint a failing job could not be undone alone:
+                // do not run it (dropping it tells its caller the store failed).
+                tracing::error!(error = %e, "storage: cannot open savepoint; job refused");
+                continue;
+            }
             let (ok, reply) = (job.run)(&conn);
-            if sp.is_ok() {
-                let end = if ok {
-                    "RELEASE job"
-                } else {
-                    "ROLLBACK TO job; RELEASE job"
-                };
-                if let Err(e) = conn.execute_batch(end) {
-                    tracing::error!(error = %e, "storage: savepoint end failed");
-                }
+            let end = if ok {
+                "RELEASE job"
+            } else {
+                "ROLLBACK TO job; RELEASE job"
+            };
+            if let Err(e) = conn.execute_batch(end) {
+                tracing::error!(error = %e, "storage: savepoint end failed");
             }
             replies.push(reply);
         }
@@ -289,4 +292,114 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>) {
     }
     // Channel closed: checkpoint the WAL so the database file is self-contained.
     let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn failing_job_rolls_back_alone_in_a_shared_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        rt().block_on(async {
+            let mut jobs = Vec::new();
+            for i in 0..50i64 {
+                let s = store.clone();
+                jobs.push(tokio::spawn(async move {
+                    s.write(move |c| {
+                        c.execute(
+                            "INSERT INTO rejections (at_ms, from_peer, message_id, reason) VALUES (?1, 'p', 'm', 'r')",
+                            [i],
+                        )?;
+                        if i % 5 == 0 {
+                            return Err(StoreError::Invalid(format!("job {i} fails")));
+                        }
+                        Ok(i)
+                    })
+                    .await
+                }));
+            }
+            let mut failed = 0;
+            for j in jobs {
+                if j.await.unwrap().is_err() {
+                    failed += 1;
+                }
+            }
+            assert_eq!(failed, 10);
+            let rows: i64 = store
+                .read(|c| Ok(c.query_row("SELECT COUNT(*) FROM rejections", [], |r| r.get(0))?))
+                .await
+                .unwrap();
+            assert_eq!(rows, 40, "only the failing jobs' writes are undone");
+            let bad: i64 = store
+                .read(|c| Ok(c.query_row("SELECT COUNT(*) FROM rejections WHERE at_ms % 5 = 0", [], |r| r.get(0))?))
+                .await
+                .unwrap();
+            assert_eq!(bad, 0);
+        });
+        store.close();
+    }
+
+    #[test]
+    fn lock_refuses_second_open_and_data_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let err = Store::open(dir.path()).err().expect("second open refused");
+        assert!(
+            err.to_string()
+                .contains("in use by another certfed process"),
+            "{err}"
+        );
+        rt().block_on(async {
+            store
+                .write_lazy(|c| {
+                    c.execute("INSERT INTO rejections (at_ms, from_peer, message_id, reason) VALUES (1, 'p', 'm', 'lazy')", [])?;
+                    Ok(())
+                })
+                .await
+                .unwrap();
+        });
+        store.close();
+        drop(store);
+        let again = Store::open(dir.path()).unwrap();
+        let n: i64 = rt()
+            .block_on(
+                again.read(|c| {
+                    Ok(c.query_row("SELECT COUNT(*) FROM rejections", [], |r| r.get(0))?)
+                }),
+            )
+            .unwrap();
+        assert_eq!(n, 1, "a lazy commit survives a clean close");
+        again.close();
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        Store::open(dir.path()).unwrap().close();
+        let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        conn.pragma_update(None, "user_version", schema::CURRENT_VERSION + 1)
+            .unwrap();
+        drop(conn);
+        let err = Store::open(dir.path()).err().expect("refused");
+        assert!(err.to_string().contains("newer than this certfed"), "{err}");
+    }
+
+    #[test]
+    fn writes_after_close_fail_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.close();
+        let r = rt().block_on(store.write(|_| Ok(())));
+        assert!(matches!(r, Err(StoreError::Closed)));
+    }
 }
