@@ -100,6 +100,7 @@ async fn bench_ingest(messages: usize) -> anyhow::Result<Ingest> {
                     expires_ms: None,
                     hop_limit: 8,
                     exercise: false,
+                    encrypted: false,
                     payload: kib_alert(i).encode_to_vec(),
                 },
             )),

@@ -26,6 +26,7 @@ fn draft(payload: Vec<u8>) -> Draft {
         expires_ms: None,
         hop_limit: 8,
         exercise: false,
+        encrypted: false,
         payload,
     }
 }
@@ -85,6 +86,22 @@ async fn hostile_envelopes_are_refused_with_reasons() {
     red.tlp = Tlp::Red;
     red.recipients = vec!["node-c".into()];
     let not_for_b = seal(&a_key, red);
+    // Encrypted for b, but the sealed copy is garbage.
+    let mut garbled = draft(
+        EncryptedPayload {
+            copies: vec![SealedCopy {
+                recipient: "node-b".into(),
+                key_id: "0000000000000000".into(),
+                encapsulated_key: vec![1; 32],
+                ciphertext: vec![2; 64],
+            }],
+        }
+        .encode_to_vec(),
+    );
+    garbled.tlp = Tlp::Amber;
+    garbled.recipients = vec!["node-b".into()];
+    garbled.encrypted = true;
+    let undecryptable = seal(&a_key, garbled);
 
     let cases: Vec<(&str, Option<SignedEnvelope>, PushOutcome, &str)> = vec![
         ("good", Some(good.clone()), PushOutcome::Accepted, ""),
@@ -133,10 +150,16 @@ async fn hostile_envelopes_are_refused_with_reasons() {
             "alert.title",
         ),
         (
-            "red not for b",
+            "red in clear",
             Some(not_for_b),
             PushOutcome::Rejected,
-            "not addressed to node-b",
+            "must be end-to-end encrypted",
+        ),
+        (
+            "undecryptable",
+            Some(undecryptable),
+            PushOutcome::Rejected,
+            "cannot decrypt",
         ),
         ("no envelope", None, PushOutcome::Rejected, "no envelope"),
     ];

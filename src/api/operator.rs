@@ -1,9 +1,9 @@
 //! Operator service adapter: decode, call the core, map errors.
 use super::{bad_request, page_size, parse_page_token, store_err};
 use crate::domain::alert::{Limits, validate_alert};
-use crate::domain::envelope::{Draft, ms_to_ts, seal, ts_to_ms};
+use crate::domain::envelope::{ms_to_ts, ts_to_ms};
 use crate::domain::policy::check_distribution;
-use crate::node::ingest::{Ingested, ingest, sectors_mask};
+use crate::node::ingest::{Outgoing, originate, sectors_mask};
 use crate::node::{NodeCtx, now_ms};
 use crate::proto::v1::operator_server::Operator;
 use crate::proto::v1::*;
@@ -29,7 +29,7 @@ impl OperatorApi {
 pub fn message_view(m: &StoredMessage) -> MessageView {
     let header = EnvelopeHeader::decode(m.header.as_slice()).unwrap_or_default();
     let alert = (m.kind == MessageKind::Alert as i32)
-        .then(|| Alert::decode(m.payload.as_slice()).ok())
+        .then(|| Alert::decode(m.body()).ok())
         .flatten();
     MessageView {
         message_id: m.message_id.clone(),
@@ -63,7 +63,7 @@ fn summary(m: &StoredMessage) -> AlertSummary {
     AlertSummary {
         message_id: m.message_id.clone(),
         origin: m.origin.clone(),
-        alert: Alert::decode(m.payload.as_slice()).ok(),
+        alert: Alert::decode(m.body()).ok(),
         created: Some(ms_to_ts(m.created_ms)),
         received: Some(ms_to_ts(m.received_ms)),
         cursor: m.cursor,
@@ -103,10 +103,13 @@ fn alert_query(f: Option<AlertFilter>) -> Result<AlertQuery, Status> {
 
 /// Whether a stored message passes a Watch filter.
 fn watch_matches(q: &AlertQuery, m: &StoredMessage) -> bool {
+    if !m.readable {
+        return false;
+    }
     if m.kind != MessageKind::Alert as i32 {
         return true;
     }
-    let Ok(a) = Alert::decode(m.payload.as_slice()) else {
+    let Ok(a) = Alert::decode(m.body()) else {
         return false;
     };
     (q.include_exercise || !a.exercise)
@@ -116,6 +119,16 @@ fn watch_matches(q: &AlertQuery, m: &StoredMessage) -> bool {
         && (q.origins.is_empty() || q.origins.contains(&m.origin))
         && q.created_after_ms.is_none_or(|t| m.created_ms >= t)
         && q.created_before_ms.is_none_or(|t| m.created_ms < t)
+}
+
+/// Maps a failure to originate a message to a status for the operator.
+fn originate_err(e: crate::node::ingest::OriginateError) -> Status {
+    use crate::node::ingest::OriginateError;
+    match e {
+        OriginateError::Rejected(r) => Status::invalid_argument(r.to_string()),
+        OriginateError::Seal(m) => Status::failed_precondition(format!("cannot encrypt: {m}")),
+        OriginateError::Store(s) => store_err(s),
+    }
 }
 
 fn not_yet(what: &str) -> Status {
@@ -195,35 +208,17 @@ impl Operator for OperatorApi {
                 }
             }
         }
-        let message_id = uuid::Uuid::now_v7().to_string();
-        let env = seal(
-            &ctx.signer,
-            Draft {
-                message_id: message_id.clone(),
-                kind: MessageKind::Alert,
-                tlp,
-                recipients,
-                created_ms: now,
-                expires_ms: alert.expires.as_ref().map(ts_to_ms),
-                hop_limit: ctx.cfg.limits.hop_limit,
-                exercise: alert.exercise,
-                payload,
-            },
-        );
-        let result = ingest(ctx, None, vec![env], vec![])
-            .await
-            .map_err(store_err)?;
-        match result.into_iter().next() {
-            Some(Ingested::New(_)) => {
-                ctx.metrics.published.inc();
-                tracing::info!(%message_id, tlp = alert.tlp, "alert published");
-                Ok(Response::new(PublishAlertResponse { message_id }))
-            }
-            Some(Ingested::Rejected(r)) => Err(Status::invalid_argument(r.to_string())),
-            other => Err(Status::internal(format!(
-                "unexpected publish outcome {other:?}"
-            ))),
-        }
+        let outgoing = Outgoing {
+            kind: MessageKind::Alert,
+            tlp,
+            recipients,
+            expires_ms: alert.expires.as_ref().map(ts_to_ms),
+            exercise: alert.exercise,
+            payload,
+        };
+        let (message_id, _) = originate(ctx, outgoing).await.map_err(originate_err)?;
+        tracing::info!(%message_id, tlp = alert.tlp, "alert published");
+        Ok(Response::new(PublishAlertResponse { message_id }))
     }
 
     async fn get_message(
@@ -241,6 +236,9 @@ impl Operator for OperatorApi {
             .await
             .map_err(store_err)?
         {
+            Some(m) if !m.readable => Err(Status::permission_denied(format!(
+                "{id} is end-to-end encrypted for other nodes; this node only relays it"
+            ))),
             Some(m) => Ok(Response::new(message_view(&m))),
             None => Err(Status::not_found(format!("no message {id} on this node"))),
         }

@@ -22,6 +22,8 @@ pub struct Draft {
     pub expires_ms: Option<i64>,
     pub hop_limit: u32,
     pub exercise: bool,
+    /// `payload` is an `EncryptedPayload` for the recipients (see `e2e`).
+    pub encrypted: bool,
     pub payload: Vec<u8>,
 }
 
@@ -119,6 +121,7 @@ pub fn seal(signer: &Signer, d: Draft) -> SignedEnvelope {
         kind: d.kind as i32,
         payload_sha256: Sha256::digest(&d.payload).to_vec(),
         exercise: d.exercise,
+        encrypted: d.encrypted,
     }
     .encode_to_vec();
     let signature = signer.sign(&signed_bytes(&header)).to_bytes().to_vec();
@@ -282,6 +285,7 @@ mod tests {
             expires_ms: None,
             hop_limit: 8,
             exercise: false,
+            encrypted: false,
             payload: b"payload bytes".to_vec(),
         }
     }

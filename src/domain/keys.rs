@@ -41,6 +41,10 @@ impl Signer {
     pub fn verifying_key(&self) -> VerifyingKey {
         self.key.verifying_key()
     }
+    /// The X25519 secret matching `verifying_key().to_montgomery()` (see `e2e`).
+    pub(crate) fn x25519_secret(&self) -> [u8; 32] {
+        self.key.to_scalar_bytes()
+    }
     pub(crate) fn sign(&self, msg: &[u8]) -> ed25519_dalek::Signature {
         use ed25519_dalek::Signer as _;
         self.key.sign(msg)
@@ -81,6 +85,17 @@ impl KeyRegistry {
     /// The owner and key for a key id.
     pub fn get(&self, key_id: &str) -> Option<(&str, &VerifyingKey)> {
         self.keys.get(key_id).map(|(m, k)| (m.as_str(), k))
+    }
+    /// Every pinned key of a member (more than one during a rotation), by key id.
+    pub fn keys_of(&self, member: &str) -> Vec<(String, VerifyingKey)> {
+        let mut v: Vec<_> = self
+            .keys
+            .iter()
+            .filter(|(_, (m, _))| m == member)
+            .map(|(id, (_, k))| (id.clone(), *k))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
     }
     pub fn is_member(&self, id: &str) -> bool {
         self.members.iter().any(|m| m == id)

@@ -96,6 +96,18 @@ impl Route {
     }
 }
 
+/// What routing needs to know of a message: its signed metadata and the path
+/// it took (origin first).
+#[derive(Clone, Copy, Debug)]
+pub struct Outbound<'a> {
+    pub tlp: Tlp,
+    pub origin: &'a str,
+    pub recipients: &'a [String],
+    pub path: &'a [String],
+    /// The payload is end-to-end encrypted for the recipients.
+    pub end_to_end: bool,
+}
+
 /// Decides whether a message (origin, TLP, recipients, relay path already travelled) may
 /// go from `this_node` to the direct peer `peer`.
 ///
@@ -106,17 +118,22 @@ impl Route {
 ///   over links with `relay = true`.
 /// - CLEAR/GREEN with recipients: send to a peer that is a recipient, or over a relay link
 ///   (a recipient may be behind it).
-/// - AMBER, AMBER+STRICT, RED: only to a peer that is itself a named recipient; never
-///   broadcast.
+/// - AMBER, AMBER+STRICT, RED: never broadcast; in clear only to a peer that is itself
+///   a named recipient; end-to-end encrypted (`end_to_end`) also over relay links, since
+///   a relay cannot read it.
 pub fn route_to_peer(
-    tlp: Tlp,
-    origin: &str,
-    recipients: &[String],
-    path: &[String],
+    msg: &Outbound<'_>,
     this_node: &str,
     peer: &str,
     policy: &PeerPolicy,
 ) -> Route {
+    let Outbound {
+        tlp,
+        origin,
+        recipients,
+        path,
+        end_to_end,
+    } = *msg;
     if tlp == Tlp::Unspecified {
         return Route::Skip("message TLP is not set; unmarked messages are never forwarded".into());
     }
@@ -171,7 +188,8 @@ pub fn route_to_peer(
             tlp_label(tlp)
         )),
         (false, false) => {
-            if is_recipient {
+            if is_recipient || (end_to_end && policy.relay) {
+                // Non-recipients only ever carry the end-to-end encrypted form.
                 Route::Send
             } else {
                 Route::Skip(format!(
@@ -286,10 +304,13 @@ mod tests {
                                 s(&["origin"])
                             };
                             let got = route_to_peer(
-                                tlp,
-                                "origin",
-                                &recipients,
-                                &path,
+                                &Outbound {
+                                    tlp,
+                                    origin: "origin",
+                                    recipients: &recipients,
+                                    path: &path,
+                                    end_to_end: false,
+                                },
                                 this,
                                 "peer",
                                 &policy(relay),
@@ -317,10 +338,13 @@ mod tests {
     #[test]
     fn route_skip_reasons() {
         let r = skip_reason(route_to_peer(
-            Tlp::Red,
-            "a",
-            &s(&["c"]),
-            &s(&["a"]),
+            &Outbound {
+                tlp: Tlp::Red,
+                origin: "a",
+                recipients: &s(&["c"]),
+                path: &s(&["a"]),
+                end_to_end: false,
+            },
             "b",
             "d",
             &policy(true),
@@ -330,10 +354,13 @@ mod tests {
             "{r}"
         );
         let r = skip_reason(route_to_peer(
-            Tlp::Amber,
-            "a",
-            &[],
-            &[],
+            &Outbound {
+                tlp: Tlp::Amber,
+                origin: "a",
+                recipients: &[],
+                path: &[],
+                end_to_end: false,
+            },
             "a",
             "d",
             &policy(true),
@@ -343,20 +370,26 @@ mod tests {
             "{r}"
         );
         let r = skip_reason(route_to_peer(
-            Tlp::Green,
-            "a",
-            &[],
-            &s(&["a"]),
+            &Outbound {
+                tlp: Tlp::Green,
+                origin: "a",
+                recipients: &[],
+                path: &s(&["a"]),
+                end_to_end: false,
+            },
             "b",
             "d",
             &policy(false),
         ));
         assert!(r.contains("not a relay link (relay = false)"), "{r}");
         let r = skip_reason(route_to_peer(
-            Tlp::Clear,
-            "a",
-            &s(&["c"]),
-            &[],
+            &Outbound {
+                tlp: Tlp::Clear,
+                origin: "a",
+                recipients: &s(&["c"]),
+                path: &[],
+                end_to_end: false,
+            },
             "a",
             "d",
             &policy(false),
@@ -374,29 +407,68 @@ mod tests {
                 let p = policy(relay);
                 // Back to the origin, even when it is named as a recipient.
                 let r = skip_reason(route_to_peer(
-                    tlp,
-                    "a",
-                    &s(&["a", "c"]),
-                    &s(&["a"]),
+                    &Outbound {
+                        tlp,
+                        origin: "a",
+                        recipients: &s(&["a", "c"]),
+                        path: &s(&["a"]),
+                        end_to_end: false,
+                    },
                     "b",
                     "a",
                     &p,
                 ));
                 assert!(r.contains("origin"), "{r}");
-                let r = skip_reason(route_to_peer(tlp, "a", &[], &s(&["a"]), "b", "a", &p));
+                let r = skip_reason(route_to_peer(
+                    &Outbound {
+                        tlp,
+                        origin: "a",
+                        recipients: &[],
+                        path: &s(&["a"]),
+                        end_to_end: false,
+                    },
+                    "b",
+                    "a",
+                    &p,
+                ));
                 assert!(r.contains("origin"), "{r}");
                 // To a node that already carried it (on the path), even a recipient.
                 let path = s(&["a", "x", "b"]);
-                let r = skip_reason(route_to_peer(tlp, "a", &s(&["x"]), &path, "c", "x", &p));
+                let r = skip_reason(route_to_peer(
+                    &Outbound {
+                        tlp,
+                        origin: "a",
+                        recipients: &s(&["x"]),
+                        path: &path,
+                        end_to_end: false,
+                    },
+                    "c",
+                    "x",
+                    &p,
+                ));
                 assert!(r.contains("relay path"), "{r}");
-                let r = skip_reason(route_to_peer(tlp, "a", &[], &path, "c", "b", &p));
+                let r = skip_reason(route_to_peer(
+                    &Outbound {
+                        tlp,
+                        origin: "a",
+                        recipients: &[],
+                        path: &path,
+                        end_to_end: false,
+                    },
+                    "c",
+                    "b",
+                    &p,
+                ));
                 assert!(r.contains("relay path"), "{r}");
                 // To itself.
                 let r = skip_reason(route_to_peer(
-                    tlp,
-                    "a",
-                    &s(&["b"]),
-                    &s(&["a"]),
+                    &Outbound {
+                        tlp,
+                        origin: "a",
+                        recipients: &s(&["b"]),
+                        path: &s(&["a"]),
+                        end_to_end: false,
+                    },
                     "b",
                     "b",
                     &p,
@@ -414,7 +486,18 @@ mod tests {
                     max_tlp: max,
                     relay: true,
                 };
-                let got = route_to_peer(tlp, "a", &s(&["b"]), &[], "a", "b", &p);
+                let got = route_to_peer(
+                    &Outbound {
+                        tlp,
+                        origin: "a",
+                        recipients: &s(&["b"]),
+                        path: &[],
+                        end_to_end: false,
+                    },
+                    "a",
+                    "b",
+                    &p,
+                );
                 if tlp > max {
                     let r = skip_reason(got);
                     assert_eq!(
@@ -431,10 +514,13 @@ mod tests {
             }
         }
         let r = skip_reason(route_to_peer(
-            Tlp::Amber,
-            "a",
-            &s(&["b"]),
-            &[],
+            &Outbound {
+                tlp: Tlp::Amber,
+                origin: "a",
+                recipients: &s(&["b"]),
+                path: &[],
+                end_to_end: false,
+            },
             "a",
             "b",
             &PeerPolicy {
@@ -448,7 +534,18 @@ mod tests {
             max_tlp: Tlp::Unspecified,
             relay: true,
         };
-        let r = skip_reason(route_to_peer(Tlp::Clear, "a", &[], &[], "a", "b", &p));
+        let r = skip_reason(route_to_peer(
+            &Outbound {
+                tlp: Tlp::Clear,
+                origin: "a",
+                recipients: &[],
+                path: &[],
+                end_to_end: false,
+            },
+            "a",
+            "b",
+            &p,
+        ));
         assert!(r.contains("max_tlp for b is not set"), "{r}");
     }
 
@@ -457,10 +554,13 @@ mod tests {
         for relay in [false, true] {
             for rcpts in [vec![], s(&["b"])] {
                 let r = skip_reason(route_to_peer(
-                    Tlp::Unspecified,
-                    "a",
-                    &rcpts,
-                    &[],
+                    &Outbound {
+                        tlp: Tlp::Unspecified,
+                        origin: "a",
+                        recipients: &rcpts,
+                        path: &[],
+                        end_to_end: false,
+                    },
                     "a",
                     "b",
                     &policy(relay),
@@ -477,11 +577,214 @@ mod tests {
         let p = PeerPolicy::default();
         assert_eq!(p.max_tlp, Tlp::Red);
         assert!(p.relay);
-        assert!(route_to_peer(Tlp::Green, "a", &[], &[], "a", "b", &p).is_send());
-        assert!(route_to_peer(Tlp::Green, "a", &[], &s(&["a"]), "b", "c", &p).is_send());
-        assert!(!route_to_peer(Tlp::Green, "a", &[], &s(&["a", "b"]), "c", "b", &p).is_send());
-        assert!(!route_to_peer(Tlp::Red, "a", &s(&["c"]), &[], "a", "b", &p).is_send());
-        assert!(route_to_peer(Tlp::Red, "a", &s(&["c"]), &[], "a", "c", &p).is_send());
-        assert!(route_to_peer(Tlp::Red, "a", &s(&["b", "c"]), &[], "a", "b", &p).is_send());
+        assert!(
+            route_to_peer(
+                &Outbound {
+                    tlp: Tlp::Green,
+                    origin: "a",
+                    recipients: &[],
+                    path: &[],
+                    end_to_end: false
+                },
+                "a",
+                "b",
+                &p
+            )
+            .is_send()
+        );
+        assert!(
+            route_to_peer(
+                &Outbound {
+                    tlp: Tlp::Green,
+                    origin: "a",
+                    recipients: &[],
+                    path: &s(&["a"]),
+                    end_to_end: false
+                },
+                "b",
+                "c",
+                &p
+            )
+            .is_send()
+        );
+        assert!(
+            !route_to_peer(
+                &Outbound {
+                    tlp: Tlp::Green,
+                    origin: "a",
+                    recipients: &[],
+                    path: &s(&["a", "b"]),
+                    end_to_end: false
+                },
+                "c",
+                "b",
+                &p
+            )
+            .is_send()
+        );
+        assert!(
+            !route_to_peer(
+                &Outbound {
+                    tlp: Tlp::Red,
+                    origin: "a",
+                    recipients: &s(&["c"]),
+                    path: &[],
+                    end_to_end: false
+                },
+                "a",
+                "b",
+                &p
+            )
+            .is_send()
+        );
+        assert!(
+            route_to_peer(
+                &Outbound {
+                    tlp: Tlp::Red,
+                    origin: "a",
+                    recipients: &s(&["c"]),
+                    path: &[],
+                    end_to_end: false
+                },
+                "a",
+                "c",
+                &p
+            )
+            .is_send()
+        );
+        assert!(
+            route_to_peer(
+                &Outbound {
+                    tlp: Tlp::Red,
+                    origin: "a",
+                    recipients: &s(&["b", "c"]),
+                    path: &[],
+                    end_to_end: false
+                },
+                "a",
+                "b",
+                &p
+            )
+            .is_send()
+        );
+    }
+}
+
+#[cfg(test)]
+mod end_to_end_tests {
+    use super::*;
+
+    #[test]
+    fn restricted_ciphertext_may_cross_relay_links_only() {
+        let relay = PeerPolicy {
+            max_tlp: Tlp::Red,
+            relay: true,
+        };
+        let no_relay = PeerPolicy {
+            max_tlp: Tlp::Red,
+            relay: false,
+        };
+        let green_only = PeerPolicy {
+            max_tlp: Tlp::Green,
+            relay: true,
+        };
+        let to_c = vec!["node-c".to_string()];
+        for tlp in [Tlp::Amber, Tlp::AmberStrict, Tlp::Red] {
+            // Plaintext never goes to a non-recipient.
+            assert!(
+                !route_to_peer(
+                    &Outbound {
+                        tlp,
+                        origin: "node-a",
+                        recipients: &to_c,
+                        path: &[],
+                        end_to_end: false
+                    },
+                    "node-a",
+                    "node-b",
+                    &relay
+                )
+                .is_send()
+            );
+            // Ciphertext may cross a relay link toward the recipient...
+            assert!(
+                route_to_peer(
+                    &Outbound {
+                        tlp,
+                        origin: "node-a",
+                        recipients: &to_c,
+                        path: &[],
+                        end_to_end: true
+                    },
+                    "node-a",
+                    "node-b",
+                    &relay
+                )
+                .is_send()
+            );
+            // ...but not a link that refuses relaying, nor a peer capped below the TLP.
+            assert!(
+                !route_to_peer(
+                    &Outbound {
+                        tlp,
+                        origin: "node-a",
+                        recipients: &to_c,
+                        path: &[],
+                        end_to_end: true
+                    },
+                    "node-a",
+                    "node-b",
+                    &no_relay
+                )
+                .is_send()
+            );
+            assert!(
+                !route_to_peer(
+                    &Outbound {
+                        tlp,
+                        origin: "node-a",
+                        recipients: &to_c,
+                        path: &[],
+                        end_to_end: true
+                    },
+                    "node-a",
+                    "node-b",
+                    &green_only
+                )
+                .is_send()
+            );
+            // A recipient that is a direct peer always gets it.
+            assert!(
+                route_to_peer(
+                    &Outbound {
+                        tlp,
+                        origin: "node-a",
+                        recipients: &to_c,
+                        path: &[],
+                        end_to_end: true
+                    },
+                    "node-a",
+                    "node-c",
+                    &no_relay
+                )
+                .is_send()
+            );
+            // Never a broadcast.
+            assert!(
+                !route_to_peer(
+                    &Outbound {
+                        tlp,
+                        origin: "node-a",
+                        recipients: &[],
+                        path: &[],
+                        end_to_end: true
+                    },
+                    "node-a",
+                    "node-b",
+                    &relay
+                )
+                .is_send()
+            );
+        }
     }
 }

@@ -5,7 +5,7 @@
 use super::{NodeCtx, now_ms};
 use crate::domain::alert::{Limits, validate_alert};
 use crate::domain::envelope::{Rejection, Verified, ts_to_ms, verify_batch};
-use crate::domain::policy::{PeerPolicy, Route, route_to_peer};
+use crate::domain::policy::{Outbound, PeerPolicy, Route, route_to_peer};
 use crate::proto::v1::{Alert, MessageKind, SignedEnvelope, Tlp};
 use crate::storage::StoreError;
 use crate::storage::messages::{Hop, NewMessage, Stored};
@@ -43,6 +43,7 @@ pub fn targets(
     recipients: &[String],
     path: &[Hop],
     hop_limit: u32,
+    end_to_end: bool,
 ) -> Vec<String> {
     // The path the next node will see ends with this node.
     let next_len = if origin == ctx.id {
@@ -54,6 +55,13 @@ pub fn targets(
         return Vec::new();
     }
     let path_ids: Vec<String> = path.iter().map(|h| h.node.clone()).collect();
+    let msg = Outbound {
+        tlp,
+        origin,
+        recipients,
+        path: &path_ids,
+        end_to_end,
+    };
     ctx.cfg
         .peers
         .iter()
@@ -62,7 +70,7 @@ pub fn targets(
                 max_tlp: crate::domain::alert::parse_tlp(&p.max_tlp).unwrap_or(Tlp::Clear),
                 relay: p.relay,
             };
-            match route_to_peer(tlp, origin, recipients, &path_ids, &ctx.id, &p.id, &policy) {
+            match route_to_peer(&msg, &ctx.id, &p.id, &policy) {
                 Route::Send => Some(p.id.clone()),
                 Route::Skip(reason) => {
                     tracing::debug!(peer = %p.id, %reason, "not routed to peer");
@@ -123,38 +131,44 @@ fn check_path(
     Ok(path)
 }
 
-/// Checks the payload of a verified envelope and this node's right to hold it,
-/// and builds the row to store.
-fn admit(
+/// What this node learns from a payload it can read.
+#[derive(Default)]
+struct Parsed {
+    severity: i32,
+    sectors: i64,
+    supersedes: Option<String>,
+    request_id: Option<String>,
+}
+
+fn invalid(what: &str, e: impl std::fmt::Display) -> Rejection {
+    Rejection::InvalidPayload(format!("{what} does not decode: {e}"))
+}
+
+fn is_uuid(s: &str) -> bool {
+    uuid::Uuid::parse_str(s).is_ok()
+}
+
+/// Decodes and validates a readable payload according to its kind.
+fn parse_body(
     ctx: &NodeCtx,
-    env: SignedEnvelope,
-    v: Verified,
-    from_peer: Option<&str>,
-    path: Vec<Hop>,
-    now: i64,
-) -> Result<(NewMessage, Option<Alert>), Rejection> {
-    let h = v.header;
-    let tlp = Tlp::try_from(h.tlp).map_err(|_| Rejection::Malformed("unknown TLP".into()))?;
-    let restricted = matches!(tlp, Tlp::Amber | Tlp::AmberStrict | Tlp::Red);
-    if restricted && h.recipients.is_empty() {
-        return Err(Rejection::Policy(format!(
-            "{} may not be broadcast; it needs named recipients",
-            crate::domain::alert::tlp_label(tlp)
-        )));
-    }
-    if restricted && !h.recipients.iter().any(|r| r == &ctx.id) {
-        return Err(Rejection::Policy(format!(
-            "{} message is not addressed to {}; only named recipients may hold it",
-            crate::domain::alert::tlp_label(tlp),
-            ctx.id
-        )));
-    }
-    let created = h.created.as_ref().map(ts_to_ms).unwrap_or(now);
-    let (severity, sectors, supersedes, alert) = match MessageKind::try_from(h.kind) {
+    h: &crate::proto::v1::EnvelopeHeader,
+    body: &[u8],
+    created: i64,
+) -> Result<Parsed, Rejection> {
+    use crate::proto::v1::{AssistanceRequest, DecisionMessage, OfferMessage, StatusMessage};
+    let request_ref = |id: &str| {
+        if is_uuid(id) {
+            Ok(Some(id.to_string()))
+        } else {
+            Err(Rejection::InvalidPayload(format!(
+                "request_id {id:?} is not a message id"
+            )))
+        }
+    };
+    match MessageKind::try_from(h.kind) {
         Ok(MessageKind::Alert) => {
-            let alert = Alert::decode(env.payload.as_slice())
-                .map_err(|e| Rejection::InvalidPayload(format!("alert does not decode: {e}")))?;
-            validate_alert(&alert, created, env.payload.len(), &alert_limits(ctx))
+            let alert = Alert::decode(body).map_err(|e| invalid("alert", e))?;
+            validate_alert(&alert, created, body.len(), &alert_limits(ctx))
                 .map_err(|e| Rejection::InvalidPayload(e.to_string()))?;
             if alert.tlp != h.tlp {
                 return Err(Rejection::InvalidPayload(
@@ -166,20 +180,105 @@ fn admit(
                     "alert.exercise differs from the signed envelope's exercise flag".into(),
                 ));
             }
-            let sup = (!alert.supersedes.is_empty()).then(|| alert.supersedes.clone());
-            (
-                alert.severity,
-                sectors_mask(&alert.sectors),
-                sup,
-                Some(alert),
-            )
+            Ok(Parsed {
+                severity: alert.severity,
+                sectors: sectors_mask(&alert.sectors),
+                supersedes: (!alert.supersedes.is_empty()).then(|| alert.supersedes.clone()),
+                request_id: None,
+            })
         }
-        _ => {
-            return Err(Rejection::Policy(format!(
-                "message kind {} is not accepted by this node version",
-                h.kind
-            )));
+        Ok(MessageKind::AssistanceRequest) => {
+            let r =
+                AssistanceRequest::decode(body).map_err(|e| invalid("assistance request", e))?;
+            crate::domain::assistance::validate_request(&r, created)
+                .map_err(|e| Rejection::InvalidPayload(e.to_string()))?;
+            if r.tlp != h.tlp {
+                return Err(Rejection::InvalidPayload(
+                    "request.tlp differs from the signed envelope's TLP".into(),
+                ));
+            }
+            Ok(Parsed {
+                severity: r.severity,
+                sectors: sectors_mask(&[r.sector]),
+                request_id: Some(h.message_id.clone()),
+                ..Parsed::default()
+            })
         }
+        Ok(MessageKind::Offer) => {
+            let o = OfferMessage::decode(body).map_err(|e| invalid("offer", e))?;
+            if let Some(offer) = &o.offer {
+                crate::domain::assistance::validate_offer(offer)
+                    .map_err(|e| Rejection::InvalidPayload(e.to_string()))?;
+            } else {
+                return Err(Rejection::InvalidPayload("offer: required".into()));
+            }
+            Ok(Parsed {
+                request_id: request_ref(&o.request_id)?,
+                ..Parsed::default()
+            })
+        }
+        Ok(MessageKind::Decision) => {
+            let d = DecisionMessage::decode(body).map_err(|e| invalid("decision", e))?;
+            Ok(Parsed {
+                request_id: request_ref(&d.request_id)?,
+                ..Parsed::default()
+            })
+        }
+        Ok(MessageKind::Status) => {
+            let st = StatusMessage::decode(body).map_err(|e| invalid("status", e))?;
+            Ok(Parsed {
+                request_id: request_ref(&st.request_id)?,
+                ..Parsed::default()
+            })
+        }
+        _ => Err(Rejection::Policy(format!(
+            "message kind {} is not accepted by this node version",
+            h.kind
+        ))),
+    }
+}
+
+/// Checks a verified envelope against this node's right to hold it and, where
+/// this node can read it, its payload; builds the row to store.
+fn admit(
+    ctx: &NodeCtx,
+    env: SignedEnvelope,
+    v: Verified,
+    from_peer: Option<&str>,
+    path: Vec<Hop>,
+    now: i64,
+) -> Result<NewMessage, Rejection> {
+    let h = v.header;
+    let tlp = Tlp::try_from(h.tlp).map_err(|_| Rejection::Malformed("unknown TLP".into()))?;
+    let label = crate::domain::alert::tlp_label(tlp);
+    let restricted = matches!(tlp, Tlp::Amber | Tlp::AmberStrict | Tlp::Red);
+    if restricted && h.recipients.is_empty() {
+        return Err(Rejection::Policy(format!(
+            "{label} may not be broadcast; it needs named recipients"
+        )));
+    }
+    if restricted && !h.encrypted {
+        return Err(Rejection::Policy(format!(
+            "{label} payloads must be end-to-end encrypted for their recipients"
+        )));
+    }
+    let is_recipient = h.origin == ctx.id || h.recipients.iter().any(|r| r == &ctx.id);
+    let plain = if h.encrypted && is_recipient {
+        Some(
+            crate::domain::e2e::open(&env.payload, &h.message_id, &ctx.signer)
+                .map_err(|e| Rejection::InvalidPayload(format!("cannot decrypt: {e}")))?,
+        )
+    } else {
+        None
+    };
+    let readable = !h.encrypted || plain.is_some();
+    let created = h.created.as_ref().map(ts_to_ms).unwrap_or(now);
+    let parsed = if readable {
+        let body = plain.as_deref().unwrap_or(&env.payload);
+        parse_body(ctx, &h, body, created)?
+    } else {
+        // A relay for a message it cannot read: route on the signed header only.
+        Parsed::default()
     };
     let path = match from_peer {
         Some(peer) => check_path(ctx, &h, created, peer, path)?,
@@ -188,29 +287,37 @@ fn admit(
             at_ms: created,
         }],
     };
-    let targets = targets(ctx, &h.origin, tlp, &h.recipients, &path, h.hop_limit);
-    Ok((
-        NewMessage {
-            message_id: h.message_id,
-            origin: h.origin,
-            kind: h.kind,
-            tlp: h.tlp,
-            severity,
-            sectors_mask: sectors,
-            exercise: h.exercise,
-            created_ms: created,
-            expires_ms: h.expires.as_ref().map(ts_to_ms),
-            received_ms: now,
-            from_peer: from_peer.map(str::to_string),
-            path,
-            header: env.header,
-            payload: env.payload,
-            signature: env.signature,
-            targets,
-            supersedes,
-        },
-        alert,
-    ))
+    let targets = targets(
+        ctx,
+        &h.origin,
+        tlp,
+        &h.recipients,
+        &path,
+        h.hop_limit,
+        h.encrypted,
+    );
+    Ok(NewMessage {
+        message_id: h.message_id,
+        origin: h.origin,
+        kind: h.kind,
+        tlp: h.tlp,
+        severity: parsed.severity,
+        sectors_mask: parsed.sectors,
+        exercise: h.exercise,
+        created_ms: created,
+        expires_ms: h.expires.as_ref().map(ts_to_ms),
+        received_ms: now,
+        from_peer: from_peer.map(str::to_string),
+        path,
+        header: env.header,
+        payload: env.payload,
+        signature: env.signature,
+        targets,
+        supersedes: parsed.supersedes,
+        readable,
+        plain,
+        request_id: parsed.request_id,
+    })
 }
 
 /// Verifies, admits and stores a batch of envelopes from `from_peer` (or from
@@ -248,7 +355,7 @@ pub async fn ingest(
         let id_hint = header_id_hint(&env);
         let path = paths.next().unwrap_or_default();
         match verdict.and_then(|v| admit(ctx, env, v, from_peer, path, now)) {
-            Ok((row, _)) => {
+            Ok(row) => {
                 rows.push(row);
                 slots.push(i);
             }
@@ -314,4 +421,69 @@ fn header_id_hint(env: &SignedEnvelope) -> String {
     crate::proto::v1::EnvelopeHeader::decode(env.header.as_slice())
         .map(|h| h.message_id.chars().take(64).collect())
         .unwrap_or_else(|_| "<undecodable>".into())
+}
+
+/// A message this node is about to sign and send.
+pub struct Outgoing {
+    pub kind: MessageKind,
+    pub tlp: Tlp,
+    pub recipients: Vec<String>,
+    pub expires_ms: Option<i64>,
+    pub exercise: bool,
+    /// The serialized payload, in clear.
+    pub payload: Vec<u8>,
+}
+
+/// Why this node could not originate a message.
+#[derive(Debug, thiserror::Error)]
+pub enum OriginateError {
+    #[error("{0}")]
+    Rejected(Rejection),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("cannot encrypt for the recipients: {0}")]
+    Seal(String),
+}
+
+/// Signs a message as this node and takes it through ingest (store + outbox
+/// rows in one commit). TLP:AMBER and above are end-to-end encrypted for the
+/// recipients (and this node, so it can read its own copy). Returns the id.
+pub async fn originate(ctx: &NodeCtx, out: Outgoing) -> Result<(String, u64), OriginateError> {
+    let message_id = uuid::Uuid::now_v7().to_string();
+    let encrypted = matches!(out.tlp, Tlp::Amber | Tlp::AmberStrict | Tlp::Red);
+    let payload = if encrypted {
+        let mut to = out.recipients.clone();
+        if !to.contains(&ctx.id) {
+            to.push(ctx.id.clone());
+        }
+        crate::domain::e2e::seal(&out.payload, &message_id, &to, &ctx.keys())
+            .map_err(OriginateError::Seal)?
+    } else {
+        out.payload
+    };
+    let env = crate::domain::envelope::seal(
+        &ctx.signer,
+        crate::domain::envelope::Draft {
+            message_id: message_id.clone(),
+            kind: out.kind,
+            tlp: out.tlp,
+            recipients: out.recipients,
+            created_ms: now_ms(),
+            expires_ms: out.expires_ms,
+            hop_limit: ctx.cfg.limits.hop_limit,
+            exercise: out.exercise,
+            encrypted,
+            payload,
+        },
+    );
+    match ingest(ctx, None, vec![env], vec![]).await?.pop() {
+        Some(Ingested::New(cursor)) => {
+            ctx.metrics.published.inc();
+            Ok((message_id, cursor))
+        }
+        Some(Ingested::Rejected(r)) => Err(OriginateError::Rejected(r)),
+        other => Err(OriginateError::Store(StoreError::Invalid(format!(
+            "unexpected outcome for a new message: {other:?}"
+        )))),
+    }
 }

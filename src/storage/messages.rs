@@ -39,6 +39,14 @@ pub struct NewMessage {
     pub targets: Vec<String>,
     /// For alert updates and retractions: the message id superseded.
     pub supersedes: Option<String>,
+    /// Whether this node can read the payload (false: an end-to-end encrypted
+    /// message this node only relays).
+    pub readable: bool,
+    /// The decrypted payload, when the envelope's payload is encrypted and this
+    /// node is a recipient (or the origin).
+    pub plain: Option<Vec<u8>>,
+    /// For assistance messages: the request they belong to.
+    pub request_id: Option<String>,
 }
 
 /// Result of storing one message.
@@ -67,6 +75,16 @@ pub struct StoredMessage {
     pub signature: Vec<u8>,
     pub superseded_by: Option<String>,
     pub acknowledged_ms: Option<i64>,
+    pub readable: bool,
+    pub plain: Option<Vec<u8>>,
+    pub request_id: Option<String>,
+}
+
+impl StoredMessage {
+    /// The readable payload: the decrypted one if the envelope was encrypted.
+    pub fn body(&self) -> &[u8] {
+        self.plain.as_deref().unwrap_or(&self.payload)
+    }
 }
 
 /// An outbox entry with the envelope parts to send.
@@ -113,7 +131,7 @@ pub struct AlertQuery {
     pub include_exercise: bool,
 }
 
-const MSG_COLS: &str = "cursor, message_id, origin, kind, tlp, created_ms, received_ms, from_peer, path, header, payload, signature, superseded_by, acknowledged_ms";
+const MSG_COLS: &str = "cursor, message_id, origin, kind, tlp, created_ms, received_ms, from_peer, path, header, payload, signature, superseded_by, acknowledged_ms, readable, plain, request_id";
 
 fn row_to_msg(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
     let path: String = r.get(8)?;
@@ -132,14 +150,17 @@ fn row_to_msg(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
         signature: r.get(11)?,
         superseded_by: r.get(12)?,
         acknowledged_ms: r.get(13)?,
+        readable: r.get(14)?,
+        plain: r.get(15)?,
+        request_id: r.get(16)?,
     })
 }
 
 /// Inserts messages with dedup, queueing each new one for its targets.
 pub fn insert_messages(c: &Connection, msgs: &[NewMessage]) -> Result<Vec<Stored>, StoreError> {
     let mut ins = c.prepare_cached(
-        "INSERT OR IGNORE INTO messages (message_id, origin, kind, tlp, severity, sectors, exercise, created_ms, expires_ms, received_ms, from_peer, path, header, payload, signature)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+        "INSERT OR IGNORE INTO messages (message_id, origin, kind, tlp, severity, sectors, exercise, created_ms, expires_ms, received_ms, from_peer, path, header, payload, signature, readable, plain, request_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
     )?;
     let mut out = Vec::with_capacity(msgs.len());
     for m in msgs {
@@ -160,7 +181,10 @@ pub fn insert_messages(c: &Connection, msgs: &[NewMessage]) -> Result<Vec<Stored
             path,
             m.header,
             m.payload,
-            m.signature
+            m.signature,
+            m.readable,
+            m.plain,
+            m.request_id
         ])?;
         if n == 0 {
             out.push(Stored::Duplicate);
@@ -256,7 +280,8 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<StoredMessage>, StoreError> {
         self.read(move |c| {
-            let mut sql = format!("SELECT {MSG_COLS} FROM messages WHERE kind = ?");
+            let mut sql =
+                format!("SELECT {MSG_COLS} FROM messages WHERE kind = ? AND readable = 1");
             let mut args: Vec<rusqlite::types::Value> = vec![kind.into()];
             if before > 0 {
                 sql.push_str(" AND cursor < ?");
@@ -354,6 +379,15 @@ impl Store {
                 del.execute(params![peer, o.cursor as i64])?;
                 upd.execute(params![o.state, o.reason, now_ms, peer, o.cursor as i64])?;
             }
+            // A relay keeps only ciphertext of what it cannot read, and only
+            // until every peer it was queued for has acknowledged it.
+            let mut purge = c.prepare_cached(
+                "UPDATE messages SET payload = x'' WHERE cursor = ?1 AND readable = 0
+                 AND NOT EXISTS (SELECT 1 FROM outbox WHERE outbox.cursor = ?1)",
+            )?;
+            for o in &outcomes {
+                purge.execute(params![o.cursor as i64])?;
+            }
             Ok(())
         })
         .await
@@ -415,11 +449,11 @@ impl Store {
     ) -> Result<Option<i64>, StoreError> {
         self.write(move |c| {
             c.execute(
-                "UPDATE messages SET acknowledged_ms = COALESCE(acknowledged_ms, ?1) WHERE message_id = ?2",
+                "UPDATE messages SET acknowledged_ms = COALESCE(acknowledged_ms, ?1) WHERE message_id = ?2 AND readable = 1",
                 params![now_ms, message_id],
             )?;
             Ok(c.query_row(
-                "SELECT acknowledged_ms FROM messages WHERE message_id = ?1",
+                "SELECT acknowledged_ms FROM messages WHERE message_id = ?1 AND readable = 1",
                 [message_id],
                 |r| r.get(0),
             )

@@ -50,6 +50,14 @@ const MIGRATIONS: &[&str] = &[
         reason     TEXT NOT NULL
     );
     "#,
+    // 2: end-to-end encryption (plaintext kept only where this node is a
+    // recipient; relays keep ciphertext until forwarded) and assistance threads.
+    r#"
+    ALTER TABLE messages ADD COLUMN readable INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE messages ADD COLUMN plain BLOB;
+    ALTER TABLE messages ADD COLUMN request_id TEXT;
+    CREATE INDEX messages_request ON messages(request_id) WHERE request_id IS NOT NULL;
+    "#,
 ];
 
 /// The schema version this build writes.
