@@ -4,7 +4,8 @@ use crate::domain::alert::{Limits, validate_alert};
 use crate::domain::envelope::{ms_to_ts, ts_to_ms};
 use crate::domain::policy::check_distribution;
 use crate::node::ingest::{Outgoing, originate, sectors_mask};
-use crate::node::{NodeCtx, now_ms};
+use crate::domain::assistance::{AssistanceError, Step, validate_request};
+use crate::node::{NodeCtx, assist, now_ms};
 use crate::proto::v1::operator_server::Operator;
 use crate::proto::v1::*;
 use crate::storage::messages::{AlertQuery, StoredMessage};
@@ -56,6 +57,7 @@ pub fn message_view(m: &StoredMessage) -> MessageView {
         cursor: m.cursor,
         acknowledged: m.acknowledged_ms.map(ms_to_ts),
         superseded_by: m.superseded_by.clone().unwrap_or_default(),
+        request_id: m.request_id.clone().unwrap_or_default(),
     }
 }
 
@@ -131,10 +133,38 @@ fn originate_err(e: crate::node::ingest::OriginateError) -> Status {
     }
 }
 
-fn not_yet(what: &str) -> Status {
-    Status::unimplemented(format!(
-        "{what} is not available in this version of certfed: the assistance workflow (requests, offers, decisions) is not built yet"
-    ))
+/// Maps an assistance domain error to a gRPC status.
+fn assist_err(e: AssistanceError) -> Status {
+    match e {
+        AssistanceError::PermissionDenied(m) => Status::permission_denied(m),
+        AssistanceError::FailedPrecondition(m) => Status::failed_precondition(m),
+        AssistanceError::NotFound(m) => Status::not_found(m),
+        e @ AssistanceError::Invalid { .. } => Status::invalid_argument(e.to_string()),
+    }
+}
+
+fn assist_action_err(e: assist::AssistError) -> Status {
+    match e {
+        assist::AssistError::Domain(d) => assist_err(d),
+        assist::AssistError::Originate(o) => originate_err(o),
+        assist::AssistError::Store(s) => store_err(s),
+    }
+}
+
+impl OperatorApi {
+    /// Every recipient must be a known federation member.
+    fn check_members(&self, recipients: &[String]) -> Result<(), Status> {
+        let keys = self.ctx.keys();
+        for (i, r) in recipients.iter().enumerate() {
+            if !keys.is_member(r) {
+                return Err(bad_request(
+                    &format!("recipients[{i}]"),
+                    format!("{r} is not a federation member known to this node ([[members]])"),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 type WatchStream = Pin<Box<dyn futures::Stream<Item = Result<WatchEvent, Status>> + Send>>;
@@ -177,15 +207,7 @@ impl Operator for OperatorApi {
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         check_distribution(tlp, &recipients)
             .map_err(|e| bad_request("recipients", e.to_string()))?;
-        let keys = ctx.keys();
-        for (i, r) in recipients.iter().enumerate() {
-            if !keys.is_member(r) {
-                return Err(bad_request(
-                    &format!("recipients[{i}]"),
-                    format!("{r} is not a federation member known to this node ([[members]])"),
-                ));
-            }
-        }
+        self.check_members(&recipients)?;
         if !alert.supersedes.is_empty() {
             match ctx
                 .store
@@ -214,6 +236,7 @@ impl Operator for OperatorApi {
             recipients,
             expires_ms: alert.expires.as_ref().map(ts_to_ms),
             exercise: alert.exercise,
+            created_ms: Some(now),
             payload,
         };
         let (message_id, _) = originate(ctx, outgoing).await.map_err(originate_err)?;
@@ -444,38 +467,173 @@ impl Operator for OperatorApi {
 
     async fn request_assistance(
         &self,
-        _r: Request<RequestAssistanceRequest>,
+        req: Request<RequestAssistanceRequest>,
     ) -> Result<Response<RequestAssistanceResponse>, Status> {
-        Err(not_yet("RequestAssistance"))
+        let ctx = &self.ctx;
+        let RequestAssistanceRequest {
+            request,
+            recipients,
+        } = req.into_inner();
+        let request = request.ok_or_else(|| bad_request("request", "required"))?;
+        let now = now_ms();
+        validate_request(&request, now).map_err(assist_err)?;
+        let tlp = Tlp::try_from(request.tlp).unwrap_or(Tlp::Unspecified);
+        check_distribution(tlp, &recipients)
+            .map_err(|e| bad_request("recipients", e.to_string()))?;
+        self.check_members(&recipients)?;
+        let outgoing = Outgoing {
+            kind: MessageKind::AssistanceRequest,
+            tlp,
+            recipients,
+            expires_ms: None,
+            exercise: false,
+            created_ms: Some(now),
+            payload: request.encode_to_vec(),
+        };
+        let (request_id, _) = originate(ctx, outgoing).await.map_err(originate_err)?;
+        tracing::info!(%request_id, tlp = request.tlp, "assistance requested");
+        Ok(Response::new(RequestAssistanceResponse { request_id }))
     }
+
     async fn offer_assistance(
         &self,
-        _r: Request<OfferAssistanceRequest>,
+        req: Request<OfferAssistanceRequest>,
     ) -> Result<Response<OfferAssistanceResponse>, Status> {
-        Err(not_yet("OfferAssistance"))
+        let OfferAssistanceRequest { request_id, offer } = req.into_inner();
+        if offer.is_none() {
+            return Err(bad_request("offer", "required"));
+        }
+        let step = Step::Offer(OfferMessage {
+            request_id: request_id.clone(),
+            offer,
+        });
+        let (offer_id, _) = assist::act(&self.ctx, &request_id, step)
+            .await
+            .map_err(assist_action_err)?;
+        tracing::info!(%request_id, %offer_id, "assistance offered");
+        Ok(Response::new(OfferAssistanceResponse { offer_id }))
     }
+
     async fn decide_offer(
         &self,
-        _r: Request<DecideOfferRequest>,
+        req: Request<DecideOfferRequest>,
     ) -> Result<Response<DecideOfferResponse>, Status> {
-        Err(not_yet("DecideOffer"))
+        let DecideOfferRequest {
+            offer_id,
+            accept,
+            note,
+        } = req.into_inner();
+        if offer_id.is_empty() {
+            return Err(bad_request("offer_id", "required"));
+        }
+        let request_id = assist::request_of_offer(&self.ctx, &offer_id)
+            .await
+            .map_err(store_err)?
+            .ok_or_else(|| Status::not_found(format!("no offer {offer_id} on this node")))?;
+        let step = Step::Decision(DecisionMessage {
+            request_id: request_id.clone(),
+            offer_id,
+            accept,
+            note,
+        });
+        let (_, a) = assist::act(&self.ctx, &request_id, step)
+            .await
+            .map_err(assist_action_err)?;
+        Ok(Response::new(DecideOfferResponse {
+            state: a.state as i32,
+        }))
     }
+
     async fn update_assistance(
         &self,
-        _r: Request<UpdateAssistanceRequest>,
+        req: Request<UpdateAssistanceRequest>,
     ) -> Result<Response<UpdateAssistanceResponse>, Status> {
-        Err(not_yet("UpdateAssistance"))
+        let UpdateAssistanceRequest {
+            request_id,
+            state,
+            note,
+            withdraw_offer_id,
+        } = req.into_inner();
+        if request_id.is_empty() {
+            return Err(bad_request("request_id", "required"));
+        }
+        if withdraw_offer_id.is_empty() == (state == AssistanceState::Unspecified as i32) {
+            return Err(bad_request(
+                "state",
+                "give either a target state (requester) or withdraw_offer_id (donor), not both",
+            ));
+        }
+        let step = Step::Status(StatusMessage {
+            request_id: request_id.clone(),
+            state,
+            note,
+            withdraw_offer_id,
+            summary_report: String::new(),
+        });
+        let (_, a) = assist::act(&self.ctx, &request_id, step)
+            .await
+            .map_err(assist_action_err)?;
+        Ok(Response::new(UpdateAssistanceResponse {
+            state: a.state as i32,
+        }))
     }
+
     async fn list_assistance_requests(
         &self,
-        _r: Request<ListAssistanceRequestsRequest>,
+        req: Request<ListAssistanceRequestsRequest>,
     ) -> Result<Response<ListAssistanceRequestsResponse>, Status> {
-        Err(not_yet("ListAssistanceRequests"))
+        let r = req.into_inner();
+        let size = page_size(r.page_size);
+        let mut before = parse_page_token(&r.page_token)?;
+        let now = now_ms();
+        let mut out = Vec::new();
+        let mut next_page_token = String::new();
+        // Filtering by state happens after replay, so read until the page is full.
+        'pages: loop {
+            let rows = self
+                .ctx
+                .store
+                .requests(MessageKind::AssistanceRequest as i32, before, size)
+                .await
+                .map_err(store_err)?;
+            let last = rows.len() < size;
+            for m in rows {
+                before = m.cursor;
+                if let Some((a, _)) = assist::load(&self.ctx, &m.message_id)
+                    .await
+                    .map_err(store_err)?
+                    && (r.states.is_empty() || r.states.contains(&(a.state as i32)))
+                {
+                    out.push(a.to_view(now));
+                    if out.len() == size {
+                        next_page_token = m.cursor.to_string();
+                        break 'pages;
+                    }
+                }
+            }
+            if last {
+                break;
+            }
+        }
+        Ok(Response::new(ListAssistanceRequestsResponse {
+            requests: out,
+            next_page_token,
+        }))
     }
+
     async fn get_assistance_request(
         &self,
-        _r: Request<GetAssistanceRequestRequest>,
+        req: Request<GetAssistanceRequestRequest>,
     ) -> Result<Response<AssistanceView>, Status> {
-        Err(not_yet("GetAssistanceRequest"))
+        let id = req.into_inner().request_id;
+        if id.is_empty() {
+            return Err(bad_request("request_id", "required"));
+        }
+        match assist::load(&self.ctx, &id).await.map_err(store_err)? {
+            Some((a, _)) => Ok(Response::new(a.to_view(now_ms()))),
+            None => Err(Status::not_found(format!(
+                "no assistance request {id} on this node"
+            ))),
+        }
     }
 }

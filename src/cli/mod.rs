@@ -1,4 +1,5 @@
 //! The `certfed` command line.
+pub mod assist;
 pub mod client;
 
 use crate::config::{Config, LogFormat};
@@ -44,6 +45,13 @@ pub enum Command {
         conn: client::Conn,
         #[command(subcommand)]
         cmd: Box<client::AlertCmd>,
+    },
+    /// Request, offer, decide and follow assistance (Tallinn Mechanism style).
+    Assist {
+        #[command(flatten)]
+        conn: client::Conn,
+        #[command(subcommand)]
+        cmd: Box<assist::AssistCmd>,
     },
     /// Direct peers and the state of each link.
     Peers {
@@ -115,6 +123,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Info { conn } => rt()?.block_on(client::info(conn)),
         Command::Alert { conn, cmd } => rt()?.block_on(client::alert(conn, *cmd)),
+        Command::Assist { conn, cmd } => rt()?.block_on(assist::run(conn, *cmd)),
         Command::Peers { conn } => rt()?.block_on(client::peers(conn)),
         Command::Delivery { conn, message_id } => {
             rt()?.block_on(client::delivery(conn, message_id))

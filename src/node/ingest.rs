@@ -430,6 +430,8 @@ pub struct Outgoing {
     pub recipients: Vec<String>,
     pub expires_ms: Option<i64>,
     pub exercise: bool,
+    /// Creation time to sign with (default: now).
+    pub created_ms: Option<i64>,
     /// The serialized payload, in clear.
     pub payload: Vec<u8>,
 }
@@ -468,7 +470,7 @@ pub async fn originate(ctx: &NodeCtx, out: Outgoing) -> Result<(String, u64), Or
             kind: out.kind,
             tlp: out.tlp,
             recipients: out.recipients,
-            created_ms: now_ms(),
+            created_ms: out.created_ms.unwrap_or_else(now_ms),
             expires_ms: out.expires_ms,
             hop_limit: ctx.cfg.limits.hop_limit,
             exercise: out.exercise,

@@ -1,6 +1,7 @@
 //! The node: loads and checks everything the configuration names, opens the
 //! store, binds the listeners, serves gRPC over mutual TLS, runs the peer links,
 //! and shuts down within a bounded grace period.
+pub mod assist;
 pub mod ingest;
 pub mod links;
 pub mod metrics;
@@ -45,6 +46,8 @@ pub struct NodeCtx {
     pub links: links::Links,
     pub metrics: metrics::Metrics,
     pub shutdown: watch::Receiver<bool>,
+    /// Serialises assistance actions taken by this node.
+    pub assist_lock: tokio::sync::Mutex<()>,
 }
 
 impl NodeCtx {
@@ -240,6 +243,7 @@ pub async fn start(prepared: Prepared) -> anyhow::Result<RunningNode> {
         links,
         metrics: metrics::Metrics::new(),
         shutdown: stop_rx.clone(),
+        assist_lock: tokio::sync::Mutex::new(()),
         cfg,
     });
 

@@ -259,6 +259,32 @@ impl Store {
         .await
     }
 
+    /// Every readable message of an assistance thread (the request and its steps).
+    pub async fn thread(&self, request_id: String) -> Result<Vec<StoredMessage>, StoreError> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {MSG_COLS} FROM messages WHERE request_id = ?1 AND readable = 1 ORDER BY cursor"
+            ))?;
+            let rows = st.query_map([request_id], row_to_msg)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// Readable assistance requests, newest first, with cursor below `before`
+    /// (0: from the newest).
+    pub async fn requests(&self, kind: i32, before: u64, limit: usize) -> Result<Vec<StoredMessage>, StoreError> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {MSG_COLS} FROM messages WHERE kind = ?1 AND readable = 1 AND (?2 = 0 OR cursor < ?2)
+                 ORDER BY cursor DESC LIMIT ?3"
+            ))?;
+            let rows = st.query_map(params![kind, before as i64, limit as i64], row_to_msg)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
     /// Highest cursor in the store (0 when empty).
     pub async fn last_cursor(&self) -> Result<u64, StoreError> {
         self.read(|c| {
