@@ -1,5 +1,6 @@
-//! The domain core: identities, messages, signing, TLP policy and validation.
-//! Nothing here knows about tonic, sockets or SQL; everything is testable in memory.
+//! The domain core: identities, messages, signing, encryption, TLP policy,
+//! validation and the assistance state machine. Nothing here knows about tonic,
+//! sockets or SQL; everything is testable in memory.
 pub mod alert;
 pub mod assistance;
 pub mod e2e;
