@@ -1,10 +1,10 @@
 //! Operator service adapter: decode, call the core, map errors.
 use super::{bad_request, page_size, parse_page_token, store_err};
 use crate::domain::alert::{Limits, validate_alert};
+use crate::domain::assistance::{AssistanceError, Step, validate_request};
 use crate::domain::envelope::{ms_to_ts, ts_to_ms};
 use crate::domain::policy::check_distribution;
 use crate::node::ingest::{Outgoing, originate, sectors_mask};
-use crate::domain::assistance::{AssistanceError, Step, validate_request};
 use crate::node::{NodeCtx, assist, now_ms};
 use crate::proto::v1::operator_server::Operator;
 use crate::proto::v1::*;

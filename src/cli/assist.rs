@@ -116,7 +116,10 @@ const SERVICES: &[(&str, AssistanceService)] = &[
     ("malware-analysis", AssistanceService::MalwareAnalysis),
     ("ddos-mitigation", AssistanceService::DdosMitigation),
     ("threat-hunting", AssistanceService::ThreatHunting),
-    ("vulnerability-assessment", AssistanceService::VulnerabilityAssessment),
+    (
+        "vulnerability-assessment",
+        AssistanceService::VulnerabilityAssessment,
+    ),
     ("recovery", AssistanceService::Recovery),
     ("threat-intelligence", AssistanceService::ThreatIntelligence),
     ("equipment-licences", AssistanceService::EquipmentLicences),
@@ -130,7 +133,11 @@ fn service(s: &str) -> anyhow::Result<i32> {
         .with_context(|| {
             format!(
                 "unknown service {s:?}; use one of {}",
-                SERVICES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                SERVICES
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         })
 }
@@ -179,12 +186,20 @@ fn print_view(v: &AssistanceView) {
     println!(
         "state     {}{}",
         st(v.state),
-        if v.overdue { "  (OVERDUE: deadline passed, no accepted offer)" } else { "" }
+        if v.overdue {
+            "  (OVERDUE: deadline passed, no accepted offer)"
+        } else {
+            ""
+        }
     );
     println!("title     {}", r.title);
     println!(
         "services  {}",
-        r.services.iter().map(|s| service_name(*s)).collect::<Vec<_>>().join(", ")
+        r.services
+            .iter()
+            .map(|s| service_name(*s))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     if !v.offers.is_empty() {
         println!("offers:");
@@ -200,7 +215,16 @@ fn print_view(v: &AssistanceView) {
     }
     println!("history:");
     for h in &v.history {
-        println!("  {:<10} {}{}", h.actor, h.action, if h.note.is_empty() { String::new() } else { format!(" — {}", h.note) });
+        println!(
+            "  {:<10} {}{}",
+            h.actor,
+            h.action,
+            if h.note.is_empty() {
+                String::new()
+            } else {
+                format!(" — {}", h.note)
+            }
+        );
     }
 }
 
@@ -214,9 +238,15 @@ pub async fn run(conn: Conn, cmd: AssistCmd) -> anyhow::Result<()> {
                 title: a.title,
                 description: a.description,
                 tlp: parse_tlp(&a.tlp).map_err(|e| anyhow::anyhow!("--tlp: {e}"))? as i32,
-                services: a.services.iter().map(|s| service(s)).collect::<anyhow::Result<_>>()?,
+                services: a
+                    .services
+                    .iter()
+                    .map(|s| service(s))
+                    .collect::<anyhow::Result<_>>()?,
                 sector: match &a.sector {
-                    Some(s) => parse_sector(s).map_err(|e| anyhow::anyhow!("--sector: {e}"))? as i32,
+                    Some(s) => {
+                        parse_sector(s).map_err(|e| anyhow::anyhow!("--sector: {e}"))? as i32
+                    }
                     None => 0,
                 },
                 entity_category: if a.important {
@@ -228,7 +258,9 @@ pub async fn run(conn: Conn, cmd: AssistCmd) -> anyhow::Result<()> {
                     Some(r) => parse_rsit(r).map_err(|e| anyhow::anyhow!("--rsit: {e}"))? as i32,
                     None => 0,
                 },
-                severity: parse_severity(&a.severity).map_err(|e| anyhow::anyhow!("--severity: {e}"))? as i32,
+                severity: parse_severity(&a.severity)
+                    .map_err(|e| anyhow::anyhow!("--severity: {e}"))?
+                    as i32,
                 cross_border: a.cross_border,
                 needs: Some(EstimatedNeeds {
                     skills: vec![],
@@ -265,7 +297,11 @@ pub async fn run(conn: Conn, cmd: AssistCmd) -> anyhow::Result<()> {
             };
             let offer = Offer {
                 summary: o.summary,
-                capabilities: o.capabilities.iter().map(|s| service(s)).collect::<anyhow::Result<_>>()?,
+                capabilities: o
+                    .capabilities
+                    .iter()
+                    .map(|s| service(s))
+                    .collect::<anyhow::Result<_>>()?,
                 capacity_person_days: o.person_days,
                 conditions: o.conditions,
                 funding: funding as i32,
@@ -295,7 +331,11 @@ pub async fn run(conn: Conn, cmd: AssistCmd) -> anyhow::Result<()> {
                 anyhow::bail!("say --accept or --decline");
             }
             let r = c
-                .decide_offer(DecideOfferRequest { offer_id, accept, note })
+                .decide_offer(DecideOfferRequest {
+                    offer_id,
+                    accept,
+                    note,
+                })
                 .await
                 .map_err(ex)?
                 .into_inner();
@@ -332,7 +372,10 @@ pub async fn run(conn: Conn, cmd: AssistCmd) -> anyhow::Result<()> {
             }
         }
         AssistCmd::List { state, limit } => {
-            let states = state.iter().map(|s| parse_state(s)).collect::<anyhow::Result<_>>()?;
+            let states = state
+                .iter()
+                .map(|s| parse_state(s))
+                .collect::<anyhow::Result<_>>()?;
             let r = c
                 .list_assistance_requests(ListAssistanceRequestsRequest {
                     page_size: limit,
@@ -348,7 +391,10 @@ pub async fn run(conn: Conn, cmd: AssistCmd) -> anyhow::Result<()> {
                     json!({"requests": r.requests.iter().map(view_json).collect::<Vec<_>>(), "next_page_token": r.next_page_token})
                 );
             } else {
-                println!("{:<36}  {:<10}  {:<10}  {:>6}  TITLE", "REQUEST ID", "REQUESTER", "STATE", "OFFERS");
+                println!(
+                    "{:<36}  {:<10}  {:<10}  {:>6}  TITLE",
+                    "REQUEST ID", "REQUESTER", "STATE", "OFFERS"
+                );
                 for v in &r.requests {
                     println!(
                         "{:<36}  {:<10}  {:<10}  {:>6}  {}{}",

@@ -75,7 +75,11 @@ fn audience(ctx: &NodeCtx, req: &StoredMessage, requester: &str) -> Vec<String> 
 /// Checks `step` on request `request_id` as this node and, if allowed, signs it
 /// and sends it to the request's audience under the request's TLP. Returns the
 /// new message id and the state after the step.
-pub async fn act(ctx: &NodeCtx, request_id: &str, step: Step) -> Result<(String, Assistance), AssistError> {
+pub async fn act(
+    ctx: &NodeCtx,
+    request_id: &str,
+    step: Step,
+) -> Result<(String, Assistance), AssistError> {
     let _serial = ctx.assist_lock.lock().await;
     let (a, req) = load(ctx, request_id).await?.ok_or_else(|| {
         AssistanceError::NotFound(format!(

@@ -273,7 +273,12 @@ impl Store {
 
     /// Readable assistance requests, newest first, with cursor below `before`
     /// (0: from the newest).
-    pub async fn requests(&self, kind: i32, before: u64, limit: usize) -> Result<Vec<StoredMessage>, StoreError> {
+    pub async fn requests(
+        &self,
+        kind: i32,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
         self.read(move |c| {
             let mut st = c.prepare_cached(&format!(
                 "SELECT {MSG_COLS} FROM messages WHERE kind = ?1 AND readable = 1 AND (?2 = 0 OR cursor < ?2)
