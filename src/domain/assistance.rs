@@ -1827,7 +1827,7 @@ mod tests {
         for (i, &(kind, who, target, flag, dt, stale)) in attempts.iter().enumerate() {
             t += dt;
             // requester most of the time for decisions and status changes
-            let actor = if who == 0 || (kind == 1 || kind == 2) && who == 1 {
+            let actor = if who == 0 || (kind == 1 || kind == 2) && who < 3 {
                 REQ
             } else {
                 DONORS[(who - 1) % n_donors]
@@ -1842,8 +1842,27 @@ mod tests {
             } else {
                 actor.to_string()
             };
-            let step = attempt_step(kind, target, flag, &offers);
             let current = replay(RID, &all).unwrap();
+            let step = if kind == 2 && flag {
+                // half the status changes try the natural next move
+                status_step(match current.state {
+                    S::Accepted => S::Deployed,
+                    S::Deployed => S::Completed,
+                    _ => S::Closed,
+                })
+            } else if let (1, true, Some(p)) = (
+                kind,
+                flag,
+                current
+                    .offers
+                    .iter()
+                    .find(|o| o.state == OfferState::Pending),
+            ) {
+                // half the decisions accept a pending offer
+                decision_step(&p.offer_id, true)
+            } else {
+                attempt_step(kind, target, flag, &offers)
+            };
             let id = format!("m-{i:04}");
             let s = signed(&id, &actor, t, step.clone());
             if check(&current, &actor, &step, t).is_ok() {
@@ -1894,7 +1913,7 @@ mod tests {
         fn replay_is_a_function_of_the_set(
             n_donors in 2usize..=3,
             attempts in prop::collection::vec(
-                (0u8..4, 0usize..4, 0usize..8, any::<bool>(), 1i64..4, 0u8..4), 0..30),
+                (0u8..4, 0usize..4, 0usize..8, any::<bool>(), 1i64..4, 0u8..4), 0..40),
             keys in prop::collection::vec(any::<u64>(), 1..40),
             dups in prop::collection::vec(0usize..1000, 0..8),
         ) {
