@@ -8,6 +8,12 @@
 //!   the moment node-a has durably queued an alert to the moment its peer node-b
 //!   has verified and committed it (seen through b's Watch stream), and the same
 //!   for two hops to node-c.
+//!
+//! With `--memory` only the memory phase runs (see [`memory`]): node-b as a
+//! real `certfed serve` process, its peer node-c down, and a million alerts
+//! queued for node-c; b's resident memory is sampled from `/proc`.
+pub mod memory;
+
 use crate::domain::envelope::{Draft, seal};
 use crate::domain::keys::Signer;
 use crate::localfed::Fed;
@@ -33,6 +39,13 @@ pub struct BenchArgs {
     /// Duration of the relay phase in seconds.
     #[arg(long, default_value_t = 5)]
     pub seconds: u32,
+    /// Run only the memory phase: queue alerts for a peer that stays down and
+    /// sample the relaying node's resident memory (Linux, reads /proc).
+    #[arg(long)]
+    pub memory: bool,
+    /// Signed alerts queued in the memory phase.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub memory_messages: usize,
 }
 
 /// A GREEN alert whose serialized form is about 1 KiB.
@@ -256,6 +269,9 @@ async fn bench_relay(rate: u32, seconds: u32) -> anyhow::Result<Relay> {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.memory {
+        return crate::bench::memory::run(args.memory_messages, args.json).await;
+    }
     if !args.json {
         eprintln!(
             "certfed bench: ingest {} signed 1 KiB alerts, then relay at {} msgs/s for {} s ...",
