@@ -77,6 +77,25 @@ pub fn kib_alert(i: usize) -> Alert {
     a
 }
 
+/// A signed 1 KiB GREEN alert from `signer`, as a peer would push it.
+pub fn signed_kib_alert(signer: &Signer, i: usize, created_ms: i64) -> SignedEnvelope {
+    seal(
+        signer,
+        Draft {
+            message_id: uuid::Uuid::now_v7().to_string(),
+            kind: MessageKind::Alert,
+            tlp: Tlp::Green,
+            recipients: vec![],
+            created_ms,
+            expires_ms: None,
+            hop_limit: 8,
+            exercise: false,
+            encrypted: false,
+            payload: kib_alert(i).encode_to_vec(),
+        },
+    )
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -102,21 +121,7 @@ async fn bench_ingest(messages: usize) -> anyhow::Result<Ingest> {
         .map(|i| PushFrame {
             path: vec![],
             seq: i as u64 + 1,
-            envelope: Some(seal(
-                &signer,
-                Draft {
-                    message_id: uuid::Uuid::now_v7().to_string(),
-                    kind: MessageKind::Alert,
-                    tlp: Tlp::Green,
-                    recipients: vec![],
-                    created_ms: now,
-                    expires_ms: None,
-                    hop_limit: 8,
-                    exercise: false,
-                    encrypted: false,
-                    payload: kib_alert(i).encode_to_vec(),
-                },
-            )),
+            envelope: Some(signed_kib_alert(&signer, i, now)),
         })
         .collect();
     let mut client =

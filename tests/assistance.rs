@@ -70,21 +70,22 @@ async fn converge(
     id: &str,
     state: AssistanceState,
 ) -> AssistanceView {
-    let mut last = None;
-    let ok = eventually(Duration::from_secs(20), || {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
         let (mut a, mut c) = (a.clone(), c.clone());
-        let id = id.to_string();
-        let slot = &mut last;
-        async move {
-            let (va, vc) = (view(&mut a, &id).await, view(&mut c, &id).await);
-            let same = matches!((&va, &vc), (Some(x), Some(y)) if x.state == state as i32 && essence(x) == essence(y));
-            *slot = Some((va, vc));
-            same
+        let (va, vc) = (view(&mut a, id).await, view(&mut c, id).await);
+        if let (Some(x), Some(y)) = (&va, &vc)
+            && x.state == state as i32
+            && essence(x) == essence(y)
+        {
+            return x.clone();
         }
-    })
-    .await;
-    assert!(ok, "views did not converge on {state:?}: {last:#?}");
-    last.unwrap().0.unwrap()
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "views did not converge on {state:?}: {va:#?} {vc:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,12 +10,10 @@
 //!
 //! Budgets: idle RSS at most 64 MiB, peak RSS at most 100 MiB, and every alert
 //! in node-c's outbox.
-use crate::domain::envelope::{Draft, seal};
 use crate::domain::keys::Signer;
 use crate::localfed::Fed;
 use crate::proto::v1::*;
 use anyhow::{Context, bail};
-use prost::Message;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -197,20 +195,7 @@ pub async fn run(messages: usize, json: bool) -> anyhow::Result<()> {
                 let frame = PushFrame {
                     path: vec![],
                     seq: i as u64 + 1,
-                    envelope: Some(seal(
-                        &signer,
-                        Draft {
-                            message_id: uuid::Uuid::now_v7().to_string(),
-                            kind: MessageKind::Alert,
-                            tlp: Tlp::Green,
-                            recipients: vec![],
-                            created_ms: crate::node::now_ms(),
-                            expires_ms: None,
-                            hop_limit: 8,
-                            exercise: false,
-                            payload: super::kib_alert(i).encode_to_vec(),
-                        },
-                    )),
+                    envelope: Some(super::signed_kib_alert(&signer, i, crate::node::now_ms())),
                 };
                 if tx.blocking_send(frame).is_err() {
                     return None;
