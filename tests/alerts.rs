@@ -82,23 +82,44 @@ async fn green_alert_reaches_peer_and_is_relayed_once_through_b() {
     assert_eq!(count_alerts(&mut op_c).await, 1);
     assert_eq!(count_alerts(&mut op_a).await, 1);
 
-    // The origin sees node-b delivered.
-    let ok = eventually(Duration::from_secs(10), || {
-        let mut op_a = op_a.clone();
+    // The origin sees its peer b and, through receipts, b and c as delivered;
+    // once c's operator acknowledges it, the origin sees that too.
+    let delivered = |want_c: DeliveryState| {
+        let op_a = op_a.clone();
         let id = id.clone();
-        async move {
-            let d = op_a
-                .get_delivery_status(GetDeliveryStatusRequest { message_id: id })
-                .await
-                .unwrap()
-                .into_inner();
-            d.recipients.len() == 1
-                && d.recipients[0].node_id == "node-b"
-                && d.recipients[0].state == DeliveryState::Delivered as i32
+        move || {
+            let mut op_a = op_a.clone();
+            let id = id.clone();
+            async move {
+                let d = op_a
+                    .get_delivery_status(GetDeliveryStatusRequest { message_id: id })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                let state = |n: &str| {
+                    d.recipients
+                        .iter()
+                        .find(|r| r.node_id == n)
+                        .map(|r| r.state)
+                };
+                state("node-b") == Some(DeliveryState::Delivered as i32)
+                    && state("node-c") == Some(want_c as i32)
+            }
         }
+    };
+    let ok = eventually(Duration::from_secs(10), delivered(DeliveryState::Delivered)).await;
+    assert!(ok, "origin never saw b's and c's receipts");
+    op_c.acknowledge_message(AcknowledgeMessageRequest {
+        message_id: id.clone(),
     })
+    .await
+    .unwrap();
+    let ok = eventually(
+        Duration::from_secs(10),
+        delivered(DeliveryState::Acknowledged),
+    )
     .await;
-    assert!(ok, "origin never saw node-b's acknowledgement");
+    assert!(ok, "origin never saw c's operator acknowledgement");
     for n in [a, b, c] {
         n.shutdown().await.unwrap();
     }

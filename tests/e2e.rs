@@ -99,6 +99,25 @@ async fn red_alert_crosses_relay_that_cannot_read_it() {
         .into_inner();
     assert!(mine.alert.unwrap().title.contains(&marker));
 
+    // c's signed receipt travels back through b: the origin sees c delivered,
+    // while b (not a recipient) sent none.
+    let ok = eventually(Duration::from_secs(10), || {
+        let mut op_a = op_a.clone();
+        let id = id.clone();
+        async move {
+            let d = op_a
+                .get_delivery_status(GetDeliveryStatusRequest { message_id: id })
+                .await
+                .unwrap()
+                .into_inner();
+            d.recipients
+                .iter()
+                .any(|r| r.node_id == "node-c" && r.state == DeliveryState::Delivered as i32)
+        }
+    })
+    .await;
+    assert!(ok, "c's receipt never reached the origin");
+
     // b relayed it but cannot read it.
     let mut op_b = fed.operator(1).await;
     let list = op_b

@@ -5,6 +5,7 @@ use crate::domain::assistance::{AssistanceError, Step, validate_request};
 use crate::domain::envelope::{ms_to_ts, ts_to_ms};
 use crate::domain::policy::check_distribution;
 use crate::node::ingest::{Outgoing, originate, sectors_mask};
+use crate::node::receipts::ReceiptJob;
 use crate::node::{NodeCtx, assist, now_ms};
 use crate::proto::v1::operator_server::Operator;
 use crate::proto::v1::*;
@@ -105,7 +106,7 @@ fn alert_query(f: Option<AlertFilter>) -> Result<AlertQuery, Status> {
 
 /// Whether a stored message passes a Watch filter.
 fn watch_matches(q: &AlertQuery, m: &StoredMessage) -> bool {
-    if !m.readable {
+    if !m.readable || m.kind == MessageKind::Receipt as i32 {
         return false;
     }
     if m.kind != MessageKind::Alert as i32 {
@@ -131,6 +132,66 @@ fn originate_err(e: crate::node::ingest::OriginateError) -> Status {
         OriginateError::Seal(m) => Status::failed_precondition(format!("cannot encrypt: {m}")),
         OriginateError::Store(s) => store_err(s),
     }
+}
+
+/// Per-node delivery state of a message: link-level states for direct peers,
+/// overridden by receipts from recipients; a named recipient with neither is
+/// RELAYED once some peer took the message, else QUEUED.
+fn delivery_view(
+    me: &str,
+    recipients: &[String],
+    links: Vec<crate::storage::messages::DeliveryRow>,
+    receipts: Vec<crate::storage::messages::ReceiptRow>,
+) -> Vec<RecipientDelivery> {
+    use std::collections::BTreeMap;
+    let mut out: BTreeMap<String, RecipientDelivery> = BTreeMap::new();
+    let mut handed_on = false;
+    for l in links {
+        handed_on |= l.state == DeliveryState::Delivered as i32;
+        out.insert(
+            l.peer.clone(),
+            RecipientDelivery {
+                node_id: l.peer,
+                state: l.state,
+                reason: l.reason,
+                updated: Some(ms_to_ts(l.updated_ms)),
+                attempts: l.attempts,
+            },
+        );
+    }
+    for r in receipts {
+        let state = match ReceiptState::try_from(r.state) {
+            Ok(ReceiptState::Acknowledged) => DeliveryState::Acknowledged,
+            Ok(ReceiptState::Rejected) => DeliveryState::Rejected,
+            _ => DeliveryState::Delivered,
+        };
+        let attempts = out.get(&r.node).map(|d| d.attempts).unwrap_or(0);
+        out.insert(
+            r.node.clone(),
+            RecipientDelivery {
+                node_id: r.node,
+                state: state as i32,
+                reason: r.reason,
+                updated: Some(ms_to_ts(r.at_ms)),
+                attempts,
+            },
+        );
+    }
+    for rcpt in recipients.iter().filter(|r| r.as_str() != me) {
+        out.entry(rcpt.clone())
+            .or_insert_with(|| RecipientDelivery {
+                node_id: rcpt.clone(),
+                state: if handed_on {
+                    DeliveryState::Relayed
+                } else {
+                    DeliveryState::Queued
+                } as i32,
+                reason: String::new(),
+                updated: None,
+                attempts: 0,
+            });
+    }
+    out.into_values().collect()
 }
 
 /// Maps an assistance domain error to a gRPC status.
@@ -412,34 +473,16 @@ impl Operator for OperatorApi {
         if id.is_empty() {
             return Err(bad_request("message_id", "required"));
         }
-        if self
-            .ctx
-            .store
-            .get_message(id.clone())
-            .await
-            .map_err(store_err)?
-            .is_none()
-        {
+        let store = &self.ctx.store;
+        let Some(m) = store.get_message(id.clone()).await.map_err(store_err)? else {
             return Err(Status::not_found(format!("no message {id} on this node")));
-        }
-        let rows = self
-            .ctx
-            .store
-            .delivery(id.clone())
-            .await
-            .map_err(store_err)?;
+        };
+        let links = store.delivery(id.clone()).await.map_err(store_err)?;
+        let receipts = store.receipts(id.clone()).await.map_err(store_err)?;
+        let header = EnvelopeHeader::decode(m.header.as_slice()).unwrap_or_default();
         Ok(Response::new(DeliveryStatus {
             message_id: id,
-            recipients: rows
-                .into_iter()
-                .map(|r| RecipientDelivery {
-                    node_id: r.peer,
-                    state: r.state,
-                    reason: r.reason,
-                    updated: Some(ms_to_ts(r.updated_ms)),
-                    attempts: r.attempts,
-                })
-                .collect(),
+            recipients: delivery_view(&self.ctx.id, &header.recipients, links, receipts),
         }))
     }
 
@@ -451,18 +494,28 @@ impl Operator for OperatorApi {
         if id.is_empty() {
             return Err(bad_request("message_id", "required"));
         }
-        match self
-            .ctx
-            .store
+        let store = &self.ctx.store;
+        let Some(at) = store
             .acknowledge(id.clone(), now_ms())
             .await
             .map_err(store_err)?
+        else {
+            return Err(Status::not_found(format!("no message {id} on this node")));
+        };
+        if let Some(m) = store.get_message(id.clone()).await.map_err(store_err)?
+            && m.origin != self.ctx.id
+            && m.kind != MessageKind::Receipt as i32
         {
-            Some(at) => Ok(Response::new(AcknowledgeMessageResponse {
-                acknowledged: Some(ms_to_ts(at)),
-            })),
-            None => Err(Status::not_found(format!("no message {id} on this node"))),
+            self.ctx.receipts.push(ReceiptJob {
+                origin: m.origin,
+                message_id: id,
+                state: ReceiptState::Acknowledged,
+                reason: String::new(),
+            });
         }
+        Ok(Response::new(AcknowledgeMessageResponse {
+            acknowledged: Some(ms_to_ts(at)),
+        }))
     }
 
     async fn request_assistance(

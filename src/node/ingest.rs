@@ -2,13 +2,15 @@
 //! distribution policy, pick the peers to queue it for, and store it with its
 //! outbox rows in one transaction. Used for messages this node signs and for
 //! envelopes pushed by peers.
+use super::receipts::ReceiptJob;
 use super::{NodeCtx, now_ms};
 use crate::domain::alert::{Limits, validate_alert};
 use crate::domain::envelope::{Rejection, Verified, ts_to_ms, verify_batch};
 use crate::domain::policy::{Outbound, PeerPolicy, Route, route_to_peer};
+use crate::proto::v1::ReceiptState;
 use crate::proto::v1::{Alert, MessageKind, SignedEnvelope, Tlp};
 use crate::storage::StoreError;
-use crate::storage::messages::{Hop, NewMessage, Stored};
+use crate::storage::messages::{Hop, NewMessage, ReceiptRows, Stored};
 use prost::Message;
 
 /// Outcome of ingesting one envelope.
@@ -138,7 +140,11 @@ struct Parsed {
     sectors: i64,
     supersedes: Option<String>,
     request_id: Option<String>,
+    receipt: Option<crate::proto::v1::Receipt>,
 }
+
+/// Most message ids one receipt may cover.
+pub const MAX_RECEIPT_IDS: usize = 4096;
 
 fn invalid(what: &str, e: impl std::fmt::Display) -> Rejection {
     Rejection::InvalidPayload(format!("{what} does not decode: {e}"))
@@ -184,7 +190,7 @@ fn parse_body(
                 severity: alert.severity,
                 sectors: sectors_mask(&alert.sectors),
                 supersedes: (!alert.supersedes.is_empty()).then(|| alert.supersedes.clone()),
-                request_id: None,
+                ..Parsed::default()
             })
         }
         Ok(MessageKind::AssistanceRequest) => {
@@ -228,6 +234,34 @@ fn parse_body(
             let st = StatusMessage::decode(body).map_err(|e| invalid("status", e))?;
             Ok(Parsed {
                 request_id: request_ref(&st.request_id)?,
+                ..Parsed::default()
+            })
+        }
+        Ok(MessageKind::Receipt) => {
+            let r = crate::proto::v1::Receipt::decode(body).map_err(|e| invalid("receipt", e))?;
+            if h.recipients.len() != 1 {
+                return Err(Rejection::InvalidPayload(
+                    "a receipt is addressed to exactly one node, the origin".into(),
+                ));
+            }
+            if r.message_ids.is_empty() || r.message_ids.len() > MAX_RECEIPT_IDS {
+                return Err(Rejection::InvalidPayload(format!(
+                    "receipt.message_ids: 1 to {MAX_RECEIPT_IDS} ids"
+                )));
+            }
+            if let Some(bad) = r.message_ids.iter().find(|id| !is_uuid(id)) {
+                return Err(Rejection::InvalidPayload(format!(
+                    "receipt.message_ids: {bad:?} is not a message id"
+                )));
+            }
+            match crate::proto::v1::ReceiptState::try_from(r.state) {
+                Ok(crate::proto::v1::ReceiptState::Unspecified) | Err(_) => {
+                    return Err(Rejection::InvalidPayload("receipt.state: unknown".into()));
+                }
+                Ok(_) => {}
+            }
+            Ok(Parsed {
+                receipt: Some(r),
                 ..Parsed::default()
             })
         }
@@ -296,6 +330,17 @@ fn admit(
         h.hop_limit,
         h.encrypted,
     );
+    let receipt = parsed
+        .receipt
+        .filter(|_| h.recipients.iter().any(|r| r == &ctx.id))
+        .map(|r| ReceiptRows {
+            me: ctx.id.clone(),
+            from: h.origin.clone(),
+            ids: r.message_ids,
+            state: r.state,
+            reason: r.reason,
+            at_ms: created,
+        });
     Ok(NewMessage {
         message_id: h.message_id,
         origin: h.origin,
@@ -317,6 +362,7 @@ fn admit(
         readable,
         plain,
         request_id: parsed.request_id,
+        receipt,
     })
 }
 
@@ -351,15 +397,34 @@ pub async fn ingest(
     let mut slots = Vec::with_capacity(n);
     let mut rejections = Vec::new();
     let mut paths = paths.into_iter();
+    // Per stored row: the receipt owed to its origin, if any.
+    let mut owed: Vec<Option<(String, String)>> = Vec::with_capacity(n);
     for (i, (env, verdict)) in envs.into_iter().zip(verdicts).enumerate() {
         let id_hint = header_id_hint(&env);
         let path = paths.next().unwrap_or_default();
+        let receipt_to = match (&verdict, from_peer) {
+            (Ok(v), Some(_)) if owes_receipt(ctx, &v.header) => {
+                Some((v.header.origin.clone(), v.header.message_id.clone()))
+            }
+            _ => None,
+        };
         match verdict.and_then(|v| admit(ctx, env, v, from_peer, path, now)) {
             Ok(row) => {
+                owed.push(receipt_to.filter(|_| row.readable));
                 rows.push(row);
                 slots.push(i);
             }
             Err(r) => {
+                if let (Some((origin, id)), Rejection::Policy(_) | Rejection::InvalidPayload(_)) =
+                    (receipt_to, &r)
+                {
+                    ctx.receipts.push(ReceiptJob {
+                        origin,
+                        message_id: id,
+                        state: ReceiptState::Rejected,
+                        reason: r.to_string(),
+                    });
+                }
                 ctx.metrics.reject(r.label());
                 if r == Rejection::BadSignature {
                     ctx.metrics.signature_failures.inc();
@@ -391,11 +456,19 @@ pub async fn ingest(
         tracing::error!(error = %e, "cannot record rejected envelopes in the audit table");
     }
     let mut wake = std::collections::BTreeSet::new();
-    for ((slot, s), t) in slots.into_iter().zip(stored).zip(targets) {
+    for (((slot, s), t), owed) in slots.into_iter().zip(stored).zip(targets).zip(owed) {
         results[slot] = Some(match s {
             Stored::New(c) => {
                 if from_peer.is_some() {
                     ctx.metrics.accepted.inc();
+                }
+                if let Some((origin, message_id)) = owed {
+                    ctx.receipts.push(ReceiptJob {
+                        origin,
+                        message_id,
+                        state: ReceiptState::Delivered,
+                        reason: String::new(),
+                    });
                 }
                 let _ = ctx.stored.send(c);
                 wake.extend(t);
@@ -414,6 +487,15 @@ pub async fn ingest(
         .into_iter()
         .map(|r| r.expect("every slot filled"))
         .collect())
+}
+
+/// Whether this node owes the origin a receipt for a verified message: it is
+/// addressed to this node (or to everyone), it is not this node's own, and it
+/// is not itself a receipt.
+fn owes_receipt(ctx: &NodeCtx, h: &crate::proto::v1::EnvelopeHeader) -> bool {
+    h.origin != ctx.id
+        && h.kind != MessageKind::Receipt as i32
+        && (h.recipients.is_empty() || h.recipients.iter().any(|r| r == &ctx.id))
 }
 
 /// Best-effort message id of an envelope for logs (the header may be forged).

@@ -5,6 +5,7 @@ pub mod assist;
 pub mod ingest;
 pub mod links;
 pub mod metrics;
+pub mod receipts;
 
 use crate::api::authz::AuthzLayer;
 use crate::api::{federation::FederationApi, operator::OperatorApi};
@@ -48,6 +49,8 @@ pub struct NodeCtx {
     pub shutdown: watch::Receiver<bool>,
     /// Serialises assistance actions taken by this node.
     pub assist_lock: tokio::sync::Mutex<()>,
+    /// Receipts owed to origins.
+    pub receipts: receipts::ReceiptQueue,
 }
 
 impl NodeCtx {
@@ -231,6 +234,7 @@ pub async fn start(prepared: Prepared) -> anyhow::Result<RunningNode> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let (stored, _) = broadcast::channel(4096);
     let links = links::Links::new(&cfg);
+    let (receipt_queue, receipt_rx) = receipts::ReceiptQueue::new();
     let ctx = Arc::new(NodeCtx {
         id: cfg.node.id.clone(),
         signer,
@@ -244,6 +248,7 @@ pub async fn start(prepared: Prepared) -> anyhow::Result<RunningNode> {
         metrics: metrics::Metrics::new(),
         shutdown: stop_rx.clone(),
         assist_lock: tokio::sync::Mutex::new(()),
+        receipts: receipt_queue,
         cfg,
     });
 
@@ -295,7 +300,8 @@ pub async fn start(prepared: Prepared) -> anyhow::Result<RunningNode> {
         });
     let server = tokio::spawn(server);
     let metrics_task = metrics_listener.map(|l| tokio::spawn(metrics::serve(l, ctx.clone())));
-    let link_tasks = links::spawn_all(ctx.clone());
+    let mut link_tasks = links::spawn_all(ctx.clone());
+    link_tasks.push(tokio::spawn(receipts::run(ctx.clone(), receipt_rx)));
 
     tracing::info!(node = %ctx.id, %addr, metrics = ?metrics_addr, peers = ctx.cfg.peers.len(), "certfed node ready");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);

@@ -16,6 +16,27 @@ pub struct Hop {
     pub at_ms: i64,
 }
 
+/// Receipt facts to record with a receipt message addressed to this node:
+/// for each of `ids` that this node (`me`) originated, `from` reported `state`.
+#[derive(Debug, Clone)]
+pub struct ReceiptRows {
+    pub me: String,
+    pub from: String,
+    pub ids: Vec<String>,
+    pub state: i32,
+    pub reason: String,
+    pub at_ms: i64,
+}
+
+/// A recipient's receipt for one message, as kept by the origin.
+#[derive(Debug, Clone)]
+pub struct ReceiptRow {
+    pub node: String,
+    pub state: i32,
+    pub reason: String,
+    pub at_ms: i64,
+}
+
 /// A verified message about to be stored.
 #[derive(Debug, Clone)]
 pub struct NewMessage {
@@ -47,6 +68,8 @@ pub struct NewMessage {
     pub plain: Option<Vec<u8>>,
     /// For assistance messages: the request they belong to.
     pub request_id: Option<String>,
+    /// For a receipt addressed to this node: what to record.
+    pub receipt: Option<ReceiptRows>,
 }
 
 /// Result of storing one message.
@@ -203,6 +226,20 @@ pub fn insert_messages(c: &Connection, msgs: &[NewMessage]) -> Result<Vec<Stored
                 dl.execute(params![m.message_id, t, QUEUED, m.received_ms])?;
             }
         }
+        if let Some(r) = &m.receipt {
+            // An acknowledgement is never downgraded by a later delivery receipt.
+            let mut rc = c.prepare_cached(
+                "INSERT INTO receipts (message_id, node, state, reason, at_ms)
+                 SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS
+                   (SELECT 1 FROM messages WHERE message_id = ?1 AND origin = ?6)
+                 ON CONFLICT (message_id, node) DO UPDATE SET
+                   state = excluded.state, reason = excluded.reason, at_ms = excluded.at_ms
+                 WHERE receipts.state != 2",
+            )?;
+            for id in &r.ids {
+                rc.execute(params![id, r.from, r.state, r.reason, r.at_ms, r.me])?;
+            }
+        }
         if let Some(old) = &m.supersedes {
             c.prepare_cached(
                 "UPDATE messages SET superseded_by = ?1 WHERE message_id = ?2 AND origin = ?3 AND superseded_by IS NULL",
@@ -220,10 +257,14 @@ impl Store {
         self.write(move |c| insert_messages(c, &msgs)).await
     }
 
-    /// Number of stored messages.
+    /// Number of stored messages, receipts not counted.
     pub async fn message_count(&self) -> Result<u64, StoreError> {
         self.read(|c| {
-            Ok(c.query_row("SELECT COUNT(*) FROM messages", [], |r| r.get::<_, i64>(0))? as u64)
+            Ok(c.query_row(
+                "SELECT COUNT(*) FROM messages WHERE kind != ?1",
+                [crate::proto::v1::MessageKind::Receipt as i32],
+                |r| r.get::<_, i64>(0),
+            )? as u64)
         })
         .await
     }
@@ -447,6 +488,25 @@ impl Store {
                     reason: r.get(2)?,
                     attempts: r.get(3)?,
                     updated_ms: r.get(4)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// Receipts recipients sent for a message this node originated.
+    pub async fn receipts(&self, message_id: String) -> Result<Vec<ReceiptRow>, StoreError> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT node, state, reason, at_ms FROM receipts WHERE message_id = ?1 ORDER BY node",
+            )?;
+            let rows = st.query_map([message_id], |r| {
+                Ok(ReceiptRow {
+                    node: r.get(0)?,
+                    state: r.get(1)?,
+                    reason: r.get(2)?,
+                    at_ms: r.get(3)?,
                 })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)

@@ -58,6 +58,17 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE messages ADD COLUMN request_id TEXT;
     CREATE INDEX messages_request ON messages(request_id) WHERE request_id IS NOT NULL;
     "#,
+    // 3: receipts from recipients, kept by the origin.
+    r#"
+    CREATE TABLE receipts (
+        message_id TEXT NOT NULL,
+        node       TEXT NOT NULL,
+        state      INTEGER NOT NULL,
+        reason     TEXT NOT NULL DEFAULT '',
+        at_ms      INTEGER NOT NULL,
+        PRIMARY KEY (message_id, node)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this build writes.
