@@ -172,7 +172,7 @@ async fn hostile_envelopes_are_refused_with_reasons() {
         .iter()
         .enumerate()
         .map(|(i, (_, env, _, _))| PushFrame {
-            path: vec![],
+            hops: vec![],
             seq: i as u64 + 1,
             envelope: env.clone(),
         })
@@ -199,7 +199,7 @@ async fn hostile_envelopes_are_refused_with_reasons() {
     // The oversized envelope is refused by the transport before decoding, with a clear status.
     let err = fc
         .push(tokio_stream::iter(vec![PushFrame {
-            path: vec![],
+            hops: vec![],
             seq: 99,
             envelope: Some(oversized),
         }]))
@@ -302,70 +302,91 @@ async fn a_peer_whose_certificate_names_another_node_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forged_paths_are_refused() {
-    let fed = Fed::new(&["node-a", "node-b", "node-c"], &[(0, 1)]);
+async fn forged_chains_of_custody_are_refused() {
+    use certfed::domain::custody::sign_hop;
+    let fed = Fed::new(&["node-a", "node-b", "node-c", "node-d"], &[(0, 1)]);
     let b = fed.start(1).await;
     let a_key = signer_from(&fed.pki, "node-a");
     let c_key = signer_from(&fed.pki, "node-c");
-    let payload = green_alert("path test").encode_to_vec();
-    let hop = |n: &str| PathHop {
-        node_id: n.into(),
-        at: None,
+    let d_key = signer_from(&fed.pki, "node-d");
+    let payload = green_alert("custody test").encode_to_vec();
+    let hop = |by: &Signer, env: &SignedEnvelope, from: &str| {
+        let h = EnvelopeHeader::decode(env.header.as_slice()).unwrap();
+        sign_hop(
+            by,
+            HopRecord {
+                message_id: h.message_id,
+                received_from: from.into(),
+                decision: "relayed".into(),
+                ..Default::default()
+            },
+        )
     };
+    // c's alert relayed by d then a: a legitimate chain [d, a].
+    let ok = seal(&c_key, draft(payload.clone()));
+    let ok_chain = vec![hop(&d_key, &ok, "node-c"), hop(&a_key, &ok, "node-d")];
+    let tampered = seal(&c_key, draft(payload.clone()));
+    let mut tampered_chain = vec![
+        hop(&d_key, &tampered, "node-c"),
+        hop(&a_key, &tampered, "node-d"),
+    ];
+    {
+        let mut r = HopRecord::decode(tampered_chain[0].record.as_slice()).unwrap();
+        r.decision = "nothing to see here".into();
+        tampered_chain[0].record = r.encode_to_vec();
+    }
+    let gap = seal(&c_key, draft(payload.clone()));
+    let gap_chain = vec![hop(&a_key, &gap, "node-d")];
+    let missing = seal(&c_key, draft(payload.clone()));
+    let looped = seal(&c_key, draft(payload.clone()));
+    let b_key = signer_from(&fed.pki, "node-b");
+    let looped_chain = vec![
+        hop(&b_key, &looped, "node-c"),
+        hop(&a_key, &looped, "node-b"),
+    ];
     let mut limited = draft(payload.clone());
     limited.hop_limit = 1;
-    let cases: Vec<(&str, SignedEnvelope, Vec<PathHop>, PushOutcome, &str)> = vec![
-        // c's alert relayed by a: a legitimate two-node path.
+    let limited = seal(&c_key, limited);
+    let limited_chain = vec![hop(&a_key, &limited, "node-c")];
+    let cases: Vec<(&str, SignedEnvelope, Vec<SignedHop>, PushOutcome, &str)> = vec![
+        ("relayed", ok, ok_chain, PushOutcome::Accepted, ""),
         (
-            "relayed",
-            seal(&c_key, draft(payload.clone())),
-            vec![hop("node-c"), hop("node-a")],
-            PushOutcome::Accepted,
-            "",
-        ),
-        (
-            "wrong start",
-            seal(&c_key, draft(payload.clone())),
-            vec![hop("node-a")],
+            "tampered",
+            tampered,
+            tampered_chain,
             PushOutcome::Rejected,
-            "signed origin",
+            "hop 1 (node-d): signature does not verify",
         ),
         (
-            "wrong end",
-            seal(&a_key, draft(payload.clone())),
-            vec![hop("node-a"), hop("node-c")],
+            "gap",
+            gap,
+            gap_chain,
             PushOutcome::Rejected,
-            "sending peer",
+            "received from node-d",
         ),
         (
-            "loop",
-            seal(&c_key, draft(payload.clone())),
-            vec![hop("node-c"), hop("node-b"), hop("node-a")],
+            "no chain from a relay",
+            missing,
+            vec![],
             PushOutcome::Rejected,
-            "loop",
+            "came from node-a",
         ),
-        (
-            "repeated",
-            seal(&c_key, draft(payload.clone())),
-            vec![hop("node-c"), hop("node-a"), hop("node-a")],
-            PushOutcome::Rejected,
-            "repeated",
-        ),
+        ("loop", looped, looped_chain, PushOutcome::Rejected, "loop"),
         (
             "hop limit",
-            seal(&c_key, limited),
-            vec![hop("node-c"), hop("node-a")],
+            limited,
+            limited_chain,
             PushOutcome::Rejected,
             "hop limit",
         ),
     ];
     let mut fc = federation_client(&fed.pki, &fed.addr(1), "node-a", Some("node-b")).await;
-    for (i, (name, env, path, want, needle)) in cases.into_iter().enumerate() {
+    for (i, (name, env, hops, want, needle)) in cases.into_iter().enumerate() {
         let mut s = fc
             .push(tokio_stream::iter(vec![PushFrame {
                 seq: i as u64,
                 envelope: Some(env),
-                path,
+                hops,
             }]))
             .await
             .unwrap()
@@ -398,7 +419,13 @@ async fn forged_paths_are_refused() {
         .unwrap()
         .into_inner();
     let path: Vec<_> = m.path.iter().map(|h| h.node_id.as_str()).collect();
-    assert_eq!(path, ["node-c", "node-a"]);
+    assert_eq!(
+        path,
+        ["node-c", "node-d", "node-a"],
+        "the verified chain is the path"
+    );
+    let relays: Vec<_> = m.custody.iter().map(|r| r.relay.as_str()).collect();
+    assert_eq!(relays, ["node-d", "node-a"]);
     b.shutdown().await.unwrap();
 }
 

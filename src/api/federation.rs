@@ -1,12 +1,10 @@
 //! Federation service adapter: peers push envelopes; acknowledgements go back
 //! in order, each only after the envelope is durably stored (or refused).
 //! Verification of one batch overlaps with the commit of the previous one.
-use crate::domain::envelope::ts_to_ms;
 use crate::node::NodeCtx;
 use crate::node::ingest::{Ingested, ingest};
 use crate::proto::v1::federation_server::Federation;
 use crate::proto::v1::{HelloRequest, HelloResponse, PushAck, PushFrame, PushOutcome};
-use crate::storage::messages::Hop;
 use crate::transport::server::PeerInfo;
 use futures::StreamExt;
 use std::pin::Pin;
@@ -92,25 +90,18 @@ impl Federation for FederationApi {
                 let Some(chunk) = chunk else { break };
                 let mut seqs = Vec::with_capacity(chunk.len());
                 let mut envs = Vec::with_capacity(chunk.len());
-                let mut paths = Vec::with_capacity(chunk.len());
+                let mut chains = Vec::with_capacity(chunk.len());
                 let mut early = Vec::new();
                 for f in chunk {
                     match f {
                         Ok(PushFrame {
                             seq,
                             envelope: Some(e),
-                            path,
+                            hops,
                         }) => {
                             seqs.push(seq);
                             envs.push(e);
-                            paths.push(
-                                path.into_iter()
-                                    .map(|h| Hop {
-                                        at_ms: h.at.as_ref().map(ts_to_ms).unwrap_or(0),
-                                        node: h.node_id,
-                                    })
-                                    .collect(),
-                            );
+                            chains.push(hops);
                         }
                         Ok(PushFrame {
                             seq,
@@ -130,7 +121,7 @@ impl Federation for FederationApi {
                 let ctx = ctx.clone();
                 let peer = peer.clone();
                 let job = tokio::spawn(async move {
-                    let results = ingest(&ctx, Some(&peer), envs, paths)
+                    let results = ingest(&ctx, Some(&peer), envs, chains)
                         .await
                         .map_err(|e| Status::unavailable(format!("{e}; retry later")))?;
                     let mut acks = early;

@@ -59,6 +59,17 @@ pub fn message_view(m: &StoredMessage) -> MessageView {
         acknowledged: m.acknowledged_ms.map(ms_to_ts),
         superseded_by: m.superseded_by.clone().unwrap_or_default(),
         request_id: m.request_id.clone().unwrap_or_default(),
+        custody: m
+            .hops
+            .as_deref()
+            .and_then(|b| HopChain::decode(b).ok())
+            .map(|c| {
+                c.hops
+                    .iter()
+                    .filter_map(|h| HopRecord::decode(h.record.as_slice()).ok())
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }
 

@@ -193,7 +193,7 @@ pub async fn run(messages: usize, json: bool) -> anyhow::Result<()> {
         .spawn(move || {
             for i in 0..messages {
                 let frame = PushFrame {
-                    path: vec![],
+                    hops: vec![],
                     seq: i as u64 + 1,
                     envelope: Some(super::signed_kib_alert(&signer, i, crate::node::now_ms())),
                 };

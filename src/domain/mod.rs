@@ -3,6 +3,7 @@
 //! sockets or SQL; everything is testable in memory.
 pub mod alert;
 pub mod assistance;
+pub mod custody;
 pub mod e2e;
 pub mod envelope;
 pub mod identity;

@@ -5,10 +5,12 @@
 use super::receipts::ReceiptJob;
 use super::{NodeCtx, now_ms};
 use crate::domain::alert::{Limits, validate_alert};
+use crate::domain::custody::{path_of, sign_hop, verify_chain};
 use crate::domain::envelope::{Rejection, Verified, ts_to_ms, verify_batch};
 use crate::domain::policy::{Outbound, PeerPolicy, Route, route_to_peer};
 use crate::proto::v1::ReceiptState;
 use crate::proto::v1::{Alert, MessageKind, SignedEnvelope, Tlp};
+use crate::proto::v1::{HopChain, HopRecord, SignedHop};
 use crate::storage::StoreError;
 use crate::storage::messages::{Hop, NewMessage, ReceiptRows, Stored};
 use prost::Message;
@@ -83,41 +85,23 @@ pub fn targets(
         .collect()
 }
 
-/// Checks the path a peer reports: it starts with the signed origin, ends with
-/// the sending peer, names each node once, does not contain this node, and is
-/// within the signed hop limit. An empty path means the sender is the origin.
-fn check_path(
+/// Checks the chain of custody a peer sends with a message (see
+/// `domain::custody::verify_chain`), that this node is not already on it (a
+/// loop) and that it is within the signed hop limit; returns the path it proves.
+fn check_chain(
     ctx: &NodeCtx,
     h: &crate::proto::v1::EnvelopeHeader,
     created: i64,
     from_peer: &str,
-    mut path: Vec<Hop>,
+    hops: &[SignedHop],
 ) -> Result<Vec<Hop>, Rejection> {
-    if path.is_empty() {
-        path.push(Hop {
-            node: h.origin.clone(),
-            at_ms: created,
-        });
-    }
-    let bad = |why: String| Err(Rejection::Malformed(format!("path: {why}")));
-    if path[0].node != h.origin {
-        return bad(format!(
-            "starts with {} but the signed origin is {}",
-            path[0].node, h.origin
-        ));
-    }
-    if path.last().map(|p| p.node.as_str()) != Some(from_peer) {
-        return bad(format!("does not end with the sending peer {from_peer}"));
-    }
-    let mut seen = std::collections::HashSet::new();
-    for hop in &path {
-        if crate::domain::identity::validate_name(&hop.node).is_err()
-            || !seen.insert(hop.node.as_str())
-        {
-            return bad(format!("invalid or repeated node {:?}", hop.node));
-        }
-    }
-    if seen.contains(ctx.id.as_str()) {
+    let records = verify_chain(&ctx.keys(), &h.origin, &h.message_id, from_peer, hops)
+        .map_err(|e| Rejection::Malformed(format!("chain of custody: {e}")))?;
+    let path: Vec<Hop> = path_of(&h.origin, created, &records)
+        .into_iter()
+        .map(|(node, at_ms)| Hop { node, at_ms })
+        .collect();
+    if path.iter().any(|p| p.node == ctx.id) {
         return Err(Rejection::Policy(format!(
             "loop: {} is already on the path",
             ctx.id
@@ -279,7 +263,7 @@ fn admit(
     env: SignedEnvelope,
     v: Verified,
     from_peer: Option<&str>,
-    path: Vec<Hop>,
+    mut hops: Vec<SignedHop>,
     now: i64,
 ) -> Result<NewMessage, Rejection> {
     let h = v.header;
@@ -315,7 +299,7 @@ fn admit(
         Parsed::default()
     };
     let path = match from_peer {
-        Some(peer) => check_path(ctx, &h, created, peer, path)?,
+        Some(peer) => check_chain(ctx, &h, created, peer, &hops)?,
         None => vec![Hop {
             node: h.origin.clone(),
             at_ms: created,
@@ -330,6 +314,30 @@ fn admit(
         h.hop_limit,
         h.encrypted,
     );
+    if let Some(peer) = from_peer
+        && !targets.is_empty()
+    {
+        let decision = if h.encrypted && !is_recipient {
+            format!(
+                "relayed {label} ciphertext toward its recipients (not a recipient; cannot read)"
+            )
+        } else if h.recipients.is_empty() {
+            format!("relayed {label} broadcast")
+        } else {
+            format!("relayed {label} toward its recipients")
+        };
+        hops.push(sign_hop(
+            &ctx.signer,
+            HopRecord {
+                message_id: h.message_id.clone(),
+                received_from: peer.to_string(),
+                received_at: Some(crate::domain::envelope::ms_to_ts(now)),
+                forwarded_to: targets.clone(),
+                decision,
+                ..Default::default()
+            },
+        ));
+    }
     let receipt = parsed
         .receipt
         .filter(|_| h.recipients.iter().any(|r| r == &ctx.id))
@@ -363,18 +371,19 @@ fn admit(
         plain,
         request_id: parsed.request_id,
         receipt,
+        hops: HopChain { hops }.encode_to_vec(),
     })
 }
 
 /// Verifies, admits and stores a batch of envelopes from `from_peer` (or from
-/// this node when `None`), in one commit. `paths[i]` is the path the peer
+/// this node when `None`), in one commit. `chains[i]` is the chain of custody the peer
 /// reported for `envs[i]` (ignored for this node's own messages). Results are in
 /// input order.
 pub async fn ingest(
     ctx: &NodeCtx,
     from_peer: Option<&str>,
     envs: Vec<SignedEnvelope>,
-    paths: Vec<Vec<Hop>>,
+    chains: Vec<Vec<SignedHop>>,
 ) -> Result<Vec<Ingested>, StoreError> {
     let now = now_ms();
     let keys = ctx.keys();
@@ -396,19 +405,19 @@ pub async fn ingest(
     let mut rows = Vec::with_capacity(n);
     let mut slots = Vec::with_capacity(n);
     let mut rejections = Vec::new();
-    let mut paths = paths.into_iter();
+    let mut chains = chains.into_iter();
     // Per stored row: the receipt owed to its origin, if any.
     let mut owed: Vec<Option<(String, String)>> = Vec::with_capacity(n);
     for (i, (env, verdict)) in envs.into_iter().zip(verdicts).enumerate() {
         let id_hint = header_id_hint(&env);
-        let path = paths.next().unwrap_or_default();
+        let chain = chains.next().unwrap_or_default();
         let receipt_to = match (&verdict, from_peer) {
             (Ok(v), Some(_)) if owes_receipt(ctx, &v.header) => {
                 Some((v.header.origin.clone(), v.header.message_id.clone()))
             }
             _ => None,
         };
-        match verdict.and_then(|v| admit(ctx, env, v, from_peer, path, now)) {
+        match verdict.and_then(|v| admit(ctx, env, v, from_peer, chain, now)) {
             Ok(row) => {
                 owed.push(receipt_to.filter(|_| row.readable));
                 rows.push(row);

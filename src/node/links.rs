@@ -4,12 +4,12 @@
 //! use capped exponential backoff with jitter, reset on successful contact.
 use super::{NodeCtx, now_ms};
 use crate::config::Config;
-use crate::domain::envelope::ms_to_ts;
 use crate::domain::identity::Identity;
 use crate::proto::v1::federation_client::FederationClient;
-use crate::proto::v1::{PathHop, PushAck, PushFrame, PushOutcome, SignedEnvelope};
-use crate::storage::messages::{DELIVERED, Hop, Outcome, REJECTED};
+use crate::proto::v1::{HopChain, PushAck, PushFrame, PushOutcome, SignedEnvelope};
+use crate::storage::messages::{DELIVERED, Outcome, REJECTED};
 use futures::StreamExt;
+use prost::Message;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -201,22 +201,10 @@ async fn session(
             for it in items {
                 sent_up_to = it.cursor;
                 in_flight.insert(it.cursor, it.enqueued_ms);
-                // The path handed on ends with this node.
-                let mut path = it.path;
-                if it.origin != ctx.id {
-                    path.push(Hop {
-                        node: ctx.id.clone(),
-                        at_ms: it.received_ms,
-                    });
-                }
                 let frame = PushFrame {
-                    path: path
-                        .into_iter()
-                        .map(|h| PathHop {
-                            node_id: h.node,
-                            at: Some(ms_to_ts(h.at_ms)),
-                        })
-                        .collect(),
+                    hops: HopChain::decode(it.hops.as_slice())
+                        .map(|c| c.hops)
+                        .unwrap_or_default(),
                     seq: it.cursor,
                     envelope: Some(SignedEnvelope {
                         header: it.header,

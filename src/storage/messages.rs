@@ -70,6 +70,9 @@ pub struct NewMessage {
     pub request_id: Option<String>,
     /// For a receipt addressed to this node: what to record.
     pub receipt: Option<ReceiptRows>,
+    /// Serialized `HopChain`: the verified chain received, plus this node's own
+    /// signed record when it relays the message.
+    pub hops: Vec<u8>,
 }
 
 /// Result of storing one message.
@@ -101,6 +104,7 @@ pub struct StoredMessage {
     pub readable: bool,
     pub plain: Option<Vec<u8>>,
     pub request_id: Option<String>,
+    pub hops: Option<Vec<u8>>,
 }
 
 impl StoredMessage {
@@ -116,9 +120,8 @@ pub struct OutboxItem {
     pub cursor: u64,
     pub message_id: String,
     pub enqueued_ms: i64,
-    pub origin: String,
-    pub received_ms: i64,
-    pub path: Vec<Hop>,
+    /// Serialized `HopChain` to send along.
+    pub hops: Vec<u8>,
     pub header: Vec<u8>,
     pub payload: Vec<u8>,
     pub signature: Vec<u8>,
@@ -154,7 +157,7 @@ pub struct AlertQuery {
     pub include_exercise: bool,
 }
 
-const MSG_COLS: &str = "cursor, message_id, origin, kind, tlp, created_ms, received_ms, from_peer, path, header, payload, signature, superseded_by, acknowledged_ms, readable, plain, request_id";
+const MSG_COLS: &str = "cursor, message_id, origin, kind, tlp, created_ms, received_ms, from_peer, path, header, payload, signature, superseded_by, acknowledged_ms, readable, plain, request_id, hops";
 
 fn row_to_msg(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
     let path: String = r.get(8)?;
@@ -176,14 +179,15 @@ fn row_to_msg(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
         readable: r.get(14)?,
         plain: r.get(15)?,
         request_id: r.get(16)?,
+        hops: r.get(17)?,
     })
 }
 
 /// Inserts messages with dedup, queueing each new one for its targets.
 pub fn insert_messages(c: &Connection, msgs: &[NewMessage]) -> Result<Vec<Stored>, StoreError> {
     let mut ins = c.prepare_cached(
-        "INSERT OR IGNORE INTO messages (message_id, origin, kind, tlp, severity, sectors, exercise, created_ms, expires_ms, received_ms, from_peer, path, header, payload, signature, readable, plain, request_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+        "INSERT OR IGNORE INTO messages (message_id, origin, kind, tlp, severity, sectors, exercise, created_ms, expires_ms, received_ms, from_peer, path, header, payload, signature, readable, plain, request_id, hops)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
     )?;
     let mut out = Vec::with_capacity(msgs.len());
     for m in msgs {
@@ -207,7 +211,8 @@ pub fn insert_messages(c: &Connection, msgs: &[NewMessage]) -> Result<Vec<Stored
             m.signature,
             m.readable,
             m.plain,
-            m.request_id
+            m.request_id,
+            m.hops
         ])?;
         if n == 0 {
             out.push(Stored::Duplicate);
@@ -410,7 +415,7 @@ impl Store {
     ) -> Result<Vec<OutboxItem>, StoreError> {
         self.read(move |c| {
             let mut st = c.prepare_cached(
-                "SELECT o.cursor, m.message_id, o.enqueued_ms, m.header, m.payload, m.signature, m.origin, m.received_ms, m.path
+                "SELECT o.cursor, m.message_id, o.enqueued_ms, m.header, m.payload, m.signature, COALESCE(m.hops, x'')
                  FROM outbox o JOIN messages m ON m.cursor = o.cursor
                  WHERE o.peer = ?1 AND o.cursor > ?2 ORDER BY o.cursor LIMIT ?3",
             )?;
@@ -422,9 +427,7 @@ impl Store {
                     header: r.get(3)?,
                     payload: r.get(4)?,
                     signature: r.get(5)?,
-                    origin: r.get(6)?,
-                    received_ms: r.get(7)?,
-                    path: serde_json::from_str(&r.get::<_, String>(8)?).unwrap_or_default(),
+                    hops: r.get(6)?,
                 })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)

@@ -69,6 +69,11 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (message_id, node)
     ) WITHOUT ROWID;
     "#,
+    // 4: the signed chain of custody received with each message (plus this
+    // node's own record when it relays).
+    r#"
+    ALTER TABLE messages ADD COLUMN hops BLOB;
+    "#,
 ];
 
 /// The schema version this build writes.
