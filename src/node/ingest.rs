@@ -264,6 +264,7 @@ fn admit(
     v: Verified,
     from_peer: Option<&str>,
     mut hops: Vec<SignedHop>,
+    reverse: Option<&ReceiptRoute>,
     now: i64,
 ) -> Result<NewMessage, Rejection> {
     let h = v.header;
@@ -305,15 +306,22 @@ fn admit(
             at_ms: created,
         }],
     };
-    let targets = targets(
-        ctx,
-        &h.origin,
-        tlp,
-        &h.recipients,
-        &path,
-        h.hop_limit,
-        h.encrypted,
-    );
+    let targets = match reverse {
+        // Receipts go back the way the messages came, not by flooding.
+        Some(ReceiptRoute::Destination) => Vec::new(),
+        Some(ReceiptRoute::Next(peer)) if !path.iter().any(|p| &p.node == peer) => {
+            vec![peer.clone()]
+        }
+        _ => targets(
+            ctx,
+            &h.origin,
+            tlp,
+            &h.recipients,
+            &path,
+            h.hop_limit,
+            h.encrypted,
+        ),
+    };
     if let Some(peer) = from_peer
         && !targets.is_empty()
     {
@@ -401,6 +409,7 @@ pub async fn ingest(
     .await
     .map_err(|e| StoreError::Io(format!("verification task failed: {e}")))?;
 
+    let receipt_routes = receipt_routes(ctx, &envs, &verdicts).await?;
     let mut results: Vec<Option<Ingested>> = vec![None; n];
     let mut rows = Vec::with_capacity(n);
     let mut slots = Vec::with_capacity(n);
@@ -417,7 +426,11 @@ pub async fn ingest(
             }
             _ => None,
         };
-        match verdict.and_then(|v| admit(ctx, env, v, from_peer, chain, now)) {
+        let reverse = verdict
+            .as_ref()
+            .ok()
+            .and_then(|v| receipt_routes.get(&v.header.message_id));
+        match verdict.and_then(|v| admit(ctx, env, v, from_peer, chain, reverse, now)) {
             Ok(row) => {
                 owed.push(receipt_to.filter(|_| row.readable));
                 rows.push(row);
@@ -496,6 +509,45 @@ pub async fn ingest(
         .into_iter()
         .map(|r| r.expect("every slot filled"))
         .collect())
+}
+
+/// Where a receipt goes next from this node.
+pub enum ReceiptRoute {
+    /// This node originated the messages: the receipt has arrived.
+    Destination,
+    /// Back to the peer this node received the messages from.
+    Next(String),
+}
+
+/// For each verified receipt in the batch, its reverse-path route, found from
+/// the first message it reports on that this node holds. Receipts about
+/// messages this node does not hold are routed like other messages.
+async fn receipt_routes(
+    ctx: &NodeCtx,
+    envs: &[SignedEnvelope],
+    verdicts: &[Result<crate::domain::envelope::Verified, Rejection>],
+) -> Result<std::collections::HashMap<String, ReceiptRoute>, StoreError> {
+    let mut routes = std::collections::HashMap::new();
+    for (env, v) in envs.iter().zip(verdicts) {
+        let Ok(v) = v else { continue };
+        if v.header.kind != MessageKind::Receipt as i32 || v.header.encrypted {
+            continue;
+        }
+        let Ok(r) = crate::proto::v1::Receipt::decode(env.payload.as_slice()) else {
+            continue;
+        };
+        let Some(first) = r.message_ids.first() else {
+            continue;
+        };
+        if let Some(m) = ctx.store.get_message(first.clone()).await? {
+            let route = match m.from_peer {
+                None => ReceiptRoute::Destination,
+                Some(p) => ReceiptRoute::Next(p),
+            };
+            routes.insert(v.header.message_id.clone(), route);
+        }
+    }
+    Ok(routes)
 }
 
 /// Whether this node owes the origin a receipt for a verified message: it is
