@@ -98,6 +98,17 @@ async fn amber_request_through_a_relay_to_closure() {
         fed.operator(2).await,
     );
 
+    // a watches its node: assistance events stream as they arrive.
+    let mut watch = op_a
+        .watch(WatchRequest {
+            filter: None,
+            after_cursor: 0,
+            from_start: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
     // c (behind b) asks a for help, AMBER.
     let rid = op_c
         .request_assistance(RequestAssistanceRequest {
@@ -110,6 +121,16 @@ async fn amber_request_through_a_relay_to_closure() {
         .request_id;
     let v = converge(&op_a, &op_c, &rid, AssistanceState::Requested).await;
     assert_eq!(v.requester, "node-c");
+    let ev = tokio::time::timeout(Duration::from_secs(10), watch.message())
+        .await
+        .expect("watch event")
+        .unwrap()
+        .unwrap();
+    let m = ev.message.unwrap();
+    assert_eq!(
+        (m.kind, m.request_id.as_str()),
+        (MessageKind::AssistanceRequest as i32, rid.as_str())
+    );
 
     // a offers; the requester cannot offer on its own request.
     let err = op_c

@@ -287,3 +287,80 @@ async fn non_relay_link_carries_only_traffic_for_its_peer() {
         n.shutdown().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_capped_at_green_never_receives_amber() {
+    // a may send b nothing above TLP:GREEN, even addressed to b.
+    let fed = Fed::new(&["node-a", "node-b"], &[(0, 1)]);
+    let cfg_a = fed.config_path(0);
+    let b_port = fed.specs[1].port;
+    let s = std::fs::read_to_string(&cfg_a).unwrap().replace(
+        &format!("endpoint = \"127.0.0.1:{b_port}\"\n"),
+        &format!("endpoint = \"127.0.0.1:{b_port}\"\nmax_tlp = \"green\"\n"),
+    );
+    std::fs::write(&cfg_a, &s).unwrap();
+    let cfg = certfed::config::Config::load(&cfg_a).unwrap();
+    let a = certfed::node::start(certfed::node::prepare(cfg).unwrap())
+        .await
+        .unwrap();
+    let b = fed.start(1).await;
+    let mut op_a = fed.operator(0).await;
+    let mut amber = green_alert("capped");
+    amber.tlp = Tlp::Amber as i32;
+    let amber_id = op_a
+        .publish_alert(PublishAlertRequest {
+            alert: Some(amber),
+            recipients: vec!["node-b".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .message_id;
+    let green_id = op_a
+        .publish_alert(PublishAlertRequest {
+            alert: Some(green_alert("allowed")),
+            recipients: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .message_id;
+    let op_b = fed.operator(1).await;
+    let ok = eventually(Duration::from_secs(10), || {
+        let mut op_b = op_b.clone();
+        let id = green_id.clone();
+        async move {
+            op_b.get_message(GetMessageRequest { message_id: id })
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    assert!(ok, "GREEN passes the cap");
+    let err = op_b
+        .clone()
+        .get_message(GetMessageRequest {
+            message_id: amber_id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        tonic::Code::NotFound,
+        "AMBER must never reach b"
+    );
+    let d = op_a
+        .get_delivery_status(GetDeliveryStatusRequest {
+            message_id: amber_id,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        d.recipients
+            .iter()
+            .all(|r| r.state != DeliveryState::Delivered as i32)
+    );
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
