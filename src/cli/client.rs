@@ -16,23 +16,30 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tonic::transport::Channel;
 
-/// Where the node is and the operator's credentials.
+/// Where the node is and the operator's credentials. The flags are global, so
+/// they may come before or after a nested subcommand (`certfed alert publish
+/// --node … --json` and `certfed alert --node … publish` both work).
 #[derive(Args, Debug, Clone)]
 pub struct Conn {
     /// Node address, host:port.
-    #[arg(long, env = "CERTFED_NODE", default_value = "127.0.0.1:7701")]
+    #[arg(
+        long,
+        env = "CERTFED_NODE",
+        default_value = "127.0.0.1:7701",
+        global = true
+    )]
     pub node: String,
-    /// Federation CA certificate (PEM).
-    #[arg(long, env = "CERTFED_CA")]
-    pub ca: PathBuf,
-    /// Operator certificate (PEM).
-    #[arg(long, env = "CERTFED_CERT")]
-    pub cert: PathBuf,
-    /// Operator private key (PEM, mode 0600).
-    #[arg(long, env = "CERTFED_KEY")]
-    pub key: PathBuf,
+    /// Federation CA certificate (PEM). Required.
+    #[arg(long, env = "CERTFED_CA", global = true)]
+    pub ca: Option<PathBuf>,
+    /// Operator certificate (PEM). Required.
+    #[arg(long, env = "CERTFED_CERT", global = true)]
+    pub cert: Option<PathBuf>,
+    /// Operator private key (PEM, mode 0600). Required.
+    #[arg(long, env = "CERTFED_KEY", global = true)]
+    pub key: Option<PathBuf>,
     /// Print JSON instead of text.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub json: bool,
 }
 
@@ -116,17 +123,28 @@ pub struct PublishArgs {
 
 /// Connects to the node with the operator's certificate.
 pub async fn connect(conn: &Conn) -> anyhow::Result<OperatorClient<Channel>> {
+    // Global flags cannot be required by clap itself; say which one is missing.
+    let need = |v: &Option<PathBuf>, flag: &str, var: &str| {
+        v.clone().with_context(|| {
+            format!(
+                "missing {flag}: the operator credentials need --ca, --cert and --key (or {var})"
+            )
+        })
+    };
+    let ca = need(&conn.ca, "--ca", "CERTFED_CA")?;
+    let cert = need(&conn.cert, "--cert", "CERTFED_CERT")?;
+    let key = need(&conn.key, "--key", "CERTFED_KEY")?;
     let material = tls::load_material(&tls::TlsFiles {
-        ca: conn.ca.clone(),
-        cert: conn.cert.clone(),
-        key: conn.key.clone(),
+        ca,
+        cert: cert.clone(),
+        key,
         crls: vec![],
     })
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     if let Identity::Node(n) = &material.identity {
         bail!(
             "{} is the node certificate of {n}; the Operator API needs an operator certificate (create one with `certfed pki operator`)",
-            conn.cert.display()
+            cert.display()
         );
     }
     let cfg = tls::client_config(&material).map_err(|e| anyhow::anyhow!("{e}"))?;
