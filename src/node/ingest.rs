@@ -595,6 +595,7 @@ pub enum OriginateError {
 /// recipients (and this node, so it can read its own copy). Returns the id.
 pub async fn originate(ctx: &NodeCtx, out: Outgoing) -> Result<(String, u64), OriginateError> {
     let message_id = uuid::Uuid::now_v7().to_string();
+    let kind = out.kind;
     let encrypted = matches!(out.tlp, Tlp::Amber | Tlp::AmberStrict | Tlp::Red);
     let payload = if encrypted {
         let mut to = out.recipients.clone();
@@ -623,7 +624,11 @@ pub async fn originate(ctx: &NodeCtx, out: Outgoing) -> Result<(String, u64), Or
     );
     match ingest(ctx, None, vec![env], vec![]).await?.pop() {
         Some(Ingested::New(cursor)) => {
-            ctx.metrics.published.inc();
+            if kind == MessageKind::Receipt {
+                ctx.metrics.receipts_sent.inc();
+            } else {
+                ctx.metrics.published.inc();
+            }
             Ok((message_id, cursor))
         }
         Some(Ingested::Rejected(r)) => Err(OriginateError::Rejected(r)),

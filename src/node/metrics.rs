@@ -32,6 +32,7 @@ pub struct Metrics {
     pub signature_failures: Counter,
     pub sent: Family<PeerLabel, Counter>,
     pub published: Counter,
+    pub receipts_sent: Counter,
     pub outbox_depth: Family<PeerLabel, Gauge>,
     pub peer_up: Family<PeerLabel, Gauge>,
     pub peer_last_contact: Family<PeerLabel, Gauge>,
@@ -56,6 +57,7 @@ impl Metrics {
             signature_failures: Counter::default(),
             sent: Family::default(),
             published: Counter::default(),
+            receipts_sent: Counter::default(),
             outbox_depth: Family::default(),
             peer_up: Family::default(),
             peer_last_contact: Family::default(),
@@ -95,8 +97,13 @@ impl Metrics {
         );
         registry.register(
             "messages_published",
-            "Messages signed by this node",
+            "Alerts and assistance messages signed by this node",
             m.published.clone(),
+        );
+        registry.register(
+            "receipts_sent",
+            "Receipts this node signed for origins",
+            m.receipts_sent.clone(),
         );
         registry.register(
             "outbox_depth",
