@@ -463,8 +463,11 @@ pub async fn ingest(
     }
     let targets: Vec<Vec<String>> = rows.iter().map(|r| r.targets.clone()).collect();
     let started = std::time::Instant::now();
+    let only_receipts = rows.iter().all(|r| r.kind == MessageKind::Receipt as i32);
     let stored = if rows.is_empty() {
         Vec::new()
+    } else if only_receipts {
+        ctx.store.insert_lazy(rows).await?
     } else {
         ctx.store.insert(rows).await?
     };

@@ -2,9 +2,10 @@
 //! (delivered, acknowledged by an operator, rejected by policy). Jobs are queued
 //! by ingest and by AcknowledgeMessage, aggregated (one receipt covers up to
 //! `MAX_RECEIPT_IDS` messages of one origin), signed and sent like any other
-//! message, addressed to the origin only. Receipts are best-effort: a receipt
-//! lost to a crash between storing a message and signing its receipt leaves the
-//! origin showing the message as relayed rather than delivered.
+//! message, addressed to the origin only, over a 50 ms aggregation window.
+//! Receipts are best-effort and committed without their own fsync: a receipt
+//! lost to a crash or power failure leaves the origin showing the message as
+//! relayed rather than delivered.
 use super::NodeCtx;
 use super::ingest::{MAX_RECEIPT_IDS, Outgoing, originate};
 use crate::proto::v1::{MessageKind, Receipt, ReceiptState, Tlp};
@@ -12,6 +13,9 @@ use prost::Message;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::mpsc;
+
+/// How long the receipt task gathers jobs before signing receipts.
+const AGGREGATION_WINDOW: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// One fact to report to an origin.
 #[derive(Debug, Clone)]
@@ -48,6 +52,8 @@ pub async fn run(ctx: Arc<NodeCtx>, mut rx: mpsc::Receiver<ReceiptJob>) {
             _ = super::stopped(&mut shutdown) => None,
         };
         let Some(first) = first else { break };
+        // Gather for a moment so that one receipt covers many messages.
+        tokio::time::sleep(AGGREGATION_WINDOW).await;
         let mut jobs = vec![first];
         while jobs.len() < 16 * MAX_RECEIPT_IDS {
             match rx.try_recv() {

@@ -262,6 +262,12 @@ impl Store {
         self.write(move |c| insert_messages(c, &msgs)).await
     }
 
+    /// Stores messages whose loss in a power failure is harmless (receipts,
+    /// which are best-effort): committed without an fsync of their own.
+    pub async fn insert_lazy(&self, msgs: Vec<NewMessage>) -> Result<Vec<Stored>, StoreError> {
+        self.write_lazy(move |c| insert_messages(c, &msgs)).await
+    }
+
     /// Number of stored messages, receipts not counted.
     pub async fn message_count(&self) -> Result<u64, StoreError> {
         self.read(|c| {
