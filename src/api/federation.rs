@@ -27,21 +27,36 @@ impl FederationApi {
         FederationApi { ctx }
     }
 
-    /// The calling node, which must be a configured peer.
-    fn peer<T>(&self, req: &Request<T>) -> Result<String, Status> {
-        let who = req
+    /// The calling node, which must be a configured peer, and the serial of the
+    /// certificate it presented.
+    fn peer<T>(&self, req: &Request<T>) -> Result<(String, String), Status> {
+        let info = req
             .extensions()
             .get::<PeerInfo>()
-            .map(|p| p.identity.name().to_string())
             .ok_or_else(|| Status::unauthenticated("no verified client certificate"))?;
-        if !self.ctx.cfg.peers.iter().any(|p| p.id == who) {
-            return Err(Status::permission_denied(format!(
-                "{who} is not a configured peer of {}; add it to [[peers]] on both sides",
-                self.ctx.id
-            )));
-        }
-        Ok(who)
+        let who = info.identity.name().to_string();
+        allowed(&self.ctx, &who, &info.serial)?;
+        self.ctx.note_peer_serial(&who, info.serial.clone());
+        Ok((who, info.serial.clone()))
     }
+}
+
+/// Whether `who`, presenting certificate `serial`, may push to this node now:
+/// it must still be a configured peer, and its certificate not revoked by the
+/// CRLs currently loaded (both can change on reload).
+fn allowed(ctx: &NodeCtx, who: &str, serial: &str) -> Result<(), Status> {
+    if !ctx.links.is_peer(who) {
+        return Err(Status::permission_denied(format!(
+            "{who} is not a configured peer of {}; add it to [[peers]] on both sides",
+            ctx.id
+        )));
+    }
+    if ctx.revoked().contains(serial) {
+        return Err(Status::permission_denied(format!(
+            "the certificate {who} presented (serial {serial}) has been revoked"
+        )));
+    }
+    Ok(())
 }
 
 type AckStream = Pin<Box<dyn futures::Stream<Item = Result<PushAck, Status>> + Send>>;
@@ -74,20 +89,31 @@ impl Federation for FederationApi {
         &self,
         req: Request<Streaming<PushFrame>>,
     ) -> Result<Response<Self::PushStream>, Status> {
-        let peer = self.peer(&req)?;
+        let (peer, serial) = self.peer(&req)?;
         let mut frames = req.into_inner().ready_chunks(BATCH);
         let (out_tx, out_rx) = mpsc::channel::<Result<PushAck, Status>>(BATCH * 2);
         let (pipe_tx, mut pipe_rx) =
             mpsc::channel::<tokio::task::JoinHandle<Result<Vec<PushAck>, Status>>>(DEPTH);
         let ctx = self.ctx.clone();
         let mut shutdown = ctx.shutdown.clone();
+        let mut reloaded = ctx.links.subscribe();
         tokio::spawn(async move {
             loop {
                 let chunk = tokio::select! {
                     c = frames.next() => c,
+                    _ = reloaded.changed() => Some(Vec::new()),
                     _ = crate::node::stopped(&mut shutdown) => None,
                 };
                 let Some(chunk) = chunk else { break };
+                // A reload may have removed this peer or revoked its certificate.
+                if let Err(s) = allowed(&ctx, &peer, &serial) {
+                    tracing::warn!(%peer, reason = %s.message(), "closing the push stream");
+                    let _ = pipe_tx.send(tokio::spawn(async move { Err(s) })).await;
+                    break;
+                }
+                if chunk.is_empty() {
+                    continue;
+                }
                 let mut seqs = Vec::with_capacity(chunk.len());
                 let mut envs = Vec::with_capacity(chunk.len());
                 let mut chains = Vec::with_capacity(chunk.len());
@@ -158,7 +184,7 @@ impl Federation for FederationApi {
     }
 
     async fn hello(&self, req: Request<HelloRequest>) -> Result<Response<HelloResponse>, Status> {
-        let peer = self.peer(&req)?;
+        let (peer, _) = self.peer(&req)?;
         let claimed = &req.get_ref().node_id;
         if !claimed.is_empty() && claimed != &peer {
             return Err(Status::permission_denied(format!(

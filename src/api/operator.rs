@@ -254,7 +254,7 @@ impl Operator for OperatorApi {
             version: env!("CARGO_PKG_VERSION").into(),
             listen: ctx.listen.to_string(),
             signing_key_id: ctx.signer.key_id.clone(),
-            peers: ctx.cfg.peers.iter().map(|p| p.id.clone()).collect(),
+            peers: ctx.links.peers().iter().map(|p| p.id.clone()).collect(),
             members: ctx.keys().members().to_vec(),
             started: Some(ms_to_ts(ctx.started_ms)),
             stored_messages: stored,
@@ -445,7 +445,7 @@ impl Operator for OperatorApi {
             .map_err(store_err)?
             .into_iter()
             .collect();
-        let all = &self.ctx.cfg.peers;
+        let all = self.ctx.links.peers();
         let peers: Vec<PeerView> = all
             .iter()
             .skip(start)

@@ -66,8 +66,8 @@ pub fn targets(
         path: &path_ids,
         end_to_end,
     };
-    ctx.cfg
-        .peers
+    ctx.links
+        .peers()
         .iter()
         .filter_map(|p| {
             let policy = PeerPolicy {

@@ -3,17 +3,17 @@
 //! only when the peer acknowledges them after its own durable commit. Retries
 //! use capped exponential backoff with jitter, reset on successful contact.
 use super::{NodeCtx, now_ms};
-use crate::config::Config;
+use crate::config::{Config, PeerSection};
 use crate::domain::identity::Identity;
 use crate::proto::v1::federation_client::FederationClient;
 use crate::proto::v1::{HopChain, PushAck, PushFrame, PushOutcome, SignedEnvelope};
 use crate::storage::messages::{DELIVERED, Outcome, REJECTED};
 use futures::StreamExt;
 use prost::Message;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
 /// Messages in flight (sent, not yet acknowledged) per link.
@@ -32,40 +32,72 @@ pub struct LinkStatus {
     pub last_error: String,
 }
 
-/// All links of a node.
+/// One running link task.
+struct Running {
+    peer: PeerSection,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// All links of a node: the current peer set (replaced on reload), each
+/// link's status and wake-up signal, and the running link tasks.
 pub struct Links {
+    peers: Mutex<Arc<Vec<PeerSection>>>,
     status: Mutex<HashMap<String, LinkStatus>>,
-    wakers: HashMap<String, Arc<Notify>>,
+    wakers: Mutex<HashMap<String, Arc<Notify>>>,
+    running: Mutex<HashMap<String, Running>>,
+    /// Bumped on every reload, so open streams re-check their peer.
+    generation: watch::Sender<u64>,
 }
 
 impl Links {
     pub fn new(cfg: &Config) -> Links {
-        Links {
-            status: Mutex::new(
-                cfg.peers
-                    .iter()
-                    .map(|p| {
-                        (
-                            p.id.clone(),
-                            LinkStatus {
-                                state: 1,
-                                ..Default::default()
-                            },
-                        )
-                    })
-                    .collect(),
-            ),
-            wakers: cfg
-                .peers
-                .iter()
-                .map(|p| (p.id.clone(), Arc::new(Notify::new())))
-                .collect(),
+        let links = Links {
+            peers: Mutex::new(Arc::new(cfg.peers.clone())),
+            status: Mutex::default(),
+            wakers: Mutex::default(),
+            running: Mutex::default(),
+            generation: watch::channel(0).0,
+        };
+        for p in &cfg.peers {
+            links.add_state(&p.id);
         }
+        links
+    }
+
+    fn add_state(&self, id: &str) {
+        self.status.lock().expect("links lock").insert(
+            id.to_string(),
+            LinkStatus {
+                state: 1,
+                ..Default::default()
+            },
+        );
+        self.wakers
+            .lock()
+            .expect("links lock")
+            .entry(id.to_string())
+            .or_insert_with(|| Arc::new(Notify::new()));
+    }
+
+    /// The configured peers.
+    pub fn peers(&self) -> Arc<Vec<PeerSection>> {
+        self.peers.lock().expect("links lock").clone()
+    }
+
+    /// Changes on every reload of the peer set or the CRLs.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// Whether `id` is a configured peer.
+    pub fn is_peer(&self, id: &str) -> bool {
+        self.peers().iter().any(|p| p.id == id)
     }
 
     /// Tells the link to `peer` that its outbox has new entries.
     pub fn wake(&self, peer: &str) {
-        if let Some(n) = self.wakers.get(peer) {
+        if let Some(n) = self.wakers.lock().expect("links lock").get(peer) {
             n.notify_one();
         }
     }
@@ -84,16 +116,99 @@ impl Links {
             f(s);
         }
     }
+
+    fn spawn(&self, ctx: &Arc<NodeCtx>, p: PeerSection) {
+        let (stop, stop_rx) = watch::channel(false);
+        let waker = self
+            .wakers
+            .lock()
+            .expect("links lock")
+            .get(&p.id)
+            .cloned()
+            .expect("waker per peer");
+        let task = tokio::spawn(run_link(
+            ctx.clone(),
+            p.id.clone(),
+            p.endpoint.clone(),
+            waker,
+            stop_rx,
+        ));
+        self.running.lock().expect("links lock").insert(
+            p.id.clone(),
+            Running {
+                peer: p,
+                stop,
+                task,
+            },
+        );
+    }
+
+    /// Starts one link task per configured peer.
+    pub fn start_all(&self, ctx: &Arc<NodeCtx>) {
+        for p in self.peers().iter() {
+            self.spawn(ctx, p.clone());
+        }
+    }
+
+    /// Applies a reloaded peer set: links to removed or changed peers stop
+    /// (and changed ones start again with the new settings); new peers get a
+    /// link; links to unchanged peers keep running untouched, except those whose
+    /// certificate (seen at connect) is in `revoked`, which restart (and fail
+    /// the handshake against the new CRL).
+    pub fn apply(&self, ctx: &Arc<NodeCtx>, new: Vec<PeerSection>, revoked: &HashSet<String>) {
+        let mut restart = Vec::new();
+        {
+            let mut running = self.running.lock().expect("links lock");
+            let ids: Vec<String> = running.keys().cloned().collect();
+            for id in ids {
+                let keep = new.iter().find(|p| p.id == id).filter(|p| {
+                    let r = &running[&id];
+                    same(&r.peer, p) && !ctx.peer_serial_revoked(&id, revoked)
+                });
+                if keep.is_none() {
+                    let r = running.remove(&id).expect("present");
+                    let _ = r.stop.send(true);
+                    r.task.abort();
+                    tracing::info!(peer = %id, "reload: link stopped");
+                    if let Some(p) = new.iter().find(|p| p.id == id) {
+                        restart.push(p.clone());
+                    }
+                }
+            }
+        }
+        let old_ids: HashSet<String> = self.peers().iter().map(|p| p.id.clone()).collect();
+        *self.peers.lock().expect("links lock") = Arc::new(new.clone());
+        self.status
+            .lock()
+            .expect("links lock")
+            .retain(|id, _| new.iter().any(|p| &p.id == id));
+        for p in new.iter().filter(|p| !old_ids.contains(&p.id)) {
+            self.add_state(&p.id);
+            tracing::info!(peer = %p.id, "reload: new peer");
+            self.spawn(ctx, p.clone());
+        }
+        for p in restart {
+            self.spawn(ctx, p);
+        }
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Stops every link; returns the tasks to await.
+    pub fn stop_all(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        self.running
+            .lock()
+            .expect("links lock")
+            .drain()
+            .map(|(_, r)| {
+                let _ = r.stop.send(true);
+                r.task
+            })
+            .collect()
+    }
 }
 
-/// Starts one link task per configured peer.
-pub fn spawn_all(ctx: Arc<NodeCtx>) -> Vec<tokio::task::JoinHandle<()>> {
-    ctx.cfg
-        .peers
-        .clone()
-        .into_iter()
-        .map(|p| tokio::spawn(run_link(ctx.clone(), p.id, p.endpoint)))
-        .collect()
+fn same(a: &PeerSection, b: &PeerSection) -> bool {
+    (&a.id, &a.endpoint, &a.max_tlp, a.relay) == (&b.id, &b.endpoint, &b.max_tlp, b.relay)
 }
 
 fn jitter(d: Duration) -> Duration {
@@ -101,23 +216,26 @@ fn jitter(d: Duration) -> Duration {
     d.mul_f64(f)
 }
 
-async fn run_link(ctx: Arc<NodeCtx>, peer: String, endpoint: String) {
+async fn run_link(
+    ctx: Arc<NodeCtx>,
+    peer: String,
+    endpoint: String,
+    waker: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut backoff = BACKOFF_MIN;
     let mut shutdown = ctx.shutdown.clone();
-    let waker = ctx
-        .links
-        .wakers
-        .get(&peer)
-        .cloned()
-        .expect("waker per peer");
     let label = ctx.metrics.peer(&peer);
     loop {
-        let stopping = *shutdown.borrow();
+        let stopping = *shutdown.borrow() || *stop.borrow();
         if stopping {
             break;
         }
         ctx.links.update(&peer, |s| s.state = 1);
-        let result = session(&ctx, &peer, &endpoint, &waker, &mut backoff).await;
+        let result = tokio::select! {
+            r = session(&ctx, &peer, &endpoint, &waker, &mut backoff) => r,
+            _ = super::stopped(&mut stop) => Ok(()),
+        };
         ctx.metrics.peer_up.get_or_create(&label).set(0);
         match result {
             Ok(()) => break, // shutdown
@@ -159,11 +277,13 @@ async fn session(
     backoff: &mut Duration,
 ) -> Result<(), String> {
     let tls = ctx.tls_client.read().expect("tls lock").clone();
-    let channel = crate::transport::client::channel(
+    let sink: crate::transport::client::SerialSink = Arc::default();
+    let channel = crate::transport::client::channel_observed(
         endpoint,
         tls,
         Some(Identity::Node(peer.to_string())),
         Duration::from_secs(5),
+        Some(sink.clone()),
     )
     .map_err(|e| format!("invalid endpoint: {e}"))?;
     let max = ctx.cfg.limits.max_message_bytes + 64 * 1024;
@@ -176,6 +296,9 @@ async fn session(
         .await
         .map_err(|s| describe(&s))?;
     let mut acks = response.into_inner().ready_chunks(1024);
+    if let Some(serial) = sink.lock().expect("serial sink").clone() {
+        ctx.note_peer_serial(peer, serial);
+    }
     contact(ctx, peer);
     *backoff = BACKOFF_MIN;
     ctx.metrics

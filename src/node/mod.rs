@@ -17,8 +17,9 @@ use crate::proto::v1::{federation_server::FederationServer, operator_server::Ope
 use crate::storage::Store;
 use crate::transport::{server::accept_loop, tls};
 use anyhow::Context as _;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
@@ -51,12 +52,38 @@ pub struct NodeCtx {
     pub assist_lock: tokio::sync::Mutex<()>,
     /// Receipts owed to origins.
     pub receipts: receipts::ReceiptQueue,
+    /// Certificate serials revoked by the configured CRLs (replaced on reload).
+    pub revoked: RwLock<Arc<HashSet<String>>>,
+    /// The certificate serial each peer last presented (either direction).
+    pub peer_serials: Mutex<HashMap<String, String>>,
 }
 
 impl NodeCtx {
     pub fn keys(&self) -> Arc<KeyRegistry> {
         self.keys.read().expect("keys lock").clone()
     }
+    /// Records the certificate a peer presented.
+    pub fn note_peer_serial(&self, peer: &str, serial: String) {
+        self.peer_serials
+            .lock()
+            .expect("serials lock")
+            .insert(peer.to_string(), serial);
+    }
+
+    /// Whether the certificate `peer` last presented is in `revoked`.
+    pub fn peer_serial_revoked(&self, peer: &str, revoked: &HashSet<String>) -> bool {
+        self.peer_serials
+            .lock()
+            .expect("serials lock")
+            .get(peer)
+            .is_some_and(|s| revoked.contains(s))
+    }
+
+    /// Certificate serials currently revoked.
+    pub fn revoked(&self) -> Arc<HashSet<String>> {
+        self.revoked.read().expect("revoked lock").clone()
+    }
+
     pub fn verify_limits(&self) -> VerifyLimits {
         VerifyLimits {
             max_message_bytes: self.cfg.limits.max_message_bytes,
@@ -166,26 +193,17 @@ impl RunningNode {
                 cfg.node.id
             );
         }
-        let peers_changed = cfg
-            .peers
-            .iter()
-            .map(|p| (&p.id, &p.endpoint, &p.max_tlp, p.relay))
-            .ne(self
-                .ctx
-                .cfg
-                .peers
-                .iter()
-                .map(|p| (&p.id, &p.endpoint, &p.max_tlp, p.relay)));
+        let peers = cfg.peers.clone();
         let p = prepare(cfg)?;
         let server = tls::server_config(&p.material)?;
         let client = tls::client_config(&p.material)?;
+        let revoked = tls::revoked_serials(&p.material.crls);
         let _ = self.tls.send(server);
         *self.ctx.tls_client.write().expect("tls lock") = client;
         *self.ctx.keys.write().expect("keys lock") = Arc::new(p.keys);
-        if peers_changed {
-            tracing::warn!("reload: [[peers]] changed; peer changes take effect after a restart");
-        }
-        tracing::info!("reload: TLS material, CRLs and member keys re-read");
+        *self.ctx.revoked.write().expect("revoked lock") = Arc::new(revoked.clone());
+        self.ctx.links.apply(&self.ctx, peers, &revoked);
+        tracing::info!("reload: TLS material, CRLs, member keys and peers re-read");
         Ok(())
     }
 
@@ -249,6 +267,8 @@ pub async fn start(prepared: Prepared) -> anyhow::Result<RunningNode> {
         shutdown: stop_rx.clone(),
         assist_lock: tokio::sync::Mutex::new(()),
         receipts: receipt_queue,
+        revoked: RwLock::new(Arc::new(tls::revoked_serials(&material.crls))),
+        peer_serials: Mutex::default(),
         cfg,
     });
 
@@ -300,10 +320,10 @@ pub async fn start(prepared: Prepared) -> anyhow::Result<RunningNode> {
         });
     let server = tokio::spawn(server);
     let metrics_task = metrics_listener.map(|l| tokio::spawn(metrics::serve(l, ctx.clone())));
-    let mut link_tasks = links::spawn_all(ctx.clone());
-    link_tasks.push(tokio::spawn(receipts::run(ctx.clone(), receipt_rx)));
+    ctx.links.start_all(&ctx);
+    let receipt_task = tokio::spawn(receipts::run(ctx.clone(), receipt_rx));
 
-    tracing::info!(node = %ctx.id, %addr, metrics = ?metrics_addr, peers = ctx.cfg.peers.len(), "certfed node ready");
+    tracing::info!(node = %ctx.id, %addr, metrics = ?metrics_addr, peers = ctx.links.peers().len(), "certfed node ready");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     let watchdog = sd_notify::watchdog_enabled().map(|every| {
         let mut stop = stop_rx.clone();
@@ -338,7 +358,7 @@ pub async fn start(prepared: Prepared) -> anyhow::Result<RunningNode> {
                 Ok(())
             }
         };
-        for t in link_tasks {
+        for t in ctx2.links.stop_all().into_iter().chain([receipt_task]) {
             let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
         }
         if let Some(t) = metrics_task {

@@ -75,12 +75,26 @@ pub async fn connect_tls(
     Ok(stream)
 }
 
+/// Where a channel reports the serial of the certificate each connection saw.
+pub type SerialSink = Arc<std::sync::Mutex<Option<String>>>;
+
 /// A lazily connecting gRPC channel over mutual TLS to `endpoint`.
 pub fn channel(
     endpoint: &str,
     tls: Arc<ClientConfig>,
     expect: Option<Identity>,
     connect_timeout: Duration,
+) -> Result<Channel, tonic::transport::Error> {
+    channel_observed(endpoint, tls, expect, connect_timeout, None)
+}
+
+/// Like [`channel`], also recording the server certificate's serial in `sink`.
+pub fn channel_observed(
+    endpoint: &str,
+    tls: Arc<ClientConfig>,
+    expect: Option<Identity>,
+    connect_timeout: Duration,
+    sink: Option<SerialSink>,
 ) -> Result<Channel, tonic::transport::Error> {
     let target = endpoint.to_string();
     // The URI is only used for the :authority header; TLS is done by the connector.
@@ -93,8 +107,18 @@ pub fn channel(
         let tls = tls.clone();
         let target = target.clone();
         let expect = expect.clone();
+        let sink = sink.clone();
         async move {
             let s = connect_tls(&target, tls, expect.as_ref(), connect_timeout).await?;
+            if let Some(sink) = sink {
+                let serial = s
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .and_then(crate::transport::tls::cert_serial);
+                *sink.lock().expect("serial sink") = serial;
+            }
             Ok::<_, io::Error>(TokioIo::new(s))
         }
     });

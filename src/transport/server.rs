@@ -21,6 +21,8 @@ use tokio_rustls::server::TlsStream;
 pub struct PeerInfo {
     pub identity: Identity,
     pub addr: SocketAddr,
+    /// Serial of the certificate presented (lower-case hex).
+    pub serial: String,
 }
 
 /// A server-side TLS connection that knows its peer.
@@ -121,9 +123,17 @@ pub fn accept_loop(
                             None => return,
                         };
                         tracing::debug!(%addr, %identity, "TLS connection established");
+                        let serial = cert
+                            .as_ref()
+                            .and_then(crate::transport::tls::cert_serial)
+                            .unwrap_or_default();
                         let conn = TlsConn {
                             inner: stream,
-                            info: PeerInfo { identity, addr },
+                            info: PeerInfo {
+                                identity,
+                                addr,
+                                serial,
+                            },
                         };
                         let _ = tx.send(Ok(conn)).await;
                     }

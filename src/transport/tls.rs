@@ -226,3 +226,27 @@ pub fn identity_from_cert(cert: &CertificateDer<'_>) -> Result<Identity, String>
         _ => Err("certificate carries more than one certfed identity URI SAN".into()),
     }
 }
+
+/// Serial number of a certificate, lower-case hex (as CRLs list it).
+pub fn cert_serial(cert: &CertificateDer<'_>) -> Option<String> {
+    use x509_parser::prelude::*;
+    X509Certificate::from_der(cert.as_ref())
+        .ok()
+        .map(|(_, c)| c.serial.to_str_radix(16))
+}
+
+/// Serials revoked by the CRLs, lower-case hex.
+pub fn revoked_serials(
+    crls: &[CertificateRevocationListDer<'_>],
+) -> std::collections::HashSet<String> {
+    use x509_parser::prelude::*;
+    let mut out = std::collections::HashSet::new();
+    for crl in crls {
+        if let Ok((_, parsed)) = CertificateRevocationList::from_der(crl.as_ref()) {
+            for r in parsed.iter_revoked_certificates() {
+                out.insert(r.user_certificate.to_str_radix(16));
+            }
+        }
+    }
+    out
+}
