@@ -120,6 +120,10 @@ async fn green_alert_reaches_peer_and_is_relayed_once_through_b() {
     )
     .await;
     assert!(ok, "origin never saw c's operator acknowledgement");
+    // Only b relayed (the alert, and c's receipts on their way back to a).
+    assert!(b.ctx.metrics.relayed.get() >= 1);
+    assert_eq!(a.ctx.metrics.relayed.get(), 0);
+    assert_eq!(c.ctx.metrics.relayed.get(), 0);
     for n in [a, b, c] {
         n.shutdown().await.unwrap();
     }

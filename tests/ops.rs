@@ -479,6 +479,24 @@ async fn metrics_move_with_traffic_and_rejections() {
     assert_eq!(get(&b2, "certfed_messages_received_total"), 4.0);
     assert_eq!(get(&b2, "certfed_messages_accepted_total"), 3.0);
 
+    // Open assistance requests by state.
+    let requested = r#"certfed_assistance_requests{state="REQUESTED"}"#;
+    assert_eq!(get(&scrape(ma).await, requested), 0.0);
+    let mut op_a = fed.operator(0).await;
+    op_a.request_assistance(RequestAssistanceRequest {
+        request: Some(AssistanceRequest {
+            title: "metrics".into(),
+            description: "count me".into(),
+            tlp: Tlp::Green as i32,
+            services: vec![AssistanceService::Forensics as i32],
+            ..Default::default()
+        }),
+        recipients: vec![],
+    })
+    .await
+    .unwrap();
+    assert_eq!(get(&scrape(ma).await, requested), 1.0);
+
     for n in nodes {
         n.shutdown().await.unwrap();
     }

@@ -496,6 +496,9 @@ pub async fn ingest(
                     });
                 }
                 let _ = ctx.stored.send(c);
+                if from_peer.is_some() && !t.is_empty() {
+                    ctx.metrics.relayed.inc();
+                }
                 wake.extend(t);
                 Ingested::New(c)
             }

@@ -18,6 +18,11 @@ pub struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PeerLabel {
     pub peer: String,
 }
@@ -33,6 +38,8 @@ pub struct Metrics {
     pub sent: Family<PeerLabel, Counter>,
     pub published: Counter,
     pub receipts_sent: Counter,
+    pub relayed: Counter,
+    pub assistance: Family<StateLabel, Gauge>,
     pub outbox_depth: Family<PeerLabel, Gauge>,
     pub peer_up: Family<PeerLabel, Gauge>,
     pub peer_last_contact: Family<PeerLabel, Gauge>,
@@ -58,6 +65,8 @@ impl Metrics {
             sent: Family::default(),
             published: Counter::default(),
             receipts_sent: Counter::default(),
+            relayed: Counter::default(),
+            assistance: Family::default(),
             outbox_depth: Family::default(),
             peer_up: Family::default(),
             peer_last_contact: Family::default(),
@@ -99,6 +108,16 @@ impl Metrics {
             "messages_published",
             "Alerts and assistance messages signed by this node",
             m.published.clone(),
+        );
+        registry.register(
+            "messages_relayed",
+            "Messages received from a peer and queued for other peers",
+            m.relayed.clone(),
+        );
+        registry.register(
+            "assistance_requests",
+            "Assistance requests known to this node, by state",
+            m.assistance.clone(),
         );
         registry.register(
             "receipts_sent",
@@ -155,6 +174,44 @@ impl Metrics {
     }
 }
 
+/// Recounts assistance requests by state (replayed from their signed steps).
+async fn refresh_assistance(ctx: &NodeCtx) {
+    use crate::domain::assistance::state_label;
+    use crate::proto::v1::{AssistanceState, MessageKind};
+    let Ok(requests) = ctx
+        .store
+        .requests(MessageKind::AssistanceRequest as i32, 0, 100_000)
+        .await
+    else {
+        return;
+    };
+    let mut counts: std::collections::HashMap<&'static str, i64> = [
+        AssistanceState::Requested,
+        AssistanceState::Offered,
+        AssistanceState::Accepted,
+        AssistanceState::Deployed,
+        AssistanceState::Completed,
+        AssistanceState::Closed,
+        AssistanceState::Withdrawn,
+    ]
+    .into_iter()
+    .map(|s| (state_label(s), 0))
+    .collect();
+    for r in requests {
+        if let Ok(Some((a, _))) = super::assist::load(ctx, &r.message_id).await {
+            *counts.entry(state_label(a.state)).or_default() += 1;
+        }
+    }
+    for (state, n) in counts {
+        ctx.metrics
+            .assistance
+            .get_or_create(&StateLabel {
+                state: state.to_string(),
+            })
+            .set(n);
+    }
+}
+
 /// Serves `/metrics` over plain HTTP/1.1 until the node stops.
 pub async fn serve(listener: TcpListener, ctx: Arc<NodeCtx>) {
     loop {
@@ -168,6 +225,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<NodeCtx>) {
                     let ctx = ctx.clone();
                     async move {
                         if req.uri().path() == "/metrics" {
+                            refresh_assistance(&ctx).await;
                             if let Ok(depths) = ctx.store.outbox_depths().await {
                                 for (peer, n) in depths {
                                     ctx.metrics
