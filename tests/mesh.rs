@@ -25,20 +25,11 @@ fn mesh() -> Fed {
     Fed::new(&IDS, &EDGES)
 }
 
-async fn has(fed: &Fed, i: usize, id: &str) -> bool {
-    let mut op = fed.operator(i).await;
-    op.get_message(GetMessageRequest {
-        message_id: id.to_string(),
-    })
-    .await
-    .is_ok()
-}
-
 async fn all_have(fed: &Fed, nodes: &[usize], ids: &[String]) -> bool {
     eventually(Duration::from_secs(30), || async {
         for &i in nodes {
             for id in ids {
-                if !has(fed, i, id).await {
+                if !holds(fed, i, id).await {
                     return false;
                 }
             }
@@ -64,18 +55,6 @@ fn frames_sent(nodes: &[RunningNode]) -> u64 {
     total
 }
 
-async fn publish(fed: &Fed, i: usize, alert: Alert, to: &[&str]) -> String {
-    let mut op = fed.operator(i).await;
-    op.publish_alert(PublishAlertRequest {
-        alert: Some(alert),
-        recipients: to.iter().map(|s| s.to_string()).collect(),
-    })
-    .await
-    .unwrap()
-    .into_inner()
-    .message_id
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn green_floods_the_mesh_exactly_once_without_loops() {
     let fed = mesh();
@@ -86,7 +65,7 @@ async fn green_floods_the_mesh_exactly_once_without_loops() {
     let n = 20;
     let mut ids = Vec::new();
     for k in 0..n {
-        ids.push(publish(&fed, 0, green_alert(&format!("mesh {k}")), &[]).await);
+        ids.push(publish_on(&fed, 0, green_alert(&format!("mesh {k}")), &[]).await);
     }
     assert!(
         all_have(&fed, &[1, 2, 3, 4, 5], &ids).await,
@@ -137,7 +116,7 @@ async fn red_reaches_only_its_recipient_and_retractions_reach_every_holder() {
     // n2 is not adjacent to n0.
     let mut red = green_alert("mesh red");
     red.tlp = Tlp::Red as i32;
-    let red_id = publish(&fed, 0, red, &["n2"]).await;
+    let red_id = publish_on(&fed, 0, red, &["n2"]).await;
     assert!(all_have(&fed, &[2], std::slice::from_ref(&red_id)).await);
     for i in [1, 3, 4, 5] {
         let mut op = fed.operator(i).await;
@@ -158,12 +137,12 @@ async fn red_reaches_only_its_recipient_and_retractions_reach_every_holder() {
     }
 
     // A retraction of a GREEN alert reaches every node that holds it.
-    let original = publish(&fed, 0, green_alert("to be retracted"), &[]).await;
+    let original = publish_on(&fed, 0, green_alert("to be retracted"), &[]).await;
     assert!(all_have(&fed, &[1, 2, 3, 4, 5], std::slice::from_ref(&original)).await);
     let mut retraction = green_alert("retracted: false positive");
     retraction.revision = Revision::Retraction as i32;
     retraction.supersedes = original.clone();
-    let retraction_id = publish(&fed, 0, retraction, &[]).await;
+    let retraction_id = publish_on(&fed, 0, retraction, &[]).await;
     let ok = eventually(Duration::from_secs(30), || async {
         for i in 0..6 {
             let mut op = fed.operator(i).await;
@@ -199,7 +178,7 @@ async fn a_relay_that_is_down_holds_nothing_back() {
         });
     }
     // n1 (adjacent to n0, n2, n4) is down: the others get the alert by other routes.
-    let id = publish(&fed, 0, green_alert("while n1 is down"), &[]).await;
+    let id = publish_on(&fed, 0, green_alert("while n1 is down"), &[]).await;
     assert!(all_have(&fed, &[2, 3, 4, 5], std::slice::from_ref(&id)).await);
     // n1 returns and receives it from the outboxes that held it, once.
     nodes[1] = Some(fed.start(1).await);

@@ -26,30 +26,6 @@ async fn up(fed: &Fed, i: usize, peer: &str) -> bool {
     .await
 }
 
-async fn publish(fed: &Fed, i: usize, title: &str) -> String {
-    let mut op = fed.operator(i).await;
-    op.publish_alert(PublishAlertRequest {
-        alert: Some(green_alert(title)),
-        recipients: vec![],
-    })
-    .await
-    .unwrap()
-    .into_inner()
-    .message_id
-}
-
-async fn arrives(fed: &Fed, i: usize, id: &str, within: Duration) -> bool {
-    eventually(within, || async {
-        let mut op = fed.operator(i).await;
-        op.get_message(GetMessageRequest {
-            message_id: id.to_string(),
-        })
-        .await
-        .is_ok()
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_added_by_reload_connects_and_receives() {
     let mut fed = Fed::new(&["node-a", "node-b"], &[]);
@@ -63,7 +39,7 @@ async fn a_peer_added_by_reload_connects_and_receives() {
     a.reload(&fed.config_path(0)).unwrap();
     b.reload(&fed.config_path(1)).unwrap();
     assert!(up(&fed, 0, "node-b").await, "a's new link to b comes up");
-    let id = publish(&fed, 0, "after reload").await;
+    let id = publish_on(&fed, 0, green_alert("after reload"), &[]).await;
     assert!(arrives(&fed, 1, &id, Duration::from_secs(10)).await);
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
@@ -75,7 +51,7 @@ async fn a_peer_revoked_by_a_reloaded_crl_is_disconnected() {
     let a = fed.start(0).await;
     let b = fed.start(1).await;
     assert!(up(&fed, 0, "node-b").await && up(&fed, 1, "node-a").await);
-    let first = publish(&fed, 0, "before revocation").await;
+    let first = publish_on(&fed, 0, green_alert("before revocation"), &[]).await;
     assert!(arrives(&fed, 1, &first, Duration::from_secs(10)).await);
 
     // Revoke b's certificate in a CRL that only a loads, and reload a.
@@ -94,7 +70,7 @@ async fn a_peer_revoked_by_a_reloaded_crl_is_disconnected() {
     })
     .await;
     assert!(down, "the revoked peer must be cut off");
-    let second = publish(&fed, 0, "after revocation").await;
+    let second = publish_on(&fed, 0, green_alert("after revocation"), &[]).await;
     assert!(
         !arrives(&fed, 1, &second, Duration::from_secs(3)).await,
         "nothing reaches a revoked peer"
@@ -126,7 +102,7 @@ async fn a_peer_removed_by_reload_is_disconnected_and_others_stay_up() {
         LinkState::Up as i32,
         "the unchanged link stays up"
     );
-    let id = publish(&fed, 1, "b still talks to c").await;
+    let id = publish_on(&fed, 1, green_alert("b still talks to c"), &[]).await;
     assert!(arrives(&fed, 2, &id, Duration::from_secs(10)).await);
     for n in [a, b, c] {
         n.shutdown().await.unwrap();

@@ -42,3 +42,36 @@ pub fn green_alert(title: &str) -> certfed::proto::v1::Alert {
         ..Default::default()
     }
 }
+
+/// Publishes `alert` on node `i` to `to` (empty: the whole federation).
+pub async fn publish_on(
+    fed: &Fed,
+    i: usize,
+    alert: certfed::proto::v1::Alert,
+    to: &[&str],
+) -> String {
+    let mut op = fed.operator(i).await;
+    op.publish_alert(certfed::proto::v1::PublishAlertRequest {
+        alert: Some(alert),
+        recipients: to.iter().map(|s| s.to_string()).collect(),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .message_id
+}
+
+/// Whether node `i` holds (and can read) message `id`.
+pub async fn holds(fed: &Fed, i: usize, id: &str) -> bool {
+    let mut op = fed.operator(i).await;
+    op.get_message(certfed::proto::v1::GetMessageRequest {
+        message_id: id.to_string(),
+    })
+    .await
+    .is_ok()
+}
+
+/// Waits until node `i` holds message `id`.
+pub async fn arrives(fed: &Fed, i: usize, id: &str, within: Duration) -> bool {
+    eventually(within, || holds(fed, i, id)).await
+}
