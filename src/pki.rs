@@ -23,7 +23,6 @@ use rcgen::{
     DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
     RevokedCertParams, SanType, SerialNumber,
 };
-use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
 
 use crate::domain::identity::{Identity, validate_name};
@@ -520,8 +519,7 @@ pub fn new_signing_key() -> anyhow::Result<SigningKeyFiles> {
 
 /// key_id = first 16 hex chars of SHA-256 of the raw 32-byte public key.
 pub fn signing_key_id(vk: &ed25519_dalek::VerifyingKey) -> String {
-    let digest = Sha256::digest(vk.as_bytes());
-    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    crate::domain::keys::key_id(vk)
 }
 
 /// Parses a PKCS#8 PEM Ed25519 private key (as in [`SigningKeyFiles::private_pem`]).
@@ -532,9 +530,7 @@ pub fn parse_signing_key(private_pem: &str) -> anyhow::Result<ed25519_dalek::Sig
 
 /// Parses an SPKI PEM Ed25519 public key (as in [`SigningKeyFiles::public_pem`]).
 pub fn parse_verifying_key(public_pem: &str) -> anyhow::Result<ed25519_dalek::VerifyingKey> {
-    use ed25519_dalek::pkcs8::DecodePublicKey;
-    ed25519_dalek::VerifyingKey::from_public_key_pem(public_pem)
-        .map_err(|e| anyhow!("not an Ed25519 SPKI PEM public key: {e}"))
+    crate::domain::keys::public_from_pem(public_pem).map_err(|e| anyhow!(e))
 }
 
 /// Writes a private key file with mode 0600. The file is created with that mode (never
