@@ -46,16 +46,7 @@ async fn green_alert_reaches_peer_and_is_relayed_once_through_b() {
         .message_id;
 
     let mut op_c = fed.operator(2).await;
-    let got = eventually(Duration::from_secs(20), || {
-        let mut op_c = op_c.clone();
-        let id = id.clone();
-        async move {
-            op_c.get_message(GetMessageRequest { message_id: id })
-                .await
-                .is_ok()
-        }
-    })
-    .await;
+    let got = arrives(&fed, 2, &id, Duration::from_secs(20)).await;
     assert!(got, "alert did not reach node-c through node-b");
     let m = op_c
         .get_message(GetMessageRequest {

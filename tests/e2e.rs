@@ -66,16 +66,7 @@ async fn red_alert_crosses_relay_that_cannot_read_it() {
 
     // c reads it, through b.
     let op_c = fed.operator(2).await;
-    let ok = eventually(Duration::from_secs(20), || {
-        let mut op_c = op_c.clone();
-        let id = id.clone();
-        async move {
-            op_c.get_message(GetMessageRequest { message_id: id })
-                .await
-                .is_ok()
-        }
-    })
-    .await;
+    let ok = arrives(&fed, 2, &id, Duration::from_secs(20)).await;
     assert!(ok, "c never received the RED alert");
     let m = op_c
         .clone()
@@ -247,16 +238,7 @@ async fn non_relay_link_carries_only_traffic_for_its_peer() {
         .message_id;
     let op_c = fed.operator(2).await;
     for id in [&own, &for_c] {
-        let ok = eventually(Duration::from_secs(10), || {
-            let mut op_c = op_c.clone();
-            let id = id.clone();
-            async move {
-                op_c.get_message(GetMessageRequest { message_id: id })
-                    .await
-                    .is_ok()
-            }
-        })
-        .await;
+        let ok = arrives(&fed, 2, id, Duration::from_secs(10)).await;
         assert!(
             ok,
             "{id} is for c (b's own broadcast, or addressed to c) and must arrive"
@@ -326,16 +308,7 @@ async fn a_peer_capped_at_green_never_receives_amber() {
         .into_inner()
         .message_id;
     let op_b = fed.operator(1).await;
-    let ok = eventually(Duration::from_secs(10), || {
-        let mut op_b = op_b.clone();
-        let id = green_id.clone();
-        async move {
-            op_b.get_message(GetMessageRequest { message_id: id })
-                .await
-                .is_ok()
-        }
-    })
-    .await;
+    let ok = arrives(&fed, 1, &green_id, Duration::from_secs(10)).await;
     assert!(ok, "GREEN passes the cap");
     let err = op_b
         .clone()

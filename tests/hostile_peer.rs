@@ -447,16 +447,7 @@ async fn hop_limit_stops_forwarding() {
         .into_inner()
         .message_id;
     let op_b = fed.operator(1).await;
-    let ok = eventually(Duration::from_secs(10), || {
-        let mut op_b = op_b.clone();
-        let id = id.clone();
-        async move {
-            op_b.get_message(GetMessageRequest { message_id: id })
-                .await
-                .is_ok()
-        }
-    })
-    .await;
+    let ok = arrives(&fed, 1, &id, Duration::from_secs(10)).await;
     assert!(ok, "b is one hop away and must receive it");
     // A second alert with the default limit crosses b; once it is at c, the
     // first one would have been too if b had forwarded it.
@@ -471,16 +462,7 @@ async fn hop_limit_stops_forwarding() {
         .unwrap()
         .into_inner()
         .message_id;
-    let ok = eventually(Duration::from_secs(10), || {
-        let mut op_c = op_c.clone();
-        let id2 = id2.clone();
-        async move {
-            op_c.get_message(GetMessageRequest { message_id: id2 })
-                .await
-                .is_ok()
-        }
-    })
-    .await;
+    let ok = arrives(&fed, 2, &id2, Duration::from_secs(10)).await;
     assert!(ok);
     let err = op_c
         .get_message(GetMessageRequest { message_id: id })
