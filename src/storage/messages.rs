@@ -118,7 +118,6 @@ impl StoredMessage {
 #[derive(Debug, Clone)]
 pub struct OutboxItem {
     pub cursor: u64,
-    pub message_id: String,
     pub enqueued_ms: i64,
     /// Serialized `HopChain` to send along.
     pub hops: Vec<u8>,
@@ -421,19 +420,18 @@ impl Store {
     ) -> Result<Vec<OutboxItem>, StoreError> {
         self.read(move |c| {
             let mut st = c.prepare_cached(
-                "SELECT o.cursor, m.message_id, o.enqueued_ms, m.header, m.payload, m.signature, COALESCE(m.hops, x'')
+                "SELECT o.cursor, o.enqueued_ms, m.header, m.payload, m.signature, COALESCE(m.hops, x'')
                  FROM outbox o JOIN messages m ON m.cursor = o.cursor
                  WHERE o.peer = ?1 AND o.cursor > ?2 ORDER BY o.cursor LIMIT ?3",
             )?;
             let rows = st.query_map(params![peer, after as i64, limit as i64], |r| {
                 Ok(OutboxItem {
                     cursor: r.get::<_, i64>(0)? as u64,
-                    message_id: r.get(1)?,
-                    enqueued_ms: r.get(2)?,
-                    header: r.get(3)?,
-                    payload: r.get(4)?,
-                    signature: r.get(5)?,
-                    hops: r.get(6)?,
+                    enqueued_ms: r.get(1)?,
+                    header: r.get(2)?,
+                    payload: r.get(3)?,
+                    signature: r.get(4)?,
+                    hops: r.get(5)?,
                 })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)

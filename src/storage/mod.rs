@@ -219,11 +219,6 @@ impl Store {
         }
         self.inner.readers.lock().expect("readers lock").clear();
     }
-
-    /// Path of the database file.
-    pub fn db_path(&self) -> &Path {
-        &self.inner.db_path
-    }
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
