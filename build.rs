@@ -1,10 +1,12 @@
 //! Compiles `proto/certfed/v1/*.proto` with protox (no system protoc) and
 //! writes the descriptor set, imports included, for gRPC server reflection.
 //!
-//! It also restores mode 0600 on the demo private keys in `certs-example/`:
-//! git does not record file modes, and certfed refuses private keys that group
-//! or others can read, so a fresh checkout would otherwise not start the example.
+//! It also records the SHA-256 of each demo private key in `certs-example/`, so
+//! that the binary can recognise those published keys (see
+//! `transport::tls::check_private_permissions`). Everything it writes goes to
+//! `OUT_DIR`; the source tree is only read.
 use prost::Message;
+use sha2::{Digest, Sha256};
 use std::{env, fs, path::PathBuf};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -23,19 +25,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;
-    restrict_demo_keys();
+    fs::write(out.join("demo_keys.rs"), demo_key_digests()?)?;
     Ok(())
 }
 
-fn restrict_demo_keys() {
-    use std::os::unix::fs::PermissionsExt;
-    let Ok(dir) = fs::read_dir("certs-example") else {
-        return;
-    };
-    for entry in dir.flatten() {
-        let path = entry.path();
-        if path.extension().is_some_and(|e| e == "key") {
-            let _ = fs::set_permissions(&path, fs::Permissions::from_mode(0o600));
+/// A Rust array expression of the SHA-256 digests of `certs-example/*.key`.
+fn demo_key_digests() -> std::io::Result<String> {
+    let mut digests = Vec::new();
+    if let Ok(dir) = fs::read_dir("certs-example") {
+        for entry in dir.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "key") {
+                let d = Sha256::digest(fs::read(&path)?);
+                digests.push(format!("{:?}", d.as_slice()));
+            }
         }
     }
+    digests.sort();
+    Ok(format!("&[{}]", digests.join(", ")))
 }

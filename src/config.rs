@@ -4,9 +4,11 @@
 //! Relative paths resolve against the folder of the configuration file (also when
 //! they come from the environment), so a configuration tree can be moved as a whole.
 use crate::domain::identity::validate_name;
-use serde::Deserialize;
+use crate::proto::v1::Tlp;
+use serde::{Deserialize, Deserializer};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// A configuration problem, naming the key or file and the reason.
 #[derive(Debug, thiserror::Error)]
@@ -142,16 +144,17 @@ impl Default for LimitsSection {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PeerSection {
     /// Member id of the peer; its certificate must name it.
     pub id: String,
-    /// host:port of the peer's listener.
-    pub endpoint: String,
+    /// host:port of the peer's listener. A DNS name is resolved each time the
+    /// link connects, never at load time.
+    pub endpoint: HostPort,
     /// Highest TLP this peer may receive: clear, green, amber, amber+strict, red.
-    #[serde(default = "default_max_tlp")]
-    pub max_tlp: String,
+    #[serde(default = "default_max_tlp", deserialize_with = "de_tlp")]
+    pub max_tlp: Tlp,
     /// Whether this link may carry messages for other members (relay).
     #[serde(default = "default_true")]
     pub relay: bool,
@@ -188,8 +191,94 @@ fn default_hop_limit() -> u32 {
 fn default_shutdown_grace() -> u64 {
     10
 }
-fn default_max_tlp() -> String {
-    "red".into()
+fn default_max_tlp() -> Tlp {
+    Tlp::Red
+}
+
+fn de_tlp<'de, D: Deserializer<'de>>(d: D) -> Result<Tlp, D::Error> {
+    let s = String::deserialize(d)?;
+    crate::domain::alert::parse_tlp(&s).map_err(serde::de::Error::custom)
+}
+
+/// A `host:port` endpoint, checked for shape when the configuration is read
+/// and resolved (for a DNS name) only when connecting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    /// Host name or IP literal, without IPv6 brackets.
+    pub host: String,
+    pub port: u16,
+}
+
+impl HostPort {
+    /// Parses `host:port` (`[v6]:port` for IPv6 literals).
+    pub fn parse(s: &str) -> Result<HostPort, String> {
+        let bad = |why: &str| {
+            format!("invalid endpoint {s:?}: {why}; expected host:port, e.g. cert.example.org:7700")
+        };
+        let (host, port) = s.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| bad("the port is not a number 1-65535"))?;
+        if port == 0 {
+            return Err(bad("port 0"));
+        }
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        let ok_host = !host.is_empty()
+            && host.len() <= 253
+            && (host.parse::<std::net::IpAddr>().is_ok()
+                || host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')));
+        if !ok_host {
+            return Err(bad("not a host name or IP address"));
+        }
+        Ok(HostPort {
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+impl std::fmt::Display for HostPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for HostPort {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        HostPort::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl TlsSection {
+    /// Time a client has to finish the TLS handshake.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_secs(self.handshake_timeout_secs)
+    }
+    /// Age after which connections are closed.
+    pub fn max_connection_age(&self) -> Duration {
+        Duration::from_secs(self.max_connection_age_secs)
+    }
+}
+
+impl LimitsSection {
+    /// How far in the future a message's creation time may be.
+    pub fn max_clock_skew(&self) -> Duration {
+        Duration::from_secs(self.max_clock_skew_secs)
+    }
+    /// Time in-flight calls get to finish on shutdown.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
 }
 fn default_true() -> bool {
     true
@@ -217,7 +306,7 @@ impl Config {
             .map_err(|e| err(format!("{}: {e}", path.display())))?;
         let mut cfg: Config = raw
             .try_deserialize()
-            .map_err(|e| err(format!("{}: {e}", path.display())))?;
+            .map_err(|e| err(format!("{}: {}", path.display(), key_first(&e.to_string()))))?;
         let base = path
             .canonicalize()
             .ok()
@@ -280,6 +369,11 @@ impl Config {
                 "limits.max_message_bytes: must be between 1024 and 67108864",
             ));
         }
+        if self.limits.max_clock_skew_secs > 86_400 {
+            return Err(err(
+                "limits.max_clock_skew_secs: must be at most 86400 (one day); fix the clocks instead (NTP)",
+            ));
+        }
         if !(1..=64).contains(&self.limits.hop_limit) {
             return Err(err("limits.hop_limit: must be between 1 and 64"));
         }
@@ -308,9 +402,6 @@ impl Config {
             if !peers.insert(p.id.as_str()) {
                 return Err(err(format!("peers[{i}].id: {} is listed twice", p.id)));
             }
-            parse_addr(&format!("peers[{i}].endpoint"), &p.endpoint)?;
-            crate::domain::alert::parse_tlp(&p.max_tlp)
-                .map_err(|e| err(format!("peers[{i}].max_tlp: {e}")))?;
             if !seen.contains(p.id.as_str()) {
                 return Err(err(format!(
                     "peers[{i}]: {} is not in [[members]]; add it with its signing public key",
@@ -325,6 +416,27 @@ impl Config {
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
         parse_addr("node.listen", &self.node.listen)
     }
+}
+
+/// Rewrites the `config` crate's "<reason> for key `peers[0]max_tlp`" as
+/// "peers[0].max_tlp: <reason>", so that every error starts with the key.
+fn key_first(msg: &str) -> String {
+    let Some((reason, rest)) = msg.rsplit_once(" for key `") else {
+        return msg.to_string();
+    };
+    let Some(key) = rest.strip_suffix('`') else {
+        return msg.to_string();
+    };
+    let mut fixed = String::with_capacity(key.len() + 4);
+    let mut prev = ' ';
+    for c in key.chars() {
+        if prev == ']' && c != '[' && c != '.' {
+            fixed.push('.');
+        }
+        fixed.push(c);
+        prev = c;
+    }
+    format!("{fixed}: {reason}")
 }
 
 /// Parses `host:port` (an IP literal or a resolvable name) into one socket address.
@@ -351,5 +463,38 @@ fn require_file(key: &str, p: &Path) -> Result<(), ConfigError> {
         Ok(m) if m.is_file() => Ok(()),
         Ok(_) => Err(err(format!("{key}: {} is not a regular file", p.display()))),
         Err(e) => Err(err(format!("{key}: cannot read {}: {e}", p.display()))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_start_with_the_key() {
+        assert_eq!(
+            key_first("unknown TLP \"purple\" for key `peers[0]max_tlp`"),
+            "peers[0].max_tlp: unknown TLP \"purple\""
+        );
+        assert_eq!(key_first("missing field `id`"), "missing field `id`");
+        assert_eq!(
+            key_first("bad for key `members[1].signing_keys[0]`"),
+            "members[1].signing_keys[0]: bad"
+        );
+    }
+
+    #[test]
+    fn endpoints_are_checked_for_shape_not_resolved() {
+        let h = HostPort::parse("cert.example.invalid:7700").unwrap();
+        assert_eq!((h.host.as_str(), h.port), ("cert.example.invalid", 7700));
+        assert_eq!(h.to_string(), "cert.example.invalid:7700");
+        let v6 = HostPort::parse("[::1]:7701").unwrap();
+        assert_eq!(
+            (v6.host.as_str(), v6.to_string().as_str()),
+            ("::1", "[::1]:7701")
+        );
+        for bad in ["nohost", ":7700", "a:0", "a:70000", "a b:1", "a:x"] {
+            assert!(HostPort::parse(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -86,11 +86,15 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let who = req.extensions().get::<PeerInfo>().map(|p| &p.identity);
+        let who = req
+            .extensions()
+            .get::<PeerInfo<Identity>>()
+            .map(|p| &p.identity);
         match authorize(who, req.uri().path()) {
             Ok(()) => Box::pin(self.inner.call(req)),
             Err(msg) => {
-                tracing::info!(path = req.uri().path(), caller = ?who, "permission denied");
+                let caller = who.map_or_else(|| "unauthenticated".to_string(), |w| w.to_string());
+                tracing::warn!(path = req.uri().path(), %caller, "permission denied");
                 let resp = tonic::Status::permission_denied(msg).into_http();
                 Box::pin(async move { Ok(resp) })
             }

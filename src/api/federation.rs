@@ -1,10 +1,11 @@
 //! Federation service adapter: peers push envelopes; acknowledgements go back
 //! in order, each only after the envelope is durably stored (or refused).
 //! Verification of one batch overlaps with the commit of the previous one.
-use crate::node::NodeCtx;
-use crate::node::ingest::{Ingested, ingest};
+use crate::domain::identity::Identity;
 use crate::proto::v1::federation_server::Federation;
 use crate::proto::v1::{HelloRequest, HelloResponse, PushAck, PushFrame, PushOutcome};
+use crate::service::ingest::{Ingested, ingest};
+use crate::service::node::Node;
 use crate::transport::server::PeerInfo;
 use futures::StreamExt;
 use std::pin::Pin;
@@ -19,12 +20,12 @@ const BATCH: usize = 512;
 const DEPTH: usize = 4;
 
 pub struct FederationApi {
-    ctx: Arc<NodeCtx>,
+    node: Arc<Node>,
 }
 
 impl FederationApi {
-    pub fn new(ctx: Arc<NodeCtx>) -> Self {
-        FederationApi { ctx }
+    pub fn new(node: Arc<Node>) -> Self {
+        FederationApi { node }
     }
 
     /// The calling node, which must be a configured peer, and the serial of the
@@ -32,11 +33,11 @@ impl FederationApi {
     fn peer<T>(&self, req: &Request<T>) -> Result<(String, String), Status> {
         let info = req
             .extensions()
-            .get::<PeerInfo>()
+            .get::<PeerInfo<Identity>>()
             .ok_or_else(|| Status::unauthenticated("no verified client certificate"))?;
         let who = info.identity.name().to_string();
-        allowed(&self.ctx, &who, &info.serial)?;
-        self.ctx.note_peer_serial(&who, info.serial.clone());
+        allowed(&self.node, &who, &info.serial)?;
+        self.node.note_peer_serial(&who, info.serial.clone());
         Ok((who, info.serial.clone()))
     }
 }
@@ -44,14 +45,14 @@ impl FederationApi {
 /// Whether `who`, presenting certificate `serial`, may push to this node now:
 /// it must still be a configured peer, and its certificate not revoked by the
 /// CRLs currently loaded (both can change on reload).
-fn allowed(ctx: &NodeCtx, who: &str, serial: &str) -> Result<(), Status> {
-    if !ctx.links.is_peer(who) {
+fn allowed(node: &Node, who: &str, serial: &str) -> Result<(), Status> {
+    if !node.peers.is_peer(who) {
         return Err(Status::permission_denied(format!(
             "{who} is not a configured peer of {}; add it to [[peers]] on both sides",
-            ctx.id
+            node.id
         )));
     }
-    if ctx.revoked().contains(serial) {
+    if node.revoked().contains(serial) {
         return Err(Status::permission_denied(format!(
             "the certificate {who} presented (serial {serial}) has been revoked"
         )));
@@ -94,19 +95,19 @@ impl Federation for FederationApi {
         let (out_tx, out_rx) = mpsc::channel::<Result<PushAck, Status>>(BATCH * 2);
         let (pipe_tx, mut pipe_rx) =
             mpsc::channel::<tokio::task::JoinHandle<Result<Vec<PushAck>, Status>>>(DEPTH);
-        let ctx = self.ctx.clone();
-        let mut shutdown = ctx.shutdown.clone();
-        let mut reloaded = ctx.links.subscribe();
+        let node = self.node.clone();
+        let shutdown = node.shutdown.clone();
+        let mut reloaded = node.peers.subscribe();
         tokio::spawn(async move {
             loop {
                 let chunk = tokio::select! {
                     c = frames.next() => c,
                     _ = reloaded.changed() => Some(Vec::new()),
-                    _ = crate::node::stopped(&mut shutdown) => None,
+                    _ = shutdown.cancelled() => None,
                 };
                 let Some(chunk) = chunk else { break };
                 // A reload may have removed this peer or revoked its certificate.
-                if let Err(s) = allowed(&ctx, &peer, &serial) {
+                if let Err(s) = allowed(&node, &peer, &serial) {
                     tracing::warn!(%peer, reason = %s.message(), "closing the push stream");
                     let _ = pipe_tx.send(tokio::spawn(async move { Err(s) })).await;
                     break;
@@ -144,10 +145,10 @@ impl Federation for FederationApi {
                         }
                     }
                 }
-                let ctx = ctx.clone();
+                let node = node.clone();
                 let peer = peer.clone();
                 let job = tokio::spawn(async move {
-                    let results = ingest(&ctx, Some(&peer), envs, chains)
+                    let results = ingest(&node, Some(&peer), envs, chains)
                         .await
                         .map_err(|e| Status::unavailable(format!("{e}; retry later")))?;
                     let mut acks = early;
@@ -192,7 +193,7 @@ impl Federation for FederationApi {
             )));
         }
         Ok(Response::new(HelloResponse {
-            node_id: self.ctx.id.clone(),
+            node_id: self.node.id.clone(),
             version: env!("CARGO_PKG_VERSION").into(),
         }))
     }

@@ -270,7 +270,7 @@ pub async fn run(conn: Conn, cmd: AssistCmd) -> anyhow::Result<()> {
                 mitigation_done: a.mitigation,
                 deadline: a
                     .deadline_hours
-                    .map(|h| ms_to_ts(crate::node::now_ms() + h as i64 * 3_600_000)),
+                    .map(|h| ms_to_ts(crate::service::now_ms() + h as i64 * 3_600_000)),
                 contacts: vec![],
                 linked_alerts: a.linked_alerts,
             };

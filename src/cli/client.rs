@@ -141,7 +141,9 @@ pub async fn connect(conn: &Conn) -> anyhow::Result<OperatorClient<Channel>> {
         crls: vec![],
     })
     .map_err(|e| anyhow::anyhow!("{e}"))?;
-    if let Identity::Node(n) = &material.identity {
+    let identity = Identity::from_certificate(material.chain[0].as_ref())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", cert.display()))?;
+    if let Identity::Node(n) = &identity {
         bail!(
             "{} is the node certificate of {n}; the Operator API needs an operator certificate (create one with `certfed pki operator`)",
             cert.display()
@@ -293,7 +295,7 @@ pub fn publish_request(a: &PublishArgs) -> anyhow::Result<PublishAlertRequest> {
     };
     let expires = a
         .expires_in_hours
-        .map(|h| ms_to_ts(crate::node::now_ms() + (h as i64) * 3_600_000));
+        .map(|h| ms_to_ts(crate::service::now_ms() + (h as i64) * 3_600_000));
     Ok(PublishAlertRequest {
         alert: Some(Alert {
             title: a.title.clone(),

@@ -1,6 +1,7 @@
 //! The `certfed` command line.
 pub mod assist;
 pub mod client;
+pub mod pki;
 
 use crate::config::{Config, LogFormat};
 use clap::{Parser, Subcommand};
@@ -28,12 +29,12 @@ pub enum Command {
     /// Create a federation CA, node and operator certificates, CRLs and signing keys.
     Pki {
         #[command(subcommand)]
-        cmd: crate::pki_cli::PkiCommand,
+        cmd: pki::PkiCommand,
     },
     /// Start a real local federation on loopback and play a short scenario.
     Demo,
     /// Run the standard benchmark on loopback (starts its own nodes).
-    Bench(Box<crate::bench::BenchArgs>),
+    Bench(Box<crate::app::bench::BenchArgs>),
     /// Node identity, version, peers and members.
     Info {
         #[command(flatten)]
@@ -110,16 +111,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { config } => {
             let cfg = Config::load(&config)?;
             init_logging(cfg.log.format, &cfg.log.level);
-            rt()?.block_on(crate::node::serve(cfg, &config))
+            rt()?.block_on(crate::app::serve(cfg, &config))
         }
-        Command::Pki { cmd } => crate::pki_cli::run(cmd),
+        Command::Pki { cmd } => pki::run(cmd),
         Command::Demo => {
             init_logging(LogFormat::Human, "error");
-            rt()?.block_on(crate::demo::run())
+            rt()?.block_on(crate::app::demo::run())
         }
         Command::Bench(args) => {
             init_logging(LogFormat::Human, "error");
-            rt()?.block_on(crate::bench::run(*args))
+            rt()?.block_on(crate::app::bench::run(*args))
         }
         Command::Info { conn } => rt()?.block_on(client::info(conn)),
         Command::Alert { conn, cmd } => rt()?.block_on(client::alert(conn, *cmd)),

@@ -96,8 +96,26 @@ pub fn ms_to_ts(ms: i64) -> prost_types::Timestamp {
     }
 }
 
+/// Milliseconds of a timestamp, saturating at the ends of `i64` (a crafted
+/// value can neither overflow nor panic). Use [`checked_ts_to_ms`] where an
+/// out-of-range time must be refused.
 pub fn ts_to_ms(ts: &prost_types::Timestamp) -> i64 {
-    ts.seconds * 1000 + i64::from(ts.nanos) / 1_000_000
+    ts.seconds
+        .saturating_mul(1000)
+        .saturating_add(i64::from(ts.nanos) / 1_000_000)
+}
+
+/// Latest second a timestamp may carry (9999-12-31T23:59:59Z, as RFC 3339 and
+/// the protobuf `Timestamp` define it).
+pub const MAX_TIMESTAMP_SECONDS: i64 = 253_402_300_799;
+
+/// Milliseconds of a timestamp within the range protobuf defines (0001-01-01 to
+/// 9999-12-31, nanos below one second); `None` outside it.
+pub fn checked_ts_to_ms(ts: &prost_types::Timestamp) -> Option<i64> {
+    const MIN_SECONDS: i64 = -62_135_596_800;
+    let ok = (MIN_SECONDS..=MAX_TIMESTAMP_SECONDS).contains(&ts.seconds)
+        && (0..1_000_000_000).contains(&ts.nanos);
+    ok.then(|| ts_to_ms(ts))
 }
 
 fn signed_bytes(header: &[u8]) -> Vec<u8> {
@@ -184,8 +202,18 @@ fn precheck(
     let created = header
         .created
         .as_ref()
-        .map(ts_to_ms)
-        .ok_or_else(|| Rejection::Malformed("header has no creation time".into()))?;
+        .ok_or_else(|| Rejection::Malformed("header has no creation time".into()))
+        .and_then(|t| {
+            checked_ts_to_ms(t)
+                .ok_or_else(|| Rejection::Malformed("header creation time is out of range".into()))
+        })?;
+    if let Some(exp) = &header.expires
+        && checked_ts_to_ms(exp).is_none()
+    {
+        return Err(Rejection::Malformed(
+            "header expiry time is out of range".into(),
+        ));
+    }
     if created - now_ms > limits.max_clock_skew_ms {
         return Err(Rejection::ClockSkew {
             ahead_ms: created - now_ms,
@@ -387,6 +415,37 @@ mod tests {
             verify(&reg, &env, 1_000_000, &LIM).unwrap_err(),
             Rejection::Oversized { .. }
         ));
+    }
+
+    #[test]
+    fn out_of_range_times_are_refused_not_panics() {
+        let (a, _, reg) = setup();
+        let env = seal(&a, draft(1_000_000));
+        let mut hdr = EnvelopeHeader::decode(env.header.as_slice()).unwrap();
+        for (secs, nanos) in [(i64::MAX, 0), (i64::MIN, 0), (1, -1), (1, 1_000_000_000)] {
+            hdr.created = Some(prost_types::Timestamp {
+                seconds: secs,
+                nanos,
+            });
+            let header = hdr.encode_to_vec();
+            let forged = SignedEnvelope {
+                signature: a.sign(&signed_bytes(&header)).to_bytes().to_vec(),
+                header,
+                payload: env.payload.clone(),
+            };
+            let r = verify(&reg, &forged, 1_000_000, &LIM);
+            assert!(
+                matches!(&r, Err(Rejection::Malformed(m)) if m.contains("out of range")),
+                "{secs}/{nanos}: {r:?}"
+            );
+        }
+        assert_eq!(
+            ts_to_ms(&prost_types::Timestamp {
+                seconds: i64::MAX,
+                nanos: 999_999_999
+            }),
+            i64::MAX
+        );
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! A node certificate carries the URI SAN `urn:certfed:node:<id>`; an operator
 //! certificate carries `urn:certfed:operator:<name>`. These strings are the only
-//! place roles are encoded; `certfed pki` writes them and the TLS layer reads them.
+//! place roles are encoded; `certfed pki` writes them and [`Identity::from_certificate`]
+//! is the one place they are read back (the transport hands it the DER bytes).
 use std::fmt;
 
 /// URI SAN prefix of node (member) certificates.
@@ -52,6 +53,44 @@ impl Identity {
             None
         }
     }
+}
+
+impl Identity {
+    /// Reads the certfed identity of a DER certificate: exactly one URI SAN
+    /// must be a certfed identity URI.
+    pub fn from_certificate(der: &[u8]) -> Result<Identity, IdentityError> {
+        use x509_parser::prelude::*;
+        let (_, parsed) =
+            X509Certificate::from_der(der).map_err(|e| IdentityError::Unparsable(e.to_string()))?;
+        let mut found = Vec::new();
+        if let Ok(Some(san)) = parsed.subject_alternative_name() {
+            for name in &san.value.general_names {
+                if let GeneralName::URI(uri) = name
+                    && let Some(id) = Identity::from_uri(uri)
+                {
+                    found.push(id);
+                }
+            }
+        }
+        match found.len() {
+            1 => Ok(found.remove(0)),
+            0 => Err(IdentityError::Missing),
+            _ => Err(IdentityError::Ambiguous),
+        }
+    }
+}
+
+/// Why a certificate does not name a certfed identity.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    #[error("certificate does not parse: {0}")]
+    Unparsable(String),
+    #[error(
+        "certificate has no certfed identity (URI SAN urn:certfed:node:<id> or urn:certfed:operator:<name>); issue it with `certfed pki`"
+    )]
+    Missing,
+    #[error("certificate carries more than one certfed identity URI SAN")]
+    Ambiguous,
 }
 
 impl fmt::Display for Identity {

@@ -1,6 +1,8 @@
 //! The domain core: identities, messages, signing, encryption, TLP policy,
-//! validation and the assistance state machine. Nothing here knows about tonic,
-//! sockets or SQL; everything is testable in memory.
+//! admission, validation and the assistance state machine. Nothing here knows
+//! about tokio, tonic, sockets or SQL, and nothing reads a clock: `now` is
+//! always passed in. Everything is testable in memory.
+pub mod admission;
 pub mod alert;
 pub mod assistance;
 pub mod custody;

@@ -1,400 +1,337 @@
-//! The embedded store: SQLite (WAL, synchronous=FULL) in `storage.dir`, with
-//! versioned migrations, an exclusive directory lock, one writer thread doing
-//! group commit, and a small pool of read connections.
+//! The storage interface: what a node keeps on disk, as typed rows behind one
+//! trait, [`Storage`], so that backends can be swapped without touching callers.
+//! [`sqlite`] is the embedded default.
 //!
-//! Every write is a closure run inside a savepoint of a shared transaction; the
-//! writer drains whatever jobs are queued, commits once (one fsync for the
-//! batch) and only then answers each caller. A failing job rolls back its own
-//! savepoint and leaves the others untouched.
-pub mod messages;
-mod schema;
+//! Invariants every backend keeps (checked by the shared conformance suite in
+//! `conformance.rs`, which every backend must pass):
+//! - A message is stored at most once, keyed by its message id; a second insert
+//!   of the same id writes nothing and reports [`Stored::Duplicate`].
+//! - A message and its outbox rows (one per target peer) are committed together.
+//! - [`Durability::Durable`] writes are on stable storage before the call
+//!   returns; [`Durability::Lazy`] writes survive a crash of the process and
+//!   become durable with the next durable write.
+//! - Cursors increase with insertion order and are never reused.
+//! - Nothing here interprets payloads: rows carry the bytes the caller gives.
+//!
+//! This module names no database type: errors carry their source as a boxed
+//! error, so nothing above `storage/` depends on a driver.
+pub mod sqlite;
 
-use rusqlite::{Connection, OpenFlags};
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use tokio::sync::{mpsc, oneshot};
+#[cfg(test)]
+pub(crate) mod conformance;
 
-/// A storage failure.
+use crate::proto::v1::DeliveryState;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// A handle to the node's store; cheap to clone.
+pub type Store = Arc<dyn Storage>;
+
+/// A storage failure, classified by what the caller can do about it.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
-    #[error("storage: {0}")]
-    Io(String),
-    #[error("storage: database error: {0}")]
-    Sql(String),
+    /// The store is closed (the node is shutting down).
     #[error("storage: the store is closed")]
     Closed,
+    /// The disk (or the database's quota) is full. Temporary: retry once space returns.
+    #[error("storage: disk full ({0}); free space on the storage volume")]
+    Full(String),
+    /// The database is damaged. Retrying cannot help: restore from a backup.
+    #[error(
+        "storage: the database is damaged ({0}); stop the node and restore the store from a backup"
+    )]
+    Corrupt(String),
+    /// Any other failure of the backend; the driver's error is kept as the source.
+    #[error("storage: {context}: {source}")]
+    Backend {
+        context: String,
+        #[source]
+        source: Arc<dyn std::error::Error + Send + Sync>,
+    },
+    /// A refusal by the store's own rules (e.g. a schema newer than this build).
     #[error("{0}")]
     Invalid(String),
 }
 
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        StoreError::Sql(e.to_string())
+impl StoreError {
+    /// Wraps a backend error with what was being done.
+    pub fn backend(
+        context: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> StoreError {
+        StoreError::Backend {
+            context: context.into(),
+            source: Arc::new(source),
+        }
+    }
+
+    /// Whether retrying later may succeed (full disk, closed store, transient
+    /// backend failure) as opposed to a condition retrying cannot fix.
+    pub fn is_temporary(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Closed | StoreError::Full(_) | StoreError::Backend { .. }
+        )
     }
 }
 
-type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
-type Run = Box<dyn FnOnce(&Connection) -> (bool, Reply) + Send>;
-
-/// A write job; `lazy` jobs may be committed without their own fsync.
-struct Job {
-    run: Run,
-    lazy: bool,
+/// How durable a write must be before the call returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// On stable storage (fsync) before returning.
+    Durable,
+    /// Survives a crash of the process; durable with the next durable write.
+    /// For data whose loss in a power failure is harmless (receipts, outbox
+    /// bookkeeping whose loss only causes a deduplicated resend).
+    Lazy,
 }
 
-/// Most jobs folded into one commit.
-const MAX_BATCH: usize = 2048;
-const DB_FILE: &str = "certfed.db";
-const LOCK_FILE: &str = "LOCK";
-
-/// Handle to the store; cheap to clone.
-#[derive(Clone)]
-pub struct Store {
-    inner: Arc<Inner>,
+/// One hop of the path a message took.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Hop {
+    pub node: String,
+    pub at_ms: i64,
 }
 
-struct Inner {
-    writer: Mutex<Option<mpsc::Sender<Job>>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
-    readers: Mutex<Vec<Connection>>,
-    db_path: PathBuf,
-    _lock: File,
+/// Receipt facts to record with a receipt message addressed to this node:
+/// for each of `ids` that this node (`me`) originated, `from` reported `state`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptRows {
+    pub me: String,
+    pub from: String,
+    pub ids: Vec<String>,
+    pub state: i32,
+    pub reason: String,
+    pub at_ms: i64,
 }
 
-fn open_conn(path: &Path, read_only: bool) -> Result<Connection, StoreError> {
-    let flags = if read_only {
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
-    } else {
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX
-    };
-    let conn = Connection::open_with_flags(path, flags)?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
-    Ok(conn)
+/// A recipient's receipt for one message, as kept by the origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptRow {
+    pub node: String,
+    pub state: i32,
+    pub reason: String,
+    pub at_ms: i64,
 }
 
-impl Store {
-    /// Opens (creating if needed) the store in `dir`. Refuses if another process
-    /// holds the directory lock, or if the schema is newer than this build knows.
-    pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        create_private_dir(dir)?;
-        let lock_path = dir.join(LOCK_FILE);
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| {
-                StoreError::Io(format!(
-                    "{}: cannot open lock file: {e}",
-                    lock_path.display()
-                ))
-            })?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(StoreError::Io(format!(
-                    "storage.dir {} is in use by another certfed process (lock {} is held); stop that process or choose another storage.dir",
-                    dir.display(),
-                    lock_path.display()
-                )));
-            }
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(StoreError::Io(format!(
-                    "{}: cannot lock: {e}",
-                    lock_path.display()
-                )));
-            }
-        }
-        let db_path = dir.join(DB_FILE);
-        let mut conn = open_conn(&db_path, false)?;
-        let mode: String =
-            conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Io(format!(
-                "{}: cannot enable WAL journal (got {mode}); is the file system local?",
-                db_path.display()
-            )));
-        }
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        schema::migrate(&mut conn)?;
-        let (tx, rx) = mpsc::channel::<Job>(8192);
-        let thread = std::thread::Builder::new()
-            .name("certfed-writer".into())
-            .spawn(move || writer_loop(conn, rx))
-            .map_err(|e| StoreError::Io(format!("cannot start writer thread: {e}")))?;
-        Ok(Store {
-            inner: Arc::new(Inner {
-                writer: Mutex::new(Some(tx)),
-                thread: Mutex::new(Some(thread)),
-                readers: Mutex::new(Vec::new()),
-                db_path,
-                _lock: lock,
-            }),
-        })
-    }
+/// A verified message about to be stored.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub message_id: String,
+    pub origin: String,
+    pub kind: i32,
+    pub tlp: i32,
+    pub severity: i32,
+    pub sectors_mask: i64,
+    pub exercise: bool,
+    pub created_ms: i64,
+    pub expires_ms: Option<i64>,
+    pub received_ms: i64,
+    /// Direct peer it came from; `None` if this node originated it.
+    pub from_peer: Option<String>,
+    pub path: Vec<Hop>,
+    pub header: Vec<u8>,
+    pub payload: Vec<u8>,
+    pub signature: Vec<u8>,
+    /// Peers to queue it for, in the same transaction.
+    pub targets: Vec<String>,
+    /// For alert updates and retractions: the message id superseded.
+    pub supersedes: Option<String>,
+    /// Whether this node can read the payload (false: an end-to-end encrypted
+    /// message this node only relays).
+    pub readable: bool,
+    /// The decrypted payload, when the envelope's payload is encrypted and this
+    /// node is a recipient (or the origin).
+    pub plain: Option<Vec<u8>>,
+    /// For assistance messages: the request they belong to.
+    pub request_id: Option<String>,
+    /// For a receipt addressed to this node: what to record.
+    pub receipt: Option<ReceiptRows>,
+    /// Serialized `HopChain`: the verified chain received, plus this node's own
+    /// signed record when it relays the message.
+    pub hops: Vec<u8>,
+}
 
-    /// Runs `f` in the writer's transaction; resolves once the batch it was part
-    /// of is durably committed. An `Err` from `f` rolls back only `f`'s changes.
-    pub async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
-    {
-        self.submit(f, false).await
-    }
+/// Result of storing one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// Newly stored at this cursor.
+    New(u64),
+    /// Already held: nothing written.
+    Duplicate,
+}
 
-    /// Like [`Store::write`], but a batch of only lazy jobs is committed without
-    /// an fsync (WAL, `synchronous=NORMAL`): it survives a crash of the process,
-    /// and becomes durable against power loss with the next durable commit,
-    /// which syncs the WAL it follows. For bookkeeping whose loss is harmless
-    /// (e.g. outbox rows a peer acknowledged: a resend is deduplicated).
-    pub async fn write_lazy<T, F>(&self, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
-    {
-        self.submit(f, true).await
-    }
+/// A stored message.
+#[derive(Debug, Clone)]
+pub struct StoredMessage {
+    pub cursor: u64,
+    pub message_id: String,
+    pub origin: String,
+    pub kind: i32,
+    pub tlp: i32,
+    pub created_ms: i64,
+    pub received_ms: i64,
+    pub from_peer: Option<String>,
+    pub path: Vec<Hop>,
+    pub header: Vec<u8>,
+    pub payload: Vec<u8>,
+    pub signature: Vec<u8>,
+    pub superseded_by: Option<String>,
+    pub acknowledged_ms: Option<i64>,
+    pub readable: bool,
+    pub plain: Option<Vec<u8>>,
+    pub request_id: Option<String>,
+    pub hops: Option<Vec<u8>>,
+}
 
-    async fn submit<T, F>(&self, f: F, lazy: bool) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
-    {
-        let (tx, rx) = oneshot::channel();
-        let run: Run = Box::new(move |conn| {
-            let result = f(conn);
-            let ok = result.is_ok();
-            let reply: Reply = Box::new(move |commit| {
-                let _ = tx.send(commit.and(result));
-            });
-            (ok, reply)
-        });
-        let job = Job { run, lazy };
-        let sender = self
-            .inner
-            .writer
-            .lock()
-            .expect("writer lock")
-            .clone()
-            .ok_or(StoreError::Closed)?;
-        sender.send(job).await.map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
-    }
-
-    /// Runs `f` on a read connection (a snapshot of committed data) off the async runtime.
-    pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
-    {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = inner.readers.lock().expect("readers lock").pop();
-            let conn = match conn {
-                Some(c) => c,
-                None => open_conn(&inner.db_path, true)?,
-            };
-            let r = f(&conn);
-            let mut pool = inner.readers.lock().expect("readers lock");
-            if pool.len() < 8 {
-                pool.push(conn);
-            }
-            r
-        })
-        .await
-        .map_err(|e| StoreError::Io(format!("read task failed: {e}")))?
-    }
-
-    /// Stops the writer after it has committed everything queued, and waits for it.
-    pub fn close(&self) {
-        self.inner.writer.lock().expect("writer lock").take();
-        if let Some(t) = self.inner.thread.lock().expect("thread lock").take() {
-            let _ = t.join();
-        }
-        self.inner.readers.lock().expect("readers lock").clear();
+impl StoredMessage {
+    /// The readable payload: the decrypted one if the envelope was encrypted.
+    pub fn body(&self) -> &[u8] {
+        self.plain.as_deref().unwrap_or(&self.payload)
     }
 }
 
-fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
-    use std::os::unix::fs::DirBuilderExt;
-    if dir.is_dir() {
-        return Ok(());
-    }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| StoreError::Io(format!("storage.dir {}: cannot create: {e}", dir.display())))
+/// An outbox entry with the envelope parts to send.
+#[derive(Debug, Clone)]
+pub struct OutboxItem {
+    pub cursor: u64,
+    pub enqueued_ms: i64,
+    /// Serialized `HopChain` to send along.
+    pub hops: Vec<u8>,
+    pub header: Vec<u8>,
+    pub payload: Vec<u8>,
+    pub signature: Vec<u8>,
 }
 
-fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>) {
-    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
-    let mut synchronous_full = true;
-    while let Some(first) = rx.blocking_recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(j) => batch.push(j),
-                Err(_) => break,
-            }
-        }
-        let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
-        let want_full = batch.iter().any(|j| !j.lazy);
-        if want_full != synchronous_full {
-            let mode = if want_full { "FULL" } else { "NORMAL" };
-            match conn.pragma_update(None, "synchronous", mode) {
-                Ok(()) => synchronous_full = want_full,
-                Err(e) => tracing::error!(error = %e, "storage: cannot set synchronous"),
-            }
-        }
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-            tracing::error!(error = %e, "storage: cannot begin transaction");
-            // Dropping the jobs tells their callers the store failed.
-            batch.clear();
-            continue;
-        }
-        for job in batch.drain(..) {
-            if let Err(e) = conn.execute_batch("SAVEPOINT job") {
-                // Without a savepoint a failing job could not be undone alone:
-                // do not run it (dropping it tells its caller the store failed).
-                tracing::error!(error = %e, "storage: cannot open savepoint; job refused");
-                continue;
-            }
-            let (ok, reply) = (job.run)(&conn);
-            let end = if ok {
-                "RELEASE job"
-            } else {
-                "ROLLBACK TO job; RELEASE job"
-            };
-            if let Err(e) = conn.execute_batch(end) {
-                tracing::error!(error = %e, "storage: savepoint end failed");
-            }
-            replies.push(reply);
-        }
-        let commit = conn.execute_batch("COMMIT").map_err(StoreError::from);
-        if commit.is_err() {
-            let _ = conn.execute_batch("ROLLBACK");
-        }
-        for r in replies {
-            r(commit.clone());
-        }
-    }
-    // Channel closed: checkpoint the WAL so the database file is self-contained.
-    let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+/// The outcome a peer gave for one outbox entry.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub cursor: u64,
+    pub state: DeliveryState,
+    pub reason: String,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Per-peer delivery state of one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRow {
+    pub peer: String,
+    pub state: i32,
+    pub reason: String,
+    pub attempts: u32,
+    pub updated_ms: i64,
+}
 
-    fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap()
-    }
+/// An envelope this node refused, for the audit table.
+#[derive(Debug, Clone)]
+pub struct RejectionRow {
+    pub from_peer: String,
+    pub message_id: String,
+    pub reason: String,
+}
 
-    #[test]
-    fn failing_job_rolls_back_alone_in_a_shared_batch() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        rt().block_on(async {
-            let mut jobs = Vec::new();
-            for i in 0..50i64 {
-                let s = store.clone();
-                jobs.push(tokio::spawn(async move {
-                    s.write(move |c| {
-                        c.execute(
-                            "INSERT INTO rejections (at_ms, from_peer, message_id, reason) VALUES (?1, 'p', 'm', 'r')",
-                            [i],
-                        )?;
-                        if i % 5 == 0 {
-                            return Err(StoreError::Invalid(format!("job {i} fails")));
-                        }
-                        Ok(i)
-                    })
-                    .await
-                }));
-            }
-            let mut failed = 0;
-            for j in jobs {
-                if j.await.unwrap().is_err() {
-                    failed += 1;
-                }
-            }
-            assert_eq!(failed, 10);
-            let rows: i64 = store
-                .read(|c| Ok(c.query_row("SELECT COUNT(*) FROM rejections", [], |r| r.get(0))?))
-                .await
-                .unwrap();
-            assert_eq!(rows, 40, "only the failing jobs' writes are undone");
-            let bad: i64 = store
-                .read(|c| Ok(c.query_row("SELECT COUNT(*) FROM rejections WHERE at_ms % 5 = 0", [], |r| r.get(0))?))
-                .await
-                .unwrap();
-            assert_eq!(bad, 0);
-        });
-        store.close();
-    }
+/// Filters of alert listings; empty vectors and `None` do not filter.
+#[derive(Debug, Clone, Default)]
+pub struct AlertQuery {
+    pub min_severity: i32,
+    pub tlps: Vec<i32>,
+    pub sectors_mask: i64,
+    pub origins: Vec<String>,
+    pub created_after_ms: Option<i64>,
+    pub created_before_ms: Option<i64>,
+    pub include_exercise: bool,
+}
 
-    #[test]
-    fn lock_refuses_second_open_and_data_survives_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let err = Store::open(dir.path()).err().expect("second open refused");
-        assert!(
-            err.to_string()
-                .contains("in use by another certfed process"),
-            "{err}"
-        );
-        rt().block_on(async {
-            store
-                .write_lazy(|c| {
-                    c.execute("INSERT INTO rejections (at_ms, from_peer, message_id, reason) VALUES (1, 'p', 'm', 'lazy')", [])?;
-                    Ok(())
-                })
-                .await
-                .unwrap();
-        });
-        store.close();
-        drop(store);
-        let again = Store::open(dir.path()).unwrap();
-        let n: i64 = rt()
-            .block_on(
-                again.read(|c| {
-                    Ok(c.query_row("SELECT COUNT(*) FROM rejections", [], |r| r.get(0))?)
-                }),
-            )
-            .unwrap();
-        assert_eq!(n, 1, "a lazy commit survives a clean close");
-        again.close();
-    }
+/// What a node keeps. Every method is a complete unit of work: it either
+/// happens entirely or not at all.
+#[async_trait::async_trait]
+pub trait Storage: Send + Sync + 'static {
+    /// Stores messages with dedup by message id, each new one with its outbox
+    /// and delivery rows, its receipt facts and the supersede mark it carries,
+    /// in one commit. Results are in input order.
+    async fn insert(
+        &self,
+        msgs: Vec<NewMessage>,
+        durability: Durability,
+    ) -> Result<Vec<Stored>, StoreError>;
 
-    #[test]
-    fn newer_schema_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        Store::open(dir.path()).unwrap().close();
-        let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
-        conn.pragma_update(None, "user_version", schema::CURRENT_VERSION + 1)
-            .unwrap();
-        drop(conn);
-        let err = Store::open(dir.path()).err().expect("refused");
-        assert!(err.to_string().contains("newer than this certfed"), "{err}");
-    }
+    /// Number of stored messages, receipts not counted.
+    async fn message_count(&self) -> Result<u64, StoreError>;
 
-    #[test]
-    fn writes_after_close_fail_cleanly() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        store.close();
-        let r = rt().block_on(store.write(|_| Ok(())));
-        assert!(matches!(r, Err(StoreError::Closed)));
-    }
+    /// One message by id.
+    async fn get_message(&self, message_id: &str) -> Result<Option<StoredMessage>, StoreError>;
+
+    /// Messages stored after `cursor`, oldest first.
+    async fn messages_after(
+        &self,
+        cursor: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError>;
+
+    /// Highest cursor in the store (0 when empty).
+    async fn last_cursor(&self) -> Result<u64, StoreError>;
+
+    /// Every readable message of an assistance thread (the request and its
+    /// steps), in cursor order.
+    async fn thread(&self, request_id: &str) -> Result<Vec<StoredMessage>, StoreError>;
+
+    /// Readable messages of `kind`, newest first, with cursor below `before`
+    /// (0: from the newest).
+    async fn by_kind(
+        &self,
+        kind: i32,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError>;
+
+    /// Readable alerts matching `q`, newest first, with cursor below `before`
+    /// (0: from the newest).
+    async fn list_alerts(
+        &self,
+        q: AlertQuery,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError>;
+
+    /// Up to `limit` outbox entries for `peer` after cursor `after`, in cursor order.
+    async fn outbox(
+        &self,
+        peer: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<OutboxItem>, StoreError>;
+
+    /// Records a peer's outcomes: removes the entries from its outbox, updates
+    /// their delivery state, and drops ciphertext this node only relayed once
+    /// no peer still needs it. Lazy: if lost in a power failure, the entries
+    /// are sent again and the peer answers DUPLICATE.
+    async fn complete_outbox(
+        &self,
+        peer: &str,
+        outcomes: Vec<Outcome>,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Outbox depth per peer that has queued entries.
+    async fn outbox_depths(&self) -> Result<Vec<(String, u64)>, StoreError>;
+
+    /// Delivery state of a message per peer.
+    async fn delivery(&self, message_id: &str) -> Result<Vec<DeliveryRow>, StoreError>;
+
+    /// Receipts recipients sent for a message this node originated.
+    async fn receipts(&self, message_id: &str) -> Result<Vec<ReceiptRow>, StoreError>;
+
+    /// Records refused envelopes for audit (lazy).
+    async fn record_rejections(
+        &self,
+        rows: Vec<RejectionRow>,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Marks a readable message as seen by an operator; returns the time (the
+    /// first one if it was already set), `None` if no such readable message.
+    async fn acknowledge(&self, message_id: &str, now_ms: i64) -> Result<Option<i64>, StoreError>;
+
+    /// Commits everything queued, then stops accepting work. Later calls fail
+    /// with [`StoreError::Closed`].
+    async fn close(&self);
 }

@@ -1,11 +1,10 @@
 //! Outbound mutual-TLS gRPC channels (peer links and the operator CLI).
-//! TLS is done here, in the connector, with our own rustls configuration, and the
-//! server's certfed identity is checked against the one expected.
-use crate::domain::identity::Identity;
-use crate::transport::tls::identity_from_cert;
+//! TLS is done here, in the connector, with our own rustls configuration; the
+//! server certificate, once it verifies against the trust anchors, is also put
+//! to the caller's [`ServerCheck`] (e.g. "is this the node I meant to reach?").
 use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
-use rustls_pki_types::ServerName;
+use rustls_pki_types::{CertificateDer, ServerName};
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,11 +34,15 @@ fn split_host(endpoint: &str) -> io::Result<(String, u16)> {
     ))
 }
 
-/// Opens a TLS connection to `endpoint` and checks the server's identity.
+/// A check of the server's certificate beyond chain validation; the error says
+/// what was wrong (the connection is refused with it).
+pub type ServerCheck = Arc<dyn Fn(&CertificateDer<'_>) -> Result<(), String> + Send + Sync>;
+
+/// Opens a TLS connection to `endpoint` and puts the server's certificate to `expect`.
 pub async fn connect_tls(
     endpoint: &str,
     tls: Arc<ClientConfig>,
-    expect: Option<&Identity>,
+    expect: Option<&ServerCheck>,
     connect_timeout: Duration,
 ) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
     let (host, port) = split_host(endpoint)?;
@@ -57,20 +60,19 @@ pub async fn connect_tls(
     let stream = tokio::time::timeout(connect_timeout, fut)
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("{endpoint}: timed out")))??;
-    if let Some(expected) = expect {
+    if let Some(check) = expect {
         let cert = stream
             .get_ref()
             .1
             .peer_certificates()
             .and_then(|c| c.first().cloned())
             .ok_or_else(|| io::Error::other("server sent no certificate"))?;
-        let seen = identity_from_cert(&cert).map_err(io::Error::other)?;
-        if &seen != expected {
-            return Err(io::Error::new(
+        check(&cert).map_err(|why| {
+            io::Error::new(
                 io::ErrorKind::PermissionDenied,
-                format!("{endpoint} presented the certificate of {seen}, expected {expected}"),
-            ));
-        }
+                format!("{endpoint}: {why}"),
+            )
+        })?;
     }
     Ok(stream)
 }
@@ -82,7 +84,7 @@ pub type SerialSink = Arc<std::sync::Mutex<Option<String>>>;
 pub fn channel(
     endpoint: &str,
     tls: Arc<ClientConfig>,
-    expect: Option<Identity>,
+    expect: Option<ServerCheck>,
     connect_timeout: Duration,
 ) -> Result<Channel, tonic::transport::Error> {
     channel_observed(endpoint, tls, expect, connect_timeout, None)
@@ -92,7 +94,7 @@ pub fn channel(
 pub fn channel_observed(
     endpoint: &str,
     tls: Arc<ClientConfig>,
-    expect: Option<Identity>,
+    expect: Option<ServerCheck>,
     connect_timeout: Duration,
     sink: Option<SerialSink>,
 ) -> Result<Channel, tonic::transport::Error> {

@@ -1,9 +1,10 @@
 //! The accept loop: TCP accept, then each TLS handshake in its own task with a
-//! timeout, so a silent client never blocks others. Finished connections carry
-//! the peer identity into tonic as `ConnectInfo`.
-use crate::domain::identity::Identity;
-use crate::transport::tls::identity_from_cert;
+//! timeout, so a silent client never blocks others. A finished connection is
+//! handed on only if the caller's `identify` function accepts the client
+//! certificate; it then carries what `identify` returned into tonic as
+//! `ConnectInfo`. This layer does not know what identities are.
 use rustls::ServerConfig;
+use rustls_pki_types::CertificateDer;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -15,30 +16,31 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
+use tokio_util::sync::CancellationToken;
 
 /// Who is on the other end of a connection, as proven by its certificate.
 #[derive(Clone, Debug)]
-pub struct PeerInfo {
-    pub identity: Identity,
+pub struct PeerInfo<I> {
+    pub identity: I,
     pub addr: SocketAddr,
     /// Serial of the certificate presented (lower-case hex).
     pub serial: String,
 }
 
 /// A server-side TLS connection that knows its peer.
-pub struct TlsConn {
+pub struct TlsConn<I> {
     inner: TlsStream<TcpStream>,
-    info: PeerInfo,
+    info: PeerInfo<I>,
 }
 
-impl tonic::transport::server::Connected for TlsConn {
-    type ConnectInfo = PeerInfo;
-    fn connect_info(&self) -> PeerInfo {
+impl<I: Clone + Send + Sync + 'static> tonic::transport::server::Connected for TlsConn<I> {
+    type ConnectInfo = PeerInfo<I>;
+    fn connect_info(&self) -> PeerInfo<I> {
         self.info.clone()
     }
 }
 
-impl AsyncRead for TlsConn {
+impl<I: Unpin> AsyncRead for TlsConn<I> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -48,7 +50,7 @@ impl AsyncRead for TlsConn {
     }
 }
 
-impl AsyncWrite for TlsConn {
+impl<I: Unpin> AsyncWrite for TlsConn<I> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -74,22 +76,26 @@ impl AsyncWrite for TlsConn {
     }
 }
 
-/// Accepts TCP connections on `listener` until `stop` turns true, handshakes each
-/// in its own task (bounded by `handshake_timeout`) with the TLS configuration
-/// currently in `tls` (so certificates and CRLs can be swapped at runtime), and
-/// sends finished connections to the returned channel.
-pub fn accept_loop(
+/// Decides whether a client certificate may connect, and who it is.
+pub type Identify<I> = Arc<dyn Fn(&CertificateDer<'_>) -> Result<I, String> + Send + Sync>;
+
+/// Accepts TCP connections on `listener` until `stop` is cancelled, handshakes
+/// each in its own task (bounded by `handshake_timeout`) with the TLS
+/// configuration currently in `tls` (so certificates and CRLs can be swapped at
+/// runtime), and sends the connections `identify` accepts to the returned channel.
+pub fn accept_loop<I: Clone + Send + Sync + Unpin + 'static>(
     listener: TcpListener,
     tls: watch::Receiver<Arc<ServerConfig>>,
     handshake_timeout: Duration,
-    mut stop: watch::Receiver<bool>,
-) -> mpsc::Receiver<Result<TlsConn, io::Error>> {
+    identify: Identify<I>,
+    stop: CancellationToken,
+) -> mpsc::Receiver<Result<TlsConn<I>, io::Error>> {
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
                 a = listener.accept() => a,
-                _ = crate::node::stopped(&mut stop) => break,
+                _ = stop.cancelled() => break,
             };
             let (tcp, addr) = match accepted {
                 Ok(x) => x,
@@ -102,6 +108,7 @@ pub fn accept_loop(
             let _ = tcp.set_nodelay(true);
             let acceptor = TlsAcceptor::from(tls.borrow().clone());
             let tx = tx.clone();
+            let identify = identify.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                     Err(_) => {
@@ -114,7 +121,7 @@ pub fn accept_loop(
                             .1
                             .peer_certificates()
                             .and_then(|c| c.first().cloned());
-                        let identity = match cert.as_ref().map(identity_from_cert) {
+                        let identity = match cert.as_ref().map(|c| identify(c)) {
                             Some(Ok(id)) => id,
                             Some(Err(e)) => {
                                 tracing::info!(%addr, reason = %e, "client certificate refused");
@@ -122,7 +129,7 @@ pub fn accept_loop(
                             }
                             None => return,
                         };
-                        tracing::debug!(%addr, %identity, "TLS connection established");
+                        tracing::debug!(%addr, "TLS connection established");
                         let serial = cert
                             .as_ref()
                             .and_then(crate::transport::tls::cert_serial)

@@ -1,6 +1,8 @@
 //! Mutual TLS: rustls configurations (TLS 1.3 only, one crypto provider, ALPN h2,
-//! CRLs with expiry enforced) and the one place identities are read from certificates.
-use crate::domain::identity::Identity;
+//! CRLs with expiry enforced), reading certificates, keys and CRLs, and the
+//! permission rule for private key files. What a certificate *means* (its
+//! certfed identity) is decided above this layer; here certificates are bytes
+//! that verify against the trust anchors.
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
@@ -42,14 +44,11 @@ pub struct TlsMaterial {
     pub chain: Vec<CertificateDer<'static>>,
     pub key: Arc<PrivateKeyDer<'static>>,
     pub crls: Vec<CertificateRevocationListDer<'static>>,
-    /// Identity in our own certificate.
-    pub identity: Identity,
 }
 
 impl std::fmt::Debug for TlsMaterial {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsMaterial")
-            .field("identity", &self.identity)
             .field("chain_len", &self.chain.len())
             .field("crls", &self.crls.len())
             .finish_non_exhaustive()
@@ -72,13 +71,35 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
     Ok(certs)
 }
 
-/// Refuses a private key file that group or others can access.
+/// SHA-256 digests of the demo private keys published in `certs-example/`
+/// (computed by `build.rs` from the files themselves).
+const DEMO_KEY_SHA256: &[[u8; 32]] = include!(concat!(env!("OUT_DIR"), "/demo_keys.rs"));
+
+/// Whether `contents` is one of the private keys published in `certs-example/`.
+pub fn is_published_demo_key(contents: &[u8]) -> bool {
+    use sha2::{Digest, Sha256};
+    let digest: [u8; 32] = Sha256::digest(contents).into();
+    DEMO_KEY_SHA256.contains(&digest)
+}
+
+/// Refuses a private key file that group or others can access. The one
+/// exception is a key published in `certs-example/` (anyone can read it in
+/// the repository, so its file mode protects nothing, and git cannot record
+/// 0600): it is accepted with a warning that it must never be used outside a
+/// demonstration.
 pub fn check_private_permissions(path: &Path) -> Result<(), TlsError> {
     use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::metadata(path)
         .map_err(|e| TlsError(format!("{}: cannot read private key: {e}", path.display())))?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
+        if std::fs::read(path).is_ok_and(|c| is_published_demo_key(&c)) {
+            tracing::warn!(
+                key = %path.display(),
+                "this is a DEMO private key published in certs-example/; anyone can impersonate its holder: never use it outside a demonstration"
+            );
+            return Ok(());
+        }
         return Err(TlsError(format!(
             "{}: private key is accessible by group or others (mode {mode:o}); run `chmod 600 {}`",
             path.display(),
@@ -120,8 +141,7 @@ pub fn load_crls(
     Ok(out)
 }
 
-/// Reads and cross-checks all TLS material: the key matches the certificate, the
-/// certificate carries a certfed identity.
+/// Reads and cross-checks all TLS material: the key matches the certificate.
 pub fn load_material(files: &TlsFiles) -> Result<TlsMaterial, TlsError> {
     let mut roots = RootCertStore::empty();
     for c in load_certs(&files.ca)? {
@@ -135,8 +155,6 @@ pub fn load_material(files: &TlsFiles) -> Result<TlsMaterial, TlsError> {
     let chain = load_certs(&files.cert)?;
     let key = load_key(&files.key)?;
     let crls = load_crls(&files.crls)?;
-    let identity = identity_from_cert(&chain[0])
-        .map_err(|e| TlsError(format!("{}: {e}", files.cert.display())))?;
     // Check that the key belongs to the certificate.
     let signing_key = provider()
         .key_provider
@@ -160,7 +178,6 @@ pub fn load_material(files: &TlsFiles) -> Result<TlsMaterial, TlsError> {
         chain,
         key: Arc::new(key),
         crls,
-        identity,
     })
 }
 
@@ -202,29 +219,6 @@ pub fn client_config(m: &TlsMaterial) -> Result<Arc<ClientConfig>, TlsError> {
         .map_err(|e| TlsError(format!("client certificate: {e}")))?;
     cfg.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(cfg))
-}
-
-/// Reads the certfed identity (URI SAN) of a certificate. Exactly one certfed
-/// identity URI must be present.
-pub fn identity_from_cert(cert: &CertificateDer<'_>) -> Result<Identity, String> {
-    use x509_parser::prelude::*;
-    let (_, parsed) = X509Certificate::from_der(cert.as_ref())
-        .map_err(|e| format!("certificate does not parse: {e}"))?;
-    let mut found = Vec::new();
-    if let Ok(Some(san)) = parsed.subject_alternative_name() {
-        for name in &san.value.general_names {
-            if let GeneralName::URI(uri) = name
-                && let Some(id) = Identity::from_uri(uri)
-            {
-                found.push(id);
-            }
-        }
-    }
-    match found.len() {
-        1 => Ok(found.remove(0)),
-        0 => Err("certificate has no certfed identity (URI SAN urn:certfed:node:<id> or urn:certfed:operator:<name>); issue it with `certfed pki`".into()),
-        _ => Err("certificate carries more than one certfed identity URI SAN".into()),
-    }
 }
 
 /// Serial number of a certificate, lower-case hex (as CRLs list it).

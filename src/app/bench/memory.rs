@@ -1,0 +1,334 @@
+//! `certfed bench --memory`: the memory budget of a relaying node whose peer
+//! stays down.
+//!
+//! The line node-a – node-b – node-c: node-b runs as a real `certfed serve`
+//! process, node-c is never started, and this process plays node-a, pushing N
+//! signed 1 KiB GREEN alerts over one Push stream. node-b verifies and stores
+//! each one and queues it for node-c in its durable outbox. node-b's resident
+//! memory (`VmRSS`, and the kernel's peak `VmHWM`) is read from `/proc` when idle
+//! and every 250 ms while the alerts queue up.
+//!
+//! Budgets: idle RSS at most 64 MiB, peak RSS at most 100 MiB, and every alert
+//! in node-c's outbox.
+use crate::app::localfed::Fed;
+use crate::domain::keys::Signer;
+use crate::proto::v1::*;
+use anyhow::{Context, bail};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Idle resident memory budget of a node.
+const IDLE_BUDGET_MIB: f64 = 64.0;
+/// Resident memory budget of a node queueing for a peer that stays down.
+const PEAK_BUDGET_MIB: f64 = 100.0;
+/// How long the node sits idle before its RSS is read.
+const IDLE_WAIT: Duration = Duration::from_secs(3);
+const SAMPLE_EVERY: Duration = Duration::from_millis(250);
+/// Signed frames buffered between the signing thread and the Push stream.
+const FEED: usize = 1024;
+
+/// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `VmHWM`), in MiB.
+fn proc_status_mib(pid: &str, field: &str) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kib| kib as f64 / 1024.0)
+}
+
+/// The node process; killed if still running when dropped (error paths).
+struct NodeProcess {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl NodeProcess {
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    fn log_tail(&self) -> String {
+        let s = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = s.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// SIGTERM, then wait (up to 30 s) for the exit status.
+    async fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let st = Command::new("kill")
+            .args(["-TERM", &self.pid()])
+            .status()
+            .context("running kill -TERM")?;
+        if !st.success() {
+            bail!("kill -TERM {} failed", self.pid());
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = self.child.try_wait()? {
+                return Ok(s);
+            }
+            if Instant::now() > deadline {
+                bail!("node-b did not exit within 30 s of SIGTERM");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Total size of the database files (`certfed.db`, `-wal`, `-shm`) in `dir`, in MiB.
+fn db_mib(dir: &Path) -> f64 {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0.0;
+    };
+    rd.flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("certfed.db"))
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum::<u64>() as f64
+        / (1024.0 * 1024.0)
+}
+
+fn mib(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+/// Peak of `VmRSS` samples, stored as KiB in atomics for the sampler task.
+#[derive(Default)]
+struct Peaks {
+    node_kib: AtomicU64,
+    self_kib: AtomicU64,
+    samples: AtomicU64,
+    stop: AtomicBool,
+}
+
+pub async fn run(messages: usize, json: bool) -> anyhow::Result<()> {
+    if !json {
+        eprintln!(
+            "certfed bench --memory: node-b as a process, node-c down, {messages} signed 1 KiB alerts queued for node-c ..."
+        );
+    }
+    let fed = Fed::new(&["node-a", "node-b", "node-c"], &[(0, 1), (1, 2)]);
+    let config = fed.config_path(1);
+    let log = fed.pki.path("node-b.log");
+    let log_file = std::fs::File::create(&log)?;
+    let exe = std::env::current_exe().context("locating the certfed binary")?;
+    let child = Command::new(exe)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file)
+        .spawn()
+        .context("starting node-b")?;
+    let mut node = NodeProcess { child, log };
+    let pid = node.pid();
+
+    // Wait until b accepts connections.
+    let port = fed.specs[1].port;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        if let Some(st) = node.child.try_wait()? {
+            bail!(
+                "node-b exited ({st}) before listening:\n{}",
+                node.log_tail()
+            );
+        }
+        if Instant::now() > deadline {
+            bail!("node-b did not listen within 30 s:\n{}", node.log_tail());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    tokio::time::sleep(IDLE_WAIT).await;
+    let idle =
+        proc_status_mib(&pid, "VmRSS").with_context(|| format!("reading /proc/{pid}/status"))?;
+
+    // Sample b's RSS (and this process's own) while the alerts queue up.
+    let peaks = Arc::new(Peaks::default());
+    let sampler = {
+        let peaks = peaks.clone();
+        let pid = pid.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SAMPLE_EVERY);
+            while !peaks.stop.load(Ordering::Relaxed) {
+                tick.tick().await;
+                if let Some(m) = proc_status_mib(&pid, "VmRSS") {
+                    peaks
+                        .node_kib
+                        .fetch_max((m * 1024.0) as u64, Ordering::Relaxed);
+                    peaks.samples.fetch_add(1, Ordering::Relaxed);
+                }
+                if let Some(m) = proc_status_mib("self", "VmRSS") {
+                    peaks
+                        .self_kib
+                        .fetch_max((m * 1024.0) as u64, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+
+    // Sign on a thread of its own, streaming into a bounded channel: the
+    // benchmark never holds more than FEED signed frames.
+    let pem = std::fs::read_to_string(fed.pki.path("node-a.sign.key"))?;
+    let signer = Signer::from_pkcs8_pem("node-a", &pem).map_err(anyhow::Error::msg)?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<PushFrame>(FEED);
+    let signing = std::thread::Builder::new()
+        .name("bench-signer".into())
+        .spawn(move || {
+            for i in 0..messages {
+                let frame = PushFrame {
+                    hops: vec![],
+                    seq: i as u64 + 1,
+                    envelope: Some(super::signed_kib_alert(
+                        &signer,
+                        i,
+                        crate::service::now_ms(),
+                    )),
+                };
+                if tx.blocking_send(frame).is_err() {
+                    return None;
+                }
+            }
+            // Keep the stream open until every ack is in.
+            Some(tx)
+        })?;
+
+    let mut client =
+        crate::app::localfed::federation_client(&fed.pki, &fed.addr(1), "node-a", Some("node-b"))
+            .await;
+    let started = Instant::now();
+    let mut acks = client
+        .push(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .context("push stream")?
+        .into_inner();
+    let mut queued = 0usize;
+    while queued < messages {
+        let ack = match acks.message().await {
+            Ok(Some(a)) => a,
+            Ok(None) => bail!("push stream ended after {queued} acks"),
+            Err(s) => bail!(
+                "push stream failed after {queued} acks: {s}\nnode-b log:\n{}",
+                node.log_tail()
+            ),
+        };
+        if ack.outcome != PushOutcome::Accepted as i32 {
+            bail!("frame {} not accepted: {}", ack.seq, ack.reason);
+        }
+        queued += 1;
+        if !json && queued.is_multiple_of(100_000) {
+            eprintln!(
+                "  {queued:>9} queued  {:>6.1} s  node-b RSS {:>6.1} MiB",
+                started.elapsed().as_secs_f64(),
+                proc_status_mib(&pid, "VmRSS").unwrap_or(f64::NAN)
+            );
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    peaks.stop.store(true, Ordering::Relaxed);
+    sampler.await?;
+    drop(
+        signing
+            .join()
+            .map_err(|_| anyhow::anyhow!("signing thread panicked"))?,
+    );
+    drop(acks);
+    drop(client);
+
+    let mut op = fed.operator(1).await;
+    let peers = op
+        .list_peers(ListPeersRequest {
+            page_size: 0,
+            page_token: String::new(),
+        })
+        .await
+        .context("ListPeers on node-b")?
+        .into_inner()
+        .peers;
+    let outbox_depth = peers
+        .iter()
+        .find(|p| p.peer_id == "node-c")
+        .map(|p| p.outbox_depth)
+        .context("node-c missing from node-b's ListPeers")?;
+    drop(op);
+
+    let final_rss = proc_status_mib(&pid, "VmRSS").unwrap_or(f64::NAN);
+    let hwm = proc_status_mib(&pid, "VmHWM").unwrap_or(f64::NAN);
+    let peak = peaks.node_kib.load(Ordering::Relaxed) as f64 / 1024.0;
+    let self_peak = peaks.self_kib.load(Ordering::Relaxed) as f64 / 1024.0;
+    let samples = peaks.samples.load(Ordering::Relaxed);
+    let db = db_mib(&fed.data_dir(1));
+    let exit = node.terminate().await?;
+
+    if json {
+        let v = serde_json::json!({
+            "idle_rss_mib": mib(idle),
+            "peak_rss_mib": mib(peak),
+            "final_rss_mib": mib(final_rss),
+            "hwm_rss_mib": mib(hwm),
+            "queued": queued,
+            "outbox_depth": outbox_depth,
+            "db_mib": mib(db),
+            "seconds": (seconds * 100.0).round() / 100.0,
+            "rss_samples": samples,
+            "bench_process_peak_rss_mib": mib(self_peak),
+        });
+        println!("{v}");
+    } else {
+        println!(
+            "{:<44} {:>12}",
+            "metric (node-b, peer node-c down)", "value"
+        );
+        println!("{:<44} {:>12.1}", "idle RSS MiB", idle);
+        println!("{:<44} {:>12.1}", "peak RSS MiB while queueing", peak);
+        println!("{:<44} {:>12.1}", "final RSS MiB", final_rss);
+        println!("{:<44} {:>12.1}", "VmHWM MiB (kernel peak, whole run)", hwm);
+        println!("{:<44} {:>12}", "messages queued (acknowledged)", queued);
+        println!("{:<44} {:>12}", "outbox depth for node-c", outbox_depth);
+        println!("{:<44} {:>12.1}", "db size MiB (db + wal + shm)", db);
+        println!("{:<44} {:>12.1}", "seconds", seconds);
+        println!("{:<44} {:>12}", "RSS samples (every 250 ms)", samples);
+        println!("{:<44} {:>12.1}", "bench process peak RSS MiB", self_peak);
+    }
+
+    let mut failures = Vec::new();
+    if idle > IDLE_BUDGET_MIB {
+        failures.push(format!(
+            "idle RSS {idle:.1} MiB is over the {IDLE_BUDGET_MIB} MiB budget"
+        ));
+    }
+    if peak.max(hwm) > PEAK_BUDGET_MIB {
+        failures.push(format!(
+            "peak RSS {:.1} MiB (sampled {peak:.1}, VmHWM {hwm:.1}) is over the {PEAK_BUDGET_MIB} MiB budget",
+            peak.max(hwm)
+        ));
+    }
+    if outbox_depth != messages as u64 {
+        failures.push(format!(
+            "outbox depth for node-c is {outbox_depth}, expected {messages}"
+        ));
+    }
+    if !exit.success() {
+        failures.push(format!("node-b did not exit cleanly on SIGTERM: {exit}"));
+    }
+    if !failures.is_empty() {
+        bail!("memory budget not met: {}", failures.join("; "));
+    }
+    Ok(())
+}

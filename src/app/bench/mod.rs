@@ -1,0 +1,354 @@
+//! `certfed bench`: the standard benchmark on loopback. It builds a fresh
+//! temporary federation (real PKI, real TLS, real SQLite on disk) in this process
+//! and measures:
+//!
+//! - **ingest**: one node fed by a peer's Push stream with signed 1 KiB alerts;
+//!   messages verified, durably committed and acknowledged per second;
+//! - **relay**: per-hop latency at a moderate load (default 1,000 msgs/s): from
+//!   the moment node-a has stored an alert (signed, durably committed, queued
+//!   for b) to the moment its peer node-b has verified and committed it, each
+//!   seen through that node's Watch stream so the observation cost cancels;
+//!   and the same for two hops to node-c.
+//!
+//! With `--memory` only the memory phase runs (see [`memory`]): node-b as a
+//! real `certfed serve` process, its peer node-c down, and a million alerts
+//! queued for node-c; b's resident memory is sampled from `/proc`.
+pub mod memory;
+
+use crate::app::localfed::Fed;
+use crate::domain::envelope::{Draft, seal};
+use crate::domain::keys::Signer;
+use crate::proto::v1::*;
+use anyhow::{Context, bail};
+use futures::StreamExt;
+use prost::Message;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Signed alerts pushed in the ingest phase.
+    #[arg(long, default_value_t = 60_000)]
+    pub messages: usize,
+    /// Publish rate of the relay phase (messages per second).
+    #[arg(long, default_value_t = 1000)]
+    pub rate: u32,
+    /// Duration of the relay phase in seconds.
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u32,
+    /// Run only the memory phase: queue alerts for a peer that stays down and
+    /// sample the relaying node's resident memory (Linux, reads /proc).
+    #[arg(long)]
+    pub memory: bool,
+    /// Signed alerts queued in the memory phase.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub memory_messages: usize,
+}
+
+/// A GREEN alert whose serialized form is about 1 KiB.
+pub fn kib_alert(i: usize) -> Alert {
+    let mut a = Alert {
+        title: format!("Benchmark alert {i}"),
+        description: String::new(),
+        tlp: Tlp::Green as i32,
+        severity: Severity::Medium as i32,
+        rsit_class: RsitClass::MaliciousCode as i32,
+        sectors: vec![Nis2Sector::Energy as i32, Nis2Sector::Transport as i32],
+        affected_countries: vec!["EE".into(), "UA".into()],
+        indicators: vec![
+            Indicator {
+                r#type: IndicatorType::Ip as i32,
+                value: "192.0.2.7".into(),
+                comment: String::new(),
+            },
+            Indicator {
+                r#type: IndicatorType::Sha256 as i32,
+                value: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".into(),
+                comment: String::new(),
+            },
+        ],
+        ..Default::default()
+    };
+    let pad = 1024usize.saturating_sub(a.encoded_len() + 3);
+    a.description = "x".repeat(pad);
+    a
+}
+
+/// A signed 1 KiB GREEN alert from `signer`, as a peer would push it.
+pub fn signed_kib_alert(signer: &Signer, i: usize, created_ms: i64) -> SignedEnvelope {
+    seal(
+        signer,
+        Draft {
+            message_id: uuid::Uuid::now_v7().to_string(),
+            kind: MessageKind::Alert,
+            tlp: Tlp::Green,
+            recipients: vec![],
+            created_ms,
+            expires_ms: None,
+            hop_limit: 8,
+            exercise: false,
+            encrypted: false,
+            payload: kib_alert(i).encode_to_vec(),
+        },
+    )
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx]
+}
+
+struct Ingest {
+    messages: usize,
+    seconds: f64,
+}
+
+async fn bench_ingest(messages: usize) -> anyhow::Result<Ingest> {
+    // node-b listens; the benchmark plays its peer node-a.
+    let fed = Fed::new(&["node-a", "node-b"], &[(0, 1)]);
+    let b = fed.try_start(1).await?;
+    let pem = std::fs::read_to_string(fed.pki.path("node-a.sign.key"))?;
+    let signer = Signer::from_pkcs8_pem("node-a", &pem).map_err(anyhow::Error::msg)?;
+    let now = crate::service::now_ms();
+    // Signing is the origin's work, not the receiver's: done before the clock starts.
+    let frames: Vec<PushFrame> = (0..messages)
+        .map(|i| PushFrame {
+            hops: vec![],
+            seq: i as u64 + 1,
+            envelope: Some(signed_kib_alert(&signer, i, now)),
+        })
+        .collect();
+    let mut client =
+        crate::app::localfed::federation_client(&fed.pki, &fed.addr(1), "node-a", Some("node-b"))
+            .await;
+    let (tx, rx) = tokio::sync::mpsc::channel(4096);
+    let started = Instant::now();
+    let mut acks = client
+        .push(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .context("push stream")?
+        .into_inner();
+    let feeder = tokio::spawn(async move {
+        for f in frames {
+            if tx.send(f).await.is_err() {
+                break;
+            }
+        }
+        // Keep the stream open until every ack is in.
+        tx
+    });
+    let mut accepted = 0usize;
+    while accepted < messages {
+        let Some(ack) = acks.message().await? else {
+            bail!("stream ended after {accepted} acks");
+        };
+        if ack.outcome != PushOutcome::Accepted as i32 {
+            bail!("frame {} not accepted: {}", ack.seq, ack.reason);
+        }
+        accepted += 1;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    drop(feeder.await?);
+    b.shutdown().await?;
+    Ok(Ingest { messages, seconds })
+}
+
+struct Relay {
+    sent: usize,
+    hop1: Vec<f64>,
+    hop2: Vec<f64>,
+    seconds: f64,
+}
+
+async fn bench_relay(rate: u32, seconds: u32) -> anyhow::Result<Relay> {
+    let fed = Fed::line();
+    let a = fed.try_start(0).await?;
+    let b = fed.try_start(1).await?;
+    let c = fed.try_start(2).await?;
+    let op_a = fed.operator(0).await;
+    let sent: Arc<Mutex<HashSet<String>>> = Arc::default();
+    // Let the links come up before measuring.
+    let mut warm = op_a.clone();
+    let id = warm
+        .publish_alert(PublishAlertRequest {
+            alert: Some(kib_alert(0)),
+            recipients: vec![],
+        })
+        .await?
+        .into_inner()
+        .message_id;
+    let mut op_c = fed.operator(2).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while op_c
+        .get_message(GetMessageRequest {
+            message_id: id.clone(),
+        })
+        .await
+        .is_err()
+    {
+        if Instant::now() > deadline {
+            bail!("warm-up alert did not cross the line");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let mut watchers = Vec::new();
+    for i in [0usize, 1, 2] {
+        let mut op = fed.operator(i).await;
+        let stream = op
+            .watch(WatchRequest {
+                filter: None,
+                after_cursor: 0,
+                from_start: false,
+            })
+            .await?
+            .into_inner();
+        watchers.push(tokio::spawn(async move {
+            // Arrival times by id; matched with send times once the run is over
+            // (an arrival may beat the publisher's own response).
+            let mut seen = HashMap::new();
+            let mut stream = stream;
+            while let Some(Ok(ev)) = stream.next().await {
+                let at = Instant::now();
+                if let Some(m) = ev.message {
+                    seen.insert(m.message_id, at);
+                }
+            }
+            seen
+        }));
+    }
+
+    let total = (rate * seconds) as usize;
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(total);
+    for i in 0..total {
+        tick.tick().await;
+        let mut op = op_a.clone();
+        let sent = sent.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = op
+                .publish_alert(PublishAlertRequest {
+                    alert: Some(kib_alert(i + 1)),
+                    recipients: vec![],
+                })
+                .await;
+            if let Ok(r) = r {
+                sent.lock().expect("lock").insert(r.into_inner().message_id);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    // Let the last messages arrive, then stop the nodes (which ends the watches).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    a.shutdown().await?;
+    b.shutdown().await?;
+    c.shutdown().await?;
+    // Per hop: when b (and c) stored it, minus when a stored it, each seen
+    // through the node's own Watch stream, so the observation cost cancels.
+    let sent = sent.lock().expect("lock").clone();
+    let mut seen = Vec::new();
+    for w in watchers {
+        seen.push(w.await?);
+    }
+    let hop = |to: usize| {
+        let mut l: Vec<f64> = sent
+            .iter()
+            .filter_map(|id| {
+                let (t0, t) = (seen[0].get(id)?, seen[to].get(id)?);
+                Some(t.saturating_duration_since(*t0).as_secs_f64() * 1000.0)
+            })
+            .collect();
+        l.sort_by(f64::total_cmp);
+        l
+    };
+    let (hop1, hop2) = (hop(1), hop(2));
+    Ok(Relay {
+        sent: total,
+        hop1,
+        hop2,
+        seconds: elapsed,
+    })
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.memory {
+        return memory::run(args.memory_messages, args.json).await;
+    }
+    if !args.json {
+        eprintln!(
+            "certfed bench: ingest {} signed 1 KiB alerts, then relay at {} msgs/s for {} s ...",
+            args.messages, args.rate, args.seconds
+        );
+    }
+    let ingest = bench_ingest(args.messages).await?;
+    let relay = bench_relay(args.rate, args.seconds).await?;
+    let ingest_rate = ingest.messages as f64 / ingest.seconds;
+    let p50 = percentile(&relay.hop1, 0.50);
+    let p99 = percentile(&relay.hop1, 0.99);
+    let p50_2 = percentile(&relay.hop2, 0.50);
+    let p99_2 = percentile(&relay.hop2, 0.99);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    if args.json {
+        let v = serde_json::json!({
+            "ingest_msgs_per_s": (ingest_rate * 10.0).round() / 10.0,
+            "ingest_messages": ingest.messages,
+            "ingest_seconds": ingest.seconds,
+            "relay_p50_ms": p50,
+            "relay_p99_ms": p99,
+            "relay_two_hop_p50_ms": p50_2,
+            "relay_two_hop_p99_ms": p99_2,
+            "relay_messages": relay.sent,
+            "relay_delivered_one_hop": relay.hop1.len(),
+            "relay_delivered_two_hops": relay.hop2.len(),
+            "relay_offered_rate_msgs_per_s": args.rate,
+            "relay_achieved_rate_msgs_per_s": relay.sent as f64 / relay.seconds,
+            "cores": cores,
+        });
+        println!("{v}");
+    } else {
+        println!("{:<44} {:>12}", "metric", "value");
+        println!(
+            "{:<44} {:>12.0}",
+            "ingest_msgs_per_s (verify+commit+ack)", ingest_rate
+        );
+        println!("{:<44} {:>12}", "ingest messages", ingest.messages);
+        println!("{:<44} {:>12.3}", "relay_p50_ms (one hop)", p50);
+        println!("{:<44} {:>12.3}", "relay_p99_ms (one hop)", p99);
+        println!("{:<44} {:>12.3}", "relay p50 ms (two hops, a->b->c)", p50_2);
+        println!("{:<44} {:>12.3}", "relay p99 ms (two hops, a->b->c)", p99_2);
+        println!(
+            "{:<44} {:>12}",
+            "relay messages delivered one hop / two",
+            format!("{}/{}", relay.hop1.len(), relay.hop2.len())
+        );
+        println!(
+            "{:<44} {:>12.0}",
+            "relay achieved rate msgs/s",
+            relay.sent as f64 / relay.seconds
+        );
+        println!("{:<44} {:>12}", "cores", cores);
+    }
+    if relay.hop1.len() < relay.sent || relay.hop2.len() < relay.sent {
+        bail!(
+            "relay lost messages: sent {}, one hop {}, two hops {}",
+            relay.sent,
+            relay.hop1.len(),
+            relay.hop2.len()
+        );
+    }
+    Ok(())
+}

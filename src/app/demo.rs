@@ -1,0 +1,485 @@
+//! `certfed demo`: a real local federation of five partner nodes on loopback
+//! (fresh temporary PKI, real TLS, real SQLite, in-process nodes) playing a short
+//! scenario after the EEAS cyber-incident exercise (seed 004): an intrusion in one
+//! partner's energy sector escalates to transport across borders, and alerts
+//! spread through relays to partners with no direct link to the origin. It
+//! prints a timeline of who knew what, and when. Then the hardest-hit partner
+//! requests assistance under TLP:AMBER; two partners offer, one is accepted and
+//! deployed, and every recipient's view of the request converges.
+use crate::app::localfed::Fed;
+use crate::proto::v1::*;
+use futures::StreamExt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Partner nodes and their bilateral links (not a full mesh: most pairs talk
+/// only through relays).
+const NODES: [&str; 5] = ["cert-ua", "cert-pl", "cert-de", "cert-ee", "cert-eu"];
+const LINKS: [(usize, usize); 5] = [(0, 1), (1, 2), (1, 3), (2, 4), (3, 4)];
+
+#[derive(Clone)]
+struct Seen {
+    node: String,
+    at: Duration,
+    message_id: String,
+    title: String,
+    path: Vec<String>,
+}
+
+fn alert(
+    title: &str,
+    desc: &str,
+    sev: Severity,
+    sectors: &[Nis2Sector],
+    countries: &[&str],
+    ind: &[(IndicatorType, &str)],
+) -> Alert {
+    Alert {
+        title: title.into(),
+        description: desc.into(),
+        tlp: Tlp::Green as i32,
+        severity: sev as i32,
+        rsit_class: RsitClass::Intrusions as i32,
+        sectors: sectors.iter().map(|s| *s as i32).collect(),
+        affected_countries: countries.iter().map(|c| c.to_string()).collect(),
+        indicators: ind
+            .iter()
+            .map(|(t, v)| Indicator {
+                r#type: *t as i32,
+                value: v.to_string(),
+                comment: String::new(),
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+pub async fn run() -> anyhow::Result<()> {
+    let t0 = Instant::now();
+    let fed = Fed::new(&NODES, &LINKS);
+    println!(
+        "certfed demo: {} partner nodes on loopback, fresh PKI in {}",
+        NODES.len(),
+        fed.pki.dir.path().display()
+    );
+    for (a, b) in LINKS {
+        println!("  link {:<8} <-> {}", NODES[a], NODES[b]);
+    }
+    let mut running = Vec::new();
+    for i in 0..NODES.len() {
+        running.push(fed.try_start(i).await?);
+    }
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let mut watchers = Vec::new();
+    for (i, name) in NODES.iter().enumerate() {
+        let mut op = fed.operator(i).await;
+        let mut stream = op
+            .watch(WatchRequest {
+                filter: None,
+                after_cursor: 0,
+                from_start: true,
+            })
+            .await?
+            .into_inner();
+        let seen = seen.clone();
+        let name = name.to_string();
+        watchers.push(tokio::spawn(async move {
+            while let Some(Ok(ev)) = stream.next().await {
+                let m = ev.message.unwrap_or_default();
+                // Assistance steps are followed separately below.
+                if m.alert.is_none() {
+                    continue;
+                }
+                let s = Seen {
+                    node: name.clone(),
+                    at: t0.elapsed(),
+                    message_id: m.message_id.clone(),
+                    title: m.alert.map(|a| a.title).unwrap_or_default(),
+                    path: m.path.iter().map(|h| h.node_id.clone()).collect(),
+                };
+                println!(
+                    "[{:>7.3}s] {:<8} knows   {:<46} path {}",
+                    s.at.as_secs_f64(),
+                    s.node,
+                    format!("\"{}\"", s.title),
+                    if s.path.first() == Some(&s.node) {
+                        "(its own alert)".to_string()
+                    } else {
+                        format!("{} -> {}", s.path.join(" -> "), s.node)
+                    }
+                );
+                seen.lock().expect("lock").push(s);
+            }
+        }));
+    }
+
+    let publish = |i: usize, a: Alert| {
+        let fed = &fed;
+        async move {
+            let mut op = fed.operator(i).await;
+            println!(
+                "[{:>7.3}s] {:<8} PUBLISHES {} {} \"{}\"",
+                t0.elapsed().as_secs_f64(),
+                NODES[i],
+                crate::domain::alert::tlp_label(Tlp::try_from(a.tlp).unwrap_or(Tlp::Unspecified)),
+                crate::domain::alert::severity_label(
+                    Severity::try_from(a.severity).unwrap_or(Severity::Unspecified)
+                ),
+                a.title
+            );
+            op.publish_alert(PublishAlertRequest {
+                alert: Some(a),
+                recipients: vec![],
+            })
+            .await
+            .map(|r| r.into_inner().message_id)
+        }
+    };
+
+    // 1. Energy-sector intrusion at the origin partner.
+    let first = publish(
+        0,
+        alert(
+            "Intrusion at a national power grid operator",
+            "Wiper activity on SCADA jump hosts at a transmission system operator.",
+            Severity::High,
+            &[Nis2Sector::Energy],
+            &["UA"],
+            &[
+                (IndicatorType::Ip, "203.0.113.45"),
+                (IndicatorType::Domain, "update-scada.example"),
+            ],
+        ),
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // 2. The origin updates it: escalation across borders.
+    let mut upd = alert(
+        "UPDATE: grid intrusion spreads to cross-border interconnectors",
+        "Same actor seen at an interconnector operator; severity raised.",
+        Severity::Critical,
+        &[Nis2Sector::Energy],
+        &["UA", "PL"],
+        &[
+            (IndicatorType::Ip, "203.0.113.45"),
+            (
+                IndicatorType::Sha256,
+                "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+            ),
+        ],
+    );
+    upd.revision = Revision::Update as i32;
+    upd.supersedes = first;
+    publish(0, upd).await?;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // 3. A neighbour sees the same actor in transport.
+    publish(
+        1,
+        alert(
+            "Rail signalling disruption linked to the grid intrusion",
+            "Same infrastructure contacted from a rail operator's network.",
+            Severity::Critical,
+            &[Nis2Sector::Transport],
+            &["PL", "DE"],
+            &[
+                (IndicatorType::Domain, "update-scada.example"),
+                (IndicatorType::Cve, "CVE-2024-3400"),
+            ],
+        ),
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // 4. The hardest-hit partner asks for help; two partners offer.
+    let assistance = assistance(&fed, t0).await;
+
+    for n in running {
+        n.shutdown().await?;
+    }
+    for w in watchers {
+        let _ = w.await;
+    }
+
+    // Who knew what, and when.
+    let seen = seen.lock().expect("lock").clone();
+    let mut ids: Vec<(String, String)> = Vec::new();
+    for s in &seen {
+        if !ids.iter().any(|(id, _)| id == &s.message_id) {
+            ids.push((s.message_id.clone(), s.title.clone()));
+        }
+    }
+    println!("\nWho knew what, and when (seconds since the demo started):");
+    print!("{:<48}", "alert");
+    for n in NODES {
+        print!(" {:>8}", n);
+    }
+    println!();
+    let mut complete = true;
+    for (id, title) in &ids {
+        let short: String = title.chars().take(46).collect();
+        print!("{:<48}", short);
+        for n in NODES {
+            match seen.iter().find(|s| &s.message_id == id && s.node == n) {
+                Some(s) => print!(" {:>8.3}", s.at.as_secs_f64()),
+                None => {
+                    complete = false;
+                    print!(" {:>8}", "-")
+                }
+            }
+        }
+        println!();
+    }
+    if !complete || ids.len() != 3 {
+        anyhow::bail!("not every partner received every alert");
+    }
+    println!(
+        "\nAll {} partners received all {} alerts, each exactly once, through relays where no direct link exists.",
+        NODES.len(),
+        ids.len()
+    );
+    let views = assistance?;
+    println!("\nThe assistance request as each partner sees it:");
+    for line in &views {
+        println!("  {line}");
+    }
+    println!(
+        "\nRequester and both donors agree on the request; partners it was not addressed to cannot read it."
+    );
+    Ok(())
+}
+
+const REQUESTER: usize = 0;
+const DONORS: [usize; 2] = [1, 2];
+
+fn at(t0: Instant) -> String {
+    format!("[{:>7.3}s]", t0.elapsed().as_secs_f64())
+}
+
+async fn view(fed: &Fed, i: usize, id: &str) -> Option<AssistanceView> {
+    let mut op = fed.operator(i).await;
+    op.get_assistance_request(GetAssistanceRequestRequest {
+        request_id: id.into(),
+    })
+    .await
+    .ok()
+    .map(|r| r.into_inner())
+}
+
+/// What every recipient must agree on: state, offers and their states, the signed steps.
+type Essence = (i32, Vec<(String, i32)>, Vec<String>);
+
+fn essence(v: &AssistanceView) -> Essence {
+    (
+        v.state,
+        v.offers
+            .iter()
+            .map(|o| (o.offer_id.clone(), o.state))
+            .collect(),
+        v.history.iter().map(|h| h.message_id.clone()).collect(),
+    )
+}
+
+/// Waits until requester and donors all see the request satisfying `done` with
+/// the same essence.
+async fn converge(
+    fed: &Fed,
+    id: &str,
+    what: &str,
+    done: impl Fn(&AssistanceView) -> bool,
+) -> anyhow::Result<AssistanceView> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut views = Vec::new();
+        for i in std::iter::once(REQUESTER).chain(DONORS) {
+            views.push(view(fed, i, id).await);
+        }
+        if let Some(Some(first)) = views.first()
+            && views.iter().all(|v| {
+                v.as_ref()
+                    .is_some_and(|v| done(v) && essence(v) == essence(first))
+            })
+        {
+            return Ok(first.clone());
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!(
+                "the partners' views of assistance request {id} did not converge on {what}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+}
+
+fn state_word(s: i32) -> &'static str {
+    crate::domain::assistance::state_label(
+        AssistanceState::try_from(s).unwrap_or(AssistanceState::Unspecified),
+    )
+}
+
+fn offer_word(s: i32) -> &'static str {
+    crate::domain::assistance::offer_state_label(
+        OfferState::try_from(s).unwrap_or(OfferState::Unspecified),
+    )
+}
+
+/// cert-ua requests incident response and forensics under TLP:AMBER from cert-pl
+/// and cert-de; both offer; cert-ua accepts one, declines the other and reports
+/// the team deployed. Returns one line per node describing what it sees.
+async fn assistance(fed: &Fed, t0: Instant) -> anyhow::Result<Vec<String>> {
+    let req = AssistanceRequest {
+        title: "Grid wiper: incident response and ICS forensics needed".into(),
+        description: "Wiper on SCADA jump hosts at a transmission system operator; \
+                      interconnectors affected."
+            .into(),
+        tlp: Tlp::Amber as i32,
+        services: vec![
+            AssistanceService::IncidentResponse as i32,
+            AssistanceService::Forensics as i32,
+        ],
+        sector: Nis2Sector::Energy as i32,
+        entity_category: EntityCategory::Essential as i32,
+        rsit_class: RsitClass::Intrusions as i32,
+        severity: Severity::Critical as i32,
+        cross_border: true,
+        needs: Some(EstimatedNeeds {
+            skills: vec!["ICS forensics".into(), "incident handling".into()],
+            person_days: 30,
+            on_site: true,
+        }),
+        ..Default::default()
+    };
+    let recipients: Vec<String> = DONORS.iter().map(|&i| NODES[i].to_string()).collect();
+    println!(
+        "{} {:<8} REQUESTS ASSISTANCE TLP:AMBER to {}: incident response + forensics (energy, essential entity, critical, cross-border)",
+        at(t0),
+        NODES[REQUESTER],
+        recipients.join(", ")
+    );
+    let rid = fed
+        .operator(REQUESTER)
+        .await
+        .request_assistance(RequestAssistanceRequest {
+            request: Some(req),
+            recipients,
+        })
+        .await?
+        .into_inner()
+        .request_id;
+    converge(fed, &rid, "REQUESTED", |v| {
+        v.state == AssistanceState::Requested as i32
+    })
+    .await?;
+    println!(
+        "{} {:<8} and {} have received and decrypted the request",
+        at(t0),
+        NODES[DONORS[0]],
+        NODES[DONORS[1]]
+    );
+
+    let offers = [
+        (
+            DONORS[0],
+            "Rapid response team: 3 incident handlers on site within 24 h",
+            vec![AssistanceService::IncidentResponse as i32],
+            15,
+            FundingChannel::CybersecurityReserve,
+        ),
+        (
+            DONORS[1],
+            "Remote ICS forensics: 2 analysts",
+            vec![AssistanceService::Forensics as i32],
+            10,
+            FundingChannel::Bilateral,
+        ),
+    ];
+    let mut offer_ids = Vec::new();
+    for (i, summary, caps, days, funding) in offers {
+        println!("{} {:<8} OFFERS   \"{summary}\"", at(t0), NODES[i]);
+        let id = fed
+            .operator(i)
+            .await
+            .offer_assistance(OfferAssistanceRequest {
+                request_id: rid.clone(),
+                offer: Some(Offer {
+                    summary: summary.into(),
+                    capabilities: caps,
+                    capacity_person_days: days,
+                    funding: funding as i32,
+                    ..Default::default()
+                }),
+            })
+            .await?
+            .into_inner()
+            .offer_id;
+        offer_ids.push(id);
+    }
+    converge(fed, &rid, "two offers", |v| v.offers.len() == 2).await?;
+
+    let mut op = fed.operator(REQUESTER).await;
+    for (k, accept) in [(0, true), (1, false)] {
+        println!(
+            "{} {:<8} {} the offer of {}",
+            at(t0),
+            NODES[REQUESTER],
+            if accept { "ACCEPTS " } else { "DECLINES" },
+            NODES[DONORS[k]]
+        );
+        op.decide_offer(DecideOfferRequest {
+            offer_id: offer_ids[k].clone(),
+            accept,
+            note: if accept {
+                "on-site response needed first".into()
+            } else {
+                "thank you; covered for now".into()
+            },
+        })
+        .await?;
+    }
+    println!(
+        "{} {:<8} marks the request DEPLOYED",
+        at(t0),
+        NODES[REQUESTER]
+    );
+    op.update_assistance(UpdateAssistanceRequest {
+        request_id: rid.clone(),
+        state: AssistanceState::Deployed as i32,
+        note: "team on site".into(),
+        withdraw_offer_id: String::new(),
+    })
+    .await?;
+    let v = converge(fed, &rid, "DEPLOYED", |v| {
+        v.state == AssistanceState::Deployed as i32
+            && v.offers
+                .iter()
+                .all(|o| o.state != OfferState::Pending as i32)
+    })
+    .await?;
+    println!(
+        "{} all recipients agree: DEPLOYED, {} signed steps",
+        at(t0),
+        v.history.len()
+    );
+
+    let mut lines = Vec::new();
+    for (i, name) in NODES.iter().enumerate() {
+        let line = match view(fed, i, &rid).await {
+            Some(v) if i == REQUESTER || DONORS.contains(&i) => format!(
+                "{name:<8} {} {} (offers: {})",
+                &rid[..8.min(rid.len())],
+                state_word(v.state),
+                v.offers
+                    .iter()
+                    .map(|o| format!("{} {}", o.donor, offer_word(o.state)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Some(_) => anyhow::bail!("{name} is not a recipient but can read the request"),
+            None if i == REQUESTER || DONORS.contains(&i) => {
+                anyhow::bail!("{name} cannot see the request it should")
+            }
+            None => format!("{name:<8} (relays only; cannot read)"),
+        };
+        lines.push(line);
+    }
+    Ok(lines)
+}

@@ -1,0 +1,348 @@
+//! The composition root: loads and checks everything the configuration names
+//! ([`prepare`]), opens the store, binds the listeners, builds the shared
+//! [`Node`] and the gRPC services, starts the peer links and the receipt task
+//! ([`start`]), runs until a signal ([`serve`]), re-reads the configuration on
+//! SIGHUP ([`RunningNode::reload`]) and shuts down within a bounded grace
+//! period. Nothing below this module starts a task on its own.
+//!
+//! Also here, because they are applications of a whole node: the local
+//! federation used by `demo` and `bench` ([`localfed`]), the demo and the
+//! benchmarks.
+pub mod bench;
+pub mod demo;
+pub mod localfed;
+
+use crate::api::authz::AuthzLayer;
+use crate::api::{federation::FederationApi, operator::OperatorApi};
+use crate::config::Config;
+use crate::domain::identity::Identity;
+use crate::domain::keys::{KeyRegistry, Signer, public_from_pem};
+use crate::proto::v1::{federation_server::FederationServer, operator_server::OperatorServer};
+use crate::service::links::LinkTasks;
+use crate::service::node::{Node, NodeParts, ReceiptQueue};
+use crate::service::now_ms;
+use crate::transport::server::{Identify, accept_loop};
+use crate::transport::tls;
+use anyhow::Context as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::ReceiverStream;
+
+/// Everything loaded from the files the configuration names, before any bind.
+pub struct Prepared {
+    pub cfg: Config,
+    pub material: tls::TlsMaterial,
+    pub signer: Signer,
+    pub keys: KeyRegistry,
+}
+
+/// Loads and cross-checks TLS material, the signing key and the member keys.
+pub fn prepare(cfg: Config) -> anyhow::Result<Prepared> {
+    let files = tls::TlsFiles {
+        ca: cfg.tls.ca.clone(),
+        cert: cfg.tls.cert.clone(),
+        key: cfg.tls.key.clone(),
+        crls: cfg.tls.crls.clone(),
+    };
+    let material = tls::load_material(&files).map_err(|e| anyhow::anyhow!("tls: {e}"))?;
+    let identity = Identity::from_certificate(material.chain[0].as_ref())
+        .map_err(|e| anyhow::anyhow!("tls.cert: {}: {e}", cfg.tls.cert.display()))?;
+    let expected = Identity::Node(cfg.node.id.clone());
+    if identity != expected {
+        anyhow::bail!(
+            "tls.cert: {} is the certificate of {}, but node.id is {:?}",
+            cfg.tls.cert.display(),
+            identity,
+            cfg.node.id
+        );
+    }
+    tls::check_private_permissions(&cfg.node.signing_key)
+        .map_err(|e| anyhow::anyhow!("node.signing_key: {e}"))?;
+    let pem = std::fs::read_to_string(&cfg.node.signing_key).with_context(|| {
+        format!(
+            "node.signing_key: cannot read {}",
+            cfg.node.signing_key.display()
+        )
+    })?;
+    let signer = Signer::from_pkcs8_pem(&cfg.node.id, &pem).map_err(|e| {
+        anyhow::anyhow!("node.signing_key: {}: {e}", cfg.node.signing_key.display())
+    })?;
+    let keys = load_members(&cfg)?;
+    match keys.get(&signer.key_id) {
+        Some((owner, _)) if owner == cfg.node.id => {}
+        Some((owner, _)) => anyhow::bail!(
+            "node.signing_key: key {} is pinned for member {owner}, not for this node {}",
+            signer.key_id,
+            cfg.node.id
+        ),
+        None if keys.is_member(&cfg.node.id) => anyhow::bail!(
+            "node.signing_key: key {} is not among the keys [[members]] pins for {}; add its .pub file",
+            signer.key_id,
+            cfg.node.id
+        ),
+        None => {}
+    }
+    Ok(Prepared {
+        cfg,
+        material,
+        signer,
+        keys,
+    })
+}
+
+/// Reads the pinned member keys.
+pub fn load_members(cfg: &Config) -> anyhow::Result<KeyRegistry> {
+    let mut reg = KeyRegistry::default();
+    for (i, m) in cfg.members.iter().enumerate() {
+        for (j, path) in m.signing_keys.iter().enumerate() {
+            let key = format!("members[{i}].signing_keys[{j}]");
+            let pem = std::fs::read_to_string(path)
+                .with_context(|| format!("{key}: cannot read {}", path.display()))?;
+            let vk = public_from_pem(&pem)
+                .map_err(|e| anyhow::anyhow!("{key}: {}: {e}", path.display()))?;
+            reg.add(&m.id, vk)
+                .map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
+        }
+    }
+    Ok(reg)
+}
+
+/// Accepts a client certificate that names a certfed identity.
+fn identify() -> Identify<Identity> {
+    Arc::new(|cert| Identity::from_certificate(cert.as_ref()).map_err(|e| e.to_string()))
+}
+
+/// A node started in this process.
+pub struct RunningNode {
+    pub addr: SocketAddr,
+    pub metrics_addr: Option<SocketAddr>,
+    pub node: Arc<Node>,
+    links: Arc<LinkTasks>,
+    tls: watch::Sender<Arc<rustls::ServerConfig>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningNode {
+    /// Re-reads the configuration file and swaps in new TLS material (certificate,
+    /// key, trust anchors, CRLs), member signing keys and the peer set. New
+    /// connections use them at once; existing ones end within
+    /// `tls.max_connection_age_secs`. An invalid configuration is refused and
+    /// the running one stays in force.
+    pub fn reload(&self, path: &std::path::Path) -> anyhow::Result<()> {
+        let cfg = Config::load(path)?;
+        if cfg.node.id != self.node.id {
+            anyhow::bail!(
+                "node.id changed from {} to {}: restart the node instead",
+                self.node.id,
+                cfg.node.id
+            );
+        }
+        let peers = cfg.peers.clone();
+        let p = prepare(cfg)?;
+        let server = tls::server_config(&p.material)?;
+        let client = tls::client_config(&p.material)?;
+        let revoked = tls::revoked_serials(&p.material.crls);
+        let _ = self.tls.send(server);
+        self.node.replace_trust(p.keys, client, revoked.clone());
+        self.links.apply(&self.node, peers, &revoked);
+        tracing::info!("reload: TLS material, CRLs, member keys and peers re-read");
+        Ok(())
+    }
+
+    /// Asks the node to stop and waits for it (bounded by the grace period).
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.node.shutdown.cancel();
+        self.task.await.context("node task panicked")?
+    }
+}
+
+/// Binds `addr`, naming the key in the error.
+async fn bind(key: &str, addr: &str) -> anyhow::Result<TcpListener> {
+    let sa = crate::config::parse_addr(key, addr)?;
+    TcpListener::bind(sa).await.map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+            "; another process (perhaps another certfed) is using it: stop it or choose another port"
+        } else {
+            ""
+        };
+        anyhow::anyhow!("{key}: cannot listen on {addr}: {e}{hint}")
+    })
+}
+
+/// Starts a node: everything is checked and bound before this returns.
+pub async fn start(prepared: Prepared) -> anyhow::Result<RunningNode> {
+    let Prepared {
+        cfg,
+        material,
+        signer,
+        keys,
+    } = prepared;
+    let server_tls = tls::server_config(&material)?;
+    let client_tls = tls::client_config(&material)?;
+    let store = crate::storage::sqlite::open(&cfg.storage.dir)?;
+    let listener = bind("node.listen", &cfg.node.listen).await?;
+    let addr = listener.local_addr()?;
+    let metrics_listener = match &cfg.metrics.listen {
+        Some(m) => Some(bind("metrics.listen", m).await?),
+        None => None,
+    };
+    let metrics_addr = metrics_listener
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()?;
+
+    let (receipt_queue, receipt_rx) = ReceiptQueue::new();
+    let node = Arc::new(Node::new(NodeParts {
+        signer,
+        keys,
+        store,
+        listen: addr,
+        started_ms: now_ms(),
+        tls_client: client_tls,
+        revoked: tls::revoked_serials(&material.crls),
+        receipts: receipt_queue,
+        cfg,
+    }));
+
+    let (health, health_svc) = tonic_health::server::health_reporter();
+    health.set_serving::<OperatorServer<OperatorApi>>().await;
+    health
+        .set_serving::<FederationServer<FederationApi>>()
+        .await;
+    // Both reflection versions describe every service on the port, including
+    // each other (grpcurl 1.8 speaks v1alpha only).
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            )
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+    let max = node.cfg.limits.max_message_bytes + 64 * 1024;
+    let operator = OperatorServer::new(OperatorApi::new(node.clone()))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max * 4);
+    let federation = FederationServer::new(FederationApi::new(node.clone()))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+
+    let (tls_tx, tls_rx) = watch::channel(server_tls);
+    let incoming = accept_loop(
+        listener,
+        tls_rx,
+        node.cfg.tls.handshake_timeout(),
+        identify(),
+        node.shutdown.clone(),
+    );
+    let server_stop = node.shutdown.clone();
+    let server = tonic::transport::Server::builder()
+        .max_connection_age(node.cfg.tls.max_connection_age())
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .layer(AuthzLayer)
+        .add_service(health_svc)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(operator)
+        .add_service(federation)
+        .serve_with_incoming_shutdown(ReceiverStream::new(incoming), async move {
+            server_stop.cancelled().await
+        });
+    let server = tokio::spawn(server);
+    let metrics_task =
+        metrics_listener.map(|l| tokio::spawn(crate::api::metrics::serve(l, node.clone())));
+    let links = Arc::new(LinkTasks::default());
+    links.start_all(&node);
+    let receipt_task = tokio::spawn(crate::service::receipts::run(node.clone(), receipt_rx));
+
+    tracing::info!(node = %node.id, %addr, metrics = ?metrics_addr, peers = node.peers.ids().len(), "certfed node ready");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    let watchdog = sd_notify::watchdog_enabled().map(|every| {
+        let stop = node.shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every / 2);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => { let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]); }
+                    _ = stop.cancelled() => break,
+                }
+            }
+        })
+    });
+
+    let node2 = node.clone();
+    let links2 = links.clone();
+    let task = tokio::spawn(async move {
+        node2.shutdown.cancelled().await;
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        tracing::info!("shutting down: no new connections; draining in-flight calls");
+        health
+            .set_not_serving::<OperatorServer<OperatorApi>>()
+            .await;
+        health
+            .set_not_serving::<FederationServer<FederationApi>>()
+            .await;
+        let grace = node2.cfg.limits.shutdown_grace();
+        let abort = server.abort_handle();
+        let result = match tokio::time::timeout(grace, server).await {
+            Ok(Ok(r)) => r.map_err(anyhow::Error::from),
+            Ok(Err(e)) => Err(anyhow::anyhow!("server task failed: {e}")),
+            Err(_) => {
+                tracing::warn!(?grace, "grace period over; closing remaining connections");
+                abort.abort();
+                Ok(())
+            }
+        };
+        for t in links2.stop_all().into_iter().chain([receipt_task]) {
+            let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+        }
+        if let Some(t) = metrics_task {
+            t.abort();
+        }
+        if let Some(w) = watchdog {
+            w.abort();
+        }
+        node2.store.close().await;
+        tracing::info!("stopped");
+        result
+    });
+
+    Ok(RunningNode {
+        addr,
+        metrics_addr,
+        node,
+        links,
+        tls: tls_tx,
+        task,
+    })
+}
+
+/// `certfed serve`: runs until SIGTERM or SIGINT; SIGHUP reloads.
+pub async fn serve(cfg: Config, path: &std::path::Path) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let prepared = prepare(cfg)?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let node = start(prepared).await?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM received"); break; }
+            _ = int.recv() => { tracing::info!("SIGINT received"); break; }
+            _ = hup.recv() => {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
+                if let Err(e) = node.reload(path) {
+                    tracing::error!(error = %format!("{e:#}"), "reload refused; the running configuration stays in force");
+                }
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+            }
+        }
+    }
+    node.shutdown().await
+}

@@ -1,0 +1,556 @@
+//! Admission: the one decision every envelope goes through before it is stored,
+//! as a pure function. Given a verified envelope (or the reason verification
+//! failed), the chain of custody the sending peer reported, a read-only
+//! [`View`] of what this node knows (its identity and keys, the members' keys,
+//! its peers and their policy) and `now`, [`admit`] says: store this row and
+//! queue it for these peers and owe this receipt, or refuse for this reason
+//! (and owe this rejection receipt).
+//!
+//! Invariants (unit-tested here and by the property test in `admission_tests.rs`):
+//! - AMBER, AMBER+STRICT and RED are never admitted without named recipients or
+//!   without end-to-end encryption, and are forwarded in clear only to a peer
+//!   that is a named recipient; a non-recipient peer gets them only as
+//!   ciphertext and only over a relay link.
+//! - Nothing is forwarded to a peer above its `max_tlp`, back to the origin, to
+//!   a node already on the path, or beyond the signed hop limit.
+//! - A relay that forwards a message signs a hop record naming exactly the peers
+//!   it forwards to.
+//! - A payload this node can read is decoded and validated according to its
+//!   kind; one it cannot read is routed on the signed header alone.
+//! - Receipts are owed only by a named recipient (or any member of a
+//!   broadcast) that is not the origin, never for a receipt.
+//!
+//! Nothing here does I/O: the caller looks up what the store knows (the
+//! reverse route of a receipt) before calling, and performs the decision after.
+use crate::domain::alert::{Limits, validate_alert};
+use crate::domain::custody::{path_of, sign_hop, verify_chain};
+use crate::domain::envelope::{Rejection, Verified, checked_ts_to_ms, ms_to_ts};
+use crate::domain::keys::{KeyRegistry, Signer};
+use crate::domain::policy::{Outbound, PeerPolicy, Route, route_to_peer};
+use crate::proto::v1::{
+    Alert, AssistanceRequest, DecisionMessage, EnvelopeHeader, HopChain, HopRecord, MessageKind,
+    OfferMessage, Receipt, ReceiptState, SignedEnvelope, SignedHop, StatusMessage, Tlp,
+};
+use prost::Message;
+
+/// Most message ids one receipt may cover.
+pub const MAX_RECEIPT_IDS: usize = 4096;
+
+/// One direct peer and the policy of the link to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub id: String,
+    pub policy: PeerPolicy,
+}
+
+/// What admission may read of the node's state.
+pub struct View<'a> {
+    /// This node's member id.
+    pub me: &'a str,
+    /// This node's signing key: opens payloads sealed for it, signs hop records.
+    pub signer: &'a Signer,
+    /// The members' pinned signing keys (to verify chains of custody).
+    pub keys: &'a KeyRegistry,
+    /// The direct peers and their policy.
+    pub peers: &'a [Peer],
+    /// Largest accepted serialized envelope.
+    pub max_message_bytes: usize,
+}
+
+/// Where a receipt goes next from this node (found in the store by the caller
+/// from the first message the receipt reports on).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReceiptRoute {
+    /// This node originated the messages: the receipt has arrived.
+    Destination,
+    /// Back to the peer this node received the messages from.
+    Next(String),
+}
+
+/// A receipt this node owes an origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptOwed {
+    pub origin: String,
+    pub message_id: String,
+    pub state: ReceiptState,
+    pub reason: String,
+}
+
+/// Receipt facts to record: for each of `ids` that this node (`me`) originated,
+/// member `from` reported `state`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptFacts {
+    pub me: String,
+    pub from: String,
+    pub ids: Vec<String>,
+    pub state: i32,
+    pub reason: String,
+    pub at_ms: i64,
+}
+
+/// A message admitted for storage, with everything to store alongside it.
+#[derive(Debug, Clone)]
+pub struct Admitted {
+    pub message_id: String,
+    pub origin: String,
+    pub kind: i32,
+    pub tlp: Tlp,
+    pub severity: i32,
+    pub sectors_mask: i64,
+    pub exercise: bool,
+    pub created_ms: i64,
+    pub expires_ms: Option<i64>,
+    pub received_ms: i64,
+    /// The direct peer it came from; `None` for this node's own messages.
+    pub from_peer: Option<String>,
+    /// The path it took, origin first: (node, time it was received there).
+    pub path: Vec<(String, i64)>,
+    pub header: Vec<u8>,
+    pub payload: Vec<u8>,
+    pub signature: Vec<u8>,
+    /// Peers to queue it for.
+    pub forward_to: Vec<String>,
+    /// For alert updates and retractions: the message id superseded.
+    pub supersedes: Option<String>,
+    /// Whether this node can read the payload.
+    pub readable: bool,
+    /// The decrypted payload, when this node is a recipient of an encrypted one.
+    pub plain: Option<Vec<u8>>,
+    /// For assistance messages: the request they belong to.
+    pub request_id: Option<String>,
+    /// For a receipt addressed to this node: the facts to record.
+    pub receipt_facts: Option<ReceiptFacts>,
+    /// Serialized `HopChain`: the verified chain received, plus this node's
+    /// own signed record when it forwards the message.
+    pub hops: Vec<u8>,
+    /// The DELIVERED receipt this node owes the origin once the message is
+    /// stored (not owed for a duplicate).
+    pub receipt_owed: Option<ReceiptOwed>,
+}
+
+/// The outcome of admission for one envelope.
+#[derive(Debug, Clone)]
+pub enum Decision {
+    Admit(Box<Admitted>),
+    Refuse {
+        reason: Rejection,
+        /// The REJECTED receipt owed to the origin, if any.
+        receipt: Option<ReceiptOwed>,
+    },
+}
+
+/// One envelope to decide on.
+pub struct Input<'a> {
+    pub envelope: SignedEnvelope,
+    /// The outcome of signature verification (`envelope::verify_batch`).
+    pub verdict: Result<Verified, Rejection>,
+    /// The peer that sent it; `None` when this node originated it.
+    pub from_peer: Option<&'a str>,
+    /// The chain of custody the peer reported (empty for own messages).
+    pub chain: Vec<SignedHop>,
+    /// For a receipt: where it goes next, if this node holds a message it reports on.
+    pub receipt_route: Option<ReceiptRoute>,
+}
+
+/// CLEAR and GREEN may be broadcast and relayed in clear; the others need named
+/// recipients and end-to-end encryption.
+fn restricted(tlp: Tlp) -> bool {
+    matches!(tlp, Tlp::Amber | Tlp::AmberStrict | Tlp::Red)
+}
+
+/// Decides on one envelope. See the module documentation for the invariants.
+pub fn admit(view: &View<'_>, input: Input<'_>, now_ms: i64) -> Decision {
+    let Input {
+        envelope,
+        verdict,
+        from_peer,
+        chain,
+        receipt_route,
+    } = input;
+    let verified = match verdict {
+        Ok(v) => v,
+        Err(reason) => {
+            return Decision::Refuse {
+                reason,
+                receipt: None,
+            };
+        }
+    };
+    let owed = |state: ReceiptState, reason: String| {
+        (from_peer.is_some() && owes_receipt(view.me, &verified.header)).then(|| ReceiptOwed {
+            origin: verified.header.origin.clone(),
+            message_id: verified.header.message_id.clone(),
+            state,
+            reason,
+        })
+    };
+    match decide(
+        view,
+        envelope,
+        &verified,
+        from_peer,
+        chain,
+        receipt_route.as_ref(),
+        now_ms,
+    ) {
+        Ok(mut row) => {
+            row.receipt_owed =
+                owed(ReceiptState::Delivered, String::new()).filter(|_| row.readable);
+            Decision::Admit(Box::new(row))
+        }
+        Err(reason) => {
+            let receipt = match &reason {
+                Rejection::Policy(_) | Rejection::InvalidPayload(_) => {
+                    owed(ReceiptState::Rejected, reason.to_string())
+                }
+                _ => None,
+            };
+            Decision::Refuse { reason, receipt }
+        }
+    }
+}
+
+/// Whether this node owes the origin a receipt for a verified message: it is
+/// addressed to this node (or to everyone), it is not this node's own, and it
+/// is not itself a receipt.
+pub fn owes_receipt(me: &str, h: &EnvelopeHeader) -> bool {
+    h.origin != me
+        && h.kind != MessageKind::Receipt as i32
+        && (h.recipients.is_empty() || h.recipients.iter().any(|r| r == me))
+}
+
+/// The peers a message goes to from this node. Nothing is forwarded once the
+/// next hop would exceed the signed hop limit.
+pub fn targets(
+    view: &View<'_>,
+    origin: &str,
+    tlp: Tlp,
+    recipients: &[String],
+    path: &[String],
+    hop_limit: u32,
+    end_to_end: bool,
+) -> Vec<String> {
+    // The path the next node will see ends with this node.
+    let next_len = if origin == view.me {
+        path.len()
+    } else {
+        path.len() + 1
+    };
+    if next_len as u64 > u64::from(hop_limit) {
+        return Vec::new();
+    }
+    let msg = Outbound {
+        tlp,
+        origin,
+        recipients,
+        path,
+        end_to_end,
+    };
+    view.peers
+        .iter()
+        .filter(|p| route_to_peer(&msg, view.me, &p.id, &p.policy) == Route::Send)
+        .map(|p| p.id.clone())
+        .collect()
+}
+
+/// Checks the chain of custody a peer sends with a message (see
+/// `custody::verify_chain`), that this node is not already on it (a loop) and
+/// that it is within the signed hop limit; returns the path it proves.
+fn check_chain(
+    view: &View<'_>,
+    h: &EnvelopeHeader,
+    created: i64,
+    from_peer: &str,
+    hops: &[SignedHop],
+) -> Result<Vec<(String, i64)>, Rejection> {
+    let records = verify_chain(view.keys, &h.origin, &h.message_id, from_peer, hops)
+        .map_err(|e| Rejection::Malformed(format!("chain of custody: {e}")))?;
+    let path = path_of(&h.origin, created, &records);
+    if path.iter().any(|(node, _)| node == view.me) {
+        return Err(Rejection::Policy(format!(
+            "loop: {} is already on the path",
+            view.me
+        )));
+    }
+    if path.len() as u64 > u64::from(h.hop_limit) {
+        return Err(Rejection::Policy(format!(
+            "hop limit exceeded: {} hops taken, the origin allowed {}",
+            path.len(),
+            h.hop_limit
+        )));
+    }
+    Ok(path)
+}
+
+/// What this node learns from a payload it can read.
+#[derive(Default)]
+struct Parsed {
+    severity: i32,
+    sectors: i64,
+    supersedes: Option<String>,
+    request_id: Option<String>,
+    receipt: Option<Receipt>,
+}
+
+/// Sector bitmask for listing filters.
+pub fn sectors_mask(sectors: &[i32]) -> i64 {
+    sectors
+        .iter()
+        .filter(|s| (1..63).contains(*s))
+        .fold(0i64, |m, s| m | (1i64 << s))
+}
+
+fn invalid(what: &str, e: impl std::fmt::Display) -> Rejection {
+    Rejection::InvalidPayload(format!("{what} does not decode: {e}"))
+}
+
+fn is_uuid(s: &str) -> bool {
+    uuid::Uuid::parse_str(s).is_ok()
+}
+
+/// Decodes and validates a readable payload according to its kind.
+fn parse_body(
+    view: &View<'_>,
+    h: &EnvelopeHeader,
+    body: &[u8],
+    created: i64,
+) -> Result<Parsed, Rejection> {
+    let request_ref = |id: &str| {
+        if is_uuid(id) {
+            Ok(Some(id.to_string()))
+        } else {
+            Err(Rejection::InvalidPayload(format!(
+                "request_id {id:?} is not a message id"
+            )))
+        }
+    };
+    match MessageKind::try_from(h.kind) {
+        Ok(MessageKind::Alert) => {
+            let alert = Alert::decode(body).map_err(|e| invalid("alert", e))?;
+            let limits = Limits {
+                max_message_bytes: view.max_message_bytes,
+                ..Limits::default()
+            };
+            validate_alert(&alert, created, body.len(), &limits)
+                .map_err(|e| Rejection::InvalidPayload(e.to_string()))?;
+            if alert.tlp != h.tlp {
+                return Err(Rejection::InvalidPayload(
+                    "alert.tlp differs from the signed envelope's TLP".into(),
+                ));
+            }
+            if alert.exercise != h.exercise {
+                return Err(Rejection::InvalidPayload(
+                    "alert.exercise differs from the signed envelope's exercise flag".into(),
+                ));
+            }
+            Ok(Parsed {
+                severity: alert.severity,
+                sectors: sectors_mask(&alert.sectors),
+                supersedes: (!alert.supersedes.is_empty()).then(|| alert.supersedes.clone()),
+                ..Parsed::default()
+            })
+        }
+        Ok(MessageKind::AssistanceRequest) => {
+            let r =
+                AssistanceRequest::decode(body).map_err(|e| invalid("assistance request", e))?;
+            crate::domain::assistance::validate_request(&r, created)
+                .map_err(|e| Rejection::InvalidPayload(e.to_string()))?;
+            if r.tlp != h.tlp {
+                return Err(Rejection::InvalidPayload(
+                    "request.tlp differs from the signed envelope's TLP".into(),
+                ));
+            }
+            Ok(Parsed {
+                severity: r.severity,
+                sectors: sectors_mask(&[r.sector]),
+                request_id: Some(h.message_id.clone()),
+                ..Parsed::default()
+            })
+        }
+        Ok(MessageKind::Offer) => {
+            let o = OfferMessage::decode(body).map_err(|e| invalid("offer", e))?;
+            let Some(offer) = &o.offer else {
+                return Err(Rejection::InvalidPayload("offer: required".into()));
+            };
+            crate::domain::assistance::validate_offer(offer)
+                .map_err(|e| Rejection::InvalidPayload(e.to_string()))?;
+            Ok(Parsed {
+                request_id: request_ref(&o.request_id)?,
+                ..Parsed::default()
+            })
+        }
+        Ok(MessageKind::Decision) => {
+            let d = DecisionMessage::decode(body).map_err(|e| invalid("decision", e))?;
+            Ok(Parsed {
+                request_id: request_ref(&d.request_id)?,
+                ..Parsed::default()
+            })
+        }
+        Ok(MessageKind::Status) => {
+            let st = StatusMessage::decode(body).map_err(|e| invalid("status", e))?;
+            Ok(Parsed {
+                request_id: request_ref(&st.request_id)?,
+                ..Parsed::default()
+            })
+        }
+        Ok(MessageKind::Receipt) => {
+            let r = Receipt::decode(body).map_err(|e| invalid("receipt", e))?;
+            if h.recipients.len() != 1 {
+                return Err(Rejection::InvalidPayload(
+                    "a receipt is addressed to exactly one node, the origin".into(),
+                ));
+            }
+            if r.message_ids.is_empty() || r.message_ids.len() > MAX_RECEIPT_IDS {
+                return Err(Rejection::InvalidPayload(format!(
+                    "receipt.message_ids: 1 to {MAX_RECEIPT_IDS} ids"
+                )));
+            }
+            if let Some(bad) = r.message_ids.iter().find(|id| !is_uuid(id)) {
+                return Err(Rejection::InvalidPayload(format!(
+                    "receipt.message_ids: {bad:?} is not a message id"
+                )));
+            }
+            match ReceiptState::try_from(r.state) {
+                Ok(ReceiptState::Unspecified) | Err(_) => {
+                    return Err(Rejection::InvalidPayload("receipt.state: unknown".into()));
+                }
+                Ok(_) => {}
+            }
+            Ok(Parsed {
+                receipt: Some(r),
+                ..Parsed::default()
+            })
+        }
+        _ => Err(Rejection::Policy(format!(
+            "message kind {} is not accepted by this node version",
+            h.kind
+        ))),
+    }
+}
+
+/// Checks a verified envelope against this node's right to hold it and, where
+/// this node can read it, its payload; builds the row to store.
+fn decide(
+    view: &View<'_>,
+    env: SignedEnvelope,
+    v: &Verified,
+    from_peer: Option<&str>,
+    mut hops: Vec<SignedHop>,
+    reverse: Option<&ReceiptRoute>,
+    now: i64,
+) -> Result<Admitted, Rejection> {
+    let h = &v.header;
+    let tlp = Tlp::try_from(h.tlp).map_err(|_| Rejection::Malformed("unknown TLP".into()))?;
+    let label = crate::domain::alert::tlp_label(tlp);
+    if restricted(tlp) && h.recipients.is_empty() {
+        return Err(Rejection::Policy(format!(
+            "{label} may not be broadcast; it needs named recipients"
+        )));
+    }
+    if restricted(tlp) && !h.encrypted {
+        return Err(Rejection::Policy(format!(
+            "{label} payloads must be end-to-end encrypted for their recipients"
+        )));
+    }
+    let is_recipient = h.origin == view.me || h.recipients.iter().any(|r| r == view.me);
+    let plain = if h.encrypted && is_recipient {
+        Some(
+            crate::domain::e2e::open(&env.payload, &h.message_id, view.signer)
+                .map_err(|e| Rejection::InvalidPayload(format!("cannot decrypt: {e}")))?,
+        )
+    } else {
+        None
+    };
+    let readable = !h.encrypted || plain.is_some();
+    let created = h.created.as_ref().and_then(checked_ts_to_ms).unwrap_or(now);
+    let parsed = if readable {
+        let body = plain.as_deref().unwrap_or(&env.payload);
+        parse_body(view, h, body, created)?
+    } else {
+        // A relay for a message it cannot read: route on the signed header only.
+        Parsed::default()
+    };
+    let path = match from_peer {
+        Some(peer) => check_chain(view, h, created, peer, &hops)?,
+        None => vec![(h.origin.clone(), created)],
+    };
+    let path_ids: Vec<String> = path.iter().map(|(n, _)| n.clone()).collect();
+    let forward_to = match reverse {
+        // Receipts go back the way the messages came, not by flooding.
+        Some(ReceiptRoute::Destination) => Vec::new(),
+        Some(ReceiptRoute::Next(peer)) if !path_ids.contains(peer) => vec![peer.clone()],
+        _ => targets(
+            view,
+            &h.origin,
+            tlp,
+            &h.recipients,
+            &path_ids,
+            h.hop_limit,
+            h.encrypted,
+        ),
+    };
+    if let Some(peer) = from_peer
+        && !forward_to.is_empty()
+    {
+        let decision = if h.encrypted && !is_recipient {
+            format!(
+                "relayed {label} ciphertext toward its recipients (not a recipient; cannot read)"
+            )
+        } else if h.recipients.is_empty() {
+            format!("relayed {label} broadcast")
+        } else {
+            format!("relayed {label} toward its recipients")
+        };
+        hops.push(sign_hop(
+            view.signer,
+            HopRecord {
+                message_id: h.message_id.clone(),
+                received_from: peer.to_string(),
+                received_at: Some(ms_to_ts(now)),
+                forwarded_to: forward_to.clone(),
+                decision,
+                ..Default::default()
+            },
+        ));
+    }
+    let receipt_facts = parsed
+        .receipt
+        .filter(|_| h.recipients.iter().any(|r| r == view.me))
+        .map(|r| ReceiptFacts {
+            me: view.me.to_string(),
+            from: h.origin.clone(),
+            ids: r.message_ids,
+            state: r.state,
+            reason: r.reason,
+            at_ms: created,
+        });
+    Ok(Admitted {
+        message_id: h.message_id.clone(),
+        origin: h.origin.clone(),
+        kind: h.kind,
+        tlp,
+        severity: parsed.severity,
+        sectors_mask: parsed.sectors,
+        exercise: h.exercise,
+        created_ms: created,
+        expires_ms: h.expires.as_ref().and_then(checked_ts_to_ms),
+        received_ms: now,
+        from_peer: from_peer.map(str::to_string),
+        path,
+        header: env.header,
+        payload: env.payload,
+        signature: env.signature,
+        forward_to,
+        supersedes: parsed.supersedes,
+        readable,
+        plain,
+        request_id: parsed.request_id,
+        receipt_facts,
+        hops: HopChain { hops }.encode_to_vec(),
+        receipt_owed: None,
+    })
+}
+
+#[cfg(test)]
+#[path = "admission_tests.rs"]
+mod tests;

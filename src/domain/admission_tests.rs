@@ -1,0 +1,383 @@
+//! Tests of admission without I/O: examples of each rule, and a property test
+//! over random envelopes, paths, peers and policies.
+use super::*;
+use crate::domain::custody::sign_hop;
+use crate::domain::envelope::{Draft, VerifyLimits, seal, verify};
+use crate::proto::v1::{Alert, HopRecord, Nis2Sector, RsitClass, Severity};
+use ed25519_dalek::SigningKey;
+use proptest::prelude::*;
+
+const NOW: i64 = 1_800_000_000_000;
+const MEMBERS: [&str; 6] = ["node-a", "node-b", "node-c", "node-d", "node-e", "node-f"];
+
+fn signer(i: usize) -> Signer {
+    Signer::new(MEMBERS[i], SigningKey::from_bytes(&[i as u8 + 1; 32]))
+}
+
+fn registry() -> KeyRegistry {
+    let mut reg = KeyRegistry::default();
+    for i in 0..MEMBERS.len() {
+        reg.add(MEMBERS[i], signer(i).verifying_key()).unwrap();
+    }
+    reg
+}
+
+fn alert(tlp: Tlp) -> Alert {
+    Alert {
+        title: "Wiper on jump hosts".into(),
+        description: "seen at two operators".into(),
+        tlp: tlp as i32,
+        severity: Severity::High as i32,
+        rsit_class: RsitClass::MaliciousCode as i32,
+        sectors: vec![Nis2Sector::Energy as i32],
+        ..Default::default()
+    }
+}
+
+/// An alert signed by member `origin`, sealed for `recipients` when restricted.
+fn envelope(
+    origin: usize,
+    tlp: Tlp,
+    recipients: &[String],
+    hop_limit: u32,
+    encrypt: bool,
+) -> SignedEnvelope {
+    let message_id = uuid::Uuid::now_v7().to_string();
+    let body = alert(tlp).encode_to_vec();
+    let payload = if encrypt {
+        let mut to = recipients.to_vec();
+        to.push(MEMBERS[origin].to_string());
+        crate::domain::e2e::seal(&body, &message_id, &to, &registry()).unwrap()
+    } else {
+        body
+    };
+    seal(
+        &signer(origin),
+        Draft {
+            message_id,
+            kind: MessageKind::Alert,
+            tlp,
+            recipients: recipients.to_vec(),
+            created_ms: NOW - 1_000,
+            expires_ms: None,
+            hop_limit,
+            exercise: false,
+            encrypted: encrypt,
+            payload,
+        },
+    )
+}
+
+/// The chain the relays `relays` (member indexes, in order) sign for `env`.
+fn chain(env: &SignedEnvelope, origin: usize, relays: &[usize]) -> Vec<SignedHop> {
+    let h = EnvelopeHeader::decode(env.header.as_slice()).unwrap();
+    let mut previous = MEMBERS[origin].to_string();
+    let mut hops = Vec::new();
+    for &r in relays {
+        hops.push(sign_hop(
+            &signer(r),
+            HopRecord {
+                message_id: h.message_id.clone(),
+                received_from: previous.clone(),
+                received_at: Some(ms_to_ts(NOW - 500)),
+                forwarded_to: vec!["somebody".into()],
+                decision: "relayed".into(),
+                ..Default::default()
+            },
+        ));
+        previous = MEMBERS[r].to_string();
+    }
+    hops
+}
+
+fn limits() -> VerifyLimits {
+    VerifyLimits {
+        max_message_bytes: 256 * 1024,
+        max_clock_skew_ms: 300_000,
+    }
+}
+
+fn decide_one(
+    me: usize,
+    peers: &[Peer],
+    env: SignedEnvelope,
+    from_peer: Option<&str>,
+    hops: Vec<SignedHop>,
+) -> Decision {
+    let reg = registry();
+    let me_signer = signer(me);
+    let view = View {
+        me: MEMBERS[me],
+        signer: &me_signer,
+        keys: &reg,
+        peers,
+        max_message_bytes: 256 * 1024,
+    };
+    let verdict = verify(&reg, &env, NOW, &limits());
+    admit(
+        &view,
+        Input {
+            envelope: env,
+            verdict,
+            from_peer,
+            chain: hops,
+            receipt_route: None,
+        },
+        NOW,
+    )
+}
+
+fn peer(i: usize, max_tlp: Tlp, relay: bool) -> Peer {
+    Peer {
+        id: MEMBERS[i].into(),
+        policy: PeerPolicy { max_tlp, relay },
+    }
+}
+
+#[test]
+fn green_broadcast_is_relayed_to_every_other_peer_with_a_hop_record() {
+    // node-c receives node-a's broadcast via node-b; its peers are b and d.
+    let env = envelope(0, Tlp::Green, &[], 8, false);
+    let hops = chain(&env, 0, &[1]);
+    let peers = [peer(1, Tlp::Red, true), peer(3, Tlp::Red, true)];
+    let Decision::Admit(row) = decide_one(2, &peers, env, Some("node-b"), hops) else {
+        panic!("admitted")
+    };
+    assert_eq!(row.forward_to, vec!["node-d".to_string()]);
+    let path: Vec<_> = row.path.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(path, ["node-a", "node-b"]);
+    let chain = HopChain::decode(row.hops.as_slice()).unwrap();
+    assert_eq!(
+        chain.hops.len(),
+        2,
+        "the received record plus this node's own"
+    );
+    let own = HopRecord::decode(chain.hops[1].record.as_slice()).unwrap();
+    assert_eq!(
+        (own.relay.as_str(), own.received_from.as_str()),
+        ("node-c", "node-b")
+    );
+    assert_eq!(own.forwarded_to, vec!["node-d".to_string()]);
+    let owed = row.receipt_owed.expect("a broadcast member owes a receipt");
+    assert_eq!(
+        (owed.origin.as_str(), owed.state),
+        ("node-a", ReceiptState::Delivered)
+    );
+}
+
+#[test]
+fn amber_without_recipients_or_encryption_is_refused_with_a_receipt() {
+    let peers = [peer(1, Tlp::Red, true)];
+    let to = vec!["node-c".to_string()];
+    let clear = envelope(1, Tlp::Amber, &to, 8, false);
+    match decide_one(2, &peers, clear, Some("node-b"), vec![]) {
+        Decision::Refuse { reason, receipt } => {
+            assert!(
+                reason.to_string().contains("end-to-end encrypted"),
+                "{reason}"
+            );
+            assert_eq!(receipt.unwrap().state, ReceiptState::Rejected);
+        }
+        d => panic!("{d:?}"),
+    }
+    let broadcast = envelope(1, Tlp::Red, &[], 8, false);
+    match decide_one(2, &peers, broadcast, Some("node-b"), vec![]) {
+        Decision::Refuse { reason, receipt } => {
+            assert!(
+                reason.to_string().contains("may not be broadcast"),
+                "{reason}"
+            );
+            assert!(receipt.is_some());
+        }
+        d => panic!("{d:?}"),
+    }
+}
+
+#[test]
+fn a_relay_routes_ciphertext_it_cannot_read() {
+    // node-b relays node-a's AMBER alert for node-c without reading it.
+    let to = vec!["node-c".to_string()];
+    let env = envelope(0, Tlp::Amber, &to, 8, true);
+    let peers = [peer(0, Tlp::Red, true), peer(2, Tlp::Red, true)];
+    let Decision::Admit(row) = decide_one(1, &peers, env, Some("node-a"), vec![]) else {
+        panic!("admitted")
+    };
+    assert!(!row.readable && row.plain.is_none());
+    assert_eq!(row.forward_to, vec!["node-c".to_string()]);
+    assert!(row.receipt_owed.is_none(), "not a recipient: owes nothing");
+    // The recipient reads it.
+    let env = envelope(0, Tlp::Amber, &to, 8, true);
+    let Decision::Admit(row) =
+        decide_one(2, &[peer(0, Tlp::Red, true)], env, Some("node-a"), vec![])
+    else {
+        panic!("admitted")
+    };
+    assert!(row.readable && row.plain.is_some());
+    assert_eq!(row.severity, Severity::High as i32);
+}
+
+#[test]
+fn loops_forged_chains_and_hop_limits_are_refused() {
+    let env = envelope(0, Tlp::Green, &[], 8, false);
+    let hops = chain(&env, 0, &[2, 1]);
+    // node-c is already on the path.
+    match decide_one(2, &[], env, Some("node-b"), hops) {
+        Decision::Refuse { reason, .. } => assert!(reason.to_string().contains("loop"), "{reason}"),
+        d => panic!("{d:?}"),
+    }
+    // The chain does not end with the sender.
+    let env = envelope(0, Tlp::Green, &[], 8, false);
+    let hops = chain(&env, 0, &[3]);
+    match decide_one(2, &[], env, Some("node-b"), hops) {
+        Decision::Refuse { reason, .. } => {
+            assert!(reason.to_string().contains("chain of custody"), "{reason}")
+        }
+        d => panic!("{d:?}"),
+    }
+    // Hop limit 2: a-b-c is the last allowed hop; c forwards nothing.
+    let env = envelope(0, Tlp::Green, &[], 2, false);
+    let hops = chain(&env, 0, &[1]);
+    let Decision::Admit(row) = decide_one(2, &[peer(3, Tlp::Red, true)], env, Some("node-b"), hops)
+    else {
+        panic!("admitted")
+    };
+    assert!(row.forward_to.is_empty());
+}
+
+#[test]
+fn a_bad_signature_is_refused_without_a_receipt() {
+    let mut env = envelope(0, Tlp::Green, &[], 8, false);
+    env.signature[5] ^= 1;
+    match decide_one(1, &[], env, Some("node-a"), vec![]) {
+        Decision::Refuse { reason, receipt } => {
+            assert_eq!(reason, Rejection::BadSignature);
+            assert!(receipt.is_none(), "nobody is owed a receipt for a forgery");
+        }
+        d => panic!("{d:?}"),
+    }
+}
+
+#[test]
+fn receipts_follow_their_reverse_route() {
+    let reg = registry();
+    let me = signer(1);
+    let peers = [peer(0, Tlp::Red, true), peer(2, Tlp::Red, true)];
+    let view = View {
+        me: MEMBERS[1],
+        signer: &me,
+        keys: &reg,
+        peers: &peers,
+        max_message_bytes: 256 * 1024,
+    };
+    let receipt = Receipt {
+        message_ids: vec![uuid::Uuid::now_v7().to_string()],
+        state: ReceiptState::Delivered as i32,
+        reason: String::new(),
+    };
+    let env = seal(
+        &signer(2),
+        Draft {
+            message_id: uuid::Uuid::now_v7().to_string(),
+            kind: MessageKind::Receipt,
+            tlp: Tlp::Green,
+            recipients: vec!["node-a".into()],
+            created_ms: NOW,
+            expires_ms: None,
+            hop_limit: 8,
+            exercise: false,
+            encrypted: false,
+            payload: receipt.encode_to_vec(),
+        },
+    );
+    let verdict = verify(&reg, &env, NOW, &limits());
+    let d = admit(
+        &view,
+        Input {
+            envelope: env,
+            verdict,
+            from_peer: Some("node-c"),
+            chain: vec![],
+            receipt_route: Some(ReceiptRoute::Next("node-a".into())),
+        },
+        NOW,
+    );
+    let Decision::Admit(row) = d else {
+        panic!("{d:?}")
+    };
+    assert_eq!(row.forward_to, vec!["node-a".to_string()]);
+    assert!(row.receipt_owed.is_none(), "no receipt for a receipt");
+    assert!(
+        row.receipt_facts.is_none(),
+        "addressed to node-a, not to this relay"
+    );
+}
+
+fn tlp_strategy() -> impl Strategy<Value = Tlp> {
+    prop_oneof![
+        Just(Tlp::Clear),
+        Just(Tlp::Green),
+        Just(Tlp::Amber),
+        Just(Tlp::AmberStrict),
+        Just(Tlp::Red),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Whatever the envelope, path, peers and policies: never AMBER+ in clear
+    /// to a non-recipient, never AMBER+ to a non-relay peer that is not a
+    /// recipient, never above a peer's cap, never back along the path or to
+    /// the origin, never beyond the hop limit.
+    #[test]
+    fn forwarding_never_breaks_policy(
+        me in 0usize..6,
+        origin in 0usize..6,
+        tlp in tlp_strategy(),
+        recipients in proptest::sample::subsequence(MEMBERS.to_vec(), 0..4),
+        encrypt in any::<bool>(),
+        hop_limit in 1u32..6,
+        relays in proptest::sample::subsequence(vec![0usize, 1, 2, 3, 4, 5], 0..4),
+        policies in proptest::collection::vec((tlp_strategy(), any::<bool>(), any::<bool>()), 6),
+    ) {
+        prop_assume!(me != origin);
+        let relays: Vec<usize> = relays.into_iter().filter(|r| *r != origin && *r != me).collect();
+        let recipients: Vec<String> = recipients.into_iter().map(String::from).filter(|r| r != MEMBERS[origin]).collect();
+        let env = envelope(origin, tlp, &recipients, hop_limit, encrypt && !recipients.is_empty());
+        let hops = chain(&env, origin, &relays);
+        let sender = relays.last().copied().unwrap_or(origin);
+        let peers: Vec<Peer> = (0..6)
+            .filter(|i| *i != me && policies[*i].2)
+            .map(|i| peer(i, policies[i].0, policies[i].1))
+            .collect();
+        let path: Vec<&str> = std::iter::once(origin).chain(relays.iter().copied()).map(|i| MEMBERS[i]).collect();
+        match decide_one(me, &peers, env, Some(MEMBERS[sender]), hops) {
+            Decision::Admit(row) => {
+                prop_assert!(!(restricted(tlp) && recipients.is_empty()));
+                prop_assert!(path.len() <= hop_limit as usize, "admitted beyond the hop limit");
+                if path.len() + 1 > hop_limit as usize {
+                    prop_assert!(row.forward_to.is_empty(), "forwarded beyond the hop limit");
+                }
+                for to in &row.forward_to {
+                    let p = peers.iter().find(|p| &p.id == to).expect("only to peers");
+                    prop_assert!(tlp <= p.policy.max_tlp, "above the cap of {}", to);
+                    prop_assert!(!path.contains(&to.as_str()), "back along the path to {}", to);
+                    prop_assert!(to != MEMBERS[me]);
+                    let is_recipient = recipients.contains(to);
+                    if restricted(tlp) {
+                        prop_assert!(is_recipient || p.policy.relay,
+                            "AMBER+ to {} which is neither a recipient nor a relay link", to);
+                        prop_assert!(encrypt, "AMBER+ forwarded without end-to-end encryption");
+                    }
+                    if !restricted(tlp) && !recipients.is_empty() && !is_recipient {
+                        prop_assert!(p.policy.relay);
+                    }
+                }
+                if restricted(tlp) && !recipients.iter().any(|r| r == MEMBERS[me]) {
+                    prop_assert!(!row.readable && row.plain.is_none(), "a non-recipient can read AMBER+");
+                }
+            }
+            Decision::Refuse { .. } => {}
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! Incident alerts on a node: publishing (validated, distribution checked,
+//! only the origin may supersede or retract its own alert), reading one
+//! message, listing, watching what the node stores, and acknowledging (which
+//! owes the origin an ACKNOWLEDGED receipt).
+use crate::domain::admission::{ReceiptOwed, sectors_mask};
+use crate::domain::alert::{Limits, tlp_label, validate_alert};
+use crate::domain::envelope::{ms_to_ts, ts_to_ms};
+use crate::domain::policy::check_distribution;
+use crate::proto::v1::{
+    Alert, AlertFilter, AlertSummary, EnvelopeHeader, HopChain, HopRecord, MessageKind,
+    MessageView, Nis2Sector, PathHop, ReceiptState, Severity, SignedEnvelope, Tlp, WatchEvent,
+};
+use crate::service::ingest::{OriginateError, Outgoing, originate};
+use crate::service::node::Node;
+use crate::service::{ErrorKind, InvalidArgument, ServiceError, now_ms};
+use crate::storage::{AlertQuery, StoreError, StoredMessage};
+use prost::Message;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// Why an alert operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AlertError {
+    #[error("{0}")]
+    Invalid(#[from] InvalidArgument),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Originate(#[from] OriginateError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+impl ServiceError for AlertError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            AlertError::Invalid(_) => ErrorKind::InvalidArgument,
+            AlertError::NotFound(_) => ErrorKind::NotFound,
+            AlertError::PermissionDenied(_) => ErrorKind::PermissionDenied,
+            AlertError::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
+            AlertError::Unavailable(_) => ErrorKind::Unavailable,
+            AlertError::Originate(e) => e.kind(),
+            AlertError::Store(e) => e.kind(),
+        }
+    }
+}
+
+/// The operator-facing view of a stored message.
+pub fn message_view(m: &StoredMessage) -> MessageView {
+    let header = EnvelopeHeader::decode(m.header.as_slice()).unwrap_or_default();
+    let alert = (m.kind == MessageKind::Alert as i32)
+        .then(|| Alert::decode(m.body()).ok())
+        .flatten();
+    MessageView {
+        message_id: m.message_id.clone(),
+        origin: m.origin.clone(),
+        kind: m.kind,
+        tlp: m.tlp,
+        recipients: header.recipients,
+        created: Some(ms_to_ts(m.created_ms)),
+        received: Some(ms_to_ts(m.received_ms)),
+        alert,
+        path: m
+            .path
+            .iter()
+            .map(|h| PathHop {
+                node_id: h.node.clone(),
+                at: Some(ms_to_ts(h.at_ms)),
+            })
+            .collect(),
+        envelope: Some(SignedEnvelope {
+            header: m.header.clone(),
+            payload: m.payload.clone(),
+            signature: m.signature.clone(),
+        }),
+        cursor: m.cursor,
+        acknowledged: m.acknowledged_ms.map(ms_to_ts),
+        superseded_by: m.superseded_by.clone().unwrap_or_default(),
+        request_id: m.request_id.clone().unwrap_or_default(),
+        custody: m
+            .hops
+            .as_deref()
+            .and_then(|b| HopChain::decode(b).ok())
+            .map(|c| {
+                c.hops
+                    .iter()
+                    .filter_map(|h| HopRecord::decode(h.record.as_slice()).ok())
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+fn summary(m: &StoredMessage) -> AlertSummary {
+    AlertSummary {
+        message_id: m.message_id.clone(),
+        origin: m.origin.clone(),
+        alert: Alert::decode(m.body()).ok(),
+        created: Some(ms_to_ts(m.created_ms)),
+        received: Some(ms_to_ts(m.received_ms)),
+        cursor: m.cursor,
+        superseded_by: m.superseded_by.clone().unwrap_or_default(),
+    }
+}
+
+/// Translates the proto filter into a store query, validating enum values.
+pub fn alert_query(f: Option<AlertFilter>) -> Result<AlertQuery, InvalidArgument> {
+    let f = f.unwrap_or_default();
+    for t in &f.tlp {
+        if !matches!(Tlp::try_from(*t), Ok(x) if x != Tlp::Unspecified) {
+            return Err(InvalidArgument::new(
+                "filter.tlp",
+                format!("unknown TLP value {t}"),
+            ));
+        }
+    }
+    for s in &f.sectors {
+        if !matches!(Nis2Sector::try_from(*s), Ok(x) if x != Nis2Sector::Unspecified) {
+            return Err(InvalidArgument::new(
+                "filter.sectors",
+                format!("unknown sector value {s}"),
+            ));
+        }
+    }
+    if Severity::try_from(f.min_severity).is_err() {
+        return Err(InvalidArgument::new(
+            "filter.min_severity",
+            "unknown severity value",
+        ));
+    }
+    Ok(AlertQuery {
+        min_severity: f.min_severity,
+        tlps: f.tlp,
+        sectors_mask: sectors_mask(&f.sectors),
+        origins: f.origins,
+        created_after_ms: f.created_after.as_ref().map(ts_to_ms),
+        created_before_ms: f.created_before.as_ref().map(ts_to_ms),
+        include_exercise: f.include_exercise,
+    })
+}
+
+/// Whether a stored message passes a Watch filter.
+fn watch_matches(q: &AlertQuery, m: &StoredMessage) -> bool {
+    if !m.readable || m.kind == MessageKind::Receipt as i32 {
+        return false;
+    }
+    if m.kind != MessageKind::Alert as i32 {
+        return true;
+    }
+    let Ok(a) = Alert::decode(m.body()) else {
+        return false;
+    };
+    (q.include_exercise || !a.exercise)
+        && a.severity >= q.min_severity
+        && (q.tlps.is_empty() || q.tlps.contains(&m.tlp))
+        && (q.sectors_mask == 0 || sectors_mask(&a.sectors) & q.sectors_mask != 0)
+        && (q.origins.is_empty() || q.origins.contains(&m.origin))
+        && q.created_after_ms.is_none_or(|t| m.created_ms >= t)
+        && q.created_before_ms.is_none_or(|t| m.created_ms < t)
+}
+
+/// Publishes an alert as this node to `recipients` (empty: the whole
+/// federation, CLEAR and GREEN only); returns its message id.
+pub async fn publish(
+    node: &Node,
+    alert: Option<Alert>,
+    recipients: Vec<String>,
+) -> Result<String, AlertError> {
+    let alert = alert.ok_or_else(|| InvalidArgument::new("alert", "required"))?;
+    let now = now_ms();
+    let tlp = Tlp::try_from(alert.tlp).unwrap_or(Tlp::Unspecified);
+    let limits = Limits {
+        max_message_bytes: node.cfg.limits.max_message_bytes,
+        ..Limits::default()
+    };
+    let payload = alert.encode_to_vec();
+    validate_alert(&alert, now, payload.len(), &limits)
+        .map_err(|e| InvalidArgument::new("alert", e))?;
+    check_distribution(tlp, &recipients).map_err(|e| InvalidArgument::new("recipients", e))?;
+    node.check_members(&recipients)?;
+    if !alert.supersedes.is_empty() {
+        match node.store.get_message(&alert.supersedes).await? {
+            Some(old) if old.origin == node.id && old.kind == MessageKind::Alert as i32 => {}
+            Some(old) => {
+                return Err(AlertError::PermissionDenied(format!(
+                    "alert.supersedes: {} was issued by {}; only its origin may update or retract it",
+                    old.message_id, old.origin
+                )));
+            }
+            None => {
+                return Err(AlertError::FailedPrecondition(format!(
+                    "alert.supersedes: no alert {} on this node",
+                    alert.supersedes
+                )));
+            }
+        }
+    }
+    let outgoing = Outgoing {
+        kind: MessageKind::Alert,
+        tlp,
+        recipients,
+        expires_ms: alert.expires.as_ref().map(ts_to_ms),
+        exercise: alert.exercise,
+        created_ms: Some(now),
+        payload,
+    };
+    let (message_id, _) = originate(node, outgoing).await?;
+    tracing::info!(%message_id, tlp = tlp_label(tlp), "alert published");
+    Ok(message_id)
+}
+
+/// One message this node holds and can read.
+pub async fn get(node: &Node, message_id: &str) -> Result<MessageView, AlertError> {
+    if message_id.is_empty() {
+        return Err(InvalidArgument::new("message_id", "required").into());
+    }
+    match node.store.get_message(message_id).await? {
+        Some(m) if !m.readable => Err(AlertError::PermissionDenied(format!(
+            "{message_id} is end-to-end encrypted for other nodes; this node only relays it"
+        ))),
+        Some(m) => Ok(message_view(&m)),
+        None => Err(AlertError::NotFound(format!(
+            "no message {message_id} on this node"
+        ))),
+    }
+}
+
+/// A page of alerts matching `filter`, newest first, below cursor `before`
+/// (0: the newest). Returns the page and the cursor to continue from (0: no more).
+pub async fn list(
+    node: &Node,
+    filter: Option<AlertFilter>,
+    before: u64,
+    size: usize,
+) -> Result<(Vec<AlertSummary>, u64), AlertError> {
+    let q = alert_query(filter)?;
+    let mut rows = node.store.list_alerts(q, before, size + 1).await?;
+    let more = rows.len() > size;
+    rows.truncate(size);
+    let next = if more {
+        rows.last().map_or(0, |m| m.cursor)
+    } else {
+        0
+    };
+    Ok((rows.iter().map(summary).collect(), next))
+}
+
+/// Where a Watch stream starts.
+pub enum WatchFrom {
+    /// The first stored message.
+    Start,
+    /// After this cursor.
+    After(u64),
+    /// Only messages stored from now on.
+    Now,
+}
+
+/// Streams the messages this node stores (matching `filter`) from `from`, in
+/// store order, until the receiver is dropped or the node stops.
+pub async fn watch(
+    node: Arc<Node>,
+    filter: Option<AlertFilter>,
+    from: WatchFrom,
+) -> Result<mpsc::Receiver<Result<WatchEvent, AlertError>>, AlertError> {
+    let q = alert_query(filter)?;
+    // Subscribe before reading the backlog so nothing falls in between.
+    let mut notes = node.stored.subscribe();
+    let mut cursor = match from {
+        WatchFrom::Start => 0,
+        WatchFrom::After(c) => c,
+        WatchFrom::Now => node.store.last_cursor().await?,
+    };
+    let (tx, rx) = mpsc::channel(256);
+    tokio::spawn(async move {
+        loop {
+            let batch = match node.store.messages_after(cursor, 256).await {
+                Ok(b) => b,
+                Err(e) => {
+                    let _ = tx.send(Err(e.into())).await;
+                    return;
+                }
+            };
+            let full = batch.len() == 256;
+            for m in batch {
+                cursor = m.cursor;
+                if watch_matches(&q, &m) {
+                    let ev = WatchEvent {
+                        cursor: m.cursor,
+                        message: Some(message_view(&m)),
+                    };
+                    if tx.send(Ok(ev)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            if full {
+                continue;
+            }
+            tokio::select! {
+                n = notes.recv() => {
+                    if let Err(tokio::sync::broadcast::error::RecvError::Closed) = n {
+                        return;
+                    }
+                }
+                _ = tx.closed() => return,
+                _ = node.shutdown.cancelled() => {
+                    let _ = tx
+                        .send(Err(AlertError::Unavailable(
+                            "node is shutting down; resume with after_cursor".into(),
+                        )))
+                        .await;
+                    return;
+                }
+            }
+        }
+    });
+    Ok(rx)
+}
+
+/// Marks a message as seen by an operator of this node and owes its origin an
+/// ACKNOWLEDGED receipt. Returns when it was first acknowledged.
+pub async fn acknowledge(node: &Node, message_id: &str) -> Result<i64, AlertError> {
+    if message_id.is_empty() {
+        return Err(InvalidArgument::new("message_id", "required").into());
+    }
+    let Some(at) = node.store.acknowledge(message_id, now_ms()).await? else {
+        return Err(AlertError::NotFound(format!(
+            "no message {message_id} on this node"
+        )));
+    };
+    if let Some(m) = node.store.get_message(message_id).await?
+        && m.origin != node.id
+        && m.kind != MessageKind::Receipt as i32
+    {
+        node.receipts.push(ReceiptOwed {
+            origin: m.origin,
+            message_id: message_id.to_string(),
+            state: ReceiptState::Acknowledged,
+            reason: String::new(),
+        });
+    }
+    Ok(at)
+}

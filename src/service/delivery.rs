@@ -1,0 +1,217 @@
+//! Delivery and peers: per-recipient delivery state of a message (link-level
+//! states merged with the receipts recipients sent back), the direct peers
+//! with their link state, and what this node is.
+use crate::domain::envelope::ms_to_ts;
+use crate::proto::v1::{
+    DeliveryState, DeliveryStatus, EnvelopeHeader, NodeInfo, PeerView, ReceiptState,
+    RecipientDelivery,
+};
+use crate::service::node::Node;
+use crate::service::{ErrorKind, InvalidArgument, ServiceError};
+use crate::storage::{DeliveryRow, ReceiptRow, StoreError};
+use prost::Message;
+use std::collections::HashMap;
+
+/// Why a delivery or peer query failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("{0}")]
+    Invalid(#[from] InvalidArgument),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+impl ServiceError for DeliveryError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            DeliveryError::Invalid(_) => ErrorKind::InvalidArgument,
+            DeliveryError::NotFound(_) => ErrorKind::NotFound,
+            DeliveryError::Store(e) => e.kind(),
+        }
+    }
+}
+
+/// Per-node delivery state of a message: link-level states for direct peers,
+/// overridden by receipts from recipients; a named recipient with neither is
+/// RELAYED once some peer took the message, else QUEUED.
+pub fn delivery_view(
+    me: &str,
+    recipients: &[String],
+    links: Vec<DeliveryRow>,
+    receipts: Vec<ReceiptRow>,
+) -> Vec<RecipientDelivery> {
+    use std::collections::BTreeMap;
+    let mut out: BTreeMap<String, RecipientDelivery> = BTreeMap::new();
+    let mut handed_on = false;
+    for l in links {
+        handed_on |= l.state == DeliveryState::Delivered as i32;
+        out.insert(
+            l.peer.clone(),
+            RecipientDelivery {
+                node_id: l.peer,
+                state: l.state,
+                reason: l.reason,
+                updated: Some(ms_to_ts(l.updated_ms)),
+                attempts: l.attempts,
+            },
+        );
+    }
+    for r in receipts {
+        let state = match ReceiptState::try_from(r.state) {
+            Ok(ReceiptState::Acknowledged) => DeliveryState::Acknowledged,
+            Ok(ReceiptState::Rejected) => DeliveryState::Rejected,
+            _ => DeliveryState::Delivered,
+        };
+        let attempts = out.get(&r.node).map(|d| d.attempts).unwrap_or(0);
+        out.insert(
+            r.node.clone(),
+            RecipientDelivery {
+                node_id: r.node,
+                state: state as i32,
+                reason: r.reason,
+                updated: Some(ms_to_ts(r.at_ms)),
+                attempts,
+            },
+        );
+    }
+    for rcpt in recipients.iter().filter(|r| r.as_str() != me) {
+        out.entry(rcpt.clone())
+            .or_insert_with(|| RecipientDelivery {
+                node_id: rcpt.clone(),
+                state: if handed_on {
+                    DeliveryState::Relayed
+                } else {
+                    DeliveryState::Queued
+                } as i32,
+                reason: String::new(),
+                updated: None,
+                attempts: 0,
+            });
+    }
+    out.into_values().collect()
+}
+
+/// Per-recipient delivery state of a message this node holds.
+pub async fn status(node: &Node, message_id: &str) -> Result<DeliveryStatus, DeliveryError> {
+    if message_id.is_empty() {
+        return Err(InvalidArgument::new("message_id", "required").into());
+    }
+    let store = &node.store;
+    let Some(m) = store.get_message(message_id).await? else {
+        return Err(DeliveryError::NotFound(format!(
+            "no message {message_id} on this node"
+        )));
+    };
+    let links = store.delivery(message_id).await?;
+    let receipts = store.receipts(message_id).await?;
+    let header = EnvelopeHeader::decode(m.header.as_slice()).unwrap_or_default();
+    Ok(DeliveryStatus {
+        message_id: message_id.to_string(),
+        recipients: delivery_view(&node.id, &header.recipients, links, receipts),
+    })
+}
+
+/// The configured peers from position `start`, at most `size`, with their
+/// link state and outbox depth; and the total number of peers.
+pub async fn peers(
+    node: &Node,
+    start: usize,
+    size: usize,
+) -> Result<(Vec<PeerView>, usize), DeliveryError> {
+    let depths: HashMap<String, u64> = node.store.outbox_depths().await?.into_iter().collect();
+    let all = node.peers.list();
+    let page = all
+        .iter()
+        .skip(start)
+        .take(size)
+        .map(|p| {
+            let st = node.peers.status(&p.id);
+            PeerView {
+                peer_id: p.id.clone(),
+                endpoint: p.endpoint.to_string(),
+                state: st.state as i32,
+                last_contact: st.last_contact_ms.map(ms_to_ts),
+                outbox_depth: depths.get(&p.id).copied().unwrap_or(0),
+                last_error: st.last_error,
+                max_tlp: p.max_tlp as i32,
+            }
+        })
+        .collect();
+    Ok((page, all.len()))
+}
+
+/// What this node is: identity, version, peers, members, size.
+pub async fn node_info(node: &Node) -> Result<NodeInfo, DeliveryError> {
+    let stored = node.store.message_count().await?;
+    Ok(NodeInfo {
+        node_id: node.id.clone(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        listen: node.listen.to_string(),
+        signing_key_id: node.signer.key_id.clone(),
+        peers: node.peers.ids(),
+        members: node.keys().members().to_vec(),
+        started: Some(ms_to_ts(node.started_ms)),
+        stored_messages: stored,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(peer: &str, state: DeliveryState) -> DeliveryRow {
+        DeliveryRow {
+            peer: peer.into(),
+            state: state as i32,
+            reason: String::new(),
+            attempts: 2,
+            updated_ms: 10,
+        }
+    }
+
+    #[test]
+    fn receipts_override_links_and_unseen_recipients_show_relayed_or_queued() {
+        let to = vec![
+            "node-b".to_string(),
+            "node-c".to_string(),
+            "node-d".to_string(),
+        ];
+        let receipts = vec![ReceiptRow {
+            node: "node-b".into(),
+            state: ReceiptState::Acknowledged as i32,
+            reason: String::new(),
+            at_ms: 20,
+        }];
+        let v = delivery_view(
+            "node-a",
+            &to,
+            vec![link("node-b", DeliveryState::Delivered)],
+            receipts,
+        );
+        let state = |n: &str| {
+            let d = v.iter().find(|d| d.node_id == n).unwrap();
+            (DeliveryState::try_from(d.state).unwrap(), d.attempts)
+        };
+        assert_eq!(state("node-b"), (DeliveryState::Acknowledged, 2));
+        assert_eq!(state("node-c").0, DeliveryState::Relayed);
+        assert_eq!(state("node-d").0, DeliveryState::Relayed);
+        let v = delivery_view(
+            "node-a",
+            &to,
+            vec![link("node-b", DeliveryState::Queued)],
+            vec![],
+        );
+        assert!(
+            v.iter()
+                .filter(|d| d.node_id != "node-b")
+                .all(|d| d.state == DeliveryState::Queued as i32),
+            "nothing handed on yet"
+        );
+        assert!(
+            v.iter().all(|d| d.node_id != "node-a"),
+            "the origin is not a recipient of itself"
+        );
+    }
+}

@@ -1,0 +1,93 @@
+//! The node's use cases, between the gRPC adapters above and the pure domain
+//! and the store below: publishing and reading alerts ([`alerts`]), the
+//! assistance workflow ([`assistance`]), delivery status and peers
+//! ([`delivery`]), taking envelopes in ([`ingest`]), receipts ([`receipts`]),
+//! peer links ([`links`]) and metrics ([`metrics`]). The state they share is
+//! [`node::Node`].
+//!
+//! Each service has its own error type; every one of them implements
+//! [`ServiceError`], whose [`ErrorKind`] the API layer maps to a gRPC code in
+//! one table. Error messages say what to do.
+pub mod alerts;
+pub mod assistance;
+pub mod delivery;
+pub mod ingest;
+pub mod links;
+pub mod metrics;
+pub mod node;
+pub mod peers;
+pub mod receipts;
+
+use crate::storage::StoreError;
+
+/// Milliseconds since the Unix epoch: the one wall clock services read. The
+/// domain never reads a clock; services pass it `now`.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// What kind of failure a service error is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The caller sent something invalid; the message names the field.
+    InvalidArgument,
+    /// A position or size outside what exists.
+    OutOfRange,
+    /// The thing named does not exist on this node.
+    NotFound,
+    /// The caller may not do this.
+    PermissionDenied,
+    /// Not possible in the current state; the message says what must change.
+    FailedPrecondition,
+    /// Too much at once; retry later or ask for less.
+    ResourceExhausted,
+    /// Temporarily impossible; retrying later may succeed.
+    Unavailable,
+    /// Stored data is damaged; retrying cannot help.
+    DataLoss,
+    /// A fault of this node.
+    Internal,
+}
+
+/// An error a service returns to its caller.
+pub trait ServiceError: std::error::Error {
+    fn kind(&self) -> ErrorKind;
+}
+
+impl ServiceError for StoreError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            StoreError::Closed | StoreError::Full(_) | StoreError::Backend { .. } => {
+                ErrorKind::Unavailable
+            }
+            StoreError::Corrupt(_) => ErrorKind::DataLoss,
+            StoreError::Invalid(_) => ErrorKind::FailedPrecondition,
+        }
+    }
+}
+
+/// A refusal of the caller's input, naming the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct InvalidArgument {
+    pub field: String,
+    pub reason: String,
+}
+
+impl InvalidArgument {
+    pub fn new(field: impl Into<String>, reason: impl std::fmt::Display) -> Self {
+        InvalidArgument {
+            field: field.into(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+impl ServiceError for InvalidArgument {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::InvalidArgument
+    }
+}

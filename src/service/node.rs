@@ -1,0 +1,174 @@
+//! The state every service of a running node shares: who this node is (id,
+//! signing key), what it trusts (member keys, CRL serials), its store, its
+//! peers, its metrics, the queue of receipts it owes, and the shutdown signal.
+//! Built once by the application at start; hot-reloadable parts (keys, client
+//! TLS, revoked serials, the peer set) sit behind locks and are swapped whole.
+//!
+//! Nothing here starts a task or opens a socket: the application does that.
+use crate::config::Config;
+use crate::domain::admission::ReceiptOwed;
+use crate::domain::envelope::VerifyLimits;
+use crate::domain::keys::{KeyRegistry, Signer};
+use crate::service::InvalidArgument;
+use crate::service::metrics::Metrics;
+use crate::service::peers::Peers;
+use crate::storage::Store;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+/// Receipts owed to origins, waiting to be signed and sent (bounded: under
+/// overload receipts are dropped, and logged, before messages ever are).
+#[derive(Clone)]
+pub struct ReceiptQueue(mpsc::Sender<ReceiptOwed>);
+
+impl ReceiptQueue {
+    /// Room for this many receipts before they are dropped.
+    pub const CAPACITY: usize = 65_536;
+
+    pub fn new() -> (ReceiptQueue, mpsc::Receiver<ReceiptOwed>) {
+        let (tx, rx) = mpsc::channel(Self::CAPACITY);
+        (ReceiptQueue(tx), rx)
+    }
+
+    pub fn push(&self, owed: ReceiptOwed) {
+        if self.0.try_send(owed).is_err() {
+            tracing::warn!("receipt queue full or closed; a receipt was dropped");
+        }
+    }
+}
+
+/// Shared state of a running node.
+pub struct Node {
+    pub cfg: Config,
+    pub id: String,
+    pub signer: Signer,
+    keys: RwLock<Arc<KeyRegistry>>,
+    pub store: Store,
+    pub listen: SocketAddr,
+    pub started_ms: i64,
+    tls_client: RwLock<Arc<rustls::ClientConfig>>,
+    /// Cursor of every newly stored message, for Watch.
+    pub stored: broadcast::Sender<u64>,
+    pub peers: Peers,
+    pub metrics: Metrics,
+    /// Cancelled when the node stops.
+    pub shutdown: CancellationToken,
+    /// Serialises assistance actions taken by this node.
+    pub assist_lock: tokio::sync::Mutex<()>,
+    /// Receipts owed to origins.
+    pub receipts: ReceiptQueue,
+    /// Certificate serials revoked by the configured CRLs (replaced on reload).
+    revoked: RwLock<Arc<HashSet<String>>>,
+    /// The certificate serial each peer last presented (either direction).
+    peer_serials: Mutex<HashMap<String, String>>,
+}
+
+/// What the application hands over to build a [`Node`].
+pub struct NodeParts {
+    pub cfg: Config,
+    pub signer: Signer,
+    pub keys: KeyRegistry,
+    pub store: Store,
+    pub listen: SocketAddr,
+    pub started_ms: i64,
+    pub tls_client: Arc<rustls::ClientConfig>,
+    pub revoked: HashSet<String>,
+    pub receipts: ReceiptQueue,
+}
+
+impl Node {
+    pub fn new(p: NodeParts) -> Node {
+        let (stored, _) = broadcast::channel(4096);
+        let metrics = Metrics::new();
+        let peers = Peers::new(&p.cfg.peers);
+        metrics.set_peers(&peers.ids());
+        Node {
+            id: p.cfg.node.id.clone(),
+            signer: p.signer,
+            keys: RwLock::new(Arc::new(p.keys)),
+            store: p.store,
+            listen: p.listen,
+            started_ms: p.started_ms,
+            tls_client: RwLock::new(p.tls_client),
+            stored,
+            peers,
+            metrics,
+            shutdown: CancellationToken::new(),
+            assist_lock: tokio::sync::Mutex::new(()),
+            receipts: p.receipts,
+            revoked: RwLock::new(Arc::new(p.revoked)),
+            peer_serials: Mutex::default(),
+            cfg: p.cfg,
+        }
+    }
+
+    /// The members' pinned signing keys.
+    pub fn keys(&self) -> Arc<KeyRegistry> {
+        self.keys.read().expect("keys lock").clone()
+    }
+
+    /// The TLS configuration for outbound links.
+    pub fn tls_client(&self) -> Arc<rustls::ClientConfig> {
+        self.tls_client.read().expect("tls lock").clone()
+    }
+
+    /// Certificate serials currently revoked.
+    pub fn revoked(&self) -> Arc<HashSet<String>> {
+        self.revoked.read().expect("revoked lock").clone()
+    }
+
+    /// Swaps in reloaded trust material.
+    pub fn replace_trust(
+        &self,
+        keys: KeyRegistry,
+        tls_client: Arc<rustls::ClientConfig>,
+        revoked: HashSet<String>,
+    ) {
+        *self.keys.write().expect("keys lock") = Arc::new(keys);
+        *self.tls_client.write().expect("tls lock") = tls_client;
+        *self.revoked.write().expect("revoked lock") = Arc::new(revoked);
+    }
+
+    /// Records the certificate a peer presented.
+    pub fn note_peer_serial(&self, peer: &str, serial: String) {
+        self.peer_serials
+            .lock()
+            .expect("serials lock")
+            .insert(peer.to_string(), serial);
+    }
+
+    /// Whether the certificate `peer` last presented is in `revoked`.
+    pub fn peer_serial_revoked(&self, peer: &str, revoked: &HashSet<String>) -> bool {
+        self.peer_serials
+            .lock()
+            .expect("serials lock")
+            .get(peer)
+            .is_some_and(|s| revoked.contains(s))
+    }
+
+    /// Every recipient must be a federation member known to this node.
+    pub fn check_members(&self, recipients: &[String]) -> Result<(), InvalidArgument> {
+        let keys = self.keys();
+        for (i, r) in recipients.iter().enumerate() {
+            if !keys.is_member(r) {
+                return Err(InvalidArgument::new(
+                    format!("recipients[{i}]"),
+                    format!("{r} is not a federation member known to this node ([[members]])"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The checks applied to received envelopes.
+    pub fn verify_limits(&self) -> VerifyLimits {
+        VerifyLimits {
+            max_message_bytes: self.cfg.limits.max_message_bytes,
+            max_clock_skew_ms: i64::try_from(self.cfg.limits.max_clock_skew().as_millis())
+                .unwrap_or(i64::MAX),
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! The node's direct peers as the services see them: the configured peer set
+//! (replaced whole on reload), each link's status as ListPeers shows it, and
+//! the signal that wakes a link when its outbox grows. The link tasks
+//! themselves live in `links.rs`; this is only their shared state.
+use crate::config::PeerSection;
+use crate::domain::admission::Peer;
+use crate::domain::identity::Identity;
+use crate::domain::policy::PeerPolicy;
+use crate::proto::v1::LinkState;
+use crate::transport::client::ServerCheck;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{Notify, watch};
+
+/// Link state as shown by ListPeers.
+#[derive(Debug, Clone)]
+pub struct LinkStatus {
+    pub state: LinkState,
+    pub last_contact_ms: Option<i64>,
+    pub last_error: String,
+}
+
+impl Default for LinkStatus {
+    fn default() -> Self {
+        LinkStatus {
+            state: LinkState::Connecting,
+            last_contact_ms: None,
+            last_error: String::new(),
+        }
+    }
+}
+
+/// The peer set, link statuses and wake-up signals.
+pub struct Peers {
+    config: Mutex<Arc<Vec<PeerSection>>>,
+    status: Mutex<HashMap<String, LinkStatus>>,
+    wakers: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Bumped on every reload, so open streams re-check their peer.
+    generation: watch::Sender<u64>,
+}
+
+impl Peers {
+    pub fn new(peers: &[PeerSection]) -> Peers {
+        let p = Peers {
+            config: Mutex::new(Arc::new(Vec::new())),
+            status: Mutex::default(),
+            wakers: Mutex::default(),
+            generation: watch::channel(0).0,
+        };
+        p.replace(peers.to_vec());
+        p
+    }
+
+    /// The configured peers.
+    pub fn list(&self) -> Arc<Vec<PeerSection>> {
+        self.config.lock().expect("peers lock").clone()
+    }
+
+    /// Member ids of the configured peers.
+    pub fn ids(&self) -> Vec<String> {
+        self.list().iter().map(|p| p.id.clone()).collect()
+    }
+
+    /// The peers and their link policy, as admission sees them.
+    pub fn policies(&self) -> Vec<Peer> {
+        self.list()
+            .iter()
+            .map(|p| Peer {
+                id: p.id.clone(),
+                policy: PeerPolicy {
+                    max_tlp: p.max_tlp,
+                    relay: p.relay,
+                },
+            })
+            .collect()
+    }
+
+    /// Whether `id` is a configured peer.
+    pub fn is_peer(&self, id: &str) -> bool {
+        self.list().iter().any(|p| p.id == id)
+    }
+
+    /// Replaces the peer set: new peers get a status and a waker, removed
+    /// peers lose theirs, and open streams are told to re-check.
+    pub fn replace(&self, new: Vec<PeerSection>) {
+        {
+            let mut status = self.status.lock().expect("peers lock");
+            status.retain(|id, _| new.iter().any(|p| &p.id == id));
+            let mut wakers = self.wakers.lock().expect("peers lock");
+            wakers.retain(|id, _| new.iter().any(|p| &p.id == id));
+            for p in &new {
+                status.entry(p.id.clone()).or_default();
+                wakers
+                    .entry(p.id.clone())
+                    .or_insert_with(|| Arc::new(Notify::new()));
+            }
+        }
+        *self.config.lock().expect("peers lock") = Arc::new(new);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Changes on every reload of the peer set or the CRLs.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// Tells open streams to re-check their peer (after a CRL reload).
+    pub fn bump(&self) {
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// The signal that wakes the link to `peer`.
+    pub fn waker(&self, peer: &str) -> Option<Arc<Notify>> {
+        self.wakers.lock().expect("peers lock").get(peer).cloned()
+    }
+
+    /// Tells the link to `peer` that its outbox has new entries.
+    pub fn wake(&self, peer: &str) {
+        if let Some(n) = self.waker(peer) {
+            n.notify_one();
+        }
+    }
+
+    pub fn status(&self, peer: &str) -> LinkStatus {
+        self.status
+            .lock()
+            .expect("peers lock")
+            .get(peer)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub fn update(&self, peer: &str, f: impl FnOnce(&mut LinkStatus)) {
+        if let Some(s) = self.status.lock().expect("peers lock").get_mut(peer) {
+            f(s);
+        }
+    }
+}
+
+/// A server check that accepts only the certificate of node `expected`.
+pub fn expect_node(expected: &str) -> ServerCheck {
+    let expected = Identity::Node(expected.to_string());
+    Arc::new(
+        move |cert| match Identity::from_certificate(cert.as_ref()) {
+            Ok(seen) if seen == expected => Ok(()),
+            Ok(seen) => Err(format!(
+                "presented the certificate of {seen}, expected {expected}"
+            )),
+            Err(e) => Err(e.to_string()),
+        },
+    )
+}

@@ -1,0 +1,385 @@
+//! The conformance suite every storage backend must pass: the invariants listed
+//! in `storage/mod.rs`, checked through the [`Storage`] trait only. A backend's
+//! tests call [`run_all`] with a function that opens that backend in a folder.
+use super::*;
+use crate::proto::v1::{DeliveryState, MessageKind, Tlp};
+use std::path::Path;
+
+fn msg(id: &str, origin: &str, kind: MessageKind, targets: &[&str]) -> NewMessage {
+    NewMessage {
+        message_id: id.into(),
+        origin: origin.into(),
+        kind: kind as i32,
+        tlp: Tlp::Green as i32,
+        severity: 3,
+        sectors_mask: 1 << 2,
+        exercise: false,
+        created_ms: 1_000,
+        expires_ms: None,
+        received_ms: 2_000,
+        from_peer: None,
+        path: vec![Hop {
+            node: origin.into(),
+            at_ms: 1_000,
+        }],
+        header: format!("header-{id}").into_bytes(),
+        payload: format!("payload-{id}").into_bytes(),
+        signature: vec![7; 64],
+        targets: targets.iter().map(|t| t.to_string()).collect(),
+        supersedes: None,
+        readable: true,
+        plain: None,
+        request_id: None,
+        receipt: None,
+        hops: Vec::new(),
+    }
+}
+
+fn id(n: u32) -> String {
+    format!("00000000-0000-7000-8000-{n:012}")
+}
+
+/// Runs every check, each on a fresh store opened by `open` in its own folder.
+pub async fn run_all(open: impl Fn(&Path) -> Store) {
+    let checks: [(&str, fn(Store) -> futures::future::BoxFuture<'static, ()>); 8] = [
+        ("dedup", |s| Box::pin(dedup_by_message_id(s))),
+        ("outbox", |s| Box::pin(outbox_follows_the_message(s))),
+        ("cursors", |s| Box::pin(cursors_increase(s))),
+        ("listing", |s| Box::pin(listing_filters(s))),
+        ("threads", |s| Box::pin(threads_and_kinds(s))),
+        ("receipts", |s| Box::pin(receipts_and_supersede(s))),
+        ("relay_purge", |s| {
+            Box::pin(relayed_ciphertext_is_dropped(s))
+        }),
+        ("acknowledge", |s| Box::pin(acknowledge_keeps_first(s))),
+    ];
+    for (name, check) in checks {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path());
+        eprintln!("storage conformance: {name}");
+        check(store.clone()).await;
+        store.close().await;
+    }
+    durable_writes_survive_reopen(&open).await;
+    closed_store_refuses(&open).await;
+}
+
+async fn dedup_by_message_id(s: Store) {
+    let a = msg(&id(1), "node-a", MessageKind::Alert, &["node-b"]);
+    let first = s
+        .insert(vec![a.clone(), a.clone()], Durability::Durable)
+        .await
+        .unwrap();
+    assert!(matches!(first[0], Stored::New(_)), "{first:?}");
+    assert_eq!(first[1], Stored::Duplicate, "same id twice in one batch");
+    let again = s.insert(vec![a], Durability::Lazy).await.unwrap();
+    assert_eq!(again, vec![Stored::Duplicate]);
+    assert_eq!(s.message_count().await.unwrap(), 1);
+    let depth = s.outbox_depths().await.unwrap();
+    assert_eq!(
+        depth,
+        vec![("node-b".to_string(), 1)],
+        "a duplicate queues nothing"
+    );
+}
+
+async fn outbox_follows_the_message(s: Store) {
+    let m = msg(&id(2), "node-a", MessageKind::Alert, &["node-b", "node-c"]);
+    let Stored::New(cursor) = s.insert(vec![m], Durability::Durable).await.unwrap()[0] else {
+        panic!("new");
+    };
+    let out = s.outbox("node-b", 0, 10).await.unwrap();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].cursor, cursor);
+    assert_eq!(out[0].payload, format!("payload-{}", id(2)).into_bytes());
+    let d = s.delivery(&id(2)).await.unwrap();
+    assert_eq!(d.len(), 2);
+    assert!(d.iter().all(|r| r.state == DeliveryState::Queued as i32));
+    s.complete_outbox(
+        "node-b",
+        vec![Outcome {
+            cursor,
+            state: DeliveryState::Delivered,
+            reason: String::new(),
+        }],
+        5_000,
+    )
+    .await
+    .unwrap();
+    assert!(s.outbox("node-b", 0, 10).await.unwrap().is_empty());
+    assert_eq!(s.outbox("node-c", 0, 10).await.unwrap().len(), 1);
+    let d = s.delivery(&id(2)).await.unwrap();
+    let b = d.iter().find(|r| r.peer == "node-b").unwrap();
+    assert_eq!(
+        (b.state, b.attempts, b.updated_ms),
+        (DeliveryState::Delivered as i32, 1, 5_000)
+    );
+    assert_eq!(
+        s.outbox("node-c", cursor, 10).await.unwrap().len(),
+        0,
+        "after is exclusive"
+    );
+}
+
+async fn cursors_increase(s: Store) {
+    let mut last = 0;
+    for n in 10..20 {
+        let r = s
+            .insert(
+                vec![msg(&id(n), "node-a", MessageKind::Alert, &[])],
+                Durability::Durable,
+            )
+            .await
+            .unwrap();
+        let Stored::New(c) = r[0] else { panic!("new") };
+        assert!(c > last, "cursor {c} after {last}");
+        last = c;
+    }
+    assert_eq!(s.last_cursor().await.unwrap(), last);
+    let after = s.messages_after(0, 4).await.unwrap();
+    assert_eq!(after.len(), 4);
+    assert!(after.windows(2).all(|w| w[0].cursor < w[1].cursor));
+    let rest = s.messages_after(after[3].cursor, 100).await.unwrap();
+    assert_eq!(rest.len(), 6);
+}
+
+async fn listing_filters(s: Store) {
+    let mut red = msg(&id(30), "node-a", MessageKind::Alert, &[]);
+    red.tlp = Tlp::Red as i32;
+    red.severity = 4;
+    let mut ex = msg(&id(31), "node-b", MessageKind::Alert, &[]);
+    ex.exercise = true;
+    let mut hidden = msg(&id(32), "node-c", MessageKind::Alert, &[]);
+    hidden.readable = false;
+    let receipt = msg(&id(33), "node-c", MessageKind::Receipt, &[]);
+    let plain = msg(&id(34), "node-b", MessageKind::Alert, &[]);
+    s.insert(vec![red, ex, hidden, receipt, plain], Durability::Durable)
+        .await
+        .unwrap();
+    let all = s.list_alerts(AlertQuery::default(), 0, 100).await.unwrap();
+    let ids: Vec<_> = all.iter().map(|m| m.message_id.clone()).collect();
+    assert_eq!(
+        ids,
+        vec![id(34), id(30)],
+        "newest first; no exercise, unreadable or receipts"
+    );
+    let q = AlertQuery {
+        include_exercise: true,
+        ..Default::default()
+    };
+    assert_eq!(s.list_alerts(q, 0, 100).await.unwrap().len(), 3);
+    let q = AlertQuery {
+        tlps: vec![Tlp::Red as i32],
+        ..Default::default()
+    };
+    assert_eq!(
+        s.list_alerts(q, 0, 100).await.unwrap()[0].message_id,
+        id(30)
+    );
+    let q = AlertQuery {
+        min_severity: 4,
+        ..Default::default()
+    };
+    assert_eq!(s.list_alerts(q, 0, 100).await.unwrap().len(), 1);
+    let q = AlertQuery {
+        origins: vec!["node-b".into()],
+        ..Default::default()
+    };
+    assert_eq!(
+        s.list_alerts(q, 0, 100).await.unwrap()[0].message_id,
+        id(34)
+    );
+    let q = AlertQuery {
+        sectors_mask: 1 << 5,
+        ..Default::default()
+    };
+    assert!(s.list_alerts(q, 0, 100).await.unwrap().is_empty());
+    let page = s.list_alerts(AlertQuery::default(), 0, 1).await.unwrap();
+    let next = s
+        .list_alerts(AlertQuery::default(), page[0].cursor, 1)
+        .await
+        .unwrap();
+    assert_eq!(next[0].message_id, id(30), "paging by cursor");
+    assert_eq!(
+        s.message_count().await.unwrap(),
+        4,
+        "receipts are not counted"
+    );
+}
+
+async fn threads_and_kinds(s: Store) {
+    let mut req = msg(&id(40), "node-a", MessageKind::AssistanceRequest, &[]);
+    req.request_id = Some(id(40));
+    let mut offer = msg(&id(41), "node-b", MessageKind::Offer, &[]);
+    offer.request_id = Some(id(40));
+    let mut other = msg(&id(42), "node-b", MessageKind::Offer, &[]);
+    other.request_id = Some(id(99));
+    s.insert(vec![req, offer, other], Durability::Durable)
+        .await
+        .unwrap();
+    let t = s.thread(&id(40)).await.unwrap();
+    let ids: Vec<_> = t.iter().map(|m| m.message_id.clone()).collect();
+    assert_eq!(ids, vec![id(40), id(41)]);
+    let reqs = s
+        .by_kind(MessageKind::AssistanceRequest as i32, 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(reqs.len(), 1);
+    assert!(s.get_message(&id(41)).await.unwrap().is_some());
+    assert!(s.get_message(&id(77)).await.unwrap().is_none());
+}
+
+async fn receipts_and_supersede(s: Store) {
+    let mine = msg(&id(50), "node-a", MessageKind::Alert, &[]);
+    let theirs = msg(&id(51), "node-b", MessageKind::Alert, &[]);
+    s.insert(vec![mine, theirs], Durability::Durable)
+        .await
+        .unwrap();
+    let receipt = |n: u32, state: i32, ids: Vec<String>| {
+        let mut r = msg(&id(n), "node-c", MessageKind::Receipt, &[]);
+        r.receipt = Some(ReceiptRows {
+            me: "node-a".into(),
+            from: "node-c".into(),
+            ids,
+            state,
+            reason: String::new(),
+            at_ms: 3_000 + i64::from(n),
+        });
+        r
+    };
+    // Acknowledged (2) is never downgraded by a later delivery receipt (1);
+    // receipts about messages this node did not originate are not recorded.
+    s.insert(vec![receipt(52, 2, vec![id(50), id(51)])], Durability::Lazy)
+        .await
+        .unwrap();
+    s.insert(vec![receipt(53, 1, vec![id(50)])], Durability::Lazy)
+        .await
+        .unwrap();
+    let r = s.receipts(&id(50)).await.unwrap();
+    assert_eq!(r.len(), 1);
+    assert_eq!((r[0].node.as_str(), r[0].state), ("node-c", 2));
+    assert!(s.receipts(&id(51)).await.unwrap().is_empty());
+
+    let mut update = msg(&id(54), "node-a", MessageKind::Alert, &[]);
+    update.supersedes = Some(id(50));
+    let mut forged = msg(&id(55), "node-b", MessageKind::Alert, &[]);
+    forged.supersedes = Some(id(50));
+    s.insert(vec![forged, update], Durability::Durable)
+        .await
+        .unwrap();
+    let old = s.get_message(&id(50)).await.unwrap().unwrap();
+    assert_eq!(
+        old.superseded_by,
+        Some(id(54)),
+        "only the origin's own update supersedes"
+    );
+}
+
+async fn relayed_ciphertext_is_dropped(s: Store) {
+    let mut m = msg(&id(60), "node-a", MessageKind::Alert, &["node-b", "node-c"]);
+    m.readable = false;
+    let Stored::New(cursor) = s.insert(vec![m], Durability::Durable).await.unwrap()[0] else {
+        panic!("new");
+    };
+    let done = |peer: &'static str| {
+        let s = s.clone();
+        async move {
+            s.complete_outbox(
+                peer,
+                vec![Outcome {
+                    cursor,
+                    state: DeliveryState::Delivered,
+                    reason: String::new(),
+                }],
+                1,
+            )
+            .await
+            .unwrap()
+        }
+    };
+    done("node-b").await;
+    assert!(
+        !s.get_message(&id(60))
+            .await
+            .unwrap()
+            .unwrap()
+            .payload
+            .is_empty()
+    );
+    done("node-c").await;
+    let held = s.get_message(&id(60)).await.unwrap().unwrap();
+    assert!(
+        held.payload.is_empty(),
+        "no ciphertext kept once every peer has it"
+    );
+    assert!(!held.header.is_empty(), "the signed header stays");
+}
+
+async fn acknowledge_keeps_first(s: Store) {
+    let mut hidden = msg(&id(71), "node-b", MessageKind::Alert, &[]);
+    hidden.readable = false;
+    s.insert(
+        vec![msg(&id(70), "node-b", MessageKind::Alert, &[]), hidden],
+        Durability::Durable,
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.acknowledge(&id(70), 10).await.unwrap(), Some(10));
+    assert_eq!(s.acknowledge(&id(70), 20).await.unwrap(), Some(10));
+    assert_eq!(
+        s.acknowledge(&id(71), 10).await.unwrap(),
+        None,
+        "unreadable"
+    );
+    assert_eq!(s.acknowledge(&id(72), 10).await.unwrap(), None, "absent");
+    s.record_rejections(
+        vec![RejectionRow {
+            from_peer: "node-c".into(),
+            message_id: id(73),
+            reason: "bad signature".into(),
+        }],
+        30,
+    )
+    .await
+    .unwrap();
+}
+
+async fn durable_writes_survive_reopen(open: &impl Fn(&Path) -> Store) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = open(dir.path());
+    s.insert(
+        vec![msg(&id(80), "node-a", MessageKind::Alert, &["node-b"])],
+        Durability::Durable,
+    )
+    .await
+    .unwrap();
+    s.insert(
+        vec![msg(&id(81), "node-a", MessageKind::Receipt, &[])],
+        Durability::Lazy,
+    )
+    .await
+    .unwrap();
+    s.close().await;
+    drop(s);
+    let s = open(dir.path());
+    assert!(s.get_message(&id(80)).await.unwrap().is_some());
+    assert!(
+        s.get_message(&id(81)).await.unwrap().is_some(),
+        "lazy survives a clean close"
+    );
+    assert_eq!(s.outbox("node-b", 0, 10).await.unwrap().len(), 1);
+    s.close().await;
+}
+
+async fn closed_store_refuses(open: &impl Fn(&Path) -> Store) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = open(dir.path());
+    s.close().await;
+    let r = s
+        .insert(
+            vec![msg(&id(90), "node-a", MessageKind::Alert, &[])],
+            Durability::Durable,
+        )
+        .await;
+    assert!(matches!(r, Err(StoreError::Closed)), "{r:?}");
+}

@@ -1,0 +1,368 @@
+//! The SQL of the SQLite backend, one function per unit of work, each run on
+//! the connection the backend hands it (the writer's transaction or a read
+//! snapshot). Message rows are inserted with dedup (and the outbox rows for each
+//! target peer in the same transaction); a path that does not decode is an
+//! error, never silently empty.
+use crate::proto::v1::{DeliveryState, MessageKind};
+use crate::storage::{
+    AlertQuery, DeliveryRow, NewMessage, OutboxItem, Outcome, ReceiptRow, RejectionRow, StoreError,
+    Stored, StoredMessage,
+};
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+
+const MSG_COLS: &str = "cursor, message_id, origin, kind, tlp, created_ms, received_ms, from_peer, path, header, payload, signature, superseded_by, acknowledged_ms, readable, plain, request_id, hops";
+
+fn row_to_msg(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
+    let path: String = r.get(8)?;
+    Ok(StoredMessage {
+        cursor: r.get::<_, i64>(0)? as u64,
+        message_id: r.get(1)?,
+        origin: r.get(2)?,
+        kind: r.get(3)?,
+        tlp: r.get(4)?,
+        created_ms: r.get(5)?,
+        received_ms: r.get(6)?,
+        from_peer: r.get(7)?,
+        path: serde_json::from_str(&path).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(8, rusqlite::types::Type::Text, Box::new(e))
+        })?,
+        header: r.get(9)?,
+        payload: r.get(10)?,
+        signature: r.get(11)?,
+        superseded_by: r.get(12)?,
+        acknowledged_ms: r.get(13)?,
+        readable: r.get(14)?,
+        plain: r.get(15)?,
+        request_id: r.get(16)?,
+        hops: r.get(17)?,
+    })
+}
+
+/// Inserts messages with dedup, queueing each new one for its targets.
+pub fn insert_messages(c: &Connection, msgs: &[NewMessage]) -> Result<Vec<Stored>, StoreError> {
+    let mut ins = c.prepare_cached(
+        "INSERT OR IGNORE INTO messages (message_id, origin, kind, tlp, severity, sectors, exercise, created_ms, expires_ms, received_ms, from_peer, path, header, payload, signature, readable, plain, request_id, hops)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+    )?;
+    let mut out = Vec::with_capacity(msgs.len());
+    for m in msgs {
+        let path = serde_json::to_string(&m.path)
+            .map_err(|e| StoreError::Invalid(format!("storage: cannot encode a path: {e}")))?;
+        let n = ins.execute(params![
+            m.message_id,
+            m.origin,
+            m.kind,
+            m.tlp,
+            m.severity,
+            m.sectors_mask,
+            m.exercise,
+            m.created_ms,
+            m.expires_ms,
+            m.received_ms,
+            m.from_peer,
+            path,
+            m.header,
+            m.payload,
+            m.signature,
+            m.readable,
+            m.plain,
+            m.request_id,
+            m.hops
+        ])?;
+        if n == 0 {
+            out.push(Stored::Duplicate);
+            continue;
+        }
+        let cursor = c.last_insert_rowid();
+        if !m.targets.is_empty() {
+            let mut ob = c.prepare_cached(
+                "INSERT OR IGNORE INTO outbox (peer, cursor, enqueued_ms) VALUES (?1, ?2, ?3)",
+            )?;
+            let mut dl = c.prepare_cached(
+                "INSERT OR REPLACE INTO delivery (message_id, peer, state, reason, attempts, updated_ms) VALUES (?1, ?2, ?3, '', 0, ?4)",
+            )?;
+            for t in &m.targets {
+                ob.execute(params![t, cursor, m.received_ms])?;
+                dl.execute(params![
+                    m.message_id,
+                    t,
+                    DeliveryState::Queued as i32,
+                    m.received_ms
+                ])?;
+            }
+        }
+        if let Some(r) = &m.receipt {
+            // An acknowledgement is never downgraded by a later delivery receipt.
+            let mut rc = c.prepare_cached(
+                "INSERT INTO receipts (message_id, node, state, reason, at_ms)
+                 SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS
+                   (SELECT 1 FROM messages WHERE message_id = ?1 AND origin = ?6)
+                 ON CONFLICT (message_id, node) DO UPDATE SET
+                   state = excluded.state, reason = excluded.reason, at_ms = excluded.at_ms
+                 WHERE receipts.state != 2",
+            )?;
+            for id in &r.ids {
+                rc.execute(params![id, r.from, r.state, r.reason, r.at_ms, r.me])?;
+            }
+        }
+        if let Some(old) = &m.supersedes {
+            c.prepare_cached(
+                "UPDATE messages SET superseded_by = ?1 WHERE message_id = ?2 AND origin = ?3 AND superseded_by IS NULL",
+            )?
+            .execute(params![m.message_id, old, m.origin])?;
+        }
+        out.push(Stored::New(cursor as u64));
+    }
+    Ok(out)
+}
+
+/// Number of stored messages, receipts not counted.
+pub fn message_count(c: &Connection) -> Result<u64, StoreError> {
+    Ok(c.query_row(
+        "SELECT COUNT(*) FROM messages WHERE kind != ?1",
+        [MessageKind::Receipt as i32],
+        |r| r.get::<_, i64>(0),
+    )? as u64)
+}
+
+pub fn get_message(c: &Connection, message_id: &str) -> Result<Option<StoredMessage>, StoreError> {
+    Ok(c.query_row(
+        &format!("SELECT {MSG_COLS} FROM messages WHERE message_id = ?1"),
+        [message_id],
+        row_to_msg,
+    )
+    .optional()?)
+}
+
+/// Messages stored after `cursor`, oldest first.
+pub fn messages_after(
+    c: &Connection,
+    cursor: u64,
+    limit: usize,
+) -> Result<Vec<StoredMessage>, StoreError> {
+    let mut st = c.prepare_cached(&format!(
+        "SELECT {MSG_COLS} FROM messages WHERE cursor > ?1 ORDER BY cursor LIMIT ?2"
+    ))?;
+    let rows = st.query_map(params![cursor as i64, limit as i64], row_to_msg)?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Every readable message of an assistance thread (the request and its steps).
+pub fn thread(c: &Connection, request_id: &str) -> Result<Vec<StoredMessage>, StoreError> {
+    let mut st = c.prepare_cached(&format!(
+        "SELECT {MSG_COLS} FROM messages WHERE request_id = ?1 AND readable = 1 ORDER BY cursor"
+    ))?;
+    let rows = st.query_map([request_id], row_to_msg)?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Readable messages of `kind`, newest first, with cursor below `before` (0: from the newest).
+pub fn by_kind(
+    c: &Connection,
+    kind: i32,
+    before: u64,
+    limit: usize,
+) -> Result<Vec<StoredMessage>, StoreError> {
+    let mut st = c.prepare_cached(&format!(
+        "SELECT {MSG_COLS} FROM messages WHERE kind = ?1 AND readable = 1 AND (?2 = 0 OR cursor < ?2)
+         ORDER BY cursor DESC LIMIT ?3"
+    ))?;
+    let rows = st.query_map(params![kind, before as i64, limit as i64], row_to_msg)?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Highest cursor in the store (0 when empty).
+pub fn last_cursor(c: &Connection) -> Result<u64, StoreError> {
+    Ok(
+        c.query_row("SELECT COALESCE(MAX(cursor), 0) FROM messages", [], |r| {
+            r.get::<_, i64>(0)
+        })? as u64,
+    )
+}
+
+/// Readable alerts matching `q`, newest first, with cursor below `before` (0: from the newest).
+pub fn list_alerts(
+    c: &Connection,
+    q: &AlertQuery,
+    before: u64,
+    limit: usize,
+) -> Result<Vec<StoredMessage>, StoreError> {
+    let mut sql = format!("SELECT {MSG_COLS} FROM messages WHERE kind = ? AND readable = 1");
+    let mut args: Vec<rusqlite::types::Value> = vec![(MessageKind::Alert as i32).into()];
+    if before > 0 {
+        sql.push_str(" AND cursor < ?");
+        args.push((before as i64).into());
+    }
+    if q.min_severity > 0 {
+        sql.push_str(" AND severity >= ?");
+        args.push(q.min_severity.into());
+    }
+    if !q.tlps.is_empty() {
+        sql.push_str(&format!(
+            " AND tlp IN ({})",
+            vec!["?"; q.tlps.len()].join(",")
+        ));
+        args.extend(q.tlps.iter().map(|t| (*t).into()));
+    }
+    if q.sectors_mask != 0 {
+        sql.push_str(" AND (sectors & ?) != 0");
+        args.push(q.sectors_mask.into());
+    }
+    if !q.origins.is_empty() {
+        sql.push_str(&format!(
+            " AND origin IN ({})",
+            vec!["?"; q.origins.len()].join(",")
+        ));
+        args.extend(q.origins.iter().map(|o| o.clone().into()));
+    }
+    if let Some(a) = q.created_after_ms {
+        sql.push_str(" AND created_ms >= ?");
+        args.push(a.into());
+    }
+    if let Some(b) = q.created_before_ms {
+        sql.push_str(" AND created_ms < ?");
+        args.push(b.into());
+    }
+    if !q.include_exercise {
+        sql.push_str(" AND exercise = 0");
+    }
+    sql.push_str(" ORDER BY cursor DESC LIMIT ?");
+    args.push((limit as i64).into());
+    let mut st = c.prepare(&sql)?;
+    let rows = st.query_map(params_from_iter(args), row_to_msg)?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Up to `limit` outbox entries for `peer` after `after` (cursor order).
+pub fn outbox(
+    c: &Connection,
+    peer: &str,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<OutboxItem>, StoreError> {
+    let mut st = c.prepare_cached(
+        "SELECT o.cursor, o.enqueued_ms, m.header, m.payload, m.signature, COALESCE(m.hops, x'')
+         FROM outbox o JOIN messages m ON m.cursor = o.cursor
+         WHERE o.peer = ?1 AND o.cursor > ?2 ORDER BY o.cursor LIMIT ?3",
+    )?;
+    let rows = st.query_map(params![peer, after as i64, limit as i64], |r| {
+        Ok(OutboxItem {
+            cursor: r.get::<_, i64>(0)? as u64,
+            enqueued_ms: r.get(1)?,
+            header: r.get(2)?,
+            payload: r.get(3)?,
+            signature: r.get(4)?,
+            hops: r.get(5)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Removes acknowledged entries from `peer`'s outbox and records their
+/// delivery state; drops relayed ciphertext nobody still needs.
+pub fn complete_outbox(
+    c: &Connection,
+    peer: &str,
+    outcomes: &[Outcome],
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let mut del = c.prepare_cached("DELETE FROM outbox WHERE peer = ?1 AND cursor = ?2")?;
+    let mut upd = c.prepare_cached(
+        "UPDATE delivery SET state = ?1, reason = ?2, attempts = attempts + 1, updated_ms = ?3
+         WHERE peer = ?4 AND message_id = (SELECT message_id FROM messages WHERE cursor = ?5)",
+    )?;
+    for o in outcomes {
+        del.execute(params![peer, o.cursor as i64])?;
+        upd.execute(params![
+            o.state as i32,
+            o.reason,
+            now_ms,
+            peer,
+            o.cursor as i64
+        ])?;
+    }
+    // A relay keeps only ciphertext of what it cannot read, and only
+    // until every peer it was queued for has acknowledged it.
+    let mut purge = c.prepare_cached(
+        "UPDATE messages SET payload = x'' WHERE cursor = ?1 AND readable = 0
+         AND NOT EXISTS (SELECT 1 FROM outbox WHERE outbox.cursor = ?1)",
+    )?;
+    for o in outcomes {
+        purge.execute(params![o.cursor as i64])?;
+    }
+    Ok(())
+}
+
+/// Outbox depth per peer.
+pub fn outbox_depths(c: &Connection) -> Result<Vec<(String, u64)>, StoreError> {
+    let mut st = c.prepare_cached("SELECT peer, COUNT(*) FROM outbox GROUP BY peer")?;
+    let rows = st.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Delivery state of a message per peer.
+pub fn delivery(c: &Connection, message_id: &str) -> Result<Vec<DeliveryRow>, StoreError> {
+    let mut st = c.prepare_cached(
+        "SELECT peer, state, reason, attempts, updated_ms FROM delivery WHERE message_id = ?1 ORDER BY peer",
+    )?;
+    let rows = st.query_map([message_id], |r| {
+        Ok(DeliveryRow {
+            peer: r.get(0)?,
+            state: r.get(1)?,
+            reason: r.get(2)?,
+            attempts: r.get(3)?,
+            updated_ms: r.get(4)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Receipts recipients sent for a message this node originated.
+pub fn receipts(c: &Connection, message_id: &str) -> Result<Vec<ReceiptRow>, StoreError> {
+    let mut st = c.prepare_cached(
+        "SELECT node, state, reason, at_ms FROM receipts WHERE message_id = ?1 ORDER BY node",
+    )?;
+    let rows = st.query_map([message_id], |r| {
+        Ok(ReceiptRow {
+            node: r.get(0)?,
+            state: r.get(1)?,
+            reason: r.get(2)?,
+            at_ms: r.get(3)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Records refused envelopes for audit.
+pub fn record_rejections(
+    c: &Connection,
+    rows: &[RejectionRow],
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let mut st = c.prepare_cached(
+        "INSERT INTO rejections (at_ms, from_peer, message_id, reason) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for r in rows {
+        st.execute(params![now_ms, r.from_peer, r.message_id, r.reason])?;
+    }
+    Ok(())
+}
+
+/// Marks a message as seen by an operator; returns the time (the first one if already set).
+pub fn acknowledge(
+    c: &Connection,
+    message_id: &str,
+    now_ms: i64,
+) -> Result<Option<i64>, StoreError> {
+    c.execute(
+        "UPDATE messages SET acknowledged_ms = COALESCE(acknowledged_ms, ?1) WHERE message_id = ?2 AND readable = 1",
+        params![now_ms, message_id],
+    )?;
+    Ok(c.query_row(
+        "SELECT acknowledged_ms FROM messages WHERE message_id = ?1 AND readable = 1",
+        [message_id],
+        |r| r.get(0),
+    )
+    .optional()?
+    .flatten())
+}

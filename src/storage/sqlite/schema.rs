@@ -1,0 +1,98 @@
+//! Versioned schema migrations, tracked in `PRAGMA user_version`.
+use crate::storage::StoreError;
+use rusqlite::Connection;
+
+/// Migrations in order; entry `i` brings the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: messages, per-peer outbox, delivery states, rejection audit.
+    r#"
+    CREATE TABLE messages (
+        cursor          INTEGER PRIMARY KEY AUTOINCREMENT,
+        message_id      TEXT NOT NULL UNIQUE,
+        origin          TEXT NOT NULL,
+        kind            INTEGER NOT NULL,
+        tlp             INTEGER NOT NULL,
+        severity        INTEGER NOT NULL DEFAULT 0,
+        sectors         INTEGER NOT NULL DEFAULT 0,
+        exercise        INTEGER NOT NULL DEFAULT 0,
+        created_ms      INTEGER NOT NULL,
+        expires_ms      INTEGER,
+        received_ms     INTEGER NOT NULL,
+        from_peer       TEXT,
+        path            TEXT NOT NULL DEFAULT '[]',
+        header          BLOB NOT NULL,
+        payload         BLOB NOT NULL,
+        signature       BLOB NOT NULL,
+        superseded_by   TEXT,
+        acknowledged_ms INTEGER
+    );
+    CREATE INDEX messages_kind_created ON messages(kind, created_ms);
+    CREATE TABLE outbox (
+        peer        TEXT NOT NULL,
+        cursor      INTEGER NOT NULL,
+        enqueued_ms INTEGER NOT NULL,
+        PRIMARY KEY (peer, cursor)
+    ) WITHOUT ROWID;
+    CREATE TABLE delivery (
+        message_id TEXT NOT NULL,
+        peer       TEXT NOT NULL,
+        state      INTEGER NOT NULL,
+        reason     TEXT NOT NULL DEFAULT '',
+        attempts   INTEGER NOT NULL DEFAULT 0,
+        updated_ms INTEGER NOT NULL,
+        PRIMARY KEY (message_id, peer)
+    ) WITHOUT ROWID;
+    CREATE TABLE rejections (
+        id         INTEGER PRIMARY KEY,
+        at_ms      INTEGER NOT NULL,
+        from_peer  TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        reason     TEXT NOT NULL
+    );
+    "#,
+    // 2: end-to-end encryption (plaintext kept only where this node is a
+    // recipient; relays keep ciphertext until forwarded) and assistance threads.
+    r#"
+    ALTER TABLE messages ADD COLUMN readable INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE messages ADD COLUMN plain BLOB;
+    ALTER TABLE messages ADD COLUMN request_id TEXT;
+    CREATE INDEX messages_request ON messages(request_id) WHERE request_id IS NOT NULL;
+    "#,
+    // 3: receipts from recipients, kept by the origin.
+    r#"
+    CREATE TABLE receipts (
+        message_id TEXT NOT NULL,
+        node       TEXT NOT NULL,
+        state      INTEGER NOT NULL,
+        reason     TEXT NOT NULL DEFAULT '',
+        at_ms      INTEGER NOT NULL,
+        PRIMARY KEY (message_id, node)
+    ) WITHOUT ROWID;
+    "#,
+    // 4: the signed chain of custody received with each message (plus this
+    // node's own record when it relays).
+    r#"
+    ALTER TABLE messages ADD COLUMN hops BLOB;
+    "#,
+];
+
+/// The schema version this build writes.
+pub const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Applies every migration above the database's version, each in its own transaction.
+pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version > CURRENT_VERSION {
+        return Err(StoreError::Invalid(format!(
+            "storage: database schema version {version} is newer than this certfed knows ({CURRENT_VERSION}); run a newer certfed or restore a backup"
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "storage: schema migrated");
+    }
+    Ok(())
+}

@@ -1,0 +1,22 @@
+//! The integration tests, as one test binary (one link instead of one per
+//! file): real nodes on loopback with real TLS, real SQLite on disk, real
+//! processes of the `certfed` binary and real clients (tonic, grpcurl).
+//! One behaviour per module.
+mod common;
+
+mod alerts;
+mod assistance;
+mod cli;
+mod crash;
+mod demo;
+mod e2e;
+mod grpcurl;
+mod hostile_peer;
+mod layers;
+mod mesh;
+mod ops;
+mod packaging;
+mod pki;
+mod process;
+mod reload;
+mod tls;

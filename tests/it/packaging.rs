@@ -1,0 +1,193 @@
+//! The Debian package's example configuration (`deploy/debian/certfed.toml`, installed
+//! as /etc/certfed/certfed.toml) loads with the real configuration loader, once its
+//! /etc/certfed and /var/lib/certfed paths point at real files from a fresh test PKI.
+use certfed::app::localfed::Pki;
+use certfed::config::Config;
+use certfed::pki::{new_signing_key, write_public};
+use std::path::{Path, PathBuf};
+
+const EXAMPLE: &str = include_str!("../../deploy/debian/certfed.toml");
+/// The placeholder member id the example uses for this node.
+const NODE_ID: &str = "cert-example";
+/// The placeholder partner in the commented-out [[peers]] / [[members]] blocks.
+const PARTNER_ID: &str = "cert-partner";
+
+/// A fresh PKI holding every file the example names under /etc/certfed/, and a state
+/// folder standing in for /var/lib/certfed.
+struct Fixture {
+    pki: Pki,
+    state: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let pki = Pki::new(); // ca.crt
+        pki.node(NODE_ID); // cert-example.crt/.key/.sign.key/.sign.pub
+        let next = time::OffsetDateTime::now_utc() + time::Duration::days(7);
+        let crl = pki.ca.crl(&[], 1, next).unwrap();
+        write_public(&pki.path("ca.crl"), &crl, false).unwrap();
+        Fixture {
+            pki,
+            state: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// `text` with /etc/certfed/ and /var/lib/certfed replaced by the fixture's folders.
+    fn rewrite(&self, text: &str) -> String {
+        let etc = format!("{}/", self.pki.dir.path().display());
+        let state = self.state.path().join("certfed");
+        text.replace("/etc/certfed/", &etc)
+            .replace("\"/var/lib/certfed\"", &format!("\"{}\"", state.display()))
+    }
+
+    /// Writes `text` (rewritten) next to the keys and loads it.
+    fn load(&self, text: &str) -> Result<Config, certfed::config::ConfigError> {
+        let path = self.pki.path("certfed.toml");
+        std::fs::write(&path, self.rewrite(text)).unwrap();
+        Config::load(&path)
+    }
+}
+
+/// Quoted absolute paths in the example: every one must be under /etc/certfed/ (keys,
+/// certificates) or be /var/lib/certfed (state), so the rewrite above covers them all.
+fn quoted_paths(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .flat_map(|l| l.split('"').skip(1).step_by(2))
+        .filter(|s| s.starts_with('/'))
+        .collect()
+}
+
+/// The example with its commented-out configuration lines (`#[[peers]]`, `#id = …`:
+/// a `#` directly followed by TOML, unlike the `# ` of explanations) made live.
+fn uncommented(text: &str) -> String {
+    text.lines()
+        .map(|l| match l.strip_prefix('#') {
+            Some(rest) if rest.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '[') => rest,
+            _ => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn example_uses_production_paths() {
+    let paths = quoted_paths(EXAMPLE);
+    assert!(
+        paths.len() >= 7,
+        "expected key/cert/state paths, got {paths:?}"
+    );
+    for p in &paths {
+        assert!(
+            p.starts_with("/etc/certfed/") || *p == "/var/lib/certfed",
+            "{p}: keys and certificates belong under /etc/certfed/, state in /var/lib/certfed"
+        );
+    }
+    for p in quoted_paths(&uncommented(EXAMPLE)) {
+        assert!(
+            p.starts_with("/etc/certfed/") || p == "/var/lib/certfed",
+            "{p}"
+        );
+    }
+}
+
+#[test]
+fn example_config_loads_with_a_real_pki() {
+    let fx = Fixture::new();
+    let cfg = fx
+        .load(EXAMPLE)
+        .unwrap_or_else(|e| panic!("deploy/debian/certfed.toml does not load: {e}"));
+    let etc = fx.pki.dir.path().canonicalize().unwrap();
+    let under_etc = |p: &Path| p.canonicalize().unwrap().starts_with(&etc);
+
+    assert_eq!(cfg.node.id, NODE_ID);
+    assert!(under_etc(&cfg.node.signing_key));
+    assert!(under_etc(&cfg.tls.ca) && under_etc(&cfg.tls.cert) && under_etc(&cfg.tls.key));
+    assert_eq!(cfg.tls.crls.len(), 1);
+    assert!(under_etc(&cfg.tls.crls[0]));
+    assert_eq!(cfg.storage.dir, fx.state.path().join("certfed"));
+    assert_eq!(cfg.metrics.listen.as_deref(), Some("127.0.0.1:9700"));
+    assert!(cfg.listen_addr().is_ok());
+    assert!(
+        cfg.peers.is_empty(),
+        "peers are placeholders, commented out"
+    );
+    let members: Vec<&str> = cfg.members.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(members, [NODE_ID], "the node pins its own signing key");
+    // tls.cert is the fresh PKI's node certificate, not some file that happened to exist.
+    let cert = std::fs::read_to_string(&cfg.tls.cert).unwrap();
+    assert!(certfed::pki::issued_by(&cert, fx.pki.ca.cert_pem()).unwrap());
+}
+
+#[test]
+fn example_placeholders_are_valid_once_uncommented() {
+    let fx = Fixture::new();
+    let members = fx.pki.path("members");
+    std::fs::create_dir(&members).unwrap();
+    let partner = new_signing_key().unwrap();
+    write_public(
+        &members.join(format!("{PARTNER_ID}.sign.pub")),
+        &partner.public_pem,
+        false,
+    )
+    .unwrap();
+    let text = uncommented(EXAMPLE);
+    assert_ne!(
+        text, EXAMPLE,
+        "the example has commented-out [[peers]]/[[members]]"
+    );
+    let cfg = fx
+        .load(&text)
+        .unwrap_or_else(|e| panic!("the uncommented placeholders do not load: {e}"));
+    assert_eq!(cfg.peers.len(), 1);
+    assert_eq!(cfg.peers[0].id, PARTNER_ID);
+    assert_eq!(cfg.members.len(), 2);
+}
+
+/// The checks above can fail: the loader, fed the same rewritten file, refuses an
+/// unknown key and a missing key file.
+#[test]
+fn loader_rejects_broken_variants_of_the_example() {
+    let fx = Fixture::new();
+    let unknown = EXAMPLE.replace("[storage]\n", "[storage]\nfolder = \"/tmp\"\n");
+    assert_ne!(unknown, EXAMPLE);
+    let e = fx.load(&unknown).unwrap_err().to_string();
+    assert!(e.contains("folder"), "{e}");
+
+    std::fs::remove_file(fx.pki.path(&format!("{NODE_ID}.key"))).unwrap();
+    let e = fx.load(EXAMPLE).unwrap_err().to_string();
+    assert!(e.contains("tls.key"), "{e}");
+}
+
+/// The files the metadata in Cargo.toml packages exist, and the maintainer scripts are
+/// executable and carry the token cargo-deb replaces with its systemd fragments.
+#[test]
+fn deb_metadata_assets_exist() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    assert!(manifest.contains("[package.metadata.deb]"));
+    assert!(manifest.contains("maintainer-scripts = \"deploy/debian/\""));
+    for f in [
+        "deploy/systemd/certfed.service",
+        "deploy/debian/certfed.toml",
+        "README.md",
+    ] {
+        assert!(
+            manifest.contains(&format!("[\"{f}\"")),
+            "{f} is not an asset"
+        );
+        assert!(root.join(f).is_file(), "{f} is missing");
+    }
+    for script in ["postinst", "postrm"] {
+        let path = root.join("deploy/debian").join(script);
+        let s = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            s.contains("#DEBHELPER#"),
+            "{script} needs the #DEBHELPER# token"
+        );
+        assert!(s.contains("\nset -e\n"), "{script} must use set -e");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert!(mode & 0o111 != 0, "{script} must be executable");
+    }
+}
