@@ -6,9 +6,14 @@
 //! can act on. Pure functions: no I/O.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use crate::domain::policy::tlp_from_wire;
 use crate::proto::v1::{
-    Alert, Indicator, IndicatorType, Nis2Sector, Revision, RsitClass, Severity, Tlp,
+    Alert, Indicator, IndicatorType, Nis2Sector, Revision, RsitClass, Severity,
 };
+
+/// The TLP vocabulary lives in [`crate::domain::policy`]; re-exported for callers that
+/// reach it through `domain::alert`.
+pub use crate::domain::policy::{ALL_TLPS, parse_tlp, tlp_label};
 
 /// Size and count limits applied to alerts (from the node's configuration).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,8 +63,6 @@ pub const MAX_REFERENCE_CHARS: usize = 2048;
 /// Longest URL indicator, in characters.
 pub const MAX_URL_CHARS: usize = 4096;
 
-const TLP_WORDS: &str =
-    "clear, green, amber, amber+strict, red (or TLP:CLEAR … TLP:RED, TLP_CLEAR … TLP_RED)";
 const SEVERITY_WORDS: &str = "low, medium, high, critical";
 
 /// Validates an alert about to be signed or just received. `created_unix_ms` is the
@@ -99,24 +102,7 @@ pub fn validate_alert(
     }
 
     // tlp
-    match Tlp::try_from(alert.tlp) {
-        Ok(Tlp::Unspecified) => {
-            return Err(ValidationError::new(
-                "alert.tlp",
-                "required: set the TLP marking to TLP_CLEAR, TLP_GREEN, TLP_AMBER, TLP_AMBER_STRICT or TLP_RED",
-            ));
-        }
-        Ok(_) => {}
-        Err(_) => {
-            return Err(ValidationError::new(
-                "alert.tlp",
-                format!(
-                    "unknown TLP value {}; use TLP_CLEAR, TLP_GREEN, TLP_AMBER, TLP_AMBER_STRICT or TLP_RED",
-                    alert.tlp
-                ),
-            ));
-        }
-    }
+    tlp_from_wire(alert.tlp).map_err(|rule| ValidationError::new("alert.tlp", rule))?;
 
     // severity
     match Severity::try_from(alert.severity) {
@@ -630,14 +616,6 @@ pub fn validate_country(c: &str) -> Result<(), String> {
 
 // ---- vocabularies -------------------------------------------------------------------
 
-/// All TLP values except UNSPECIFIED, from least to most restrictive.
-pub const ALL_TLPS: [Tlp; 5] = [
-    Tlp::Clear,
-    Tlp::Green,
-    Tlp::Amber,
-    Tlp::AmberStrict,
-    Tlp::Red,
-];
 /// All severities except UNSPECIFIED, lowest first.
 pub const ALL_SEVERITIES: [Severity; 4] = [
     Severity::Low,
@@ -680,38 +658,6 @@ pub const ALL_RSIT: [RsitClass; 11] = [
     RsitClass::Other,
     RsitClass::Test,
 ];
-
-/// Display label of a TLP: `TLP:CLEAR`, `TLP:GREEN`, `TLP:AMBER`, `TLP:AMBER+STRICT`, `TLP:RED`.
-pub fn tlp_label(t: Tlp) -> &'static str {
-    match t {
-        Tlp::Unspecified => "TLP:UNSPECIFIED",
-        Tlp::Clear => "TLP:CLEAR",
-        Tlp::Green => "TLP:GREEN",
-        Tlp::Amber => "TLP:AMBER",
-        Tlp::AmberStrict => "TLP:AMBER+STRICT",
-        Tlp::Red => "TLP:RED",
-    }
-}
-
-/// Parses operator words: `clear|green|amber|amber+strict|red`, case-insensitive, with or
-/// without the `TLP:` prefix, or the enum names (`TLP_AMBER_STRICT`). `white` (TLP 1.0)
-/// is read as CLEAR, as TLP 2.0 prescribes.
-pub fn parse_tlp(s: &str) -> Result<Tlp, String> {
-    let w = s.trim().to_ascii_lowercase();
-    let w = w
-        .strip_prefix("tlp:")
-        .or_else(|| w.strip_prefix("tlp_"))
-        .unwrap_or(&w)
-        .trim();
-    match w {
-        "clear" | "white" => Ok(Tlp::Clear),
-        "green" => Ok(Tlp::Green),
-        "amber" => Ok(Tlp::Amber),
-        "amber+strict" | "amber_strict" | "amber-strict" => Ok(Tlp::AmberStrict),
-        "red" => Ok(Tlp::Red),
-        _ => Err(format!("unknown TLP {s:?}; use one of: {TLP_WORDS}")),
-    }
-}
 
 /// Display label of a severity: `low`, `medium`, `high`, `critical`.
 pub fn severity_label(s: Severity) -> &'static str {
@@ -821,6 +767,7 @@ pub fn parse_rsit(s: &str) -> Result<RsitClass, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::v1::Tlp;
     use prost::Message;
     use prost_types::Timestamp;
 
@@ -1411,35 +1358,6 @@ mod tests {
         );
         a.revision = 9;
         fails(&a, "alert.revision", "unknown revision value 9");
-    }
-
-    #[test]
-    fn tlp_parse_and_labels() {
-        for t in ALL_TLPS {
-            assert_eq!(parse_tlp(tlp_label(t)), Ok(t));
-            assert_eq!(parse_tlp(&tlp_label(t).to_lowercase()), Ok(t));
-            assert_eq!(parse_tlp(t.as_str_name()), Ok(t));
-            assert_eq!(parse_tlp(&tlp_label(t)[4..].to_lowercase()), Ok(t));
-        }
-        assert_eq!(tlp_label(Tlp::Amber), "TLP:AMBER");
-        assert_eq!(tlp_label(Tlp::AmberStrict), "TLP:AMBER+STRICT");
-        assert_eq!(parse_tlp("amber+strict"), Ok(Tlp::AmberStrict));
-        assert_eq!(parse_tlp(" Amber+Strict "), Ok(Tlp::AmberStrict));
-        assert_eq!(parse_tlp("TLP:AMBER+STRICT"), Ok(Tlp::AmberStrict));
-        assert_eq!(parse_tlp("TLP_AMBER_STRICT"), Ok(Tlp::AmberStrict));
-        assert_eq!(parse_tlp("RED"), Ok(Tlp::Red));
-        assert_eq!(parse_tlp("white"), Ok(Tlp::Clear));
-        for s in [
-            "",
-            "unspecified",
-            "TLP_UNSPECIFIED",
-            "purple",
-            "amber strict",
-            "tlp:",
-        ] {
-            let e = parse_tlp(s).unwrap_err();
-            assert!(e.contains("clear, green, amber, amber+strict, red"), "{e}");
-        }
     }
 
     #[test]

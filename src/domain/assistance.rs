@@ -27,10 +27,11 @@ use prost::Message;
 use prost_types::Timestamp;
 
 use crate::domain::alert::validate_indicator;
+use crate::domain::policy::tlp_from_wire;
 use crate::proto::v1::{
     AssistanceEvent, AssistanceRequest, AssistanceService, AssistanceState, AssistanceView,
     Contact, DecisionMessage, EntityCategory, FundingChannel, Indicator, IndicatorType, Nis2Sector,
-    Offer, OfferMessage, OfferState, OfferView, RsitClass, Severity, StatusMessage, Tlp,
+    Offer, OfferMessage, OfferState, OfferView, RsitClass, Severity, StatusMessage,
 };
 
 /// Longest request title or offer summary, in characters.
@@ -383,24 +384,7 @@ pub fn validate_request(r: &AssistanceRequest, created_ms: i64) -> Result<(), As
             "required: say what happened and what help is needed",
         ));
     }
-    match Tlp::try_from(r.tlp) {
-        Ok(Tlp::Unspecified) => {
-            return Err(invalid(
-                "request.tlp",
-                "required: set the TLP marking to TLP_CLEAR, TLP_GREEN, TLP_AMBER, TLP_AMBER_STRICT or TLP_RED",
-            ));
-        }
-        Ok(_) => {}
-        Err(_) => {
-            return Err(invalid(
-                "request.tlp",
-                format!(
-                    "unknown TLP value {}; use TLP_CLEAR, TLP_GREEN, TLP_AMBER, TLP_AMBER_STRICT or TLP_RED",
-                    r.tlp
-                ),
-            ));
-        }
-    }
+    tlp_from_wire(r.tlp).map_err(|rule| invalid("request.tlp", rule))?;
     if r.services.is_empty() {
         return Err(invalid(
             "request.services",
@@ -951,7 +935,7 @@ pub fn overdue(a: &Assistance, now_ms: i64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::v1::{Contact, EstimatedNeeds};
+    use crate::proto::v1::{Contact, EstimatedNeeds, Tlp};
     use AssistanceState as S;
     use proptest::prelude::*;
 
