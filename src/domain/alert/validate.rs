@@ -32,7 +32,7 @@ impl Default for Limits {
     }
 }
 
-/// A validation failure naming the field (proto path like "alert.indicators[3].value")
+/// A validation failure naming the field (proto path like `alert.indicators[3].value`)
 /// and the rule broken, in words an operator can act on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {rule}")]
