@@ -3,6 +3,7 @@
 //! relays can check the signature on metadata alone. Receivers verify the exact
 //! bytes they got and never re-encode them.
 use super::keys::{KeyRegistry, Signer};
+use super::policy::tlp_from_wire;
 use crate::proto::v1::{EnvelopeHeader, MessageKind, SignedEnvelope, Tlp};
 use ed25519_dalek::Signature;
 use prost::Message;
@@ -193,12 +194,8 @@ fn precheck(
         }
         Ok(_) => {}
     }
-    match Tlp::try_from(header.tlp) {
-        Ok(Tlp::Unspecified) | Err(_) => {
-            return Err(Rejection::Malformed(format!("unknown TLP {}", header.tlp)));
-        }
-        Ok(_) => {}
-    }
+    tlp_from_wire(header.tlp)
+        .map_err(|_| Rejection::Malformed(format!("unknown TLP {}", header.tlp)))?;
     let created = header
         .created
         .as_ref()

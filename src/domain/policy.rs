@@ -1,15 +1,94 @@
-//! TLP distribution policy: who may receive a message, checked before anything leaves a
-//! node and again at every hop. Everything here fails closed: an unknown or unset TLP is
-//! never sent anywhere.
+//! TLP rules and distribution policy: who may receive a message, checked before anything
+//! leaves a node and again at every hop. Everything here fails closed: an unknown or unset
+//! TLP is never sent anywhere.
 //!
-//! In this federation CLEAR and GREEN may be broadcast and relayed; AMBER, AMBER+STRICT
-//! and RED go only to the recipients the origin names, and only directly to them (a node
-//! that is not a named recipient never receives the plaintext).
+//! In this federation CLEAR and GREEN may be broadcast and relayed ([`broadcastable`]);
+//! AMBER, AMBER+STRICT and RED go only to the recipients the origin names, end-to-end
+//! encrypted for them ([`requires_e2e`]): in clear only directly to a named recipient, as
+//! ciphertext also over relay links (a node that is not a named recipient never receives
+//! the plaintext). No TLP is both; UNSPECIFIED is neither and goes nowhere.
+//!
+//! This is the one place that knows the TLP vocabulary: the labels ([`tlp_label`]), the
+//! operator words ([`parse_tlp`], which never falls back to a default) and the check of a
+//! TLP value read off the wire ([`tlp_from_wire`]). `domain::alert` re-exports the
+//! vocabulary items for its callers.
 use std::collections::HashSet;
 
-use crate::domain::alert::tlp_label;
 use crate::domain::identity::validate_name;
 use crate::proto::v1::Tlp;
+
+/// All TLP values except UNSPECIFIED, from least to most restrictive.
+pub const ALL_TLPS: [Tlp; 5] = [
+    Tlp::Clear,
+    Tlp::Green,
+    Tlp::Amber,
+    Tlp::AmberStrict,
+    Tlp::Red,
+];
+
+const TLP_WORDS: &str =
+    "clear, green, amber, amber+strict, red (or TLP:CLEAR … TLP:RED, TLP_CLEAR … TLP_RED)";
+
+/// Display label of a TLP: `TLP:CLEAR`, `TLP:GREEN`, `TLP:AMBER`, `TLP:AMBER+STRICT`, `TLP:RED`.
+pub fn tlp_label(t: Tlp) -> &'static str {
+    match t {
+        Tlp::Unspecified => "TLP:UNSPECIFIED",
+        Tlp::Clear => "TLP:CLEAR",
+        Tlp::Green => "TLP:GREEN",
+        Tlp::Amber => "TLP:AMBER",
+        Tlp::AmberStrict => "TLP:AMBER+STRICT",
+        Tlp::Red => "TLP:RED",
+    }
+}
+
+/// Parses operator words: `clear|green|amber|amber+strict|red`, case-insensitive, with or
+/// without the `TLP:` prefix, or the enum names (`TLP_AMBER_STRICT`). `white` (TLP 1.0)
+/// is read as CLEAR, as TLP 2.0 prescribes. Anything else, UNSPECIFIED included, is an
+/// error naming the input and the accepted words; there is no default.
+pub fn parse_tlp(s: &str) -> Result<Tlp, String> {
+    let w = s.trim().to_ascii_lowercase();
+    let w = w
+        .strip_prefix("tlp:")
+        .or_else(|| w.strip_prefix("tlp_"))
+        .unwrap_or(&w)
+        .trim();
+    match w {
+        "clear" | "white" => Ok(Tlp::Clear),
+        "green" => Ok(Tlp::Green),
+        "amber" => Ok(Tlp::Amber),
+        "amber+strict" | "amber_strict" | "amber-strict" => Ok(Tlp::AmberStrict),
+        "red" => Ok(Tlp::Red),
+        _ => Err(format!("unknown TLP {s:?}; use one of: {TLP_WORDS}")),
+    }
+}
+
+/// The TLP marking of a proto field (`alert.tlp`, `request.tlp`, the envelope header):
+/// it must be set and known. The error is the rule broken, for the caller to prefix with
+/// the field.
+pub fn tlp_from_wire(value: i32) -> Result<Tlp, String> {
+    match Tlp::try_from(value) {
+        Ok(Tlp::Unspecified) => Err(
+            "required: set the TLP marking to TLP_CLEAR, TLP_GREEN, TLP_AMBER, TLP_AMBER_STRICT or TLP_RED"
+                .to_string(),
+        ),
+        Ok(t) => Ok(t),
+        Err(_) => Err(format!(
+            "unknown TLP value {value}; use TLP_CLEAR, TLP_GREEN, TLP_AMBER, TLP_AMBER_STRICT or TLP_RED"
+        )),
+    }
+}
+
+/// CLEAR and GREEN: may be broadcast to the whole federation and relayed in clear.
+/// Nothing else.
+pub fn broadcastable(tlp: Tlp) -> bool {
+    matches!(tlp, Tlp::Clear | Tlp::Green)
+}
+
+/// AMBER, AMBER+STRICT and RED: need named recipients and are end-to-end encrypted for
+/// them. Nothing else (UNSPECIFIED is never sent at all).
+pub fn requires_e2e(tlp: Tlp) -> bool {
+    matches!(tlp, Tlp::Amber | Tlp::AmberStrict | Tlp::Red)
+}
 
 /// Why a message may not be distributed as asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -54,11 +133,6 @@ pub fn check_distribution(tlp: Tlp, recipients: &[String]) -> Result<(), PolicyE
         });
     }
     Ok(())
-}
-
-/// CLEAR and GREEN may be broadcast and relayed; nothing else.
-fn broadcastable(tlp: Tlp) -> bool {
-    matches!(tlp, Tlp::Clear | Tlp::Green)
 }
 
 /// Per-peer policy from configuration.
@@ -204,7 +278,6 @@ pub fn route_to_peer(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::alert::ALL_TLPS;
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
@@ -222,6 +295,95 @@ mod tests {
         match r {
             Route::Skip(reason) => reason,
             Route::Send => panic!("expected Skip, got Send"),
+        }
+    }
+
+    #[test]
+    fn tlp_parse_and_labels() {
+        for t in ALL_TLPS {
+            assert_eq!(parse_tlp(tlp_label(t)), Ok(t));
+            assert_eq!(parse_tlp(&tlp_label(t).to_lowercase()), Ok(t));
+            assert_eq!(parse_tlp(t.as_str_name()), Ok(t));
+            assert_eq!(parse_tlp(&tlp_label(t)[4..].to_lowercase()), Ok(t));
+        }
+        assert_eq!(tlp_label(Tlp::Amber), "TLP:AMBER");
+        assert_eq!(tlp_label(Tlp::AmberStrict), "TLP:AMBER+STRICT");
+        assert_eq!(parse_tlp("amber+strict"), Ok(Tlp::AmberStrict));
+        assert_eq!(parse_tlp(" Amber+Strict "), Ok(Tlp::AmberStrict));
+        assert_eq!(parse_tlp("TLP:AMBER+STRICT"), Ok(Tlp::AmberStrict));
+        assert_eq!(parse_tlp("TLP_AMBER_STRICT"), Ok(Tlp::AmberStrict));
+        assert_eq!(parse_tlp("RED"), Ok(Tlp::Red));
+        assert_eq!(parse_tlp("white"), Ok(Tlp::Clear));
+        for s in [
+            "",
+            "unspecified",
+            "TLP_UNSPECIFIED",
+            "purple",
+            "amber strict",
+            "tlp:",
+        ] {
+            let e = parse_tlp(s).unwrap_err();
+            assert!(e.contains("clear, green, amber, amber+strict, red"), "{e}");
+        }
+    }
+
+    #[test]
+    fn broadcastable_and_requires_e2e_split_the_tlps() {
+        assert!(broadcastable(Tlp::Clear));
+        assert!(broadcastable(Tlp::Green));
+        for t in [Tlp::Amber, Tlp::AmberStrict, Tlp::Red] {
+            assert!(!broadcastable(t), "{t:?}");
+            assert!(requires_e2e(t), "{t:?}");
+        }
+        assert!(!requires_e2e(Tlp::Clear));
+        assert!(!requires_e2e(Tlp::Green));
+        // Every marked TLP is exactly one of the two; UNSPECIFIED is neither.
+        for t in ALL_TLPS {
+            assert_ne!(broadcastable(t), requires_e2e(t), "{t:?}");
+        }
+        assert!(!broadcastable(Tlp::Unspecified));
+        assert!(!requires_e2e(Tlp::Unspecified));
+        // The split follows the order: everything above GREEN needs end-to-end encryption.
+        for t in ALL_TLPS {
+            assert_eq!(requires_e2e(t), t > Tlp::Green, "{t:?}");
+        }
+    }
+
+    #[test]
+    fn tlp_from_wire_rules() {
+        for t in ALL_TLPS {
+            assert_eq!(tlp_from_wire(t as i32), Ok(t));
+        }
+        assert_eq!(
+            tlp_from_wire(Tlp::Unspecified as i32).unwrap_err(),
+            "required: set the TLP marking to TLP_CLEAR, TLP_GREEN, TLP_AMBER, TLP_AMBER_STRICT or TLP_RED"
+        );
+        for v in [-1, 6, 42] {
+            assert_eq!(
+                tlp_from_wire(v).unwrap_err(),
+                format!(
+                    "unknown TLP value {v}; use TLP_CLEAR, TLP_GREEN, TLP_AMBER, TLP_AMBER_STRICT or TLP_RED"
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn parse_tlp_has_no_fallback() {
+        let e = parse_tlp("purple").unwrap_err();
+        assert_eq!(
+            e,
+            "unknown TLP \"purple\"; use one of: clear, green, amber, amber+strict, red (or TLP:CLEAR … TLP:RED, TLP_CLEAR … TLP_RED)"
+        );
+        // Words that look like a TLP but are not one are refused, never read as a default.
+        for s in [
+            "tlp:unspecified",
+            "TLP:",
+            "green!",
+            "amberstrict",
+            "TLP RED",
+        ] {
+            assert!(parse_tlp(s).is_err(), "{s:?}");
         }
     }
 

@@ -1,0 +1,54 @@
+//! The proto view of a replayed request ([`Assistance::to_view`]) for the Operator API.
+//!
+//! A read-only projection: it copies the replayed state, offers and full history
+//! (ignored steps included, their action starting with "ignored: ") and adds only what
+//! depends on the caller's clock, `overdue`. It decides nothing and changes nothing.
+use prost_types::Timestamp;
+
+use super::machine::{Assistance, overdue};
+use crate::proto::v1::{AssistanceEvent, AssistanceView, OfferView};
+
+/// Unix ms as a proto timestamp (nanos always in 0..1e9, also before 1970).
+pub(super) fn ms_timestamp(ms: i64) -> Timestamp {
+    Timestamp {
+        seconds: ms.div_euclid(1000),
+        // rem_euclid(1000) * 1e6 < 1e9 fits in i32
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
+impl Assistance {
+    /// The proto view for the Operator API. The history includes ignored steps (their
+    /// action starts with "ignored: ").
+    pub fn to_view(&self, now_ms: i64) -> AssistanceView {
+        AssistanceView {
+            request_id: self.request_id.clone(),
+            requester: self.requester.clone(),
+            state: self.state as i32,
+            request: Some(self.request.clone()),
+            offers: self
+                .offers
+                .iter()
+                .map(|o| OfferView {
+                    offer_id: o.offer_id.clone(),
+                    donor: o.donor.clone(),
+                    state: o.state as i32,
+                    offer: Some(o.offer.clone()),
+                    decision_note: o.decision_note.clone(),
+                })
+                .collect(),
+            overdue: overdue(self, now_ms),
+            history: self
+                .history
+                .iter()
+                .map(|h| AssistanceEvent {
+                    message_id: h.message_id.clone(),
+                    actor: h.actor.clone(),
+                    at: Some(ms_timestamp(h.at_ms)),
+                    action: h.action.clone(),
+                    note: h.note.clone(),
+                })
+                .collect(),
+        }
+    }
+}
