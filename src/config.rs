@@ -197,7 +197,7 @@ fn default_max_tlp() -> Tlp {
 
 fn de_tlp<'de, D: Deserializer<'de>>(d: D) -> Result<Tlp, D::Error> {
     let s = String::deserialize(d)?;
-    crate::domain::alert::parse_tlp(&s).map_err(serde::de::Error::custom)
+    crate::domain::policy::parse_tlp(&s).map_err(serde::de::Error::custom)
 }
 
 /// A `host:port` endpoint, checked for shape when the configuration is read

@@ -104,6 +104,6 @@ mod tests {
         let s = status(crate::storage::StoreError::Corrupt("page 7".into()));
         assert_eq!(s.code(), Code::DataLoss);
         assert!(!s.message().contains("retry later"), "{}", s.message());
-        assert_eq!(bounded("é".repeat(1000)).len() <= MAX_STATUS_MESSAGE, true);
+        assert!(bounded("é".repeat(1000)).len() <= MAX_STATUS_MESSAGE);
     }
 }

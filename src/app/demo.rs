@@ -121,7 +121,7 @@ pub async fn run() -> anyhow::Result<()> {
                 "[{:>7.3}s] {:<8} PUBLISHES {} {} \"{}\"",
                 t0.elapsed().as_secs_f64(),
                 NODES[i],
-                crate::domain::alert::tlp_label(Tlp::try_from(a.tlp).unwrap_or(Tlp::Unspecified)),
+                crate::domain::policy::tlp_label(Tlp::try_from(a.tlp).unwrap_or(Tlp::Unspecified)),
                 crate::domain::alert::severity_label(
                     Severity::try_from(a.severity).unwrap_or(Severity::Unspecified)
                 ),

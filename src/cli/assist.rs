@@ -1,8 +1,9 @@
 //! `certfed assist request|offer|decide|update|list|show`.
 use super::client::{Conn, connect, explain};
-use crate::domain::alert::{parse_rsit, parse_sector, parse_severity, parse_tlp};
+use crate::domain::alert::{parse_rsit, parse_sector, parse_severity};
 use crate::domain::assistance::{offer_state_label, state_label};
 use crate::domain::envelope::ms_to_ts;
+use crate::domain::policy::parse_tlp;
 use crate::proto::v1::*;
 use anyhow::Context;
 use clap::{Args, Subcommand};

@@ -26,7 +26,7 @@ use crate::domain::alert::{Limits, validate_alert};
 use crate::domain::custody::{path_of, sign_hop, verify_chain};
 use crate::domain::envelope::{Rejection, Verified, checked_ts_to_ms, ms_to_ts};
 use crate::domain::keys::{KeyRegistry, Signer};
-use crate::domain::policy::{Outbound, PeerPolicy, Route, route_to_peer};
+use crate::domain::policy::{Outbound, PeerPolicy, Route, requires_e2e, route_to_peer, tlp_label};
 use crate::proto::v1::{
     Alert, AssistanceRequest, DecisionMessage, EnvelopeHeader, HopChain, HopRecord, MessageKind,
     OfferMessage, Receipt, ReceiptState, SignedEnvelope, SignedHop, StatusMessage, Tlp,
@@ -150,12 +150,6 @@ pub struct Input<'a> {
     pub chain: Vec<SignedHop>,
     /// For a receipt: where it goes next, if this node holds a message it reports on.
     pub receipt_route: Option<ReceiptRoute>,
-}
-
-/// CLEAR and GREEN may be broadcast and relayed in clear; the others need named
-/// recipients and end-to-end encryption.
-fn restricted(tlp: Tlp) -> bool {
-    matches!(tlp, Tlp::Amber | Tlp::AmberStrict | Tlp::Red)
 }
 
 /// Decides on one envelope. See the module documentation for the invariants.
@@ -441,13 +435,13 @@ fn decide(
 ) -> Result<Admitted, Rejection> {
     let h = &v.header;
     let tlp = Tlp::try_from(h.tlp).map_err(|_| Rejection::Malformed("unknown TLP".into()))?;
-    let label = crate::domain::alert::tlp_label(tlp);
-    if restricted(tlp) && h.recipients.is_empty() {
+    let label = tlp_label(tlp);
+    if requires_e2e(tlp) && h.recipients.is_empty() {
         return Err(Rejection::Policy(format!(
             "{label} may not be broadcast; it needs named recipients"
         )));
     }
-    if restricted(tlp) && !h.encrypted {
+    if requires_e2e(tlp) && !h.encrypted {
         return Err(Rejection::Policy(format!(
             "{label} payloads must be end-to-end encrypted for their recipients"
         )));

@@ -16,8 +16,8 @@ fn signer(i: usize) -> Signer {
 
 fn registry() -> KeyRegistry {
     let mut reg = KeyRegistry::default();
-    for i in 0..MEMBERS.len() {
-        reg.add(MEMBERS[i], signer(i).verifying_key()).unwrap();
+    for (i, m) in MEMBERS.iter().enumerate() {
+        reg.add(m, signer(i).verifying_key()).unwrap();
     }
     reg
 }
@@ -353,7 +353,7 @@ proptest! {
         let path: Vec<&str> = std::iter::once(origin).chain(relays.iter().copied()).map(|i| MEMBERS[i]).collect();
         match decide_one(me, &peers, env, Some(MEMBERS[sender]), hops) {
             Decision::Admit(row) => {
-                prop_assert!(!(restricted(tlp) && recipients.is_empty()));
+                prop_assert!(!(requires_e2e(tlp) && recipients.is_empty()));
                 prop_assert!(path.len() <= hop_limit as usize, "admitted beyond the hop limit");
                 if path.len() + 1 > hop_limit as usize {
                     prop_assert!(row.forward_to.is_empty(), "forwarded beyond the hop limit");
@@ -364,16 +364,16 @@ proptest! {
                     prop_assert!(!path.contains(&to.as_str()), "back along the path to {}", to);
                     prop_assert!(to != MEMBERS[me]);
                     let is_recipient = recipients.contains(to);
-                    if restricted(tlp) {
+                    if requires_e2e(tlp) {
                         prop_assert!(is_recipient || p.policy.relay,
                             "AMBER+ to {} which is neither a recipient nor a relay link", to);
                         prop_assert!(encrypt, "AMBER+ forwarded without end-to-end encryption");
                     }
-                    if !restricted(tlp) && !recipients.is_empty() && !is_recipient {
+                    if !requires_e2e(tlp) && !recipients.is_empty() && !is_recipient {
                         prop_assert!(p.policy.relay);
                     }
                 }
-                if restricted(tlp) && !recipients.iter().any(|r| r == MEMBERS[me]) {
+                if requires_e2e(tlp) && !recipients.iter().any(|r| r == MEMBERS[me]) {
                     prop_assert!(!row.readable && row.plain.is_none(), "a non-recipient can read AMBER+");
                 }
             }

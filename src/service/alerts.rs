@@ -3,9 +3,10 @@
 //! message, listing, watching what the node stores, and acknowledging (which
 //! owes the origin an ACKNOWLEDGED receipt).
 use crate::domain::admission::{ReceiptOwed, sectors_mask};
-use crate::domain::alert::{Limits, tlp_label, validate_alert};
+use crate::domain::alert::{Limits, validate_alert};
 use crate::domain::envelope::{ms_to_ts, ts_to_ms};
 use crate::domain::policy::check_distribution;
+use crate::domain::policy::tlp_label;
 use crate::proto::v1::{
     Alert, AlertFilter, AlertSummary, EnvelopeHeader, HopChain, HopRecord, MessageKind,
     MessageView, Nis2Sector, PathHop, ReceiptState, Severity, SignedEnvelope, Tlp, WatchEvent,

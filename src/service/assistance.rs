@@ -122,7 +122,7 @@ pub async fn request(
         payload: request.encode_to_vec(),
     };
     let (request_id, _) = originate(node, outgoing).await?;
-    tracing::info!(%request_id, tlp = crate::domain::alert::tlp_label(tlp), "assistance requested");
+    tracing::info!(%request_id, tlp = crate::domain::policy::tlp_label(tlp), "assistance requested");
     Ok(request_id)
 }
 

@@ -274,7 +274,7 @@ impl ServiceError for OriginateError {
 pub async fn originate(node: &Node, out: Outgoing) -> Result<(String, u64), OriginateError> {
     let message_id = uuid::Uuid::now_v7().to_string();
     let kind = out.kind;
-    let encrypted = matches!(out.tlp, Tlp::Amber | Tlp::AmberStrict | Tlp::Red);
+    let encrypted = crate::domain::policy::requires_e2e(out.tlp);
     let payload = if encrypted {
         let mut to = out.recipients.clone();
         if !to.contains(&node.id) {

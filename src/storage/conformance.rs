@@ -41,7 +41,8 @@ fn id(n: u32) -> String {
 
 /// Runs every check, each on a fresh store opened by `open` in its own folder.
 pub async fn run_all(open: impl Fn(&Path) -> Store) {
-    let checks: [(&str, fn(Store) -> futures::future::BoxFuture<'static, ()>); 8] = [
+    type Check = fn(Store) -> futures::future::BoxFuture<'static, ()>;
+    let checks: [(&str, Check); 8] = [
         ("dedup", |s| Box::pin(dedup_by_message_id(s))),
         ("outbox", |s| Box::pin(outbox_follows_the_message(s))),
         ("cursors", |s| Box::pin(cursors_increase(s))),
