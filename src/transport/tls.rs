@@ -244,3 +244,32 @@ pub fn revoked_serials(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn open_private_keys_are_refused_except_the_published_demo_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let demo = dir.path().join("node-a.key");
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("certs-example/node-a.key"),
+            &demo,
+        )
+        .unwrap();
+        std::fs::set_permissions(&demo, std::fs::Permissions::from_mode(0o644)).unwrap();
+        check_private_permissions(&demo).expect("a published demo key is accepted at 0644");
+
+        let mine = dir.path().join("mine.key");
+        let mut other = std::fs::read(&demo).unwrap();
+        other.insert(0, b'\n');
+        std::fs::write(&mine, other).unwrap();
+        std::fs::set_permissions(&mine, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = check_private_permissions(&mine).unwrap_err().to_string();
+        assert!(e.contains("chmod 600"), "{e}");
+        std::fs::set_permissions(&mine, std::fs::Permissions::from_mode(0o600)).unwrap();
+        check_private_permissions(&mine).unwrap();
+    }
+}
