@@ -274,7 +274,8 @@ pub async fn publish(
         )
     })?;
     let answer = requests::once(
-        node,
+        &node.store,
+        &node.requests,
         key,
         |message_id| async move {
             publish_as(node, alert, recipients, message_id)

@@ -154,7 +154,8 @@ pub async fn request(
         )
     })?;
     let answer = requests::once(
-        node,
+        &node.store,
+        &node.requests,
         key,
         |id| async move {
             request_as(node, request, recipients, id)
@@ -283,7 +284,8 @@ pub async fn offer(
     });
     let rid = &request_id;
     let answer = requests::once(
-        node,
+        &node.store,
+        &node.requests,
         key,
         |id| async move {
             act(node, rid, step, id.clone()).await?;
@@ -341,7 +343,8 @@ pub async fn decide(
     });
     let rid = &request_id;
     let answer = requests::once(
-        node,
+        &node.store,
+        &node.requests,
         key,
         |id| async move {
             let a = act(node, rid, step, id).await?;
@@ -423,7 +426,8 @@ pub async fn update(
     });
     let rid = &request_id;
     let answer = requests::once(
-        node,
+        &node.store,
+        &node.requests,
         key,
         |id| async move {
             let a = act(node, rid, step, id).await?;

@@ -26,6 +26,11 @@ pub const MAX_CONFIGURABLE_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// payload decoded and the envelope) plus room for the rest.
 pub const MAX_ANSWER_BYTES: usize = 2 * MAX_CONFIGURABLE_MESSAGE_BYTES + 1024 * 1024;
 
+// A page fits a client's default 4 MiB receive limit; any stored message's
+// view (payload decoded plus the envelope) fits the answer limit.
+const _: () = assert!(PAGE_BYTES < 4 * 1024 * 1024);
+const _: () = assert!(MAX_ANSWER_BYTES > 2 * MAX_CONFIGURABLE_MESSAGE_BYTES);
+
 /// Room in a request beyond the message itself (recipients, ids, options).
 const REQUEST_OVERHEAD: usize = 64 * 1024;
 
@@ -167,7 +172,5 @@ mod tests {
         assert!(check_request_size(300_000, 256 * 1024).is_ok());
         let e = check_request_size(400_000, 256 * 1024).unwrap_err();
         assert!(e.reason.contains("limits.max_message_bytes"), "{e}");
-        assert!(PAGE_BYTES < 4 * 1024 * 1024);
-        assert!(MAX_ANSWER_BYTES > 2 * MAX_CONFIGURABLE_MESSAGE_BYTES);
     }
 }

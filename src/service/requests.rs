@@ -21,9 +21,8 @@
 //! Callers run the action in its own task (the API layer does), so a client
 //! that disconnects mid-call does not cut an action in half.
 use crate::domain::text::quote;
-use crate::service::node::Node;
 use crate::service::{ErrorKind, InvalidArgument, ServiceError, now_ms};
-use crate::storage::{Claim, RequestRecord, StoreError};
+use crate::storage::{Claim, RequestRecord, Store, StoreError};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::future::Future;
@@ -157,13 +156,15 @@ impl Requests {
     }
 }
 
-/// Runs `action` at most once for `key` (always when `key` is `None`).
+/// Runs `action` at most once for `key` (always when `key` is `None`), with
+/// the node's store and its per-id locks.
 ///
 /// `action` gets the message id to sign with and returns the answer.
 /// `recover` rebuilds the answer from the store when an earlier attempt
 /// stored its message but the node stopped before recording the answer.
 pub async fn once<R, E, A, AF, V, VF>(
-    node: &Node,
+    store: &Store,
+    locks: &Requests,
     key: Option<RequestKey>,
     action: A,
     recover: V,
@@ -179,7 +180,7 @@ where
     let Some(key) = key else {
         return action(uuid::Uuid::now_v7().to_string()).await;
     };
-    let _serial = node.requests.lock(&key.id).await;
+    let _serial = locks.lock(&key.id).await;
     let now = now_ms();
     let rec = RequestRecord {
         request_id: key.id.clone(),
@@ -188,8 +189,7 @@ where
         response: None,
         created_ms: now,
     };
-    let message_id = match node
-        .store
+    let message_id = match store
         .claim_request(rec.clone(), now.saturating_sub(WINDOW_MS))
         .await
         .map_err(RequestIdError::from)?
@@ -216,10 +216,10 @@ where
             });
         }
         Claim::Held(held) => {
-            if node.store.get_message(&held.message_id).await?.is_some() {
+            if store.get_message(&held.message_id).await?.is_some() {
                 // Stored, answer not recorded: the node stopped in between.
                 let answer = recover(held.message_id).await?;
-                record(node, &key, &answer).await;
+                record(store, &key, &answer).await;
                 return Ok(answer);
             }
             held.message_id
@@ -227,15 +227,15 @@ where
     };
     match action(message_id.clone()).await {
         Ok(answer) => {
-            record(node, &key, &answer).await;
+            record(store, &key, &answer).await;
             Ok(answer)
         }
         Err(e) => {
             // Free the id only when nothing was stored; otherwise a retry
             // recovers the answer from the store.
-            match node.store.get_message(&message_id).await {
+            match store.get_message(&message_id).await {
                 Ok(None) => {
-                    if let Err(re) = node.store.release_request(&key.id).await {
+                    if let Err(re) = store.release_request(&key.id).await {
                         tracing::warn!(request_id = %key.id, error = %re, "cannot release a failed request id; a retry will check the store again");
                     }
                 }
@@ -250,9 +250,8 @@ where
 }
 
 /// Records the answer; a failure only costs a store lookup on a retry.
-async fn record<R: prost::Message>(node: &Node, key: &RequestKey, answer: &R) {
-    if let Err(e) = node
-        .store
+async fn record<R: prost::Message>(store: &Store, key: &RequestKey, answer: &R) {
+    if let Err(e) = store
         .complete_request(&key.id, answer.encode_to_vec())
         .await
     {
