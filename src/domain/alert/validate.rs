@@ -252,6 +252,15 @@ pub fn validate_alert(
                 ),
             ));
         }
+        if crate::domain::envelope::checked_ts_to_ms(ts).is_none() {
+            return Err(ValidationError::new(
+                "alert.expires",
+                format!(
+                    "timestamp {} s is outside years 0001 to 9999; set a real expiry or leave it unset",
+                    ts.seconds
+                ),
+            ));
+        }
         let expires_ms = i128::from(ts.seconds) * 1000 + i128::from(ts.nanos) / 1_000_000;
         if expires_ms <= i128::from(created_unix_ms) {
             return Err(ValidationError::new(

@@ -284,8 +284,14 @@ fn expires_rules() {
         nanos: -1,
     });
     fails(&a, "alert.expires", "invalid timestamp");
+    // Extremes never overflow: they are refused as dates no one can mean.
     a.expires = Some(Timestamp {
         seconds: i64::MAX,
+        nanos: 999_999_999,
+    });
+    fails(&a, "alert.expires", "outside years 0001 to 9999");
+    a.expires = Some(Timestamp {
+        seconds: 253_402_300_799,
         nanos: 999_999_999,
     });
     check(&a).unwrap();
@@ -293,7 +299,7 @@ fn expires_rules() {
         seconds: i64::MIN,
         nanos: 0,
     });
-    fails(&a, "alert.expires", "not after");
+    fails(&a, "alert.expires", "outside years 0001 to 9999");
     a.expires = None;
     check(&a).unwrap();
 }
@@ -320,6 +326,16 @@ fn revision_rules() {
     );
     a.revision = 9;
     fails(&a, "alert.revision", "unknown revision value 9");
+}
+
+#[test]
+fn expiry_must_be_a_real_date() {
+    let mut a = good();
+    a.expires = Some(Timestamp {
+        seconds: i64::MAX / 2,
+        nanos: 0,
+    });
+    fails(&a, "alert.expires", "outside years 0001 to 9999");
 }
 
 #[test]
