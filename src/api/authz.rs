@@ -95,7 +95,8 @@ where
             Err(msg) => {
                 let caller = who.map_or_else(|| "unauthenticated".to_string(), |w| w.to_string());
                 tracing::warn!(path = req.uri().path(), %caller, "permission denied");
-                let resp = tonic::Status::permission_denied(msg).into_http();
+                let resp =
+                    tonic::Status::permission_denied(crate::api::error::bounded(msg)).into_http();
                 Box::pin(async move { Ok(resp) })
             }
         }

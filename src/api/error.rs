@@ -1,6 +1,8 @@
 //! The one table from service errors to gRPC statuses, and the paging rules
 //! every List call shares. Messages are bounded in size (some clients refuse
-//! large status headers) and never echo a caller's input at length.
+//! large status headers) and never echo a caller's input at length: every
+//! status the Operator API returns is built here ([`status`], [`bad_request`]).
+use crate::service::limits::PageLimit;
 use crate::service::{ErrorKind, ServiceError};
 use tonic::{Code, Status};
 
@@ -17,6 +19,7 @@ pub fn code(kind: ErrorKind) -> Code {
         ErrorKind::InvalidArgument => Code::InvalidArgument,
         ErrorKind::OutOfRange => Code::OutOfRange,
         ErrorKind::NotFound => Code::NotFound,
+        ErrorKind::AlreadyExists => Code::AlreadyExists,
         ErrorKind::PermissionDenied => Code::PermissionDenied,
         ErrorKind::FailedPrecondition => Code::FailedPrecondition,
         ErrorKind::ResourceExhausted => Code::ResourceExhausted,
@@ -62,17 +65,25 @@ pub fn page_size(requested: u32) -> usize {
     }
 }
 
-/// Page tokens are opaque to callers; internally a decimal position.
+/// What a page may hold for a request's `page_size`: that many items, and
+/// at most [`crate::service::limits::PAGE_BYTES`] of them.
+pub fn page_limit(requested: u32) -> PageLimit {
+    PageLimit::items(page_size(requested))
+}
+
+/// Page tokens are opaque to callers; internally a decimal position (a store
+/// cursor, below 2^63).
 pub fn parse_page_token(t: &str) -> Result<u64, Status> {
     if t.is_empty() {
         return Ok(0);
     }
-    t.parse::<u64>().map_err(|_| {
-        bad_request(
+    match t.parse::<u64>() {
+        Ok(n) if n <= i64::MAX as u64 && t.len() <= 20 => Ok(n),
+        _ => Err(bad_request(
             "page_token",
-            "not a token from a previous answer's next_page_token",
-        )
-    })
+            "not a token from a previous answer's next_page_token; pass it unchanged, or leave it empty for the first page",
+        )),
+    }
 }
 
 /// The token for the page after position `next` (empty: no more).
@@ -88,6 +99,25 @@ pub fn page_token(next: u64) -> String {
 mod tests {
     use super::*;
     use crate::service::InvalidArgument;
+
+    #[test]
+    fn page_tokens_are_cursors_below_2_63() {
+        assert_eq!(parse_page_token("").unwrap(), 0);
+        assert_eq!(parse_page_token("42").unwrap(), 42);
+        for bad in [
+            "-1",
+            "x",
+            "9223372036854775808",
+            "18446744073709551615",
+            " 1",
+        ] {
+            let e = parse_page_token(bad).unwrap_err();
+            assert_eq!(e.code(), Code::InvalidArgument, "{bad}");
+            assert!(e.message().starts_with("page_token: "), "{}", e.message());
+        }
+        let long = "1".repeat(20_000);
+        assert!(parse_page_token(&long).unwrap_err().message().len() < 300);
+    }
 
     #[test]
     fn one_code_per_kind_and_bounded_messages() {

@@ -1,13 +1,29 @@
 //! Operator service adapter: decode each request, call the service that owns
 //! it (`service::alerts`, `service::assistance`, `service::delivery`), map
 //! errors with the one table in `api::error`. No business rule lives here.
-use crate::api::error::{page_size, page_token, parse_page_token, status};
+//!
+//! Invariants of the adapter itself:
+//! - Every request is first held to the node's request size
+//!   (`service::limits::check_request_size`, INVALID_ARGUMENT naming
+//!   `limits.max_message_bytes`); the transport's own limit is set higher
+//!   ([`OperatorApi::server`]) so that this check, not the transport's, answers.
+//! - Every error goes through `api::error::status` or `bad_request` (bounded,
+//!   never the caller's input at length).
+//! - Actions that sign something run in their own task: a client that
+//!   disconnects mid-call never leaves an action half done, and its retry
+//!   with the same request id finds the finished result.
+//! - No answer exceeds `service::limits::MAX_ANSWER_BYTES`; pages stop by
+//!   count and by size.
+use crate::api::error::{bad_request, page_limit, page_token, parse_page_token, status};
 use crate::domain::envelope::ms_to_ts;
-use crate::proto::v1::operator_server::Operator;
+use crate::proto::v1::operator_server::{Operator, OperatorServer};
 use crate::proto::v1::*;
 use crate::service::alerts::{self, WatchFrom};
+use crate::service::limits::{MAX_ANSWER_BYTES, check_request_size, transport_request_bytes};
 use crate::service::node::Node;
 use crate::service::{assistance, delivery};
+use prost::Message;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio_stream::StreamExt;
@@ -22,6 +38,38 @@ impl OperatorApi {
     pub fn new(node: Arc<Node>) -> Self {
         OperatorApi { node }
     }
+
+    /// The gRPC service with its size limits: requests up to
+    /// `transport_request_bytes` reach the adapter (which refuses those over
+    /// the node's limit with a clear message), answers up to `MAX_ANSWER_BYTES`.
+    pub fn server(node: Arc<Node>) -> OperatorServer<OperatorApi> {
+        let max = node.cfg.limits.max_message_bytes;
+        OperatorServer::new(OperatorApi::new(node))
+            .max_decoding_message_size(transport_request_bytes(max))
+            .max_encoding_message_size(MAX_ANSWER_BYTES)
+    }
+
+    /// The request's message, refused if over the node's request size.
+    fn take<M: Message>(&self, req: Request<M>) -> Result<M, Status> {
+        let m = req.into_inner();
+        check_request_size(m.encoded_len(), self.node.cfg.limits.max_message_bytes)
+            .map_err(status)?;
+        Ok(m)
+    }
+
+    /// Runs a signing action to its end in its own task, even if the caller
+    /// goes away.
+    async fn detached<T, F>(&self, f: impl FnOnce(Arc<Node>) -> F) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, Status>> + Send + 'static,
+    {
+        tokio::spawn(f(self.node.clone())).await.map_err(|e| {
+            Status::internal(crate::api::error::bounded(format!(
+                "action task failed: {e}"
+            )))
+        })?
+    }
 }
 
 type WatchStream = Pin<Box<dyn futures::Stream<Item = Result<WatchEvent, Status>> + Send>>;
@@ -30,8 +78,9 @@ type WatchStream = Pin<Box<dyn futures::Stream<Item = Result<WatchEvent, Status>
 impl Operator for OperatorApi {
     async fn get_node_info(
         &self,
-        _req: Request<GetNodeInfoRequest>,
+        req: Request<GetNodeInfoRequest>,
     ) -> Result<Response<NodeInfo>, Status> {
+        self.take(req)?;
         let info = delivery::node_info(&self.node).await.map_err(status)?;
         Ok(Response::new(info))
     }
@@ -40,10 +89,18 @@ impl Operator for OperatorApi {
         &self,
         req: Request<PublishAlertRequest>,
     ) -> Result<Response<PublishAlertResponse>, Status> {
-        let PublishAlertRequest { alert, recipients } = req.into_inner();
-        let message_id = alerts::publish(&self.node, alert, recipients)
-            .await
-            .map_err(status)?;
+        let PublishAlertRequest {
+            alert,
+            recipients,
+            request_id,
+        } = self.take(req)?;
+        let message_id = self
+            .detached(|node| async move {
+                alerts::publish(&node, alert, recipients, request_id)
+                    .await
+                    .map_err(status)
+            })
+            .await?;
         Ok(Response::new(PublishAlertResponse { message_id }))
     }
 
@@ -51,7 +108,7 @@ impl Operator for OperatorApi {
         &self,
         req: Request<GetMessageRequest>,
     ) -> Result<Response<MessageView>, Status> {
-        let id = req.into_inner().message_id;
+        let id = self.take(req)?.message_id;
         let view = alerts::get(&self.node, &id).await.map_err(status)?;
         Ok(Response::new(view))
     }
@@ -60,9 +117,9 @@ impl Operator for OperatorApi {
         &self,
         req: Request<ListAlertsRequest>,
     ) -> Result<Response<ListAlertsResponse>, Status> {
-        let r = req.into_inner();
+        let r = self.take(req)?;
         let before = parse_page_token(&r.page_token)?;
-        let (alerts, next) = alerts::list(&self.node, r.filter, before, page_size(r.page_size))
+        let (alerts, next) = alerts::list(&self.node, r.filter, before, page_limit(r.page_size))
             .await
             .map_err(status)?;
         Ok(Response::new(ListAlertsResponse {
@@ -77,13 +134,17 @@ impl Operator for OperatorApi {
         &self,
         req: Request<WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let r = req.into_inner();
-        let from = if r.from_start {
-            WatchFrom::Start
-        } else if r.after_cursor > 0 {
-            WatchFrom::After(r.after_cursor)
-        } else {
-            WatchFrom::Now
+        let r = self.take(req)?;
+        let from = match (r.from_start, r.after_cursor) {
+            (true, 0) => WatchFrom::Start,
+            (true, _) => {
+                return Err(bad_request(
+                    "from_start",
+                    "give either from_start or after_cursor, not both",
+                ));
+            }
+            (false, 0) => WatchFrom::Now,
+            (false, c) => WatchFrom::After(c),
         };
         let rx = alerts::watch(self.node.clone(), r.filter, from)
             .await
@@ -96,10 +157,10 @@ impl Operator for OperatorApi {
         &self,
         req: Request<ListPeersRequest>,
     ) -> Result<Response<ListPeersResponse>, Status> {
-        let r = req.into_inner();
+        let r = self.take(req)?;
         let start = parse_page_token(&r.page_token)?;
         let start = usize::try_from(start).unwrap_or(usize::MAX);
-        let (peers, total) = delivery::peers(&self.node, start, page_size(r.page_size))
+        let (peers, total) = delivery::peers(&self.node, start, page_limit(r.page_size))
             .await
             .map_err(status)?;
         let next = start.saturating_add(peers.len());
@@ -117,7 +178,7 @@ impl Operator for OperatorApi {
         &self,
         req: Request<GetDeliveryStatusRequest>,
     ) -> Result<Response<DeliveryStatus>, Status> {
-        let id = req.into_inner().message_id;
+        let id = self.take(req)?.message_id;
         let d = delivery::status(&self.node, &id).await.map_err(status)?;
         Ok(Response::new(d))
     }
@@ -126,7 +187,7 @@ impl Operator for OperatorApi {
         &self,
         req: Request<AcknowledgeMessageRequest>,
     ) -> Result<Response<AcknowledgeMessageResponse>, Status> {
-        let id = req.into_inner().message_id;
+        let id = self.take(req)?.message_id;
         let at = alerts::acknowledge(&self.node, &id).await.map_err(status)?;
         Ok(Response::new(AcknowledgeMessageResponse {
             acknowledged: Some(ms_to_ts(at)),
@@ -140,12 +201,15 @@ impl Operator for OperatorApi {
         let RequestAssistanceRequest {
             request,
             recipients,
-        } = req.into_inner();
-        let request =
-            request.ok_or_else(|| crate::api::error::bad_request("request", "required"))?;
-        let request_id = assistance::request(&self.node, request, recipients)
-            .await
-            .map_err(status)?;
+            request_id: client_key,
+        } = self.take(req)?;
+        let request_id = self
+            .detached(|node| async move {
+                assistance::request(&node, request, recipients, client_key)
+                    .await
+                    .map_err(status)
+            })
+            .await?;
         Ok(Response::new(RequestAssistanceResponse { request_id }))
     }
 
@@ -153,10 +217,18 @@ impl Operator for OperatorApi {
         &self,
         req: Request<OfferAssistanceRequest>,
     ) -> Result<Response<OfferAssistanceResponse>, Status> {
-        let OfferAssistanceRequest { request_id, offer } = req.into_inner();
-        let offer_id = assistance::offer(&self.node, request_id, offer)
-            .await
-            .map_err(status)?;
+        let OfferAssistanceRequest {
+            request_id,
+            offer,
+            client_request_id,
+        } = self.take(req)?;
+        let offer_id = self
+            .detached(|node| async move {
+                assistance::offer(&node, request_id, offer, client_request_id)
+                    .await
+                    .map_err(status)
+            })
+            .await?;
         Ok(Response::new(OfferAssistanceResponse { offer_id }))
     }
 
@@ -168,10 +240,15 @@ impl Operator for OperatorApi {
             offer_id,
             accept,
             note,
-        } = req.into_inner();
-        let state = assistance::decide(&self.node, offer_id, accept, note)
-            .await
-            .map_err(status)?;
+            request_id: client_key,
+        } = self.take(req)?;
+        let state = self
+            .detached(|node| async move {
+                assistance::decide(&node, offer_id, accept, note, client_key)
+                    .await
+                    .map_err(status)
+            })
+            .await?;
         Ok(Response::new(DecideOfferResponse {
             state: state as i32,
         }))
@@ -186,10 +263,22 @@ impl Operator for OperatorApi {
             state,
             note,
             withdraw_offer_id,
-        } = req.into_inner();
-        let state = assistance::update(&self.node, request_id, state, note, withdraw_offer_id)
-            .await
-            .map_err(status)?;
+            client_request_id,
+        } = self.take(req)?;
+        let state = self
+            .detached(|node| async move {
+                assistance::update(
+                    &node,
+                    request_id,
+                    state,
+                    note,
+                    withdraw_offer_id,
+                    client_request_id,
+                )
+                .await
+                .map_err(status)
+            })
+            .await?;
         Ok(Response::new(UpdateAssistanceResponse {
             state: state as i32,
         }))
@@ -199,10 +288,10 @@ impl Operator for OperatorApi {
         &self,
         req: Request<ListAssistanceRequestsRequest>,
     ) -> Result<Response<ListAssistanceRequestsResponse>, Status> {
-        let r = req.into_inner();
+        let r = self.take(req)?;
         let before = parse_page_token(&r.page_token)?;
         let (requests, next) =
-            assistance::list(&self.node, &r.states, before, page_size(r.page_size))
+            assistance::list(&self.node, &r.states, before, page_limit(r.page_size))
                 .await
                 .map_err(status)?;
         Ok(Response::new(ListAssistanceRequestsResponse {
@@ -215,7 +304,7 @@ impl Operator for OperatorApi {
         &self,
         req: Request<GetAssistanceRequestRequest>,
     ) -> Result<Response<AssistanceView>, Status> {
-        let id = req.into_inner().request_id;
+        let id = self.take(req)?.request_id;
         let view = assistance::get(&self.node, &id).await.map_err(status)?;
         Ok(Response::new(view))
     }

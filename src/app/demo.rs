@@ -130,6 +130,7 @@ pub async fn run() -> anyhow::Result<()> {
             op.publish_alert(PublishAlertRequest {
                 alert: Some(a),
                 recipients: vec![],
+                ..Default::default()
             })
             .await
             .map(|r| r.into_inner().message_id)
@@ -361,6 +362,7 @@ async fn assistance(fed: &Fed, t0: Instant) -> anyhow::Result<Vec<String>> {
         .request_assistance(RequestAssistanceRequest {
             request: Some(req),
             recipients,
+            ..Default::default()
         })
         .await?
         .into_inner()
@@ -407,6 +409,7 @@ async fn assistance(fed: &Fed, t0: Instant) -> anyhow::Result<Vec<String>> {
                     funding: funding as i32,
                     ..Default::default()
                 }),
+                ..Default::default()
             })
             .await?
             .into_inner()
@@ -432,6 +435,7 @@ async fn assistance(fed: &Fed, t0: Instant) -> anyhow::Result<Vec<String>> {
             } else {
                 "thank you; covered for now".into()
             },
+            ..Default::default()
         })
         .await?;
     }
@@ -445,6 +449,7 @@ async fn assistance(fed: &Fed, t0: Instant) -> anyhow::Result<Vec<String>> {
         state: AssistanceState::Deployed as i32,
         note: "team on site".into(),
         withdraw_offer_id: String::new(),
+        ..Default::default()
     })
     .await?;
     let v = converge(fed, &rid, "DEPLOYED", |v| {

@@ -226,9 +226,7 @@ pub async fn start(prepared: Prepared) -> anyhow::Result<RunningNode> {
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
     let max = node.cfg.limits.max_message_bytes + 64 * 1024;
-    let operator = OperatorServer::new(OperatorApi::new(node.clone()))
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max * 4);
+    let operator = OperatorApi::server(node.clone());
     let federation = FederationServer::new(FederationApi::new(node.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);

@@ -279,6 +279,7 @@ pub async fn run(conn: Conn, cmd: AssistCmd) -> anyhow::Result<()> {
                 .request_assistance(RequestAssistanceRequest {
                     request: Some(request),
                     recipients: a.recipients,
+                    request_id: uuid::Uuid::now_v7().to_string(),
                 })
                 .await
                 .map_err(ex)?
@@ -312,6 +313,7 @@ pub async fn run(conn: Conn, cmd: AssistCmd) -> anyhow::Result<()> {
                 .offer_assistance(OfferAssistanceRequest {
                     request_id: o.request_id,
                     offer: Some(offer),
+                    client_request_id: uuid::Uuid::now_v7().to_string(),
                 })
                 .await
                 .map_err(ex)?
@@ -336,6 +338,7 @@ pub async fn run(conn: Conn, cmd: AssistCmd) -> anyhow::Result<()> {
                     offer_id,
                     accept,
                     note,
+                    request_id: uuid::Uuid::now_v7().to_string(),
                 })
                 .await
                 .map_err(ex)?
@@ -362,6 +365,7 @@ pub async fn run(conn: Conn, cmd: AssistCmd) -> anyhow::Result<()> {
                     state,
                     note,
                     withdraw_offer_id: withdraw_offer.unwrap_or_default(),
+                    client_request_id: uuid::Uuid::now_v7().to_string(),
                 })
                 .await
                 .map_err(ex)?

@@ -313,6 +313,7 @@ pub fn publish_request(a: &PublishArgs) -> anyhow::Result<PublishAlertRequest> {
             exercise: a.exercise,
         }),
         recipients: a.recipients.clone(),
+        request_id: uuid::Uuid::now_v7().to_string(),
     })
 }
 

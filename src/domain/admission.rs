@@ -16,7 +16,9 @@
 //! - A relay that forwards a message signs a hop record naming exactly the peers
 //!   it forwards to.
 //! - A payload this node can read is decoded and validated according to its
-//!   kind; one it cannot read is routed on the signed header alone.
+//!   kind, by the same domain validators the origin ran before signing
+//!   (free text included: a partner's control characters are refused with the
+//!   field named); one it cannot read is routed on the signed header alone.
 //! - Receipts are owed only by a named recipient (or any member of a
 //!   broadcast) that is not the origin, never for a receipt.
 //!
@@ -375,6 +377,8 @@ fn parse_body(
         }
         Ok(MessageKind::Decision) => {
             let d = DecisionMessage::decode(body).map_err(|e| invalid("decision", e))?;
+            crate::domain::assistance::validate_decision(&d)
+                .map_err(|e| Rejection::InvalidPayload(e.to_string()))?;
             Ok(Parsed {
                 request_id: request_ref(&d.request_id)?,
                 ..Parsed::default()
@@ -382,6 +386,8 @@ fn parse_body(
         }
         Ok(MessageKind::Status) => {
             let st = StatusMessage::decode(body).map_err(|e| invalid("status", e))?;
+            crate::domain::assistance::validate_status(&st)
+                .map_err(|e| Rejection::InvalidPayload(e.to_string()))?;
             Ok(Parsed {
                 request_id: request_ref(&st.request_id)?,
                 ..Parsed::default()
@@ -404,6 +410,12 @@ fn parse_body(
                     "receipt.message_ids: {bad:?} is not a message id"
                 )));
             }
+            crate::domain::text::check(
+                "receipt.reason",
+                &r.reason,
+                crate::domain::text::Kind::MultiLine,
+            )
+            .map_err(|e| Rejection::InvalidPayload(e.to_string()))?;
             match ReceiptState::try_from(r.state) {
                 Ok(ReceiptState::Unspecified) | Err(_) => {
                     return Err(Rejection::InvalidPayload("receipt.state: unknown".into()));

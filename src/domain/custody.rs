@@ -1,8 +1,11 @@
 //! Chain of custody: every relay signs a record of what it did with a message
 //! (received from whom and when, forwarded to whom, which policy decision),
 //! and every receiving node verifies the whole chain against pinned keys.
+//! A record's free text (decision, forwarded-to names) is held to the rules of
+//! [`crate::domain::text`], like every other text a partner sends.
 use super::envelope::ts_to_ms;
 use super::keys::{KeyRegistry, Signer};
+use super::text::{self, Kind};
 use crate::proto::v1::{HopRecord, SignedHop};
 use ed25519_dalek::Signature;
 use prost::Message;
@@ -71,6 +74,14 @@ pub fn verify_chain(
                     r.relay
                 )
             })?;
+        // The record's free text is shown to operators (GetMessage custody).
+        let field = |f: &str| format!("hop {n} ({}) {f}", r.relay);
+        text::check(&field("decision"), &r.decision, Kind::SingleLine)
+            .map_err(|e| e.to_string())?;
+        for (j, to) in r.forwarded_to.iter().enumerate() {
+            text::check(&field(&format!("forwarded_to[{j}]")), to, Kind::SingleLine)
+                .map_err(|e| e.to_string())?;
+        }
         if r.message_id != message_id {
             return Err(format!(
                 "hop {n} ({}): record is about another message",
@@ -167,6 +178,14 @@ mod tests {
         forged.record = r.encode_to_vec();
         let e = verify_chain(&reg, "node-a", "m", "node-b", &[forged]).unwrap_err();
         assert!(e.contains("belongs to node-c"), "{e}");
+        // A relay's free text is held to the text rules.
+        let mut r = rec("node-a");
+        r.decision = "relayed \u{1b}[2J".into();
+        let e = verify_chain(&reg, "node-a", "m", "node-b", &[sign_hop(&b, r)]).unwrap_err();
+        assert!(
+            e.contains("hop 1 (node-b) decision") && e.contains("U+001B"),
+            "{e}"
+        );
         // No repeats.
         let looped = vec![
             sign_hop(&b, rec("node-a")),

@@ -114,7 +114,8 @@ pub fn validate_name(name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "invalid name {name:?}: use 1-63 characters of a-z, 0-9, '-', '.', '_', starting with a letter or digit"
+            "invalid name {}: use 1-63 characters of a-z, 0-9, '-', '.', '_', starting with a letter or digit",
+            crate::domain::text::quote(name)
         ))
     }
 }

@@ -1,7 +1,11 @@
 //! Incident alerts on a node: publishing (validated, distribution checked,
-//! only the origin may supersede or retract its own alert), reading one
-//! message, listing, watching what the node stores, and acknowledging (which
-//! owes the origin an ACKNOWLEDGED receipt).
+//! only the origin may supersede or retract its own alert, idempotent with a
+//! client's request id), reading one message, listing, watching what the node
+//! stores, and acknowledging (which owes the origin an ACKNOWLEDGED receipt).
+//!
+//! Every input is checked before anything is read or written: ids are UUIDs,
+//! filter enums are known values, cursors lie within the store. Listings stop
+//! by count and by encoded size (`service::limits`).
 use crate::domain::admission::{ReceiptOwed, sectors_mask};
 use crate::domain::alert::{Limits, validate_alert};
 use crate::domain::envelope::{ms_to_ts, ts_to_ms};
@@ -9,11 +13,14 @@ use crate::domain::policy::check_distribution;
 use crate::domain::policy::tlp_label;
 use crate::proto::v1::{
     Alert, AlertFilter, AlertSummary, EnvelopeHeader, HopChain, HopRecord, MessageKind,
-    MessageView, Nis2Sector, PathHop, ReceiptState, Severity, SignedEnvelope, Tlp, WatchEvent,
+    MessageView, Nis2Sector, PathHop, PublishAlertRequest, PublishAlertResponse, ReceiptState,
+    Severity, SignedEnvelope, Tlp, WatchEvent,
 };
-use crate::service::ingest::{OriginateError, Outgoing, originate};
+use crate::service::ingest::{OriginateError, Outgoing, originate_as};
+use crate::service::limits::{MAX_ANSWER_BYTES, PageBuilder, PageLimit, framed_len};
 use crate::service::node::Node;
-use crate::service::{ErrorKind, InvalidArgument, ServiceError, now_ms};
+use crate::service::requests::{self, RequestIdError, RequestKey};
+use crate::service::{ErrorKind, InvalidArgument, ServiceError, check_id, now_ms};
 use crate::storage::{AlertQuery, StoreError, StoredMessage};
 use prost::Message;
 use std::sync::Arc;
@@ -27,6 +34,8 @@ pub enum AlertError {
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
+    OutOfRange(String),
+    #[error("{0}")]
     PermissionDenied(String),
     #[error("{0}")]
     FailedPrecondition(String),
@@ -36,6 +45,8 @@ pub enum AlertError {
     Originate(#[from] OriginateError),
     #[error("{0}")]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    RequestId(#[from] RequestIdError),
 }
 
 impl ServiceError for AlertError {
@@ -43,17 +54,29 @@ impl ServiceError for AlertError {
         match self {
             AlertError::Invalid(_) => ErrorKind::InvalidArgument,
             AlertError::NotFound(_) => ErrorKind::NotFound,
+            AlertError::OutOfRange(_) => ErrorKind::OutOfRange,
             AlertError::PermissionDenied(_) => ErrorKind::PermissionDenied,
             AlertError::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
             AlertError::Unavailable(_) => ErrorKind::Unavailable,
             AlertError::Originate(e) => e.kind(),
             AlertError::Store(e) => e.kind(),
+            AlertError::RequestId(e) => e.kind(),
         }
     }
 }
 
-/// The operator-facing view of a stored message.
+/// The operator-facing view of a stored message, within [`MAX_ANSWER_BYTES`]
+/// (the raw envelope is left out only for a message stored under a larger
+/// limit than any configuration allows now).
 pub fn message_view(m: &StoredMessage) -> MessageView {
+    let mut v = full_view(m);
+    if framed_len(v.encoded_len()) + 64 > MAX_ANSWER_BYTES {
+        v.envelope = None;
+    }
+    v
+}
+
+fn full_view(m: &StoredMessage) -> MessageView {
     let header = EnvelopeHeader::decode(m.header.as_slice()).unwrap_or_default();
     let alert = (m.kind == MessageKind::Alert as i32)
         .then(|| Alert::decode(m.body()).ok())
@@ -110,29 +133,83 @@ fn summary(m: &StoredMessage) -> AlertSummary {
     }
 }
 
-/// Translates the proto filter into a store query, validating enum values.
+/// A filter timestamp in unix ms, refused (naming `field`) when its nanos are
+/// out of range or it lies outside what a message time can be.
+fn filter_time(
+    ts: Option<&prost_types::Timestamp>,
+    field: &str,
+) -> Result<Option<i64>, InvalidArgument> {
+    let Some(ts) = ts else { return Ok(None) };
+    if !(0..1_000_000_000).contains(&ts.nanos) {
+        return Err(InvalidArgument::new(
+            field,
+            format!(
+                "invalid timestamp: nanos {} is outside 0..999999999",
+                ts.nanos
+            ),
+        ));
+    }
+    // Years 0001..9999, as RFC 3339 (and the protobuf JSON mapping) allow.
+    if !(-62_135_596_800..=253_402_300_799).contains(&ts.seconds) {
+        return Err(InvalidArgument::new(
+            field,
+            format!("timestamp {} s is outside years 0001 to 9999", ts.seconds),
+        ));
+    }
+    Ok(Some(ts_to_ms(ts)))
+}
+
+/// Translates the proto filter into a store query, validating every field:
+/// enum values known (and not UNSPECIFIED inside a list), origins that can be
+/// member ids, timestamps valid and in order.
 pub fn alert_query(f: Option<AlertFilter>) -> Result<AlertQuery, InvalidArgument> {
     let f = f.unwrap_or_default();
-    for t in &f.tlp {
+    for (i, t) in f.tlp.iter().enumerate() {
         if !matches!(Tlp::try_from(*t), Ok(x) if x != Tlp::Unspecified) {
             return Err(InvalidArgument::new(
-                "filter.tlp",
-                format!("unknown TLP value {t}"),
+                format!("filter.tlp[{i}]"),
+                format!(
+                    "unknown TLP value {t}; use TLP_CLEAR, TLP_GREEN, TLP_AMBER, TLP_AMBER_STRICT or TLP_RED"
+                ),
             ));
         }
     }
-    for s in &f.sectors {
+    for (i, s) in f.sectors.iter().enumerate() {
         if !matches!(Nis2Sector::try_from(*s), Ok(x) if x != Nis2Sector::Unspecified) {
             return Err(InvalidArgument::new(
-                "filter.sectors",
-                format!("unknown sector value {s}"),
+                format!("filter.sectors[{i}]"),
+                format!("unknown sector value {s}; use one of the NIS2_SECTOR_* values"),
             ));
         }
     }
     if Severity::try_from(f.min_severity).is_err() {
         return Err(InvalidArgument::new(
             "filter.min_severity",
-            "unknown severity value",
+            format!(
+                "unknown severity value {}; use SEVERITY_LOW, SEVERITY_MEDIUM, SEVERITY_HIGH or SEVERITY_CRITICAL (or leave it unset)",
+                f.min_severity
+            ),
+        ));
+    }
+    for (i, o) in f.origins.iter().enumerate() {
+        crate::domain::identity::validate_name(o).map_err(|_| {
+            InvalidArgument::new(
+                format!("filter.origins[{i}]"),
+                format!(
+                    "{} cannot be a member id (1-63 characters of a-z, 0-9, '-', '.', '_')",
+                    crate::domain::text::quote(o)
+                ),
+            )
+        })?;
+    }
+    let created_after_ms = filter_time(f.created_after.as_ref(), "filter.created_after")?;
+    let created_before_ms = filter_time(f.created_before.as_ref(), "filter.created_before")?;
+    if let (Some(a), Some(b)) = (created_after_ms, created_before_ms)
+        && a >= b
+    {
+        return Err(InvalidArgument::new(
+            "filter.created_before",
+            "must be later than filter.created_after (the window would be empty)",
         ));
     }
     Ok(AlertQuery {
@@ -140,8 +217,8 @@ pub fn alert_query(f: Option<AlertFilter>) -> Result<AlertQuery, InvalidArgument
         tlps: f.tlp,
         sectors_mask: sectors_mask(&f.sectors),
         origins: f.origins,
-        created_after_ms: f.created_after.as_ref().map(ts_to_ms),
-        created_before_ms: f.created_before.as_ref().map(ts_to_ms),
+        created_after_ms,
+        created_before_ms,
         include_exercise: f.include_exercise,
     })
 }
@@ -167,13 +244,57 @@ fn watch_matches(q: &AlertQuery, m: &StoredMessage) -> bool {
 }
 
 /// Publishes an alert as this node to `recipients` (empty: the whole
-/// federation, CLEAR and GREEN only); returns its message id.
+/// federation, CLEAR and GREEN only); returns its message id. With a
+/// `request_id` (a UUID) a retry returns the first message id and publishes
+/// nothing (`service::requests`).
 pub async fn publish(
     node: &Node,
     alert: Option<Alert>,
     recipients: Vec<String>,
+    request_id: String,
 ) -> Result<String, AlertError> {
-    let alert = alert.ok_or_else(|| InvalidArgument::new("alert", "required"))?;
+    let body = PublishAlertRequest {
+        alert,
+        recipients,
+        request_id: String::new(),
+    };
+    let key = RequestKey::parse(
+        "request_id",
+        &request_id,
+        "PublishAlert",
+        &body.encode_to_vec(),
+    )?;
+    let PublishAlertRequest {
+        alert, recipients, ..
+    } = body;
+    let alert = alert.ok_or_else(|| {
+        InvalidArgument::new(
+            "alert",
+            "required: the alert to publish (title, tlp, severity …)",
+        )
+    })?;
+    let answer = requests::once(
+        &node.store,
+        &node.requests,
+        key,
+        |message_id| async move {
+            publish_as(node, alert, recipients, message_id)
+                .await
+                .map(|message_id| PublishAlertResponse { message_id })
+        },
+        |message_id| async move { Ok(PublishAlertResponse { message_id }) },
+    )
+    .await?;
+    Ok(answer.message_id)
+}
+
+/// Validates and signs `alert` with message id `message_id`.
+async fn publish_as(
+    node: &Node,
+    alert: Alert,
+    recipients: Vec<String>,
+    message_id: String,
+) -> Result<String, AlertError> {
     let now = now_ms();
     let tlp = Tlp::try_from(alert.tlp).unwrap_or(Tlp::Unspecified);
     let limits = Limits {
@@ -182,7 +303,7 @@ pub async fn publish(
     };
     let payload = alert.encode_to_vec();
     validate_alert(&alert, now, payload.len(), &limits)
-        .map_err(|e| InvalidArgument::new("alert", e))?;
+        .map_err(|e| InvalidArgument::new(e.field, e.rule))?;
     check_distribution(tlp, &recipients).map_err(|e| InvalidArgument::new("recipients", e))?;
     node.check_members(&recipients)?;
     if !alert.supersedes.is_empty() {
@@ -211,16 +332,14 @@ pub async fn publish(
         created_ms: Some(now),
         payload,
     };
-    let (message_id, _) = originate(node, outgoing).await?;
+    let (message_id, _) = originate_as(node, outgoing, message_id).await?;
     tracing::info!(%message_id, tlp = tlp_label(tlp), "alert published");
     Ok(message_id)
 }
 
 /// One message this node holds and can read.
 pub async fn get(node: &Node, message_id: &str) -> Result<MessageView, AlertError> {
-    if message_id.is_empty() {
-        return Err(InvalidArgument::new("message_id", "required").into());
-    }
+    check_id("message_id", message_id, "message id")?;
     match node.store.get_message(message_id).await? {
         Some(m) if !m.readable => Err(AlertError::PermissionDenied(format!(
             "{message_id} is end-to-end encrypted for other nodes; this node only relays it"
@@ -232,24 +351,36 @@ pub async fn get(node: &Node, message_id: &str) -> Result<MessageView, AlertErro
     }
 }
 
+/// Rows read from the store at a time while filling a page.
+const CHUNK: usize = 32;
+
 /// A page of alerts matching `filter`, newest first, below cursor `before`
-/// (0: the newest). Returns the page and the cursor to continue from (0: no more).
+/// (0: the newest), within `limit` (count and encoded size). Returns the page
+/// and the cursor to continue from (0: no more).
 pub async fn list(
     node: &Node,
     filter: Option<AlertFilter>,
     before: u64,
-    size: usize,
+    limit: PageLimit,
 ) -> Result<(Vec<AlertSummary>, u64), AlertError> {
     let q = alert_query(filter)?;
-    let mut rows = node.store.list_alerts(q, before, size + 1).await?;
-    let more = rows.len() > size;
-    rows.truncate(size);
-    let next = if more {
-        rows.last().map_or(0, |m| m.cursor)
-    } else {
-        0
-    };
-    Ok((rows.iter().map(summary).collect(), next))
+    let mut page = PageBuilder::new(limit);
+    let mut cursor = before;
+    loop {
+        let want = (limit.items - page.len() + 1).min(CHUNK);
+        let rows = node.store.list_alerts(q.clone(), cursor, want).await?;
+        let exhausted = rows.len() < want;
+        for m in rows {
+            if !page.push(summary(&m)) {
+                // Full, by count or size, and this row is still to come.
+                return Ok((page.into_items(), cursor));
+            }
+            cursor = m.cursor;
+        }
+        if exhausted {
+            return Ok((page.into_items(), 0));
+        }
+    }
 }
 
 /// Where a Watch stream starts.
@@ -274,7 +405,24 @@ pub async fn watch(
     let mut notes = node.stored.subscribe();
     let mut cursor = match from {
         WatchFrom::Start => 0,
-        WatchFrom::After(c) => c,
+        WatchFrom::After(c) => {
+            if c > i64::MAX as u64 {
+                return Err(InvalidArgument::new(
+                    "after_cursor",
+                    format!(
+                        "{c} is not a cursor (cursors are below 2^63); pass the cursor of the last event received, or from_start"
+                    ),
+                )
+                .into());
+            }
+            let last = node.store.last_cursor().await?;
+            if c > last {
+                return Err(AlertError::OutOfRange(format!(
+                    "after_cursor: {c} is beyond the last message this node stored (cursor {last}); was the store restored from an older backup? Resume with after_cursor {last}, or from_start"
+                )));
+            }
+            c
+        }
         WatchFrom::Now => node.store.last_cursor().await?,
     };
     let (tx, rx) = mpsc::channel(256);
@@ -327,9 +475,7 @@ pub async fn watch(
 /// Marks a message as seen by an operator of this node and owes its origin an
 /// ACKNOWLEDGED receipt. Returns when it was first acknowledged.
 pub async fn acknowledge(node: &Node, message_id: &str) -> Result<i64, AlertError> {
-    if message_id.is_empty() {
-        return Err(InvalidArgument::new("message_id", "required").into());
-    }
+    check_id("message_id", message_id, "message id")?;
     let Some(at) = node.store.acknowledge(message_id, now_ms()).await? else {
         return Err(AlertError::NotFound(format!(
             "no message {message_id} on this node"

@@ -4,18 +4,30 @@
 //! this node signs it. Actions are serialised per node, so this node never
 //! signs two steps that conflict. Steps go to the request's audience under the
 //! request's TLP.
+//!
+//! Every action may carry a client's request id (`service::requests`): a retry
+//! returns the first answer and signs nothing more. Ids the caller names are
+//! checked to be UUIDs, enum values to be known, notes to be clean text
+//! (`domain::text`), before anything is read; listings stop by count and by
+//! encoded size, and a view too large for one answer is trimmed
+//! (`domain::assistance::fit_view`).
 use crate::domain::assistance::{
-    Assistance, AssistanceError, SignedStep, Step, check, next_created_ms, replay, state_label,
-    validate_request,
+    Assistance, AssistanceError, SignedStep, Step, check, fit_view, next_created_ms, replay,
+    state_label, validate_request,
 };
 use crate::domain::policy::check_distribution;
+use crate::domain::text::{self, Kind};
 use crate::proto::v1::{
-    AssistanceRequest, AssistanceState, AssistanceView, DecisionMessage, EnvelopeHeader,
-    MessageKind, OfferMessage, StatusMessage, Tlp,
+    AssistanceRequest, AssistanceState, AssistanceView, DecideOfferRequest, DecideOfferResponse,
+    DecisionMessage, EnvelopeHeader, MessageKind, Offer, OfferAssistanceRequest,
+    OfferAssistanceResponse, OfferMessage, RequestAssistanceRequest, RequestAssistanceResponse,
+    StatusMessage, Tlp, UpdateAssistanceRequest, UpdateAssistanceResponse,
 };
-use crate::service::ingest::{OriginateError, Outgoing, originate};
+use crate::service::ingest::{OriginateError, Outgoing, originate_as};
+use crate::service::limits::{PAGE_BYTES, PageBuilder, PageLimit};
 use crate::service::node::Node;
-use crate::service::{ErrorKind, InvalidArgument, ServiceError, now_ms};
+use crate::service::requests::{self, RequestIdError, RequestKey};
+use crate::service::{ErrorKind, InvalidArgument, ServiceError, check_id, now_ms};
 use crate::storage::{StoreError, StoredMessage};
 use prost::Message;
 
@@ -32,6 +44,14 @@ pub enum AssistError {
     Originate(#[from] OriginateError),
     #[error("{0}")]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    RequestId(#[from] RequestIdError),
+}
+
+impl From<text::TextError> for AssistError {
+    fn from(e: text::TextError) -> Self {
+        AssistError::Domain(e.into())
+    }
 }
 
 impl ServiceError for AssistError {
@@ -51,6 +71,7 @@ impl ServiceError for AssistError {
             }
             AssistError::Originate(e) => e.kind(),
             AssistError::Store(e) => e.kind(),
+            AssistError::RequestId(e) => e.kind(),
         }
     }
 }
@@ -101,11 +122,57 @@ fn audience(node: &Node, req: &StoredMessage, requester: &str) -> Vec<String> {
     to
 }
 
-/// Opens a request for assistance as this node; returns its id.
+/// Opens a request for assistance as this node; returns its id. With a
+/// `client_key` (the call's `request_id`, a UUID) a retry returns the first
+/// id and opens nothing.
 pub async fn request(
+    node: &Node,
+    request: Option<AssistanceRequest>,
+    recipients: Vec<String>,
+    client_key: String,
+) -> Result<String, AssistError> {
+    let body = RequestAssistanceRequest {
+        request,
+        recipients,
+        request_id: String::new(),
+    };
+    let key = RequestKey::parse(
+        "request_id",
+        &client_key,
+        "RequestAssistance",
+        &body.encode_to_vec(),
+    )?;
+    let RequestAssistanceRequest {
+        request,
+        recipients,
+        ..
+    } = body;
+    let request = request.ok_or_else(|| {
+        InvalidArgument::new(
+            "request",
+            "required: the assistance request (title, description, tlp, services …)",
+        )
+    })?;
+    let answer = requests::once(
+        &node.store,
+        &node.requests,
+        key,
+        |id| async move {
+            request_as(node, request, recipients, id)
+                .await
+                .map(|request_id| RequestAssistanceResponse { request_id })
+        },
+        |request_id| async move { Ok(RequestAssistanceResponse { request_id }) },
+    )
+    .await?;
+    Ok(answer.request_id)
+}
+
+async fn request_as(
     node: &Node,
     request: AssistanceRequest,
     recipients: Vec<String>,
+    message_id: String,
 ) -> Result<String, AssistError> {
     let now = now_ms();
     validate_request(&request, now)?;
@@ -121,19 +188,20 @@ pub async fn request(
         created_ms: Some(now),
         payload: request.encode_to_vec(),
     };
-    let (request_id, _) = originate(node, outgoing).await?;
+    let (request_id, _) = originate_as(node, outgoing, message_id).await?;
     tracing::info!(%request_id, tlp = crate::domain::policy::tlp_label(tlp), "assistance requested");
     Ok(request_id)
 }
 
 /// Checks `step` on request `request_id` as this node and, if allowed, signs it
-/// and sends it to the request's audience under the request's TLP. Returns the
-/// new message id and the state after the step.
+/// with id `message_id` and sends it to the request's audience under the
+/// request's TLP. Returns the state after the step.
 pub async fn act(
     node: &Node,
     request_id: &str,
     step: Step,
-) -> Result<(String, Assistance), AssistError> {
+    message_id: String,
+) -> Result<Assistance, AssistError> {
     let _serial = node.assist_lock.lock().await;
     let (a, req) = load(node, request_id).await?.ok_or_else(|| {
         AssistanceError::NotFound(format!(
@@ -168,44 +236,98 @@ pub async fn act(
         created_ms: Some(created),
         payload,
     };
-    let (id, _) = originate(node, outgoing).await?;
+    originate_as(node, outgoing, message_id).await?;
+    state_of(node, request_id).await
+}
+
+/// The replayed state of a request this node holds.
+async fn state_of(node: &Node, request_id: &str) -> Result<Assistance, AssistError> {
     let (after, _) = load(node, request_id)
         .await?
         .ok_or_else(|| StoreError::Invalid(format!("request {request_id} vanished")))?;
-    Ok((id, after))
+    Ok(after)
 }
 
-/// Offers assistance on a request; returns the offer id.
+/// Offers assistance on a request; returns the offer id. With a
+/// `client_request_id` (a UUID) a retry returns the first offer id.
 pub async fn offer(
     node: &Node,
     request_id: String,
-    offer: Option<crate::proto::v1::Offer>,
+    offer: Option<Offer>,
+    client_request_id: String,
 ) -> Result<String, AssistError> {
-    if request_id.is_empty() {
-        return Err(InvalidArgument::new("request_id", "required").into());
-    }
+    check_id("request_id", &request_id, "assistance request id")?;
+    let body = OfferAssistanceRequest {
+        request_id,
+        offer,
+        client_request_id: String::new(),
+    };
+    let key = RequestKey::parse(
+        "client_request_id",
+        &client_request_id,
+        "OfferAssistance",
+        &body.encode_to_vec(),
+    )?;
+    let OfferAssistanceRequest {
+        request_id, offer, ..
+    } = body;
     if offer.is_none() {
-        return Err(InvalidArgument::new("offer", "required").into());
+        return Err(InvalidArgument::new(
+            "offer",
+            "required: the offer (summary, capabilities, capacity …)",
+        )
+        .into());
     }
     let step = Step::Offer(OfferMessage {
         request_id: request_id.clone(),
         offer,
     });
-    let (offer_id, _) = act(node, &request_id, step).await?;
-    tracing::info!(%request_id, %offer_id, "assistance offered");
-    Ok(offer_id)
+    let rid = &request_id;
+    let answer = requests::once(
+        &node.store,
+        &node.requests,
+        key,
+        |id| async move {
+            act(node, rid, step, id.clone()).await?;
+            Ok::<_, AssistError>(OfferAssistanceResponse { offer_id: id })
+        },
+        |offer_id| async move { Ok(OfferAssistanceResponse { offer_id }) },
+    )
+    .await?;
+    tracing::info!(%request_id, offer_id = %answer.offer_id, "assistance offered");
+    Ok(answer.offer_id)
 }
 
-/// Accepts or declines an offer (the requester); returns the request's state after.
+/// Accepts or declines an offer (the requester); returns the request's state
+/// after. With a `client_key` (the call's `request_id`, a UUID) a retry
+/// returns the first answer and decides nothing again.
 pub async fn decide(
     node: &Node,
     offer_id: String,
     accept: bool,
     note: String,
+    client_key: String,
 ) -> Result<AssistanceState, AssistError> {
-    if offer_id.is_empty() {
-        return Err(InvalidArgument::new("offer_id", "required").into());
-    }
+    check_id("offer_id", &offer_id, "offer id")?;
+    text::check("note", &note, Kind::MultiLine)?;
+    let body = DecideOfferRequest {
+        offer_id,
+        accept,
+        note,
+        request_id: String::new(),
+    };
+    let key = RequestKey::parse(
+        "request_id",
+        &client_key,
+        "DecideOffer",
+        &body.encode_to_vec(),
+    )?;
+    let DecideOfferRequest {
+        offer_id,
+        accept,
+        note,
+        ..
+    } = body;
     let request_id = node
         .store
         .get_message(&offer_id)
@@ -219,28 +341,82 @@ pub async fn decide(
         accept,
         note,
     });
-    let (_, a) = act(node, &request_id, step).await?;
-    Ok(a.state)
+    let rid = &request_id;
+    let answer = requests::once(
+        &node.store,
+        &node.requests,
+        key,
+        |id| async move {
+            let a = act(node, rid, step, id).await?;
+            Ok::<_, AssistError>(DecideOfferResponse {
+                state: a.state as i32,
+            })
+        },
+        |_| async move {
+            let a = state_of(node, rid).await?;
+            Ok(DecideOfferResponse {
+                state: a.state as i32,
+            })
+        },
+    )
+    .await?;
+    Ok(AssistanceState::try_from(answer.state).unwrap_or(AssistanceState::Unspecified))
 }
 
 /// Moves a request to a new state (requester) or withdraws an offer (donor).
+/// With a `client_request_id` (a UUID) a retry returns the first answer.
 pub async fn update(
     node: &Node,
     request_id: String,
     state: i32,
     note: String,
     withdraw_offer_id: String,
+    client_request_id: String,
 ) -> Result<AssistanceState, AssistError> {
-    if request_id.is_empty() {
-        return Err(InvalidArgument::new("request_id", "required").into());
+    check_id("request_id", &request_id, "assistance request id")?;
+    match AssistanceState::try_from(state) {
+        Err(_) => {
+            return Err(InvalidArgument::new(
+                "state",
+                format!(
+                    "unknown state value {state}; use ASSISTANCE_STATE_DEPLOYED, ASSISTANCE_STATE_COMPLETED, ASSISTANCE_STATE_CLOSED or ASSISTANCE_STATE_WITHDRAWN"
+                ),
+            )
+            .into());
+        }
+        Ok(s) if withdraw_offer_id.is_empty() == (s == AssistanceState::Unspecified) => {
+            return Err(InvalidArgument::new(
+                "state",
+                "give either a target state (requester) or withdraw_offer_id (donor), exactly one of them",
+            )
+            .into());
+        }
+        Ok(_) => {}
     }
-    if withdraw_offer_id.is_empty() == (state == AssistanceState::Unspecified as i32) {
-        return Err(InvalidArgument::new(
-            "state",
-            "give either a target state (requester) or withdraw_offer_id (donor), not both",
-        )
-        .into());
+    if !withdraw_offer_id.is_empty() {
+        check_id("withdraw_offer_id", &withdraw_offer_id, "offer id")?;
     }
+    text::check("note", &note, Kind::MultiLine)?;
+    let body = UpdateAssistanceRequest {
+        request_id,
+        state,
+        note,
+        withdraw_offer_id,
+        client_request_id: String::new(),
+    };
+    let key = RequestKey::parse(
+        "client_request_id",
+        &client_request_id,
+        "UpdateAssistance",
+        &body.encode_to_vec(),
+    )?;
+    let UpdateAssistanceRequest {
+        request_id,
+        state,
+        note,
+        withdraw_offer_id,
+        ..
+    } = body;
     let step = Step::Status(StatusMessage {
         request_id: request_id.clone(),
         state,
@@ -248,55 +424,100 @@ pub async fn update(
         withdraw_offer_id,
         summary_report: String::new(),
     });
-    let (_, a) = act(node, &request_id, step).await?;
-    Ok(a.state)
+    let rid = &request_id;
+    let answer = requests::once(
+        &node.store,
+        &node.requests,
+        key,
+        |id| async move {
+            let a = act(node, rid, step, id).await?;
+            Ok::<_, AssistError>(UpdateAssistanceResponse {
+                state: a.state as i32,
+            })
+        },
+        |_| async move {
+            let a = state_of(node, rid).await?;
+            Ok(UpdateAssistanceResponse {
+                state: a.state as i32,
+            })
+        },
+    )
+    .await?;
+    Ok(AssistanceState::try_from(answer.state).unwrap_or(AssistanceState::Unspecified))
+}
+
+/// Largest assistance view returned whole; larger ones are trimmed.
+fn view_budget(node: &Node) -> usize {
+    PAGE_BYTES.max(node.cfg.limits.max_message_bytes.saturating_mul(2))
+}
+
+/// The operator's view of a replayed request, trimmed to fit one answer.
+fn view(node: &Node, a: &Assistance, now: i64) -> AssistanceView {
+    let mut v = a.to_view(now);
+    fit_view(&mut v, view_budget(node));
+    v
 }
 
 /// One request as operators see it.
 pub async fn get(node: &Node, request_id: &str) -> Result<AssistanceView, AssistError> {
-    if request_id.is_empty() {
-        return Err(InvalidArgument::new("request_id", "required").into());
-    }
+    check_id("request_id", request_id, "assistance request id")?;
     match load(node, request_id).await? {
-        Some((a, _)) => Ok(a.to_view(now_ms())),
+        Some((a, _)) => Ok(view(node, &a, now_ms())),
         None => Err(AssistError::NotFound(format!(
             "no assistance request {request_id} on this node"
         ))),
     }
 }
 
+/// The request states a listing filters on: known values, not UNSPECIFIED.
+fn check_states(states: &[i32]) -> Result<(), InvalidArgument> {
+    for (i, &v) in states.iter().enumerate() {
+        if !matches!(AssistanceState::try_from(v), Ok(s) if s != AssistanceState::Unspecified) {
+            return Err(InvalidArgument::new(
+                format!("states[{i}]"),
+                format!(
+                    "unknown request state value {v}; use ASSISTANCE_STATE_REQUESTED, _OFFERED, _ACCEPTED, _DEPLOYED, _COMPLETED, _CLOSED or _WITHDRAWN"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A page of requests, newest first, whose state is in `states` (all when
-/// empty), starting below cursor `before` (0: the newest). Returns the page
-/// and the cursor to continue from (0 when there is no more).
+/// empty), starting below cursor `before` (0: the newest), within `limit`
+/// (count and encoded size). Returns the page and the cursor to continue
+/// from (0 when there is no more).
 pub async fn list(
     node: &Node,
     states: &[i32],
     before: u64,
-    size: usize,
+    limit: PageLimit,
 ) -> Result<(Vec<AssistanceView>, u64), AssistError> {
+    check_states(states)?;
+    const CHUNK: usize = 32;
     let now = now_ms();
-    let mut before = before;
-    let mut out = Vec::new();
+    let mut cursor = before;
+    let mut page = PageBuilder::new(limit);
     // Filtering by state happens after replay, so read until the page is full.
     loop {
         let rows = node
             .store
-            .by_kind(MessageKind::AssistanceRequest as i32, before, size)
+            .by_kind(MessageKind::AssistanceRequest as i32, cursor, CHUNK)
             .await?;
-        let last = rows.len() < size;
+        let exhausted = rows.len() < CHUNK;
         for m in rows {
-            before = m.cursor;
             if let Some((a, _)) = load(node, &m.message_id).await?
                 && (states.is_empty() || states.contains(&(a.state as i32)))
+                && !page.push(view(node, &a, now))
             {
-                out.push(a.to_view(now));
-                if out.len() == size {
-                    return Ok((out, m.cursor));
-                }
+                // Full, by count or size: this request starts the next page.
+                return Ok((page.into_items(), cursor));
             }
+            cursor = m.cursor;
         }
-        if last {
-            return Ok((out, 0));
+        if exhausted {
+            return Ok((page.into_items(), 0));
         }
     }
 }

@@ -6,8 +6,9 @@ use crate::proto::v1::{
     DeliveryState, DeliveryStatus, EnvelopeHeader, NodeInfo, PeerView, ReceiptState,
     RecipientDelivery,
 };
+use crate::service::limits::{PageBuilder, PageLimit};
 use crate::service::node::Node;
-use crate::service::{ErrorKind, InvalidArgument, ServiceError};
+use crate::service::{ErrorKind, InvalidArgument, ServiceError, check_id};
 use crate::storage::{DeliveryRow, ReceiptRow, StoreError};
 use prost::Message;
 use std::collections::HashMap;
@@ -95,9 +96,7 @@ pub fn delivery_view(
 
 /// Per-recipient delivery state of a message this node holds.
 pub async fn status(node: &Node, message_id: &str) -> Result<DeliveryStatus, DeliveryError> {
-    if message_id.is_empty() {
-        return Err(InvalidArgument::new("message_id", "required").into());
-    }
+    check_id("message_id", message_id, "message id")?;
     let store = &node.store;
     let Some(m) = store.get_message(message_id).await? else {
         return Err(DeliveryError::NotFound(format!(
@@ -113,33 +112,34 @@ pub async fn status(node: &Node, message_id: &str) -> Result<DeliveryStatus, Del
     })
 }
 
-/// The configured peers from position `start`, at most `size`, with their
-/// link state and outbox depth; and the total number of peers.
+/// The configured peers from position `start`, within `limit` (count and
+/// size), with their link state and outbox depth; and the total number of peers.
 pub async fn peers(
     node: &Node,
     start: usize,
-    size: usize,
+    limit: PageLimit,
 ) -> Result<(Vec<PeerView>, usize), DeliveryError> {
     let depths: HashMap<String, u64> = node.store.outbox_depths().await?.into_iter().collect();
     let all = node.peers.list();
-    let page = all
-        .iter()
-        .skip(start)
-        .take(size)
-        .map(|p| {
-            let st = node.peers.status(&p.id);
-            PeerView {
-                peer_id: p.id.clone(),
-                endpoint: p.endpoint.to_string(),
-                state: st.state as i32,
-                last_contact: st.last_contact_ms.map(ms_to_ts),
-                outbox_depth: depths.get(&p.id).copied().unwrap_or(0),
-                last_error: st.last_error,
-                max_tlp: p.max_tlp as i32,
-            }
-        })
-        .collect();
-    Ok((page, all.len()))
+    let mut page = PageBuilder::new(limit);
+    let views = all.iter().skip(start).map(|p| {
+        let st = node.peers.status(&p.id);
+        PeerView {
+            peer_id: p.id.clone(),
+            endpoint: p.endpoint.to_string(),
+            state: st.state as i32,
+            last_contact: st.last_contact_ms.map(ms_to_ts),
+            outbox_depth: depths.get(&p.id).copied().unwrap_or(0),
+            last_error: st.last_error,
+            max_tlp: p.max_tlp as i32,
+        }
+    });
+    for v in views {
+        if !page.push(v) {
+            break;
+        }
+    }
+    Ok((page.into_items(), all.len()))
 }
 
 /// What this node is: identity, version, peers, members, size.

@@ -272,7 +272,16 @@ impl ServiceError for OriginateError {
 /// rows in one commit). TLP:AMBER and above are end-to-end encrypted for the
 /// recipients (and this node, so it can read its own copy). Returns the id.
 pub async fn originate(node: &Node, out: Outgoing) -> Result<(String, u64), OriginateError> {
-    let message_id = uuid::Uuid::now_v7().to_string();
+    originate_as(node, out, uuid::Uuid::now_v7().to_string()).await
+}
+
+/// [`originate`] with a message id chosen beforehand (a UUIDv7), so that an
+/// idempotent action can record the id before it signs (`service::requests`).
+pub async fn originate_as(
+    node: &Node,
+    out: Outgoing,
+    message_id: String,
+) -> Result<(String, u64), OriginateError> {
     let kind = out.kind;
     let encrypted = crate::domain::policy::requires_e2e(out.tlp);
     let payload = if encrypted {

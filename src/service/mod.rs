@@ -2,6 +2,8 @@
 //! and the store below: publishing and reading alerts ([`alerts`]), the
 //! assistance workflow ([`assistance`]), delivery status and peers
 //! ([`delivery`]), taking envelopes in ([`ingest`]), receipts ([`receipts`]),
+//! idempotent actions with client-chosen request ids ([`requests`]), the
+//! sizes of requests, answers and pages ([`limits`]),
 //! peer links ([`links`]) and metrics ([`metrics`]). The state they share is
 //! [`node::Node`].
 //!
@@ -12,11 +14,13 @@ pub mod alerts;
 pub mod assistance;
 pub mod delivery;
 pub mod ingest;
+pub mod limits;
 pub mod links;
 pub mod metrics;
 pub mod node;
 pub mod peers;
 pub mod receipts;
+pub mod requests;
 
 use crate::storage::StoreError;
 
@@ -38,6 +42,8 @@ pub enum ErrorKind {
     OutOfRange,
     /// The thing named does not exist on this node.
     NotFound,
+    /// The caller's id names something else already (a reused request id).
+    AlreadyExists,
     /// The caller may not do this.
     PermissionDenied,
     /// Not possible in the current state; the message says what must change.
@@ -90,4 +96,26 @@ impl ServiceError for InvalidArgument {
     fn kind(&self) -> ErrorKind {
         ErrorKind::InvalidArgument
     }
+}
+
+/// Checks an id the caller names (`field`): required, and a UUID — message,
+/// request and offer ids all are — so that a malformed id is INVALID_ARGUMENT,
+/// never NOT_FOUND. `what` says what it names ("message id").
+pub fn check_id(field: &str, value: &str, what: &str) -> Result<(), InvalidArgument> {
+    if value.is_empty() {
+        return Err(InvalidArgument::new(
+            field,
+            format!("required: give the {what}"),
+        ));
+    }
+    if uuid::Uuid::try_parse(value).is_err() {
+        return Err(InvalidArgument::new(
+            field,
+            format!(
+                "{} is not a {what} (a UUID such as 0190f5f2-7d3c-7a8b-9c1d-2e3f4a5b6c7d)",
+                crate::domain::text::quote(value)
+            ),
+        ));
+    }
+    Ok(())
 }

@@ -58,6 +58,8 @@ pub struct Node {
     pub shutdown: CancellationToken,
     /// Serialises assistance actions taken by this node.
     pub assist_lock: tokio::sync::Mutex<()>,
+    /// One action per client request id at a time (idempotent retries).
+    pub requests: crate::service::requests::Requests,
     /// Receipts owed to origins.
     pub receipts: ReceiptQueue,
     /// Certificate serials revoked by the configured CRLs (replaced on reload).
@@ -98,6 +100,7 @@ impl Node {
             metrics,
             shutdown: CancellationToken::new(),
             assist_lock: tokio::sync::Mutex::new(()),
+            requests: Default::default(),
             receipts: p.receipts,
             revoked: RwLock::new(Arc::new(p.revoked)),
             peer_serials: Mutex::default(),

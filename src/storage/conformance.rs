@@ -42,7 +42,7 @@ fn id(n: u32) -> String {
 /// Runs every check, each on a fresh store opened by `open` in its own folder.
 pub async fn run_all(open: impl Fn(&Path) -> Store) {
     type Check = fn(Store) -> futures::future::BoxFuture<'static, ()>;
-    let checks: [(&str, Check); 8] = [
+    let checks: [(&str, Check); 10] = [
         ("dedup", |s| Box::pin(dedup_by_message_id(s))),
         ("outbox", |s| Box::pin(outbox_follows_the_message(s))),
         ("cursors", |s| Box::pin(cursors_increase(s))),
@@ -53,6 +53,10 @@ pub async fn run_all(open: impl Fn(&Path) -> Store) {
             Box::pin(relayed_ciphertext_is_dropped(s))
         }),
         ("acknowledge", |s| Box::pin(acknowledge_keeps_first(s))),
+        ("request_ids", |s| Box::pin(request_ids_claimed_once(s))),
+        ("request_ids_concurrent", |s| {
+            Box::pin(concurrent_claims_of_one_id(s))
+        }),
     ];
     for (name, check) in checks {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -62,7 +66,85 @@ pub async fn run_all(open: impl Fn(&Path) -> Store) {
         store.close().await;
     }
     durable_writes_survive_reopen(&open).await;
+    request_ids_survive_reopen(&open).await;
     closed_store_refuses(&open).await;
+}
+
+fn record(n: u32, fingerprint: u8, created_ms: i64) -> RequestRecord {
+    RequestRecord {
+        request_id: id(n),
+        fingerprint: vec![fingerprint; 32],
+        message_id: id(n + 1000),
+        response: None,
+        created_ms,
+    }
+}
+
+async fn request_ids_claimed_once(s: Store) {
+    let r = record(1, 1, 1_000);
+    assert_eq!(s.claim_request(r.clone(), 0).await.unwrap(), Claim::Claimed);
+    // A second claim (even with another body) sees the first, untouched.
+    let other = record(1, 2, 1_500);
+    assert_eq!(
+        s.claim_request(other.clone(), 0).await.unwrap(),
+        Claim::Held(r.clone())
+    );
+    // Releasing an unanswered claim frees the id.
+    s.release_request(&r.request_id).await.unwrap();
+    assert_eq!(
+        s.claim_request(other.clone(), 0).await.unwrap(),
+        Claim::Claimed
+    );
+    // An answered one is kept, with its answer.
+    s.complete_request(&r.request_id, b"answer".to_vec())
+        .await
+        .unwrap();
+    s.release_request(&r.request_id).await.unwrap();
+    let held = Claim::Held(RequestRecord {
+        response: Some(b"answer".to_vec()),
+        ..other.clone()
+    });
+    assert_eq!(s.claim_request(r.clone(), 0).await.unwrap(), held);
+    // Records older than the window are purged: the id is new again.
+    assert_eq!(
+        s.claim_request(record(1, 3, 9_000), 1_501).await.unwrap(),
+        Claim::Claimed
+    );
+    // Others are independent.
+    assert_eq!(
+        s.claim_request(record(2, 1, 9_000), 1_501).await.unwrap(),
+        Claim::Claimed
+    );
+}
+
+async fn concurrent_claims_of_one_id(s: Store) {
+    let claims = (0..16u8).map(|i| {
+        let s = s.clone();
+        async move { s.claim_request(record(7, i, 1_000), 0).await.unwrap() }
+    });
+    let results = futures::future::join_all(claims).await;
+    let claimed = results.iter().filter(|c| **c == Claim::Claimed).count();
+    assert_eq!(claimed, 1, "{results:?}");
+}
+
+async fn request_ids_survive_reopen(open: &impl Fn(&Path) -> Store) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = open(dir.path());
+    let r = record(5, 5, 1_000);
+    assert_eq!(s.claim_request(r.clone(), 0).await.unwrap(), Claim::Claimed);
+    s.complete_request(&r.request_id, vec![1, 2]).await.unwrap();
+    s.close().await;
+    drop(s);
+    let s = open(dir.path());
+    let held = s.claim_request(record(5, 9, 2_000), 0).await.unwrap();
+    assert_eq!(
+        held,
+        Claim::Held(RequestRecord {
+            response: Some(vec![1, 2]),
+            ..r
+        })
+    );
+    s.close().await;
 }
 
 async fn dedup_by_message_id(s: Store) {

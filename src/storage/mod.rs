@@ -12,6 +12,8 @@
 //!   become durable with the next durable write.
 //! - Cursors increase with insertion order and are never reused.
 //! - Nothing here interprets payloads: rows carry the bytes the caller gives.
+//! - A client's request id is claimed at most once within its window
+//!   ([`Storage::claim_request`]); a completed record is never dropped early.
 //!
 //! This module names no database type: errors carry their source as a boxed
 //! error, so nothing above `storage/` depends on a driver.
@@ -229,6 +231,32 @@ pub struct RejectionRow {
     pub reason: String,
 }
 
+/// A client-chosen request id (AIP-155 `request_id`) and what the action it
+/// names did: kept so that a retry returns the original result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestRecord {
+    /// The request id, in canonical form (lower-case hyphenated UUID).
+    pub request_id: String,
+    /// Digest of the operation and its request body: a retry must match it.
+    pub fingerprint: Vec<u8>,
+    /// Id of the message the action signs, chosen before it is signed.
+    pub message_id: String,
+    /// The encoded answer, once the action succeeded (`None`: claimed, not
+    /// yet known to have finished).
+    pub response: Option<Vec<u8>>,
+    /// When it was claimed (unix ms).
+    pub created_ms: i64,
+}
+
+/// Result of claiming a request id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// New: recorded (durably) as given.
+    Claimed,
+    /// Already held, within its window: the record as stored.
+    Held(RequestRecord),
+}
+
 /// Filters of alert listings; empty vectors and `None` do not filter.
 #[derive(Debug, Clone, Default)]
 pub struct AlertQuery {
@@ -330,6 +358,26 @@ pub trait Storage: Send + Sync + 'static {
     /// Marks a readable message as seen by an operator; returns the time (the
     /// first one if it was already set), `None` if no such readable message.
     async fn acknowledge(&self, message_id: &str, now_ms: i64) -> Result<Option<i64>, StoreError>;
+
+    /// Claims a client's request id: if a record for `rec.request_id` created
+    /// at or after `expired_before_ms` exists, returns it untouched
+    /// ([`Claim::Held`]); otherwise stores `rec` durably ([`Claim::Claimed`]).
+    /// Records created before `expired_before_ms` are purged in the same unit
+    /// of work. Atomic: of two concurrent claims of one id, one is `Claimed`.
+    async fn claim_request(
+        &self,
+        rec: RequestRecord,
+        expired_before_ms: i64,
+    ) -> Result<Claim, StoreError>;
+
+    /// Records the answer of a claimed request id (lazy: if lost, a retry
+    /// finds the claim and looks the message up).
+    async fn complete_request(&self, request_id: &str, response: Vec<u8>)
+    -> Result<(), StoreError>;
+
+    /// Drops a claim whose action failed before signing anything, so the id
+    /// can be used again. A completed record is never dropped.
+    async fn release_request(&self, request_id: &str) -> Result<(), StoreError>;
 
     /// Commits everything queued, then stops accepting work. Later calls fail
     /// with [`StoreError::Closed`].

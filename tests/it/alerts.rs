@@ -38,6 +38,7 @@ async fn green_alert_reaches_peer_and_is_relayed_once_through_b() {
         .publish_alert(PublishAlertRequest {
             alert: Some(green_alert("line relay")),
             recipients: vec![],
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -128,6 +129,7 @@ async fn thousand_alerts_queued_while_peer_down_arrive_exactly_once() {
         op_a.publish_alert(PublishAlertRequest {
             alert: Some(green_alert(&format!("queued {i}"))),
             recipients: vec![],
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -191,6 +193,7 @@ async fn watch_resumes_from_cursor_without_gaps() {
         op.publish_alert(PublishAlertRequest {
             alert: Some(green_alert(&format!("w{i}"))),
             recipients: vec![],
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -207,6 +210,7 @@ async fn watch_resumes_from_cursor_without_gaps() {
         op.publish_alert(PublishAlertRequest {
             alert: Some(green_alert(&format!("w{i}"))),
             recipients: vec![],
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -252,6 +256,7 @@ async fn watch_resumes_from_cursor_without_gaps() {
         op.publish_alert(PublishAlertRequest {
             alert: Some(al),
             recipients: vec![],
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -340,6 +345,7 @@ async fn publish_validation_errors_name_the_field() {
             .publish_alert(PublishAlertRequest {
                 alert: Some(alert),
                 recipients,
+                ..Default::default()
             })
             .await
             .expect_err(&format!("{title:?} must be refused"));

@@ -113,6 +113,7 @@ async fn amber_request_through_a_relay_to_closure() {
         .request_assistance(RequestAssistanceRequest {
             request: Some(request("Grid wiper: forensics needed")),
             recipients: vec!["node-a".into()],
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -136,6 +137,7 @@ async fn amber_request_through_a_relay_to_closure() {
         .offer_assistance(OfferAssistanceRequest {
             request_id: rid.clone(),
             offer: Some(offer("self")),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -144,6 +146,7 @@ async fn amber_request_through_a_relay_to_closure() {
         .offer_assistance(OfferAssistanceRequest {
             request_id: rid.clone(),
             offer: Some(offer("Two ICS forensics analysts, 10 person-days")),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -157,6 +160,7 @@ async fn amber_request_through_a_relay_to_closure() {
             offer_id: offer_id.clone(),
             accept: true,
             note: "accepting my own offer".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -172,6 +176,7 @@ async fn amber_request_through_a_relay_to_closure() {
             offer_id: offer_id.clone(),
             accept: true,
             note: "welcome".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -203,6 +208,7 @@ async fn amber_request_through_a_relay_to_closure() {
             state: target as i32,
             note: format!("now {target:?}"),
             withdraw_offer_id: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -224,6 +230,7 @@ async fn amber_request_through_a_relay_to_closure() {
         .offer_assistance(OfferAssistanceRequest {
             request_id: rid.clone(),
             offer: Some(offer("late")),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -271,6 +278,7 @@ async fn offline_donor_catches_up_and_cannot_offer_after_closure() {
         .request_assistance(RequestAssistanceRequest {
             request: Some(request("DDoS on rail ticketing")),
             recipients: vec!["node-a".into(), "node-d".into()],
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -282,6 +290,7 @@ async fn offline_donor_catches_up_and_cannot_offer_after_closure() {
         .offer_assistance(OfferAssistanceRequest {
             request_id: rid.clone(),
             offer: Some(offer("scrubbing capacity")),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -293,6 +302,7 @@ async fn offline_donor_catches_up_and_cannot_offer_after_closure() {
             offer_id,
             accept: true,
             note: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -322,6 +332,7 @@ async fn offline_donor_catches_up_and_cannot_offer_after_closure() {
         .offer_assistance(OfferAssistanceRequest {
             request_id: rid.clone(),
             offer: Some(offer("too late")),
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -53,6 +53,7 @@ pub async fn publish_on(
     op.publish_alert(certfed::proto::v1::PublishAlertRequest {
         alert: Some(alert),
         recipients: to.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
     })
     .await
     .unwrap()

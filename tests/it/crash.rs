@@ -164,6 +164,7 @@ fn publish(
                         .publish_alert(PublishAlertRequest {
                             alert: Some(green_alert(&format!("{tag} {k}"))),
                             recipients: vec![],
+                            ..Default::default()
                         })
                         .await;
                     match r {
@@ -378,6 +379,7 @@ async fn accepted_alert_survives_kill_right_after_publish() {
             .publish_alert(PublishAlertRequest {
                 alert: Some(green_alert(&format!("kill right after {round}"))),
                 recipients: vec![],
+                ..Default::default()
             })
             .await
             .expect("PublishAlert")

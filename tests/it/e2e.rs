@@ -57,6 +57,7 @@ async fn red_alert_crosses_relay_that_cannot_read_it() {
         .publish_alert(PublishAlertRequest {
             alert: Some(red_alert(&marker)),
             recipients: vec!["node-c".into()],
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -211,6 +212,7 @@ async fn non_relay_link_carries_only_traffic_for_its_peer() {
         .publish_alert(PublishAlertRequest {
             alert: Some(green_alert("a's broadcast")),
             recipients: vec![],
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -220,6 +222,7 @@ async fn non_relay_link_carries_only_traffic_for_its_peer() {
         .publish_alert(PublishAlertRequest {
             alert: Some(red_alert("FORC")),
             recipients: vec!["node-c".into()],
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -230,6 +233,7 @@ async fn non_relay_link_carries_only_traffic_for_its_peer() {
         .publish_alert(PublishAlertRequest {
             alert: Some(green_alert("b's own")),
             recipients: vec![],
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -292,6 +296,7 @@ async fn a_peer_capped_at_green_never_receives_amber() {
         .publish_alert(PublishAlertRequest {
             alert: Some(amber),
             recipients: vec!["node-b".into()],
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -301,6 +306,7 @@ async fn a_peer_capped_at_green_never_receives_amber() {
         .publish_alert(PublishAlertRequest {
             alert: Some(green_alert("allowed")),
             recipients: vec![],
+            ..Default::default()
         })
         .await
         .unwrap()

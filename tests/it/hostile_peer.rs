@@ -264,6 +264,7 @@ async fn a_peer_whose_certificate_names_another_node_is_refused() {
     op.publish_alert(PublishAlertRequest {
         alert: Some(green_alert("must not reach the impostor")),
         recipients: vec![],
+        ..Default::default()
     })
     .await
     .unwrap();
@@ -440,6 +441,7 @@ async fn hop_limit_stops_forwarding() {
         .publish_alert(PublishAlertRequest {
             alert: Some(green_alert("one hop only")),
             recipients: vec![],
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -456,6 +458,7 @@ async fn hop_limit_stops_forwarding() {
         .publish_alert(PublishAlertRequest {
             alert: Some(green_alert("from b")),
             recipients: vec![],
+            ..Default::default()
         })
         .await
         .unwrap()

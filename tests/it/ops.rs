@@ -393,6 +393,7 @@ async fn metrics_move_with_traffic_and_rejections() {
         op.publish_alert(PublishAlertRequest {
             alert: Some(green_alert(&format!("metrics {i}"))),
             recipients: vec![],
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -491,6 +492,7 @@ async fn metrics_move_with_traffic_and_rejections() {
             ..Default::default()
         }),
         recipients: vec![],
+        ..Default::default()
     })
     .await
     .unwrap();

@@ -180,6 +180,7 @@ async fn bench_relay(rate: u32, seconds: u32) -> anyhow::Result<Relay> {
         .publish_alert(PublishAlertRequest {
             alert: Some(kib_alert(0)),
             recipients: vec![],
+            ..Default::default()
         })
         .await?
         .into_inner()
@@ -239,6 +240,7 @@ async fn bench_relay(rate: u32, seconds: u32) -> anyhow::Result<Relay> {
                 .publish_alert(PublishAlertRequest {
                     alert: Some(kib_alert(i + 1)),
                     recipients: vec![],
+                    ..Default::default()
                 })
                 .await;
             if let Ok(r) = r {

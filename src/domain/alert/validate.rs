@@ -1,14 +1,21 @@
 //! Validation of a whole alert ([`validate_alert`]) against the node's [`Limits`].
 //!
-//! The checks run in a fixed order (size, title, TLP, severity, RSIT class, sectors,
-//! countries, indicators, references, expiry, revision) and stop at the first failure,
+//! The checks run in a fixed order (size, title, description, TLP, severity, RSIT class,
+//! sectors, countries, indicators, references, expiry, revision) and stop at the first failure,
 //! whose [`ValidationError`] names the field by its proto path. Title, TLP and severity
 //! are required; the RSIT class may be unset; an UNSPECIFIED entry inside a list is
 //! refused, as is a value the proto does not know. The alert is only read, never
 //! rewritten: what is signed and relayed is exactly what was validated.
+//!
+//! Every free-text field (title, description, text indicators, indicator comments,
+//! references) goes through [`crate::domain::text::check`]: control, bidi-override and
+//! invisible formatting characters are refused, here at publish time and again at every
+//! node that receives the alert. The title and references are single lines; the
+//! description, comments and text indicators may hold line breaks.
 use super::indicators::{indicator_type_rule, validate_indicator};
 use super::vocab::{sector_label, validate_country};
 use crate::domain::policy::tlp_from_wire;
+use crate::domain::text::{self, Kind, TextError};
 use crate::proto::v1::{Alert, IndicatorType, Nis2Sector, Revision, RsitClass, Severity};
 
 /// Size and count limits applied to alerts (from the node's configuration).
@@ -41,6 +48,20 @@ pub struct ValidationError {
     pub field: String,
     /// The rule broken and how to fix it.
     pub rule: String,
+}
+
+impl From<TextError> for ValidationError {
+    fn from(e: TextError) -> Self {
+        let rule = e.to_string();
+        let rule = rule
+            .strip_prefix(&format!("{}: ", e.field))
+            .unwrap_or(&rule)
+            .to_string();
+        ValidationError {
+            field: e.field,
+            rule,
+        }
+    }
 }
 
 impl ValidationError {
@@ -90,6 +111,10 @@ pub fn validate_alert(
             ),
         ));
     }
+    text::check("alert.title", &alert.title, Kind::SingleLine)?;
+
+    // description
+    text::check("alert.description", &alert.description, Kind::MultiLine)?;
 
     // tlp
     tlp_from_wire(alert.tlp).map_err(|rule| ValidationError::new("alert.tlp", rule))?;
@@ -181,8 +206,20 @@ pub fn validate_alert(
             }
             Ok(_) => {}
         }
+        if ind.r#type == IndicatorType::Text as i32 {
+            text::check(
+                &format!("alert.indicators[{i}].value"),
+                &ind.value,
+                Kind::MultiLine,
+            )?;
+        }
         validate_indicator(ind)
             .map_err(|rule| ValidationError::new(format!("alert.indicators[{i}].value"), rule))?;
+        text::check(
+            &format!("alert.indicators[{i}].comment"),
+            &ind.comment,
+            Kind::MultiLine,
+        )?;
     }
 
     // references
@@ -201,6 +238,7 @@ pub fn validate_alert(
                 format!("reference is {n} characters, over the limit of {MAX_REFERENCE_CHARS}"),
             ));
         }
+        text::check(&field, r, Kind::SingleLine)?;
     }
 
     // expires
@@ -211,6 +249,15 @@ pub fn validate_alert(
                 format!(
                     "invalid timestamp: nanos {} is outside 0..999999999",
                     ts.nanos
+                ),
+            ));
+        }
+        if crate::domain::envelope::checked_ts_to_ms(ts).is_none() {
+            return Err(ValidationError::new(
+                "alert.expires",
+                format!(
+                    "timestamp {} s is outside years 0001 to 9999; set a real expiry or leave it unset",
+                    ts.seconds
                 ),
             ));
         }
@@ -247,6 +294,15 @@ pub fn validate_alert(
                         } else {
                             "retracts"
                         }
+                    ),
+                ));
+            }
+            if uuid::Uuid::parse_str(&alert.supersedes).is_err() {
+                return Err(ValidationError::new(
+                    "alert.supersedes",
+                    format!(
+                        "{} is not a message id (a UUID such as the message_id PublishAlert returned)",
+                        text::quote(&alert.supersedes)
                     ),
                 ));
             }

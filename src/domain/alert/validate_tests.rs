@@ -284,8 +284,14 @@ fn expires_rules() {
         nanos: -1,
     });
     fails(&a, "alert.expires", "invalid timestamp");
+    // Extremes never overflow: they are refused as dates no one can mean.
     a.expires = Some(Timestamp {
         seconds: i64::MAX,
+        nanos: 999_999_999,
+    });
+    fails(&a, "alert.expires", "outside years 0001 to 9999");
+    a.expires = Some(Timestamp {
+        seconds: 253_402_300_799,
         nanos: 999_999_999,
     });
     check(&a).unwrap();
@@ -293,7 +299,7 @@ fn expires_rules() {
         seconds: i64::MIN,
         nanos: 0,
     });
-    fails(&a, "alert.expires", "not after");
+    fails(&a, "alert.expires", "outside years 0001 to 9999");
     a.expires = None;
     check(&a).unwrap();
 }
@@ -320,4 +326,72 @@ fn revision_rules() {
     );
     a.revision = 9;
     fails(&a, "alert.revision", "unknown revision value 9");
+}
+
+#[test]
+fn expiry_must_be_a_real_date() {
+    let mut a = good();
+    a.expires = Some(Timestamp {
+        seconds: i64::MAX / 2,
+        nanos: 0,
+    });
+    fails(&a, "alert.expires", "outside years 0001 to 9999");
+}
+
+#[test]
+fn supersedes_must_be_a_message_id() {
+    let mut a = good();
+    a.revision = Revision::Update as i32;
+    a.supersedes = "not-an-id".into();
+    fails(&a, "alert.supersedes", "is not a message id");
+    a.supersedes = "x".repeat(20_000);
+    let e = check(&a).unwrap_err();
+    assert!(
+        e.rule.len() < 300,
+        "the input is not echoed whole: {}",
+        e.rule.len()
+    );
+}
+
+#[test]
+fn every_free_text_field_refuses_control_and_bidi_characters() {
+    type Set = fn(&mut Alert, &str);
+    let fields: &[(&str, Set)] = &[
+        ("alert.title", |a, s| a.title = format!("t{s}")),
+        ("alert.description", |a, s| a.description = format!("d{s}")),
+        ("alert.indicators[10].value", |a, s| {
+            a.indicators[10].value = format!("v{s}")
+        }),
+        ("alert.indicators[0].comment", |a, s| {
+            a.indicators[0].comment = format!("c{s}")
+        }),
+        ("alert.references[0]", |a, s| {
+            a.references[0] = format!("r{s}")
+        }),
+    ];
+    for (field, set) in fields {
+        for bad in [
+            "\u{1b}[31m",
+            "\u{9b}",
+            "\u{202e}",
+            "\u{2067}",
+            "\u{7f}",
+            "\r",
+        ] {
+            let mut a = good();
+            set(&mut a, bad);
+            let e = check(&a).expect_err(field);
+            assert_eq!(&e.field, field, "{bad:?}: {e}");
+            assert!(e.rule.contains("U+"), "{e}");
+        }
+        let mut a = good();
+        set(&mut a, "é ✓ 日本");
+        check(&a).unwrap();
+    }
+    // Line breaks: in the description, not in the title.
+    let mut a = good();
+    a.description = "line 1\r\nline 2\n\tmore".into();
+    check(&a).unwrap();
+    a.title = "two\nlines".into();
+    fails(&a, "alert.title", "single line");
 }

@@ -15,7 +15,10 @@ use std::collections::HashSet;
 use prost::Message;
 
 use super::error::{AssistanceError, invalid};
-use super::validate::{timestamp_ms, validate_offer, validate_request};
+use super::validate::{
+    offer_content, request_content, timestamp_ms, validate_decision, validate_offer,
+    validate_request, validate_status,
+};
 use crate::proto::v1::{
     AssistanceRequest, AssistanceState, DecisionMessage, Offer, OfferMessage, OfferState,
     StatusMessage,
@@ -299,7 +302,7 @@ fn apply(
                     "required: the offer (summary, capabilities, capacity …)",
                 )
             })?;
-            validate_offer(offer)?;
+            offer_content(offer)?;
             if actor == a.requester {
                 return Err(AssistanceError::PermissionDenied(
                     "the requester cannot offer on its own request; offers come from other nodes"
@@ -483,7 +486,7 @@ fn apply(
 /// Would `actor` be allowed to take `step` now? Run on the node taking the action, before
 /// signing, against its replayed state `a`. `created_ms` must be later than every step
 /// already known (use [`next_created_ms`]) so that the step takes its place at the end
-/// of the replay order. Refuses: content errors ([`AssistanceError::Invalid`]), the wrong
+/// of the replay order. Refuses: content and free-text errors ([`AssistanceError::Invalid`]), the wrong
 /// party ([`AssistanceError::PermissionDenied`]), an unknown request or offer
 /// ([`AssistanceError::NotFound`]), an invalid transition or an out-of-order time
 /// ([`AssistanceError::FailedPrecondition`]).
@@ -493,6 +496,7 @@ pub fn check(
     step: &Step,
     created_ms: i64,
 ) -> Result<(), AssistanceError> {
+    validate_step(step, created_ms)?;
     if let Step::Request(_) = step {
         return apply(&mut a.clone(), actor, step, "", created_ms).map(|_| ());
     }
@@ -512,6 +516,18 @@ pub fn check(
         )));
     }
     Ok(())
+}
+
+/// The content and free-text rules of a step about to be signed (what admission checks
+/// on every node that receives it). The replay itself checks content only, so that steps
+/// stored before the free-text rules existed still count.
+fn validate_step(step: &Step, created_ms: i64) -> Result<(), AssistanceError> {
+    match step {
+        Step::Request(r) => validate_request(r, created_ms),
+        Step::Offer(m) => m.offer.as_ref().map_or(Ok(()), validate_offer),
+        Step::Decision(d) => validate_decision(d),
+        Step::Status(s) => validate_status(s),
+    }
 }
 
 /// The creation time to sign the next step with: `now_ms`, or just after the latest known
@@ -551,7 +567,7 @@ pub fn replay(request_id: &str, steps: &[SignedStep]) -> Option<Assistance> {
     let Step::Request(r) = &req.step else {
         return None;
     };
-    validate_request(r, req.created_ms).ok()?;
+    request_content(r, req.created_ms).ok()?;
 
     let mut a = Assistance {
         request_id: request_id.to_string(),

@@ -23,7 +23,8 @@
 //! `request.contacts[1].email`), as in [`crate::domain::alert`]. No I/O here.
 //!
 //! - `machine`: the steps, the replayed state and the rules ([`replay`], [`check`]).
-//! - `validate`: request and offer content ([`validate_request`], [`validate_offer`]).
+//! - `validate`: request, offer, decision and status content and free text
+//!   ([`validate_request`], [`validate_offer`], [`validate_decision`], [`validate_status`]).
 //! - `view`: the proto view of a replayed request for the Operator API.
 //! - `error`: [`AssistanceError`], shared by all of them.
 //!
@@ -50,4 +51,8 @@ pub use machine::{
     Assistance, HistoryEntry, OfferEntry, SignedStep, Step, allowed_moves, check, is_terminal,
     next_created_ms, offer_state_label, overdue, replay, state_label,
 };
-pub use validate::{MAX_TITLE_CHARS, validate_offer, validate_request};
+pub use validate::{
+    MAX_TITLE_CHARS, offer_content, request_content, validate_decision, validate_offer,
+    validate_request, validate_status,
+};
+pub use view::fit_view;

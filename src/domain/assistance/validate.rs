@@ -7,13 +7,38 @@
 //! an [`AssistanceError::Invalid`] naming the proto field and the rule broken. Required
 //! fields must be set; optional enums may be unset but never unknown; service lists hold
 //! no UNSPECIFIED or repeated entry, and no list holds an empty one. Nothing is rewritten.
+//!
+//! Free text (titles, descriptions, skills, contacts, conditions, notes, reports) goes
+//! through [`crate::domain::text::check`]: [`validate_request`], [`validate_offer`],
+//! [`validate_decision`] and [`validate_status`] refuse control, bidi-override and
+//! invisible formatting characters, naming the field. They are what a node runs before
+//! signing and what admission runs on every step a partner sends. The replay checks
+//! content only ([`request_content`], [`offer_content`]): a step stored before the text
+//! rules existed still replays (and is shown escaped by the command line), so no node's
+//! view of a request changes with an upgrade.
 use super::error::{AssistanceError, invalid};
 use crate::domain::alert::validate_indicator;
 use crate::domain::policy::tlp_from_wire;
+use crate::domain::text::{self, Kind, TextError};
 use crate::proto::v1::{
-    AssistanceRequest, AssistanceService, Contact, EntityCategory, FundingChannel, Indicator,
-    IndicatorType, Nis2Sector, Offer, RsitClass, Severity,
+    AssistanceRequest, AssistanceService, AssistanceState, Contact, DecisionMessage,
+    EntityCategory, FundingChannel, Indicator, IndicatorType, Nis2Sector, Offer, RsitClass,
+    Severity, StatusMessage,
 };
+
+impl From<TextError> for AssistanceError {
+    fn from(e: TextError) -> Self {
+        let rule = e.to_string();
+        let rule = rule
+            .strip_prefix(&format!("{}: ", e.field))
+            .unwrap_or(&rule)
+            .to_string();
+        AssistanceError::Invalid {
+            field: e.field,
+            rule,
+        }
+    }
+}
 use prost_types::Timestamp;
 
 /// Longest request title or offer summary, in characters.
@@ -106,12 +131,44 @@ fn known_enum<T>(
     })
 }
 
+/// The free-text fields of contacts: single lines.
+fn contacts_text(contacts: &[Contact], prefix: &str) -> Result<(), AssistanceError> {
+    for (i, c) in contacts.iter().enumerate() {
+        for (name, v) in [
+            ("name", &c.name),
+            ("role", &c.role),
+            ("email", &c.email),
+            ("phone", &c.phone),
+        ] {
+            text::check(&format!("{prefix}[{i}].{name}"), v, Kind::SingleLine)?;
+        }
+    }
+    Ok(())
+}
+
 /// Validates request content before the requester signs it and when any node receives
-/// it: title required (≤ 200 characters), description required, TLP set, at least one
+/// it: [`request_content`] and the free-text rules of [`crate::domain::text`] on the
+/// title, skills and contacts (single lines), description and mitigation (multi-line).
+pub fn validate_request(r: &AssistanceRequest, created_ms: i64) -> Result<(), AssistanceError> {
+    text::check("request.title", &r.title, Kind::SingleLine)?;
+    text::check("request.description", &r.description, Kind::MultiLine)?;
+    text::check(
+        "request.mitigation_done",
+        &r.mitigation_done,
+        Kind::MultiLine,
+    )?;
+    if let Some(needs) = &r.needs {
+        text::check_all("request.needs.skills", &needs.skills, Kind::SingleLine)?;
+    }
+    contacts_text(&r.contacts, "request.contacts")?;
+    request_content(r, created_ms)
+}
+
+/// Request content without the free-text rules (the replay's check): title required (≤ 200 characters), description required, TLP set, at least one
 /// service and no UNSPECIFIED/unknown or repeated services, known sector, entity category,
 /// RSIT class and severity values (unset allowed), deadline (if set) after `created_ms`,
 /// contacts not empty with plausible e-mails, linked alerts are UUIDs.
-pub fn validate_request(r: &AssistanceRequest, created_ms: i64) -> Result<(), AssistanceError> {
+pub fn request_content(r: &AssistanceRequest, created_ms: i64) -> Result<(), AssistanceError> {
     if r.title.trim().is_empty() {
         return Err(invalid(
             "request.title",
@@ -195,17 +252,27 @@ pub fn validate_request(r: &AssistanceRequest, created_ms: i64) -> Result<(), As
         if uuid::Uuid::parse_str(id).is_err() {
             return Err(invalid(
                 format!("request.linked_alerts[{i}]"),
-                format!("{id:?} is not an alert message id (a UUID)"),
+                format!("{} is not an alert message id (a UUID)", text::quote(id)),
             ));
         }
     }
     Ok(())
 }
 
-/// Validates an offer's content: summary required (≤ 200 characters), capabilities known
-/// and not repeated, known funding channel (unset allowed), availability window ordered,
-/// contacts plausible.
+/// Validates an offer before the donor signs it and when any node receives it:
+/// [`offer_content`] and the free-text rules on the summary and contacts (single
+/// lines) and the conditions (multi-line).
 pub fn validate_offer(o: &Offer) -> Result<(), AssistanceError> {
+    text::check("offer.summary", &o.summary, Kind::SingleLine)?;
+    text::check("offer.conditions", &o.conditions, Kind::MultiLine)?;
+    contacts_text(&o.contacts, "offer.contacts")?;
+    offer_content(o)
+}
+
+/// An offer's content without the free-text rules (the replay's check): summary
+/// required (≤ 200 characters), capabilities known and not repeated, known funding
+/// channel (unset allowed), availability window ordered, contacts plausible.
+pub fn offer_content(o: &Offer) -> Result<(), AssistanceError> {
     if o.summary.trim().is_empty() {
         return Err(invalid(
             "offer.summary",
@@ -250,5 +317,30 @@ pub fn validate_offer(o: &Offer) -> Result<(), AssistanceError> {
         ));
     }
     validate_contacts(&o.contacts, "offer.contacts")?;
+    Ok(())
+}
+
+/// Validates a decision's free text before the requester signs it and when any node
+/// receives it: the note is multi-line text. (Which offer, and whether it may be
+/// decided, is the state machine's business.)
+pub fn validate_decision(d: &DecisionMessage) -> Result<(), AssistanceError> {
+    text::check("decision.note", &d.note, Kind::MultiLine)?;
+    Ok(())
+}
+
+/// Validates a status step before it is signed and when any node receives it: the
+/// state is a known value, the note and summary report are multi-line text.
+pub fn validate_status(s: &StatusMessage) -> Result<(), AssistanceError> {
+    if AssistanceState::try_from(s.state).is_err() {
+        return Err(invalid(
+            "status.state",
+            format!(
+                "unknown state value {}; use ASSISTANCE_STATE_DEPLOYED, _COMPLETED, _CLOSED or _WITHDRAWN",
+                s.state
+            ),
+        ));
+    }
+    text::check("status.note", &s.note, Kind::MultiLine)?;
+    text::check("status.summary_report", &s.summary_report, Kind::MultiLine)?;
     Ok(())
 }

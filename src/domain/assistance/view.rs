@@ -3,6 +3,9 @@
 //! A read-only projection: it copies the replayed state, offers and full history
 //! (ignored steps included, their action starting with "ignored: ") and adds only what
 //! depends on the caller's clock, `overdue`. It decides nothing and changes nothing.
+//! [`fit_view`] trims a view that would not fit in one answer (many or large offers):
+//! offer contents and history notes go, ids, donors, states and actions stay.
+use prost::Message;
 use prost_types::Timestamp;
 
 use super::machine::{Assistance, overdue};
@@ -49,6 +52,29 @@ impl Assistance {
                     note: h.note.clone(),
                 })
                 .collect(),
+            truncated: false,
         }
+    }
+}
+
+/// Trims `v` to at most `max_bytes` encoded if it is larger: first the history notes,
+/// then the offers' contents (`OfferView.offer`, decision notes), and marks it
+/// `truncated`. What remains (the request, ids, donors, states, actions) is what an
+/// operator needs to see the request's state; a view that is still larger is returned
+/// as it is (only a request with hundreds of thousands of steps gets there).
+pub fn fit_view(v: &mut AssistanceView, max_bytes: usize) {
+    if v.encoded_len() <= max_bytes {
+        return;
+    }
+    v.truncated = true;
+    for h in &mut v.history {
+        h.note.clear();
+    }
+    if v.encoded_len() <= max_bytes {
+        return;
+    }
+    for o in &mut v.offers {
+        o.offer = None;
+        o.decision_note.clear();
     }
 }

@@ -31,3 +31,37 @@ fn view_carries_state_offers_and_history() {
         }
     );
 }
+
+#[test]
+fn a_view_too_large_for_one_answer_is_trimmed_not_refused() {
+    use prost::Message;
+    let mut sim = Sim::new();
+    for i in 0..40 {
+        let mut o = offer("big offer", 3);
+        o.conditions = "c".repeat(10_000);
+        sim.act(
+            &format!("node-d{i}"),
+            super::Step::Offer(crate::proto::v1::OfferMessage {
+                request_id: RID.into(),
+                offer: Some(o),
+            }),
+        )
+        .unwrap();
+    }
+    let full = sim.state().to_view(T0);
+    assert!(full.encoded_len() > 400_000);
+    let mut v = full.clone();
+    super::fit_view(&mut v, 1_000_000);
+    assert_eq!(v, full, "a view that fits is untouched");
+    super::fit_view(&mut v, 100_000);
+    assert!(v.truncated);
+    assert!(v.encoded_len() <= 100_000, "{}", v.encoded_len());
+    assert_eq!(v.offers.len(), 40, "every offer still listed");
+    assert!(
+        v.offers
+            .iter()
+            .all(|o| !o.offer_id.is_empty() && o.offer.is_none())
+    );
+    assert_eq!(v.history.len(), full.history.len());
+    assert_eq!(v.state, full.state);
+}

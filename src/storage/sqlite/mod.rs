@@ -15,8 +15,8 @@ mod queries;
 mod schema;
 
 use super::{
-    AlertQuery, DeliveryRow, Durability, NewMessage, OutboxItem, Outcome, ReceiptRow, RejectionRow,
-    Storage, Store, StoreError, Stored, StoredMessage,
+    AlertQuery, Claim, DeliveryRow, Durability, NewMessage, OutboxItem, Outcome, ReceiptRow,
+    RejectionRow, RequestRecord, Storage, Store, StoreError, Stored, StoredMessage,
 };
 use rusqlite::{Connection, OpenFlags};
 use std::fs::File;
@@ -434,6 +434,35 @@ impl Storage for SqliteStore {
             queries::acknowledge(c, &id, now_ms)
         })
         .await
+    }
+
+    async fn claim_request(
+        &self,
+        rec: RequestRecord,
+        expired_before_ms: i64,
+    ) -> Result<Claim, StoreError> {
+        self.write(Durability::Durable, move |c| {
+            queries::claim_request(c, &rec, expired_before_ms)
+        })
+        .await
+    }
+
+    async fn complete_request(
+        &self,
+        request_id: &str,
+        response: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let id = request_id.to_string();
+        self.write(Durability::Lazy, move |c| {
+            queries::complete_request(c, &id, &response)
+        })
+        .await
+    }
+
+    async fn release_request(&self, request_id: &str) -> Result<(), StoreError> {
+        let id = request_id.to_string();
+        self.write(Durability::Lazy, move |c| queries::release_request(c, &id))
+            .await
     }
 
     async fn close(&self) {

@@ -5,8 +5,8 @@
 //! error, never silently empty.
 use crate::proto::v1::{DeliveryState, MessageKind};
 use crate::storage::{
-    AlertQuery, DeliveryRow, NewMessage, OutboxItem, Outcome, ReceiptRow, RejectionRow, StoreError,
-    Stored, StoredMessage,
+    AlertQuery, Claim, DeliveryRow, NewMessage, OutboxItem, Outcome, ReceiptRow, RejectionRow,
+    RequestRecord, StoreError, Stored, StoredMessage,
 };
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
@@ -365,4 +365,61 @@ pub fn acknowledge(
     )
     .optional()?
     .flatten())
+}
+
+/// Purges expired request ids, then returns the live record for `rec`'s id or
+/// inserts `rec`.
+pub fn claim_request(
+    c: &Connection,
+    rec: &RequestRecord,
+    expired_before_ms: i64,
+) -> Result<Claim, StoreError> {
+    c.prepare_cached("DELETE FROM request_ids WHERE created_ms < ?1")?
+        .execute(params![expired_before_ms])?;
+    let held = c
+        .prepare_cached(
+            "SELECT fingerprint, message_id, response, created_ms FROM request_ids WHERE request_id = ?1",
+        )?
+        .query_row(params![rec.request_id], |r| {
+            Ok(RequestRecord {
+                request_id: rec.request_id.clone(),
+                fingerprint: r.get(0)?,
+                message_id: r.get(1)?,
+                response: r.get(2)?,
+                created_ms: r.get(3)?,
+            })
+        })
+        .optional()?;
+    if let Some(h) = held {
+        return Ok(Claim::Held(h));
+    }
+    c.prepare_cached(
+        "INSERT INTO request_ids (request_id, fingerprint, message_id, response, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        rec.request_id,
+        rec.fingerprint,
+        rec.message_id,
+        rec.response,
+        rec.created_ms
+    ])?;
+    Ok(Claim::Claimed)
+}
+
+/// Records the answer of a claimed request id.
+pub fn complete_request(
+    c: &Connection,
+    request_id: &str,
+    response: &[u8],
+) -> Result<(), StoreError> {
+    c.prepare_cached("UPDATE request_ids SET response = ?2 WHERE request_id = ?1")?
+        .execute(params![request_id, response])?;
+    Ok(())
+}
+
+/// Drops a claim that has no answer.
+pub fn release_request(c: &Connection, request_id: &str) -> Result<(), StoreError> {
+    c.prepare_cached("DELETE FROM request_ids WHERE request_id = ?1 AND response IS NULL")?
+        .execute(params![request_id])?;
+    Ok(())
 }

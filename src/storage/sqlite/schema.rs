@@ -74,6 +74,18 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE messages ADD COLUMN hops BLOB;
     "#,
+    // 5: client-chosen request ids of operator actions (idempotent retries,
+    // AIP-155), kept for a window and then purged.
+    r#"
+    CREATE TABLE request_ids (
+        request_id  TEXT PRIMARY KEY,
+        fingerprint BLOB NOT NULL,
+        message_id  TEXT NOT NULL,
+        response    BLOB,
+        created_ms  INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX request_ids_created ON request_ids(created_ms);
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -1,0 +1,250 @@
+//! Free text from operators and partners is untrusted: the one validator every
+//! free-text field goes through ([`check`]), and [`quote`] for echoing a
+//! caller's input in an error message without letting it grow or carry
+//! control characters.
+//!
+//! A partner's title, description or note ends up in an analyst's terminal
+//! (`certfed alert list`), in logs and in other tools. A character that makes
+//! a terminal or a viewer do something other than show a glyph is refused,
+//! with the field, the position and the code point named:
+//!
+//! - C0 controls U+0000–U+001F (ESC starts terminal escape sequences, BEL,
+//!   backspace and CR overwrite what is shown), except, in multi-line fields
+//!   ([`Kind::MultiLine`]: descriptions, notes, conditions, reports), TAB, LF
+//!   and CR immediately followed by LF (a Windows line end). A lone CR is
+//!   refused everywhere: it returns to the start of the line and lets the text
+//!   after it hide the text before it.
+//! - DEL U+007F and the C1 controls U+0080–U+009F (U+009B is a one-byte CSI).
+//! - Bidirectional embeddings, overrides and isolates U+202A–U+202E and
+//!   U+2066–U+2069 ("Trojan Source", CVE-2021-42574): they reorder what is
+//!   shown. The plain marks LRM, RLM and ALM (U+200E, U+200F, U+061C) are
+//!   allowed: right-to-left text needs them and they reorder nothing across
+//!   the text.
+//! - Line and paragraph separators U+2028, U+2029 (line breaks to some
+//!   viewers, not to others: a field would look different in each).
+//! - Invisible characters that hide or smuggle text: the byte order mark /
+//!   zero-width no-break space U+FEFF, the deprecated format characters
+//!   U+206A–U+206F, the interlinear annotation characters U+FFF9–U+FFFB, the
+//!   tag characters U+E0000–U+E007F (invisible copies of ASCII).
+//! - Noncharacters (U+FDD0–U+FDEF and the last two code points of every
+//!   plane), which are not for interchange.
+//!
+//! Allowed, deliberately: every other printable character of every script,
+//! zero-width joiner and non-joiner (emoji sequences, Indic and Persian
+//! scripts), word joiner and zero-width space (Thai and Khmer word breaks),
+//! soft hyphen, variation selectors, private-use characters.
+//!
+//! Stored text is never rewritten: a field is refused whole, so what is signed
+//! and relayed is exactly what was validated. Pure functions, no I/O.
+
+/// Whether line breaks are allowed in a field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A title, summary, name or other one-line field: no TAB, no line break.
+    SingleLine,
+    /// A description, note or report: TAB, LF and CR LF allowed.
+    MultiLine,
+}
+
+/// A refused character: the field, where, which code point and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{field}: contains {what} (U+{code:04X}) at character {position}; remove it (control, bidirectional-override and invisible formatting characters are refused in every text field so that no partner can rewrite what an analyst's terminal or viewer shows)"
+)]
+pub struct TextError {
+    /// Proto path of the field, e.g. `alert.title`.
+    pub field: String,
+    /// 1-based character position of the first refused character.
+    pub position: usize,
+    /// Its code point.
+    pub code: u32,
+    /// What it is, e.g. "the control character ESC".
+    pub what: String,
+}
+
+/// The name of a C0 control, for error messages.
+fn c0_name(c: u32) -> &'static str {
+    const NAMES: [&str; 32] = [
+        "NUL", "SOH", "STX", "ETX", "EOT", "ENQ", "ACK", "BEL", "BS", "TAB", "LF", "VT", "FF",
+        "CR", "SO", "SI", "DLE", "DC1", "DC2", "DC3", "DC4", "NAK", "SYN", "ETB", "CAN", "EM",
+        "SUB", "ESC", "FS", "GS", "RS", "US",
+    ];
+    NAMES.get(c as usize).copied().unwrap_or("?")
+}
+
+/// Why `c` is refused in a field of `kind` (given the next character, for CR
+/// LF), or `None` when it is allowed.
+fn refused(c: char, next: Option<char>, kind: Kind) -> Option<String> {
+    let u = c as u32;
+    match u {
+        0x09 | 0x0A if kind == Kind::MultiLine => None,
+        0x0D if kind == Kind::MultiLine && next == Some('\n') => None,
+        0x0D if kind == Kind::MultiLine => Some(
+            "a carriage return (CR) not followed by a line feed; use LF or CR LF line ends"
+                .to_string(),
+        ),
+        0x09 | 0x0A | 0x0D => Some(format!(
+            "the control character {} (this field is a single line)",
+            c0_name(u)
+        )),
+        0x00..=0x1F => Some(format!("the control character {}", c0_name(u))),
+        0x7F => Some("the control character DEL".into()),
+        0x80..=0x9F => Some("a C1 control character".into()),
+        0x202A..=0x202E | 0x2066..=0x2069 => {
+            Some("a bidirectional embedding, override or isolate character".into())
+        }
+        0x2028 => Some("a line separator character".into()),
+        0x2029 => Some("a paragraph separator character".into()),
+        0xFEFF => Some("a byte order mark / zero-width no-break space".into()),
+        0x206A..=0x206F => Some("a deprecated invisible format character".into()),
+        0xFFF9..=0xFFFB => Some("an interlinear annotation character".into()),
+        0xE0000..=0xE007F => Some("an invisible tag character".into()),
+        0xFDD0..=0xFDEF => Some("a noncharacter".into()),
+        _ if u & 0xFFFE == 0xFFFE => Some("a noncharacter".into()),
+        _ => None,
+    }
+}
+
+/// Checks one free-text field; `field` is its proto path (e.g.
+/// `alert.indicators[2].comment`). Refuses the first character listed in the
+/// module documentation, naming the field, the 1-based character position and
+/// the code point.
+pub fn check(field: &str, s: &str, kind: Kind) -> Result<(), TextError> {
+    // Fast path: printable ASCII (and LF/TAB) is always fine.
+    if s.bytes().all(|b| (0x20..0x7F).contains(&b)) {
+        return Ok(());
+    }
+    let mut chars = s.chars().enumerate().peekable();
+    while let Some((i, c)) = chars.next() {
+        let next = chars.peek().map(|(_, n)| *n);
+        if let Some(what) = refused(c, next, kind) {
+            return Err(TextError {
+                field: field.to_string(),
+                position: i + 1,
+                code: c as u32,
+                what,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Checks every entry of a list of single-line texts (`field[i]`).
+pub fn check_all(field: &str, list: &[String], kind: Kind) -> Result<(), TextError> {
+    for (i, s) in list.iter().enumerate() {
+        check(&format!("{field}[{i}]"), s, kind)?;
+    }
+    Ok(())
+}
+
+/// Longest part of a caller's input echoed in an error message, in characters.
+pub const QUOTE_CHARS: usize = 64;
+
+/// `s` for an error message: quoted and escaped like a Rust string literal
+/// (no control character survives), cut to [`QUOTE_CHARS`] characters with
+/// the full length said, so that a 20 KB input never comes back whole.
+pub fn quote(s: &str) -> String {
+    let n = s.chars().count();
+    if n <= QUOTE_CHARS {
+        return format!("{s:?}");
+    }
+    let head: String = s.chars().take(QUOTE_CHARS).collect();
+    format!("{head:?}… ({} bytes)", s.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printable_text_of_every_script_passes() {
+        for s in [
+            "Ransomware at a hospital",
+            "Атака на энергосистему",
+            "هجوم على الشبكة \u{200F}(RTL mark)",
+            "攻撃 🚨 👩\u{200D}💻",
+            "ข่าว\u{200B}ด่วน",
+            "soft\u{AD}hyphen",
+            "",
+        ] {
+            check("alert.title", s, Kind::SingleLine).unwrap();
+        }
+        check(
+            "alert.description",
+            "line 1\nline 2\r\n\tindented",
+            Kind::MultiLine,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn every_dangerous_class_is_refused_with_field_position_and_code() {
+        let cases: &[(&str, u32)] = &[
+            ("a\u{1b}[2Jb", 0x1B),
+            ("bell\u{7}", 0x07),
+            ("nul\0", 0x00),
+            ("back\u{8}space", 0x08),
+            ("del\u{7f}", 0x7F),
+            ("csi\u{9b}31m", 0x9B),
+            ("c1\u{85}", 0x85),
+            ("evil\u{202E}txt.exe", 0x202E),
+            ("iso\u{2066}late", 0x2066),
+            ("pdi\u{2069}", 0x2069),
+            ("sep\u{2028}", 0x2028),
+            ("para\u{2029}", 0x2029),
+            ("bom\u{FEFF}", 0xFEFF),
+            ("dep\u{206B}", 0x206B),
+            ("ann\u{FFF9}", 0xFFF9),
+            ("tag\u{E0041}", 0xE0041),
+            ("non\u{FFFF}", 0xFFFF),
+            ("non\u{FDD0}", 0xFDD0),
+            ("non\u{1FFFE}", 0x1FFFE),
+        ];
+        for (s, code) in cases {
+            for kind in [Kind::SingleLine, Kind::MultiLine] {
+                let e = check("alert.title", s, kind).expect_err(s);
+                assert_eq!(e.code, *code, "{s:?}");
+                assert_eq!(e.field, "alert.title");
+                let pos = s.chars().position(|c| c as u32 == *code).unwrap() + 1;
+                assert_eq!(e.position, pos);
+                let msg = e.to_string();
+                assert!(msg.starts_with("alert.title: "), "{msg}");
+                assert!(msg.contains(&format!("U+{code:04X}")), "{msg}");
+            }
+        }
+        let e = check("x", "a\u{1b}", Kind::SingleLine).unwrap_err();
+        assert!(e.to_string().contains("ESC"), "{e}");
+    }
+
+    #[test]
+    fn line_breaks_only_in_multi_line_fields_and_never_a_lone_cr() {
+        for s in ["a\nb", "a\tb", "a\r\nb"] {
+            check("f", s, Kind::SingleLine).expect_err(s);
+            check("f", s, Kind::MultiLine).expect(s);
+        }
+        for s in ["over\rwrite", "end\r", "a\r\r\n"] {
+            let e = check("f", s, Kind::MultiLine).expect_err(s);
+            assert_eq!(e.code, 0x0D);
+        }
+    }
+
+    #[test]
+    fn lists_name_the_entry() {
+        let e = check_all(
+            "alert.references",
+            &["ok".into(), "bad\u{7}".into()],
+            Kind::SingleLine,
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "alert.references[1]");
+    }
+
+    #[test]
+    fn quote_bounds_and_escapes() {
+        assert_eq!(quote("node-a"), "\"node-a\"");
+        assert_eq!(quote("a\u{1b}b"), "\"a\\u{1b}b\"");
+        let q = quote(&"x".repeat(20_000));
+        assert!(q.len() < 100, "{q}");
+        assert!(q.contains("20000 bytes"), "{q}");
+    }
+}
