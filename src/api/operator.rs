@@ -1,6 +1,7 @@
 //! Operator service adapter: decode each request, call the service that owns
 //! it (`service::alerts`, `service::assistance`, `service::delivery`), map
 //! errors with the one table in `api::error`. No business rule lives here.
+use crate::api::audit;
 use crate::api::error::{page_size, page_token, parse_page_token, status};
 use crate::domain::envelope::ms_to_ts;
 use crate::proto::v1::operator_server::Operator;
@@ -40,10 +41,13 @@ impl Operator for OperatorApi {
         &self,
         req: Request<PublishAlertRequest>,
     ) -> Result<Response<PublishAlertResponse>, Status> {
+        let who = audit::operator(&req);
         let PublishAlertRequest { alert, recipients } = req.into_inner();
-        let message_id = alerts::publish(&self.node, alert, recipients)
+        let r = alerts::publish(&self.node, alert, recipients)
             .await
-            .map_err(status)?;
+            .map_err(status);
+        audit::log(&who, "publish alert", r.as_deref().unwrap_or(""), &r);
+        let message_id = r?;
         Ok(Response::new(PublishAlertResponse { message_id }))
     }
 
@@ -126,8 +130,11 @@ impl Operator for OperatorApi {
         &self,
         req: Request<AcknowledgeMessageRequest>,
     ) -> Result<Response<AcknowledgeMessageResponse>, Status> {
+        let who = audit::operator(&req);
         let id = req.into_inner().message_id;
-        let at = alerts::acknowledge(&self.node, &id).await.map_err(status)?;
+        let r = alerts::acknowledge(&self.node, &id).await.map_err(status);
+        audit::log(&who, "acknowledge", &id, &r);
+        let at = r?;
         Ok(Response::new(AcknowledgeMessageResponse {
             acknowledged: Some(ms_to_ts(at)),
         }))
@@ -137,15 +144,18 @@ impl Operator for OperatorApi {
         &self,
         req: Request<RequestAssistanceRequest>,
     ) -> Result<Response<RequestAssistanceResponse>, Status> {
+        let who = audit::operator(&req);
         let RequestAssistanceRequest {
             request,
             recipients,
         } = req.into_inner();
         let request =
             request.ok_or_else(|| crate::api::error::bad_request("request", "required"))?;
-        let request_id = assistance::request(&self.node, request, recipients)
+        let r = assistance::request(&self.node, request, recipients)
             .await
-            .map_err(status)?;
+            .map_err(status);
+        audit::log(&who, "request assistance", r.as_deref().unwrap_or(""), &r);
+        let request_id = r?;
         Ok(Response::new(RequestAssistanceResponse { request_id }))
     }
 
@@ -153,10 +163,14 @@ impl Operator for OperatorApi {
         &self,
         req: Request<OfferAssistanceRequest>,
     ) -> Result<Response<OfferAssistanceResponse>, Status> {
+        let who = audit::operator(&req);
         let OfferAssistanceRequest { request_id, offer } = req.into_inner();
-        let offer_id = assistance::offer(&self.node, request_id, offer)
+        let r = assistance::offer(&self.node, request_id.clone(), offer)
             .await
-            .map_err(status)?;
+            .map_err(status);
+        let id = r.as_deref().unwrap_or(&request_id);
+        audit::log(&who, "offer assistance", id, &r);
+        let offer_id = r?;
         Ok(Response::new(OfferAssistanceResponse { offer_id }))
     }
 
@@ -164,14 +178,22 @@ impl Operator for OperatorApi {
         &self,
         req: Request<DecideOfferRequest>,
     ) -> Result<Response<DecideOfferResponse>, Status> {
+        let who = audit::operator(&req);
         let DecideOfferRequest {
             offer_id,
             accept,
             note,
         } = req.into_inner();
-        let state = assistance::decide(&self.node, offer_id, accept, note)
+        let action = if accept {
+            "accept offer"
+        } else {
+            "decline offer"
+        };
+        let r = assistance::decide(&self.node, offer_id.clone(), accept, note)
             .await
-            .map_err(status)?;
+            .map_err(status);
+        audit::log(&who, action, &offer_id, &r);
+        let state = r?;
         Ok(Response::new(DecideOfferResponse {
             state: state as i32,
         }))
@@ -181,15 +203,29 @@ impl Operator for OperatorApi {
         &self,
         req: Request<UpdateAssistanceRequest>,
     ) -> Result<Response<UpdateAssistanceResponse>, Status> {
+        let who = audit::operator(&req);
         let UpdateAssistanceRequest {
             request_id,
             state,
             note,
             withdraw_offer_id,
         } = req.into_inner();
-        let state = assistance::update(&self.node, request_id, state, note, withdraw_offer_id)
-            .await
-            .map_err(status)?;
+        let action = if withdraw_offer_id.is_empty() {
+            "update assistance"
+        } else {
+            "withdraw offer"
+        };
+        let r = assistance::update(
+            &self.node,
+            request_id.clone(),
+            state,
+            note,
+            withdraw_offer_id,
+        )
+        .await
+        .map_err(status);
+        audit::log(&who, action, &request_id, &r);
+        let state = r?;
         Ok(Response::new(UpdateAssistanceResponse {
             state: state as i32,
         }))

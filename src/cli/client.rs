@@ -31,16 +31,34 @@ pub const DEFAULT_NODE: &str = "127.0.0.1:7700";
 #[command(next_help_heading = "Connection")]
 pub struct Conn {
     /// Node address, host:port (the packaged configuration listens on 7700).
-    #[arg(long, env = "CERTFED_NODE", default_value = DEFAULT_NODE, global = true, value_name = "HOST:PORT")]
+    #[arg(long, env = "CERTFED_NODE", hide_env_values = true, default_value = DEFAULT_NODE, global = true, value_name = "HOST:PORT")]
     pub node: String,
     /// Federation CA certificate (PEM). Required.
-    #[arg(long, env = "CERTFED_CA", global = true, value_name = "FILE")]
+    #[arg(
+        long,
+        env = "CERTFED_CA",
+        hide_env_values = true,
+        global = true,
+        value_name = "FILE"
+    )]
     pub ca: Option<PathBuf>,
     /// Operator certificate (PEM). Required.
-    #[arg(long, env = "CERTFED_CERT", global = true, value_name = "FILE")]
+    #[arg(
+        long,
+        env = "CERTFED_CERT",
+        hide_env_values = true,
+        global = true,
+        value_name = "FILE"
+    )]
     pub cert: Option<PathBuf>,
     /// Operator private key (PEM, mode 0600). Required.
-    #[arg(long, env = "CERTFED_KEY", global = true, value_name = "FILE")]
+    #[arg(
+        long,
+        env = "CERTFED_KEY",
+        hide_env_values = true,
+        global = true,
+        value_name = "FILE"
+    )]
     pub key: Option<PathBuf>,
     /// Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it).
     #[arg(long, global = true)]
