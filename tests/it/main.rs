@@ -8,6 +8,7 @@ mod alerts;
 mod assistance;
 mod cli;
 mod cli_json;
+mod cookbook;
 mod crash;
 mod demo;
 mod e2e;
