@@ -163,10 +163,7 @@ pub fn to_text_004(openmetrics: &str) -> String {
         if let Some(r) = renamed {
             out.push_str(&r);
         } else {
-            let name = line
-                .split(|c: char| c == '{' || c == ' ')
-                .next()
-                .unwrap_or("");
+            let name = line.split(['{', ' ']).next().unwrap_or("");
             if name
                 .strip_suffix("_created")
                 .is_some_and(|n| counters.contains(n))

@@ -6,6 +6,9 @@
 //! partner's text cannot drive the terminal); request messages are built with
 //! `..Default::default()` so new optional proto fields keep their defaults;
 //! a wrong flag value is a usage error (exit 2) before anything is sent.
+// Requests end with `..Default::default()` on purpose: a new optional proto field
+// (e.g. a request id) keeps its default here until the CLI sets it.
+#![allow(clippy::needless_update)]
 use crate::cli::args::{SectorArg, SeverityArg, TlpArg, indicator_word, parse_indicator, tlp_word};
 use crate::cli::error::{Failure, explain};
 use crate::cli::output::{emit, json_line, json_pretty, proto_value, term, term_block};

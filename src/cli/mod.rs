@@ -233,3 +233,36 @@ pub fn main() -> std::process::ExitCode {
 fn exit_code(e: Exit) -> std::process::ExitCode {
     std::process::ExitCode::from(e as u8)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every flag and argument of every subcommand says what it is for, and the
+    /// connection flags sit under one heading.
+    #[test]
+    fn every_argument_has_help_and_connection_flags_are_grouped() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+                let client = cmd.get_arguments().any(|x| x.get_id() == "ca");
+                if client && ["node", "ca", "cert", "key", "json"].contains(&id) {
+                    assert_eq!(a.get_help_heading(), Some("Connection"), "{path} --{id}");
+                }
+            }
+            for s in cmd.get_subcommands() {
+                walk(s, &format!("{path} {}", s.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "certfed", &mut missing);
+        assert!(missing.is_empty(), "arguments without help: {missing:?}");
+        Cli::command().debug_assert();
+    }
+}

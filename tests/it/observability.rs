@@ -7,6 +7,7 @@
 //! binary, health NOT_SERVING on shutdown, `check-config`, and a partner
 //! whose DNS name does not resolve.
 
+#![allow(clippy::needless_update)] // requests keep new proto fields at their defaults
 use crate::common::*;
 use certfed::proto::v1::*;
 use std::collections::HashMap;
@@ -287,7 +288,7 @@ async fn metrics_pass_promtool_and_cover_rules_and_dashboard() {
     let present: Vec<&str> = text
         .lines()
         .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.split(|c| c == '{' || c == ' ').next())
+        .filter_map(|l| l.split(['{', ' ']).next())
         .collect();
     for name in names_used(&rules).into_iter().chain(names_used(&dash)) {
         assert!(
