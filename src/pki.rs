@@ -398,6 +398,20 @@ pub fn cert_serial_hex(cert_pem: &str) -> anyhow::Result<String> {
     Ok(serial_to_hex(x509.raw_serial()))
 }
 
+/// Unix time (seconds) at which a DER certificate stops being valid.
+pub fn cert_not_after(der: &[u8]) -> anyhow::Result<i64> {
+    let (_, x509) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| anyhow!("cannot parse the certificate: {e}"))?;
+    Ok(x509.validity().not_after.timestamp())
+}
+
+/// Unix time (seconds) of a DER CRL's next update (`None` when it names none).
+pub fn crl_next_update(der: &[u8]) -> anyhow::Result<Option<i64>> {
+    let (_, crl) =
+        x509_parser::parse_x509_crl(der).map_err(|e| anyhow!("cannot parse the CRL: {e}"))?;
+    Ok(crl.next_update().map(|t| t.timestamp()))
+}
+
 /// Reads (revoked serials hex, crl_number) from an existing PEM CRL.
 pub fn read_crl(crl_pem: &str) -> anyhow::Result<(Vec<String>, u64)> {
     let (entries, n) = read_crl_entries(crl_pem)?;

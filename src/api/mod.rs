@@ -1,6 +1,8 @@
 //! Thin gRPC adapters: decode the request, call a service, map its error in
 //! one table ([`error`]). Authorisation by certificate role is one tower layer
-//! ([`authz`]); `/metrics` is served by [`metrics`].
+//! ([`authz`]); operator actions are logged by [`audit`]; `/metrics` is
+//! served by [`metrics`].
+pub mod audit;
 pub mod authz;
 pub mod error;
 pub mod federation;

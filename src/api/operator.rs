@@ -14,6 +14,7 @@
 //!   with the same request id finds the finished result.
 //! - No answer exceeds `service::limits::MAX_ANSWER_BYTES`; pages stop by
 //!   count and by size.
+use crate::api::audit;
 use crate::api::error::{bad_request, page_limit, page_token, parse_page_token, status};
 use crate::domain::envelope::ms_to_ts;
 use crate::proto::v1::operator_server::{Operator, OperatorServer};
@@ -89,18 +90,21 @@ impl Operator for OperatorApi {
         &self,
         req: Request<PublishAlertRequest>,
     ) -> Result<Response<PublishAlertResponse>, Status> {
+        let who = audit::operator(&req);
         let PublishAlertRequest {
             alert,
             recipients,
             request_id,
         } = self.take(req)?;
-        let message_id = self
+        let r = self
             .detached(|node| async move {
                 alerts::publish(&node, alert, recipients, request_id)
                     .await
                     .map_err(status)
             })
-            .await?;
+            .await;
+        audit::log(&who, "publish alert", r.as_deref().unwrap_or(""), &r);
+        let message_id = r?;
         Ok(Response::new(PublishAlertResponse { message_id }))
     }
 
@@ -187,8 +191,11 @@ impl Operator for OperatorApi {
         &self,
         req: Request<AcknowledgeMessageRequest>,
     ) -> Result<Response<AcknowledgeMessageResponse>, Status> {
+        let who = audit::operator(&req);
         let id = self.take(req)?.message_id;
-        let at = alerts::acknowledge(&self.node, &id).await.map_err(status)?;
+        let r = alerts::acknowledge(&self.node, &id).await.map_err(status);
+        audit::log(&who, "acknowledge", &id, &r);
+        let at = r?;
         Ok(Response::new(AcknowledgeMessageResponse {
             acknowledged: Some(ms_to_ts(at)),
         }))
@@ -198,18 +205,21 @@ impl Operator for OperatorApi {
         &self,
         req: Request<RequestAssistanceRequest>,
     ) -> Result<Response<RequestAssistanceResponse>, Status> {
+        let who = audit::operator(&req);
         let RequestAssistanceRequest {
             request,
             recipients,
             request_id: client_key,
         } = self.take(req)?;
-        let request_id = self
+        let r = self
             .detached(|node| async move {
                 assistance::request(&node, request, recipients, client_key)
                     .await
                     .map_err(status)
             })
-            .await?;
+            .await;
+        audit::log(&who, "request assistance", r.as_deref().unwrap_or(""), &r);
+        let request_id = r?;
         Ok(Response::new(RequestAssistanceResponse { request_id }))
     }
 
@@ -217,18 +227,23 @@ impl Operator for OperatorApi {
         &self,
         req: Request<OfferAssistanceRequest>,
     ) -> Result<Response<OfferAssistanceResponse>, Status> {
+        let who = audit::operator(&req);
         let OfferAssistanceRequest {
             request_id,
             offer,
             client_request_id,
         } = self.take(req)?;
-        let offer_id = self
+        let on = request_id.clone();
+        let r = self
             .detached(|node| async move {
                 assistance::offer(&node, request_id, offer, client_request_id)
                     .await
                     .map_err(status)
             })
-            .await?;
+            .await;
+        let id = r.as_deref().unwrap_or(&on);
+        audit::log(&who, "offer assistance", id, &r);
+        let offer_id = r?;
         Ok(Response::new(OfferAssistanceResponse { offer_id }))
     }
 
@@ -236,19 +251,28 @@ impl Operator for OperatorApi {
         &self,
         req: Request<DecideOfferRequest>,
     ) -> Result<Response<DecideOfferResponse>, Status> {
+        let who = audit::operator(&req);
         let DecideOfferRequest {
             offer_id,
             accept,
             note,
             request_id: client_key,
         } = self.take(req)?;
-        let state = self
+        let action = if accept {
+            "accept offer"
+        } else {
+            "decline offer"
+        };
+        let on = offer_id.clone();
+        let r = self
             .detached(|node| async move {
                 assistance::decide(&node, offer_id, accept, note, client_key)
                     .await
                     .map_err(status)
             })
-            .await?;
+            .await;
+        audit::log(&who, action, &on, &r);
+        let state = r?;
         Ok(Response::new(DecideOfferResponse {
             state: state as i32,
         }))
@@ -258,6 +282,7 @@ impl Operator for OperatorApi {
         &self,
         req: Request<UpdateAssistanceRequest>,
     ) -> Result<Response<UpdateAssistanceResponse>, Status> {
+        let who = audit::operator(&req);
         let UpdateAssistanceRequest {
             request_id,
             state,
@@ -265,7 +290,13 @@ impl Operator for OperatorApi {
             withdraw_offer_id,
             client_request_id,
         } = self.take(req)?;
-        let state = self
+        let action = if withdraw_offer_id.is_empty() {
+            "update assistance"
+        } else {
+            "withdraw offer"
+        };
+        let on = request_id.clone();
+        let r = self
             .detached(|node| async move {
                 assistance::update(
                     &node,
@@ -278,7 +309,9 @@ impl Operator for OperatorApi {
                 .await
                 .map_err(status)
             })
-            .await?;
+            .await;
+        audit::log(&who, action, &on, &r);
+        let state = r?;
         Ok(Response::new(UpdateAssistanceResponse {
             state: state as i32,
         }))

@@ -11,6 +11,7 @@
 pub mod bench;
 pub mod demo;
 pub mod localfed;
+pub mod systemd;
 
 use crate::api::authz::AuthzLayer;
 use crate::api::{federation::FederationApi, operator::OperatorApi};
@@ -93,6 +94,51 @@ pub fn prepare(cfg: Config) -> anyhow::Result<Prepared> {
     })
 }
 
+/// Everything `serve` checks before it binds a port: [`prepare`] (files, keys,
+/// permissions, identities, member keys), the listen addresses and the TLS
+/// configurations built from the material. `certfed check-config` runs exactly
+/// this; `serve` runs it too, then opens the store and binds.
+pub fn check(cfg: Config) -> anyhow::Result<Prepared> {
+    cfg.listen_addr()?;
+    if let Some(m) = &cfg.metrics.listen {
+        crate::config::parse_addr("metrics.listen", m)?;
+    }
+    let p = prepare(cfg)?;
+    tls::server_config(&p.material).map_err(|e| anyhow::anyhow!("tls: {e}"))?;
+    tls::client_config(&p.material).map_err(|e| anyhow::anyhow!("tls: {e}"))?;
+    Ok(p)
+}
+
+/// When the certificates and CRLs in use expire, for the metrics: this
+/// node's certificate, the earliest trust anchor in `tls.ca`, and each CRL
+/// file's next update (unix seconds).
+fn record_tls_expiry(node: &Node, cfg: &Config, material: &tls::TlsMaterial) {
+    let node_cert = material
+        .chain
+        .first()
+        .and_then(|c| crate::pki::cert_not_after(c.as_ref()).ok());
+    let ca = tls::load_certs(&cfg.tls.ca).ok().and_then(|certs| {
+        certs
+            .iter()
+            .filter_map(|c| crate::pki::cert_not_after(c.as_ref()).ok())
+            .min()
+    });
+    let crls: Vec<(String, i64)> = cfg
+        .tls
+        .crls
+        .iter()
+        .filter_map(|path| {
+            let ders = tls::load_crls(std::slice::from_ref(path)).ok()?;
+            let next = ders
+                .iter()
+                .filter_map(|d| crate::pki::crl_next_update(d.as_ref()).ok().flatten())
+                .min()?;
+            Some((path.display().to_string(), next))
+        })
+        .collect();
+    node.metrics.set_tls_expiry(node_cert, ca, &crls);
+}
+
 /// Reads the pinned member keys.
 pub fn load_members(cfg: &Config) -> anyhow::Result<KeyRegistry> {
     let mut reg = KeyRegistry::default();
@@ -123,6 +169,8 @@ pub struct RunningNode {
     links: Arc<LinkTasks>,
     tls: watch::Sender<Arc<rustls::ServerConfig>>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// What the systemd STATUS line reports.
+    pub status: Arc<systemd::Status>,
 }
 
 impl RunningNode {
@@ -132,6 +180,12 @@ impl RunningNode {
     /// `tls.max_connection_age_secs`. An invalid configuration is refused and
     /// the running one stays in force.
     pub fn reload(&self, path: &std::path::Path) -> anyhow::Result<()> {
+        let r = self.reload_inner(path);
+        self.node.metrics.config_loaded(r.is_ok(), now_ms());
+        r
+    }
+
+    fn reload_inner(&self, path: &std::path::Path) -> anyhow::Result<()> {
         let cfg = Config::load(path)?;
         if cfg.node.id != self.node.id {
             anyhow::bail!(
@@ -141,9 +195,10 @@ impl RunningNode {
             );
         }
         let peers = cfg.peers.clone();
-        let p = prepare(cfg)?;
+        let p = check(cfg)?;
         let server = tls::server_config(&p.material)?;
         let client = tls::client_config(&p.material)?;
+        record_tls_expiry(&self.node, &p.cfg, &p.material);
         let revoked = tls::revoked_serials(&p.material.crls);
         let _ = self.tls.send(server);
         self.node.replace_trust(p.keys, client, revoked.clone());
@@ -180,6 +235,7 @@ pub async fn start(prepared: Prepared) -> anyhow::Result<RunningNode> {
         signer,
         keys,
     } = prepared;
+    let tls_cfg = cfg.clone();
     let server_tls = tls::server_config(&material)?;
     let client_tls = tls::client_config(&material)?;
     let store = crate::storage::sqlite::open(&cfg.storage.dir)?;
@@ -206,6 +262,8 @@ pub async fn start(prepared: Prepared) -> anyhow::Result<RunningNode> {
         receipts: receipt_queue,
         cfg,
     }));
+    record_tls_expiry(&node, &tls_cfg, &material);
+    node.metrics.config_loaded(true, now_ms());
 
     let (health, health_svc) = tonic_health::server::health_reporter();
     health.set_serving::<OperatorServer<OperatorApi>>().await;
@@ -259,27 +317,26 @@ pub async fn start(prepared: Prepared) -> anyhow::Result<RunningNode> {
     links.start_all(&node);
     let receipt_task = tokio::spawn(crate::service::receipts::run(node.clone(), receipt_rx));
 
-    tracing::info!(node = %node.id, %addr, metrics = ?metrics_addr, peers = node.peers.ids().len(), "certfed node ready");
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    let watchdog = sd_notify::watchdog_enabled().map(|every| {
-        let stop = node.shutdown.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every / 2);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => { let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]); }
-                    _ = stop.cancelled() => break,
-                }
-            }
-        })
-    });
+    let metrics_text = metrics_addr.map_or_else(|| "off".to_string(), |a| a.to_string());
+    tracing::info!(node = %node.id, %addr, metrics = %metrics_text, peers = node.peers.ids().len(), "certfed node ready");
+    let status = Arc::new(systemd::Status::default());
+    systemd::ready(&node, &status);
+    let notifier = tokio::spawn(systemd::run(
+        node.clone(),
+        status.clone(),
+        sd_notify::watchdog_enabled(),
+    ));
 
     let node2 = node.clone();
     let links2 = links.clone();
     let task = tokio::spawn(async move {
         node2.shutdown.cancelled().await;
-        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        systemd::stopping();
         tracing::info!("shutting down: no new connections; draining in-flight calls");
+        // Every service the health endpoint knows, the whole server ("") included.
+        health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
         health
             .set_not_serving::<OperatorServer<OperatorApi>>()
             .await;
@@ -292,7 +349,10 @@ pub async fn start(prepared: Prepared) -> anyhow::Result<RunningNode> {
             Ok(Ok(r)) => r.map_err(anyhow::Error::from),
             Ok(Err(e)) => Err(anyhow::anyhow!("server task failed: {e}")),
             Err(_) => {
-                tracing::warn!(?grace, "grace period over; closing remaining connections");
+                tracing::warn!(
+                    grace_secs = grace.as_secs(),
+                    "grace period over; closing remaining connections"
+                );
                 abort.abort();
                 Ok(())
             }
@@ -303,9 +363,7 @@ pub async fn start(prepared: Prepared) -> anyhow::Result<RunningNode> {
         if let Some(t) = metrics_task {
             t.abort();
         }
-        if let Some(w) = watchdog {
-            w.abort();
-        }
+        notifier.abort();
         node2.store.close().await;
         tracing::info!("stopped");
         result
@@ -318,13 +376,20 @@ pub async fn start(prepared: Prepared) -> anyhow::Result<RunningNode> {
         links,
         tls: tls_tx,
         task,
+        status,
     })
 }
 
 /// `certfed serve`: runs until SIGTERM or SIGINT; SIGHUP reloads.
 pub async fn serve(cfg: Config, path: &std::path::Path) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let prepared = prepare(cfg)?;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %path.display(),
+        node = %cfg.node.id,
+        "certfed starting"
+    );
+    let prepared = check(cfg)?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
@@ -334,11 +399,13 @@ pub async fn serve(cfg: Config, path: &std::path::Path) -> anyhow::Result<()> {
             _ = term.recv() => { tracing::info!("SIGTERM received"); break; }
             _ = int.recv() => { tracing::info!("SIGINT received"); break; }
             _ = hup.recv() => {
-                let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
-                if let Err(e) = node.reload(path) {
+                tracing::info!(config = %path.display(), "SIGHUP received: reloading");
+                systemd::reloading();
+                let result = node.reload(path);
+                if let Err(e) = &result {
                     tracing::error!(error = %format!("{e:#}"), "reload refused; the running configuration stays in force");
                 }
-                let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+                systemd::reloaded(&node.node, &node.status, result.as_ref().err());
             }
         }
     }

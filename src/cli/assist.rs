@@ -1,190 +1,172 @@
 //! `certfed assist request|offer|decide|update|list|show`.
-use super::client::{Conn, connect, explain};
-use crate::domain::alert::{parse_rsit, parse_sector, parse_severity};
+//!
+//! Same invariants as `cli::client`: JSON is the API response in the protobuf
+//! JSON mapping; text shown is escaped for the terminal; choice flags are
+//! `ValueEnum`s (a wrong word is a usage error before anything is sent).
+// Requests end with `..Default::default()` on purpose: a new optional proto field
+// (e.g. a request id) keeps its default here until the CLI sets it.
+#![allow(clippy::needless_update)]
+use super::args::{
+    FundingArg, RsitArg, SectorArg, ServiceArg, SeverityArg, StateArg, TargetStateArg, TlpArg,
+    service_word,
+};
+use super::client::{Conn, connect, show, ts};
+use super::error::explain;
+use super::output::{term, term_block};
 use crate::domain::assistance::{offer_state_label, state_label};
 use crate::domain::envelope::ms_to_ts;
-use crate::domain::policy::parse_tlp;
 use crate::proto::v1::*;
-use anyhow::Context;
 use clap::{Args, Subcommand};
-use serde_json::{Value, json};
+use std::fmt::Write as _;
 
 #[derive(Subcommand, Debug)]
 pub enum AssistCmd {
     /// Ask partners for assistance (this node is the requester).
-    Request(RequestArgs),
+    Request(Box<RequestArgs>),
     /// Offer assistance on a request (this node is the donor).
     Offer(OfferArgs),
     /// Accept or decline an offer (requester only).
     Decide {
+        /// Offer id (from `assist show`).
         offer_id: String,
-        /// Accept the offer (default: decline unless --accept).
-        #[arg(long, conflicts_with = "decline")]
+        /// Accept the offer.
+        #[arg(long, conflicts_with = "decline", required_unless_present = "decline")]
         accept: bool,
+        /// Decline the offer.
         #[arg(long)]
         decline: bool,
+        /// A note for the donor.
         #[arg(long, default_value = "")]
         note: String,
     },
-    /// Move a request: deployed, completed, closed, withdrawn (requester), or
-    /// withdraw your own offer with --withdraw-offer.
+    /// Move a request (requester) or withdraw your own offer (donor).
     Update {
+        /// Request id.
         request_id: String,
-        /// Target state: deployed, completed, closed, withdrawn.
-        #[arg(long)]
-        state: Option<String>,
+        /// Target state of the request.
+        #[arg(
+            long,
+            ignore_case = true,
+            required_unless_present = "withdraw_offer",
+            conflicts_with = "withdraw_offer"
+        )]
+        state: Option<TargetStateArg>,
         /// Withdraw this offer of yours instead.
-        #[arg(long)]
+        #[arg(long, value_name = "OFFER_ID")]
         withdraw_offer: Option<String>,
+        /// A note recorded with the step.
         #[arg(long, default_value = "")]
         note: String,
     },
     /// List assistance requests known to the node.
     List {
         /// Only requests in this state (repeatable).
-        #[arg(long)]
-        state: Vec<String>,
+        #[arg(long, ignore_case = true)]
+        state: Vec<StateArg>,
+        /// Page size.
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        /// Continue from a previous listing's next page token.
+        #[arg(long, default_value = "")]
+        page_token: String,
     },
     /// One request with its offers and signed history.
-    Show { request_id: String },
+    Show {
+        /// Request id.
+        request_id: String,
+    },
 }
 
 #[derive(Args, Debug)]
 pub struct RequestArgs {
+    /// Title (one line).
     #[arg(long)]
     pub title: String,
+    /// What is needed and why.
     #[arg(long)]
     pub description: String,
-    /// clear, green, amber, amber+strict, red.
-    #[arg(long)]
-    pub tlp: String,
-    /// Service (repeatable): incident-response, forensics, malware-analysis,
-    /// ddos-mitigation, threat-hunting, vulnerability-assessment, recovery,
-    /// threat-intelligence, equipment-licences.
-    #[arg(long = "service", required = true)]
-    pub services: Vec<String>,
-    /// Affected NIS2 sector, e.g. energy.
-    #[arg(long)]
-    pub sector: Option<String>,
-    /// The affected entity is essential (default) or important.
+    /// TLP marking of the request and of every later step.
+    #[arg(long, ignore_case = true)]
+    pub tlp: TlpArg,
+    /// Service requested (repeatable).
+    #[arg(long = "service", required = true, ignore_case = true)]
+    pub services: Vec<ServiceArg>,
+    /// Affected NIS2 sector.
+    #[arg(long, ignore_case = true)]
+    pub sector: Option<SectorArg>,
+    /// The affected entity is important (default: essential).
     #[arg(long)]
     pub important: bool,
-    #[arg(long)]
-    pub rsit: Option<String>,
-    #[arg(long, default_value = "high")]
-    pub severity: String,
+    /// RSIT incident class.
+    #[arg(long, ignore_case = true)]
+    pub rsit: Option<RsitArg>,
+    /// Severity.
+    #[arg(long, default_value = "high", ignore_case = true)]
+    pub severity: SeverityArg,
+    /// The incident spills over borders.
     #[arg(long)]
     pub cross_border: bool,
+    /// Estimated person-days needed.
     #[arg(long, default_value_t = 0)]
     pub person_days: u32,
+    /// Help is needed on site (default: remote).
     #[arg(long)]
     pub on_site: bool,
+    /// Mitigation already done.
     #[arg(long, default_value = "")]
     pub mitigation: String,
     /// Offers needed within this many hours.
-    #[arg(long)]
+    #[arg(long, value_name = "HOURS")]
     pub deadline_hours: Option<u64>,
     /// Linked alert message id (repeatable).
-    #[arg(long = "alert")]
+    #[arg(long = "alert", value_name = "MESSAGE_ID")]
     pub linked_alerts: Vec<String>,
     /// Recipient node (repeatable). None: the whole federation (clear/green only).
-    #[arg(long = "to")]
+    #[arg(long = "to", value_name = "NODE")]
     pub recipients: Vec<String>,
 }
 
 #[derive(Args, Debug)]
 pub struct OfferArgs {
+    /// Request id.
     pub request_id: String,
+    /// What is offered (one line).
     #[arg(long)]
     pub summary: String,
-    /// Capability (repeatable), same words as `request --service`.
-    #[arg(long = "capability")]
-    pub capabilities: Vec<String>,
+    /// Capability offered (repeatable).
+    #[arg(long = "capability", ignore_case = true)]
+    pub capabilities: Vec<ServiceArg>,
+    /// Person-days offered.
     #[arg(long, default_value_t = 0)]
     pub person_days: u32,
+    /// Conditions of the offer.
     #[arg(long, default_value = "")]
     pub conditions: String,
-    /// bilateral, reserve, coalition.
-    #[arg(long, default_value = "bilateral")]
-    pub funding: String,
-}
-
-const SERVICES: &[(&str, AssistanceService)] = &[
-    ("incident-response", AssistanceService::IncidentResponse),
-    ("forensics", AssistanceService::Forensics),
-    ("malware-analysis", AssistanceService::MalwareAnalysis),
-    ("ddos-mitigation", AssistanceService::DdosMitigation),
-    ("threat-hunting", AssistanceService::ThreatHunting),
-    (
-        "vulnerability-assessment",
-        AssistanceService::VulnerabilityAssessment,
-    ),
-    ("recovery", AssistanceService::Recovery),
-    ("threat-intelligence", AssistanceService::ThreatIntelligence),
-    ("equipment-licences", AssistanceService::EquipmentLicences),
-];
-
-fn service(s: &str) -> anyhow::Result<i32> {
-    SERVICES
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(s))
-        .map(|(_, v)| *v as i32)
-        .with_context(|| {
-            format!(
-                "unknown service {s:?}; use one of {}",
-                SERVICES
-                    .iter()
-                    .map(|(n, _)| *n)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        })
-}
-
-fn service_name(v: i32) -> &'static str {
-    SERVICES
-        .iter()
-        .find(|(_, x)| *x as i32 == v)
-        .map(|(n, _)| *n)
-        .unwrap_or("unspecified")
-}
-
-fn parse_state(s: &str) -> anyhow::Result<i32> {
-    let up = s.to_ascii_uppercase();
-    AssistanceState::from_str_name(&format!("ASSISTANCE_STATE_{up}"))
-        .filter(|s| *s != AssistanceState::Unspecified)
-        .map(|s| s as i32)
-        .with_context(|| format!("unknown state {s:?}; use requested, offered, accepted, deployed, completed, closed, withdrawn"))
+    /// Funding channel.
+    #[arg(long, default_value = "bilateral", ignore_case = true)]
+    pub funding: FundingArg,
 }
 
 fn st(v: i32) -> &'static str {
     state_label(AssistanceState::try_from(v).unwrap_or(AssistanceState::Unspecified))
 }
 
-fn view_json(v: &AssistanceView) -> Value {
-    let r = v.request.clone().unwrap_or_default();
-    json!({
-        "request_id": v.request_id, "requester": v.requester, "state": st(v.state), "overdue": v.overdue,
-        "title": r.title, "description": r.description,
-        "services": r.services.iter().map(|s| service_name(*s)).collect::<Vec<_>>(),
-        "offers": v.offers.iter().map(|o| json!({
-            "offer_id": o.offer_id, "donor": o.donor,
-            "state": offer_state_label(OfferState::try_from(o.state).unwrap_or(OfferState::Unspecified)),
-            "summary": o.offer.as_ref().map(|x| x.summary.clone()).unwrap_or_default(),
-            "decision_note": o.decision_note})).collect::<Vec<_>>(),
-        "history": v.history.iter().map(|h| json!({
-            "message_id": h.message_id, "actor": h.actor, "action": h.action, "note": h.note,
-            "at": h.at.as_ref().map(|t| t.seconds)})).collect::<Vec<_>>(),
-    })
+fn services(v: &[i32]) -> String {
+    v.iter()
+        .map(|s| {
+            service_word(AssistanceService::try_from(*s).unwrap_or(AssistanceService::Unspecified))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
-fn print_view(v: &AssistanceView) {
+fn view_text(v: &AssistanceView) -> String {
     let r = v.request.clone().unwrap_or_default();
-    println!("request   {}", v.request_id);
-    println!("requester {}", v.requester);
-    println!(
+    let mut s = String::new();
+    let _ = writeln!(s, "request   {}", term(&v.request_id));
+    let _ = writeln!(s, "requester {}", term(&v.requester));
+    let _ = writeln!(
+        s,
         "state     {}{}",
         st(v.state),
         if v.overdue {
@@ -193,75 +175,65 @@ fn print_view(v: &AssistanceView) {
             ""
         }
     );
-    println!("title     {}", r.title);
-    println!(
-        "services  {}",
-        r.services
-            .iter()
-            .map(|s| service_name(*s))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    let _ = writeln!(s, "title     {}", term(&r.title));
+    let _ = writeln!(s, "services  {}", services(&r.services));
+    if r.deadline.is_some() {
+        let _ = writeln!(s, "deadline  {}", ts(&r.deadline));
+    }
+    if !r.description.is_empty() {
+        let _ = writeln!(s, "\n{}\n", term_block(&r.description));
+    }
     if !v.offers.is_empty() {
-        println!("offers:");
+        let _ = writeln!(s, "offers:");
         for o in &v.offers {
-            println!(
+            let _ = writeln!(
+                s,
                 "  {}  {:<10} {:<9} {}",
-                o.offer_id,
-                o.donor,
+                term(&o.offer_id),
+                term(&o.donor),
                 offer_state_label(OfferState::try_from(o.state).unwrap_or(OfferState::Unspecified)),
-                o.offer.as_ref().map(|x| x.summary.as_str()).unwrap_or("")
+                term(o.offer.as_ref().map(|x| x.summary.as_str()).unwrap_or(""))
             );
         }
     }
-    println!("history:");
+    let _ = writeln!(s, "history:");
     for h in &v.history {
-        println!(
-            "  {:<10} {}{}",
-            h.actor,
-            h.action,
+        let _ = writeln!(
+            s,
+            "  {:<20} {:<10} {}{}",
+            ts(&h.at),
+            term(&h.actor),
+            term(&h.action),
             if h.note.is_empty() {
                 String::new()
             } else {
-                format!(" — {}", h.note)
+                format!(" — {}", term(&h.note))
             }
         );
     }
+    s
 }
 
 pub async fn run(conn: Conn, cmd: AssistCmd) -> anyhow::Result<()> {
     let mut c = connect(&conn).await?;
     let node = conn.node.clone();
     let ex = |s| explain(&node, s);
+    let json = conn.json;
     match cmd {
         AssistCmd::Request(a) => {
             let request = AssistanceRequest {
                 title: a.title,
                 description: a.description,
-                tlp: parse_tlp(&a.tlp).map_err(|e| anyhow::anyhow!("--tlp: {e}"))? as i32,
-                services: a
-                    .services
-                    .iter()
-                    .map(|s| service(s))
-                    .collect::<anyhow::Result<_>>()?,
-                sector: match &a.sector {
-                    Some(s) => {
-                        parse_sector(s).map_err(|e| anyhow::anyhow!("--sector: {e}"))? as i32
-                    }
-                    None => 0,
-                },
+                tlp: a.tlp.num(),
+                services: a.services.iter().map(|s| s.num()).collect(),
+                sector: a.sector.map_or(0, |s| s.num()),
                 entity_category: if a.important {
                     EntityCategory::Important as i32
                 } else {
                     EntityCategory::Essential as i32
                 },
-                rsit_class: match &a.rsit {
-                    Some(r) => parse_rsit(r).map_err(|e| anyhow::anyhow!("--rsit: {e}"))? as i32,
-                    None => 0,
-                },
-                severity: parse_severity(&a.severity)
-                    .map_err(|e| anyhow::anyhow!("--severity: {e}"))?
-                    as i32,
+                rsit_class: a.rsit.map_or(0, |r| r.num()),
+                severity: a.severity.num(),
                 cross_border: a.cross_border,
                 needs: Some(EstimatedNeeds {
                     skills: vec![],
@@ -269,11 +241,14 @@ pub async fn run(conn: Conn, cmd: AssistCmd) -> anyhow::Result<()> {
                     on_site: a.on_site,
                 }),
                 mitigation_done: a.mitigation,
-                deadline: a
-                    .deadline_hours
-                    .map(|h| ms_to_ts(crate::service::now_ms() + h as i64 * 3_600_000)),
-                contacts: vec![],
+                deadline: a.deadline_hours.map(|h| {
+                    ms_to_ts(
+                        crate::service::now_ms()
+                            .saturating_add((h as i64).saturating_mul(3_600_000)),
+                    )
+                }),
                 linked_alerts: a.linked_alerts,
+                ..Default::default()
             };
             let r = c
                 .request_assistance(RequestAssistanceRequest {
@@ -284,29 +259,17 @@ pub async fn run(conn: Conn, cmd: AssistCmd) -> anyhow::Result<()> {
                 .await
                 .map_err(ex)?
                 .into_inner();
-            if conn.json {
-                println!("{}", json!({"request_id": r.request_id}));
-            } else {
-                println!("requested {}", r.request_id);
-            }
+            show(json, &r, "certfed.v1.RequestAssistanceResponse", || {
+                format!("requested {}\n", term(&r.request_id))
+            })
         }
         AssistCmd::Offer(o) => {
-            let funding = match o.funding.as_str() {
-                "bilateral" => FundingChannel::Bilateral,
-                "reserve" => FundingChannel::CybersecurityReserve,
-                "coalition" => FundingChannel::DonorCoalition,
-                f => anyhow::bail!("--funding {f:?}: use bilateral, reserve or coalition"),
-            };
             let offer = Offer {
                 summary: o.summary,
-                capabilities: o
-                    .capabilities
-                    .iter()
-                    .map(|s| service(s))
-                    .collect::<anyhow::Result<_>>()?,
+                capabilities: o.capabilities.iter().map(|s| s.num()).collect(),
                 capacity_person_days: o.person_days,
                 conditions: o.conditions,
-                funding: funding as i32,
+                funding: o.funding.num(),
                 ..Default::default()
             };
             let r = c
@@ -318,21 +281,16 @@ pub async fn run(conn: Conn, cmd: AssistCmd) -> anyhow::Result<()> {
                 .await
                 .map_err(ex)?
                 .into_inner();
-            if conn.json {
-                println!("{}", json!({"offer_id": r.offer_id}));
-            } else {
-                println!("offered {}", r.offer_id);
-            }
+            show(json, &r, "certfed.v1.OfferAssistanceResponse", || {
+                format!("offered {}\n", term(&r.offer_id))
+            })
         }
         AssistCmd::Decide {
             offer_id,
             accept,
-            decline,
+            decline: _,
             note,
         } => {
-            if accept == decline {
-                anyhow::bail!("say --accept or --decline");
-            }
             let r = c
                 .decide_offer(DecideOfferRequest {
                     offer_id,
@@ -343,11 +301,9 @@ pub async fn run(conn: Conn, cmd: AssistCmd) -> anyhow::Result<()> {
                 .await
                 .map_err(ex)?
                 .into_inner();
-            if conn.json {
-                println!("{}", json!({"state": st(r.state)}));
-            } else {
-                println!("request is now {}", st(r.state));
-            }
+            show(json, &r, "certfed.v1.DecideOfferResponse", || {
+                format!("request is now {}\n", st(r.state))
+            })
         }
         AssistCmd::Update {
             request_id,
@@ -355,14 +311,10 @@ pub async fn run(conn: Conn, cmd: AssistCmd) -> anyhow::Result<()> {
             withdraw_offer,
             note,
         } => {
-            let state = match &state {
-                Some(s) => parse_state(s)?,
-                None => 0,
-            };
             let r = c
                 .update_assistance(UpdateAssistanceRequest {
                     request_id,
-                    state,
+                    state: state.map_or(0, |s| s.num()),
                     note,
                     withdraw_offer_id: withdraw_offer.unwrap_or_default(),
                     client_request_id: uuid::Uuid::now_v7().to_string(),
@@ -370,61 +322,65 @@ pub async fn run(conn: Conn, cmd: AssistCmd) -> anyhow::Result<()> {
                 .await
                 .map_err(ex)?
                 .into_inner();
-            if conn.json {
-                println!("{}", json!({"state": st(r.state)}));
-            } else {
-                println!("request is now {}", st(r.state));
-            }
+            show(json, &r, "certfed.v1.UpdateAssistanceResponse", || {
+                format!("request is now {}\n", st(r.state))
+            })
         }
-        AssistCmd::List { state, limit } => {
-            let states = state
-                .iter()
-                .map(|s| parse_state(s))
-                .collect::<anyhow::Result<_>>()?;
+        AssistCmd::List {
+            state,
+            limit,
+            page_token,
+        } => {
             let r = c
                 .list_assistance_requests(ListAssistanceRequestsRequest {
                     page_size: limit,
-                    page_token: String::new(),
-                    states,
+                    page_token,
+                    states: state.iter().map(|s| s.num()).collect(),
+                    ..Default::default()
                 })
                 .await
                 .map_err(ex)?
                 .into_inner();
-            if conn.json {
-                println!(
-                    "{}",
-                    json!({"requests": r.requests.iter().map(view_json).collect::<Vec<_>>(), "next_page_token": r.next_page_token})
-                );
-            } else {
-                println!(
-                    "{:<36}  {:<10}  {:<10}  {:>6}  TITLE",
-                    "REQUEST ID", "REQUESTER", "STATE", "OFFERS"
-                );
-                for v in &r.requests {
-                    println!(
-                        "{:<36}  {:<10}  {:<10}  {:>6}  {}{}",
-                        v.request_id,
-                        v.requester,
-                        st(v.state),
-                        v.offers.len(),
-                        v.request.as_ref().map(|x| x.title.as_str()).unwrap_or(""),
-                        if v.overdue { "  (OVERDUE)" } else { "" }
+            show(
+                json,
+                &r,
+                "certfed.v1.ListAssistanceRequestsResponse",
+                || {
+                    let mut s = String::new();
+                    let _ = writeln!(
+                        s,
+                        "{:<36}  {:<10}  {:<10}  {:>6}  TITLE",
+                        "REQUEST ID", "REQUESTER", "STATE", "OFFERS"
                     );
-                }
-            }
+                    for v in &r.requests {
+                        let _ = writeln!(
+                            s,
+                            "{:<36}  {:<10}  {:<10}  {:>6}  {}{}",
+                            term(&v.request_id),
+                            term(&v.requester),
+                            st(v.state),
+                            v.offers.len(),
+                            term(v.request.as_ref().map(|x| x.title.as_str()).unwrap_or("")),
+                            if v.overdue { "  (OVERDUE)" } else { "" }
+                        );
+                    }
+                    if !r.next_page_token.is_empty() {
+                        let _ = writeln!(s, "more: --page-token {}", term(&r.next_page_token));
+                    }
+                    s
+                },
+            )
         }
         AssistCmd::Show { request_id } => {
             let v = c
-                .get_assistance_request(GetAssistanceRequestRequest { request_id })
+                .get_assistance_request(GetAssistanceRequestRequest {
+                    request_id,
+                    ..Default::default()
+                })
                 .await
                 .map_err(ex)?
                 .into_inner();
-            if conn.json {
-                println!("{}", serde_json::to_string_pretty(&view_json(&v))?);
-            } else {
-                print_view(&v);
-            }
+            show(json, &v, "certfed.v1.AssistanceView", || view_text(&v))
         }
     }
-    Ok(())
 }

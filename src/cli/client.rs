@@ -1,44 +1,69 @@
-//! Operator client subcommands: the Operator API over mutual TLS, with human
-//! output by default and JSON with `--json`.
-use crate::domain::alert::{
-    parse_rsit, parse_sector, parse_severity, parse_tlp, rsit_label, sector_label, severity_label,
-    tlp_label,
-};
+//! Operator client subcommands: the Operator API over mutual TLS, with text
+//! for people by default and, with `--json`, the response message in the
+//! protobuf JSON mapping (what grpcurl prints for the same call).
+//!
+//! Invariants: every value shown in text goes through `output::term` (a
+//! partner's text cannot drive the terminal); request messages are built with
+//! `..Default::default()` so new optional proto fields keep their defaults;
+//! a wrong flag value is a usage error (exit 2) before anything is sent.
+// Requests end with `..Default::default()` on purpose: a new optional proto field
+// (e.g. a request id) keeps its default here until the CLI sets it.
+#![allow(clippy::needless_update)]
+use crate::cli::args::{SectorArg, SeverityArg, TlpArg, indicator_word, parse_indicator, tlp_word};
+use crate::cli::error::{Failure, explain};
+use crate::cli::output::{emit, json_line, json_pretty, proto_value, term, term_block};
+use crate::domain::alert::{rsit_label, sector_label, severity_label};
 use crate::domain::envelope::ms_to_ts;
 use crate::domain::identity::Identity;
 use crate::proto::v1::operator_client::OperatorClient;
 use crate::proto::v1::*;
 use crate::transport::{client, tls};
-use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use serde_json::{Value, json};
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 use tonic::transport::Channel;
+
+/// The port of the packaged configuration (`/etc/certfed/certfed.toml`).
+pub const DEFAULT_NODE: &str = "127.0.0.1:7700";
 
 /// Where the node is and the operator's credentials. The flags are global, so
 /// they may come before or after a nested subcommand (`certfed alert publish
 /// --node … --json` and `certfed alert --node … publish` both work).
 #[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Connection")]
 pub struct Conn {
-    /// Node address, host:port.
-    #[arg(
-        long,
-        env = "CERTFED_NODE",
-        default_value = "127.0.0.1:7701",
-        global = true
-    )]
+    /// Node address, host:port (the packaged configuration listens on 7700).
+    #[arg(long, env = "CERTFED_NODE", hide_env_values = true, default_value = DEFAULT_NODE, global = true, value_name = "HOST:PORT")]
     pub node: String,
     /// Federation CA certificate (PEM). Required.
-    #[arg(long, env = "CERTFED_CA", global = true)]
+    #[arg(
+        long,
+        env = "CERTFED_CA",
+        hide_env_values = true,
+        global = true,
+        value_name = "FILE"
+    )]
     pub ca: Option<PathBuf>,
     /// Operator certificate (PEM). Required.
-    #[arg(long, env = "CERTFED_CERT", global = true)]
+    #[arg(
+        long,
+        env = "CERTFED_CERT",
+        hide_env_values = true,
+        global = true,
+        value_name = "FILE"
+    )]
     pub cert: Option<PathBuf>,
     /// Operator private key (PEM, mode 0600). Required.
-    #[arg(long, env = "CERTFED_KEY", global = true)]
+    #[arg(
+        long,
+        env = "CERTFED_KEY",
+        hide_env_values = true,
+        global = true,
+        value_name = "FILE"
+    )]
     pub key: Option<PathBuf>,
-    /// Print JSON instead of text.
+    /// Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it).
     #[arg(long, global = true)]
     pub json: bool,
 }
@@ -46,20 +71,20 @@ pub struct Conn {
 #[derive(Subcommand, Debug)]
 pub enum AlertCmd {
     /// Sign and send an alert.
-    Publish(PublishArgs),
+    Publish(Box<PublishArgs>),
     /// List alerts held by the node, newest first.
     List {
-        /// Minimum severity: low, medium, high, critical.
-        #[arg(long)]
-        min_severity: Option<String>,
-        /// Only this TLP (repeatable): clear, green, amber, amber+strict, red.
-        #[arg(long)]
-        tlp: Vec<String>,
-        /// Only this NIS2 sector (repeatable), e.g. energy.
-        #[arg(long)]
-        sector: Vec<String>,
+        /// Minimum severity.
+        #[arg(long, ignore_case = true)]
+        min_severity: Option<SeverityArg>,
+        /// Only this TLP (repeatable).
+        #[arg(long, ignore_case = true)]
+        tlp: Vec<TlpArg>,
+        /// Only this NIS2 sector (repeatable).
+        #[arg(long, ignore_case = true)]
+        sector: Vec<SectorArg>,
         /// Only from this origin node (repeatable).
-        #[arg(long)]
+        #[arg(long, value_name = "NODE")]
         origin: Vec<String>,
         /// Include exercise traffic.
         #[arg(long)]
@@ -71,50 +96,59 @@ pub enum AlertCmd {
         #[arg(long, default_value = "")]
         page_token: String,
     },
-    /// Show one message with its path.
-    Get { message_id: String },
-    /// Record that you have seen a message.
-    Ack { message_id: String },
+    /// Show one message: origin, payload, path and chain of custody, and
+    /// whether it was superseded or retracted.
+    Get {
+        /// Message id.
+        message_id: String,
+    },
+    /// Record that you have seen a message (a receipt goes to its origin).
+    Ack {
+        /// Message id.
+        message_id: String,
+    },
 }
 
 #[derive(Args, Debug)]
 pub struct PublishArgs {
+    /// Title (one line).
     #[arg(long)]
     pub title: String,
+    /// Description (free text).
     #[arg(long, default_value = "")]
     pub description: String,
-    /// clear, green, amber, amber+strict, red.
-    #[arg(long)]
-    pub tlp: String,
-    /// low, medium, high, critical.
-    #[arg(long)]
-    pub severity: String,
-    /// RSIT class, e.g. malicious-code.
-    #[arg(long)]
-    pub rsit: Option<String>,
-    /// NIS2 sector (repeatable), e.g. energy.
-    #[arg(long)]
-    pub sector: Vec<String>,
+    /// TLP marking.
+    #[arg(long, ignore_case = true)]
+    pub tlp: TlpArg,
+    /// Severity.
+    #[arg(long, ignore_case = true)]
+    pub severity: SeverityArg,
+    /// RSIT incident class.
+    #[arg(long, ignore_case = true)]
+    pub rsit: Option<crate::cli::args::RsitArg>,
+    /// NIS2 sector (repeatable).
+    #[arg(long, ignore_case = true)]
+    pub sector: Vec<SectorArg>,
     /// Affected country, ISO 3166-1 alpha-2 (repeatable).
-    #[arg(long)]
+    #[arg(long, value_name = "CC")]
     pub country: Vec<String>,
     /// Indicator TYPE:VALUE (repeatable); types: ip, cidr, domain, url, email, sha256, sha1, md5, cve, asn, text.
-    #[arg(long)]
-    pub indicator: Vec<String>,
+    #[arg(long, value_parser = parse_indicator, value_name = "TYPE:VALUE")]
+    pub indicator: Vec<Indicator>,
     /// Reference URL or document id (repeatable).
     #[arg(long)]
     pub reference: Vec<String>,
     /// Recipient node (repeatable). None: the whole federation (clear/green only).
-    #[arg(long = "to")]
+    #[arg(long = "to", value_name = "NODE")]
     pub recipients: Vec<String>,
     /// Expire the alert this many hours from now.
-    #[arg(long)]
+    #[arg(long, value_name = "HOURS")]
     pub expires_in_hours: Option<u64>,
     /// Message id of an earlier alert of this node that this one updates.
-    #[arg(long)]
+    #[arg(long, value_name = "MESSAGE_ID")]
     pub supersedes: Option<String>,
     /// With --supersedes: retract that alert instead of updating it.
-    #[arg(long)]
+    #[arg(long, requires = "supersedes")]
     pub retract: bool,
     /// Mark as exercise traffic.
     #[arg(long)]
@@ -125,10 +159,10 @@ pub struct PublishArgs {
 pub async fn connect(conn: &Conn) -> anyhow::Result<OperatorClient<Channel>> {
     // Global flags cannot be required by clap itself; say which one is missing.
     let need = |v: &Option<PathBuf>, flag: &str, var: &str| {
-        v.clone().with_context(|| {
-            format!(
+        v.clone().ok_or_else(|| {
+            Failure::usage(format!(
                 "missing {flag}: the operator credentials need --ca, --cert and --key (or {var})"
-            )
+            ))
         })
     };
     let ca = need(&conn.ca, "--ca", "CERTFED_CA")?;
@@ -140,38 +174,23 @@ pub async fn connect(conn: &Conn) -> anyhow::Result<OperatorClient<Channel>> {
         key,
         crls: vec![],
     })
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    .map_err(|e| Failure::usage(e.to_string()))?;
     let identity = Identity::from_certificate(material.chain[0].as_ref())
-        .map_err(|e| anyhow::anyhow!("{}: {e}", cert.display()))?;
+        .map_err(|e| Failure::usage(format!("{}: {e}", cert.display())))?;
     if let Identity::Node(n) = &identity {
-        bail!(
+        return Err(Failure::usage(format!(
             "{} is the node certificate of {n}; the Operator API needs an operator certificate (create one with `certfed pki operator`)",
             cert.display()
-        );
+        )));
     }
-    let cfg = tls::client_config(&material).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let ch = client::channel(&conn.node, cfg, None, Duration::from_secs(5))?;
+    let cfg = tls::client_config(&material).map_err(|e| Failure::usage(e.to_string()))?;
+    let ch = client::channel(&conn.node, cfg, None, Duration::from_secs(5))
+        .map_err(|e| Failure::usage(format!("--node {}: {e:#}", conn.node)))?;
     Ok(OperatorClient::new(ch).max_decoding_message_size(64 * 1024 * 1024))
 }
 
-/// Turns a gRPC error into a sentence that says what to do.
-pub fn explain(node: &str, s: tonic::Status) -> anyhow::Error {
-    match s.code() {
-        tonic::Code::Unavailable => anyhow::anyhow!(
-            "cannot reach certfed at {node}: {} (is the node running, and does it trust your certificate's CA?)",
-            s.message()
-        ),
-        tonic::Code::PermissionDenied => anyhow::anyhow!("refused: {}", s.message()),
-        tonic::Code::Unauthenticated => anyhow::anyhow!(
-            "certificate not accepted by {node}: {} (check --cert/--key and that it is not revoked)",
-            s.message()
-        ),
-        tonic::Code::InvalidArgument => anyhow::anyhow!("invalid request: {}", s.message()),
-        c => anyhow::anyhow!("{c:?}: {}", s.message()),
-    }
-}
-
-fn ts(t: &Option<prost_types::Timestamp>) -> String {
+/// RFC 3339 in UTC, to the second (empty when unset).
+pub fn ts(t: &Option<prost_types::Timestamp>) -> String {
     t.as_ref()
         .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t.seconds).ok())
         .and_then(|d| {
@@ -181,131 +200,60 @@ fn ts(t: &Option<prost_types::Timestamp>) -> String {
         .unwrap_or_default()
 }
 
-fn print(json_out: bool, v: Value, human: impl FnOnce()) {
-    if json_out {
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+/// Prints `msg` (of proto type `type_name`) as JSON, or `text` for people.
+pub fn show<M: prost::Message>(
+    json: bool,
+    msg: &M,
+    type_name: &str,
+    text: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    if json {
+        emit(&json_pretty(&proto_value(msg, type_name)?))
     } else {
-        human();
+        emit(&text())
     }
 }
 
 fn tlp_str(t: i32) -> &'static str {
-    tlp_label(Tlp::try_from(t).unwrap_or(Tlp::Unspecified))
+    crate::domain::policy::tlp_label(Tlp::try_from(t).unwrap_or(Tlp::Unspecified))
 }
 
 fn sev_str(s: i32) -> &'static str {
     severity_label(Severity::try_from(s).unwrap_or(Severity::Unspecified))
 }
 
-/// JSON form of an alert.
-pub fn alert_json(a: &Alert) -> Value {
-    json!({
-        "title": a.title,
-        "description": a.description,
-        "tlp": tlp_str(a.tlp),
-        "severity": sev_str(a.severity),
-        "rsit_class": rsit_label(RsitClass::try_from(a.rsit_class).unwrap_or(RsitClass::Unspecified)),
-        "sectors": a.sectors.iter().map(|s| sector_label(Nis2Sector::try_from(*s).unwrap_or(Nis2Sector::Unspecified))).collect::<Vec<_>>(),
-        "affected_countries": a.affected_countries,
-        "indicators": a.indicators.iter().map(|i| json!({"type": indicator_name(i.r#type), "value": i.value, "comment": i.comment})).collect::<Vec<_>>(),
-        "references": a.references,
-        "expires": ts(&a.expires),
-        "revision": match Revision::try_from(a.revision) { Ok(Revision::Update) => "update", Ok(Revision::Retraction) => "retraction", _ => "original" },
-        "supersedes": a.supersedes,
-        "exercise": a.exercise,
-    })
-}
-
-const INDICATOR_TYPES: &[(&str, IndicatorType)] = &[
-    ("ip", IndicatorType::Ip),
-    ("cidr", IndicatorType::Cidr),
-    ("domain", IndicatorType::Domain),
-    ("url", IndicatorType::Url),
-    ("email", IndicatorType::Email),
-    ("sha256", IndicatorType::Sha256),
-    ("sha1", IndicatorType::Sha1),
-    ("md5", IndicatorType::Md5),
-    ("cve", IndicatorType::Cve),
-    ("asn", IndicatorType::Asn),
-    ("text", IndicatorType::Text),
-];
-
-fn indicator_name(t: i32) -> &'static str {
-    INDICATOR_TYPES
-        .iter()
-        .find(|(_, v)| *v as i32 == t)
-        .map(|(n, _)| *n)
-        .unwrap_or("unspecified")
-}
-
-fn parse_indicator(s: &str) -> anyhow::Result<Indicator> {
-    let (t, v) = s
-        .split_once(':')
-        .with_context(|| format!("--indicator {s:?}: expected TYPE:VALUE, e.g. ip:192.0.2.7"))?;
-    let ty = INDICATOR_TYPES
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(t))
-        .map(|(_, v)| *v)
-        .with_context(|| {
-            format!(
-                "--indicator {s:?}: unknown type {t:?}; use one of {}",
-                INDICATOR_TYPES
-                    .iter()
-                    .map(|(n, _)| *n)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        })?;
-    Ok(Indicator {
-        r#type: ty as i32,
-        value: v.to_string(),
-        comment: String::new(),
-    })
+fn kind_str(k: i32) -> &'static str {
+    match MessageKind::try_from(k) {
+        Ok(MessageKind::Alert) => "alert",
+        Ok(MessageKind::AssistanceRequest) => "assistance request",
+        Ok(MessageKind::Offer) => "assistance offer",
+        Ok(MessageKind::Decision) => "assistance decision",
+        Ok(MessageKind::Status) => "assistance status",
+        Ok(MessageKind::Receipt) => "receipt",
+        _ => "unknown",
+    }
 }
 
 /// Builds the PublishAlertRequest from command-line words.
-pub fn publish_request(a: &PublishArgs) -> anyhow::Result<PublishAlertRequest> {
-    let tlp = parse_tlp(&a.tlp).map_err(|e| anyhow::anyhow!("--tlp: {e}"))?;
-    let severity = parse_severity(&a.severity).map_err(|e| anyhow::anyhow!("--severity: {e}"))?;
-    let rsit = match &a.rsit {
-        Some(r) => parse_rsit(r).map_err(|e| anyhow::anyhow!("--rsit: {e}"))?,
-        None => RsitClass::Unspecified,
-    };
-    let sectors = a
-        .sector
-        .iter()
-        .map(|s| {
-            parse_sector(s)
-                .map(|x| x as i32)
-                .map_err(|e| anyhow::anyhow!("--sector: {e}"))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let indicators = a
-        .indicator
-        .iter()
-        .map(|s| parse_indicator(s))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    if a.retract && a.supersedes.is_none() {
-        bail!("--retract needs --supersedes MESSAGE_ID (the alert to retract)");
-    }
+pub fn publish_request(a: &PublishArgs) -> PublishAlertRequest {
     let revision = match (&a.supersedes, a.retract) {
         (None, _) => Revision::Original,
         (Some(_), false) => Revision::Update,
         (Some(_), true) => Revision::Retraction,
     };
-    let expires = a
-        .expires_in_hours
-        .map(|h| ms_to_ts(crate::service::now_ms() + (h as i64) * 3_600_000));
-    Ok(PublishAlertRequest {
+    let expires = a.expires_in_hours.map(|h| {
+        ms_to_ts(crate::service::now_ms().saturating_add((h as i64).saturating_mul(3_600_000)))
+    });
+    PublishAlertRequest {
         alert: Some(Alert {
             title: a.title.clone(),
             description: a.description.clone(),
-            tlp: tlp as i32,
-            severity: severity as i32,
-            rsit_class: rsit as i32,
-            sectors,
+            tlp: a.tlp.num(),
+            severity: a.severity.num(),
+            rsit_class: a.rsit.map_or(0, |r| r.num()),
+            sectors: a.sector.iter().map(|s| s.num()).collect(),
             affected_countries: a.country.clone(),
-            indicators,
+            indicators: a.indicator.clone(),
             references: a.reference.clone(),
             expires,
             revision: revision as i32,
@@ -314,32 +262,87 @@ pub fn publish_request(a: &PublishArgs) -> anyhow::Result<PublishAlertRequest> {
         }),
         recipients: a.recipients.clone(),
         request_id: uuid::Uuid::now_v7().to_string(),
-    })
+    }
 }
 
 pub async fn info(conn: Conn) -> anyhow::Result<()> {
     let mut c = connect(&conn).await?;
     let i = c
-        .get_node_info(GetNodeInfoRequest {})
+        .get_node_info(GetNodeInfoRequest::default())
         .await
         .map_err(|s| explain(&conn.node, s))?
         .into_inner();
-    print(
-        conn.json,
-        json!({"node_id": i.node_id, "version": i.version, "listen": i.listen, "signing_key_id": i.signing_key_id,
-               "peers": i.peers, "members": i.members, "started": ts(&i.started), "stored_messages": i.stored_messages}),
-        || {
-            println!("node            {}", i.node_id);
-            println!("version         {}", i.version);
-            println!("listen          {}", i.listen);
-            println!("signing key     {}", i.signing_key_id);
-            println!("peers           {}", i.peers.join(", "));
-            println!("members         {}", i.members.join(", "));
-            println!("started         {}", ts(&i.started));
-            println!("stored messages {}", i.stored_messages);
-        },
+    show(conn.json, &i, "certfed.v1.NodeInfo", || {
+        let mut s = String::new();
+        let _ = writeln!(s, "node            {}", term(&i.node_id));
+        let _ = writeln!(s, "version         {}", term(&i.version));
+        let _ = writeln!(s, "listen          {}", term(&i.listen));
+        let _ = writeln!(s, "signing key     {}", term(&i.signing_key_id));
+        let _ = writeln!(s, "peers           {}", term(&i.peers.join(", ")));
+        let _ = writeln!(s, "members         {}", term(&i.members.join(", ")));
+        let _ = writeln!(s, "started         {}", ts(&i.started));
+        let _ = writeln!(s, "stored messages {}", i.stored_messages);
+        s
+    })
+}
+
+/// Text of one alert's payload fields (shared by `alert get` and `watch`).
+fn alert_text(s: &mut String, a: &Alert) {
+    let _ = writeln!(s, "title       {}", term(&a.title));
+    let _ = writeln!(s, "severity    {}", sev_str(a.severity));
+    let _ = writeln!(
+        s,
+        "rsit class  {}",
+        rsit_label(RsitClass::try_from(a.rsit_class).unwrap_or(RsitClass::Unspecified))
     );
-    Ok(())
+    if !a.sectors.is_empty() {
+        let sectors: Vec<&str> = a
+            .sectors
+            .iter()
+            .map(|x| sector_label(Nis2Sector::try_from(*x).unwrap_or(Nis2Sector::Unspecified)))
+            .collect();
+        let _ = writeln!(s, "sectors     {}", sectors.join(", "));
+    }
+    if !a.affected_countries.is_empty() {
+        let _ = writeln!(s, "countries   {}", term(&a.affected_countries.join(", ")));
+    }
+    if a.expires.is_some() {
+        let _ = writeln!(s, "expires     {}", ts(&a.expires));
+    }
+    match Revision::try_from(a.revision) {
+        Ok(Revision::Update) => {
+            let _ = writeln!(s, "revision    update of {}", term(&a.supersedes));
+        }
+        Ok(Revision::Retraction) => {
+            let _ = writeln!(s, "revision    RETRACTION of {}", term(&a.supersedes));
+        }
+        _ => {}
+    }
+    if a.exercise {
+        let _ = writeln!(s, "exercise    yes (exercise traffic, not a real incident)");
+    }
+    for r in &a.references {
+        let _ = writeln!(s, "reference   {}", term(r));
+    }
+    if !a.indicators.is_empty() {
+        let _ = writeln!(s, "indicators");
+        for i in &a.indicators {
+            let _ = writeln!(
+                s,
+                "  {:<7} {}{}",
+                indicator_word(i.r#type),
+                term(&i.value),
+                if i.comment.is_empty() {
+                    String::new()
+                } else {
+                    format!("  ({})", term(&i.comment))
+                }
+            );
+        }
+    }
+    if !a.description.is_empty() {
+        let _ = writeln!(s, "\n{}", term_block(&a.description));
+    }
 }
 
 pub async fn alert(conn: Conn, cmd: AlertCmd) -> anyhow::Result<()> {
@@ -347,15 +350,14 @@ pub async fn alert(conn: Conn, cmd: AlertCmd) -> anyhow::Result<()> {
     let node = conn.node.clone();
     match cmd {
         AlertCmd::Publish(a) => {
-            let req = publish_request(&a)?;
             let r = c
-                .publish_alert(req)
+                .publish_alert(publish_request(&a))
                 .await
                 .map_err(|s| explain(&node, s))?
                 .into_inner();
-            print(conn.json, json!({"message_id": r.message_id}), || {
-                println!("published {}", r.message_id)
-            });
+            show(conn.json, &r, "certfed.v1.PublishAlertResponse", || {
+                format!("published {}\n", term(&r.message_id))
+            })
         }
         AlertCmd::List {
             min_severity,
@@ -367,28 +369,9 @@ pub async fn alert(conn: Conn, cmd: AlertCmd) -> anyhow::Result<()> {
             page_token,
         } => {
             let filter = AlertFilter {
-                min_severity: match min_severity {
-                    Some(s) => parse_severity(&s)
-                        .map_err(|e| anyhow::anyhow!("--min-severity: {e}"))?
-                        as i32,
-                    None => 0,
-                },
-                tlp: tlp
-                    .iter()
-                    .map(|t| {
-                        parse_tlp(t)
-                            .map(|x| x as i32)
-                            .map_err(|e| anyhow::anyhow!("--tlp: {e}"))
-                    })
-                    .collect::<anyhow::Result<_>>()?,
-                sectors: sector
-                    .iter()
-                    .map(|s| {
-                        parse_sector(s)
-                            .map(|x| x as i32)
-                            .map_err(|e| anyhow::anyhow!("--sector: {e}"))
-                    })
-                    .collect::<anyhow::Result<_>>()?,
+                min_severity: min_severity.map_or(0, |s| s.num()),
+                tlp: tlp.iter().map(|t| t.num()).collect(),
+                sectors: sector.iter().map(|s| s.num()).collect(),
                 origins: origin,
                 include_exercise: exercise,
                 ..Default::default()
@@ -398,33 +381,29 @@ pub async fn alert(conn: Conn, cmd: AlertCmd) -> anyhow::Result<()> {
                     filter: Some(filter),
                     page_size: limit,
                     page_token,
+                    ..Default::default()
                 })
                 .await
                 .map_err(|s| explain(&node, s))?
                 .into_inner();
-            let v = json!({
-                "alerts": r.alerts.iter().map(|a| json!({
-                    "message_id": a.message_id, "origin": a.origin, "created": ts(&a.created),
-                    "received": ts(&a.received), "superseded_by": a.superseded_by,
-                    "alert": a.alert.as_ref().map(alert_json),
-                })).collect::<Vec<_>>(),
-                "next_page_token": r.next_page_token,
-            });
-            print(conn.json, v, || {
-                println!(
+            show(conn.json, &r, "certfed.v1.ListAlertsResponse", || {
+                let mut s = String::new();
+                let _ = writeln!(
+                    s,
                     "{:<36}  {:<10}  {:<16}  {:<8}  {:<20}  TITLE",
                     "MESSAGE ID", "ORIGIN", "TLP", "SEVERITY", "CREATED"
                 );
                 for a in &r.alerts {
                     let al = a.alert.clone().unwrap_or_default();
-                    println!(
+                    let _ = writeln!(
+                        s,
                         "{:<36}  {:<10}  {:<16}  {:<8}  {:<20}  {}{}",
-                        a.message_id,
-                        a.origin,
+                        term(&a.message_id),
+                        term(&a.origin),
                         tlp_str(al.tlp),
                         sev_str(al.severity),
                         ts(&a.created),
-                        al.title,
+                        term(&al.title),
                         if a.superseded_by.is_empty() {
                             ""
                         } else {
@@ -433,73 +412,113 @@ pub async fn alert(conn: Conn, cmd: AlertCmd) -> anyhow::Result<()> {
                     );
                 }
                 if !r.next_page_token.is_empty() {
-                    println!("more: --page-token {}", r.next_page_token);
+                    let _ = writeln!(s, "more: --page-token {}", term(&r.next_page_token));
                 }
-            });
+                s
+            })
         }
         AlertCmd::Get { message_id } => {
             let m = c
-                .get_message(GetMessageRequest { message_id })
+                .get_message(GetMessageRequest {
+                    message_id,
+                    ..Default::default()
+                })
                 .await
                 .map_err(|s| explain(&node, s))?
                 .into_inner();
-            let path: Vec<Value> = m
-                .path
-                .iter()
-                .map(|h| json!({"node_id": h.node_id, "at": ts(&h.at)}))
-                .collect();
-            print(
-                conn.json,
-                json!({"message_id": m.message_id, "origin": m.origin, "tlp": tlp_str(m.tlp),
-                       "recipients": m.recipients, "created": ts(&m.created), "received": ts(&m.received),
-                       "path": path, "cursor": m.cursor, "acknowledged": ts(&m.acknowledged),
-                       "superseded_by": m.superseded_by, "alert": m.alert.as_ref().map(alert_json)}),
-                || {
-                    println!("message  {}", m.message_id);
-                    println!("origin   {}", m.origin);
-                    println!("tlp      {}", tlp_str(m.tlp));
-                    if !m.recipients.is_empty() {
-                        println!("to       {}", m.recipients.join(", "));
-                    }
-                    println!("created  {}", ts(&m.created));
-                    println!("received {}", ts(&m.received));
-                    println!(
-                        "path     {}",
-                        m.path
-                            .iter()
-                            .map(|h| h.node_id.as_str())
-                            .collect::<Vec<_>>()
-                            .join(" -> ")
+            // Whether a superseding message is an update or a retraction.
+            let superseded = if m.superseded_by.is_empty() {
+                None
+            } else {
+                let later = c
+                    .get_message(GetMessageRequest {
+                        message_id: m.superseded_by.clone(),
+                        ..Default::default()
+                    })
+                    .await
+                    .ok()
+                    .map(|r| r.into_inner());
+                let what = match later
+                    .as_ref()
+                    .and_then(|l| l.alert.as_ref())
+                    .map(|a| Revision::try_from(a.revision))
+                {
+                    Some(Ok(Revision::Retraction)) => "RETRACTED by",
+                    Some(_) => "superseded (updated) by",
+                    None => "superseded by",
+                };
+                Some(format!("{what} {}", term(&m.superseded_by)))
+            };
+            show(conn.json, &m, "certfed.v1.MessageView", || {
+                let mut s = String::new();
+                let _ = writeln!(s, "message     {}", term(&m.message_id));
+                let _ = writeln!(s, "kind        {}", kind_str(m.kind));
+                let _ = writeln!(s, "origin      {}", term(&m.origin));
+                let _ = writeln!(s, "tlp         {}", tlp_str(m.tlp));
+                if !m.recipients.is_empty() {
+                    let _ = writeln!(s, "to          {}", term(&m.recipients.join(", ")));
+                }
+                let _ = writeln!(s, "created     {}", ts(&m.created));
+                let _ = writeln!(s, "received    {}", ts(&m.received));
+                if m.acknowledged.is_some() {
+                    let _ = writeln!(s, "acknowledged {}", ts(&m.acknowledged));
+                }
+                if let Some(sup) = &superseded {
+                    let _ = writeln!(s, "status      {sup}");
+                }
+                if !m.request_id.is_empty() {
+                    let _ = writeln!(s, "request     {}", term(&m.request_id));
+                }
+                let path: Vec<String> = m
+                    .path
+                    .iter()
+                    .map(|h| format!("{} ({})", term(&h.node_id), ts(&h.at)))
+                    .collect();
+                let _ = writeln!(s, "path        {}", path.join(" -> "));
+                for h in &m.custody {
+                    let _ = writeln!(
+                        s,
+                        "custody     {} received from {} at {}, forwarded to [{}]{}",
+                        term(&h.relay),
+                        term(&h.received_from),
+                        ts(&h.received_at),
+                        term(&h.forwarded_to.join(", ")),
+                        if h.decision.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {}", term(&h.decision))
+                        }
                     );
-                    if let Some(a) = &m.alert {
-                        println!("severity {}", sev_str(a.severity));
-                        println!("title    {}", a.title);
-                        if !a.description.is_empty() {
-                            println!("\n{}", a.description);
-                        }
-                        for i in &a.indicators {
-                            println!("  {:<7} {}", indicator_name(i.r#type), i.value);
-                        }
-                    }
-                },
-            );
+                }
+                if let Some(a) = &m.alert {
+                    alert_text(&mut s, a);
+                }
+                s
+            })
         }
         AlertCmd::Ack { message_id } => {
             let r = c
                 .acknowledge_message(AcknowledgeMessageRequest {
                     message_id: message_id.clone(),
+                    ..Default::default()
                 })
                 .await
                 .map_err(|s| explain(&node, s))?
                 .into_inner();
-            print(
+            show(
                 conn.json,
-                json!({"message_id": message_id, "acknowledged": ts(&r.acknowledged)}),
-                || println!("acknowledged {message_id} at {}", ts(&r.acknowledged)),
-            );
+                &r,
+                "certfed.v1.AcknowledgeMessageResponse",
+                || {
+                    format!(
+                        "acknowledged {} at {}\n",
+                        term(&message_id),
+                        ts(&r.acknowledged)
+                    )
+                },
+            )
         }
     }
-    Ok(())
 }
 
 fn link_state(s: i32) -> &'static str {
@@ -524,72 +543,82 @@ fn delivery_state(s: i32) -> &'static str {
 
 pub async fn peers(conn: Conn) -> anyhow::Result<()> {
     let mut c = connect(&conn).await?;
-    let mut all = Vec::new();
+    let mut all = ListPeersResponse::default();
     let mut token = String::new();
     loop {
         let r = c
             .list_peers(ListPeersRequest {
                 page_size: 1000,
                 page_token: token,
+                ..Default::default()
             })
             .await
             .map_err(|s| explain(&conn.node, s))?
             .into_inner();
-        all.extend(r.peers);
+        all.peers.extend(r.peers);
         if r.next_page_token.is_empty() {
             break;
         }
         token = r.next_page_token;
     }
-    let v = json!({"peers": all.iter().map(|p| json!({
-        "peer_id": p.peer_id, "endpoint": p.endpoint, "state": link_state(p.state),
-        "last_contact": ts(&p.last_contact), "outbox_depth": p.outbox_depth, "last_error": p.last_error,
-        "max_tlp": tlp_str(p.max_tlp)})).collect::<Vec<_>>()});
-    print(conn.json, v, || {
-        println!(
-            "{:<12}  {:<22}  {:<10}  {:>7}  {:<20}  LAST ERROR",
-            "PEER", "ENDPOINT", "STATE", "OUTBOX", "LAST CONTACT"
+    show(conn.json, &all, "certfed.v1.ListPeersResponse", || {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "{:<12}  {:<22}  {:<10}  {:<16}  {:>7}  {:<20}  LAST ERROR",
+            "PEER", "ENDPOINT", "STATE", "MAX TLP", "OUTBOX", "LAST CONTACT"
         );
-        for p in &all {
-            println!(
-                "{:<12}  {:<22}  {:<10}  {:>7}  {:<20}  {}",
-                p.peer_id,
-                p.endpoint,
+        for p in &all.peers {
+            let _ = writeln!(
+                s,
+                "{:<12}  {:<22}  {:<10}  {:<16}  {:>7}  {:<20}  {}",
+                term(&p.peer_id),
+                term(&p.endpoint),
                 link_state(p.state),
+                tlp_str(p.max_tlp),
                 p.outbox_depth,
                 ts(&p.last_contact),
-                p.last_error
+                term(&p.last_error)
             );
         }
-    });
-    Ok(())
+        s
+    })
 }
 
 pub async fn delivery(conn: Conn, message_id: String) -> anyhow::Result<()> {
     let mut c = connect(&conn).await?;
     let d = c
-        .get_delivery_status(GetDeliveryStatusRequest { message_id })
+        .get_delivery_status(GetDeliveryStatusRequest {
+            message_id,
+            ..Default::default()
+        })
         .await
         .map_err(|s| explain(&conn.node, s))?
         .into_inner();
-    let v = json!({"message_id": d.message_id, "recipients": d.recipients.iter().map(|r| json!({
-        "node_id": r.node_id, "state": delivery_state(r.state), "reason": r.reason,
-        "updated": ts(&r.updated), "attempts": r.attempts})).collect::<Vec<_>>()});
-    print(conn.json, v, || {
-        println!("{:<12}  {:<10}  {:<20}  REASON", "NODE", "STATE", "UPDATED");
+    show(conn.json, &d, "certfed.v1.DeliveryStatus", || {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "{:<12}  {:<12}  {:<20}  {:>8}  REASON",
+            "NODE", "STATE", "UPDATED", "ATTEMPTS"
+        );
         for r in &d.recipients {
-            println!(
-                "{:<12}  {:<10}  {:<20}  {}",
-                r.node_id,
+            let _ = writeln!(
+                s,
+                "{:<12}  {:<12}  {:<20}  {:>8}  {}",
+                term(&r.node_id),
                 delivery_state(r.state),
                 ts(&r.updated),
-                r.reason
+                r.attempts,
+                term(&r.reason)
             );
         }
-    });
-    Ok(())
+        s
+    })
 }
 
+/// `certfed watch`: one line per stored message; with `--json` one
+/// `WatchEvent` per line (JSON Lines).
 pub async fn watch(conn: Conn, from_start: bool, after: u64, count: u64) -> anyhow::Result<()> {
     let mut c = connect(&conn).await?;
     let mut s = c
@@ -600,33 +629,36 @@ pub async fn watch(conn: Conn, from_start: bool, after: u64, count: u64) -> anyh
             }),
             after_cursor: after,
             from_start,
+            ..Default::default()
         })
         .await
         .map_err(|e| explain(&conn.node, e))?
         .into_inner();
     let mut seen = 0;
     while let Some(ev) = s.message().await.map_err(|e| explain(&conn.node, e))? {
-        let m = ev.message.unwrap_or_default();
-        let title = m
-            .alert
-            .as_ref()
-            .map(|a| a.title.clone())
-            .unwrap_or_default();
         if conn.json {
-            println!(
-                "{}",
-                json!({"cursor": ev.cursor, "message_id": m.message_id, "origin": m.origin,
-                       "tlp": tlp_str(m.tlp), "created": ts(&m.created), "alert": m.alert.as_ref().map(alert_json)})
-            );
+            emit(&json_line(&proto_value(&ev, "certfed.v1.WatchEvent")?))?;
         } else {
-            println!(
-                "{:>8}  {}  {:<10}  {:<16}  {}",
+            let m = ev.message.clone().unwrap_or_default();
+            let (title, tlp) = match &m.alert {
+                Some(a) => (
+                    a.title.as_str(),
+                    tlp_word(Tlp::try_from(a.tlp).unwrap_or(Tlp::Unspecified)),
+                ),
+                None => (
+                    "",
+                    tlp_word(Tlp::try_from(m.tlp).unwrap_or(Tlp::Unspecified)),
+                ),
+            };
+            emit(&format!(
+                "{:>8}  {}  {:<10}  {:<20}  {:<12}  {}\n",
                 ev.cursor,
-                m.message_id,
-                m.origin,
-                tlp_str(m.tlp),
-                title
-            );
+                term(&m.message_id),
+                term(&m.origin),
+                kind_str(m.kind),
+                tlp,
+                term(title)
+            ))?;
         }
         seen += 1;
         if count > 0 && seen >= count {

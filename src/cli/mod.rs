@@ -1,17 +1,29 @@
-//! The `certfed` command line.
+//! The `certfed` command line: the node (`serve`, `check-config`), its tools
+//! (`pki`, `demo`, `bench`, `completions`, `man`) and the operator client
+//! commands (`info`, `alert`, `assist`, `peers`, `delivery`, `watch`).
+//!
+//! Invariants: the process exit code says what kind of failure happened
+//! (`cli::error::Exit`, listed in `--help`); with `--json` errors are JSON on
+//! stderr; a closed stdout ends a command quietly (exit 0), never a panic.
+pub mod args;
 pub mod assist;
 pub mod client;
+pub mod error;
+pub mod logging;
+pub mod output;
 pub mod pki;
 
 use crate::config::{Config, LogFormat};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+use error::{Exit, Failure};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
 #[command(
     name = "certfed",
     version,
-    about = "Federated CERT/CSIRT messaging node: signed alerts and assistance coordination over mutual-TLS gRPC"
+    about = "Federated CERT/CSIRT messaging node: signed alerts and assistance coordination over mutual-TLS gRPC",
+    after_help = error::EXIT_CODES_HELP
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -23,7 +35,15 @@ pub enum Command {
     /// Run a node in the foreground until SIGTERM/SIGINT (systemd Type=notify).
     Serve {
         /// Configuration file (TOML); CERTFED__SECTION__KEY variables override it.
-        #[arg(long, short)]
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Check a configuration file exactly as `serve` would (files, keys,
+    /// permissions, identities, peers, members) without opening a port; exit 0
+    /// when `serve` would accept it, 1 naming the problem otherwise.
+    CheckConfig {
+        /// Configuration file (TOML); CERTFED__SECTION__KEY variables override it.
+        #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
     },
     /// Create a federation CA, node and operator certificates, CRLs and signing keys.
@@ -35,6 +55,19 @@ pub enum Command {
     Demo,
     /// Run the standard benchmark on loopback (starts its own nodes).
     Bench(Box<crate::app::bench::BenchArgs>),
+    /// Print a shell completion script (bash: source it, or install it as
+    /// /usr/share/bash-completion/completions/certfed).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (certfed.1 and one per subcommand) to a folder.
+    #[command(hide = true)]
+    Man {
+        /// Output folder.
+        #[arg(long, value_name = "DIR")]
+        out_dir: PathBuf,
+    },
     /// Node identity, version, peers and members.
     Info {
         #[command(flatten)]
@@ -66,7 +99,7 @@ pub enum Command {
         /// Message id.
         message_id: String,
     },
-    /// Stream messages as the node stores them.
+    /// Stream messages as the node stores them (with --json: one JSON object per line).
     Watch {
         #[command(flatten)]
         conn: client::Conn,
@@ -82,24 +115,41 @@ pub enum Command {
     },
 }
 
-/// Sets up logging: `RUST_LOG` wins over the configured level; JSON or human
-/// lines on stderr.
-pub fn init_logging(format: LogFormat, level: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Human => builder.try_init(),
-    };
+impl Command {
+    /// Whether errors should be printed as JSON.
+    fn json(&self) -> bool {
+        match self {
+            Command::Info { conn }
+            | Command::Alert { conn, .. }
+            | Command::Assist { conn, .. }
+            | Command::Peers { conn }
+            | Command::Delivery { conn, .. }
+            | Command::Watch { conn, .. } => conn.json,
+            _ => false,
+        }
+    }
 }
 
-/// Runs the parsed command line; the process exit code follows the result.
+/// Sets up logging (see [`logging`]).
+pub fn init_logging(format: LogFormat, level: &str) {
+    logging::init(format, level);
+}
+
+/// `certfed check-config`: what `serve` checks before binding.
+fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
+    let cfg = Config::load(path)?;
+    let p = crate::app::check(cfg)?;
+    output::emit(&format!(
+        "{}: OK: node {}, listen {}, {} peer(s), {} member(s)\n",
+        path.display(),
+        p.cfg.node.id,
+        p.cfg.node.listen,
+        p.cfg.peers.len(),
+        p.cfg.members.len()
+    ))
+}
+
+/// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     crate::transport::tls::install_default_provider();
     let rt = || {
@@ -113,6 +163,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging(cfg.log.format, &cfg.log.level);
             rt()?.block_on(crate::app::serve(cfg, &config))
         }
+        Command::CheckConfig { config } => check_config(&config),
         Command::Pki { cmd } => pki::run(cmd),
         Command::Demo => {
             init_logging(LogFormat::Human, "error");
@@ -121,6 +172,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => {
             init_logging(LogFormat::Human, "error");
             rt()?.block_on(crate::app::bench::run(*args))
+        }
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "certfed", &mut out);
+            output::emit(&String::from_utf8_lossy(&out))
+        }
+        Command::Man { out_dir } => {
+            std::fs::create_dir_all(&out_dir)?;
+            clap_mangen::generate_to(Cli::command(), &out_dir)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", out_dir.display()))
         }
         Command::Info { conn } => rt()?.block_on(client::info(conn)),
         Command::Alert { conn, cmd } => rt()?.block_on(client::alert(conn, *cmd)),
@@ -135,5 +196,73 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             after,
             count,
         } => rt()?.block_on(client::watch(conn, from_start, after, count)),
+    }
+}
+
+/// The whole program: parse, run, report; returns the exit code.
+pub fn main() -> std::process::ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let informational = matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            );
+            if !informational && std::env::args().any(|a| a == "--json") {
+                let msg = e.render().to_string();
+                let f = Failure::new(Exit::Usage, tonic::Code::InvalidArgument, msg.trim());
+                return exit_code(error::report(&f.into(), true));
+            }
+            // clap prints it; usage errors exit 2, help and version 0. A
+            // closed stdout is not worth a panic here either.
+            let code = e.exit_code();
+            let _ = e.print();
+            return std::process::ExitCode::from(u8::try_from(code).unwrap_or(1));
+        }
+    };
+    let json = cli.command.json();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => exit_code(error::report(&e, json)),
+    }
+}
+
+fn exit_code(e: Exit) -> std::process::ExitCode {
+    std::process::ExitCode::from(e as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every flag and argument of every subcommand says what it is for, and the
+    /// connection flags sit under one heading.
+    #[test]
+    fn every_argument_has_help_and_connection_flags_are_grouped() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+                let client = cmd.get_arguments().any(|x| x.get_id() == "ca");
+                if client && ["node", "ca", "cert", "key", "json"].contains(&id) {
+                    assert_eq!(a.get_help_heading(), Some("Connection"), "{path} --{id}");
+                }
+            }
+            for s in cmd.get_subcommands() {
+                walk(s, &format!("{path} {}", s.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "certfed", &mut missing);
+        assert!(missing.is_empty(), "arguments without help: {missing:?}");
+        Cli::command().debug_assert();
     }
 }

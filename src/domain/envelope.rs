@@ -73,6 +73,22 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    /// Every [`Rejection::label`], so metrics can show each reason at 0 before
+    /// the first refusal. A new variant's label must be added here (a test in
+    /// `service::metrics` fails to compile until it has a sample).
+    pub const ALL_LABELS: &'static [&'static str] = &[
+        "oversized",
+        "malformed",
+        "unknown_signer",
+        "origin_mismatch",
+        "bad_signature",
+        "payload_mismatch",
+        "clock_skew",
+        "expired",
+        "invalid_payload",
+        "policy",
+    ];
+
     /// Short label for metrics and logs.
     pub fn label(&self) -> &'static str {
         match self {

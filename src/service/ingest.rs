@@ -141,6 +141,12 @@ pub async fn ingest(
         }
     }
     let targets: Vec<Vec<String>> = rows.iter().map(|r| r.targets.clone()).collect();
+    // For metrics: receipts are counted apart, and assistance threads that got
+    // a step are replayed at the next scrape (materialised counts).
+    let facts: Vec<(bool, Option<String>)> = rows
+        .iter()
+        .map(|r| (r.kind == MessageKind::Receipt as i32, r.request_id.clone()))
+        .collect();
     let started = std::time::Instant::now();
     // Receipts are best-effort: losing one in a power failure only leaves the
     // origin showing "relayed" instead of "delivered".
@@ -153,7 +159,10 @@ pub async fn ingest(
     let stored = if rows.is_empty() {
         Vec::new()
     } else {
-        node.store.insert(rows, durability).await?
+        node.store
+            .insert(rows, durability)
+            .await
+            .inspect_err(|e| node.metrics.storage_error(e))?
     };
     node.metrics
         .commit_seconds
@@ -165,11 +174,24 @@ pub async fn ingest(
         tracing::error!(error = %e, "cannot record rejected envelopes in the audit table");
     }
     let mut wake = BTreeSet::new();
-    for (((slot, s), t), owed) in slots.into_iter().zip(stored).zip(targets).zip(owed) {
+    for ((((slot, s), t), owed), (is_receipt, thread)) in slots
+        .into_iter()
+        .zip(stored)
+        .zip(targets)
+        .zip(owed)
+        .zip(facts)
+    {
         results[slot] = Some(match s {
             Stored::New(c) => {
                 if from_peer.is_some() {
-                    node.metrics.accepted.inc();
+                    if is_receipt {
+                        node.metrics.receipts_received.inc();
+                    } else {
+                        node.metrics.accepted.inc();
+                    }
+                }
+                if let Some(thread) = thread {
+                    node.metrics.assistance_touched(&thread);
                 }
                 if let Some(r) = owed {
                     node.receipts.push(r);

@@ -1,14 +1,30 @@
 //! The node's Prometheus metrics: one registry, counters and gauges the
 //! services update as they work. Served over HTTP by `api::metrics`.
 //!
-//! Every configured peer has its per-peer series at all times (0 when idle);
-//! a peer removed by a reload loses them.
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+//! Invariants:
+//! - Every configured peer has its per-peer series at all times (0 when idle);
+//!   a peer removed by a reload loses them.
+//! - Every rejection reason (`Rejection::ALL_LABELS`) and every storage error
+//!   kind has its series from the start, at 0, so `rate()` and alerts see a
+//!   first rejection.
+//! - A scrape costs what changed since the last one, not the node's history:
+//!   assistance requests by state are kept materialised ([`AssistanceCounts`]),
+//!   and only threads that received a step since the last scrape are replayed.
+//! - Envelopes received are counted as messages (alerts, assistance steps) or
+//!   receipts, never both.
+//! - Certfed's own series carry the `certfed_` prefix; the process collector
+//!   uses the standard `process_*` names.
+use crate::domain::envelope::Rejection;
+use crate::service::{ErrorKind, ServiceError};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -26,11 +42,75 @@ pub struct PeerLabel {
     pub peer: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabel {
+    pub version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertLabel {
+    /// `node` (this node's TLS certificate) or `ca` (a trust anchor).
+    pub certificate: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FileLabel {
+    pub file: String,
+}
+
+/// The storage error kinds counted in `certfed_storage_errors_total{kind}`.
+pub const STORAGE_ERROR_KINDS: [&str; 4] = ["unavailable", "data_loss", "invalid", "other"];
+
+fn storage_kind_label(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::Unavailable | ErrorKind::ResourceExhausted => "unavailable",
+        ErrorKind::DataLoss => "data_loss",
+        ErrorKind::FailedPrecondition | ErrorKind::InvalidArgument | ErrorKind::OutOfRange => {
+            "invalid"
+        }
+        ErrorKind::NotFound
+        | ErrorKind::PermissionDenied
+        | ErrorKind::AlreadyExists
+        | ErrorKind::Internal => "other",
+    }
+}
+
+/// Assistance requests by state, kept up to date incrementally: ingest marks a
+/// thread as touched ([`Metrics::assistance_touched`]); the scrape replays only
+/// the touched threads and updates their entry. The first scrape after start
+/// replays every request once ([`AssistanceCounts::seeded`] is false).
+#[derive(Default)]
+pub struct AssistanceCounts {
+    /// request id → state label.
+    pub states: HashMap<String, &'static str>,
+    /// Threads that received a step since the last scrape.
+    pub touched: HashSet<String>,
+    /// Whether every stored request has been replayed once.
+    pub seeded: bool,
+}
+
+impl AssistanceCounts {
+    /// How many requests are in each state.
+    pub fn by_state(&self) -> HashMap<&'static str, i64> {
+        let mut out = HashMap::new();
+        for s in self.states.values() {
+            *out.entry(*s).or_insert(0) += 1;
+        }
+        out
+    }
+}
+
 /// All metrics of a node.
 pub struct Metrics {
     registry: Registry,
     pub received: Counter,
     pub accepted: Counter,
+    pub receipts_received: Counter,
     pub duplicates: Counter,
     pub rejected: Family<ReasonLabel, Counter>,
     pub signature_failures: Counter,
@@ -44,6 +124,16 @@ pub struct Metrics {
     pub peer_last_contact: Family<PeerLabel, Gauge>,
     pub commit_seconds: Histogram,
     pub delivery_seconds: Histogram,
+    pub storage_errors: Family<KindLabel, Counter>,
+    pub build_info: Family<VersionLabel, Gauge>,
+    pub cert_expiry: Family<CertLabel, Gauge>,
+    pub crl_next_update: Family<FileLabel, Gauge>,
+    pub reload_ok: Gauge,
+    pub reload_success_time: Gauge,
+    pub reload_attempt_time: Gauge,
+    pub scrape_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Assistance requests by state, materialised (see [`AssistanceCounts`]).
+    pub assistance_counts: Mutex<AssistanceCounts>,
     /// The peers whose series exist.
     peers: Mutex<Vec<String>>,
 }
@@ -56,10 +146,10 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("certfed");
-        let m = Metrics {
+        let mut m = Metrics {
             received: Counter::default(),
             accepted: Counter::default(),
+            receipts_received: Counter::default(),
             duplicates: Counter::default(),
             rejected: Family::default(),
             signature_failures: Counter::default(),
@@ -73,88 +163,162 @@ impl Metrics {
             peer_last_contact: Family::default(),
             commit_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             delivery_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            storage_errors: Family::default(),
+            build_info: Family::default(),
+            cert_expiry: Family::default(),
+            crl_next_update: Family::default(),
+            reload_ok: Gauge::default(),
+            reload_success_time: Gauge::default(),
+            reload_attempt_time: Gauge::default(),
+            scrape_seconds: Gauge::default(),
+            assistance_counts: Mutex::default(),
             registry: Registry::default(),
             peers: Mutex::default(),
         };
-        registry.register(
+        let mut root = Registry::default();
+        root.register_collector(Box::new(ProcessCollector::new()));
+        let r = root.sub_registry_with_prefix("certfed");
+        r.register(
             "messages_received",
-            "Envelopes received from peers",
+            "Envelopes received from peers (messages and receipts)",
             m.received.clone(),
         );
-        registry.register(
+        r.register(
             "messages_accepted",
-            "Envelopes verified and stored",
+            "Messages (alerts, assistance steps) received from peers, verified and stored; receipts are counted in certfed_receipts_received_total",
             m.accepted.clone(),
         );
-        registry.register(
+        r.register(
+            "receipts_received",
+            "Receipts received from peers, verified and stored",
+            m.receipts_received.clone(),
+        );
+        r.register(
             "messages_duplicate",
             "Envelopes received again and deduplicated",
             m.duplicates.clone(),
         );
-        registry.register(
+        r.register(
             "messages_rejected",
             "Envelopes refused, by reason",
             m.rejected.clone(),
         );
-        registry.register(
+        r.register(
             "signature_verification_failures",
             "Envelopes whose signature did not verify",
             m.signature_failures.clone(),
         );
-        registry.register(
+        r.register(
             "messages_sent",
             "Envelopes delivered to a peer (acknowledged)",
             m.sent.clone(),
         );
-        registry.register(
+        r.register(
             "messages_published",
             "Alerts and assistance messages signed by this node",
             m.published.clone(),
         );
-        registry.register(
+        r.register(
             "messages_relayed",
             "Messages received from a peer and queued for other peers",
             m.relayed.clone(),
         );
-        registry.register(
+        r.register(
             "assistance_requests",
             "Assistance requests known to this node, by state",
             m.assistance.clone(),
         );
-        registry.register(
+        r.register(
             "receipts_sent",
             "Receipts this node signed for origins",
             m.receipts_sent.clone(),
         );
-        registry.register(
+        r.register(
             "outbox_depth",
-            "Messages queued for a peer",
+            "Messages queued for a peer (0 when its outbox is empty)",
             m.outbox_depth.clone(),
         );
-        registry.register(
+        r.register(
             "peer_up",
             "1 when the link to a peer is up",
             m.peer_up.clone(),
         );
-        registry.register(
+        r.register(
             "peer_last_contact_timestamp_seconds",
             "Unix time of the last successful exchange with a peer",
             m.peer_last_contact.clone(),
         );
-        registry.register(
+        r.register(
             "storage_commit_seconds",
             "Latency of durable store writes",
             m.commit_seconds.clone(),
         );
-        registry.register(
+        r.register(
             "delivery_latency_seconds",
             "Time from queueing to the peer's acknowledgement",
             m.delivery_seconds.clone(),
         );
-        Metrics { registry, ..m }
+        r.register(
+            "storage_errors",
+            "Store operations that failed, by kind (unavailable: retrying may help; data_loss: the store is damaged)",
+            m.storage_errors.clone(),
+        );
+        r.register(
+            "build_info",
+            "Always 1; the version label names the running certfed",
+            m.build_info.clone(),
+        );
+        r.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "Unix time at which a certificate this node uses expires (certificate=node: its TLS certificate; ca: the earliest-expiring trust anchor)",
+            m.cert_expiry.clone(),
+        );
+        r.register(
+            "crl_next_update_timestamp_seconds",
+            "Unix time of a configured CRL's next update; past it every handshake fails (fail closed)",
+            m.crl_next_update.clone(),
+        );
+        r.register(
+            "config_last_reload_successful",
+            "1 if the last configuration reload (SIGHUP) succeeded or none was tried, 0 if it was refused",
+            m.reload_ok.clone(),
+        );
+        r.register(
+            "config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful configuration load (start or reload)",
+            m.reload_success_time.clone(),
+        );
+        r.register(
+            "config_last_reload_attempt_timestamp_seconds",
+            "Unix time of the last configuration load attempt (start or reload)",
+            m.reload_attempt_time.clone(),
+        );
+        r.register(
+            "metrics_scrape_duration_seconds",
+            "Time the previous scrape of /metrics took to refresh its gauges",
+            m.scrape_seconds.clone(),
+        );
+        for reason in Rejection::ALL_LABELS {
+            let _ = m.rejected.get_or_create(&ReasonLabel {
+                reason: (*reason).to_string(),
+            });
+        }
+        for kind in STORAGE_ERROR_KINDS {
+            let _ = m.storage_errors.get_or_create(&KindLabel {
+                kind: kind.to_string(),
+            });
+        }
+        m.build_info
+            .get_or_create(&VersionLabel {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            })
+            .set(1);
+        m.reload_ok.set(1);
+        m.registry = root;
+        m
     }
 
-    /// The text exposition.
+    /// The OpenMetrics text exposition (ends with `# EOF`).
     pub fn encode(&self) -> String {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
@@ -172,6 +336,59 @@ impl Metrics {
     pub fn peer(&self, peer: &str) -> PeerLabel {
         PeerLabel {
             peer: peer.to_string(),
+        }
+    }
+
+    /// Counts a failed store operation by its kind.
+    pub fn storage_error(&self, e: &dyn ServiceError) {
+        self.storage_errors
+            .get_or_create(&KindLabel {
+                kind: storage_kind_label(e.kind()).to_string(),
+            })
+            .inc();
+    }
+
+    /// Notes that assistance thread `request_id` received a step: the next
+    /// scrape replays it.
+    pub fn assistance_touched(&self, request_id: &str) {
+        self.assistance_counts
+            .lock()
+            .expect("assistance counts lock")
+            .touched
+            .insert(request_id.to_string());
+    }
+
+    /// Records a configuration load at `now_ms` (start or reload) and whether it succeeded.
+    pub fn config_loaded(&self, ok: bool, now_ms: i64) {
+        let now = now_ms.div_euclid(1000);
+        self.reload_attempt_time.set(now);
+        self.reload_ok.set(i64::from(ok));
+        if ok {
+            self.reload_success_time.set(now);
+        }
+    }
+
+    /// Sets the expiry of this node's certificate, of the earliest trust
+    /// anchor, and the next update of each CRL (unix seconds).
+    pub fn set_tls_expiry(&self, node_cert: Option<i64>, ca: Option<i64>, crls: &[(String, i64)]) {
+        for (label, v) in [("node", node_cert), ("ca", ca)] {
+            let l = CertLabel {
+                certificate: label.to_string(),
+            };
+            match v {
+                Some(t) => {
+                    self.cert_expiry.get_or_create(&l).set(t);
+                }
+                None => {
+                    self.cert_expiry.remove(&l);
+                }
+            }
+        }
+        self.crl_next_update.clear();
+        for (file, t) in crls {
+            self.crl_next_update
+                .get_or_create(&FileLabel { file: file.clone() })
+                .set(*t);
         }
     }
 }
@@ -206,5 +423,203 @@ impl Metrics {
                 .get_or_create(&self.peer(p))
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
+    }
+
+    /// Number of peers whose link is up, and of configured peers.
+    pub fn peers_up(&self) -> (usize, usize) {
+        let known = self.peers.lock().expect("metrics peers lock");
+        let up = known
+            .iter()
+            .filter(|p| self.peer_up.get_or_create(&self.peer(p)).get() == 1)
+            .count();
+        (up, known.len())
+    }
+}
+
+/// The standard process metrics (`process_cpu_seconds_total`,
+/// `process_resident_memory_bytes`, `process_open_fds`, …) read from
+/// `/proc/self` at each scrape, as the Prometheus client libraries name them.
+#[derive(Debug)]
+struct ProcessCollector {
+    start_time: Option<f64>,
+}
+
+impl ProcessCollector {
+    fn new() -> ProcessCollector {
+        let start_time = procfs::process::Process::myself()
+            .ok()
+            .and_then(|p| p.stat().ok())
+            .and_then(|s| {
+                let boot = procfs::boot_time_secs().ok()?;
+                Some(boot as f64 + s.starttime as f64 / procfs::ticks_per_second() as f64)
+            });
+        ProcessCollector { start_time }
+    }
+}
+
+fn gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, v: f64) -> std::fmt::Result {
+    let m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    ConstGauge::new(v).encode(m)
+}
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Ok(me) = procfs::process::Process::myself() else {
+            return Ok(());
+        };
+        if let Ok(stat) = me.stat() {
+            let tps = procfs::ticks_per_second() as f64;
+            let cpu = (stat.utime + stat.stime) as f64 / tps;
+            let m = enc.encode_descriptor(
+                "process_cpu_seconds",
+                "Total user and system CPU time spent in seconds",
+                None,
+                MetricType::Counter,
+            )?;
+            ConstCounter::new(cpu).encode(m)?;
+            gauge(
+                &mut enc,
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes",
+                (stat.rss * procfs::page_size()) as f64,
+            )?;
+            gauge(
+                &mut enc,
+                "process_virtual_memory_bytes",
+                "Virtual memory size in bytes",
+                stat.vsize as f64,
+            )?;
+            gauge(
+                &mut enc,
+                "process_threads",
+                "Number of OS threads in the process",
+                stat.num_threads as f64,
+            )?;
+        }
+        if let Ok(n) = me.fd_count() {
+            gauge(
+                &mut enc,
+                "process_open_fds",
+                "Number of open file descriptors",
+                n as f64,
+            )?;
+        }
+        if let Ok(limits) = me.limits()
+            && let procfs::process::LimitValue::Value(n) = limits.max_open_files.soft_limit
+        {
+            gauge(
+                &mut enc,
+                "process_max_fds",
+                "Maximum number of open file descriptors",
+                n as f64,
+            )?;
+        }
+        if let Some(t) = self.start_time {
+            gauge(
+                &mut enc,
+                "process_start_time_seconds",
+                "Start time of the process since the Unix epoch in seconds",
+                t,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every rejection reason is pre-created; a new `Rejection` variant fails
+    /// to compile here until its label is listed in `Rejection::ALL_LABELS`.
+    #[test]
+    fn every_rejection_reason_is_listed_and_precreated() {
+        let samples = [
+            Rejection::Oversized { size: 1, limit: 0 },
+            Rejection::Malformed(String::new()),
+            Rejection::UnknownSigner(String::new()),
+            Rejection::OriginMismatch {
+                claimed: String::new(),
+                owner: String::new(),
+                key_id: String::new(),
+            },
+            Rejection::BadSignature,
+            Rejection::PayloadMismatch,
+            Rejection::ClockSkew {
+                ahead_ms: 0,
+                limit_ms: 0,
+            },
+            Rejection::Expired { expires_ms: 0 },
+            Rejection::InvalidPayload(String::new()),
+            Rejection::Policy(String::new()),
+        ];
+        for r in &samples {
+            // Exhaustive: adding a variant without a sample is a compile error.
+            match r {
+                Rejection::Oversized { .. }
+                | Rejection::Malformed(_)
+                | Rejection::UnknownSigner(_)
+                | Rejection::OriginMismatch { .. }
+                | Rejection::BadSignature
+                | Rejection::PayloadMismatch
+                | Rejection::ClockSkew { .. }
+                | Rejection::Expired { .. }
+                | Rejection::InvalidPayload(_)
+                | Rejection::Policy(_) => {}
+            }
+            assert!(
+                Rejection::ALL_LABELS.contains(&r.label()),
+                "{} missing from Rejection::ALL_LABELS",
+                r.label()
+            );
+        }
+        let text = Metrics::new().encode();
+        for l in Rejection::ALL_LABELS {
+            assert!(
+                text.contains(&format!(
+                    "certfed_messages_rejected_total{{reason=\"{l}\"}} 0"
+                )),
+                "{l} not pre-created:\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn build_info_process_metrics_and_outbox_zero() {
+        let m = Metrics::new();
+        m.set_peers(&["node-b".into(), "node-c".into()]);
+        m.set_outbox_depths(&[("node-b".into(), 5)]);
+        let text = m.encode();
+        assert!(
+            text.contains(&format!(
+                "certfed_build_info{{version=\"{}\"}} 1",
+                env!("CARGO_PKG_VERSION")
+            )),
+            "{text}"
+        );
+        assert!(text.contains("certfed_outbox_depth{peer=\"node-b\"} 5"));
+        assert!(text.contains("certfed_outbox_depth{peer=\"node-c\"} 0"));
+        assert!(text.contains("process_resident_memory_bytes "), "{text}");
+        assert!(text.contains("process_cpu_seconds_total "), "{text}");
+        // Drained: back to 0, not stuck at the last value.
+        m.set_outbox_depths(&[]);
+        assert!(
+            m.encode()
+                .contains("certfed_outbox_depth{peer=\"node-b\"} 0")
+        );
+        // A removed peer loses its series.
+        m.set_peers(&["node-c".into()]);
+        assert!(!m.encode().contains("peer=\"node-b\""));
+    }
+
+    #[test]
+    fn materialised_assistance_counts() {
+        let mut c = AssistanceCounts::default();
+        c.states.insert("r1".into(), "REQUESTED");
+        c.states.insert("r2".into(), "REQUESTED");
+        c.states.insert("r3".into(), "CLOSED");
+        let by = c.by_state();
+        assert_eq!(by["REQUESTED"], 2);
+        assert_eq!(by["CLOSED"], 1);
     }
 }

@@ -115,12 +115,12 @@ fn operator_commands_print_json_and_tables() {
 
     // info
     let v = json(&run(pki, &a, "operator", &["info"], &["--json"]));
-    assert_eq!(v["node_id"], "node-a");
+    assert_eq!(v["nodeId"], "node-a");
     assert_eq!(v["listen"].as_str().unwrap(), a);
     assert!(v["peers"].as_array().unwrap().iter().any(|p| p == "node-b"));
     let members = v["members"].as_array().unwrap();
     assert!(members.iter().any(|m| m == "node-b"), "{v}");
-    assert_eq!(v["signing_key_id"].as_str().unwrap().len(), 16);
+    assert_eq!(v["signingKeyId"].as_str().unwrap().len(), 16);
 
     // The same with credentials from the environment only.
     let out = bare()
@@ -131,7 +131,7 @@ fn operator_commands_print_json_and_tables() {
         .env("CERTFED_KEY", pki.path("operator.key"))
         .output()
         .unwrap();
-    assert_eq!(json(&out)["node_id"], "node-b");
+    assert_eq!(json(&out)["nodeId"], "node-b");
 
     // alert publish
     let v = json(&run(
@@ -161,18 +161,18 @@ fn operator_commands_print_json_and_tables() {
             "domain:update-scada.example",
         ],
     ));
-    let id = v["message_id"].as_str().expect("message_id").to_string();
+    let id = v["messageId"].as_str().expect("messageId").to_string();
     assert_eq!(id.len(), 36, "a UUID: {id}");
 
     // alert list on the origin and, once relayed, on the peer.
     let v = json(&run(pki, &a, "operator", &["alert", "list"], &["--json"]));
     let alerts = v["alerts"].as_array().unwrap();
     assert_eq!(alerts.len(), 1, "{v}");
-    assert_eq!(alerts[0]["message_id"], id.as_str());
+    assert_eq!(alerts[0]["messageId"], id.as_str());
     assert_eq!(alerts[0]["origin"], "node-a");
     assert_eq!(alerts[0]["alert"]["title"], "Wiper on SCADA jump hosts");
-    assert_eq!(alerts[0]["alert"]["tlp"], "TLP:GREEN");
-    assert_eq!(alerts[0]["alert"]["sectors"][0], "energy");
+    assert_eq!(alerts[0]["alert"]["tlp"], "TLP_GREEN");
+    assert_eq!(alerts[0]["alert"]["sectors"][0], "NIS2_SECTOR_ENERGY");
     // Credentials before the nested subcommand work too.
     let out = bare()
         .args(["alert", "--node", &a, "--ca"])
@@ -184,12 +184,12 @@ fn operator_commands_print_json_and_tables() {
         .args(["list", "--json"])
         .output()
         .unwrap();
-    assert_eq!(json(&out)["alerts"][0]["message_id"], id.as_str());
+    assert_eq!(json(&out)["alerts"][0]["messageId"], id.as_str());
     let v = eventually_some("the alert on node-b", || {
         let v = json(&run(pki, &b, "operator", &["alert", "list"], &["--json"]));
-        (v["alerts"].as_array().unwrap().len() == 1).then_some(v)
+        (v["alerts"].as_array().is_some_and(|a| a.len() == 1)).then_some(v)
     });
-    assert_eq!(v["alerts"][0]["message_id"], id.as_str());
+    assert_eq!(v["alerts"][0]["messageId"], id.as_str());
 
     // alert get on the receiver: origin, path, payload.
     let v = json(&run(
@@ -199,36 +199,41 @@ fn operator_commands_print_json_and_tables() {
         &["alert", "get", &id],
         &["--json"],
     ));
-    assert_eq!(v["message_id"], id.as_str());
+    assert_eq!(v["messageId"], id.as_str());
     assert_eq!(v["origin"], "node-a");
-    assert_eq!(v["tlp"], "TLP:GREEN");
+    assert_eq!(v["tlp"], "TLP_GREEN");
+    assert_eq!(v["kind"], "MESSAGE_KIND_ALERT");
+    assert!(
+        v["envelope"]["signature"].is_string(),
+        "envelope included: {v}"
+    );
     let path: Vec<&str> = v["path"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|h| h["node_id"].as_str().unwrap())
+        .map(|h| h["nodeId"].as_str().unwrap())
         .collect();
     assert_eq!(path, ["node-a"], "{v}");
     let inds = v["alert"]["indicators"].as_array().unwrap();
     assert_eq!(inds.len(), 2);
-    assert_eq!(inds[0]["type"], "ip");
+    assert_eq!(inds[0]["type"], "INDICATOR_TYPE_IP");
     assert_eq!(inds[0]["value"], "203.0.113.45");
-    assert_eq!(v["alert"]["affected_countries"][0], "UA");
+    assert_eq!(v["alert"]["affectedCountries"][0], "UA");
 
     // peers and delivery at the origin.
     let v = eventually_some("link up", || {
         let v = json(&run(pki, &a, "operator", &["peers"], &["--json"]));
-        (v["peers"][0]["state"] == "up").then_some(v)
+        (v["peers"][0]["state"] == "LINK_STATE_UP").then_some(v)
     });
     assert_eq!(v["peers"].as_array().unwrap().len(), 1);
-    assert_eq!(v["peers"][0]["peer_id"], "node-b");
+    assert_eq!(v["peers"][0]["peerId"], "node-b");
     assert_eq!(v["peers"][0]["endpoint"].as_str().unwrap(), b);
     let v = eventually_some("delivered to node-b", || {
         let v = json(&run(pki, &a, "operator", &["delivery", &id], &["--json"]));
-        (v["recipients"][0]["state"] == "delivered").then_some(v)
+        (v["recipients"][0]["state"] == "DELIVERY_STATE_DELIVERED").then_some(v)
     });
-    assert_eq!(v["message_id"], id.as_str());
-    assert_eq!(v["recipients"][0]["node_id"], "node-b");
+    assert_eq!(v["messageId"], id.as_str());
+    assert_eq!(v["recipients"][0]["nodeId"], "node-b");
     assert_eq!(v["recipients"].as_array().unwrap().len(), 1);
 
     // Human output: tables with headers.
@@ -276,7 +281,7 @@ fn operator_commands_print_json_and_tables() {
             "node-b",
         ],
     ));
-    let rid = v["request_id"].as_str().expect("request_id").to_string();
+    let rid = v["requestId"].as_str().expect("requestId").to_string();
     let v = json(&run(
         pki,
         &a,
@@ -284,13 +289,16 @@ fn operator_commands_print_json_and_tables() {
         &["assist", "show", &rid],
         &["--json"],
     ));
-    assert_eq!(v["request_id"], rid.as_str());
+    assert_eq!(v["requestId"], rid.as_str());
     assert_eq!(v["requester"], "node-a");
-    assert_eq!(v["state"], "REQUESTED");
-    assert_eq!(v["title"], "Grid wiper: forensics needed");
+    assert_eq!(v["state"], "ASSISTANCE_STATE_REQUESTED");
+    assert_eq!(v["request"]["title"], "Grid wiper: forensics needed");
     assert_eq!(
-        v["services"],
-        serde_json::json!(["incident-response", "forensics"])
+        v["request"]["services"],
+        serde_json::json!([
+            "ASSISTANCE_SERVICE_INCIDENT_RESPONSE",
+            "ASSISTANCE_SERVICE_FORENSICS"
+        ])
     );
     // The recipient sees it, asked with credentials from the environment.
     let show_b = |rid: &str| {
@@ -308,7 +316,7 @@ fn operator_commands_print_json_and_tables() {
         out.status.success().then(|| json(&out))
     });
     assert_eq!(v["requester"], "node-a");
-    assert_eq!(v["state"], "REQUESTED");
+    assert_eq!(v["state"], "ASSISTANCE_STATE_REQUESTED");
 
     let v = json(&run(
         pki,
@@ -327,7 +335,7 @@ fn operator_commands_print_json_and_tables() {
             "reserve",
         ],
     ));
-    let oid = v["offer_id"].as_str().expect("offer_id").to_string();
+    let oid = v["offerId"].as_str().expect("offerId").to_string();
     eventually_some("the offer on node-a", || {
         let v = json(&run(
             pki,
@@ -336,7 +344,7 @@ fn operator_commands_print_json_and_tables() {
             &["assist", "show", &rid],
             &["--json"],
         ));
-        (v["state"] == "OFFERED").then_some(())
+        (v["state"] == "ASSISTANCE_STATE_OFFERED").then_some(())
     });
     let v = json(&run(
         pki,
@@ -345,71 +353,233 @@ fn operator_commands_print_json_and_tables() {
         &["assist", "decide", &oid],
         &["--json", "--accept", "--note", "welcome"],
     ));
-    assert_eq!(v["state"], "ACCEPTED");
+    assert_eq!(v["state"], "ASSISTANCE_STATE_ACCEPTED");
     let v = json(&run(pki, &a, "operator", &["assist", "list"], &["--json"]));
     let reqs = v["requests"].as_array().unwrap();
     assert_eq!(reqs.len(), 1, "{v}");
-    assert_eq!(reqs[0]["request_id"], rid.as_str());
-    assert_eq!(reqs[0]["offers"][0]["offer_id"], oid.as_str());
+    assert_eq!(reqs[0]["requestId"], rid.as_str());
+    assert_eq!(reqs[0]["offers"][0]["offerId"], oid.as_str());
     assert_eq!(reqs[0]["offers"][0]["donor"], "node-b");
-    assert_eq!(reqs[0]["offers"][0]["state"], "ACCEPTED");
+    assert_eq!(reqs[0]["offers"][0]["state"], "OFFER_STATE_ACCEPTED");
     let v = eventually_some("ACCEPTED on node-b", || {
         let out = show_b(&rid);
         let v = json(&out);
-        (v["state"] == "ACCEPTED").then_some(v)
+        (v["state"] == "ASSISTANCE_STATE_ACCEPTED").then_some(v)
     });
     assert_eq!(v["history"].as_array().unwrap().len(), 3, "{v}");
 
     n.stop();
 }
 
+/// The exit code of a finished command.
+fn code(out: &Output) -> i32 {
+    out.status.code().expect("exited, not killed by a signal")
+}
+
+/// stderr of a failed `--json` command: one JSON object `{"code", "message"}`.
+fn json_error(out: &Output) -> Value {
+    let err = failed(out);
+    let line = err.trim();
+    assert_eq!(line.lines().count(), 1, "one line: {err}");
+    let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {err}"));
+    assert!(v["code"].is_i64() && v["message"].is_string(), "{v}");
+    v
+}
+
 #[test]
-fn operator_mistakes_fail_with_a_sentence() {
+fn operator_mistakes_fail_with_a_sentence_and_a_distinct_exit_code() {
     let n = Nodes::pair();
     let pki = &n.fed.pki;
-    let a = n.fed.addr(0);
+    let (a, b) = (n.fed.addr(0), n.fed.addr(1));
 
-    // Nobody listens there.
+    // Nobody listens there: unreachable, exit 6 (gRPC UNAVAILABLE = 14 in JSON).
     let nowhere = format!("127.0.0.1:{}", free_port());
-    let err = failed(&run(pki, &nowhere, "operator", &["info"], &[]));
+    let out = run(pki, &nowhere, "operator", &["info"], &[]);
+    let err = failed(&out);
     assert!(err.contains("cannot reach"), "{err}");
     assert!(err.contains(&nowhere), "{err}");
+    assert_eq!(code(&out), 6, "{err}");
+    let out = run(pki, &nowhere, "operator", &["info"], &["--json"]);
+    assert_eq!(json_error(&out)["code"], 14);
+    assert_eq!(code(&out), 6);
 
-    // A node certificate is not an operator certificate.
-    let err = failed(&run(pki, &a, "node-a", &["peers"], &["--json"]));
-    assert!(err.contains("operator certificate"), "{err}");
-    assert!(err.contains("node-a"), "{err}");
+    // A node certificate is not an operator certificate: a usage error, exit 2.
+    let out = run(pki, &a, "node-a", &["peers"], &["--json"]);
+    let v = json_error(&out);
+    let msg = v["message"].as_str().unwrap();
+    assert!(
+        msg.contains("operator certificate") && msg.contains("node-a"),
+        "{v}"
+    );
+    assert_eq!(code(&out), 2);
 
-    // An unknown TLP word names the flag and the accepted words; nothing is sent.
-    let err = failed(&run(
+    // An unknown TLP word: clap names the flag and the accepted words, exit 2;
+    // nothing is sent.
+    let out = run(
         pki,
         &a,
         "operator",
         &["alert", "publish"],
         &["--title", "x", "--tlp", "purple", "--severity", "high"],
-    ));
+    );
+    let err = failed(&out);
+    assert_eq!(code(&out), 2, "{err}");
     assert!(err.contains("--tlp"), "{err}");
     assert!(err.contains("purple"), "{err}");
-    for w in ["clear", "green", "amber", "red"] {
-        assert!(err.to_ascii_lowercase().contains(w), "names {w}: {err}");
+    for w in ["clear", "green", "amber", "amber+strict", "red"] {
+        assert!(err.contains(w), "names {w}: {err}");
     }
-    let v = json(&run(pki, &a, "operator", &["alert", "list"], &["--json"]));
-    assert!(v["alerts"].as_array().unwrap().is_empty(), "{v}");
-
-    // Missing credentials: clap names the flag or variable.
-    let out = bare().args(["info", "--node", &a]).output().unwrap();
-    let err = failed(&out);
-    assert!(err.contains("--ca"), "{err}");
-
-    // An unknown message id.
-    let err = failed(&run(
+    // The same with --json: JSON on stderr, still exit 2.
+    let out = run(
         pki,
         &a,
         "operator",
-        &["alert", "get", "00000000-0000-7000-8000-000000000000"],
-        &[],
-    ));
-    assert!(!err.is_empty());
+        &["alert", "publish"],
+        &[
+            "--json",
+            "--title",
+            "x",
+            "--tlp",
+            "purple",
+            "--severity",
+            "high",
+        ],
+    );
+    let v = json_error(&out);
+    assert_eq!(v["code"], 3);
+    assert!(v["message"].as_str().unwrap().contains("purple"), "{v}");
+    assert_eq!(code(&out), 2);
+    let v = json(&run(pki, &a, "operator", &["alert", "list"], &["--json"]));
+    assert!(v.get("alerts").is_none(), "nothing was published: {v}");
 
+    // Missing credentials: names the flag or variable, exit 2.
+    let out = bare().args(["info", "--node", &a]).output().unwrap();
+    let err = failed(&out);
+    assert!(err.contains("--ca"), "{err}");
+    assert_eq!(code(&out), 2);
+
+    // An unknown message id: not found, exit 4 (gRPC NOT_FOUND = 5 in JSON).
+    let missing = "00000000-0000-7000-8000-000000000000";
+    let out = run(pki, &a, "operator", &["alert", "get", missing], &[]);
+    let err = failed(&out);
+    assert_eq!(code(&out), 4, "{err}");
+    let out = run(pki, &a, "operator", &["delivery", missing], &["--json"]);
+    assert_eq!(json_error(&out)["code"], 5);
+    assert_eq!(code(&out), 4);
+
+    // Refused as invalid by the node: an AMBER broadcast, exit 3.
+    let out = run(
+        pki,
+        &a,
+        "operator",
+        &["alert", "publish"],
+        &["--title", "x", "--tlp", "amber", "--severity", "high"],
+    );
+    let err = failed(&out);
+    assert_eq!(code(&out), 3, "{err}");
+    assert!(err.contains("recipients"), "{err}");
+
+    // Permission denied by the node: node-b may not move node-a's request (exit 5);
+    // not possible in the current state: completing a request nobody accepted (exit 7).
+    let rid = json(&run(
+        pki,
+        &a,
+        "operator",
+        &["assist", "request"],
+        &[
+            "--json",
+            "--title",
+            "t",
+            "--description",
+            "d",
+            "--tlp",
+            "green",
+            "--service",
+            "forensics",
+        ],
+    ))["requestId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    eventually_some("the request on node-b", || {
+        let out = run(pki, &b, "operator", &["assist", "show", &rid], &[]);
+        out.status.success().then_some(())
+    });
+    let out = run(
+        pki,
+        &b,
+        "operator",
+        &["assist", "update", &rid],
+        &["--state", "closed"],
+    );
+    let err = failed(&out);
+    assert_eq!(code(&out), 5, "{err}");
+    let out = run(
+        pki,
+        &a,
+        "operator",
+        &["assist", "update", &rid],
+        &["--state", "completed", "--json"],
+    );
+    assert_eq!(json_error(&out)["code"], 9, "FAILED_PRECONDITION");
+    assert_eq!(code(&out), 7);
+
+    n.stop();
+}
+
+/// `certfed … | head -1` style: the reader is gone before certfed writes. No
+/// panic (exit 101 before), no message, exit 0.
+#[test]
+fn closed_stdout_is_not_a_panic() {
+    let n = Nodes::pair();
+    let pki = &n.fed.pki;
+    let a = n.fed.addr(0);
+    for args in [
+        &["info", "--json"][..],
+        &["peers"][..],
+        &["completions", "bash"][..],
+    ] {
+        let mut cmd = bare();
+        cmd.args(args)
+            .args(["--node", &a, "--ca"])
+            .arg(pki.ca_path())
+            .arg("--cert")
+            .arg(pki.path("operator.crt"))
+            .arg("--key")
+            .arg(pki.path("operator.key"));
+        if args[0] == "completions" {
+            cmd = bare();
+            cmd.args(args);
+        }
+        let mut child = cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take()); // the pipe's read end: closed before any write
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+    }
+    // And through a shell pipe, as an operator types it.
+    let script = format!(
+        "set -o pipefail; \"$0\" info --json --node {a} --ca \"$1\" --cert \"$2\" --key \"$3\" | head -1"
+    );
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .arg(BIN)
+        .arg(pki.ca_path())
+        .arg(pki.path("operator.crt"))
+        .arg(pki.path("operator.key"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "{\n");
     n.stop();
 }

@@ -1,6 +1,9 @@
 //! The Debian package's example configuration (`deploy/debian/certfed.toml`, installed
 //! as /etc/certfed/certfed.toml) loads with the real configuration loader, once its
-//! /etc/certfed and /var/lib/certfed paths point at real files from a fresh test PKI.
+//! /etc/certfed and /var/lib/certfed paths point at real files from a fresh test PKI;
+//! the packaged shell completions and man pages are what the binary generates; the
+//! unit checks the file before a reload signals the node; purge leaves no file owned
+//! by the vanished certfed user.
 use certfed::app::localfed::Pki;
 use certfed::config::Config;
 use certfed::pki::{new_signing_key, write_public};
@@ -168,10 +171,22 @@ fn deb_metadata_assets_exist() {
     let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
     assert!(manifest.contains("[package.metadata.deb]"));
     assert!(manifest.contains("maintainer-scripts = \"deploy/debian/\""));
+    // The unit is installed by cargo-deb's systemd support (unit-scripts), not as an
+    // asset: listing it as an asset gives the "no usable systemd units" warning and no
+    // maintainer-script fragments.
+    assert!(
+        manifest.contains("unit-scripts = \"deploy/systemd\""),
+        "systemd-units must name deploy/systemd"
+    );
+    assert!(root.join("deploy/systemd/certfed.service").is_file());
     for f in [
-        "deploy/systemd/certfed.service",
         "deploy/debian/certfed.toml",
         "README.md",
+        "deploy/completions/certfed.bash",
+        "deploy/completions/_certfed",
+        "deploy/completions/certfed.fish",
+        "deploy/prometheus/alerts.yml",
+        "deploy/grafana/certfed.json",
     ] {
         assert!(
             manifest.contains(&format!("[\"{f}\"")),
@@ -190,4 +205,123 @@ fn deb_metadata_assets_exist() {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert!(mode & 0o111 != 0, "{script} must be executable");
     }
+}
+
+const BIN: &str = env!("CARGO_BIN_EXE_certfed");
+
+fn generate(args: &[&str]) -> Vec<u8> {
+    let out = std::process::Command::new(BIN)
+        .args(args)
+        .env_remove("CERTFED_NODE")
+        .env_remove("CERTFED_CA")
+        .env_remove("CERTFED_CERT")
+        .env_remove("CERTFED_KEY")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// The completions and man pages the package installs are the binary's own: a
+/// change to the command line without regenerating them fails here (see
+/// deploy/completions/README.md for the commands).
+#[test]
+fn packaged_completions_and_man_pages_are_current() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    for (shell, file) in [
+        ("bash", "certfed.bash"),
+        ("zsh", "_certfed"),
+        ("fish", "certfed.fish"),
+    ] {
+        let committed = std::fs::read(root.join("deploy/completions").join(file)).unwrap();
+        assert!(
+            committed == generate(&["completions", shell]),
+            "deploy/completions/{file} is stale: regenerate it (deploy/completions/README.md)"
+        );
+    }
+    // Completions know the choice flags' words.
+    let bash = String::from_utf8(generate(&["completions", "bash"])).unwrap();
+    assert!(bash.contains("amber+strict") && bash.contains("ict-service-management"));
+
+    let dir = tempfile::tempdir().unwrap();
+    generate(&["man", "--out-dir", dir.path().to_str().unwrap()]);
+    let mut fresh: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    fresh.sort();
+    let mut committed: Vec<String> = std::fs::read_dir(root.join("deploy/man"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    committed.sort();
+    assert_eq!(fresh, committed, "deploy/man is stale: regenerate it");
+    assert!(fresh.contains(&"certfed.1".to_string()));
+    assert!(fresh.contains(&"certfed-check-config.1".to_string()));
+    for f in &fresh {
+        assert!(
+            std::fs::read(dir.path().join(f)).unwrap()
+                == std::fs::read(root.join("deploy/man").join(f)).unwrap(),
+            "deploy/man/{f} is stale: regenerate it"
+        );
+    }
+    let man = std::fs::read_to_string(root.join("deploy/man/certfed.1")).unwrap();
+    assert!(
+        man.contains("Exit codes"),
+        "the man page lists the exit codes"
+    );
+}
+
+/// `systemctl reload` runs `check-config` first (a bad file fails the reload),
+/// then SIGHUP; the README's packaged-config comment says peers reload too.
+#[test]
+fn unit_checks_the_configuration_before_reloading() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let unit = std::fs::read_to_string(root.join("deploy/systemd/certfed.service")).unwrap();
+    let reloads: Vec<&str> = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("ExecReload="))
+        .collect();
+    assert_eq!(
+        reloads,
+        [
+            "/usr/bin/certfed check-config --config /etc/certfed/certfed.toml",
+            "/bin/kill -HUP $MAINPID"
+        ]
+    );
+    assert!(unit.contains("ExecStart=/usr/bin/certfed serve --config /etc/certfed/certfed.toml"));
+    assert!(unit.contains("Type=notify"));
+    assert!(
+        !EXAMPLE.contains("[[peers]] changes need"),
+        "peers are reloaded by SIGHUP"
+    );
+    assert!(EXAMPLE.contains("check-config"));
+}
+
+/// `dpkg --purge` removes the certfed user; files the operator left in
+/// /etc/certfed must not stay owned by its uid. postrm works on the real
+/// /etc/certfed and user database, so this checks the script (valid sh, the
+/// hand-over to root before the user is deleted) rather than running it here.
+#[test]
+fn purge_hands_leftover_keys_to_root_before_deleting_the_user() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let s = std::fs::read_to_string(root.join("deploy/debian/postrm")).unwrap();
+    let chown = s
+        .find("-exec chown root:root")
+        .expect("postrm hands leftover files to root");
+    let deluser = s.find("deluser --system").expect("postrm removes the user");
+    assert!(
+        chown < deluser,
+        "chown must happen while the user still exists"
+    );
+    let st = std::process::Command::new("sh")
+        .args(["-n"])
+        .arg(root.join("deploy/debian/postrm"))
+        .status()
+        .unwrap();
+    assert!(st.success(), "postrm is valid sh");
 }

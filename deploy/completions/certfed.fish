@@ -1,0 +1,429 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_certfed_global_optspecs
+    string join \n h/help V/version
+end
+
+function __fish_certfed_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_certfed_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_certfed_using_subcommand
+    set -l cmd (__fish_certfed_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c certfed -n "__fish_certfed_needs_command" -s h -l help -d 'Print help'
+complete -c certfed -n "__fish_certfed_needs_command" -s V -l version -d 'Print version'
+complete -c certfed -n "__fish_certfed_needs_command" -f -a "serve" -d 'Run a node in the foreground until SIGTERM/SIGINT (systemd Type=notify)'
+complete -c certfed -n "__fish_certfed_needs_command" -f -a "check-config" -d 'Check a configuration file exactly as `serve` would (files, keys, permissions, identities, peers, members) without opening a port; exit 0 when `serve` would accept it, 1 naming the problem otherwise'
+complete -c certfed -n "__fish_certfed_needs_command" -f -a "pki" -d 'Create a federation CA, node and operator certificates, CRLs and signing keys'
+complete -c certfed -n "__fish_certfed_needs_command" -f -a "demo" -d 'Start a real local federation on loopback and play a short scenario'
+complete -c certfed -n "__fish_certfed_needs_command" -f -a "bench" -d 'Run the standard benchmark on loopback (starts its own nodes)'
+complete -c certfed -n "__fish_certfed_needs_command" -f -a "completions" -d 'Print a shell completion script (bash: source it, or install it as /usr/share/bash-completion/completions/certfed)'
+complete -c certfed -n "__fish_certfed_needs_command" -f -a "man" -d 'Write the man pages (certfed.1 and one per subcommand) to a folder'
+complete -c certfed -n "__fish_certfed_needs_command" -f -a "info" -d 'Node identity, version, peers and members'
+complete -c certfed -n "__fish_certfed_needs_command" -f -a "alert" -d 'Publish, list and inspect incident alerts'
+complete -c certfed -n "__fish_certfed_needs_command" -f -a "assist" -d 'Request, offer, decide and follow assistance (Tallinn Mechanism style)'
+complete -c certfed -n "__fish_certfed_needs_command" -f -a "peers" -d 'Direct peers and the state of each link'
+complete -c certfed -n "__fish_certfed_needs_command" -f -a "delivery" -d 'Per-peer delivery state of a message'
+complete -c certfed -n "__fish_certfed_needs_command" -f -a "watch" -d 'Stream messages as the node stores them (with --json: one JSON object per line)'
+complete -c certfed -n "__fish_certfed_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c certfed -n "__fish_certfed_using_subcommand serve" -s c -l config -d 'Configuration file (TOML); CERTFED__SECTION__KEY variables override it' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand serve" -s h -l help -d 'Print help'
+complete -c certfed -n "__fish_certfed_using_subcommand check-config" -s c -l config -d 'Configuration file (TOML); CERTFED__SECTION__KEY variables override it' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand check-config" -s h -l help -d 'Print help'
+complete -c certfed -n "__fish_certfed_using_subcommand pki; and not __fish_seen_subcommand_from ca node operator signing-key revoke crl help" -s h -l help -d 'Print help'
+complete -c certfed -n "__fish_certfed_using_subcommand pki; and not __fish_seen_subcommand_from ca node operator signing-key revoke crl help" -f -a "ca" -d 'Create a new federation CA: DIR/ca.crt and DIR/ca.key (mode 0600)'
+complete -c certfed -n "__fish_certfed_using_subcommand pki; and not __fish_seen_subcommand_from ca node operator signing-key revoke crl help" -f -a "node" -d 'Issue a node TLS certificate (URI SAN urn:certfed:node:<ID>, serverAuth+clientAuth)'
+complete -c certfed -n "__fish_certfed_using_subcommand pki; and not __fish_seen_subcommand_from ca node operator signing-key revoke crl help" -f -a "operator" -d 'Issue an operator client certificate (URI SAN urn:certfed:operator:<NAME>, clientAuth)'
+complete -c certfed -n "__fish_certfed_using_subcommand pki; and not __fish_seen_subcommand_from ca node operator signing-key revoke crl help" -f -a "signing-key" -d 'Create an Ed25519 message-signing key pair: <ID>.sign.key (0600) and <ID>.sign.pub'
+complete -c certfed -n "__fish_certfed_using_subcommand pki; and not __fish_seen_subcommand_from ca node operator signing-key revoke crl help" -f -a "revoke" -d 'Revoke certificates: add them to the CA\'s CRL (read if present) and re-sign it'
+complete -c certfed -n "__fish_certfed_using_subcommand pki; and not __fish_seen_subcommand_from ca node operator signing-key revoke crl help" -f -a "crl" -d 'Write a fresh CRL (empty, or keeping the entries of the existing one)'
+complete -c certfed -n "__fish_certfed_using_subcommand pki; and not __fish_seen_subcommand_from ca node operator signing-key revoke crl help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c certfed -n "__fish_certfed_using_subcommand pki; and __fish_seen_subcommand_from ca" -l out-dir -d 'Directory to write ca.crt and ca.key into (created if missing)' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand pki; and __fish_seen_subcommand_from ca" -l name -d 'The CA\'s name (certificate common name)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand pki; and __fish_seen_subcommand_from ca" -l days -d 'Validity in days' -r
+complete -c certfed -n "__fish_certfed_using_subcommand pki; and __fish_seen_subcommand_from ca" -l force -d 'Overwrite existing files (private keys are replaced atomically, mode 0600)'
+complete -c certfed -n "__fish_certfed_using_subcommand pki; and __fish_seen_subcommand_from ca" -s h -l help -d 'Print help'
+complete -c certfed -n "__fish_certfed_using_subcommand pki; and __fish_seen_subcommand_from node" -l ca-dir -d 'Directory holding ca.crt and ca.key' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand pki; and __fish_seen_subcommand_from node" -l id -d 'Node (member) id, e.g. node-a: 1-63 of a-z 0-9 - . _' -r
+complete -c certfed -n "__fish_certfed_using_subcommand pki; and __fish_seen_subcommand_from node" -l dns -d 'DNS name the node is reachable as (repeat, or comma-separate)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand pki; and __fish_seen_subcommand_from node" -l ip -d 'IP address the node is reachable at (repeat, or comma-separate)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand pki; and __fish_seen_subcommand_from node" -l out-dir -d 'Directory to write <ID>.crt and <ID>.key into (created if missing)' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand pki; and __fish_seen_subcommand_from node" -l days -d 'Validity in days' -r
+complete -c certfed -n "__fish_certfed_using_subcommand pki; and __fish_seen_subcommand_from node" -l force -d 'Overwrite existing files (private keys are replaced atomically, mode 0600)'
+complete -c certfed -n "__fish_certfed_using_subcommand pki; and __fish_seen_subcommand_from node" -s h -l help -d 'Print help'
+complete -c certfed -n "__fish_certfed_using_subcommand pki; and __fish_seen_subcommand_from operator" -l ca-dir -d 'Directory holding ca.crt and ca.key' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand pki; and __fish_seen_subcommand_from operator" -l name -d 'Operator name, e.g. alice: 1-63 of a-z 0-9 - . _' -r
+complete -c certfed -n "__fish_certfed_using_subcommand pki; and __fish_seen_subcommand_from operator" -l out-dir -d 'Directory to write <NAME>.crt and <NAME>.key into (created if missing)' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand pki; and __fish_seen_subcommand_from operator" -l days -d 'Validity in days' -r
+complete -c certfed -n "__fish_certfed_using_subcommand pki; and __fish_seen_subcommand_from operator" -l force -d 'Overwrite existing files (private keys are replaced atomically, mode 0600)'
+complete -c certfed -n "__fish_certfed_using_subcommand pki; and __fish_seen_subcommand_from operator" -s h -l help -d 'Print help'
+complete -c certfed -n "__fish_certfed_using_subcommand pki; and __fish_seen_subcommand_from signing-key" -l id -d 'Node id the key belongs to (names the files)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand pki; and __fish_seen_subcommand_from signing-key" -l out-dir -d 'Directory to write <ID>.sign.key and <ID>.sign.pub into (created if missing)' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand pki; and __fish_seen_subcommand_from signing-key" -l force -d 'Overwrite existing files (private keys are replaced atomically, mode 0600)'
+complete -c certfed -n "__fish_certfed_using_subcommand pki; and __fish_seen_subcommand_from signing-key" -s h -l help -d 'Print help'
+complete -c certfed -n "__fish_certfed_using_subcommand pki; and __fish_seen_subcommand_from revoke" -l ca-dir -d 'Directory holding ca.crt and ca.key' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand pki; and __fish_seen_subcommand_from revoke" -l serial -d 'Serial number to revoke, in hex (as printed when issued; repeatable)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand pki; and __fish_seen_subcommand_from revoke" -l cert -d 'Certificate file to revoke (repeatable)' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand pki; and __fish_seen_subcommand_from revoke" -l crl -d 'CRL file to update [default: <CA_DIR>/ca.crl]' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand pki; and __fish_seen_subcommand_from revoke" -l days -d 'Days until the CRL\'s next update (nodes may reject a CRL past it)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand pki; and __fish_seen_subcommand_from revoke" -l force -d 'Start a new CRL if the existing one cannot be read or belongs to another CA (its entries are lost)'
+complete -c certfed -n "__fish_certfed_using_subcommand pki; and __fish_seen_subcommand_from revoke" -s h -l help -d 'Print help'
+complete -c certfed -n "__fish_certfed_using_subcommand pki; and __fish_seen_subcommand_from crl" -l ca-dir -d 'Directory holding ca.crt and ca.key' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand pki; and __fish_seen_subcommand_from crl" -l crl -d 'CRL file to write [default: <CA_DIR>/ca.crl]' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand pki; and __fish_seen_subcommand_from crl" -l days -d 'Days until the CRL\'s next update (nodes may reject a CRL past it)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand pki; and __fish_seen_subcommand_from crl" -l force -d 'Start a new, empty CRL if the existing one cannot be read or belongs to another CA (its entries are lost)'
+complete -c certfed -n "__fish_certfed_using_subcommand pki; and __fish_seen_subcommand_from crl" -s h -l help -d 'Print help'
+complete -c certfed -n "__fish_certfed_using_subcommand pki; and __fish_seen_subcommand_from help" -f -a "ca" -d 'Create a new federation CA: DIR/ca.crt and DIR/ca.key (mode 0600)'
+complete -c certfed -n "__fish_certfed_using_subcommand pki; and __fish_seen_subcommand_from help" -f -a "node" -d 'Issue a node TLS certificate (URI SAN urn:certfed:node:<ID>, serverAuth+clientAuth)'
+complete -c certfed -n "__fish_certfed_using_subcommand pki; and __fish_seen_subcommand_from help" -f -a "operator" -d 'Issue an operator client certificate (URI SAN urn:certfed:operator:<NAME>, clientAuth)'
+complete -c certfed -n "__fish_certfed_using_subcommand pki; and __fish_seen_subcommand_from help" -f -a "signing-key" -d 'Create an Ed25519 message-signing key pair: <ID>.sign.key (0600) and <ID>.sign.pub'
+complete -c certfed -n "__fish_certfed_using_subcommand pki; and __fish_seen_subcommand_from help" -f -a "revoke" -d 'Revoke certificates: add them to the CA\'s CRL (read if present) and re-sign it'
+complete -c certfed -n "__fish_certfed_using_subcommand pki; and __fish_seen_subcommand_from help" -f -a "crl" -d 'Write a fresh CRL (empty, or keeping the entries of the existing one)'
+complete -c certfed -n "__fish_certfed_using_subcommand pki; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c certfed -n "__fish_certfed_using_subcommand demo" -s h -l help -d 'Print help'
+complete -c certfed -n "__fish_certfed_using_subcommand bench" -l messages -d 'Signed alerts pushed in the ingest phase' -r
+complete -c certfed -n "__fish_certfed_using_subcommand bench" -l rate -d 'Publish rate of the relay phase (messages per second)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand bench" -l seconds -d 'Duration of the relay phase in seconds' -r
+complete -c certfed -n "__fish_certfed_using_subcommand bench" -l memory-messages -d 'Signed alerts queued in the memory phase' -r
+complete -c certfed -n "__fish_certfed_using_subcommand bench" -l json -d 'Print one JSON object instead of a table'
+complete -c certfed -n "__fish_certfed_using_subcommand bench" -l memory -d 'Run only the memory phase: queue alerts for a peer that stays down and sample the relaying node\'s resident memory (Linux, reads /proc)'
+complete -c certfed -n "__fish_certfed_using_subcommand bench" -s h -l help -d 'Print help'
+complete -c certfed -n "__fish_certfed_using_subcommand completions" -s h -l help -d 'Print help'
+complete -c certfed -n "__fish_certfed_using_subcommand man" -l out-dir -d 'Output folder' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand man" -s h -l help -d 'Print help'
+complete -c certfed -n "__fish_certfed_using_subcommand info" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand info" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand info" -l cert -d 'Operator certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand info" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand info" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
+complete -c certfed -n "__fish_certfed_using_subcommand info" -s h -l help -d 'Print help'
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and not __fish_seen_subcommand_from publish list get ack help" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and not __fish_seen_subcommand_from publish list get ack help" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and not __fish_seen_subcommand_from publish list get ack help" -l cert -d 'Operator certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and not __fish_seen_subcommand_from publish list get ack help" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and not __fish_seen_subcommand_from publish list get ack help" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and not __fish_seen_subcommand_from publish list get ack help" -s h -l help -d 'Print help'
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and not __fish_seen_subcommand_from publish list get ack help" -f -a "publish" -d 'Sign and send an alert'
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and not __fish_seen_subcommand_from publish list get ack help" -f -a "list" -d 'List alerts held by the node, newest first'
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and not __fish_seen_subcommand_from publish list get ack help" -f -a "get" -d 'Show one message: origin, payload, path and chain of custody, and whether it was superseded or retracted'
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and not __fish_seen_subcommand_from publish list get ack help" -f -a "ack" -d 'Record that you have seen a message (a receipt goes to its origin)'
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and not __fish_seen_subcommand_from publish list get ack help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -l title -d 'Title (one line)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -l description -d 'Description (free text)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -l tlp -d 'TLP marking' -r -f -a "clear\t'no limit on disclosure; may be broadcast'
+green\t'the community; may be broadcast, not public'
+amber\t'recipients\' organisations and clients; named recipients, encrypted'
+amber+strict\t'recipients\' organisations only; named recipients, encrypted'
+red\t'named recipients only, encrypted'"
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -l severity -d 'Severity' -r -f -a "low\t''
+medium\t''
+high\t''
+critical\t''"
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -l rsit -d 'RSIT incident class' -r -f -a "abusive-content\t''
+malicious-code\t''
+information-gathering\t''
+intrusion-attempts\t''
+intrusions\t''
+availability\t''
+information-content-security\t''
+fraud\t''
+vulnerable\t''
+other\t''
+test\t''"
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -l sector -d 'NIS2 sector (repeatable)' -r -f -a "energy\t''
+transport\t''
+banking\t''
+financial-market-infrastructures\t''
+health\t''
+drinking-water\t''
+waste-water\t''
+digital-infrastructure\t''
+ict-service-management\t''
+public-administration\t''
+space\t''
+postal-and-courier\t''
+waste-management\t''
+chemicals\t''
+food\t''
+manufacturing\t''
+digital-providers\t''
+research\t''"
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -l country -d 'Affected country, ISO 3166-1 alpha-2 (repeatable)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -l indicator -d 'Indicator TYPE:VALUE (repeatable); types: ip, cidr, domain, url, email, sha256, sha1, md5, cve, asn, text' -r
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -l reference -d 'Reference URL or document id (repeatable)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -l to -d 'Recipient node (repeatable). None: the whole federation (clear/green only)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -l expires-in-hours -d 'Expire the alert this many hours from now' -r
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -l supersedes -d 'Message id of an earlier alert of this node that this one updates' -r
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -l cert -d 'Operator certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -l retract -d 'With --supersedes: retract that alert instead of updating it'
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -l exercise -d 'Mark as exercise traffic'
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from list" -l min-severity -d 'Minimum severity' -r -f -a "low\t''
+medium\t''
+high\t''
+critical\t''"
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from list" -l tlp -d 'Only this TLP (repeatable)' -r -f -a "clear\t'no limit on disclosure; may be broadcast'
+green\t'the community; may be broadcast, not public'
+amber\t'recipients\' organisations and clients; named recipients, encrypted'
+amber+strict\t'recipients\' organisations only; named recipients, encrypted'
+red\t'named recipients only, encrypted'"
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from list" -l sector -d 'Only this NIS2 sector (repeatable)' -r -f -a "energy\t''
+transport\t''
+banking\t''
+financial-market-infrastructures\t''
+health\t''
+drinking-water\t''
+waste-water\t''
+digital-infrastructure\t''
+ict-service-management\t''
+public-administration\t''
+space\t''
+postal-and-courier\t''
+waste-management\t''
+chemicals\t''
+food\t''
+manufacturing\t''
+digital-providers\t''
+research\t''"
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from list" -l origin -d 'Only from this origin node (repeatable)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from list" -l limit -d 'Page size' -r
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from list" -l page-token -d 'Continue from a previous listing\'s next page token' -r
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from list" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from list" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from list" -l cert -d 'Operator certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from list" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from list" -l exercise -d 'Include exercise traffic'
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from list" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from get" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from get" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from get" -l cert -d 'Operator certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from get" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from get" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from get" -s h -l help -d 'Print help'
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from ack" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from ack" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from ack" -l cert -d 'Operator certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from ack" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from ack" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from ack" -s h -l help -d 'Print help'
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from help" -f -a "publish" -d 'Sign and send an alert'
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from help" -f -a "list" -d 'List alerts held by the node, newest first'
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from help" -f -a "get" -d 'Show one message: origin, payload, path and chain of custody, and whether it was superseded or retracted'
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from help" -f -a "ack" -d 'Record that you have seen a message (a receipt goes to its origin)'
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and not __fish_seen_subcommand_from request offer decide update list show help" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and not __fish_seen_subcommand_from request offer decide update list show help" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and not __fish_seen_subcommand_from request offer decide update list show help" -l cert -d 'Operator certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and not __fish_seen_subcommand_from request offer decide update list show help" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and not __fish_seen_subcommand_from request offer decide update list show help" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and not __fish_seen_subcommand_from request offer decide update list show help" -s h -l help -d 'Print help'
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and not __fish_seen_subcommand_from request offer decide update list show help" -f -a "request" -d 'Ask partners for assistance (this node is the requester)'
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and not __fish_seen_subcommand_from request offer decide update list show help" -f -a "offer" -d 'Offer assistance on a request (this node is the donor)'
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and not __fish_seen_subcommand_from request offer decide update list show help" -f -a "decide" -d 'Accept or decline an offer (requester only)'
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and not __fish_seen_subcommand_from request offer decide update list show help" -f -a "update" -d 'Move a request (requester) or withdraw your own offer (donor)'
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and not __fish_seen_subcommand_from request offer decide update list show help" -f -a "list" -d 'List assistance requests known to the node'
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and not __fish_seen_subcommand_from request offer decide update list show help" -f -a "show" -d 'One request with its offers and signed history'
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and not __fish_seen_subcommand_from request offer decide update list show help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from request" -l title -d 'Title (one line)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from request" -l description -d 'What is needed and why' -r
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from request" -l tlp -d 'TLP marking of the request and of every later step' -r -f -a "clear\t'no limit on disclosure; may be broadcast'
+green\t'the community; may be broadcast, not public'
+amber\t'recipients\' organisations and clients; named recipients, encrypted'
+amber+strict\t'recipients\' organisations only; named recipients, encrypted'
+red\t'named recipients only, encrypted'"
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from request" -l service -d 'Service requested (repeatable)' -r -f -a "incident-response\t''
+forensics\t''
+malware-analysis\t''
+ddos-mitigation\t''
+threat-hunting\t''
+vulnerability-assessment\t''
+recovery\t''
+threat-intelligence\t''
+equipment-licences\t''"
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from request" -l sector -d 'Affected NIS2 sector' -r -f -a "energy\t''
+transport\t''
+banking\t''
+financial-market-infrastructures\t''
+health\t''
+drinking-water\t''
+waste-water\t''
+digital-infrastructure\t''
+ict-service-management\t''
+public-administration\t''
+space\t''
+postal-and-courier\t''
+waste-management\t''
+chemicals\t''
+food\t''
+manufacturing\t''
+digital-providers\t''
+research\t''"
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from request" -l rsit -d 'RSIT incident class' -r -f -a "abusive-content\t''
+malicious-code\t''
+information-gathering\t''
+intrusion-attempts\t''
+intrusions\t''
+availability\t''
+information-content-security\t''
+fraud\t''
+vulnerable\t''
+other\t''
+test\t''"
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from request" -l severity -d 'Severity' -r -f -a "low\t''
+medium\t''
+high\t''
+critical\t''"
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from request" -l person-days -d 'Estimated person-days needed' -r
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from request" -l mitigation -d 'Mitigation already done' -r
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from request" -l deadline-hours -d 'Offers needed within this many hours' -r
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from request" -l alert -d 'Linked alert message id (repeatable)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from request" -l to -d 'Recipient node (repeatable). None: the whole federation (clear/green only)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from request" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from request" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from request" -l cert -d 'Operator certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from request" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from request" -l important -d 'The affected entity is important (default: essential)'
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from request" -l cross-border -d 'The incident spills over borders'
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from request" -l on-site -d 'Help is needed on site (default: remote)'
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from request" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from request" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from offer" -l summary -d 'What is offered (one line)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from offer" -l capability -d 'Capability offered (repeatable)' -r -f -a "incident-response\t''
+forensics\t''
+malware-analysis\t''
+ddos-mitigation\t''
+threat-hunting\t''
+vulnerability-assessment\t''
+recovery\t''
+threat-intelligence\t''
+equipment-licences\t''"
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from offer" -l person-days -d 'Person-days offered' -r
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from offer" -l conditions -d 'Conditions of the offer' -r
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from offer" -l funding -d 'Funding channel' -r -f -a "bilateral\t''
+reserve\t''
+coalition\t''"
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from offer" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from offer" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from offer" -l cert -d 'Operator certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from offer" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from offer" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from offer" -s h -l help -d 'Print help'
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from decide" -l note -d 'A note for the donor' -r
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from decide" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from decide" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from decide" -l cert -d 'Operator certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from decide" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from decide" -l accept -d 'Accept the offer'
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from decide" -l decline -d 'Decline the offer'
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from decide" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from decide" -s h -l help -d 'Print help'
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from update" -l state -d 'Target state of the request' -r -f -a "deployed\t''
+completed\t''
+closed\t''
+withdrawn\t''"
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from update" -l withdraw-offer -d 'Withdraw this offer of yours instead' -r
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from update" -l note -d 'A note recorded with the step' -r
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from update" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from update" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from update" -l cert -d 'Operator certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from update" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from update" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from update" -s h -l help -d 'Print help'
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from list" -l state -d 'Only requests in this state (repeatable)' -r -f -a "requested\t''
+offered\t''
+accepted\t''
+deployed\t''
+completed\t''
+closed\t''
+withdrawn\t''"
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from list" -l limit -d 'Page size' -r
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from list" -l page-token -d 'Continue from a previous listing\'s next page token' -r
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from list" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from list" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from list" -l cert -d 'Operator certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from list" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from list" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from show" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from show" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from show" -l cert -d 'Operator certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from show" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from show" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help'
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from help" -f -a "request" -d 'Ask partners for assistance (this node is the requester)'
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from help" -f -a "offer" -d 'Offer assistance on a request (this node is the donor)'
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from help" -f -a "decide" -d 'Accept or decline an offer (requester only)'
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from help" -f -a "update" -d 'Move a request (requester) or withdraw your own offer (donor)'
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from help" -f -a "list" -d 'List assistance requests known to the node'
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from help" -f -a "show" -d 'One request with its offers and signed history'
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c certfed -n "__fish_certfed_using_subcommand peers" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand peers" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand peers" -l cert -d 'Operator certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand peers" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand peers" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
+complete -c certfed -n "__fish_certfed_using_subcommand peers" -s h -l help -d 'Print help'
+complete -c certfed -n "__fish_certfed_using_subcommand delivery" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand delivery" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand delivery" -l cert -d 'Operator certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand delivery" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand delivery" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
+complete -c certfed -n "__fish_certfed_using_subcommand delivery" -s h -l help -d 'Print help'
+complete -c certfed -n "__fish_certfed_using_subcommand watch" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand watch" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand watch" -l cert -d 'Operator certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand watch" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand watch" -l after -d 'Resume after this cursor' -r
+complete -c certfed -n "__fish_certfed_using_subcommand watch" -l count -d 'Stop after this many events (0: run until interrupted)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand watch" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
+complete -c certfed -n "__fish_certfed_using_subcommand watch" -l from-start -d 'Start from the first stored message'
+complete -c certfed -n "__fish_certfed_using_subcommand watch" -s h -l help -d 'Print help'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery watch help" -f -a "serve" -d 'Run a node in the foreground until SIGTERM/SIGINT (systemd Type=notify)'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery watch help" -f -a "check-config" -d 'Check a configuration file exactly as `serve` would (files, keys, permissions, identities, peers, members) without opening a port; exit 0 when `serve` would accept it, 1 naming the problem otherwise'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery watch help" -f -a "pki" -d 'Create a federation CA, node and operator certificates, CRLs and signing keys'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery watch help" -f -a "demo" -d 'Start a real local federation on loopback and play a short scenario'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery watch help" -f -a "bench" -d 'Run the standard benchmark on loopback (starts its own nodes)'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery watch help" -f -a "completions" -d 'Print a shell completion script (bash: source it, or install it as /usr/share/bash-completion/completions/certfed)'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery watch help" -f -a "man" -d 'Write the man pages (certfed.1 and one per subcommand) to a folder'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery watch help" -f -a "info" -d 'Node identity, version, peers and members'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery watch help" -f -a "alert" -d 'Publish, list and inspect incident alerts'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery watch help" -f -a "assist" -d 'Request, offer, decide and follow assistance (Tallinn Mechanism style)'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery watch help" -f -a "peers" -d 'Direct peers and the state of each link'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery watch help" -f -a "delivery" -d 'Per-peer delivery state of a message'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery watch help" -f -a "watch" -d 'Stream messages as the node stores them (with --json: one JSON object per line)'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery watch help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and __fish_seen_subcommand_from pki" -f -a "ca" -d 'Create a new federation CA: DIR/ca.crt and DIR/ca.key (mode 0600)'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and __fish_seen_subcommand_from pki" -f -a "node" -d 'Issue a node TLS certificate (URI SAN urn:certfed:node:<ID>, serverAuth+clientAuth)'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and __fish_seen_subcommand_from pki" -f -a "operator" -d 'Issue an operator client certificate (URI SAN urn:certfed:operator:<NAME>, clientAuth)'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and __fish_seen_subcommand_from pki" -f -a "signing-key" -d 'Create an Ed25519 message-signing key pair: <ID>.sign.key (0600) and <ID>.sign.pub'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and __fish_seen_subcommand_from pki" -f -a "revoke" -d 'Revoke certificates: add them to the CA\'s CRL (read if present) and re-sign it'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and __fish_seen_subcommand_from pki" -f -a "crl" -d 'Write a fresh CRL (empty, or keeping the entries of the existing one)'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and __fish_seen_subcommand_from alert" -f -a "publish" -d 'Sign and send an alert'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and __fish_seen_subcommand_from alert" -f -a "list" -d 'List alerts held by the node, newest first'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and __fish_seen_subcommand_from alert" -f -a "get" -d 'Show one message: origin, payload, path and chain of custody, and whether it was superseded or retracted'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and __fish_seen_subcommand_from alert" -f -a "ack" -d 'Record that you have seen a message (a receipt goes to its origin)'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and __fish_seen_subcommand_from assist" -f -a "request" -d 'Ask partners for assistance (this node is the requester)'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and __fish_seen_subcommand_from assist" -f -a "offer" -d 'Offer assistance on a request (this node is the donor)'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and __fish_seen_subcommand_from assist" -f -a "decide" -d 'Accept or decline an offer (requester only)'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and __fish_seen_subcommand_from assist" -f -a "update" -d 'Move a request (requester) or withdraw your own offer (donor)'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and __fish_seen_subcommand_from assist" -f -a "list" -d 'List assistance requests known to the node'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and __fish_seen_subcommand_from assist" -f -a "show" -d 'One request with its offers and signed history'
