@@ -2,8 +2,8 @@
 //! and the store below: publishing and reading alerts ([`alerts`]), the
 //! assistance workflow ([`assistance`]), delivery status and peers
 //! ([`delivery`]), taking envelopes in ([`ingest`]), receipts ([`receipts`]),
-//! peer links ([`links`]) and metrics ([`metrics`]). The state they share is
-//! [`node::Node`].
+//! peer links ([`links`]), retention ([`retention`]) and metrics ([`metrics`]).
+//! The state they share is [`node::Node`].
 //!
 //! Each service has its own error type; every one of them implements
 //! [`ServiceError`], whose [`ErrorKind`] the API layer maps to a gRPC code in
@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod node;
 pub mod peers;
 pub mod receipts;
+pub mod retention;
 
 use crate::storage::StoreError;
 
