@@ -19,4 +19,6 @@ mod packaging;
 mod pki;
 mod process;
 mod reload;
+mod retention;
+mod store;
 mod tls;
