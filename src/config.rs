@@ -517,7 +517,11 @@ impl Config {
         let age = self.limits.max_message_age_days;
         days("limits.max_message_age_days", age)?;
         let shortest = std::iter::once(("storage.retention_days".to_string(), st.retention_days))
-            .chain(st.retention_days_by_tlp.iter().map(|(t, d)| (by_tlp_key(*t), *d)))
+            .chain(
+                st.retention_days_by_tlp
+                    .iter()
+                    .map(|(t, d)| (by_tlp_key(*t), *d)),
+            )
             .min_by_key(|(_, d)| *d);
         if let Some((key, d)) = shortest
             && age > d
@@ -640,7 +644,10 @@ mod tests {
         assert_eq!(c.storage.retention_days, 365);
         assert_eq!(c.limits.max_message_age_days, 90);
         assert_eq!(c.storage.integrity_check, IntegrityCheckMode::Quick);
-        assert_eq!(c.storage.retention_for(Tlp::Red), Duration::from_secs(365 * 86_400));
+        assert_eq!(
+            c.storage.retention_for(Tlp::Red),
+            Duration::from_secs(365 * 86_400)
+        );
         assert_eq!(c.limits.max_message_age(), Duration::from_secs(90 * 86_400));
     }
 
@@ -663,7 +670,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("limits.max_message_age_days (31) must not exceed storage.retention_days (30)"),
+            e.contains(
+                "limits.max_message_age_days (31) must not exceed storage.retention_days (30)"
+            ),
             "{e}"
         );
         let e = load_with("[storage.retention_days_by_tlp]\nred = 60", "")

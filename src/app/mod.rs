@@ -185,7 +185,11 @@ fn open_store(cfg: &Config) -> anyhow::Result<crate::storage::Store> {
     };
     let gb = crate::storage::sqlite::db_size(&cfg.storage.dir) / 1_000_000_000;
     if integrity != IntegrityCheck::Off && gb > 0 {
-        let per_gb: u64 = if integrity == IntegrityCheck::Full { 30 } else { 10 };
+        let per_gb: u64 = if integrity == IntegrityCheck::Full {
+            30
+        } else {
+            10
+        };
         let usec = (60 + gb * per_gb).saturating_mul(1_000_000);
         let _ = sd_notify::notify(&[sd_notify::NotifyState::ExtendTimeoutUsec(
             u32::try_from(usec).unwrap_or(u32::MAX),

@@ -71,9 +71,8 @@ pub async fn plan(node: &Node, now: i64) -> Result<(PurgePlan, u64), StoreError>
     let mut plan = PurgePlan {
         cutoffs,
         keep_requests: Vec::new(),
-        rejections_before_ms: now.saturating_sub(
-            i64::from(st.retention_days).saturating_mul(86_400_000),
-        ),
+        rejections_before_ms: now
+            .saturating_sub(i64::from(st.retention_days).saturating_mul(86_400_000)),
         limit: BATCH,
     };
     let candidates = node
@@ -139,7 +138,9 @@ pub async fn run(node: Arc<Node>) {
                 "retention: purged messages older than storage.retention_days"
             ),
             Ok(_) => tracing::debug!("retention: nothing to purge"),
-            Err(e) => tracing::error!(error = %e, "retention: purge failed; retrying at the next pass"),
+            Err(e) => {
+                tracing::error!(error = %e, "retention: purge failed; retrying at the next pass")
+            }
         }
     }
 }

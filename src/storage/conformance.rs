@@ -53,8 +53,12 @@ pub async fn run_all(open: impl Fn(&Path) -> Store) {
             Box::pin(relayed_ciphertext_is_dropped(s))
         }),
         ("acknowledge", |s| Box::pin(acknowledge_keeps_first(s))),
-        ("purge", |s| Box::pin(purge_takes_old_rows_and_keeps_threads(s))),
-        ("purge_batches", |s| Box::pin(purge_works_in_bounded_batches(s))),
+        ("purge", |s| {
+            Box::pin(purge_takes_old_rows_and_keeps_threads(s))
+        }),
+        ("purge_batches", |s| {
+            Box::pin(purge_works_in_bounded_batches(s))
+        }),
     ];
     for (name, check) in checks {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -367,7 +371,13 @@ async fn purge_takes_old_rows_and_keeps_threads(s: Store) {
     // Old (created 100) and recent (created 10_000) GREEN alerts, an old RED
     // one under a shorter cutoff, old threads kept and not kept, and an old
     // alert with queued outbox rows, delivery states and receipts.
-    let mut old_queued = aged(100, MessageKind::Alert, Tlp::Green, 100, &["node-b", "node-c"]);
+    let mut old_queued = aged(
+        100,
+        MessageKind::Alert,
+        Tlp::Green,
+        100,
+        &["node-b", "node-c"],
+    );
     old_queued.origin = "node-a".into();
     let recent = aged(101, MessageKind::Alert, Tlp::Green, 10_000, &["node-b"]);
     let red = aged(102, MessageKind::Alert, Tlp::Red, 5_000, &[]);
@@ -386,7 +396,14 @@ async fn purge_takes_old_rows_and_keeps_threads(s: Store) {
     };
     s.insert(
         vec![
-            old_queued, recent, red, open_req, open_step, closed_req, closed_step, unknown_tlp,
+            old_queued,
+            recent,
+            red,
+            open_req,
+            open_step,
+            closed_req,
+            closed_step,
+            unknown_tlp,
         ],
         Durability::Durable,
     )
@@ -430,15 +447,8 @@ async fn purge_takes_old_rows_and_keeps_threads(s: Store) {
     assert_eq!(threads, vec![id(103), id(105)]);
     assert!(s.requests_created_before(100).await.unwrap().is_empty());
 
-    let cutoffs = [
-        (Tlp::Green, 1_000),
-        (Tlp::Red, 6_000),
-        (Tlp::Clear, 1_000),
-    ];
-    let done = s
-        .purge(plan(&cutoffs, &[id(103)], 100))
-        .await
-        .unwrap();
+    let cutoffs = [(Tlp::Green, 1_000), (Tlp::Red, 6_000), (Tlp::Clear, 1_000)];
+    let done = s.purge(plan(&cutoffs, &[id(103)], 100)).await.unwrap();
     assert_eq!(
         done,
         Purged {
@@ -453,21 +463,43 @@ async fn purge_takes_old_rows_and_keeps_threads(s: Store) {
     for kept in [101, 103, 104, 107, 108] {
         assert!(s.get_message(&id(kept)).await.unwrap().is_some(), "{kept}");
     }
-    assert!(s.delivery(&id(100)).await.unwrap().is_empty(), "delivery rows go");
-    assert!(s.receipts(&id(100)).await.unwrap().is_empty(), "receipt rows go");
+    assert!(
+        s.delivery(&id(100)).await.unwrap().is_empty(),
+        "delivery rows go"
+    );
+    assert!(
+        s.receipts(&id(100)).await.unwrap().is_empty(),
+        "receipt rows go"
+    );
     let depths = s.outbox_depths().await.unwrap();
     let depth = |p: &str| depths.iter().find(|(q, _)| q == p).map_or(0, |(_, n)| *n);
-    assert_eq!(depth("node-b"), 2, "the recent alert and the open thread's step");
+    assert_eq!(
+        depth("node-b"),
+        2,
+        "the recent alert and the open thread's step"
+    );
     assert_eq!(depth("node-c"), 0, "the old alert's outbox rows go");
     assert_eq!(s.delivery(&id(104)).await.unwrap().len(), 1);
-    assert_eq!(s.thread(&id(103)).await.unwrap().len(), 2, "open thread whole");
+    assert_eq!(
+        s.thread(&id(103)).await.unwrap().len(),
+        2,
+        "open thread whole"
+    );
     let again = s.purge(plan(&cutoffs, &[id(103)], 100)).await.unwrap();
     assert_eq!(again, Purged::default(), "nothing left to purge");
 }
 
 async fn purge_works_in_bounded_batches(s: Store) {
     let rows: Vec<NewMessage> = (0..25)
-        .map(|n| aged(200 + n, MessageKind::Alert, Tlp::Green, 100 + i64::from(n), &["node-b"]))
+        .map(|n| {
+            aged(
+                200 + n,
+                MessageKind::Alert,
+                Tlp::Green,
+                100 + i64::from(n),
+                &["node-b"],
+            )
+        })
         .collect();
     s.insert(rows, Durability::Durable).await.unwrap();
     let p = plan(&[(Tlp::Green, 1_000)], &[], 10);
@@ -481,6 +513,9 @@ async fn purge_works_in_bounded_batches(s: Store) {
     }
     assert_eq!(sizes, vec![10, 10, 5]);
     assert_eq!(s.message_count().await.unwrap(), 0);
+    let space = s.space().await.unwrap();
+    assert!(space.file_bytes > 0, "{space:?}");
+    assert!(space.free_bytes <= space.file_bytes, "{space:?}");
     assert!(s.outbox("node-b", 0, 100).await.unwrap().is_empty());
 }
 

@@ -158,6 +158,28 @@ pub struct Purged {
     pub rejections: u64,
 }
 
+/// The disk space a store takes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Space {
+    /// Bytes of the store's files (database and write-ahead log).
+    pub file_bytes: u64,
+    /// Of those, the write-ahead log (transient: folded into the database
+    /// and cut back after checkpoints).
+    pub wal_bytes: u64,
+    /// Bytes of the database freed by deletes (a purge) and reused by new
+    /// data before the files grow.
+    pub free_bytes: u64,
+}
+
+impl Space {
+    /// Bytes of the database holding data (neither free nor log).
+    pub fn used_bytes(&self) -> u64 {
+        self.file_bytes
+            .saturating_sub(self.wal_bytes)
+            .saturating_sub(self.free_bytes)
+    }
+}
+
 /// How durable a write must be before the call returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
@@ -425,6 +447,9 @@ pub trait Storage: Send + Sync + 'static {
     /// than `plan.limit` of each. Lazy: if lost in a power failure, the next
     /// pass deletes the rows again.
     async fn purge(&self, plan: PurgePlan) -> Result<Purged, StoreError>;
+
+    /// The disk space the store takes, and how much of it is free for reuse.
+    async fn space(&self) -> Result<Space, StoreError>;
 
     /// Commits everything queued, then stops accepting work. Later calls fail
     /// with [`StoreError::Closed`].

@@ -121,6 +121,9 @@ fn request(title: &str) -> AssistanceRequest {
     }
 }
 
+// `..Default::default()` on requests that have every field today: fields
+// added later (e.g. an idempotency `request_id`) keep their defaults.
+#[allow(clippy::needless_update)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purge_removes_old_messages_and_their_rows_and_keeps_open_requests() {
     let fed = Fed::new(&["node-a", "node-b"], &[(0, 1)]);
@@ -210,14 +213,20 @@ async fn purge_removes_old_messages_and_their_rows_and_keeps_open_requests() {
     let r = purge_once(&a.node, later).await.unwrap();
     assert_eq!(r.threads_kept, 1, "{r:?}");
     let kept = store.message_count().await.unwrap();
-    assert_eq!(kept, 2, "the open request and its offer; held before: {held}");
+    assert_eq!(
+        kept, 2,
+        "the open request and its offer; held before: {held}"
+    );
     // Receipts are messages too (not counted by message_count).
     assert!(r.messages >= held - 2, "{r:?}");
     for gone in [&delivered, &queued, &closed] {
         assert!(!holds(&fed, 0, gone).await, "{gone} was purged");
         assert!(store.delivery(gone).await.unwrap().is_empty(), "{gone}");
     }
-    assert!(store.receipts(&delivered).await.unwrap().is_empty(), "receipt rows go");
+    assert!(
+        store.receipts(&delivered).await.unwrap().is_empty(),
+        "receipt rows go"
+    );
     assert!(
         store
             .outbox_depths()
@@ -241,7 +250,11 @@ async fn purge_removes_old_messages_and_their_rows_and_keeps_open_requests() {
         .await
         .unwrap()
         .into_inner();
-    let ids: Vec<_> = listed.requests.iter().map(|r| r.request_id.clone()).collect();
+    let ids: Vec<_> = listed
+        .requests
+        .iter()
+        .map(|r| r.request_id.clone())
+        .collect();
     assert_eq!(ids, vec![open.clone()]);
 
     // Once closed, the old thread goes as a whole with the next pass.
@@ -300,8 +313,17 @@ async fn old_and_replayed_purged_envelopes_are_refused_for_good() {
             ack.reason
         );
     }
-    assert!(acks[1].reason.contains("limit of 90 days"), "{}", acks[1].reason);
-    assert_eq!(acks[3].outcome, PushOutcome::Accepted as i32, "{:?}", acks[3]);
+    assert!(
+        acks[1].reason.contains("limit of 90 days"),
+        "{}",
+        acks[1].reason
+    );
+    assert_eq!(
+        acks[3].outcome,
+        PushOutcome::Accepted as i32,
+        "{:?}",
+        acks[3]
+    );
     assert!(!holds(&fed, 1, &old_id).await, "the replay was not stored");
     assert_eq!(b.node.store.message_count().await.unwrap(), 1);
     b.shutdown().await.unwrap();

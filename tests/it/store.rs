@@ -95,7 +95,10 @@ async fn damaged_vanished_and_foreign_stores_are_refused_at_start() {
     };
     let restore_or_move = |err: &str, dir: &Path| {
         assert!(err.contains("Restore certfed.db from a backup"), "{err}");
-        assert!(err.contains(&format!("mv {} {}.", dir.display(), dir.display())), "{err}");
+        assert!(
+            err.contains(&format!("mv {} {}.", dir.display(), dir.display())),
+            "{err}"
+        );
     };
 
     // Truncated to 0 bytes: not a fresh node.
@@ -111,9 +114,16 @@ async fn damaged_vanished_and_foreign_stores_are_refused_at_start() {
         err.contains(&format!("{} is empty (0 bytes)", db(&dir).display())),
         "{err}"
     );
-    assert!(err.contains("certfed.marker") && err.contains("node-a"), "{err}");
+    assert!(
+        err.contains("certfed.marker") && err.contains("node-a"),
+        "{err}"
+    );
     restore_or_move(&err, &dir);
-    assert_eq!(std::fs::metadata(db(&dir)).unwrap().len(), 0, "nothing written");
+    assert_eq!(
+        std::fs::metadata(db(&dir)).unwrap().len(),
+        0,
+        "nothing written"
+    );
 
     // Scribbled pages in the middle of the file.
     let (dir, cfg) = case("scribbled");
@@ -121,8 +131,12 @@ async fn damaged_vanished_and_foreign_stores_are_refused_at_start() {
     assert!(len > 128 * 1024, "a store with data: {len} bytes");
     let mut f = std::fs::File::options().write(true).open(db(&dir)).unwrap();
     f.seek(SeekFrom::Start(len / 2)).unwrap();
-    f.write_all(&(0..16_384u32).map(|i| (i * 31 % 251) as u8).collect::<Vec<_>>())
-        .unwrap();
+    f.write_all(
+        &(0..16_384u32)
+            .map(|i| (i * 31 % 251) as u8)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
     drop(f);
     let err = serve_refused(&cfg);
     assert!(
@@ -207,6 +221,10 @@ async fn damage_found_while_serving_is_data_loss_and_stops_writes() {
         .await
         .expect_err("no write into a damaged store");
     assert_eq!(err.code(), tonic::Code::DataLoss, "{err:?}");
-    assert!(err.message().contains("writes stopped"), "{}", err.message());
+    assert!(
+        err.message().contains("writes stopped"),
+        "{}",
+        err.message()
+    );
     node.shutdown().await.unwrap();
 }

@@ -29,8 +29,8 @@ mod schema;
 
 use super::{
     AlertQuery, DeliveryRow, Durability, IntegrityCheck, NewMessage, OpenOptions, OutboxItem,
-    Outcome, PurgePlan, Purged, ReceiptRow, RejectionRow, Storage, Store, StoreError, Stored,
-    StoredMessage,
+    Outcome, PurgePlan, Purged, ReceiptRow, RejectionRow, Space, Storage, Store, StoreError,
+    Stored, StoredMessage,
 };
 use rusqlite::{Connection, OpenFlags};
 use std::fs::File;
@@ -43,14 +43,13 @@ use tokio::sync::{mpsc, oneshot};
 /// from other failures, because callers treat them differently.
 pub(crate) fn sql_err(context: &str, e: rusqlite::Error) -> StoreError {
     use rusqlite::{Error as E, ErrorCode};
-    // A row this backend wrote that no longer decodes was damaged on disk.
+    // A row this backend wrote that no longer decodes was damaged on disk
+    // (a NULL where a value was expected is a query's fault, not damage).
     if matches!(
         e,
-        E::FromSqlConversionFailure(..)
-            | E::InvalidColumnType(..)
-            | E::IntegralValueOutOfRange(..)
-            | E::Utf8Error(..)
-    ) {
+        E::FromSqlConversionFailure(..) | E::IntegralValueOutOfRange(..) | E::Utf8Error(..)
+    ) || matches!(e, E::InvalidColumnType(_, _, t) if t != rusqlite::types::Type::Null)
+    {
         return StoreError::Corrupt(format!("{context}: a stored row does not decode: {e}"));
     }
     match e.sqlite_error_code() {
@@ -203,7 +202,12 @@ impl SqliteStore {
         if let Some(m) = &marker
             && m.node_id != opts.node_id
         {
-            return Err(refuse::foreign(dir, &marker_path, &m.node_id, &opts.node_id));
+            return Err(refuse::foreign(
+                dir,
+                &marker_path,
+                &m.node_id,
+                &opts.node_id,
+            ));
         }
         let db_len = match std::fs::metadata(&db_path) {
             Ok(m) => Some(m.len()),
@@ -238,7 +242,15 @@ impl SqliteStore {
         };
         let mut conn = open_conn(&db_path, false)?;
         let started = std::time::Instant::now();
-        check(&conn, if fresh { IntegrityCheck::Off } else { opts.integrity }).map_err(damaged)?;
+        check(
+            &conn,
+            if fresh {
+                IntegrityCheck::Off
+            } else {
+                opts.integrity
+            },
+        )
+        .map_err(damaged)?;
         if !fresh && opts.integrity != IntegrityCheck::Off {
             tracing::info!(
                 file = %db_path.display(),
@@ -249,6 +261,9 @@ impl SqliteStore {
             );
         }
         conn.pragma_update(None, "synchronous", "FULL")?;
+        // The WAL is truncated back to this size after a checkpoint, so a
+        // burst of writes (or a purge) does not leave a large file behind.
+        conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
         schema::migrate(&mut conn).map_err(damaged)?;
         match schema::owner(&conn).map_err(damaged)? {
             Some(owner) if owner != opts.node_id => {
@@ -455,7 +470,10 @@ mod marker {
     pub fn write(dir: &Path, path: &Path, node_id: &str, now_ms: i64) -> Result<(), StoreError> {
         use std::os::unix::fs::OpenOptionsExt;
         let io = |e: std::io::Error| {
-            StoreError::backend(format!("{}: cannot write the store marker", path.display()), e)
+            StoreError::backend(
+                format!("{}: cannot write the store marker", path.display()),
+                e,
+            )
         };
         let tmp = path.with_extension("marker.tmp");
         let text = format!(
@@ -750,6 +768,23 @@ impl Storage for SqliteStore {
             .await
     }
 
+    async fn space(&self) -> Result<Space, StoreError> {
+        let wal = PathBuf::from(format!("{}-wal", self.inner.db_path.display()));
+        self.read(move |c| {
+            let pragma = |name: &str| -> Result<u64, StoreError> {
+                Ok(c.pragma_query_value(None, name, |r| r.get::<_, i64>(0))? as u64)
+            };
+            let page = pragma("page_size")?;
+            let wal_bytes = std::fs::metadata(&wal).map_or(0, |m| m.len());
+            Ok(Space {
+                file_bytes: page * pragma("page_count")? + wal_bytes,
+                wal_bytes,
+                free_bytes: page * pragma("freelist_count")?,
+            })
+        })
+        .await
+    }
+
     async fn close(&self) {
         let s = self.clone();
         let _ = tokio::task::spawn_blocking(move || s.close_blocking()).await;
@@ -900,12 +935,16 @@ mod tests {
     #[test]
     fn newer_schema_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        SqliteStore::open(dir.path(), &opts()).unwrap().close_blocking();
+        SqliteStore::open(dir.path(), &opts())
+            .unwrap()
+            .close_blocking();
         let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
         conn.pragma_update(None, "user_version", schema::CURRENT_VERSION + 1)
             .unwrap();
         drop(conn);
-        let err = SqliteStore::open(dir.path(), &opts()).err().expect("refused");
+        let err = SqliteStore::open(dir.path(), &opts())
+            .err()
+            .expect("refused");
         assert!(err.to_string().contains("newer than this certfed"), "{err}");
     }
 
@@ -1008,7 +1047,10 @@ mod tests {
         filled_store(dir.path(), 10);
         std::fs::write(dir.path().join(DB_FILE), vec![0x5a; 8192]).unwrap();
         let e = open_err(dir.path(), "node-a");
-        assert!(e.contains("is damaged") && e.contains("not a database"), "{e}");
+        assert!(
+            e.contains("is damaged") && e.contains("not a database"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -1024,7 +1066,13 @@ mod tests {
         let other = tempfile::tempdir().unwrap();
         std::fs::copy(dir.path().join(DB_FILE), other.path().join(DB_FILE)).unwrap();
         let e = open_err(other.path(), "node-b");
-        assert!(e.contains(&format!("recorded in {}", other.path().join(DB_FILE).display())), "{e}");
+        assert!(
+            e.contains(&format!(
+                "recorded in {}",
+                other.path().join(DB_FILE).display()
+            )),
+            "{e}"
+        );
         // ... and is accepted, as a restore, by its own node.
         SqliteStore::open(other.path(), &opts())
             .unwrap()
@@ -1104,7 +1152,9 @@ mod tests {
         let store = SqliteStore::open(dir.path(), &unchecked).unwrap();
         let r = rt().block_on(store.read(|c| {
             let n: i64 = c
-                .query_row("SELECT SUM(LENGTH(reason)) FROM rejections", [], |r| r.get(0))
+                .query_row("SELECT SUM(LENGTH(reason)) FROM rejections", [], |r| {
+                    r.get(0)
+                })
                 .map_err(|e| sql_err("reading", e))?;
             Ok(n)
         }));
