@@ -79,6 +79,46 @@ pub struct TlsSection {
 pub struct StorageSection {
     /// Folder of the node's database; created (mode 0700) if missing.
     pub dir: PathBuf,
+    /// Days a message is kept after its creation time; older messages are
+    /// purged with their outbox, delivery and receipt rows (open assistance
+    /// requests and their steps are kept until closed).
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
+    /// Per-TLP overrides of `retention_days` (`clear`, `green`, `amber`,
+    /// `amber+strict`, `red`), e.g. `red = 90`.
+    #[serde(default, deserialize_with = "de_tlp_days")]
+    pub retention_days_by_tlp: Vec<(Tlp, u32)>,
+    /// Integrity check of the database at start: `quick`, `full` or `off`.
+    #[serde(default)]
+    pub integrity_check: IntegrityCheckMode,
+}
+
+/// How thoroughly the store is checked for damage at start.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum IntegrityCheckMode {
+    /// Every page's structure (SQLite `quick_check`).
+    #[default]
+    Quick,
+    /// Also every index against its table (SQLite `integrity_check`).
+    Full,
+    /// None (only the file header is checked).
+    Off,
+}
+
+impl StorageSection {
+    /// Days messages of TLP `tlp` are kept.
+    pub fn retention_days_for(&self, tlp: Tlp) -> u32 {
+        self.retention_days_by_tlp
+            .iter()
+            .find(|(t, _)| *t == tlp)
+            .map_or(self.retention_days, |(_, d)| *d)
+    }
+
+    /// How long messages of TLP `tlp` are kept.
+    pub fn retention_for(&self, tlp: Tlp) -> Duration {
+        Duration::from_secs(u64::from(self.retention_days_for(tlp)) * DAY_SECS)
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -131,6 +171,10 @@ pub struct LimitsSection {
     /// Seconds in-flight calls get to finish on shutdown.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace_secs: u64,
+    /// Envelopes created longer ago than this many days are refused for good.
+    /// At most `storage.retention_days`, so a purged message cannot come back.
+    #[serde(default = "default_max_message_age_days")]
+    pub max_message_age_days: u32,
 }
 
 impl Default for LimitsSection {
@@ -140,6 +184,7 @@ impl Default for LimitsSection {
             max_clock_skew_secs: default_clock_skew(),
             hop_limit: default_hop_limit(),
             shutdown_grace_secs: default_shutdown_grace(),
+            max_message_age_days: default_max_message_age_days(),
         }
     }
 }
@@ -193,6 +238,31 @@ fn default_shutdown_grace() -> u64 {
 }
 fn default_max_tlp() -> Tlp {
     Tlp::Red
+}
+fn default_retention_days() -> u32 {
+    365
+}
+fn default_max_message_age_days() -> u32 {
+    90
+}
+const DAY_SECS: u64 = 86_400;
+/// Longest retention or message age accepted, in days (100 years).
+const MAX_DAYS: u32 = 36_500;
+
+/// A table `{ tlp word = days }`, keys read with `parse_tlp`.
+fn de_tlp_days<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(Tlp, u32)>, D::Error> {
+    let map = std::collections::BTreeMap::<String, u32>::deserialize(d)?;
+    let mut out: Vec<(Tlp, u32)> = Vec::with_capacity(map.len());
+    for (k, days) in map {
+        let tlp = crate::domain::policy::parse_tlp(&k).map_err(serde::de::Error::custom)?;
+        if out.iter().any(|(t, _)| *t == tlp) {
+            return Err(serde::de::Error::custom(format!(
+                "{k:?} names a TLP that is already listed"
+            )));
+        }
+        out.push((tlp, days));
+    }
+    Ok(out)
 }
 
 fn de_tlp<'de, D: Deserializer<'de>>(d: D) -> Result<Tlp, D::Error> {
@@ -278,6 +348,10 @@ impl LimitsSection {
     /// Time in-flight calls get to finish on shutdown.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
+    }
+    /// Oldest creation time (as an age) of an accepted envelope.
+    pub fn max_message_age(&self) -> Duration {
+        Duration::from_secs(u64::from(self.max_message_age_days) * DAY_SECS)
     }
 }
 fn default_true() -> bool {
@@ -377,6 +451,7 @@ impl Config {
         if !(1..=64).contains(&self.limits.hop_limit) {
             return Err(err("limits.hop_limit: must be between 1 and 64"));
         }
+        self.validate_retention()?;
         let mut seen = std::collections::HashSet::new();
         for (i, m) in self.members.iter().enumerate() {
             validate_name(&m.id).map_err(|e| err(format!("members[{i}].id: {e}")))?;
@@ -408,6 +483,52 @@ impl Config {
                     p.id
                 )));
             }
+        }
+        Ok(())
+    }
+
+    /// Retention and message age: each within 1..=36500 days, and no message
+    /// age above any retention (a purged message must not be accepted again).
+    fn validate_retention(&self) -> Result<(), ConfigError> {
+        let st = &self.storage;
+        let days = |key: &str, v: u32| {
+            if (1..=MAX_DAYS).contains(&v) {
+                Ok(())
+            } else {
+                Err(err(format!(
+                    "{key}: {v} days; must be between 1 and {MAX_DAYS}"
+                )))
+            }
+        };
+        days("storage.retention_days", st.retention_days)?;
+        let by_tlp_key = |t: Tlp| {
+            let word = crate::domain::policy::tlp_label(t)
+                .trim_start_matches("TLP:")
+                .to_ascii_lowercase();
+            if word.contains('+') {
+                format!("storage.retention_days_by_tlp.\"{word}\"")
+            } else {
+                format!("storage.retention_days_by_tlp.{word}")
+            }
+        };
+        for (t, d) in &st.retention_days_by_tlp {
+            days(&by_tlp_key(*t), *d)?;
+        }
+        let age = self.limits.max_message_age_days;
+        days("limits.max_message_age_days", age)?;
+        let shortest = std::iter::once(("storage.retention_days".to_string(), st.retention_days))
+            .chain(
+                st.retention_days_by_tlp
+                    .iter()
+                    .map(|(t, d)| (by_tlp_key(*t), *d)),
+            )
+            .min_by_key(|(_, d)| *d);
+        if let Some((key, d)) = shortest
+            && age > d
+        {
+            return Err(err(format!(
+                "limits.max_message_age_days ({age}) must not exceed {key} ({d}): a message purged after {d} days would be accepted again when a peer re-sends it; lower limits.max_message_age_days or raise {key}"
+            )));
         }
         Ok(())
     }
@@ -496,5 +617,84 @@ mod tests {
         for bad in ["nohost", ":7700", "a:0", "a:70000", "a b:1", "a:x"] {
             assert!(HostPort::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    /// Loads a minimal configuration with `storage` and `limits` lines added.
+    fn load_with(storage: &str, limits: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["sign.key", "ca.crt", "node.crt", "node.key"] {
+            std::fs::write(dir.path().join(f), "placeholder").unwrap();
+        }
+        let path = dir.path().join("node.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[node]\nid = \"node-a\"\nlisten = \"127.0.0.1:7701\"\nsigning_key = \"sign.key\"\n\
+                 [tls]\nca = \"ca.crt\"\ncert = \"node.crt\"\nkey = \"node.key\"\n\
+                 [storage]\ndir = \"data\"\n{storage}\n[limits]\n{limits}\n"
+            ),
+        )
+        .unwrap();
+        Config::load(&path)
+    }
+
+    #[test]
+    fn retention_and_age_defaults() {
+        let c = load_with("", "").unwrap();
+        assert_eq!(c.storage.retention_days, 365);
+        assert_eq!(c.limits.max_message_age_days, 90);
+        assert_eq!(c.storage.integrity_check, IntegrityCheckMode::Quick);
+        assert_eq!(
+            c.storage.retention_for(Tlp::Red),
+            Duration::from_secs(365 * 86_400)
+        );
+        assert_eq!(c.limits.max_message_age(), Duration::from_secs(90 * 86_400));
+    }
+
+    #[test]
+    fn per_tlp_retention_overrides_the_default() {
+        let c = load_with(
+            "retention_days = 400\nintegrity_check = \"full\"\n[storage.retention_days_by_tlp]\nred = 120\n\"amber+strict\" = 180",
+            "",
+        )
+        .unwrap();
+        assert_eq!(c.storage.retention_days_for(Tlp::Red), 120);
+        assert_eq!(c.storage.retention_days_for(Tlp::AmberStrict), 180);
+        assert_eq!(c.storage.retention_days_for(Tlp::Green), 400);
+        assert_eq!(c.storage.integrity_check, IntegrityCheckMode::Full);
+    }
+
+    #[test]
+    fn a_message_age_above_retention_names_both_keys() {
+        let e = load_with("retention_days = 30", "max_message_age_days = 31")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(
+                "limits.max_message_age_days (31) must not exceed storage.retention_days (30)"
+            ),
+            "{e}"
+        );
+        let e = load_with("[storage.retention_days_by_tlp]\nred = 60", "")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("limits.max_message_age_days (90) must not exceed storage.retention_days_by_tlp.red (60)"),
+            "{e}"
+        );
+        let e = load_with("[storage.retention_days_by_tlp]\npurple = 60", "")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown TLP \"purple\""), "{e}");
+        let e = load_with("retention_days = 0", "").unwrap_err().to_string();
+        assert!(e.contains("storage.retention_days: 0 days"), "{e}");
+        let e = load_with("", "max_message_age_days = 0")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("limits.max_message_age_days: 0 days"), "{e}");
+        let e = load_with("integrity_check = \"sometimes\"", "")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("integrity_check"), "{e}");
     }
 }

@@ -1007,7 +1007,7 @@ _certfed() {
             return 0
             ;;
         certfed__subcmd__bench)
-            opts="-h --json --messages --rate --seconds --memory --memory-messages --help"
+            opts="-h --json --messages --rate --seconds --memory --memory-messages --disk --disk-messages --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1026,6 +1026,10 @@ _certfed() {
                     return 0
                     ;;
                 --memory-messages)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --disk-messages)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -1,7 +1,7 @@
 //! The composition root: loads and checks everything the configuration names
 //! ([`prepare`]), opens the store, binds the listeners, builds the shared
-//! [`Node`] and the gRPC services, starts the peer links and the receipt task
-//! ([`start`]), runs until a signal ([`serve`]), re-reads the configuration on
+//! [`Node`] and the gRPC services, starts the peer links, the receipt task and
+//! the retention purge ([`start`]), runs until a signal ([`serve`]), re-reads the configuration on
 //! SIGHUP ([`RunningNode::reload`]) and shuts down within a bounded grace
 //! period. Nothing below this module starts a task on its own.
 //!
@@ -227,6 +227,36 @@ async fn bind(key: &str, addr: &str) -> anyhow::Result<TcpListener> {
     })
 }
 
+/// Opens the node's store for `node.id`, checked as `storage.integrity_check`
+/// says. A service manager is told the check may take a while (about 4 s per
+/// GB, plus margin), so a large store is not killed as a failed start.
+fn open_store(cfg: &Config) -> anyhow::Result<crate::storage::Store> {
+    use crate::config::IntegrityCheckMode;
+    use crate::storage::{IntegrityCheck, OpenOptions};
+    let integrity = match cfg.storage.integrity_check {
+        IntegrityCheckMode::Quick => IntegrityCheck::Quick,
+        IntegrityCheckMode::Full => IntegrityCheck::Full,
+        IntegrityCheckMode::Off => IntegrityCheck::Off,
+    };
+    let gb = crate::storage::sqlite::db_size(&cfg.storage.dir) / 1_000_000_000;
+    if integrity != IntegrityCheck::Off && gb > 0 {
+        let per_gb: u64 = if integrity == IntegrityCheck::Full {
+            30
+        } else {
+            10
+        };
+        let usec = (60 + gb * per_gb).saturating_mul(1_000_000);
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::ExtendTimeoutUsec(
+            u32::try_from(usec).unwrap_or(u32::MAX),
+        )]);
+    }
+    let opts = OpenOptions {
+        node_id: cfg.node.id.clone(),
+        integrity,
+    };
+    Ok(crate::storage::sqlite::open(&cfg.storage.dir, &opts)?)
+}
+
 /// Starts a node: everything is checked and bound before this returns.
 pub async fn start(prepared: Prepared) -> anyhow::Result<RunningNode> {
     let Prepared {
@@ -238,7 +268,7 @@ pub async fn start(prepared: Prepared) -> anyhow::Result<RunningNode> {
     let tls_cfg = cfg.clone();
     let server_tls = tls::server_config(&material)?;
     let client_tls = tls::client_config(&material)?;
-    let store = crate::storage::sqlite::open(&cfg.storage.dir)?;
+    let store = open_store(&cfg)?;
     let listener = bind("node.listen", &cfg.node.listen).await?;
     let addr = listener.local_addr()?;
     let metrics_listener = match &cfg.metrics.listen {
@@ -316,6 +346,7 @@ pub async fn start(prepared: Prepared) -> anyhow::Result<RunningNode> {
     let links = Arc::new(LinkTasks::default());
     links.start_all(&node);
     let receipt_task = tokio::spawn(crate::service::receipts::run(node.clone(), receipt_rx));
+    let purge_task = tokio::spawn(crate::service::retention::run(node.clone()));
 
     let metrics_text = metrics_addr.map_or_else(|| "off".to_string(), |a| a.to_string());
     tracing::info!(node = %node.id, %addr, metrics = %metrics_text, peers = node.peers.ids().len(), "certfed node ready");
@@ -357,7 +388,11 @@ pub async fn start(prepared: Prepared) -> anyhow::Result<RunningNode> {
                 Ok(())
             }
         };
-        for t in links2.stop_all().into_iter().chain([receipt_task]) {
+        for t in links2
+            .stop_all()
+            .into_iter()
+            .chain([receipt_task, purge_task])
+        {
             let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
         }
         if let Some(t) = metrics_task {

@@ -94,6 +94,7 @@ fn limits() -> VerifyLimits {
     VerifyLimits {
         max_message_bytes: 256 * 1024,
         max_clock_skew_ms: 300_000,
+        max_message_age_ms: 90 * 86_400_000,
     }
 }
 

@@ -33,6 +33,10 @@ pub struct Draft {
 pub struct VerifyLimits {
     pub max_message_bytes: usize,
     pub max_clock_skew_ms: i64,
+    /// Envelopes created longer ago than this are refused for good
+    /// (`limits.max_message_age_days`): a message purged by retention must
+    /// not be accepted again.
+    pub max_message_age_ms: i64,
 }
 
 /// A verified envelope: its decoded header and the proven origin.
@@ -66,6 +70,14 @@ pub enum Rejection {
     ClockSkew { ahead_ms: i64, limit_ms: i64 },
     #[error("expired: the message expired at {expires_ms} (unix ms)")]
     Expired { expires_ms: i64 },
+    #[error(
+        "too old: created {age_days} days ago (at {created_ms} unix ms), over the receiver's limit of {limit_days} days (limits.max_message_age_days); a permanent refusal: resending cannot succeed"
+    )]
+    TooOld {
+        created_ms: i64,
+        age_days: i64,
+        limit_days: i64,
+    },
     #[error("invalid payload: {0}")]
     InvalidPayload(String),
     #[error("refused by policy: {0}")]
@@ -85,6 +97,7 @@ impl Rejection {
         "payload_mismatch",
         "clock_skew",
         "expired",
+        "too_old",
         "invalid_payload",
         "policy",
     ];
@@ -100,6 +113,7 @@ impl Rejection {
             Rejection::PayloadMismatch => "payload_mismatch",
             Rejection::ClockSkew { .. } => "clock_skew",
             Rejection::Expired { .. } => "expired",
+            Rejection::TooOld { .. } => "too_old",
             Rejection::InvalidPayload(_) => "invalid_payload",
             Rejection::Policy(_) => "policy",
         }
@@ -238,6 +252,15 @@ fn precheck(
     {
         return Err(Rejection::Expired { expires_ms: exp });
     }
+    let age = now_ms.saturating_sub(created);
+    if age > limits.max_message_age_ms {
+        const DAY_MS: i64 = 86_400_000;
+        return Err(Rejection::TooOld {
+            created_ms: created,
+            age_days: age / DAY_MS,
+            limit_days: limits.max_message_age_ms / DAY_MS,
+        });
+    }
     if Sha256::digest(&env.payload).as_slice() != header.payload_sha256.as_slice() {
         return Err(Rejection::PayloadMismatch);
     }
@@ -331,9 +354,12 @@ mod tests {
         }
     }
 
+    const DAY_MS: i64 = 86_400_000;
+
     const LIM: VerifyLimits = VerifyLimits {
         max_message_bytes: 4096,
         max_clock_skew_ms: 60_000,
+        max_message_age_ms: 30 * DAY_MS,
     };
 
     fn setup() -> (Signer, Signer, KeyRegistry) {
@@ -402,6 +428,41 @@ mod tests {
         assert!(matches!(
             verify(&reg, &env, 1_000_000, &LIM).unwrap_err(),
             Rejection::UnknownSigner(_)
+        ));
+    }
+
+    #[test]
+    fn too_old_is_refused_for_good_with_the_limit_named() {
+        let (a, _, reg) = setup();
+        // 2026-01-01, and a message that claims 1970 with no expiry.
+        let now = 1_767_225_600_000;
+        let env = seal(&a, draft(0));
+        let r = verify(&reg, &env, now, &LIM).unwrap_err();
+        assert_eq!(
+            r,
+            Rejection::TooOld {
+                created_ms: 0,
+                age_days: now / DAY_MS,
+                limit_days: 30
+            }
+        );
+        assert_eq!(r.label(), "too_old");
+        let text = r.to_string();
+        assert!(text.contains("limits.max_message_age_days"), "{text}");
+        assert!(text.contains("permanent"), "{text}");
+        // Exactly at the limit is accepted; one millisecond over is not.
+        let env = seal(&a, draft(now - 30 * DAY_MS));
+        assert!(verify(&reg, &env, now, &LIM).is_ok());
+        let env = seal(&a, draft(now - 30 * DAY_MS - 1));
+        assert!(matches!(
+            verify(&reg, &env, now, &LIM).unwrap_err(),
+            Rejection::TooOld { age_days: 30, .. }
+        ));
+        // Even the oldest time protobuf allows neither overflows nor passes.
+        let env = seal(&a, draft(-62_135_596_800_000));
+        assert!(matches!(
+            verify(&reg, &env, now, &LIM).unwrap_err(),
+            Rejection::TooOld { .. }
         ));
     }
 

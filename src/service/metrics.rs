@@ -550,6 +550,11 @@ mod tests {
                 limit_ms: 0,
             },
             Rejection::Expired { expires_ms: 0 },
+            Rejection::TooOld {
+                created_ms: 0,
+                age_days: 0,
+                limit_days: 0,
+            },
             Rejection::InvalidPayload(String::new()),
             Rejection::Policy(String::new()),
         ];
@@ -564,6 +569,7 @@ mod tests {
                 | Rejection::PayloadMismatch
                 | Rejection::ClockSkew { .. }
                 | Rejection::Expired { .. }
+                | Rejection::TooOld { .. }
                 | Rejection::InvalidPayload(_)
                 | Rejection::Policy(_) => {}
             }

@@ -4,8 +4,8 @@
 //! ([`delivery`]), taking envelopes in ([`ingest`]), receipts ([`receipts`]),
 //! idempotent actions with client-chosen request ids ([`requests`]), the
 //! sizes of requests, answers and pages ([`limits`]),
-//! peer links ([`links`]) and metrics ([`metrics`]). The state they share is
-//! [`node::Node`].
+//! peer links ([`links`]), retention ([`retention`]) and metrics ([`metrics`]).
+//! The state they share is [`node::Node`].
 //!
 //! Each service has its own error type; every one of them implements
 //! [`ServiceError`], whose [`ErrorKind`] the API layer maps to a gRPC code in
@@ -21,6 +21,7 @@ pub mod node;
 pub mod peers;
 pub mod receipts;
 pub mod requests;
+pub mod retention;
 
 use crate::storage::StoreError;
 

@@ -42,7 +42,7 @@ fn id(n: u32) -> String {
 /// Runs every check, each on a fresh store opened by `open` in its own folder.
 pub async fn run_all(open: impl Fn(&Path) -> Store) {
     type Check = fn(Store) -> futures::future::BoxFuture<'static, ()>;
-    let checks: [(&str, Check); 10] = [
+    let checks: [(&str, Check); 12] = [
         ("dedup", |s| Box::pin(dedup_by_message_id(s))),
         ("outbox", |s| Box::pin(outbox_follows_the_message(s))),
         ("cursors", |s| Box::pin(cursors_increase(s))),
@@ -56,6 +56,12 @@ pub async fn run_all(open: impl Fn(&Path) -> Store) {
         ("request_ids", |s| Box::pin(request_ids_claimed_once(s))),
         ("request_ids_concurrent", |s| {
             Box::pin(concurrent_claims_of_one_id(s))
+        }),
+        ("purge", |s| {
+            Box::pin(purge_takes_old_rows_and_keeps_threads(s))
+        }),
+        ("purge_batches", |s| {
+            Box::pin(purge_works_in_bounded_batches(s))
         }),
     ];
     for (name, check) in checks {
@@ -425,6 +431,174 @@ async fn acknowledge_keeps_first(s: Store) {
     )
     .await
     .unwrap();
+}
+
+fn aged(n: u32, kind: MessageKind, tlp: Tlp, created_ms: i64, targets: &[&str]) -> NewMessage {
+    let mut m = msg(&id(n), "node-a", kind, targets);
+    m.tlp = tlp as i32;
+    m.created_ms = created_ms;
+    m
+}
+
+fn plan(cutoffs: &[(Tlp, i64)], keep: &[String], limit: usize) -> PurgePlan {
+    PurgePlan {
+        cutoffs: cutoffs.iter().map(|(t, c)| (*t as i32, *c)).collect(),
+        keep_requests: keep.to_vec(),
+        rejections_before_ms: 500,
+        limit,
+    }
+}
+
+async fn purge_takes_old_rows_and_keeps_threads(s: Store) {
+    // Old (created 100) and recent (created 10_000) GREEN alerts, an old RED
+    // one under a shorter cutoff, old threads kept and not kept, and an old
+    // alert with queued outbox rows, delivery states and receipts.
+    let mut old_queued = aged(
+        100,
+        MessageKind::Alert,
+        Tlp::Green,
+        100,
+        &["node-b", "node-c"],
+    );
+    old_queued.origin = "node-a".into();
+    let recent = aged(101, MessageKind::Alert, Tlp::Green, 10_000, &["node-b"]);
+    let red = aged(102, MessageKind::Alert, Tlp::Red, 5_000, &[]);
+    let mut open_req = aged(103, MessageKind::AssistanceRequest, Tlp::Green, 100, &[]);
+    open_req.request_id = Some(id(103));
+    let mut open_step = aged(104, MessageKind::Offer, Tlp::Green, 150, &["node-b"]);
+    open_step.request_id = Some(id(103));
+    let mut closed_req = aged(105, MessageKind::AssistanceRequest, Tlp::Green, 100, &[]);
+    closed_req.request_id = Some(id(105));
+    let mut closed_step = aged(106, MessageKind::Status, Tlp::Green, 200, &[]);
+    closed_step.request_id = Some(id(105));
+    let unknown_tlp = {
+        let mut m = aged(107, MessageKind::Alert, Tlp::Green, 100, &[]);
+        m.tlp = 42;
+        m
+    };
+    s.insert(
+        vec![
+            old_queued,
+            recent,
+            red,
+            open_req,
+            open_step,
+            closed_req,
+            closed_step,
+            unknown_tlp,
+        ],
+        Durability::Durable,
+    )
+    .await
+    .unwrap();
+    let mut receipt = msg(&id(108), "node-c", MessageKind::Receipt, &[]);
+    receipt.created_ms = 9_000;
+    receipt.receipt = Some(ReceiptRows {
+        me: "node-a".into(),
+        from: "node-c".into(),
+        ids: vec![id(100)],
+        state: 1,
+        reason: String::new(),
+        at_ms: 9_000,
+    });
+    s.insert(vec![receipt], Durability::Durable).await.unwrap();
+    assert_eq!(s.receipts(&id(100)).await.unwrap().len(), 1);
+    s.record_rejections(
+        vec![RejectionRow {
+            from_peer: "node-c".into(),
+            message_id: id(109),
+            reason: "old".into(),
+        }],
+        100,
+    )
+    .await
+    .unwrap();
+    s.record_rejections(
+        vec![RejectionRow {
+            from_peer: "node-c".into(),
+            message_id: id(110),
+            reason: "new".into(),
+        }],
+        10_000,
+    )
+    .await
+    .unwrap();
+
+    let mut threads = s.requests_created_before(1_000).await.unwrap();
+    threads.sort();
+    assert_eq!(threads, vec![id(103), id(105)]);
+    assert!(s.requests_created_before(100).await.unwrap().is_empty());
+
+    let cutoffs = [(Tlp::Green, 1_000), (Tlp::Red, 6_000), (Tlp::Clear, 1_000)];
+    let done = s.purge(plan(&cutoffs, &[id(103)], 100)).await.unwrap();
+    assert_eq!(
+        done,
+        Purged {
+            messages: 4,
+            rejections: 1
+        },
+        "old alert, old RED alert, the closed thread's two messages; one audit row"
+    );
+    for gone in [100, 102, 105, 106] {
+        assert!(s.get_message(&id(gone)).await.unwrap().is_none(), "{gone}");
+    }
+    for kept in [101, 103, 104, 107, 108] {
+        assert!(s.get_message(&id(kept)).await.unwrap().is_some(), "{kept}");
+    }
+    assert!(
+        s.delivery(&id(100)).await.unwrap().is_empty(),
+        "delivery rows go"
+    );
+    assert!(
+        s.receipts(&id(100)).await.unwrap().is_empty(),
+        "receipt rows go"
+    );
+    let depths = s.outbox_depths().await.unwrap();
+    let depth = |p: &str| depths.iter().find(|(q, _)| q == p).map_or(0, |(_, n)| *n);
+    assert_eq!(
+        depth("node-b"),
+        2,
+        "the recent alert and the open thread's step"
+    );
+    assert_eq!(depth("node-c"), 0, "the old alert's outbox rows go");
+    assert_eq!(s.delivery(&id(104)).await.unwrap().len(), 1);
+    assert_eq!(
+        s.thread(&id(103)).await.unwrap().len(),
+        2,
+        "open thread whole"
+    );
+    let again = s.purge(plan(&cutoffs, &[id(103)], 100)).await.unwrap();
+    assert_eq!(again, Purged::default(), "nothing left to purge");
+}
+
+async fn purge_works_in_bounded_batches(s: Store) {
+    let rows: Vec<NewMessage> = (0..25)
+        .map(|n| {
+            aged(
+                200 + n,
+                MessageKind::Alert,
+                Tlp::Green,
+                100 + i64::from(n),
+                &["node-b"],
+            )
+        })
+        .collect();
+    s.insert(rows, Durability::Durable).await.unwrap();
+    let p = plan(&[(Tlp::Green, 1_000)], &[], 10);
+    let mut sizes = Vec::new();
+    loop {
+        let done = s.purge(p.clone()).await.unwrap();
+        sizes.push(done.messages);
+        if (done.messages as usize) < p.limit {
+            break;
+        }
+    }
+    assert_eq!(sizes, vec![10, 10, 5]);
+    assert_eq!(s.message_count().await.unwrap(), 0);
+    let space = s.space().await.unwrap();
+    assert!(space.file_bytes > 0, "{space:?}");
+    assert!(space.free_bytes <= space.file_bytes, "{space:?}");
+    assert!(s.outbox("node-b", 0, 100).await.unwrap().is_empty());
 }
 
 async fn durable_writes_survive_reopen(open: &impl Fn(&Path) -> Store) {

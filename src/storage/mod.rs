@@ -14,6 +14,15 @@
 //! - Nothing here interprets payloads: rows carry the bytes the caller gives.
 //! - A client's request id is claimed at most once within its window
 //!   ([`Storage::claim_request`]); a completed record is never dropped early.
+//! - A store belongs to one node: it records the node id it was created for and
+//!   refuses to open for another ([`OpenOptions::node_id`]).
+//! - A damaged store is never served: opening runs an integrity check
+//!   ([`IntegrityCheck`]) and refuses a store whose database was truncated,
+//!   deleted or scribbled on; damage found later ([`StoreError::Corrupt`])
+//!   stops every further write.
+//! - [`Storage::purge`] deletes a message together with its outbox, delivery
+//!   and receipt rows, in bounded batches that share the writer with everyone
+//!   else, and never touches an assistance thread the caller says to keep.
 //!
 //! This module names no database type: errors carry their source as a boxed
 //! error, so nothing above `storage/` depends on a driver.
@@ -39,8 +48,9 @@ pub enum StoreError {
     #[error("storage: disk full ({0}); free space on the storage volume")]
     Full(String),
     /// The database is damaged. Retrying cannot help: restore from a backup.
+    /// Once a backend has seen this, it refuses every further write.
     #[error(
-        "storage: the database is damaged ({0}); stop the node and restore the store from a backup"
+        "storage: the database is damaged ({0}); retrying cannot help: stop the node and restore the store from a backup (README, \"Backup and restore\")"
     )]
     Corrupt(String),
     /// Any other failure of the backend; the driver's error is kept as the source.
@@ -74,6 +84,101 @@ impl StoreError {
             self,
             StoreError::Closed | StoreError::Full(_) | StoreError::Backend { .. }
         )
+    }
+}
+
+/// How thoroughly a store is checked for damage when it is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IntegrityCheck {
+    /// Every page's structure (SQLite `quick_check`): a few seconds per GB.
+    #[default]
+    Quick,
+    /// Also every index against its table (SQLite `integrity_check`): slower.
+    Full,
+    /// No check at start (the file header is still checked).
+    Off,
+}
+
+/// What a backend needs to open a node's store.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    /// The node the store belongs to: recorded in a new store, and a store
+    /// recorded for another node is refused.
+    pub node_id: String,
+    /// The check run before the store is used.
+    pub integrity: IntegrityCheck,
+}
+
+impl OpenOptions {
+    pub fn new(node_id: impl Into<String>) -> OpenOptions {
+        OpenOptions {
+            node_id: node_id.into(),
+            integrity: IntegrityCheck::Quick,
+        }
+    }
+}
+
+/// One retention batch: which messages are old enough to delete.
+#[derive(Debug, Clone, Default)]
+pub struct PurgePlan {
+    /// Per TLP (wire value): messages created before this time (unix ms) are
+    /// deleted. Messages of a TLP not listed are never deleted.
+    pub cutoffs: Vec<(i32, i64)>,
+    /// Assistance threads (request ids) kept whole, whatever their age.
+    pub keep_requests: Vec<String>,
+    /// Rejection audit rows recorded before this time are deleted.
+    pub rejections_before_ms: i64,
+    /// Most messages (and, separately, audit rows) deleted by one call.
+    pub limit: usize,
+}
+
+impl PurgePlan {
+    /// The cutoff that applies to messages of TLP `tlp` (`None`: kept).
+    pub fn cutoff(&self, tlp: i32) -> Option<i64> {
+        self.cutoffs
+            .iter()
+            .find(|(t, _)| *t == tlp)
+            .map(|(_, c)| *c)
+    }
+
+    /// The latest cutoff of all: no message created at or after it is deleted.
+    pub fn latest_cutoff(&self) -> i64 {
+        self.cutoffs
+            .iter()
+            .map(|(_, c)| *c)
+            .max()
+            .unwrap_or(i64::MIN)
+    }
+}
+
+/// What one [`Storage::purge`] call deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    /// Messages deleted (with their outbox, delivery and receipt rows).
+    pub messages: u64,
+    /// Rejection audit rows deleted.
+    pub rejections: u64,
+}
+
+/// The disk space a store takes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Space {
+    /// Bytes of the store's files (database and write-ahead log).
+    pub file_bytes: u64,
+    /// Of those, the write-ahead log (transient: folded into the database
+    /// and cut back after checkpoints).
+    pub wal_bytes: u64,
+    /// Bytes of the database freed by deletes (a purge) and reused by new
+    /// data before the files grow.
+    pub free_bytes: u64,
+}
+
+impl Space {
+    /// Bytes of the database holding data (neither free nor log).
+    pub fn used_bytes(&self) -> u64 {
+        self.file_bytes
+            .saturating_sub(self.wal_bytes)
+            .saturating_sub(self.free_bytes)
     }
 }
 
@@ -378,6 +483,20 @@ pub trait Storage: Send + Sync + 'static {
     /// Drops a claim whose action failed before signing anything, so the id
     /// can be used again. A completed record is never dropped.
     async fn release_request(&self, request_id: &str) -> Result<(), StoreError>;
+    /// Distinct assistance request ids with at least one readable message
+    /// created before `before_ms`: the threads a purge must decide about.
+    async fn requests_created_before(&self, before_ms: i64) -> Result<Vec<String>, StoreError>;
+
+    /// Deletes up to `plan.limit` messages older than their cutoff, oldest
+    /// first, each with its outbox, delivery and receipt rows, never one of a
+    /// thread in `plan.keep_requests`; and up to `plan.limit` old rejection
+    /// audit rows. One small unit of work: call again until it deletes fewer
+    /// than `plan.limit` of each. Lazy: if lost in a power failure, the next
+    /// pass deletes the rows again.
+    async fn purge(&self, plan: PurgePlan) -> Result<Purged, StoreError>;
+
+    /// The disk space the store takes, and how much of it is free for reuse.
+    async fn space(&self) -> Result<Space, StoreError>;
 
     /// Commits everything queued, then stops accepting work. Later calls fail
     /// with [`StoreError::Closed`].

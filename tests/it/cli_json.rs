@@ -435,7 +435,11 @@ fn stored_control_characters_are_shown_escaped() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let store = certfed::storage::sqlite::open(&fed.data_dir(0)).unwrap();
+        let store = certfed::storage::sqlite::open(
+            &fed.data_dir(0),
+            &certfed::storage::OpenOptions::new(fed.specs[0].id.clone()),
+        )
+        .unwrap();
         let stored = store
             .insert(
                 vec![certfed::storage::NewMessage {

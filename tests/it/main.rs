@@ -23,5 +23,7 @@ mod packaging;
 mod pki;
 mod process;
 mod reload;
+mod retention;
+mod store;
 mod tls;
 mod untrusted_text;

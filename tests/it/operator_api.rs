@@ -1115,7 +1115,11 @@ async fn a_node_stopped_between_signing_and_recording_answers_the_retry_from_the
     let done = uuid::Uuid::now_v7().to_string();
     let lost = uuid::Uuid::now_v7().to_string();
     let chosen = uuid::Uuid::now_v7().to_string();
-    let store = certfed::storage::sqlite::open(&fed.data_dir(0)).unwrap();
+    let store = certfed::storage::sqlite::open(
+        &fed.data_dir(0),
+        &certfed::storage::OpenOptions::new(fed.specs[0].id.clone()),
+    )
+    .unwrap();
     for (key, title, message_id) in [(&done, "stored", &stored), (&lost, "lost", &chosen)] {
         let k = RequestKey::parse("request_id", key, "PublishAlert", &body(title))
             .unwrap()

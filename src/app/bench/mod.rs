@@ -13,6 +13,11 @@
 //! With `--memory` only the memory phase runs (see [`memory`]): node-b as a
 //! real `certfed serve` process, its peer node-c down, and a million alerts
 //! queued for node-c; b's resident memory is sampled from `/proc`.
+//!
+//! With `--disk` only the disk phase runs (see [`disk`]): bytes per stored
+//! message on a relay and on a recipient, a retention purge, and a refill that
+//! must reuse the freed space.
+pub mod disk;
 pub mod memory;
 
 use crate::app::localfed::Fed;
@@ -47,6 +52,13 @@ pub struct BenchArgs {
     /// Signed alerts queued in the memory phase.
     #[arg(long, default_value_t = 1_000_000)]
     pub memory_messages: usize,
+    /// Run only the disk phase: bytes per stored message, then a retention
+    /// purge and a refill that must reuse the freed space.
+    #[arg(long, conflicts_with = "memory")]
+    pub disk: bool,
+    /// Signed alerts stored (and later purged) in the disk phase.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub disk_messages: usize,
 }
 
 /// A GREEN alert whose serialized form is about 1 KiB.
@@ -287,6 +299,9 @@ async fn bench_relay(rate: u32, seconds: u32) -> anyhow::Result<Relay> {
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.memory {
         return memory::run(args.memory_messages, args.json).await;
+    }
+    if args.disk {
+        return disk::run(args.disk_messages, args.json).await;
     }
     if !args.json {
         eprintln!(

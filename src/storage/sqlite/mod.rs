@@ -10,25 +10,48 @@
 //! commit fails — a full disk does this), every job of the batch is answered
 //! with that error and nothing of the batch is kept.
 //!
+//! Opening refuses, with an error that names the file and says what to do,
+//! instead of serving or writing to a store it cannot trust:
+//! - a database that fails the integrity check (`quick_check` by default);
+//! - a folder whose marker file (`certfed.marker`, written when the store was
+//!   created) says a store lived here while `certfed.db` is missing or empty:
+//!   the database was deleted or truncated, and starting empty would silently
+//!   drop every message the node held;
+//! - a store recorded (in the marker or in the database) for another node id.
+//!
+//! Damage found while running (`SQLITE_CORRUPT`, a row that does not decode)
+//! is [`StoreError::Corrupt`]: logged at ERROR once, and every later write is
+//! refused with it, so nothing more is written into a broken file.
+//!
 //! No type of the SQLite driver leaves this folder.
 mod queries;
 mod schema;
 
 use super::{
-    AlertQuery, Claim, DeliveryRow, Durability, NewMessage, OutboxItem, Outcome, ReceiptRow,
-    RejectionRow, RequestRecord, Storage, Store, StoreError, Stored, StoredMessage,
+    AlertQuery, Claim, DeliveryRow, Durability, IntegrityCheck, NewMessage, OpenOptions,
+    OutboxItem, Outcome, PurgePlan, Purged, ReceiptRow, RejectionRow, RequestRecord, Space,
+    Storage, Store, StoreError, Stored, StoredMessage,
 };
 use rusqlite::{Connection, OpenFlags};
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use tokio::sync::{mpsc, oneshot};
 
 /// Classifies a driver error: a full disk and a damaged file are told apart
 /// from other failures, because callers treat them differently.
 pub(crate) fn sql_err(context: &str, e: rusqlite::Error) -> StoreError {
-    use rusqlite::ErrorCode;
+    use rusqlite::{Error as E, ErrorCode};
+    // A row this backend wrote that no longer decodes was damaged on disk
+    // (a NULL where a value was expected is a query's fault, not damage).
+    if matches!(
+        e,
+        E::FromSqlConversionFailure(..) | E::IntegralValueOutOfRange(..) | E::Utf8Error(..)
+    ) || matches!(e, E::InvalidColumnType(_, _, t) if t != rusqlite::types::Type::Null)
+    {
+        return StoreError::Corrupt(format!("{context}: a stored row does not decode: {e}"));
+    }
     match e.sqlite_error_code() {
         Some(ErrorCode::DiskFull) => StoreError::Full(format!("{context}: {e}")),
         Some(ErrorCode::DatabaseCorrupt) | Some(ErrorCode::NotADatabase) => {
@@ -95,8 +118,12 @@ where
 const MAX_BATCH: usize = 2048;
 /// Read connections kept open for reuse.
 const READ_POOL: usize = 8;
-const DB_FILE: &str = "certfed.db";
+/// The database file in `storage.dir`.
+pub const DB_FILE: &str = "certfed.db";
 const LOCK_FILE: &str = "LOCK";
+/// Written once the store exists: its presence with a missing or empty
+/// database means the database was lost, not that the node is new.
+pub const MARKER_FILE: &str = "certfed.marker";
 
 /// The SQLite store; cheap to clone.
 #[derive(Clone)]
@@ -109,6 +136,8 @@ struct Inner {
     thread: Mutex<Option<JoinHandle<()>>>,
     readers: Mutex<Vec<Connection>>,
     db_path: PathBuf,
+    /// Set when damage is first seen; every later write is refused with it.
+    damaged: OnceLock<String>,
     _lock: File,
 }
 
@@ -128,14 +157,23 @@ fn open_conn(path: &Path, read_only: bool) -> Result<Connection, StoreError> {
 }
 
 /// Opens (creating if needed) the SQLite store in `dir`, as a [`Store`].
-pub fn open(dir: &Path) -> Result<Store, StoreError> {
-    Ok(Arc::new(SqliteStore::open(dir)?))
+pub fn open(dir: &Path, opts: &OpenOptions) -> Result<Store, StoreError> {
+    Ok(Arc::new(SqliteStore::open(dir, opts)?))
+}
+
+/// Size in bytes of the database file in `dir` (0 if there is none): lets the
+/// caller tell a service manager how long the integrity check may take.
+pub fn db_size(dir: &Path) -> u64 {
+    std::fs::metadata(dir.join(DB_FILE)).map_or(0, |m| m.len())
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the store in `dir`. Refuses if another process
-    /// holds the directory lock, or if the schema is newer than this build knows.
-    pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
+    /// Opens (creating if needed) the store in `dir` for node `opts.node_id`.
+    /// Refuses if another process holds the directory lock, if the schema is
+    /// newer than this build knows, if the database is damaged, missing or
+    /// truncated while the folder's marker says a store lived here, or if the
+    /// store belongs to another node (see the module documentation).
+    pub fn open(dir: &Path, opts: &OpenOptions) -> Result<SqliteStore, StoreError> {
         create_private_dir(dir)?;
         let lock_path = dir.join(LOCK_FILE);
         let io = |what: String, e: std::io::Error| StoreError::backend(what, e);
@@ -159,17 +197,89 @@ impl SqliteStore {
             }
         }
         let db_path = dir.join(DB_FILE);
+        let marker_path = dir.join(MARKER_FILE);
+        let marker = marker::read(&marker_path)?;
+        if let Some(m) = &marker
+            && m.node_id != opts.node_id
+        {
+            return Err(refuse::foreign(
+                dir,
+                &marker_path,
+                &m.node_id,
+                &opts.node_id,
+            ));
+        }
+        let db_len = match std::fs::metadata(&db_path) {
+            Ok(m) => Some(m.len()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io(format!("{}: cannot read", db_path.display()), e)),
+        };
+        let fresh = match (db_len, &marker) {
+            (None | Some(0), Some(m)) => {
+                return Err(refuse::vanished(dir, &db_path, db_len, &marker_path, m));
+            }
+            (None | Some(0), None) => {
+                let wal = dir.join(format!("{DB_FILE}-wal"));
+                if std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
+                    return Err(refuse::damaged(
+                        dir,
+                        &db_path,
+                        &format!(
+                            "the database file is {} but its write-ahead log {} is not empty",
+                            if db_len.is_none() { "missing" } else { "empty" },
+                            wal.display()
+                        ),
+                    ));
+                }
+                true
+            }
+            (Some(_), _) => false,
+        };
+        // Damage met anywhere while opening is refused the same way.
+        let damaged = |e: StoreError| match e {
+            StoreError::Corrupt(detail) => refuse::damaged(dir, &db_path, &detail),
+            other => other,
+        };
         let mut conn = open_conn(&db_path, false)?;
-        let mode: String =
-            conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Invalid(format!(
-                "{}: cannot enable WAL journal (got {mode}); is the file system local?",
-                db_path.display()
-            )));
+        let started = std::time::Instant::now();
+        check(
+            &conn,
+            if fresh {
+                IntegrityCheck::Off
+            } else {
+                opts.integrity
+            },
+        )
+        .map_err(damaged)?;
+        if !fresh && opts.integrity != IntegrityCheck::Off {
+            tracing::info!(
+                file = %db_path.display(),
+                bytes = db_len.unwrap_or(0),
+                check = ?opts.integrity,
+                seconds = started.elapsed().as_secs_f64(),
+                "storage: integrity check passed"
+            );
         }
         conn.pragma_update(None, "synchronous", "FULL")?;
-        schema::migrate(&mut conn)?;
+        // The WAL is truncated back to this size after a checkpoint, so a
+        // burst of writes (or a purge) does not leave a large file behind.
+        conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
+        schema::migrate(&mut conn).map_err(damaged)?;
+        match schema::owner(&conn).map_err(damaged)? {
+            Some(owner) if owner != opts.node_id => {
+                return Err(refuse::foreign(dir, &db_path, &owner, &opts.node_id));
+            }
+            Some(_) => {}
+            None => {
+                schema::set_owner(&conn, &opts.node_id, now_ms())?;
+                if !fresh {
+                    tracing::info!(node = %opts.node_id, file = %db_path.display(), "storage: recorded the owner of a store created by an older certfed");
+                }
+            }
+        }
+        if marker.is_none() {
+            marker::write(dir, &marker_path, &opts.node_id, now_ms())?;
+        }
         let (tx, rx) = mpsc::channel::<Box<dyn WriteJob>>(8192);
         let thread = std::thread::Builder::new()
             .name("certfed-writer".into())
@@ -181,9 +291,24 @@ impl SqliteStore {
                 thread: Mutex::new(Some(thread)),
                 readers: Mutex::new(Vec::new()),
                 db_path,
+                damaged: OnceLock::new(),
                 _lock: lock,
             }),
         })
+    }
+
+    /// Remembers the first damage seen (logged at ERROR once): from then on
+    /// every write is refused.
+    fn note<T>(&self, r: &Result<T, StoreError>) {
+        if let Err(StoreError::Corrupt(detail)) = r
+            && self.inner.damaged.set(detail.clone()).is_ok()
+        {
+            tracing::error!(
+                file = %self.inner.db_path.display(),
+                error = %detail,
+                "storage: the database is damaged; every further write is refused. Stop the node and restore certfed.db from a backup"
+            );
+        }
     }
 
     /// Runs `f` in the writer's transaction; resolves once the batch it was part
@@ -194,6 +319,11 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        if let Some(d) = self.inner.damaged.get() {
+            return Err(StoreError::Corrupt(format!(
+                "writes stopped after damage was found: {d}"
+            )));
+        }
         let (tx, rx) = oneshot::channel();
         let job: Box<dyn WriteJob> = Box::new(TypedJob {
             f: Some(f),
@@ -209,7 +339,9 @@ impl SqliteStore {
             .clone()
             .ok_or(StoreError::Closed)?;
         sender.send(job).await.map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        let r = rx.await.map_err(|_| StoreError::Closed)?;
+        self.note(&r);
+        r
     }
 
     /// Runs `f` on a read connection (a snapshot of committed data) off the async runtime.
@@ -219,7 +351,7 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
+        let r = tokio::task::spawn_blocking(move || {
             let conn = inner.readers.lock().expect("readers lock").pop();
             let conn = match conn {
                 Some(c) => c,
@@ -233,7 +365,9 @@ impl SqliteStore {
             r
         })
         .await
-        .map_err(|e| StoreError::Invalid(format!("storage: read task failed: {e}")))?
+        .map_err(|e| StoreError::Invalid(format!("storage: read task failed: {e}")))?;
+        self.note(&r);
+        r
     }
 
     /// Stops the writer after it has committed everything queued, and waits for it.
@@ -243,6 +377,194 @@ impl SqliteStore {
             let _ = t.join();
         }
         self.inner.readers.lock().expect("readers lock").clear();
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Switches the database to WAL and runs the integrity check `mode` asks for.
+/// Damage (also a file that is not a database at all) is [`StoreError::Corrupt`]
+/// with what was found.
+fn check(conn: &Connection, mode: IntegrityCheck) -> Result<(), StoreError> {
+    let mode_set: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+        .map_err(|e| sql_err("cannot open", e))?;
+    if !mode_set.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Invalid(format!(
+            "storage: cannot enable the WAL journal (got {mode_set}); is the file system local?"
+        )));
+    }
+    let pragma = match mode {
+        IntegrityCheck::Off => return Ok(()),
+        IntegrityCheck::Quick => "quick_check",
+        IntegrityCheck::Full => "integrity_check",
+    };
+    // At most 5 findings: enough to name the damage, bounded in size.
+    let findings: Vec<String> = conn
+        .prepare(&format!("PRAGMA {pragma}(5)"))
+        .and_then(|mut st| {
+            st.query_map([], |r| r.get::<_, String>(0))
+                .and_then(|rows| rows.collect())
+        })
+        .map_err(|e| sql_err(pragma, e))?;
+    if findings.len() == 1 && findings[0] == "ok" {
+        Ok(())
+    } else {
+        Err(StoreError::Corrupt(format!(
+            "{pragma} found: {}",
+            findings.join("; ")
+        )))
+    }
+}
+
+/// The marker file: `node_id` and `created_ms` as `key = value` lines.
+mod marker {
+    use crate::storage::StoreError;
+    use std::io::Write;
+    use std::path::Path;
+
+    pub struct Marker {
+        pub node_id: String,
+        pub created_ms: i64,
+    }
+
+    /// Reads the marker; `None` if there is none.
+    pub fn read(path: &Path) -> Result<Option<Marker>, StoreError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(StoreError::backend(
+                    format!("{}: cannot read the store marker", path.display()),
+                    e,
+                ));
+            }
+        };
+        let field = |key: &str| {
+            text.lines()
+                .filter(|l| !l.trim_start().starts_with('#'))
+                .filter_map(|l| l.split_once('='))
+                .find(|(k, _)| k.trim() == key)
+                .map(|(_, v)| v.trim().trim_matches('"').to_string())
+        };
+        match field("node_id") {
+            Some(node_id) if !node_id.is_empty() => Ok(Some(Marker {
+                node_id,
+                created_ms: field("created_ms")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0),
+            })),
+            _ => Err(StoreError::Invalid(format!(
+                "storage: {} is not a certfed store marker (no node_id line); if it was edited, restore it: node_id = \"<this node's id>\"",
+                path.display()
+            ))),
+        }
+    }
+
+    /// Writes the marker atomically (temporary file, fsync, rename, fsync of
+    /// the folder), mode 0600.
+    pub fn write(dir: &Path, path: &Path, node_id: &str, now_ms: i64) -> Result<(), StoreError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let io = |e: std::io::Error| {
+            StoreError::backend(
+                format!("{}: cannot write the store marker", path.display()),
+                e,
+            )
+        };
+        let tmp = path.with_extension("marker.tmp");
+        let text = format!(
+            "# certfed store marker: this folder holds the store of one certfed node.\n\
+             # While this file exists, certfed refuses to start if certfed.db is missing or\n\
+             # empty (the database was lost): restore certfed.db from a backup, or move the\n\
+             # whole folder aside to start the node empty on purpose. Do not delete it.\n\
+             node_id = \"{node_id}\"\n\
+             created_ms = {now_ms}\n"
+        );
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io)?;
+        f.write_all(text.as_bytes()).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
+        Ok(())
+    }
+}
+
+/// The refusals at open, each naming the file and saying what to do.
+mod refuse {
+    use super::marker::Marker;
+    use crate::storage::StoreError;
+    use std::path::Path;
+
+    /// `path` quoted for a POSIX shell when it needs to be.
+    fn sh(path: &Path) -> String {
+        let s = path.display().to_string();
+        if s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:@%,".contains(c))
+        {
+            s
+        } else {
+            format!("'{}'", s.replace('\'', r"'\''"))
+        }
+    }
+
+    /// What to do instead of serving a store that cannot be trusted.
+    fn remedy(dir: &Path) -> String {
+        format!(
+            "Restore certfed.db from a backup (README, \"Backup and restore\"). To start this node EMPTY on purpose instead (its messages are gone and peers will not send them again), move the folder aside and start again: mv {d} {d}.damaged-$(date +%Y%m%d-%H%M%S) (or set storage.dir to an empty folder)",
+            d = sh(dir)
+        )
+    }
+
+    pub fn damaged(dir: &Path, db: &Path, detail: &str) -> StoreError {
+        let detail: String = detail.chars().take(600).collect();
+        StoreError::Invalid(format!(
+            "storage: {} is damaged ({detail}); certfed refuses to serve or write to a damaged store. {}",
+            db.display(),
+            remedy(dir)
+        ))
+    }
+
+    pub fn vanished(
+        dir: &Path,
+        db: &Path,
+        len: Option<u64>,
+        marker: &Path,
+        m: &Marker,
+    ) -> StoreError {
+        let what = if len.is_none() {
+            "is missing"
+        } else {
+            "is empty (0 bytes)"
+        };
+        StoreError::Invalid(format!(
+            "storage: {} {what}, but {} says this folder holds the store of node {} (created at unix ms {}): the database was deleted or truncated, and starting would silently run the node without its messages. {}",
+            db.display(),
+            marker.display(),
+            m.node_id,
+            m.created_ms,
+            remedy(dir)
+        ))
+    }
+
+    pub fn foreign(dir: &Path, recorded_in: &Path, owner: &str, me: &str) -> StoreError {
+        StoreError::Invalid(format!(
+            "storage: {} holds the store of node {owner} (recorded in {}), but node.id is {me}: a node never serves another node's messages and outboxes. Set storage.dir to this node's own folder; to start {me} empty there instead, move the folder aside: mv {d} {d}.{owner}-$(date +%Y%m%d-%H%M%S)",
+            dir.display(),
+            recorded_in.display(),
+            d = sh(dir)
+        ))
     }
 }
 
@@ -465,6 +787,33 @@ impl Storage for SqliteStore {
             .await
     }
 
+    async fn requests_created_before(&self, before_ms: i64) -> Result<Vec<String>, StoreError> {
+        self.read(move |c| queries::requests_created_before(c, before_ms))
+            .await
+    }
+
+    async fn purge(&self, plan: PurgePlan) -> Result<Purged, StoreError> {
+        self.write(Durability::Lazy, move |c| queries::purge(c, &plan))
+            .await
+    }
+
+    async fn space(&self) -> Result<Space, StoreError> {
+        let wal = PathBuf::from(format!("{}-wal", self.inner.db_path.display()));
+        self.read(move |c| {
+            let pragma = |name: &str| -> Result<u64, StoreError> {
+                Ok(c.pragma_query_value(None, name, |r| r.get::<_, i64>(0))? as u64)
+            };
+            let page = pragma("page_size")?;
+            let wal_bytes = std::fs::metadata(&wal).map_or(0, |m| m.len());
+            Ok(Space {
+                file_bytes: page * pragma("page_count")? + wal_bytes,
+                wal_bytes,
+                free_bytes: page * pragma("freelist_count")?,
+            })
+        })
+        .await
+    }
+
     async fn close(&self) {
         let s = self.clone();
         let _ = tokio::task::spawn_blocking(move || s.close_blocking()).await;
@@ -483,17 +832,21 @@ mod tests {
             .unwrap()
     }
 
+    fn opts() -> OpenOptions {
+        OpenOptions::new("node-a")
+    }
+
     #[test]
     fn conformance() {
         rt().block_on(crate::storage::conformance::run_all(|dir| {
-            open(dir).expect("open sqlite store")
+            open(dir, &opts()).expect("open sqlite store")
         }));
     }
 
     #[test]
     fn failing_job_rolls_back_alone_in_a_shared_batch() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path()).unwrap();
+        let store = SqliteStore::open(dir.path(), &opts()).unwrap();
         rt().block_on(async {
             let mut jobs = Vec::new();
             for i in 0..50i64 {
@@ -536,7 +889,7 @@ mod tests {
     #[test]
     fn a_failed_transaction_fails_every_job_in_it() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path()).unwrap();
+        let store = SqliteStore::open(dir.path(), &opts()).unwrap();
         rt().block_on(async {
             // A job that ends the shared transaction itself makes the next
             // savepoint or the commit fail: every job of the batch must learn it.
@@ -576,8 +929,8 @@ mod tests {
     #[test]
     fn lock_refuses_second_open_and_data_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path()).unwrap();
-        let err = SqliteStore::open(dir.path())
+        let store = SqliteStore::open(dir.path(), &opts()).unwrap();
+        let err = SqliteStore::open(dir.path(), &opts())
             .err()
             .expect("second open refused");
         assert!(
@@ -596,7 +949,7 @@ mod tests {
         });
         store.close_blocking();
         drop(store);
-        let again = SqliteStore::open(dir.path()).unwrap();
+        let again = SqliteStore::open(dir.path(), &opts()).unwrap();
         let n: i64 = rt()
             .block_on(
                 again.read(|c| {
@@ -611,21 +964,234 @@ mod tests {
     #[test]
     fn newer_schema_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        SqliteStore::open(dir.path()).unwrap().close_blocking();
+        SqliteStore::open(dir.path(), &opts())
+            .unwrap()
+            .close_blocking();
         let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
         conn.pragma_update(None, "user_version", schema::CURRENT_VERSION + 1)
             .unwrap();
         drop(conn);
-        let err = SqliteStore::open(dir.path()).err().expect("refused");
+        let err = SqliteStore::open(dir.path(), &opts())
+            .err()
+            .expect("refused");
         assert!(err.to_string().contains("newer than this certfed"), "{err}");
     }
 
     #[test]
     fn writes_after_close_fail_cleanly() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path()).unwrap();
+        let store = SqliteStore::open(dir.path(), &opts()).unwrap();
         store.close_blocking();
         let r = rt().block_on(store.write(Durability::Durable, |_| Ok(())));
         assert!(matches!(r, Err(StoreError::Closed)));
+    }
+
+    fn open_err(dir: &Path, node: &str) -> String {
+        match SqliteStore::open(dir, &OpenOptions::new(node)) {
+            Ok(s) => {
+                s.close_blocking();
+                panic!("the store in {} was opened", dir.display())
+            }
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// A closed store holding `n` rows in a table of its own (a few hundred KB).
+    fn filled_store(dir: &Path, n: i64) {
+        let store = SqliteStore::open(dir, &opts()).unwrap();
+        rt().block_on(async {
+            store
+                .write(Durability::Durable, move |c| {
+                    for i in 0..n {
+                        c.execute(
+                            "INSERT INTO rejections (at_ms, from_peer, message_id, reason) VALUES (?1, 'p', ?2, ?3)",
+                            rusqlite::params![i, format!("m{i}"), "r".repeat(200)],
+                        )?;
+                    }
+                    Ok(())
+                })
+                .await
+                .unwrap();
+        });
+        store.close_blocking();
+    }
+
+    #[test]
+    fn a_new_store_records_its_node_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        SqliteStore::open(dir.path(), &opts())
+            .unwrap()
+            .close_blocking();
+        let marker = std::fs::read_to_string(dir.path().join(MARKER_FILE)).unwrap();
+        assert!(marker.contains("node_id = \"node-a\""), "{marker}");
+        SqliteStore::open(dir.path(), &opts())
+            .unwrap()
+            .close_blocking();
+    }
+
+    #[test]
+    fn a_truncated_or_deleted_database_is_refused_not_started_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        filled_store(dir.path(), 10);
+        let db = dir.path().join(DB_FILE);
+        std::fs::File::options()
+            .write(true)
+            .open(&db)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        let e = open_err(dir.path(), "node-a");
+        assert!(e.contains("is empty (0 bytes)"), "{e}");
+        assert!(e.contains(MARKER_FILE) && e.contains("node-a"), "{e}");
+        assert!(e.contains("Restore certfed.db from a backup"), "{e}");
+        assert!(e.contains(&format!("mv {}", dir.path().display())), "{e}");
+        assert_eq!(std::fs::metadata(&db).unwrap().len(), 0, "nothing written");
+        std::fs::remove_file(&db).unwrap();
+        let e = open_err(dir.path(), "node-a");
+        assert!(e.contains("is missing"), "{e}");
+        assert!(!db.exists(), "no new database was created");
+    }
+
+    #[test]
+    fn scribbled_pages_are_found_at_open() {
+        use std::io::{Seek, SeekFrom, Write};
+        let dir = tempfile::tempdir().unwrap();
+        filled_store(dir.path(), 2000);
+        let db = dir.path().join(DB_FILE);
+        let len = std::fs::metadata(&db).unwrap().len();
+        assert!(len > 64 * 1024, "{len}");
+        let mut f = std::fs::File::options().write(true).open(&db).unwrap();
+        f.seek(SeekFrom::Start(len / 2)).unwrap();
+        let junk: Vec<u8> = (0..8192u32).map(|i| (i * 7919 % 251) as u8).collect();
+        f.write_all(&junk).unwrap();
+        drop(f);
+        let e = open_err(dir.path(), "node-a");
+        assert!(e.contains("is damaged (quick_check"), "{e}");
+        assert!(e.contains("Restore certfed.db from a backup"), "{e}");
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        filled_store(dir.path(), 10);
+        std::fs::write(dir.path().join(DB_FILE), vec![0x5a; 8192]).unwrap();
+        let e = open_err(dir.path(), "node-a");
+        assert!(
+            e.contains("is damaged") && e.contains("not a database"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn another_nodes_store_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        filled_store(dir.path(), 1);
+        let e = open_err(dir.path(), "node-b");
+        assert!(
+            e.contains("holds the store of node node-a") && e.contains("node.id is node-b"),
+            "{e}"
+        );
+        // The database alone (copied into a fresh folder) still knows its owner.
+        let other = tempfile::tempdir().unwrap();
+        std::fs::copy(dir.path().join(DB_FILE), other.path().join(DB_FILE)).unwrap();
+        let e = open_err(other.path(), "node-b");
+        assert!(
+            e.contains(&format!(
+                "recorded in {}",
+                other.path().join(DB_FILE).display()
+            )),
+            "{e}"
+        );
+        // ... and is accepted, as a restore, by its own node.
+        SqliteStore::open(other.path(), &opts())
+            .unwrap()
+            .close_blocking();
+        assert!(other.path().join(MARKER_FILE).exists());
+    }
+
+    #[test]
+    fn a_store_from_before_owners_is_adopted() {
+        let dir = tempfile::tempdir().unwrap();
+        filled_store(dir.path(), 3);
+        std::fs::remove_file(dir.path().join(MARKER_FILE)).unwrap();
+        let c = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        c.execute("DELETE FROM store_meta", []).unwrap();
+        drop(c);
+        SqliteStore::open(dir.path(), &OpenOptions::new("node-z"))
+            .unwrap()
+            .close_blocking();
+        let e = open_err(dir.path(), "node-a");
+        assert!(e.contains("holds the store of node node-z"), "{e}");
+    }
+
+    #[test]
+    fn damage_found_while_running_stops_every_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), &opts()).unwrap();
+        rt().block_on(async {
+            // A row whose path does not decode, as a scribbled page would leave it.
+            store
+                .write(Durability::Durable, |c| {
+                    c.execute(
+                        "INSERT INTO messages (message_id, origin, kind, tlp, created_ms, received_ms, path, header, payload, signature)
+                         VALUES ('m1', 'node-b', 1, 2, 1, 1, 'not json', x'', x'', x'')",
+                        [],
+                    )?;
+                    Ok(())
+                })
+                .await
+                .unwrap();
+            let e = store.get_message("m1").await.unwrap_err();
+            assert!(matches!(e, StoreError::Corrupt(_)), "{e:?}");
+            let w = store
+                .record_rejections(
+                    vec![RejectionRow {
+                        from_peer: "p".into(),
+                        message_id: "x".into(),
+                        reason: "r".into(),
+                    }],
+                    1,
+                )
+                .await
+                .unwrap_err();
+            assert!(matches!(w, StoreError::Corrupt(_)), "{w:?}");
+            assert!(!w.is_temporary());
+            assert!(w.to_string().contains("writes stopped"), "{w}");
+        });
+        store.close_blocking();
+    }
+
+    #[test]
+    fn scribbled_pages_found_at_runtime_are_corrupt_not_temporary() {
+        use std::io::{Seek, SeekFrom, Write};
+        let dir = tempfile::tempdir().unwrap();
+        filled_store(dir.path(), 2000);
+        let db = dir.path().join(DB_FILE);
+        let len = std::fs::metadata(&db).unwrap().len();
+        let mut f = std::fs::File::options().write(true).open(&db).unwrap();
+        // The second half: pages of the filled table only (the schema and
+        // the store's metadata were written first).
+        f.seek(SeekFrom::Start(len / 2)).unwrap();
+        f.write_all(&vec![0xa5; (len - len / 2) as usize]).unwrap();
+        drop(f);
+        let unchecked = OpenOptions {
+            integrity: IntegrityCheck::Off,
+            ..opts()
+        };
+        let store = SqliteStore::open(dir.path(), &unchecked).unwrap();
+        let r = rt().block_on(store.read(|c| {
+            let n: i64 = c
+                .query_row("SELECT SUM(LENGTH(reason)) FROM rejections", [], |r| {
+                    r.get(0)
+                })
+                .map_err(|e| sql_err("reading", e))?;
+            Ok(n)
+        }));
+        let e = r.expect_err("a scribbled table cannot be read");
+        assert!(matches!(e, StoreError::Corrupt(_)), "{e:?}");
+        assert!(!e.is_temporary());
+        let w = rt().block_on(store.write(Durability::Durable, |_| Ok(())));
+        assert!(matches!(w, Err(StoreError::Corrupt(_))), "{w:?}");
+        store.close_blocking();
     }
 }

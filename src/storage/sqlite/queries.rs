@@ -5,8 +5,8 @@
 //! error, never silently empty.
 use crate::proto::v1::{DeliveryState, MessageKind};
 use crate::storage::{
-    AlertQuery, Claim, DeliveryRow, NewMessage, OutboxItem, Outcome, ReceiptRow, RejectionRow,
-    RequestRecord, StoreError, Stored, StoredMessage,
+    AlertQuery, Claim, DeliveryRow, NewMessage, OutboxItem, Outcome, PurgePlan, Purged, ReceiptRow,
+    RejectionRow, RequestRecord, StoreError, Stored, StoredMessage,
 };
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
@@ -422,4 +422,78 @@ pub fn release_request(c: &Connection, request_id: &str) -> Result<(), StoreErro
     c.prepare_cached("DELETE FROM request_ids WHERE request_id = ?1 AND response IS NULL")?
         .execute(params![request_id])?;
     Ok(())
+}
+
+/// Distinct request ids of readable assistance messages created before `before_ms`.
+pub fn requests_created_before(c: &Connection, before_ms: i64) -> Result<Vec<String>, StoreError> {
+    let mut st = c.prepare_cached(
+        "SELECT DISTINCT request_id FROM messages
+         WHERE request_id IS NOT NULL AND readable = 1 AND created_ms < ?1",
+    )?;
+    let rows = st.query_map([before_ms], |r| r.get(0))?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Deletes up to `plan.limit` messages past their TLP's cutoff (oldest first,
+/// never one of a kept thread) with their outbox, delivery and receipt rows,
+/// and up to `plan.limit` old rejection audit rows.
+pub fn purge(c: &Connection, plan: &PurgePlan) -> Result<Purged, StoreError> {
+    let keep = serde_json::to_string(&plan.keep_requests)
+        .map_err(|e| StoreError::Invalid(format!("storage: cannot encode a purge plan: {e}")))?;
+    let mut victims: Vec<(i64, String)> = Vec::new();
+    let mut sel = c.prepare_cached(
+        "SELECT cursor, message_id FROM messages
+         WHERE tlp = ?1 AND created_ms < ?2
+           AND (request_id IS NULL OR request_id NOT IN (SELECT value FROM json_each(?3)))
+         ORDER BY created_ms LIMIT ?4",
+    )?;
+    for (tlp, cutoff) in &plan.cutoffs {
+        let room = plan.limit.saturating_sub(victims.len());
+        if room == 0 {
+            break;
+        }
+        let rows = sel.query_map(params![tlp, cutoff, keep, room as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+        for row in rows {
+            victims.push(row?);
+        }
+    }
+    if !victims.is_empty() {
+        // The peers with an outbox, found by seeking the primary key (cheap
+        // even with millions of queued rows).
+        let mut peers: Vec<String> = Vec::new();
+        let mut next =
+            c.prepare_cached("SELECT peer FROM outbox WHERE peer > ?1 ORDER BY peer LIMIT 1")?;
+        let mut after = String::new();
+        while let Some(p) = next
+            .query_row([&after], |r| r.get::<_, String>(0))
+            .optional()?
+        {
+            after.clone_from(&p);
+            peers.push(p);
+        }
+        let mut ob = c.prepare_cached("DELETE FROM outbox WHERE peer = ?1 AND cursor = ?2")?;
+        let mut dl = c.prepare_cached("DELETE FROM delivery WHERE message_id = ?1")?;
+        let mut rc = c.prepare_cached("DELETE FROM receipts WHERE message_id = ?1")?;
+        let mut msg = c.prepare_cached("DELETE FROM messages WHERE cursor = ?1")?;
+        for (cursor, id) in &victims {
+            for p in &peers {
+                ob.execute(params![p, cursor])?;
+            }
+            dl.execute([id])?;
+            rc.execute([id])?;
+            msg.execute([cursor])?;
+        }
+    }
+    let rejections = c
+        .prepare_cached(
+            "DELETE FROM rejections WHERE id IN
+               (SELECT id FROM rejections WHERE at_ms < ?1 ORDER BY id LIMIT ?2)",
+        )?
+        .execute(params![plan.rejections_before_ms, plan.limit as i64])?;
+    Ok(Purged {
+        messages: victims.len() as u64,
+        rejections: rejections as u64,
+    })
 }

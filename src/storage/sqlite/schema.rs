@@ -1,4 +1,6 @@
-//! Versioned schema migrations, tracked in `PRAGMA user_version`.
+//! Versioned schema migrations, tracked in `PRAGMA user_version`, and the
+//! store's own metadata (`store_meta`: the node id the store belongs to).
+//! Migrations only ever append; a schema newer than this build is refused.
 use crate::storage::StoreError;
 use rusqlite::Connection;
 
@@ -86,10 +88,42 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX request_ids_created ON request_ids(created_ms);
     "#,
+    // 6: who the store belongs to (node id, creation time), and an index for
+    // the retention purge (oldest first, per TLP).
+    r#"
+    CREATE TABLE store_meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX messages_tlp_created ON messages(tlp, created_ms);
+    "#,
 ];
 
 /// The schema version this build writes.
 pub const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// The node id recorded in the store, if any (none in a store created before
+/// version 6, until it is opened once by this build).
+pub fn owner(conn: &Connection) -> Result<Option<String>, StoreError> {
+    use rusqlite::OptionalExtension;
+    Ok(conn
+        .query_row(
+            "SELECT value FROM store_meta WHERE key = 'node_id'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+/// Records the node the store belongs to and when it was recorded.
+pub fn set_owner(conn: &Connection, node_id: &str, now_ms: i64) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO store_meta (key, value) VALUES ('node_id', ?1), ('owner_recorded_ms', ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        rusqlite::params![node_id, now_ms.to_string()],
+    )?;
+    Ok(())
+}
 
 /// Applies every migration above the database's version, each in its own transaction.
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
