@@ -26,6 +26,11 @@ pub struct PeerLabel {
     pub peer: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: String,
+}
+
 /// All metrics of a node.
 pub struct Metrics {
     registry: Registry,
@@ -44,6 +49,12 @@ pub struct Metrics {
     pub peer_last_contact: Family<PeerLabel, Gauge>,
     pub commit_seconds: Histogram,
     pub delivery_seconds: Histogram,
+    /// Peers' envelopes refused for now (temporary), by reason.
+    pub deferred: Family<ReasonLabel, Counter>,
+    /// Storage failures seen by the services, by kind (full, corrupt, ...).
+    pub storage_errors: Family<KindLabel, Counter>,
+    /// TCP connections closed before any TLS work, by the limit they hit.
+    pub connections_refused: Family<ReasonLabel, Counter>,
     /// The peers whose series exist.
     peers: Mutex<Vec<String>>,
 }
@@ -73,6 +84,9 @@ impl Metrics {
             peer_last_contact: Family::default(),
             commit_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             delivery_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            deferred: Family::default(),
+            storage_errors: Family::default(),
+            connections_refused: Family::default(),
             registry: Registry::default(),
             peers: Mutex::default(),
         };
@@ -151,6 +165,21 @@ impl Metrics {
             "Time from queueing to the peer's acknowledgement",
             m.delivery_seconds.clone(),
         );
+        registry.register(
+            "messages_deferred",
+            "Envelopes from peers refused for now (clock skew, key not pinned yet, storage full); the peer retries them",
+            m.deferred.clone(),
+        );
+        registry.register(
+            "storage_errors",
+            "Storage failures, by kind (full, corrupt, closed, backend, invalid)",
+            m.storage_errors.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections closed before the TLS handshake because a listener limit was reached, by limit",
+            m.connections_refused.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -165,6 +194,30 @@ impl Metrics {
         self.rejected
             .get_or_create(&ReasonLabel {
                 reason: label.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn defer(&self, label: &str) {
+        self.deferred
+            .get_or_create(&ReasonLabel {
+                reason: label.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn storage_error(&self, kind: &str) {
+        self.storage_errors
+            .get_or_create(&KindLabel {
+                kind: kind.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn connection_refused(&self, limit: &str) {
+        self.connections_refused
+            .get_or_create(&ReasonLabel {
+                reason: limit.to_string(),
             })
             .inc();
     }
