@@ -577,6 +577,22 @@ fn describe(peer: &str, s: &tonic::Status) -> LinkError {
             "{peer} stopped answering (HTTP/2 keepalive timed out): a network partition or a hung peer; reconnecting"
         ));
     }
+    let lost = [
+        "broken pipe",
+        "connection reset",
+        "error reading a body",
+        "connection closed",
+    ]
+    .iter()
+    .any(|k| lower.contains(k));
+    if lost {
+        let silent = crate::transport::client::KEEPALIVE_INTERVAL
+            + crate::transport::client::KEEPALIVE_TIMEOUT;
+        text = format!(
+            "{text}: the connection to {peer} was lost (closed by the peer, or keepalive pings unanswered for {} s)",
+            silent.as_secs()
+        );
+    }
     let text = match s.code() {
         tonic::Code::Unavailable => format!("unavailable: {text}"),
         tonic::Code::PermissionDenied => format!("refused by peer: {text}"),

@@ -370,3 +370,144 @@ pub async fn alert_ids_oldest_first(fed: &Fed, i: usize) -> Vec<String> {
     ids.reverse();
     ids
 }
+
+/// How a [`FakePeer`] answers Push.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum FakePush {
+    /// Opens the stream and never acknowledges anything (a hung peer).
+    Silent,
+    /// Opens the stream, then fails it at once with UNAVAILABLE.
+    FailAfterOpen,
+}
+
+/// A server with a valid node certificate for `node-b` that answers Hello
+/// and Push the way it is told, counting Push calls.
+pub struct FakePeer {
+    pub pushes: Arc<std::sync::atomic::AtomicUsize>,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl Drop for FakePeer {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+struct FakeFederation {
+    id: String,
+    mode: FakePush,
+    pushes: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+type FakeAcks =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<PushAck, tonic::Status>> + Send>>;
+
+#[tonic::async_trait]
+impl certfed::proto::v1::federation_server::Federation for FakeFederation {
+    type PushStream = FakeAcks;
+
+    async fn push(
+        &self,
+        req: tonic::Request<tonic::Streaming<PushFrame>>,
+    ) -> Result<tonic::Response<FakeAcks>, tonic::Status> {
+        self.pushes.fetch_add(1, Ordering::SeqCst);
+        let mut frames = req.into_inner();
+        match self.mode {
+            FakePush::Silent => {
+                // Read (and drop) the frames so the sender is never blocked
+                // by flow control, but never answer.
+                tokio::spawn(async move { while let Ok(Some(_)) = frames.message().await {} });
+                Ok(tonic::Response::new(Box::pin(futures::stream::pending())))
+            }
+            FakePush::FailAfterOpen => Ok(tonic::Response::new(Box::pin(tokio_stream::iter(
+                vec![Err(tonic::Status::unavailable("fake peer: cannot take anything"))],
+            )))),
+        }
+    }
+
+    async fn hello(
+        &self,
+        _req: tonic::Request<HelloRequest>,
+    ) -> Result<tonic::Response<HelloResponse>, tonic::Status> {
+        Ok(tonic::Response::new(HelloResponse {
+            node_id: self.id.clone(),
+            version: "fake".into(),
+            max_message_bytes: 0,
+        }))
+    }
+}
+
+impl FakePeer {
+    /// Serves as node `i` of `fed` (on its port, with its certificate).
+    pub async fn start(fed: &Fed, i: usize, mode: FakePush) -> FakePeer {
+        use certfed::transport::server::{AcceptConfig, ConnLimits, accept_loop};
+        use certfed::transport::tls;
+        let id = fed.specs[i].id.clone();
+        let m = tls::load_material(&tls::TlsFiles {
+            ca: fed.pki.ca_path(),
+            cert: fed.pki.path(&format!("{id}.crt")),
+            key: fed.pki.path(&format!("{id}.key")),
+            crls: vec![],
+        })
+        .unwrap();
+        let server = tls::server_config(&m).unwrap();
+        let listener = TcpListener::bind(("127.0.0.1", fed.specs[i].port))
+            .await
+            .unwrap();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let identify: certfed::transport::server::Identify<certfed::domain::identity::Identity> =
+            Arc::new(|c| {
+                certfed::domain::identity::Identity::from_certificate(c.as_ref())
+                    .map_err(|e| e.to_string())
+            });
+        let incoming = accept_loop(
+            listener,
+            AcceptConfig {
+                tls: tokio::sync::watch::channel(server).1,
+                handshake_timeout: Duration::from_secs(5),
+                limits: ConnLimits {
+                    max_handshakes: 64,
+                    max_handshakes_per_source: 64,
+                    max_connections: 64,
+                    max_connections_per_source: 64,
+                },
+                identify,
+                on_refused: Arc::new(|_| {}),
+            },
+            stop.clone(),
+        );
+        let pushes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let svc = certfed::proto::v1::federation_server::FederationServer::new(FakeFederation {
+            id,
+            mode,
+            pushes: pushes.clone(),
+        });
+        let s = stop.clone();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::ReceiverStream::new(incoming),
+                    async move { s.cancelled().await },
+                ),
+        );
+        FakePeer { pushes, stop }
+    }
+}
+
+/// Rewrites `path` with `from` replaced by `to` (once), into `name` next to it.
+pub fn edited(path: &std::path::Path, name: &str, from: &str, to: &str) -> PathBuf {
+    let s = std::fs::read_to_string(path).unwrap();
+    assert!(s.contains(from), "{} has no {from:?}", path.display());
+    let out = path.with_file_name(name);
+    std::fs::write(&out, s.replacen(from, to, 1)).unwrap();
+    out
+}
+
+/// Starts a node in this process from the configuration file `path`.
+pub async fn start_from(path: &std::path::Path) -> certfed::app::RunningNode {
+    let cfg = certfed::config::Config::load(path).unwrap();
+    certfed::app::start(certfed::app::prepare(cfg).unwrap())
+        .await
+        .unwrap()
+}
