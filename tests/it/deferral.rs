@@ -41,12 +41,14 @@ async fn a_message_ahead_of_the_peers_clock_is_deferred_then_delivered() {
     assert_eq!(ack.outcome, PushOutcome::Accepted as i32, "{ack:?}");
 
     let deferred = eventually(WAIT, || async {
-        delivery_to(&fed, 1, &ahead_id, "node-c").await.is_some_and(|d| {
-            d.state == DeliveryState::Deferred as i32
-                && d.reason.contains("clock skew")
-                && d.reason.contains("next try at")
-                && d.next_attempt.is_some()
-        })
+        delivery_to(&fed, 1, &ahead_id, "node-c")
+            .await
+            .is_some_and(|d| {
+                d.state == DeliveryState::Deferred as i32
+                    && d.reason.contains("clock skew")
+                    && d.reason.contains("next try at")
+                    && d.next_attempt.is_some()
+            })
     })
     .await;
     let d = delivery_to(&fed, 1, &ahead_id, "node-c").await;

@@ -419,9 +419,13 @@ impl certfed::proto::v1::federation_server::Federation for FakeFederation {
                 tokio::spawn(async move { while let Ok(Some(_)) = frames.message().await {} });
                 Ok(tonic::Response::new(Box::pin(futures::stream::pending())))
             }
-            FakePush::FailAfterOpen => Ok(tonic::Response::new(Box::pin(tokio_stream::iter(
-                vec![Err(tonic::Status::unavailable("fake peer: cannot take anything"))],
-            )))),
+            FakePush::FailAfterOpen => {
+                Ok(tonic::Response::new(Box::pin(tokio_stream::iter(vec![
+                    Err(tonic::Status::unavailable(
+                        "fake peer: cannot take anything",
+                    )),
+                ]))))
+            }
         }
     }
 
@@ -510,4 +514,30 @@ pub async fn start_from(path: &std::path::Path) -> certfed::app::RunningNode {
     certfed::app::start(certfed::app::prepare(cfg).unwrap())
         .await
         .unwrap()
+}
+
+/// The Prometheus text of the `/metrics` endpoint at `addr`.
+pub async fn scrape(addr: &str) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf).to_string();
+    text.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
+/// The value of the sample `name` (with its labels, as printed) in a scrape.
+pub fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .find(|(k, _)| *k == name)
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0.0)
 }

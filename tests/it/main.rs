@@ -12,6 +12,8 @@ mod deferral;
 mod demo;
 mod e2e;
 mod fedtools;
+mod flood;
+mod full_disk;
 mod grpcurl;
 mod hostile_peer;
 mod layers;

@@ -11,7 +11,6 @@ use certfed::domain::envelope::seal;
 use certfed::proto::v1::*;
 use futures::StreamExt;
 use prost::Message;
-use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_is_stored_and_relayed_in_the_order_it_was_carried() {
@@ -129,7 +128,7 @@ async fn an_update_arriving_before_its_original_supersedes_it_all_the_same() {
     let fed = Fed::new(&["node-a", "node-b"], &[(0, 1)]);
     let b = fed.start(1).await;
     let a_key = signer_from(&fed.pki, "node-a");
-    let mut fc = federation_client(&fed.pki, &fed.addr(1), "node-a", Some("node-b")).await;
+    let fc = federation_client(&fed.pki, &fed.addr(1), "node-a", Some("node-b")).await;
     let push_one = |env: SignedEnvelope| {
         let mut fc = fc.clone();
         async move {
