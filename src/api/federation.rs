@@ -135,7 +135,7 @@ enum Verifying {
 
 /// Stage 2 → 3: a batch whose commit is queued, or the end of the stream.
 enum Storing {
-    Batch(Result<Committing, StoreError>, Frames),
+    Batch(Box<Result<Committing, StoreError>>, Frames),
     End(Status),
 }
 
@@ -319,7 +319,7 @@ async fn queue_commits(
                     Ok(p) => Ok(submit(&node, p).await),
                     Err(e) => Err(e),
                 };
-                Storing::Batch(committing, frames)
+                Storing::Batch(Box::new(committing), frames)
             }
             Verifying::End(s) => Storing::End(s),
         };
@@ -345,7 +345,7 @@ async fn answer(
                 return;
             }
         };
-        let results = match committing {
+        let results = match *committing {
             Ok(c) => c.finish(&node).await,
             Err(e) => Err(e),
         };
@@ -354,7 +354,7 @@ async fn answer(
             Err(e) if e.is_temporary() => {
                 node.metrics.storage_error(e.label());
                 tracing::error!(error = %e, "cannot take a batch of envelopes now; they are deferred");
-                let reason = format!("deferred by {}: it cannot take messages now ({e})", node.id);
+                let reason = format!("{} cannot take messages now: {e}", node.id);
                 let n = frames.early.iter().filter(|a| a.is_none()).count();
                 frames.acks((0..n).map(|_| Ingested::Deferred {
                     reason: reason.clone(),

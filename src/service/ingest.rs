@@ -190,7 +190,7 @@ pub async fn prepare(
                     node.metrics.defer(reason.label());
                     tracing::info!(from, message_id = %id_hint, reason = %reason, retry_after_ms, "envelope deferred; the peer keeps it and retries");
                     results[i] = Some(Ingested::Deferred {
-                        reason: format!("deferred by {}: {reason}", node.id),
+                        reason: format!("{} cannot take it yet: {reason}", node.id),
                         retry_after_ms,
                     });
                     continue;
@@ -297,10 +297,7 @@ impl Committing {
                     return Err(e);
                 };
                 tracing::error!(from = peer, envelopes = slots.len(), error = %e, "cannot store envelopes from a peer; they are deferred (the peer keeps them and retries)");
-                let reason = format!(
-                    "deferred by {}: it cannot store messages now ({e})",
-                    node.id
-                );
+                let reason = format!("{} cannot store messages now: {e}", node.id);
                 for slot in slots {
                     results[slot] = Some(Ingested::Deferred {
                         reason: reason.clone(),
