@@ -236,13 +236,13 @@ fn default_max_handshakes() -> usize {
     128
 }
 fn default_max_handshakes_per_source() -> usize {
-    16
+    64
 }
 fn default_max_connections() -> usize {
     512
 }
 fn default_max_connections_per_source() -> usize {
-    64
+    128
 }
 fn default_max_tlp() -> Tlp {
     Tlp::Red

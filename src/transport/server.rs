@@ -8,7 +8,8 @@
 //! [`ConnLimits`] (handshakes in progress, open connections, each in total and
 //! per source address) is closed as soon as it is accepted, reported to the
 //! caller's `on_refused`, and logged at most once per [`LOG_EVERY`] with a
-//! count. A connection counts until it is closed (its [`TlsConn`] dropped).
+//! count (so are failed handshakes). A connection counts until it is closed
+//! (its [`TlsConn`] dropped).
 use rustls::ServerConfig;
 use rustls_pki_types::CertificateDer;
 use std::collections::HashMap;
@@ -160,6 +161,11 @@ impl Drop for Slot {
     }
 }
 
+/// [`Throttled::tick`] on a shared throttle.
+fn tick(t: &Mutex<Throttled>) -> Option<u64> {
+    t.lock().unwrap_or_else(|e| e.into_inner()).tick()
+}
+
 /// Logs a recurring event at most once per [`LOG_EVERY`], with the count.
 struct Throttled {
     last: Option<tokio::time::Instant>,
@@ -273,6 +279,16 @@ pub fn accept_loop<I: Clone + Send + Sync + Unpin + 'static>(
             last: None,
             suppressed: 0,
         };
+        // Separate throttles: silent clients must not hide a refused
+        // certificate (e.g. a revoked one) from the log.
+        let handshake_log = Arc::new(Mutex::new(Throttled {
+            last: None,
+            suppressed: 0,
+        }));
+        let timeout_log = Arc::new(Mutex::new(Throttled {
+            last: None,
+            suppressed: 0,
+        }));
         loop {
             let accepted = tokio::select! {
                 a = listener.accept() => a,
@@ -303,13 +319,21 @@ pub fn accept_loop<I: Clone + Send + Sync + Unpin + 'static>(
             let acceptor = TlsAcceptor::from(tls.borrow().clone());
             let tx = tx.clone();
             let identify = identify.clone();
+            let handshake_log = handshake_log.clone();
+            let timeout_log = timeout_log.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-                    // Per-connection lines at debug: a flood must not flood the log.
+                    // Throttled: a flood of bad handshakes must not flood the log.
                     Err(_) => {
-                        tracing::debug!(%addr, "TLS handshake timed out; connection closed")
+                        if let Some(more) = tick(&timeout_log) {
+                            tracing::info!(%addr, more, "TLS handshake timed out; connection closed");
+                        }
                     }
-                    Ok(Err(e)) => tracing::debug!(%addr, error = %e, "TLS handshake refused"),
+                    Ok(Err(e)) => {
+                        if let Some(more) = tick(&handshake_log) {
+                            tracing::info!(%addr, error = %e, more, "TLS handshake refused");
+                        }
+                    }
                     Ok(Ok(stream)) => {
                         slot.established();
                         let cert = stream
@@ -320,7 +344,9 @@ pub fn accept_loop<I: Clone + Send + Sync + Unpin + 'static>(
                         let identity = match cert.as_ref().map(|c| identify(c)) {
                             Some(Ok(id)) => id,
                             Some(Err(e)) => {
-                                tracing::info!(%addr, reason = %e, "client certificate refused");
+                                if let Some(more) = tick(&handshake_log) {
+                                    tracing::info!(%addr, reason = %e, more, "client certificate refused");
+                                }
                                 return;
                             }
                             None => return,
