@@ -50,6 +50,11 @@ pub fn insert_messages(c: &Connection, msgs: &[NewMessage]) -> Result<Vec<Stored
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
     )?;
     let mut out = Vec::with_capacity(msgs.len());
+    // Updates that overtook their original are rare: look for them only when
+    // some are waiting.
+    let mut any_pending = c
+        .prepare_cached("SELECT 1 FROM pending_supersede LIMIT 1")?
+        .exists([])?;
     for m in msgs {
         let path = serde_json::to_string(&m.path)
             .map_err(|e| StoreError::Invalid(format!("storage: cannot encode a path: {e}")))?;
@@ -111,16 +116,19 @@ pub fn insert_messages(c: &Connection, msgs: &[NewMessage]) -> Result<Vec<Stored
             }
         }
         if let Some(old) = &m.supersedes {
-            supersede(c, m, old)?;
+            any_pending |= supersede(c, m, old)?;
         }
         // An update of this message may have arrived before it.
-        let waiting: Option<String> = c
-            .prepare_cached(
+        let waiting: Option<String> = if any_pending {
+            c.prepare_cached(
                 "SELECT by_id FROM pending_supersede WHERE original = ?1 AND origin = ?2
                  ORDER BY created_ms DESC, by_id DESC LIMIT 1",
             )?
             .query_row(params![m.message_id, m.origin], |r| r.get(0))
-            .optional()?;
+            .optional()?
+        } else {
+            None
+        };
         if let Some(by) = waiting {
             c.prepare_cached("UPDATE messages SET superseded_by = ?1 WHERE cursor = ?2")?
                 .execute(params![by, cursor])?;
@@ -134,8 +142,8 @@ pub fn insert_messages(c: &Connection, msgs: &[NewMessage]) -> Result<Vec<Stored
 
 /// Marks `old` (if held, and issued by the same origin) as superseded by the
 /// new message `m`, unless a later update already superseded it; if `old` is
-/// not held yet, remembers the mark for when it arrives.
-fn supersede(c: &Connection, m: &NewMessage, old: &str) -> Result<(), StoreError> {
+/// not held yet, remembers the mark for when it arrives (and returns true).
+fn supersede(c: &Connection, m: &NewMessage, old: &str) -> Result<bool, StoreError> {
     let held = c
         .prepare_cached("SELECT 1 FROM messages WHERE message_id = ?1")?
         .exists([old])?;
@@ -155,7 +163,7 @@ fn supersede(c: &Connection, m: &NewMessage, old: &str) -> Result<(), StoreError
         )?
         .execute(params![old, m.origin, m.message_id, m.created_ms])?;
     }
-    Ok(())
+    Ok(!held)
 }
 
 /// Number of stored messages, receipts not counted.
