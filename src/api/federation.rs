@@ -21,7 +21,6 @@ use crate::proto::v1::federation_server::Federation;
 use crate::proto::v1::{HelloRequest, HelloResponse, PushAck, PushFrame, PushOutcome};
 use crate::service::ingest::{Committing, Ingested, Prepared, prepare, submit};
 use crate::service::node::Node;
-use crate::storage::StoreError;
 use crate::transport::server::PeerInfo;
 use futures::StreamExt;
 use std::pin::Pin;
@@ -129,13 +128,13 @@ impl Frames {
 
 /// Stage 1 → 2: a batch being verified, or the end of the stream.
 enum Verifying {
-    Batch(JoinHandle<Result<Prepared, StoreError>>, Frames),
+    Batch(JoinHandle<Prepared>, Frames),
     End(Status),
 }
 
 /// Stage 2 → 3: a batch whose commit is queued, or the end of the stream.
 enum Storing {
-    Batch(Box<Result<Committing, StoreError>>, Frames),
+    Batch(Box<Committing>, Frames),
     End(Status),
 }
 
@@ -187,12 +186,12 @@ impl Federation for FederationApi {
         let (store_tx, store_rx) = mpsc::channel::<Storing>(DEPTH);
         tokio::spawn(read_frames(
             self.node.clone(),
-            peer,
+            peer.clone(),
             serial,
             frames,
             verify_tx,
         ));
-        tokio::spawn(queue_commits(self.node.clone(), verify_rx, store_tx));
+        tokio::spawn(queue_commits(self.node.clone(), peer, verify_rx, store_tx));
         tokio::spawn(answer(self.node.clone(), store_rx, out_tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
     }
@@ -303,6 +302,7 @@ async fn read_frames(
 /// in that order (the store applies them in queue order).
 async fn queue_commits(
     node: Arc<Node>,
+    peer: String,
     mut rx: mpsc::Receiver<Verifying>,
     tx: mpsc::Sender<Storing>,
 ) {
@@ -310,16 +310,14 @@ async fn queue_commits(
         let next = match step {
             Verifying::Batch(job, frames) => {
                 let prepared = match job.await {
-                    Ok(r) => r,
-                    Err(e) => Err(StoreError::Invalid(format!(
-                        "verification task failed: {e}"
-                    ))),
+                    Ok(p) => p,
+                    Err(e) => Prepared::lost(
+                        Some(&peer),
+                        frames.early.iter().filter(|a| a.is_none()).count(),
+                        format!("verification task failed: {e}"),
+                    ),
                 };
-                let committing = match prepared {
-                    Ok(p) => Ok(submit(&node, p).await),
-                    Err(e) => Err(e),
-                };
-                Storing::Batch(Box::new(committing), frames)
+                Storing::Batch(Box::new(submit(&node, prepared).await), frames)
             }
             Verifying::End(s) => Storing::End(s),
         };
@@ -345,25 +343,9 @@ async fn answer(
                 return;
             }
         };
-        let results = match *committing {
-            Ok(c) => c.finish(&node).await,
-            Err(e) => Err(e),
-        };
-        let acks = match results {
+        let acks = match committing.finish(&node).await {
             Ok(r) => frames.acks(r),
-            Err(e) if e.is_temporary() => {
-                node.metrics.storage_error(e.label());
-                tracing::error!(error = %e, "cannot take a batch of envelopes now; they are deferred");
-                let reason = format!("{} cannot take messages now: {e}", node.id);
-                let n = frames.early.iter().filter(|a| a.is_none()).count();
-                frames.acks((0..n).map(|_| Ingested::Deferred {
-                    reason: reason.clone(),
-                    retry_after_ms: 0,
-                }))
-            }
             Err(e) => {
-                node.metrics.storage_error(e.label());
-                tracing::error!(error = %e, "cannot take envelopes; closing the push stream");
                 let _ = out
                     .send(Err(Status::internal(format!(
                         "{} cannot take envelopes: {e}",

@@ -92,7 +92,7 @@ pub async fn ingest(
     envs: Vec<SignedEnvelope>,
     chains: Vec<Vec<SignedHop>>,
 ) -> Result<Vec<Ingested>, StoreError> {
-    let prepared = prepare(node, from_peer, envs, chains).await?;
+    let prepared = prepare(node, from_peer, envs, chains).await;
     submit(node, prepared).await.finish(node).await
 }
 
@@ -105,9 +105,30 @@ pub struct Prepared {
     slots: Vec<usize>,
     owed: Vec<Option<ReceiptOwed>>,
     rejections: Vec<RejectionRow>,
+    /// Why the batch could not be prepared (shown by `finish`).
+    failed: Option<StoreError>,
 }
 
 impl Prepared {
+    /// A batch of `n` envelopes that could not be prepared (e.g. its
+    /// verification task died): `finish` reports `why` as an internal error.
+    pub fn lost(from_peer: Option<&str>, n: usize, why: String) -> Prepared {
+        Prepared::failed(from_peer, n, StoreError::Invalid(why))
+    }
+
+    fn failed(from_peer: Option<&str>, n: usize, e: StoreError) -> Prepared {
+        Prepared {
+            from_peer: from_peer.map(str::to_string),
+            now: now_ms(),
+            results: vec![None; n],
+            rows: Vec::new(),
+            slots: Vec::new(),
+            owed: Vec::new(),
+            rejections: Vec::new(),
+            failed: Some(e),
+        }
+    }
+
     /// Number of envelopes in the batch.
     pub fn len(&self) -> usize {
         self.results.len()
@@ -127,7 +148,21 @@ pub struct Committing {
 }
 
 /// Verifies and admits a batch (step 1; batches may be prepared concurrently).
+/// A failure (a store lookup for receipts) shows in [`Committing::finish`].
 pub async fn prepare(
+    node: &Node,
+    from_peer: Option<&str>,
+    envs: Vec<SignedEnvelope>,
+    chains: Vec<Vec<SignedHop>>,
+) -> Prepared {
+    let n = envs.len();
+    match try_prepare(node, from_peer, envs, chains).await {
+        Ok(p) => p,
+        Err(e) => Prepared::failed(from_peer, n, e),
+    }
+}
+
+async fn try_prepare(
     node: &Node,
     from_peer: Option<&str>,
     envs: Vec<SignedEnvelope>,
@@ -220,6 +255,7 @@ pub async fn prepare(
         slots,
         owed,
         rejections,
+        failed: None,
     })
 }
 
@@ -258,7 +294,8 @@ impl Committing {
     /// Awaits the commit, then queues the receipts owed, wakes the links and
     /// tells Watch (step 3). For a peer's batch, a temporary storage failure
     /// defers every envelope that was to be stored (the refusals stand); for
-    /// this node's own messages it is returned as the error.
+    /// this node's own messages, and for a failure retrying cannot fix, it is
+    /// returned as the error (counted and logged here).
     pub async fn finish(self, node: &Node) -> Result<Vec<Ingested>, StoreError> {
         let Committing {
             batch,
@@ -273,11 +310,13 @@ impl Committing {
             slots,
             owed,
             rejections,
+            failed,
             ..
         } = batch;
-        let stored = match pending {
-            None => Ok(Vec::new()),
-            Some(p) => p.await,
+        let stored = match (failed, pending) {
+            (Some(e), _) => Err(e),
+            (None, None) => Ok(Vec::new()),
+            (None, Some(p)) => p.await,
         };
         node.metrics
             .commit_seconds
@@ -294,19 +333,19 @@ impl Committing {
             Err(e) => {
                 node.metrics.storage_error(e.label());
                 let Some(peer) = from_peer.as_deref().filter(|_| e.is_temporary()) else {
+                    tracing::error!(from = from_peer.as_deref().unwrap_or("self"), error = %e, "cannot take envelopes");
                     return Err(e);
                 };
-                tracing::error!(from = peer, envelopes = slots.len(), error = %e, "cannot store envelopes from a peer; they are deferred (the peer keeps them and retries)");
+                tracing::error!(from = peer, envelopes = results.iter().filter(|r| r.is_none()).count(), error = %e, "cannot store envelopes from a peer; they are deferred (the peer keeps them and retries)");
                 let reason = format!("{} cannot store messages now: {e}", node.id);
-                for slot in slots {
-                    results[slot] = Some(Ingested::Deferred {
-                        reason: reason.clone(),
-                        retry_after_ms: 0,
-                    });
-                }
                 return Ok(results
                     .into_iter()
-                    .map(|r| r.expect("every slot filled"))
+                    .map(|r| {
+                        r.unwrap_or_else(|| Ingested::Deferred {
+                            reason: reason.clone(),
+                            retry_after_ms: 0,
+                        })
+                    })
                     .collect());
             }
         };
