@@ -32,6 +32,9 @@ pub struct Config {
     pub log: LogSection,
     #[serde(default)]
     pub limits: LimitsSection,
+    /// Limits of the listener against connection floods.
+    #[serde(default)]
+    pub listener: ListenerSection,
     /// Direct peers this node keeps links to.
     #[serde(default)]
     pub peers: Vec<PeerSection>,
@@ -175,6 +178,10 @@ pub struct LimitsSection {
     /// At most `storage.retention_days`, so a purged message cannot come back.
     #[serde(default = "default_max_message_age_days")]
     pub max_message_age_days: u32,
+    /// Seconds a peer has to acknowledge something while messages are in
+    /// flight to it before the link is reopened.
+    #[serde(default = "default_ack_timeout")]
+    pub ack_timeout_secs: u64,
 }
 
 impl Default for LimitsSection {
@@ -185,6 +192,37 @@ impl Default for LimitsSection {
             hop_limit: default_hop_limit(),
             shutdown_grace_secs: default_shutdown_grace(),
             max_message_age_days: default_max_message_age_days(),
+            ack_timeout_secs: default_ack_timeout(),
+        }
+    }
+}
+
+/// Caps on what the listener accepts, checked before any TLS work: a TCP
+/// connection over a cap is closed at once (and counted).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerSection {
+    /// TLS handshakes in progress at once, from all sources.
+    #[serde(default = "default_max_handshakes")]
+    pub max_handshakes: usize,
+    /// TLS handshakes in progress at once from one source address.
+    #[serde(default = "default_max_handshakes_per_source")]
+    pub max_handshakes_per_source: usize,
+    /// Open connections (handshaking or established), from all sources.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Open connections from one source address.
+    #[serde(default = "default_max_connections_per_source")]
+    pub max_connections_per_source: usize,
+}
+
+impl Default for ListenerSection {
+    fn default() -> Self {
+        ListenerSection {
+            max_handshakes: default_max_handshakes(),
+            max_handshakes_per_source: default_max_handshakes_per_source(),
+            max_connections: default_max_connections(),
+            max_connections_per_source: default_max_connections_per_source(),
         }
     }
 }
@@ -235,6 +273,21 @@ fn default_hop_limit() -> u32 {
 }
 fn default_shutdown_grace() -> u64 {
     10
+}
+fn default_ack_timeout() -> u64 {
+    30
+}
+fn default_max_handshakes() -> usize {
+    128
+}
+fn default_max_handshakes_per_source() -> usize {
+    64
+}
+fn default_max_connections() -> usize {
+    512
+}
+fn default_max_connections_per_source() -> usize {
+    128
 }
 fn default_max_tlp() -> Tlp {
     Tlp::Red
@@ -353,6 +406,11 @@ impl LimitsSection {
     pub fn max_message_age(&self) -> Duration {
         Duration::from_secs(u64::from(self.max_message_age_days) * DAY_SECS)
     }
+
+    /// Time a peer has to acknowledge something while messages are in flight.
+    pub fn ack_timeout(&self) -> Duration {
+        Duration::from_secs(self.ack_timeout_secs)
+    }
 }
 fn default_true() -> bool {
     true
@@ -452,6 +510,41 @@ impl Config {
             return Err(err("limits.hop_limit: must be between 1 and 64"));
         }
         self.validate_retention()?;
+        if !(1..=3600).contains(&self.limits.ack_timeout_secs) {
+            return Err(err("limits.ack_timeout_secs: must be between 1 and 3600"));
+        }
+        let l = &self.listener;
+        for (key, v) in [
+            ("listener.max_handshakes", l.max_handshakes),
+            (
+                "listener.max_handshakes_per_source",
+                l.max_handshakes_per_source,
+            ),
+            ("listener.max_connections", l.max_connections),
+            (
+                "listener.max_connections_per_source",
+                l.max_connections_per_source,
+            ),
+        ] {
+            if v == 0 {
+                return Err(err(format!("{key}: must be at least 1")));
+            }
+        }
+        if l.max_handshakes_per_source > l.max_handshakes {
+            return Err(err(
+                "listener.max_handshakes_per_source: must not exceed listener.max_handshakes",
+            ));
+        }
+        if l.max_connections_per_source > l.max_connections {
+            return Err(err(
+                "listener.max_connections_per_source: must not exceed listener.max_connections",
+            ));
+        }
+        if l.max_handshakes > l.max_connections {
+            return Err(err(
+                "listener.max_handshakes: must not exceed listener.max_connections (a handshake is a connection)",
+            ));
+        }
         let mut seen = std::collections::HashSet::new();
         for (i, m) in self.members.iter().enumerate() {
             validate_name(&m.id).map_err(|e| err(format!("members[{i}].id: {e}")))?;

@@ -22,7 +22,8 @@ use crate::proto::v1::{federation_server::FederationServer, operator_server::Ope
 use crate::service::links::LinkTasks;
 use crate::service::node::{Node, NodeParts, ReceiptQueue};
 use crate::service::now_ms;
-use crate::transport::server::{Identify, accept_loop};
+use crate::transport::client::{KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
+use crate::transport::server::{AcceptConfig, ConnLimits, Identify, accept_loop};
 use crate::transport::tls;
 use anyhow::Context as _;
 use std::net::SocketAddr;
@@ -320,17 +321,29 @@ pub async fn start(prepared: Prepared) -> anyhow::Result<RunningNode> {
         .max_encoding_message_size(max);
 
     let (tls_tx, tls_rx) = watch::channel(server_tls);
+    let l = &node.cfg.listener;
+    let refused_node = node.clone();
     let incoming = accept_loop(
         listener,
-        tls_rx,
-        node.cfg.tls.handshake_timeout(),
-        identify(),
+        AcceptConfig {
+            tls: tls_rx,
+            handshake_timeout: node.cfg.tls.handshake_timeout(),
+            limits: ConnLimits {
+                max_handshakes: l.max_handshakes,
+                max_handshakes_per_source: l.max_handshakes_per_source,
+                max_connections: l.max_connections,
+                max_connections_per_source: l.max_connections_per_source,
+            },
+            identify: identify(),
+            on_refused: Arc::new(move |why| refused_node.metrics.connection_refused(why.key())),
+        },
         node.shutdown.clone(),
     );
     let server_stop = node.shutdown.clone();
     let server = tonic::transport::Server::builder()
         .max_connection_age(node.cfg.tls.max_connection_age())
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .layer(AuthzLayer)
         .add_service(health_svc)
         .add_service(reflection_v1)

@@ -537,6 +537,7 @@ fn delivery_state(s: i32) -> &'static str {
         Ok(DeliveryState::Rejected) => "rejected",
         Ok(DeliveryState::Relayed) => "relayed",
         Ok(DeliveryState::Acknowledged) => "acknowledged",
+        Ok(DeliveryState::Deferred) => "deferred",
         _ => "unknown",
     }
 }
