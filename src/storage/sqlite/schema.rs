@@ -114,6 +114,12 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX pending_supersede_by ON pending_supersede(by_id);
     "#,
+    // 8: find a message's outbox rows by cursor alone (the relay purge after an
+    // acknowledgement asks whether any peer still waits for it; without this
+    // index that question scans the whole outbox).
+    r#"
+    CREATE INDEX outbox_cursor ON outbox(cursor);
+    "#,
 ];
 
 /// The schema version this build writes.
