@@ -208,6 +208,7 @@ impl Federation for FederationApi {
             node_id: self.node.id.clone(),
             version: env!("CARGO_PKG_VERSION").into(),
             max_message_bytes: self.node.cfg.limits.max_message_bytes as u64,
+            roster_version: 0,
         }))
     }
 }

@@ -341,4 +341,18 @@ impl Operator for OperatorApi {
         let view = assistance::get(&self.node, &id).await.map_err(status)?;
         Ok(Response::new(view))
     }
+
+    async fn get_roster(
+        &self,
+        _req: Request<GetRosterRequest>,
+    ) -> Result<Response<RosterView>, Status> {
+        Err(Status::unimplemented("GetRoster: not wired yet"))
+    }
+
+    async fn publish_roster(
+        &self,
+        _req: Request<PublishRosterRequest>,
+    ) -> Result<Response<PublishRosterResponse>, Status> {
+        Err(Status::unimplemented("PublishRoster: not wired yet"))
+    }
 }

@@ -113,6 +113,7 @@ fn decide_one(
         keys: &reg,
         peers,
         max_message_bytes: 256 * 1024,
+        roster: None,
     };
     let verdict = verify(&reg, &env, NOW, &limits());
     admit(
@@ -319,6 +320,7 @@ fn receipts_follow_their_reverse_route() {
         keys: &reg,
         peers: &peers,
         max_message_bytes: 256 * 1024,
+        roster: None,
     };
     let receipt = Receipt {
         message_ids: vec![uuid::Uuid::now_v7().to_string()],

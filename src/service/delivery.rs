@@ -139,6 +139,8 @@ pub async fn peers(
             outbox_depth: depths.get(&p.id).copied().unwrap_or(0),
             last_error: st.last_error,
             max_tlp: p.max_tlp as i32,
+            roster_version: 0,
+            roster_behind: false,
         }
     });
     for v in views {
@@ -161,6 +163,8 @@ pub async fn node_info(node: &Node) -> Result<NodeInfo, DeliveryError> {
         members: node.keys().members().to_vec(),
         started: Some(ms_to_ts(node.started_ms)),
         stored_messages: stored,
+        roster_version: 0,
+        roster_expires: None,
     })
 }
 

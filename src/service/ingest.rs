@@ -196,6 +196,7 @@ async fn try_prepare(
         keys: &keys,
         peers: &peers,
         max_message_bytes: node.cfg.limits.max_message_bytes,
+        roster: None,
     };
     let mut results: Vec<Option<Ingested>> = vec![None; n];
     let mut rows = Vec::with_capacity(n);

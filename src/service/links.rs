@@ -262,6 +262,7 @@ async fn session(
         HELLO_TIMEOUT,
         client.hello(HelloRequest {
             node_id: node.id.clone(),
+            roster_version: 0,
         }),
     )
     .await

@@ -572,6 +572,11 @@ mod tests {
             },
             Rejection::InvalidPayload(String::new()),
             Rejection::Policy(String::new()),
+            Rejection::Roster {
+                kind: "",
+                reason: String::new(),
+            },
+            Rejection::RosterBehind(String::new()),
         ];
         for r in &samples {
             // Exhaustive: adding a variant without a sample is a compile error.
@@ -586,7 +591,9 @@ mod tests {
                 | Rejection::Expired { .. }
                 | Rejection::TooOld { .. }
                 | Rejection::InvalidPayload(_)
-                | Rejection::Policy(_) => {}
+                | Rejection::Policy(_)
+                | Rejection::Roster { .. }
+                | Rejection::RosterBehind(_) => {}
             }
             assert!(
                 Rejection::ALL_LABELS.contains(&r.label()),

@@ -45,7 +45,7 @@ fn id(n: u32) -> String {
 /// Runs every check, each on a fresh store opened by `open` in its own folder.
 pub async fn run_all(open: impl Fn(&Path) -> Store) {
     type Check = fn(Store) -> futures::future::BoxFuture<'static, ()>;
-    let checks: [(&str, Check); 15] = [
+    let checks: [(&str, Check); 16] = [
         ("dedup", |s| Box::pin(dedup_by_message_id(s))),
         ("outbox", |s| Box::pin(outbox_follows_the_message(s))),
         ("cursors", |s| Box::pin(cursors_increase(s))),
@@ -75,6 +75,9 @@ pub async fn run_all(open: impl Fn(&Path) -> Store) {
         ("deferral", |s| {
             Box::pin(deferred_entries_wait_their_turn(s))
         }),
+        ("rosters", |s| {
+            Box::pin(roster_chain_keeps_one_per_version(s))
+        }),
     ];
     for (name, check) in checks {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -85,7 +88,42 @@ pub async fn run_all(open: impl Fn(&Path) -> Store) {
     }
     durable_writes_survive_reopen(&open).await;
     request_ids_survive_reopen(&open).await;
+    rosters_survive_reopen(&open).await;
     closed_store_refuses(&open).await;
+}
+
+fn roster(version: u64, tag: u8) -> RosterRow {
+    RosterRow {
+        version,
+        bytes: vec![tag; 40],
+        accepted_ms: 1_000 + version as i64,
+    }
+}
+
+async fn roster_chain_keeps_one_per_version(s: Store) {
+    assert!(s.rosters(10).await.unwrap().is_empty());
+    for v in 1..=3 {
+        s.save_roster(roster(v, v as u8)).await.unwrap();
+    }
+    let got = s.rosters(10).await.unwrap();
+    assert_eq!(got, vec![roster(3, 3), roster(2, 2), roster(1, 1)]);
+    assert_eq!(s.rosters(1).await.unwrap(), vec![roster(3, 3)]);
+    // The same again is a no-op; another roster under a kept version is refused.
+    s.save_roster(roster(2, 2)).await.unwrap();
+    let r = s.save_roster(roster(2, 9)).await;
+    assert!(matches!(r, Err(StoreError::Invalid(_))), "{r:?}");
+    assert_eq!(s.rosters(10).await.unwrap()[1], roster(2, 2), "kept");
+}
+
+async fn rosters_survive_reopen(open: &impl Fn(&Path) -> Store) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = open(dir.path());
+    s.save_roster(roster(7, 7)).await.unwrap();
+    s.close().await;
+    drop(s);
+    let s = open(dir.path());
+    assert_eq!(s.rosters(5).await.unwrap(), vec![roster(7, 7)]);
+    s.close().await;
 }
 
 fn record(n: u32, fingerprint: u8, created_ms: i64) -> RequestRecord {

@@ -30,7 +30,7 @@ mod schema;
 use super::{
     AlertQuery, Claim, Deferral, DeliveryRow, Durability, IntegrityCheck, NewMessage, OpenOptions,
     OutboxItem, Outcome, Pending, PurgePlan, Purged, ReceiptRow, RejectionRow, RequestRecord,
-    Space, Storage, Store, StoreError, Stored, StoredMessage,
+    RosterRow, Space, Storage, Store, StoreError, Stored, StoredMessage,
 };
 use rusqlite::{Connection, OpenFlags};
 use std::fs::File;
@@ -866,6 +866,15 @@ impl Storage for SqliteStore {
             })
         })
         .await
+    }
+
+    async fn save_roster(&self, row: RosterRow) -> Result<(), StoreError> {
+        self.write(Durability::Durable, move |c| queries::save_roster(c, &row))
+            .await
+    }
+
+    async fn rosters(&self, limit: usize) -> Result<Vec<RosterRow>, StoreError> {
+        self.read(move |c| queries::rosters(c, limit)).await
     }
 
     async fn close(&self) {

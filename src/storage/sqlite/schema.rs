@@ -120,6 +120,15 @@ const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX outbox_cursor ON outbox(cursor);
     "#,
+    // 9 (issue 14): the chain of federation rosters this node accepted, one
+    // signed roster per version.
+    r#"
+    CREATE TABLE rosters (
+        version     INTEGER PRIMARY KEY,
+        bytes       BLOB NOT NULL,
+        accepted_ms INTEGER NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this build writes.
