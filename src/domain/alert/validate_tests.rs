@@ -196,7 +196,11 @@ fn subsector_rules() {
     a.subsectors = vec![0];
     fails(&a, "alert.subsectors[0]", "NIS2_SUBSECTOR_UNSPECIFIED");
     a.subsectors = vec![777];
-    fails(&a, "alert.subsectors[0]", "unknown NIS2 subsector value 777");
+    fails(
+        &a,
+        "alert.subsectors[0]",
+        "unknown NIS2 subsector value 777",
+    );
 }
 
 #[test]

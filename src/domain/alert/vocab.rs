@@ -283,14 +283,39 @@ pub fn rsit_type_class(t: RsitType) -> RsitClass {
     match t {
         RsitType::Unspecified => RsitClass::Unspecified,
         RsitType::Spam | RsitType::HarmfulSpeech | RsitType::Violence => RsitClass::AbusiveContent,
-        RsitType::InfectedSystem | RsitType::C2Server | RsitType::MalwareDistribution | RsitType::MalwareConfiguration => RsitClass::MaliciousCode,
-        RsitType::Scanner | RsitType::Sniffing | RsitType::SocialEngineering => RsitClass::InformationGathering,
-        RsitType::IdsAlert | RsitType::BruteForce | RsitType::Exploit => RsitClass::IntrusionAttempts,
-        RsitType::PrivilegedAccountCompromise | RsitType::UnprivilegedAccountCompromise | RsitType::ApplicationCompromise | RsitType::SystemCompromise | RsitType::Burglary => RsitClass::Intrusions,
-        RsitType::Dos | RsitType::Ddos | RsitType::Misconfiguration | RsitType::Sabotage | RsitType::Outage => RsitClass::Availability,
-        RsitType::UnauthorisedInformationAccess | RsitType::UnauthorisedInformationModification | RsitType::DataLoss | RsitType::DataLeak => RsitClass::InformationContentSecurity,
-        RsitType::UnauthorisedUseOfResources | RsitType::Copyright | RsitType::Masquerade | RsitType::Phishing => RsitClass::Fraud,
-        RsitType::WeakCrypto | RsitType::DdosAmplifier | RsitType::PotentiallyUnwantedAccessible | RsitType::InformationDisclosure | RsitType::VulnerableSystem => RsitClass::Vulnerable,
+        RsitType::InfectedSystem
+        | RsitType::C2Server
+        | RsitType::MalwareDistribution
+        | RsitType::MalwareConfiguration => RsitClass::MaliciousCode,
+        RsitType::Scanner | RsitType::Sniffing | RsitType::SocialEngineering => {
+            RsitClass::InformationGathering
+        }
+        RsitType::IdsAlert | RsitType::BruteForce | RsitType::Exploit => {
+            RsitClass::IntrusionAttempts
+        }
+        RsitType::PrivilegedAccountCompromise
+        | RsitType::UnprivilegedAccountCompromise
+        | RsitType::ApplicationCompromise
+        | RsitType::SystemCompromise
+        | RsitType::Burglary => RsitClass::Intrusions,
+        RsitType::Dos
+        | RsitType::Ddos
+        | RsitType::Misconfiguration
+        | RsitType::Sabotage
+        | RsitType::Outage => RsitClass::Availability,
+        RsitType::UnauthorisedInformationAccess
+        | RsitType::UnauthorisedInformationModification
+        | RsitType::DataLoss
+        | RsitType::DataLeak => RsitClass::InformationContentSecurity,
+        RsitType::UnauthorisedUseOfResources
+        | RsitType::Copyright
+        | RsitType::Masquerade
+        | RsitType::Phishing => RsitClass::Fraud,
+        RsitType::WeakCrypto
+        | RsitType::DdosAmplifier
+        | RsitType::PotentiallyUnwantedAccessible
+        | RsitType::InformationDisclosure
+        | RsitType::VulnerableSystem => RsitClass::Vulnerable,
         RsitType::Other | RsitType::Undetermined => RsitClass::Other,
         RsitType::Test => RsitClass::Test,
     }
@@ -372,8 +397,14 @@ pub fn subsector_label(s: Nis2Subsector) -> &'static str {
 pub fn subsector_sector(s: Nis2Subsector) -> Nis2Sector {
     match s {
         Nis2Subsector::Unspecified => Nis2Sector::Unspecified,
-        Nis2Subsector::Electricity | Nis2Subsector::DistrictHeatingAndCooling | Nis2Subsector::Oil | Nis2Subsector::Gas | Nis2Subsector::Hydrogen => Nis2Sector::Energy,
-        Nis2Subsector::Air | Nis2Subsector::Rail | Nis2Subsector::Water | Nis2Subsector::Road => Nis2Sector::Transport,
+        Nis2Subsector::Electricity
+        | Nis2Subsector::DistrictHeatingAndCooling
+        | Nis2Subsector::Oil
+        | Nis2Subsector::Gas
+        | Nis2Subsector::Hydrogen => Nis2Sector::Energy,
+        Nis2Subsector::Air | Nis2Subsector::Rail | Nis2Subsector::Water | Nis2Subsector::Road => {
+            Nis2Sector::Transport
+        }
         Nis2Subsector::Banking => Nis2Sector::Banking,
         Nis2Subsector::Financial => Nis2Sector::FinancialMarketInfrastructures,
         Nis2Subsector::Health => Nis2Sector::Health,
@@ -387,7 +418,12 @@ pub fn subsector_sector(s: Nis2Subsector) -> Nis2Sector {
         Nis2Subsector::WasteManagement => Nis2Sector::WasteManagement,
         Nis2Subsector::Chemical => Nis2Sector::Chemicals,
         Nis2Subsector::Food => Nis2Sector::Food,
-        Nis2Subsector::MedicalDevices | Nis2Subsector::ElectronicOptical | Nis2Subsector::ElectricalEquipment | Nis2Subsector::MachineTool | Nis2Subsector::VehicleManufacturing | Nis2Subsector::OtherTransportEquipment => Nis2Sector::Manufacturing,
+        Nis2Subsector::MedicalDevices
+        | Nis2Subsector::ElectronicOptical
+        | Nis2Subsector::ElectricalEquipment
+        | Nis2Subsector::MachineTool
+        | Nis2Subsector::VehicleManufacturing
+        | Nis2Subsector::OtherTransportEquipment => Nis2Sector::Manufacturing,
         Nis2Subsector::DigitalProviders => Nis2Sector::DigitalProviders,
         Nis2Subsector::Research => Nis2Sector::Research,
     }
@@ -411,9 +447,9 @@ pub fn parse_rsit_type(s: &str) -> Result<RsitType, String> {
     } else {
         w
     };
-    let found = ALL_RSIT_TYPES.into_iter().find(|v| {
-        rsit_type_label(*v) == w || normalise_label(v.as_str_name(), "rsit_type_") == w
-    });
+    let found = ALL_RSIT_TYPES
+        .into_iter()
+        .find(|v| rsit_type_label(*v) == w || normalise_label(v.as_str_name(), "rsit_type_") == w);
     let Some(t) = found else {
         return Err(format!(
             "unknown RSIT type {}; use one of the types of the MISP rsit taxonomy: {}",
@@ -501,11 +537,13 @@ pub fn rsit_tag(class: RsitClass, ty: RsitType) -> Option<String> {
     if class == RsitClass::Unspecified {
         return None;
     }
-    Some(if ty == RsitType::Unspecified || rsit_type_class(ty) != class {
-        format!("rsit:{}", rsit_label(class))
-    } else {
-        format!("rsit:{}=\"{}\"", rsit_label(class), rsit_type_label(ty))
-    })
+    Some(
+        if ty == RsitType::Unspecified || rsit_type_class(ty) != class {
+            format!("rsit:{}", rsit_label(class))
+        } else {
+            format!("rsit:{}=\"{}\"", rsit_label(class), rsit_type_label(ty))
+        },
+    )
 }
 
 /// The MISP machine tag of a NIS2 sector: `nis2:impact-sectors-impacted="energy"`.
@@ -542,7 +580,11 @@ pub fn split_machine_tag(tag: &str) -> Option<(String, String, Option<String>)> 
         }
         None => (rest.trim(), None),
     };
-    Some((ns.trim().to_ascii_lowercase(), pred.to_ascii_lowercase(), value))
+    Some((
+        ns.trim().to_ascii_lowercase(),
+        pred.to_ascii_lowercase(),
+        value,
+    ))
 }
 
 /// Reads a machine tag of the `tlp`, `rsit` and `nis2` namespaces. `Ok(None)`: a tag
@@ -565,7 +607,9 @@ pub fn parse_vocab_tag(tag: &str) -> Result<Option<VocabTag>, String> {
             Ok(Some(VocabTag::Rsit(class, ty)))
         }
         "nis2" => match (pred.as_str(), value) {
-            ("impact-sectors-impacted", Some(v)) => parse_sector(&v).map(|s| Some(VocabTag::Sector(s))),
+            ("impact-sectors-impacted", Some(v)) => {
+                parse_sector(&v).map(|s| Some(VocabTag::Sector(s)))
+            }
             ("impact-subsectors-impacted", Some(v)) => {
                 parse_subsector(&v).map(|s| Some(VocabTag::Subsector(s)))
             }

@@ -75,7 +75,10 @@ fn sector_parse_and_labels() {
     );
     // The labels certfed used before the MISP nis2 taxonomy still parse.
     for (old, s) in [
-        ("financial-market-infrastructures", Nis2Sector::FinancialMarketInfrastructures),
+        (
+            "financial-market-infrastructures",
+            Nis2Sector::FinancialMarketInfrastructures,
+        ),
         ("ict-service-management", Nis2Sector::IctServiceManagement),
         ("postal-and-courier", Nis2Sector::PostalAndCourier),
         ("chemicals", Nis2Sector::Chemicals),
@@ -126,14 +129,65 @@ fn rsit_parse_and_labels() {
 fn rsit_types_follow_the_misp_taxonomy() {
     let taxonomy: &[(&str, &[&str])] = &[
         ("abusive-content", &["spam", "harmful-speech", "violence"]),
-        ("malicious-code", &["infected-system", "c2-server", "malware-distribution", "malware-configuration"]),
-        ("information-gathering", &["scanner", "sniffing", "social-engineering"]),
-        ("intrusion-attempts", &["ids-alert", "brute-force", "exploit"]),
-        ("intrusions", &["privileged-account-compromise", "unprivileged-account-compromise", "application-compromise", "system-compromise", "burglary"]),
-        ("availability", &["dos", "ddos", "misconfiguration", "sabotage", "outage"]),
-        ("information-content-security", &["unauthorised-information-access", "unauthorised-information-modification", "data-loss", "data-leak"]),
-        ("fraud", &["unauthorised-use-of-resources", "copyright", "masquerade", "phishing"]),
-        ("vulnerable", &["weak-crypto", "ddos-amplifier", "potentially-unwanted-accessible", "information-disclosure", "vulnerable-system"]),
+        (
+            "malicious-code",
+            &[
+                "infected-system",
+                "c2-server",
+                "malware-distribution",
+                "malware-configuration",
+            ],
+        ),
+        (
+            "information-gathering",
+            &["scanner", "sniffing", "social-engineering"],
+        ),
+        (
+            "intrusion-attempts",
+            &["ids-alert", "brute-force", "exploit"],
+        ),
+        (
+            "intrusions",
+            &[
+                "privileged-account-compromise",
+                "unprivileged-account-compromise",
+                "application-compromise",
+                "system-compromise",
+                "burglary",
+            ],
+        ),
+        (
+            "availability",
+            &["dos", "ddos", "misconfiguration", "sabotage", "outage"],
+        ),
+        (
+            "information-content-security",
+            &[
+                "unauthorised-information-access",
+                "unauthorised-information-modification",
+                "data-loss",
+                "data-leak",
+            ],
+        ),
+        (
+            "fraud",
+            &[
+                "unauthorised-use-of-resources",
+                "copyright",
+                "masquerade",
+                "phishing",
+            ],
+        ),
+        (
+            "vulnerable",
+            &[
+                "weak-crypto",
+                "ddos-amplifier",
+                "potentially-unwanted-accessible",
+                "information-disclosure",
+                "vulnerable-system",
+            ],
+        ),
         ("other", &["other", "undetermined"]),
         ("test", &["test"]),
     ];
@@ -171,7 +225,10 @@ fn rsit_types_follow_the_misp_taxonomy() {
         rsit_tag(RsitClass::Intrusions, RsitType::Unspecified).as_deref(),
         Some("rsit:intrusions")
     );
-    assert_eq!(rsit_tag(RsitClass::Unspecified, RsitType::Unspecified), None);
+    assert_eq!(
+        rsit_tag(RsitClass::Unspecified, RsitType::Unspecified),
+        None
+    );
 }
 
 /// The subsectors are exactly the `impact-subsectors-impacted` values of the MISP
@@ -182,16 +239,36 @@ fn subsectors_follow_the_misp_taxonomy() {
     assert_eq!(
         labels,
         [
-            "electricity", "district-heating-and-cooling", "oil", "gas", "hydrogen", "air",
-            "rail", "water", "road", "banking-subsector", "financial-subsector",
-            "health-subsector", "drinking-water-subsector", "waste-water-subsector",
-            "digital-infrastructure-subsector", "ict-management-subsector",
-            "public-administration-subsector", "space-subsector", "courier-subsector",
-            "waste-management-subsector", "chemical-subsector", "food-subsector",
-            "medical-devices-subsector", "electronic-optical-subsector",
-            "electrical-equipment-subsector", "machine-tool-subsector",
-            "vehicle-manufacturing-subsector", "other-transport-equipment-subsector",
-            "digital-providers-subsector", "research-subsector",
+            "electricity",
+            "district-heating-and-cooling",
+            "oil",
+            "gas",
+            "hydrogen",
+            "air",
+            "rail",
+            "water",
+            "road",
+            "banking-subsector",
+            "financial-subsector",
+            "health-subsector",
+            "drinking-water-subsector",
+            "waste-water-subsector",
+            "digital-infrastructure-subsector",
+            "ict-management-subsector",
+            "public-administration-subsector",
+            "space-subsector",
+            "courier-subsector",
+            "waste-management-subsector",
+            "chemical-subsector",
+            "food-subsector",
+            "medical-devices-subsector",
+            "electronic-optical-subsector",
+            "electrical-equipment-subsector",
+            "machine-tool-subsector",
+            "vehicle-manufacturing-subsector",
+            "other-transport-equipment-subsector",
+            "digital-providers-subsector",
+            "research-subsector",
         ]
     );
     for s in ALL_SUBSECTORS {
@@ -203,10 +280,15 @@ fn subsectors_follow_the_misp_taxonomy() {
             Ok(Some(VocabTag::Subsector(s)))
         );
     }
-    let n = (0..200).filter(|i| Nis2Subsector::try_from(*i).is_ok()).count();
+    let n = (0..200)
+        .filter(|i| Nis2Subsector::try_from(*i).is_ok())
+        .count();
     assert_eq!(n, ALL_SUBSECTORS.len() + 1);
     assert_eq!(subsector_sector(Nis2Subsector::Rail), Nis2Sector::Transport);
-    assert_eq!(subsector_sector(Nis2Subsector::Electricity), Nis2Sector::Energy);
+    assert_eq!(
+        subsector_sector(Nis2Subsector::Electricity),
+        Nis2Sector::Energy
+    );
     assert_eq!(
         subsector_sector(Nis2Subsector::MedicalDevices),
         Nis2Sector::Manufacturing
@@ -214,7 +296,10 @@ fn subsectors_follow_the_misp_taxonomy() {
     assert_eq!(parse_subsector("banking"), Ok(Nis2Subsector::Banking));
     assert!(parse_subsector("nuclear").unwrap_err().contains("rail"));
     for s in ALL_SECTORS {
-        assert_eq!(parse_vocab_tag(&sector_tag(s)), Ok(Some(VocabTag::Sector(s))));
+        assert_eq!(
+            parse_vocab_tag(&sector_tag(s)),
+            Ok(Some(VocabTag::Sector(s)))
+        );
     }
     assert_eq!(
         sector_tag(Nis2Sector::FinancialMarketInfrastructures),
@@ -232,8 +317,16 @@ fn tlp_machine_tags() {
     assert_eq!(parse_tlp_tag("tlp:white"), Ok(Some(Tlp::Clear)));
     assert_eq!(parse_tlp_tag("TLP:RED"), Ok(Some(Tlp::Red)));
     assert_eq!(parse_tlp_tag("pap:green"), Ok(None));
-    assert!(parse_tlp_tag("tlp:ex:chr").unwrap_err().contains("Chatham House"));
-    assert!(parse_tlp_tag("tlp:unclear").unwrap_err().contains("not a TLP 2.0 level"));
+    assert!(
+        parse_tlp_tag("tlp:ex:chr")
+            .unwrap_err()
+            .contains("Chatham House")
+    );
+    assert!(
+        parse_tlp_tag("tlp:unclear")
+            .unwrap_err()
+            .contains("not a TLP 2.0 level")
+    );
     assert_eq!(parse_vocab_tag("nis2:impact-severity=\"red\""), Ok(None));
     assert_eq!(parse_vocab_tag("osint:source-type=\"blog-post\""), Ok(None));
     assert!(parse_vocab_tag("nis2:impact-sectors-impacted=\"nuclear\"").is_err());
