@@ -32,6 +32,9 @@ pub struct Config {
     pub log: LogSection,
     #[serde(default)]
     pub limits: LimitsSection,
+    /// The read-only TAXII 2.1 server (off unless `taxii.listen` is set).
+    #[serde(default)]
+    pub taxii: TaxiiSection,
     /// Direct peers this node keeps links to.
     #[serde(default)]
     pub peers: Vec<PeerSection>,
@@ -86,6 +89,27 @@ pub struct StorageSection {
 pub struct MetricsSection {
     /// host:port for the Prometheus `/metrics` endpoint; unset disables it.
     pub listen: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaxiiSection {
+    /// host:port for the TAXII 2.1 server (HTTPS, mutual TLS with operator
+    /// certificates, discovery at `/taxii2/`); unset disables it.
+    pub listen: Option<String>,
+    /// Highest TLP level served as a collection: clear, green, amber,
+    /// amber+strict, red (default red: every level this node can read).
+    #[serde(default = "default_max_tlp", deserialize_with = "de_tlp")]
+    pub max_tlp: Tlp,
+}
+
+impl Default for TaxiiSection {
+    fn default() -> Self {
+        TaxiiSection {
+            listen: None,
+            max_tlp: default_max_tlp(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -343,6 +367,17 @@ impl Config {
             let a = parse_addr("metrics.listen", m)?;
             if a == parse_addr("node.listen", &self.node.listen)? {
                 return Err(err("metrics.listen: must differ from node.listen"));
+            }
+        }
+        if let Some(t) = &self.taxii.listen {
+            let a = parse_addr("taxii.listen", t)?;
+            if a == parse_addr("node.listen", &self.node.listen)? {
+                return Err(err("taxii.listen: must differ from node.listen"));
+            }
+            if let Some(m) = &self.metrics.listen
+                && a == parse_addr("metrics.listen", m)?
+            {
+                return Err(err("taxii.listen: must differ from metrics.listen"));
             }
         }
         require_file("node.signing_key", &self.node.signing_key)?;

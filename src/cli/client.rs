@@ -109,6 +109,10 @@ pub enum AlertCmd {
         /// Message id.
         message_id: String,
     },
+    /// Write alerts as a STIX 2.1 bundle or MISP events.
+    Export(Box<crate::cli::exchange::ExportArgs>),
+    /// Publish the alerts of a STIX 2.1 bundle or MISP event file (all or nothing).
+    Import(Box<crate::cli::exchange::ImportArgs>),
 }
 
 #[derive(Args, Debug)]
@@ -377,6 +381,8 @@ pub async fn alert(conn: Conn, cmd: AlertCmd) -> anyhow::Result<()> {
     let mut c = connect(&conn).await?;
     let node = conn.node.clone();
     match cmd {
+        AlertCmd::Export(a) => crate::cli::exchange::export(&mut c, &node, conn.json, *a).await,
+        AlertCmd::Import(a) => crate::cli::exchange::import(&mut c, &node, conn.json, *a).await,
         AlertCmd::Publish(a) => {
             let r = c
                 .publish_alert(publish_request(&a))

@@ -12,6 +12,7 @@ mod cookbook;
 mod crash;
 mod demo;
 mod e2e;
+mod exchange;
 mod grpcurl;
 mod hostile_peer;
 mod layers;

@@ -28,8 +28,8 @@ pub use common::{
 pub use misp::{attribute_hashes, event_uuid, export_event, import_events, manifest_entry};
 pub use pattern::{MAX_PATTERN_CHARS, build as build_pattern, parse as parse_pattern};
 pub use stix::{
-    TLP2_EXTENSION, export_bundle, identity_id, import_bundle, record_objects, report_id,
-    tlp_marking, tlp_marking_id,
+    TLP2_EXTENSION, export_bundle, identity_id, import_bundle, is_shared, record_objects,
+    report_id, tlp_marking, tlp_marking_id,
 };
 pub use taxii::{
     API_ROOT_PATH, Collection, DEFAULT_LIMIT, Feed, MAX_LIMIT, MAX_PAGE_BYTES, Page, Query,

@@ -10,7 +10,7 @@
 //! | alert | `report` (`report_types` threat-report): title → `name`, description, created → `published`; update → a new version of the same report (same id, later `modified`); retraction → `revoked: true` |
 //! | TLP | `object_marking_refs` to the TLP 2.0 marking definition (included) |
 //! | RSIT class/type, NIS2 sectors/subsectors, severity, exercise | report `labels`: `rsit:intrusions="system-compromise"`, `nis2:impact-sectors-impacted="energy"`, `nis2:impact-subsectors-impacted="rail"`, `certfed:severity="high"`, `certfed:exercise` |
-//! | affected country | `location` (`country`) in `object_refs` |
+//! | affected country | `location` (`country`) in `object_refs`, one per alert and country |
 //! | ip, cidr, domain, url, email, sha256, sha1, md5, asn | `indicator` with a STIX pattern ([`super::pattern`]); comment → `description`; expiry → `valid_until` |
 //! | cve | `vulnerability` (name and `external_references` source `cve`) |
 //! | text | `note` (`content`; comment → `abstract`) referring to the report |
@@ -18,9 +18,11 @@
 //! | message id | report `external_references` source `certfed` |
 //!
 //! Ids are UUIDv5 ([`super::common::uuid_for`]) of the root alert (and the
-//! value, for indicators), so a re-export or an update replaces rather than
-//! duplicates. Identities and locations are the same objects in every export
-//! (`created`/`modified` the Unix epoch: their content never changes).
+//! value, for indicators and locations), so a re-export or an update replaces
+//! rather than duplicates. A member's identity and the TLP marking
+//! definitions are shared by every alert ([`is_shared`]): the same object in
+//! every export (an identity's `created`/`modified` is the Unix epoch: its
+//! content never changes).
 //!
 //! Import ([`import_bundle`]) reads the same mapping back, and from other
 //! tools: each `report` (not revoked) is one alert of the objects it refers
@@ -98,7 +100,7 @@ const TLP1_IDS: [(Tlp, &str); 4] = [
 
 /// The `created` of the TLP 2.0 marking definitions, as the extension gives them.
 const TLP2_CREATED: &str = "2022-10-01T00:00:00.000Z";
-/// `created`/`modified` of objects whose content never changes (identities, locations).
+/// `created`/`modified` of objects whose content never changes (identities).
 const EPOCH: &str = "1970-01-01T00:00:00.000Z";
 
 /// The id of the TLP 2.0 marking definition of `tlp`.
@@ -131,6 +133,15 @@ fn sid(kind: &str, name: &str) -> String {
     format!("{kind}--{}", uuid_for(name))
 }
 
+/// Whether an object of [`record_objects`] is shared by every alert of its
+/// origin or TLP (a marking definition, an identity) rather than the alert's own.
+pub fn is_shared(o: &Value) -> bool {
+    matches!(
+        o.get("type").and_then(Value::as_str),
+        Some("marking-definition" | "identity")
+    )
+}
+
 /// The identity id of a member.
 pub fn identity_id(member: &str) -> String {
     sid("identity", &format!("member:{member}"))
@@ -157,18 +168,6 @@ fn identity(member: &str) -> Value {
         "name": member,
         "identity_class": "organization",
         "description": "certfed federation member",
-    })
-}
-
-fn location(cc: &str) -> Value {
-    json!({
-        "type": "location",
-        "spec_version": "2.1",
-        "id": sid("location", &format!("country:{cc}")),
-        "created": EPOCH,
-        "modified": EPOCH,
-        "name": cc,
-        "country": cc,
     })
 }
 
@@ -226,9 +225,14 @@ pub fn record_objects(r: &AlertRecord) -> Vec<Value> {
     let mut notes = Vec::new();
     let mut others = Vec::new();
     for cc in &a.affected_countries {
-        let loc = location(cc);
-        refs.push(loc["id"].as_str().unwrap_or_default().to_string());
-        others.push(loc);
+        let mut o = common(
+            "location",
+            sid("location", &format!("location:{}:{cc}", r.root_id)),
+        );
+        o.insert("name".into(), cc.clone().into());
+        o.insert("country".into(), cc.clone().into());
+        refs.push(o["id"].as_str().unwrap_or_default().to_string());
+        others.push(Value::Object(o));
     }
     let expires = a
         .expires
