@@ -911,7 +911,7 @@ fn taxii_serves_operators_only_what_this_node_may_read() {
             pki.path("operator.key"),
         );
         let v = py(&[&"taxii", &url, &ca, &crt, &key]);
-        let g = &v["collections"][format!("TLP:GREEN alerts of node-b")];
+        let g = &v["collections"]["TLP:GREEN alerts of node-b"];
         assert_eq!(g["unique"], g["ids"].as_array().unwrap().len(), "{v}");
         assert_eq!(g["ids"].as_array().unwrap().len(), ids.len(), "{v}");
         assert!(g["pages"].as_u64().unwrap() > 3, "{v}");
