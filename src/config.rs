@@ -519,6 +519,34 @@ mod tests {
     }
 
     #[test]
+    fn taxii_listen_is_checked_before_any_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.toml");
+        let base = "[node]\nid = \"n\"\nlisten = \"127.0.0.1:7700\"\nsigning_key = \"k\"\n[tls]\nca = \"c\"\ncert = \"c\"\nkey = \"k\"\n[storage]\ndir = \"d\"\n[metrics]\nlisten = \"127.0.0.1:9700\"\n";
+        for (taxii, want) in [
+            (
+                "listen = \"127.0.0.1:7700\"",
+                "taxii.listen: must differ from node.listen",
+            ),
+            (
+                "listen = \"127.0.0.1:9700\"",
+                "taxii.listen: must differ from metrics.listen",
+            ),
+            ("listen = \"nowhere\"", "taxii.listen: invalid address"),
+            (
+                "listen = \"127.0.0.1:7710\"\nmax_tlp = \"purple\"",
+                "unknown TLP",
+            ),
+            ("listen = \"127.0.0.1:7710\"\nport = 1", "port"),
+            ("listen = \"127.0.0.1:7710\"", "node.signing_key"),
+        ] {
+            std::fs::write(&path, format!("{base}[taxii]\n{taxii}\n")).unwrap();
+            let e = Config::load(&path).unwrap_err().to_string();
+            assert!(e.contains(want), "{taxii}: {e}");
+        }
+    }
+
+    #[test]
     fn endpoints_are_checked_for_shape_not_resolved() {
         let h = HostPort::parse("cert.example.invalid:7700").unwrap();
         assert_eq!((h.host.as_str(), h.port), ("cert.example.invalid", 7700));

@@ -139,7 +139,11 @@ pub async fn taxii_page(node: &Node, tlp: Tlp, query: Query) -> Result<Page, Sto
         let exhausted = batch.len() < BATCH;
         for m in &batch {
             after = m.cursor;
-            let objects = collection_objects(node, m, tlp, &mut shared).await?;
+            let objects = if page.before_window(m.received_ms) {
+                Vec::new()
+            } else {
+                collection_objects(node, m, tlp, &mut shared).await?
+            };
             if page.offer(m.cursor, m.received_ms, objects) == Feed::Done {
                 return Ok(page);
             }

@@ -951,3 +951,62 @@ fn taxii_serves_operators_only_what_this_node_may_read() {
     }
     n.stop();
 }
+
+/// `PublishAlertRequest.validate_only` (what `alert import` checks with):
+/// the same answers as a publish, nothing signed or stored, the request id
+/// left free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_only_checks_like_a_publish_and_stores_nothing() {
+    let fed = Fed::new(&["node-a", "node-b"], &[(0, 1)]);
+    let a = fed.start(0).await;
+    let mut op = fed.operator(0).await;
+    let key = uuid::Uuid::now_v7().to_string();
+    let req = |alert: Alert, to: &[&str], validate_only: bool| PublishAlertRequest {
+        alert: Some(alert),
+        recipients: to.iter().map(|s| s.to_string()).collect(),
+        request_id: key.clone(),
+        validate_only,
+    };
+    let r = op
+        .publish_alert(req(rich_alert("check", Tlp::Green), &[], true))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.message_id, "");
+    let listed = |op: &mut OperatorClient<Channel>| {
+        let mut op = op.clone();
+        async move {
+            op.list_alerts(ListAlertsRequest::default())
+                .await
+                .unwrap()
+                .into_inner()
+                .alerts
+                .len()
+        }
+    };
+    assert_eq!(listed(&mut op).await, 0, "validate_only stores nothing");
+    let e = op
+        .publish_alert(req(rich_alert("amber", Tlp::Amber), &[], true))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    let mut bad = rich_alert("bad type", Tlp::Green);
+    bad.rsit_class = RsitClass::Fraud as i32;
+    let e = op.publish_alert(req(bad, &[], true)).await.unwrap_err();
+    assert!(e.message().contains("alert.rsit_type"), "{e:?}");
+    let e = op
+        .publish_alert(req(rich_alert("to nobody", Tlp::Amber), &["node-zz"], true))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    // The request id is still free for the real publish.
+    let id = op
+        .publish_alert(req(rich_alert("check", Tlp::Green), &[], false))
+        .await
+        .unwrap()
+        .into_inner()
+        .message_id;
+    assert!(!id.is_empty());
+    assert_eq!(listed(&mut op).await, 1);
+    a.shutdown().await.unwrap();
+}

@@ -312,7 +312,8 @@ pub fn record_objects(r: &AlertRecord) -> Vec<Value> {
 }
 
 /// A bundle of the objects of `records`, each object version once, with an id
-/// derived from the message ids (the same records give the same bundle).
+/// derived from the message ids (the same records give the same bundle; no
+/// records: a bundle without `objects`).
 pub fn export_bundle(records: &[AlertRecord]) -> Value {
     let mut seen = HashSet::new();
     let mut objects = Vec::new();
@@ -328,11 +329,15 @@ pub fn export_bundle(records: &[AlertRecord]) -> Value {
         }
     }
     let ids: Vec<&str> = records.iter().map(|r| r.message_id.as_str()).collect();
-    json!({
+    let mut bundle = json!({
         "type": "bundle",
         "id": sid("bundle", &format!("bundle:{}", ids.join(","))),
-        "objects": objects,
-    })
+    });
+    // A bundle's `objects`, when present, is never empty.
+    if !objects.is_empty() {
+        bundle["objects"] = Value::Array(objects);
+    }
+    bundle
 }
 
 // ---------------------------------------------------------------- import

@@ -343,6 +343,14 @@ impl Page {
         self.q.next.map_or(0, |t| t.cursor)
     }
 
+    /// Whether every object of a message stored at `stored_ms` is at or before
+    /// `added_after` (so its objects need not be built).
+    pub fn before_window(&self, stored_ms: i64) -> bool {
+        self.q
+            .added_after_us
+            .is_some_and(|a| stored_ms.saturating_mul(1000).saturating_add(999) <= a)
+    }
+
     /// Offers the objects of the message at `cursor`, stored at `stored_ms`
     /// (`objects` empty for a message that is not in the collection).
     pub fn offer(&mut self, cursor: u64, stored_ms: i64, objects: Vec<Value>) -> Feed {
