@@ -297,10 +297,15 @@ def taxii(url, ca, cert, key):
     root = server.default or roots[0]
     result = {"title": server.title, "versions": root.versions, "collections": {}}
     for c in root.collections:
-        pages, ids, firsts = 0, [], []
+        pages, ids, firsts, objects = 0, [], [], []
         for env in as_pages(c.get_objects, per_request=3):
             pages += 1
+            objects += env.get("objects", [])
             ids += [o["id"] for o in env.get("objects", [])]
+        if objects:
+            # What a collection serves is valid STIX 2.1, as a bundle.
+            bundle = {"type": "bundle", "id": "bundle--6f0f3e0c-1b1e-4c57-9d38-9a2b4d5e6f70", "objects": objects}
+            validate_text(json.dumps(bundle), f"collection {c.title}")
         manifest = c.get_manifest()
         added = [m["date_added"] for m in manifest.get("objects", [])]
         after = None
