@@ -174,6 +174,28 @@ fn identify() -> Identify<Identity> {
     Arc::new(|cert| Identity::from_certificate(cert.as_ref()).map_err(|e| e.to_string()))
 }
 
+/// How a listener accepts connections: the node's handshake timeout and
+/// listener caps, certfed identities, refusals counted.
+fn accept_config(
+    node: &Arc<Node>,
+    tls: watch::Receiver<Arc<rustls::ServerConfig>>,
+) -> AcceptConfig<Identity> {
+    let l = &node.cfg.listener;
+    let refused_node = node.clone();
+    AcceptConfig {
+        tls,
+        handshake_timeout: node.cfg.tls.handshake_timeout(),
+        limits: ConnLimits {
+            max_handshakes: l.max_handshakes,
+            max_handshakes_per_source: l.max_handshakes_per_source,
+            max_connections: l.max_connections,
+            max_connections_per_source: l.max_connections_per_source,
+        },
+        identify: identify(),
+        on_refused: Arc::new(move |why| refused_node.metrics.connection_refused(why.key())),
+    }
+}
+
 /// A node started in this process.
 pub struct RunningNode {
     pub addr: SocketAddr,
@@ -347,22 +369,9 @@ pub async fn start(prepared: Prepared) -> anyhow::Result<RunningNode> {
         .max_encoding_message_size(max);
 
     let (tls_tx, tls_rx) = watch::channel(server_tls);
-    let l = &node.cfg.listener;
-    let refused_node = node.clone();
     let incoming = accept_loop(
         listener,
-        AcceptConfig {
-            tls: tls_rx,
-            handshake_timeout: node.cfg.tls.handshake_timeout(),
-            limits: ConnLimits {
-                max_handshakes: l.max_handshakes,
-                max_handshakes_per_source: l.max_handshakes_per_source,
-                max_connections: l.max_connections,
-                max_connections_per_source: l.max_connections_per_source,
-            },
-            identify: identify(),
-            on_refused: Arc::new(move |why| refused_node.metrics.connection_refused(why.key())),
-        },
+        accept_config(&node, tls_rx),
         node.shutdown.clone(),
     );
     let server_stop = node.shutdown.clone();
@@ -385,13 +394,9 @@ pub async fn start(prepared: Prepared) -> anyhow::Result<RunningNode> {
     let (taxii_tls_tx, taxii_task) = match (taxii_listener, taxii_addr) {
         (Some(l), Some(a)) => {
             let (tx, rx) = watch::channel(taxii_tls(&material)?);
-            let incoming = accept_loop(
-                l,
-                rx,
-                node.cfg.tls.handshake_timeout(),
-                identify(),
-                node.shutdown.clone(),
-            );
+            // The TAXII listener faces the same floods: it gets the same caps
+            // (its own, apart from the gRPC listener's).
+            let incoming = accept_loop(l, accept_config(&node, rx), node.shutdown.clone());
             let taxii = crate::api::taxii::Taxii::new(node.clone(), a.to_string());
             let task = tokio::spawn(crate::api::taxii::serve(incoming, Arc::new(taxii)));
             (Some(tx), Some(task))
