@@ -22,7 +22,7 @@ use crate::proto::v1::*;
 use crate::service::alerts::{self, WatchFrom};
 use crate::service::limits::{MAX_ANSWER_BYTES, check_request_size, transport_request_bytes};
 use crate::service::node::Node;
-use crate::service::{assistance, delivery};
+use crate::service::{assistance, delivery, ingest, roster};
 use prost::Message;
 use std::future::Future;
 use std::pin::Pin;
@@ -351,15 +351,52 @@ impl Operator for OperatorApi {
 
     async fn get_roster(
         &self,
-        _req: Request<GetRosterRequest>,
+        req: Request<GetRosterRequest>,
     ) -> Result<Response<RosterView>, Status> {
-        Err(Status::unimplemented("GetRoster: not wired yet"))
+        self.take(req)?;
+        let view = roster::view(&self.node, crate::service::now_ms())
+            .await
+            .map_err(status)?;
+        Ok(Response::new(view))
     }
 
     async fn publish_roster(
         &self,
-        _req: Request<PublishRosterRequest>,
+        req: Request<PublishRosterRequest>,
     ) -> Result<Response<PublishRosterResponse>, Status> {
-        Err(Status::unimplemented("PublishRoster: not wired yet"))
+        let who = audit::operator(&req);
+        let bytes = self.take(req)?.signed_roster;
+        let r = self
+            .detached(|node| async move {
+                let now = crate::service::now_ms();
+                let applied = roster::apply(&node, &bytes, "operator", now)
+                    .await
+                    .map_err(status)?;
+                // Flooded like a TLP:CLEAR broadcast; every node checks it.
+                let (message_id, _) = ingest::originate(
+                    &node,
+                    ingest::Outgoing {
+                        kind: MessageKind::Roster,
+                        tlp: Tlp::Clear,
+                        recipients: Vec::new(),
+                        expires_ms: None,
+                        exercise: false,
+                        created_ms: None,
+                        payload: bytes,
+                    },
+                )
+                .await
+                .map_err(status)?;
+                Ok(PublishRosterResponse {
+                    version: applied.version,
+                    message_id,
+                    changes: applied.changes,
+                    already_current: applied.already_current,
+                })
+            })
+            .await;
+        let on = r.as_ref().map(|p| p.message_id.clone()).unwrap_or_default();
+        audit::log(&who, "publish roster", &on, &r);
+        Ok(Response::new(r?))
     }
 }

@@ -18,6 +18,8 @@ use crate::api::{federation::FederationApi, operator::OperatorApi};
 use crate::config::Config;
 use crate::domain::identity::Identity;
 use crate::domain::keys::{KeyRegistry, Signer, public_from_pem};
+use crate::domain::roster::{self, Document, Quorum};
+use crate::proto::v1::Steward;
 use crate::proto::v1::{federation_server::FederationServer, operator_server::OperatorServer};
 use crate::service::links::LinkTasks;
 use crate::service::node::{Node, NodeParts, ReceiptQueue};
@@ -39,6 +41,56 @@ pub struct Prepared {
     pub material: tls::TlsMaterial,
     pub signer: Signer,
     pub keys: KeyRegistry,
+    /// `[roster]`: the pinned stewards and the roster file, read and decoded
+    /// (checked against the store's chain in [`start`]).
+    pub roster: Option<RosterStart>,
+}
+
+/// Where a roster-following node starts from (`[roster]`).
+pub struct RosterStart {
+    pub pinned: Option<Quorum>,
+    pub file: Option<Document>,
+}
+
+/// Reads `[roster]`: the pinned stewards' public keys and the signed roster
+/// file (decoded and shape-checked; its signatures are checked at start
+/// against the store's chain, or on their own for a first start).
+pub fn load_roster_start(cfg: &Config) -> anyhow::Result<Option<RosterStart>> {
+    let Some(r) = &cfg.roster else {
+        return Ok(None);
+    };
+    let pinned = match r.threshold {
+        Some(threshold) => {
+            let mut stewards = Vec::new();
+            for (i, st) in r.stewards.iter().enumerate() {
+                let key = format!("roster.stewards[{i}].key");
+                let pem = std::fs::read_to_string(&st.key)
+                    .with_context(|| format!("{key}: cannot read {}", st.key.display()))?;
+                let vk = public_from_pem(&pem)
+                    .map_err(|e| anyhow::anyhow!("{key}: {}: {e}", st.key.display()))?;
+                stewards.push(Steward {
+                    id: st.id.clone(),
+                    public_key: vk.as_bytes().to_vec(),
+                });
+            }
+            Some(Quorum::pinned(stewards, threshold).map_err(|e| anyhow::anyhow!("roster: {e}"))?)
+        }
+        None => None,
+    };
+    let file = match &r.file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("roster.file: cannot read {}", path.display()))?;
+            let bytes = roster::dearmor(&text)
+                .map_err(|e| anyhow::anyhow!("roster.file: {}: {e}", path.display()))?;
+            Some(
+                roster::parse(&bytes)
+                    .map_err(|e| anyhow::anyhow!("roster.file: {}: {e}", path.display()))?,
+            )
+        }
+        None => None,
+    };
+    Ok(Some(RosterStart { pinned, file }))
 }
 
 /// Loads and cross-checks TLS material, the signing key and the member keys.
@@ -73,6 +125,7 @@ pub fn prepare(cfg: Config) -> anyhow::Result<Prepared> {
         anyhow::anyhow!("node.signing_key: {}: {e}", cfg.node.signing_key.display())
     })?;
     let keys = load_members(&cfg)?;
+    let roster = load_roster_start(&cfg)?;
     match keys.get(&signer.key_id) {
         Some((owner, _)) if owner == cfg.node.id => {}
         Some((owner, _)) => anyhow::bail!(
@@ -92,6 +145,7 @@ pub fn prepare(cfg: Config) -> anyhow::Result<Prepared> {
         material,
         signer,
         keys,
+        roster,
     })
 }
 
@@ -243,6 +297,7 @@ impl RunningNode {
             let _ = t.send(taxii_tls(&p.material)?);
         }
         self.node.replace_trust(p.keys, client, revoked.clone());
+        let peers = self.node.set_configured_peers(peers);
         self.links.apply(&self.node, peers, &revoked);
         tracing::info!("reload: TLS material, CRLs, member keys and peers re-read");
         Ok(())
@@ -252,6 +307,36 @@ impl RunningNode {
     pub async fn shutdown(self) -> anyhow::Result<()> {
         self.node.shutdown.cancel();
         self.task.await.context("node task panicked")?
+    }
+}
+
+/// Follows the roster: each version applied re-applies the peer set (links
+/// to members it removed stop, links to members it added start), and the
+/// roster's expiry is watched (a warning and a metric once expired).
+async fn follow_roster(node: Arc<Node>, links: Arc<LinkTasks>) {
+    if node.roster().is_none() {
+        return;
+    }
+    let mut applied = node.subscribe_roster();
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    let mut warned = i64::MIN;
+    loop {
+        tokio::select! {
+            r = applied.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                let peers = crate::service::node::roster_peers(
+                    &node.configured_peers(),
+                    node.roster().as_deref(),
+                );
+                links.apply(&node, peers, &node.revoked());
+            }
+            _ = tick.tick() => {
+                crate::service::roster::watch_expiry(&node, now_ms(), &mut warned);
+            }
+            _ = node.shutdown.cancelled() => return,
+        }
     }
 }
 
@@ -305,11 +390,25 @@ pub async fn start(prepared: Prepared) -> anyhow::Result<RunningNode> {
         material,
         signer,
         keys,
+        roster: roster_start,
     } = prepared;
     let tls_cfg = cfg.clone();
     let server_tls = tls::server_config(&material)?;
     let client_tls = tls::client_config(&material)?;
     let store = open_store(&cfg)?;
+    let (keys, roster_anchor) = match roster_start {
+        None => (keys, None),
+        Some(r) => {
+            let (anchor, keys, notes) =
+                crate::service::roster::bootstrap(&store, r.pinned, r.file, now_ms())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+            for n in notes {
+                tracing::info!("roster: {n}");
+            }
+            (keys, Some(anchor))
+        }
+    };
     let listener = bind("node.listen", &cfg.node.listen).await?;
     let addr = listener.local_addr()?;
     let metrics_listener = match &cfg.metrics.listen {
@@ -339,6 +438,7 @@ pub async fn start(prepared: Prepared) -> anyhow::Result<RunningNode> {
         tls_client: client_tls,
         revoked: tls::revoked_serials(&material.crls),
         receipts: receipt_queue,
+        roster: roster_anchor,
         cfg,
     }));
     record_tls_expiry(&node, &tls_cfg, &material);
@@ -407,6 +507,7 @@ pub async fn start(prepared: Prepared) -> anyhow::Result<RunningNode> {
     links.start_all(&node);
     let receipt_task = tokio::spawn(crate::service::receipts::run(node.clone(), receipt_rx));
     let purge_task = tokio::spawn(crate::service::retention::run(node.clone()));
+    let roster_task = tokio::spawn(follow_roster(node.clone(), links.clone()));
 
     let metrics_text = metrics_addr.map_or_else(|| "off".to_string(), |a| a.to_string());
     let taxii_text = taxii_addr.map_or_else(|| "off".to_string(), |a| a.to_string());
@@ -462,6 +563,7 @@ pub async fn start(prepared: Prepared) -> anyhow::Result<RunningNode> {
         if let Some(t) = taxii_task {
             t.abort();
         }
+        roster_task.abort();
         notifier.abort();
         node2.store.close().await;
         tracing::info!("stopped");

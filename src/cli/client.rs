@@ -242,6 +242,7 @@ fn kind_str(k: i32) -> &'static str {
         Ok(MessageKind::Decision) => "assistance decision",
         Ok(MessageKind::Status) => "assistance status",
         Ok(MessageKind::Receipt) => "receipt",
+        Ok(MessageKind::Roster) => "roster",
         _ => "unknown",
     }
 }
@@ -297,6 +298,14 @@ pub async fn info(conn: Conn) -> anyhow::Result<()> {
         let _ = writeln!(s, "members         {}", term(&i.members.join(", ")));
         let _ = writeln!(s, "started         {}", ts(&i.started));
         let _ = writeln!(s, "stored messages {}", i.stored_messages);
+        if i.roster_version > 0 {
+            let _ = writeln!(
+                s,
+                "roster          version {}, expires {}",
+                i.roster_version,
+                ts(&i.roster_expires)
+            );
+        }
         s
     })
 }

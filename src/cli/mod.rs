@@ -13,6 +13,7 @@ pub mod exchange;
 pub mod logging;
 pub mod output;
 pub mod pki;
+pub mod roster;
 
 use crate::config::{Config, LogFormat};
 use clap::{CommandFactory, Parser, Subcommand};
@@ -51,6 +52,11 @@ pub enum Command {
     Pki {
         #[command(subcommand)]
         cmd: pki::PkiCommand,
+    },
+    /// The signed federation roster: draft, sign and verify offline; publish and show online.
+    Roster {
+        #[command(subcommand)]
+        cmd: roster::RosterCommand,
     },
     /// Start a real local federation on loopback and play a short scenario.
     Demo,
@@ -134,6 +140,11 @@ impl Command {
             | Command::Delivery { conn, .. }
             | Command::Feed { conn, .. }
             | Command::Watch { conn, .. } => conn.json,
+            Command::Roster {
+                cmd:
+                    roster::RosterCommand::Publish { conn, .. }
+                    | roster::RosterCommand::Show { conn, .. },
+            } => conn.json,
             _ => false,
         }
     }
@@ -174,6 +185,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::CheckConfig { config } => check_config(&config),
         Command::Pki { cmd } => pki::run(cmd),
+        Command::Roster { cmd } => match cmd {
+            roster::RosterCommand::Publish { .. } | roster::RosterCommand::Show { .. } => {
+                rt()?.block_on(roster::run_online(cmd))
+            }
+            offline => roster::run(offline),
+        },
         Command::Demo => {
             init_logging(LogFormat::Human, "error");
             rt()?.block_on(crate::app::demo::run())

@@ -262,7 +262,7 @@ async fn session(
         HELLO_TIMEOUT,
         client.hello(HelloRequest {
             node_id: node.id.clone(),
-            roster_version: 0,
+            roster_version: node.roster_version(),
         }),
     )
     .await
@@ -272,13 +272,23 @@ async fn session(
             HELLO_TIMEOUT.as_secs()
         ))
     })?;
-    let peer_limit = match hello {
-        Ok(r) => Some(r.into_inner().max_message_bytes).filter(|m| *m > 0),
-        Err(s) if s.code() == tonic::Code::Unimplemented => None,
+    let (peer_limit, peer_roster) = match hello {
+        Ok(r) => {
+            let r = r.into_inner();
+            (
+                Some(r.max_message_bytes).filter(|m| *m > 0),
+                Some(r.roster_version),
+            )
+        }
+        Err(s) if s.code() == tonic::Code::Unimplemented => (None, None),
         Err(s) => return Err(describe(peer, &s)),
     };
-    node.peers
-        .update(peer, |s| s.peer_max_message_bytes = peer_limit);
+    node.peers.update(peer, |s| {
+        s.peer_max_message_bytes = peer_limit;
+        if peer_roster.is_some() {
+            s.peer_roster_version = peer_roster;
+        }
+    });
     let (tx, rx) = mpsc::channel::<PushFrame>(1024);
     let response = client
         .push(ReceiverStream::new(rx))

@@ -33,6 +33,8 @@ pub struct LinkStatus {
     delivery_note: Option<String>,
     /// The largest envelope the peer said it accepts (Hello), if it said.
     pub peer_max_message_bytes: Option<u64>,
+    /// The roster version the peer said it holds (Hello, either direction).
+    pub peer_roster_version: Option<u64>,
 }
 
 impl Default for LinkStatus {
@@ -44,6 +46,7 @@ impl Default for LinkStatus {
             meaningful: None,
             delivery_note: None,
             peer_max_message_bytes: None,
+            peer_roster_version: None,
         }
     }
 }

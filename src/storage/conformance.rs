@@ -45,7 +45,7 @@ fn id(n: u32) -> String {
 /// Runs every check, each on a fresh store opened by `open` in its own folder.
 pub async fn run_all(open: impl Fn(&Path) -> Store) {
     type Check = fn(Store) -> futures::future::BoxFuture<'static, ()>;
-    let checks: [(&str, Check); 16] = [
+    let checks: [(&str, Check); 17] = [
         ("dedup", |s| Box::pin(dedup_by_message_id(s))),
         ("outbox", |s| Box::pin(outbox_follows_the_message(s))),
         ("cursors", |s| Box::pin(cursors_increase(s))),
@@ -77,6 +77,9 @@ pub async fn run_all(open: impl Fn(&Path) -> Store) {
         }),
         ("rosters", |s| {
             Box::pin(roster_chain_keeps_one_per_version(s))
+        }),
+        ("drop_outbox", |s| {
+            Box::pin(outbox_of_a_departed_member_is_dropped(s))
         }),
     ];
     for (name, check) in checks {
@@ -113,6 +116,36 @@ async fn roster_chain_keeps_one_per_version(s: Store) {
     let r = s.save_roster(roster(2, 9)).await;
     assert!(matches!(r, Err(StoreError::Invalid(_))), "{r:?}");
     assert_eq!(s.rosters(10).await.unwrap()[1], roster(2, 2), "kept");
+}
+
+async fn outbox_of_a_departed_member_is_dropped(s: Store) {
+    let m = msg(&id(3), "node-a", MessageKind::Alert, &["node-b", "node-c"]);
+    s.insert(vec![m], Durability::Durable).await.unwrap();
+    assert_eq!(
+        s.drop_outbox("node-b", "node-b is not in roster v4", 7_000)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(s.outbox("node-b", 0, NOW, 10).await.unwrap().is_empty());
+    assert_eq!(
+        s.outbox("node-c", 0, NOW, 10).await.unwrap().len(),
+        1,
+        "others kept"
+    );
+    let d = s.delivery(&id(3)).await.unwrap();
+    let b = d.iter().find(|r| r.peer == "node-b").unwrap();
+    assert_eq!(
+        (b.state, b.reason.as_str(), b.updated_ms),
+        (
+            DeliveryState::Rejected as i32,
+            "node-b is not in roster v4",
+            7_000
+        )
+    );
+    let c = d.iter().find(|r| r.peer == "node-c").unwrap();
+    assert_eq!(c.state, DeliveryState::Queued as i32);
+    assert_eq!(s.drop_outbox("node-b", "again", 8_000).await.unwrap(), 0);
 }
 
 async fn rosters_survive_reopen(open: &impl Fn(&Path) -> Store) {

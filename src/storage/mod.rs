@@ -596,6 +596,11 @@ pub trait Storage: Send + Sync + 'static {
     /// The `limit` latest kept roster versions, newest first.
     async fn rosters(&self, limit: usize) -> Result<Vec<RosterRow>, StoreError>;
 
+    /// Drops everything queued for `peer` (a member the roster removed): its
+    /// outbox rows go, their delivery rows become REJECTED with `reason`.
+    /// Returns how many were dropped.
+    async fn drop_outbox(&self, peer: &str, reason: &str, now_ms: i64) -> Result<u64, StoreError>;
+
     /// Commits everything queued, then stops accepting work. Later calls fail
     /// with [`StoreError::Closed`].
     async fn close(&self);

@@ -877,6 +877,14 @@ impl Storage for SqliteStore {
         self.read(move |c| queries::rosters(c, limit)).await
     }
 
+    async fn drop_outbox(&self, peer: &str, reason: &str, now_ms: i64) -> Result<u64, StoreError> {
+        let (peer, reason) = (peer.to_string(), reason.to_string());
+        self.write(Durability::Durable, move |c| {
+            queries::drop_outbox(c, &peer, &reason, now_ms)
+        })
+        .await
+    }
+
     async fn close(&self) {
         let s = self.clone();
         let _ = tokio::task::spawn_blocking(move || s.close_blocking()).await;

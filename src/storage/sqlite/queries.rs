@@ -659,3 +659,29 @@ pub fn rosters(c: &Connection, limit: usize) -> Result<Vec<RosterRow>, StoreErro
     })?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
+
+/// Drops every outbox row of `peer`; their delivery rows become REJECTED
+/// with `reason`.
+pub fn drop_outbox(
+    c: &Connection,
+    peer: &str,
+    reason: &str,
+    now_ms: i64,
+) -> Result<u64, StoreError> {
+    c.prepare_cached(
+        "UPDATE delivery SET state = ?1, reason = ?2, updated_ms = ?3, next_attempt_ms = NULL
+         WHERE peer = ?4 AND message_id IN
+             (SELECT m.message_id FROM outbox o JOIN messages m ON m.cursor = o.cursor
+              WHERE o.peer = ?4)",
+    )?
+    .execute(params![
+        DeliveryState::Rejected as i32,
+        reason,
+        now_ms,
+        peer
+    ])?;
+    let n = c
+        .prepare_cached("DELETE FROM outbox WHERE peer = ?1")?
+        .execute(params![peer])?;
+    Ok(n as u64)
+}
