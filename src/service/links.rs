@@ -636,6 +636,34 @@ fn describe(peer: &str, s: &tonic::Status) -> LinkError {
     }
 }
 
+/// A peer on an older roster than this node (it just joined and missed the
+/// flood, or it was cut off) is sent the held roster, addressed to it alone;
+/// it checks it like any other. Once per link start while it is behind.
+async fn catch_up_roster(node: &Node, peer: &str, theirs: u64) {
+    let Some(anchor) = node.roster() else { return };
+    let Some(cur) = anchor.current() else { return };
+    if theirs >= cur.version() {
+        return;
+    }
+    let out = crate::service::ingest::Outgoing {
+        kind: crate::proto::v1::MessageKind::Roster,
+        tlp: crate::proto::v1::Tlp::Clear,
+        recipients: vec![peer.to_string()],
+        expires_ms: None,
+        exercise: false,
+        created_ms: None,
+        payload: cur.doc.to_bytes(),
+    };
+    match crate::service::ingest::originate(node, out).await {
+        Ok((id, _)) => {
+            tracing::info!(%peer, theirs, ours = cur.version(), message_id = %id, "peer holds an older roster: sent it ours")
+        }
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "cannot send the held roster to a peer on an older one")
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -688,30 +716,3 @@ mod tests {
     }
 }
 
-/// A peer on an older roster than this node (it just joined and missed the
-/// flood, or it was cut off) is sent the held roster, addressed to it alone;
-/// it checks it like any other. Once per link start while it is behind.
-async fn catch_up_roster(node: &Node, peer: &str, theirs: u64) {
-    let Some(anchor) = node.roster() else { return };
-    let Some(cur) = anchor.current() else { return };
-    if theirs >= cur.version() {
-        return;
-    }
-    let out = crate::service::ingest::Outgoing {
-        kind: crate::proto::v1::MessageKind::Roster,
-        tlp: crate::proto::v1::Tlp::Clear,
-        recipients: vec![peer.to_string()],
-        expires_ms: None,
-        exercise: false,
-        created_ms: None,
-        payload: cur.doc.to_bytes(),
-    };
-    match crate::service::ingest::originate(node, out).await {
-        Ok((id, _)) => {
-            tracing::info!(%peer, theirs, ours = cur.version(), message_id = %id, "peer holds an older roster: sent it ours")
-        }
-        Err(e) => {
-            tracing::warn!(%peer, error = %e, "cannot send the held roster to a peer on an older one")
-        }
-    }
-}
