@@ -223,9 +223,26 @@ fn taxii_tls(material: &tls::TlsMaterial) -> Result<Arc<rustls::ServerConfig>, t
     Ok(Arc::new(cfg))
 }
 
-/// Accepts a client certificate that names a certfed identity.
-fn identify() -> Identify<Identity> {
-    Arc::new(|cert| Identity::from_certificate(cert.as_ref()).map_err(|e| e.to_string()))
+/// Accepts a client certificate that names a certfed identity; with a
+/// roster, a node certificate only if the roster vouches for it as that
+/// member's (`domain::roster::vouches`: issued by a CA the roster lists for
+/// the member, or pinned). This runs right after the handshake, before any
+/// RPC: the connection is closed, and counted, when it fails. (A check after
+/// the handshake rather than a custom rustls verifier: the per-member CA
+/// comes from the certificate's own identity, which WebPki's chain check
+/// against `tls.ca` has already verified; and it swaps with the roster
+/// without rebuilding the TLS configuration.)
+fn identify(node: Option<Arc<Node>>) -> Identify<Identity> {
+    Arc::new(move |cert| {
+        let id = Identity::from_certificate(cert.as_ref()).map_err(|e| e.to_string())?;
+        if let (Identity::Node(member), Some(node)) = (&id, &node)
+            && let Some(roster) = node.roster()
+            && let Some(cur) = roster.current()
+        {
+            crate::domain::roster::vouches(&cur.doc.roster, member, cert.as_ref())?;
+        }
+        Ok(id)
+    })
 }
 
 /// How a listener accepts connections: the node's handshake timeout and
@@ -245,7 +262,7 @@ fn accept_config(
             max_connections: l.max_connections,
             max_connections_per_source: l.max_connections_per_source,
         },
-        identify: identify(),
+        identify: identify(Some(node.clone())),
         on_refused: Arc::new(move |why| refused_node.metrics.connection_refused(why.key())),
     }
 }

@@ -528,6 +528,42 @@ fn check_ca(der: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether roster `r` vouches for `cert_der`, a TLS certificate naming
+/// member `member`: the certificate's public key is pinned for the member,
+/// or it was issued (issuer name and signature) by one of the CA
+/// certificates the roster lists for the member — so a CA listed for another
+/// member cannot mint a certificate that passes as this one. The chain to the
+/// node's `tls.ca` trust anchors, validity and revocation are checked by the
+/// TLS handshake before this; the error says what to fix.
+pub fn vouches(r: &Roster, member: &str, cert_der: &[u8]) -> Result<(), String> {
+    use sha2::Digest as _;
+    use x509_parser::prelude::*;
+    let Some(m) = r.members.iter().find(|m| m.id == member) else {
+        return Err(format!("{member} is not in roster v{}", r.version));
+    };
+    let (_, cert) = X509Certificate::from_der(cert_der)
+        .map_err(|e| format!("the certificate for {member} does not parse: {e}"))?;
+    let spki = sha2::Sha256::digest(cert.public_key().raw);
+    if m.tls_pins.iter().any(|p| p.as_slice() == spki.as_slice()) {
+        return Ok(());
+    }
+    for ca in &m.tls_cas {
+        let Ok((_, ca)) = X509Certificate::from_der(ca) else {
+            continue;
+        };
+        if ca.subject().as_raw() == cert.issuer().as_raw()
+            && cert.verify_signature(Some(ca.public_key())).is_ok()
+        {
+            return Ok(());
+        }
+    }
+    Err(format!(
+        "the certificate for {member} (issued by {}) was not issued by a CA that roster v{} lists for {member}, and its key is not pinned there: another member's CA cannot vouch for {member}",
+        quote(&cert.issuer().to_string()),
+        r.version
+    ))
+}
+
 /// The subject of a DER certificate, for people (empty if it does not parse).
 pub fn ca_subject(der: &[u8]) -> String {
     use x509_parser::prelude::*;

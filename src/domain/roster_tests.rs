@@ -672,3 +672,55 @@ proptest! {
         }
     }
 }
+
+/// A CA named `name` (DER and its issuer), and a leaf it issues.
+fn ca_and_leaf(name: &str) -> (Vec<u8>, Vec<u8>) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name.push(rcgen::DnType::CommonName, name);
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_der = p.self_signed(&key).unwrap().der().to_vec();
+    let issuer = rcgen::Issuer::new(p, key);
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    (ca_der, leaf.der().to_vec())
+}
+
+#[test]
+fn only_the_members_own_ca_or_pin_vouches_for_its_certificate() {
+    let (ca_x, leaf_x) = ca_and_leaf("CA of node-a");
+    let (ca_y, leaf_y) = ca_and_leaf("CA of node-b");
+    // Same subject as X's CA, other key: a name match alone is not enough.
+    let (ca_x_forged, leaf_forged) = ca_and_leaf("CA of node-a");
+    let mut r = v1();
+    r.members[0].tls_cas = vec![ca_x.clone()];
+    r.members[0].tls_pins.clear();
+    r.members[1].tls_cas = vec![ca_y];
+    vouches(&r, "node-a", &leaf_x).unwrap();
+    let e = vouches(&r, "node-a", &leaf_y).unwrap_err();
+    assert!(
+        e.contains("another member's CA cannot vouch for node-a"),
+        "{e}"
+    );
+    assert!(e.contains("CA of node-b"), "{e}");
+    assert!(
+        vouches(&r, "node-a", &leaf_forged).is_err(),
+        "same issuer name, other key"
+    );
+    let _ = ca_x_forged;
+    // A pin vouches whatever the issuer.
+    let (_, cert) = x509_parser::parse_x509_certificate(&leaf_y).unwrap();
+    use sha2::Digest as _;
+    r.members[0].tls_pins = vec![sha2::Sha256::digest(cert.public_key().raw).to_vec()];
+    vouches(&r, "node-a", &leaf_y).unwrap();
+    let e = vouches(&r, "node-z", &leaf_x).unwrap_err();
+    assert!(e.contains("node-z is not in roster v1"), "{e}");
+    assert!(
+        vouches(&r, "node-a", b"garbage")
+            .unwrap_err()
+            .contains("does not parse")
+    );
+}

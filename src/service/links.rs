@@ -32,7 +32,7 @@ use crate::proto::v1::{
 };
 use crate::service::node::Node;
 use crate::service::now_ms;
-use crate::service::peers::{LinkError, expect_node};
+use crate::service::peers::{LinkError, expect_member};
 use crate::storage::{Deferral, OutboxItem, Outcome};
 use futures::StreamExt;
 use prost::Message;
@@ -248,7 +248,7 @@ async fn session(
     let channel = crate::transport::client::channel_observed(
         endpoint,
         tls,
-        Some(expect_node(peer)),
+        Some(expect_member(peer, node.roster())),
         Duration::from_secs(5),
         Some(sink.clone()),
     )
@@ -715,4 +715,3 @@ mod tests {
         assert!(b.len() <= 520, "{}", b.len());
     }
 }
-

@@ -240,6 +240,24 @@ impl Peers {
     }
 }
 
+/// [`expect_node`], and with a roster, only a certificate the roster vouches
+/// for as `expected`'s (`domain::roster::vouches`: issued by a CA it lists
+/// for that member, or pinned). Refused before any RPC is sent.
+pub fn expect_member(
+    expected: &str,
+    roster: Option<Arc<crate::domain::roster::Anchor>>,
+) -> ServerCheck {
+    let node = expect_node(expected);
+    let id = expected.to_string();
+    Arc::new(move |cert| {
+        node(cert)?;
+        match roster.as_deref().and_then(|a| a.current()) {
+            Some(cur) => crate::domain::roster::vouches(&cur.doc.roster, &id, cert.as_ref()),
+            None => Ok(()),
+        }
+    })
+}
+
 /// A server check that accepts only the certificate of node `expected`.
 pub fn expect_node(expected: &str) -> ServerCheck {
     let expected = Identity::Node(expected.to_string());

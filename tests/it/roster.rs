@@ -433,3 +433,107 @@ async fn members_join_and_leave_by_signed_roster_without_restart() {
         n.shutdown().await.unwrap();
     }
 }
+
+/// A certificate for member X issued by a CA the roster lists for another
+/// member (here: the shared CA, listed for node-a and node-b, while the
+/// roster says node-c's certificates come from node-c's own CA) is refused
+/// right after the handshake, in both directions, before any RPC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_from_another_members_ca_is_refused_at_the_handshake() {
+    let ids = ["node-a", "node-b", "node-c"];
+    let fed = Fed::new(&ids, &[(0, 1), (1, 2)]);
+    let dir = fed.pki.dir.path();
+    certfed(
+        dir,
+        &["pki", "ca", "--out-dir", "ca-c", "--name", "CA of node-c"],
+    );
+    for s in ["s1", "s2"] {
+        certfed(dir, &["pki", "signing-key", "--id", s]);
+    }
+    certfed(
+        dir,
+        &[
+            "roster",
+            "init",
+            "--out",
+            "roster-v1.roster",
+            "--federation",
+            "test-fed",
+            "--steward",
+            "s1=s1.sign.pub",
+            "--steward",
+            "s2=s2.sign.pub",
+            "--threshold",
+            "2",
+        ],
+    );
+    for id in ids {
+        let ca = if id == "node-c" {
+            "ca-c/ca.crt"
+        } else {
+            "ca.crt"
+        };
+        certfed(
+            dir,
+            &[
+                "roster",
+                "add-member",
+                "roster-v1.roster",
+                "--id",
+                id,
+                "--signing-key",
+                &format!("{id}.sign.pub"),
+                "--tls-ca",
+                ca,
+            ],
+        );
+    }
+    certfed(
+        dir,
+        &["roster", "sign", "roster-v1.roster", "--key", "s1.sign.key"],
+    );
+    certfed(
+        dir,
+        &["roster", "sign", "roster-v1.roster", "--key", "s2.sign.key"],
+    );
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        nodes.push(start(&fed, i).await);
+    }
+    // node-a and node-b link; node-b refuses node-c's certificate (issued by
+    // the CA the roster lists for node-a and node-b, not by node-c's).
+    let from_a = publish_on(&fed, 0, green_alert("from node-a"), &[]).await;
+    assert!(
+        arrives(&fed, 1, &from_a, WAIT).await,
+        "node-a to node-b works"
+    );
+    let refused = eventually(WAIT, || async {
+        let mut op = fed.operator(1).await;
+        let peers = op
+            .list_peers(ListPeersRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .peers;
+        peers.iter().any(|p| {
+            p.peer_id == "node-c"
+                && p.state != LinkState::Up as i32
+                && p.last_error.contains("cannot vouch for node-c")
+        })
+    })
+    .await;
+    let mut op = fed.operator(1).await;
+    let peers = op
+        .list_peers(ListPeersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .peers;
+    assert!(refused, "node-b refuses node-c's certificate: {peers:?}");
+    let from_c = publish_on(&fed, 2, green_alert("from node-c"), &[]).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!holds(&fed, 1, &from_c).await, "nothing from node-c passes");
+    for n in nodes {
+        n.shutdown().await.unwrap();
+    }
+}
