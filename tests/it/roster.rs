@@ -7,7 +7,9 @@
 //! - hostile rosters (a rollback, one steward's signature only, a fork, bytes
 //!   that do not decode) are refused with their reason and never applied;
 //! - v3 removes a member: every node drops it from its peers (links closed
-//!   both ways) and its messages are refused with "not in roster v3".
+//!   both ways) and its messages are refused with "not in roster v3";
+//! - v4 rotates a member's key: messages its old key signs after the
+//!   rotation are refused, those signed before and the new key's are kept.
 use crate::common::*;
 use certfed::proto::v1::*;
 use std::path::Path;
@@ -427,8 +429,94 @@ async fn members_join_and_leave_by_signed_roster_without_restart() {
         }
         other => panic!("node-b's message must be refused for good: {other:?}"),
     }
+    // v4 rotates node-c's key: its old key signs nothing created from now on.
+    certfed(dir, &["pki", "signing-key", "--id", "node-c-new"]);
+    certfed(
+        dir,
+        &[
+            "roster",
+            "init",
+            "--from",
+            "roster-v3.roster",
+            "--out",
+            "roster-v4.roster",
+        ],
+    );
+    certfed(
+        dir,
+        &[
+            "roster",
+            "rotate-key",
+            "roster-v4.roster",
+            "--id",
+            "node-c",
+            "--new-key",
+            "node-c-new.sign.pub",
+            "--old-valid-hours",
+            "0",
+        ],
+    );
+    certfed(
+        dir,
+        &["roster", "sign", "roster-v4.roster", "--key", "s2.sign.key"],
+    );
+    certfed(
+        dir,
+        &["roster", "sign", "roster-v4.roster", "--key", "s3.sign.key"],
+    );
+    publish(&fed, 3, &dir.join("roster-v4.roster"))
+        .await
+        .unwrap();
+    assert!(
+        eventually(WAIT, || async { roster_version(&fed, 0).await == 4 }).await,
+        "node-a applies v4"
+    );
+    let signed_by = |key: &str, created_ms: i64| {
+        let pem = std::fs::read_to_string(dir.join(key)).unwrap();
+        let signer = certfed::domain::keys::Signer::from_pkcs8_pem("node-c", &pem).unwrap();
+        certfed::domain::envelope::seal(
+            &signer,
+            certfed::domain::envelope::Draft {
+                message_id: uuid::Uuid::now_v7().to_string(),
+                kind: MessageKind::Alert,
+                tlp: Tlp::Green,
+                recipients: vec![],
+                created_ms,
+                expires_ms: None,
+                hop_limit: 8,
+                exercise: false,
+                encrypted: false,
+                payload: prost::Message::encode_to_vec(&green_alert("rotation")),
+            },
+        )
+    };
+    let now = certfed::service::now_ms();
+    let envs = vec![
+        signed_by("node-c.sign.key", now + 2_000),
+        signed_by("node-c.sign.key", now - 600_000),
+        signed_by("node-c-new.sign.key", now + 2_000),
+    ];
+    let got = certfed::service::ingest::ingest(&nodes[0].node, Some("node-c"), envs, vec![])
+        .await
+        .unwrap();
+    use certfed::service::ingest::Ingested;
+    match &got[0] {
+        Ingested::Rejected(r) => assert!(r.to_string().contains("was valid until"), "{r}"),
+        other => panic!("the old key's later message must be refused: {other:?}"),
+    }
+    assert!(
+        matches!(got[1], Ingested::New(_)),
+        "signed before the rotation: kept {:?}",
+        got[1]
+    );
+    assert!(
+        matches!(got[2], Ingested::New(_)),
+        "the new key is trusted {:?}",
+        got[2]
+    );
+
     let metrics = nodes[0].node.metrics.encode();
-    assert!(metrics.contains("certfed_roster_version 3"), "{metrics}");
+    assert!(metrics.contains("certfed_roster_version 4"), "{metrics}");
     for n in nodes {
         n.shutdown().await.unwrap();
     }
