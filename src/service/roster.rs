@@ -390,3 +390,153 @@ pub async fn view(node: &Node, now_ms: i64) -> Result<RosterView, RosterError> {
         signed_roster: acc.doc.to_bytes(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::roster::{draft, parse, sign};
+    use crate::proto::v1::{MemberKey, RosterMember, Steward};
+    use crate::storage::{IntegrityCheck, OpenOptions};
+    use ed25519_dalek::SigningKey;
+    use prost::Message;
+
+    const NOW: i64 = 1_800_000_000_000;
+    const DAY: i64 = 86_400_000;
+
+    fn sk(seed: u8) -> SigningKey {
+        SigningKey::from_bytes(&[seed; 32])
+    }
+
+    fn stewards() -> Vec<Steward> {
+        (1..=3)
+            .map(|i| Steward {
+                id: format!("s{i}"),
+                public_key: sk(100 + i).verifying_key().as_bytes().to_vec(),
+            })
+            .collect()
+    }
+
+    fn member(id: &str, seed: u8) -> RosterMember {
+        RosterMember {
+            id: id.into(),
+            signing_keys: vec![MemberKey {
+                public_key: sk(seed).verifying_key().as_bytes().to_vec(),
+                not_before: None,
+                not_after: None,
+            }],
+            tls_pins: vec![vec![seed; 32]],
+            ..Default::default()
+        }
+    }
+
+    fn doc(r: &Roster, seeds: &[u8]) -> Document {
+        let mut s = draft::unsigned(r);
+        for seed in seeds {
+            sign(&mut s, &sk(*seed));
+        }
+        parse(&s.encode_to_vec()).unwrap()
+    }
+
+    fn chain() -> (Roster, Roster) {
+        let mut v1 = draft::new("eu-test", stewards(), 2, NOW - DAY, NOW + 30 * DAY).unwrap();
+        draft::add_member(&mut v1, member("node-a", 1)).unwrap();
+        draft::add_member(&mut v1, member("node-b", 2)).unwrap();
+        let mut v2 = draft::next(&v1, NOW, NOW + 30 * DAY);
+        draft::remove_member(&mut v2, "node-b").unwrap();
+        (v1, v2)
+    }
+
+    fn store(dir: &std::path::Path) -> Store {
+        let opts = OpenOptions {
+            node_id: "node-a".into(),
+            integrity: IntegrityCheck::Off,
+        };
+        crate::storage::sqlite::open(dir, &opts).unwrap()
+    }
+
+    #[tokio::test]
+    async fn bootstrap_starts_from_the_file_then_keeps_the_stores_newer_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let (v1, v2) = chain();
+        // First start: the file, on its own quorum, is kept.
+        let (a, keys, _) = bootstrap(&s, None, Some(doc(&v1, &[101, 102])), NOW)
+            .await
+            .unwrap();
+        assert_eq!(a.version(), 1);
+        assert!(keys.is_member("node-b"));
+        // A newer version was applied meanwhile (as from a peer).
+        s.save_roster(RosterRow {
+            version: 2,
+            bytes: doc(&v2, &[101, 103]).to_bytes(),
+            accepted_ms: NOW,
+        })
+        .await
+        .unwrap();
+        // Restart with the old file: the store's v2 stays, node-b is retired.
+        let (a, keys, notes) = bootstrap(&s, None, Some(doc(&v1, &[101, 102])), NOW)
+            .await
+            .unwrap();
+        assert_eq!(a.version(), 2);
+        assert!(!keys.is_member("node-b"));
+        let b_key = crate::domain::keys::key_id(&sk(2).verifying_key());
+        assert_eq!(keys.retired(&b_key), Some("node-b is not in roster v2"));
+        assert!(
+            notes.iter().any(|n| n.contains("older than the store's")),
+            "{notes:?}"
+        );
+        s.close().await;
+    }
+
+    #[tokio::test]
+    async fn pinned_stewards_decide_the_first_roster() {
+        let (v1, _) = chain();
+        let pinned = Quorum::pinned(stewards(), 2).unwrap();
+        // Without a file: waiting for one, trusting nobody yet.
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let (a, keys, _) = bootstrap(&s, Some(pinned.clone()), None, NOW)
+            .await
+            .unwrap();
+        assert!(matches!(a, Anchor::Pinned(_)));
+        assert!(keys.members().is_empty());
+        s.close().await;
+        // A file signed by other keys than the pinned stewards is refused.
+        let mut other = v1.clone();
+        other.stewards = (1..=3)
+            .map(|i| Steward {
+                id: format!("x{i}"),
+                public_key: sk(200 + i).verifying_key().as_bytes().to_vec(),
+            })
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let e = bootstrap(
+            &s,
+            Some(pinned.clone()),
+            Some(doc(&other, &[201, 202])),
+            NOW,
+        )
+        .await
+        .unwrap_err();
+        assert!(e.contains("roster.file") && e.contains("pinned"), "{e}");
+        assert!(s.rosters(10).await.unwrap().is_empty(), "nothing kept");
+        // An expired file is refused too.
+        let e = bootstrap(
+            &s,
+            Some(pinned.clone()),
+            Some(doc(&v1, &[101, 102])),
+            NOW + 60 * DAY,
+        )
+        .await
+        .unwrap_err();
+        assert!(e.contains("expired"), "{e}");
+        // The pinned stewards' own roster is accepted and kept.
+        let (a, _, _) = bootstrap(&s, Some(pinned), Some(doc(&v1, &[101, 102])), NOW)
+            .await
+            .unwrap();
+        assert_eq!(a.version(), 1);
+        assert_eq!(s.rosters(10).await.unwrap().len(), 1);
+        s.close().await;
+    }
+}
