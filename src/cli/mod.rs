@@ -159,8 +159,35 @@ pub fn init_logging(format: LogFormat, level: &str) {
 fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
     let cfg = Config::load(path)?;
     let p = crate::app::check(cfg)?;
+    // With a roster, the file's signatures are checked as a first start would
+    // (a store holding a newer version makes an older or expired file moot).
+    let roster = match &p.roster {
+        None => String::new(),
+        Some(r) => match &r.file {
+            Some(doc) => {
+                let checked = crate::domain::roster::check_first(
+                    doc.clone(),
+                    r.pinned.as_ref(),
+                    crate::service::now_ms(),
+                );
+                format!(
+                    "; roster.file: {} version {}, {} member(s), {}",
+                    doc.roster.federation,
+                    doc.version(),
+                    doc.roster.members.len(),
+                    match checked {
+                        Ok(a) => format!("signed by {}", a.signed_by.join(", ")),
+                        Err(e) => format!(
+                            "NOT VALID for a first start ({e}); fine only if the store holds a newer version"
+                        ),
+                    }
+                )
+            }
+            None => "; roster: waiting for a first roster signed by the pinned stewards".into(),
+        },
+    };
     output::emit(&format!(
-        "{}: OK: node {}, listen {}, {} peer(s), {} member(s)\n",
+        "{}: OK: node {}, listen {}, {} peer(s), {} member(s){roster}\n",
         path.display(),
         p.cfg.node.id,
         p.cfg.node.listen,
