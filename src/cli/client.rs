@@ -609,19 +609,26 @@ pub async fn peers(conn: Conn) -> anyhow::Result<()> {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "{:<12}  {:<22}  {:<10}  {:<16}  {:>7}  {:<20}  LAST ERROR",
-            "PEER", "ENDPOINT", "STATE", "MAX TLP", "OUTBOX", "LAST CONTACT"
+            "{:<12}  {:<22}  {:<10}  {:<16}  {:>7}  {:<20}  {:<11}  LAST ERROR",
+            "PEER", "ENDPOINT", "STATE", "MAX TLP", "OUTBOX", "LAST CONTACT", "ROSTER"
         );
         for p in &all.peers {
+            // The peer's roster version (Hello); "behind" when older than ours.
+            let roster = match (p.roster_version, p.roster_behind) {
+                (0, _) => "-".to_string(),
+                (v, true) => format!("v{v} behind"),
+                (v, false) => format!("v{v}"),
+            };
             let _ = writeln!(
                 s,
-                "{:<12}  {:<22}  {:<10}  {:<16}  {:>7}  {:<20}  {}",
+                "{:<12}  {:<22}  {:<10}  {:<16}  {:>7}  {:<20}  {:<11}  {}",
                 term(&p.peer_id),
                 term(&p.endpoint),
                 link_state(p.state),
                 tlp_str(p.max_tlp),
                 p.outbox_depth,
                 ts(&p.last_contact),
+                roster,
                 term(&p.last_error)
             );
         }

@@ -380,8 +380,14 @@ impl Committing {
             .zip(facts)
             .zip(rosters)
         {
-            if let (Stored::New(_), Some(r)) = (&s, roster) {
-                new_rosters.push(r);
+            if let Some(r) = roster {
+                // Whoever sent a roster message admitted it: it holds that version.
+                if from_peer && let Ok(d) = crate::domain::roster::parse(&r) {
+                    node.peers.note_roster(&source, d.version());
+                }
+                if let Stored::New(_) = &s {
+                    new_rosters.push(r);
+                }
             }
             results[slot] = Some(match s {
                 Stored::New(c) => {

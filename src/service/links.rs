@@ -233,7 +233,10 @@ fn rfc3339(ms: i64) -> String {
 
 /// What was sent and not yet acknowledged: cursor → (enqueued time, times
 /// the peer deferred it before).
-type InFlight = BTreeMap<u64, (i64, u32)>;
+/// Per cursor in flight: when it was queued, how often it was deferred, and
+/// the roster version it carries (a roster message: once the peer takes it,
+/// the peer holds at least that version).
+type InFlight = BTreeMap<u64, (i64, u32, Option<u64>)>;
 
 /// One connected session. Returns Ok on shutdown, Err with a reason otherwise.
 async fn session(
@@ -356,13 +359,14 @@ async fn session(
                     continue;
                 }
                 let (cursor, enqueued, deferrals) = (it.cursor, it.enqueued_ms, it.deferrals);
+                let roster = roster_version_of(&it.header, &it.payload);
                 let frame = to_frame(it);
                 let size = frame.envelope.as_ref().map_or(0, |e| e.encoded_len());
                 if let Some(limit) = peer_limit.filter(|l| size as u64 > *l) {
                     too_large.push((cursor, size, limit));
                     continue;
                 }
-                in_flight.insert(cursor, (enqueued, deferrals));
+                in_flight.insert(cursor, (enqueued, deferrals, roster));
                 match tokio::time::timeout(ack_timeout, tx.send(frame)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => return Err(LinkError::generic("stream closed by peer")),
@@ -482,12 +486,15 @@ async fn record_acks(
     let mut deferrals = Vec::new();
     let mut accepted = false;
     for ack in acks {
-        let Some((enq, deferred_before)) = in_flight.remove(&ack.seq) else {
+        let Some((enq, deferred_before, roster)) = in_flight.remove(&ack.seq) else {
             continue;
         };
         match PushOutcome::try_from(ack.outcome) {
             Ok(PushOutcome::Accepted) | Ok(PushOutcome::Duplicate) => {
                 accepted = true;
+                if let Some(v) = roster {
+                    node.peers.note_roster(peer, v);
+                }
                 node.metrics
                     .delivery_seconds
                     .observe(((now - enq).max(0) as f64) / 1000.0);
@@ -634,6 +641,17 @@ fn describe(peer: &str, s: &tonic::Status) -> LinkError {
         text: bounded(&text),
         meaningful: names_a_cause,
     }
+}
+
+/// The roster version a queued message carries, if it is a roster message.
+fn roster_version_of(header: &[u8], payload: &[u8]) -> Option<u64> {
+    let h = crate::proto::v1::EnvelopeHeader::decode(header).ok()?;
+    if h.kind != crate::proto::v1::MessageKind::Roster as i32 {
+        return None;
+    }
+    crate::domain::roster::parse(payload)
+        .ok()
+        .map(|d| d.version())
 }
 
 /// A peer on an older roster than this node (it just joined and missed the

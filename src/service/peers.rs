@@ -233,6 +233,14 @@ impl Peers {
             .unwrap_or_default()
     }
 
+    /// The peer holds at least roster `version` (it took, or sent us, a
+    /// roster message of that version).
+    pub fn note_roster(&self, peer: &str, version: u64) {
+        self.update(peer, |s| {
+            s.peer_roster_version = Some(s.peer_roster_version.unwrap_or(0).max(version));
+        });
+    }
+
     pub fn update(&self, peer: &str, f: impl FnOnce(&mut LinkStatus)) {
         if let Some(s) = self.status.lock().expect("peers lock").get_mut(peer) {
             f(s);

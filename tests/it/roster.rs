@@ -233,6 +233,23 @@ async fn members_join_and_leave_by_signed_roster_without_restart() {
             "node {i} applies v2 from the flood"
         );
     }
+    // ListPeers shows every peer on v2 (none behind), learnt from the flood.
+    for i in [0, 2] {
+        let all_current = eventually(WAIT, || async {
+            let mut op = fed.operator(i).await;
+            let peers = op
+                .list_peers(ListPeersRequest::default())
+                .await
+                .unwrap()
+                .into_inner()
+                .peers;
+            peers
+                .iter()
+                .all(|p| p.roster_version == 2 && !p.roster_behind)
+        })
+        .await;
+        assert!(all_current, "node {i} sees its peers on v2");
+    }
     let view = fed
         .operator(4)
         .await
