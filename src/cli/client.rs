@@ -153,6 +153,12 @@ pub struct PublishArgs {
     /// Mark as exercise traffic.
     #[arg(long)]
     pub exercise: bool,
+    /// Open an incident with this alert (its message id becomes the incident id).
+    #[arg(long, conflicts_with = "incident")]
+    pub open_incident: bool,
+    /// Contribute this alert to an incident (its TLP at least the incident's).
+    #[arg(long, value_name = "INCIDENT_ID")]
+    pub incident: Option<String>,
 }
 
 /// Connects to the node with the operator's certificate.
@@ -262,6 +268,8 @@ pub fn publish_request(a: &PublishArgs) -> PublishAlertRequest {
         }),
         recipients: a.recipients.clone(),
         request_id: uuid::Uuid::now_v7().to_string(),
+        open_incident: a.open_incident,
+        incident_id: a.incident.clone().unwrap_or_default(),
     }
 }
 

@@ -9,6 +9,7 @@ pub mod custody;
 pub mod e2e;
 pub mod envelope;
 pub mod identity;
+pub mod incident;
 pub mod keys;
 pub mod policy;
 pub mod text;

@@ -12,11 +12,12 @@ use crate::domain::envelope::{ms_to_ts, ts_to_ms};
 use crate::domain::policy::check_distribution;
 use crate::domain::policy::tlp_label;
 use crate::proto::v1::{
-    Alert, AlertFilter, AlertSummary, EnvelopeHeader, HopChain, HopRecord, MessageKind,
+    Alert, AlertFilter, AlertSummary, EnvelopeHeader, HopChain, HopRecord, IncidentLink,
+    IncidentMerge, IncidentStatusChange, MessageKind, Sighting,
     MessageView, Nis2Sector, PathHop, PublishAlertRequest, PublishAlertResponse, ReceiptState,
     Severity, SignedEnvelope, Tlp, WatchEvent,
 };
-use crate::service::ingest::{OriginateError, Outgoing, originate_as};
+use crate::service::ingest::{OriginateError, Outgoing, originate_in_incident};
 use crate::service::limits::{MAX_ANSWER_BYTES, PageBuilder, PageLimit, framed_len};
 use crate::service::node::Node;
 use crate::service::requests::{self, RequestIdError, RequestKey};
@@ -47,6 +48,8 @@ pub enum AlertError {
     Store(#[from] StoreError),
     #[error("{0}")]
     RequestId(#[from] RequestIdError),
+    #[error("{0}")]
+    Incident(crate::service::incidents::IncidentError),
 }
 
 impl ServiceError for AlertError {
@@ -61,6 +64,7 @@ impl ServiceError for AlertError {
             AlertError::Originate(e) => e.kind(),
             AlertError::Store(e) => e.kind(),
             AlertError::RequestId(e) => e.kind(),
+            AlertError::Incident(e) => e.kind(),
         }
     }
 }
@@ -81,6 +85,7 @@ fn full_view(m: &StoredMessage) -> MessageView {
     let alert = (m.kind == MessageKind::Alert as i32)
         .then(|| Alert::decode(m.body()).ok())
         .flatten();
+    let readable_as = |k: MessageKind| m.readable && m.kind == k as i32;
     MessageView {
         message_id: m.message_id.clone(),
         origin: m.origin.clone(),
@@ -118,6 +123,19 @@ fn full_view(m: &StoredMessage) -> MessageView {
                     .collect()
             })
             .unwrap_or_default(),
+        incident_id: header.incident_id,
+        sighting: readable_as(MessageKind::Sighting)
+            .then(|| Sighting::decode(m.body()).ok())
+            .flatten(),
+        incident_status: readable_as(MessageKind::IncidentStatus)
+            .then(|| IncidentStatusChange::decode(m.body()).ok())
+            .flatten(),
+        incident_link: readable_as(MessageKind::IncidentLink)
+            .then(|| IncidentLink::decode(m.body()).ok())
+            .flatten(),
+        incident_merge: readable_as(MessageKind::IncidentMerge)
+            .then(|| IncidentMerge::decode(m.body()).ok())
+            .flatten(),
     }
 }
 
@@ -253,10 +271,25 @@ pub async fn publish(
     recipients: Vec<String>,
     request_id: String,
 ) -> Result<String, AlertError> {
+    publish_in(
+        node,
+        PublishAlertRequest {
+            alert,
+            recipients,
+            request_id,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// [`publish`] with the incident choices of the request: open an incident
+/// with the alert, or contribute it to one (`service::incidents`).
+pub async fn publish_in(node: &Node, req: PublishAlertRequest) -> Result<String, AlertError> {
+    let request_id = req.request_id.clone();
     let body = PublishAlertRequest {
-        alert,
-        recipients,
         request_id: String::new(),
+        ..req
     };
     let key = RequestKey::parse(
         "request_id",
@@ -265,7 +298,11 @@ pub async fn publish(
         &body.encode_to_vec(),
     )?;
     let PublishAlertRequest {
-        alert, recipients, ..
+        alert,
+        recipients,
+        open_incident,
+        incident_id,
+        ..
     } = body;
     let alert = alert.ok_or_else(|| {
         InvalidArgument::new(
@@ -278,7 +315,7 @@ pub async fn publish(
         &node.requests,
         key,
         |message_id| async move {
-            publish_as(node, alert, recipients, message_id)
+            publish_as(node, alert, recipients, message_id, open_incident, incident_id)
                 .await
                 .map(|message_id| PublishAlertResponse { message_id })
         },
@@ -294,6 +331,8 @@ async fn publish_as(
     alert: Alert,
     recipients: Vec<String>,
     message_id: String,
+    open_incident: bool,
+    incident_id: String,
 ) -> Result<String, AlertError> {
     let now = now_ms();
     let tlp = Tlp::try_from(alert.tlp).unwrap_or(Tlp::Unspecified);
@@ -323,6 +362,20 @@ async fn publish_as(
             }
         }
     }
+    if !incident_id.is_empty() {
+        check_id("incident_id", &incident_id, "incident id")?;
+    }
+    let incident = crate::service::incidents::alert_incident(
+        node,
+        &message_id,
+        open_incident,
+        &incident_id,
+        &alert.supersedes,
+        tlp,
+        &recipients,
+    )
+    .await
+    .map_err(AlertError::Incident)?;
     let outgoing = Outgoing {
         kind: MessageKind::Alert,
         tlp,
@@ -332,7 +385,7 @@ async fn publish_as(
         created_ms: Some(now),
         payload,
     };
-    let (message_id, _) = originate_as(node, outgoing, message_id).await?;
+    let (message_id, _) = originate_in_incident(node, outgoing, message_id, incident).await?;
     tracing::info!(%message_id, tlp = tlp_label(tlp), "alert published");
     Ok(message_id)
 }
@@ -439,9 +492,14 @@ pub async fn watch(
             for m in batch {
                 cursor = m.cursor;
                 if watch_matches(&q, &m) {
+                    // Correlation is a hint: a failed lookup leaves it out.
+                    let incident_matches = crate::service::incidents::watch_matches(&node, &m)
+                        .await
+                        .unwrap_or_default();
                     let ev = WatchEvent {
                         cursor: m.cursor,
                         message: Some(message_view(&m)),
+                        incident_matches,
                     };
                     if tx.send(Ok(ev)).await.is_err() {
                         return;

@@ -13,6 +13,7 @@
 pub mod alerts;
 pub mod assistance;
 pub mod delivery;
+pub mod incidents;
 pub mod ingest;
 pub mod limits;
 pub mod links;
