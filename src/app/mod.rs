@@ -11,6 +11,7 @@
 pub mod bench;
 pub mod demo;
 pub mod localfed;
+pub mod report;
 pub mod systemd;
 
 use crate::api::authz::AuthzLayer;

@@ -220,15 +220,15 @@ pub fn show<M: prost::Message>(
     }
 }
 
-fn tlp_str(t: i32) -> &'static str {
+pub fn tlp_str(t: i32) -> &'static str {
     crate::domain::policy::tlp_label(Tlp::try_from(t).unwrap_or(Tlp::Unspecified))
 }
 
-fn sev_str(s: i32) -> &'static str {
+pub fn sev_str(s: i32) -> &'static str {
     severity_label(Severity::try_from(s).unwrap_or(Severity::Unspecified))
 }
 
-fn kind_str(k: i32) -> &'static str {
+pub fn kind_str(k: i32) -> &'static str {
     match MessageKind::try_from(k) {
         Ok(MessageKind::Alert) => "alert",
         Ok(MessageKind::AssistanceRequest) => "assistance request",
@@ -236,6 +236,10 @@ fn kind_str(k: i32) -> &'static str {
         Ok(MessageKind::Decision) => "assistance decision",
         Ok(MessageKind::Status) => "assistance status",
         Ok(MessageKind::Receipt) => "receipt",
+        Ok(MessageKind::Sighting) => "sighting",
+        Ok(MessageKind::IncidentStatus) => "incident status",
+        Ok(MessageKind::IncidentLink) => "incident link",
+        Ok(MessageKind::IncidentMerge) => "incident merge",
         _ => "unknown",
     }
 }
@@ -667,6 +671,18 @@ pub async fn watch(conn: Conn, from_start: bool, after: u64, count: u64) -> anyh
                 tlp,
                 term(title)
             ))?;
+            if !m.incident_id.is_empty() {
+                emit(&format!("          in incident {}\n", term(&m.incident_id)))?;
+            }
+            for x in &ev.incident_matches {
+                emit(&format!(
+                    "          matches incident {} on {}; link it: certfed incident link {} {}\n",
+                    term(&x.incident_id),
+                    term(&x.indicator.clone().unwrap_or_default().value),
+                    term(&x.incident_id),
+                    term(&x.message_id)
+                ))?;
+            }
         }
         seen += 1;
         if count > 0 && seen >= count {

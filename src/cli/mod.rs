@@ -1,6 +1,6 @@
 //! The `certfed` command line: the node (`serve`, `check-config`), its tools
 //! (`pki`, `demo`, `bench`, `completions`, `man`) and the operator client
-//! commands (`info`, `alert`, `assist`, `peers`, `delivery`, `watch`).
+//! commands (`info`, `alert`, `assist`, `incident`, `peers`, `delivery`, `watch`).
 //!
 //! Invariants: the process exit code says what kind of failure happened
 //! (`cli::error::Exit`, listed in `--help`); with `--json` errors are JSON on
@@ -9,6 +9,7 @@ pub mod args;
 pub mod assist;
 pub mod client;
 pub mod error;
+pub mod incident;
 pub mod logging;
 pub mod output;
 pub mod pki;
@@ -87,6 +88,14 @@ pub enum Command {
         #[command(subcommand)]
         cmd: Box<assist::AssistCmd>,
     },
+    /// Incidents across partners: the shared picture, sightings, links,
+    /// status, merges and the HTML situation report.
+    Incident {
+        #[command(flatten)]
+        conn: client::Conn,
+        #[command(subcommand)]
+        cmd: Box<incident::IncidentCmd>,
+    },
     /// Direct peers and the state of each link.
     Peers {
         #[command(flatten)]
@@ -122,6 +131,7 @@ impl Command {
             Command::Info { conn }
             | Command::Alert { conn, .. }
             | Command::Assist { conn, .. }
+            | Command::Incident { conn, .. }
             | Command::Peers { conn }
             | Command::Delivery { conn, .. }
             | Command::Watch { conn, .. } => conn.json,
@@ -186,6 +196,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Info { conn } => rt()?.block_on(client::info(conn)),
         Command::Alert { conn, cmd } => rt()?.block_on(client::alert(conn, *cmd)),
         Command::Assist { conn, cmd } => rt()?.block_on(assist::run(conn, *cmd)),
+        Command::Incident { conn, cmd } => rt()?.block_on(incident::run(conn, *cmd)),
         Command::Peers { conn } => rt()?.block_on(client::peers(conn)),
         Command::Delivery { conn, message_id } => {
             rt()?.block_on(client::delivery(conn, message_id))
