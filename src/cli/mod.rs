@@ -52,8 +52,13 @@ pub enum Command {
         #[command(subcommand)]
         cmd: pki::PkiCommand,
     },
-    /// Start a real local federation on loopback and play a short scenario.
-    Demo,
+    /// Start a real local federation on loopback and play a short scenario,
+    /// ending with the incident's HTML situation report.
+    Demo {
+        /// Where to write the situation report.
+        #[arg(long, value_name = "FILE", default_value = "certfed-demo-report.html")]
+        report: PathBuf,
+    },
     /// Run the standard benchmark on loopback (starts its own nodes).
     Bench(Box<crate::app::bench::BenchArgs>),
     /// Print a shell completion script (bash: source it, or install it as
@@ -175,9 +180,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::CheckConfig { config } => check_config(&config),
         Command::Pki { cmd } => pki::run(cmd),
-        Command::Demo => {
+        Command::Demo { report } => {
             init_logging(LogFormat::Human, "error");
-            rt()?.block_on(crate::app::demo::run())
+            rt()?.block_on(crate::app::demo::run(report))
         }
         Command::Bench(args) => {
             init_logging(LogFormat::Human, "error");
