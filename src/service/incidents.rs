@@ -16,7 +16,7 @@
 //!   arriving contribution the picture refuses and each correlation match.
 use crate::domain::envelope::ms_to_ts;
 use crate::domain::incident::{
-    Audience, Body, Contribution, assistance_key, indicator_key, message_keys, picture,
+    Audience, Body, Contribution, assistance_key, indicator_key, message_keys, naming_key, picture,
     refusal, related_ids, validate_link, validate_merge, validate_sighting, validate_status,
 };
 use crate::domain::policy::{check_distribution, tlp_label};
@@ -156,11 +156,24 @@ pub async fn load(node: &Node, root: &str) -> Result<Vec<Contribution>, StoreErr
             break;
         }
         fetched.extend(want.iter().cloned());
+        // Links and merges that name these incidents from the other side.
+        let naming: Vec<String> = want.iter().map(|id| naming_key(id)).collect();
+        let mut related = Vec::new();
+        for (_, id) in node.store.keyed(naming, MAX_KEY_ROWS).await? {
+            if !out.contains_key(&id)
+                && let Some(m) = node.store.get_message(&id).await?
+                && let Some(c) = load_one(node, &m).await?
+            {
+                if !c.incident_id.is_empty() {
+                    incidents.insert(c.incident_id.clone());
+                }
+                out.insert(id, c);
+            }
+        }
         let msgs = node
             .store
             .incident_messages(want, MAX_MESSAGES - out.len())
             .await?;
-        let mut related = Vec::new();
         for m in &msgs {
             if let Some(c) = load_one(node, m).await? {
                 related.extend(related_ids(&c));

@@ -14,6 +14,8 @@ mod demo;
 mod e2e;
 mod grpcurl;
 mod hostile_peer;
+mod incident_report;
+mod incidents;
 mod layers;
 mod mesh;
 mod observability;

@@ -6,7 +6,10 @@
 //! SHA-256); values that differ only in letter case where case carries no
 //! meaning (addresses, domains, digests, CVE ids) get the same key; free text
 //! and URLs are keyed exactly as given.
-use crate::proto::v1::{Alert, AssistanceRequest, Indicator, IndicatorType, MessageKind, Sighting};
+use crate::proto::v1::{
+    Alert, AssistanceRequest, IncidentLink, IncidentMerge, Indicator, IndicatorType, MessageKind,
+    Sighting,
+};
 use prost::Message;
 use sha2::{Digest, Sha256};
 
@@ -39,9 +42,16 @@ pub fn assistance_key(alert_id: &str) -> String {
     format!("a:{alert_id}")
 }
 
+/// The key under which links and merges naming message (or incident) `id` are
+/// found, so that the other side of a merge and the part of a link see them.
+pub fn naming_key(id: &str) -> String {
+    format!("n:{id}")
+}
+
 /// The keys of a readable message of `kind` (deduplicated, sorted): its
 /// indicators for an alert or a sighting, the alerts it names for an
-/// assistance request; none for the rest or a payload that does not decode.
+/// assistance request, the message or incident a link or merge names; none
+/// for the rest or a payload that does not decode.
 pub fn message_keys(kind: i32, body: &[u8]) -> Vec<String> {
     let mut keys: Vec<String> = match MessageKind::try_from(kind) {
         Ok(MessageKind::Alert) => Alert::decode(body)
@@ -52,6 +62,12 @@ pub fn message_keys(kind: i32, body: &[u8]) -> Vec<String> {
             .unwrap_or_default(),
         Ok(MessageKind::AssistanceRequest) => AssistanceRequest::decode(body)
             .map(|r| r.linked_alerts.iter().map(|a| assistance_key(a)).collect())
+            .unwrap_or_default(),
+        Ok(MessageKind::IncidentLink) => IncidentLink::decode(body)
+            .map(|l| vec![naming_key(&l.message_id)])
+            .unwrap_or_default(),
+        Ok(MessageKind::IncidentMerge) => IncidentMerge::decode(body)
+            .map(|m| vec![naming_key(&m.other_incident_id)])
             .unwrap_or_default(),
         _ => Vec::new(),
     };

@@ -562,7 +562,8 @@ pub fn picture(root: &str, items: &[Contribution]) -> Option<Situation> {
     let pending_merges = merges
         .iter()
         .filter(|(c, m)| {
-            members.contains(c.incident_id.as_str())
+            (members.contains(c.incident_id.as_str())
+                || members.contains(m.other_incident_id.as_str()))
                 && rep_of(&m.other_incident_id) != rep_of(&c.incident_id)
         })
         .map(|(c, m)| PendingMerge {

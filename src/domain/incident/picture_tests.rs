@@ -280,6 +280,8 @@ fn merge_needs_both_openers() {
     assert!(s.merged.is_empty());
     assert_eq!(s.pending_merges.len(), 1);
     assert_eq!(s.partners_affected, ["a"]);
+    let other_side = picture(&id(2), &one_sided).unwrap();
+    assert_eq!(other_side.pending_merges.len(), 1, "the other opener sees the proposal");
 
     // A non-opener cannot accept in b's name.
     let mut forged = one_sided.clone();
