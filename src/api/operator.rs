@@ -93,9 +93,7 @@ impl Operator for OperatorApi {
         let who = audit::operator(&req);
         let body = self.take(req)?;
         let r = self
-            .detached(|node| async move {
-                alerts::publish_in(&node, body).await.map_err(status)
-            })
+            .detached(|node| async move { alerts::publish_in(&node, body).await.map_err(status) })
             .await;
         audit::log(&who, "publish alert", r.as_deref().unwrap_or(""), &r);
         let message_id = r?;
@@ -400,9 +398,9 @@ impl Operator for OperatorApi {
         let who = audit::operator(&req);
         let body = self.take(req)?;
         let r = self
-            .detached(|node| async move {
-                incidents::set_status(&node, body).await.map_err(status)
-            })
+            .detached(
+                |node| async move { incidents::set_status(&node, body).await.map_err(status) },
+            )
             .await;
         audit::log(&who, "set incident status", r.as_deref().unwrap_or(""), &r);
         Ok(Response::new(SetIncidentStatusResponse { message_id: r? }))

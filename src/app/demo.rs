@@ -320,7 +320,7 @@ where
 {
     // Every partner must hold the opening alert before it can contribute.
     let deadline = Instant::now() + Duration::from_secs(10);
-    for i in 1..NODES.len() {
+    for (i, name) in NODES.iter().enumerate().skip(1) {
         while fed
             .operator(i)
             .await
@@ -331,7 +331,7 @@ where
             .is_err()
         {
             if Instant::now() > deadline {
-                anyhow::bail!("{} never received the incident", NODES[i]);
+                anyhow::bail!("{name} never received the incident");
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -339,7 +339,14 @@ where
     let sightings = [
         (
             2,
-            sighting(incident, "DE", Nis2Sector::Health, 4, Severity::High, Tlp::Green),
+            sighting(
+                incident,
+                "DE",
+                Nis2Sector::Health,
+                4,
+                Severity::High,
+                Tlp::Green,
+            ),
             vec![],
         ),
         (
@@ -463,10 +470,9 @@ async fn picture(
         }
         // Everyone has the status and the linked alert; the opener reads
         // cert-ee's AMBER sighting, cert-pl relayed it and only counts it.
-        let done = all
-            .iter()
-            .all(|s| s.status == IncidentStatus::Investigating as i32 && s.partners_affected.len() >= 4)
-            && all[0].partners_affected.len() == 5
+        let done = all.iter().all(|s| {
+            s.status == IncidentStatus::Investigating as i32 && s.partners_affected.len() >= 4
+        }) && all[0].partners_affected.len() == 5
             && all[0]
                 .assistance
                 .iter()

@@ -8,7 +8,9 @@
 // Requests end with `..Default::default()` on purpose: a new optional proto field
 // keeps its default here until the CLI sets it.
 #![allow(clippy::needless_update)]
-use super::args::{IncidentStatusArg, SectorArg, SeverityArg, TlpArg, indicator_word, parse_indicator};
+use super::args::{
+    IncidentStatusArg, SectorArg, SeverityArg, TlpArg, indicator_word, parse_indicator,
+};
 use super::client::{Conn, connect, kind_str, sev_str, show, tlp_str, ts};
 use super::error::{Failure, explain};
 use super::output::{emit, term, term_block};
@@ -162,7 +164,11 @@ pub fn situation_text(s: &Situation) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    for (label, v) in [("merged", &s.merged), ("parts", &s.parts), ("part of", &s.part_of)] {
+    for (label, v) in [
+        ("merged", &s.merged),
+        ("parts", &s.parts),
+        ("part of", &s.part_of),
+    ] {
         if !v.is_empty() {
             let _ = writeln!(o, "{label}: {}", join(v));
         }
@@ -255,7 +261,10 @@ pub fn situation_text(s: &Situation) -> String {
         }
     }
     if !s.matches.is_empty() {
-        let _ = writeln!(o, "\ncorrelation matches (link with `certfed incident link ID MESSAGE_ID`):");
+        let _ = writeln!(
+            o,
+            "\ncorrelation matches (link with `certfed incident link ID MESSAGE_ID`):"
+        );
         for m in &s.matches {
             let _ = writeln!(
                 o,
@@ -449,7 +458,10 @@ pub async fn run(conn: Conn, cmd: IncidentCmd) -> anyhow::Result<()> {
                 .into_inner();
             show(json, &r, "certfed.v1.MergeIncidentsResponse", || {
                 if r.merged {
-                    format!("merged: the incidents are one now ({})\n", term(&r.message_id))
+                    format!(
+                        "merged: the incidents are one now ({})\n",
+                        term(&r.message_id)
+                    )
                 } else {
                     format!(
                         "merge proposed; it takes effect once the other incident's opener merges too ({})\n",

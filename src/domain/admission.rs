@@ -487,9 +487,8 @@ fn decide(
         // A relay for a message it cannot read: route on the signed header only.
         None => Parsed::default(),
     };
-    let incident =
-        crate::domain::incident::facts(h.kind, &h.incident_id, body, h.tlp, created)
-            .map_err(Rejection::InvalidPayload)?;
+    let incident = crate::domain::incident::facts(h.kind, &h.incident_id, body, h.tlp, created)
+        .map_err(Rejection::InvalidPayload)?;
     let path = match from_peer {
         Some(peer) => check_chain(view, h, created, peer, &hops)?,
         None => vec![(h.origin.clone(), created)],

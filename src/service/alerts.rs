@@ -13,9 +13,9 @@ use crate::domain::policy::check_distribution;
 use crate::domain::policy::tlp_label;
 use crate::proto::v1::{
     Alert, AlertFilter, AlertSummary, EnvelopeHeader, HopChain, HopRecord, IncidentLink,
-    IncidentMerge, IncidentStatusChange, MessageKind, Sighting,
-    MessageView, Nis2Sector, PathHop, PublishAlertRequest, PublishAlertResponse, ReceiptState,
-    Severity, SignedEnvelope, Tlp, WatchEvent,
+    IncidentMerge, IncidentStatusChange, MessageKind, MessageView, Nis2Sector, PathHop,
+    PublishAlertRequest, PublishAlertResponse, ReceiptState, Severity, Sighting, SignedEnvelope,
+    Tlp, WatchEvent,
 };
 use crate::service::ingest::{OriginateError, Outgoing, originate_in_incident};
 use crate::service::limits::{MAX_ANSWER_BYTES, PageBuilder, PageLimit, framed_len};
@@ -315,9 +315,16 @@ pub async fn publish_in(node: &Node, req: PublishAlertRequest) -> Result<String,
         &node.requests,
         key,
         |message_id| async move {
-            publish_as(node, alert, recipients, message_id, open_incident, incident_id)
-                .await
-                .map(|message_id| PublishAlertResponse { message_id })
+            publish_as(
+                node,
+                alert,
+                recipients,
+                message_id,
+                open_incident,
+                incident_id,
+            )
+            .await
+            .map(|message_id| PublishAlertResponse { message_id })
         },
         |message_id| async move { Ok(PublishAlertResponse { message_id }) },
     )

@@ -308,7 +308,9 @@ pub async fn watch_matches(
     let own = header(m).incident_id;
     let mut indicators: BTreeMap<String, crate::proto::v1::Indicator> = BTreeMap::new();
     let inds = if m.kind == MessageKind::Alert as i32 {
-        Alert::decode(m.body()).map(|a| a.indicators).unwrap_or_default()
+        Alert::decode(m.body())
+            .map(|a| a.indicators)
+            .unwrap_or_default()
     } else {
         Sighting::decode(m.body())
             .map(|s| s.indicators)
@@ -531,9 +533,7 @@ pub async fn alert_incident(
     if !inherited.is_empty() && inherited != incident_id {
         return Err(InvalidArgument::new(
             "incident_id",
-            format!(
-                "the superseded alert belongs to incident {inherited}; an update stays in it"
-            ),
+            format!("the superseded alert belongs to incident {inherited}; an update stays in it"),
         )
         .into());
     }
@@ -580,16 +580,25 @@ async fn check_in_picture(node: &Node, c: Contribution) -> Result<Situation, Inc
     let id = c.message_id.clone();
     let root = c.incident_id.clone();
     held.push(c);
-    let s = picture(&root, &held).ok_or_else(|| {
-        IncidentError::NotFound(format!("no incident {root} on this node"))
-    })?;
+    let s = picture(&root, &held)
+        .ok_or_else(|| IncidentError::NotFound(format!("no incident {root} on this node")))?;
     if let Some(r) = s.refused.iter().find(|r| r.message_id == id) {
         return Err(IncidentError::FailedPrecondition(r.reason.clone()));
     }
     Ok(s)
 }
 
-fn draft(node: &Node, id: &str, kind: MessageKind, incident: &str, tlp: Tlp, to: &[String], at: i64, body: Body) -> Contribution {
+#[allow(clippy::too_many_arguments)]
+fn draft(
+    node: &Node,
+    id: &str,
+    kind: MessageKind,
+    incident: &str,
+    tlp: Tlp,
+    to: &[String],
+    at: i64,
+    body: Body,
+) -> Contribution {
     Contribution {
         message_id: id.to_string(),
         origin: node.id.clone(),
@@ -609,7 +618,12 @@ pub async fn sight(node: &Node, req: ReportSightingRequest) -> Result<String, In
         request_id: String::new(),
         ..req
     };
-    let key = RequestKey::parse("request_id", &client, "ReportSighting", &body.encode_to_vec())?;
+    let key = RequestKey::parse(
+        "request_id",
+        &client,
+        "ReportSighting",
+        &body.encode_to_vec(),
+    )?;
     let answer = requests::once(
         &node.store,
         &node.requests,
@@ -662,7 +676,10 @@ async fn sight_as(
             if to.is_empty() && crate::domain::policy::requires_e2e(tlp) {
                 return Err(InvalidArgument::new(
                     "recipients",
-                    format!("{} needs named recipients: name them with --to", tlp_label(tlp)),
+                    format!(
+                        "{} needs named recipients: name them with --to",
+                        tlp_label(tlp)
+                    ),
                 )
                 .into());
             }
@@ -705,7 +722,12 @@ pub async fn link(node: &Node, req: LinkToIncidentRequest) -> Result<String, Inc
         request_id: String::new(),
         ..req
     };
-    let key = RequestKey::parse("request_id", &client, "LinkToIncident", &body.encode_to_vec())?;
+    let key = RequestKey::parse(
+        "request_id",
+        &client,
+        "LinkToIncident",
+        &body.encode_to_vec(),
+    )?;
     let answer = requests::once(
         &node.store,
         &node.requests,
@@ -762,10 +784,29 @@ async fn link_as(
     let now = now_ms();
     check_in_picture(
         node,
-        draft(node, &message_id, MessageKind::IncidentLink, &l.incident_id, tlp, &to, now, Body::Link(l.clone())),
+        draft(
+            node,
+            &message_id,
+            MessageKind::IncidentLink,
+            &l.incident_id,
+            tlp,
+            &to,
+            now,
+            Body::Link(l.clone()),
+        ),
     )
     .await?;
-    contribute(node, MessageKind::IncidentLink, &l.incident_id, tlp, to, l.encode_to_vec(), message_id, now).await
+    contribute(
+        node,
+        MessageKind::IncidentLink,
+        &l.incident_id,
+        tlp,
+        to,
+        l.encode_to_vec(),
+        message_id,
+        now,
+    )
+    .await
 }
 
 /// Changes an incident's status as its opener; returns the message id.
@@ -778,7 +819,12 @@ pub async fn set_status(
         request_id: String::new(),
         ..req
     };
-    let key = RequestKey::parse("request_id", &client, "SetIncidentStatus", &body.encode_to_vec())?;
+    let key = RequestKey::parse(
+        "request_id",
+        &client,
+        "SetIncidentStatus",
+        &body.encode_to_vec(),
+    )?;
     let answer = requests::once(
         &node.store,
         &node.requests,
@@ -814,7 +860,17 @@ async fn status_as(
         )));
     }
     let to = inc.recipients_but(&node.id);
-    contribute(node, MessageKind::IncidentStatus, &st.incident_id, inc.tlp, to, st.encode_to_vec(), message_id, now_ms()).await
+    contribute(
+        node,
+        MessageKind::IncidentStatus,
+        &st.incident_id,
+        inc.tlp,
+        to,
+        st.encode_to_vec(),
+        message_id,
+        now_ms(),
+    )
+    .await
 }
 
 /// Says, as the opener of `incident_id`, that it and `other_incident_id` are
@@ -828,7 +884,12 @@ pub async fn merge(
         request_id: String::new(),
         ..req
     };
-    let key = RequestKey::parse("request_id", &client, "MergeIncidents", &body.encode_to_vec())?;
+    let key = RequestKey::parse(
+        "request_id",
+        &client,
+        "MergeIncidents",
+        &body.encode_to_vec(),
+    )?;
     let answer = requests::once(
         &node.store,
         &node.requests,
@@ -876,11 +937,30 @@ async fn merge_as(
     let now = now_ms();
     let s = check_in_picture(
         node,
-        draft(node, &message_id, MessageKind::IncidentMerge, &m.incident_id, inc.tlp, &to, now, Body::Merge(m.clone())),
+        draft(
+            node,
+            &message_id,
+            MessageKind::IncidentMerge,
+            &m.incident_id,
+            inc.tlp,
+            &to,
+            now,
+            Body::Merge(m.clone()),
+        ),
     )
     .await?;
     let merged = s.merged.contains(&m.other_incident_id) || s.merged.contains(&m.incident_id);
-    let id = contribute(node, MessageKind::IncidentMerge, &m.incident_id, inc.tlp, to, m.encode_to_vec(), message_id, now).await?;
+    let id = contribute(
+        node,
+        MessageKind::IncidentMerge,
+        &m.incident_id,
+        inc.tlp,
+        to,
+        m.encode_to_vec(),
+        message_id,
+        now,
+    )
+    .await?;
     Ok(MergeIncidentsResponse {
         message_id: id,
         merged,

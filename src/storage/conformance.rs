@@ -666,7 +666,11 @@ async fn incidents_and_keys(s: Store) {
         .into_iter()
         .map(|m| m.message_id)
         .collect();
-    assert_eq!(got, vec![id(200), id(201)], "the opener and its members, in cursor order");
+    assert_eq!(
+        got,
+        vec![id(200), id(201)],
+        "the opener and its members, in cursor order"
+    );
     let openers: Vec<String> = s
         .incident_openers(0, 10)
         .await

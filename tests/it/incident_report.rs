@@ -16,8 +16,11 @@ const WAIT: Duration = Duration::from_secs(20);
 
 fn chromium() -> Option<PathBuf> {
     for name in ["chromium", "chromium-browser"] {
-        let found = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).map(|d| d.join(name)).find(|f| f.is_file()));
+        let found = std::env::var_os("PATH").map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(name))
+                .find(|f| f.is_file())
+        });
         if let Some(Some(f)) = found {
             return Some(f);
         }
@@ -193,7 +196,10 @@ async fn the_report_renders_in_a_real_browser_with_the_chart() {
     assert!(dom.status.success(), "{log}");
     assert!(dom_text.contains("id=\"timeline\""), "{dom_text}");
     assert!(!dom_text.contains("pwned</title>"), "partner markup ran");
-    assert!(!dom_text.contains("<img"), "partner markup became an element");
+    assert!(
+        !dom_text.contains("<img"),
+        "partner markup became an element"
+    );
     let bad: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("CONSOLE") || l.contains("Uncaught") || l.contains("Refused to"))

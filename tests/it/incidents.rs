@@ -84,7 +84,10 @@ async fn three_partners_one_campaign_pictures_are_pure_and_restricted_stays_hidd
         .into_inner()
         .message_id;
     assert!(
-        eventually(WAIT, || async { situation(&fed, 2, &incident).await.is_some() }).await,
+        eventually(WAIT, || async {
+            situation(&fed, 2, &incident).await.is_some()
+        })
+        .await,
         "node-c holds the incident"
     );
     // node-b sights it (GREEN); node-c reports under TLP:AMBER to node-a only,
@@ -218,7 +221,10 @@ async fn three_partners_one_campaign_pictures_are_pure_and_restricted_stays_hidd
     .await
     .unwrap();
     let s = situation(&fed, 0, &incident).await.unwrap();
-    assert!(!s.matches.iter().any(|m| m.message_id == loose), "linked: no longer a match");
+    assert!(
+        !s.matches.iter().any(|m| m.message_id == loose),
+        "linked: no longer a match"
+    );
     assert!(s.countries.contains(&"EE".to_string()));
     assert!(
         eventually(WAIT, || async {
@@ -402,8 +408,18 @@ async fn merges_take_both_openers_and_links_refuse_cycles() {
         open_incident: true,
         ..Default::default()
     };
-    let one = a.publish_alert(open("one")).await.unwrap().into_inner().message_id;
-    let two = c.publish_alert(open("two")).await.unwrap().into_inner().message_id;
+    let one = a
+        .publish_alert(open("one"))
+        .await
+        .unwrap()
+        .into_inner()
+        .message_id;
+    let two = c
+        .publish_alert(open("two"))
+        .await
+        .unwrap()
+        .into_inner()
+        .message_id;
     let three = c
         .publish_alert(open("three"))
         .await
@@ -472,15 +488,25 @@ async fn merges_take_both_openers_and_links_refuse_cycles() {
         digests.windows(2).all(|w| w[0] == w[1])
     })
     .await;
-    assert!(ok, "every node shows the same merged picture under both ids");
+    assert!(
+        ok,
+        "every node shows the same merged picture under both ids"
+    );
     // The listing shows the merged incident once.
     let list = a
         .list_incidents(ListIncidentsRequest::default())
         .await
         .unwrap()
         .into_inner();
-    let ids: Vec<&str> = list.incidents.iter().map(|i| i.incident_id.as_str()).collect();
-    assert!(ids.contains(&one.as_str()) && !ids.contains(&two.as_str()), "{ids:?}");
+    let ids: Vec<&str> = list
+        .incidents
+        .iter()
+        .map(|i| i.incident_id.as_str())
+        .collect();
+    assert!(
+        ids.contains(&one.as_str()) && !ids.contains(&two.as_str()),
+        "{ids:?}"
+    );
 
     // Links: three is part of one; linking one into three is a cycle.
     a.link_to_incident(LinkToIncidentRequest {

@@ -19,9 +19,9 @@ use crate::domain::envelope::{ms_to_ts, ts_to_ms};
 use crate::domain::policy::tlp_label;
 use crate::proto::v1::{
     Alert, AssistanceRequest, AssistanceState, IncidentLink, IncidentMatch, IncidentMerge,
-    IncidentStatus, IncidentStatusChange, IndicatorSeen, LinkedAssistance, MessageKind,
-    Nis2Sector, PartnerImpact, PendingMerge, RefusedContribution, RestrictedCount, Revision,
-    Severity, Sighting, Situation, TimelinePoint, Tlp,
+    IncidentStatus, IncidentStatusChange, IndicatorSeen, LinkedAssistance, MessageKind, Nis2Sector,
+    PartnerImpact, PendingMerge, RefusedContribution, RestrictedCount, Revision, Severity,
+    Sighting, Situation, TimelinePoint, Tlp,
 };
 use prost::Message;
 use sha2::{Digest, Sha256};
@@ -284,7 +284,11 @@ pub fn picture(root: &str, items: &[Contribution]) -> Option<Situation> {
         .iter()
         .map(|(_, m)| (m.incident_id.as_str(), m.other_incident_id.as_str()))
         .collect();
-    let order = |id: &str| openers.get(id).map(|o| (o.created_ms, o.message_id.clone()));
+    let order = |id: &str| {
+        openers
+            .get(id)
+            .map(|o| (o.created_ms, o.message_id.clone()))
+    };
     let mut rep: BTreeMap<&str, &str> = openers.keys().map(|k| (*k, *k)).collect();
     for &(a, b) in &claims {
         if !claims.contains(&(b, a)) || !openers.contains_key(b) {
@@ -418,7 +422,10 @@ pub fn picture(root: &str, items: &[Contribution]) -> Option<Situation> {
     let (mut status, mut status_note) = (IncidentStatus::Open, String::new());
     let mut updated = opener.created_ms;
     let mut contributions = 0u32;
-    for c in list.iter().filter(|c| included.contains(c.message_id.as_str())) {
+    for c in list
+        .iter()
+        .filter(|c| included.contains(c.message_id.as_str()))
+    {
         let Some(body) = &c.body else {
             *restricted
                 .entry((c.origin.clone(), c.kind as i32, c.tlp as i32))
@@ -588,9 +595,7 @@ pub fn picture(root: &str, items: &[Contribution]) -> Option<Situation> {
         .map(|id| {
             let c = by_id[id];
             let (title, state) = match &c.body {
-                Some(Body::Assistance { request, state }) => {
-                    (request.title.clone(), *state as i32)
-                }
+                Some(Body::Assistance { request, state }) => (request.title.clone(), *state as i32),
                 _ => (String::new(), 0),
             };
             LinkedAssistance {

@@ -20,6 +20,7 @@ pub(super) fn ind(v: &str) -> Indicator {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 pub(super) fn alert_c(
     n: u32,
     origin: &str,
@@ -237,7 +238,10 @@ fn wider_sighting_is_refused_with_reason() {
     let s = picture(&id(1), &held).unwrap();
     let reasons: Vec<&str> = s.refused.iter().map(|r| r.reason.as_str()).collect();
     assert_eq!(s.refused.len(), 2, "{reasons:?}");
-    assert!(reasons[0].contains("TLP:GREEN, wider than the TLP:AMBER"), "{reasons:?}");
+    assert!(
+        reasons[0].contains("TLP:GREEN, wider than the TLP:AMBER"),
+        "{reasons:?}"
+    );
     assert!(reasons[1].contains("sent to d"), "{reasons:?}");
     // The more restricted one is fine.
     assert_eq!(s.partners_affected, ["a", "b"]);
@@ -251,7 +255,11 @@ fn contribution_from_a_non_recipient_is_refused() {
     ];
     let s = picture(&id(1), &held).unwrap();
     assert_eq!(s.refused.len(), 1);
-    assert!(s.refused[0].reason.contains("z is not among the recipients"));
+    assert!(
+        s.refused[0]
+            .reason
+            .contains("z is not among the recipients")
+    );
     assert_eq!(s.partners_affected, ["a"]);
 }
 
@@ -281,7 +289,11 @@ fn merge_needs_both_openers() {
     assert_eq!(s.pending_merges.len(), 1);
     assert_eq!(s.partners_affected, ["a"]);
     let other_side = picture(&id(2), &one_sided).unwrap();
-    assert_eq!(other_side.pending_merges.len(), 1, "the other opener sees the proposal");
+    assert_eq!(
+        other_side.pending_merges.len(),
+        1,
+        "the other opener sees the proposal"
+    );
 
     // A non-opener cannot accept in b's name.
     let mut forged = one_sided.clone();
@@ -310,7 +322,11 @@ fn link_cycles_are_refused() {
     ];
     let s = picture(&id(1), &held).unwrap();
     assert_eq!(s.parts, [id(2)]);
-    assert_eq!(s.partners_affected, ["a", "b"], "the part's contributions count");
+    assert_eq!(
+        s.partners_affected,
+        ["a", "b"],
+        "the part's contributions count"
+    );
     let s2 = picture(&id(2), &held).unwrap();
     assert_eq!(s2.part_of, [id(1)]);
     assert_eq!(s2.refused.len(), 1);
@@ -405,11 +421,7 @@ fn updates_replace_and_retractions_remove() {
         a.supersedes = id(1);
     }
     // b cannot retract a's alert: it is not the origin.
-    let s = picture(
-        &id(1),
-        &[opener(1, "a", Tlp::Green, &[], 100), upd, b, ret],
-    )
-    .unwrap();
+    let s = picture(&id(1), &[opener(1, "a", Tlp::Green, &[], 100), upd, b, ret]).unwrap();
     assert_eq!(s.title, "updated");
 }
 
@@ -426,6 +438,26 @@ fn marking_rules_for_the_origin() {
     assert!(check_contribution("i", &aud, "b", Tlp::Green, &[]).is_err());
     assert!(check_contribution("i", &aud, "b", Tlp::Amber, &[]).is_err());
     assert!(check_contribution("i", &aud, "c", Tlp::Amber, &["a".into()]).is_err());
-    assert!(refusal("i", &aud, "b", MessageKind::IncidentStatus, Tlp::Amber, &["a".into()]).is_some());
-    assert!(refusal("i", &aud, "a", MessageKind::IncidentStatus, Tlp::Amber, &["b".into()]).is_none());
+    assert!(
+        refusal(
+            "i",
+            &aud,
+            "b",
+            MessageKind::IncidentStatus,
+            Tlp::Amber,
+            &["a".into()]
+        )
+        .is_some()
+    );
+    assert!(
+        refusal(
+            "i",
+            &aud,
+            "a",
+            MessageKind::IncidentStatus,
+            Tlp::Amber,
+            &["b".into()]
+        )
+        .is_none()
+    );
 }

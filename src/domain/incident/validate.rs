@@ -121,14 +121,16 @@ pub fn validate_sighting(s: &Sighting, created_ms: i64) -> Result<(), IncidentEr
         ));
     }
     validate_country(&s.country).map_err(|r| err("sighting.country", r))?;
-    if s.sector != 0 && !matches!(Nis2Sector::try_from(s.sector), Ok(x) if x != Nis2Sector::Unspecified)
+    if s.sector != 0
+        && !matches!(Nis2Sector::try_from(s.sector), Ok(x) if x != Nis2Sector::Unspecified)
     {
         return Err(err(
             "sighting.sector",
             format!("unknown sector value {}", s.sector),
         ));
     }
-    if s.severity != 0 && !matches!(Severity::try_from(s.severity), Ok(x) if x != Severity::Unspecified)
+    if s.severity != 0
+        && !matches!(Severity::try_from(s.severity), Ok(x) if x != Severity::Unspecified)
     {
         return Err(err(
             "sighting.severity",
@@ -136,10 +138,7 @@ pub fn validate_sighting(s: &Sighting, created_ms: i64) -> Result<(), IncidentEr
         ));
     }
     let Some(observed) = s.observed.as_ref() else {
-        return Err(err(
-            "sighting.observed",
-            "required: when it was observed",
-        ));
+        return Err(err("sighting.observed", "required: when it was observed"));
     };
     let Some(at) = checked_ts_to_ms(observed) else {
         return Err(err("sighting.observed", "out of range"));
@@ -181,7 +180,9 @@ pub fn validate_sighting(s: &Sighting, created_ms: i64) -> Result<(), IncidentEr
 pub fn validate_status(s: &IncidentStatusChange) -> Result<(), IncidentError> {
     uuid("status.incident_id", &s.incident_id, "an incident id")?;
     match IncidentStatus::try_from(s.status) {
-        Ok(IncidentStatus::Investigating | IncidentStatus::Contained | IncidentStatus::Resolved) => {}
+        Ok(
+            IncidentStatus::Investigating | IncidentStatus::Contained | IncidentStatus::Resolved,
+        ) => {}
         _ => {
             return Err(err(
                 "status.status",
@@ -208,7 +209,11 @@ pub fn validate_link(l: &IncidentLink) -> Result<(), IncidentError> {
 /// Checks a merge.
 pub fn validate_merge(m: &IncidentMerge) -> Result<(), IncidentError> {
     uuid("merge.incident_id", &m.incident_id, "an incident id")?;
-    uuid("merge.other_incident_id", &m.other_incident_id, "an incident id")?;
+    uuid(
+        "merge.other_incident_id",
+        &m.other_incident_id,
+        "an incident id",
+    )?;
     if m.incident_id == m.other_incident_id {
         return Err(err(
             "merge.other_incident_id",

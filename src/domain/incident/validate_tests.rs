@@ -102,7 +102,10 @@ fn status_link_merge_rules() {
         other_incident_id: INC.into(),
         note: String::new(),
     };
-    assert_eq!(validate_merge(&m).unwrap_err().field, "merge.other_incident_id");
+    assert_eq!(
+        validate_merge(&m).unwrap_err().field,
+        "merge.other_incident_id"
+    );
 }
 
 #[test]
@@ -135,8 +138,21 @@ fn indicator_keys_ignore_meaningless_case() {
             comment: String::new(),
         })
     };
-    assert_eq!(k(IndicatorType::Domain, "Evil.Example"), k(IndicatorType::Domain, "evil.example"));
-    assert_eq!(k(IndicatorType::Asn, "AS64500"), k(IndicatorType::Asn, "64500"));
+    assert_eq!(
+        k(IndicatorType::Domain, "Evil.Example"),
+        k(IndicatorType::Domain, "evil.example")
+    );
+    assert_eq!(
+        k(IndicatorType::Asn, "AS64500"),
+        k(IndicatorType::Asn, "64500")
+    );
     assert_ne!(k(IndicatorType::Text, "A"), k(IndicatorType::Text, "a"));
-    assert!(k(IndicatorType::Url, &format!("https://x.example/{}", "a".repeat(500))).len() <= 80);
+    assert!(
+        k(
+            IndicatorType::Url,
+            &format!("https://x.example/{}", "a".repeat(500))
+        )
+        .len()
+            <= 80
+    );
 }
