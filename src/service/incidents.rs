@@ -47,6 +47,10 @@ pub const MAX_MATCHES: usize = 100;
 pub const MAX_WATCH_MATCHES: usize = 20;
 /// Most key rows read for one correlation question.
 const MAX_KEY_ROWS: usize = 1000;
+/// Most key rows read for the correlation of one arriving message (Watch and
+/// the counting task): an indicator shared by thousands of messages costs the
+/// same as one shared by a hundred.
+const MAX_WATCH_KEY_ROWS: usize = 200;
 
 /// Why an incident operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -324,7 +328,7 @@ pub async fn watch_matches(
     }
     let rows = node
         .store
-        .keyed(indicators.keys().cloned().collect(), MAX_KEY_ROWS)
+        .keyed(indicators.keys().cloned().collect(), MAX_WATCH_KEY_ROWS)
         .await?;
     let mut out: Vec<IncidentMatch> = Vec::new();
     let mut done: BTreeSet<String> = BTreeSet::new();
