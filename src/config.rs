@@ -32,6 +32,12 @@ pub struct Config {
     pub log: LogSection,
     #[serde(default)]
     pub limits: LimitsSection,
+    /// Limits of the listener against connection floods.
+    #[serde(default)]
+    pub listener: ListenerSection,
+    /// The read-only TAXII 2.1 server (off unless `taxii.listen` is set).
+    #[serde(default)]
+    pub taxii: TaxiiSection,
     /// Direct peers this node keeps links to.
     #[serde(default)]
     pub peers: Vec<PeerSection>,
@@ -128,6 +134,27 @@ pub struct MetricsSection {
     pub listen: Option<String>,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaxiiSection {
+    /// host:port for the TAXII 2.1 server (HTTPS, mutual TLS with operator
+    /// certificates, discovery at `/taxii2/`); unset disables it.
+    pub listen: Option<String>,
+    /// Highest TLP level served as a collection: clear, green, amber,
+    /// amber+strict, red (default red: every level this node can read).
+    #[serde(default = "default_max_tlp", deserialize_with = "de_tlp")]
+    pub max_tlp: Tlp,
+}
+
+impl Default for TaxiiSection {
+    fn default() -> Self {
+        TaxiiSection {
+            listen: None,
+            max_tlp: default_max_tlp(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -175,6 +202,10 @@ pub struct LimitsSection {
     /// At most `storage.retention_days`, so a purged message cannot come back.
     #[serde(default = "default_max_message_age_days")]
     pub max_message_age_days: u32,
+    /// Seconds a peer has to acknowledge something while messages are in
+    /// flight to it before the link is reopened.
+    #[serde(default = "default_ack_timeout")]
+    pub ack_timeout_secs: u64,
 }
 
 impl Default for LimitsSection {
@@ -185,6 +216,37 @@ impl Default for LimitsSection {
             hop_limit: default_hop_limit(),
             shutdown_grace_secs: default_shutdown_grace(),
             max_message_age_days: default_max_message_age_days(),
+            ack_timeout_secs: default_ack_timeout(),
+        }
+    }
+}
+
+/// Caps on what the listener accepts, checked before any TLS work: a TCP
+/// connection over a cap is closed at once (and counted).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerSection {
+    /// TLS handshakes in progress at once, from all sources.
+    #[serde(default = "default_max_handshakes")]
+    pub max_handshakes: usize,
+    /// TLS handshakes in progress at once from one source address.
+    #[serde(default = "default_max_handshakes_per_source")]
+    pub max_handshakes_per_source: usize,
+    /// Open connections (handshaking or established), from all sources.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Open connections from one source address.
+    #[serde(default = "default_max_connections_per_source")]
+    pub max_connections_per_source: usize,
+}
+
+impl Default for ListenerSection {
+    fn default() -> Self {
+        ListenerSection {
+            max_handshakes: default_max_handshakes(),
+            max_handshakes_per_source: default_max_handshakes_per_source(),
+            max_connections: default_max_connections(),
+            max_connections_per_source: default_max_connections_per_source(),
         }
     }
 }
@@ -235,6 +297,21 @@ fn default_hop_limit() -> u32 {
 }
 fn default_shutdown_grace() -> u64 {
     10
+}
+fn default_ack_timeout() -> u64 {
+    30
+}
+fn default_max_handshakes() -> usize {
+    128
+}
+fn default_max_handshakes_per_source() -> usize {
+    64
+}
+fn default_max_connections() -> usize {
+    512
+}
+fn default_max_connections_per_source() -> usize {
+    128
 }
 fn default_max_tlp() -> Tlp {
     Tlp::Red
@@ -353,6 +430,11 @@ impl LimitsSection {
     pub fn max_message_age(&self) -> Duration {
         Duration::from_secs(u64::from(self.max_message_age_days) * DAY_SECS)
     }
+
+    /// Time a peer has to acknowledge something while messages are in flight.
+    pub fn ack_timeout(&self) -> Duration {
+        Duration::from_secs(self.ack_timeout_secs)
+    }
 }
 fn default_true() -> bool {
     true
@@ -419,6 +501,17 @@ impl Config {
                 return Err(err("metrics.listen: must differ from node.listen"));
             }
         }
+        if let Some(t) = &self.taxii.listen {
+            let a = parse_addr("taxii.listen", t)?;
+            if a == parse_addr("node.listen", &self.node.listen)? {
+                return Err(err("taxii.listen: must differ from node.listen"));
+            }
+            if let Some(m) = &self.metrics.listen
+                && a == parse_addr("metrics.listen", m)?
+            {
+                return Err(err("taxii.listen: must differ from metrics.listen"));
+            }
+        }
         require_file("node.signing_key", &self.node.signing_key)?;
         require_file("tls.ca", &self.tls.ca)?;
         require_file("tls.cert", &self.tls.cert)?;
@@ -452,6 +545,41 @@ impl Config {
             return Err(err("limits.hop_limit: must be between 1 and 64"));
         }
         self.validate_retention()?;
+        if !(1..=3600).contains(&self.limits.ack_timeout_secs) {
+            return Err(err("limits.ack_timeout_secs: must be between 1 and 3600"));
+        }
+        let l = &self.listener;
+        for (key, v) in [
+            ("listener.max_handshakes", l.max_handshakes),
+            (
+                "listener.max_handshakes_per_source",
+                l.max_handshakes_per_source,
+            ),
+            ("listener.max_connections", l.max_connections),
+            (
+                "listener.max_connections_per_source",
+                l.max_connections_per_source,
+            ),
+        ] {
+            if v == 0 {
+                return Err(err(format!("{key}: must be at least 1")));
+            }
+        }
+        if l.max_handshakes_per_source > l.max_handshakes {
+            return Err(err(
+                "listener.max_handshakes_per_source: must not exceed listener.max_handshakes",
+            ));
+        }
+        if l.max_connections_per_source > l.max_connections {
+            return Err(err(
+                "listener.max_connections_per_source: must not exceed listener.max_connections",
+            ));
+        }
+        if l.max_handshakes > l.max_connections {
+            return Err(err(
+                "listener.max_handshakes: must not exceed listener.max_connections (a handshake is a connection)",
+            ));
+        }
         let mut seen = std::collections::HashSet::new();
         for (i, m) in self.members.iter().enumerate() {
             validate_name(&m.id).map_err(|e| err(format!("members[{i}].id: {e}")))?;
@@ -602,6 +730,34 @@ mod tests {
             key_first("bad for key `members[1].signing_keys[0]`"),
             "members[1].signing_keys[0]: bad"
         );
+    }
+
+    #[test]
+    fn taxii_listen_is_checked_before_any_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.toml");
+        let base = "[node]\nid = \"n\"\nlisten = \"127.0.0.1:7700\"\nsigning_key = \"k\"\n[tls]\nca = \"c\"\ncert = \"c\"\nkey = \"k\"\n[storage]\ndir = \"d\"\n[metrics]\nlisten = \"127.0.0.1:9700\"\n";
+        for (taxii, want) in [
+            (
+                "listen = \"127.0.0.1:7700\"",
+                "taxii.listen: must differ from node.listen",
+            ),
+            (
+                "listen = \"127.0.0.1:9700\"",
+                "taxii.listen: must differ from metrics.listen",
+            ),
+            ("listen = \"nowhere\"", "taxii.listen: invalid address"),
+            (
+                "listen = \"127.0.0.1:7710\"\nmax_tlp = \"purple\"",
+                "unknown TLP",
+            ),
+            ("listen = \"127.0.0.1:7710\"\nport = 1", "port"),
+            ("listen = \"127.0.0.1:7710\"", "node.signing_key"),
+        ] {
+            std::fs::write(&path, format!("{base}[taxii]\n{taxii}\n")).unwrap();
+            let e = Config::load(&path).unwrap_err().to_string();
+            assert!(e.contains(want), "{taxii}: {e}");
+        }
     }
 
     #[test]

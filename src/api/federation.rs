@@ -1,22 +1,38 @@
 //! Federation service adapter: peers push envelopes; acknowledgements go back
 //! in order, each only after the envelope is durably stored (or refused).
-//! Verification of one batch overlaps with the commit of the previous one.
+//!
+//! Invariants:
+//! - Envelopes of one stream are stored (given cursors) in the order the
+//!   stream carried them: batches are verified concurrently (verification of
+//!   the next batches overlaps the commit of the previous one) but their
+//!   commits are queued in stream order (`ingest::submit`), and their
+//!   acknowledgements sent in that order.
+//! - Any error on the incoming stream (a frame that does not decode, a frame
+//!   over the transport limit, the peer gone) ends the stream once: the frames
+//!   before it are answered, then the stream closes with a status saying why,
+//!   logged once. The failed request stream is never polled again.
+//! - A peer removed by a reload, or whose certificate a reloaded CRL revokes,
+//!   has its open streams closed with PERMISSION_DENIED saying why.
+//! - A temporary refusal (clock skew, signing key not pinned yet, storage full
+//!   or unavailable here) is acknowledged DEFERRED: the sender keeps the
+//!   envelope and retries it.
 use crate::domain::identity::Identity;
 use crate::proto::v1::federation_server::Federation;
 use crate::proto::v1::{HelloRequest, HelloResponse, PushAck, PushFrame, PushOutcome};
-use crate::service::ingest::{Ingested, ingest};
+use crate::service::ingest::{Committing, Ingested, Prepared, prepare, submit};
 use crate::service::node::Node;
 use crate::transport::server::PeerInfo;
 use futures::StreamExt;
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Code, Request, Response, Status, Streaming};
 
 /// Frames verified and committed together.
 const BATCH: usize = 512;
-/// Batches in the pipeline at once.
+/// Batches in each stage of the pipeline at once.
 const DEPTH: usize = 4;
 
 pub struct FederationApi {
@@ -29,7 +45,8 @@ impl FederationApi {
     }
 
     /// The calling node, which must be a configured peer, and the serial of the
-    /// certificate it presented.
+    /// certificate it presented. A call from a peer shows it is reachable: a
+    /// link to it waiting out a reconnect backoff tries again at once.
     fn peer<T>(&self, req: &Request<T>) -> Result<(String, String), Status> {
         let info = req
             .extensions()
@@ -38,6 +55,7 @@ impl FederationApi {
         let who = info.identity.name().to_string();
         allowed(&self.node, &who, &info.serial)?;
         self.node.note_peer_serial(&who, info.serial.clone());
+        self.node.peers.reachable(&who);
         Ok((who, info.serial.clone()))
     }
 }
@@ -62,24 +80,95 @@ fn allowed(node: &Node, who: &str, serial: &str) -> Result<(), Status> {
 
 type AckStream = Pin<Box<dyn futures::Stream<Item = Result<PushAck, Status>> + Send>>;
 
-fn ack(seq: u64, r: &Ingested) -> PushAck {
-    match r {
-        Ingested::New(_) => PushAck {
-            seq,
-            outcome: PushOutcome::Accepted as i32,
-            reason: String::new(),
-        },
-        Ingested::Duplicate => PushAck {
-            seq,
-            outcome: PushOutcome::Duplicate as i32,
-            reason: String::new(),
-        },
-        Ingested::Rejected(why) => PushAck {
-            seq,
-            outcome: PushOutcome::Rejected as i32,
-            reason: why.to_string(),
-        },
+fn ack(seq: u64, r: Ingested) -> PushAck {
+    let (outcome, reason, retry_after_ms) = match r {
+        Ingested::New(_) => (PushOutcome::Accepted, String::new(), 0),
+        Ingested::Duplicate => (PushOutcome::Duplicate, String::new(), 0),
+        Ingested::Rejected(why) => (PushOutcome::Rejected, why.to_string(), 0),
+        Ingested::Deferred {
+            reason,
+            retry_after_ms,
+        } => (PushOutcome::Deferred, reason, retry_after_ms),
+    };
+    PushAck {
+        seq,
+        outcome: outcome as i32,
+        reason,
+        retry_after_ms,
     }
+}
+
+/// The frames of one batch in stream order: each frame's seq, and the ack
+/// already decided for frames refused before ingest (no envelope).
+struct Frames {
+    seqs: Vec<u64>,
+    early: Vec<Option<PushAck>>,
+}
+
+impl Frames {
+    /// The acks of the batch in stream order, `results` filling the frames
+    /// that went through ingest.
+    fn acks(self, results: impl IntoIterator<Item = Ingested>) -> Vec<PushAck> {
+        let mut results = results.into_iter();
+        self.seqs
+            .into_iter()
+            .zip(self.early)
+            .map(|(seq, early)| {
+                early.unwrap_or_else(|| {
+                    let r = results.next().unwrap_or_else(|| Ingested::Deferred {
+                        reason: "internal error: no result for this frame; retry".into(),
+                        retry_after_ms: 0,
+                    });
+                    ack(seq, r)
+                })
+            })
+            .collect()
+    }
+}
+
+/// Stage 1 → 2: a batch being verified, or the end of the stream.
+enum Verifying {
+    Batch(JoinHandle<Prepared>, Frames),
+    End(Status),
+}
+
+/// Stage 2 → 3: a batch whose commit is queued, or the end of the stream.
+enum Storing {
+    Batch(Box<Committing>, Frames),
+    End(Status),
+}
+
+/// The status that ends a stream whose request side failed with `s`, and
+/// the log line, once.
+fn stream_failed(node: &Node, peer: &str, s: &Status) -> Status {
+    let limit = node.cfg.limits.max_message_bytes;
+    let (status, hostile) = match s.code() {
+        Code::OutOfRange | Code::ResourceExhausted => (
+            Status::out_of_range(format!(
+                "a frame is over {}'s transport limit ({}); it accepts envelopes up to limits.max_message_bytes = {limit} bytes plus 64 KiB of framing. The stream is closed; the frames before it were answered",
+                node.id,
+                s.message()
+            )),
+            true,
+        ),
+        Code::Internal => (
+            Status::invalid_argument(format!(
+                "a frame does not decode as a PushFrame ({}). The stream is closed; the frames before it were answered",
+                s.message()
+            )),
+            true,
+        ),
+        c => (
+            Status::new(c, format!("the push stream failed: {}", s.message())),
+            false,
+        ),
+    };
+    if hostile {
+        tracing::warn!(%peer, code = ?status.code(), reason = %status.message(), "push stream ended with an error");
+    } else {
+        tracing::info!(%peer, code = ?status.code(), reason = %status.message(), "push stream ended: the peer went away");
+    }
+    status
 }
 
 #[tonic::async_trait]
@@ -91,96 +180,19 @@ impl Federation for FederationApi {
         req: Request<Streaming<PushFrame>>,
     ) -> Result<Response<Self::PushStream>, Status> {
         let (peer, serial) = self.peer(&req)?;
-        let mut frames = req.into_inner().ready_chunks(BATCH);
+        let frames = req.into_inner().ready_chunks(BATCH);
         let (out_tx, out_rx) = mpsc::channel::<Result<PushAck, Status>>(BATCH * 2);
-        let (pipe_tx, mut pipe_rx) =
-            mpsc::channel::<tokio::task::JoinHandle<Result<Vec<PushAck>, Status>>>(DEPTH);
-        let node = self.node.clone();
-        let shutdown = node.shutdown.clone();
-        let mut reloaded = node.peers.subscribe();
-        tokio::spawn(async move {
-            loop {
-                let chunk = tokio::select! {
-                    c = frames.next() => c,
-                    _ = reloaded.changed() => Some(Vec::new()),
-                    _ = shutdown.cancelled() => None,
-                };
-                let Some(chunk) = chunk else { break };
-                // A reload may have removed this peer or revoked its certificate.
-                if let Err(s) = allowed(&node, &peer, &serial) {
-                    tracing::warn!(%peer, reason = %s.message(), "closing the push stream");
-                    let _ = pipe_tx.send(tokio::spawn(async move { Err(s) })).await;
-                    break;
-                }
-                if chunk.is_empty() {
-                    continue;
-                }
-                let mut seqs = Vec::with_capacity(chunk.len());
-                let mut envs = Vec::with_capacity(chunk.len());
-                let mut chains = Vec::with_capacity(chunk.len());
-                let mut early = Vec::new();
-                for f in chunk {
-                    match f {
-                        Ok(PushFrame {
-                            seq,
-                            envelope: Some(e),
-                            hops,
-                        }) => {
-                            seqs.push(seq);
-                            envs.push(e);
-                            chains.push(hops);
-                        }
-                        Ok(PushFrame {
-                            seq,
-                            envelope: None,
-                            ..
-                        }) => early.push(PushAck {
-                            seq,
-                            outcome: PushOutcome::Rejected as i32,
-                            reason: "malformed frame: no envelope".into(),
-                        }),
-                        Err(s) => {
-                            tracing::info!(%peer, status = %s, "push stream ended with an error");
-                            break;
-                        }
-                    }
-                }
-                let node = node.clone();
-                let peer = peer.clone();
-                let job = tokio::spawn(async move {
-                    let results = ingest(&node, Some(&peer), envs, chains)
-                        .await
-                        .map_err(|e| Status::unavailable(format!("{e}; retry later")))?;
-                    let mut acks = early;
-                    acks.extend(seqs.into_iter().zip(results.iter()).map(|(s, r)| ack(s, r)));
-                    Ok(acks)
-                });
-                if pipe_tx.send(job).await.is_err() {
-                    break;
-                }
-            }
-        });
-        tokio::spawn(async move {
-            while let Some(job) = pipe_rx.recv().await {
-                let acks = match job.await {
-                    Ok(r) => r,
-                    Err(e) => Err(Status::internal(format!("ingest task failed: {e}"))),
-                };
-                match acks {
-                    Ok(acks) => {
-                        for a in acks {
-                            if out_tx.send(Ok(a)).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    Err(s) => {
-                        let _ = out_tx.send(Err(s)).await;
-                        return;
-                    }
-                }
-            }
-        });
+        let (verify_tx, verify_rx) = mpsc::channel::<Verifying>(DEPTH);
+        let (store_tx, store_rx) = mpsc::channel::<Storing>(DEPTH);
+        tokio::spawn(read_frames(
+            self.node.clone(),
+            peer.clone(),
+            serial,
+            frames,
+            verify_tx,
+        ));
+        tokio::spawn(queue_commits(self.node.clone(), peer, verify_rx, store_tx));
+        tokio::spawn(answer(self.node.clone(), store_rx, out_tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
     }
 
@@ -195,6 +207,158 @@ impl Federation for FederationApi {
         Ok(Response::new(HelloResponse {
             node_id: self.node.id.clone(),
             version: env!("CARGO_PKG_VERSION").into(),
+            max_message_bytes: self.node.cfg.limits.max_message_bytes as u64,
         }))
+    }
+}
+
+/// Stage 1: reads frames in batches and starts verifying each batch; ends at
+/// the first error of the stream (never polling it again), when the peer is
+/// no longer allowed, or at shutdown.
+async fn read_frames(
+    node: Arc<Node>,
+    peer: String,
+    serial: String,
+    mut frames: futures::stream::ReadyChunks<Streaming<PushFrame>>,
+    tx: mpsc::Sender<Verifying>,
+) {
+    let shutdown = node.shutdown.clone();
+    let mut reloaded = node.peers.subscribe();
+    loop {
+        let chunk = tokio::select! {
+            c = frames.next() => c,
+            _ = reloaded.changed() => Some(Vec::new()),
+            _ = shutdown.cancelled() => {
+                let why = format!("{} is shutting down; reconnect later", node.id);
+                let _ = tx.send(Verifying::End(Status::unavailable(why))).await;
+                return;
+            }
+        };
+        let Some(chunk) = chunk else { return };
+        // A reload may have removed this peer or revoked its certificate.
+        if let Err(s) = allowed(&node, &peer, &serial) {
+            tracing::warn!(%peer, reason = %s.message(), "closing the push stream");
+            let _ = tx.send(Verifying::End(s)).await;
+            return;
+        }
+        if chunk.is_empty() {
+            continue;
+        }
+        let mut batch = Frames {
+            seqs: Vec::with_capacity(chunk.len()),
+            early: Vec::with_capacity(chunk.len()),
+        };
+        let mut envs = Vec::with_capacity(chunk.len());
+        let mut chains = Vec::with_capacity(chunk.len());
+        let mut failed = None;
+        for f in chunk {
+            match f {
+                Ok(PushFrame {
+                    seq,
+                    envelope: Some(e),
+                    hops,
+                }) => {
+                    batch.seqs.push(seq);
+                    batch.early.push(None);
+                    envs.push(e);
+                    chains.push(hops);
+                }
+                Ok(PushFrame {
+                    seq,
+                    envelope: None,
+                    ..
+                }) => {
+                    batch.seqs.push(seq);
+                    batch.early.push(Some(PushAck {
+                        seq,
+                        outcome: PushOutcome::Rejected as i32,
+                        reason: "malformed frame: no envelope".into(),
+                        retry_after_ms: 0,
+                    }));
+                }
+                Err(s) => {
+                    failed = Some(s);
+                    break;
+                }
+            }
+        }
+        if !batch.seqs.is_empty() {
+            let node = node.clone();
+            let peer = peer.clone();
+            let job = tokio::spawn(async move { prepare(&node, Some(&peer), envs, chains).await });
+            if tx.send(Verifying::Batch(job, batch)).await.is_err() {
+                return;
+            }
+        }
+        if let Some(s) = failed {
+            let status = stream_failed(&node, &peer, &s);
+            let _ = tx.send(Verifying::End(status)).await;
+            return;
+        }
+    }
+}
+
+/// Stage 2: takes verified batches in stream order and queues their commits
+/// in that order (the store applies them in queue order).
+async fn queue_commits(
+    node: Arc<Node>,
+    peer: String,
+    mut rx: mpsc::Receiver<Verifying>,
+    tx: mpsc::Sender<Storing>,
+) {
+    while let Some(step) = rx.recv().await {
+        let next = match step {
+            Verifying::Batch(job, frames) => {
+                let prepared = match job.await {
+                    Ok(p) => p,
+                    Err(e) => Prepared::lost(
+                        Some(&peer),
+                        frames.early.iter().filter(|a| a.is_none()).count(),
+                        format!("verification task failed: {e}"),
+                    ),
+                };
+                Storing::Batch(Box::new(submit(&node, prepared).await), frames)
+            }
+            Verifying::End(s) => Storing::End(s),
+        };
+        let end = matches!(next, Storing::End(_));
+        if tx.send(next).await.is_err() || end {
+            return;
+        }
+    }
+}
+
+/// Stage 3: awaits each commit in order and sends the acknowledgements; sends
+/// the status that ends the stream, if any, after them.
+async fn answer(
+    node: Arc<Node>,
+    mut rx: mpsc::Receiver<Storing>,
+    out: mpsc::Sender<Result<PushAck, Status>>,
+) {
+    while let Some(step) = rx.recv().await {
+        let (committing, frames) = match step {
+            Storing::Batch(c, f) => (c, f),
+            Storing::End(s) => {
+                let _ = out.send(Err(s)).await;
+                return;
+            }
+        };
+        let acks = match committing.finish(&node).await {
+            Ok(r) => frames.acks(r),
+            Err(e) => {
+                let _ = out
+                    .send(Err(Status::internal(format!(
+                        "{} cannot take envelopes: {e}",
+                        node.id
+                    ))))
+                    .await;
+                return;
+            }
+        };
+        for a in acks {
+            if out.send(Ok(a)).await.is_err() {
+                return;
+            }
+        }
     }
 }

@@ -92,6 +92,12 @@ impl Operator for OperatorApi {
     ) -> Result<Response<PublishAlertResponse>, Status> {
         let who = audit::operator(&req);
         let body = self.take(req)?;
+        if body.validate_only {
+            alerts::validate_publish(&self.node, body)
+                .await
+                .map_err(status)?;
+            return Ok(Response::new(PublishAlertResponse::default()));
+        }
         let r = self
             .detached(|node| async move { alerts::publish_in(&node, body).await.map_err(status) })
             .await;

@@ -1,6 +1,6 @@
 //! The `certfed` command line: the node (`serve`, `check-config`), its tools
 //! (`pki`, `demo`, `bench`, `completions`, `man`) and the operator client
-//! commands (`info`, `alert`, `assist`, `incident`, `peers`, `delivery`, `watch`).
+//! commands (`info`, `alert`, `assist`, `incident`, `peers`, `delivery`, `watch`, `feed`).
 //!
 //! Invariants: the process exit code says what kind of failure happened
 //! (`cli::error::Exit`, listed in `--help`); with `--json` errors are JSON on
@@ -9,6 +9,7 @@ pub mod args;
 pub mod assist;
 pub mod client;
 pub mod error;
+pub mod exchange;
 pub mod incident;
 pub mod logging;
 pub mod output;
@@ -113,6 +114,13 @@ pub enum Command {
         /// Message id.
         message_id: String,
     },
+    /// Write a feed of the node's alerts that other tools fetch (MISP feed folder).
+    Feed {
+        #[command(flatten)]
+        conn: client::Conn,
+        #[command(subcommand)]
+        cmd: exchange::FeedCmd,
+    },
     /// Stream messages as the node stores them (with --json: one JSON object per line).
     Watch {
         #[command(flatten)]
@@ -139,6 +147,7 @@ impl Command {
             | Command::Incident { conn, .. }
             | Command::Peers { conn }
             | Command::Delivery { conn, .. }
+            | Command::Feed { conn, .. }
             | Command::Watch { conn, .. } => conn.json,
             _ => false,
         }
@@ -206,6 +215,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Delivery { conn, message_id } => {
             rt()?.block_on(client::delivery(conn, message_id))
         }
+        Command::Feed { conn, cmd } => rt()?.block_on(async {
+            let mut c = client::connect(&conn).await?;
+            exchange::feed(&mut c, &conn.node, conn.json, cmd).await
+        }),
         Command::Watch {
             conn,
             from_start,

@@ -25,6 +25,11 @@
 //! - Receipts are owed only by a named recipient (or any member of a
 //!   broadcast) that is not the origin, never for a receipt.
 //!
+//! - A refusal for a cause that can pass ([`deferrable`]: a creation time
+//!   ahead of this node's clock, a signing key not pinned yet) is temporary:
+//!   the sending peer keeps the envelope and retries it; every other refusal
+//!   is final.
+//!
 //! Nothing here does I/O: the caller looks up what the store knows (the
 //! reverse route of a receipt) before calling, and performs the decision after.
 use crate::domain::alert::{Limits, validate_alert};
@@ -208,6 +213,29 @@ pub fn admit(view: &View<'_>, input: Input<'_>, now_ms: i64) -> Decision {
             };
             Decision::Refuse { reason, receipt }
         }
+    }
+}
+
+/// Margin added to a clock-skew retry hint, so that the retry lands after the
+/// creation time is within the allowed skew even with coarse clocks.
+const SKEW_RETRY_MARGIN_MS: u64 = 1_000;
+
+/// Whether a refusal of a peer's envelope is temporary, and if so, in how many
+/// milliseconds a retry can succeed (0: unknown, leave it to the sender's
+/// backoff). Temporary: a creation time ahead of this node's clock (it passes
+/// with time, or when the clocks are fixed), and a signing key this node has
+/// not pinned (it is pinned in a key rotation once every node has reloaded).
+/// Every other refusal (bad signature, altered, policy, invalid payload,
+/// expired, too large) is final: retrying the same bytes cannot succeed.
+pub fn deferrable(reason: &Rejection) -> Option<u64> {
+    match reason {
+        Rejection::ClockSkew { ahead_ms, limit_ms } => Some(
+            u64::try_from(ahead_ms.saturating_sub(*limit_ms))
+                .unwrap_or(0)
+                .saturating_add(SKEW_RETRY_MARGIN_MS),
+        ),
+        Rejection::UnknownSigner(_) => Some(0),
+        _ => None,
     }
 }
 

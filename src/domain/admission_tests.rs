@@ -259,6 +259,56 @@ fn a_bad_signature_is_refused_without_a_receipt() {
 }
 
 #[test]
+fn only_refusals_that_can_pass_are_deferrable() {
+    // 40 s ahead with 30 s allowed: retry in 10 s (plus a margin).
+    let skew = Rejection::ClockSkew {
+        ahead_ms: 40_000,
+        limit_ms: 30_000,
+    };
+    assert_eq!(deferrable(&skew), Some(11_000));
+    assert_eq!(
+        deferrable(&Rejection::UnknownSigner("0123456789abcdef".into())),
+        Some(0)
+    );
+    for permanent in [
+        Rejection::BadSignature,
+        Rejection::PayloadMismatch,
+        Rejection::Malformed("x".into()),
+        Rejection::Policy("x".into()),
+        Rejection::InvalidPayload("x".into()),
+        Rejection::Expired { expires_ms: 1 },
+        Rejection::Oversized { size: 2, limit: 1 },
+        Rejection::OriginMismatch {
+            claimed: "a".into(),
+            owner: "b".into(),
+            key_id: "k".into(),
+        },
+    ] {
+        assert_eq!(deferrable(&permanent), None, "{permanent}");
+    }
+    // A message signed ahead of the receiver's clock is refused as skew, which
+    // is deferrable; the same envelope is admitted once time has caught up.
+    let d = Draft {
+        message_id: uuid::Uuid::now_v7().to_string(),
+        kind: MessageKind::Alert,
+        tlp: Tlp::Green,
+        recipients: vec![],
+        created_ms: NOW + limits().max_clock_skew_ms + 5_000,
+        expires_ms: None,
+        hop_limit: 8,
+        exercise: false,
+        encrypted: false,
+        payload: alert(Tlp::Green).encode_to_vec(),
+    };
+    let env = seal(&signer(0), d);
+    let reg = registry();
+    let early = verify(&reg, &env, NOW, &limits());
+    let reason = early.expect_err("ahead of the clock");
+    assert_eq!(deferrable(&reason), Some(6_000));
+    assert!(verify(&reg, &env, NOW + 6_000, &limits()).is_ok());
+}
+
+#[test]
 fn receipts_follow_their_reverse_route() {
     let reg = registry();
     let me = signer(1);

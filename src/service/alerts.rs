@@ -289,6 +289,7 @@ pub async fn publish_in(node: &Node, req: PublishAlertRequest) -> Result<String,
     let request_id = req.request_id.clone();
     let body = PublishAlertRequest {
         request_id: String::new(),
+        validate_only: false,
         ..req
     };
     let key = RequestKey::parse(
@@ -332,26 +333,67 @@ pub async fn publish_in(node: &Node, req: PublishAlertRequest) -> Result<String,
     Ok(answer.message_id)
 }
 
-/// Validates and signs `alert` with message id `message_id`.
-async fn publish_as(
+/// Checks everything [`publish`] checks — the alert, its distribution, the
+/// recipients and the alert it supersedes — and signs nothing (the
+/// `validate_only` form of PublishAlert, AIP-163). The request id is not
+/// claimed, so a later real publish with it is unaffected.
+pub async fn validate_publish(
     node: &Node,
-    alert: Alert,
-    recipients: Vec<String>,
-    message_id: String,
-    open_incident: bool,
-    incident_id: String,
-) -> Result<String, AlertError> {
-    let now = now_ms();
+    req: PublishAlertRequest,
+) -> Result<(), AlertError> {
+    let PublishAlertRequest {
+        alert,
+        recipients,
+        open_incident,
+        incident_id,
+        ..
+    } = req;
+    let alert = alert.ok_or_else(|| {
+        InvalidArgument::new(
+            "alert",
+            "required: the alert to publish (title, tlp, severity …)",
+        )
+    })?;
+    // A fresh id stands for the one a real publish would sign with (it only
+    // becomes the incident id when the alert opens one).
+    let message_id = uuid::Uuid::now_v7().to_string();
+    let choice = IncidentChoice {
+        open: open_incident,
+        incident_id: &incident_id,
+        message_id: &message_id,
+    };
+    check_publish(node, &alert, &recipients, now_ms(), choice).await?;
+    Ok(())
+}
+
+/// What a publish says about incidents: open one with the alert's own id, or
+/// join `incident_id` (neither: stay in the incident of a superseded alert).
+#[derive(Clone, Copy)]
+struct IncidentChoice<'a> {
+    open: bool,
+    incident_id: &'a str,
+    message_id: &'a str,
+}
+
+/// The checks of a publish at time `now`; returns the TLP, the payload to sign
+/// and the incident the alert belongs to (empty: none).
+async fn check_publish(
+    node: &Node,
+    alert: &Alert,
+    recipients: &[String],
+    now: i64,
+    choice: IncidentChoice<'_>,
+) -> Result<(Tlp, Vec<u8>, String), AlertError> {
     let tlp = Tlp::try_from(alert.tlp).unwrap_or(Tlp::Unspecified);
     let limits = Limits {
         max_message_bytes: node.cfg.limits.max_message_bytes,
         ..Limits::default()
     };
     let payload = alert.encode_to_vec();
-    validate_alert(&alert, now, payload.len(), &limits)
+    validate_alert(alert, now, payload.len(), &limits)
         .map_err(|e| InvalidArgument::new(e.field, e.rule))?;
-    check_distribution(tlp, &recipients).map_err(|e| InvalidArgument::new("recipients", e))?;
-    node.check_members(&recipients)?;
+    check_distribution(tlp, recipients).map_err(|e| InvalidArgument::new("recipients", e))?;
+    node.check_members(recipients)?;
     if !alert.supersedes.is_empty() {
         match node.store.get_message(&alert.supersedes).await? {
             Some(old) if old.origin == node.id && old.kind == MessageKind::Alert as i32 => {}
@@ -369,20 +411,39 @@ async fn publish_as(
             }
         }
     }
-    if !incident_id.is_empty() {
-        check_id("incident_id", &incident_id, "incident id")?;
+    if !choice.incident_id.is_empty() {
+        check_id("incident_id", choice.incident_id, "incident id")?;
     }
     let incident = crate::service::incidents::alert_incident(
         node,
-        &message_id,
-        open_incident,
-        &incident_id,
+        choice.message_id,
+        choice.open,
+        choice.incident_id,
         &alert.supersedes,
         tlp,
-        &recipients,
+        recipients,
     )
     .await
     .map_err(AlertError::Incident)?;
+    Ok((tlp, payload, incident))
+}
+
+/// Validates and signs `alert` with message id `message_id`.
+async fn publish_as(
+    node: &Node,
+    alert: Alert,
+    recipients: Vec<String>,
+    message_id: String,
+    open_incident: bool,
+    incident_id: String,
+) -> Result<String, AlertError> {
+    let now = now_ms();
+    let choice = IncidentChoice {
+        open: open_incident,
+        incident_id: &incident_id,
+        message_id: &message_id,
+    };
+    let (tlp, payload, incident) = check_publish(node, &alert, &recipients, now, choice).await?;
     let outgoing = Outgoing {
         kind: MessageKind::Alert,
         tlp,

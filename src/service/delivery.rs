@@ -1,6 +1,7 @@
 //! Delivery and peers: per-recipient delivery state of a message (link-level
 //! states merged with the receipts recipients sent back), the direct peers
-//! with their link state, and what this node is.
+//! with their link state, and what this node is. A delivery a peer deferred
+//! shows DEFERRED with "deferred: reason; next try at ..." and `next_attempt`.
 use crate::domain::envelope::ms_to_ts;
 use crate::proto::v1::{
     DeliveryState, DeliveryStatus, EnvelopeHeader, NodeInfo, PeerView, ReceiptState,
@@ -56,6 +57,10 @@ pub fn delivery_view(
                 reason: l.reason,
                 updated: Some(ms_to_ts(l.updated_ms)),
                 attempts: l.attempts,
+                next_attempt: l
+                    .next_attempt_ms
+                    .filter(|_| l.state == DeliveryState::Deferred as i32)
+                    .map(ms_to_ts),
             },
         );
     }
@@ -74,6 +79,7 @@ pub fn delivery_view(
                 reason: r.reason,
                 updated: Some(ms_to_ts(r.at_ms)),
                 attempts,
+                next_attempt: None,
             },
         );
     }
@@ -89,6 +95,7 @@ pub fn delivery_view(
                 reason: String::new(),
                 updated: None,
                 attempts: 0,
+                next_attempt: None,
             });
     }
     out.into_values().collect()
@@ -168,6 +175,7 @@ mod tests {
             reason: String::new(),
             attempts: 2,
             updated_ms: 10,
+            next_attempt_ms: None,
         }
     }
 

@@ -4,12 +4,28 @@
 //! `domain::admission::admit` decide, then store each admitted row with its
 //! outbox rows in one commit, queue the receipts owed, wake the links and tell
 //! Watch. Refusals are logged, counted and recorded for audit.
-use crate::domain::admission::{self, Decision, Input, ReceiptRoute, View};
+//!
+//! The work is split in three steps so that a stream of batches can overlap
+//! verification while keeping its order: [`prepare`] (verify and admit; may
+//! run for several batches at once), [`submit`] (queue the commit; call it in
+//! stream order: batches are stored, and given cursors, in the order they
+//! were submitted) and [`Committing::finish`] (await the commit, then the
+//! effects). [`ingest`] does all three for one batch.
+//!
+//! A refusal for a cause that can pass (a creation time ahead of this node's
+//! clock, a signing key not pinned yet, this node's storage full or
+//! unavailable) is [`Ingested::Deferred`] for a peer's envelope: nothing is
+//! stored or recorded, and the peer keeps the envelope and retries it.
+use crate::domain::admission::{
+    self, Decision, Input, ReceiptOwed, ReceiptRoute, View, deferrable,
+};
 use crate::domain::envelope::{Draft, Rejection, Verified, seal_in_incident, verify_batch};
 use crate::proto::v1::{EnvelopeHeader, MessageKind, Receipt, SignedEnvelope, SignedHop, Tlp};
 use crate::service::node::Node;
 use crate::service::{ErrorKind, ServiceError, now_ms};
-use crate::storage::{Durability, Hop, NewMessage, ReceiptRows, RejectionRow, StoreError, Stored};
+use crate::storage::{
+    Durability, Hop, NewMessage, Pending, ReceiptRows, RejectionRow, StoreError, Stored,
+};
 use prost::Message;
 use std::collections::{BTreeSet, HashMap};
 
@@ -19,6 +35,12 @@ pub enum Ingested {
     New(u64),
     Duplicate,
     Rejected(Rejection),
+    /// Not taken now for a cause that can pass; retry, not before
+    /// `retry_after_ms` from now when that is not 0.
+    Deferred {
+        reason: String,
+        retry_after_ms: u64,
+    },
 }
 
 /// The storage row for an admitted message.
@@ -72,6 +94,85 @@ pub async fn ingest(
     envs: Vec<SignedEnvelope>,
     chains: Vec<Vec<SignedHop>>,
 ) -> Result<Vec<Ingested>, StoreError> {
+    let prepared = prepare(node, from_peer, envs, chains).await;
+    submit(node, prepared).await.finish(node).await
+}
+
+/// A batch verified and admitted, ready to be committed.
+pub struct Prepared {
+    from_peer: Option<String>,
+    now: i64,
+    results: Vec<Option<Ingested>>,
+    rows: Vec<NewMessage>,
+    slots: Vec<usize>,
+    owed: Vec<Option<ReceiptOwed>>,
+    rejections: Vec<RejectionRow>,
+    /// Why the batch could not be prepared (shown by `finish`).
+    failed: Option<StoreError>,
+}
+
+impl Prepared {
+    /// A batch of `n` envelopes that could not be prepared (e.g. its
+    /// verification task died): `finish` reports `why` as an internal error.
+    pub fn lost(from_peer: Option<&str>, n: usize, why: String) -> Prepared {
+        Prepared::failed(from_peer, n, StoreError::Invalid(why))
+    }
+
+    fn failed(from_peer: Option<&str>, n: usize, e: StoreError) -> Prepared {
+        Prepared {
+            from_peer: from_peer.map(str::to_string),
+            now: now_ms(),
+            results: vec![None; n],
+            rows: Vec::new(),
+            slots: Vec::new(),
+            owed: Vec::new(),
+            rejections: Vec::new(),
+            failed: Some(e),
+        }
+    }
+
+    /// Number of envelopes in the batch.
+    pub fn len(&self) -> usize {
+        self.results.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.results.is_empty()
+    }
+}
+
+/// A batch whose commit is queued.
+pub struct Committing {
+    batch: Prepared,
+    targets: Vec<Vec<String>>,
+    /// Per row, for metrics: whether it is a receipt (counted apart), and the
+    /// assistance thread it belongs to (replayed at the next scrape).
+    facts: Vec<(bool, Option<String>)>,
+    pending: Option<Pending<Vec<Stored>>>,
+    queued: std::time::Instant,
+}
+
+/// Verifies and admits a batch (step 1; batches may be prepared concurrently).
+/// A failure (a store lookup for receipts) shows in [`Committing::finish`].
+pub async fn prepare(
+    node: &Node,
+    from_peer: Option<&str>,
+    envs: Vec<SignedEnvelope>,
+    chains: Vec<Vec<SignedHop>>,
+) -> Prepared {
+    let n = envs.len();
+    match try_prepare(node, from_peer, envs, chains).await {
+        Ok(p) => p,
+        Err(e) => Prepared::failed(from_peer, n, e),
+    }
+}
+
+async fn try_prepare(
+    node: &Node,
+    from_peer: Option<&str>,
+    envs: Vec<SignedEnvelope>,
+    chains: Vec<Vec<SignedHop>>,
+) -> Result<Prepared, StoreError> {
     let now = now_ms();
     let keys = node.keys();
     let limits = node.verify_limits();
@@ -124,6 +225,16 @@ pub async fn ingest(
                 slots.push(i);
             }
             Decision::Refuse { reason, receipt } => {
+                let from = from_peer.unwrap_or("self");
+                if let (Some(_), Some(retry_after_ms)) = (from_peer, deferrable(&reason)) {
+                    node.metrics.defer(reason.label());
+                    tracing::info!(from, message_id = %id_hint, reason = %reason, retry_after_ms, "envelope deferred; the peer keeps it and retries");
+                    results[i] = Some(Ingested::Deferred {
+                        reason: format!("{} cannot take it yet: {reason}", node.id),
+                        retry_after_ms,
+                    });
+                    continue;
+                }
                 if let Some(r) = receipt {
                     node.receipts.push(r);
                 }
@@ -131,7 +242,6 @@ pub async fn ingest(
                 if reason == Rejection::BadSignature {
                     node.metrics.signature_failures.inc();
                 }
-                let from = from_peer.unwrap_or("self");
                 tracing::warn!(from, message_id = %id_hint, reason = %reason, "envelope rejected");
                 rejections.push(RejectionRow {
                     from_peer: from.to_string(),
@@ -142,14 +252,28 @@ pub async fn ingest(
             }
         }
     }
+    Ok(Prepared {
+        from_peer: from_peer.map(str::to_string),
+        now,
+        results,
+        rows,
+        slots,
+        owed,
+        rejections,
+        failed: None,
+    })
+}
+
+/// Queues the commit of a prepared batch (step 2). Batches are stored in the
+/// order they are submitted: submit them one after the other, in order. A
+/// failure to queue shows in [`Committing::finish`].
+pub async fn submit(node: &Node, mut batch: Prepared) -> Committing {
+    let rows = std::mem::take(&mut batch.rows);
     let targets: Vec<Vec<String>> = rows.iter().map(|r| r.targets.clone()).collect();
-    // For metrics: receipts are counted apart, and assistance threads that got
-    // a step are replayed at the next scrape (materialised counts).
     let facts: Vec<(bool, Option<String>)> = rows
         .iter()
         .map(|r| (r.kind == MessageKind::Receipt as i32, r.request_id.clone()))
         .collect();
-    let started = std::time::Instant::now();
     // Receipts are best-effort: losing one in a power failure only leaves the
     // origin showing "relayed" instead of "delivered".
     let only_receipts = rows.iter().all(|r| r.kind == MessageKind::Receipt as i32);
@@ -158,66 +282,129 @@ pub async fn ingest(
     } else {
         Durability::Durable
     };
-    let stored = if rows.is_empty() {
-        Vec::new()
+    let queued = std::time::Instant::now();
+    let pending = if rows.is_empty() {
+        None
     } else {
-        node.store
-            .insert(rows, durability)
-            .await
-            .inspect_err(|e| node.metrics.storage_error(e))?
+        Some(match node.store.insert_queued(rows, durability).await {
+            Ok(p) => p,
+            Err(e) => Box::pin(std::future::ready(Err(e))) as Pending<Vec<Stored>>,
+        })
     };
-    node.metrics
-        .commit_seconds
-        .observe(started.elapsed().as_secs_f64());
-    // The audit trail of refusals must not hold back what was accepted.
-    if !rejections.is_empty()
-        && let Err(e) = node.store.record_rejections(rejections, now).await
-    {
-        tracing::error!(error = %e, "cannot record rejected envelopes in the audit table");
+    Committing {
+        batch,
+        targets,
+        facts,
+        pending,
+        queued,
     }
-    let mut wake = BTreeSet::new();
-    for ((((slot, s), t), owed), (is_receipt, thread)) in slots
-        .into_iter()
-        .zip(stored)
-        .zip(targets)
-        .zip(owed)
-        .zip(facts)
-    {
-        results[slot] = Some(match s {
-            Stored::New(c) => {
-                if from_peer.is_some() {
-                    if is_receipt {
-                        node.metrics.receipts_received.inc();
-                    } else {
-                        node.metrics.accepted.inc();
+}
+
+impl Committing {
+    /// Awaits the commit, then queues the receipts owed, wakes the links and
+    /// tells Watch (step 3). For a peer's batch, a temporary storage failure
+    /// defers every envelope that was to be stored (the refusals stand); for
+    /// this node's own messages, and for a failure retrying cannot fix, it is
+    /// returned as the error (counted and logged here).
+    pub async fn finish(self, node: &Node) -> Result<Vec<Ingested>, StoreError> {
+        let Committing {
+            batch,
+            targets,
+            facts,
+            pending,
+            queued,
+        } = self;
+        let Prepared {
+            from_peer,
+            now,
+            mut results,
+            slots,
+            owed,
+            rejections,
+            failed,
+            ..
+        } = batch;
+        let stored = match (failed, pending) {
+            (Some(e), _) => Err(e),
+            (None, None) => Ok(Vec::new()),
+            (None, Some(p)) => p.await,
+        };
+        node.metrics
+            .commit_seconds
+            .observe(queued.elapsed().as_secs_f64());
+        // The audit trail of refusals must not hold back what was accepted.
+        if !rejections.is_empty()
+            && let Err(e) = node.store.record_rejections(rejections, now).await
+        {
+            node.metrics.storage_error(&e);
+            tracing::error!(error = %e, "cannot record rejected envelopes in the audit table");
+        }
+        let stored = match stored {
+            Ok(s) => s,
+            Err(e) => {
+                node.metrics.storage_error(&e);
+                let Some(peer) = from_peer.as_deref().filter(|_| e.is_temporary()) else {
+                    tracing::error!(from = from_peer.as_deref().unwrap_or("self"), error = %e, "cannot take envelopes");
+                    return Err(e);
+                };
+                tracing::error!(from = peer, envelopes = results.iter().filter(|r| r.is_none()).count(), error = %e, "cannot store envelopes from a peer; they are deferred (the peer keeps them and retries)");
+                let reason = format!("{} cannot store messages now: {e}", node.id);
+                return Ok(results
+                    .into_iter()
+                    .map(|r| {
+                        r.unwrap_or_else(|| Ingested::Deferred {
+                            reason: reason.clone(),
+                            retry_after_ms: 0,
+                        })
+                    })
+                    .collect());
+            }
+        };
+        let from_peer = from_peer.is_some();
+        let mut wake = BTreeSet::new();
+        for ((((slot, s), t), owed), (is_receipt, thread)) in slots
+            .into_iter()
+            .zip(stored)
+            .zip(targets)
+            .zip(owed)
+            .zip(facts)
+        {
+            results[slot] = Some(match s {
+                Stored::New(c) => {
+                    if from_peer {
+                        if is_receipt {
+                            node.metrics.receipts_received.inc();
+                        } else {
+                            node.metrics.accepted.inc();
+                        }
                     }
+                    if let Some(thread) = thread {
+                        node.metrics.assistance_touched(&thread);
+                    }
+                    if let Some(r) = owed {
+                        node.receipts.push(r);
+                    }
+                    let _ = node.stored.send(c);
+                    if from_peer && !t.is_empty() {
+                        node.metrics.relayed.inc();
+                    }
+                    wake.extend(t);
+                    Ingested::New(c)
                 }
-                if let Some(thread) = thread {
-                    node.metrics.assistance_touched(&thread);
+                Stored::Duplicate => {
+                    node.metrics.duplicates.inc();
+                    Ingested::Duplicate
                 }
-                if let Some(r) = owed {
-                    node.receipts.push(r);
-                }
-                let _ = node.stored.send(c);
-                if from_peer.is_some() && !t.is_empty() {
-                    node.metrics.relayed.inc();
-                }
-                wake.extend(t);
-                Ingested::New(c)
-            }
-            Stored::Duplicate => {
-                node.metrics.duplicates.inc();
-                Ingested::Duplicate
-            }
-        });
+            });
+        }
+        for peer in wake {
+            node.peers.wake(&peer);
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| r.expect("every slot filled"))
+            .collect())
     }
-    for peer in wake {
-        node.peers.wake(&peer);
-    }
-    Ok(results
-        .into_iter()
-        .map(|r| r.expect("every slot filled"))
-        .collect())
 }
 
 /// For each verified receipt in the batch, its reverse-path route, found from

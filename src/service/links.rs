@@ -1,33 +1,63 @@
 //! Peer links: one task per configured peer keeps a mutual-TLS Push stream open
 //! and drains that peer's durable outbox through it. Entries leave the outbox
-//! only when the peer acknowledges them after its own durable commit. Retries
-//! use capped exponential backoff with jitter, reset on successful contact.
+//! only when the peer acknowledges them after its own durable commit.
+//!
+//! Invariants:
+//! - Each session starts with Hello, which tells the peer's
+//!   `limits.max_message_bytes`; an envelope larger than that is not sent but
+//!   marked REJECTED with the peer's limit as the reason (shown by
+//!   GetDeliveryStatus, and by ListPeers as the link's last error), and the
+//!   link moves on.
+//! - A DEFERRED acknowledgement (a temporary refusal) keeps the entry: it is
+//!   offered again after a per-message backoff (never before the peer's hint),
+//!   while the rest of the queue flows; GetDeliveryStatus shows "deferred:
+//!   reason; next try at ...". REJECTED is final.
+//! - A link never waits silently: with messages in flight and no
+//!   acknowledgement for `limits.ack_timeout_secs`, the session ends with that
+//!   reason and reconnects; HTTP/2 keepalive (see `transport::client`) ends a
+//!   session whose peer stopped answering.
+//! - Reconnects use capped exponential backoff with jitter, reset only after
+//!   the peer accepted something (not merely on connect); a backoff is cut
+//!   short when the peer connects to this node (it is reachable again).
+//! - The link's last error keeps the last meaningful reason (see `peers`).
 //!
 //! [`LinkTasks`] owns the running tasks (the application holds it); the state
 //! they share with the services (status, wakers, the peer set) is `peers::Peers`.
 use crate::config::PeerSection;
+use crate::domain::envelope::ms_to_ts;
 use crate::proto::v1::federation_client::FederationClient;
 use crate::proto::v1::{
-    DeliveryState, HopChain, LinkState, PushAck, PushFrame, PushOutcome, SignedEnvelope,
+    DeliveryState, HelloRequest, HopChain, LinkState, PushAck, PushFrame, PushOutcome,
+    SignedEnvelope,
 };
 use crate::service::node::Node;
 use crate::service::now_ms;
-use crate::service::peers::expect_node;
-use crate::storage::Outcome;
+use crate::service::peers::{LinkError, expect_node};
+use crate::storage::{Deferral, OutboxItem, Outcome};
 use futures::StreamExt;
 use prost::Message;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc, watch};
+use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 
 /// Messages in flight (sent, not yet acknowledged) per link.
 const WINDOW: usize = 8192;
 /// Outbox rows read per query.
 const PAGE: usize = 1024;
+/// Reconnect backoff: doubles after each failed session, from MIN to MAX
+/// (with jitter); back to MIN only once the peer accepted something.
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Retry delay of a message the peer deferred: doubles with each deferral of
+/// that message, from MIN to MAX; never before the peer's own hint, and
+/// never later than MAX.
+const DEFER_MIN: Duration = Duration::from_secs(1);
+const DEFER_MAX: Duration = Duration::from_secs(300);
+/// Time the peer has to answer Hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One running link task.
 struct Running {
@@ -132,6 +162,7 @@ async fn run_link(
     let label = node.metrics.peer(&peer.id);
     let id = peer.id.clone();
     let endpoint = peer.endpoint.to_string();
+    let reachable = node.peers.reachable_signal(&id);
     loop {
         if node.shutdown.is_cancelled() || *stop.borrow() {
             break;
@@ -145,33 +176,65 @@ async fn run_link(
         match result {
             Ok(()) => break, // shutdown
             Err(e) => {
-                tracing::warn!(peer = %id, %endpoint, error = %e, retry_in = ?backoff, "peer link down");
-                node.peers.update(&id, |s| {
-                    s.state = LinkState::Down;
-                    s.last_error = e;
-                });
+                tracing::warn!(peer = %id, %endpoint, error = %e.text, retry_in = ?backoff, "peer link down");
+                node.peers.update(&id, |s| s.failed(e));
             }
         }
+        let peer_back = async {
+            match &reachable {
+                Some(r) => r.notified().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = tokio::time::sleep(jitter(backoff)) => {}
+            _ = peer_back => {
+                tracing::info!(peer = %id, "the peer connected to us: reconnecting now");
+            }
             _ = node.shutdown.cancelled() => break,
+            _ = stop.wait_for(|s| *s) => break,
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
 
+/// The peer answered: the link is up (and any outage is over).
 fn contact(node: &Node, peer: &str) {
     let now = now_ms();
-    node.peers.update(peer, |s| {
-        s.state = LinkState::Up;
-        s.last_contact_ms = Some(now);
-        s.last_error.clear();
-    });
+    node.peers.update(peer, |s| s.up(now));
     node.metrics
         .peer_last_contact
         .get_or_create(&node.metrics.peer(peer))
         .set(now / 1000);
 }
+
+/// When to offer again an entry the peer deferred for the `n`-th time
+/// (`n` from 1), given the peer's hint (0: none).
+fn next_attempt(now: i64, n: u32, hint_ms: u64) -> i64 {
+    let backoff = DEFER_MIN
+        .saturating_mul(1u32 << (n.saturating_sub(1)).min(16))
+        .min(DEFER_MAX);
+    let backoff = backoff.mul_f64(rand::random_range(0.8..1.0));
+    let wait = backoff.max(Duration::from_millis(hint_ms)).min(DEFER_MAX);
+    now.saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A time for "next try at" texts (UTC, RFC 3339, seconds).
+fn rfc3339(ms: i64) -> String {
+    let ts = ms_to_ts(ms);
+    time::OffsetDateTime::from_unix_timestamp(ts.seconds)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("{ms} ms after the epoch"))
+}
+
+/// What was sent and not yet acknowledged: cursor → (enqueued time, times
+/// the peer deferred it before).
+type InFlight = BTreeMap<u64, (i64, u32)>;
+
 /// One connected session. Returns Ok on shutdown, Err with a reason otherwise.
 async fn session(
     node: &Arc<Node>,
@@ -179,7 +242,7 @@ async fn session(
     endpoint: &str,
     waker: &Notify,
     backoff: &mut Duration,
-) -> Result<(), String> {
+) -> Result<(), LinkError> {
     let tls = node.tls_client();
     let sink: crate::transport::client::SerialSink = Arc::default();
     let channel = crate::transport::client::channel_observed(
@@ -189,94 +252,155 @@ async fn session(
         Duration::from_secs(5),
         Some(sink.clone()),
     )
-    .map_err(|e| format!("invalid endpoint: {e}"))?;
+    .map_err(|e| LinkError::meaningful(format!("invalid endpoint: {e}")))?;
     let max = node.cfg.limits.max_message_bytes + 64 * 1024;
     let mut client = FederationClient::new(channel)
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
+    // Hello: is it the node we expect, and how large may envelopes be?
+    let hello = tokio::time::timeout(
+        HELLO_TIMEOUT,
+        client.hello(HelloRequest {
+            node_id: node.id.clone(),
+        }),
+    )
+    .await
+    .map_err(|_| {
+        LinkError::meaningful(format!(
+            "{peer} did not answer Hello within {} s",
+            HELLO_TIMEOUT.as_secs()
+        ))
+    })?;
+    let peer_limit = match hello {
+        Ok(r) => Some(r.into_inner().max_message_bytes).filter(|m| *m > 0),
+        Err(s) if s.code() == tonic::Code::Unimplemented => None,
+        Err(s) => return Err(describe(peer, &s)),
+    };
+    node.peers
+        .update(peer, |s| s.peer_max_message_bytes = peer_limit);
     let (tx, rx) = mpsc::channel::<PushFrame>(1024);
     let response = client
         .push(ReceiverStream::new(rx))
         .await
-        .map_err(|s| describe(&s))?;
+        .map_err(|s| describe(peer, &s))?;
     let mut acks = response.into_inner().ready_chunks(1024);
     if let Some(serial) = sink.lock().expect("serial sink").clone() {
         node.note_peer_serial(peer, serial);
     }
     contact(node, peer);
-    *backoff = BACKOFF_MIN;
     node.metrics
         .peer_up
         .get_or_create(&node.metrics.peer(peer))
         .set(1);
-    tracing::info!(%peer, %endpoint, "peer link up");
+    tracing::info!(%peer, %endpoint, max_message_bytes = ?peer_limit, "peer link up");
 
-    // cursor → enqueued time, for everything sent and not yet acknowledged.
-    let mut in_flight: BTreeMap<u64, i64> = BTreeMap::new();
+    let ack_timeout = node.cfg.limits.ack_timeout();
+    let mut in_flight = InFlight::new();
     let mut sent_up_to: u64 = 0;
     let mut drained = false;
+    // Deferred entries: when the next one is due, and the sweep through the
+    // due ones (by cursor) while it runs.
+    let mut next_due = node
+        .store
+        .outbox_next_due(peer, now_ms())
+        .await
+        .map_err(|e| store_failed(node, e))?;
+    let mut sweep: Option<u64> = None;
+    // Last time the peer answered while something was in flight.
+    let mut progress = Instant::now();
     loop {
-        if !drained && in_flight.len() < WINDOW {
+        if in_flight.len() < WINDOW && (!drained || sweep.is_some()) {
             let want = (WINDOW - in_flight.len()).min(PAGE);
-            let items = node
-                .store
-                .outbox(peer, sent_up_to, want)
-                .await
-                .map_err(|e| e.to_string())?;
-            drained = items.len() < want;
-            for it in items {
-                sent_up_to = it.cursor;
-                in_flight.insert(it.cursor, it.enqueued_ms);
-                let frame = PushFrame {
-                    hops: HopChain::decode(it.hops.as_slice())
-                        .map(|c| c.hops)
-                        .unwrap_or_default(),
-                    seq: it.cursor,
-                    envelope: Some(SignedEnvelope {
-                        header: it.header,
-                        payload: it.payload,
-                        signature: it.signature,
-                    }),
-                };
-                if tx.send(frame).await.is_err() {
-                    return Err("stream closed by peer".into());
+            let now = now_ms();
+            let (items, sweeping) = match sweep {
+                Some(after) => (node.store.outbox_due(peer, after, now, want).await, true),
+                None => (node.store.outbox(peer, sent_up_to, now, want).await, false),
+            };
+            let items = items.map_err(|e| store_failed(node, e))?;
+            let full_page = items.len() == want;
+            if sweeping {
+                sweep = items.last().map(|i| i.cursor).filter(|_| full_page);
+                if sweep.is_none() {
+                    next_due = node
+                        .store
+                        .outbox_next_due(peer, now)
+                        .await
+                        .map_err(|e| store_failed(node, e))?;
+                }
+            } else {
+                drained = !full_page;
+                if let Some(last) = items.last() {
+                    sent_up_to = last.cursor;
                 }
             }
-            if !drained {
+            if in_flight.is_empty() {
+                progress = Instant::now();
+            }
+            let mut too_large = Vec::new();
+            for it in items {
+                if in_flight.contains_key(&it.cursor) {
+                    continue;
+                }
+                let (cursor, enqueued, deferrals) = (it.cursor, it.enqueued_ms, it.deferrals);
+                let frame = to_frame(it);
+                let size = frame.envelope.as_ref().map_or(0, |e| e.encoded_len());
+                if let Some(limit) = peer_limit.filter(|l| size as u64 > *l) {
+                    too_large.push((cursor, size, limit));
+                    continue;
+                }
+                in_flight.insert(cursor, (enqueued, deferrals));
+                match tokio::time::timeout(ack_timeout, tx.send(frame)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return Err(LinkError::generic("stream closed by peer")),
+                    Err(_) => {
+                        return Err(LinkError::meaningful(format!(
+                            "{peer} took nothing from the stream for {} s; reconnecting",
+                            ack_timeout.as_secs()
+                        )));
+                    }
+                }
+            }
+            if !too_large.is_empty() {
+                refuse_too_large(node, peer, too_large).await?;
+            }
+            if !drained || sweep.is_some() {
                 continue;
             }
         }
+        let due_in =
+            next_due.map(|t| Duration::from_millis(u64::try_from(t - now_ms()).unwrap_or(0)));
+        let stalled = progress + ack_timeout;
         tokio::select! {
             batch = acks.next() => {
                 let Some(batch) = batch else {
-                    return Err("stream closed by peer".into());
+                    return Err(LinkError::generic("stream closed by peer"));
                 };
-                let mut outcomes = Vec::with_capacity(batch.len());
+                progress = Instant::now();
+                let mut acks = Vec::with_capacity(batch.len());
                 for ack in batch {
-                    let ack: PushAck = ack.map_err(|s| describe(&s))?;
-                    let Some(enq) = in_flight.remove(&ack.seq) else { continue };
-                    let (state, reason) = match PushOutcome::try_from(ack.outcome) {
-                        Ok(PushOutcome::Accepted) | Ok(PushOutcome::Duplicate) => (DeliveryState::Delivered, String::new()),
-                        _ => {
-                            tracing::warn!(%peer, seq = ack.seq, reason = %ack.reason, "peer rejected message");
-                            (DeliveryState::Rejected, ack.reason)
-                        }
-                    };
-                    if state == DeliveryState::Delivered {
-                        node.metrics.delivery_seconds.observe(((now_ms() - enq).max(0) as f64) / 1000.0);
-                    }
-                    outcomes.push(Outcome { cursor: ack.seq, state, reason });
+                    acks.push(ack.map_err(|s| describe(peer, &s))?);
                 }
-                let n = outcomes.len() as u64;
-                node.store
-                    .complete_outbox(peer, outcomes, now_ms())
-                    .await
-                    .map_err(|e| e.to_string())?;
-                node.metrics.sent.get_or_create(&node.metrics.peer(peer)).inc_by(n);
+                let accepted = record_acks(node, peer, acks, &mut in_flight, &mut next_due).await?;
+                if accepted {
+                    // Progress: the peer takes messages again.
+                    *backoff = BACKOFF_MIN;
+                }
                 contact(node, peer);
                 if in_flight.len() < WINDOW / 2 {
                     drained = false;
                 }
+            }
+            _ = tokio::time::sleep(due_in.unwrap_or_default()), if due_in.is_some() && sweep.is_none() => {
+                next_due = None;
+                sweep = Some(0);
+            }
+            _ = tokio::time::sleep_until(stalled), if !in_flight.is_empty() => {
+                let oldest = in_flight.keys().next().copied().unwrap_or_default();
+                return Err(LinkError::meaningful(format!(
+                    "no acknowledgement from {peer} for {} s with {} message(s) in flight (oldest outbox cursor {oldest}); reconnecting",
+                    ack_timeout.as_secs(),
+                    in_flight.len()
+                )));
             }
             _ = waker.notified() => { drained = false; }
             _ = node.shutdown.cancelled() => return Ok(()),
@@ -284,11 +408,268 @@ async fn session(
     }
 }
 
-/// Turns a gRPC status from a peer into a line for ListPeers and the log.
-fn describe(s: &tonic::Status) -> String {
-    match s.code() {
-        tonic::Code::Unavailable => format!("unavailable: {}", s.message()),
-        tonic::Code::PermissionDenied => format!("refused by peer: {}", s.message()),
-        c => format!("{c:?}: {}", s.message()),
+/// The frame for an outbox entry.
+fn to_frame(it: OutboxItem) -> PushFrame {
+    PushFrame {
+        hops: HopChain::decode(it.hops.as_slice())
+            .map(|c| c.hops)
+            .unwrap_or_default(),
+        seq: it.cursor,
+        envelope: Some(SignedEnvelope {
+            header: it.header,
+            payload: it.payload,
+            signature: it.signature,
+        }),
+    }
+}
+
+/// Marks entries larger than the peer accepts as REJECTED (they are never
+/// sent), and shows the last one on the link.
+async fn refuse_too_large(
+    node: &Node,
+    peer: &str,
+    items: Vec<(u64, usize, u64)>,
+) -> Result<(), LinkError> {
+    let mut note = String::new();
+    let outcomes = items
+        .into_iter()
+        .map(|(cursor, size, limit)| {
+            let reason = format!(
+                "not sent: the envelope is {size} bytes, over {peer}'s limit of {limit} bytes (its limits.max_message_bytes); {peer} would refuse it"
+            );
+            tracing::warn!(%peer, cursor, size, limit, "message larger than the peer accepts; marked rejected");
+            note = format!("outbox cursor {cursor} {reason}");
+            Outcome {
+                cursor,
+                state: DeliveryState::Rejected,
+                reason,
+            }
+        })
+        .collect();
+    node.store
+        .complete_outbox(peer, outcomes, now_ms())
+        .await
+        .map_err(|e| store_failed(node, e))?;
+    node.peers.update(peer, |s| s.note_delivery(note));
+    Ok(())
+}
+
+/// Records a batch of acknowledgements; true if the peer accepted (or already
+/// held) at least one message.
+async fn record_acks(
+    node: &Node,
+    peer: &str,
+    acks: Vec<PushAck>,
+    in_flight: &mut InFlight,
+    next_due: &mut Option<i64>,
+) -> Result<bool, LinkError> {
+    let now = now_ms();
+    let mut outcomes = Vec::with_capacity(acks.len());
+    let mut deferrals = Vec::new();
+    let mut accepted = false;
+    for ack in acks {
+        let Some((enq, deferred_before)) = in_flight.remove(&ack.seq) else {
+            continue;
+        };
+        match PushOutcome::try_from(ack.outcome) {
+            Ok(PushOutcome::Accepted) | Ok(PushOutcome::Duplicate) => {
+                accepted = true;
+                node.metrics
+                    .delivery_seconds
+                    .observe(((now - enq).max(0) as f64) / 1000.0);
+                outcomes.push(Outcome {
+                    cursor: ack.seq,
+                    state: DeliveryState::Delivered,
+                    reason: String::new(),
+                });
+            }
+            Ok(PushOutcome::Deferred) => {
+                let at = next_attempt(now, deferred_before + 1, ack.retry_after_ms);
+                tracing::info!(%peer, seq = ack.seq, reason = %ack.reason, next_try = %rfc3339(at), "peer deferred a message");
+                *next_due = Some(next_due.map_or(at, |d| d.min(at)));
+                deferrals.push(Deferral {
+                    cursor: ack.seq,
+                    reason: format!(
+                        "deferred: {}; next try at {}",
+                        bounded(&ack.reason),
+                        rfc3339(at)
+                    ),
+                    next_attempt_ms: at,
+                });
+            }
+            _ => {
+                tracing::warn!(%peer, seq = ack.seq, reason = %ack.reason, "peer rejected message");
+                outcomes.push(Outcome {
+                    cursor: ack.seq,
+                    state: DeliveryState::Rejected,
+                    reason: bounded(&ack.reason),
+                });
+            }
+        }
+    }
+    let delivered = outcomes
+        .iter()
+        .filter(|o| o.state == DeliveryState::Delivered)
+        .count() as u64;
+    if let Some(last) = deferrals.last() {
+        let note = format!("outbox cursor {} {}", last.cursor, last.reason);
+        node.peers.update(peer, |s| s.note_delivery(note));
+    }
+    if !outcomes.is_empty() {
+        node.store
+            .complete_outbox(peer, outcomes, now)
+            .await
+            .map_err(|e| store_failed(node, e))?;
+    }
+    if !deferrals.is_empty() {
+        node.store
+            .defer_outbox(peer, deferrals, now)
+            .await
+            .map_err(|e| store_failed(node, e))?;
+    }
+    node.metrics
+        .sent
+        .get_or_create(&node.metrics.peer(peer))
+        .inc_by(delivered);
+    Ok(accepted)
+}
+
+/// A reason from a peer, bounded so that a peer cannot fill the store or the
+/// operator's screen with it.
+fn bounded(reason: &str) -> String {
+    const MAX: usize = 512;
+    if reason.len() <= MAX {
+        return reason.to_string();
+    }
+    let mut end = MAX;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &reason[..end])
+}
+
+/// A storage failure on this node ends the session (and is counted).
+fn store_failed(node: &Node, e: crate::storage::StoreError) -> LinkError {
+    node.metrics.storage_error(&e);
+    LinkError::meaningful(format!("this node's storage failed: {e}"))
+}
+
+/// Turns a gRPC status from a peer into a line for ListPeers and the log,
+/// with the whole chain of causes (a bare "transport error" says nothing),
+/// and says whether it names a cause.
+fn describe(peer: &str, s: &tonic::Status) -> LinkError {
+    let mut text = s.message().to_string();
+    let mut src = std::error::Error::source(s);
+    while let Some(e) = src {
+        let m = e.to_string();
+        if !m.is_empty() && !text.contains(&m) {
+            text = if text.is_empty() {
+                m
+            } else {
+                format!("{text}: {m}")
+            };
+        }
+        src = e.source();
+    }
+    let lower = text.to_lowercase();
+    if lower.contains("keep-alive timed out") || lower.contains("keepalive timed out") {
+        return LinkError::meaningful(format!(
+            "{peer} stopped answering (HTTP/2 keepalive timed out): a network partition or a hung peer; reconnecting"
+        ));
+    }
+    let lost = [
+        "broken pipe",
+        "connection reset",
+        "error reading a body",
+        "connection closed",
+    ]
+    .iter()
+    .any(|k| lower.contains(k));
+    if lost {
+        let silent = crate::transport::client::KEEPALIVE_INTERVAL
+            + crate::transport::client::KEEPALIVE_TIMEOUT;
+        text = format!(
+            "{text}: the connection to {peer} was lost (closed by the peer, or keepalive pings unanswered for {} s)",
+            silent.as_secs()
+        );
+    }
+    let text = match s.code() {
+        tonic::Code::Unavailable => format!("unavailable: {text}"),
+        tonic::Code::PermissionDenied => format!("refused by peer: {text}"),
+        c => format!("{c:?}: {text}"),
+    };
+    let names_a_cause = !matches!(
+        s.code(),
+        tonic::Code::Cancelled
+            | tonic::Code::Unknown
+            | tonic::Code::Unavailable
+            | tonic::Code::Aborted
+            | tonic::Code::Internal
+    ) || [
+        "certificate",
+        "revoked",
+        "handshake",
+        "alert",
+        "timed out",
+        "not a configured peer",
+        "presented",
+    ]
+    .iter()
+    .any(|k| lower.contains(k));
+    LinkError {
+        text: bounded(&text),
+        meaningful: names_a_cause,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deferral_backoff_grows_respects_the_hint_and_is_capped() {
+        let now = 1_000_000;
+        let wait = |n, hint| next_attempt(now, n, hint) - now;
+        assert!((800..=1_000).contains(&wait(1, 0)), "{}", wait(1, 0));
+        assert!((3_200..=4_000).contains(&wait(3, 0)), "{}", wait(3, 0));
+        assert_eq!(wait(1, 15_000), 15_000, "never before the peer's hint");
+        assert!((240_000..=300_000).contains(&wait(40, 0)), "capped");
+        assert_eq!(wait(1, u64::MAX), 300_000, "a huge hint is capped too");
+    }
+
+    #[test]
+    fn a_generic_failure_does_not_hide_the_meaningful_one() {
+        use crate::service::peers::LinkStatus;
+        let mut st = LinkStatus::default();
+        let revoked = describe(
+            "node-b",
+            &tonic::Status::unavailable("invalid peer certificate: Revoked"),
+        );
+        assert!(revoked.meaningful);
+        st.failed(revoked);
+        st.failed(describe(
+            "node-b",
+            &tonic::Status::unknown("transport error"),
+        ));
+        st.failed(describe("node-b", &tonic::Status::cancelled("Cancelled")));
+        assert!(
+            st.last_error.contains("Revoked") && st.last_error.contains("Cancelled"),
+            "{}",
+            st.last_error
+        );
+        st.up(5);
+        assert_eq!(st.last_error, "", "a working link shows no old error");
+        st.failed(describe(
+            "node-b",
+            &tonic::Status::unknown("transport error"),
+        ));
+        assert!(!st.last_error.contains("Revoked"), "{}", st.last_error);
+    }
+
+    #[test]
+    fn peer_reasons_are_bounded() {
+        let long = "é".repeat(10_000);
+        let b = bounded(&long);
+        assert!(b.len() <= 520, "{}", b.len());
     }
 }

@@ -15,7 +15,7 @@
 //! - Certfed's own series carry the `certfed_` prefix; the process collector
 //!   uses the standard `process_*` names.
 use crate::domain::envelope::Rejection;
-use crate::service::{ErrorKind, ServiceError};
+use crate::storage::StoreError;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -69,23 +69,6 @@ pub struct CertLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FileLabel {
     pub file: String,
-}
-
-/// The storage error kinds counted in `certfed_storage_errors_total{kind}`.
-pub const STORAGE_ERROR_KINDS: [&str; 4] = ["unavailable", "data_loss", "invalid", "other"];
-
-fn storage_kind_label(kind: ErrorKind) -> &'static str {
-    match kind {
-        ErrorKind::Unavailable | ErrorKind::ResourceExhausted => "unavailable",
-        ErrorKind::DataLoss => "data_loss",
-        ErrorKind::FailedPrecondition | ErrorKind::InvalidArgument | ErrorKind::OutOfRange => {
-            "invalid"
-        }
-        ErrorKind::NotFound
-        | ErrorKind::PermissionDenied
-        | ErrorKind::AlreadyExists
-        | ErrorKind::Internal => "other",
-    }
 }
 
 /// Assistance requests by state, kept up to date incrementally: ingest marks a
@@ -146,6 +129,10 @@ pub struct Metrics {
     pub incident_refusals: Family<RuleLabel, Counter>,
     /// Arriving alerts and sightings that share an indicator with an incident held.
     pub incident_matches: Counter,
+    /// Peers' envelopes refused for now (temporary), by reason.
+    pub deferred: Family<ReasonLabel, Counter>,
+    /// TCP connections closed before any TLS work, by the limit they hit.
+    pub connections_refused: Family<ReasonLabel, Counter>,
     /// The peers whose series exist.
     peers: Mutex<Vec<String>>,
 }
@@ -186,6 +173,8 @@ impl Metrics {
             assistance_counts: Mutex::default(),
             incident_refusals: Family::default(),
             incident_matches: Counter::default(),
+            deferred: Family::default(),
+            connections_refused: Family::default(),
             registry: Registry::default(),
             peers: Mutex::default(),
         };
@@ -274,13 +263,23 @@ impl Metrics {
         );
         r.register(
             "storage_errors",
-            "Store operations that failed, by kind (unavailable: retrying may help; data_loss: the store is damaged)",
+            "Storage failures, by kind (full: the disk is full; corrupt: the store is damaged; closed, backend: retrying may help; invalid)",
             m.storage_errors.clone(),
         );
         r.register(
             "build_info",
             "Always 1; the version label names the running certfed",
             m.build_info.clone(),
+        );
+        r.register(
+            "messages_deferred",
+            "Envelopes from peers refused for now (clock skew, key not pinned yet, storage full); the peer retries them",
+            m.deferred.clone(),
+        );
+        r.register(
+            "connections_refused",
+            "Connections closed before the TLS handshake because a listener limit was reached, by limit",
+            m.connections_refused.clone(),
         );
         r.register(
             "tls_certificate_expiry_timestamp_seconds",
@@ -332,7 +331,7 @@ impl Metrics {
                 rule: rule.to_string(),
             });
         }
-        for kind in STORAGE_ERROR_KINDS {
+        for kind in StoreError::ALL_LABELS {
             let _ = m.storage_errors.get_or_create(&KindLabel {
                 kind: kind.to_string(),
             });
@@ -371,6 +370,22 @@ impl Metrics {
             .inc();
     }
 
+    pub fn defer(&self, label: &str) {
+        self.deferred
+            .get_or_create(&ReasonLabel {
+                reason: label.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn connection_refused(&self, limit: &str) {
+        self.connections_refused
+            .get_or_create(&ReasonLabel {
+                reason: limit.to_string(),
+            })
+            .inc();
+    }
+
     pub fn peer(&self, peer: &str) -> PeerLabel {
         PeerLabel {
             peer: peer.to_string(),
@@ -378,10 +393,10 @@ impl Metrics {
     }
 
     /// Counts a failed store operation by its kind.
-    pub fn storage_error(&self, e: &dyn ServiceError) {
+    pub fn storage_error(&self, e: &StoreError) {
         self.storage_errors
             .get_or_create(&KindLabel {
-                kind: storage_kind_label(e.kind()).to_string(),
+                kind: e.label().to_string(),
             })
             .inc();
     }

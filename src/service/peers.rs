@@ -1,7 +1,14 @@
 //! The node's direct peers as the services see them: the configured peer set
-//! (replaced whole on reload), each link's status as ListPeers shows it, and
-//! the signal that wakes a link when its outbox grows. The link tasks
-//! themselves live in `links.rs`; this is only their shared state.
+//! (replaced whole on reload), each link's status as ListPeers shows it, the
+//! signal that wakes a link when its outbox grows, and the signal that cuts a
+//! link's reconnect backoff short when the peer shows it is reachable (it
+//! connected to us). The link tasks themselves live in `links.rs`; this is
+//! only their shared state.
+//!
+//! A link's `last_error` keeps the last meaningful reason (a refusal, a
+//! revoked or wrong certificate, a keepalive or acknowledgement timeout): a
+//! later generic failure ("transport error", "Cancelled", a reset) is shown
+//! after it instead of replacing it, until the peer accepts something again.
 use crate::config::PeerSection;
 use crate::domain::admission::Peer;
 use crate::domain::identity::Identity;
@@ -17,7 +24,15 @@ use tokio::sync::{Notify, watch};
 pub struct LinkStatus {
     pub state: LinkState,
     pub last_contact_ms: Option<i64>,
+    /// What ListPeers shows: the connection error, or else the last delivery
+    /// problem (a message the peer cannot take); empty if none.
     pub last_error: String,
+    /// The last meaningful connection error of the current outage.
+    meaningful: Option<String>,
+    /// The last delivery problem on this link (kept while the link is up).
+    delivery_note: Option<String>,
+    /// The largest envelope the peer said it accepts (Hello), if it said.
+    pub peer_max_message_bytes: Option<u64>,
 }
 
 impl Default for LinkStatus {
@@ -26,7 +41,67 @@ impl Default for LinkStatus {
             state: LinkState::Connecting,
             last_contact_ms: None,
             last_error: String::new(),
+            meaningful: None,
+            delivery_note: None,
+            peer_max_message_bytes: None,
         }
+    }
+}
+
+/// Why a link failed, and whether the text says more than "it broke".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkError {
+    pub text: String,
+    /// False for failures that carry no cause of their own (a reset, a
+    /// cancelled call, a bare "transport error").
+    pub meaningful: bool,
+}
+
+impl LinkError {
+    pub fn meaningful(text: impl Into<String>) -> LinkError {
+        LinkError {
+            text: text.into(),
+            meaningful: true,
+        }
+    }
+
+    pub fn generic(text: impl Into<String>) -> LinkError {
+        LinkError {
+            text: text.into(),
+            meaningful: false,
+        }
+    }
+}
+
+impl LinkStatus {
+    /// The link failed: DOWN, with the error; a generic error is shown after
+    /// the last meaningful one of this outage rather than instead of it.
+    pub fn failed(&mut self, e: LinkError) {
+        self.state = LinkState::Down;
+        if e.meaningful {
+            self.last_error = e.text.clone();
+            self.meaningful = Some(e.text);
+        } else if let Some(m) = &self.meaningful {
+            self.last_error = format!("{m} (latest attempt: {})", e.text);
+        } else {
+            self.last_error = e.text;
+        }
+    }
+
+    /// The link is up and the peer answers: the outage is over.
+    pub fn up(&mut self, now_ms: i64) {
+        self.state = LinkState::Up;
+        self.last_contact_ms = Some(now_ms);
+        self.meaningful = None;
+        self.last_error = self.delivery_note.clone().unwrap_or_default();
+    }
+
+    /// Notes a delivery problem on a working link (shown while it is up).
+    pub fn note_delivery(&mut self, note: String) {
+        if self.state == LinkState::Up {
+            self.last_error = note.clone();
+        }
+        self.delivery_note = Some(note);
     }
 }
 
@@ -35,6 +110,8 @@ pub struct Peers {
     config: Mutex<Arc<Vec<PeerSection>>>,
     status: Mutex<HashMap<String, LinkStatus>>,
     wakers: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Per peer: signalled when the peer connects to us (it is reachable).
+    reachable: Mutex<HashMap<String, Arc<Notify>>>,
     /// Bumped on every reload, so open streams re-check their peer.
     generation: watch::Sender<u64>,
 }
@@ -45,6 +122,7 @@ impl Peers {
             config: Mutex::new(Arc::new(Vec::new())),
             status: Mutex::default(),
             wakers: Mutex::default(),
+            reachable: Mutex::default(),
             generation: watch::channel(0).0,
         };
         p.replace(peers.to_vec());
@@ -88,9 +166,14 @@ impl Peers {
             status.retain(|id, _| new.iter().any(|p| &p.id == id));
             let mut wakers = self.wakers.lock().expect("peers lock");
             wakers.retain(|id, _| new.iter().any(|p| &p.id == id));
+            let mut reachable = self.reachable.lock().expect("peers lock");
+            reachable.retain(|id, _| new.iter().any(|p| &p.id == id));
             for p in &new {
                 status.entry(p.id.clone()).or_default();
                 wakers
+                    .entry(p.id.clone())
+                    .or_insert_with(|| Arc::new(Notify::new()));
+                reachable
                     .entry(p.id.clone())
                     .or_insert_with(|| Arc::new(Notify::new()));
             }
@@ -118,6 +201,23 @@ impl Peers {
     pub fn wake(&self, peer: &str) {
         if let Some(n) = self.waker(peer) {
             n.notify_one();
+        }
+    }
+
+    /// The signal that tells the link to `peer` that the peer is reachable.
+    pub fn reachable_signal(&self, peer: &str) -> Option<Arc<Notify>> {
+        self.reachable
+            .lock()
+            .expect("peers lock")
+            .get(peer)
+            .cloned()
+    }
+
+    /// `peer` connected to this node: a link to it waiting out a reconnect
+    /// backoff tries again now (a link that is up is not disturbed).
+    pub fn reachable(&self, peer: &str) {
+        if let Some(n) = self.reachable_signal(peer) {
+            n.notify_waiters();
         }
     }
 

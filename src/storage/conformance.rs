@@ -37,6 +37,9 @@ fn msg(id: &str, origin: &str, kind: MessageKind, targets: &[&str]) -> NewMessag
     }
 }
 
+/// A time after every timestamp the checks write.
+const NOW: i64 = 1_000_000;
+
 fn id(n: u32) -> String {
     format!("00000000-0000-7000-8000-{n:012}")
 }
@@ -44,7 +47,7 @@ fn id(n: u32) -> String {
 /// Runs every check, each on a fresh store opened by `open` in its own folder.
 pub async fn run_all(open: impl Fn(&Path) -> Store) {
     type Check = fn(Store) -> futures::future::BoxFuture<'static, ()>;
-    let checks: [(&str, Check); 13] = [
+    let checks: [(&str, Check); 16] = [
         ("incidents", |s| Box::pin(incidents_and_keys(s))),
         ("dedup", |s| Box::pin(dedup_by_message_id(s))),
         ("outbox", |s| Box::pin(outbox_follows_the_message(s))),
@@ -65,6 +68,15 @@ pub async fn run_all(open: impl Fn(&Path) -> Store) {
         }),
         ("purge_batches", |s| {
             Box::pin(purge_works_in_bounded_batches(s))
+        }),
+        ("queued_order", |s| {
+            Box::pin(queued_inserts_keep_their_order(s))
+        }),
+        ("supersede_order", |s| {
+            Box::pin(supersede_does_not_depend_on_arrival_order(s))
+        }),
+        ("deferral", |s| {
+            Box::pin(deferred_entries_wait_their_turn(s))
         }),
     ];
     for (name, check) in checks {
@@ -180,7 +192,7 @@ async fn outbox_follows_the_message(s: Store) {
     let Stored::New(cursor) = s.insert(vec![m], Durability::Durable).await.unwrap()[0] else {
         panic!("new");
     };
-    let out = s.outbox("node-b", 0, 10).await.unwrap();
+    let out = s.outbox("node-b", 0, NOW, 10).await.unwrap();
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].cursor, cursor);
     assert_eq!(out[0].payload, format!("payload-{}", id(2)).into_bytes());
@@ -198,8 +210,8 @@ async fn outbox_follows_the_message(s: Store) {
     )
     .await
     .unwrap();
-    assert!(s.outbox("node-b", 0, 10).await.unwrap().is_empty());
-    assert_eq!(s.outbox("node-c", 0, 10).await.unwrap().len(), 1);
+    assert!(s.outbox("node-b", 0, NOW, 10).await.unwrap().is_empty());
+    assert_eq!(s.outbox("node-c", 0, NOW, 10).await.unwrap().len(), 1);
     let d = s.delivery(&id(2)).await.unwrap();
     let b = d.iter().find(|r| r.peer == "node-b").unwrap();
     assert_eq!(
@@ -207,7 +219,7 @@ async fn outbox_follows_the_message(s: Store) {
         (DeliveryState::Delivered as i32, 1, 5_000)
     );
     assert_eq!(
-        s.outbox("node-c", cursor, 10).await.unwrap().len(),
+        s.outbox("node-c", cursor, NOW, 10).await.unwrap().len(),
         0,
         "after is exclusive"
     );
@@ -364,6 +376,155 @@ async fn receipts_and_supersede(s: Store) {
         old.superseded_by,
         Some(id(54)),
         "only the origin's own update supersedes"
+    );
+}
+
+async fn queued_inserts_keep_their_order(s: Store) {
+    // Queue several batches before awaiting any: they are stored in queue order.
+    let mut pending = Vec::new();
+    for b in 0..6u32 {
+        let batch = (0..50)
+            .map(|i| msg(&id(1000 + b * 50 + i), "node-a", MessageKind::Alert, &[]))
+            .collect();
+        pending.push(s.insert_queued(batch, Durability::Durable).await.unwrap());
+    }
+    let mut last = 0;
+    for p in pending {
+        for r in p.await.unwrap() {
+            let Stored::New(c) = r else { panic!("new") };
+            assert!(c > last, "cursor {c} after {last}");
+            last = c;
+        }
+    }
+    let stored: Vec<String> = s
+        .messages_after(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.message_id)
+        .collect();
+    let want: Vec<String> = (0..300).map(|i| id(1000 + i)).collect();
+    assert_eq!(stored, want);
+}
+
+async fn supersede_does_not_depend_on_arrival_order(s: Store) {
+    let original = |n: u32| msg(&id(n), "node-a", MessageKind::Alert, &[]);
+    let update = |n: u32, of: u32, created_ms: i64, origin: &str| {
+        let mut u = msg(&id(n), origin, MessageKind::Alert, &[]);
+        u.supersedes = Some(id(of));
+        u.created_ms = created_ms;
+        u
+    };
+    // Same three messages in every order: the original ends superseded by
+    // the latest update of its own origin; a forged "update" from another
+    // origin marks nothing.
+    let orders: [[usize; 4]; 4] = [[0, 1, 2, 3], [3, 2, 1, 0], [1, 0, 3, 2], [2, 3, 0, 1]];
+    for (k, order) in orders.iter().enumerate() {
+        let base = 2000 + 10 * k as u32;
+        let msgs = [
+            original(base),
+            update(base + 1, base, 2_000, "node-a"),
+            update(base + 2, base, 3_000, "node-a"),
+            update(base + 3, base, 9_000, "node-b"),
+        ];
+        for &i in order {
+            s.insert(vec![msgs[i].clone()], Durability::Durable)
+                .await
+                .unwrap();
+        }
+        let old = s.get_message(&id(base)).await.unwrap().unwrap();
+        assert_eq!(
+            old.superseded_by,
+            Some(id(base + 2)),
+            "arrival order {order:?}: the latest update of the origin wins"
+        );
+        for n in 1..4 {
+            let u = s.get_message(&id(base + n)).await.unwrap().unwrap();
+            assert_eq!(u.superseded_by, None);
+        }
+    }
+    // Inserted together in one batch, update first, the result is the same.
+    let (o, u) = (original(2100), update(2101, 2100, 2_000, "node-a"));
+    s.insert(vec![u, o], Durability::Durable).await.unwrap();
+    let old = s.get_message(&id(2100)).await.unwrap().unwrap();
+    assert_eq!(old.superseded_by, Some(id(2101)));
+}
+
+async fn deferred_entries_wait_their_turn(s: Store) {
+    let cursors: Vec<u64> = s
+        .insert(
+            (0..3)
+                .map(|i| msg(&id(3000 + i), "node-a", MessageKind::Alert, &["node-b"]))
+                .collect(),
+            Durability::Durable,
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| match r {
+            Stored::New(c) => c,
+            Stored::Duplicate => panic!("new"),
+        })
+        .collect();
+    s.defer_outbox(
+        "node-b",
+        vec![Deferral {
+            cursor: cursors[1],
+            reason: "clock skew".into(),
+            next_attempt_ms: 50_000,
+        }],
+        10_000,
+    )
+    .await
+    .unwrap();
+    let before: Vec<u64> = s
+        .outbox("node-b", 0, 20_000, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|i| i.cursor)
+        .collect();
+    assert_eq!(before, vec![cursors[0], cursors[2]], "skipped until due");
+    assert!(
+        s.outbox_due("node-b", 0, 20_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.outbox_next_due("node-b", 20_000).await.unwrap(),
+        Some(50_000)
+    );
+    let d = s.delivery(&id(3001)).await.unwrap();
+    assert_eq!(
+        (d[0].state, d[0].reason.as_str(), d[0].next_attempt_ms),
+        (DeliveryState::Deferred as i32, "clock skew", Some(50_000))
+    );
+    let due = s.outbox_due("node-b", 0, 60_000, 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!((due[0].cursor, due[0].deferrals), (cursors[1], 1));
+    assert_eq!(s.outbox("node-b", 0, 60_000, 10).await.unwrap().len(), 3);
+    assert_eq!(s.outbox_next_due("node-b", 60_000).await.unwrap(), None);
+    assert_eq!(
+        s.outbox_depths().await.unwrap(),
+        vec![("node-b".to_string(), 3)],
+        "a deferred entry is still queued"
+    );
+    s.complete_outbox(
+        "node-b",
+        vec![Outcome {
+            cursor: cursors[1],
+            state: DeliveryState::Delivered,
+            reason: String::new(),
+        }],
+        70_000,
+    )
+    .await
+    .unwrap();
+    let d = s.delivery(&id(3001)).await.unwrap();
+    assert_eq!(
+        (d[0].state, d[0].next_attempt_ms, d[0].attempts),
+        (DeliveryState::Delivered as i32, None, 2)
     );
 }
 
@@ -601,7 +762,7 @@ async fn purge_works_in_bounded_batches(s: Store) {
     let space = s.space().await.unwrap();
     assert!(space.file_bytes > 0, "{space:?}");
     assert!(space.free_bytes <= space.file_bytes, "{space:?}");
-    assert!(s.outbox("node-b", 0, 100).await.unwrap().is_empty());
+    assert!(s.outbox("node-b", 0, NOW, 100).await.unwrap().is_empty());
 }
 
 async fn durable_writes_survive_reopen(open: &impl Fn(&Path) -> Store) {
@@ -627,7 +788,7 @@ async fn durable_writes_survive_reopen(open: &impl Fn(&Path) -> Store) {
         s.get_message(&id(81)).await.unwrap().is_some(),
         "lazy survives a clean close"
     );
-    assert_eq!(s.outbox("node-b", 0, 10).await.unwrap().len(), 1);
+    assert_eq!(s.outbox("node-b", 0, NOW, 10).await.unwrap().len(), 1);
     s.close().await;
 }
 

@@ -10,7 +10,13 @@
 //! - [`Durability::Durable`] writes are on stable storage before the call
 //!   returns; [`Durability::Lazy`] writes survive a crash of the process and
 //!   become durable with the next durable write.
-//! - Cursors increase with insertion order and are never reused.
+//! - Cursors increase with insertion order and are never reused; writes queued
+//!   with [`Storage::insert_queued`] are applied in the order they were queued.
+//! - Whatever the order in which an alert and its update (or retraction)
+//!   arrive, the alert ends up marked superseded by the latest of its origin's
+//!   updates (latest creation time, ties broken by message id).
+//! - An outbox entry deferred until a time is not returned by
+//!   [`Storage::outbox`] before that time.
 //! - Nothing here interprets payloads: rows carry the bytes the caller gives.
 //! - A client's request id is claimed at most once within its window
 //!   ([`Storage::claim_request`]); a completed record is never dropped early.
@@ -35,7 +41,12 @@ pub(crate) mod conformance;
 
 use crate::proto::v1::DeliveryState;
 use serde::{Deserialize, Serialize};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+
+/// A write that is queued; resolves once it is committed (or failed).
+pub type Pending<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send>>;
 
 /// A handle to the node's store; cheap to clone.
 pub type Store = Arc<dyn Storage>;
@@ -86,6 +97,20 @@ impl StoreError {
             self,
             StoreError::Closed | StoreError::Full(_) | StoreError::Backend { .. }
         )
+    }
+
+    /// Short label of the kind of failure, for metrics and logs.
+    /// Every [`StoreError::label`], for metrics that list them from the start.
+    pub const ALL_LABELS: [&'static str; 5] = ["closed", "full", "corrupt", "backend", "invalid"];
+
+    pub fn label(&self) -> &'static str {
+        match self {
+            StoreError::Closed => "closed",
+            StoreError::Full(_) => "full",
+            StoreError::Corrupt(_) => "corrupt",
+            StoreError::Backend { .. } => "backend",
+            StoreError::Invalid(_) => "invalid",
+        }
     }
 }
 
@@ -310,6 +335,8 @@ impl StoredMessage {
 pub struct OutboxItem {
     pub cursor: u64,
     pub enqueued_ms: i64,
+    /// How many times the peer deferred it so far (for the retry backoff).
+    pub deferrals: u32,
     /// Serialized `HopChain` to send along.
     pub hops: Vec<u8>,
     pub header: Vec<u8>,
@@ -325,6 +352,15 @@ pub struct Outcome {
     pub reason: String,
 }
 
+/// A peer's temporary refusal of one outbox entry: keep it, retry later.
+#[derive(Debug, Clone)]
+pub struct Deferral {
+    pub cursor: u64,
+    pub reason: String,
+    /// Not offered again before this time.
+    pub next_attempt_ms: i64,
+}
+
 /// Per-peer delivery state of one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeliveryRow {
@@ -333,6 +369,8 @@ pub struct DeliveryRow {
     pub reason: String,
     pub attempts: u32,
     pub updated_ms: i64,
+    /// For a deferred entry: when it is offered again.
+    pub next_attempt_ms: Option<i64>,
 }
 
 /// An envelope this node refused, for the audit table.
@@ -394,6 +432,17 @@ pub trait Storage: Send + Sync + 'static {
         durability: Durability,
     ) -> Result<Vec<Stored>, StoreError>;
 
+    /// Like [`Storage::insert`], but returns as soon as the write is queued,
+    /// with a future that resolves when it is committed. Writes are applied
+    /// (and given cursors) in the order their `insert_queued` calls returned,
+    /// so a caller can keep several batches in flight and still have them
+    /// stored in order.
+    async fn insert_queued(
+        &self,
+        msgs: Vec<NewMessage>,
+        durability: Durability,
+    ) -> Result<Pending<Vec<Stored>>, StoreError>;
+
     /// Number of stored messages, receipts not counted.
     async fn message_count(&self) -> Result<u64, StoreError>;
 
@@ -432,13 +481,39 @@ pub trait Storage: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<StoredMessage>, StoreError>;
 
-    /// Up to `limit` outbox entries for `peer` after cursor `after`, in cursor order.
+    /// Up to `limit` outbox entries for `peer` after cursor `after`, in cursor
+    /// order, leaving out entries deferred until after `now_ms`.
     async fn outbox(
         &self,
         peer: &str,
         after: u64,
+        now_ms: i64,
         limit: usize,
     ) -> Result<Vec<OutboxItem>, StoreError>;
+
+    /// Up to `limit` deferred outbox entries for `peer` that are due at
+    /// `now_ms`, after cursor `after`, in cursor order.
+    async fn outbox_due(
+        &self,
+        peer: &str,
+        after: u64,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxItem>, StoreError>;
+
+    /// The earliest time after `now_ms` at which a deferred entry for `peer`
+    /// becomes due, if any.
+    async fn outbox_next_due(&self, peer: &str, now_ms: i64) -> Result<Option<i64>, StoreError>;
+
+    /// Records a peer's temporary refusals: the entries stay in its outbox,
+    /// not offered again before their `next_attempt_ms`; their delivery state
+    /// becomes DEFERRED with the reason. Lazy, like [`Storage::complete_outbox`].
+    async fn defer_outbox(
+        &self,
+        peer: &str,
+        deferrals: Vec<Deferral>,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
 
     /// Records a peer's outcomes: removes the entries from its outbox, updates
     /// their delivery state, and drops ciphertext this node only relayed once

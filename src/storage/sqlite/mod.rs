@@ -28,9 +28,9 @@ mod queries;
 mod schema;
 
 use super::{
-    AlertQuery, Claim, DeliveryRow, Durability, IntegrityCheck, NewMessage, OpenOptions,
-    OutboxItem, Outcome, PurgePlan, Purged, ReceiptRow, RejectionRow, RequestRecord, Space,
-    Storage, Store, StoreError, Stored, StoredMessage,
+    AlertQuery, Claim, Deferral, DeliveryRow, Durability, IntegrityCheck, NewMessage, OpenOptions,
+    OutboxItem, Outcome, Pending, PurgePlan, Purged, ReceiptRow, RejectionRow, RequestRecord,
+    Space, Storage, Store, StoreError, Stored, StoredMessage,
 };
 use rusqlite::{Connection, OpenFlags};
 use std::fs::File;
@@ -319,6 +319,16 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        self.enqueue(durability, f).await?.await
+    }
+
+    /// Queues `f` for the writer and returns once it is queued (behind
+    /// everything queued before), with a future that resolves on commit.
+    async fn enqueue<T, F>(&self, durability: Durability, f: F) -> Result<Pending<T>, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
         if let Some(d) = self.inner.damaged.get() {
             return Err(StoreError::Corrupt(format!(
                 "writes stopped after damage was found: {d}"
@@ -339,9 +349,12 @@ impl SqliteStore {
             .clone()
             .ok_or(StoreError::Closed)?;
         sender.send(job).await.map_err(|_| StoreError::Closed)?;
-        let r = rx.await.map_err(|_| StoreError::Closed)?;
-        self.note(&r);
-        r
+        let me = self.clone();
+        Ok(Box::pin(async move {
+            let r = rx.await.map_err(|_| StoreError::Closed)?;
+            me.note(&r);
+            r
+        }))
     }
 
     /// Runs `f` on a read connection (a snapshot of committed data) off the async runtime.
@@ -654,6 +667,15 @@ impl Storage for SqliteStore {
             .await
     }
 
+    async fn insert_queued(
+        &self,
+        msgs: Vec<NewMessage>,
+        durability: Durability,
+    ) -> Result<Pending<Vec<Stored>>, StoreError> {
+        self.enqueue(durability, move |c| queries::insert_messages(c, &msgs))
+            .await
+    }
+
     async fn message_count(&self) -> Result<u64, StoreError> {
         self.read(queries::message_count).await
     }
@@ -731,11 +753,43 @@ impl Storage for SqliteStore {
         &self,
         peer: &str,
         after: u64,
+        now_ms: i64,
         limit: usize,
     ) -> Result<Vec<OutboxItem>, StoreError> {
         let peer = peer.to_string();
-        self.read(move |c| queries::outbox(c, &peer, after, limit))
+        self.read(move |c| queries::outbox(c, &peer, after, now_ms, limit))
             .await
+    }
+
+    async fn outbox_due(
+        &self,
+        peer: &str,
+        after: u64,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        let peer = peer.to_string();
+        self.read(move |c| queries::outbox_due(c, &peer, after, now_ms, limit))
+            .await
+    }
+
+    async fn outbox_next_due(&self, peer: &str, now_ms: i64) -> Result<Option<i64>, StoreError> {
+        let peer = peer.to_string();
+        self.read(move |c| queries::outbox_next_due(c, &peer, now_ms))
+            .await
+    }
+
+    async fn defer_outbox(
+        &self,
+        peer: &str,
+        deferrals: Vec<Deferral>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let peer = peer.to_string();
+        self.write(Durability::Lazy, move |c| {
+            queries::defer_outbox(c, &peer, &deferrals, now_ms)
+        })
+        .await
     }
 
     async fn complete_outbox(

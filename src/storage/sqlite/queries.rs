@@ -3,10 +3,15 @@
 //! snapshot). Message rows are inserted with dedup (and the outbox rows for each
 //! target peer in the same transaction); a path that does not decode is an
 //! error, never silently empty.
+//!
+//! Supersede marks do not depend on arrival order: an update whose original
+//! is not held yet is remembered in `pending_supersede` and applied when the
+//! original arrives; of several updates, the latest (creation time, then
+//! message id) wins.
 use crate::proto::v1::{DeliveryState, MessageKind};
 use crate::storage::{
-    AlertQuery, Claim, DeliveryRow, NewMessage, OutboxItem, Outcome, PurgePlan, Purged, ReceiptRow,
-    RejectionRow, RequestRecord, StoreError, Stored, StoredMessage,
+    AlertQuery, Claim, Deferral, DeliveryRow, NewMessage, OutboxItem, Outcome, PurgePlan, Purged,
+    ReceiptRow, RejectionRow, RequestRecord, StoreError, Stored, StoredMessage,
 };
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
@@ -45,6 +50,11 @@ pub fn insert_messages(c: &Connection, msgs: &[NewMessage]) -> Result<Vec<Stored
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
     )?;
     let mut out = Vec::with_capacity(msgs.len());
+    // Updates that overtook their original are rare: look for them only when
+    // some are waiting.
+    let mut any_pending = c
+        .prepare_cached("SELECT 1 FROM pending_supersede LIMIT 1")?
+        .exists([])?;
     for m in msgs {
         let path = serde_json::to_string(&m.path)
             .map_err(|e| StoreError::Invalid(format!("storage: cannot encode a path: {e}")))?;
@@ -115,14 +125,54 @@ pub fn insert_messages(c: &Connection, msgs: &[NewMessage]) -> Result<Vec<Stored
             }
         }
         if let Some(old) = &m.supersedes {
+            any_pending |= supersede(c, m, old)?;
+        }
+        // An update of this message may have arrived before it.
+        let waiting: Option<String> = if any_pending {
             c.prepare_cached(
-                "UPDATE messages SET superseded_by = ?1 WHERE message_id = ?2 AND origin = ?3 AND superseded_by IS NULL",
+                "SELECT by_id FROM pending_supersede WHERE original = ?1 AND origin = ?2
+                 ORDER BY created_ms DESC, by_id DESC LIMIT 1",
             )?
-            .execute(params![m.message_id, old, m.origin])?;
+            .query_row(params![m.message_id, m.origin], |r| r.get(0))
+            .optional()?
+        } else {
+            None
+        };
+        if let Some(by) = waiting {
+            c.prepare_cached("UPDATE messages SET superseded_by = ?1 WHERE cursor = ?2")?
+                .execute(params![by, cursor])?;
+            c.prepare_cached("DELETE FROM pending_supersede WHERE original = ?1")?
+                .execute([&m.message_id])?;
         }
         out.push(Stored::New(cursor as u64));
     }
     Ok(out)
+}
+
+/// Marks `old` (if held, and issued by the same origin) as superseded by the
+/// new message `m`, unless a later update already superseded it; if `old` is
+/// not held yet, remembers the mark for when it arrives (and returns true).
+fn supersede(c: &Connection, m: &NewMessage, old: &str) -> Result<bool, StoreError> {
+    let held = c
+        .prepare_cached("SELECT 1 FROM messages WHERE message_id = ?1")?
+        .exists([old])?;
+    if held {
+        c.prepare_cached(
+            "UPDATE messages SET superseded_by = ?1
+             WHERE message_id = ?2 AND origin = ?3
+               AND (superseded_by IS NULL OR NOT EXISTS (
+                   SELECT 1 FROM messages s WHERE s.message_id = messages.superseded_by
+                   AND (s.created_ms, s.message_id) > (?4, ?1)))",
+        )?
+        .execute(params![m.message_id, old, m.origin, m.created_ms])?;
+    } else {
+        c.prepare_cached(
+            "INSERT OR IGNORE INTO pending_supersede (original, origin, by_id, created_ms)
+             VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![old, m.origin, m.message_id, m.created_ms])?;
+    }
+    Ok(!held)
 }
 
 /// Number of stored messages, receipts not counted.
@@ -242,29 +292,102 @@ pub fn list_alerts(
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
-/// Up to `limit` outbox entries for `peer` after `after` (cursor order).
+const OUTBOX_COLS: &str =
+    "o.cursor, o.enqueued_ms, o.deferrals, m.header, m.payload, m.signature, COALESCE(m.hops, x'')";
+
+fn row_to_item(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxItem> {
+    Ok(OutboxItem {
+        cursor: r.get::<_, i64>(0)? as u64,
+        enqueued_ms: r.get(1)?,
+        deferrals: r.get(2)?,
+        header: r.get(3)?,
+        payload: r.get(4)?,
+        signature: r.get(5)?,
+        hops: r.get(6)?,
+    })
+}
+
+/// Up to `limit` outbox entries for `peer` after `after` (cursor order),
+/// leaving out those deferred beyond `now_ms`.
 pub fn outbox(
     c: &Connection,
     peer: &str,
     after: u64,
+    now_ms: i64,
     limit: usize,
 ) -> Result<Vec<OutboxItem>, StoreError> {
-    let mut st = c.prepare_cached(
-        "SELECT o.cursor, o.enqueued_ms, m.header, m.payload, m.signature, COALESCE(m.hops, x'')
+    let mut st = c.prepare_cached(&format!(
+        "SELECT {OUTBOX_COLS}
          FROM outbox o JOIN messages m ON m.cursor = o.cursor
-         WHERE o.peer = ?1 AND o.cursor > ?2 ORDER BY o.cursor LIMIT ?3",
+         WHERE o.peer = ?1 AND o.cursor > ?2 AND o.not_before_ms <= ?3
+         ORDER BY o.cursor LIMIT ?4"
+    ))?;
+    let rows = st.query_map(
+        params![peer, after as i64, now_ms, limit as i64],
+        row_to_item,
     )?;
-    let rows = st.query_map(params![peer, after as i64, limit as i64], |r| {
-        Ok(OutboxItem {
-            cursor: r.get::<_, i64>(0)? as u64,
-            enqueued_ms: r.get(1)?,
-            header: r.get(2)?,
-            payload: r.get(3)?,
-            signature: r.get(4)?,
-            hops: r.get(5)?,
-        })
-    })?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Deferred outbox entries for `peer` due at `now_ms`, after `after`.
+pub fn outbox_due(
+    c: &Connection,
+    peer: &str,
+    after: u64,
+    now_ms: i64,
+    limit: usize,
+) -> Result<Vec<OutboxItem>, StoreError> {
+    let mut st = c.prepare_cached(&format!(
+        "SELECT {OUTBOX_COLS}
+         FROM outbox o JOIN messages m ON m.cursor = o.cursor
+         WHERE o.peer = ?1 AND o.not_before_ms > 0 AND o.not_before_ms <= ?3 AND o.cursor > ?2
+         ORDER BY o.cursor LIMIT ?4"
+    ))?;
+    let rows = st.query_map(
+        params![peer, after as i64, now_ms, limit as i64],
+        row_to_item,
+    )?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// The earliest time after `now_ms` at which a deferred entry becomes due.
+pub fn outbox_next_due(c: &Connection, peer: &str, now_ms: i64) -> Result<Option<i64>, StoreError> {
+    Ok(c.prepare_cached(
+        "SELECT MIN(not_before_ms) FROM outbox WHERE peer = ?1 AND not_before_ms > ?2",
+    )?
+    .query_row(params![peer, now_ms], |r| r.get(0))?)
+}
+
+/// Keeps deferred entries, not to be offered before their next attempt.
+pub fn defer_outbox(
+    c: &Connection,
+    peer: &str,
+    deferrals: &[Deferral],
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let mut ob = c.prepare_cached(
+        "UPDATE outbox SET not_before_ms = ?1, deferrals = deferrals + 1
+         WHERE peer = ?2 AND cursor = ?3",
+    )?;
+    let mut dl = c.prepare_cached(
+        "UPDATE delivery SET state = ?1, reason = ?2, attempts = attempts + 1, updated_ms = ?3,
+             next_attempt_ms = ?4
+         WHERE peer = ?5 AND message_id = (SELECT message_id FROM messages WHERE cursor = ?6)",
+    )?;
+    for d in deferrals {
+        // Never 0: that would read as "not deferred".
+        let next = d.next_attempt_ms.max(1);
+        ob.execute(params![next, peer, d.cursor as i64])?;
+        dl.execute(params![
+            DeliveryState::Deferred as i32,
+            d.reason,
+            now_ms,
+            next,
+            peer,
+            d.cursor as i64
+        ])?;
+    }
+    Ok(())
 }
 
 /// Removes acknowledged entries from `peer`'s outbox and records their
@@ -277,7 +400,8 @@ pub fn complete_outbox(
 ) -> Result<(), StoreError> {
     let mut del = c.prepare_cached("DELETE FROM outbox WHERE peer = ?1 AND cursor = ?2")?;
     let mut upd = c.prepare_cached(
-        "UPDATE delivery SET state = ?1, reason = ?2, attempts = attempts + 1, updated_ms = ?3
+        "UPDATE delivery SET state = ?1, reason = ?2, attempts = attempts + 1, updated_ms = ?3,
+             next_attempt_ms = NULL
          WHERE peer = ?4 AND message_id = (SELECT message_id FROM messages WHERE cursor = ?5)",
     )?;
     for o in outcomes {
@@ -312,7 +436,7 @@ pub fn outbox_depths(c: &Connection) -> Result<Vec<(String, u64)>, StoreError> {
 /// Delivery state of a message per peer.
 pub fn delivery(c: &Connection, message_id: &str) -> Result<Vec<DeliveryRow>, StoreError> {
     let mut st = c.prepare_cached(
-        "SELECT peer, state, reason, attempts, updated_ms FROM delivery WHERE message_id = ?1 ORDER BY peer",
+        "SELECT peer, state, reason, attempts, updated_ms, next_attempt_ms FROM delivery WHERE message_id = ?1 ORDER BY peer",
     )?;
     let rows = st.query_map([message_id], |r| {
         Ok(DeliveryRow {
@@ -321,6 +445,7 @@ pub fn delivery(c: &Connection, message_id: &str) -> Result<Vec<DeliveryRow>, St
             reason: r.get(2)?,
             attempts: r.get(3)?,
             updated_ms: r.get(4)?,
+            next_attempt_ms: r.get(5)?,
         })
     })?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)

@@ -97,7 +97,30 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX messages_tlp_created ON messages(tlp, created_ms);
     "#,
-    // incidents across partners: the incident a message belongs to (from its
+    // 7: deliveries a peer deferred (a temporary refusal: kept in the outbox,
+    // offered again from `not_before_ms`), and supersede marks waiting for an
+    // original that has not arrived yet (an update that overtook it).
+    r#"
+    ALTER TABLE outbox ADD COLUMN not_before_ms INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE outbox ADD COLUMN deferrals INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX outbox_deferred ON outbox(peer, not_before_ms) WHERE not_before_ms > 0;
+    ALTER TABLE delivery ADD COLUMN next_attempt_ms INTEGER;
+    CREATE TABLE pending_supersede (
+        original   TEXT NOT NULL,
+        origin     TEXT NOT NULL,
+        by_id      TEXT NOT NULL REFERENCES messages(message_id) ON DELETE CASCADE,
+        created_ms INTEGER NOT NULL,
+        PRIMARY KEY (original, by_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX pending_supersede_by ON pending_supersede(by_id);
+    "#,
+    // 8: find a message's outbox rows by cursor alone (the relay purge after an
+    // acknowledgement asks whether any peer still waits for it; without this
+    // index that question scans the whole outbox).
+    r#"
+    CREATE INDEX outbox_cursor ON outbox(cursor);
+    "#,
+    // 9: incidents across partners: the incident a message belongs to (from its
     // signed header) and correlation keys (indicators; alerts named by
     // assistance requests), so an arrival is matched without a scan.
     r#"
