@@ -470,7 +470,13 @@ fn incident_messages_are_admitted_with_their_incident_and_checked() {
         id: "node-b".into(),
         policy: PeerPolicy::default(),
     }];
-    match decide_one(1, &peers, sighting_env(0, inc, inc, 3), Some("node-a"), vec![]) {
+    match decide_one(
+        1,
+        &peers,
+        sighting_env(0, inc, inc, 3),
+        Some("node-a"),
+        vec![],
+    ) {
         Decision::Admit(a) => assert_eq!(a.incident.incident_id.as_deref(), Some(inc)),
         d => panic!("{d:?}"),
     }

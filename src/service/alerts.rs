@@ -337,10 +337,7 @@ pub async fn publish_in(node: &Node, req: PublishAlertRequest) -> Result<String,
 /// recipients and the alert it supersedes — and signs nothing (the
 /// `validate_only` form of PublishAlert, AIP-163). The request id is not
 /// claimed, so a later real publish with it is unaffected.
-pub async fn validate_publish(
-    node: &Node,
-    req: PublishAlertRequest,
-) -> Result<(), AlertError> {
+pub async fn validate_publish(node: &Node, req: PublishAlertRequest) -> Result<(), AlertError> {
     let PublishAlertRequest {
         alert,
         recipients,
