@@ -16,8 +16,9 @@
 //!   arriving contribution the picture refuses and each correlation match.
 use crate::domain::envelope::ms_to_ts;
 use crate::domain::incident::{
-    Audience, Body, Contribution, assistance_key, indicator_key, message_keys, naming_key, picture,
-    refusal, related_ids, validate_link, validate_merge, validate_sighting, validate_status,
+    Audience, Body, Contribution, assistance_key, indicator_key, member_key, message_keys,
+    naming_key, picture, refusal, related_ids, validate_link, validate_merge, validate_sighting,
+    validate_status,
 };
 use crate::domain::policy::{check_distribution, tlp_label};
 use crate::proto::v1::{
@@ -47,9 +48,8 @@ pub const MAX_MATCHES: usize = 100;
 pub const MAX_WATCH_MATCHES: usize = 20;
 /// Most key rows read for one correlation question.
 const MAX_KEY_ROWS: usize = 1000;
-/// Most key rows read for the correlation of one arriving message (Watch and
-/// the counting task): an indicator shared by thousands of messages costs the
-/// same as one shared by a hundred.
+/// Most `(indicator, incident)` pairs read for the correlation of one arriving
+/// message (Watch and the counting task).
 const MAX_WATCH_KEY_ROWS: usize = 200;
 
 /// Why an incident operation failed.
@@ -321,29 +321,24 @@ pub async fn watch_matches(
             .unwrap_or_default()
     };
     for i in inds {
-        indicators.insert(indicator_key(&i), i);
+        indicators.insert(member_key(&indicator_key(&i)), i);
     }
     if indicators.is_empty() {
         return Ok(Vec::new());
     }
+    // Only members of incidents are read, each incident once per key: the
+    // answer does not depend on how many loose messages share an indicator.
     let rows = node
         .store
-        .keyed(indicators.keys().cloned().collect(), MAX_WATCH_KEY_ROWS)
+        .keyed_incidents(indicators.keys().cloned().collect(), MAX_WATCH_KEY_ROWS)
         .await?;
     let mut out: Vec<IncidentMatch> = Vec::new();
     let mut done: BTreeSet<String> = BTreeSet::new();
-    for (key, other) in rows {
+    for (key, incident) in rows {
         if out.len() >= MAX_WATCH_MATCHES {
             break;
         }
-        if other == m.message_id {
-            continue;
-        }
-        let Some(o) = node.store.get_message(&other).await? else {
-            continue;
-        };
-        let incident = header(&o).incident_id;
-        if incident.is_empty() || incident == own || !done.insert(incident.clone()) {
+        if incident == own || !done.insert(incident.clone()) {
             continue;
         }
         out.push(IncidentMatch {

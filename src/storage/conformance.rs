@@ -810,16 +810,27 @@ async fn closed_store_refuses(open: &impl Fn(&Path) -> Store) {
 async fn incidents_and_keys(s: Store) {
     let mut opener = msg(&id(200), "node-a", MessageKind::Alert, &[]);
     opener.incident_id = Some(id(200));
-    opener.keys = vec!["i:3:evil.example".into()];
+    opener.keys = vec!["i:3:evil.example".into(), "m:i:3:evil.example".into()];
     let mut member = msg(&id(201), "node-b", MessageKind::Sighting, &[]);
     member.incident_id = Some(id(200));
     member.readable = false;
     let mut other = msg(&id(202), "node-c", MessageKind::Alert, &[]);
     other.keys = vec!["i:3:evil.example".into(), "i:1:192.0.2.1".into()];
     let unrelated = msg(&id(203), "node-c", MessageKind::Alert, &[]);
-    s.insert(vec![opener, member, other, unrelated], Durability::Durable)
-        .await
-        .unwrap();
+    // A second member of the same incident, and a member of another one,
+    // under the same key: each incident is answered once.
+    let mut second = msg(&id(204), "node-c", MessageKind::Sighting, &[]);
+    second.incident_id = Some(id(200));
+    second.keys = vec!["m:i:3:evil.example".into()];
+    let mut elsewhere = msg(&id(205), "node-c", MessageKind::Alert, &[]);
+    elsewhere.incident_id = Some(id(205));
+    elsewhere.keys = vec!["m:i:3:evil.example".into()];
+    s.insert(
+        vec![opener, member, other, unrelated, second, elsewhere],
+        Durability::Durable,
+    )
+    .await
+    .unwrap();
     let got: Vec<String> = s
         .incident_messages(vec![id(200)], 100)
         .await
@@ -829,7 +840,7 @@ async fn incidents_and_keys(s: Store) {
         .collect();
     assert_eq!(
         got,
-        vec![id(200), id(201)],
+        vec![id(200), id(201), id(204)],
         "the opener and its members, in cursor order"
     );
     let openers: Vec<String> = s
@@ -839,7 +850,25 @@ async fn incidents_and_keys(s: Store) {
         .into_iter()
         .map(|m| m.message_id)
         .collect();
-    assert_eq!(openers, vec![id(200)]);
+    assert_eq!(openers, vec![id(205), id(200)]);
+    assert_eq!(
+        s.keyed_incidents(vec!["m:i:3:evil.example".into(), "m:i:9:none".into()], 10)
+            .await
+            .unwrap(),
+        vec![
+            ("m:i:3:evil.example".to_string(), id(200)),
+            ("m:i:3:evil.example".to_string(), id(205)),
+        ],
+        "each incident once per key"
+    );
+    assert_eq!(
+        s.keyed_incidents(vec!["m:i:3:evil.example".into()], 1)
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "bounded"
+    );
     let keyed = s
         .keyed(vec!["i:3:evil.example".into(), "i:9:none".into()], 10)
         .await

@@ -604,6 +604,16 @@ pub trait Storage: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<(String, String)>, StoreError>;
 
+    /// `(key, incident_id)`, each pair once, for the messages indexed under one
+    /// of `keys` that belong to an incident, at most `limit`, by key then
+    /// incident id. The cost follows the incident members under those keys,
+    /// not every message that ever carried them.
+    async fn keyed_incidents(
+        &self,
+        keys: Vec<String>,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError>;
+
     /// Commits everything queued, then stops accepting work. Later calls fail
     /// with [`StoreError::Closed`].
     async fn close(&self);

@@ -538,3 +538,79 @@ async fn merges_take_both_openers_and_links_refuse_cycles() {
         n.shutdown().await.unwrap();
     }
 }
+
+/// Correlation still fires when the indicator is common: hundreds of older
+/// alerts that belong to no incident carry it, and the incident that shares it
+/// is newer than all of them (the lookup must not stop at the first rows of a
+/// hot key). Counted once per incident on the receiving node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn correlation_finds_the_incident_behind_a_hot_indicator() {
+    const HOT: &str = "cdn-shared.example";
+    let fed = Fed::new(&["node-a", "node-b"], &[(0, 1)]);
+    let na = fed.start(0).await;
+    let _nb = fed.start(1).await;
+    let mut a = fed.operator(0).await;
+    let mut b = fed.operator(1).await;
+    for i in 0..260 {
+        a.publish_alert(PublishAlertRequest {
+            alert: Some(alert(
+                &format!("noise {i}"),
+                Tlp::Green,
+                Severity::Low,
+                "EE",
+                HOT,
+            )),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let incident = a
+        .publish_alert(PublishAlertRequest {
+            alert: Some(alert("Campaign", Tlp::Green, Severity::High, "EE", HOT)),
+            open_incident: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .message_id;
+    let mut watch = a.watch(WatchRequest::default()).await.unwrap().into_inner();
+    let loose = b
+        .publish_alert(PublishAlertRequest {
+            alert: Some(alert("Seen here too", Tlp::Green, Severity::Low, "LV", HOT)),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .message_id;
+    let matched = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(ev) = watch.message().await.unwrap() {
+            if ev.message.as_ref().unwrap().message_id == loose {
+                return ev.incident_matches;
+            }
+        }
+        Vec::new()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        matched
+            .iter()
+            .map(|m| m.incident_id.as_str())
+            .collect::<Vec<_>>(),
+        vec![incident.as_str()],
+        "Watch shows the match behind the hot indicator"
+    );
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            na.node
+                .metrics
+                .encode()
+                .contains("certfed_incident_matches_total 1\n")
+        })
+        .await,
+        "node-a counts the match once"
+    );
+}

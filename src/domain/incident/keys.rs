@@ -37,6 +37,15 @@ pub fn indicator_key(ind: &Indicator) -> String {
     format!("i:{}#{hex}", ind.r#type)
 }
 
+/// The key under which a member of an incident (an alert or a sighting whose
+/// signed header names one) is also indexed, by the key of one of its
+/// indicators (`indicator_key`): correlation of an arrival reads these rows
+/// only (`Storage::keyed_incidents`), so an indicator that thousands of loose
+/// alerts carry costs nothing and hides no incident.
+pub fn member_key(indicator_key: &str) -> String {
+    format!("m:{indicator_key}")
+}
+
 /// The key under which an assistance request naming alert `alert_id` is found.
 pub fn assistance_key(alert_id: &str) -> String {
     format!("a:{alert_id}")
@@ -77,7 +86,8 @@ pub fn message_keys(kind: i32, body: &[u8]) -> Vec<String> {
 }
 
 /// What admission records of a message for incidents: the incident it belongs
-/// to (from the signed header) and its correlation keys.
+/// to (from the signed header) and its correlation keys ([`message_keys`], and
+/// for a member of an incident the [`member_key`] of each indicator).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IncidentFacts {
     pub incident_id: Option<String>,
@@ -131,8 +141,16 @@ pub fn facts(
             ));
         }
     }
+    let mut keys = body.map(|b| message_keys(kind, b)).unwrap_or_default();
+    if !header_incident.is_empty()
+        && matches!(kind_enum, MessageKind::Alert | MessageKind::Sighting)
+    {
+        let members: Vec<String> = keys.iter().map(|k| member_key(k)).collect();
+        keys.extend(members);
+        keys.sort();
+    }
     Ok(IncidentFacts {
         incident_id: (!header_incident.is_empty()).then(|| header_incident.to_string()),
-        keys: body.map(|b| message_keys(kind, b)).unwrap_or_default(),
+        keys,
     })
 }

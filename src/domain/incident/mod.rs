@@ -37,7 +37,9 @@ mod picture_tests;
 #[cfg(test)]
 mod validate_tests;
 
-pub use keys::{IncidentFacts, assistance_key, facts, indicator_key, message_keys, naming_key};
+pub use keys::{
+    IncidentFacts, assistance_key, facts, indicator_key, member_key, message_keys, naming_key,
+};
 pub use picture::{
     Audience, Body, Contribution, check_contribution, digest, picture, refusal, related_ids,
 };

@@ -114,7 +114,13 @@ fn header_and_payload_must_name_the_same_incident() {
     let k = MessageKind::Sighting as i32;
     let f = facts(k, INC, Some(&body), Tlp::Green as i32, NOW).unwrap();
     assert_eq!(f.incident_id.as_deref(), Some(INC));
-    assert_eq!(f.keys, ["i:1:192.0.2.7"]);
+    assert_eq!(
+        f.keys,
+        ["i:1:192.0.2.7", "m:i:1:192.0.2.7"],
+        "a member is also indexed for correlation"
+    );
+    let loose = facts(MessageKind::Alert as i32, "", Some(&[]), 2, NOW).unwrap();
+    assert!(loose.keys.is_empty() && loose.incident_id.is_none());
     let other = "00000000-0000-7000-8000-000000000002";
     assert!(facts(k, other, Some(&body), Tlp::Green as i32, NOW).is_err());
     assert!(

@@ -739,6 +739,15 @@ impl Storage for SqliteStore {
         self.read(move |c| queries::keyed(c, &keys, limit)).await
     }
 
+    async fn keyed_incidents(
+        &self,
+        keys: Vec<String>,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        self.read(move |c| queries::keyed_incidents(c, &keys, limit))
+            .await
+    }
+
     async fn list_alerts(
         &self,
         q: AlertQuery,

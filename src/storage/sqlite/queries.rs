@@ -683,3 +683,21 @@ pub fn keyed(
     let rows = st.query_map(params![keys, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
+
+/// `(key, incident_id)` pairs of incident members indexed under `keys`.
+pub fn keyed_incidents(
+    c: &Connection,
+    keys: &[String],
+    limit: usize,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let keys = serde_json::to_string(keys)
+        .map_err(|e| StoreError::Invalid(format!("storage: cannot encode keys: {e}")))?;
+    let mut st = c.prepare_cached(
+        "SELECT DISTINCT k.key, m.incident_id FROM message_keys k
+         JOIN messages m ON m.message_id = k.message_id
+         WHERE k.key IN (SELECT value FROM json_each(?1)) AND m.incident_id IS NOT NULL
+         ORDER BY k.key, m.incident_id LIMIT ?2",
+    )?;
+    let rows = st.query_map(params![keys, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
