@@ -1257,7 +1257,7 @@ _certfed() {
             return 0
             ;;
         certfed__subcmd__bench)
-            opts="-h --json --messages --rate --seconds --memory --memory-messages --disk --disk-messages --help"
+            opts="-h --json --messages --rate --seconds --memory --memory-messages --disk --disk-messages --incident --incident-sightings --incident-noise --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1280,6 +1280,14 @@ _certfed() {
                     return 0
                     ;;
                 --disk-messages)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --incident-sightings)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --incident-noise)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -103,9 +103,12 @@ complete -c certfed -n "__fish_certfed_using_subcommand bench" -l rate -d 'Publi
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l seconds -d 'Duration of the relay phase in seconds' -r
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l memory-messages -d 'Signed alerts queued in the memory phase' -r
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l disk-messages -d 'Signed alerts stored (and later purged) in the disk phase' -r
+complete -c certfed -n "__fish_certfed_using_subcommand bench" -l incident-sightings -d 'Sightings reported into the incident in the incident phase' -r
+complete -c certfed -n "__fish_certfed_using_subcommand bench" -l incident-noise -d 'Loose alerts (in no incident) carrying the incident\'s indicator in the incident phase' -r
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l json -d 'Print one JSON object instead of a table'
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l memory -d 'Run only the memory phase: queue alerts for a peer that stays down and sample the relaying node\'s resident memory (Linux, reads /proc)'
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l disk -d 'Run only the disk phase: bytes per stored message, then a retention purge and a refill that must reuse the freed space'
+complete -c certfed -n "__fish_certfed_using_subcommand bench" -l incident -d 'Run only the incident phase: correlation of an arrival on a common indicator, GetSituation and ListIncidents of a large incident'
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -s h -l help -d 'Print help'
 complete -c certfed -n "__fish_certfed_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c certfed -n "__fish_certfed_using_subcommand man" -l out-dir -d 'Output folder' -r -F
