@@ -9,7 +9,7 @@ use certfed::app::report::{PARTNERS_COLOUR, SEVERITY_COLOUR};
 use certfed::proto::v1::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_certfed");
 const WAIT: Duration = Duration::from_secs(20);
@@ -30,7 +30,7 @@ fn chromium() -> Option<PathBuf> {
 
 /// Runs Chromium headless with `args` on `page`, bounded in time.
 fn browse(browser: &Path, profile: &Path, page: &Path, args: &[&str]) -> Output {
-    let mut child = Command::new(browser)
+    let child = Command::new(browser)
         .args([
             "--headless",
             "--no-sandbox",
@@ -47,17 +47,26 @@ fn browse(browser: &Path, profile: &Path, page: &Path, args: &[&str]) -> Output 
         .stderr(Stdio::piped())
         .spawn()
         .expect("chromium starts");
-    let started = Instant::now();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        if started.elapsed() > Duration::from_secs(120) {
-            let _ = child.kill();
+    // Read both pipes while waiting (a full pipe would stall the browser).
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(120)) {
+        Ok(out) => out.expect("chromium output"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
             panic!("chromium did not finish within 120 s");
         }
-        std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Console messages, script errors and refused loads in Chromium's log.
+fn console_problems(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|l| l.contains("CONSOLE") || l.contains("Uncaught") || l.contains("Refused to"))
+        .collect()
 }
 
 fn rgb(hex: &str) -> [u8; 3] {
@@ -200,11 +209,33 @@ async fn the_report_renders_in_a_real_browser_with_the_chart() {
         !dom_text.contains("<img"),
         "partner markup became an element"
     );
-    let bad: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("CONSOLE") || l.contains("Uncaught") || l.contains("Refused to"))
-        .collect();
+    let bad = console_problems(&log);
     assert!(bad.is_empty(), "console errors: {bad:#?}");
+    // The console check can fail: a page with an inline script and a remote
+    // image under the report's own policy is caught.
+    let control = dir.path().join("control.html");
+    let csp = html
+        .lines()
+        .find(|l| l.contains("Content-Security-Policy"))
+        .expect("the report sets a Content-Security-Policy");
+    std::fs::write(
+        &control,
+        format!(
+            "<!DOCTYPE html><html><head>{csp}</head><body><script>console.error('x')</script><img src=\"http://192.0.2.1/a.png\"></body></html>"
+        ),
+    )
+    .unwrap();
+    let c = browse(
+        &browser,
+        profile.path(),
+        &control,
+        &["--enable-logging=stderr", "--v=0", "--dump-dom"],
+    );
+    let control_log = String::from_utf8_lossy(&c.stderr);
+    assert!(
+        console_problems(&control_log).len() >= 2,
+        "the console check missed a blocked script and image: {control_log}"
+    );
 
     // The screenshot shows the chart: its two lines, in the chart area.
     let shot = dir.path().join("out.png");

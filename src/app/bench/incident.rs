@@ -208,7 +208,10 @@ pub async fn run(contributions: usize, noise: usize, json: bool) -> anyhow::Resu
             .into_inner();
         list_ms.push(t.elapsed().as_secs_f64() * 1000.0);
         if l.incidents.len() != 1 {
-            bail!("ListIncidents shows {} incidents, expected 1", l.incidents.len());
+            bail!(
+                "ListIncidents shows {} incidents, expected 1",
+                l.incidents.len()
+            );
         }
     }
     situation_ms.sort_by(f64::total_cmp);
