@@ -1035,7 +1035,27 @@ async fn arrived(node: &Node, m: &StoredMessage) {
         };
         let kind = MessageKind::try_from(m.kind).unwrap_or(MessageKind::Unspecified);
         let tlp = Tlp::try_from(m.tlp).unwrap_or(Tlp::Unspecified);
-        if let Some(reason) = refusal(&h.incident_id, &aud, &m.origin, kind, tlp, &h.recipients) {
+        let reason = match refusal(&h.incident_id, &aud, &m.origin, kind, tlp, &h.recipients) {
+            Some(reason) => Some(reason),
+            // A cycle relates one link to others: the picture decides it
+            // (links are rare; the load is bounded like any picture's).
+            None if kind == MessageKind::IncidentLink && m.readable => {
+                match load(node, &h.incident_id).await {
+                    Ok(held) => picture(&h.incident_id, &held).and_then(|s| {
+                        s.refused
+                            .into_iter()
+                            .find(|r| r.message_id == m.message_id)
+                            .map(|r| r.reason)
+                    }),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "incidents: cannot load the picture of an arriving link");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        if let Some(reason) = reason {
             node.metrics.incident_refused(refusal_rule(&reason));
             tracing::warn!(message_id = %m.message_id, from = %m.origin, incident_id = %h.incident_id, %reason, "incident contribution refused: left out of the picture");
         }

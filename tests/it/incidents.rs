@@ -534,6 +534,63 @@ async fn merges_take_both_openers_and_links_refuse_cycles() {
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
     assert!(e.message().contains("cycle"), "{}", e.message());
+    // node-c bypasses its own check and signs the cycle anyway: every picture
+    // leaves the link out with the reason, and node-a counts it.
+    let forged = IncidentLink {
+        incident_id: three.clone(),
+        message_id: one.clone(),
+        note: String::new(),
+    };
+    let now = certfed::service::now_ms();
+    let env = seal_in_incident(
+        &nodes[2].node.signer,
+        Draft {
+            message_id: uuid::Uuid::now_v7().to_string(),
+            kind: MessageKind::IncidentLink,
+            tlp: Tlp::Green,
+            recipients: vec![],
+            created_ms: now,
+            expires_ms: None,
+            hop_limit: 8,
+            exercise: false,
+            encrypted: false,
+            payload: forged.encode_to_vec(),
+        },
+        three.clone(),
+    );
+    let forged_id = EnvelopeHeader::decode(env.header.as_slice())
+        .unwrap()
+        .message_id;
+    certfed::service::ingest::ingest(&nodes[2].node, None, vec![env], vec![])
+        .await
+        .unwrap();
+    assert!(
+        eventually(WAIT, || async {
+            situation(&fed, 0, &three).await.is_some_and(|s| {
+                s.refused
+                    .iter()
+                    .any(|r| r.message_id == forged_id && r.reason.contains("cycle"))
+            })
+        })
+        .await,
+        "node-a's picture refuses the cycle"
+    );
+    assert_eq!(
+        situation(&fed, 0, &three).await.unwrap().part_of,
+        [one.clone()],
+        "the picture is unchanged by the refused link"
+    );
+    assert!(
+        eventually(WAIT, || async {
+            nodes[0]
+                .node
+                .metrics
+                .encode()
+                .contains("certfed_incident_refusals_total{rule=\"cycle\"} 1")
+        })
+        .await,
+        "node-a counts the cycle"
+    );
     for n in nodes {
         n.shutdown().await.unwrap();
     }
