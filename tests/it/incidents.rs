@@ -671,3 +671,172 @@ async fn correlation_finds_the_incident_behind_a_hot_indicator() {
         "node-a counts the match once"
     );
 }
+
+/// The operator's commands, as the real binary runs them: `incident sight`,
+/// `show`, `list --json`, `status` (and its refusal for a non-opener, exit 5),
+/// `link` of a correlation match.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_incident_commands_work_end_to_end() {
+    const BIN: &str = env!("CARGO_BIN_EXE_certfed");
+    let fed = Fed::new(&["node-a", "node-b"], &[(0, 1)]);
+    let nodes = vec![fed.start(0).await, fed.start(1).await];
+    let run = |i: usize, args: Vec<String>| {
+        let mut c = std::process::Command::new(BIN);
+        for v in ["CERTFED_NODE", "CERTFED_CA", "CERTFED_CERT", "CERTFED_KEY"] {
+            c.env_remove(v);
+        }
+        c.args(&args)
+            .args(["--node", &fed.addr(i), "--ca"])
+            .arg(fed.pki.ca_path())
+            .arg("--cert")
+            .arg(fed.pki.path("operator.crt"))
+            .arg("--key")
+            .arg(fed.pki.path("operator.key"))
+            .env("RUST_LOG", "error");
+        async move {
+            tokio::task::spawn_blocking(move || c.output().unwrap())
+                .await
+                .unwrap()
+        }
+    };
+    let ok = |o: &std::process::Output| {
+        let s = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            o.status.success(),
+            "exit {:?}\n{s}\n{}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        );
+        s
+    };
+    let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let incident = fed
+        .operator(0)
+        .await
+        .publish_alert(PublishAlertRequest {
+            alert: Some(alert(
+                "Grid intrusion",
+                Tlp::Green,
+                Severity::High,
+                "UA",
+                "update-scada.example",
+            )),
+            open_incident: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .message_id;
+    assert!(
+        eventually(WAIT, || async {
+            situation(&fed, 1, &incident).await.is_some()
+        })
+        .await
+    );
+
+    let out = ok(&run(
+        1,
+        args(&[
+            "incident",
+            "sight",
+            &incident,
+            "--country",
+            "PL",
+            "--sector",
+            "transport",
+            "--indicator",
+            "domain:update-scada.example",
+            "--count",
+            "7",
+            "--severity",
+            "medium",
+        ]),
+    )
+    .await);
+    assert!(out.starts_with("sighting reported ("), "{out}");
+    let shown = ok(&run(1, args(&["incident", "show", &incident])).await);
+    assert!(
+        shown.contains("affected: 2 partner(s): node-a, node-b"),
+        "{shown}"
+    );
+    assert!(shown.contains("countries: PL, UA"), "{shown}");
+    assert!(shown.contains("update-scada.example  seen by 2"), "{shown}");
+
+    assert!(
+        eventually(WAIT, || async {
+            situation(&fed, 0, &incident)
+                .await
+                .is_some_and(|s| s.contributions == 2)
+        })
+        .await
+    );
+    let list = ok(&run(0, args(&["incident", "list", "--json"])).await);
+    let v: serde_json::Value =
+        serde_json::from_str(list.trim()).unwrap_or_else(|e| panic!("{e}: {list}"));
+    let first = &v["incidents"][0];
+    assert_eq!(first["incidentId"], incident.as_str(), "{v}");
+    assert_eq!(first["partnersAffected"], 2, "{v}");
+
+    // Only the opener sets the status: node-b is refused with exit code 5.
+    let refused = run(1, args(&["incident", "status", &incident, "contained"])).await;
+    assert_eq!(refused.status.code(), Some(5), "{refused:?}");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("opener"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let out = ok(&run(
+        0,
+        args(&[
+            "incident",
+            "status",
+            &incident,
+            "contained",
+            "--note",
+            "blocked at the border",
+        ]),
+    )
+    .await);
+    assert!(out.starts_with("status contained"), "{out}");
+
+    // A loose alert on the same indicator is a match; one command links it.
+    let loose = fed
+        .operator(1)
+        .await
+        .publish_alert(PublishAlertRequest {
+            alert: Some(alert(
+                "Scanning",
+                Tlp::Green,
+                Severity::Low,
+                "EE",
+                "update-scada.example",
+            )),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .message_id;
+    assert!(
+        eventually(WAIT, || async {
+            let s = ok(&run(0, args(&["incident", "show", &incident])).await);
+            s.contains("correlation matches") && s.contains(&loose)
+        })
+        .await,
+        "the match shows in `incident show`"
+    );
+    let out = ok(&run(0, args(&["incident", "link", &incident, &loose])).await);
+    assert!(out.starts_with("linked ("), "{out}");
+    let shown = ok(&run(0, args(&["incident", "show", &incident])).await);
+    assert!(shown.contains("contained"), "{shown}");
+    assert!(
+        shown.contains("status note: blocked at the border"),
+        "{shown}"
+    );
+    assert!(shown.contains("countries: EE, PL, UA"), "{shown}");
+    assert!(!shown.contains("correlation matches"), "{shown}");
+    for n in nodes {
+        n.shutdown().await.unwrap();
+    }
+}
