@@ -554,21 +554,24 @@ pub async fn watch(
                 }
             };
             let full = batch.len() == 256;
-            for m in batch {
-                cursor = m.cursor;
-                if watch_matches(&q, &m) {
-                    // Correlation is a hint: a failed lookup leaves it out.
-                    let incident_matches = crate::service::incidents::watch_matches(&node, &m)
-                        .await
-                        .unwrap_or_default();
-                    let ev = WatchEvent {
-                        cursor: m.cursor,
-                        message: Some(message_view(&m)),
-                        incident_matches,
-                    };
-                    if tx.send(Ok(ev)).await.is_err() {
-                        return;
-                    }
+            if let Some(last) = batch.last() {
+                cursor = last.cursor;
+            }
+            let shown: Vec<StoredMessage> =
+                batch.into_iter().filter(|m| watch_matches(&q, m)).collect();
+            // Correlation is a hint: a failed lookup leaves it out. One read
+            // of the member index per batch.
+            let found = crate::service::incidents::batch_matches(&node, &shown)
+                .await
+                .unwrap_or_else(|_| vec![Vec::new(); shown.len()]);
+            for (m, incident_matches) in shown.into_iter().zip(found) {
+                let ev = WatchEvent {
+                    cursor: m.cursor,
+                    message: Some(message_view(&m)),
+                    incident_matches,
+                };
+                if tx.send(Ok(ev)).await.is_err() {
+                    return;
                 }
             }
             if full {

@@ -16,9 +16,8 @@
 //!   arriving contribution the picture refuses and each correlation match.
 use crate::domain::envelope::ms_to_ts;
 use crate::domain::incident::{
-    Audience, Body, Contribution, assistance_key, indicator_key, member_key, message_keys,
-    naming_key, picture, refusal, related_ids, validate_link, validate_merge, validate_sighting,
-    validate_status,
+    Audience, Body, Contribution, assistance_key, indicator_key, member_key, naming_key, picture,
+    refusal, related_ids, validate_link, validate_merge, validate_sighting, validate_status,
 };
 use crate::domain::policy::{check_distribution, tlp_label};
 use crate::proto::v1::{
@@ -304,13 +303,19 @@ pub async fn watch_matches(
     node: &Node,
     m: &StoredMessage,
 ) -> Result<Vec<IncidentMatch>, StoreError> {
+    Ok(batch_matches(node, std::slice::from_ref(m))
+        .await?
+        .pop()
+        .unwrap_or_default())
+}
+
+/// The indicators of a readable alert or sighting, by member key.
+fn member_indicators(m: &StoredMessage) -> BTreeMap<String, crate::proto::v1::Indicator> {
     if !m.readable
         || !(m.kind == MessageKind::Alert as i32 || m.kind == MessageKind::Sighting as i32)
     {
-        return Ok(Vec::new());
+        return BTreeMap::new();
     }
-    let own = header(m).incident_id;
-    let mut indicators: BTreeMap<String, crate::proto::v1::Indicator> = BTreeMap::new();
     let inds = if m.kind == MessageKind::Alert as i32 {
         Alert::decode(m.body())
             .map(|a| a.indicators)
@@ -320,36 +325,65 @@ pub async fn watch_matches(
             .map(|s| s.indicators)
             .unwrap_or_default()
     };
-    for i in inds {
-        indicators.insert(member_key(&indicator_key(&i)), i);
-    }
-    if indicators.is_empty() {
-        return Ok(Vec::new());
+    inds.into_iter()
+        .map(|i| (member_key(&indicator_key(&i)), i))
+        .collect()
+}
+
+/// [`watch_matches`] for a batch of messages just stored, with ONE read of
+/// the member index for the whole batch (Watch and the counting task follow
+/// the store in batches; a read per arrival would cost more than the
+/// arrival). Answers one list per message, in order.
+pub async fn batch_matches(
+    node: &Node,
+    batch: &[StoredMessage],
+) -> Result<Vec<Vec<IncidentMatch>>, StoreError> {
+    let per: Vec<BTreeMap<String, crate::proto::v1::Indicator>> =
+        batch.iter().map(member_indicators).collect();
+    let keys: BTreeSet<&String> = per.iter().flat_map(|p| p.keys()).collect();
+    if keys.is_empty() {
+        return Ok(vec![Vec::new(); batch.len()]);
     }
     // Only members of incidents are read, each incident once per key: the
     // answer does not depend on how many loose messages share an indicator.
     let rows = node
         .store
-        .keyed_incidents(indicators.keys().cloned().collect(), MAX_WATCH_KEY_ROWS)
+        .keyed_incidents(
+            keys.into_iter().cloned().collect(),
+            MAX_WATCH_KEY_ROWS * batch.len().min(16),
+        )
         .await?;
-    let mut out: Vec<IncidentMatch> = Vec::new();
-    let mut done: BTreeSet<String> = BTreeSet::new();
-    for (key, incident) in rows {
-        if out.len() >= MAX_WATCH_MATCHES {
-            break;
-        }
-        if incident == own || !done.insert(incident.clone()) {
-            continue;
-        }
-        out.push(IncidentMatch {
-            incident_id: incident,
-            message_id: m.message_id.clone(),
-            origin: m.origin.clone(),
-            kind: m.kind,
-            indicator: indicators.get(&key).cloned(),
-        });
+    let mut by_key: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (key, incident) in &rows {
+        by_key.entry(key).or_default().push(incident);
     }
-    Ok(out)
+    Ok(batch
+        .iter()
+        .zip(&per)
+        .map(|(m, inds)| {
+            let own = header(m).incident_id;
+            let mut out: Vec<IncidentMatch> = Vec::new();
+            let mut done: BTreeSet<&str> = BTreeSet::new();
+            for (key, ind) in inds {
+                for &incident in by_key.get(key.as_str()).into_iter().flatten() {
+                    if out.len() >= MAX_WATCH_MATCHES {
+                        return out;
+                    }
+                    if incident == own || !done.insert(incident) {
+                        continue;
+                    }
+                    out.push(IncidentMatch {
+                        incident_id: incident.to_string(),
+                        message_id: m.message_id.clone(),
+                        origin: m.origin.clone(),
+                        kind: m.kind,
+                        indicator: Some(ind.clone()),
+                    });
+                }
+            }
+            out
+        })
+        .collect())
 }
 
 /// Rows read from the store at a time while filling a listing.
@@ -988,11 +1022,24 @@ pub async fn run(node: Arc<Node>) {
             }
         };
         let full = batch.len() == 256;
-        for m in batch {
-            cursor = m.cursor;
-            if m.origin != node.id {
-                arrived(&node, &m).await;
+        if let Some(last) = batch.last() {
+            cursor = last.cursor;
+        }
+        let from_others: Vec<StoredMessage> =
+            batch.into_iter().filter(|m| m.origin != node.id).collect();
+        for m in &from_others {
+            arrived(&node, m).await;
+        }
+        match batch_matches(&node, &from_others).await {
+            Ok(found) => {
+                for (m, f) in from_others.iter().zip(found) {
+                    for x in f {
+                        node.metrics.incident_matches.inc();
+                        tracing::info!(message_id = %m.message_id, from = %m.origin, incident_id = %x.incident_id, "correlation: shares an indicator with an incident held here; link it with `certfed incident link`");
+                    }
+                }
             }
+            Err(e) => tracing::warn!(error = %e, "incidents: correlation lookup failed"),
         }
         if full {
             continue;
@@ -1058,17 +1105,6 @@ async fn arrived(node: &Node, m: &StoredMessage) {
         if let Some(reason) = reason {
             node.metrics.incident_refused(refusal_rule(&reason));
             tracing::warn!(message_id = %m.message_id, from = %m.origin, incident_id = %h.incident_id, %reason, "incident contribution refused: left out of the picture");
-        }
-    }
-    if m.readable && !message_keys(m.kind, m.body()).is_empty() {
-        match watch_matches(node, m).await {
-            Ok(found) => {
-                for f in found {
-                    node.metrics.incident_matches.inc();
-                    tracing::info!(message_id = %m.message_id, from = %m.origin, incident_id = %f.incident_id, "correlation: shares an indicator with an incident held here; link it with `certfed incident link`");
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "incidents: correlation lookup failed"),
         }
     }
 }
