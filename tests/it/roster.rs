@@ -233,6 +233,38 @@ async fn members_join_and_leave_by_signed_roster_without_restart() {
             "node {i} applies v2 from the flood"
         );
     }
+    // `certfed roster show` (a real client process) prints it and saves it.
+    let addr = fed.addr(4);
+    let shown = certfed(
+        dir,
+        &[
+            "roster",
+            "show",
+            "--node",
+            &addr,
+            "--ca",
+            "ca.crt",
+            "--cert",
+            "operator.crt",
+            "--key",
+            "operator.key",
+            "--out",
+            "held.roster",
+        ],
+    );
+    assert!(shown.contains("version     2"), "{shown}");
+    assert!(shown.contains("+ member node-f"), "{shown}");
+    let same = certfed(
+        dir,
+        &[
+            "roster",
+            "verify",
+            "held.roster",
+            "--current",
+            "roster-v2.roster",
+        ],
+    );
+    assert!(same.contains("it is the current roster itself"), "{same}");
     // ListPeers shows every peer on v2 (none behind), learnt from the flood.
     for i in [0, 2] {
         let all_current = eventually(WAIT, || async {
