@@ -18,7 +18,9 @@
 //!   envelope and retries it.
 use crate::domain::identity::Identity;
 use crate::proto::v1::federation_server::Federation;
-use crate::proto::v1::{HelloRequest, HelloResponse, PushAck, PushFrame, PushOutcome};
+use crate::proto::v1::{
+    HelloRequest, HelloResponse, PushAck, PushFrame, PushOutcome, ReconcileRequest, ReconcileResponse,
+};
 use crate::service::ingest::{Committing, Ingested, Prepared, prepare, submit};
 use crate::service::node::Node;
 use crate::transport::server::PeerInfo;
@@ -209,6 +211,17 @@ impl Federation for FederationApi {
             version: env!("CARGO_PKG_VERSION").into(),
             max_message_bytes: self.node.cfg.limits.max_message_bytes as u64,
         }))
+    }
+
+    async fn reconcile(
+        &self,
+        req: Request<ReconcileRequest>,
+    ) -> Result<Response<ReconcileResponse>, Status> {
+        let (peer, _) = self.peer(&req)?;
+        let answer = crate::service::reconcile::respond(&self.node, &peer, req.into_inner())
+            .await
+            .map_err(|e| crate::api::error::status(e))?;
+        Ok(Response::new(answer))
     }
 }
 

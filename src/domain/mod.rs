@@ -11,4 +11,5 @@ pub mod envelope;
 pub mod identity;
 pub mod keys;
 pub mod policy;
+pub mod reconcile;
 pub mod text;

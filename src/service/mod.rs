@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod node;
 pub mod peers;
 pub mod receipts;
+pub mod reconcile;
 pub mod requests;
 pub mod retention;
 
