@@ -270,11 +270,12 @@ async fn read_frames(
                     seq,
                     envelope: Some(e),
                     hops,
+                    returning,
                 }) => {
                     batch.seqs.push(seq);
                     batch.early.push(None);
                     envs.push(e);
-                    chains.push(hops);
+                    chains.push(crate::service::ingest::Custody { hops, returning });
                 }
                 Ok(PushFrame {
                     seq,

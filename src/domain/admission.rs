@@ -130,6 +130,9 @@ pub struct Admitted {
     /// Serialized `HopChain`: the verified chain received, plus this node's
     /// own signed record when it forwards the message.
     pub hops: Vec<u8>,
+    /// The audiences it is reconciled under (`reconcile::audiences`; empty:
+    /// this node is not a party to it).
+    pub sync_audiences: Vec<String>,
     /// The DELIVERED receipt this node owes the origin once the message is
     /// stored (not owed for a duplicate).
     pub receipt_owed: Option<ReceiptOwed>,
@@ -157,6 +160,11 @@ pub struct Input<'a> {
     pub chain: Vec<SignedHop>,
     /// For a receipt: where it goes next, if this node holds a message it reports on.
     pub receipt_route: Option<ReceiptRoute>,
+    /// The peer sends it back because this node held it before (it is the
+    /// origin, or its own signed record is on the chain) and lost it
+    /// (reconciliation after a restore). Such a message is stored but never
+    /// forwarded and owes no receipt; without this flag it is a loop.
+    pub returning: bool,
 }
 
 /// Decides on one envelope. See the module documentation for the invariants.
@@ -167,6 +175,7 @@ pub fn admit(view: &View<'_>, input: Input<'_>, now_ms: i64) -> Decision {
         from_peer,
         chain,
         receipt_route,
+        returning,
     } = input;
     let verified = match verdict {
         Ok(v) => v,
@@ -178,7 +187,7 @@ pub fn admit(view: &View<'_>, input: Input<'_>, now_ms: i64) -> Decision {
         }
     };
     let owed = |state: ReceiptState, reason: String| {
-        (from_peer.is_some() && owes_receipt(view.me, &verified.header)).then(|| ReceiptOwed {
+        (from_peer.is_some() && !returning && owes_receipt(view.me, &verified.header)).then(|| ReceiptOwed {
             origin: verified.header.origin.clone(),
             message_id: verified.header.message_id.clone(),
             state,
@@ -192,6 +201,7 @@ pub fn admit(view: &View<'_>, input: Input<'_>, now_ms: i64) -> Decision {
         from_peer,
         chain,
         receipt_route.as_ref(),
+        returning,
         now_ms,
     ) {
         Ok(mut row) => {
@@ -278,19 +288,25 @@ pub fn targets(
 }
 
 /// Checks the chain of custody a peer sends with a message (see
-/// `custody::verify_chain`), that this node is not already on it (a loop) and
-/// that it is within the signed hop limit; returns the path it proves.
+/// `custody::verify_chain`), that this node is not already on it (a loop,
+/// unless the peer sends it back as `returning`: then the path is returned
+/// with `true`, and the hop limit does not matter since it goes no further)
+/// and that it is within the signed hop limit; returns the path it proves.
 fn check_chain(
     view: &View<'_>,
     h: &EnvelopeHeader,
     created: i64,
     from_peer: &str,
     hops: &[SignedHop],
-) -> Result<Vec<(String, i64)>, Rejection> {
+    returning: bool,
+) -> Result<(Vec<(String, i64)>, bool), Rejection> {
     let records = verify_chain(view.keys, &h.origin, &h.message_id, from_peer, hops)
         .map_err(|e| Rejection::Malformed(format!("chain of custody: {e}")))?;
     let path = path_of(&h.origin, created, &records);
     if path.iter().any(|(node, _)| node == view.me) {
+        if returning {
+            return Ok((path, true));
+        }
         return Err(Rejection::Policy(format!(
             "loop: {} is already on the path",
             view.me
@@ -303,7 +319,7 @@ fn check_chain(
             h.hop_limit
         )));
     }
-    Ok(path)
+    Ok((path, false))
 }
 
 /// What this node learns from a payload it can read.
@@ -471,6 +487,7 @@ fn decide(
     from_peer: Option<&str>,
     mut hops: Vec<SignedHop>,
     reverse: Option<&ReceiptRoute>,
+    returning: bool,
     now: i64,
 ) -> Result<Admitted, Rejection> {
     let h = &v.header;
@@ -486,8 +503,12 @@ fn decide(
             "{label} payloads must be end-to-end encrypted for their recipients"
         )));
     }
-    let is_recipient = h.origin == view.me || h.recipients.iter().any(|r| r == view.me);
-    let plain = if h.encrypted && is_recipient {
+    let named = h.recipients.iter().any(|r| r == view.me);
+    let is_recipient = h.origin == view.me || named;
+    // The origin's own sealed message, sent back to it: sealed for the
+    // recipients only, so the origin keeps it as ciphertext.
+    let own_sealed = h.encrypted && h.origin == view.me && !named && from_peer.is_some();
+    let plain = if h.encrypted && is_recipient && !own_sealed {
         Some(
             crate::domain::e2e::open(&env.payload, &h.message_id, view.signer)
                 .map_err(|e| Rejection::InvalidPayload(format!("cannot decrypt: {e}")))?,
@@ -504,12 +525,14 @@ fn decide(
         // A relay for a message it cannot read: route on the signed header only.
         Parsed::default()
     };
-    let path = match from_peer {
-        Some(peer) => check_chain(view, h, created, peer, &hops)?,
-        None => vec![(h.origin.clone(), created)],
+    let (path, returned) = match from_peer {
+        Some(peer) => check_chain(view, h, created, peer, &hops, returning)?,
+        None => (vec![(h.origin.clone(), created)], false),
     };
     let path_ids: Vec<String> = path.iter().map(|(n, _)| n.clone()).collect();
     let forward_to = match reverse {
+        // Sent back to a node that held it before: kept, never forwarded.
+        _ if returned => Vec::new(),
         // Receipts go back the way the messages came, not by flooding.
         Some(ReceiptRoute::Destination) => Vec::new(),
         Some(ReceiptRoute::Next(peer)) if !path_ids.contains(peer) => vec![peer.clone()],
@@ -581,6 +604,7 @@ fn decide(
         request_id: parsed.request_id,
         receipt_facts,
         hops: HopChain { hops }.encode_to_vec(),
+        sync_audiences: crate::domain::reconcile::audiences(view.me, &h.origin, &h.recipients),
         receipt_owed: None,
     })
 }

@@ -123,6 +123,7 @@ fn decide_one(
             from_peer,
             chain: hops,
             receipt_route: None,
+            returning: false,
         },
         NOW,
     )
@@ -349,6 +350,7 @@ fn receipts_follow_their_reverse_route() {
             from_peer: Some("node-c"),
             chain: vec![],
             receipt_route: Some(ReceiptRoute::Next("node-a".into())),
+            returning: false,
         },
         NOW,
     );

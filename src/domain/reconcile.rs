@@ -99,6 +99,32 @@ impl Key {
     }
 }
 
+/// The audience of a broadcast in the reconciliation index.
+pub const BROADCAST: &str = "*";
+
+/// The audiences a message is reconciled under on node `me`: a link between
+/// `me` and peer P reconciles the messages listed under [`BROADCAST`] or
+/// under P, i.e. those both are parties to (each is the origin, a named
+/// recipient, or it is a broadcast); the same definition on both sides,
+/// from the signed header alone. Empty when `me` is not a party (a relay's
+/// copy).
+pub fn audiences(me: &str, origin: &str, recipients: &[String]) -> Vec<String> {
+    if recipients.is_empty() {
+        return vec![BROADCAST.to_string()];
+    }
+    if origin != me && !recipients.iter().any(|r| r == me) {
+        return Vec::new();
+    }
+    let mut out: Vec<String> = std::iter::once(origin)
+        .chain(recipients.iter().map(String::as_str))
+        .filter(|m| *m != me && *m != BROADCAST)
+        .map(str::to_string)
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// The hash of an item, from its message id's 16 bytes.
 pub fn item_hash(id: &[u8; 16]) -> [u8; 32] {
     let mut h = Sha256::new();

@@ -27,8 +27,8 @@ use crate::config::PeerSection;
 use crate::domain::envelope::ms_to_ts;
 use crate::proto::v1::federation_client::FederationClient;
 use crate::proto::v1::{
-    DeliveryState, HelloRequest, HopChain, LinkState, PushAck, PushFrame, PushOutcome,
-    SignedEnvelope,
+    DeliveryState, EnvelopeHeader, HelloRequest, HopChain, HopRecord, LinkState, PushAck,
+    PushFrame, PushOutcome, SignedEnvelope,
 };
 use crate::service::node::Node;
 use crate::service::now_ms;
@@ -342,7 +342,7 @@ async fn session(
                     continue;
                 }
                 let (cursor, enqueued, deferrals) = (it.cursor, it.enqueued_ms, it.deferrals);
-                let frame = to_frame(it);
+                let frame = to_frame(peer, it);
                 let size = frame.envelope.as_ref().map_or(0, |e| e.encoded_len());
                 if let Some(limit) = peer_limit.filter(|l| size as u64 > *l) {
                     too_large.push((cursor, size, limit));
@@ -408,12 +408,21 @@ async fn session(
     }
 }
 
-/// The frame for an outbox entry.
-fn to_frame(it: OutboxItem) -> PushFrame {
+/// The frame for an outbox entry to `peer`. An entry that names the peer
+/// as its origin or on its chain can only have been queued by
+/// reconciliation (forwarding never sends a message back): it is marked
+/// `returning`.
+fn to_frame(peer: &str, it: OutboxItem) -> PushFrame {
+    let hops = HopChain::decode(it.hops.as_slice())
+        .map(|c| c.hops)
+        .unwrap_or_default();
+    let returning = EnvelopeHeader::decode(it.header.as_slice()).is_ok_and(|h| h.origin == peer)
+        || hops.iter().any(|h| {
+            HopRecord::decode(h.record.as_slice()).is_ok_and(|r| r.relay == peer)
+        });
     PushFrame {
-        hops: HopChain::decode(it.hops.as_slice())
-            .map(|c| c.hops)
-            .unwrap_or_default(),
+        hops,
+        returning,
         seq: it.cursor,
         envelope: Some(SignedEnvelope {
             header: it.header,

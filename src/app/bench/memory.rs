@@ -193,6 +193,7 @@ pub async fn run(messages: usize, json: bool) -> anyhow::Result<()> {
         .spawn(move || {
             for i in 0..messages {
                 let frame = PushFrame {
+                    returning: false,
                     hops: vec![],
                     seq: i as u64 + 1,
                     envelope: Some(super::signed_kib_alert(

@@ -132,6 +132,7 @@ async fn bench_ingest(messages: usize) -> anyhow::Result<Ingest> {
     // Signing is the origin's work, not the receiver's: done before the clock starts.
     let frames: Vec<PushFrame> = (0..messages)
         .map(|i| PushFrame {
+            returning: false,
             hops: vec![],
             seq: i as u64 + 1,
             envelope: Some(signed_kib_alert(&signer, i, now)),
