@@ -87,10 +87,15 @@ pub enum Command {
         #[command(subcommand)]
         cmd: Box<assist::AssistCmd>,
     },
-    /// Direct peers and the state of each link.
+    /// Direct peers and the state of each link (and the last reconciliation
+    /// with each).
     Peers {
         #[command(flatten)]
         conn: client::Conn,
+        /// Reconcile with this peer now (ReconcilePeer) and show the result:
+        /// the difference found, messages queued each way, rounds, bytes.
+        #[arg(long, value_name = "PEER")]
+        reconcile: Option<String>,
     },
     /// Per-peer delivery state of a message.
     Delivery {
@@ -122,7 +127,7 @@ impl Command {
             Command::Info { conn }
             | Command::Alert { conn, .. }
             | Command::Assist { conn, .. }
-            | Command::Peers { conn }
+            | Command::Peers { conn, .. }
             | Command::Delivery { conn, .. }
             | Command::Watch { conn, .. } => conn.json,
             _ => false,
@@ -186,7 +191,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Info { conn } => rt()?.block_on(client::info(conn)),
         Command::Alert { conn, cmd } => rt()?.block_on(client::alert(conn, *cmd)),
         Command::Assist { conn, cmd } => rt()?.block_on(assist::run(conn, *cmd)),
-        Command::Peers { conn } => rt()?.block_on(client::peers(conn)),
+        Command::Peers { conn, reconcile } => rt()?.block_on(client::peers(conn, reconcile)),
         Command::Delivery { conn, message_id } => {
             rt()?.block_on(client::delivery(conn, message_id))
         }

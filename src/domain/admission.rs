@@ -287,6 +287,52 @@ pub fn targets(
         .collect()
 }
 
+/// Whether this node (`me`) may send a message it holds to `peer` found
+/// lacking it by reconciliation: the message is the peer's own (it is the
+/// origin), or the same rules as forwarding allow it ([`targets`]:
+/// `policy::route_to_peer` and the hop limit), except that a peer which
+/// already carried it (on its path) may get it back. Returns why not.
+#[allow(clippy::too_many_arguments)]
+pub fn entitled(
+    me: &str,
+    peer: &Peer,
+    origin: &str,
+    tlp: Tlp,
+    recipients: &[String],
+    path: &[String],
+    hop_limit: u32,
+    end_to_end: bool,
+) -> Result<(), String> {
+    if peer.id == origin {
+        return Ok(());
+    }
+    let carried = path.iter().any(|p| *p == peer.id);
+    if !carried {
+        let next_len = if origin == me {
+            path.len()
+        } else {
+            path.len() + 1
+        };
+        if next_len as u64 > u64::from(hop_limit) {
+            return Err(format!(
+                "hop limit: the origin allowed {hop_limit} hops, {next_len} would be taken"
+            ));
+        }
+    }
+    let rest: Vec<String> = path.iter().filter(|p| **p != peer.id).cloned().collect();
+    let msg = Outbound {
+        tlp,
+        origin,
+        recipients,
+        path: &rest,
+        end_to_end,
+    };
+    match route_to_peer(&msg, me, &peer.id, &peer.policy) {
+        Route::Send => Ok(()),
+        Route::Skip(why) => Err(why),
+    }
+}
+
 /// Checks the chain of custody a peer sends with a message (see
 /// `custody::verify_chain`), that this node is not already on it (a loop,
 /// unless the peer sends it back as `returning`: then the path is returned

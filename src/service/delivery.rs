@@ -139,6 +139,7 @@ pub async fn peers(
             outbox_depth: depths.get(&p.id).copied().unwrap_or(0),
             last_error: st.last_error,
             max_tlp: p.max_tlp as i32,
+            last_reconcile: node.reconcile.last(&p.id),
         }
     });
     for v in views {
@@ -161,6 +162,8 @@ pub async fn node_info(node: &Node) -> Result<NodeInfo, DeliveryError> {
         members: node.keys().members().to_vec(),
         started: Some(ms_to_ts(node.started_ms)),
         stored_messages: stored,
+        reconcile_window_days: node.cfg.reconcile.window_days,
+        reconcile_interval_secs: node.cfg.reconcile.interval_secs,
     })
 }
 

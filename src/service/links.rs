@@ -163,6 +163,17 @@ async fn run_link(
     let id = peer.id.clone();
     let endpoint = peer.endpoint.to_string();
     let reachable = node.peers.reachable_signal(&id);
+    // Reconciliation with this peer lives and dies with its link task.
+    struct Abort(tokio::task::JoinHandle<()>);
+    impl Drop for Abort {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let _reconcile = Abort(tokio::spawn(crate::service::reconcile::run_loop(
+        node.clone(),
+        id.clone(),
+    )));
     loop {
         if node.shutdown.is_cancelled() || *stop.borrow() {
             break;
@@ -293,6 +304,8 @@ async fn session(
         .get_or_create(&node.metrics.peer(peer))
         .set(1);
     tracing::info!(%peer, %endpoint, max_message_bytes = ?peer_limit, "peer link up");
+    node.reconcile.link_up(peer);
+    let requeued = node.reconcile.requeued(peer);
 
     let ack_timeout = node.cfg.limits.ack_timeout();
     let mut in_flight = InFlight::new();
@@ -403,6 +416,12 @@ async fn session(
                 )));
             }
             _ = waker.notified() => { drained = false; }
+            // Reconciliation queued entries again (due now, maybe below
+            // the cursor this session has passed): sweep the due ones.
+            _ = requeued.notified(), if sweep.is_none() => {
+                next_due = None;
+                sweep = Some(0);
+            }
             _ = node.shutdown.cancelled() => return Ok(()),
         }
     }
@@ -545,7 +564,7 @@ async fn record_acks(
 
 /// A reason from a peer, bounded so that a peer cannot fill the store or the
 /// operator's screen with it.
-fn bounded(reason: &str) -> String {
+pub fn bounded(reason: &str) -> String {
     const MAX: usize = 512;
     if reason.len() <= MAX {
         return reason.to_string();
