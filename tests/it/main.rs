@@ -28,6 +28,7 @@ mod packaging;
 mod partition;
 mod pki;
 mod process;
+mod reconcile;
 mod reload;
 mod retention;
 mod store;
