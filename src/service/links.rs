@@ -30,6 +30,7 @@ use crate::proto::v1::{
     DeliveryState, EnvelopeHeader, HelloRequest, HopChain, HopRecord, LinkState, PushAck,
     PushFrame, PushOutcome, SignedEnvelope,
 };
+use crate::service::limits::bounded;
 use crate::service::node::Node;
 use crate::service::now_ms;
 use crate::service::peers::{LinkError, expect_node};
@@ -560,20 +561,6 @@ async fn record_acks(
         .get_or_create(&node.metrics.peer(peer))
         .inc_by(delivered);
     Ok(accepted)
-}
-
-/// A reason from a peer, bounded so that a peer cannot fill the store or the
-/// operator's screen with it.
-pub fn bounded(reason: &str) -> String {
-    const MAX: usize = 512;
-    if reason.len() <= MAX {
-        return reason.to_string();
-    }
-    let mut end = MAX;
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &reason[..end])
 }
 
 /// A storage failure on this node ends the session (and is counted).

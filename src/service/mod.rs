@@ -23,6 +23,7 @@ pub mod node;
 pub mod peers;
 pub mod receipts;
 pub mod reconcile;
+pub mod reconciler;
 pub mod requests;
 pub mod retention;
 

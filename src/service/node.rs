@@ -63,7 +63,7 @@ pub struct Node {
     /// Receipts owed to origins.
     pub receipts: ReceiptQueue,
     /// Set reconciliation with each peer (state per peer).
-    pub reconcile: crate::service::reconcile::Reconciler,
+    pub reconcile: crate::service::reconciler::Reconciler,
     /// Certificate serials revoked by the configured CRLs (replaced on reload).
     revoked: RwLock<Arc<HashSet<String>>>,
     /// The certificate serial each peer last presented (either direction).

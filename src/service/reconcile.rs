@@ -38,14 +38,14 @@ use crate::proto::v1::{
     ReconcileView, Tlp,
 };
 use crate::service::node::Node;
+use crate::service::reconciler::PeerState;
 use crate::service::peers::expect_node;
 use crate::service::{ErrorKind, ServiceError, now_ms};
 use crate::storage::{Requeue, SYNC_BUCKET_MS, StoreError, SyncPos};
 use prost::Message;
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// Most rounds of one exchange this node starts.
@@ -120,56 +120,6 @@ impl ReconcileError {
             ReconcileError::LinkDown(_) | ReconcileError::Disabled => "not_run",
             ReconcileError::Store(_) => "storage",
         }
-    }
-}
-
-/// Per-peer state: the exchange lock, the responder's rate limit and
-/// in-flight flag, the link-up signal, the requeue signal and the last result.
-#[derive(Default)]
-pub struct Reconciler {
-    peers: Mutex<HashMap<String, Arc<PeerState>>>,
-}
-
-#[derive(Default)]
-struct PeerState {
-    /// One exchange started by this node at a time.
-    running: tokio::sync::Mutex<()>,
-    /// The responder's window: (minute start, rounds in it, a round running).
-    limit: Mutex<(Option<Instant>, u32, bool)>,
-    /// The link came up: reconcile now.
-    link_up: Notify,
-    /// Entries were queued again: the link sweeps its due entries.
-    requeued: Arc<Notify>,
-    last: Mutex<Option<ReconcileView>>,
-}
-
-impl Reconciler {
-    fn state(&self, peer: &str) -> Arc<PeerState> {
-        self.peers
-            .lock()
-            .expect("reconcile lock")
-            .entry(peer.to_string())
-            .or_default()
-            .clone()
-    }
-
-    /// The link to `peer` is up.
-    pub fn link_up(&self, peer: &str) {
-        self.state(peer).link_up.notify_one();
-    }
-
-    /// The signal that entries were queued again for `peer`.
-    pub fn requeued(&self, peer: &str) -> Arc<Notify> {
-        self.state(peer).requeued.clone()
-    }
-
-    /// The last exchange with `peer`, if any.
-    pub fn last(&self, peer: &str) -> Option<ReconcileView> {
-        self.state(peer).last.lock().expect("reconcile lock").clone()
-    }
-
-    fn record(&self, peer: &str, v: ReconcileView) {
-        *self.state(peer).last.lock().expect("reconcile lock") = Some(v);
     }
 }
 
@@ -291,7 +241,7 @@ async fn exchange(node: &Arc<Node>, peer: &str, view: &mut ReconcileView) -> Res
                 return Err(format!(
                     "{peer} refused round {round}: {:?}: {}",
                     s.code(),
-                    crate::service::links::bounded(s.message())
+                    crate::service::limits::bounded(s.message())
                 ));
             }
         };
@@ -365,7 +315,7 @@ pub async fn respond(
                     ..Default::default()
                 };
             }
-            v.error = crate::service::links::bounded(&e.to_string());
+            v.error = crate::service::limits::bounded(&e.to_string());
             v.at = Some(ms_to_ts(now_ms()));
             node.reconcile.record(peer, v);
         }

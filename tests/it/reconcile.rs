@@ -521,8 +521,13 @@ async fn hostile_reconciliation_frames_are_refused_and_the_link_goes_on() {
     }
 
     // Asking for everything (an empty id list over the whole set) queues
-    // only what policy lets go to node-a: the broadcast, not the AMBER
-    // message for c.
+    // only what policy lets go to node-a: the broadcast and node-a's own
+    // DELIVERED receipt for it (a peer gets its own messages back), not the
+    // AMBER message for c. Wait for that receipt so the count is exact.
+    assert!(
+        eventually(WAIT, || async { b.node.metrics.receipts_received.get() >= 1 }).await,
+        "node-a's receipt for the broadcast reaches node-b"
+    );
     let greedy = fc
         .reconcile(call(
             since,
@@ -534,7 +539,10 @@ async fn hostile_reconciliation_frames_are_refused_and_the_link_goes_on() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(greedy.queued, 1, "only the broadcast: {greedy:?}");
+    assert_eq!(
+        greedy.queued, 2,
+        "only the broadcast and node-a's receipt: {greedy:?}"
+    );
 
     // A flood: beyond 10 rounds a minute, RESOURCE_EXHAUSTED.
     let mut exhausted = None;

@@ -17,8 +17,13 @@
 //! With `--disk` only the disk phase runs (see [`disk`]): bytes per stored
 //! message on a relay and on a recipient, a retention purge, and a refill that
 //! must reuse the freed space.
+//!
+//! With `--reconcile` only the reconciliation phase runs (see [`reconcile`]):
+//! two nodes holding N shared messages, one missing M of them, linked: time
+//! to converge, reconciliation rounds and bytes, peak RSS of both.
 pub mod disk;
 pub mod memory;
+pub mod reconcile;
 
 use crate::app::localfed::Fed;
 use crate::domain::envelope::{Draft, seal};
@@ -59,6 +64,16 @@ pub struct BenchArgs {
     /// Signed alerts stored (and later purged) in the disk phase.
     #[arg(long, default_value_t = 1_000_000)]
     pub disk_messages: usize,
+    /// Run only the reconciliation phase: two linked nodes, one missing some
+    /// of the other's messages; time to converge, traffic, peak RSS.
+    #[arg(long, conflicts_with_all = ["memory", "disk"])]
+    pub reconcile: bool,
+    /// Signed alerts both nodes hold in the reconciliation phase.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub reconcile_messages: usize,
+    /// Of those, how many the receiving node lacks (chosen at random).
+    #[arg(long, default_value_t = 1_000)]
+    pub reconcile_missing: usize,
 }
 
 /// A GREEN alert whose serialized form is about 1 KiB.
@@ -303,6 +318,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.disk {
         return disk::run(args.disk_messages, args.json).await;
+    }
+    if args.reconcile {
+        return reconcile::run(args.reconcile_messages, args.reconcile_missing, args.json).await;
     }
     if !args.json {
         eprintln!(
