@@ -348,6 +348,11 @@ impl BucketView {
         }
     }
 
+    /// Whether the items of `bucket` were given.
+    pub fn is_loaded(&self, bucket: i64) -> bool {
+        self.loaded.contains_key(&bucket)
+    }
+
     /// Items loaded so far (to bound memory).
     pub fn loaded_items(&self) -> usize {
         self.loaded_items

@@ -478,12 +478,19 @@ async fn with_loads<T>(
     view: &mut BucketView,
     f: impl Fn(&BucketView) -> Result<T, MachineError>,
 ) -> Result<T, MachineLoadError> {
-    // Each pass loads what the previous one found missing; a step needs at
-    // most a few (edges, then the edges of the splits).
-    for _ in 0..16 {
+    // Each pass loads what the previous one found missing (edges, then the
+    // edges of the splits, ...). Every pass loads at least one new bucket, so
+    // the passes end; memory is bounded by MAX_LOADED items.
+    loop {
         match f(view) {
             Err(MachineError::Need(buckets)) => {
-                load_buckets(node, peer, view, &buckets).await?;
+                let new: Vec<i64> = buckets.into_iter().filter(|b| !view.is_loaded(*b)).collect();
+                if new.is_empty() {
+                    return Err(MachineLoadError::Machine(MachineError::Malformed(
+                        "the reconciliation step asked again for buckets it was given (a bug in this certfed); the exchange is abandoned".into(),
+                    )));
+                }
+                load_buckets(node, peer, view, &new).await?;
                 if view.loaded_items() > MAX_LOADED {
                     return Err(MachineLoadError::TooMuchWork);
                 }
@@ -492,7 +499,6 @@ async fn with_loads<T>(
             Ok(t) => return Ok(t),
         }
     }
-    Err(MachineLoadError::TooMuchWork)
 }
 
 /// Loads the items of `buckets`, runs of consecutive buckets in one query

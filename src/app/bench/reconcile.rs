@@ -47,7 +47,7 @@ const FEED: usize = 1024;
 const SPREAD_MS: i64 = 20 * 86_400_000;
 const SAMPLE_EVERY: Duration = Duration::from_millis(250);
 /// How long the nodes get to converge before the run fails.
-const CONVERGE_LIMIT: Duration = Duration::from_secs(1800);
+const CONVERGE_LIMIT: Duration = Duration::from_secs(600);
 
 const A: usize = 0;
 const B: usize = 1;
@@ -270,11 +270,24 @@ pub async fn run(messages: usize, missing: usize, json: bool) -> anyhow::Result<
     let sampler = sample(&peaks, a.pid(), b.pid());
     let expected = messages as u64;
     let mut last_seen = 0;
+    let mut last_report = Instant::now();
     loop {
         let n = stored(&fed, B).await.unwrap_or(last_seen);
         last_seen = n;
         if n >= expected {
             break;
+        }
+        if !json && last_report.elapsed() > Duration::from_secs(5) {
+            last_report = Instant::now();
+            let v = last_reconcile(&fed, B, "node-a").await.ok();
+            eprintln!(
+                "  {:>6.1} s: node-b holds {n} of {expected}; last reconciliation: {}",
+                started.elapsed().as_secs_f64(),
+                v.map_or("none yet".to_string(), |v| format!(
+                    "difference {}, received {}, rounds {}, bytes {} {}",
+                    v.difference, v.received, v.rounds, v.bytes, v.error
+                ))
+            );
         }
         if started.elapsed() > CONVERGE_LIMIT {
             bail!(
