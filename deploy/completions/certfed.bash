@@ -1178,7 +1178,7 @@ _certfed() {
             return 0
             ;;
         certfed__subcmd__bench)
-            opts="-h --json --messages --rate --seconds --memory --memory-messages --disk --disk-messages --help"
+            opts="-h --json --messages --rate --seconds --memory --memory-messages --disk --disk-messages --reconcile --reconcile-messages --reconcile-missing --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1201,6 +1201,14 @@ _certfed() {
                     return 0
                     ;;
                 --disk-messages)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --reconcile-messages)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --reconcile-missing)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1944,7 +1952,7 @@ _certfed() {
             return 0
             ;;
         certfed__subcmd__peers)
-            opts="-h --node --ca --cert --key --json --help"
+            opts="-h --node --ca --cert --key --json --reconcile --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1963,6 +1971,10 @@ _certfed() {
                     return 0
                     ;;
                 --key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --reconcile)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
