@@ -19,7 +19,8 @@
 use crate::domain::identity::Identity;
 use crate::proto::v1::federation_server::Federation;
 use crate::proto::v1::{
-    HelloRequest, HelloResponse, PushAck, PushFrame, PushOutcome, ReconcileRequest, ReconcileResponse,
+    HelloRequest, HelloResponse, PushAck, PushFrame, PushOutcome, ReconcileRequest,
+    ReconcileResponse,
 };
 use crate::service::ingest::{Committing, Ingested, Prepared, prepare, submit};
 use crate::service::node::Node;

@@ -201,7 +201,10 @@ impl Operator for OperatorApi {
         let who = audit::operator(&req);
         let peer = self.take(req)?.peer_id;
         if peer.is_empty() {
-            return Err(bad_request("peer_id", "required: the member id of a configured peer"));
+            return Err(bad_request(
+                "peer_id",
+                "required: the member id of a configured peer",
+            ));
         }
         if let Err(e) = crate::domain::identity::validate_name(&peer) {
             return Err(bad_request("peer_id", e));

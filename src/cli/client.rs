@@ -651,7 +651,12 @@ pub async fn peers(conn: Conn, reconcile: Option<String>) -> anyhow::Result<()> 
         }
         for p in &all.peers {
             if let Some(r) = &p.last_reconcile {
-                let _ = writeln!(s, "{}: last reconciliation {}", term(&p.peer_id), reconcile_line(r));
+                let _ = writeln!(
+                    s,
+                    "{}: last reconciliation {}",
+                    term(&p.peer_id),
+                    reconcile_line(r)
+                );
             }
         }
         s

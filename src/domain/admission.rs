@@ -187,11 +187,13 @@ pub fn admit(view: &View<'_>, input: Input<'_>, now_ms: i64) -> Decision {
         }
     };
     let owed = |state: ReceiptState, reason: String| {
-        (from_peer.is_some() && !returning && owes_receipt(view.me, &verified.header)).then(|| ReceiptOwed {
-            origin: verified.header.origin.clone(),
-            message_id: verified.header.message_id.clone(),
-            state,
-            reason,
+        (from_peer.is_some() && !returning && owes_receipt(view.me, &verified.header)).then(|| {
+            ReceiptOwed {
+                origin: verified.header.origin.clone(),
+                message_id: verified.header.message_id.clone(),
+                state,
+                reason,
+            }
         })
     };
     match decide(

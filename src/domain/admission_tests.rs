@@ -446,21 +446,87 @@ fn reconciliation_entitlement_follows_forwarding_rules_but_may_return_a_message(
     };
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
     // Its own message comes back whatever the TLP.
-    assert!(entitled("node-a", &b, "node-b", Tlp::Red, &s(&["node-a"]), &s(&["node-b"]), 1, true).is_ok());
+    assert!(
+        entitled(
+            "node-a",
+            &b,
+            "node-b",
+            Tlp::Red,
+            &s(&["node-a"]),
+            &s(&["node-b"]),
+            1,
+            true
+        )
+        .is_ok()
+    );
     // A broadcast this node originated.
-    assert!(entitled("node-a", &b, "node-a", Tlp::Green, &[], &s(&["node-a"]), 8, false).is_ok());
+    assert!(
+        entitled(
+            "node-a",
+            &b,
+            "node-a",
+            Tlp::Green,
+            &[],
+            &s(&["node-a"]),
+            8,
+            false
+        )
+        .is_ok()
+    );
     // A broadcast from another: not over a link that is not a relay link.
-    let e = entitled("node-a", &b, "node-c", Tlp::Green, &[], &s(&["node-c", "node-a"]), 8, false)
-        .unwrap_err();
+    let e = entitled(
+        "node-a",
+        &b,
+        "node-c",
+        Tlp::Green,
+        &[],
+        &s(&["node-c", "node-a"]),
+        8,
+        false,
+    )
+    .unwrap_err();
     assert!(e.contains("relay"), "{e}");
     // Above the peer's max_tlp.
-    let e = entitled("node-a", &b, "node-a", Tlp::Red, &s(&["node-b"]), &s(&["node-a"]), 8, true)
-        .unwrap_err();
+    let e = entitled(
+        "node-a",
+        &b,
+        "node-a",
+        Tlp::Red,
+        &s(&["node-b"]),
+        &s(&["node-a"]),
+        8,
+        true,
+    )
+    .unwrap_err();
     assert!(e.contains("max_tlp"), "{e}");
     // AMBER for someone else: never in clear, and no relay link here.
-    assert!(entitled("node-a", &b, "node-a", Tlp::Amber, &s(&["node-c"]), &s(&["node-a"]), 8, true).is_err());
+    assert!(
+        entitled(
+            "node-a",
+            &b,
+            "node-a",
+            Tlp::Amber,
+            &s(&["node-c"]),
+            &s(&["node-a"]),
+            8,
+            true
+        )
+        .is_err()
+    );
     // AMBER for the peer: yes.
-    assert!(entitled("node-a", &b, "node-a", Tlp::Amber, &s(&["node-b"]), &s(&["node-a"]), 8, true).is_ok());
+    assert!(
+        entitled(
+            "node-a",
+            &b,
+            "node-a",
+            Tlp::Amber,
+            &s(&["node-b"]),
+            &s(&["node-a"]),
+            8,
+            true
+        )
+        .is_ok()
+    );
     // Hop limit: a message from c that reached a in 1 hop with limit 1.
     let relay = Peer {
         policy: PeerPolicy {
@@ -469,9 +535,30 @@ fn reconciliation_entitlement_follows_forwarding_rules_but_may_return_a_message(
         },
         ..b.clone()
     };
-    let e = entitled("node-a", &relay, "node-c", Tlp::Green, &[], &s(&["node-c", "node-a"]), 1, false)
-        .unwrap_err();
+    let e = entitled(
+        "node-a",
+        &relay,
+        "node-c",
+        Tlp::Green,
+        &[],
+        &s(&["node-c", "node-a"]),
+        1,
+        false,
+    )
+    .unwrap_err();
     assert!(e.contains("hop limit"), "{e}");
     // ... unless the peer carried it before (it is sent back, no further).
-    assert!(entitled("node-a", &relay, "node-c", Tlp::Green, &[], &s(&["node-c", "node-b", "node-a"]), 2, false).is_ok());
+    assert!(
+        entitled(
+            "node-a",
+            &relay,
+            "node-c",
+            Tlp::Green,
+            &[],
+            &s(&["node-c", "node-b", "node-a"]),
+            2,
+            false
+        )
+        .is_ok()
+    );
 }

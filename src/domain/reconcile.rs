@@ -253,7 +253,10 @@ impl Default for Limits {
             branch: 16,
             ids_threshold: 32,
             max_compare: 4096,
-            max_ranges: 16_384,
+            // 1,024 ranges of at most ~300 bytes stay below the Federation
+            // service's smallest request limit (320 KiB with the default
+            // limits.max_message_bytes).
+            max_ranges: 1024,
         }
     }
 }
@@ -720,10 +723,19 @@ fn compact(ranges: Vec<Range>) -> Vec<Range> {
 }
 
 /// Keeps a reply within `max_ranges`: the tail becomes one fingerprint range.
-fn fold(since: i64, mut ranges: Vec<Range>, view: &BucketView, limits: &Limits) -> Result<Frame, Error> {
+fn fold(
+    since: i64,
+    mut ranges: Vec<Range>,
+    view: &BucketView,
+    limits: &Limits,
+) -> Result<Frame, Error> {
     let max = limits.max_ranges.max(2);
     if ranges.len() > max {
-        let from = if max >= 2 { ranges[max - 2].upper } else { Key::at(since) };
+        let from = if max >= 2 {
+            ranges[max - 2].upper
+        } else {
+            Key::at(since)
+        };
         ranges.truncate(max - 1);
         let mut missing = Missing::new();
         let Some(acc) = view.summary(&from, &Key::END, &mut missing) else {
@@ -752,16 +764,19 @@ pub fn to_proto(since: i64, frame: &Frame) -> ReconcileFrame {
             } else {
                 let delta = r.upper.created_ms.wrapping_sub(prev);
                 prev = r.upper.created_ms;
-                let keep = r.upper.id.iter().rposition(|b| *b != 0).map_or(0, |p| p + 1);
+                let keep = r
+                    .upper
+                    .id
+                    .iter()
+                    .rposition(|b| *b != 0)
+                    .map_or(0, |p| p + 1);
                 SyncBound {
                     created_delta_ms: delta,
                     id_prefix: r.upper.id[..keep].to_vec(),
                     end: false,
                 }
             };
-            let join = |ids: &[[u8; SHORT]]| ShortIds {
-                ids: ids.concat(),
-            };
+            let join = |ids: &[[u8; SHORT]]| ShortIds { ids: ids.concat() };
             let mode = match &r.mode {
                 Mode::Skip => sync_range::Mode::Skip(true),
                 Mode::Fingerprint(f) => sync_range::Mode::Fingerprint(f.to_vec()),

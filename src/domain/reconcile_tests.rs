@@ -3,8 +3,8 @@
 //! frames, and a property test that any two sets converge with traffic
 //! bounded by the difference.
 use super::*;
-use prost::Message;
 use proptest::prelude::*;
+use prost::Message;
 use std::collections::BTreeSet;
 
 fn key(created_ms: i64, n: u64) -> Key {
@@ -163,7 +163,9 @@ fn a_thousand_missing_of_a_hundred_thousand_is_cheap() {
     let mut a = b.clone();
     let mut x: u64 = 7;
     for _ in 0..1000 {
-        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let k = *b.iter().nth((x >> 33) as usize % b.len()).unwrap();
         a.remove(&k);
     }
@@ -177,7 +179,9 @@ fn a_thousand_missing_of_a_hundred_thousand_is_cheap() {
 #[test]
 fn everything_in_one_bucket_is_split_by_items() {
     // A burst: every message within one bucket.
-    let b: BTreeSet<Key> = (0..20_000).map(|i| key(5_000 + (i % 7) as i64, i)).collect();
+    let b: BTreeSet<Key> = (0..20_000)
+        .map(|i| key(5_000 + (i % 7) as i64, i))
+        .collect();
     let mut a = b.clone();
     for i in (0..20_000).step_by(997) {
         a.remove(&key(5_000 + (i % 7) as i64, i));
@@ -245,10 +249,12 @@ fn hostile_frames_are_refused_naming_the_rule() {
             })
             .collect(),
     };
-    assert!(err(many.clone()).contains("at most 16384"));
+    assert!(err(many.clone()).contains("at most 1024"));
     // The wire decoder refuses before building anything.
     let wire = to_proto(0, &many);
-    assert!(matches!(from_proto(0, &wire, &limits), Err(Error::Malformed(m)) if m.contains("at most")));
+    assert!(
+        matches!(from_proto(0, &wire, &limits), Err(Error::Malformed(m)) if m.contains("at most"))
+    );
     let mut wire = to_proto(
         0,
         &Frame {
@@ -261,7 +267,9 @@ fn hostile_frames_are_refused_naming_the_rule() {
     if let Some(sync_range::Mode::Fingerprint(f)) = &mut wire.ranges[0].mode {
         f.truncate(3);
     }
-    assert!(matches!(from_proto(0, &wire, &limits), Err(Error::Malformed(m)) if m.contains("fingerprint of 3 bytes")));
+    assert!(
+        matches!(from_proto(0, &wire, &limits), Err(Error::Malformed(m)) if m.contains("fingerprint of 3 bytes"))
+    );
     let bad_ids = ReconcileFrame {
         ranges: vec![SyncRange {
             upper: Some(SyncBound {
@@ -271,7 +279,9 @@ fn hostile_frames_are_refused_naming_the_rule() {
             mode: Some(sync_range::Mode::Ids(ShortIds { ids: vec![1; 9] })),
         }],
     };
-    assert!(matches!(from_proto(0, &bad_ids, &limits), Err(Error::Malformed(m)) if m.contains("whole number")));
+    assert!(
+        matches!(from_proto(0, &bad_ids, &limits), Err(Error::Malformed(m)) if m.contains("whole number"))
+    );
     let overflow = ReconcileFrame {
         ranges: vec![SyncRange {
             upper: Some(SyncBound {

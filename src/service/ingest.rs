@@ -24,8 +24,7 @@ use crate::proto::v1::{EnvelopeHeader, MessageKind, Receipt, SignedEnvelope, Sig
 use crate::service::node::Node;
 use crate::service::{ErrorKind, ServiceError, now_ms};
 use crate::storage::{
-    Durability, Hop, NewMessage, Pending, ReceiptRows, RejectionRow, StoreError, Stored,
-    SyncEntry,
+    Durability, Hop, NewMessage, Pending, ReceiptRows, RejectionRow, StoreError, Stored, SyncEntry,
 };
 use prost::Message;
 use std::collections::{BTreeSet, HashMap};

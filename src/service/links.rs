@@ -437,9 +437,9 @@ fn to_frame(peer: &str, it: OutboxItem) -> PushFrame {
         .map(|c| c.hops)
         .unwrap_or_default();
     let returning = EnvelopeHeader::decode(it.header.as_slice()).is_ok_and(|h| h.origin == peer)
-        || hops.iter().any(|h| {
-            HopRecord::decode(h.record.as_slice()).is_ok_and(|r| r.relay == peer)
-        });
+        || hops
+            .iter()
+            .any(|h| HopRecord::decode(h.record.as_slice()).is_ok_and(|r| r.relay == peer));
     PushFrame {
         hops,
         returning,

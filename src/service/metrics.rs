@@ -398,7 +398,9 @@ impl Metrics {
     }
 
     pub fn reconcile_items(&self, kind: &str, n: u64) {
-        self.reconcile_items.get_or_create(&kind_label(kind)).inc_by(n);
+        self.reconcile_items
+            .get_or_create(&kind_label(kind))
+            .inc_by(n);
     }
 
     pub fn reconcile_exchange(&self, outcome: &str) {

@@ -38,8 +38,8 @@ use crate::proto::v1::{
     ReconcileView, Tlp,
 };
 use crate::service::node::Node;
-use crate::service::reconciler::PeerState;
 use crate::service::peers::expect_node;
+use crate::service::reconciler::PeerState;
 use crate::service::{ErrorKind, ServiceError, now_ms};
 use crate::storage::{Requeue, SYNC_BUCKET_MS, StoreError, SyncPos};
 use prost::Message;
@@ -58,7 +58,7 @@ const PAGE: usize = 1024;
 const QUEUE_BATCH: usize = 512;
 /// Slack on a peer's `since_ms` beyond this node's own window.
 const WINDOW_SLACK_MS: i64 = 86_400_000;
-/// Most frame bytes accepted from a peer (16,384 ranges of at most ~300 bytes).
+/// Most frame bytes accepted from a peer (1,024 ranges of at most ~300 bytes, with room).
 pub const MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
 
 /// Why a reconciliation round or exchange failed.
@@ -99,9 +99,7 @@ impl ServiceError for ReconcileError {
             | ReconcileError::Busy(_)
             | ReconcileError::TooMuchWork => ErrorKind::ResourceExhausted,
             ReconcileError::NotPeer(_) => ErrorKind::NotFound,
-            ReconcileError::LinkDown(_) | ReconcileError::Disabled => {
-                ErrorKind::FailedPrecondition
-            }
+            ReconcileError::LinkDown(_) | ReconcileError::Disabled => ErrorKind::FailedPrecondition,
             ReconcileError::Store(e) => e.kind(),
         }
     }
@@ -134,9 +132,7 @@ pub async fn run_loop(node: Arc<Node>, peer: String) {
             _ = tokio::time::sleep(interval) => {}
             _ = node.shutdown.cancelled() => return,
         }
-        if node.cfg.reconcile.window_days == 0
-            || node.peers.status(&peer).state != LinkState::Up
-        {
+        if node.cfg.reconcile.window_days == 0 || node.peers.status(&peer).state != LinkState::Up {
             continue;
         }
         // Errors are recorded and logged by reconcile_now.
@@ -212,7 +208,9 @@ async fn exchange(node: &Arc<Node>, peer: &str, view: &mut ReconcileView) -> Res
     let window_ms = i64::try_from(node.cfg.reconcile.window().as_millis()).unwrap_or(i64::MAX);
     let since = now_ms().saturating_sub(window_ms);
     let mut frame = {
-        let mut v = load_view(node, peer, since).await.map_err(|e| e.to_string())?;
+        let mut v = load_view(node, peer, since)
+            .await
+            .map_err(|e| e.to_string())?;
         with_loads(node, peer, &mut v, |v| reconcile::initiate(since, v))
             .await
             .map_err(|e| e.to_string())?
@@ -258,7 +256,9 @@ async fn exchange(node: &Arc<Node>, peer: &str, view: &mut ReconcileView) -> Res
             }
         };
         let step = {
-            let mut v = load_view(node, peer, since).await.map_err(|e| e.to_string())?;
+            let mut v = load_view(node, peer, since)
+                .await
+                .map_err(|e| e.to_string())?;
             match with_loads(node, peer, &mut v, |v| {
                 reconcile::process(since, &theirs, v, &limits)
             })
@@ -271,7 +271,9 @@ async fn exchange(node: &Arc<Node>, peer: &str, view: &mut ReconcileView) -> Res
                 }
             }
         };
-        let queued = apply(node, peer, since, &step).await.map_err(|e| e.to_string())?;
+        let queued = apply(node, peer, since, &step)
+            .await
+            .map_err(|e| e.to_string())?;
         view.sent += queued;
         view.difference += difference(&step);
         if step.reply.is_done() {
@@ -333,7 +335,9 @@ async fn respond_checked(
     {
         let mut l = st.limit.lock().expect("reconcile lock");
         let now = Instant::now();
-        if l.0.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60)) {
+        if l.0
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60))
+        {
             *l = (Some(now), 0, l.2);
         }
         if l.1 >= limit {
@@ -376,8 +380,8 @@ async fn respond_checked(
             other => other.to_string(),
         },
     };
-    let frame = reconcile::from_proto(since, &req.frame.unwrap_or_default(), &limits)
-        .map_err(malformed)?;
+    let frame =
+        reconcile::from_proto(since, &req.frame.unwrap_or_default(), &limits).map_err(malformed)?;
     reconcile::validate(since, &frame, &limits).map_err(malformed)?;
     let mut v = load_view(node, peer, since).await?;
     let step = with_loads(node, peer, &mut v, |v| {
@@ -484,7 +488,10 @@ async fn with_loads<T>(
     loop {
         match f(view) {
             Err(MachineError::Need(buckets)) => {
-                let new: Vec<i64> = buckets.into_iter().filter(|b| !view.is_loaded(*b)).collect();
+                let new: Vec<i64> = buckets
+                    .into_iter()
+                    .filter(|b| !view.is_loaded(*b))
+                    .collect();
                 if new.is_empty() {
                     return Err(MachineLoadError::Machine(MachineError::Malformed(
                         "the reconciliation step asked again for buckets it was given (a bug in this certfed); the exchange is abandoned".into(),
@@ -526,13 +533,15 @@ async fn load_buckets(
                 let page = node.store.sync_items(&a, pos, to, PAGE).await?;
                 let full = page.len() == PAGE;
                 for it in &page {
-                    by.entry(view.bucket_of(it.created_ms)).or_default().push(Item {
-                        key: Key {
-                            created_ms: it.created_ms,
-                            id: it.id,
-                        },
-                        hash: it.hash,
-                    });
+                    by.entry(view.bucket_of(it.created_ms))
+                        .or_default()
+                        .push(Item {
+                            key: Key {
+                                created_ms: it.created_ms,
+                                id: it.id,
+                            },
+                            hash: it.hash,
+                        });
                 }
                 let loaded: usize = by.values().map(Vec::len).sum();
                 if view.loaded_items() + loaded > MAX_LOADED {
@@ -602,7 +611,8 @@ async fn apply(node: &Node, peer: &str, since: i64, step: &Step) -> Result<u64, 
         node.metrics.reconcile_items("missing", step.want as u64);
     }
     if step.unknown_wanted > 0 {
-        node.metrics.reconcile_items("unknown_wanted", step.unknown_wanted as u64);
+        node.metrics
+            .reconcile_items("unknown_wanted", step.unknown_wanted as u64);
     }
     Ok(queued)
 }

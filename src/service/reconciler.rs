@@ -57,7 +57,11 @@ impl Reconciler {
 
     /// The last exchange with `peer`, if any.
     pub fn last(&self, peer: &str) -> Option<ReconcileView> {
-        self.state(peer).last.lock().expect("reconcile lock").clone()
+        self.state(peer)
+            .last
+            .lock()
+            .expect("reconcile lock")
+            .clone()
     }
 
     pub(crate) fn record(&self, peer: &str, v: ReconcileView) {

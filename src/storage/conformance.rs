@@ -47,7 +47,9 @@ fn id(n: u32) -> String {
 pub async fn run_all(open: impl Fn(&Path) -> Store) {
     type Check = fn(Store) -> futures::future::BoxFuture<'static, ()>;
     let checks: [(&str, Check); 17] = [
-        ("sync_index", |s| Box::pin(sync_sums_follow_insert_and_purge(s))),
+        ("sync_index", |s| {
+            Box::pin(sync_sums_follow_insert_and_purge(s))
+        }),
         ("requeue", |s| Box::pin(requeue_makes_entries_due_now(s))),
         ("dedup", |s| Box::pin(dedup_by_message_id(s))),
         ("outbox", |s| Box::pin(outbox_follows_the_message(s))),
@@ -883,7 +885,10 @@ async fn sync_sums_follow_insert_and_purge(s: Store) {
         items.iter().map(|i| i.created_ms).collect::<Vec<_>>(),
         vec![w + 6, 5 * w]
     );
-    let items = s.sync_items("*", (0, [0; 16]), (w + 6, idb), 10).await.unwrap();
+    let items = s
+        .sync_items("*", (0, [0; 16]), (w + 6, idb), 10)
+        .await
+        .unwrap();
     assert_eq!(items.len(), 1, "the upper position is excluded");
     assert_eq!(
         s.sync_items("*", (0, [0; 16]), (i64::MAX, [0; 16]), 1)
@@ -894,7 +899,9 @@ async fn sync_sums_follow_insert_and_purge(s: Store) {
         "limit"
     );
     // A purge takes the items and their sums.
-    s.purge(plan(&[(Tlp::Green, 2 * w)], &[], 100)).await.unwrap();
+    s.purge(plan(&[(Tlp::Green, 2 * w)], &[], 100))
+        .await
+        .unwrap();
     let sums = s.sync_buckets(&pair, 0).await.unwrap();
     assert_eq!(sums, sums_by_listing(&s, &["*", "node-b"]).await);
     assert_eq!(
@@ -902,7 +909,10 @@ async fn sync_sums_follow_insert_and_purge(s: Store) {
         vec![(3, 1), (5, 1)]
     );
     assert!(
-        s.sync_buckets(&["node-c".into()], 0).await.unwrap().is_empty(),
+        s.sync_buckets(&["node-c".into()], 0)
+            .await
+            .unwrap()
+            .is_empty(),
         "an emptied bucket is gone"
     );
 }

@@ -192,7 +192,9 @@ async fn a_node_restored_from_backup_converges_with_its_line() {
 
     // ListPeers shows the reconciliations.
     let view = peer_view(&fed, 1, "node-a").await.unwrap();
-    let r = view.last_reconcile.expect("a reconciliation with node-a is shown");
+    let r = view
+        .last_reconcile
+        .expect("a reconciliation with node-a is shown");
     assert!(r.error.is_empty(), "{r:?}");
     assert!(r.at.is_some());
     for n in [a, b, c] {
@@ -311,7 +313,10 @@ async fn a_late_peer_gets_the_history_it_is_entitled_to_and_nothing_else() {
     a.reload(&fed.config_path(0)).unwrap();
     let c = fed.start(2).await;
     for id in [&broadcast, &from_b, &for_bc] {
-        assert!(arrives(&fed, 2, id, WAIT).await, "{id} reaches the late peer");
+        assert!(
+            arrives(&fed, 2, id, WAIT).await,
+            "{id} reaches the late peer"
+        );
     }
     // Another reconciliation runs; the AMBER message for b alone never comes.
     let r = fed
@@ -327,7 +332,10 @@ async fn a_late_peer_gets_the_history_it_is_entitled_to_and_nothing_else() {
         .unwrap();
     assert!(r.error.is_empty(), "{r:?}");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(!holds(&fed, 2, &for_b).await, "not entitled: AMBER for b only");
+    assert!(
+        !holds(&fed, 2, &for_b).await,
+        "not entitled: AMBER for b only"
+    );
     let mut op_c = fed.operator(2).await;
     let err = op_c
         .get_message(GetMessageRequest {
@@ -339,6 +347,59 @@ async fn a_late_peer_gets_the_history_it_is_entitled_to_and_nothing_else() {
     for n in [a, b, c] {
         n.shutdown().await.unwrap();
     }
+}
+
+/// A history spread over weeks lies in many sparse buckets, whose items a
+/// round loads a few at a time: the late peer still gets all of it (a round
+/// once gave up after 16 loads, failing every such reconciliation).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_peer_gets_a_history_spread_over_weeks() {
+    const N: usize = 1000;
+    let mut fed = Fed::new(&["node-a", "node-b", "node-c"], &[(0, 2)]);
+    for s in &mut fed.specs {
+        s.extra = FAST.into();
+    }
+    let a = fed.start(0).await;
+    // The test plays node-c (not started): N alerts created over 20 days.
+    let signer = signer_from(&fed.pki, "node-c");
+    let start = certfed::service::now_ms() - 20 * 86_400_000;
+    let step = 20 * 86_400_000 / N as i64;
+    let envs: Vec<SignedEnvelope> = (0..N)
+        .map(|i| signed_alert(&signer, &format!("old alert {i}"), start + i as i64 * step))
+        .collect();
+    let ids: BTreeSet<String> = envs.iter().map(id_of).collect();
+    let mut fc = federation_client(&fed.pki, &fed.addr(0), "node-c", Some("node-a")).await;
+    let (tx, rx) = tokio::sync::mpsc::channel(N + 1);
+    for (i, e) in envs.into_iter().enumerate() {
+        tx.send(frame(i as u64 + 1, e)).await.unwrap();
+    }
+    let mut acks = fc
+        .push(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    for _ in 0..N {
+        let ack = acks.message().await.unwrap().expect("an ack per frame");
+        assert_eq!(ack.outcome, PushOutcome::Accepted as i32, "{ack:?}");
+    }
+    drop(tx);
+    // b joins.
+    let (pa, pb) = (fed.specs[0].port, fed.specs[1].port);
+    fed.specs[0].peers.push(("node-b".into(), pb));
+    fed.specs[1].peers.push(("node-a".into(), pa));
+    a.reload(&fed.config_path(0)).unwrap();
+    let b = fed.start(1).await;
+    let got_all = eventually(WAIT, || async { alert_set(&fed, 1).await == ids }).await;
+    let view = peer_view(&fed, 1, "node-a")
+        .await
+        .and_then(|p| p.last_reconcile);
+    assert!(
+        got_all,
+        "node-b got {} of {N}; last reconciliation: {view:?}",
+        alert_set(&fed, 1).await.len()
+    );
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -525,7 +586,10 @@ async fn hostile_reconciliation_frames_are_refused_and_the_link_goes_on() {
     // DELIVERED receipt for it (a peer gets its own messages back), not the
     // AMBER message for c. Wait for that receipt so the count is exact.
     assert!(
-        eventually(WAIT, || async { b.node.metrics.receipts_received.get() >= 1 }).await,
+        eventually(WAIT, || async {
+            b.node.metrics.receipts_received.get() >= 1
+        })
+        .await,
         "node-a's receipt for the broadcast reaches node-b"
     );
     let greedy = fc
@@ -563,7 +627,11 @@ async fn hostile_reconciliation_frames_are_refused_and_the_link_goes_on() {
     }
     let e = exhausted.expect("the flood is cut off");
     assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
-    assert!(e.message().contains("max_rounds_per_minute"), "{}", e.message());
+    assert!(
+        e.message().contains("max_rounds_per_minute"),
+        "{}",
+        e.message()
+    );
 
     // The link carries messages as before; the refusals are counted.
     let after = publish_on(&fed, 1, green_alert("after the hostile frames"), &[]).await;

@@ -71,7 +71,10 @@ impl NodeProcess {
                 return Ok(s);
             }
             if Instant::now() > deadline {
-                bail!("node process {} did not exit within 30 s of SIGTERM", self.pid());
+                bail!(
+                    "node process {} did not exit within 30 s of SIGTERM",
+                    self.pid()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

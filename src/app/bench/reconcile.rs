@@ -92,7 +92,12 @@ async fn push_all(
 
 /// Fills a's store with `messages` broadcasts from node-c and b's with all
 /// but `missing` of them; returns the seconds it took.
-async fn fill(fed: &Fed, messages: usize, missing: &HashSet<usize>, json: bool) -> anyhow::Result<f64> {
+async fn fill(
+    fed: &Fed,
+    messages: usize,
+    missing: &HashSet<usize>,
+    json: bool,
+) -> anyhow::Result<f64> {
     let a = fed.try_start(A).await?;
     let b = fed.try_start(B).await?;
     let pem = std::fs::read_to_string(fed.pki.path("node-c.sign.key"))?;
@@ -257,7 +262,9 @@ pub async fn run(messages: usize, missing: usize, json: bool) -> anyhow::Result<
         .collect();
     let fill_seconds = fill(&fed, messages, &skip, json).await?;
     if !json {
-        eprintln!("  filled in {fill_seconds:.1} s; starting node-a and node-b as processes, linked ...");
+        eprintln!(
+            "  filled in {fill_seconds:.1} s; starting node-a and node-b as processes, linked ..."
+        );
     }
 
     let (pa, pb) = (fed.specs[A].port, fed.specs[B].port);
@@ -345,15 +352,30 @@ pub async fn run(messages: usize, missing: usize, json: bool) -> anyhow::Result<
         });
         println!("{v}");
     } else {
-        println!("{:<48} {:>12}", "metric (node-b reconciles with node-a)", "value");
+        println!(
+            "{:<48} {:>12}",
+            "metric (node-b reconciles with node-a)", "value"
+        );
         println!("{:<48} {:>12}", "messages on node-a", messages);
         println!("{:<48} {:>12}", "missing on node-b", missing);
-        println!("{:<48} {:>12.1}", "fill seconds (both stores)", fill_seconds);
-        println!("{:<48} {:>12.2}", "seconds to converge (from starting node-b)", converge_seconds);
+        println!(
+            "{:<48} {:>12.1}",
+            "fill seconds (both stores)", fill_seconds
+        );
+        println!(
+            "{:<48} {:>12.2}",
+            "seconds to converge (from starting node-b)", converge_seconds
+        );
         println!("{:<48} {:>12}", "reconciliation rounds", first.rounds);
-        println!("{:<48} {:>12}", "reconciliation bytes (both ways)", first.bytes);
+        println!(
+            "{:<48} {:>12}",
+            "reconciliation bytes (both ways)", first.bytes
+        );
         println!("{:<48} {:>12}", "difference found", first.difference);
-        println!("{:<48} {:>12}", "queued by node-a for node-b", first.received);
+        println!(
+            "{:<48} {:>12}",
+            "queued by node-a for node-b", first.received
+        );
         println!("{:<48} {:>12}", "in sync: rounds", again.rounds);
         println!("{:<48} {:>12}", "in sync: bytes (both ways)", again.bytes);
         println!("{:<48} {:>12.1}", "peak RSS MiB node-a (sender)", peak_a);
@@ -366,7 +388,10 @@ pub async fn run(messages: usize, missing: usize, json: bool) -> anyhow::Result<
         failures.push(format!("the reconciliation failed: {}", first.error));
     }
     if !again.error.is_empty() {
-        failures.push(format!("the reconciliation in sync failed: {}", again.error));
+        failures.push(format!(
+            "the reconciliation in sync failed: {}",
+            again.error
+        ));
     }
     if held_a != expected || held_b != expected {
         failures.push(format!(

@@ -679,7 +679,15 @@ fn bucket_apply(
          ON CONFLICT (audience, bucket) DO UPDATE SET count = excluded.count,
            l0 = excluded.l0, l1 = excluded.l1, l2 = excluded.l2, l3 = excluded.l3",
     )?
-    .execute(params![audience, bucket, cur.count as i64, l[0], l[1], l[2], l[3]])?;
+    .execute(params![
+        audience,
+        bucket,
+        cur.count as i64,
+        l[0],
+        l[1],
+        l[2],
+        l[3]
+    ])?;
     Ok(())
 }
 
@@ -773,12 +781,21 @@ pub fn sync_items(
     )?;
     let rows = st.query_map(
         params![audience, from.0, &from.1[..], to.0, &to.1[..], limit as i64],
-        |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, Vec<u8>>(2)?)),
+        |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+            ))
+        },
     )?;
     let mut out = Vec::new();
     for row in rows {
         let (created_ms, id, hash) = row?;
-        let (Ok(id), Ok(hash)) = (<[u8; 16]>::try_from(id.as_slice()), <[u8; 32]>::try_from(hash.as_slice())) else {
+        let (Ok(id), Ok(hash)) = (
+            <[u8; 16]>::try_from(id.as_slice()),
+            <[u8; 32]>::try_from(hash.as_slice()),
+        ) else {
             return Err(StoreError::Corrupt(format!(
                 "sync_items: an item of audience {audience} at {created_ms} has a malformed id or hash"
             )));
@@ -826,7 +843,12 @@ pub fn requeue(
             hops.execute(params![h, cursor])?;
         }
         ob.execute(params![peer, cursor, now])?;
-        dl.execute(params![it.message_id, peer, DeliveryState::Queued as i32, now])?;
+        dl.execute(params![
+            it.message_id,
+            peer,
+            DeliveryState::Queued as i32,
+            now
+        ])?;
         n += 1;
     }
     Ok(n)
