@@ -11,6 +11,7 @@
 pub mod bench;
 pub mod demo;
 pub mod localfed;
+pub mod report;
 pub mod systemd;
 
 use crate::api::authz::AuthzLayer;
@@ -407,6 +408,7 @@ pub async fn start(prepared: Prepared) -> anyhow::Result<RunningNode> {
     links.start_all(&node);
     let receipt_task = tokio::spawn(crate::service::receipts::run(node.clone(), receipt_rx));
     let purge_task = tokio::spawn(crate::service::retention::run(node.clone()));
+    let incident_task = tokio::spawn(crate::service::incidents::run(node.clone()));
 
     let metrics_text = metrics_addr.map_or_else(|| "off".to_string(), |a| a.to_string());
     let taxii_text = taxii_addr.map_or_else(|| "off".to_string(), |a| a.to_string());
@@ -452,7 +454,7 @@ pub async fn start(prepared: Prepared) -> anyhow::Result<RunningNode> {
         for t in links2
             .stop_all()
             .into_iter()
-            .chain([receipt_task, purge_task])
+            .chain([receipt_task, purge_task, incident_task])
         {
             let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
         }

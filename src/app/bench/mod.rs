@@ -21,7 +21,11 @@
 //! With `--reconcile` only the reconciliation phase runs (see [`reconcile`]):
 //! two nodes holding N shared messages, one missing M of them, linked: time
 //! to converge, reconciliation rounds and bytes, peak RSS of both.
+//! With `--incident` only the incident phase runs (see [`incident`]): the cost
+//! of correlating an arrival on a common indicator (with and without history),
+//! and of GetSituation and ListIncidents for an incident with many sightings.
 pub mod disk;
+pub mod incident;
 pub mod memory;
 pub mod reconcile;
 
@@ -74,6 +78,17 @@ pub struct BenchArgs {
     /// Of those, how many the receiving node lacks (chosen at random).
     #[arg(long, default_value_t = 1_000)]
     pub reconcile_missing: usize,
+    /// Run only the incident phase: correlation of an arrival on a common
+    /// indicator, GetSituation and ListIncidents of a large incident.
+    #[arg(long, conflicts_with_all = ["memory", "disk"])]
+    pub incident: bool,
+    /// Sightings reported into the incident in the incident phase.
+    #[arg(long, default_value_t = 2000)]
+    pub incident_sightings: usize,
+    /// Loose alerts (in no incident) carrying the incident's indicator in the
+    /// incident phase.
+    #[arg(long, default_value_t = 5000)]
+    pub incident_noise: usize,
 }
 
 /// A GREEN alert whose serialized form is about 1 KiB.
@@ -318,6 +333,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.disk {
         return disk::run(args.disk_messages, args.json).await;
+    }
+    if args.incident {
+        return incident::run(args.incident_sightings, args.incident_noise, args.json).await;
     }
     if args.reconcile {
         return reconcile::run(args.reconcile_messages, args.reconcile_missing, args.json).await;

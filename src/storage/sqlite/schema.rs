@@ -120,7 +120,20 @@ const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX outbox_cursor ON outbox(cursor);
     "#,
-    // 9: set reconciliation index: one item per (audience, message) in
+    // 9: incidents across partners: the incident a message belongs to (from its
+    // signed header) and correlation keys (indicators; alerts named by
+    // assistance requests), so an arrival is matched without a scan.
+    r#"
+    ALTER TABLE messages ADD COLUMN incident_id TEXT;
+    CREATE INDEX messages_incident ON messages(incident_id) WHERE incident_id IS NOT NULL;
+    CREATE TABLE message_keys (
+        key        TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        PRIMARY KEY (key, message_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX message_keys_message ON message_keys(message_id);
+    "#,
+    // 10: set reconciliation index: one item per (audience, message) in
     // (created, id) order, and per-(audience, 10-minute bucket) count and
     // lane-wise sums of the items' hashes, kept up to date on insert and purge
     // so that coarse ranges are answered without a scan. Messages stored
