@@ -221,7 +221,7 @@ impl Federation for FederationApi {
         let (peer, _) = self.peer(&req)?;
         let answer = crate::service::reconcile::respond(&self.node, &peer, req.into_inner())
             .await
-            .map_err(|e| crate::api::error::status(e))?;
+            .map_err(crate::api::error::status)?;
         Ok(Response::new(answer))
     }
 }

@@ -313,7 +313,7 @@ pub fn entitled(
     if peer.id == origin {
         return Ok(());
     }
-    let carried = path.iter().any(|p| *p == peer.id);
+    let carried = path.contains(&peer.id);
     if !carried {
         let next_len = if origin == me {
             path.len()
@@ -540,6 +540,7 @@ fn parse_body(
 
 /// Checks a verified envelope against this node's right to hold it and, where
 /// this node can read it, its payload; builds the row to store.
+#[allow(clippy::too_many_arguments)]
 fn decide(
     view: &View<'_>,
     env: SignedEnvelope,

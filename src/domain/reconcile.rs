@@ -86,9 +86,9 @@ impl Key {
             return Key::at(self.created_ms);
         }
         let mut id = [0u8; 16];
-        for i in 0..16 {
-            id[i] = self.id[i];
-            if prev.id[i] != self.id[i] {
+        for (i, (mine, theirs)) in self.id.iter().zip(prev.id.iter()).enumerate() {
+            id[i] = *mine;
+            if mine != theirs {
                 break;
             }
         }
@@ -831,7 +831,7 @@ pub fn from_proto(since: i64, f: &ReconcileFrame, limits: &Limits) -> Result<Fra
             }
         };
         let split = |ids: &ShortIds| -> Result<Vec<[u8; SHORT]>, Error> {
-            if ids.ids.len() % SHORT != 0 {
+            if !ids.ids.len().is_multiple_of(SHORT) {
                 return Err(Error::Malformed(format!(
                     "range {i}: id list of {} bytes is not a whole number of {SHORT}-byte ids",
                     ids.ids.len()

@@ -134,6 +134,20 @@ impl<T: prost::Message> PageBuilder<T> {
     }
 }
 
+/// A reason from a peer, bounded so that a peer cannot fill the store or the
+/// operator's screen with it.
+pub fn bounded(reason: &str) -> String {
+    const MAX: usize = 512;
+    if reason.len() <= MAX {
+        return reason.to_string();
+    }
+    let mut end = MAX;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &reason[..end])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,18 +189,4 @@ mod tests {
         let e = check_request_size(400_000, 256 * 1024).unwrap_err();
         assert!(e.reason.contains("limits.max_message_bytes"), "{e}");
     }
-}
-
-/// A reason from a peer, bounded so that a peer cannot fill the store or the
-/// operator's screen with it.
-pub fn bounded(reason: &str) -> String {
-    const MAX: usize = 512;
-    if reason.len() <= MAX {
-        return reason.to_string();
-    }
-    let mut end = MAX;
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &reason[..end])
 }
