@@ -171,7 +171,9 @@ fn a_thousand_missing_of_a_hundred_thousand_is_cheap() {
     }
     let d = b.len() - a.len();
     let out = check_converges(&a, &b, 600_000, &Limits::default());
-    assert!(out.round_trips <= 8, "{} round trips", out.round_trips);
+    // Frames of at most 1,024 ranges (Limits::max_ranges) fold their tail
+    // into one range refined in a later round: a dozen-odd round trips.
+    assert!(out.round_trips <= 16, "{} round trips", out.round_trips);
     // About 300 bytes per missing item here (the README has the 1,000,000 figure).
     assert!(out.bytes < d * 600, "{} bytes for {d} missing", out.bytes);
 }
