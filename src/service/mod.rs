@@ -23,6 +23,8 @@ pub mod metrics;
 pub mod node;
 pub mod peers;
 pub mod receipts;
+pub mod reconcile;
+pub mod reconciler;
 pub mod requests;
 pub mod retention;
 pub mod roster;

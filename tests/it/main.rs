@@ -31,6 +31,7 @@ mod packaging;
 mod partition;
 mod pki;
 mod process;
+mod reconcile;
 mod reload;
 mod retention;
 mod roster;
