@@ -141,6 +141,7 @@ const MIGRATIONS: &[&str] = &[
         bytes       BLOB NOT NULL,
         accepted_ms INTEGER NOT NULL
     );
+    "#,
     // 11 (issue 12): set reconciliation index: one item per (audience, message) in
     // (created, id) order, and per-(audience, 10-minute bucket) count and
     // lane-wise sums of the items' hashes, kept up to date on insert and purge
