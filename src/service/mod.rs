@@ -67,9 +67,10 @@ pub trait ServiceError: std::error::Error {
 impl ServiceError for StoreError {
     fn kind(&self) -> ErrorKind {
         match self {
-            StoreError::Closed | StoreError::Full(_) | StoreError::Backend { .. } => {
-                ErrorKind::Unavailable
-            }
+            StoreError::Closed
+            | StoreError::Full(_)
+            | StoreError::Backend { .. }
+            | StoreError::Fenced(_) => ErrorKind::Unavailable,
             StoreError::Corrupt(_) => ErrorKind::DataLoss,
             StoreError::Invalid(_) => ErrorKind::FailedPrecondition,
         }
