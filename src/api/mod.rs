@@ -8,3 +8,4 @@ pub mod error;
 pub mod federation;
 pub mod metrics;
 pub mod operator;
+pub mod standby;

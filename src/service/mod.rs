@@ -18,6 +18,7 @@ pub mod limits;
 pub mod links;
 pub mod metrics;
 pub mod node;
+pub mod pair;
 pub mod peers;
 pub mod receipts;
 pub mod requests;

@@ -1,6 +1,7 @@
 //! The state every service of a running node shares: who this node is (id,
 //! signing key), what it trusts (member keys, CRL serials), its store, its
-//! peers, its metrics, the queue of receipts it owes, and the shutdown signal.
+//! peers, its metrics, the queue of receipts it owes, its role in an
+//! active/standby pair, and the shutdown signal.
 //! Built once by the application at start; hot-reloadable parts (keys, client
 //! TLS, revoked serials, the peer set) sit behind locks and are swapped whole.
 //!
@@ -11,6 +12,7 @@ use crate::domain::envelope::VerifyLimits;
 use crate::domain::keys::{KeyRegistry, Signer};
 use crate::service::InvalidArgument;
 use crate::service::metrics::Metrics;
+use crate::service::pair::Pair;
 use crate::service::peers::Peers;
 use crate::storage::Store;
 use std::collections::{HashMap, HashSet};
@@ -66,6 +68,8 @@ pub struct Node {
     revoked: RwLock<Arc<HashSet<String>>>,
     /// The certificate serial each peer last presented (either direction).
     peer_serials: Mutex<HashMap<String, String>>,
+    /// Backend and active/standby role of this process.
+    pub pair: Pair,
 }
 
 /// What the application hands over to build a [`Node`].
@@ -79,6 +83,7 @@ pub struct NodeParts {
     pub tls_client: Arc<rustls::ClientConfig>,
     pub revoked: HashSet<String>,
     pub receipts: ReceiptQueue,
+    pub pair: Pair,
 }
 
 impl Node {
@@ -104,6 +109,7 @@ impl Node {
             receipts: p.receipts,
             revoked: RwLock::new(Arc::new(p.revoked)),
             peer_serials: Mutex::default(),
+            pair: p.pair,
             cfg: p.cfg,
         }
     }
