@@ -22,8 +22,8 @@ use crate::domain::keys::{KeyRegistry, Signer, public_from_pem};
 use crate::proto::v1::{federation_server::FederationServer, operator_server::OperatorServer};
 use crate::service::links::LinkTasks;
 use crate::service::node::{Node, NodeParts, ReceiptQueue};
-use crate::service::pair::Pair;
 use crate::service::now_ms;
+use crate::service::pair::Pair;
 use crate::transport::client::{KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
 use crate::transport::server::{AcceptConfig, ConnLimits, Identify, accept_loop};
 use crate::transport::tls;
@@ -490,7 +490,9 @@ pub async fn start(prepared: Prepared) -> anyhow::Result<RunningNode> {
     let links = Arc::new(LinkTasks::default());
     // Links, receipts and the purge run only while this process serves (at
     // once without a pair; once the lease is taken for a member of a pair).
-    let lease_task = lease.clone().map(|l| tokio::spawn(run_lease(node.clone(), l)));
+    let lease_task = lease
+        .clone()
+        .map(|l| tokio::spawn(run_lease(node.clone(), l)));
     let work = tokio::spawn(serve_when_active(
         node.clone(),
         links.clone(),

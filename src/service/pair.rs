@@ -142,7 +142,10 @@ mod tests {
         let p = Pair::member("postgres", "host-b/127.0.0.1:7702".into());
         assert!(!p.role().serves());
         let m = p.standby_message("node-a").unwrap();
-        assert!(m.contains("standby of node node-a") && m.contains("no active member yet"), "{m}");
+        assert!(
+            m.contains("standby of node node-a") && m.contains("no active member yet"),
+            "{m}"
+        );
         p.set_role(Role::Standby {
             active: Some("host-a/127.0.0.1:7701".into()),
             epoch: 3,
