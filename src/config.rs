@@ -35,6 +35,9 @@ pub struct Config {
     /// Limits of the listener against connection floods.
     #[serde(default)]
     pub listener: ListenerSection,
+    /// The read-only TAXII 2.1 server (off unless `taxii.listen` is set).
+    #[serde(default)]
+    pub taxii: TaxiiSection,
     /// Direct peers this node keeps links to.
     #[serde(default)]
     pub peers: Vec<PeerSection>,
@@ -221,6 +224,27 @@ impl StorageSection {
 pub struct MetricsSection {
     /// host:port for the Prometheus `/metrics` endpoint; unset disables it.
     pub listen: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaxiiSection {
+    /// host:port for the TAXII 2.1 server (HTTPS, mutual TLS with operator
+    /// certificates, discovery at `/taxii2/`); unset disables it.
+    pub listen: Option<String>,
+    /// Highest TLP level served as a collection: clear, green, amber,
+    /// amber+strict, red (default red: every level this node can read).
+    #[serde(default = "default_max_tlp", deserialize_with = "de_tlp")]
+    pub max_tlp: Tlp,
+}
+
+impl Default for TaxiiSection {
+    fn default() -> Self {
+        TaxiiSection {
+            listen: None,
+            max_tlp: default_max_tlp(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -681,6 +705,17 @@ impl Config {
                 return Err(err("metrics.listen: must differ from node.listen"));
             }
         }
+        if let Some(t) = &self.taxii.listen {
+            let a = parse_addr("taxii.listen", t)?;
+            if a == parse_addr("node.listen", &self.node.listen)? {
+                return Err(err("taxii.listen: must differ from node.listen"));
+            }
+            if let Some(m) = &self.metrics.listen
+                && a == parse_addr("metrics.listen", m)?
+            {
+                return Err(err("taxii.listen: must differ from metrics.listen"));
+            }
+        }
         require_file("node.signing_key", &self.node.signing_key)?;
         require_file("tls.ca", &self.tls.ca)?;
         require_file("tls.cert", &self.tls.cert)?;
@@ -927,6 +962,34 @@ mod tests {
             key_first("bad for key `members[1].signing_keys[0]`"),
             "members[1].signing_keys[0]: bad"
         );
+    }
+
+    #[test]
+    fn taxii_listen_is_checked_before_any_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.toml");
+        let base = "[node]\nid = \"n\"\nlisten = \"127.0.0.1:7700\"\nsigning_key = \"k\"\n[tls]\nca = \"c\"\ncert = \"c\"\nkey = \"k\"\n[storage]\ndir = \"d\"\n[metrics]\nlisten = \"127.0.0.1:9700\"\n";
+        for (taxii, want) in [
+            (
+                "listen = \"127.0.0.1:7700\"",
+                "taxii.listen: must differ from node.listen",
+            ),
+            (
+                "listen = \"127.0.0.1:9700\"",
+                "taxii.listen: must differ from metrics.listen",
+            ),
+            ("listen = \"nowhere\"", "taxii.listen: invalid address"),
+            (
+                "listen = \"127.0.0.1:7710\"\nmax_tlp = \"purple\"",
+                "unknown TLP",
+            ),
+            ("listen = \"127.0.0.1:7710\"\nport = 1", "port"),
+            ("listen = \"127.0.0.1:7710\"", "node.signing_key"),
+        ] {
+            std::fs::write(&path, format!("{base}[taxii]\n{taxii}\n")).unwrap();
+            let e = Config::load(&path).unwrap_err().to_string();
+            assert!(e.contains(want), "{taxii}: {e}");
+        }
     }
 
     #[test]

@@ -37,6 +37,9 @@ _certfed() {
             certfed,demo)
                 cmd="certfed__subcmd__demo"
                 ;;
+            certfed,feed)
+                cmd="certfed__subcmd__feed"
+                ;;
             certfed,help)
                 cmd="certfed__subcmd__help"
                 ;;
@@ -61,11 +64,17 @@ _certfed() {
             certfed__subcmd__alert,ack)
                 cmd="certfed__subcmd__alert__subcmd__ack"
                 ;;
+            certfed__subcmd__alert,export)
+                cmd="certfed__subcmd__alert__subcmd__export"
+                ;;
             certfed__subcmd__alert,get)
                 cmd="certfed__subcmd__alert__subcmd__get"
                 ;;
             certfed__subcmd__alert,help)
                 cmd="certfed__subcmd__alert__subcmd__help"
+                ;;
+            certfed__subcmd__alert,import)
+                cmd="certfed__subcmd__alert__subcmd__import"
                 ;;
             certfed__subcmd__alert,list)
                 cmd="certfed__subcmd__alert__subcmd__list"
@@ -76,11 +85,17 @@ _certfed() {
             certfed__subcmd__alert__subcmd__help,ack)
                 cmd="certfed__subcmd__alert__subcmd__help__subcmd__ack"
                 ;;
+            certfed__subcmd__alert__subcmd__help,export)
+                cmd="certfed__subcmd__alert__subcmd__help__subcmd__export"
+                ;;
             certfed__subcmd__alert__subcmd__help,get)
                 cmd="certfed__subcmd__alert__subcmd__help__subcmd__get"
                 ;;
             certfed__subcmd__alert__subcmd__help,help)
                 cmd="certfed__subcmd__alert__subcmd__help__subcmd__help"
+                ;;
+            certfed__subcmd__alert__subcmd__help,import)
+                cmd="certfed__subcmd__alert__subcmd__help__subcmd__import"
                 ;;
             certfed__subcmd__alert__subcmd__help,list)
                 cmd="certfed__subcmd__alert__subcmd__help__subcmd__list"
@@ -130,6 +145,18 @@ _certfed() {
             certfed__subcmd__assist__subcmd__help,update)
                 cmd="certfed__subcmd__assist__subcmd__help__subcmd__update"
                 ;;
+            certfed__subcmd__feed,help)
+                cmd="certfed__subcmd__feed__subcmd__help"
+                ;;
+            certfed__subcmd__feed,misp)
+                cmd="certfed__subcmd__feed__subcmd__misp"
+                ;;
+            certfed__subcmd__feed__subcmd__help,help)
+                cmd="certfed__subcmd__feed__subcmd__help__subcmd__help"
+                ;;
+            certfed__subcmd__feed__subcmd__help,misp)
+                cmd="certfed__subcmd__feed__subcmd__help__subcmd__misp"
+                ;;
             certfed__subcmd__help,alert)
                 cmd="certfed__subcmd__help__subcmd__alert"
                 ;;
@@ -150,6 +177,9 @@ _certfed() {
                 ;;
             certfed__subcmd__help,demo)
                 cmd="certfed__subcmd__help__subcmd__demo"
+                ;;
+            certfed__subcmd__help,feed)
+                cmd="certfed__subcmd__help__subcmd__feed"
                 ;;
             certfed__subcmd__help,help)
                 cmd="certfed__subcmd__help__subcmd__help"
@@ -175,8 +205,14 @@ _certfed() {
             certfed__subcmd__help__subcmd__alert,ack)
                 cmd="certfed__subcmd__help__subcmd__alert__subcmd__ack"
                 ;;
+            certfed__subcmd__help__subcmd__alert,export)
+                cmd="certfed__subcmd__help__subcmd__alert__subcmd__export"
+                ;;
             certfed__subcmd__help__subcmd__alert,get)
                 cmd="certfed__subcmd__help__subcmd__alert__subcmd__get"
+                ;;
+            certfed__subcmd__help__subcmd__alert,import)
+                cmd="certfed__subcmd__help__subcmd__alert__subcmd__import"
                 ;;
             certfed__subcmd__help__subcmd__alert,list)
                 cmd="certfed__subcmd__help__subcmd__alert__subcmd__list"
@@ -201,6 +237,9 @@ _certfed() {
                 ;;
             certfed__subcmd__help__subcmd__assist,update)
                 cmd="certfed__subcmd__help__subcmd__assist__subcmd__update"
+                ;;
+            certfed__subcmd__help__subcmd__feed,misp)
+                cmd="certfed__subcmd__help__subcmd__feed__subcmd__misp"
                 ;;
             certfed__subcmd__help__subcmd__pki,ca)
                 cmd="certfed__subcmd__help__subcmd__pki__subcmd__ca"
@@ -269,7 +308,7 @@ _certfed() {
 
     case "${cmd}" in
         certfed)
-            opts="-h -V --help --version serve check-config pki demo bench completions man info alert assist peers delivery watch help"
+            opts="-h -V --help --version serve check-config pki demo bench completions man info alert assist peers delivery feed watch help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -283,7 +322,7 @@ _certfed() {
             return 0
             ;;
         certfed__subcmd__alert)
-            opts="-h --node --ca --cert --key --json --help publish list get ack help"
+            opts="-h --node --ca --cert --key --json --help publish list get ack export import help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -342,6 +381,52 @@ _certfed() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        certfed__subcmd__alert__subcmd__export)
+            opts="-h --format --since --max-tlp --exercise --out --node --ca --cert --key --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --format)
+                    COMPREPLY=($(compgen -W "stix21 misp" -- "${cur}"))
+                    return 0
+                    ;;
+                --since)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-tlp)
+                    COMPREPLY=($(compgen -W "clear green amber amber+strict red" -- "${cur}"))
+                    return 0
+                    ;;
+                --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --node)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         certfed__subcmd__alert__subcmd__get)
             opts="-h --node --ca --cert --key --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -373,7 +458,7 @@ _certfed() {
             return 0
             ;;
         certfed__subcmd__alert__subcmd__help)
-            opts="publish list get ack help"
+            opts="publish list get ack export import help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -387,6 +472,20 @@ _certfed() {
             return 0
             ;;
         certfed__subcmd__alert__subcmd__help__subcmd__ack)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__alert__subcmd__help__subcmd__export)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -428,6 +527,20 @@ _certfed() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        certfed__subcmd__alert__subcmd__help__subcmd__import)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         certfed__subcmd__alert__subcmd__help__subcmd__list)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
@@ -456,6 +569,56 @@ _certfed() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        certfed__subcmd__alert__subcmd__import)
+            opts="-h --format --tlp --to --severity --title --exercise --dry-run --node --ca --cert --key --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --format)
+                    COMPREPLY=($(compgen -W "stix21 misp" -- "${cur}"))
+                    return 0
+                    ;;
+                --tlp)
+                    COMPREPLY=($(compgen -W "clear green amber amber+strict red" -- "${cur}"))
+                    return 0
+                    ;;
+                --to)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --severity)
+                    COMPREPLY=($(compgen -W "low medium high critical" -- "${cur}"))
+                    return 0
+                    ;;
+                --title)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --node)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         certfed__subcmd__alert__subcmd__list)
             opts="-h --min-severity --tlp --sector --origin --exercise --limit --page-token --node --ca --cert --key --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -472,7 +635,7 @@ _certfed() {
                     return 0
                     ;;
                 --sector)
-                    COMPREPLY=($(compgen -W "energy transport banking financial-market-infrastructures health drinking-water waste-water digital-infrastructure ict-service-management public-administration space postal-and-courier waste-management chemicals food manufacturing digital-providers research" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "energy transport banking financial health drinking-water waste-water digital-infrastructure ict-services public-administration space courier waste-management chemical food manufacturing digital-providers research" -- "${cur}"))
                     return 0
                     ;;
                 --origin)
@@ -511,7 +674,7 @@ _certfed() {
             return 0
             ;;
         certfed__subcmd__alert__subcmd__publish)
-            opts="-h --title --description --tlp --severity --rsit --sector --country --indicator --reference --to --expires-in-hours --supersedes --retract --exercise --node --ca --cert --key --json --help"
+            opts="-h --title --description --tlp --severity --rsit --rsit-type --sector --subsector --country --indicator --reference --to --expires-in-hours --supersedes --retract --exercise --node --ca --cert --key --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -537,8 +700,16 @@ _certfed() {
                     COMPREPLY=($(compgen -W "abusive-content malicious-code information-gathering intrusion-attempts intrusions availability information-content-security fraud vulnerable other test" -- "${cur}"))
                     return 0
                     ;;
+                --rsit-type)
+                    COMPREPLY=($(compgen -W "spam harmful-speech violence infected-system c2-server malware-distribution malware-configuration scanner sniffing social-engineering ids-alert brute-force exploit privileged-account-compromise unprivileged-account-compromise application-compromise system-compromise burglary dos ddos misconfiguration sabotage outage unauthorised-information-access unauthorised-information-modification data-loss data-leak unauthorised-use-of-resources copyright masquerade phishing weak-crypto ddos-amplifier potentially-unwanted-accessible information-disclosure vulnerable-system other undetermined test" -- "${cur}"))
+                    return 0
+                    ;;
                 --sector)
-                    COMPREPLY=($(compgen -W "energy transport banking financial-market-infrastructures health drinking-water waste-water digital-infrastructure ict-service-management public-administration space postal-and-courier waste-management chemicals food manufacturing digital-providers research" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "energy transport banking financial health drinking-water waste-water digital-infrastructure ict-services public-administration space courier waste-management chemical food manufacturing digital-providers research" -- "${cur}"))
+                    return 0
+                    ;;
+                --subsector)
+                    COMPREPLY=($(compgen -W "electricity district-heating-and-cooling oil gas hydrogen air rail water road banking-subsector financial-subsector health-subsector drinking-water-subsector waste-water-subsector digital-infrastructure-subsector ict-management-subsector public-administration-subsector space-subsector courier-subsector waste-management-subsector chemical-subsector food-subsector medical-devices-subsector electronic-optical-subsector electrical-equipment-subsector machine-tool-subsector vehicle-manufacturing-subsector other-transport-equipment-subsector digital-providers-subsector research-subsector" -- "${cur}"))
                     return 0
                     ;;
                 --country)
@@ -880,7 +1051,7 @@ _certfed() {
                     return 0
                     ;;
                 --sector)
-                    COMPREPLY=($(compgen -W "energy transport banking financial-market-infrastructures health drinking-water waste-water digital-infrastructure ict-service-management public-administration space postal-and-courier waste-management chemicals food manufacturing digital-providers research" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "energy transport banking financial health drinking-water waste-water digital-infrastructure ict-services public-administration space courier waste-management chemical food manufacturing digital-providers research" -- "${cur}"))
                     return 0
                     ;;
                 --rsit)
@@ -1120,8 +1291,122 @@ _certfed() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        certfed__subcmd__feed)
+            opts="-h --node --ca --cert --key --json --help misp help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --node)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__feed__subcmd__help)
+            opts="misp help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__feed__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__feed__subcmd__help__subcmd__misp)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__feed__subcmd__misp)
+            opts="-h --out --since --max-tlp --exercise --node --ca --cert --key --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --since)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-tlp)
+                    COMPREPLY=($(compgen -W "clear green amber amber+strict red" -- "${cur}"))
+                    return 0
+                    ;;
+                --node)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         certfed__subcmd__help)
-            opts="serve check-config pki demo bench completions man info alert assist peers delivery watch help"
+            opts="serve check-config pki demo bench completions man info alert assist peers delivery feed watch help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1135,7 +1420,7 @@ _certfed() {
             return 0
             ;;
         certfed__subcmd__help__subcmd__alert)
-            opts="publish list get ack"
+            opts="publish list get ack export import"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1162,7 +1447,35 @@ _certfed() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        certfed__subcmd__help__subcmd__alert__subcmd__export)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         certfed__subcmd__help__subcmd__alert__subcmd__get)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__help__subcmd__alert__subcmd__import)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1361,6 +1674,34 @@ _certfed() {
         certfed__subcmd__help__subcmd__demo)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__help__subcmd__feed)
+            opts="misp"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__help__subcmd__feed__subcmd__misp)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

@@ -38,6 +38,7 @@ complete -c certfed -n "__fish_certfed_needs_command" -f -a "alert" -d 'Publish,
 complete -c certfed -n "__fish_certfed_needs_command" -f -a "assist" -d 'Request, offer, decide and follow assistance (Tallinn Mechanism style)'
 complete -c certfed -n "__fish_certfed_needs_command" -f -a "peers" -d 'Direct peers and the state of each link'
 complete -c certfed -n "__fish_certfed_needs_command" -f -a "delivery" -d 'Per-peer delivery state of a message'
+complete -c certfed -n "__fish_certfed_needs_command" -f -a "feed" -d 'Write a feed of the node\'s alerts that other tools fetch (MISP feed folder)'
 complete -c certfed -n "__fish_certfed_needs_command" -f -a "watch" -d 'Stream messages as the node stores them (with --json: one JSON object per line)'
 complete -c certfed -n "__fish_certfed_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c certfed -n "__fish_certfed_using_subcommand serve" -s c -l config -d 'Configuration file (TOML); CERTFED__SECTION__KEY variables override it' -r -F
@@ -113,17 +114,19 @@ complete -c certfed -n "__fish_certfed_using_subcommand info" -l cert -d 'Operat
 complete -c certfed -n "__fish_certfed_using_subcommand info" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand info" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
 complete -c certfed -n "__fish_certfed_using_subcommand info" -s h -l help -d 'Print help'
-complete -c certfed -n "__fish_certfed_using_subcommand alert; and not __fish_seen_subcommand_from publish list get ack help" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
-complete -c certfed -n "__fish_certfed_using_subcommand alert; and not __fish_seen_subcommand_from publish list get ack help" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
-complete -c certfed -n "__fish_certfed_using_subcommand alert; and not __fish_seen_subcommand_from publish list get ack help" -l cert -d 'Operator certificate (PEM). Required' -r -F
-complete -c certfed -n "__fish_certfed_using_subcommand alert; and not __fish_seen_subcommand_from publish list get ack help" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
-complete -c certfed -n "__fish_certfed_using_subcommand alert; and not __fish_seen_subcommand_from publish list get ack help" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
-complete -c certfed -n "__fish_certfed_using_subcommand alert; and not __fish_seen_subcommand_from publish list get ack help" -s h -l help -d 'Print help'
-complete -c certfed -n "__fish_certfed_using_subcommand alert; and not __fish_seen_subcommand_from publish list get ack help" -f -a "publish" -d 'Sign and send an alert'
-complete -c certfed -n "__fish_certfed_using_subcommand alert; and not __fish_seen_subcommand_from publish list get ack help" -f -a "list" -d 'List alerts held by the node, newest first'
-complete -c certfed -n "__fish_certfed_using_subcommand alert; and not __fish_seen_subcommand_from publish list get ack help" -f -a "get" -d 'Show one message: origin, payload, path and chain of custody, and whether it was superseded or retracted'
-complete -c certfed -n "__fish_certfed_using_subcommand alert; and not __fish_seen_subcommand_from publish list get ack help" -f -a "ack" -d 'Record that you have seen a message (a receipt goes to its origin)'
-complete -c certfed -n "__fish_certfed_using_subcommand alert; and not __fish_seen_subcommand_from publish list get ack help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and not __fish_seen_subcommand_from publish list get ack export import help" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and not __fish_seen_subcommand_from publish list get ack export import help" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and not __fish_seen_subcommand_from publish list get ack export import help" -l cert -d 'Operator certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and not __fish_seen_subcommand_from publish list get ack export import help" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and not __fish_seen_subcommand_from publish list get ack export import help" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and not __fish_seen_subcommand_from publish list get ack export import help" -s h -l help -d 'Print help'
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and not __fish_seen_subcommand_from publish list get ack export import help" -f -a "publish" -d 'Sign and send an alert'
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and not __fish_seen_subcommand_from publish list get ack export import help" -f -a "list" -d 'List alerts held by the node, newest first'
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and not __fish_seen_subcommand_from publish list get ack export import help" -f -a "get" -d 'Show one message: origin, payload, path and chain of custody, and whether it was superseded or retracted'
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and not __fish_seen_subcommand_from publish list get ack export import help" -f -a "ack" -d 'Record that you have seen a message (a receipt goes to its origin)'
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and not __fish_seen_subcommand_from publish list get ack export import help" -f -a "export" -d 'Write alerts as a STIX 2.1 bundle or MISP events'
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and not __fish_seen_subcommand_from publish list get ack export import help" -f -a "import" -d 'Publish the alerts of a STIX 2.1 bundle or MISP event file (all or nothing)'
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and not __fish_seen_subcommand_from publish list get ack export import help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -l title -d 'Title (one line)' -r
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -l description -d 'Description (free text)' -r
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -l tlp -d 'TLP marking' -r -f -a "clear\t'no limit on disclosure; may be broadcast'
@@ -146,24 +149,93 @@ fraud\t''
 vulnerable\t''
 other\t''
 test\t''"
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -l rsit-type -d 'RSIT incident type within the class (MISP rsit taxonomy, e.g. system-compromise)' -r -f -a "spam\t''
+harmful-speech\t''
+violence\t''
+infected-system\t''
+c2-server\t''
+malware-distribution\t''
+malware-configuration\t''
+scanner\t''
+sniffing\t''
+social-engineering\t''
+ids-alert\t''
+brute-force\t''
+exploit\t''
+privileged-account-compromise\t''
+unprivileged-account-compromise\t''
+application-compromise\t''
+system-compromise\t''
+burglary\t''
+dos\t''
+ddos\t''
+misconfiguration\t''
+sabotage\t''
+outage\t''
+unauthorised-information-access\t''
+unauthorised-information-modification\t''
+data-loss\t''
+data-leak\t''
+unauthorised-use-of-resources\t''
+copyright\t''
+masquerade\t''
+phishing\t''
+weak-crypto\t''
+ddos-amplifier\t''
+potentially-unwanted-accessible\t''
+information-disclosure\t''
+vulnerable-system\t''
+other\t''
+undetermined\t''
+test\t''"
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -l sector -d 'NIS2 sector (repeatable)' -r -f -a "energy\t''
 transport\t''
 banking\t''
-financial-market-infrastructures\t''
+financial\t''
 health\t''
 drinking-water\t''
 waste-water\t''
 digital-infrastructure\t''
-ict-service-management\t''
+ict-services\t''
 public-administration\t''
 space\t''
-postal-and-courier\t''
+courier\t''
 waste-management\t''
-chemicals\t''
+chemical\t''
 food\t''
 manufacturing\t''
 digital-providers\t''
 research\t''"
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -l subsector -d 'NIS2 subsector (repeatable; its sector must be given with --sector too)' -r -f -a "electricity\t''
+district-heating-and-cooling\t''
+oil\t''
+gas\t''
+hydrogen\t''
+air\t''
+rail\t''
+water\t''
+road\t''
+banking-subsector\t''
+financial-subsector\t''
+health-subsector\t''
+drinking-water-subsector\t''
+waste-water-subsector\t''
+digital-infrastructure-subsector\t''
+ict-management-subsector\t''
+public-administration-subsector\t''
+space-subsector\t''
+courier-subsector\t''
+waste-management-subsector\t''
+chemical-subsector\t''
+food-subsector\t''
+medical-devices-subsector\t''
+electronic-optical-subsector\t''
+electrical-equipment-subsector\t''
+machine-tool-subsector\t''
+vehicle-manufacturing-subsector\t''
+other-transport-equipment-subsector\t''
+digital-providers-subsector\t''
+research-subsector\t''"
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -l country -d 'Affected country, ISO 3166-1 alpha-2 (repeatable)' -r
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -l indicator -d 'Indicator TYPE:VALUE (repeatable); types: ip, cidr, domain, url, email, sha256, sha1, md5, cve, asn, text' -r
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -l reference -d 'Reference URL or document id (repeatable)' -r
@@ -190,17 +262,17 @@ red\t'named recipients only, encrypted'"
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from list" -l sector -d 'Only this NIS2 sector (repeatable)' -r -f -a "energy\t''
 transport\t''
 banking\t''
-financial-market-infrastructures\t''
+financial\t''
 health\t''
 drinking-water\t''
 waste-water\t''
 digital-infrastructure\t''
-ict-service-management\t''
+ict-services\t''
 public-administration\t''
 space\t''
-postal-and-courier\t''
+courier\t''
 waste-management\t''
-chemicals\t''
+chemical\t''
 food\t''
 manufacturing\t''
 digital-providers\t''
@@ -227,10 +299,49 @@ complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_s
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from ack" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from ack" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from ack" -s h -l help -d 'Print help'
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from export" -l format -d 'Output format' -r -f -a "stix21\t'A STIX 2.1 bundle (OASIS), TLP 2.0 markings'
+misp\t'MISP event JSON (one event, or {"response": [...]} for several)'"
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from export" -l since -d 'Only alerts created at or after this time: RFC 3339 (2025-05-01T00:00:00Z) or an age (90m, 24h, 7d)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from export" -l max-tlp -d 'Leave out alerts above this TLP' -r -f -a "clear\t'no limit on disclosure; may be broadcast'
+green\t'the community; may be broadcast, not public'
+amber\t'recipients\' organisations and clients; named recipients, encrypted'
+amber+strict\t'recipients\' organisations only; named recipients, encrypted'
+red\t'named recipients only, encrypted'"
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from export" -l out -d 'Write to this file instead of stdout' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from export" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from export" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from export" -l cert -d 'Operator certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from export" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from export" -l exercise -d 'Include exercise traffic'
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from export" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from export" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from import" -l format -d 'Input format' -r -f -a "stix21\t'A STIX 2.1 bundle (OASIS), TLP 2.0 markings'
+misp\t'MISP event JSON (one event, or {"response": [...]} for several)'"
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from import" -l tlp -d 'TLP of every imported alert (required; a file marked more restrictively is refused)' -r -f -a "clear\t'no limit on disclosure; may be broadcast'
+green\t'the community; may be broadcast, not public'
+amber\t'recipients\' organisations and clients; named recipients, encrypted'
+amber+strict\t'recipients\' organisations only; named recipients, encrypted'
+red\t'named recipients only, encrypted'"
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from import" -l to -d 'Recipient node (repeatable). None: the whole federation (clear/green only)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from import" -l severity -d 'Severity of alerts the file gives none for' -r -f -a "low\t''
+medium\t''
+high\t''
+critical\t''"
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from import" -l title -d 'Title of the one alert made of a STIX bundle without reports' -r
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from import" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from import" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from import" -l cert -d 'Operator certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from import" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from import" -l exercise -d 'Mark the imported alerts as exercise traffic'
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from import" -l dry-run -d 'Check everything (here and on the node) and show what would be published; publish nothing'
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from import" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from import" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from help" -f -a "publish" -d 'Sign and send an alert'
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from help" -f -a "list" -d 'List alerts held by the node, newest first'
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from help" -f -a "get" -d 'Show one message: origin, payload, path and chain of custody, and whether it was superseded or retracted'
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from help" -f -a "ack" -d 'Record that you have seen a message (a receipt goes to its origin)'
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from help" -f -a "export" -d 'Write alerts as a STIX 2.1 bundle or MISP events'
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from help" -f -a "import" -d 'Publish the alerts of a STIX 2.1 bundle or MISP event file (all or nothing)'
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and not __fish_seen_subcommand_from request offer decide update list show help" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and not __fish_seen_subcommand_from request offer decide update list show help" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
@@ -264,17 +375,17 @@ equipment-licences\t''"
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from request" -l sector -d 'Affected NIS2 sector' -r -f -a "energy\t''
 transport\t''
 banking\t''
-financial-market-infrastructures\t''
+financial\t''
 health\t''
 drinking-water\t''
 waste-water\t''
 digital-infrastructure\t''
-ict-service-management\t''
+ict-services\t''
 public-administration\t''
 space\t''
-postal-and-courier\t''
+courier\t''
 waste-management\t''
-chemicals\t''
+chemical\t''
 food\t''
 manufacturing\t''
 digital-providers\t''
@@ -390,6 +501,30 @@ complete -c certfed -n "__fish_certfed_using_subcommand delivery" -l cert -d 'Op
 complete -c certfed -n "__fish_certfed_using_subcommand delivery" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand delivery" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
 complete -c certfed -n "__fish_certfed_using_subcommand delivery" -s h -l help -d 'Print help'
+complete -c certfed -n "__fish_certfed_using_subcommand feed; and not __fish_seen_subcommand_from misp help" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand feed; and not __fish_seen_subcommand_from misp help" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand feed; and not __fish_seen_subcommand_from misp help" -l cert -d 'Operator certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand feed; and not __fish_seen_subcommand_from misp help" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand feed; and not __fish_seen_subcommand_from misp help" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
+complete -c certfed -n "__fish_certfed_using_subcommand feed; and not __fish_seen_subcommand_from misp help" -s h -l help -d 'Print help'
+complete -c certfed -n "__fish_certfed_using_subcommand feed; and not __fish_seen_subcommand_from misp help" -f -a "misp" -d 'Write or update a MISP feed folder (manifest.json, one <uuid>.json per alert, hashes.csv)'
+complete -c certfed -n "__fish_certfed_using_subcommand feed; and not __fish_seen_subcommand_from misp help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c certfed -n "__fish_certfed_using_subcommand feed; and __fish_seen_subcommand_from misp" -l out -d 'The feed folder (created if missing; later runs add what is new)' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand feed; and __fish_seen_subcommand_from misp" -l since -d 'Only alerts created at or after this time: RFC 3339 or an age (24h, 7d)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand feed; and __fish_seen_subcommand_from misp" -l max-tlp -d 'Highest TLP put in the feed (default green: a feed folder is often served over HTTP)' -r -f -a "clear\t'no limit on disclosure; may be broadcast'
+green\t'the community; may be broadcast, not public'
+amber\t'recipients\' organisations and clients; named recipients, encrypted'
+amber+strict\t'recipients\' organisations only; named recipients, encrypted'
+red\t'named recipients only, encrypted'"
+complete -c certfed -n "__fish_certfed_using_subcommand feed; and __fish_seen_subcommand_from misp" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand feed; and __fish_seen_subcommand_from misp" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand feed; and __fish_seen_subcommand_from misp" -l cert -d 'Operator certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand feed; and __fish_seen_subcommand_from misp" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand feed; and __fish_seen_subcommand_from misp" -l exercise -d 'Include exercise traffic'
+complete -c certfed -n "__fish_certfed_using_subcommand feed; and __fish_seen_subcommand_from misp" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
+complete -c certfed -n "__fish_certfed_using_subcommand feed; and __fish_seen_subcommand_from misp" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c certfed -n "__fish_certfed_using_subcommand feed; and __fish_seen_subcommand_from help" -f -a "misp" -d 'Write or update a MISP feed folder (manifest.json, one <uuid>.json per alert, hashes.csv)'
+complete -c certfed -n "__fish_certfed_using_subcommand feed; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c certfed -n "__fish_certfed_using_subcommand watch" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
 complete -c certfed -n "__fish_certfed_using_subcommand watch" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand watch" -l cert -d 'Operator certificate (PEM). Required' -r -F
@@ -399,20 +534,21 @@ complete -c certfed -n "__fish_certfed_using_subcommand watch" -l count -d 'Stop
 complete -c certfed -n "__fish_certfed_using_subcommand watch" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
 complete -c certfed -n "__fish_certfed_using_subcommand watch" -l from-start -d 'Start from the first stored message'
 complete -c certfed -n "__fish_certfed_using_subcommand watch" -s h -l help -d 'Print help'
-complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery watch help" -f -a "serve" -d 'Run a node in the foreground until SIGTERM/SIGINT (systemd Type=notify)'
-complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery watch help" -f -a "check-config" -d 'Check a configuration file exactly as `serve` would (files, keys, permissions, identities, peers, members) without opening a port; exit 0 when `serve` would accept it, 1 naming the problem otherwise'
-complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery watch help" -f -a "pki" -d 'Create a federation CA, node and operator certificates, CRLs and signing keys'
-complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery watch help" -f -a "demo" -d 'Start a real local federation on loopback and play a short scenario'
-complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery watch help" -f -a "bench" -d 'Run the standard benchmark on loopback (starts its own nodes)'
-complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery watch help" -f -a "completions" -d 'Print a shell completion script (bash: source it, or install it as /usr/share/bash-completion/completions/certfed)'
-complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery watch help" -f -a "man" -d 'Write the man pages (certfed.1 and one per subcommand) to a folder'
-complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery watch help" -f -a "info" -d 'Node identity, version, peers and members'
-complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery watch help" -f -a "alert" -d 'Publish, list and inspect incident alerts'
-complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery watch help" -f -a "assist" -d 'Request, offer, decide and follow assistance (Tallinn Mechanism style)'
-complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery watch help" -f -a "peers" -d 'Direct peers and the state of each link'
-complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery watch help" -f -a "delivery" -d 'Per-peer delivery state of a message'
-complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery watch help" -f -a "watch" -d 'Stream messages as the node stores them (with --json: one JSON object per line)'
-complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery watch help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery feed watch help" -f -a "serve" -d 'Run a node in the foreground until SIGTERM/SIGINT (systemd Type=notify)'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery feed watch help" -f -a "check-config" -d 'Check a configuration file exactly as `serve` would (files, keys, permissions, identities, peers, members) without opening a port; exit 0 when `serve` would accept it, 1 naming the problem otherwise'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery feed watch help" -f -a "pki" -d 'Create a federation CA, node and operator certificates, CRLs and signing keys'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery feed watch help" -f -a "demo" -d 'Start a real local federation on loopback and play a short scenario'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery feed watch help" -f -a "bench" -d 'Run the standard benchmark on loopback (starts its own nodes)'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery feed watch help" -f -a "completions" -d 'Print a shell completion script (bash: source it, or install it as /usr/share/bash-completion/completions/certfed)'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery feed watch help" -f -a "man" -d 'Write the man pages (certfed.1 and one per subcommand) to a folder'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery feed watch help" -f -a "info" -d 'Node identity, version, peers and members'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery feed watch help" -f -a "alert" -d 'Publish, list and inspect incident alerts'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery feed watch help" -f -a "assist" -d 'Request, offer, decide and follow assistance (Tallinn Mechanism style)'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery feed watch help" -f -a "peers" -d 'Direct peers and the state of each link'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery feed watch help" -f -a "delivery" -d 'Per-peer delivery state of a message'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery feed watch help" -f -a "feed" -d 'Write a feed of the node\'s alerts that other tools fetch (MISP feed folder)'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery feed watch help" -f -a "watch" -d 'Stream messages as the node stores them (with --json: one JSON object per line)'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery feed watch help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c certfed -n "__fish_certfed_using_subcommand help; and __fish_seen_subcommand_from pki" -f -a "ca" -d 'Create a new federation CA: DIR/ca.crt and DIR/ca.key (mode 0600)'
 complete -c certfed -n "__fish_certfed_using_subcommand help; and __fish_seen_subcommand_from pki" -f -a "node" -d 'Issue a node TLS certificate (URI SAN urn:certfed:node:<ID>, serverAuth+clientAuth)'
 complete -c certfed -n "__fish_certfed_using_subcommand help; and __fish_seen_subcommand_from pki" -f -a "operator" -d 'Issue an operator client certificate (URI SAN urn:certfed:operator:<NAME>, clientAuth)'
@@ -423,9 +559,12 @@ complete -c certfed -n "__fish_certfed_using_subcommand help; and __fish_seen_su
 complete -c certfed -n "__fish_certfed_using_subcommand help; and __fish_seen_subcommand_from alert" -f -a "list" -d 'List alerts held by the node, newest first'
 complete -c certfed -n "__fish_certfed_using_subcommand help; and __fish_seen_subcommand_from alert" -f -a "get" -d 'Show one message: origin, payload, path and chain of custody, and whether it was superseded or retracted'
 complete -c certfed -n "__fish_certfed_using_subcommand help; and __fish_seen_subcommand_from alert" -f -a "ack" -d 'Record that you have seen a message (a receipt goes to its origin)'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and __fish_seen_subcommand_from alert" -f -a "export" -d 'Write alerts as a STIX 2.1 bundle or MISP events'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and __fish_seen_subcommand_from alert" -f -a "import" -d 'Publish the alerts of a STIX 2.1 bundle or MISP event file (all or nothing)'
 complete -c certfed -n "__fish_certfed_using_subcommand help; and __fish_seen_subcommand_from assist" -f -a "request" -d 'Ask partners for assistance (this node is the requester)'
 complete -c certfed -n "__fish_certfed_using_subcommand help; and __fish_seen_subcommand_from assist" -f -a "offer" -d 'Offer assistance on a request (this node is the donor)'
 complete -c certfed -n "__fish_certfed_using_subcommand help; and __fish_seen_subcommand_from assist" -f -a "decide" -d 'Accept or decline an offer (requester only)'
 complete -c certfed -n "__fish_certfed_using_subcommand help; and __fish_seen_subcommand_from assist" -f -a "update" -d 'Move a request (requester) or withdraw your own offer (donor)'
 complete -c certfed -n "__fish_certfed_using_subcommand help; and __fish_seen_subcommand_from assist" -f -a "list" -d 'List assistance requests known to the node'
 complete -c certfed -n "__fish_certfed_using_subcommand help; and __fish_seen_subcommand_from assist" -f -a "show" -d 'One request with its offers and signed history'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and __fish_seen_subcommand_from feed" -f -a "misp" -d 'Write or update a MISP feed folder (manifest.json, one <uuid>.json per alert, hashes.csv)'

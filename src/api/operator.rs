@@ -95,7 +95,14 @@ impl Operator for OperatorApi {
             alert,
             recipients,
             request_id,
+            validate_only,
         } = self.take(req)?;
+        if validate_only {
+            alerts::validate_publish(&self.node, alert, &recipients)
+                .await
+                .map_err(status)?;
+            return Ok(Response::new(PublishAlertResponse::default()));
+        }
         let r = self
             .detached(|node| async move {
                 alerts::publish(&node, alert, recipients, request_id)

@@ -106,8 +106,11 @@ pub fn check(cfg: Config) -> anyhow::Result<Prepared> {
     if let Some(m) = &cfg.metrics.listen {
         crate::config::parse_addr("metrics.listen", m)?;
     }
+    if let Some(t) = &cfg.taxii.listen {
+        crate::config::parse_addr("taxii.listen", t)?;
+    }
     let p = prepare(cfg)?;
-    tls::server_config(&p.material).map_err(|e| anyhow::anyhow!("tls: {e}"))?;
+    taxii_tls(&p.material).map_err(|e| anyhow::anyhow!("tls: {e}"))?;
     tls::client_config(&p.material).map_err(|e| anyhow::anyhow!("tls: {e}"))?;
     Ok(p)
 }
@@ -159,18 +162,52 @@ pub fn load_members(cfg: &Config) -> anyhow::Result<KeyRegistry> {
     Ok(reg)
 }
 
+/// The TLS configuration of the TAXII listener: the node's server
+/// configuration (same certificate, trust anchors and CRLs, client
+/// certificates required) with ALPN http/1.1 instead of h2.
+fn taxii_tls(material: &tls::TlsMaterial) -> Result<Arc<rustls::ServerConfig>, tls::TlsError> {
+    let mut cfg = (*tls::server_config(material)?).clone();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
 /// Accepts a client certificate that names a certfed identity.
 fn identify() -> Identify<Identity> {
     Arc::new(|cert| Identity::from_certificate(cert.as_ref()).map_err(|e| e.to_string()))
+}
+
+/// How a listener accepts connections: the node's handshake timeout and
+/// listener caps, certfed identities, refusals counted.
+fn accept_config(
+    node: &Arc<Node>,
+    tls: watch::Receiver<Arc<rustls::ServerConfig>>,
+) -> AcceptConfig<Identity> {
+    let l = &node.cfg.listener;
+    let refused_node = node.clone();
+    AcceptConfig {
+        tls,
+        handshake_timeout: node.cfg.tls.handshake_timeout(),
+        limits: ConnLimits {
+            max_handshakes: l.max_handshakes,
+            max_handshakes_per_source: l.max_handshakes_per_source,
+            max_connections: l.max_connections,
+            max_connections_per_source: l.max_connections_per_source,
+        },
+        identify: identify(),
+        on_refused: Arc::new(move |why| refused_node.metrics.connection_refused(why.key())),
+    }
 }
 
 /// A node started in this process.
 pub struct RunningNode {
     pub addr: SocketAddr,
     pub metrics_addr: Option<SocketAddr>,
+    /// Where the TAXII 2.1 server listens (`taxii.listen`), if it is on.
+    pub taxii_addr: Option<SocketAddr>,
     pub node: Arc<Node>,
     links: Arc<LinkTasks>,
     tls: watch::Sender<Arc<rustls::ServerConfig>>,
+    taxii_tls: Option<watch::Sender<Arc<rustls::ServerConfig>>>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     /// What the systemd STATUS line reports.
     pub status: Arc<systemd::Status>,
@@ -204,6 +241,9 @@ impl RunningNode {
         record_tls_expiry(&self.node, &p.cfg, &p.material);
         let revoked = tls::revoked_serials(&p.material.crls);
         let _ = self.tls.send(server);
+        if let Some(t) = &self.taxii_tls {
+            let _ = t.send(taxii_tls(&p.material)?);
+        }
         self.node.replace_trust(p.keys, client, revoked.clone());
         self.links.apply(&self.node, peers, &revoked);
         tracing::info!("reload: TLS material, CRLs, member keys and peers re-read");
@@ -411,6 +451,14 @@ pub async fn start(prepared: Prepared) -> anyhow::Result<RunningNode> {
         .as_ref()
         .map(|l| l.local_addr())
         .transpose()?;
+    let taxii_listener = match &cfg.taxii.listen {
+        Some(t) => Some(bind("taxii.listen", t).await?),
+        None => None,
+    };
+    let taxii_addr = taxii_listener
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()?;
 
     let (receipt_queue, receipt_rx) = ReceiptQueue::new();
     let node = Arc::new(Node::new(NodeParts {
@@ -451,22 +499,9 @@ pub async fn start(prepared: Prepared) -> anyhow::Result<RunningNode> {
         .max_encoding_message_size(max);
 
     let (tls_tx, tls_rx) = watch::channel(server_tls);
-    let l = &node.cfg.listener;
-    let refused_node = node.clone();
     let incoming = accept_loop(
         listener,
-        AcceptConfig {
-            tls: tls_rx,
-            handshake_timeout: node.cfg.tls.handshake_timeout(),
-            limits: ConnLimits {
-                max_handshakes: l.max_handshakes,
-                max_handshakes_per_source: l.max_handshakes_per_source,
-                max_connections: l.max_connections,
-                max_connections_per_source: l.max_connections_per_source,
-            },
-            identify: identify(),
-            on_refused: Arc::new(move |why| refused_node.metrics.connection_refused(why.key())),
-        },
+        accept_config(&node, tls_rx),
         node.shutdown.clone(),
     );
     let server_stop = node.shutdown.clone();
@@ -487,6 +522,18 @@ pub async fn start(prepared: Prepared) -> anyhow::Result<RunningNode> {
     let server = tokio::spawn(server);
     let metrics_task =
         metrics_listener.map(|l| tokio::spawn(crate::api::metrics::serve(l, node.clone())));
+    let (taxii_tls_tx, taxii_task) = match (taxii_listener, taxii_addr) {
+        (Some(l), Some(a)) => {
+            let (tx, rx) = watch::channel(taxii_tls(&material)?);
+            // The TAXII listener faces the same floods: it gets the same caps
+            // (its own, apart from the gRPC listener's).
+            let incoming = accept_loop(l, accept_config(&node, rx), node.shutdown.clone());
+            let taxii = crate::api::taxii::Taxii::new(node.clone(), a.to_string());
+            let task = tokio::spawn(crate::api::taxii::serve(incoming, Arc::new(taxii)));
+            (Some(tx), Some(task))
+        }
+        _ => (None, None),
+    };
     let links = Arc::new(LinkTasks::default());
     // Links, receipts and the purge run only while this process serves (at
     // once without a pair; once the lease is taken for a member of a pair).
@@ -501,7 +548,8 @@ pub async fn start(prepared: Prepared) -> anyhow::Result<RunningNode> {
     ));
 
     let metrics_text = metrics_addr.map_or_else(|| "off".to_string(), |a| a.to_string());
-    tracing::info!(node = %node.id, %addr, metrics = %metrics_text, peers = node.peers.ids().len(), "certfed node ready");
+    let taxii_text = taxii_addr.map_or_else(|| "off".to_string(), |a| a.to_string());
+    tracing::info!(node = %node.id, %addr, metrics = %metrics_text, taxii = %taxii_text, peers = node.peers.ids().len(), "certfed node ready");
     let status = Arc::new(systemd::Status::default());
     systemd::ready(&node, &status);
     let notifier = tokio::spawn(systemd::run(
@@ -553,6 +601,9 @@ pub async fn start(prepared: Prepared) -> anyhow::Result<RunningNode> {
         if let Some(t) = metrics_task {
             t.abort();
         }
+        if let Some(t) = taxii_task {
+            t.abort();
+        }
         notifier.abort();
         node2.store.close().await;
         if let Some(l) = &lease {
@@ -572,9 +623,11 @@ pub async fn start(prepared: Prepared) -> anyhow::Result<RunningNode> {
     Ok(RunningNode {
         addr,
         metrics_addr,
+        taxii_addr,
         node,
         links,
         tls: tls_tx,
+        taxii_tls: taxii_tls_tx,
         task,
         status,
     })

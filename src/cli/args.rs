@@ -7,11 +7,12 @@
 //! `domain::policy`), never a second list; each value also accepts its proto
 //! enum name (`TLP_AMBER_STRICT`, `NIS2_SECTOR_ENERGY`) as a hidden alias.
 use crate::domain::alert::{
-    ALL_RSIT, ALL_SECTORS, ALL_SEVERITIES, rsit_label, sector_label, severity_label,
+    ALL_RSIT, ALL_RSIT_TYPES, ALL_SECTORS, ALL_SEVERITIES, ALL_SUBSECTORS, rsit_label,
+    rsit_type_label, sector_label, sector_legacy_labels, severity_label, subsector_label,
 };
 use crate::proto::v1::{
     AssistanceService, AssistanceState, FundingChannel, Indicator, IndicatorType, Nis2Sector,
-    RsitClass, Severity, Tlp,
+    Nis2Subsector, RsitClass, RsitType, Severity, Tlp,
 };
 use clap::builder::PossibleValue;
 
@@ -19,6 +20,9 @@ use clap::builder::PossibleValue;
 /// and a label function.
 macro_rules! value_enum {
     ($(#[$doc:meta])* $arg:ident($proto:ty), $all:expr, $label:expr) => {
+        value_enum!($(#[$doc])* $arg($proto), $all, $label, |_| &[]);
+    };
+    ($(#[$doc:meta])* $arg:ident($proto:ty), $all:expr, $label:expr, $aliases:expr) => {
         $(#[$doc])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
         pub struct $arg(pub $proto);
@@ -31,7 +35,12 @@ macro_rules! value_enum {
 
             fn to_possible_value(&self) -> Option<PossibleValue> {
                 let label: fn($proto) -> &'static str = $label;
-                Some(PossibleValue::new(label(self.0)).alias(self.0.as_str_name()))
+                let aliases: fn($proto) -> &'static [&'static str] = $aliases;
+                Some(
+                    PossibleValue::new(label(self.0))
+                        .alias(self.0.as_str_name())
+                        .aliases(aliases(self.0).iter().copied()),
+                )
             }
         }
 
@@ -105,16 +114,30 @@ value_enum!(
     severity_label
 );
 value_enum!(
-    /// A NIS2 sector (Annex I and II).
+    /// A NIS2 sector (Annex I and II), as in the MISP nis2 taxonomy; the
+    /// labels certfed used before stay accepted.
     SectorArg(Nis2Sector),
     ALL_SECTORS,
-    sector_label
+    sector_label,
+    sector_legacy_labels
+);
+value_enum!(
+    /// A NIS2 subsector (MISP nis2 taxonomy).
+    SubsectorArg(Nis2Subsector),
+    ALL_SUBSECTORS,
+    subsector_label
 );
 value_enum!(
     /// An RSIT incident class.
     RsitArg(RsitClass),
     ALL_RSIT,
     rsit_label
+);
+value_enum!(
+    /// An RSIT incident type (MISP rsit taxonomy).
+    RsitTypeArg(RsitType),
+    ALL_RSIT_TYPES,
+    rsit_type_label
 );
 
 const ALL_STATES: [AssistanceState; 7] = [

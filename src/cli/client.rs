@@ -12,7 +12,9 @@
 use crate::cli::args::{SectorArg, SeverityArg, TlpArg, indicator_word, parse_indicator, tlp_word};
 use crate::cli::error::{Failure, explain};
 use crate::cli::output::{emit, json_line, json_pretty, proto_value, term, term_block};
-use crate::domain::alert::{rsit_label, sector_label, severity_label};
+use crate::domain::alert::{
+    rsit_label, rsit_type_label, sector_label, severity_label, subsector_label,
+};
 use crate::domain::envelope::ms_to_ts;
 use crate::domain::identity::Identity;
 use crate::proto::v1::operator_client::OperatorClient;
@@ -109,6 +111,10 @@ pub enum AlertCmd {
         /// Message id.
         message_id: String,
     },
+    /// Write alerts as a STIX 2.1 bundle or MISP events.
+    Export(Box<crate::cli::exchange::ExportArgs>),
+    /// Publish the alerts of a STIX 2.1 bundle or MISP event file (all or nothing).
+    Import(Box<crate::cli::exchange::ImportArgs>),
 }
 
 #[derive(Args, Debug)]
@@ -128,9 +134,15 @@ pub struct PublishArgs {
     /// RSIT incident class.
     #[arg(long, ignore_case = true)]
     pub rsit: Option<crate::cli::args::RsitArg>,
+    /// RSIT incident type within the class (MISP rsit taxonomy, e.g. system-compromise).
+    #[arg(long, ignore_case = true, value_name = "TYPE")]
+    pub rsit_type: Option<crate::cli::args::RsitTypeArg>,
     /// NIS2 sector (repeatable).
     #[arg(long, ignore_case = true)]
     pub sector: Vec<SectorArg>,
+    /// NIS2 subsector (repeatable; its sector must be given with --sector too).
+    #[arg(long, ignore_case = true)]
+    pub subsector: Vec<crate::cli::args::SubsectorArg>,
     /// Affected country, ISO 3166-1 alpha-2 (repeatable).
     #[arg(long, value_name = "CC")]
     pub country: Vec<String>,
@@ -317,9 +329,12 @@ pub fn publish_request(a: &PublishArgs) -> PublishAlertRequest {
             revision: revision as i32,
             supersedes: a.supersedes.clone().unwrap_or_default(),
             exercise: a.exercise,
+            rsit_type: a.rsit_type.map_or(0, |t| t.num()),
+            subsectors: a.subsector.iter().map(|s| s.num()).collect(),
         }),
         recipients: a.recipients.clone(),
         request_id: uuid::Uuid::now_v7().to_string(),
+        validate_only: false,
     }
 }
 
@@ -353,6 +368,13 @@ fn alert_text(s: &mut String, a: &Alert) {
         "rsit class  {}",
         rsit_label(RsitClass::try_from(a.rsit_class).unwrap_or(RsitClass::Unspecified))
     );
+    if a.rsit_type != 0 {
+        let _ = writeln!(
+            s,
+            "rsit type   {}",
+            rsit_type_label(RsitType::try_from(a.rsit_type).unwrap_or(RsitType::Unspecified))
+        );
+    }
     if !a.sectors.is_empty() {
         let sectors: Vec<&str> = a
             .sectors
@@ -360,6 +382,16 @@ fn alert_text(s: &mut String, a: &Alert) {
             .map(|x| sector_label(Nis2Sector::try_from(*x).unwrap_or(Nis2Sector::Unspecified)))
             .collect();
         let _ = writeln!(s, "sectors     {}", sectors.join(", "));
+    }
+    if !a.subsectors.is_empty() {
+        let subs: Vec<&str> = a
+            .subsectors
+            .iter()
+            .map(|x| {
+                subsector_label(Nis2Subsector::try_from(*x).unwrap_or(Nis2Subsector::Unspecified))
+            })
+            .collect();
+        let _ = writeln!(s, "subsectors  {}", subs.join(", "));
     }
     if !a.affected_countries.is_empty() {
         let _ = writeln!(s, "countries   {}", term(&a.affected_countries.join(", ")));
@@ -407,6 +439,8 @@ pub async fn alert(conn: Conn, cmd: AlertCmd) -> anyhow::Result<()> {
     let mut c = connect(&conn).await?;
     let node = conn.node.clone();
     match cmd {
+        AlertCmd::Export(a) => crate::cli::exchange::export(&mut c, &node, conn.json, *a).await,
+        AlertCmd::Import(a) => crate::cli::exchange::import(&mut c, &node, conn.json, *a).await,
         AlertCmd::Publish(a) => {
             let r = c
                 .publish_alert(publish_request(&a))

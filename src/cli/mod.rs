@@ -1,6 +1,6 @@
 //! The `certfed` command line: the node (`serve`, `check-config`), its tools
 //! (`pki`, `demo`, `bench`, `completions`, `man`) and the operator client
-//! commands (`info`, `alert`, `assist`, `peers`, `delivery`, `watch`).
+//! commands (`info`, `alert`, `assist`, `peers`, `delivery`, `watch`, `feed`).
 //!
 //! Invariants: the process exit code says what kind of failure happened
 //! (`cli::error::Exit`, listed in `--help`); with `--json` errors are JSON on
@@ -9,6 +9,7 @@ pub mod args;
 pub mod assist;
 pub mod client;
 pub mod error;
+pub mod exchange;
 pub mod logging;
 pub mod output;
 pub mod pki;
@@ -99,6 +100,13 @@ pub enum Command {
         /// Message id.
         message_id: String,
     },
+    /// Write a feed of the node's alerts that other tools fetch (MISP feed folder).
+    Feed {
+        #[command(flatten)]
+        conn: client::Conn,
+        #[command(subcommand)]
+        cmd: exchange::FeedCmd,
+    },
     /// Stream messages as the node stores them (with --json: one JSON object per line).
     Watch {
         #[command(flatten)]
@@ -124,6 +132,7 @@ impl Command {
             | Command::Assist { conn, .. }
             | Command::Peers { conn }
             | Command::Delivery { conn, .. }
+            | Command::Feed { conn, .. }
             | Command::Watch { conn, .. } => conn.json,
             _ => false,
         }
@@ -190,6 +199,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Delivery { conn, message_id } => {
             rt()?.block_on(client::delivery(conn, message_id))
         }
+        Command::Feed { conn, cmd } => rt()?.block_on(async {
+            let mut c = client::connect(&conn).await?;
+            exchange::feed(&mut c, &conn.node, conn.json, cmd).await
+        }),
         Command::Watch {
             conn,
             from_start,

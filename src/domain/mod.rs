@@ -8,6 +8,7 @@ pub mod assistance;
 pub mod custody;
 pub mod e2e;
 pub mod envelope;
+pub mod exchange;
 pub mod identity;
 pub mod keys;
 pub mod policy;

@@ -257,6 +257,7 @@ pub async fn publish(
         alert,
         recipients,
         request_id: String::new(),
+        validate_only: false,
     };
     let key = RequestKey::parse(
         "request_id",
@@ -288,24 +289,42 @@ pub async fn publish(
     Ok(answer.message_id)
 }
 
-/// Validates and signs `alert` with message id `message_id`.
-async fn publish_as(
+/// Checks everything [`publish`] checks — the alert, its distribution, the
+/// recipients and the alert it supersedes — and signs nothing (the
+/// `validate_only` form of PublishAlert, AIP-163). The request id is not
+/// claimed, so a later real publish with it is unaffected.
+pub async fn validate_publish(
     node: &Node,
-    alert: Alert,
-    recipients: Vec<String>,
-    message_id: String,
-) -> Result<String, AlertError> {
-    let now = now_ms();
+    alert: Option<Alert>,
+    recipients: &[String],
+) -> Result<(), AlertError> {
+    let alert = alert.ok_or_else(|| {
+        InvalidArgument::new(
+            "alert",
+            "required: the alert to publish (title, tlp, severity …)",
+        )
+    })?;
+    check_publish(node, &alert, recipients, now_ms()).await?;
+    Ok(())
+}
+
+/// The checks of a publish at time `now`; returns the TLP and the payload to sign.
+async fn check_publish(
+    node: &Node,
+    alert: &Alert,
+    recipients: &[String],
+    now: i64,
+) -> Result<(Tlp, Vec<u8>), AlertError> {
     let tlp = Tlp::try_from(alert.tlp).unwrap_or(Tlp::Unspecified);
     let limits = Limits {
         max_message_bytes: node.cfg.limits.max_message_bytes,
         ..Limits::default()
     };
     let payload = alert.encode_to_vec();
-    validate_alert(&alert, now, payload.len(), &limits)
+    validate_alert(alert, now, payload.len(), &limits)
         .map_err(|e| InvalidArgument::new(e.field, e.rule))?;
-    check_distribution(tlp, &recipients).map_err(|e| InvalidArgument::new("recipients", e))?;
-    node.check_members(&recipients)?;
+    check_distribution(tlp, recipients).map_err(|e| InvalidArgument::new("recipients", e))?;
+    node.check_members(recipients)?;
     if !alert.supersedes.is_empty() {
         match node.store.get_message(&alert.supersedes).await? {
             Some(old) if old.origin == node.id && old.kind == MessageKind::Alert as i32 => {}
@@ -323,6 +342,18 @@ async fn publish_as(
             }
         }
     }
+    Ok((tlp, payload))
+}
+
+/// Validates and signs `alert` with message id `message_id`.
+async fn publish_as(
+    node: &Node,
+    alert: Alert,
+    recipients: Vec<String>,
+    message_id: String,
+) -> Result<String, AlertError> {
+    let now = now_ms();
+    let (tlp, payload) = check_publish(node, &alert, &recipients, now).await?;
     let outgoing = Outgoing {
         kind: MessageKind::Alert,
         tlp,

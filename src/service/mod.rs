@@ -1,7 +1,8 @@
 //! The node's use cases, between the gRPC adapters above and the pure domain
 //! and the store below: publishing and reading alerts ([`alerts`]), the
 //! assistance workflow ([`assistance`]), delivery status and peers
-//! ([`delivery`]), taking envelopes in ([`ingest`]), receipts ([`receipts`]),
+//! ([`delivery`]), stored alerts for STIX/MISP/TAXII ([`exchange`]), taking
+//! envelopes in ([`ingest`]), receipts ([`receipts`]),
 //! idempotent actions with client-chosen request ids ([`requests`]), the
 //! sizes of requests, answers and pages ([`limits`]),
 //! peer links ([`links`]), retention ([`retention`]) and metrics ([`metrics`]).
@@ -13,6 +14,7 @@
 pub mod alerts;
 pub mod assistance;
 pub mod delivery;
+pub mod exchange;
 pub mod ingest;
 pub mod limits;
 pub mod links;

@@ -13,6 +13,7 @@ mod crash;
 mod deferral;
 mod demo;
 mod e2e;
+mod exchange;
 mod fedtools;
 mod flood;
 mod full_disk;

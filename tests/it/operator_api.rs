@@ -993,6 +993,7 @@ async fn a_retried_publish_creates_one_message_across_restarts_and_races() {
         alert: Some(green_alert(title)),
         recipients: vec![],
         request_id: key.to_string(),
+        ..Default::default()
     };
     let a = fed.start(0).await;
     let mut op = fed.operator(0).await;
@@ -1142,6 +1143,7 @@ async fn a_node_stopped_between_signing_and_recording_answers_the_retry_from_the
         alert: Some(green_alert(title)),
         recipients: vec![],
         request_id: key.to_string(),
+        ..Default::default()
     };
     let r = op
         .publish_alert(retry(&done, "stored"))

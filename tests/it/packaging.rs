@@ -245,7 +245,7 @@ fn packaged_completions_and_man_pages_are_current() {
     }
     // Completions know the choice flags' words.
     let bash = String::from_utf8(generate(&["completions", "bash"])).unwrap();
-    assert!(bash.contains("amber+strict") && bash.contains("ict-service-management"));
+    assert!(bash.contains("amber+strict") && bash.contains("ict-services"));
 
     let dir = tempfile::tempdir().unwrap();
     generate(&["man", "--out-dir", dir.path().to_str().unwrap()]);

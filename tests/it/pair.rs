@@ -272,6 +272,7 @@ fn publish(
                                 alert: Some(green_alert(&format!("{tag} {k}"))),
                                 recipients: vec![],
                                 request_id: key.clone(),
+                                ..Default::default()
                             })
                             .await;
                         match r {

@@ -1,9 +1,10 @@
 //! Validation of a whole alert ([`validate_alert`]) against the node's [`Limits`].
 //!
-//! The checks run in a fixed order (size, title, description, TLP, severity, RSIT class,
-//! sectors, countries, indicators, references, expiry, revision) and stop at the first failure,
+//! The checks run in a fixed order (size, title, description, TLP, severity, RSIT class
+//! and type, sectors and subsectors, countries, indicators, references, expiry, revision) and stop at the first failure,
 //! whose [`ValidationError`] names the field by its proto path. Title, TLP and severity
-//! are required; the RSIT class may be unset; an UNSPECIFIED entry inside a list is
+//! are required; the RSIT class and type may be unset, but a type needs its class
+//! (the type must belong to it); a subsector needs its sector listed; an UNSPECIFIED entry inside a list is
 //! refused, as is a value the proto does not know. The alert is only read, never
 //! rewritten: what is signed and relayed is exactly what was validated.
 //!
@@ -13,10 +14,15 @@
 //! node that receives the alert. The title and references are single lines; the
 //! description, comments and text indicators may hold line breaks.
 use super::indicators::{indicator_type_rule, validate_indicator};
-use super::vocab::{sector_label, validate_country};
+use super::vocab::{
+    rsit_label, rsit_type_class, rsit_type_label, sector_label, subsector_label, subsector_sector,
+    validate_country,
+};
 use crate::domain::policy::tlp_from_wire;
 use crate::domain::text::{self, Kind, TextError};
-use crate::proto::v1::{Alert, IndicatorType, Nis2Sector, Revision, RsitClass, Severity};
+use crate::proto::v1::{
+    Alert, IndicatorType, Nis2Sector, Nis2Subsector, Revision, RsitClass, RsitType, Severity,
+};
 
 /// Size and count limits applied to alerts (from the node's configuration).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,6 +156,44 @@ pub fn validate_alert(
         ));
     }
 
+    // rsit_type (unspecified allowed; otherwise it must belong to rsit_class)
+    match RsitType::try_from(alert.rsit_type) {
+        Ok(RsitType::Unspecified) => {}
+        Ok(t) => {
+            let class = rsit_type_class(t);
+            if alert.rsit_class != class as i32 {
+                let set = RsitClass::try_from(alert.rsit_class).unwrap_or(RsitClass::Unspecified);
+                return Err(ValidationError::new(
+                    "alert.rsit_type",
+                    if set == RsitClass::Unspecified {
+                        format!(
+                            "RSIT type {} needs its class: set rsit_class to {} ({})",
+                            rsit_type_label(t),
+                            class.as_str_name(),
+                            rsit_label(class)
+                        )
+                    } else {
+                        format!(
+                            "RSIT type {} belongs to class {}, not {}; fix the class or the type",
+                            rsit_type_label(t),
+                            rsit_label(class),
+                            rsit_label(set)
+                        )
+                    },
+                ));
+            }
+        }
+        Err(_) => {
+            return Err(ValidationError::new(
+                "alert.rsit_type",
+                format!(
+                    "unknown RSIT type value {}; use one of the RSIT_TYPE_* values (or leave it unset)",
+                    alert.rsit_type
+                ),
+            ));
+        }
+    }
+
     // sectors
     for (i, &s) in alert.sectors.iter().enumerate() {
         let field = format!("alert.sectors[{i}]");
@@ -174,6 +218,49 @@ pub fn validate_alert(
                 format!(
                     "sector {} is listed twice; list each sector once",
                     Nis2Sector::try_from(s).map(sector_label).unwrap_or("?")
+                ),
+            ));
+        }
+    }
+
+    // subsectors
+    for (i, &s) in alert.subsectors.iter().enumerate() {
+        let field = format!("alert.subsectors[{i}]");
+        let sub = match Nis2Subsector::try_from(s) {
+            Ok(Nis2Subsector::Unspecified) => {
+                return Err(ValidationError::new(
+                    field,
+                    "NIS2_SUBSECTOR_UNSPECIFIED is not a subsector; name the affected subsector or remove the entry",
+                ));
+            }
+            Ok(sub) => sub,
+            Err(_) => {
+                return Err(ValidationError::new(
+                    field,
+                    format!(
+                        "unknown NIS2 subsector value {s}; use one of the NIS2_SUBSECTOR_* values"
+                    ),
+                ));
+            }
+        };
+        if alert.subsectors[..i].contains(&s) {
+            return Err(ValidationError::new(
+                field,
+                format!(
+                    "subsector {} is listed twice; list each subsector once",
+                    subsector_label(sub)
+                ),
+            ));
+        }
+        let sector = subsector_sector(sub);
+        if !alert.sectors.contains(&(sector as i32)) {
+            return Err(ValidationError::new(
+                field,
+                format!(
+                    "subsector {} belongs to sector {}; list {} in sectors too",
+                    subsector_label(sub),
+                    sector_label(sector),
+                    sector.as_str_name()
                 ),
             ));
         }

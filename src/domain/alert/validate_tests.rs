@@ -2,7 +2,8 @@
 //! words an operator can act on, and a complete, well-formed alert passes.
 use super::*;
 use crate::proto::v1::{
-    Alert, Indicator, IndicatorType, Nis2Sector, Revision, RsitClass, Severity, Tlp,
+    Alert, Indicator, IndicatorType, Nis2Sector, Nis2Subsector, Revision, RsitClass, RsitType,
+    Severity, Tlp,
 };
 use prost::Message;
 use prost_types::Timestamp;
@@ -24,7 +25,9 @@ fn good() -> Alert {
         tlp: Tlp::Amber as i32,
         severity: Severity::High as i32,
         rsit_class: RsitClass::MaliciousCode as i32,
+        rsit_type: RsitType::C2Server as i32,
         sectors: vec![Nis2Sector::Health as i32, Nis2Sector::Energy as i32],
+        subsectors: vec![Nis2Subsector::Electricity as i32],
         affected_countries: vec!["EE".into(), "UA".into()],
         indicators: vec![
             ind(IndicatorType::Ip, "192.0.2.7"),
@@ -145,10 +148,59 @@ fn severity_rules() {
 #[test]
 fn rsit_rules() {
     let mut a = good();
+    a.rsit_type = 0;
     a.rsit_class = 0;
     check(&a).unwrap();
     a.rsit_class = 99;
     fails(&a, "alert.rsit_class", "unknown RSIT class value 99");
+}
+
+#[test]
+fn rsit_type_rules() {
+    let mut a = good();
+    a.rsit_type = 0;
+    check(&a).unwrap();
+    a.rsit_class = 0;
+    check(&a).unwrap();
+    a.rsit_type = RsitType::SystemCompromise as i32;
+    fails(
+        &a,
+        "alert.rsit_type",
+        "system-compromise needs its class: set rsit_class to RSIT_CLASS_INTRUSIONS",
+    );
+    a.rsit_class = RsitClass::Fraud as i32;
+    fails(
+        &a,
+        "alert.rsit_type",
+        "belongs to class intrusions, not fraud",
+    );
+    a.rsit_class = RsitClass::Intrusions as i32;
+    check(&a).unwrap();
+    a.rsit_type = 999;
+    fails(&a, "alert.rsit_type", "unknown RSIT type value 999");
+}
+
+#[test]
+fn subsector_rules() {
+    let mut a = good();
+    a.subsectors = vec![Nis2Subsector::Rail as i32];
+    fails(
+        &a,
+        "alert.subsectors[0]",
+        "subsector rail belongs to sector transport; list NIS2_SECTOR_TRANSPORT in sectors too",
+    );
+    a.sectors.push(Nis2Sector::Transport as i32);
+    check(&a).unwrap();
+    a.subsectors.push(Nis2Subsector::Rail as i32);
+    fails(&a, "alert.subsectors[1]", "listed twice");
+    a.subsectors = vec![0];
+    fails(&a, "alert.subsectors[0]", "NIS2_SUBSECTOR_UNSPECIFIED");
+    a.subsectors = vec![777];
+    fails(
+        &a,
+        "alert.subsectors[0]",
+        "unknown NIS2 subsector value 777",
+    );
 }
 
 #[test]
@@ -167,6 +219,7 @@ fn sector_rules() {
     a.sectors = ALL_SECTORS.iter().map(|s| *s as i32).collect();
     check(&a).unwrap();
     a.sectors.clear();
+    a.subsectors.clear();
     check(&a).unwrap();
 }
 
