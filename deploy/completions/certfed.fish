@@ -108,13 +108,13 @@ complete -c certfed -n "__fish_certfed_using_subcommand bench" -s h -l help -d '
 complete -c certfed -n "__fish_certfed_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c certfed -n "__fish_certfed_using_subcommand man" -l out-dir -d 'Output folder' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand man" -s h -l help -d 'Print help'
-complete -c certfed -n "__fish_certfed_using_subcommand info" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand info" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand info" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand info" -l cert -d 'Operator certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand info" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand info" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
 complete -c certfed -n "__fish_certfed_using_subcommand info" -s h -l help -d 'Print help'
-complete -c certfed -n "__fish_certfed_using_subcommand alert; and not __fish_seen_subcommand_from publish list get ack export import help" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and not __fish_seen_subcommand_from publish list get ack export import help" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and not __fish_seen_subcommand_from publish list get ack export import help" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and not __fish_seen_subcommand_from publish list get ack export import help" -l cert -d 'Operator certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and not __fish_seen_subcommand_from publish list get ack export import help" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
@@ -242,7 +242,7 @@ complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_s
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -l to -d 'Recipient node (repeatable). None: the whole federation (clear/green only)' -r
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -l expires-in-hours -d 'Expire the alert this many hours from now' -r
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -l supersedes -d 'Message id of an earlier alert of this node that this one updates' -r
-complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -l cert -d 'Operator certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
@@ -280,20 +280,20 @@ research\t''"
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from list" -l origin -d 'Only from this origin node (repeatable)' -r
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from list" -l limit -d 'Page size' -r
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from list" -l page-token -d 'Continue from a previous listing\'s next page token' -r
-complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from list" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from list" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from list" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from list" -l cert -d 'Operator certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from list" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from list" -l exercise -d 'Include exercise traffic'
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from list" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from get" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from get" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from get" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from get" -l cert -d 'Operator certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from get" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from get" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from get" -s h -l help -d 'Print help'
-complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from ack" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from ack" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from ack" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from ack" -l cert -d 'Operator certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from ack" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
@@ -308,7 +308,7 @@ amber\t'recipients\' organisations and clients; named recipients, encrypted'
 amber+strict\t'recipients\' organisations only; named recipients, encrypted'
 red\t'named recipients only, encrypted'"
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from export" -l out -d 'Write to this file instead of stdout' -r -F
-complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from export" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from export" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from export" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from export" -l cert -d 'Operator certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from export" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
@@ -328,7 +328,7 @@ medium\t''
 high\t''
 critical\t''"
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from import" -l title -d 'Title of the one alert made of a STIX bundle without reports' -r
-complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from import" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from import" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from import" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from import" -l cert -d 'Operator certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from import" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
@@ -343,7 +343,7 @@ complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_s
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from help" -f -a "export" -d 'Write alerts as a STIX 2.1 bundle or MISP events'
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from help" -f -a "import" -d 'Publish the alerts of a STIX 2.1 bundle or MISP event file (all or nothing)'
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c certfed -n "__fish_certfed_using_subcommand assist; and not __fish_seen_subcommand_from request offer decide update list show help" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and not __fish_seen_subcommand_from request offer decide update list show help" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and not __fish_seen_subcommand_from request offer decide update list show help" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and not __fish_seen_subcommand_from request offer decide update list show help" -l cert -d 'Operator certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and not __fish_seen_subcommand_from request offer decide update list show help" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
@@ -410,7 +410,7 @@ complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from request" -l deadline-hours -d 'Offers needed within this many hours' -r
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from request" -l alert -d 'Linked alert message id (repeatable)' -r
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from request" -l to -d 'Recipient node (repeatable). None: the whole federation (clear/green only)' -r
-complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from request" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from request" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from request" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from request" -l cert -d 'Operator certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from request" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
@@ -434,14 +434,14 @@ complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from offer" -l funding -d 'Funding channel' -r -f -a "bilateral\t''
 reserve\t''
 coalition\t''"
-complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from offer" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from offer" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from offer" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from offer" -l cert -d 'Operator certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from offer" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from offer" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from offer" -s h -l help -d 'Print help'
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from decide" -l note -d 'A note for the donor' -r
-complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from decide" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from decide" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from decide" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from decide" -l cert -d 'Operator certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from decide" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
@@ -455,7 +455,7 @@ closed\t''
 withdrawn\t''"
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from update" -l withdraw-offer -d 'Withdraw this offer of yours instead' -r
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from update" -l note -d 'A note recorded with the step' -r
-complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from update" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from update" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from update" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from update" -l cert -d 'Operator certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from update" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
@@ -470,13 +470,13 @@ closed\t''
 withdrawn\t''"
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from list" -l limit -d 'Page size' -r
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from list" -l page-token -d 'Continue from a previous listing\'s next page token' -r
-complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from list" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from list" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from list" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from list" -l cert -d 'Operator certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from list" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from list" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
-complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from show" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from show" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from show" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from show" -l cert -d 'Operator certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from show" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
@@ -489,19 +489,19 @@ complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from help" -f -a "list" -d 'List assistance requests known to the node'
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from help" -f -a "show" -d 'One request with its offers and signed history'
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c certfed -n "__fish_certfed_using_subcommand peers" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand peers" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand peers" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand peers" -l cert -d 'Operator certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand peers" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand peers" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
 complete -c certfed -n "__fish_certfed_using_subcommand peers" -s h -l help -d 'Print help'
-complete -c certfed -n "__fish_certfed_using_subcommand delivery" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand delivery" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand delivery" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand delivery" -l cert -d 'Operator certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand delivery" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand delivery" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
 complete -c certfed -n "__fish_certfed_using_subcommand delivery" -s h -l help -d 'Print help'
-complete -c certfed -n "__fish_certfed_using_subcommand feed; and not __fish_seen_subcommand_from misp help" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand feed; and not __fish_seen_subcommand_from misp help" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand feed; and not __fish_seen_subcommand_from misp help" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand feed; and not __fish_seen_subcommand_from misp help" -l cert -d 'Operator certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand feed; and not __fish_seen_subcommand_from misp help" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
@@ -516,7 +516,7 @@ green\t'the community; may be broadcast, not public'
 amber\t'recipients\' organisations and clients; named recipients, encrypted'
 amber+strict\t'recipients\' organisations only; named recipients, encrypted'
 red\t'named recipients only, encrypted'"
-complete -c certfed -n "__fish_certfed_using_subcommand feed; and __fish_seen_subcommand_from misp" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand feed; and __fish_seen_subcommand_from misp" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand feed; and __fish_seen_subcommand_from misp" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand feed; and __fish_seen_subcommand_from misp" -l cert -d 'Operator certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand feed; and __fish_seen_subcommand_from misp" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
@@ -525,7 +525,7 @@ complete -c certfed -n "__fish_certfed_using_subcommand feed; and __fish_seen_su
 complete -c certfed -n "__fish_certfed_using_subcommand feed; and __fish_seen_subcommand_from misp" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c certfed -n "__fish_certfed_using_subcommand feed; and __fish_seen_subcommand_from help" -f -a "misp" -d 'Write or update a MISP feed folder (manifest.json, one <uuid>.json per alert, hashes.csv)'
 complete -c certfed -n "__fish_certfed_using_subcommand feed; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c certfed -n "__fish_certfed_using_subcommand watch" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand watch" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand watch" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand watch" -l cert -d 'Operator certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand watch" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
