@@ -56,7 +56,7 @@ fn alert(
 
 pub async fn run() -> anyhow::Result<()> {
     let t0 = Instant::now();
-    let fed = Fed::new(&NODES, &LINKS);
+    let fed = Fed::new(&NODES, &LINKS).sqlite();
     println!(
         "certfed demo: {} partner nodes on loopback, fresh PKI in {}",
         NODES.len(),

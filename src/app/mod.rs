@@ -324,10 +324,38 @@ async fn open_store(cfg: &Config) -> anyhow::Result<Opened> {
             Some(l) => Some(Arc::new(l)),
             None => None,
         };
+        let pair = Pair::member("postgres", member);
+        // The first look at the lease before anything serves: a lone member
+        // (or the first of a pair) is active from its first call on.
+        if let Some(l) = &lease {
+            use crate::service::pair::Role;
+            use crate::storage::LeaseRole;
+            match l.tick().await {
+                Ok(t) => {
+                    pair.set_other(t.other);
+                    pair.set_role(match t.role {
+                        LeaseRole::Active { epoch } => {
+                            tracing::info!(epoch, member = %pair.member, "lease taken at start: this process is the ACTIVE member of node {}", cfg.node.id);
+                            Role::Active { epoch }
+                        }
+                        LeaseRole::Standby { epoch, active } => {
+                            tracing::info!(epoch, %active, member = %pair.member, "standby at start: another member holds the lease");
+                            Role::Standby {
+                                active: Some(active),
+                                epoch,
+                            }
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "lease: first attempt failed; this process starts as standby and retries")
+                }
+            }
+        }
         return Ok(Opened {
             store: Arc::new(store),
             lease,
-            pair: Pair::member("postgres", member),
+            pair,
         });
     }
     let gb = crate::storage::sqlite::db_size(&cfg.storage.dir) / 1_000_000_000;
