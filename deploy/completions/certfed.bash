@@ -1178,7 +1178,7 @@ _certfed() {
             return 0
             ;;
         certfed__subcmd__bench)
-            opts="-h --json --messages --rate --seconds --memory --memory-messages --disk --disk-messages --help"
+            opts="-h --json --messages --rate --seconds --memory --memory-messages --disk --disk-messages --storage --pg-url --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1201,6 +1201,14 @@ _certfed() {
                     return 0
                     ;;
                 --disk-messages)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --storage)
+                    COMPREPLY=($(compgen -W "sqlite postgres" -- "${cur}"))
+                    return 0
+                    ;;
+                --pg-url)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

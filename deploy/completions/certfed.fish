@@ -101,6 +101,9 @@ complete -c certfed -n "__fish_certfed_using_subcommand bench" -l rate -d 'Publi
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l seconds -d 'Duration of the relay phase in seconds' -r
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l memory-messages -d 'Signed alerts queued in the memory phase' -r
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l disk-messages -d 'Signed alerts stored (and later purged) in the disk phase' -r
+complete -c certfed -n "__fish_certfed_using_subcommand bench" -l storage -d 'Where the nodes keep their stores in the ingest and relay phases' -r -f -a "sqlite\t''
+postgres\t''"
+complete -c certfed -n "__fish_certfed_using_subcommand bench" -l pg-url -d 'With `--storage postgres`: a PostgreSQL server whose role may create databases (one fresh database per node, dropped afterwards). Without it, a throw-away local cluster is started (Debian\'s postgresql)' -r
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l json -d 'Print one JSON object instead of a table'
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l memory -d 'Run only the memory phase: queue alerts for a peer that stays down and sample the relaying node\'s resident memory (Linux, reads /proc)'
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l disk -d 'Run only the disk phase: bytes per stored message, then a retention purge and a refill that must reuse the freed space'

@@ -502,6 +502,10 @@ pub async fn start(prepared: Prepared) -> anyhow::Result<RunningNode> {
         cfg,
     }));
     node.metrics.set_role(node.pair.role().word());
+    if matches!(node.pair.role(), crate::service::pair::Role::Active { .. }) {
+        // Took the lease at start (see open_store).
+        node.metrics.takeovers.inc();
+    }
     record_tls_expiry(&node, &tls_cfg, &material);
     node.metrics.config_loaded(true, now_ms());
 

@@ -2,7 +2,8 @@
 //! processes: node-b runs twice (same identity, same database, two ports),
 //! its peers list both addresses. Faults: `kill -9` of the active member in
 //! the middle of a 5,000-alert stream, SIGSTOP of the active past its lease
-//! and SIGCONT, a PostgreSQL restart mid-stream, an unreachable database.
+//! and SIGCONT, a PostgreSQL crash (`pg_ctl -m immediate`) and restart
+//! mid-stream, an unreachable database.
 //! Every test asserts on the final state (each alert stored exactly once on
 //! every node and relayed on), never on timing; every wait is bounded.
 //!
@@ -543,12 +544,14 @@ impl Cluster {
         }
     }
 
+    /// Restarts the server the way a crash does: `-m immediate` ends every
+    /// process without a checkpoint, and the server recovers from its WAL.
     fn restart(&self) {
         let ok = Command::new("su")
             .args([
                 "postgres",
                 "-c",
-                &format!("{} -m fast -w restart", self.ctl),
+                &format!("{} -m immediate -w restart", self.ctl),
             ])
             .stdout(Stdio::null())
             .status()
@@ -570,7 +573,7 @@ impl Drop for Cluster {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_restarted_mid_stream_loses_nothing() {
+async fn postgres_crashed_and_restarted_mid_stream_loses_nothing() {
     const N: usize = 2000;
     if server().is_none() {
         return;
