@@ -112,7 +112,7 @@ const MIGRATIONS: &[&str] = &[
 pub const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Advisory lock key held while migrating (any constant; "certfed" in ASCII).
-const MIGRATE_LOCK: i64 = 0x63_65_72_74_66_65_64;
+const MIGRATE_LOCK: i64 = 0x0063_6572_7466_6564;
 
 /// Applies every migration above the database's version and checks (or
 /// records) the node the store belongs to, in one transaction.
