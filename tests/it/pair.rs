@@ -649,6 +649,33 @@ async fn an_unreachable_database_is_refused_at_start_without_the_password() {
         "{err}"
     );
     assert!(!err.contains("very-secret-pw"), "{err}");
+    // The benchmark on an unreachable server: an error before any node
+    // starts, naming the server, not the password (no panic).
+    let out = Command::new(BIN)
+        .args([
+            "bench",
+            "--json",
+            "--messages",
+            "10",
+            "--storage",
+            "postgres",
+        ])
+        .arg("--pg-url")
+        .arg(format!(
+            "postgresql://certfed:very-secret-pw@127.0.0.1:{port}/postgres"
+        ))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("bench --storage postgres: storage: cannot connect to database postgres on 127.0.0.1:{port}")),
+        "{err}"
+    );
+    assert!(
+        !err.contains("very-secret-pw") && !err.contains("panicked"),
+        "{err}"
+    );
     // A password file readable by others is refused before anything starts.
     let pw = pki.path("db.password");
     std::fs::write(&pw, "s3cret\n").unwrap();

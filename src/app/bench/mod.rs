@@ -343,6 +343,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             Some(tokio::task::spawn_blocking(move || pgserver::Server::get(url)).await??)
         }
     };
+    if let Some(s) = &server {
+        // A server that cannot be reached, or a role that may not create
+        // databases, is an error here, before any node starts.
+        use crate::storage::postgres::admin;
+        let probe = admin::create_database(&s.url, "probe")
+            .await
+            .map_err(|e| anyhow::anyhow!("certfed bench --storage postgres: {e}"))?;
+        admin::drop_database(&s.url, &probe)
+            .await
+            .map_err(|e| anyhow::anyhow!("certfed bench --storage postgres: {e}"))?;
+    }
     let (backend, storage) = match &server {
         None => (Backend::Sqlite, "sqlite".to_string()),
         Some(s) => (
