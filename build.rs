@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "proto/certfed/v1/types.proto",
         "proto/certfed/v1/assistance.proto",
+        "proto/certfed/v1/incident.proto",
         "proto/certfed/v1/operator.proto",
         "proto/certfed/v1/federation.proto",
     ];

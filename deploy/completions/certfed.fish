@@ -29,13 +29,14 @@ complete -c certfed -n "__fish_certfed_needs_command" -s V -l version -d 'Print 
 complete -c certfed -n "__fish_certfed_needs_command" -f -a "serve" -d 'Run a node in the foreground until SIGTERM/SIGINT (systemd Type=notify)'
 complete -c certfed -n "__fish_certfed_needs_command" -f -a "check-config" -d 'Check a configuration file exactly as `serve` would (files, keys, permissions, identities, peers, members) without opening a port; exit 0 when `serve` would accept it, 1 naming the problem otherwise'
 complete -c certfed -n "__fish_certfed_needs_command" -f -a "pki" -d 'Create a federation CA, node and operator certificates, CRLs and signing keys'
-complete -c certfed -n "__fish_certfed_needs_command" -f -a "demo" -d 'Start a real local federation on loopback and play a short scenario'
+complete -c certfed -n "__fish_certfed_needs_command" -f -a "demo" -d 'Start a real local federation on loopback and play a short scenario, ending with the incident\'s HTML situation report'
 complete -c certfed -n "__fish_certfed_needs_command" -f -a "bench" -d 'Run the standard benchmark on loopback (starts its own nodes)'
 complete -c certfed -n "__fish_certfed_needs_command" -f -a "completions" -d 'Print a shell completion script (bash: source it, or install it as /usr/share/bash-completion/completions/certfed)'
 complete -c certfed -n "__fish_certfed_needs_command" -f -a "man" -d 'Write the man pages (certfed.1 and one per subcommand) to a folder'
 complete -c certfed -n "__fish_certfed_needs_command" -f -a "info" -d 'Node identity, version, peers and members'
 complete -c certfed -n "__fish_certfed_needs_command" -f -a "alert" -d 'Publish, list and inspect incident alerts'
 complete -c certfed -n "__fish_certfed_needs_command" -f -a "assist" -d 'Request, offer, decide and follow assistance (Tallinn Mechanism style)'
+complete -c certfed -n "__fish_certfed_needs_command" -f -a "incident" -d 'Incidents across partners: the shared picture, sightings, links, status, merges and the HTML situation report'
 complete -c certfed -n "__fish_certfed_needs_command" -f -a "peers" -d 'Direct peers and the state of each link'
 complete -c certfed -n "__fish_certfed_needs_command" -f -a "delivery" -d 'Per-peer delivery state of a message'
 complete -c certfed -n "__fish_certfed_needs_command" -f -a "feed" -d 'Write a feed of the node\'s alerts that other tools fetch (MISP feed folder)'
@@ -95,18 +96,22 @@ complete -c certfed -n "__fish_certfed_using_subcommand pki; and __fish_seen_sub
 complete -c certfed -n "__fish_certfed_using_subcommand pki; and __fish_seen_subcommand_from help" -f -a "revoke" -d 'Revoke certificates: add them to the CA\'s CRL (read if present) and re-sign it'
 complete -c certfed -n "__fish_certfed_using_subcommand pki; and __fish_seen_subcommand_from help" -f -a "crl" -d 'Write a fresh CRL (empty, or keeping the entries of the existing one)'
 complete -c certfed -n "__fish_certfed_using_subcommand pki; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c certfed -n "__fish_certfed_using_subcommand demo" -l report -d 'Where to write the situation report' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand demo" -s h -l help -d 'Print help'
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l messages -d 'Signed alerts pushed in the ingest phase' -r
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l rate -d 'Publish rate of the relay phase (messages per second)' -r
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l seconds -d 'Duration of the relay phase in seconds' -r
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l memory-messages -d 'Signed alerts queued in the memory phase' -r
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l disk-messages -d 'Signed alerts stored (and later purged) in the disk phase' -r
+complete -c certfed -n "__fish_certfed_using_subcommand bench" -l incident-sightings -d 'Sightings reported into the incident in the incident phase' -r
+complete -c certfed -n "__fish_certfed_using_subcommand bench" -l incident-noise -d 'Loose alerts (in no incident) carrying the incident\'s indicator in the incident phase' -r
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l storage -d 'Where the nodes keep their stores in the ingest and relay phases' -r -f -a "sqlite\t''
 postgres\t''"
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l pg-url -d 'With `--storage postgres`: a PostgreSQL server whose role may create databases (one fresh database per node, dropped afterwards). Without it, a throw-away local cluster is started (Debian\'s postgresql)' -r
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l json -d 'Print one JSON object instead of a table'
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l memory -d 'Run only the memory phase: queue alerts for a peer that stays down and sample the relaying node\'s resident memory (Linux, reads /proc)'
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l disk -d 'Run only the disk phase: bytes per stored message, then a retention purge and a refill that must reuse the freed space'
+complete -c certfed -n "__fish_certfed_using_subcommand bench" -l incident -d 'Run only the incident phase: correlation of an arrival on a common indicator, GetSituation and ListIncidents of a large incident'
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -s h -l help -d 'Print help'
 complete -c certfed -n "__fish_certfed_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c certfed -n "__fish_certfed_using_subcommand man" -l out-dir -d 'Output folder' -r -F
@@ -245,12 +250,14 @@ complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_s
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -l to -d 'Recipient node (repeatable). None: the whole federation (clear/green only)' -r
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -l expires-in-hours -d 'Expire the alert this many hours from now' -r
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -l supersedes -d 'Message id of an earlier alert of this node that this one updates' -r
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -l incident -d 'Contribute this alert to an incident (its TLP at least the incident\'s)' -r
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -l cert -d 'Operator certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -l retract -d 'With --supersedes: retract that alert instead of updating it'
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -l exercise -d 'Mark as exercise traffic'
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -l open-incident -d 'Open an incident with this alert (its message id becomes the incident id)'
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from list" -l min-severity -d 'Minimum severity' -r -f -a "low\t''
@@ -492,6 +499,110 @@ complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from help" -f -a "list" -d 'List assistance requests known to the node'
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from help" -f -a "show" -d 'One request with its offers and signed history'
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and not __fish_seen_subcommand_from list show link sight status merge report help" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and not __fish_seen_subcommand_from list show link sight status merge report help" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and not __fish_seen_subcommand_from list show link sight status merge report help" -l cert -d 'Operator certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and not __fish_seen_subcommand_from list show link sight status merge report help" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and not __fish_seen_subcommand_from list show link sight status merge report help" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and not __fish_seen_subcommand_from list show link sight status merge report help" -s h -l help -d 'Print help'
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and not __fish_seen_subcommand_from list show link sight status merge report help" -f -a "list" -d 'Incidents this node holds, newest first'
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and not __fish_seen_subcommand_from list show link sight status merge report help" -f -a "show" -d 'The shared picture of one incident as this node sees it'
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and not __fish_seen_subcommand_from list show link sight status merge report help" -f -a "link" -d 'Declare a message (alert, sighting, assistance request, incident) part of an incident'
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and not __fish_seen_subcommand_from list show link sight status merge report help" -f -a "sight" -d 'Report a sighting: "we observe this too" (of an incident, or of indicators alone)'
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and not __fish_seen_subcommand_from list show link sight status merge report help" -f -a "status" -d 'Change an incident\'s status (its opener only)'
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and not __fish_seen_subcommand_from list show link sight status merge report help" -f -a "merge" -d 'Say that an incident this node opened and another are one (takes effect once the other\'s opener says the same)'
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and not __fish_seen_subcommand_from list show link sight status merge report help" -f -a "report" -d 'Write the situation report: one self-contained HTML page with the escalation timeline, partners × sectors, indicators and assistance'
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and not __fish_seen_subcommand_from list show link sight status merge report help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from list" -l limit -d 'Page size' -r
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from list" -l page-token -d 'Continue from a previous listing\'s next page token' -r
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from list" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from list" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from list" -l cert -d 'Operator certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from list" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from list" -l all -d 'Include resolved incidents'
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from list" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from show" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from show" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from show" -l cert -d 'Operator certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from show" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from show" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help'
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from link" -l note -d 'Why' -r
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from link" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from link" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from link" -l cert -d 'Operator certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from link" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from link" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from link" -s h -l help -d 'Print help'
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from sight" -l country -d 'Where it was observed: ISO 3166-1 alpha-2 country code' -r
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from sight" -l sector -d 'NIS2 sector hit' -r -f -a "energy\t''
+transport\t''
+banking\t''
+financial\t''
+health\t''
+drinking-water\t''
+waste-water\t''
+digital-infrastructure\t''
+ict-services\t''
+public-administration\t''
+space\t''
+courier\t''
+waste-management\t''
+chemical\t''
+food\t''
+manufacturing\t''
+digital-providers\t''
+research\t''"
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from sight" -l indicator -d 'Indicator TYPE:VALUE observed (repeatable); types: ip, cidr, domain, url, email, sha256, sha1, md5, cve, asn, text' -r
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from sight" -l count -d 'How many times (or entities)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from sight" -l severity -d 'How severe it is here' -r -f -a "low\t''
+medium\t''
+high\t''
+critical\t''"
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from sight" -l observed -d 'When it was observed (RFC 3339, e.g. 2025-03-01T10:00:00Z; default: now)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from sight" -l tlp -d 'TLP marking (default: the incident\'s)' -r -f -a "clear\t'no limit on disclosure; may be broadcast'
+green\t'the community; may be broadcast, not public'
+amber\t'recipients\' organisations and clients; named recipients, encrypted'
+amber+strict\t'recipients\' organisations only; named recipients, encrypted'
+red\t'named recipients only, encrypted'"
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from sight" -l to -d 'Recipient node (repeatable). Default: the incident\'s audience' -r
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from sight" -l note -d 'Analyst note' -r
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from sight" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from sight" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from sight" -l cert -d 'Operator certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from sight" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from sight" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from sight" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from status" -l note -d 'A note recorded with the change' -r
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from status" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from status" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from status" -l cert -d 'Operator certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from status" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from status" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from status" -s h -l help -d 'Print help'
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from merge" -l note -d 'Why' -r
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from merge" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from merge" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from merge" -l cert -d 'Operator certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from merge" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from merge" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from merge" -s h -l help -d 'Print help'
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from report" -l html -d 'Output file (written whole, then renamed into place)' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from report" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from report" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from report" -l cert -d 'Operator certificate (PEM). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from report" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from report" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from report" -s h -l help -d 'Print help'
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from help" -f -a "list" -d 'Incidents this node holds, newest first'
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from help" -f -a "show" -d 'The shared picture of one incident as this node sees it'
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from help" -f -a "link" -d 'Declare a message (alert, sighting, assistance request, incident) part of an incident'
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from help" -f -a "sight" -d 'Report a sighting: "we observe this too" (of an incident, or of indicators alone)'
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from help" -f -a "status" -d 'Change an incident\'s status (its opener only)'
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from help" -f -a "merge" -d 'Say that an incident this node opened and another are one (takes effect once the other\'s opener says the same)'
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from help" -f -a "report" -d 'Write the situation report: one self-contained HTML page with the escalation timeline, partners × sectors, indicators and assistance'
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c certfed -n "__fish_certfed_using_subcommand peers" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand peers" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand peers" -l cert -d 'Operator certificate (PEM). Required' -r -F
@@ -537,21 +648,22 @@ complete -c certfed -n "__fish_certfed_using_subcommand watch" -l count -d 'Stop
 complete -c certfed -n "__fish_certfed_using_subcommand watch" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
 complete -c certfed -n "__fish_certfed_using_subcommand watch" -l from-start -d 'Start from the first stored message'
 complete -c certfed -n "__fish_certfed_using_subcommand watch" -s h -l help -d 'Print help'
-complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery feed watch help" -f -a "serve" -d 'Run a node in the foreground until SIGTERM/SIGINT (systemd Type=notify)'
-complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery feed watch help" -f -a "check-config" -d 'Check a configuration file exactly as `serve` would (files, keys, permissions, identities, peers, members) without opening a port; exit 0 when `serve` would accept it, 1 naming the problem otherwise'
-complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery feed watch help" -f -a "pki" -d 'Create a federation CA, node and operator certificates, CRLs and signing keys'
-complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery feed watch help" -f -a "demo" -d 'Start a real local federation on loopback and play a short scenario'
-complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery feed watch help" -f -a "bench" -d 'Run the standard benchmark on loopback (starts its own nodes)'
-complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery feed watch help" -f -a "completions" -d 'Print a shell completion script (bash: source it, or install it as /usr/share/bash-completion/completions/certfed)'
-complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery feed watch help" -f -a "man" -d 'Write the man pages (certfed.1 and one per subcommand) to a folder'
-complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery feed watch help" -f -a "info" -d 'Node identity, version, peers and members'
-complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery feed watch help" -f -a "alert" -d 'Publish, list and inspect incident alerts'
-complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery feed watch help" -f -a "assist" -d 'Request, offer, decide and follow assistance (Tallinn Mechanism style)'
-complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery feed watch help" -f -a "peers" -d 'Direct peers and the state of each link'
-complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery feed watch help" -f -a "delivery" -d 'Per-peer delivery state of a message'
-complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery feed watch help" -f -a "feed" -d 'Write a feed of the node\'s alerts that other tools fetch (MISP feed folder)'
-complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery feed watch help" -f -a "watch" -d 'Stream messages as the node stores them (with --json: one JSON object per line)'
-complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist peers delivery feed watch help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist incident peers delivery feed watch help" -f -a "serve" -d 'Run a node in the foreground until SIGTERM/SIGINT (systemd Type=notify)'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist incident peers delivery feed watch help" -f -a "check-config" -d 'Check a configuration file exactly as `serve` would (files, keys, permissions, identities, peers, members) without opening a port; exit 0 when `serve` would accept it, 1 naming the problem otherwise'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist incident peers delivery feed watch help" -f -a "pki" -d 'Create a federation CA, node and operator certificates, CRLs and signing keys'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist incident peers delivery feed watch help" -f -a "demo" -d 'Start a real local federation on loopback and play a short scenario, ending with the incident\'s HTML situation report'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist incident peers delivery feed watch help" -f -a "bench" -d 'Run the standard benchmark on loopback (starts its own nodes)'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist incident peers delivery feed watch help" -f -a "completions" -d 'Print a shell completion script (bash: source it, or install it as /usr/share/bash-completion/completions/certfed)'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist incident peers delivery feed watch help" -f -a "man" -d 'Write the man pages (certfed.1 and one per subcommand) to a folder'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist incident peers delivery feed watch help" -f -a "info" -d 'Node identity, version, peers and members'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist incident peers delivery feed watch help" -f -a "alert" -d 'Publish, list and inspect incident alerts'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist incident peers delivery feed watch help" -f -a "assist" -d 'Request, offer, decide and follow assistance (Tallinn Mechanism style)'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist incident peers delivery feed watch help" -f -a "incident" -d 'Incidents across partners: the shared picture, sightings, links, status, merges and the HTML situation report'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist incident peers delivery feed watch help" -f -a "peers" -d 'Direct peers and the state of each link'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist incident peers delivery feed watch help" -f -a "delivery" -d 'Per-peer delivery state of a message'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist incident peers delivery feed watch help" -f -a "feed" -d 'Write a feed of the node\'s alerts that other tools fetch (MISP feed folder)'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist incident peers delivery feed watch help" -f -a "watch" -d 'Stream messages as the node stores them (with --json: one JSON object per line)'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki demo bench completions man info alert assist incident peers delivery feed watch help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c certfed -n "__fish_certfed_using_subcommand help; and __fish_seen_subcommand_from pki" -f -a "ca" -d 'Create a new federation CA: DIR/ca.crt and DIR/ca.key (mode 0600)'
 complete -c certfed -n "__fish_certfed_using_subcommand help; and __fish_seen_subcommand_from pki" -f -a "node" -d 'Issue a node TLS certificate (URI SAN urn:certfed:node:<ID>, serverAuth+clientAuth)'
 complete -c certfed -n "__fish_certfed_using_subcommand help; and __fish_seen_subcommand_from pki" -f -a "operator" -d 'Issue an operator client certificate (URI SAN urn:certfed:operator:<NAME>, clientAuth)'
@@ -570,4 +682,11 @@ complete -c certfed -n "__fish_certfed_using_subcommand help; and __fish_seen_su
 complete -c certfed -n "__fish_certfed_using_subcommand help; and __fish_seen_subcommand_from assist" -f -a "update" -d 'Move a request (requester) or withdraw your own offer (donor)'
 complete -c certfed -n "__fish_certfed_using_subcommand help; and __fish_seen_subcommand_from assist" -f -a "list" -d 'List assistance requests known to the node'
 complete -c certfed -n "__fish_certfed_using_subcommand help; and __fish_seen_subcommand_from assist" -f -a "show" -d 'One request with its offers and signed history'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and __fish_seen_subcommand_from incident" -f -a "list" -d 'Incidents this node holds, newest first'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and __fish_seen_subcommand_from incident" -f -a "show" -d 'The shared picture of one incident as this node sees it'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and __fish_seen_subcommand_from incident" -f -a "link" -d 'Declare a message (alert, sighting, assistance request, incident) part of an incident'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and __fish_seen_subcommand_from incident" -f -a "sight" -d 'Report a sighting: "we observe this too" (of an incident, or of indicators alone)'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and __fish_seen_subcommand_from incident" -f -a "status" -d 'Change an incident\'s status (its opener only)'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and __fish_seen_subcommand_from incident" -f -a "merge" -d 'Say that an incident this node opened and another are one (takes effect once the other\'s opener says the same)'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and __fish_seen_subcommand_from incident" -f -a "report" -d 'Write the situation report: one self-contained HTML page with the escalation timeline, partners × sectors, indicators and assistance'
 complete -c certfed -n "__fish_certfed_using_subcommand help; and __fish_seen_subcommand_from feed" -f -a "misp" -d 'Write or update a MISP feed folder (manifest.json, one <uuid>.json per alert, hashes.csv)'

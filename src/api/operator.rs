@@ -22,7 +22,7 @@ use crate::proto::v1::*;
 use crate::service::alerts::{self, WatchFrom};
 use crate::service::limits::{MAX_ANSWER_BYTES, check_request_size, transport_request_bytes};
 use crate::service::node::Node;
-use crate::service::{assistance, delivery};
+use crate::service::{assistance, delivery, incidents};
 use prost::Message;
 use std::future::Future;
 use std::pin::Pin;
@@ -91,24 +91,15 @@ impl Operator for OperatorApi {
         req: Request<PublishAlertRequest>,
     ) -> Result<Response<PublishAlertResponse>, Status> {
         let who = audit::operator(&req);
-        let PublishAlertRequest {
-            alert,
-            recipients,
-            request_id,
-            validate_only,
-        } = self.take(req)?;
-        if validate_only {
-            alerts::validate_publish(&self.node, alert, &recipients)
+        let body = self.take(req)?;
+        if body.validate_only {
+            alerts::validate_publish(&self.node, body)
                 .await
                 .map_err(status)?;
             return Ok(Response::new(PublishAlertResponse::default()));
         }
         let r = self
-            .detached(|node| async move {
-                alerts::publish(&node, alert, recipients, request_id)
-                    .await
-                    .map_err(status)
-            })
+            .detached(|node| async move { alerts::publish_in(&node, body).await.map_err(status) })
             .await;
         audit::log(&who, "publish alert", r.as_deref().unwrap_or(""), &r);
         let message_id = r?;
@@ -347,5 +338,92 @@ impl Operator for OperatorApi {
         let id = self.take(req)?.request_id;
         let view = assistance::get(&self.node, &id).await.map_err(status)?;
         Ok(Response::new(view))
+    }
+
+    async fn list_incidents(
+        &self,
+        req: Request<ListIncidentsRequest>,
+    ) -> Result<Response<ListIncidentsResponse>, Status> {
+        let r = self.take(req)?;
+        let before = parse_page_token(&r.page_token)?;
+        let (list, next) = incidents::list(
+            &self.node,
+            r.include_resolved,
+            before,
+            page_limit(r.page_size),
+        )
+        .await
+        .map_err(status)?;
+        Ok(Response::new(ListIncidentsResponse {
+            incidents: list,
+            next_page_token: page_token(next),
+        }))
+    }
+
+    async fn get_situation(
+        &self,
+        req: Request<GetSituationRequest>,
+    ) -> Result<Response<Situation>, Status> {
+        let id = self.take(req)?.incident_id;
+        let s = incidents::situation(&self.node, &id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(s))
+    }
+
+    async fn report_sighting(
+        &self,
+        req: Request<ReportSightingRequest>,
+    ) -> Result<Response<ReportSightingResponse>, Status> {
+        let who = audit::operator(&req);
+        let body = self.take(req)?;
+        let r = self
+            .detached(|node| async move { incidents::sight(&node, body).await.map_err(status) })
+            .await;
+        audit::log(&who, "report sighting", r.as_deref().unwrap_or(""), &r);
+        Ok(Response::new(ReportSightingResponse { message_id: r? }))
+    }
+
+    async fn link_to_incident(
+        &self,
+        req: Request<LinkToIncidentRequest>,
+    ) -> Result<Response<LinkToIncidentResponse>, Status> {
+        let who = audit::operator(&req);
+        let body = self.take(req)?;
+        let r = self
+            .detached(|node| async move { incidents::link(&node, body).await.map_err(status) })
+            .await;
+        audit::log(&who, "link to incident", r.as_deref().unwrap_or(""), &r);
+        Ok(Response::new(LinkToIncidentResponse { message_id: r? }))
+    }
+
+    async fn set_incident_status(
+        &self,
+        req: Request<SetIncidentStatusRequest>,
+    ) -> Result<Response<SetIncidentStatusResponse>, Status> {
+        let who = audit::operator(&req);
+        let body = self.take(req)?;
+        let r = self
+            .detached(
+                |node| async move { incidents::set_status(&node, body).await.map_err(status) },
+            )
+            .await;
+        audit::log(&who, "set incident status", r.as_deref().unwrap_or(""), &r);
+        Ok(Response::new(SetIncidentStatusResponse { message_id: r? }))
+    }
+
+    async fn merge_incidents(
+        &self,
+        req: Request<MergeIncidentsRequest>,
+    ) -> Result<Response<MergeIncidentsResponse>, Status> {
+        let who = audit::operator(&req);
+        let body = self.take(req)?;
+        let r = self
+            .detached(|node| async move { incidents::merge(&node, body).await.map_err(status) })
+            .await;
+        let id = r.as_ref().map(|(id, _)| id.as_str()).unwrap_or("");
+        audit::log(&who, "merge incidents", id, &r);
+        let (message_id, merged) = r?;
+        Ok(Response::new(MergeIncidentsResponse { message_id, merged }))
     }
 }

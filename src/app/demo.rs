@@ -6,6 +6,14 @@
 //! prints a timeline of who knew what, and when. Then the hardest-hit partner
 //! requests assistance under TLP:AMBER; two partners offer, one is accepted and
 //! deployed, and every recipient's view of the request converges.
+//!
+//! The alerts tell one incident: the first opens it, the others join it;
+//! partners report sightings (one under TLP:AMBER to the opener alone), a
+//! partner outside it reports the same infrastructure and the opener links the
+//! correlation match; the assistance request names the incident. Each partner
+//! shows its picture (partners holding the same contributions show the same
+//! digest; the relay of the AMBER sighting counts it without reading it), and
+//! the demo ends by writing the opener's HTML situation report.
 use crate::app::localfed::Fed;
 use crate::proto::v1::*;
 use futures::StreamExt;
@@ -54,7 +62,7 @@ fn alert(
     }
 }
 
-pub async fn run() -> anyhow::Result<()> {
+pub async fn run(report: std::path::PathBuf) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let fed = Fed::new(&NODES, &LINKS).sqlite();
     println!(
@@ -113,7 +121,7 @@ pub async fn run() -> anyhow::Result<()> {
         }));
     }
 
-    let publish = |i: usize, a: Alert| {
+    let publish = |i: usize, a: Alert, open_incident: bool, incident_id: String| {
         let fed = &fed;
         async move {
             let mut op = fed.operator(i).await;
@@ -130,6 +138,8 @@ pub async fn run() -> anyhow::Result<()> {
             op.publish_alert(PublishAlertRequest {
                 alert: Some(a),
                 recipients: vec![],
+                open_incident,
+                incident_id,
                 ..Default::default()
             })
             .await
@@ -151,9 +161,18 @@ pub async fn run() -> anyhow::Result<()> {
                 (IndicatorType::Domain, "update-scada.example"),
             ],
         ),
+        true,
+        String::new(),
     )
     .await?;
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    let incident = first.clone();
+    println!(
+        "[{:>7.3}s] {:<8} OPENS INCIDENT {} with it",
+        t0.elapsed().as_secs_f64(),
+        NODES[0],
+        &incident[..8]
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
     // 2. The origin updates it: escalation across borders.
     let mut upd = alert(
         "UPDATE: grid intrusion spreads to cross-border interconnectors",
@@ -171,8 +190,9 @@ pub async fn run() -> anyhow::Result<()> {
     );
     upd.revision = Revision::Update as i32;
     upd.supersedes = first;
-    publish(0, upd).await?;
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // An update stays in the incident of the alert it supersedes.
+    publish(0, upd, false, String::new()).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     // 3. A neighbour sees the same actor in transport.
     publish(
         1,
@@ -187,12 +207,19 @@ pub async fn run() -> anyhow::Result<()> {
                 (IndicatorType::Cve, "CVE-2024-3400"),
             ],
         ),
+        false,
+        incident.clone(),
     )
     .await?;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-
-    // 4. The hardest-hit partner asks for help; two partners offer.
-    let assistance = assistance(&fed, t0).await;
+    // 4. Sightings, a correlated alert, and the assistance request, all tied
+    //    to the incident; the picture every partner can show.
+    let story = incident_story(&fed, t0, &incident, &publish).await;
+    // 5. The hardest-hit partner asks for help; two partners offer.
+    let assistance = assistance(&fed, t0, &incident).await;
+    let report = match (&story, &assistance) {
+        (Ok(()), Ok(_)) => picture(&fed, t0, &incident, report).await,
+        _ => Ok(Vec::new()),
+    };
 
     for n in running {
         n.shutdown().await?;
@@ -230,7 +257,8 @@ pub async fn run() -> anyhow::Result<()> {
         }
         println!();
     }
-    if !complete || ids.len() != 3 {
+    story?;
+    if !complete || ids.len() != 4 {
         anyhow::bail!("not every partner received every alert");
     }
     println!(
@@ -246,7 +274,250 @@ pub async fn run() -> anyhow::Result<()> {
     println!(
         "\nRequester and both donors agree on the request; partners it was not addressed to cannot read it."
     );
+    println!("\nThe incident as each partner sees it:");
+    for line in report? {
+        println!("  {line}");
+    }
     Ok(())
+}
+
+fn sighting(
+    incident: &str,
+    country: &str,
+    sector: Nis2Sector,
+    count: u64,
+    sev: Severity,
+    tlp: Tlp,
+) -> Sighting {
+    Sighting {
+        incident_id: incident.into(),
+        indicators: vec![Indicator {
+            r#type: IndicatorType::Domain as i32,
+            value: "update-scada.example".into(),
+            comment: String::new(),
+        }],
+        country: country.into(),
+        sector: sector as i32,
+        count,
+        severity: sev as i32,
+        tlp: tlp as i32,
+        ..Default::default()
+    }
+}
+
+/// Partners report sightings (one of them TLP:AMBER to the opener alone), a
+/// partner outside the incident reports the same infrastructure, the opener
+/// sees the correlation match and links it, and sets the status.
+async fn incident_story<F, Fut>(
+    fed: &Fed,
+    t0: Instant,
+    incident: &str,
+    publish: &F,
+) -> anyhow::Result<()>
+where
+    F: Fn(usize, Alert, bool, String) -> Fut,
+    Fut: std::future::Future<Output = Result<String, tonic::Status>>,
+{
+    // Every partner must hold the opening alert before it can contribute.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for (i, name) in NODES.iter().enumerate().skip(1) {
+        while fed
+            .operator(i)
+            .await
+            .get_situation(GetSituationRequest {
+                incident_id: incident.into(),
+            })
+            .await
+            .is_err()
+        {
+            if Instant::now() > deadline {
+                anyhow::bail!("{name} never received the incident");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let sightings = [
+        (
+            2,
+            sighting(
+                incident,
+                "DE",
+                Nis2Sector::Health,
+                4,
+                Severity::High,
+                Tlp::Green,
+            ),
+            vec![],
+        ),
+        (
+            3,
+            sighting(
+                incident,
+                "EE",
+                Nis2Sector::DigitalInfrastructure,
+                12,
+                Severity::Critical,
+                Tlp::Amber,
+            ),
+            vec![NODES[0].to_string()],
+        ),
+    ];
+    for (i, s, to) in sightings {
+        println!(
+            "{} {:<8} SIGHTS   the incident: {} {}, {} observed{}",
+            at(t0),
+            NODES[i],
+            s.country,
+            crate::domain::alert::sector_label(
+                Nis2Sector::try_from(s.sector).unwrap_or(Nis2Sector::Unspecified)
+            ),
+            s.count,
+            if to.is_empty() {
+                " (TLP:GREEN)".to_string()
+            } else {
+                format!(" (TLP:AMBER, to {} only)", to.join(", "))
+            }
+        );
+        fed.operator(i)
+            .await
+            .report_sighting(ReportSightingRequest {
+                sighting: Some(s),
+                recipients: to,
+                ..Default::default()
+            })
+            .await?;
+    }
+    // A partner outside the incident reports the same infrastructure.
+    let loose = publish(
+        4,
+        alert(
+            "Scanning of interconnector VPN gateways",
+            "Mass scanning from one address against VPN gateways of energy interconnectors.",
+            Severity::Medium,
+            &[Nis2Sector::DigitalInfrastructure],
+            &["FR"],
+            &[(IndicatorType::Ip, "203.0.113.45")],
+        ),
+        false,
+        String::new(),
+    )
+    .await?;
+    let mut op = fed.operator(0).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = op
+            .get_situation(GetSituationRequest {
+                incident_id: incident.into(),
+            })
+            .await?
+            .into_inner();
+        if let Some(m) = s.matches.iter().find(|m| m.message_id == loose) {
+            println!(
+                "{} {:<8} CORRELATION: {}'s alert shares {} with the incident",
+                at(t0),
+                NODES[0],
+                m.origin,
+                m.indicator.clone().unwrap_or_default().value
+            );
+            break;
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("the correlation match never showed on {}", NODES[0]);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!("{} {:<8} LINKS it into the incident", at(t0), NODES[0]);
+    op.link_to_incident(LinkToIncidentRequest {
+        incident_id: incident.into(),
+        message_id: loose,
+        note: "same scanning infrastructure".into(),
+        ..Default::default()
+    })
+    .await?;
+    println!("{} {:<8} sets the status INVESTIGATING", at(t0), NODES[0]);
+    op.set_incident_status(SetIncidentStatusRequest {
+        incident_id: incident.into(),
+        status: IncidentStatus::Investigating as i32,
+        note: "joint analysis with cert-pl and cert-de".into(),
+        ..Default::default()
+    })
+    .await?;
+    Ok(())
+}
+
+/// Waits until the partners that hold the same contributions show the same
+/// picture, prints each partner's picture, and writes the opener's as HTML.
+async fn picture(
+    fed: &Fed,
+    t0: Instant,
+    incident: &str,
+    report: std::path::PathBuf,
+) -> anyhow::Result<Vec<String>> {
+    let get = |i: usize| async move {
+        fed.operator(i)
+            .await
+            .get_situation(GetSituationRequest {
+                incident_id: incident.into(),
+            })
+            .await
+            .map(|r| r.into_inner())
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let pictures = loop {
+        let mut all = Vec::new();
+        for i in 0..NODES.len() {
+            all.push(get(i).await?);
+        }
+        // Everyone has the status and the linked alert; the opener reads
+        // cert-ee's AMBER sighting, cert-pl relayed it and only counts it.
+        let done = all.iter().all(|s| {
+            s.status == IncidentStatus::Investigating as i32 && s.partners_affected.len() >= 4
+        }) && all[0].partners_affected.len() == 5
+            && all[0]
+                .assistance
+                .iter()
+                .any(|a| a.state == AssistanceState::Deployed as i32)
+            && all[1].restricted.iter().map(|r| r.count).sum::<u32>() == 1;
+        if done {
+            break all;
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("the partners' pictures of the incident did not converge");
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    };
+    let mut lines = Vec::new();
+    for (i, s) in pictures.iter().enumerate() {
+        let hidden: u32 = s.restricted.iter().map(|r| r.count).sum();
+        lines.push(format!(
+            "{:<8} severity {}, {} partners affected in {} countries and {} sectors, {} contributions{}, digest {}",
+            NODES[i],
+            crate::domain::alert::severity_label(
+                Severity::try_from(s.severity).unwrap_or(Severity::Unspecified)
+            ),
+            s.partners_affected.len(),
+            s.countries.len(),
+            s.sectors.len(),
+            s.contributions,
+            if hidden > 0 {
+                format!(" + {hidden} it cannot read")
+            } else {
+                String::new()
+            },
+            &s.digest[..12]
+        ));
+    }
+    let page = crate::app::report::render(&pictures[0], NODES[0], crate::service::now_ms());
+    std::fs::write(&report, &page)
+        .map_err(|e| anyhow::anyhow!("{}: cannot write the report: {e}", report.display()))?;
+    lines.push(format!(
+        "{} situation report of {} written to {} ({} bytes): open it in a browser",
+        at(t0),
+        NODES[0],
+        report.display(),
+        page.len()
+    ));
+    Ok(lines)
 }
 
 const REQUESTER: usize = 0;
@@ -326,7 +597,7 @@ fn offer_word(s: i32) -> &'static str {
 /// cert-ua requests incident response and forensics under TLP:AMBER from cert-pl
 /// and cert-de; both offer; cert-ua accepts one, declines the other and reports
 /// the team deployed. Returns one line per node describing what it sees.
-async fn assistance(fed: &Fed, t0: Instant) -> anyhow::Result<Vec<String>> {
+async fn assistance(fed: &Fed, t0: Instant, incident: &str) -> anyhow::Result<Vec<String>> {
     let req = AssistanceRequest {
         title: "Grid wiper: incident response and ICS forensics needed".into(),
         description: "Wiper on SCADA jump hosts at a transmission system operator; \
@@ -347,6 +618,7 @@ async fn assistance(fed: &Fed, t0: Instant) -> anyhow::Result<Vec<String>> {
             person_days: 30,
             on_site: true,
         }),
+        linked_alerts: vec![incident.to_string()],
         ..Default::default()
     };
     let recipients: Vec<String> = DONORS.iter().map(|&i| NODES[i].to_string()).collect();

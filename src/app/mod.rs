@@ -11,6 +11,7 @@
 pub mod bench;
 pub mod demo;
 pub mod localfed;
+pub mod report;
 pub mod systemd;
 
 use crate::api::authz::AuthzLayer;
@@ -689,7 +690,8 @@ async fn set_health(health: &tonic_health::server::HealthReporter, serving: bool
 }
 
 /// Waits until this process serves (at once without a pair), then starts
-/// the peer links, the receipt task and the retention purge, and keeps the
+/// the peer links, the receipt task, the retention purge and the incident
+/// task, and keeps the
 /// health status in step with the role. Returns the tasks it started.
 async fn serve_when_active(
     node: Arc<Node>,
@@ -712,6 +714,7 @@ async fn serve_when_active(
     let tasks = vec![
         tokio::spawn(crate::service::receipts::run(node.clone(), receipt_rx)),
         tokio::spawn(crate::service::retention::run(node.clone())),
+        tokio::spawn(crate::service::incidents::run(node.clone())),
     ];
     if node.pair.backend == "postgres" {
         tracing::info!(node = %node.id, member = %node.pair.member, "serving as the active member");

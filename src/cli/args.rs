@@ -252,6 +252,17 @@ pub const INDICATOR_TYPES: [(IndicatorType, &str); 11] = [
     (IndicatorType::Text, "text"),
 ];
 
+value_enum!(
+    /// An incident status an opener sets: investigating, contained, resolved.
+    IncidentStatusArg(crate::proto::v1::IncidentStatus),
+    [
+        crate::proto::v1::IncidentStatus::Investigating,
+        crate::proto::v1::IncidentStatus::Contained,
+        crate::proto::v1::IncidentStatus::Resolved,
+    ],
+    crate::domain::incident::status_label
+);
+
 /// Command-line word of an indicator type.
 pub fn indicator_word(t: i32) -> &'static str {
     INDICATOR_TYPES

@@ -167,6 +167,12 @@ pub struct PublishArgs {
     /// Mark as exercise traffic.
     #[arg(long)]
     pub exercise: bool,
+    /// Open an incident with this alert (its message id becomes the incident id).
+    #[arg(long, conflicts_with = "incident")]
+    pub open_incident: bool,
+    /// Contribute this alert to an incident (its TLP at least the incident's).
+    #[arg(long, value_name = "INCIDENT_ID")]
+    pub incident: Option<String>,
 }
 
 /// Connects to the node with the operator's certificate.
@@ -284,15 +290,15 @@ pub fn show<M: prost::Message>(
     }
 }
 
-fn tlp_str(t: i32) -> &'static str {
+pub fn tlp_str(t: i32) -> &'static str {
     crate::domain::policy::tlp_label(Tlp::try_from(t).unwrap_or(Tlp::Unspecified))
 }
 
-fn sev_str(s: i32) -> &'static str {
+pub fn sev_str(s: i32) -> &'static str {
     severity_label(Severity::try_from(s).unwrap_or(Severity::Unspecified))
 }
 
-fn kind_str(k: i32) -> &'static str {
+pub fn kind_str(k: i32) -> &'static str {
     match MessageKind::try_from(k) {
         Ok(MessageKind::Alert) => "alert",
         Ok(MessageKind::AssistanceRequest) => "assistance request",
@@ -300,6 +306,10 @@ fn kind_str(k: i32) -> &'static str {
         Ok(MessageKind::Decision) => "assistance decision",
         Ok(MessageKind::Status) => "assistance status",
         Ok(MessageKind::Receipt) => "receipt",
+        Ok(MessageKind::Sighting) => "sighting",
+        Ok(MessageKind::IncidentStatus) => "incident status",
+        Ok(MessageKind::IncidentLink) => "incident link",
+        Ok(MessageKind::IncidentMerge) => "incident merge",
         _ => "unknown",
     }
 }
@@ -334,6 +344,8 @@ pub fn publish_request(a: &PublishArgs) -> PublishAlertRequest {
         }),
         recipients: a.recipients.clone(),
         request_id: uuid::Uuid::now_v7().to_string(),
+        open_incident: a.open_incident,
+        incident_id: a.incident.clone().unwrap_or_default(),
         validate_only: false,
     }
 }
@@ -752,6 +764,18 @@ pub async fn watch(conn: Conn, from_start: bool, after: u64, count: u64) -> anyh
                 tlp,
                 term(title)
             ))?;
+            if !m.incident_id.is_empty() {
+                emit(&format!("          in incident {}\n", term(&m.incident_id)))?;
+            }
+            for x in &ev.incident_matches {
+                emit(&format!(
+                    "          matches incident {} on {}; link it: certfed incident link {} {}\n",
+                    term(&x.incident_id),
+                    term(&x.indicator.clone().unwrap_or_default().value),
+                    term(&x.incident_id),
+                    term(&x.message_id)
+                ))?;
+            }
         }
         seen += 1;
         if count > 0 && seen >= count {

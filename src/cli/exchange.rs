@@ -450,6 +450,7 @@ pub async fn import(
                 recipients: a.recipients.clone(),
                 request_id: String::new(),
                 validate_only: false,
+                ..Default::default()
             };
             r.request_id = import_request_id(&r);
             r

@@ -1,6 +1,6 @@
 //! The `certfed` command line: the node (`serve`, `check-config`), its tools
 //! (`pki`, `demo`, `bench`, `completions`, `man`) and the operator client
-//! commands (`info`, `alert`, `assist`, `peers`, `delivery`, `watch`, `feed`).
+//! commands (`info`, `alert`, `assist`, `incident`, `peers`, `delivery`, `watch`, `feed`).
 //!
 //! Invariants: the process exit code says what kind of failure happened
 //! (`cli::error::Exit`, listed in `--help`); with `--json` errors are JSON on
@@ -10,6 +10,7 @@ pub mod assist;
 pub mod client;
 pub mod error;
 pub mod exchange;
+pub mod incident;
 pub mod logging;
 pub mod output;
 pub mod pki;
@@ -52,8 +53,13 @@ pub enum Command {
         #[command(subcommand)]
         cmd: pki::PkiCommand,
     },
-    /// Start a real local federation on loopback and play a short scenario.
-    Demo,
+    /// Start a real local federation on loopback and play a short scenario,
+    /// ending with the incident's HTML situation report.
+    Demo {
+        /// Where to write the situation report.
+        #[arg(long, value_name = "FILE", default_value = "certfed-demo-report.html")]
+        report: PathBuf,
+    },
     /// Run the standard benchmark on loopback (starts its own nodes).
     Bench(Box<crate::app::bench::BenchArgs>),
     /// Print a shell completion script (bash: source it, or install it as
@@ -87,6 +93,14 @@ pub enum Command {
         conn: client::Conn,
         #[command(subcommand)]
         cmd: Box<assist::AssistCmd>,
+    },
+    /// Incidents across partners: the shared picture, sightings, links,
+    /// status, merges and the HTML situation report.
+    Incident {
+        #[command(flatten)]
+        conn: client::Conn,
+        #[command(subcommand)]
+        cmd: Box<incident::IncidentCmd>,
     },
     /// Direct peers and the state of each link.
     Peers {
@@ -130,6 +144,7 @@ impl Command {
             Command::Info { conn }
             | Command::Alert { conn, .. }
             | Command::Assist { conn, .. }
+            | Command::Incident { conn, .. }
             | Command::Peers { conn }
             | Command::Delivery { conn, .. }
             | Command::Feed { conn, .. }
@@ -174,9 +189,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::CheckConfig { config } => check_config(&config),
         Command::Pki { cmd } => pki::run(cmd),
-        Command::Demo => {
+        Command::Demo { report } => {
             init_logging(LogFormat::Human, "error");
-            rt()?.block_on(crate::app::demo::run())
+            rt()?.block_on(crate::app::demo::run(report))
         }
         Command::Bench(args) => {
             init_logging(LogFormat::Human, "error");
@@ -195,6 +210,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Info { conn } => rt()?.block_on(client::info(conn)),
         Command::Alert { conn, cmd } => rt()?.block_on(client::alert(conn, *cmd)),
         Command::Assist { conn, cmd } => rt()?.block_on(assist::run(conn, *cmd)),
+        Command::Incident { conn, cmd } => rt()?.block_on(incident::run(conn, *cmd)),
         Command::Peers { conn } => rt()?.block_on(client::peers(conn)),
         Command::Delivery { conn, message_id } => {
             rt()?.block_on(client::delivery(conn, message_id))

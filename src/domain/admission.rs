@@ -19,6 +19,9 @@
 //!   kind, by the same domain validators the origin ran before signing
 //!   (free text included: a partner's control characters are refused with the
 //!   field named); one it cannot read is routed on the signed header alone.
+//! - Incident messages and the incident id in the header are checked by
+//!   `domain::incident::facts` (content of what this node can read, the header
+//!   alone otherwise); relations between messages are the picture's business.
 //! - Receipts are owed only by a named recipient (or any member of a
 //!   broadcast) that is not the origin, never for a receipt.
 //!
@@ -133,6 +136,8 @@ pub struct Admitted {
     /// The DELIVERED receipt this node owes the origin once the message is
     /// stored (not owed for a duplicate).
     pub receipt_owed: Option<ReceiptOwed>,
+    /// The incident it belongs to and its correlation keys (`domain::incident::facts`).
+    pub incident: crate::domain::incident::IncidentFacts,
 }
 
 /// The outcome of admission for one envelope.
@@ -455,6 +460,13 @@ fn parse_body(
                 ..Parsed::default()
             })
         }
+        // Incident messages: checked by `domain::incident::facts` in `decide`.
+        Ok(
+            MessageKind::Sighting
+            | MessageKind::IncidentStatus
+            | MessageKind::IncidentLink
+            | MessageKind::IncidentMerge,
+        ) => Ok(Parsed::default()),
         _ => Err(Rejection::Policy(format!(
             "message kind {} is not accepted by this node version",
             h.kind
@@ -497,13 +509,14 @@ fn decide(
     };
     let readable = !h.encrypted || plain.is_some();
     let created = h.created.as_ref().and_then(checked_ts_to_ms).unwrap_or(now);
-    let parsed = if readable {
-        let body = plain.as_deref().unwrap_or(&env.payload);
-        parse_body(view, h, body, created)?
-    } else {
+    let body = readable.then(|| plain.as_deref().unwrap_or(&env.payload));
+    let parsed = match body {
+        Some(body) => parse_body(view, h, body, created)?,
         // A relay for a message it cannot read: route on the signed header only.
-        Parsed::default()
+        None => Parsed::default(),
     };
+    let incident = crate::domain::incident::facts(h.kind, &h.incident_id, body, h.tlp, created)
+        .map_err(Rejection::InvalidPayload)?;
     let path = match from_peer {
         Some(peer) => check_chain(view, h, created, peer, &hops)?,
         None => vec![(h.origin.clone(), created)],
@@ -582,6 +595,7 @@ fn decide(
         receipt_facts,
         hops: HopChain { hops }.encode_to_vec(),
         receipt_owed: None,
+        incident,
     })
 }
 

@@ -432,3 +432,69 @@ proptest! {
         }
     }
 }
+
+/// A sighting from member `origin` naming `incident` in its header and `body_incident`
+/// in its payload, with `count`.
+fn sighting_env(origin: usize, incident: &str, body_incident: &str, count: u64) -> SignedEnvelope {
+    let s = crate::proto::v1::Sighting {
+        incident_id: body_incident.into(),
+        country: "EE".into(),
+        observed: Some(ms_to_ts(NOW - 60_000)),
+        count,
+        tlp: Tlp::Green as i32,
+        ..Default::default()
+    };
+    crate::domain::envelope::seal_in_incident(
+        &signer(origin),
+        Draft {
+            message_id: uuid::Uuid::now_v7().to_string(),
+            kind: MessageKind::Sighting,
+            tlp: Tlp::Green,
+            recipients: vec![],
+            created_ms: NOW - 1_000,
+            expires_ms: None,
+            hop_limit: 8,
+            exercise: false,
+            encrypted: false,
+            payload: s.encode_to_vec(),
+        },
+        incident.into(),
+    )
+}
+
+#[test]
+fn incident_messages_are_admitted_with_their_incident_and_checked() {
+    let inc = "00000000-0000-7000-8000-000000000001";
+    let other = "00000000-0000-7000-8000-000000000002";
+    let peers = [Peer {
+        id: "node-b".into(),
+        policy: PeerPolicy::default(),
+    }];
+    match decide_one(
+        1,
+        &peers,
+        sighting_env(0, inc, inc, 3),
+        Some("node-a"),
+        vec![],
+    ) {
+        Decision::Admit(a) => assert_eq!(a.incident.incident_id.as_deref(), Some(inc)),
+        d => panic!("{d:?}"),
+    }
+    for (env, want) in [
+        (sighting_env(0, inc, inc, 0), "sighting.count"),
+        (sighting_env(0, inc, inc, u64::MAX), "sighting.count"),
+        (sighting_env(0, other, inc, 3), "signed header names"),
+        (sighting_env(0, "not-a-uuid", "", 3), "not an incident id"),
+    ] {
+        match decide_one(1, &peers, env, Some("node-a"), vec![]) {
+            Decision::Refuse {
+                reason: Rejection::InvalidPayload(r),
+                receipt,
+            } => {
+                assert!(r.contains(want), "{r}");
+                assert!(receipt.is_some(), "the origin is told");
+            }
+            d => panic!("{d:?}"),
+        }
+    }
+}

@@ -158,7 +158,14 @@ fn signed_bytes(header: &[u8]) -> Vec<u8> {
 
 /// Signs a draft: serializes the header once and signs it.
 pub fn seal(signer: &Signer, d: Draft) -> SignedEnvelope {
+    seal_in_incident(signer, d, String::new())
+}
+
+/// [`seal`] for a message that belongs to incident `incident_id` (empty: none),
+/// carried in the signed header (`EnvelopeHeader.incident_id`).
+pub fn seal_in_incident(signer: &Signer, d: Draft, incident_id: String) -> SignedEnvelope {
     let header = EnvelopeHeader {
+        incident_id,
         message_id: d.message_id,
         origin: signer.node_id.clone(),
         signing_key_id: signer.key_id.clone(),

@@ -10,6 +10,7 @@ pub mod e2e;
 pub mod envelope;
 pub mod exchange;
 pub mod identity;
+pub mod incident;
 pub mod keys;
 pub mod policy;
 pub mod text;

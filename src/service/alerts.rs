@@ -12,11 +12,12 @@ use crate::domain::envelope::{ms_to_ts, ts_to_ms};
 use crate::domain::policy::check_distribution;
 use crate::domain::policy::tlp_label;
 use crate::proto::v1::{
-    Alert, AlertFilter, AlertSummary, EnvelopeHeader, HopChain, HopRecord, MessageKind,
-    MessageView, Nis2Sector, PathHop, PublishAlertRequest, PublishAlertResponse, ReceiptState,
-    Severity, SignedEnvelope, Tlp, WatchEvent,
+    Alert, AlertFilter, AlertSummary, EnvelopeHeader, HopChain, HopRecord, IncidentLink,
+    IncidentMerge, IncidentStatusChange, MessageKind, MessageView, Nis2Sector, PathHop,
+    PublishAlertRequest, PublishAlertResponse, ReceiptState, Severity, Sighting, SignedEnvelope,
+    Tlp, WatchEvent,
 };
-use crate::service::ingest::{OriginateError, Outgoing, originate_as};
+use crate::service::ingest::{OriginateError, Outgoing, originate_in_incident};
 use crate::service::limits::{MAX_ANSWER_BYTES, PageBuilder, PageLimit, framed_len};
 use crate::service::node::Node;
 use crate::service::requests::{self, RequestIdError, RequestKey};
@@ -47,6 +48,8 @@ pub enum AlertError {
     Store(#[from] StoreError),
     #[error("{0}")]
     RequestId(#[from] RequestIdError),
+    #[error("{0}")]
+    Incident(crate::service::incidents::IncidentError),
 }
 
 impl ServiceError for AlertError {
@@ -61,6 +64,7 @@ impl ServiceError for AlertError {
             AlertError::Originate(e) => e.kind(),
             AlertError::Store(e) => e.kind(),
             AlertError::RequestId(e) => e.kind(),
+            AlertError::Incident(e) => e.kind(),
         }
     }
 }
@@ -81,6 +85,7 @@ fn full_view(m: &StoredMessage) -> MessageView {
     let alert = (m.kind == MessageKind::Alert as i32)
         .then(|| Alert::decode(m.body()).ok())
         .flatten();
+    let readable_as = |k: MessageKind| m.readable && m.kind == k as i32;
     MessageView {
         message_id: m.message_id.clone(),
         origin: m.origin.clone(),
@@ -118,6 +123,19 @@ fn full_view(m: &StoredMessage) -> MessageView {
                     .collect()
             })
             .unwrap_or_default(),
+        incident_id: header.incident_id,
+        sighting: readable_as(MessageKind::Sighting)
+            .then(|| Sighting::decode(m.body()).ok())
+            .flatten(),
+        incident_status: readable_as(MessageKind::IncidentStatus)
+            .then(|| IncidentStatusChange::decode(m.body()).ok())
+            .flatten(),
+        incident_link: readable_as(MessageKind::IncidentLink)
+            .then(|| IncidentLink::decode(m.body()).ok())
+            .flatten(),
+        incident_merge: readable_as(MessageKind::IncidentMerge)
+            .then(|| IncidentMerge::decode(m.body()).ok())
+            .flatten(),
     }
 }
 
@@ -253,11 +271,26 @@ pub async fn publish(
     recipients: Vec<String>,
     request_id: String,
 ) -> Result<String, AlertError> {
+    publish_in(
+        node,
+        PublishAlertRequest {
+            alert,
+            recipients,
+            request_id,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// [`publish`] with the incident choices of the request: open an incident
+/// with the alert, or contribute it to one (`service::incidents`).
+pub async fn publish_in(node: &Node, req: PublishAlertRequest) -> Result<String, AlertError> {
+    let request_id = req.request_id.clone();
     let body = PublishAlertRequest {
-        alert,
-        recipients,
         request_id: String::new(),
         validate_only: false,
+        ..req
     };
     let key = RequestKey::parse(
         "request_id",
@@ -266,7 +299,11 @@ pub async fn publish(
         &body.encode_to_vec(),
     )?;
     let PublishAlertRequest {
-        alert, recipients, ..
+        alert,
+        recipients,
+        open_incident,
+        incident_id,
+        ..
     } = body;
     let alert = alert.ok_or_else(|| {
         InvalidArgument::new(
@@ -279,9 +316,16 @@ pub async fn publish(
         &node.requests,
         key,
         |message_id| async move {
-            publish_as(node, alert, recipients, message_id)
-                .await
-                .map(|message_id| PublishAlertResponse { message_id })
+            publish_as(
+                node,
+                alert,
+                recipients,
+                message_id,
+                open_incident,
+                incident_id,
+            )
+            .await
+            .map(|message_id| PublishAlertResponse { message_id })
         },
         |message_id| async move { Ok(PublishAlertResponse { message_id }) },
     )
@@ -293,28 +337,50 @@ pub async fn publish(
 /// recipients and the alert it supersedes — and signs nothing (the
 /// `validate_only` form of PublishAlert, AIP-163). The request id is not
 /// claimed, so a later real publish with it is unaffected.
-pub async fn validate_publish(
-    node: &Node,
-    alert: Option<Alert>,
-    recipients: &[String],
-) -> Result<(), AlertError> {
+pub async fn validate_publish(node: &Node, req: PublishAlertRequest) -> Result<(), AlertError> {
+    let PublishAlertRequest {
+        alert,
+        recipients,
+        open_incident,
+        incident_id,
+        ..
+    } = req;
     let alert = alert.ok_or_else(|| {
         InvalidArgument::new(
             "alert",
             "required: the alert to publish (title, tlp, severity …)",
         )
     })?;
-    check_publish(node, &alert, recipients, now_ms()).await?;
+    // A fresh id stands for the one a real publish would sign with (it only
+    // becomes the incident id when the alert opens one).
+    let message_id = uuid::Uuid::now_v7().to_string();
+    let choice = IncidentChoice {
+        open: open_incident,
+        incident_id: &incident_id,
+        message_id: &message_id,
+    };
+    check_publish(node, &alert, &recipients, now_ms(), choice).await?;
     Ok(())
 }
 
-/// The checks of a publish at time `now`; returns the TLP and the payload to sign.
+/// What a publish says about incidents: open one with the alert's own id, or
+/// join `incident_id` (neither: stay in the incident of a superseded alert).
+#[derive(Clone, Copy)]
+struct IncidentChoice<'a> {
+    open: bool,
+    incident_id: &'a str,
+    message_id: &'a str,
+}
+
+/// The checks of a publish at time `now`; returns the TLP, the payload to sign
+/// and the incident the alert belongs to (empty: none).
 async fn check_publish(
     node: &Node,
     alert: &Alert,
     recipients: &[String],
     now: i64,
-) -> Result<(Tlp, Vec<u8>), AlertError> {
+    choice: IncidentChoice<'_>,
+) -> Result<(Tlp, Vec<u8>, String), AlertError> {
     let tlp = Tlp::try_from(alert.tlp).unwrap_or(Tlp::Unspecified);
     let limits = Limits {
         max_message_bytes: node.cfg.limits.max_message_bytes,
@@ -342,7 +408,21 @@ async fn check_publish(
             }
         }
     }
-    Ok((tlp, payload))
+    if !choice.incident_id.is_empty() {
+        check_id("incident_id", choice.incident_id, "incident id")?;
+    }
+    let incident = crate::service::incidents::alert_incident(
+        node,
+        choice.message_id,
+        choice.open,
+        choice.incident_id,
+        &alert.supersedes,
+        tlp,
+        recipients,
+    )
+    .await
+    .map_err(AlertError::Incident)?;
+    Ok((tlp, payload, incident))
 }
 
 /// Validates and signs `alert` with message id `message_id`.
@@ -351,9 +431,16 @@ async fn publish_as(
     alert: Alert,
     recipients: Vec<String>,
     message_id: String,
+    open_incident: bool,
+    incident_id: String,
 ) -> Result<String, AlertError> {
     let now = now_ms();
-    let (tlp, payload) = check_publish(node, &alert, &recipients, now).await?;
+    let choice = IncidentChoice {
+        open: open_incident,
+        incident_id: &incident_id,
+        message_id: &message_id,
+    };
+    let (tlp, payload, incident) = check_publish(node, &alert, &recipients, now, choice).await?;
     let outgoing = Outgoing {
         kind: MessageKind::Alert,
         tlp,
@@ -363,7 +450,7 @@ async fn publish_as(
         created_ms: Some(now),
         payload,
     };
-    let (message_id, _) = originate_as(node, outgoing, message_id).await?;
+    let (message_id, _) = originate_in_incident(node, outgoing, message_id, incident).await?;
     tracing::info!(%message_id, tlp = tlp_label(tlp), "alert published");
     Ok(message_id)
 }
@@ -467,16 +554,24 @@ pub async fn watch(
                 }
             };
             let full = batch.len() == 256;
-            for m in batch {
-                cursor = m.cursor;
-                if watch_matches(&q, &m) {
-                    let ev = WatchEvent {
-                        cursor: m.cursor,
-                        message: Some(message_view(&m)),
-                    };
-                    if tx.send(Ok(ev)).await.is_err() {
-                        return;
-                    }
+            if let Some(last) = batch.last() {
+                cursor = last.cursor;
+            }
+            let shown: Vec<StoredMessage> =
+                batch.into_iter().filter(|m| watch_matches(&q, m)).collect();
+            // Correlation is a hint: a failed lookup leaves it out. One read
+            // of the member index per batch.
+            let found = crate::service::incidents::batch_matches(&node, &shown)
+                .await
+                .unwrap_or_else(|_| vec![Vec::new(); shown.len()]);
+            for (m, incident_matches) in shown.into_iter().zip(found) {
+                let ev = WatchEvent {
+                    cursor: m.cursor,
+                    message: Some(message_view(&m)),
+                    incident_matches,
+                };
+                if tx.send(Ok(ev)).await.is_err() {
+                    return;
                 }
             }
             if full {

@@ -19,7 +19,7 @@
 use crate::domain::admission::{
     self, Decision, Input, ReceiptOwed, ReceiptRoute, View, deferrable,
 };
-use crate::domain::envelope::{Draft, Rejection, Verified, seal, verify_batch};
+use crate::domain::envelope::{Draft, Rejection, Verified, seal_in_incident, verify_batch};
 use crate::proto::v1::{EnvelopeHeader, MessageKind, Receipt, SignedEnvelope, SignedHop, Tlp};
 use crate::service::node::Node;
 use crate::service::{ErrorKind, ServiceError, now_ms};
@@ -79,6 +79,8 @@ fn to_row(a: admission::Admitted) -> NewMessage {
             at_ms: r.at_ms,
         }),
         hops: a.hops,
+        incident_id: a.incident.incident_id,
+        keys: a.incident.keys,
     }
 }
 
@@ -491,6 +493,17 @@ pub async fn originate_as(
     out: Outgoing,
     message_id: String,
 ) -> Result<(String, u64), OriginateError> {
+    originate_in_incident(node, out, message_id, String::new()).await
+}
+
+/// [`originate_as`] for a message that belongs to incident `incident_id`
+/// (empty: none), named in the signed header (`service::incidents`).
+pub async fn originate_in_incident(
+    node: &Node,
+    out: Outgoing,
+    message_id: String,
+    incident_id: String,
+) -> Result<(String, u64), OriginateError> {
     let kind = out.kind;
     let encrypted = crate::domain::policy::requires_e2e(out.tlp);
     let payload = if encrypted {
@@ -503,7 +516,7 @@ pub async fn originate_as(
     } else {
         out.payload
     };
-    let env = seal(
+    let env = seal_in_incident(
         &node.signer,
         Draft {
             message_id: message_id.clone(),
@@ -517,6 +530,7 @@ pub async fn originate_as(
             encrypted,
             payload,
         },
+        incident_id,
     );
     match ingest(node, None, vec![env], vec![]).await?.pop() {
         Some(Ingested::New(cursor)) => {

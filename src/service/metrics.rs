@@ -33,6 +33,14 @@ pub struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabel {
+    pub rule: String,
+}
+
+/// The rules an incident contribution can break (`service::incidents::refusal_rule`).
+pub const INCIDENT_RULES: [&str; 4] = ["not_recipient", "marking", "not_opener", "cycle"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabel {
     pub state: String,
 }
@@ -117,6 +125,10 @@ pub struct Metrics {
     pub scrape_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Assistance requests by state, materialised (see [`AssistanceCounts`]).
     pub assistance_counts: Mutex<AssistanceCounts>,
+    /// Incident contributions from partners left out of the picture, by rule.
+    pub incident_refusals: Family<RuleLabel, Counter>,
+    /// Arriving alerts and sightings that share an indicator with an incident held.
+    pub incident_matches: Counter,
     /// Peers' envelopes refused for now (temporary), by reason.
     pub deferred: Family<ReasonLabel, Counter>,
     /// TCP connections closed before any TLS work, by the limit they hit.
@@ -172,6 +184,8 @@ impl Metrics {
             reload_attempt_time: Gauge::default(),
             scrape_seconds: Gauge::default(),
             assistance_counts: Mutex::default(),
+            incident_refusals: Family::default(),
+            incident_matches: Counter::default(),
             deferred: Family::default(),
             connections_refused: Family::default(),
             ha_role: Family::default(),
@@ -324,6 +338,16 @@ impl Metrics {
             m.takeovers.clone(),
         );
         r.register(
+            "incident_refusals",
+            "Incident contributions from partners left out of the picture, by rule (not_recipient, marking, not_opener, cycle)",
+            m.incident_refusals.clone(),
+        );
+        r.register(
+            "incident_matches",
+            "Arriving alerts and sightings that share an indicator with an incident this node holds (correlation)",
+            m.incident_matches.clone(),
+        );
+        r.register(
             "metrics_scrape_duration_seconds",
             "Time the previous scrape of /metrics took to refresh its gauges",
             m.scrape_seconds.clone(),
@@ -331,6 +355,11 @@ impl Metrics {
         for reason in Rejection::ALL_LABELS {
             let _ = m.rejected.get_or_create(&ReasonLabel {
                 reason: (*reason).to_string(),
+            });
+        }
+        for rule in INCIDENT_RULES {
+            let _ = m.incident_refusals.get_or_create(&RuleLabel {
+                rule: rule.to_string(),
             });
         }
         for kind in StoreError::ALL_LABELS {
@@ -359,6 +388,15 @@ impl Metrics {
         self.rejected
             .get_or_create(&ReasonLabel {
                 reason: label.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts an incident contribution left out of the picture.
+    pub fn incident_refused(&self, rule: &str) {
+        self.incident_refusals
+            .get_or_create(&RuleLabel {
+                rule: rule.to_string(),
             })
             .inc();
     }

@@ -15,6 +15,7 @@ pub mod alerts;
 pub mod assistance;
 pub mod delivery;
 pub mod exchange;
+pub mod incidents;
 pub mod ingest;
 pub mod limits;
 pub mod links;

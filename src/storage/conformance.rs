@@ -32,6 +32,8 @@ fn msg(id: &str, origin: &str, kind: MessageKind, targets: &[&str]) -> NewMessag
         request_id: None,
         receipt: None,
         hops: Vec::new(),
+        incident_id: None,
+        keys: Vec::new(),
     }
 }
 
@@ -45,7 +47,8 @@ fn id(n: u32) -> String {
 /// Runs every check, each on a fresh store opened by `open` in its own folder.
 pub async fn run_all(open: impl Fn(&Path) -> Store) {
     type Check = fn(Store) -> futures::future::BoxFuture<'static, ()>;
-    let checks: [(&str, Check); 15] = [
+    let checks: [(&str, Check); 16] = [
+        ("incidents", |s| Box::pin(incidents_and_keys(s))),
         ("dedup", |s| Box::pin(dedup_by_message_id(s))),
         ("outbox", |s| Box::pin(outbox_follows_the_message(s))),
         ("cursors", |s| Box::pin(cursors_increase(s))),
@@ -800,4 +803,91 @@ async fn closed_store_refuses(open: &impl Fn(&Path) -> Store) {
         )
         .await;
     assert!(matches!(r, Err(StoreError::Closed)), "{r:?}");
+}
+
+/// Messages are found by incident (members and the opener, readable or not)
+/// and by key; keys go with a purged message.
+async fn incidents_and_keys(s: Store) {
+    let mut opener = msg(&id(200), "node-a", MessageKind::Alert, &[]);
+    opener.incident_id = Some(id(200));
+    opener.keys = vec!["i:3:evil.example".into(), "m:i:3:evil.example".into()];
+    let mut member = msg(&id(201), "node-b", MessageKind::Sighting, &[]);
+    member.incident_id = Some(id(200));
+    member.readable = false;
+    let mut other = msg(&id(202), "node-c", MessageKind::Alert, &[]);
+    other.keys = vec!["i:3:evil.example".into(), "i:1:192.0.2.1".into()];
+    let unrelated = msg(&id(203), "node-c", MessageKind::Alert, &[]);
+    // A second member of the same incident, and a member of another one,
+    // under the same key: each incident is answered once.
+    let mut second = msg(&id(204), "node-c", MessageKind::Sighting, &[]);
+    second.incident_id = Some(id(200));
+    second.keys = vec!["m:i:3:evil.example".into()];
+    let mut elsewhere = msg(&id(205), "node-c", MessageKind::Alert, &[]);
+    elsewhere.incident_id = Some(id(205));
+    elsewhere.keys = vec!["m:i:3:evil.example".into()];
+    s.insert(
+        vec![opener, member, other, unrelated, second, elsewhere],
+        Durability::Durable,
+    )
+    .await
+    .unwrap();
+    let got: Vec<String> = s
+        .incident_messages(vec![id(200)], 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.message_id)
+        .collect();
+    assert_eq!(
+        got,
+        vec![id(200), id(201), id(204)],
+        "the opener and its members, in cursor order"
+    );
+    let openers: Vec<String> = s
+        .incident_openers(0, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.message_id)
+        .collect();
+    assert_eq!(openers, vec![id(205), id(200)]);
+    assert_eq!(
+        s.keyed_incidents(vec!["m:i:3:evil.example".into(), "m:i:9:none".into()], 10)
+            .await
+            .unwrap(),
+        vec![
+            ("m:i:3:evil.example".to_string(), id(200)),
+            ("m:i:3:evil.example".to_string(), id(205)),
+        ],
+        "each incident once per key"
+    );
+    assert_eq!(
+        s.keyed_incidents(vec!["m:i:3:evil.example".into()], 1)
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "bounded"
+    );
+    let keyed = s
+        .keyed(vec!["i:3:evil.example".into(), "i:9:none".into()], 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        keyed,
+        vec![
+            ("i:3:evil.example".to_string(), id(200)),
+            ("i:3:evil.example".to_string(), id(202)),
+        ]
+    );
+    s.purge(plan(&[(Tlp::Green, i64::MAX)], &[], 100))
+        .await
+        .unwrap();
+    assert!(
+        s.keyed(vec!["i:3:evil.example".into()], 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "keys are purged with their messages"
+    );
 }

@@ -26,8 +26,10 @@
 //!   ([`IntegrityCheck`]) and refuses a store whose database was truncated,
 //!   deleted or scribbled on; damage found later ([`StoreError::Corrupt`])
 //!   stops every further write.
-//! - [`Storage::purge`] deletes a message together with its outbox, delivery
-//!   and receipt rows, in bounded batches that share the writer with everyone
+//! - A message's correlation keys ([`NewMessage::keys`]) are written with it
+//!   and deleted with it.
+//! - [`Storage::purge`] deletes a message together with its outbox, delivery,
+//!   receipt and key rows, in bounded batches that share the writer with everyone
 //!   else, and never touches an assistance thread the caller says to keep.
 //!
 //! - A store shared by an active/standby pair is fenced by its [`Lease`]: a
@@ -333,6 +335,11 @@ pub struct NewMessage {
     /// Serialized `HopChain`: the verified chain received, plus this node's own
     /// signed record when it relays the message.
     pub hops: Vec<u8>,
+    /// The incident it belongs to (from its signed header), if any.
+    pub incident_id: Option<String>,
+    /// Correlation keys (indicators, alerts an assistance request names),
+    /// indexed so that [`Storage::keyed`] finds the message by them.
+    pub keys: Vec<String>,
 }
 
 /// Result of storing one message.
@@ -623,6 +630,40 @@ pub trait Storage: Send + Sync + 'static {
 
     /// The disk space the store takes, and how much of it is free for reuse.
     async fn space(&self) -> Result<Space, StoreError>;
+
+    /// Messages (readable or not) that belong to one of `incident_ids` or are
+    /// one of them, in cursor order, at most `limit`.
+    async fn incident_messages(
+        &self,
+        incident_ids: Vec<String>,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError>;
+
+    /// Messages that open an incident (their incident id is their own id),
+    /// newest first, with cursor below `before` (0: from the newest).
+    async fn incident_openers(
+        &self,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError>;
+
+    /// `(key, message_id)` for every message indexed under one of `keys`
+    /// (see [`NewMessage::keys`]), at most `limit`, by key then message id.
+    async fn keyed(
+        &self,
+        keys: Vec<String>,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError>;
+
+    /// `(key, incident_id)`, each pair once, for the messages indexed under one
+    /// of `keys` that belong to an incident, at most `limit`, by key then
+    /// incident id. The cost follows the incident members under those keys,
+    /// not every message that ever carried them.
+    async fn keyed_incidents(
+        &self,
+        keys: Vec<String>,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError>;
 
     /// Commits everything queued, then stops accepting work. Later calls fail
     /// with [`StoreError::Closed`].

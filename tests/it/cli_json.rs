@@ -468,6 +468,8 @@ fn stored_control_characters_are_shown_escaped() {
                     request_id: None,
                     receipt: None,
                     hops: vec![],
+                    incident_id: None,
+                    keys: vec![],
                 }],
                 certfed::storage::Durability::Durable,
             )

@@ -1,5 +1,6 @@
 //! `certfed demo` as an operator runs it: the real binary, five nodes, the alert
-//! scenario and the assistance exchange; exit 0 with the key lines printed.
+//! scenario, the incident and the assistance exchange; exit 0 with the key
+//! lines printed and the HTML situation report written.
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -9,8 +10,11 @@ const BIN: &str = env!("CARGO_BIN_EXE_certfed");
 fn demo_runs_alerts_and_assistance_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let (out_path, err_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let report = dir.path().join("report.html");
     let mut child = Command::new(BIN)
         .arg("demo")
+        .arg("--report")
+        .arg(&report)
         .env_remove("RUST_LOG")
         .env_remove("NOTIFY_SOCKET")
         .stdout(std::fs::File::create(&out_path).unwrap())
@@ -43,7 +47,14 @@ fn demo_runs_alerts_and_assistance_and_exits_zero() {
         "link cert-ua  <-> cert-pl",
         "cert-ua  PUBLISHES TLP:GREEN high \"Intrusion at a national power grid operator\"",
         "path cert-ua -> cert-pl -> cert-de",
-        "All 5 partners received all 3 alerts, each exactly once",
+        "All 5 partners received all 4 alerts, each exactly once",
+        "cert-ua  OPENS INCIDENT",
+        "cert-ee  SIGHTS   the incident: EE digital-infrastructure, 12 observed (TLP:AMBER, to cert-ua only)",
+        "cert-ua  CORRELATION: cert-eu's alert shares 203.0.113.45 with the incident",
+        "cert-ua  LINKS it into the incident",
+        "cert-ua  severity critical, 5 partners affected",
+        "cert-pl  severity critical, 4 partners affected in 4 countries and 4 sectors, 7 contributions + 1 it cannot read",
+        "situation report of cert-ua written to",
         "cert-ua  REQUESTS ASSISTANCE TLP:AMBER to cert-pl, cert-de: incident response + forensics (energy, essential entity, critical, cross-border)",
         "cert-pl  OFFERS",
         "cert-de  OFFERS",
@@ -81,8 +92,12 @@ fn demo_runs_alerts_and_assistance_and_exits_zero() {
         .skip(1)
         .take_while(|l| !l.trim().is_empty())
         .collect();
-    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert_eq!(rows.len(), 4, "{rows:?}");
     for r in rows {
         assert!(!r.contains(" - "), "a partner missed an alert: {r}");
     }
+    // The demo ends by writing the situation report: one self-contained page.
+    let page = std::fs::read_to_string(&report).expect("the demo wrote its report");
+    assert!(page.contains("<svg") && page.contains("id=\"timeline\""));
+    assert!(page.contains("Grid wiper: incident response and ICS forensics needed"));
 }

@@ -966,6 +966,7 @@ async fn validate_only_checks_like_a_publish_and_stores_nothing() {
         recipients: to.iter().map(|s| s.to_string()).collect(),
         request_id: key.clone(),
         validate_only,
+        ..Default::default()
     };
     let r = op
         .publish_alert(req(rich_alert("check", Tlp::Green), &[], true))

@@ -19,6 +19,8 @@ mod flood;
 mod full_disk;
 mod grpcurl;
 mod hostile_peer;
+mod incident_report;
+mod incidents;
 mod layers;
 mod mesh;
 mod observability;

@@ -71,6 +71,8 @@ fn row(env: &SignedEnvelope, peer: &str, targets: &[&str]) -> NewMessage {
         request_id: None,
         receipt: None,
         hops: Vec::new(),
+        incident_id: None,
+        keys: Vec::new(),
     }
 }
 

@@ -21,7 +21,12 @@
 //! With `--disk` only the disk phase runs (see [`disk`]): bytes per stored
 //! message on a relay and on a recipient, a retention purge, and a refill that
 //! must reuse the freed space.
+//!
+//! With `--incident` only the incident phase runs (see [`incident`]): the cost
+//! of correlating an arrival on a common indicator (with and without history),
+//! and of GetSituation and ListIncidents for an incident with many sightings.
 pub mod disk;
+pub mod incident;
 pub mod memory;
 pub mod pgserver;
 
@@ -64,6 +69,17 @@ pub struct BenchArgs {
     /// Signed alerts stored (and later purged) in the disk phase.
     #[arg(long, default_value_t = 1_000_000)]
     pub disk_messages: usize,
+    /// Run only the incident phase: correlation of an arrival on a common
+    /// indicator, GetSituation and ListIncidents of a large incident.
+    #[arg(long, conflicts_with_all = ["memory", "disk"])]
+    pub incident: bool,
+    /// Sightings reported into the incident in the incident phase.
+    #[arg(long, default_value_t = 2000)]
+    pub incident_sightings: usize,
+    /// Loose alerts (in no incident) carrying the incident's indicator in the
+    /// incident phase.
+    #[arg(long, default_value_t = 5000)]
+    pub incident_noise: usize,
     /// Where the nodes keep their stores in the ingest and relay phases.
     #[arg(long, value_enum, default_value_t = BenchStorage::Sqlite)]
     pub storage: BenchStorage,
@@ -335,6 +351,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.disk {
         return disk::run(args.disk_messages, args.json).await;
+    }
+    if args.incident {
+        return incident::run(args.incident_sightings, args.incident_noise, args.json).await;
     }
     let server = match args.storage {
         BenchStorage::Sqlite => None,

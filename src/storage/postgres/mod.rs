@@ -582,6 +582,42 @@ impl Storage for PgStore {
         self.read_note(queries::messages_after(&c, cursor, limit).await)
     }
 
+    async fn incident_messages(
+        &self,
+        incident_ids: Vec<String>,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let c = self.reader().await?;
+        self.read_note(queries::incident_messages(&c, &incident_ids, limit).await)
+    }
+
+    async fn incident_openers(
+        &self,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let c = self.reader().await?;
+        self.read_note(queries::incident_openers(&c, before, limit).await)
+    }
+
+    async fn keyed(
+        &self,
+        keys: Vec<String>,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let c = self.reader().await?;
+        self.read_note(queries::keyed(&c, &keys, limit).await)
+    }
+
+    async fn keyed_incidents(
+        &self,
+        keys: Vec<String>,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let c = self.reader().await?;
+        self.read_note(queries::keyed_incidents(&c, &keys, limit).await)
+    }
+
     async fn last_cursor(&self) -> Result<u64, StoreError> {
         let c = self.reader().await?;
         self.read_note(queries::last_cursor(&c).await)

@@ -64,10 +64,14 @@ fn rows_to_msgs(rows: Vec<Row>) -> Result<Vec<StoredMessage>, StoreError> {
 /// the cursor when new (nothing when the id is already held).
 const INSERT_ONE: &str = r#"
 WITH m AS (
-  INSERT INTO messages (message_id, origin, kind, tlp, severity, sectors, exercise, created_ms, expires_ms, received_ms, from_peer, path, header, payload, signature, readable, plain, request_id, hops)
-  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+  INSERT INTO messages (message_id, origin, kind, tlp, severity, sectors, exercise, created_ms, expires_ms, received_ms, from_peer, path, header, payload, signature, readable, plain, request_id, hops, incident_id)
+  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $22)
   ON CONFLICT (message_id) DO NOTHING
   RETURNING cursor
+), k AS (
+  INSERT INTO message_keys (key, message_id)
+  SELECT t, $1 FROM m, unnest($23::text[]) AS t
+  ON CONFLICT DO NOTHING
 ), o AS (
   INSERT INTO outbox (peer, cursor, enqueued_ms)
   SELECT t, m.cursor, $10 FROM m, unnest($20::text[]) AS t
@@ -130,6 +134,8 @@ pub async fn insert_messages(
             &m.hops,
             t,
             &queued,
+            &m.incident_id,
+            &m.keys,
         ];
         let st = &st;
         async move { c.query_opt(st, &params).await }
@@ -302,6 +308,83 @@ async fn msgs(
             .await
             .map_err(|x| pg_err("cannot read messages", x))?,
     )
+}
+
+/// Messages that belong to one of `ids` or are one of them, in cursor order.
+pub async fn incident_messages(
+    c: &ClientWrapper,
+    ids: &[String],
+    limit: usize,
+) -> Result<Vec<StoredMessage>, StoreError> {
+    let limit = limit as i64;
+    msgs(
+        c,
+        &format!(
+            "SELECT {MSG_COLS} FROM messages
+             WHERE incident_id = ANY($1) OR message_id = ANY($1)
+             ORDER BY cursor LIMIT $2"
+        ),
+        vec![&ids, &limit],
+    )
+    .await
+}
+
+/// Messages that open an incident, newest first, below cursor `before` (0: from the newest).
+pub async fn incident_openers(
+    c: &ClientWrapper,
+    before: u64,
+    limit: usize,
+) -> Result<Vec<StoredMessage>, StoreError> {
+    let (before, limit) = (before as i64, limit as i64);
+    msgs(
+        c,
+        &format!(
+            "SELECT {MSG_COLS} FROM messages
+             WHERE incident_id IS NOT NULL AND incident_id = message_id
+               AND ($1::bigint = 0 OR cursor < $1)
+             ORDER BY cursor DESC LIMIT $2"
+        ),
+        vec![&before, &limit],
+    )
+    .await
+}
+
+/// `(key, message_id)` pairs indexed under one of `keys`.
+pub async fn keyed(
+    c: &ClientWrapper,
+    keys: &[String],
+    limit: usize,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let limit = limit as i64;
+    let rows = c
+        .query(
+            "SELECT key, message_id FROM message_keys WHERE key = ANY($1)
+             ORDER BY key COLLATE \"C\", message_id COLLATE \"C\" LIMIT $2",
+            &[&keys, &limit],
+        )
+        .await
+        .map_err(|x| pg_err("cannot read correlation keys", x))?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// `(key, incident_id)` pairs of incident members indexed under `keys`.
+pub async fn keyed_incidents(
+    c: &ClientWrapper,
+    keys: &[String],
+    limit: usize,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let limit = limit as i64;
+    let rows = c
+        .query(
+            "SELECT DISTINCT k.key COLLATE \"C\", m.incident_id COLLATE \"C\" FROM message_keys k
+             JOIN messages m ON m.message_id = k.message_id
+             WHERE k.key = ANY($1) AND m.incident_id IS NOT NULL
+             ORDER BY 1, 2 LIMIT $2",
+            &[&keys, &limit],
+        )
+        .await
+        .map_err(|x| pg_err("cannot read incident correlation keys", x))?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
 pub async fn messages_after(
@@ -754,7 +837,8 @@ pub async fn purge(c: &ClientWrapper, plan: &PurgePlan) -> Result<Purged, StoreE
         let ob = c.execute("DELETE FROM outbox WHERE cursor = ANY($1)", &pc);
         let dl = c.execute("DELETE FROM delivery WHERE message_id = ANY($1)", &pi);
         let rc = c.execute("DELETE FROM receipts WHERE message_id = ANY($1)", &pi);
-        futures::try_join!(ob, dl, rc).map_err(e("cannot purge rows of old messages"))?;
+        let ks = c.execute("DELETE FROM message_keys WHERE message_id = ANY($1)", &pi);
+        futures::try_join!(ob, dl, rc, ks).map_err(e("cannot purge rows of old messages"))?;
         c.execute("DELETE FROM messages WHERE cursor = ANY($1)", &[&cursors])
             .await
             .map_err(e("cannot purge old messages"))?;

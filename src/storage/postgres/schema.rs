@@ -106,6 +106,18 @@ const MIGRATIONS: &[&str] = &[
         seen_at TIMESTAMPTZ NOT NULL
     );
     "#,
+    // 2: incidents across partners (SQLite's migration 9): the incident a
+    // message belongs to and its correlation keys.
+    r#"
+    ALTER TABLE messages ADD COLUMN incident_id TEXT;
+    CREATE INDEX messages_incident ON messages(incident_id) WHERE incident_id IS NOT NULL;
+    CREATE TABLE message_keys (
+        key        TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        PRIMARY KEY (key, message_id)
+    );
+    CREATE INDEX message_keys_message ON message_keys(message_id);
+    "#,
 ];
 
 /// The schema version this build writes.

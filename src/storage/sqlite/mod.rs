@@ -713,6 +713,41 @@ impl Storage for SqliteStore {
             .await
     }
 
+    async fn incident_messages(
+        &self,
+        incident_ids: Vec<String>,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        self.read(move |c| queries::incident_messages(c, &incident_ids, limit))
+            .await
+    }
+
+    async fn incident_openers(
+        &self,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        self.read(move |c| queries::incident_openers(c, before, limit))
+            .await
+    }
+
+    async fn keyed(
+        &self,
+        keys: Vec<String>,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        self.read(move |c| queries::keyed(c, &keys, limit)).await
+    }
+
+    async fn keyed_incidents(
+        &self,
+        keys: Vec<String>,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        self.read(move |c| queries::keyed_incidents(c, &keys, limit))
+            .await
+    }
+
     async fn list_alerts(
         &self,
         q: AlertQuery,

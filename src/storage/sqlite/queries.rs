@@ -46,8 +46,8 @@ fn row_to_msg(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
 /// Inserts messages with dedup, queueing each new one for its targets.
 pub fn insert_messages(c: &Connection, msgs: &[NewMessage]) -> Result<Vec<Stored>, StoreError> {
     let mut ins = c.prepare_cached(
-        "INSERT OR IGNORE INTO messages (message_id, origin, kind, tlp, severity, sectors, exercise, created_ms, expires_ms, received_ms, from_peer, path, header, payload, signature, readable, plain, request_id, hops)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+        "INSERT OR IGNORE INTO messages (message_id, origin, kind, tlp, severity, sectors, exercise, created_ms, expires_ms, received_ms, from_peer, path, header, payload, signature, readable, plain, request_id, hops, incident_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
     )?;
     let mut out = Vec::with_capacity(msgs.len());
     // Updates that overtook their original are rare: look for them only when
@@ -77,13 +77,22 @@ pub fn insert_messages(c: &Connection, msgs: &[NewMessage]) -> Result<Vec<Stored
             m.readable,
             m.plain,
             m.request_id,
-            m.hops
+            m.hops,
+            m.incident_id
         ])?;
         if n == 0 {
             out.push(Stored::Duplicate);
             continue;
         }
         let cursor = c.last_insert_rowid();
+        if !m.keys.is_empty() {
+            let mut k = c.prepare_cached(
+                "INSERT OR IGNORE INTO message_keys (key, message_id) VALUES (?1, ?2)",
+            )?;
+            for key in &m.keys {
+                k.execute(params![key, m.message_id])?;
+            }
+        }
         if !m.targets.is_empty() {
             let mut ob = c.prepare_cached(
                 "INSERT OR IGNORE INTO outbox (peer, cursor, enqueued_ms) VALUES (?1, ?2, ?3)",
@@ -602,12 +611,14 @@ pub fn purge(c: &Connection, plan: &PurgePlan) -> Result<Purged, StoreError> {
         let mut dl = c.prepare_cached("DELETE FROM delivery WHERE message_id = ?1")?;
         let mut rc = c.prepare_cached("DELETE FROM receipts WHERE message_id = ?1")?;
         let mut msg = c.prepare_cached("DELETE FROM messages WHERE cursor = ?1")?;
+        let mut keys = c.prepare_cached("DELETE FROM message_keys WHERE message_id = ?1")?;
         for (cursor, id) in &victims {
             for p in &peers {
                 ob.execute(params![p, cursor])?;
             }
             dl.execute([id])?;
             rc.execute([id])?;
+            keys.execute([id])?;
             msg.execute([cursor])?;
         }
     }
@@ -621,4 +632,72 @@ pub fn purge(c: &Connection, plan: &PurgePlan) -> Result<Purged, StoreError> {
         messages: victims.len() as u64,
         rejections: rejections as u64,
     })
+}
+
+/// Messages that belong to one of `ids` or are one of them, in cursor order.
+pub fn incident_messages(
+    c: &Connection,
+    ids: &[String],
+    limit: usize,
+) -> Result<Vec<StoredMessage>, StoreError> {
+    let ids = serde_json::to_string(ids)
+        .map_err(|e| StoreError::Invalid(format!("storage: cannot encode ids: {e}")))?;
+    let mut st = c.prepare_cached(&format!(
+        "SELECT {MSG_COLS} FROM messages
+         WHERE incident_id IN (SELECT value FROM json_each(?1))
+            OR message_id IN (SELECT value FROM json_each(?1))
+         ORDER BY cursor LIMIT ?2"
+    ))?;
+    let rows = st.query_map(params![ids, limit as i64], row_to_msg)?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Messages that open an incident, newest first, below cursor `before` (0: from the newest).
+pub fn incident_openers(
+    c: &Connection,
+    before: u64,
+    limit: usize,
+) -> Result<Vec<StoredMessage>, StoreError> {
+    let mut st = c.prepare_cached(&format!(
+        "SELECT {MSG_COLS} FROM messages
+         WHERE incident_id IS NOT NULL AND incident_id = message_id AND (?1 = 0 OR cursor < ?1)
+         ORDER BY cursor DESC LIMIT ?2"
+    ))?;
+    let rows = st.query_map(params![before as i64, limit as i64], row_to_msg)?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// `(key, message_id)` pairs indexed under one of `keys`.
+pub fn keyed(
+    c: &Connection,
+    keys: &[String],
+    limit: usize,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let keys = serde_json::to_string(keys)
+        .map_err(|e| StoreError::Invalid(format!("storage: cannot encode keys: {e}")))?;
+    let mut st = c.prepare_cached(
+        "SELECT key, message_id FROM message_keys
+         WHERE key IN (SELECT value FROM json_each(?1))
+         ORDER BY key, message_id LIMIT ?2",
+    )?;
+    let rows = st.query_map(params![keys, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// `(key, incident_id)` pairs of incident members indexed under `keys`.
+pub fn keyed_incidents(
+    c: &Connection,
+    keys: &[String],
+    limit: usize,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let keys = serde_json::to_string(keys)
+        .map_err(|e| StoreError::Invalid(format!("storage: cannot encode keys: {e}")))?;
+    let mut st = c.prepare_cached(
+        "SELECT DISTINCT k.key, m.incident_id FROM message_keys k
+         JOIN messages m ON m.message_id = k.message_id
+         WHERE k.key IN (SELECT value FROM json_each(?1)) AND m.incident_id IS NOT NULL
+         ORDER BY k.key, m.incident_id LIMIT ?2",
+    )?;
+    let rows = st.query_map(params![keys, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }

@@ -120,6 +120,19 @@ const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX outbox_cursor ON outbox(cursor);
     "#,
+    // 9: incidents across partners: the incident a message belongs to (from its
+    // signed header) and correlation keys (indicators; alerts named by
+    // assistance requests), so an arrival is matched without a scan.
+    r#"
+    ALTER TABLE messages ADD COLUMN incident_id TEXT;
+    CREATE INDEX messages_incident ON messages(incident_id) WHERE incident_id IS NOT NULL;
+    CREATE TABLE message_keys (
+        key        TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        PRIMARY KEY (key, message_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX message_keys_message ON message_keys(message_id);
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -1,0 +1,156 @@
+//! Correlation keys: what the store indexes so that an arriving alert or
+//! sighting is matched against the incidents a node holds without scanning
+//! its history, and so that the assistance requests naming an alert are found.
+//!
+//! Invariants: a key is at most 80 bytes (long values are keyed by their
+//! SHA-256); values that differ only in letter case where case carries no
+//! meaning (addresses, domains, digests, CVE ids) get the same key; free text
+//! and URLs are keyed exactly as given.
+use crate::proto::v1::{
+    Alert, AssistanceRequest, IncidentLink, IncidentMerge, Indicator, IndicatorType, MessageKind,
+    Sighting,
+};
+use prost::Message;
+use sha2::{Digest, Sha256};
+
+/// Longest key stored as is.
+const MAX_PLAIN_KEY: usize = 80;
+
+/// The correlation key of an indicator.
+pub fn indicator_key(ind: &Indicator) -> String {
+    let v = ind.value.as_str();
+    let norm = match IndicatorType::try_from(ind.r#type) {
+        Ok(IndicatorType::Text | IndicatorType::Url) => v.to_string(),
+        Ok(IndicatorType::Cve) => v.to_ascii_uppercase(),
+        Ok(IndicatorType::Asn) => {
+            let l = v.to_ascii_lowercase();
+            l.strip_prefix("as").unwrap_or(&l).to_string()
+        }
+        _ => v.to_ascii_lowercase(),
+    };
+    let key = format!("i:{}:{norm}", ind.r#type);
+    if key.len() <= MAX_PLAIN_KEY {
+        return key;
+    }
+    let d = Sha256::digest(norm.as_bytes());
+    let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
+    format!("i:{}#{hex}", ind.r#type)
+}
+
+/// The key under which a member of an incident (an alert or a sighting whose
+/// signed header names one) is also indexed, by the key of one of its
+/// indicators (`indicator_key`): correlation of an arrival reads these rows
+/// only (`Storage::keyed_incidents`), so an indicator that thousands of loose
+/// alerts carry costs nothing and hides no incident.
+pub fn member_key(indicator_key: &str) -> String {
+    format!("m:{indicator_key}")
+}
+
+/// The key under which an assistance request naming alert `alert_id` is found.
+pub fn assistance_key(alert_id: &str) -> String {
+    format!("a:{alert_id}")
+}
+
+/// The key under which links and merges naming message (or incident) `id` are
+/// found, so that the other side of a merge and the part of a link see them.
+pub fn naming_key(id: &str) -> String {
+    format!("n:{id}")
+}
+
+/// The keys of a readable message of `kind` (deduplicated, sorted): its
+/// indicators for an alert or a sighting, the alerts it names for an
+/// assistance request, the message or incident a link or merge names; none
+/// for the rest or a payload that does not decode.
+pub fn message_keys(kind: i32, body: &[u8]) -> Vec<String> {
+    let mut keys: Vec<String> = match MessageKind::try_from(kind) {
+        Ok(MessageKind::Alert) => Alert::decode(body)
+            .map(|a| a.indicators.iter().map(indicator_key).collect())
+            .unwrap_or_default(),
+        Ok(MessageKind::Sighting) => Sighting::decode(body)
+            .map(|s| s.indicators.iter().map(indicator_key).collect())
+            .unwrap_or_default(),
+        Ok(MessageKind::AssistanceRequest) => AssistanceRequest::decode(body)
+            .map(|r| r.linked_alerts.iter().map(|a| assistance_key(a)).collect())
+            .unwrap_or_default(),
+        Ok(MessageKind::IncidentLink) => IncidentLink::decode(body)
+            .map(|l| vec![naming_key(&l.message_id)])
+            .unwrap_or_default(),
+        Ok(MessageKind::IncidentMerge) => IncidentMerge::decode(body)
+            .map(|m| vec![naming_key(&m.other_incident_id)])
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// What admission records of a message for incidents: the incident it belongs
+/// to (from the signed header) and its correlation keys ([`message_keys`], and
+/// for a member of an incident the [`member_key`] of each indicator).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IncidentFacts {
+    pub incident_id: Option<String>,
+    pub keys: Vec<String>,
+}
+
+/// Checks the incident side of a verified message of `kind` (a wire value)
+/// whose signed header names `header_incident`: the id is a UUID; an incident
+/// message (sighting, status, link, merge) is valid (`validate`) and names the
+/// same incident in its payload as in its header; no other kind but an alert
+/// belongs to an incident. `body` is the payload when this node can read it
+/// (otherwise only the header is checked). Returns what to record.
+pub fn facts(
+    kind: i32,
+    header_incident: &str,
+    body: Option<&[u8]>,
+    tlp: i32,
+    created_ms: i64,
+) -> Result<IncidentFacts, String> {
+    if !header_incident.is_empty() && uuid::Uuid::parse_str(header_incident).is_err() {
+        return Err(format!(
+            "header incident_id {} is not an incident id (a UUID)",
+            crate::domain::text::quote(header_incident)
+        ));
+    }
+    let kind_enum = MessageKind::try_from(kind).unwrap_or(MessageKind::Unspecified);
+    let incident_kind = matches!(
+        kind_enum,
+        MessageKind::Sighting
+            | MessageKind::IncidentStatus
+            | MessageKind::IncidentLink
+            | MessageKind::IncidentMerge
+    );
+    if !incident_kind && kind_enum != MessageKind::Alert && !header_incident.is_empty() {
+        return Err(format!(
+            "a message of kind {} cannot belong to an incident (header incident_id is set)",
+            kind_enum.as_str_name()
+        ));
+    }
+    if let Some(b) = body
+        && incident_kind
+    {
+        let named = super::validate::validate(kind_enum, b, tlp, created_ms)
+            .map_err(|e| e.to_string())?
+            .unwrap_or_default();
+        if named != header_incident {
+            return Err(format!(
+                "the payload names incident {} but the signed header names {}",
+                crate::domain::text::quote(&named),
+                crate::domain::text::quote(header_incident)
+            ));
+        }
+    }
+    let mut keys = body.map(|b| message_keys(kind, b)).unwrap_or_default();
+    if !header_incident.is_empty()
+        && matches!(kind_enum, MessageKind::Alert | MessageKind::Sighting)
+    {
+        let members: Vec<String> = keys.iter().map(|k| member_key(k)).collect();
+        keys.extend(members);
+        keys.sort();
+    }
+    Ok(IncidentFacts {
+        incident_id: (!header_incident.is_empty()).then(|| header_incident.to_string()),
+        keys,
+    })
+}

@@ -1,0 +1,164 @@
+//! Content rules: absurd counts and times, ids, text, and the header facts.
+use super::*;
+use crate::domain::envelope::ms_to_ts;
+use crate::proto::v1::{
+    IncidentLink, IncidentMerge, IncidentStatus, IncidentStatusChange, Indicator, IndicatorType,
+    MessageKind, Sighting, Tlp,
+};
+use prost::Message;
+
+const NOW: i64 = 1_750_000_000_000;
+const INC: &str = "00000000-0000-7000-8000-000000000001";
+
+fn good() -> Sighting {
+    Sighting {
+        incident_id: INC.into(),
+        indicators: vec![Indicator {
+            r#type: IndicatorType::Ip as i32,
+            value: "192.0.2.7".into(),
+            comment: String::new(),
+        }],
+        country: "EE".into(),
+        observed: Some(ms_to_ts(NOW - 60_000)),
+        count: 12,
+        tlp: Tlp::Green as i32,
+        ..Default::default()
+    }
+}
+
+fn field(s: &Sighting) -> String {
+    validate_sighting(s, NOW).unwrap_err().field
+}
+
+#[test]
+fn a_good_sighting_passes() {
+    validate_sighting(&good(), NOW).unwrap();
+}
+
+#[test]
+fn absurd_counts_and_times_are_refused() {
+    let mut s = good();
+    s.count = 0;
+    assert_eq!(field(&s), "sighting.count");
+    s.count = MAX_SIGHTING_COUNT + 1;
+    assert_eq!(field(&s), "sighting.count");
+    let mut s = good();
+    s.observed = Some(ms_to_ts(NOW + 3_600_000));
+    let e = validate_sighting(&s, NOW).unwrap_err();
+    assert!(e.rule.contains("future"), "{e}");
+    s.observed = Some(ms_to_ts(0));
+    assert_eq!(field(&s), "sighting.observed");
+    s.observed = Some(prost_types::Timestamp {
+        seconds: i64::MAX,
+        nanos: 0,
+    });
+    assert_eq!(field(&s), "sighting.observed");
+    s.observed = None;
+    assert_eq!(field(&s), "sighting.observed");
+}
+
+#[test]
+fn sighting_fields_are_checked() {
+    let mut s = good();
+    s.country = "XX".into();
+    assert_eq!(field(&s), "sighting.country");
+    let mut s = good();
+    s.incident_id = "nope".into();
+    assert_eq!(field(&s), "sighting.incident_id");
+    let mut s = good();
+    s.incident_id.clear();
+    s.indicators.clear();
+    assert_eq!(field(&s), "sighting.indicators");
+    let mut s = good();
+    s.note = "bad \u{202e} text".into();
+    assert_eq!(field(&s), "sighting.note");
+    let mut s = good();
+    s.indicators[0].value = "999.1.1.1".into();
+    assert_eq!(field(&s), "sighting.indicators[0].value");
+    let mut s = good();
+    s.indicators = vec![s.indicators[0].clone(); MAX_SIGHTING_INDICATORS + 1];
+    assert_eq!(field(&s), "sighting.indicators");
+    let mut s = good();
+    s.tlp = 0;
+    assert_eq!(field(&s), "sighting.tlp");
+}
+
+#[test]
+fn status_link_merge_rules() {
+    let st = IncidentStatusChange {
+        incident_id: INC.into(),
+        status: IncidentStatus::Open as i32,
+        note: String::new(),
+    };
+    assert_eq!(validate_status(&st).unwrap_err().field, "status.status");
+    let l = IncidentLink {
+        incident_id: INC.into(),
+        message_id: INC.into(),
+        note: String::new(),
+    };
+    assert_eq!(validate_link(&l).unwrap_err().field, "link.message_id");
+    let m = IncidentMerge {
+        incident_id: INC.into(),
+        other_incident_id: INC.into(),
+        note: String::new(),
+    };
+    assert_eq!(
+        validate_merge(&m).unwrap_err().field,
+        "merge.other_incident_id"
+    );
+}
+
+#[test]
+fn header_and_payload_must_name_the_same_incident() {
+    let body = good().encode_to_vec();
+    let k = MessageKind::Sighting as i32;
+    let f = facts(k, INC, Some(&body), Tlp::Green as i32, NOW).unwrap();
+    assert_eq!(f.incident_id.as_deref(), Some(INC));
+    assert_eq!(
+        f.keys,
+        ["i:1:192.0.2.7", "m:i:1:192.0.2.7"],
+        "a member is also indexed for correlation"
+    );
+    let loose = facts(MessageKind::Alert as i32, "", Some(&[]), 2, NOW).unwrap();
+    assert!(loose.keys.is_empty() && loose.incident_id.is_none());
+    let other = "00000000-0000-7000-8000-000000000002";
+    assert!(facts(k, other, Some(&body), Tlp::Green as i32, NOW).is_err());
+    assert!(
+        facts(k, INC, Some(&body), Tlp::Amber as i32, NOW).is_err(),
+        "TLP must equal the envelope's"
+    );
+    // A relay checks the header alone.
+    assert!(facts(k, INC, None, Tlp::Green as i32, NOW).is_ok());
+    assert!(facts(k, "garbage", None, Tlp::Green as i32, NOW).is_err());
+    // Only alerts and incident messages belong to incidents.
+    assert!(facts(MessageKind::Offer as i32, INC, None, 2, NOW).is_err());
+    assert!(facts(MessageKind::Alert as i32, INC, None, 2, NOW).is_ok());
+}
+
+#[test]
+fn indicator_keys_ignore_meaningless_case() {
+    let k = |t: IndicatorType, v: &str| {
+        indicator_key(&Indicator {
+            r#type: t as i32,
+            value: v.into(),
+            comment: String::new(),
+        })
+    };
+    assert_eq!(
+        k(IndicatorType::Domain, "Evil.Example"),
+        k(IndicatorType::Domain, "evil.example")
+    );
+    assert_eq!(
+        k(IndicatorType::Asn, "AS64500"),
+        k(IndicatorType::Asn, "64500")
+    );
+    assert_ne!(k(IndicatorType::Text, "A"), k(IndicatorType::Text, "a"));
+    assert!(
+        k(
+            IndicatorType::Url,
+            &format!("https://x.example/{}", "a".repeat(500))
+        )
+        .len()
+            <= 80
+    );
+}
