@@ -14,6 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/certfed/v1/types.proto",
         "proto/certfed/v1/assistance.proto",
         "proto/certfed/v1/incident.proto",
+        "proto/certfed/v1/roster.proto",
         "proto/certfed/v1/operator.proto",
         "proto/certfed/v1/federation.proto",
     ];

@@ -41,9 +41,14 @@ pub struct Config {
     /// Direct peers this node keeps links to.
     #[serde(default)]
     pub peers: Vec<PeerSection>,
-    /// Federation members and their pinned message-signing public keys.
+    /// Federation members and their pinned message-signing public keys (a
+    /// static list; not together with `[roster]`).
     #[serde(default)]
     pub members: Vec<MemberSection>,
+    /// The signed federation roster this node follows instead of a static
+    /// `[[members]]` list (issue 14; see `domain::roster`).
+    #[serde(default)]
+    pub roster: Option<RosterSection>,
     /// Folder of the configuration file (set by [`Config::load`]).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -433,6 +438,35 @@ pub struct MemberSection {
     pub signing_keys: Vec<PathBuf>,
 }
 
+/// Where the node's federation roster starts: a signed roster file, and/or
+/// stewards (with a threshold) whose quorum the first roster must carry.
+/// Newer rosters arrive over the federation and are applied without restart.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RosterSection {
+    /// A signed roster to start from (the text file `certfed roster sign`
+    /// writes). Used when the store holds no newer roster.
+    pub file: Option<PathBuf>,
+    /// Pinned stewards: the first roster this node accepts (the file, or
+    /// one arriving over the federation) must carry `threshold` of their
+    /// signatures.
+    #[serde(default)]
+    pub stewards: Vec<StewardSection>,
+    /// How many of `stewards` must sign the first roster.
+    pub threshold: Option<u32>,
+}
+
+/// A pinned steward.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StewardSection {
+    /// Steward id, as the roster names it.
+    pub id: String,
+    /// The steward's Ed25519 public key (SPKI PEM file, as `certfed pki
+    /// signing-key` writes it).
+    pub key: PathBuf,
+}
+
 fn default_handshake_timeout() -> u64 {
     10
 }
@@ -694,6 +728,12 @@ impl Config {
         for m in &mut self.members {
             m.signing_keys.iter_mut().for_each(fix);
         }
+        if let Some(r) = &mut self.roster {
+            r.file.iter_mut().for_each(fix);
+            for st in &mut r.stewards {
+                fix(&mut st.key);
+            }
+        }
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -801,6 +841,7 @@ impl Config {
                 require_file(&format!("members[{i}].signing_keys[{j}]"), k)?;
             }
         }
+        self.validate_roster()?;
         let mut peers = std::collections::HashSet::new();
         for (i, p) in self.peers.iter().enumerate() {
             validate_name(&p.id).map_err(|e| err(format!("peers[{i}].id: {e}")))?;
@@ -810,12 +851,65 @@ impl Config {
             if !peers.insert(p.id.as_str()) {
                 return Err(err(format!("peers[{i}].id: {} is listed twice", p.id)));
             }
-            if !seen.contains(p.id.as_str()) {
+            // With a roster, peers are checked against it at runtime: a peer
+            // the roster does not list waits until a roster lists it.
+            if self.roster.is_none() && !seen.contains(p.id.as_str()) {
                 return Err(err(format!(
                     "peers[{i}]: {} is not in [[members]]; add it with its signing public key",
                     p.id
                 )));
             }
+        }
+        Ok(())
+    }
+
+    /// `[roster]`: not together with `[[members]]`; a file or pinned stewards
+    /// with a threshold they can meet.
+    fn validate_roster(&self) -> Result<(), ConfigError> {
+        let Some(r) = &self.roster else {
+            return Ok(());
+        };
+        if !self.members.is_empty() {
+            return Err(err(
+                "[roster] and [[members]] are both set: a node follows either the signed federation roster or a static member list, not both; remove the [[members]] entries (the roster lists the members and their keys) or remove [roster]",
+            ));
+        }
+        if r.file.is_none() && r.stewards.is_empty() {
+            return Err(err(
+                "roster: set roster.file (a signed roster to start from), or roster.stewards and roster.threshold (the stewards whose quorum the first roster must carry), or both",
+            ));
+        }
+        if let Some(f) = &r.file {
+            require_file("roster.file", f)?;
+        }
+        match (r.stewards.len(), r.threshold) {
+            (0, Some(_)) => {
+                return Err(err(
+                    "roster.threshold: set only together with roster.stewards",
+                ));
+            }
+            (n, None) if n > 0 => {
+                return Err(err(
+                    "roster.threshold: required with roster.stewards (how many of them must sign the first roster)",
+                ));
+            }
+            (n, Some(k)) if k == 0 || k as usize > n => {
+                return Err(err(format!(
+                    "roster.threshold: {k}; must be between 1 and the number of roster.stewards ({n})"
+                )));
+            }
+            _ => {}
+        }
+        let mut ids = std::collections::HashSet::new();
+        for (i, st) in r.stewards.iter().enumerate() {
+            validate_name(&st.id).map_err(|e| err(format!("roster.stewards[{i}].id: {e}")))?;
+            if !ids.insert(st.id.as_str()) {
+                return Err(err(format!(
+                    "roster.stewards[{i}].id: {} is listed twice",
+                    st.id
+                )));
+            }
+            require_file(&format!("roster.stewards[{i}].key"), &st.key)?;
         }
         Ok(())
     }
@@ -1024,6 +1118,45 @@ mod tests {
         )
         .unwrap();
         Config::load(&path)
+    }
+
+    #[test]
+    fn roster_and_members_together_are_refused_naming_the_conflict() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in [
+            "sign.key", "ca.crt", "node.crt", "node.key", "r.roster", "m.pub", "s1.pub",
+        ] {
+            std::fs::write(dir.path().join(f), "placeholder").unwrap();
+        }
+        let base = "[node]\nid = \"node-a\"\nlisten = \"127.0.0.1:7701\"\nsigning_key = \"sign.key\"\n\
+                    [tls]\nca = \"ca.crt\"\ncert = \"node.crt\"\nkey = \"node.key\"\n\
+                    [storage]\ndir = \"data\"\n";
+        let load = |extra: &str| {
+            let path = dir.path().join("node.toml");
+            std::fs::write(&path, format!("{base}{extra}")).unwrap();
+            Config::load(&path).map(|_| ()).map_err(|e| e.to_string())
+        };
+        let e = load(
+            "[roster]\nfile = \"r.roster\"\n[[members]]\nid = \"node-b\"\nsigning_keys = [\"m.pub\"]\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("[roster] and [[members]] are both set"), "{e}");
+        load("[roster]\nfile = \"r.roster\"\n[[peers]]\nid = \"node-b\"\nendpoint = \"127.0.0.1:1\"\n")
+            .expect("peers are checked against the roster at runtime");
+        let e = load("[roster]\n").unwrap_err();
+        assert!(e.contains("set roster.file"), "{e}");
+        let e = load("[roster]\nthreshold = 1\n[[roster.stewards]]\nid = \"s1\"\nkey = \"s1.pub\"\n[[roster.stewards]]\nid = \"s1\"\nkey = \"s1.pub\"\n").unwrap_err();
+        assert!(e.contains("listed twice"), "{e}");
+        let e =
+            load("[roster]\nthreshold = 2\n[[roster.stewards]]\nid = \"s1\"\nkey = \"s1.pub\"\n")
+                .unwrap_err();
+        assert!(e.contains("roster.threshold: 2"), "{e}");
+        let e = load("[roster]\n[[roster.stewards]]\nid = \"s1\"\nkey = \"s1.pub\"\n").unwrap_err();
+        assert!(e.contains("roster.threshold: required"), "{e}");
+        load("[roster]\nthreshold = 1\n[[roster.stewards]]\nid = \"s1\"\nkey = \"s1.pub\"\n")
+            .unwrap();
+        let e = load("[roster]\nfile = \"missing.roster\"\n").unwrap_err();
+        assert!(e.contains("roster.file"), "{e}");
     }
 
     #[test]

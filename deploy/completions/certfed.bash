@@ -58,6 +58,9 @@ _certfed() {
             certfed,pki)
                 cmd="certfed__subcmd__pki"
                 ;;
+            certfed,roster)
+                cmd="certfed__subcmd__roster"
+                ;;
             certfed,serve)
                 cmd="certfed__subcmd__serve"
                 ;;
@@ -202,6 +205,9 @@ _certfed() {
             certfed__subcmd__help,pki)
                 cmd="certfed__subcmd__help__subcmd__pki"
                 ;;
+            certfed__subcmd__help,roster)
+                cmd="certfed__subcmd__help__subcmd__roster"
+                ;;
             certfed__subcmd__help,serve)
                 cmd="certfed__subcmd__help__subcmd__serve"
                 ;;
@@ -285,6 +291,33 @@ _certfed() {
                 ;;
             certfed__subcmd__help__subcmd__pki,signing-key)
                 cmd="certfed__subcmd__help__subcmd__pki__subcmd__signing__subcmd__key"
+                ;;
+            certfed__subcmd__help__subcmd__roster,add-member)
+                cmd="certfed__subcmd__help__subcmd__roster__subcmd__add__subcmd__member"
+                ;;
+            certfed__subcmd__help__subcmd__roster,init)
+                cmd="certfed__subcmd__help__subcmd__roster__subcmd__init"
+                ;;
+            certfed__subcmd__help__subcmd__roster,publish)
+                cmd="certfed__subcmd__help__subcmd__roster__subcmd__publish"
+                ;;
+            certfed__subcmd__help__subcmd__roster,remove-member)
+                cmd="certfed__subcmd__help__subcmd__roster__subcmd__remove__subcmd__member"
+                ;;
+            certfed__subcmd__help__subcmd__roster,rotate-key)
+                cmd="certfed__subcmd__help__subcmd__roster__subcmd__rotate__subcmd__key"
+                ;;
+            certfed__subcmd__help__subcmd__roster,set-stewards)
+                cmd="certfed__subcmd__help__subcmd__roster__subcmd__set__subcmd__stewards"
+                ;;
+            certfed__subcmd__help__subcmd__roster,show)
+                cmd="certfed__subcmd__help__subcmd__roster__subcmd__show"
+                ;;
+            certfed__subcmd__help__subcmd__roster,sign)
+                cmd="certfed__subcmd__help__subcmd__roster__subcmd__sign"
+                ;;
+            certfed__subcmd__help__subcmd__roster,verify)
+                cmd="certfed__subcmd__help__subcmd__roster__subcmd__verify"
                 ;;
             certfed__subcmd__incident,help)
                 cmd="certfed__subcmd__incident__subcmd__help"
@@ -376,6 +409,66 @@ _certfed() {
             certfed__subcmd__pki__subcmd__help,signing-key)
                 cmd="certfed__subcmd__pki__subcmd__help__subcmd__signing__subcmd__key"
                 ;;
+            certfed__subcmd__roster,add-member)
+                cmd="certfed__subcmd__roster__subcmd__add__subcmd__member"
+                ;;
+            certfed__subcmd__roster,help)
+                cmd="certfed__subcmd__roster__subcmd__help"
+                ;;
+            certfed__subcmd__roster,init)
+                cmd="certfed__subcmd__roster__subcmd__init"
+                ;;
+            certfed__subcmd__roster,publish)
+                cmd="certfed__subcmd__roster__subcmd__publish"
+                ;;
+            certfed__subcmd__roster,remove-member)
+                cmd="certfed__subcmd__roster__subcmd__remove__subcmd__member"
+                ;;
+            certfed__subcmd__roster,rotate-key)
+                cmd="certfed__subcmd__roster__subcmd__rotate__subcmd__key"
+                ;;
+            certfed__subcmd__roster,set-stewards)
+                cmd="certfed__subcmd__roster__subcmd__set__subcmd__stewards"
+                ;;
+            certfed__subcmd__roster,show)
+                cmd="certfed__subcmd__roster__subcmd__show"
+                ;;
+            certfed__subcmd__roster,sign)
+                cmd="certfed__subcmd__roster__subcmd__sign"
+                ;;
+            certfed__subcmd__roster,verify)
+                cmd="certfed__subcmd__roster__subcmd__verify"
+                ;;
+            certfed__subcmd__roster__subcmd__help,add-member)
+                cmd="certfed__subcmd__roster__subcmd__help__subcmd__add__subcmd__member"
+                ;;
+            certfed__subcmd__roster__subcmd__help,help)
+                cmd="certfed__subcmd__roster__subcmd__help__subcmd__help"
+                ;;
+            certfed__subcmd__roster__subcmd__help,init)
+                cmd="certfed__subcmd__roster__subcmd__help__subcmd__init"
+                ;;
+            certfed__subcmd__roster__subcmd__help,publish)
+                cmd="certfed__subcmd__roster__subcmd__help__subcmd__publish"
+                ;;
+            certfed__subcmd__roster__subcmd__help,remove-member)
+                cmd="certfed__subcmd__roster__subcmd__help__subcmd__remove__subcmd__member"
+                ;;
+            certfed__subcmd__roster__subcmd__help,rotate-key)
+                cmd="certfed__subcmd__roster__subcmd__help__subcmd__rotate__subcmd__key"
+                ;;
+            certfed__subcmd__roster__subcmd__help,set-stewards)
+                cmd="certfed__subcmd__roster__subcmd__help__subcmd__set__subcmd__stewards"
+                ;;
+            certfed__subcmd__roster__subcmd__help,show)
+                cmd="certfed__subcmd__roster__subcmd__help__subcmd__show"
+                ;;
+            certfed__subcmd__roster__subcmd__help,sign)
+                cmd="certfed__subcmd__roster__subcmd__help__subcmd__sign"
+                ;;
+            certfed__subcmd__roster__subcmd__help,verify)
+                cmd="certfed__subcmd__roster__subcmd__help__subcmd__verify"
+                ;;
             *)
                 ;;
         esac
@@ -383,7 +476,7 @@ _certfed() {
 
     case "${cmd}" in
         certfed)
-            opts="-h -V --help --version serve check-config pki demo bench completions man info alert assist incident peers delivery feed watch help"
+            opts="-h -V --help --version serve check-config pki roster demo bench completions man info alert assist incident peers delivery feed watch help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1505,7 +1598,7 @@ _certfed() {
             return 0
             ;;
         certfed__subcmd__help)
-            opts="serve check-config pki demo bench completions man info alert assist incident peers delivery feed watch help"
+            opts="serve check-config pki roster demo bench completions man info alert assist incident peers delivery feed watch help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2065,6 +2158,146 @@ _certfed() {
             return 0
             ;;
         certfed__subcmd__help__subcmd__pki__subcmd__signing__subcmd__key)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__help__subcmd__roster)
+            opts="init add-member remove-member rotate-key set-stewards sign verify publish show"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__help__subcmd__roster__subcmd__add__subcmd__member)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__help__subcmd__roster__subcmd__init)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__help__subcmd__roster__subcmd__publish)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__help__subcmd__roster__subcmd__remove__subcmd__member)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__help__subcmd__roster__subcmd__rotate__subcmd__key)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__help__subcmd__roster__subcmd__set__subcmd__stewards)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__help__subcmd__roster__subcmd__show)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__help__subcmd__roster__subcmd__sign)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__help__subcmd__roster__subcmd__verify)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -2902,6 +3135,424 @@ _certfed() {
                     return 0
                     ;;
                 --out-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__roster)
+            opts="-h --help init add-member remove-member rotate-key set-stewards sign verify publish show help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__roster__subcmd__add__subcmd__member)
+            opts="-h --id --signing-key --tls-ca --pin-cert --display-name --country --contact --exercise-only --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --id)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --signing-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --pin-cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --display-name)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --country)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --contact)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__roster__subcmd__help)
+            opts="init add-member remove-member rotate-key set-stewards sign verify publish show help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__roster__subcmd__help__subcmd__add__subcmd__member)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__roster__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__roster__subcmd__help__subcmd__init)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__roster__subcmd__help__subcmd__publish)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__roster__subcmd__help__subcmd__remove__subcmd__member)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__roster__subcmd__help__subcmd__rotate__subcmd__key)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__roster__subcmd__help__subcmd__set__subcmd__stewards)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__roster__subcmd__help__subcmd__show)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__roster__subcmd__help__subcmd__sign)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__roster__subcmd__help__subcmd__verify)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__roster__subcmd__init)
+            opts="-h --out --federation --steward --threshold --from --expires-days --force --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --federation)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --steward)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --threshold)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --from)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --expires-days)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__roster__subcmd__publish)
+            opts="-h --node --ca --cert --key --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --node)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__roster__subcmd__remove__subcmd__member)
+            opts="-h --id --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --id)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__roster__subcmd__rotate__subcmd__key)
+            opts="-h --id --new-key --old-valid-hours --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --id)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --new-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --old-valid-hours)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__roster__subcmd__set__subcmd__stewards)
+            opts="-h --steward --threshold --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --steward)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --threshold)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__roster__subcmd__show)
+            opts="-h --node --ca --cert --key --json --out --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --node)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__roster__subcmd__sign)
+            opts="-h --key --out --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__roster__subcmd__verify)
+            opts="-h --current --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --current)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

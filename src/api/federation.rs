@@ -204,10 +204,15 @@ impl Federation for FederationApi {
                 "hello claims {claimed} but the certificate is {peer}'s"
             )));
         }
+        let theirs = req.get_ref().roster_version;
+        self.node
+            .peers
+            .update(&peer, |s| s.peer_roster_version = Some(theirs));
         Ok(Response::new(HelloResponse {
             node_id: self.node.id.clone(),
             version: env!("CARGO_PKG_VERSION").into(),
             max_message_bytes: self.node.cfg.limits.max_message_bytes as u64,
+            roster_version: self.node.roster_version(),
         }))
     }
 }

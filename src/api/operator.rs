@@ -22,7 +22,7 @@ use crate::proto::v1::*;
 use crate::service::alerts::{self, WatchFrom};
 use crate::service::limits::{MAX_ANSWER_BYTES, check_request_size, transport_request_bytes};
 use crate::service::node::Node;
-use crate::service::{assistance, delivery, incidents};
+use crate::service::{assistance, delivery, incidents, ingest, roster};
 use prost::Message;
 use std::future::Future;
 use std::pin::Pin;
@@ -338,6 +338,57 @@ impl Operator for OperatorApi {
         let id = self.take(req)?.request_id;
         let view = assistance::get(&self.node, &id).await.map_err(status)?;
         Ok(Response::new(view))
+    }
+
+    async fn get_roster(
+        &self,
+        req: Request<GetRosterRequest>,
+    ) -> Result<Response<RosterView>, Status> {
+        self.take(req)?;
+        let view = roster::view(&self.node, crate::service::now_ms())
+            .await
+            .map_err(status)?;
+        Ok(Response::new(view))
+    }
+
+    async fn publish_roster(
+        &self,
+        req: Request<PublishRosterRequest>,
+    ) -> Result<Response<PublishRosterResponse>, Status> {
+        let who = audit::operator(&req);
+        let bytes = self.take(req)?.signed_roster;
+        let r = self
+            .detached(|node| async move {
+                let now = crate::service::now_ms();
+                let applied = roster::apply(&node, &bytes, "operator", now)
+                    .await
+                    .map_err(status)?;
+                // Flooded like a TLP:CLEAR broadcast; every node checks it.
+                let (message_id, _) = ingest::originate(
+                    &node,
+                    ingest::Outgoing {
+                        kind: MessageKind::Roster,
+                        tlp: Tlp::Clear,
+                        recipients: Vec::new(),
+                        expires_ms: None,
+                        exercise: false,
+                        created_ms: None,
+                        payload: bytes,
+                    },
+                )
+                .await
+                .map_err(status)?;
+                Ok(PublishRosterResponse {
+                    version: applied.version,
+                    message_id,
+                    changes: applied.changes,
+                    already_current: applied.already_current,
+                })
+            })
+            .await;
+        let on = r.as_ref().map(|p| p.message_id.clone()).unwrap_or_default();
+        audit::log(&who, "publish roster", &on, &r);
+        Ok(Response::new(r?))
     }
 
     async fn list_incidents(

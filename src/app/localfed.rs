@@ -356,7 +356,7 @@ impl Fed {
     }
 
     /// The `[storage]` section of node `i`.
-    fn storage_toml(&self, i: usize) -> String {
+    pub fn storage_toml(&self, i: usize) -> String {
         match &self.backend {
             Backend::Sqlite => format!("dir = \"{}\"", self.data_dir(i).display()),
             Backend::Postgres { .. } => format!(

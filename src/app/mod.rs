@@ -20,6 +20,8 @@ use crate::api::{federation::FederationApi, operator::OperatorApi};
 use crate::config::Config;
 use crate::domain::identity::Identity;
 use crate::domain::keys::{KeyRegistry, Signer, public_from_pem};
+use crate::domain::roster::{self, Document, Quorum};
+use crate::proto::v1::Steward;
 use crate::proto::v1::{federation_server::FederationServer, operator_server::OperatorServer};
 use crate::service::links::LinkTasks;
 use crate::service::node::{Node, NodeParts, ReceiptQueue};
@@ -42,6 +44,56 @@ pub struct Prepared {
     pub material: tls::TlsMaterial,
     pub signer: Signer,
     pub keys: KeyRegistry,
+    /// `[roster]`: the pinned stewards and the roster file, read and decoded
+    /// (checked against the store's chain in [`start`]).
+    pub roster: Option<RosterStart>,
+}
+
+/// Where a roster-following node starts from (`[roster]`).
+pub struct RosterStart {
+    pub pinned: Option<Quorum>,
+    pub file: Option<Document>,
+}
+
+/// Reads `[roster]`: the pinned stewards' public keys and the signed roster
+/// file (decoded and shape-checked; its signatures are checked at start
+/// against the store's chain, or on their own for a first start).
+pub fn load_roster_start(cfg: &Config) -> anyhow::Result<Option<RosterStart>> {
+    let Some(r) = &cfg.roster else {
+        return Ok(None);
+    };
+    let pinned = match r.threshold {
+        Some(threshold) => {
+            let mut stewards = Vec::new();
+            for (i, st) in r.stewards.iter().enumerate() {
+                let key = format!("roster.stewards[{i}].key");
+                let pem = std::fs::read_to_string(&st.key)
+                    .with_context(|| format!("{key}: cannot read {}", st.key.display()))?;
+                let vk = public_from_pem(&pem)
+                    .map_err(|e| anyhow::anyhow!("{key}: {}: {e}", st.key.display()))?;
+                stewards.push(Steward {
+                    id: st.id.clone(),
+                    public_key: vk.as_bytes().to_vec(),
+                });
+            }
+            Some(Quorum::pinned(stewards, threshold).map_err(|e| anyhow::anyhow!("roster: {e}"))?)
+        }
+        None => None,
+    };
+    let file = match &r.file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("roster.file: cannot read {}", path.display()))?;
+            let bytes = roster::dearmor(&text)
+                .map_err(|e| anyhow::anyhow!("roster.file: {}: {e}", path.display()))?;
+            Some(
+                roster::parse(&bytes)
+                    .map_err(|e| anyhow::anyhow!("roster.file: {}: {e}", path.display()))?,
+            )
+        }
+        None => None,
+    };
+    Ok(Some(RosterStart { pinned, file }))
 }
 
 /// Loads and cross-checks TLS material, the signing key and the member keys.
@@ -76,6 +128,7 @@ pub fn prepare(cfg: Config) -> anyhow::Result<Prepared> {
         anyhow::anyhow!("node.signing_key: {}: {e}", cfg.node.signing_key.display())
     })?;
     let keys = load_members(&cfg)?;
+    let roster = load_roster_start(&cfg)?;
     match keys.get(&signer.key_id) {
         Some((owner, _)) if owner == cfg.node.id => {}
         Some((owner, _)) => anyhow::bail!(
@@ -95,6 +148,7 @@ pub fn prepare(cfg: Config) -> anyhow::Result<Prepared> {
         material,
         signer,
         keys,
+        roster,
     })
 }
 
@@ -172,9 +226,26 @@ fn taxii_tls(material: &tls::TlsMaterial) -> Result<Arc<rustls::ServerConfig>, t
     Ok(Arc::new(cfg))
 }
 
-/// Accepts a client certificate that names a certfed identity.
-fn identify() -> Identify<Identity> {
-    Arc::new(|cert| Identity::from_certificate(cert.as_ref()).map_err(|e| e.to_string()))
+/// Accepts a client certificate that names a certfed identity; with a
+/// roster, a node certificate only if the roster vouches for it as that
+/// member's (`domain::roster::vouches`: issued by a CA the roster lists for
+/// the member, or pinned). This runs right after the handshake, before any
+/// RPC: the connection is closed, and counted, when it fails. (A check after
+/// the handshake rather than a custom rustls verifier: the per-member CA
+/// comes from the certificate's own identity, which WebPki's chain check
+/// against `tls.ca` has already verified; and it swaps with the roster
+/// without rebuilding the TLS configuration.)
+fn identify(node: Option<Arc<Node>>) -> Identify<Identity> {
+    Arc::new(move |cert| {
+        let id = Identity::from_certificate(cert.as_ref()).map_err(|e| e.to_string())?;
+        if let (Identity::Node(member), Some(node)) = (&id, &node)
+            && let Some(roster) = node.roster()
+            && let Some(cur) = roster.current()
+        {
+            crate::domain::roster::vouches(&cur.doc.roster, member, cert.as_ref())?;
+        }
+        Ok(id)
+    })
 }
 
 /// How a listener accepts connections: the node's handshake timeout and
@@ -194,7 +265,7 @@ fn accept_config(
             max_connections: l.max_connections,
             max_connections_per_source: l.max_connections_per_source,
         },
-        identify: identify(),
+        identify: identify(Some(node.clone())),
         on_refused: Arc::new(move |why| refused_node.metrics.connection_refused(why.key())),
     }
 }
@@ -246,6 +317,7 @@ impl RunningNode {
             let _ = t.send(taxii_tls(&p.material)?);
         }
         self.node.replace_trust(p.keys, client, revoked.clone());
+        let peers = self.node.set_configured_peers(peers);
         self.links.apply(&self.node, peers, &revoked);
         tracing::info!("reload: TLS material, CRLs, member keys and peers re-read");
         Ok(())
@@ -255,6 +327,36 @@ impl RunningNode {
     pub async fn shutdown(self) -> anyhow::Result<()> {
         self.node.shutdown.cancel();
         self.task.await.context("node task panicked")?
+    }
+}
+
+/// Follows the roster: each version applied re-applies the peer set (links
+/// to members it removed stop, links to members it added start), and the
+/// roster's expiry is watched (a warning and a metric once expired).
+async fn follow_roster(node: Arc<Node>, links: Arc<LinkTasks>) {
+    if node.roster().is_none() {
+        return;
+    }
+    let mut applied = node.subscribe_roster();
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    let mut warned = i64::MIN;
+    loop {
+        tokio::select! {
+            r = applied.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                let peers = crate::service::node::roster_peers(
+                    &node.configured_peers(),
+                    node.roster().as_deref(),
+                );
+                links.apply(&node, peers, &node.revoked());
+            }
+            _ = tick.tick() => {
+                crate::service::roster::watch_expiry(&node, now_ms(), &mut warned);
+            }
+            _ = node.shutdown.cancelled() => return,
+        }
     }
 }
 
@@ -465,11 +567,25 @@ pub async fn start(prepared: Prepared) -> anyhow::Result<RunningNode> {
         material,
         signer,
         keys,
+        roster: roster_start,
     } = prepared;
     let tls_cfg = cfg.clone();
     let server_tls = tls::server_config(&material)?;
     let client_tls = tls::client_config(&material)?;
     let Opened { store, lease, pair } = open_store(&cfg).await?;
+    let (keys, roster_anchor) = match roster_start {
+        None => (keys, None),
+        Some(r) => {
+            let (anchor, keys, notes) =
+                crate::service::roster::bootstrap(&store, r.pinned, r.file, now_ms())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+            for n in notes {
+                tracing::info!("roster: {n}");
+            }
+            (keys, Some(anchor))
+        }
+    };
     let listener = bind("node.listen", &cfg.node.listen).await?;
     let addr = listener.local_addr()?;
     let metrics_listener = match &cfg.metrics.listen {
@@ -500,6 +616,7 @@ pub async fn start(prepared: Prepared) -> anyhow::Result<RunningNode> {
         revoked: tls::revoked_serials(&material.crls),
         receipts: receipt_queue,
         pair,
+        roster: roster_anchor,
         cfg,
     }));
     node.metrics.set_role(node.pair.role().word());
@@ -710,11 +827,20 @@ async fn serve_when_active(
         }
     }
     set_health(&health, true).await;
+    // The other member may have applied rosters while this one waited.
+    let roster_moved =
+        node.pair.backend == "postgres" && crate::service::roster::take_over(&node, now_ms()).await;
     links.start_all(&node);
+    if roster_moved {
+        let peers =
+            crate::service::node::roster_peers(&node.configured_peers(), node.roster().as_deref());
+        links.apply(&node, peers, &node.revoked());
+    }
     let tasks = vec![
         tokio::spawn(crate::service::receipts::run(node.clone(), receipt_rx)),
         tokio::spawn(crate::service::retention::run(node.clone())),
         tokio::spawn(crate::service::incidents::run(node.clone())),
+        tokio::spawn(follow_roster(node.clone(), links.clone())),
     ];
     if node.pair.backend == "postgres" {
         tracing::info!(node = %node.id, member = %node.pair.member, "serving as the active member");

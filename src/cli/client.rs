@@ -310,6 +310,7 @@ pub fn kind_str(k: i32) -> &'static str {
         Ok(MessageKind::IncidentStatus) => "incident status",
         Ok(MessageKind::IncidentLink) => "incident link",
         Ok(MessageKind::IncidentMerge) => "incident merge",
+        Ok(MessageKind::Roster) => "roster",
         _ => "unknown",
     }
 }
@@ -367,6 +368,14 @@ pub async fn info(conn: Conn) -> anyhow::Result<()> {
         let _ = writeln!(s, "members         {}", term(&i.members.join(", ")));
         let _ = writeln!(s, "started         {}", ts(&i.started));
         let _ = writeln!(s, "stored messages {}", i.stored_messages);
+        if i.roster_version > 0 {
+            let _ = writeln!(
+                s,
+                "roster          version {}, expires {}",
+                i.roster_version,
+                ts(&i.roster_expires)
+            );
+        }
         s
     })
 }
@@ -670,19 +679,26 @@ pub async fn peers(conn: Conn) -> anyhow::Result<()> {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "{:<12}  {:<22}  {:<10}  {:<16}  {:>7}  {:<20}  LAST ERROR",
-            "PEER", "ENDPOINT", "STATE", "MAX TLP", "OUTBOX", "LAST CONTACT"
+            "{:<12}  {:<22}  {:<10}  {:<16}  {:>7}  {:<20}  {:<11}  LAST ERROR",
+            "PEER", "ENDPOINT", "STATE", "MAX TLP", "OUTBOX", "LAST CONTACT", "ROSTER"
         );
         for p in &all.peers {
+            // The peer's roster version (Hello); "behind" when older than ours.
+            let roster = match (p.roster_version, p.roster_behind) {
+                (0, _) => "-".to_string(),
+                (v, true) => format!("v{v} behind"),
+                (v, false) => format!("v{v}"),
+            };
             let _ = writeln!(
                 s,
-                "{:<12}  {:<22}  {:<10}  {:<16}  {:>7}  {:<20}  {}",
+                "{:<12}  {:<22}  {:<10}  {:<16}  {:>7}  {:<20}  {:<11}  {}",
                 term(&p.peer_id),
                 term(&p.endpoint),
                 link_state(p.state),
                 tlp_str(p.max_tlp),
                 p.outbox_depth,
                 ts(&p.last_contact),
+                roster,
                 term(&p.last_error)
             );
         }

@@ -25,8 +25,12 @@
 //! - Receipts are owed only by a named recipient (or any member of a
 //!   broadcast) that is not the origin, never for a receipt.
 //!
+//! - A roster message (kind ROSTER) is admitted only if it follows the
+//!   roster this node holds (`domain::roster::check`); a member the roster
+//!   marks exercise-only has its real (non-exercise) traffic refused.
 //! - A refusal for a cause that can pass ([`deferrable`]: a creation time
-//!   ahead of this node's clock, a signing key not pinned yet) is temporary:
+//!   ahead of this node's clock, a signing key not pinned yet, a roster that
+//!   skips a version this node has not received yet) is temporary:
 //!   the sending peer keeps the envelope and retries it; every other refusal
 //!   is final.
 //!
@@ -65,6 +69,10 @@ pub struct View<'a> {
     pub peers: &'a [Peer],
     /// Largest accepted serialized envelope.
     pub max_message_bytes: usize,
+    /// The federation roster this node holds (or the stewards it pins while
+    /// it holds none); `None` with a static `[[members]]` list. Used for
+    /// roster messages and for exercise-only members.
+    pub roster: Option<&'a crate::domain::roster::Anchor>,
 }
 
 /// Where a receipt goes next from this node (found in the store by the caller
@@ -223,9 +231,10 @@ const SKEW_RETRY_MARGIN_MS: u64 = 1_000;
 /// Whether a refusal of a peer's envelope is temporary, and if so, in how many
 /// milliseconds a retry can succeed (0: unknown, leave it to the sender's
 /// backoff). Temporary: a creation time ahead of this node's clock (it passes
-/// with time, or when the clocks are fixed), and a signing key this node has
-/// not pinned (it is pinned in a key rotation once every node has reloaded).
-/// Every other refusal (bad signature, altered, policy, invalid payload,
+/// with time, or when the clocks are fixed), a signing key this node has
+/// not pinned (it is pinned in a key rotation once every node has reloaded,
+/// or by a roster this node has not received yet), and a roster that skips
+/// a version this node has not received yet. Every other refusal (bad signature, altered, policy, invalid payload,
 /// expired, too large) is final: retrying the same bytes cannot succeed.
 pub fn deferrable(reason: &Rejection) -> Option<u64> {
     match reason {
@@ -235,6 +244,8 @@ pub fn deferrable(reason: &Rejection) -> Option<u64> {
                 .saturating_add(SKEW_RETRY_MARGIN_MS),
         ),
         Rejection::UnknownSigner(_) => Some(0),
+        // A roster two versions ahead: the one between may still arrive.
+        Rejection::RosterBehind(_) => Some(0),
         _ => None,
     }
 }
@@ -343,6 +354,7 @@ fn parse_body(
     h: &EnvelopeHeader,
     body: &[u8],
     created: i64,
+    now: i64,
 ) -> Result<Parsed, Rejection> {
     let request_ref = |id: &str| {
         if is_uuid(id) {
@@ -467,6 +479,12 @@ fn parse_body(
             | MessageKind::IncidentLink
             | MessageKind::IncidentMerge,
         ) => Ok(Parsed::default()),
+        // A new roster: it must follow the held one (`domain::roster`); the
+        // service applies it once the message is stored.
+        Ok(MessageKind::Roster) => {
+            crate::domain::roster::admit_message(view.roster, h, body, now)?;
+            Ok(Parsed::default())
+        }
         _ => Err(Rejection::Policy(format!(
             "message kind {} is not accepted by this node version",
             h.kind
@@ -498,6 +516,17 @@ fn decide(
             "{label} payloads must be end-to-end encrypted for their recipients"
         )));
     }
+    // A member the roster marks exercise-only sends exercise traffic only.
+    if let Some(r) = view.roster.and_then(|a| a.current())
+        && r.exercise_only(&h.origin)
+        && !h.exercise
+    {
+        return Err(Rejection::Policy(format!(
+            "{} is an exercise-only member in roster v{}: only exercise traffic is accepted from it",
+            h.origin,
+            r.version()
+        )));
+    }
     let is_recipient = h.origin == view.me || h.recipients.iter().any(|r| r == view.me);
     let plain = if h.encrypted && is_recipient {
         Some(
@@ -511,7 +540,7 @@ fn decide(
     let created = h.created.as_ref().and_then(checked_ts_to_ms).unwrap_or(now);
     let body = readable.then(|| plain.as_deref().unwrap_or(&env.payload));
     let parsed = match body {
-        Some(body) => parse_body(view, h, body, created)?,
+        Some(body) => parse_body(view, h, body, created, now)?,
         // A relay for a message it cannot read: route on the signed header only.
         None => Parsed::default(),
     };

@@ -113,6 +113,7 @@ fn decide_one(
         keys: &reg,
         peers,
         max_message_bytes: 256 * 1024,
+        roster: None,
     };
     let verdict = verify(&reg, &env, NOW, &limits());
     admit(
@@ -319,6 +320,7 @@ fn receipts_follow_their_reverse_route() {
         keys: &reg,
         peers: &peers,
         max_message_bytes: 256 * 1024,
+        roster: None,
     };
     let receipt = Receipt {
         message_ids: vec![uuid::Uuid::now_v7().to_string()],
@@ -430,6 +432,87 @@ proptest! {
             }
             Decision::Refuse { .. } => {}
         }
+    }
+}
+
+#[test]
+fn an_exercise_only_member_sends_exercise_traffic_only() {
+    use crate::domain::roster::{Accepted, Anchor, Document};
+    use crate::proto::v1::{Roster, RosterMember, SignedRoster};
+    let roster = Roster {
+        version: 5,
+        members: vec![RosterMember {
+            id: "node-a".into(),
+            exercise_only: true,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let anchor = Anchor::Current(Box::new(Accepted {
+        doc: Document {
+            roster,
+            signed: SignedRoster::default(),
+        },
+        signed_by: vec![],
+        admitted_by: None,
+        accepted_ms: NOW,
+    }));
+    let reg = registry();
+    let me = signer(1);
+    let peers = [Peer {
+        id: "node-c".into(),
+        policy: PeerPolicy::default(),
+    }];
+    let view = View {
+        me: MEMBERS[1],
+        signer: &me,
+        keys: &reg,
+        peers: &peers,
+        max_message_bytes: 256 * 1024,
+        roster: Some(&anchor),
+    };
+    let decide = |exercise: bool| {
+        let env = seal(
+            &signer(0),
+            Draft {
+                message_id: uuid::Uuid::now_v7().to_string(),
+                kind: MessageKind::Alert,
+                tlp: Tlp::Green,
+                recipients: vec![],
+                created_ms: NOW - 1_000,
+                expires_ms: None,
+                hop_limit: 4,
+                exercise,
+                encrypted: false,
+                payload: Alert {
+                    exercise,
+                    ..alert(Tlp::Green)
+                }
+                .encode_to_vec(),
+            },
+        );
+        let verdict = verify(&reg, &env, NOW, &limits());
+        let input = Input {
+            envelope: env,
+            verdict,
+            from_peer: Some("node-a"),
+            chain: vec![],
+            receipt_route: None,
+        };
+        admit(&view, input, NOW)
+    };
+    match decide(false) {
+        Decision::Refuse { reason, .. } => assert!(
+            reason
+                .to_string()
+                .contains("exercise-only member in roster v5"),
+            "{reason}"
+        ),
+        Decision::Admit(_) => panic!("real traffic from an exercise-only member is refused"),
+    }
+    match decide(true) {
+        Decision::Admit(_) => {}
+        Decision::Refuse { reason, .. } => panic!("exercise traffic passes: {reason}"),
     }
 }
 

@@ -82,6 +82,17 @@ pub enum Rejection {
     InvalidPayload(String),
     #[error("refused by policy: {0}")]
     Policy(String),
+    /// Refused for good by the federation roster: the signer is not (or no
+    /// longer) in it, its key is outside its validity period, or a roster
+    /// message does not follow the held roster. `kind` names the rule (for
+    /// the roster's own metrics and logs).
+    #[error("refused by the roster: {reason}")]
+    Roster { kind: &'static str, reason: String },
+    /// Refused for now: this node's roster is behind (a roster message skips
+    /// a version this node has not received yet). Retrying succeeds once the
+    /// missing version has arrived.
+    #[error("this node's roster is not current yet: {0}")]
+    RosterBehind(String),
 }
 
 impl Rejection {
@@ -100,6 +111,8 @@ impl Rejection {
         "too_old",
         "invalid_payload",
         "policy",
+        "roster",
+        "roster_behind",
     ];
 
     /// Short label for metrics and logs.
@@ -116,6 +129,8 @@ impl Rejection {
             Rejection::TooOld { .. } => "too_old",
             Rejection::InvalidPayload(_) => "invalid_payload",
             Rejection::Policy(_) => "policy",
+            Rejection::Roster { .. } => "roster",
+            Rejection::RosterBehind(_) => "roster_behind",
         }
     }
 }
@@ -288,16 +303,28 @@ pub fn verify_batch(
     let mut pending = Vec::with_capacity(envs.len());
     for (i, env) in envs.iter().enumerate() {
         let checked = precheck(env, now_ms, limits).and_then(|(header, sig)| {
-            let (owner, vk) = reg
-                .get(&header.signing_key_id)
-                .ok_or_else(|| Rejection::UnknownSigner(header.signing_key_id.clone()))?;
+            let key_id = &header.signing_key_id;
+            let (owner, vk) = reg.get(key_id).ok_or_else(|| match reg.retired(key_id) {
+                // A key the roster chain listed once: refused for good.
+                Some(why) => Rejection::Roster {
+                    kind: "not_in_roster",
+                    reason: why.to_string(),
+                },
+                None => Rejection::UnknownSigner(key_id.clone()),
+            })?;
             if owner != header.origin {
                 return Err(Rejection::OriginMismatch {
                     claimed: header.origin.clone(),
                     owner: owner.to_string(),
-                    key_id: header.signing_key_id.clone(),
+                    key_id: key_id.clone(),
                 });
             }
+            let created = header.created.as_ref().map(ts_to_ms).unwrap_or(now_ms);
+            reg.check_use(key_id, created)
+                .map_err(|reason| Rejection::Roster {
+                    kind: "key_not_valid",
+                    reason: format!("{owner}: {reason}"),
+                })?;
             Ok((header, sig, *vk))
         });
         match checked {

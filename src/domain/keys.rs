@@ -1,5 +1,11 @@
 //! Message-signing keys: this node's private key and the registry of members'
 //! pinned public keys. Keys are Ed25519, separate from TLS keys.
+//!
+//! With a federation roster (`roster`), a key may carry a validity period
+//! (messages created outside it are refused, [`KeyRegistry::check_use`]), and
+//! keys the roster chain no longer lists are remembered with the reason
+//! ([`KeyRegistry::retired`]), so that a departed member's messages are
+//! refused for good ("not in roster vN") instead of waiting as unknown.
 use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey};
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
@@ -63,6 +69,10 @@ pub fn public_from_pem(pem: &str) -> Result<VerifyingKey, String> {
 pub struct KeyRegistry {
     keys: HashMap<String, (String, VerifyingKey)>,
     members: Vec<String>,
+    /// Key id → (not before, not after), unix ms, for keys with a period.
+    windows: HashMap<String, (Option<i64>, Option<i64>)>,
+    /// Key id → why messages signed with it are refused (no longer listed).
+    retired: HashMap<String, String>,
 }
 
 impl KeyRegistry {
@@ -96,6 +106,61 @@ impl KeyRegistry {
             .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
+    }
+    /// Adds a member's key valid for messages created within
+    /// `[not_before, not_after]` (unix ms; `None`: open).
+    pub fn add_with_window(
+        &mut self,
+        member: &str,
+        vk: VerifyingKey,
+        not_before: Option<i64>,
+        not_after: Option<i64>,
+    ) -> Result<(), String> {
+        self.add(member, vk)?;
+        if not_before.is_some() || not_after.is_some() {
+            self.windows.insert(key_id(&vk), (not_before, not_after));
+        }
+        Ok(())
+    }
+    /// Remembers a key no longer listed, with the reason its messages are
+    /// refused (ignored if the key is listed).
+    pub fn retire(&mut self, key_id: &str, why: String) {
+        if !self.keys.contains_key(key_id) {
+            self.retired.insert(key_id.to_string(), why);
+        }
+    }
+    /// Why messages signed with `key_id` are refused for good, if it is a
+    /// key the roster chain listed before and no longer lists.
+    pub fn retired(&self, key_id: &str) -> Option<&str> {
+        self.retired.get(key_id).map(String::as_str)
+    }
+    /// Whether a message created at `created_ms` may be signed with the
+    /// listed key `key_id` (its validity period, if it has one); the error
+    /// says which bound it crosses.
+    pub fn check_use(&self, key_id: &str, created_ms: i64) -> Result<(), String> {
+        let Some((from, until)) = self.windows.get(key_id) else {
+            return Ok(());
+        };
+        let at = |ms: i64| crate::domain::text::rfc3339_ms(ms);
+        if let Some(f) = from
+            && created_ms < *f
+        {
+            return Err(format!(
+                "signing key {key_id} is valid from {}, the message was created at {}",
+                at(*f),
+                at(created_ms)
+            ));
+        }
+        if let Some(u) = until
+            && created_ms > *u
+        {
+            return Err(format!(
+                "signing key {key_id} was valid until {}, the message was created at {} (the key was rotated)",
+                at(*u),
+                at(created_ms)
+            ));
+        }
+        Ok(())
     }
     pub fn is_member(&self, id: &str) -> bool {
         self.members.iter().any(|m| m == id)

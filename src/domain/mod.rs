@@ -1,5 +1,6 @@
 //! The domain core: identities, messages, signing, encryption, TLP policy,
-//! admission, validation (free text: `text`) and the assistance state machine. Nothing here knows
+//! admission, validation (free text: `text`), the assistance state machine
+//! and the federation roster's rules (`roster`). Nothing here knows
 //! about tokio, tonic, sockets or SQL, and nothing reads a clock: `now` is
 //! always passed in. Everything is testable in memory.
 pub mod admission;
@@ -13,4 +14,5 @@ pub mod identity;
 pub mod incident;
 pub mod keys;
 pub mod policy;
+pub mod roster;
 pub mod text;

@@ -140,6 +140,18 @@ pub fn check_all(field: &str, list: &[String], kind: Kind) -> Result<(), TextErr
 /// Longest part of a caller's input echoed in an error message, in characters.
 pub const QUOTE_CHARS: usize = 64;
 
+/// A time for people: UTC, RFC 3339, to the second (`2026-01-31T12:00:00Z`);
+/// a time outside what RFC 3339 can show is written as unix milliseconds.
+pub fn rfc3339_ms(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("{ms} ms after the epoch"))
+}
+
 /// `s` for an error message: quoted and escaped like a Rust string literal
 /// (no control character survives), cut to [`QUOTE_CHARS`] characters with
 /// the full length said, so that a 20 KB input never comes back whole.

@@ -129,6 +129,7 @@ pub async fn peers(
 ) -> Result<(Vec<PeerView>, usize), DeliveryError> {
     let depths: HashMap<String, u64> = node.store.outbox_depths().await?.into_iter().collect();
     let all = node.peers.list();
+    let mine = node.roster_version();
     let mut page = PageBuilder::new(limit);
     let views = all.iter().skip(start).map(|p| {
         let st = node.peers.status(&p.id);
@@ -143,8 +144,10 @@ pub async fn peers(
             state: st.state as i32,
             last_contact: st.last_contact_ms.map(ms_to_ts),
             outbox_depth: depths.get(&p.id).copied().unwrap_or(0),
-            last_error: st.last_error,
+            last_error: st.last_error.clone(),
             max_tlp: p.max_tlp as i32,
+            roster_version: st.peer_roster_version.unwrap_or(0),
+            roster_behind: mine > 0 && st.peer_roster_version.is_some_and(|v| v < mine),
         }
     });
     for v in views {
@@ -182,6 +185,10 @@ pub async fn node_info(node: &Node) -> Result<NodeInfo, DeliveryError> {
             Role::Active { .. } => node.pair.member.clone(),
             Role::Standby { active, .. } => active.clone().unwrap_or_default(),
         },
+        roster_version: node.roster_version(),
+        roster_expires: node
+            .roster()
+            .and_then(|a| a.current().and_then(|c| c.doc.roster.expires)),
     })
 }
 

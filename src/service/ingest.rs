@@ -148,6 +148,8 @@ pub struct Committing {
     /// Per row, for metrics: whether it is a receipt (counted apart), and the
     /// assistance thread it belongs to (replayed at the next scrape).
     facts: Vec<(bool, Option<String>)>,
+    /// Per row: the SignedRoster a roster message carries, applied once stored.
+    rosters: Vec<Option<Vec<u8>>>,
     pending: Option<Pending<Vec<Stored>>>,
     queued: std::time::Instant,
 }
@@ -192,12 +194,14 @@ async fn try_prepare(
 
     let mut routes = receipt_routes(node, &envs, &verdicts).await?;
     let peers = node.peers.policies();
+    let roster = node.roster();
     let view = View {
         me: &node.id,
         signer: &node.signer,
         keys: &keys,
         peers: &peers,
         max_message_bytes: node.cfg.limits.max_message_bytes,
+        roster: roster.as_deref(),
     };
     let mut results: Vec<Option<Ingested>> = vec![None; n];
     let mut rows = Vec::with_capacity(n);
@@ -274,6 +278,10 @@ pub async fn submit(node: &Node, mut batch: Prepared) -> Committing {
         .iter()
         .map(|r| (r.kind == MessageKind::Receipt as i32, r.request_id.clone()))
         .collect();
+    let rosters: Vec<Option<Vec<u8>>> = rows
+        .iter()
+        .map(|r| (r.kind == MessageKind::Roster as i32).then(|| r.payload.clone()))
+        .collect();
     // Receipts are best-effort: losing one in a power failure only leaves the
     // origin showing "relayed" instead of "delivered".
     let only_receipts = rows.iter().all(|r| r.kind == MessageKind::Receipt as i32);
@@ -295,6 +303,7 @@ pub async fn submit(node: &Node, mut batch: Prepared) -> Committing {
         batch,
         targets,
         facts,
+        rosters,
         pending,
         queued,
     }
@@ -311,6 +320,7 @@ impl Committing {
             batch,
             targets,
             facts,
+            rosters,
             pending,
             queued,
         } = self;
@@ -360,15 +370,27 @@ impl Committing {
                     .collect());
             }
         };
+        let source = from_peer.as_deref().unwrap_or("self").to_string();
         let from_peer = from_peer.is_some();
         let mut wake = BTreeSet::new();
-        for ((((slot, s), t), owed), (is_receipt, thread)) in slots
+        let mut new_rosters = Vec::new();
+        for (((((slot, s), t), owed), (is_receipt, thread)), roster) in slots
             .into_iter()
             .zip(stored)
             .zip(targets)
             .zip(owed)
             .zip(facts)
+            .zip(rosters)
         {
+            if let Some(r) = roster {
+                // Whoever sent a roster message admitted it: it holds that version.
+                if from_peer && let Ok(d) = crate::domain::roster::parse(&r) {
+                    node.peers.note_roster(&source, d.version());
+                }
+                if let Stored::New(_) = &s {
+                    new_rosters.push(r);
+                }
+            }
             results[slot] = Some(match s {
                 Stored::New(c) => {
                     if from_peer {
@@ -396,6 +418,11 @@ impl Committing {
                     Ingested::Duplicate
                 }
             });
+        }
+        // A roster admitted (it follows the held one) is applied once stored;
+        // a refusal here (a race with another version) is counted and logged.
+        for bytes in new_rosters {
+            let _ = crate::service::roster::apply(node, &bytes, &source, now).await;
         }
         for peer in wake {
             node.peers.wake(&peer);

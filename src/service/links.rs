@@ -36,7 +36,7 @@ use crate::proto::v1::{
 };
 use crate::service::node::Node;
 use crate::service::now_ms;
-use crate::service::peers::{LinkError, expect_node};
+use crate::service::peers::{LinkError, expect_member};
 use crate::storage::{Deferral, OutboxItem, Outcome};
 use futures::StreamExt;
 use prost::Message;
@@ -260,7 +260,10 @@ fn rfc3339(ms: i64) -> String {
 
 /// What was sent and not yet acknowledged: cursor → (enqueued time, times
 /// the peer deferred it before).
-type InFlight = BTreeMap<u64, (i64, u32)>;
+/// Per cursor in flight: when it was queued, how often it was deferred, and
+/// the roster version it carries (a roster message: once the peer takes it,
+/// the peer holds at least that version).
+type InFlight = BTreeMap<u64, (i64, u32, Option<u64>)>;
 
 /// One connected session. Returns Ok on shutdown, Err with a reason otherwise.
 async fn session(
@@ -276,7 +279,7 @@ async fn session(
     let channel = crate::transport::client::channel_observed(
         endpoint,
         tls,
-        Some(expect_node(peer)),
+        Some(expect_member(peer, node.roster())),
         Duration::from_secs(5),
         Some(sink.clone()),
     )
@@ -290,6 +293,7 @@ async fn session(
         HELLO_TIMEOUT,
         client.hello(HelloRequest {
             node_id: node.id.clone(),
+            roster_version: node.roster_version(),
         }),
     )
     .await
@@ -299,13 +303,26 @@ async fn session(
             HELLO_TIMEOUT.as_secs()
         ))
     })?;
-    let peer_limit = match hello {
-        Ok(r) => Some(r.into_inner().max_message_bytes).filter(|m| *m > 0),
-        Err(s) if s.code() == tonic::Code::Unimplemented => None,
+    let (peer_limit, peer_roster) = match hello {
+        Ok(r) => {
+            let r = r.into_inner();
+            (
+                Some(r.max_message_bytes).filter(|m| *m > 0),
+                Some(r.roster_version),
+            )
+        }
+        Err(s) if s.code() == tonic::Code::Unimplemented => (None, None),
         Err(s) => return Err(describe(peer, &s)),
     };
-    node.peers
-        .update(peer, |s| s.peer_max_message_bytes = peer_limit);
+    node.peers.update(peer, |s| {
+        s.peer_max_message_bytes = peer_limit;
+        if peer_roster.is_some() {
+            s.peer_roster_version = peer_roster;
+        }
+    });
+    if let Some(theirs) = peer_roster {
+        catch_up_roster(node, peer, theirs).await;
+    }
     let (tx, rx) = mpsc::channel::<PushFrame>(1024);
     let response = client
         .push(ReceiverStream::new(rx))
@@ -371,13 +388,14 @@ async fn session(
                     continue;
                 }
                 let (cursor, enqueued, deferrals) = (it.cursor, it.enqueued_ms, it.deferrals);
+                let roster = roster_version_of(&it.header, &it.payload);
                 let frame = to_frame(it);
                 let size = frame.envelope.as_ref().map_or(0, |e| e.encoded_len());
                 if let Some(limit) = peer_limit.filter(|l| size as u64 > *l) {
                     too_large.push((cursor, size, limit));
                     continue;
                 }
-                in_flight.insert(cursor, (enqueued, deferrals));
+                in_flight.insert(cursor, (enqueued, deferrals, roster));
                 match tokio::time::timeout(ack_timeout, tx.send(frame)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => return Err(LinkError::generic("stream closed by peer")),
@@ -497,12 +515,15 @@ async fn record_acks(
     let mut deferrals = Vec::new();
     let mut accepted = false;
     for ack in acks {
-        let Some((enq, deferred_before)) = in_flight.remove(&ack.seq) else {
+        let Some((enq, deferred_before, roster)) = in_flight.remove(&ack.seq) else {
             continue;
         };
         match PushOutcome::try_from(ack.outcome) {
             Ok(PushOutcome::Accepted) | Ok(PushOutcome::Duplicate) => {
                 accepted = true;
+                if let Some(v) = roster {
+                    node.peers.note_roster(peer, v);
+                }
                 node.metrics
                     .delivery_seconds
                     .observe(((now - enq).max(0) as f64) / 1000.0);
@@ -649,6 +670,45 @@ fn describe(peer: &str, s: &tonic::Status) -> LinkError {
     LinkError {
         text: bounded(&text),
         meaningful: names_a_cause,
+    }
+}
+
+/// The roster version a queued message carries, if it is a roster message.
+fn roster_version_of(header: &[u8], payload: &[u8]) -> Option<u64> {
+    let h = crate::proto::v1::EnvelopeHeader::decode(header).ok()?;
+    if h.kind != crate::proto::v1::MessageKind::Roster as i32 {
+        return None;
+    }
+    crate::domain::roster::parse(payload)
+        .ok()
+        .map(|d| d.version())
+}
+
+/// A peer on an older roster than this node (it just joined and missed the
+/// flood, or it was cut off) is sent the held roster, addressed to it alone;
+/// it checks it like any other. Once per link start while it is behind.
+async fn catch_up_roster(node: &Node, peer: &str, theirs: u64) {
+    let Some(anchor) = node.roster() else { return };
+    let Some(cur) = anchor.current() else { return };
+    if theirs >= cur.version() {
+        return;
+    }
+    let out = crate::service::ingest::Outgoing {
+        kind: crate::proto::v1::MessageKind::Roster,
+        tlp: crate::proto::v1::Tlp::Clear,
+        recipients: vec![peer.to_string()],
+        expires_ms: None,
+        exercise: false,
+        created_ms: None,
+        payload: cur.doc.to_bytes(),
+    };
+    match crate::service::ingest::originate(node, out).await {
+        Ok((id, _)) => {
+            tracing::info!(%peer, theirs, ours = cur.version(), message_id = %id, "peer holds an older roster: sent it ours")
+        }
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "cannot send the held roster to a peer on an older one")
+        }
     }
 }
 

@@ -141,6 +141,16 @@ pub struct Metrics {
     pub lease_age_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Times this process took the lease and became active.
     pub takeovers: Counter,
+    /// Version of the federation roster held (0: none).
+    pub roster_version: Gauge,
+    /// When the held roster expires (unix seconds; 0: none).
+    pub roster_expires: Gauge,
+    /// 1 while the held roster has expired (trust read-only until a newer one).
+    pub roster_expired: Gauge,
+    /// Rosters refused (from peers or operators), by the rule they broke.
+    pub roster_refused: Family<ReasonLabel, Counter>,
+    /// Forks seen: two different rosters with one version (an alarm).
+    pub roster_forks: Counter,
     /// The peers whose series exist.
     peers: Mutex<Vec<String>>,
 }
@@ -191,6 +201,11 @@ impl Metrics {
             ha_role: Family::default(),
             lease_age_seconds: Gauge::default(),
             takeovers: Counter::default(),
+            roster_version: Gauge::default(),
+            roster_expires: Gauge::default(),
+            roster_expired: Gauge::default(),
+            roster_refused: Family::default(),
+            roster_forks: Counter::default(),
             registry: Registry::default(),
             peers: Mutex::default(),
         };
@@ -352,6 +367,31 @@ impl Metrics {
             "Time the previous scrape of /metrics took to refresh its gauges",
             m.scrape_seconds.clone(),
         );
+        r.register(
+            "roster_version",
+            "Version of the federation roster this node holds (0: a static member list, or none yet)",
+            m.roster_version.clone(),
+        );
+        r.register(
+            "roster_expires_timestamp_seconds",
+            "Unix time the held federation roster expires (0: none)",
+            m.roster_expires.clone(),
+        );
+        r.register(
+            "roster_expired",
+            "1 while the held federation roster has expired: members stay trusted, nothing new is admitted from it; ask the stewards for a newer version",
+            m.roster_expired.clone(),
+        );
+        r.register(
+            "roster_refused",
+            "Federation rosters refused (from peers or operators), by the rule they broke",
+            m.roster_refused.clone(),
+        );
+        r.register(
+            "roster_forks",
+            "Two different federation rosters with the same version seen: the stewards' keys signed two histories (an alarm)",
+            m.roster_forks.clone(),
+        );
         for reason in Rejection::ALL_LABELS {
             let _ = m.rejected.get_or_create(&ReasonLabel {
                 reason: (*reason).to_string(),
@@ -360,6 +400,11 @@ impl Metrics {
         for rule in INCIDENT_RULES {
             let _ = m.incident_refusals.get_or_create(&RuleLabel {
                 rule: rule.to_string(),
+            });
+        }
+        for k in crate::domain::roster::RefusalKind::ALL {
+            let _ = m.roster_refused.get_or_create(&ReasonLabel {
+                reason: k.label().to_string(),
             });
         }
         for kind in StoreError::ALL_LABELS {
@@ -397,6 +442,15 @@ impl Metrics {
         self.incident_refusals
             .get_or_create(&RuleLabel {
                 rule: rule.to_string(),
+            })
+            .inc();
+    }
+
+    /// A roster refused for the rule `label` (`domain::roster::RefusalKind`).
+    pub fn roster_refused(&self, label: &str) {
+        self.roster_refused
+            .get_or_create(&ReasonLabel {
+                reason: label.to_string(),
             })
             .inc();
     }
@@ -650,6 +704,11 @@ mod tests {
             },
             Rejection::InvalidPayload(String::new()),
             Rejection::Policy(String::new()),
+            Rejection::Roster {
+                kind: "",
+                reason: String::new(),
+            },
+            Rejection::RosterBehind(String::new()),
         ];
         for r in &samples {
             // Exhaustive: adding a variant without a sample is a compile error.
@@ -664,7 +723,9 @@ mod tests {
                 | Rejection::Expired { .. }
                 | Rejection::TooOld { .. }
                 | Rejection::InvalidPayload(_)
-                | Rejection::Policy(_) => {}
+                | Rejection::Policy(_)
+                | Rejection::Roster { .. }
+                | Rejection::RosterBehind(_) => {}
             }
             assert!(
                 Rejection::ALL_LABELS.contains(&r.label()),

@@ -26,6 +26,7 @@ pub mod peers;
 pub mod receipts;
 pub mod requests;
 pub mod retention;
+pub mod roster;
 
 use crate::storage::StoreError;
 

@@ -6,10 +6,11 @@
 //! TLS, revoked serials, the peer set) sit behind locks and are swapped whole.
 //!
 //! Nothing here starts a task or opens a socket: the application does that.
-use crate::config::Config;
+use crate::config::{Config, PeerSection};
 use crate::domain::admission::ReceiptOwed;
 use crate::domain::envelope::VerifyLimits;
 use crate::domain::keys::{KeyRegistry, Signer};
+use crate::domain::roster::Anchor;
 use crate::service::InvalidArgument;
 use crate::service::metrics::Metrics;
 use crate::service::pair::Pair;
@@ -18,7 +19,7 @@ use crate::storage::Store;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 /// Receipts owed to origins, waiting to be signed and sent (bounded: under
@@ -70,6 +71,15 @@ pub struct Node {
     peer_serials: Mutex<HashMap<String, String>>,
     /// Backend and active/standby role of this process.
     pub pair: Pair,
+    /// The federation roster held (`None`: a static `[[members]]` list).
+    roster: RwLock<Option<Arc<Anchor>>>,
+    /// One roster change at a time (`service::roster::apply`).
+    pub roster_lock: tokio::sync::Mutex<()>,
+    /// Bumped to the version of each roster applied; the application
+    /// re-applies the peer set (links of removed members close).
+    roster_applied: watch::Sender<u64>,
+    /// The peers the configuration lists (the roster may hide some).
+    configured_peers: RwLock<Vec<PeerSection>>,
 }
 
 /// What the application hands over to build a [`Node`].
@@ -84,13 +94,28 @@ pub struct NodeParts {
     pub revoked: HashSet<String>,
     pub receipts: ReceiptQueue,
     pub pair: Pair,
+    /// The roster to start from (`None`: a static `[[members]]` list).
+    pub roster: Option<Anchor>,
+}
+
+/// The configured peers that the roster lets this node link to: all of them
+/// without a roster or before the first one; else only the roster's members.
+pub fn roster_peers(peers: &[PeerSection], roster: Option<&Anchor>) -> Vec<PeerSection> {
+    match roster.and_then(Anchor::current) {
+        Some(r) => peers
+            .iter()
+            .filter(|p| r.is_member(&p.id))
+            .cloned()
+            .collect(),
+        None => peers.to_vec(),
+    }
 }
 
 impl Node {
     pub fn new(p: NodeParts) -> Node {
         let (stored, _) = broadcast::channel(4096);
         let metrics = Metrics::new();
-        let peers = Peers::new(&p.cfg.peers);
+        let peers = Peers::new(&roster_peers(&p.cfg.peers, p.roster.as_ref()));
         metrics.set_peers(&peers.ids());
         Node {
             id: p.cfg.node.id.clone(),
@@ -110,6 +135,10 @@ impl Node {
             revoked: RwLock::new(Arc::new(p.revoked)),
             peer_serials: Mutex::default(),
             pair: p.pair,
+            roster_applied: watch::channel(p.roster.as_ref().map_or(0, Anchor::version)).0,
+            roster: RwLock::new(p.roster.map(Arc::new)),
+            roster_lock: tokio::sync::Mutex::new(()),
+            configured_peers: RwLock::new(p.cfg.peers.clone()),
             cfg: p.cfg,
         }
     }
@@ -129,16 +158,55 @@ impl Node {
         self.revoked.read().expect("revoked lock").clone()
     }
 
-    /// Swaps in reloaded trust material.
+    /// Swaps in reloaded trust material. With a roster, the member keys come
+    /// from the roster, not the configuration: `keys` is then ignored.
     pub fn replace_trust(
         &self,
         keys: KeyRegistry,
         tls_client: Arc<rustls::ClientConfig>,
         revoked: HashSet<String>,
     ) {
-        *self.keys.write().expect("keys lock") = Arc::new(keys);
+        if self.roster().is_none() {
+            *self.keys.write().expect("keys lock") = Arc::new(keys);
+        }
         *self.tls_client.write().expect("tls lock") = tls_client;
         *self.revoked.write().expect("revoked lock") = Arc::new(revoked);
+    }
+
+    /// The federation roster held (`None`: a static `[[members]]` list).
+    pub fn roster(&self) -> Option<Arc<Anchor>> {
+        self.roster.read().expect("roster lock").clone()
+    }
+
+    /// The version of the roster held (0: none).
+    pub fn roster_version(&self) -> u64 {
+        self.roster().map_or(0, |a| a.version())
+    }
+
+    /// Swaps in a newly applied roster and the member keys it trusts, then
+    /// tells the application (which re-applies the peer set).
+    pub fn replace_roster(&self, anchor: Anchor, keys: KeyRegistry) {
+        let v = anchor.version();
+        *self.keys.write().expect("keys lock") = Arc::new(keys);
+        *self.roster.write().expect("roster lock") = Some(Arc::new(anchor));
+        self.roster_applied.send_replace(v);
+    }
+
+    /// Signalled with the version of each roster applied.
+    pub fn subscribe_roster(&self) -> watch::Receiver<u64> {
+        self.roster_applied.subscribe()
+    }
+
+    /// The peers the configuration lists.
+    pub fn configured_peers(&self) -> Vec<PeerSection> {
+        self.configured_peers.read().expect("peers lock").clone()
+    }
+
+    /// A reload's peer list; returns the ones the roster lets this node link to.
+    pub fn set_configured_peers(&self, peers: Vec<PeerSection>) -> Vec<PeerSection> {
+        let out = roster_peers(&peers, self.roster().as_deref());
+        *self.configured_peers.write().expect("peers lock") = peers;
+        out
     }
 
     /// Records the certificate a peer presented.

@@ -33,6 +33,8 @@ pub struct LinkStatus {
     delivery_note: Option<String>,
     /// The largest envelope the peer said it accepts (Hello), if it said.
     pub peer_max_message_bytes: Option<u64>,
+    /// The roster version the peer said it holds (Hello, either direction).
+    pub peer_roster_version: Option<u64>,
 }
 
 impl Default for LinkStatus {
@@ -44,6 +46,7 @@ impl Default for LinkStatus {
             meaningful: None,
             delivery_note: None,
             peer_max_message_bytes: None,
+            peer_roster_version: None,
         }
     }
 }
@@ -230,11 +233,37 @@ impl Peers {
             .unwrap_or_default()
     }
 
+    /// The peer holds at least roster `version` (it took, or sent us, a
+    /// roster message of that version).
+    pub fn note_roster(&self, peer: &str, version: u64) {
+        self.update(peer, |s| {
+            s.peer_roster_version = Some(s.peer_roster_version.unwrap_or(0).max(version));
+        });
+    }
+
     pub fn update(&self, peer: &str, f: impl FnOnce(&mut LinkStatus)) {
         if let Some(s) = self.status.lock().expect("peers lock").get_mut(peer) {
             f(s);
         }
     }
+}
+
+/// [`expect_node`], and with a roster, only a certificate the roster vouches
+/// for as `expected`'s (`domain::roster::vouches`: issued by a CA it lists
+/// for that member, or pinned). Refused before any RPC is sent.
+pub fn expect_member(
+    expected: &str,
+    roster: Option<Arc<crate::domain::roster::Anchor>>,
+) -> ServerCheck {
+    let node = expect_node(expected);
+    let id = expected.to_string();
+    Arc::new(move |cert| {
+        node(cert)?;
+        match roster.as_deref().and_then(|a| a.current()) {
+            Some(cur) => crate::domain::roster::vouches(&cur.doc.roster, &id, cert.as_ref()),
+            None => Ok(()),
+        }
+    })
 }
 
 /// A server check that accepts only the certificate of node `expected`.

@@ -47,7 +47,7 @@ fn id(n: u32) -> String {
 /// Runs every check, each on a fresh store opened by `open` in its own folder.
 pub async fn run_all(open: impl Fn(&Path) -> Store) {
     type Check = fn(Store) -> futures::future::BoxFuture<'static, ()>;
-    let checks: [(&str, Check); 16] = [
+    let checks: [(&str, Check); 18] = [
         ("incidents", |s| Box::pin(incidents_and_keys(s))),
         ("dedup", |s| Box::pin(dedup_by_message_id(s))),
         ("outbox", |s| Box::pin(outbox_follows_the_message(s))),
@@ -78,6 +78,12 @@ pub async fn run_all(open: impl Fn(&Path) -> Store) {
         ("deferral", |s| {
             Box::pin(deferred_entries_wait_their_turn(s))
         }),
+        ("rosters", |s| {
+            Box::pin(roster_chain_keeps_one_per_version(s))
+        }),
+        ("drop_outbox", |s| {
+            Box::pin(outbox_of_a_departed_member_is_dropped(s))
+        }),
     ];
     for (name, check) in checks {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -88,7 +94,72 @@ pub async fn run_all(open: impl Fn(&Path) -> Store) {
     }
     durable_writes_survive_reopen(&open).await;
     request_ids_survive_reopen(&open).await;
+    rosters_survive_reopen(&open).await;
     closed_store_refuses(&open).await;
+}
+
+fn roster(version: u64, tag: u8) -> RosterRow {
+    RosterRow {
+        version,
+        bytes: vec![tag; 40],
+        accepted_ms: 1_000 + version as i64,
+    }
+}
+
+async fn roster_chain_keeps_one_per_version(s: Store) {
+    assert!(s.rosters(10).await.unwrap().is_empty());
+    for v in 1..=3 {
+        s.save_roster(roster(v, v as u8)).await.unwrap();
+    }
+    let got = s.rosters(10).await.unwrap();
+    assert_eq!(got, vec![roster(3, 3), roster(2, 2), roster(1, 1)]);
+    assert_eq!(s.rosters(1).await.unwrap(), vec![roster(3, 3)]);
+    // The same again is a no-op; another roster under a kept version is refused.
+    s.save_roster(roster(2, 2)).await.unwrap();
+    let r = s.save_roster(roster(2, 9)).await;
+    assert!(matches!(r, Err(StoreError::Invalid(_))), "{r:?}");
+    assert_eq!(s.rosters(10).await.unwrap()[1], roster(2, 2), "kept");
+}
+
+async fn outbox_of_a_departed_member_is_dropped(s: Store) {
+    let m = msg(&id(3), "node-a", MessageKind::Alert, &["node-b", "node-c"]);
+    s.insert(vec![m], Durability::Durable).await.unwrap();
+    assert_eq!(
+        s.drop_outbox("node-b", "node-b is not in roster v4", 7_000)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(s.outbox("node-b", 0, NOW, 10).await.unwrap().is_empty());
+    assert_eq!(
+        s.outbox("node-c", 0, NOW, 10).await.unwrap().len(),
+        1,
+        "others kept"
+    );
+    let d = s.delivery(&id(3)).await.unwrap();
+    let b = d.iter().find(|r| r.peer == "node-b").unwrap();
+    assert_eq!(
+        (b.state, b.reason.as_str(), b.updated_ms),
+        (
+            DeliveryState::Rejected as i32,
+            "node-b is not in roster v4",
+            7_000
+        )
+    );
+    let c = d.iter().find(|r| r.peer == "node-c").unwrap();
+    assert_eq!(c.state, DeliveryState::Queued as i32);
+    assert_eq!(s.drop_outbox("node-b", "again", 8_000).await.unwrap(), 0);
+}
+
+async fn rosters_survive_reopen(open: &impl Fn(&Path) -> Store) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = open(dir.path());
+    s.save_roster(roster(7, 7)).await.unwrap();
+    s.close().await;
+    drop(s);
+    let s = open(dir.path());
+    assert_eq!(s.rosters(5).await.unwrap(), vec![roster(7, 7)]);
+    s.close().await;
 }
 
 fn record(n: u32, fingerprint: u8, created_ms: i64) -> RequestRecord {

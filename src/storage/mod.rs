@@ -26,6 +26,9 @@
 //!   ([`IntegrityCheck`]) and refuses a store whose database was truncated,
 //!   deleted or scribbled on; damage found later ([`StoreError::Corrupt`])
 //!   stops every further write.
+//! - The federation roster chain ([`Storage::save_roster`]) keeps one roster
+//!   per version, durably; a different roster under a version already kept
+//!   is refused, never written over.
 //! - A message's correlation keys ([`NewMessage::keys`]) are written with it
 //!   and deleted with it.
 //! - [`Storage::purge`] deletes a message together with its outbox, delivery,
@@ -458,6 +461,16 @@ pub enum Claim {
     Held(RequestRecord),
 }
 
+/// One version of the federation roster this node accepted (its chain).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RosterRow {
+    pub version: u64,
+    /// The serialized SignedRoster, as accepted.
+    pub bytes: Vec<u8>,
+    /// When this node accepted it (unix ms).
+    pub accepted_ms: i64,
+}
+
 /// Filters of alert listings; empty vectors and `None` do not filter.
 #[derive(Debug, Clone, Default)]
 pub struct AlertQuery {
@@ -664,6 +677,21 @@ pub trait Storage: Send + Sync + 'static {
         keys: Vec<String>,
         limit: usize,
     ) -> Result<Vec<(String, String)>, StoreError>;
+
+    // --- The federation roster chain (issue 14; `service::roster`). ---
+
+    /// Keeps an accepted roster version, durably. Saving the same version
+    /// with the same bytes again is a no-op; with other bytes it is refused
+    /// ([`StoreError::Invalid`]) and the kept one stays.
+    async fn save_roster(&self, row: RosterRow) -> Result<(), StoreError>;
+
+    /// The `limit` latest kept roster versions, newest first.
+    async fn rosters(&self, limit: usize) -> Result<Vec<RosterRow>, StoreError>;
+
+    /// Drops everything queued for `peer` (a member the roster removed): its
+    /// outbox rows go, their delivery rows become REJECTED with `reason`.
+    /// Returns how many were dropped.
+    async fn drop_outbox(&self, peer: &str, reason: &str, now_ms: i64) -> Result<u64, StoreError>;
 
     /// Commits everything queued, then stops accepting work. Later calls fail
     /// with [`StoreError::Closed`].

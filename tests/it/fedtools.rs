@@ -437,6 +437,7 @@ impl certfed::proto::v1::federation_server::Federation for FakeFederation {
             node_id: self.id.clone(),
             version: "fake".into(),
             max_message_bytes: 0,
+            roster_version: 0,
         }))
     }
 }

@@ -34,6 +34,7 @@ mod pki;
 mod process;
 mod reload;
 mod retention;
+mod roster;
 mod store;
 mod stream_errors;
 mod tls;

@@ -701,3 +701,164 @@ async fn an_unreachable_database_is_refused_at_start_without_the_password() {
         "{err}"
     );
 }
+
+/// Runs `certfed` in `dir` (the roster tools), which must succeed.
+fn roster_tool(dir: &Path, args: &[&str]) {
+    let out = Command::new(BIN)
+        .current_dir(dir)
+        .env("RUST_LOG", "error")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "certfed {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_that_takes_over_holds_the_roster_the_active_applied() {
+    let Some(server) = server() else { return };
+    let mut fed = Fed::new(&["node-a", "node-b"], &[(0, 1)]).postgres(&server);
+    fed.add_standby(1);
+    let dir = fed.pki.dir.path();
+    // Roster v1 (node-a, node-b; stewards 2-of-2), then v2 without node-a.
+    for s in ["s1", "s2"] {
+        roster_tool(dir, &["pki", "signing-key", "--id", s]);
+    }
+    roster_tool(
+        dir,
+        &[
+            "roster",
+            "init",
+            "--out",
+            "roster-v1.roster",
+            "--federation",
+            "pair-fed",
+            "--steward",
+            "s1=s1.sign.pub",
+            "--steward",
+            "s2=s2.sign.pub",
+            "--threshold",
+            "2",
+        ],
+    );
+    for id in ["node-a", "node-b"] {
+        roster_tool(
+            dir,
+            &[
+                "roster",
+                "add-member",
+                "roster-v1.roster",
+                "--id",
+                id,
+                "--signing-key",
+                &format!("{id}.sign.pub"),
+                "--tls-ca",
+                "ca.crt",
+            ],
+        );
+    }
+    roster_tool(
+        dir,
+        &[
+            "roster",
+            "init",
+            "--from",
+            "roster-v1.roster",
+            "--out",
+            "roster-v2.roster",
+        ],
+    );
+    roster_tool(
+        dir,
+        &[
+            "roster",
+            "remove-member",
+            "roster-v2.roster",
+            "--id",
+            "node-a",
+        ],
+    );
+    for f in ["roster-v1.roster", "roster-v2.roster"] {
+        for k in ["s1.sign.key", "s2.sign.key"] {
+            roster_tool(dir, &["roster", "sign", f, "--key", k]);
+        }
+    }
+    // Both members of node-b start from roster.file v1 (no [[members]]).
+    let storage = fed.storage_toml(1);
+    let mut standby_spec = fed.specs[1].clone();
+    standby_spec.port = standby_spec.standby_port.unwrap();
+    let with_roster = |path: PathBuf| {
+        let mut s = std::fs::read_to_string(&path).unwrap();
+        s.push_str("\n[roster]\nfile = \"roster-v1.roster\"\n");
+        std::fs::write(&path, s).unwrap();
+        path
+    };
+    let cfg1 = with_roster(write_config_with(
+        &fed.pki,
+        &fed.specs[1],
+        &[],
+        &storage,
+        "b1.toml",
+    ));
+    let cfg2 = with_roster(write_config_with(
+        &fed.pki,
+        &standby_spec,
+        &[],
+        &storage,
+        "b2.toml",
+    ));
+    let mut b1 = start_proc(&fed, &cfg1, "node-b-1", fed.addr(1));
+    await_role(&fed, &mut b1, PairRole::Active).await;
+    let mut b2 = start_proc(
+        &fed,
+        &cfg2,
+        "node-b-2",
+        format!("127.0.0.1:{}", standby_spec.port),
+    );
+    await_role(&fed, &mut b2, PairRole::Standby).await;
+    assert_eq!(info(&fed, &b2.addr).await.unwrap().roster_version, 1);
+
+    // The active member applies v2 (kept in the shared store) and dies.
+    let text = std::fs::read_to_string(dir.join("roster-v2.roster")).unwrap();
+    let applied = op_at(&fed, &b1.addr)
+        .await
+        .publish_roster(PublishRosterRequest {
+            signed_roster: certfed::domain::roster::dearmor(&text).unwrap(),
+        })
+        .await
+        .expect("v2 applies on the active member")
+        .into_inner();
+    assert_eq!(applied.version, 2, "{applied:?}");
+    b1.kill9();
+
+    // The standby takes over holding v2, not the v1 it started from, and
+    // no longer links to the member v2 removed.
+    let took_over = await_role(&fed, &mut b2, PairRole::Active).await;
+    let held = eventually(WAIT, || async {
+        info(&fed, &b2.addr)
+            .await
+            .is_some_and(|i| i.roster_version == 2)
+    })
+    .await;
+    assert!(
+        held,
+        "the new active member holds roster v{} after taking over ({took_over:?}); log:\n{}",
+        info(&fed, &b2.addr).await.map_or(0, |i| i.roster_version),
+        b2.log_tail()
+    );
+    let peers = op_at(&fed, &b2.addr)
+        .await
+        .list_peers(ListPeersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .peers;
+    assert!(
+        peers.iter().all(|p| p.peer_id != "node-a"),
+        "node-a left in v2: {peers:?}"
+    );
+}

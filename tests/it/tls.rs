@@ -161,6 +161,7 @@ async fn roles_are_enforced_per_service() {
     let err = fc
         .hello(HelloRequest {
             node_id: "operator".into(),
+            roster_version: 0,
         })
         .await
         .unwrap_err();
@@ -199,6 +200,7 @@ async fn roles_are_enforced_per_service() {
     let r = fc
         .hello(HelloRequest {
             node_id: "node-b".into(),
+            roster_version: 0,
         })
         .await
         .unwrap()

@@ -38,8 +38,8 @@ pub use connect::{PgTarget, redact};
 
 use super::{
     AlertQuery, Claim, Deferral, DeliveryRow, Durability, NewMessage, OpenOptions, OutboxItem,
-    Outcome, Pending, PurgePlan, Purged, ReceiptRow, RejectionRow, RequestRecord, Space, Storage,
-    StoreError, Stored, StoredMessage,
+    Outcome, Pending, PurgePlan, Purged, ReceiptRow, RejectionRow, RequestRecord, RosterRow, Space,
+    Storage, StoreError, Stored, StoredMessage,
 };
 use deadpool_postgres::{Object, Pool};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -154,6 +154,8 @@ enum Op {
     CompleteRequest(String, Vec<u8>),
     Release(String),
     Purge(PurgePlan),
+    SaveRoster(RosterRow),
+    DropOutbox(String, String, i64),
     #[cfg(test)]
     Raw(String),
 }
@@ -165,6 +167,7 @@ enum Done {
     Ack(Option<i64>),
     Claim(Claim),
     Purged(Purged),
+    Count(u64),
 }
 
 struct Job {
@@ -312,6 +315,13 @@ async fn run_op(c: &Object, op: &Op) -> Result<Done, StoreError> {
             Done::Unit
         }
         Op::Purge(p) => Done::Purged(queries::purge(c, p).await?),
+        Op::SaveRoster(r) => {
+            queries::save_roster(c, r).await?;
+            Done::Unit
+        }
+        Op::DropOutbox(peer, reason, now) => {
+            Done::Count(queries::drop_outbox(c, peer, reason, *now).await?)
+        }
         #[cfg(test)]
         Op::Raw(sql) => {
             c.batch_execute(sql)
@@ -785,6 +795,23 @@ impl Storage for PgStore {
             wal_bytes: 0,
             free_bytes: 0,
         })
+    }
+
+    async fn save_roster(&self, row: RosterRow) -> Result<(), StoreError> {
+        self.unit(Durability::Durable, Op::SaveRoster(row)).await
+    }
+
+    async fn rosters(&self, limit: usize) -> Result<Vec<RosterRow>, StoreError> {
+        let c = self.reader().await?;
+        self.read_note(queries::rosters(&c, limit).await)
+    }
+
+    async fn drop_outbox(&self, peer: &str, reason: &str, now_ms: i64) -> Result<u64, StoreError> {
+        let op = Op::DropOutbox(peer.to_string(), reason.to_string(), now_ms);
+        match self.write(Durability::Durable, op).await? {
+            Done::Count(n) => Ok(n),
+            _ => Err(mismatch()),
+        }
     }
 
     async fn close(&self) {

@@ -14,7 +14,7 @@
 use crate::proto::v1::{DeliveryState, MessageKind};
 use crate::storage::{
     AlertQuery, Claim, Deferral, DeliveryRow, NewMessage, OutboxItem, Outcome, PurgePlan, Purged,
-    ReceiptRow, RejectionRow, RequestRecord, StoreError, Stored, StoredMessage,
+    ReceiptRow, RejectionRow, RequestRecord, RosterRow, StoreError, Stored, StoredMessage,
 };
 use deadpool_postgres::ClientWrapper;
 use futures::future::try_join_all;
@@ -865,4 +865,76 @@ pub async fn space(c: &ClientWrapper) -> Result<i64, StoreError> {
             .map_err(|x| pg_err("cannot read the database size", x))?
             .get(0),
     )
+}
+
+/// Keeps an accepted roster version; the same bytes again are a no-op, other
+/// bytes under a kept version are refused (the kept one stays).
+pub async fn save_roster(c: &ClientWrapper, row: &RosterRow) -> Result<(), StoreError> {
+    let version = i64::try_from(row.version)
+        .map_err(|_| StoreError::Invalid(format!("roster version {} is too large", row.version)))?;
+    c.execute(
+        "INSERT INTO rosters (version, bytes, accepted_ms) VALUES ($1, $2, $3)
+         ON CONFLICT (version) DO NOTHING",
+        &[&version, &row.bytes, &row.accepted_ms],
+    )
+    .await
+    .map_err(|x| pg_err("cannot keep the roster", x))?;
+    let kept: Vec<u8> = c
+        .query_one("SELECT bytes FROM rosters WHERE version = $1", &[&version])
+        .await
+        .map_err(|x| pg_err("cannot read the kept roster", x))?
+        .try_get(0)
+        .map_err(|e| StoreError::Corrupt(format!("a kept roster row does not decode: {e}")))?;
+    if kept != row.bytes {
+        return Err(StoreError::Invalid(format!(
+            "roster version {} is already kept with other bytes; the kept one stays",
+            row.version
+        )));
+    }
+    Ok(())
+}
+
+/// The latest `limit` kept roster versions, newest first.
+pub async fn rosters(c: &ClientWrapper, limit: usize) -> Result<Vec<RosterRow>, StoreError> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    c.query(
+        "SELECT version, bytes, accepted_ms FROM rosters ORDER BY version DESC LIMIT $1",
+        &[&limit],
+    )
+    .await
+    .map_err(|x| pg_err("cannot read the kept rosters", x))?
+    .iter()
+    .map(|r| {
+        let bad = |e: tokio_postgres::Error| {
+            StoreError::Corrupt(format!("a kept roster row does not decode: {e}"))
+        };
+        Ok(RosterRow {
+            version: r.try_get::<_, i64>(0).map_err(bad)?.max(0) as u64,
+            bytes: r.try_get(1).map_err(bad)?,
+            accepted_ms: r.try_get(2).map_err(bad)?,
+        })
+    })
+    .collect()
+}
+
+/// Drops every outbox row of `peer`; their delivery rows become REJECTED
+/// with `reason`. Both in the writer's transaction: all or nothing.
+pub async fn drop_outbox(
+    c: &ClientWrapper,
+    peer: &str,
+    reason: &str,
+    now_ms: i64,
+) -> Result<u64, StoreError> {
+    c.execute(
+        "UPDATE delivery SET state = $1, reason = $2, updated_ms = $3, next_attempt_ms = NULL
+         WHERE peer = $4 AND message_id IN
+             (SELECT m.message_id FROM outbox o JOIN messages m ON m.cursor = o.cursor
+              WHERE o.peer = $4)",
+        &[&(DeliveryState::Rejected as i32), &reason, &now_ms, &peer],
+    )
+    .await
+    .map_err(|x| pg_err("cannot reject the dropped deliveries", x))?;
+    c.execute("DELETE FROM outbox WHERE peer = $1", &[&peer])
+        .await
+        .map_err(|x| pg_err("cannot drop the outbox", x))
 }

@@ -118,6 +118,15 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX message_keys_message ON message_keys(message_id);
     "#,
+    // 3: the chain of federation rosters this node accepted (issue 14;
+    // SQLite's migration 10), one signed roster per version.
+    r#"
+    CREATE TABLE rosters (
+        version     BIGINT PRIMARY KEY,
+        bytes       BYTEA NOT NULL,
+        accepted_ms BIGINT NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this build writes.

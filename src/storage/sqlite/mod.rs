@@ -30,7 +30,7 @@ mod schema;
 use super::{
     AlertQuery, Claim, Deferral, DeliveryRow, Durability, IntegrityCheck, NewMessage, OpenOptions,
     OutboxItem, Outcome, Pending, PurgePlan, Purged, ReceiptRow, RejectionRow, RequestRecord,
-    Space, Storage, Store, StoreError, Stored, StoredMessage,
+    RosterRow, Space, Storage, Store, StoreError, Stored, StoredMessage,
 };
 use rusqlite::{Connection, OpenFlags};
 use std::fs::File;
@@ -899,6 +899,23 @@ impl Storage for SqliteStore {
                 wal_bytes,
                 free_bytes: page * pragma("freelist_count")?,
             })
+        })
+        .await
+    }
+
+    async fn save_roster(&self, row: RosterRow) -> Result<(), StoreError> {
+        self.write(Durability::Durable, move |c| queries::save_roster(c, &row))
+            .await
+    }
+
+    async fn rosters(&self, limit: usize) -> Result<Vec<RosterRow>, StoreError> {
+        self.read(move |c| queries::rosters(c, limit)).await
+    }
+
+    async fn drop_outbox(&self, peer: &str, reason: &str, now_ms: i64) -> Result<u64, StoreError> {
+        let (peer, reason) = (peer.to_string(), reason.to_string());
+        self.write(Durability::Durable, move |c| {
+            queries::drop_outbox(c, &peer, &reason, now_ms)
         })
         .await
     }

@@ -11,7 +11,7 @@
 use crate::proto::v1::{DeliveryState, MessageKind};
 use crate::storage::{
     AlertQuery, Claim, Deferral, DeliveryRow, NewMessage, OutboxItem, Outcome, PurgePlan, Purged,
-    ReceiptRow, RejectionRow, RequestRecord, StoreError, Stored, StoredMessage,
+    ReceiptRow, RejectionRow, RequestRecord, RosterRow, StoreError, Stored, StoredMessage,
 };
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
@@ -632,6 +632,69 @@ pub fn purge(c: &Connection, plan: &PurgePlan) -> Result<Purged, StoreError> {
         messages: victims.len() as u64,
         rejections: rejections as u64,
     })
+}
+
+/// Keeps an accepted roster version; the same bytes again are a no-op, other
+/// bytes under a kept version are refused.
+pub fn save_roster(c: &Connection, row: &RosterRow) -> Result<(), StoreError> {
+    let version = i64::try_from(row.version)
+        .map_err(|_| StoreError::Invalid(format!("roster version {} is too large", row.version)))?;
+    c.prepare_cached(
+        "INSERT INTO rosters (version, bytes, accepted_ms) VALUES (?1, ?2, ?3)
+         ON CONFLICT (version) DO NOTHING",
+    )?
+    .execute(params![version, row.bytes, row.accepted_ms])?;
+    let kept: Vec<u8> = c
+        .prepare_cached("SELECT bytes FROM rosters WHERE version = ?1")?
+        .query_row(params![version], |r| r.get(0))?;
+    if kept != row.bytes {
+        return Err(StoreError::Invalid(format!(
+            "roster version {} is already kept with other bytes; the kept one stays",
+            row.version
+        )));
+    }
+    Ok(())
+}
+
+/// The latest `limit` kept roster versions, newest first.
+pub fn rosters(c: &Connection, limit: usize) -> Result<Vec<RosterRow>, StoreError> {
+    let mut st = c.prepare_cached(
+        "SELECT version, bytes, accepted_ms FROM rosters ORDER BY version DESC LIMIT ?1",
+    )?;
+    let rows = st.query_map(params![limit as i64], |r| {
+        Ok(RosterRow {
+            version: r.get::<_, i64>(0)? as u64,
+            bytes: r.get(1)?,
+            accepted_ms: r.get(2)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Drops every outbox row of `peer`; their delivery rows become REJECTED
+/// with `reason`.
+pub fn drop_outbox(
+    c: &Connection,
+    peer: &str,
+    reason: &str,
+    now_ms: i64,
+) -> Result<u64, StoreError> {
+    c.prepare_cached(
+        "UPDATE delivery SET state = ?1, reason = ?2, updated_ms = ?3, next_attempt_ms = NULL
+         WHERE peer = ?4 AND message_id IN
+             (SELECT m.message_id FROM outbox o JOIN messages m ON m.cursor = o.cursor
+              WHERE o.peer = ?4)",
+    )?
+    .execute(params![
+        DeliveryState::Rejected as i32,
+        reason,
+        now_ms,
+        peer
+    ])?;
+    let n = c
+        .prepare_cached("DELETE FROM outbox WHERE peer = ?1")?
+        .execute(params![peer])?;
+    Ok(n as u64)
 }
 
 /// Messages that belong to one of `ids` or are one of them, in cursor order.

@@ -133,6 +133,15 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX message_keys_message ON message_keys(message_id);
     "#,
+    // 10 (issue 14): the chain of federation rosters this node accepted, one
+    // signed roster per version.
+    r#"
+    CREATE TABLE rosters (
+        version     INTEGER PRIMARY KEY,
+        bytes       BLOB NOT NULL,
+        accepted_ms INTEGER NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -1,0 +1,676 @@
+//! The signed federation roster on real nodes: a ring of five nodes started
+//! from roster v1 (stewards 2-of-3, made and signed with the `certfed roster`
+//! tools as real processes), then
+//! - v2 adds a sixth member: published on one node, it floods to every node,
+//!   which then links to the newcomer and accept its messages, without any
+//!   configuration edit or restart;
+//! - hostile rosters (a rollback, one steward's signature only, a fork, bytes
+//!   that do not decode) are refused with their reason and never applied;
+//! - v3 removes a member: every node drops it from its peers (links closed
+//!   both ways) and its messages are refused with "not in roster v3";
+//! - v4 rotates a member's key: messages its old key signs after the
+//!   rotation are refused, those signed before and the new key's are kept.
+use crate::common::*;
+use certfed::proto::v1::*;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_certfed");
+const WAIT: Duration = Duration::from_secs(60);
+
+fn certfed(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .current_dir(dir)
+        .env("RUST_LOG", "error")
+        .args(args)
+        .output()
+        .expect("run certfed");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "certfed {args:?} failed: {text}");
+    text
+}
+
+fn certfed_fails(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .current_dir(dir)
+        .env("RUST_LOG", "error")
+        .args(args)
+        .output()
+        .expect("run certfed");
+    assert!(!out.status.success(), "certfed {args:?} should fail");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Node `i`'s configuration: no [[members]], the roster file instead.
+fn roster_config(fed: &Fed, i: usize) {
+    let spec = &fed.specs[i];
+    let path = write_config(&fed.pki, spec, &[], &fed.data_dir(i));
+    let mut s = std::fs::read_to_string(&path).unwrap();
+    s.push_str("\n[roster]\nfile = \"roster-v1.roster\"\n");
+    std::fs::write(&path, s).unwrap();
+}
+
+async fn start(fed: &Fed, i: usize) -> certfed::app::RunningNode {
+    roster_config(fed, i);
+    let cfg =
+        certfed::config::Config::load(&fed.pki.path(&format!("{}.toml", fed.specs[i].id))).unwrap();
+    certfed::app::start(certfed::app::prepare(cfg).unwrap())
+        .await
+        .expect("node starts")
+}
+
+async fn roster_version(fed: &Fed, i: usize) -> u64 {
+    let mut op = fed.operator(i).await;
+    op.get_roster(GetRosterRequest {})
+        .await
+        .map(|r| r.into_inner().version)
+        .unwrap_or(0)
+}
+
+async fn peer_ids(fed: &Fed, i: usize) -> Vec<String> {
+    let mut op = fed.operator(i).await;
+    op.list_peers(ListPeersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .peers
+        .into_iter()
+        .map(|p| p.peer_id)
+        .collect()
+}
+
+async fn publish(fed: &Fed, i: usize, file: &Path) -> Result<PublishRosterResponse, tonic::Status> {
+    let text = std::fs::read_to_string(file).unwrap();
+    let bytes = certfed::domain::roster::dearmor(&text).unwrap();
+    let mut op = fed.operator(i).await;
+    op.publish_roster(PublishRosterRequest {
+        signed_roster: bytes,
+    })
+    .await
+    .map(|r| r.into_inner())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_join_and_leave_by_signed_roster_without_restart() {
+    // node-a..node-e in a ring; node-f (the newcomer) peers with node-a, and
+    // node-a lists it as a peer from the start (it waits for the roster).
+    let ids = ["node-a", "node-b", "node-c", "node-d", "node-e", "node-f"];
+    let fed = Fed::new(&ids, &[(0, 1), (1, 2), (2, 3), (3, 4), (4, 0), (0, 5)]);
+    let dir = fed.pki.dir.path();
+    for s in ["s1", "s2", "s3"] {
+        certfed(dir, &["pki", "signing-key", "--id", s]);
+    }
+    // v1: five members, stewards 2-of-3, signed by s1 and s2.
+    certfed(
+        dir,
+        &[
+            "roster",
+            "init",
+            "--out",
+            "roster-v1.roster",
+            "--federation",
+            "test-fed",
+            "--steward",
+            "s1=s1.sign.pub",
+            "--steward",
+            "s2=s2.sign.pub",
+            "--steward",
+            "s3=s3.sign.pub",
+            "--threshold",
+            "2",
+        ],
+    );
+    for id in &ids[..5] {
+        certfed(
+            dir,
+            &[
+                "roster",
+                "add-member",
+                "roster-v1.roster",
+                "--id",
+                id,
+                "--signing-key",
+                &format!("{id}.sign.pub"),
+                "--tls-ca",
+                "ca.crt",
+                "--display-name",
+                &format!("CERT {id}"),
+            ],
+        );
+    }
+    let unsigned = certfed_fails(dir, &["roster", "verify", "roster-v1.roster"]);
+    assert!(unsigned.contains("too_few_signatures"), "{unsigned}");
+    certfed(
+        dir,
+        &["roster", "sign", "roster-v1.roster", "--key", "s1.sign.key"],
+    );
+    certfed(
+        dir,
+        &["roster", "sign", "roster-v1.roster", "--key", "s2.sign.key"],
+    );
+    let ok = certfed(dir, &["roster", "verify", "roster-v1.roster"]);
+    assert!(ok.contains("VALID"), "{ok}");
+
+    let mut nodes = Vec::new();
+    for i in 0..6 {
+        nodes.push(start(&fed, i).await);
+    }
+    for i in 0..6 {
+        assert_eq!(roster_version(&fed, i).await, 1, "node {i} starts from v1");
+    }
+    assert!(
+        !peer_ids(&fed, 0).await.contains(&"node-f".to_string()),
+        "node-f is not in v1: node-a does not link to it"
+    );
+
+    // v2: node-f joins. Made offline from v1, signed by s2 and s3, published on node-c.
+    certfed(
+        dir,
+        &[
+            "roster",
+            "init",
+            "--from",
+            "roster-v1.roster",
+            "--out",
+            "roster-v2.roster",
+        ],
+    );
+    certfed(
+        dir,
+        &[
+            "roster",
+            "add-member",
+            "roster-v2.roster",
+            "--id",
+            "node-f",
+            "--signing-key",
+            "node-f.sign.pub",
+            "--tls-ca",
+            "ca.crt",
+            "--display-name",
+            "CERT node-f",
+        ],
+    );
+    certfed(
+        dir,
+        &["roster", "sign", "roster-v2.roster", "--key", "s2.sign.key"],
+    );
+    certfed(
+        dir,
+        &["roster", "sign", "roster-v2.roster", "--key", "s3.sign.key"],
+    );
+    let diff = certfed(
+        dir,
+        &[
+            "roster",
+            "verify",
+            "roster-v2.roster",
+            "--current",
+            "roster-v1.roster",
+        ],
+    );
+    assert!(diff.contains("+ member node-f"), "{diff}");
+    let r = publish(&fed, 2, &dir.join("roster-v2.roster"))
+        .await
+        .unwrap();
+    assert_eq!(r.version, 2);
+    assert!(
+        r.changes.iter().any(|c| c.contains("+ member node-f")),
+        "{r:?}"
+    );
+    for i in 0..6 {
+        assert!(
+            eventually(WAIT, || async { roster_version(&fed, i).await == 2 }).await,
+            "node {i} applies v2 from the flood"
+        );
+    }
+    // `certfed roster show` (a real client process) prints it and saves it.
+    let addr = fed.addr(4);
+    let shown = certfed(
+        dir,
+        &[
+            "roster",
+            "show",
+            "--node",
+            &addr,
+            "--ca",
+            "ca.crt",
+            "--cert",
+            "operator.crt",
+            "--key",
+            "operator.key",
+            "--out",
+            "held.roster",
+        ],
+    );
+    assert!(shown.contains("version     2"), "{shown}");
+    assert!(shown.contains("+ member node-f"), "{shown}");
+    let same = certfed(
+        dir,
+        &[
+            "roster",
+            "verify",
+            "held.roster",
+            "--current",
+            "roster-v2.roster",
+        ],
+    );
+    assert!(same.contains("it is the current roster itself"), "{same}");
+    // ListPeers shows every peer on v2 (none behind), learnt from the flood.
+    for i in [0, 2] {
+        let all_current = eventually(WAIT, || async {
+            let mut op = fed.operator(i).await;
+            let peers = op
+                .list_peers(ListPeersRequest::default())
+                .await
+                .unwrap()
+                .into_inner()
+                .peers;
+            peers
+                .iter()
+                .all(|p| p.roster_version == 2 && !p.roster_behind)
+        })
+        .await;
+        assert!(all_current, "node {i} sees its peers on v2");
+    }
+    let view = fed
+        .operator(4)
+        .await
+        .get_roster(GetRosterRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(view.previous_version, 1);
+    assert!(
+        view.changes.iter().any(|c| c.contains("+ member node-f")),
+        "{view:?}"
+    );
+    assert!(view.signed_by.contains(&"s2".to_string()), "{view:?}");
+    // The newcomer's broadcast reaches the far side of the ring.
+    let from_f = publish_on(&fed, 5, green_alert("from the newcomer"), &[]).await;
+    for i in 1..5 {
+        assert!(
+            arrives(&fed, i, &from_f, WAIT).await,
+            "node {i} accepts node-f's alert"
+        );
+    }
+
+    // Hostile rosters, each refused with its reason, never applied.
+    let e = publish(&fed, 1, &dir.join("roster-v1.roster"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("older"), "{e:?}");
+    certfed(
+        dir,
+        &[
+            "roster",
+            "init",
+            "--from",
+            "roster-v2.roster",
+            "--out",
+            "one-sig.roster",
+        ],
+    );
+    certfed(
+        dir,
+        &[
+            "roster",
+            "remove-member",
+            "one-sig.roster",
+            "--id",
+            "node-d",
+        ],
+    );
+    certfed(
+        dir,
+        &["roster", "sign", "one-sig.roster", "--key", "s1.sign.key"],
+    );
+    let e = publish(&fed, 1, &dir.join("one-sig.roster"))
+        .await
+        .unwrap_err();
+    assert!(e.message().contains("2 are needed"), "{e:?}");
+    // A fork: another v2, properly signed by two stewards.
+    certfed(
+        dir,
+        &[
+            "roster",
+            "init",
+            "--from",
+            "roster-v1.roster",
+            "--out",
+            "fork.roster",
+        ],
+    );
+    certfed(
+        dir,
+        &["roster", "remove-member", "fork.roster", "--id", "node-e"],
+    );
+    certfed(
+        dir,
+        &["roster", "sign", "fork.roster", "--key", "s1.sign.key"],
+    );
+    certfed(
+        dir,
+        &["roster", "sign", "fork.roster", "--key", "s3.sign.key"],
+    );
+    let e = publish(&fed, 3, &dir.join("fork.roster"))
+        .await
+        .unwrap_err();
+    assert!(e.message().contains("FORK"), "{e:?}");
+    let mut op = fed.operator(0).await;
+    let e = op
+        .publish_roster(PublishRosterRequest {
+            signed_roster: b"not a roster".to_vec(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    for i in 0..6 {
+        assert_eq!(roster_version(&fed, i).await, 2, "node {i} still holds v2");
+    }
+
+    // v3: node-b leaves.
+    certfed(
+        dir,
+        &[
+            "roster",
+            "init",
+            "--from",
+            "roster-v2.roster",
+            "--out",
+            "roster-v3.roster",
+        ],
+    );
+    certfed(
+        dir,
+        &[
+            "roster",
+            "remove-member",
+            "roster-v3.roster",
+            "--id",
+            "node-b",
+        ],
+    );
+    certfed(
+        dir,
+        &["roster", "sign", "roster-v3.roster", "--key", "s1.sign.key"],
+    );
+    certfed(
+        dir,
+        &["roster", "sign", "roster-v3.roster", "--key", "s3.sign.key"],
+    );
+    publish(&fed, 0, &dir.join("roster-v3.roster"))
+        .await
+        .unwrap();
+    for i in [0, 2, 3, 4, 5] {
+        assert!(
+            eventually(WAIT, || async { roster_version(&fed, i).await == 3 }).await,
+            "node {i} applies v3"
+        );
+    }
+    for i in [0, 2] {
+        assert!(
+            eventually(WAIT, || async {
+                !peer_ids(&fed, i).await.contains(&"node-b".to_string())
+            })
+            .await,
+            "node {i} closes its link to node-b"
+        );
+    }
+    // node-b's messages are refused "not in roster v3" (node-b applied v3 too,
+    // over its own link before it closed, or it is cut off: either way nothing
+    // it signs now is accepted anywhere).
+    let mut op_b = fed.operator(1).await;
+    let sent = op_b
+        .publish_alert(PublishAlertRequest {
+            alert: Some(green_alert("from the departed member")),
+            ..Default::default()
+        })
+        .await;
+    if let Ok(r) = sent {
+        let id = r.into_inner().message_id;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        for i in [0, 2, 3, 4, 5] {
+            assert!(
+                !holds(&fed, i, &id).await,
+                "node {i} refuses node-b's alert"
+            );
+        }
+    } else {
+        let e = sent.unwrap_err();
+        assert!(e.message().contains("not in roster v3"), "{e:?}");
+    }
+    // A message node-b signed, handed to node-a as if relayed by node-c, is
+    // refused for good, with the reason.
+    let pem = std::fs::read_to_string(dir.join("node-b.sign.key")).unwrap();
+    let signer = certfed::domain::keys::Signer::from_pkcs8_pem("node-b", &pem).unwrap();
+    let env = certfed::domain::envelope::seal(
+        &signer,
+        certfed::domain::envelope::Draft {
+            message_id: uuid::Uuid::now_v7().to_string(),
+            kind: MessageKind::Alert,
+            tlp: Tlp::Green,
+            recipients: vec![],
+            created_ms: certfed::service::now_ms(),
+            expires_ms: None,
+            hop_limit: 8,
+            exercise: false,
+            encrypted: false,
+            payload: prost::Message::encode_to_vec(&green_alert("signed by node-b")),
+        },
+    );
+    let got = certfed::service::ingest::ingest(&nodes[0].node, Some("node-c"), vec![env], vec![])
+        .await
+        .unwrap();
+    match &got[0] {
+        certfed::service::ingest::Ingested::Rejected(r) => {
+            assert!(r.to_string().contains("node-b is not in roster v3"), "{r}")
+        }
+        other => panic!("node-b's message must be refused for good: {other:?}"),
+    }
+    // v4 rotates node-c's key: its old key signs nothing created from now on.
+    certfed(dir, &["pki", "signing-key", "--id", "node-c-new"]);
+    certfed(
+        dir,
+        &[
+            "roster",
+            "init",
+            "--from",
+            "roster-v3.roster",
+            "--out",
+            "roster-v4.roster",
+        ],
+    );
+    certfed(
+        dir,
+        &[
+            "roster",
+            "rotate-key",
+            "roster-v4.roster",
+            "--id",
+            "node-c",
+            "--new-key",
+            "node-c-new.sign.pub",
+            "--old-valid-hours",
+            "0",
+        ],
+    );
+    certfed(
+        dir,
+        &["roster", "sign", "roster-v4.roster", "--key", "s2.sign.key"],
+    );
+    certfed(
+        dir,
+        &["roster", "sign", "roster-v4.roster", "--key", "s3.sign.key"],
+    );
+    publish(&fed, 3, &dir.join("roster-v4.roster"))
+        .await
+        .unwrap();
+    assert!(
+        eventually(WAIT, || async { roster_version(&fed, 0).await == 4 }).await,
+        "node-a applies v4"
+    );
+    let signed_by = |key: &str, created_ms: i64| {
+        let pem = std::fs::read_to_string(dir.join(key)).unwrap();
+        let signer = certfed::domain::keys::Signer::from_pkcs8_pem("node-c", &pem).unwrap();
+        certfed::domain::envelope::seal(
+            &signer,
+            certfed::domain::envelope::Draft {
+                message_id: uuid::Uuid::now_v7().to_string(),
+                kind: MessageKind::Alert,
+                tlp: Tlp::Green,
+                recipients: vec![],
+                created_ms,
+                expires_ms: None,
+                hop_limit: 8,
+                exercise: false,
+                encrypted: false,
+                payload: prost::Message::encode_to_vec(&green_alert("rotation")),
+            },
+        )
+    };
+    let now = certfed::service::now_ms();
+    let envs = vec![
+        signed_by("node-c.sign.key", now + 2_000),
+        signed_by("node-c.sign.key", now - 600_000),
+        signed_by("node-c-new.sign.key", now + 2_000),
+    ];
+    let got = certfed::service::ingest::ingest(&nodes[0].node, Some("node-c"), envs, vec![])
+        .await
+        .unwrap();
+    use certfed::service::ingest::Ingested;
+    match &got[0] {
+        Ingested::Rejected(r) => assert!(r.to_string().contains("was valid until"), "{r}"),
+        other => panic!("the old key's later message must be refused: {other:?}"),
+    }
+    assert!(
+        matches!(got[1], Ingested::New(_)),
+        "signed before the rotation: kept {:?}",
+        got[1]
+    );
+    assert!(
+        matches!(got[2], Ingested::New(_)),
+        "the new key is trusted {:?}",
+        got[2]
+    );
+
+    let metrics = nodes[0].node.metrics.encode();
+    assert!(metrics.contains("certfed_roster_version 4"), "{metrics}");
+    for n in nodes {
+        n.shutdown().await.unwrap();
+    }
+}
+
+/// A certificate for member X issued by a CA the roster lists for another
+/// member (here: the shared CA, listed for node-a and node-b, while the
+/// roster says node-c's certificates come from node-c's own CA) is refused
+/// right after the handshake, in both directions, before any RPC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_from_another_members_ca_is_refused_at_the_handshake() {
+    let ids = ["node-a", "node-b", "node-c"];
+    let fed = Fed::new(&ids, &[(0, 1), (1, 2)]);
+    let dir = fed.pki.dir.path();
+    certfed(
+        dir,
+        &["pki", "ca", "--out-dir", "ca-c", "--name", "CA of node-c"],
+    );
+    for s in ["s1", "s2"] {
+        certfed(dir, &["pki", "signing-key", "--id", s]);
+    }
+    certfed(
+        dir,
+        &[
+            "roster",
+            "init",
+            "--out",
+            "roster-v1.roster",
+            "--federation",
+            "test-fed",
+            "--steward",
+            "s1=s1.sign.pub",
+            "--steward",
+            "s2=s2.sign.pub",
+            "--threshold",
+            "2",
+        ],
+    );
+    for id in ids {
+        let ca = if id == "node-c" {
+            "ca-c/ca.crt"
+        } else {
+            "ca.crt"
+        };
+        certfed(
+            dir,
+            &[
+                "roster",
+                "add-member",
+                "roster-v1.roster",
+                "--id",
+                id,
+                "--signing-key",
+                &format!("{id}.sign.pub"),
+                "--tls-ca",
+                ca,
+            ],
+        );
+    }
+    certfed(
+        dir,
+        &["roster", "sign", "roster-v1.roster", "--key", "s1.sign.key"],
+    );
+    certfed(
+        dir,
+        &["roster", "sign", "roster-v1.roster", "--key", "s2.sign.key"],
+    );
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        nodes.push(start(&fed, i).await);
+    }
+    // node-a and node-b link; node-b refuses node-c's certificate (issued by
+    // the CA the roster lists for node-a and node-b, not by node-c's).
+    let from_a = publish_on(&fed, 0, green_alert("from node-a"), &[]).await;
+    assert!(
+        arrives(&fed, 1, &from_a, WAIT).await,
+        "node-a to node-b works"
+    );
+    let refused = eventually(WAIT, || async {
+        let mut op = fed.operator(1).await;
+        let peers = op
+            .list_peers(ListPeersRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .peers;
+        peers.iter().any(|p| {
+            p.peer_id == "node-c"
+                && p.state != LinkState::Up as i32
+                && p.last_error.contains("cannot vouch for node-c")
+        })
+    })
+    .await;
+    let mut op = fed.operator(1).await;
+    let peers = op
+        .list_peers(ListPeersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .peers;
+    assert!(refused, "node-b refuses node-c's certificate: {peers:?}");
+    let from_c = publish_on(&fed, 2, green_alert("from node-c"), &[]).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!holds(&fed, 1, &from_c).await, "nothing from node-c passes");
+    for n in nodes {
+        n.shutdown().await.unwrap();
+    }
+}
