@@ -35,6 +35,9 @@ pub struct Config {
     /// Limits of the listener against connection floods.
     #[serde(default)]
     pub listener: ListenerSection,
+    /// Set reconciliation with each peer.
+    #[serde(default)]
+    pub reconcile: ReconcileSection,
     /// The read-only TAXII 2.1 server (off unless `taxii.listen` is set).
     #[serde(default)]
     pub taxii: TaxiiSection,
@@ -346,6 +349,66 @@ impl Default for ListenerSection {
             max_connections_per_source: default_max_connections_per_source(),
         }
     }
+}
+
+/// Set reconciliation with each peer: when a link comes up and then every
+/// `interval_secs`, the two nodes compare the messages of the last
+/// `window_days` both are parties to, and each queues what the other lacks.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileSection {
+    /// Days of history reconciled (by creation time); at most
+    /// `limits.max_message_age_days`. 0 turns reconciliation off (this node
+    /// still answers its peers' rounds).
+    #[serde(default = "default_reconcile_window_days")]
+    pub window_days: u32,
+    /// Seconds between reconciliations with a peer whose link is up.
+    #[serde(default = "default_reconcile_interval")]
+    pub interval_secs: u64,
+    /// Seconds one reconciliation may take before it is abandoned.
+    #[serde(default = "default_reconcile_timeout")]
+    pub timeout_secs: u64,
+    /// Reconciliation rounds one peer may ask of this node per minute; more
+    /// are refused (RESOURCE_EXHAUSTED) until the minute has passed.
+    #[serde(default = "default_reconcile_rounds")]
+    pub max_rounds_per_minute: u32,
+}
+
+impl Default for ReconcileSection {
+    fn default() -> Self {
+        ReconcileSection {
+            window_days: default_reconcile_window_days(),
+            interval_secs: default_reconcile_interval(),
+            timeout_secs: default_reconcile_timeout(),
+            max_rounds_per_minute: default_reconcile_rounds(),
+        }
+    }
+}
+
+impl ReconcileSection {
+    /// The reconciled history, as a duration.
+    pub fn window(&self) -> Duration {
+        Duration::from_secs(u64::from(self.window_days) * DAY_SECS)
+    }
+    pub fn interval(&self) -> Duration {
+        Duration::from_secs(self.interval_secs)
+    }
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_secs)
+    }
+}
+
+fn default_reconcile_window_days() -> u32 {
+    30
+}
+fn default_reconcile_interval() -> u64 {
+    300
+}
+fn default_reconcile_timeout() -> u64 {
+    120
+}
+fn default_reconcile_rounds() -> u32 {
+    600
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -950,6 +1013,31 @@ impl Config {
                     .map(|(t, d)| (by_tlp_key(*t), *d)),
             )
             .min_by_key(|(_, d)| *d);
+        let r = &self.reconcile;
+        if r.window_days > age {
+            return Err(err(format!(
+                "reconcile.window_days ({}) must not exceed limits.max_message_age_days ({age}): peers would refuse messages older than that; lower reconcile.window_days",
+                r.window_days
+            )));
+        }
+        if r.interval_secs < 5 || r.interval_secs > 86_400 {
+            return Err(err(format!(
+                "reconcile.interval_secs: {} s; must be between 5 and 86400",
+                r.interval_secs
+            )));
+        }
+        if r.timeout_secs < 5 || r.timeout_secs > 3_600 {
+            return Err(err(format!(
+                "reconcile.timeout_secs: {} s; must be between 5 and 3600",
+                r.timeout_secs
+            )));
+        }
+        if r.max_rounds_per_minute < 10 {
+            return Err(err(format!(
+                "reconcile.max_rounds_per_minute: {}; must be at least 10 (one reconciliation takes a handful of rounds)",
+                r.max_rounds_per_minute
+            )));
+        }
         if let Some((key, d)) = shortest
             && age > d
         {

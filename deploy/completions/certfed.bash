@@ -1350,7 +1350,7 @@ _certfed() {
             return 0
             ;;
         certfed__subcmd__bench)
-            opts="-h --json --messages --rate --seconds --memory --memory-messages --disk --disk-messages --incident --incident-sightings --incident-noise --storage --pg-url --help"
+            opts="-h --json --messages --rate --seconds --memory --memory-messages --disk --disk-messages --reconcile --reconcile-messages --reconcile-missing --incident --incident-sightings --incident-noise --storage --pg-url --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1373,6 +1373,14 @@ _certfed() {
                     return 0
                     ;;
                 --disk-messages)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --reconcile-messages)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --reconcile-missing)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -2814,7 +2822,7 @@ _certfed() {
             return 0
             ;;
         certfed__subcmd__peers)
-            opts="-h --node --ca --cert --key --json --help"
+            opts="-h --node --ca --cert --key --json --reconcile --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2833,6 +2841,10 @@ _certfed() {
                     return 0
                     ;;
                 --key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --reconcile)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

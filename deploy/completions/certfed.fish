@@ -38,7 +38,7 @@ complete -c certfed -n "__fish_certfed_needs_command" -f -a "info" -d 'Node iden
 complete -c certfed -n "__fish_certfed_needs_command" -f -a "alert" -d 'Publish, list and inspect incident alerts'
 complete -c certfed -n "__fish_certfed_needs_command" -f -a "assist" -d 'Request, offer, decide and follow assistance (Tallinn Mechanism style)'
 complete -c certfed -n "__fish_certfed_needs_command" -f -a "incident" -d 'Incidents across partners: the shared picture, sightings, links, status, merges and the HTML situation report'
-complete -c certfed -n "__fish_certfed_needs_command" -f -a "peers" -d 'Direct peers and the state of each link'
+complete -c certfed -n "__fish_certfed_needs_command" -f -a "peers" -d 'Direct peers and the state of each link (and the last reconciliation with each)'
 complete -c certfed -n "__fish_certfed_needs_command" -f -a "delivery" -d 'Per-peer delivery state of a message'
 complete -c certfed -n "__fish_certfed_needs_command" -f -a "feed" -d 'Write a feed of the node\'s alerts that other tools fetch (MISP feed folder)'
 complete -c certfed -n "__fish_certfed_needs_command" -f -a "watch" -d 'Stream messages as the node stores them (with --json: one JSON object per line)'
@@ -169,6 +169,8 @@ complete -c certfed -n "__fish_certfed_using_subcommand bench" -l rate -d 'Publi
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l seconds -d 'Duration of the relay phase in seconds' -r
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l memory-messages -d 'Signed alerts queued in the memory phase' -r
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l disk-messages -d 'Signed alerts stored (and later purged) in the disk phase' -r
+complete -c certfed -n "__fish_certfed_using_subcommand bench" -l reconcile-messages -d 'Signed alerts both nodes hold in the reconciliation phase' -r
+complete -c certfed -n "__fish_certfed_using_subcommand bench" -l reconcile-missing -d 'Of those, how many the receiving node lacks (chosen at random)' -r
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l incident-sightings -d 'Sightings reported into the incident in the incident phase' -r
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l incident-noise -d 'Loose alerts (in no incident) carrying the incident\'s indicator in the incident phase' -r
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l storage -d 'Where the nodes keep their stores in the ingest and relay phases' -r -f -a "sqlite\t''
@@ -177,6 +179,7 @@ complete -c certfed -n "__fish_certfed_using_subcommand bench" -l pg-url -d 'Wit
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l json -d 'Print one JSON object instead of a table'
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l memory -d 'Run only the memory phase: queue alerts for a peer that stays down and sample the relaying node\'s resident memory (Linux, reads /proc)'
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l disk -d 'Run only the disk phase: bytes per stored message, then a retention purge and a refill that must reuse the freed space'
+complete -c certfed -n "__fish_certfed_using_subcommand bench" -l reconcile -d 'Run only the reconciliation phase: two linked nodes, one missing some of the other\'s messages; time to converge, traffic, peak RSS'
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l incident -d 'Run only the incident phase: correlation of an arrival on a common indicator, GetSituation and ListIncidents of a large incident'
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -s h -l help -d 'Print help'
 complete -c certfed -n "__fish_certfed_using_subcommand completions" -s h -l help -d 'Print help'
@@ -673,6 +676,7 @@ complete -c certfed -n "__fish_certfed_using_subcommand peers" -l node -d 'Node 
 complete -c certfed -n "__fish_certfed_using_subcommand peers" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand peers" -l cert -d 'Operator certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand peers" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand peers" -l reconcile -d 'Reconcile with this peer now (ReconcilePeer) and show the result: the difference found, messages queued each way, rounds, bytes' -r
 complete -c certfed -n "__fish_certfed_using_subcommand peers" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
 complete -c certfed -n "__fish_certfed_using_subcommand peers" -s h -l help -d 'Print help'
 complete -c certfed -n "__fish_certfed_using_subcommand delivery" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
@@ -726,7 +730,7 @@ complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_see
 complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki roster demo bench completions man info alert assist incident peers delivery feed watch help" -f -a "alert" -d 'Publish, list and inspect incident alerts'
 complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki roster demo bench completions man info alert assist incident peers delivery feed watch help" -f -a "assist" -d 'Request, offer, decide and follow assistance (Tallinn Mechanism style)'
 complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki roster demo bench completions man info alert assist incident peers delivery feed watch help" -f -a "incident" -d 'Incidents across partners: the shared picture, sightings, links, status, merges and the HTML situation report'
-complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki roster demo bench completions man info alert assist incident peers delivery feed watch help" -f -a "peers" -d 'Direct peers and the state of each link'
+complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki roster demo bench completions man info alert assist incident peers delivery feed watch help" -f -a "peers" -d 'Direct peers and the state of each link (and the last reconciliation with each)'
 complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki roster demo bench completions man info alert assist incident peers delivery feed watch help" -f -a "delivery" -d 'Per-peer delivery state of a message'
 complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki roster demo bench completions man info alert assist incident peers delivery feed watch help" -f -a "feed" -d 'Write a feed of the node\'s alerts that other tools fetch (MISP feed folder)'
 complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki roster demo bench completions man info alert assist incident peers delivery feed watch help" -f -a "watch" -d 'Stream messages as the node stores them (with --json: one JSON object per line)'

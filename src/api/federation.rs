@@ -18,7 +18,10 @@
 //!   envelope and retries it.
 use crate::domain::identity::Identity;
 use crate::proto::v1::federation_server::Federation;
-use crate::proto::v1::{HelloRequest, HelloResponse, PushAck, PushFrame, PushOutcome};
+use crate::proto::v1::{
+    HelloRequest, HelloResponse, PushAck, PushFrame, PushOutcome, ReconcileRequest,
+    ReconcileResponse,
+};
 use crate::service::ingest::{Committing, Ingested, Prepared, prepare, submit};
 use crate::service::node::Node;
 use crate::transport::server::PeerInfo;
@@ -215,6 +218,17 @@ impl Federation for FederationApi {
             roster_version: self.node.roster_version(),
         }))
     }
+
+    async fn reconcile(
+        &self,
+        req: Request<ReconcileRequest>,
+    ) -> Result<Response<ReconcileResponse>, Status> {
+        let (peer, _) = self.peer(&req)?;
+        let answer = crate::service::reconcile::respond(&self.node, &peer, req.into_inner())
+            .await
+            .map_err(crate::api::error::status)?;
+        Ok(Response::new(answer))
+    }
 }
 
 /// Stage 1: reads frames in batches and starts verifying each batch; ends at
@@ -262,11 +276,12 @@ async fn read_frames(
                     seq,
                     envelope: Some(e),
                     hops,
+                    returning,
                 }) => {
                     batch.seqs.push(seq);
                     batch.early.push(None);
                     envs.push(e);
-                    chains.push(hops);
+                    chains.push(crate::service::ingest::Custody { hops, returning });
                 }
                 Ok(PushFrame {
                     seq,

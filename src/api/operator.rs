@@ -185,6 +185,34 @@ impl Operator for OperatorApi {
         Ok(Response::new(d))
     }
 
+    async fn reconcile_peer(
+        &self,
+        req: Request<ReconcilePeerRequest>,
+    ) -> Result<Response<ReconcilePeerResponse>, Status> {
+        let who = audit::operator(&req);
+        let peer = self.take(req)?.peer_id;
+        if peer.is_empty() {
+            return Err(bad_request(
+                "peer_id",
+                "required: the member id of a configured peer",
+            ));
+        }
+        if let Err(e) = crate::domain::identity::validate_name(&peer) {
+            return Err(bad_request("peer_id", e));
+        }
+        // Runs to its end (bounded by reconcile.timeout_secs) even if the
+        // caller goes away.
+        let r = self
+            .detached(move |node| async move {
+                crate::service::reconcile::reconcile_now(&node, &peer)
+                    .await
+                    .map_err(status)
+            })
+            .await;
+        audit::log(&who, "reconcile", "", &r);
+        Ok(Response::new(ReconcilePeerResponse { result: Some(r?) }))
+    }
+
     async fn acknowledge_message(
         &self,
         req: Request<AcknowledgeMessageRequest>,

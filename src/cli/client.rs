@@ -655,8 +655,41 @@ fn delivery_state(s: i32) -> &'static str {
     }
 }
 
-pub async fn peers(conn: Conn) -> anyhow::Result<()> {
+/// One line about a reconciliation.
+fn reconcile_line(r: &ReconcileView) -> String {
+    let what = format!(
+        "difference {}, sent {}, received {}, {} round(s), {} bytes",
+        r.difference, r.sent, r.received, r.rounds, r.bytes
+    );
+    if r.error.is_empty() {
+        format!("{} (started by {}): {what}", ts(&r.at), term(&r.started_by))
+    } else {
+        format!(
+            "{} (started by {}): FAILED: {} ({what})",
+            ts(&r.at),
+            term(&r.started_by),
+            term(&r.error)
+        )
+    }
+}
+
+pub async fn peers(conn: Conn, reconcile: Option<String>) -> anyhow::Result<()> {
     let mut c = connect(&conn).await?;
+    if let Some(peer_id) = reconcile {
+        let r = c
+            .reconcile_peer(ReconcilePeerRequest { peer_id })
+            .await
+            .map_err(|s| explain(&conn.node, s))?
+            .into_inner();
+        let view = r.result.clone().unwrap_or_default();
+        show(conn.json, &r, "certfed.v1.ReconcilePeerResponse", || {
+            format!("reconciled: {}\n", reconcile_line(&view))
+        })?;
+        if !view.error.is_empty() {
+            anyhow::bail!("reconciliation failed: {}", view.error);
+        }
+        return Ok(());
+    }
     let mut all = ListPeersResponse::default();
     let mut token = String::new();
     loop {
@@ -701,6 +734,16 @@ pub async fn peers(conn: Conn) -> anyhow::Result<()> {
                 roster,
                 term(&p.last_error)
             );
+        }
+        for p in &all.peers {
+            if let Some(r) = &p.last_reconcile {
+                let _ = writeln!(
+                    s,
+                    "{}: last reconciliation {}",
+                    term(&p.peer_id),
+                    reconcile_line(r)
+                );
+            }
         }
         s
     })

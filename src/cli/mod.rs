@@ -108,10 +108,15 @@ pub enum Command {
         #[command(subcommand)]
         cmd: Box<incident::IncidentCmd>,
     },
-    /// Direct peers and the state of each link.
+    /// Direct peers and the state of each link (and the last reconciliation
+    /// with each).
     Peers {
         #[command(flatten)]
         conn: client::Conn,
+        /// Reconcile with this peer now (ReconcilePeer) and show the result:
+        /// the difference found, messages queued each way, rounds, bytes.
+        #[arg(long, value_name = "PEER")]
+        reconcile: Option<String>,
     },
     /// Per-peer delivery state of a message.
     Delivery {
@@ -151,7 +156,7 @@ impl Command {
             | Command::Alert { conn, .. }
             | Command::Assist { conn, .. }
             | Command::Incident { conn, .. }
-            | Command::Peers { conn }
+            | Command::Peers { conn, .. }
             | Command::Delivery { conn, .. }
             | Command::Feed { conn, .. }
             | Command::Watch { conn, .. } => conn.json,
@@ -255,7 +260,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Alert { conn, cmd } => rt()?.block_on(client::alert(conn, *cmd)),
         Command::Assist { conn, cmd } => rt()?.block_on(assist::run(conn, *cmd)),
         Command::Incident { conn, cmd } => rt()?.block_on(incident::run(conn, *cmd)),
-        Command::Peers { conn } => rt()?.block_on(client::peers(conn)),
+        Command::Peers { conn, reconcile } => rt()?.block_on(client::peers(conn, reconcile)),
         Command::Delivery { conn, message_id } => {
             rt()?.block_on(client::delivery(conn, message_id))
         }

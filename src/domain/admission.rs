@@ -141,6 +141,9 @@ pub struct Admitted {
     /// Serialized `HopChain`: the verified chain received, plus this node's
     /// own signed record when it forwards the message.
     pub hops: Vec<u8>,
+    /// The audiences it is reconciled under (`reconcile::audiences`; empty:
+    /// this node is not a party to it).
+    pub sync_audiences: Vec<String>,
     /// The DELIVERED receipt this node owes the origin once the message is
     /// stored (not owed for a duplicate).
     pub receipt_owed: Option<ReceiptOwed>,
@@ -170,6 +173,11 @@ pub struct Input<'a> {
     pub chain: Vec<SignedHop>,
     /// For a receipt: where it goes next, if this node holds a message it reports on.
     pub receipt_route: Option<ReceiptRoute>,
+    /// The peer sends it back because this node held it before (it is the
+    /// origin, or its own signed record is on the chain) and lost it
+    /// (reconciliation after a restore). Such a message is stored but never
+    /// forwarded and owes no receipt; without this flag it is a loop.
+    pub returning: bool,
 }
 
 /// Decides on one envelope. See the module documentation for the invariants.
@@ -180,6 +188,7 @@ pub fn admit(view: &View<'_>, input: Input<'_>, now_ms: i64) -> Decision {
         from_peer,
         chain,
         receipt_route,
+        returning,
     } = input;
     let verified = match verdict {
         Ok(v) => v,
@@ -191,11 +200,13 @@ pub fn admit(view: &View<'_>, input: Input<'_>, now_ms: i64) -> Decision {
         }
     };
     let owed = |state: ReceiptState, reason: String| {
-        (from_peer.is_some() && owes_receipt(view.me, &verified.header)).then(|| ReceiptOwed {
-            origin: verified.header.origin.clone(),
-            message_id: verified.header.message_id.clone(),
-            state,
-            reason,
+        (from_peer.is_some() && !returning && owes_receipt(view.me, &verified.header)).then(|| {
+            ReceiptOwed {
+                origin: verified.header.origin.clone(),
+                message_id: verified.header.message_id.clone(),
+                state,
+                reason,
+            }
         })
     };
     match decide(
@@ -205,6 +216,7 @@ pub fn admit(view: &View<'_>, input: Input<'_>, now_ms: i64) -> Decision {
         from_peer,
         chain,
         receipt_route.as_ref(),
+        returning,
         now_ms,
     ) {
         Ok(mut row) => {
@@ -293,20 +305,72 @@ pub fn targets(
         .collect()
 }
 
+/// Whether this node (`me`) may send a message it holds to `peer` found
+/// lacking it by reconciliation: the message is the peer's own (it is the
+/// origin), or the same rules as forwarding allow it ([`targets`]:
+/// `policy::route_to_peer` and the hop limit), except that a peer which
+/// already carried it (on its path) may get it back. Returns why not.
+#[allow(clippy::too_many_arguments)]
+pub fn entitled(
+    me: &str,
+    peer: &Peer,
+    origin: &str,
+    tlp: Tlp,
+    recipients: &[String],
+    path: &[String],
+    hop_limit: u32,
+    end_to_end: bool,
+) -> Result<(), String> {
+    if peer.id == origin {
+        return Ok(());
+    }
+    let carried = path.contains(&peer.id);
+    if !carried {
+        let next_len = if origin == me {
+            path.len()
+        } else {
+            path.len() + 1
+        };
+        if next_len as u64 > u64::from(hop_limit) {
+            return Err(format!(
+                "hop limit: the origin allowed {hop_limit} hops, {next_len} would be taken"
+            ));
+        }
+    }
+    let rest: Vec<String> = path.iter().filter(|p| **p != peer.id).cloned().collect();
+    let msg = Outbound {
+        tlp,
+        origin,
+        recipients,
+        path: &rest,
+        end_to_end,
+    };
+    match route_to_peer(&msg, me, &peer.id, &peer.policy) {
+        Route::Send => Ok(()),
+        Route::Skip(why) => Err(why),
+    }
+}
+
 /// Checks the chain of custody a peer sends with a message (see
-/// `custody::verify_chain`), that this node is not already on it (a loop) and
-/// that it is within the signed hop limit; returns the path it proves.
+/// `custody::verify_chain`), that this node is not already on it (a loop,
+/// unless the peer sends it back as `returning`: then the path is returned
+/// with `true`, and the hop limit does not matter since it goes no further)
+/// and that it is within the signed hop limit; returns the path it proves.
 fn check_chain(
     view: &View<'_>,
     h: &EnvelopeHeader,
     created: i64,
     from_peer: &str,
     hops: &[SignedHop],
-) -> Result<Vec<(String, i64)>, Rejection> {
+    returning: bool,
+) -> Result<(Vec<(String, i64)>, bool), Rejection> {
     let records = verify_chain(view.keys, &h.origin, &h.message_id, from_peer, hops)
         .map_err(|e| Rejection::Malformed(format!("chain of custody: {e}")))?;
     let path = path_of(&h.origin, created, &records);
     if path.iter().any(|(node, _)| node == view.me) {
+        if returning {
+            return Ok((path, true));
+        }
         return Err(Rejection::Policy(format!(
             "loop: {} is already on the path",
             view.me
@@ -319,7 +383,7 @@ fn check_chain(
             h.hop_limit
         )));
     }
-    Ok(path)
+    Ok((path, false))
 }
 
 /// What this node learns from a payload it can read.
@@ -494,6 +558,7 @@ fn parse_body(
 
 /// Checks a verified envelope against this node's right to hold it and, where
 /// this node can read it, its payload; builds the row to store.
+#[allow(clippy::too_many_arguments)]
 fn decide(
     view: &View<'_>,
     env: SignedEnvelope,
@@ -501,6 +566,7 @@ fn decide(
     from_peer: Option<&str>,
     mut hops: Vec<SignedHop>,
     reverse: Option<&ReceiptRoute>,
+    returning: bool,
     now: i64,
 ) -> Result<Admitted, Rejection> {
     let h = &v.header;
@@ -527,8 +593,12 @@ fn decide(
             r.version()
         )));
     }
-    let is_recipient = h.origin == view.me || h.recipients.iter().any(|r| r == view.me);
-    let plain = if h.encrypted && is_recipient {
+    let named = h.recipients.iter().any(|r| r == view.me);
+    let is_recipient = h.origin == view.me || named;
+    // The origin's own sealed message, sent back to it: sealed for the
+    // recipients only, so the origin keeps it as ciphertext.
+    let own_sealed = h.encrypted && h.origin == view.me && !named && from_peer.is_some();
+    let plain = if h.encrypted && is_recipient && !own_sealed {
         Some(
             crate::domain::e2e::open(&env.payload, &h.message_id, view.signer)
                 .map_err(|e| Rejection::InvalidPayload(format!("cannot decrypt: {e}")))?,
@@ -546,12 +616,14 @@ fn decide(
     };
     let incident = crate::domain::incident::facts(h.kind, &h.incident_id, body, h.tlp, created)
         .map_err(Rejection::InvalidPayload)?;
-    let path = match from_peer {
-        Some(peer) => check_chain(view, h, created, peer, &hops)?,
-        None => vec![(h.origin.clone(), created)],
+    let (path, returned) = match from_peer {
+        Some(peer) => check_chain(view, h, created, peer, &hops, returning)?,
+        None => (vec![(h.origin.clone(), created)], false),
     };
     let path_ids: Vec<String> = path.iter().map(|(n, _)| n.clone()).collect();
     let forward_to = match reverse {
+        // Sent back to a node that held it before: kept, never forwarded.
+        _ if returned => Vec::new(),
         // Receipts go back the way the messages came, not by flooding.
         Some(ReceiptRoute::Destination) => Vec::new(),
         Some(ReceiptRoute::Next(peer)) if !path_ids.contains(peer) => vec![peer.clone()],
@@ -623,6 +695,7 @@ fn decide(
         request_id: parsed.request_id,
         receipt_facts,
         hops: HopChain { hops }.encode_to_vec(),
+        sync_audiences: crate::domain::reconcile::audiences(view.me, &h.origin, &h.recipients),
         receipt_owed: None,
         incident,
     })

@@ -124,6 +124,7 @@ fn decide_one(
             from_peer,
             chain: hops,
             receipt_route: None,
+            returning: false,
         },
         NOW,
     )
@@ -351,6 +352,7 @@ fn receipts_follow_their_reverse_route() {
             from_peer: Some("node-c"),
             chain: vec![],
             receipt_route: Some(ReceiptRoute::Next("node-a".into())),
+            returning: false,
         },
         NOW,
     );
@@ -498,6 +500,7 @@ fn an_exercise_only_member_sends_exercise_traffic_only() {
             from_peer: Some("node-a"),
             chain: vec![],
             receipt_route: None,
+            returning: false,
         };
         admit(&view, input, NOW)
     };
@@ -514,6 +517,134 @@ fn an_exercise_only_member_sends_exercise_traffic_only() {
         Decision::Admit(_) => {}
         Decision::Refuse { reason, .. } => panic!("exercise traffic passes: {reason}"),
     }
+}
+
+#[test]
+fn reconciliation_entitlement_follows_forwarding_rules_but_may_return_a_message() {
+    let b = Peer {
+        id: "node-b".into(),
+        policy: PeerPolicy {
+            max_tlp: Tlp::Amber,
+            relay: false,
+        },
+    };
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    // Its own message comes back whatever the TLP.
+    assert!(
+        entitled(
+            "node-a",
+            &b,
+            "node-b",
+            Tlp::Red,
+            &s(&["node-a"]),
+            &s(&["node-b"]),
+            1,
+            true
+        )
+        .is_ok()
+    );
+    // A broadcast this node originated.
+    assert!(
+        entitled(
+            "node-a",
+            &b,
+            "node-a",
+            Tlp::Green,
+            &[],
+            &s(&["node-a"]),
+            8,
+            false
+        )
+        .is_ok()
+    );
+    // A broadcast from another: not over a link that is not a relay link.
+    let e = entitled(
+        "node-a",
+        &b,
+        "node-c",
+        Tlp::Green,
+        &[],
+        &s(&["node-c", "node-a"]),
+        8,
+        false,
+    )
+    .unwrap_err();
+    assert!(e.contains("relay"), "{e}");
+    // Above the peer's max_tlp.
+    let e = entitled(
+        "node-a",
+        &b,
+        "node-a",
+        Tlp::Red,
+        &s(&["node-b"]),
+        &s(&["node-a"]),
+        8,
+        true,
+    )
+    .unwrap_err();
+    assert!(e.contains("max_tlp"), "{e}");
+    // AMBER for someone else: never in clear, and no relay link here.
+    assert!(
+        entitled(
+            "node-a",
+            &b,
+            "node-a",
+            Tlp::Amber,
+            &s(&["node-c"]),
+            &s(&["node-a"]),
+            8,
+            true
+        )
+        .is_err()
+    );
+    // AMBER for the peer: yes.
+    assert!(
+        entitled(
+            "node-a",
+            &b,
+            "node-a",
+            Tlp::Amber,
+            &s(&["node-b"]),
+            &s(&["node-a"]),
+            8,
+            true
+        )
+        .is_ok()
+    );
+    // Hop limit: a message from c that reached a in 1 hop with limit 1.
+    let relay = Peer {
+        policy: PeerPolicy {
+            max_tlp: Tlp::Red,
+            relay: true,
+        },
+        ..b.clone()
+    };
+    let e = entitled(
+        "node-a",
+        &relay,
+        "node-c",
+        Tlp::Green,
+        &[],
+        &s(&["node-c", "node-a"]),
+        1,
+        false,
+    )
+    .unwrap_err();
+    assert!(e.contains("hop limit"), "{e}");
+    // ... unless the peer carried it before (it is sent back, no further).
+    assert!(
+        entitled(
+            "node-a",
+            &relay,
+            "node-c",
+            Tlp::Green,
+            &[],
+            &s(&["node-c", "node-b", "node-a"]),
+            2,
+            false
+        )
+        .is_ok()
+    );
 }
 
 /// A sighting from member `origin` naming `incident` in its header and `body_incident`

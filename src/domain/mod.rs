@@ -14,5 +14,6 @@ pub mod identity;
 pub mod incident;
 pub mod keys;
 pub mod policy;
+pub mod reconcile;
 pub mod roster;
 pub mod text;

@@ -148,6 +148,7 @@ pub async fn peers(
             max_tlp: p.max_tlp as i32,
             roster_version: st.peer_roster_version.unwrap_or(0),
             roster_behind: mine > 0 && st.peer_roster_version.is_some_and(|v| v < mine),
+            last_reconcile: node.reconcile.last(&p.id),
         }
     });
     for v in views {
@@ -189,6 +190,8 @@ pub async fn node_info(node: &Node) -> Result<NodeInfo, DeliveryError> {
         roster_expires: node
             .roster()
             .and_then(|a| a.current().and_then(|c| c.doc.roster.expires)),
+        reconcile_window_days: node.cfg.reconcile.window_days,
+        reconcile_interval_secs: node.cfg.reconcile.interval_secs,
     })
 }
 

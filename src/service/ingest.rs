@@ -24,7 +24,7 @@ use crate::proto::v1::{EnvelopeHeader, MessageKind, Receipt, SignedEnvelope, Sig
 use crate::service::node::Node;
 use crate::service::{ErrorKind, ServiceError, now_ms};
 use crate::storage::{
-    Durability, Hop, NewMessage, Pending, ReceiptRows, RejectionRow, StoreError, Stored,
+    Durability, Hop, NewMessage, Pending, ReceiptRows, RejectionRow, StoreError, Stored, SyncEntry,
 };
 use prost::Message;
 use std::collections::{BTreeSet, HashMap};
@@ -45,6 +45,7 @@ pub enum Ingested {
 
 /// The storage row for an admitted message.
 fn to_row(a: admission::Admitted) -> NewMessage {
+    let sync = sync_entry(&a.message_id, &a.sync_audiences);
     NewMessage {
         message_id: a.message_id,
         origin: a.origin,
@@ -78,10 +79,39 @@ fn to_row(a: admission::Admitted) -> NewMessage {
             reason: r.reason,
             at_ms: r.at_ms,
         }),
+        sync,
         hops: a.hops,
         incident_id: a.incident.incident_id,
         keys: a.incident.keys,
     }
+}
+
+/// The reconciliation entry of a message: none when this node is not a party
+/// to it, or its id is not a UUID in canonical form (it could not be found
+/// again from the key's 16 bytes).
+pub fn sync_entry(message_id: &str, audiences: &[String]) -> Option<SyncEntry> {
+    if audiences.is_empty() {
+        return None;
+    }
+    let u = uuid::Uuid::parse_str(message_id).ok()?;
+    if u.to_string() != message_id {
+        return None;
+    }
+    let id = *u.as_bytes();
+    Some(SyncEntry {
+        audiences: audiences.to_vec(),
+        id,
+        hash: crate::domain::reconcile::item_hash(&id),
+    })
+}
+
+/// The chain of custody a peer sent with one envelope.
+#[derive(Debug, Clone, Default)]
+pub struct Custody {
+    pub hops: Vec<SignedHop>,
+    /// The peer sends it back to this node, which held it before (see
+    /// `admission::Input::returning`).
+    pub returning: bool,
 }
 
 /// Verifies, admits and stores a batch of envelopes from `from_peer` (or from
@@ -92,7 +122,7 @@ pub async fn ingest(
     node: &Node,
     from_peer: Option<&str>,
     envs: Vec<SignedEnvelope>,
-    chains: Vec<Vec<SignedHop>>,
+    chains: Vec<Custody>,
 ) -> Result<Vec<Ingested>, StoreError> {
     let prepared = prepare(node, from_peer, envs, chains).await;
     submit(node, prepared).await.finish(node).await
@@ -160,7 +190,7 @@ pub async fn prepare(
     node: &Node,
     from_peer: Option<&str>,
     envs: Vec<SignedEnvelope>,
-    chains: Vec<Vec<SignedHop>>,
+    chains: Vec<Custody>,
 ) -> Prepared {
     let n = envs.len();
     match try_prepare(node, from_peer, envs, chains).await {
@@ -173,7 +203,7 @@ async fn try_prepare(
     node: &Node,
     from_peer: Option<&str>,
     envs: Vec<SignedEnvelope>,
-    chains: Vec<Vec<SignedHop>>,
+    chains: Vec<Custody>,
 ) -> Result<Prepared, StoreError> {
     let now = now_ms();
     let keys = node.keys();
@@ -215,12 +245,14 @@ async fn try_prepare(
             .as_ref()
             .ok()
             .and_then(|v| routes.remove(&v.header.message_id));
+        let custody = chains.next().unwrap_or_default();
         let input = Input {
             envelope,
             verdict,
             from_peer,
-            chain: chains.next().unwrap_or_default(),
+            chain: custody.hops,
             receipt_route,
+            returning: custody.returning,
         };
         match admission::admit(&view, input, now) {
             Decision::Admit(mut row) => {

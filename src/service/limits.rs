@@ -12,6 +12,8 @@
 //!   a stored message is at most the largest limit a node can be configured
 //!   with (64 MiB), so its view fits; an assistance view, which grows with its
 //!   offers, is trimmed to fit (`AssistanceView.truncated`).
+//! - A reason text from a peer is kept to 512 bytes ([`bounded`]) before it
+//!   is stored, logged or shown.
 use crate::service::InvalidArgument;
 
 /// Most bytes of items in one List page (a page may hold fewer than its
@@ -130,6 +132,20 @@ impl<T: prost::Message> PageBuilder<T> {
     pub fn into_items(self) -> Vec<T> {
         self.items
     }
+}
+
+/// A reason from a peer, bounded so that a peer cannot fill the store or the
+/// operator's screen with it.
+pub fn bounded(reason: &str) -> String {
+    const MAX: usize = 512;
+    if reason.len() <= MAX {
+        return reason.to_string();
+    }
+    let mut end = MAX;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &reason[..end])
 }
 
 #[cfg(test)]

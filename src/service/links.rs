@@ -31,9 +31,10 @@ use crate::config::PeerSection;
 use crate::domain::envelope::ms_to_ts;
 use crate::proto::v1::federation_client::FederationClient;
 use crate::proto::v1::{
-    DeliveryState, HelloRequest, HopChain, LinkState, PushAck, PushFrame, PushOutcome,
-    SignedEnvelope,
+    DeliveryState, EnvelopeHeader, HelloRequest, HopChain, HopRecord, LinkState, PushAck,
+    PushFrame, PushOutcome, SignedEnvelope,
 };
+use crate::service::limits::bounded;
 use crate::service::node::Node;
 use crate::service::now_ms;
 use crate::service::peers::{LinkError, expect_member};
@@ -172,6 +173,17 @@ async fn run_link(
     let mut at = 0usize;
     let mut misses = 0usize;
     let reachable = node.peers.reachable_signal(&id);
+    // Reconciliation with this peer lives and dies with its link task.
+    struct Abort(tokio::task::JoinHandle<()>);
+    impl Drop for Abort {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let _reconcile = Abort(tokio::spawn(crate::service::reconcile::run_loop(
+        node.clone(),
+        id.clone(),
+    )));
     loop {
         if node.shutdown.is_cancelled() || *stop.borrow() {
             break;
@@ -339,6 +351,8 @@ async fn session(
         .get_or_create(&node.metrics.peer(peer))
         .set(1);
     tracing::info!(%peer, %endpoint, max_message_bytes = ?peer_limit, "peer link up");
+    node.reconcile.link_up(peer);
+    let requeued = node.reconcile.requeued(peer);
 
     let ack_timeout = node.cfg.limits.ack_timeout();
     let mut in_flight = InFlight::new();
@@ -389,7 +403,7 @@ async fn session(
                 }
                 let (cursor, enqueued, deferrals) = (it.cursor, it.enqueued_ms, it.deferrals);
                 let roster = roster_version_of(&it.header, &it.payload);
-                let frame = to_frame(it);
+                let frame = to_frame(peer, it);
                 let size = frame.envelope.as_ref().map_or(0, |e| e.encoded_len());
                 if let Some(limit) = peer_limit.filter(|l| size as u64 > *l) {
                     too_large.push((cursor, size, limit));
@@ -450,17 +464,32 @@ async fn session(
                 )));
             }
             _ = waker.notified() => { drained = false; }
+            // Reconciliation queued entries again (due now, maybe below
+            // the cursor this session has passed): sweep the due ones.
+            _ = requeued.notified(), if sweep.is_none() => {
+                next_due = None;
+                sweep = Some(0);
+            }
             _ = node.shutdown.cancelled() => return Ok(()),
         }
     }
 }
 
-/// The frame for an outbox entry.
-fn to_frame(it: OutboxItem) -> PushFrame {
+/// The frame for an outbox entry to `peer`. An entry that names the peer
+/// as its origin or on its chain can only have been queued by
+/// reconciliation (forwarding never sends a message back): it is marked
+/// `returning`.
+fn to_frame(peer: &str, it: OutboxItem) -> PushFrame {
+    let hops = HopChain::decode(it.hops.as_slice())
+        .map(|c| c.hops)
+        .unwrap_or_default();
+    let returning = EnvelopeHeader::decode(it.header.as_slice()).is_ok_and(|h| h.origin == peer)
+        || hops
+            .iter()
+            .any(|h| HopRecord::decode(h.record.as_slice()).is_ok_and(|r| r.relay == peer));
     PushFrame {
-        hops: HopChain::decode(it.hops.as_slice())
-            .map(|c| c.hops)
-            .unwrap_or_default(),
+        hops,
+        returning,
         seq: it.cursor,
         envelope: Some(SignedEnvelope {
             header: it.header,
@@ -582,20 +611,6 @@ async fn record_acks(
         .get_or_create(&node.metrics.peer(peer))
         .inc_by(delivered);
     Ok(accepted)
-}
-
-/// A reason from a peer, bounded so that a peer cannot fill the store or the
-/// operator's screen with it.
-fn bounded(reason: &str) -> String {
-    const MAX: usize = 512;
-    if reason.len() <= MAX {
-        return reason.to_string();
-    }
-    let mut end = MAX;
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &reason[..end])
 }
 
 /// A storage failure on this node ends the session (and is counted).

@@ -55,6 +55,12 @@ pub struct KindLabel {
     pub kind: String,
 }
 
+fn kind_label(kind: &str) -> KindLabel {
+    KindLabel {
+        kind: kind.to_string(),
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VersionLabel {
     pub version: String,
@@ -151,6 +157,17 @@ pub struct Metrics {
     pub roster_refused: Family<ReasonLabel, Counter>,
     /// Forks seen: two different rosters with one version (an alarm).
     pub roster_forks: Counter,
+    /// Reconciliation rounds, by kind (initiated by this node, answered).
+    pub reconcile_rounds: Family<KindLabel, Counter>,
+    /// Reconciliation frame bytes, by direction (sent, received).
+    pub reconcile_bytes: Family<KindLabel, Counter>,
+    /// Reconciliation items, by kind (queued for a peer, missing here,
+    /// not_entitled, unknown_wanted).
+    pub reconcile_items: Family<KindLabel, Counter>,
+    /// Reconciliations this node started, by outcome (completed, failed).
+    pub reconcile_exchanges: Family<KindLabel, Counter>,
+    /// Reconciliation rounds or exchanges that failed, by reason.
+    pub reconcile_failures: Family<ReasonLabel, Counter>,
     /// The peers whose series exist.
     peers: Mutex<Vec<String>>,
 }
@@ -206,6 +223,11 @@ impl Metrics {
             roster_expired: Gauge::default(),
             roster_refused: Family::default(),
             roster_forks: Counter::default(),
+            reconcile_rounds: Family::default(),
+            reconcile_bytes: Family::default(),
+            reconcile_items: Family::default(),
+            reconcile_exchanges: Family::default(),
+            reconcile_failures: Family::default(),
             registry: Registry::default(),
             peers: Mutex::default(),
         };
@@ -266,6 +288,31 @@ impl Metrics {
             "receipts_sent",
             "Receipts this node signed for origins",
             m.receipts_sent.clone(),
+        );
+        r.register(
+            "reconcile_rounds",
+            "Set reconciliation rounds, by kind (initiated by this node, answered for a peer)",
+            m.reconcile_rounds.clone(),
+        );
+        r.register(
+            "reconcile_bytes",
+            "Bytes of set reconciliation frames, by direction (sent, received)",
+            m.reconcile_bytes.clone(),
+        );
+        r.register(
+            "reconcile_items",
+            "Items found by set reconciliation, by kind (queued: queued for a peer that lacked them; missing: held by a peer and lacking here; not_entitled: lacking at a peer that policy does not let go; unknown_wanted: asked for and not held)",
+            m.reconcile_items.clone(),
+        );
+        r.register(
+            "reconcile_exchanges",
+            "Set reconciliations this node started, by outcome (completed, failed)",
+            m.reconcile_exchanges.clone(),
+        );
+        r.register(
+            "reconcile_failures",
+            "Set reconciliation rounds or exchanges that failed, by reason (malformed, window, rate_limited, busy, too_much_work, timeout, peer_refused, unsupported, too_many_rounds, storage)",
+            m.reconcile_failures.clone(),
         );
         r.register(
             "outbox_depth",
@@ -459,6 +506,36 @@ impl Metrics {
         self.deferred
             .get_or_create(&ReasonLabel {
                 reason: label.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn reconcile_round(&self, kind: &str) {
+        self.reconcile_rounds.get_or_create(&kind_label(kind)).inc();
+    }
+
+    pub fn reconcile_bytes(&self, direction: &str, n: u64) {
+        self.reconcile_bytes
+            .get_or_create(&kind_label(direction))
+            .inc_by(n);
+    }
+
+    pub fn reconcile_items(&self, kind: &str, n: u64) {
+        self.reconcile_items
+            .get_or_create(&kind_label(kind))
+            .inc_by(n);
+    }
+
+    pub fn reconcile_exchange(&self, outcome: &str) {
+        self.reconcile_exchanges
+            .get_or_create(&kind_label(outcome))
+            .inc();
+    }
+
+    pub fn reconcile_failure(&self, reason: &str) {
+        self.reconcile_failures
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
             })
             .inc();
     }

@@ -24,6 +24,8 @@ pub mod node;
 pub mod pair;
 pub mod peers;
 pub mod receipts;
+pub mod reconcile;
+pub mod reconciler;
 pub mod requests;
 pub mod retention;
 pub mod roster;

@@ -65,6 +65,8 @@ pub struct Node {
     pub requests: crate::service::requests::Requests,
     /// Receipts owed to origins.
     pub receipts: ReceiptQueue,
+    /// Set reconciliation with each peer (state per peer).
+    pub reconcile: crate::service::reconciler::Reconciler,
     /// Certificate serials revoked by the configured CRLs (replaced on reload).
     revoked: RwLock<Arc<HashSet<String>>>,
     /// The certificate serial each peer last presented (either direction).
@@ -132,6 +134,7 @@ impl Node {
             assist_lock: tokio::sync::Mutex::new(()),
             requests: Default::default(),
             receipts: p.receipts,
+            reconcile: Default::default(),
             revoked: RwLock::new(Arc::new(p.revoked)),
             peer_serials: Mutex::default(),
             pair: p.pair,

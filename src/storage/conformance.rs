@@ -31,6 +31,7 @@ fn msg(id: &str, origin: &str, kind: MessageKind, targets: &[&str]) -> NewMessag
         plain: None,
         request_id: None,
         receipt: None,
+        sync: None,
         hops: Vec::new(),
         incident_id: None,
         keys: Vec::new(),
@@ -47,7 +48,11 @@ fn id(n: u32) -> String {
 /// Runs every check, each on a fresh store opened by `open` in its own folder.
 pub async fn run_all(open: impl Fn(&Path) -> Store) {
     type Check = fn(Store) -> futures::future::BoxFuture<'static, ()>;
-    let checks: [(&str, Check); 18] = [
+    let checks: [(&str, Check); 20] = [
+        ("sync_index", |s| {
+            Box::pin(sync_sums_follow_insert_and_purge(s))
+        }),
+        ("requeue", |s| Box::pin(requeue_makes_entries_due_now(s))),
         ("incidents", |s| Box::pin(incidents_and_keys(s))),
         ("dedup", |s| Box::pin(dedup_by_message_id(s))),
         ("outbox", |s| Box::pin(outbox_follows_the_message(s))),
@@ -874,6 +879,200 @@ async fn closed_store_refuses(open: &impl Fn(&Path) -> Store) {
         )
         .await;
     assert!(matches!(r, Err(StoreError::Closed)), "{r:?}");
+}
+
+/// A reconciliation entry for message `n` under `audiences`.
+fn synced(n: u32, created_ms: i64, audiences: &[&str]) -> NewMessage {
+    let mut m = aged(n, MessageKind::Alert, Tlp::Green, created_ms, &[]);
+    let mut idb = [0u8; 16];
+    idb[12..].copy_from_slice(&n.to_be_bytes());
+    let mut hash = [0u8; 32];
+    hash[..4].copy_from_slice(&n.to_le_bytes());
+    hash[31] = 0xff;
+    m.sync = Some(SyncEntry {
+        audiences: audiences.iter().map(|a| a.to_string()).collect(),
+        id: idb,
+        hash,
+    });
+    m
+}
+
+/// The sums of the items `sync_items` lists, per bucket.
+async fn sums_by_listing(s: &Store, audiences: &[&str]) -> Vec<SyncBucket> {
+    let mut by: std::collections::BTreeMap<i64, SyncBucket> = Default::default();
+    for a in audiences {
+        for it in s
+            .sync_items(a, (i64::MIN, [0; 16]), (i64::MAX, [0xff; 16]), 1_000_000)
+            .await
+            .unwrap()
+        {
+            let b = it.created_ms.div_euclid(SYNC_BUCKET_MS);
+            by.entry(b)
+                .or_insert(SyncBucket {
+                    bucket: b,
+                    ..SyncBucket::default()
+                })
+                .add(&it.hash, 1);
+        }
+    }
+    by.into_values().collect()
+}
+
+/// Invariant: the per-bucket sums equal the sums of the listed items, after
+/// inserts (duplicates change nothing) and purges; listing is ordered and
+/// bounded by position.
+async fn sync_sums_follow_insert_and_purge(s: Store) {
+    let w = SYNC_BUCKET_MS;
+    let rows = vec![
+        synced(1, 10, &["*"]),
+        synced(2, w + 5, &["node-b", "node-c"]),
+        synced(3, w + 6, &["*"]),
+        synced(4, 3 * w, &["node-b"]),
+        synced(5, 5 * w, &["*"]),
+        // Not reconciled.
+        aged(6, MessageKind::Alert, Tlp::Green, 20, &[]),
+    ];
+    s.insert(rows.clone(), Durability::Durable).await.unwrap();
+    // Duplicates add nothing.
+    s.insert(rows, Durability::Durable).await.unwrap();
+    let pair = ["*".to_string(), "node-b".to_string()];
+    let sums = s.sync_buckets(&pair, 0).await.unwrap();
+    assert_eq!(sums, sums_by_listing(&s, &["*", "node-b"]).await);
+    assert_eq!(
+        sums.iter().map(|b| (b.bucket, b.count)).collect::<Vec<_>>(),
+        vec![(0, 1), (1, 2), (3, 1), (5, 1)]
+    );
+    // From a later bucket on; an audience listed twice counts once.
+    let later = s
+        .sync_buckets(&["node-b".into(), "node-b".into()], 2 * w)
+        .await
+        .unwrap();
+    assert_eq!(later.iter().map(|b| b.count).sum::<u64>(), 1);
+    // Listing in order, from and to positions.
+    let mut idb = [0u8; 16];
+    idb[12..].copy_from_slice(&3u32.to_be_bytes());
+    let items = s
+        .sync_items("*", (w + 6, idb), (i64::MAX, [0xff; 16]), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        items.iter().map(|i| i.created_ms).collect::<Vec<_>>(),
+        vec![w + 6, 5 * w]
+    );
+    let items = s
+        .sync_items("*", (0, [0; 16]), (w + 6, idb), 10)
+        .await
+        .unwrap();
+    assert_eq!(items.len(), 1, "the upper position is excluded");
+    assert_eq!(
+        s.sync_items("*", (0, [0; 16]), (i64::MAX, [0; 16]), 1)
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "limit"
+    );
+    // A purge takes the items and their sums.
+    s.purge(plan(&[(Tlp::Green, 2 * w)], &[], 100))
+        .await
+        .unwrap();
+    let sums = s.sync_buckets(&pair, 0).await.unwrap();
+    assert_eq!(sums, sums_by_listing(&s, &["*", "node-b"]).await);
+    assert_eq!(
+        sums.iter().map(|b| (b.bucket, b.count)).collect::<Vec<_>>(),
+        vec![(3, 1), (5, 1)]
+    );
+    assert!(
+        s.sync_buckets(&["node-c".into()], 0)
+            .await
+            .unwrap()
+            .is_empty(),
+        "an emptied bucket is gone"
+    );
+}
+
+/// Invariant: `requeue` queues held messages for a peer, due now, also when
+/// an entry exists (deferred) or the link is past their cursor; messages
+/// not held, or whose relayed ciphertext was dropped, are skipped; a new
+/// chain of custody is stored first.
+async fn requeue_makes_entries_due_now(s: Store) {
+    s.insert(
+        vec![
+            msg(&id(1), "node-a", MessageKind::Alert, &[]),
+            msg(&id(2), "node-a", MessageKind::Alert, &["node-b"]),
+        ],
+        Durability::Durable,
+    )
+    .await
+    .unwrap();
+    // Entry 2 deferred far ahead.
+    s.defer_outbox(
+        "node-b",
+        vec![Deferral {
+            cursor: 2,
+            reason: "later".into(),
+            next_attempt_ms: NOW * 10,
+        }],
+        NOW,
+    )
+    .await
+    .unwrap();
+    assert!(s.outbox_due("node-b", 0, NOW, 10).await.unwrap().is_empty());
+    let n = s
+        .requeue(
+            "node-b",
+            vec![
+                Requeue {
+                    message_id: id(1),
+                    hops: Some(vec![1, 2, 3]),
+                },
+                Requeue {
+                    message_id: id(2),
+                    hops: None,
+                },
+                Requeue {
+                    message_id: id(99),
+                    hops: None,
+                },
+            ],
+            NOW,
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 2, "a message not held is skipped");
+    let due = s.outbox_due("node-b", 0, NOW, 10).await.unwrap();
+    assert_eq!(due.iter().map(|i| i.cursor).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(due[0].hops, vec![1, 2, 3], "the new chain is stored");
+    let d = s.delivery(&id(1)).await.unwrap();
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].state, DeliveryState::Queued as i32);
+    // Relayed ciphertext that was dropped cannot be queued again.
+    let mut relay = msg(&id(3), "node-c", MessageKind::Alert, &["node-b"]);
+    relay.readable = false;
+    s.insert(vec![relay], Durability::Durable).await.unwrap();
+    s.complete_outbox(
+        "node-b",
+        vec![Outcome {
+            cursor: 3,
+            state: DeliveryState::Delivered,
+            reason: String::new(),
+        }],
+        NOW,
+    )
+    .await
+    .unwrap();
+    let n = s
+        .requeue(
+            "node-b",
+            vec![Requeue {
+                message_id: id(3),
+                hops: None,
+            }],
+            NOW,
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
 }
 
 /// Messages are found by incident (members and the opener, readable or not)

@@ -34,6 +34,12 @@
 //! - [`Storage::purge`] deletes a message together with its outbox, delivery,
 //!   receipt and key rows, in bounded batches that share the writer with everyone
 //!   else, and never touches an assistance thread the caller says to keep.
+//! - Set reconciliation index: a message stored with a [`SyncEntry`] has one
+//!   item per audience, and the per-(audience, bucket) sums
+//!   ([`Storage::sync_buckets`]) always equal the count and lane-wise
+//!   wrapping sum of the hashes of the items listed by
+//!   [`Storage::sync_items`] in that bucket: maintained in the same commit as
+//!   the insert and the purge, never by a scan.
 //!
 //! - A store shared by an active/standby pair is fenced by its [`Lease`]: a
 //!   member writes only while it holds the lease, and a write that finds the
@@ -335,6 +341,8 @@ pub struct NewMessage {
     pub request_id: Option<String>,
     /// For a receipt addressed to this node: what to record.
     pub receipt: Option<ReceiptRows>,
+    /// Its items in the reconciliation index (`None`: not reconciled).
+    pub sync: Option<SyncEntry>,
     /// Serialized `HopChain`: the verified chain received, plus this node's own
     /// signed record when it relays the message.
     pub hops: Vec<u8>,
@@ -343,6 +351,78 @@ pub struct NewMessage {
     /// Correlation keys (indicators, alerts an assistance request names),
     /// indexed so that [`Storage::keyed`] finds the message by them.
     pub keys: Vec<String>,
+}
+
+/// Width of a reconciliation bucket: items are summed per audience and per
+/// [`SYNC_BUCKET_MS`] of creation time.
+pub const SYNC_BUCKET_MS: i64 = 600_000;
+
+/// How a message takes part in set reconciliation (`domain::reconcile`): the
+/// caller decides; the store only keeps the items and their sums.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncEntry {
+    /// The audiences it is listed under ("*" for a broadcast; else the
+    /// member ids, other than this node, that are its origin or recipients).
+    pub audiences: Vec<String>,
+    /// The message id's 16 bytes (the item's key is (created_ms, id)).
+    pub id: [u8; 16],
+    /// The item's hash.
+    pub hash: [u8; 32],
+}
+
+/// The sum of one bucket of one or more audiences.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SyncBucket {
+    /// Bucket index: creation time divided by [`SYNC_BUCKET_MS`] (floor).
+    pub bucket: i64,
+    pub count: u64,
+    /// Lane-wise wrapping sum of the items' hashes, as four little-endian u64.
+    pub lanes: [u64; 4],
+}
+
+impl SyncBucket {
+    /// Adds (or, with `sign` -1, removes) one hash.
+    pub fn add(&mut self, hash: &[u8; 32], sign: i64) {
+        self.count = self.count.wrapping_add_signed(sign);
+        for (i, lane) in self.lanes.iter_mut().enumerate() {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&hash[i * 8..i * 8 + 8]);
+            let v = u64::from_le_bytes(b);
+            *lane = if sign >= 0 {
+                lane.wrapping_add(v)
+            } else {
+                lane.wrapping_sub(v)
+            };
+        }
+    }
+
+    /// Adds another bucket's sums.
+    pub fn merge(&mut self, o: &SyncBucket) {
+        self.count = self.count.wrapping_add(o.count);
+        for i in 0..4 {
+            self.lanes[i] = self.lanes[i].wrapping_add(o.lanes[i]);
+        }
+    }
+}
+
+/// A position in reconciliation order: (creation time, id bytes).
+pub type SyncPos = (i64, [u8; 16]);
+
+/// One listed item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncItem {
+    pub created_ms: i64,
+    pub id: [u8; 16],
+    pub hash: [u8; 32],
+}
+
+/// A message to queue again for a peer (reconciliation found it lacks it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requeue {
+    pub message_id: String,
+    /// A new chain of custody to store with the message first (this node's
+    /// own record appended, when it never forwarded the message before).
+    pub hops: Option<Vec<u8>>,
 }
 
 /// Result of storing one message.
@@ -644,6 +724,38 @@ pub trait Storage: Send + Sync + 'static {
     /// The disk space the store takes, and how much of it is free for reuse.
     async fn space(&self) -> Result<Space, StoreError>;
 
+    /// Reconciliation sums of every non-empty bucket from the one holding
+    /// `from_ms` on, of the items listed under any of `audiences` (each
+    /// message counts once per audience it is listed under), in bucket
+    /// order. Reads only the sums (one row per audience and bucket).
+    async fn sync_buckets(
+        &self,
+        audiences: &[String],
+        from_ms: i64,
+    ) -> Result<Vec<SyncBucket>, StoreError>;
+
+    /// Up to `limit` items listed under `audience` with `from <= (created_ms,
+    /// id) < to`, in that order (reads the index, not the messages).
+    async fn sync_items(
+        &self,
+        audience: &str,
+        from: SyncPos,
+        to: SyncPos,
+        limit: usize,
+    ) -> Result<Vec<SyncItem>, StoreError>;
+
+    /// Queues held messages for `peer` again, as a new message would be
+    /// (outbox and delivery rows, QUEUED), offered at once also to a link
+    /// already past their cursor: the entry is due now (`outbox_due`). An
+    /// entry already queued is made due now. A message not held, or held only
+    /// as relayed ciphertext already dropped, is skipped. Returns how many
+    /// were queued. Lazy: if lost, the next reconciliation queues them again.
+    async fn requeue(
+        &self,
+        peer: &str,
+        items: Vec<Requeue>,
+        now_ms: i64,
+    ) -> Result<u64, StoreError>;
     /// Messages (readable or not) that belong to one of `incident_ids` or are
     /// one of them, in cursor order, at most `limit`.
     async fn incident_messages(

@@ -443,6 +443,7 @@ fn stored_control_characters_are_shown_escaped() {
         let stored = store
             .insert(
                 vec![certfed::storage::NewMessage {
+                    sync: None,
                     message_id: id.clone(),
                     origin: "node-a".into(),
                     kind: MessageKind::Alert as i32,

@@ -132,6 +132,7 @@ pub fn id_of(env: &SignedEnvelope) -> String {
 /// A frame for Push.
 pub fn frame(seq: u64, env: SignedEnvelope) -> PushFrame {
     PushFrame {
+        returning: false,
         seq,
         envelope: Some(env),
         hops: vec![],
@@ -427,6 +428,14 @@ impl certfed::proto::v1::federation_server::Federation for FakeFederation {
                 ]))))
             }
         }
+    }
+
+    async fn reconcile(
+        &self,
+        _req: tonic::Request<certfed::proto::v1::ReconcileRequest>,
+    ) -> Result<tonic::Response<certfed::proto::v1::ReconcileResponse>, tonic::Status> {
+        // Like a peer of a version before reconciliation.
+        Err(tonic::Status::unimplemented("fake peer: no reconciliation"))
     }
 
     async fn hello(

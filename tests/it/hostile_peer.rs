@@ -173,6 +173,7 @@ async fn hostile_envelopes_are_refused_with_reasons() {
         .iter()
         .enumerate()
         .map(|(i, (_, env, _, _))| PushFrame {
+            returning: false,
             hops: vec![],
             seq: i as u64 + 1,
             envelope: env.clone(),
@@ -200,6 +201,7 @@ async fn hostile_envelopes_are_refused_with_reasons() {
     // The oversized envelope is refused by the transport before decoding, with a clear status.
     let err = fc
         .push(tokio_stream::iter(vec![PushFrame {
+            returning: false,
             hops: vec![],
             seq: 99,
             envelope: Some(oversized),
@@ -386,6 +388,7 @@ async fn forged_chains_of_custody_are_refused() {
     for (i, (name, env, hops, want, needle)) in cases.into_iter().enumerate() {
         let mut s = fc
             .push(tokio_stream::iter(vec![PushFrame {
+                returning: false,
                 seq: i as u64,
                 envelope: Some(env),
                 hops,

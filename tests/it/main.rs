@@ -32,6 +32,7 @@ mod pair;
 mod partition;
 mod pki;
 mod process;
+mod reconcile;
 mod reload;
 mod retention;
 mod roster;

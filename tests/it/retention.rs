@@ -46,6 +46,7 @@ fn row(env: &SignedEnvelope, peer: &str, targets: &[&str]) -> NewMessage {
     let h = EnvelopeHeader::decode(env.header.as_slice()).unwrap();
     let created = certfed::domain::envelope::ts_to_ms(h.created.as_ref().unwrap());
     NewMessage {
+        sync: None,
         message_id: h.message_id.clone(),
         origin: h.origin.clone(),
         kind: h.kind,
@@ -84,6 +85,7 @@ async fn push(fed: &Fed, from: &str, to: usize, envs: Vec<SignedEnvelope>) -> Ve
         .into_iter()
         .enumerate()
         .map(|(i, e)| PushFrame {
+            returning: false,
             seq: i as u64 + 1,
             envelope: Some(e),
             ..Default::default()
@@ -372,6 +374,7 @@ async fn the_writer_keeps_accepting_during_a_large_purge() {
         .into_iter()
         .enumerate()
         .map(|(i, e)| PushFrame {
+            returning: false,
             seq: i as u64 + 1,
             envelope: Some(e),
             ..Default::default()

@@ -31,7 +31,7 @@ const SAMPLE_EVERY: Duration = Duration::from_millis(250);
 const FEED: usize = 1024;
 
 /// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `VmHWM`), in MiB.
-fn proc_status_mib(pid: &str, field: &str) -> Option<f64> {
+pub(super) fn proc_status_mib(pid: &str, field: &str) -> Option<f64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     s.lines()
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
@@ -40,24 +40,24 @@ fn proc_status_mib(pid: &str, field: &str) -> Option<f64> {
 }
 
 /// The node process; killed if still running when dropped (error paths).
-struct NodeProcess {
-    child: std::process::Child,
-    log: std::path::PathBuf,
+pub(super) struct NodeProcess {
+    pub(super) child: std::process::Child,
+    pub(super) log: std::path::PathBuf,
 }
 
 impl NodeProcess {
-    fn pid(&self) -> String {
+    pub(super) fn pid(&self) -> String {
         self.child.id().to_string()
     }
 
-    fn log_tail(&self) -> String {
+    pub(super) fn log_tail(&self) -> String {
         let s = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = s.lines().collect();
         lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
     /// SIGTERM, then wait (up to 30 s) for the exit status.
-    async fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+    pub(super) async fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
         let st = Command::new("kill")
             .args(["-TERM", &self.pid()])
             .status()
@@ -71,7 +71,10 @@ impl NodeProcess {
                 return Ok(s);
             }
             if Instant::now() > deadline {
-                bail!("node-b did not exit within 30 s of SIGTERM");
+                bail!(
+                    "node process {} did not exit within 30 s of SIGTERM",
+                    self.pid()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -88,7 +91,7 @@ impl Drop for NodeProcess {
 }
 
 /// Total size of the database files (`certfed.db`, `-wal`, `-shm`) in `dir`, in MiB.
-fn db_mib(dir: &Path) -> f64 {
+pub(super) fn db_mib(dir: &Path) -> f64 {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return 0.0;
     };
@@ -195,6 +198,7 @@ pub async fn run(messages: usize, json: bool) -> anyhow::Result<()> {
         .spawn(move || {
             for i in 0..messages {
                 let frame = PushFrame {
+                    returning: false,
                     hops: vec![],
                     seq: i as u64 + 1,
                     envelope: Some(super::signed_kib_alert(

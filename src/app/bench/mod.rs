@@ -22,6 +22,9 @@
 //! message on a relay and on a recipient, a retention purge, and a refill that
 //! must reuse the freed space.
 //!
+//! With `--reconcile` only the reconciliation phase runs (see [`reconcile`]):
+//! two nodes holding N shared messages, one missing M of them, linked: time
+//! to converge, reconciliation rounds and bytes, peak RSS of both.
 //! With `--incident` only the incident phase runs (see [`incident`]): the cost
 //! of correlating an arrival on a common indicator (with and without history),
 //! and of GetSituation and ListIncidents for an incident with many sightings.
@@ -29,6 +32,7 @@ pub mod disk;
 pub mod incident;
 pub mod memory;
 pub mod pgserver;
+pub mod reconcile;
 
 use crate::app::localfed::{Backend, Fed};
 use crate::domain::envelope::{Draft, seal};
@@ -69,6 +73,16 @@ pub struct BenchArgs {
     /// Signed alerts stored (and later purged) in the disk phase.
     #[arg(long, default_value_t = 1_000_000)]
     pub disk_messages: usize,
+    /// Run only the reconciliation phase: two linked nodes, one missing some
+    /// of the other's messages; time to converge, traffic, peak RSS.
+    #[arg(long, conflicts_with_all = ["memory", "disk"])]
+    pub reconcile: bool,
+    /// Signed alerts both nodes hold in the reconciliation phase.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub reconcile_messages: usize,
+    /// Of those, how many the receiving node lacks (chosen at random).
+    #[arg(long, default_value_t = 1_000)]
+    pub reconcile_missing: usize,
     /// Run only the incident phase: correlation of an arrival on a common
     /// indicator, GetSituation and ListIncidents of a large incident.
     #[arg(long, conflicts_with_all = ["memory", "disk"])]
@@ -181,6 +195,7 @@ async fn bench_ingest(messages: usize, backend: &Backend) -> anyhow::Result<Inge
     // Signing is the origin's work, not the receiver's: done before the clock starts.
     let frames: Vec<PushFrame> = (0..messages)
         .map(|i| PushFrame {
+            returning: false,
             hops: vec![],
             seq: i as u64 + 1,
             envelope: Some(signed_kib_alert(&signer, i, now)),
@@ -354,6 +369,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.incident {
         return incident::run(args.incident_sightings, args.incident_noise, args.json).await;
+    }
+    if args.reconcile {
+        return reconcile::run(args.reconcile_messages, args.reconcile_missing, args.json).await;
     }
     let server = match args.storage {
         BenchStorage::Sqlite => None,

@@ -38,8 +38,8 @@ pub use connect::{PgTarget, redact};
 
 use super::{
     AlertQuery, Claim, Deferral, DeliveryRow, Durability, NewMessage, OpenOptions, OutboxItem,
-    Outcome, Pending, PurgePlan, Purged, ReceiptRow, RejectionRow, RequestRecord, RosterRow, Space,
-    Storage, StoreError, Stored, StoredMessage,
+    Outcome, Pending, PurgePlan, Purged, ReceiptRow, RejectionRow, RequestRecord, Requeue,
+    RosterRow, Space, Storage, StoreError, Stored, StoredMessage, SyncBucket, SyncItem, SyncPos,
 };
 use deadpool_postgres::{Object, Pool};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -155,6 +155,7 @@ enum Op {
     Release(String),
     Purge(PurgePlan),
     SaveRoster(RosterRow),
+    Requeue(String, Vec<Requeue>, i64),
     DropOutbox(String, String, i64),
     #[cfg(test)]
     Raw(String),
@@ -319,6 +320,7 @@ async fn run_op(c: &Object, op: &Op) -> Result<Done, StoreError> {
             queries::save_roster(c, r).await?;
             Done::Unit
         }
+        Op::Requeue(peer, items, now) => Done::Count(queries::requeue(c, peer, items, *now).await?),
         Op::DropOutbox(peer, reason, now) => {
             Done::Count(queries::drop_outbox(c, peer, reason, *now).await?)
         }
@@ -809,6 +811,39 @@ impl Storage for PgStore {
     async fn drop_outbox(&self, peer: &str, reason: &str, now_ms: i64) -> Result<u64, StoreError> {
         let op = Op::DropOutbox(peer.to_string(), reason.to_string(), now_ms);
         match self.write(Durability::Durable, op).await? {
+            Done::Count(n) => Ok(n),
+            _ => Err(mismatch()),
+        }
+    }
+
+    async fn sync_buckets(
+        &self,
+        audiences: &[String],
+        from_ms: i64,
+    ) -> Result<Vec<SyncBucket>, StoreError> {
+        let c = self.reader().await?;
+        self.read_note(queries::sync_buckets(&c, audiences, from_ms).await)
+    }
+
+    async fn sync_items(
+        &self,
+        audience: &str,
+        from: SyncPos,
+        to: SyncPos,
+        limit: usize,
+    ) -> Result<Vec<SyncItem>, StoreError> {
+        let c = self.reader().await?;
+        self.read_note(queries::sync_items(&c, audience, from, to, limit).await)
+    }
+
+    async fn requeue(
+        &self,
+        peer: &str,
+        items: Vec<Requeue>,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let op = Op::Requeue(peer.to_string(), items, now_ms);
+        match self.write(Durability::Lazy, op).await? {
             Done::Count(n) => Ok(n),
             _ => Err(mismatch()),
         }

@@ -14,7 +14,8 @@
 use crate::proto::v1::{DeliveryState, MessageKind};
 use crate::storage::{
     AlertQuery, Claim, Deferral, DeliveryRow, NewMessage, OutboxItem, Outcome, PurgePlan, Purged,
-    ReceiptRow, RejectionRow, RequestRecord, RosterRow, StoreError, Stored, StoredMessage,
+    ReceiptRow, RejectionRow, RequestRecord, Requeue, RosterRow, SYNC_BUCKET_MS, StoreError,
+    Stored, StoredMessage, SyncBucket, SyncEntry, SyncItem, SyncPos,
 };
 use deadpool_postgres::ClientWrapper;
 use futures::future::try_join_all;
@@ -183,6 +184,12 @@ pub async fn insert_messages(
     for (m, s) in msgs.iter().zip(&out) {
         if let (Stored::New(_), Some(old)) = (s, &m.supersedes) {
             supersede(c, m, old).await?;
+        }
+    }
+    // The reconciliation index, in the same transaction as the messages.
+    for (m, s) in msgs.iter().zip(&out) {
+        if let (Stored::New(cursor), Some(sync)) = (s, &m.sync) {
+            sync_add(c, *cursor as i64, m.created_ms, sync).await?;
         }
     }
     let waiting = c
@@ -839,6 +846,9 @@ pub async fn purge(c: &ClientWrapper, plan: &PurgePlan) -> Result<Purged, StoreE
         let rc = c.execute("DELETE FROM receipts WHERE message_id = ANY($1)", &pi);
         let ks = c.execute("DELETE FROM message_keys WHERE message_id = ANY($1)", &pi);
         futures::try_join!(ob, dl, rc, ks).map_err(e("cannot purge rows of old messages"))?;
+        for cursor in &cursors {
+            sync_remove(c, *cursor).await?;
+        }
         c.execute("DELETE FROM messages WHERE cursor = ANY($1)", &[&cursors])
             .await
             .map_err(e("cannot purge old messages"))?;
@@ -937,4 +947,252 @@ pub async fn drop_outbox(
     c.execute("DELETE FROM outbox WHERE peer = $1", &[&peer])
         .await
         .map_err(|x| pg_err("cannot drop the outbox", x))
+}
+
+/// The reconciliation bucket of a creation time.
+fn bucket_of(created_ms: i64) -> i64 {
+    created_ms.div_euclid(SYNC_BUCKET_MS)
+}
+
+fn sync_corrupt(what: &str) -> impl Fn(tokio_postgres::Error) -> StoreError + '_ {
+    move |e| StoreError::Corrupt(format!("{what} does not decode: {e}"))
+}
+
+/// Adds (`sign` 1) or removes (-1) one hash to the sums of (audience,
+/// bucket): read, changed with wrapping arithmetic here, written back (the
+/// single writer's transaction makes this safe).
+async fn bucket_apply(
+    c: &ClientWrapper,
+    audience: &str,
+    bucket: i64,
+    hash: &[u8; 32],
+    sign: i64,
+) -> Result<(), StoreError> {
+    let e = |w: &'static str| move |x| pg_err(w, x);
+    let row = c
+        .query_opt(
+            "SELECT count, l0, l1, l2, l3 FROM sync_buckets WHERE audience = $1 AND bucket = $2",
+            &[&audience, &bucket],
+        )
+        .await
+        .map_err(e("cannot read a reconciliation bucket"))?;
+    let mut cur = SyncBucket {
+        bucket,
+        ..SyncBucket::default()
+    };
+    if let Some(r) = row {
+        let bad = sync_corrupt("a sync_buckets row");
+        cur.count = r.try_get::<_, i64>(0).map_err(&bad)? as u64;
+        for (i, lane) in cur.lanes.iter_mut().enumerate() {
+            *lane = r.try_get::<_, i64>(i + 1).map_err(&bad)? as u64;
+        }
+    }
+    cur.add(hash, sign);
+    if cur.count == 0 {
+        c.execute(
+            "DELETE FROM sync_buckets WHERE audience = $1 AND bucket = $2",
+            &[&audience, &bucket],
+        )
+        .await
+        .map_err(e("cannot drop an empty reconciliation bucket"))?;
+        return Ok(());
+    }
+    let l = cur.lanes.map(|x| x as i64);
+    c.execute(
+        "INSERT INTO sync_buckets (audience, bucket, count, l0, l1, l2, l3)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (audience, bucket) DO UPDATE SET count = excluded.count,
+           l0 = excluded.l0, l1 = excluded.l1, l2 = excluded.l2, l3 = excluded.l3",
+        &[
+            &audience,
+            &bucket,
+            &(cur.count as i64),
+            &l[0],
+            &l[1],
+            &l[2],
+            &l[3],
+        ],
+    )
+    .await
+    .map_err(e("cannot write a reconciliation bucket"))?;
+    Ok(())
+}
+
+/// Lists a new message in the reconciliation index.
+async fn sync_add(
+    c: &ClientWrapper,
+    cursor: i64,
+    created_ms: i64,
+    entry: &SyncEntry,
+) -> Result<(), StoreError> {
+    for a in &entry.audiences {
+        let added = c
+            .execute(
+                "INSERT INTO sync_items (audience, created_ms, id, cursor, hash)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                &[a, &created_ms, &&entry.id[..], &cursor, &&entry.hash[..]],
+            )
+            .await
+            .map_err(|x| pg_err("cannot list a message for reconciliation", x))?;
+        if added == 1 {
+            bucket_apply(c, a, bucket_of(created_ms), &entry.hash, 1).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes a message (by cursor) from the reconciliation index.
+async fn sync_remove(c: &ClientWrapper, cursor: i64) -> Result<(), StoreError> {
+    let rows = c
+        .query(
+            "DELETE FROM sync_items WHERE cursor = $1 RETURNING audience, created_ms, hash",
+            &[&cursor],
+        )
+        .await
+        .map_err(|x| pg_err("cannot unlist a purged message", x))?;
+    for r in rows {
+        let bad = sync_corrupt("a sync_items row");
+        let audience: String = r.try_get(0).map_err(&bad)?;
+        let created: i64 = r.try_get(1).map_err(&bad)?;
+        let hash: Vec<u8> = r.try_get(2).map_err(&bad)?;
+        let hash: [u8; 32] = hash.as_slice().try_into().map_err(|_| {
+            StoreError::Corrupt(format!(
+                "sync_items: an item hash of {} bytes (cursor {cursor})",
+                hash.len()
+            ))
+        })?;
+        bucket_apply(c, &audience, bucket_of(created), &hash, -1).await?;
+    }
+    Ok(())
+}
+
+/// Per-bucket sums from the bucket of `from_ms` on, over `audiences`.
+pub async fn sync_buckets(
+    c: &ClientWrapper,
+    audiences: &[String],
+    from_ms: i64,
+) -> Result<Vec<SyncBucket>, StoreError> {
+    let mut uniq: Vec<&str> = audiences.iter().map(String::as_str).collect();
+    uniq.sort_unstable();
+    uniq.dedup();
+    let rows = c
+        .query(
+            "SELECT bucket, count, l0, l1, l2, l3 FROM sync_buckets
+             WHERE audience = ANY($1) AND bucket >= $2 ORDER BY bucket",
+            &[&uniq, &bucket_of(from_ms)],
+        )
+        .await
+        .map_err(|x| pg_err("cannot read the reconciliation sums", x))?;
+    let mut all: std::collections::BTreeMap<i64, SyncBucket> = Default::default();
+    let bad = sync_corrupt("a sync_buckets row");
+    for r in rows {
+        let mut b = SyncBucket {
+            bucket: r.try_get(0).map_err(&bad)?,
+            count: r.try_get::<_, i64>(1).map_err(&bad)? as u64,
+            lanes: [0; 4],
+        };
+        for (i, lane) in b.lanes.iter_mut().enumerate() {
+            *lane = r.try_get::<_, i64>(i + 2).map_err(&bad)? as u64;
+        }
+        all.entry(b.bucket)
+            .or_insert(SyncBucket {
+                bucket: b.bucket,
+                ..SyncBucket::default()
+            })
+            .merge(&b);
+    }
+    Ok(all.into_values().collect())
+}
+
+/// Items of one audience in `[from, to)`, in order.
+pub async fn sync_items(
+    c: &ClientWrapper,
+    audience: &str,
+    from: SyncPos,
+    to: SyncPos,
+    limit: usize,
+) -> Result<Vec<SyncItem>, StoreError> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = c
+        .query(
+            "SELECT created_ms, id, hash FROM sync_items
+             WHERE audience = $1 AND (created_ms, id) >= ($2, $3) AND (created_ms, id) < ($4, $5)
+             ORDER BY created_ms, id LIMIT $6",
+            &[&audience, &from.0, &&from.1[..], &to.0, &&to.1[..], &limit],
+        )
+        .await
+        .map_err(|x| pg_err("cannot read reconciliation items", x))?;
+    let bad = sync_corrupt("a sync_items row");
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let created_ms: i64 = r.try_get(0).map_err(&bad)?;
+        let id: Vec<u8> = r.try_get(1).map_err(&bad)?;
+        let hash: Vec<u8> = r.try_get(2).map_err(&bad)?;
+        let (Ok(id), Ok(hash)) = (
+            <[u8; 16]>::try_from(id.as_slice()),
+            <[u8; 32]>::try_from(hash.as_slice()),
+        ) else {
+            return Err(StoreError::Corrupt(format!(
+                "sync_items: an item of audience {audience} at {created_ms} has a malformed id or hash"
+            )));
+        };
+        out.push(SyncItem {
+            created_ms,
+            id,
+            hash,
+        });
+    }
+    Ok(out)
+}
+
+/// Queues held messages for `peer` again (see `Storage::requeue`).
+pub async fn requeue(
+    c: &ClientWrapper,
+    peer: &str,
+    items: &[Requeue],
+    now_ms: i64,
+) -> Result<u64, StoreError> {
+    let e = |w: &'static str| move |x| pg_err(w, x);
+    let now = now_ms.max(1);
+    let queued = DeliveryState::Queued as i32;
+    let mut n = 0;
+    for it in items {
+        let Some(row) = c
+            .query_opt(
+                "SELECT cursor FROM messages WHERE message_id = $1 AND length(payload) > 0",
+                &[&it.message_id],
+            )
+            .await
+            .map_err(e("cannot look up a message to queue again"))?
+        else {
+            continue;
+        };
+        let cursor: i64 = row.get(0);
+        if let Some(h) = &it.hops {
+            c.execute(
+                "UPDATE messages SET hops = $1 WHERE cursor = $2",
+                &[h, &cursor],
+            )
+            .await
+            .map_err(e("cannot record the chain of custody"))?;
+        }
+        c.execute(
+            "INSERT INTO outbox (peer, cursor, enqueued_ms, not_before_ms) VALUES ($1, $2, $3, $3)
+             ON CONFLICT (peer, cursor) DO UPDATE SET not_before_ms = excluded.not_before_ms",
+            &[&peer, &cursor, &now],
+        )
+        .await
+        .map_err(e("cannot queue a message again"))?;
+        c.execute(
+            "INSERT INTO delivery (message_id, peer, state, reason, attempts, updated_ms)
+             VALUES ($1, $2, $3, 'queued again by reconciliation', 0, $4)
+             ON CONFLICT (message_id, peer) DO UPDATE SET state = excluded.state,
+               reason = excluded.reason, updated_ms = excluded.updated_ms, next_attempt_ms = NULL",
+            &[&it.message_id, &peer, &queued, &now],
+        )
+        .await
+        .map_err(e("cannot record the delivery queued again"))?;
+        n += 1;
+    }
+    Ok(n)
 }

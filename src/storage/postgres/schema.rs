@@ -127,6 +127,29 @@ const MIGRATIONS: &[&str] = &[
         accepted_ms BIGINT NOT NULL
     );
     "#,
+    // 4: the set reconciliation index (issue 12; SQLite's migration 11): one
+    // item per (audience, message) in (created, id) order, and per-(audience,
+    // 10-minute bucket) count and lane-wise wrapping sums of the items'
+    // hashes (u64 lanes stored as their BIGINT bit patterns), kept up to date
+    // on insert and purge. Messages stored before this version are not indexed.
+    r#"
+    CREATE TABLE sync_items (
+        audience   TEXT COLLATE "C" NOT NULL,
+        created_ms BIGINT NOT NULL,
+        id         BYTEA NOT NULL,
+        cursor     BIGINT NOT NULL,
+        hash       BYTEA NOT NULL,
+        PRIMARY KEY (audience, created_ms, id)
+    );
+    CREATE INDEX sync_items_cursor ON sync_items(cursor);
+    CREATE TABLE sync_buckets (
+        audience TEXT COLLATE "C" NOT NULL,
+        bucket   BIGINT NOT NULL,
+        count    BIGINT NOT NULL,
+        l0 BIGINT NOT NULL, l1 BIGINT NOT NULL, l2 BIGINT NOT NULL, l3 BIGINT NOT NULL,
+        PRIMARY KEY (audience, bucket)
+    );
+    "#,
 ];
 
 /// The schema version this build writes.

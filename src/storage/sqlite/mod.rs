@@ -30,7 +30,8 @@ mod schema;
 use super::{
     AlertQuery, Claim, Deferral, DeliveryRow, Durability, IntegrityCheck, NewMessage, OpenOptions,
     OutboxItem, Outcome, Pending, PurgePlan, Purged, ReceiptRow, RejectionRow, RequestRecord,
-    RosterRow, Space, Storage, Store, StoreError, Stored, StoredMessage,
+    Requeue, RosterRow, Space, Storage, Store, StoreError, Stored, StoredMessage, SyncBucket,
+    SyncItem, SyncPos,
 };
 use rusqlite::{Connection, OpenFlags};
 use std::fs::File;
@@ -884,6 +885,41 @@ impl Storage for SqliteStore {
     async fn purge(&self, plan: PurgePlan) -> Result<Purged, StoreError> {
         self.write(Durability::Lazy, move |c| queries::purge(c, &plan))
             .await
+    }
+
+    async fn sync_buckets(
+        &self,
+        audiences: &[String],
+        from_ms: i64,
+    ) -> Result<Vec<SyncBucket>, StoreError> {
+        let audiences = audiences.to_vec();
+        self.read(move |c| queries::sync_buckets(c, &audiences, from_ms))
+            .await
+    }
+
+    async fn sync_items(
+        &self,
+        audience: &str,
+        from: SyncPos,
+        to: SyncPos,
+        limit: usize,
+    ) -> Result<Vec<SyncItem>, StoreError> {
+        let audience = audience.to_string();
+        self.read(move |c| queries::sync_items(c, &audience, from, to, limit))
+            .await
+    }
+
+    async fn requeue(
+        &self,
+        peer: &str,
+        items: Vec<Requeue>,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let peer = peer.to_string();
+        self.write(Durability::Lazy, move |c| {
+            queries::requeue(c, &peer, &items, now_ms)
+        })
+        .await
     }
 
     async fn space(&self) -> Result<Space, StoreError> {

@@ -11,7 +11,8 @@
 use crate::proto::v1::{DeliveryState, MessageKind};
 use crate::storage::{
     AlertQuery, Claim, Deferral, DeliveryRow, NewMessage, OutboxItem, Outcome, PurgePlan, Purged,
-    ReceiptRow, RejectionRow, RequestRecord, RosterRow, StoreError, Stored, StoredMessage,
+    ReceiptRow, RejectionRow, RequestRecord, Requeue, RosterRow, SYNC_BUCKET_MS, StoreError,
+    Stored, StoredMessage, SyncBucket, SyncEntry, SyncItem, SyncPos,
 };
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
@@ -85,6 +86,9 @@ pub fn insert_messages(c: &Connection, msgs: &[NewMessage]) -> Result<Vec<Stored
             continue;
         }
         let cursor = c.last_insert_rowid();
+        if let Some(sync) = &m.sync {
+            sync_add(c, cursor, m.created_ms, sync)?;
+        }
         if !m.keys.is_empty() {
             let mut k = c.prepare_cached(
                 "INSERT OR IGNORE INTO message_keys (key, message_id) VALUES (?1, ?2)",
@@ -613,6 +617,7 @@ pub fn purge(c: &Connection, plan: &PurgePlan) -> Result<Purged, StoreError> {
         let mut msg = c.prepare_cached("DELETE FROM messages WHERE cursor = ?1")?;
         let mut keys = c.prepare_cached("DELETE FROM message_keys WHERE message_id = ?1")?;
         for (cursor, id) in &victims {
+            sync_remove(c, *cursor)?;
             for p in &peers {
                 ob.execute(params![p, cursor])?;
             }
@@ -656,6 +661,83 @@ pub fn save_roster(c: &Connection, row: &RosterRow) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The reconciliation bucket of a creation time.
+fn bucket_of(created_ms: i64) -> i64 {
+    created_ms.div_euclid(SYNC_BUCKET_MS)
+}
+
+fn lanes_to_sql(b: &SyncBucket) -> [i64; 4] {
+    b.lanes.map(|l| l as i64)
+}
+
+/// Adds `delta` to the sums of (audience, bucket).
+fn bucket_apply(
+    c: &Connection,
+    audience: &str,
+    bucket: i64,
+    hash: &[u8; 32],
+    sign: i64,
+) -> Result<(), StoreError> {
+    let mut cur: SyncBucket = c
+        .prepare_cached(
+            "SELECT count, l0, l1, l2, l3 FROM sync_buckets WHERE audience = ?1 AND bucket = ?2",
+        )?
+        .query_row(params![audience, bucket], |r| {
+            Ok(SyncBucket {
+                bucket,
+                count: r.get::<_, i64>(0)? as u64,
+                lanes: [
+                    r.get::<_, i64>(1)? as u64,
+                    r.get::<_, i64>(2)? as u64,
+                    r.get::<_, i64>(3)? as u64,
+                    r.get::<_, i64>(4)? as u64,
+                ],
+            })
+        })
+        .optional()?
+        .unwrap_or(SyncBucket {
+            bucket,
+            ..SyncBucket::default()
+        });
+    cur.add(hash, sign);
+    if cur.count == 0 {
+        c.prepare_cached("DELETE FROM sync_buckets WHERE audience = ?1 AND bucket = ?2")?
+            .execute(params![audience, bucket])?;
+        return Ok(());
+    }
+    let l = lanes_to_sql(&cur);
+    c.prepare_cached(
+        "INSERT INTO sync_buckets (audience, bucket, count, l0, l1, l2, l3)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (audience, bucket) DO UPDATE SET count = excluded.count,
+           l0 = excluded.l0, l1 = excluded.l1, l2 = excluded.l2, l3 = excluded.l3",
+    )?
+    .execute(params![
+        audience,
+        bucket,
+        cur.count as i64,
+        l[0],
+        l[1],
+        l[2],
+        l[3]
+    ])?;
+    Ok(())
+}
+
+/// Lists a new message in the reconciliation index.
+fn sync_add(c: &Connection, cursor: i64, created_ms: i64, e: &SyncEntry) -> Result<(), StoreError> {
+    let mut ins = c.prepare_cached(
+        "INSERT OR IGNORE INTO sync_items (audience, created_ms, id, cursor, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for a in &e.audiences {
+        if ins.execute(params![a, created_ms, &e.id[..], cursor, &e.hash[..]])? == 1 {
+            bucket_apply(c, a, bucket_of(created_ms), &e.hash, 1)?;
+        }
+    }
+    Ok(())
+}
+
 /// The latest `limit` kept roster versions, newest first.
 pub fn rosters(c: &Connection, limit: usize) -> Result<Vec<RosterRow>, StoreError> {
     let mut st = c.prepare_cached(
@@ -695,6 +777,155 @@ pub fn drop_outbox(
         .prepare_cached("DELETE FROM outbox WHERE peer = ?1")?
         .execute(params![peer])?;
     Ok(n as u64)
+}
+
+/// Removes a message (by cursor) from the reconciliation index.
+fn sync_remove(c: &Connection, cursor: i64) -> Result<(), StoreError> {
+    let rows: Vec<(String, i64, Vec<u8>)> = c
+        .prepare_cached(
+            "DELETE FROM sync_items WHERE cursor = ?1 RETURNING audience, created_ms, hash",
+        )?
+        .query_map([cursor], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    for (audience, created, hash) in rows {
+        let hash: [u8; 32] = hash.as_slice().try_into().map_err(|_| {
+            StoreError::Corrupt(format!(
+                "sync_items: an item hash of {} bytes (cursor {cursor})",
+                hash.len()
+            ))
+        })?;
+        bucket_apply(c, &audience, bucket_of(created), &hash, -1)?;
+    }
+    Ok(())
+}
+
+/// Per-bucket sums from the bucket of `from_ms` on, over `audiences`.
+pub fn sync_buckets(
+    c: &Connection,
+    audiences: &[String],
+    from_ms: i64,
+) -> Result<Vec<SyncBucket>, StoreError> {
+    let mut st = c.prepare_cached(
+        "SELECT bucket, count, l0, l1, l2, l3 FROM sync_buckets
+         WHERE audience = ?1 AND bucket >= ?2 ORDER BY bucket",
+    )?;
+    let mut all: std::collections::BTreeMap<i64, SyncBucket> = Default::default();
+    let mut seen = std::collections::HashSet::new();
+    for a in audiences {
+        if !seen.insert(a) {
+            continue;
+        }
+        let rows = st.query_map(params![a, bucket_of(from_ms)], |r| {
+            Ok(SyncBucket {
+                bucket: r.get(0)?,
+                count: r.get::<_, i64>(1)? as u64,
+                lanes: [
+                    r.get::<_, i64>(2)? as u64,
+                    r.get::<_, i64>(3)? as u64,
+                    r.get::<_, i64>(4)? as u64,
+                    r.get::<_, i64>(5)? as u64,
+                ],
+            })
+        })?;
+        for b in rows {
+            let b = b?;
+            all.entry(b.bucket)
+                .or_insert(SyncBucket {
+                    bucket: b.bucket,
+                    ..SyncBucket::default()
+                })
+                .merge(&b);
+        }
+    }
+    Ok(all.into_values().collect())
+}
+
+/// Items of one audience in `[from, to)`, in order.
+pub fn sync_items(
+    c: &Connection,
+    audience: &str,
+    from: SyncPos,
+    to: SyncPos,
+    limit: usize,
+) -> Result<Vec<SyncItem>, StoreError> {
+    let mut st = c.prepare_cached(
+        "SELECT created_ms, id, hash FROM sync_items
+         WHERE audience = ?1 AND (created_ms, id) >= (?2, ?3) AND (created_ms, id) < (?4, ?5)
+         ORDER BY created_ms, id LIMIT ?6",
+    )?;
+    let rows = st.query_map(
+        params![audience, from.0, &from.1[..], to.0, &to.1[..], limit as i64],
+        |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+            ))
+        },
+    )?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (created_ms, id, hash) = row?;
+        let (Ok(id), Ok(hash)) = (
+            <[u8; 16]>::try_from(id.as_slice()),
+            <[u8; 32]>::try_from(hash.as_slice()),
+        ) else {
+            return Err(StoreError::Corrupt(format!(
+                "sync_items: an item of audience {audience} at {created_ms} has a malformed id or hash"
+            )));
+        };
+        out.push(SyncItem {
+            created_ms,
+            id,
+            hash,
+        });
+    }
+    Ok(out)
+}
+
+/// Queues held messages for `peer` again (see `Storage::requeue`).
+pub fn requeue(
+    c: &Connection,
+    peer: &str,
+    items: &[Requeue],
+    now_ms: i64,
+) -> Result<u64, StoreError> {
+    let mut find = c.prepare_cached(
+        "SELECT cursor FROM messages WHERE message_id = ?1 AND length(payload) > 0",
+    )?;
+    let mut hops = c.prepare_cached("UPDATE messages SET hops = ?1 WHERE cursor = ?2")?;
+    let mut ob = c.prepare_cached(
+        "INSERT INTO outbox (peer, cursor, enqueued_ms, not_before_ms) VALUES (?1, ?2, ?3, ?3)
+         ON CONFLICT (peer, cursor) DO UPDATE SET not_before_ms = excluded.not_before_ms",
+    )?;
+    let mut dl = c.prepare_cached(
+        "INSERT INTO delivery (message_id, peer, state, reason, attempts, updated_ms)
+         VALUES (?1, ?2, ?3, 'queued again by reconciliation', 0, ?4)
+         ON CONFLICT (message_id, peer) DO UPDATE SET state = excluded.state,
+           reason = excluded.reason, updated_ms = excluded.updated_ms, next_attempt_ms = NULL",
+    )?;
+    let now = now_ms.max(1);
+    let mut n = 0;
+    for it in items {
+        let Some(cursor) = find
+            .query_row([&it.message_id], |r| r.get::<_, i64>(0))
+            .optional()?
+        else {
+            continue;
+        };
+        if let Some(h) = &it.hops {
+            hops.execute(params![h, cursor])?;
+        }
+        ob.execute(params![peer, cursor, now])?;
+        dl.execute(params![
+            it.message_id,
+            peer,
+            DeliveryState::Queued as i32,
+            now
+        ])?;
+        n += 1;
+    }
+    Ok(n)
 }
 
 /// Messages that belong to one of `ids` or are one of them, in cursor order.

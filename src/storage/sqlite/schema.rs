@@ -142,6 +142,29 @@ const MIGRATIONS: &[&str] = &[
         accepted_ms INTEGER NOT NULL
     );
     "#,
+    // 11 (issue 12): set reconciliation index: one item per (audience, message) in
+    // (created, id) order, and per-(audience, 10-minute bucket) count and
+    // lane-wise sums of the items' hashes, kept up to date on insert and purge
+    // so that coarse ranges are answered without a scan. Messages stored
+    // before this version are not indexed.
+    r#"
+    CREATE TABLE sync_items (
+        audience   TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        id         BLOB NOT NULL,
+        cursor     INTEGER NOT NULL,
+        hash       BLOB NOT NULL,
+        PRIMARY KEY (audience, created_ms, id)
+    ) WITHOUT ROWID;
+    CREATE INDEX sync_items_cursor ON sync_items(cursor);
+    CREATE TABLE sync_buckets (
+        audience TEXT NOT NULL,
+        bucket   INTEGER NOT NULL,
+        count    INTEGER NOT NULL,
+        l0 INTEGER NOT NULL, l1 INTEGER NOT NULL, l2 INTEGER NOT NULL, l3 INTEGER NOT NULL,
+        PRIMARY KEY (audience, bucket)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -1,0 +1,433 @@
+//! `certfed bench --reconcile`: what set reconciliation costs between two
+//! nodes that hold a large shared history and differ by a few messages.
+//!
+//! Members node-a, node-b and node-c; this process plays node-c. Fill: a and
+//! b run in this process, each linked only to c, and c pushes N signed 1 KiB
+//! GREEN broadcasts (creation times spread evenly over the last 20 days) to
+//! both over Push streams — to b all but M chosen at random (seeded). Neither
+//! forwards them (c is their only peer). Then both stop, the link a – b is
+//! added to their configurations, and both start again as real `certfed
+//! serve` processes: when the link comes up, b reconciles with a, a queues
+//! what b lacks in its outbox, and the link delivers it as usual.
+//!
+//! Measured: the time from starting b until b holds all N (its startup, the
+//! reconciliation and the delivery of the M messages), the reconciliation's
+//! rounds, bytes both ways and difference found (b's `ListPeers`), then one
+//! more reconciliation once in sync (`ReconcilePeer`), and the resident
+//! memory of both processes sampled every 250 ms (plus the kernel's
+//! `VmHWM`). Only b starts reconciliations (a has `reconcile.window_days =
+//! 0`: it answers, never starts), so the figures are those of one exchange;
+//! on a real link both sides start one, each costing about as much.
+//!
+//! Budgets (the run fails when one is missed): peak RSS of each node at most
+//! 100 MiB, b holds all N afterwards, in sync costs one round trip of at
+//! most 1 KiB, and with at most 1,000 missing the exchange costs at most
+//! 1 MB. Times are printed, not checked (they depend on the machine's load).
+use super::memory::{NodeProcess, db_mib, proc_status_mib};
+use crate::app::localfed::Fed;
+use crate::domain::keys::Signer;
+use crate::proto::v1::*;
+use anyhow::{Context, bail};
+use rand::SeedableRng;
+use std::collections::HashSet;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Resident memory budget of each node.
+const RSS_BUDGET_MIB: f64 = 100.0;
+/// Reconciliation traffic budget when in sync (one round trip).
+const IN_SYNC_BUDGET_BYTES: u64 = 1024;
+/// Reconciliation traffic budget with up to 1,000 messages missing.
+const SMALL_DIFF_BUDGET_BYTES: u64 = 1_000_000;
+/// Signed frames buffered between the signing thread and each Push stream.
+const FEED: usize = 1024;
+/// Creation times are spread over this much of the past.
+const SPREAD_MS: i64 = 20 * 86_400_000;
+const SAMPLE_EVERY: Duration = Duration::from_millis(250);
+/// How long the nodes get to converge before the run fails.
+const CONVERGE_LIMIT: Duration = Duration::from_secs(600);
+
+const A: usize = 0;
+const B: usize = 1;
+const C: usize = 2;
+
+fn mib(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+/// Pushes the frames arriving on `rx` to node `to` as node-c; returns once
+/// `expected` are acknowledged as accepted.
+async fn push_all(
+    fed: &Fed,
+    to: usize,
+    rx: tokio::sync::mpsc::Receiver<PushFrame>,
+    expected: usize,
+) -> anyhow::Result<()> {
+    let mut client = crate::app::localfed::federation_client(
+        &fed.pki,
+        &fed.addr(to),
+        "node-c",
+        Some(&fed.specs[to].id),
+    )
+    .await;
+    let mut acks = client
+        .push(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .context("push stream")?
+        .into_inner();
+    let mut accepted = 0usize;
+    while accepted < expected {
+        let Some(ack) = acks.message().await? else {
+            bail!("push stream ended after {accepted} acks");
+        };
+        if ack.outcome != PushOutcome::Accepted as i32 {
+            bail!("frame {} not accepted: {}", ack.seq, ack.reason);
+        }
+        accepted += 1;
+    }
+    Ok(())
+}
+
+/// Fills a's store with `messages` broadcasts from node-c and b's with all
+/// but `missing` of them; returns the seconds it took.
+async fn fill(
+    fed: &Fed,
+    messages: usize,
+    missing: &HashSet<usize>,
+    json: bool,
+) -> anyhow::Result<f64> {
+    let a = fed.try_start(A).await?;
+    let b = fed.try_start(B).await?;
+    let pem = std::fs::read_to_string(fed.pki.path("node-c.sign.key"))?;
+    let signer = Signer::from_pkcs8_pem("node-c", &pem).map_err(anyhow::Error::msg)?;
+    let (tx_a, rx_a) = tokio::sync::mpsc::channel::<PushFrame>(FEED);
+    let (tx_b, rx_b) = tokio::sync::mpsc::channel::<PushFrame>(FEED);
+    let skip = missing.clone();
+    let start_ms = crate::service::now_ms() - SPREAD_MS;
+    let step = SPREAD_MS / messages.max(1) as i64;
+    let signing = std::thread::Builder::new()
+        .name("bench-signer".into())
+        .spawn(move || {
+            let mut seq_b = 0u64;
+            for i in 0..messages {
+                let env = super::signed_kib_alert(&signer, i, start_ms + i as i64 * step);
+                if !skip.contains(&i) {
+                    seq_b += 1;
+                    let fb = PushFrame {
+                        returning: false,
+                        hops: vec![],
+                        seq: seq_b,
+                        envelope: Some(env.clone()),
+                    };
+                    if tx_b.blocking_send(fb).is_err() {
+                        return None;
+                    }
+                }
+                let fa = PushFrame {
+                    returning: false,
+                    hops: vec![],
+                    seq: i as u64 + 1,
+                    envelope: Some(env),
+                };
+                if tx_a.blocking_send(fa).is_err() {
+                    return None;
+                }
+                if !json && (i + 1) % 100_000 == 0 {
+                    eprintln!("  {:>9} signed and pushed to both", i + 1);
+                }
+            }
+            // Keep the streams open until every ack is in.
+            Some((tx_a, tx_b))
+        })?;
+    let started = Instant::now();
+    let (ra, rb) = tokio::join!(
+        push_all(fed, A, rx_a, messages),
+        push_all(fed, B, rx_b, messages - missing.len())
+    );
+    ra.context("filling node-a")?;
+    rb.context("filling node-b")?;
+    let seconds = started.elapsed().as_secs_f64();
+    drop(
+        signing
+            .join()
+            .map_err(|_| anyhow::anyhow!("signing thread panicked"))?,
+    );
+    a.shutdown().await?;
+    b.shutdown().await?;
+    Ok(seconds)
+}
+
+/// Starts node `i` as a `certfed serve` process and waits until it listens.
+async fn spawn(fed: &Fed, i: usize) -> anyhow::Result<NodeProcess> {
+    let id = &fed.specs[i].id;
+    let log = fed.pki.path(&format!("{id}.log"));
+    let log_file = std::fs::File::create(&log)?;
+    let exe = std::env::current_exe().context("locating the certfed binary")?;
+    let child = Command::new(exe)
+        .args(["serve", "--config"])
+        .arg(fed.config_path(i))
+        .env("RUST_LOG", "warn")
+        // The quick_check of a 2 GB store takes several seconds: not what is measured.
+        .env("CERTFED__STORAGE__INTEGRITY_CHECK", "off")
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file)
+        .spawn()
+        .with_context(|| format!("starting {id}"))?;
+    let mut node = NodeProcess { child, log };
+    let port = fed.specs[i].port;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        if let Some(st) = node.child.try_wait()? {
+            bail!("{id} exited ({st}) before listening:\n{}", node.log_tail());
+        }
+        if Instant::now() > deadline {
+            bail!("{id} did not listen within 60 s:\n{}", node.log_tail());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(node)
+}
+
+/// Peak `VmRSS` of the two node processes, in KiB.
+#[derive(Default)]
+struct Peaks {
+    a_kib: AtomicU64,
+    b_kib: AtomicU64,
+    stop: AtomicBool,
+}
+
+fn sample(peaks: &Arc<Peaks>, pid_a: String, pid_b: String) -> tokio::task::JoinHandle<()> {
+    let peaks = peaks.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(SAMPLE_EVERY);
+        while !peaks.stop.load(Ordering::Relaxed) {
+            tick.tick().await;
+            for (pid, slot) in [(&pid_a, &peaks.a_kib), (&pid_b, &peaks.b_kib)] {
+                if let Some(m) = proc_status_mib(pid, "VmRSS") {
+                    slot.fetch_max((m * 1024.0) as u64, Ordering::Relaxed);
+                }
+            }
+        }
+    })
+}
+
+async fn stored(fed: &Fed, i: usize) -> anyhow::Result<u64> {
+    let mut op = fed.operator(i).await;
+    Ok(op
+        .get_node_info(GetNodeInfoRequest {})
+        .await
+        .with_context(|| format!("GetNodeInfo on {}", fed.specs[i].id))?
+        .into_inner()
+        .stored_messages)
+}
+
+async fn last_reconcile(fed: &Fed, i: usize, peer: &str) -> anyhow::Result<ReconcileView> {
+    let mut op = fed.operator(i).await;
+    op.list_peers(ListPeersRequest {
+        page_size: 0,
+        page_token: String::new(),
+    })
+    .await
+    .context("ListPeers")?
+    .into_inner()
+    .peers
+    .into_iter()
+    .find(|p| p.peer_id == peer)
+    .and_then(|p| p.last_reconcile)
+    .with_context(|| format!("{} shows no reconciliation with {peer}", fed.specs[i].id))
+}
+
+pub async fn run(messages: usize, missing: usize, json: bool) -> anyhow::Result<()> {
+    if missing > messages {
+        bail!("--reconcile-missing ({missing}) must not exceed --reconcile-messages ({messages})");
+    }
+    if !json {
+        eprintln!(
+            "certfed bench --reconcile: {messages} signed 1 KiB alerts on node-a, node-b missing {missing} of them; filling both stores ..."
+        );
+    }
+    let mut fed = Fed::new(&["node-a", "node-b", "node-c"], &[(A, C), (B, C)]);
+    // a answers, never starts; b reconciles when the link comes up, then on request.
+    fed.specs[A].extra = "\n[reconcile]\nwindow_days = 0\n".into();
+    fed.specs[B].extra = "\n[reconcile]\ninterval_secs = 86400\ntimeout_secs = 600\n".into();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+    let skip: HashSet<usize> = rand::seq::index::sample(&mut rng, messages, missing)
+        .into_iter()
+        .collect();
+    let fill_seconds = fill(&fed, messages, &skip, json).await?;
+    if !json {
+        eprintln!(
+            "  filled in {fill_seconds:.1} s; starting node-a and node-b as processes, linked ..."
+        );
+    }
+
+    let (pa, pb) = (fed.specs[A].port, fed.specs[B].port);
+    fed.specs[A].peers.push(("node-b".into(), pb));
+    fed.specs[B].peers.push(("node-a".into(), pa));
+    let mut a = spawn(&fed, A).await?;
+    let peaks = Arc::new(Peaks::default());
+    let started = Instant::now();
+    let mut b = spawn(&fed, B).await?;
+    let sampler = sample(&peaks, a.pid(), b.pid());
+    let expected = messages as u64;
+    let mut last_seen = 0;
+    let mut last_report = Instant::now();
+    loop {
+        let n = stored(&fed, B).await.unwrap_or(last_seen);
+        last_seen = n;
+        if n >= expected {
+            break;
+        }
+        if !json && last_report.elapsed() > Duration::from_secs(5) {
+            last_report = Instant::now();
+            let v = last_reconcile(&fed, B, "node-a").await.ok();
+            eprintln!(
+                "  {:>6.1} s: node-b holds {n} of {expected}; last reconciliation: {}",
+                started.elapsed().as_secs_f64(),
+                v.map_or("none yet".to_string(), |v| format!(
+                    "difference {}, received {}, rounds {}, bytes {} {}",
+                    v.difference, v.received, v.rounds, v.bytes, v.error
+                ))
+            );
+        }
+        if started.elapsed() > CONVERGE_LIMIT {
+            bail!(
+                "node-b holds {n} of {expected} after {} s\nnode-a log:\n{}\nnode-b log:\n{}",
+                CONVERGE_LIMIT.as_secs(),
+                a.log_tail(),
+                b.log_tail()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let converge_seconds = started.elapsed().as_secs_f64();
+    let first = last_reconcile(&fed, B, "node-a").await?;
+    // In sync now: one more, on request.
+    let mut op_b = fed.operator(B).await;
+    let again = op_b
+        .reconcile_peer(ReconcilePeerRequest {
+            peer_id: "node-a".into(),
+        })
+        .await
+        .context("ReconcilePeer on node-b")?
+        .into_inner()
+        .result
+        .context("ReconcilePeer answered without a result")?;
+    drop(op_b);
+    let held_a = stored(&fed, A).await?;
+    let held_b = stored(&fed, B).await?;
+    peaks.stop.store(true, Ordering::Relaxed);
+    sampler.await?;
+    let hwm_a = proc_status_mib(&a.pid(), "VmHWM").unwrap_or(f64::NAN);
+    let hwm_b = proc_status_mib(&b.pid(), "VmHWM").unwrap_or(f64::NAN);
+    let peak_a = (peaks.a_kib.load(Ordering::Relaxed) as f64 / 1024.0).max(hwm_a);
+    let peak_b = (peaks.b_kib.load(Ordering::Relaxed) as f64 / 1024.0).max(hwm_b);
+    let db = db_mib(&fed.data_dir(A));
+    let exit_b = b.terminate().await?;
+    let exit_a = a.terminate().await?;
+
+    if json {
+        let v = serde_json::json!({
+            "reconcile_messages": messages,
+            "reconcile_missing": missing,
+            "reconcile_fill_seconds": (fill_seconds * 10.0).round() / 10.0,
+            "reconcile_converge_seconds": (converge_seconds * 100.0).round() / 100.0,
+            "reconcile_rounds": first.rounds,
+            "reconcile_bytes": first.bytes,
+            "reconcile_difference": first.difference,
+            "reconcile_items_received": first.received,
+            "reconcile_error": first.error,
+            "reconcile_in_sync_rounds": again.rounds,
+            "reconcile_in_sync_bytes": again.bytes,
+            "reconcile_in_sync_difference": again.difference,
+            "reconcile_sender_peak_rss_mib": mib(peak_a),
+            "reconcile_receiver_peak_rss_mib": mib(peak_b),
+            "reconcile_db_mib": mib(db),
+        });
+        println!("{v}");
+    } else {
+        println!(
+            "{:<48} {:>12}",
+            "metric (node-b reconciles with node-a)", "value"
+        );
+        println!("{:<48} {:>12}", "messages on node-a", messages);
+        println!("{:<48} {:>12}", "missing on node-b", missing);
+        println!(
+            "{:<48} {:>12.1}",
+            "fill seconds (both stores)", fill_seconds
+        );
+        println!(
+            "{:<48} {:>12.2}",
+            "seconds to converge (from starting node-b)", converge_seconds
+        );
+        println!("{:<48} {:>12}", "reconciliation rounds", first.rounds);
+        println!(
+            "{:<48} {:>12}",
+            "reconciliation bytes (both ways)", first.bytes
+        );
+        println!("{:<48} {:>12}", "difference found", first.difference);
+        println!(
+            "{:<48} {:>12}",
+            "queued by node-a for node-b", first.received
+        );
+        println!("{:<48} {:>12}", "in sync: rounds", again.rounds);
+        println!("{:<48} {:>12}", "in sync: bytes (both ways)", again.bytes);
+        println!("{:<48} {:>12.1}", "peak RSS MiB node-a (sender)", peak_a);
+        println!("{:<48} {:>12.1}", "peak RSS MiB node-b (receiver)", peak_b);
+        println!("{:<48} {:>12.1}", "db size MiB node-a (db + wal + shm)", db);
+    }
+
+    let mut failures = Vec::new();
+    if !first.error.is_empty() {
+        failures.push(format!("the reconciliation failed: {}", first.error));
+    }
+    if !again.error.is_empty() {
+        failures.push(format!(
+            "the reconciliation in sync failed: {}",
+            again.error
+        ));
+    }
+    if held_a != expected || held_b != expected {
+        failures.push(format!(
+            "node-a holds {held_a}, node-b {held_b}; both should hold {expected}"
+        ));
+    }
+    if first.received != missing as u64 {
+        failures.push(format!(
+            "node-a queued {} for node-b, expected {missing}",
+            first.received
+        ));
+    }
+    if again.rounds > 1 || again.bytes > IN_SYNC_BUDGET_BYTES || again.difference != 0 {
+        failures.push(format!(
+            "in sync took {} round(s) and {} bytes (difference {}); budget one round trip of at most {IN_SYNC_BUDGET_BYTES} bytes",
+            again.rounds, again.bytes, again.difference
+        ));
+    }
+    if missing <= 1000 && first.bytes > SMALL_DIFF_BUDGET_BYTES {
+        failures.push(format!(
+            "{missing} missing took {} bytes, over the {SMALL_DIFF_BUDGET_BYTES} byte budget",
+            first.bytes
+        ));
+    }
+    if peak_a.max(peak_b) > RSS_BUDGET_MIB {
+        failures.push(format!(
+            "peak RSS {peak_a:.1} MiB (node-a) / {peak_b:.1} MiB (node-b) is over the {RSS_BUDGET_MIB} MiB budget"
+        ));
+    }
+    if !exit_a.success() || !exit_b.success() {
+        failures.push(format!(
+            "nodes did not exit cleanly on SIGTERM: node-a {exit_a}, node-b {exit_b}"
+        ));
+    }
+    if !failures.is_empty() {
+        bail!("reconciliation budget not met: {}", failures.join("; "));
+    }
+    Ok(())
+}

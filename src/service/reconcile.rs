@@ -1,0 +1,751 @@
+//! Set reconciliation with each peer: the runtime around the pure
+//! `domain::reconcile` machine. [`run_loop`] runs one reconciliation with a
+//! peer when its link comes up and every `reconcile.interval_secs`;
+//! [`reconcile_now`] runs one on an operator's request; [`respond`] answers
+//! a peer's round (the Federation `Reconcile` RPC).
+//!
+//! Invariants:
+//! - The set of a link is what both nodes are parties to (see
+//!   `domain::reconcile::audiences`), created within `reconcile.window_days`
+//!   (the initiator's `since_ms`), read from the store's per-bucket sums and,
+//!   for the buckets at range edges only, its items: memory is bounded by
+//!   [`MAX_LOADED`] items per round, never the whole set.
+//! - Nothing is sent by this module: what a peer lacks is queued in this
+//!   node's outbox for it (`Storage::requeue`), and only if
+//!   `domain::admission::entitled` allows it (the forwarding policy: TLP,
+//!   max_tlp, relay, recipients, hop limit), it is within this node's window
+//!   and not expired. A peer that asks for more gets nothing beyond that;
+//!   the refusals are counted.
+//! - A peer's frames are untrusted: malformed frames (INVALID_ARGUMENT),
+//!   `since_ms` beyond this node's window (OUT_OF_RANGE), more than
+//!   `reconcile.max_rounds_per_minute` rounds a minute or a second round while
+//!   one runs, or a round needing more than [`MAX_LOADED`] items
+//!   (RESOURCE_EXHAUSTED) each end that exchange with a status, counted in
+//!   `certfed_reconcile_failures_total{reason}` and logged once; the Push
+//!   stream is untouched (reconciliation uses its own connection).
+//! - An exchange this node starts ends within `reconcile.timeout_secs` and
+//!   [`MAX_ROUNDS`] rounds, whatever the peer does; one at a time per peer.
+//! - ListPeers shows the last exchange with each peer ([`ReconcileView`]).
+use crate::domain::admission::{Peer, entitled};
+use crate::domain::custody::sign_hop;
+use crate::domain::envelope::{checked_ts_to_ms, ms_to_ts};
+use crate::domain::reconcile::{
+    self, Acc, BROADCAST, BucketView, Error as MachineError, Item, Key, Limits, Step,
+};
+use crate::proto::v1::federation_client::FederationClient;
+use crate::proto::v1::{
+    EnvelopeHeader, HopChain, HopRecord, LinkState, ReconcileRequest, ReconcileResponse,
+    ReconcileView, Tlp,
+};
+use crate::service::node::Node;
+use crate::service::peers::expect_node;
+use crate::service::reconciler::PeerState;
+use crate::service::{ErrorKind, ServiceError, now_ms};
+use crate::storage::{Requeue, SYNC_BUCKET_MS, StoreError, SyncPos};
+use prost::Message;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Most rounds of one exchange this node starts.
+pub const MAX_ROUNDS: u32 = 64;
+/// Most items loaded (edge buckets and compared ranges) for one round.
+pub const MAX_LOADED: usize = 300_000;
+/// Items read per store query when paging through a range.
+const PAGE: usize = 1024;
+/// Messages looked up and queued per store write.
+const QUEUE_BATCH: usize = 512;
+/// Slack on a peer's `since_ms` beyond this node's own window.
+const WINDOW_SLACK_MS: i64 = 86_400_000;
+/// Most frame bytes accepted from a peer (1,024 ranges of at most ~300 bytes, with room).
+pub const MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
+
+/// Why a reconciliation round or exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("malformed reconciliation frame from {peer}: {why}")]
+    Malformed { peer: String, why: String },
+    #[error(
+        "since_ms is {days} days ago, beyond this node's reconcile window of {window} days (plus one); ask for less history"
+    )]
+    Window { days: i64, window: u32 },
+    #[error(
+        "{peer} asked for more than {limit} reconciliation rounds within a minute; wait a minute (reconcile.max_rounds_per_minute on this node)"
+    )]
+    RateLimited { peer: String, limit: u32 },
+    #[error("a reconciliation round from {0} is already running here; wait for its answer")]
+    Busy(String),
+    #[error(
+        "this round would read more than {MAX_LOADED} items of the reconciled set at once; send smaller ranges"
+    )]
+    TooMuchWork,
+    #[error("{0} is not a configured peer")]
+    NotPeer(String),
+    #[error("the link to {0} is not up; reconcile once it is (certfed peers shows its state)")]
+    LinkDown(String),
+    #[error("reconciliation is off on this node (reconcile.window_days = 0)")]
+    Disabled,
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl ServiceError for ReconcileError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            ReconcileError::Malformed { .. } => ErrorKind::InvalidArgument,
+            ReconcileError::Window { .. } => ErrorKind::OutOfRange,
+            ReconcileError::RateLimited { .. }
+            | ReconcileError::Busy(_)
+            | ReconcileError::TooMuchWork => ErrorKind::ResourceExhausted,
+            ReconcileError::NotPeer(_) => ErrorKind::NotFound,
+            ReconcileError::LinkDown(_) | ReconcileError::Disabled => ErrorKind::FailedPrecondition,
+            ReconcileError::Store(e) => e.kind(),
+        }
+    }
+}
+
+impl ReconcileError {
+    /// Label for `certfed_reconcile_failures_total{reason}`.
+    fn label(&self) -> &'static str {
+        match self {
+            ReconcileError::Malformed { .. } => "malformed",
+            ReconcileError::Window { .. } => "window",
+            ReconcileError::RateLimited { .. } => "rate_limited",
+            ReconcileError::Busy(_) => "busy",
+            ReconcileError::TooMuchWork => "too_much_work",
+            ReconcileError::NotPeer(_) => "not_peer",
+            ReconcileError::LinkDown(_) | ReconcileError::Disabled => "not_run",
+            ReconcileError::Store(_) => "storage",
+        }
+    }
+}
+
+/// Runs a reconciliation with `peer` when its link comes up and every
+/// `reconcile.interval_secs` while it is up, until shutdown or `stop`.
+pub async fn run_loop(node: Arc<Node>, peer: String) {
+    let st = node.reconcile.state(&peer);
+    let interval = node.cfg.reconcile.interval();
+    loop {
+        tokio::select! {
+            _ = st.link_up.notified() => {}
+            _ = tokio::time::sleep(interval) => {}
+            _ = node.shutdown.cancelled() => return,
+        }
+        if node.cfg.reconcile.window_days == 0 || node.peers.status(&peer).state != LinkState::Up {
+            continue;
+        }
+        // Errors are recorded and logged by reconcile_now.
+        let _ = reconcile_now(&node, &peer).await;
+    }
+}
+
+/// Runs one reconciliation with `peer` now (waiting for one already
+/// running), records and returns its result.
+pub async fn reconcile_now(node: &Arc<Node>, peer: &str) -> Result<ReconcileView, ReconcileError> {
+    if !node.peers.is_peer(peer) {
+        return Err(ReconcileError::NotPeer(peer.to_string()));
+    }
+    if node.cfg.reconcile.window_days == 0 {
+        return Err(ReconcileError::Disabled);
+    }
+    if node.peers.status(peer).state != LinkState::Up {
+        return Err(ReconcileError::LinkDown(peer.to_string()));
+    }
+    let st = node.reconcile.state(peer);
+    let _one = st.running.lock().await;
+    let started = Instant::now();
+    let mut view = ReconcileView {
+        started_by: "this node".into(),
+        ..Default::default()
+    };
+    let deadline = started + node.cfg.reconcile.timeout();
+    let result = tokio::time::timeout_at(deadline, exchange(node, peer, &mut view)).await;
+    let outcome = match result {
+        Ok(Ok(())) => "completed",
+        Ok(Err(e)) => {
+            view.error = e;
+            "failed"
+        }
+        Err(_) => {
+            view.error = format!(
+                "{peer} did not finish within {} s (reconcile.timeout_secs); abandoned after {} round(s)",
+                node.cfg.reconcile.timeout_secs, view.rounds
+            );
+            node.metrics.reconcile_failure("timeout");
+            "failed"
+        }
+    };
+    view.at = Some(ms_to_ts(now_ms()));
+    node.metrics.reconcile_exchange(outcome);
+    if view.error.is_empty() {
+        tracing::info!(%peer, rounds = view.rounds, bytes = view.bytes, difference = view.difference, sent = view.sent, received = view.received, ms = started.elapsed().as_millis() as u64, "reconciliation with peer completed");
+    } else {
+        tracing::warn!(%peer, rounds = view.rounds, error = %view.error, "reconciliation with peer failed");
+    }
+    node.reconcile.record(peer, view.clone());
+    Ok(view)
+}
+
+/// The rounds of one exchange this node started; fills `view` as it goes
+/// and returns the reason it ended early, if it did.
+async fn exchange(node: &Arc<Node>, peer: &str, view: &mut ReconcileView) -> Result<(), String> {
+    let Some(p) = node.peers.list().iter().find(|p| p.id == peer).cloned() else {
+        return Err(format!("{peer} is no longer a configured peer"));
+    };
+    let channel = crate::transport::client::channel_observed(
+        &p.endpoint.to_string(),
+        node.tls_client(),
+        Some(expect_node(peer)),
+        Duration::from_secs(5),
+        None,
+    )
+    .map_err(|e| format!("invalid endpoint: {e}"))?;
+    let mut client = FederationClient::new(channel)
+        .max_decoding_message_size(MAX_FRAME_BYTES)
+        .max_encoding_message_size(MAX_FRAME_BYTES);
+    let limits = Limits::default();
+    let window_ms = i64::try_from(node.cfg.reconcile.window().as_millis()).unwrap_or(i64::MAX);
+    let since = now_ms().saturating_sub(window_ms);
+    let mut frame = {
+        let mut v = load_view(node, peer, since)
+            .await
+            .map_err(|e| e.to_string())?;
+        with_loads(node, peer, &mut v, |v| reconcile::initiate(since, v))
+            .await
+            .map_err(|e| e.to_string())?
+    };
+    for round in 1..=MAX_ROUNDS {
+        let req = ReconcileRequest {
+            since_ms: since,
+            frame: Some(reconcile::to_proto(since, &frame)),
+            round,
+        };
+        let sent_bytes = req.encoded_len() as u64;
+        node.metrics.reconcile_bytes("sent", sent_bytes);
+        node.metrics.reconcile_round("initiated");
+        view.bytes += sent_bytes;
+        view.rounds = round;
+        let resp = match client.reconcile(req).await {
+            Ok(r) => r.into_inner(),
+            Err(s) if s.code() == tonic::Code::Unimplemented => {
+                node.metrics.reconcile_failure("unsupported");
+                return Err(format!(
+                    "{peer} does not support reconciliation (an older certfed); nothing was compared"
+                ));
+            }
+            Err(s) => {
+                node.metrics.reconcile_failure("peer_refused");
+                return Err(format!(
+                    "{peer} refused round {round}: {:?}: {}",
+                    s.code(),
+                    crate::service::limits::bounded(s.message())
+                ));
+            }
+        };
+        let got = resp.encoded_len() as u64;
+        node.metrics.reconcile_bytes("received", got);
+        view.bytes += got;
+        view.received += u64::from(resp.queued);
+        let incoming = resp.frame.unwrap_or_default();
+        let theirs = match reconcile::from_proto(since, &incoming, &limits) {
+            Ok(f) => f,
+            Err(e) => {
+                node.metrics.reconcile_failure("malformed");
+                return Err(format!("{peer} answered round {round} with {e}"));
+            }
+        };
+        let step = {
+            let mut v = load_view(node, peer, since)
+                .await
+                .map_err(|e| e.to_string())?;
+            match with_loads(node, peer, &mut v, |v| {
+                reconcile::process(since, &theirs, v, &limits)
+            })
+            .await
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    node.metrics.reconcile_failure(e.label());
+                    return Err(format!("round {round}: {e}"));
+                }
+            }
+        };
+        let queued = apply(node, peer, since, &step)
+            .await
+            .map_err(|e| e.to_string())?;
+        view.sent += queued;
+        view.difference += difference(&step);
+        if step.reply.is_done() {
+            return Ok(());
+        }
+        frame = step.reply;
+    }
+    node.metrics.reconcile_failure("too_many_rounds");
+    Err(format!(
+        "not finished after {MAX_ROUNDS} rounds; the rest waits for the next reconciliation"
+    ))
+}
+
+/// Items of the difference a step found.
+fn difference(step: &Step) -> u64 {
+    (step.send.len() + step.wanted.len() + step.want + step.send_ranges.len()) as u64
+}
+
+/// Answers one reconciliation round from `peer` (the Federation
+/// `Reconcile` RPC).
+pub async fn respond(
+    node: &Node,
+    peer: &str,
+    req: ReconcileRequest,
+) -> Result<ReconcileResponse, ReconcileError> {
+    node.metrics.reconcile_round("answered");
+    node.metrics
+        .reconcile_bytes("received", req.encoded_len() as u64);
+    let r = respond_checked(node, peer, req).await;
+    match &r {
+        Ok(resp) => node
+            .metrics
+            .reconcile_bytes("sent", resp.encoded_len() as u64),
+        Err(e) => {
+            node.metrics.reconcile_failure(e.label());
+            tracing::warn!(%peer, error = %e, "reconciliation round from peer refused");
+            let mut v = node.reconcile.last(peer).unwrap_or_default();
+            if v.started_by != "peer" {
+                v = ReconcileView {
+                    started_by: "peer".into(),
+                    ..Default::default()
+                };
+            }
+            v.error = crate::service::limits::bounded(&e.to_string());
+            v.at = Some(ms_to_ts(now_ms()));
+            node.reconcile.record(peer, v);
+        }
+    }
+    r
+}
+
+async fn respond_checked(
+    node: &Node,
+    peer: &str,
+    req: ReconcileRequest,
+) -> Result<ReconcileResponse, ReconcileError> {
+    let st = node.reconcile.state(peer);
+    let limit = node.cfg.reconcile.max_rounds_per_minute;
+    {
+        let mut l = st.limit.lock().expect("reconcile lock");
+        let now = Instant::now();
+        if l.0
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60))
+        {
+            *l = (Some(now), 0, l.2);
+        }
+        if l.1 >= limit {
+            return Err(ReconcileError::RateLimited {
+                peer: peer.to_string(),
+                limit,
+            });
+        }
+        if l.2 {
+            return Err(ReconcileError::Busy(peer.to_string()));
+        }
+        l.1 += 1;
+        l.2 = true;
+    }
+    struct Running<'a>(&'a PeerState);
+    impl Drop for Running<'_> {
+        fn drop(&mut self) {
+            self.0.limit.lock().expect("reconcile lock").2 = false;
+        }
+    }
+    let _running = Running(&st);
+    let now = now_ms();
+    let own_days = match node.cfg.reconcile.window_days {
+        0 => node.cfg.limits.max_message_age_days,
+        d => d,
+    };
+    let own_ms = i64::from(own_days) * 86_400_000;
+    if req.since_ms < now.saturating_sub(own_ms + WINDOW_SLACK_MS) {
+        return Err(ReconcileError::Window {
+            days: (now.saturating_sub(req.since_ms)) / 86_400_000,
+            window: own_days,
+        });
+    }
+    let since = req.since_ms;
+    let limits = Limits::default();
+    let malformed = |e: MachineError| ReconcileError::Malformed {
+        peer: peer.to_string(),
+        why: match e {
+            MachineError::Malformed(m) => m,
+            other => other.to_string(),
+        },
+    };
+    let frame =
+        reconcile::from_proto(since, &req.frame.unwrap_or_default(), &limits).map_err(malformed)?;
+    reconcile::validate(since, &frame, &limits).map_err(malformed)?;
+    let mut v = load_view(node, peer, since).await?;
+    let step = with_loads(node, peer, &mut v, |v| {
+        reconcile::process(since, &frame, v, &limits)
+    })
+    .await
+    .map_err(|e| match ReconcileError::from(e) {
+        ReconcileError::Malformed { why, .. } => ReconcileError::Malformed {
+            peer: peer.to_string(),
+            why,
+        },
+        other => other,
+    })?;
+    let queued = apply(node, peer, since, &step).await?;
+    let mut last = node.reconcile.last(peer).unwrap_or_default();
+    if req.round <= 1 || last.started_by != "peer" {
+        last = ReconcileView {
+            started_by: "peer".into(),
+            ..Default::default()
+        };
+    }
+    last.rounds = req.round;
+    last.difference += difference(&step);
+    last.sent += queued;
+    last.error.clear();
+    last.at = Some(ms_to_ts(now_ms()));
+    node.reconcile.record(peer, last);
+    Ok(ReconcileResponse {
+        frame: Some(reconcile::to_proto(since, &step.reply)),
+        queued: u32::try_from(queued).unwrap_or(u32::MAX),
+    })
+}
+
+/// The audiences of the link to `peer` (see `reconcile::audiences`).
+fn audiences(peer: &str) -> [String; 2] {
+    [BROADCAST.to_string(), peer.to_string()]
+}
+
+/// The bucket sums of the link's set from `since` on.
+async fn load_view(node: &Node, peer: &str, since: i64) -> Result<BucketView, StoreError> {
+    let sums = node.store.sync_buckets(&audiences(peer), since).await?;
+    Ok(BucketView::new(
+        SYNC_BUCKET_MS,
+        sums.into_iter().map(|b| {
+            (
+                b.bucket,
+                Acc {
+                    count: b.count,
+                    lanes: b.lanes,
+                },
+            )
+        }),
+    ))
+}
+
+impl MachineLoadError {
+    fn label(&self) -> &'static str {
+        match self {
+            MachineLoadError::Machine(_) => "malformed",
+            MachineLoadError::TooMuchWork => "too_much_work",
+            MachineLoadError::Store(_) => "storage",
+        }
+    }
+}
+
+/// Why a step could not run.
+#[derive(Debug, thiserror::Error)]
+enum MachineLoadError {
+    #[error("{0}")]
+    Machine(MachineError),
+    #[error("more than {MAX_LOADED} items would be loaded at once")]
+    TooMuchWork,
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+impl From<MachineLoadError> for ReconcileError {
+    fn from(e: MachineLoadError) -> Self {
+        match e {
+            MachineLoadError::Machine(MachineError::Malformed(m)) => ReconcileError::Malformed {
+                peer: String::new(),
+                why: m,
+            },
+            MachineLoadError::Machine(other) => ReconcileError::Malformed {
+                peer: String::new(),
+                why: other.to_string(),
+            },
+            MachineLoadError::TooMuchWork => ReconcileError::TooMuchWork,
+            MachineLoadError::Store(s) => ReconcileError::Store(s),
+        }
+    }
+}
+
+/// Runs a machine step, loading the buckets it asks for, until it completes.
+async fn with_loads<T>(
+    node: &Node,
+    peer: &str,
+    view: &mut BucketView,
+    f: impl Fn(&BucketView) -> Result<T, MachineError>,
+) -> Result<T, MachineLoadError> {
+    // Each pass loads what the previous one found missing (edges, then the
+    // edges of the splits, ...). Every pass loads at least one new bucket, so
+    // the passes end; memory is bounded by MAX_LOADED items.
+    loop {
+        match f(view) {
+            Err(MachineError::Need(buckets)) => {
+                let new: Vec<i64> = buckets
+                    .into_iter()
+                    .filter(|b| !view.is_loaded(*b))
+                    .collect();
+                if new.is_empty() {
+                    return Err(MachineLoadError::Machine(MachineError::Malformed(
+                        "the reconciliation step asked again for buckets it was given (a bug in this certfed); the exchange is abandoned".into(),
+                    )));
+                }
+                load_buckets(node, peer, view, &new).await?;
+                if view.loaded_items() > MAX_LOADED {
+                    return Err(MachineLoadError::TooMuchWork);
+                }
+            }
+            Err(e) => return Err(MachineLoadError::Machine(e)),
+            Ok(t) => return Ok(t),
+        }
+    }
+}
+
+/// Loads the items of `buckets`, runs of consecutive buckets in one query
+/// per audience.
+async fn load_buckets(
+    node: &Node,
+    peer: &str,
+    view: &mut BucketView,
+    buckets: &[i64],
+) -> Result<(), MachineLoadError> {
+    let mut runs: Vec<(i64, i64)> = Vec::new();
+    for b in buckets {
+        match runs.last_mut() {
+            Some((_, end)) if *end + 1 == *b => *end = *b,
+            _ => runs.push((*b, *b)),
+        }
+    }
+    for (first, last) in runs {
+        let from = (view.span(first).0, [0u8; 16]);
+        let to = (view.span(last).1, [0u8; 16]);
+        let mut by: BTreeMap<i64, Vec<Item>> = (first..=last).map(|b| (b, Vec::new())).collect();
+        for a in audiences(peer) {
+            let mut pos = from;
+            loop {
+                let page = node.store.sync_items(&a, pos, to, PAGE).await?;
+                let full = page.len() == PAGE;
+                for it in &page {
+                    by.entry(view.bucket_of(it.created_ms))
+                        .or_default()
+                        .push(Item {
+                            key: Key {
+                                created_ms: it.created_ms,
+                                id: it.id,
+                            },
+                            hash: it.hash,
+                        });
+                }
+                let loaded: usize = by.values().map(Vec::len).sum();
+                if view.loaded_items() + loaded > MAX_LOADED {
+                    return Err(MachineLoadError::TooMuchWork);
+                }
+                match page.last() {
+                    Some(l) if full => pos = successor((l.created_ms, l.id)),
+                    _ => break,
+                }
+            }
+        }
+        for (b, items) in by {
+            view.load(b, items);
+        }
+    }
+    Ok(())
+}
+
+/// The position right after `p`.
+fn successor(p: SyncPos) -> SyncPos {
+    match u128::from_be_bytes(p.1).checked_add(1) {
+        Some(n) => (p.0, n.to_be_bytes()),
+        None => (p.0.saturating_add(1), [0; 16]),
+    }
+}
+
+/// Queues for `peer` what a step found it lacks (within policy); returns how
+/// many were queued.
+async fn apply(node: &Node, peer: &str, since: i64, step: &Step) -> Result<u64, StoreError> {
+    let mut keys: Vec<Key> = step.send.iter().chain(&step.wanted).copied().collect();
+    keys.sort();
+    keys.dedup();
+    let mut queued = 0;
+    for chunk in keys.chunks(QUEUE_BATCH) {
+        queued += queue(node, peer, since, chunk).await?;
+    }
+    for (lo, hi) in &step.send_ranges {
+        for a in audiences(peer) {
+            let mut pos = (lo.created_ms, lo.id);
+            let to = (hi.created_ms, hi.id);
+            loop {
+                let page = node.store.sync_items(&a, pos, to, PAGE).await?;
+                let full = page.len() == PAGE;
+                let keys: Vec<Key> = page
+                    .iter()
+                    .map(|i| Key {
+                        created_ms: i.created_ms,
+                        id: i.id,
+                    })
+                    .collect();
+                for chunk in keys.chunks(QUEUE_BATCH) {
+                    queued += queue(node, peer, since, chunk).await?;
+                }
+                match page.last() {
+                    Some(l) if full => pos = successor((l.created_ms, l.id)),
+                    _ => break,
+                }
+            }
+        }
+    }
+    if queued > 0 {
+        node.metrics.reconcile_items("queued", queued);
+        node.reconcile.requeued(peer).notify_one();
+        node.peers.wake(peer);
+    }
+    if step.want > 0 {
+        node.metrics.reconcile_items("missing", step.want as u64);
+    }
+    if step.unknown_wanted > 0 {
+        node.metrics
+            .reconcile_items("unknown_wanted", step.unknown_wanted as u64);
+    }
+    Ok(queued)
+}
+
+/// Queues the messages of `keys` that `peer` is entitled to.
+async fn queue(node: &Node, peer: &str, since: i64, keys: &[Key]) -> Result<u64, StoreError> {
+    let Some(policy) = node.peers.policies().into_iter().find(|p| p.id == peer) else {
+        return Ok(0);
+    };
+    let now = now_ms();
+    let mut out = Vec::with_capacity(keys.len());
+    let mut refused = 0u64;
+    for k in keys {
+        let id = uuid::Uuid::from_bytes(k.id).to_string();
+        let Some(m) = node.store.get_message(&id).await? else {
+            continue;
+        };
+        match eligible(node, &policy, &m, since, now) {
+            Ok(hops) => out.push(Requeue {
+                message_id: id,
+                hops,
+            }),
+            Err(why) => {
+                refused += 1;
+                tracing::debug!(%peer, message_id = %id, %why, "reconciliation: not sent to the peer");
+            }
+        }
+    }
+    if refused > 0 {
+        node.metrics.reconcile_items("not_entitled", refused);
+    }
+    if out.is_empty() {
+        return Ok(0);
+    }
+    node.store.requeue(peer, out, now).await
+}
+
+/// Whether message `m` may go to `peer` now; with the new chain of custody to
+/// store first when this node never forwarded it (its own record appended).
+fn eligible(
+    node: &Node,
+    peer: &Peer,
+    m: &crate::storage::StoredMessage,
+    since: i64,
+    now: i64,
+) -> Result<Option<Vec<u8>>, String> {
+    if m.created_ms < since {
+        return Err("created before the reconcile window".into());
+    }
+    if m.payload.is_empty() {
+        return Err("relayed ciphertext already dropped".into());
+    }
+    let h = EnvelopeHeader::decode(m.header.as_slice()).map_err(|e| e.to_string())?;
+    if h.expires
+        .as_ref()
+        .and_then(checked_ts_to_ms)
+        .is_some_and(|e| e <= now)
+    {
+        return Err("expired".into());
+    }
+    let tlp = Tlp::try_from(h.tlp).unwrap_or(Tlp::Unspecified);
+    let path: Vec<String> = m.path.iter().map(|p| p.node.clone()).collect();
+    entitled(
+        &node.id,
+        peer,
+        &h.origin,
+        tlp,
+        &h.recipients,
+        &path,
+        h.hop_limit,
+        h.encrypted,
+    )?;
+    if h.origin == node.id {
+        return Ok(None);
+    }
+    // The chain must end with this node: append its record if it never
+    // forwarded the message (and so never signed one).
+    let mut chain = HopChain::decode(m.hops.as_deref().unwrap_or_default())
+        .map_err(|e| format!("stored chain of custody does not decode: {e}"))?;
+    let last = chain
+        .hops
+        .last()
+        .and_then(|h| HopRecord::decode(h.record.as_slice()).ok());
+    if last.as_ref().is_some_and(|r| r.relay == node.id) {
+        return Ok(None);
+    }
+    let received_from = last.map_or_else(|| h.origin.clone(), |r| r.relay);
+    chain.hops.push(sign_hop(
+        &node.signer,
+        HopRecord {
+            message_id: h.message_id.clone(),
+            received_from,
+            received_at: Some(ms_to_ts(m.received_ms)),
+            forwarded_to: vec![peer.id.clone()],
+            decision: format!("sent again by reconciliation: {} lacked it", peer.id),
+            ..Default::default()
+        },
+    ));
+    Ok(Some(chain.encode_to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn successor_steps_over_the_id_then_the_time() {
+        assert_eq!(successor((5, [0; 16])).1[15], 1);
+        let mut id = [0u8; 16];
+        id[15] = 0xff;
+        let s = successor((5, id));
+        assert_eq!((s.1[14], s.1[15]), (1, 0));
+        assert_eq!(successor((5, [0xff; 16])), (6, [0; 16]));
+    }
+
+    #[test]
+    fn store_sums_and_machine_sums_agree() {
+        // The store sums hashes (storage::SyncBucket) as the machine does
+        // (reconcile::Acc): both must give the same fingerprint.
+        let mut b = crate::storage::SyncBucket::default();
+        let mut a = Acc::default();
+        for n in 0u8..50 {
+            let h = reconcile::item_hash(&[n; 16]);
+            b.add(&h, 1);
+            a.add_item(&h);
+        }
+        let h = reconcile::item_hash(&[3; 16]);
+        b.add(&h, -1);
+        let mut a2 = Acc::default();
+        for n in (0u8..50).filter(|n| *n != 3) {
+            a2.add_item(&reconcile::item_hash(&[n; 16]));
+        }
+        assert_eq!((b.count, b.lanes), (a2.count, a2.lanes));
+        assert_ne!(a.fingerprint(), a2.fingerprint());
+    }
+}

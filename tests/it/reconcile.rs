@@ -1,0 +1,662 @@
+//! Set reconciliation between real nodes (real TLS, real SQLite on disk):
+//! - a node restored from its own online backup (the README's `sqlite3
+//!   .backup`) on a line of three, with traffic before and during the
+//!   restore: every node ends with the same alerts, and the assistance request
+//!   withdrawn after the backup is WITHDRAWN again on the restored node (not
+//!   REQUESTED forever);
+//! - a node started on an empty store with its old identity gets back what
+//!   its peer holds for it, its own messages included;
+//! - a peer added late receives the window's history it is entitled to and
+//!   nothing else (an AMBER message for another member stays away);
+//! - a message a peer deferred for clock skew is delivered by the
+//!   reconciliation that follows the fix, long before the deferral's retry;
+//! - hostile reconciliation frames are refused with a status naming the
+//!   problem, rate-limited, and the link keeps carrying messages.
+use crate::common::*;
+use crate::fedtools::*;
+use certfed::proto::v1::*;
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Reconcile often in tests (the default is every 300 s).
+const FAST: &str = "\n[reconcile]\ninterval_secs = 5\n";
+
+async fn alert_set(fed: &Fed, i: usize) -> BTreeSet<String> {
+    alert_ids_oldest_first(fed, i).await.into_iter().collect()
+}
+
+fn amber_request(title: &str) -> AssistanceRequest {
+    AssistanceRequest {
+        title: title.into(),
+        description: "ransomware on a hospital network; need incident response".into(),
+        tlp: Tlp::Amber as i32,
+        services: vec![AssistanceService::IncidentResponse as i32],
+        sector: Nis2Sector::Health as i32,
+        entity_category: EntityCategory::Essential as i32,
+        rsit_class: RsitClass::MaliciousCode as i32,
+        severity: Severity::High as i32,
+        ..Default::default()
+    }
+}
+
+async fn assistance_state(fed: &Fed, i: usize, id: &str) -> Option<i32> {
+    let mut op = fed.operator(i).await;
+    op.get_assistance_request(GetAssistanceRequestRequest {
+        request_id: id.into(),
+    })
+    .await
+    .ok()
+    .map(|v| v.into_inner().state)
+}
+
+/// The README's online backup: `sqlite3 certfed.db ".backup FILE"`.
+fn online_backup(data_dir: &Path, to: &Path) {
+    let out = std::process::Command::new("sqlite3")
+        .arg(data_dir.join("certfed.db"))
+        .arg(format!(".backup {}", to.display()))
+        .output()
+        .expect("sqlite3 runs (apt-get install sqlite3)");
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// The README's restore: the backup as certfed.db, stale WAL and SHM gone.
+fn restore(data_dir: &Path, from: &Path) {
+    std::fs::copy(from, data_dir.join("certfed.db")).unwrap();
+    for f in ["certfed.db-wal", "certfed.db-shm"] {
+        let _ = std::fs::remove_file(data_dir.join(f));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restored_from_backup_converges_with_its_line() {
+    let mut fed = Fed::line();
+    for s in &mut fed.specs {
+        s.extra = FAST.into();
+    }
+    let a = fed.start(0).await;
+    let mut b = Some(fed.start(1).await);
+    let c = fed.start(2).await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(publish_on(&fed, i, green_alert(&format!("before backup {i}")), &[]).await);
+    }
+    let mut op_a = fed.operator(0).await;
+    let rid = op_a
+        .request_assistance(RequestAssistanceRequest {
+            request: Some(amber_request("before backup")),
+            recipients: vec!["node-b".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .request_id;
+    for id in &ids {
+        for i in 0..3 {
+            assert!(arrives(&fed, i, id, WAIT).await, "{id} reaches node {i}");
+        }
+    }
+    assert!(
+        eventually(WAIT, || async {
+            assistance_state(&fed, 1, &rid).await == Some(AssistanceState::Requested as i32)
+        })
+        .await
+    );
+
+    let backup = fed.data.path().join("b-backup.db");
+    online_backup(&fed.data_dir(1), &backup);
+
+    // After the backup: alerts from every node (b's own too), and a's
+    // withdrawal of its request.
+    for i in 0..3 {
+        ids.push(publish_on(&fed, i, green_alert(&format!("after backup {i}")), &[]).await);
+    }
+    op_a.update_assistance(UpdateAssistanceRequest {
+        request_id: rid.clone(),
+        state: AssistanceState::Withdrawn as i32,
+        note: "handled locally".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    for id in &ids {
+        for i in 0..3 {
+            assert!(arrives(&fed, i, id, WAIT).await, "{id} reaches node {i}");
+        }
+    }
+    assert!(
+        eventually(WAIT, || async {
+            assistance_state(&fed, 1, &rid).await == Some(AssistanceState::Withdrawn as i32)
+        })
+        .await
+    );
+
+    // Restore b from the backup while a and c keep publishing.
+    b.take().unwrap().shutdown().await.unwrap();
+    restore(&fed.data_dir(1), &backup);
+    ids.push(publish_on(&fed, 0, green_alert("while b is down"), &[]).await);
+    ids.push(publish_on(&fed, 2, green_alert("while b is down, from c"), &[]).await);
+    let b = fed.start(1).await;
+    assert_eq!(
+        assistance_state(&fed, 1, &rid).await,
+        Some(AssistanceState::Requested as i32),
+        "the restored store has the request but not its withdrawal"
+    );
+    ids.push(publish_on(&fed, 1, green_alert("b after the restore"), &[]).await);
+
+    // Every node converges to the same alerts; the request is WITHDRAWN on
+    // both a and b again.
+    let all: BTreeSet<String> = ids.iter().cloned().collect();
+    let converged = eventually(WAIT, || async {
+        let sets = [
+            alert_set(&fed, 0).await,
+            alert_set(&fed, 1).await,
+            alert_set(&fed, 2).await,
+        ];
+        sets.iter().all(|s| *s == all)
+    })
+    .await;
+    assert!(
+        converged,
+        "a {:?}\nb {:?}\nc {:?}\nwant {all:?}",
+        alert_set(&fed, 0).await,
+        alert_set(&fed, 1).await,
+        alert_set(&fed, 2).await
+    );
+    assert!(
+        eventually(WAIT, || async {
+            assistance_state(&fed, 1, &rid).await == Some(AssistanceState::Withdrawn as i32)
+        })
+        .await,
+        "REQUESTED on the restored node turns WITHDRAWN, as on the requester"
+    );
+    assert_eq!(
+        assistance_state(&fed, 0, &rid).await,
+        Some(AssistanceState::Withdrawn as i32)
+    );
+    // b's own alert published after the backup came back, readable.
+    let own = &ids[4];
+    let m = fed
+        .operator(1)
+        .await
+        .get_message(GetMessageRequest {
+            message_id: own.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(m.origin, "node-b");
+
+    // ListPeers shows the reconciliations.
+    let view = peer_view(&fed, 1, "node-a").await.unwrap();
+    let r = view
+        .last_reconcile
+        .expect("a reconciliation with node-a is shown");
+    assert!(r.error.is_empty(), "{r:?}");
+    assert!(r.at.is_some());
+    for n in [a, b, c] {
+        n.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_store_with_the_old_identity_gets_its_history_back() {
+    let mut fed = Fed::new(&["node-a", "node-b"], &[(0, 1)]);
+    for s in &mut fed.specs {
+        s.extra = FAST.into();
+    }
+    let a = fed.start(0).await;
+    let b = fed.start(1).await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(publish_on(&fed, i % 2, green_alert(&format!("history {i}")), &[]).await);
+    }
+    // AMBER for b only: b is a named recipient, so it comes back readable.
+    let mut amber = green_alert("amber for b");
+    amber.tlp = Tlp::Amber as i32;
+    let amber_id = publish_on(&fed, 0, amber, &["node-b"]).await;
+    ids.push(amber_id.clone());
+    for id in &ids {
+        assert!(arrives(&fed, 1, id, WAIT).await);
+        assert!(arrives(&fed, 0, id, WAIT).await);
+    }
+    b.shutdown().await.unwrap();
+    // The whole folder goes (marker included): a new, empty store.
+    std::fs::remove_dir_all(fed.data_dir(1)).unwrap();
+    let b = fed.start(1).await;
+    let want: BTreeSet<String> = ids.iter().cloned().collect();
+    assert!(
+        eventually(WAIT, || async { alert_set(&fed, 1).await == want }).await,
+        "b gets back its history: {:?}",
+        alert_set(&fed, 1).await
+    );
+    // Its own alerts come back too, and the AMBER one is readable.
+    assert!(holds(&fed, 1, &ids[1]).await);
+    let m = fed
+        .operator(1)
+        .await
+        .get_message(GetMessageRequest {
+            message_id: amber_id,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(m.origin, "node-a");
+
+    // Metrics count the rounds, bytes and items; GetNodeInfo shows the window.
+    let info = fed
+        .operator(0)
+        .await
+        .get_node_info(GetNodeInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.reconcile_window_days, 30);
+    assert_eq!(info.reconcile_interval_secs, 5);
+    let a_view = peer_view(&fed, 0, "node-b").await.unwrap();
+    let r = a_view.last_reconcile.expect("shown");
+    assert!(r.error.is_empty(), "{r:?}");
+    // Reconcile now, on request: nothing differs any more.
+    let now = fed
+        .operator(0)
+        .await
+        .reconcile_peer(ReconcilePeerRequest {
+            peer_id: "node-b".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .result
+        .unwrap();
+    assert!(now.error.is_empty(), "{now:?}");
+    assert_eq!((now.difference, now.rounds), (0, 1), "{now:?}");
+    assert!(now.bytes < 1024, "in sync: {} bytes", now.bytes);
+    let err = fed
+        .operator(0)
+        .await
+        .reconcile_peer(ReconcilePeerRequest {
+            peer_id: "node-x".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_peer_gets_the_history_it_is_entitled_to_and_nothing_else() {
+    let mut fed = Fed::new(&["node-a", "node-b", "node-c"], &[(0, 1)]);
+    for s in &mut fed.specs {
+        s.extra = FAST.into();
+    }
+    let a = fed.start(0).await;
+    let b = fed.start(1).await;
+    let broadcast = publish_on(&fed, 0, green_alert("for everyone"), &[]).await;
+    let from_b = publish_on(&fed, 1, green_alert("b's, for everyone"), &[]).await;
+    let mut amber = green_alert("amber for b and c");
+    amber.tlp = Tlp::Amber as i32;
+    let for_bc = publish_on(&fed, 0, amber.clone(), &["node-b", "node-c"]).await;
+    amber.title = "amber for b only".into();
+    let for_b = publish_on(&fed, 0, amber, &["node-b"]).await;
+    for id in [&broadcast, &from_b, &for_bc, &for_b] {
+        assert!(arrives(&fed, 1, id, WAIT).await);
+        assert!(arrives(&fed, 0, id, WAIT).await);
+    }
+    // c joins: a peers with it (reload), c starts.
+    let (pa, pc) = (fed.specs[0].port, fed.specs[2].port);
+    fed.specs[0].peers.push(("node-c".into(), pc));
+    fed.specs[2].peers.push(("node-a".into(), pa));
+    a.reload(&fed.config_path(0)).unwrap();
+    let c = fed.start(2).await;
+    for id in [&broadcast, &from_b, &for_bc] {
+        assert!(
+            arrives(&fed, 2, id, WAIT).await,
+            "{id} reaches the late peer"
+        );
+    }
+    // Another reconciliation runs; the AMBER message for b alone never comes.
+    let r = fed
+        .operator(2)
+        .await
+        .reconcile_peer(ReconcilePeerRequest {
+            peer_id: "node-a".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .result
+        .unwrap();
+    assert!(r.error.is_empty(), "{r:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !holds(&fed, 2, &for_b).await,
+        "not entitled: AMBER for b only"
+    );
+    let mut op_c = fed.operator(2).await;
+    let err = op_c
+        .get_message(GetMessageRequest {
+            message_id: for_b.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    for n in [a, b, c] {
+        n.shutdown().await.unwrap();
+    }
+}
+
+/// A history spread over weeks lies in many sparse buckets, whose items a
+/// round loads a few at a time: the late peer still gets all of it (a round
+/// once gave up after 16 loads, failing every such reconciliation).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_peer_gets_a_history_spread_over_weeks() {
+    const N: usize = 1000;
+    let mut fed = Fed::new(&["node-a", "node-b", "node-c"], &[(0, 2)]);
+    for s in &mut fed.specs {
+        s.extra = FAST.into();
+    }
+    let a = fed.start(0).await;
+    // The test plays node-c (not started): N alerts created over 20 days.
+    let signer = signer_from(&fed.pki, "node-c");
+    let start = certfed::service::now_ms() - 20 * 86_400_000;
+    let step = 20 * 86_400_000 / N as i64;
+    let envs: Vec<SignedEnvelope> = (0..N)
+        .map(|i| signed_alert(&signer, &format!("old alert {i}"), start + i as i64 * step))
+        .collect();
+    let ids: BTreeSet<String> = envs.iter().map(id_of).collect();
+    let mut fc = federation_client(&fed.pki, &fed.addr(0), "node-c", Some("node-a")).await;
+    let (tx, rx) = tokio::sync::mpsc::channel(N + 1);
+    for (i, e) in envs.into_iter().enumerate() {
+        tx.send(frame(i as u64 + 1, e)).await.unwrap();
+    }
+    let mut acks = fc
+        .push(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    for _ in 0..N {
+        let ack = acks.message().await.unwrap().expect("an ack per frame");
+        assert_eq!(ack.outcome, PushOutcome::Accepted as i32, "{ack:?}");
+    }
+    drop(tx);
+    // b joins.
+    let (pa, pb) = (fed.specs[0].port, fed.specs[1].port);
+    fed.specs[0].peers.push(("node-b".into(), pb));
+    fed.specs[1].peers.push(("node-a".into(), pa));
+    a.reload(&fed.config_path(0)).unwrap();
+    let b = fed.start(1).await;
+    let got_all = eventually(WAIT, || async { alert_set(&fed, 1).await == ids }).await;
+    let view = peer_view(&fed, 1, "node-a")
+        .await
+        .and_then(|p| p.last_reconcile);
+    assert!(
+        got_all,
+        "node-b got {} of {N}; last reconciliation: {view:?}",
+        alert_set(&fed, 1).await.len()
+    );
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_deferred_for_clock_skew_is_delivered_by_the_next_reconciliation() {
+    // The test plays node-c, whose clock is 90 s ahead, pushing to a; b
+    // allows 2 s of skew and defers it (retry in about 90 s).
+    let mut fed = Fed::new(&["node-a", "node-b", "node-c"], &[(0, 1), (0, 2)]);
+    fed.specs[0].extra = format!("max_clock_skew_secs = 300{FAST}");
+    fed.specs[1].extra = format!("max_clock_skew_secs = 2{FAST}");
+    let a = fed.start(0).await;
+    let b = fed.start(1).await;
+    let c_key = signer_from(&fed.pki, "node-c");
+    let ahead = signed_alert(
+        &c_key,
+        "from a clock 90 s ahead",
+        certfed::service::now_ms() + 90_000,
+    );
+    let ahead_id = id_of(&ahead);
+    let mut fc = federation_client(&fed.pki, &fed.addr(0), "node-c", Some("node-a")).await;
+    let ack = fc
+        .push(tokio_stream::iter(vec![frame(1, ahead)]))
+        .await
+        .unwrap()
+        .into_inner()
+        .message()
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ack.outcome, PushOutcome::Accepted as i32, "{ack:?}");
+    assert!(
+        eventually(WAIT, || async {
+            delivery_to(&fed, 0, &ahead_id, "node-b")
+                .await
+                .is_some_and(|d| d.state == DeliveryState::Deferred as i32)
+        })
+        .await,
+        "b defers it"
+    );
+    // b's clock check is fixed (its operator allows the skew) and b restarts;
+    // the reconciliation on link-up delivers it, long before the retry.
+    b.shutdown().await.unwrap();
+    fed.specs[1].extra = format!("max_clock_skew_secs = 300{FAST}");
+    let b = fed.start(1).await;
+    assert!(
+        arrives(&fed, 1, &ahead_id, Duration::from_secs(40)).await,
+        "delivered by reconciliation, not after the deferral's 90 s"
+    );
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+fn fp_frame(ranges: Vec<SyncRange>) -> Option<ReconcileFrame> {
+    Some(ReconcileFrame { ranges })
+}
+
+fn end() -> Option<SyncBound> {
+    Some(SyncBound {
+        end: true,
+        ..Default::default()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_reconciliation_frames_are_refused_and_the_link_goes_on() {
+    let mut fed = Fed::new(&["node-a", "node-b", "node-c"], &[(0, 1), (1, 2)]);
+    for s in &mut fed.specs {
+        s.extra = "\n[reconcile]\ninterval_secs = 3600\nmax_rounds_per_minute = 10\n".into();
+    }
+    let a = fed.start(0).await;
+    let b = fed.start(1).await;
+    // b holds an AMBER message for c only, and a broadcast.
+    let mut amber = green_alert("amber for c only");
+    amber.tlp = Tlp::Amber as i32;
+    let for_c = publish_on(&fed, 1, amber, &["node-c"]).await;
+    let broadcast = publish_on(&fed, 1, green_alert("for everyone"), &[]).await;
+    assert!(arrives(&fed, 0, &broadcast, WAIT).await);
+
+    // The test plays node-a.
+    let mut fc = federation_client(&fed.pki, &fed.addr(1), "node-a", Some("node-b")).await;
+    let now = certfed::service::now_ms();
+    let since = now - 86_400_000;
+    let call = |since_ms: i64, frame: Option<ReconcileFrame>| ReconcileRequest {
+        since_ms,
+        frame,
+        round: 1,
+    };
+    let cases: Vec<(&str, ReconcileRequest, tonic::Code, &str)> = vec![
+        (
+            "no ranges",
+            call(since, fp_frame(vec![])),
+            tonic::Code::InvalidArgument,
+            "no ranges",
+        ),
+        (
+            "not ending at the end",
+            call(
+                since,
+                fp_frame(vec![SyncRange {
+                    upper: Some(SyncBound {
+                        created_delta_ms: 10,
+                        ..Default::default()
+                    }),
+                    mode: Some(sync_range::Mode::Skip(true)),
+                }]),
+            ),
+            tonic::Code::InvalidArgument,
+            "end of the set",
+        ),
+        (
+            "bounds going back",
+            call(
+                since,
+                fp_frame(vec![
+                    SyncRange {
+                        upper: Some(SyncBound {
+                            created_delta_ms: 10,
+                            ..Default::default()
+                        }),
+                        mode: Some(sync_range::Mode::Skip(true)),
+                    },
+                    SyncRange {
+                        upper: Some(SyncBound {
+                            created_delta_ms: -5,
+                            ..Default::default()
+                        }),
+                        mode: Some(sync_range::Mode::Skip(true)),
+                    },
+                    SyncRange {
+                        upper: end(),
+                        mode: Some(sync_range::Mode::Skip(true)),
+                    },
+                ]),
+            ),
+            tonic::Code::InvalidArgument,
+            "increase",
+        ),
+        (
+            "a fingerprint of 3 bytes",
+            call(
+                since,
+                fp_frame(vec![SyncRange {
+                    upper: end(),
+                    mode: Some(sync_range::Mode::Fingerprint(vec![1, 2, 3])),
+                }]),
+            ),
+            tonic::Code::InvalidArgument,
+            "fingerprint of 3 bytes",
+        ),
+        (
+            "an absurd id list",
+            call(
+                since,
+                fp_frame(vec![SyncRange {
+                    upper: end(),
+                    mode: Some(sync_range::Mode::Ids(ShortIds {
+                        ids: vec![7; 8 * 5000],
+                    })),
+                }]),
+            ),
+            tonic::Code::InvalidArgument,
+            "5000 ids",
+        ),
+        (
+            "ten years of history",
+            call(
+                now - 3650 * 86_400_000,
+                fp_frame(vec![SyncRange {
+                    upper: end(),
+                    mode: Some(sync_range::Mode::Fingerprint(vec![0; 16])),
+                }]),
+            ),
+            tonic::Code::OutOfRange,
+            "window",
+        ),
+    ];
+    for (name, req, code, needle) in cases {
+        let err = fc.reconcile(req).await.unwrap_err();
+        assert_eq!(err.code(), code, "{name}: {err:?}");
+        assert!(err.message().contains(needle), "{name}: {}", err.message());
+    }
+
+    // Asking for everything (an empty id list over the whole set) queues
+    // only what policy lets go to node-a: the broadcast and node-a's own
+    // DELIVERED receipt for it (a peer gets its own messages back), not the
+    // AMBER message for c. Wait for that receipt so the count is exact.
+    assert!(
+        eventually(WAIT, || async {
+            b.node.metrics.receipts_received.get() >= 1
+        })
+        .await,
+        "node-a's receipt for the broadcast reaches node-b"
+    );
+    let greedy = fc
+        .reconcile(call(
+            since,
+            fp_frame(vec![SyncRange {
+                upper: end(),
+                mode: Some(sync_range::Mode::Ids(ShortIds { ids: vec![] })),
+            }]),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        greedy.queued, 2,
+        "only the broadcast and node-a's receipt: {greedy:?}"
+    );
+
+    // A flood: beyond 10 rounds a minute, RESOURCE_EXHAUSTED.
+    let mut exhausted = None;
+    for _ in 0..20 {
+        let r = fc
+            .reconcile(call(
+                since,
+                fp_frame(vec![SyncRange {
+                    upper: end(),
+                    mode: Some(sync_range::Mode::Fingerprint(vec![0; 16])),
+                }]),
+            ))
+            .await;
+        if let Err(e) = r {
+            exhausted = Some(e);
+            break;
+        }
+    }
+    let e = exhausted.expect("the flood is cut off");
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+    assert!(
+        e.message().contains("max_rounds_per_minute"),
+        "{}",
+        e.message()
+    );
+
+    // The link carries messages as before; the refusals are counted.
+    let after = publish_on(&fed, 1, green_alert("after the hostile frames"), &[]).await;
+    assert!(arrives(&fed, 0, &after, WAIT).await);
+    assert!(!holds(&fed, 0, &for_c).await);
+    let text = fed
+        .operator(1)
+        .await
+        .list_peers(ListPeersRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let pa = text.peers.iter().find(|p| p.peer_id == "node-a").unwrap();
+    assert_eq!(pa.state, LinkState::Up as i32);
+    let m = &b.node.metrics;
+    let refused = |reason: &str| {
+        m.reconcile_failures
+            .get_or_create(&certfed::service::metrics::ReasonLabel {
+                reason: reason.into(),
+            })
+            .get()
+    };
+    assert!(refused("malformed") >= 5, "{}", refused("malformed"));
+    assert!(refused("window") >= 1);
+    assert!(refused("rate_limited") >= 1);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
