@@ -846,9 +846,7 @@ pub async fn purge(c: &ClientWrapper, plan: &PurgePlan) -> Result<Purged, StoreE
         let rc = c.execute("DELETE FROM receipts WHERE message_id = ANY($1)", &pi);
         let ks = c.execute("DELETE FROM message_keys WHERE message_id = ANY($1)", &pi);
         futures::try_join!(ob, dl, rc, ks).map_err(e("cannot purge rows of old messages"))?;
-        for cursor in &cursors {
-            sync_remove(c, *cursor).await?;
-        }
+        sync_remove(c, &cursors).await?;
         c.execute("DELETE FROM messages WHERE cursor = ANY($1)", &[&cursors])
             .await
             .map_err(e("cannot purge old messages"))?;
@@ -958,14 +956,14 @@ fn sync_corrupt(what: &str) -> impl Fn(tokio_postgres::Error) -> StoreError + '_
     move |e| StoreError::Corrupt(format!("{what} does not decode: {e}"))
 }
 
-/// Adds (`sign` 1) or removes (-1) one hash to the sums of (audience,
+/// Adds (`sign` 1) or removes (-1) hashes to the sums of (audience,
 /// bucket): read, changed with wrapping arithmetic here, written back (the
 /// single writer's transaction makes this safe).
 async fn bucket_apply(
     c: &ClientWrapper,
     audience: &str,
     bucket: i64,
-    hash: &[u8; 32],
+    hashes: &[[u8; 32]],
     sign: i64,
 ) -> Result<(), StoreError> {
     let e = |w: &'static str| move |x| pg_err(w, x);
@@ -987,7 +985,9 @@ async fn bucket_apply(
             *lane = r.try_get::<_, i64>(i + 1).map_err(&bad)? as u64;
         }
     }
-    cur.add(hash, sign);
+    for h in hashes {
+        cur.add(h, sign);
+    }
     if cur.count == 0 {
         c.execute(
             "DELETE FROM sync_buckets WHERE audience = $1 AND bucket = $2",
@@ -1035,33 +1035,42 @@ async fn sync_add(
             .await
             .map_err(|x| pg_err("cannot list a message for reconciliation", x))?;
         if added == 1 {
-            bucket_apply(c, a, bucket_of(created_ms), &entry.hash, 1).await?;
+            bucket_apply(c, a, bucket_of(created_ms), &[entry.hash], 1).await?;
         }
     }
     Ok(())
 }
 
-/// Removes a message (by cursor) from the reconciliation index.
-async fn sync_remove(c: &ClientWrapper, cursor: i64) -> Result<(), StoreError> {
+/// Removes messages (by cursor) from the reconciliation index: one statement
+/// for the items, then one update per touched (audience, bucket).
+async fn sync_remove(c: &ClientWrapper, cursors: &[i64]) -> Result<(), StoreError> {
     let rows = c
         .query(
-            "DELETE FROM sync_items WHERE cursor = $1 RETURNING audience, created_ms, hash",
-            &[&cursor],
+            "DELETE FROM sync_items WHERE cursor = ANY($1) RETURNING audience, created_ms, hash, cursor",
+            &[&cursors],
         )
         .await
-        .map_err(|x| pg_err("cannot unlist a purged message", x))?;
+        .map_err(|x| pg_err("cannot unlist purged messages", x))?;
+    let mut touched: std::collections::BTreeMap<(String, i64), Vec<[u8; 32]>> = Default::default();
+    let bad = sync_corrupt("a sync_items row");
     for r in rows {
-        let bad = sync_corrupt("a sync_items row");
         let audience: String = r.try_get(0).map_err(&bad)?;
         let created: i64 = r.try_get(1).map_err(&bad)?;
         let hash: Vec<u8> = r.try_get(2).map_err(&bad)?;
+        let cursor: i64 = r.try_get(3).map_err(&bad)?;
         let hash: [u8; 32] = hash.as_slice().try_into().map_err(|_| {
             StoreError::Corrupt(format!(
                 "sync_items: an item hash of {} bytes (cursor {cursor})",
                 hash.len()
             ))
         })?;
-        bucket_apply(c, &audience, bucket_of(created), &hash, -1).await?;
+        touched
+            .entry((audience, bucket_of(created)))
+            .or_default()
+            .push(hash);
+    }
+    for ((audience, bucket), hashes) in touched {
+        bucket_apply(c, &audience, bucket, &hashes, -1).await?;
     }
     Ok(())
 }
