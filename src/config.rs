@@ -91,8 +91,33 @@ pub struct TlsSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageSection {
-    /// Folder of the node's database; created (mode 0700) if missing.
+    /// Where the store lives: `sqlite` (a file in `dir`, the default) or
+    /// `postgres` (the database `url` names; two processes of one node may
+    /// share it as an active/standby pair).
+    #[serde(default)]
+    pub backend: StorageBackend,
+    /// Folder of the node's SQLite database; created (mode 0700) if missing.
+    /// Required with `backend = "sqlite"`.
+    #[serde(default)]
     pub dir: PathBuf,
+    /// The PostgreSQL database (libpq URL or `key=value` string), e.g.
+    /// `postgresql://certfed@db.example:5432/certfed?sslmode=verify-full&sslrootcert=/etc/certfed/db-ca.crt`.
+    /// Required with `backend = "postgres"`. Never logged.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// File holding the database password (one line, mode 0600), when the
+    /// URL has none.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// The database password: meant for the environment
+    /// (`CERTFED__STORAGE__PASSWORD`, read verbatim); never logged.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// PostgreSQL: seconds an active member's lease lasts without renewal
+    /// (renewed every quarter of it). The standby takes over within about
+    /// this long after the active stops.
+    #[serde(default = "default_lease_secs")]
+    pub lease_secs: u64,
     /// Days a message is kept after its creation time; older messages are
     /// purged with their outbox, delivery and receipt rows (open assistance
     /// requests and their steps are kept until closed).
@@ -105,6 +130,43 @@ pub struct StorageSection {
     /// Integrity check of the database at start: `quick`, `full` or `off`.
     #[serde(default)]
     pub integrity_check: IntegrityCheckMode,
+}
+
+/// The storage backend.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    /// One SQLite file in `storage.dir`: no server to run.
+    #[default]
+    Sqlite,
+    /// A PostgreSQL database (`storage.url`).
+    Postgres,
+}
+
+impl StorageBackend {
+    /// The configuration word.
+    pub fn word(self) -> &'static str {
+        match self {
+            StorageBackend::Sqlite => "sqlite",
+            StorageBackend::Postgres => "postgres",
+        }
+    }
+}
+
+/// A secret string: its Debug form never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Secret(String::deserialize(d)?))
+    }
 }
 
 /// How thoroughly the store is checked for damage at start.
@@ -121,6 +183,36 @@ pub enum IntegrityCheckMode {
 }
 
 impl StorageSection {
+    /// The database password: `password` (the environment) if set, else
+    /// the first line of `password_file`, else none (the URL may carry it).
+    pub fn database_password(&self) -> Result<Option<String>, ConfigError> {
+        if let Some(p) = &self.password {
+            return Ok(Some(p.0.clone()));
+        }
+        let Some(f) = &self.password_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(f).map_err(|e| {
+            err(format!(
+                "storage.password_file: cannot read {}: {e}",
+                f.display()
+            ))
+        })?;
+        let line = text.lines().next().unwrap_or("").to_string();
+        if line.is_empty() {
+            return Err(err(format!(
+                "storage.password_file: {} is empty; write the password on its first line",
+                f.display()
+            )));
+        }
+        Ok(Some(line))
+    }
+
+    /// How long a lease lasts without renewal.
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.lease_secs)
+    }
+
     /// Days messages of TLP `tlp` are kept.
     pub fn retention_days_for(&self, tlp: Tlp) -> u32 {
         self.retention_days_by_tlp
@@ -320,19 +412,83 @@ fn default_reconcile_rounds() -> u32 {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RawPeer")]
 pub struct PeerSection {
     /// Member id of the peer; its certificate must name it.
     pub id: String,
-    /// host:port of the peer's listener. A DNS name is resolved each time the
-    /// link connects, never at load time.
+    /// host:port of the peer's listener (the first of `endpoints`). A DNS
+    /// name is resolved each time the link connects, never at load time.
     pub endpoint: HostPort,
+    /// Every address of the peer, in the order a link tries them: one
+    /// (`endpoint = "..."`) or the members of an active/standby pair
+    /// (`endpoints = ["a:7700", "b:7700"]`); the link settles on the one
+    /// that answers as active.
+    pub endpoints: Vec<HostPort>,
     /// Highest TLP this peer may receive: clear, green, amber, amber+strict, red.
     #[serde(default = "default_max_tlp", deserialize_with = "de_tlp")]
     pub max_tlp: Tlp,
     /// Whether this link may carry messages for other members (relay).
     #[serde(default = "default_true")]
     pub relay: bool,
+}
+
+/// `[[peers]]` as written: `endpoint` or `endpoints`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPeer {
+    id: String,
+    #[serde(default)]
+    endpoint: Option<HostPort>,
+    #[serde(default)]
+    endpoints: Vec<HostPort>,
+    #[serde(default = "default_max_tlp", deserialize_with = "de_tlp")]
+    max_tlp: Tlp,
+    #[serde(default = "default_true")]
+    relay: bool,
+}
+
+/// Most addresses one peer may list.
+const MAX_ENDPOINTS: usize = 8;
+
+impl TryFrom<RawPeer> for PeerSection {
+    type Error = String;
+    fn try_from(r: RawPeer) -> Result<Self, String> {
+        let endpoints = match (r.endpoint, r.endpoints.is_empty()) {
+            (Some(_), false) => {
+                return Err(format!(
+                    "peer {}: give endpoint or endpoints, not both (endpoints = [\"a:7700\", \"b:7700\"] lists every member of an active/standby pair)",
+                    r.id
+                ));
+            }
+            (Some(e), true) => vec![e],
+            (None, false) => r.endpoints,
+            (None, true) => {
+                return Err(format!(
+                    "peer {}: missing field `endpoint` (host:port of the peer; endpoints = [...] for an active/standby pair)",
+                    r.id
+                ));
+            }
+        };
+        if endpoints.len() > MAX_ENDPOINTS {
+            return Err(format!(
+                "peer {}: {} endpoints; at most {MAX_ENDPOINTS}",
+                r.id,
+                endpoints.len()
+            ));
+        }
+        for (i, e) in endpoints.iter().enumerate() {
+            if endpoints[..i].contains(e) {
+                return Err(format!("peer {}: endpoint {e} is listed twice", r.id));
+            }
+        }
+        Ok(PeerSection {
+            id: r.id,
+            endpoint: endpoints[0].clone(),
+            endpoints,
+            max_tlp: r.max_tlp,
+            relay: r.relay,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -412,6 +568,9 @@ fn default_max_connections_per_source() -> usize {
 }
 fn default_max_tlp() -> Tlp {
     Tlp::Red
+}
+fn default_lease_secs() -> u64 {
+    8
 }
 fn default_retention_days() -> u32 {
     365
@@ -553,7 +712,8 @@ impl Config {
                 config::Environment::with_prefix("CERTFED")
                     .prefix_separator("__")
                     .separator("__")
-                    .try_parsing(true),
+                    .try_parsing(true)
+                    .source(Some(env_without_secrets())),
             )
             .build()
             .map_err(|e| err(format!("{}: {e}", path.display())))?;
@@ -566,9 +726,48 @@ impl Config {
             .and_then(|p| p.parent().map(Path::to_path_buf))
             .unwrap_or_else(|| PathBuf::from("."));
         cfg.base_dir = base;
+        // Read verbatim: parsing would turn a password of digits into a number.
+        if let Ok(p) = std::env::var(PASSWORD_VAR) {
+            cfg.storage.password = Some(Secret(p));
+        }
         cfg.resolve_paths();
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// The storage keys, checked by backend.
+    fn validate_storage(&self) -> Result<(), ConfigError> {
+        let st = &self.storage;
+        match st.backend {
+            StorageBackend::Sqlite => {
+                if st.dir.as_os_str().is_empty() {
+                    return Err(err(
+                        "storage.dir: required with storage.backend = \"sqlite\" (the folder of the node's database)",
+                    ));
+                }
+                if st.url.is_some() {
+                    return Err(err(
+                        "storage.url: only used with storage.backend = \"postgres\"; set the backend or remove the url",
+                    ));
+                }
+            }
+            StorageBackend::Postgres => {
+                let url = st.url.as_deref().unwrap_or("").trim();
+                if url.is_empty() {
+                    return Err(err(
+                        "storage.url: required with storage.backend = \"postgres\", e.g. postgresql://certfed@db.example:5432/certfed?sslmode=verify-full&sslrootcert=/etc/certfed/db-ca.crt",
+                    ));
+                }
+                if let Some(f) = &st.password_file {
+                    require_file("storage.password_file", f)?;
+                    check_secret_file("storage.password_file", f)?;
+                }
+                if !(2..=300).contains(&st.lease_secs) {
+                    return Err(err("storage.lease_secs: must be between 2 and 300"));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn resolve_paths(&mut self) {
@@ -583,7 +782,12 @@ impl Config {
         fix(&mut self.tls.cert);
         fix(&mut self.tls.key);
         self.tls.crls.iter_mut().for_each(fix);
-        fix(&mut self.storage.dir);
+        if !self.storage.dir.as_os_str().is_empty() {
+            fix(&mut self.storage.dir);
+        }
+        if let Some(p) = &mut self.storage.password_file {
+            fix(p);
+        }
         for m in &mut self.members {
             m.signing_keys.iter_mut().for_each(fix);
         }
@@ -628,6 +832,7 @@ impl Config {
         if self.tls.max_connection_age_secs == 0 {
             return Err(err("tls.max_connection_age_secs: must be at least 1"));
         }
+        self.validate_storage()?;
         if self.storage.dir.exists() && !self.storage.dir.is_dir() {
             return Err(err(format!(
                 "storage.dir: {} exists and is not a directory",
@@ -887,6 +1092,33 @@ pub fn parse_addr(key: &str, s: &str) -> Result<SocketAddr, ConfigError> {
         .map_err(|_| bad())?
         .next()
         .ok_or_else(bad)
+}
+
+/// The environment variable of the database password.
+pub const PASSWORD_VAR: &str = "CERTFED__STORAGE__PASSWORD";
+
+/// The process environment less the database password (read verbatim instead).
+fn env_without_secrets() -> config::Map<String, String> {
+    std::env::vars()
+        .filter(|(k, _)| k != PASSWORD_VAR)
+        .collect()
+}
+
+/// A file holding a secret must not be readable by others.
+fn check_secret_file(key: &str, p: &Path) -> Result<(), ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(p)
+        .map_err(|e| err(format!("{key}: cannot read {}: {e}", p.display())))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(err(format!(
+            "{key}: {} is readable by group or others (mode {:o}); chmod 600 it",
+            p.display(),
+            mode & 0o777
+        )));
+    }
+    Ok(())
 }
 
 fn require_file(key: &str, p: &Path) -> Result<(), ConfigError> {

@@ -1350,7 +1350,7 @@ _certfed() {
             return 0
             ;;
         certfed__subcmd__bench)
-            opts="-h --json --messages --rate --seconds --memory --memory-messages --disk --disk-messages --reconcile --reconcile-messages --reconcile-missing --incident --incident-sightings --incident-noise --help"
+            opts="-h --json --messages --rate --seconds --memory --memory-messages --disk --disk-messages --reconcile --reconcile-messages --reconcile-missing --incident --incident-sightings --incident-noise --storage --pg-url --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1389,6 +1389,14 @@ _certfed() {
                     return 0
                     ;;
                 --incident-noise)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --storage)
+                    COMPREPLY=($(compgen -W "sqlite postgres" -- "${cur}"))
+                    return 0
+                    ;;
+                --pg-url)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

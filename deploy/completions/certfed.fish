@@ -139,13 +139,13 @@ complete -c certfed -n "__fish_certfed_using_subcommand roster; and __fish_seen_
 complete -c certfed -n "__fish_certfed_using_subcommand roster; and __fish_seen_subcommand_from sign" -s h -l help -d 'Print help'
 complete -c certfed -n "__fish_certfed_using_subcommand roster; and __fish_seen_subcommand_from verify" -l current -d 'The roster the federation holds now (`certfed roster show --out`); without it the file is checked as a first roster (its own stewards\' quorum)' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand roster; and __fish_seen_subcommand_from verify" -s h -l help -d 'Print help'
-complete -c certfed -n "__fish_certfed_using_subcommand roster; and __fish_seen_subcommand_from publish" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand roster; and __fish_seen_subcommand_from publish" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand roster; and __fish_seen_subcommand_from publish" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand roster; and __fish_seen_subcommand_from publish" -l cert -d 'Operator certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand roster; and __fish_seen_subcommand_from publish" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand roster; and __fish_seen_subcommand_from publish" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
 complete -c certfed -n "__fish_certfed_using_subcommand roster; and __fish_seen_subcommand_from publish" -s h -l help -d 'Print help'
-complete -c certfed -n "__fish_certfed_using_subcommand roster; and __fish_seen_subcommand_from show" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand roster; and __fish_seen_subcommand_from show" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand roster; and __fish_seen_subcommand_from show" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand roster; and __fish_seen_subcommand_from show" -l cert -d 'Operator certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand roster; and __fish_seen_subcommand_from show" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
@@ -173,6 +173,9 @@ complete -c certfed -n "__fish_certfed_using_subcommand bench" -l reconcile-mess
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l reconcile-missing -d 'Of those, how many the receiving node lacks (chosen at random)' -r
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l incident-sightings -d 'Sightings reported into the incident in the incident phase' -r
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l incident-noise -d 'Loose alerts (in no incident) carrying the incident\'s indicator in the incident phase' -r
+complete -c certfed -n "__fish_certfed_using_subcommand bench" -l storage -d 'Where the nodes keep their stores in the ingest and relay phases' -r -f -a "sqlite\t''
+postgres\t''"
+complete -c certfed -n "__fish_certfed_using_subcommand bench" -l pg-url -d 'With `--storage postgres`: a PostgreSQL server whose role may create databases (one fresh database per node, dropped afterwards). Without it, a throw-away local cluster is started (Debian\'s postgresql)' -r
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l json -d 'Print one JSON object instead of a table'
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l memory -d 'Run only the memory phase: queue alerts for a peer that stays down and sample the relaying node\'s resident memory (Linux, reads /proc)'
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l disk -d 'Run only the disk phase: bytes per stored message, then a retention purge and a refill that must reuse the freed space'
@@ -182,13 +185,13 @@ complete -c certfed -n "__fish_certfed_using_subcommand bench" -s h -l help -d '
 complete -c certfed -n "__fish_certfed_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c certfed -n "__fish_certfed_using_subcommand man" -l out-dir -d 'Output folder' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand man" -s h -l help -d 'Print help'
-complete -c certfed -n "__fish_certfed_using_subcommand info" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand info" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand info" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand info" -l cert -d 'Operator certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand info" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand info" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
 complete -c certfed -n "__fish_certfed_using_subcommand info" -s h -l help -d 'Print help'
-complete -c certfed -n "__fish_certfed_using_subcommand alert; and not __fish_seen_subcommand_from publish list get ack export import help" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and not __fish_seen_subcommand_from publish list get ack export import help" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and not __fish_seen_subcommand_from publish list get ack export import help" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and not __fish_seen_subcommand_from publish list get ack export import help" -l cert -d 'Operator certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and not __fish_seen_subcommand_from publish list get ack export import help" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
@@ -317,7 +320,7 @@ complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_s
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -l expires-in-hours -d 'Expire the alert this many hours from now' -r
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -l supersedes -d 'Message id of an earlier alert of this node that this one updates' -r
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -l incident -d 'Contribute this alert to an incident (its TLP at least the incident\'s)' -r
-complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -l cert -d 'Operator certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from publish" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
@@ -356,20 +359,20 @@ research\t''"
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from list" -l origin -d 'Only from this origin node (repeatable)' -r
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from list" -l limit -d 'Page size' -r
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from list" -l page-token -d 'Continue from a previous listing\'s next page token' -r
-complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from list" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from list" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from list" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from list" -l cert -d 'Operator certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from list" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from list" -l exercise -d 'Include exercise traffic'
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from list" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from get" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from get" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from get" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from get" -l cert -d 'Operator certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from get" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from get" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from get" -s h -l help -d 'Print help'
-complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from ack" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from ack" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from ack" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from ack" -l cert -d 'Operator certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from ack" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
@@ -384,7 +387,7 @@ amber\t'recipients\' organisations and clients; named recipients, encrypted'
 amber+strict\t'recipients\' organisations only; named recipients, encrypted'
 red\t'named recipients only, encrypted'"
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from export" -l out -d 'Write to this file instead of stdout' -r -F
-complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from export" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from export" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from export" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from export" -l cert -d 'Operator certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from export" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
@@ -404,7 +407,7 @@ medium\t''
 high\t''
 critical\t''"
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from import" -l title -d 'Title of the one alert made of a STIX bundle without reports' -r
-complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from import" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from import" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from import" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from import" -l cert -d 'Operator certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from import" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
@@ -419,7 +422,7 @@ complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_s
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from help" -f -a "export" -d 'Write alerts as a STIX 2.1 bundle or MISP events'
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from help" -f -a "import" -d 'Publish the alerts of a STIX 2.1 bundle or MISP event file (all or nothing)'
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c certfed -n "__fish_certfed_using_subcommand assist; and not __fish_seen_subcommand_from request offer decide update list show help" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and not __fish_seen_subcommand_from request offer decide update list show help" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and not __fish_seen_subcommand_from request offer decide update list show help" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and not __fish_seen_subcommand_from request offer decide update list show help" -l cert -d 'Operator certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and not __fish_seen_subcommand_from request offer decide update list show help" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
@@ -486,7 +489,7 @@ complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from request" -l deadline-hours -d 'Offers needed within this many hours' -r
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from request" -l alert -d 'Linked alert message id (repeatable)' -r
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from request" -l to -d 'Recipient node (repeatable). None: the whole federation (clear/green only)' -r
-complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from request" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from request" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from request" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from request" -l cert -d 'Operator certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from request" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
@@ -510,14 +513,14 @@ complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from offer" -l funding -d 'Funding channel' -r -f -a "bilateral\t''
 reserve\t''
 coalition\t''"
-complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from offer" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from offer" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from offer" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from offer" -l cert -d 'Operator certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from offer" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from offer" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from offer" -s h -l help -d 'Print help'
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from decide" -l note -d 'A note for the donor' -r
-complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from decide" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from decide" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from decide" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from decide" -l cert -d 'Operator certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from decide" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
@@ -531,7 +534,7 @@ closed\t''
 withdrawn\t''"
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from update" -l withdraw-offer -d 'Withdraw this offer of yours instead' -r
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from update" -l note -d 'A note recorded with the step' -r
-complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from update" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from update" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from update" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from update" -l cert -d 'Operator certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from update" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
@@ -546,13 +549,13 @@ closed\t''
 withdrawn\t''"
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from list" -l limit -d 'Page size' -r
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from list" -l page-token -d 'Continue from a previous listing\'s next page token' -r
-complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from list" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from list" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from list" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from list" -l cert -d 'Operator certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from list" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from list" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
-complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from show" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from show" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from show" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from show" -l cert -d 'Operator certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from show" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
@@ -565,7 +568,7 @@ complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from help" -f -a "list" -d 'List assistance requests known to the node'
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from help" -f -a "show" -d 'One request with its offers and signed history'
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c certfed -n "__fish_certfed_using_subcommand incident; and not __fish_seen_subcommand_from list show link sight status merge report help" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and not __fish_seen_subcommand_from list show link sight status merge report help" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and not __fish_seen_subcommand_from list show link sight status merge report help" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and not __fish_seen_subcommand_from list show link sight status merge report help" -l cert -d 'Operator certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and not __fish_seen_subcommand_from list show link sight status merge report help" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
@@ -581,21 +584,21 @@ complete -c certfed -n "__fish_certfed_using_subcommand incident; and not __fish
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and not __fish_seen_subcommand_from list show link sight status merge report help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from list" -l limit -d 'Page size' -r
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from list" -l page-token -d 'Continue from a previous listing\'s next page token' -r
-complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from list" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from list" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from list" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from list" -l cert -d 'Operator certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from list" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from list" -l all -d 'Include resolved incidents'
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from list" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
-complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from show" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from show" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from show" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from show" -l cert -d 'Operator certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from show" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from show" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help'
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from link" -l note -d 'Why' -r
-complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from link" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from link" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from link" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from link" -l cert -d 'Operator certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from link" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
@@ -634,28 +637,28 @@ amber+strict\t'recipients\' organisations only; named recipients, encrypted'
 red\t'named recipients only, encrypted'"
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from sight" -l to -d 'Recipient node (repeatable). Default: the incident\'s audience' -r
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from sight" -l note -d 'Analyst note' -r
-complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from sight" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from sight" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from sight" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from sight" -l cert -d 'Operator certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from sight" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from sight" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from sight" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from status" -l note -d 'A note recorded with the change' -r
-complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from status" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from status" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from status" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from status" -l cert -d 'Operator certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from status" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from status" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from status" -s h -l help -d 'Print help'
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from merge" -l note -d 'Why' -r
-complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from merge" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from merge" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from merge" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from merge" -l cert -d 'Operator certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from merge" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from merge" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from merge" -s h -l help -d 'Print help'
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from report" -l html -d 'Output file (written whole, then renamed into place)' -r -F
-complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from report" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from report" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from report" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from report" -l cert -d 'Operator certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from report" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
@@ -669,20 +672,20 @@ complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_see
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from help" -f -a "merge" -d 'Say that an incident this node opened and another are one (takes effect once the other\'s opener says the same)'
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from help" -f -a "report" -d 'Write the situation report: one self-contained HTML page with the escalation timeline, partners × sectors, indicators and assistance'
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c certfed -n "__fish_certfed_using_subcommand peers" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand peers" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand peers" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand peers" -l cert -d 'Operator certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand peers" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand peers" -l reconcile -d 'Reconcile with this peer now (ReconcilePeer) and show the result: the difference found, messages queued each way, rounds, bytes' -r
 complete -c certfed -n "__fish_certfed_using_subcommand peers" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
 complete -c certfed -n "__fish_certfed_using_subcommand peers" -s h -l help -d 'Print help'
-complete -c certfed -n "__fish_certfed_using_subcommand delivery" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand delivery" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand delivery" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand delivery" -l cert -d 'Operator certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand delivery" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand delivery" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
 complete -c certfed -n "__fish_certfed_using_subcommand delivery" -s h -l help -d 'Print help'
-complete -c certfed -n "__fish_certfed_using_subcommand feed; and not __fish_seen_subcommand_from misp help" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand feed; and not __fish_seen_subcommand_from misp help" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand feed; and not __fish_seen_subcommand_from misp help" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand feed; and not __fish_seen_subcommand_from misp help" -l cert -d 'Operator certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand feed; and not __fish_seen_subcommand_from misp help" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
@@ -697,7 +700,7 @@ green\t'the community; may be broadcast, not public'
 amber\t'recipients\' organisations and clients; named recipients, encrypted'
 amber+strict\t'recipients\' organisations only; named recipients, encrypted'
 red\t'named recipients only, encrypted'"
-complete -c certfed -n "__fish_certfed_using_subcommand feed; and __fish_seen_subcommand_from misp" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand feed; and __fish_seen_subcommand_from misp" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand feed; and __fish_seen_subcommand_from misp" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand feed; and __fish_seen_subcommand_from misp" -l cert -d 'Operator certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand feed; and __fish_seen_subcommand_from misp" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
@@ -706,7 +709,7 @@ complete -c certfed -n "__fish_certfed_using_subcommand feed; and __fish_seen_su
 complete -c certfed -n "__fish_certfed_using_subcommand feed; and __fish_seen_subcommand_from misp" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c certfed -n "__fish_certfed_using_subcommand feed; and __fish_seen_subcommand_from help" -f -a "misp" -d 'Write or update a MISP feed folder (manifest.json, one <uuid>.json per alert, hashes.csv)'
 complete -c certfed -n "__fish_certfed_using_subcommand feed; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c certfed -n "__fish_certfed_using_subcommand watch" -l node -d 'Node address, host:port (the packaged configuration listens on 7700)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand watch" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand watch" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand watch" -l cert -d 'Operator certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand watch" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F

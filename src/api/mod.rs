@@ -8,4 +8,5 @@ pub mod error;
 pub mod federation;
 pub mod metrics;
 pub mod operator;
+pub mod standby;
 pub mod taxii;

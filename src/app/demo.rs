@@ -64,7 +64,7 @@ fn alert(
 
 pub async fn run(report: std::path::PathBuf) -> anyhow::Result<()> {
     let t0 = Instant::now();
-    let fed = Fed::new(&NODES, &LINKS);
+    let fed = Fed::new(&NODES, &LINKS).sqlite();
     println!(
         "certfed demo: {} partner nodes on loopback, fresh PKI in {}",
         NODES.len(),

@@ -1,8 +1,13 @@
 //! A local federation on loopback: a fresh PKI in a temporary folder (real
 //! certificates from [`crate::pki`]), configuration files on disk, and nodes
-//! started in this process with real TLS and real SQLite. Used by `certfed
-//! bench` and `certfed demo` (and, as a complete local federation, by the
-//! integration tests).
+//! started in this process with real TLS and a real store: SQLite files, or
+//! (with [`Backend::Postgres`]) one fresh database per node on a real
+//! PostgreSQL server, dropped with the federation. Used by `certfed bench`
+//! and `certfed demo` (and, as a complete local federation, by the
+//! integration tests, which pick the backend with [`Backend::from_env`]).
+//!
+//! A node may get a second member ([`Fed::add_standby`]): the same identity
+//! and database on another port, and its peers list both addresses.
 use crate::app::{RunningNode, prepare, start};
 use crate::config::Config;
 use crate::pki::{Ca, Issued, Validity, new_signing_key, write_private, write_public};
@@ -116,10 +121,77 @@ pub struct NodeSpec {
     pub peers: Vec<(String, u16)>,
     pub extra: String,
     pub handshake_timeout_secs: u64,
+    /// Further addresses of peers (the second member of a pair), by peer id.
+    pub peer_alternates: Vec<(String, u16)>,
+    /// The port of this node's second member, if it has one.
+    pub standby_port: Option<u16>,
+}
+
+/// Where the nodes of a local federation keep their stores.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// A SQLite file per node in the federation's temporary folder.
+    Sqlite,
+    /// A fresh database per node on the PostgreSQL server `admin_url` names
+    /// (its role may create databases).
+    Postgres { admin_url: String },
+}
+
+/// Selects the PostgreSQL backend for test federations.
+pub const BACKEND_VAR: &str = "CERTFED_TEST_BACKEND";
+
+impl Backend {
+    /// The backend the environment asks for: `CERTFED_TEST_BACKEND=postgres`
+    /// with the server in `CERTFED_TEST_PG_URL`; SQLite otherwise.
+    ///
+    /// # Panics
+    /// When PostgreSQL is asked for and no server is named (a test setup error).
+    pub fn from_env() -> Backend {
+        match std::env::var(BACKEND_VAR).as_deref() {
+            Ok("postgres") => {
+                let url = std::env::var(crate::storage::postgres::admin::TEST_URL_VAR)
+                    .unwrap_or_default();
+                assert!(
+                    !url.is_empty(),
+                    "{BACKEND_VAR}=postgres needs {}",
+                    crate::storage::postgres::admin::TEST_URL_VAR
+                );
+                Backend::Postgres { admin_url: url }
+            }
+            _ => Backend::Sqlite,
+        }
+    }
+}
+
+/// Runs `f` on a runtime of its own in another thread (callable from sync
+/// code and from inside an async runtime alike).
+fn block_on_side<T: Send + 'static>(f: impl std::future::Future<Output = T> + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(f)
+    })
+    .join()
+    .expect("side thread")
 }
 
 /// Writes `<id>.toml` for a node in `pki`, with every node of `members` pinned.
 pub fn write_config(pki: &Pki, spec: &NodeSpec, members: &[&str], data: &Path) -> PathBuf {
+    let storage = format!("dir = \"{}\"", data.display());
+    write_config_with(pki, spec, members, &storage, &format!("{}.toml", spec.id))
+}
+
+/// Writes the configuration file `file` for a node in `pki`; `storage` is
+/// the body of its `[storage]` section.
+pub fn write_config_with(
+    pki: &Pki,
+    spec: &NodeSpec,
+    members: &[&str],
+    storage: &str,
+    file: &str,
+) -> PathBuf {
     let id = &spec.id;
     let mut s = format!(
         r#"[node]
@@ -135,7 +207,7 @@ handshake_timeout_secs = {hs}
 {crls}
 
 [storage]
-dir = "{data}"
+{storage}
 
 [log]
 level = "warn"
@@ -151,20 +223,32 @@ shutdown_grace_secs = 3
         } else {
             ""
         },
-        data = data.display(),
         extra = spec.extra,
     );
     for (p, port) in &spec.peers {
-        s.push_str(&format!(
-            "\n[[peers]]\nid = \"{p}\"\nendpoint = \"127.0.0.1:{port}\"\n"
-        ));
+        let alternates: Vec<String> = spec
+            .peer_alternates
+            .iter()
+            .filter(|(q, _)| q == p)
+            .map(|(_, a)| format!("\"127.0.0.1:{a}\""))
+            .collect();
+        if alternates.is_empty() {
+            s.push_str(&format!(
+                "\n[[peers]]\nid = \"{p}\"\nendpoint = \"127.0.0.1:{port}\"\n"
+            ));
+        } else {
+            s.push_str(&format!(
+                "\n[[peers]]\nid = \"{p}\"\nendpoints = [\"127.0.0.1:{port}\", {}]\n",
+                alternates.join(", ")
+            ));
+        }
     }
     for m in members {
         s.push_str(&format!(
             "\n[[members]]\nid = \"{m}\"\nsigning_keys = [\"{m}.sign.pub\"]\n"
         ));
     }
-    let path = pki.path(&format!("{id}.toml"));
+    let path = pki.path(file);
     std::fs::write(&path, s).unwrap();
     path
 }
@@ -175,6 +259,28 @@ pub struct Fed {
     pub pki: Pki,
     pub specs: Vec<NodeSpec>,
     pub data: tempfile::TempDir,
+    /// Where the nodes keep their stores.
+    pub backend: Backend,
+    /// The database of each node (PostgreSQL), by node id, made on first use.
+    dbs: std::sync::Mutex<Vec<(String, String)>>,
+}
+
+impl Drop for Fed {
+    fn drop(&mut self) {
+        let Backend::Postgres { admin_url } = &self.backend else {
+            return;
+        };
+        let dbs = std::mem::take(&mut *self.dbs.lock().expect("dbs lock"));
+        if dbs.is_empty() {
+            return;
+        }
+        let admin = admin_url.clone();
+        block_on_side(async move {
+            for (_, url) in dbs {
+                let _ = crate::storage::postgres::admin::drop_database(&admin, &url).await;
+            }
+        });
+    }
 }
 
 impl Fed {
@@ -192,6 +298,8 @@ impl Fed {
                     peers: vec![],
                     extra: String::new(),
                     handshake_timeout_secs: 2,
+                    peer_alternates: vec![],
+                    standby_port: None,
                 }
             })
             .collect();
@@ -205,7 +313,90 @@ impl Fed {
             pki,
             specs,
             data: tempfile::tempdir().unwrap(),
+            backend: Backend::from_env(),
+            dbs: Default::default(),
         }
+    }
+
+    /// This federation on SQLite whatever the environment says (tests that
+    /// look at SQLite files).
+    pub fn sqlite(mut self) -> Fed {
+        self.backend = Backend::Sqlite;
+        self
+    }
+
+    /// This federation on PostgreSQL (the server `admin_url` names).
+    pub fn postgres(mut self, admin_url: &str) -> Fed {
+        self.backend = Backend::Postgres {
+            admin_url: admin_url.to_string(),
+        };
+        self
+    }
+
+    /// The database URL of node `i` (PostgreSQL), created on first use.
+    ///
+    /// # Panics
+    /// On SQLite, or when the server refuses to create the database.
+    pub fn db_url(&self, i: usize) -> String {
+        let Backend::Postgres { admin_url } = &self.backend else {
+            panic!("db_url: this federation runs on SQLite");
+        };
+        let id = self.specs[i].id.clone();
+        let mut dbs = self.dbs.lock().expect("dbs lock");
+        if let Some((_, u)) = dbs.iter().find(|(n, _)| *n == id) {
+            return u.clone();
+        }
+        let (admin, prefix) = (admin_url.clone(), id.clone());
+        let url = block_on_side(async move {
+            crate::storage::postgres::admin::create_database(&admin, &prefix).await
+        })
+        .expect("create a test database");
+        dbs.push((id, url.clone()));
+        url
+    }
+
+    /// The `[storage]` section of node `i`.
+    pub fn storage_toml(&self, i: usize) -> String {
+        match &self.backend {
+            Backend::Sqlite => format!("dir = \"{}\"", self.data_dir(i).display()),
+            Backend::Postgres { .. } => format!(
+                "backend = \"postgres\"\nurl = \"{}\"\nlease_secs = 3",
+                self.db_url(i)
+            ),
+        }
+    }
+
+    /// Gives node `i` a second member (same identity and store, another
+    /// port) and lists both addresses in its peers' configurations. Returns
+    /// the second member's port.
+    pub fn add_standby(&mut self, i: usize) -> u16 {
+        let port = free_port();
+        self.specs[i].standby_port = Some(port);
+        let id = self.specs[i].id.clone();
+        for s in &mut self.specs {
+            if s.peers.iter().any(|(p, _)| *p == id) {
+                s.peer_alternates.push((id.clone(), port));
+            }
+        }
+        port
+    }
+
+    /// The configuration of node `i`'s second member ([`Fed::add_standby`]).
+    ///
+    /// # Panics
+    /// When node `i` has no second member.
+    pub fn standby_config_path(&self, i: usize) -> PathBuf {
+        let mut spec = self.specs[i].clone();
+        spec.port = spec.standby_port.expect("add_standby first");
+        let ids: Vec<&str> = self.specs.iter().map(|s| s.id.as_str()).collect();
+        let storage = self.storage_toml(i);
+        write_config_with(
+            &self.pki,
+            &spec,
+            &ids,
+            &storage,
+            &format!("{}.standby.toml", spec.id),
+        )
     }
 
     /// The line a - b - c.
@@ -215,8 +406,14 @@ impl Fed {
 
     pub fn config_path(&self, i: usize) -> PathBuf {
         let ids: Vec<&str> = self.specs.iter().map(|s| s.id.as_str()).collect();
-        let data = self.data.path().join(&self.specs[i].id);
-        write_config(&self.pki, &self.specs[i], &ids, &data)
+        let storage = self.storage_toml(i);
+        write_config_with(
+            &self.pki,
+            &self.specs[i],
+            &ids,
+            &storage,
+            &format!("{}.toml", self.specs[i].id),
+        )
     }
 
     pub fn data_dir(&self, i: usize) -> PathBuf {

@@ -15,6 +15,7 @@ pub mod report;
 pub mod systemd;
 
 use crate::api::authz::AuthzLayer;
+use crate::api::standby::StandbyLayer;
 use crate::api::{federation::FederationApi, operator::OperatorApi};
 use crate::config::Config;
 use crate::domain::identity::Identity;
@@ -25,6 +26,7 @@ use crate::proto::v1::{federation_server::FederationServer, operator_server::Ope
 use crate::service::links::LinkTasks;
 use crate::service::node::{Node, NodeParts, ReceiptQueue};
 use crate::service::now_ms;
+use crate::service::pair::Pair;
 use crate::transport::client::{KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
 use crate::transport::server::{AcceptConfig, ConnLimits, Identify, accept_loop};
 use crate::transport::tls;
@@ -371,17 +373,94 @@ async fn bind(key: &str, addr: &str) -> anyhow::Result<TcpListener> {
     })
 }
 
-/// Opens the node's store for `node.id`, checked as `storage.integrity_check`
-/// says. A service manager is told the check may take a while (about 4 s per
-/// GB, plus margin), so a large store is not killed as a failed start.
-fn open_store(cfg: &Config) -> anyhow::Result<crate::storage::Store> {
-    use crate::config::IntegrityCheckMode;
+/// The store, and for a member of an active/standby pair its lease.
+struct Opened {
+    store: crate::storage::Store,
+    lease: Option<Arc<dyn crate::storage::Lease>>,
+    pair: Pair,
+}
+
+/// This machine's host name (for the member's name in a pair).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Opens the node's store for `node.id` with the configured backend. SQLite:
+/// checked as `storage.integrity_check` says; a service manager is told the
+/// check may take a while (about 4 s per GB, plus margin), so a large store
+/// is not killed as a failed start. PostgreSQL: migrated, its owner checked,
+/// fenced behind a lease (this process starts as standby).
+async fn open_store(cfg: &Config) -> anyhow::Result<Opened> {
+    use crate::config::{IntegrityCheckMode, StorageBackend};
     use crate::storage::{IntegrityCheck, OpenOptions};
     let integrity = match cfg.storage.integrity_check {
         IntegrityCheckMode::Quick => IntegrityCheck::Quick,
         IntegrityCheckMode::Full => IntegrityCheck::Full,
         IntegrityCheckMode::Off => IntegrityCheck::Off,
     };
+    let opts = OpenOptions {
+        node_id: cfg.node.id.clone(),
+        integrity,
+    };
+    if cfg.storage.backend == StorageBackend::Postgres {
+        use crate::storage::postgres::{self, PairOptions, PgTarget};
+        let target = PgTarget {
+            url: cfg.storage.url.clone().unwrap_or_default(),
+            password: cfg.storage.database_password()?,
+            idle_in_transaction_secs: (cfg.storage.lease_secs / 2).max(2),
+        };
+        let member = format!("{}/{}", hostname(), cfg.node.listen);
+        let (store, lease) = postgres::open(
+            &target,
+            &opts,
+            Some(PairOptions {
+                holder: member.clone(),
+                lease: cfg.storage.lease(),
+            }),
+        )
+        .await?;
+        let lease: Option<Arc<dyn crate::storage::Lease>> = match lease {
+            Some(l) => Some(Arc::new(l)),
+            None => None,
+        };
+        let pair = Pair::member("postgres", member);
+        // The first look at the lease before anything serves: a lone member
+        // (or the first of a pair) is active from its first call on.
+        if let Some(l) = &lease {
+            use crate::service::pair::Role;
+            use crate::storage::LeaseRole;
+            match l.tick().await {
+                Ok(t) => {
+                    pair.set_other(t.other);
+                    pair.set_role(match t.role {
+                        LeaseRole::Active { epoch } => {
+                            tracing::info!(epoch, member = %pair.member, "lease taken at start: this process is the ACTIVE member of node {}", cfg.node.id);
+                            Role::Active { epoch }
+                        }
+                        LeaseRole::Standby { epoch, active } => {
+                            tracing::info!(epoch, %active, member = %pair.member, "standby at start: another member holds the lease");
+                            Role::Standby {
+                                active: Some(active),
+                                epoch,
+                            }
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "lease: first attempt failed; this process starts as standby and retries")
+                }
+            }
+        }
+        return Ok(Opened {
+            store: Arc::new(store),
+            lease,
+            pair,
+        });
+    }
     let gb = crate::storage::sqlite::db_size(&cfg.storage.dir) / 1_000_000_000;
     if integrity != IntegrityCheck::Off && gb > 0 {
         let per_gb: u64 = if integrity == IntegrityCheck::Full {
@@ -394,11 +473,91 @@ fn open_store(cfg: &Config) -> anyhow::Result<crate::storage::Store> {
             u32::try_from(usec).unwrap_or(u32::MAX),
         )]);
     }
-    let opts = OpenOptions {
-        node_id: cfg.node.id.clone(),
-        integrity,
-    };
-    Ok(crate::storage::sqlite::open(&cfg.storage.dir, &opts)?)
+    Ok(Opened {
+        store: crate::storage::sqlite::open(&cfg.storage.dir, &opts)?,
+        lease: None,
+        pair: Pair::single("sqlite"),
+    })
+}
+
+/// Keeps the lease of a member of an active/standby pair: renews it while
+/// active (every quarter of `storage.lease_secs`), tries to take it while
+/// standby (every second at most), and publishes the role. Ends when the
+/// node stops, or when this member lost the lease (role `Lost`).
+async fn run_lease(node: Arc<Node>, lease: Arc<dyn crate::storage::Lease>) {
+    use crate::service::pair::Role;
+    use crate::storage::{LeaseRole, StoreError};
+    let ttl = node.cfg.storage.lease();
+    let active_every = (ttl / 4).max(Duration::from_millis(250));
+    let standby_every = active_every.min(Duration::from_secs(1));
+    let mut lost = lease.lost();
+    let mut failing_since: Option<std::time::Instant> = None;
+    loop {
+        let role = match lease.tick().await {
+            Ok(t) => {
+                if failing_since.take().is_some() {
+                    tracing::info!("lease: the database answers again");
+                }
+                node.metrics
+                    .lease_age_seconds
+                    .set(t.renewed_age_ms as f64 / 1000.0);
+                node.pair.set_other(t.other);
+                match t.role {
+                    LeaseRole::Active { epoch } => Role::Active { epoch },
+                    LeaseRole::Standby { epoch, active } => Role::Standby {
+                        active: Some(active),
+                        epoch,
+                    },
+                }
+            }
+            Err(StoreError::Fenced(why)) => Role::Lost(why),
+            Err(e) => {
+                if failing_since.is_none() {
+                    failing_since = Some(std::time::Instant::now());
+                    tracing::error!(error = %e, "lease: cannot reach the database to renew or take the lease; writes wait (fenced by epoch), the role is kept");
+                }
+                node.pair.role()
+            }
+        };
+        let before = node.pair.role();
+        if node.pair.set_role(role.clone()) {
+            node.metrics.set_role(role.word());
+            match &role {
+                Role::Active { epoch } => {
+                    node.metrics.takeovers.inc();
+                    tracing::warn!(epoch, member = %node.pair.member, previous = ?before, "lease taken: this process is now the ACTIVE member of node {}", node.id);
+                }
+                Role::Standby { active, epoch } => {
+                    tracing::info!(epoch, active = active.as_deref().unwrap_or("none"), member = %node.pair.member, "standby: another member holds the lease");
+                }
+                Role::Lost(why) => {
+                    tracing::error!(reason = %why, "lease lost: this process stops serving and exits (the service manager restarts it as standby)");
+                }
+                Role::Single => {}
+            }
+        }
+        if matches!(role, Role::Lost(_)) {
+            node.shutdown.cancel();
+            return;
+        }
+        let every = if matches!(role, Role::Active { .. }) {
+            active_every
+        } else {
+            standby_every
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = lost.changed() => {
+                let why = lost.borrow().clone().unwrap_or_else(|| "the lease moved".into());
+                node.pair.set_role(Role::Lost(why.clone()));
+                node.metrics.set_role("standby");
+                tracing::error!(reason = %why, "lease lost (a write found it): this process stops serving and exits");
+                node.shutdown.cancel();
+                return;
+            }
+            _ = node.shutdown.cancelled() => return,
+        }
+    }
 }
 
 /// Starts a node: everything is checked and bound before this returns.
@@ -413,7 +572,7 @@ pub async fn start(prepared: Prepared) -> anyhow::Result<RunningNode> {
     let tls_cfg = cfg.clone();
     let server_tls = tls::server_config(&material)?;
     let client_tls = tls::client_config(&material)?;
-    let store = open_store(&cfg)?;
+    let Opened { store, lease, pair } = open_store(&cfg).await?;
     let (keys, roster_anchor) = match roster_start {
         None => (keys, None),
         Some(r) => {
@@ -456,17 +615,20 @@ pub async fn start(prepared: Prepared) -> anyhow::Result<RunningNode> {
         tls_client: client_tls,
         revoked: tls::revoked_serials(&material.crls),
         receipts: receipt_queue,
+        pair,
         roster: roster_anchor,
         cfg,
     }));
+    node.metrics.set_role(node.pair.role().word());
+    if matches!(node.pair.role(), crate::service::pair::Role::Active { .. }) {
+        // Took the lease at start (see open_store).
+        node.metrics.takeovers.inc();
+    }
     record_tls_expiry(&node, &tls_cfg, &material);
     node.metrics.config_loaded(true, now_ms());
 
     let (health, health_svc) = tonic_health::server::health_reporter();
-    health.set_serving::<OperatorServer<OperatorApi>>().await;
-    health
-        .set_serving::<FederationServer<FederationApi>>()
-        .await;
+    set_health(&health, node.pair.role().serves()).await;
     // Both reflection versions describe every service on the port, including
     // each other (grpcurl 1.8 speaks v1alpha only).
     let reflection = || {
@@ -498,6 +660,7 @@ pub async fn start(prepared: Prepared) -> anyhow::Result<RunningNode> {
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .layer(AuthzLayer)
+        .layer(StandbyLayer { node: node.clone() })
         .add_service(health_svc)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -522,11 +685,17 @@ pub async fn start(prepared: Prepared) -> anyhow::Result<RunningNode> {
         _ => (None, None),
     };
     let links = Arc::new(LinkTasks::default());
-    links.start_all(&node);
-    let receipt_task = tokio::spawn(crate::service::receipts::run(node.clone(), receipt_rx));
-    let purge_task = tokio::spawn(crate::service::retention::run(node.clone()));
-    let incident_task = tokio::spawn(crate::service::incidents::run(node.clone()));
-    let roster_task = tokio::spawn(follow_roster(node.clone(), links.clone()));
+    // Links, receipts and the purge run only while this process serves (at
+    // once without a pair; once the lease is taken for a member of a pair).
+    let lease_task = lease
+        .clone()
+        .map(|l| tokio::spawn(run_lease(node.clone(), l)));
+    let work = tokio::spawn(serve_when_active(
+        node.clone(),
+        links.clone(),
+        receipt_rx,
+        health.clone(),
+    ));
 
     let metrics_text = metrics_addr.map_or_else(|| "off".to_string(), |a| a.to_string());
     let taxii_text = taxii_addr.map_or_else(|| "off".to_string(), |a| a.to_string());
@@ -569,12 +738,15 @@ pub async fn start(prepared: Prepared) -> anyhow::Result<RunningNode> {
                 Ok(())
             }
         };
-        for t in links2
-            .stop_all()
-            .into_iter()
-            .chain([receipt_task, purge_task, incident_task])
-        {
+        let started = match tokio::time::timeout(Duration::from_secs(2), work).await {
+            Ok(Ok(tasks)) => tasks,
+            _ => Vec::new(),
+        };
+        for t in links2.stop_all().into_iter().chain(started) {
             let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+        }
+        if let Some(t) = lease_task {
+            let _ = tokio::time::timeout(Duration::from_secs(3), t).await;
         }
         if let Some(t) = metrics_task {
             t.abort();
@@ -582,10 +754,19 @@ pub async fn start(prepared: Prepared) -> anyhow::Result<RunningNode> {
         if let Some(t) = taxii_task {
             t.abort();
         }
-        roster_task.abort();
         notifier.abort();
         node2.store.close().await;
+        if let Some(l) = &lease {
+            // After the last write: the standby may take over at once.
+            l.release().await;
+        }
         tracing::info!("stopped");
+        if let crate::service::pair::Role::Lost(why) = node2.pair.role() {
+            return Err(anyhow::anyhow!(
+                "this process lost the lease of node {} and stepped down: {why}; it exits so that the service manager restarts it as the standby",
+                node2.id
+            ));
+        }
         result
     });
 
@@ -602,6 +783,87 @@ pub async fn start(prepared: Prepared) -> anyhow::Result<RunningNode> {
     })
 }
 
+/// Sets the health of Operator and Federation (and the whole server).
+async fn set_health(health: &tonic_health::server::HealthReporter, serving: bool) {
+    use tonic_health::ServingStatus;
+    let st = if serving {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    health.set_service_status("", st).await;
+    health
+        .set_service_status(
+            <OperatorServer<OperatorApi> as tonic::server::NamedService>::NAME,
+            st,
+        )
+        .await;
+    health
+        .set_service_status(
+            <FederationServer<FederationApi> as tonic::server::NamedService>::NAME,
+            st,
+        )
+        .await;
+}
+
+/// Waits until this process serves (at once without a pair), then starts
+/// the peer links, the receipt task, the retention purge and the incident
+/// task, and keeps the
+/// health status in step with the role. Returns the tasks it started.
+async fn serve_when_active(
+    node: Arc<Node>,
+    links: Arc<LinkTasks>,
+    receipt_rx: tokio::sync::mpsc::Receiver<crate::domain::admission::ReceiptOwed>,
+    health: tonic_health::server::HealthReporter,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut role = node.pair.subscribe();
+    loop {
+        if role.borrow_and_update().serves() {
+            break;
+        }
+        tokio::select! {
+            r = role.changed() => if r.is_err() { return Vec::new() },
+            _ = node.shutdown.cancelled() => return Vec::new(),
+        }
+    }
+    set_health(&health, true).await;
+    // The other member may have applied rosters while this one waited.
+    let roster_moved =
+        node.pair.backend == "postgres" && crate::service::roster::take_over(&node, now_ms()).await;
+    links.start_all(&node);
+    if roster_moved {
+        let peers =
+            crate::service::node::roster_peers(&node.configured_peers(), node.roster().as_deref());
+        links.apply(&node, peers, &node.revoked());
+    }
+    let tasks = vec![
+        tokio::spawn(crate::service::receipts::run(node.clone(), receipt_rx)),
+        tokio::spawn(crate::service::retention::run(node.clone())),
+        tokio::spawn(crate::service::incidents::run(node.clone())),
+        tokio::spawn(follow_roster(node.clone(), links.clone())),
+    ];
+    if node.pair.backend == "postgres" {
+        tracing::info!(node = %node.id, member = %node.pair.member, "serving as the active member");
+    }
+    let watcher = {
+        let node = node.clone();
+        tokio::spawn(async move {
+            let mut role = node.pair.subscribe();
+            loop {
+                tokio::select! {
+                    r = role.changed() => if r.is_err() { return },
+                    _ = node.shutdown.cancelled() => return,
+                }
+                let serves = role.borrow_and_update().serves();
+                set_health(&health, serves).await;
+            }
+        })
+    };
+    let mut all = tasks;
+    all.push(watcher);
+    all
+}
+
 /// `certfed serve`: runs until SIGTERM or SIGINT; SIGHUP reloads.
 pub async fn serve(cfg: Config, path: &std::path::Path) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
@@ -616,8 +878,10 @@ pub async fn serve(cfg: Config, path: &std::path::Path) -> anyhow::Result<()> {
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
     let node = start(prepared).await?;
+    let stopped = node.node.shutdown.clone();
     loop {
         tokio::select! {
+            _ = stopped.cancelled() => break,
             _ = term.recv() => { tracing::info!("SIGTERM received"); break; }
             _ = int.recv() => { tracing::info!("SIGINT received"); break; }
             _ = hup.recv() => {

@@ -1,8 +1,10 @@
 //! The systemd notify protocol (`Type=notify`), as `certfed serve` speaks it:
 //!
 //! - `READY=1` once the listeners are bound and the store is open, with a
-//!   `STATUS=` line saying what the node is doing (listen address, peers up,
-//!   last reload result), refreshed whenever that changes.
+//!   `STATUS=` line saying what the node is doing (its role in an
+//!   active/standby pair — "active (lease epoch N)" or "standby, active is
+//!   Y" —, listen address, peers up, last reload result), refreshed whenever
+//!   that changes.
 //! - `WATCHDOG=1` every half `WatchdogSec`, but only while the store answers
 //!   a read within that half interval: a node whose store hangs stops pinging
 //!   and systemd restarts it.
@@ -33,8 +35,18 @@ impl Status {
             .expect("status lock")
             .clone()
             .unwrap_or_else(|| "none since start".into());
+        use crate::service::pair::Role;
+        let role = match node.pair.role() {
+            Role::Single => String::new(),
+            Role::Active { epoch } => format!("active (lease epoch {epoch}); "),
+            Role::Standby { active, epoch } => format!(
+                "standby, active is {} (lease epoch {epoch}); ",
+                active.as_deref().unwrap_or("nobody yet")
+            ),
+            Role::Lost(_) => "lease lost, stepping down; ".into(),
+        };
         format!(
-            "serving on {}; peers up {up}/{total}; last reload: {reload}",
+            "{role}serving on {}; peers up {up}/{total}; last reload: {reload}",
             node.listen
         )
     }

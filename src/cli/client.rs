@@ -36,7 +36,9 @@ pub const DEFAULT_NODE: &str = "127.0.0.1:7700";
 #[command(next_help_heading = "Connection")]
 pub struct Conn {
     /// Node address, host:port (the packaged configuration listens on 7700).
-    #[arg(long, env = "CERTFED_NODE", hide_env_values = true, default_value = DEFAULT_NODE, global = true, value_name = "HOST:PORT")]
+    /// For an active/standby pair, both addresses separated by a comma
+    /// (a:7700,b:7700): the one whose health says SERVING is used.
+    #[arg(long, env = "CERTFED_NODE", hide_env_values = true, default_value = DEFAULT_NODE, global = true, value_name = "HOST:PORT[,HOST:PORT]")]
     pub node: String,
     /// Federation CA certificate (PEM). Required.
     #[arg(
@@ -202,9 +204,65 @@ pub async fn connect(conn: &Conn) -> anyhow::Result<OperatorClient<Channel>> {
         )));
     }
     let cfg = tls::client_config(&material).map_err(|e| Failure::usage(e.to_string()))?;
-    let ch = client::channel(&conn.node, cfg, None, Duration::from_secs(5))
-        .map_err(|e| Failure::usage(format!("--node {}: {e:#}", conn.node)))?;
+    let addrs: Vec<&str> = conn
+        .node
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .collect();
+    let channel = |addr: &str| {
+        client::channel(addr, cfg.clone(), None, Duration::from_secs(5))
+            .map_err(|e| Failure::usage(format!("--node {addr}: {e:#}")))
+    };
+    let ch = match addrs.as_slice() {
+        [] => return Err(Failure::usage("--node: give host:port".to_string())),
+        [one] => channel(one)?,
+        several => {
+            let mut answers = Vec::new();
+            let mut found = None;
+            for addr in several {
+                let ch = channel(addr)?;
+                match serving(ch.clone()).await {
+                    Ok(()) => {
+                        found = Some(ch);
+                        break;
+                    }
+                    Err(why) => answers.push(format!("{addr}: {why}")),
+                }
+            }
+            found.ok_or_else(|| {
+                anyhow::Error::from(Failure::new(
+                    crate::cli::error::exit_for(tonic::Code::Unavailable),
+                    tonic::Code::Unavailable,
+                    format!(
+                    "no address of --node {} serves the Operator API now ({}); during a takeover the standby becomes active within storage.lease_secs: retry shortly",
+                    conn.node,
+                    answers.join("; ")
+                ),
+                ))
+            })?
+        }
+    };
     Ok(OperatorClient::new(ch).max_decoding_message_size(64 * 1024 * 1024))
+}
+
+/// Whether the node behind `ch` serves the Operator API (the active member
+/// of a pair does; a standby answers NOT_SERVING).
+async fn serving(ch: Channel) -> Result<(), String> {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let mut h = HealthClient::new(ch);
+    let ask = h.check(HealthCheckRequest {
+        service: "certfed.v1.Operator".into(),
+    });
+    match tokio::time::timeout(Duration::from_secs(5), ask).await {
+        Err(_) => Err("no answer within 5 s".into()),
+        Ok(Err(s)) => Err(format!("{:?}: {}", s.code(), term(s.message()))),
+        Ok(Ok(r)) => match r.into_inner().status {
+            1 => Ok(()),
+            2 => Err("NOT_SERVING (a standby, or stopping)".into()),
+            other => Err(format!("health status {other}")),
+        },
+    }
 }
 
 /// RFC 3339 in UTC, to the second (empty when unset).

@@ -4,11 +4,12 @@
 //! shows DEFERRED with "deferred: reason; next try at ..." and `next_attempt`.
 use crate::domain::envelope::ms_to_ts;
 use crate::proto::v1::{
-    DeliveryState, DeliveryStatus, EnvelopeHeader, NodeInfo, PeerView, ReceiptState,
+    DeliveryState, DeliveryStatus, EnvelopeHeader, NodeInfo, PairRole, PeerView, ReceiptState,
     RecipientDelivery,
 };
 use crate::service::limits::{PageBuilder, PageLimit};
 use crate::service::node::Node;
+use crate::service::pair::Role;
 use crate::service::{ErrorKind, InvalidArgument, ServiceError, check_id};
 use crate::storage::{DeliveryRow, ReceiptRow, StoreError};
 use prost::Message;
@@ -134,7 +135,12 @@ pub async fn peers(
         let st = node.peers.status(&p.id);
         PeerView {
             peer_id: p.id.clone(),
-            endpoint: p.endpoint.to_string(),
+            endpoint: p
+                .endpoints
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
             state: st.state as i32,
             last_contact: st.last_contact_ms.map(ms_to_ts),
             outbox_depth: depths.get(&p.id).copied().unwrap_or(0),
@@ -156,6 +162,7 @@ pub async fn peers(
 /// What this node is: identity, version, peers, members, size.
 pub async fn node_info(node: &Node) -> Result<NodeInfo, DeliveryError> {
     let stored = node.store.message_count().await?;
+    let role = node.pair.role();
     Ok(NodeInfo {
         node_id: node.id.clone(),
         version: env!("CARGO_PKG_VERSION").into(),
@@ -165,6 +172,20 @@ pub async fn node_info(node: &Node) -> Result<NodeInfo, DeliveryError> {
         members: node.keys().members().to_vec(),
         started: Some(ms_to_ts(node.started_ms)),
         stored_messages: stored,
+        storage_backend: node.pair.backend.to_string(),
+        role: match role {
+            Role::Single => PairRole::Single,
+            Role::Active { .. } => PairRole::Active,
+            Role::Standby { .. } | Role::Lost(_) => PairRole::Standby,
+        } as i32,
+        lease_epoch: role.epoch(),
+        member: node.pair.member.clone(),
+        other_member: node.pair.other().unwrap_or_default(),
+        active_member: match &role {
+            Role::Single | Role::Lost(_) => String::new(),
+            Role::Active { .. } => node.pair.member.clone(),
+            Role::Standby { active, .. } => active.clone().unwrap_or_default(),
+        },
         roster_version: node.roster_version(),
         roster_expires: node
             .roster()

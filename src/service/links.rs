@@ -20,6 +20,10 @@
 //!   the peer accepted something (not merely on connect); a backoff is cut
 //!   short when the peer connects to this node (it is reachable again).
 //! - The link's last error keeps the last meaningful reason (see `peers`).
+//! - A peer with several addresses (`endpoints`, an active/standby pair) is
+//!   tried address by address: the link stays on the one that answered, moves
+//!   to the next at once when it fails (a standby answers UNAVAILABLE
+//!   "standby of node X"), and backs off only after every address failed.
 //!
 //! [`LinkTasks`] owns the running tasks (the application holds it); the state
 //! they share with the services (status, wakers, the peer set) is `peers::Peers`.
@@ -162,7 +166,12 @@ async fn run_link(
     let mut backoff = BACKOFF_MIN;
     let label = node.metrics.peer(&peer.id);
     let id = peer.id.clone();
-    let endpoint = peer.endpoint.to_string();
+    // Several addresses (an active/standby pair): tried in order; the link
+    // stays on the one that answered until it fails, then moves to the next
+    // at once, and backs off only once every address failed in a row.
+    let endpoints: Vec<String> = peer.endpoints.iter().map(|e| e.to_string()).collect();
+    let mut at = 0usize;
+    let mut misses = 0usize;
     let reachable = node.peers.reachable_signal(&id);
     // Reconciliation with this peer lives and dies with its link task.
     struct Abort(tokio::task::JoinHandle<()>);
@@ -179,9 +188,14 @@ async fn run_link(
         if node.shutdown.is_cancelled() || *stop.borrow() {
             break;
         }
+        let endpoint = endpoints
+            .get(at)
+            .cloned()
+            .unwrap_or_else(|| peer.endpoint.to_string());
         node.peers.update(&id, |s| s.state = LinkState::Connecting);
+        let mut up = false;
         let result = tokio::select! {
-            r = session(&node, &id, &endpoint, &waker, &mut backoff) => r,
+            r = session(&node, &id, &endpoint, &waker, &mut backoff, &mut up) => r,
             _ = stop.wait_for(|s| *s) => Ok(()),
         };
         node.metrics.peer_up.get_or_create(&label).set(0);
@@ -192,6 +206,19 @@ async fn run_link(
                 node.peers.update(&id, |s| s.failed(e));
             }
         }
+        misses = if up { 1 } else { misses + 1 };
+        if endpoints.len() > 1 {
+            at = (at + 1) % endpoints.len();
+            if misses < endpoints.len() {
+                // The next address may be the active member: try it now.
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => continue,
+                    _ = node.shutdown.cancelled() => break,
+                    _ = stop.wait_for(|s| *s) => break,
+                }
+            }
+        }
+        misses = 0;
         let peer_back = async {
             match &reachable {
                 Some(r) => r.notified().await,
@@ -257,6 +284,7 @@ async fn session(
     endpoint: &str,
     waker: &Notify,
     backoff: &mut Duration,
+    up: &mut bool,
 ) -> Result<(), LinkError> {
     let tls = node.tls_client();
     let sink: crate::transport::client::SerialSink = Arc::default();
@@ -317,6 +345,7 @@ async fn session(
         node.note_peer_serial(peer, serial);
     }
     contact(node, peer);
+    *up = true;
     node.metrics
         .peer_up
         .get_or_create(&node.metrics.peer(peer))
@@ -649,6 +678,7 @@ fn describe(peer: &str, s: &tonic::Status) -> LinkError {
         "timed out",
         "not a configured peer",
         "presented",
+        "standby of node",
     ]
     .iter()
     .any(|k| lower.contains(k));

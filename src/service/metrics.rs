@@ -139,6 +139,14 @@ pub struct Metrics {
     pub deferred: Family<ReasonLabel, Counter>,
     /// TCP connections closed before any TLS work, by the limit they hit.
     pub connections_refused: Family<ReasonLabel, Counter>,
+    /// This process's role: one series per role word (`single`, `active`,
+    /// `standby`), 1 for the current one.
+    pub ha_role: Family<RoleLabel, Gauge>,
+    /// Seconds since the holder of the lease last renewed it, as this member
+    /// last saw it (PostgreSQL pairs).
+    pub lease_age_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Times this process took the lease and became active.
+    pub takeovers: Counter,
     /// Version of the federation roster held (0: none).
     pub roster_version: Gauge,
     /// When the held roster expires (unix seconds; 0: none).
@@ -162,6 +170,11 @@ pub struct Metrics {
     pub reconcile_failures: Family<ReasonLabel, Counter>,
     /// The peers whose series exist.
     peers: Mutex<Vec<String>>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RoleLabel {
+    pub role: String,
 }
 
 impl Default for Metrics {
@@ -202,6 +215,9 @@ impl Metrics {
             incident_matches: Counter::default(),
             deferred: Family::default(),
             connections_refused: Family::default(),
+            ha_role: Family::default(),
+            lease_age_seconds: Gauge::default(),
+            takeovers: Counter::default(),
             roster_version: Gauge::default(),
             roster_expires: Gauge::default(),
             roster_expired: Gauge::default(),
@@ -367,6 +383,21 @@ impl Metrics {
             "config_last_reload_attempt_timestamp_seconds",
             "Unix time of the last configuration load attempt (start or reload)",
             m.reload_attempt_time.clone(),
+        );
+        r.register(
+            "ha_role",
+            "1 for this process's role: single (no active/standby pair), active (holds the lease, serves), standby (waits to take over); 0 for the others",
+            m.ha_role.clone(),
+        );
+        r.register(
+            "ha_lease_age_seconds",
+            "Seconds since the active member last renewed the lease, as this process last saw it (PostgreSQL pairs; a standby sees it grow when the active stops)",
+            m.lease_age_seconds.clone(),
+        );
+        r.register(
+            "ha_takeovers",
+            "Times this process took the lease and became the active member",
+            m.takeovers.clone(),
         );
         r.register(
             "incident_refusals",
@@ -580,6 +611,15 @@ impl Metrics {
 impl Metrics {
     /// Makes the per-peer series exist for exactly `peers` (at 0 for new
     /// ones); series of peers no longer configured are removed.
+    /// Shows `role` (`single`, `active` or `standby`) as the current role.
+    pub fn set_role(&self, role: &str) {
+        for r in ["single", "active", "standby"] {
+            self.ha_role
+                .get_or_create(&RoleLabel { role: r.into() })
+                .set(i64::from(r == role));
+        }
+    }
+
     pub fn set_peers(&self, peers: &[String]) {
         let mut known = self.peers.lock().expect("metrics peers lock");
         for old in known.iter().filter(|o| !peers.contains(o)) {

@@ -21,6 +21,7 @@ pub mod limits;
 pub mod links;
 pub mod metrics;
 pub mod node;
+pub mod pair;
 pub mod peers;
 pub mod receipts;
 pub mod reconcile;
@@ -73,9 +74,10 @@ pub trait ServiceError: std::error::Error {
 impl ServiceError for StoreError {
     fn kind(&self) -> ErrorKind {
         match self {
-            StoreError::Closed | StoreError::Full(_) | StoreError::Backend { .. } => {
-                ErrorKind::Unavailable
-            }
+            StoreError::Closed
+            | StoreError::Full(_)
+            | StoreError::Backend { .. }
+            | StoreError::Fenced(_) => ErrorKind::Unavailable,
             StoreError::Corrupt(_) => ErrorKind::DataLoss,
             StoreError::Invalid(_) => ErrorKind::FailedPrecondition,
         }

@@ -1,6 +1,7 @@
 //! The state every service of a running node shares: who this node is (id,
 //! signing key), what it trusts (member keys, CRL serials), its store, its
-//! peers, its metrics, the queue of receipts it owes, and the shutdown signal.
+//! peers, its metrics, the queue of receipts it owes, its role in an
+//! active/standby pair, and the shutdown signal.
 //! Built once by the application at start; hot-reloadable parts (keys, client
 //! TLS, revoked serials, the peer set) sit behind locks and are swapped whole.
 //!
@@ -12,6 +13,7 @@ use crate::domain::keys::{KeyRegistry, Signer};
 use crate::domain::roster::Anchor;
 use crate::service::InvalidArgument;
 use crate::service::metrics::Metrics;
+use crate::service::pair::Pair;
 use crate::service::peers::Peers;
 use crate::storage::Store;
 use std::collections::{HashMap, HashSet};
@@ -69,6 +71,8 @@ pub struct Node {
     revoked: RwLock<Arc<HashSet<String>>>,
     /// The certificate serial each peer last presented (either direction).
     peer_serials: Mutex<HashMap<String, String>>,
+    /// Backend and active/standby role of this process.
+    pub pair: Pair,
     /// The federation roster held (`None`: a static `[[members]]` list).
     roster: RwLock<Option<Arc<Anchor>>>,
     /// One roster change at a time (`service::roster::apply`).
@@ -91,6 +95,7 @@ pub struct NodeParts {
     pub tls_client: Arc<rustls::ClientConfig>,
     pub revoked: HashSet<String>,
     pub receipts: ReceiptQueue,
+    pub pair: Pair,
     /// The roster to start from (`None`: a static `[[members]]` list).
     pub roster: Option<Anchor>,
 }
@@ -132,6 +137,7 @@ impl Node {
             reconcile: Default::default(),
             revoked: RwLock::new(Arc::new(p.revoked)),
             peer_serials: Mutex::default(),
+            pair: p.pair,
             roster_applied: watch::channel(p.roster.as_ref().map_or(0, Anchor::version)).0,
             roster: RwLock::new(p.roster.map(Arc::new)),
             roster_lock: tokio::sync::Mutex::new(()),

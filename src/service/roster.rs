@@ -18,6 +18,9 @@
 //!   roster again (a re-flood) is not an error.
 //! - An expired held roster keeps its trust (read-only) and is reported
 //!   loudly (`certfed_roster_expired`, a warning per [`EXPIRY_WARN_EVERY_MS`]).
+//! - In an active/standby pair only the active member writes the chain: the
+//!   standby holds its start roster in memory, and on taking over holds the
+//!   newer of that and the store's chain, and keeps it ([`take_over`]).
 use crate::domain::envelope::ms_to_ts;
 use crate::domain::keys::KeyRegistry;
 use crate::domain::roster::{
@@ -193,7 +196,78 @@ async fn save(store: &Store, doc: &Document, now_ms: i64) -> Result<(), String> 
             accepted_ms: now_ms,
         })
         .await
+        .or_else(|e| match e {
+            // The standby of a PostgreSQL pair writes nothing: it holds the
+            // file's roster in memory, and keeps it in the store when it
+            // takes over (`take_over`) unless the store has a newer one then.
+            StoreError::Fenced(_) => {
+                tracing::info!(
+                    version = doc.version(),
+                    "roster: this process is the standby; the roster is held in memory and kept in the store once this process takes over"
+                );
+                Ok(())
+            }
+            e => Err(e),
+        })
         .map_err(|e| format!("cannot keep roster version {}: {e}", doc.version()))
+}
+
+/// A member of an active/standby pair that just took over: the store's chain
+/// may have moved on while it waited (the other member applied rosters), or
+/// it may hold a newer roster (from its roster file) that the store lacks.
+/// The newer of the two is held, and kept in the store. Returns whether the
+/// roster in force changed (the caller re-applies the peer set).
+pub async fn take_over(node: &Node, now_ms: i64) -> bool {
+    let _one = node.roster_lock.lock().await;
+    let Some(held) = node.roster() else {
+        return false;
+    };
+    let mut kept = match chain(&node.store).await {
+        Ok(k) => k,
+        Err(e) => {
+            tracing::error!(error = %e, "roster: cannot reread the chain after taking over; the roster held since start stays in force");
+            return false;
+        }
+    };
+    let stored = kept.last().map_or(0, |(d, _)| d.version());
+    if stored > held.version() {
+        let (doc, accepted_ms) = kept.last().cloned().expect("non-empty chain");
+        let keys = match trust_of(&kept) {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::error!(error = %e, "roster: the store's chain does not give member keys; the roster held since start stays in force");
+                return false;
+            }
+        };
+        let acc = Accepted {
+            signed_by: roster::verify_signatures(&doc, None).unwrap_or_default(),
+            doc,
+            admitted_by: None,
+            accepted_ms,
+        };
+        tracing::info!(
+            from = held.version(),
+            to = stored,
+            "roster: the store holds a newer roster (applied by the other member of the pair); it is now in force"
+        );
+        record(node, &acc, now_ms);
+        node.replace_roster(Anchor::Current(Box::new(acc)), keys);
+        return true;
+    } else if let Some(acc) = held.current().filter(|a| a.version() > stored) {
+        match save(&node.store, &acc.doc, now_ms).await {
+            Ok(()) => {
+                kept.push((acc.doc.clone(), now_ms));
+                tracing::info!(
+                    version = acc.version(),
+                    "roster: the roster held in memory is now kept in the store"
+                );
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "roster: cannot keep the held roster in the store after taking over")
+            }
+        }
+    }
+    false
 }
 
 /// Counts and logs a refusal (a fork is an alarm).

@@ -41,8 +41,13 @@
 //!   [`Storage::sync_items`] in that bucket: maintained in the same commit as
 //!   the insert and the purge, never by a scan.
 //!
+//! - A store shared by an active/standby pair is fenced by its [`Lease`]: a
+//!   member writes only while it holds the lease, and a write that finds the
+//!   lease moved is refused ([`StoreError::Fenced`]), as is every later one.
+//!
 //! This module names no database type: errors carry their source as a boxed
 //! error, so nothing above `storage/` depends on a driver.
+pub mod postgres;
 pub mod sqlite;
 
 #[cfg(test)]
@@ -85,6 +90,11 @@ pub enum StoreError {
     /// A refusal by the store's own rules (e.g. a schema newer than this build).
     #[error("{0}")]
     Invalid(String),
+    /// This process may not write: it is the standby of an active/standby
+    /// pair, or it lost the lease to the other member. Temporary for callers
+    /// (the active member takes the work).
+    #[error("storage: not the active member: {0}")]
+    Fenced(String),
 }
 
 impl StoreError {
@@ -104,13 +114,17 @@ impl StoreError {
     pub fn is_temporary(&self) -> bool {
         matches!(
             self,
-            StoreError::Closed | StoreError::Full(_) | StoreError::Backend { .. }
+            StoreError::Closed
+                | StoreError::Full(_)
+                | StoreError::Backend { .. }
+                | StoreError::Fenced(_)
         )
     }
 
     /// Short label of the kind of failure, for metrics and logs.
     /// Every [`StoreError::label`], for metrics that list them from the start.
-    pub const ALL_LABELS: [&'static str; 5] = ["closed", "full", "corrupt", "backend", "invalid"];
+    pub const ALL_LABELS: [&'static str; 6] =
+        ["closed", "full", "corrupt", "backend", "invalid", "fenced"];
 
     pub fn label(&self) -> &'static str {
         match self {
@@ -119,8 +133,45 @@ impl StoreError {
             StoreError::Corrupt(_) => "corrupt",
             StoreError::Backend { .. } => "backend",
             StoreError::Invalid(_) => "invalid",
+            StoreError::Fenced(_) => "fenced",
         }
     }
+}
+
+/// A member's role after a [`Lease::tick`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseRole {
+    /// This member holds the lease with this epoch and may write.
+    Active { epoch: u64 },
+    /// Another member (`active`, its name) holds the lease with `epoch`.
+    Standby { epoch: u64, active: String },
+}
+
+/// What one [`Lease::tick`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseTick {
+    pub role: LeaseRole,
+    /// The other member of the pair, if it was seen recently.
+    pub other: Option<String>,
+    /// Milliseconds since the lease was last taken or renewed (by anyone).
+    pub renewed_age_ms: i64,
+}
+
+/// The active/standby lease of a store shared by two processes of one node.
+/// Only the holder writes; the store refuses writes otherwise.
+#[async_trait::async_trait]
+pub trait Lease: Send + Sync {
+    /// Renews the lease if this member holds it, takes it if it is free or
+    /// expired, and reports the role. An error [`StoreError::Fenced`] means
+    /// this member held the lease and lost it: it must step down.
+    async fn tick(&self) -> Result<LeaseTick, StoreError>;
+    /// Gives the lease up (at shutdown, after the last write), so the other
+    /// member takes over at once.
+    async fn release(&self);
+    /// Tells (once) why this member lost the lease, when a write found out.
+    fn lost(&self) -> tokio::sync::watch::Receiver<Option<String>>;
+    /// This member's name in the lease.
+    fn holder(&self) -> &str;
 }
 
 /// How thoroughly a store is checked for damage when it is opened.

@@ -394,7 +394,7 @@ fn json_output_is_what_grpcurl_prints() {
 /// escaped, never raw, in text and in JSON.
 #[test]
 fn stored_control_characters_are_shown_escaped() {
-    let fed = Fed::new(&["node-a"], &[]);
+    let fed = Fed::new(&["node-a"], &[]).sqlite();
     let hostile_title = "Patch now\u{1b}]0;owned\u{7}\u{1b}[2J\u{9b}31m\u{202e}exe.pdf";
     let hostile_desc = "first line\nsecond\u{1b}[1A\u{1b}[2Kline\r\u{0}";
     let alert = Alert {

@@ -36,7 +36,7 @@ fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn red_alert_crosses_relay_that_cannot_read_it() {
-    let fed = Fed::line();
+    let fed = Fed::line().sqlite();
     // b is a real process logging everything, down to debug, to a file.
     let log_path = fed.data.path().join("node-b.log");
     let log = std::fs::File::create(&log_path).unwrap();
@@ -193,7 +193,7 @@ async fn red_alert_crosses_relay_that_cannot_read_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_relay_link_carries_only_traffic_for_its_peer() {
     // b's link to c has relay = false: no transit for third parties over it.
-    let fed = Fed::line();
+    let fed = Fed::line().sqlite();
     let a = fed.start(0).await;
     let cfg_b = fed.config_path(1);
     let c_port = fed.specs[2].port;

@@ -67,7 +67,7 @@ fn fill(dir: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_on_the_receiver_defers_and_recovers_by_itself() {
-    let mut fed = Fed::new(&["node-a", "node-b"], &[(0, 1)]);
+    let mut fed = Fed::new(&["node-a", "node-b"], &[(0, 1)]).sqlite();
     let metrics = format!("127.0.0.1:{}", free_port());
     fed.specs[1].extra = format!("\n[metrics]\nlisten = \"{metrics}\"\n");
     let mut disk = Tmpfs::mount(&fed.data_dir(1), "16m");

@@ -2,7 +2,8 @@
 //! `crate::`/`super::` reference between modules of `src/` points down the
 //! layers documented in `lib.rs` and `ARCHITECTURE.md`, no file imports
 //! itself back through others (no cycles among files), no SQLite type appears
-//! outside `storage/sqlite/`, and the domain stays pure (no runtime, no RPC
+//! outside `storage/sqlite/` and no PostgreSQL driver type outside
+//! `storage/postgres/`, and the domain stays pure (no runtime, no RPC
 //! framework, no SQL, no sockets, no clock).
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -278,17 +279,31 @@ fn no_import_cycles_among_files() {
 }
 
 #[test]
-fn sqlite_stays_in_its_backend_and_the_domain_stays_pure() {
+fn database_drivers_stay_in_their_backends_and_the_domain_stays_pure() {
     let g = build();
     for (file, code) in &g.code {
         if !file.starts_with("storage/sqlite/") {
             assert!(!code.contains("rusqlite"), "{file} names rusqlite");
+        }
+        if !file.starts_with("storage/postgres/") {
+            for driver in [
+                "tokio_postgres",
+                "deadpool_postgres",
+                "deadpool::",
+                "postgres_types",
+            ] {
+                assert!(
+                    !code.contains(driver),
+                    "{file} names {driver}: PostgreSQL types stay in storage/postgres/"
+                );
+            }
         }
         if file.starts_with("domain/") {
             for banned in [
                 "tokio",
                 "tonic",
                 "rusqlite",
+                "postgres",
                 "std::fs",
                 "TcpStream",
                 "TcpListener",

@@ -28,6 +28,7 @@ mod operator_api;
 mod ops;
 mod ordering;
 mod packaging;
+mod pair;
 mod partition;
 mod pki;
 mod process;

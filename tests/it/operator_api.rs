@@ -1099,7 +1099,7 @@ async fn a_node_stopped_between_signing_and_recording_answers_the_retry_from_the
     use certfed::service::requests::RequestKey;
     use certfed::storage::{Claim, RequestRecord};
     use prost::Message;
-    let fed = Fed::new(&["node-a", "node-b"], &[(0, 1)]);
+    let fed = Fed::new(&["node-a", "node-b"], &[(0, 1)]).sqlite();
     let a = fed.start(0).await;
     let stored = publish_on(&fed, 0, green_alert("stored"), &[]).await;
     a.shutdown().await.unwrap();

@@ -134,7 +134,9 @@ fn wait_listening(port: u16) {
 
 #[test]
 fn sigterm_exits_zero_and_second_process_on_same_storage_is_refused() {
-    let fed = Fed::new(&["node-a"], &[]);
+    // SQLite: one process per folder (on PostgreSQL a second process of the
+    // node is the standby of a pair: tests/it/pair.rs).
+    let fed = Fed::new(&["node-a"], &[]).sqlite();
     let cfg = fed.config_path(0);
     let mut child = start_process(&cfg);
     wait_listening(fed.specs[0].port);

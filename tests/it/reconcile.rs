@@ -72,7 +72,8 @@ fn restore(data_dir: &Path, from: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_restored_from_backup_converges_with_its_line() {
-    let mut fed = Fed::line();
+    // SQLite files: the README's sqlite3 backup and restore.
+    let mut fed = Fed::line().sqlite();
     for s in &mut fed.specs {
         s.extra = FAST.into();
     }
@@ -204,7 +205,8 @@ async fn a_node_restored_from_backup_converges_with_its_line() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_store_with_the_old_identity_gets_its_history_back() {
-    let mut fed = Fed::new(&["node-a", "node-b"], &[(0, 1)]);
+    // SQLite files: the store's folder is removed.
+    let mut fed = Fed::new(&["node-a", "node-b"], &[(0, 1)]).sqlite();
     for s in &mut fed.specs {
         s.extra = FAST.into();
     }

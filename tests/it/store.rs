@@ -83,7 +83,7 @@ async fn node_with_alerts(fed: &Fed, n: usize) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn damaged_vanished_and_foreign_stores_are_refused_at_start() {
-    let fed = Fed::new(&["node-a", "node-b"], &[]);
+    let fed = Fed::new(&["node-a", "node-b"], &[]).sqlite();
     node_with_alerts(&fed, 300).await;
     let good = fed.data_dir(0);
     let config = fed.config_path(0);
@@ -184,7 +184,7 @@ async fn damaged_vanished_and_foreign_stores_are_refused_at_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn damage_found_while_serving_is_data_loss_and_stops_writes() {
-    let fed = Fed::new(&["node-a"], &[]);
+    let fed = Fed::new(&["node-a"], &[]).sqlite();
     node_with_alerts(&fed, 300).await;
     // Scribble the second half (the newest messages' pages) and start with
     // the check off, as an operator of a huge store might: the damage is met

@@ -10,6 +10,10 @@
 //!   seen through that node's Watch stream so the observation cost cancels;
 //!   and the same for two hops to node-c.
 //!
+//! With `--storage postgres` both phases run on PostgreSQL (see
+//! [`pgserver`]): every node keeps its store in a fresh database on the
+//! server `--pg-url` names, or on a throw-away local cluster.
+//!
 //! With `--memory` only the memory phase runs (see [`memory`]): node-b as a
 //! real `certfed serve` process, its peer node-c down, and a million alerts
 //! queued for node-c; b's resident memory is sampled from `/proc`.
@@ -27,9 +31,10 @@
 pub mod disk;
 pub mod incident;
 pub mod memory;
+pub mod pgserver;
 pub mod reconcile;
 
-use crate::app::localfed::Fed;
+use crate::app::localfed::{Backend, Fed};
 use crate::domain::envelope::{Draft, seal};
 use crate::domain::keys::Signer;
 use crate::proto::v1::*;
@@ -89,6 +94,26 @@ pub struct BenchArgs {
     /// incident phase.
     #[arg(long, default_value_t = 5000)]
     pub incident_noise: usize,
+    /// Where the nodes keep their stores in the ingest and relay phases.
+    #[arg(long, value_enum, default_value_t = BenchStorage::Sqlite)]
+    pub storage: BenchStorage,
+    /// With `--storage postgres`: a PostgreSQL server whose role may create
+    /// databases (one fresh database per node, dropped afterwards). Without
+    /// it, a throw-away local cluster is started (Debian's postgresql).
+    #[arg(
+        long,
+        env = "CERTFED_BENCH_PG_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub pg_url: Option<String>,
+}
+
+/// The storage backend a benchmark measures.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchStorage {
+    Sqlite,
+    Postgres,
 }
 
 /// A GREEN alert whose serialized form is about 1 KiB.
@@ -152,9 +177,17 @@ struct Ingest {
     seconds: f64,
 }
 
-async fn bench_ingest(messages: usize) -> anyhow::Result<Ingest> {
+/// A federation on `backend`.
+fn on(fed: Fed, backend: &Backend) -> Fed {
+    match backend {
+        Backend::Sqlite => fed.sqlite(),
+        Backend::Postgres { admin_url } => fed.postgres(admin_url),
+    }
+}
+
+async fn bench_ingest(messages: usize, backend: &Backend) -> anyhow::Result<Ingest> {
     // node-b listens; the benchmark plays its peer node-a.
-    let fed = Fed::new(&["node-a", "node-b"], &[(0, 1)]);
+    let fed = on(Fed::new(&["node-a", "node-b"], &[(0, 1)]), backend);
     let b = fed.try_start(1).await?;
     let pem = std::fs::read_to_string(fed.pki.path("node-a.sign.key"))?;
     let signer = Signer::from_pkcs8_pem("node-a", &pem).map_err(anyhow::Error::msg)?;
@@ -210,8 +243,8 @@ struct Relay {
     seconds: f64,
 }
 
-async fn bench_relay(rate: u32, seconds: u32) -> anyhow::Result<Relay> {
-    let fed = Fed::line();
+async fn bench_relay(rate: u32, seconds: u32, backend: &Backend) -> anyhow::Result<Relay> {
+    let fed = on(Fed::line(), backend);
     let a = fed.try_start(0).await?;
     let b = fed.try_start(1).await?;
     let c = fed.try_start(2).await?;
@@ -340,14 +373,46 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.reconcile {
         return reconcile::run(args.reconcile_messages, args.reconcile_missing, args.json).await;
     }
+    let server = match args.storage {
+        BenchStorage::Sqlite => None,
+        BenchStorage::Postgres => {
+            let url = args.pg_url.clone();
+            Some(tokio::task::spawn_blocking(move || pgserver::Server::get(url)).await??)
+        }
+    };
+    if let Some(s) = &server {
+        // A server that cannot be reached, or a role that may not create
+        // databases, is an error here, before any node starts.
+        use crate::storage::postgres::admin;
+        let probe = admin::create_database(&s.url, "probe")
+            .await
+            .map_err(|e| anyhow::anyhow!("certfed bench --storage postgres: {e}"))?;
+        admin::drop_database(&s.url, &probe)
+            .await
+            .map_err(|e| anyhow::anyhow!("certfed bench --storage postgres: {e}"))?;
+    }
+    let (backend, storage) = match &server {
+        None => (Backend::Sqlite, "sqlite".to_string()),
+        Some(s) => (
+            Backend::Postgres {
+                admin_url: s.url.clone(),
+            },
+            match &s.cluster {
+                Some(c) => format!("postgres (throw-away local cluster, {})", c.version),
+                None => "postgres (--pg-url)".to_string(),
+            },
+        ),
+    };
     if !args.json {
         eprintln!(
-            "certfed bench: ingest {} signed 1 KiB alerts, then relay at {} msgs/s for {} s ...",
+            "certfed bench: storage {storage}; ingest {} signed 1 KiB alerts, then relay at {} msgs/s for {} s ...",
             args.messages, args.rate, args.seconds
         );
     }
-    let ingest = bench_ingest(args.messages).await?;
-    let relay = bench_relay(args.rate, args.seconds).await?;
+    let ingest = bench_ingest(args.messages, &backend).await?;
+    let relay = bench_relay(args.rate, args.seconds, &backend).await?;
+    // Stops a throw-away cluster (after the federations dropped their databases).
+    drop(server);
     let ingest_rate = ingest.messages as f64 / ingest.seconds;
     let p50 = percentile(&relay.hop1, 0.50);
     let p99 = percentile(&relay.hop1, 0.99);
@@ -358,6 +423,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .unwrap_or(1);
     if args.json {
         let v = serde_json::json!({
+            "storage": storage,
             "ingest_msgs_per_s": (ingest_rate * 10.0).round() / 10.0,
             "ingest_messages": ingest.messages,
             "ingest_seconds": ingest.seconds,
@@ -375,6 +441,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         println!("{v}");
     } else {
         println!("{:<44} {:>12}", "metric", "value");
+        println!("{:<44} {:>12}", "storage", storage);
         println!(
             "{:<44} {:>12.0}",
             "ingest_msgs_per_s (verify+commit+ack)", ingest_rate
