@@ -261,18 +261,31 @@ async fn an_empty_store_with_the_old_identity_gets_its_history_back() {
     let a_view = peer_view(&fed, 0, "node-b").await.unwrap();
     let r = a_view.last_reconcile.expect("shown");
     assert!(r.error.is_empty(), "{r:?}");
-    // Reconcile now, on request: nothing differs any more.
-    let now = fed
-        .operator(0)
-        .await
-        .reconcile_peer(ReconcilePeerRequest {
-            peer_id: "node-b".into(),
+    // Reconcile now, on request: nothing differs any more (once what is
+    // still in flight — b's receipts for what came back — has landed).
+    let f = &fed;
+    let reconcile_now = move || async move {
+        f.operator(0)
+            .await
+            .reconcile_peer(ReconcilePeerRequest {
+                peer_id: "node-b".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .result
+            .unwrap()
+    };
+    assert!(
+        eventually(WAIT, move || async move {
+            let r = reconcile_now().await;
+            r.error.is_empty() && (r.difference, r.rounds) == (0, 1)
         })
-        .await
-        .unwrap()
-        .into_inner()
-        .result
-        .unwrap();
+        .await,
+        "a and b stay different: {:?}",
+        reconcile_now().await
+    );
+    let now = reconcile_now().await;
     assert!(now.error.is_empty(), "{now:?}");
     assert_eq!((now.difference, now.rounds), (0, 1), "{now:?}");
     assert!(now.bytes < 1024, "in sync: {} bytes", now.bytes);
