@@ -23,9 +23,8 @@ use crate::domain::policy::{check_distribution, tlp_label};
 use crate::proto::v1::{
     Alert, AssistanceRequest, AssistanceState, EnvelopeHeader, IncidentLink, IncidentMatch,
     IncidentMerge, IncidentStatus, IncidentStatusChange, IncidentSummary, LinkToIncidentRequest,
-    LinkToIncidentResponse, MergeIncidentsRequest, MergeIncidentsResponse, MessageKind,
-    ReportSightingRequest, ReportSightingResponse, SetIncidentStatusRequest,
-    SetIncidentStatusResponse, Sighting, Situation, Tlp,
+    MergeIncidentsRequest, MergeIncidentsResponse, MessageKind, ReportSightingRequest,
+    SetIncidentStatusRequest, Sighting, Situation, Tlp,
 };
 use crate::service::ingest::{OriginateError, Outgoing, originate_in_incident};
 use crate::service::limits::{PageBuilder, PageLimit};
@@ -644,6 +643,41 @@ fn draft(
     }
 }
 
+/// What an incident action records under its request id: the message it
+/// sent (the wire form shared by `ReportSightingResponse`,
+/// `LinkToIncidentResponse` and `SetIncidentStatusResponse`).
+#[derive(Clone, PartialEq, prost::Message)]
+struct Sent {
+    #[prost(string, tag = "1")]
+    message_id: String,
+}
+
+/// Runs `act` once per client request id (AIP-155, [`requests::once`]): a
+/// retry with the same id and `body` (the encoded request without its id) returns the
+/// first message id and sends nothing new.
+async fn once<F, Fut>(
+    node: &Node,
+    operation: &'static str,
+    client: &str,
+    body: &[u8],
+    act: F,
+) -> Result<String, IncidentError>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = Result<String, IncidentError>>,
+{
+    let key = RequestKey::parse("request_id", client, operation, body)?;
+    let answer = requests::once(
+        &node.store,
+        &node.requests,
+        key,
+        |message_id| async move { act(message_id).await.map(|message_id| Sent { message_id }) },
+        |message_id| async move { Ok(Sent { message_id }) },
+    )
+    .await?;
+    Ok(answer.message_id)
+}
+
 /// Reports a sighting as this node; returns its message id.
 pub async fn sight(node: &Node, req: ReportSightingRequest) -> Result<String, IncidentError> {
     let client = req.request_id.clone();
@@ -651,25 +685,14 @@ pub async fn sight(node: &Node, req: ReportSightingRequest) -> Result<String, In
         request_id: String::new(),
         ..req
     };
-    let key = RequestKey::parse(
-        "request_id",
-        &client,
+    once(
+        node,
         "ReportSighting",
+        &client,
         &body.encode_to_vec(),
-    )?;
-    let answer = requests::once(
-        &node.store,
-        &node.requests,
-        key,
-        |message_id| async move {
-            sight_as(node, body, message_id)
-                .await
-                .map(|message_id| ReportSightingResponse { message_id })
-        },
-        |message_id| async move { Ok(ReportSightingResponse { message_id }) },
+        |message_id| sight_as(node, body, message_id),
     )
-    .await?;
-    Ok(answer.message_id)
+    .await
 }
 
 async fn sight_as(
@@ -755,25 +778,14 @@ pub async fn link(node: &Node, req: LinkToIncidentRequest) -> Result<String, Inc
         request_id: String::new(),
         ..req
     };
-    let key = RequestKey::parse(
-        "request_id",
-        &client,
+    once(
+        node,
         "LinkToIncident",
+        &client,
         &body.encode_to_vec(),
-    )?;
-    let answer = requests::once(
-        &node.store,
-        &node.requests,
-        key,
-        |message_id| async move {
-            link_as(node, body, message_id)
-                .await
-                .map(|message_id| LinkToIncidentResponse { message_id })
-        },
-        |message_id| async move { Ok(LinkToIncidentResponse { message_id }) },
+        |message_id| link_as(node, body, message_id),
     )
-    .await?;
-    Ok(answer.message_id)
+    .await
 }
 
 async fn link_as(
@@ -852,25 +864,14 @@ pub async fn set_status(
         request_id: String::new(),
         ..req
     };
-    let key = RequestKey::parse(
-        "request_id",
-        &client,
+    once(
+        node,
         "SetIncidentStatus",
+        &client,
         &body.encode_to_vec(),
-    )?;
-    let answer = requests::once(
-        &node.store,
-        &node.requests,
-        key,
-        |message_id| async move {
-            status_as(node, body, message_id)
-                .await
-                .map(|message_id| SetIncidentStatusResponse { message_id })
-        },
-        |message_id| async move { Ok(SetIncidentStatusResponse { message_id }) },
+        |message_id| status_as(node, body, message_id),
     )
-    .await?;
-    Ok(answer.message_id)
+    .await
 }
 
 async fn status_as(

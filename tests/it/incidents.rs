@@ -840,3 +840,52 @@ async fn the_incident_commands_work_end_to_end() {
         n.shutdown().await.unwrap();
     }
 }
+
+/// Incident actions are idempotent by client `request_id` (AIP-155): a retry
+/// returns the first sighting and sends nothing new; the same id on another
+/// body is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retried_sighting_is_sent_once() {
+    let fed = Fed::line();
+    let _a = fed.start(0).await;
+    let mut a = fed.operator(0).await;
+    let incident = a
+        .publish_alert(PublishAlertRequest {
+            alert: Some(alert(
+                "Grid intrusion",
+                Tlp::Green,
+                Severity::High,
+                "UA",
+                "update-scada.example",
+            )),
+            open_incident: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .message_id;
+    let request_id = uuid::Uuid::now_v7().to_string();
+    let sight = |count: u64| ReportSightingRequest {
+        sighting: Some(Sighting {
+            incident_id: incident.clone(),
+            country: "PL".into(),
+            count,
+            ..Default::default()
+        }),
+        request_id: request_id.clone(),
+        ..Default::default()
+    };
+    let first = a.report_sighting(sight(3)).await.unwrap().into_inner();
+    let again = a.report_sighting(sight(3)).await.unwrap().into_inner();
+    assert_eq!(first.message_id, again.message_id);
+    let other = a.report_sighting(sight(4)).await.unwrap_err();
+    assert_eq!(other.code(), tonic::Code::AlreadyExists, "{other:?}");
+    let s = situation(&fed, 0, &incident).await.expect("held");
+    let marks: Vec<&str> = s.timeline.iter().map(|p| p.message_id.as_str()).collect();
+    assert_eq!(
+        marks,
+        vec![incident.as_str(), first.message_id.as_str()],
+        "the alert and one sighting"
+    );
+}
