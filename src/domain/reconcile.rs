@@ -46,6 +46,12 @@
 //! - Work per round is bounded by the number of ranges and the buckets they
 //!   touch; a reply never has more than [`Limits::max_ranges`] ranges (the
 //!   tail is folded into one fingerprint range, to be refined next round).
+//! - Items loaded per round are bounded too: once the buckets a round needs
+//!   pass [`Limits::max_load`] items, the ranges after the first one that
+//!   would pass it are answered as one fingerprint range over the rest of the
+//!   set (refined in later rounds), so a large set with differences spread
+//!   everywhere takes more rounds, never more memory. The first range that
+//!   needs items is always answered, so every round makes progress.
 use crate::proto::v1::{ReconcileFrame, ShortIds, SyncBound, SyncRange, sync_range};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -245,6 +251,10 @@ pub struct Limits {
     pub max_compare: usize,
     /// Most ranges in one frame.
     pub max_ranges: usize,
+    /// Items a round loads (the buckets its ranges need) before it folds
+    /// the remaining ranges into one fingerprint range, to be refined in
+    /// later rounds (the first range needing items is always answered).
+    pub max_load: usize,
 }
 
 impl Default for Limits {
@@ -257,6 +267,8 @@ impl Default for Limits {
             // service's smallest request limit (320 KiB with the default
             // limits.max_message_bytes).
             max_ranges: 1024,
+            // ~56 bytes an item: about 11 MB of items a round.
+            max_load: 200_000,
         }
     }
 }
@@ -359,6 +371,11 @@ impl BucketView {
     /// Items loaded so far (to bound memory).
     pub fn loaded_items(&self) -> usize {
         self.loaded_items
+    }
+
+    /// Items in bucket `b` (from its sum).
+    fn count_of(&self, b: i64) -> u64 {
+        self.sums.get(&b).map_or(0, |a| a.count)
     }
 
     /// Items in the whole view.
@@ -573,100 +590,41 @@ pub fn process(
     let mut step = Step::default();
     let mut out: Vec<Range> = Vec::new();
     let mut lower = Key::at(since);
+    // Items of the buckets this round asked for so far (beyond those loaded).
+    let mut pending: u64 = 0;
+    let mut answered_one = false;
     for r in &frame.ranges {
         let (lo, hi) = (lower, r.upper);
         lower = r.upper;
-        match &r.mode {
-            Mode::Skip => out.push(skip(hi)),
-            Mode::Fingerprint(theirs) => {
-                let Some(ours) = view.summary(&lo, &hi, &mut missing) else {
-                    continue;
-                };
-                if ours.fingerprint() == *theirs {
-                    out.push(skip(hi));
-                } else if ours.count <= limits.ids_threshold as u64 {
-                    if let Some(items) = view.items(&lo, &hi, &mut missing) {
-                        out.push(Range {
-                            upper: hi,
-                            mode: Mode::Ids(items.iter().map(Item::short).collect()),
-                        });
-                    }
-                } else if let Some(parts) =
-                    split_ranges(view, &lo, &hi, ours.count, limits, &mut missing)
-                {
-                    out.extend(parts);
-                }
-            }
-            Mode::Ids(theirs) => {
-                let Some(ours) = view.summary(&lo, &hi, &mut missing) else {
-                    continue;
-                };
-                if ours.count > limits.max_compare as u64 {
-                    if theirs.is_empty() {
-                        step.send_ranges.push((lo, hi));
-                        out.push(skip(hi));
-                    } else if let Some(parts) =
-                        split_ranges(view, &lo, &hi, ours.count, limits, &mut missing)
-                    {
-                        out.extend(parts);
-                    }
-                    continue;
-                }
-                let Some(items) = view.items(&lo, &hi, &mut missing) else {
-                    continue;
-                };
-                let theirs_set: HashSet<[u8; SHORT]> = theirs.iter().copied().collect();
-                let ours_set: HashSet<[u8; SHORT]> = items.iter().map(Item::short).collect();
-                step.send.extend(
-                    items
-                        .iter()
-                        .filter(|i| !theirs_set.contains(&i.short()))
-                        .map(|i| i.key),
-                );
-                let mut want: Vec<[u8; SHORT]> = theirs
-                    .iter()
-                    .filter(|s| !ours_set.contains(*s))
-                    .copied()
-                    .collect();
-                want.dedup();
-                step.want += want.len();
-                out.push(if want.is_empty() {
-                    skip(hi)
-                } else {
-                    Range {
-                        upper: hi,
-                        mode: Mode::Want(want),
-                    }
-                });
-            }
-            Mode::Want(ids) => {
-                let Some(ours) = view.summary(&lo, &hi, &mut missing) else {
-                    continue;
-                };
-                if ours.count > limits.max_compare as u64 {
-                    // Not a range we listed: ask again from its fingerprint.
-                    step.unknown_wanted += ids.len();
-                    out.push(Range {
-                        upper: hi,
-                        mode: Mode::Fingerprint(ours.fingerprint()),
-                    });
-                    continue;
-                }
-                let Some(items) = view.items(&lo, &hi, &mut missing) else {
-                    continue;
-                };
-                let by_short: HashMap<[u8; SHORT], Key> =
-                    items.iter().map(|i| (i.short(), i.key)).collect();
-                let asked: HashSet<[u8; SHORT]> = ids.iter().copied().collect();
-                for s in asked {
-                    match by_short.get(&s) {
-                        Some(k) => step.wanted.push(*k),
-                        None => step.unknown_wanted += 1,
-                    }
-                }
-                out.push(skip(hi));
-            }
+        if r.mode == Mode::Skip {
+            out.push(skip(hi));
+            continue;
         }
+        let mut mine = Missing::new();
+        answer_range(
+            &lo, &hi, &r.mode, view, limits, &mut step, &mut out, &mut mine,
+        );
+        let new: Vec<i64> = mine.difference(&missing).copied().collect();
+        let extra: u64 = new.iter().map(|b| view.count_of(*b)).sum();
+        if answered_one
+            && extra > 0
+            && view.loaded_items() as u64 + pending + extra > limits.max_load as u64
+        {
+            // Over the round's budget: the rest is one fingerprint range,
+            // refined in later rounds.
+            let mut edge = Missing::new();
+            match view.summary(&lo, &Key::END, &mut edge) {
+                Some(acc) => out.push(Range {
+                    upper: Key::END,
+                    mode: Mode::Fingerprint(acc.fingerprint()),
+                }),
+                None => missing.extend(edge),
+            }
+            break;
+        }
+        pending += extra;
+        missing.extend(new);
+        answered_one = true;
     }
     if !missing.is_empty() {
         return Err(Error::Need(missing.into_iter().collect()));
@@ -674,6 +632,111 @@ pub fn process(
     step.wanted.sort();
     step.reply = fold(since, compact(out), view, limits)?;
     Ok(step)
+}
+
+/// Answers one range of the other side's frame (see [`process`]); adds the
+/// buckets it needs and lacks to `missing` (and then answers nothing).
+#[allow(clippy::too_many_arguments)]
+fn answer_range(
+    lo: &Key,
+    hi: &Key,
+    mode: &Mode,
+    view: &BucketView,
+    limits: &Limits,
+    step: &mut Step,
+    out: &mut Vec<Range>,
+    missing: &mut Missing,
+) {
+    let (lo, hi) = (*lo, *hi);
+    match mode {
+        Mode::Skip => out.push(skip(hi)),
+        Mode::Fingerprint(theirs) => {
+            let Some(ours) = view.summary(&lo, &hi, missing) else {
+                return;
+            };
+            if ours.fingerprint() == *theirs {
+                out.push(skip(hi));
+            } else if ours.count <= limits.ids_threshold as u64 {
+                if let Some(items) = view.items(&lo, &hi, missing) {
+                    out.push(Range {
+                        upper: hi,
+                        mode: Mode::Ids(items.iter().map(Item::short).collect()),
+                    });
+                }
+            } else if let Some(parts) = split_ranges(view, &lo, &hi, ours.count, limits, missing) {
+                out.extend(parts);
+            }
+        }
+        Mode::Ids(theirs) => {
+            let Some(ours) = view.summary(&lo, &hi, missing) else {
+                return;
+            };
+            if ours.count > limits.max_compare as u64 {
+                if theirs.is_empty() {
+                    step.send_ranges.push((lo, hi));
+                    out.push(skip(hi));
+                } else if let Some(parts) =
+                    split_ranges(view, &lo, &hi, ours.count, limits, missing)
+                {
+                    out.extend(parts);
+                }
+                return;
+            }
+            let Some(items) = view.items(&lo, &hi, missing) else {
+                return;
+            };
+            let theirs_set: HashSet<[u8; SHORT]> = theirs.iter().copied().collect();
+            let ours_set: HashSet<[u8; SHORT]> = items.iter().map(Item::short).collect();
+            step.send.extend(
+                items
+                    .iter()
+                    .filter(|i| !theirs_set.contains(&i.short()))
+                    .map(|i| i.key),
+            );
+            let mut want: Vec<[u8; SHORT]> = theirs
+                .iter()
+                .filter(|s| !ours_set.contains(*s))
+                .copied()
+                .collect();
+            want.dedup();
+            step.want += want.len();
+            out.push(if want.is_empty() {
+                skip(hi)
+            } else {
+                Range {
+                    upper: hi,
+                    mode: Mode::Want(want),
+                }
+            });
+        }
+        Mode::Want(ids) => {
+            let Some(ours) = view.summary(&lo, &hi, missing) else {
+                return;
+            };
+            if ours.count > limits.max_compare as u64 {
+                // Not a range we listed: ask again from its fingerprint.
+                step.unknown_wanted += ids.len();
+                out.push(Range {
+                    upper: hi,
+                    mode: Mode::Fingerprint(ours.fingerprint()),
+                });
+                return;
+            }
+            let Some(items) = view.items(&lo, &hi, missing) else {
+                return;
+            };
+            let by_short: HashMap<[u8; SHORT], Key> =
+                items.iter().map(|i| (i.short(), i.key)).collect();
+            let asked: HashSet<[u8; SHORT]> = ids.iter().copied().collect();
+            for s in asked {
+                match by_short.get(&s) {
+                    Some(k) => step.wanted.push(*k),
+                    None => step.unknown_wanted += 1,
+                }
+            }
+            out.push(skip(hi));
+        }
+    }
 }
 
 fn skip(upper: Key) -> Range {

@@ -20,6 +20,10 @@ struct Side {
     items: BTreeMap<i64, Vec<Item>>,
     view: BucketView,
     loads: usize,
+    /// Start every step from the sums alone, as the service does (its view
+    /// lives for one round), recording the most items a step loaded.
+    fresh: bool,
+    max_loaded: usize,
 }
 
 impl Side {
@@ -37,13 +41,21 @@ impl Side {
             items,
             view: BucketView::new(width, sums),
             loads: 0,
+            fresh: false,
+            max_loaded: 0,
         }
     }
 
     /// Runs a step, loading buckets as asked (like the service does).
     fn step(&mut self, since: i64, frame: &Frame, limits: &Limits) -> Result<Step, Error> {
+        if self.fresh {
+            let sums: Vec<(i64, Acc)> = self.view.sums.iter().map(|(b, a)| (*b, *a)).collect();
+            self.view = BucketView::new(self.view.width_ms, sums);
+        }
         for _ in 0..100 {
-            match process(since, frame, &self.view, limits) {
+            let r = process(since, frame, &self.view, limits);
+            self.max_loaded = self.max_loaded.max(self.view.loaded_items());
+            match r {
                 Err(Error::Need(buckets)) => {
                     for b in buckets {
                         self.loads += 1;
@@ -102,9 +114,12 @@ fn learned(side: &Side, step: &Step, into: &mut BTreeSet<Key>) {
 
 /// A (initiator) and B (responder) exchange frames until A has nothing to say.
 fn exchange(a: &BTreeSet<Key>, b: &BTreeSet<Key>, width: i64, limits: &Limits) -> Outcome {
+    exchange_with(Side::new(width, a), Side::new(width, b), limits).0
+}
+
+/// [`exchange`] between two given sides (returned for inspection).
+fn exchange_with(mut sa: Side, mut sb: Side, limits: &Limits) -> (Outcome, Side, Side) {
     let since = 0;
-    let mut sa = Side::new(width, a);
-    let mut sb = Side::new(width, b);
     let mut out = Outcome::default();
     let mut frame = sa.first(since);
     for _ in 0..200 {
@@ -116,7 +131,7 @@ fn exchange(a: &BTreeSet<Key>, b: &BTreeSet<Key>, width: i64, limits: &Limits) -
         let ra = sa.step(since, &rb.reply, limits).expect("A answers");
         learned(&sa, &ra, &mut out.a_sends);
         if ra.reply.is_done() {
-            return out;
+            return (out, sa, sb);
         }
         frame = ra.reply;
     }
@@ -176,6 +191,55 @@ fn a_thousand_missing_of_a_hundred_thousand_is_cheap() {
     assert!(out.round_trips <= 16, "{} round trips", out.round_trips);
     // About 300 bytes per missing item here (the README has the 1,000,000 figure).
     assert!(out.bytes < d * 600, "{} bytes for {d} missing", out.bytes);
+}
+
+/// The 1,000,000-message case in small: differences in nearly every bucket,
+/// a load budget a fifth of the set. Each round loads at most about the
+/// budget (plus the one range always answered), and the sets still converge.
+#[test]
+fn a_load_budget_spreads_the_work_over_rounds_and_still_converges() {
+    let limits = Limits {
+        max_load: 8_000,
+        ..Limits::default()
+    };
+    let width = 10_000;
+    // 40,000 items over 400 buckets of 100; 400 missing, about one a bucket.
+    let b = spread(40_000, 400 * width);
+    let a: BTreeSet<Key> = b.iter().copied().filter(|k| k.id[15] % 100 != 3).collect();
+    assert!(b.len() - a.len() >= 300);
+    let mut sa = Side::new(width, &a);
+    let mut sb = Side::new(width, &b);
+    sa.fresh = true;
+    sb.fresh = true;
+    let (out, sa, sb) = exchange_with(sa, sb, &limits);
+    let a_only: BTreeSet<Key> = a.difference(&b).copied().collect();
+    let b_only: BTreeSet<Key> = b.difference(&a).copied().collect();
+    assert_eq!(out.a_sends, a_only);
+    assert_eq!(out.b_sends, b_only, "B learns exactly what A lacks");
+    // The budget plus one range's buckets (a split range needs at most its
+    // edge buckets and those it splits by items: a few buckets of 100).
+    for (who, side) in [("A", &sa), ("B", &sb)] {
+        assert!(
+            side.max_loaded <= 8_000 + 2_000,
+            "{who} loaded {} items in one round (budget 8,000)",
+            side.max_loaded
+        );
+    }
+    // Without the budget the same exchange loads (nearly) every bucket in a round.
+    let mut ua = Side::new(width, &a);
+    let mut ub = Side::new(width, &b);
+    ua.fresh = true;
+    ub.fresh = true;
+    let (_, ua, ub) = exchange_with(ua, ub, &Limits::default());
+    assert!(
+        ua.max_loaded.max(ub.max_loaded) > 20_000,
+        "unbudgeted: {} / {}",
+        ua.max_loaded,
+        ub.max_loaded
+    );
+    // Five budgets' worth of set (as 1,000,000 items are for the default):
+    // within the service's MAX_ROUNDS.
+    assert!(out.round_trips <= 40, "{} round trips", out.round_trips);
 }
 
 #[test]
@@ -389,5 +453,25 @@ proptest! {
         if d == 0 {
             prop_assert_eq!(out.round_trips, 1);
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// With a tiny load budget and views rebuilt every round (as the
+    /// service runs), any two sets still converge exactly.
+    #[test]
+    fn a_tiny_load_budget_still_converges((a, b, width) in set_strategy()) {
+        let limits = Limits { branch: 4, ids_threshold: 8, max_load: 150, ..Limits::default() };
+        let mut sa = Side::new(width, &a);
+        let mut sb = Side::new(width, &b);
+        sa.fresh = true;
+        sb.fresh = true;
+        let (out, _, _) = exchange_with(sa, sb, &limits);
+        let a_only: BTreeSet<Key> = a.difference(&b).copied().collect();
+        let b_only: BTreeSet<Key> = b.difference(&a).copied().collect();
+        prop_assert_eq!(out.a_sends, a_only);
+        prop_assert_eq!(out.b_sends, b_only);
     }
 }
