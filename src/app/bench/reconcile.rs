@@ -160,7 +160,7 @@ async fn fill(
 }
 
 /// Starts node `i` as a `certfed serve` process and waits until it listens.
-async fn spawn(fed: &Fed, i: usize) -> anyhow::Result<NodeProcess> {
+pub(super) async fn spawn(fed: &Fed, i: usize) -> anyhow::Result<NodeProcess> {
     let id = &fed.specs[i].id;
     let log = fed.pki.path(&format!("{id}.log"));
     let log_file = std::fs::File::create(&log)?;
