@@ -12,6 +12,7 @@ mod cookbook;
 mod crash;
 mod deferral;
 mod demo;
+mod duplicates;
 mod e2e;
 mod exchange;
 mod fedtools;

@@ -219,6 +219,25 @@ fn watch(fed: Arc<Fed>, i: usize, seen: Seen, stop: Arc<AtomicBool>) -> tokio::t
     })
 }
 
+/// `k` distinct ports on 127.0.0.1 that can be bound now, from a seeded
+/// start between 20000 and 30000 (below Linux's default ephemeral range,
+/// 32768 and up, so no outbound connection takes one meanwhile).
+fn quiet_ports(k: usize, seed: u64) -> anyhow::Result<Vec<u16>> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ std::process::id() as u64);
+    let mut p: u16 = rng.random_range(20_000..30_000);
+    let mut out = Vec::with_capacity(k);
+    while out.len() < k {
+        if p >= 32_000 {
+            bail!("no {k} free ports between 20000 and 32000 on 127.0.0.1");
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            out.push(p);
+        }
+        p += 1;
+    }
+    Ok(out)
+}
+
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -260,10 +279,27 @@ pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
         );
     }
     let mut fed = Fed::new(&ids, &edges).sqlite();
-    let metrics_ports: Vec<u16> = (0..n).map(|_| crate::app::localfed::free_port()).collect();
-    for (i, p) in metrics_ports.iter().enumerate() {
-        fed.specs[i].extra = format!("\n[metrics]\nlisten = \"127.0.0.1:{p}\"\n");
+    // 2N ports below the kernel's ephemeral range, so that the nodes'
+    // outbound connections cannot take a port before its node listens on it.
+    let ports = quiet_ports(2 * n, plan.seed)?;
+    let (node_ports, metrics_ports) = ports.split_at(n);
+    let by_old: HashMap<u16, u16> = fed
+        .specs
+        .iter()
+        .zip(node_ports)
+        .map(|(s, &p)| (s.port, p))
+        .collect();
+    for (i, spec) in fed.specs.iter_mut().enumerate() {
+        spec.port = node_ports[i];
+        for (_, p) in &mut spec.peers {
+            *p = by_old[p];
+        }
+        spec.extra = format!(
+            "\n[metrics]\nlisten = \"127.0.0.1:{}\"\n",
+            metrics_ports[i]
+        );
     }
+    let metrics_ports = metrics_ports.to_vec();
     let fed = Arc::new(fed);
     let mut procs: Vec<NodeProcess> = Vec::with_capacity(n);
     for i in 0..n {
