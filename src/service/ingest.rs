@@ -508,7 +508,11 @@ async fn drop_held(
             }
         }
     };
-    let mut keep = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut keep = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
     for (i, ((env, chain), id)) in envs.into_iter().zip(chains).zip(ids).enumerate() {
         if id.is_some_and(|id| held.contains(&id)) {
             node.metrics.duplicates.inc();

@@ -78,7 +78,11 @@ async fn a_forged_envelope_reusing_a_held_id_changes_nothing() {
         let ack = push_one(&fed, env, seq as u64 + 2).await;
         // Without the early check, the altered payload and the garbage
         // signature come back REJECTED (they were verified).
-        assert_eq!(ack.outcome, PushOutcome::Duplicate as i32, "{name}: {ack:?}");
+        assert_eq!(
+            ack.outcome,
+            PushOutcome::Duplicate as i32,
+            "{name}: {ack:?}"
+        );
     }
 
     let mut op = fed.operator(1).await;

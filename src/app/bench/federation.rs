@@ -183,7 +183,12 @@ type Seen = Arc<Mutex<Vec<HashMap<String, Vec<Instant>>>>>;
 
 /// Keeps a Watch stream open on node `i` until `stop`, reconnecting (from
 /// the last cursor seen) when the node goes away and comes back.
-fn watch(fed: Arc<Fed>, i: usize, seen: Seen, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
+fn watch(
+    fed: Arc<Fed>,
+    i: usize,
+    seen: Seen,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut cursor = 0u64;
         while !stop.load(Ordering::Relaxed) {
@@ -251,7 +256,10 @@ fn round(x: f64, digits: i32) -> f64 {
 
 pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
     if plan.nodes < 4 {
-        bail!("--federation {}: at least 4 nodes are needed (a degree of 3 to 5)", plan.nodes);
+        bail!(
+            "--federation {}: at least 4 nodes are needed (a degree of 3 to 5)",
+            plan.nodes
+        );
     }
     if plan.recipients == 0 || plan.recipients >= plan.nodes {
         bail!(
@@ -261,7 +269,10 @@ pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
         );
     }
     if plan.kill >= plan.nodes / 2 {
-        bail!("--federation-kill {}: kill fewer than half the nodes", plan.kill);
+        bail!(
+            "--federation-kill {}: kill fewer than half the nodes",
+            plan.kill
+        );
     }
     if plan.rate.is_nan() || plan.rate <= 0.0 {
         bail!("--federation-rate must be a positive number of alerts per second");
@@ -294,10 +305,7 @@ pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
         for (_, p) in &mut spec.peers {
             *p = by_old[p];
         }
-        spec.extra = format!(
-            "\n[metrics]\nlisten = \"127.0.0.1:{}\"\n",
-            metrics_ports[i]
-        );
+        spec.extra = format!("\n[metrics]\nlisten = \"127.0.0.1:{}\"\n", metrics_ports[i]);
     }
     let metrics_ports = metrics_ports.to_vec();
     let fed = Arc::new(fed);
@@ -329,7 +337,10 @@ pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
             .is_err()
         {
             if Instant::now() > deadline {
-                bail!("the warm-up broadcast did not reach {} within 120 s", names[i]);
+                bail!(
+                    "the warm-up broadcast did not reach {} within 120 s",
+                    names[i]
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -396,7 +407,10 @@ pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
             }
             restart_at = Some(Instant::now() + Duration::from_secs(2));
             if !json {
-                eprintln!("  killed {} (SIGKILL); restarting them in 2 s", killed.join(", "));
+                eprintln!(
+                    "  killed {} (SIGKILL); restarting them in 2 s",
+                    killed.join(", ")
+                );
             }
         }
         if let Some(at) = restart_at
@@ -663,7 +677,10 @@ mod tests {
                     adj[a].push(b);
                     adj[b].push(a);
                 }
-                assert!(deg.iter().all(|&d| (3..=5).contains(&d)), "seed {seed} n {n}: {deg:?}");
+                assert!(
+                    deg.iter().all(|&d| (3..=5).contains(&d)),
+                    "seed {seed} n {n}: {deg:?}"
+                );
                 let mut seen = vec![false; n];
                 let mut stack = vec![0];
                 while let Some(v) = stack.pop() {
