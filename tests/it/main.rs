@@ -23,6 +23,7 @@ mod hostile_peer;
 mod incident_report;
 mod incidents;
 mod layers;
+mod lean_receipts;
 mod mesh;
 mod observability;
 mod operator_api;

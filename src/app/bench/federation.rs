@@ -71,6 +71,8 @@ struct Counters {
     received: f64,
     receipts: f64,
     announce_bytes: f64,
+    frames: f64,
+    receipt_frames: f64,
 }
 
 impl std::ops::Sub for Counters {
@@ -80,6 +82,8 @@ impl std::ops::Sub for Counters {
             received: self.received - o.received,
             receipts: self.receipts - o.receipts,
             announce_bytes: self.announce_bytes - o.announce_bytes,
+            frames: self.frames - o.frames,
+            receipt_frames: self.receipt_frames - o.receipt_frames,
         }
     }
 }
@@ -91,6 +95,8 @@ impl std::ops::Add for Counters {
             received: self.received + o.received,
             receipts: self.receipts + o.receipts,
             announce_bytes: self.announce_bytes + o.announce_bytes,
+            frames: self.frames + o.frames,
+            receipt_frames: self.receipt_frames + o.receipt_frames,
         }
     }
 }
@@ -167,6 +173,8 @@ async fn scrape(port: u16) -> anyhow::Result<Counters> {
         received: value("certfed_messages_received_total"),
         receipts: value("certfed_receipts_received_total"),
         announce_bytes: value("certfed_announce_bytes_total"),
+        frames: value("certfed_frames_sent_total"),
+        receipt_frames: value("certfed_frames_sent_total{kind=\"receipts\"}"),
     })
 }
 
@@ -590,6 +598,22 @@ pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
     }
     all.sort_by(f64::total_cmp);
     per.sort_by(f64::total_cmp);
+    // Envelopes over the links: Push frames sent (a bundle of receipts
+    // counts once) where the nodes count them; otherwise (older builds,
+    // one envelope a frame) envelopes received and receipts stored.
+    let (envelopes, receipt_envelopes, counted_by) = if used.frames > 0.0 {
+        (
+            used.frames,
+            used.receipt_frames,
+            "certfed_frames_sent_total",
+        )
+    } else {
+        (
+            used.received,
+            used.receipts,
+            "certfed_messages_received_total",
+        )
+    };
     let pct = super::percentile;
     let d = deliveries.max(1) as f64;
     let rss_mean = rss.iter().sum::<f64>() / rss.len().max(1) as f64;
@@ -616,8 +640,10 @@ pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
         "all_eligible_p99_ms": round(pct(&all, 0.99), 1),
         "per_delivery_p50_ms": round(pct(&per, 0.50), 1),
         "per_delivery_p99_ms": round(pct(&per, 0.99), 1),
-        "envelopes_per_delivery": round(used.received / d, 3),
-        "receipts_per_delivery": round(used.receipts / d, 3),
+        "envelopes_per_delivery": round(envelopes / d, 3),
+        "receipts_per_delivery": round(receipt_envelopes / d, 3),
+        "envelopes_counted_by": counted_by,
+        "receipts_stored_per_delivery": round(used.receipts / d, 3),
         "announce_bytes_per_delivery": round(used.announce_bytes / d, 1),
         "rss_per_node_mib": round(rss_mean, 1),
         "rss_max_node_mib": round(rss_max.max(peak), 1),

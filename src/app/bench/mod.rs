@@ -230,6 +230,7 @@ async fn bench_ingest(messages: usize, backend: &Backend) -> anyhow::Result<Inge
     // Signing is the origin's work, not the receiver's: done before the clock starts.
     let frames: Vec<PushFrame> = (0..messages)
         .map(|i| PushFrame {
+            bundled: Vec::new(),
             returning: false,
             hops: vec![],
             seq: i as u64 + 1,

@@ -116,6 +116,7 @@ async fn fill(
                 if !skip.contains(&i) {
                     seq_b += 1;
                     let fb = PushFrame {
+                        bundled: Vec::new(),
                         returning: false,
                         hops: vec![],
                         seq: seq_b,
@@ -126,6 +127,7 @@ async fn fill(
                     }
                 }
                 let fa = PushFrame {
+                    bundled: Vec::new(),
                     returning: false,
                     hops: vec![],
                     seq: i as u64 + 1,
