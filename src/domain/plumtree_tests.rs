@@ -469,11 +469,7 @@ impl Sim {
                     continue;
                 }
                 c.push(v);
-                for u in 0..n {
-                    if self.link_up(u, v) && !seen[u] {
-                        stack.push(u);
-                    }
-                }
+                stack.extend((0..n).filter(|&u| self.link_up(u, v) && !seen[u]));
             }
             out.push(c);
         }

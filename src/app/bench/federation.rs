@@ -335,7 +335,7 @@ pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
         .into_inner()
         .message_id;
     let deadline = Instant::now() + Duration::from_secs(120);
-    for i in 0..n {
+    for (i, name) in names.iter().enumerate() {
         let mut op = fed.operator(i).await;
         while op
             .get_message(GetMessageRequest {
@@ -345,10 +345,7 @@ pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
             .is_err()
         {
             if Instant::now() > deadline {
-                bail!(
-                    "the warm-up broadcast did not reach {} within 120 s",
-                    names[i]
-                );
+                bail!("the warm-up broadcast did not reach {name} within 120 s");
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
