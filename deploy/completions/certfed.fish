@@ -173,6 +173,14 @@ complete -c certfed -n "__fish_certfed_using_subcommand bench" -l reconcile-mess
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l reconcile-missing -d 'Of those, how many the receiving node lacks (chosen at random)' -r
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l incident-sightings -d 'Sightings reported into the incident in the incident phase' -r
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l incident-noise -d 'Loose alerts (in no incident) carrying the incident\'s indicator in the incident phase' -r
+complete -c certfed -n "__fish_certfed_using_subcommand bench" -l federation -d 'Run only the federation phase: N real node processes (default 37) in a seeded random topology of degree 3 to 5, playing GREEN broadcasts and AMBER alerts to named recipients from random origins' -r
+complete -c certfed -n "__fish_certfed_using_subcommand bench" -l federation-seed -d 'Seed of the federation phase\'s topology, origins and recipients' -r
+complete -c certfed -n "__fish_certfed_using_subcommand bench" -l federation-green -d 'GREEN broadcasts played in the federation phase' -r
+complete -c certfed -n "__fish_certfed_using_subcommand bench" -l federation-amber -d 'AMBER alerts (to named recipients) played in the federation phase' -r
+complete -c certfed -n "__fish_certfed_using_subcommand bench" -l federation-recipients -d 'Named recipients of each AMBER alert in the federation phase' -r
+complete -c certfed -n "__fish_certfed_using_subcommand bench" -l federation-rate -d 'Alerts per second in the federation phase' -r
+complete -c certfed -n "__fish_certfed_using_subcommand bench" -l federation-kill -d 'Nodes killed (SIGKILL) a third of the way through the federation phase and restarted 2 s later (the variant: 3); the run must stay exact' -r
+complete -c certfed -n "__fish_certfed_using_subcommand bench" -l federation-settle -d 'Seconds the federation phase waits, after the last publish, for every eligible node to show every alert before it counts the rest missing' -r
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l storage -d 'Where the nodes keep their stores in the ingest and relay phases' -r -f -a "sqlite\t''
 postgres\t''"
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l pg-url -d 'With `--storage postgres`: a PostgreSQL server whose role may create databases (one fresh database per node, dropped afterwards). Without it, a throw-away local cluster is started (Debian\'s postgresql)' -r

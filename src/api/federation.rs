@@ -216,6 +216,7 @@ impl Federation for FederationApi {
             version: env!("CARGO_PKG_VERSION").into(),
             max_message_bytes: self.node.cfg.limits.max_message_bytes as u64,
             roster_version: self.node.roster_version(),
+            accepts_bundles: true,
         }))
     }
 
@@ -271,34 +272,45 @@ async fn read_frames(
         let mut chains = Vec::with_capacity(chunk.len());
         let mut failed = None;
         for f in chunk {
-            match f {
-                Ok(PushFrame {
-                    seq,
-                    envelope: Some(e),
-                    hops,
-                    returning,
-                }) => {
-                    batch.seqs.push(seq);
-                    batch.early.push(None);
-                    envs.push(e);
-                    chains.push(crate::service::ingest::Custody { hops, returning });
-                }
-                Ok(PushFrame {
-                    seq,
-                    envelope: None,
-                    ..
-                }) => {
-                    batch.seqs.push(seq);
-                    batch.early.push(Some(PushAck {
-                        seq,
-                        outcome: PushOutcome::Rejected as i32,
-                        reason: "malformed frame: no envelope".into(),
-                        retry_after_ms: 0,
-                    }));
-                }
+            let mut f = match f {
+                Ok(f) => f,
                 Err(s) => {
                     failed = Some(s);
                     break;
+                }
+            };
+            node.metrics.frames_received.inc();
+            // Lean receipts: a carrier frame (no envelope) brings frames
+            // that are taken one by one, as if sent alone.
+            let inner = std::mem::take(&mut f.bundled);
+            let carrier = f.envelope.is_none() && !inner.is_empty();
+            let own = (!carrier).then_some((f, false));
+            for (f, nested) in own.into_iter().chain(inner.into_iter().map(|f| (f, true))) {
+                let PushFrame {
+                    seq,
+                    envelope,
+                    hops,
+                    returning,
+                    bundled,
+                } = f;
+                let malformed = match (&envelope, nested && !bundled.is_empty()) {
+                    (_, true) => Some("malformed frame: a bundled frame carries no frames"),
+                    (None, _) => Some("malformed frame: no envelope"),
+                    (Some(_), false) => None,
+                };
+                batch.seqs.push(seq);
+                match (malformed, envelope) {
+                    (None, Some(e)) => {
+                        batch.early.push(None);
+                        envs.push(e);
+                        chains.push(crate::service::ingest::Custody { hops, returning });
+                    }
+                    (why, _) => batch.early.push(Some(PushAck {
+                        seq,
+                        outcome: PushOutcome::Rejected as i32,
+                        reason: why.unwrap_or("malformed frame").into(),
+                        retry_after_ms: 0,
+                    })),
                 }
             }
         }

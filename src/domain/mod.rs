@@ -13,6 +13,7 @@ pub mod exchange;
 pub mod identity;
 pub mod incident;
 pub mod keys;
+pub mod plumtree;
 pub mod policy;
 pub mod reconcile;
 pub mod roster;

@@ -209,9 +209,14 @@ async fn try_prepare(
     let keys = node.keys();
     let limits = node.verify_limits();
     let n = envs.len();
+    let mut results: Vec<Option<Ingested>> = vec![None; n];
     if from_peer.is_some() {
         node.metrics.received.inc_by(n as u64);
     }
+    // A peer's envelope whose id is already held is a duplicate, whatever
+    // else it says: answered before any signature, custody or payload work.
+    let (slots_todo, envs, chains) =
+        drop_held(node, from_peer.is_some(), envs, chains, &mut results).await;
     // Signature checks are CPU work: keep them off the async workers.
     let verify_keys = keys.clone();
     let (envs, verdicts) = tokio::task::spawn_blocking(move || {
@@ -233,13 +238,12 @@ async fn try_prepare(
         max_message_bytes: node.cfg.limits.max_message_bytes,
         roster: roster.as_deref(),
     };
-    let mut results: Vec<Option<Ingested>> = vec![None; n];
     let mut rows = Vec::with_capacity(n);
     let mut slots = Vec::with_capacity(n);
     let mut owed = Vec::with_capacity(n);
     let mut rejections = Vec::new();
     let mut chains = chains.into_iter();
-    for (i, (envelope, verdict)) in envs.into_iter().zip(verdicts).enumerate() {
+    for (i, (envelope, verdict)) in slots_todo.into_iter().zip(envs.into_iter().zip(verdicts)) {
         let id_hint = header_id_hint(&envelope);
         let receipt_route = verdict
             .as_ref()
@@ -472,6 +476,62 @@ impl Committing {
             .map(|r| r.expect("every slot filled"))
             .collect())
     }
+}
+
+/// Answers, as [`Ingested::Duplicate`] in `results`, every envelope of a
+/// peer whose message id (read from the header, nothing verified, the payload
+/// untouched) is already in the store: one index lookup per envelope, done
+/// before any verification. Nothing about such an envelope is used, so a
+/// forgery that reuses a held id changes nothing. Roster messages always go
+/// the whole way (whoever sends one shows which version it holds). Returns
+/// the others with their slots and chains. Without a peer, or when the
+/// lookup fails, nothing is dropped (the store still deduplicates on insert).
+async fn drop_held(
+    node: &Node,
+    from_peer: bool,
+    envs: Vec<SignedEnvelope>,
+    chains: Vec<Custody>,
+    results: &mut [Option<Ingested>],
+) -> (Vec<usize>, Vec<SignedEnvelope>, Vec<Custody>) {
+    let n = envs.len();
+    let mut chains = chains;
+    chains.resize_with(n, Custody::default);
+    let ids: Vec<Option<String>> = envs
+        .iter()
+        .map(|e| {
+            let h = EnvelopeHeader::decode(e.header.as_slice()).ok()?;
+            (from_peer && h.kind != MessageKind::Roster as i32 && !h.message_id.is_empty())
+                .then_some(h.message_id)
+        })
+        .collect();
+    let asked: Vec<String> = ids.iter().flatten().cloned().collect();
+    let held = if asked.is_empty() {
+        Default::default()
+    } else {
+        match node.store.held(asked).await {
+            Ok(h) => h,
+            Err(e) => {
+                node.metrics.storage_error(&e);
+                Default::default()
+            }
+        }
+    };
+    let mut keep = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for (i, ((env, chain), id)) in envs.into_iter().zip(chains).zip(ids).enumerate() {
+        if id.is_some_and(|id| held.contains(&id)) {
+            node.metrics.duplicates.inc();
+            results[i] = Some(Ingested::Duplicate);
+            continue;
+        }
+        keep.0.push(i);
+        keep.1.push(env);
+        keep.2.push(chain);
+    }
+    keep
 }
 
 /// For each verified receipt in the batch, its reverse-path route, found from

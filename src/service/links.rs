@@ -63,6 +63,51 @@ const DEFER_MIN: Duration = Duration::from_secs(1);
 const DEFER_MAX: Duration = Duration::from_secs(300);
 /// Time the peer has to answer Hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Lean receipts: how long a page of nothing but receipts waits for more
+/// (they then go as one bundled frame), and a bundle's limits.
+const RECEIPT_GATHER: Duration = Duration::from_millis(25);
+const BUNDLE_MAX_FRAMES: usize = 256;
+const BUNDLE_MAX_BYTES: usize = 256 * 1024;
+
+/// Whether an outbox entry is a receipt (read from its header).
+fn is_receipt(it: &OutboxItem) -> bool {
+    EnvelopeHeader::decode(it.header.as_slice())
+        .is_ok_and(|h| h.kind == crate::proto::v1::MessageKind::Receipt as i32)
+}
+
+/// Sends one frame (a carrier of `bundled` ones when there are several).
+async fn send_frame(
+    node: &Node,
+    tx: &mpsc::Sender<PushFrame>,
+    peer: &str,
+    mut frames: Vec<PushFrame>,
+    kind: &str,
+    ack_timeout: Duration,
+) -> Result<(), LinkError> {
+    let frame = if frames.len() == 1 {
+        frames.pop().expect("one frame")
+    } else {
+        PushFrame {
+            seq: 0,
+            envelope: None,
+            hops: Vec::new(),
+            returning: false,
+            bundled: frames,
+        }
+    };
+    node.metrics
+        .frames_sent
+        .get_or_create(&crate::service::metrics::KindLabel { kind: kind.into() })
+        .inc();
+    match tokio::time::timeout(ack_timeout, tx.send(frame)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(LinkError::generic("stream closed by peer")),
+        Err(_) => Err(LinkError::meaningful(format!(
+            "{peer} took nothing from the stream for {} s; reconnecting",
+            ack_timeout.as_secs()
+        ))),
+    }
+}
 
 /// One running link task.
 struct Running {
@@ -315,15 +360,16 @@ async fn session(
             HELLO_TIMEOUT.as_secs()
         ))
     })?;
-    let (peer_limit, peer_roster) = match hello {
+    let (peer_limit, peer_roster, bundles) = match hello {
         Ok(r) => {
             let r = r.into_inner();
             (
                 Some(r.max_message_bytes).filter(|m| *m > 0),
                 Some(r.roster_version),
+                r.accepts_bundles,
             )
         }
-        Err(s) if s.code() == tonic::Code::Unimplemented => (None, None),
+        Err(s) if s.code() == tonic::Code::Unimplemented => (None, None, false),
         Err(s) => return Err(describe(peer, &s)),
     };
     node.peers.update(peer, |s| {
@@ -376,7 +422,22 @@ async fn session(
                 Some(after) => (node.store.outbox_due(peer, after, now, want).await, true),
                 None => (node.store.outbox(peer, sent_up_to, now, want).await, false),
             };
-            let items = items.map_err(|e| store_failed(node, e))?;
+            let mut items = items.map_err(|e| store_failed(node, e))?;
+            // Lean receipts: a short page of nothing but receipts waits a
+            // moment for more, so that they go as one frame.
+            if bundles
+                && !sweeping
+                && !items.is_empty()
+                && items.len() < want
+                && items.iter().all(is_receipt)
+            {
+                tokio::time::sleep(RECEIPT_GATHER).await;
+                items = node
+                    .store
+                    .outbox(peer, sent_up_to, now_ms(), want)
+                    .await
+                    .map_err(|e| store_failed(node, e))?;
+            }
             let full_page = items.len() == want;
             if sweeping {
                 sweep = items.last().map(|i| i.cursor).filter(|_| full_page);
@@ -397,12 +458,14 @@ async fn session(
                 progress = Instant::now();
             }
             let mut too_large = Vec::new();
+            let (mut bundle, mut bundle_bytes) = (Vec::new(), 0usize);
             for it in items {
                 if in_flight.contains_key(&it.cursor) {
                     continue;
                 }
                 let (cursor, enqueued, deferrals) = (it.cursor, it.enqueued_ms, it.deferrals);
                 let roster = roster_version_of(&it.header, &it.payload);
+                let receipt = is_receipt(&it);
                 let frame = to_frame(peer, it);
                 let size = frame.envelope.as_ref().map_or(0, |e| e.encoded_len());
                 if let Some(limit) = peer_limit.filter(|l| size as u64 > *l) {
@@ -410,16 +473,22 @@ async fn session(
                     continue;
                 }
                 in_flight.insert(cursor, (enqueued, deferrals, roster));
-                match tokio::time::timeout(ack_timeout, tx.send(frame)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => return Err(LinkError::generic("stream closed by peer")),
-                    Err(_) => {
-                        return Err(LinkError::meaningful(format!(
-                            "{peer} took nothing from the stream for {} s; reconnecting",
-                            ack_timeout.as_secs()
-                        )));
-                    }
+                if !(bundles && receipt) {
+                    let kind = if receipt { "receipts" } else { "message" };
+                    send_frame(node, &tx, peer, vec![frame], kind, ack_timeout).await?;
+                    continue;
                 }
+                let size = frame.encoded_len();
+                if bundle_bytes + size > BUNDLE_MAX_BYTES || bundle.len() == BUNDLE_MAX_FRAMES {
+                    let full = std::mem::take(&mut bundle);
+                    send_frame(node, &tx, peer, full, "receipts", ack_timeout).await?;
+                    bundle_bytes = 0;
+                }
+                bundle_bytes += size;
+                bundle.push(frame);
+            }
+            if !bundle.is_empty() {
+                send_frame(node, &tx, peer, bundle, "receipts", ack_timeout).await?;
             }
             if !too_large.is_empty() {
                 refuse_too_large(node, peer, too_large).await?;
@@ -488,6 +557,7 @@ fn to_frame(peer: &str, it: OutboxItem) -> PushFrame {
             .iter()
             .any(|h| HopRecord::decode(h.record.as_slice()).is_ok_and(|r| r.relay == peer));
     PushFrame {
+        bundled: Vec::new(),
         hops,
         returning,
         seq: it.cursor,

@@ -106,6 +106,11 @@ impl AssistanceCounts {
 pub struct Metrics {
     registry: Registry,
     pub received: Counter,
+    /// Push frames received from peers (a bundle of receipts counts once).
+    pub frames_received: Counter,
+    /// Push frames sent to peers, by kind (message, receipts: one receipt
+    /// or a bundle of them).
+    pub frames_sent: Family<KindLabel, Counter>,
     pub accepted: Counter,
     pub receipts_received: Counter,
     pub duplicates: Counter,
@@ -187,6 +192,8 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut m = Metrics {
             received: Counter::default(),
+            frames_received: Counter::default(),
+            frames_sent: Family::default(),
             accepted: Counter::default(),
             receipts_received: Counter::default(),
             duplicates: Counter::default(),
@@ -238,6 +245,16 @@ impl Metrics {
             "messages_received",
             "Envelopes received from peers (messages and receipts)",
             m.received.clone(),
+        );
+        r.register(
+            "frames_received",
+            "Push frames received from peers (a bundle of receipts counts once)",
+            m.frames_received.clone(),
+        );
+        r.register(
+            "frames_sent",
+            "Push frames sent to peers, by kind (message; receipts: one receipt or a bundle of them)",
+            m.frames_sent.clone(),
         );
         r.register(
             "messages_accepted",

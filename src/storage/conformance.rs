@@ -48,7 +48,8 @@ fn id(n: u32) -> String {
 /// Runs every check, each on a fresh store opened by `open` in its own folder.
 pub async fn run_all(open: impl Fn(&Path) -> Store) {
     type Check = fn(Store) -> futures::future::BoxFuture<'static, ()>;
-    let checks: [(&str, Check); 20] = [
+    let checks: [(&str, Check); 21] = [
+        ("held", |s| Box::pin(held_ids_are_found_by_index(s))),
         ("sync_index", |s| {
             Box::pin(sync_sums_follow_insert_and_purge(s))
         }),
@@ -242,6 +243,17 @@ async fn request_ids_survive_reopen(open: &impl Fn(&Path) -> Store) {
         })
     );
     s.close().await;
+}
+
+async fn held_ids_are_found_by_index(s: Store) {
+    assert!(s.held(vec![]).await.unwrap().is_empty());
+    let a = msg(&id(1), "node-a", MessageKind::Alert, &["node-b"]);
+    let r = msg(&id(2), "node-b", MessageKind::Receipt, &[]);
+    s.insert(vec![a, r], Durability::Durable).await.unwrap();
+    let asked = vec![id(1), id(2), id(3), "not-a-uuid".to_string(), id(1)];
+    let held = s.held(asked).await.unwrap();
+    let want: std::collections::HashSet<String> = [id(1), id(2)].into_iter().collect();
+    assert_eq!(held, want, "held ids, receipts included, nothing else");
 }
 
 async fn dedup_by_message_id(s: Store) {

@@ -590,6 +590,14 @@ pub trait Storage: Send + Sync + 'static {
     /// Number of stored messages, receipts not counted.
     async fn message_count(&self) -> Result<u64, StoreError>;
 
+    /// Which of `message_ids` are held: one lookup of the message-id index
+    /// each, nothing decoded (ingest recognises a duplicate with it before
+    /// any signature is checked). Ids not held are left out.
+    async fn held(
+        &self,
+        message_ids: Vec<String>,
+    ) -> Result<std::collections::HashSet<String>, StoreError>;
+
     /// One message by id.
     async fn get_message(&self, message_id: &str) -> Result<Option<StoredMessage>, StoreError>;
 

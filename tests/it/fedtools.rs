@@ -132,6 +132,7 @@ pub fn id_of(env: &SignedEnvelope) -> String {
 /// A frame for Push.
 pub fn frame(seq: u64, env: SignedEnvelope) -> PushFrame {
     PushFrame {
+        bundled: Vec::new(),
         returning: false,
         seq,
         envelope: Some(env),
@@ -447,6 +448,7 @@ impl certfed::proto::v1::federation_server::Federation for FakeFederation {
             version: "fake".into(),
             max_message_bytes: 0,
             roster_version: 0,
+            accepts_bundles: false,
         }))
     }
 }

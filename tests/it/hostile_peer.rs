@@ -173,6 +173,7 @@ async fn hostile_envelopes_are_refused_with_reasons() {
         .iter()
         .enumerate()
         .map(|(i, (_, env, _, _))| PushFrame {
+            bundled: Vec::new(),
             returning: false,
             hops: vec![],
             seq: i as u64 + 1,
@@ -201,6 +202,7 @@ async fn hostile_envelopes_are_refused_with_reasons() {
     // The oversized envelope is refused by the transport before decoding, with a clear status.
     let err = fc
         .push(tokio_stream::iter(vec![PushFrame {
+            bundled: Vec::new(),
             returning: false,
             hops: vec![],
             seq: 99,
@@ -388,6 +390,7 @@ async fn forged_chains_of_custody_are_refused() {
     for (i, (name, env, hops, want, needle)) in cases.into_iter().enumerate() {
         let mut s = fc
             .push(tokio_stream::iter(vec![PushFrame {
+                bundled: Vec::new(),
                 returning: false,
                 seq: i as u64,
                 envelope: Some(env),

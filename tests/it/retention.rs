@@ -85,6 +85,7 @@ async fn push(fed: &Fed, from: &str, to: usize, envs: Vec<SignedEnvelope>) -> Ve
         .into_iter()
         .enumerate()
         .map(|(i, e)| PushFrame {
+            bundled: Vec::new(),
             returning: false,
             seq: i as u64 + 1,
             envelope: Some(e),
@@ -374,6 +375,7 @@ async fn the_writer_keeps_accepting_during_a_large_purge() {
         .into_iter()
         .enumerate()
         .map(|(i, e)| PushFrame {
+            bundled: Vec::new(),
             returning: false,
             seq: i as u64 + 1,
             envelope: Some(e),

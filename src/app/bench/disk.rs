@@ -44,6 +44,7 @@ async fn push_alerts(fed: &Fed, n: usize, from: usize) -> anyhow::Result<f64> {
         .spawn(move || {
             for i in 0..n {
                 let frame = PushFrame {
+                    bundled: Vec::new(),
                     returning: false,
                     hops: vec![],
                     seq: i as u64 + 1,

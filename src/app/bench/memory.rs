@@ -198,6 +198,7 @@ pub async fn run(messages: usize, json: bool) -> anyhow::Result<()> {
         .spawn(move || {
             for i in 0..messages {
                 let frame = PushFrame {
+                    bundled: Vec::new(),
                     returning: false,
                     hops: vec![],
                     seq: i as u64 + 1,

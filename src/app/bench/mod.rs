@@ -25,10 +25,16 @@
 //! With `--reconcile` only the reconciliation phase runs (see [`reconcile`]):
 //! two nodes holding N shared messages, one missing M of them, linked: time
 //! to converge, reconciliation rounds and bytes, peak RSS of both.
+//! With `--federation [N]` only the federation phase runs (see
+//! [`federation`]): N real `certfed serve` processes (default 37) in a seeded
+//! random topology of degree 3–5, GREEN broadcasts and AMBER alerts to named
+//! recipients from random origins; latencies, envelopes and receipts per
+//! delivery, memory per node, exactness.
 //! With `--incident` only the incident phase runs (see [`incident`]): the cost
 //! of correlating an arrival on a common indicator (with and without history),
 //! and of GetSituation and ListIncidents for an incident with many sightings.
 pub mod disk;
+pub mod federation;
 pub mod incident;
 pub mod memory;
 pub mod pgserver;
@@ -94,6 +100,35 @@ pub struct BenchArgs {
     /// incident phase.
     #[arg(long, default_value_t = 5000)]
     pub incident_noise: usize,
+    /// Run only the federation phase: N real node processes (default 37) in a
+    /// seeded random topology of degree 3 to 5, playing GREEN broadcasts and
+    /// AMBER alerts to named recipients from random origins.
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "37",
+          conflicts_with_all = ["memory", "disk", "reconcile", "incident"])]
+    pub federation: Option<usize>,
+    /// Seed of the federation phase's topology, origins and recipients.
+    #[arg(long, default_value_t = 13)]
+    pub federation_seed: u64,
+    /// GREEN broadcasts played in the federation phase.
+    #[arg(long, default_value_t = 200)]
+    pub federation_green: usize,
+    /// AMBER alerts (to named recipients) played in the federation phase.
+    #[arg(long, default_value_t = 20)]
+    pub federation_amber: usize,
+    /// Named recipients of each AMBER alert in the federation phase.
+    #[arg(long, default_value_t = 3)]
+    pub federation_recipients: usize,
+    /// Alerts per second in the federation phase.
+    #[arg(long, default_value_t = 10.0)]
+    pub federation_rate: f64,
+    /// Nodes killed (SIGKILL) a third of the way through the federation phase
+    /// and restarted 2 s later (the variant: 3); the run must stay exact.
+    #[arg(long, default_value_t = 0)]
+    pub federation_kill: usize,
+    /// Seconds the federation phase waits, after the last publish, for every
+    /// eligible node to show every alert before it counts the rest missing.
+    #[arg(long, default_value_t = 60)]
+    pub federation_settle: u64,
     /// Where the nodes keep their stores in the ingest and relay phases.
     #[arg(long, value_enum, default_value_t = BenchStorage::Sqlite)]
     pub storage: BenchStorage,
@@ -195,6 +230,7 @@ async fn bench_ingest(messages: usize, backend: &Backend) -> anyhow::Result<Inge
     // Signing is the origin's work, not the receiver's: done before the clock starts.
     let frames: Vec<PushFrame> = (0..messages)
         .map(|i| PushFrame {
+            bundled: Vec::new(),
             returning: false,
             hops: vec![],
             seq: i as u64 + 1,
@@ -369,6 +405,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.incident {
         return incident::run(args.incident_sightings, args.incident_noise, args.json).await;
+    }
+    if let Some(nodes) = args.federation {
+        let plan = federation::Plan {
+            nodes,
+            seed: args.federation_seed,
+            green: args.federation_green,
+            amber: args.federation_amber,
+            recipients: args.federation_recipients,
+            rate: args.federation_rate,
+            kill: args.federation_kill,
+            settle_secs: args.federation_settle,
+        };
+        return federation::run(plan, args.json).await;
     }
     if args.reconcile {
         return reconcile::run(args.reconcile_messages, args.reconcile_missing, args.json).await;

@@ -116,6 +116,7 @@ async fn fill(
                 if !skip.contains(&i) {
                     seq_b += 1;
                     let fb = PushFrame {
+                        bundled: Vec::new(),
                         returning: false,
                         hops: vec![],
                         seq: seq_b,
@@ -126,6 +127,7 @@ async fn fill(
                     }
                 }
                 let fa = PushFrame {
+                    bundled: Vec::new(),
                     returning: false,
                     hops: vec![],
                     seq: i as u64 + 1,
@@ -160,7 +162,7 @@ async fn fill(
 }
 
 /// Starts node `i` as a `certfed serve` process and waits until it listens.
-async fn spawn(fed: &Fed, i: usize) -> anyhow::Result<NodeProcess> {
+pub(super) async fn spawn(fed: &Fed, i: usize) -> anyhow::Result<NodeProcess> {
     let id = &fed.specs[i].id;
     let log = fed.pki.path(&format!("{id}.log"));
     let log_file = std::fs::File::create(&log)?;

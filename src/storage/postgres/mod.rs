@@ -580,6 +580,17 @@ impl Storage for PgStore {
         self.read_note(queries::message_count(&c).await)
     }
 
+    async fn held(
+        &self,
+        message_ids: Vec<String>,
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        if message_ids.is_empty() {
+            return Ok(Default::default());
+        }
+        let c = self.reader().await?;
+        self.read_note(queries::held(&c, &message_ids).await)
+    }
+
     async fn get_message(&self, message_id: &str) -> Result<Option<StoredMessage>, StoreError> {
         let c = self.reader().await?;
         self.read_note(queries::get_message(&c, message_id).await)

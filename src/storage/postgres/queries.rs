@@ -288,6 +288,22 @@ pub async fn message_count(c: &ClientWrapper) -> Result<u64, StoreError> {
     Ok(n as u64)
 }
 
+/// The ids of `ids` that are stored (one statement, the unique index).
+pub async fn held(
+    c: &ClientWrapper,
+    ids: &[String],
+) -> Result<std::collections::HashSet<String>, StoreError> {
+    let st = c
+        .prepare_cached("SELECT message_id FROM messages WHERE message_id = ANY($1)")
+        .await
+        .map_err(|x| pg_err("cannot prepare a read", x))?;
+    let rows = c
+        .query(&st, &[&ids])
+        .await
+        .map_err(|x| pg_err("cannot read message ids", x))?;
+    Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+}
+
 pub async fn get_message(
     c: &ClientWrapper,
     message_id: &str,

@@ -681,6 +681,16 @@ impl Storage for SqliteStore {
         self.read(queries::message_count).await
     }
 
+    async fn held(
+        &self,
+        message_ids: Vec<String>,
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        if message_ids.is_empty() {
+            return Ok(Default::default());
+        }
+        self.read(move |c| queries::held(c, message_ids)).await
+    }
+
     async fn get_message(&self, message_id: &str) -> Result<Option<StoredMessage>, StoreError> {
         let id = message_id.to_string();
         self.read(move |c| queries::get_message(c, &id)).await

@@ -191,6 +191,21 @@ pub fn message_count(c: &Connection) -> Result<u64, StoreError> {
     )? as u64)
 }
 
+/// The ids of `ids` that are stored (one lookup of the unique index each).
+pub fn held(
+    c: &Connection,
+    ids: Vec<String>,
+) -> Result<std::collections::HashSet<String>, StoreError> {
+    let mut st = c.prepare_cached("SELECT 1 FROM messages WHERE message_id = ?1")?;
+    let mut out = std::collections::HashSet::new();
+    for id in ids {
+        if st.exists([&id])? {
+            out.insert(id);
+        }
+    }
+    Ok(out)
+}
+
 pub fn get_message(c: &Connection, message_id: &str) -> Result<Option<StoredMessage>, StoreError> {
     Ok(c.query_row(
         &format!("SELECT {MSG_COLS} FROM messages WHERE message_id = ?1"),

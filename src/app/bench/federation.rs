@@ -1,0 +1,718 @@
+//! `certfed bench --federation N`: the federation at full size.
+//!
+//! N nodes (default 37), each a real `certfed serve` process of this binary
+//! (real PKI, mutual TLS, SQLite on disk, metrics on loopback), linked by a
+//! seeded random topology: a random spanning tree, then random links until
+//! every node has its drawn degree (3, 4 or 5; never above 5). Once a warm-up
+//! broadcast has reached every node, the benchmark plays `--federation-green`
+//! GREEN broadcasts and `--federation-amber` AMBER alerts (each to
+//! `--federation-recipients` named recipients) at `--federation-rate` alerts
+//! per second from random origins, in a seeded random order.
+//!
+//! Every node's Watch stream (what an analyst sees: readable alerts only) is
+//! open for the whole run; arrival times are taken in this process, so every
+//! latency is "seen at the origin" → "seen at the node" and the observation
+//! cost cancels. Measured:
+//!
+//! - `all_eligible_p50_ms` / `_p99_ms`: per alert, until the last eligible
+//!   node (every node for a broadcast, the named recipients for AMBER) has it;
+//! - `per_delivery_p99_ms`: per (alert, eligible node other than the origin);
+//! - `envelopes_per_delivery`: envelopes received over all links (messages
+//!   and receipts, `certfed_messages_received_total` summed over the nodes)
+//!   per delivery; `receipts_per_delivery`: receipts stored anywhere
+//!   (`certfed_receipts_received_total`, at relays and origins) per delivery;
+//!   `announce_bytes_per_delivery`: bytes of "I have" announcements sent
+//!   (`certfed_announce_bytes_total`; 0 where the node has none);
+//! - `rss_per_node_mib`: mean resident memory of the node processes at the
+//!   end (and the largest, `rss_max_node_mib`);
+//! - exactness: `missing` (eligible deliveries that never showed up within
+//!   `--federation-settle` seconds after the last publish), `duplicated`
+//!   (a node's Watch showing one alert twice), `amber_readable_elsewhere`
+//!   (an AMBER alert shown to a node that is not a named recipient: must be
+//!   0) and `amber_held_elsewhere` (AMBER ciphertext held by nodes that are
+//!   neither recipients nor origin: relays that carried it).
+//!
+//! With `--federation-kill K` (the variant uses 3) K random nodes are killed
+//! (SIGKILL) a third of the way through the run and restarted two seconds
+//! later; no alert originates at a node while it is down, and the run must
+//! still be exact. Counters of a killed node are read just before the kill
+//! and added to those of its second life.
+//!
+//! The run fails (non-zero exit, after printing) when anything is missing,
+//! duplicated or readable where it must not be.
+use super::memory::{NodeProcess, proc_status_mib};
+use crate::app::localfed::Fed;
+use crate::proto::v1::*;
+use anyhow::{Context, bail};
+use futures::StreamExt;
+use rand::seq::{IndexedRandom, SliceRandom};
+use rand::{Rng, SeedableRng};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What `certfed bench --federation` plays.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub nodes: usize,
+    pub seed: u64,
+    pub green: usize,
+    pub amber: usize,
+    pub recipients: usize,
+    pub rate: f64,
+    pub kill: usize,
+    pub settle_secs: u64,
+}
+
+/// Counters summed over the nodes (see the module docs).
+#[derive(Debug, Default, Clone, Copy)]
+struct Counters {
+    received: f64,
+    receipts: f64,
+    announce_bytes: f64,
+    frames: f64,
+    receipt_frames: f64,
+}
+
+impl std::ops::Sub for Counters {
+    type Output = Counters;
+    fn sub(self, o: Counters) -> Counters {
+        Counters {
+            received: self.received - o.received,
+            receipts: self.receipts - o.receipts,
+            announce_bytes: self.announce_bytes - o.announce_bytes,
+            frames: self.frames - o.frames,
+            receipt_frames: self.receipt_frames - o.receipt_frames,
+        }
+    }
+}
+
+impl std::ops::Add for Counters {
+    type Output = Counters;
+    fn add(self, o: Counters) -> Counters {
+        Counters {
+            received: self.received + o.received,
+            receipts: self.receipts + o.receipts,
+            announce_bytes: self.announce_bytes + o.announce_bytes,
+            frames: self.frames + o.frames,
+            receipt_frames: self.receipt_frames + o.receipt_frames,
+        }
+    }
+}
+
+/// A seeded random topology: `n` nodes, each of degree 3 to 5 (fewer only
+/// when `n` is too small), connected. Edges are pairs (low, high).
+pub fn topology(n: usize, seed: u64) -> Vec<(usize, usize)> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let max_deg = 5.min(n.saturating_sub(1));
+    let want: Vec<usize> = (0..n)
+        .map(|_| rng.random_range(3..=5).min(max_deg))
+        .collect();
+    let mut deg = vec![0usize; n];
+    let mut edges: BTreeSet<(usize, usize)> = BTreeSet::new();
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut rng);
+    // A random spanning tree: each node joins an earlier one with room.
+    for k in 1..n {
+        let v = order[k];
+        let room: Vec<usize> = order[..k]
+            .iter()
+            .copied()
+            .filter(|&u| deg[u] < max_deg)
+            .collect();
+        let u = *room.choose(&mut rng).unwrap_or(&order[0]);
+        edges.insert((u.min(v), u.max(v)));
+        deg[u] += 1;
+        deg[v] += 1;
+    }
+    // Then links between nodes below their drawn degree.
+    for _ in 0..n * 20 {
+        let short: Vec<usize> = (0..n).filter(|&v| deg[v] < want[v]).collect();
+        if short.is_empty() {
+            break;
+        }
+        let v = *short.choose(&mut rng).expect("not empty");
+        let free: Vec<usize> = (0..n)
+            .filter(|&u| u != v && deg[u] < max_deg && !edges.contains(&(u.min(v), u.max(v))))
+            .collect();
+        // Prefer another node below its target, else any with room.
+        let below: Vec<usize> = free.iter().copied().filter(|&u| deg[u] < want[u]).collect();
+        let Some(&u) = below.choose(&mut rng).or_else(|| free.choose(&mut rng)) else {
+            continue;
+        };
+        edges.insert((u.min(v), u.max(v)));
+        deg[u] += 1;
+        deg[v] += 1;
+    }
+    edges.into_iter().collect()
+}
+
+/// Reads `/metrics` over plain HTTP on `port` and sums the counters used.
+async fn scrape(port: u16) -> anyhow::Result<Counters> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .with_context(|| format!("connecting to /metrics on port {port}"))?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut body = String::new();
+    tokio::time::timeout(Duration::from_secs(20), s.read_to_string(&mut body))
+        .await
+        .context("/metrics did not answer within 20 s")??;
+    let value = |name: &str| -> f64 {
+        body.lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|r| r.starts_with(' ') || r.starts_with('{'))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    Ok(Counters {
+        received: value("certfed_messages_received_total"),
+        receipts: value("certfed_receipts_received_total"),
+        announce_bytes: value("certfed_announce_bytes_total"),
+        frames: value("certfed_frames_sent_total"),
+        receipt_frames: value("certfed_frames_sent_total{kind=\"receipts\"}"),
+    })
+}
+
+/// What one alert of the run is.
+struct Sent {
+    origin: usize,
+    /// Eligible nodes other than the origin.
+    eligible: Vec<usize>,
+    amber: bool,
+}
+
+/// Arrivals seen through every node's Watch: by node, message id → times.
+type Seen = Arc<Mutex<Vec<HashMap<String, Vec<Instant>>>>>;
+
+/// Keeps a Watch stream open on node `i` until `stop`, reconnecting (from
+/// the last cursor seen) when the node goes away and comes back.
+fn watch(
+    fed: Arc<Fed>,
+    i: usize,
+    seen: Seen,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut cursor = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let mut op = fed.operator(i).await;
+            let req = WatchRequest {
+                filter: Some(AlertFilter {
+                    include_exercise: true,
+                    ..Default::default()
+                }),
+                after_cursor: cursor,
+                from_start: false,
+            };
+            let Ok(r) = op.watch(req).await else {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            };
+            let mut stream = r.into_inner();
+            while let Some(Ok(ev)) = stream.next().await {
+                let at = Instant::now();
+                cursor = cursor.max(ev.cursor);
+                if let Some(m) = ev.message {
+                    seen.lock().expect("seen lock")[i]
+                        .entry(m.message_id)
+                        .or_default()
+                        .push(at);
+                }
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+}
+
+/// `k` distinct ports on 127.0.0.1 that can be bound now, from a seeded
+/// start between 20000 and 30000 (below Linux's default ephemeral range,
+/// 32768 and up, so no outbound connection takes one meanwhile).
+fn quiet_ports(k: usize, seed: u64) -> anyhow::Result<Vec<u16>> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ std::process::id() as u64);
+    let mut p: u16 = rng.random_range(20_000..30_000);
+    let mut out = Vec::with_capacity(k);
+    while out.len() < k {
+        if p >= 32_000 {
+            bail!("no {k} free ports between 20000 and 32000 on 127.0.0.1");
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            out.push(p);
+        }
+        p += 1;
+    }
+    Ok(out)
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn round(x: f64, digits: i32) -> f64 {
+    let f = 10f64.powi(digits);
+    (x * f).round() / f
+}
+
+pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
+    if plan.nodes < 4 {
+        bail!(
+            "--federation {}: at least 4 nodes are needed (a degree of 3 to 5)",
+            plan.nodes
+        );
+    }
+    if plan.recipients == 0 || plan.recipients >= plan.nodes {
+        bail!(
+            "--federation-recipients {}: give 1 to {} (named recipients other than the origin)",
+            plan.recipients,
+            plan.nodes - 1
+        );
+    }
+    if plan.kill >= plan.nodes / 2 {
+        bail!(
+            "--federation-kill {}: kill fewer than half the nodes",
+            plan.kill
+        );
+    }
+    if plan.rate.is_nan() || plan.rate <= 0.0 {
+        bail!("--federation-rate must be a positive number of alerts per second");
+    }
+    let n = plan.nodes;
+    let load_before = load_average();
+    let edges = topology(n, plan.seed);
+    let names: Vec<String> = (0..n).map(|i| format!("node-{i:02}")).collect();
+    let ids: Vec<&str> = names.iter().map(String::as_str).collect();
+    if !json {
+        eprintln!(
+            "certfed bench --federation {n}: {} links (seed {}); starting {n} certfed serve processes ...",
+            edges.len(),
+            plan.seed
+        );
+    }
+    let mut fed = Fed::new(&ids, &edges).sqlite();
+    // 2N ports below the kernel's ephemeral range, so that the nodes'
+    // outbound connections cannot take a port before its node listens on it.
+    let ports = quiet_ports(2 * n, plan.seed)?;
+    let (node_ports, metrics_ports) = ports.split_at(n);
+    let by_old: HashMap<u16, u16> = fed
+        .specs
+        .iter()
+        .zip(node_ports)
+        .map(|(s, &p)| (s.port, p))
+        .collect();
+    for (i, spec) in fed.specs.iter_mut().enumerate() {
+        spec.port = node_ports[i];
+        for (_, p) in &mut spec.peers {
+            *p = by_old[p];
+        }
+        spec.extra = format!("\n[metrics]\nlisten = \"127.0.0.1:{}\"\n", metrics_ports[i]);
+    }
+    let metrics_ports = metrics_ports.to_vec();
+    let fed = Arc::new(fed);
+    let mut procs: Vec<NodeProcess> = Vec::with_capacity(n);
+    for i in 0..n {
+        procs.push(super::reconcile::spawn(&fed, i).await?);
+    }
+    let started_nodes = Instant::now();
+
+    // Warm-up: one broadcast from node 0 over every link, until all hold it.
+    let mut op0 = fed.operator(0).await;
+    let warm = op0
+        .publish_alert(PublishAlertRequest {
+            alert: Some(super::kib_alert(0)),
+            ..Default::default()
+        })
+        .await
+        .context("warm-up PublishAlert")?
+        .into_inner()
+        .message_id;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for (i, name) in names.iter().enumerate() {
+        let mut op = fed.operator(i).await;
+        while op
+            .get_message(GetMessageRequest {
+                message_id: warm.clone(),
+            })
+            .await
+            .is_err()
+        {
+            if Instant::now() > deadline {
+                bail!("the warm-up broadcast did not reach {name} within 120 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // Let the warm-up's receipts settle before the counters are read.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    if !json {
+        eprintln!(
+            "  all {n} nodes up and linked after {:.1} s; playing {} GREEN + {} AMBER at {}/s ...",
+            started_nodes.elapsed().as_secs_f64(),
+            plan.green,
+            plan.amber,
+            plan.rate
+        );
+    }
+
+    let seen: Seen = Arc::new(Mutex::new(vec![HashMap::new(); n]));
+    let stop = Arc::new(AtomicBool::new(false));
+    let watchers: Vec<_> = (0..n)
+        .map(|i| watch(fed.clone(), i, seen.clone(), stop.clone()))
+        .collect();
+    // Give every Watch time to subscribe.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut before = Counters::default();
+    for p in &metrics_ports {
+        before = before + scrape(*p).await?;
+    }
+    let mut lost_lives = Counters::default();
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(plan.seed ^ 0x5eed);
+    let mut kinds: Vec<bool> = std::iter::repeat_n(false, plan.green)
+        .chain(std::iter::repeat_n(true, plan.amber))
+        .collect();
+    kinds.shuffle(&mut rng);
+    let total = kinds.len();
+    let kill_at = if plan.kill > 0 { total / 3 } else { usize::MAX };
+    let mut down: Vec<usize> = Vec::new();
+    let mut restart_at: Option<Instant> = None;
+    let mut killed = Vec::new();
+    let sent: Arc<Mutex<HashMap<String, Sent>>> = Arc::default();
+    let failures: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / plan.rate));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tasks = Vec::with_capacity(total);
+    let clients: Vec<_> = {
+        let mut v = Vec::with_capacity(n);
+        for i in 0..n {
+            v.push(fed.operator(i).await);
+        }
+        v
+    };
+    let run_started = Instant::now();
+    for (k, amber) in kinds.into_iter().enumerate() {
+        tick.tick().await;
+        if k == kill_at {
+            let mut pick: Vec<usize> = (0..n).collect();
+            pick.shuffle(&mut rng);
+            down = pick[..plan.kill].to_vec();
+            for &v in &down {
+                lost_lives = lost_lives + scrape(metrics_ports[v]).await.unwrap_or_default();
+                let _ = procs[v].child.kill();
+                let _ = procs[v].child.wait();
+                killed.push(names[v].clone());
+            }
+            restart_at = Some(Instant::now() + Duration::from_secs(2));
+            if !json {
+                eprintln!(
+                    "  killed {} (SIGKILL); restarting them in 2 s",
+                    killed.join(", ")
+                );
+            }
+        }
+        if let Some(at) = restart_at
+            && Instant::now() >= at
+        {
+            for &v in &down {
+                procs[v] = super::reconcile::spawn(&fed, v).await?;
+            }
+            down.clear();
+            restart_at = None;
+        }
+        let alive: Vec<usize> = (0..n).filter(|v| !down.contains(v)).collect();
+        let origin = *alive.choose(&mut rng).expect("nodes alive");
+        let (tlp, recipients): (Tlp, Vec<usize>) = if amber {
+            let others: Vec<usize> = (0..n).filter(|&v| v != origin).collect();
+            let r = others
+                .choose_multiple(&mut rng, plan.recipients)
+                .copied()
+                .collect();
+            (Tlp::Amber, r)
+        } else {
+            (Tlp::Green, vec![])
+        };
+        let eligible: Vec<usize> = if amber {
+            recipients.clone()
+        } else {
+            (0..n).filter(|&v| v != origin).collect()
+        };
+        let mut alert = super::kib_alert(k + 1);
+        alert.tlp = tlp as i32;
+        let req = PublishAlertRequest {
+            alert: Some(alert),
+            recipients: recipients.iter().map(|&v| names[v].clone()).collect(),
+            ..Default::default()
+        };
+        let mut op = clients[origin].clone();
+        let sent = sent.clone();
+        let failures = failures.clone();
+        let origin_name = names[origin].clone();
+        tasks.push(tokio::spawn(async move {
+            match op.publish_alert(req).await {
+                Ok(r) => {
+                    sent.lock().expect("sent lock").insert(
+                        r.into_inner().message_id,
+                        Sent {
+                            origin,
+                            eligible,
+                            amber,
+                        },
+                    );
+                }
+                Err(e) => failures
+                    .lock()
+                    .expect("failures lock")
+                    .push(format!("PublishAlert on {origin_name}: {}", e.message())),
+            }
+        }));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    if let Some(at) = restart_at {
+        tokio::time::sleep(at.saturating_duration_since(Instant::now())).await;
+        for &v in &down {
+            procs[v] = super::reconcile::spawn(&fed, v).await?;
+        }
+    }
+    let publish_seconds = run_started.elapsed().as_secs_f64();
+
+    // Wait until every eligible node shows every alert, or the settle time.
+    let settle = Instant::now() + Duration::from_secs(plan.settle_secs);
+    let peak_rss = Arc::new(Mutex::new(vec![0f64; n]));
+    loop {
+        let missing = {
+            let sent = sent.lock().expect("sent lock");
+            let seen = seen.lock().expect("seen lock");
+            sent.iter()
+                .map(|(id, s)| {
+                    s.eligible
+                        .iter()
+                        .chain(std::iter::once(&s.origin))
+                        .filter(|&&v| !seen[v].contains_key(id))
+                        .count()
+                })
+                .sum::<usize>()
+        };
+        for (i, p) in procs.iter().enumerate() {
+            if let Some(m) = proc_status_mib(&p.pid(), "VmRSS") {
+                let mut pk = peak_rss.lock().expect("rss lock");
+                pk[i] = pk[i].max(m);
+            }
+        }
+        if missing == 0 || Instant::now() > settle {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Receipts of the last alerts travel back: give them a moment.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss: Vec<f64> = procs
+        .iter()
+        .filter_map(|p| proc_status_mib(&p.pid(), "VmRSS"))
+        .collect();
+    let mut after = Counters::default();
+    for p in &metrics_ports {
+        after = after + scrape(*p).await?;
+    }
+    let used = after + lost_lives - before;
+
+    // AMBER ciphertext held by nodes that are neither recipients nor origin.
+    let sent = std::mem::take(&mut *sent.lock().expect("sent lock"));
+    let mut amber_held_elsewhere = 0usize;
+    for (id, s) in sent.iter().filter(|(_, s)| s.amber) {
+        for (v, op) in clients.iter().enumerate() {
+            if v == s.origin || s.eligible.contains(&v) {
+                continue;
+            }
+            let mut op = op.clone();
+            // Held as ciphertext: PERMISSION_DENIED ("only relays it");
+            // readable (a leak) is counted through Watch below.
+            let r = op
+                .get_message(GetMessageRequest {
+                    message_id: id.clone(),
+                })
+                .await;
+            match r {
+                Ok(_) => amber_held_elsewhere += 1,
+                Err(e) if e.code() == tonic::Code::PermissionDenied => amber_held_elsewhere += 1,
+                Err(_) => {}
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for mut p in procs {
+        let _ = p.terminate().await;
+    }
+    for w in watchers {
+        w.abort();
+    }
+    let load_after = load_average();
+
+    let seen = std::mem::take(&mut *seen.lock().expect("seen lock"));
+    let (mut all, mut per) = (Vec::new(), Vec::new());
+    let (mut missing, mut duplicated, mut deliveries, mut readable_elsewhere) = (0, 0, 0, 0);
+    for (id, s) in &sent {
+        for (v, at) in seen.iter().enumerate() {
+            if let Some(t) = at.get(id) {
+                duplicated += t.len() - 1;
+                if s.amber && v != s.origin && !s.eligible.contains(&v) {
+                    readable_elsewhere += 1;
+                }
+            }
+        }
+        let Some(t0) = seen[s.origin].get(id).and_then(|t| t.first()) else {
+            missing += 1 + s.eligible.len();
+            continue;
+        };
+        let mut last = 0f64;
+        let mut complete = true;
+        for &v in &s.eligible {
+            deliveries += 1;
+            match seen[v].get(id).and_then(|t| t.first()) {
+                Some(t) => {
+                    let ms = t.saturating_duration_since(*t0).as_secs_f64() * 1000.0;
+                    per.push(ms);
+                    last = last.max(ms);
+                }
+                None => {
+                    missing += 1;
+                    complete = false;
+                }
+            }
+        }
+        if complete {
+            all.push(last);
+        }
+    }
+    all.sort_by(f64::total_cmp);
+    per.sort_by(f64::total_cmp);
+    // Envelopes over the links: Push frames sent (a bundle of receipts
+    // counts once) where the nodes count them; otherwise (older builds,
+    // one envelope a frame) envelopes received and receipts stored.
+    let (envelopes, receipt_envelopes, counted_by) = if used.frames > 0.0 {
+        (
+            used.frames,
+            used.receipt_frames,
+            "certfed_frames_sent_total",
+        )
+    } else {
+        (
+            used.received,
+            used.receipts,
+            "certfed_messages_received_total",
+        )
+    };
+    let pct = super::percentile;
+    let d = deliveries.max(1) as f64;
+    let rss_mean = rss.iter().sum::<f64>() / rss.len().max(1) as f64;
+    let rss_max = rss.iter().copied().fold(0f64, f64::max);
+    let peak = peak_rss
+        .lock()
+        .expect("rss lock")
+        .iter()
+        .copied()
+        .fold(0f64, f64::max);
+    let publish_failures = failures.lock().expect("failures lock").clone();
+    let v = serde_json::json!({
+        "federation_nodes": n,
+        "federation_links": edges.len(),
+        "federation_seed": plan.seed,
+        "federation_alerts": sent.len(),
+        "federation_green": plan.green,
+        "federation_amber": plan.amber,
+        "federation_rate_per_s": plan.rate,
+        "federation_achieved_rate_per_s": round(total as f64 / publish_seconds, 2),
+        "federation_killed": killed,
+        "deliveries": deliveries,
+        "all_eligible_p50_ms": round(pct(&all, 0.50), 1),
+        "all_eligible_p99_ms": round(pct(&all, 0.99), 1),
+        "per_delivery_p50_ms": round(pct(&per, 0.50), 1),
+        "per_delivery_p99_ms": round(pct(&per, 0.99), 1),
+        "envelopes_per_delivery": round(envelopes / d, 3),
+        "receipts_per_delivery": round(receipt_envelopes / d, 3),
+        "envelopes_counted_by": counted_by,
+        "receipts_stored_per_delivery": round(used.receipts / d, 3),
+        "announce_bytes_per_delivery": round(used.announce_bytes / d, 1),
+        "rss_per_node_mib": round(rss_mean, 1),
+        "rss_max_node_mib": round(rss_max.max(peak), 1),
+        "missing": missing,
+        "duplicated": duplicated,
+        "amber_readable_elsewhere": readable_elsewhere,
+        "amber_held_elsewhere": amber_held_elsewhere,
+        "publish_failures": publish_failures.len(),
+        "load_average_before": load_before,
+        "load_average_after": load_after,
+        "in_process": false,
+    });
+    if json {
+        println!("{v}");
+    } else {
+        println!("{:<36} {:>14}", "metric", "value");
+        if let serde_json::Value::Object(m) = &v {
+            for (k, x) in m {
+                let s = match x {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                println!("{k:<36} {s:>14}");
+            }
+        }
+    }
+    if let Some(f) = publish_failures.first() {
+        bail!("{} publishes failed, e.g. {f}", publish_failures.len());
+    }
+    if missing > 0 || duplicated > 0 || readable_elsewhere > 0 {
+        bail!(
+            "the federation was not exact: {missing} deliveries missing after {} s, {duplicated} duplicated, {readable_elsewhere} AMBER alerts readable by a non-recipient",
+            plan.settle_secs
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::topology;
+
+    /// Connected, degrees within 3..=5, no self-links or repeats, and the
+    /// same seed gives the same topology.
+    #[test]
+    fn topology_is_connected_with_degree_3_to_5() {
+        for seed in 0..50 {
+            for n in [6usize, 12, 37] {
+                let e = topology(n, seed);
+                assert_eq!(e, topology(n, seed));
+                let mut deg = vec![0; n];
+                let mut adj = vec![Vec::new(); n];
+                for &(a, b) in &e {
+                    assert!(a < b, "{a}-{b}");
+                    deg[a] += 1;
+                    deg[b] += 1;
+                    adj[a].push(b);
+                    adj[b].push(a);
+                }
+                assert!(
+                    deg.iter().all(|&d| (3..=5).contains(&d)),
+                    "seed {seed} n {n}: {deg:?}"
+                );
+                let mut seen = vec![false; n];
+                let mut stack = vec![0];
+                while let Some(v) = stack.pop() {
+                    if !std::mem::replace(&mut seen[v], true) {
+                        stack.extend(adj[v].iter().copied());
+                    }
+                }
+                assert!(seen.iter().all(|&s| s), "seed {seed} n {n}: not connected");
+            }
+        }
+    }
+}

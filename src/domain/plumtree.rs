@@ -1,0 +1,321 @@
+//! Epidemic broadcast trees (Plumtree: Leitão, Pereira, Rodrigues, SRDS
+//! 2007) as a pure state machine: one node's view of its links. The caller
+//! feeds [`Event`]s with the current time and performs the [`Action`]s it
+//! gets back; it calls [`Plumtree::handle`] with [`Event::Tick`] at
+//! [`Plumtree::next_deadline`]. No I/O, no clock, no randomness.
+//!
+//! Rules (the paper's, with the changes named):
+//! - Every link starts **eager**. A message seen for the first time is
+//!   delivered once, pushed in full to the eager peers and announced
+//!   ("I have", batched per peer for `ihave_batch_ms`, at most
+//!   `ihave_batch_max` ids a batch) to the lazy peers, never to the peer it
+//!   came from; that peer becomes eager.
+//! - A full message seen again moves its sender to **lazy** and answers it
+//!   with PRUNE; PRUNE moves the sender to lazy. So the eager links shrink
+//!   to a tree formed by first arrivals.
+//! - An announcement of a message not held starts a timer
+//!   (`graft_timeout_ms`); when it expires the node GRAFTs the next
+//!   announcer in turn (that link becomes eager; the answer is the full
+//!   message) and sets the timer again. Change from the paper: announcers
+//!   are tried round robin, not dropped after one try, so a lost or
+//!   refused graft is retried until a live announcer answers or the peers
+//!   go away.
+//! - GRAFT makes the sender eager and is answered with the full message of
+//!   every id asked that is held.
+//! - A peer that goes down leaves both sets and every announcement list; a
+//!   peer that comes up joins the eager set. Messages missing with no live
+//!   announcer left are forgotten (reconciliation heals the rest).
+//!
+//! Invariants: a message is delivered at most once per node; the eager and
+//! lazy sets are disjoint and hold only peers that are up; state is
+//! bounded: ids received are remembered for `remember_ms` (the store is
+//! the long-term memory: the caller passes [`Event::Gossip`] only for
+//! messages it newly stored, or asks [`Plumtree::holds`]), announcers per
+//! missing id are capped at `max_announcers`, pending announcements per
+//! peer at `ihave_batch_max` (a full batch is sent at once).
+//!
+//! Policy is the caller's: for a message that may not cross a link
+//! (`domain::admission::targets` decides), the caller drops the actions
+//! naming that peer; the machine never decides who may read what.
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// Timing and size knobs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How long a node waits after an announcement before it grafts.
+    pub graft_timeout_ms: i64,
+    /// How long announcements for one peer are gathered before they go.
+    pub ihave_batch_ms: i64,
+    /// Most ids in one announcement (a full batch goes at once).
+    pub ihave_batch_max: usize,
+    /// How long a received id is remembered here.
+    pub remember_ms: i64,
+    /// Most announcers remembered per missing id.
+    pub max_announcers: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            graft_timeout_ms: 150,
+            ihave_batch_ms: 25,
+            ihave_batch_max: 256,
+            remember_ms: 10 * 60_000,
+            max_announcers: 8,
+        }
+    }
+}
+
+/// What happened to this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// This node originates a message.
+    Broadcast(String),
+    /// A peer sent the full message `id`.
+    Gossip { from: String, id: String },
+    /// A peer announces that it holds these messages.
+    IHave { from: String, ids: Vec<String> },
+    /// A peer asks for these messages in full (and makes the link eager).
+    Graft { from: String, ids: Vec<String> },
+    /// A peer received a message twice and turns the link lazy.
+    Prune { from: String },
+    /// A link came up.
+    PeerUp(String),
+    /// A link went down (or the peer left).
+    PeerDown(String),
+    /// Time passed (call at [`Plumtree::next_deadline`]).
+    Tick,
+}
+
+/// What the caller must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Hand message `id` to the node (store it, tell Watch): once per id.
+    Deliver(String),
+    /// Send the full message `id` to `to`.
+    Gossip { to: String, id: String },
+    /// Announce these ids to `to`.
+    IHave { to: String, ids: Vec<String> },
+    /// Ask `to` for these messages in full.
+    Graft { to: String, ids: Vec<String> },
+    /// Tell `to` that its link is now lazy.
+    Prune { to: String },
+}
+
+#[derive(Debug, Clone)]
+struct Missing {
+    announcers: VecDeque<String>,
+    due_ms: i64,
+    first_ms: i64,
+}
+
+/// One node's Plumtree state.
+#[derive(Debug, Clone)]
+pub struct Plumtree {
+    cfg: Config,
+    eager: BTreeSet<String>,
+    lazy: BTreeSet<String>,
+    /// Ids received, with when (forgotten after `remember_ms`).
+    received: BTreeMap<String, i64>,
+    missing: BTreeMap<String, Missing>,
+    /// Announcements waiting for their batch, per peer, and when it goes.
+    pending: BTreeMap<String, (Vec<String>, i64)>,
+}
+
+impl Plumtree {
+    /// A node whose links to `peers` are up (all eager).
+    pub fn new(cfg: Config, peers: impl IntoIterator<Item = String>) -> Plumtree {
+        Plumtree {
+            cfg,
+            eager: peers.into_iter().collect(),
+            lazy: BTreeSet::new(),
+            received: BTreeMap::new(),
+            missing: BTreeMap::new(),
+            pending: BTreeMap::new(),
+        }
+    }
+
+    pub fn eager(&self) -> &BTreeSet<String> {
+        &self.eager
+    }
+
+    pub fn lazy(&self) -> &BTreeSet<String> {
+        &self.lazy
+    }
+
+    /// Whether `id` was received here (within `remember_ms`).
+    pub fn holds(&self, id: &str) -> bool {
+        self.received.contains_key(id)
+    }
+
+    /// Ids announced but not received yet.
+    pub fn missing(&self) -> impl Iterator<Item = &str> {
+        self.missing.keys().map(String::as_str)
+    }
+
+    /// When [`Event::Tick`] is next due (a graft timer or a batch), if ever.
+    pub fn next_deadline(&self) -> Option<i64> {
+        let graft = self.missing.values().map(|m| m.due_ms).min();
+        let batch = self.pending.values().map(|(_, at)| *at).min();
+        match (graft, batch) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Applies `ev` at time `now_ms`; returns what to do, in order.
+    pub fn handle(&mut self, now_ms: i64, ev: Event) -> Vec<Action> {
+        let mut out = Vec::new();
+        match ev {
+            Event::Broadcast(id) => self.first_arrival(now_ms, None, id, &mut out),
+            Event::Gossip { from, id } => {
+                if self.received.contains_key(&id) {
+                    // A duplicate: this link is not needed for it.
+                    if self.eager.remove(&from) {
+                        self.lazy.insert(from.clone());
+                        out.push(Action::Prune { to: from });
+                    }
+                } else {
+                    if self.lazy.remove(&from) {
+                        self.eager.insert(from.clone());
+                    }
+                    self.first_arrival(now_ms, Some(from), id, &mut out);
+                }
+            }
+            Event::IHave { from, ids } => {
+                if !self.is_up(&from) {
+                    return out;
+                }
+                for id in ids {
+                    if self.received.contains_key(&id) {
+                        continue;
+                    }
+                    let due = now_ms + self.cfg.graft_timeout_ms;
+                    let m = self.missing.entry(id).or_insert_with(|| Missing {
+                        announcers: VecDeque::new(),
+                        due_ms: due,
+                        first_ms: now_ms,
+                    });
+                    if !m.announcers.contains(&from) && m.announcers.len() < self.cfg.max_announcers
+                    {
+                        m.announcers.push_back(from.clone());
+                    }
+                }
+            }
+            Event::Graft { from, ids } => {
+                if !self.is_up(&from) {
+                    return out;
+                }
+                self.lazy.remove(&from);
+                self.eager.insert(from.clone());
+                for id in ids {
+                    if self.received.contains_key(&id) {
+                        out.push(Action::Gossip {
+                            to: from.clone(),
+                            id,
+                        });
+                    }
+                }
+            }
+            Event::Prune { from } => {
+                if self.eager.remove(&from) {
+                    self.lazy.insert(from);
+                }
+            }
+            Event::PeerUp(p) => {
+                self.lazy.remove(&p);
+                self.eager.insert(p);
+            }
+            Event::PeerDown(p) => {
+                self.eager.remove(&p);
+                self.lazy.remove(&p);
+                self.pending.remove(&p);
+                self.missing.retain(|_, m| {
+                    m.announcers.retain(|a| *a != p);
+                    !m.announcers.is_empty()
+                });
+            }
+            Event::Tick => self.tick(now_ms, &mut out),
+        }
+        out
+    }
+
+    fn is_up(&self, p: &str) -> bool {
+        self.eager.contains(p) || self.lazy.contains(p)
+    }
+
+    fn first_arrival(
+        &mut self,
+        now_ms: i64,
+        from: Option<String>,
+        id: String,
+        out: &mut Vec<Action>,
+    ) {
+        self.missing.remove(&id);
+        self.received.insert(id.clone(), now_ms);
+        out.push(Action::Deliver(id.clone()));
+        for p in &self.eager {
+            if Some(p) != from.as_ref() {
+                out.push(Action::Gossip {
+                    to: p.clone(),
+                    id: id.clone(),
+                });
+            }
+        }
+        let lazy: Vec<String> = self
+            .lazy
+            .iter()
+            .filter(|p| Some(*p) != from.as_ref())
+            .cloned()
+            .collect();
+        for p in lazy {
+            let at = now_ms + self.cfg.ihave_batch_ms;
+            let (ids, _) = self.pending.entry(p.clone()).or_insert((Vec::new(), at));
+            ids.push(id.clone());
+            if ids.len() >= self.cfg.ihave_batch_max {
+                let ids = std::mem::take(ids);
+                self.pending.remove(&p);
+                out.push(Action::IHave { to: p, ids });
+            }
+        }
+    }
+
+    fn tick(&mut self, now_ms: i64, out: &mut Vec<Action>) {
+        let due: Vec<String> = self
+            .pending
+            .iter()
+            .filter(|(_, (_, at))| *at <= now_ms)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in due {
+            if let Some((ids, _)) = self.pending.remove(&p)
+                && !ids.is_empty()
+            {
+                out.push(Action::IHave { to: p, ids });
+            }
+        }
+        // Grafts: the next announcer in turn, one GRAFT per peer per tick.
+        let mut grafts: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let remember = self.cfg.remember_ms;
+        self.missing
+            .retain(|_, m| now_ms - m.first_ms <= remember && !m.announcers.is_empty());
+        for (id, m) in self.missing.iter_mut().filter(|(_, m)| m.due_ms <= now_ms) {
+            let Some(to) = m.announcers.pop_front() else {
+                continue;
+            };
+            m.announcers.push_back(to.clone());
+            m.due_ms = now_ms + self.cfg.graft_timeout_ms;
+            grafts.entry(to).or_default().push(id.clone());
+        }
+        for (to, ids) in grafts {
+            self.lazy.remove(&to);
+            self.eager.insert(to.clone());
+            out.push(Action::Graft { to, ids });
+        }
+        self.received.retain(|_, at| now_ms - *at <= remember);
+    }
+}
+
+#[cfg(test)]
+#[path = "plumtree_tests.rs"]
+mod tests;

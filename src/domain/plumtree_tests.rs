@@ -1,0 +1,590 @@
+//! Tests of the Plumtree machine: its rules one by one, then a simulated
+//! network (seeded random connected topologies, random latencies, frames
+//! delayed as by retries, nodes crashing and links failing for good) where
+//! every live node connected to a holder gets every message exactly once,
+//! and a calm network settles on a tree (one full copy per node).
+use super::*;
+use rand::seq::{IndexedRandom, SliceRandom};
+use rand::{Rng, SeedableRng};
+use std::collections::BinaryHeap;
+
+fn s(x: &str) -> String {
+    x.to_string()
+}
+
+fn node(peers: &[&str]) -> Plumtree {
+    Plumtree::new(Config::default(), peers.iter().map(|p| s(p)))
+}
+
+#[test]
+fn first_arrival_delivers_once_and_a_duplicate_prunes() {
+    let mut n = node(&["a", "b", "c"]);
+    let out = n.handle(
+        0,
+        Event::Gossip {
+            from: s("a"),
+            id: s("m1"),
+        },
+    );
+    assert_eq!(
+        out,
+        vec![
+            Action::Deliver(s("m1")),
+            Action::Gossip {
+                to: s("b"),
+                id: s("m1")
+            },
+            Action::Gossip {
+                to: s("c"),
+                id: s("m1")
+            },
+        ]
+    );
+    let out = n.handle(
+        1,
+        Event::Gossip {
+            from: s("b"),
+            id: s("m1"),
+        },
+    );
+    assert_eq!(
+        out,
+        vec![Action::Prune { to: s("b") }],
+        "no second delivery"
+    );
+    assert!(n.lazy().contains("b") && !n.eager().contains("b"));
+    // b is lazy now: the next message is announced to it, batched.
+    let out = n.handle(
+        10,
+        Event::Gossip {
+            from: s("a"),
+            id: s("m2"),
+        },
+    );
+    assert_eq!(
+        out[..2],
+        [
+            Action::Deliver(s("m2")),
+            Action::Gossip {
+                to: s("c"),
+                id: s("m2")
+            }
+        ]
+    );
+    n.handle(11, Event::Broadcast(s("m3")));
+    assert_eq!(
+        n.next_deadline(),
+        Some(10 + Config::default().ihave_batch_ms)
+    );
+    let out = n.handle(40, Event::Tick);
+    assert_eq!(
+        out,
+        vec![Action::IHave {
+            to: s("b"),
+            ids: vec![s("m2"), s("m3")]
+        }]
+    );
+}
+
+#[test]
+fn prune_turns_a_link_lazy_and_graft_back_eager() {
+    let mut n = node(&["a", "b"]);
+    n.handle(0, Event::Prune { from: s("a") });
+    assert!(n.lazy().contains("a"));
+    n.handle(1, Event::Broadcast(s("m1")));
+    let out = n.handle(
+        2,
+        Event::Graft {
+            from: s("a"),
+            ids: vec![s("m1"), s("unknown")],
+        },
+    );
+    assert_eq!(
+        out,
+        vec![Action::Gossip {
+            to: s("a"),
+            id: s("m1")
+        }],
+        "only what is held"
+    );
+    assert!(n.eager().contains("a") && !n.lazy().contains("a"));
+}
+
+#[test]
+fn an_announcement_grafts_after_the_timeout_unless_the_message_comes() {
+    let t = Config::default().graft_timeout_ms;
+    let mut n = node(&["a", "b"]);
+    n.handle(0, Event::Prune { from: s("a") });
+    n.handle(0, Event::Prune { from: s("b") });
+    assert!(
+        n.handle(
+            5,
+            Event::IHave {
+                from: s("a"),
+                ids: vec![s("m1"), s("m2")]
+            }
+        )
+        .is_empty()
+    );
+    n.handle(
+        6,
+        Event::IHave {
+            from: s("b"),
+            ids: vec![s("m1")],
+        },
+    );
+    // m2 arrives in time: no graft for it.
+    n.handle(
+        7,
+        Event::Gossip {
+            from: s("b"),
+            id: s("m2"),
+        },
+    );
+    // ... and is announced to a, the lazy peer it did not come from.
+    let batch = Config::default().ihave_batch_ms;
+    assert_eq!(n.next_deadline(), Some(7 + batch));
+    let out = n.handle(7 + batch, Event::Tick);
+    assert_eq!(
+        out,
+        vec![Action::IHave {
+            to: s("a"),
+            ids: vec![s("m2")]
+        }]
+    );
+    assert_eq!(n.next_deadline(), Some(5 + t));
+    assert!(
+        n.handle(5 + t - 1, Event::Tick).is_empty(),
+        "not before the timeout"
+    );
+    let out = n.handle(5 + t, Event::Tick);
+    assert_eq!(
+        out,
+        vec![Action::Graft {
+            to: s("a"),
+            ids: vec![s("m1")]
+        }]
+    );
+    assert!(n.eager().contains("a"));
+    // No answer from a: the next announcer in turn, then a again.
+    let out = n.handle(5 + 2 * t, Event::Tick);
+    assert_eq!(
+        out,
+        vec![Action::Graft {
+            to: s("b"),
+            ids: vec![s("m1")]
+        }]
+    );
+    let out = n.handle(5 + 3 * t, Event::Tick);
+    assert_eq!(
+        out,
+        vec![Action::Graft {
+            to: s("a"),
+            ids: vec![s("m1")]
+        }]
+    );
+    // b goes away; a answers.
+    n.handle(5 + 3 * t, Event::PeerDown(s("b")));
+    let out = n.handle(
+        5 + 3 * t + 1,
+        Event::Gossip {
+            from: s("a"),
+            id: s("m1"),
+        },
+    );
+    assert_eq!(out, vec![Action::Deliver(s("m1"))]);
+    assert_eq!(n.next_deadline(), None);
+}
+
+#[test]
+fn a_peer_that_goes_down_leaves_every_set_and_foreign_frames_are_ignored() {
+    let mut n = node(&["a", "b"]);
+    n.handle(
+        0,
+        Event::IHave {
+            from: s("a"),
+            ids: vec![s("m1")],
+        },
+    );
+    n.handle(0, Event::PeerDown(s("a")));
+    assert!(!n.eager().contains("a") && !n.lazy().contains("a"));
+    assert_eq!(n.missing().count(), 0, "no announcer left");
+    assert!(
+        n.handle(
+            1,
+            Event::IHave {
+                from: s("a"),
+                ids: vec![s("m2")]
+            }
+        )
+        .is_empty()
+    );
+    assert!(
+        n.handle(
+            1,
+            Event::Graft {
+                from: s("z"),
+                ids: vec![s("m2")]
+            }
+        )
+        .is_empty()
+    );
+    assert_eq!(
+        n.missing().count(),
+        0,
+        "a peer that is down announces nothing"
+    );
+    n.handle(2, Event::PeerUp(s("a")));
+    assert!(n.eager().contains("a"));
+}
+
+#[test]
+fn state_stays_bounded() {
+    let cfg = Config {
+        ihave_batch_max: 4,
+        max_announcers: 2,
+        remember_ms: 1_000,
+        ..Config::default()
+    };
+    let mut n = Plumtree::new(cfg, ["a", "b", "c", "d"].map(s));
+    n.handle(0, Event::Prune { from: s("d") });
+    let mut sent = 0;
+    for i in 0..10 {
+        for a in n.handle(0, Event::Broadcast(format!("m{i}"))) {
+            if let Action::IHave { ids, .. } = a {
+                assert_eq!(ids.len(), 4, "a full batch goes at once");
+                sent += 1;
+            }
+        }
+    }
+    assert_eq!(sent, 2);
+    for p in ["a", "b", "c"] {
+        n.handle(
+            0,
+            Event::IHave {
+                from: s(p),
+                ids: vec![s("x")],
+            },
+        );
+    }
+    n.handle(5_000, Event::Tick);
+    assert!(
+        !n.holds("m0"),
+        "received ids are forgotten after remember_ms"
+    );
+    assert_eq!(n.missing().count(), 0, "missing ids too");
+}
+
+// ---- the simulated network ----
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct At(std::cmp::Reverse<(i64, u64)>);
+
+/// A frame or a timer, for node `to`, due at some time.
+#[derive(Clone)]
+enum Due {
+    Frame { to: usize, from: usize, ev: Event },
+    Tick(usize),
+}
+
+fn connected_graph(rng: &mut rand::rngs::StdRng, n: usize) -> BTreeSet<(usize, usize)> {
+    let mut edges = BTreeSet::new();
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(rng);
+    for k in 1..n {
+        let u = order[rng.random_range(0..k)];
+        let v = order[k];
+        edges.insert((u.min(v), u.max(v)));
+    }
+    for _ in 0..n * 2 {
+        let (u, v) = (rng.random_range(0..n), rng.random_range(0..n));
+        if u != v {
+            edges.insert((u.min(v), u.max(v)));
+        }
+    }
+    edges
+}
+
+struct Sim {
+    rng: rand::rngs::StdRng,
+    nodes: Vec<Plumtree>,
+    alive: Vec<bool>,
+    links: BTreeSet<(usize, usize)>,
+    queue: BinaryHeap<(At, usize)>,
+    items: Vec<Due>,
+    seq: u64,
+    now: i64,
+    delivered: Vec<BTreeMap<String, usize>>,
+    gossip_frames: BTreeMap<String, usize>,
+    /// Probability that a frame is lost once and resent later (the durable
+    /// outbox retries until acknowledged).
+    loss: f64,
+}
+
+fn name(i: usize) -> String {
+    format!("n{i}")
+}
+
+fn index(p: &str) -> usize {
+    p[1..].parse().expect("node name")
+}
+
+impl Sim {
+    fn new(seed: u64, n: usize, loss: f64) -> Sim {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let links = connected_graph(&mut rng, n);
+        let nodes = (0..n)
+            .map(|i| {
+                let peers = links
+                    .iter()
+                    .filter_map(|&(a, b)| (a == i).then_some(b).or((b == i).then_some(a)))
+                    .map(name);
+                Plumtree::new(Config::default(), peers)
+            })
+            .collect();
+        Sim {
+            rng,
+            nodes,
+            alive: vec![true; n],
+            links,
+            queue: BinaryHeap::new(),
+            items: Vec::new(),
+            seq: 0,
+            now: 0,
+            delivered: vec![BTreeMap::new(); n],
+            gossip_frames: BTreeMap::new(),
+            loss,
+        }
+    }
+
+    fn push(&mut self, at: i64, d: Due) {
+        self.seq += 1;
+        self.items.push(d);
+        self.queue
+            .push((At(std::cmp::Reverse((at, self.seq))), self.items.len() - 1));
+    }
+
+    fn link_up(&self, a: usize, b: usize) -> bool {
+        self.alive[a] && self.alive[b] && self.links.contains(&(a.min(b), a.max(b)))
+    }
+
+    fn apply(&mut self, i: usize, ev: Event) {
+        let out = self.nodes[i].handle(self.now, ev);
+        for a in out {
+            let (to, ev) = match a {
+                Action::Deliver(id) => {
+                    *self.delivered[i].entry(id).or_default() += 1;
+                    continue;
+                }
+                Action::Gossip { to, id } => {
+                    *self.gossip_frames.entry(id.clone()).or_default() += 1;
+                    (to, Event::Gossip { from: name(i), id })
+                }
+                Action::IHave { to, ids } => (to, Event::IHave { from: name(i), ids }),
+                Action::Graft { to, ids } => (to, Event::Graft { from: name(i), ids }),
+                Action::Prune { to } => (to, Event::Prune { from: name(i) }),
+            };
+            let mut delay = self.rng.random_range(1..20);
+            if self.rng.random_bool(self.loss) {
+                delay += self.rng.random_range(50..300);
+            }
+            let at = self.now + delay;
+            self.push(
+                at,
+                Due::Frame {
+                    to: index(&to),
+                    from: i,
+                    ev,
+                },
+            );
+        }
+        if let Some(t) = self.nodes[i].next_deadline() {
+            let at = t.max(self.now);
+            self.push(at, Due::Tick(i));
+        }
+    }
+
+    /// Runs until nothing is due or `until`.
+    fn run(&mut self, until: i64) {
+        while let Some((At(std::cmp::Reverse((at, _))), k)) = self.queue.peek().copied() {
+            if at > until {
+                break;
+            }
+            self.queue.pop();
+            self.now = at;
+            match self.items[k].clone() {
+                Due::Frame { to, from, ev } => {
+                    // Frames on a failed link or to a dead node are lost.
+                    if self.link_up(from, to) {
+                        self.apply(to, ev);
+                    }
+                }
+                Due::Tick(i) => {
+                    if self.alive[i] && self.nodes[i].next_deadline().is_some_and(|d| d <= at) {
+                        self.apply(i, Event::Tick);
+                    }
+                }
+            }
+        }
+        self.now = self.now.max(until);
+    }
+
+    fn crash(&mut self, v: usize) {
+        self.alive[v] = false;
+        let peers: Vec<usize> = self
+            .links
+            .iter()
+            .filter_map(|&(a, b)| (a == v).then_some(b).or((b == v).then_some(a)))
+            .collect();
+        for p in peers {
+            if self.alive[p] {
+                self.apply(p, Event::PeerDown(name(v)));
+            }
+        }
+    }
+
+    fn cut(&mut self, a: usize, b: usize) {
+        if self.links.remove(&(a.min(b), a.max(b))) {
+            for (x, y) in [(a, b), (b, a)] {
+                if self.alive[x] {
+                    self.apply(x, Event::PeerDown(name(y)));
+                }
+            }
+        }
+    }
+
+    /// Components of the live nodes over the live links.
+    fn components(&self) -> Vec<Vec<usize>> {
+        let n = self.nodes.len();
+        let mut seen = vec![false; n];
+        let mut out = Vec::new();
+        for s in (0..n).filter(|&v| self.alive[v]) {
+            if seen[s] {
+                continue;
+            }
+            let mut c = Vec::new();
+            let mut stack = vec![s];
+            while let Some(v) = stack.pop() {
+                if std::mem::replace(&mut seen[v], true) {
+                    continue;
+                }
+                c.push(v);
+                stack.extend((0..n).filter(|&u| self.link_up(u, v) && !seen[u]));
+            }
+            out.push(c);
+        }
+        out
+    }
+}
+
+/// Random topologies, latencies, frame loss (resent later), crashes and
+/// link failures: no node delivers a message twice, and in every group of
+/// live nodes still linked, either all delivered a message or none did,
+/// and the origin's group (the origin alive) all did.
+#[test]
+fn simulated_network_every_connected_node_gets_every_message_exactly_once() {
+    for seed in 0..150u64 {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed * 7919 + 1);
+        let n = rng.random_range(4..30);
+        let loss = [0.0, 0.05, 0.2][seed as usize % 3];
+        let mut sim = Sim::new(seed, n, loss);
+        let messages = rng.random_range(1..25);
+        let crashes = rng.random_range(0..=(n / 4));
+        let cuts = rng.random_range(0..=n);
+        let mut origins = BTreeMap::new();
+        let mut plan: Vec<(i64, u8)> = (0..messages)
+            .map(|_| (rng.random_range(0..2_000), 0))
+            .collect();
+        plan.extend((0..crashes).map(|_| (rng.random_range(0..2_000), 1)));
+        plan.extend((0..cuts).map(|_| (rng.random_range(0..2_000), 2)));
+        plan.sort();
+        for (k, (at, what)) in plan.into_iter().enumerate() {
+            sim.run(at);
+            let live: Vec<usize> = (0..n).filter(|&v| sim.alive[v]).collect();
+            match what {
+                0 => {
+                    let Some(&o) = live.choose(&mut rng) else {
+                        continue;
+                    };
+                    let id = format!("m{k}");
+                    origins.insert(id.clone(), o);
+                    sim.apply(o, Event::Broadcast(id));
+                }
+                1 if live.len() > 1 => {
+                    let v = *live.choose(&mut rng).expect("live");
+                    sim.crash(v);
+                }
+                2 => {
+                    let links: Vec<(usize, usize)> = sim.links.iter().copied().collect();
+                    if let Some(&(a, b)) = links.choose(&mut rng) {
+                        sim.cut(a, b);
+                    }
+                }
+                _ => {}
+            }
+        }
+        sim.run(i64::MAX);
+        assert!(sim.queue.is_empty(), "seed {seed}: the network goes quiet");
+        for (v, d) in sim.delivered.iter().enumerate() {
+            for (id, times) in d {
+                assert_eq!(*times, 1, "seed {seed}: n{v} delivered {id} {times} times");
+            }
+        }
+        for c in sim.components() {
+            for (id, &o) in &origins {
+                let holders = c
+                    .iter()
+                    .filter(|&&v| sim.delivered[v].contains_key(id))
+                    .count();
+                assert!(
+                    holders == 0 || holders == c.len(),
+                    "seed {seed} (n {n}, loss {loss}): {id} reached {holders} of the {} nodes of a connected group {c:?}",
+                    c.len()
+                );
+                if sim.alive[o] && c.contains(&o) {
+                    assert_eq!(
+                        holders,
+                        c.len(),
+                        "seed {seed}: {id} from n{o} missed its own group"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Without failures or loss the eager links settle on a tree: after a few
+/// messages each one costs exactly one full copy per other node, the rest
+/// of the links carrying announcements only.
+#[test]
+fn a_calm_network_settles_on_a_tree() {
+    for seed in 0..20u64 {
+        let n = 37;
+        let mut sim = Sim::new(seed, n, 0.0);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut t = 0;
+        for k in 0..60 {
+            t += 100;
+            sim.run(t);
+            let o = rng.random_range(0..n);
+            sim.apply(o, Event::Broadcast(format!("m{k}")));
+        }
+        sim.run(i64::MAX);
+        for k in 0..60 {
+            let id = format!("m{k}");
+            assert!(
+                sim.delivered.iter().all(|d| d.get(&id) == Some(&1)),
+                "seed {seed}: {id}"
+            );
+        }
+        let late: Vec<usize> = (40..60)
+            .map(|k| sim.gossip_frames[&format!("m{k}")])
+            .collect();
+        let over: usize = late.iter().map(|&g| g - (n - 1)).sum();
+        assert!(
+            late.iter().all(|&g| g >= n - 1) && over <= late.len() / 4,
+            "seed {seed}: full copies per message once settled {late:?} (tree: {})",
+            n - 1
+        );
+    }
+}

@@ -1,0 +1,191 @@
+//! Lean receipts: a relay passes the receipts it holds for one origin as one
+//! bundled Push frame, each receipt still its recipient's signed envelope
+//! (the origin verifies each one: its delivery status names every
+//! recipient). A bundle is taken frame by frame: a forged receipt in it is
+//! refused alone, and a bundle nested in a bundle is malformed.
+
+use crate::common::*;
+use crate::fedtools::{sample, scrape};
+use certfed::domain::envelope::{Draft, seal};
+use certfed::domain::keys::Signer;
+use certfed::proto::v1::*;
+use prost::Message;
+use std::time::Duration;
+
+const RECEIPT_FRAMES: &str = "certfed_frames_sent_total{kind=\"receipts\"}";
+const DEPTH_A: &str = "certfed_outbox_depth{peer=\"node-a\"}";
+
+/// b relays a's alerts to c and d; c's and d's receipts wait in b's outbox
+/// while a is down, and go to a as one frame when it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_bundles_receipts_toward_one_origin_into_one_frame() {
+    let mut fed = Fed::new(
+        &["node-a", "node-b", "node-c", "node-d"],
+        &[(0, 1), (1, 2), (1, 3)],
+    );
+    let metrics = format!("127.0.0.1:{}", free_port());
+    fed.specs[1].extra = format!("\n[metrics]\nlisten = \"{metrics}\"\n");
+    let a = fed.start(0).await;
+    let b = fed.start(1).await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(publish_on(&fed, 0, green_alert(&format!("lean {i}")), &[]).await);
+    }
+    for id in &ids {
+        assert!(
+            arrives(&fed, 1, id, Duration::from_secs(30)).await,
+            "b holds {id}"
+        );
+    }
+    a.shutdown().await.unwrap();
+    let c = fed.start(2).await;
+    let d = fed.start(3).await;
+    for id in &ids {
+        assert!(arrives(&fed, 2, id, Duration::from_secs(30)).await);
+        assert!(arrives(&fed, 3, id, Duration::from_secs(30)).await);
+    }
+    // c's and d's receipts reach b and wait for a: c and d have handed
+    // everything to b, and b's queue for a holds still for a second.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut last = -1.0;
+    loop {
+        let mut handed = true;
+        for n in [&c, &d] {
+            let depths = n.node.store.outbox_depths().await.unwrap();
+            handed &= depths.iter().all(|(_, k)| *k == 0);
+        }
+        let now = sample(&scrape(&metrics).await, DEPTH_A);
+        if handed && now >= 2.0 && now == last {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "c's and d's receipts wait in b's outbox for a (depth {now}, handed {handed})"
+        );
+        last = now;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let before = sample(&scrape(&metrics).await, RECEIPT_FRAMES);
+
+    let a = fed.start(0).await;
+    let op_a = fed.operator(0).await;
+    for id in &ids {
+        let delivered = eventually(Duration::from_secs(30), || {
+            let mut op = op_a.clone();
+            let id = id.clone();
+            async move {
+                let d = op
+                    .get_delivery_status(GetDeliveryStatusRequest { message_id: id })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                ["node-c", "node-d"].iter().all(|n| {
+                    d.recipients
+                        .iter()
+                        .any(|r| r.node_id == *n && r.state == DeliveryState::Delivered as i32)
+                })
+            }
+        })
+        .await;
+        assert!(delivered, "a verified c's and d's receipts for {id}");
+    }
+    let after = sample(&scrape(&metrics).await, RECEIPT_FRAMES);
+    // Without bundles: one frame per receipt envelope (`last`, at least two
+    // here); with them one frame, or two if the link broke and resent.
+    assert!(
+        after - before < last,
+        "{} receipt frames for {last} queued receipts: they went to a bundled",
+        after - before
+    );
+    for n in [a, b, c, d] {
+        n.shutdown().await.unwrap();
+    }
+}
+
+fn draft(title: &str) -> Draft {
+    Draft {
+        message_id: uuid::Uuid::now_v7().to_string(),
+        kind: MessageKind::Alert,
+        tlp: Tlp::Green,
+        recipients: vec![],
+        created_ms: certfed::service::now_ms(),
+        expires_ms: None,
+        hop_limit: 8,
+        exercise: false,
+        encrypted: false,
+        payload: green_alert(title).encode_to_vec(),
+    }
+}
+
+fn framed(seq: u64, env: Option<SignedEnvelope>, bundled: Vec<PushFrame>) -> PushFrame {
+    PushFrame {
+        seq,
+        envelope: env,
+        hops: vec![],
+        returning: false,
+        bundled,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_is_taken_frame_by_frame() {
+    // b listens; the test plays node-a and never starts it.
+    let fed = Fed::new(&["node-a", "node-b"], &[(0, 1)]);
+    let b = fed.start(1).await;
+    let pem = std::fs::read_to_string(fed.pki.path("node-a.sign.key")).unwrap();
+    let key = Signer::from_pkcs8_pem("node-a", &pem).unwrap();
+    let good = seal(&key, draft("bundled good"));
+    let mut forged = seal(&key, draft("bundled forged"));
+    forged.signature[0] ^= 1;
+    let nested = framed(
+        3,
+        Some(seal(&key, draft("nested"))),
+        vec![framed(4, Some(seal(&key, draft("deeper"))), vec![])],
+    );
+    let carrier = framed(
+        0,
+        None,
+        vec![
+            framed(1, Some(good.clone()), vec![]),
+            framed(2, Some(forged), vec![]),
+            nested,
+        ],
+    );
+    let mut fc = federation_client(&fed.pki, &fed.addr(1), "node-a", Some("node-b")).await;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(carrier).await.unwrap();
+    let mut acks = fc
+        .push(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        got.push(
+            acks.message()
+                .await
+                .unwrap()
+                .expect("an ack per bundled frame"),
+        );
+    }
+    drop(tx);
+    got.sort_by_key(|a| a.seq);
+    assert_eq!(
+        got.iter().map(|a| a.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3],
+        "{got:?}"
+    );
+    assert_eq!(got[0].outcome, PushOutcome::Accepted as i32, "{:?}", got[0]);
+    assert_eq!(got[1].outcome, PushOutcome::Rejected as i32, "{:?}", got[1]);
+    assert!(got[1].reason.contains("bad signature"), "{:?}", got[1]);
+    assert_eq!(got[2].outcome, PushOutcome::Rejected as i32, "{:?}", got[2]);
+    assert!(got[2].reason.contains("carries no frames"), "{:?}", got[2]);
+    let good_id = EnvelopeHeader::decode(good.header.as_slice())
+        .unwrap()
+        .message_id;
+    assert!(
+        holds(&fed, 1, &good_id).await,
+        "the good frame of the bundle is stored"
+    );
+    b.shutdown().await.unwrap();
+}
