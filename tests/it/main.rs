@@ -14,6 +14,7 @@ mod deferral;
 mod demo;
 mod e2e;
 mod exchange;
+mod exercise;
 mod fedtools;
 mod flood;
 mod full_disk;
