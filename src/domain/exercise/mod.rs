@@ -17,7 +17,14 @@
 //! - Views, listings, Watch, exports and metric labels show real traffic only
 //!   unless exercise traffic is asked for by name (`include_exercise`).
 //!
+//! Submodules: `scenario` (the TOML scenario format, parsed once into typed
+//! values and validated before anything is sent, errors naming the line) and
+//! `score` (the report of a run as a pure function of what was recorded).
+//!
 //! No I/O here.
+
+pub mod scenario;
+pub mod score;
 
 /// "exercise" or "real".
 pub fn label(exercise: bool) -> &'static str {
