@@ -180,7 +180,10 @@ pub async fn play(
                 (Some(issued), Some(id), None)
             }
             Err(e) => {
-                say(format!("{at} {from:<10} {:<18} NOT SENT: {e}", inj.action.kind()));
+                say(format!(
+                    "{at} {from:<10} {:<18} NOT SENT: {e}",
+                    inj.action.kind()
+                ));
                 (None, None, Some(e))
             }
         };
@@ -229,7 +232,9 @@ pub async fn play(
 
     // Read the times from each partner's own store.
     for r in &mut records {
-        let Some(id) = r.message_id.clone() else { continue };
+        let Some(id) = r.message_id.clone() else {
+            continue;
+        };
         for p in r.eligible.clone() {
             let Some(i) = index(&p) else { continue };
             let mut op = clients[i].clone();
@@ -261,7 +266,9 @@ pub async fn play(
         let Action::AssistanceRequest { .. } = inj.action else {
             continue;
         };
-        let Some(rid) = sent.get(&inj.id) else { continue };
+        let Some(rid) = sent.get(&inj.id) else {
+            continue;
+        };
         let mut op = clients[inj.from].clone();
         let Ok(v) = op
             .get_assistance_request(GetAssistanceRequestRequest {
@@ -499,7 +506,11 @@ async fn send(
             .map(|r| r.into_inner().offer_id)
             .map_err(status)
         }
-        Action::Decision { offer, accept, note } => {
+        Action::Decision {
+            offer,
+            accept,
+            note,
+        } => {
             let offer_id = referred(sent, offer, arrivals, me).await?;
             op.decide_offer(DecideOfferRequest {
                 offer_id: offer_id.clone(),

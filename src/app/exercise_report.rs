@@ -23,7 +23,11 @@ pub const STORED_COLOUR: &str = "#1f77b4";
 pub const ACK_COLOUR: &str = "#2ca02c";
 
 fn scaled(r: &Report, ms: i64) -> u64 {
-    let speed = if r.record.speed > 0.0 { r.record.speed } else { 1.0 };
+    let speed = if r.record.speed > 0.0 {
+        r.record.speed
+    } else {
+        1.0
+    };
     (ms.max(0) as f64 * speed).round() as u64
 }
 
@@ -48,7 +52,11 @@ pub fn chart(r: &Report) -> String {
     let height = top + row * rec.participants.len() as f64 + 40.0;
     let x = |ms: u64| left + width * ms as f64 / end as f64;
     let y = |p: &str| {
-        let i = rec.participants.iter().position(|(id, _)| id == p).unwrap_or(0);
+        let i = rec
+            .participants
+            .iter()
+            .position(|(id, _)| id == p)
+            .unwrap_or(0);
         top + row * i as f64 + row / 2.0
     };
     let mut s = String::new();
@@ -213,11 +221,7 @@ body{{font-family:sans-serif;margin:24px;color:#222}}table{{border-collapse:coll
                     (Some(t), Some(sent)) => human(scaled(r, t - sent)),
                     _ => "—".to_string(),
                 };
-                format!(
-                    "{} / {}",
-                    at(seen.stored_ms),
-                    at(seen.acknowledged_ms)
-                )
+                format!("{} / {}", at(seen.stored_ms), at(seen.acknowledged_ms))
             } else if i.eligible.contains(id) {
                 "<span class=\"never\">—</span>".to_string()
             } else {

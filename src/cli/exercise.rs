@@ -67,7 +67,10 @@ fn read_limited(path: &Path, limit: usize, what: &str) -> anyhow::Result<String>
         .read_to_string(&mut text)
         .map_err(|e| anyhow::anyhow!("{}: not a UTF-8 text {what}: {e}", path.display()))?;
     if text.len() > limit {
-        anyhow::bail!("{}: the {what} is larger than {limit} bytes", path.display());
+        anyhow::bail!(
+            "{}: the {what} is larger than {limit} bytes",
+            path.display()
+        );
     }
     Ok(text)
 }
@@ -161,7 +164,11 @@ pub async fn run(cmd: ExerciseCmd) -> anyhow::Result<()> {
             println!("report: {}\n        {}", h.display(), j.display());
             Ok(())
         }
-        ExerciseCmd::Report { run, html, json: json_out } => {
+        ExerciseCmd::Report {
+            run,
+            html,
+            json: json_out,
+        } => {
             if html.is_none() && json_out.is_none() {
                 anyhow::bail!("give --html FILE and/or --json FILE: where to write the report");
             }

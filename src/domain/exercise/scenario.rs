@@ -44,8 +44,8 @@ use crate::domain::alert::{
 use crate::domain::assistance::{validate_offer, validate_request};
 use crate::domain::incident::{validate_sighting, validate_status};
 use crate::proto::v1::{
-    Alert, AssistanceRequest, AssistanceService, AssistanceState, EstimatedNeeds, Indicator,
-    IndicatorType, IncidentStatus, IncidentStatusChange, Offer, RsitClass, Sighting, Tlp,
+    Alert, AssistanceRequest, AssistanceService, AssistanceState, EstimatedNeeds, IncidentStatus,
+    IncidentStatusChange, Indicator, IndicatorType, Offer, RsitClass, Sighting, Tlp,
 };
 use prost::Message;
 use serde::Deserialize;
@@ -157,13 +157,19 @@ impl Action {
                 format!("sighting in {} ({}×)", sighting.country, sighting.count)
             }
             Action::IncidentStatus { status, .. } => {
-                format!("incident status {}", crate::domain::incident::status_label(*status))
+                format!(
+                    "incident status {}",
+                    crate::domain::incident::status_label(*status)
+                )
             }
             Action::AssistanceRequest { request, .. } => request.title.clone(),
             Action::Offer { offer, .. } => offer.summary.clone(),
-            Action::Decision { accept, .. } => {
-                if *accept { "offer accepted" } else { "offer declined" }.to_string()
+            Action::Decision { accept, .. } => if *accept {
+                "offer accepted"
+            } else {
+                "offer declined"
             }
+            .to_string(),
             Action::AssistanceStatus { state, .. } => {
                 format!("request {}", crate::domain::assistance::state_label(*state))
             }
@@ -328,9 +334,7 @@ pub fn parse_offset(s: &str) -> Result<u64, String> {
     if t == "0" {
         return Ok(0);
     }
-    let bad = || {
-        format!("{s:?} is not a duration; write it like 0s, 90s, 5m, 1h30m or 250ms")
-    };
+    let bad = || format!("{s:?} is not a duration; write it like 0s, 90s, 5m, 1h30m or 250ms");
     let mut total: u64 = 0;
     let mut num = String::new();
     let mut chars = t.chars().peekable();
@@ -407,7 +411,10 @@ pub fn parse(text: &str, now_ms: i64) -> Result<Scenario, ScenarioError> {
     let head_line = at(raw.scenario.span());
     let head = raw.scenario.into_inner();
     if head.name.trim().is_empty() {
-        return Err(err(head_line, "scenario.name is empty; give the exercise a name".into()));
+        return Err(err(
+            head_line,
+            "scenario.name is empty; give the exercise a name".into(),
+        ));
     }
 
     // Participants.
@@ -423,7 +430,10 @@ pub fn parse(text: &str, now_ms: i64) -> Result<Scenario, ScenarioError> {
         let line = at(p.span());
         let p = p.into_inner();
         if p.id.trim().is_empty() || p.id.len() > 64 || p.id.chars().any(|c| c.is_control()) {
-            return Err(err(line, format!("participant id {:?} is not a member id", p.id)));
+            return Err(err(
+                line,
+                format!("participant id {:?} is not a member id", p.id),
+            ));
         }
         if participants.iter().any(|q| q.id == p.id) {
             return Err(err(line, format!("participant {} is listed twice", p.id)));
@@ -435,7 +445,11 @@ pub fn parse(text: &str, now_ms: i64) -> Result<Scenario, ScenarioError> {
             .transpose()
             .map_err(|e| err(line, format!("ack_after: {e}")))?;
         participants.push(Participant {
-            name: if p.name.is_empty() { p.id.clone() } else { p.name },
+            name: if p.name.is_empty() {
+                p.id.clone()
+            } else {
+                p.name
+            },
             id: p.id,
             ack_after_ms,
             line,
@@ -465,7 +479,10 @@ pub fn parse(text: &str, now_ms: i64) -> Result<Scenario, ScenarioError> {
                     ));
                 };
                 if x == y {
-                    return Err(err(head_line, format!("scenario.links links {a} to itself")));
+                    return Err(err(
+                        head_line,
+                        format!("scenario.links links {a} to itself"),
+                    ));
                 }
                 out.push((x.min(y), x.max(y)));
             }
@@ -493,7 +510,10 @@ pub fn parse(text: &str, now_ms: i64) -> Result<Scenario, ScenarioError> {
         let r = raw_inject.into_inner();
         let e = |m: String| err(line, format!("inject {:?}: {m}", r.id));
         if r.id.trim().is_empty() {
-            return Err(err(line, "inject id is empty; give every inject a short unique id".into()));
+            return Err(err(
+                line,
+                "inject id is empty; give every inject a short unique id".into(),
+            ));
         }
         if kinds.contains_key(&r.id) {
             return Err(e("the id is used twice; inject ids are unique".into()));
@@ -509,9 +529,8 @@ pub fn parse(text: &str, now_ms: i64) -> Result<Scenario, ScenarioError> {
             )));
         }
         last_at = at_ms;
-        let from = index(&r.from).ok_or_else(|| {
-            e(format!("from: {:?} is not a participant ({known})", r.from))
-        })?;
+        let from = index(&r.from)
+            .ok_or_else(|| e(format!("from: {:?} is not a participant ({known})", r.from)))?;
         for t in &r.to {
             if index(t).is_none() {
                 return Err(e(format!("to: {t:?} is not a participant ({known})")));
@@ -520,7 +539,10 @@ pub fn parse(text: &str, now_ms: i64) -> Result<Scenario, ScenarioError> {
                 return Err(e(format!("to: {t} is the sender itself")));
             }
         }
-        let refer = |field: &str, id: &Option<String>, want: &[&str]| -> Result<String, ScenarioError> {
+        let refer = |field: &str,
+                     id: &Option<String>,
+                     want: &[&str]|
+         -> Result<String, ScenarioError> {
             let id = id.as_deref().unwrap_or("");
             match kinds.get(id) {
                 Some((k, _)) if want.contains(k) => Ok(id.to_string()),
@@ -553,14 +575,17 @@ pub fn parse(text: &str, now_ms: i64) -> Result<Scenario, ScenarioError> {
         let note = r.note.clone().unwrap_or_default();
         let action = match r.kind.as_str() {
             "alert" => {
-                let title = r.title.clone().ok_or_else(|| e("title is required for an alert".into()))?;
+                let title = r
+                    .title
+                    .clone()
+                    .ok_or_else(|| e("title is required for an alert".into()))?;
                 let mut alert = Alert {
                     title,
                     description: r.description.clone().unwrap_or_default(),
                     tlp: tlp.unwrap_or(Tlp::Green) as i32,
-                    severity: severity
-                        .ok_or_else(|| e("severity is required for an alert (low|medium|high|critical)".into()))?
-                        as i32,
+                    severity: severity.ok_or_else(|| {
+                        e("severity is required for an alert (low|medium|high|critical)".into())
+                    })? as i32,
                     rsit_class: r
                         .rsit
                         .as_deref()
@@ -578,7 +603,9 @@ pub fn parse(text: &str, now_ms: i64) -> Result<Scenario, ScenarioError> {
                         .push(parse_sector(s).map_err(|m| e(format!("sectors: {m}")))? as i32);
                 }
                 for i in &r.indicators {
-                    alert.indicators.push(indicator(i).map_err(|m| e(format!("indicators: {m}")))?);
+                    alert
+                        .indicators
+                        .push(indicator(i).map_err(|m| e(format!("indicators: {m}")))?);
                 }
                 let payload = alert.encode_to_vec().len();
                 validate_alert(&alert, now_ms, payload, &Limits::default())
@@ -594,18 +621,31 @@ pub fn parse(text: &str, now_ms: i64) -> Result<Scenario, ScenarioError> {
                 if let Some(i) = &incident
                     && !opens_incident(&injects, i)
                 {
-                    return Err(e(format!("incident: inject {i:?} does not open an incident (set open_incident = true on it)")));
+                    return Err(e(format!(
+                        "incident: inject {i:?} does not open an incident (set open_incident = true on it)"
+                    )));
                 }
-                Action::Alert { alert, open_incident, incident }
+                Action::Alert {
+                    alert,
+                    open_incident,
+                    incident,
+                }
             }
             "sighting" => {
                 let incident = refer("incident", &r.incident, &["alert"])?;
                 if !opens_incident(&injects, &incident) {
-                    return Err(e(format!("incident: inject {incident:?} does not open an incident (set open_incident = true on it)")));
+                    return Err(e(format!(
+                        "incident: inject {incident:?} does not open an incident (set open_incident = true on it)"
+                    )));
                 }
                 let mut sighting = Sighting {
                     incident_id: PLACEHOLDER_ID.into(),
-                    country: r.country.clone().ok_or_else(|| e("country is required for a sighting (ISO 3166-1 alpha-2, e.g. NO)".into()))?,
+                    country: r.country.clone().ok_or_else(|| {
+                        e(
+                            "country is required for a sighting (ISO 3166-1 alpha-2, e.g. NO)"
+                                .into(),
+                        )
+                    })?,
                     sector: r
                         .sector
                         .as_deref()
@@ -621,7 +661,9 @@ pub fn parse(text: &str, now_ms: i64) -> Result<Scenario, ScenarioError> {
                     ..Default::default()
                 };
                 for i in &r.indicators {
-                    sighting.indicators.push(indicator(i).map_err(|m| e(format!("indicators: {m}")))?);
+                    sighting
+                        .indicators
+                        .push(indicator(i).map_err(|m| e(format!("indicators: {m}")))?);
                 }
                 // Unset: the incident's TLP (the node fills it in).
                 let own_tlp = sighting.tlp;
@@ -637,25 +679,43 @@ pub fn parse(text: &str, now_ms: i64) -> Result<Scenario, ScenarioError> {
             "incident_status" => {
                 let incident = refer("incident", &r.incident, &["alert"])?;
                 if injects.iter().find(|i| i.id == incident).map(|i| i.from) != Some(from) {
-                    return Err(e(format!("from: only the participant that opened incident {incident:?} changes its status")));
+                    return Err(e(format!(
+                        "from: only the participant that opened incident {incident:?} changes its status"
+                    )));
                 }
-                let word = r.status.clone().ok_or_else(|| e("status is required (investigating|contained|resolved …)".into()))?;
-                let status = enum_word(&word, "INCIDENT_STATUS_", "incident status", IncidentStatus::from_str_name)
-                    .map_err(|m| e(format!("status: {m}")))?;
+                let word = r.status.clone().ok_or_else(|| {
+                    e("status is required (investigating|contained|resolved …)".into())
+                })?;
+                let status = enum_word(
+                    &word,
+                    "INCIDENT_STATUS_",
+                    "incident status",
+                    IncidentStatus::from_str_name,
+                )
+                .map_err(|m| e(format!("status: {m}")))?;
                 validate_status(&IncidentStatusChange {
                     incident_id: PLACEHOLDER_ID.into(),
                     status: status as i32,
                     note: note.clone(),
                 })
                 .map_err(|v| e(v.to_string()))?;
-                Action::IncidentStatus { incident, status, note }
+                Action::IncidentStatus {
+                    incident,
+                    status,
+                    note,
+                }
             }
             "assistance_request" => {
                 let mut services = Vec::new();
                 for s in &r.services {
                     services.push(
-                        enum_word(s, "ASSISTANCE_SERVICE_", "assistance service", AssistanceService::from_str_name)
-                            .map_err(|m| e(format!("services: {m}")))? as i32,
+                        enum_word(
+                            s,
+                            "ASSISTANCE_SERVICE_",
+                            "assistance service",
+                            AssistanceService::from_str_name,
+                        )
+                        .map_err(|m| e(format!("services: {m}")))? as i32,
                     );
                 }
                 let mut alerts = Vec::new();
@@ -663,7 +723,10 @@ pub fn parse(text: &str, now_ms: i64) -> Result<Scenario, ScenarioError> {
                     alerts.push(refer("alerts", &Some(a.clone()), &["alert"])?);
                 }
                 let request = AssistanceRequest {
-                    title: r.title.clone().ok_or_else(|| e("title is required for an assistance_request".into()))?,
+                    title: r
+                        .title
+                        .clone()
+                        .ok_or_else(|| e("title is required for an assistance_request".into()))?,
                     description: r.description.clone().unwrap_or_default(),
                     tlp: tlp.unwrap_or(Tlp::Green) as i32,
                     services,
@@ -694,17 +757,27 @@ pub fn parse(text: &str, now_ms: i64) -> Result<Scenario, ScenarioError> {
             "offer" => {
                 let request = refer("request", &r.request, &["assistance_request"])?;
                 if injects.iter().find(|i| i.id == request).map(|i| i.from) == Some(from) {
-                    return Err(e("from: a participant does not offer on its own request".into()));
+                    return Err(e(
+                        "from: a participant does not offer on its own request".into()
+                    ));
                 }
                 let mut capabilities = Vec::new();
                 for s in &r.services {
                     capabilities.push(
-                        enum_word(s, "ASSISTANCE_SERVICE_", "assistance service", AssistanceService::from_str_name)
-                            .map_err(|m| e(format!("services: {m}")))? as i32,
+                        enum_word(
+                            s,
+                            "ASSISTANCE_SERVICE_",
+                            "assistance service",
+                            AssistanceService::from_str_name,
+                        )
+                        .map_err(|m| e(format!("services: {m}")))? as i32,
                     );
                 }
                 let offer = Offer {
-                    summary: r.summary.clone().ok_or_else(|| e("summary is required for an offer".into()))?,
+                    summary: r
+                        .summary
+                        .clone()
+                        .ok_or_else(|| e("summary is required for an offer".into()))?,
                     capabilities,
                     capacity_person_days: r.person_days.unwrap_or(0),
                     conditions: note.clone(),
@@ -724,19 +797,36 @@ pub fn parse(text: &str, now_ms: i64) -> Result<Scenario, ScenarioError> {
                     })
                     .map(|j| j.from);
                 if requester != Some(from) {
-                    return Err(e(format!("from: only the requester decides on offer {offer:?}")));
+                    return Err(e(format!(
+                        "from: only the requester decides on offer {offer:?}"
+                    )));
                 }
-                let accept = r.accept.ok_or_else(|| e("accept = true or false is required for a decision".into()))?;
-                Action::Decision { offer, accept, note }
+                let accept = r
+                    .accept
+                    .ok_or_else(|| e("accept = true or false is required for a decision".into()))?;
+                Action::Decision {
+                    offer,
+                    accept,
+                    note,
+                }
             }
             "assistance_status" => {
                 let request = refer("request", &r.request, &["assistance_request"])?;
                 if injects.iter().find(|i| i.id == request).map(|i| i.from) != Some(from) {
-                    return Err(e(format!("from: only the requester moves request {request:?}")));
+                    return Err(e(format!(
+                        "from: only the requester moves request {request:?}"
+                    )));
                 }
-                let word = r.state.clone().ok_or_else(|| e("state is required (deployed|completed|closed|withdrawn)".into()))?;
-                let state = enum_word(&word, "ASSISTANCE_STATE_", "assistance state", AssistanceState::from_str_name)
-                    .map_err(|m| e(format!("state: {m}")))?;
+                let word = r.state.clone().ok_or_else(|| {
+                    e("state is required (deployed|completed|closed|withdrawn)".into())
+                })?;
+                let state = enum_word(
+                    &word,
+                    "ASSISTANCE_STATE_",
+                    "assistance state",
+                    AssistanceState::from_str_name,
+                )
+                .map_err(|m| e(format!("state: {m}")))?;
                 if !matches!(
                     state,
                     AssistanceState::Deployed
@@ -744,9 +834,15 @@ pub fn parse(text: &str, now_ms: i64) -> Result<Scenario, ScenarioError> {
                         | AssistanceState::Closed
                         | AssistanceState::Withdrawn
                 ) {
-                    return Err(e(format!("state: {word} is not a move the requester makes; use deployed, completed, closed or withdrawn")));
+                    return Err(e(format!(
+                        "state: {word} is not a move the requester makes; use deployed, completed, closed or withdrawn"
+                    )));
                 }
-                Action::AssistanceStatus { request, state, note }
+                Action::AssistanceStatus {
+                    request,
+                    state,
+                    note,
+                }
             }
             other => {
                 return Err(e(format!(
@@ -785,7 +881,10 @@ pub fn parse(text: &str, now_ms: i64) -> Result<Scenario, ScenarioError> {
             }
         };
         let Some((kind, _)) = kinds.get(&x.inject) else {
-            return Err(e(format!("inject: no inject {:?} in this scenario", x.inject)));
+            return Err(e(format!(
+                "inject: no inject {:?} in this scenario",
+                x.inject
+            )));
         };
         if what == ExpectKind::AssistanceAccepted && *kind != "assistance_request" {
             return Err(e(format!(
@@ -832,7 +931,12 @@ fn indicator(s: &str) -> Result<Indicator, String> {
     let (t, v) = s.split_once(':').ok_or_else(|| {
         format!("{s:?} is not type:value (e.g. ip:192.0.2.7, domain:evil.example, sha256:…)")
     })?;
-    let ty = enum_word(t, "INDICATOR_TYPE_", "indicator type", IndicatorType::from_str_name)?;
+    let ty = enum_word(
+        t,
+        "INDICATOR_TYPE_",
+        "indicator type",
+        IndicatorType::from_str_name,
+    )?;
     Ok(Indicator {
         r#type: ty as i32,
         value: v.to_string(),

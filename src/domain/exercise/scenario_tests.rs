@@ -39,8 +39,17 @@ fn the_seed_scenario_parses() {
     assert_eq!(s.participants.len(), 5);
     assert!(s.injects.len() >= 10);
     assert_eq!(s.links.len(), 6);
-    let kinds: std::collections::BTreeSet<&str> = s.injects.iter().map(|i| i.action.kind()).collect();
-    for k in ["alert", "sighting", "incident_status", "assistance_request", "offer", "decision", "assistance_status"] {
+    let kinds: std::collections::BTreeSet<&str> =
+        s.injects.iter().map(|i| i.action.kind()).collect();
+    for k in [
+        "alert",
+        "sighting",
+        "incident_status",
+        "assistance_request",
+        "offer",
+        "decision",
+        "assistance_status",
+    ] {
         assert!(kinds.contains(k), "seed lacks {k}");
     }
     assert!(s.injects.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
@@ -62,19 +71,71 @@ fn a_small_scenario_defaults_to_a_mesh() {
 fn bad_input_is_refused_naming_the_line() {
     // (appended text, expected line, words)
     let cases: &[(&str, usize, &str)] = &[
-        ("\n[[injects]]\nid = \"x\"\nat = \"1m\"\nfrom = \"zz\"\nkind = \"alert\"\ntitle = \"t\"\nseverity = \"low\"\n", 19, "\"zz\" is not a participant (a, b)"),
-        ("\n[[injects]]\nid = \"x\"\nat = \"1m\"\nfrom = \"b\"\nto = [\"q\"]\nkind = \"alert\"\ntitle = \"t\"\nseverity = \"low\"\n", 19, "to: \"q\" is not a participant"),
-        ("\n[[injects]]\nid = \"x\"\nat = \"5m\"\nfrom = \"b\"\nkind = \"sighting\"\nincident = \"first\"\ncountry = \"NO\"\n\n[[injects]]\nid = \"y\"\nat = \"2m\"\nfrom = \"a\"\nkind = \"incident_status\"\nincident = \"first\"\nstatus = \"contained\"\n", 27, "comes before the previous inject"),
-        ("\n[[injects]]\nid = \"x\"\nat = \"1m\"\nfrom = \"b\"\nkind = \"alert\"\ntitle = \"t\"\n", 19, "severity is required for an alert"),
-        ("\n[[injects]]\nid = \"x\"\nat = \"1m\"\nfrom = \"b\"\nkind = \"offer\"\nrequest = \"first\"\nsummary = \"s\"\n", 19, "is a alert, not a assistance_request"),
-        ("\n[[injects]]\nid = \"x\"\nat = \"1m\"\nfrom = \"b\"\nkind = \"alert\"\ntitle = \"t\"\nseverity = \"dire\"\n", 19, "severity: unknown severity"),
-        ("\n[[injects]]\nid = \"x\"\nat = \"soon\"\nfrom = \"b\"\nkind = \"alert\"\ntitle = \"t\"\nseverity = \"low\"\n", 19, "is not a duration"),
-        ("\n[[injects]]\nid = \"x\"\nat = \"1m\"\nfrom = \"b\"\nkind = \"incident_status\"\nincident = \"first\"\nstatus = \"resolved\"\n", 19, "only the participant that opened incident"),
-        ("\n[[injects]]\nid = \"x\"\nat = \"1m\"\nfrom = \"b\"\nkind = \"teleport\"\n", 19, "kind \"teleport\" is unknown"),
-        ("\n[[injects]]\nid = \"x\"\nat = \"1m\"\nfrom = \"b\"\nkind = \"alert\"\ntitle = \"t\"\nseverity = \"low\"\ncolour = \"red\"\n", 26, "unknown field `colour`"),
-        ("\n[[injects]]\nid = \"x\"\nat = \"1m\"\nfrom = \"b\"\nkind = \"alert\"\ntitle = \"bad\\u0007bell\"\nseverity = \"low\"\n", 19, "title"),
-        ("\n[[expect]]\nid = \"e\"\nwhat = \"assistance_accepted\"\ninject = \"first\"\nwithin = \"5m\"\n", 19, "is about an assistance_request"),
-        ("\n[[expect]]\nid = \"e\"\nwhat = \"aware\"\ninject = \"nope\"\nwithin = \"5m\"\n", 19, "no inject \"nope\""),
+        (
+            "\n[[injects]]\nid = \"x\"\nat = \"1m\"\nfrom = \"zz\"\nkind = \"alert\"\ntitle = \"t\"\nseverity = \"low\"\n",
+            19,
+            "\"zz\" is not a participant (a, b)",
+        ),
+        (
+            "\n[[injects]]\nid = \"x\"\nat = \"1m\"\nfrom = \"b\"\nto = [\"q\"]\nkind = \"alert\"\ntitle = \"t\"\nseverity = \"low\"\n",
+            19,
+            "to: \"q\" is not a participant",
+        ),
+        (
+            "\n[[injects]]\nid = \"x\"\nat = \"5m\"\nfrom = \"b\"\nkind = \"sighting\"\nincident = \"first\"\ncountry = \"NO\"\n\n[[injects]]\nid = \"y\"\nat = \"2m\"\nfrom = \"a\"\nkind = \"incident_status\"\nincident = \"first\"\nstatus = \"contained\"\n",
+            27,
+            "comes before the previous inject",
+        ),
+        (
+            "\n[[injects]]\nid = \"x\"\nat = \"1m\"\nfrom = \"b\"\nkind = \"alert\"\ntitle = \"t\"\n",
+            19,
+            "severity is required for an alert",
+        ),
+        (
+            "\n[[injects]]\nid = \"x\"\nat = \"1m\"\nfrom = \"b\"\nkind = \"offer\"\nrequest = \"first\"\nsummary = \"s\"\n",
+            19,
+            "is a alert, not a assistance_request",
+        ),
+        (
+            "\n[[injects]]\nid = \"x\"\nat = \"1m\"\nfrom = \"b\"\nkind = \"alert\"\ntitle = \"t\"\nseverity = \"dire\"\n",
+            19,
+            "severity: unknown severity",
+        ),
+        (
+            "\n[[injects]]\nid = \"x\"\nat = \"soon\"\nfrom = \"b\"\nkind = \"alert\"\ntitle = \"t\"\nseverity = \"low\"\n",
+            19,
+            "is not a duration",
+        ),
+        (
+            "\n[[injects]]\nid = \"x\"\nat = \"1m\"\nfrom = \"b\"\nkind = \"incident_status\"\nincident = \"first\"\nstatus = \"resolved\"\n",
+            19,
+            "only the participant that opened incident",
+        ),
+        (
+            "\n[[injects]]\nid = \"x\"\nat = \"1m\"\nfrom = \"b\"\nkind = \"teleport\"\n",
+            19,
+            "kind \"teleport\" is unknown",
+        ),
+        (
+            "\n[[injects]]\nid = \"x\"\nat = \"1m\"\nfrom = \"b\"\nkind = \"alert\"\ntitle = \"t\"\nseverity = \"low\"\ncolour = \"red\"\n",
+            26,
+            "unknown field `colour`",
+        ),
+        (
+            "\n[[injects]]\nid = \"x\"\nat = \"1m\"\nfrom = \"b\"\nkind = \"alert\"\ntitle = \"bad\\u0007bell\"\nseverity = \"low\"\n",
+            19,
+            "title",
+        ),
+        (
+            "\n[[expect]]\nid = \"e\"\nwhat = \"assistance_accepted\"\ninject = \"first\"\nwithin = \"5m\"\n",
+            19,
+            "is about an assistance_request",
+        ),
+        (
+            "\n[[expect]]\nid = \"e\"\nwhat = \"aware\"\ninject = \"nope\"\nwithin = \"5m\"\n",
+            19,
+            "no inject \"nope\"",
+        ),
     ];
     for (extra, line, words) in cases {
         let e = refused(&small(extra));

@@ -211,7 +211,9 @@ pub fn score(record: Record) -> Report {
                         .find(|a| a.inject == x.inject)
                         .and_then(|a| a.milestones.iter().find(|m| m.state == "ACCEPTED"));
                     match (accepted, i.sent_ms) {
-                        (Some(m), Some(sent)) => (Some(scaled(m.at_ms - sent, speed)), String::new()),
+                        (Some(m), Some(sent)) => {
+                            (Some(scaled(m.at_ms - sent, speed)), String::new())
+                        }
                         _ => (None, "no offer was accepted".to_string()),
                     }
                 }
@@ -226,7 +228,9 @@ pub fn score(record: Record) -> Report {
                 within_ms: x.within_ms,
                 met,
                 measured_ms: measured,
-                missed_by_ms: measured.filter(|m| *m > x.within_ms).map(|m| m - x.within_ms),
+                missed_by_ms: measured
+                    .filter(|m| *m > x.within_ms)
+                    .map(|m| m - x.within_ms),
                 why: if met {
                     String::new()
                 } else if why.is_empty() {
@@ -269,7 +273,11 @@ mod tests {
             speed: 10.0,
             started_ms: 1_000,
             finished_ms: 9_000,
-            participants: vec![("a".into(), "A".into()), ("b".into(), "B".into()), ("c".into(), "C".into())],
+            participants: vec![
+                ("a".into(), "A".into()),
+                ("b".into(), "B".into()),
+                ("c".into(), "C".into()),
+            ],
             injects: vec![InjectRecord {
                 id: "i1".into(),
                 kind: "alert".into(),
@@ -281,15 +289,41 @@ mod tests {
                 error: None,
                 eligible: vec!["b".into(), "c".into()],
                 seen: vec![
-                    Seen { node: "b".into(), stored_ms: Some(1_010), acknowledged_ms: Some(1_200) },
-                    Seen { node: "c".into(), stored_ms: Some(1_050), acknowledged_ms: None },
+                    Seen {
+                        node: "b".into(),
+                        stored_ms: Some(1_010),
+                        acknowledged_ms: Some(1_200),
+                    },
+                    Seen {
+                        node: "c".into(),
+                        stored_ms: Some(1_050),
+                        acknowledged_ms: None,
+                    },
                 ],
             }],
             assistance: vec![],
             expects: vec![
-                ExpectRecord { id: "e1".into(), what: "aware".into(), inject: "i1".into(), within_ms: 1_000, text: String::new() },
-                ExpectRecord { id: "e2".into(), what: "aware".into(), inject: "i1".into(), within_ms: 100, text: String::new() },
-                ExpectRecord { id: "e3".into(), what: "acknowledged".into(), inject: "i1".into(), within_ms: 60_000, text: String::new() },
+                ExpectRecord {
+                    id: "e1".into(),
+                    what: "aware".into(),
+                    inject: "i1".into(),
+                    within_ms: 1_000,
+                    text: String::new(),
+                },
+                ExpectRecord {
+                    id: "e2".into(),
+                    what: "aware".into(),
+                    inject: "i1".into(),
+                    within_ms: 100,
+                    text: String::new(),
+                },
+                ExpectRecord {
+                    id: "e3".into(),
+                    what: "acknowledged".into(),
+                    inject: "i1".into(),
+                    within_ms: 60_000,
+                    text: String::new(),
+                },
             ],
         }
     }
@@ -315,7 +349,11 @@ mod tests {
         rec.injects[0].sent_ms = None;
         rec.injects[0].error = Some("FAILED_PRECONDITION: no".into());
         let r = score(rec);
-        assert!(r.outcomes.iter().all(|o| !o.met && o.why.contains("was not sent")));
+        assert!(
+            r.outcomes
+                .iter()
+                .all(|o| !o.met && o.why.contains("was not sent"))
+        );
     }
 
     #[test]
