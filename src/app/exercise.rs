@@ -18,7 +18,10 @@
 //!   (with exercise traffic included) only tell the runner when to look and
 //!   drive the simulated duty officers (`ack_after`).
 //! - Bounded: the run waits for stragglers at most [`SETTLE`] plus the
-//!   longest `ack_after` (scaled) after the last inject.
+//!   longest `ack_after` (local) or the longest expectation window (live),
+//!   scaled, after the last inject.
+//! - Live runs ([`play`] with each participant's own Operator client, see
+//!   `cli::exercise`) simulate nobody: acknowledgements are real operators'.
 use crate::app::localfed::Fed;
 use crate::domain::envelope::ts_to_ms;
 use crate::domain::exercise::scenario::{Action, ExpectKind, Scenario};
@@ -202,15 +205,16 @@ pub async fn play(
     }
 
     // Let deliveries and simulated acknowledgements land.
-    let longest_ack = s
-        .participants
-        .iter()
-        .filter_map(|p| p.ack_after_ms)
-        .max()
-        .filter(|_| mode == "local")
-        .map_or(Duration::ZERO, |ms| {
-            Duration::from_secs_f64(ms as f64 / 1_000.0 / speed)
-        });
+    // Local: the simulated duty officers' longest delay; live: real
+    // operators, given the longest expectation's window.
+    let longest_ms = if mode == "local" {
+        s.participants.iter().filter_map(|p| p.ack_after_ms).max()
+    } else {
+        s.expects.iter().map(|x| x.within_ms).max()
+    };
+    let longest_ack = longest_ms.map_or(Duration::ZERO, |ms| {
+        Duration::from_secs_f64(ms as f64 / 1_000.0 / speed)
+    });
     let deadline = Instant::now() + SETTLE + longest_ack;
     let index = |id: &str| s.participants.iter().position(|p| p.id == id);
     loop {

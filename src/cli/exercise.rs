@@ -4,6 +4,9 @@
 //! Invariants:
 //! - A scenario is parsed and validated whole (`domain::exercise::scenario`)
 //!   before anything starts; an error names the file and line and exits 1.
+//! - With `--credentials FILE` (live mode) every participant must have an
+//!   entry whose node answers `GetNodeInfo` with that participant's id, all
+//!   checked before the first inject; nothing is simulated there.
 //! - `run` writes `<stem>.json` (the record and its scores) and `<stem>.html`
 //!   into the current folder unless `--out` says otherwise, and prints their
 //!   paths; `report` recomputes both from a run's JSON record, so a report
@@ -11,9 +14,12 @@
 use crate::app::exercise_report::{render, stem};
 use crate::domain::exercise::scenario::{MAX_SCENARIO_BYTES, parse};
 use crate::domain::exercise::score::{Record, Report, human, score};
+use crate::proto::v1::GetNodeInfoRequest;
+use crate::proto::v1::operator_client::OperatorClient;
 use clap::Subcommand;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
+use tonic::transport::Channel;
 
 #[derive(Subcommand, Debug)]
 pub enum ExerciseCmd {
@@ -35,6 +41,11 @@ pub enum ExerciseCmd {
         /// Print only the report summary, not each inject as it is sent.
         #[arg(long)]
         quiet: bool,
+        /// Play on a live federation instead: each participant's node and
+        /// operator credentials, from this file (TOML, one [[participants]]
+        /// table each: id, node, ca, cert, key).
+        #[arg(long, value_name = "FILE")]
+        credentials: Option<PathBuf>,
     },
     /// Render the report of a run from its JSON record.
     Report {
@@ -113,6 +124,106 @@ fn summary(r: &Report) -> String {
     s
 }
 
+/// One participant's entry in a credentials file.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CredentialEntry {
+    id: String,
+    node: String,
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CredentialFile {
+    participants: Vec<toml::Spanned<CredentialEntry>>,
+}
+
+/// Operator clients for every participant, in scenario order, from a
+/// credentials file (paths relative to its folder); refuses a missing or
+/// unknown participant and credentials that reach another node, naming the
+/// line.
+async fn live_clients(
+    path: &Path,
+    s: &crate::domain::exercise::scenario::Scenario,
+) -> anyhow::Result<Vec<OperatorClient<Channel>>> {
+    let text = read_limited(path, 1 << 20, "credentials file")?;
+    let line = |at: usize| text[..at.min(text.len())].matches('\n').count() + 1;
+    let file: CredentialFile = toml::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: line {}: {}",
+            path.display(),
+            e.span().map_or(0, |r| line(r.start)),
+            e.message().trim()
+        )
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut by_id: std::collections::HashMap<String, (usize, CredentialEntry)> = Default::default();
+    for c in file.participants {
+        let l = line(c.span().start);
+        let c = c.into_inner();
+        if !s.participants.iter().any(|p| p.id == c.id) {
+            anyhow::bail!(
+                "{}: line {l}: {:?} is not a participant of scenario {:?}",
+                path.display(),
+                c.id,
+                s.name
+            );
+        }
+        if by_id.contains_key(&c.id) {
+            anyhow::bail!("{}: line {l}: {} is listed twice", path.display(), c.id);
+        }
+        by_id.insert(c.id.clone(), (l, c));
+    }
+    let mut clients = Vec::new();
+    for p in &s.participants {
+        let Some((l, c)) = by_id.remove(&p.id) else {
+            anyhow::bail!(
+                "{}: participant {} (scenario line {}) has no credentials; add a [[participants]] table with its id, node, ca, cert and key",
+                path.display(),
+                p.id,
+                p.line
+            );
+        };
+        let conn = crate::cli::client::Conn {
+            node: c.node.clone(),
+            ca: Some(base.join(&c.ca)),
+            cert: Some(base.join(&c.cert)),
+            key: Some(base.join(&c.key)),
+            json: false,
+        };
+        let at =
+            |e: anyhow::Error| anyhow::anyhow!("{}: line {l} ({}): {e:#}", path.display(), p.id);
+        let mut op = crate::cli::client::connect(&conn).await.map_err(at)?;
+        let info = op
+            .get_node_info(GetNodeInfoRequest::default())
+            .await
+            .map_err(|e| {
+                at(anyhow::anyhow!(
+                    "{} answers {:?}: {}",
+                    c.node,
+                    e.code(),
+                    e.message()
+                ))
+            })?
+            .into_inner();
+        if info.node_id != p.id {
+            anyhow::bail!(
+                "{}: line {l}: the credentials for {} reach node {} at {}; give {}'s own node address",
+                path.display(),
+                p.id,
+                info.node_id,
+                c.node,
+                p.id
+            );
+        }
+        clients.push(op);
+    }
+    Ok(clients)
+}
+
 pub async fn run(cmd: ExerciseCmd) -> anyhow::Result<()> {
     match cmd {
         ExerciseCmd::Run {
@@ -121,6 +232,7 @@ pub async fn run(cmd: ExerciseCmd) -> anyhow::Result<()> {
             dry_run,
             out,
             quiet,
+            credentials,
         } => {
             let text = read_limited(&scenario, MAX_SCENARIO_BYTES, "scenario")?;
             let s = parse(&text, crate::service::now_ms())
@@ -135,6 +247,12 @@ pub async fn run(cmd: ExerciseCmd) -> anyhow::Result<()> {
                 s.expects.len(),
                 human((last as f64 / speed) as u64)
             );
+            // Live: every participant's credentials reach that participant's
+            // node, checked before anything is sent.
+            let live = match &credentials {
+                Some(path) => Some(live_clients(path, &s).await?),
+                None => None,
+            };
             if dry_run {
                 for i in &s.injects {
                     println!(
@@ -145,6 +263,9 @@ pub async fn run(cmd: ExerciseCmd) -> anyhow::Result<()> {
                         i.id
                     );
                 }
+                if live.is_some() {
+                    println!("dry run: every participant's credentials reach its node");
+                }
                 println!("dry run: the scenario is valid; nothing was started or sent");
                 return Ok(());
             }
@@ -154,7 +275,12 @@ pub async fn run(cmd: ExerciseCmd) -> anyhow::Result<()> {
                     out.display()
                 );
             }
-            let record = crate::app::exercise::run_local(&s, speed, quiet).await?;
+            let record = match live {
+                Some(clients) => {
+                    crate::app::exercise::play(&s, clients, speed, "live", quiet).await?
+                }
+                None => crate::app::exercise::run_local(&s, speed, quiet).await?,
+            };
             let report = score(record);
             let base = out.join(stem(&report.record.scenario, report.record.started_ms));
             let (j, h) = (base.with_extension("json"), base.with_extension("html"));

@@ -627,3 +627,110 @@ fn the_seed_scenario_plays_at_10x_and_its_report_renders_in_a_browser() {
     assert!(acked > 300, "acknowledgement marks: {acked} pixels");
     assert!(count(&shot, rgb(STORED_COLOUR), 0..150, 12) < 50);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_live_run_drives_each_participants_own_node_with_its_credentials() {
+    let fed = Fed::new(&["n0", "n1", "n2"], &[(0, 1), (1, 2)]);
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        nodes.push(fed.start(i).await);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = r#"[scenario]
+name = "Live three"
+
+[[participants]]
+id = "n0"
+
+[[participants]]
+id = "n1"
+
+[[participants]]
+id = "n2"
+
+[[injects]]
+id = "open"
+at = "0s"
+from = "n0"
+kind = "alert"
+open_incident = true
+title = "EXERCISE live inject"
+severity = "medium"
+
+[[injects]]
+id = "seen"
+at = "2s"
+from = "n2"
+kind = "sighting"
+incident = "open"
+country = "JP"
+
+[[expect]]
+id = "aware"
+what = "aware"
+inject = "open"
+within = "1m"
+"#;
+    std::fs::write(dir.path().join("live.toml"), scenario).unwrap();
+    let creds = |addr_of: [usize; 3]| {
+        let mut t = String::new();
+        for (i, a) in addr_of.iter().enumerate() {
+            t.push_str(&format!(
+                "[[participants]]\nid = \"n{i}\"\nnode = \"{}\"\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n\n",
+                fed.addr(*a),
+                fed.pki.ca_path().display(),
+                fed.pki.path("operator.crt").display(),
+                fed.pki.path("operator.key").display(),
+            ));
+        }
+        t
+    };
+    let d = dir.path().to_path_buf();
+    let run = move |creds: String| {
+        let d = d.clone();
+        tokio::task::spawn_blocking(move || {
+            std::fs::write(d.join("creds.toml"), creds).unwrap();
+            certfed(
+                &d,
+                &[
+                    "exercise",
+                    "run",
+                    "live.toml",
+                    "--credentials",
+                    "creds.toml",
+                    "--speed",
+                    "10",
+                    "--quiet",
+                ],
+            )
+        })
+    };
+    // n1's entry points at n2's node: refused before anything is sent.
+    let out = run.clone()(creds([0, 2, 2])).await.unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("creds.toml: line 8: the credentials for n1 reach node n2"),
+        "{err}"
+    );
+    assert!(
+        alerts_on(&fed, 0, true).await.is_empty(),
+        "nothing was sent"
+    );
+
+    let out = run(creds([0, 1, 2])).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("1 of 1 expected outcomes met"), "{stdout}");
+    // The inject is on the live nodes, as exercise traffic.
+    let on_n2 = alerts_on(&fed, 2, true).await;
+    assert_eq!(on_n2.len(), 1, "{on_n2:?}");
+    assert!(alerts_on(&fed, 2, false).await.is_empty());
+    for n in nodes {
+        n.shutdown().await.unwrap();
+    }
+}
