@@ -42,7 +42,8 @@ pub fn crossing(
 ) -> Option<String> {
     (own != other).then(|| {
         format!(
-            "a {} {what} cannot {relation} {} message {other_id}: exercise and real traffic are kept apart; {}",
+            "{} {} {what} cannot {relation} {} message {other_id}: exercise and real traffic are kept apart; {}",
+            if own { "an" } else { "a" },
             label(own),
             label(other),
             if own {
