@@ -538,6 +538,7 @@ pub async fn check_contribution(
 /// The incident an alert published with these choices belongs to (for the
 /// signed header): a new incident (its own id), the one named, or the one its
 /// superseded alert belongs to.
+#[allow(clippy::too_many_arguments)]
 pub async fn alert_incident(
     node: &Node,
     message_id: &str,
