@@ -243,19 +243,12 @@ pub fn alert_query(f: Option<AlertFilter>) -> Result<AlertQuery, InvalidArgument
     })
 }
 
-/// Whether a stored message was signed as exercise traffic (its envelope
-/// header's flag; an undecodable header counts as exercise, so it is never
-/// shown as real).
-pub fn is_exercise(m: &StoredMessage) -> bool {
-    crate::proto::v1::EnvelopeHeader::decode(m.header.as_slice()).map_or(true, |h| h.exercise)
-}
-
 /// Whether a stored message passes a Watch filter.
 fn watch_matches(q: &AlertQuery, m: &StoredMessage) -> bool {
     if !m.readable || m.kind == MessageKind::Receipt as i32 {
         return false;
     }
-    if !q.include_exercise && is_exercise(m) {
+    if !q.include_exercise && m.is_exercise() {
         return false;
     }
     if m.kind != MessageKind::Alert as i32 {
@@ -416,7 +409,7 @@ async fn check_publish(
                     alert.exercise,
                     "supersede",
                     &old.message_id,
-                    is_exercise(&old),
+                    old.is_exercise(),
                 ) {
                     return Err(AlertError::FailedPrecondition(format!(
                         "alert.supersedes: {reason}"

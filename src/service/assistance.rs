@@ -91,7 +91,7 @@ pub fn to_step(m: &StoredMessage) -> Option<SignedStep> {
         actor: m.origin.clone(),
         created_ms: m.created_ms,
         step,
-        exercise: crate::service::alerts::is_exercise(m),
+        exercise: m.is_exercise(),
     })
 }
 
@@ -513,7 +513,7 @@ pub async fn list(
             .await?;
         let exhausted = rows.len() < CHUNK;
         for m in rows {
-            if !include_exercise && crate::service::alerts::is_exercise(&m) {
+            if !include_exercise && m.is_exercise() {
                 cursor = m.cursor;
                 continue;
             }
@@ -553,7 +553,7 @@ pub async fn count_by_state(node: &Node) -> Result<Vec<(&'static str, i64)>, Sto
         .await?;
     for r in requests {
         // A metric of real work: exercise requests are not counted.
-        if crate::service::alerts::is_exercise(&r) {
+        if r.is_exercise() {
             continue;
         }
         if let Some((a, _)) = load(node, &r.message_id).await? {

@@ -404,7 +404,7 @@ pub async fn list(
         let rows = node.store.incident_openers(cursor, CHUNK).await?;
         let exhausted = rows.len() < CHUNK;
         for m in rows {
-            if !include_exercise && crate::service::alerts::is_exercise(&m) {
+            if !include_exercise && m.is_exercise() {
                 cursor = m.cursor;
                 continue;
             }
