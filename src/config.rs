@@ -41,6 +41,9 @@ pub struct Config {
     /// The read-only TAXII 2.1 server (off unless `taxii.listen` is set).
     #[serde(default)]
     pub taxii: TaxiiSection,
+    /// Whether this node takes part in exercises (issue 18).
+    #[serde(default)]
+    pub exercise: ExerciseSection,
     /// Direct peers this node keeps links to.
     #[serde(default)]
     pub peers: Vec<PeerSection>,
@@ -224,6 +227,23 @@ impl StorageSection {
     /// How long messages of TLP `tlp` are kept.
     pub fn retention_for(&self, tlp: Tlp) -> Duration {
         Duration::from_secs(u64::from(self.retention_days_for(tlp)) * DAY_SECS)
+    }
+}
+
+/// `[exercise]`: exercise traffic (envelopes signed with `exercise` set).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExerciseSection {
+    /// false: this node refuses exercise envelopes: it neither stores nor
+    /// relays them (a partner behind it gets none either), and the origin
+    /// gets a rejection receipt saying so. Default true.
+    #[serde(default = "default_true")]
+    pub accept: bool,
+}
+
+impl Default for ExerciseSection {
+    fn default() -> Self {
+        ExerciseSection { accept: true }
     }
 }
 

@@ -37,6 +37,9 @@ _certfed() {
             certfed,demo)
                 cmd="certfed__subcmd__demo"
                 ;;
+            certfed,exercise)
+                cmd="certfed__subcmd__exercise"
+                ;;
             certfed,feed)
                 cmd="certfed__subcmd__feed"
                 ;;
@@ -151,6 +154,24 @@ _certfed() {
             certfed__subcmd__assist__subcmd__help,update)
                 cmd="certfed__subcmd__assist__subcmd__help__subcmd__update"
                 ;;
+            certfed__subcmd__exercise,help)
+                cmd="certfed__subcmd__exercise__subcmd__help"
+                ;;
+            certfed__subcmd__exercise,report)
+                cmd="certfed__subcmd__exercise__subcmd__report"
+                ;;
+            certfed__subcmd__exercise,run)
+                cmd="certfed__subcmd__exercise__subcmd__run"
+                ;;
+            certfed__subcmd__exercise__subcmd__help,help)
+                cmd="certfed__subcmd__exercise__subcmd__help__subcmd__help"
+                ;;
+            certfed__subcmd__exercise__subcmd__help,report)
+                cmd="certfed__subcmd__exercise__subcmd__help__subcmd__report"
+                ;;
+            certfed__subcmd__exercise__subcmd__help,run)
+                cmd="certfed__subcmd__exercise__subcmd__help__subcmd__run"
+                ;;
             certfed__subcmd__feed,help)
                 cmd="certfed__subcmd__feed__subcmd__help"
                 ;;
@@ -183,6 +204,9 @@ _certfed() {
                 ;;
             certfed__subcmd__help,demo)
                 cmd="certfed__subcmd__help__subcmd__demo"
+                ;;
+            certfed__subcmd__help,exercise)
+                cmd="certfed__subcmd__help__subcmd__exercise"
                 ;;
             certfed__subcmd__help,feed)
                 cmd="certfed__subcmd__help__subcmd__feed"
@@ -249,6 +273,12 @@ _certfed() {
                 ;;
             certfed__subcmd__help__subcmd__assist,update)
                 cmd="certfed__subcmd__help__subcmd__assist__subcmd__update"
+                ;;
+            certfed__subcmd__help__subcmd__exercise,report)
+                cmd="certfed__subcmd__help__subcmd__exercise__subcmd__report"
+                ;;
+            certfed__subcmd__help__subcmd__exercise,run)
+                cmd="certfed__subcmd__help__subcmd__exercise__subcmd__run"
                 ;;
             certfed__subcmd__help__subcmd__feed,misp)
                 cmd="certfed__subcmd__help__subcmd__feed__subcmd__misp"
@@ -476,7 +506,7 @@ _certfed() {
 
     case "${cmd}" in
         certfed)
-            opts="-h -V --help --version serve check-config pki roster demo bench completions man info alert assist incident peers delivery feed watch help"
+            opts="-h -V --help --version serve check-config pki roster demo exercise bench completions man info alert assist incident peers delivery feed watch help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1108,7 +1138,7 @@ _certfed() {
             return 0
             ;;
         certfed__subcmd__assist__subcmd__list)
-            opts="-h --state --limit --page-token --node --ca --cert --key --json --help"
+            opts="-h --state --limit --page-token --exercise --node --ca --cert --key --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1200,7 +1230,7 @@ _certfed() {
             return 0
             ;;
         certfed__subcmd__assist__subcmd__request)
-            opts="-h --title --description --tlp --service --sector --important --rsit --severity --cross-border --person-days --on-site --mitigation --deadline-hours --alert --to --node --ca --cert --key --json --help"
+            opts="-h --title --description --tlp --service --sector --important --rsit --severity --cross-border --person-days --on-site --mitigation --deadline-hours --alert --exercise --to --node --ca --cert --key --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1523,6 +1553,124 @@ _certfed() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        certfed__subcmd__exercise)
+            opts="-h --help run report help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__exercise__subcmd__help)
+            opts="run report help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__exercise__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__exercise__subcmd__help__subcmd__report)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__exercise__subcmd__help__subcmd__run)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__exercise__subcmd__report)
+            opts="-h --html --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --html)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --json)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__exercise__subcmd__run)
+            opts="-h --speed --dry-run --out --quiet --credentials --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --speed)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --credentials)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         certfed__subcmd__feed)
             opts="-h --node --ca --cert --key --json --help misp help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -1638,7 +1786,7 @@ _certfed() {
             return 0
             ;;
         certfed__subcmd__help)
-            opts="serve check-config pki roster demo bench completions man info alert assist incident peers delivery feed watch help"
+            opts="serve check-config pki roster demo exercise bench completions man info alert assist incident peers delivery feed watch help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1906,6 +2054,48 @@ _certfed() {
         certfed__subcmd__help__subcmd__demo)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__help__subcmd__exercise)
+            opts="run report"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__help__subcmd__exercise__subcmd__report)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__help__subcmd__exercise__subcmd__run)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -2570,7 +2760,7 @@ _certfed() {
             return 0
             ;;
         certfed__subcmd__incident__subcmd__list)
-            opts="-h --all --limit --page-token --node --ca --cert --key --json --help"
+            opts="-h --all --limit --page-token --exercise --node --ca --cert --key --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -69,8 +69,11 @@ async fn refresh_assistance(node: &Node) -> Result<(), StoreError> {
     let mut states = Vec::with_capacity(ids.len());
     for id in &ids {
         match load(node, id).await {
-            Ok(Some((a, _))) => states.push((id.clone(), Some(state_label(a.state)))),
-            Ok(None) => states.push((id.clone(), None)),
+            // Exercise requests are not real work: never counted.
+            Ok(Some((a, _))) if !a.exercise => {
+                states.push((id.clone(), Some(state_label(a.state))))
+            }
+            Ok(_) => states.push((id.clone(), None)),
             Err(e) => {
                 // Try these again at the next scrape.
                 let mut c = node.metrics.assistance_counts.lock().expect("lock");

@@ -236,10 +236,11 @@ impl Operator for OperatorApi {
             request,
             recipients,
             request_id: client_key,
+            exercise,
         } = self.take(req)?;
         let r = self
             .detached(|node| async move {
-                assistance::request(&node, request, recipients, client_key)
+                assistance::request(&node, request, recipients, client_key, exercise)
                     .await
                     .map_err(status)
             })
@@ -349,10 +350,15 @@ impl Operator for OperatorApi {
     ) -> Result<Response<ListAssistanceRequestsResponse>, Status> {
         let r = self.take(req)?;
         let before = parse_page_token(&r.page_token)?;
-        let (requests, next) =
-            assistance::list(&self.node, &r.states, before, page_limit(r.page_size))
-                .await
-                .map_err(status)?;
+        let (requests, next) = assistance::list(
+            &self.node,
+            &r.states,
+            r.include_exercise,
+            before,
+            page_limit(r.page_size),
+        )
+        .await
+        .map_err(status)?;
         Ok(Response::new(ListAssistanceRequestsResponse {
             requests,
             next_page_token: page_token(next),
@@ -428,6 +434,7 @@ impl Operator for OperatorApi {
         let (list, next) = incidents::list(
             &self.node,
             r.include_resolved,
+            r.include_exercise,
             before,
             page_limit(r.page_size),
         )

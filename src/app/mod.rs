@@ -10,6 +10,8 @@
 //! benchmarks.
 pub mod bench;
 pub mod demo;
+pub mod exercise;
+pub mod exercise_report;
 pub mod localfed;
 pub mod report;
 pub mod systemd;

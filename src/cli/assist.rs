@@ -69,6 +69,9 @@ pub enum AssistCmd {
         /// Continue from a previous listing's next page token.
         #[arg(long, default_value = "")]
         page_token: String,
+        /// Include exercise requests.
+        #[arg(long)]
+        exercise: bool,
     },
     /// One request with its offers and signed history.
     Show {
@@ -121,6 +124,9 @@ pub struct RequestArgs {
     /// Linked alert message id (repeatable).
     #[arg(long = "alert", value_name = "MESSAGE_ID")]
     pub linked_alerts: Vec<String>,
+    /// Exercise traffic (a scenario inject): every later step is exercise too.
+    #[arg(long)]
+    pub exercise: bool,
     /// Recipient node (repeatable). None: the whole federation (clear/green only).
     #[arg(long = "to", value_name = "NODE")]
     pub recipients: Vec<String>,
@@ -255,6 +261,7 @@ pub async fn run(conn: Conn, cmd: AssistCmd) -> anyhow::Result<()> {
                     request: Some(request),
                     recipients: a.recipients,
                     request_id: uuid::Uuid::now_v7().to_string(),
+                    exercise: a.exercise,
                 })
                 .await
                 .map_err(ex)?
@@ -330,13 +337,14 @@ pub async fn run(conn: Conn, cmd: AssistCmd) -> anyhow::Result<()> {
             state,
             limit,
             page_token,
+            exercise,
         } => {
             let r = c
                 .list_assistance_requests(ListAssistanceRequestsRequest {
                     page_size: limit,
                     page_token,
                     states: state.iter().map(|s| s.num()).collect(),
-                    ..Default::default()
+                    include_exercise: exercise,
                 })
                 .await
                 .map_err(ex)?

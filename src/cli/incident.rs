@@ -35,6 +35,9 @@ pub enum IncidentCmd {
         /// Continue from a previous listing's next page token.
         #[arg(long, default_value = "")]
         page_token: String,
+        /// Include exercise incidents.
+        #[arg(long)]
+        exercise: bool,
     },
     /// The shared picture of one incident as this node sees it.
     Show {
@@ -324,13 +327,14 @@ pub async fn run(conn: Conn, cmd: IncidentCmd) -> anyhow::Result<()> {
             all,
             limit,
             page_token,
+            exercise,
         } => {
             let r = c
                 .list_incidents(ListIncidentsRequest {
                     page_size: limit,
                     page_token,
                     include_resolved: all,
-                    ..Default::default()
+                    include_exercise: exercise,
                 })
                 .await
                 .map_err(ex)?

@@ -10,6 +10,7 @@ pub mod assist;
 pub mod client;
 pub mod error;
 pub mod exchange;
+pub mod exercise;
 pub mod incident;
 pub mod logging;
 pub mod output;
@@ -65,6 +66,12 @@ pub enum Command {
         /// Where to write the situation report.
         #[arg(long, value_name = "FILE", default_value = "certfed-demo-report.html")]
         report: PathBuf,
+    },
+    /// Exercises: play a scenario on a local federation and report who knew
+    /// what when (deploy/exercises/*.toml).
+    Exercise {
+        #[command(subcommand)]
+        cmd: exercise::ExerciseCmd,
     },
     /// Run the standard benchmark on loopback (starts its own nodes).
     Bench(Box<crate::app::bench::BenchArgs>),
@@ -241,6 +248,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo { report } => {
             init_logging(LogFormat::Human, "error");
             rt()?.block_on(crate::app::demo::run(report))
+        }
+        Command::Exercise { cmd } => {
+            init_logging(LogFormat::Human, "error");
+            rt()?.block_on(exercise::run(cmd))
         }
         Command::Bench(args) => {
             init_logging(LogFormat::Human, "error");

@@ -27,7 +27,9 @@
 //!
 //! - A roster message (kind ROSTER) is admitted only if it follows the
 //!   roster this node holds (`domain::roster::check`); a member the roster
-//!   marks exercise-only has its real (non-exercise) traffic refused.
+//!   marks exercise-only has its real (non-exercise) traffic refused; a node
+//!   with `exercise.accept = false` refuses every exercise envelope (final:
+//!   neither stored nor relayed, the origin gets a rejection receipt).
 //! - A refusal for a cause that can pass ([`deferrable`]: a creation time
 //!   ahead of this node's clock, a signing key not pinned yet, a roster that
 //!   skips a version this node has not received yet) is temporary:
@@ -73,6 +75,9 @@ pub struct View<'a> {
     /// it holds none); `None` with a static `[[members]]` list. Used for
     /// roster messages and for exercise-only members.
     pub roster: Option<&'a crate::domain::roster::Anchor>,
+    /// `exercise.accept`: false refuses exercise envelopes (neither stored
+    /// nor relayed; `domain::exercise::refuse_exercise`).
+    pub accept_exercise: bool,
 }
 
 /// Where a receipt goes next from this node (found in the store by the caller
@@ -581,6 +586,11 @@ fn decide(
         return Err(Rejection::Policy(format!(
             "{label} payloads must be end-to-end encrypted for their recipients"
         )));
+    }
+    if let Some(reason) =
+        crate::domain::exercise::refuse_exercise(view.accept_exercise, h.exercise, view.me)
+    {
+        return Err(Rejection::Policy(reason));
     }
     // A member the roster marks exercise-only sends exercise traffic only.
     if let Some(r) = view.roster.and_then(|a| a.current())

@@ -114,6 +114,7 @@ fn decide_one(
         peers,
         max_message_bytes: 256 * 1024,
         roster: None,
+        accept_exercise: true,
     };
     let verdict = verify(&reg, &env, NOW, &limits());
     admit(
@@ -322,6 +323,7 @@ fn receipts_follow_their_reverse_route() {
         peers: &peers,
         max_message_bytes: 256 * 1024,
         roster: None,
+        accept_exercise: true,
     };
     let receipt = Receipt {
         message_ids: vec![uuid::Uuid::now_v7().to_string()],
@@ -472,6 +474,7 @@ fn an_exercise_only_member_sends_exercise_traffic_only() {
         peers: &peers,
         max_message_bytes: 256 * 1024,
         roster: Some(&anchor),
+        accept_exercise: true,
     };
     let decide = |exercise: bool| {
         let env = seal(
@@ -710,5 +713,75 @@ fn incident_messages_are_admitted_with_their_incident_and_checked() {
             }
             d => panic!("{d:?}"),
         }
+    }
+}
+
+#[test]
+fn a_node_that_opts_out_of_exercises_neither_stores_nor_relays_them() {
+    let reg = registry();
+    let me = signer(1);
+    let peers = [Peer {
+        id: "node-c".into(),
+        policy: PeerPolicy::default(),
+    }];
+    let view = View {
+        me: MEMBERS[1],
+        signer: &me,
+        keys: &reg,
+        peers: &peers,
+        max_message_bytes: 256 * 1024,
+        roster: None,
+        accept_exercise: false,
+    };
+    let decide = |exercise: bool, from_peer: Option<&str>, origin: usize| {
+        let env = seal(
+            &signer(origin),
+            Draft {
+                message_id: uuid::Uuid::now_v7().to_string(),
+                kind: MessageKind::Alert,
+                tlp: Tlp::Green,
+                recipients: vec![],
+                created_ms: NOW - 1_000,
+                expires_ms: None,
+                hop_limit: 4,
+                exercise,
+                encrypted: false,
+                payload: Alert {
+                    exercise,
+                    ..alert(Tlp::Green)
+                }
+                .encode_to_vec(),
+            },
+        );
+        let verdict = verify(&reg, &env, NOW, &limits());
+        let input = Input {
+            envelope: env,
+            verdict,
+            from_peer,
+            chain: vec![],
+            receipt_route: None,
+            returning: false,
+        };
+        admit(&view, input, NOW)
+    };
+    // From a peer and published locally alike: refused, finally, with the reason.
+    for (from, origin) in [(Some("node-a"), 0), (None, 1)] {
+        match decide(true, from, origin) {
+            Decision::Refuse { reason, .. } => {
+                assert!(
+                    reason.to_string().contains("exercise.accept = false"),
+                    "{reason}"
+                );
+                assert_eq!(deferrable(&reason), None, "a final refusal");
+            }
+            Decision::Admit(a) => panic!(
+                "exercise traffic stored ({:?}) and forwarded to {:?}",
+                from, a.forward_to
+            ),
+        }
+    }
+    match decide(false, Some("node-a"), 0) {
+        Decision::Admit(a) => assert_eq!(a.forward_to, ["node-c"], "real traffic still flows"),
+        Decision::Refuse { reason, .. } => panic!("real traffic refused: {reason}"),
     }
 }

@@ -10,6 +10,7 @@ pub mod custody;
 pub mod e2e;
 pub mod envelope;
 pub mod exchange;
+pub mod exercise;
 pub mod identity;
 pub mod incident;
 pub mod keys;

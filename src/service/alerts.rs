@@ -9,6 +9,7 @@
 use crate::domain::admission::{ReceiptOwed, sectors_mask};
 use crate::domain::alert::{Limits, validate_alert};
 use crate::domain::envelope::{ms_to_ts, ts_to_ms};
+use crate::domain::exercise::crossing;
 use crate::domain::policy::check_distribution;
 use crate::domain::policy::tlp_label;
 use crate::proto::v1::{
@@ -124,6 +125,7 @@ fn full_view(m: &StoredMessage) -> MessageView {
             })
             .unwrap_or_default(),
         incident_id: header.incident_id,
+        exercise: header.exercise,
         sighting: readable_as(MessageKind::Sighting)
             .then(|| Sighting::decode(m.body()).ok())
             .flatten(),
@@ -244,6 +246,9 @@ pub fn alert_query(f: Option<AlertFilter>) -> Result<AlertQuery, InvalidArgument
 /// Whether a stored message passes a Watch filter.
 fn watch_matches(q: &AlertQuery, m: &StoredMessage) -> bool {
     if !m.readable || m.kind == MessageKind::Receipt as i32 {
+        return false;
+    }
+    if !q.include_exercise && m.is_exercise() {
         return false;
     }
     if m.kind != MessageKind::Alert as i32 {
@@ -393,7 +398,24 @@ async fn check_publish(
     node.check_members(recipients)?;
     if !alert.supersedes.is_empty() {
         match node.store.get_message(&alert.supersedes).await? {
-            Some(old) if old.origin == node.id && old.kind == MessageKind::Alert as i32 => {}
+            Some(old) if old.origin == node.id && old.kind == MessageKind::Alert as i32 => {
+                let what = if alert.revision == crate::proto::v1::Revision::Retraction as i32 {
+                    "retraction"
+                } else {
+                    "update"
+                };
+                if let Some(reason) = crossing(
+                    what,
+                    alert.exercise,
+                    "supersede",
+                    &old.message_id,
+                    old.is_exercise(),
+                ) {
+                    return Err(AlertError::FailedPrecondition(format!(
+                        "alert.supersedes: {reason}"
+                    )));
+                }
+            }
             Some(old) => {
                 return Err(AlertError::PermissionDenied(format!(
                     "alert.supersedes: {} was issued by {}; only its origin may update or retract it",
@@ -419,6 +441,7 @@ async fn check_publish(
         &alert.supersedes,
         tlp,
         recipients,
+        alert.exercise,
     )
     .await
     .map_err(AlertError::Incident)?;

@@ -91,6 +91,7 @@ pub fn to_step(m: &StoredMessage) -> Option<SignedStep> {
         actor: m.origin.clone(),
         created_ms: m.created_ms,
         step,
+        exercise: m.is_exercise(),
     })
 }
 
@@ -130,11 +131,13 @@ pub async fn request(
     request: Option<AssistanceRequest>,
     recipients: Vec<String>,
     client_key: String,
+    exercise: bool,
 ) -> Result<String, AssistError> {
     let body = RequestAssistanceRequest {
         request,
         recipients,
         request_id: String::new(),
+        exercise,
     };
     let key = RequestKey::parse(
         "request_id",
@@ -158,7 +161,7 @@ pub async fn request(
         &node.requests,
         key,
         |id| async move {
-            request_as(node, request, recipients, id)
+            request_as(node, request, recipients, id, exercise)
                 .await
                 .map(|request_id| RequestAssistanceResponse { request_id })
         },
@@ -173,6 +176,7 @@ async fn request_as(
     request: AssistanceRequest,
     recipients: Vec<String>,
     message_id: String,
+    exercise: bool,
 ) -> Result<String, AssistError> {
     let now = now_ms();
     validate_request(&request, now)?;
@@ -184,7 +188,7 @@ async fn request_as(
         tlp,
         recipients,
         expires_ms: None,
-        exercise: false,
+        exercise,
         created_ms: Some(now),
         payload: request.encode_to_vec(),
     };
@@ -232,7 +236,8 @@ pub async fn act(
         tlp,
         recipients: audience(node, &req, &a.requester),
         expires_ms: None,
-        exercise: false,
+        // Every step inherits the request's flag (`domain::exercise`).
+        exercise: a.exercise,
         created_ms: Some(created),
         payload,
     };
@@ -491,6 +496,7 @@ fn check_states(states: &[i32]) -> Result<(), InvalidArgument> {
 pub async fn list(
     node: &Node,
     states: &[i32],
+    include_exercise: bool,
     before: u64,
     limit: PageLimit,
 ) -> Result<(Vec<AssistanceView>, u64), AssistError> {
@@ -507,6 +513,10 @@ pub async fn list(
             .await?;
         let exhausted = rows.len() < CHUNK;
         for m in rows {
+            if !include_exercise && m.is_exercise() {
+                cursor = m.cursor;
+                continue;
+            }
             if let Some((a, _)) = load(node, &m.message_id).await?
                 && (states.is_empty() || states.contains(&(a.state as i32)))
                 && !page.push(view(node, &a, now))
@@ -522,7 +532,8 @@ pub async fn list(
     }
 }
 
-/// Requests this node holds, counted by state label (every state present, at 0 if none).
+/// Real (not exercise) requests this node holds, counted by state label (every
+/// state present, at 0 if none).
 pub async fn count_by_state(node: &Node) -> Result<Vec<(&'static str, i64)>, StoreError> {
     let mut counts: Vec<(&'static str, i64)> = [
         AssistanceState::Requested,
@@ -541,6 +552,10 @@ pub async fn count_by_state(node: &Node) -> Result<Vec<(&'static str, i64)>, Sto
         .by_kind(MessageKind::AssistanceRequest as i32, 0, 100_000)
         .await?;
     for r in requests {
+        // A metric of real work: exercise requests are not counted.
+        if r.is_exercise() {
+            continue;
+        }
         if let Some((a, _)) = load(node, &r.message_id).await? {
             let label = state_label(a.state);
             if let Some(c) = counts.iter_mut().find(|(l, _)| *l == label) {

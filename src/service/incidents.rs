@@ -125,6 +125,7 @@ pub fn contribution(m: &StoredMessage, state: Option<AssistanceState>) -> Option
         created_ms: m.created_ms,
         incident_id: h.incident_id,
         body,
+        exercise: h.exercise,
     })
 }
 
@@ -393,6 +394,7 @@ const CHUNK: usize = 16;
 pub async fn list(
     node: &Node,
     include_resolved: bool,
+    include_exercise: bool,
     before: u64,
     limit: PageLimit,
 ) -> Result<(Vec<IncidentSummary>, u64), IncidentError> {
@@ -402,6 +404,10 @@ pub async fn list(
         let rows = node.store.incident_openers(cursor, CHUNK).await?;
         let exhausted = rows.len() < CHUNK;
         for m in rows {
+            if !include_exercise && m.is_exercise() {
+                cursor = m.cursor;
+                continue;
+            }
             let held = load(node, &m.message_id).await?;
             if let Some(mut s) = picture(&m.message_id, &held)
                 && s.incident_id == m.message_id
@@ -436,6 +442,7 @@ pub fn summary(s: &Situation) -> IncidentSummary {
         contributions: s.contributions,
         restricted: s.restricted.iter().map(|r| r.count).sum(),
         matches: s.matches.len() as u32,
+        exercise: s.exercise,
     }
 }
 
@@ -444,6 +451,8 @@ struct Held {
     opener: String,
     tlp: Tlp,
     recipients: Vec<String>,
+    /// An exercise incident: this node's contributions to it are exercise too.
+    exercise: bool,
 }
 
 impl Held {
@@ -452,6 +461,7 @@ impl Held {
             opener: &self.opener,
             tlp: self.tlp,
             recipients: &self.recipients,
+            exercise: self.exercise,
         }
     }
 
@@ -495,17 +505,20 @@ async fn held(node: &Node, field: &str, incident_id: &str) -> Result<Held, Incid
         opener: m.origin,
         tlp: Tlp::try_from(m.tlp).unwrap_or(Tlp::Unspecified),
         recipients: h.recipients,
+        exercise: h.exercise,
     })
 }
 
 /// Checks that this node may contribute a message of `kind` to incident
-/// `incident_id` under `tlp` to `recipients`: the marking and role rules.
+/// `incident_id` under `tlp` to `recipients` (marked `exercise`): the
+/// exercise, marking and role rules.
 pub async fn check_contribution(
     node: &Node,
     incident_id: &str,
     kind: MessageKind,
     tlp: Tlp,
     recipients: &[String],
+    exercise: bool,
 ) -> Result<(), IncidentError> {
     let inc = held(node, "incident_id", incident_id).await?;
     if let Some(reason) = refusal(
@@ -515,6 +528,7 @@ pub async fn check_contribution(
         kind,
         tlp,
         recipients,
+        exercise,
     ) {
         return Err(IncidentError::FailedPrecondition(reason));
     }
@@ -524,6 +538,7 @@ pub async fn check_contribution(
 /// The incident an alert published with these choices belongs to (for the
 /// signed header): a new incident (its own id), the one named, or the one its
 /// superseded alert belongs to.
+#[allow(clippy::too_many_arguments)]
 pub async fn alert_incident(
     node: &Node,
     message_id: &str,
@@ -532,6 +547,7 @@ pub async fn alert_incident(
     supersedes: &str,
     tlp: Tlp,
     recipients: &[String],
+    exercise: bool,
 ) -> Result<String, IncidentError> {
     let inherited = if supersedes.is_empty() {
         String::new()
@@ -569,7 +585,15 @@ pub async fn alert_incident(
         )
         .into());
     }
-    check_contribution(node, incident_id, MessageKind::Alert, tlp, recipients).await?;
+    check_contribution(
+        node,
+        incident_id,
+        MessageKind::Alert,
+        tlp,
+        recipients,
+        exercise,
+    )
+    .await?;
     Ok(incident_id.to_string())
 }
 
@@ -585,13 +609,14 @@ async fn contribute(
     payload: Vec<u8>,
     message_id: String,
     created_ms: i64,
+    exercise: bool,
 ) -> Result<String, IncidentError> {
     let out = Outgoing {
         kind,
         tlp,
         recipients,
         expires_ms: None,
-        exercise: false,
+        exercise,
         created_ms: Some(created_ms),
         payload,
     };
@@ -630,8 +655,10 @@ fn draft(
     to: &[String],
     at: i64,
     body: Body,
+    exercise: bool,
 ) -> Contribution {
     Contribution {
+        exercise,
         message_id: id.to_string(),
         origin: node.id.clone(),
         kind,
@@ -753,6 +780,7 @@ async fn sight_as(
             MessageKind::Sighting,
             tlp,
             &recipients,
+            h.exercise,
         )
     {
         return Err(IncidentError::FailedPrecondition(reason));
@@ -767,6 +795,7 @@ async fn sight_as(
         s.encode_to_vec(),
         message_id,
         now,
+        held.as_ref().is_some_and(|h| h.exercise),
     )
     .await
 }
@@ -838,6 +867,7 @@ async fn link_as(
             &to,
             now,
             Body::Link(l.clone()),
+            inc.exercise,
         ),
     )
     .await?;
@@ -850,6 +880,7 @@ async fn link_as(
         l.encode_to_vec(),
         message_id,
         now,
+        inc.exercise,
     )
     .await
 }
@@ -903,6 +934,7 @@ async fn status_as(
         st.encode_to_vec(),
         message_id,
         now_ms(),
+        inc.exercise,
     )
     .await
 }
@@ -980,6 +1012,7 @@ async fn merge_as(
             &to,
             now,
             Body::Merge(m.clone()),
+            inc.exercise,
         ),
     )
     .await?;
@@ -993,6 +1026,7 @@ async fn merge_as(
         m.encode_to_vec(),
         message_id,
         now,
+        inc.exercise,
     )
     .await?;
     Ok(MergeIncidentsResponse {
@@ -1059,7 +1093,9 @@ pub async fn run(node: Arc<Node>) {
 
 /// The metric label of a refusal reason (a bounded set).
 pub fn refusal_rule(reason: &str) -> &'static str {
-    if reason.contains("cannot read it") {
+    if reason.contains("exercise and real traffic are kept apart") {
+        "exercise"
+    } else if reason.contains("cannot read it") {
         "not_recipient"
     } else if reason.contains("only the opener") {
         "not_opener"
@@ -1081,10 +1117,19 @@ async fn arrived(node: &Node, m: &StoredMessage) {
             opener: &op.origin,
             tlp: Tlp::try_from(op.tlp).unwrap_or(Tlp::Unspecified),
             recipients: &oh.recipients,
+            exercise: oh.exercise,
         };
         let kind = MessageKind::try_from(m.kind).unwrap_or(MessageKind::Unspecified);
         let tlp = Tlp::try_from(m.tlp).unwrap_or(Tlp::Unspecified);
-        let reason = match refusal(&h.incident_id, &aud, &m.origin, kind, tlp, &h.recipients) {
+        let reason = match refusal(
+            &h.incident_id,
+            &aud,
+            &m.origin,
+            kind,
+            tlp,
+            &h.recipients,
+            h.exercise,
+        ) {
             Some(reason) => Some(reason),
             // A cycle relates one link to others: the picture decides it
             // (links are rare; the load is bounded like any picture's).

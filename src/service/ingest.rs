@@ -237,6 +237,7 @@ async fn try_prepare(
         peers: &peers,
         max_message_bytes: node.cfg.limits.max_message_bytes,
         roster: roster.as_deref(),
+        accept_exercise: node.cfg.exercise.accept,
     };
     let mut rows = Vec::with_capacity(n);
     let mut slots = Vec::with_capacity(n);

@@ -48,7 +48,7 @@ fn id(n: u32) -> String {
 /// Runs every check, each on a fresh store opened by `open` in its own folder.
 pub async fn run_all(open: impl Fn(&Path) -> Store) {
     type Check = fn(Store) -> futures::future::BoxFuture<'static, ()>;
-    let checks: [(&str, Check); 21] = [
+    let checks: [(&str, Check); 22] = [
         ("held", |s| Box::pin(held_ids_are_found_by_index(s))),
         ("sync_index", |s| {
             Box::pin(sync_sums_follow_insert_and_purge(s))
@@ -80,6 +80,9 @@ pub async fn run_all(open: impl Fn(&Path) -> Store) {
         }),
         ("supersede_order", |s| {
             Box::pin(supersede_does_not_depend_on_arrival_order(s))
+        }),
+        ("supersede_exercise", |s| {
+            Box::pin(exercise_and_real_never_supersede_each_other(s))
         }),
         ("deferral", |s| {
             Box::pin(deferred_entries_wait_their_turn(s))
@@ -536,6 +539,40 @@ async fn supersede_does_not_depend_on_arrival_order(s: Store) {
     s.insert(vec![u, o], Durability::Durable).await.unwrap();
     let old = s.get_message(&id(2100)).await.unwrap().unwrap();
     assert_eq!(old.superseded_by, Some(id(2101)));
+}
+
+async fn exercise_and_real_never_supersede_each_other(s: Store) {
+    let make = |n: u32, exercise: bool, of: Option<u32>, created_ms: i64| {
+        let mut m = msg(&id(n), "node-a", MessageKind::Alert, &[]);
+        m.exercise = exercise;
+        m.supersedes = of.map(id);
+        m.created_ms = created_ms;
+        m
+    };
+    // (original's flag, update's flag, superseded?) in both arrival orders.
+    let cases = [
+        (false, true, false),
+        (true, false, false),
+        (true, true, true),
+        (false, false, true),
+    ];
+    for (k, (orig_ex, upd_ex, marks)) in cases.into_iter().enumerate() {
+        for update_first in [false, true] {
+            let base = 3000 + 10 * k as u32 + if update_first { 5 } else { 0 };
+            let o = make(base, orig_ex, None, 1_000);
+            let u = make(base + 1, upd_ex, Some(base), 2_000);
+            let order = if update_first { [u, o] } else { [o, u] };
+            for m in order {
+                s.insert(vec![m], Durability::Durable).await.unwrap();
+            }
+            let old = s.get_message(&id(base)).await.unwrap().unwrap();
+            assert_eq!(
+                old.superseded_by.is_some(),
+                marks,
+                "original exercise={orig_ex}, update exercise={upd_ex}, update first={update_first}"
+            );
+        }
+    }
 }
 
 async fn deferred_entries_wait_their_turn(s: Store) {

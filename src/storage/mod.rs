@@ -462,6 +462,15 @@ impl StoredMessage {
     pub fn body(&self) -> &[u8] {
         self.plain.as_deref().unwrap_or(&self.payload)
     }
+
+    /// Whether it was signed as exercise traffic (the envelope header's
+    /// flag; an undecodable header counts as exercise, so it is never shown
+    /// as real).
+    pub fn is_exercise(&self) -> bool {
+        use prost::Message as _;
+        crate::proto::v1::EnvelopeHeader::decode(self.header.as_slice())
+            .map_or(true, |h| h.exercise)
+    }
 }
 
 /// An outbox entry with the envelope parts to send.

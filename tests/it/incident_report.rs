@@ -14,7 +14,7 @@ use std::time::Duration;
 const BIN: &str = env!("CARGO_BIN_EXE_certfed");
 const WAIT: Duration = Duration::from_secs(20);
 
-fn chromium() -> Option<PathBuf> {
+pub(crate) fn chromium() -> Option<PathBuf> {
     for name in ["chromium", "chromium-browser"] {
         let found = std::env::var_os("PATH").map(|p| {
             std::env::split_paths(&p)
@@ -29,7 +29,7 @@ fn chromium() -> Option<PathBuf> {
 }
 
 /// Runs Chromium headless with `args` on `page`, bounded in time.
-fn browse(browser: &Path, profile: &Path, page: &Path, args: &[&str]) -> Output {
+pub(crate) fn browse(browser: &Path, profile: &Path, page: &Path, args: &[&str]) -> Output {
     let child = Command::new(browser)
         .args([
             "--headless",
@@ -63,19 +63,24 @@ fn browse(browser: &Path, profile: &Path, page: &Path, args: &[&str]) -> Output 
 }
 
 /// Console messages, script errors and refused loads in Chromium's log.
-fn console_problems(log: &str) -> Vec<&str> {
+pub(crate) fn console_problems(log: &str) -> Vec<&str> {
     log.lines()
         .filter(|l| l.contains("CONSOLE") || l.contains("Uncaught") || l.contains("Refused to"))
         .collect()
 }
 
-fn rgb(hex: &str) -> [u8; 3] {
+pub(crate) fn rgb(hex: &str) -> [u8; 3] {
     let v = u32::from_str_radix(hex.trim_start_matches('#'), 16).unwrap();
     [(v >> 16) as u8, (v >> 8) as u8, v as u8]
 }
 
 /// Pixels of the screenshot within `tol` of `colour`, counted in rows `rows`.
-fn count(png_path: &Path, colour: [u8; 3], rows: std::ops::Range<u32>, tol: i32) -> usize {
+pub(crate) fn count(
+    png_path: &Path,
+    colour: [u8; 3],
+    rows: std::ops::Range<u32>,
+    tol: i32,
+) -> usize {
     let decoder = png::Decoder::new(std::io::BufReader::new(
         std::fs::File::open(png_path).unwrap(),
     ));

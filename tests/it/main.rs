@@ -15,6 +15,7 @@ mod demo;
 mod duplicates;
 mod e2e;
 mod exchange;
+mod exercise;
 mod fedtools;
 mod flood;
 mod full_disk;

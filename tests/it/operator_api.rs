@@ -1184,6 +1184,7 @@ async fn every_assistance_action_is_idempotent() {
         request: Some(green_request("DDoS on the ministry")),
         recipients: vec![],
         request_id: key.to_string(),
+        exercise: false,
     };
     let rid = op_b
         .request_assistance(ask(&key))

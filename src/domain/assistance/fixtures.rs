@@ -99,6 +99,7 @@ pub(super) fn signed(id: &str, actor: &str, t: i64, step: Step) -> SignedStep {
         actor: actor.into(),
         created_ms: t,
         step,
+        exercise: false,
     }
 }
 

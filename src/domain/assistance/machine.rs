@@ -19,6 +19,7 @@ use super::validate::{
     offer_content, request_content, timestamp_ms, validate_decision, validate_offer,
     validate_request, validate_status,
 };
+use crate::domain::exercise::crossing;
 use crate::proto::v1::{
     AssistanceRequest, AssistanceState, DecisionMessage, Offer, OfferMessage, OfferState,
     StatusMessage,
@@ -102,6 +103,9 @@ pub struct SignedStep {
     pub actor: String,
     pub created_ms: i64,
     pub step: Step,
+    /// The signed envelope's exercise flag: a step answers only a request of
+    /// the same flag (`domain::exercise`).
+    pub exercise: bool,
 }
 
 /// One offer on a request.
@@ -144,6 +148,8 @@ pub struct Assistance {
     /// Every step of the request (after dedup), in replay order, applied or ignored.
     pub history: Vec<HistoryEntry>,
     pub created_ms: i64,
+    /// Whether the request is exercise traffic (its envelope's flag).
+    pub exercise: bool,
 }
 
 /// Display label of a request state: `REQUESTED`, `OFFERED`, …
@@ -577,6 +583,7 @@ pub fn replay(request_id: &str, steps: &[SignedStep]) -> Option<Assistance> {
         offers: Vec::new(),
         history: Vec::new(),
         created_ms: req.created_ms,
+        exercise: req.exercise,
     };
     for (s, _) in &mine {
         let (action, applied) = if std::ptr::eq(*s, req) {
@@ -584,6 +591,14 @@ pub fn replay(request_id: &str, steps: &[SignedStep]) -> Option<Assistance> {
                 format!("{} requested assistance: {}", s.actor, r.title),
                 true,
             )
+        } else if let Some(reason) = crossing(
+            s.step.noun(),
+            s.exercise,
+            "answer",
+            &req.message_id,
+            req.exercise,
+        ) {
+            (format!("ignored: {reason}"), false)
         } else if (s.created_ms, &s.message_id) < (req.created_ms, &req.message_id) {
             (
                 format!("ignored: {} created before the request", s.step.noun()),

@@ -520,3 +520,48 @@ fn allowed_moves_graph() {
         assert!(allowed_moves(s).contains(&S::Withdrawn));
     }
 }
+
+#[test]
+fn exercise_and_real_steps_never_answer_each_other() {
+    // A real request: an exercise offer (and an exercise decision on a real
+    // offer) are ignored with the reason; the real ones apply.
+    let mut ex_offer = signed("o-ex", "donor-x", T0 + 10, offer_step(3));
+    ex_offer.exercise = true;
+    let real_offer = signed("o-real", "donor-y", T0 + 20, offer_step(3));
+    let mut ex_accept = signed("d-ex", REQ, T0 + 30, decision_step("o-real", true));
+    ex_accept.exercise = true;
+    let a = replay(RID, &[request_step(), ex_offer, real_offer, ex_accept]).unwrap();
+    assert!(!a.exercise);
+    assert_eq!(a.state, S::Offered, "only the real offer counts");
+    assert_eq!(a.offers.len(), 1);
+    assert_eq!(a.offers[0].offer_id, "o-real");
+    let ignored: Vec<&HistoryEntry> = a.history.iter().filter(|h| !h.applied).collect();
+    assert_eq!(ignored.len(), 2, "{:?}", a.history);
+    for h in ignored {
+        assert!(
+            h.action.contains("exercise")
+                && h.action
+                    .contains(&format!("cannot answer real message {RID}")),
+            "{}",
+            h.action
+        );
+    }
+
+    // The reverse: an exercise request is not answered by a real offer.
+    let mut req = request_step();
+    req.exercise = true;
+    let mut ex_offer = signed("o-ex", "donor-x", T0 + 10, offer_step(3));
+    ex_offer.exercise = true;
+    let real_offer = signed("o-real", "donor-y", T0 + 20, offer_step(3));
+    let a = replay(RID, &[req, real_offer, ex_offer]).unwrap();
+    assert!(a.exercise);
+    assert_eq!(a.offers.len(), 1);
+    assert_eq!(a.offers[0].offer_id, "o-ex");
+    assert!(
+        a.history.iter().any(|h| !h.applied
+            && h.action
+                .contains("real offer cannot answer exercise message")),
+        "{:?}",
+        a.history
+    );
+}

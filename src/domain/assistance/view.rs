@@ -53,6 +53,7 @@ impl Assistance {
                 })
                 .collect(),
             truncated: false,
+            exercise: self.exercise,
         }
     }
 }

@@ -13,6 +13,11 @@
 //! picture and is listed with its reason ([`refusal`] is the same rule the
 //! origin's node applies before it signs).
 //!
+//! **Exercise.** An exercise contribution never joins a real incident, and a
+//! real one never an exercise incident; links and merges never cross the flag
+//! either (`domain::exercise::crossing`, refused with the reason like any
+//! other rule).
+//!
 //! **Marking.** A contribution may be more restricted than its incident, never
 //! wider: its TLP is at least the incident's, and when the incident has named
 //! recipients, the contribution's are among them ([`check_contribution`]). What

@@ -16,6 +16,7 @@
 //!   bytes ([`digest`]).
 use crate::domain::alert::sector_label;
 use crate::domain::envelope::{ms_to_ts, ts_to_ms};
+use crate::domain::exercise::crossing;
 use crate::domain::policy::tlp_label;
 use crate::proto::v1::{
     Alert, AssistanceRequest, AssistanceState, IncidentLink, IncidentMatch, IncidentMerge,
@@ -61,6 +62,8 @@ pub struct Contribution {
     pub incident_id: String,
     /// `None`: this node cannot read it (end-to-end encrypted for others).
     pub body: Option<Body>,
+    /// The signed header's exercise flag (`domain::exercise`).
+    pub exercise: bool,
 }
 
 /// Who may read an incident: its opener and named recipients, or everyone.
@@ -70,6 +73,8 @@ pub struct Audience<'a> {
     pub tlp: Tlp,
     /// Empty: a broadcast (CLEAR or GREEN) incident.
     pub recipients: &'a [String],
+    /// Whether the incident is an exercise one (its opening alert's flag).
+    pub exercise: bool,
 }
 
 impl Audience<'_> {
@@ -121,8 +126,10 @@ pub fn check_contribution(
     Ok(())
 }
 
-/// Why a contribution of `kind` from `origin` to the incident is refused, if
-/// it is: the marking rules, and only the opener changes the status or merges.
+/// Why a contribution of `kind` from `origin` (marked `exercise`) to the
+/// incident is refused, if it is: exercise and real stay apart, the marking
+/// rules, and only the opener changes the status or merges.
+#[allow(clippy::too_many_arguments)]
 pub fn refusal(
     incident_id: &str,
     inc: &Audience<'_>,
@@ -130,7 +137,11 @@ pub fn refusal(
     kind: MessageKind,
     tlp: Tlp,
     recipients: &[String],
+    exercise: bool,
 ) -> Option<String> {
+    if let Some(r) = crossing(noun(kind), exercise, "join", incident_id, inc.exercise) {
+        return Some(r);
+    }
     if let Err(e) = check_contribution(incident_id, inc, origin, tlp, recipients) {
         return Some(e);
     }
@@ -145,6 +156,18 @@ pub fn refusal(
             inc.opener
         )
     })
+}
+
+/// A contribution of `kind`, in words.
+fn noun(kind: MessageKind) -> &'static str {
+    match kind {
+        MessageKind::Alert => "alert",
+        MessageKind::Sighting => "sighting",
+        MessageKind::IncidentStatus => "status change",
+        MessageKind::IncidentLink => "link",
+        MessageKind::IncidentMerge => "merge",
+        _ => "contribution",
+    }
 }
 
 /// The other messages a contribution names (a link's target, a merge's other
@@ -240,6 +263,7 @@ pub fn picture(root: &str, items: &[Contribution]) -> Option<Situation> {
             opener: &o.origin,
             tlp: o.tlp,
             recipients: &o.recipients,
+            exercise: o.exercise,
         })
     };
 
@@ -261,6 +285,7 @@ pub fn picture(root: &str, items: &[Contribution]) -> Option<Situation> {
             c.kind,
             c.tlp,
             &c.recipients,
+            c.exercise,
         ) {
             Some(r) => {
                 refused.insert(&c.message_id, r);
@@ -268,6 +293,25 @@ pub fn picture(root: &str, items: &[Contribution]) -> Option<Situation> {
             None => {
                 valid.insert(&c.message_id);
             }
+        }
+    }
+
+    // A merge with, or a link to, a message of the other flag is refused
+    // (exercise and real stay apart).
+    for c in &list {
+        if !valid.contains(c.message_id.as_str()) {
+            continue;
+        }
+        let (what, relation, target) = match &c.body {
+            Some(Body::Merge(m)) => ("merge", "merge with", m.other_incident_id.as_str()),
+            Some(Body::Link(l)) => ("link", "link to", l.message_id.as_str()),
+            _ => continue,
+        };
+        if let Some(t) = by_id.get(target)
+            && let Some(r) = crossing(what, c.exercise, relation, target, t.exercise)
+        {
+            refused.insert(&c.message_id, r);
+            valid.remove(c.message_id.as_str());
         }
     }
 
@@ -292,6 +336,9 @@ pub fn picture(root: &str, items: &[Contribution]) -> Option<Situation> {
     let mut rep: BTreeMap<&str, &str> = openers.keys().map(|k| (*k, *k)).collect();
     for &(a, b) in &claims {
         if !claims.contains(&(b, a)) || !openers.contains_key(b) {
+            continue;
+        }
+        if openers.get(a).map(|o| o.exercise) != openers.get(b).map(|o| o.exercise) {
             continue;
         }
         let (ra, rb) = (rep[a], rep[b]);
@@ -385,6 +432,7 @@ pub fn picture(root: &str, items: &[Contribution]) -> Option<Situation> {
             && let Some(t) = by_id.get(l.message_id.as_str())
             && !refused.contains_key(t.message_id.as_str())
             && !openers.contains_key(t.message_id.as_str())
+            && t.exercise == by_id[id].exercise
         {
             if t.kind == MessageKind::AssistanceRequest {
                 linked_requests.insert(&t.message_id);
@@ -400,6 +448,7 @@ pub fn picture(root: &str, items: &[Contribution]) -> Option<Situation> {
         .collect();
     for c in &list {
         if let Some(Body::Assistance { request, .. }) = &c.body
+            && c.exercise == openers[top].exercise
             && request
                 .linked_alerts
                 .iter()
@@ -608,6 +657,7 @@ pub fn picture(root: &str, items: &[Contribution]) -> Option<Situation> {
         .collect();
 
     let mut s = Situation {
+        exercise: opener.exercise,
         incident_id: top.to_string(),
         opener: opener.origin.clone(),
         title,

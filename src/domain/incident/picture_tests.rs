@@ -34,6 +34,7 @@ pub(super) fn alert_c(
     inds: &[&str],
 ) -> Contribution {
     Contribution {
+        exercise: false,
         message_id: id(n),
         origin: origin.into(),
         kind: MessageKind::Alert,
@@ -78,6 +79,7 @@ pub(super) fn sighting_c(
     sev: Severity,
 ) -> Contribution {
     Contribution {
+        exercise: false,
         message_id: id(n),
         origin: origin.into(),
         kind: MessageKind::Sighting,
@@ -101,6 +103,7 @@ pub(super) fn sighting_c(
 
 fn status_c(n: u32, origin: &str, incident: u32, at: i64, st: IncidentStatus) -> Contribution {
     Contribution {
+        exercise: false,
         message_id: id(n),
         origin: origin.into(),
         kind: MessageKind::IncidentStatus,
@@ -118,6 +121,7 @@ fn status_c(n: u32, origin: &str, incident: u32, at: i64, st: IncidentStatus) ->
 
 pub(super) fn link_c(n: u32, origin: &str, incident: u32, target: u32, at: i64) -> Contribution {
     Contribution {
+        exercise: false,
         message_id: id(n),
         origin: origin.into(),
         kind: MessageKind::IncidentLink,
@@ -135,6 +139,7 @@ pub(super) fn link_c(n: u32, origin: &str, incident: u32, target: u32, at: i64) 
 
 pub(super) fn merge_c(n: u32, origin: &str, incident: u32, other: u32, at: i64) -> Contribution {
     Contribution {
+        exercise: false,
         message_id: id(n),
         origin: origin.into(),
         kind: MessageKind::IncidentMerge,
@@ -351,6 +356,7 @@ fn linked_messages_and_assistance_join() {
         )
     };
     let req = Contribution {
+        exercise: false,
         message_id: id(6),
         origin: "a".into(),
         kind: MessageKind::AssistanceRequest,
@@ -429,6 +435,7 @@ fn updates_replace_and_retractions_remove() {
 fn marking_rules_for_the_origin() {
     let to = ["b".to_string()];
     let aud = Audience {
+        exercise: false,
         opener: "a",
         tlp: Tlp::Amber,
         recipients: &to,
@@ -445,7 +452,8 @@ fn marking_rules_for_the_origin() {
             "b",
             MessageKind::IncidentStatus,
             Tlp::Amber,
-            &["a".into()]
+            &["a".into()],
+            false
         )
         .is_some()
     );
@@ -456,8 +464,83 @@ fn marking_rules_for_the_origin() {
             "a",
             MessageKind::IncidentStatus,
             Tlp::Amber,
-            &["b".into()]
+            &["b".into()],
+            false
         )
         .is_none()
+    );
+}
+
+#[test]
+fn exercise_and_real_never_join_link_or_merge() {
+    let ex = |mut c: Contribution| {
+        c.exercise = true;
+        c
+    };
+    // A real incident (1), an exercise incident (2) by the same partners.
+    let held = vec![
+        opener(1, "a", Tlp::Green, &[], 100),
+        ex(opener(2, "b", Tlp::Green, &[], 150)),
+        // An exercise sighting into the real incident, a real one into the
+        // exercise incident: both refused.
+        ex(sighting_c(
+            3,
+            "c",
+            1,
+            Tlp::Green,
+            &[],
+            200,
+            Severity::Critical,
+        )),
+        sighting_c(4, "c", 2, Tlp::Green, &[], 210, Severity::Critical),
+        // The exercise opener links the real incident into its own.
+        ex(link_c(5, "b", 2, 1, 300)),
+        // Both openers agree to merge: still not merged.
+        merge_c(6, "a", 1, 2, 400),
+        ex(merge_c(7, "b", 2, 1, 410)),
+        // A same-flag contribution joins.
+        ex(sighting_c(8, "d", 2, Tlp::Green, &[], 500, Severity::Low)),
+    ];
+    let real = picture(&id(1), &held).unwrap();
+    assert!(!real.exercise);
+    assert!(
+        real.merged.is_empty() && real.part_of.is_empty(),
+        "{real:?}"
+    );
+    assert_eq!(real.partners_affected, ["a"], "no exercise sighting counts");
+    let refused: Vec<(&str, &str)> = real
+        .refused
+        .iter()
+        .map(|r| (r.message_id.as_str(), r.reason.as_str()))
+        .collect();
+    assert!(
+        refused
+            .iter()
+            .any(|(m, r)| *m == id(3) && r.contains("exercise sighting cannot join real message")),
+        "{refused:?}"
+    );
+    assert!(
+        refused.iter().any(
+            |(m, r)| *m == id(6) && r.contains("real merge cannot merge with exercise message")
+        ),
+        "{refused:?}"
+    );
+
+    let exs = picture(&id(2), &held).unwrap();
+    assert!(exs.exercise);
+    assert!(exs.parts.is_empty() && exs.merged.is_empty(), "{exs:?}");
+    assert_eq!(exs.partners_affected, ["b", "d"]);
+    let reasons: Vec<&str> = exs.refused.iter().map(|r| r.reason.as_str()).collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("real sighting cannot join exercise message")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("exercise link cannot link to real message")),
+        "{reasons:?}"
     );
 }

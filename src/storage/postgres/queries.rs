@@ -212,7 +212,8 @@ pub async fn insert_messages(
     Ok(out)
 }
 
-/// Marks `old` superseded by `m` (if held and of the same origin, unless a
+/// Marks `old` superseded by `m` (if held, of the same origin and of the same
+/// exercise flag, unless a
 /// later update already did); if `old` is not held, remembers the mark.
 async fn supersede(c: &ClientWrapper, m: &NewMessage, old: &str) -> Result<(), StoreError> {
     let held = c
@@ -223,11 +224,11 @@ async fn supersede(c: &ClientWrapper, m: &NewMessage, old: &str) -> Result<(), S
     if held {
         c.execute(
             "UPDATE messages SET superseded_by = $1
-             WHERE message_id = $2 AND origin = $3
+             WHERE message_id = $2 AND origin = $3 AND exercise = $5
                AND (superseded_by IS NULL OR NOT EXISTS (
                    SELECT 1 FROM messages s WHERE s.message_id = messages.superseded_by
                    AND (s.created_ms, s.message_id) > ($4, $1)))",
-            &[&m.message_id, &old, &m.origin, &m.created_ms],
+            &[&m.message_id, &old, &m.origin, &m.created_ms, &m.exercise],
         )
         .await
         .map_err(|x| pg_err("cannot mark a superseded message", x))?;
@@ -249,8 +250,10 @@ async fn apply_waiting(c: &ClientWrapper, m: &NewMessage, cursor: i64) -> Result
     let waiting = c
         .query_opt(
             "SELECT by_id, created_ms FROM pending_supersede WHERE original = $1 AND origin = $2
+               AND EXISTS (SELECT 1 FROM messages u
+                           WHERE u.message_id = pending_supersede.by_id AND u.exercise = $3)
              ORDER BY created_ms DESC, by_id DESC LIMIT 1",
-            &[&m.message_id, &m.origin],
+            &[&m.message_id, &m.origin, &m.exercise],
         )
         .await
         .map_err(e("cannot read waiting supersede marks"))?;

@@ -137,9 +137,11 @@ pub fn insert_messages(c: &Connection, msgs: &[NewMessage]) -> Result<Vec<Stored
         let waiting: Option<String> = if any_pending {
             c.prepare_cached(
                 "SELECT by_id FROM pending_supersede WHERE original = ?1 AND origin = ?2
+                   AND EXISTS (SELECT 1 FROM messages u
+                               WHERE u.message_id = pending_supersede.by_id AND u.exercise = ?3)
                  ORDER BY created_ms DESC, by_id DESC LIMIT 1",
             )?
-            .query_row(params![m.message_id, m.origin], |r| r.get(0))
+            .query_row(params![m.message_id, m.origin, m.exercise], |r| r.get(0))
             .optional()?
         } else {
             None
@@ -156,7 +158,8 @@ pub fn insert_messages(c: &Connection, msgs: &[NewMessage]) -> Result<Vec<Stored
     Ok(out)
 }
 
-/// Marks `old` (if held, and issued by the same origin) as superseded by the
+/// Marks `old` (if held, issued by the same origin, and exercise exactly when
+/// `m` is: `domain::exercise`) as superseded by the
 /// new message `m`, unless a later update already superseded it; if `old` is
 /// not held yet, remembers the mark for when it arrives (and returns true).
 fn supersede(c: &Connection, m: &NewMessage, old: &str) -> Result<bool, StoreError> {
@@ -166,12 +169,18 @@ fn supersede(c: &Connection, m: &NewMessage, old: &str) -> Result<bool, StoreErr
     if held {
         c.prepare_cached(
             "UPDATE messages SET superseded_by = ?1
-             WHERE message_id = ?2 AND origin = ?3
+             WHERE message_id = ?2 AND origin = ?3 AND exercise = ?5
                AND (superseded_by IS NULL OR NOT EXISTS (
                    SELECT 1 FROM messages s WHERE s.message_id = messages.superseded_by
                    AND (s.created_ms, s.message_id) > (?4, ?1)))",
         )?
-        .execute(params![m.message_id, old, m.origin, m.created_ms])?;
+        .execute(params![
+            m.message_id,
+            old,
+            m.origin,
+            m.created_ms,
+            m.exercise
+        ])?;
     } else {
         c.prepare_cached(
             "INSERT OR IGNORE INTO pending_supersede (original, origin, by_id, created_ms)
