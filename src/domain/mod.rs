@@ -5,6 +5,7 @@
 //! always passed in. Everything is testable in memory.
 pub mod admission;
 pub mod alert;
+pub mod attachment;
 pub mod assistance;
 pub mod custody;
 pub mod e2e;
