@@ -173,6 +173,11 @@ pub struct PublishArgs {
     /// Contribute this alert to an incident (its TLP at least the incident's).
     #[arg(long, value_name = "INCIDENT_ID")]
     pub incident: Option<String>,
+    /// Attach an evidence file (repeatable); `FILE,malware` flags a malware
+    /// sample. Encrypted end to end for TLP:AMBER and above; the alert is
+    /// published only once every file has reached the node complete.
+    #[arg(long, value_parser = crate::cli::attachment::parse_attach, value_name = "FILE[,malware]")]
+    pub attach: Vec<crate::cli::attachment::AttachArg>,
 }
 
 /// Connects to the node with the operator's certificate.
@@ -462,6 +467,9 @@ pub async fn alert(conn: Conn, cmd: AlertCmd) -> anyhow::Result<()> {
     match cmd {
         AlertCmd::Export(a) => crate::cli::exchange::export(&mut c, &node, conn.json, *a).await,
         AlertCmd::Import(a) => crate::cli::exchange::import(&mut c, &node, conn.json, *a).await,
+        AlertCmd::Publish(a) if !a.attach.is_empty() => {
+            crate::cli::attachment::publish(&conn, publish_request(&a), &a.attach).await
+        }
         AlertCmd::Publish(a) => {
             let r = c
                 .publish_alert(publish_request(&a))

@@ -344,9 +344,7 @@ impl Assembly {
 
     /// Bytes verified so far.
     pub fn verified_bytes(&self) -> u64 {
-        self.layout
-            .offset_of(self.next)
-            .min(self.layout.size)
+        self.layout.offset_of(self.next).min(self.layout.size)
     }
 
     /// Every chunk is here.
@@ -518,11 +516,9 @@ impl Reader {
         let key = if manifest.key.is_empty() {
             None
         } else {
-            Some(
-                manifest.key.as_slice().try_into().map_err(|_| {
-                    AttachmentError::Manifest("attachment key must have 32 bytes".into())
-                })?,
-            )
+            Some(manifest.key.as_slice().try_into().map_err(|_| {
+                AttachmentError::Manifest("attachment key must have 32 bytes".into())
+            })?)
         };
         Ok(Reader {
             key,
@@ -569,8 +565,7 @@ impl Reader {
         let sha: Digest32 = self.sha.finalize().into();
         if self.size != self.expect_size || sha.as_slice() != self.expect_sha.as_slice() {
             return Err(AttachmentError::Manifest(
-                "the content does not match the signed SHA-256; the stored copy is corrupt"
-                    .into(),
+                "the content does not match the signed SHA-256; the stored copy is corrupt".into(),
             ));
         }
         Ok(())

@@ -33,7 +33,11 @@ fn manifest(name: &str, built: &Built, key: Option<Digest32>) -> Attachment {
     }
 }
 
-fn read_all(m: &Attachment, blob: &AttachmentBlob, chunks: Vec<Vec<u8>>) -> Result<Vec<u8>, AttachmentError> {
+fn read_all(
+    m: &Attachment,
+    blob: &AttachmentBlob,
+    chunks: Vec<Vec<u8>>,
+) -> Result<Vec<u8>, AttachmentError> {
     let mut r = Reader::new(m, blob)?;
     let mut out = Vec::new();
     for c in chunks {
@@ -80,7 +84,12 @@ fn sizes_and_chunk_counts_follow_the_framing() {
 #[test]
 fn encrypted_chunks_hold_no_plaintext_and_differ_by_key() {
     let marker = b"PLAINTEXT-MARKER-16";
-    let data: Vec<u8> = marker.iter().cycle().take(2 * CHUNK as usize + 10).copied().collect();
+    let data: Vec<u8> = marker
+        .iter()
+        .cycle()
+        .take(2 * CHUNK as usize + 10)
+        .copied()
+        .collect();
     let (chunks, _) = build(&data, Some(KEY), 4096);
     for c in &chunks {
         assert!(!c.windows(marker.len()).any(|w| w == marker));
@@ -111,7 +120,10 @@ fn stream_detects_reorder_truncation_tamper_and_wrong_key() {
     );
     let mut r = Reader::new(&m, &built.blob).unwrap();
     r.chunk(chunks[0].clone()).unwrap();
-    assert!(r.finish().is_err(), "a reader stopped early refuses to finish");
+    assert!(
+        r.finish().is_err(),
+        "a reader stopped early refuses to finish"
+    );
     // A flipped bit.
     let mut bad = chunks.clone();
     bad[3][5] ^= 1;
@@ -157,25 +169,37 @@ fn assembly_verifies_each_chunk_in_order_and_resumes() {
     // Out of order, then a corrupted chunk, then a short one, then a long one.
     assert_eq!(
         a.accept(1, &chunks[1]),
-        Err(AttachmentError::OutOfOrder { expected: 0, got: 1 })
+        Err(AttachmentError::OutOfOrder {
+            expected: 0,
+            got: 1
+        })
     );
     let mut bad = chunks[0].clone();
     bad[100] ^= 0x80;
-    assert_eq!(a.accept(0, &bad), Err(AttachmentError::Corrupt { index: 0 }));
+    assert_eq!(
+        a.accept(0, &bad),
+        Err(AttachmentError::Corrupt { index: 0 })
+    );
     assert!(matches!(
         a.accept(0, &chunks[0][..10]),
         Err(AttachmentError::Length { index: 0, .. })
     ));
     let mut long = chunks[0].clone();
     long.push(0);
-    assert!(matches!(a.accept(0, &long), Err(AttachmentError::Length { .. })));
+    assert!(matches!(
+        a.accept(0, &long),
+        Err(AttachmentError::Length { .. })
+    ));
     assert_eq!(a.next(), 0, "nothing refused is counted");
     a.accept(0, &chunks[0]).unwrap();
     a.accept(1, &chunks[1]).unwrap();
     // Duplicate of a chunk already kept.
     assert_eq!(
         a.accept(1, &chunks[1]),
-        Err(AttachmentError::OutOfOrder { expected: 2, got: 1 })
+        Err(AttachmentError::OutOfOrder {
+            expected: 2,
+            got: 1
+        })
     );
     assert_eq!(a.verified_bytes(), 2 * u64::from(CHUNK + TAG));
     // A restart resumes at the chunks already kept, without re-sending them.
@@ -187,7 +211,10 @@ fn assembly_verifies_each_chunk_in_order_and_resumes() {
     assert!(b.is_complete());
     assert_eq!(b.verified_bytes(), built.blob.size);
     assert_eq!(b.accept(5, &[]), Err(AttachmentError::Complete));
-    assert_eq!(Assembly::new(&built.blob, &list).unwrap().resume(99).next(), 5);
+    assert_eq!(
+        Assembly::new(&built.blob, &list).unwrap().resume(99).next(),
+        5
+    );
 }
 
 #[test]
@@ -197,19 +224,28 @@ fn framing_of_a_hostile_header_is_refused() {
         chunk_size: 0,
         chunk_root: vec![0; 32],
     };
-    assert!(matches!(Layout::of(&blob), Err(AttachmentError::Framing(_))));
+    assert!(matches!(
+        Layout::of(&blob),
+        Err(AttachmentError::Framing(_))
+    ));
     let blob = AttachmentBlob {
         size: u64::MAX,
         chunk_size: 1,
         chunk_root: vec![0; 32],
     };
-    assert!(matches!(Layout::of(&blob), Err(AttachmentError::Framing(_))));
+    assert!(matches!(
+        Layout::of(&blob),
+        Err(AttachmentError::Framing(_))
+    ));
     let blob = AttachmentBlob {
         size: 1,
         chunk_size: 1,
         chunk_root: vec![0; 3],
     };
-    assert!(matches!(Layout::of(&blob), Err(AttachmentError::Framing(_))));
+    assert!(matches!(
+        Layout::of(&blob),
+        Err(AttachmentError::Framing(_))
+    ));
 }
 
 #[test]
@@ -219,7 +255,9 @@ fn manifests_must_agree_with_their_blobs() {
     let blobs = [built.blob.clone()];
     check_manifests(&[good.clone()], &blobs, true, 1 << 30).unwrap();
     let refused = |m: Attachment, encrypted: bool, limit: u64| {
-        check_manifests(&[m], &blobs, encrypted, limit).unwrap_err().to_string()
+        check_manifests(&[m], &blobs, encrypted, limit)
+            .unwrap_err()
+            .to_string()
     };
     // A size that lies.
     let mut m = good.clone();
@@ -244,14 +282,30 @@ fn manifests_must_agree_with_their_blobs() {
 
 #[test]
 fn names_and_media_types_are_checked() {
-    for bad in ["", "../etc/passwd", "a/b", "a\\b", "..", "x\u{1b}[2J", "\u{202e}fdp.exe"] {
+    for bad in [
+        "",
+        "../etc/passwd",
+        "a/b",
+        "a\\b",
+        "..",
+        "x\u{1b}[2J",
+        "\u{202e}fdp.exe",
+    ] {
         assert!(check_name("n", bad).is_err(), "{bad:?}");
     }
     for good in ["capture.pcap", "ransom note (1).txt", "журнал.log", "a.b.c"] {
         check_name("n", good).unwrap();
     }
     assert!(check_name("n", &"a".repeat(256)).is_err());
-    for bad in ["", "pcap", "a/", "/b", "a/b/c", "text/plain; charset=\"x\"", "a b/c"] {
+    for bad in [
+        "",
+        "pcap",
+        "a/",
+        "/b",
+        "a/b/c",
+        "text/plain; charset=\"x\"",
+        "a b/c",
+    ] {
         assert!(check_media_type("m", bad).is_err(), "{bad:?}");
     }
     check_media_type("m", "application/vnd.tcpdump.pcap").unwrap();
@@ -262,12 +316,16 @@ fn names_and_media_types_are_checked() {
         size,
         ..Default::default()
     };
-    assert!(check_declared(&[a("x", 1), a("x", 1)], 100)
-        .unwrap_err()
-        .to_string()
-        .contains("twice"));
+    assert!(
+        check_declared(&[a("x", 1), a("x", 1)], 100)
+            .unwrap_err()
+            .to_string()
+            .contains("twice")
+    );
     assert!(check_declared(&[a("x", 60), a("y", 60)], 100).is_err());
     check_declared(&[a("x", 50), a("y", 50)], 100).unwrap();
-    let many: Vec<_> = (0..=MAX_ATTACHMENTS).map(|i| a(&format!("f{i}"), 0)).collect();
+    let many: Vec<_> = (0..=MAX_ATTACHMENTS)
+        .map(|i| a(&format!("f{i}"), 0))
+        .collect();
     assert!(check_declared(&many, 100).is_err());
 }

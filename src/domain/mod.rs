@@ -5,8 +5,8 @@
 //! always passed in. Everything is testable in memory.
 pub mod admission;
 pub mod alert;
-pub mod attachment;
 pub mod assistance;
+pub mod attachment;
 pub mod custody;
 pub mod e2e;
 pub mod envelope;

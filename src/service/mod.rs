@@ -13,6 +13,7 @@
 //! one table. Error messages say what to do.
 pub mod alerts;
 pub mod assistance;
+pub mod attachments;
 pub mod delivery;
 pub mod exchange;
 pub mod incidents;
