@@ -310,6 +310,17 @@ pub struct LimitsSection {
     /// attachments together (issue 16). Default 64 MiB.
     #[serde(default = "default_max_attachment_bytes")]
     pub max_attachment_bytes: u64,
+    /// Attachments of a message are fetched from the delivering peer as soon
+    /// as the message arrives when they total at most this many bytes (in
+    /// their stored form); larger ones when first asked for. Default 64 MiB.
+    #[serde(default = "default_max_attachment_bytes")]
+    pub eager_attachment_bytes: u64,
+    /// Bytes per second this node sends on one attachment stream to a peer
+    /// (0: unbounded). Attachments travel on their own connection, so alerts
+    /// never queue behind them; this bound keeps a large transfer from
+    /// filling a thin link.
+    #[serde(default)]
+    pub attachment_bytes_per_sec: u64,
 }
 
 impl Default for LimitsSection {
@@ -322,6 +333,8 @@ impl Default for LimitsSection {
             max_message_age_days: default_max_message_age_days(),
             ack_timeout_secs: default_ack_timeout(),
             max_attachment_bytes: default_max_attachment_bytes(),
+            eager_attachment_bytes: default_max_attachment_bytes(),
+            attachment_bytes_per_sec: 0,
         }
     }
 }

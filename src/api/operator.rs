@@ -444,6 +444,7 @@ impl Operator for OperatorApi {
     ) -> Result<Response<Self::GetAttachmentStream>, Status> {
         let who = audit::operator(&req);
         let r = self.take(req)?;
+        crate::service::transfer::on_demand(&self.node, &r.message_id).await;
         let got = crate::service::attachments::download(
             &self.node,
             &r.message_id,

@@ -30,6 +30,7 @@ pub mod reconciler;
 pub mod requests;
 pub mod retention;
 pub mod roster;
+pub mod transfer;
 
 use crate::storage::StoreError;
 

@@ -82,6 +82,8 @@ pub struct Node {
     roster_applied: watch::Sender<u64>,
     /// The peers the configuration lists (the roster may hide some).
     configured_peers: RwLock<Vec<PeerSection>>,
+    /// Messages whose attachments are being fetched (`service::transfer`).
+    pub fetching: crate::service::transfer::Fetching,
 }
 
 /// What the application hands over to build a [`Node`].
@@ -142,6 +144,7 @@ impl Node {
             roster: RwLock::new(p.roster.map(Arc::new)),
             roster_lock: tokio::sync::Mutex::new(()),
             configured_peers: RwLock::new(p.cfg.peers.clone()),
+            fetching: Default::default(),
             cfg: p.cfg,
         }
     }

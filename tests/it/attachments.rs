@@ -113,6 +113,26 @@ fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
     hits
 }
 
+/// Waits until node `op` lists `n` attachments of `id`, all available.
+async fn available(op: &OperatorClient<Channel>, id: &str, n: usize) -> bool {
+    eventually(Duration::from_secs(90), || {
+        let mut op = op.clone();
+        let id = id.to_string();
+        async move {
+            op.list_attachments(ListAttachmentsRequest { message_id: id })
+                .await
+                .is_ok_and(|r| {
+                    let r = r.into_inner();
+                    r.attachments.len() == n
+                        && r.attachments
+                            .iter()
+                            .all(|s| s.state == AttachmentState::Available as i32)
+                })
+        }
+    })
+    .await
+}
+
 fn leftovers(data_dir: &Path) -> Vec<String> {
     std::fs::read_dir(data_dir.join("attachments"))
         .into_iter()
@@ -203,25 +223,30 @@ async fn amber_evidence_is_stored_encrypted_and_downloads_byte_identical() {
         "temporary upload folder left behind"
     );
 
-    // c can read the alert, so it sees the manifest; the content is not
-    // fetched across the federation by this build.
+    // c fetches the evidence from b, which fetched the ciphertext from a;
+    // c's copies are byte-identical.
     let mut op_c = fed.operator(2).await;
-    let list = op_c
-        .list_attachments(ListAttachmentsRequest {
-            message_id: id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(list.attachments.len(), 3);
-    assert_eq!(
-        list.attachments[0].state,
-        AttachmentState::NotFetched as i32
+    assert!(
+        available(&op_c, &id, 3).await,
+        "c never got the attachments"
     );
-    let e = download(&mut op_c, &id, "capture.pcap", false)
+    let (_, got) = download(&mut op_c, &id, "capture.pcap", false)
         .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::FailedPrecondition);
+        .unwrap();
+    assert!(got == capture, "c's copy differs");
+    let (_, got) = download(&mut op_c, &id, "dropper.bin", true).await.unwrap();
+    assert!(got == sample);
+    // b, a relay, drops the ciphertext once c has it.
+    let b_dir = fed.data_dir(1).join("attachments").join(&id);
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let d = b_dir.clone();
+            async move { !d.exists() }
+        })
+        .await,
+        "b still holds {:?}",
+        std::fs::read_dir(&b_dir).map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+    );
     // b relays the alert but cannot read it, nor its manifests.
     let mut op_b = fed.operator(1).await;
     assert!(
