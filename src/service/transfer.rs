@@ -38,12 +38,22 @@ use tokio::sync::mpsc;
 
 /// Attempts before a fetch is abandoned.
 pub const MAX_ATTEMPTS: u32 = 12;
+/// Tries (one a second) while no source holds the attachment yet.
+pub const MAX_WAITS: u32 = 3600;
 /// Largest frame on a fetch stream (a chunk and its framing).
 pub const MAX_CHUNK_FRAME: usize = 4 * 1024 * 1024;
 
 /// Messages whose attachments are being fetched now.
 #[derive(Default)]
 pub struct Fetching(Mutex<HashSet<String>>);
+
+/// How one fetch attempt ended.
+enum Attempt {
+    /// The source does not hold it (yet): wait and try again.
+    NotYet(String),
+    /// A refused chunk, a broken stream, a fault: counted toward abandoning.
+    Failed(String),
+}
 
 /// Why a fetch request is refused.
 #[derive(Debug)]
@@ -320,19 +330,38 @@ async fn fetch_message(node: &Arc<Node>, message_id: &str, from: &str) -> Result
         let list = sources(node, from);
         let mut backoff = Duration::from_millis(200);
         let mut attempt = 0;
+        let mut attempt_source = 0usize;
+        let mut waits = 0u32;
         loop {
             if node.shutdown.is_cancelled() {
                 return Ok(());
             }
-            let (peer, endpoint) = &list[attempt as usize % list.len().max(1)];
+            let (peer, endpoint) = &list[attempt_source % list.len().max(1)];
             match fetch_one(node, message_id, i, blob, &dir, peer, endpoint).await {
                 Ok(()) => {
                     tracing::info!(%message_id, attachment = i, %peer, bytes = blob.size, "attachment fetched and verified");
                     let _ = report_done(node, message_id, i, peer, endpoint).await;
                     break;
                 }
-                Err(e) => {
+                Err(Attempt::NotYet(e)) => {
+                    // The source is still fetching it itself: wait, do not
+                    // count it as a failure (bounded by MAX_WAITS).
+                    waits += 1;
+                    attempt_source += 1;
+                    tracing::debug!(%message_id, attachment = i, %peer, error = %e, "source does not hold the attachment yet");
+                    if waits >= MAX_WAITS {
+                        return Err(format!(
+                            "attachment {i}: no source holds it after {waits} tries, last: {e}"
+                        ));
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = node.shutdown.cancelled() => return Ok(()),
+                    }
+                }
+                Err(Attempt::Failed(e)) => {
                     attempt += 1;
+                    attempt_source += 1;
                     tracing::warn!(%message_id, attachment = i, %peer, error = %e, attempt, "attachment fetch interrupted; retrying");
                     if attempt >= MAX_ATTEMPTS {
                         return Err(format!(
@@ -397,14 +426,14 @@ async fn fetch_one(
     dir: &Path,
     peer: &str,
     endpoint: &str,
-) -> Result<(), String> {
-    let layout = Layout::of(blob).map_err(|e| e.to_string())?;
+) -> Result<(), Attempt> {
+    let layout = Layout::of(blob).map_err(|e| Attempt::Failed(e.to_string()))?;
     let part = dir.join(format!("{i}.part"));
     // The verified prefix: whole chunks only (a torn tail is cut off).
     let have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
     let verified = u32::try_from(have / u64::from(layout.chunk_size)).unwrap_or(u32::MAX);
     let verified = verified.min(layout.count());
-    let mut c = client(node, peer, endpoint)?;
+    let mut c = client(node, peer, endpoint).map_err(Attempt::Failed)?;
     let mut stream = tokio::time::timeout(
         Duration::from_secs(30),
         c.fetch_attachment(FetchAttachmentRequest {
@@ -415,10 +444,47 @@ async fn fetch_one(
         }),
     )
     .await
-    .map_err(|_| format!("{peer} did not answer within 30 s"))?
-    .map_err(|s| format!("{peer}: {}", s.message()))?
+    .map_err(|_| Attempt::Failed(format!("{peer} did not answer within 30 s")))?
+    .map_err(|s| {
+        let m = format!("{peer}: {}", s.message());
+        if matches!(
+            s.code(),
+            tonic::Code::Unavailable | tonic::Code::NotFound | tonic::Code::PermissionDenied
+        ) {
+            Attempt::NotYet(m)
+        } else {
+            Attempt::Failed(m)
+        }
+    })?
     .into_inner();
-    let first = next_frame(&mut stream, peer)
+    fetch_stream(
+        message_id,
+        i,
+        blob,
+        dir,
+        peer,
+        layout,
+        verified,
+        &mut stream,
+    )
+    .await
+    .map_err(Attempt::Failed)
+}
+
+/// Receives one fetch stream into `<i>.part` (see [`fetch_one`]).
+#[allow(clippy::too_many_arguments)]
+async fn fetch_stream(
+    message_id: &str,
+    i: usize,
+    blob: &AttachmentBlob,
+    dir: &Path,
+    peer: &str,
+    layout: Layout,
+    verified: u32,
+    stream: &mut tonic::Streaming<AttachmentChunk>,
+) -> Result<(), String> {
+    let part = dir.join(format!("{i}.part"));
+    let first = next_frame(stream, peer)
         .await?
         .ok_or("stream ended at once")?;
     if verified > 0 {
@@ -441,7 +507,7 @@ async fn fetch_one(
         .map_err(|e| e.to_string())?;
     let mut unsynced: u64 = 0;
     while !assembly.is_complete() {
-        let Some(f) = next_frame(&mut stream, peer).await? else {
+        let Some(f) = next_frame(stream, peer).await? else {
             file.sync_data().map_err(|e| e.to_string())?;
             return Err(format!(
                 "{peer} ended the stream at chunk {} of {}",

@@ -518,3 +518,170 @@ async fn cli_attaches_and_saves_evidence_without_execute_bit() {
         "{names:?}"
     );
 }
+
+/// Bytes of one encrypted chunk of the stored form.
+const SEALED_CHUNK: u64 = (1 << 20) + 16;
+
+fn upload_frames(req: PublishAlertRequest, name: &str, content: &[u8]) -> Vec<PublishUpload> {
+    let mut f = vec![start(req, vec![declare(name, content.len(), false)])];
+    f.extend(pieces(0, content, 1 << 20));
+    f
+}
+
+fn part_len(data_dir: &Path, id: &str) -> Option<u64> {
+    std::fs::metadata(data_dir.join("attachments").join(id).join("0.part"))
+        .ok()
+        .map(|m| m.len())
+}
+
+fn spawn_node(fed: &Fed, i: usize, log: &Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_certfed"))
+        .args(["serve", "--config"])
+        .arg(fed.config_path(i))
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_mb_amber_capture_crosses_a_relay_killed_mid_transfer() {
+    let mut fed = Fed::line();
+    // a sends attachments at 20 MB/s, so b's fetch is caught in the middle.
+    fed.specs[0].extra = "attachment_bytes_per_sec = 20000000".into();
+    let a = fed.start(0).await;
+    let c = fed.start(2).await;
+    let log1 = fed.data.path().join("b-1.log");
+    let log2 = fed.data.path().join("b-2.log");
+    let mut b = spawn_node(&fed, 1, &log1);
+
+    let marker = format!("CAPMARK{}", uuid::Uuid::now_v7().simple());
+    let capture = evidence(50 * 1000 * 1000, marker.as_bytes());
+    let mut op = fed.operator(0).await;
+    let id = upload(
+        &mut op,
+        upload_frames(amber_request("50 MB capture"), "capture.pcap", &capture),
+    )
+    .await
+    .unwrap();
+
+    // kill -9 of b while its copy is part-way.
+    let b_dir = fed.data_dir(1);
+    let caught = eventually(Duration::from_secs(60), || {
+        let d = b_dir.clone();
+        let id = id.clone();
+        async move { part_len(&d, &id).is_some_and(|n| n >= 4 * SEALED_CHUNK) }
+    })
+    .await;
+    assert!(caught, "b never started fetching");
+    b.kill().unwrap();
+    b.wait().unwrap();
+    let kept = part_len(&b_dir, &id).unwrap();
+    assert!(
+        kept < capture.len() as u64,
+        "b finished before it was killed; the test cannot check the resume"
+    );
+
+    let mut b = spawn_node(&fed, 1, &log2);
+    let op_c = fed.operator(2).await;
+    assert!(available(&op_c, &id, 1).await, "c never got the capture");
+    let (_, got) = download(&mut op_c.clone(), &id, "capture.pcap", false)
+        .await
+        .unwrap();
+    assert!(got == capture, "c's copy is not byte-identical");
+
+    // b resumed after the chunks it had verified (never asked for them again).
+    let after = std::fs::read_to_string(&log2).unwrap();
+    let resumed = after
+        .lines()
+        .find(|l| l.contains("resuming attachment fetch"))
+        .unwrap_or_else(|| panic!("b did not resume:\n{after}"));
+    assert!(!resumed.contains("from_chunk=0"), "{resumed}");
+    // b drops the ciphertext once c has it, and never held a plaintext byte.
+    let gone = eventually(Duration::from_secs(30), || {
+        let d = b_dir.join("attachments").join(&id);
+        async move { !d.exists() }
+    })
+    .await;
+    assert!(gone, "b still holds the ciphertext after c has it");
+    let _ = b.kill();
+    let _ = b.wait();
+    for dir in [b_dir.as_path(), fed.data.path()] {
+        let hits: Vec<_> = files_containing(dir, marker.as_bytes())
+            .into_iter()
+            .filter(|p| !p.contains("/node-a/") && !p.contains("/node-c/"))
+            .collect();
+        assert!(hits.is_empty(), "plaintext marker at b: {hits:?}");
+    }
+    drop((a, c));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_chunk_is_refused_and_fetched_again() {
+    let mut fed = Fed::line();
+    // On demand only: nothing moves until c's operator asks.
+    fed.specs[1].extra = "eager_attachment_bytes = 0".into();
+    fed.specs[2].extra = "eager_attachment_bytes = 0".into();
+    let _a = fed.start(0).await;
+    let _b = fed.start(1).await;
+    let _c = fed.start(2).await;
+    let content = evidence(4 * 1024 * 1024 + 99, b"corrupt-me");
+    let mut op = fed.operator(0).await;
+    let id = upload(
+        &mut op,
+        upload_frames(amber_request("corrupt source"), "dump.bin", &content),
+    )
+    .await
+    .unwrap();
+    assert!(arrives(&fed, 2, &id, Duration::from_secs(30)).await);
+    let mut op_c = fed.operator(2).await;
+    let list = op_c
+        .list_attachments(ListAttachmentsRequest {
+            message_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        list.attachments[0].state,
+        AttachmentState::NotFetched as i32
+    );
+
+    // a's copy goes bad in chunk 2 (a hostile or broken source).
+    let a_blob = fed.data_dir(0).join("attachments").join(&id).join("0.blob");
+    let good = std::fs::read(&a_blob).unwrap();
+    let mut bad = good.clone();
+    bad[(2 * SEALED_CHUNK + 5) as usize] ^= 0x40;
+    std::fs::write(&a_blob, &bad).unwrap();
+
+    // Asking for it starts the fetch (c from b, b from a).
+    let e = download(&mut op_c, &id, "dump.bin", false)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("not on this node") || e.message().contains("fetched"));
+    // b keeps exactly the two chunks before the corrupt one, nothing more.
+    let b_dir = fed.data_dir(1);
+    let stuck = eventually(Duration::from_secs(30), || {
+        let d = b_dir.clone();
+        let id = id.clone();
+        async move { part_len(&d, &id) == Some(2 * SEALED_CHUNK) }
+    })
+    .await;
+    assert!(stuck, "b's copy: {:?}", part_len(&b_dir, &id));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        part_len(&b_dir, &id),
+        Some(2 * SEALED_CHUNK),
+        "a corrupt chunk was kept"
+    );
+    assert!(!b_dir.join("attachments").join(&id).join("0.blob").exists());
+
+    // The source is good again: the retry fetches the rest, c gets it whole.
+    std::fs::write(&a_blob, &good).unwrap();
+    let _ = download(&mut op_c, &id, "dump.bin", false).await;
+    assert!(available(&op_c, &id, 1).await, "c never got the attachment");
+    let (_, got) = download(&mut op_c, &id, "dump.bin", false).await.unwrap();
+    assert!(got == content);
+}
