@@ -163,6 +163,15 @@ pub fn stored_size(content_size: u64, encrypted: bool) -> u64 {
     content_size + chunks * u64::from(TAG)
 }
 
+/// Bytes of content behind a stored form (the inverse of [`stored_size`]).
+pub fn content_size(blob: &AttachmentBlob, encrypted: bool) -> u64 {
+    if !encrypted || blob.chunk_size == 0 {
+        return blob.size;
+    }
+    let chunks = blob.size.div_ceil(u64::from(blob.chunk_size)).max(1);
+    blob.size.saturating_sub(chunks * u64::from(TAG))
+}
+
 fn stream(key: &Digest32) -> StreamBE32<ChaCha20Poly1305> {
     let aead = ChaCha20Poly1305::new(key.into());
     <StreamBE32<ChaCha20Poly1305> as aead_stream::NewStream<_>>::from_aead(

@@ -66,6 +66,7 @@ fn sizes_and_chunk_counts_follow_the_framing() {
             let layout = Layout::of(&built.blob).unwrap();
             assert_eq!(layout.count() as usize, chunks.len(), "n={n} piece={piece}");
             assert_eq!(built.blob.size, stored_size(n as u64, key.is_some()));
+            assert_eq!(content_size(&built.blob, key.is_some()), n as u64);
             assert_eq!(
                 chunks.iter().map(|c| c.len() as u64).sum::<u64>(),
                 built.blob.size

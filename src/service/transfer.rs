@@ -235,7 +235,7 @@ pub fn spawn_fetch(node: Arc<Node>, message_id: String, from: String) {
 
 /// The fetcher: on start, resumes every unfinished fetch (`*.part` files);
 /// then, for every new message with attachments that this node wants, fetches
-/// them from the delivering peer when they total at most
+/// them from the delivering peer when their content totals at most
 /// `limits.eager_attachment_bytes` (larger ones on demand).
 pub async fn run(node: Arc<Node>) {
     let mut stored = node.stored.subscribe();
@@ -279,7 +279,13 @@ pub async fn run(node: Arc<Node>) {
                 if blobs.is_empty() {
                     continue;
                 }
-                let total: u64 = blobs.iter().map(|b| b.size).sum();
+                let encrypted = EnvelopeHeader::decode(m.header.as_slice())
+                    .map(|h| h.encrypted)
+                    .unwrap_or(false);
+                let total: u64 = blobs
+                    .iter()
+                    .map(|b| crate::domain::attachment::content_size(b, encrypted))
+                    .sum();
                 if total <= node.cfg.limits.eager_attachment_bytes && wanted(&node, &m).await {
                     spawn_fetch(node.clone(), m.message_id.clone(), from);
                 }
