@@ -627,8 +627,9 @@ pub async fn watch(
                 continue;
             }
             tokio::select! {
-                n = notes.recv() => {
-                    if let Err(tokio::sync::broadcast::error::RecvError::Closed) = n {
+                n = notes.changed() => {
+                    // The node is gone.
+                    if n.is_err() {
                         return;
                     }
                 }

@@ -406,6 +406,7 @@ impl Committing {
         let from_peer = from_peer.is_some();
         let mut wake = BTreeSet::new();
         let mut new_rosters = Vec::new();
+        let mut last_new = 0u64;
         for (((((slot, s), t), owed), (is_receipt, thread)), roster) in slots
             .into_iter()
             .zip(stored)
@@ -438,7 +439,7 @@ impl Committing {
                     if let Some(r) = owed {
                         node.receipts.push(r);
                     }
-                    let _ = node.stored.send(c);
+                    last_new = last_new.max(c);
                     if from_peer && !t.is_empty() {
                         node.metrics.relayed.inc();
                     }
@@ -455,6 +456,13 @@ impl Committing {
         // a refusal here (a race with another version) is counted and logged.
         for bytes in new_rosters {
             let _ = crate::service::roster::apply(node, &bytes, &source, now).await;
+        }
+        if last_new > 0 {
+            node.stored.send_if_modified(|c| {
+                let later = last_new > *c;
+                *c = (*c).max(last_new);
+                later
+            });
         }
         for peer in wake {
             node.peers.wake(&peer);

@@ -19,7 +19,7 @@ use crate::storage::Store;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 /// Receipts owed to origins, waiting to be signed and sent (bounded: under
@@ -53,8 +53,11 @@ pub struct Node {
     pub listen: SocketAddr,
     pub started_ms: i64,
     tls_client: RwLock<Arc<rustls::ClientConfig>>,
-    /// Cursor of every newly stored message, for Watch.
-    pub stored: broadcast::Sender<u64>,
+    /// The cursor of the last message stored, for the tasks that follow the
+    /// store (Watch, incident counting). Set once per committed batch; a
+    /// follower woken by it reads everything after its own cursor, so the
+    /// wake-ups coalesce (one read per batch, never one per message).
+    pub stored: watch::Sender<u64>,
     pub peers: Peers,
     pub metrics: Metrics,
     /// Cancelled when the node stops.
@@ -117,7 +120,7 @@ pub fn roster_peers(peers: &[PeerSection], roster: Option<&Anchor>) -> Vec<PeerS
 
 impl Node {
     pub fn new(p: NodeParts) -> Node {
-        let (stored, _) = broadcast::channel(4096);
+        let (stored, _) = watch::channel(0);
         let metrics = Metrics::new();
         let peers = Peers::new(&roster_peers(&p.cfg.peers, p.roster.as_ref()));
         metrics.set_peers(&peers.ids());

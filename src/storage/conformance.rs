@@ -972,6 +972,20 @@ async fn sync_sums_follow_insert_and_purge(s: Store) {
         1,
         "limit"
     );
+    // A later write adds to buckets already summed (sums are gathered per
+    // write and added once per touched bucket).
+    s.insert(
+        vec![synced(7, w + 7, &["*"]), synced(8, w + 8, &["node-b"])],
+        Durability::Durable,
+    )
+    .await
+    .unwrap();
+    let sums = s.sync_buckets(&pair, 0).await.unwrap();
+    assert_eq!(sums, sums_by_listing(&s, &["*", "node-b"]).await);
+    assert_eq!(
+        sums.iter().map(|b| (b.bucket, b.count)).collect::<Vec<_>>(),
+        vec![(0, 1), (1, 4), (3, 1), (5, 1)]
+    );
     // A purge takes the items and their sums.
     s.purge(plan(&[(Tlp::Green, 2 * w)], &[], 100))
         .await

@@ -186,11 +186,16 @@ pub async fn insert_messages(
             supersede(c, m, old).await?;
         }
     }
-    // The reconciliation index, in the same transaction as the messages.
+    // The reconciliation index, in the same transaction as the messages; the
+    // bucket sums once per touched bucket, not once per message.
+    let mut touched: Touched = Default::default();
     for (m, s) in msgs.iter().zip(&out) {
         if let (Stored::New(cursor), Some(sync)) = (s, &m.sync) {
-            sync_add(c, *cursor as i64, m.created_ms, sync).await?;
+            sync_add(c, *cursor as i64, m.created_ms, sync, &mut touched).await?;
         }
+    }
+    for ((audience, bucket), hashes) in touched {
+        bucket_apply(c, &audience, bucket, &hashes, 1).await?;
     }
     let waiting = c
         .query_one("SELECT EXISTS (SELECT 1 FROM pending_supersede)", &[])
@@ -1019,11 +1024,17 @@ async fn bucket_apply(
 }
 
 /// Lists a new message in the reconciliation index.
+/// Hashes listed or unlisted in one write, by (audience, bucket).
+type Touched = std::collections::BTreeMap<(String, i64), Vec<[u8; 32]>>;
+
+/// Lists a new message in the reconciliation index; its bucket sums are
+/// gathered in `touched` for the caller to apply.
 async fn sync_add(
     c: &ClientWrapper,
     cursor: i64,
     created_ms: i64,
     entry: &SyncEntry,
+    touched: &mut Touched,
 ) -> Result<(), StoreError> {
     for a in &entry.audiences {
         let added = c
@@ -1035,7 +1046,10 @@ async fn sync_add(
             .await
             .map_err(|x| pg_err("cannot list a message for reconciliation", x))?;
         if added == 1 {
-            bucket_apply(c, a, bucket_of(created_ms), &[entry.hash], 1).await?;
+            touched
+                .entry((a.clone(), bucket_of(created_ms)))
+                .or_default()
+                .push(entry.hash);
         }
     }
     Ok(())
@@ -1051,7 +1065,7 @@ async fn sync_remove(c: &ClientWrapper, cursors: &[i64]) -> Result<(), StoreErro
         )
         .await
         .map_err(|x| pg_err("cannot unlist purged messages", x))?;
-    let mut touched: std::collections::BTreeMap<(String, i64), Vec<[u8; 32]>> = Default::default();
+    let mut touched: Touched = Default::default();
     let bad = sync_corrupt("a sync_items row");
     for r in rows {
         let audience: String = r.try_get(0).map_err(&bad)?;

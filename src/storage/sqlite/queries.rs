@@ -15,6 +15,7 @@ use crate::storage::{
     Stored, StoredMessage, SyncBucket, SyncEntry, SyncItem, SyncPos,
 };
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+use std::collections::BTreeMap;
 
 const MSG_COLS: &str = "cursor, message_id, origin, kind, tlp, created_ms, received_ms, from_peer, path, header, payload, signature, superseded_by, acknowledged_ms, readable, plain, request_id, hops";
 
@@ -51,6 +52,7 @@ pub fn insert_messages(c: &Connection, msgs: &[NewMessage]) -> Result<Vec<Stored
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
     )?;
     let mut out = Vec::with_capacity(msgs.len());
+    let mut deltas = BucketDeltas::default();
     // Updates that overtook their original are rare: look for them only when
     // some are waiting.
     let mut any_pending = c
@@ -87,7 +89,7 @@ pub fn insert_messages(c: &Connection, msgs: &[NewMessage]) -> Result<Vec<Stored
         }
         let cursor = c.last_insert_rowid();
         if let Some(sync) = &m.sync {
-            sync_add(c, cursor, m.created_ms, sync)?;
+            sync_add(c, cursor, m.created_ms, sync, &mut deltas)?;
         }
         if !m.keys.is_empty() {
             let mut k = c.prepare_cached(
@@ -150,6 +152,7 @@ pub fn insert_messages(c: &Connection, msgs: &[NewMessage]) -> Result<Vec<Stored
         }
         out.push(Stored::New(cursor as u64));
     }
+    deltas.apply(c)?;
     Ok(out)
 }
 
@@ -616,8 +619,9 @@ pub fn purge(c: &Connection, plan: &PurgePlan) -> Result<Purged, StoreError> {
         let mut rc = c.prepare_cached("DELETE FROM receipts WHERE message_id = ?1")?;
         let mut msg = c.prepare_cached("DELETE FROM messages WHERE cursor = ?1")?;
         let mut keys = c.prepare_cached("DELETE FROM message_keys WHERE message_id = ?1")?;
+        let mut deltas = BucketDeltas::default();
         for (cursor, id) in &victims {
-            sync_remove(c, *cursor)?;
+            sync_remove(c, *cursor, &mut deltas)?;
             for p in &peers {
                 ob.execute(params![p, cursor])?;
             }
@@ -626,6 +630,7 @@ pub fn purge(c: &Connection, plan: &PurgePlan) -> Result<Purged, StoreError> {
             keys.execute([id])?;
             msg.execute([cursor])?;
         }
+        deltas.apply(c)?;
     }
     let rejections = c
         .prepare_cached(
@@ -670,13 +675,39 @@ fn lanes_to_sql(b: &SyncBucket) -> [i64; 4] {
     b.lanes.map(|l| l as i64)
 }
 
-/// Adds `delta` to the sums of (audience, bucket).
+/// Changes to bucket sums gathered over one write (an insert batch or a
+/// purge) and written once per touched bucket at its end: one read and one
+/// write per bucket, not per message.
+#[derive(Default)]
+struct BucketDeltas(BTreeMap<(String, i64), SyncBucket>);
+
+impl BucketDeltas {
+    fn add(&mut self, audience: &str, created_ms: i64, hash: &[u8; 32], sign: i64) {
+        let bucket = bucket_of(created_ms);
+        self.0
+            .entry((audience.to_string(), bucket))
+            .or_insert(SyncBucket {
+                bucket,
+                ..SyncBucket::default()
+            })
+            .add(hash, sign);
+    }
+
+    fn apply(self, c: &Connection) -> Result<(), StoreError> {
+        for ((audience, bucket), delta) in self.0 {
+            bucket_apply(c, &audience, bucket, &delta)?;
+        }
+        Ok(())
+    }
+}
+
+/// Adds `delta` (whose count wraps below zero for removals) to the sums of
+/// (audience, bucket).
 fn bucket_apply(
     c: &Connection,
     audience: &str,
     bucket: i64,
-    hash: &[u8; 32],
-    sign: i64,
+    delta: &SyncBucket,
 ) -> Result<(), StoreError> {
     let mut cur: SyncBucket = c
         .prepare_cached(
@@ -699,7 +730,7 @@ fn bucket_apply(
             bucket,
             ..SyncBucket::default()
         });
-    cur.add(hash, sign);
+    cur.merge(delta);
     if cur.count == 0 {
         c.prepare_cached("DELETE FROM sync_buckets WHERE audience = ?1 AND bucket = ?2")?
             .execute(params![audience, bucket])?;
@@ -725,14 +756,20 @@ fn bucket_apply(
 }
 
 /// Lists a new message in the reconciliation index.
-fn sync_add(c: &Connection, cursor: i64, created_ms: i64, e: &SyncEntry) -> Result<(), StoreError> {
+fn sync_add(
+    c: &Connection,
+    cursor: i64,
+    created_ms: i64,
+    e: &SyncEntry,
+    deltas: &mut BucketDeltas,
+) -> Result<(), StoreError> {
     let mut ins = c.prepare_cached(
         "INSERT OR IGNORE INTO sync_items (audience, created_ms, id, cursor, hash)
          VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
     for a in &e.audiences {
         if ins.execute(params![a, created_ms, &e.id[..], cursor, &e.hash[..]])? == 1 {
-            bucket_apply(c, a, bucket_of(created_ms), &e.hash, 1)?;
+            deltas.add(a, created_ms, &e.hash, 1);
         }
     }
     Ok(())
@@ -780,7 +817,7 @@ pub fn drop_outbox(
 }
 
 /// Removes a message (by cursor) from the reconciliation index.
-fn sync_remove(c: &Connection, cursor: i64) -> Result<(), StoreError> {
+fn sync_remove(c: &Connection, cursor: i64, deltas: &mut BucketDeltas) -> Result<(), StoreError> {
     let rows: Vec<(String, i64, Vec<u8>)> = c
         .prepare_cached(
             "DELETE FROM sync_items WHERE cursor = ?1 RETURNING audience, created_ms, hash",
@@ -794,7 +831,7 @@ fn sync_remove(c: &Connection, cursor: i64) -> Result<(), StoreError> {
                 hash.len()
             ))
         })?;
-        bucket_apply(c, &audience, bucket_of(created), &hash, -1)?;
+        deltas.add(&audience, created, &hash, -1);
     }
     Ok(())
 }
@@ -809,7 +846,7 @@ pub fn sync_buckets(
         "SELECT bucket, count, l0, l1, l2, l3 FROM sync_buckets
          WHERE audience = ?1 AND bucket >= ?2 ORDER BY bucket",
     )?;
-    let mut all: std::collections::BTreeMap<i64, SyncBucket> = Default::default();
+    let mut all: BTreeMap<i64, SyncBucket> = Default::default();
     let mut seen = std::collections::HashSet::new();
     for a in audiences {
         if !seen.insert(a) {
