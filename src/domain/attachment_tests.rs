@@ -76,7 +76,13 @@ fn sizes_and_chunk_counts_follow_the_framing() {
             }
             assert_eq!(built.content_size, n as u64);
             let m = manifest("x.pcap", &built, key);
-            check_manifests(&[m.clone()], &[built.blob.clone()], key.is_some(), u64::MAX).unwrap();
+            check_manifests(
+                std::slice::from_ref(&m),
+                std::slice::from_ref(&built.blob),
+                key.is_some(),
+                u64::MAX,
+            )
+            .unwrap();
             assert_eq!(read_all(&m, &built.blob, chunks).unwrap(), data);
         }
     }
@@ -254,7 +260,7 @@ fn manifests_must_agree_with_their_blobs() {
     let (_, built) = build(&content(CHUNK as usize + 1), Some(KEY), 1 << 20);
     let good = manifest("capture.pcap", &built, Some(KEY));
     let blobs = [built.blob.clone()];
-    check_manifests(&[good.clone()], &blobs, true, 1 << 30).unwrap();
+    check_manifests(std::slice::from_ref(&good), &blobs, true, 1 << 30).unwrap();
     let refused = |m: Attachment, encrypted: bool, limit: u64| {
         check_manifests(&[m], &blobs, encrypted, limit)
             .unwrap_err()

@@ -259,8 +259,8 @@ pub async fn run(node: Arc<Node>) {
     loop {
         tokio::select! {
             _ = node.shutdown.cancelled() => return,
-            r = stored.recv() => {
-                if let Err(tokio::sync::broadcast::error::RecvError::Closed) = r {
+            r = stored.changed() => {
+                if r.is_err() {
                     return;
                 }
             }
