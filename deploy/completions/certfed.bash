@@ -22,6 +22,9 @@ _certfed() {
             certfed,assist)
                 cmd="certfed__subcmd__assist"
                 ;;
+            certfed,attachment)
+                cmd="certfed__subcmd__attachment"
+                ;;
             certfed,bench)
                 cmd="certfed__subcmd__bench"
                 ;;
@@ -151,6 +154,24 @@ _certfed() {
             certfed__subcmd__assist__subcmd__help,update)
                 cmd="certfed__subcmd__assist__subcmd__help__subcmd__update"
                 ;;
+            certfed__subcmd__attachment,get)
+                cmd="certfed__subcmd__attachment__subcmd__get"
+                ;;
+            certfed__subcmd__attachment,help)
+                cmd="certfed__subcmd__attachment__subcmd__help"
+                ;;
+            certfed__subcmd__attachment,list)
+                cmd="certfed__subcmd__attachment__subcmd__list"
+                ;;
+            certfed__subcmd__attachment__subcmd__help,get)
+                cmd="certfed__subcmd__attachment__subcmd__help__subcmd__get"
+                ;;
+            certfed__subcmd__attachment__subcmd__help,help)
+                cmd="certfed__subcmd__attachment__subcmd__help__subcmd__help"
+                ;;
+            certfed__subcmd__attachment__subcmd__help,list)
+                cmd="certfed__subcmd__attachment__subcmd__help__subcmd__list"
+                ;;
             certfed__subcmd__feed,help)
                 cmd="certfed__subcmd__feed__subcmd__help"
                 ;;
@@ -168,6 +189,9 @@ _certfed() {
                 ;;
             certfed__subcmd__help,assist)
                 cmd="certfed__subcmd__help__subcmd__assist"
+                ;;
+            certfed__subcmd__help,attachment)
+                cmd="certfed__subcmd__help__subcmd__attachment"
                 ;;
             certfed__subcmd__help,bench)
                 cmd="certfed__subcmd__help__subcmd__bench"
@@ -249,6 +273,12 @@ _certfed() {
                 ;;
             certfed__subcmd__help__subcmd__assist,update)
                 cmd="certfed__subcmd__help__subcmd__assist__subcmd__update"
+                ;;
+            certfed__subcmd__help__subcmd__attachment,get)
+                cmd="certfed__subcmd__help__subcmd__attachment__subcmd__get"
+                ;;
+            certfed__subcmd__help__subcmd__attachment,list)
+                cmd="certfed__subcmd__help__subcmd__attachment__subcmd__list"
                 ;;
             certfed__subcmd__help__subcmd__feed,misp)
                 cmd="certfed__subcmd__help__subcmd__feed__subcmd__misp"
@@ -476,7 +506,7 @@ _certfed() {
 
     case "${cmd}" in
         certfed)
-            opts="-h -V --help --version serve check-config pki roster demo bench completions man info alert assist incident peers delivery feed watch help"
+            opts="-h -V --help --version serve check-config pki roster demo bench completions man info alert attachment assist incident peers delivery feed watch help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -842,7 +872,7 @@ _certfed() {
             return 0
             ;;
         certfed__subcmd__alert__subcmd__publish)
-            opts="-h --title --description --tlp --severity --rsit --rsit-type --sector --subsector --country --indicator --reference --to --expires-in-hours --supersedes --retract --exercise --open-incident --incident --node --ca --cert --key --json --help"
+            opts="-h --title --description --tlp --severity --rsit --rsit-type --sector --subsector --country --indicator --reference --to --expires-in-hours --supersedes --retract --exercise --open-incident --incident --attach --node --ca --cert --key --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -905,6 +935,10 @@ _certfed() {
                     return 0
                     ;;
                 --incident)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --attach)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1349,8 +1383,158 @@ _certfed() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        certfed__subcmd__attachment)
+            opts="-h --node --ca --cert --key --json --help list get help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --node)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__attachment__subcmd__get)
+            opts="-h --out --i-know-it-is-malware --node --ca --cert --key --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --node)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__attachment__subcmd__help)
+            opts="list get help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__attachment__subcmd__help__subcmd__get)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__attachment__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__attachment__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__attachment__subcmd__list)
+            opts="-h --node --ca --cert --key --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --node)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         certfed__subcmd__bench)
-            opts="-h --json --messages --rate --seconds --memory --memory-messages --disk --disk-messages --reconcile --reconcile-messages --reconcile-missing --incident --incident-sightings --incident-noise --storage --pg-url --help"
+            opts="-h --json --messages --rate --seconds --memory --memory-messages --disk --disk-messages --reconcile --reconcile-messages --reconcile-missing --incident --incident-sightings --incident-noise --storage --pg-url --attachments --attachment-mib --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1397,6 +1581,10 @@ _certfed() {
                     return 0
                     ;;
                 --pg-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --attachment-mib)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1606,7 +1794,7 @@ _certfed() {
             return 0
             ;;
         certfed__subcmd__help)
-            opts="serve check-config pki roster demo bench completions man info alert assist incident peers delivery feed watch help"
+            opts="serve check-config pki roster demo bench completions man info alert attachment assist incident peers delivery feed watch help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1802,6 +1990,48 @@ _certfed() {
             return 0
             ;;
         certfed__subcmd__help__subcmd__assist__subcmd__update)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__help__subcmd__attachment)
+            opts="list get"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__help__subcmd__attachment__subcmd__get)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__help__subcmd__attachment__subcmd__list)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -294,6 +294,29 @@ pub async fn publish_in(node: &Node, req: PublishAlertRequest) -> Result<String,
     publish_with(node, req, None).await
 }
 
+/// Attachments uploaded and verified, ready to join a message
+/// (`service::attachments::Uploaded`).
+#[async_trait::async_trait]
+pub trait Attach: Send {
+    /// Whether they were encrypted (for a TLP:AMBER+ message).
+    fn encrypted(&self) -> bool;
+    /// Puts the files in place under `message_id`; returns the manifests for
+    /// the payload, the blobs for the signed header and the folder (removed
+    /// again if the message is not stored after all).
+    async fn place(
+        self: Box<Self>,
+        node: &Node,
+        message_id: &str,
+    ) -> Result<
+        (
+            crate::proto::v1::AttachmentList,
+            Vec<crate::proto::v1::AttachmentBlob>,
+            std::path::PathBuf,
+        ),
+        String,
+    >;
+}
+
 /// [`publish_in`] with attachments already uploaded and verified
 /// (`service::attachments`): their manifests join the signed payload, their
 /// stored forms the signed header, and their files are put in place under the
@@ -301,7 +324,7 @@ pub async fn publish_in(node: &Node, req: PublishAlertRequest) -> Result<String,
 pub async fn publish_with(
     node: &Node,
     req: PublishAlertRequest,
-    attached: Option<crate::service::attachments::Uploaded>,
+    attached: Option<Box<dyn Attach>>,
 ) -> Result<String, AlertError> {
     let request_id = req.request_id.clone();
     let body = PublishAlertRequest {
@@ -451,7 +474,7 @@ async fn publish_as(
     message_id: String,
     open_incident: bool,
     incident_id: String,
-    attached: Option<crate::service::attachments::Uploaded>,
+    attached: Option<Box<dyn Attach>>,
 ) -> Result<String, AlertError> {
     let now = now_ms();
     let choice = IncidentChoice {
@@ -473,7 +496,7 @@ async fn publish_as(
         let (list, b, dir) = up
             .place(node, &message_id)
             .await
-            .map_err(|e| AlertError::Attachments(e.to_string()))?;
+            .map_err(AlertError::Attachments)?;
         payload.extend_from_slice(&list.encode_to_vec());
         blobs = b;
         placed = Some(dir);
@@ -495,7 +518,7 @@ async fn publish_as(
         Ok(x) => x,
         Err(e) => {
             if let Some(dir) = placed {
-                crate::service::attachments::remove_dir(dir).await;
+                let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
             }
             return Err(e.into());
         }

@@ -131,17 +131,27 @@ pub struct Uploaded {
     placed: bool,
 }
 
-impl Uploaded {
-    /// Whether the attachments were encrypted (for a TLP:AMBER+ message).
-    pub fn encrypted(&self) -> bool {
+#[async_trait::async_trait]
+impl alerts::Attach for Uploaded {
+    fn encrypted(&self) -> bool {
         self.encrypted
     }
 
-    /// Moves the files to the message's folder; returns the manifests for
-    /// the payload, the blobs for the header and the folder (to remove if the
-    /// message is not stored after all).
-    pub async fn place(
-        mut self,
+    /// Moves the files to the message's folder.
+    async fn place(
+        mut self: Box<Self>,
+        node: &Node,
+        message_id: &str,
+    ) -> Result<(AttachmentList, Vec<AttachmentBlob>, PathBuf), String> {
+        self.place_files(node, message_id)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl Uploaded {
+    async fn place_files(
+        &mut self,
         node: &Node,
         message_id: &str,
     ) -> Result<(AttachmentList, Vec<AttachmentBlob>, PathBuf), AttachError> {
@@ -291,7 +301,7 @@ where
     let (list, blobs) = written?;
     up.list = list;
     up.blobs = blobs;
-    let message_id = alerts::publish_with(node, req, Some(up)).await?;
+    let message_id = alerts::publish_with(node, req, Some(Box::new(up))).await?;
     tracing::info!(
         %message_id,
         attachments = declared.len(),

@@ -240,7 +240,9 @@ pub fn spawn_fetch(node: Arc<Node>, message_id: String, from: String) {
 pub async fn run(node: Arc<Node>) {
     let mut stored = node.stored.subscribe();
     let mut cursor = node.store.last_cursor().await.unwrap_or(0);
-    if let Ok(root) = root_dir(&node) {
+    // Only read here: the folder is created by the first attachment.
+    let root = node.cfg.storage.dir.join("attachments");
+    if !node.cfg.storage.dir.as_os_str().is_empty() && root.is_dir() {
         for e in std::fs::read_dir(&root).into_iter().flatten().flatten() {
             let id = e.file_name().to_string_lossy().into_owned();
             let unfinished = std::fs::read_dir(e.path())
