@@ -20,143 +20,10 @@ use crate::proto::v1::*;
 use clap::Subcommand;
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use tokio::io::AsyncReadExt;
+#[cfg(test)]
+use std::path::Path;
+use std::path::PathBuf;
 use tokio_stream::StreamExt;
-
-/// Bytes per upload frame.
-const PIECE: usize = 1 << 20;
-
-/// One `--attach FILE[,malware]`.
-#[derive(Debug, Clone)]
-pub struct AttachArg {
-    pub path: PathBuf,
-    pub malicious: bool,
-}
-
-/// Parses `FILE` or `FILE,malware`.
-pub fn parse_attach(s: &str) -> Result<AttachArg, String> {
-    let (path, malicious) = match s.rsplit_once(',') {
-        Some((p, "malware")) => (p, true),
-        Some((_, other)) if other.bytes().all(|b| b.is_ascii_alphabetic()) => {
-            return Err(format!(
-                "unknown flag {other:?} after the file name; write FILE or FILE,malware"
-            ));
-        }
-        _ => (s, false),
-    };
-    if path.is_empty() {
-        return Err("give a file name: --attach FILE[,malware]".into());
-    }
-    Ok(AttachArg {
-        path: PathBuf::from(path),
-        malicious,
-    })
-}
-
-/// The media type named by a file's extension (the common evidence kinds).
-pub fn media_type_of(path: &Path) -> &'static str {
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(|e| e.to_ascii_lowercase())
-        .unwrap_or_default();
-    match ext.as_str() {
-        "pcap" | "cap" => "application/vnd.tcpdump.pcap",
-        "pcapng" => "application/x-pcapng",
-        "json" => "application/json",
-        "txt" | "log" => "text/plain",
-        "csv" => "text/csv",
-        "pdf" => "application/pdf",
-        "zip" => "application/zip",
-        "gz" => "application/gzip",
-        "eml" => "message/rfc822",
-        "evtx" => "application/x-ms-evtx",
-        _ => crate::domain::attachment::DEFAULT_MEDIA_TYPE,
-    }
-}
-
-/// Publishes `req` with the files of `attach`, streamed to the node.
-pub async fn publish(
-    conn: &Conn,
-    req: PublishAlertRequest,
-    attach: &[AttachArg],
-) -> anyhow::Result<()> {
-    let mut declared = Vec::new();
-    let mut files = Vec::new();
-    for a in attach {
-        let shown = a.path.display().to_string();
-        let file = tokio::fs::File::open(&a.path)
-            .await
-            .map_err(|e| Failure::usage(format!("--attach {shown}: cannot open: {e}")))?;
-        let meta = file
-            .metadata()
-            .await
-            .map_err(|e| Failure::usage(format!("--attach {shown}: {e}")))?;
-        if !meta.is_file() {
-            return Err(Failure::usage(format!(
-                "--attach {shown}: not a regular file"
-            )));
-        }
-        let name = a.path.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
-            Failure::usage(format!("--attach {shown}: the file name is not UTF-8"))
-        })?;
-        declared.push(Attachment {
-            name: name.to_string(),
-            media_type: media_type_of(&a.path).to_string(),
-            size: meta.len(),
-            malicious: a.malicious,
-            ..Default::default()
-        });
-        files.push((file, meta.len()));
-    }
-    let (tx, rx) = tokio::sync::mpsc::channel::<PublishUpload>(4);
-    tx.send(PublishUpload {
-        frame: Some(publish_upload::Frame::Start(PublishUploadStart {
-            request: Some(req),
-            attachments: declared,
-        })),
-    })
-    .await
-    .ok();
-    // Reads the files in pieces; a read error ends the stream early, so the
-    // node publishes nothing (it reports the attachment that fell short).
-    let reader = tokio::spawn(async move {
-        for (index, (mut file, size)) in files.into_iter().enumerate() {
-            let mut left = size;
-            while left > 0 {
-                let mut buf = vec![0u8; PIECE.min(left as usize)];
-                if let Err(e) = file.read_exact(&mut buf).await {
-                    return Err(format!(
-                        "attachment {index}: {e} (the file changed while read?)"
-                    ));
-                }
-                left -= buf.len() as u64;
-                let frame = PublishUpload {
-                    frame: Some(publish_upload::Frame::Data(AttachmentData {
-                        index: index as u32,
-                        data: buf,
-                    })),
-                };
-                if tx.send(frame).await.is_err() {
-                    return Ok(());
-                }
-            }
-        }
-        Ok(())
-    });
-    let mut c = connect(conn).await?;
-    let r = c
-        .publish_alert_with_attachments(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await;
-    if let Ok(Err(e)) = reader.await {
-        return Err(Failure::usage(format!("reading the attachments: {e}")));
-    }
-    let r = r.map_err(|s| explain(&conn.node, s))?.into_inner();
-    show(conn.json, &r, "certfed.v1.PublishAlertResponse", || {
-        format!("published {}\n", term(&r.message_id))
-    })
-}
 
 #[derive(Subcommand, Debug)]
 pub enum AttachmentCmd {
@@ -303,6 +170,7 @@ pub async fn run(conn: Conn, cmd: AttachmentCmd) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::args::{media_type_of, parse_attach};
 
     #[test]
     fn attach_flags_parse() {

@@ -86,8 +86,12 @@ pub struct Node {
     /// The peers the configuration lists (the roster may hide some).
     configured_peers: RwLock<Vec<PeerSection>>,
     /// Messages whose attachments are being fetched (`service::transfer`).
-    pub fetching: crate::service::transfer::Fetching,
+    pub fetching: Fetching,
 }
+
+/// Messages whose attachments are being fetched now (`service::transfer`).
+#[derive(Default)]
+pub struct Fetching(pub Mutex<HashSet<String>>);
 
 /// What the application hands over to build a [`Node`].
 pub struct NodeParts {

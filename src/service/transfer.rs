@@ -29,10 +29,9 @@ use crate::service::node::Node;
 use crate::service::peers::expect_member;
 use crate::storage::StoredMessage;
 use prost::Message;
-use std::collections::HashSet;
 use std::io::{Seek, Write};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -42,10 +41,6 @@ pub const MAX_ATTEMPTS: u32 = 12;
 pub const MAX_WAITS: u32 = 3600;
 /// Largest frame on a fetch stream (a chunk and its framing).
 pub const MAX_CHUNK_FRAME: usize = 4 * 1024 * 1024;
-
-/// Messages whose attachments are being fetched now.
-#[derive(Default)]
-pub struct Fetching(Mutex<HashSet<String>>);
 
 /// How one fetch attempt ended.
 enum Attempt {
