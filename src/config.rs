@@ -326,6 +326,21 @@ pub struct LimitsSection {
     /// flight to it before the link is reopened.
     #[serde(default = "default_ack_timeout")]
     pub ack_timeout_secs: u64,
+    /// Most bytes of attachments (evidence files) on one message, all
+    /// attachments together (issue 16). Default 64 MiB.
+    #[serde(default = "default_max_attachment_bytes")]
+    pub max_attachment_bytes: u64,
+    /// Attachments of a message are fetched from the delivering peer as soon
+    /// as the message arrives when they total at most this many bytes (in
+    /// their stored form); larger ones when first asked for. Default 64 MiB.
+    #[serde(default = "default_max_attachment_bytes")]
+    pub eager_attachment_bytes: u64,
+    /// Bytes per second this node sends on one attachment stream to a peer
+    /// (0: unbounded). Attachments travel on their own connection, so alerts
+    /// never queue behind them; this bound keeps a large transfer from
+    /// filling a thin link.
+    #[serde(default)]
+    pub attachment_bytes_per_sec: u64,
 }
 
 impl Default for LimitsSection {
@@ -337,6 +352,9 @@ impl Default for LimitsSection {
             shutdown_grace_secs: default_shutdown_grace(),
             max_message_age_days: default_max_message_age_days(),
             ack_timeout_secs: default_ack_timeout(),
+            max_attachment_bytes: default_max_attachment_bytes(),
+            eager_attachment_bytes: default_max_attachment_bytes(),
+            attachment_bytes_per_sec: 0,
         }
     }
 }
@@ -559,6 +577,13 @@ fn default_max_connection_age() -> u64 {
 fn default_log_level() -> String {
     "info".into()
 }
+/// Ceiling of `limits.max_attachment_bytes` (1 TiB).
+pub const MAX_ATTACHMENT_BYTES: u64 = 1 << 40;
+
+fn default_max_attachment_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+
 fn default_max_message_bytes() -> usize {
     256 * 1024
 }
@@ -858,6 +883,11 @@ impl Config {
                 "storage.dir: {} exists and is not a directory",
                 self.storage.dir.display()
             )));
+        }
+        if self.limits.max_attachment_bytes > MAX_ATTACHMENT_BYTES {
+            return Err(err(
+                "limits.max_attachment_bytes: must be at most 1099511627776 (1 TiB); 0 refuses every attachment",
+            ));
         }
         if !(1024..=64 * 1024 * 1024).contains(&self.limits.max_message_bytes) {
             return Err(err(

@@ -22,6 +22,9 @@ _certfed() {
             certfed,assist)
                 cmd="certfed__subcmd__assist"
                 ;;
+            certfed,attachment)
+                cmd="certfed__subcmd__attachment"
+                ;;
             certfed,bench)
                 cmd="certfed__subcmd__bench"
                 ;;
@@ -154,6 +157,24 @@ _certfed() {
             certfed__subcmd__assist__subcmd__help,update)
                 cmd="certfed__subcmd__assist__subcmd__help__subcmd__update"
                 ;;
+            certfed__subcmd__attachment,get)
+                cmd="certfed__subcmd__attachment__subcmd__get"
+                ;;
+            certfed__subcmd__attachment,help)
+                cmd="certfed__subcmd__attachment__subcmd__help"
+                ;;
+            certfed__subcmd__attachment,list)
+                cmd="certfed__subcmd__attachment__subcmd__list"
+                ;;
+            certfed__subcmd__attachment__subcmd__help,get)
+                cmd="certfed__subcmd__attachment__subcmd__help__subcmd__get"
+                ;;
+            certfed__subcmd__attachment__subcmd__help,help)
+                cmd="certfed__subcmd__attachment__subcmd__help__subcmd__help"
+                ;;
+            certfed__subcmd__attachment__subcmd__help,list)
+                cmd="certfed__subcmd__attachment__subcmd__help__subcmd__list"
+                ;;
             certfed__subcmd__exercise,help)
                 cmd="certfed__subcmd__exercise__subcmd__help"
                 ;;
@@ -189,6 +210,9 @@ _certfed() {
                 ;;
             certfed__subcmd__help,assist)
                 cmd="certfed__subcmd__help__subcmd__assist"
+                ;;
+            certfed__subcmd__help,attachment)
+                cmd="certfed__subcmd__help__subcmd__attachment"
                 ;;
             certfed__subcmd__help,bench)
                 cmd="certfed__subcmd__help__subcmd__bench"
@@ -273,6 +297,12 @@ _certfed() {
                 ;;
             certfed__subcmd__help__subcmd__assist,update)
                 cmd="certfed__subcmd__help__subcmd__assist__subcmd__update"
+                ;;
+            certfed__subcmd__help__subcmd__attachment,get)
+                cmd="certfed__subcmd__help__subcmd__attachment__subcmd__get"
+                ;;
+            certfed__subcmd__help__subcmd__attachment,list)
+                cmd="certfed__subcmd__help__subcmd__attachment__subcmd__list"
                 ;;
             certfed__subcmd__help__subcmd__exercise,report)
                 cmd="certfed__subcmd__help__subcmd__exercise__subcmd__report"
@@ -506,7 +536,7 @@ _certfed() {
 
     case "${cmd}" in
         certfed)
-            opts="-h -V --help --version serve check-config pki roster demo exercise bench completions man info alert assist incident peers delivery feed watch help"
+            opts="-h -V --help --version serve check-config pki roster demo exercise bench completions man info alert attachment assist incident peers delivery feed watch help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -872,7 +902,7 @@ _certfed() {
             return 0
             ;;
         certfed__subcmd__alert__subcmd__publish)
-            opts="-h --title --description --tlp --severity --rsit --rsit-type --sector --subsector --country --indicator --reference --to --expires-in-hours --supersedes --retract --exercise --open-incident --incident --node --ca --cert --key --json --help"
+            opts="-h --title --description --tlp --severity --rsit --rsit-type --sector --subsector --country --indicator --reference --to --expires-in-hours --supersedes --retract --exercise --open-incident --incident --attach --node --ca --cert --key --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -935,6 +965,10 @@ _certfed() {
                     return 0
                     ;;
                 --incident)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --attach)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1379,8 +1413,158 @@ _certfed() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        certfed__subcmd__attachment)
+            opts="-h --node --ca --cert --key --json --help list get help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --node)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__attachment__subcmd__get)
+            opts="-h --out --i-know-it-is-malware --node --ca --cert --key --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --node)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__attachment__subcmd__help)
+            opts="list get help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__attachment__subcmd__help__subcmd__get)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__attachment__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__attachment__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__attachment__subcmd__list)
+            opts="-h --node --ca --cert --key --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --node)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         certfed__subcmd__bench)
-            opts="-h --json --messages --rate --seconds --memory --memory-messages --disk --disk-messages --reconcile --reconcile-messages --reconcile-missing --incident --incident-sightings --incident-noise --federation --federation-seed --federation-green --federation-amber --federation-recipients --federation-rate --federation-kill --federation-settle --storage --pg-url --help"
+            opts="-h --json --messages --rate --seconds --memory --memory-messages --disk --disk-messages --reconcile --reconcile-messages --reconcile-missing --incident --incident-sightings --incident-noise --federation --federation-seed --federation-green --federation-amber --federation-recipients --federation-rate --federation-kill --federation-settle --storage --pg-url --attachments --attachment-mib --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1459,6 +1643,10 @@ _certfed() {
                     return 0
                     ;;
                 --pg-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --attachment-mib)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1786,7 +1974,7 @@ _certfed() {
             return 0
             ;;
         certfed__subcmd__help)
-            opts="serve check-config pki roster demo exercise bench completions man info alert assist incident peers delivery feed watch help"
+            opts="serve check-config pki roster demo exercise bench completions man info alert attachment assist incident peers delivery feed watch help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1982,6 +2170,48 @@ _certfed() {
             return 0
             ;;
         certfed__subcmd__help__subcmd__assist__subcmd__update)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__help__subcmd__attachment)
+            opts="list get"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__help__subcmd__attachment__subcmd__get)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        certfed__subcmd__help__subcmd__attachment__subcmd__list)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

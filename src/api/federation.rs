@@ -19,8 +19,8 @@
 use crate::domain::identity::Identity;
 use crate::proto::v1::federation_server::Federation;
 use crate::proto::v1::{
-    HelloRequest, HelloResponse, PushAck, PushFrame, PushOutcome, ReconcileRequest,
-    ReconcileResponse,
+    AttachmentChunk, FetchAttachmentRequest, HelloRequest, HelloResponse, PushAck, PushFrame,
+    PushOutcome, ReconcileRequest, ReconcileResponse,
 };
 use crate::service::ingest::{Committing, Ingested, Prepared, prepare, submit};
 use crate::service::node::Node;
@@ -218,6 +218,27 @@ impl Federation for FederationApi {
             roster_version: self.node.roster_version(),
             accepts_bundles: true,
         }))
+    }
+
+    type FetchAttachmentStream =
+        Pin<Box<dyn futures::Stream<Item = Result<AttachmentChunk, Status>> + Send>>;
+
+    async fn fetch_attachment(
+        &self,
+        req: Request<FetchAttachmentRequest>,
+    ) -> Result<Response<Self::FetchAttachmentStream>, Status> {
+        use crate::service::transfer::{ServeError, serve};
+        let (peer, _) = self.peer(&req)?;
+        let rx = serve(&self.node, &peer, req.into_inner())
+            .await
+            .map_err(|e| match e {
+                ServeError::NotFound(m) => Status::not_found(m),
+                ServeError::Denied(m) => Status::permission_denied(m),
+                ServeError::NotYet(m) => Status::unavailable(m),
+                ServeError::Internal(m) => Status::internal(crate::api::error::bounded(m)),
+            })?;
+        let stream = ReceiverStream::new(rx).map(|r| r.map_err(Status::data_loss));
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn reconcile(

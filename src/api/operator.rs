@@ -385,6 +385,98 @@ impl Operator for OperatorApi {
         Ok(Response::new(view))
     }
 
+    async fn publish_alert_with_attachments(
+        &self,
+        req: Request<tonic::Streaming<PublishUpload>>,
+    ) -> Result<Response<PublishAlertResponse>, Status> {
+        let who = audit::operator(&req);
+        let mut frames = req.into_inner();
+        let start = match frames.message().await? {
+            Some(PublishUpload {
+                frame: Some(publish_upload::Frame::Start(s)),
+            }) => s,
+            _ => {
+                return Err(bad_request(
+                    "start",
+                    "the first frame must be `start` (the alert and the attachments to come)",
+                ));
+            }
+        };
+        check_request_size(start.encoded_len(), self.node.cfg.limits.max_message_bytes)
+            .map_err(status)?;
+        // Every later frame must be content; anything else ends the upload.
+        let data = frames.map(|f| match f {
+            Ok(PublishUpload {
+                frame: Some(publish_upload::Frame::Data(d)),
+            }) => Ok(d),
+            Ok(_) => Err("a frame other than `data` after `start`".to_string()),
+            Err(e) => Err(e.message().chars().take(200).collect()),
+        });
+        // Detached: once the stream has ended, publishing finishes even if the
+        // caller goes away (its retry with the request id finds the result).
+        let r = self
+            .detached(|node| async move {
+                crate::service::attachments::upload(&node, start, Box::pin(data))
+                    .await
+                    .map_err(status)
+            })
+            .await;
+        audit::log(
+            &who,
+            "publish alert with attachments",
+            r.as_deref().unwrap_or(""),
+            &r,
+        );
+        Ok(Response::new(PublishAlertResponse { message_id: r? }))
+    }
+
+    async fn list_attachments(
+        &self,
+        req: Request<ListAttachmentsRequest>,
+    ) -> Result<Response<ListAttachmentsResponse>, Status> {
+        let id = self.take(req)?.message_id;
+        let r = crate::service::attachments::list(&self.node, &id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(r))
+    }
+
+    type GetAttachmentStream =
+        Pin<Box<dyn futures::Stream<Item = Result<AttachmentFrame, Status>> + Send>>;
+
+    async fn get_attachment(
+        &self,
+        req: Request<GetAttachmentRequest>,
+    ) -> Result<Response<Self::GetAttachmentStream>, Status> {
+        let who = audit::operator(&req);
+        let r = self.take(req)?;
+        crate::service::transfer::on_demand(&self.node, &r.message_id).await;
+        let got = crate::service::attachments::download(
+            &self.node,
+            &r.message_id,
+            &r.name,
+            r.i_know_it_is_malware,
+        )
+        .await
+        .map_err(status);
+        audit::log(&who, "download attachment", &r.message_id, &got);
+        let (manifest, rx) = got?;
+        let first = futures::stream::once(async move {
+            Ok(AttachmentFrame {
+                attachment: Some(manifest),
+                data: Vec::new(),
+            })
+        });
+        let rest = ReceiverStream::new(rx).map(|c| {
+            c.map(|data| AttachmentFrame {
+                attachment: None,
+                data,
+            })
+            .map_err(status)
+        });
+        Ok(Response::new(Box::pin(first.chain(rest))))
+    }
+
     async fn publish_roster(
         &self,
         req: Request<PublishRosterRequest>,

@@ -359,9 +359,11 @@ impl Fed {
     pub fn storage_toml(&self, i: usize) -> String {
         match &self.backend {
             Backend::Sqlite => format!("dir = \"{}\"", self.data_dir(i).display()),
+            // The folder holds the node's attachment files (issue 16).
             Backend::Postgres { .. } => format!(
-                "backend = \"postgres\"\nurl = \"{}\"\nlease_secs = 3",
-                self.db_url(i)
+                "backend = \"postgres\"\nurl = \"{}\"\nlease_secs = 3\ndir = \"{}\"",
+                self.db_url(i),
+                self.data_dir(i).display()
             ),
         }
     }

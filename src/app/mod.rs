@@ -648,7 +648,8 @@ pub async fn start(prepared: Prepared) -> anyhow::Result<RunningNode> {
     let operator = OperatorApi::server(node.clone());
     let federation = FederationServer::new(FederationApi::new(node.clone()))
         .max_decoding_message_size(max)
-        .max_encoding_message_size(max);
+        // Attachment chunks (FetchAttachment) are 1 MiB and a tag.
+        .max_encoding_message_size(max.max(crate::service::transfer::MAX_CHUNK_FRAME));
 
     let (tls_tx, tls_rx) = watch::channel(server_tls);
     let incoming = accept_loop(
@@ -843,6 +844,7 @@ async fn serve_when_active(
         tokio::spawn(crate::service::retention::run(node.clone())),
         tokio::spawn(crate::service::incidents::run(node.clone())),
         tokio::spawn(follow_roster(node.clone(), links.clone())),
+        tokio::spawn(crate::service::transfer::run(node.clone())),
     ];
     if node.pair.backend == "postgres" {
         tracing::info!(node = %node.id, member = %node.pair.member, "serving as the active member");

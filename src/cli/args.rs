@@ -338,3 +338,52 @@ mod tests {
         );
     }
 }
+
+/// One `--attach FILE[,malware]`.
+#[derive(Debug, Clone)]
+pub struct AttachArg {
+    pub path: std::path::PathBuf,
+    pub malicious: bool,
+}
+
+/// Parses `FILE` or `FILE,malware`.
+pub fn parse_attach(s: &str) -> Result<AttachArg, String> {
+    let (path, malicious) = match s.rsplit_once(',') {
+        Some((p, "malware")) => (p, true),
+        Some((_, other)) if other.bytes().all(|b| b.is_ascii_alphabetic()) => {
+            return Err(format!(
+                "unknown flag {other:?} after the file name; write FILE or FILE,malware"
+            ));
+        }
+        _ => (s, false),
+    };
+    if path.is_empty() {
+        return Err("give a file name: --attach FILE[,malware]".into());
+    }
+    Ok(AttachArg {
+        path: std::path::PathBuf::from(path),
+        malicious,
+    })
+}
+
+/// The media type named by a file's extension (the common evidence kinds).
+pub fn media_type_of(path: &std::path::Path) -> &'static str {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(|e| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    match ext.as_str() {
+        "pcap" | "cap" => "application/vnd.tcpdump.pcap",
+        "pcapng" => "application/x-pcapng",
+        "json" => "application/json",
+        "txt" | "log" => "text/plain",
+        "csv" => "text/csv",
+        "pdf" => "application/pdf",
+        "zip" => "application/zip",
+        "gz" => "application/gzip",
+        "eml" => "message/rfc822",
+        "evtx" => "application/x-ms-evtx",
+        _ => crate::domain::attachment::DEFAULT_MEDIA_TYPE,
+    }
+}

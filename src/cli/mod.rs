@@ -7,6 +7,7 @@
 //! stderr; a closed stdout ends a command quietly (exit 0), never a panic.
 pub mod args;
 pub mod assist;
+pub mod attachment;
 pub mod client;
 pub mod error;
 pub mod exchange;
@@ -100,6 +101,13 @@ pub enum Command {
         #[command(subcommand)]
         cmd: Box<client::AlertCmd>,
     },
+    /// Evidence attached to messages: list them with their state, download one.
+    Attachment {
+        #[command(flatten)]
+        conn: client::Conn,
+        #[command(subcommand)]
+        cmd: Box<attachment::AttachmentCmd>,
+    },
     /// Request, offer, decide and follow assistance (Tallinn Mechanism style).
     Assist {
         #[command(flatten)]
@@ -162,6 +170,7 @@ impl Command {
             Command::Info { conn }
             | Command::Alert { conn, .. }
             | Command::Assist { conn, .. }
+            | Command::Attachment { conn, .. }
             | Command::Incident { conn, .. }
             | Command::Peers { conn, .. }
             | Command::Delivery { conn, .. }
@@ -270,6 +279,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Info { conn } => rt()?.block_on(client::info(conn)),
         Command::Alert { conn, cmd } => rt()?.block_on(client::alert(conn, *cmd)),
         Command::Assist { conn, cmd } => rt()?.block_on(assist::run(conn, *cmd)),
+        Command::Attachment { conn, cmd } => rt()?.block_on(attachment::run(conn, *cmd)),
         Command::Incident { conn, cmd } => rt()?.block_on(incident::run(conn, *cmd)),
         Command::Peers { conn, reconcile } => rt()?.block_on(client::peers(conn, reconcile)),
         Command::Delivery { conn, message_id } => {

@@ -39,13 +39,15 @@
 //! Nothing here does I/O: the caller looks up what the store knows (the
 //! reverse route of a receipt) before calling, and performs the decision after.
 use crate::domain::alert::{Limits, validate_alert};
+use crate::domain::attachment;
 use crate::domain::custody::{path_of, sign_hop, verify_chain};
 use crate::domain::envelope::{Rejection, Verified, checked_ts_to_ms, ms_to_ts};
 use crate::domain::keys::{KeyRegistry, Signer};
 use crate::domain::policy::{Outbound, PeerPolicy, Route, requires_e2e, route_to_peer, tlp_label};
 use crate::proto::v1::{
-    Alert, AssistanceRequest, DecisionMessage, EnvelopeHeader, HopChain, HopRecord, MessageKind,
-    OfferMessage, Receipt, ReceiptState, SignedEnvelope, SignedHop, StatusMessage, Tlp,
+    Alert, AssistanceRequest, AttachmentList, DecisionMessage, EnvelopeHeader, HopChain, HopRecord,
+    MessageKind, OfferMessage, Receipt, ReceiptState, SignedEnvelope, SignedHop, StatusMessage,
+    Tlp,
 };
 use prost::Message;
 
@@ -417,6 +419,37 @@ fn is_uuid(s: &str) -> bool {
     uuid::Uuid::parse_str(s).is_ok()
 }
 
+/// Checks the attachment framing a relay can check without reading the
+/// payload: only alerts carry attachments, each blob's numbers are sane and
+/// its chunk size is the one of its encryption mode.
+fn check_blobs(h: &EnvelopeHeader) -> Result<(), Rejection> {
+    if h.attachments.is_empty() {
+        return Ok(());
+    }
+    if h.kind != MessageKind::Alert as i32 {
+        return Err(Rejection::Malformed("only alerts carry attachments".into()));
+    }
+    if h.attachments.len() > attachment::MAX_ATTACHMENTS {
+        return Err(Rejection::Malformed(format!(
+            "{} attachments, at most {}",
+            h.attachments.len(),
+            attachment::MAX_ATTACHMENTS
+        )));
+    }
+    let chunk = attachment::CHUNK + if h.encrypted { attachment::TAG } else { 0 };
+    for (i, b) in h.attachments.iter().enumerate() {
+        attachment::Layout::of(b)
+            .map_err(|e| Rejection::Malformed(format!("attachments[{i}]: {e}")))?;
+        if b.chunk_size != chunk {
+            return Err(Rejection::Malformed(format!(
+                "attachments[{i}]: chunk size {} where {chunk} is used",
+                b.chunk_size
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Decodes and validates a readable payload according to its kind.
 fn parse_body(
     view: &View<'_>,
@@ -453,6 +486,12 @@ fn parse_body(
                     "alert.exercise differs from the signed envelope's exercise flag".into(),
                 ));
             }
+            // The manifests share the alert's field space (field 50).
+            let list = AttachmentList::decode(body).map_err(|e| invalid("attachments", e))?;
+            // The size limit is the fetching node's (limits.max_attachment_bytes):
+            // an alert is never refused for the size of its evidence.
+            attachment::check_manifests(&list.attachments, &h.attachments, h.encrypted, u64::MAX)
+                .map_err(|e| Rejection::InvalidPayload(e.to_string()))?;
             Ok(Parsed {
                 severity: alert.severity,
                 sectors: sectors_mask(&alert.sectors),
@@ -592,6 +631,7 @@ fn decide(
     {
         return Err(Rejection::Policy(reason));
     }
+    check_blobs(h)?;
     // A member the roster marks exercise-only sends exercise traffic only.
     if let Some(r) = view.roster.and_then(|a| a.current())
         && r.exercise_only(&h.origin)

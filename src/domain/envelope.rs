@@ -4,7 +4,7 @@
 //! bytes they got and never re-encode them.
 use super::keys::{KeyRegistry, Signer};
 use super::policy::tlp_from_wire;
-use crate::proto::v1::{EnvelopeHeader, MessageKind, SignedEnvelope, Tlp};
+use crate::proto::v1::{AttachmentBlob, EnvelopeHeader, MessageKind, SignedEnvelope, Tlp};
 use ed25519_dalek::Signature;
 use prost::Message;
 use sha2::{Digest, Sha256};
@@ -179,6 +179,17 @@ pub fn seal(signer: &Signer, d: Draft) -> SignedEnvelope {
 /// [`seal`] for a message that belongs to incident `incident_id` (empty: none),
 /// carried in the signed header (`EnvelopeHeader.incident_id`).
 pub fn seal_in_incident(signer: &Signer, d: Draft, incident_id: String) -> SignedEnvelope {
+    seal_with_attachments(signer, d, incident_id, Vec::new())
+}
+
+/// [`seal_in_incident`] for a message that carries attachments: their stored
+/// forms (`domain::attachment`) go into the signed header.
+pub fn seal_with_attachments(
+    signer: &Signer,
+    d: Draft,
+    incident_id: String,
+    attachments: Vec<AttachmentBlob>,
+) -> SignedEnvelope {
     let header = EnvelopeHeader {
         incident_id,
         message_id: d.message_id,
@@ -193,6 +204,7 @@ pub fn seal_in_incident(signer: &Signer, d: Draft, incident_id: String) -> Signe
         payload_sha256: Sha256::digest(&d.payload).to_vec(),
         exercise: d.exercise,
         encrypted: d.encrypted,
+        attachments,
     }
     .encode_to_vec();
     let signature = signer.sign(&signed_bytes(&header)).to_bytes().to_vec();

@@ -6,6 +6,7 @@
 pub mod admission;
 pub mod alert;
 pub mod assistance;
+pub mod attachment;
 pub mod custody;
 pub mod e2e;
 pub mod envelope;

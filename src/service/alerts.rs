@@ -18,7 +18,7 @@ use crate::proto::v1::{
     PublishAlertRequest, PublishAlertResponse, ReceiptState, Severity, Sighting, SignedEnvelope,
     Tlp, WatchEvent,
 };
-use crate::service::ingest::{OriginateError, Outgoing, originate_in_incident};
+use crate::service::ingest::{OriginateError, Outgoing};
 use crate::service::limits::{MAX_ANSWER_BYTES, PageBuilder, PageLimit, framed_len};
 use crate::service::node::Node;
 use crate::service::requests::{self, RequestIdError, RequestKey};
@@ -51,6 +51,10 @@ pub enum AlertError {
     RequestId(#[from] RequestIdError),
     #[error("{0}")]
     Incident(crate::service::incidents::IncidentError),
+    /// The uploaded attachments could not be put in place (a fault of this
+    /// node's disk).
+    #[error("attachments: {0}")]
+    Attachments(String),
 }
 
 impl ServiceError for AlertError {
@@ -66,6 +70,7 @@ impl ServiceError for AlertError {
             AlertError::Store(e) => e.kind(),
             AlertError::RequestId(e) => e.kind(),
             AlertError::Incident(e) => e.kind(),
+            AlertError::Attachments(_) => ErrorKind::Internal,
         }
     }
 }
@@ -291,6 +296,41 @@ pub async fn publish(
 /// [`publish`] with the incident choices of the request: open an incident
 /// with the alert, or contribute it to one (`service::incidents`).
 pub async fn publish_in(node: &Node, req: PublishAlertRequest) -> Result<String, AlertError> {
+    publish_with(node, req, None).await
+}
+
+/// Attachments uploaded and verified, ready to join a message
+/// (`service::attachments::Uploaded`).
+#[async_trait::async_trait]
+pub trait Attach: Send {
+    /// Whether they were encrypted (for a TLP:AMBER+ message).
+    fn encrypted(&self) -> bool;
+    /// Puts the files in place under `message_id`; returns the manifests for
+    /// the payload, the blobs for the signed header and the folder (removed
+    /// again if the message is not stored after all).
+    async fn place(
+        self: Box<Self>,
+        node: &Node,
+        message_id: &str,
+    ) -> Result<
+        (
+            crate::proto::v1::AttachmentList,
+            Vec<crate::proto::v1::AttachmentBlob>,
+            std::path::PathBuf,
+        ),
+        String,
+    >;
+}
+
+/// [`publish_in`] with attachments already uploaded and verified
+/// (`service::attachments`): their manifests join the signed payload, their
+/// stored forms the signed header, and their files are put in place under the
+/// message id before the message is signed.
+pub async fn publish_with(
+    node: &Node,
+    req: PublishAlertRequest,
+    attached: Option<Box<dyn Attach>>,
+) -> Result<String, AlertError> {
     let request_id = req.request_id.clone();
     let body = PublishAlertRequest {
         request_id: String::new(),
@@ -328,6 +368,7 @@ pub async fn publish_in(node: &Node, req: PublishAlertRequest) -> Result<String,
                 message_id,
                 open_incident,
                 incident_id,
+                attached,
             )
             .await
             .map(|message_id| PublishAlertResponse { message_id })
@@ -456,6 +497,7 @@ async fn publish_as(
     message_id: String,
     open_incident: bool,
     incident_id: String,
+    attached: Option<Box<dyn Attach>>,
 ) -> Result<String, AlertError> {
     let now = now_ms();
     let choice = IncidentChoice {
@@ -463,7 +505,25 @@ async fn publish_as(
         incident_id: &incident_id,
         message_id: &message_id,
     };
-    let (tlp, payload, incident) = check_publish(node, &alert, &recipients, now, choice).await?;
+    let (tlp, mut payload, incident) =
+        check_publish(node, &alert, &recipients, now, choice).await?;
+    let mut blobs = Vec::new();
+    let mut placed = None;
+    if let Some(up) = attached {
+        if up.encrypted() != crate::domain::policy::requires_e2e(tlp) {
+            return Err(AlertError::Invalid(InvalidArgument::new(
+                "request.alert.tlp",
+                "the attachments were uploaded for another TLP; upload them again",
+            )));
+        }
+        let (list, b, dir) = up
+            .place(node, &message_id)
+            .await
+            .map_err(AlertError::Attachments)?;
+        payload.extend_from_slice(&list.encode_to_vec());
+        blobs = b;
+        placed = Some(dir);
+    }
     let outgoing = Outgoing {
         kind: MessageKind::Alert,
         tlp,
@@ -473,7 +533,19 @@ async fn publish_as(
         created_ms: Some(now),
         payload,
     };
-    let (message_id, _) = originate_in_incident(node, outgoing, message_id, incident).await?;
+    let r = crate::service::ingest::originate_with_attachments(
+        node, outgoing, message_id, incident, blobs,
+    )
+    .await;
+    let (message_id, _) = match r {
+        Ok(x) => x,
+        Err(e) => {
+            if let Some(dir) = placed {
+                let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+            }
+            return Err(e.into());
+        }
+    };
     tracing::info!(%message_id, tlp = tlp_label(tlp), "alert published");
     Ok(message_id)
 }

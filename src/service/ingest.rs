@@ -19,7 +19,7 @@
 use crate::domain::admission::{
     self, Decision, Input, ReceiptOwed, ReceiptRoute, View, deferrable,
 };
-use crate::domain::envelope::{Draft, Rejection, Verified, seal_in_incident, verify_batch};
+use crate::domain::envelope::{Draft, Rejection, Verified, verify_batch};
 use crate::proto::v1::{EnvelopeHeader, MessageKind, Receipt, SignedEnvelope, SignedHop, Tlp};
 use crate::service::node::Node;
 use crate::service::{ErrorKind, ServiceError, now_ms};
@@ -632,6 +632,19 @@ pub async fn originate_in_incident(
     message_id: String,
     incident_id: String,
 ) -> Result<(String, u64), OriginateError> {
+    originate_with_attachments(node, out, message_id, incident_id, Vec::new()).await
+}
+
+/// [`originate_in_incident`] for a message with attachments: `attachments`
+/// are their stored forms (`domain::attachment`), signed into the header; the
+/// payload already lists their manifests and the files are in place.
+pub async fn originate_with_attachments(
+    node: &Node,
+    out: Outgoing,
+    message_id: String,
+    incident_id: String,
+    attachments: Vec<crate::proto::v1::AttachmentBlob>,
+) -> Result<(String, u64), OriginateError> {
     let kind = out.kind;
     let encrypted = crate::domain::policy::requires_e2e(out.tlp);
     let payload = if encrypted {
@@ -644,7 +657,7 @@ pub async fn originate_in_incident(
     } else {
         out.payload
     };
-    let env = seal_in_incident(
+    let env = crate::domain::envelope::seal_with_attachments(
         &node.signer,
         Draft {
             message_id: message_id.clone(),
@@ -659,6 +672,7 @@ pub async fn originate_in_incident(
             payload,
         },
         incident_id,
+        attachments,
     );
     match ingest(node, None, vec![env], vec![]).await?.pop() {
         Some(Ingested::New(cursor)) => {

@@ -13,6 +13,7 @@
 //! one table. Error messages say what to do.
 pub mod alerts;
 pub mod assistance;
+pub mod attachments;
 pub mod delivery;
 pub mod exchange;
 pub mod incidents;
@@ -29,6 +30,7 @@ pub mod reconciler;
 pub mod requests;
 pub mod retention;
 pub mod roster;
+pub mod transfer;
 
 use crate::storage::StoreError;
 

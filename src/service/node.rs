@@ -85,7 +85,13 @@ pub struct Node {
     roster_applied: watch::Sender<u64>,
     /// The peers the configuration lists (the roster may hide some).
     configured_peers: RwLock<Vec<PeerSection>>,
+    /// Messages whose attachments are being fetched (`service::transfer`).
+    pub fetching: Fetching,
 }
+
+/// Messages whose attachments are being fetched now (`service::transfer`).
+#[derive(Default)]
+pub struct Fetching(pub Mutex<HashSet<String>>);
 
 /// What the application hands over to build a [`Node`].
 pub struct NodeParts {
@@ -145,6 +151,7 @@ impl Node {
             roster: RwLock::new(p.roster.map(Arc::new)),
             roster_lock: tokio::sync::Mutex::new(()),
             configured_peers: RwLock::new(p.cfg.peers.clone()),
+            fetching: Default::default(),
             cfg: p.cfg,
         }
     }

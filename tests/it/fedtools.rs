@@ -439,6 +439,21 @@ impl certfed::proto::v1::federation_server::Federation for FakeFederation {
         Err(tonic::Status::unimplemented("fake peer: no reconciliation"))
     }
 
+    type FetchAttachmentStream = std::pin::Pin<
+        Box<
+            dyn futures::Stream<Item = Result<certfed::proto::v1::AttachmentChunk, tonic::Status>>
+                + Send,
+        >,
+    >;
+
+    async fn fetch_attachment(
+        &self,
+        _req: tonic::Request<certfed::proto::v1::FetchAttachmentRequest>,
+    ) -> Result<tonic::Response<Self::FetchAttachmentStream>, tonic::Status> {
+        // Like a peer of a version before attachments.
+        Err(tonic::Status::unimplemented("fake peer: no attachments"))
+    }
+
     async fn hello(
         &self,
         _req: tonic::Request<HelloRequest>,

@@ -6,6 +6,7 @@ mod common;
 
 mod alerts;
 mod assistance;
+mod attachments;
 mod cli;
 mod cli_json;
 mod cookbook;

@@ -33,6 +33,7 @@
 //! With `--incident` only the incident phase runs (see [`incident`]): the cost
 //! of correlating an arrival on a common indicator (with and without history),
 //! and of GetSituation and ListIncidents for an incident with many sightings.
+pub mod attachments;
 pub mod disk;
 pub mod federation;
 pub mod incident;
@@ -142,6 +143,14 @@ pub struct BenchArgs {
         value_name = "URL"
     )]
     pub pg_url: Option<String>,
+    /// Run only the attachment phase: one TLP:AMBER attachment from node-a to
+    /// node-c through node-b (a process): throughput, node-b's peak RSS, and
+    /// CRITICAL alert latency during the transfer.
+    #[arg(long, conflicts_with_all = ["memory", "disk", "reconcile", "incident"])]
+    pub attachments: bool,
+    /// Size of the attachment in the attachment phase, in MiB.
+    #[arg(long, default_value_t = 256, value_name = "MIB")]
+    pub attachment_mib: u64,
 }
 
 /// The storage backend a benchmark measures.
@@ -418,6 +427,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             settle_secs: args.federation_settle,
         };
         return federation::run(plan, args.json).await;
+    }
+    if args.attachments {
+        return attachments::run(args.attachment_mib, args.json).await;
     }
     if args.reconcile {
         return reconcile::run(args.reconcile_messages, args.reconcile_missing, args.json).await;

@@ -1,0 +1,687 @@
+//! Evidence attachments (issue 16) through real nodes on the line a–b–c:
+//! the operator's client-streaming upload (nothing published until every
+//! attachment is complete), the server-streaming download (byte-identical,
+//! verified), encryption at rest of AMBER evidence, the malware guard, and
+//! every way an upload can go wrong leaving nothing behind. Also the real
+//! `certfed` binary: `alert publish --attach`, `attachment list|get`.
+
+use crate::common::*;
+use certfed::proto::v1::operator_client::OperatorClient;
+use certfed::proto::v1::*;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+use tonic::Code;
+use tonic::transport::Channel;
+
+/// `n` bytes with `marker` repeated through them (to search for plaintext).
+fn evidence(n: usize, marker: &[u8]) -> Vec<u8> {
+    let mut v: Vec<u8> = (0..n).map(|i| (i % 253) as u8).collect();
+    let mut i = 0;
+    while i + marker.len() <= n {
+        v[i..i + marker.len()].copy_from_slice(marker);
+        i += 64 * 1024;
+    }
+    v
+}
+
+fn start(req: PublishAlertRequest, declared: Vec<Attachment>) -> PublishUpload {
+    PublishUpload {
+        frame: Some(publish_upload::Frame::Start(PublishUploadStart {
+            request: Some(req),
+            attachments: declared,
+        })),
+    }
+}
+
+fn data(index: u32, bytes: &[u8]) -> PublishUpload {
+    PublishUpload {
+        frame: Some(publish_upload::Frame::Data(AttachmentData {
+            index,
+            data: bytes.to_vec(),
+        })),
+    }
+}
+
+fn declare(name: &str, size: usize, malicious: bool) -> Attachment {
+    Attachment {
+        name: name.into(),
+        size: size as u64,
+        malicious,
+        ..Default::default()
+    }
+}
+
+/// Frames of `content` for attachment `index`, in pieces of `piece` bytes.
+fn pieces(index: u32, content: &[u8], piece: usize) -> Vec<PublishUpload> {
+    content.chunks(piece).map(|c| data(index, c)).collect()
+}
+
+async fn upload(
+    op: &mut OperatorClient<Channel>,
+    frames: Vec<PublishUpload>,
+) -> Result<String, tonic::Status> {
+    op.publish_alert_with_attachments(futures::stream::iter(frames))
+        .await
+        .map(|r| r.into_inner().message_id)
+}
+
+async fn download(
+    op: &mut OperatorClient<Channel>,
+    id: &str,
+    name: &str,
+    malware_ok: bool,
+) -> Result<(Attachment, Vec<u8>), tonic::Status> {
+    let mut s = op
+        .get_attachment(GetAttachmentRequest {
+            message_id: id.into(),
+            name: name.into(),
+            i_know_it_is_malware: malware_ok,
+        })
+        .await?
+        .into_inner();
+    let first = s.message().await?.and_then(|f| f.attachment).unwrap();
+    let mut out = Vec::new();
+    while let Some(f) = s.message().await? {
+        out.extend(f.data);
+    }
+    Ok((first, out))
+}
+
+fn amber_request(title: &str) -> PublishAlertRequest {
+    let mut a = green_alert(title);
+    a.tlp = Tlp::Amber as i32;
+    PublishAlertRequest {
+        alert: Some(a),
+        recipients: vec!["node-c".into()],
+        ..Default::default()
+    }
+}
+
+fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
+    let mut hits = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            hits.extend(files_containing(&p, needle));
+        } else if let Ok(bytes) = std::fs::read(&p)
+            && bytes.windows(needle.len()).any(|w| w == needle)
+        {
+            hits.push(p.display().to_string());
+        }
+    }
+    hits
+}
+
+/// Waits until node `op` lists `n` attachments of `id`, all available.
+async fn available(op: &OperatorClient<Channel>, id: &str, n: usize) -> bool {
+    eventually(Duration::from_secs(90), || {
+        let mut op = op.clone();
+        let id = id.to_string();
+        async move {
+            op.list_attachments(ListAttachmentsRequest { message_id: id })
+                .await
+                .is_ok_and(|r| {
+                    let r = r.into_inner();
+                    r.attachments.len() == n
+                        && r.attachments
+                            .iter()
+                            .all(|s| s.state == AttachmentState::Available as i32)
+                })
+        }
+    })
+    .await
+}
+
+fn leftovers(data_dir: &Path) -> Vec<String> {
+    std::fs::read_dir(data_dir.join("attachments"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amber_evidence_is_stored_encrypted_and_downloads_byte_identical() {
+    let fed = Fed::line();
+    let _a = fed.start(0).await;
+    let _b = fed.start(1).await;
+    let _c = fed.start(2).await;
+    let mut op = fed.operator(0).await;
+    let marker = format!("PCAPMARK{}", uuid::Uuid::now_v7().simple());
+    let capture = evidence(3 * 1024 * 1024 + 12_345, marker.as_bytes());
+    let sample = evidence(70_000, b"MZ-not-really");
+    let mut frames = vec![start(
+        amber_request("capture attached"),
+        vec![
+            declare("capture.pcap", capture.len(), false),
+            declare("empty.txt", 0, false),
+            declare("dropper.bin", sample.len(), true),
+        ],
+    )];
+    frames.extend(pieces(0, &capture, 300_000));
+    frames.extend(pieces(2, &sample, 1 << 20));
+    let id = upload(&mut op, frames).await.unwrap();
+
+    // The alert travels as usual; c reads it.
+    assert!(
+        arrives(&fed, 2, &id, Duration::from_secs(30)).await,
+        "c never received the alert"
+    );
+
+    // At the origin: listed available, downloads byte-identical.
+    let list = op
+        .list_attachments(ListAttachmentsRequest {
+            message_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let names: Vec<_> = list
+        .attachments
+        .iter()
+        .map(|s| s.attachment.as_ref().unwrap().name.as_str())
+        .collect();
+    assert_eq!(names, ["capture.pcap", "empty.txt", "dropper.bin"]);
+    for s in &list.attachments {
+        assert_eq!(s.state, AttachmentState::Available as i32);
+        assert!(
+            s.attachment.as_ref().unwrap().key.is_empty(),
+            "no key leaves the node"
+        );
+    }
+    let (m, got) = download(&mut op, &id, "capture.pcap", false).await.unwrap();
+    assert_eq!(m.size, capture.len() as u64);
+    assert_eq!(m.media_type, "application/octet-stream");
+    assert!(m.key.is_empty());
+    assert!(got == capture, "downloaded copy differs");
+    let (_, got) = download(&mut op, &id, "empty.txt", false).await.unwrap();
+    assert!(got.is_empty());
+
+    // The malware sample only with the explicit flag.
+    let e = download(&mut op, &id, "dropper.bin", false)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("malware"), "{}", e.message());
+    let (m, got) = download(&mut op, &id, "dropper.bin", true).await.unwrap();
+    assert!(m.malicious);
+    assert!(got == sample);
+    let e = download(&mut op, &id, "nope.bin", true).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+
+    // AMBER evidence is encrypted at rest: no plaintext in any node's folder.
+    for i in 0..3 {
+        let hits = files_containing(&fed.data_dir(i), marker.as_bytes());
+        assert!(hits.is_empty(), "plaintext marker found in {hits:?}");
+    }
+    assert!(
+        !leftovers(&fed.data_dir(0))
+            .iter()
+            .any(|n| n.starts_with(".upload-")),
+        "temporary upload folder left behind"
+    );
+
+    // c fetches the evidence from b, which fetched the ciphertext from a;
+    // c's copies are byte-identical.
+    let mut op_c = fed.operator(2).await;
+    assert!(
+        available(&op_c, &id, 3).await,
+        "c never got the attachments"
+    );
+    let (_, got) = download(&mut op_c, &id, "capture.pcap", false)
+        .await
+        .unwrap();
+    assert!(got == capture, "c's copy differs");
+    let (_, got) = download(&mut op_c, &id, "dropper.bin", true).await.unwrap();
+    assert!(got == sample);
+    // b, a relay, drops the ciphertext once c has it.
+    let b_dir = fed.data_dir(1).join("attachments").join(&id);
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let d = b_dir.clone();
+            async move { !d.exists() }
+        })
+        .await,
+        "b still holds {:?}",
+        std::fs::read_dir(&b_dir).map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+    );
+    // b relays the alert but cannot read it, nor its manifests.
+    let mut op_b = fed.operator(1).await;
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let mut op_b = op_b.clone();
+            let id = id.clone();
+            async move {
+                op_b.list_attachments(ListAttachmentsRequest { message_id: id })
+                    .await
+                    .is_err_and(|e| e.code() == Code::PermissionDenied)
+            }
+        })
+        .await
+    );
+    let e = op_b
+        .list_attachments(ListAttachmentsRequest {
+            message_id: id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert!(e.message().contains("encrypted"), "{}", e.message());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_upload_publishes_nothing_and_leaves_nothing() {
+    let fed = Fed::new(&["node-a"], &[]);
+    let _a = fed.start(0).await;
+    let mut op = fed.operator(0).await;
+    let body = vec![5u8; 2_000_000];
+    let req = || {
+        let mut r = amber_request("broken upload");
+        r.alert.as_mut().unwrap().tlp = Tlp::Green as i32;
+        r.recipients.clear();
+        r
+    };
+    let cases: Vec<(&str, Vec<PublishUpload>, &str)> = vec![
+        (
+            "ends early",
+            {
+                let mut f = vec![start(req(), vec![declare("a.bin", body.len(), false)])];
+                f.extend(pieces(0, &body[..1_500_000], 1 << 20));
+                f
+            },
+            "ended after 1500000 of its 2000000 bytes",
+        ),
+        (
+            "size lies (more bytes than declared)",
+            {
+                let mut f = vec![start(req(), vec![declare("a.bin", 1000, false)])];
+                f.extend(pieces(0, &body[..1001], 1 << 20));
+                f
+            },
+            "more than the declared 1000 bytes",
+        ),
+        (
+            "out of order",
+            {
+                let mut f = vec![start(
+                    req(),
+                    vec![declare("a.bin", 10, false), declare("b.bin", 10, false)],
+                )];
+                f.push(data(1, &[0; 10]));
+                f
+            },
+            "one after another",
+        ),
+        (
+            "over limits.max_attachment_bytes",
+            vec![start(
+                req(),
+                vec![declare("huge.bin", 65 * 1024 * 1024, false)],
+            )],
+            "limits.max_attachment_bytes",
+        ),
+        (
+            "a path as name",
+            vec![start(req(), vec![declare("../../etc/cron.d/x", 1, false)])],
+            "plain file name",
+        ),
+        (
+            "declared SHA-256 differs",
+            {
+                let mut d = declare("a.bin", 10, false);
+                d.sha256 = vec![0; 32];
+                vec![start(req(), vec![d]), data(0, &[1; 10])]
+            },
+            "does not match the declared SHA-256",
+        ),
+        (
+            "no start frame",
+            vec![data(0, &[1; 10])],
+            "first frame must be `start`",
+        ),
+        (
+            "an invalid alert is refused before any byte",
+            {
+                let mut r = req();
+                r.alert.as_mut().unwrap().title.clear();
+                vec![start(r, vec![declare("a.bin", 10, false)])]
+            },
+            "title",
+        ),
+    ];
+    for (what, frames, expect) in cases {
+        let e = upload(&mut op, frames).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{what}: {e:?}");
+        assert!(e.message().contains(expect), "{what}: {}", e.message());
+    }
+    // Nothing was published, nothing is left on disk.
+    let alerts = op
+        .list_alerts(ListAlertsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .alerts;
+    assert!(alerts.is_empty(), "an aborted upload published {alerts:?}");
+    assert_eq!(leftovers(&fed.data_dir(0)), Vec::<String>::new());
+    // And the same node still takes a good upload.
+    let mut f = vec![start(req(), vec![declare("a.bin", body.len(), false)])];
+    f.extend(pieces(0, &body, 1 << 20));
+    let id = upload(&mut op, f).await.unwrap();
+    let (_, got) = download(&mut op, &id, "a.bin", false).await.unwrap();
+    assert!(got == body);
+    // In clear (GREEN) the stored form is the content itself, checked against
+    // its digests when read: a flipped byte on disk ends the download with
+    // DATA_LOSS and never reaches the operator unnoticed.
+    let blob = fed.data_dir(0).join("attachments").join(&id).join("0.blob");
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[1_500_000] ^= 1;
+    std::fs::write(&blob, &bytes).unwrap();
+    let e = download(&mut op, &id, "a.bin", false).await.unwrap_err();
+    assert_eq!(e.code(), Code::DataLoss, "{e:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_attaches_and_saves_evidence_without_execute_bit() {
+    use std::os::unix::fs::PermissionsExt;
+    let fed = Fed::new(&["node-a", "node-c"], &[(0, 1)]);
+    let _a = fed.start(0).await;
+    let _c = fed.start(1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("capture.pcap");
+    let content = evidence(1_300_000, b"CLI-MARKER");
+    std::fs::write(&pcap, &content).unwrap();
+    let sample = dir.path().join("sample.exe");
+    std::fs::write(&sample, b"MZ fake sample").unwrap();
+    std::fs::set_permissions(&sample, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cli = |args: &[&str]| {
+        let pki = &fed.pki;
+        Command::new(env!("CARGO_BIN_EXE_certfed"))
+            .args(args)
+            .args(["--node", &fed.addr(0), "--ca"])
+            .arg(pki.ca_path())
+            .arg("--cert")
+            .arg(pki.path("operator.crt"))
+            .arg("--key")
+            .arg(pki.path("operator.key"))
+            .env("RUST_LOG", "error")
+            .output()
+            .unwrap()
+    };
+    let out = cli(&[
+        "alert",
+        "publish",
+        "--title",
+        "evidence attached",
+        "--tlp",
+        "amber",
+        "--severity",
+        "high",
+        "--to",
+        "node-c",
+        "--attach",
+        pcap.to_str().unwrap(),
+        "--attach",
+        &format!("{},malware", sample.display()),
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = v["messageId"].as_str().unwrap().to_string();
+
+    let out = cli(&["attachment", "list", &id]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("capture.pcap") && text.contains("available"),
+        "{text}"
+    );
+    assert!(text.contains("MALWARE SAMPLE"), "{text}");
+
+    let saved = dir.path().join("out.pcap");
+    let out = cli(&[
+        "attachment",
+        "get",
+        &id,
+        "capture.pcap",
+        "--out",
+        saved.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(std::fs::read(&saved).unwrap() == content);
+    // An existing file is never overwritten.
+    let out = cli(&[
+        "attachment",
+        "get",
+        &id,
+        "capture.pcap",
+        "--out",
+        saved.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exists"));
+
+    // The malware guard: refused without the flag, nothing written.
+    let mal = dir.path().join("saved.exe");
+    let out = cli(&[
+        "attachment",
+        "get",
+        &id,
+        "sample.exe",
+        "--out",
+        mal.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--i-know-it-is-malware"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!mal.exists());
+    let out = cli(&[
+        "attachment",
+        "get",
+        &id,
+        "sample.exe",
+        "--out",
+        mal.to_str().unwrap(),
+        "--i-know-it-is-malware",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(&mal).unwrap(), b"MZ fake sample");
+    let mode = std::fs::metadata(&mal).unwrap().permissions().mode();
+    assert_eq!(mode & 0o111, 0, "saved sample is executable: {mode:o}");
+    // No temporary file left beside the outputs.
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.starts_with(".certfed-")),
+        "{names:?}"
+    );
+}
+
+/// Bytes of one encrypted chunk of the stored form.
+const SEALED_CHUNK: u64 = (1 << 20) + 16;
+
+fn upload_frames(req: PublishAlertRequest, name: &str, content: &[u8]) -> Vec<PublishUpload> {
+    let mut f = vec![start(req, vec![declare(name, content.len(), false)])];
+    f.extend(pieces(0, content, 1 << 20));
+    f
+}
+
+fn part_len(data_dir: &Path, id: &str) -> Option<u64> {
+    std::fs::metadata(data_dir.join("attachments").join(id).join("0.part"))
+        .ok()
+        .map(|m| m.len())
+}
+
+fn spawn_node(fed: &Fed, i: usize, log: &Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_certfed"))
+        .args(["serve", "--config"])
+        .arg(fed.config_path(i))
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_mb_amber_capture_crosses_a_relay_killed_mid_transfer() {
+    let mut fed = Fed::line();
+    // a sends attachments at 20 MB/s, so b's fetch is caught in the middle.
+    fed.specs[0].extra = "attachment_bytes_per_sec = 20000000".into();
+    let a = fed.start(0).await;
+    let c = fed.start(2).await;
+    let log1 = fed.data.path().join("b-1.log");
+    let log2 = fed.data.path().join("b-2.log");
+    let mut b = spawn_node(&fed, 1, &log1);
+
+    let marker = format!("CAPMARK{}", uuid::Uuid::now_v7().simple());
+    let capture = evidence(50 * 1000 * 1000, marker.as_bytes());
+    let mut op = fed.operator(0).await;
+    let id = upload(
+        &mut op,
+        upload_frames(amber_request("50 MB capture"), "capture.pcap", &capture),
+    )
+    .await
+    .unwrap();
+
+    // kill -9 of b while its copy is part-way.
+    let b_dir = fed.data_dir(1);
+    let caught = eventually(Duration::from_secs(60), || {
+        let d = b_dir.clone();
+        let id = id.clone();
+        async move { part_len(&d, &id).is_some_and(|n| n >= 4 * SEALED_CHUNK) }
+    })
+    .await;
+    assert!(caught, "b never started fetching");
+    b.kill().unwrap();
+    b.wait().unwrap();
+    let kept = part_len(&b_dir, &id).unwrap();
+    assert!(
+        kept < capture.len() as u64,
+        "b finished before it was killed; the test cannot check the resume"
+    );
+
+    let mut b = spawn_node(&fed, 1, &log2);
+    let op_c = fed.operator(2).await;
+    assert!(available(&op_c, &id, 1).await, "c never got the capture");
+    let (_, got) = download(&mut op_c.clone(), &id, "capture.pcap", false)
+        .await
+        .unwrap();
+    assert!(got == capture, "c's copy is not byte-identical");
+
+    // b resumed after the chunks it had verified (never asked for them again).
+    let after = std::fs::read_to_string(&log2).unwrap();
+    let resumed = after
+        .lines()
+        .find(|l| l.contains("resuming attachment fetch"))
+        .unwrap_or_else(|| panic!("b did not resume:\n{after}"));
+    assert!(!resumed.contains("from_chunk=0"), "{resumed}");
+    // b drops the ciphertext once c has it, and never held a plaintext byte.
+    let gone = eventually(Duration::from_secs(30), || {
+        let d = b_dir.join("attachments").join(&id);
+        async move { !d.exists() }
+    })
+    .await;
+    assert!(gone, "b still holds the ciphertext after c has it");
+    let _ = b.kill();
+    let _ = b.wait();
+    for dir in [b_dir.as_path(), fed.data.path()] {
+        let hits: Vec<_> = files_containing(dir, marker.as_bytes())
+            .into_iter()
+            .filter(|p| !p.contains("/node-a/") && !p.contains("/node-c/"))
+            .collect();
+        assert!(hits.is_empty(), "plaintext marker at b: {hits:?}");
+    }
+    drop((a, c));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_chunk_is_refused_and_fetched_again() {
+    let mut fed = Fed::line();
+    // On demand only: nothing moves until c's operator asks.
+    fed.specs[1].extra = "eager_attachment_bytes = 0".into();
+    fed.specs[2].extra = "eager_attachment_bytes = 0".into();
+    let _a = fed.start(0).await;
+    let _b = fed.start(1).await;
+    let _c = fed.start(2).await;
+    let content = evidence(4 * 1024 * 1024 + 99, b"corrupt-me");
+    let mut op = fed.operator(0).await;
+    let id = upload(
+        &mut op,
+        upload_frames(amber_request("corrupt source"), "dump.bin", &content),
+    )
+    .await
+    .unwrap();
+    assert!(arrives(&fed, 2, &id, Duration::from_secs(30)).await);
+    let mut op_c = fed.operator(2).await;
+    let list = op_c
+        .list_attachments(ListAttachmentsRequest {
+            message_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        list.attachments[0].state,
+        AttachmentState::NotFetched as i32
+    );
+
+    // a's copy goes bad in chunk 2 (a hostile or broken source).
+    let a_blob = fed.data_dir(0).join("attachments").join(&id).join("0.blob");
+    let good = std::fs::read(&a_blob).unwrap();
+    let mut bad = good.clone();
+    bad[(2 * SEALED_CHUNK + 5) as usize] ^= 0x40;
+    std::fs::write(&a_blob, &bad).unwrap();
+
+    // Asking for it starts the fetch (c from b, b from a).
+    let e = download(&mut op_c, &id, "dump.bin", false)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("not on this node") || e.message().contains("fetched"));
+    // b keeps exactly the two chunks before the corrupt one, nothing more.
+    let b_dir = fed.data_dir(1);
+    let stuck = eventually(Duration::from_secs(30), || {
+        let d = b_dir.clone();
+        let id = id.clone();
+        async move { part_len(&d, &id) == Some(2 * SEALED_CHUNK) }
+    })
+    .await;
+    assert!(stuck, "b's copy: {:?}", part_len(&b_dir, &id));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        part_len(&b_dir, &id),
+        Some(2 * SEALED_CHUNK),
+        "a corrupt chunk was kept"
+    );
+    assert!(!b_dir.join("attachments").join(&id).join("0.blob").exists());
+
+    // The source is good again: the retry fetches the rest, c gets it whole.
+    std::fs::write(&a_blob, &good).unwrap();
+    let _ = download(&mut op_c, &id, "dump.bin", false).await;
+    assert!(available(&op_c, &id, 1).await, "c never got the attachment");
+    let (_, got) = download(&mut op_c, &id, "dump.bin", false).await.unwrap();
+    assert!(got == content);
+}
