@@ -11,6 +11,12 @@
 //! - The purge never holds the store's writer for long: it deletes at most
 //!   [`BATCH`] messages per unit of work, each queued behind whatever the
 //!   writer already has (ingest keeps flowing), with a pause between units.
+//! - A purged message's attachment files go with it: after a pass that
+//!   purged messages, the folders under `storage.dir/attachments/` of
+//!   messages no longer held are removed ([`sweep_attachments`]), except
+//!   unfinished uploads (`.upload-*`) and folders changed within
+//!   [`ATTACHMENT_GRACE`] (an upload's folder takes its message id just
+//!   before the message is stored).
 //! - A purged message cannot come back: `limits.max_message_age_days` is at
 //!   most every retention (checked by the configuration), and ingest refuses
 //!   anything older (`Rejection::TooOld`).
@@ -34,6 +40,9 @@ pub const EVERY: Duration = Duration::from_secs(3600);
 /// Time from start to the first pass (the node settles first).
 pub const FIRST_AFTER: Duration = Duration::from_secs(60);
 
+/// Attachment folders changed more recently than this are never swept.
+pub const ATTACHMENT_GRACE: Duration = Duration::from_secs(600);
+
 /// Every TLP a stored message can carry.
 const TLPS: [Tlp; 6] = [
     Tlp::Unspecified,
@@ -55,6 +64,8 @@ pub struct PassReport {
     pub threads_kept: u64,
     /// Units of work run on the writer.
     pub batches: u64,
+    /// Attachment folders removed with their purged messages.
+    pub attachment_folders: u64,
 }
 
 fn ms(d: Duration) -> i64 {
@@ -111,10 +122,74 @@ pub async fn purge_once(node: &Node, now: i64) -> Result<PassReport, StoreError>
         report.rejections += done.rejections;
         let more = done.messages as usize >= plan.limit || done.rejections as usize >= plan.limit;
         if !more || node.shutdown.is_cancelled() {
+            if report.messages > 0 {
+                report.attachment_folders = sweep_attachments(node, ATTACHMENT_GRACE).await?;
+            }
             return Ok(report);
         }
         tokio::time::sleep(PAUSE).await;
     }
+}
+
+/// Removes the attachment folders (`storage.dir/attachments/<message id>`)
+/// of messages this node no longer holds, leaving unfinished uploads
+/// (names starting with a dot) and folders changed within `grace`. Returns
+/// how many it removed; a folder that cannot be removed is logged and left.
+pub async fn sweep_attachments(node: &Node, grace: Duration) -> Result<u64, StoreError> {
+    let dir = &node.cfg.storage.dir;
+    if dir.as_os_str().is_empty() {
+        return Ok(0);
+    }
+    let root = dir.join("attachments");
+    let candidates = tokio::task::spawn_blocking(move || {
+        use std::os::unix::fs::MetadataExt;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Ok(meta) = e.metadata() else { continue };
+            // ctime moves on a rename: a folder just named after its message
+            // counts as changed now.
+            let changed = meta.mtime().max(meta.ctime());
+            if name.starts_with('.')
+                || !meta.is_dir()
+                || now.saturating_sub(changed) < grace.as_secs() as i64
+            {
+                continue;
+            }
+            out.push((name, e.path()));
+        }
+        out
+    })
+    .await
+    .unwrap_or_default();
+    if candidates.is_empty() {
+        return Ok(0);
+    }
+    let mut removed = 0;
+    for chunk in candidates.chunks(256) {
+        let held = node
+            .store
+            .held(chunk.iter().map(|(n, _)| n.clone()).collect())
+            .await?;
+        for (name, path) in chunk {
+            if held.contains(name) {
+                continue;
+            }
+            let p = path.clone();
+            match tokio::task::spawn_blocking(move || std::fs::remove_dir_all(p)).await {
+                Ok(Ok(())) => removed += 1,
+                Ok(Err(e)) => {
+                    tracing::warn!(folder = %path.display(), error = %e, "retention: cannot remove the attachments of a purged message; remove the folder by hand")
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    Ok(removed)
 }
 
 /// The background purge: a pass [`FIRST_AFTER`] the start, then every
@@ -132,6 +207,7 @@ pub async fn run(node: Arc<Node>) {
         match purge_once(&node, now_ms()).await {
             Ok(r) if r.messages > 0 || r.rejections > 0 => tracing::info!(
                 messages = r.messages,
+                attachment_folders = r.attachment_folders,
                 rejections = r.rejections,
                 threads_kept = r.threads_kept,
                 seconds = started.elapsed().as_secs_f64(),

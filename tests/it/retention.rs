@@ -10,7 +10,7 @@ use certfed::domain::envelope::{Draft, seal};
 use certfed::domain::keys::Signer;
 use certfed::proto::v1::*;
 use certfed::service::now_ms;
-use certfed::service::retention::purge_once;
+use certfed::service::retention::{purge_once, sweep_attachments};
 use certfed::storage::{Durability, Hop, NewMessage};
 use prost::Message;
 use std::time::Duration;
@@ -437,4 +437,59 @@ async fn the_writer_keeps_accepting_during_a_large_purge() {
         "the purged messages' outbox rows went with them: {depths:?}"
     );
     b.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_attachments_of_purged_messages_go_with_them() {
+    let fed = Fed::new(&["node-a", "node-b"], &[(0, 1)]);
+    let b = fed.start(1).await;
+    let a_key = signer_of(&fed.pki, "node-a");
+    let now = now_ms();
+    let kept = alert_envelope(&a_key, "still held", now);
+    let gone = alert_envelope(&a_key, "purged long ago", now - 400 * DAY_MS);
+    b.node
+        .store
+        .insert(
+            vec![row(&kept, "node-a", &[]), row(&gone, "node-a", &[])],
+            Durability::Durable,
+        )
+        .await
+        .unwrap();
+    let id = |e: &SignedEnvelope| {
+        EnvelopeHeader::decode(e.header.as_slice())
+            .unwrap()
+            .message_id
+    };
+    let root = b.node.cfg.storage.dir.join("attachments");
+    let folder = |name: &str| {
+        let d = root.join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("0.blob"), b"evidence").unwrap();
+        d
+    };
+    let held = folder(&id(&kept));
+    let purged = folder(&id(&gone));
+    let upload = folder(".upload-0195a3c4");
+    // Folders changed within the grace period are never swept.
+    assert_eq!(
+        sweep_attachments(&b.node, Duration::from_secs(3600))
+            .await
+            .unwrap(),
+        0
+    );
+    // The purge pass takes the old message, then the sweep its folder; here
+    // without the grace period (the folders were just written).
+    let r = purge_once(&b.node, now_ms()).await.unwrap();
+    assert_eq!(r.messages, 1, "{r:?}");
+    assert!(purged.exists(), "within the grace period: {r:?}");
+    assert_eq!(sweep_attachments(&b.node, Duration::ZERO).await.unwrap(), 1);
+    assert!(
+        !purged.exists(),
+        "the purged message's attachments are gone"
+    );
+    assert!(
+        held.join("0.blob").exists(),
+        "a held message keeps its files"
+    );
+    assert!(upload.exists(), "an unfinished upload is left alone");
 }
