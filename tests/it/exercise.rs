@@ -734,3 +734,41 @@ within = "1m"
         n.shutdown().await.unwrap();
     }
 }
+
+#[test]
+fn a_scenario_of_real_traffic_never_plays_on_a_live_federation() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/exercises/demo.toml"),
+        dir.path().join("demo.toml"),
+    )
+    .unwrap();
+    // The credentials file does not even exist: the refusal comes first.
+    let out = certfed(
+        dir.path(),
+        &["exercise", "run", "demo.toml", "--credentials", "creds.toml"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("demo.toml: the scenario says exercise = false")
+            && err.contains("plays only on a local federation"),
+        "{err}"
+    );
+    let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(files.len(), 1, "nothing written");
+    // With exercise = true the same file gets as far as the credentials.
+    let text = std::fs::read_to_string(dir.path().join("demo.toml")).unwrap();
+    std::fs::write(
+        dir.path().join("drill.toml"),
+        text.replace("exercise = false", "exercise = true"),
+    )
+    .unwrap();
+    let out = certfed(
+        dir.path(),
+        &["exercise", "run", "drill.toml", "--credentials", "creds.toml"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("creds.toml: cannot read the credentials file"), "{err}");
+}
