@@ -39,8 +39,8 @@ pub const SCENARIO: &str = include_str!("../../deploy/exercises/demo.toml");
 pub async fn run(report: std::path::PathBuf) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let t0_ms = crate::service::now_ms();
-    let s = parse(SCENARIO, t0_ms)
-        .map_err(|e| anyhow::anyhow!("deploy/exercises/demo.toml: {e}"))?;
+    let s =
+        parse(SCENARIO, t0_ms).map_err(|e| anyhow::anyhow!("deploy/exercises/demo.toml: {e}"))?;
     let local = LocalFed::start(&s).await?;
     println!(
         "certfed demo: {} partner nodes on loopback, fresh PKI in {}",
@@ -77,7 +77,11 @@ pub async fn run(report: std::path::PathBuf) -> anyhow::Result<()> {
     let (views, pictures) = after.expect("played");
 
     // Who knew what, and when.
-    let alerts: Vec<_> = record.injects.iter().filter(|r| r.kind == "alert").collect();
+    let alerts: Vec<_> = record
+        .injects
+        .iter()
+        .filter(|r| r.kind == "alert")
+        .collect();
     println!("\nWho knew what, and when (seconds since the demo started):");
     print!("{:<48}", "alert");
     for (id, _) in &record.participants {
@@ -176,9 +180,11 @@ async fn picture(
         let mut op = local.clients[i].clone();
         let incident = incident.clone();
         async move {
-            op.get_situation(GetSituationRequest { incident_id: incident })
-                .await
-                .map(|r| r.into_inner())
+            op.get_situation(GetSituationRequest {
+                incident_id: incident,
+            })
+            .await
+            .map(|r| r.into_inner())
         }
     };
     let shape = |s: &Situation| {
@@ -232,11 +238,8 @@ async fn picture(
         ));
     }
     let opener = &s.participants[opening.from].id;
-    let page = crate::app::report::render(
-        &pictures[opening.from],
-        opener,
-        crate::service::now_ms(),
-    );
+    let page =
+        crate::app::report::render(&pictures[opening.from], opener, crate::service::now_ms());
     std::fs::write(&report, &page)
         .map_err(|e| anyhow::anyhow!("{}: cannot write the report: {e}", report.display()))?;
     lines.push(format!(
@@ -331,7 +334,9 @@ async fn assistance(
             && views.iter().all(|v| {
                 v.as_ref().is_some_and(|v| {
                     state.is_none_or(|st| v.state == st)
-                        && v.offers.iter().all(|o| o.state != OfferState::Pending as i32)
+                        && v.offers
+                            .iter()
+                            .all(|o| o.state != OfferState::Pending as i32)
                         && essence(v) == essence(first)
                 })
             })

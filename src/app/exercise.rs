@@ -258,7 +258,13 @@ pub async fn play_told(
         let when = format!("{:>7.1}s", started.elapsed().as_secs_f64() * speed);
         let (sent_ms, message_id, error) = match result {
             Ok(id) => {
-                if let (Some(t0), Action::Alert { open_incident: true, .. }) = (story, &inj.action)
+                if let (
+                    Some(t0),
+                    Action::Alert {
+                        open_incident: true,
+                        ..
+                    },
+                ) = (story, &inj.action)
                 {
                     println!(
                         "{} {from:<w$} OPENS INCIDENT {} with it",
@@ -795,7 +801,10 @@ async fn tell(
             if let Ok(c) = EntityCategory::try_from(request.entity_category)
                 && c != EntityCategory::Unspecified
             {
-                about.push(format!("{} entity", words(c.as_str_name(), "ENTITY_CATEGORY_")));
+                about.push(format!(
+                    "{} entity",
+                    words(c.as_str_name(), "ENTITY_CATEGORY_")
+                ));
             }
             if request.severity != 0 {
                 about.push(sev(request.severity).to_string());

@@ -1069,7 +1069,7 @@ pub async fn run(node: Arc<Node>) {
             Ok(found) => {
                 for (m, f) in from_others.iter().zip(found) {
                     for x in f {
-                        node.metrics.incident_matches.inc();
+                        node.metrics.count_incident_match(m.is_exercise());
                         tracing::info!(message_id = %m.message_id, from = %m.origin, incident_id = %x.incident_id, "correlation: shares an indicator with an incident held here; link it with `certfed incident link`");
                     }
                 }
@@ -1150,7 +1150,8 @@ async fn arrived(node: &Node, m: &StoredMessage) {
             None => None,
         };
         if let Some(reason) = reason {
-            node.metrics.incident_refused(refusal_rule(&reason));
+            node.metrics
+                .incident_refused(refusal_rule(&reason), h.exercise);
             tracing::warn!(message_id = %m.message_id, from = %m.origin, incident_id = %h.incident_id, %reason, "incident contribution refused: left out of the picture");
         }
     }

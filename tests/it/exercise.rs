@@ -746,7 +746,13 @@ fn a_scenario_of_real_traffic_never_plays_on_a_live_federation() {
     // The credentials file does not even exist: the refusal comes first.
     let out = certfed(
         dir.path(),
-        &["exercise", "run", "demo.toml", "--credentials", "creds.toml"],
+        &[
+            "exercise",
+            "run",
+            "demo.toml",
+            "--credentials",
+            "creds.toml",
+        ],
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
@@ -766,9 +772,102 @@ fn a_scenario_of_real_traffic_never_plays_on_a_live_federation() {
     .unwrap();
     let out = certfed(
         dir.path(),
-        &["exercise", "run", "drill.toml", "--credentials", "creds.toml"],
+        &[
+            "exercise",
+            "run",
+            "drill.toml",
+            "--credentials",
+            "creds.toml",
+        ],
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("creds.toml: cannot read the credentials file"), "{err}");
+    assert!(
+        err.contains("creds.toml: cannot read the credentials file"),
+        "{err}"
+    );
+}
+
+/// Exercise traffic is counted in its own families (`certfed_exercise_*`);
+/// the real series (`certfed_messages_*`) move only with real traffic. a–b,
+/// b–c, b–d: the origin, a relay, a recipient and a node that refuses
+/// exercises (its refusals count as exercise), scraped over HTTP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exercise_traffic_is_counted_apart_in_the_metrics() {
+    use crate::ops::{get, scrape, with_metrics};
+    let mut fed = Fed::new(
+        &["node-a", "node-b", "node-c", "node-d"],
+        &[(0, 1), (1, 2), (1, 3)],
+    );
+    fed.specs[3].extra = "\n[exercise]\naccept = false\n".into();
+    let mut nodes = Vec::new();
+    for i in 0..4 {
+        let cfg = with_metrics(&fed.config_path(i), free_port());
+        let cfg = certfed::config::Config::load(&cfg).unwrap();
+        nodes.push(
+            certfed::app::start(certfed::app::prepare(cfg).unwrap())
+                .await
+                .unwrap(),
+        );
+    }
+    let m: Vec<_> = nodes
+        .iter()
+        .map(|n| n.metrics_addr.expect("metrics bound"))
+        .collect();
+    let x1 = publish_on(&fed, 0, exercise_alert("EXERCISE one"), &[]).await;
+    let x2 = publish_on(&fed, 0, exercise_alert("EXERCISE two"), &[]).await;
+    let r = publish_on(&fed, 0, green_alert("real one"), &[]).await;
+    let sent_b = r#"certfed_messages_sent_total{peer="node-b"}"#;
+    let ex_sent_b = r#"certfed_exercise_messages_sent_total{peer="node-b"}"#;
+    assert!(
+        eventually(WAIT, || async {
+            holds(&fed, 2, &x1).await
+                && holds(&fed, 2, &x2).await
+                && holds(&fed, 2, &r).await
+                && holds(&fed, 3, &r).await
+                && get(
+                    &scrape(m[3]).await,
+                    r#"certfed_exercise_messages_rejected_total{reason="policy"}"#,
+                ) == 2.0
+                && get(&scrape(m[0]).await, ex_sent_b) == 2.0
+                && get(&scrape(m[0]).await, sent_b) == 1.0
+        })
+        .await,
+        "everything reaches c and a counts its deliveries: {:?}",
+        scrape(m[0]).await
+    );
+    let (a, b, c) = (scrape(m[0]).await, scrape(m[1]).await, scrape(m[2]).await);
+    // The origin.
+    assert_eq!(get(&a, "certfed_messages_published_total"), 1.0);
+    assert_eq!(get(&a, "certfed_exercise_messages_published_total"), 2.0);
+    // The relay.
+    assert_eq!(get(&b, "certfed_messages_accepted_total"), 1.0);
+    assert_eq!(get(&b, "certfed_exercise_messages_accepted_total"), 2.0);
+    assert_eq!(get(&b, "certfed_messages_relayed_total"), 1.0);
+    assert_eq!(get(&b, "certfed_exercise_messages_relayed_total"), 2.0);
+    assert_eq!(get(&b, "certfed_exercise_messages_received_total"), 2.0);
+    // The recipient: received counts receipts too, never as exercise.
+    assert_eq!(get(&c, "certfed_messages_accepted_total"), 1.0);
+    assert_eq!(get(&c, "certfed_exercise_messages_accepted_total"), 2.0);
+    assert_eq!(get(&c, "certfed_messages_received_total"), 1.0);
+    assert_eq!(get(&c, "certfed_exercise_messages_received_total"), 2.0);
+    // The node that takes no part: its refusals of exercise traffic are
+    // exercise series; the real rejection series stay at 0.
+    let d = scrape(m[3]).await;
+    assert_eq!(get(&d, "certfed_messages_accepted_total"), 1.0);
+    assert_eq!(get(&d, "certfed_exercise_messages_accepted_total"), 0.0);
+    let real_refused: f64 = d
+        .iter()
+        .filter(|(k, _)| k.starts_with("certfed_messages_rejected_total"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(real_refused, 0.0, "{d:?}");
+    // Every rejection reason exists from the start in both families, at 0.
+    assert!(
+        c.contains_key(r#"certfed_exercise_messages_rejected_total{reason="bad_signature"}"#),
+        "{c:?}"
+    );
+    for n in nodes {
+        n.shutdown().await.unwrap();
+    }
 }

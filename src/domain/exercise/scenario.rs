@@ -50,8 +50,8 @@ use crate::domain::assistance::{validate_offer, validate_request};
 use crate::domain::incident::{validate_link, validate_sighting, validate_status};
 use crate::proto::v1::{
     Alert, AssistanceRequest, AssistanceService, AssistanceState, EntityCategory, EstimatedNeeds,
-    FundingChannel, IncidentLink, IncidentStatus, IncidentStatusChange, Indicator, IndicatorType, Offer, Revision,
-    RsitClass, Sighting, Tlp,
+    FundingChannel, IncidentLink, IncidentStatus, IncidentStatusChange, Indicator, IndicatorType,
+    Offer, Revision, RsitClass, Sighting, Tlp,
 };
 use prost::Message;
 use serde::Deserialize;
@@ -944,7 +944,9 @@ pub fn parse(text: &str, now_ms: i64) -> Result<Scenario, ScenarioError> {
                 }
                 let message = refer("message", &r.message, &["alert"])?;
                 if message == incident {
-                    return Err(e("message: the incident's own opening alert is already in it".into()));
+                    return Err(e(
+                        "message: the incident's own opening alert is already in it".into(),
+                    ));
                 }
                 validate_link(&IncidentLink {
                     incident_id: PLACEHOLDER_ID.into(),

@@ -174,7 +174,10 @@ const DEMO: &str = include_str!("../../../deploy/exercises/demo.toml");
 fn the_demo_scenario_parses_as_real_traffic_with_updates_and_links() {
     let s = parse(DEMO, NOW).unwrap();
     assert!(!s.exercise, "the demo plays real traffic, as it always did");
-    assert!(parse(SEED, NOW).unwrap().exercise, "scenarios default to exercise");
+    assert!(
+        parse(SEED, NOW).unwrap().exercise,
+        "scenarios default to exercise"
+    );
     assert_eq!(s.participants.len(), 5);
     assert_eq!(s.links.len(), 5);
     let upd = s.injects.iter().find(|i| i.id == "grid-update").unwrap();
@@ -194,8 +197,10 @@ fn the_demo_scenario_parses_as_real_traffic_with_updates_and_links() {
         other => panic!("{other:?}"),
     }
     let link = s.injects.iter().find(|i| i.id == "link-scanning").unwrap();
-    assert!(matches!(&link.action, Action::Link { incident, message, .. }
-        if incident == "grid" && message == "scanning"));
+    assert!(
+        matches!(&link.action, Action::Link { incident, message, .. }
+        if incident == "grid" && message == "scanning")
+    );
     let req = s.injects.iter().find(|i| i.id == "help").unwrap();
     match &req.action {
         Action::AssistanceRequest { request, .. } => {
@@ -217,8 +222,9 @@ fn updates_and_links_are_checked_naming_the_line() {
         "\n[[injects]]\nid = \"u\"\nat = \"1s\"\nfrom = \"b\"\nkind = \"alert\"\nupdate = \"first\"\ntitle = \"y\"\nseverity = \"high\"\n",
     ));
     assert!(
-        e.to_string()
-            .contains("inject \"u\": update: only the participant that sent alert \"first\" updates it"),
+        e.to_string().contains(
+            "inject \"u\": update: only the participant that sent alert \"first\" updates it"
+        ),
         "{e}"
     );
     assert_eq!(e.line, 19);
@@ -233,13 +239,17 @@ fn updates_and_links_are_checked_naming_the_line() {
         "{other}\n[[injects]]\nid = \"l\"\nat = \"2s\"\nfrom = \"b\"\nkind = \"link\"\nincident = \"first\"\nmessage = \"other\"\n"
     )));
     assert!(
-        e.message.contains("only the participant that opened incident \"first\" links into it"),
+        e.message
+            .contains("only the participant that opened incident \"first\" links into it"),
         "{e}"
     );
     let e = refused(&small(
         "\n[[injects]]\nid = \"l\"\nat = \"2s\"\nfrom = \"a\"\nkind = \"link\"\nincident = \"first\"\nmessage = \"later\"\n",
     ));
-    assert!(e.message.contains("message: no earlier inject \"later\""), "{e}");
+    assert!(
+        e.message.contains("message: no earlier inject \"later\""),
+        "{e}"
+    );
     let ok = parse(
         &small(&format!(
             "{other}\n[[injects]]\nid = \"l\"\nat = \"2s\"\nfrom = \"a\"\nkind = \"link\"\nincident = \"first\"\nmessage = \"other\"\nnote = \"same C2\"\n"
