@@ -699,6 +699,7 @@ complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_see
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from sight" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from sight" -l cert -d 'Operator certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from sight" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from sight" -l exercise -d 'Exercise traffic: a sighting of no incident is signed as exercise; on an incident, the incident must be an exercise one (refused on a real incident). Without it, a sighting takes its incident\'s flag'
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from sight" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from sight" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from status" -l note -d 'A note recorded with the change' -r

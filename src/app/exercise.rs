@@ -567,6 +567,8 @@ async fn send(
                 }),
                 recipients: to,
                 request_id: key,
+                // Agrees with the incident (the same scenario opened it).
+                exercise: Some(s_exercise),
             })
             .await
             .map(|r| r.into_inner().message_id)

@@ -120,6 +120,11 @@ pub struct SightArgs {
     /// Analyst note.
     #[arg(long, default_value = "")]
     pub note: String,
+    /// Exercise traffic: a sighting of no incident is signed as exercise;
+    /// on an incident, the incident must be an exercise one (refused on a
+    /// real incident). Without it, a sighting takes its incident's flag.
+    #[arg(long)]
+    pub exercise: bool,
 }
 
 fn request_id() -> String {
@@ -411,7 +416,7 @@ pub async fn run(conn: Conn, cmd: IncidentCmd) -> anyhow::Result<()> {
                     }),
                     recipients: a.recipients,
                     request_id: request_id(),
-                    ..Default::default()
+                    exercise: a.exercise.then_some(true),
                 })
                 .await
                 .map_err(ex)?

@@ -871,3 +871,173 @@ async fn exercise_traffic_is_counted_apart_in_the_metrics() {
         n.shutdown().await.unwrap();
     }
 }
+
+/// A sighting takes its incident's exercise flag (asking for the other one
+/// is refused both ways); a loose sighting is exercise only when asked; and
+/// correlation (the situation's matches, Watch's incident_matches) never
+/// points a real message at an exercise incident or the reverse, though
+/// both incidents share the indicator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sightings_take_their_incidents_flag_and_correlation_never_crosses() {
+    use futures::StreamExt;
+    let fed = Fed::new(&["node-a", "node-b"], &[(0, 1)]);
+    let _a = fed.start(0).await;
+    let _b = fed.start(1).await;
+    let ind = Indicator {
+        r#type: IndicatorType::Domain as i32,
+        value: "shared-c2.example".into(),
+        comment: String::new(),
+    };
+    let a = fed.operator(0).await;
+    let open = |mut alert: Alert| {
+        alert.indicators = vec![ind.clone()];
+        let mut a = a.clone();
+        async move {
+            a.publish_alert(PublishAlertRequest {
+                alert: Some(alert),
+                open_incident: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .message_id
+        }
+    };
+    let real_inc = open(green_alert("real grid intrusion")).await;
+    let ex_inc = open(exercise_alert("EXERCISE grid intrusion")).await;
+    assert!(
+        eventually(WAIT, || async {
+            holds(&fed, 1, &real_inc).await && holds(&fed, 1, &ex_inc).await
+        })
+        .await
+    );
+    let mut b = fed.operator(1).await;
+    let mut watch = b
+        .watch(WatchRequest {
+            filter: Some(AlertFilter {
+                include_exercise: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let sight = |incident: &str, exercise: Option<bool>| ReportSightingRequest {
+        sighting: Some(Sighting {
+            incident_id: incident.to_string(),
+            indicators: vec![ind.clone()],
+            country: "DE".into(),
+            count: 1,
+            tlp: Tlp::Green as i32,
+            ..Default::default()
+        }),
+        exercise,
+        ..Default::default()
+    };
+    // Asking for the other flag is refused, both ways.
+    let e = b
+        .report_sighting(sight(&real_inc, Some(true)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    assert!(
+        e.message().contains(&format!(
+            "an exercise sighting cannot join real message {real_inc}"
+        )),
+        "{e:?}"
+    );
+    let e = b
+        .report_sighting(sight(&ex_inc, Some(false)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    assert!(
+        e.message().contains(&format!(
+            "a real sighting cannot join exercise message {ex_inc}"
+        )),
+        "{e:?}"
+    );
+    let id = |req: ReportSightingRequest| {
+        let mut b = b.clone();
+        async move {
+            b.report_sighting(req)
+                .await
+                .unwrap()
+                .into_inner()
+                .message_id
+        }
+    };
+    let flag = |id: String| {
+        let b = fed.operator(1);
+        async move {
+            b.await
+                .get_message(GetMessageRequest { message_id: id })
+                .await
+                .unwrap()
+                .into_inner()
+                .exercise
+        }
+    };
+    // Unset or agreeing: the incident's flag.
+    let on_ex = id(sight(&ex_inc, None)).await;
+    assert!(flag(on_ex.clone()).await, "inherits exercise");
+    let on_real = id(sight(&real_inc, Some(false))).await;
+    assert!(!flag(on_real.clone()).await);
+    // Loose sightings: exercise only when asked.
+    let loose_ex = id(sight("", Some(true))).await;
+    let loose_real = id(sight("", None)).await;
+    assert!(flag(loose_ex.clone()).await);
+    assert!(!flag(loose_real.clone()).await);
+
+    // The situation's matches stay on their side.
+    let situation = |incident: &str| {
+        let mut b = b.clone();
+        let incident = incident.to_string();
+        async move {
+            b.get_situation(GetSituationRequest {
+                incident_id: incident,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .matches
+            .into_iter()
+            .map(|m| m.message_id)
+            .collect::<Vec<_>>()
+        }
+    };
+    let real_matches = situation(&real_inc).await;
+    assert!(real_matches.contains(&loose_real), "{real_matches:?}");
+    for x in [&ex_inc, &on_ex, &loose_ex] {
+        assert!(!real_matches.contains(x), "{x} in {real_matches:?}");
+    }
+    let ex_matches = situation(&ex_inc).await;
+    assert!(ex_matches.contains(&loose_ex), "{ex_matches:?}");
+    for x in [&real_inc, &on_real, &loose_real] {
+        assert!(!ex_matches.contains(x), "{x} in {ex_matches:?}");
+    }
+
+    // Watch's correlation hints, for the two loose sightings.
+    let mut hints = std::collections::HashMap::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while hints.len() < 2 {
+        let ev = tokio::time::timeout_at(deadline, watch.next())
+            .await
+            .expect("Watch shows both loose sightings")
+            .unwrap()
+            .unwrap();
+        let m = ev.message.unwrap_or_default();
+        if m.message_id == loose_ex || m.message_id == loose_real {
+            let to: Vec<String> = ev
+                .incident_matches
+                .into_iter()
+                .map(|x| x.incident_id)
+                .collect();
+            hints.insert(m.message_id, to);
+        }
+    }
+    assert_eq!(hints[&loose_real], vec![real_inc.clone()], "{hints:?}");
+    assert_eq!(hints[&loose_ex], vec![ex_inc.clone()], "{hints:?}");
+}
