@@ -4050,7 +4050,7 @@ _certfed() {
             return 0
             ;;
         certfed__subcmd__watch)
-            opts="-h --node --ca --cert --key --json --from-start --after --count --help"
+            opts="-h --node --ca --cert --key --json --from-start --after --count --exercise --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

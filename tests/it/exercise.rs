@@ -1041,3 +1041,144 @@ async fn sightings_take_their_incidents_flag_and_correlation_never_crosses() {
     assert_eq!(hints[&loose_real], vec![real_inc.clone()], "{hints:?}");
     assert_eq!(hints[&loose_ex], vec![ex_inc.clone()], "{hints:?}");
 }
+
+/// `certfed …` against a node, as its operator.
+fn operator_cli(fed: &Fed, i: usize, args: &[&str]) -> std::process::Output {
+    let mut c = std::process::Command::new(BIN);
+    for v in ["CERTFED_NODE", "CERTFED_CA", "CERTFED_CERT", "CERTFED_KEY"] {
+        c.env_remove(v);
+    }
+    c.args(args)
+        .args(["--node", &fed.addr(i), "--ca"])
+        .arg(fed.pki.ca_path())
+        .arg("--cert")
+        .arg(fed.pki.path("operator.crt"))
+        .arg("--key")
+        .arg(fed.pki.path("operator.key"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn ok_text(out: &std::process::Output) -> String {
+    let s = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {s}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s
+}
+
+/// The operator's views keep exercise traffic out by default and mark it
+/// when asked for: `watch`, `alert list`, `incident list|show|report` and
+/// `alert export` of a named exercise alert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_operators_views_leave_exercise_out_by_default_and_mark_it() {
+    let fed = Fed::new(&["node-a"], &[]);
+    let _a = fed.start(0).await;
+    let a = fed.operator(0).await;
+    let open = |alert: Alert| {
+        let mut a = a.clone();
+        async move {
+            a.publish_alert(PublishAlertRequest {
+                alert: Some(alert),
+                open_incident: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .message_id
+        }
+    };
+    // The exercise alert first: a view that mixes would show it first.
+    let x = open(exercise_alert("EXERCISE substation wiper")).await;
+    let r = open(green_alert("real substation wiper")).await;
+
+    let cli = |args: &[&str]| operator_cli(&fed, 0, args);
+    // watch: real only by default; --exercise shows both, marked.
+    let w = ok_text(&cli(&["watch", "--from-start", "--count", "1"]));
+    assert!(w.contains(&r) && !w.contains(&x), "{w}");
+    let w = ok_text(&cli(&[
+        "watch",
+        "--from-start",
+        "--count",
+        "2",
+        "--exercise",
+    ]));
+    let xline = w.lines().find(|l| l.contains(&x)).expect("exercise shown");
+    assert!(
+        xline.contains("[EXERCISE] EXERCISE substation wiper"),
+        "{w}"
+    );
+    let rline = w.lines().find(|l| l.contains(&r)).expect("real shown");
+    assert!(!rline.contains("[EXERCISE]"), "{w}");
+    // alert list.
+    let l = ok_text(&cli(&["alert", "list"]));
+    assert!(l.contains(&r) && !l.contains(&x), "{l}");
+    let l = ok_text(&cli(&["alert", "list", "--exercise"]));
+    assert!(
+        l.lines()
+            .any(|l| l.contains(&x) && l.contains("[EXERCISE]")),
+        "{l}"
+    );
+    // incident list, show, report.
+    let l = ok_text(&cli(&["incident", "list"]));
+    assert!(l.contains(&r) && !l.contains(&x), "{l}");
+    let l = ok_text(&cli(&["incident", "list", "--exercise"]));
+    assert!(
+        l.lines()
+            .any(|l| l.contains(&x) && l.contains("[EXERCISE]")),
+        "{l}"
+    );
+    let s = ok_text(&cli(&["incident", "show", &x]));
+    assert!(s.contains("EXERCISE: an exercise incident"), "{s}");
+    let s = ok_text(&cli(&["incident", "show", &r]));
+    assert!(!s.contains("EXERCISE"), "{s}");
+    let dir = tempfile::tempdir().unwrap();
+    let (hx, hr) = (dir.path().join("x.html"), dir.path().join("r.html"));
+    ok_text(&cli(&[
+        "incident",
+        "report",
+        &x,
+        "--html",
+        hx.to_str().unwrap(),
+    ]));
+    ok_text(&cli(&[
+        "incident",
+        "report",
+        &r,
+        "--html",
+        hr.to_str().unwrap(),
+    ]));
+    let (px, pr) = (
+        std::fs::read_to_string(&hx).unwrap(),
+        std::fs::read_to_string(&hr).unwrap(),
+    );
+    assert!(
+        px.contains("id=\"exercise\"") && px.contains("<title>EXERCISE"),
+        "{px}"
+    );
+    assert!(
+        !pr.contains("id=\"exercise\"") && !pr.contains("EXERCISE"),
+        "{pr}"
+    );
+    // alert export of a named exercise alert: left out unless --exercise.
+    let out = cli(&["alert", "export", "--format", "stix21", &x, &r]);
+    let bundle = ok_text(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is exercise traffic: left out"), "{err}");
+    assert!(!bundle.contains("certfed:exercise") && bundle.contains("real substation wiper"));
+    assert!(!bundle.contains("EXERCISE substation wiper"), "{bundle}");
+    let bundle = ok_text(&cli(&[
+        "alert",
+        "export",
+        "--format",
+        "stix21",
+        "--exercise",
+        &x,
+    ]));
+    assert!(bundle.contains("certfed:exercise"), "{bundle}");
+}
