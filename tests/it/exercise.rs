@@ -1182,3 +1182,148 @@ async fn the_operators_views_leave_exercise_out_by_default_and_mark_it() {
     ]));
     assert!(bundle.contains("certfed:exercise"), "{bundle}");
 }
+
+/// A member the signed roster flags exercise-only (`roster add-member …
+/// --exercise-only`) gets its real traffic refused in admission with the
+/// reason, its exercise traffic through, and its receipts (never flagged)
+/// still reach the origins: node-a runs without the roster (as a member
+/// that ignores its flag would), node-b holds roster v1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_exercise_only_member_of_the_roster_sends_exercise_traffic_only() {
+    use crate::roster::{certfed as tool, roster_version, start};
+    let fed = Fed::new(&["node-a", "node-b"], &[(0, 1)]);
+    let dir = fed.pki.dir.path();
+    tool(dir, &["pki", "signing-key", "--id", "s1"]);
+    tool(
+        dir,
+        &[
+            "roster",
+            "init",
+            "--out",
+            "roster-v1.roster",
+            "--federation",
+            "test-fed",
+            "--steward",
+            "s1=s1.sign.pub",
+            "--threshold",
+            "1",
+        ],
+    );
+    for (id, only) in [("node-a", true), ("node-b", false)] {
+        let key = format!("{id}.sign.pub");
+        let mut args = vec![
+            "roster",
+            "add-member",
+            "roster-v1.roster",
+            "--id",
+            id,
+            "--signing-key",
+            &key,
+            "--tls-ca",
+            "ca.crt",
+        ];
+        if only {
+            args.push("--exercise-only");
+        }
+        tool(dir, &args);
+    }
+    tool(
+        dir,
+        &["roster", "sign", "roster-v1.roster", "--key", "s1.sign.key"],
+    );
+    let ok = tool(dir, &["roster", "verify", "roster-v1.roster"]);
+    assert!(ok.contains("VALID"), "{ok}");
+    let _a = fed.start(0).await;
+    let _b = start(&fed, 1).await;
+    assert_eq!(roster_version(&fed, 1).await, 1);
+    // The roster as b serves it says so.
+    let mut b = fed.operator(1).await;
+    let roster = b
+        .get_roster(GetRosterRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let flagged: Vec<_> = roster
+        .members
+        .iter()
+        .filter(|m| m.exercise_only)
+        .map(|m| m.id.as_str())
+        .collect();
+    assert_eq!(flagged, ["node-a"], "{roster:?}");
+
+    // Real traffic from a: refused by b, with the reason, at a's delivery status.
+    let r = publish_on(
+        &fed,
+        0,
+        green_alert("real alert from an exercise-only member"),
+        &[],
+    )
+    .await;
+    let x = publish_on(&fed, 0, exercise_alert("EXERCISE alert from it"), &[]).await;
+    let mut a = fed.operator(0).await;
+    let refused = eventually(WAIT, || {
+        let mut a = a.clone();
+        let r = r.clone();
+        async move {
+            let d = a
+                .get_delivery_status(GetDeliveryStatusRequest {
+                    message_id: r,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            d.recipients.iter().any(|p| {
+                p.node_id == "node-b"
+                    && p.state == DeliveryState::Rejected as i32
+                    && p.reason
+                        .contains("node-a is an exercise-only member in roster v1")
+            })
+        }
+    })
+    .await;
+    assert!(refused, "b refuses a's real alert, naming the rule");
+    assert!(
+        eventually(WAIT, || holds(&fed, 1, &x)).await,
+        "exercise passes"
+    );
+    assert!(
+        !holds(&fed, 1, &r).await,
+        "b stores none of a's real traffic"
+    );
+
+    // b's real alert reaches a, and a's acknowledgement (a receipt, never
+    // flagged exercise) comes back to b.
+    let back = publish_on(
+        &fed,
+        1,
+        green_alert("real alert to the exercise-only member"),
+        &[],
+    )
+    .await;
+    assert!(eventually(WAIT, || holds(&fed, 0, &back)).await);
+    a.acknowledge_message(AcknowledgeMessageRequest {
+        message_id: back.clone(),
+    })
+    .await
+    .unwrap();
+    let acked = eventually(WAIT, || {
+        let mut b = b.clone();
+        let back = back.clone();
+        async move {
+            b.get_delivery_status(GetDeliveryStatusRequest {
+                message_id: back,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .recipients
+            .iter()
+            .any(|p| p.node_id == "node-a" && p.state == DeliveryState::Acknowledged as i32)
+        }
+    })
+    .await;
+    assert!(acked, "a's receipt reaches b");
+    let _ = &mut b;
+}
