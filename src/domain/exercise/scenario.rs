@@ -20,7 +20,16 @@
 //! from = "cert-ee"                  # the participant whose node sends it
 //! kind = "alert"                    # alert | sighting | incident_status | assistance_request
 //!                                   # | offer | decision | assistance_status | link
-//! …fields of the kind…
+//! …fields of the kind…               # alert: title, description, tlp, severity, rsit,
+//!                                   #   sectors, countries, indicators ("ip:…"),
+//!                                   #   open_incident | incident = "id" | update = "id"
+//!                                   # sighting: incident, country, sector, count, …
+//!                                   # link: incident = "id", message = "id", note
+//!                                   # assistance_request: title, services, sector,
+//!                                   #   entity (essential|important), rsit, severity,
+//!                                   #   cross_border, person_days, on_site, skills, alerts
+//!                                   # offer: request, summary, services, person_days,
+//!                                   #   funding (bilateral|cybersecurity-reserve|…)
 //!
 //! [[expect]]
 //! id = "aware-5m"
