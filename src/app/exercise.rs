@@ -258,6 +258,31 @@ pub async fn play_told(
         let when = format!("{:>7.1}s", started.elapsed().as_secs_f64() * speed);
         let (sent_ms, message_id, error) = match result {
             Ok(id) => {
+                if let (Some(t0), Action::AssistanceRequest { .. }, false) =
+                    (story, &inj.action, inj.to.is_empty())
+                {
+                    // The story waits (bounded) until every named recipient
+                    // holds (and so could decrypt) the request.
+                    let deadline = Instant::now() + REFERENCE_WAIT;
+                    let named: Vec<usize> = inj
+                        .to
+                        .iter()
+                        .filter_map(|t| s.participants.iter().position(|p| p.id == *t))
+                        .collect();
+                    while !named.iter().all(|&i| arrivals.holds(i, &id))
+                        && Instant::now() < deadline
+                    {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    if named.iter().all(|&i| arrivals.holds(i, &id)) {
+                        println!(
+                            "{} {} {} received and decrypted the request",
+                            at(t0),
+                            inj.to.join(" and "),
+                            if inj.to.len() == 1 { "has" } else { "have" }
+                        );
+                    }
+                }
                 if let (
                     Some(t0),
                     Action::Alert {

@@ -56,6 +56,8 @@ fn demo_runs_alerts_and_assistance_and_exits_zero() {
         "cert-ee  SIGHTS   the incident: EE digital-infrastructure, 12 observed (TLP:AMBER, to cert-ua only)",
         "cert-ua  CORRELATION: cert-eu's alert shares 203.0.113.45 with the incident",
         "cert-ua  LINKS it into the incident",
+        "cert-ua  sets the status INVESTIGATING",
+        "cert-pl and cert-de have received and decrypted the request",
         "cert-ua  severity critical, 5 partners affected",
         "cert-pl  severity critical, 4 partners affected in 4 countries and 4 sectors, 7 contributions + 1 it cannot read",
         "situation report of cert-ua written to",

@@ -1267,9 +1267,7 @@ async fn an_exercise_only_member_of_the_roster_sends_exercise_traffic_only() {
         let r = r.clone();
         async move {
             let d = a
-                .get_delivery_status(GetDeliveryStatusRequest {
-                    message_id: r,
-                })
+                .get_delivery_status(GetDeliveryStatusRequest { message_id: r })
                 .await
                 .unwrap()
                 .into_inner();
@@ -1311,15 +1309,13 @@ async fn an_exercise_only_member_of_the_roster_sends_exercise_traffic_only() {
         let mut b = b.clone();
         let back = back.clone();
         async move {
-            b.get_delivery_status(GetDeliveryStatusRequest {
-                message_id: back,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .recipients
-            .iter()
-            .any(|p| p.node_id == "node-a" && p.state == DeliveryState::Acknowledged as i32)
+            b.get_delivery_status(GetDeliveryStatusRequest { message_id: back })
+                .await
+                .unwrap()
+                .into_inner()
+                .recipients
+                .iter()
+                .any(|p| p.node_id == "node-a" && p.state == DeliveryState::Acknowledged as i32)
         }
     })
     .await;
