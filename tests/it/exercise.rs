@@ -1182,6 +1182,41 @@ async fn the_operators_views_leave_exercise_out_by_default_and_mark_it() {
         &x,
     ]));
     assert!(bundle.contains("certfed:exercise"), "{bundle}");
+    // incident sight --exercise: refused on a real incident, naming why;
+    // a loose sighting is signed as exercise traffic.
+    let out = cli(&["incident", "sight", &r, "--country", "DE", "--exercise"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "an exercise sighting cannot join real message {r}"
+        )),
+        "{err}"
+    );
+    let out = ok_text(&cli(&[
+        "incident",
+        "sight",
+        "--country",
+        "DE",
+        "--indicator",
+        "domain:loose.example",
+        "--tlp",
+        "green",
+        "--exercise",
+        "--json",
+    ]));
+    let id = serde_json::from_str::<serde_json::Value>(&out).unwrap()["messageId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let m = fed
+        .operator(0)
+        .await
+        .get_message(GetMessageRequest { message_id: id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(m.exercise, "signed as exercise traffic");
 }
 
 /// A member the signed roster flags exercise-only (`roster add-member …
