@@ -177,7 +177,7 @@ pub struct Committing {
     targets: Vec<Vec<String>>,
     /// Per row, for metrics: whether it is a receipt (counted apart), and the
     /// assistance thread it belongs to (replayed at the next scrape).
-    facts: Vec<(bool, Option<String>)>,
+    facts: Vec<(bool, Option<String>, bool)>,
     /// Per row: the SignedRoster a roster message carries, applied once stored.
     rosters: Vec<Option<Vec<u8>>>,
     pending: Option<Pending<Vec<Stored>>>,
@@ -210,13 +210,26 @@ async fn try_prepare(
     let limits = node.verify_limits();
     let n = envs.len();
     let mut results: Vec<Option<Ingested>> = vec![None; n];
+    // The exercise flag each header claims (unverified: counts only).
+    let claimed: Vec<bool> = envs
+        .iter()
+        .map(|e| EnvelopeHeader::decode(e.header.as_slice()).is_ok_and(|h| h.exercise))
+        .collect();
     if from_peer.is_some() {
-        node.metrics.received.inc_by(n as u64);
+        let exercise = claimed.iter().filter(|x| **x).count();
+        node.metrics.count_received(n as u64, exercise as u64);
     }
     // A peer's envelope whose id is already held is a duplicate, whatever
     // else it says: answered before any signature, custody or payload work.
-    let (slots_todo, envs, chains) =
-        drop_held(node, from_peer.is_some(), envs, chains, &mut results).await;
+    let (slots_todo, envs, chains) = drop_held(
+        node,
+        from_peer.is_some(),
+        envs,
+        chains,
+        &claimed,
+        &mut results,
+    )
+    .await;
     // Signature checks are CPU work: keep them off the async workers.
     let verify_keys = keys.clone();
     let (envs, verdicts) = tokio::task::spawn_blocking(move || {
@@ -251,6 +264,8 @@ async fn try_prepare(
             .ok()
             .and_then(|v| routes.remove(&v.header.message_id));
         let custody = chains.next().unwrap_or_default();
+        // Only a verified header's flag moves a refusal out of the real series.
+        let exercise = verdict.as_ref().is_ok_and(|v| v.header.exercise);
         let input = Input {
             envelope,
             verdict,
@@ -279,7 +294,7 @@ async fn try_prepare(
                 if let Some(r) = receipt {
                     node.receipts.push(r);
                 }
-                node.metrics.reject(reason.label());
+                node.metrics.reject(reason.label(), exercise);
                 if reason == Rejection::BadSignature {
                     node.metrics.signature_failures.inc();
                 }
@@ -311,9 +326,15 @@ async fn try_prepare(
 pub async fn submit(node: &Node, mut batch: Prepared) -> Committing {
     let rows = std::mem::take(&mut batch.rows);
     let targets: Vec<Vec<String>> = rows.iter().map(|r| r.targets.clone()).collect();
-    let facts: Vec<(bool, Option<String>)> = rows
+    let facts: Vec<(bool, Option<String>, bool)> = rows
         .iter()
-        .map(|r| (r.kind == MessageKind::Receipt as i32, r.request_id.clone()))
+        .map(|r| {
+            (
+                r.kind == MessageKind::Receipt as i32,
+                r.request_id.clone(),
+                r.exercise,
+            )
+        })
         .collect();
     let rosters: Vec<Option<Vec<u8>>> = rows
         .iter()
@@ -412,7 +433,7 @@ impl Committing {
         let mut wake = BTreeSet::new();
         let mut new_rosters = Vec::new();
         let mut last_new = 0u64;
-        for (((((slot, s), t), owed), (is_receipt, thread)), roster) in slots
+        for (((((slot, s), t), owed), (is_receipt, thread, exercise)), roster) in slots
             .into_iter()
             .zip(stored)
             .zip(targets)
@@ -435,7 +456,7 @@ impl Committing {
                         if is_receipt {
                             node.metrics.receipts_received.inc();
                         } else {
-                            node.metrics.accepted.inc();
+                            node.metrics.count_accepted(exercise);
                         }
                     }
                     if let Some(thread) = thread {
@@ -446,13 +467,13 @@ impl Committing {
                     }
                     last_new = last_new.max(c);
                     if from_peer && !t.is_empty() {
-                        node.metrics.relayed.inc();
+                        node.metrics.count_relayed(exercise);
                     }
                     wake.extend(t);
                     Ingested::New(c)
                 }
                 Stored::Duplicate => {
-                    node.metrics.duplicates.inc();
+                    node.metrics.count_duplicate(exercise);
                     Ingested::Duplicate
                 }
             });
@@ -492,6 +513,7 @@ async fn drop_held(
     from_peer: bool,
     envs: Vec<SignedEnvelope>,
     chains: Vec<Custody>,
+    claimed: &[bool],
     results: &mut [Option<Ingested>],
 ) -> (Vec<usize>, Vec<SignedEnvelope>, Vec<Custody>) {
     let n = envs.len();
@@ -524,7 +546,8 @@ async fn drop_held(
     );
     for (i, ((env, chain), id)) in envs.into_iter().zip(chains).zip(ids).enumerate() {
         if id.is_some_and(|id| held.contains(&id)) {
-            node.metrics.duplicates.inc();
+            node.metrics
+                .count_duplicate(claimed.get(i).copied().unwrap_or(false));
             results[i] = Some(Ingested::Duplicate);
             continue;
         }
@@ -646,6 +669,7 @@ pub async fn originate_with_attachments(
     attachments: Vec<crate::proto::v1::AttachmentBlob>,
 ) -> Result<(String, u64), OriginateError> {
     let kind = out.kind;
+    let exercise = out.exercise;
     let encrypted = crate::domain::policy::requires_e2e(out.tlp);
     let payload = if encrypted {
         let mut to = out.recipients.clone();
@@ -679,7 +703,7 @@ pub async fn originate_with_attachments(
             if kind == MessageKind::Receipt {
                 node.metrics.receipts_sent.inc();
             } else {
-                node.metrics.published.inc();
+                node.metrics.count_published(exercise);
             }
             Ok((message_id, cursor))
         }
