@@ -887,55 +887,6 @@ fn sync_remove(c: &Connection, cursor: i64, deltas: &mut BucketDeltas) -> Result
     Ok(())
 }
 
-/// Rebuilds the bucket sums from the items when they were computed with
-/// another bucket width than [`SYNC_BUCKET_MS`] (recorded in `store_meta` as
-/// `sync_bucket_ms`; a store that does not record it used 10-minute buckets),
-/// in one transaction; returns whether it did. Items are unchanged: only the
-/// sums are derived data.
-pub fn sync_rebuild_if_needed(c: &mut Connection) -> Result<bool, StoreError> {
-    let recorded: Option<String> = c
-        .query_row(
-            "SELECT value FROM store_meta WHERE key = 'sync_bucket_ms'",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?;
-    let width = recorded
-        .as_deref()
-        .and_then(|v| v.parse::<i64>().ok())
-        .unwrap_or(crate::storage::LEGACY_SYNC_BUCKET_MS);
-    if width == SYNC_BUCKET_MS {
-        return Ok(false);
-    }
-    let tx = c.transaction()?;
-    tx.execute("DELETE FROM sync_buckets", [])?;
-    let mut deltas = BucketDeltas::default();
-    {
-        let mut st = tx.prepare("SELECT audience, created_ms, hash FROM sync_items")?;
-        let mut rows = st.query([])?;
-        while let Some(r) = rows.next()? {
-            let audience: String = r.get(0)?;
-            let created: i64 = r.get(1)?;
-            let hash: Vec<u8> = r.get(2)?;
-            let hash: [u8; 32] = hash.as_slice().try_into().map_err(|_| {
-                StoreError::Corrupt(format!(
-                    "sync_items: an item hash of {} bytes (audience {audience}, created {created})",
-                    hash.len()
-                ))
-            })?;
-            deltas.add(&audience, created, &hash, 1);
-        }
-    }
-    deltas.apply(&tx)?;
-    tx.execute(
-        "INSERT INTO store_meta (key, value) VALUES ('sync_bucket_ms', ?1)
-         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        params![SYNC_BUCKET_MS.to_string()],
-    )?;
-    tx.commit()?;
-    Ok(true)
-}
-
 /// Per-bucket sums from the bucket of `from_ms` on, over `audiences`.
 pub fn sync_buckets(
     c: &Connection,

@@ -143,8 +143,7 @@ const MIGRATIONS: &[&str] = &[
     );
     "#,
     // 11 (issue 12): set reconciliation index: one item per (audience, message) in
-    // (created, id) order, and per-(audience, bucket of creation time: see
-    // SYNC_BUCKET_MS, formerly 10 minutes) count and
+    // (created, id) order, and per-(audience, 10-minute bucket) count and
     // lane-wise sums of the items' hashes, kept up to date on insert and purge
     // so that coarse ranges are answered without a scan. Messages stored
     // before this version are not indexed.
