@@ -117,6 +117,7 @@ async fn fill(
                     seq_b += 1;
                     let fb = PushFrame {
                         bundled: Vec::new(),
+                        gossip: None,
                         returning: false,
                         hops: vec![],
                         seq: seq_b,
@@ -128,6 +129,7 @@ async fn fill(
                 }
                 let fa = PushFrame {
                     bundled: Vec::new(),
+                    gossip: None,
                     returning: false,
                     hops: vec![],
                     seq: i as u64 + 1,
