@@ -269,7 +269,9 @@ async fn try_prepare(
         match admission::admit(&view, input, now) {
             Decision::Admit(mut row) => {
                 owed.push(row.receipt_owed.take());
-                let routed = crate::service::tree::tree_routed(row.kind, &row.message_id);
+                let routed = node.gossip.enabled()
+                    && EnvelopeHeader::decode(row.header.as_slice())
+                        .is_ok_and(|h| crate::service::tree::tree_routed(&h));
                 let mut announce = Vec::new();
                 if routed && !lazy.is_empty() {
                     let (full, lazy_targets) = split(&row.forward_to, &lazy);
@@ -530,7 +532,7 @@ async fn drop_held(
         .iter()
         .map(|e| {
             let h = EnvelopeHeader::decode(e.header.as_slice()).ok()?;
-            let routed = crate::service::tree::tree_routed(h.kind, &h.message_id);
+            let routed = crate::service::tree::tree_routed(&h);
             (from_peer && h.kind != MessageKind::Roster as i32 && !h.message_id.is_empty())
                 .then_some((h.message_id, routed))
         })

@@ -20,9 +20,11 @@
 //!   message in full (an old peer keeps plain flooding). With
 //!   `gossip.plumtree = false` this node announces no support and the
 //!   machine is never used.
-//! - Only tree-routed messages take part: not receipts (they go back the
-//!   way their messages came), and only ids in canonical UUID form (they
-//!   are announced as 16 bytes).
+//! - Only broadcasts take part: not receipts (they go back the way their
+//!   messages came), not messages to named recipients (they keep their
+//!   restricted flooding: a relay drops their ciphertext once delivered, so
+//!   it could not answer a graft for them later), and only ids in
+//!   canonical UUID form (they are announced as 16 bytes).
 //! - A peer's frames are untrusted: at most [`MAX_IDS`] ids of each kind a
 //!   frame, [`MAX_IDS_PER_SEC`] ids a second per peer (the excess ignored),
 //!   the machine's tables capped (`plumtree::Config`); ignored input is
@@ -33,6 +35,7 @@
 use crate::config::GossipSection;
 use crate::domain::plumtree::{Action, Config, Event, Plumtree};
 use crate::proto::v1::Gossip as Frame;
+use crate::proto::v1::{EnvelopeHeader, MessageKind};
 use crate::service::metrics::Metrics;
 use crate::service::metrics::{KindLabel, ReasonLabel};
 use crate::service::now_ms;
@@ -65,9 +68,14 @@ pub struct Inner {
     rate: HashMap<String, (i64, u32)>,
 }
 
-/// Whether a message takes part in the tree (see the module docs).
-pub fn tree_routed(kind: i32, message_id: &str) -> bool {
-    kind != crate::proto::v1::MessageKind::Receipt as i32 && id_bytes(message_id).is_some()
+/// Whether a message takes part in the tree (see the module docs): a
+/// broadcast (no named recipients, not sealed), not a receipt, with an id in
+/// canonical UUID form.
+pub fn tree_routed(h: &EnvelopeHeader) -> bool {
+    h.kind != MessageKind::Receipt as i32
+        && h.recipients.is_empty()
+        && !h.encrypted
+        && id_bytes(&h.message_id).is_some()
 }
 
 fn id_bytes(id: &str) -> Option<[u8; 16]> {
