@@ -3126,7 +3126,7 @@ _certfed() {
             return 0
             ;;
         certfed__subcmd__incident__subcmd__sight)
-            opts="-h --country --sector --indicator --count --severity --observed --tlp --to --note --node --ca --cert --key --json --help"
+            opts="-h --country --sector --indicator --count --severity --observed --tlp --to --note --exercise --node --ca --cert --key --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -4050,7 +4050,7 @@ _certfed() {
             return 0
             ;;
         certfed__subcmd__watch)
-            opts="-h --node --ca --cert --key --json --from-start --after --count --help"
+            opts="-h --node --ca --cert --key --json --from-start --after --count --exercise --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

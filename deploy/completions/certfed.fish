@@ -700,6 +700,7 @@ complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_see
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from sight" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from sight" -l cert -d 'Operator certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from sight" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from sight" -l exercise -d 'Exercise traffic: a sighting of no incident is signed as exercise; on an incident, the incident must be an exercise one (refused on a real incident). Without it, a sighting takes its incident\'s flag'
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from sight" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from sight" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from status" -l note -d 'A note recorded with the change' -r
@@ -776,6 +777,7 @@ complete -c certfed -n "__fish_certfed_using_subcommand watch" -l after -d 'Resu
 complete -c certfed -n "__fish_certfed_using_subcommand watch" -l count -d 'Stop after this many events (0: run until interrupted)' -r
 complete -c certfed -n "__fish_certfed_using_subcommand watch" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
 complete -c certfed -n "__fish_certfed_using_subcommand watch" -l from-start -d 'Start from the first stored message'
+complete -c certfed -n "__fish_certfed_using_subcommand watch" -l exercise -d 'Show exercise traffic too, marked [EXERCISE] (default: real traffic only)'
 complete -c certfed -n "__fish_certfed_using_subcommand watch" -s h -l help -d 'Print help'
 complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki roster demo exercise bench completions man info alert attachment assist incident peers delivery feed watch help" -f -a "serve" -d 'Run a node in the foreground until SIGTERM/SIGINT (systemd Type=notify)'
 complete -c certfed -n "__fish_certfed_using_subcommand help; and not __fish_seen_subcommand_from serve check-config pki roster demo exercise bench completions man info alert attachment assist incident peers delivery feed watch help" -f -a "check-config" -d 'Check a configuration file exactly as `serve` would (files, keys, permissions, identities, peers, members) without opening a port; exit 0 when `serve` would accept it, 1 naming the problem otherwise'

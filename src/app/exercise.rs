@@ -5,8 +5,10 @@
 //! when, from that node's own Watch and store.
 //!
 //! Invariants:
-//! - Every inject is signed as exercise traffic (`exercise` set); the runner
-//!   never sends anything real.
+//! - Every inject is signed as exercise traffic (`exercise` set) unless the
+//!   scenario says `exercise = false` (`Scenario::exercise`), which only a
+//!   local run accepts (`certfed demo`; `cli::exercise` refuses it live). The
+//!   runner records only traffic of the scenario's own flag.
 //! - Injects are sent in scenario order at `offset / speed` after the start.
 //!   An inject that refers to an earlier one (an offer on a request, a
 //!   sighting in an incident) is sent once the sender's node holds that
@@ -22,6 +24,9 @@
 //!   scaled, after the last inject.
 //! - Live runs ([`play`] with each participant's own Operator client, see
 //!   `cli::exercise`) simulate nobody: acknowledgements are real operators'.
+//! - [`Narration::Story`] (`certfed demo`) tells the run as it happens: one
+//!   line per inject before it is sent, one line per alert as each node's
+//!   Watch shows it (with the relay path), times since the caller's start.
 use crate::app::localfed::Fed;
 use crate::domain::envelope::ts_to_ms;
 use crate::domain::exercise::scenario::{Action, ExpectKind, Scenario};
@@ -69,22 +74,71 @@ impl Arrivals {
     }
 }
 
+/// How a run tells what it does on standard output.
+#[derive(Clone, Copy, Debug)]
+pub enum Narration {
+    /// Nothing.
+    Quiet,
+    /// One line per inject sent (`exercise run`).
+    Plain,
+    /// The demo's story: each inject told before it is sent, each alert as
+    /// every node stores it, with its path; seconds since `t0`.
+    Story(std::time::Instant),
+}
+
+/// A local federation of a scenario's participants, running (one in-process
+/// node each: fresh PKI, real TLS and SQLite on loopback).
+pub struct LocalFed {
+    pub fed: Fed,
+    running: Vec<crate::app::RunningNode>,
+    /// Each participant's Operator client, in participant order.
+    pub clients: Vec<OperatorClient<Channel>>,
+}
+
+impl LocalFed {
+    /// Starts one node per participant, linked as `s.links` says.
+    pub async fn start(s: &Scenario) -> anyhow::Result<LocalFed> {
+        let ids: Vec<&str> = s.participants.iter().map(|p| p.id.as_str()).collect();
+        let fed = Fed::new(&ids, &s.links).sqlite();
+        let mut running = Vec::new();
+        for i in 0..ids.len() {
+            running.push(fed.try_start(i).await?);
+        }
+        let mut clients = Vec::new();
+        for i in 0..ids.len() {
+            clients.push(fed.operator(i).await);
+        }
+        Ok(LocalFed {
+            fed,
+            running,
+            clients,
+        })
+    }
+
+    /// Stops every node (cleanly).
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let mut first = Ok(());
+        for n in self.running {
+            if let Err(e) = n.shutdown().await
+                && first.is_ok()
+            {
+                first = Err(e);
+            }
+        }
+        first
+    }
+}
+
 /// Plays `s` on a fresh local federation of its participants at `speed`.
 pub async fn run_local(s: &Scenario, speed: f64, quiet: bool) -> anyhow::Result<Record> {
-    let ids: Vec<&str> = s.participants.iter().map(|p| p.id.as_str()).collect();
-    let fed = Fed::new(&ids, &s.links).sqlite();
-    let mut running = Vec::new();
-    for i in 0..ids.len() {
-        running.push(fed.try_start(i).await?);
-    }
-    let mut clients = Vec::new();
-    for i in 0..ids.len() {
-        clients.push(fed.operator(i).await);
-    }
-    let record = play(s, clients, speed, "local", quiet).await;
-    for n in running {
-        let _ = n.shutdown().await;
-    }
+    let local = LocalFed::start(s).await?;
+    let narration = if quiet {
+        Narration::Quiet
+    } else {
+        Narration::Plain
+    };
+    let record = play_told(s, local.clients.clone(), speed, "local", narration).await;
+    let _ = local.stop().await;
     record
 }
 
@@ -97,15 +151,36 @@ pub async fn play(
     mode: &str,
     quiet: bool,
 ) -> anyhow::Result<Record> {
+    let narration = if quiet {
+        Narration::Quiet
+    } else {
+        Narration::Plain
+    };
+    play_told(s, clients, speed, mode, narration).await
+}
+
+/// [`play`], told as `narration` says.
+pub async fn play_told(
+    s: &Scenario,
+    clients: Vec<OperatorClient<Channel>>,
+    speed: f64,
+    mode: &str,
+    narration: Narration,
+) -> anyhow::Result<Record> {
     let n = s.participants.len();
     let arrivals = Arc::new(Arrivals {
         held: Mutex::new(vec![HashSet::new(); n]),
     });
     let say = |line: String| {
-        if !quiet {
+        if matches!(narration, Narration::Plain) {
             println!("{line}");
         }
     };
+    let story = match narration {
+        Narration::Story(t0) => Some(t0),
+        _ => None,
+    };
+    let flag = s.exercise;
     // Watch every participant's node (exercise traffic included) before the
     // first inject; the simulated duty officers acknowledge what arrives.
     let mut watchers = Vec::new();
@@ -124,6 +199,7 @@ pub async fn play(
             .into_inner();
         let arrivals = arrivals.clone();
         let me = p.id.clone();
+        let width = id_width(s);
         let ack = p
             .ack_after_ms
             .filter(|_| mode == "local")
@@ -131,8 +207,21 @@ pub async fn play(
         watchers.push(tokio::spawn(async move {
             while let Some(Ok(ev)) = stream.next().await {
                 let Some(m) = ev.message else { continue };
-                if !m.exercise {
+                if m.exercise != flag {
                     continue;
+                }
+                if let (Some(t0), Some(a)) = (story, &m.alert) {
+                    let path: Vec<&str> = m.path.iter().map(|h| h.node_id.as_str()).collect();
+                    println!(
+                        "{} {me:<width$} knows   {:<46} path {}",
+                        at(t0),
+                        format!("\"{}\"", short(&a.title)),
+                        if path.first() == Some(&me.as_str()) {
+                            "(its own alert)".to_string()
+                        } else {
+                            format!("{} -> {me}", path.join(" -> "))
+                        }
+                    );
                 }
                 arrivals.held.lock().expect("arrivals")[i].insert(m.message_id.clone());
                 // The duty officer acknowledges every partner's message.
@@ -160,22 +249,57 @@ pub async fn play(
         tokio::time::sleep_until(due).await;
         let from = &s.participants[inj.from].id;
         let mut op = clients[inj.from].clone();
+        if let Some(t0) = story {
+            tell(s, inj, &sent, &arrivals, &mut op, t0).await;
+        }
         let issued = now_ms();
-        let result = send(&mut op, inj, &sent, &arrivals, inj.from).await;
-        let eligible: Vec<String> = if inj.to.is_empty() {
-            s.participants
-                .iter()
-                .filter(|p| p.id != *from)
-                .map(|p| p.id.clone())
-                .collect()
-        } else {
-            inj.to.clone()
-        };
-        let at = format!("{:>7.1}s", started.elapsed().as_secs_f64() * speed);
+        let result = send(&mut op, inj, &sent, &arrivals, inj.from, s.exercise).await;
+        let eligible = eligible(s, inj);
+        let when = format!("{:>7.1}s", started.elapsed().as_secs_f64() * speed);
         let (sent_ms, message_id, error) = match result {
             Ok(id) => {
+                if let (Some(t0), Action::AssistanceRequest { .. }, false) =
+                    (story, &inj.action, inj.to.is_empty())
+                {
+                    // The story waits (bounded) until every named recipient
+                    // holds (and so could decrypt) the request.
+                    let deadline = Instant::now() + REFERENCE_WAIT;
+                    let named: Vec<usize> = inj
+                        .to
+                        .iter()
+                        .filter_map(|t| s.participants.iter().position(|p| p.id == *t))
+                        .collect();
+                    while !named.iter().all(|&i| arrivals.holds(i, &id))
+                        && Instant::now() < deadline
+                    {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    if named.iter().all(|&i| arrivals.holds(i, &id)) {
+                        println!(
+                            "{} {} {} received and decrypted the request",
+                            at(t0),
+                            inj.to.join(" and "),
+                            if inj.to.len() == 1 { "has" } else { "have" }
+                        );
+                    }
+                }
+                if let (
+                    Some(t0),
+                    Action::Alert {
+                        open_incident: true,
+                        ..
+                    },
+                ) = (story, &inj.action)
+                {
+                    println!(
+                        "{} {from:<w$} OPENS INCIDENT {} with it",
+                        at(t0),
+                        &id[..8.min(id.len())],
+                        w = id_width(s)
+                    );
+                }
                 say(format!(
-                    "{at} {from:<10} {:<18} {}",
+                    "{when} {from:<10} {:<18} {}",
                     inj.action.kind(),
                     short(&inj.action.summary())
                 ));
@@ -183,10 +307,11 @@ pub async fn play(
                 (Some(issued), Some(id), None)
             }
             Err(e) => {
-                say(format!(
-                    "{at} {from:<10} {:<18} NOT SENT: {e}",
-                    inj.action.kind()
-                ));
+                let line = format!("{when} {from:<10} {:<18} NOT SENT: {e}", inj.action.kind());
+                if story.is_some() {
+                    println!("{line}");
+                }
+                say(line);
                 (None, None, Some(e))
             }
         };
@@ -424,6 +549,7 @@ async fn send(
     sent: &HashMap<String, String>,
     arrivals: &Arrivals,
     me: usize,
+    s_exercise: bool,
 ) -> Result<String, String> {
     let status = |e: tonic::Status| format!("{:?}: {}", e.code(), e.message());
     // A fresh idempotency key per inject: a retried RPC is not sent twice.
@@ -434,13 +560,19 @@ async fn send(
             alert,
             open_incident,
             incident,
+            supersedes,
         } => {
             let incident_id = match incident {
                 Some(i) => referred(sent, i, arrivals, me).await?,
                 None => String::new(),
             };
+            let mut alert = alert.clone();
+            if let Some(u) = supersedes {
+                alert.supersedes = referred(sent, u, arrivals, me).await?;
+                alert.revision = Revision::Update as i32;
+            }
             op.publish_alert(PublishAlertRequest {
-                alert: Some(alert.clone()),
+                alert: Some(alert),
                 recipients: to,
                 request_id: key,
                 open_incident: *open_incident,
@@ -460,6 +592,8 @@ async fn send(
                 }),
                 recipients: to,
                 request_id: key,
+                // Agrees with the incident (the same scenario opened it).
+                exercise: Some(s_exercise),
             })
             .await
             .map(|r| r.into_inner().message_id)
@@ -493,7 +627,7 @@ async fn send(
                 }),
                 recipients: to,
                 request_id: key,
-                exercise: true,
+                exercise: s_exercise,
             })
             .await
             .map(|r| r.into_inner().request_id)
@@ -555,5 +689,223 @@ async fn send(
             let label = crate::domain::assistance::state_label(*state);
             latest_step(op, &request_id, |h| h.action.contains(label)).await
         }
+        Action::Link {
+            incident,
+            message,
+            note,
+        } => {
+            let incident_id = referred(sent, incident, arrivals, me).await?;
+            let message_id = referred(sent, message, arrivals, me).await?;
+            op.link_to_incident(LinkToIncidentRequest {
+                incident_id,
+                message_id,
+                note: note.clone(),
+                request_id: key,
+            })
+            .await
+            .map(|r| r.into_inner().message_id)
+            .map_err(status)
+        }
     }
+}
+
+/// The participants an inject is meant to reach: its named recipients; for a
+/// step on an assistance request (offer, decision, status) without any, the
+/// request's audience (its requester and recipients); else every other
+/// participant. The sender is never among them.
+fn eligible(s: &Scenario, inj: &crate::domain::exercise::scenario::Inject) -> Vec<String> {
+    let from = &s.participants[inj.from].id;
+    if !inj.to.is_empty() {
+        return inj.to.clone();
+    }
+    let find = |id: &str| s.injects.iter().find(|i| i.id == id);
+    let request = match &inj.action {
+        Action::Offer { request, .. } | Action::AssistanceStatus { request, .. } => find(request),
+        Action::Decision { offer, .. } => find(offer).and_then(|o| match &o.action {
+            Action::Offer { request, .. } => find(request),
+            _ => None,
+        }),
+        _ => None,
+    };
+    match request {
+        Some(r) if !r.to.is_empty() => std::iter::once(&s.participants[r.from].id)
+            .chain(r.to.iter())
+            .filter(|p| *p != from)
+            .cloned()
+            .collect(),
+        _ => s
+            .participants
+            .iter()
+            .filter(|p| p.id != *from)
+            .map(|p| p.id.clone())
+            .collect(),
+    }
+}
+
+/// `[  1.234s]`: seconds since `t0`.
+fn at(t0: std::time::Instant) -> String {
+    format!("[{:>7.3}s]", t0.elapsed().as_secs_f64())
+}
+
+/// The column width of participant ids in a story (at least 8).
+fn id_width(s: &Scenario) -> usize {
+    s.participants
+        .iter()
+        .map(|p| p.id.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(8)
+}
+
+/// A proto enum name without its prefix, in lower-case words:
+/// `ASSISTANCE_SERVICE_INCIDENT_RESPONSE` → `incident response`.
+fn words(name: &str, prefix: &str) -> String {
+    name.strip_prefix(prefix)
+        .unwrap_or(name)
+        .to_ascii_lowercase()
+        .replace('_', " ")
+}
+
+/// Tells inject `inj` in the story, before it is sent. A link first shows
+/// the correlation match that motivates it, when the opener's picture has
+/// one (bounded wait).
+async fn tell(
+    s: &Scenario,
+    inj: &crate::domain::exercise::scenario::Inject,
+    sent: &HashMap<String, String>,
+    arrivals: &Arrivals,
+    op: &mut OperatorClient<Channel>,
+    t0: std::time::Instant,
+) {
+    use crate::domain::alert::{sector_label, severity_label};
+    use crate::domain::policy::tlp_label;
+    let w = id_width(s);
+    let from = &s.participants[inj.from].id;
+    let tlp = |t: i32| tlp_label(Tlp::try_from(t).unwrap_or(Tlp::Unspecified));
+    let sev = |v: i32| severity_label(Severity::try_from(v).unwrap_or(Severity::Unspecified));
+    let sector = |v: i32| sector_label(Nis2Sector::try_from(v).unwrap_or(Nis2Sector::Unspecified));
+    let line = match &inj.action {
+        Action::Alert { alert, .. } => format!(
+            "PUBLISHES {} {} \"{}\"",
+            tlp(alert.tlp),
+            sev(alert.severity),
+            short(&alert.title)
+        ),
+        Action::Sighting { sighting, .. } => format!(
+            "SIGHTS   the incident: {} {}, {} observed ({}{})",
+            short(&sighting.country),
+            sector(sighting.sector),
+            sighting.count,
+            if sighting.tlp == 0 {
+                "the incident's TLP".to_string()
+            } else {
+                tlp(sighting.tlp).to_string()
+            },
+            if inj.to.is_empty() {
+                String::new()
+            } else {
+                format!(", to {} only", inj.to.join(", "))
+            }
+        ),
+        Action::IncidentStatus { status, .. } => format!(
+            "sets the status {}",
+            crate::domain::incident::status_label(*status).to_ascii_uppercase()
+        ),
+        Action::AssistanceRequest { request, .. } => {
+            let services: Vec<String> = request
+                .services
+                .iter()
+                .map(|v| {
+                    AssistanceService::try_from(*v)
+                        .map(|x| words(x.as_str_name(), "ASSISTANCE_SERVICE_"))
+                        .unwrap_or_default()
+                })
+                .collect();
+            let mut about = Vec::new();
+            if request.sector != 0 {
+                about.push(sector(request.sector).to_string());
+            }
+            if let Ok(c) = EntityCategory::try_from(request.entity_category)
+                && c != EntityCategory::Unspecified
+            {
+                about.push(format!(
+                    "{} entity",
+                    words(c.as_str_name(), "ENTITY_CATEGORY_")
+                ));
+            }
+            if request.severity != 0 {
+                about.push(sev(request.severity).to_string());
+            }
+            if request.cross_border {
+                about.push("cross-border".into());
+            }
+            format!(
+                "REQUESTS ASSISTANCE {}{}: {}{}",
+                tlp(request.tlp),
+                if inj.to.is_empty() {
+                    String::new()
+                } else {
+                    format!(" to {}", inj.to.join(", "))
+                },
+                services.join(" + "),
+                if about.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", about.join(", "))
+                }
+            )
+        }
+        Action::Offer { offer, .. } => format!("OFFERS   \"{}\"", short(&offer.summary)),
+        Action::Decision { offer, accept, .. } => format!(
+            "{} the offer of {}",
+            if *accept { "ACCEPTS " } else { "DECLINES" },
+            s.injects
+                .iter()
+                .find(|i| i.id == *offer)
+                .map_or("?", |i| s.participants[i.from].id.as_str())
+        ),
+        Action::AssistanceStatus { state, .. } => format!(
+            "marks the request {}",
+            crate::domain::assistance::state_label(*state)
+        ),
+        Action::Link {
+            incident, message, ..
+        } => {
+            if let (Ok(incident_id), Ok(message_id)) = (
+                referred(sent, incident, arrivals, inj.from).await,
+                referred(sent, message, arrivals, inj.from).await,
+            ) {
+                let deadline = Instant::now() + Duration::from_secs(5);
+                loop {
+                    let m = op
+                        .get_situation(GetSituationRequest {
+                            incident_id: incident_id.clone(),
+                        })
+                        .await
+                        .ok()
+                        .and_then(|r| {
+                            r.into_inner()
+                                .matches
+                                .into_iter()
+                                .find(|m| m.message_id == message_id)
+                        });
+                    if let Some(m) = m {
+                        println!(
+                            "{} {from:<w$} CORRELATION: {}'s alert shares {} with the incident",
+                            at(t0),
+                            m.origin,
+                            short(&m.indicator.unwrap_or_default().value)
+                        );
+                        break;
+                    }
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            "LINKS it into the incident".to_string()
+        }
+    };
+    println!("{} {from:<w$} {line}", at(t0));
 }

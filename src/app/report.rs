@@ -10,6 +10,8 @@
 //!   ids, partner names) is HTML-escaped ([`escape`]); nothing from a partner
 //!   lands in an attribute unescaped or in a style or script context.
 //! - Deterministic: the same picture and `generated_ms` give the same bytes.
+//! - An exercise incident's page says so in its title and in a banner above
+//!   everything else (`id="exercise"`); a real incident's page has neither.
 //! - The escalation timeline is an inline SVG chart: the incident's severity
 //!   (red step line) and the number of affected partners (blue step line) over
 //!   time, and one mark per contribution, coloured by partner.
@@ -305,9 +307,15 @@ pub fn render(s: &Situation, node: &str, generated_ms: i64) -> String {
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{} — situation report</title><style>{STYLE}</style></head><body>
-<h1>{}</h1>"#,
+<title>{}{} — situation report</title><style>{STYLE}</style></head><body>
+{}<h1>{}</h1>"#,
+        if s.exercise { "EXERCISE — " } else { "" },
         escape(&title),
+        if s.exercise {
+            "<p id=\"exercise\" style=\"background:#ffd200;color:#000;font-weight:bold;padding:.4em\">EXERCISE — this incident was opened by exercise traffic; it is not a real incident.</p>\n"
+        } else {
+            ""
+        },
         escape(&title)
     );
     let status = IncidentStatus::try_from(s.status).unwrap_or(IncidentStatus::Open);

@@ -363,11 +363,12 @@ pub async fn run(conn: Conn, cmd: AssistCmd) -> anyhow::Result<()> {
                     for v in &r.requests {
                         let _ = writeln!(
                             s,
-                            "{:<36}  {:<10}  {:<10}  {:>6}  {}{}",
+                            "{:<36}  {:<10}  {:<10}  {:>6}  {}{}{}",
                             term(&v.request_id),
                             term(&v.requester),
                             st(v.state),
                             v.offers.len(),
+                            if v.exercise { "[EXERCISE] " } else { "" },
                             term(v.request.as_ref().map(|x| x.title.as_str()).unwrap_or("")),
                             if v.overdue { "  (OVERDUE)" } else { "" }
                         );

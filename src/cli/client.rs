@@ -518,12 +518,13 @@ pub async fn alert(conn: Conn, cmd: AlertCmd) -> anyhow::Result<()> {
                     let al = a.alert.clone().unwrap_or_default();
                     let _ = writeln!(
                         s,
-                        "{:<36}  {:<10}  {:<16}  {:<8}  {:<20}  {}{}",
+                        "{:<36}  {:<10}  {:<16}  {:<8}  {:<20}  {}{}{}",
                         term(&a.message_id),
                         term(&a.origin),
                         tlp_str(al.tlp),
                         sev_str(al.severity),
                         ts(&a.created),
+                        if al.exercise { "[EXERCISE] " } else { "" },
                         term(&al.title),
                         if a.superseded_by.is_empty() {
                             ""
@@ -790,13 +791,20 @@ pub async fn delivery(conn: Conn, message_id: String) -> anyhow::Result<()> {
 }
 
 /// `certfed watch`: one line per stored message; with `--json` one
-/// `WatchEvent` per line (JSON Lines).
-pub async fn watch(conn: Conn, from_start: bool, after: u64, count: u64) -> anyhow::Result<()> {
+/// `WatchEvent` per line (JSON Lines). Real traffic only unless `exercise`
+/// (then exercise messages are marked `[EXERCISE]`).
+pub async fn watch(
+    conn: Conn,
+    from_start: bool,
+    after: u64,
+    count: u64,
+    exercise: bool,
+) -> anyhow::Result<()> {
     let mut c = connect(&conn).await?;
     let mut s = c
         .watch(WatchRequest {
             filter: Some(AlertFilter {
-                include_exercise: true,
+                include_exercise: exercise,
                 ..Default::default()
             }),
             after_cursor: after,
@@ -823,12 +831,13 @@ pub async fn watch(conn: Conn, from_start: bool, after: u64, count: u64) -> anyh
                 ),
             };
             emit(&format!(
-                "{:>8}  {}  {:<10}  {:<20}  {:<12}  {}\n",
+                "{:>8}  {}  {:<10}  {:<20}  {:<12}  {}{}\n",
                 ev.cursor,
                 term(&m.message_id),
                 term(&m.origin),
                 kind_str(m.kind),
                 tlp,
+                if m.exercise { "[EXERCISE] " } else { "" },
                 term(title)
             ))?;
             if !m.incident_id.is_empty() {

@@ -306,6 +306,13 @@ pub async fn export(
                 )
                 .into());
             };
+            if m.exercise && !a.exercise {
+                eprintln!(
+                    "certfed: {} is exercise traffic: left out (add --exercise to export exercise alerts, marked certfed:exercise)",
+                    term(id)
+                );
+                continue;
+            }
             if a.max_tlp.is_some_and(|mx| m.tlp > mx.num()) {
                 eprintln!(
                     "certfed: {} is {}, above --max-tlp: left out",

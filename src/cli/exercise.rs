@@ -4,6 +4,8 @@
 //! Invariants:
 //! - A scenario is parsed and validated whole (`domain::exercise::scenario`)
 //!   before anything starts; an error names the file and line and exits 1.
+//! - A scenario with `exercise = false` (real traffic, e.g. the demo's) is
+//!   refused with `--credentials` before the credentials are even read.
 //! - With `--credentials FILE` (live mode) every participant must have an
 //!   entry whose node answers `GetNodeInfo` with that participant's id, all
 //!   checked before the first inject; nothing is simulated there.
@@ -247,6 +249,13 @@ pub async fn run(cmd: ExerciseCmd) -> anyhow::Result<()> {
                 s.expects.len(),
                 human((last as f64 / speed) as u64)
             );
+            // A scenario of real traffic never reaches a live federation.
+            if credentials.is_some() && !s.exercise {
+                anyhow::bail!(
+                    "{}: the scenario says exercise = false (its injects would be signed as real traffic); it plays only on a local federation: drop --credentials, or set exercise = true to rehearse it on the live federation",
+                    scenario.display()
+                );
+            }
             // Live: every participant's credentials reach that participant's
             // node, checked before anything is sent.
             let live = match &credentials {

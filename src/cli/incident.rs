@@ -120,6 +120,11 @@ pub struct SightArgs {
     /// Analyst note.
     #[arg(long, default_value = "")]
     pub note: String,
+    /// Exercise traffic: a sighting of no incident is signed as exercise;
+    /// on an incident, the incident must be an exercise one (refused on a
+    /// real incident). Without it, a sighting takes its incident's flag.
+    #[arg(long)]
+    pub exercise: bool,
 }
 
 fn request_id() -> String {
@@ -147,6 +152,9 @@ pub fn situation_text(s: &Situation) -> String {
         ts(&s.opened),
         term(&s.opener)
     );
+    if s.exercise {
+        let _ = writeln!(o, "  EXERCISE: an exercise incident, not a real one");
+    }
     if !s.title.is_empty() {
         let _ = writeln!(o, "  {}", term(&s.title));
     }
@@ -349,7 +357,7 @@ pub async fn run(conn: Conn, cmd: IncidentCmd) -> anyhow::Result<()> {
                 for i in &r.incidents {
                     let _ = writeln!(
                         s,
-                        "{:<36}  {:<10}  {:<16}  {:<13}  {:<8}  {:>8}  {:>7}  {}",
+                        "{:<36}  {:<10}  {:<16}  {:<13}  {:<8}  {:>8}  {:>7}  {}{}",
                         term(&i.incident_id),
                         term(&i.opener),
                         tlp_str(i.tlp),
@@ -357,6 +365,7 @@ pub async fn run(conn: Conn, cmd: IncidentCmd) -> anyhow::Result<()> {
                         sev_str(i.severity),
                         i.partners_affected,
                         i.matches,
+                        if i.exercise { "[EXERCISE] " } else { "" },
                         term(&i.title)
                     );
                 }
@@ -411,7 +420,7 @@ pub async fn run(conn: Conn, cmd: IncidentCmd) -> anyhow::Result<()> {
                     }),
                     recipients: a.recipients,
                     request_id: request_id(),
-                    ..Default::default()
+                    exercise: a.exercise.then_some(true),
                 })
                 .await
                 .map_err(ex)?

@@ -160,6 +160,10 @@ pub enum Command {
         /// Stop after this many events (0: run until interrupted).
         #[arg(long, default_value_t = 0)]
         count: u64,
+        /// Show exercise traffic too, marked [EXERCISE] (default: real
+        /// traffic only).
+        #[arg(long)]
+        exercise: bool,
     },
 }
 
@@ -294,7 +298,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             from_start,
             after,
             count,
-        } => rt()?.block_on(client::watch(conn, from_start, after, count)),
+            exercise,
+        } => rt()?.block_on(client::watch(conn, from_start, after, count, exercise)),
     }
 }
 

@@ -632,10 +632,13 @@ fn decide(
         return Err(Rejection::Policy(reason));
     }
     check_blobs(h)?;
-    // A member the roster marks exercise-only sends exercise traffic only.
+    // A member the roster marks exercise-only sends exercise traffic only
+    // (its receipts, which carry no content of their own and are never
+    // flagged, still reach the origins of what it received).
     if let Some(r) = view.roster.and_then(|a| a.current())
         && r.exercise_only(&h.origin)
         && !h.exercise
+        && h.kind != MessageKind::Receipt as i32
     {
         return Err(Rejection::Policy(format!(
             "{} is an exercise-only member in roster v{}: only exercise traffic is accepted from it",

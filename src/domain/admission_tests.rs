@@ -476,24 +476,41 @@ fn an_exercise_only_member_sends_exercise_traffic_only() {
         roster: Some(&anchor),
         accept_exercise: true,
     };
-    let decide = |exercise: bool| {
+    let decide_kind = |exercise: bool, receipt: bool| {
         let env = seal(
             &signer(0),
             Draft {
                 message_id: uuid::Uuid::now_v7().to_string(),
-                kind: MessageKind::Alert,
+                kind: if receipt {
+                    MessageKind::Receipt
+                } else {
+                    MessageKind::Alert
+                },
                 tlp: Tlp::Green,
-                recipients: vec![],
+                recipients: if receipt {
+                    vec![MEMBERS[1].to_string()]
+                } else {
+                    vec![]
+                },
                 created_ms: NOW - 1_000,
                 expires_ms: None,
                 hop_limit: 4,
                 exercise,
                 encrypted: false,
-                payload: Alert {
-                    exercise,
-                    ..alert(Tlp::Green)
-                }
-                .encode_to_vec(),
+                payload: if receipt {
+                    crate::proto::v1::Receipt {
+                        message_ids: vec![uuid::Uuid::now_v7().to_string()],
+                        state: crate::proto::v1::DeliveryState::Delivered as i32,
+                        reason: String::new(),
+                    }
+                    .encode_to_vec()
+                } else {
+                    Alert {
+                        exercise,
+                        ..alert(Tlp::Green)
+                    }
+                    .encode_to_vec()
+                },
             },
         );
         let verdict = verify(&reg, &env, NOW, &limits());
@@ -507,6 +524,14 @@ fn an_exercise_only_member_sends_exercise_traffic_only() {
         };
         admit(&view, input, NOW)
     };
+    let decide = |exercise: bool| decide_kind(exercise, false);
+    // Its receipts (never flagged) are not refused for being real traffic.
+    match decide_kind(false, true) {
+        Decision::Admit(_) => {}
+        Decision::Refuse { reason, .. } => {
+            panic!("a receipt of an exercise-only member is refused: {reason}")
+        }
+    }
     match decide(false) {
         Decision::Refuse { reason, .. } => assert!(
             reason

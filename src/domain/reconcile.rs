@@ -593,17 +593,48 @@ pub fn process(
     // Items of the buckets this round asked for so far (beyond those loaded).
     let mut pending: u64 = 0;
     let mut answered_one = false;
+    // Ranges of the reply once compacted (consecutive skips merged), and
+    // whether the last one is a skip.
+    let mut replied = 0usize;
+    let mut last_skip = false;
     for r in &frame.ranges {
         let (lo, hi) = (lower, r.upper);
         lower = r.upper;
         if r.mode == Mode::Skip {
             out.push(skip(hi));
+            if !last_skip {
+                replied += 1;
+                last_skip = true;
+            }
             continue;
         }
+        // A reply is at most `max_ranges` ranges: once this range could
+        // pass it (a split adds up to `branch`), the rest is one fingerprint
+        // range, refined in later rounds — answering it now would only load
+        // and split what `fold` then throws away.
+        if answered_one && replied + limits.branch + 1 >= limits.max_ranges {
+            let mut edge = Missing::new();
+            match view.summary(&lo, &Key::END, &mut edge) {
+                Some(acc) => out.push(Range {
+                    upper: Key::END,
+                    mode: Mode::Fingerprint(acc.fingerprint()),
+                }),
+                None => missing.extend(edge),
+            }
+            break;
+        }
         let mut mine = Missing::new();
+        let before = out.len();
         answer_range(
             &lo, &hi, &r.mode, view, limits, &mut step, &mut out, &mut mine,
         );
+        for added in &out[before..] {
+            let skipped = added.mode == Mode::Skip;
+            if !(skipped && last_skip) {
+                replied += 1;
+            }
+            last_skip = skipped;
+        }
         let new: Vec<i64> = mine.difference(&missing).copied().collect();
         let extra: u64 = new.iter().map(|b| view.count_of(*b)).sum();
         if answered_one

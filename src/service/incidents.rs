@@ -12,6 +12,12 @@
 //!   refused by the others' pictures for a rule it could see.
 //! - Correlation reads the store's key index (`Storage::keyed`), never a scan
 //!   of the history; answers are bounded ([`MAX_MATCHES`], [`MAX_WATCH_MATCHES`]).
+//!   It never crosses the exercise flag: a real message is never shown as a
+//!   match of an exercise incident, nor the reverse.
+//! - A sighting takes its incident's exercise flag; a request that asks for
+//!   the other one (`ReportSightingRequest.exercise`) is refused with the
+//!   reason `domain::exercise::crossing` gives. A sighting of no incident is
+//!   exercise traffic only when asked.
 //! - [`run`] follows what the node stores and counts (metrics) and logs each
 //!   arriving contribution the picture refuses and each correlation match.
 use crate::domain::envelope::ms_to_ts;
@@ -285,6 +291,10 @@ async fn matches(
         let Some(m) = node.store.get_message(&message_id).await? else {
             continue;
         };
+        // Correlation never crosses between exercise and real traffic.
+        if m.is_exercise() != s.exercise {
+            continue;
+        }
         out.push(IncidentMatch {
             incident_id: s.incident_id.clone(),
             message_id,
@@ -357,6 +367,19 @@ pub async fn batch_matches(
     for (key, incident) in &rows {
         by_key.entry(key).or_default().push(incident);
     }
+    // Each matched incident's flag (its opening alert's): correlation never
+    // points a real message at an exercise incident, nor the reverse. One
+    // read per distinct incident matched (matches are rare); an incident
+    // whose opener is not held here is not shown (no picture to open).
+    let mut flags: BTreeMap<&str, bool> = BTreeMap::new();
+    for (_, incident) in &rows {
+        if flags.contains_key(incident.as_str()) {
+            continue;
+        }
+        if let Some(o) = node.store.get_message(incident).await? {
+            flags.insert(incident, o.is_exercise());
+        }
+    }
     Ok(batch
         .iter()
         .zip(&per)
@@ -369,7 +392,10 @@ pub async fn batch_matches(
                     if out.len() >= MAX_WATCH_MATCHES {
                         return out;
                     }
-                    if incident == own || !done.insert(incident) {
+                    if incident == own
+                        || flags.get(incident) != Some(&m.is_exercise())
+                        || !done.insert(incident)
+                    {
                         continue;
                     }
                     out.push(IncidentMatch {
@@ -751,6 +777,23 @@ async fn sight_as(
     {
         s.tlp = h.tlp as i32;
     }
+    // A sighting of an incident takes its flag; the caller may only agree.
+    let exercise = match (&held, req.exercise) {
+        (Some(h), Some(asked)) if asked != h.exercise => {
+            return Err(IncidentError::FailedPrecondition(
+                crate::domain::exercise::crossing(
+                    "sighting",
+                    asked,
+                    "join",
+                    &s.incident_id,
+                    h.exercise,
+                )
+                .unwrap_or_default(),
+            ));
+        }
+        (Some(h), _) => h.exercise,
+        (None, asked) => asked.unwrap_or(false),
+    };
     validate_sighting(&s, now)?;
     let tlp = Tlp::try_from(s.tlp).unwrap_or(Tlp::Unspecified);
     let recipients = match (&held, req.recipients.is_empty()) {
@@ -795,7 +838,7 @@ async fn sight_as(
         s.encode_to_vec(),
         message_id,
         now,
-        held.as_ref().is_some_and(|h| h.exercise),
+        exercise,
     )
     .await
 }
@@ -1069,7 +1112,7 @@ pub async fn run(node: Arc<Node>) {
             Ok(found) => {
                 for (m, f) in from_others.iter().zip(found) {
                     for x in f {
-                        node.metrics.incident_matches.inc();
+                        node.metrics.count_incident_match(m.is_exercise());
                         tracing::info!(message_id = %m.message_id, from = %m.origin, incident_id = %x.incident_id, "correlation: shares an indicator with an incident held here; link it with `certfed incident link`");
                     }
                 }
@@ -1150,7 +1193,8 @@ async fn arrived(node: &Node, m: &StoredMessage) {
             None => None,
         };
         if let Some(reason) = reason {
-            node.metrics.incident_refused(refusal_rule(&reason));
+            node.metrics
+                .incident_refused(refusal_rule(&reason), h.exercise);
             tracing::warn!(message_id = %m.message_id, from = %m.origin, incident_id = %h.incident_id, %reason, "incident contribution refused: left out of the picture");
         }
     }

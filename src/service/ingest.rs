@@ -182,7 +182,7 @@ pub struct Committing {
     targets: Vec<Vec<String>>,
     /// Per row, for metrics: whether it is a receipt (counted apart), and the
     /// assistance thread it belongs to (replayed at the next scrape).
-    facts: Vec<(bool, Option<String>)>,
+    facts: Vec<(bool, Option<String>, bool)>,
     /// Per row: the SignedRoster a roster message carries, applied once stored.
     rosters: Vec<Option<Vec<u8>>>,
     pending: Option<Pending<Vec<Stored>>>,
@@ -215,12 +215,19 @@ async fn try_prepare(
     let limits = node.verify_limits();
     let n = envs.len();
     let mut results: Vec<Option<Ingested>> = vec![None; n];
+    // The exercise flag each header claims (unverified: counts only).
+    let claimed: Vec<bool> = envs
+        .iter()
+        .map(|e| EnvelopeHeader::decode(e.header.as_slice()).is_ok_and(|h| h.exercise))
+        .collect();
     if from_peer.is_some() {
-        node.metrics.received.inc_by(n as u64);
+        let exercise = claimed.iter().filter(|x| **x).count();
+        node.metrics.count_received(n as u64, exercise as u64);
     }
     // A peer's envelope whose id is already held is a duplicate, whatever
     // else it says: answered before any signature, custody or payload work.
-    let (slots_todo, envs, chains) = drop_held(node, from_peer, envs, chains, &mut results).await;
+    let (slots_todo, envs, chains) =
+        drop_held(node, from_peer, envs, chains, &claimed, &mut results).await;
     // Signature checks are CPU work: keep them off the async workers.
     let verify_keys = keys.clone();
     let (envs, verdicts) = tokio::task::spawn_blocking(move || {
@@ -258,6 +265,8 @@ async fn try_prepare(
             .ok()
             .and_then(|v| routes.remove(&v.header.message_id));
         let custody = chains.next().unwrap_or_default();
+        // Only a verified header's flag moves a refusal out of the real series.
+        let exercise = verdict.as_ref().is_ok_and(|v| v.header.exercise);
         let input = Input {
             envelope,
             verdict,
@@ -296,7 +305,7 @@ async fn try_prepare(
                 if let Some(r) = receipt {
                     node.receipts.push(r);
                 }
-                node.metrics.reject(reason.label());
+                node.metrics.reject(reason.label(), exercise);
                 if reason == Rejection::BadSignature {
                     node.metrics.signature_failures.inc();
                 }
@@ -329,9 +338,15 @@ async fn try_prepare(
 pub async fn submit(node: &Node, mut batch: Prepared) -> Committing {
     let rows = std::mem::take(&mut batch.rows);
     let targets: Vec<Vec<String>> = rows.iter().map(|r| r.targets.clone()).collect();
-    let facts: Vec<(bool, Option<String>)> = rows
+    let facts: Vec<(bool, Option<String>, bool)> = rows
         .iter()
-        .map(|r| (r.kind == MessageKind::Receipt as i32, r.request_id.clone()))
+        .map(|r| {
+            (
+                r.kind == MessageKind::Receipt as i32,
+                r.request_id.clone(),
+                r.exercise,
+            )
+        })
         .collect();
     let rosters: Vec<Option<Vec<u8>>> = rows
         .iter()
@@ -433,7 +448,7 @@ impl Committing {
         let mut wake = BTreeSet::new();
         let mut new_rosters = Vec::new();
         let mut last_new = 0u64;
-        for (((((slot, s), t), owed), (is_receipt, thread)), roster) in slots
+        for (((((slot, s), t), owed), (is_receipt, thread, exercise)), roster) in slots
             .into_iter()
             .zip(stored)
             .zip(targets)
@@ -458,7 +473,7 @@ impl Committing {
                         if is_receipt {
                             node.metrics.receipts_received.inc();
                         } else {
-                            node.metrics.accepted.inc();
+                            node.metrics.count_accepted(exercise);
                         }
                     }
                     if let Some(thread) = thread {
@@ -469,7 +484,7 @@ impl Committing {
                     }
                     last_new = last_new.max(c);
                     if from_peer && !t.is_empty() {
-                        node.metrics.relayed.inc();
+                        node.metrics.count_relayed(exercise);
                     }
                     if let Some(id) = &id {
                         node.gossip
@@ -479,7 +494,7 @@ impl Committing {
                     Ingested::New(c)
                 }
                 Stored::Duplicate => {
-                    node.metrics.duplicates.inc();
+                    node.metrics.count_duplicate(exercise);
                     if routed && let Some(p) = &sender {
                         node.gossip.duplicate(&node.metrics, p);
                     }
@@ -522,6 +537,7 @@ async fn drop_held(
     sender: Option<&str>,
     envs: Vec<SignedEnvelope>,
     chains: Vec<Custody>,
+    claimed: &[bool],
     results: &mut [Option<Ingested>],
 ) -> (Vec<usize>, Vec<SignedEnvelope>, Vec<Custody>) {
     let from_peer = sender.is_some();
@@ -558,7 +574,8 @@ async fn drop_held(
         if let Some((id, routed)) = &id
             && held.contains(id)
         {
-            node.metrics.duplicates.inc();
+            node.metrics
+                .count_duplicate(claimed.get(i).copied().unwrap_or(false));
             // Plumtree: that link was not needed for it (unless the peer
             // sends it back on purpose, after reconciliation).
             if let (true, false, Some(p)) = (*routed, chain.returning, sender) {
@@ -685,6 +702,7 @@ pub async fn originate_with_attachments(
     attachments: Vec<crate::proto::v1::AttachmentBlob>,
 ) -> Result<(String, u64), OriginateError> {
     let kind = out.kind;
+    let exercise = out.exercise;
     let encrypted = crate::domain::policy::requires_e2e(out.tlp);
     let payload = if encrypted {
         let mut to = out.recipients.clone();
@@ -718,7 +736,7 @@ pub async fn originate_with_attachments(
             if kind == MessageKind::Receipt {
                 node.metrics.receipts_sent.inc();
             } else {
-                node.metrics.published.inc();
+                node.metrics.count_published(exercise);
             }
             Ok((message_id, cursor))
         }

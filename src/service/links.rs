@@ -318,10 +318,11 @@ fn rfc3339(ms: i64) -> String {
 
 /// What was sent and not yet acknowledged: cursor → (enqueued time, times
 /// the peer deferred it before).
-/// Per cursor in flight: when it was queued, how often it was deferred, and
-/// the roster version it carries (a roster message: once the peer takes it,
-/// the peer holds at least that version).
-type InFlight = BTreeMap<u64, (i64, u32, Option<u64>)>;
+/// Per cursor in flight: when it was queued, how often it was deferred, the
+/// roster version it carries (a roster message: once the peer takes it, the
+/// peer holds at least that version), and whether it is exercise traffic
+/// (counted apart in the metrics).
+type InFlight = BTreeMap<u64, (i64, u32, Option<u64>, bool)>;
 
 /// One connected session. Returns Ok on shutdown, Err with a reason otherwise.
 async fn session(
@@ -482,13 +483,15 @@ async fn session(
                 let (cursor, enqueued, deferrals) = (it.cursor, it.enqueued_ms, it.deferrals);
                 let roster = roster_version_of(&it.header, &it.payload);
                 let receipt = is_receipt(&it);
+                let exercise =
+                    EnvelopeHeader::decode(it.header.as_slice()).is_ok_and(|h| h.exercise);
                 let frame = to_frame(peer, it);
                 let size = frame.envelope.as_ref().map_or(0, |e| e.encoded_len());
                 if let Some(limit) = peer_limit.filter(|l| size as u64 > *l) {
                     too_large.push((cursor, size, limit));
                     continue;
                 }
-                in_flight.insert(cursor, (enqueued, deferrals, roster));
+                in_flight.insert(cursor, (enqueued, deferrals, roster, exercise));
                 if !(bundles && receipt) {
                     let kind = if receipt { "receipts" } else { "message" };
                     send_frame(node, &tx, peer, vec![frame], kind, ack_timeout).await?;
@@ -653,13 +656,15 @@ async fn record_acks(
     let mut outcomes = Vec::with_capacity(acks.len());
     let mut deferrals = Vec::new();
     let mut accepted = false;
+    let mut exercise_delivered = 0u64;
     for ack in acks {
-        let Some((enq, deferred_before, roster)) = in_flight.remove(&ack.seq) else {
+        let Some((enq, deferred_before, roster, exercise)) = in_flight.remove(&ack.seq) else {
             continue;
         };
         match PushOutcome::try_from(ack.outcome) {
             Ok(PushOutcome::Accepted) | Ok(PushOutcome::Duplicate) => {
                 accepted = true;
+                exercise_delivered += u64::from(exercise);
                 if let Some(v) = roster {
                     node.peers.note_roster(peer, v);
                 }
@@ -716,10 +721,7 @@ async fn record_acks(
             .await
             .map_err(|e| store_failed(node, e))?;
     }
-    node.metrics
-        .sent
-        .get_or_create(&node.metrics.peer(peer))
-        .inc_by(delivered);
+    node.metrics.count_sent(peer, delivered, exercise_delivered);
     Ok(accepted)
 }
 

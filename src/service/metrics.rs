@@ -14,6 +14,14 @@
 //!   receipts, never both.
 //! - Certfed's own series carry the `certfed_` prefix; the process collector
 //!   uses the standard `process_*` names.
+//! - Exercise traffic is counted apart, in its own families
+//!   (`certfed_exercise_*`, [`ExerciseCounters`]): the per-message series
+//!   (`certfed_messages_*`, `certfed_incident_*`) count real traffic only, so
+//!   rates and alert rules over them never include an exercise. An envelope
+//!   counts as exercise by its header's flag; before the signature is checked
+//!   (received, duplicate) that is the flag it claims, and a refusal of an
+//!   envelope whose signature did not verify always counts as real (a forger
+//!   cannot hide refusals among exercise series).
 use crate::domain::envelope::Rejection;
 use crate::storage::StoreError;
 use prometheus_client::collector::Collector;
@@ -102,8 +110,26 @@ impl AssistanceCounts {
     }
 }
 
+/// Per-message counters of exercise traffic, registered as
+/// `certfed_exercise_<name>` beside their real counterparts
+/// `certfed_<name>` (see the module invariants).
+#[derive(Default)]
+pub struct ExerciseCounters {
+    pub received: Counter,
+    pub accepted: Counter,
+    pub duplicates: Counter,
+    pub rejected: Family<ReasonLabel, Counter>,
+    pub sent: Family<PeerLabel, Counter>,
+    pub published: Counter,
+    pub relayed: Counter,
+    pub incident_refusals: Family<RuleLabel, Counter>,
+    pub incident_matches: Counter,
+}
+
 /// All metrics of a node.
 pub struct Metrics {
+    /// Exercise traffic, counted apart from the real series.
+    pub exercise: ExerciseCounters,
     registry: Registry,
     pub received: Counter,
     /// Push frames received from peers (a bundle of receipts counts once).
@@ -200,6 +226,7 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Metrics {
         let mut m = Metrics {
+            exercise: ExerciseCounters::default(),
             received: Counter::default(),
             frames_received: Counter::default(),
             frames_sent: Family::default(),
@@ -489,15 +516,66 @@ impl Metrics {
             "Two different federation rosters with the same version seen: the stewards' keys signed two histories (an alarm)",
             m.roster_forks.clone(),
         );
+        let x = r.sub_registry_with_prefix("exercise");
+        let ex = &m.exercise;
+        x.register(
+            "messages_received",
+            "Envelopes received from peers that claim to be exercise traffic (before verification); real ones are in certfed_messages_received_total",
+            ex.received.clone(),
+        );
+        x.register(
+            "messages_accepted",
+            "Exercise messages received from peers, verified and stored",
+            ex.accepted.clone(),
+        );
+        x.register(
+            "messages_duplicate",
+            "Exercise envelopes received again and deduplicated",
+            ex.duplicates.clone(),
+        );
+        x.register(
+            "messages_rejected",
+            "Verified exercise envelopes refused, by reason (an envelope whose signature fails counts in certfed_messages_rejected_total)",
+            ex.rejected.clone(),
+        );
+        x.register(
+            "messages_sent",
+            "Exercise envelopes delivered to a peer (acknowledged)",
+            ex.sent.clone(),
+        );
+        x.register(
+            "messages_published",
+            "Exercise messages signed by this node",
+            ex.published.clone(),
+        );
+        x.register(
+            "messages_relayed",
+            "Exercise messages received from a peer and queued for other peers",
+            ex.relayed.clone(),
+        );
+        x.register(
+            "incident_refusals",
+            "Exercise incident contributions from partners left out of the picture, by rule",
+            ex.incident_refusals.clone(),
+        );
+        x.register(
+            "incident_matches",
+            "Arriving exercise alerts and sightings that share an indicator with an exercise incident held",
+            ex.incident_matches.clone(),
+        );
         for reason in Rejection::ALL_LABELS {
-            let _ = m.rejected.get_or_create(&ReasonLabel {
-                reason: (*reason).to_string(),
-            });
+            for family in [&m.rejected, &m.exercise.rejected] {
+                let _ = family.get_or_create(&ReasonLabel {
+                    reason: (*reason).to_string(),
+                });
+            }
         }
         for rule in INCIDENT_RULES {
-            let _ = m.incident_refusals.get_or_create(&RuleLabel {
-                rule: rule.to_string(),
-            });
+            for family in [&m.incident_refusals, &m.exercise.incident_refusals] {
+                let _ = family.get_or_create(&RuleLabel {
+                    rule: rule.to_string(),
+                });
+            }
         }
         for k in crate::domain::roster::RefusalKind::ALL {
             let _ = m.roster_refused.get_or_create(&ReasonLabel {
@@ -526,8 +604,15 @@ impl Metrics {
         out
     }
 
-    pub fn reject(&self, label: &str) {
-        self.rejected
+    /// Counts a refused envelope: `exercise` only when its signature
+    /// verified and its header says so.
+    pub fn reject(&self, label: &str, exercise: bool) {
+        let family = if exercise {
+            &self.exercise.rejected
+        } else {
+            &self.rejected
+        };
+        family
             .get_or_create(&ReasonLabel {
                 reason: label.to_string(),
             })
@@ -535,12 +620,82 @@ impl Metrics {
     }
 
     /// Counts an incident contribution left out of the picture.
-    pub fn incident_refused(&self, rule: &str) {
-        self.incident_refusals
+    pub fn incident_refused(&self, rule: &str, exercise: bool) {
+        let family = if exercise {
+            &self.exercise.incident_refusals
+        } else {
+            &self.incident_refusals
+        };
+        family
             .get_or_create(&RuleLabel {
                 rule: rule.to_string(),
             })
             .inc();
+    }
+
+    /// Envelopes received from a peer: `exercise` of them claim the flag.
+    pub fn count_received(&self, total: u64, exercise: u64) {
+        self.received.inc_by(total - exercise.min(total));
+        self.exercise.received.inc_by(exercise.min(total));
+    }
+
+    /// A peer's message stored.
+    pub fn count_accepted(&self, exercise: bool) {
+        if exercise {
+            self.exercise.accepted.inc();
+        } else {
+            self.accepted.inc();
+        }
+    }
+
+    /// A peer's envelope already held.
+    pub fn count_duplicate(&self, exercise: bool) {
+        if exercise {
+            self.exercise.duplicates.inc();
+        } else {
+            self.duplicates.inc();
+        }
+    }
+
+    /// A peer's message queued for other peers.
+    pub fn count_relayed(&self, exercise: bool) {
+        if exercise {
+            self.exercise.relayed.inc();
+        } else {
+            self.relayed.inc();
+        }
+    }
+
+    /// A message (not a receipt) this node signed.
+    pub fn count_published(&self, exercise: bool) {
+        if exercise {
+            self.exercise.published.inc();
+        } else {
+            self.published.inc();
+        }
+    }
+
+    /// Envelopes a peer acknowledged: `exercise` of them exercise traffic.
+    pub fn count_sent(&self, peer: &str, total: u64, exercise: u64) {
+        let label = self.peer(peer);
+        self.sent
+            .get_or_create(&label)
+            .inc_by(total - exercise.min(total));
+        if exercise > 0 {
+            self.exercise
+                .sent
+                .get_or_create(&label)
+                .inc_by(exercise.min(total));
+        }
+    }
+
+    /// An arriving alert or sighting matched an incident held.
+    pub fn count_incident_match(&self, exercise: bool) {
+        if exercise {
+            self.exercise.incident_matches.inc();
+        } else {
+            self.incident_matches.inc();
+        }
     }
 
     /// A roster refused for the rule `label` (`domain::roster::RefusalKind`).
@@ -678,6 +833,7 @@ impl Metrics {
             self.peer_up.remove(&l);
             self.peer_last_contact.remove(&l);
             self.sent.remove(&l);
+            self.exercise.sent.remove(&l);
         }
         for p in peers {
             let l = self.peer(p);
@@ -803,6 +959,57 @@ impl Collector for ProcessCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Exercise counts go to `certfed_exercise_*` only; the real families
+    /// keep their names and labels and do not move.
+    #[test]
+    fn exercise_traffic_has_its_own_families() {
+        let m = Metrics::new();
+        m.set_peers(&["node-b".to_string()]);
+        m.count_received(5, 2);
+        m.count_accepted(true);
+        m.count_accepted(false);
+        m.count_duplicate(true);
+        m.count_relayed(true);
+        m.count_published(true);
+        m.count_sent("node-b", 3, 1);
+        m.count_incident_match(true);
+        m.reject("policy", true);
+        m.incident_refused("marking", true);
+        let text = m.encode();
+        for line in [
+            "certfed_messages_received_total 3",
+            "certfed_exercise_messages_received_total 2",
+            "certfed_messages_accepted_total 1",
+            "certfed_exercise_messages_accepted_total 1",
+            "certfed_messages_duplicate_total 0",
+            "certfed_exercise_messages_duplicate_total 1",
+            "certfed_messages_relayed_total 0",
+            "certfed_exercise_messages_relayed_total 1",
+            "certfed_messages_published_total 0",
+            "certfed_exercise_messages_published_total 1",
+            "certfed_messages_sent_total{peer=\"node-b\"} 2",
+            "certfed_exercise_messages_sent_total{peer=\"node-b\"} 1",
+            "certfed_incident_matches_total 0",
+            "certfed_exercise_incident_matches_total 1",
+            "certfed_messages_rejected_total{reason=\"policy\"} 0",
+            "certfed_exercise_messages_rejected_total{reason=\"policy\"} 1",
+            "certfed_incident_refusals_total{rule=\"marking\"} 0",
+            "certfed_exercise_incident_refusals_total{rule=\"marking\"} 1",
+        ] {
+            assert!(
+                text.contains(&format!("{line}\n")),
+                "no {line:?} in\n{text}"
+            );
+        }
+        assert!(
+            !text.contains("exercise=\""),
+            "no exercise label on any series"
+        );
+        // A peer removed by a reload loses its exercise series too.
+        m.set_peers(&[]);
+        assert!(!m.encode().contains("certfed_exercise_messages_sent_total{"));
+    }
 
     /// Every rejection reason is pre-created; a new `Rejection` variant fails
     /// to compile here until its label is listed in `Rejection::ALL_LABELS`.

@@ -354,8 +354,15 @@ pub struct NewMessage {
 }
 
 /// Width of a reconciliation bucket: items are summed per audience and per
-/// [`SYNC_BUCKET_MS`] of creation time.
-pub const SYNC_BUCKET_MS: i64 = 600_000;
+/// [`SYNC_BUCKET_MS`] of creation time. One minute keeps a bucket small
+/// (~35 items at a million messages over 20 days), so a round narrows a
+/// difference down from the sums alone and reads only the items of the
+/// buckets that differ. Each store records the width its sums were computed
+/// with and rebuilds them from the items when it changes.
+pub const SYNC_BUCKET_MS: i64 = 60_000;
+
+/// The bucket width of stores that did not record one (before 2026-11-29).
+pub const LEGACY_SYNC_BUCKET_MS: i64 = 600_000;
 
 /// How a message takes part in set reconciliation (`domain::reconcile`): the
 /// caller decides; the store only keeps the items and their sums.

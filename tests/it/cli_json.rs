@@ -339,7 +339,7 @@ fn json_output_is_what_grpcurl_prints() {
         &g,
         pki,
         &b,
-        r#"{"fromStart":true,"filter":{"includeExercise":true}}"#,
+        r#"{"fromStart":true}"#,
         "Watch",
         &["-max-time", "3"],
     );

@@ -1,6 +1,8 @@
 //! `certfed demo` as an operator runs it: the real binary, five nodes, the alert
 //! scenario, the incident and the assistance exchange; exit 0 with the key
-//! lines printed and the HTML situation report written.
+//! lines printed and the HTML situation report written. The story comes from
+//! `deploy/exercises/demo.toml`, played by the exercise engine; the demo runs
+//! from a folder that does not hold that file.
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,6 +17,8 @@ fn demo_runs_alerts_and_assistance_and_exits_zero() {
         .arg("demo")
         .arg("--report")
         .arg(&report)
+        // The story is embedded: the demo runs from any folder.
+        .current_dir(dir.path())
         .env_remove("RUST_LOG")
         .env_remove("NOTIFY_SOCKET")
         .stdout(std::fs::File::create(&out_path).unwrap())
@@ -52,6 +56,8 @@ fn demo_runs_alerts_and_assistance_and_exits_zero() {
         "cert-ee  SIGHTS   the incident: EE digital-infrastructure, 12 observed (TLP:AMBER, to cert-ua only)",
         "cert-ua  CORRELATION: cert-eu's alert shares 203.0.113.45 with the incident",
         "cert-ua  LINKS it into the incident",
+        "cert-ua  sets the status INVESTIGATING",
+        "cert-pl and cert-de have received and decrypted the request",
         "cert-ua  severity critical, 5 partners affected",
         "cert-pl  severity critical, 4 partners affected in 4 countries and 4 sectors, 7 contributions + 1 it cannot read",
         "situation report of cert-ua written to",

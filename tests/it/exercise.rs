@@ -734,3 +734,625 @@ within = "1m"
         n.shutdown().await.unwrap();
     }
 }
+
+#[test]
+fn a_scenario_of_real_traffic_never_plays_on_a_live_federation() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/exercises/demo.toml"),
+        dir.path().join("demo.toml"),
+    )
+    .unwrap();
+    // The credentials file does not even exist: the refusal comes first.
+    let out = certfed(
+        dir.path(),
+        &[
+            "exercise",
+            "run",
+            "demo.toml",
+            "--credentials",
+            "creds.toml",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("demo.toml: the scenario says exercise = false")
+            && err.contains("plays only on a local federation"),
+        "{err}"
+    );
+    let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(files.len(), 1, "nothing written");
+    // With exercise = true the same file gets as far as the credentials.
+    let text = std::fs::read_to_string(dir.path().join("demo.toml")).unwrap();
+    std::fs::write(
+        dir.path().join("drill.toml"),
+        text.replace("exercise = false", "exercise = true"),
+    )
+    .unwrap();
+    let out = certfed(
+        dir.path(),
+        &[
+            "exercise",
+            "run",
+            "drill.toml",
+            "--credentials",
+            "creds.toml",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("creds.toml: cannot read the credentials file"),
+        "{err}"
+    );
+}
+
+/// Exercise traffic is counted in its own families (`certfed_exercise_*`);
+/// the real series (`certfed_messages_*`) move only with real traffic. a–b,
+/// b–c, b–d: the origin, a relay, a recipient and a node that refuses
+/// exercises (its refusals count as exercise), scraped over HTTP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exercise_traffic_is_counted_apart_in_the_metrics() {
+    use crate::ops::{get, scrape, with_metrics};
+    let mut fed = Fed::new(
+        &["node-a", "node-b", "node-c", "node-d"],
+        &[(0, 1), (1, 2), (1, 3)],
+    );
+    fed.specs[3].extra = "\n[exercise]\naccept = false\n".into();
+    let mut nodes = Vec::new();
+    for i in 0..4 {
+        let cfg = with_metrics(&fed.config_path(i), free_port());
+        let cfg = certfed::config::Config::load(&cfg).unwrap();
+        nodes.push(
+            certfed::app::start(certfed::app::prepare(cfg).unwrap())
+                .await
+                .unwrap(),
+        );
+    }
+    let m: Vec<_> = nodes
+        .iter()
+        .map(|n| n.metrics_addr.expect("metrics bound"))
+        .collect();
+    let x1 = publish_on(&fed, 0, exercise_alert("EXERCISE one"), &[]).await;
+    let x2 = publish_on(&fed, 0, exercise_alert("EXERCISE two"), &[]).await;
+    let r = publish_on(&fed, 0, green_alert("real one"), &[]).await;
+    let sent_b = r#"certfed_messages_sent_total{peer="node-b"}"#;
+    let ex_sent_b = r#"certfed_exercise_messages_sent_total{peer="node-b"}"#;
+    assert!(
+        eventually(WAIT, || async {
+            holds(&fed, 2, &x1).await
+                && holds(&fed, 2, &x2).await
+                && holds(&fed, 2, &r).await
+                && holds(&fed, 3, &r).await
+                && get(
+                    &scrape(m[3]).await,
+                    r#"certfed_exercise_messages_rejected_total{reason="policy"}"#,
+                ) == 2.0
+                && get(&scrape(m[0]).await, ex_sent_b) == 2.0
+                && get(&scrape(m[0]).await, sent_b) == 1.0
+        })
+        .await,
+        "everything reaches c and a counts its deliveries: {:?}",
+        scrape(m[0]).await
+    );
+    let (a, b, c) = (scrape(m[0]).await, scrape(m[1]).await, scrape(m[2]).await);
+    // The origin.
+    assert_eq!(get(&a, "certfed_messages_published_total"), 1.0);
+    assert_eq!(get(&a, "certfed_exercise_messages_published_total"), 2.0);
+    // The relay.
+    assert_eq!(get(&b, "certfed_messages_accepted_total"), 1.0);
+    assert_eq!(get(&b, "certfed_exercise_messages_accepted_total"), 2.0);
+    // (the real relayed count includes the receipts c and d send back to a)
+    assert!(get(&b, "certfed_messages_relayed_total") >= 1.0);
+    assert_eq!(get(&b, "certfed_exercise_messages_relayed_total"), 2.0);
+    assert_eq!(get(&b, "certfed_exercise_messages_received_total"), 2.0);
+    // The recipient: received counts receipts too, never as exercise.
+    assert_eq!(get(&c, "certfed_messages_accepted_total"), 1.0);
+    assert_eq!(get(&c, "certfed_exercise_messages_accepted_total"), 2.0);
+    assert_eq!(get(&c, "certfed_messages_received_total"), 1.0);
+    assert_eq!(get(&c, "certfed_exercise_messages_received_total"), 2.0);
+    // The node that takes no part: its refusals of exercise traffic are
+    // exercise series; the real rejection series stay at 0.
+    let d = scrape(m[3]).await;
+    assert_eq!(get(&d, "certfed_messages_accepted_total"), 1.0);
+    assert_eq!(get(&d, "certfed_exercise_messages_accepted_total"), 0.0);
+    let real_refused: f64 = d
+        .iter()
+        .filter(|(k, _)| k.starts_with("certfed_messages_rejected_total"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(real_refused, 0.0, "{d:?}");
+    // Every rejection reason exists from the start in both families, at 0.
+    assert!(
+        c.contains_key(r#"certfed_exercise_messages_rejected_total{reason="bad_signature"}"#),
+        "{c:?}"
+    );
+    for n in nodes {
+        n.shutdown().await.unwrap();
+    }
+}
+
+/// A sighting takes its incident's exercise flag (asking for the other one
+/// is refused both ways); a loose sighting is exercise only when asked; and
+/// correlation (the situation's matches, Watch's incident_matches) never
+/// points a real message at an exercise incident or the reverse, though
+/// both incidents share the indicator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sightings_take_their_incidents_flag_and_correlation_never_crosses() {
+    use futures::StreamExt;
+    let fed = Fed::new(&["node-a", "node-b"], &[(0, 1)]);
+    let _a = fed.start(0).await;
+    let _b = fed.start(1).await;
+    let ind = Indicator {
+        r#type: IndicatorType::Domain as i32,
+        value: "shared-c2.example".into(),
+        comment: String::new(),
+    };
+    let a = fed.operator(0).await;
+    let open = |mut alert: Alert| {
+        alert.indicators = vec![ind.clone()];
+        let mut a = a.clone();
+        async move {
+            a.publish_alert(PublishAlertRequest {
+                alert: Some(alert),
+                open_incident: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .message_id
+        }
+    };
+    let real_inc = open(green_alert("real grid intrusion")).await;
+    let ex_inc = open(exercise_alert("EXERCISE grid intrusion")).await;
+    assert!(
+        eventually(WAIT, || async {
+            holds(&fed, 1, &real_inc).await && holds(&fed, 1, &ex_inc).await
+        })
+        .await
+    );
+    let mut b = fed.operator(1).await;
+    let mut watch = b
+        .watch(WatchRequest {
+            filter: Some(AlertFilter {
+                include_exercise: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let sight = |incident: &str, exercise: Option<bool>| ReportSightingRequest {
+        sighting: Some(Sighting {
+            incident_id: incident.to_string(),
+            indicators: vec![ind.clone()],
+            country: "DE".into(),
+            count: 1,
+            tlp: Tlp::Green as i32,
+            ..Default::default()
+        }),
+        exercise,
+        ..Default::default()
+    };
+    // Asking for the other flag is refused, both ways.
+    let e = b
+        .report_sighting(sight(&real_inc, Some(true)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    assert!(
+        e.message().contains(&format!(
+            "an exercise sighting cannot join real message {real_inc}"
+        )),
+        "{e:?}"
+    );
+    let e = b
+        .report_sighting(sight(&ex_inc, Some(false)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    assert!(
+        e.message().contains(&format!(
+            "a real sighting cannot join exercise message {ex_inc}"
+        )),
+        "{e:?}"
+    );
+    let id = |req: ReportSightingRequest| {
+        let mut b = b.clone();
+        async move {
+            b.report_sighting(req)
+                .await
+                .unwrap()
+                .into_inner()
+                .message_id
+        }
+    };
+    let flag = |id: String| {
+        let b = fed.operator(1);
+        async move {
+            b.await
+                .get_message(GetMessageRequest { message_id: id })
+                .await
+                .unwrap()
+                .into_inner()
+                .exercise
+        }
+    };
+    // Unset or agreeing: the incident's flag.
+    let on_ex = id(sight(&ex_inc, None)).await;
+    assert!(flag(on_ex.clone()).await, "inherits exercise");
+    let on_real = id(sight(&real_inc, Some(false))).await;
+    assert!(!flag(on_real.clone()).await);
+    // Loose sightings: exercise only when asked.
+    let loose_ex = id(sight("", Some(true))).await;
+    let loose_real = id(sight("", None)).await;
+    assert!(flag(loose_ex.clone()).await);
+    assert!(!flag(loose_real.clone()).await);
+
+    // The situation's matches stay on their side.
+    let situation = |incident: &str| {
+        let mut b = b.clone();
+        let incident = incident.to_string();
+        async move {
+            b.get_situation(GetSituationRequest {
+                incident_id: incident,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .matches
+            .into_iter()
+            .map(|m| m.message_id)
+            .collect::<Vec<_>>()
+        }
+    };
+    let real_matches = situation(&real_inc).await;
+    assert!(real_matches.contains(&loose_real), "{real_matches:?}");
+    for x in [&ex_inc, &on_ex, &loose_ex] {
+        assert!(!real_matches.contains(x), "{x} in {real_matches:?}");
+    }
+    let ex_matches = situation(&ex_inc).await;
+    assert!(ex_matches.contains(&loose_ex), "{ex_matches:?}");
+    for x in [&real_inc, &on_real, &loose_real] {
+        assert!(!ex_matches.contains(x), "{x} in {ex_matches:?}");
+    }
+
+    // Watch's correlation hints, for the two loose sightings.
+    let mut hints = std::collections::HashMap::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while hints.len() < 2 {
+        let ev = tokio::time::timeout_at(deadline, watch.next())
+            .await
+            .expect("Watch shows both loose sightings")
+            .unwrap()
+            .unwrap();
+        let m = ev.message.unwrap_or_default();
+        if m.message_id == loose_ex || m.message_id == loose_real {
+            let to: Vec<String> = ev
+                .incident_matches
+                .into_iter()
+                .map(|x| x.incident_id)
+                .collect();
+            hints.insert(m.message_id, to);
+        }
+    }
+    assert_eq!(hints[&loose_real], vec![real_inc.clone()], "{hints:?}");
+    assert_eq!(hints[&loose_ex], vec![ex_inc.clone()], "{hints:?}");
+}
+
+/// `certfed …` against a node, as its operator.
+fn operator_cli(fed: &Fed, i: usize, args: &[&str]) -> std::process::Output {
+    let mut c = std::process::Command::new(BIN);
+    for v in ["CERTFED_NODE", "CERTFED_CA", "CERTFED_CERT", "CERTFED_KEY"] {
+        c.env_remove(v);
+    }
+    c.args(args)
+        .args(["--node", &fed.addr(i), "--ca"])
+        .arg(fed.pki.ca_path())
+        .arg("--cert")
+        .arg(fed.pki.path("operator.crt"))
+        .arg("--key")
+        .arg(fed.pki.path("operator.key"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn ok_text(out: &std::process::Output) -> String {
+    let s = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {s}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s
+}
+
+/// The operator's views keep exercise traffic out by default and mark it
+/// when asked for: `watch`, `alert list`, `incident list|show|report` and
+/// `alert export` of a named exercise alert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_operators_views_leave_exercise_out_by_default_and_mark_it() {
+    let fed = Fed::new(&["node-a"], &[]);
+    let _a = fed.start(0).await;
+    let a = fed.operator(0).await;
+    let open = |alert: Alert| {
+        let mut a = a.clone();
+        async move {
+            a.publish_alert(PublishAlertRequest {
+                alert: Some(alert),
+                open_incident: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .message_id
+        }
+    };
+    // The exercise alert first: a view that mixes would show it first.
+    let x = open(exercise_alert("EXERCISE substation wiper")).await;
+    let r = open(green_alert("real substation wiper")).await;
+
+    let cli = |args: &[&str]| operator_cli(&fed, 0, args);
+    // watch: real only by default; --exercise shows both, marked.
+    let w = ok_text(&cli(&["watch", "--from-start", "--count", "1"]));
+    assert!(w.contains(&r) && !w.contains(&x), "{w}");
+    let w = ok_text(&cli(&[
+        "watch",
+        "--from-start",
+        "--count",
+        "2",
+        "--exercise",
+    ]));
+    let xline = w.lines().find(|l| l.contains(&x)).expect("exercise shown");
+    assert!(
+        xline.contains("[EXERCISE] EXERCISE substation wiper"),
+        "{w}"
+    );
+    let rline = w.lines().find(|l| l.contains(&r)).expect("real shown");
+    assert!(!rline.contains("[EXERCISE]"), "{w}");
+    // alert list.
+    let l = ok_text(&cli(&["alert", "list"]));
+    assert!(l.contains(&r) && !l.contains(&x), "{l}");
+    let l = ok_text(&cli(&["alert", "list", "--exercise"]));
+    assert!(
+        l.lines()
+            .any(|l| l.contains(&x) && l.contains("[EXERCISE]")),
+        "{l}"
+    );
+    // incident list, show, report.
+    let l = ok_text(&cli(&["incident", "list"]));
+    assert!(l.contains(&r) && !l.contains(&x), "{l}");
+    let l = ok_text(&cli(&["incident", "list", "--exercise"]));
+    assert!(
+        l.lines()
+            .any(|l| l.contains(&x) && l.contains("[EXERCISE]")),
+        "{l}"
+    );
+    let s = ok_text(&cli(&["incident", "show", &x]));
+    assert!(s.contains("EXERCISE: an exercise incident"), "{s}");
+    let s = ok_text(&cli(&["incident", "show", &r]));
+    assert!(!s.contains("EXERCISE"), "{s}");
+    let dir = tempfile::tempdir().unwrap();
+    let (hx, hr) = (dir.path().join("x.html"), dir.path().join("r.html"));
+    ok_text(&cli(&[
+        "incident",
+        "report",
+        &x,
+        "--html",
+        hx.to_str().unwrap(),
+    ]));
+    ok_text(&cli(&[
+        "incident",
+        "report",
+        &r,
+        "--html",
+        hr.to_str().unwrap(),
+    ]));
+    let (px, pr) = (
+        std::fs::read_to_string(&hx).unwrap(),
+        std::fs::read_to_string(&hr).unwrap(),
+    );
+    assert!(
+        px.contains("id=\"exercise\"") && px.contains("<title>EXERCISE"),
+        "{px}"
+    );
+    assert!(
+        !pr.contains("id=\"exercise\"") && !pr.contains("EXERCISE"),
+        "{pr}"
+    );
+    // alert export of a named exercise alert: left out unless --exercise.
+    let out = cli(&["alert", "export", "--format", "stix21", &x, &r]);
+    let bundle = ok_text(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is exercise traffic: left out"), "{err}");
+    assert!(!bundle.contains("certfed:exercise") && bundle.contains("real substation wiper"));
+    assert!(!bundle.contains("EXERCISE substation wiper"), "{bundle}");
+    let bundle = ok_text(&cli(&[
+        "alert",
+        "export",
+        "--format",
+        "stix21",
+        "--exercise",
+        &x,
+    ]));
+    assert!(bundle.contains("certfed:exercise"), "{bundle}");
+    // incident sight --exercise: refused on a real incident, naming why;
+    // a loose sighting is signed as exercise traffic.
+    let out = cli(&["incident", "sight", &r, "--country", "DE", "--exercise"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "an exercise sighting cannot join real message {r}"
+        )),
+        "{err}"
+    );
+    let out = ok_text(&cli(&[
+        "incident",
+        "sight",
+        "--country",
+        "DE",
+        "--indicator",
+        "domain:loose.example",
+        "--tlp",
+        "green",
+        "--exercise",
+        "--json",
+    ]));
+    let id = serde_json::from_str::<serde_json::Value>(&out).unwrap()["messageId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let m = fed
+        .operator(0)
+        .await
+        .get_message(GetMessageRequest { message_id: id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(m.exercise, "signed as exercise traffic");
+}
+
+/// A member the signed roster flags exercise-only (`roster add-member …
+/// --exercise-only`) gets its real traffic refused in admission with the
+/// reason, its exercise traffic through, and its receipts (never flagged)
+/// still reach the origins: node-a runs without the roster (as a member
+/// that ignores its flag would), node-b holds roster v1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_exercise_only_member_of_the_roster_sends_exercise_traffic_only() {
+    use crate::roster::{certfed as tool, roster_version, start};
+    let fed = Fed::new(&["node-a", "node-b"], &[(0, 1)]);
+    let dir = fed.pki.dir.path();
+    tool(dir, &["pki", "signing-key", "--id", "s1"]);
+    tool(
+        dir,
+        &[
+            "roster",
+            "init",
+            "--out",
+            "roster-v1.roster",
+            "--federation",
+            "test-fed",
+            "--steward",
+            "s1=s1.sign.pub",
+            "--threshold",
+            "1",
+        ],
+    );
+    for (id, only) in [("node-a", true), ("node-b", false)] {
+        let key = format!("{id}.sign.pub");
+        let mut args = vec![
+            "roster",
+            "add-member",
+            "roster-v1.roster",
+            "--id",
+            id,
+            "--signing-key",
+            &key,
+            "--tls-ca",
+            "ca.crt",
+        ];
+        if only {
+            args.push("--exercise-only");
+        }
+        tool(dir, &args);
+    }
+    tool(
+        dir,
+        &["roster", "sign", "roster-v1.roster", "--key", "s1.sign.key"],
+    );
+    let ok = tool(dir, &["roster", "verify", "roster-v1.roster"]);
+    assert!(ok.contains("VALID"), "{ok}");
+    let _a = fed.start(0).await;
+    let _b = start(&fed, 1).await;
+    assert_eq!(roster_version(&fed, 1).await, 1);
+    // The roster as b serves it says so.
+    let mut b = fed.operator(1).await;
+    let roster = b
+        .get_roster(GetRosterRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let flagged: Vec<_> = roster
+        .members
+        .iter()
+        .filter(|m| m.exercise_only)
+        .map(|m| m.id.as_str())
+        .collect();
+    assert_eq!(flagged, ["node-a"], "{roster:?}");
+
+    // Real traffic from a: refused by b, with the reason, at a's delivery status.
+    let r = publish_on(
+        &fed,
+        0,
+        green_alert("real alert from an exercise-only member"),
+        &[],
+    )
+    .await;
+    let x = publish_on(&fed, 0, exercise_alert("EXERCISE alert from it"), &[]).await;
+    let mut a = fed.operator(0).await;
+    let refused = eventually(WAIT, || {
+        let mut a = a.clone();
+        let r = r.clone();
+        async move {
+            let d = a
+                .get_delivery_status(GetDeliveryStatusRequest { message_id: r })
+                .await
+                .unwrap()
+                .into_inner();
+            d.recipients.iter().any(|p| {
+                p.node_id == "node-b"
+                    && p.state == DeliveryState::Rejected as i32
+                    && p.reason
+                        .contains("node-a is an exercise-only member in roster v1")
+            })
+        }
+    })
+    .await;
+    assert!(refused, "b refuses a's real alert, naming the rule");
+    assert!(
+        eventually(WAIT, || holds(&fed, 1, &x)).await,
+        "exercise passes"
+    );
+    assert!(
+        !holds(&fed, 1, &r).await,
+        "b stores none of a's real traffic"
+    );
+
+    // b's real alert reaches a, and a's acknowledgement (a receipt, never
+    // flagged exercise) comes back to b.
+    let back = publish_on(
+        &fed,
+        1,
+        green_alert("real alert to the exercise-only member"),
+        &[],
+    )
+    .await;
+    assert!(eventually(WAIT, || holds(&fed, 0, &back)).await);
+    a.acknowledge_message(AcknowledgeMessageRequest {
+        message_id: back.clone(),
+    })
+    .await
+    .unwrap();
+    let acked = eventually(WAIT, || {
+        let mut b = b.clone();
+        let back = back.clone();
+        async move {
+            b.get_delivery_status(GetDeliveryStatusRequest { message_id: back })
+                .await
+                .unwrap()
+                .into_inner()
+                .recipients
+                .iter()
+                .any(|p| p.node_id == "node-a" && p.state == DeliveryState::Acknowledged as i32)
+        }
+    })
+    .await;
+    assert!(acked, "a's receipt reaches b");
+}

@@ -283,7 +283,7 @@ fn watchdog_pid_must_match_the_process() {
 // ------------------------------------------------------------------ metrics
 
 /// Adds a `[metrics]` table (before the first array of tables) to a written config.
-fn with_metrics(path: &Path, port: u16) -> PathBuf {
+pub(crate) fn with_metrics(path: &Path, port: u16) -> PathBuf {
     let s = read(path);
     let at = s.find("\n[[").unwrap_or(s.len());
     let mut out = s.clone();
@@ -332,13 +332,13 @@ fn parse_metrics(body: &str) -> HashMap<String, f64> {
         .collect()
 }
 
-async fn scrape(addr: std::net::SocketAddr) -> HashMap<String, f64> {
+pub(crate) async fn scrape(addr: std::net::SocketAddr) -> HashMap<String, f64> {
     let (status, body) = http_get(addr, "/metrics").await;
     assert_eq!(status, 200, "{body}");
     parse_metrics(&body)
 }
 
-fn get(m: &HashMap<String, f64>, k: &str) -> f64 {
+pub(crate) fn get(m: &HashMap<String, f64>, k: &str) -> f64 {
     m.get(k).copied().unwrap_or(0.0)
 }
 

@@ -19,7 +19,7 @@ use std::time::Duration;
 const BIN: &str = env!("CARGO_BIN_EXE_certfed");
 const WAIT: Duration = Duration::from_secs(60);
 
-fn certfed(dir: &Path, args: &[&str]) -> String {
+pub(crate) fn certfed(dir: &Path, args: &[&str]) -> String {
     let out = Command::new(BIN)
         .current_dir(dir)
         .env("RUST_LOG", "error")
@@ -59,7 +59,7 @@ fn roster_config(fed: &Fed, i: usize) {
     std::fs::write(&path, s).unwrap();
 }
 
-async fn start(fed: &Fed, i: usize) -> certfed::app::RunningNode {
+pub(crate) async fn start(fed: &Fed, i: usize) -> certfed::app::RunningNode {
     roster_config(fed, i);
     let cfg =
         certfed::config::Config::load(&fed.pki.path(&format!("{}.toml", fed.specs[i].id))).unwrap();
@@ -68,7 +68,7 @@ async fn start(fed: &Fed, i: usize) -> certfed::app::RunningNode {
         .expect("node starts")
 }
 
-async fn roster_version(fed: &Fed, i: usize) -> u64 {
+pub(crate) async fn roster_version(fed: &Fed, i: usize) -> u64 {
     let mut op = fed.operator(i).await;
     op.get_roster(GetRosterRequest {})
         .await

@@ -39,6 +39,13 @@ pub(super) fn proc_status_mib(pid: &str, field: &str) -> Option<f64> {
         .map(|kib| kib as f64 / 1024.0)
 }
 
+/// CPU time (user + system) a process has used so far, in seconds.
+pub(super) fn proc_cpu_seconds(pid: &str) -> Option<f64> {
+    let pid: i32 = pid.parse().ok()?;
+    let st = procfs::process::Process::new(pid).ok()?.stat().ok()?;
+    Some((st.utime + st.stime) as f64 / procfs::ticks_per_second() as f64)
+}
+
 /// The node process; killed if still running when dropped (error paths).
 pub(super) struct NodeProcess {
     pub(super) child: std::process::Child,

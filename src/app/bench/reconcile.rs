@@ -11,7 +11,9 @@
 //! what b lacks in its outbox, and the link delivers it as usual.
 //!
 //! Measured: the time from starting b until b holds all N (its startup, the
-//! reconciliation and the delivery of the M messages), the reconciliation's
+//! reconciliation and the delivery of the M messages) and the CPU time both
+//! nodes used meanwhile (a loaded machine stretches the first, not the
+//! second), the reconciliation's
 //! rounds, bytes both ways and difference found (b's `ListPeers`), then one
 //! more reconciliation once in sync (`ReconcilePeer`), and the resident
 //! memory of both processes sampled every 250 ms (plus the kernel's
@@ -23,7 +25,7 @@
 //! 100 MiB, b holds all N afterwards, in sync costs one round trip of at
 //! most 1 KiB, and with at most 1,000 missing the exchange costs at most
 //! 1 MB. Times are printed, not checked (they depend on the machine's load).
-use super::memory::{NodeProcess, db_mib, proc_status_mib};
+use super::memory::{NodeProcess, db_mib, proc_cpu_seconds, proc_status_mib};
 use crate::app::localfed::Fed;
 use crate::domain::keys::Signer;
 use crate::proto::v1::*;
@@ -276,14 +278,21 @@ pub async fn run(messages: usize, missing: usize, json: bool) -> anyhow::Result<
     fed.specs[B].peers.push(("node-a".into(), pa));
     let mut a = spawn(&fed, A).await?;
     let peaks = Arc::new(Peaks::default());
+    let cpu_a0 = proc_cpu_seconds(&a.pid()).unwrap_or(f64::NAN);
     let started = Instant::now();
     let mut b = spawn(&fed, B).await?;
     let sampler = sample(&peaks, a.pid(), b.pid());
     let expected = messages as u64;
     let mut last_seen = 0;
     let mut last_report = Instant::now();
+    // One operator connection for the polling (a handshake every 100 ms
+    // would cost node-b CPU the measurement should not include).
+    let mut poll = fed.operator(B).await;
     loop {
-        let n = stored(&fed, B).await.unwrap_or(last_seen);
+        let n = poll
+            .get_node_info(GetNodeInfoRequest {})
+            .await
+            .map_or(last_seen, |r| r.into_inner().stored_messages);
         last_seen = n;
         if n >= expected {
             break;
@@ -311,6 +320,10 @@ pub async fn run(messages: usize, missing: usize, json: bool) -> anyhow::Result<
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let converge_seconds = started.elapsed().as_secs_f64();
+    // CPU both nodes used until then (b from its start, a since b started):
+    // on a loaded machine the wall time above waits for CPU, this does not.
+    let cpu_a = proc_cpu_seconds(&a.pid()).unwrap_or(f64::NAN) - cpu_a0;
+    let cpu_b = proc_cpu_seconds(&b.pid()).unwrap_or(f64::NAN);
     let first = last_reconcile(&fed, B, "node-a").await?;
     // In sync now: one more, on request.
     let mut op_b = fed.operator(B).await;
@@ -342,6 +355,7 @@ pub async fn run(messages: usize, missing: usize, json: bool) -> anyhow::Result<
             "reconcile_missing": missing,
             "reconcile_fill_seconds": (fill_seconds * 10.0).round() / 10.0,
             "reconcile_converge_seconds": (converge_seconds * 100.0).round() / 100.0,
+            "reconcile_converge_cpu_seconds": ((cpu_a + cpu_b) * 100.0).round() / 100.0,
             "reconcile_rounds": first.rounds,
             "reconcile_bytes": first.bytes,
             "reconcile_difference": first.difference,
@@ -369,6 +383,11 @@ pub async fn run(messages: usize, missing: usize, json: bool) -> anyhow::Result<
         println!(
             "{:<48} {:>12.2}",
             "seconds to converge (from starting node-b)", converge_seconds
+        );
+        println!(
+            "{:<48} {:>12.2}",
+            "CPU seconds of both nodes until then",
+            cpu_a + cpu_b
         );
         println!("{:<48} {:>12}", "reconciliation rounds", first.rounds);
         println!(

@@ -5,6 +5,8 @@
 //! name = "Northern grid"            # required
 //! description = "…"
 //! links = [["cert-ee", "cert-no"]]  # local runs: bilateral links (default: full mesh)
+//! exercise = true                   # sign every inject as exercise traffic (default);
+//!                                   # false: real traffic, local runs only (`certfed demo`)
 //!
 //! [[participants]]
 //! id = "cert-ee"                    # member id (node id); required
@@ -17,8 +19,17 @@
 //! at = "0s"                         # offset from the start: 90s, 5m, 1h30m (non-decreasing)
 //! from = "cert-ee"                  # the participant whose node sends it
 //! kind = "alert"                    # alert | sighting | incident_status | assistance_request
-//!                                   # | offer | decision | assistance_status
-//! …fields of the kind…
+//!                                   # | offer | decision | assistance_status | link
+//! …fields of the kind…               # alert: title, description, tlp, severity, rsit,
+//!                                   #   sectors, countries, indicators ("ip:…"),
+//!                                   #   open_incident | incident = "id" | update = "id"
+//!                                   # sighting: incident, country, sector, count, …
+//!                                   # link: incident = "id", message = "id", note
+//!                                   # assistance_request: title, services, sector,
+//!                                   #   entity (essential|important), rsit, severity,
+//!                                   #   cross_border, person_days, on_site, skills, alerts
+//!                                   # offer: request, summary, services, person_days,
+//!                                   #   funding (bilateral|cybersecurity-reserve|…)
 //!
 //! [[expect]]
 //! id = "aware-5m"
@@ -35,17 +46,21 @@
 //! - Unknown keys are refused; participants are unique; injects refer only to
 //!   known participants and to earlier injects of the right kind; offsets
 //!   never go backwards; recipients are participants.
-//! - Every inject is exercise traffic: the runner signs nothing real.
+//! - Every inject is exercise traffic unless the scenario says
+//!   `exercise = false` ([`Scenario::exercise`]); such a scenario is played
+//!   only on a local federation the runner starts (`certfed demo`), never on
+//!   a live one (`cli::exercise` refuses it before connecting).
 //!
 //! No I/O: the caller reads the file and passes its text and `now_ms` in.
 use crate::domain::alert::{
     Limits, parse_rsit, parse_sector, parse_severity, parse_tlp, validate_alert,
 };
 use crate::domain::assistance::{validate_offer, validate_request};
-use crate::domain::incident::{validate_sighting, validate_status};
+use crate::domain::incident::{validate_link, validate_sighting, validate_status};
 use crate::proto::v1::{
-    Alert, AssistanceRequest, AssistanceService, AssistanceState, EstimatedNeeds, IncidentStatus,
-    IncidentStatusChange, Indicator, IndicatorType, Offer, RsitClass, Sighting, Tlp,
+    Alert, AssistanceRequest, AssistanceService, AssistanceState, EntityCategory, EstimatedNeeds,
+    FundingChannel, IncidentLink, IncidentStatus, IncidentStatusChange, Indicator, IndicatorType,
+    Offer, Revision, RsitClass, Sighting, Tlp,
 };
 use prost::Message;
 use serde::Deserialize;
@@ -70,6 +85,9 @@ pub struct Scenario {
     /// In offset order (stable: the file's order among equal offsets).
     pub injects: Vec<Inject>,
     pub expects: Vec<Expect>,
+    /// Whether injects are signed as exercise traffic (`[scenario] exercise`,
+    /// default true).
+    pub exercise: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -104,6 +122,9 @@ pub enum Action {
         open_incident: bool,
         /// Joins the incident opened by this inject.
         incident: Option<String>,
+        /// An update of this earlier alert inject of the same sender
+        /// (`update = "id"`); it stays in that alert's incident.
+        supersedes: Option<String>,
     },
     Sighting {
         sighting: Sighting,
@@ -133,6 +154,13 @@ pub enum Action {
         state: AssistanceState,
         note: String,
     },
+    /// The incident's opener links an earlier alert inject into it (e.g. a
+    /// partner's alert the correlation matched).
+    Link {
+        incident: String,
+        message: String,
+        note: String,
+    },
 }
 
 impl Action {
@@ -146,6 +174,7 @@ impl Action {
             Action::Offer { .. } => "offer",
             Action::Decision { .. } => "decision",
             Action::AssistanceStatus { .. } => "assistance_status",
+            Action::Link { .. } => "link",
         }
     }
 
@@ -173,6 +202,7 @@ impl Action {
             Action::AssistanceStatus { state, .. } => {
                 format!("request {}", crate::domain::assistance::state_label(*state))
             }
+            Action::Link { message, .. } => format!("links inject {message} into the incident"),
         }
     }
 }
@@ -250,6 +280,8 @@ struct RawHead {
     description: String,
     #[serde(default)]
     links: Option<Vec<(String, String)>>,
+    #[serde(default)]
+    exercise: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -305,6 +337,14 @@ struct RawInject {
     summary: Option<String>,
     offer: Option<String>,
     accept: Option<bool>,
+    // alert update, link
+    update: Option<String>,
+    message: Option<String>,
+    // assistance request / offer extras
+    entity: Option<String>,
+    #[serde(default)]
+    skills: Vec<String>,
+    funding: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -410,6 +450,7 @@ pub fn parse(text: &str, now_ms: i64) -> Result<Scenario, ScenarioError> {
 
     let head_line = at(raw.scenario.span());
     let head = raw.scenario.into_inner();
+    let exercise = head.exercise.unwrap_or(true);
     if head.name.trim().is_empty() {
         return Err(err(
             head_line,
@@ -594,7 +635,7 @@ pub fn parse(text: &str, now_ms: i64) -> Result<Scenario, ScenarioError> {
                         .map_err(|m| e(format!("rsit: {m}")))?
                         .unwrap_or(RsitClass::Unspecified) as i32,
                     affected_countries: r.countries.clone(),
-                    exercise: true,
+                    exercise,
                     ..Default::default()
                 };
                 for s in &r.sectors {
@@ -607,9 +648,27 @@ pub fn parse(text: &str, now_ms: i64) -> Result<Scenario, ScenarioError> {
                         .indicators
                         .push(indicator(i).map_err(|m| e(format!("indicators: {m}")))?);
                 }
+                let supersedes = match &r.update {
+                    None => None,
+                    Some(_) => {
+                        let id = refer("update", &r.update, &["alert"])?;
+                        if injects.iter().find(|i| i.id == id).map(|i| i.from) != Some(from) {
+                            return Err(e(format!(
+                                "update: only the participant that sent alert {id:?} updates it"
+                            )));
+                        }
+                        if r.open_incident.is_some() || r.incident.is_some() {
+                            return Err(e("update with open_incident or incident: an update stays in the incident of the alert it updates".into()));
+                        }
+                        alert.revision = Revision::Update as i32;
+                        alert.supersedes = PLACEHOLDER_ID.into();
+                        Some(id)
+                    }
+                };
                 let payload = alert.encode_to_vec().len();
                 validate_alert(&alert, now_ms, payload, &Limits::default())
                     .map_err(|v| e(format!("{}: {}", v.field, v.rule)))?;
+                alert.supersedes.clear();
                 let open_incident = r.open_incident.unwrap_or(false);
                 let incident = match &r.incident {
                     None => None,
@@ -629,6 +688,7 @@ pub fn parse(text: &str, now_ms: i64) -> Result<Scenario, ScenarioError> {
                     alert,
                     open_incident,
                     incident,
+                    supersedes,
                 }
             }
             "sighting" => {
@@ -738,9 +798,30 @@ pub fn parse(text: &str, now_ms: i64) -> Result<Scenario, ScenarioError> {
                         .map_err(|m| e(format!("sector: {m}")))?
                         .map_or(0, |s| s as i32),
                     severity: severity.map_or(0, |s| s as i32),
+                    rsit_class: r
+                        .rsit
+                        .as_deref()
+                        .map(parse_rsit)
+                        .transpose()
+                        .map_err(|m| e(format!("rsit: {m}")))?
+                        .map_or(0, |c| c as i32),
+                    entity_category: r
+                        .entity
+                        .as_deref()
+                        .map(|w| {
+                            enum_word(
+                                w,
+                                "ENTITY_CATEGORY_",
+                                "entity category (essential|important)",
+                                EntityCategory::from_str_name,
+                            )
+                        })
+                        .transpose()
+                        .map_err(|m| e(format!("entity: {m}")))?
+                        .map_or(0, |c| c as i32),
                     cross_border: r.cross_border.unwrap_or(false),
                     needs: r.person_days.map(|d| EstimatedNeeds {
-                        skills: Vec::new(),
+                        skills: r.skills.clone(),
                         person_days: d,
                         on_site: r.on_site.unwrap_or(false),
                     }),
@@ -780,6 +861,20 @@ pub fn parse(text: &str, now_ms: i64) -> Result<Scenario, ScenarioError> {
                         .ok_or_else(|| e("summary is required for an offer".into()))?,
                     capabilities,
                     capacity_person_days: r.person_days.unwrap_or(0),
+                    funding: r
+                        .funding
+                        .as_deref()
+                        .map(|w| {
+                            enum_word(
+                                w,
+                                "FUNDING_CHANNEL_",
+                                "funding channel (bilateral|cybersecurity-reserve|donor-coalition)",
+                                FundingChannel::from_str_name,
+                            )
+                        })
+                        .transpose()
+                        .map_err(|m| e(format!("funding: {m}")))?
+                        .map_or(0, |c| c as i32),
                     conditions: note.clone(),
                     ..Default::default()
                 };
@@ -844,9 +939,39 @@ pub fn parse(text: &str, now_ms: i64) -> Result<Scenario, ScenarioError> {
                     note,
                 }
             }
+            "link" => {
+                let incident = refer("incident", &r.incident, &["alert"])?;
+                if !opens_incident(&injects, &incident) {
+                    return Err(e(format!(
+                        "incident: inject {incident:?} does not open an incident (set open_incident = true on it)"
+                    )));
+                }
+                if injects.iter().find(|i| i.id == incident).map(|i| i.from) != Some(from) {
+                    return Err(e(format!(
+                        "from: only the participant that opened incident {incident:?} links into it"
+                    )));
+                }
+                let message = refer("message", &r.message, &["alert"])?;
+                if message == incident {
+                    return Err(e(
+                        "message: the incident's own opening alert is already in it".into(),
+                    ));
+                }
+                validate_link(&IncidentLink {
+                    incident_id: PLACEHOLDER_ID.into(),
+                    message_id: "00000000-0000-7000-8000-000000000001".into(),
+                    note: note.clone(),
+                })
+                .map_err(|v| e(v.to_string()))?;
+                Action::Link {
+                    incident,
+                    message,
+                    note,
+                }
+            }
             other => {
                 return Err(e(format!(
-                    "kind {other:?} is unknown; use alert, sighting, incident_status, assistance_request, offer, decision or assistance_status"
+                    "kind {other:?} is unknown; use alert, sighting, incident_status, assistance_request, offer, decision, assistance_status or link"
                 )));
             }
         };
@@ -910,6 +1035,7 @@ pub fn parse(text: &str, now_ms: i64) -> Result<Scenario, ScenarioError> {
         links,
         injects,
         expects,
+        exercise,
     })
 }
 

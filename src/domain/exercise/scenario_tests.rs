@@ -167,3 +167,114 @@ fn offsets_read_like_durations() {
         assert!(parse_offset(bad).is_err(), "{bad}");
     }
 }
+
+const DEMO: &str = include_str!("../../../deploy/exercises/demo.toml");
+
+#[test]
+fn the_demo_scenario_parses_as_real_traffic_with_updates_and_links() {
+    let s = parse(DEMO, NOW).unwrap();
+    assert!(!s.exercise, "the demo plays real traffic, as it always did");
+    assert!(
+        parse(SEED, NOW).unwrap().exercise,
+        "scenarios default to exercise"
+    );
+    assert_eq!(s.participants.len(), 5);
+    assert_eq!(s.links.len(), 5);
+    let upd = s.injects.iter().find(|i| i.id == "grid-update").unwrap();
+    match &upd.action {
+        Action::Alert {
+            alert,
+            supersedes,
+            incident,
+            open_incident,
+        } => {
+            assert_eq!(supersedes.as_deref(), Some("grid"));
+            assert_eq!(alert.revision, Revision::Update as i32);
+            assert!(alert.supersedes.is_empty(), "filled in at run time");
+            assert!(!alert.exercise);
+            assert!(incident.is_none() && !open_incident);
+        }
+        other => panic!("{other:?}"),
+    }
+    let link = s.injects.iter().find(|i| i.id == "link-scanning").unwrap();
+    assert!(
+        matches!(&link.action, Action::Link { incident, message, .. }
+        if incident == "grid" && message == "scanning")
+    );
+    let req = s.injects.iter().find(|i| i.id == "help").unwrap();
+    match &req.action {
+        Action::AssistanceRequest { request, .. } => {
+            assert_eq!(request.entity_category, EntityCategory::Essential as i32);
+            assert_eq!(request.rsit_class, RsitClass::Intrusions as i32);
+            assert_eq!(request.needs.as_ref().unwrap().skills.len(), 2);
+        }
+        other => panic!("{other:?}"),
+    }
+    let offer = s.injects.iter().find(|i| i.id == "offer-pl").unwrap();
+    assert!(matches!(&offer.action, Action::Offer { offer, .. }
+        if offer.funding == FundingChannel::CybersecurityReserve as i32));
+}
+
+#[test]
+fn updates_and_links_are_checked_naming_the_line() {
+    // Only the sender of an alert updates it.
+    let e = refused(&small(
+        "\n[[injects]]\nid = \"u\"\nat = \"1s\"\nfrom = \"b\"\nkind = \"alert\"\nupdate = \"first\"\ntitle = \"y\"\nseverity = \"high\"\n",
+    ));
+    assert!(
+        e.to_string().contains(
+            "inject \"u\": update: only the participant that sent alert \"first\" updates it"
+        ),
+        "{e}"
+    );
+    assert_eq!(e.line, 19);
+    // An update stays in its alert's incident.
+    let e = refused(&small(
+        "\n[[injects]]\nid = \"u\"\nat = \"1s\"\nfrom = \"a\"\nkind = \"alert\"\nupdate = \"first\"\nincident = \"first\"\ntitle = \"y\"\nseverity = \"high\"\n",
+    ));
+    assert!(e.message.contains("an update stays in the incident"), "{e}");
+    // Only the opener links; the message must be an earlier alert.
+    let other = "\n[[injects]]\nid = \"other\"\nat = \"1s\"\nfrom = \"b\"\nkind = \"alert\"\ntitle = \"z\"\nseverity = \"low\"\n";
+    let e = refused(&small(&format!(
+        "{other}\n[[injects]]\nid = \"l\"\nat = \"2s\"\nfrom = \"b\"\nkind = \"link\"\nincident = \"first\"\nmessage = \"other\"\n"
+    )));
+    assert!(
+        e.message
+            .contains("only the participant that opened incident \"first\" links into it"),
+        "{e}"
+    );
+    let e = refused(&small(
+        "\n[[injects]]\nid = \"l\"\nat = \"2s\"\nfrom = \"a\"\nkind = \"link\"\nincident = \"first\"\nmessage = \"later\"\n",
+    ));
+    assert!(
+        e.message.contains("message: no earlier inject \"later\""),
+        "{e}"
+    );
+    let ok = parse(
+        &small(&format!(
+            "{other}\n[[injects]]\nid = \"l\"\nat = \"2s\"\nfrom = \"a\"\nkind = \"link\"\nincident = \"first\"\nmessage = \"other\"\nnote = \"same C2\"\n"
+        )),
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(ok.injects.last().unwrap().action.kind(), "link");
+    // Unknown words in the new fields are refused.
+    let e = refused(&small(
+        "\n[[injects]]\nid = \"r\"\nat = \"1s\"\nfrom = \"a\"\nkind = \"assistance_request\"\ntitle = \"help\"\nentity = \"vital\"\n",
+    ));
+    assert!(e.message.contains("entity: unknown entity category"), "{e}");
+}
+
+#[test]
+fn a_scenario_can_say_it_is_real_traffic() {
+    let text = small("").replace("name = \"t\"", "name = \"t\"\nexercise = false");
+    let s = parse(&text, NOW).unwrap();
+    assert!(!s.exercise);
+    assert!(s.injects.iter().all(|i| match &i.action {
+        Action::Alert { alert, .. } => !alert.exercise,
+        _ => true,
+    }));
+    let e = refused(&small("").replace("name = \"t\"", "name = \"t\"\nexercise = \"no\""));
+    assert_eq!(e.line, 3, "{e}");
+    assert!(e.message.contains("expected a boolean"), "{e}");
+}

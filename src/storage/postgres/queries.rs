@@ -151,6 +151,13 @@ pub async fn insert_messages(
             None => Stored::Duplicate,
         })
         .collect();
+    let mut counts: std::collections::BTreeMap<i32, i64> = Default::default();
+    for (m, s) in msgs.iter().zip(&out) {
+        if let Stored::New(_) = s {
+            *counts.entry(m.kind).or_default() += 1;
+        }
+    }
+    count_apply(c, counts).await?;
     // Receipt facts, for new receipts only (pipelined).
     let rc = c
         .prepare_cached(
@@ -279,10 +286,29 @@ async fn apply_waiting(c: &ClientWrapper, m: &NewMessage, cursor: i64) -> Result
     Ok(())
 }
 
+/// Adds messages stored (or, negative, removed) per kind to `message_counts`.
+async fn count_apply(
+    c: &ClientWrapper,
+    counts: std::collections::BTreeMap<i32, i64>,
+) -> Result<(), StoreError> {
+    for (kind, n) in counts {
+        if n != 0 {
+            c.execute(
+                "INSERT INTO message_counts (kind, n) VALUES ($1, $2)
+                 ON CONFLICT (kind) DO UPDATE SET n = message_counts.n + excluded.n",
+                &[&kind, &n],
+            )
+            .await
+            .map_err(|x| pg_err("cannot count stored messages", x))?;
+        }
+    }
+    Ok(())
+}
+
 pub async fn message_count(c: &ClientWrapper) -> Result<u64, StoreError> {
     let n: i64 = c
         .query_one(
-            "SELECT COUNT(*) FROM messages WHERE kind != $1",
+            "SELECT COALESCE(SUM(n), 0)::BIGINT FROM message_counts WHERE kind != $1",
             &[&(MessageKind::Receipt as i32)],
         )
         .await
@@ -871,9 +897,18 @@ pub async fn purge(c: &ClientWrapper, plan: &PurgePlan) -> Result<Purged, StoreE
         let ks = c.execute("DELETE FROM message_keys WHERE message_id = ANY($1)", &pi);
         futures::try_join!(ob, dl, rc, ks).map_err(e("cannot purge rows of old messages"))?;
         sync_remove(c, &cursors).await?;
-        c.execute("DELETE FROM messages WHERE cursor = ANY($1)", &[&cursors])
+        let gone = c
+            .query(
+                "DELETE FROM messages WHERE cursor = ANY($1) RETURNING kind",
+                &[&cursors],
+            )
             .await
             .map_err(e("cannot purge old messages"))?;
+        let mut counts: std::collections::BTreeMap<i32, i64> = Default::default();
+        for r in gone {
+            *counts.entry(r.get::<_, i32>(0)).or_default() -= 1;
+        }
+        count_apply(c, counts).await?;
     }
     let limit = plan.limit as i64;
     let rejections = c

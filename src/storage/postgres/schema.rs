@@ -8,8 +8,9 @@
 //! two stay easy to compare; text compared for ordering uses the "C"
 //! collation (byte order, as SQLite compares), and the active/standby lease
 //! (`lease`, one row) and the members of the pair (`ha_members`) live here too.
-use crate::storage::StoreError;
+use crate::storage::{LEGACY_SYNC_BUCKET_MS, SYNC_BUCKET_MS, StoreError, SyncBucket};
 use deadpool_postgres::Object;
+use std::collections::BTreeMap;
 
 /// Migrations in order; entry `i` brings the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -129,7 +130,7 @@ const MIGRATIONS: &[&str] = &[
     "#,
     // 4: the set reconciliation index (issue 12; SQLite's migration 11): one
     // item per (audience, message) in (created, id) order, and per-(audience,
-    // 10-minute bucket) count and lane-wise wrapping sums of the items'
+    // bucket of creation time, see SYNC_BUCKET_MS) count and lane-wise wrapping sums of the items'
     // hashes (u64 lanes stored as their BIGINT bit patterns), kept up to date
     // on insert and purge. Messages stored before this version are not indexed.
     r#"
@@ -149,6 +150,16 @@ const MIGRATIONS: &[&str] = &[
         l0 BIGINT NOT NULL, l1 BIGINT NOT NULL, l2 BIGINT NOT NULL, l3 BIGINT NOT NULL,
         PRIMARY KEY (audience, bucket)
     );
+    "#,
+    // 5: stored messages counted per kind, kept up to date in the insert and
+    // purge transactions (SQLite's migration 12), so that GetNodeInfo answers
+    // without a scan.
+    r#"
+    CREATE TABLE message_counts (
+        kind INTEGER PRIMARY KEY,
+        n    BIGINT NOT NULL
+    );
+    INSERT INTO message_counts (kind, n) SELECT kind, COUNT(*) FROM messages GROUP BY kind;
     "#,
 ];
 
@@ -232,8 +243,91 @@ pub async fn migrate(
             .map_err(|x| e("cannot record the store owner", x))?;
         }
     }
+    if sync_rebuild_if_needed(&tx).await? {
+        tracing::info!(
+            bucket_ms = SYNC_BUCKET_MS,
+            "storage: reconciliation sums rebuilt for the current bucket width (postgres)"
+        );
+    }
     tx.commit()
         .await
         .map_err(|x| e("cannot commit the migration", x))?;
     Ok(())
+}
+
+/// Rebuilds the reconciliation bucket sums from the items when they were
+/// computed with another bucket width than [`SYNC_BUCKET_MS`] (recorded in
+/// `store_meta` as `sync_bucket_ms`; a store that does not record it used
+/// 10-minute buckets). Runs in the migration's transaction, under its lock;
+/// returns whether it rebuilt. Items are unchanged: only the sums are
+/// derived data.
+async fn sync_rebuild_if_needed(tx: &tokio_postgres::Transaction<'_>) -> Result<bool, StoreError> {
+    let e = |what: &str, err: tokio_postgres::Error| super::pg_err(what, err);
+    let width = tx
+        .query_opt(
+            "SELECT value FROM store_meta WHERE key = 'sync_bucket_ms'",
+            &[],
+        )
+        .await
+        .map_err(|x| e("cannot read the reconciliation bucket width", x))?
+        .and_then(|r| r.get::<_, String>(0).parse::<i64>().ok())
+        .unwrap_or(LEGACY_SYNC_BUCKET_MS);
+    if width == SYNC_BUCKET_MS {
+        return Ok(false);
+    }
+    tx.execute("DELETE FROM sync_buckets", &[])
+        .await
+        .map_err(|x| e("cannot clear the reconciliation sums", x))?;
+    let rows = tx
+        .query("SELECT audience, created_ms, hash FROM sync_items", &[])
+        .await
+        .map_err(|x| e("cannot read the reconciliation items", x))?;
+    let mut sums: BTreeMap<(String, i64), SyncBucket> = BTreeMap::new();
+    for r in rows {
+        let bad = |x: tokio_postgres::Error| {
+            StoreError::Corrupt(format!("a sync_items row does not decode: {x}"))
+        };
+        let audience: String = r.try_get(0).map_err(bad)?;
+        let created: i64 = r.try_get(1).map_err(bad)?;
+        let hash: Vec<u8> = r.try_get(2).map_err(bad)?;
+        let hash: [u8; 32] = hash.as_slice().try_into().map_err(|_| {
+            StoreError::Corrupt(format!(
+                "sync_items: an item hash of {} bytes (audience {audience}, created {created})",
+                hash.len()
+            ))
+        })?;
+        let bucket = created.div_euclid(SYNC_BUCKET_MS);
+        sums.entry((audience, bucket))
+            .or_insert(SyncBucket {
+                bucket,
+                ..SyncBucket::default()
+            })
+            .add(&hash, 1);
+    }
+    let mut cols: (Vec<String>, Vec<i64>, Vec<i64>, [Vec<i64>; 4]) = Default::default();
+    for ((audience, bucket), b) in sums {
+        cols.0.push(audience);
+        cols.1.push(bucket);
+        cols.2.push(b.count as i64);
+        for (i, lane) in b.lanes.iter().enumerate() {
+            cols.3[i].push(*lane as i64);
+        }
+    }
+    tx.execute(
+        "INSERT INTO sync_buckets (audience, bucket, count, l0, l1, l2, l3)
+         SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[])",
+        &[
+            &cols.0, &cols.1, &cols.2, &cols.3[0], &cols.3[1], &cols.3[2], &cols.3[3],
+        ],
+    )
+    .await
+    .map_err(|x| e("cannot write the rebuilt reconciliation sums", x))?;
+    tx.execute(
+        "INSERT INTO store_meta (key, value) VALUES ('sync_bucket_ms', $1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        &[&SYNC_BUCKET_MS.to_string()],
+    )
+    .await
+    .map_err(|x| e("cannot record the reconciliation bucket width", x))?;
+    Ok(true)
 }

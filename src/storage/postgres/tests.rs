@@ -130,6 +130,31 @@ fn another_nodes_database_and_a_newer_schema_are_refused() {
 }
 
 #[test]
+fn reconciliation_sums_of_an_older_width_are_rebuilt() {
+    with_db(async |_, url| {
+        let open = |_: &Path| -> Store {
+            tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current()
+                    .block_on(async { Arc::new(open_plain(url, "node-a").await.unwrap()) as Store })
+            })
+        };
+        crate::storage::conformance::sync_sums_are_rebuilt_for_a_new_width(
+            &open,
+            async |_: &Path| {
+                admin::execute(
+                    url,
+                    "UPDATE store_meta SET value = '600000' WHERE key = 'sync_bucket_ms';
+                     UPDATE sync_buckets SET count = count + 7, bucket = bucket * 3 + 1",
+                )
+                .await
+                .unwrap();
+            },
+        )
+        .await;
+    });
+}
+
+#[test]
 fn wrong_credentials_and_unreachable_servers_are_named_without_the_password() {
     let Some(server) = server() else { return };
     rt().block_on(async {

@@ -278,6 +278,14 @@ impl SqliteStore {
                 }
             }
         }
+        let rebuilt = std::time::Instant::now();
+        if queries::sync_rebuild_if_needed(&mut conn).map_err(damaged)? && !fresh {
+            tracing::info!(
+                bucket_ms = crate::storage::SYNC_BUCKET_MS,
+                seconds = rebuilt.elapsed().as_secs_f64(),
+                "storage: reconciliation sums rebuilt for the current bucket width"
+            );
+        }
         if marker.is_none() {
             marker::write(dir, &marker_path, &opts.node_id, now_ms())?;
         }
@@ -1127,6 +1135,28 @@ mod tests {
             .err()
             .expect("refused");
         assert!(err.to_string().contains("newer than this certfed"), "{err}");
+    }
+
+    #[test]
+    fn reconciliation_sums_of_an_older_width_are_rebuilt() {
+        let open = |d: &Path| -> crate::storage::Store {
+            std::sync::Arc::new(SqliteStore::open(d, &opts()).unwrap())
+        };
+        rt().block_on(
+            crate::storage::conformance::sync_sums_are_rebuilt_for_a_new_width(
+                &open,
+                async |d: &Path| {
+                    // As written before the width was recorded: no record, and
+                    // sums that do not match the current width.
+                    let conn = Connection::open(d.join(DB_FILE)).unwrap();
+                    conn.execute_batch(
+                        "DELETE FROM store_meta WHERE key = 'sync_bucket_ms';
+                     UPDATE sync_buckets SET count = count + 7, bucket = bucket * 3 + 1;",
+                    )
+                    .unwrap();
+                },
+            ),
+        );
     }
 
     #[test]

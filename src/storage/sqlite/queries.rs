@@ -53,6 +53,7 @@ pub fn insert_messages(c: &Connection, msgs: &[NewMessage]) -> Result<Vec<Stored
     )?;
     let mut out = Vec::with_capacity(msgs.len());
     let mut deltas = BucketDeltas::default();
+    let mut counts = KindCounts::default();
     // Updates that overtook their original are rare: look for them only when
     // some are waiting.
     let mut any_pending = c
@@ -88,6 +89,7 @@ pub fn insert_messages(c: &Connection, msgs: &[NewMessage]) -> Result<Vec<Stored
             continue;
         }
         let cursor = c.last_insert_rowid();
+        *counts.0.entry(m.kind).or_default() += 1;
         if let Some(sync) = &m.sync {
             sync_add(c, cursor, m.created_ms, sync, &mut deltas)?;
         }
@@ -155,7 +157,28 @@ pub fn insert_messages(c: &Connection, msgs: &[NewMessage]) -> Result<Vec<Stored
         out.push(Stored::New(cursor as u64));
     }
     deltas.apply(c)?;
+    counts.apply(c)?;
     Ok(out)
+}
+
+/// Messages added (or, negative, removed) per kind over one write, applied
+/// to `message_counts` once per kind at its end.
+#[derive(Default)]
+struct KindCounts(BTreeMap<i32, i64>);
+
+impl KindCounts {
+    fn apply(self, c: &Connection) -> Result<(), StoreError> {
+        let mut st = c.prepare_cached(
+            "INSERT INTO message_counts (kind, n) VALUES (?1, ?2)
+             ON CONFLICT (kind) DO UPDATE SET n = n + excluded.n",
+        )?;
+        for (kind, n) in self.0 {
+            if n != 0 {
+                st.execute(params![kind, n])?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Marks `old` (if held, issued by the same origin, and exercise exactly when
@@ -194,10 +217,11 @@ fn supersede(c: &Connection, m: &NewMessage, old: &str) -> Result<bool, StoreErr
 /// Number of stored messages, receipts not counted.
 pub fn message_count(c: &Connection) -> Result<u64, StoreError> {
     Ok(c.query_row(
-        "SELECT COUNT(*) FROM messages WHERE kind != ?1",
+        "SELECT COALESCE(SUM(n), 0) FROM message_counts WHERE kind != ?1",
         [MessageKind::Receipt as i32],
         |r| r.get::<_, i64>(0),
-    )? as u64)
+    )?
+    .max(0) as u64)
 }
 
 /// The ids of `ids` that are stored (one lookup of the unique index each).
@@ -605,9 +629,9 @@ pub fn requests_created_before(c: &Connection, before_ms: i64) -> Result<Vec<Str
 pub fn purge(c: &Connection, plan: &PurgePlan) -> Result<Purged, StoreError> {
     let keep = serde_json::to_string(&plan.keep_requests)
         .map_err(|e| StoreError::Invalid(format!("storage: cannot encode a purge plan: {e}")))?;
-    let mut victims: Vec<(i64, String)> = Vec::new();
+    let mut victims: Vec<(i64, String, i32)> = Vec::new();
     let mut sel = c.prepare_cached(
-        "SELECT cursor, message_id FROM messages
+        "SELECT cursor, message_id, kind FROM messages
          WHERE tlp = ?1 AND created_ms < ?2
            AND (request_id IS NULL OR request_id NOT IN (SELECT value FROM json_each(?3)))
          ORDER BY created_ms LIMIT ?4",
@@ -618,7 +642,7 @@ pub fn purge(c: &Connection, plan: &PurgePlan) -> Result<Purged, StoreError> {
             break;
         }
         let rows = sel.query_map(params![tlp, cutoff, keep, room as i64], |r| {
-            Ok((r.get(0)?, r.get(1)?))
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })?;
         for row in rows {
             victims.push(row?);
@@ -644,7 +668,9 @@ pub fn purge(c: &Connection, plan: &PurgePlan) -> Result<Purged, StoreError> {
         let mut msg = c.prepare_cached("DELETE FROM messages WHERE cursor = ?1")?;
         let mut keys = c.prepare_cached("DELETE FROM message_keys WHERE message_id = ?1")?;
         let mut deltas = BucketDeltas::default();
-        for (cursor, id) in &victims {
+        let mut counts = KindCounts::default();
+        for (cursor, id, kind) in &victims {
+            *counts.0.entry(*kind).or_default() -= 1;
             sync_remove(c, *cursor, &mut deltas)?;
             for p in &peers {
                 ob.execute(params![p, cursor])?;
@@ -655,6 +681,7 @@ pub fn purge(c: &Connection, plan: &PurgePlan) -> Result<Purged, StoreError> {
             msg.execute([cursor])?;
         }
         deltas.apply(c)?;
+        counts.apply(c)?;
     }
     let rejections = c
         .prepare_cached(
@@ -858,6 +885,55 @@ fn sync_remove(c: &Connection, cursor: i64, deltas: &mut BucketDeltas) -> Result
         deltas.add(&audience, created, &hash, -1);
     }
     Ok(())
+}
+
+/// Rebuilds the bucket sums from the items when they were computed with
+/// another bucket width than [`SYNC_BUCKET_MS`] (recorded in `store_meta` as
+/// `sync_bucket_ms`; a store that does not record it used 10-minute buckets),
+/// in one transaction; returns whether it did. Items are unchanged: only the
+/// sums are derived data.
+pub fn sync_rebuild_if_needed(c: &mut Connection) -> Result<bool, StoreError> {
+    let recorded: Option<String> = c
+        .query_row(
+            "SELECT value FROM store_meta WHERE key = 'sync_bucket_ms'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let width = recorded
+        .as_deref()
+        .and_then(|v| v.parse::<i64>().ok())
+        .unwrap_or(crate::storage::LEGACY_SYNC_BUCKET_MS);
+    if width == SYNC_BUCKET_MS {
+        return Ok(false);
+    }
+    let tx = c.transaction()?;
+    tx.execute("DELETE FROM sync_buckets", [])?;
+    let mut deltas = BucketDeltas::default();
+    {
+        let mut st = tx.prepare("SELECT audience, created_ms, hash FROM sync_items")?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            let audience: String = r.get(0)?;
+            let created: i64 = r.get(1)?;
+            let hash: Vec<u8> = r.get(2)?;
+            let hash: [u8; 32] = hash.as_slice().try_into().map_err(|_| {
+                StoreError::Corrupt(format!(
+                    "sync_items: an item hash of {} bytes (audience {audience}, created {created})",
+                    hash.len()
+                ))
+            })?;
+            deltas.add(&audience, created, &hash, 1);
+        }
+    }
+    deltas.apply(&tx)?;
+    tx.execute(
+        "INSERT INTO store_meta (key, value) VALUES ('sync_bucket_ms', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![SYNC_BUCKET_MS.to_string()],
+    )?;
+    tx.commit()?;
+    Ok(true)
 }
 
 /// Per-bucket sums from the bucket of `from_ms` on, over `audiences`.
