@@ -44,6 +44,9 @@ pub struct Config {
     /// Whether this node takes part in exercises (issue 18).
     #[serde(default)]
     pub exercise: ExerciseSection,
+    /// Epidemic broadcast trees over the links (issue 13).
+    #[serde(default)]
+    pub gossip: GossipSection,
     /// Direct peers this node keeps links to.
     #[serde(default)]
     pub peers: Vec<PeerSection>,
@@ -244,6 +247,46 @@ pub struct ExerciseSection {
 impl Default for ExerciseSection {
     fn default() -> Self {
         ExerciseSection { accept: true }
+    }
+}
+
+/// `[gossip]`: epidemic broadcast trees (Plumtree, `domain::plumtree`).
+/// With peers that support them too, broadcast messages go in full only
+/// over a spanning tree that forms itself from first arrivals; the other
+/// links carry batched "I have" announcements, and a node that misses a
+/// message asks for it (graft). Peers without support get everything in full.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GossipSection {
+    /// false: flood every message in full over every link policy allows (and
+    /// tell peers this node takes no announcements). Default true.
+    #[serde(default = "default_true")]
+    pub plumtree: bool,
+    /// Milliseconds a node waits after an announcement of a message it lacks
+    /// before it asks the announcer for it (10 to 60000; default 500).
+    #[serde(default = "default_graft_timeout_ms")]
+    pub graft_timeout_ms: u64,
+    /// Milliseconds announcements to one peer are gathered before they go
+    /// as one frame (1 to 5000; default 25).
+    #[serde(default = "default_ihave_batch_ms")]
+    pub ihave_batch_ms: u64,
+}
+
+fn default_graft_timeout_ms() -> u64 {
+    500
+}
+
+fn default_ihave_batch_ms() -> u64 {
+    25
+}
+
+impl Default for GossipSection {
+    fn default() -> Self {
+        GossipSection {
+            plumtree: true,
+            graft_timeout_ms: default_graft_timeout_ms(),
+            ihave_batch_ms: default_ihave_batch_ms(),
+        }
     }
 }
 
@@ -846,6 +889,19 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         validate_name(&self.node.id).map_err(|e| err(format!("node.id: {e}")))?;
+        let g = &self.gossip;
+        if !(10..=60_000).contains(&g.graft_timeout_ms) {
+            return Err(err(format!(
+                "gossip.graft_timeout_ms: {} ms; must be between 10 and 60000",
+                g.graft_timeout_ms
+            )));
+        }
+        if !(1..=5_000).contains(&g.ihave_batch_ms) {
+            return Err(err(format!(
+                "gossip.ihave_batch_ms: {} ms; must be between 1 and 5000",
+                g.ihave_batch_ms
+            )));
+        }
         parse_addr("node.listen", &self.node.listen)?;
         if let Some(m) = &self.metrics.listen {
             let a = parse_addr("metrics.listen", m)?;

@@ -208,6 +208,7 @@ complete -c certfed -n "__fish_certfed_using_subcommand bench" -l memory -d 'Run
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l disk -d 'Run only the disk phase: bytes per stored message, then a retention purge and a refill that must reuse the freed space'
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l reconcile -d 'Run only the reconciliation phase: two linked nodes, one missing some of the other\'s messages; time to converge, traffic, peak RSS'
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l incident -d 'Run only the incident phase: correlation of an arrival on a common indicator, GetSituation and ListIncidents of a large incident'
+complete -c certfed -n "__fish_certfed_using_subcommand bench" -l federation-flood -d 'Federation phase with Plumtree off on every node (`gossip.plumtree = false`): every message floods over every link policy allows, as before issue 13\'s trees; to compare in one build'
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l attachments -d 'Run only the attachment phase: one TLP:AMBER attachment from node-a to node-c through node-b (a process): throughput, node-b\'s peak RSS, and CRITICAL alert latency during the transfer'
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -s h -l help -d 'Print help'
 complete -c certfed -n "__fish_certfed_using_subcommand completions" -s h -l help -d 'Print help'

@@ -217,6 +217,7 @@ impl Federation for FederationApi {
             max_message_bytes: self.node.cfg.limits.max_message_bytes as u64,
             roster_version: self.node.roster_version(),
             accepts_bundles: true,
+            accepts_gossip: self.node.gossip.enabled(),
         }))
     }
 
@@ -300,6 +301,15 @@ async fn read_frames(
                     break;
                 }
             };
+            // Plumtree control (announcements, grafts, prunes): handled
+            // here, in stream order; a frame with nothing else is not
+            // acknowledged.
+            if let Some(g) = f.gossip.take() {
+                crate::service::gossip::received(&node, &peer, g).await;
+                if f.envelope.is_none() && f.bundled.is_empty() {
+                    continue;
+                }
+            }
             node.metrics.frames_received.inc();
             // Lean receipts: a carrier frame (no envelope) brings frames
             // that are taken one by one, as if sent alone.
@@ -313,6 +323,7 @@ async fn read_frames(
                     hops,
                     returning,
                     bundled,
+                    gossip: _,
                 } = f;
                 let malformed = match (&envelope, nested && !bundled.is_empty()) {
                     (_, true) => Some("malformed frame: a bundled frame carries no frames"),

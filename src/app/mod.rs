@@ -845,6 +845,7 @@ async fn serve_when_active(
         tokio::spawn(crate::service::incidents::run(node.clone())),
         tokio::spawn(follow_roster(node.clone(), links.clone())),
         tokio::spawn(crate::service::transfer::run(node.clone())),
+        tokio::spawn(crate::service::gossip::run(node.clone())),
     ];
     if node.pair.backend == "postgres" {
         tracing::info!(node = %node.id, member = %node.pair.member, "serving as the active member");

@@ -31,13 +31,31 @@
 //! bounded: ids received are remembered for `remember_ms` (the store is
 //! the long-term memory: the caller passes [`Event::Gossip`] only for
 //! messages it newly stored, or asks [`Plumtree::holds`]), announcers per
-//! missing id are capped at `max_announcers`, pending announcements per
+//! missing id are capped at `max_announcers`, missing ids at `max_missing`
+//! (and at `max_missing_per_peer` announced by any one peer), pending announcements per
 //! peer at `ihave_batch_max` (a full batch is sent at once).
 //!
 //! Policy is the caller's: for a message that may not cross a link
 //! (`domain::admission::targets` decides), the caller drops the actions
 //! naming that peer; the machine never decides who may read what.
+//!
+//! The node (`service::gossip`) drives it with [`Plumtree::stored`] and
+//! [`Plumtree::duplicate`] instead of [`Event::Gossip`]: full copies go
+//! through its durable outbox to the peers [`split`] leaves eager, and
+//! only the lazy peers policy allows are announced to. Every table is
+//! capped (`max_received`, `max_missing`, announcers per id, batch size,
+//! `max_graft_tries` per id), so a peer's flood of announcements changes
+//! nothing beyond them.
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// Splits the peers policy lets a message go to (`targets`, from
+/// `domain::admission::targets`) into those that get it in full (eager
+/// links, and peers not in the tree: links without Plumtree, or down, whose
+/// durable outbox delivers later) and those that get an announcement only
+/// (lazy links). Never adds a peer.
+pub fn split(targets: &[String], lazy: &BTreeSet<String>) -> (Vec<String>, Vec<String>) {
+    targets.iter().cloned().partition(|t| !lazy.contains(t))
+}
 
 /// Timing and size knobs.
 #[derive(Debug, Clone)]
@@ -52,6 +70,16 @@ pub struct Config {
     pub remember_ms: i64,
     /// Most announcers remembered per missing id.
     pub max_announcers: usize,
+    /// Most received ids remembered (the oldest are forgotten first).
+    pub max_received: usize,
+    /// Most missing ids waited for at once (further announcements of new
+    /// ids are ignored until there is room; reconciliation heals).
+    pub max_missing: usize,
+    /// Most missing ids one peer may be an announcer of (so that one peer's
+    /// flood of announcements cannot crowd out the others').
+    pub max_missing_per_peer: usize,
+    /// Grafts sent for one missing id before it is given up.
+    pub max_graft_tries: u32,
 }
 
 impl Default for Config {
@@ -62,6 +90,10 @@ impl Default for Config {
             ihave_batch_max: 256,
             remember_ms: 10 * 60_000,
             max_announcers: 8,
+            max_received: 65_536,
+            max_missing: 4_096,
+            max_missing_per_peer: 1_024,
+            max_graft_tries: 16,
         }
     }
 }
@@ -107,6 +139,7 @@ struct Missing {
     announcers: VecDeque<String>,
     due_ms: i64,
     first_ms: i64,
+    tries: u32,
 }
 
 /// One node's Plumtree state.
@@ -115,9 +148,13 @@ pub struct Plumtree {
     cfg: Config,
     eager: BTreeSet<String>,
     lazy: BTreeSet<String>,
-    /// Ids received, with when (forgotten after `remember_ms`).
+    /// Ids received, with when (forgotten after `remember_ms`, or when
+    /// more than `max_received` are held), and their order of arrival.
     received: BTreeMap<String, i64>,
+    order: VecDeque<(i64, String)>,
     missing: BTreeMap<String, Missing>,
+    /// Per peer: how many missing ids it is an announcer of.
+    announced: BTreeMap<String, usize>,
     /// Announcements waiting for their batch, per peer, and when it goes.
     pending: BTreeMap<String, (Vec<String>, i64)>,
 }
@@ -130,7 +167,9 @@ impl Plumtree {
             eager: peers.into_iter().collect(),
             lazy: BTreeSet::new(),
             received: BTreeMap::new(),
+            order: VecDeque::new(),
             missing: BTreeMap::new(),
+            announced: BTreeMap::new(),
             pending: BTreeMap::new(),
         }
     }
@@ -190,15 +229,25 @@ impl Plumtree {
                     if self.received.contains_key(&id) {
                         continue;
                     }
+                    let mine = self.announced.get(&from).copied().unwrap_or(0);
+                    if mine >= self.cfg.max_missing_per_peer {
+                        break;
+                    }
+                    if !self.missing.contains_key(&id) && self.missing.len() >= self.cfg.max_missing
+                    {
+                        continue;
+                    }
                     let due = now_ms + self.cfg.graft_timeout_ms;
                     let m = self.missing.entry(id).or_insert_with(|| Missing {
                         announcers: VecDeque::new(),
                         due_ms: due,
                         first_ms: now_ms,
+                        tries: 0,
                     });
                     if !m.announcers.contains(&from) && m.announcers.len() < self.cfg.max_announcers
                     {
                         m.announcers.push_back(from.clone());
+                        *self.announced.entry(from.clone()).or_default() += 1;
                     }
                 }
             }
@@ -234,14 +283,107 @@ impl Plumtree {
                     m.announcers.retain(|a| *a != p);
                     !m.announcers.is_empty()
                 });
+                self.recount();
             }
             Event::Tick => self.tick(now_ms, &mut out),
         }
         out
     }
 
-    fn is_up(&self, p: &str) -> bool {
+    /// Whether `p` is in the tree (its link is up).
+    pub fn is_up(&self, p: &str) -> bool {
         self.eager.contains(p) || self.lazy.contains(p)
+    }
+
+    /// Ids waiting for their graft timer, announcements waiting for their
+    /// batch, and ids remembered (for gauges and tests).
+    pub fn sizes(&self) -> (usize, usize, usize) {
+        (
+            self.missing.len(),
+            self.pending.values().map(|(ids, _)| ids.len()).sum(),
+            self.received.len(),
+        )
+    }
+
+    /// The caller stored message `id`, new here, from peer `from` (`None`:
+    /// this node originated it) and queued full copies itself (to the
+    /// peers [`split`] left eager). Records it, makes `from` eager (it
+    /// served this node first), and queues announcements to `announce` (the
+    /// lazy peers policy allows) for their batches. Returns the batches that
+    /// filled up. A known id changes nothing.
+    pub fn stored(
+        &mut self,
+        now_ms: i64,
+        from: Option<&str>,
+        id: String,
+        announce: &[String],
+    ) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.received.contains_key(&id) {
+            return out;
+        }
+        if let Some(f) = from
+            && self.lazy.remove(f)
+        {
+            self.eager.insert(f.to_string());
+        }
+        self.remember(now_ms, &id);
+        for p in announce {
+            if Some(p.as_str()) == from || !self.is_up(p) {
+                continue;
+            }
+            self.announce(now_ms, p.clone(), id.clone(), &mut out);
+        }
+        out
+    }
+
+    /// A message this node already held arrived again from `from`: that
+    /// link is not needed for it. Returns the PRUNE to send, if the link
+    /// was eager.
+    pub fn duplicate(&mut self, from: &str) -> Vec<Action> {
+        if self.eager.remove(from) {
+            self.lazy.insert(from.to_string());
+            return vec![Action::Prune { to: from.into() }];
+        }
+        Vec::new()
+    }
+
+    /// Counts again, per peer, the missing ids it announced.
+    fn recount(&mut self) {
+        self.announced.clear();
+        for m in self.missing.values() {
+            for a in &m.announcers {
+                *self.announced.entry(a.clone()).or_default() += 1;
+            }
+        }
+    }
+
+    fn remember(&mut self, now_ms: i64, id: &str) {
+        if let Some(m) = self.missing.remove(id) {
+            for a in m.announcers {
+                if let Some(n) = self.announced.get_mut(&a) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+        }
+        self.received.insert(id.to_string(), now_ms);
+        self.order.push_back((now_ms, id.to_string()));
+        while self.order.len() > self.cfg.max_received {
+            if let Some((_, old)) = self.order.pop_front() {
+                self.received.remove(&old);
+            }
+        }
+    }
+
+    fn announce(&mut self, now_ms: i64, p: String, id: String, out: &mut Vec<Action>) {
+        let at = now_ms + self.cfg.ihave_batch_ms;
+        let (ids, _) = self.pending.entry(p.clone()).or_insert((Vec::new(), at));
+        ids.push(id);
+        if ids.len() >= self.cfg.ihave_batch_max {
+            let ids = std::mem::take(ids);
+            self.pending.remove(&p);
+            out.push(Action::IHave { to: p, ids });
+        }
     }
 
     fn first_arrival(
@@ -251,8 +393,7 @@ impl Plumtree {
         id: String,
         out: &mut Vec<Action>,
     ) {
-        self.missing.remove(&id);
-        self.received.insert(id.clone(), now_ms);
+        self.remember(now_ms, &id);
         out.push(Action::Deliver(id.clone()));
         for p in &self.eager {
             if Some(p) != from.as_ref() {
@@ -269,14 +410,7 @@ impl Plumtree {
             .cloned()
             .collect();
         for p in lazy {
-            let at = now_ms + self.cfg.ihave_batch_ms;
-            let (ids, _) = self.pending.entry(p.clone()).or_insert((Vec::new(), at));
-            ids.push(id.clone());
-            if ids.len() >= self.cfg.ihave_batch_max {
-                let ids = std::mem::take(ids);
-                self.pending.remove(&p);
-                out.push(Action::IHave { to: p, ids });
-            }
+            self.announce(now_ms, p, id.clone(), out);
         }
     }
 
@@ -297,14 +431,21 @@ impl Plumtree {
         // Grafts: the next announcer in turn, one GRAFT per peer per tick.
         let mut grafts: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let remember = self.cfg.remember_ms;
-        self.missing
-            .retain(|_, m| now_ms - m.first_ms <= remember && !m.announcers.is_empty());
+        let tries = self.cfg.max_graft_tries;
+        let before = self.missing.len();
+        self.missing.retain(|_, m| {
+            now_ms - m.first_ms <= remember && !m.announcers.is_empty() && m.tries < tries
+        });
+        if self.missing.len() != before {
+            self.recount();
+        }
         for (id, m) in self.missing.iter_mut().filter(|(_, m)| m.due_ms <= now_ms) {
             let Some(to) = m.announcers.pop_front() else {
                 continue;
             };
             m.announcers.push_back(to.clone());
             m.due_ms = now_ms + self.cfg.graft_timeout_ms;
+            m.tries += 1;
             grafts.entry(to).or_default().push(id.clone());
         }
         for (to, ids) in grafts {
@@ -312,7 +453,14 @@ impl Plumtree {
             self.eager.insert(to.clone());
             out.push(Action::Graft { to, ids });
         }
-        self.received.retain(|_, at| now_ms - *at <= remember);
+        while let Some((at, _)) = self.order.front() {
+            if now_ms - *at <= remember {
+                break;
+            }
+            if let Some((_, old)) = self.order.pop_front() {
+                self.received.remove(&old);
+            }
+        }
     }
 }
 

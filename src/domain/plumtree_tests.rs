@@ -275,6 +275,93 @@ fn state_stays_bounded() {
     assert_eq!(n.missing().count(), 0, "missing ids too");
 }
 
+#[test]
+fn split_keeps_policy_and_sends_full_copies_to_peers_outside_the_tree() {
+    let lazy: BTreeSet<String> = [s("b"), s("z")].into();
+    // z is lazy but policy does not allow it: it gets nothing at all.
+    let (full, announce) = split(&[s("a"), s("b"), s("c")], &lazy);
+    assert_eq!(full, vec![s("a"), s("c")]);
+    assert_eq!(announce, vec![s("b")]);
+    let (full, announce) = split(&[], &lazy);
+    assert!(full.is_empty() && announce.is_empty());
+}
+
+#[test]
+fn stored_announces_only_to_the_peers_given_and_a_duplicate_prunes_once() {
+    let mut n = node(&["a", "b", "c", "d"]);
+    n.handle(0, Event::Prune { from: s("b") });
+    n.handle(0, Event::Prune { from: s("c") });
+    n.handle(0, Event::Prune { from: s("a") });
+    // From a (lazy: it served this node first, so it becomes eager);
+    // policy allows announcing to b only (not c), never back to a.
+    assert!(
+        n.stored(1, Some("a"), s("m1"), &[s("a"), s("b")])
+            .is_empty()
+    );
+    assert!(n.eager().contains("a"));
+    assert!(n.holds("m1"));
+    let out = n.handle(1 + Config::default().ihave_batch_ms, Event::Tick);
+    assert_eq!(
+        out,
+        vec![Action::IHave {
+            to: s("b"),
+            ids: vec![s("m1")]
+        }]
+    );
+    // Stored again (a second commit of the same id): nothing new.
+    assert!(n.stored(100, Some("d"), s("m1"), &[s("b")]).is_empty());
+    assert_eq!(n.next_deadline(), None);
+    assert_eq!(n.duplicate("d"), vec![Action::Prune { to: s("d") }]);
+    assert!(n.duplicate("d").is_empty(), "already lazy: no second PRUNE");
+    assert!(n.lazy().contains("d"));
+    // A peer outside the tree (down, or without Plumtree) is never announced to.
+    assert!(n.stored(200, None, s("m2"), &[s("x")]).is_empty());
+    assert_eq!(n.next_deadline(), None);
+}
+
+#[test]
+fn announcement_floods_are_capped_and_grafts_give_up() {
+    let cfg = Config {
+        max_missing: 10,
+        max_missing_per_peer: 6,
+        max_graft_tries: 3,
+        max_received: 5,
+        ..Config::default()
+    };
+    let mut n = Plumtree::new(cfg.clone(), ["a", "b", "c"].map(s));
+    let ids: Vec<String> = (0..1_000).map(|i| format!("x{i}")).collect();
+    n.handle(0, Event::IHave { from: s("a"), ids });
+    assert_eq!(
+        n.missing().count(),
+        6,
+        "one peer's announcements are capped"
+    );
+    // Another peer's announcements still count (up to the total cap).
+    let ids: Vec<String> = (0..1_000).map(|i| format!("y{i}")).collect();
+    n.handle(0, Event::IHave { from: s("b"), ids });
+    assert_eq!(n.missing().count(), 10, "missing ids are capped");
+    // Nobody answers: each id is grafted max_graft_tries times, then dropped.
+    let mut grafts = 0;
+    let mut t = 0;
+    while let Some(d) = n.next_deadline() {
+        t = d;
+        for a in n.handle(t, Event::Tick) {
+            if let Action::Graft { ids, .. } = a {
+                grafts += ids.len();
+            }
+        }
+        assert!(t < 100 * cfg.graft_timeout_ms, "grafts must stop");
+    }
+    assert_eq!(grafts, 10 * 3);
+    assert_eq!(n.missing().count(), 0);
+    // Received ids are capped too: the oldest go first.
+    for i in 0..20 {
+        n.stored(t, None, format!("m{i}"), &[]);
+    }
+    assert_eq!(n.sizes().2, 5);
+    assert!(n.holds("m19") && !n.holds("m14"));
+}
+
 // ---- the simulated network ----
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -20,6 +20,7 @@ use crate::domain::admission::{
     self, Decision, Input, ReceiptOwed, ReceiptRoute, View, deferrable,
 };
 use crate::domain::envelope::{Draft, Rejection, Verified, verify_batch};
+use crate::domain::plumtree::split;
 use crate::proto::v1::{EnvelopeHeader, MessageKind, Receipt, SignedEnvelope, SignedHop, Tlp};
 use crate::service::node::Node;
 use crate::service::{ErrorKind, ServiceError, now_ms};
@@ -137,6 +138,9 @@ pub struct Prepared {
     slots: Vec<usize>,
     owed: Vec<Option<ReceiptOwed>>,
     rejections: Vec<RejectionRow>,
+    /// Per row: its id if it takes part in the Plumtree tree, and the lazy
+    /// targets that get an announcement instead of a full copy.
+    tree: Vec<(Option<String>, Vec<String>)>,
     /// Why the batch could not be prepared (shown by `finish`).
     failed: Option<StoreError>,
 }
@@ -157,6 +161,7 @@ impl Prepared {
             slots: Vec::new(),
             owed: Vec::new(),
             rejections: Vec::new(),
+            tree: Vec::new(),
             failed: Some(e),
         }
     }
@@ -221,15 +226,8 @@ async fn try_prepare(
     }
     // A peer's envelope whose id is already held is a duplicate, whatever
     // else it says: answered before any signature, custody or payload work.
-    let (slots_todo, envs, chains) = drop_held(
-        node,
-        from_peer.is_some(),
-        envs,
-        chains,
-        &claimed,
-        &mut results,
-    )
-    .await;
+    let (slots_todo, envs, chains) =
+        drop_held(node, from_peer, envs, chains, &claimed, &mut results).await;
     // Signature checks are CPU work: keep them off the async workers.
     let verify_keys = keys.clone();
     let (envs, verdicts) = tokio::task::spawn_blocking(move || {
@@ -256,6 +254,9 @@ async fn try_prepare(
     let mut slots = Vec::with_capacity(n);
     let mut owed = Vec::with_capacity(n);
     let mut rejections = Vec::new();
+    let mut tree = Vec::with_capacity(n);
+    // Plumtree: targets on lazy links get an announcement, not a copy.
+    let lazy = node.gossip.lazy();
     let mut chains = chains.into_iter();
     for (i, (envelope, verdict)) in slots_todo.into_iter().zip(envs.into_iter().zip(verdicts)) {
         let id_hint = header_id_hint(&envelope);
@@ -277,6 +278,16 @@ async fn try_prepare(
         match admission::admit(&view, input, now) {
             Decision::Admit(mut row) => {
                 owed.push(row.receipt_owed.take());
+                let routed = node.gossip.enabled()
+                    && EnvelopeHeader::decode(row.header.as_slice())
+                        .is_ok_and(|h| crate::service::tree::tree_routed(&h));
+                let mut announce = Vec::new();
+                if routed && !lazy.is_empty() {
+                    let (full, lazy_targets) = split(&row.forward_to, &lazy);
+                    row.forward_to = full;
+                    announce = lazy_targets;
+                }
+                tree.push((routed.then(|| row.message_id.clone()), announce));
                 rows.push(to_row(*row));
                 slots.push(i);
             }
@@ -316,6 +327,7 @@ async fn try_prepare(
         slots,
         owed,
         rejections,
+        tree,
         failed: None,
     })
 }
@@ -389,6 +401,7 @@ impl Committing {
             slots,
             owed,
             rejections,
+            tree,
             failed,
             ..
         } = batch;
@@ -429,7 +442,9 @@ impl Committing {
             }
         };
         let source = from_peer.as_deref().unwrap_or("self").to_string();
+        let sender = from_peer.clone();
         let from_peer = from_peer.is_some();
+        let mut tree = tree.into_iter();
         let mut wake = BTreeSet::new();
         let mut new_rosters = Vec::new();
         let mut last_new = 0u64;
@@ -441,6 +456,8 @@ impl Committing {
             .zip(facts)
             .zip(rosters)
         {
+            let (id, announce) = tree.next().unwrap_or_default();
+            let routed = id.is_some();
             if let Some(r) = roster {
                 // Whoever sent a roster message admitted it: it holds that version.
                 if from_peer && let Ok(d) = crate::domain::roster::parse(&r) {
@@ -469,11 +486,18 @@ impl Committing {
                     if from_peer && !t.is_empty() {
                         node.metrics.count_relayed(exercise);
                     }
+                    if let Some(id) = &id {
+                        node.gossip
+                            .stored(&node.metrics, sender.as_deref(), id, &announce);
+                    }
                     wake.extend(t);
                     Ingested::New(c)
                 }
                 Stored::Duplicate => {
                     node.metrics.count_duplicate(exercise);
+                    if routed && let Some(p) = &sender {
+                        node.gossip.duplicate(&node.metrics, p);
+                    }
                     Ingested::Duplicate
                 }
             });
@@ -510,24 +534,26 @@ impl Committing {
 /// lookup fails, nothing is dropped (the store still deduplicates on insert).
 async fn drop_held(
     node: &Node,
-    from_peer: bool,
+    sender: Option<&str>,
     envs: Vec<SignedEnvelope>,
     chains: Vec<Custody>,
     claimed: &[bool],
     results: &mut [Option<Ingested>],
 ) -> (Vec<usize>, Vec<SignedEnvelope>, Vec<Custody>) {
+    let from_peer = sender.is_some();
     let n = envs.len();
     let mut chains = chains;
     chains.resize_with(n, Custody::default);
-    let ids: Vec<Option<String>> = envs
+    let ids: Vec<Option<(String, bool)>> = envs
         .iter()
         .map(|e| {
             let h = EnvelopeHeader::decode(e.header.as_slice()).ok()?;
+            let routed = crate::service::tree::tree_routed(&h);
             (from_peer && h.kind != MessageKind::Roster as i32 && !h.message_id.is_empty())
-                .then_some(h.message_id)
+                .then_some((h.message_id, routed))
         })
         .collect();
-    let asked: Vec<String> = ids.iter().flatten().cloned().collect();
+    let asked: Vec<String> = ids.iter().flatten().map(|(i, _)| i.clone()).collect();
     let held = if asked.is_empty() {
         Default::default()
     } else {
@@ -545,9 +571,16 @@ async fn drop_held(
         Vec::with_capacity(n),
     );
     for (i, ((env, chain), id)) in envs.into_iter().zip(chains).zip(ids).enumerate() {
-        if id.is_some_and(|id| held.contains(&id)) {
+        if let Some((id, routed)) = &id
+            && held.contains(id)
+        {
             node.metrics
                 .count_duplicate(claimed.get(i).copied().unwrap_or(false));
+            // Plumtree: that link was not needed for it (unless the peer
+            // sends it back on purpose, after reconciliation).
+            if let (true, false, Some(p)) = (*routed, chain.returning, sender) {
+                node.gossip.duplicate(&node.metrics, p);
+            }
             results[i] = Some(Ingested::Duplicate);
             continue;
         }

@@ -93,6 +93,7 @@ async fn send_frame(
             hops: Vec::new(),
             returning: false,
             bundled: frames,
+            gossip: None,
         }
     };
     node.metrics
@@ -361,16 +362,17 @@ async fn session(
             HELLO_TIMEOUT.as_secs()
         ))
     })?;
-    let (peer_limit, peer_roster, bundles) = match hello {
+    let (peer_limit, peer_roster, bundles, gossip) = match hello {
         Ok(r) => {
             let r = r.into_inner();
             (
                 Some(r.max_message_bytes).filter(|m| *m > 0),
                 Some(r.roster_version),
                 r.accepts_bundles,
+                r.accepts_gossip,
             )
         }
-        Err(s) if s.code() == tonic::Code::Unimplemented => (None, None, false),
+        Err(s) if s.code() == tonic::Code::Unimplemented => (None, None, false, false),
         Err(s) => return Err(describe(peer, &s)),
     };
     node.peers.update(peer, |s| {
@@ -400,6 +402,20 @@ async fn session(
     tracing::info!(%peer, %endpoint, max_message_bytes = ?peer_limit, "peer link up");
     node.reconcile.link_up(peer);
     let requeued = node.reconcile.requeued(peer);
+    // Plumtree: while this session runs, the peer is in the tree (when both
+    // sides take part) and its frames go out on this stream.
+    struct InTree<'a>(&'a Node, &'a str, u64);
+    impl Drop for InTree<'_> {
+        fn drop(&mut self) {
+            self.0.gossip.link_down(self.1, self.2);
+        }
+    }
+    let (_in_tree, mut gossip_frames) = if gossip && node.gossip.enabled() {
+        let (generation, rx) = node.gossip.link_up(peer);
+        (Some(InTree(node, peer, generation)), Some(rx))
+    } else {
+        (None, None)
+    };
 
     let ack_timeout = node.cfg.limits.ack_timeout();
     let mut in_flight = InFlight::new();
@@ -536,6 +552,29 @@ async fn session(
                 )));
             }
             _ = waker.notified() => { drained = false; }
+            Some(g) = async {
+                match gossip_frames.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let frame = PushFrame {
+                    seq: 0,
+                    envelope: None,
+                    hops: Vec::new(),
+                    returning: false,
+                    bundled: Vec::new(),
+                    gossip: Some(g),
+                };
+                match tokio::time::timeout(ack_timeout, tx.send(frame)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return Err(LinkError::generic("stream closed by peer")),
+                    Err(_) => return Err(LinkError::meaningful(format!(
+                        "{peer} took nothing from the stream for {} s; reconnecting",
+                        ack_timeout.as_secs()
+                    ))),
+                }
+            }
             // Reconciliation queued entries again (due now, maybe below
             // the cursor this session has passed): sweep the due ones.
             _ = requeued.notified(), if sweep.is_none() => {
@@ -561,6 +600,7 @@ fn to_frame(peer: &str, it: OutboxItem) -> PushFrame {
             .any(|h| HopRecord::decode(h.record.as_slice()).is_ok_and(|r| r.relay == peer));
     PushFrame {
         bundled: Vec::new(),
+        gossip: None,
         hops,
         returning,
         seq: it.cursor,

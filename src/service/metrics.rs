@@ -137,6 +137,15 @@ pub struct Metrics {
     /// Push frames sent to peers, by kind (message, receipts: one receipt
     /// or a bundle of them).
     pub frames_sent: Family<KindLabel, Counter>,
+    /// Plumtree control frames sent, by kind (ihave, graft, prune).
+    pub gossip_frames_sent: Family<KindLabel, Counter>,
+    /// Bytes of "I have" announcements sent (the Gossip messages carrying ids).
+    pub announce_bytes: Counter,
+    /// Plumtree input from peers ignored, by reason (over a cap or a rate,
+    /// malformed, not entitled).
+    pub gossip_refused: Family<ReasonLabel, Counter>,
+    /// Messages queued for peers that asked for them (graft).
+    pub gossip_graft_queued: Counter,
     pub accepted: Counter,
     pub receipts_received: Counter,
     pub duplicates: Counter,
@@ -221,6 +230,10 @@ impl Metrics {
             received: Counter::default(),
             frames_received: Counter::default(),
             frames_sent: Family::default(),
+            gossip_frames_sent: Family::default(),
+            announce_bytes: Counter::default(),
+            gossip_refused: Family::default(),
+            gossip_graft_queued: Counter::default(),
             accepted: Counter::default(),
             receipts_received: Counter::default(),
             duplicates: Counter::default(),
@@ -282,6 +295,26 @@ impl Metrics {
             "frames_sent",
             "Push frames sent to peers, by kind (message; receipts: one receipt or a bundle of them)",
             m.frames_sent.clone(),
+        );
+        r.register(
+            "gossip_frames_sent",
+            "Plumtree control frames sent to peers, by kind (ihave: announcements; graft: requests for missing messages; prune: a link turned lazy)",
+            m.gossip_frames_sent.clone(),
+        );
+        r.register(
+            "announce_bytes",
+            "Bytes of Plumtree announcements (ihave) sent to peers",
+            m.announce_bytes.clone(),
+        );
+        r.register(
+            "gossip_refused",
+            "Plumtree input from peers ignored, by reason (rate, malformed, not_entitled, disabled, link_queue_full)",
+            m.gossip_refused.clone(),
+        );
+        r.register(
+            "gossip_graft_queued",
+            "Messages queued for peers that asked for them (graft)",
+            m.gossip_graft_queued.clone(),
         );
         r.register(
             "messages_accepted",

@@ -16,6 +16,7 @@ pub mod assistance;
 pub mod attachments;
 pub mod delivery;
 pub mod exchange;
+pub mod gossip;
 pub mod incidents;
 pub mod ingest;
 pub mod limits;
@@ -31,6 +32,7 @@ pub mod requests;
 pub mod retention;
 pub mod roster;
 pub mod transfer;
+pub mod tree;
 
 use crate::storage::StoreError;
 

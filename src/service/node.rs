@@ -87,6 +87,8 @@ pub struct Node {
     configured_peers: RwLock<Vec<PeerSection>>,
     /// Messages whose attachments are being fetched (`service::transfer`).
     pub fetching: Fetching,
+    /// Epidemic broadcast trees over the links (`service::gossip`).
+    pub gossip: crate::service::tree::Tree,
 }
 
 /// Messages whose attachments are being fetched now (`service::transfer`).
@@ -152,6 +154,7 @@ impl Node {
             roster_lock: tokio::sync::Mutex::new(()),
             configured_peers: RwLock::new(p.cfg.peers.clone()),
             fetching: Default::default(),
+            gossip: crate::service::tree::Tree::new(&p.cfg.gossip),
             cfg: p.cfg,
         }
     }

@@ -619,35 +619,62 @@ async fn apply(node: &Node, peer: &str, since: i64, step: &Step) -> Result<u64, 
 
 /// Queues the messages of `keys` that `peer` is entitled to.
 async fn queue(node: &Node, peer: &str, since: i64, keys: &[Key]) -> Result<u64, StoreError> {
+    let ids: Vec<String> = keys
+        .iter()
+        .map(|k| uuid::Uuid::from_bytes(k.id).to_string())
+        .collect();
+    let (queued, refused) = queue_entitled(node, peer, since, &ids, Why::Reconciled).await?;
+    if refused > 0 {
+        node.metrics.reconcile_items("not_entitled", refused);
+    }
+    Ok(queued)
+}
+
+/// Why a held message is queued for a peer again (the hop record says so).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    /// Reconciliation found the peer lacks it.
+    Reconciled,
+    /// The peer asked for it (a Plumtree graft, `service::gossip`).
+    Grafted,
+}
+
+/// Queues for `peer` those of the held messages `ids` that it is entitled
+/// to (`domain::admission::entitled`: the forwarding policy), created at or
+/// after `since` and not expired; returns (queued, refused). Ids not held
+/// are skipped. The caller wakes the link.
+pub async fn queue_entitled(
+    node: &Node,
+    peer: &str,
+    since: i64,
+    ids: &[String],
+    why: Why,
+) -> Result<(u64, u64), StoreError> {
     let Some(policy) = node.peers.policies().into_iter().find(|p| p.id == peer) else {
-        return Ok(0);
+        return Ok((0, ids.len() as u64));
     };
     let now = now_ms();
-    let mut out = Vec::with_capacity(keys.len());
+    let mut out = Vec::with_capacity(ids.len());
     let mut refused = 0u64;
-    for k in keys {
-        let id = uuid::Uuid::from_bytes(k.id).to_string();
-        let Some(m) = node.store.get_message(&id).await? else {
+    for id in ids {
+        let Some(m) = node.store.get_message(id).await? else {
             continue;
         };
-        match eligible(node, &policy, &m, since, now) {
+        match eligible(node, &policy, &m, since, now, why) {
             Ok(hops) => out.push(Requeue {
-                message_id: id,
+                message_id: id.clone(),
                 hops,
             }),
             Err(why) => {
                 refused += 1;
-                tracing::debug!(%peer, message_id = %id, %why, "reconciliation: not sent to the peer");
+                tracing::debug!(%peer, message_id = %id, %why, "not sent to the peer");
             }
         }
     }
-    if refused > 0 {
-        node.metrics.reconcile_items("not_entitled", refused);
-    }
     if out.is_empty() {
-        return Ok(0);
+        return Ok((0, refused));
     }
-    node.store.requeue(peer, out, now).await
+    Ok((node.store.requeue(peer, out, now).await?, refused))
 }
 
 /// Whether message `m` may go to `peer` now; with the new chain of custody to
@@ -658,6 +685,7 @@ fn eligible(
     m: &crate::storage::StoredMessage,
     since: i64,
     now: i64,
+    why: Why,
 ) -> Result<Option<Vec<u8>>, String> {
     if m.created_ms < since {
         return Err("created before the reconcile window".into());
@@ -707,7 +735,10 @@ fn eligible(
             received_from,
             received_at: Some(ms_to_ts(m.received_ms)),
             forwarded_to: vec![peer.id.clone()],
-            decision: format!("sent again by reconciliation: {} lacked it", peer.id),
+            decision: match why {
+                Why::Reconciled => format!("sent again by reconciliation: {} lacked it", peer.id),
+                Why::Grafted => format!("sent on request: {} asked for it (graft)", peer.id),
+            },
             ..Default::default()
         },
     ));

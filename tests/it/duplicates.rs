@@ -36,6 +36,7 @@ async fn push_one(fed: &Fed, env: SignedEnvelope, seq: u64) -> PushAck {
     let mut fc = federation_client(&fed.pki, &fed.addr(1), "node-a", Some("node-b")).await;
     let frame = PushFrame {
         bundled: Vec::new(),
+        gossip: None,
         returning: false,
         hops: vec![],
         seq,

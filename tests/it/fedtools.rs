@@ -133,6 +133,7 @@ pub fn id_of(env: &SignedEnvelope) -> String {
 pub fn frame(seq: u64, env: SignedEnvelope) -> PushFrame {
     PushFrame {
         bundled: Vec::new(),
+        gossip: None,
         returning: false,
         seq,
         envelope: Some(env),
@@ -464,6 +465,7 @@ impl certfed::proto::v1::federation_server::Federation for FakeFederation {
             max_message_bytes: 0,
             roster_version: 0,
             accepts_bundles: false,
+            accepts_gossip: false,
         }))
     }
 }

@@ -174,6 +174,7 @@ async fn hostile_envelopes_are_refused_with_reasons() {
         .enumerate()
         .map(|(i, (_, env, _, _))| PushFrame {
             bundled: Vec::new(),
+            gossip: None,
             returning: false,
             hops: vec![],
             seq: i as u64 + 1,
@@ -203,6 +204,7 @@ async fn hostile_envelopes_are_refused_with_reasons() {
     let err = fc
         .push(tokio_stream::iter(vec![PushFrame {
             bundled: Vec::new(),
+            gossip: None,
             returning: false,
             hops: vec![],
             seq: 99,
@@ -391,6 +393,7 @@ async fn forged_chains_of_custody_are_refused() {
         let mut s = fc
             .push(tokio_stream::iter(vec![PushFrame {
                 bundled: Vec::new(),
+                gossip: None,
                 returning: false,
                 seq: i as u64,
                 envelope: Some(env),

@@ -124,6 +124,7 @@ fn framed(seq: u64, env: Option<SignedEnvelope>, bundled: Vec<PushFrame>) -> Pus
         hops: vec![],
         returning: false,
         bundled,
+        gossip: None,
     }
 }
 

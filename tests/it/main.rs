@@ -35,6 +35,7 @@ mod packaging;
 mod pair;
 mod partition;
 mod pki;
+mod plumtree;
 mod process;
 mod reconcile;
 mod reload;

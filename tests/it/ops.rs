@@ -451,6 +451,7 @@ async fn metrics_move_with_traffic_and_rejections() {
     let ack = fc
         .push(tokio_stream::iter(vec![PushFrame {
             bundled: Vec::new(),
+            gossip: None,
             returning: false,
             hops: vec![],
             seq: 1,

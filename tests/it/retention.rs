@@ -86,6 +86,7 @@ async fn push(fed: &Fed, from: &str, to: usize, envs: Vec<SignedEnvelope>) -> Ve
         .enumerate()
         .map(|(i, e)| PushFrame {
             bundled: Vec::new(),
+            gossip: None,
             returning: false,
             seq: i as u64 + 1,
             envelope: Some(e),
@@ -376,6 +377,7 @@ async fn the_writer_keeps_accepting_during_a_large_purge() {
         .enumerate()
         .map(|(i, e)| PushFrame {
             bundled: Vec::new(),
+            gossip: None,
             returning: false,
             seq: i as u64 + 1,
             envelope: Some(e),

@@ -151,6 +151,7 @@ async fn a_partners_control_characters_are_refused_at_admission() {
     for (i, (name, env, want, needle)) in cases.iter().enumerate() {
         let frame = PushFrame {
             bundled: Vec::new(),
+            gossip: None,
             returning: false,
             hops: vec![],
             seq: i as u64 + 1,

@@ -45,6 +45,7 @@ async fn push_alerts(fed: &Fed, n: usize, from: usize) -> anyhow::Result<f64> {
             for i in 0..n {
                 let frame = PushFrame {
                     bundled: Vec::new(),
+                    gossip: None,
                     returning: false,
                     hops: vec![],
                     seq: i as u64 + 1,

@@ -23,6 +23,9 @@
 //!   (`certfed_receipts_received_total`, at relays and origins) per delivery;
 //!   `announce_bytes_per_delivery`: bytes of "I have" announcements sent
 //!   (`certfed_announce_bytes_total`; 0 where the node has none);
+//!   `gossip_frames_per_delivery`: Plumtree control frames (announcements,
+//!   grafts, prunes; not envelopes) and `grafted_per_delivery`: messages
+//!   queued because a peer asked for them;
 //! - `rss_per_node_mib`: mean resident memory of the node processes at the
 //!   end (and the largest, `rss_max_node_mib`);
 //! - exactness: `missing` (eligible deliveries that never showed up within
@@ -63,6 +66,8 @@ pub struct Plan {
     pub rate: f64,
     pub kill: usize,
     pub settle_secs: u64,
+    /// Plumtree off on every node (`gossip.plumtree = false`): flooding.
+    pub flood: bool,
 }
 
 /// Counters summed over the nodes (see the module docs).
@@ -73,6 +78,8 @@ struct Counters {
     announce_bytes: f64,
     frames: f64,
     receipt_frames: f64,
+    gossip_frames: f64,
+    grafted: f64,
 }
 
 impl std::ops::Sub for Counters {
@@ -84,6 +91,8 @@ impl std::ops::Sub for Counters {
             announce_bytes: self.announce_bytes - o.announce_bytes,
             frames: self.frames - o.frames,
             receipt_frames: self.receipt_frames - o.receipt_frames,
+            gossip_frames: self.gossip_frames - o.gossip_frames,
+            grafted: self.grafted - o.grafted,
         }
     }
 }
@@ -97,6 +106,8 @@ impl std::ops::Add for Counters {
             announce_bytes: self.announce_bytes + o.announce_bytes,
             frames: self.frames + o.frames,
             receipt_frames: self.receipt_frames + o.receipt_frames,
+            gossip_frames: self.gossip_frames + o.gossip_frames,
+            grafted: self.grafted + o.grafted,
         }
     }
 }
@@ -175,6 +186,8 @@ async fn scrape(port: u16) -> anyhow::Result<Counters> {
         announce_bytes: value("certfed_announce_bytes_total"),
         frames: value("certfed_frames_sent_total"),
         receipt_frames: value("certfed_frames_sent_total{kind=\"receipts\"}"),
+        gossip_frames: value("certfed_gossip_frames_sent_total"),
+        grafted: value("certfed_gossip_graft_queued_total"),
     })
 }
 
@@ -314,6 +327,9 @@ pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
             *p = by_old[p];
         }
         spec.extra = format!("\n[metrics]\nlisten = \"127.0.0.1:{}\"\n", metrics_ports[i]);
+        if plan.flood {
+            spec.extra.push_str("\n[gossip]\nplumtree = false\n");
+        }
     }
     let metrics_ports = metrics_ports.to_vec();
     let fed = Arc::new(fed);
@@ -642,6 +658,9 @@ pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
         "envelopes_counted_by": counted_by,
         "receipts_stored_per_delivery": round(used.receipts / d, 3),
         "announce_bytes_per_delivery": round(used.announce_bytes / d, 1),
+        "gossip_frames_per_delivery": round(used.gossip_frames / d, 3),
+        "grafted_per_delivery": round(used.grafted / d, 3),
+        "plumtree": !plan.flood,
         "rss_per_node_mib": round(rss_mean, 1),
         "rss_max_node_mib": round(rss_max.max(peak), 1),
         "missing": missing,

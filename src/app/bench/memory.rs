@@ -206,6 +206,7 @@ pub async fn run(messages: usize, json: bool) -> anyhow::Result<()> {
             for i in 0..messages {
                 let frame = PushFrame {
                     bundled: Vec::new(),
+                    gossip: None,
                     returning: false,
                     hops: vec![],
                     seq: i as u64 + 1,

@@ -130,6 +130,11 @@ pub struct BenchArgs {
     /// eligible node to show every alert before it counts the rest missing.
     #[arg(long, default_value_t = 60)]
     pub federation_settle: u64,
+    /// Federation phase with Plumtree off on every node (`gossip.plumtree =
+    /// false`): every message floods over every link policy allows, as
+    /// before issue 13's trees; to compare in one build.
+    #[arg(long)]
+    pub federation_flood: bool,
     /// Where the nodes keep their stores in the ingest and relay phases.
     #[arg(long, value_enum, default_value_t = BenchStorage::Sqlite)]
     pub storage: BenchStorage,
@@ -240,6 +245,7 @@ async fn bench_ingest(messages: usize, backend: &Backend) -> anyhow::Result<Inge
     let frames: Vec<PushFrame> = (0..messages)
         .map(|i| PushFrame {
             bundled: Vec::new(),
+            gossip: None,
             returning: false,
             hops: vec![],
             seq: i as u64 + 1,
@@ -425,6 +431,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             rate: args.federation_rate,
             kill: args.federation_kill,
             settle_secs: args.federation_settle,
+            flood: args.federation_flood,
         };
         return federation::run(plan, args.json).await;
     }

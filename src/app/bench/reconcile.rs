@@ -119,6 +119,7 @@ async fn fill(
                     seq_b += 1;
                     let fb = PushFrame {
                         bundled: Vec::new(),
+                        gossip: None,
                         returning: false,
                         hops: vec![],
                         seq: seq_b,
@@ -130,6 +131,7 @@ async fn fill(
                 }
                 let fa = PushFrame {
                     bundled: Vec::new(),
+                    gossip: None,
                     returning: false,
                     hops: vec![],
                     seq: i as u64 + 1,

@@ -1,0 +1,121 @@
+//! Plumtree frames from peers and the machine's timers (the state is
+//! `service::tree`; see its invariants). A peer's frame is bounded (ids per
+//! frame and per second), ids already held are dropped with one index
+//! lookup each, and a graft is answered only with what
+//! `domain::admission::entitled` lets go to that peer, queued in the outbox
+//! (`service::reconcile::queue_entitled`).
+use crate::domain::plumtree::Event;
+use crate::proto::v1::Gossip as Frame;
+use crate::service::node::Node;
+use crate::service::now_ms;
+use crate::service::reconcile::{Why, queue_entitled};
+use crate::service::tree::{MAX_IDS, dispatch, refuse, to_ids};
+
+/// A Gossip frame from `peer` (a configured peer, checked by the caller).
+pub async fn received(node: &Node, peer: &str, f: Frame) {
+    let g = &node.gossip;
+    if !g.enabled {
+        refuse(&node.metrics, "disabled", 1);
+        return;
+    }
+    if f.ihave.len() > MAX_IDS || f.graft.len() > MAX_IDS {
+        refuse(&node.metrics, "malformed", 1);
+        tracing::debug!(%peer, "gossip frame with too many ids ignored");
+        return;
+    }
+    let Some(mut ihave) = to_ids(&node.metrics, &f.ihave) else {
+        return;
+    };
+    let Some(mut graft) = to_ids(&node.metrics, &f.graft) else {
+        return;
+    };
+    // Grafts first: a peer's own missing messages matter more than hints.
+    let k = g.take(peer, graft.len());
+    if k < graft.len() {
+        refuse(&node.metrics, "rate", (graft.len() - k) as u64);
+        graft.truncate(k);
+    }
+    let k = g.take(peer, ihave.len());
+    if k < ihave.len() {
+        refuse(&node.metrics, "rate", (ihave.len() - k) as u64);
+        ihave.truncate(k);
+    }
+    let now = now_ms();
+    if f.prune {
+        g.lock()
+            .tree
+            .handle(now, Event::Prune { from: peer.into() });
+    }
+    if !ihave.is_empty() {
+        // One index lookup each: what is held here is not missing.
+        let held = match node.store.held(ihave.clone()).await {
+            Ok(h) => h,
+            Err(e) => {
+                node.metrics.storage_error(&e);
+                return;
+            }
+        };
+        ihave.retain(|i| !held.contains(i));
+        if !ihave.is_empty() {
+            g.lock().tree.handle(
+                now,
+                Event::IHave {
+                    from: peer.into(),
+                    ids: ihave,
+                },
+            );
+            g.timer.notify_one();
+        }
+    }
+    if !graft.is_empty() {
+        {
+            let mut inner = g.lock();
+            inner.tree.handle(
+                now,
+                Event::Graft {
+                    from: peer.into(),
+                    ids: Vec::new(),
+                },
+            );
+        }
+        // Within the reconciliation window (at least a day): older history
+        // is reconciliation's.
+        let days = i64::from(node.cfg.reconcile.window_days.max(1));
+        let since = now - days * 86_400_000;
+        match queue_entitled(node, peer, since, &graft, Why::Grafted).await {
+            Ok((queued, refused)) => {
+                if refused > 0 {
+                    refuse(&node.metrics, "not_entitled", refused);
+                }
+                if queued > 0 {
+                    node.metrics.gossip_graft_queued.inc_by(queued);
+                    node.reconcile.requeued(peer).notify_one();
+                    node.peers.wake(peer);
+                }
+            }
+            Err(e) => node.metrics.storage_error(&e),
+        }
+    }
+}
+
+/// Fires the machine's timers (announcement batches, grafts) until shutdown.
+pub async fn run(node: std::sync::Arc<Node>) {
+    let g = &node.gossip;
+    if !g.enabled {
+        return;
+    }
+    loop {
+        let deadline = g.lock().tree.next_deadline();
+        let wait = deadline
+            .map(|d| std::time::Duration::from_millis(u64::try_from(d - now_ms()).unwrap_or(0)));
+        tokio::select! {
+            _ = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => {
+                let mut inner = g.lock();
+                let out = inner.tree.handle(now_ms(), Event::Tick);
+                dispatch(&node.metrics, &mut inner, out);
+            }
+            _ = g.timer.notified() => {}
+            _ = node.shutdown.cancelled() => return,
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! Epidemic broadcast trees over the links: the state around the pure
+//! `domain::plumtree` machine (one per node, behind a lock; `service::gossip`
+//! takes the peers' frames and fires the timers). The links
+//! (`service::links`) tell it which peers are in the tree and carry its
+//! frames; ingest asks it which of a message's targets are lazy and tells it
+//! what was stored; the Federation API hands the peers' frames to
+//! `service::gossip`, whose `run` fires the timers (announcement batches,
+//! grafts).
+//!
+//! Invariants:
+//! - Policy first: the machine only ever narrows what
+//!   `domain::admission::targets` chose. A message goes in full to the
+//!   targets that are eager or not in the tree (durable outbox, as before)
+//!   and is announced to the lazy targets; a graft is answered only with
+//!   messages `domain::admission::entitled` lets go to the asking peer, and
+//!   through the normal path (the outbox: verified, stored, acknowledged,
+//!   receipted at the peer).
+//! - A peer is in the tree only while this node's link to it is up and the
+//!   peer announced `accepts_gossip` in Hello; every other peer gets every
+//!   message in full (an old peer keeps plain flooding). With
+//!   `gossip.plumtree = false` this node announces no support and the
+//!   machine is never used.
+//! - Only broadcasts take part: not receipts (they go back the way their
+//!   messages came), not messages to named recipients (they keep their
+//!   restricted flooding: a relay drops their ciphertext once delivered, so
+//!   it could not answer a graft for them later), and only ids in
+//!   canonical UUID form (they are announced as 16 bytes).
+//! - A peer's frames are untrusted: at most [`MAX_IDS`] ids of each kind a
+//!   frame, [`MAX_IDS_PER_SEC`] ids a second per peer (the excess ignored),
+//!   the machine's tables capped (`plumtree::Config`); ignored input is
+//!   counted in `certfed_gossip_refused_total{reason}`, never logged per
+//!   frame. Frames to a peer go through a bounded queue; when it is full the
+//!   frame is dropped (announcements are hints: a missed one costs a
+//!   duplicate or a graft, reconciliation heals the rest).
+use crate::config::GossipSection;
+use crate::domain::plumtree::{Action, Config, Event, Plumtree};
+use crate::proto::v1::Gossip as Frame;
+use crate::proto::v1::{EnvelopeHeader, MessageKind};
+use crate::service::metrics::Metrics;
+use crate::service::metrics::{KindLabel, ReasonLabel};
+use crate::service::now_ms;
+use prost::Message;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+use tokio::sync::{Notify, mpsc};
+
+/// Most ids of one kind (ihave, graft) in one frame.
+pub const MAX_IDS: usize = 1024;
+/// Most ids (ihave and graft together) taken from one peer per second.
+pub const MAX_IDS_PER_SEC: u32 = 8192;
+/// Frames waiting for one link.
+const LINK_QUEUE: usize = 256;
+
+/// The tree of one node and the links that carry its frames.
+pub struct Tree {
+    pub enabled: bool,
+    inner: Mutex<Inner>,
+    /// Wakes `gossip::run` when a deadline may have moved.
+    pub timer: Notify,
+}
+
+pub struct Inner {
+    pub tree: Plumtree,
+    /// Links up with peers that take gossip: generation and frame queue.
+    links: HashMap<String, (u64, mpsc::Sender<Frame>)>,
+    generation: u64,
+    /// Per peer: the second of the window and the ids taken in it.
+    rate: HashMap<String, (i64, u32)>,
+}
+
+/// Whether a message takes part in the tree (see the module docs): a
+/// broadcast (no named recipients, not sealed), not a receipt, with an id in
+/// canonical UUID form.
+pub fn tree_routed(h: &EnvelopeHeader) -> bool {
+    h.kind != MessageKind::Receipt as i32
+        && h.recipients.is_empty()
+        && !h.encrypted
+        && id_bytes(&h.message_id).is_some()
+}
+
+fn id_bytes(id: &str) -> Option<[u8; 16]> {
+    let u = uuid::Uuid::parse_str(id).ok()?;
+    (u.to_string() == id).then_some(*u.as_bytes())
+}
+
+pub fn to_ids(m: &Metrics, bytes: &[Vec<u8>]) -> Option<Vec<String>> {
+    let mut out = Vec::with_capacity(bytes.len());
+    for b in bytes {
+        let Ok(a) = <[u8; 16]>::try_from(b.as_slice()) else {
+            refuse(m, "malformed", 1);
+            return None;
+        };
+        out.push(uuid::Uuid::from_bytes(a).to_string());
+    }
+    Some(out)
+}
+
+pub fn refuse(m: &Metrics, reason: &str, n: u64) {
+    m.gossip_refused
+        .get_or_create(&ReasonLabel {
+            reason: reason.into(),
+        })
+        .inc_by(n);
+}
+
+impl Tree {
+    pub fn new(cfg: &GossipSection) -> Tree {
+        let machine = Config {
+            graft_timeout_ms: i64::try_from(cfg.graft_timeout_ms).unwrap_or(500),
+            ihave_batch_ms: i64::try_from(cfg.ihave_batch_ms).unwrap_or(25),
+            ..Config::default()
+        };
+        Tree {
+            enabled: cfg.plumtree,
+            inner: Mutex::new(Inner {
+                tree: Plumtree::new(machine, Vec::new()),
+                links: HashMap::new(),
+                generation: 0,
+                rate: HashMap::new(),
+            }),
+            timer: Notify::new(),
+        }
+    }
+
+    /// Whether this node takes part (`gossip.plumtree`).
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().expect("gossip lock")
+    }
+
+    /// The link to `peer` came up and the peer takes gossip: it joins the
+    /// tree (eager). Returns the link's generation (for [`Tree::link_down`])
+    /// and the frames to send it.
+    pub fn link_up(&self, peer: &str) -> (u64, mpsc::Receiver<Frame>) {
+        let (tx, rx) = mpsc::channel(LINK_QUEUE);
+        let mut g = self.lock();
+        g.generation += 1;
+        let generation = g.generation;
+        g.links.insert(peer.to_string(), (generation, tx));
+        g.tree.handle(now_ms(), Event::PeerUp(peer.to_string()));
+        (generation, rx)
+    }
+
+    /// The link of `generation` went down: the peer leaves the tree (and
+    /// every list of announcers) unless a newer link to it is up.
+    pub fn link_down(&self, peer: &str, generation: u64) {
+        let mut g = self.lock();
+        if g.links.get(peer).is_some_and(|(n, _)| *n == generation) {
+            g.links.remove(peer);
+            g.tree.handle(now_ms(), Event::PeerDown(peer.to_string()));
+        }
+    }
+
+    /// The peers that get announcements instead of full copies now.
+    pub fn lazy(&self) -> BTreeSet<String> {
+        if !self.enabled {
+            return BTreeSet::new();
+        }
+        self.lock().tree.lazy().clone()
+    }
+
+    /// Missing ids waited for, announcements waiting for their batch, ids
+    /// remembered (bounded: `domain::plumtree::Config`).
+    pub fn sizes(&self) -> (usize, usize, usize) {
+        self.lock().tree.sizes()
+    }
+
+    /// Eager and lazy peers, for ListPeers-like views and tests.
+    pub fn sets(&self) -> (BTreeSet<String>, BTreeSet<String>) {
+        let g = self.lock();
+        (g.tree.eager().clone(), g.tree.lazy().clone())
+    }
+
+    /// This node stored `id`, new, from `from` (`None`: its own), and queued
+    /// full copies for its eager targets; `announce` are the lazy targets.
+    pub fn stored(&self, m: &Metrics, from: Option<&str>, id: &str, announce: &[String]) {
+        if !self.enabled {
+            return;
+        }
+        let mut g = self.lock();
+        let out = g.tree.stored(now_ms(), from, id.to_string(), announce);
+        dispatch(m, &mut g, out);
+        drop(g);
+        self.timer.notify_one();
+    }
+
+    /// A tree-routed message this node held arrived again from `from`.
+    pub fn duplicate(&self, m: &Metrics, from: &str) {
+        if !self.enabled {
+            return;
+        }
+        let mut g = self.lock();
+        let out = g.tree.duplicate(from);
+        dispatch(m, &mut g, out);
+    }
+
+    /// Takes `n` ids from `peer` against its rate; returns how many fit.
+    pub fn take(&self, peer: &str, n: usize) -> usize {
+        let sec = now_ms() / 1000;
+        let mut g = self.lock();
+        let (at, used) = g.rate.entry(peer.to_string()).or_insert((sec, 0));
+        if *at != sec {
+            *at = sec;
+            *used = 0;
+        }
+        let room = MAX_IDS_PER_SEC.saturating_sub(*used) as usize;
+        let k = n.min(room);
+        *used += k as u32;
+        k
+    }
+}
+
+/// Performs the machine's actions: frames to peers (full copies are the
+/// outbox's, so `Gossip` and `Deliver` are not acted on here).
+pub fn dispatch(m: &Metrics, g: &mut Inner, actions: Vec<Action>) {
+    let mut frames = Vec::new();
+    for a in actions {
+        match a {
+            Action::IHave { to, ids } => {
+                let ihave: Vec<Vec<u8>> = ids
+                    .iter()
+                    .filter_map(|i| id_bytes(i))
+                    .map(|b| b.to_vec())
+                    .collect();
+                for ihave in ihave.chunks(MAX_IDS) {
+                    let f = Frame {
+                        ihave: ihave.to_vec(),
+                        ..Default::default()
+                    };
+                    frames.push((to.clone(), f, "ihave"));
+                }
+            }
+            Action::Graft { to, ids } => {
+                let graft: Vec<Vec<u8>> = ids
+                    .iter()
+                    .filter_map(|i| id_bytes(i))
+                    .map(|b| b.to_vec())
+                    .collect();
+                for graft in graft.chunks(MAX_IDS) {
+                    let f = Frame {
+                        graft: graft.to_vec(),
+                        ..Default::default()
+                    };
+                    frames.push((to.clone(), f, "graft"));
+                }
+            }
+            Action::Prune { to } => frames.push((
+                to,
+                Frame {
+                    prune: true,
+                    ..Default::default()
+                },
+                "prune",
+            )),
+            Action::Gossip { .. } | Action::Deliver(_) => {}
+        }
+    }
+    for (to, frame, kind) in frames {
+        let Some((_, tx)) = g.links.get(&to) else {
+            continue;
+        };
+        let bytes = frame.encoded_len() as u64;
+        if tx.try_send(frame).is_ok() {
+            m.gossip_frames_sent
+                .get_or_create(&KindLabel { kind: kind.into() })
+                .inc();
+            if kind == "ihave" {
+                m.announce_bytes.inc_by(bytes);
+            }
+        } else {
+            m.gossip_refused
+                .get_or_create(&ReasonLabel {
+                    reason: "link_queue_full".into(),
+                })
+                .inc();
+        }
+    }
+}
