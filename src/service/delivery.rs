@@ -192,6 +192,7 @@ pub async fn node_info(node: &Node) -> Result<NodeInfo, DeliveryError> {
             .and_then(|a| a.current().and_then(|c| c.doc.roster.expires)),
         reconcile_window_days: node.cfg.reconcile.window_days,
         reconcile_interval_secs: node.cfg.reconcile.interval_secs,
+        max_attachment_bytes: node.cfg.limits.max_attachment_bytes,
     })
 }
 
