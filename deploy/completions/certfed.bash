@@ -610,7 +610,7 @@ _certfed() {
             return 0
             ;;
         certfed__subcmd__alert__subcmd__export)
-            opts="-h --format --since --max-tlp --exercise --out --node --ca --cert --key --json --help"
+            opts="-h --format --since --max-tlp --exercise --out --inline-max --node --ca --cert --key --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -629,6 +629,10 @@ _certfed() {
                     return 0
                     ;;
                 --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --inline-max)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

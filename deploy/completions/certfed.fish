@@ -416,6 +416,7 @@ amber\t'recipients\' organisations and clients; named recipients, encrypted'
 amber+strict\t'recipients\' organisations only; named recipients, encrypted'
 red\t'named recipients only, encrypted'"
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from export" -l out -d 'Write to this file instead of stdout' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from export" -l inline-max -d 'Include the content of attachments up to this many bytes each (MISP `data`, STIX `payload_bin`); larger ones, and ones not on the node, are described by name, size and SHA-256 only. 0: describe every attachment without its content' -r
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from export" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from export" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from export" -l cert -d 'Operator certificate (PEM). Required' -r -F

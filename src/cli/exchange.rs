@@ -27,9 +27,8 @@ use crate::domain::alert::Limits;
 use crate::domain::envelope::ms_to_ts;
 use crate::domain::exchange::{
     AlertRecord, DEFAULT_INLINE_BYTES, ExportedFile, ImportErrors, ImportOptions, Imported,
-    MAX_IMPORT_BYTES, attribute_hashes,
-    export_bundle, export_event, import_bundle, import_events, manifest_entry, parse_time,
-    stix_time, uuid_for,
+    MAX_IMPORT_BYTES, attribute_hashes, export_bundle, export_event, import_bundle, import_events,
+    manifest_entry, parse_time, stix_time, uuid_for,
 };
 use crate::domain::policy::{check_distribution, tlp_label};
 use crate::proto::v1::operator_client::OperatorClient;
@@ -443,10 +442,22 @@ pub async fn export(
 
 /// The request id of an imported alert: the same alert to the same recipients
 /// always gets the same id, so a repeated import publishes nothing twice.
-fn import_request_id(req: &PublishAlertRequest) -> String {
+fn import_request_id(
+    req: &PublishAlertRequest,
+    files: &[crate::domain::exchange::ImportedFile],
+) -> String {
     let digest = {
         use sha2::{Digest, Sha256};
-        Sha256::digest(req.encode_to_vec())
+        let mut h = Sha256::new();
+        h.update(req.encode_to_vec());
+        // The same alert with other evidence is another publish.
+        for f in files {
+            h.update((f.name.len() as u64).to_be_bytes());
+            h.update(f.name.as_bytes());
+            h.update([u8::from(f.malicious)]);
+            h.update(Sha256::digest(&f.content));
+        }
+        h.finalize()
     };
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     uuid_for(&format!("import:{hex}")).to_string()
@@ -509,7 +520,10 @@ async fn publish_with_files(
         })),
     }];
     for (i, f) in files.iter().enumerate() {
-        for piece in f.content.chunks(crate::service::attachments::MAX_DATA_FRAME) {
+        for piece in f
+            .content
+            .chunks(crate::service::attachments::MAX_DATA_FRAME)
+        {
             frames.push(PublishUpload {
                 frame: Some(publish_upload::Frame::Data(AttachmentData {
                     index: i as u32,
@@ -573,7 +587,7 @@ pub async fn import(
                 validate_only: false,
                 ..Default::default()
             };
-            r.request_id = import_request_id(&r);
+            r.request_id = import_request_id(&r, &ia.attachments);
             r
         })
         .collect();
@@ -885,8 +899,23 @@ mod tests {
             ..Default::default()
         };
         let mut r2 = r.clone();
-        assert_eq!(import_request_id(&r), import_request_id(&r2));
+        assert_eq!(import_request_id(&r, &[]), import_request_id(&r2, &[]));
         r2.recipients.push("node-b".into());
-        assert_ne!(import_request_id(&r), import_request_id(&r2));
+        assert_ne!(import_request_id(&r, &[]), import_request_id(&r2, &[]));
+        let file = |content: &[u8]| crate::domain::exchange::ImportedFile {
+            name: "a.pcap".into(),
+            media_type: "application/vnd.tcpdump.pcap".into(),
+            malicious: false,
+            content: content.to_vec(),
+            source: Default::default(),
+        };
+        assert_ne!(
+            import_request_id(&r, &[file(b"one")]),
+            import_request_id(&r, &[file(b"two")])
+        );
+        assert_ne!(
+            import_request_id(&r, &[]),
+            import_request_id(&r, &[file(b"one")])
+        );
     }
 }

@@ -66,7 +66,7 @@ async fn upload(
         .map(|r| r.into_inner().message_id)
 }
 
-async fn download(
+pub(crate) async fn download(
     op: &mut OperatorClient<Channel>,
     id: &str,
     name: &str,

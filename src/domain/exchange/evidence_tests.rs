@@ -33,10 +33,27 @@ fn record(inline: bool) -> AlertRecord {
         severity: Severity::High as i32,
         ..Default::default()
     };
-    let mut r = AlertRecord::original("0196f3c0-0000-7000-8000-00000000000a", "node-a", NOW - 1000, alert);
+    let mut r = AlertRecord::original(
+        "0196f3c0-0000-7000-8000-00000000000a",
+        "node-a",
+        NOW - 1000,
+        alert,
+    );
     r.attachments = vec![
-        file("capture.pcap", "application/vnd.tcpdump.pcap", PCAP, false, inline),
-        file("dropper.exe", "application/octet-stream", SAMPLE, true, inline),
+        file(
+            "capture.pcap",
+            "application/vnd.tcpdump.pcap",
+            PCAP,
+            false,
+            inline,
+        ),
+        file(
+            "dropper.exe",
+            "application/octet-stream",
+            SAMPLE,
+            true,
+            inline,
+        ),
     ];
     r
 }
@@ -58,7 +75,9 @@ fn attrs(event: &Value) -> Vec<Value> {
 }
 
 fn attr_of<'a>(list: &'a mut [Value], ty: &str) -> &'a mut Value {
-    list.iter_mut().find(|a| a["type"] == ty).unwrap_or_else(|| panic!("no {ty} attribute"))
+    list.iter_mut()
+        .find(|a| a["type"] == ty)
+        .unwrap_or_else(|| panic!("no {ty} attribute"))
 }
 
 #[test]
@@ -86,30 +105,64 @@ fn misp_export_carries_attachment_and_malware_sample_and_reads_back() {
     let mut list = attrs(&ev);
     let att = attr_of(&mut list, "attachment").clone();
     assert_eq!(att["value"], "capture.pcap");
-    assert_eq!(evidence::unb64(att["data"].as_str().unwrap(), 1 << 20).unwrap(), PCAP);
+    assert_eq!(
+        evidence::unb64(att["data"].as_str().unwrap(), 1 << 20).unwrap(),
+        PCAP
+    );
     let ms = attr_of(&mut list, "malware-sample").clone();
-    assert_eq!(ms["value"], format!("dropper.exe|{}", evidence::md5_hex(SAMPLE)));
+    assert_eq!(
+        ms["value"],
+        format!("dropper.exe|{}", evidence::md5_hex(SAMPLE))
+    );
     assert_eq!(ms["to_ids"], true);
     let zip = evidence::unb64(ms["data"].as_str().unwrap(), 1 << 20).unwrap();
-    assert_eq!(unzip_sample(&zip, "infected", 1 << 20).unwrap().content, SAMPLE);
+    assert_eq!(
+        unzip_sample(&zip, "infected", 1 << 20).unwrap().content,
+        SAMPLE
+    );
 
     let back = import_events(&serde_json::to_vec(&ev).unwrap(), &opts(1 << 20)).unwrap();
     let files = &back.alerts[0].attachments;
     assert_eq!(files.len(), 2, "{files:?}");
-    assert_eq!((files[0].name.as_str(), files[0].content.as_slice(), files[0].malicious), ("capture.pcap", PCAP, false));
+    assert_eq!(
+        (
+            files[0].name.as_str(),
+            files[0].content.as_slice(),
+            files[0].malicious
+        ),
+        ("capture.pcap", PCAP, false)
+    );
     assert_eq!(files[0].media_type, "application/vnd.tcpdump.pcap");
-    assert_eq!((files[1].name.as_str(), files[1].content.as_slice(), files[1].malicious), ("dropper.exe", SAMPLE, true));
+    assert_eq!(
+        (
+            files[1].name.as_str(),
+            files[1].content.as_slice(),
+            files[1].malicious
+        ),
+        ("dropper.exe", SAMPLE, true)
+    );
 }
 
 #[test]
 fn misp_export_without_content_describes_the_file() {
     let ev = export_event(&record(false));
     let list = attrs(&ev);
-    let described: Vec<&Value> = list.iter().filter(|a| a["type"] == "filename|sha256").collect();
+    let described: Vec<&Value> = list
+        .iter()
+        .filter(|a| a["type"] == "filename|sha256")
+        .collect();
     assert_eq!(described.len(), 2);
     assert!(described.iter().all(|a| a.get("data").is_none()));
-    assert_eq!(described[0]["value"], format!("capture.pcap|{}", evidence::hex(&sha(PCAP))));
-    assert!(described[1]["comment"].as_str().unwrap().contains("malware sample"));
+    assert_eq!(
+        described[0]["value"],
+        format!("capture.pcap|{}", evidence::hex(&sha(PCAP)))
+    );
+    assert!(
+        described[1]["comment"]
+            .as_str()
+            .unwrap()
+            .contains("malware sample")
+    );
 }
 
 #[test]
@@ -121,41 +174,68 @@ fn misp_import_refuses_lying_or_oversized_evidence_naming_it() {
     let ms = attr_of(list, "malware-sample");
     let uuid = ms["uuid"].as_str().unwrap().to_string();
     ms["value"] = format!("dropper.exe|{}", "0".repeat(32)).into();
-    let e = import_events(&serde_json::to_vec(&bad).unwrap(), &opts(1 << 20)).unwrap_err().to_string();
-    assert!(e.contains(&format!("attribute {uuid} value")) && e.contains("lies"), "{e}");
+    let e = import_events(&serde_json::to_vec(&bad).unwrap(), &opts(1 << 20))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&format!("attribute {uuid} value")) && e.contains("lies"),
+        "{e}"
+    );
     // A sample zipped with another password.
     let mut bad = ev.clone();
     let list = bad["Event"]["Attribute"].as_array_mut().unwrap();
     attr_of(list, "malware-sample")["data"] = json!(evidence::b64(b"definitely not a zip"));
-    let e = import_events(&serde_json::to_vec(&bad).unwrap(), &opts(1 << 20)).unwrap_err().to_string();
+    let e = import_events(&serde_json::to_vec(&bad).unwrap(), &opts(1 << 20))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("data") && e.contains("not a zip"), "{e}");
     // Malformed base64.
     let mut bad = ev.clone();
     let list = bad["Event"]["Attribute"].as_array_mut().unwrap();
     attr_of(list, "attachment")["data"] = json!("@@@@");
-    let e = import_events(&serde_json::to_vec(&bad).unwrap(), &opts(1 << 20)).unwrap_err().to_string();
+    let e = import_events(&serde_json::to_vec(&bad).unwrap(), &opts(1 << 20))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("base64"), "{e}");
     // Over the node's limit (the two files hold PCAP + SAMPLE bytes).
     let limit = (PCAP.len() + SAMPLE.len() - 1) as u64;
-    let e = import_events(&serde_json::to_vec(&ev).unwrap(), &opts(limit)).unwrap_err().to_string();
+    let e = import_events(&serde_json::to_vec(&ev).unwrap(), &opts(limit))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("limits.max_attachment_bytes"), "{e}");
     // A path as a file name.
     let mut bad = ev.clone();
     let list = bad["Event"]["Attribute"].as_array_mut().unwrap();
     attr_of(list, "attachment")["value"] = json!("../../etc/passwd");
-    let e = import_events(&serde_json::to_vec(&bad).unwrap(), &opts(1 << 20)).unwrap_err().to_string();
+    let e = import_events(&serde_json::to_vec(&bad).unwrap(), &opts(1 << 20))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("path"), "{e}");
     // An attachment without data is listed as skipped, not silently dropped.
     let mut thin = ev.clone();
     let list = thin["Event"]["Attribute"].as_array_mut().unwrap();
-    attr_of(list, "attachment").as_object_mut().unwrap().remove("data");
+    attr_of(list, "attachment")
+        .as_object_mut()
+        .unwrap()
+        .remove("data");
     let got = import_events(&serde_json::to_vec(&thin).unwrap(), &opts(1 << 20)).unwrap();
     assert_eq!(got.alerts[0].attachments.len(), 1);
-    assert!(got.skipped.iter().any(|s| s.kind == "attachment" && s.reason.contains("no data")), "{:?}", got.skipped);
+    assert!(
+        got.skipped
+            .iter()
+            .any(|s| s.kind == "attachment" && s.reason.contains("no data")),
+        "{:?}",
+        got.skipped
+    );
 }
 
 fn objects<'a>(b: &'a Value, ty: &str) -> Vec<&'a Value> {
-    b["objects"].as_array().unwrap().iter().filter(|o| o["type"] == ty).collect()
+    b["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["type"] == ty)
+        .collect()
 }
 
 #[test]
@@ -165,18 +245,37 @@ fn stix_export_carries_artifacts_and_a_malware_sample_and_reads_back() {
     assert_eq!(files.len(), 2);
     let arts = objects(&b, "artifact");
     assert_eq!(arts.len(), 2);
-    let pcap_art = arts.iter().find(|a| a["mime_type"] == "application/vnd.tcpdump.pcap").unwrap();
-    assert_eq!(evidence::unb64(pcap_art["payload_bin"].as_str().unwrap(), 1 << 20).unwrap(), PCAP);
-    let zip_art = arts.iter().find(|a| a["mime_type"] == "application/zip").unwrap();
+    let pcap_art = arts
+        .iter()
+        .find(|a| a["mime_type"] == "application/vnd.tcpdump.pcap")
+        .unwrap();
+    assert_eq!(
+        evidence::unb64(pcap_art["payload_bin"].as_str().unwrap(), 1 << 20).unwrap(),
+        PCAP
+    );
+    let zip_art = arts
+        .iter()
+        .find(|a| a["mime_type"] == "application/zip")
+        .unwrap();
     assert_eq!(zip_art["encryption_algorithm"], "mime-type-indicated");
     assert_eq!(zip_art["decryption_key"], "infected");
     let mal = objects(&b, "malware");
     assert_eq!(mal.len(), 1);
     assert_eq!(mal[0]["is_family"], false);
     let sample_file = mal[0]["sample_refs"][0].as_str().unwrap();
-    assert!(files.iter().any(|f| f["id"] == sample_file && f["name"] == "dropper.exe"));
+    assert!(
+        files
+            .iter()
+            .any(|f| f["id"] == sample_file && f["name"] == "dropper.exe")
+    );
     let report = objects(&b, "report")[0];
-    assert!(report["object_refs"].as_array().unwrap().iter().any(|r| r == sample_file));
+    assert!(
+        report["object_refs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == sample_file)
+    );
 
     let back = import_bundle(&serde_json::to_vec(&b).unwrap(), &opts(1 << 20)).unwrap();
     let got = &back.alerts[0].attachments;
@@ -189,7 +288,10 @@ fn stix_export_carries_artifacts_and_a_malware_sample_and_reads_back() {
     // Described-only attachments: a file with its SHA-256, no artifact.
     let thin = export_bundle(&[record(false)]);
     assert!(objects(&thin, "artifact").is_empty());
-    assert_eq!(objects(&thin, "file")[0]["hashes"]["SHA-256"], evidence::hex(&sha(PCAP)));
+    assert_eq!(
+        objects(&thin, "file")[0]["hashes"]["SHA-256"],
+        evidence::hex(&sha(PCAP))
+    );
 }
 
 #[test]
@@ -234,7 +336,15 @@ fn stix_import_refuses_lying_hashes_and_sizes_and_skips_url_only_artifacts() {
     })
     .unwrap();
     assert_eq!(got.alerts[0].attachments.len(), 1);
-    assert!(got.skipped.iter().any(|s| s.kind == "artifact" && s.reason.contains("does not fetch")), "{:?}", got.skipped);
-    let e = import_bundle(&serde_json::to_vec(&b).unwrap(), &opts(4)).unwrap_err().to_string();
+    assert!(
+        got.skipped
+            .iter()
+            .any(|s| s.kind == "artifact" && s.reason.contains("does not fetch")),
+        "{:?}",
+        got.skipped
+    );
+    let e = import_bundle(&serde_json::to_vec(&b).unwrap(), &opts(4))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("limits.max_attachment_bytes"), "{e}");
 }

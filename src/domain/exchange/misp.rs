@@ -14,6 +14,7 @@
 //! | countries, expiry, exercise, retraction | tags `certfed:country="EE"`, `certfed:expires="<RFC 3339>"`, `certfed:exercise`, `certfed:retracted` |
 //! | ip / cidr, domain, url, email, sha256, sha1, md5, cve, asn, text | attributes `ip-dst`, `domain`, `url`, `email`, `sha256`, `sha1`, `md5`, `vulnerability`, `AS`, `text` (category "Other"); comment → `comment`; `to_ids` for the first seven (false once retracted) |
 //! | references | attributes `link` (URLs) or `text` in category "External analysis" |
+//! | attachments | `attachment` (value the name, `data` base64); a malware sample `malware-sample` (value `filename\|md5`, `data` MISP's zip with password "infected"); content not included: `filename\|sha256` ([`super::evidence`]) |
 //!
 //! The event uuid is the uuid of the STIX report of the same alert, and an
 //! attribute's uuid the uuid of the STIX indicator of the same value (both
@@ -24,7 +25,10 @@
 //! list of them, or a REST search answer (`{"response": […]}`), and reads
 //! back the mapping above; attributes of MISP objects are read like event
 //! attributes, and `ip-src`, `hostname`, `email-src`, `email-dst` and
-//! `filename|<hash>` are read too. A TLP tag or a `distribution` stricter
+//! `filename|<hash>` are read too; `attachment` and `malware-sample`
+//! attributes with `data` become attachments (the sample's MD5 in the value,
+//! the zip's entry name and the content must agree, and everything is bounded
+//! by the node's `limits.max_attachment_bytes`). A TLP tag or a `distribution` stricter
 //! than the import's TLP is an error (it would lower the marking); attribute
 //! types and tags certfed does not carry are listed as skipped.
 //!
@@ -37,15 +41,14 @@ use super::common::{
     stix_time, uuid_for,
 };
 use super::evidence::{
-    ExportedFile, ImportedFile, SAMPLE_PASSWORD, b64, hex, unb64, unzip_sample,
-    zip_sample,
+    ExportedFile, ImportedFile, SAMPLE_PASSWORD, b64, hex, unb64, unzip_sample, zip_sample,
 };
 use super::stix::{alert_labels, indicator_name};
-use crate::domain::attachment::media_type_for_name;
 use crate::domain::alert::{
     VocabTag, parse_severity, parse_vocab_tag, split_machine_tag, subsector_sector, tlp_tag,
     validate_country, validate_indicator,
 };
+use crate::domain::attachment::media_type_for_name;
 use crate::domain::policy::tlp_label;
 use crate::proto::v1::{Indicator, IndicatorType, Revision, RsitType, Severity, Tlp};
 use serde_json::{Value, json};

@@ -16,6 +16,7 @@
 //! | text | `note` (`content`; comment → `abstract`) referring to the report |
 //! | references | report `external_references` (`url`, or `external_id`), source `reference` |
 //! | message id | report `external_references` source `certfed` |
+//! | attachment | `file` (name, size, `hashes`, `mime_type`) with `content_ref` to an `artifact` (`payload_bin`) when the content is included; a malware sample's artifact is MISP's zip (`encryption_algorithm` mime-type-indicated, `decryption_key` infected) and a `malware` (`is_family` false) refers to the file in `sample_refs` |
 //!
 //! Ids are UUIDv5 ([`super::common::uuid_for`]) of the root alert (and the
 //! value, for indicators and locations), so a re-export or an update replaces
@@ -28,7 +29,9 @@
 //! tools: each `report` (not revoked) is one alert of the objects it refers
 //! to (indicators with representable patterns, vulnerabilities, locations,
 //! the observables `ipv4-addr`, `ipv6-addr`, `domain-name`, `url`,
-//! `email-addr`, `file` hashes, `autonomous-system`, and notes); a bundle
+//! `email-addr`, `file` hashes, `autonomous-system`, and notes; a `file`
+//! with `content_ref`, an `artifact`, and the `sample_refs` of a `malware`
+//! become attachments, checked against every stated hash and size); a bundle
 //! without reports is one alert of all its indicators, titled by the
 //! operator. Everything else is listed as skipped, never dropped silently.
 //! An object marked more restrictively than the import's TLP, a marking that
@@ -806,8 +809,7 @@ impl<'a> Importer<'a, '_> {
             "file" if o.get("content_ref").is_some() => self.add_file(d, id, false),
             "artifact" => self.add_file(d, id, false),
             "malware"
-                if o
-                    .get("sample_refs")
+                if o.get("sample_refs")
                     .and_then(Value::as_array)
                     .is_some_and(|r| !r.is_empty()) =>
             {
@@ -864,7 +866,11 @@ impl<'a> Importer<'a, '_> {
             return;
         }
         let Some(o) = self.b.by_id.get(id).copied() else {
-            self.skip(id, "reference", "a sample or file referred to but not in the bundle");
+            self.skip(
+                id,
+                "reference",
+                "a sample or file referred to but not in the bundle",
+            );
             return;
         };
         self.used.insert(id);
@@ -873,7 +879,11 @@ impl<'a> Importer<'a, '_> {
         let (name, art_id, art) = match type_of(o) {
             "file" => {
                 let Some(name) = str_field(o, "name") else {
-                    self.errors.push(id, "name", "missing: certfed needs the file name to attach its content");
+                    self.errors.push(
+                        id,
+                        "name",
+                        "missing: certfed needs the file name to attach its content",
+                    );
                     return;
                 };
                 let Some(art_id) = str_field(o, "content_ref") else {
@@ -882,7 +892,14 @@ impl<'a> Importer<'a, '_> {
                     return;
                 };
                 let Some(art) = self.b.by_id.get(art_id).copied() else {
-                    self.errors.push(id, "content_ref", format!("refers to {} which is not in the bundle", crate::domain::text::quote(art_id)));
+                    self.errors.push(
+                        id,
+                        "content_ref",
+                        format!(
+                            "refers to {} which is not in the bundle",
+                            crate::domain::text::quote(art_id)
+                        ),
+                    );
                     return;
                 };
                 self.used.insert(art_id);
@@ -896,7 +913,11 @@ impl<'a> Importer<'a, '_> {
                 (name, id, o)
             }
             other => {
-                self.skip(id, other, "a malware sample must be a file or an artifact; not carried");
+                self.skip(
+                    id,
+                    other,
+                    "a malware sample must be a file or an artifact; not carried",
+                );
                 return;
             }
         };
@@ -932,7 +953,9 @@ impl<'a> Importer<'a, '_> {
             str_field(o, "mime_type")
                 .or_else(|| str_field(art, "mime_type"))
                 .map(str::to_string)
-                .unwrap_or_else(|| crate::domain::attachment::media_type_for_name(&name).to_string())
+                .unwrap_or_else(|| {
+                    crate::domain::attachment::media_type_for_name(&name).to_string()
+                })
         };
         d.files.push(ImportedFile {
             name,
@@ -952,28 +975,40 @@ impl<'a> Importer<'a, '_> {
         let Some(text) = str_field(art, "payload_bin") else {
             return match str_field(art, "url") {
                 Some(u) => Ok(Payload::Url(u.to_string())),
-                None => Err(("payload_bin", "missing, and no url: the artifact has no content".into())),
+                None => Err((
+                    "payload_bin",
+                    "missing, and no url: the artifact has no content".into(),
+                )),
             };
         };
         let enc = str_field(art, "encryption_algorithm");
-        let bound = if enc.is_some() { max.saturating_add(64 * 1024) } else { max };
+        let bound = if enc.is_some() {
+            max.saturating_add(64 * 1024)
+        } else {
+            max
+        };
         let raw = unb64(text, bound).map_err(|e| ("payload_bin", e))?;
         if let Some(h) = art.get("hashes").and_then(Value::as_object) {
             check_hashes(h, &raw).map_err(|e| ("hashes", e))?;
         }
         match enc {
             None => Ok(Payload::Content(raw, false)),
-            Some("mime-type-indicated") if str_field(art, "mime_type") == Some("application/zip") => {
+            Some("mime-type-indicated")
+                if str_field(art, "mime_type") == Some("application/zip") =>
+            {
                 let pw = str_field(art, "decryption_key").ok_or((
                     "decryption_key",
-                    "missing: an encrypted zip needs its password (MISP uses \"infected\")".to_string(),
+                    "missing: an encrypted zip needs its password (MISP uses \"infected\")"
+                        .to_string(),
                 ))?;
                 let sample = unzip_sample(&raw, pw, max).map_err(|e| ("payload_bin", e))?;
                 Ok(Payload::Content(sample.content, true))
             }
             Some(other) => Err((
                 "encryption_algorithm",
-                format!("{other:?}: certfed reads artifacts in clear or MISP-style sample zips (mime-type-indicated, application/zip)"),
+                format!(
+                    "{other:?}: certfed reads artifacts in clear or MISP-style sample zips (mime-type-indicated, application/zip)"
+                ),
             )),
         }
     }
