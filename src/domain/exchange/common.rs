@@ -13,7 +13,6 @@
 //!   will check them again) or fails with every problem found, each naming an
 //!   object id (or MISP uuid) and a field; it never yields part of a file.
 //! - Pure: no clock (`now_ms` is an argument), no files, no network.
-use super::evidence::{ExportedFile, ImportedFile};
 use crate::domain::alert::{Limits, ValidationError, validate_alert};
 use crate::proto::v1::{Alert, Severity, Tlp};
 use prost::Message;
@@ -98,6 +97,31 @@ pub fn date_of(ms: i64) -> String {
 pub fn parse_time(s: &str) -> Option<i64> {
     let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
+/// One attachment of an exported alert: its manifest and, when the export
+/// includes it, its content (verified by the node that served it).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExportedFile {
+    pub name: String,
+    pub media_type: String,
+    pub size: u64,
+    /// SHA-256 of the content (32 bytes).
+    pub sha256: Vec<u8>,
+    pub malicious: bool,
+    /// The content; `None` when it is not on the node or over the inline limit.
+    pub content: Option<Vec<u8>>,
+}
+
+/// One attachment an import publishes with its alert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportedFile {
+    pub name: String,
+    pub media_type: String,
+    pub malicious: bool,
+    pub content: Vec<u8>,
+    /// The object and field of the file it came from.
+    pub source: Source,
 }
 
 /// Where a field of an imported alert came from: an object id (STIX) or uuid

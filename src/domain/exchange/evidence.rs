@@ -1,7 +1,9 @@
-//! Evidence attachments in the exchange formats (issue 16 × issue 15): what
-//! an export carries of an alert's attachments ([`ExportedFile`]), what an
-//! import brings back ([`ImportedFile`]), and MISP's malware-sample
-//! convention ([`zip_sample`], [`unzip_sample`]).
+//! Evidence attachments in the exchange formats (issue 16 × issue 15): the
+//! helpers the MISP and STIX mappings share — MISP's malware-sample
+//! convention ([`zip_sample`], [`unzip_sample`]), base64 bounded by the
+//! node's limit ([`unb64`]) and the check of stated hashes
+//! ([`check_hashes`]). The types (`ExportedFile`, `ImportedFile`) are in
+//! `common`.
 //!
 //! Invariants:
 //! - A malware sample never leaves certfed in the clear: it is exported the
@@ -20,7 +22,6 @@
 //!   naming the hash that does not match.
 //! - Pure: no files, sockets or clocks; everything is in memory (the
 //!   import file itself is bounded by `MAX_IMPORT_BYTES`).
-use super::common::Source;
 use base64::Engine as _;
 use sha2::Digest as _;
 use std::io::{Read, Write};
@@ -30,31 +31,6 @@ pub const SAMPLE_PASSWORD: &str = "infected";
 /// Largest attachment an export includes by default (bytes); larger ones are
 /// described (name, size, SHA-256) without their content.
 pub const DEFAULT_INLINE_BYTES: u64 = 16 * 1024 * 1024;
-
-/// One attachment of an exported alert: its manifest and, when the export
-/// includes it, its content (verified by the node that served it).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ExportedFile {
-    pub name: String,
-    pub media_type: String,
-    pub size: u64,
-    /// SHA-256 of the content (32 bytes).
-    pub sha256: Vec<u8>,
-    pub malicious: bool,
-    /// The content; `None` when it is not on the node or over the inline limit.
-    pub content: Option<Vec<u8>>,
-}
-
-/// One attachment an import publishes with its alert.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImportedFile {
-    pub name: String,
-    pub media_type: String,
-    pub malicious: bool,
-    pub content: Vec<u8>,
-    /// The object and field of the file it came from.
-    pub source: Source,
-}
 
 /// Lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {

@@ -36,13 +36,11 @@
 //! of an event and its `hashes.csv` lines (MD5 of each attribute value, as
 //! PyMISP's `feed_meta_generator` writes them).
 use super::common::{
-    AlertRecord, ImportErrors, ImportOptions, Imported, ImportedAlert, MAX_IMPORT_BYTES,
-    MAX_IMPORT_OBJECTS, Provenance, Skipped, Source, check_imported, date_of, parse_time,
-    stix_time, uuid_for,
+    AlertRecord, ExportedFile, ImportErrors, ImportOptions, Imported, ImportedAlert, ImportedFile,
+    MAX_IMPORT_BYTES, MAX_IMPORT_OBJECTS, Provenance, Skipped, Source, check_imported, date_of,
+    parse_time, stix_time, uuid_for,
 };
-use super::evidence::{
-    ExportedFile, ImportedFile, SAMPLE_PASSWORD, b64, hex, unb64, unzip_sample, zip_sample,
-};
+use super::evidence::{SAMPLE_PASSWORD, b64, hex, unb64, unzip_sample, zip_sample};
 use super::stix::{alert_labels, indicator_name};
 use crate::domain::alert::{
     VocabTag, parse_severity, parse_vocab_tag, split_machine_tag, subsector_sector, tlp_tag,

@@ -24,14 +24,11 @@ mod evidence_tests;
 mod exchange_tests;
 
 pub use common::{
-    AlertRecord, ImportError, ImportErrors, ImportOptions, Imported, ImportedAlert,
-    MAX_IMPORT_BYTES, MAX_IMPORT_OBJECTS, Provenance, Skipped, Source, date_of, parse_time,
-    stix_time, uuid_for,
+    AlertRecord, ExportedFile, ImportError, ImportErrors, ImportOptions, Imported, ImportedAlert,
+    ImportedFile, MAX_IMPORT_BYTES, MAX_IMPORT_OBJECTS, Provenance, Skipped, Source, date_of,
+    parse_time, stix_time, uuid_for,
 };
-pub use evidence::{
-    DEFAULT_INLINE_BYTES, ExportedFile, ImportedFile, SAMPLE_PASSWORD, Sample, unzip_sample,
-    zip_sample,
-};
+pub use evidence::{DEFAULT_INLINE_BYTES, SAMPLE_PASSWORD, Sample, unzip_sample, zip_sample};
 pub use misp::{attribute_hashes, event_uuid, export_event, import_events, manifest_entry};
 pub use pattern::{MAX_PATTERN_CHARS, build as build_pattern, parse as parse_pattern};
 pub use stix::{

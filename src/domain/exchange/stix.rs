@@ -39,13 +39,12 @@
 //! a value the alert rules refuse is an error naming the object and field,
 //! and nothing is imported.
 use super::common::{
-    AlertRecord, ImportErrors, ImportOptions, Imported, ImportedAlert, MAX_IMPORT_BYTES,
-    MAX_IMPORT_OBJECTS, Provenance, Skipped, Source, check_imported, parse_time, stix_time,
-    uuid_for,
+    AlertRecord, ImportErrors, ImportOptions, Imported, ImportedAlert, ImportedFile,
+    MAX_IMPORT_BYTES, MAX_IMPORT_OBJECTS, Provenance, Skipped, Source, check_imported, parse_time,
+    stix_time, uuid_for,
 };
 use super::evidence::{
-    ImportedFile, SAMPLE_PASSWORD, b64, check_hashes, hex, md5_hex, sha256_hex, unb64,
-    unzip_sample, zip_sample,
+    SAMPLE_PASSWORD, b64, check_hashes, hex, md5_hex, sha256_hex, unb64, unzip_sample, zip_sample,
 };
 use super::pattern;
 use crate::domain::alert::{
