@@ -1030,13 +1030,17 @@ _certfed() {
             return 0
             ;;
         certfed__subcmd__assist__subcmd__decide)
-            opts="-h --accept --decline --note --node --ca --cert --key --json --help"
+            opts="-h --accept --decline --note --attach --node --ca --cert --key --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --note)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --attach)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1218,7 +1222,7 @@ _certfed() {
             return 0
             ;;
         certfed__subcmd__assist__subcmd__offer)
-            opts="-h --summary --capability --person-days --conditions --funding --node --ca --cert --key --json --help"
+            opts="-h --summary --capability --person-days --conditions --funding --attach --node --ca --cert --key --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1242,6 +1246,10 @@ _certfed() {
                     ;;
                 --funding)
                     COMPREPLY=($(compgen -W "bilateral reserve coalition" -- "${cur}"))
+                    return 0
+                    ;;
+                --attach)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --node)
@@ -1268,7 +1276,7 @@ _certfed() {
             return 0
             ;;
         certfed__subcmd__assist__subcmd__request)
-            opts="-h --title --description --tlp --service --sector --important --rsit --severity --cross-border --person-days --on-site --mitigation --deadline-hours --alert --exercise --to --node --ca --cert --key --json --help"
+            opts="-h --title --description --tlp --service --sector --important --rsit --severity --cross-border --person-days --on-site --mitigation --deadline-hours --alert --exercise --to --attach --node --ca --cert --key --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1319,6 +1327,10 @@ _certfed() {
                     return 0
                     ;;
                 --to)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --attach)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1376,7 +1388,7 @@ _certfed() {
             return 0
             ;;
         certfed__subcmd__assist__subcmd__update)
-            opts="-h --state --withdraw-offer --note --node --ca --cert --key --json --help"
+            opts="-h --state --withdraw-offer --note --attach --node --ca --cert --key --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1391,6 +1403,10 @@ _certfed() {
                     return 0
                     ;;
                 --note)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --attach)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
