@@ -23,8 +23,7 @@ use crate::proto::v1::{
     OfferMessage, RequestAssistanceRequest, RequestAssistanceResponse, StatusMessage,
     StepUploadResponse, Tlp, UpdateAssistanceRequest,
 };
-use crate::service::alerts::Attach;
-use crate::service::ingest::{OriginateError, Outgoing, originate_with_attachments};
+use crate::service::ingest::{Attach, OriginateError, Outgoing, originate_with_attachments};
 use crate::service::limits::{PAGE_BYTES, PageBuilder, PageLimit};
 use crate::service::node::Node;
 use crate::service::requests::{self, RequestIdError, RequestKey};
