@@ -1022,3 +1022,108 @@ async fn incident_contributions_carry_evidence() {
     assert_eq!(leftovers(&fed.data_dir(2)), before);
     let _ = &mut op_c;
 }
+
+/// `limits.attachment_bytes_per_sec` bounds a peer, not a stream: two
+/// attachments served to b at the same time share a's 1 MB/s, so 3 MB take
+/// at least 3 s (a per-stream bound would let them through in 1.5 s). Only
+/// a lower bound is asserted: a loaded machine is only ever slower.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bandwidth_bound_is_shared_by_every_transfer_to_a_peer() {
+    let mut fed = Fed::new(&["node-a", "node-b"], &[(0, 1)]);
+    fed.specs[0].extra = "attachment_bytes_per_sec = 1000000".into();
+    let _a = fed.start(0).await;
+    let _b = fed.start(1).await;
+    let mut op = fed.operator(0).await;
+    let op_b = fed.operator(1).await;
+    let one = evidence(1_500_000, b"PACED-1");
+    let two = evidence(1_500_000, b"PACED-2");
+    let started = std::time::Instant::now();
+    let mut ids = Vec::new();
+    for (n, content) in [("one.bin", &one), ("two.bin", &two)] {
+        let mut frames = vec![start(
+            PublishAlertRequest {
+                alert: Some(green_alert(n)),
+                ..Default::default()
+            },
+            vec![declare(n, content.len(), false)],
+        )];
+        frames.extend(pieces(0, content, 256 * 1024));
+        ids.push(upload(&mut op, frames).await.unwrap());
+    }
+    for id in &ids {
+        assert!(available(&op_b, id, 1).await, "b never got {id}");
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(2900),
+        "3 MB to one peer at 1 MB/s took {took:?}: the bound is not shared"
+    );
+}
+
+/// A fetch that gives up is counted for the peer that delivered the message:
+/// in ListPeers and in `certfed_attachment_fetches_abandoned_total`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_fetch_is_counted_for_its_peer() {
+    let mut fed = Fed::new(&["node-a", "node-b"], &[(0, 1)]);
+    fed.specs[1].extra = format!(
+        "eager_attachment_bytes = 0\n[metrics]\nlisten = \"127.0.0.1:{}\"\n",
+        free_port()
+    );
+    let _a = fed.start(0).await;
+    let b = fed.start(1).await;
+    let mut op = fed.operator(0).await;
+    let mut op_b = fed.operator(1).await;
+    let content = evidence(3 * 1024 * 1024, b"never-whole");
+    let mut frames = vec![start(
+        PublishAlertRequest {
+            alert: Some(green_alert("broken source")),
+            ..Default::default()
+        },
+        vec![declare("dump.bin", content.len(), false)],
+    )];
+    frames.extend(pieces(0, &content, 1 << 20));
+    let id = upload(&mut op, frames).await.unwrap();
+    assert!(arrives(&fed, 1, &id, Duration::from_secs(30)).await);
+    let abandoned = |op: OperatorClient<Channel>| async move {
+        let mut op = op;
+        op.list_peers(ListPeersRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .peers
+            .iter()
+            .find(|p| p.peer_id == "node-a")
+            .map(|p| p.attachment_fetches_abandoned)
+            .unwrap()
+    };
+    assert_eq!(abandoned(op_b.clone()).await, 0);
+    // a's only copy goes bad for good: every attempt is refused.
+    let blob = fed.data_dir(0).join("attachments").join(&id).join("0.blob");
+    let mut bad = std::fs::read(&blob).unwrap();
+    bad[1024 * 1024 + 7] ^= 0x01;
+    std::fs::write(&blob, &bad).unwrap();
+    let _ = download(&mut op_b, &id, "dump.bin", false).await;
+    // 12 attempts with backoff (about a minute).
+    let counted = eventually(Duration::from_secs(240), || {
+        let op_b = op_b.clone();
+        async move { abandoned(op_b).await == 1 }
+    })
+    .await;
+    assert!(counted, "the abandoned fetch was not counted");
+    let metrics = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(b.metrics_addr.unwrap())
+            .await
+            .unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.unwrap();
+        String::from_utf8_lossy(&buf).into_owned()
+    };
+    assert!(
+        metrics.contains("certfed_attachment_fetches_abandoned_total{peer=\"node-a\"} 1"),
+        "{metrics}"
+    );
+}
