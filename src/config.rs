@@ -378,10 +378,10 @@ pub struct LimitsSection {
     /// their stored form); larger ones when first asked for. Default 64 MiB.
     #[serde(default = "default_max_attachment_bytes")]
     pub eager_attachment_bytes: u64,
-    /// Bytes per second this node sends on one attachment stream to a peer
-    /// (0: unbounded). Attachments travel on their own connection, so alerts
-    /// never queue behind them; this bound keeps a large transfer from
-    /// filling a thin link.
+    /// Bytes per second of attachments to and from one peer, all transfers
+    /// with that peer together (0: unbounded). Attachments travel on their
+    /// own connection, so alerts never queue behind them; this bound keeps
+    /// large transfers from filling a thin link.
     #[serde(default)]
     pub attachment_bytes_per_sec: u64,
 }

@@ -610,7 +610,7 @@ _certfed() {
             return 0
             ;;
         certfed__subcmd__alert__subcmd__export)
-            opts="-h --format --since --max-tlp --exercise --out --node --ca --cert --key --json --help"
+            opts="-h --format --since --max-tlp --exercise --out --inline-max --node --ca --cert --key --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -629,6 +629,10 @@ _certfed() {
                     return 0
                     ;;
                 --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --inline-max)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1026,13 +1030,17 @@ _certfed() {
             return 0
             ;;
         certfed__subcmd__assist__subcmd__decide)
-            opts="-h --accept --decline --note --node --ca --cert --key --json --help"
+            opts="-h --accept --decline --note --attach --node --ca --cert --key --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --note)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --attach)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1214,7 +1222,7 @@ _certfed() {
             return 0
             ;;
         certfed__subcmd__assist__subcmd__offer)
-            opts="-h --summary --capability --person-days --conditions --funding --node --ca --cert --key --json --help"
+            opts="-h --summary --capability --person-days --conditions --funding --attach --node --ca --cert --key --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1238,6 +1246,10 @@ _certfed() {
                     ;;
                 --funding)
                     COMPREPLY=($(compgen -W "bilateral reserve coalition" -- "${cur}"))
+                    return 0
+                    ;;
+                --attach)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --node)
@@ -1264,7 +1276,7 @@ _certfed() {
             return 0
             ;;
         certfed__subcmd__assist__subcmd__request)
-            opts="-h --title --description --tlp --service --sector --important --rsit --severity --cross-border --person-days --on-site --mitigation --deadline-hours --alert --exercise --to --node --ca --cert --key --json --help"
+            opts="-h --title --description --tlp --service --sector --important --rsit --severity --cross-border --person-days --on-site --mitigation --deadline-hours --alert --exercise --to --attach --node --ca --cert --key --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1315,6 +1327,10 @@ _certfed() {
                     return 0
                     ;;
                 --to)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --attach)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1372,7 +1388,7 @@ _certfed() {
             return 0
             ;;
         certfed__subcmd__assist__subcmd__update)
-            opts="-h --state --withdraw-offer --note --node --ca --cert --key --json --help"
+            opts="-h --state --withdraw-offer --note --attach --node --ca --cert --key --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1387,6 +1403,10 @@ _certfed() {
                     return 0
                     ;;
                 --note)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --attach)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

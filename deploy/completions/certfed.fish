@@ -417,6 +417,7 @@ amber\t'recipients\' organisations and clients; named recipients, encrypted'
 amber+strict\t'recipients\' organisations only; named recipients, encrypted'
 red\t'named recipients only, encrypted'"
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from export" -l out -d 'Write to this file instead of stdout' -r -F
+complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from export" -l inline-max -d 'Include the content of attachments up to this many bytes each (MISP `data`, STIX `payload_bin`); larger ones, and ones not on the node, are described by name, size and SHA-256 only. 0: describe every attachment without its content' -r
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from export" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from export" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand alert; and __fish_seen_subcommand_from export" -l cert -d 'Operator certificate (PEM). Required' -r -F
@@ -545,6 +546,7 @@ complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from request" -l deadline-hours -d 'Offers needed within this many hours' -r
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from request" -l alert -d 'Linked alert message id (repeatable)' -r
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from request" -l to -d 'Recipient node (repeatable). None: the whole federation (clear/green only)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from request" -l attach -d 'Attach evidence (repeatable): a file, or FILE,malware for a malware sample' -r
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from request" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from request" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from request" -l cert -d 'Operator certificate (PEM). Required' -r -F
@@ -570,6 +572,7 @@ complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from offer" -l funding -d 'Funding channel' -r -f -a "bilateral\t''
 reserve\t''
 coalition\t''"
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from offer" -l attach -d 'Attach evidence (repeatable): a file, or FILE,malware for a malware sample' -r
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from offer" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from offer" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from offer" -l cert -d 'Operator certificate (PEM). Required' -r -F
@@ -577,6 +580,7 @@ complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from offer" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from offer" -s h -l help -d 'Print help'
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from decide" -l note -d 'A note for the donor' -r
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from decide" -l attach -d 'Attach evidence (repeatable): a file, or FILE,malware for a malware sample' -r
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from decide" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from decide" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from decide" -l cert -d 'Operator certificate (PEM). Required' -r -F
@@ -591,6 +595,7 @@ closed\t''
 withdrawn\t''"
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from update" -l withdraw-offer -d 'Withdraw this offer of yours instead' -r
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from update" -l note -d 'A note recorded with the step' -r
+complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from update" -l attach -d 'Attach evidence (repeatable): a file, or FILE,malware for a malware sample' -r
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from update" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from update" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand assist; and __fish_seen_subcommand_from update" -l cert -d 'Operator certificate (PEM). Required' -r -F

@@ -368,22 +368,7 @@ pub fn parse_attach(s: &str) -> Result<AttachArg, String> {
 
 /// The media type named by a file's extension (the common evidence kinds).
 pub fn media_type_of(path: &std::path::Path) -> &'static str {
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(|e| e.to_ascii_lowercase())
-        .unwrap_or_default();
-    match ext.as_str() {
-        "pcap" | "cap" => "application/vnd.tcpdump.pcap",
-        "pcapng" => "application/x-pcapng",
-        "json" => "application/json",
-        "txt" | "log" => "text/plain",
-        "csv" => "text/csv",
-        "pdf" => "application/pdf",
-        "zip" => "application/zip",
-        "gz" => "application/gzip",
-        "eml" => "message/rfc822",
-        "evtx" => "application/x-ms-evtx",
-        _ => crate::domain::attachment::DEFAULT_MEDIA_TYPE,
-    }
+    crate::domain::attachment::media_type_for_name(
+        path.file_name().and_then(|n| n.to_str()).unwrap_or(""),
+    )
 }

@@ -38,6 +38,9 @@ pub enum AssistCmd {
         /// A note for the donor.
         #[arg(long, default_value = "")]
         note: String,
+        /// Attach evidence (repeatable): a file, or FILE,malware for a malware sample.
+        #[arg(long, value_parser = crate::cli::args::parse_attach, value_name = "FILE[,malware]")]
+        attach: Vec<crate::cli::args::AttachArg>,
     },
     /// Move a request (requester) or withdraw your own offer (donor).
     Update {
@@ -57,6 +60,9 @@ pub enum AssistCmd {
         /// A note recorded with the step.
         #[arg(long, default_value = "")]
         note: String,
+        /// Attach evidence (repeatable): a file, or FILE,malware for a malware sample.
+        #[arg(long, value_parser = crate::cli::args::parse_attach, value_name = "FILE[,malware]")]
+        attach: Vec<crate::cli::args::AttachArg>,
     },
     /// List assistance requests known to the node.
     List {
@@ -130,6 +136,9 @@ pub struct RequestArgs {
     /// Recipient node (repeatable). None: the whole federation (clear/green only).
     #[arg(long = "to", value_name = "NODE")]
     pub recipients: Vec<String>,
+    /// Attach evidence (repeatable): a file, or FILE,malware for a malware sample.
+    #[arg(long, value_parser = crate::cli::args::parse_attach, value_name = "FILE[,malware]")]
+    pub attach: Vec<crate::cli::args::AttachArg>,
 }
 
 #[derive(Args, Debug)]
@@ -151,6 +160,9 @@ pub struct OfferArgs {
     /// Funding channel.
     #[arg(long, default_value = "bilateral", ignore_case = true)]
     pub funding: FundingArg,
+    /// Attach evidence (repeatable): a file, or FILE,malware for a malware sample.
+    #[arg(long, value_parser = crate::cli::args::parse_attach, value_name = "FILE[,malware]")]
+    pub attach: Vec<crate::cli::args::AttachArg>,
 }
 
 fn st(v: i32) -> &'static str {
@@ -220,6 +232,44 @@ fn view_text(v: &AssistanceView) -> String {
     s
 }
 
+/// Signs `step` with the files of `attach` (PublishStepWithAttachments).
+async fn with_files(
+    conn: &Conn,
+    step: step_upload_start::Step,
+    attach: &[crate::cli::args::AttachArg],
+) -> anyhow::Result<()> {
+    let (declared, files) = super::client::declare_files(attach).await?;
+    let first = StepUpload {
+        frame: Some(step_upload::Frame::Start(StepUploadStart {
+            step: Some(step),
+            attachments: declared,
+        })),
+    };
+    let (frames, reader) = super::client::upload_frames(first, files, |d| StepUpload {
+        frame: Some(step_upload::Frame::Data(d)),
+    });
+    let mut c = connect(conn).await?;
+    let r = c.publish_step_with_attachments(frames).await;
+    if let Ok(Err(e)) = reader.await {
+        return Err(super::error::Failure::usage(format!(
+            "reading the attachments: {e}"
+        )));
+    }
+    let r = r.map_err(|s| explain(&conn.node, s))?.into_inner();
+    show(conn.json, &r, "certfed.v1.StepUploadResponse", || {
+        format!(
+            "signed {} with {} attachment(s){}\n",
+            term(&r.message_id),
+            attach.len(),
+            if r.state == 0 {
+                String::new()
+            } else {
+                format!("; request is now {}", st(r.state))
+            }
+        )
+    })
+}
+
 pub async fn run(conn: Conn, cmd: AssistCmd) -> anyhow::Result<()> {
     let mut c = connect(&conn).await?;
     let node = conn.node.clone();
@@ -256,16 +306,16 @@ pub async fn run(conn: Conn, cmd: AssistCmd) -> anyhow::Result<()> {
                 linked_alerts: a.linked_alerts,
                 ..Default::default()
             };
-            let r = c
-                .request_assistance(RequestAssistanceRequest {
-                    request: Some(request),
-                    recipients: a.recipients,
-                    request_id: uuid::Uuid::now_v7().to_string(),
-                    exercise: a.exercise,
-                })
-                .await
-                .map_err(ex)?
-                .into_inner();
+            let call = RequestAssistanceRequest {
+                request: Some(request),
+                recipients: a.recipients,
+                request_id: uuid::Uuid::now_v7().to_string(),
+                exercise: a.exercise,
+            };
+            if !a.attach.is_empty() {
+                return with_files(&conn, step_upload_start::Step::Request(call), &a.attach).await;
+            }
+            let r = c.request_assistance(call).await.map_err(ex)?.into_inner();
             show(json, &r, "certfed.v1.RequestAssistanceResponse", || {
                 format!("requested {}\n", term(&r.request_id))
             })
@@ -279,15 +329,15 @@ pub async fn run(conn: Conn, cmd: AssistCmd) -> anyhow::Result<()> {
                 funding: o.funding.num(),
                 ..Default::default()
             };
-            let r = c
-                .offer_assistance(OfferAssistanceRequest {
-                    request_id: o.request_id,
-                    offer: Some(offer),
-                    client_request_id: uuid::Uuid::now_v7().to_string(),
-                })
-                .await
-                .map_err(ex)?
-                .into_inner();
+            let call = OfferAssistanceRequest {
+                request_id: o.request_id,
+                offer: Some(offer),
+                client_request_id: uuid::Uuid::now_v7().to_string(),
+            };
+            if !o.attach.is_empty() {
+                return with_files(&conn, step_upload_start::Step::Offer(call), &o.attach).await;
+            }
+            let r = c.offer_assistance(call).await.map_err(ex)?.into_inner();
             show(json, &r, "certfed.v1.OfferAssistanceResponse", || {
                 format!("offered {}\n", term(&r.offer_id))
             })
@@ -297,17 +347,18 @@ pub async fn run(conn: Conn, cmd: AssistCmd) -> anyhow::Result<()> {
             accept,
             decline: _,
             note,
+            attach,
         } => {
-            let r = c
-                .decide_offer(DecideOfferRequest {
-                    offer_id,
-                    accept,
-                    note,
-                    request_id: uuid::Uuid::now_v7().to_string(),
-                })
-                .await
-                .map_err(ex)?
-                .into_inner();
+            let call = DecideOfferRequest {
+                offer_id,
+                accept,
+                note,
+                request_id: uuid::Uuid::now_v7().to_string(),
+            };
+            if !attach.is_empty() {
+                return with_files(&conn, step_upload_start::Step::Decision(call), &attach).await;
+            }
+            let r = c.decide_offer(call).await.map_err(ex)?.into_inner();
             show(json, &r, "certfed.v1.DecideOfferResponse", || {
                 format!("request is now {}\n", st(r.state))
             })
@@ -317,18 +368,19 @@ pub async fn run(conn: Conn, cmd: AssistCmd) -> anyhow::Result<()> {
             state,
             withdraw_offer,
             note,
+            attach,
         } => {
-            let r = c
-                .update_assistance(UpdateAssistanceRequest {
-                    request_id,
-                    state: state.map_or(0, |s| s.num()),
-                    note,
-                    withdraw_offer_id: withdraw_offer.unwrap_or_default(),
-                    client_request_id: uuid::Uuid::now_v7().to_string(),
-                })
-                .await
-                .map_err(ex)?
-                .into_inner();
+            let call = UpdateAssistanceRequest {
+                request_id,
+                state: state.map_or(0, |s| s.num()),
+                note,
+                withdraw_offer_id: withdraw_offer.unwrap_or_default(),
+                client_request_id: uuid::Uuid::now_v7().to_string(),
+            };
+            if !attach.is_empty() {
+                return with_files(&conn, step_upload_start::Step::Update(call), &attach).await;
+            }
+            let r = c.update_assistance(call).await.map_err(ex)?.into_inner();
             show(json, &r, "certfed.v1.UpdateAssistanceResponse", || {
                 format!("request is now {}\n", st(r.state))
             })

@@ -861,12 +861,11 @@ pub async fn watch(
     Ok(())
 }
 
-/// Publishes `req` with the files of `attach`, streamed to the node.
-pub async fn publish_with_attachments(
-    conn: &Conn,
-    req: PublishAlertRequest,
+/// Opens the files of `attach` and declares them (name, media type, size,
+/// malicious flag), as the upload RPCs take them.
+pub async fn declare_files(
     attach: &[crate::cli::args::AttachArg],
-) -> anyhow::Result<()> {
+) -> anyhow::Result<(Vec<Attachment>, Vec<(tokio::fs::File, u64)>)> {
     let mut declared = Vec::new();
     let mut files = Vec::new();
     for a in attach {
@@ -895,18 +894,25 @@ pub async fn publish_with_attachments(
         });
         files.push((file, meta.len()));
     }
-    let (tx, rx) = tokio::sync::mpsc::channel::<PublishUpload>(4);
-    tx.send(PublishUpload {
-        frame: Some(publish_upload::Frame::Start(PublishUploadStart {
-            request: Some(req),
-            attachments: declared,
-        })),
-    })
-    .await
-    .ok();
-    // Reads the files in pieces; a read error ends the stream early, so the
-    // node publishes nothing (it reports the attachment that fell short).
+    Ok((declared, files))
+}
+
+/// The frames of an upload: `first`, then the files' content in 1 MiB
+/// pieces (`wrap` makes a frame of a piece). A read error ends the stream
+/// early, so the node publishes nothing; the task's result says why.
+pub fn upload_frames<T: Send + 'static>(
+    first: T,
+    files: Vec<(tokio::fs::File, u64)>,
+    wrap: fn(AttachmentData) -> T,
+) -> (
+    tokio_stream::wrappers::ReceiverStream<T>,
+    tokio::task::JoinHandle<Result<(), String>>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<T>(4);
     let reader = tokio::spawn(async move {
+        if tx.send(first).await.is_err() {
+            return Ok(());
+        }
         for (index, (mut file, size)) in files.into_iter().enumerate() {
             let mut left = size;
             while left > 0 {
@@ -917,12 +923,10 @@ pub async fn publish_with_attachments(
                     ));
                 }
                 left -= buf.len() as u64;
-                let frame = PublishUpload {
-                    frame: Some(publish_upload::Frame::Data(AttachmentData {
-                        index: index as u32,
-                        data: buf,
-                    })),
-                };
+                let frame = wrap(AttachmentData {
+                    index: index as u32,
+                    data: buf,
+                });
                 if tx.send(frame).await.is_err() {
                     return Ok(());
                 }
@@ -930,10 +934,27 @@ pub async fn publish_with_attachments(
         }
         Ok(())
     });
+    (tokio_stream::wrappers::ReceiverStream::new(rx), reader)
+}
+
+/// Publishes `req` with the files of `attach`, streamed to the node.
+pub async fn publish_with_attachments(
+    conn: &Conn,
+    req: PublishAlertRequest,
+    attach: &[crate::cli::args::AttachArg],
+) -> anyhow::Result<()> {
+    let (declared, files) = declare_files(attach).await?;
+    let first = PublishUpload {
+        frame: Some(publish_upload::Frame::Start(PublishUploadStart {
+            request: Some(req),
+            attachments: declared,
+        })),
+    };
+    let (frames, reader) = upload_frames(first, files, |d| PublishUpload {
+        frame: Some(publish_upload::Frame::Data(d)),
+    });
     let mut c = connect(conn).await?;
-    let r = c
-        .publish_alert_with_attachments(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await;
+    let r = c.publish_alert_with_attachments(frames).await;
     if let Ok(Err(e)) = reader.await {
         return Err(Failure::usage(format!("reading the attachments: {e}")));
     }

@@ -26,9 +26,9 @@ use super::output::{emit, json_pretty, proto_value, term};
 use crate::domain::alert::Limits;
 use crate::domain::envelope::ms_to_ts;
 use crate::domain::exchange::{
-    AlertRecord, ImportErrors, ImportOptions, Imported, MAX_IMPORT_BYTES, attribute_hashes,
-    export_bundle, export_event, import_bundle, import_events, manifest_entry, parse_time,
-    stix_time, uuid_for,
+    AlertRecord, DEFAULT_INLINE_BYTES, ExportedFile, ImportErrors, ImportOptions, Imported,
+    MAX_IMPORT_BYTES, attribute_hashes, export_bundle, export_event, import_bundle, import_events,
+    manifest_entry, parse_time, stix_time, uuid_for,
 };
 use crate::domain::policy::{check_distribution, tlp_label};
 use crate::proto::v1::operator_client::OperatorClient;
@@ -76,6 +76,11 @@ pub struct ExportArgs {
     /// Write to this file instead of stdout.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Include the content of attachments up to this many bytes each (MISP `data`, STIX
+    /// `payload_bin`); larger ones, and ones not on the node, are described by name, size and
+    /// SHA-256 only. 0: describe every attachment without its content.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_INLINE_BYTES)]
+    pub inline_max: u64,
 }
 
 /// `certfed alert import`.
@@ -222,6 +227,7 @@ async fn records(
             alert: h.alert,
             root_id: root.0,
             root_created_ms: root.1,
+            attachments: Vec::new(),
         });
     }
     Ok(out)
@@ -268,6 +274,71 @@ async fn list_current(
         }
         token = r.next_page_token;
     }
+}
+
+/// Adds each record's attachments: the manifest always, the content (read
+/// through GetAttachment, which verifies every chunk) when it is on the node
+/// and at most `inline_max` bytes. A malware sample is read only to be
+/// zipped the way MISP shares samples (password "infected"); it is never
+/// written in the clear.
+async fn with_attachments(
+    c: &mut OperatorClient<Channel>,
+    node: &str,
+    recs: &mut [AlertRecord],
+    inline_max: u64,
+) -> anyhow::Result<()> {
+    use crate::proto::v1::{AttachmentState, GetAttachmentRequest, ListAttachmentsRequest};
+    use futures::StreamExt;
+    for r in recs.iter_mut() {
+        let list = match c
+            .list_attachments(ListAttachmentsRequest {
+                message_id: r.message_id.clone(),
+            })
+            .await
+        {
+            Ok(l) => l.into_inner(),
+            Err(s) if matches!(s.code(), Code::NotFound | Code::PermissionDenied) => continue,
+            Err(s) => return Err(explain(node, s)),
+        };
+        for st in list.attachments {
+            let Some(m) = st.attachment else { continue };
+            let mut f = ExportedFile {
+                name: m.name.clone(),
+                media_type: m.media_type.clone(),
+                size: m.size,
+                sha256: m.sha256.clone(),
+                malicious: m.malicious,
+                content: None,
+            };
+            if st.state == AttachmentState::Available as i32 && m.size <= inline_max {
+                let mut stream = c
+                    .get_attachment(GetAttachmentRequest {
+                        message_id: r.message_id.clone(),
+                        name: m.name.clone(),
+                        i_know_it_is_malware: m.malicious,
+                    })
+                    .await
+                    .map_err(|s| explain(node, s))?
+                    .into_inner();
+                let mut content = Vec::with_capacity(m.size as usize);
+                while let Some(frame) = stream.next().await {
+                    let frame = frame.map_err(|s| explain(node, s))?;
+                    content.extend_from_slice(&frame.data);
+                    if content.len() as u64 > m.size {
+                        anyhow::bail!(
+                            "{}: the node sent more than the {} bytes of attachment {}; nothing was exported",
+                            term(&r.message_id),
+                            m.size,
+                            term(&m.name)
+                        );
+                    }
+                }
+                f.content = Some(content);
+            }
+            r.attachments.push(f);
+        }
+    }
+    Ok(())
 }
 
 /// `certfed alert export`.
@@ -335,7 +406,8 @@ pub async fn export(
         }
         out
     };
-    let recs = records(c, node, held).await?;
+    let mut recs = records(c, node, held).await?;
+    with_attachments(c, node, &mut recs, a.inline_max).await?;
     let doc = match a.format {
         Format::Stix21 => export_bundle(&recs),
         Format::Misp => match recs.as_slice() {
@@ -377,10 +449,22 @@ pub async fn export(
 
 /// The request id of an imported alert: the same alert to the same recipients
 /// always gets the same id, so a repeated import publishes nothing twice.
-fn import_request_id(req: &PublishAlertRequest) -> String {
+fn import_request_id(
+    req: &PublishAlertRequest,
+    files: &[crate::domain::exchange::ImportedFile],
+) -> String {
     let digest = {
         use sha2::{Digest, Sha256};
-        Sha256::digest(req.encode_to_vec())
+        let mut h = Sha256::new();
+        h.update(req.encode_to_vec());
+        // The same alert with other evidence is another publish.
+        for f in files {
+            h.update((f.name.len() as u64).to_be_bytes());
+            h.update(f.name.as_bytes());
+            h.update([u8::from(f.malicious)]);
+            h.update(Sha256::digest(&f.content));
+        }
+        h.finalize()
     };
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     uuid_for(&format!("import:{hex}")).to_string()
@@ -414,6 +498,51 @@ fn skipped_text(s: &mut String, imported: &Imported) {
     }
 }
 
+/// Publishes an imported alert with its attachments (PublishAlertWithAttachments,
+/// each declared with its SHA-256 so the node checks what it received).
+async fn publish_with_files(
+    c: &mut OperatorClient<Channel>,
+    req: PublishAlertRequest,
+    files: &[crate::domain::exchange::ImportedFile],
+) -> Result<tonic::Response<crate::proto::v1::PublishAlertResponse>, tonic::Status> {
+    use crate::proto::v1::{
+        Attachment, AttachmentData, PublishUpload, PublishUploadStart, publish_upload,
+    };
+    use sha2::{Digest, Sha256};
+    let declared: Vec<Attachment> = files
+        .iter()
+        .map(|f| Attachment {
+            name: f.name.clone(),
+            media_type: f.media_type.clone(),
+            size: f.content.len() as u64,
+            sha256: Sha256::digest(&f.content).to_vec(),
+            malicious: f.malicious,
+            key: Vec::new(),
+        })
+        .collect();
+    let mut frames = vec![PublishUpload {
+        frame: Some(publish_upload::Frame::Start(PublishUploadStart {
+            request: Some(req),
+            attachments: declared,
+        })),
+    }];
+    for (i, f) in files.iter().enumerate() {
+        for piece in f
+            .content
+            .chunks(crate::service::attachments::MAX_DATA_FRAME)
+        {
+            frames.push(PublishUpload {
+                frame: Some(publish_upload::Frame::Data(AttachmentData {
+                    index: i as u32,
+                    data: piece.to_vec(),
+                })),
+            });
+        }
+    }
+    c.publish_alert_with_attachments(tokio_stream::iter(frames))
+        .await
+}
+
 /// `certfed alert import`.
 pub async fn import(
     c: &mut OperatorClient<Channel>,
@@ -435,7 +564,13 @@ pub async fn import(
     }
     let bytes = std::fs::read(&a.file)
         .map_err(|e| Failure::usage(format!("{}: cannot read: {e}", a.file.display())))?;
+    let info = c
+        .get_node_info(crate::proto::v1::GetNodeInfoRequest::default())
+        .await
+        .map_err(|s| explain(node, s))?
+        .into_inner();
     let opts = ImportOptions {
+        max_attachment_bytes: info.max_attachment_bytes,
         tlp,
         severity: a.severity.map(|s| s.0),
         title: a.title.clone(),
@@ -459,7 +594,7 @@ pub async fn import(
                 validate_only: false,
                 ..Default::default()
             };
-            r.request_id = import_request_id(&r);
+            r.request_id = import_request_id(&r, &ia.attachments);
             r
         })
         .collect();
@@ -503,7 +638,12 @@ pub async fn import(
         if json_out {
             let mut alerts = Vec::new();
             for ia in &imported.alerts {
-                alerts.push(json!({"source": ia.source, "alert": proto_value(&ia.alert, "certfed.v1.Alert")?}));
+                let files: Vec<Value> = ia
+                    .attachments
+                    .iter()
+                    .map(|f| json!({"name": f.name, "mediaType": f.media_type, "size": f.content.len(), "malicious": f.malicious}))
+                    .collect();
+                alerts.push(json!({"source": ia.source, "alert": proto_value(&ia.alert, "certfed.v1.Alert")?, "attachments": files}));
             }
             return emit(&json_pretty(&json!({
                 "dryRun": true,
@@ -522,18 +662,33 @@ pub async fn import(
         for ia in &imported.alerts {
             let _ = writeln!(
                 s,
-                "  {}: {} ({} indicator(s))",
+                "  {}: {} ({} indicator(s), {} attachment(s))",
                 term(&ia.source),
                 term(&ia.alert.title),
-                ia.alert.indicators.len()
+                ia.alert.indicators.len(),
+                ia.attachments.len()
             );
+            for f in &ia.attachments {
+                let _ = writeln!(
+                    s,
+                    "    {} ({} bytes{})",
+                    term(&f.name),
+                    f.content.len(),
+                    if f.malicious { ", malware sample" } else { "" }
+                );
+            }
         }
         skipped_text(&mut s, &imported);
         return emit(&s);
     }
     let mut published: Vec<(String, &str, &str)> = Vec::new();
     for (req, ia) in requests.into_iter().zip(&imported.alerts) {
-        match c.publish_alert(req).await {
+        let sent = if ia.attachments.is_empty() {
+            c.publish_alert(req).await
+        } else {
+            publish_with_files(c, req, &ia.attachments).await
+        };
+        match sent {
             Ok(r) => published.push((r.into_inner().message_id, &ia.source, &ia.alert.title)),
             Err(s) => {
                 let code = s.code();
@@ -659,7 +814,8 @@ pub async fn feed(
     };
     let held = list_current(c, node, filter, last_cursor).await?;
     let top = held.iter().map(|h| h.cursor).max().unwrap_or(last_cursor);
-    let recs = records(c, node, held).await?;
+    let mut recs = records(c, node, held).await?;
+    with_attachments(c, node, &mut recs, DEFAULT_INLINE_BYTES).await?;
     // Newest first: the first version seen of an event is its latest.
     let mut written: Vec<(String, Vec<String>)> = Vec::new();
     let mut done = HashSet::new();
@@ -750,8 +906,23 @@ mod tests {
             ..Default::default()
         };
         let mut r2 = r.clone();
-        assert_eq!(import_request_id(&r), import_request_id(&r2));
+        assert_eq!(import_request_id(&r, &[]), import_request_id(&r2, &[]));
         r2.recipients.push("node-b".into());
-        assert_ne!(import_request_id(&r), import_request_id(&r2));
+        assert_ne!(import_request_id(&r, &[]), import_request_id(&r2, &[]));
+        let file = |content: &[u8]| crate::domain::exchange::ImportedFile {
+            name: "a.pcap".into(),
+            media_type: "application/vnd.tcpdump.pcap".into(),
+            malicious: false,
+            content: content.to_vec(),
+            source: Default::default(),
+        };
+        assert_ne!(
+            import_request_id(&r, &[file(b"one")]),
+            import_request_id(&r, &[file(b"two")])
+        );
+        assert_ne!(
+            import_request_id(&r, &[]),
+            import_request_id(&r, &[file(b"one")])
+        );
     }
 }

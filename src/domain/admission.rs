@@ -419,15 +419,32 @@ fn is_uuid(s: &str) -> bool {
     uuid::Uuid::parse_str(s).is_ok()
 }
 
+/// The kinds whose payload may list attachments (field 50, `AttachmentList`):
+/// alerts and the assistance steps.
+pub fn carries_attachments(kind: i32) -> bool {
+    [
+        MessageKind::Alert,
+        MessageKind::AssistanceRequest,
+        MessageKind::Offer,
+        MessageKind::Decision,
+        MessageKind::Status,
+    ]
+    .iter()
+    .any(|k| *k as i32 == kind)
+}
+
 /// Checks the attachment framing a relay can check without reading the
-/// payload: only alerts carry attachments, each blob's numbers are sane and
+/// payload: only alerts and assistance steps carry attachments, each blob's numbers are sane and
 /// its chunk size is the one of its encryption mode.
 fn check_blobs(h: &EnvelopeHeader) -> Result<(), Rejection> {
     if h.attachments.is_empty() {
         return Ok(());
     }
-    if h.kind != MessageKind::Alert as i32 {
-        return Err(Rejection::Malformed("only alerts carry attachments".into()));
+    if !carries_attachments(h.kind) {
+        return Err(Rejection::Malformed(
+            "only alerts and assistance steps (request, offer, decision, status) carry attachments"
+                .into(),
+        ));
     }
     if h.attachments.len() > attachment::MAX_ATTACHMENTS {
         return Err(Rejection::Malformed(format!(
@@ -486,12 +503,6 @@ fn parse_body(
                     "alert.exercise differs from the signed envelope's exercise flag".into(),
                 ));
             }
-            // The manifests share the alert's field space (field 50).
-            let list = AttachmentList::decode(body).map_err(|e| invalid("attachments", e))?;
-            // The size limit is the fetching node's (limits.max_attachment_bytes):
-            // an alert is never refused for the size of its evidence.
-            attachment::check_manifests(&list.attachments, &h.attachments, h.encrypted, u64::MAX)
-                .map_err(|e| Rejection::InvalidPayload(e.to_string()))?;
             Ok(Parsed {
                 severity: alert.severity,
                 sectors: sectors_mask(&alert.sectors),
@@ -663,7 +674,23 @@ fn decide(
     let created = h.created.as_ref().and_then(checked_ts_to_ms).unwrap_or(now);
     let body = readable.then(|| plain.as_deref().unwrap_or(&env.payload));
     let parsed = match body {
-        Some(body) => parse_body(view, h, body, created, now)?,
+        Some(body) => {
+            let parsed = parse_body(view, h, body, created, now)?;
+            if carries_attachments(h.kind) {
+                // The manifests share the payload's field space (field 50).
+                let list = AttachmentList::decode(body).map_err(|e| invalid("attachments", e))?;
+                // The size limit is the fetching node's (limits.max_attachment_bytes):
+                // a message is never refused for the size of its evidence.
+                attachment::check_manifests(
+                    &list.attachments,
+                    &h.attachments,
+                    h.encrypted,
+                    u64::MAX,
+                )
+                .map_err(|e| Rejection::InvalidPayload(e.to_string()))?;
+            }
+            parsed
+        }
         // A relay for a message it cannot read: route on the signed header only.
         None => Parsed::default(),
     };

@@ -411,6 +411,28 @@ pub fn check_name(field: &str, name: &str) -> Result<(), AttachmentError> {
         .map_err(|e| AttachmentError::Manifest(e.to_string()))
 }
 
+/// The media type a file name's extension names (the common evidence kinds;
+/// [`DEFAULT_MEDIA_TYPE`] otherwise).
+pub fn media_type_for_name(name: &str) -> &'static str {
+    let ext = name
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    match ext.as_str() {
+        "pcap" | "cap" => "application/vnd.tcpdump.pcap",
+        "pcapng" => "application/x-pcapng",
+        "json" => "application/json",
+        "txt" | "log" => "text/plain",
+        "csv" => "text/csv",
+        "pdf" => "application/pdf",
+        "zip" => "application/zip",
+        "gz" => "application/gzip",
+        "eml" => "message/rfc822",
+        "evtx" => "application/x-ms-evtx",
+        _ => DEFAULT_MEDIA_TYPE,
+    }
+}
+
 /// Checks a media type: `type/subtype`, printable ASCII, no spaces, at most 127
 /// characters (RFC 6838).
 pub fn check_media_type(field: &str, media_type: &str) -> Result<(), AttachmentError> {

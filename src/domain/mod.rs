@@ -15,6 +15,7 @@ pub mod exercise;
 pub mod identity;
 pub mod incident;
 pub mod keys;
+pub mod pace;
 pub mod plumtree;
 pub mod policy;
 pub mod reconcile;

@@ -299,28 +299,7 @@ pub async fn publish_in(node: &Node, req: PublishAlertRequest) -> Result<String,
     publish_with(node, req, None).await
 }
 
-/// Attachments uploaded and verified, ready to join a message
-/// (`service::attachments::Uploaded`).
-#[async_trait::async_trait]
-pub trait Attach: Send {
-    /// Whether they were encrypted (for a TLP:AMBER+ message).
-    fn encrypted(&self) -> bool;
-    /// Puts the files in place under `message_id`; returns the manifests for
-    /// the payload, the blobs for the signed header and the folder (removed
-    /// again if the message is not stored after all).
-    async fn place(
-        self: Box<Self>,
-        node: &Node,
-        message_id: &str,
-    ) -> Result<
-        (
-            crate::proto::v1::AttachmentList,
-            Vec<crate::proto::v1::AttachmentBlob>,
-            std::path::PathBuf,
-        ),
-        String,
-    >;
-}
+pub use crate::service::ingest::Attach;
 
 /// [`publish_in`] with attachments already uploaded and verified
 /// (`service::attachments`): their manifests join the signed payload, their

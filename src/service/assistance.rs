@@ -18,12 +18,12 @@ use crate::domain::assistance::{
 use crate::domain::policy::check_distribution;
 use crate::domain::text::{self, Kind};
 use crate::proto::v1::{
-    AssistanceRequest, AssistanceState, AssistanceView, DecideOfferRequest, DecideOfferResponse,
-    DecisionMessage, EnvelopeHeader, MessageKind, Offer, OfferAssistanceRequest,
-    OfferAssistanceResponse, OfferMessage, RequestAssistanceRequest, RequestAssistanceResponse,
-    StatusMessage, Tlp, UpdateAssistanceRequest, UpdateAssistanceResponse,
+    AssistanceRequest, AssistanceState, AssistanceView, DecideOfferRequest, DecisionMessage,
+    EnvelopeHeader, MessageKind, Offer, OfferAssistanceRequest, OfferAssistanceResponse,
+    OfferMessage, RequestAssistanceRequest, RequestAssistanceResponse, StatusMessage,
+    StepUploadResponse, Tlp, UpdateAssistanceRequest,
 };
-use crate::service::ingest::{OriginateError, Outgoing, originate_as};
+use crate::service::ingest::{Attach, OriginateError, Outgoing, originate_with_attachments};
 use crate::service::limits::{PAGE_BYTES, PageBuilder, PageLimit};
 use crate::service::node::Node;
 use crate::service::requests::{self, RequestIdError, RequestKey};
@@ -46,6 +46,9 @@ pub enum AssistError {
     Store(#[from] StoreError),
     #[error("{0}")]
     RequestId(#[from] RequestIdError),
+    /// Uploaded attachments could not be put in place (a fault of this node).
+    #[error("attachments: {0}")]
+    Attachments(String),
 }
 
 impl From<text::TextError> for AssistError {
@@ -72,6 +75,7 @@ impl ServiceError for AssistError {
             AssistError::Originate(e) => e.kind(),
             AssistError::Store(e) => e.kind(),
             AssistError::RequestId(e) => e.kind(),
+            AssistError::Attachments(_) => ErrorKind::Internal,
         }
     }
 }
@@ -133,6 +137,19 @@ pub async fn request(
     client_key: String,
     exercise: bool,
 ) -> Result<String, AssistError> {
+    request_with(node, request, recipients, client_key, exercise, None).await
+}
+
+/// [`request`] with evidence attachments already uploaded and verified
+/// (`service::attachments::upload_step`).
+pub async fn request_with(
+    node: &Node,
+    request: Option<AssistanceRequest>,
+    recipients: Vec<String>,
+    client_key: String,
+    exercise: bool,
+    attached: Option<Box<dyn Attach>>,
+) -> Result<String, AssistError> {
     let body = RequestAssistanceRequest {
         request,
         recipients,
@@ -161,7 +178,7 @@ pub async fn request(
         &node.requests,
         key,
         |id| async move {
-            request_as(node, request, recipients, id, exercise)
+            request_as(node, request, recipients, id, exercise, attached)
                 .await
                 .map(|request_id| RequestAssistanceResponse { request_id })
         },
@@ -177,6 +194,7 @@ async fn request_as(
     recipients: Vec<String>,
     message_id: String,
     exercise: bool,
+    attached: Option<Box<dyn Attach>>,
 ) -> Result<String, AssistError> {
     let now = now_ms();
     validate_request(&request, now)?;
@@ -192,7 +210,7 @@ async fn request_as(
         created_ms: Some(now),
         payload: request.encode_to_vec(),
     };
-    let (request_id, _) = originate_as(node, outgoing, message_id).await?;
+    let (request_id, _) = sign_with(node, outgoing, message_id, attached).await?;
     tracing::info!(%request_id, tlp = crate::domain::policy::tlp_label(tlp), "assistance requested");
     Ok(request_id)
 }
@@ -205,6 +223,7 @@ pub async fn act(
     request_id: &str,
     step: Step,
     message_id: String,
+    attached: Option<Box<dyn Attach>>,
 ) -> Result<Assistance, AssistError> {
     let _serial = node.assist_lock.lock().await;
     let (a, req) = load(node, request_id).await?.ok_or_else(|| {
@@ -241,8 +260,49 @@ pub async fn act(
         created_ms: Some(created),
         payload,
     };
-    originate_as(node, outgoing, message_id).await?;
+    sign_with(node, outgoing, message_id, attached).await?;
     state_of(node, request_id).await
+}
+
+/// Signs and stores `outgoing`; with attachments, first puts their files in
+/// place under the message id and adds their manifests to the payload and
+/// their stored forms to the signed header (the files are removed again if
+/// the message is not stored).
+async fn sign_with(
+    node: &Node,
+    mut outgoing: Outgoing,
+    message_id: String,
+    attached: Option<Box<dyn Attach>>,
+) -> Result<(String, u64), AssistError> {
+    let Some(up) = attached else {
+        return Ok(originate_with_attachments(
+            node,
+            outgoing,
+            message_id,
+            String::new(),
+            Vec::new(),
+        )
+        .await?);
+    };
+    if up.encrypted() != crate::domain::policy::requires_e2e(outgoing.tlp) {
+        return Err(InvalidArgument::new(
+            "start.attachments",
+            "the attachments were uploaded for another TLP than the request's; upload them again",
+        )
+        .into());
+    }
+    let (list, blobs, dir) = up
+        .place(node, &message_id)
+        .await
+        .map_err(AssistError::Attachments)?;
+    outgoing.payload.extend_from_slice(&list.encode_to_vec());
+    match originate_with_attachments(node, outgoing, message_id, String::new(), blobs).await {
+        Ok(x) => Ok(x),
+        Err(e) => {
+            let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+            Err(e.into())
+        }
+    }
 }
 
 /// The replayed state of a request this node holds.
@@ -260,6 +320,17 @@ pub async fn offer(
     request_id: String,
     offer: Option<Offer>,
     client_request_id: String,
+) -> Result<String, AssistError> {
+    offer_with(node, request_id, offer, client_request_id, None).await
+}
+
+/// [`offer`] with evidence attachments already uploaded and verified.
+pub async fn offer_with(
+    node: &Node,
+    request_id: String,
+    offer: Option<Offer>,
+    client_request_id: String,
+    attached: Option<Box<dyn Attach>>,
 ) -> Result<String, AssistError> {
     check_id("request_id", &request_id, "assistance request id")?;
     let body = OfferAssistanceRequest {
@@ -293,7 +364,7 @@ pub async fn offer(
         &node.requests,
         key,
         |id| async move {
-            act(node, rid, step, id.clone()).await?;
+            act(node, rid, step, id.clone(), attached).await?;
             Ok::<_, AssistError>(OfferAssistanceResponse { offer_id: id })
         },
         |offer_id| async move { Ok(OfferAssistanceResponse { offer_id }) },
@@ -313,6 +384,21 @@ pub async fn decide(
     note: String,
     client_key: String,
 ) -> Result<AssistanceState, AssistError> {
+    Ok(decide_with(node, offer_id, accept, note, client_key, None)
+        .await?
+        .1)
+}
+
+/// [`decide`] with evidence attachments already uploaded and verified;
+/// returns the decision's message id too.
+pub async fn decide_with(
+    node: &Node,
+    offer_id: String,
+    accept: bool,
+    note: String,
+    client_key: String,
+    attached: Option<Box<dyn Attach>>,
+) -> Result<(String, AssistanceState), AssistError> {
     check_id("offer_id", &offer_id, "offer id")?;
     text::check("note", &note, Kind::MultiLine)?;
     let body = DecideOfferRequest {
@@ -352,20 +438,25 @@ pub async fn decide(
         &node.requests,
         key,
         |id| async move {
-            let a = act(node, rid, step, id).await?;
-            Ok::<_, AssistError>(DecideOfferResponse {
+            let a = act(node, rid, step, id.clone(), attached).await?;
+            Ok::<_, AssistError>(StepUploadResponse {
+                message_id: id,
                 state: a.state as i32,
             })
         },
-        |_| async move {
+        |id| async move {
             let a = state_of(node, rid).await?;
-            Ok(DecideOfferResponse {
+            Ok(StepUploadResponse {
+                message_id: id,
                 state: a.state as i32,
             })
         },
     )
     .await?;
-    Ok(AssistanceState::try_from(answer.state).unwrap_or(AssistanceState::Unspecified))
+    Ok((
+        answer.message_id,
+        AssistanceState::try_from(answer.state).unwrap_or(AssistanceState::Unspecified),
+    ))
 }
 
 /// Moves a request to a new state (requester) or withdraws an offer (donor).
@@ -378,6 +469,30 @@ pub async fn update(
     withdraw_offer_id: String,
     client_request_id: String,
 ) -> Result<AssistanceState, AssistError> {
+    Ok(update_with(
+        node,
+        request_id,
+        state,
+        note,
+        withdraw_offer_id,
+        client_request_id,
+        None,
+    )
+    .await?
+    .1)
+}
+
+/// [`update`] with evidence attachments already uploaded and verified;
+/// returns the status message's id too.
+pub async fn update_with(
+    node: &Node,
+    request_id: String,
+    state: i32,
+    note: String,
+    withdraw_offer_id: String,
+    client_request_id: String,
+    attached: Option<Box<dyn Attach>>,
+) -> Result<(String, AssistanceState), AssistError> {
     check_id("request_id", &request_id, "assistance request id")?;
     match AssistanceState::try_from(state) {
         Err(_) => {
@@ -435,20 +550,25 @@ pub async fn update(
         &node.requests,
         key,
         |id| async move {
-            let a = act(node, rid, step, id).await?;
-            Ok::<_, AssistError>(UpdateAssistanceResponse {
+            let a = act(node, rid, step, id.clone(), attached).await?;
+            Ok::<_, AssistError>(StepUploadResponse {
+                message_id: id,
                 state: a.state as i32,
             })
         },
-        |_| async move {
+        |id| async move {
             let a = state_of(node, rid).await?;
-            Ok(UpdateAssistanceResponse {
+            Ok(StepUploadResponse {
+                message_id: id,
                 state: a.state as i32,
             })
         },
     )
     .await?;
-    Ok(AssistanceState::try_from(answer.state).unwrap_or(AssistanceState::Unspecified))
+    Ok((
+        answer.message_id,
+        AssistanceState::try_from(answer.state).unwrap_or(AssistanceState::Unspecified),
+    ))
 }
 
 /// Largest assistance view returned whole; larger ones are trimmed.

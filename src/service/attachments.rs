@@ -66,6 +66,8 @@ pub enum AttachError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Alert(#[from] AlertError),
+    #[error("{0}")]
+    Assist(#[from] crate::service::assistance::AssistError),
 }
 
 impl ServiceError for AttachError {
@@ -79,6 +81,7 @@ impl ServiceError for AttachError {
             AttachError::Internal(_) => ErrorKind::Internal,
             AttachError::Store(e) => e.kind(),
             AttachError::Alert(e) => e.kind(),
+            AttachError::Assist(e) => e.kind(),
         }
     }
 }
@@ -194,7 +197,7 @@ pub async fn remove_dir(dir: PathBuf) {
 pub async fn upload<S, E>(
     node: &Node,
     start: PublishUploadStart,
-    mut frames: S,
+    frames: S,
 ) -> Result<String, AttachError>
 where
     S: Stream<Item = Result<AttachmentData, E>> + Unpin,
@@ -220,7 +223,139 @@ where
         .unwrap_or(crate::proto::v1::Tlp::Unspecified);
     alerts::validate_publish(node, req.clone()).await?;
     let encrypted = crate::domain::policy::requires_e2e(tlp);
-    let mut declared = start.attachments;
+    let up = receive(node, start.attachments, encrypted, frames).await?;
+    let n = up.list.len();
+    let bytes = up.list.iter().map(|a| a.size).sum::<u64>();
+    let message_id = alerts::publish_with(node, req, Some(Box::new(up))).await?;
+    tracing::info!(%message_id, attachments = n, bytes, "attachments stored");
+    Ok(message_id)
+}
+
+/// PublishStepWithAttachments: the step's TLP is its request's (a new
+/// request's own); the attachments are taken like an alert's, and the step is
+/// signed only when all are complete (the state machine may still refuse it:
+/// then nothing is published and the files are removed).
+pub async fn upload_step<S, E>(
+    node: &Node,
+    start: crate::proto::v1::StepUploadStart,
+    frames: S,
+) -> Result<crate::proto::v1::StepUploadResponse, AttachError>
+where
+    S: Stream<Item = Result<AttachmentData, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    use crate::proto::v1::step_upload_start::Step as S1;
+    use crate::service::assistance;
+    let step = start.step.ok_or_else(|| {
+        invalid(
+            "start.step",
+            "required: the request, offer, decision or update to sign with the attachments",
+        )
+    })?;
+    let request_of = |id: &str| {
+        let id = id.to_string();
+        async move {
+            check_id("request_id", &id, "assistance request id")?;
+            let m = node.store.get_message(&id).await?;
+            match m {
+                Some(m)
+                    if m.readable
+                        && m.kind == crate::proto::v1::MessageKind::AssistanceRequest as i32 =>
+                {
+                    Ok(crate::proto::v1::Tlp::try_from(m.tlp)
+                        .unwrap_or(crate::proto::v1::Tlp::Unspecified))
+                }
+                _ => Err(AttachError::NotFound(format!(
+                    "no assistance request {id} on this node (it may not have reached this node yet)"
+                ))),
+            }
+        }
+    };
+    let tlp = match &step {
+        S1::Request(r) => {
+            let req = r.request.as_ref().ok_or_else(|| {
+                invalid("start.request.request", "required: the assistance request")
+            })?;
+            crate::domain::assistance::validate_request(req, crate::service::now_ms()).map_err(
+                |e| AttachError::Assist(crate::service::assistance::AssistError::from(e)),
+            )?;
+            crate::proto::v1::Tlp::try_from(req.tlp).unwrap_or(crate::proto::v1::Tlp::Unspecified)
+        }
+        S1::Offer(o) => request_of(&o.request_id).await?,
+        S1::Update(u) => request_of(&u.request_id).await?,
+        S1::Decision(d) => {
+            check_id("offer_id", &d.offer_id, "offer id")?;
+            let rid = node
+                .store
+                .get_message(&d.offer_id)
+                .await?
+                .filter(|m| m.readable && m.kind == crate::proto::v1::MessageKind::Offer as i32)
+                .and_then(|m| m.request_id)
+                .ok_or_else(|| {
+                    AttachError::NotFound(format!("no offer {} on this node", d.offer_id))
+                })?;
+            request_of(&rid).await?
+        }
+    };
+    let encrypted = crate::domain::policy::requires_e2e(tlp);
+    let up: Option<Box<dyn alerts::Attach>> = Some(Box::new(
+        receive(node, start.attachments, encrypted, frames).await?,
+    ));
+    let (message_id, state) = match step {
+        S1::Request(r) => {
+            let id = assistance::request_with(
+                node,
+                r.request,
+                r.recipients,
+                r.request_id,
+                r.exercise,
+                up,
+            )
+            .await?;
+            (id, crate::proto::v1::AssistanceState::Requested)
+        }
+        S1::Offer(o) => {
+            let id = assistance::offer_with(node, o.request_id, o.offer, o.client_request_id, up)
+                .await?;
+            (id, crate::proto::v1::AssistanceState::Unspecified)
+        }
+        S1::Decision(d) => {
+            assistance::decide_with(node, d.offer_id, d.accept, d.note, d.request_id, up).await?
+        }
+        S1::Update(u) => {
+            assistance::update_with(
+                node,
+                u.request_id,
+                u.state,
+                u.note,
+                u.withdraw_offer_id,
+                u.client_request_id,
+                up,
+            )
+            .await?
+        }
+    };
+    tracing::info!(%message_id, "assistance step with attachments stored");
+    Ok(crate::proto::v1::StepUploadResponse {
+        message_id,
+        state: state as i32,
+    })
+}
+
+/// Takes the declared attachments' content from `frames` into a temporary
+/// folder, encrypted when `encrypted`: complete and verified, or an error
+/// (and nothing left on disk).
+async fn receive<S, E>(
+    node: &Node,
+    declared: Vec<Attachment>,
+    encrypted: bool,
+    mut frames: S,
+) -> Result<Uploaded, AttachError>
+where
+    S: Stream<Item = Result<AttachmentData, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let mut declared = declared;
     if declared.is_empty() {
         return Err(invalid(
             "start.attachments",
@@ -301,14 +436,7 @@ where
     let (list, blobs) = written?;
     up.list = list;
     up.blobs = blobs;
-    let message_id = alerts::publish_with(node, req, Some(Box::new(up))).await?;
-    tracing::info!(
-        %message_id,
-        attachments = declared.len(),
-        bytes = declared.iter().map(|a| a.size).sum::<u64>(),
-        "attachments stored"
-    );
-    Ok(message_id)
+    Ok(up)
 }
 
 /// One attachment being written: its builder and its file.

@@ -148,6 +148,11 @@ pub async fn peers(
             max_tlp: p.max_tlp as i32,
             roster_version: st.peer_roster_version.unwrap_or(0),
             roster_behind: mine > 0 && st.peer_roster_version.is_some_and(|v| v < mine),
+            attachment_fetches_abandoned: node
+                .metrics
+                .attachment_fetches_abandoned
+                .get_or_create(&crate::service::metrics::PeerLabel { peer: p.id.clone() })
+                .get(),
             last_reconcile: node.reconcile.last(&p.id),
         }
     });
@@ -192,6 +197,7 @@ pub async fn node_info(node: &Node) -> Result<NodeInfo, DeliveryError> {
             .and_then(|a| a.current().and_then(|c| c.doc.roster.expires)),
         reconcile_window_days: node.cfg.reconcile.window_days,
         reconcile_interval_secs: node.cfg.reconcile.interval_secs,
+        max_attachment_bytes: node.cfg.limits.max_attachment_bytes,
     })
 }
 

@@ -62,6 +62,9 @@ pub async fn record(node: &Node, m: &StoredMessage) -> Result<Option<AlertRecord
         alert,
         root_id,
         root_created_ms,
+        // TAXII serves the alert; its attachments travel only through the
+        // federation and `certfed alert export`.
+        attachments: Vec::new(),
     }))
 }
 

@@ -691,6 +691,29 @@ pub async fn originate_in_incident(
     originate_with_attachments(node, out, message_id, incident_id, Vec::new()).await
 }
 
+/// Attachments uploaded and verified, ready to join a message
+/// (`service::attachments::Uploaded`).
+#[async_trait::async_trait]
+pub trait Attach: Send {
+    /// Whether they were encrypted (for a TLP:AMBER+ message).
+    fn encrypted(&self) -> bool;
+    /// Puts the files in place under `message_id`; returns the manifests for
+    /// the payload, the blobs for the signed header and the folder (removed
+    /// again if the message is not stored after all).
+    async fn place(
+        self: Box<Self>,
+        node: &Node,
+        message_id: &str,
+    ) -> Result<
+        (
+            crate::proto::v1::AttachmentList,
+            Vec<crate::proto::v1::AttachmentBlob>,
+            std::path::PathBuf,
+        ),
+        String,
+    >;
+}
+
 /// [`originate_in_incident`] for a message with attachments: `attachments`
 /// are their stored forms (`domain::attachment`), signed into the header; the
 /// payload already lists their manifests and the files are in place.

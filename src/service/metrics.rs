@@ -208,6 +208,8 @@ pub struct Metrics {
     pub reconcile_exchanges: Family<KindLabel, Counter>,
     /// Reconciliation rounds or exchanges that failed, by reason.
     pub reconcile_failures: Family<ReasonLabel, Counter>,
+    /// Attachment fetches given up, by the peer that delivered the message.
+    pub attachment_fetches_abandoned: Family<PeerLabel, Counter>,
     /// The peers whose series exist.
     peers: Mutex<Vec<String>>,
 }
@@ -275,6 +277,7 @@ impl Metrics {
             reconcile_items: Family::default(),
             reconcile_exchanges: Family::default(),
             reconcile_failures: Family::default(),
+            attachment_fetches_abandoned: Family::default(),
             registry: Registry::default(),
             peers: Mutex::default(),
         };
@@ -390,6 +393,11 @@ impl Metrics {
             "reconcile_failures",
             "Set reconciliation rounds or exchanges that failed, by reason (malformed, window, rate_limited, busy, too_much_work, timeout, peer_refused, unsupported, too_many_rounds, storage)",
             m.reconcile_failures.clone(),
+        );
+        r.register(
+            "attachment_fetches_abandoned",
+            "Attachment fetches given up (after 12 failed attempts, or no source holding the attachment for an hour), by the peer that delivered the message",
+            m.attachment_fetches_abandoned.clone(),
         );
         r.register(
             "outbox_depth",

@@ -89,6 +89,41 @@ pub struct Node {
     pub fetching: Fetching,
     /// Epidemic broadcast trees over the links (`service::gossip`).
     pub gossip: crate::service::tree::Tree,
+    /// The bandwidth schedule of attachment transfers, per peer.
+    pub pacers: PeerPacers,
+}
+
+/// The per-peer bound `limits.attachment_bytes_per_sec`: one schedule
+/// (`domain::pace::Pacer`) per peer, shared by every transfer to or from it.
+pub struct PeerPacers {
+    epoch: std::time::Instant,
+    peers: Mutex<std::collections::HashMap<String, crate::domain::pace::Pacer>>,
+}
+
+impl Default for PeerPacers {
+    fn default() -> Self {
+        PeerPacers {
+            epoch: std::time::Instant::now(),
+            peers: Mutex::new(Default::default()),
+        }
+    }
+}
+
+impl PeerPacers {
+    /// Reserves `bytes` to or from `peer` under `rate` bytes per second;
+    /// returns how long to wait before passing them on.
+    pub fn wait(&self, peer: &str, bytes: u64, rate: u64) -> std::time::Duration {
+        if rate == 0 {
+            return std::time::Duration::ZERO;
+        }
+        let now = self.epoch.elapsed().as_nanos();
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        let ns = peers
+            .entry(peer.to_string())
+            .or_default()
+            .reserve(now, bytes, rate);
+        std::time::Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
+    }
 }
 
 /// Messages whose attachments are being fetched now (`service::transfer`).
@@ -155,6 +190,7 @@ impl Node {
             configured_peers: RwLock::new(p.cfg.peers.clone()),
             fetching: Default::default(),
             gossip: crate::service::tree::Tree::new(&p.cfg.gossip),
+            pacers: Default::default(),
             cfg: p.cfg,
         }
     }

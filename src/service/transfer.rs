@@ -124,11 +124,11 @@ pub async fn serve(
     let mut file = std::fs::File::open(&path).map_err(|e| ServeError::Internal(format!("{e}")))?;
     let from = req.from_chunk.min(layout.count());
     let rate = node.cfg.limits.attachment_bytes_per_sec;
+    let pacer = node.clone();
+    let to = peer.to_string();
     tracing::info!(message_id = %m.message_id, attachment = i, %peer, from_chunk = from, "serving attachment");
     tokio::task::spawn_blocking(move || {
         use std::io::Read;
-        let started = std::time::Instant::now();
-        let mut sent: u64 = 0;
         let first = AttachmentChunk {
             digests,
             chunk: 0,
@@ -149,13 +149,11 @@ pub async fn serve(
                 let _ = tx.blocking_send(Err(format!("reading chunk {chunk}: {e}")));
                 return;
             }
-            // Bandwidth bound: sleep until the rate is back under the limit.
-            sent += data.len() as u64;
-            if rate > 0 {
-                let due = Duration::from_secs_f64(sent as f64 / rate as f64);
-                if let Some(wait) = due.checked_sub(started.elapsed()) {
-                    std::thread::sleep(wait);
-                }
+            // Bandwidth bound, shared with every other transfer to or from
+            // this peer: wait for this chunk's slot.
+            let wait = pacer.pacers.wait(&to, data.len() as u64, rate);
+            if !wait.is_zero() {
+                std::thread::sleep(wait);
             }
             if tx
                 .blocking_send(Ok(AttachmentChunk {
@@ -223,6 +221,10 @@ pub fn spawn_fetch(node: Arc<Node>, message_id: String, from: String) {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&message_id);
         if let Err(e) = r {
+            node.metrics
+                .attachment_fetches_abandoned
+                .get_or_create(&crate::service::metrics::PeerLabel { peer: from.clone() })
+                .inc();
             tracing::error!(%message_id, peer = %from, error = %e, "attachment fetch abandoned");
         }
     });
@@ -461,6 +463,7 @@ async fn fetch_one(
     })?
     .into_inner();
     fetch_stream(
+        node,
         message_id,
         i,
         blob,
@@ -477,6 +480,7 @@ async fn fetch_one(
 /// Receives one fetch stream into `<i>.part` (see [`fetch_one`]).
 #[allow(clippy::too_many_arguments)]
 async fn fetch_stream(
+    node: &Node,
     message_id: &str,
     i: usize,
     blob: &AttachmentBlob,
@@ -486,6 +490,7 @@ async fn fetch_stream(
     verified: u32,
     stream: &mut tonic::Streaming<AttachmentChunk>,
 ) -> Result<(), String> {
+    let (pacers, rate) = (&node.pacers, node.cfg.limits.attachment_bytes_per_sec);
     let part = dir.join(format!("{i}.part"));
     let first = next_frame(stream, peer)
         .await?
@@ -522,6 +527,11 @@ async fn fetch_stream(
         assembly
             .accept(f.chunk, &f.data)
             .map_err(|e| format!("refused from {peer}: {e}"))?;
+        // Bandwidth bound, shared with every other transfer to or from this peer.
+        let wait = pacers.wait(peer, f.data.len() as u64, rate);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
         let data = f.data;
         file = tokio::task::spawn_blocking(move || file.write_all(&data).map(|_| file))
             .await

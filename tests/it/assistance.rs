@@ -8,7 +8,7 @@ use certfed::proto::v1::*;
 use std::time::Duration;
 use tonic::transport::Channel;
 
-fn request(title: &str) -> AssistanceRequest {
+pub(crate) fn request(title: &str) -> AssistanceRequest {
     AssistanceRequest {
         title: title.into(),
         description: "Wiper on grid operator; need forensics".into(),
@@ -31,7 +31,7 @@ fn request(title: &str) -> AssistanceRequest {
     }
 }
 
-fn offer(summary: &str) -> Offer {
+pub(crate) fn offer(summary: &str) -> Offer {
     Offer {
         summary: summary.into(),
         capabilities: vec![AssistanceService::Forensics as i32],

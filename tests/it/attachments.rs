@@ -66,7 +66,7 @@ async fn upload(
         .map(|r| r.into_inner().message_id)
 }
 
-async fn download(
+pub(crate) async fn download(
     op: &mut OperatorClient<Channel>,
     id: &str,
     name: &str,
@@ -684,4 +684,446 @@ async fn a_corrupted_chunk_is_refused_and_fetched_again() {
     assert!(available(&op_c, &id, 1).await, "c never got the attachment");
     let (_, got) = download(&mut op_c, &id, "dump.bin", false).await.unwrap();
     assert!(got == content);
+}
+
+fn step_frames(step: step_upload_start::Step, files: &[(&str, &[u8])]) -> Vec<StepUpload> {
+    let mut frames = vec![StepUpload {
+        frame: Some(step_upload::Frame::Start(StepUploadStart {
+            step: Some(step),
+            attachments: files
+                .iter()
+                .map(|(n, c)| declare(n, c.len(), false))
+                .collect(),
+        })),
+    }];
+    for (i, (_, c)) in files.iter().enumerate() {
+        for piece in c.chunks(256 * 1024) {
+            frames.push(StepUpload {
+                frame: Some(step_upload::Frame::Data(AttachmentData {
+                    index: i as u32,
+                    data: piece.to_vec(),
+                })),
+            });
+        }
+    }
+    frames
+}
+
+async fn step(
+    op: &mut OperatorClient<Channel>,
+    frames: Vec<StepUpload>,
+) -> Result<StepUploadResponse, tonic::Status> {
+    op.publish_step_with_attachments(futures::stream::iter(frames))
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// Every assistance step (request, offer, decision, update) carries evidence
+/// to the request's audience, encrypted for AMBER (relay b holds ciphertext
+/// only); a step the state machine refuses, on an unknown request, or with an
+/// upload that falls short publishes nothing and leaves nothing on disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn assistance_steps_carry_evidence_to_the_audience() {
+    use step_upload_start::Step;
+    let fed = Fed::line();
+    let _a = fed.start(0).await;
+    let _b = fed.start(1).await;
+    let _c = fed.start(2).await;
+    let mut op_a = fed.operator(0).await;
+    let mut op_c = fed.operator(2).await;
+    let marker = format!("ASSISTMARK{}", uuid::Uuid::now_v7().simple());
+    let logs = evidence(1_500_000, marker.as_bytes());
+    // a asks c for help (AMBER, through relay b) with a log extract.
+    let r = step(
+        &mut op_a,
+        step_frames(
+            Step::Request(RequestAssistanceRequest {
+                request: Some(crate::assistance::request("Wiper: logs attached")),
+                recipients: vec!["node-c".into()],
+                request_id: uuid::Uuid::now_v7().to_string(),
+                exercise: false,
+            }),
+            &[("auth.log", &logs)],
+        ),
+    )
+    .await
+    .unwrap();
+    let rid = r.message_id.clone();
+    assert_eq!(r.state, AssistanceState::Requested as i32);
+    assert!(
+        available(&op_c, &rid, 1).await,
+        "c never got the request's evidence"
+    );
+    let (m, got) = download(&mut op_c, &rid, "auth.log", false).await.unwrap();
+    assert_eq!((m.name.as_str(), got.len()), ("auth.log", logs.len()));
+    assert!(got == logs, "c's copy differs");
+    // The relay never held the log in the clear.
+    assert!(
+        files_containing(&fed.data_dir(1), marker.as_bytes()).is_empty(),
+        "plaintext evidence at relay b"
+    );
+
+    // c offers, with its plan; a sees the offer's evidence.
+    let plan = evidence(40_000, b"PLAN");
+    let offered = step(
+        &mut op_c,
+        step_frames(
+            Step::Offer(OfferAssistanceRequest {
+                request_id: rid.clone(),
+                offer: Some(crate::assistance::offer("forensics team")),
+                client_request_id: uuid::Uuid::now_v7().to_string(),
+            }),
+            &[("plan.txt", &plan)],
+        ),
+    )
+    .await
+    .unwrap();
+    let oid = offered.message_id.clone();
+    assert!(
+        available(&op_a, &oid, 1).await,
+        "a never got the offer's evidence"
+    );
+    assert_eq!(
+        download(&mut op_a, &oid, "plan.txt", false)
+            .await
+            .unwrap()
+            .1,
+        plan
+    );
+
+    // The requester's decision and update carry evidence too.
+    let nda = b"terms of engagement".to_vec();
+    let decided = step(
+        &mut op_a,
+        step_frames(
+            Step::Decision(DecideOfferRequest {
+                offer_id: oid.clone(),
+                accept: true,
+                note: "welcome".into(),
+                request_id: uuid::Uuid::now_v7().to_string(),
+            }),
+            &[("terms.txt", &nda)],
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(decided.state, AssistanceState::Accepted as i32);
+    assert!(available(&op_c, &decided.message_id, 1).await);
+    assert_eq!(
+        download(&mut op_c, &decided.message_id, "terms.txt", false)
+            .await
+            .unwrap()
+            .1,
+        nda
+    );
+    let report = b"deployment report".to_vec();
+    let updated = step(
+        &mut op_a,
+        step_frames(
+            Step::Update(UpdateAssistanceRequest {
+                request_id: rid.clone(),
+                state: AssistanceState::Deployed as i32,
+                note: "team on site".into(),
+                withdraw_offer_id: String::new(),
+                client_request_id: uuid::Uuid::now_v7().to_string(),
+            }),
+            &[("report.txt", &report)],
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(updated.state, AssistanceState::Deployed as i32);
+    assert!(available(&op_c, &updated.message_id, 1).await);
+
+    // Refusals: nothing signed, nothing left behind.
+    let before = leftovers(&fed.data_dir(2));
+    // Only the requester decides: c deciding its own offer is refused after the upload.
+    let e = step(
+        &mut op_c,
+        step_frames(
+            Step::Decision(DecideOfferRequest {
+                offer_id: oid.clone(),
+                accept: true,
+                note: String::new(),
+                request_id: uuid::Uuid::now_v7().to_string(),
+            }),
+            &[("x.txt", b"x")],
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    // An offer on a request c does not hold.
+    let e = step(
+        &mut op_c,
+        step_frames(
+            Step::Offer(OfferAssistanceRequest {
+                request_id: uuid::Uuid::now_v7().to_string(),
+                offer: Some(crate::assistance::offer("nothing to offer on")),
+                client_request_id: String::new(),
+            }),
+            &[("x.txt", b"x")],
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    // An upload that falls short of its declared size.
+    let mut short = step_frames(
+        Step::Offer(OfferAssistanceRequest {
+            request_id: rid.clone(),
+            offer: Some(crate::assistance::offer("second offer")),
+            client_request_id: String::new(),
+        }),
+        &[("short.txt", &[7u8; 1000])],
+    );
+    if let Some(step_upload::Frame::Start(s)) = short[0].frame.as_mut() {
+        s.attachments[0].size = 5000;
+    }
+    let e = step(&mut op_c, short).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert_eq!(leftovers(&fed.data_dir(2)), before);
+    let v = op_c
+        .get_assistance_request(GetAssistanceRequestRequest {
+            request_id: rid.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(v.offers.len(), 1, "a refused step was signed: {v:?}");
+
+    // The command line: `assist update … --attach`.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("final.txt");
+    std::fs::write(&file, b"final report from the CLI").unwrap();
+    let pki = &fed.pki;
+    let out = Command::new(env!("CARGO_BIN_EXE_certfed"))
+        .args(["assist", "--node", &fed.addr(0), "--ca"])
+        .arg(pki.ca_path())
+        .arg("--cert")
+        .arg(pki.path("operator.crt"))
+        .arg("--key")
+        .arg(pki.path("operator.key"))
+        .args(["--json", "update", &rid, "--state", "completed", "--attach"])
+        .arg(&file)
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["state"], "ASSISTANCE_STATE_COMPLETED", "{v}");
+    let id = v["messageId"].as_str().unwrap().to_string();
+    assert!(available(&op_c, &id, 1).await);
+    assert_eq!(
+        download(&mut op_c, &id, "final.txt", false)
+            .await
+            .unwrap()
+            .1,
+        b"final report from the CLI"
+    );
+}
+
+/// An alert contributed to an incident carries evidence like any alert: the
+/// upload names the incident, the partners see the contribution counted and
+/// its attachment; a contribution to an unknown incident publishes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incident_contributions_carry_evidence() {
+    let fed = Fed::line();
+    let _a = fed.start(0).await;
+    let _b = fed.start(1).await;
+    let _c = fed.start(2).await;
+    let mut op_a = fed.operator(0).await;
+    let mut op_c = fed.operator(2).await;
+    let incident = op_a
+        .publish_alert(PublishAlertRequest {
+            alert: Some(green_alert("grid wiper wave")),
+            open_incident: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .message_id;
+    // c joins the incident with a capture (GREEN: to the whole federation).
+    let capture = evidence(200_000, b"INCIDENTCAP");
+    let req = PublishAlertRequest {
+        alert: Some(green_alert("seen here too")),
+        incident_id: incident.clone(),
+        ..Default::default()
+    };
+    let seen = eventually(Duration::from_secs(60), || {
+        let mut op_c = op_c.clone();
+        let mut frames = vec![start(
+            req.clone(),
+            vec![declare("c.pcap", capture.len(), false)],
+        )];
+        frames.extend(pieces(0, &capture, 64 * 1024));
+        async move { upload(&mut op_c, frames).await.is_ok() }
+    })
+    .await;
+    assert!(seen, "c could not contribute to the incident");
+    let contributions = eventually(Duration::from_secs(60), || {
+        let mut op_a = op_a.clone();
+        let incident = incident.clone();
+        async move {
+            op_a.list_incidents(ListIncidentsRequest::default())
+                .await
+                .is_ok_and(|r| {
+                    r.into_inner()
+                        .incidents
+                        .iter()
+                        .any(|i| i.incident_id == incident && i.contributions >= 2)
+                })
+        }
+    })
+    .await;
+    assert!(contributions, "a does not count c's contribution");
+    let list = op_a
+        .list_alerts(ListAlertsRequest {
+            filter: Some(AlertFilter {
+                origins: vec!["node-c".into()],
+                ..Default::default()
+            }),
+            page_size: 10,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let id = list.alerts[0].message_id.clone();
+    assert!(available(&op_a, &id, 1).await);
+    assert_eq!(
+        download(&mut op_a, &id, "c.pcap", false).await.unwrap().1,
+        capture
+    );
+    // An unknown incident: refused before any byte is kept.
+    let before = leftovers(&fed.data_dir(2));
+    let mut frames = vec![start(
+        PublishAlertRequest {
+            alert: Some(green_alert("into the void")),
+            incident_id: uuid::Uuid::now_v7().to_string(),
+            ..Default::default()
+        },
+        vec![declare("v.pcap", 10, false)],
+    )];
+    frames.push(data(0, &[1u8; 10]));
+    let e = upload(&mut op_c, frames).await.unwrap_err();
+    assert!(
+        matches!(
+            e.code(),
+            Code::NotFound | Code::FailedPrecondition | Code::InvalidArgument
+        ),
+        "{e:?}"
+    );
+    assert_eq!(leftovers(&fed.data_dir(2)), before);
+    let _ = &mut op_c;
+}
+
+/// `limits.attachment_bytes_per_sec` bounds a peer, not a stream: two
+/// attachments served to b at the same time share a's 1 MB/s, so 3 MB take
+/// at least 3 s (a per-stream bound would let them through in 1.5 s). Only
+/// a lower bound is asserted: a loaded machine is only ever slower.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bandwidth_bound_is_shared_by_every_transfer_to_a_peer() {
+    let mut fed = Fed::new(&["node-a", "node-b"], &[(0, 1)]);
+    fed.specs[0].extra = "attachment_bytes_per_sec = 1000000".into();
+    let _a = fed.start(0).await;
+    let _b = fed.start(1).await;
+    let mut op = fed.operator(0).await;
+    let op_b = fed.operator(1).await;
+    let one = evidence(1_500_000, b"PACED-1");
+    let two = evidence(1_500_000, b"PACED-2");
+    let started = std::time::Instant::now();
+    let mut ids = Vec::new();
+    for (n, content) in [("one.bin", &one), ("two.bin", &two)] {
+        let mut frames = vec![start(
+            PublishAlertRequest {
+                alert: Some(green_alert(n)),
+                ..Default::default()
+            },
+            vec![declare(n, content.len(), false)],
+        )];
+        frames.extend(pieces(0, content, 256 * 1024));
+        ids.push(upload(&mut op, frames).await.unwrap());
+    }
+    for id in &ids {
+        assert!(available(&op_b, id, 1).await, "b never got {id}");
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(2900),
+        "3 MB to one peer at 1 MB/s took {took:?}: the bound is not shared"
+    );
+}
+
+/// A fetch that gives up is counted for the peer that delivered the message:
+/// in ListPeers and in `certfed_attachment_fetches_abandoned_total`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_fetch_is_counted_for_its_peer() {
+    let mut fed = Fed::new(&["node-a", "node-b"], &[(0, 1)]);
+    fed.specs[1].extra = format!(
+        "eager_attachment_bytes = 0\n[metrics]\nlisten = \"127.0.0.1:{}\"\n",
+        free_port()
+    );
+    let _a = fed.start(0).await;
+    let b = fed.start(1).await;
+    let mut op = fed.operator(0).await;
+    let mut op_b = fed.operator(1).await;
+    let content = evidence(3 * 1024 * 1024, b"never-whole");
+    let mut frames = vec![start(
+        PublishAlertRequest {
+            alert: Some(green_alert("broken source")),
+            ..Default::default()
+        },
+        vec![declare("dump.bin", content.len(), false)],
+    )];
+    frames.extend(pieces(0, &content, 1 << 20));
+    let id = upload(&mut op, frames).await.unwrap();
+    assert!(arrives(&fed, 1, &id, Duration::from_secs(30)).await);
+    let abandoned = |op: OperatorClient<Channel>| async move {
+        let mut op = op;
+        op.list_peers(ListPeersRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .peers
+            .iter()
+            .find(|p| p.peer_id == "node-a")
+            .map(|p| p.attachment_fetches_abandoned)
+            .unwrap()
+    };
+    assert_eq!(abandoned(op_b.clone()).await, 0);
+    // a's only copy goes bad for good: every attempt is refused.
+    let blob = fed.data_dir(0).join("attachments").join(&id).join("0.blob");
+    let mut bad = std::fs::read(&blob).unwrap();
+    bad[1024 * 1024 + 7] ^= 0x01;
+    std::fs::write(&blob, &bad).unwrap();
+    let _ = download(&mut op_b, &id, "dump.bin", false).await;
+    // 12 attempts with backoff (about a minute).
+    let counted = eventually(Duration::from_secs(240), || {
+        let op_b = op_b.clone();
+        async move { abandoned(op_b).await == 1 }
+    })
+    .await;
+    assert!(counted, "the abandoned fetch was not counted");
+    let metrics = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(b.metrics_addr.unwrap())
+            .await
+            .unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.unwrap();
+        String::from_utf8_lossy(&buf).into_owned()
+    };
+    assert!(
+        metrics.contains("certfed_attachment_fetches_abandoned_total{peer=\"node-a\"} 1"),
+        "{metrics}"
+    );
 }

@@ -1011,3 +1011,232 @@ async fn validate_only_checks_like_a_publish_and_stores_nothing() {
     assert_eq!(listed(&mut op).await, 1);
     a.shutdown().await.unwrap();
 }
+
+fn sha256_hex(b: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
+/// Waits until node `i` holds both attachments of `id` and returns their
+/// content by name.
+fn contents(n: &Nodes, i: usize, id: &str) -> std::collections::BTreeMap<String, (bool, Vec<u8>)> {
+    let mut op = n.op(i);
+    n.rt.block_on(async {
+        let mut out = std::collections::BTreeMap::new();
+        let list = op
+            .list_attachments(ListAttachmentsRequest {
+                message_id: id.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        for s in list.attachments {
+            let m = s.attachment.unwrap();
+            let (_, data) = crate::attachments::download(&mut op, id, &m.name, true)
+                .await
+                .unwrap();
+            out.insert(m.name, (m.malicious, data));
+        }
+        out
+    })
+}
+
+#[test]
+fn attachments_travel_as_misp_samples_and_stix_artifacts_and_come_back() {
+    let n = Nodes::line(&["node-a", "node-b"], None);
+    let dir = tempfile::tempdir().unwrap();
+    let pcap_bytes: Vec<u8> = (0..300_000u32)
+        .map(|i| (i % 251) as u8)
+        .chain(b"EXCHANGE-MARKER".iter().copied())
+        .collect();
+    let sample_bytes = b"MZ\x90\x00 fake dropper for the exchange test".to_vec();
+    let pcap = dir.path().join("capture.pcap");
+    let sample = dir.path().join("dropper.exe");
+    std::fs::write(&pcap, &pcap_bytes).unwrap();
+    std::fs::write(&sample, &sample_bytes).unwrap();
+    let out = ok(&n.cli(
+        0,
+        &[
+            "alert",
+            "publish",
+            "--title",
+            "Evidence for the partners' tools",
+            "--tlp",
+            "green",
+            "--severity",
+            "high",
+            "--attach",
+            pcap.to_str().unwrap(),
+            "--attach",
+            &format!("{},malware", sample.display()),
+            "--json",
+        ],
+    ));
+    let id = serde_json::from_str::<Value>(&out).unwrap()["messageId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let export = |format: &str, file: &str, extra: &[&str]| {
+        let mut args = vec!["alert", "export", "--format", format, &id, "--out", file];
+        args.extend_from_slice(extra);
+        ok(&n.cli(0, &args));
+    };
+    export("misp", &path("ev.json"), &[]);
+    export("stix21", &path("bundle.json"), &[]);
+    export("misp", &path("thin.json"), &["--inline-max", "0"]);
+    export("stix21", &path("thin-bundle.json"), &["--inline-max", "0"]);
+    // The sample never leaves in the clear.
+    let ev_text = std::fs::read_to_string(path("ev.json")).unwrap();
+    let ev: Value = serde_json::from_str(&ev_text).unwrap();
+    let ms = ev["Event"]["Attribute"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["type"] == "malware-sample")
+        .unwrap()
+        .clone();
+    use base64::Engine as _;
+    let zipped = base64::engine::general_purpose::STANDARD
+        .decode(ms["data"].as_str().unwrap())
+        .unwrap();
+    assert!(!zipped.windows(16).any(|w| w == &sample_bytes[..16]));
+
+    let want_pcap = sha256_hex(&pcap_bytes);
+    let want_sample = sha256_hex(&sample_bytes);
+    if tools() {
+        let v = py(&[&"misp-evidence", &path("ev.json")]);
+        assert_eq!(v["attachment"]["capture.pcap"], want_pcap.as_str(), "{v}");
+        assert_eq!(
+            v["malware-sample"]["dropper.exe"],
+            want_sample.as_str(),
+            "{v}"
+        );
+        // PyMISP loads it and misp-stix converts it to STIX that validates.
+        let v = py(&[&"misp-check", &path("ev.json")]);
+        let types = v[0]["stix_types"].to_string();
+        assert!(types.contains("artifact") && types.contains("file"), "{v}");
+        let v = py(&[&"misp-evidence", &path("thin.json")]);
+        assert_eq!(v["described"].as_array().unwrap().len(), 2, "{v}");
+        py(&[&"misp-check", &path("thin.json")]);
+        // The OASIS validator accepts the bundle; stix2 reads the content back.
+        py(&[&"stix-validate", &path("bundle.json")]);
+        let v = py(&[&"stix-evidence", &path("bundle.json")]);
+        assert_eq!(v["files"]["capture.pcap"], want_pcap.as_str(), "{v}");
+        assert_eq!(v["files"]["dropper.exe"], want_sample.as_str(), "{v}");
+        assert_eq!(v["samples"], json!(["dropper.exe"]), "{v}");
+        py(&[&"stix-validate", &path("thin-bundle.json")]);
+        let v = py(&[&"stix-evidence", &path("thin-bundle.json")]);
+        assert_eq!(v["described"].as_array().unwrap().len(), 2, "{v}");
+    }
+
+    // Both files come back as an alert with the same attachments, on another node.
+    // (The STIX import goes to node-a only: the same alert with the same
+    // evidence to the same recipients is the same publish, by design.)
+    for (file, format, to) in [
+        ("ev.json", "misp", None),
+        ("bundle.json", "stix21", Some("node-a")),
+    ] {
+        let mut args = vec![
+            "alert",
+            "import",
+            "--format",
+            format,
+            &path(file),
+            "--tlp",
+            "green",
+            "--json",
+        ]
+        .into_iter()
+        .map(str::to_string)
+        .collect::<Vec<_>>();
+        if let Some(to) = to {
+            args.extend(["--to".to_string(), to.to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = ok(&n.cli(1, &args));
+        let v: Value = serde_json::from_str(&out).unwrap();
+        let back = v["published"][0]["messageId"].as_str().unwrap().to_string();
+        let got = contents(&n, 1, &back);
+        assert_eq!(got.len(), 2, "{file}: {:?}", got.keys());
+        assert_eq!(got["capture.pcap"], (false, pcap_bytes.clone()), "{file}");
+        assert_eq!(got["dropper.exe"], (true, sample_bytes.clone()), "{file}");
+    }
+
+    // An event a MISP instance shares (the sample zipped by Info-ZIP).
+    if tools() && Command::new("zip").arg("-v").output().is_ok() {
+        py(&[
+            &"misp-make-evidence",
+            &path("misp-made.json"),
+            &pcap,
+            &sample,
+        ]);
+        let out = ok(&n.cli(
+            0,
+            &[
+                "alert",
+                "import",
+                "--format",
+                "misp",
+                &path("misp-made.json"),
+                "--tlp",
+                "green",
+                "--json",
+            ],
+        ));
+        let v: Value = serde_json::from_str(&out).unwrap();
+        let made = v["published"][0]["messageId"].as_str().unwrap().to_string();
+        let got = contents(&n, 0, &made);
+        assert_eq!(got["capture.pcap"], (false, pcap_bytes.clone()));
+        assert_eq!(got["dropper.exe"], (true, sample_bytes.clone()));
+    }
+
+    // A file that lies about its sample is refused, naming the attribute; nothing is published.
+    let own = |n: &Nodes| {
+        let mut op = n.op(1);
+        n.rt.block_on(op.list_alerts(ListAlertsRequest {
+            filter: Some(AlertFilter {
+                origins: vec!["node-b".into()],
+                ..Default::default()
+            }),
+            page_size: 1000,
+            page_token: String::new(),
+        }))
+        .unwrap()
+        .into_inner()
+        .alerts
+        .len()
+    };
+    let before = own(&n);
+    assert_eq!(before, 2);
+    let mut lying = ev.clone();
+    for a in lying["Event"]["Attribute"].as_array_mut().unwrap() {
+        if a["type"] == "malware-sample" {
+            a["value"] = json!(format!("dropper.exe|{}", "0".repeat(32)));
+        }
+    }
+    let lying_path = write(dir.path(), "lying.json", &lying);
+    let (code, err) = failed(&n.cli(
+        1,
+        &[
+            "alert",
+            "import",
+            "--format",
+            "misp",
+            &lying_path,
+            "--tlp",
+            "green",
+        ],
+    ));
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains(&format!("attribute {} value", ms["uuid"].as_str().unwrap()))
+            && err.contains("lies"),
+        "{err}"
+    );
+    assert_eq!(own(&n), before);
+    n.stop();
+}

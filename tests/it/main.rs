@@ -5,7 +5,7 @@
 mod common;
 
 mod alerts;
-mod assistance;
+pub(crate) mod assistance;
 mod attachments;
 mod cli;
 mod cli_json;

@@ -13,6 +13,9 @@ reason on stderr), so the Rust test can show it.
     exchange.py misp-check FILE             # PyMISP load + misp-stix conversion (validated)
     exchange.py misp-compare ORIG EXPORTED  # attributes and tags kept
     exchange.py misp-feed DIR               # manifest and hashes.csv as PyMISP computes them
+    exchange.py misp-evidence FILE          # attachments/malware samples as PyMISP reads them
+    exchange.py misp-make-evidence FILE PCAP SAMPLE  # an event with both, zipped as MISP does
+    exchange.py stix-evidence FILE          # file/artifact content, malware sample_refs (stix2)
     exchange.py taxii URL CA CERT KEY       # taxii2-client: discovery, collections, paging
     exchange.py taxii-refused URL CA [CERT KEY]  # the server refuses this client
 """
@@ -287,6 +290,110 @@ def misp_feed(d):
     print(json.dumps({"events": sorted(manifest), "hashes": len(lines)}))
 
 
+def sha256(b):
+    import hashlib
+    return hashlib.sha256(b).hexdigest()
+
+
+def misp_evidence(path):
+    """Each attachment and malware sample of the first event, as PyMISP reads
+    them: name -> SHA-256 of the content (a sample out of its zip)."""
+    ev = load_events(path)[0]
+    out = {"attachment": {}, "malware-sample": {}, "described": []}
+    for a in ev.attributes:
+        if a.type == "attachment":
+            out["attachment"][a.value] = sha256(a.data.getvalue())
+        elif a.type == "malware-sample":
+            # PyMISP accepts it as a MISP sample only if the zip has MISP's shape.
+            if not hasattr(a, "malware_filename"):
+                fail(f"{a.uuid}: PyMISP does not read the data as a MISP malware-sample zip")
+            name, md5 = a.value.rsplit("|", 1)
+            binary = a.malware_binary.getvalue()
+            import hashlib
+            if hashlib.md5(binary).hexdigest() != md5 or a.malware_filename != name:
+                fail(f"{a.uuid}: value {a.value} does not match the zip ({a.malware_filename})")
+            out["malware-sample"][name] = sha256(binary)
+        elif a.type == "filename|sha256":
+            out["described"].append(a.value)
+    print(json.dumps(out))
+
+
+def misp_make_evidence(path, pcap, sample):
+    """An event as a MISP instance shares it: an attachment, and a malware
+    sample zipped with the password "infected" (Info-ZIP, entries <md5> and
+    <md5>.filename.txt)."""
+    import hashlib
+    import os
+    import subprocess
+    import tempfile
+    from io import BytesIO
+    from pymisp import MISPEvent
+
+    e = MISPEvent()
+    e.info = "Evidence shared from MISP"
+    e.distribution = 1
+    e.threat_level_id = 2
+    e.analysis = 0
+    e.add_tag("tlp:green")
+    with open(pcap, "rb") as f:
+        e.add_attribute("attachment", os.path.basename(pcap), data=BytesIO(f.read()))
+    with open(sample, "rb") as f:
+        s = f.read()
+    md5 = hashlib.md5(s).hexdigest()
+    name = os.path.basename(sample)
+    with tempfile.TemporaryDirectory() as d:
+        with open(os.path.join(d, md5), "wb") as f:
+            f.write(s)
+        with open(os.path.join(d, md5 + ".filename.txt"), "w") as f:
+            f.write(name)
+        z = os.path.join(d, "sample.zip")
+        subprocess.run(["zip", "-q", "-j", "-P", "infected", z, os.path.join(d, md5),
+                        os.path.join(d, md5 + ".filename.txt")], check=True)
+        with open(z, "rb") as f:
+            zipped = f.read()
+    a = e.add_attribute("malware-sample", f"{name}|{md5}", data=BytesIO(zipped))
+    if a.malware_binary.getvalue() != s:
+        fail("PyMISP does not read back the sample zipped as MISP does")
+    with open(path, "w") as f:
+        f.write(e.to_json(indent=1))
+    print(json.dumps({"uuid": e.uuid, "md5": md5}))
+
+
+def stix_evidence(path):
+    """Attachments of a bundle as the stix2 library reads them: each file with
+    content (its artifact's payload_bin, out of a MISP-style zip when
+    encrypted) -> SHA-256, checked against the file's hashes; and the names
+    of the samples malware objects refer to."""
+    import base64
+    import io
+    import zipfile
+    import stix2
+
+    with open(path) as f:
+        bundle = stix2.parse(f.read())
+    objs = {o.id: o for o in bundle.objects}
+    out = {"files": {}, "samples": [], "described": []}
+    for o in bundle.objects:
+        if o.type == "file" and "content_ref" in o:
+            art = objs[o.content_ref]
+            raw = base64.b64decode(art.payload_bin)
+            if art.get("encryption_algorithm") == "mime-type-indicated":
+                if art.mime_type != "application/zip":
+                    fail(f"{art.id}: encrypted but not a zip")
+                with zipfile.ZipFile(io.BytesIO(raw)) as z:
+                    names = [n for n in z.namelist() if not n.endswith(".filename.txt")]
+                    raw = z.read(names[0], pwd=art.decryption_key.encode())
+            if o.hashes.get("SHA-256") != sha256(raw):
+                fail(f"{o.id}: hashes.SHA-256 does not match the content")
+            out["files"][o.name] = sha256(raw)
+        elif o.type == "file":
+            out["described"].append(o.name)
+        elif o.type == "malware":
+            for r in o.get("sample_refs", []):
+                out["samples"].append(objs[r].name)
+    print(json.dumps(out))
+
+
 def taxii(url, ca, cert, key):
     from taxii2client.v21 import Server, as_pages
 
@@ -348,5 +455,7 @@ if __name__ == "__main__":
         "tools": tools, "stix-validate": stix_validate, "stix-make": stix_make,
         "stix-compare": stix_compare, "misp-make": misp_make, "misp-check": misp_check,
         "misp-compare": misp_compare, "misp-feed": misp_feed, "taxii": taxii,
+        "misp-evidence": misp_evidence, "misp-make-evidence": misp_make_evidence,
+        "stix-evidence": stix_evidence,
         "taxii-refused": taxii_refused,
     }[cmd](*args)

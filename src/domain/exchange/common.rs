@@ -36,6 +36,9 @@ pub struct AlertRecord {
     pub alert: Alert,
     pub root_id: String,
     pub root_created_ms: i64,
+    /// The alert's evidence attachments (issue 16), with their content where
+    /// the export includes it.
+    pub attachments: Vec<ExportedFile>,
 }
 
 impl AlertRecord {
@@ -48,6 +51,7 @@ impl AlertRecord {
             alert,
             root_id: message_id.to_string(),
             root_created_ms: created_ms,
+            attachments: Vec::new(),
         }
     }
 
@@ -95,6 +99,31 @@ pub fn parse_time(s: &str) -> Option<i64> {
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
+/// One attachment of an exported alert: its manifest and, when the export
+/// includes it, its content (verified by the node that served it).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExportedFile {
+    pub name: String,
+    pub media_type: String,
+    pub size: u64,
+    /// SHA-256 of the content (32 bytes).
+    pub sha256: Vec<u8>,
+    pub malicious: bool,
+    /// The content; `None` when it is not on the node or over the inline limit.
+    pub content: Option<Vec<u8>>,
+}
+
+/// One attachment an import publishes with its alert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportedFile {
+    pub name: String,
+    pub media_type: String,
+    pub malicious: bool,
+    pub content: Vec<u8>,
+    /// The object and field of the file it came from.
+    pub source: Source,
+}
+
 /// Where a field of an imported alert came from: an object id (STIX) or uuid
 /// (MISP) and the field inside it, as the operator finds them in the file.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -131,6 +160,9 @@ pub struct ImportedAlert {
     /// The object it was built from (a STIX report id, a MISP event uuid).
     pub source: String,
     pub provenance: Provenance,
+    /// Evidence the file carries for it (MISP `attachment`/`malware-sample`,
+    /// STIX `artifact`), published with it as attachments.
+    pub attachments: Vec<ImportedFile>,
 }
 
 /// Something in the file that is not imported, and why.
@@ -244,6 +276,9 @@ pub struct ImportOptions {
     pub now_ms: i64,
     /// The alert limits to check against.
     pub limits: Limits,
+    /// The node's `limits.max_attachment_bytes`: most bytes of attachments
+    /// per alert (0: the file may carry none).
+    pub max_attachment_bytes: u64,
 }
 
 /// Checks every imported alert as the node will (`validate_alert`), naming the
@@ -287,7 +322,55 @@ fn dedupe_indicators(a: &mut ImportedAlert, skipped: &mut Vec<Skipped>) {
     a.provenance.indicators = keep_src;
 }
 
+/// Checks the attachments an alert would carry: how many, their names, and
+/// their total size against the node's `limits.max_attachment_bytes`.
+fn check_files(a: &ImportedAlert, opts: &ImportOptions, errors: &mut ImportErrors) {
+    use crate::domain::attachment::{MAX_ATTACHMENTS, check_media_type, check_name};
+    if a.attachments.len() > MAX_ATTACHMENTS {
+        errors.push(
+            &a.provenance.whole.object,
+            "",
+            format!(
+                "{} attachments, at most {MAX_ATTACHMENTS} per alert; split the event or report",
+                a.attachments.len()
+            ),
+        );
+    }
+    let mut total: u64 = 0;
+    for (i, f) in a.attachments.iter().enumerate() {
+        let src = &f.source;
+        if let Err(e) = check_name("name", &f.name) {
+            errors.push(&src.object, &src.field, e.to_string());
+        }
+        if let Err(e) = check_media_type("media type", &f.media_type) {
+            errors.push(&src.object, &src.field, e.to_string());
+        }
+        if a.attachments[..i].iter().any(|g| g.name == f.name) {
+            errors.push(
+                &src.object,
+                &src.field,
+                format!(
+                    "a second attachment named {} in the same alert; names are unique within a message",
+                    crate::domain::text::quote(&f.name)
+                ),
+            );
+        }
+        total = total.saturating_add(f.content.len() as u64);
+    }
+    if total > opts.max_attachment_bytes {
+        errors.push(
+            &a.provenance.whole.object,
+            "",
+            format!(
+                "its attachments hold {total} bytes in all, over the node's limits.max_attachment_bytes = {}; leave some out or raise the limit on every node",
+                opts.max_attachment_bytes
+            ),
+        );
+    }
+}
+
 fn check_one(a: &ImportedAlert, opts: &ImportOptions, errors: &mut ImportErrors) {
+    check_files(a, opts, errors);
     let p = &a.provenance;
     let max = opts.limits.max_message_bytes;
     if a.alert.description.len() > max.saturating_mul(3) / 4 {

@@ -77,6 +77,7 @@ fn opts(tlp: Tlp) -> ImportOptions {
         exercise: false,
         now_ms: NOW,
         limits: Limits::default(),
+        max_attachment_bytes: 64 << 20,
     }
 }
 

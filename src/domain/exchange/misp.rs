@@ -14,6 +14,7 @@
 //! | countries, expiry, exercise, retraction | tags `certfed:country="EE"`, `certfed:expires="<RFC 3339>"`, `certfed:exercise`, `certfed:retracted` |
 //! | ip / cidr, domain, url, email, sha256, sha1, md5, cve, asn, text | attributes `ip-dst`, `domain`, `url`, `email`, `sha256`, `sha1`, `md5`, `vulnerability`, `AS`, `text` (category "Other"); comment → `comment`; `to_ids` for the first seven (false once retracted) |
 //! | references | attributes `link` (URLs) or `text` in category "External analysis" |
+//! | attachments | `attachment` (value the name, `data` base64); a malware sample `malware-sample` (value `filename\|md5`, `data` MISP's zip with password "infected"); content not included: `filename\|sha256` ([`super::evidence`]) |
 //!
 //! The event uuid is the uuid of the STIX report of the same alert, and an
 //! attribute's uuid the uuid of the STIX indicator of the same value (both
@@ -24,7 +25,10 @@
 //! list of them, or a REST search answer (`{"response": […]}`), and reads
 //! back the mapping above; attributes of MISP objects are read like event
 //! attributes, and `ip-src`, `hostname`, `email-src`, `email-dst` and
-//! `filename|<hash>` are read too. A TLP tag or a `distribution` stricter
+//! `filename|<hash>` are read too; `attachment` and `malware-sample`
+//! attributes with `data` become attachments (the sample's MD5 in the value,
+//! the zip's entry name and the content must agree, and everything is bounded
+//! by the node's `limits.max_attachment_bytes`). A TLP tag or a `distribution` stricter
 //! than the import's TLP is an error (it would lower the marking); attribute
 //! types and tags certfed does not carry are listed as skipped.
 //!
@@ -32,15 +36,17 @@
 //! of an event and its `hashes.csv` lines (MD5 of each attribute value, as
 //! PyMISP's `feed_meta_generator` writes them).
 use super::common::{
-    AlertRecord, ImportErrors, ImportOptions, Imported, ImportedAlert, MAX_IMPORT_BYTES,
-    MAX_IMPORT_OBJECTS, Provenance, Skipped, Source, check_imported, date_of, parse_time,
-    stix_time, uuid_for,
+    AlertRecord, ExportedFile, ImportErrors, ImportOptions, Imported, ImportedAlert, ImportedFile,
+    MAX_IMPORT_BYTES, MAX_IMPORT_OBJECTS, Provenance, Skipped, Source, check_imported, date_of,
+    parse_time, stix_time, uuid_for,
 };
+use super::evidence::{SAMPLE_PASSWORD, b64, hex, unb64, unzip_sample, zip_sample};
 use super::stix::{alert_labels, indicator_name};
 use crate::domain::alert::{
     VocabTag, parse_severity, parse_vocab_tag, split_machine_tag, subsector_sector, tlp_tag,
     validate_country, validate_indicator,
 };
+use crate::domain::attachment::media_type_for_name;
 use crate::domain::policy::tlp_label;
 use crate::proto::v1::{Indicator, IndicatorType, Revision, RsitType, Severity, Tlp};
 use serde_json::{Value, json};
@@ -163,6 +169,9 @@ pub fn export_event(r: &AlertRecord) -> Value {
             false,
         ));
     }
+    for (i, f) in r.attachments.iter().enumerate() {
+        attrs.push(attachment_attribute(r, i, f, &ts, retracted));
+    }
     let mut event = json!({
         "uuid": event_uuid(&r.root_id),
         "info": a.title,
@@ -190,6 +199,71 @@ pub fn export_event(r: &AlertRecord) -> Value {
         }]);
     }
     json!({ "Event": event })
+}
+
+/// The MISP attribute of an attachment: `attachment` (value the file name,
+/// `data` the content in base64), `malware-sample` for a malicious one
+/// (value `filename|md5`, `data` the zip MISP expects, password
+/// "infected"), or, when the content is not included, `filename|sha256`
+/// with a comment saying so.
+fn attachment_attribute(
+    r: &AlertRecord,
+    i: usize,
+    f: &ExportedFile,
+    ts: &str,
+    retracted: bool,
+) -> Value {
+    let mut a = json!({
+        "uuid": uuid_for(&format!("attachment:{}:{i}:{}", r.root_id, f.name)).to_string(),
+        "distribution": "5",
+        "timestamp": ts,
+        "disable_correlation": false,
+        "deleted": false,
+        "comment": "",
+    });
+    let sample = match (&f.content, f.malicious) {
+        (Some(c), true) => zip_sample(&f.name, c).ok(),
+        _ => None,
+    };
+    match (&f.content, sample) {
+        (Some(_), Some((zip, md5))) => {
+            a["type"] = "malware-sample".into();
+            a["category"] = "Payload delivery".into();
+            a["value"] = format!("{}|{md5}", f.name).into();
+            a["data"] = b64(&zip).into();
+            a["to_ids"] = (!retracted).into();
+        }
+        (Some(c), None) if !f.malicious => {
+            a["type"] = "attachment".into();
+            a["category"] = "External analysis".into();
+            a["value"] = f.name.clone().into();
+            a["data"] = b64(c).into();
+            a["to_ids"] = false.into();
+            if f.media_type != media_type_for_name(&f.name) {
+                a["comment"] = format!("media type {}", f.media_type).into();
+            }
+        }
+        _ => {
+            a["type"] = "filename|sha256".into();
+            a["category"] = if f.malicious {
+                "Payload delivery"
+            } else {
+                "External analysis"
+            }
+            .into();
+            a["value"] = format!("{}|{}", f.name, hex(&f.sha256)).into();
+            a["to_ids"] = (f.malicious && !retracted).into();
+            a["comment"] = format!(
+                "certfed attachment ({} bytes{}) not included in this export: fetch it with certfed attachment get {} {}",
+                f.size,
+                if f.malicious { ", malware sample" } else { "" },
+                r.message_id,
+                f.name
+            )
+            .into();
+        }
+    }
+    a
 }
 
 /// The `manifest.json` entry of an event (`{"Event": …}` or bare): its uuid and
@@ -258,6 +332,83 @@ pub fn attribute_hashes(event: &Value) -> Vec<String> {
 }
 
 // ---------------------------------------------------------------- import
+
+/// The content of an `attachment` attribute (`data`, base64), if present.
+/// Its media type is the one a certfed export names in the comment ("media
+/// type …"), else the one of its extension.
+fn read_attachment(
+    aname: &str,
+    a: &Value,
+    value: &str,
+    comment: &str,
+    max: u64,
+) -> Result<Option<ImportedFile>, (&'static str, String)> {
+    let data = match a.get("data") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(d)) if d.is_empty() => return Ok(None),
+        Some(Value::String(d)) => d,
+        Some(_) => return Err(("data", "must be the content in base64 (a string)".into())),
+    };
+    let content = unb64(data, max).map_err(|e| ("data", e))?;
+    let media_type = comment
+        .strip_prefix("media type ")
+        .map(str::to_string)
+        .unwrap_or_else(|| media_type_for_name(value).to_string());
+    Ok(Some(ImportedFile {
+        name: value.to_string(),
+        media_type,
+        malicious: false,
+        content,
+        source: Source::new(aname, "value"),
+    }))
+}
+
+/// A `malware-sample` attribute: value `filename|md5`, `data` the zip
+/// (password "infected") holding `<md5>` and `<md5>.filename.txt`. The MD5 of
+/// the value, the zip's entry name and the sample must agree.
+fn read_sample(
+    aname: &str,
+    a: &Value,
+    value: &str,
+    max: u64,
+) -> Result<ImportedFile, (&'static str, String)> {
+    let Some(Value::String(data)) = a.get("data") else {
+        return Err((
+            "data",
+            "must be the sample's zip in base64 (a string)".into(),
+        ));
+    };
+    // The zip of an incompressible sample is a little larger than the sample.
+    let zip = unb64(data, max.saturating_add(64 * 1024)).map_err(|e| ("data", e))?;
+    let sample = unzip_sample(&zip, SAMPLE_PASSWORD, max).map_err(|e| ("data", e))?;
+    let (file, md5) = match value.rsplit_once('|') {
+        Some((f, m)) => (f, Some(m)),
+        None => (value, None),
+    };
+    if let Some(m) = md5
+        && !m.eq_ignore_ascii_case(&sample.md5)
+    {
+        return Err((
+            "value",
+            format!(
+                "says MD5 {m} but the sample in data has MD5 {}: the attribute lies about its sample (or was altered); nothing is imported",
+                sample.md5
+            ),
+        ));
+    }
+    let name = if !file.is_empty() {
+        file.to_string()
+    } else {
+        sample.filename.clone().unwrap_or(sample.md5.clone())
+    };
+    Ok(ImportedFile {
+        name,
+        media_type: crate::domain::attachment::DEFAULT_MEDIA_TYPE.to_string(),
+        malicious: true,
+        content: sample.content,
+        source: Source::new(aname, "value"),
+    })
+}
 
 /// The least restrictive TLP a MISP distribution level allows, if any.
 fn distribution_floor(d: &Value) -> Option<(Tlp, &'static str)> {
@@ -626,6 +777,7 @@ fn import_event(
             attrs.push((a, Some(oname.clone())));
         }
     }
+    let mut files: Vec<ImportedFile> = Vec::new();
     for (i, (a, object)) in attrs.into_iter().enumerate() {
         let aname = a
             .get("uuid")
@@ -682,6 +834,36 @@ fn import_event(
                 };
                 (t, hash.to_string())
             }
+            "attachment" => {
+                match read_attachment(&aname, a, &value, &comment, opts.max_attachment_bytes) {
+                    Ok(Some(f)) => files.push(f),
+                    Ok(None) => skip(
+                        skipped,
+                        &aname,
+                        "attachment",
+                        "no data: the file's content is not in the event (export it from MISP with attachments included)".into(),
+                    ),
+                    Err((field, e)) => errors.push(&aname, field, e),
+                }
+                continue;
+            }
+            "malware-sample" if a.get("data").is_some_and(|d| !d.is_null()) => {
+                match read_sample(&aname, a, &value, opts.max_attachment_bytes) {
+                    Ok(f) => files.push(f),
+                    Err((field, e)) => errors.push(&aname, field, e),
+                }
+                continue;
+            }
+            "malware-sample" => {
+                // A sample without its zip: its MD5 is still an indicator.
+                let (file, hash) = value.rsplit_once('|').unwrap_or(("", value.as_str()));
+                comment = if comment.is_empty() {
+                    format!("malware sample (not in the event): {file}")
+                } else {
+                    format!("{comment} (malware sample not in the event: {file})")
+                };
+                (IndicatorType::Md5, hash.to_string())
+            }
             "link" => {
                 alert.references.push(value);
                 prov.references.push(Source::new(&aname, "value"));
@@ -719,5 +901,6 @@ fn import_event(
         alert,
         source: name.to_string(),
         provenance: prov,
+        attachments: files,
     })
 }

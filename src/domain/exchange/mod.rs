@@ -2,7 +2,7 @@
 //! (`stix`, with STIX patterns in `pattern`), alerts ⇄ MISP events and MISP
 //! feed files (`misp`), and the rules of the read-only TAXII 2.1 server
 //! (`taxii`). Shared types, ids and the final check of imported alerts are in
-//! `common`.
+//! `common`; attachments in both formats in `evidence`.
 //!
 //! Pure mapping code: no files, sockets or clocks (`now` is passed in). Ids
 //! are deterministic (UUIDv5 of the root alert's message id and the value),
@@ -12,19 +12,23 @@
 //! field. The submodules are private: `domain::exchange::X` is the only path
 //! of every public item.
 mod common;
+mod evidence;
 mod misp;
 mod pattern;
 mod stix;
 mod taxii;
 
 #[cfg(test)]
+mod evidence_tests;
+#[cfg(test)]
 mod exchange_tests;
 
 pub use common::{
-    AlertRecord, ImportError, ImportErrors, ImportOptions, Imported, ImportedAlert,
-    MAX_IMPORT_BYTES, MAX_IMPORT_OBJECTS, Provenance, Skipped, Source, date_of, parse_time,
-    stix_time, uuid_for,
+    AlertRecord, ExportedFile, ImportError, ImportErrors, ImportOptions, Imported, ImportedAlert,
+    ImportedFile, MAX_IMPORT_BYTES, MAX_IMPORT_OBJECTS, Provenance, Skipped, Source, date_of,
+    parse_time, stix_time, uuid_for,
 };
+pub use evidence::{DEFAULT_INLINE_BYTES, SAMPLE_PASSWORD, Sample, unzip_sample, zip_sample};
 pub use misp::{attribute_hashes, event_uuid, export_event, import_events, manifest_entry};
 pub use pattern::{MAX_PATTERN_CHARS, build as build_pattern, parse as parse_pattern};
 pub use stix::{

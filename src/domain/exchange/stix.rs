@@ -16,6 +16,7 @@
 //! | text | `note` (`content`; comment → `abstract`) referring to the report |
 //! | references | report `external_references` (`url`, or `external_id`), source `reference` |
 //! | message id | report `external_references` source `certfed` |
+//! | attachment | `file` (name, size, `hashes`, `mime_type`) with `content_ref` to an `artifact` (`payload_bin`) when the content is included; a malware sample's artifact is MISP's zip (`encryption_algorithm` mime-type-indicated, `decryption_key` infected) and a `malware` (`is_family` false) refers to the file in `sample_refs` |
 //!
 //! Ids are UUIDv5 ([`super::common::uuid_for`]) of the root alert (and the
 //! value, for indicators and locations), so a re-export or an update replaces
@@ -28,7 +29,9 @@
 //! tools: each `report` (not revoked) is one alert of the objects it refers
 //! to (indicators with representable patterns, vulnerabilities, locations,
 //! the observables `ipv4-addr`, `ipv6-addr`, `domain-name`, `url`,
-//! `email-addr`, `file` hashes, `autonomous-system`, and notes); a bundle
+//! `email-addr`, `file` hashes, `autonomous-system`, and notes; a `file`
+//! with `content_ref`, an `artifact`, and the `sample_refs` of a `malware`
+//! become attachments, checked against every stated hash and size); a bundle
 //! without reports is one alert of all its indicators, titled by the
 //! operator. Everything else is listed as skipped, never dropped silently.
 //! An object marked more restrictively than the import's TLP, a marking that
@@ -36,9 +39,12 @@
 //! a value the alert rules refuse is an error naming the object and field,
 //! and nothing is imported.
 use super::common::{
-    AlertRecord, ImportErrors, ImportOptions, Imported, ImportedAlert, MAX_IMPORT_BYTES,
-    MAX_IMPORT_OBJECTS, Provenance, Skipped, Source, check_imported, parse_time, stix_time,
-    uuid_for,
+    AlertRecord, ImportErrors, ImportOptions, Imported, ImportedAlert, ImportedFile,
+    MAX_IMPORT_BYTES, MAX_IMPORT_OBJECTS, Provenance, Skipped, Source, check_imported, parse_time,
+    stix_time, uuid_for,
+};
+use super::evidence::{
+    SAMPLE_PASSWORD, b64, check_hashes, hex, md5_hex, sha256_hex, unb64, unzip_sample, zip_sample,
 };
 use super::pattern;
 use crate::domain::alert::{
@@ -280,6 +286,65 @@ pub fn record_objects(r: &AlertRecord) -> Vec<Value> {
             notes.push(Value::Object(o));
         }
     }
+    for (i, f) in r.attachments.iter().enumerate() {
+        let key = format!("attachment:{}:{i}:{}", r.root_id, f.name);
+        let file_id = sid("file", &key);
+        let mut file = Map::new();
+        file.insert("type".into(), "file".into());
+        file.insert("spec_version".into(), "2.1".into());
+        file.insert("id".into(), file_id.clone().into());
+        file.insert("name".into(), f.name.clone().into());
+        file.insert("size".into(), f.size.into());
+        let mut hashes = Map::new();
+        hashes.insert("SHA-256".into(), hex(&f.sha256).into());
+        if let Some(c) = &f.content {
+            hashes.insert("MD5".into(), md5_hex(c).into());
+        }
+        file.insert("hashes".into(), Value::Object(hashes));
+        if !f.malicious {
+            file.insert("mime_type".into(), f.media_type.clone().into());
+        }
+        let sample = match (&f.content, f.malicious) {
+            (Some(c), true) => zip_sample(&f.name, c).ok().map(|(z, _)| z),
+            _ => None,
+        };
+        let payload = match (&f.content, sample) {
+            (Some(_), Some(zip)) => Some((zip, true)),
+            (Some(c), None) if !f.malicious => Some((c.clone(), false)),
+            _ => None,
+        };
+        if let Some((bytes, zipped)) = payload {
+            let art_id = sid("artifact", &key);
+            let mut art = Map::new();
+            art.insert("type".into(), "artifact".into());
+            art.insert("spec_version".into(), "2.1".into());
+            art.insert("id".into(), art_id.clone().into());
+            if zipped {
+                // MISP's malware-sample convention, as misp-stix writes it.
+                art.insert("mime_type".into(), "application/zip".into());
+                art.insert("encryption_algorithm".into(), "mime-type-indicated".into());
+                art.insert("decryption_key".into(), SAMPLE_PASSWORD.into());
+            } else {
+                art.insert("mime_type".into(), f.media_type.clone().into());
+            }
+            art.insert("payload_bin".into(), b64(&bytes).into());
+            art.insert("hashes".into(), json!({"SHA-256": sha256_hex(&bytes)}));
+            art.insert("object_marking_refs".into(), json!([marking]));
+            file.insert("content_ref".into(), art_id.into());
+            others.push(Value::Object(art));
+        }
+        file.insert("object_marking_refs".into(), json!([marking]));
+        refs.push(file_id.clone());
+        others.push(Value::Object(file));
+        if f.malicious {
+            let mut m = common("malware", sid("malware", &key));
+            m.insert("name".into(), f.name.clone().into());
+            m.insert("is_family".into(), false.into());
+            m.insert("sample_refs".into(), json!([file_id]));
+            refs.push(m["id"].as_str().unwrap_or_default().to_string());
+            others.push(Value::Object(m));
+        }
+    }
     let mut rep = common("report", report.clone());
     rep.insert("name".into(), a.title.clone().into());
     if !a.description.is_empty() {
@@ -513,6 +578,17 @@ struct Draft {
     prov: Provenance,
     /// Indicator expiries (valid_until) seen, to carry a common one.
     valid_until: Vec<Option<i64>>,
+    /// Attachments (from `file`/`artifact` objects with content), and the
+    /// id of the object each came from.
+    files: Vec<ImportedFile>,
+    file_ids: Vec<String>,
+}
+
+/// The content of an `artifact`, and whether it was a MISP-style sample zip.
+enum Payload {
+    Content(Vec<u8>, bool),
+    /// Only a `url`: certfed does not fetch.
+    Url(String),
 }
 
 /// The import of one bundle.
@@ -729,6 +805,24 @@ impl<'a> Importer<'a, '_> {
                     None => self.errors.push(id, "number", "must be a whole number"),
                 }
             }
+            "file" if o.get("content_ref").is_some() => self.add_file(d, id, false),
+            "artifact" => self.add_file(d, id, false),
+            "malware"
+                if o.get("sample_refs")
+                    .and_then(Value::as_array)
+                    .is_some_and(|r| !r.is_empty()) =>
+            {
+                self.check_markings(o);
+                let refs: Vec<&'a str> = o["sample_refs"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                for r in refs {
+                    self.add_file(d, r, true);
+                }
+            }
             "file" => {
                 self.check_markings(o);
                 let mut any = false;
@@ -758,6 +852,163 @@ impl<'a> Importer<'a, '_> {
             }
             "identity" | "marking-definition" | "extension-definition" => {}
             other => self.skip(id, other, "certfed has no mapping for this object type"),
+        }
+    }
+
+    /// Adds the content of a `file` (through `content_ref`) or an
+    /// `artifact` as an attachment, checked against every hash and size the
+    /// bundle states. `malicious`: a malware's sample (also any MISP-style
+    /// sample zip).
+    fn add_file(&mut self, d: &mut Draft, id: &'a str, malicious: bool) {
+        if let Some(i) = d.file_ids.iter().position(|f| f == id) {
+            d.files[i].malicious |= malicious;
+            return;
+        }
+        let Some(o) = self.b.by_id.get(id).copied() else {
+            self.skip(
+                id,
+                "reference",
+                "a sample or file referred to but not in the bundle",
+            );
+            return;
+        };
+        self.used.insert(id);
+        self.check_markings(o);
+        let max = self.opts.max_attachment_bytes;
+        let (name, art_id, art) = match type_of(o) {
+            "file" => {
+                let Some(name) = str_field(o, "name") else {
+                    self.errors.push(
+                        id,
+                        "name",
+                        "missing: certfed needs the file name to attach its content",
+                    );
+                    return;
+                };
+                let Some(art_id) = str_field(o, "content_ref") else {
+                    // A sample known by its hashes only.
+                    self.add_object(d, id, "malware");
+                    return;
+                };
+                let Some(art) = self.b.by_id.get(art_id).copied() else {
+                    self.errors.push(
+                        id,
+                        "content_ref",
+                        format!(
+                            "refers to {} which is not in the bundle",
+                            crate::domain::text::quote(art_id)
+                        ),
+                    );
+                    return;
+                };
+                self.used.insert(art_id);
+                self.check_markings(art);
+                (name.to_string(), art_id, art)
+            }
+            "artifact" => {
+                let name = str_field(o, "x_misp_filename")
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("{}.bin", id.trim_start_matches("artifact--")));
+                (name, id, o)
+            }
+            other => {
+                self.skip(
+                    id,
+                    other,
+                    "a malware sample must be a file or an artifact; not carried",
+                );
+                return;
+            }
+        };
+        let (content, zipped) = match self.payload(art_id, art, max) {
+            Ok(Payload::Content(c, z)) => (c, z),
+            Ok(Payload::Url(url)) => {
+                self.skip(art_id, "artifact", format!("content only at {} (url): certfed does not fetch it; download it and attach it with certfed alert publish --attach", crate::domain::text::quote(&url)));
+                return;
+            }
+            Err((field, e)) => {
+                self.errors.push(art_id, field, e);
+                return;
+            }
+        };
+        if type_of(o) == "file" {
+            if let Some(h) = o.get("hashes").and_then(Value::as_object)
+                && let Err(e) = check_hashes(h, &content)
+            {
+                self.errors.push(id, "hashes", e);
+                return;
+            }
+            if let Some(size) = o.get("size").and_then(Value::as_u64)
+                && size != content.len() as u64
+            {
+                self.errors.push(id, "size", format!("says {size} bytes but the content has {}: the file lies about its content (or was altered); nothing is imported", content.len()));
+                return;
+            }
+        }
+        let malicious = malicious || zipped;
+        let media_type = if malicious {
+            crate::domain::attachment::DEFAULT_MEDIA_TYPE.to_string()
+        } else {
+            str_field(o, "mime_type")
+                .or_else(|| str_field(art, "mime_type"))
+                .map(str::to_string)
+                .unwrap_or_else(|| {
+                    crate::domain::attachment::media_type_for_name(&name).to_string()
+                })
+        };
+        d.files.push(ImportedFile {
+            name,
+            media_type,
+            malicious,
+            content,
+            source: Source::new(id, "name"),
+        });
+        d.file_ids.push(id.to_string());
+    }
+
+    /// The content of an artifact: `payload_bin` checked against its
+    /// `hashes`, unzipped when it is a MISP-style sample zip
+    /// (`encryption_algorithm` "mime-type-indicated", `decryption_key`).
+    fn payload(&self, id: &str, art: &Value, max: u64) -> Result<Payload, (&'static str, String)> {
+        let _ = id;
+        let Some(text) = str_field(art, "payload_bin") else {
+            return match str_field(art, "url") {
+                Some(u) => Ok(Payload::Url(u.to_string())),
+                None => Err((
+                    "payload_bin",
+                    "missing, and no url: the artifact has no content".into(),
+                )),
+            };
+        };
+        let enc = str_field(art, "encryption_algorithm");
+        let bound = if enc.is_some() {
+            max.saturating_add(64 * 1024)
+        } else {
+            max
+        };
+        let raw = unb64(text, bound).map_err(|e| ("payload_bin", e))?;
+        if let Some(h) = art.get("hashes").and_then(Value::as_object) {
+            check_hashes(h, &raw).map_err(|e| ("hashes", e))?;
+        }
+        match enc {
+            None => Ok(Payload::Content(raw, false)),
+            Some("mime-type-indicated")
+                if str_field(art, "mime_type") == Some("application/zip") =>
+            {
+                let pw = str_field(art, "decryption_key").ok_or((
+                    "decryption_key",
+                    "missing: an encrypted zip needs its password (MISP uses \"infected\")"
+                        .to_string(),
+                ))?;
+                let sample = unzip_sample(&raw, pw, max).map_err(|e| ("payload_bin", e))?;
+                Ok(Payload::Content(sample.content, true))
+            }
+            Some(other) => Err((
+                "encryption_algorithm",
+                format!(
+                    "{other:?}: certfed reads artifacts in clear or MISP-style sample zips (mime-type-indicated, application/zip)"
+                ),
+            )),
         }
     }
 
@@ -932,6 +1183,7 @@ impl<'a> Importer<'a, '_> {
             alert: d.alert,
             source: source.to_string(),
             provenance: d.prov,
+            attachments: d.files,
         })
     }
 
@@ -943,6 +1195,8 @@ impl<'a> Importer<'a, '_> {
                 ..Default::default()
             },
             valid_until: Vec::new(),
+            files: Vec::new(),
+            file_ids: Vec::new(),
         }
     }
 }
@@ -1069,6 +1323,7 @@ pub fn import_bundle(bytes: &[u8], opts: &ImportOptions) -> Result<Imported, Imp
                     | "url"
                     | "email-addr"
                     | "file"
+                    | "artifact"
                     | "autonomous-system"
             )
         });
