@@ -613,14 +613,7 @@ pub fn process(
         // range, refined in later rounds — answering it now would only load
         // and split what `fold` then throws away.
         if answered_one && replied + limits.branch + 1 >= limits.max_ranges {
-            let mut edge = Missing::new();
-            match view.summary(&lo, &Key::END, &mut edge) {
-                Some(acc) => out.push(Range {
-                    upper: Key::END,
-                    mode: Mode::Fingerprint(acc.fingerprint()),
-                }),
-                None => missing.extend(edge),
-            }
+            fold_rest(view, &lo, &mut out, &mut missing);
             break;
         }
         let mut mine = Missing::new();
@@ -635,6 +628,13 @@ pub fn process(
             }
             last_skip = skipped;
         }
+        if out.len() == before && !mine.is_empty() {
+            // Not answered yet (its buckets are to be loaded): count it as
+            // the split it may become, so that the ranges after a full reply
+            // ask for no loads either.
+            replied += limits.branch;
+            last_skip = false;
+        }
         let new: Vec<i64> = mine.difference(&missing).copied().collect();
         let extra: u64 = new.iter().map(|b| view.count_of(*b)).sum();
         if answered_one
@@ -643,14 +643,7 @@ pub fn process(
         {
             // Over the round's budget: the rest is one fingerprint range,
             // refined in later rounds.
-            let mut edge = Missing::new();
-            match view.summary(&lo, &Key::END, &mut edge) {
-                Some(acc) => out.push(Range {
-                    upper: Key::END,
-                    mode: Mode::Fingerprint(acc.fingerprint()),
-                }),
-                None => missing.extend(edge),
-            }
+            fold_rest(view, &lo, &mut out, &mut missing);
             break;
         }
         pending += extra;
@@ -663,6 +656,19 @@ pub fn process(
     step.wanted.sort();
     step.reply = fold(since, compact(out), view, limits)?;
     Ok(step)
+}
+
+/// Ends a reply with one fingerprint range over `[lo, END)` (to be refined
+/// in later rounds); adds the edge buckets it needs and lacks to `missing`.
+fn fold_rest(view: &BucketView, lo: &Key, out: &mut Vec<Range>, missing: &mut Missing) {
+    let mut edge = Missing::new();
+    match view.summary(lo, &Key::END, &mut edge) {
+        Some(acc) => out.push(Range {
+            upper: Key::END,
+            mode: Mode::Fingerprint(acc.fingerprint()),
+        }),
+        None => missing.extend(edge),
+    }
 }
 
 /// Answers one range of the other side's frame (see [`process`]); adds the

@@ -475,3 +475,71 @@ proptest! {
         prop_assert_eq!(out.b_sends, b_only);
     }
 }
+
+/// A reply is full after about `max_ranges / branch` split ranges: the
+/// rest of the frame is folded before anything is loaded for it, so a round
+/// asks for the buckets of the ranges it answers only (not of every
+/// mismatched range in the frame, which `fold` would throw away).
+#[test]
+fn a_full_reply_loads_nothing_for_the_ranges_it_folds() {
+    let limits = Limits {
+        max_ranges: 64,
+        branch: 4,
+        ids_threshold: 2,
+        ..Limits::default()
+    };
+    let width = 1_000;
+    // 64 buckets of 20 items; B lacks one item in every bucket.
+    let a = spread(1_280, 64 * width);
+    let b: BTreeSet<Key> = a.iter().copied().filter(|k| k.id[15] % 20 != 7).collect();
+    let va = BucketView::of_items(width, a.iter().map(|k| Item::new(*k)));
+    // A's frame: one fingerprint range per bucket (every one differs), as
+    // many as a frame may hold.
+    let mut ranges: Vec<Range> = (0..64)
+        .map(|bk| {
+            let mut m = Missing::new();
+            let acc = va
+                .summary(&Key::at(bk * width), &Key::at((bk + 1) * width), &mut m)
+                .expect("all loaded");
+            Range {
+                upper: Key::at((bk + 1) * width),
+                mode: Mode::Fingerprint(acc.fingerprint()),
+            }
+        })
+        .collect();
+    ranges.last_mut().unwrap().upper = Key::END;
+    let frame = Frame { ranges };
+    let sb = Side::new(width, &b);
+    let need = match process(0, &frame, &sb.view, &limits) {
+        Err(Error::Need(buckets)) => buckets,
+        other => panic!("expected a load request, got {other:?}"),
+    };
+    assert!(
+        need.len() <= limits.max_ranges / limits.branch + 2,
+        "asked for {} buckets for a reply of at most {} ranges",
+        need.len(),
+        limits.max_ranges
+    );
+    // Loading what it asks for (again, as the service does) completes the
+    // step with few buckets loaded, and the reply is within the cap.
+    let mut view = sb.view.clone();
+    let mut loaded = 0;
+    let mut ask = need;
+    let step = loop {
+        for bk in ask {
+            view.load(bk, sb.items.get(&bk).cloned().unwrap_or_default());
+            loaded += 1;
+        }
+        match process(0, &frame, &view, &limits) {
+            Ok(step) => break step,
+            Err(Error::Need(more)) => ask = more,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert!(
+        loaded <= limits.max_ranges / limits.branch + 4,
+        "{loaded} of 64 buckets loaded in all"
+    );
+    assert!(step.reply.ranges.len() <= limits.max_ranges);
+    assert_eq!(step.reply.ranges.last().unwrap().upper, Key::END);
+}
