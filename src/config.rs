@@ -258,9 +258,12 @@ impl Default for ExerciseSection {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GossipSection {
-    /// false: flood every message in full over every link policy allows (and
-    /// tell peers this node takes no announcements). Default true.
-    #[serde(default = "default_true")]
+    /// true: broadcasts over trees with peers that support them. false (the
+    /// default): flood every message in full over every link policy allows
+    /// (and tell peers this node takes no announcements). Off by default
+    /// until announcements are durable: a relay killed between storing a
+    /// broadcast and announcing it leaves its lazy peers to reconciliation.
+    #[serde(default)]
     pub plumtree: bool,
     /// Milliseconds a node waits after an announcement of a message it lacks
     /// before it asks the announcer for it (10 to 60000; default 500).
@@ -283,7 +286,7 @@ fn default_ihave_batch_ms() -> u64 {
 impl Default for GossipSection {
     fn default() -> Self {
         GossipSection {
-            plumtree: true,
+            plumtree: false,
             graft_timeout_ms: default_graft_timeout_ms(),
             ihave_batch_ms: default_ihave_batch_ms(),
         }

@@ -51,6 +51,16 @@ fn accepted(nodes: &[&certfed::app::RunningNode]) -> Vec<u64> {
 
 /// Publishes `k` GREEN broadcasts from the `origins` in turn, each awaited at
 /// every node of `live` before the next. Returns their ids.
+/// A federation whose nodes all run Plumtree (`gossip.plumtree`, off by
+/// default).
+fn plumtree_fed(ids: &[&str], edges: &[(usize, usize)]) -> Fed {
+    let mut fed = Fed::new(ids, edges);
+    for spec in &mut fed.specs {
+        spec.extra.push_str("\n[gossip]\nplumtree = true\n");
+    }
+    fed
+}
+
 async fn play(fed: &Fed, origins: &[usize], live: &[usize], k: usize, tag: &str) -> Vec<String> {
     let mut ids = Vec::with_capacity(k);
     for i in 0..k {
@@ -71,7 +81,7 @@ async fn play(fed: &Fed, origins: &[usize], live: &[usize], k: usize, tag: &str)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_node_stores_every_broadcast_once_through_cycles_with_fewer_frames_than_flooding() {
-    let fed = Fed::new(IDS, EDGES);
+    let fed = plumtree_fed(IDS, EDGES);
     let mut nodes = Vec::new();
     for i in 0..IDS.len() {
         nodes.push(fed.start(i).await);
@@ -126,7 +136,7 @@ async fn every_node_stores_every_broadcast_once_through_cycles_with_fewer_frames
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_that_goes_away_loses_nothing_and_the_tree_repairs() {
-    let fed = Fed::new(IDS, EDGES);
+    let fed = plumtree_fed(IDS, EDGES);
     let mut nodes = Vec::new();
     for i in 0..IDS.len() {
         nodes.push(Some(fed.start(i).await));
@@ -158,7 +168,7 @@ async fn a_relay_that_goes_away_loses_nothing_and_the_tree_repairs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_without_plumtree_still_gets_everything_in_full() {
-    let mut fed = Fed::new(IDS, EDGES);
+    let mut fed = plumtree_fed(IDS, EDGES);
     let old = 5;
     fed.specs[old].extra = "\n[gossip]\nplumtree = false\n".into();
     let mut nodes = Vec::new();
@@ -213,7 +223,7 @@ fn refused(n: &certfed::app::RunningNode, reason: &str) -> u64 {
 /// and answers grafts only with what its policy lets go to node-a.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peers_gossip_flood_is_bounded_and_grafts_follow_policy() {
-    let fed = Fed::new(&["node-a", "node-b", "node-c"], &[(0, 1), (1, 2)]);
+    let fed = plumtree_fed(&["node-a", "node-b", "node-c"], &[(0, 1), (1, 2)]);
     // b lets node-a have nothing above GREEN.
     let a_port = fed.specs[0].port;
     let b_cfg = crate::fedtools::edited(

@@ -327,9 +327,8 @@ pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
             *p = by_old[p];
         }
         spec.extra = format!("\n[metrics]\nlisten = \"127.0.0.1:{}\"\n", metrics_ports[i]);
-        if plan.flood {
-            spec.extra.push_str("\n[gossip]\nplumtree = false\n");
-        }
+        spec.extra
+            .push_str(&format!("\n[gossip]\nplumtree = {}\n", !plan.flood));
     }
     let metrics_ports = metrics_ports.to_vec();
     let fed = Arc::new(fed);
