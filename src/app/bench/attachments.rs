@@ -13,12 +13,11 @@
 //!
 //! Budgets from issue 16: at least 100 MB/s through the relay on loopback,
 //! node-b's RSS under 64 MiB throughout.
-use crate::app::bench::memory::{NodeProcess, proc_status_mib};
+use crate::app::bench::memory::{proc_status_mib, spawn};
 use crate::app::localfed::Fed;
 use crate::proto::v1::operator_client::OperatorClient;
 use crate::proto::v1::*;
-use anyhow::{Context, bail};
-use std::process::{Command, Stdio};
+use anyhow::bail;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -90,34 +89,8 @@ pub async fn run(mib: u64, json: bool) -> anyhow::Result<()> {
     }
     let a = fed.start(0).await;
     let c = fed.start(2).await;
-    let log = fed.pki.path("node-b.log");
-    let log_file = std::fs::File::create(&log)?;
-    let exe = std::env::current_exe().context("locating the certfed binary")?;
-    let child = Command::new(exe)
-        .args(["serve", "--config"])
-        .arg(fed.config_path(1))
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone()?)
-        .stderr(log_file)
-        .spawn()
-        .context("starting node-b")?;
-    let mut node_b = NodeProcess { child, log };
+    let mut node_b = spawn(&fed, 1).await?;
     let pid = node_b.pid();
-    let port = fed.specs[1].port;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        if let Some(st) = node_b.child.try_wait()? {
-            bail!("node-b exited ({st}):\n{}", node_b.log_tail());
-        }
-        if Instant::now() > deadline {
-            bail!("node-b did not listen within 30 s:\n{}", node_b.log_tail());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let mut op_a = fed.operator(0).await;
     let mut op_c = fed.operator(2).await;
 

@@ -334,7 +334,7 @@ pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
     let fed = Arc::new(fed);
     let mut procs: Vec<NodeProcess> = Vec::with_capacity(n);
     for i in 0..n {
-        procs.push(super::reconcile::spawn(&fed, i).await?);
+        procs.push(super::memory::spawn(&fed, i).await?);
     }
     let started_nodes = Instant::now();
 
@@ -437,7 +437,7 @@ pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
             && Instant::now() >= at
         {
             for &v in &down {
-                procs[v] = super::reconcile::spawn(&fed, v).await?;
+                procs[v] = super::memory::spawn(&fed, v).await?;
             }
             down.clear();
             restart_at = None;
@@ -495,7 +495,7 @@ pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
     if let Some(at) = restart_at {
         tokio::time::sleep(at.saturating_duration_since(Instant::now())).await;
         for &v in &down {
-            procs[v] = super::reconcile::spawn(&fed, v).await?;
+            procs[v] = super::memory::spawn(&fed, v).await?;
         }
     }
     let publish_seconds = run_started.elapsed().as_secs_f64();

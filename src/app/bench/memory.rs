@@ -46,6 +46,41 @@ pub(super) fn proc_cpu_seconds(pid: &str) -> Option<f64> {
     Some((st.utime + st.stime) as f64 / procfs::ticks_per_second() as f64)
 }
 
+/// Starts node `i` as a `certfed serve` process and waits until it listens.
+pub(super) async fn spawn(fed: &Fed, i: usize) -> anyhow::Result<NodeProcess> {
+    let id = &fed.specs[i].id;
+    let log = fed.pki.path(&format!("{id}.log"));
+    let log_file = std::fs::File::create(&log)?;
+    let exe = std::env::current_exe().context("locating the certfed binary")?;
+    let child = Command::new(exe)
+        .args(["serve", "--config"])
+        .arg(fed.config_path(i))
+        .env("RUST_LOG", "warn")
+        // The quick_check of a 2 GB store takes several seconds: not what is measured.
+        .env("CERTFED__STORAGE__INTEGRITY_CHECK", "off")
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file)
+        .spawn()
+        .with_context(|| format!("starting {id}"))?;
+    let mut node = NodeProcess { child, log };
+    let port = fed.specs[i].port;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        if let Some(st) = node.child.try_wait()? {
+            bail!("{id} exited ({st}) before listening:\n{}", node.log_tail());
+        }
+        if Instant::now() > deadline {
+            bail!("{id} did not listen within 60 s:\n{}", node.log_tail());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(node)
+}
+
 /// The node process; killed if still running when dropped (error paths).
 pub(super) struct NodeProcess {
     pub(super) child: std::process::Child,
@@ -132,40 +167,8 @@ pub async fn run(messages: usize, json: bool) -> anyhow::Result<()> {
     // Measures SQLite files (and the process's memory on them) whatever the
     // test environment's backend.
     let fed = Fed::new(&["node-a", "node-b", "node-c"], &[(0, 1), (1, 2)]).sqlite();
-    let config = fed.config_path(1);
-    let log = fed.pki.path("node-b.log");
-    let log_file = std::fs::File::create(&log)?;
-    let exe = std::env::current_exe().context("locating the certfed binary")?;
-    let child = Command::new(exe)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone()?)
-        .stderr(log_file)
-        .spawn()
-        .context("starting node-b")?;
-    let mut node = NodeProcess { child, log };
+    let mut node = spawn(&fed, 1).await?;
     let pid = node.pid();
-
-    // Wait until b accepts connections.
-    let port = fed.specs[1].port;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        if let Some(st) = node.child.try_wait()? {
-            bail!(
-                "node-b exited ({st}) before listening:\n{}",
-                node.log_tail()
-            );
-        }
-        if Instant::now() > deadline {
-            bail!("node-b did not listen within 30 s:\n{}", node.log_tail());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 
     tokio::time::sleep(IDLE_WAIT).await;
     let idle =

@@ -25,14 +25,13 @@
 //! 100 MiB, b holds all N afterwards, in sync costs one round trip of at
 //! most 1 KiB, and with at most 1,000 missing the exchange costs at most
 //! 1 MB. Times are printed, not checked (they depend on the machine's load).
-use super::memory::{NodeProcess, db_mib, proc_cpu_seconds, proc_status_mib};
+use super::memory::{db_mib, proc_cpu_seconds, proc_status_mib, spawn};
 use crate::app::localfed::Fed;
 use crate::domain::keys::Signer;
 use crate::proto::v1::*;
 use anyhow::{Context, bail};
 use rand::SeedableRng;
 use std::collections::HashSet;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -163,41 +162,6 @@ async fn fill(
     a.shutdown().await?;
     b.shutdown().await?;
     Ok(seconds)
-}
-
-/// Starts node `i` as a `certfed serve` process and waits until it listens.
-pub(super) async fn spawn(fed: &Fed, i: usize) -> anyhow::Result<NodeProcess> {
-    let id = &fed.specs[i].id;
-    let log = fed.pki.path(&format!("{id}.log"));
-    let log_file = std::fs::File::create(&log)?;
-    let exe = std::env::current_exe().context("locating the certfed binary")?;
-    let child = Command::new(exe)
-        .args(["serve", "--config"])
-        .arg(fed.config_path(i))
-        .env("RUST_LOG", "warn")
-        // The quick_check of a 2 GB store takes several seconds: not what is measured.
-        .env("CERTFED__STORAGE__INTEGRITY_CHECK", "off")
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone()?)
-        .stderr(log_file)
-        .spawn()
-        .with_context(|| format!("starting {id}"))?;
-    let mut node = NodeProcess { child, log };
-    let port = fed.specs[i].port;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        if let Some(st) = node.child.try_wait()? {
-            bail!("{id} exited ({st}) before listening:\n{}", node.log_tail());
-        }
-        if Instant::now() > deadline {
-            bail!("{id} did not listen within 60 s:\n{}", node.log_tail());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Ok(node)
 }
 
 /// Peak `VmRSS` of the two node processes, in KiB.
