@@ -27,7 +27,11 @@
 //!   grafts, prunes; not envelopes) and `grafted_per_delivery`: messages
 //!   queued because a peer asked for them;
 //! - `rss_per_node_mib`: mean resident memory of the node processes at the
-//!   end (and the largest, `rss_max_node_mib`);
+//!   end (and the largest, `rss_max_node_mib`), split into private memory
+//!   (`rss_anon_per_node_mib`: heap, stacks) and file-backed pages
+//!   (`rss_file_per_node_mib`: mostly the certfed binary's code, one copy in
+//!   RAM shared by every node process), and `pss_per_node_mib` (the
+//!   proportional set size: shared pages divided among their sharers);
 //! - exactness: `missing` (eligible deliveries that never showed up within
 //!   `--federation-settle` seconds after the last publish), `duplicated`
 //!   (a node's Watch showing one alert twice), `amber_readable_elsewhere`
@@ -534,6 +538,16 @@ pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
         .iter()
         .filter_map(|p| proc_status_mib(&p.pid(), "VmRSS"))
         .collect();
+    let mean_of = |file: &str, field: &str| {
+        let v: Vec<f64> = procs
+            .iter()
+            .filter_map(|p| super::memory::proc_kb_mib(&p.pid(), file, field))
+            .collect();
+        v.iter().sum::<f64>() / v.len().max(1) as f64
+    };
+    let (rss_anon, rss_file) = (mean_of("status", "RssAnon"), mean_of("status", "RssFile"));
+    // Proportional set size: shared pages divided among their sharers.
+    let pss = mean_of("smaps_rollup", "Pss");
     let mut after = Counters::default();
     for p in &metrics_ports {
         after = after + scrape(*p).await?;
@@ -661,6 +675,9 @@ pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
         "grafted_per_delivery": round(used.grafted / d, 3),
         "plumtree": !plan.flood,
         "rss_per_node_mib": round(rss_mean, 1),
+        "rss_anon_per_node_mib": round(rss_anon, 1),
+        "rss_file_per_node_mib": round(rss_file, 1),
+        "pss_per_node_mib": round(pss, 1),
         "rss_max_node_mib": round(rss_max.max(peak), 1),
         "missing": missing,
         "duplicated": duplicated,
