@@ -577,6 +577,41 @@ pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
             }
         }
     }
+    // Deliveries not seen through Watch: say, for the first few, whether the
+    // node holds the alert (its Watch stream missed it) or not (lost or late).
+    let unseen: Vec<(String, usize, usize, bool)> = {
+        let seen = seen.lock().expect("seen lock");
+        sent.iter()
+            .flat_map(|(id, s)| {
+                s.eligible
+                    .iter()
+                    .filter(|&&v| !seen[v].contains_key(id))
+                    .map(|&v| (id.clone(), v, s.origin, s.amber))
+                    .collect::<Vec<_>>()
+            })
+            .take(10)
+            .collect()
+    };
+    for (id, v, origin, amber) in unseen {
+        let held = clients[v]
+            .clone()
+            .get_message(GetMessageRequest {
+                message_id: id.clone(),
+            })
+            .await
+            .is_ok();
+        eprintln!(
+            "not seen: {} alert {id} from {} at {}: {}",
+            if amber { "AMBER" } else { "GREEN" },
+            names[origin],
+            names[v],
+            if held {
+                "stored there (its Watch stream missed it)"
+            } else {
+                "not stored there"
+            }
+        );
+    }
     stop.store(true, Ordering::Relaxed);
     for mut p in procs {
         let _ = p.terminate().await;
