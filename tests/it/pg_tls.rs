@@ -94,7 +94,10 @@ async fn refusal(url: &str) -> String {
     .await;
     match r {
         Ok(_) => panic!("{} was accepted", postgres::redact(url)),
-        Err(e) => e.to_string(),
+        Err(e) => {
+            eprintln!("refused: {e}");
+            e.to_string()
+        }
     }
 }
 
