@@ -482,9 +482,14 @@ async fn open_store(cfg: &Config) -> anyhow::Result<Opened> {
     })
 }
 
+/// How often a standby looks for a roster the active member applied.
+const STANDBY_ROSTER_EVERY: Duration = Duration::from_secs(2);
+
 /// Keeps the lease of a member of an active/standby pair: renews it while
 /// active (every quarter of `storage.lease_secs`), tries to take it while
-/// standby (every second at most), and publishes the role. Ends when the
+/// standby (every second at most; a standby also follows the roster the
+/// active member applies, see `service::roster::follow_store`), and publishes
+/// the role. Ends when the
 /// node stops, or when this member lost the lease (role `Lost`).
 async fn run_lease(node: Arc<Node>, lease: Arc<dyn crate::storage::Lease>) {
     use crate::service::pair::Role;
@@ -494,6 +499,7 @@ async fn run_lease(node: Arc<Node>, lease: Arc<dyn crate::storage::Lease>) {
     let standby_every = active_every.min(Duration::from_secs(1));
     let mut lost = lease.lost();
     let mut failing_since: Option<std::time::Instant> = None;
+    let mut roster_every = std::time::Instant::now();
     loop {
         let role = match lease.tick().await {
             Ok(t) => {
@@ -541,6 +547,12 @@ async fn run_lease(node: Arc<Node>, lease: Arc<dyn crate::storage::Lease>) {
         if matches!(role, Role::Lost(_)) {
             node.shutdown.cancel();
             return;
+        }
+        // A standby follows the roster the active member applies (in memory,
+        // writing nothing), every few seconds.
+        if matches!(role, Role::Standby { .. }) && roster_every.elapsed() >= STANDBY_ROSTER_EVERY {
+            roster_every = std::time::Instant::now();
+            crate::service::roster::follow_store(&node, now_ms()).await;
         }
         let every = if matches!(role, Role::Active { .. }) {
             active_every
@@ -819,6 +831,7 @@ async fn serve_when_active(
     receipt_rx: tokio::sync::mpsc::Receiver<crate::domain::admission::ReceiptOwed>,
     health: tonic_health::server::HealthReporter,
 ) -> Vec<tokio::task::JoinHandle<()>> {
+    let start_version = node.roster_version();
     let mut role = node.pair.subscribe();
     loop {
         if role.borrow_and_update().serves() {
@@ -831,8 +844,10 @@ async fn serve_when_active(
     }
     set_health(&health, true).await;
     // The other member may have applied rosters while this one waited.
-    let roster_moved =
-        node.pair.backend == "postgres" && crate::service::roster::take_over(&node, now_ms()).await;
+    // (A standby already followed them in memory: the links follow too.)
+    let roster_moved = node.pair.backend == "postgres"
+        && (crate::service::roster::take_over(&node, now_ms()).await
+            || node.roster_version() != start_version);
     links.start_all(&node);
     if roster_moved {
         let peers =

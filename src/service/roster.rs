@@ -19,8 +19,10 @@
 //! - An expired held roster keeps its trust (read-only) and is reported
 //!   loudly (`certfed_roster_expired`, a warning per [`EXPIRY_WARN_EVERY_MS`]).
 //! - In an active/standby pair only the active member writes the chain: the
-//!   standby holds its start roster in memory, and on taking over holds the
-//!   newer of that and the store's chain, and keeps it ([`take_over`]).
+//!   standby holds its start roster in memory, follows the newer versions
+//!   the active member keeps in the store while it waits (in memory only,
+//!   [`follow_store`]), and on taking over holds the newer of its own and the
+//!   store's chain, and keeps it ([`take_over`]).
 use crate::domain::envelope::ms_to_ts;
 use crate::domain::keys::KeyRegistry;
 use crate::domain::roster::{
@@ -212,6 +214,77 @@ async fn save(store: &Store, doc: &Document, now_ms: i64) -> Result<(), String> 
         .map_err(|e| format!("cannot keep roster version {}: {e}", doc.version()))
 }
 
+/// Holds the newest roster of the store's chain `kept` (newer than the
+/// held version `held`): in memory only, nothing is written. Returns whether
+/// it is now in force.
+fn adopt(node: &Node, held: u64, kept: &[(Document, i64)], now_ms: i64) -> bool {
+    let Some((doc, accepted_ms)) = kept.last().cloned() else {
+        return false;
+    };
+    let stored = doc.version();
+    let keys = match trust_of(kept) {
+        Ok(k) => k,
+        Err(e) => {
+            tracing::error!(error = %e, "roster: the store's chain does not give member keys; the roster held stays in force");
+            return false;
+        }
+    };
+    let acc = Accepted {
+        signed_by: roster::verify_signatures(&doc, None).unwrap_or_default(),
+        doc,
+        admitted_by: None,
+        accepted_ms,
+    };
+    tracing::info!(
+        from = held,
+        to = stored,
+        "roster: the store holds a newer roster (applied by the other member of the pair); it is now in force"
+    );
+    record(node, &acc, now_ms);
+    node.replace_roster(Anchor::Current(Box::new(acc)), keys);
+    true
+}
+
+/// The standby of an active/standby pair follows the roster the active
+/// member applies while it waits: when the store's chain holds a newer
+/// version than the one held (one small read), that version is held in
+/// memory — GetNodeInfo and the metrics show it — and nothing is written.
+/// Returns whether the roster in force changed. A read failure keeps the
+/// held roster (the next call tries again).
+pub async fn follow_store(node: &Node, now_ms: i64) -> bool {
+    let Some(held) = node.roster() else {
+        return false;
+    };
+    let latest = match node.store.rosters(1).await {
+        Ok(rows) => rows.first().map_or(0, |r| r.version),
+        Err(e) => {
+            tracing::debug!(error = %e, "roster: the standby cannot read the store's latest roster; it tries again");
+            return false;
+        }
+    };
+    if latest <= held.version() {
+        return false;
+    }
+    let _one = node.roster_lock.lock().await;
+    let Some(held) = node.roster() else {
+        return false;
+    };
+    match chain(&node.store).await {
+        Ok(kept)
+            if kept
+                .last()
+                .is_some_and(|(d, _)| d.version() > held.version()) =>
+        {
+            adopt(node, held.version(), &kept, now_ms)
+        }
+        Ok(_) => false,
+        Err(e) => {
+            tracing::warn!(error = %e, "roster: the standby cannot read the store's chain; the roster held stays in force");
+            false
+        }
+    }
+}
+
 /// A member of an active/standby pair that just took over: the store's chain
 /// may have moved on while it waited (the other member applied rosters), or
 /// it may hold a newer roster (from its roster file) that the store lacks.
@@ -231,28 +304,7 @@ pub async fn take_over(node: &Node, now_ms: i64) -> bool {
     };
     let stored = kept.last().map_or(0, |(d, _)| d.version());
     if stored > held.version() {
-        let (doc, accepted_ms) = kept.last().cloned().expect("non-empty chain");
-        let keys = match trust_of(&kept) {
-            Ok(k) => k,
-            Err(e) => {
-                tracing::error!(error = %e, "roster: the store's chain does not give member keys; the roster held since start stays in force");
-                return false;
-            }
-        };
-        let acc = Accepted {
-            signed_by: roster::verify_signatures(&doc, None).unwrap_or_default(),
-            doc,
-            admitted_by: None,
-            accepted_ms,
-        };
-        tracing::info!(
-            from = held.version(),
-            to = stored,
-            "roster: the store holds a newer roster (applied by the other member of the pair); it is now in force"
-        );
-        record(node, &acc, now_ms);
-        node.replace_roster(Anchor::Current(Box::new(acc)), keys);
-        return true;
+        return adopt(node, held.version(), &kept, now_ms);
     } else if let Some(acc) = held.current().filter(|a| a.version() > stored) {
         match save(&node.store, &acc.doc, now_ms).await {
             Ok(()) => {

@@ -5,7 +5,7 @@ use super::*;
 use crate::proto::v1::{DeliveryState, MessageKind, Tlp};
 use std::path::Path;
 
-fn msg(id: &str, origin: &str, kind: MessageKind, targets: &[&str]) -> NewMessage {
+pub(crate) fn msg(id: &str, origin: &str, kind: MessageKind, targets: &[&str]) -> NewMessage {
     NewMessage {
         message_id: id.into(),
         origin: origin.into(),

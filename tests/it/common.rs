@@ -75,3 +75,21 @@ pub async fn holds(fed: &Fed, i: usize, id: &str) -> bool {
 pub async fn arrives(fed: &Fed, i: usize, id: &str, within: Duration) -> bool {
     eventually(within, || holds(fed, i, id)).await
 }
+
+/// The PostgreSQL server named by `CERTFED_TEST_PG_URL` (a role that may
+/// create databases), or `None` — the test is skipped, loudly — outside CI.
+/// Under CI a missing server fails the test.
+pub fn pg_server() -> Option<String> {
+    match std::env::var("CERTFED_TEST_PG_URL") {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("CERTFED_TEST_PG_URL is not set but CI is: .ci/run must start PostgreSQL")
+        }
+        _ => {
+            eprintln!(
+                "\n*** SKIPPED: this test needs PostgreSQL: eval \"$(.ci/postgres start)\" ***\n"
+            );
+            None
+        }
+    }
+}

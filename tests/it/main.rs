@@ -34,6 +34,7 @@ mod ordering;
 mod packaging;
 mod pair;
 mod partition;
+mod pg_tls;
 mod pki;
 mod plumtree;
 mod process;

@@ -325,3 +325,72 @@ fn purge_hands_leftover_keys_to_root_before_deleting_the_user() {
         .unwrap();
     assert!(st.success(), "postrm is valid sh");
 }
+
+/// The packaged unit with the PostgreSQL drop-in the README shows
+/// (`deploy/examples/certfed.service.d/postgres.conf`, the same text) passes
+/// `systemd-analyze verify` without a warning, and the drop-in is applied
+/// (the merged unit orders after PostgreSQL and selects the backend). A
+/// drop-in with a misspelt key is caught by the same check. Skipped where
+/// systemd-analyze is not installed.
+#[test]
+fn the_postgres_drop_in_verifies_with_the_unit() {
+    use std::process::Command;
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let drop_in =
+        std::fs::read_to_string(root.join("deploy/examples/certfed.service.d/postgres.conf"))
+            .unwrap();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let block: String = drop_in.lines().map(|l| format!("  {l}\n")).collect();
+    assert!(
+        readme.contains(&block),
+        "the README shows deploy/examples/certfed.service.d/postgres.conf as it is:\n{block}"
+    );
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("\n*** SKIPPED: systemd-analyze is not installed ***\n");
+        return;
+    }
+    let verify = |drop_in: &str| -> (String, String) {
+        let dir = tempfile::tempdir().unwrap();
+        // The unit as installed, its binary the one built here (verify
+        // checks that ExecStart's program exists).
+        let unit = std::fs::read_to_string(root.join("deploy/systemd/certfed.service"))
+            .unwrap()
+            .replace("/usr/bin/certfed", env!("CARGO_BIN_EXE_certfed"));
+        std::fs::write(dir.path().join("certfed.service"), unit).unwrap();
+        std::fs::create_dir(dir.path().join("certfed.service.d")).unwrap();
+        std::fs::write(dir.path().join("certfed.service.d/postgres.conf"), drop_in).unwrap();
+        let run = |level: &str| {
+            let out = Command::new("systemd-analyze")
+                .current_dir(dir.path())
+                .env("SYSTEMD_LOG_LEVEL", level)
+                .args(["verify", "--man=no", "./certfed.service"])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout)
+        };
+        // Warnings at the default level; the merged unit at debug level.
+        (run("debug"), run("info"))
+    };
+    let (all, warnings) = verify(&drop_in);
+    assert!(warnings.is_empty(), "{warnings}");
+    assert!(
+        all.contains("DropIn Path:") && all.contains("certfed.service.d/postgres.conf"),
+        "the drop-in is read"
+    );
+    assert!(
+        all.contains("Environment: CERTFED__STORAGE__BACKEND=postgres"),
+        "the drop-in selects PostgreSQL"
+    );
+    assert!(
+        all.contains("After: postgresql.service"),
+        "the unit starts after PostgreSQL"
+    );
+    // The check can fail: a misspelt key is reported.
+    let (_, warnings) = verify(&drop_in.replace("Environment=", "Enviroment="));
+    assert!(warnings.contains("Unknown key 'Enviroment'"), "{warnings}");
+}

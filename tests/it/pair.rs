@@ -28,18 +28,7 @@ const PUBLISHERS: usize = 16;
 
 /// The PostgreSQL server to use, or `None` (skip) outside CI.
 fn server() -> Option<String> {
-    match std::env::var("CERTFED_TEST_PG_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ if std::env::var_os("CI").is_some() => {
-            panic!("CERTFED_TEST_PG_URL is not set but CI is: .ci/run must start PostgreSQL")
-        }
-        _ => {
-            eprintln!(
-                "\n*** SKIPPED: active/standby tests need PostgreSQL: eval \"$(.ci/postgres start)\" ***\n"
-            );
-            None
-        }
-    }
+    pg_server()
 }
 
 /// A `certfed serve` process, killed and reaped when dropped.
@@ -501,16 +490,33 @@ async fn a_paused_active_is_fenced_when_it_resumes_and_steps_down() {
     assert_eq!(i.active_member, took_over.member);
 }
 
-/// A private PostgreSQL cluster (the test restarts it), started with
-/// `.ci/postgres` in a temporary folder.
-struct Cluster {
+/// A private PostgreSQL cluster (the test restarts or reconfigures it),
+/// started with `.ci/postgres` in a temporary folder.
+pub(crate) struct Cluster {
     dir: tempfile::TempDir,
-    url: String,
+    /// A role that may create databases, over TCP on 127.0.0.1.
+    pub(crate) url: String,
     ctl: String,
 }
 
 impl Cluster {
-    fn start() -> Cluster {
+    /// The cluster's data folder (owned by the postgres user).
+    pub(crate) fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("pg").join("data")
+    }
+
+    /// Runs `pg_ctl ARGS` on the cluster as the postgres user.
+    pub(crate) fn pg_ctl(&self, args: &str) {
+        let ok = Command::new("su")
+            .args(["postgres", "-c", &format!("{} {args}", self.ctl)])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "pg_ctl {args}");
+    }
+
+    pub(crate) fn start() -> Cluster {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         // The cluster runs as the postgres user: it must reach its folder.
@@ -546,18 +552,36 @@ impl Cluster {
 
     /// Restarts the server the way a crash does: `-m immediate` ends every
     /// process without a checkpoint, and the server recovers from its WAL.
-    fn restart(&self) {
-        let ok = Command::new("su")
-            .args([
-                "postgres",
-                "-c",
-                &format!("{} -m immediate -w restart", self.ctl),
-            ])
-            .stdout(Stdio::null())
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "pg_ctl restart");
+    pub(crate) fn restart(&self) {
+        self.pg_ctl("-m immediate -w restart");
+    }
+
+    /// Crashes the server (`-m immediate`), keeps it down for `down`, and
+    /// starts it again on the same port (recovering from its WAL).
+    pub(crate) fn down_for(&self, down: Duration) {
+        // `pg_ctl start` reads postgresql.conf, not the options of the first
+        // start: the same port, address and socket folder go there first.
+        let text = std::fs::read_to_string(self.data_dir().join("postmaster.opts")).unwrap();
+        let opt = |flag: &str| {
+            let pat = format!("\"{flag}\" \"");
+            let at = text
+                .find(&pat)
+                .unwrap_or_else(|| panic!("{flag} in {text}"))
+                + pat.len();
+            text[at..].split('"').next().unwrap().to_string()
+        };
+        let conf = self.data_dir().join("postgresql.conf");
+        let mut c = std::fs::read_to_string(&conf).unwrap();
+        c.push_str(&format!(
+            "\nport = {}\nunix_socket_directories = '{}'\nlisten_addresses = '127.0.0.1'\nmax_connections = 400\n",
+            opt("-p"),
+            opt("-k")
+        ));
+        std::fs::write(&conf, c).unwrap();
+        self.pg_ctl("-m immediate -w stop");
+        std::thread::sleep(down);
+        let log = self.dir.path().join("pg").join("log-after");
+        self.pg_ctl(&format!("-w -l {} start", log.display()));
     }
 }
 
@@ -833,6 +857,22 @@ async fn a_standby_that_takes_over_holds_the_roster_the_active_applied() {
         .expect("v2 applies on the active member")
         .into_inner();
     assert_eq!(applied.version, 2, "{applied:?}");
+    // The standby follows while it waits: GetNodeInfo shows v2, and it is
+    // still the standby (it wrote nothing: every write of a standby is fenced).
+    let followed = eventually(WAIT, || async {
+        info(&fed, &b2.addr)
+            .await
+            .is_some_and(|i| i.roster_version == 2)
+    })
+    .await;
+    let now = info(&fed, &b2.addr).await.unwrap();
+    assert!(
+        followed,
+        "the standby shows roster v{} while the active applied v2; log:\n{}",
+        now.roster_version,
+        b2.log_tail()
+    );
+    assert_eq!(now.role, PairRole::Standby as i32, "{now:?}");
     b1.kill9();
 
     // The standby takes over holding v2, not the v1 it started from, and
@@ -860,5 +900,118 @@ async fn a_standby_that_takes_over_holds_the_roster_the_active_applied() {
     assert!(
         peers.iter().all(|p| p.peer_id != "node-a"),
         "node-a left in v2: {peers:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pair_whose_database_is_lost_mid_stream_loses_nothing_and_ends_with_one_active() {
+    const N: usize = 2000;
+    if server().is_none() {
+        return;
+    }
+    let cluster = Cluster::start();
+    let mut fed = Fed::new(&["node-a", "node-b"], &[(0, 1)]).postgres(&cluster.url);
+    fed.add_standby(1);
+    let a = spawn_node(&fed, 0).await;
+    let (b1, b2) = spawn_pair(&fed, 1).await;
+    let mut members = [Some(b1), Some(b2)];
+    let addrs: Vec<String> = members
+        .iter()
+        .map(|m| m.as_ref().unwrap().addr.clone())
+        .collect();
+
+    let done = Arc::new(AtomicUsize::new(0));
+    let publisher = publish(fed.operator(0).await, N, "pair-db-lost", done.clone());
+    let ingesting = eventually(WAIT, || async {
+        stored_at(&fed, &addrs[0]).await.unwrap_or(0) >= 200
+    })
+    .await;
+    assert!(ingesting, "b never ingested");
+    // PostgreSQL crashes and stays away past the lease (3 s), then returns.
+    cluster.down_for(Duration::from_secs(6));
+    eprintln!(
+        "PostgreSQL back after 6 s down, at {} published",
+        done.load(Ordering::SeqCst)
+    );
+    let published = match tokio::time::timeout(WAIT * 3, publisher).await {
+        Ok(Ok(ids)) => ids,
+        other => panic!("publisher: {other:?}; log of a:\n{}", a.log_tail()),
+    };
+    assert_eq!(published.len(), N, "every alert is accepted in the end");
+
+    // One active member afterwards. A member that found its lease gone
+    // exited (non-zero); restarted, as its service manager would, it is the
+    // standby.
+    let one_active = eventually(WAIT, || async {
+        let mut active = 0;
+        for addr in &addrs {
+            if info(&fed, addr)
+                .await
+                .is_some_and(|i| i.role == PairRole::Active as i32)
+            {
+                active += 1;
+            }
+        }
+        active == 1
+    })
+    .await;
+    assert!(one_active, "not exactly one active member after the outage");
+    let active = {
+        let mut found = None;
+        for (k, addr) in addrs.iter().enumerate() {
+            if info(&fed, addr)
+                .await
+                .is_some_and(|i| i.role == PairRole::Active as i32)
+            {
+                found = Some(k);
+            }
+        }
+        found.expect("an active member")
+    };
+    let other = 1 - active;
+    if let Some(st) = members[other].as_mut().unwrap().exited() {
+        assert!(
+            !st.success(),
+            "a member that lost its lease exits non-zero: {st:?}"
+        );
+        let cfg = if other == 0 {
+            fed.config_path(1)
+        } else {
+            fed.standby_config_path(1)
+        };
+        members[other] = Some(start_proc(
+            &fed,
+            &cfg,
+            &format!("node-b-again-{other}"),
+            addrs[other].clone(),
+        ));
+    }
+    let standby = await_role(&fed, members[other].as_mut().unwrap(), PairRole::Standby).await;
+    let active_info = info(&fed, &addrs[active]).await.unwrap();
+    assert_eq!(standby.active_member, active_info.member, "{standby:?}");
+
+    // Every alert stored exactly once on node-b, a's outbox for it empty.
+    let logs: Vec<&Proc> = std::iter::once(&a)
+        .chain(members.iter().flatten())
+        .collect();
+    await_settled(
+        &fed,
+        &fed.addr(0),
+        "node-b",
+        &addrs[active],
+        N as u64,
+        &logs,
+    )
+    .await;
+    let expected: HashSet<String> = published.into_iter().collect();
+    assert_exactly(
+        &all_alert_ids(&fed, &addrs[active]).await,
+        &expected,
+        "node-b",
+    );
+    assert_exactly(
+        &all_alert_ids(&fed, &fed.addr(0)).await,
+        &expected,
+        "node-a",
     );
 }

@@ -1,11 +1,13 @@
-//! Set reconciliation between real nodes (real TLS, real SQLite on disk):
+//! Set reconciliation between real nodes (real TLS, real SQLite on disk, and
+//! a real PostgreSQL for the `_postgres` variants):
 //! - a node restored from its own online backup (the README's `sqlite3
-//!   .backup`) on a line of three, with traffic before and during the
+//!   .backup`, or `pg_dump`/`pg_restore` of its database) on a line of three, with traffic before and during the
 //!   restore: every node ends with the same alerts, and the assistance request
 //!   withdrawn after the backup is WITHDRAWN again on the restored node (not
 //!   REQUESTED forever);
-//! - a node started on an empty store with its old identity gets back what
-//!   its peer holds for it, its own messages included;
+//! - a node started on an empty store with its old identity (its folder
+//!   removed; on PostgreSQL every table of its database dropped) gets back
+//!   what its peer holds for it, its own messages included;
 //! - a peer added late receives the window's history it is entitled to and
 //!   nothing else (an AMBER message for another member stays away);
 //! - a message a peer deferred for clock skew is delivered by the
@@ -70,10 +72,92 @@ fn restore(data_dir: &Path, from: &Path) {
     }
 }
 
+/// Runs a PostgreSQL client tool (`pg_dump`, `pg_restore`), which must succeed.
+fn pg_tool(tool: &str, args: &[&str]) {
+    let out = std::process::Command::new(tool)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{tool} runs (apt-get install postgresql-client): {e}"));
+    assert!(
+        out.status.success(),
+        "{tool} {}: {}",
+        args.first().unwrap_or(&""),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A backup of node `i`'s store while it runs: SQLite's online backup, or
+/// the README's `pg_dump -Fc` of the node's database.
+fn backup_node(fed: &Fed, i: usize, to: &Path) {
+    match &fed.backend {
+        Backend::Sqlite => online_backup(&fed.data_dir(i), to),
+        Backend::Postgres { .. } => {
+            let url = fed.db_url(i);
+            pg_tool(
+                "pg_dump",
+                &["-Fc", "-f", &to.display().to_string(), "-d", &url],
+            );
+        }
+    }
+}
+
+/// Node `i`'s store (the node stopped) replaced by the backup: the file
+/// copied back, or the README's `pg_restore --clean` into its database.
+fn restore_node(fed: &Fed, i: usize, from: &Path) {
+    match &fed.backend {
+        Backend::Sqlite => restore(&fed.data_dir(i), from),
+        Backend::Postgres { .. } => {
+            let url = fed.db_url(i);
+            pg_tool(
+                "pg_restore",
+                &[
+                    "--clean",
+                    "--if-exists",
+                    "--no-owner",
+                    "-d",
+                    &url,
+                    &from.display().to_string(),
+                ],
+            );
+        }
+    }
+}
+
+/// Node `i`'s store emptied (the node stopped): its folder removed, and on
+/// PostgreSQL every table of its database dropped. It starts again with its
+/// old identity on an empty store.
+async fn empty_node(fed: &Fed, i: usize) {
+    match &fed.backend {
+        Backend::Sqlite => std::fs::remove_dir_all(fed.data_dir(i)).unwrap(),
+        // The folder holds attachment files only, once there are any.
+        Backend::Postgres { .. } => {
+            let _ = std::fs::remove_dir_all(fed.data_dir(i));
+        }
+    }
+    if let Backend::Postgres { .. } = &fed.backend {
+        certfed::storage::postgres::admin::execute(
+            &fed.db_url(i),
+            "DROP SCHEMA public CASCADE; CREATE SCHEMA public",
+        )
+        .await
+        .expect("the node's tables dropped");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_restored_from_backup_converges_with_its_line() {
     // SQLite files: the README's sqlite3 backup and restore.
-    let mut fed = Fed::line().sqlite();
+    restored_from_backup(Fed::line().sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restored_from_backup_converges_with_its_line_on_postgres() {
+    // The README's pg_dump and pg_restore of the node's database.
+    let Some(server) = pg_server() else { return };
+    restored_from_backup(Fed::line().postgres(&server)).await;
+}
+
+async fn restored_from_backup(mut fed: Fed) {
     for s in &mut fed.specs {
         s.extra = FAST.into();
     }
@@ -108,7 +192,7 @@ async fn a_node_restored_from_backup_converges_with_its_line() {
     );
 
     let backup = fed.data.path().join("b-backup.db");
-    online_backup(&fed.data_dir(1), &backup);
+    backup_node(&fed, 1, &backup);
 
     // After the backup: alerts from every node (b's own too), and a's
     // withdrawal of its request.
@@ -137,7 +221,7 @@ async fn a_node_restored_from_backup_converges_with_its_line() {
 
     // Restore b from the backup while a and c keep publishing.
     b.take().unwrap().shutdown().await.unwrap();
-    restore(&fed.data_dir(1), &backup);
+    restore_node(&fed, 1, &backup);
     ids.push(publish_on(&fed, 0, green_alert("while b is down"), &[]).await);
     ids.push(publish_on(&fed, 2, green_alert("while b is down, from c"), &[]).await);
     let b = fed.start(1).await;
@@ -206,7 +290,17 @@ async fn a_node_restored_from_backup_converges_with_its_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_store_with_the_old_identity_gets_its_history_back() {
     // SQLite files: the store's folder is removed.
-    let mut fed = Fed::new(&["node-a", "node-b"], &[(0, 1)]).sqlite();
+    emptied_store(Fed::new(&["node-a", "node-b"], &[(0, 1)]).sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emptied_postgres_store_with_the_old_identity_gets_its_history_back() {
+    // Every table of node-b's database dropped.
+    let Some(server) = pg_server() else { return };
+    emptied_store(Fed::new(&["node-a", "node-b"], &[(0, 1)]).postgres(&server)).await;
+}
+
+async fn emptied_store(mut fed: Fed) {
     for s in &mut fed.specs {
         s.extra = FAST.into();
     }
@@ -226,8 +320,9 @@ async fn an_empty_store_with_the_old_identity_gets_its_history_back() {
         assert!(arrives(&fed, 0, id, WAIT).await);
     }
     b.shutdown().await.unwrap();
-    // The whole folder goes (marker included): a new, empty store.
-    std::fs::remove_dir_all(fed.data_dir(1)).unwrap();
+    // The whole folder goes (marker included), and on PostgreSQL every
+    // table: a new, empty store.
+    empty_node(&fed, 1).await;
     let b = fed.start(1).await;
     let want: BTreeSet<String> = ids.iter().cloned().collect();
     assert!(

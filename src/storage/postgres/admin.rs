@@ -22,9 +22,7 @@ async fn session(url: &str) -> Result<deadpool_postgres::Object, StoreError> {
         idle_in_transaction_secs: 60,
     })?;
     let pool = connect::pool(&p, 1)?;
-    pool.get()
-        .await
-        .map_err(|e| super::refuse_connect(&p.target.to_string(), e))
+    pool.get().await.map_err(|e| super::refuse_connect(&p, e))
 }
 
 /// Creates an empty database named `certfed_<prefix>_<random>` on the server

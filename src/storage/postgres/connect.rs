@@ -197,6 +197,16 @@ pub struct Parsed {
     pub target: Target,
 }
 
+impl Parsed {
+    /// The CA file the server's certificate is checked against (TLS on).
+    pub fn ca_file(&self) -> Option<&std::path::Path> {
+        match &self.tls {
+            Tls::Off => None,
+            Tls::Verified(ca) => Some(ca),
+        }
+    }
+}
+
 /// Reads `t` into a driver configuration (no connection yet).
 pub fn parse(t: &PgTarget) -> Result<Parsed, StoreError> {
     let (rest, tls) = split_tls(&t.url)?;

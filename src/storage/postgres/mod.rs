@@ -6,12 +6,17 @@
 //! Invariants (besides those of every backend, checked by the shared
 //! conformance suite):
 //! - One writer task per process does every write: it drains the queued
-//!   write jobs, runs them in ONE transaction (each job in a savepoint of its
+//!   write jobs (at most `MAX_BATCH` jobs and `MAX_BATCH_ROWS` rows, so a
+//!   transaction stays short), runs them in ONE transaction (each job in a savepoint of its
 //!   own, so a failing job rolls back alone), commits once, and only then
 //!   answers each caller (group commit). A batch with a durable job commits
 //!   with `synchronous_commit = on`: the WAL is flushed (and, if the operator
 //!   configured synchronous replicas, replicated) before any caller hears of
 //!   it. A batch of lazy jobs only commits with `synchronous_commit = off`.
+//! - Consecutive insert jobs of a batch (concurrent `PublishAlert` calls,
+//!   Push chunks) are stored by ONE pipelined call in one savepoint; only if
+//!   that fails are they run again one by one, each in its own savepoint, so
+//!   that a bad job still fails alone.
 //! - Writes are applied, and given cursors, in the order they were queued.
 //! - Fencing: a store opened for an active/standby pair refuses every write
 //!   until its lease makes it active, and every write transaction first
@@ -47,6 +52,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 /// Most jobs folded into one commit.
 const MAX_BATCH: usize = 1024;
+/// Most messages (or other rows) written by one commit: a transaction holds
+/// a share lock on the lease row until it ends, and must stay well within the
+/// lease's 2 s lock timeout, or the renewal fails while the writer is busy.
+const MAX_BATCH_ROWS: usize = 4096;
 /// Sessions kept: the writer, the lease, and readers.
 const POOL_SIZE: usize = 12;
 
@@ -161,6 +170,20 @@ enum Op {
     Raw(String),
 }
 
+impl Op {
+    /// The rows a job writes, roughly (the batch bound counts them).
+    fn rows(&self) -> usize {
+        match self {
+            Op::Insert(m) => m.len().max(1),
+            Op::Defer(_, d, _) => d.len().max(1),
+            Op::Complete(_, o, _) => o.len().max(1),
+            Op::Reject(r, _) => r.len().max(1),
+            Op::Requeue(_, r, _) => r.len().max(1),
+            _ => 1,
+        }
+    }
+}
+
 /// What a write job returns.
 enum Done {
     Stored(Vec<Stored>),
@@ -213,7 +236,7 @@ pub async fn open(
     let parsed = connect::parse(target)?;
     let describe = parsed.target.to_string();
     let pool = connect::pool(&parsed, POOL_SIZE)?;
-    let mut first = pool.get().await.map_err(|e| refuse_connect(&describe, e))?;
+    let mut first = pool.get().await.map_err(|e| refuse_connect(&parsed, e))?;
     schema::migrate(&mut first, &opts.node_id, &describe, now_ms())
         .await
         .map_err(|e| match e {
@@ -251,8 +274,10 @@ pub async fn open(
     Ok((PgStore { inner }, lease))
 }
 
-/// The refusal when the database cannot be reached or refuses the login.
-fn refuse_connect(describe: &str, e: deadpool_postgres::PoolError) -> StoreError {
+/// The refusal when the database cannot be reached, refuses the login, or
+/// fails the TLS checks; the hint names what to fix.
+fn refuse_connect(p: &connect::Parsed, e: deadpool_postgres::PoolError) -> StoreError {
+    let describe = &p.target;
     let text = match &e {
         deadpool_postgres::PoolError::Backend(b) => match b.as_db_error() {
             Some(db) => format!("{} ({})", db.message(), db.code().code()),
@@ -260,12 +285,36 @@ fn refuse_connect(describe: &str, e: deadpool_postgres::PoolError) -> StoreError
         },
         other => other.to_string(),
     };
-    let hint = if text.contains("28P01") || text.contains("28000") || text.contains("password") {
-        "check the user in storage.url and the password (storage.password_file or CERTFED__STORAGE__PASSWORD)"
+    let lower = text.to_ascii_lowercase();
+    let ca = p
+        .ca_file()
+        .map_or_else(|| "none".to_string(), |c| c.display().to_string());
+    let hint = if lower.contains("unknownissuer")
+        || lower.contains("unknown issuer")
+        || lower.contains("badsignature")
+    {
+        format!(
+            "the database server's certificate is not signed by the CA in sslrootcert ({ca}): point sslrootcert at the CA that signed the server's certificate"
+        )
+    } else if lower.contains("not valid for name") || lower.contains("notvalidforname") {
+        format!(
+            "the database server's certificate does not name the host in storage.url ({}): use a host name the certificate names, or have the certificate reissued for this one",
+            describe.hosts
+        )
+    } else if p.ca_file().is_some()
+        && (lower.contains("expired") || lower.contains("not valid yet"))
+    {
+        "the database server's certificate is outside its validity period: have it renewed (and check this machine's clock)".to_string()
+    } else if lower.contains("server does not support tls") {
+        "the database server does not offer TLS: set ssl = on (with its certificate and key) in its postgresql.conf".to_string()
+    } else if lower.contains("no encryption") {
+        "the server accepts this user only over TLS: add sslmode=verify-full&sslrootcert=/path/to/ca.crt (the CA of the server's certificate) to storage.url".to_string()
+    } else if text.contains("28P01") || text.contains("28000") || text.contains("password") {
+        "check the user in storage.url and the password (storage.password_file or CERTFED__STORAGE__PASSWORD)".to_string()
     } else if text.contains("3D000") {
-        "create the database first (README, \"PostgreSQL storage\")"
+        "create the database first (README, \"PostgreSQL storage\")".to_string()
     } else {
-        "check that PostgreSQL runs and that storage.url names its host and port"
+        "check that PostgreSQL runs and that storage.url names its host and port".to_string()
     };
     StoreError::Invalid(format!(
         "storage: cannot connect to {describe}: {text}; {hint}"
@@ -292,7 +341,10 @@ fn now_ms() -> i64 {
 /// Runs one job's statements on the writer's session.
 async fn run_op(c: &Object, op: &Op) -> Result<Done, StoreError> {
     Ok(match op {
-        Op::Insert(m) => Done::Stored(queries::insert_messages(c, m).await?),
+        Op::Insert(m) => {
+            let refs: Vec<&NewMessage> = m.iter().collect();
+            Done::Stored(queries::insert_messages(c, &refs).await?)
+        }
         Op::Defer(p, d, now) => {
             queries::defer_outbox(c, p, d, *now).await?;
             Done::Unit
@@ -420,18 +472,83 @@ async fn run_in_transaction(
             None => Ok(()),
         };
     }
-    for job in batch.iter_mut() {
-        exec(c, "SAVEPOINT job", "cannot open a savepoint").await?;
-        let r = run_op(c, &job.op).await;
-        let end = if r.is_ok() {
-            "RELEASE SAVEPOINT job"
-        } else {
-            "ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job"
-        };
-        job.result = Some(r);
-        exec(c, end, "cannot close a savepoint").await?;
+    let mut start = 0;
+    while start < batch.len() {
+        // A run of inserts (concurrent PublishAlert calls, Push chunks) is
+        // stored by one call: its statements are pipelined together and the
+        // per-message bookkeeping (counts, reconciliation index) is written
+        // once for the run, not once per job.
+        let end = start
+            + batch[start..]
+                .iter()
+                .take_while(|j| matches!(j.op, Op::Insert(_)))
+                .count();
+        if end - start > 1 && insert_run(c, &mut batch[start..end]).await? {
+            start = end;
+            continue;
+        }
+        // One job at a time, each in its own savepoint (also a run whose
+        // joint insert failed: each job then fails or succeeds alone).
+        let one = start + 1;
+        let end = if end - start > 1 { end } else { one };
+        for job in batch[start..end].iter_mut() {
+            run_alone(c, job).await?;
+        }
+        start = end;
     }
     Ok(())
+}
+
+/// Runs one job in a savepoint of its own.
+async fn run_alone(c: &Object, job: &mut Job) -> Result<(), StoreError> {
+    exec(c, "SAVEPOINT job", "cannot open a savepoint").await?;
+    let r = run_op(c, &job.op).await;
+    let end = if r.is_ok() {
+        "RELEASE SAVEPOINT job"
+    } else {
+        "ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job"
+    };
+    job.result = Some(r);
+    exec(c, end, "cannot close a savepoint").await
+}
+
+/// Stores a run of insert jobs with one call, in one savepoint, answering
+/// each job with its own messages' results (in queue order, so cursors
+/// follow the queue). `Ok(false)`: the joint insert failed and was rolled
+/// back; the caller runs the jobs one by one so that only the bad one fails.
+async fn insert_run(c: &Object, run: &mut [Job]) -> Result<bool, StoreError> {
+    let msgs: Vec<&NewMessage> = run
+        .iter()
+        .flat_map(|j| match &j.op {
+            Op::Insert(m) => m.iter().collect::<Vec<_>>(),
+            _ => Vec::new(),
+        })
+        .collect();
+    exec(c, "SAVEPOINT run", "cannot open a savepoint").await?;
+    match queries::insert_messages(c, &msgs).await {
+        Ok(stored) => {
+            exec(c, "RELEASE SAVEPOINT run", "cannot close a savepoint").await?;
+            let mut rest = stored.into_iter();
+            for job in run.iter_mut() {
+                let n = match &job.op {
+                    Op::Insert(m) => m.len(),
+                    _ => 0,
+                };
+                job.result = Some(Ok(Done::Stored(rest.by_ref().take(n).collect())));
+            }
+            Ok(true)
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, jobs = run.len(), "storage: a joint insert failed; storing its jobs one by one");
+            exec(
+                c,
+                "ROLLBACK TO SAVEPOINT run; RELEASE SAVEPOINT run",
+                "cannot close a savepoint",
+            )
+            .await?;
+            Ok(false)
+        }
+    }
 }
 
 /// The single job of a batch failed: roll back, answer it with its own error.
@@ -445,11 +562,28 @@ const ROLLBACK_MARK: &str = "storage: internal: single job rolled back";
 
 async fn writer_loop(pool: Pool, fence: Arc<Fence>, mut rx: mpsc::Receiver<Job>) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.recv().await {
+    // A job that would have made the last batch too large starts the next.
+    let mut carried: Option<Job> = None;
+    loop {
+        let first = match carried.take() {
+            Some(j) => j,
+            None => match rx.recv().await {
+                Some(j) => j,
+                None => break,
+            },
+        };
+        let mut rows = first.op.rows();
         batch.push(first);
-        while batch.len() < MAX_BATCH {
+        while batch.len() < MAX_BATCH && rows < MAX_BATCH_ROWS {
             match rx.try_recv() {
-                Ok(j) => batch.push(j),
+                Ok(j) if rows + j.op.rows() > MAX_BATCH_ROWS => {
+                    carried = Some(j);
+                    break;
+                }
+                Ok(j) => {
+                    rows += j.op.rows();
+                    batch.push(j);
+                }
                 Err(_) => break,
             }
         }

@@ -99,7 +99,7 @@ SELECT cursor FROM m
 /// records receipts and supersede marks.
 pub async fn insert_messages(
     c: &ClientWrapper,
-    msgs: &[NewMessage],
+    msgs: &[&NewMessage],
 ) -> Result<Vec<Stored>, StoreError> {
     let e = |w: &'static str| move |x| pg_err(w, x);
     let st = c
@@ -226,12 +226,15 @@ pub async fn insert_messages(
     }
     // The reconciliation index, in the same transaction as the messages; the
     // bucket sums once per touched bucket, not once per message.
-    let mut touched: Touched = Default::default();
-    for (m, s) in msgs.iter().zip(&out) {
-        if let (Stored::New(cursor), Some(sync)) = (s, &m.sync) {
-            sync_add(c, *cursor as i64, m.created_ms, sync, &mut touched).await?;
-        }
-    }
+    let listed: Vec<(i64, i64, &SyncEntry)> = msgs
+        .iter()
+        .zip(&out)
+        .filter_map(|(m, s)| match (s, &m.sync) {
+            (Stored::New(cursor), Some(sync)) => Some((*cursor as i64, m.created_ms, sync)),
+            _ => None,
+        })
+        .collect();
+    let touched = sync_add(c, &listed).await?;
     for ((audience, bucket), hashes) in touched {
         bucket_apply(c, &audience, bucket, &hashes, 1).await?;
     }
@@ -322,17 +325,18 @@ async fn count_apply(
     c: &ClientWrapper,
     counts: std::collections::BTreeMap<i32, i64>,
 ) -> Result<(), StoreError> {
-    for (kind, n) in counts {
-        if n != 0 {
-            c.execute(
-                "INSERT INTO message_counts (kind, n) VALUES ($1, $2)
-                 ON CONFLICT (kind) DO UPDATE SET n = message_counts.n + excluded.n",
-                &[&kind, &n],
-            )
-            .await
-            .map_err(|x| pg_err("cannot count stored messages", x))?;
-        }
+    let (kinds, ns): (Vec<i32>, Vec<i64>) = counts.into_iter().filter(|(_, n)| *n != 0).unzip();
+    if kinds.is_empty() {
+        return Ok(());
     }
+    c.execute(
+        "INSERT INTO message_counts (kind, n)
+         SELECT * FROM unnest($1::int[], $2::bigint[])
+         ON CONFLICT (kind) DO UPDATE SET n = message_counts.n + excluded.n",
+        &[&kinds, &ns],
+    )
+    .await
+    .map_err(|x| pg_err("cannot count stored messages", x))?;
     Ok(())
 }
 
@@ -1112,32 +1116,51 @@ async fn bucket_apply(
 /// Hashes listed or unlisted in one write, by (audience, bucket).
 type Touched = std::collections::BTreeMap<(String, i64), Vec<[u8; 32]>>;
 
-/// Lists a new message in the reconciliation index; its bucket sums are
-/// gathered in `touched` for the caller to apply.
+/// Lists new messages (cursor, creation time, entry) in the reconciliation
+/// index in ONE statement; returns the hashes actually listed, by (audience,
+/// bucket), for the caller to add to the bucket sums.
 async fn sync_add(
     c: &ClientWrapper,
-    cursor: i64,
-    created_ms: i64,
-    entry: &SyncEntry,
-    touched: &mut Touched,
-) -> Result<(), StoreError> {
-    for a in &entry.audiences {
-        let added = c
-            .execute(
-                "INSERT INTO sync_items (audience, created_ms, id, cursor, hash)
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                &[a, &created_ms, &&entry.id[..], &cursor, &&entry.hash[..]],
-            )
-            .await
-            .map_err(|x| pg_err("cannot list a message for reconciliation", x))?;
-        if added == 1 {
-            touched
-                .entry((a.clone(), bucket_of(created_ms)))
-                .or_default()
-                .push(entry.hash);
+    listed: &[(i64, i64, &SyncEntry)],
+) -> Result<Touched, StoreError> {
+    let mut touched: Touched = Default::default();
+    let (mut aud, mut created, mut ids, mut cursors, mut hashes) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (cursor, created_ms, entry) in listed {
+        for a in &entry.audiences {
+            aud.push(a.as_str());
+            created.push(*created_ms);
+            ids.push(&entry.id[..]);
+            cursors.push(*cursor);
+            hashes.push(&entry.hash[..]);
         }
     }
-    Ok(())
+    if aud.is_empty() {
+        return Ok(touched);
+    }
+    let rows = c
+        .query(
+            "INSERT INTO sync_items (audience, created_ms, id, cursor, hash)
+             SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[], $4::bigint[], $5::bytea[])
+             ON CONFLICT DO NOTHING RETURNING audience, created_ms, hash",
+            &[&aud, &created, &ids, &cursors, &hashes],
+        )
+        .await
+        .map_err(|x| pg_err("cannot list messages for reconciliation", x))?;
+    let bad = sync_corrupt("a listed sync_items row");
+    for r in rows {
+        let audience: String = r.try_get(0).map_err(&bad)?;
+        let created: i64 = r.try_get(1).map_err(&bad)?;
+        let hash: Vec<u8> = r.try_get(2).map_err(&bad)?;
+        let hash: [u8; 32] = hash.as_slice().try_into().map_err(|_| {
+            StoreError::Corrupt(format!("sync_items: a listed hash of {} bytes", hash.len()))
+        })?;
+        touched
+            .entry((audience, bucket_of(created)))
+            .or_default()
+            .push(hash);
+    }
+    Ok(touched)
 }
 
 /// Removes messages (by cursor) from the reconciliation index: one statement

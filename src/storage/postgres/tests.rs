@@ -329,3 +329,67 @@ fn failing_job_rolls_back_alone_in_a_shared_batch() {
         store.close().await;
     });
 }
+
+#[test]
+fn concurrent_inserts_share_one_call_and_a_bad_one_still_fails_alone() {
+    use crate::proto::v1::MessageKind;
+    use crate::storage::conformance::msg;
+    with_db(async |_, url| {
+        let store = open_plain(url, "node-a").await.unwrap();
+        // The writer is busy: the inserts queue up behind, and are taken as
+        // one run of consecutive insert jobs.
+        let busy = store
+            .enqueue(Durability::Durable, Op::Raw("SELECT pg_sleep(0.3)".into()))
+            .await
+            .unwrap();
+        let mut pending = Vec::new();
+        for i in 0..40 {
+            // Every 8th job is refused by PostgreSQL (a NUL in a text column);
+            // job 39 repeats job 1's message.
+            let id = match i {
+                _ if i % 8 == 3 => format!("bad\0{i}"),
+                39 => "m-1".to_string(),
+                _ => format!("m-{i}"),
+            };
+            let m = msg(&id, "node-a", MessageKind::Alert, &["node-b"]);
+            pending.push(
+                store
+                    .insert_queued(vec![m], Durability::Durable)
+                    .await
+                    .unwrap(),
+            );
+        }
+        busy.await.unwrap();
+        let mut stored = Vec::new();
+        let mut failed = 0;
+        for (i, p) in pending.into_iter().enumerate() {
+            match p.await {
+                Ok(s) => stored.push((i, s)),
+                Err(e) => {
+                    assert_eq!(i % 8, 3, "job {i} failed: {e}");
+                    failed += 1;
+                }
+            }
+        }
+        assert_eq!(failed, 5, "only the bad jobs fail");
+        let new: Vec<u64> = stored
+            .iter()
+            .filter_map(|(_, s)| match s[0] {
+                Stored::New(c) => Some(c),
+                Stored::Duplicate => None,
+            })
+            .collect();
+        assert_eq!(new.len(), 34, "{stored:?}");
+        assert!(
+            new.windows(2).all(|w| w[0] < w[1]),
+            "cursors follow the queue: {new:?}"
+        );
+        assert!(matches!(stored.last(), Some((39, s)) if s[0] == Stored::Duplicate));
+        assert_eq!(store.message_count().await.unwrap(), 34);
+        assert_eq!(
+            store.outbox_depths().await.unwrap(),
+            vec![("node-b".to_string(), 34)]
+        );
+        store.close().await;
+    });
+}
