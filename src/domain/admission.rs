@@ -775,7 +775,13 @@ fn decide(
         request_id: parsed.request_id,
         receipt_facts,
         hops: HopChain { hops }.encode_to_vec(),
-        sync_audiences: crate::domain::reconcile::audiences(view.me, &h.origin, &h.recipients),
+        sync_audiences: crate::domain::reconcile::audiences(
+            view.me,
+            &h.origin,
+            &h.recipients,
+            Tlp::try_from(h.tlp).unwrap_or(Tlp::Unspecified),
+            h.encrypted,
+        ),
         receipt_owed: None,
         incident,
     })

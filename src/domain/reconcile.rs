@@ -52,7 +52,8 @@
 //!   set (refined in later rounds), so a large set with differences spread
 //!   everywhere takes more rounds, never more memory. The first range that
 //!   needs items is always answered, so every round makes progress.
-use crate::proto::v1::{ReconcileFrame, ShortIds, SyncBound, SyncRange, sync_range};
+use crate::domain::policy::broadcastable;
+use crate::proto::v1::{ReconcileFrame, ShortIds, SyncBound, SyncRange, Tlp, sync_range};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -107,23 +108,47 @@ impl Key {
 
 /// The audience of a broadcast in the reconciliation index.
 pub const BROADCAST: &str = "*";
+/// The audience of a relayable directed message (see [`audiences`]).
+pub const RELAYED: &str = "+";
 
-/// The audiences a message is reconciled under on node `me`: a link between
-/// `me` and peer P reconciles the messages listed under [`BROADCAST`] or
-/// under P, i.e. those both are parties to (each is the origin, a named
-/// recipient, or it is a broadcast); the same definition on both sides,
-/// from the signed header alone. Empty when `me` is not a party (a relay's
-/// copy).
-pub fn audiences(me: &str, origin: &str, recipients: &[String]) -> Vec<String> {
+/// The audiences a message is reconciled under on node `me`. A link between
+/// `me` and peer P reconciles the messages listed under [`BROADCAST`],
+/// [`RELAYED`] or P; every node computes the same lists from the signed
+/// header alone, so both sides of a link describe the same set:
+/// - a broadcast (no named recipients): [`BROADCAST`], on every holder;
+/// - a relayable directed message (named recipients, CLEAR or GREEN, not end-to-end
+///   encrypted): [`RELAYED`], on every holder, relays included. Relay links
+///   flood it like a broadcast (`policy::route_to_peer`) and relays keep it
+///   readable, so a relay reconciles it with its peers: a member restored
+///   behind a relay gets back what a non-adjacent member addressed to it;
+/// - any other directed message (end-to-end encrypted: relays drop their
+///   ciphertext once delivered, so they cannot hold it for a later
+///   reconciliation): each other party (origin and named recipients) on a
+///   party, nothing on a relay — a link reconciles those both nodes are
+///   parties to.
+///
+/// The lists never overlap, so a message counts once in a link's set. What
+/// actually goes to a peer is still decided by the forwarding policy
+/// (`admission::entitled`), never by the list.
+pub fn audiences(
+    me: &str,
+    origin: &str,
+    recipients: &[String],
+    tlp: Tlp,
+    encrypted: bool,
+) -> Vec<String> {
     if recipients.is_empty() {
         return vec![BROADCAST.to_string()];
+    }
+    if broadcastable(tlp) && !encrypted {
+        return vec![RELAYED.to_string()];
     }
     if origin != me && !recipients.iter().any(|r| r == me) {
         return Vec::new();
     }
     let mut out: Vec<String> = std::iter::once(origin)
         .chain(recipients.iter().map(String::as_str))
-        .filter(|m| *m != me && *m != BROADCAST)
+        .filter(|m| *m != me && *m != BROADCAST && *m != RELAYED)
         .map(str::to_string)
         .collect();
     out.sort();

@@ -543,3 +543,38 @@ fn a_full_reply_loads_nothing_for_the_ranges_it_folds() {
     assert!(step.reply.ranges.len() <= limits.max_ranges);
     assert_eq!(step.reply.ranges.last().unwrap().upper, Key::END);
 }
+
+#[test]
+fn audiences_put_relay_copies_of_relayable_messages_in_the_links_set() {
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let to_c = s(&["node-c"]);
+    // A broadcast: every holder, one audience.
+    for me in ["node-a", "node-b", "node-c"] {
+        assert_eq!(
+            audiences(me, "node-a", &[], Tlp::Green, false),
+            s(&[BROADCAST])
+        );
+    }
+    // GREEN a -> c, not encrypted: the relay b lists it as the parties do,
+    // so the b-c link reconciles it.
+    for me in ["node-a", "node-b", "node-c"] {
+        assert_eq!(
+            audiences(me, "node-a", &to_c, Tlp::Green, false),
+            s(&[RELAYED]),
+            "{me}"
+        );
+    }
+    // End-to-end encrypted (AMBER, or GREEN sealed): parties only; the
+    // relay lists nothing (it drops its ciphertext once delivered).
+    for (tlp, enc) in [(Tlp::Amber, true), (Tlp::Green, true), (Tlp::Red, true)] {
+        assert!(audiences("node-b", "node-a", &to_c, tlp, enc).is_empty());
+        assert_eq!(
+            audiences("node-c", "node-a", &to_c, tlp, enc),
+            s(&["node-a"])
+        );
+        assert_eq!(
+            audiences("node-a", "node-a", &s(&["node-c", "node-d"]), tlp, enc),
+            s(&["node-c", "node-d"])
+        );
+    }
+}

@@ -5,7 +5,10 @@
 //! a peer's round (the Federation `Reconcile` RPC).
 //!
 //! Invariants:
-//! - The set of a link is what both nodes are parties to (see
+//! - The set of a link is the broadcasts, the relayable directed messages
+//!   (CLEAR/GREEN, not end-to-end encrypted: relay copies included, so a
+//!   relay gives back what a non-adjacent member addressed to its peer) and
+//!   the other directed messages both nodes are parties to (see
 //!   `domain::reconcile::audiences`), created within `reconcile.window_days`
 //!   (the initiator's `since_ms`), read from the store's per-bucket sums and,
 //!   for the buckets at range edges only, its items: memory is bounded by
@@ -30,7 +33,7 @@ use crate::domain::admission::{Peer, entitled};
 use crate::domain::custody::sign_hop;
 use crate::domain::envelope::{checked_ts_to_ms, ms_to_ts};
 use crate::domain::reconcile::{
-    self, Acc, BROADCAST, BucketView, Error as MachineError, Item, Key, Limits, Step,
+    self, Acc, BROADCAST, BucketView, Error as MachineError, Item, Key, Limits, RELAYED, Step,
 };
 use crate::proto::v1::federation_client::FederationClient;
 use crate::proto::v1::{
@@ -415,9 +418,11 @@ async fn respond_checked(
     })
 }
 
-/// The audiences of the link to `peer` (see `reconcile::audiences`).
-fn audiences(peer: &str) -> [String; 2] {
-    [BROADCAST.to_string(), peer.to_string()]
+/// The audiences of the link to `peer` (see `reconcile::audiences`):
+/// broadcasts, relayable directed messages (relay copies included) and the
+/// other directed messages both are parties to.
+fn audiences(peer: &str) -> [String; 3] {
+    [BROADCAST.to_string(), RELAYED.to_string(), peer.to_string()]
 }
 
 /// The bucket sums of the link's set from `since` on.

@@ -6,6 +6,9 @@
 //!   REQUESTED forever);
 //! - a node started on an empty store with its old identity gets back what
 //!   its peer holds for it, its own messages included;
+//! - on a line a - b - c, c started on an empty store gets back from its
+//!   relay b what a (not its peer) addressed to it and its own message to a,
+//!   and nothing sealed for b alone;
 //! - a peer added late receives the window's history it is entitled to and
 //!   nothing else (an AMBER message for another member stays away);
 //! - a message a peer deferred for clock skew is delivered by the
@@ -298,6 +301,78 @@ async fn an_empty_store_with_the_old_identity_gets_its_history_back() {
     assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
+}
+
+/// Line a - b - c: c starts on an empty store with its old identity and gets
+/// back, from its relay b, what a (not its peer) addressed to it, and its own
+/// message to a; AMBER sealed for b stays away from c (b is its only party
+/// on that link).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_gives_back_what_a_non_adjacent_member_sent_through_it() {
+    // SQLite files: the store's folder is removed.
+    let mut fed = Fed::line().sqlite();
+    for s in &mut fed.specs {
+        s.extra = FAST.into();
+    }
+    let a = fed.start(0).await;
+    let b = fed.start(1).await;
+    let c = fed.start(2).await;
+    let a_to_c = publish_on(&fed, 0, green_alert("a to c, through b"), &["node-c"]).await;
+    let c_to_a = publish_on(&fed, 2, green_alert("c to a, through b"), &["node-a"]).await;
+    let broadcast = publish_on(&fed, 0, green_alert("a to everyone"), &[]).await;
+    let mut amber = green_alert("amber for b only");
+    amber.tlp = Tlp::Amber as i32;
+    let amber_for_b = publish_on(&fed, 0, amber, &["node-b"]).await;
+    for id in [&a_to_c, &broadcast] {
+        assert!(arrives(&fed, 2, id, WAIT).await, "{id} reaches c");
+    }
+    assert!(arrives(&fed, 0, &c_to_a, WAIT).await);
+    assert!(arrives(&fed, 1, &amber_for_b, WAIT).await);
+    c.shutdown().await.unwrap();
+    std::fs::remove_dir_all(fed.data_dir(2)).unwrap();
+    let c = fed.start(2).await;
+    for id in [&a_to_c, &c_to_a, &broadcast] {
+        assert!(
+            arrives(&fed, 2, id, WAIT).await,
+            "{id} comes back to c from its relay b"
+        );
+    }
+    let m = fed
+        .operator(2)
+        .await
+        .get_message(GetMessageRequest {
+            message_id: a_to_c.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(m.origin, "node-a");
+    // Once b and c agree (a reconciliation finding no difference), the AMBER
+    // message sealed for b alone has not come to c in any form.
+    let f = &fed;
+    let settled = eventually(WAIT, || async move {
+        let r = f
+            .operator(2)
+            .await
+            .reconcile_peer(ReconcilePeerRequest {
+                peer_id: "node-b".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .result
+            .unwrap();
+        r.error.is_empty() && r.difference == 0
+    })
+    .await;
+    assert!(settled, "{:?}", peer_view(&fed, 2, "node-b").await);
+    assert!(
+        !holds(&fed, 2, &amber_for_b).await,
+        "AMBER for b only is not given to c"
+    );
+    for n in [a, b, c] {
+        n.shutdown().await.unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
