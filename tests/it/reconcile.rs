@@ -573,6 +573,7 @@ async fn hostile_reconciliation_frames_are_refused_and_the_link_goes_on() {
         since_ms,
         frame,
         round: 1,
+        ..Default::default()
     };
     let cases: Vec<(&str, ReconcileRequest, tonic::Code, &str)> = vec![
         (
@@ -746,5 +747,90 @@ async fn hostile_reconciliation_frames_are_refused_and_the_link_goes_on() {
     assert!(refused("window") >= 1);
     assert!(refused("rate_limited") >= 1);
     a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+/// `n` ranges of one millisecond each (the last to the end), each with a
+/// fingerprint no set has.
+fn many_fingerprints(n: usize) -> Option<ReconcileFrame> {
+    many_ranges(n, sync_range::Mode::Fingerprint(vec![7; 16]))
+}
+
+/// `n` ranges of one millisecond each (the last to the end), all `mode`.
+fn many_ranges(n: usize, mode: sync_range::Mode) -> Option<ReconcileFrame> {
+    fp_frame(
+        (0..n)
+            .map(|i| SyncRange {
+                upper: if i + 1 == n {
+                    end()
+                } else {
+                    Some(SyncBound {
+                        created_delta_ms: 1,
+                        ..Default::default()
+                    })
+                },
+                mode: Some(mode.clone()),
+            })
+            .collect(),
+    )
+}
+
+/// Hello announces how many ranges a Reconcile frame may have; a caller that
+/// says nothing (an older certfed) still gets answers of at most 1,024
+/// ranges, one that asks for more gets them, and frames beyond the
+/// announced count are refused naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_take_as_many_ranges_as_both_sides_announce() {
+    let mut fed = Fed::new(&["node-a", "node-b"], &[(0, 1)]);
+    for s in &mut fed.specs {
+        s.extra = "\n[reconcile]\ninterval_secs = 3600\n".into();
+    }
+    let b = fed.start(1).await;
+    // The test plays node-a.
+    let mut fc = federation_client(&fed.pki, &fed.addr(1), "node-a", Some("node-b")).await;
+    let hello = fc
+        .hello(HelloRequest {
+            node_id: "node-a".into(),
+            roster_version: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(hello.reconcile_max_ranges, 16_384);
+    let since = certfed::service::now_ms() - 86_400_000;
+    let ask = |frame: Option<ReconcileFrame>, max_ranges: u32| ReconcileRequest {
+        since_ms: since,
+        frame,
+        round: 1,
+        max_ranges,
+    };
+    // 3,000 ranges: more than an older node accepted. Each is answered (an
+    // empty id list: b holds nothing there).
+    let old = fc
+        .reconcile(ask(many_fingerprints(3000), 0))
+        .await
+        .unwrap()
+        .into_inner();
+    let n = old.frame.unwrap().ranges.len();
+    assert!((2..=1024).contains(&n), "an older caller gets {n} ranges");
+    let new = fc
+        .reconcile(ask(many_fingerprints(3000), 16_384))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(new.frame.unwrap().ranges.len(), 3000);
+    let err = fc
+        .reconcile(ask(
+            many_ranges(16_385, sync_range::Mode::Skip(true)),
+            16_384,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("16385 ranges; at most 16384"),
+        "{}",
+        err.message()
+    );
     b.shutdown().await.unwrap();
 }
