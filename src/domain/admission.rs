@@ -781,6 +781,8 @@ fn decide(
             &h.recipients,
             Tlp::try_from(h.tlp).unwrap_or(Tlp::Unspecified),
             h.encrypted,
+            // Receipts go back along their message's path, never flooded.
+            h.kind != MessageKind::Receipt as i32,
         ),
         receipt_owed: None,
         incident,

@@ -117,15 +117,17 @@ pub const RELAYED: &str = "+";
 /// header alone, so both sides of a link describe the same set:
 /// - a broadcast (no named recipients): [`BROADCAST`], on every holder;
 /// - a relayable directed message (named recipients, CLEAR or GREEN, not end-to-end
-///   encrypted): [`RELAYED`], on every holder, relays included. Relay links
-///   flood it like a broadcast (`policy::route_to_peer`) and relays keep it
-///   readable, so a relay reconciles it with its peers: a member restored
-///   behind a relay gets back what a non-adjacent member addressed to it;
+///   encrypted, not a receipt: `flooded`): [`RELAYED`], on every holder,
+///   relays included. Relay links flood it like a broadcast
+///   (`policy::route_to_peer`) and relays keep it readable, so a relay
+///   reconciles it with its peers: a member restored behind a relay gets
+///   back what a non-adjacent member addressed to it;
 /// - any other directed message (end-to-end encrypted: relays drop their
 ///   ciphertext once delivered, so they cannot hold it for a later
-///   reconciliation): each other party (origin and named recipients) on a
-///   party, nothing on a relay — a link reconciles those both nodes are
-///   parties to.
+///   reconciliation; a receipt: it goes back along its message's path only,
+///   so most links never carry it): each other party (origin and named
+///   recipients) on a party, nothing on a relay — a link reconciles those
+///   both nodes are parties to.
 ///
 /// The lists never overlap, so a message counts once in a link's set. What
 /// actually goes to a peer is still decided by the forwarding policy
@@ -136,11 +138,12 @@ pub fn audiences(
     recipients: &[String],
     tlp: Tlp,
     encrypted: bool,
+    flooded: bool,
 ) -> Vec<String> {
     if recipients.is_empty() {
         return vec![BROADCAST.to_string()];
     }
-    if broadcastable(tlp) && !encrypted {
+    if flooded && broadcastable(tlp) && !encrypted {
         return vec![RELAYED.to_string()];
     }
     if origin != me && !recipients.iter().any(|r| r == me) {
@@ -559,6 +562,12 @@ impl BucketView {
 }
 
 impl Step {
+    /// Items of ours the other side lacks that this round found (listed,
+    /// asked for, or in whole ranges).
+    pub fn they_lack(&self) -> u64 {
+        (self.send.len() + self.wanted.len()) as u64 + self.send_range_items
+    }
+
     /// Items of the difference this round found: ours the other side lacks
     /// (listed, asked for, or in whole ranges) and theirs we lack.
     pub fn difference(&self) -> u64 {

@@ -565,7 +565,7 @@ fn audiences_put_relay_copies_of_relayable_messages_in_the_links_set() {
     // A broadcast: every holder, one audience.
     for me in ["node-a", "node-b", "node-c"] {
         assert_eq!(
-            audiences(me, "node-a", &[], Tlp::Green, false),
+            audiences(me, "node-a", &[], Tlp::Green, false, true),
             s(&[BROADCAST])
         );
     }
@@ -573,7 +573,7 @@ fn audiences_put_relay_copies_of_relayable_messages_in_the_links_set() {
     // so the b-c link reconciles it.
     for me in ["node-a", "node-b", "node-c"] {
         assert_eq!(
-            audiences(me, "node-a", &to_c, Tlp::Green, false),
+            audiences(me, "node-a", &to_c, Tlp::Green, false, true),
             s(&[RELAYED]),
             "{me}"
         );
@@ -581,16 +581,47 @@ fn audiences_put_relay_copies_of_relayable_messages_in_the_links_set() {
     // End-to-end encrypted (AMBER, or GREEN sealed): parties only; the
     // relay lists nothing (it drops its ciphertext once delivered).
     for (tlp, enc) in [(Tlp::Amber, true), (Tlp::Green, true), (Tlp::Red, true)] {
-        assert!(audiences("node-b", "node-a", &to_c, tlp, enc).is_empty());
+        assert!(audiences("node-b", "node-a", &to_c, tlp, enc, true).is_empty());
         assert_eq!(
-            audiences("node-c", "node-a", &to_c, tlp, enc),
+            audiences("node-c", "node-a", &to_c, tlp, enc, true),
             s(&["node-a"])
         );
         assert_eq!(
-            audiences("node-a", "node-a", &s(&["node-c", "node-d"]), tlp, enc),
+            audiences(
+                "node-a",
+                "node-a",
+                &s(&["node-c", "node-d"]),
+                tlp,
+                enc,
+                true
+            ),
             s(&["node-c", "node-d"])
         );
     }
+    // A receipt (GREEN, to the origin) goes back along its message's path
+    // only: parties only, as before.
+    assert!(
+        audiences(
+            "node-b",
+            "node-c",
+            &s(&["node-a"]),
+            Tlp::Green,
+            false,
+            false
+        )
+        .is_empty()
+    );
+    assert_eq!(
+        audiences(
+            "node-a",
+            "node-c",
+            &s(&["node-a"]),
+            Tlp::Green,
+            false,
+            false
+        ),
+        s(&["node-c"])
+    );
 }
 
 #[test]

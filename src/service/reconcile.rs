@@ -270,6 +270,8 @@ async fn exchange(node: &Arc<Node>, peer: &str, view: &mut ReconcileView) -> Res
         node.metrics.reconcile_bytes("received", got);
         view.bytes += got;
         view.received += u64::from(resp.queued);
+        // What the peer found this node lacks (and may have): it queued it.
+        view.difference += u64::from(resp.queued);
         let incoming = resp.frame.unwrap_or_default();
         let theirs = match reconcile::from_proto(since, &incoming, &limits) {
             Ok(f) => f,
@@ -294,7 +296,9 @@ async fn exchange(node: &Arc<Node>, peer: &str, view: &mut ReconcileView) -> Res
             .await
             .map_err(|e| e.to_string())?;
         view.sent += queued;
-        view.difference += step.difference();
+        // What this node found the peer lacks; what this node lacks and asked
+        // for (`want`) is counted when the peer queues it, above.
+        view.difference += step.they_lack();
         if step.reply.is_done() {
             return Ok(());
         }
