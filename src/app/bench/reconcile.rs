@@ -121,6 +121,7 @@ async fn fill(
                     let fb = PushFrame {
                         bundled: Vec::new(),
                         gossip: None,
+                        resent: false,
                         returning: false,
                         hops: vec![],
                         seq: seq_b,
@@ -133,6 +134,7 @@ async fn fill(
                 let fa = PushFrame {
                     bundled: Vec::new(),
                     gossip: None,
+                    resent: false,
                     returning: false,
                     hops: vec![],
                     seq: i as u64 + 1,
