@@ -528,10 +528,10 @@ pub fn request_budget(peer_max_message_bytes: Option<u64>) -> usize {
 /// up to its `max_message_bytes` plus 64 KiB, or the attachment chunk frame
 /// if larger (see `app::serve`), and callers decode up to [`MAX_FRAME_BYTES`].
 pub fn answer_budget(max_message_bytes: usize) -> usize {
+    // MAX_CHUNK_FRAME (4 MiB) is below MAX_FRAME_BYTES (8 MiB).
     max_message_bytes
         .saturating_add(64 * 1024)
-        .max(crate::service::transfer::MAX_CHUNK_FRAME)
-        .min(MAX_FRAME_BYTES)
+        .clamp(crate::service::transfer::MAX_CHUNK_FRAME, MAX_FRAME_BYTES)
         .saturating_sub(FRAME_SLACK)
 }
 
@@ -825,6 +825,18 @@ fn eligible(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frames_fit_the_receivers_limits() {
+        // A request fits the peer's max_message_bytes + 64 KiB (the
+        // default's when it did not say), an answer this node's encoding
+        // limit and the caller's MAX_FRAME_BYTES.
+        assert_eq!(request_budget(Some(1024)), 64 * 1024);
+        assert_eq!(request_budget(None), 320 * 1024 - 1024);
+        assert_eq!(request_budget(Some(u64::MAX)), MAX_FRAME_BYTES - 1024);
+        assert_eq!(answer_budget(1024), 4 * 1024 * 1024 - 1024);
+        assert_eq!(answer_budget(64 * 1024 * 1024), MAX_FRAME_BYTES - 1024);
+    }
 
     #[test]
     fn successor_steps_over_the_id_then_the_time() {
