@@ -453,7 +453,7 @@ impl Default for ListenerSection {
 
 /// Set reconciliation with each peer: when a link comes up and then every
 /// `interval_secs`, the two nodes compare the messages of the last
-/// `window_days` both are parties to, and each queues what the other lacks.
+/// `window_days` their link carries (`domain::reconcile::audiences`), and each queues what the other lacks.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReconcileSection {

@@ -218,6 +218,7 @@ impl Federation for FederationApi {
             roster_version: self.node.roster_version(),
             accepts_bundles: true,
             accepts_gossip: self.node.gossip.enabled(),
+            reconcile_max_ranges: crate::domain::reconcile::MAX_RANGES as u32,
         }))
     }
 

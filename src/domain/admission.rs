@@ -775,7 +775,15 @@ fn decide(
         request_id: parsed.request_id,
         receipt_facts,
         hops: HopChain { hops }.encode_to_vec(),
-        sync_audiences: crate::domain::reconcile::audiences(view.me, &h.origin, &h.recipients),
+        sync_audiences: crate::domain::reconcile::audiences(
+            view.me,
+            &h.origin,
+            &h.recipients,
+            Tlp::try_from(h.tlp).unwrap_or(Tlp::Unspecified),
+            h.encrypted,
+            // Receipts go back along their message's path, never flooded.
+            h.kind != MessageKind::Receipt as i32,
+        ),
         receipt_owed: None,
         incident,
     })

@@ -40,7 +40,7 @@
 //! - Traffic is bounded by a function of the difference d and the set size
 //!   n: O((d + 1) · branch · log_branch(n)) ranges.
 //! - A frame from the other side is untrusted: [`validate`] refuses more than
-//!   [`Limits::max_ranges`] ranges, bounds out of order or not ending at
+//!   [`Limits::accept_ranges`] ranges, bounds out of order or not ending at
 //!   [`Key::END`], id lists longer than [`Limits::ids_threshold`] and
 //!   malformed fingerprints or ids, naming the range.
 //! - Work per round is bounded by the number of ranges and the buckets they
@@ -52,7 +52,8 @@
 //!   set (refined in later rounds), so a large set with differences spread
 //!   everywhere takes more rounds, never more memory. The first range that
 //!   needs items is always answered, so every round makes progress.
-use crate::proto::v1::{ReconcileFrame, ShortIds, SyncBound, SyncRange, sync_range};
+use crate::domain::policy::broadcastable;
+use crate::proto::v1::{ReconcileFrame, ShortIds, SyncBound, SyncRange, Tlp, sync_range};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -107,23 +108,50 @@ impl Key {
 
 /// The audience of a broadcast in the reconciliation index.
 pub const BROADCAST: &str = "*";
+/// The audience of a relayable directed message (see [`audiences`]).
+pub const RELAYED: &str = "+";
 
-/// The audiences a message is reconciled under on node `me`: a link between
-/// `me` and peer P reconciles the messages listed under [`BROADCAST`] or
-/// under P, i.e. those both are parties to (each is the origin, a named
-/// recipient, or it is a broadcast); the same definition on both sides,
-/// from the signed header alone. Empty when `me` is not a party (a relay's
-/// copy).
-pub fn audiences(me: &str, origin: &str, recipients: &[String]) -> Vec<String> {
+/// The audiences a message is reconciled under on node `me`. A link between
+/// `me` and peer P reconciles the messages listed under [`BROADCAST`],
+/// [`RELAYED`] or P; every node computes the same lists from the signed
+/// header alone, so both sides of a link describe the same set:
+/// - a broadcast (no named recipients): [`BROADCAST`], on every holder;
+/// - a relayable directed message (named recipients, CLEAR or GREEN, not end-to-end
+///   encrypted, not a receipt: `flooded`): [`RELAYED`], on every holder,
+///   relays included. Relay links flood it like a broadcast
+///   (`policy::route_to_peer`) and relays keep it readable, so a relay
+///   reconciles it with its peers: a member restored behind a relay gets
+///   back what a non-adjacent member addressed to it;
+/// - any other directed message (end-to-end encrypted: relays drop their
+///   ciphertext once delivered, so they cannot hold it for a later
+///   reconciliation; a receipt: it goes back along its message's path only,
+///   so most links never carry it): each other party (origin and named
+///   recipients) on a party, nothing on a relay — a link reconciles those
+///   both nodes are parties to.
+///
+/// The lists never overlap, so a message counts once in a link's set. What
+/// actually goes to a peer is still decided by the forwarding policy
+/// (`admission::entitled`), never by the list.
+pub fn audiences(
+    me: &str,
+    origin: &str,
+    recipients: &[String],
+    tlp: Tlp,
+    encrypted: bool,
+    flooded: bool,
+) -> Vec<String> {
     if recipients.is_empty() {
         return vec![BROADCAST.to_string()];
+    }
+    if flooded && broadcastable(tlp) && !encrypted {
+        return vec![RELAYED.to_string()];
     }
     if origin != me && !recipients.iter().any(|r| r == me) {
         return Vec::new();
     }
     let mut out: Vec<String> = std::iter::once(origin)
         .chain(recipients.iter().map(String::as_str))
-        .filter(|m| *m != me && *m != BROADCAST)
+        .filter(|m| *m != me && *m != BROADCAST && *m != RELAYED)
         .map(str::to_string)
         .collect();
     out.sort();
@@ -249,8 +277,12 @@ pub struct Limits {
     pub ids_threshold: usize,
     /// Most items compared in one range against the other side's id list.
     pub max_compare: usize,
-    /// Most ranges in one frame.
+    /// Most ranges in a frame this side sends (its replies).
     pub max_ranges: usize,
+    /// Most ranges accepted in a frame from the other side (at least
+    /// `max_ranges`): [`LEGACY_RANGES`] from nodes that announce nothing,
+    /// up to [`MAX_RANGES`] between nodes that announce it.
+    pub accept_ranges: usize,
     /// Items a round loads (the buckets its ranges need) before it folds
     /// the remaining ranges into one fingerprint range, to be refined in
     /// later rounds (the first range needing items is always answered).
@@ -263,13 +295,36 @@ impl Default for Limits {
             branch: 16,
             ids_threshold: 32,
             max_compare: 4096,
-            // 1,024 ranges of at most ~300 bytes stay below the Federation
-            // service's smallest request limit (320 KiB with the default
-            // limits.max_message_bytes).
-            max_ranges: 1024,
+            // What every certfed accepts; the service raises both between
+            // nodes that announce more (and shrinks a frame that would not
+            // fit the receiver's byte limit).
+            max_ranges: LEGACY_RANGES,
+            accept_ranges: LEGACY_RANGES,
             // ~56 bytes an item: about 11 MB of items a round.
             max_load: 200_000,
         }
+    }
+}
+
+/// Ranges a frame may have between nodes that announce nothing more (every
+/// certfed accepts this many).
+pub const LEGACY_RANGES: usize = 1024;
+/// Most ranges a frame may have between nodes that announce it (Hello
+/// `reconcile_max_ranges`): a difference of ~1,000 spread over a large set
+/// is then refined a whole level per round instead of 1,024 ranges at a
+/// time.
+pub const MAX_RANGES: usize = 16_384;
+
+/// Fewest ranges a reply is shrunk to when it would not fit the receiver's
+/// byte limit ([`process_within`]): a few splits' worth of ranges of at most
+/// ~300 bytes, under 20 KiB (below any certfed's smallest request limit,
+/// 1 KiB + 64 KiB).
+pub const MIN_RANGES: usize = 64;
+
+impl Limits {
+    /// Most ranges accepted from the other side.
+    pub fn accepted(&self) -> usize {
+        self.accept_ranges.max(self.max_ranges)
     }
 }
 
@@ -506,6 +561,20 @@ impl BucketView {
     }
 }
 
+impl Step {
+    /// Items of ours the other side lacks that this round found (listed,
+    /// asked for, or in whole ranges).
+    pub fn they_lack(&self) -> u64 {
+        (self.send.len() + self.wanted.len()) as u64 + self.send_range_items
+    }
+
+    /// Items of the difference this round found: ours the other side lacks
+    /// (listed, asked for, or in whole ranges) and theirs we lack.
+    pub fn difference(&self) -> u64 {
+        (self.send.len() + self.wanted.len() + self.want) as u64 + self.send_range_items
+    }
+}
+
 /// What one round learned and what to answer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Step {
@@ -516,6 +585,9 @@ pub struct Step {
     /// Ranges of ours of which the other side holds nothing: every item in
     /// them is to be sent (the caller pages through them).
     pub send_ranges: Vec<(Key, Key)>,
+    /// Items of ours in [`Step::send_ranges`] (from the sums: what the
+    /// other side lacks there).
+    pub send_range_items: u64,
     /// Our items the other side asked for.
     pub wanted: Vec<Key>,
     /// Items the other side holds and we lack, asked for in the reply.
@@ -545,11 +617,11 @@ pub fn validate(since: i64, frame: &Frame, limits: &Limits) -> Result<(), Error>
     if frame.ranges.is_empty() {
         return bad("no ranges: a frame covers the set from since_ms to the end".into());
     }
-    if frame.ranges.len() > limits.max_ranges {
+    if frame.ranges.len() > limits.accepted() {
         return bad(format!(
             "{} ranges; at most {} per frame",
             frame.ranges.len(),
-            limits.max_ranges
+            limits.accepted()
         ));
     }
     let mut lower = Key::at(since);
@@ -711,6 +783,7 @@ fn answer_range(
             if ours.count > limits.max_compare as u64 {
                 if theirs.is_empty() {
                     step.send_ranges.push((lo, hi));
+                    step.send_range_items += ours.count;
                     out.push(skip(hi));
                 } else if let Some(parts) =
                     split_ranges(view, &lo, &hi, ours.count, limits, missing)
@@ -822,6 +895,30 @@ fn compact(ranges: Vec<Range>) -> Vec<Range> {
     out
 }
 
+/// [`process`] with a reply of at most `max_bytes` encoded ([`to_proto`]): a
+/// reply that is larger is made again with half the ranges (the tail folded
+/// into one fingerprint range, refined in a later round), down to
+/// [`MIN_RANGES`]. Deterministic like [`process`]: after [`Error::Need`], load
+/// and run it again.
+pub fn process_within(
+    since: i64,
+    frame: &Frame,
+    view: &BucketView,
+    limits: &Limits,
+    max_bytes: usize,
+) -> Result<Step, Error> {
+    let mut lim = *limits;
+    loop {
+        let step = process(since, frame, view, &lim)?;
+        if lim.max_ranges <= MIN_RANGES
+            || prost::Message::encoded_len(&to_proto(since, &step.reply)) <= max_bytes
+        {
+            return Ok(step);
+        }
+        lim.max_ranges = (lim.max_ranges / 2).max(MIN_RANGES);
+    }
+}
+
 /// Keeps a reply within `max_ranges`: the tail becomes one fingerprint range.
 fn fold(
     since: i64,
@@ -897,11 +994,11 @@ pub fn to_proto(since: i64, frame: &Frame) -> ReconcileFrame {
 /// decoding anything else.
 pub fn from_proto(since: i64, f: &ReconcileFrame, limits: &Limits) -> Result<Frame, Error> {
     let bad = |m: String| Err(Error::Malformed(m));
-    if f.ranges.len() > limits.max_ranges {
+    if f.ranges.len() > limits.accepted() {
         return bad(format!(
             "{} ranges; at most {} per frame",
             f.ranges.len(),
-            limits.max_ranges
+            limits.accepted()
         ));
     }
     let mut prev = since;

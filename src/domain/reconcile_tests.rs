@@ -24,6 +24,10 @@ struct Side {
     /// lives for one round), recording the most items a step loaded.
     fresh: bool,
     max_loaded: usize,
+    /// Most bytes of a reply (`process_within`).
+    max_bytes: usize,
+    /// The largest reply made.
+    largest: usize,
 }
 
 impl Side {
@@ -43,6 +47,8 @@ impl Side {
             loads: 0,
             fresh: false,
             max_loaded: 0,
+            max_bytes: usize::MAX,
+            largest: 0,
         }
     }
 
@@ -53,8 +59,11 @@ impl Side {
             self.view = BucketView::new(self.view.width_ms, sums);
         }
         for _ in 0..100 {
-            let r = process(since, frame, &self.view, limits);
+            let r = process_within(since, frame, &self.view, limits, self.max_bytes);
             self.max_loaded = self.max_loaded.max(self.view.loaded_items());
+            if let Ok(s) = &r {
+                self.largest = self.largest.max(to_proto(since, &s.reply).encoded_len());
+            }
             match r {
                 Err(Error::Need(buckets)) => {
                     for b in buckets {
@@ -100,6 +109,9 @@ struct Outcome {
     /// What each side learned to send to the other.
     a_sends: BTreeSet<Key>,
     b_sends: BTreeSet<Key>,
+    /// What each side's steps counted as the difference (ListPeers).
+    a_difference: u64,
+    b_difference: u64,
     bytes: usize,
     round_trips: usize,
 }
@@ -127,9 +139,11 @@ fn exchange_with(mut sa: Side, mut sb: Side, limits: &Limits) -> (Outcome, Side,
         out.bytes += to_proto(since, &frame).encoded_len();
         let rb = sb.step(since, &frame, limits).expect("B answers");
         learned(&sb, &rb, &mut out.b_sends);
+        out.b_difference += rb.difference();
         out.bytes += to_proto(since, &rb.reply).encoded_len();
         let ra = sa.step(since, &rb.reply, limits).expect("A answers");
         learned(&sa, &ra, &mut out.a_sends);
+        out.a_difference += ra.difference();
         if ra.reply.is_done() {
             return (out, sa, sb);
         }
@@ -542,4 +556,166 @@ fn a_full_reply_loads_nothing_for_the_ranges_it_folds() {
     );
     assert!(step.reply.ranges.len() <= limits.max_ranges);
     assert_eq!(step.reply.ranges.last().unwrap().upper, Key::END);
+}
+
+#[test]
+fn audiences_put_relay_copies_of_relayable_messages_in_the_links_set() {
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let to_c = s(&["node-c"]);
+    // A broadcast: every holder, one audience.
+    for me in ["node-a", "node-b", "node-c"] {
+        assert_eq!(
+            audiences(me, "node-a", &[], Tlp::Green, false, true),
+            s(&[BROADCAST])
+        );
+    }
+    // GREEN a -> c, not encrypted: the relay b lists it as the parties do,
+    // so the b-c link reconciles it.
+    for me in ["node-a", "node-b", "node-c"] {
+        assert_eq!(
+            audiences(me, "node-a", &to_c, Tlp::Green, false, true),
+            s(&[RELAYED]),
+            "{me}"
+        );
+    }
+    // End-to-end encrypted (AMBER, or GREEN sealed): parties only; the
+    // relay lists nothing (it drops its ciphertext once delivered).
+    for (tlp, enc) in [(Tlp::Amber, true), (Tlp::Green, true), (Tlp::Red, true)] {
+        assert!(audiences("node-b", "node-a", &to_c, tlp, enc, true).is_empty());
+        assert_eq!(
+            audiences("node-c", "node-a", &to_c, tlp, enc, true),
+            s(&["node-a"])
+        );
+        assert_eq!(
+            audiences(
+                "node-a",
+                "node-a",
+                &s(&["node-c", "node-d"]),
+                tlp,
+                enc,
+                true
+            ),
+            s(&["node-c", "node-d"])
+        );
+    }
+    // A receipt (GREEN, to the origin) goes back along its message's path
+    // only: parties only, as before.
+    assert!(
+        audiences(
+            "node-b",
+            "node-c",
+            &s(&["node-a"]),
+            Tlp::Green,
+            false,
+            false
+        )
+        .is_empty()
+    );
+    assert_eq!(
+        audiences(
+            "node-a",
+            "node-c",
+            &s(&["node-a"]),
+            Tlp::Green,
+            false,
+            false
+        ),
+        s(&["node-c"])
+    );
+}
+
+#[test]
+fn the_difference_counts_every_item_of_a_range_sent_whole() {
+    // 10,000 items against none: sent as whole ranges (more than
+    // max_compare each); the count is the items, not the ranges.
+    let a = spread(10_000, 10_000_000);
+    let none = BTreeSet::new();
+    let out = check_converges(&a, &none, 1000, &Limits::default());
+    assert_eq!(out.a_difference, 10_000);
+    let out = check_converges(&none, &a, 1000, &Limits::default());
+    assert_eq!(out.b_difference, 10_000);
+    // Mixed: every side counts at least what the other lacked of its own.
+    let b: BTreeSet<Key> = a.iter().copied().filter(|k| k.id[15] % 3 != 0).collect();
+    let out = check_converges(&a, &b, 1000, &Limits::default());
+    assert!(out.a_difference >= (a.len() - b.len()) as u64, "{out:?}");
+}
+
+#[test]
+fn larger_frames_take_fewer_rounds_and_smaller_ones_are_refused_beyond_their_cap() {
+    let b = spread(200_000, 30 * 86_400_000);
+    let mut a = b.clone();
+    let mut x: u64 = 11;
+    for _ in 0..1000 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let k = *b.iter().nth((x >> 33) as usize % b.len()).unwrap();
+        a.remove(&k);
+    }
+    let legacy = check_converges(&a, &b, 600_000, &Limits::default());
+    let wide = Limits {
+        max_ranges: MAX_RANGES,
+        accept_ranges: MAX_RANGES,
+        ..Limits::default()
+    };
+    let raised = check_converges(&a, &b, 600_000, &wide);
+    assert!(
+        raised.round_trips * 2 <= legacy.round_trips,
+        "{} round trips with {MAX_RANGES} ranges, {} with {LEGACY_RANGES}",
+        raised.round_trips,
+        legacy.round_trips
+    );
+    // A node that announced nothing accepts LEGACY_RANGES, and a frame
+    // beyond what a node accepts is refused naming the count.
+    let big = Frame {
+        ranges: (1..=LEGACY_RANGES as i64 + 1)
+            .map(|i| Range {
+                upper: if i == LEGACY_RANGES as i64 + 1 {
+                    Key::END
+                } else {
+                    Key::at(i)
+                },
+                mode: Mode::Skip,
+            })
+            .collect(),
+    };
+    let e = validate(0, &big, &Limits::default()).unwrap_err();
+    assert!(e.to_string().contains("1025 ranges; at most 1024"), "{e}");
+    validate(0, &big, &wide).unwrap();
+    let wire = to_proto(0, &big);
+    assert!(from_proto(0, &wire, &Limits::default()).is_err());
+    assert_eq!(from_proto(0, &wire, &wide).unwrap(), big);
+}
+
+#[test]
+fn replies_shrink_to_the_receivers_byte_limit_and_still_converge() {
+    let b = spread(60_000, 30 * 86_400_000);
+    let a: BTreeSet<Key> = b.iter().copied().filter(|k| k.id[15] % 7 != 0).collect();
+    let wide = Limits {
+        max_ranges: MAX_RANGES,
+        accept_ranges: MAX_RANGES,
+        ..Limits::default()
+    };
+    // Unbounded, some reply passes 16 KiB (so the bound below is felt).
+    let (_, sa, sb) = exchange_with(Side::new(600_000, &a), Side::new(600_000, &b), &wide);
+    assert!(
+        sa.largest.max(sb.largest) > 16 * 1024,
+        "{} {}",
+        sa.largest,
+        sb.largest
+    );
+    // Bounded to 16 KiB: every reply fits, and the sets converge.
+    let (mut sa, mut sb) = (Side::new(600_000, &a), Side::new(600_000, &b));
+    sa.max_bytes = 16 * 1024;
+    sb.max_bytes = 16 * 1024;
+    let (out, sa, sb) = exchange_with(sa, sb, &wide);
+    assert!(
+        sa.largest <= 16 * 1024 && sb.largest <= 16 * 1024,
+        "{} {}",
+        sa.largest,
+        sb.largest
+    );
+    let b_only: BTreeSet<Key> = b.difference(&a).copied().collect();
+    assert_eq!(out.b_sends, b_only);
+    assert!(out.a_sends.is_empty());
 }

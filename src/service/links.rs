@@ -363,7 +363,7 @@ async fn session(
             HELLO_TIMEOUT.as_secs()
         ))
     })?;
-    let (peer_limit, peer_roster, bundles, gossip) = match hello {
+    let (peer_limit, peer_roster, bundles, gossip, ranges) = match hello {
         Ok(r) => {
             let r = r.into_inner();
             (
@@ -371,13 +371,15 @@ async fn session(
                 Some(r.roster_version),
                 r.accepts_bundles,
                 r.accepts_gossip,
+                Some(r.reconcile_max_ranges).filter(|m| *m > 0),
             )
         }
-        Err(s) if s.code() == tonic::Code::Unimplemented => (None, None, false, false),
+        Err(s) if s.code() == tonic::Code::Unimplemented => (None, None, false, false, None),
         Err(s) => return Err(describe(peer, &s)),
     };
     node.peers.update(peer, |s| {
         s.peer_max_message_bytes = peer_limit;
+        s.peer_reconcile_ranges = ranges;
         if peer_roster.is_some() {
             s.peer_roster_version = peer_roster;
         }

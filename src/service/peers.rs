@@ -35,6 +35,8 @@ pub struct LinkStatus {
     pub peer_max_message_bytes: Option<u64>,
     /// The roster version the peer said it holds (Hello, either direction).
     pub peer_roster_version: Option<u64>,
+    /// Most ranges the peer accepts in a Reconcile frame (Hello), if it said.
+    pub peer_reconcile_ranges: Option<u32>,
 }
 
 impl Default for LinkStatus {
@@ -47,6 +49,7 @@ impl Default for LinkStatus {
             delivery_note: None,
             peer_max_message_bytes: None,
             peer_roster_version: None,
+            peer_reconcile_ranges: None,
         }
     }
 }

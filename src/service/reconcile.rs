@@ -5,7 +5,10 @@
 //! a peer's round (the Federation `Reconcile` RPC).
 //!
 //! Invariants:
-//! - The set of a link is what both nodes are parties to (see
+//! - The set of a link is the broadcasts, the relayable directed messages
+//!   (CLEAR/GREEN, not end-to-end encrypted: relay copies included, so a
+//!   relay gives back what a non-adjacent member addressed to its peer) and
+//!   the other directed messages both nodes are parties to (see
 //!   `domain::reconcile::audiences`), created within `reconcile.window_days`
 //!   (the initiator's `since_ms`), read from the store's per-bucket sums and,
 //!   for the buckets at range edges only, its items: memory is bounded by
@@ -30,7 +33,8 @@ use crate::domain::admission::{Peer, entitled};
 use crate::domain::custody::sign_hop;
 use crate::domain::envelope::{checked_ts_to_ms, ms_to_ts};
 use crate::domain::reconcile::{
-    self, Acc, BROADCAST, BucketView, Error as MachineError, Item, Key, Limits, Step,
+    self, Acc, BROADCAST, BucketView, Error as MachineError, Item, Key, Limits, MIN_RANGES,
+    RELAYED, Step,
 };
 use crate::proto::v1::federation_client::FederationClient;
 use crate::proto::v1::{
@@ -58,8 +62,14 @@ const PAGE: usize = 1024;
 const QUEUE_BATCH: usize = 512;
 /// Slack on a peer's `since_ms` beyond this node's own window.
 const WINDOW_SLACK_MS: i64 = 86_400_000;
-/// Most frame bytes accepted from a peer (1,024 ranges of at most ~300 bytes, with room).
+/// Most frame bytes accepted from a peer in an answer (16,384 ranges of at
+/// most ~300 bytes, with room).
 pub const MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
+/// Room left in a message for what surrounds the frame.
+const FRAME_SLACK: usize = 1024;
+/// The request limit assumed for a peer that did not announce its
+/// `max_message_bytes` (the default's).
+const ASSUMED_MAX_MESSAGE_BYTES: usize = 256 * 1024;
 
 /// Why a reconciliation round or exchange failed.
 #[derive(Debug, thiserror::Error)]
@@ -204,7 +214,19 @@ async fn exchange(node: &Arc<Node>, peer: &str, view: &mut ReconcileView) -> Res
     let mut client = FederationClient::new(channel)
         .max_decoding_message_size(MAX_FRAME_BYTES)
         .max_encoding_message_size(MAX_FRAME_BYTES);
-    let limits = Limits::default();
+    // Frames to the peer: as many ranges as it announced (1,024 if it did
+    // not), within its request limit; answers: up to MAX_RANGES (said in
+    // each request).
+    let status = node.peers.status(peer);
+    let limits = Limits {
+        max_ranges: status
+            .peer_reconcile_ranges
+            .map_or(reconcile::LEGACY_RANGES, |r| r as usize)
+            .clamp(MIN_RANGES, reconcile::MAX_RANGES),
+        accept_ranges: reconcile::MAX_RANGES,
+        ..Limits::default()
+    };
+    let request_budget = request_budget(status.peer_max_message_bytes);
     let window_ms = i64::try_from(node.cfg.reconcile.window().as_millis()).unwrap_or(i64::MAX);
     let since = now_ms().saturating_sub(window_ms);
     let mut frame = {
@@ -220,6 +242,7 @@ async fn exchange(node: &Arc<Node>, peer: &str, view: &mut ReconcileView) -> Res
             since_ms: since,
             frame: Some(reconcile::to_proto(since, &frame)),
             round,
+            max_ranges: reconcile::MAX_RANGES as u32,
         };
         let sent_bytes = req.encoded_len() as u64;
         node.metrics.reconcile_bytes("sent", sent_bytes);
@@ -247,6 +270,8 @@ async fn exchange(node: &Arc<Node>, peer: &str, view: &mut ReconcileView) -> Res
         node.metrics.reconcile_bytes("received", got);
         view.bytes += got;
         view.received += u64::from(resp.queued);
+        // What the peer found this node lacks (and may have): it queued it.
+        view.difference += u64::from(resp.queued);
         let incoming = resp.frame.unwrap_or_default();
         let theirs = match reconcile::from_proto(since, &incoming, &limits) {
             Ok(f) => f,
@@ -259,11 +284,7 @@ async fn exchange(node: &Arc<Node>, peer: &str, view: &mut ReconcileView) -> Res
             let mut v = load_view(node, peer, since)
                 .await
                 .map_err(|e| e.to_string())?;
-            match with_loads(node, peer, &mut v, |v| {
-                reconcile::process(since, &theirs, v, &limits)
-            })
-            .await
-            {
+            match fitted_step(node, peer, &mut v, since, &theirs, limits, request_budget).await {
                 Ok(s) => s,
                 Err(e) => {
                     node.metrics.reconcile_failure(e.label());
@@ -275,7 +296,9 @@ async fn exchange(node: &Arc<Node>, peer: &str, view: &mut ReconcileView) -> Res
             .await
             .map_err(|e| e.to_string())?;
         view.sent += queued;
-        view.difference += difference(&step);
+        // What this node found the peer lacks; what this node lacks and asked
+        // for (`want`) is counted when the peer queues it, above.
+        view.difference += step.they_lack();
         if step.reply.is_done() {
             return Ok(());
         }
@@ -285,11 +308,6 @@ async fn exchange(node: &Arc<Node>, peer: &str, view: &mut ReconcileView) -> Res
     Err(format!(
         "not finished after {MAX_ROUNDS} rounds; the rest waits for the next reconciliation"
     ))
-}
-
-/// Items of the difference a step found.
-fn difference(step: &Step) -> u64 {
-    (step.send.len() + step.wanted.len() + step.want + step.send_ranges.len()) as u64
 }
 
 /// Answers one reconciliation round from `peer` (the Federation
@@ -372,7 +390,17 @@ async fn respond_checked(
         });
     }
     let since = req.since_ms;
-    let limits = Limits::default();
+    // Frames from the peer: up to MAX_RANGES (announced in Hello); answers:
+    // as many as the caller accepts (1,024 if it did not say), within the
+    // encoding limit of this node's Federation service.
+    let limits = Limits {
+        max_ranges: match req.max_ranges {
+            0 => reconcile::LEGACY_RANGES,
+            n => (n as usize).clamp(MIN_RANGES, reconcile::MAX_RANGES),
+        },
+        accept_ranges: reconcile::MAX_RANGES,
+        ..Limits::default()
+    };
     let malformed = |e: MachineError| ReconcileError::Malformed {
         peer: peer.to_string(),
         why: match e {
@@ -384,9 +412,15 @@ async fn respond_checked(
         reconcile::from_proto(since, &req.frame.unwrap_or_default(), &limits).map_err(malformed)?;
     reconcile::validate(since, &frame, &limits).map_err(malformed)?;
     let mut v = load_view(node, peer, since).await?;
-    let step = with_loads(node, peer, &mut v, |v| {
-        reconcile::process(since, &frame, v, &limits)
-    })
+    let step = fitted_step(
+        node,
+        peer,
+        &mut v,
+        since,
+        &frame,
+        limits,
+        answer_budget(node.cfg.limits.max_message_bytes),
+    )
     .await
     .map_err(|e| match ReconcileError::from(e) {
         ReconcileError::Malformed { why, .. } => ReconcileError::Malformed {
@@ -404,7 +438,7 @@ async fn respond_checked(
         };
     }
     last.rounds = req.round;
-    last.difference += difference(&step);
+    last.difference += step.difference();
     last.sent += queued;
     last.error.clear();
     last.at = Some(ms_to_ts(now_ms()));
@@ -415,9 +449,11 @@ async fn respond_checked(
     })
 }
 
-/// The audiences of the link to `peer` (see `reconcile::audiences`).
-fn audiences(peer: &str) -> [String; 2] {
-    [BROADCAST.to_string(), peer.to_string()]
+/// The audiences of the link to `peer` (see `reconcile::audiences`):
+/// broadcasts, relayable directed messages (relay copies included) and the
+/// other directed messages both are parties to.
+fn audiences(peer: &str) -> [String; 3] {
+    [BROADCAST.to_string(), RELAYED.to_string(), peer.to_string()]
 }
 
 /// The bucket sums of the link's set from `since` on.
@@ -473,6 +509,47 @@ impl From<MachineLoadError> for ReconcileError {
             MachineLoadError::Store(s) => ReconcileError::Store(s),
         }
     }
+}
+
+/// Most bytes of a frame sent to a peer whose request limit is its
+/// announced `max_message_bytes` plus 64 KiB (the Federation service's), and
+/// within this node's own encoding limit for the call.
+pub fn request_budget(peer_max_message_bytes: Option<u64>) -> usize {
+    let theirs = peer_max_message_bytes
+        .and_then(|m| usize::try_from(m).ok())
+        .unwrap_or(ASSUMED_MAX_MESSAGE_BYTES);
+    theirs
+        .saturating_add(64 * 1024)
+        .min(MAX_FRAME_BYTES)
+        .saturating_sub(FRAME_SLACK)
+}
+
+/// Most bytes of an answer's frame: this node's Federation service encodes
+/// up to its `max_message_bytes` plus 64 KiB, or the attachment chunk frame
+/// if larger (see `app::serve`), and callers decode up to [`MAX_FRAME_BYTES`].
+pub fn answer_budget(max_message_bytes: usize) -> usize {
+    // MAX_CHUNK_FRAME (4 MiB) is below MAX_FRAME_BYTES (8 MiB).
+    max_message_bytes
+        .saturating_add(64 * 1024)
+        .clamp(crate::service::transfer::MAX_CHUNK_FRAME, MAX_FRAME_BYTES)
+        .saturating_sub(FRAME_SLACK)
+}
+
+/// Runs a step whose reply fits `max_bytes` encoded
+/// (`reconcile::process_within`), loading the buckets it asks for.
+async fn fitted_step(
+    node: &Node,
+    peer: &str,
+    view: &mut BucketView,
+    since: i64,
+    frame: &reconcile::Frame,
+    limits: Limits,
+    max_bytes: usize,
+) -> Result<Step, MachineLoadError> {
+    with_loads(node, peer, view, |v| {
+        reconcile::process_within(since, frame, v, &limits, max_bytes)
+    })
+    .await
 }
 
 /// Runs a machine step, loading the buckets it asks for, until it completes.
@@ -748,6 +825,18 @@ fn eligible(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frames_fit_the_receivers_limits() {
+        // A request fits the peer's max_message_bytes + 64 KiB (the
+        // default's when it did not say), an answer this node's encoding
+        // limit and the caller's MAX_FRAME_BYTES.
+        assert_eq!(request_budget(Some(1024)), 64 * 1024);
+        assert_eq!(request_budget(None), 320 * 1024 - 1024);
+        assert_eq!(request_budget(Some(u64::MAX)), MAX_FRAME_BYTES - 1024);
+        assert_eq!(answer_budget(1024), 4 * 1024 * 1024 - 1024);
+        assert_eq!(answer_budget(64 * 1024 * 1024), MAX_FRAME_BYTES - 1024);
+    }
 
     #[test]
     fn successor_steps_over_the_id_then_the_time() {

@@ -467,6 +467,7 @@ impl certfed::proto::v1::federation_server::Federation for FakeFederation {
             roster_version: 0,
             accepts_bundles: false,
             accepts_gossip: false,
+            reconcile_max_ranges: 0,
         }))
     }
 }

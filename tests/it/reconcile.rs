@@ -8,6 +8,9 @@
 //! - a node started on an empty store with its old identity (its folder
 //!   removed; on PostgreSQL every table of its database dropped) gets back
 //!   what its peer holds for it, its own messages included;
+//! - on a line a - b - c, c started on an empty store gets back from its
+//!   relay b what a (not its peer) addressed to it and its own message to a,
+//!   and nothing sealed for b alone;
 //! - a peer added late receives the window's history it is entitled to and
 //!   nothing else (an AMBER message for another member stays away);
 //! - a message a peer deferred for clock skew is delivered by the
@@ -395,6 +398,78 @@ async fn emptied_store(mut fed: Fed) {
     b.shutdown().await.unwrap();
 }
 
+/// Line a - b - c: c starts on an empty store with its old identity and gets
+/// back, from its relay b, what a (not its peer) addressed to it, and its own
+/// message to a; AMBER sealed for b stays away from c (b is its only party
+/// on that link).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_gives_back_what_a_non_adjacent_member_sent_through_it() {
+    // SQLite files: the store's folder is removed.
+    let mut fed = Fed::line().sqlite();
+    for s in &mut fed.specs {
+        s.extra = FAST.into();
+    }
+    let a = fed.start(0).await;
+    let b = fed.start(1).await;
+    let c = fed.start(2).await;
+    let a_to_c = publish_on(&fed, 0, green_alert("a to c, through b"), &["node-c"]).await;
+    let c_to_a = publish_on(&fed, 2, green_alert("c to a, through b"), &["node-a"]).await;
+    let broadcast = publish_on(&fed, 0, green_alert("a to everyone"), &[]).await;
+    let mut amber = green_alert("amber for b only");
+    amber.tlp = Tlp::Amber as i32;
+    let amber_for_b = publish_on(&fed, 0, amber, &["node-b"]).await;
+    for id in [&a_to_c, &broadcast] {
+        assert!(arrives(&fed, 2, id, WAIT).await, "{id} reaches c");
+    }
+    assert!(arrives(&fed, 0, &c_to_a, WAIT).await);
+    assert!(arrives(&fed, 1, &amber_for_b, WAIT).await);
+    c.shutdown().await.unwrap();
+    std::fs::remove_dir_all(fed.data_dir(2)).unwrap();
+    let c = fed.start(2).await;
+    for id in [&a_to_c, &c_to_a, &broadcast] {
+        assert!(
+            arrives(&fed, 2, id, WAIT).await,
+            "{id} comes back to c from its relay b"
+        );
+    }
+    let m = fed
+        .operator(2)
+        .await
+        .get_message(GetMessageRequest {
+            message_id: a_to_c.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(m.origin, "node-a");
+    // Once b and c agree (a reconciliation finding no difference), the AMBER
+    // message sealed for b alone has not come to c in any form.
+    let f = &fed;
+    let settled = eventually(WAIT, || async move {
+        let r = f
+            .operator(2)
+            .await
+            .reconcile_peer(ReconcilePeerRequest {
+                peer_id: "node-b".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .result
+            .unwrap();
+        r.error.is_empty() && r.difference == 0
+    })
+    .await;
+    assert!(settled, "{:?}", peer_view(&fed, 2, "node-b").await);
+    assert!(
+        !holds(&fed, 2, &amber_for_b).await,
+        "AMBER for b only is not given to c"
+    );
+    for n in [a, b, c] {
+        n.shutdown().await.unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_peer_gets_the_history_it_is_entitled_to_and_nothing_else() {
     let mut fed = Fed::new(&["node-a", "node-b", "node-c"], &[(0, 1)]);
@@ -593,6 +668,7 @@ async fn hostile_reconciliation_frames_are_refused_and_the_link_goes_on() {
         since_ms,
         frame,
         round: 1,
+        ..Default::default()
     };
     let cases: Vec<(&str, ReconcileRequest, tonic::Code, &str)> = vec![
         (
@@ -766,5 +842,90 @@ async fn hostile_reconciliation_frames_are_refused_and_the_link_goes_on() {
     assert!(refused("window") >= 1);
     assert!(refused("rate_limited") >= 1);
     a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+/// `n` ranges of one millisecond each (the last to the end), each with a
+/// fingerprint no set has.
+fn many_fingerprints(n: usize) -> Option<ReconcileFrame> {
+    many_ranges(n, sync_range::Mode::Fingerprint(vec![7; 16]))
+}
+
+/// `n` ranges of one millisecond each (the last to the end), all `mode`.
+fn many_ranges(n: usize, mode: sync_range::Mode) -> Option<ReconcileFrame> {
+    fp_frame(
+        (0..n)
+            .map(|i| SyncRange {
+                upper: if i + 1 == n {
+                    end()
+                } else {
+                    Some(SyncBound {
+                        created_delta_ms: 1,
+                        ..Default::default()
+                    })
+                },
+                mode: Some(mode.clone()),
+            })
+            .collect(),
+    )
+}
+
+/// Hello announces how many ranges a Reconcile frame may have; a caller that
+/// says nothing (an older certfed) still gets answers of at most 1,024
+/// ranges, one that asks for more gets them, and frames beyond the
+/// announced count are refused naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_take_as_many_ranges_as_both_sides_announce() {
+    let mut fed = Fed::new(&["node-a", "node-b"], &[(0, 1)]);
+    for s in &mut fed.specs {
+        s.extra = "\n[reconcile]\ninterval_secs = 3600\n".into();
+    }
+    let b = fed.start(1).await;
+    // The test plays node-a.
+    let mut fc = federation_client(&fed.pki, &fed.addr(1), "node-a", Some("node-b")).await;
+    let hello = fc
+        .hello(HelloRequest {
+            node_id: "node-a".into(),
+            roster_version: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(hello.reconcile_max_ranges, 16_384);
+    let since = certfed::service::now_ms() - 86_400_000;
+    let ask = |frame: Option<ReconcileFrame>, max_ranges: u32| ReconcileRequest {
+        since_ms: since,
+        frame,
+        round: 1,
+        max_ranges,
+    };
+    // 3,000 ranges: more than an older node accepted. Each is answered (an
+    // empty id list: b holds nothing there).
+    let old = fc
+        .reconcile(ask(many_fingerprints(3000), 0))
+        .await
+        .unwrap()
+        .into_inner();
+    let n = old.frame.unwrap().ranges.len();
+    assert!((2..=1024).contains(&n), "an older caller gets {n} ranges");
+    let new = fc
+        .reconcile(ask(many_fingerprints(3000), 16_384))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(new.frame.unwrap().ranges.len(), 3000);
+    let err = fc
+        .reconcile(ask(
+            many_ranges(16_385, sync_range::Mode::Skip(true)),
+            16_384,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("16385 ranges; at most 16384"),
+        "{}",
+        err.message()
+    );
     b.shutdown().await.unwrap();
 }

@@ -11,7 +11,9 @@
 //! what b lacks in its outbox, and the link delivers it as usual.
 //!
 //! Measured: the time from starting b until b holds all N (its startup, the
-//! reconciliation and the delivery of the M messages) and the CPU time both
+//! reconciliation and the delivery of the M messages), M divided by it
+//! (items per second, to compare with the fill's normal ingest speed: pushes
+//! accepted per second by both stores together) and the CPU time both
 //! nodes used meanwhile (a loaded machine stretches the first, not the
 //! second), the reconciliation's
 //! rounds, bytes both ways and difference found (b's `ListPeers`), then one
@@ -286,6 +288,11 @@ pub async fn run(messages: usize, missing: usize, json: bool) -> anyhow::Result<
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let converge_seconds = started.elapsed().as_secs_f64();
+    // The missing messages delivered per second (b's startup included), and
+    // the normal ingest speed to compare with: the fill's accepted pushes per
+    // second (two streams, one per store, in parallel).
+    let items_per_second = missing as f64 / converge_seconds.max(1e-9);
+    let ingest_per_second = (2 * messages - missing) as f64 / fill_seconds.max(1e-9);
     // CPU both nodes used until then (b from its start, a since b started):
     // on a loaded machine the wall time above waits for CPU, this does not.
     let cpu_a = proc_cpu_seconds(&a.pid()).unwrap_or(f64::NAN) - cpu_a0;
@@ -322,6 +329,8 @@ pub async fn run(messages: usize, missing: usize, json: bool) -> anyhow::Result<
             "reconcile_fill_seconds": (fill_seconds * 10.0).round() / 10.0,
             "reconcile_converge_seconds": (converge_seconds * 100.0).round() / 100.0,
             "reconcile_converge_cpu_seconds": ((cpu_a + cpu_b) * 100.0).round() / 100.0,
+            "reconcile_items_per_second": items_per_second.round(),
+            "reconcile_fill_items_per_second": ingest_per_second.round(),
             "reconcile_rounds": first.rounds,
             "reconcile_bytes": first.bytes,
             "reconcile_difference": first.difference,
@@ -355,6 +364,14 @@ pub async fn run(messages: usize, missing: usize, json: bool) -> anyhow::Result<
             "CPU seconds of both nodes until then",
             cpu_a + cpu_b
         );
+        println!(
+            "{:<48} {:>12.0}",
+            "missing messages delivered per second", items_per_second
+        );
+        println!(
+            "{:<48} {:>12.0}",
+            "normal ingest: fill pushes accepted per second", ingest_per_second
+        );
         println!("{:<48} {:>12}", "reconciliation rounds", first.rounds);
         println!(
             "{:<48} {:>12}",
@@ -385,6 +402,12 @@ pub async fn run(messages: usize, missing: usize, json: bool) -> anyhow::Result<
     if held_a != expected || held_b != expected {
         failures.push(format!(
             "node-a holds {held_a}, node-b {held_b}; both should hold {expected}"
+        ));
+    }
+    if first.difference != missing as u64 {
+        failures.push(format!(
+            "node-b's ListPeers shows a difference of {}, expected {missing}",
+            first.difference
         ));
     }
     if first.received != missing as u64 {
