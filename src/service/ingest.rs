@@ -293,6 +293,12 @@ async fn try_prepare(
             }
             Decision::Refuse { reason, receipt } => {
                 let from = from_peer.unwrap_or("self");
+                // A roster message refused (as one a peer floods, or one
+                // relayed by a hostile member) is counted and logged like a
+                // roster an operator publishes: a fork is an alarm.
+                if let Some(r) = crate::domain::roster::refusal_of(&reason) {
+                    crate::service::roster::refused(node, &r, from);
+                }
                 if let (Some(_), Some(retry_after_ms)) = (from_peer, deferrable(&reason)) {
                     node.metrics.defer(reason.label());
                     tracing::info!(from, message_id = %id_hint, reason = %reason, retry_after_ms, "envelope deferred; the peer keeps it and retries");

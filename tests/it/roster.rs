@@ -9,7 +9,11 @@
 //! - v3 removes a member: every node drops it from its peers (links closed
 //!   both ways) and its messages are refused with "not in roster v3";
 //! - v4 rotates a member's key: messages its old key signs after the
-//!   rotation are refused, those signed before and the new key's are kept.
+//!   rotation are refused, those signed before and the new key's are kept;
+//! - every hostile roster (too few signatures, a non-steward's, a lower
+//!   version, a fork, stewards replaced without the old quorum, bytes that do
+//!   not decode, too large) reaches EVERY node as a roster message from a
+//!   peer, over the Federation API, and is refused and counted by each.
 use crate::common::*;
 use certfed::proto::v1::*;
 use std::path::Path;
@@ -673,4 +677,297 @@ async fn a_certificate_from_another_members_ca_is_refused_at_the_handshake() {
     for n in nodes {
         n.shutdown().await.unwrap();
     }
+}
+
+/// `certfed roster init --from FROM --out OUT`, the edits (each the arguments
+/// after `roster`, with OUT appended after the subcommand), then a signature
+/// by each key in `signers`.
+fn next_roster(dir: &Path, from: &str, out: &str, edits: &[&[&str]], signers: &[&str]) {
+    certfed(dir, &["roster", "init", "--from", from, "--out", out]);
+    for e in edits {
+        let mut args = vec!["roster", e[0], out];
+        args.extend_from_slice(&e[1..]);
+        certfed(dir, &args);
+    }
+    for s in signers {
+        let key = format!("{s}.sign.key");
+        certfed(dir, &["roster", "sign", out, "--key", &key]);
+    }
+}
+
+/// Roster v1 for `ids` (all vouched for by the test CA), stewards s1..s3
+/// 2-of-3, signed by s1 and s2, in `roster-v1.roster`.
+fn roster_v1(dir: &Path, ids: &[&str]) {
+    for s in ["s1", "s2", "s3"] {
+        certfed(dir, &["pki", "signing-key", "--id", s]);
+    }
+    certfed(
+        dir,
+        &[
+            "roster",
+            "init",
+            "--out",
+            "roster-v1.roster",
+            "--federation",
+            "test-fed",
+            "--steward",
+            "s1=s1.sign.pub",
+            "--steward",
+            "s2=s2.sign.pub",
+            "--steward",
+            "s3=s3.sign.pub",
+            "--threshold",
+            "2",
+        ],
+    );
+    for id in ids {
+        let key = format!("{id}.sign.pub");
+        certfed(
+            dir,
+            &[
+                "roster",
+                "add-member",
+                "roster-v1.roster",
+                "--id",
+                id,
+                "--signing-key",
+                &key,
+                "--tls-ca",
+                "ca.crt",
+            ],
+        );
+    }
+    for s in ["s1", "s2"] {
+        let key = format!("{s}.sign.key");
+        certfed(dir, &["roster", "sign", "roster-v1.roster", "--key", &key]);
+    }
+}
+
+/// The SignedRoster bytes of an armored roster file.
+fn roster_bytes(dir: &Path, file: &str) -> Vec<u8> {
+    let text = std::fs::read_to_string(dir.join(file)).unwrap();
+    certfed::domain::roster::dearmor(&text).unwrap()
+}
+
+/// A ROSTER message carrying `bytes`, signed by member `by` (as a member
+/// that floods it would sign it).
+fn roster_message(fed: &Fed, by: &str, bytes: Vec<u8>) -> SignedEnvelope {
+    let pem = std::fs::read_to_string(fed.pki.path(&format!("{by}.sign.key"))).unwrap();
+    let signer = certfed::domain::keys::Signer::from_pkcs8_pem(by, &pem).unwrap();
+    certfed::domain::envelope::seal(
+        &signer,
+        certfed::domain::envelope::Draft {
+            message_id: uuid::Uuid::now_v7().to_string(),
+            kind: MessageKind::Roster,
+            tlp: Tlp::Clear,
+            recipients: vec![],
+            created_ms: certfed::service::now_ms(),
+            expires_ms: None,
+            hop_limit: 8,
+            exercise: false,
+            encrypted: false,
+            payload: bytes,
+        },
+    )
+}
+
+/// Pushes `env` to node `to` over the Federation API as node `from` (its own
+/// certificate, real mutual TLS), the way a flooding peer hands it on;
+/// returns the node's answer.
+async fn push_as(fed: &Fed, from: usize, to: usize, env: SignedEnvelope) -> PushAck {
+    let name = fed.specs[from].id.clone();
+    let mut c = federation_client(&fed.pki, &fed.addr(to), &name, None).await;
+    let frame = PushFrame {
+        bundled: Vec::new(),
+        gossip: None,
+        returning: false,
+        seq: 1,
+        envelope: Some(env),
+        hops: vec![],
+    };
+    let mut acks = c
+        .push(tokio_stream::iter(vec![frame]))
+        .await
+        .expect("push stream opens")
+        .into_inner();
+    tokio::time::timeout(WAIT, acks.message())
+        .await
+        .expect("an answer in time")
+        .expect("a well-formed answer")
+        .expect("one ack")
+}
+
+/// The value of `certfed_roster_refused_total{reason="<label>"}` on a node.
+fn refused_count(node: &certfed::app::RunningNode, label: &str) -> u64 {
+    let text = node.node.metrics.encode();
+    let key = format!("certfed_roster_refused_total{{reason=\"{label}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&key))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Each hostile roster, handed to EVERY node of a five-node ring as a roster
+/// message from one of its peers (a compromised member flooding it: signed
+/// with the member's key, sent over the member's own mutual-TLS link), is
+/// refused by every node with its reason, counted under that reason in
+/// `certfed_roster_refused_total`, and never applied: every node keeps v2.
+/// A node that refuses a roster does not relay it either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_hostile_roster_is_refused_on_every_node() {
+    let ids = ["node-a", "node-b", "node-c", "node-d", "node-e"];
+    let fed = Fed::new(&ids, &[(0, 1), (1, 2), (2, 3), (3, 4), (4, 0)]);
+    let dir = fed.pki.dir.path();
+    roster_v1(dir, &ids);
+    certfed(dir, &["pki", "signing-key", "--id", "x1"]);
+    certfed(dir, &["pki", "signing-key", "--id", "x2"]);
+    let mut nodes = Vec::new();
+    for i in 0..5 {
+        nodes.push(start(&fed, i).await);
+    }
+    // v2, legitimately flooded (so "older" and "fork" have a held v2 to hit).
+    next_roster(
+        dir,
+        "roster-v1.roster",
+        "roster-v2.roster",
+        &[],
+        &["s1", "s3"],
+    );
+    publish(&fed, 0, &dir.join("roster-v2.roster"))
+        .await
+        .unwrap();
+    for i in 0..5 {
+        assert!(
+            eventually(WAIT, || async { roster_version(&fed, i).await == 2 }).await,
+            "node {i} applies v2 from the flood"
+        );
+    }
+
+    // The hostile rosters, each with the refusal label every node must count.
+    let e3 = [
+        "add-member",
+        "--id",
+        "node-x",
+        "--signing-key",
+        "x1.sign.pub",
+        "--tls-ca",
+        "ca.crt",
+    ];
+    next_roster(dir, "roster-v2.roster", "one-sig.roster", &[&e3], &["s1"]);
+    next_roster(
+        dir,
+        "roster-v2.roster",
+        "non-steward.roster",
+        &[&e3],
+        &["s1", "x1"],
+    );
+    next_roster(
+        dir,
+        "roster-v1.roster",
+        "fork.roster",
+        &[&["remove-member", "--id", "node-d"]],
+        &["s2", "s3"],
+    );
+    next_roster(
+        dir,
+        "roster-v2.roster",
+        "new-stewards.roster",
+        &[&[
+            "set-stewards",
+            "--steward",
+            "x1=x1.sign.pub",
+            "--steward",
+            "x2=x2.sign.pub",
+            "--threshold",
+            "2",
+        ]],
+        &["x1", "x2"],
+    );
+    let mut too_large = roster_bytes(dir, "roster-v2.roster");
+    too_large.resize(certfed::domain::roster::MAX_ROSTER_BYTES + 1, 0);
+    let hostile: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "one steward's signature",
+            roster_bytes(dir, "one-sig.roster"),
+            "too_few_signatures",
+        ),
+        (
+            "a non-steward's signature",
+            roster_bytes(dir, "non-steward.roster"),
+            "non_steward_signature",
+        ),
+        (
+            "a lower version",
+            roster_bytes(dir, "roster-v1.roster"),
+            "rollback",
+        ),
+        ("a fork of v2", roster_bytes(dir, "fork.roster"), "fork"),
+        (
+            "stewards replaced without the old quorum",
+            roster_bytes(dir, "new-stewards.roster"),
+            "too_few_signatures",
+        ),
+        (
+            "bytes that do not decode",
+            b"not a roster".to_vec(),
+            "malformed",
+        ),
+        ("one byte too large", too_large, "oversized"),
+    ];
+    for (what, bytes, label) in hostile {
+        let before: Vec<u64> = nodes.iter().map(|n| refused_count(n, label)).collect();
+        let forks_before: Vec<String> = nodes
+            .iter()
+            .map(|n| forks_line(&n.node.metrics.encode()))
+            .collect();
+        for to in 0..5 {
+            // From its ring neighbour, as a flood would bring it.
+            let from = (to + 1) % 5;
+            let env = roster_message(&fed, ids[from], bytes.clone());
+            let ack = push_as(&fed, from, to, env).await;
+            assert_eq!(
+                ack.outcome,
+                PushOutcome::Rejected as i32,
+                "{what}: node {to} refuses it for good: {ack:?}"
+            );
+            assert!(ack.reason.contains("roster"), "{what}: {ack:?}");
+        }
+        for (i, n) in nodes.iter().enumerate() {
+            assert_eq!(
+                refused_count(n, label),
+                before[i] + 1,
+                "{what}: node {i} counts one refusal under {label}"
+            );
+            assert_eq!(
+                roster_version(&fed, i).await,
+                2,
+                "{what}: node {i} keeps v2"
+            );
+            if label == "fork" {
+                assert_ne!(
+                    forks_line(&n.node.metrics.encode()),
+                    forks_before[i],
+                    "a fork is an alarm on node {i}"
+                );
+            }
+        }
+    }
+    // Nothing hostile was stored, so nothing hostile is relayed: one more
+    // second for a relay to show, then every count is still one per node.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (i, n) in nodes.iter().enumerate() {
+        assert_eq!(refused_count(n, "malformed"), 1, "node {i} got it once");
+        assert_eq!(refused_count(n, "too_few_signatures"), 2, "node {i}");
+    }
+    for n in nodes {
+        n.shutdown().await.unwrap();
+    }
+}
+
+fn forks_line(metrics: &str) -> String {
+    metrics
+        .lines()
+        .find(|l| l.starts_with("certfed_roster_forks_total"))
+        .unwrap_or_default()
+        .to_string()
 }
