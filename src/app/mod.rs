@@ -45,6 +45,8 @@ pub struct Prepared {
     pub cfg: Config,
     pub material: tls::TlsMaterial,
     pub signer: Signer,
+    /// `node.next_signing_key`, read (see `domain::keys::use_next_key`).
+    pub next_signer: Option<Signer>,
     pub keys: KeyRegistry,
     /// `[roster]`: the pinned stewards and the roster file, read and decoded
     /// (checked against the store's chain in [`start`]).
@@ -118,21 +120,29 @@ pub fn prepare(cfg: Config) -> anyhow::Result<Prepared> {
             cfg.node.id
         );
     }
-    tls::check_private_permissions(&cfg.node.signing_key)
-        .map_err(|e| anyhow::anyhow!("node.signing_key: {e}"))?;
-    let pem = std::fs::read_to_string(&cfg.node.signing_key).with_context(|| {
-        format!(
-            "node.signing_key: cannot read {}",
-            cfg.node.signing_key.display()
-        )
-    })?;
-    let signer = Signer::from_pkcs8_pem(&cfg.node.id, &pem).map_err(|e| {
-        anyhow::anyhow!("node.signing_key: {}: {e}", cfg.node.signing_key.display())
-    })?;
+    let signer = read_signer("node.signing_key", &cfg.node.signing_key, &cfg.node.id)?;
+    let next_signer = match &cfg.node.next_signing_key {
+        Some(path) => {
+            let next = read_signer("node.next_signing_key", path, &cfg.node.id)?;
+            if next.key_id == signer.key_id {
+                anyhow::bail!(
+                    "node.next_signing_key: {} holds the same key {} as node.signing_key; name the NEW key there, or remove node.next_signing_key",
+                    path.display(),
+                    next.key_id
+                );
+            }
+            Some(next)
+        }
+        None => None,
+    };
     let keys = load_members(&cfg)?;
     let roster = load_roster_start(&cfg)?;
+    let next_pinned = next_signer
+        .as_ref()
+        .is_some_and(|n| matches!(keys.get(&n.key_id), Some((o, _)) if o == cfg.node.id));
     match keys.get(&signer.key_id) {
         Some((owner, _)) if owner == cfg.node.id => {}
+        _ if next_pinned => {}
         Some((owner, _)) => anyhow::bail!(
             "node.signing_key: key {} is pinned for member {owner}, not for this node {}",
             signer.key_id,
@@ -149,9 +159,20 @@ pub fn prepare(cfg: Config) -> anyhow::Result<Prepared> {
         cfg,
         material,
         signer,
+        next_signer,
         keys,
         roster,
     })
+}
+
+/// Reads a message-signing private key (`key` names the setting): mode 0600
+/// or stricter, an Ed25519 PKCS#8 PEM.
+fn read_signer(key: &str, path: &std::path::Path, node_id: &str) -> anyhow::Result<Signer> {
+    tls::check_private_permissions(path).map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
+    let pem = std::fs::read_to_string(path)
+        .with_context(|| format!("{key}: cannot read {}", path.display()))?;
+    Signer::from_pkcs8_pem(node_id, &pem)
+        .map_err(|e| anyhow::anyhow!("{key}: {}: {e}", path.display()))
 }
 
 /// Everything `serve` checks before it binds a port: [`prepare`] (files, keys,
@@ -289,7 +310,8 @@ pub struct RunningNode {
 
 impl RunningNode {
     /// Re-reads the configuration file and swaps in new TLS material (certificate,
-    /// key, trust anchors, CRLs), member signing keys and the peer set. New
+    /// key, trust anchors, CRLs), member signing keys, this node's own signing
+    /// keys (`node.signing_key`, `node.next_signing_key`) and the peer set. New
     /// connections use them at once; existing ones end within
     /// `tls.max_connection_age_secs`. An invalid configuration is refused and
     /// the running one stays in force.
@@ -310,6 +332,7 @@ impl RunningNode {
         }
         let peers = cfg.peers.clone();
         let p = check(cfg)?;
+        check_signing_keys(&self.node, &p)?;
         let server = tls::server_config(&p.material)?;
         let client = tls::client_config(&p.material)?;
         record_tls_expiry(&self.node, &p.cfg, &p.material);
@@ -319,6 +342,7 @@ impl RunningNode {
             let _ = t.send(taxii_tls(&p.material)?);
         }
         self.node.replace_trust(p.keys, client, revoked.clone());
+        self.node.replace_signers(p.signer, p.next_signer);
         let peers = self.node.set_configured_peers(peers);
         self.links.apply(&self.node, peers, &revoked);
         tracing::info!("reload: TLS material, CRLs, member keys and peers re-read");
@@ -330,6 +354,34 @@ impl RunningNode {
         self.node.shutdown.cancel();
         self.task.await.context("node task panicked")?
     }
+}
+
+/// With a roster in force, a reload must leave this node a key its peers
+/// trust: `node.signing_key` or `node.next_signing_key` listed for it in the
+/// roster held. A key the roster does not list yet goes in
+/// `node.next_signing_key` (the node switches to it when a roster lists it).
+fn check_signing_keys(node: &Node, p: &Prepared) -> anyhow::Result<()> {
+    let Some(anchor) = node.roster() else {
+        return Ok(());
+    };
+    let Some(cur) = anchor.current() else {
+        return Ok(());
+    };
+    let keys = node.keys();
+    let listed = |s: &Signer| matches!(keys.get(&s.key_id), Some((o, _)) if o == node.id);
+    if listed(&p.signer) || p.next_signer.as_ref().is_some_and(listed) {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "node.signing_key: key {} is not listed for {} in roster v{}{}: peers would refuse what it signs; put a new key in node.next_signing_key instead (the node switches to it when a roster lists it), and ask the stewards for a roster that lists it (certfed roster rotate-key)",
+        p.signer.key_id,
+        node.id,
+        cur.version(),
+        p.next_signer
+            .as_ref()
+            .map(|n| format!(", nor is node.next_signing_key's key {}", n.key_id))
+            .unwrap_or_default()
+    )
 }
 
 /// Follows the roster: each version applied re-applies the peer set (links
@@ -568,6 +620,7 @@ pub async fn start(prepared: Prepared) -> anyhow::Result<RunningNode> {
         cfg,
         material,
         signer,
+        next_signer,
         keys,
         roster: roster_start,
     } = prepared;
@@ -610,6 +663,7 @@ pub async fn start(prepared: Prepared) -> anyhow::Result<RunningNode> {
     let (receipt_queue, receipt_rx) = ReceiptQueue::new();
     let node = Arc::new(Node::new(NodeParts {
         signer,
+        next_signer,
         keys,
         store,
         listen: addr,

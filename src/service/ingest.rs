@@ -241,9 +241,10 @@ async fn try_prepare(
     let mut routes = receipt_routes(node, &envs, &verdicts).await?;
     let peers = node.peers.policies();
     let roster = node.roster();
+    let signer = node.signer();
     let view = View {
         me: &node.id,
-        signer: &node.signer,
+        signer: &signer,
         keys: &keys,
         peers: &peers,
         max_message_bytes: node.cfg.limits.max_message_bytes,
@@ -744,7 +745,7 @@ pub async fn originate_with_attachments(
         out.payload
     };
     let env = crate::domain::envelope::seal_with_attachments(
-        &node.signer,
+        &node.signer(),
         Draft {
             message_id: message_id.clone(),
             kind: out.kind,

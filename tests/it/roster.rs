@@ -971,3 +971,258 @@ fn forks_line(metrics: &str) -> String {
         .unwrap_or_default()
         .to_string()
 }
+
+/// Sum of a counter family (every label) in a node's metrics.
+fn counter_sum(node: &certfed::app::RunningNode, family: &str) -> u64 {
+    let prefix = format!("{family}{{");
+    node.node
+        .metrics
+        .encode()
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+async fn node_info(fed: &Fed, i: usize) -> NodeInfo {
+    fed.operator(i)
+        .await
+        .get_node_info(GetNodeInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// Rewrites node `i`'s configuration: `node.signing_key` and
+/// `node.next_signing_key` (None: not set).
+fn set_signing_keys(fed: &Fed, i: usize, current: &str, next: Option<&str>) {
+    let path = fed.pki.path(&format!("{}.toml", fed.specs[i].id));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut out = String::new();
+    for line in text.lines() {
+        if line.starts_with("next_signing_key =") {
+            continue;
+        }
+        if line.starts_with("signing_key =") {
+            out.push_str(&format!("signing_key = \"{current}\"\n"));
+            if let Some(n) = next {
+                out.push_str(&format!("next_signing_key = \"{n}\"\n"));
+            }
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    std::fs::write(&path, out).unwrap();
+}
+
+/// A running node's signing key rotates without a restart: node-c's operator
+/// names the new key in `node.next_signing_key` and reloads (SIGHUP's path);
+/// the stewards publish v2, which lists the new key for node-c and keeps
+/// the old one valid for messages created in the next 30 s. While node-c
+/// publishes a stream of alerts, every node applies v2 and node-c switches
+/// keys the moment it applies it. Every alert of the stream is then held
+/// by every node, none refused; a message the old key signs after its
+/// period is refused; no node restarted. A reload naming a key the roster
+/// does not list as `node.signing_key` is refused, the running key kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_node_switches_signing_keys_when_the_roster_rotates_them() {
+    use certfed::domain::roster::{armor, draft};
+    use prost::Message;
+    let ids = ["node-a", "node-b", "node-c", "node-d", "node-e"];
+    let fed = Fed::new(&ids, &[(0, 1), (1, 2), (2, 3), (3, 4), (4, 0)]);
+    let dir = fed.pki.dir.path();
+    roster_v1(dir, &ids);
+    certfed(dir, &["pki", "signing-key", "--id", "node-c-new"]);
+    let mut nodes = Vec::new();
+    for i in 0..5 {
+        nodes.push(start(&fed, i).await);
+    }
+    let started: Vec<_> = {
+        let mut v = Vec::new();
+        for i in 0..5 {
+            v.push(node_info(&fed, i).await.started);
+        }
+        v
+    };
+    let old_id = node_info(&fed, 2).await.signing_key_id;
+    let new_vk = certfed::domain::keys::public_from_pem(
+        &std::fs::read_to_string(dir.join("node-c-new.sign.pub")).unwrap(),
+    )
+    .unwrap();
+    let new_id = certfed::domain::keys::key_id(&new_vk);
+    let cfg_c = fed.pki.path("node-c.toml");
+    let old_key = dir.join("node-c.sign.key");
+    let old_key = old_key.to_str().unwrap();
+    let new_key = dir.join("node-c-new.sign.key");
+    let new_key = new_key.to_str().unwrap();
+
+    // Refused: the new key as node.signing_key before any roster lists it.
+    set_signing_keys(&fed, 2, new_key, None);
+    let e = nodes[2].reload(&cfg_c).unwrap_err().to_string();
+    assert!(
+        e.contains("is not listed for node-c in roster v1") && e.contains("next_signing_key"),
+        "{e}"
+    );
+    assert_eq!(node_info(&fed, 2).await.signing_key_id, old_id, "kept");
+    // The operator's step: the new key as node.next_signing_key, reloaded.
+    set_signing_keys(&fed, 2, old_key, Some(new_key));
+    nodes[2].reload(&cfg_c).expect("reload with a next key");
+    let info = node_info(&fed, 2).await;
+    assert_eq!(
+        info.signing_key_id, old_id,
+        "not listed yet: the old key signs"
+    );
+    assert_eq!(info.next_signing_key_id, new_id);
+
+    // v2 (made offline): node-c's new key listed; its old key valid for
+    // messages created in the next 30 s.
+    certfed(
+        dir,
+        &[
+            "roster",
+            "init",
+            "--from",
+            "roster-v1.roster",
+            "--out",
+            "roster-v2.roster",
+        ],
+    );
+    let until = certfed::service::now_ms() + 30_000;
+    let bytes = roster_bytes(dir, "roster-v2.roster");
+    let signed = SignedRoster::decode(bytes.as_slice()).unwrap();
+    let mut r = Roster::decode(signed.roster.as_slice()).unwrap();
+    draft::rotate_key(&mut r, "node-c", &new_vk, until, certfed::service::now_ms()).unwrap();
+    std::fs::write(
+        dir.join("roster-v2.roster"),
+        armor(&draft::unsigned(&r).encode_to_vec()),
+    )
+    .unwrap();
+    for s in ["s1", "s3"] {
+        let key = format!("{s}.sign.key");
+        certfed(dir, &["roster", "sign", "roster-v2.roster", "--key", &key]);
+    }
+
+    // node-c publishes a stream while v2 is published on node-a and floods.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let stream = async {
+        let mut sent = Vec::new();
+        let mut op = fed.operator(2).await;
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            let n = sent.len();
+            let id = op
+                .publish_alert(PublishAlertRequest {
+                    alert: Some(green_alert(&format!("stream {n}"))),
+                    ..Default::default()
+                })
+                .await
+                .expect("node-c takes every alert of the stream")
+                .into_inner()
+                .message_id;
+            sent.push(id);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        sent
+    };
+    let rotate = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        publish(&fed, 0, &dir.join("roster-v2.roster"))
+            .await
+            .unwrap();
+        let switched = eventually(WAIT, || async {
+            node_info(&fed, 2).await.signing_key_id == new_id
+        })
+        .await;
+        let at = certfed::service::now_ms();
+        for i in 0..5 {
+            assert!(
+                eventually(WAIT, || async { roster_version(&fed, i).await == 2 }).await,
+                "node {i} applies v2"
+            );
+        }
+        // Keep the stream going on the new key for a while.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        (switched, at)
+    };
+    let (sent, (switched, switched_at)) = tokio::join!(stream, rotate);
+    assert!(switched, "node-c switches to its new key without a restart");
+    assert!(
+        switched_at <= until,
+        "node-c switched within the old key's grace period (the test needs it)"
+    );
+    let info = node_info(&fed, 2).await;
+    assert!(info.next_signing_key_id.is_empty(), "{info:?}");
+    assert!(sent.len() >= 10, "a stream: {} alerts", sent.len());
+    for i in 0..5 {
+        for id in &sent {
+            assert!(arrives(&fed, i, id, WAIT).await, "node {i} holds {id}");
+        }
+        assert_eq!(
+            counter_sum(&nodes[i], "certfed_messages_rejected_total"),
+            0,
+            "node {i} refused nothing"
+        );
+        assert_eq!(node_info(&fed, i).await.started, started[i], "no restart");
+    }
+    // Each alert is held once: node-a lists the stream's alerts once each.
+    let listed: Vec<String> = fed
+        .operator(0)
+        .await
+        .list_alerts(ListAlertsRequest {
+            page_size: 500,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .alerts
+        .into_iter()
+        .map(|a| a.message_id)
+        .filter(|id| sent.contains(id))
+        .collect();
+    let mut unique = listed.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(listed.len(), sent.len(), "every alert listed");
+    assert_eq!(unique.len(), sent.len(), "each once");
+
+    // The old key's period ends: what it signs later is refused by node-c's
+    // peers (pushed over node-c's own links), for good.
+    let wait = (until - certfed::service::now_ms() + 1_000).max(0);
+    tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+    let pem = std::fs::read_to_string(&old_key).unwrap();
+    let old = certfed::domain::keys::Signer::from_pkcs8_pem("node-c", &pem).unwrap();
+    for to in [1, 3] {
+        let env = signed_by(&old, "after its period");
+        let ack = push_as(&fed, 2, to, env).await;
+        assert_eq!(
+            ack.outcome,
+            PushOutcome::Rejected as i32,
+            "node {to}: {ack:?}"
+        );
+        assert!(ack.reason.contains("was valid until"), "{ack:?}");
+    }
+    for n in nodes {
+        n.shutdown().await.unwrap();
+    }
+}
+
+/// A GREEN alert created now, signed by `signer`.
+fn signed_by(signer: &certfed::domain::keys::Signer, title: &str) -> SignedEnvelope {
+    certfed::domain::envelope::seal(
+        signer,
+        certfed::domain::envelope::Draft {
+            message_id: uuid::Uuid::now_v7().to_string(),
+            kind: MessageKind::Alert,
+            tlp: Tlp::Green,
+            recipients: vec![],
+            created_ms: certfed::service::now_ms(),
+            expires_ms: None,
+            hop_limit: 8,
+            exercise: false,
+            encrypted: false,
+            payload: prost::Message::encode_to_vec(&green_alert(title)),
+        },
+    )
+}
