@@ -1191,7 +1191,7 @@ async fn a_running_node_switches_signing_keys_when_the_roster_rotates_them() {
     // peers (pushed over node-c's own links), for good.
     let wait = (until - certfed::service::now_ms() + 1_000).max(0);
     tokio::time::sleep(Duration::from_millis(wait as u64)).await;
-    let pem = std::fs::read_to_string(&old_key).unwrap();
+    let pem = std::fs::read_to_string(old_key).unwrap();
     let old = certfed::domain::keys::Signer::from_pkcs8_pem("node-c", &pem).unwrap();
     for to in [1, 3] {
         let env = signed_by(&old, "after its period");
