@@ -311,7 +311,9 @@ pub struct RunningNode {
 impl RunningNode {
     /// Re-reads the configuration file and swaps in new TLS material (certificate,
     /// key, trust anchors, CRLs), member signing keys, this node's own signing
-    /// keys (`node.signing_key`, `node.next_signing_key`) and the peer set. New
+    /// keys (`node.signing_key`, `node.next_signing_key`), the peer set and
+    /// `[roster]` (a newer `roster.file` applied and flooded, see
+    /// `roster_reload`). New
     /// connections use them at once; existing ones end within
     /// `tls.max_connection_age_secs`. An invalid configuration is refused and
     /// the running one stays in force.
@@ -331,8 +333,9 @@ impl RunningNode {
             );
         }
         let peers = cfg.peers.clone();
-        let p = check(cfg)?;
+        let mut p = check(cfg)?;
         check_signing_keys(&self.node, &p)?;
+        let roster_step = roster_reload(&self.node, p.roster.take(), now_ms())?;
         let server = tls::server_config(&p.material)?;
         let client = tls::client_config(&p.material)?;
         record_tls_expiry(&self.node, &p.cfg, &p.material);
@@ -345,7 +348,22 @@ impl RunningNode {
         self.node.replace_signers(p.signer, p.next_signer);
         let peers = self.node.set_configured_peers(peers);
         self.links.apply(&self.node, peers, &revoked);
-        tracing::info!("reload: TLS material, CRLs, member keys and peers re-read");
+        match roster_step {
+            RosterReload::Keep => {}
+            RosterReload::Pin(q) => {
+                tracing::info!(
+                    stewards = q.stewards.len(),
+                    threshold = q.threshold,
+                    "reload: roster.stewards re-pinned; the first roster must carry their quorum"
+                );
+                self.node
+                    .replace_roster(roster::Anchor::Pinned(q), KeyRegistry::default());
+            }
+            RosterReload::Apply(doc) => apply_roster_file(self.node.clone(), doc.to_bytes()),
+        }
+        tracing::info!(
+            "reload: TLS material, CRLs, member keys, signing keys, peers and [roster] re-read"
+        );
         Ok(())
     }
 
@@ -354,6 +372,105 @@ impl RunningNode {
         self.node.shutdown.cancel();
         self.task.await.context("node task panicked")?
     }
+}
+
+/// What a reload does with `[roster]`.
+enum RosterReload {
+    /// Nothing changes (the file is the roster held, or older).
+    Keep,
+    /// No roster yet: the first one must now carry these pinned stewards.
+    Pin(Quorum),
+    /// `roster.file` holds the next version, checked: apply it and flood it.
+    Apply(Document),
+}
+
+/// Checks a reload's `[roster]` against the roster held, before anything of
+/// the reload is swapped in (a refusal leaves the running configuration in
+/// force): switching between `[roster]` and `[[members]]` needs a restart;
+/// a newer `roster.file` must pass `domain::roster::check` on top of the held
+/// roster (a refusal is counted and names the rule); an older one is noted;
+/// pinned stewards matter only until a first roster is held.
+fn roster_reload(
+    node: &Node,
+    start: Option<RosterStart>,
+    now_ms: i64,
+) -> anyhow::Result<RosterReload> {
+    let held = node.roster();
+    let (anchor, start) = match (held, start) {
+        (None, None) => return Ok(RosterReload::Keep),
+        (None, Some(_)) => anyhow::bail!(
+            "[roster] added: this node started with a static [[members]] list; switching to the signed roster needs a restart (the roster chain is read from the store at start)"
+        ),
+        (Some(a), None) => anyhow::bail!(
+            "[roster] removed: this node follows the signed roster (version {}); switching to a static [[members]] list needs a restart, and is rarely what you want (members would no longer follow the roster); keep [roster] to reload",
+            a.version()
+        ),
+        (Some(a), Some(s)) => (a, s),
+    };
+    let anchor = match (&*anchor, start.pinned) {
+        (roster::Anchor::Pinned(_), Some(q)) => roster::Anchor::Pinned(q),
+        (roster::Anchor::Pinned(_), None) => anyhow::bail!(
+            "roster.stewards removed while this node waits for its first roster: restart to start from roster.file alone"
+        ),
+        (roster::Anchor::Current(_), _) => (*anchor).clone(),
+    };
+    let Some(doc) = start.file else {
+        return Ok(match anchor {
+            roster::Anchor::Pinned(q) => RosterReload::Pin(q),
+            roster::Anchor::Current(_) => RosterReload::Keep,
+        });
+    };
+    let held = anchor.version();
+    match roster::check(&anchor, doc.clone(), now_ms) {
+        Ok(roster::Verdict::Same) => Ok(RosterReload::Keep),
+        Ok(roster::Verdict::Apply(_)) => Ok(RosterReload::Apply(doc)),
+        Err(r) if r.kind == roster::RefusalKind::Rollback => {
+            tracing::info!(
+                file = doc.version(),
+                held,
+                "reload: roster.file is older than the roster held; the held one stays in force"
+            );
+            Ok(RosterReload::Keep)
+        }
+        Err(r) => {
+            crate::service::roster::refused(node, &r, "roster.file");
+            anyhow::bail!(
+                "roster.file: {r}; the running configuration (roster version {held}) stays in force: fix the file, or point roster.file at the roster held (certfed roster show --out)"
+            )
+        }
+    }
+}
+
+/// Applies a roster file a reload checked, then floods it like a roster an
+/// operator publishes (in a task: the store write is async; a refusal here,
+/// a race with a roster from a peer, is counted and logged by `apply`).
+fn apply_roster_file(node: Arc<Node>, bytes: Vec<u8>) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        tracing::error!("reload: no runtime to apply roster.file on; restart the node to apply it");
+        return;
+    };
+    rt.spawn(async move {
+        let now = now_ms();
+        match crate::service::roster::apply(&node, &bytes, "roster.file", now).await {
+            Ok(a) if a.already_current => {}
+            Ok(a) => {
+                tracing::info!(version = a.version, changes = %a.changes.join("; "), "reload: roster.file applied; flooding it");
+                let out = crate::service::ingest::Outgoing {
+                    kind: crate::proto::v1::MessageKind::Roster,
+                    tlp: crate::proto::v1::Tlp::Clear,
+                    recipients: Vec::new(),
+                    expires_ms: None,
+                    exercise: false,
+                    created_ms: None,
+                    payload: bytes,
+                };
+                if let Err(e) = crate::service::ingest::originate(&node, out).await {
+                    tracing::error!(error = %e, "reload: roster.file applied here but not flooded; publish it (certfed roster publish)");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "reload: roster.file not applied"),
+        }
+    });
 }
 
 /// With a roster in force, a reload must leave this node a key its peers

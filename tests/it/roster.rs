@@ -1226,3 +1226,89 @@ fn signed_by(signer: &certfed::domain::keys::Signer, title: &str) -> SignedEnvel
         },
     )
 }
+
+/// Rewrites node `i`'s `[roster]` or `[[members]]` (and everything after
+/// them) with `tail`.
+fn set_roster_section(fed: &Fed, i: usize, tail: &str) {
+    let path = fed.pki.path(&format!("{}.toml", fed.specs[i].id));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let end = ["\n[roster]", "\n[[members]]"]
+        .iter()
+        .filter_map(|m| text.find(m))
+        .min()
+        .unwrap_or(text.len());
+    let head = text[..end].to_string();
+    std::fs::write(&path, format!("{head}\n{tail}")).unwrap();
+}
+
+/// `[roster]` on reload (SIGHUP's path), no restart: a newer roster.file
+/// is checked, applied and flooded to every node; an older one is noted and
+/// changes nothing; a file the roster rules refuse (a fork) refuses the
+/// reload with the reason, counted, the roster held stays; switching to a
+/// static [[members]] list is refused, naming the restart it needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roster_section_changes_are_picked_up_on_reload() {
+    let ids = ["node-a", "node-b", "node-c"];
+    let fed = Fed::new(&ids, &[(0, 1), (1, 2)]);
+    let dir = fed.pki.dir.path();
+    roster_v1(dir, &ids);
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        nodes.push(start(&fed, i).await);
+    }
+    let cfg_b = fed.pki.path("node-b.toml");
+    next_roster(
+        dir,
+        "roster-v1.roster",
+        "roster-v2.roster",
+        &[],
+        &["s1", "s2"],
+    );
+    next_roster(
+        dir,
+        "roster-v1.roster",
+        "fork.roster",
+        &[&["remove-member", "--id", "node-c"]],
+        &["s2", "s3"],
+    );
+    // Switching to [[members]]: refused, v1 stays.
+    set_roster_section(
+        &fed,
+        1,
+        &ids.iter()
+            .map(|m| format!("[[members]]\nid = \"{m}\"\nsigning_keys = [\"{m}.sign.pub\"]\n"))
+            .collect::<String>(),
+    );
+    let e = nodes[1].reload(&cfg_b).unwrap_err().to_string();
+    assert!(
+        e.contains("[roster] removed") && e.contains("needs a restart"),
+        "{e}"
+    );
+    // v2 as node-b's roster.file: applied on reload, flooded to all.
+    set_roster_section(&fed, 1, "[roster]\nfile = \"roster-v2.roster\"\n");
+    nodes[1]
+        .reload(&cfg_b)
+        .expect("reload with a newer roster file");
+    for i in 0..3 {
+        assert!(
+            eventually(WAIT, || async { roster_version(&fed, i).await == 2 }).await,
+            "node {i} holds v2 after node-b's reload"
+        );
+    }
+    // The older v1 again: noted, nothing changes.
+    set_roster_section(&fed, 1, "[roster]\nfile = \"roster-v1.roster\"\n");
+    nodes[1]
+        .reload(&cfg_b)
+        .expect("an older file is not an error");
+    assert_eq!(roster_version(&fed, 1).await, 2);
+    // A fork of v2 as roster.file: the reload is refused with the reason.
+    let forks = refused_count(&nodes[1], "fork");
+    set_roster_section(&fed, 1, "[roster]\nfile = \"fork.roster\"\n");
+    let e = nodes[1].reload(&cfg_b).unwrap_err().to_string();
+    assert!(e.contains("roster.file") && e.contains("FORK"), "{e}");
+    assert_eq!(refused_count(&nodes[1], "fork"), forks + 1, "counted");
+    assert_eq!(roster_version(&fed, 1).await, 2, "v2 stays in force");
+    for n in nodes {
+        n.shutdown().await.unwrap();
+    }
+}
