@@ -259,13 +259,15 @@ fn taxii_tls(material: &tls::TlsMaterial) -> Result<Arc<rustls::ServerConfig>, t
 /// against `tls.ca` has already verified; and it swaps with the roster
 /// without rebuilding the TLS configuration.)
 fn identify(node: Option<Arc<Node>>) -> Identify<Identity> {
-    Arc::new(move |cert| {
+    Arc::new(move |chain| {
+        let cert = chain.first().ok_or("no client certificate")?;
         let id = Identity::from_certificate(cert.as_ref()).map_err(|e| e.to_string())?;
         if let (Identity::Node(member), Some(node)) = (&id, &node)
             && let Some(roster) = node.roster()
             && let Some(cur) = roster.current()
         {
-            crate::domain::roster::vouches(&cur.doc.roster, member, cert.as_ref())?;
+            let rest: Vec<&[u8]> = chain.iter().skip(1).map(|c| c.as_ref()).collect();
+            crate::domain::roster::vouches_chain(&cur.doc.roster, member, cert.as_ref(), &rest)?;
         }
         Ok(id)
     })

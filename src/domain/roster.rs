@@ -528,14 +528,32 @@ fn check_ca(der: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// Most intermediate CAs followed from a peer's certificate towards a CA the
+/// roster lists for its member.
+pub const MAX_INTERMEDIATES: usize = 4;
+
 /// Whether roster `r` vouches for `cert_der`, a TLS certificate naming
-/// member `member`: the certificate's public key is pinned for the member,
-/// or it was issued (issuer name and signature) by one of the CA
-/// certificates the roster lists for the member — so a CA listed for another
-/// member cannot mint a certificate that passes as this one. The chain to the
-/// node's `tls.ca` trust anchors, validity and revocation are checked by the
-/// TLS handshake before this; the error says what to fix.
+/// member `member`, presented alone (see [`vouches_chain`]).
 pub fn vouches(r: &Roster, member: &str, cert_der: &[u8]) -> Result<(), String> {
+    vouches_chain(r, member, cert_der, &[])
+}
+
+/// Whether roster `r` vouches for `cert_der`, a TLS certificate naming
+/// member `member`, with the intermediate CA certificates the peer presented
+/// after it: the certificate's public key is pinned for the member, or the
+/// certificate was issued (issuer name and signature) by one of the CA
+/// certificates the roster lists for the member, directly or through at
+/// most [`MAX_INTERMEDIATES`] presented intermediates (each a CA, each
+/// issued by the next) — so a CA listed for another member, or an
+/// intermediate it issued, cannot mint a certificate that passes as this
+/// one. The chain to the node's trust anchors, validity and revocation are
+/// checked by the TLS handshake before this; the error says what to fix.
+pub fn vouches_chain(
+    r: &Roster,
+    member: &str,
+    cert_der: &[u8],
+    intermediates: &[&[u8]],
+) -> Result<(), String> {
     use sha2::Digest as _;
     use x509_parser::prelude::*;
     let Some(m) = r.members.iter().find(|m| m.id == member) else {
@@ -547,18 +565,36 @@ pub fn vouches(r: &Roster, member: &str, cert_der: &[u8]) -> Result<(), String> 
     if m.tls_pins.iter().any(|p| p.as_slice() == spki.as_slice()) {
         return Ok(());
     }
-    for ca in &m.tls_cas {
-        let Ok((_, ca)) = X509Certificate::from_der(ca) else {
-            continue;
-        };
-        if ca.subject().as_raw() == cert.issuer().as_raw()
-            && cert.verify_signature(Some(ca.public_key())).is_ok()
-        {
+    let cas: Vec<X509Certificate<'_>> = m
+        .tls_cas
+        .iter()
+        .filter_map(|ca| X509Certificate::from_der(ca).ok().map(|(_, c)| c))
+        .collect();
+    let issued_by = |c: &X509Certificate<'_>, by: &X509Certificate<'_>| {
+        by.subject().as_raw() == c.issuer().as_raw()
+            && c.verify_signature(Some(by.public_key())).is_ok()
+    };
+    let presented: Vec<X509Certificate<'_>> = intermediates
+        .iter()
+        .filter_map(|d| X509Certificate::from_der(d).ok().map(|(_, c)| c))
+        .filter(|c| c.is_ca())
+        .collect();
+    // Walk up from the leaf: at each step, a listed CA that issued the
+    // current certificate vouches; else follow a presented intermediate.
+    let mut current = cert.clone();
+    for _ in 0..=MAX_INTERMEDIATES {
+        if cas.iter().any(|ca| issued_by(&current, ca)) {
             return Ok(());
+        }
+        match presented.iter().find(|i| issued_by(&current, i)) {
+            Some(next) if next.subject().as_raw() != current.subject().as_raw() => {
+                current = next.clone();
+            }
+            _ => break,
         }
     }
     Err(format!(
-        "the certificate for {member} (issued by {}) was not issued by a CA that roster v{} lists for {member}, and its key is not pinned there: another member's CA cannot vouch for {member}",
+        "the certificate for {member} (issued by {}) does not chain to a CA that roster v{} lists for {member} (directly or through the intermediates it presented), and its key is not pinned there: another member's CA cannot vouch for {member}",
         quote(&cert.issuer().to_string()),
         r.version
     ))
