@@ -1312,3 +1312,151 @@ async fn roster_section_changes_are_picked_up_on_reload() {
         n.shutdown().await.unwrap();
     }
 }
+
+/// A root CA (`<dir>/<file>.crt`, written) and an intermediate it issues,
+/// loaded as a certfed CA (path length 0: it issues node certificates).
+fn root_with_intermediate(dir: &Path, file: &str, name: &str) -> (String, certfed::pki::Ca) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name.push(rcgen::DnType::CommonName, name);
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    p.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    let root_pem = p.self_signed(&key).unwrap().pem();
+    std::fs::write(dir.join(format!("{file}.crt")), &root_pem).unwrap();
+    let root = rcgen::Issuer::new(p, key);
+    let ikey = rcgen::KeyPair::generate().unwrap();
+    let mut ip = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ip.distinguished_name
+        .push(rcgen::DnType::CommonName, format!("{name} issuing"));
+    ip.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+    ip.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    let inter_pem = ip.signed_by(&ikey, &root).unwrap().pem();
+    let ca = certfed::pki::Ca::load(&inter_pem, &ikey.serialize_pem()).unwrap();
+    (root_pem, ca)
+}
+
+/// Replaces node `id`'s TLS certificate with one `ca` (an intermediate)
+/// issues, presented with the intermediate after it.
+fn reissue_through(dir: &Path, id: &str, ca: &certfed::pki::Ca) {
+    let issued = ca
+        .issue_node(
+            id,
+            &["localhost".to_string()],
+            &["127.0.0.1".parse().unwrap()],
+            certfed::pki::Validity::days(30),
+        )
+        .unwrap();
+    let chain = format!("{}{}", issued.cert_pem, ca.cert_pem());
+    certfed::pki::write_public(&dir.join(format!("{id}.crt")), &chain, true).unwrap();
+    certfed::pki::write_private(&dir.join(format!("{id}.key")), &issued.key_pem, true).unwrap();
+}
+
+/// The roster's CA check follows intermediates: node-c's certificate is
+/// issued by an intermediate of node-c's own root CA (the root is what the
+/// roster lists for node-c, and what every node's tls.ca holds); node-c
+/// presents the intermediate and is accepted both ways. node-d's
+/// certificate comes through an intermediate of that same root while the
+/// roster says node-d's certificates come from the shared CA: refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_roster_ca_check_follows_presented_intermediates() {
+    let ids = ["node-a", "node-b", "node-c", "node-d"];
+    let fed = Fed::new(&ids, &[(0, 1), (1, 2), (1, 3)]);
+    let dir = fed.pki.dir.path();
+    let (root_c, issuing_c) = root_with_intermediate(dir, "root-c", "Root CA of node-c");
+    reissue_through(dir, "node-c", &issuing_c);
+    reissue_through(dir, "node-d", &issuing_c);
+    // Every node's tls.ca: the shared CA and node-c's root.
+    let shared = std::fs::read_to_string(dir.join("ca.crt")).unwrap();
+    std::fs::write(dir.join("ca.crt"), format!("{shared}{root_c}")).unwrap();
+    std::fs::write(dir.join("shared-ca.crt"), &shared).unwrap();
+    for s in ["s1", "s2", "s3"] {
+        certfed(dir, &["pki", "signing-key", "--id", s]);
+    }
+    certfed(
+        dir,
+        &[
+            "roster",
+            "init",
+            "--out",
+            "roster-v1.roster",
+            "--federation",
+            "test-fed",
+            "--steward",
+            "s1=s1.sign.pub",
+            "--steward",
+            "s2=s2.sign.pub",
+            "--threshold",
+            "2",
+        ],
+    );
+    for id in ids {
+        let ca = if id == "node-c" {
+            "root-c.crt"
+        } else {
+            "shared-ca.crt"
+        };
+        let key = format!("{id}.sign.pub");
+        certfed(
+            dir,
+            &[
+                "roster",
+                "add-member",
+                "roster-v1.roster",
+                "--id",
+                id,
+                "--signing-key",
+                &key,
+                "--tls-ca",
+                ca,
+            ],
+        );
+    }
+    for s in ["s1", "s2"] {
+        let key = format!("{s}.sign.key");
+        certfed(dir, &["roster", "sign", "roster-v1.roster", "--key", &key]);
+    }
+    let mut nodes = Vec::new();
+    for i in 0..4 {
+        nodes.push(start(&fed, i).await);
+    }
+    // node-c (through its intermediate) links with node-b both ways.
+    let from_c = publish_on(&fed, 2, green_alert("from node-c"), &[]).await;
+    assert!(
+        arrives(&fed, 0, &from_c, WAIT).await,
+        "node-c's alert reaches node-a"
+    );
+    let from_a = publish_on(&fed, 0, green_alert("from node-a"), &[]).await;
+    assert!(
+        arrives(&fed, 2, &from_a, WAIT).await,
+        "node-a's alert reaches node-c"
+    );
+    // node-d's certificate chains to node-c's root: not node-d's CA.
+    let refused = eventually(WAIT, || async {
+        let mut op = fed.operator(1).await;
+        let peers = op
+            .list_peers(ListPeersRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .peers;
+        peers.iter().any(|p| {
+            p.peer_id == "node-d"
+                && p.state != LinkState::Up as i32
+                && p.last_error.contains("cannot vouch for node-d")
+        })
+    })
+    .await;
+    assert!(refused, "node-b refuses node-d's certificate");
+    let from_d = publish_on(&fed, 3, green_alert("from node-d"), &[]).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!holds(&fed, 1, &from_d).await, "nothing from node-d passes");
+    for n in nodes {
+        n.shutdown().await.unwrap();
+    }
+}
