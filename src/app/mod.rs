@@ -251,8 +251,10 @@ fn taxii_tls(material: &tls::TlsMaterial) -> Result<Arc<rustls::ServerConfig>, t
 
 /// Accepts a client certificate that names a certfed identity; with a
 /// roster, a node certificate only if the roster vouches for it as that
-/// member's (`domain::roster::vouches`: issued by a CA the roster lists for
-/// the member, or pinned). This runs right after the handshake, before any
+/// member's (`domain::roster::vouches_chain`: issued by a CA the roster lists
+/// for the member, directly or through presented intermediates, or pinned),
+/// and an operator certificate only if it chains to a CA the roster lists
+/// for THIS node (`domain::roster::vouches_operator`). This runs right after the handshake, before any
 /// RPC: the connection is closed, and counted, when it fails. (A check after
 /// the handshake rather than a custom rustls verifier: the per-member CA
 /// comes from the certificate's own identity, which WebPki's chain check
@@ -262,12 +264,24 @@ fn identify(node: Option<Arc<Node>>) -> Identify<Identity> {
     Arc::new(move |chain| {
         let cert = chain.first().ok_or("no client certificate")?;
         let id = Identity::from_certificate(cert.as_ref()).map_err(|e| e.to_string())?;
-        if let (Identity::Node(member), Some(node)) = (&id, &node)
+        if let Some(node) = &node
             && let Some(roster) = node.roster()
             && let Some(cur) = roster.current()
         {
             let rest: Vec<&[u8]> = chain.iter().skip(1).map(|c| c.as_ref()).collect();
-            crate::domain::roster::vouches_chain(&cur.doc.roster, member, cert.as_ref(), &rest)?;
+            let r = &cur.doc.roster;
+            match &id {
+                Identity::Node(member) => {
+                    crate::domain::roster::vouches_chain(r, member, cert.as_ref(), &rest)?
+                }
+                Identity::Operator(name) => crate::domain::roster::vouches_operator(
+                    r,
+                    &node.id,
+                    name,
+                    cert.as_ref(),
+                    &rest,
+                )?,
+            }
         }
         Ok(id)
     })

@@ -565,8 +565,26 @@ pub fn vouches_chain(
     if m.tls_pins.iter().any(|p| p.as_slice() == spki.as_slice()) {
         return Ok(());
     }
-    let cas: Vec<X509Certificate<'_>> = m
-        .tls_cas
+    if chains_to(&cert, intermediates, &m.tls_cas) {
+        return Ok(());
+    }
+    Err(format!(
+        "the certificate for {member} (issued by {}) does not chain to a CA that roster v{} lists for {member} (directly or through the intermediates it presented), and its key is not pinned there: another member's CA cannot vouch for {member}",
+        quote(&cert.issuer().to_string()),
+        r.version
+    ))
+}
+
+/// Whether `cert` was issued by one of `cas` (DER), directly or through at
+/// most [`MAX_INTERMEDIATES`] of the `intermediates` (each a CA issued by
+/// the next; issuer name and signature checked at every step).
+fn chains_to(
+    cert: &x509_parser::certificate::X509Certificate<'_>,
+    intermediates: &[&[u8]],
+    cas: &[Vec<u8>],
+) -> bool {
+    use x509_parser::prelude::*;
+    let cas: Vec<X509Certificate<'_>> = cas
         .iter()
         .filter_map(|ca| X509Certificate::from_der(ca).ok().map(|(_, c)| c))
         .collect();
@@ -579,22 +597,54 @@ pub fn vouches_chain(
         .filter_map(|d| X509Certificate::from_der(d).ok().map(|(_, c)| c))
         .filter(|c| c.is_ca())
         .collect();
-    // Walk up from the leaf: at each step, a listed CA that issued the
-    // current certificate vouches; else follow a presented intermediate.
+    // Walk up from the certificate: at each step, a listed CA that issued
+    // the current certificate vouches; else follow a presented intermediate.
     let mut current = cert.clone();
     for _ in 0..=MAX_INTERMEDIATES {
         if cas.iter().any(|ca| issued_by(&current, ca)) {
-            return Ok(());
+            return true;
         }
         match presented.iter().find(|i| issued_by(&current, i)) {
             Some(next) if next.subject().as_raw() != current.subject().as_raw() => {
                 current = next.clone();
             }
-            _ => break,
+            _ => return false,
         }
     }
+    false
+}
+
+/// Whether roster `r` lets operator certificate `cert_der` (with the
+/// intermediates presented after it) use the Operator API of node `me`: it
+/// must chain to a CA the roster lists for `me` itself, so that no other
+/// member's CA can mint an operator of this node. A roster that lists no CA
+/// for `me` (public-key pins only), or does not list `me`, leaves operators
+/// to `tls.ca` alone.
+pub fn vouches_operator(
+    r: &Roster,
+    me: &str,
+    operator: &str,
+    cert_der: &[u8],
+    intermediates: &[&[u8]],
+) -> Result<(), String> {
+    use x509_parser::prelude::*;
+    // A node the roster does not list (removed: cut off from the
+    // federation) or lists with pins only keeps its operators on `tls.ca`,
+    // so that they can still see what happened.
+    let Some(m) = r.members.iter().find(|m| m.id == me) else {
+        return Ok(());
+    };
+    if m.tls_cas.is_empty() {
+        return Ok(());
+    }
+    let (_, cert) = X509Certificate::from_der(cert_der)
+        .map_err(|e| format!("the operator certificate does not parse: {e}"))?;
+    if chains_to(&cert, intermediates, &m.tls_cas) {
+        return Ok(());
+    }
     Err(format!(
-        "the certificate for {member} (issued by {}) does not chain to a CA that roster v{} lists for {member} (directly or through the intermediates it presented), and its key is not pinned there: another member's CA cannot vouch for {member}",
+        "the operator certificate of {} (issued by {}) does not chain to a CA that roster v{} lists for this node {me}: issue operator certificates from {me}'s own CA",
+        quote(operator),
         quote(&cert.issuer().to_string()),
         r.version
     ))

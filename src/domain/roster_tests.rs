@@ -783,3 +783,28 @@ fn a_members_ca_vouches_through_the_intermediates_the_peer_presents() {
     r.members[0].tls_cas = vec![root_x];
     assert!(vouches_chain(&r, "node-a", &leaf_x, &[&not_ca]).is_err());
 }
+
+#[test]
+fn only_this_nodes_own_ca_issues_its_operators() {
+    let (ca_a, op_a) = ca_and_leaf("CA of node-a");
+    let (ca_b, op_b) = ca_and_leaf("CA of node-b");
+    let (root_a, inter_a, issuing_a) = root_and_intermediate("Root of node-a");
+    let mut r = v1();
+    r.members[0].tls_cas = vec![ca_a.clone(), root_a];
+    r.members[1].tls_cas = vec![ca_b];
+    vouches_operator(&r, "node-a", "alice", &op_a, &[]).unwrap();
+    vouches_operator(&r, "node-a", "alice", &leaf_of(&issuing_a), &[&inter_a]).unwrap();
+    // Another member's CA cannot mint an operator of node-a.
+    let e = vouches_operator(&r, "node-a", "mallory", &op_b, &[]).unwrap_err();
+    assert!(
+        e.contains("issue operator certificates from node-a's own CA"),
+        "{e}"
+    );
+    vouches_operator(&r, "node-b", "bob", &op_b, &[]).unwrap();
+    assert!(vouches_operator(&r, "node-b", "bob", &op_a, &[]).is_err());
+    // Pins only for this node, or a node the roster does not list: tls.ca
+    // alone decides (the node's operators keep access).
+    r.members[1].tls_cas.clear();
+    vouches_operator(&r, "node-b", "bob", &op_a, &[]).unwrap();
+    vouches_operator(&r, "node-z", "zed", &op_a, &[]).unwrap();
+}

@@ -671,7 +671,27 @@ async fn a_certificate_from_another_members_ca_is_refused_at_the_handshake() {
         .into_inner()
         .peers;
     assert!(refused, "node-b refuses node-c's certificate: {peers:?}");
-    let from_c = publish_on(&fed, 2, green_alert("from node-c"), &[]).await;
+    // node-c's own operator API refuses an operator certificate of the
+    // shared CA too: the roster says node-c's certificates come from ca-c.
+    let mut op_c = fed.operator(2).await;
+    assert!(
+        op_c.get_node_info(GetNodeInfoRequest {}).await.is_err(),
+        "an operator certificate from another member's CA is refused on node-c"
+    );
+    let (from_c, _) = certfed::service::ingest::originate(
+        &nodes[2].node,
+        certfed::service::ingest::Outgoing {
+            kind: MessageKind::Alert,
+            tlp: Tlp::Green,
+            recipients: vec![],
+            expires_ms: None,
+            exercise: false,
+            created_ms: None,
+            payload: prost::Message::encode_to_vec(&green_alert("from node-c")),
+        },
+    )
+    .await
+    .unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(!holds(&fed, 1, &from_c).await, "nothing from node-c passes");
     for n in nodes {
@@ -1363,6 +1383,8 @@ fn reissue_through(dir: &Path, id: &str, ca: &certfed::pki::Ca) {
 /// presents the intermediate and is accepted both ways. node-d's
 /// certificate comes through an intermediate of that same root while the
 /// roster says node-d's certificates come from the shared CA: refused.
+/// Operators follow the same rule for their node: node-c takes operator
+/// certificates from its own CA only; node-a refuses those.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_roster_ca_check_follows_presented_intermediates() {
     let ids = ["node-a", "node-b", "node-c", "node-d"];
@@ -1425,17 +1447,56 @@ async fn the_roster_ca_check_follows_presented_intermediates() {
     for i in 0..4 {
         nodes.push(start(&fed, i).await);
     }
+    // node-c's operators: certificates from node-c's own CA (through its
+    // intermediate); one from the shared CA is refused on node-c, and
+    // node-c's is refused on node-a.
+    let op = issuing_c
+        .issue_operator("operator-c", certfed::pki::Validity::days(30))
+        .unwrap();
+    let chain = format!("{}{}", op.cert_pem, issuing_c.cert_pem());
+    certfed::pki::write_public(&dir.join("operator-c.crt"), &chain, true).unwrap();
+    certfed::pki::write_private(&dir.join("operator-c.key"), &op.key_pem, true).unwrap();
+    let mut shared_op = fed.operator(2).await;
+    let e = shared_op.get_node_info(GetNodeInfoRequest {}).await;
+    assert!(e.is_err(), "the shared CA's operator is refused on node-c");
+    let mut op_c = operator_client(&fed.pki, &fed.addr(2), "operator-c").await;
+    op_c.get_node_info(GetNodeInfoRequest {})
+        .await
+        .expect("node-c's own operator is accepted");
+    let mut op_c_on_a = operator_client(&fed.pki, &fed.addr(0), "operator-c").await;
+    assert!(
+        op_c_on_a
+            .get_node_info(GetNodeInfoRequest {})
+            .await
+            .is_err(),
+        "node-c's operator is refused on node-a"
+    );
     // node-c (through its intermediate) links with node-b both ways.
-    let from_c = publish_on(&fed, 2, green_alert("from node-c"), &[]).await;
+    let from_c = op_c
+        .publish_alert(PublishAlertRequest {
+            alert: Some(green_alert("from node-c")),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .message_id;
     assert!(
         arrives(&fed, 0, &from_c, WAIT).await,
         "node-c's alert reaches node-a"
     );
     let from_a = publish_on(&fed, 0, green_alert("from node-a"), &[]).await;
-    assert!(
-        arrives(&fed, 2, &from_a, WAIT).await,
-        "node-a's alert reaches node-c"
-    );
+    let reached = eventually(WAIT, || {
+        let mut op = op_c.clone();
+        let id = from_a.clone();
+        async move {
+            op.get_message(GetMessageRequest { message_id: id })
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    assert!(reached, "node-a's alert reaches node-c");
     // node-d's certificate chains to node-c's root: not node-d's CA.
     let refused = eventually(WAIT, || async {
         let mut op = fed.operator(1).await;
