@@ -1384,15 +1384,19 @@ fn reissue_through(dir: &Path, id: &str, ca: &certfed::pki::Ca) {
 /// certificate comes through an intermediate of that same root while the
 /// roster says node-d's certificates come from the shared CA: refused.
 /// Operators follow the same rule for their node: node-c takes operator
-/// certificates from its own CA only; node-a refuses those.
+/// certificates from its own CA only; node-a refuses those. A member CA
+/// the roster lists but `tls.ca` lacks (node-e's) is no trust anchor.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_roster_ca_check_follows_presented_intermediates() {
-    let ids = ["node-a", "node-b", "node-c", "node-d"];
-    let fed = Fed::new(&ids, &[(0, 1), (1, 2), (1, 3)]);
+    let ids = ["node-a", "node-b", "node-c", "node-d", "node-e"];
+    let fed = Fed::new(&ids, &[(0, 1), (1, 2), (1, 3), (1, 4)]);
     let dir = fed.pki.dir.path();
     let (root_c, issuing_c) = root_with_intermediate(dir, "root-c", "Root CA of node-c");
     reissue_through(dir, "node-c", &issuing_c);
     reissue_through(dir, "node-d", &issuing_c);
+    // node-e's root is listed in the roster but in nobody's tls.ca.
+    let (_, issuing_e) = root_with_intermediate(dir, "root-e", "Root CA of node-e");
+    reissue_through(dir, "node-e", &issuing_e);
     // Every node's tls.ca: the shared CA and node-c's root.
     let shared = std::fs::read_to_string(dir.join("ca.crt")).unwrap();
     std::fs::write(dir.join("ca.crt"), format!("{shared}{root_c}")).unwrap();
@@ -1418,10 +1422,10 @@ async fn the_roster_ca_check_follows_presented_intermediates() {
         ],
     );
     for id in ids {
-        let ca = if id == "node-c" {
-            "root-c.crt"
-        } else {
-            "shared-ca.crt"
+        let ca = match id {
+            "node-c" => "root-c.crt",
+            "node-e" => "root-e.crt",
+            _ => "shared-ca.crt",
         };
         let key = format!("{id}.sign.pub");
         certfed(
@@ -1444,7 +1448,7 @@ async fn the_roster_ca_check_follows_presented_intermediates() {
         certfed(dir, &["roster", "sign", "roster-v1.roster", "--key", &key]);
     }
     let mut nodes = Vec::new();
-    for i in 0..4 {
+    for i in 0..5 {
         nodes.push(start(&fed, i).await);
     }
     // node-c's operators: certificates from node-c's own CA (through its
@@ -1514,10 +1518,34 @@ async fn the_roster_ca_check_follows_presented_intermediates() {
     })
     .await;
     assert!(refused, "node-b refuses node-d's certificate");
+    // The roster adds no trust anchor: node-e's root, listed for node-e in
+    // the roster but not in node-b's tls.ca, fails the handshake.
+    let unknown = eventually(WAIT, || async {
+        peer_view_of(&fed, 1, "node-e")
+            .await
+            .is_some_and(|p| p.state != LinkState::Up as i32 && !p.last_error.is_empty())
+    })
+    .await;
+    assert!(
+        unknown,
+        "node-b does not trust node-e's root: {:?}",
+        peer_view_of(&fed, 1, "node-e").await
+    );
     let from_d = publish_on(&fed, 3, green_alert("from node-d"), &[]).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(!holds(&fed, 1, &from_d).await, "nothing from node-d passes");
     for n in nodes {
         n.shutdown().await.unwrap();
     }
+}
+
+async fn peer_view_of(fed: &Fed, i: usize, peer: &str) -> Option<PeerView> {
+    let mut op = fed.operator(i).await;
+    op.list_peers(ListPeersRequest::default())
+        .await
+        .ok()?
+        .into_inner()
+        .peers
+        .into_iter()
+        .find(|p| p.peer_id == peer)
 }
