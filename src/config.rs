@@ -264,12 +264,12 @@ impl Default for ExerciseSection {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GossipSection {
-    /// true: broadcasts over trees with peers that support them. false (the
-    /// default): flood every message in full over every link policy allows
-    /// (and tell peers this node takes no announcements). Off by default
-    /// until announcements are durable: a relay killed between storing a
-    /// broadcast and announcing it leaves its lazy peers to reconciliation.
-    #[serde(default)]
+    /// true (the default): broadcasts over trees with peers that support
+    /// them (full copies over eager links, announcements over lazy ones,
+    /// each announced copy kept queued until the peer confirms it holds the
+    /// message). false: flood every message in full over every link policy
+    /// allows (and tell peers this node takes no announcements).
+    #[serde(default = "default_true")]
     pub plumtree: bool,
     /// Milliseconds a node waits after an announcement of a message it lacks
     /// before it asks the announcer for it (10 to 60000; default 500).
@@ -279,6 +279,16 @@ pub struct GossipSection {
     /// as one frame (1 to 5000; default 25).
     #[serde(default = "default_ihave_batch_ms")]
     pub ihave_batch_ms: u64,
+    /// Milliseconds the copy of an announced message is held back for a
+    /// lazy peer: sent in full after that unless the peer answered that it
+    /// holds it (100 to 600000; default 5000). Shorter: fewer late arrivals
+    /// when a tree link is slow, more duplicate copies.
+    #[serde(default = "default_lazy_hold_ms")]
+    pub lazy_hold_ms: u64,
+}
+
+fn default_lazy_hold_ms() -> u64 {
+    5_000
 }
 
 fn default_graft_timeout_ms() -> u64 {
@@ -292,9 +302,10 @@ fn default_ihave_batch_ms() -> u64 {
 impl Default for GossipSection {
     fn default() -> Self {
         GossipSection {
-            plumtree: false,
+            plumtree: true,
             graft_timeout_ms: default_graft_timeout_ms(),
             ihave_batch_ms: default_ihave_batch_ms(),
+            lazy_hold_ms: default_lazy_hold_ms(),
         }
     }
 }
@@ -912,6 +923,18 @@ impl Config {
             return Err(err(format!(
                 "gossip.ihave_batch_ms: {} ms; must be between 1 and 5000",
                 g.ihave_batch_ms
+            )));
+        }
+        if !(100..=600_000).contains(&g.lazy_hold_ms) {
+            return Err(err(format!(
+                "gossip.lazy_hold_ms: {} ms; must be between 100 and 600000",
+                g.lazy_hold_ms
+            )));
+        }
+        if g.lazy_hold_ms <= g.graft_timeout_ms {
+            return Err(err(format!(
+                "gossip.lazy_hold_ms ({} ms) must be longer than gossip.graft_timeout_ms ({} ms): a lazy peer must have time to ask for a message before its copy is sent anyway",
+                g.lazy_hold_ms, g.graft_timeout_ms
             )));
         }
         parse_addr("node.listen", &self.node.listen)?;

@@ -324,6 +324,7 @@ async fn read_frames(
                     returning,
                     bundled,
                     gossip: _,
+                    resent,
                 } = f;
                 let malformed = match (&envelope, nested && !bundled.is_empty()) {
                     (_, true) => Some("malformed frame: a bundled frame carries no frames"),
@@ -335,7 +336,11 @@ async fn read_frames(
                     (None, Some(e)) => {
                         batch.early.push(None);
                         envs.push(e);
-                        chains.push(crate::service::ingest::Custody { hops, returning });
+                        chains.push(crate::service::ingest::Custody {
+                            hops,
+                            returning,
+                            resent,
+                        });
                     }
                     (why, _) => batch.early.push(Some(PushAck {
                         seq,

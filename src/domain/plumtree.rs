@@ -25,6 +25,13 @@
 //! - A peer that goes down leaves both sets and every announcement list; a
 //!   peer that comes up joins the eager set. Messages missing with no live
 //!   announcer left are forgotten (reconciliation heals the rest).
+//! - Addition for durable lazy links: an announcement is answered with
+//!   HAVE (batched like announcements) once the message is held here —
+//!   at once when it already was ([`Plumtree::held_announced`]), or when it
+//!   arrives by another link (to every announcer but the peer it came
+//!   from). The announcer keeps a full copy queued for a lazy peer until
+//!   that HAVE, a GRAFT or a timeout, so no announcement lost to a crash,
+//!   a full queue or a dropped link can lose a message.
 //!
 //! Invariants: a message is delivered at most once per node; the eager and
 //! lazy sets are disjoint and hold only peers that are up; state is
@@ -132,6 +139,9 @@ pub enum Action {
     Graft { to: String, ids: Vec<String> },
     /// Tell `to` that its link is now lazy.
     Prune { to: String },
+    /// Tell `to` that these messages it announced are held here (it may
+    /// drop the full copies it kept queued for this node).
+    Have { to: String, ids: Vec<String> },
 }
 
 #[derive(Debug, Clone)]
@@ -157,6 +167,8 @@ pub struct Plumtree {
     announced: BTreeMap<String, usize>,
     /// Announcements waiting for their batch, per peer, and when it goes.
     pending: BTreeMap<String, (Vec<String>, i64)>,
+    /// HAVE answers waiting for their batch, per peer, and when it goes.
+    pending_have: BTreeMap<String, (Vec<String>, i64)>,
 }
 
 impl Plumtree {
@@ -171,6 +183,7 @@ impl Plumtree {
             missing: BTreeMap::new(),
             announced: BTreeMap::new(),
             pending: BTreeMap::new(),
+            pending_have: BTreeMap::new(),
         }
     }
 
@@ -195,7 +208,12 @@ impl Plumtree {
     /// When [`Event::Tick`] is next due (a graft timer or a batch), if ever.
     pub fn next_deadline(&self) -> Option<i64> {
         let graft = self.missing.values().map(|m| m.due_ms).min();
-        let batch = self.pending.values().map(|(_, at)| *at).min();
+        let batch = self
+            .pending
+            .values()
+            .chain(self.pending_have.values())
+            .map(|(_, at)| *at)
+            .min();
         match (graft, batch) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -279,6 +297,7 @@ impl Plumtree {
                 self.eager.remove(&p);
                 self.lazy.remove(&p);
                 self.pending.remove(&p);
+                self.pending_have.remove(&p);
                 self.missing.retain(|_, m| {
                     m.announcers.retain(|a| *a != p);
                     !m.announcers.is_empty()
@@ -300,7 +319,11 @@ impl Plumtree {
     pub fn sizes(&self) -> (usize, usize, usize) {
         (
             self.missing.len(),
-            self.pending.values().map(|(ids, _)| ids.len()).sum(),
+            self.pending
+                .values()
+                .chain(self.pending_have.values())
+                .map(|(ids, _)| ids.len())
+                .sum(),
             self.received.len(),
         )
     }
@@ -327,7 +350,7 @@ impl Plumtree {
         {
             self.eager.insert(f.to_string());
         }
-        self.remember(now_ms, &id);
+        self.remember(now_ms, from, &id, &mut out);
         for p in announce {
             if Some(p.as_str()) == from || !self.is_up(p) {
                 continue;
@@ -358,11 +381,16 @@ impl Plumtree {
         }
     }
 
-    fn remember(&mut self, now_ms: i64, id: &str) {
+    /// Records `id` as received (from `from`); the peers that announced it
+    /// while it was missing get a HAVE (`from` has it already).
+    fn remember(&mut self, now_ms: i64, from: Option<&str>, id: &str, out: &mut Vec<Action>) {
         if let Some(m) = self.missing.remove(id) {
             for a in m.announcers {
                 if let Some(n) = self.announced.get_mut(&a) {
                     *n = n.saturating_sub(1);
+                }
+                if Some(a.as_str()) != from && self.is_up(&a) {
+                    self.have(now_ms, a, id.to_string(), out);
                 }
             }
         }
@@ -372,6 +400,34 @@ impl Plumtree {
             if let Some((_, old)) = self.order.pop_front() {
                 self.received.remove(&old);
             }
+        }
+    }
+
+    /// `from` announced `ids`, which this node already holds (the caller
+    /// looked them up in its store): they are answered with HAVE, batched.
+    /// Nothing for a peer that is not up.
+    pub fn held_announced(&mut self, now_ms: i64, from: &str, ids: Vec<String>) -> Vec<Action> {
+        let mut out = Vec::new();
+        if !self.is_up(from) {
+            return out;
+        }
+        for id in ids {
+            self.have(now_ms, from.to_string(), id, &mut out);
+        }
+        out
+    }
+
+    fn have(&mut self, now_ms: i64, p: String, id: String, out: &mut Vec<Action>) {
+        let at = now_ms + self.cfg.ihave_batch_ms;
+        let (ids, _) = self
+            .pending_have
+            .entry(p.clone())
+            .or_insert((Vec::new(), at));
+        ids.push(id);
+        if ids.len() >= self.cfg.ihave_batch_max {
+            let ids = std::mem::take(ids);
+            self.pending_have.remove(&p);
+            out.push(Action::Have { to: p, ids });
         }
     }
 
@@ -393,7 +449,7 @@ impl Plumtree {
         id: String,
         out: &mut Vec<Action>,
     ) {
-        self.remember(now_ms, &id);
+        self.remember(now_ms, from.as_deref(), &id, out);
         out.push(Action::Deliver(id.clone()));
         for p in &self.eager {
             if Some(p) != from.as_ref() {
@@ -426,6 +482,19 @@ impl Plumtree {
                 && !ids.is_empty()
             {
                 out.push(Action::IHave { to: p, ids });
+            }
+        }
+        let due: Vec<String> = self
+            .pending_have
+            .iter()
+            .filter(|(_, (_, at))| *at <= now_ms)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in due {
+            if let Some((ids, _)) = self.pending_have.remove(&p)
+                && !ids.is_empty()
+            {
+                out.push(Action::Have { to: p, ids });
             }
         }
         // Grafts: the next announcer in turn, one GRAFT per peer per tick.

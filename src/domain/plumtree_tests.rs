@@ -141,16 +141,23 @@ fn an_announcement_grafts_after_the_timeout_unless_the_message_comes() {
             id: s("m2"),
         },
     );
-    // ... and is announced to a, the lazy peer it did not come from.
+    // ... and is announced to a, the lazy peer it did not come from, which
+    // also learns that m2 (which it announced) is held here.
     let batch = Config::default().ihave_batch_ms;
     assert_eq!(n.next_deadline(), Some(7 + batch));
     let out = n.handle(7 + batch, Event::Tick);
     assert_eq!(
         out,
-        vec![Action::IHave {
-            to: s("a"),
-            ids: vec![s("m2")]
-        }]
+        vec![
+            Action::IHave {
+                to: s("a"),
+                ids: vec![s("m2")]
+            },
+            Action::Have {
+                to: s("a"),
+                ids: vec![s("m2")]
+            }
+        ]
     );
     assert_eq!(n.next_deadline(), Some(5 + t));
     assert!(
@@ -284,6 +291,55 @@ fn split_keeps_policy_and_sends_full_copies_to_peers_outside_the_tree() {
     assert_eq!(announce, vec![s("b")]);
     let (full, announce) = split(&[], &lazy);
     assert!(full.is_empty() && announce.is_empty());
+}
+
+#[test]
+fn an_announcement_is_answered_with_have_once_the_message_is_held() {
+    let batch = Config::default().ihave_batch_ms;
+    let mut n = node(&["a", "b", "c"]);
+    // Already held (the caller looked it up): HAVE to the announcer, batched.
+    assert!(n.held_announced(0, "a", vec![s("m0")]).is_empty());
+    // A peer not up is never answered.
+    assert!(n.held_announced(0, "zz", vec![s("m9")]).is_empty());
+    // b and c announce m1, which this node lacks: no HAVE yet.
+    n.handle(
+        0,
+        Event::IHave {
+            from: s("b"),
+            ids: vec![s("m1")],
+        },
+    );
+    n.handle(
+        0,
+        Event::IHave {
+            from: s("c"),
+            ids: vec![s("m1")],
+        },
+    );
+    let out = n.handle(batch, Event::Tick);
+    assert_eq!(
+        out,
+        vec![Action::Have {
+            to: s("a"),
+            ids: vec![s("m0")]
+        }]
+    );
+    // m1 arrives from b: c (the other announcer) learns it is held; b, which
+    // sent it, does not need telling.
+    assert!(n.stored(batch + 1, Some("b"), s("m1"), &[]).is_empty());
+    let out = n.handle(2 * batch + 1, Event::Tick);
+    assert_eq!(
+        out,
+        vec![Action::Have {
+            to: s("c"),
+            ids: vec![s("m1")]
+        }]
+    );
+    assert_eq!(n.next_deadline(), None);
+    // A peer that goes down loses its waiting answers.
+    n.held_announced(10_000, "a", vec![s("m2")]);
+    n.handle(10_000, Event::PeerDown(s("a")));
+    assert_eq!(n.next_deadline(), None);
 }
 
 #[test]
@@ -470,6 +526,8 @@ impl Sim {
                 Action::IHave { to, ids } => (to, Event::IHave { from: name(i), ids }),
                 Action::Graft { to, ids } => (to, Event::Graft { from: name(i), ids }),
                 Action::Prune { to } => (to, Event::Prune { from: name(i) }),
+                // The node's outbox keeps lazy copies; the machine needs no answer.
+                Action::Have { .. } => continue,
             };
             let mut delay = self.rng.random_range(1..20);
             if self.rng.random_bool(self.loss) {

@@ -3,13 +3,17 @@
 //! frame and per second), ids already held are dropped with one index
 //! lookup each, and a graft is answered only with what
 //! `domain::admission::entitled` lets go to that peer, queued in the outbox
-//! (`service::reconcile::queue_entitled`).
+//! (`service::reconcile::queue_entitled`, which also releases a copy parked
+//! for that peer). A HAVE completes the copies parked for the peer that
+//! sent it; announced ids already held are answered with HAVE.
 use crate::domain::plumtree::Event;
+use crate::proto::v1::DeliveryState;
 use crate::proto::v1::Gossip as Frame;
 use crate::service::node::Node;
 use crate::service::now_ms;
 use crate::service::reconcile::{Why, queue_entitled};
 use crate::service::tree::{MAX_IDS, dispatch, refuse, to_ids};
+use crate::storage::Outcome;
 
 /// A Gossip frame from `peer` (a configured peer, checked by the caller).
 pub async fn received(node: &Node, peer: &str, f: Frame) {
@@ -18,7 +22,7 @@ pub async fn received(node: &Node, peer: &str, f: Frame) {
         refuse(&node.metrics, "disabled", 1);
         return;
     }
-    if f.ihave.len() > MAX_IDS || f.graft.len() > MAX_IDS {
+    if f.ihave.len() > MAX_IDS || f.graft.len() > MAX_IDS || f.have.len() > MAX_IDS {
         refuse(&node.metrics, "malformed", 1);
         tracing::debug!(%peer, "gossip frame with too many ids ignored");
         return;
@@ -27,6 +31,9 @@ pub async fn received(node: &Node, peer: &str, f: Frame) {
         return;
     };
     let Some(mut graft) = to_ids(&node.metrics, &f.graft) else {
+        return;
+    };
+    let Some(mut have) = to_ids(&node.metrics, &f.have) else {
         return;
     };
     // Grafts first: a peer's own missing messages matter more than hints.
@@ -40,7 +47,34 @@ pub async fn received(node: &Node, peer: &str, f: Frame) {
         refuse(&node.metrics, "rate", (ihave.len() - k) as u64);
         ihave.truncate(k);
     }
+    let k = g.take(peer, have.len());
+    if k < have.len() {
+        refuse(&node.metrics, "rate", (have.len() - k) as u64);
+        have.truncate(k);
+    }
     let now = now_ms();
+    if !have.is_empty() {
+        // Only copies this node parked for this peer: a HAVE for anything
+        // else changes nothing.
+        let cursors = g.have(peer, &have);
+        if !cursors.is_empty() {
+            let n = cursors.len() as u64;
+            let outcomes = cursors
+                .into_iter()
+                .map(|cursor| Outcome {
+                    cursor,
+                    state: DeliveryState::Delivered,
+                    reason: "the peer already held it (answered an announcement)".into(),
+                })
+                .collect();
+            match node.store.complete_outbox(peer, outcomes, now).await {
+                Ok(()) => {
+                    node.metrics.gossip_lazy_confirmed.inc_by(n);
+                }
+                Err(e) => node.metrics.storage_error(&e),
+            }
+        }
+    }
     if f.prune {
         g.lock()
             .tree
@@ -55,7 +89,16 @@ pub async fn received(node: &Node, peer: &str, f: Frame) {
                 return;
             }
         };
-        ihave.retain(|i| !held.contains(i));
+        let (known, missing): (Vec<String>, Vec<String>) =
+            ihave.into_iter().partition(|i| held.contains(i));
+        let ihave = missing;
+        if !known.is_empty() {
+            let mut inner = g.lock();
+            let out = inner.tree.held_announced(now, peer, known);
+            dispatch(&node.metrics, &mut inner, out);
+            drop(inner);
+            g.timer.notify_one();
+        }
         if !ihave.is_empty() {
             g.lock().tree.handle(
                 now,

@@ -68,6 +68,8 @@ fn to_row(a: admission::Admitted) -> NewMessage {
         payload: a.payload,
         signature: a.signature,
         targets: a.forward_to,
+        parked: Vec::new(),
+        park_until_ms: 0,
         supersedes: a.supersedes,
         readable: a.readable,
         plain: a.plain,
@@ -113,6 +115,9 @@ pub struct Custody {
     /// The peer sends it back to this node, which held it before (see
     /// `admission::Input::returning`).
     pub returning: bool,
+    /// The peer is not sure this node lacks it (`PushFrame.resent`): a
+    /// duplicate of it does not prune the link.
+    pub resent: bool,
 }
 
 /// Verifies, admits and stores a batch of envelopes from `from_peer` (or from
@@ -138,9 +143,11 @@ pub struct Prepared {
     slots: Vec<usize>,
     owed: Vec<Option<ReceiptOwed>>,
     rejections: Vec<RejectionRow>,
-    /// Per row: its id if it takes part in the Plumtree tree, and the lazy
-    /// targets that get an announcement instead of a full copy.
-    tree: Vec<(Option<String>, Vec<String>)>,
+    /// Per row: its id if it takes part in the Plumtree tree, the lazy
+    /// targets that get an announcement (and a parked copy) instead of a
+    /// full copy now, and whether a duplicate of it may prune the link (not
+    /// when the peer sent it back or again on purpose).
+    tree: Vec<(Option<String>, Vec<String>, bool)>,
     /// Why the batch could not be prepared (shown by `finish`).
     failed: Option<StoreError>,
 }
@@ -256,7 +263,8 @@ async fn try_prepare(
     let mut owed = Vec::with_capacity(n);
     let mut rejections = Vec::new();
     let mut tree = Vec::with_capacity(n);
-    // Plumtree: targets on lazy links get an announcement, not a copy.
+    // Plumtree: targets on lazy links get an announcement now and a parked
+    // copy (sent in full unless they answer that they hold it).
     let lazy = node.gossip.lazy();
     let mut chains = chains.into_iter();
     for (i, (envelope, verdict)) in slots_todo.into_iter().zip(envs.into_iter().zip(verdicts)) {
@@ -266,6 +274,7 @@ async fn try_prepare(
             .ok()
             .and_then(|v| routes.remove(&v.header.message_id));
         let custody = chains.next().unwrap_or_default();
+        let prunable = !(custody.returning || custody.resent);
         // Only a verified header's flag moves a refusal out of the real series.
         let exercise = verdict.as_ref().is_ok_and(|v| v.header.exercise);
         let input = Input {
@@ -288,8 +297,14 @@ async fn try_prepare(
                     row.forward_to = full;
                     announce = lazy_targets;
                 }
-                tree.push((routed.then(|| row.message_id.clone()), announce));
-                rows.push(to_row(*row));
+                let id = routed.then(|| row.message_id.clone());
+                let mut r = to_row(*row);
+                if !announce.is_empty() {
+                    r.parked = announce.clone();
+                    r.park_until_ms = now + node.gossip.hold_ms();
+                }
+                tree.push((id, announce, prunable));
+                rows.push(r);
                 slots.push(i);
             }
             Decision::Refuse { reason, receipt } => {
@@ -463,7 +478,7 @@ impl Committing {
             .zip(facts)
             .zip(rosters)
         {
-            let (id, announce) = tree.next().unwrap_or_default();
+            let (id, announce, prunable) = tree.next().unwrap_or_default();
             let routed = id.is_some();
             if let Some(r) = roster {
                 // Whoever sent a roster message admitted it: it holds that version.
@@ -490,19 +505,24 @@ impl Committing {
                         node.receipts.push(r);
                     }
                     last_new = last_new.max(c);
-                    if from_peer && !t.is_empty() {
+                    if from_peer && !(t.is_empty() && announce.is_empty()) {
                         node.metrics.count_relayed(exercise);
                     }
                     if let Some(id) = &id {
                         node.gossip
-                            .stored(&node.metrics, sender.as_deref(), id, &announce);
+                            .stored(&node.metrics, sender.as_deref(), id, &announce, c);
                     }
                     wake.extend(t);
+                    // A lazy peer's link learns when its parked copy is due.
+                    wake.extend(announce);
                     Ingested::New(c)
                 }
                 Stored::Duplicate => {
                     node.metrics.count_duplicate(exercise);
-                    if routed && let Some(p) = &sender {
+                    if routed
+                        && prunable
+                        && let Some(p) = &sender
+                    {
                         node.gossip.duplicate(&node.metrics, p);
                     }
                     Ingested::Duplicate
@@ -585,7 +605,7 @@ async fn drop_held(
                 .count_duplicate(claimed.get(i).copied().unwrap_or(false));
             // Plumtree: that link was not needed for it (unless the peer
             // sends it back on purpose, after reconciliation).
-            if let (true, false, Some(p)) = (*routed, chain.returning, sender) {
+            if let (true, false, Some(p)) = (*routed, chain.returning || chain.resent, sender) {
                 node.gossip.duplicate(&node.metrics, p);
             }
             results[i] = Some(Ingested::Duplicate);

@@ -94,6 +94,7 @@ async fn send_frame(
             returning: false,
             bundled: frames,
             gossip: None,
+            resent: false,
         }
     };
     node.metrics
@@ -431,6 +432,7 @@ async fn session(
     let mut sweep: Option<u64> = None;
     // Last time the peer answered while something was in flight.
     let mut progress = Instant::now();
+    let session_start = now_ms();
     loop {
         if in_flight.len() < WINDOW && (!drained || sweep.is_some()) {
             let want = (WINDOW - in_flight.len()).min(PAGE);
@@ -485,7 +487,11 @@ async fn session(
                 let receipt = is_receipt(&it);
                 let exercise =
                     EnvelopeHeader::decode(it.header.as_slice()).is_ok_and(|h| h.exercise);
-                let frame = to_frame(peer, it);
+                // Sent again, or after a deferral or a parked wait: a
+                // duplicate of it must not prune the peer's tree link.
+                let resent = sweeping || enqueued < session_start;
+                let mut frame = to_frame(peer, it);
+                frame.resent = resent;
                 let size = frame.envelope.as_ref().map_or(0, |e| e.encoded_len());
                 if let Some(limit) = peer_limit.filter(|l| size as u64 > *l) {
                     too_large.push((cursor, size, limit));
@@ -551,7 +557,13 @@ async fn session(
                     in_flight.len()
                 )));
             }
-            _ = waker.notified() => { drained = false; }
+            _ = waker.notified() => {
+                drained = false;
+                // Plumtree: a copy parked for this peer falls due later.
+                if let Some(t) = node.gossip.take_due(peer) {
+                    next_due = Some(next_due.map_or(t, |d| d.min(t)));
+                }
+            }
             Some(g) = async {
                 match gossip_frames.as_mut() {
                     Some(rx) => rx.recv().await,
@@ -565,6 +577,7 @@ async fn session(
                     returning: false,
                     bundled: Vec::new(),
                     gossip: Some(g),
+                    resent: false,
                 };
                 match tokio::time::timeout(ack_timeout, tx.send(frame)).await {
                     Ok(Ok(())) => {}
@@ -601,6 +614,7 @@ fn to_frame(peer: &str, it: OutboxItem) -> PushFrame {
     PushFrame {
         bundled: Vec::new(),
         gossip: None,
+        resent: false,
         hops,
         returning,
         seq: it.cursor,

@@ -146,6 +146,9 @@ pub struct Metrics {
     pub gossip_refused: Family<ReasonLabel, Counter>,
     /// Messages queued for peers that asked for them (graft).
     pub gossip_graft_queued: Counter,
+    /// Copies parked for lazy peers dropped because the peer answered that
+    /// it holds the message (HAVE): full copies saved.
+    pub gossip_lazy_confirmed: Counter,
     pub accepted: Counter,
     pub receipts_received: Counter,
     pub duplicates: Counter,
@@ -236,6 +239,7 @@ impl Metrics {
             announce_bytes: Counter::default(),
             gossip_refused: Family::default(),
             gossip_graft_queued: Counter::default(),
+            gossip_lazy_confirmed: Counter::default(),
             accepted: Counter::default(),
             receipts_received: Counter::default(),
             duplicates: Counter::default(),
@@ -301,7 +305,7 @@ impl Metrics {
         );
         r.register(
             "gossip_frames_sent",
-            "Plumtree control frames sent to peers, by kind (ihave: announcements; graft: requests for missing messages; prune: a link turned lazy)",
+            "Plumtree control frames sent to peers, by kind (ihave: announcements; graft: requests for missing messages; prune: a link turned lazy; have: announced messages already held)",
             m.gossip_frames_sent.clone(),
         );
         r.register(
@@ -318,6 +322,11 @@ impl Metrics {
             "gossip_graft_queued",
             "Messages queued for peers that asked for them (graft)",
             m.gossip_graft_queued.clone(),
+        );
+        r.register(
+            "gossip_lazy_confirmed",
+            "Copies kept queued for lazy peers and dropped because the peer answered that it holds the message (Plumtree HAVE)",
+            m.gossip_lazy_confirmed.clone(),
         );
         r.register(
             "messages_accepted",

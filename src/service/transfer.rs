@@ -16,8 +16,13 @@
 //!   (the delivering peer first, then every other configured peer) from the
 //!   same chunk, with capped backoff; after [`MAX_ATTEMPTS`] the fetch is
 //!   abandoned with an error in the log and `.part` left (state "fetching").
-//! - Peers fetch only messages this node queued for them (a delivery row),
-//!   and only complete files. A relay that cannot read a message drops its
+//! - Peers fetch only messages this node queued for them (a delivery row).
+//!   A relay passes chunks on while it is still fetching them (cut-through):
+//!   once the digest list is on disk it serves `<i>.part`, reading each
+//!   chunk only when the whole chunk is there (so only verified chunks), and
+//!   waits for the next; a fetch that stops growing for [`STALL`] ends the
+//!   stream with a reason (the peer retries). So a relay adds a chunk's
+//!   delay, not a whole file's. A relay that cannot read a message drops its
 //!   copy once every peer it queued the message for reported `done`.
 //! - One fetch per message at a time ([`Fetching`]); at most one chunk per
 //!   stream in memory on each side (bounded channels of one or two chunks).
@@ -37,10 +42,14 @@ use tokio::sync::mpsc;
 
 /// Attempts before a fetch is abandoned.
 pub const MAX_ATTEMPTS: u32 = 12;
-/// Tries (one a second) while no source holds the attachment yet.
+/// Tries while no source holds the attachment yet (the first few 100 ms
+/// apart, doubling, then one a second: about an hour in all).
 pub const MAX_WAITS: u32 = 3600;
 /// Largest frame on a fetch stream (a chunk and its framing).
 pub const MAX_CHUNK_FRAME: usize = 4 * 1024 * 1024;
+/// A partial file served (cut-through) that grows no further for this long
+/// ends the stream.
+pub const STALL: Duration = Duration::from_secs(30);
 
 /// How one fetch attempt ended.
 enum Attempt {
@@ -107,26 +116,51 @@ pub async fn serve(
         return Ok(rx);
     }
     let path = dir.join(format!("{i}.blob"));
-    if std::fs::metadata(&path).ok().map(|x| x.len()) != Some(blob.size) {
+    let complete = |p: &Path| std::fs::metadata(p).ok().map(|x| x.len()) == Some(blob.size);
+    let not_yet = || {
         // On demand: a relay or a recipient that does not hold it yet starts
-        // fetching it now; the caller retries.
+        // fetching it now (one fetch per message); the caller retries.
         if let Some(from) = m.from_peer.clone() {
             spawn_fetch(node.clone(), m.message_id.clone(), from);
         }
-        return Err(ServeError::NotYet(format!(
+        ServeError::NotYet(format!(
             "attachment {i} of {} is still being fetched by {}; retry later",
             req.message_id, node.id
-        )));
-    }
-    let digests = std::fs::read(dir.join(format!("{i}.digests")))
+        ))
+    };
+    let digests_path = dir.join(format!("{i}.digests"));
+    let (mut file, growing) = if complete(&path) {
+        let f = std::fs::File::open(&path).map_err(|e| ServeError::Internal(format!("{e}")))?;
+        (f, false)
+    } else if digests_path.exists() {
+        // Cut-through: the verified prefix now, the rest as it comes. The
+        // open handle follows the file through its rename to `.blob`.
+        match std::fs::File::open(dir.join(format!("{i}.part"))) {
+            Ok(f) => {
+                if let Some(from) = m.from_peer.clone() {
+                    spawn_fetch(node.clone(), m.message_id.clone(), from);
+                }
+                (f, true)
+            }
+            Err(_) if complete(&path) => {
+                let f =
+                    std::fs::File::open(&path).map_err(|e| ServeError::Internal(format!("{e}")))?;
+                (f, false)
+            }
+            Err(_) => return Err(not_yet()),
+        }
+    } else {
+        return Err(not_yet());
+    };
+    let digests = std::fs::read(&digests_path)
         .map_err(|e| ServeError::Internal(format!("digest list: {e}")))?;
     let layout = Layout::of(&blob).map_err(|e| ServeError::Internal(e.to_string()))?;
-    let mut file = std::fs::File::open(&path).map_err(|e| ServeError::Internal(format!("{e}")))?;
     let from = req.from_chunk.min(layout.count());
     let rate = node.cfg.limits.attachment_bytes_per_sec;
     let pacer = node.clone();
     let to = peer.to_string();
-    tracing::info!(message_id = %m.message_id, attachment = i, %peer, from_chunk = from, "serving attachment");
+    tracing::info!(message_id = %m.message_id, attachment = i, %peer, from_chunk = from, cut_through = growing, "serving attachment");
+    let me = node.id.clone();
     tokio::task::spawn_blocking(move || {
         use std::io::Read;
         let first = AttachmentChunk {
@@ -144,6 +178,29 @@ pub async fn serve(
             return;
         }
         for chunk in from..layout.count() {
+            // A partial file: wait until this whole chunk is on disk (whole
+            // chunks there are verified ones).
+            if growing {
+                let need = layout.offset_of(chunk) + layout.len_of(chunk);
+                let (mut last, mut since) = (0u64, std::time::Instant::now());
+                loop {
+                    let len = file.metadata().map(|x| x.len()).unwrap_or(0);
+                    if len >= need {
+                        break;
+                    }
+                    if len != last {
+                        (last, since) = (len, std::time::Instant::now());
+                    }
+                    if since.elapsed() > STALL || tx.is_closed() {
+                        let _ = tx.blocking_send(Err(format!(
+                            "{me} holds only {len} bytes of it and received nothing more for {} s; retry later",
+                            STALL.as_secs()
+                        )));
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
             let mut data = vec![0u8; layout.len_of(chunk) as usize];
             if let Err(e) = file.read_exact(&mut data) {
                 let _ = tx.blocking_send(Err(format!("reading chunk {chunk}: {e}")));
@@ -359,8 +416,11 @@ async fn fetch_message(node: &Arc<Node>, message_id: &str, from: &str) -> Result
                             "attachment {i}: no source holds it after {waits} tries, last: {e}"
                         ));
                     }
+                    // A relay that just got the message is about to start its
+                    // own fetch: ask again soon, then once a second.
+                    let wait = Duration::from_millis((100u64 << waits.min(4)).min(1000));
                     tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = tokio::time::sleep(wait) => {}
                         _ = node.shutdown.cancelled() => return Ok(()),
                     }
                 }

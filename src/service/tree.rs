@@ -20,6 +20,17 @@
 //!   message in full (an old peer keeps plain flooding). With
 //!   `gossip.plumtree = false` this node announces no support and the
 //!   machine is never used.
+//! - Announcements are durable: a lazy target gets an outbox row like any
+//!   other, parked until `gossip.lazy_hold_ms` (in the same commit as the
+//!   message), and an announcement. The peer's HAVE drops the row, its
+//!   GRAFT releases it at once, and without either the full copy goes when
+//!   the row falls due (marked `resent`). So a crash, a full frame queue or
+//!   a dropped link costs at most a duplicate, never a message; the
+//!   in-memory map from announced ids to outbox rows is only a shortcut
+//!   (bounded; what it forgets is sent in full).
+//! - A duplicate prunes a link only when it was pushed eagerly: not for a
+//!   frame marked `resent` or `returning` (a copy sent again after a
+//!   reconnect is no sign of a redundant path).
 //! - Only broadcasts take part: not receipts (they go back the way their
 //!   messages came), not messages to named recipients (they keep their
 //!   restricted flooding: a relay drops their ciphertext once delivered, so
@@ -50,10 +61,15 @@ pub const MAX_IDS: usize = 1024;
 pub const MAX_IDS_PER_SEC: u32 = 8192;
 /// Frames waiting for one link.
 const LINK_QUEUE: usize = 256;
+/// Announced ids remembered with their parked outbox rows (the oldest are
+/// forgotten first; their rows go in full when due).
+const MAX_PARKED: usize = 200_000;
 
 /// The tree of one node and the links that carry its frames.
 pub struct Tree {
     pub enabled: bool,
+    /// How long a lazy peer's copy is held back (`gossip.lazy_hold_ms`).
+    hold_ms: i64,
     inner: Mutex<Inner>,
     /// Wakes `gossip::run` when a deadline may have moved.
     pub timer: Notify,
@@ -66,6 +82,12 @@ pub struct Inner {
     generation: u64,
     /// Per peer: the second of the window and the ids taken in it.
     rate: HashMap<String, (i64, u32)>,
+    /// Per peer: ids announced to it and the outbox cursor of their parked
+    /// copy; and the order they were parked in (for the cap and expiry).
+    parked: HashMap<String, HashMap<String, u64>>,
+    parked_order: std::collections::VecDeque<(i64, String, String)>,
+    /// Per peer: the earliest parked copy due since its link last asked.
+    parked_due: HashMap<String, i64>,
 }
 
 /// Whether a message takes part in the tree (see the module docs): a
@@ -112,11 +134,15 @@ impl Tree {
         };
         Tree {
             enabled: cfg.plumtree,
+            hold_ms: i64::try_from(cfg.lazy_hold_ms).unwrap_or(5_000),
             inner: Mutex::new(Inner {
                 tree: Plumtree::new(machine, Vec::new()),
                 links: HashMap::new(),
                 generation: 0,
                 rate: HashMap::new(),
+                parked: HashMap::new(),
+                parked_order: std::collections::VecDeque::new(),
+                parked_due: HashMap::new(),
             }),
             timer: Notify::new(),
         }
@@ -125,6 +151,34 @@ impl Tree {
     /// Whether this node takes part (`gossip.plumtree`).
     pub fn enabled(&self) -> bool {
         self.enabled
+    }
+
+    /// How long a lazy peer's copy is held back before it goes in full.
+    pub fn hold_ms(&self) -> i64 {
+        self.hold_ms
+    }
+
+    /// The earliest parked copy for `peer` due since the last call (its
+    /// link folds it into its timer).
+    pub fn take_due(&self, peer: &str) -> Option<i64> {
+        if !self.enabled {
+            return None;
+        }
+        self.lock().parked_due.remove(peer)
+    }
+
+    /// `peer` answered that it holds `ids` (HAVE): the outbox cursors of
+    /// the copies parked for it, forgotten here (the caller completes them).
+    pub fn have(&self, peer: &str, ids: &[String]) -> Vec<u64> {
+        let mut g = self.lock();
+        let Some(map) = g.parked.get_mut(peer) else {
+            return Vec::new();
+        };
+        let out = ids.iter().filter_map(|i| map.remove(i)).collect();
+        if map.is_empty() {
+            g.parked.remove(peer);
+        }
+        out
     }
 
     pub fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -174,14 +228,47 @@ impl Tree {
         (g.tree.eager().clone(), g.tree.lazy().clone())
     }
 
-    /// This node stored `id`, new, from `from` (`None`: its own), and queued
-    /// full copies for its eager targets; `announce` are the lazy targets.
-    pub fn stored(&self, m: &Metrics, from: Option<&str>, id: &str, announce: &[String]) {
+    /// This node stored `id`, new, at outbox cursor `cursor`, from `from`
+    /// (`None`: its own), queued full copies for its eager targets and
+    /// parked copies for `announce`, the lazy targets.
+    pub fn stored(
+        &self,
+        m: &Metrics,
+        from: Option<&str>,
+        id: &str,
+        announce: &[String],
+        cursor: u64,
+    ) {
         if !self.enabled {
             return;
         }
+        let now = now_ms();
         let mut g = self.lock();
-        let out = g.tree.stored(now_ms(), from, id.to_string(), announce);
+        let due = now + self.hold_ms;
+        for p in announce {
+            g.parked
+                .entry(p.clone())
+                .or_default()
+                .insert(id.to_string(), cursor);
+            g.parked_order.push_back((now, p.clone(), id.to_string()));
+            let d = g.parked_due.entry(p.clone()).or_insert(due);
+            *d = (*d).min(due);
+        }
+        // Forget what is past due (its copy went in full) or over the cap.
+        while let Some((at, _, _)) = g.parked_order.front() {
+            if g.parked_order.len() <= MAX_PARKED && *at + self.hold_ms > now {
+                break;
+            }
+            if let Some((_, p, i)) = g.parked_order.pop_front()
+                && let Some(map) = g.parked.get_mut(&p)
+            {
+                map.remove(&i);
+                if map.is_empty() {
+                    g.parked.remove(&p);
+                }
+            }
+        }
+        let out = g.tree.stored(now, from, id.to_string(), announce);
         dispatch(m, &mut g, out);
         drop(g);
         self.timer.notify_one();
@@ -245,6 +332,20 @@ pub fn dispatch(m: &Metrics, g: &mut Inner, actions: Vec<Action>) {
                         ..Default::default()
                     };
                     frames.push((to.clone(), f, "graft"));
+                }
+            }
+            Action::Have { to, ids } => {
+                let have: Vec<Vec<u8>> = ids
+                    .iter()
+                    .filter_map(|i| id_bytes(i))
+                    .map(|b| b.to_vec())
+                    .collect();
+                for have in have.chunks(MAX_IDS) {
+                    let f = Frame {
+                        have: have.to_vec(),
+                        ..Default::default()
+                    };
+                    frames.push((to.clone(), f, "have"));
                 }
             }
             Action::Prune { to } => frames.push((

@@ -26,6 +26,8 @@ fn msg(id: &str, origin: &str, kind: MessageKind, targets: &[&str]) -> NewMessag
         payload: format!("payload-{id}").into_bytes(),
         signature: vec![7; 64],
         targets: targets.iter().map(|t| t.to_string()).collect(),
+        parked: Vec::new(),
+        park_until_ms: 0,
         supersedes: None,
         readable: true,
         plain: None,
@@ -48,7 +50,8 @@ fn id(n: u32) -> String {
 /// Runs every check, each on a fresh store opened by `open` in its own folder.
 pub async fn run_all(open: impl Fn(&Path) -> Store) {
     type Check = fn(Store) -> futures::future::BoxFuture<'static, ()>;
-    let checks: [(&str, Check); 22] = [
+    let checks: [(&str, Check); 23] = [
+        ("parked", |s| Box::pin(parked_copies_wait_for_their_time(s))),
         ("held", |s| Box::pin(held_ids_are_found_by_index(s))),
         ("sync_index", |s| {
             Box::pin(sync_sums_follow_insert_and_purge(s))
@@ -573,6 +576,84 @@ async fn exercise_and_real_never_supersede_each_other(s: Store) {
             );
         }
     }
+}
+
+/// Plumtree's lazy links: a copy parked for a peer is queued in the same
+/// commit as the message, skipped until `park_until_ms`, then due; the
+/// other targets get theirs at once.
+async fn parked_copies_wait_for_their_time(s: Store) {
+    let mut m = msg(&id(3100), "node-a", MessageKind::Alert, &["node-b"]);
+    m.parked = vec!["node-c".into(), "node-d".into()];
+    m.park_until_ms = 50_000;
+    let Stored::New(cursor) = s.insert(vec![m], Durability::Durable).await.unwrap()[0] else {
+        panic!("new");
+    };
+    assert_eq!(s.outbox("node-b", 0, 20_000, 10).await.unwrap().len(), 1);
+    for p in ["node-c", "node-d"] {
+        assert!(
+            s.outbox(p, 0, 20_000, 10).await.unwrap().is_empty(),
+            "{p} waits"
+        );
+        assert!(s.outbox_due(p, 0, 20_000, 10).await.unwrap().is_empty());
+        assert_eq!(s.outbox_next_due(p, 20_000).await.unwrap(), Some(50_000));
+        let due = s.outbox_due(p, 0, 50_000, 10).await.unwrap();
+        assert_eq!(
+            due.iter().map(|i| i.cursor).collect::<Vec<_>>(),
+            vec![cursor]
+        );
+    }
+    let mut d = s.delivery(&id(3100)).await.unwrap();
+    d.sort_by(|a, b| a.peer.cmp(&b.peer));
+    let states: Vec<(&str, i32, bool)> = d
+        .iter()
+        .map(|r| {
+            (
+                r.peer.as_str(),
+                r.state,
+                r.reason == crate::storage::PARKED_REASON,
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            ("node-b", DeliveryState::Queued as i32, false),
+            ("node-c", DeliveryState::Queued as i32, true),
+            ("node-d", DeliveryState::Queued as i32, true),
+        ]
+    );
+    // The peer answered that it holds it: the parked copy is completed.
+    s.complete_outbox(
+        "node-c",
+        vec![Outcome {
+            cursor,
+            state: DeliveryState::Delivered,
+            reason: "held".into(),
+        }],
+        30_000,
+    )
+    .await
+    .unwrap();
+    assert!(
+        s.outbox_due("node-c", 0, 60_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let depths = s.outbox_depths().await.unwrap();
+    assert_eq!(
+        depths,
+        vec![("node-b".to_string(), 1), ("node-d".to_string(), 1)]
+    );
+    // A duplicate insert parks nothing again.
+    let mut again = msg(&id(3100), "node-a", MessageKind::Alert, &[]);
+    again.parked = vec!["node-c".into()];
+    again.park_until_ms = 1;
+    assert_eq!(
+        s.insert(vec![again], Durability::Durable).await.unwrap(),
+        vec![Stored::Duplicate]
+    );
+    assert!(s.outbox("node-c", 0, 60_000, 10).await.unwrap().is_empty());
 }
 
 async fn deferred_entries_wait_their_turn(s: Store) {

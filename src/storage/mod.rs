@@ -329,6 +329,12 @@ pub struct NewMessage {
     pub signature: Vec<u8>,
     /// Peers to queue it for, in the same transaction.
     pub targets: Vec<String>,
+    /// Peers to queue it for held back until `park_until_ms` (Plumtree's
+    /// lazy links: they get an announcement now, the full copy only if they
+    /// do not answer that they hold it; see `service::tree`). Durable like
+    /// the other outbox rows, so a crash loses no announced message.
+    pub parked: Vec<String>,
+    pub park_until_ms: i64,
     /// For alert updates and retractions: the message id superseded.
     pub supersedes: Option<String>,
     /// Whether this node can read the payload (false: an end-to-end encrypted
@@ -352,6 +358,10 @@ pub struct NewMessage {
     /// indexed so that [`Storage::keyed`] finds the message by them.
     pub keys: Vec<String>,
 }
+
+/// Delivery state text of an outbox row held back for a lazy link.
+pub const PARKED_REASON: &str =
+    "announced over a lazy link; sent in full unless the peer answers that it holds it";
 
 /// Width of a reconciliation bucket: items are summed per audience and per
 /// [`SYNC_BUCKET_MS`] of creation time. Measured against one minute with

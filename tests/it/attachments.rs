@@ -1127,3 +1127,44 @@ async fn an_abandoned_fetch_is_counted_for_its_peer() {
         "{metrics}"
     );
 }
+
+/// A relay passes evidence on while it is still fetching it (cut-through):
+/// a sends at 1 MB/s, and c's copy grows while b's is still partial. With
+/// store-and-forward (b serving only complete files) c could not start
+/// before b had all 6 MB, and this test fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_passes_chunks_on_while_it_is_still_fetching() {
+    let mut fed = Fed::line();
+    fed.specs[0].extra = "attachment_bytes_per_sec = 1000000".into();
+    let _a = fed.start(0).await;
+    let _b = fed.start(1).await;
+    let _c = fed.start(2).await;
+    let content = evidence(6_000_000, b"CUT-THROUGH");
+    let mut op = fed.operator(0).await;
+    let id = upload(
+        &mut op,
+        upload_frames(amber_request("paced capture"), "capture.pcap", &content),
+    )
+    .await
+    .unwrap();
+    let (b_dir, c_dir) = (fed.data_dir(1), fed.data_dir(2));
+    let overlapped = eventually(Duration::from_secs(60), || {
+        let (b_dir, c_dir, id) = (b_dir.clone(), c_dir.clone(), id.clone());
+        async move {
+            let c_has = part_len(&c_dir, &id).unwrap_or(0);
+            let b_partial = part_len(&b_dir, &id).is_some();
+            c_has >= 2 * SEALED_CHUNK && b_partial
+        }
+    })
+    .await;
+    assert!(
+        overlapped,
+        "c's copy never grew while b was still fetching: b stores and then forwards"
+    );
+    let op_c = fed.operator(2).await;
+    assert!(available(&op_c, &id, 1).await, "c never got the capture");
+    let (_, got) = download(&mut op_c.clone(), &id, "capture.pcap", false)
+        .await
+        .unwrap();
+    assert!(got == content, "c's copy is not byte-identical");
+}

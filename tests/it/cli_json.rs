@@ -463,6 +463,8 @@ fn stored_control_characters_are_shown_escaped() {
                     payload: env.payload.clone(),
                     signature: env.signature.clone(),
                     targets: vec![],
+                    parked: vec![],
+                    park_until_ms: 0,
                     supersedes: None,
                     readable: true,
                     plain: None,

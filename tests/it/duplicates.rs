@@ -37,6 +37,7 @@ async fn push_one(fed: &Fed, env: SignedEnvelope, seq: u64) -> PushAck {
     let frame = PushFrame {
         bundled: Vec::new(),
         gossip: None,
+        resent: false,
         returning: false,
         hops: vec![],
         seq,

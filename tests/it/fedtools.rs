@@ -134,6 +134,7 @@ pub fn frame(seq: u64, env: SignedEnvelope) -> PushFrame {
     PushFrame {
         bundled: Vec::new(),
         gossip: None,
+        resent: false,
         returning: false,
         seq,
         envelope: Some(env),

@@ -175,6 +175,7 @@ async fn hostile_envelopes_are_refused_with_reasons() {
         .map(|(i, (_, env, _, _))| PushFrame {
             bundled: Vec::new(),
             gossip: None,
+            resent: false,
             returning: false,
             hops: vec![],
             seq: i as u64 + 1,
@@ -205,6 +206,7 @@ async fn hostile_envelopes_are_refused_with_reasons() {
         .push(tokio_stream::iter(vec![PushFrame {
             bundled: Vec::new(),
             gossip: None,
+            resent: false,
             returning: false,
             hops: vec![],
             seq: 99,
@@ -394,6 +396,7 @@ async fn forged_chains_of_custody_are_refused() {
             .push(tokio_stream::iter(vec![PushFrame {
                 bundled: Vec::new(),
                 gossip: None,
+                resent: false,
                 returning: false,
                 seq: i as u64,
                 envelope: Some(env),

@@ -125,6 +125,7 @@ fn framed(seq: u64, env: Option<SignedEnvelope>, bundled: Vec<PushFrame>) -> Pus
         returning: false,
         bundled,
         gossip: None,
+        resent: false,
     }
 }
 

@@ -452,6 +452,7 @@ async fn metrics_move_with_traffic_and_rejections() {
         .push(tokio_stream::iter(vec![PushFrame {
             bundled: Vec::new(),
             gossip: None,
+            resent: false,
             returning: false,
             hops: vec![],
             seq: 1,

@@ -93,8 +93,10 @@ async fn every_node_stores_every_broadcast_once_through_cycles_with_fewer_frames
     let (frames_before, accepted_before) = (message_frames(&refs), accepted(&refs));
     let k = 24;
     play(&fed, &all, &all, k, "tree").await;
-    // Late frames (an eager copy racing a graft) land within a moment.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Late frames (an eager copy racing a graft) land within a moment, and
+    // every copy parked for a lazy peer is either confirmed by its HAVE or
+    // sent in full once `gossip.lazy_hold_ms` (5 s) has passed.
+    tokio::time::sleep(Duration::from_secs(7)).await;
     let frames = message_frames(&refs) - frames_before;
     let stored: Vec<u64> = accepted(&refs)
         .iter()
@@ -129,6 +131,14 @@ async fn every_node_stores_every_broadcast_once_through_cycles_with_fewer_frames
         })
         .sum();
     assert!(announced > 0, "lazy links carry announcements");
+    // The copies kept for lazy peers were dropped on their HAVE (without
+    // it every one would have gone in full, and the frame count above
+    // would be flooding's).
+    let confirmed: u64 = nodes
+        .iter()
+        .map(|n| n.node.metrics.gossip_lazy_confirmed.get())
+        .sum();
+    assert!(confirmed > 0, "lazy peers confirm what they hold");
     for n in nodes {
         n.shutdown().await.unwrap();
     }
@@ -204,6 +214,7 @@ fn gossip_frame(g: Gossip) -> PushFrame {
         returning: false,
         bundled: vec![],
         gossip: Some(g),
+        resent: false,
     }
 }
 
@@ -318,4 +329,50 @@ async fn a_peers_gossip_flood_is_bounded_and_grafts_follow_policy() {
     for n in [a, b, c] {
         n.shutdown().await.unwrap();
     }
+}
+
+/// An announcement lost with the relay that made it loses nothing: the copy
+/// for the lazy peer is in the relay's outbox (parked, durable) from the
+/// commit on. Here b turns a lazy, publishes, and is killed before its
+/// announcement could go (announcements batched for 5 s); reconciliation is
+/// off on both nodes, so only that parked copy can bring the alert to a
+/// after b's restart. Without it the alert is lost for good (checked: the
+/// test fails when lazy peers get no outbox row).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_announcement_lost_in_a_crash_loses_nothing() {
+    let mut fed = Fed::new(&["node-a", "node-b"], &[(0, 1)]);
+    fed.specs[0]
+        .extra
+        .push_str("\n[gossip]\nplumtree = true\n\n[reconcile]\nwindow_days = 0\n");
+    fed.specs[1].extra.push_str(
+        "\n[gossip]\nplumtree = true\nihave_batch_ms = 5000\nlazy_hold_ms = 1500\n\n[reconcile]\nwindow_days = 0\n",
+    );
+    let _a = crate::fedtools::spawn_node(&fed, 0, "info").await;
+    let mut b = crate::fedtools::spawn_node(&fed, 1, "info").await;
+    // The first alert goes eagerly (the link is up on both sides).
+    let first = publish_on(&fed, 1, green_alert("eager"), &[]).await;
+    assert!(arrives(&fed, 0, &first, crate::fedtools::WAIT).await);
+    // node-a tells b it got a message twice over this link: b turns it lazy.
+    let mut fc = federation_client(&fed.pki, &fed.addr(1), "node-a", Some("node-b")).await;
+    let mut acks = fc
+        .push(tokio_stream::iter(vec![gossip_frame(Gossip {
+            prune: true,
+            ..Default::default()
+        })]))
+        .await
+        .unwrap()
+        .into_inner();
+    let _ = tokio::time::timeout(Duration::from_secs(30), acks.message()).await;
+    let lazy = publish_on(&fed, 1, green_alert("announced, then lost"), &[]).await;
+    b.kill();
+    assert!(
+        !holds(&fed, 0, &lazy).await,
+        "a lazy peer got no full copy before the hold ran out"
+    );
+    let _b = crate::fedtools::spawn_node(&fed, 1, "info").await;
+    assert!(
+        arrives(&fed, 0, &lazy, crate::fedtools::WAIT).await,
+        "the parked copy reached a after b's restart; b log:\n{}",
+        b.log()
+    );
 }

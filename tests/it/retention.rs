@@ -66,6 +66,8 @@ fn row(env: &SignedEnvelope, peer: &str, targets: &[&str]) -> NewMessage {
         payload: env.payload.clone(),
         signature: env.signature.clone(),
         targets: targets.iter().map(|t| t.to_string()).collect(),
+        parked: Vec::new(),
+        park_until_ms: 0,
         supersedes: None,
         readable: true,
         plain: None,
@@ -87,6 +89,7 @@ async fn push(fed: &Fed, from: &str, to: usize, envs: Vec<SignedEnvelope>) -> Ve
         .map(|(i, e)| PushFrame {
             bundled: Vec::new(),
             gossip: None,
+            resent: false,
             returning: false,
             seq: i as u64 + 1,
             envelope: Some(e),
@@ -378,6 +381,7 @@ async fn the_writer_keeps_accepting_during_a_large_purge() {
         .map(|(i, e)| PushFrame {
             bundled: Vec::new(),
             gossip: None,
+            resent: false,
             returning: false,
             seq: i as u64 + 1,
             envelope: Some(e),

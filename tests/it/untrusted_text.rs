@@ -152,6 +152,7 @@ async fn a_partners_control_characters_are_refused_at_admission() {
         let frame = PushFrame {
             bundled: Vec::new(),
             gossip: None,
+            resent: false,
             returning: false,
             hops: vec![],
             seq: i as u64 + 1,

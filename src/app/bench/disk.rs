@@ -46,6 +46,7 @@ async fn push_alerts(fed: &Fed, n: usize, from: usize) -> anyhow::Result<f64> {
                 let frame = PushFrame {
                     bundled: Vec::new(),
                     gossip: None,
+                    resent: false,
                     returning: false,
                     hops: vec![],
                     seq: i as u64 + 1,

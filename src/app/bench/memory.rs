@@ -210,6 +210,7 @@ pub async fn run(messages: usize, json: bool) -> anyhow::Result<()> {
                 let frame = PushFrame {
                     bundled: Vec::new(),
                     gossip: None,
+                    resent: false,
                     returning: false,
                     hops: vec![],
                     seq: i as u64 + 1,

@@ -246,6 +246,7 @@ async fn bench_ingest(messages: usize, backend: &Backend) -> anyhow::Result<Inge
         .map(|i| PushFrame {
             bundled: Vec::new(),
             gossip: None,
+            resent: false,
             returning: false,
             hops: vec![],
             seq: i as u64 + 1,

@@ -119,6 +119,7 @@ async fn fill(
                     let fb = PushFrame {
                         bundled: Vec::new(),
                         gossip: None,
+                        resent: false,
                         returning: false,
                         hops: vec![],
                         seq: seq_b,
@@ -131,6 +132,7 @@ async fn fill(
                 let fa = PushFrame {
                     bundled: Vec::new(),
                     gossip: None,
+                    resent: false,
                     returning: false,
                     hops: vec![],
                     seq: i as u64 + 1,

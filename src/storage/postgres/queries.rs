@@ -13,9 +13,9 @@
 //! keep the latest update (creation time, then message id, byte order).
 use crate::proto::v1::{DeliveryState, MessageKind};
 use crate::storage::{
-    AlertQuery, Claim, Deferral, DeliveryRow, NewMessage, OutboxItem, Outcome, PurgePlan, Purged,
-    ReceiptRow, RejectionRow, RequestRecord, Requeue, RosterRow, SYNC_BUCKET_MS, StoreError,
-    Stored, StoredMessage, SyncBucket, SyncEntry, SyncItem, SyncPos,
+    AlertQuery, Claim, Deferral, DeliveryRow, NewMessage, OutboxItem, Outcome, PARKED_REASON,
+    PurgePlan, Purged, ReceiptRow, RejectionRow, RequestRecord, Requeue, RosterRow, SYNC_BUCKET_MS,
+    StoreError, Stored, StoredMessage, SyncBucket, SyncEntry, SyncItem, SyncPos,
 };
 use deadpool_postgres::ClientWrapper;
 use futures::future::try_join_all;
@@ -82,6 +82,15 @@ WITH m AS (
   SELECT $1, t, $21, '', 0, $10 FROM m, unnest($20::text[]) AS t
   ON CONFLICT (message_id, peer) DO UPDATE SET state = excluded.state, reason = '',
     attempts = 0, updated_ms = excluded.updated_ms, next_attempt_ms = NULL
+), po AS (
+  INSERT INTO outbox (peer, cursor, enqueued_ms, not_before_ms)
+  SELECT t, m.cursor, $10, $25 FROM m, unnest($24::text[]) AS t
+  ON CONFLICT DO NOTHING
+), pd AS (
+  INSERT INTO delivery (message_id, peer, state, reason, attempts, updated_ms)
+  SELECT $1, t, $21, $26, 0, $10 FROM m, unnest($24::text[]) AS t
+  ON CONFLICT (message_id, peer) DO UPDATE SET state = excluded.state, reason = excluded.reason,
+    attempts = 0, updated_ms = excluded.updated_ms, next_attempt_ms = NULL
 )
 SELECT cursor FROM m
 "#;
@@ -112,35 +121,57 @@ pub async fn insert_messages(
         })
         .collect();
     let queued = DeliveryState::Queued as i32;
-    let inserts = msgs.iter().zip(&paths).zip(&targets).map(|((m, path), t)| {
-        let params: Params = vec![
-            &m.message_id,
-            &m.origin,
-            &m.kind,
-            &m.tlp,
-            &m.severity,
-            &m.sectors_mask,
-            &m.exercise,
-            &m.created_ms,
-            &m.expires_ms,
-            &m.received_ms,
-            &m.from_peer,
-            path,
-            &m.header,
-            &m.payload,
-            &m.signature,
-            &m.readable,
-            &m.plain,
-            &m.request_id,
-            &m.hops,
-            t,
-            &queued,
-            &m.incident_id,
-            &m.keys,
-        ];
-        let st = &st;
-        async move { c.query_opt(st, &params).await }
-    });
+    // Parked peers (lazy links) never overlap the full-copy targets: one
+    // statement may not touch a delivery row twice.
+    let parked: Vec<(Vec<String>, i64)> = msgs
+        .iter()
+        .zip(&targets)
+        .map(|(m, t)| {
+            let mut p: Vec<String> = m
+                .parked
+                .iter()
+                .filter(|x| !t.contains(x))
+                .cloned()
+                .collect();
+            p.sort();
+            p.dedup();
+            (p, m.park_until_ms.max(1))
+        })
+        .collect();
+    let inserts = msgs.iter().zip(&paths).zip(&targets).zip(&parked).map(
+        |(((m, path), t), (p, park_until))| {
+            let params: Params = vec![
+                &m.message_id,
+                &m.origin,
+                &m.kind,
+                &m.tlp,
+                &m.severity,
+                &m.sectors_mask,
+                &m.exercise,
+                &m.created_ms,
+                &m.expires_ms,
+                &m.received_ms,
+                &m.from_peer,
+                path,
+                &m.header,
+                &m.payload,
+                &m.signature,
+                &m.readable,
+                &m.plain,
+                &m.request_id,
+                &m.hops,
+                t,
+                &queued,
+                &m.incident_id,
+                &m.keys,
+                p,
+                park_until,
+                &PARKED_REASON,
+            ];
+            let st = &st;
+            async move { c.query_opt(st, &params).await }
+        },
+    );
     let rows = try_join_all(inserts)
         .await
         .map_err(e("cannot insert messages"))?;

@@ -10,9 +10,9 @@
 //! message id) wins.
 use crate::proto::v1::{DeliveryState, MessageKind};
 use crate::storage::{
-    AlertQuery, Claim, Deferral, DeliveryRow, NewMessage, OutboxItem, Outcome, PurgePlan, Purged,
-    ReceiptRow, RejectionRow, RequestRecord, Requeue, RosterRow, SYNC_BUCKET_MS, StoreError,
-    Stored, StoredMessage, SyncBucket, SyncEntry, SyncItem, SyncPos,
+    AlertQuery, Claim, Deferral, DeliveryRow, NewMessage, OutboxItem, Outcome, PARKED_REASON,
+    PurgePlan, Purged, ReceiptRow, RejectionRow, RequestRecord, Requeue, RosterRow, SYNC_BUCKET_MS,
+    StoreError, Stored, StoredMessage, SyncBucket, SyncEntry, SyncItem, SyncPos,
 };
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use std::collections::BTreeMap;
@@ -114,6 +114,24 @@ pub fn insert_messages(c: &Connection, msgs: &[NewMessage]) -> Result<Vec<Stored
                     m.message_id,
                     t,
                     DeliveryState::Queued as i32,
+                    m.received_ms
+                ])?;
+            }
+        }
+        if !m.parked.is_empty() {
+            let mut ob = c.prepare_cached(
+                "INSERT OR IGNORE INTO outbox (peer, cursor, enqueued_ms, not_before_ms) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            let mut dl = c.prepare_cached(
+                "INSERT OR REPLACE INTO delivery (message_id, peer, state, reason, attempts, updated_ms) VALUES (?1, ?2, ?3, ?4, 0, ?5)",
+            )?;
+            for t in &m.parked {
+                ob.execute(params![t, cursor, m.received_ms, m.park_until_ms.max(1)])?;
+                dl.execute(params![
+                    m.message_id,
+                    t,
+                    DeliveryState::Queued as i32,
+                    PARKED_REASON,
                     m.received_ms
                 ])?;
             }
