@@ -798,12 +798,9 @@ async fn push_as(fed: &Fed, from: usize, to: usize, env: SignedEnvelope) -> Push
     let name = fed.specs[from].id.clone();
     let mut c = federation_client(&fed.pki, &fed.addr(to), &name, None).await;
     let frame = PushFrame {
-        bundled: Vec::new(),
-        gossip: None,
-        returning: false,
         seq: 1,
         envelope: Some(env),
-        hops: vec![],
+        ..Default::default()
     };
     let mut acks = c
         .push(tokio_stream::iter(vec![frame]))
