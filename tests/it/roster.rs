@@ -1546,3 +1546,61 @@ async fn peer_view_of(fed: &Fed, i: usize, peer: &str) -> Option<PeerView> {
         .into_iter()
         .find(|p| p.peer_id == peer)
 }
+
+/// The same rotation without a roster (a static `[[members]]` list): every
+/// node adds node-b's new public key and reloads; node-b, with the new key
+/// as `node.next_signing_key`, switches at the reload where its own list
+/// names it — not before — and its alerts, signed with the new key, reach
+/// the others. No restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_static_members_the_next_key_signs_once_the_members_list_names_it() {
+    let fed = Fed::line();
+    let dir = fed.pki.dir.path();
+    certfed(dir, &["pki", "signing-key", "--id", "node-b-new"]);
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        nodes.push(fed.start(i).await);
+    }
+    let old_id = node_info(&fed, 1).await.signing_key_id;
+    let edit = |i: usize, list_new: bool, next: bool| {
+        let path = fed.config_path(i);
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        if list_new {
+            text = text.replace(
+                "signing_keys = [\"node-b.sign.pub\"]",
+                "signing_keys = [\"node-b.sign.pub\", \"node-b-new.sign.pub\"]",
+            );
+        }
+        if next {
+            text = text.replace(
+                "signing_key = \"node-b.sign.key\"",
+                "signing_key = \"node-b.sign.key\"\nnext_signing_key = \"node-b-new.sign.key\"",
+            );
+        }
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    // node-b names its next key first: not listed yet, so not used.
+    let p = edit(1, false, true);
+    nodes[1].reload(&p).unwrap();
+    let info = node_info(&fed, 1).await;
+    assert_eq!(info.signing_key_id, old_id, "not listed: the old key signs");
+    assert!(!info.next_signing_key_id.is_empty());
+    // Every node lists the new public key; node-b switches at its reload.
+    for i in [0, 2] {
+        let p = edit(i, true, false);
+        nodes[i].reload(&p).unwrap();
+    }
+    let p = edit(1, true, true);
+    nodes[1].reload(&p).unwrap();
+    let info = node_info(&fed, 1).await;
+    assert_ne!(info.signing_key_id, old_id, "switched at the reload");
+    assert!(info.next_signing_key_id.is_empty(), "{info:?}");
+    let id = publish_on(&fed, 1, green_alert("signed with the new key"), &[]).await;
+    for i in [0, 2] {
+        assert!(arrives(&fed, i, &id, WAIT).await, "node {i} accepts it");
+    }
+    for n in nodes {
+        n.shutdown().await.unwrap();
+    }
+}
