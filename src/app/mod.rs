@@ -541,6 +541,7 @@ async fn follow_roster(node: Arc<Node>, links: Arc<LinkTasks>) {
             }
             _ = tick.tick() => {
                 crate::service::roster::watch_expiry(&node, now_ms(), &mut warned);
+                node.select_signer();
             }
             _ = node.shutdown.cancelled() => return,
         }
@@ -808,6 +809,17 @@ pub async fn start(prepared: Prepared) -> anyhow::Result<RunningNode> {
         roster: roster_anchor,
         cfg,
     }));
+    if let Some(cur) = node.roster().as_deref().and_then(|a| a.current()) {
+        let signer = node.signer();
+        let listed = matches!(node.keys().get(&signer.key_id), Some((o, _)) if o == node.id);
+        if cur.is_member(&node.id) && !listed {
+            tracing::warn!(
+                key = %signer.key_id,
+                roster_version = cur.version(),
+                "this node's signing key is not listed for it in the roster held: peers refuse what it signs; set node.signing_key to the key the roster lists (or node.next_signing_key to the new one) and reload"
+            );
+        }
+    }
     node.metrics.set_role(node.pair.role().word());
     if matches!(node.pair.role(), crate::service::pair::Role::Active { .. }) {
         // Took the lease at start (see open_store).

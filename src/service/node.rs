@@ -229,8 +229,9 @@ impl Node {
     /// Signs with the next key from the moment the trust in force lists it
     /// for this node (`domain::keys::use_next_key`), else with the current
     /// one. A switch is logged; the key given up is kept in the new signer to
-    /// open copies still sealed to it.
-    fn select_signer(&self) {
+    /// open copies still sealed to it. Called on every roster applied, every
+    /// reload, and each minute (a key listed with a later `not_before`).
+    pub fn select_signer(&self) {
         let (current, next) = self.configured_signers.read().expect("signer lock").clone();
         let keys = self.keys();
         let now = crate::service::now_ms();
