@@ -281,14 +281,19 @@ pub struct GossipSection {
     pub ihave_batch_ms: u64,
     /// Milliseconds the copy of an announced message is held back for a
     /// lazy peer: sent in full after that unless the peer answered that it
-    /// holds it (100 to 600000; default 5000). Shorter: fewer late arrivals
-    /// when a tree link is slow, more duplicate copies.
-    #[serde(default = "default_lazy_hold_ms")]
-    pub lazy_hold_ms: u64,
+    /// holds it (100 to 600000, longer than `graft_timeout_ms`; default
+    /// 5000, or twice `graft_timeout_ms` if that is longer). Shorter: fewer
+    /// late arrivals when a tree link is slow, more duplicate copies.
+    #[serde(default)]
+    pub lazy_hold_ms: Option<u64>,
 }
 
-fn default_lazy_hold_ms() -> u64 {
-    5_000
+impl GossipSection {
+    /// `lazy_hold_ms`, or its default for this `graft_timeout_ms`.
+    pub fn lazy_hold_ms(&self) -> u64 {
+        self.lazy_hold_ms
+            .unwrap_or_else(|| 5_000u64.max(self.graft_timeout_ms.saturating_mul(2)))
+    }
 }
 
 fn default_graft_timeout_ms() -> u64 {
@@ -305,7 +310,7 @@ impl Default for GossipSection {
             plumtree: true,
             graft_timeout_ms: default_graft_timeout_ms(),
             ihave_batch_ms: default_ihave_batch_ms(),
-            lazy_hold_ms: default_lazy_hold_ms(),
+            lazy_hold_ms: None,
         }
     }
 }
@@ -925,17 +930,18 @@ impl Config {
                 g.ihave_batch_ms
             )));
         }
-        if !(100..=600_000).contains(&g.lazy_hold_ms) {
-            return Err(err(format!(
-                "gossip.lazy_hold_ms: {} ms; must be between 100 and 600000",
-                g.lazy_hold_ms
-            )));
-        }
-        if g.lazy_hold_ms <= g.graft_timeout_ms {
-            return Err(err(format!(
-                "gossip.lazy_hold_ms ({} ms) must be longer than gossip.graft_timeout_ms ({} ms): a lazy peer must have time to ask for a message before its copy is sent anyway",
-                g.lazy_hold_ms, g.graft_timeout_ms
-            )));
+        if let Some(hold) = g.lazy_hold_ms {
+            if !(100..=600_000).contains(&hold) {
+                return Err(err(format!(
+                    "gossip.lazy_hold_ms: {hold} ms; must be between 100 and 600000"
+                )));
+            }
+            if hold <= g.graft_timeout_ms {
+                return Err(err(format!(
+                    "gossip.lazy_hold_ms ({hold} ms) must be longer than gossip.graft_timeout_ms ({} ms): a lazy peer must have time to ask for a message before its copy is sent anyway; raise lazy_hold_ms or leave it out (default: 5000, or twice graft_timeout_ms)",
+                    g.graft_timeout_ms
+                )));
+            }
         }
         parse_addr("node.listen", &self.node.listen)?;
         if let Some(m) = &self.metrics.listen {
@@ -1316,6 +1322,38 @@ mod tests {
             let e = Config::load(&path).unwrap_err().to_string();
             assert!(e.contains(want), "{taxii}: {e}");
         }
+    }
+
+    #[test]
+    fn the_lazy_hold_outlasts_the_graft_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.toml");
+        let base = "[node]\nid = \"n\"\nlisten = \"127.0.0.1:7700\"\nsigning_key = \"k\"\n[tls]\nca = \"c\"\ncert = \"c\"\nkey = \"k\"\n[storage]\ndir = \"d\"\n";
+        for (gossip, want) in [
+            (
+                "graft_timeout_ms = 2000\nlazy_hold_ms = 1000",
+                "gossip.lazy_hold_ms (1000 ms) must be longer than gossip.graft_timeout_ms (2000 ms)",
+            ),
+            ("lazy_hold_ms = 50", "gossip.lazy_hold_ms: 50 ms"),
+            // Valid: the next complaint is the missing key file.
+            ("graft_timeout_ms = 10000", "node.signing_key"),
+            ("lazy_hold_ms = 800", "node.signing_key"),
+        ] {
+            std::fs::write(&path, format!("{base}[gossip]\n{gossip}\n")).unwrap();
+            let e = Config::load(&path).unwrap_err().to_string();
+            assert!(e.contains(want), "{gossip}: {e}");
+        }
+        let mut g = GossipSection::default();
+        assert!(g.plumtree, "on by default");
+        assert_eq!(g.lazy_hold_ms(), 5_000);
+        g.graft_timeout_ms = 10_000;
+        assert_eq!(
+            g.lazy_hold_ms(),
+            20_000,
+            "an older config with a long graft timeout still starts"
+        );
+        g.lazy_hold_ms = Some(30_000);
+        assert_eq!(g.lazy_hold_ms(), 30_000);
     }
 
     #[test]

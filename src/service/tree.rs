@@ -134,7 +134,7 @@ impl Tree {
         };
         Tree {
             enabled: cfg.plumtree,
-            hold_ms: i64::try_from(cfg.lazy_hold_ms).unwrap_or(5_000),
+            hold_ms: i64::try_from(cfg.lazy_hold_ms()).unwrap_or(5_000),
             inner: Mutex::new(Inner {
                 tree: Plumtree::new(machine, Vec::new()),
                 links: HashMap::new(),

@@ -27,7 +27,11 @@
 //!   grafts, prunes; not envelopes) and `grafted_per_delivery`: messages
 //!   queued because a peer asked for them;
 //! - `rss_per_node_mib`: mean resident memory of the node processes at the
-//!   end (and the largest, `rss_max_node_mib`);
+//!   end (and the largest, `rss_max_node_mib`), split into private memory
+//!   (`rss_anon_per_node_mib`: heap, stacks) and file-backed pages
+//!   (`rss_file_per_node_mib`: mostly the certfed binary's code, one copy in
+//!   RAM shared by every node process), and `pss_per_node_mib` (the
+//!   proportional set size: shared pages divided among their sharers);
 //! - exactness: `missing` (eligible deliveries that never showed up within
 //!   `--federation-settle` seconds after the last publish), `duplicated`
 //!   (a node's Watch showing one alert twice), `amber_readable_elsewhere`
@@ -534,6 +538,16 @@ pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
         .iter()
         .filter_map(|p| proc_status_mib(&p.pid(), "VmRSS"))
         .collect();
+    let mean_of = |file: &str, field: &str| {
+        let v: Vec<f64> = procs
+            .iter()
+            .filter_map(|p| super::memory::proc_kb_mib(&p.pid(), file, field))
+            .collect();
+        v.iter().sum::<f64>() / v.len().max(1) as f64
+    };
+    let (rss_anon, rss_file) = (mean_of("status", "RssAnon"), mean_of("status", "RssFile"));
+    // Proportional set size: shared pages divided among their sharers.
+    let pss = mean_of("smaps_rollup", "Pss");
     let mut after = Counters::default();
     for p in &metrics_ports {
         after = after + scrape(*p).await?;
@@ -562,6 +576,41 @@ pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
                 Err(_) => {}
             }
         }
+    }
+    // Deliveries not seen through Watch: say, for the first few, whether the
+    // node holds the alert (its Watch stream missed it) or not (lost or late).
+    let unseen: Vec<(String, usize, usize, bool)> = {
+        let seen = seen.lock().expect("seen lock");
+        sent.iter()
+            .flat_map(|(id, s)| {
+                s.eligible
+                    .iter()
+                    .filter(|&&v| !seen[v].contains_key(id))
+                    .map(|&v| (id.clone(), v, s.origin, s.amber))
+                    .collect::<Vec<_>>()
+            })
+            .take(10)
+            .collect()
+    };
+    for (id, v, origin, amber) in unseen {
+        let held = clients[v]
+            .clone()
+            .get_message(GetMessageRequest {
+                message_id: id.clone(),
+            })
+            .await
+            .is_ok();
+        eprintln!(
+            "not seen: {} alert {id} from {} at {}: {}",
+            if amber { "AMBER" } else { "GREEN" },
+            names[origin],
+            names[v],
+            if held {
+                "stored there (its Watch stream missed it)"
+            } else {
+                "not stored there"
+            }
+        );
     }
     stop.store(true, Ordering::Relaxed);
     for mut p in procs {
@@ -661,6 +710,9 @@ pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
         "grafted_per_delivery": round(used.grafted / d, 3),
         "plumtree": !plan.flood,
         "rss_per_node_mib": round(rss_mean, 1),
+        "rss_anon_per_node_mib": round(rss_anon, 1),
+        "rss_file_per_node_mib": round(rss_file, 1),
+        "pss_per_node_mib": round(pss, 1),
         "rss_max_node_mib": round(rss_max.max(peak), 1),
         "missing": missing,
         "duplicated": duplicated,

@@ -32,7 +32,12 @@ const FEED: usize = 1024;
 
 /// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `VmHWM`), in MiB.
 pub(super) fn proc_status_mib(pid: &str, field: &str) -> Option<f64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    proc_kb_mib(pid, "status", field)
+}
+
+/// A `kB` field of `/proc/<pid>/<file>` (`status`, `smaps_rollup`), in MiB.
+pub(super) fn proc_kb_mib(pid: &str, file: &str, field: &str) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok()?;
     s.lines()
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
