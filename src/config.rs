@@ -72,6 +72,12 @@ pub struct NodeSection {
     pub listen: String,
     /// Ed25519 message-signing private key (PKCS#8 PEM, mode 0600).
     pub signing_key: PathBuf,
+    /// The key this node signs with next (PKCS#8 PEM, mode 0600): read at
+    /// start and on reload (SIGHUP), and used from the moment the trust in
+    /// force (an applied roster, or `[[members]]`) lists its public half for
+    /// this node, without a restart. Until then `signing_key` signs.
+    #[serde(default)]
+    pub next_signing_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -885,6 +891,9 @@ impl Config {
             }
         };
         fix(&mut self.node.signing_key);
+        if let Some(k) = &mut self.node.next_signing_key {
+            fix(k);
+        }
         fix(&mut self.tls.ca);
         fix(&mut self.tls.cert);
         fix(&mut self.tls.key);
@@ -953,6 +962,9 @@ impl Config {
             }
         }
         require_file("node.signing_key", &self.node.signing_key)?;
+        if let Some(k) = &self.node.next_signing_key {
+            require_file("node.next_signing_key", k)?;
+        }
         require_file("tls.ca", &self.tls.ca)?;
         require_file("tls.cert", &self.tls.cert)?;
         require_file("tls.key", &self.tls.key)?;

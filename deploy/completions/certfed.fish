@@ -189,6 +189,7 @@ complete -c certfed -n "__fish_certfed_using_subcommand bench" -l memory-message
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l disk-messages -d 'Signed alerts stored (and later purged) in the disk phase' -r
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l reconcile-messages -d 'Signed alerts both nodes hold in the reconciliation phase' -r
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l reconcile-missing -d 'Of those, how many the receiving node lacks (chosen at random)' -r
+complete -c certfed -n "__fish_certfed_using_subcommand bench" -l roster -d 'Run only the roster phase: N in-process nodes (default 10) on roster v1; v2 published on one node; time until every node applied it' -r
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l incident-sightings -d 'Sightings reported into the incident in the incident phase' -r
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l incident-noise -d 'Loose alerts (in no incident) carrying the incident\'s indicator in the incident phase' -r
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l federation -d 'Run only the federation phase: N real node processes (default 37) in a seeded random topology of degree 3 to 5, playing GREEN broadcasts and AMBER alerts to named recipients from random origins' -r

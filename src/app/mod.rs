@@ -45,6 +45,8 @@ pub struct Prepared {
     pub cfg: Config,
     pub material: tls::TlsMaterial,
     pub signer: Signer,
+    /// `node.next_signing_key`, read (see `domain::keys::use_next_key`).
+    pub next_signer: Option<Signer>,
     pub keys: KeyRegistry,
     /// `[roster]`: the pinned stewards and the roster file, read and decoded
     /// (checked against the store's chain in [`start`]).
@@ -118,21 +120,29 @@ pub fn prepare(cfg: Config) -> anyhow::Result<Prepared> {
             cfg.node.id
         );
     }
-    tls::check_private_permissions(&cfg.node.signing_key)
-        .map_err(|e| anyhow::anyhow!("node.signing_key: {e}"))?;
-    let pem = std::fs::read_to_string(&cfg.node.signing_key).with_context(|| {
-        format!(
-            "node.signing_key: cannot read {}",
-            cfg.node.signing_key.display()
-        )
-    })?;
-    let signer = Signer::from_pkcs8_pem(&cfg.node.id, &pem).map_err(|e| {
-        anyhow::anyhow!("node.signing_key: {}: {e}", cfg.node.signing_key.display())
-    })?;
+    let signer = read_signer("node.signing_key", &cfg.node.signing_key, &cfg.node.id)?;
+    let next_signer = match &cfg.node.next_signing_key {
+        Some(path) => {
+            let next = read_signer("node.next_signing_key", path, &cfg.node.id)?;
+            if next.key_id == signer.key_id {
+                anyhow::bail!(
+                    "node.next_signing_key: {} holds the same key {} as node.signing_key; name the NEW key there, or remove node.next_signing_key",
+                    path.display(),
+                    next.key_id
+                );
+            }
+            Some(next)
+        }
+        None => None,
+    };
     let keys = load_members(&cfg)?;
     let roster = load_roster_start(&cfg)?;
+    let next_pinned = next_signer
+        .as_ref()
+        .is_some_and(|n| matches!(keys.get(&n.key_id), Some((o, _)) if o == cfg.node.id));
     match keys.get(&signer.key_id) {
         Some((owner, _)) if owner == cfg.node.id => {}
+        _ if next_pinned => {}
         Some((owner, _)) => anyhow::bail!(
             "node.signing_key: key {} is pinned for member {owner}, not for this node {}",
             signer.key_id,
@@ -149,9 +159,20 @@ pub fn prepare(cfg: Config) -> anyhow::Result<Prepared> {
         cfg,
         material,
         signer,
+        next_signer,
         keys,
         roster,
     })
+}
+
+/// Reads a message-signing private key (`key` names the setting): mode 0600
+/// or stricter, an Ed25519 PKCS#8 PEM.
+fn read_signer(key: &str, path: &std::path::Path, node_id: &str) -> anyhow::Result<Signer> {
+    tls::check_private_permissions(path).map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
+    let pem = std::fs::read_to_string(path)
+        .with_context(|| format!("{key}: cannot read {}", path.display()))?;
+    Signer::from_pkcs8_pem(node_id, &pem)
+        .map_err(|e| anyhow::anyhow!("{key}: {}: {e}", path.display()))
 }
 
 /// Everything `serve` checks before it binds a port: [`prepare`] (files, keys,
@@ -230,21 +251,37 @@ fn taxii_tls(material: &tls::TlsMaterial) -> Result<Arc<rustls::ServerConfig>, t
 
 /// Accepts a client certificate that names a certfed identity; with a
 /// roster, a node certificate only if the roster vouches for it as that
-/// member's (`domain::roster::vouches`: issued by a CA the roster lists for
-/// the member, or pinned). This runs right after the handshake, before any
+/// member's (`domain::roster::vouches_chain`: issued by a CA the roster lists
+/// for the member, directly or through presented intermediates, or pinned),
+/// and an operator certificate only if it chains to a CA the roster lists
+/// for THIS node (`domain::roster::vouches_operator`). This runs right after the handshake, before any
 /// RPC: the connection is closed, and counted, when it fails. (A check after
 /// the handshake rather than a custom rustls verifier: the per-member CA
 /// comes from the certificate's own identity, which WebPki's chain check
 /// against `tls.ca` has already verified; and it swaps with the roster
 /// without rebuilding the TLS configuration.)
 fn identify(node: Option<Arc<Node>>) -> Identify<Identity> {
-    Arc::new(move |cert| {
+    Arc::new(move |chain| {
+        let cert = chain.first().ok_or("no client certificate")?;
         let id = Identity::from_certificate(cert.as_ref()).map_err(|e| e.to_string())?;
-        if let (Identity::Node(member), Some(node)) = (&id, &node)
+        if let Some(node) = &node
             && let Some(roster) = node.roster()
             && let Some(cur) = roster.current()
         {
-            crate::domain::roster::vouches(&cur.doc.roster, member, cert.as_ref())?;
+            let rest: Vec<&[u8]> = chain.iter().skip(1).map(|c| c.as_ref()).collect();
+            let r = &cur.doc.roster;
+            match &id {
+                Identity::Node(member) => {
+                    crate::domain::roster::vouches_chain(r, member, cert.as_ref(), &rest)?
+                }
+                Identity::Operator(name) => crate::domain::roster::vouches_operator(
+                    r,
+                    &node.id,
+                    name,
+                    cert.as_ref(),
+                    &rest,
+                )?,
+            }
         }
         Ok(id)
     })
@@ -289,7 +326,10 @@ pub struct RunningNode {
 
 impl RunningNode {
     /// Re-reads the configuration file and swaps in new TLS material (certificate,
-    /// key, trust anchors, CRLs), member signing keys and the peer set. New
+    /// key, trust anchors, CRLs), member signing keys, this node's own signing
+    /// keys (`node.signing_key`, `node.next_signing_key`), the peer set and
+    /// `[roster]` (a newer `roster.file` applied and flooded, see
+    /// `roster_reload`). New
     /// connections use them at once; existing ones end within
     /// `tls.max_connection_age_secs`. An invalid configuration is refused and
     /// the running one stays in force.
@@ -309,7 +349,9 @@ impl RunningNode {
             );
         }
         let peers = cfg.peers.clone();
-        let p = check(cfg)?;
+        let mut p = check(cfg)?;
+        check_signing_keys(&self.node, &p)?;
+        let roster_step = roster_reload(&self.node, p.roster.take(), now_ms())?;
         let server = tls::server_config(&p.material)?;
         let client = tls::client_config(&p.material)?;
         record_tls_expiry(&self.node, &p.cfg, &p.material);
@@ -319,9 +361,25 @@ impl RunningNode {
             let _ = t.send(taxii_tls(&p.material)?);
         }
         self.node.replace_trust(p.keys, client, revoked.clone());
+        self.node.replace_signers(p.signer, p.next_signer);
         let peers = self.node.set_configured_peers(peers);
         self.links.apply(&self.node, peers, &revoked);
-        tracing::info!("reload: TLS material, CRLs, member keys and peers re-read");
+        match roster_step {
+            RosterReload::Keep => {}
+            RosterReload::Pin(q) => {
+                tracing::info!(
+                    stewards = q.stewards.len(),
+                    threshold = q.threshold,
+                    "reload: roster.stewards re-pinned; the first roster must carry their quorum"
+                );
+                self.node
+                    .replace_roster(roster::Anchor::Pinned(q), KeyRegistry::default());
+            }
+            RosterReload::Apply(doc) => apply_roster_file(self.node.clone(), doc.to_bytes()),
+        }
+        tracing::info!(
+            "reload: TLS material, CRLs, member keys, signing keys, peers and [roster] re-read"
+        );
         Ok(())
     }
 
@@ -330,6 +388,133 @@ impl RunningNode {
         self.node.shutdown.cancel();
         self.task.await.context("node task panicked")?
     }
+}
+
+/// What a reload does with `[roster]`.
+enum RosterReload {
+    /// Nothing changes (the file is the roster held, or older).
+    Keep,
+    /// No roster yet: the first one must now carry these pinned stewards.
+    Pin(Quorum),
+    /// `roster.file` holds the next version, checked: apply it and flood it.
+    Apply(Document),
+}
+
+/// Checks a reload's `[roster]` against the roster held, before anything of
+/// the reload is swapped in (a refusal leaves the running configuration in
+/// force): switching between `[roster]` and `[[members]]` needs a restart;
+/// a newer `roster.file` must pass `domain::roster::check` on top of the held
+/// roster (a refusal is counted and names the rule); an older one is noted;
+/// pinned stewards matter only until a first roster is held.
+fn roster_reload(
+    node: &Node,
+    start: Option<RosterStart>,
+    now_ms: i64,
+) -> anyhow::Result<RosterReload> {
+    let held = node.roster();
+    let (anchor, start) = match (held, start) {
+        (None, None) => return Ok(RosterReload::Keep),
+        (None, Some(_)) => anyhow::bail!(
+            "[roster] added: this node started with a static [[members]] list; switching to the signed roster needs a restart (the roster chain is read from the store at start)"
+        ),
+        (Some(a), None) => anyhow::bail!(
+            "[roster] removed: this node follows the signed roster (version {}); switching to a static [[members]] list needs a restart, and is rarely what you want (members would no longer follow the roster); keep [roster] to reload",
+            a.version()
+        ),
+        (Some(a), Some(s)) => (a, s),
+    };
+    let anchor = match (&*anchor, start.pinned) {
+        (roster::Anchor::Pinned(_), Some(q)) => roster::Anchor::Pinned(q),
+        (roster::Anchor::Pinned(_), None) => anyhow::bail!(
+            "roster.stewards removed while this node waits for its first roster: restart to start from roster.file alone"
+        ),
+        (roster::Anchor::Current(_), _) => (*anchor).clone(),
+    };
+    let Some(doc) = start.file else {
+        return Ok(match anchor {
+            roster::Anchor::Pinned(q) => RosterReload::Pin(q),
+            roster::Anchor::Current(_) => RosterReload::Keep,
+        });
+    };
+    let held = anchor.version();
+    match roster::check(&anchor, doc.clone(), now_ms) {
+        Ok(roster::Verdict::Same) => Ok(RosterReload::Keep),
+        Ok(roster::Verdict::Apply(_)) => Ok(RosterReload::Apply(doc)),
+        Err(r) if r.kind == roster::RefusalKind::Rollback => {
+            tracing::info!(
+                file = doc.version(),
+                held,
+                "reload: roster.file is older than the roster held; the held one stays in force"
+            );
+            Ok(RosterReload::Keep)
+        }
+        Err(r) => {
+            crate::service::roster::refused(node, &r, "roster.file");
+            anyhow::bail!(
+                "roster.file: {r}; the running configuration (roster version {held}) stays in force: fix the file, or point roster.file at the roster held (certfed roster show --out)"
+            )
+        }
+    }
+}
+
+/// Applies a roster file a reload checked, then floods it like a roster an
+/// operator publishes (in a task: the store write is async; a refusal here,
+/// a race with a roster from a peer, is counted and logged by `apply`).
+fn apply_roster_file(node: Arc<Node>, bytes: Vec<u8>) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        tracing::error!("reload: no runtime to apply roster.file on; restart the node to apply it");
+        return;
+    };
+    rt.spawn(async move {
+        let now = now_ms();
+        match crate::service::roster::apply(&node, &bytes, "roster.file", now).await {
+            Ok(a) if a.already_current => {}
+            Ok(a) => {
+                tracing::info!(version = a.version, changes = %a.changes.join("; "), "reload: roster.file applied; flooding it");
+                let out = crate::service::ingest::Outgoing {
+                    kind: crate::proto::v1::MessageKind::Roster,
+                    tlp: crate::proto::v1::Tlp::Clear,
+                    recipients: Vec::new(),
+                    expires_ms: None,
+                    exercise: false,
+                    created_ms: None,
+                    payload: bytes,
+                };
+                if let Err(e) = crate::service::ingest::originate(&node, out).await {
+                    tracing::error!(error = %e, "reload: roster.file applied here but not flooded; publish it (certfed roster publish)");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "reload: roster.file not applied"),
+        }
+    });
+}
+
+/// With a roster in force, a reload must leave this node a key its peers
+/// trust: `node.signing_key` or `node.next_signing_key` listed for it in the
+/// roster held. A key the roster does not list yet goes in
+/// `node.next_signing_key` (the node switches to it when a roster lists it).
+fn check_signing_keys(node: &Node, p: &Prepared) -> anyhow::Result<()> {
+    let Some(anchor) = node.roster() else {
+        return Ok(());
+    };
+    let Some(cur) = anchor.current() else {
+        return Ok(());
+    };
+    let keys = node.keys();
+    let listed = |s: &Signer| matches!(keys.get(&s.key_id), Some((o, _)) if o == node.id);
+    if listed(&p.signer) || p.next_signer.as_ref().is_some_and(listed) {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "node.signing_key: key {} is not listed for {} in roster v{}{}: peers would refuse what it signs; put a new key in node.next_signing_key instead (the node switches to it when a roster lists it), and ask the stewards for a roster that lists it (certfed roster rotate-key)",
+        p.signer.key_id,
+        node.id,
+        cur.version(),
+        p.next_signer
+            .as_ref()
+            .map(|n| format!(", nor is node.next_signing_key's key {}", n.key_id))
+            .unwrap_or_default()
+    )
 }
 
 /// Follows the roster: each version applied re-applies the peer set (links
@@ -356,6 +541,7 @@ async fn follow_roster(node: Arc<Node>, links: Arc<LinkTasks>) {
             }
             _ = tick.tick() => {
                 crate::service::roster::watch_expiry(&node, now_ms(), &mut warned);
+                node.select_signer();
             }
             _ = node.shutdown.cancelled() => return,
         }
@@ -580,6 +766,7 @@ pub async fn start(prepared: Prepared) -> anyhow::Result<RunningNode> {
         cfg,
         material,
         signer,
+        next_signer,
         keys,
         roster: roster_start,
     } = prepared;
@@ -622,6 +809,7 @@ pub async fn start(prepared: Prepared) -> anyhow::Result<RunningNode> {
     let (receipt_queue, receipt_rx) = ReceiptQueue::new();
     let node = Arc::new(Node::new(NodeParts {
         signer,
+        next_signer,
         keys,
         store,
         listen: addr,
@@ -633,6 +821,17 @@ pub async fn start(prepared: Prepared) -> anyhow::Result<RunningNode> {
         roster: roster_anchor,
         cfg,
     }));
+    if let Some(cur) = node.roster().as_deref().and_then(|a| a.current()) {
+        let signer = node.signer();
+        let listed = matches!(node.keys().get(&signer.key_id), Some((o, _)) if o == node.id);
+        if cur.is_member(&node.id) && !listed {
+            tracing::warn!(
+                key = %signer.key_id,
+                roster_version = cur.version(),
+                "this node's signing key is not listed for it in the roster held: peers refuse what it signs; set node.signing_key to the key the roster lists (or node.next_signing_key to the new one) and reload"
+            );
+        }
+    }
     node.metrics.set_role(node.pair.role().word());
     if matches!(node.pair.role(), crate::service::pair::Role::Active { .. }) {
         // Took the lease at start (see open_store).

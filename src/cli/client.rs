@@ -369,6 +369,13 @@ pub async fn info(conn: Conn) -> anyhow::Result<()> {
         let _ = writeln!(s, "version         {}", term(&i.version));
         let _ = writeln!(s, "listen          {}", term(&i.listen));
         let _ = writeln!(s, "signing key     {}", term(&i.signing_key_id));
+        if !i.next_signing_key_id.is_empty() {
+            let _ = writeln!(
+                s,
+                "next key        {} (used once a roster lists it)",
+                term(&i.next_signing_key_id)
+            );
+        }
         let _ = writeln!(s, "peers           {}", term(&i.peers.join(", ")));
         let _ = writeln!(s, "members         {}", term(&i.members.join(", ")));
         let _ = writeln!(s, "started         {}", ts(&i.started));

@@ -73,15 +73,20 @@ pub fn seal(
     Ok(EncryptedPayload { copies }.encode_to_vec())
 }
 
-/// Opens the copy sealed to this node's key.
+/// Opens the copy sealed to this node's key (or to a key it signed with
+/// before a rotation, see [`Signer::after`]).
 pub fn open(payload: &[u8], message_id: &str, me: &Signer) -> Result<Vec<u8>, OpenError> {
     let ep = EncryptedPayload::decode(payload).map_err(|e| OpenError::Malformed(e.to_string()))?;
-    let copy = ep
+    // The copy sealed to the signing key, else one sealed to a key this node
+    // signed with before a rotation (a sender on an older roster).
+    let (copy, secret) = ep
         .copies
         .iter()
-        .find(|c| c.recipient == me.node_id && c.key_id == me.key_id)
+        .filter(|c| c.recipient == me.node_id)
+        .filter_map(|c| me.x25519_secret_of(&c.key_id).map(|s| (c, s)))
+        .min_by_key(|(c, _)| c.key_id != me.key_id)
         .ok_or_else(|| OpenError::NotForMe(me.key_id.clone()))?;
-    let sk = PrivateKey::from_bytes(&me.x25519_secret()).map_err(|_| OpenError::Failed)?;
+    let sk = PrivateKey::from_bytes(&secret).map_err(|_| OpenError::Failed)?;
     let enc = EncappedKey::from_bytes(&copy.encapsulated_key)
         .map_err(|e| OpenError::Malformed(format!("encapsulated key: {e}")))?;
     hpke::single_shot_open::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>(
@@ -102,6 +107,31 @@ mod tests {
 
     fn member(id: &str, seed: u8) -> Signer {
         Signer::new(id, SigningKey::from_bytes(&[seed; 32]))
+    }
+
+    #[test]
+    fn after_a_rotation_copies_sealed_to_the_old_key_still_open() {
+        let (old, a) = (member("node-c", 3), member("node-a", 1));
+        let mut reg = KeyRegistry::default();
+        reg.add("node-c", old.verifying_key()).unwrap();
+        reg.add("node-a", a.verifying_key()).unwrap();
+        // A sender on the roster before the rotation seals to the old key only.
+        let sealed = seal(b"AMBER", "m-1", &["node-c".into()], &reg).unwrap();
+        let new = member("node-c", 4);
+        assert!(matches!(
+            open(&sealed, "m-1", &new),
+            Err(OpenError::NotForMe(_))
+        ));
+        let rotated = member("node-c", 4).after(&old);
+        assert_eq!(rotated.key_id, new.key_id, "signs with the new key");
+        assert_eq!(open(&sealed, "m-1", &rotated).unwrap(), b"AMBER");
+        // During the overlap a sender seals to both; either opens.
+        reg.add("node-c", new.verifying_key()).unwrap();
+        let both = seal(b"AMBER", "m-2", &["node-c".into()], &reg).unwrap();
+        assert_eq!(open(&both, "m-2", &rotated).unwrap(), b"AMBER");
+        assert_eq!(open(&both, "m-2", &new).unwrap(), b"AMBER");
+        // The old key remembered by someone else's signer opens nothing.
+        assert!(open(&sealed, "m-1", &member("node-a", 9).after(&a)).is_err());
     }
 
     #[test]

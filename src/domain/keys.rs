@@ -17,12 +17,19 @@ pub fn key_id(vk: &VerifyingKey) -> String {
     d[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// This node's signing identity.
+/// This node's signing identity: the key it signs with, and the keys it
+/// signed with before a rotation while this process runs (kept only to open
+/// end-to-end copies that senders on an older roster still seal to them;
+/// never to sign).
 pub struct Signer {
     pub node_id: String,
     pub key_id: String,
     key: SigningKey,
+    previous: Vec<(String, SigningKey)>,
 }
+
+/// Most earlier keys a [`Signer`] keeps for opening copies sealed to them.
+pub const MAX_PREVIOUS_KEYS: usize = 4;
 
 impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -42,19 +49,57 @@ impl Signer {
             node_id: node_id.to_string(),
             key_id: key_id(&key.verifying_key()),
             key,
+            previous: Vec::new(),
         }
+    }
+    /// This signer, remembering `older`'s key (and the keys `older`
+    /// remembered, at most [`MAX_PREVIOUS_KEYS`]) for opening copies sealed to
+    /// them after a rotation.
+    pub fn after(self, older: &Signer) -> Signer {
+        let mut previous = vec![(older.key_id.clone(), older.key.clone())];
+        previous.extend(older.previous.iter().cloned());
+        previous.retain(|(id, _)| *id != self.key_id);
+        previous.truncate(MAX_PREVIOUS_KEYS);
+        Signer { previous, ..self }
+    }
+    /// A copy of this signer (the application holds one per configured key).
+    pub fn duplicate(&self) -> Signer {
+        Signer {
+            node_id: self.node_id.clone(),
+            key_id: self.key_id.clone(),
+            key: self.key.clone(),
+            previous: self.previous.clone(),
+        }
+    }
+    /// The X25519 secret of the key `id` (the signing key or an earlier one).
+    pub(crate) fn x25519_secret_of(&self, id: &str) -> Option<[u8; 32]> {
+        if id == self.key_id {
+            return Some(self.key.to_scalar_bytes());
+        }
+        self.previous
+            .iter()
+            .find(|(k, _)| k == id)
+            .map(|(_, k)| k.to_scalar_bytes())
     }
     pub fn verifying_key(&self) -> VerifyingKey {
         self.key.verifying_key()
-    }
-    /// The X25519 secret matching `verifying_key().to_montgomery()` (see `e2e`).
-    pub(crate) fn x25519_secret(&self) -> [u8; 32] {
-        self.key.to_scalar_bytes()
     }
     pub(crate) fn sign(&self, msg: &[u8]) -> ed25519_dalek::Signature {
         use ed25519_dalek::Signer as _;
         self.key.sign(msg)
     }
+}
+
+/// Which configured key a node signs with: `next` (`node.next_signing_key`)
+/// as soon as `trust` lists it for this node `me` and it is valid for a
+/// message created at `now_ms`; until then `current` (`node.signing_key`).
+/// So a node switches keys the moment it applies the roster (or reloads the
+/// `[[members]]` list) that rotates its key, without a restart, and never
+/// signs with a key its peers do not trust yet.
+pub fn use_next_key(me: &str, next_key_id: Option<&str>, trust: &KeyRegistry, now_ms: i64) -> bool {
+    next_key_id.is_some_and(|id| {
+        trust.get(id).is_some_and(|(owner, _)| owner == me) && trust.check_use(id, now_ms).is_ok()
+    })
 }
 
 /// Parses an SPKI PEM Ed25519 public key.
@@ -167,5 +212,34 @@ impl KeyRegistry {
     }
     pub fn members(&self) -> &[String] {
         &self.members
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vk(seed: u8) -> VerifyingKey {
+        SigningKey::from_bytes(&[seed; 32]).verifying_key()
+    }
+
+    #[test]
+    fn the_next_key_is_used_once_trusted_for_this_node_and_valid_now() {
+        let next = key_id(&vk(2));
+        let mut trust = KeyRegistry::default();
+        trust.add("node-c", vk(1)).unwrap();
+        // Not listed yet: keep signing with the current key.
+        assert!(!use_next_key("node-c", Some(&next), &trust, 1_000));
+        assert!(!use_next_key("node-c", None, &trust, 1_000));
+        // Listed for another member: never.
+        let mut other = trust.clone();
+        other.add("node-d", vk(2)).unwrap();
+        assert!(!use_next_key("node-c", Some(&next), &other, 1_000));
+        // Listed for this node, valid from t=5000.
+        trust
+            .add_with_window("node-c", vk(2), Some(5_000), None)
+            .unwrap();
+        assert!(!use_next_key("node-c", Some(&next), &trust, 4_999));
+        assert!(use_next_key("node-c", Some(&next), &trust, 5_000));
     }
 }

@@ -528,14 +528,32 @@ fn check_ca(der: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// Most intermediate CAs followed from a peer's certificate towards a CA the
+/// roster lists for its member.
+pub const MAX_INTERMEDIATES: usize = 4;
+
 /// Whether roster `r` vouches for `cert_der`, a TLS certificate naming
-/// member `member`: the certificate's public key is pinned for the member,
-/// or it was issued (issuer name and signature) by one of the CA
-/// certificates the roster lists for the member — so a CA listed for another
-/// member cannot mint a certificate that passes as this one. The chain to the
-/// node's `tls.ca` trust anchors, validity and revocation are checked by the
-/// TLS handshake before this; the error says what to fix.
+/// member `member`, presented alone (see [`vouches_chain`]).
 pub fn vouches(r: &Roster, member: &str, cert_der: &[u8]) -> Result<(), String> {
+    vouches_chain(r, member, cert_der, &[])
+}
+
+/// Whether roster `r` vouches for `cert_der`, a TLS certificate naming
+/// member `member`, with the intermediate CA certificates the peer presented
+/// after it: the certificate's public key is pinned for the member, or the
+/// certificate was issued (issuer name and signature) by one of the CA
+/// certificates the roster lists for the member, directly or through at
+/// most [`MAX_INTERMEDIATES`] presented intermediates (each a CA, each
+/// issued by the next) — so a CA listed for another member, or an
+/// intermediate it issued, cannot mint a certificate that passes as this
+/// one. The chain to the node's trust anchors, validity and revocation are
+/// checked by the TLS handshake before this; the error says what to fix.
+pub fn vouches_chain(
+    r: &Roster,
+    member: &str,
+    cert_der: &[u8],
+    intermediates: &[&[u8]],
+) -> Result<(), String> {
     use sha2::Digest as _;
     use x509_parser::prelude::*;
     let Some(m) = r.members.iter().find(|m| m.id == member) else {
@@ -547,18 +565,86 @@ pub fn vouches(r: &Roster, member: &str, cert_der: &[u8]) -> Result<(), String> 
     if m.tls_pins.iter().any(|p| p.as_slice() == spki.as_slice()) {
         return Ok(());
     }
-    for ca in &m.tls_cas {
-        let Ok((_, ca)) = X509Certificate::from_der(ca) else {
-            continue;
-        };
-        if ca.subject().as_raw() == cert.issuer().as_raw()
-            && cert.verify_signature(Some(ca.public_key())).is_ok()
-        {
-            return Ok(());
-        }
+    if chains_to(&cert, intermediates, &m.tls_cas) {
+        return Ok(());
     }
     Err(format!(
-        "the certificate for {member} (issued by {}) was not issued by a CA that roster v{} lists for {member}, and its key is not pinned there: another member's CA cannot vouch for {member}",
+        "the certificate for {member} (issued by {}) does not chain to a CA that roster v{} lists for {member} (directly or through the intermediates it presented), and its key is not pinned there: another member's CA cannot vouch for {member}",
+        quote(&cert.issuer().to_string()),
+        r.version
+    ))
+}
+
+/// Whether `cert` was issued by one of `cas` (DER), directly or through at
+/// most [`MAX_INTERMEDIATES`] of the `intermediates` (each a CA issued by
+/// the next; issuer name and signature checked at every step).
+fn chains_to(
+    cert: &x509_parser::certificate::X509Certificate<'_>,
+    intermediates: &[&[u8]],
+    cas: &[Vec<u8>],
+) -> bool {
+    use x509_parser::prelude::*;
+    let cas: Vec<X509Certificate<'_>> = cas
+        .iter()
+        .filter_map(|ca| X509Certificate::from_der(ca).ok().map(|(_, c)| c))
+        .collect();
+    let issued_by = |c: &X509Certificate<'_>, by: &X509Certificate<'_>| {
+        by.subject().as_raw() == c.issuer().as_raw()
+            && c.verify_signature(Some(by.public_key())).is_ok()
+    };
+    let presented: Vec<X509Certificate<'_>> = intermediates
+        .iter()
+        .filter_map(|d| X509Certificate::from_der(d).ok().map(|(_, c)| c))
+        .filter(|c| c.is_ca())
+        .collect();
+    // Walk up from the certificate: at each step, a listed CA that issued
+    // the current certificate vouches; else follow a presented intermediate.
+    let mut current = cert.clone();
+    for _ in 0..=MAX_INTERMEDIATES {
+        if cas.iter().any(|ca| issued_by(&current, ca)) {
+            return true;
+        }
+        match presented.iter().find(|i| issued_by(&current, i)) {
+            Some(next) if next.subject().as_raw() != current.subject().as_raw() => {
+                current = next.clone();
+            }
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// Whether roster `r` lets operator certificate `cert_der` (with the
+/// intermediates presented after it) use the Operator API of node `me`: it
+/// must chain to a CA the roster lists for `me` itself, so that no other
+/// member's CA can mint an operator of this node. A roster that lists no CA
+/// for `me` (public-key pins only), or does not list `me`, leaves operators
+/// to `tls.ca` alone.
+pub fn vouches_operator(
+    r: &Roster,
+    me: &str,
+    operator: &str,
+    cert_der: &[u8],
+    intermediates: &[&[u8]],
+) -> Result<(), String> {
+    use x509_parser::prelude::*;
+    // A node the roster does not list (removed: cut off from the
+    // federation) or lists with pins only keeps its operators on `tls.ca`,
+    // so that they can still see what happened.
+    let Some(m) = r.members.iter().find(|m| m.id == me) else {
+        return Ok(());
+    };
+    if m.tls_cas.is_empty() {
+        return Ok(());
+    }
+    let (_, cert) = X509Certificate::from_der(cert_der)
+        .map_err(|e| format!("the operator certificate does not parse: {e}"))?;
+    if chains_to(&cert, intermediates, &m.tls_cas) {
+        return Ok(());
+    }
+    Err(format!(
+        "the operator certificate of {} (issued by {}) does not chain to a CA that roster v{} lists for this node {me}: issue operator certificates from {me}'s own CA",
+        quote(operator),
         quote(&cert.issuer().to_string()),
         r.version
     ))

@@ -724,3 +724,87 @@ fn only_the_members_own_ca_or_pin_vouches_for_its_certificate() {
             .contains("does not parse")
     );
 }
+
+/// A root CA named `name`, an intermediate it issues (DER each), and the
+/// intermediate as an issuer.
+fn root_and_intermediate(name: &str) -> (Vec<u8>, Vec<u8>, rcgen::Issuer<'static, rcgen::KeyPair>) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name.push(rcgen::DnType::CommonName, name);
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let root_der = p.self_signed(&key).unwrap().der().to_vec();
+    let root = rcgen::Issuer::new(p, key);
+    let ikey = rcgen::KeyPair::generate().unwrap();
+    let mut ip = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ip.distinguished_name
+        .push(rcgen::DnType::CommonName, format!("{name} issuing"));
+    ip.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+    let inter_der = ip.signed_by(&ikey, &root).unwrap().der().to_vec();
+    (root_der, inter_der, rcgen::Issuer::new(ip, ikey))
+}
+
+fn leaf_of(issuer: &rcgen::Issuer<'static, rcgen::KeyPair>) -> Vec<u8> {
+    let k = rcgen::KeyPair::generate().unwrap();
+    rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&k, issuer)
+        .unwrap()
+        .der()
+        .to_vec()
+}
+
+#[test]
+fn a_members_ca_vouches_through_the_intermediates_the_peer_presents() {
+    let (root_x, inter_x, issuing_x) = root_and_intermediate("CA of node-a");
+    let (root_y, inter_y, issuing_y) = root_and_intermediate("CA of node-b");
+    let mut r = v1();
+    r.members[0].tls_cas = vec![root_x.clone()];
+    r.members[0].tls_pins.clear();
+    r.members[1].tls_cas = vec![root_y];
+    r.members[1].tls_pins.clear();
+    let leaf_x = leaf_of(&issuing_x);
+    let leaf_y = leaf_of(&issuing_y);
+    // Through the presented intermediate, to the root the roster lists.
+    vouches_chain(&r, "node-a", &leaf_x, &[&inter_x]).unwrap();
+    // Without the intermediate the leaf alone does not reach the root.
+    let e = vouches(&r, "node-a", &leaf_x).unwrap_err();
+    assert!(e.contains("does not chain to a CA"), "{e}");
+    // Another member's intermediate (under its own root) cannot vouch for
+    // node-a, presented alone or beside node-a's own intermediate.
+    assert!(vouches_chain(&r, "node-a", &leaf_y, &[&inter_y]).is_err());
+    assert!(vouches_chain(&r, "node-a", &leaf_y, &[&inter_y, &inter_x]).is_err());
+    vouches_chain(&r, "node-b", &leaf_y, &[&inter_y]).unwrap();
+    // The roster may also list the intermediate itself.
+    r.members[0].tls_cas = vec![inter_x.clone()];
+    vouches(&r, "node-a", &leaf_x).unwrap();
+    // A presented "intermediate" that is not a CA is not followed.
+    let (ca_z, not_ca) = ca_and_leaf("CA of node-a issuing");
+    let _ = ca_z;
+    r.members[0].tls_cas = vec![root_x];
+    assert!(vouches_chain(&r, "node-a", &leaf_x, &[&not_ca]).is_err());
+}
+
+#[test]
+fn only_this_nodes_own_ca_issues_its_operators() {
+    let (ca_a, op_a) = ca_and_leaf("CA of node-a");
+    let (ca_b, op_b) = ca_and_leaf("CA of node-b");
+    let (root_a, inter_a, issuing_a) = root_and_intermediate("Root of node-a");
+    let mut r = v1();
+    r.members[0].tls_cas = vec![ca_a.clone(), root_a];
+    r.members[1].tls_cas = vec![ca_b];
+    vouches_operator(&r, "node-a", "alice", &op_a, &[]).unwrap();
+    vouches_operator(&r, "node-a", "alice", &leaf_of(&issuing_a), &[&inter_a]).unwrap();
+    // Another member's CA cannot mint an operator of node-a.
+    let e = vouches_operator(&r, "node-a", "mallory", &op_b, &[]).unwrap_err();
+    assert!(
+        e.contains("issue operator certificates from node-a's own CA"),
+        "{e}"
+    );
+    vouches_operator(&r, "node-b", "bob", &op_b, &[]).unwrap();
+    assert!(vouches_operator(&r, "node-b", "bob", &op_a, &[]).is_err());
+    // Pins only for this node, or a node the roster does not list: tls.ca
+    // alone decides (the node's operators keep access).
+    r.members[1].tls_cas.clear();
+    vouches_operator(&r, "node-b", "bob", &op_a, &[]).unwrap();
+    vouches_operator(&r, "node-z", "zed", &op_a, &[]).unwrap();
+}

@@ -248,9 +248,10 @@ async fn try_prepare(
     let mut routes = receipt_routes(node, &envs, &verdicts).await?;
     let peers = node.peers.policies();
     let roster = node.roster();
+    let signer = node.signer();
     let view = View {
         me: &node.id,
-        signer: &node.signer,
+        signer: &signer,
         keys: &keys,
         peers: &peers,
         max_message_bytes: node.cfg.limits.max_message_bytes,
@@ -308,6 +309,12 @@ async fn try_prepare(
             }
             Decision::Refuse { reason, receipt } => {
                 let from = from_peer.unwrap_or("self");
+                // A roster message refused (as one a peer floods, or one
+                // relayed by a hostile member) is counted and logged like a
+                // roster an operator publishes: a fork is an alarm.
+                if let Some(r) = crate::domain::roster::refusal_of(&reason) {
+                    crate::service::roster::refused(node, &r, from);
+                }
                 if let (Some(_), Some(retry_after_ms)) = (from_peer, deferrable(&reason)) {
                     node.metrics.defer(reason.label());
                     tracing::info!(from, message_id = %id_hint, reason = %reason, retry_after_ms, "envelope deferred; the peer keeps it and retries");
@@ -758,7 +765,7 @@ pub async fn originate_with_attachments(
         out.payload
     };
     let env = crate::domain::envelope::seal_with_attachments(
-        &node.signer,
+        &node.signer(),
         Draft {
             message_id: message_id.clone(),
             kind: out.kind,

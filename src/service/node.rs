@@ -47,7 +47,11 @@ impl ReceiptQueue {
 pub struct Node {
     pub cfg: Config,
     pub id: String,
-    pub signer: Signer,
+    /// The key this node signs with now ([`Node::signer`]).
+    signer: RwLock<Arc<Signer>>,
+    /// The configured keys: `node.signing_key` and `node.next_signing_key`
+    /// (replaced on reload); the one in use follows the trust in force.
+    configured_signers: RwLock<(Arc<Signer>, Option<Arc<Signer>>)>,
     keys: RwLock<Arc<KeyRegistry>>,
     pub store: Store,
     pub listen: SocketAddr,
@@ -134,6 +138,8 @@ pub struct Fetching(pub Mutex<HashSet<String>>);
 pub struct NodeParts {
     pub cfg: Config,
     pub signer: Signer,
+    /// `node.next_signing_key`: signs from the moment the trust lists it.
+    pub next_signer: Option<Signer>,
     pub keys: KeyRegistry,
     pub store: Store,
     pub listen: SocketAddr,
@@ -165,9 +171,11 @@ impl Node {
         let metrics = Metrics::new();
         let peers = Peers::new(&roster_peers(&p.cfg.peers, p.roster.as_ref()));
         metrics.set_peers(&peers.ids());
-        Node {
+        let current = Arc::new(p.signer);
+        let node = Node {
             id: p.cfg.node.id.clone(),
-            signer: p.signer,
+            signer: RwLock::new(current.clone()),
+            configured_signers: RwLock::new((current, p.next_signer.map(Arc::new))),
             keys: RwLock::new(Arc::new(p.keys)),
             store: p.store,
             listen: p.listen,
@@ -192,7 +200,58 @@ impl Node {
             gossip: crate::service::tree::Tree::new(&p.cfg.gossip),
             pacers: Default::default(),
             cfg: p.cfg,
+        };
+        node.select_signer();
+        node
+    }
+
+    /// The key this node signs with now.
+    pub fn signer(&self) -> Arc<Signer> {
+        self.signer.read().expect("signer lock").clone()
+    }
+
+    /// The configured next key while it is not in use yet (no roster or
+    /// member list in force lists it for this node).
+    pub fn next_signing_key_id(&self) -> Option<String> {
+        let (_, next) = self.configured_signers.read().expect("signer lock").clone();
+        let using = self.signer().key_id.clone();
+        next.map(|n| n.key_id.clone()).filter(|n| *n != using)
+    }
+
+    /// Swaps in the keys a reload read (`node.signing_key`,
+    /// `node.next_signing_key`) and picks the one to sign with.
+    pub fn replace_signers(&self, current: Signer, next: Option<Signer>) {
+        *self.configured_signers.write().expect("signer lock") =
+            (Arc::new(current), next.map(Arc::new));
+        self.select_signer();
+    }
+
+    /// Signs with the next key from the moment the trust in force lists it
+    /// for this node (`domain::keys::use_next_key`), else with the current
+    /// one. A switch is logged; the key given up is kept in the new signer to
+    /// open copies still sealed to it. Called on every roster applied, every
+    /// reload, and each minute (a key listed with a later `not_before`).
+    pub fn select_signer(&self) {
+        let (current, next) = self.configured_signers.read().expect("signer lock").clone();
+        let keys = self.keys();
+        let now = crate::service::now_ms();
+        let want = match next {
+            Some(n) if crate::domain::keys::use_next_key(&self.id, Some(&n.key_id), &keys, now) => {
+                n
+            }
+            _ => current,
+        };
+        let mut held = self.signer.write().expect("signer lock");
+        if held.key_id == want.key_id {
+            return;
         }
+        tracing::info!(
+            from = %held.key_id,
+            to = %want.key_id,
+            roster_version = self.roster_version(),
+            "signing key switched: messages created from now on are signed with the new key, without a restart"
+        );
+        *held = Arc::new(want.duplicate().after(&held));
     }
 
     /// The members' pinned signing keys.
@@ -223,6 +282,7 @@ impl Node {
         }
         *self.tls_client.write().expect("tls lock") = tls_client;
         *self.revoked.write().expect("revoked lock") = Arc::new(revoked);
+        self.select_signer();
     }
 
     /// The federation roster held (`None`: a static `[[members]]` list).
@@ -241,6 +301,7 @@ impl Node {
         let v = anchor.version();
         *self.keys.write().expect("keys lock") = Arc::new(keys);
         *self.roster.write().expect("roster lock") = Some(Arc::new(anchor));
+        self.select_signer();
         self.roster_applied.send_replace(v);
     }
 

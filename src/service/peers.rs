@@ -260,10 +260,13 @@ pub fn expect_member(
 ) -> ServerCheck {
     let node = expect_node(expected);
     let id = expected.to_string();
-    Arc::new(move |cert| {
-        node(cert)?;
+    Arc::new(move |chain| {
+        node(chain)?;
         match roster.as_deref().and_then(|a| a.current()) {
-            Some(cur) => crate::domain::roster::vouches(&cur.doc.roster, &id, cert.as_ref()),
+            Some(cur) => {
+                let rest: Vec<&[u8]> = chain.iter().skip(1).map(|c| c.as_ref()).collect();
+                crate::domain::roster::vouches_chain(&cur.doc.roster, &id, chain[0].as_ref(), &rest)
+            }
             None => Ok(()),
         }
     })
@@ -272,13 +275,17 @@ pub fn expect_member(
 /// A server check that accepts only the certificate of node `expected`.
 pub fn expect_node(expected: &str) -> ServerCheck {
     let expected = Identity::Node(expected.to_string());
-    Arc::new(
-        move |cert| match Identity::from_certificate(cert.as_ref()) {
+    Arc::new(move |chain| {
+        match chain
+            .first()
+            .ok_or_else(|| "no certificate presented".to_string())
+            .and_then(|c| Identity::from_certificate(c.as_ref()).map_err(|e| e.to_string()))
+        {
             Ok(seen) if seen == expected => Ok(()),
             Ok(seen) => Err(format!(
                 "presented the certificate of {seen}, expected {expected}"
             )),
-            Err(e) => Err(e.to_string()),
-        },
-    )
+            Err(e) => Err(e),
+        }
+    })
 }

@@ -806,7 +806,7 @@ fn eligible(
     }
     let received_from = last.map_or_else(|| h.origin.clone(), |r| r.relay);
     chain.hops.push(sign_hop(
-        &node.signer,
+        &node.signer(),
         HopRecord {
             message_id: h.message_id.clone(),
             received_from,

@@ -14,7 +14,8 @@
 //!   members, and bumps `Node::subscribe_roster` so the application
 //!   re-applies the peer set (links to removed members close both ways).
 //! - Every refusal is counted (`certfed_roster_refused_total{reason}`) and
-//!   logged; a fork is an ERROR and `certfed_roster_forks_total`. The same
+//!   logged, whether the roster came from an operator or as a roster message
+//!   from a peer (`service::ingest` calls [`refused`]); a fork is an ERROR and `certfed_roster_forks_total`. The same
 //!   roster again (a re-flood) is not an error.
 //! - An expired held roster keeps its trust (read-only) and is reported
 //!   loudly (`certfed_roster_expired`, a warning per [`EXPIRY_WARN_EVERY_MS`]).
@@ -323,7 +324,7 @@ pub async fn take_over(node: &Node, now_ms: i64) -> bool {
 }
 
 /// Counts and logs a refusal (a fork is an alarm).
-fn refused(node: &Node, r: &Refusal, from: &str) {
+pub fn refused(node: &Node, r: &Refusal, from: &str) {
     node.metrics.roster_refused(r.kind.label());
     if r.kind == RefusalKind::Fork {
         node.metrics.roster_forks.inc();

@@ -46,7 +46,9 @@ fn split_host(endpoint: &str) -> io::Result<(String, u16)> {
 
 /// A check of the server's certificate beyond chain validation; the error says
 /// what was wrong (the connection is refused with it).
-pub type ServerCheck = Arc<dyn Fn(&CertificateDer<'_>) -> Result<(), String> + Send + Sync>;
+/// Checks the certificates a server presented (its own first, then any
+/// intermediates), after the handshake verified them.
+pub type ServerCheck = Arc<dyn Fn(&[CertificateDer<'_>]) -> Result<(), String> + Send + Sync>;
 
 /// Opens a TLS connection to `endpoint` and puts the server's certificate to `expect`.
 pub async fn connect_tls(
@@ -71,13 +73,13 @@ pub async fn connect_tls(
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("{endpoint}: timed out")))??;
     if let Some(check) = expect {
-        let cert = stream
+        let presented = stream
             .get_ref()
             .1
             .peer_certificates()
-            .and_then(|c| c.first().cloned())
+            .filter(|c| !c.is_empty())
             .ok_or_else(|| io::Error::other("server sent no certificate"))?;
-        check(&cert).map_err(|why| {
+        check(presented).map_err(|why| {
             io::Error::new(
                 io::ErrorKind::PermissionDenied,
                 format!("{endpoint}: {why}"),

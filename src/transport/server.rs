@@ -233,7 +233,9 @@ impl<I: Unpin> AsyncWrite for TlsConn<I> {
 }
 
 /// Decides whether a client certificate may connect, and who it is.
-pub type Identify<I> = Arc<dyn Fn(&CertificateDer<'_>) -> Result<I, String> + Send + Sync>;
+/// Decides who a client is from the certificates it presented (its own
+/// first, then any intermediates), after the handshake verified them.
+pub type Identify<I> = Arc<dyn Fn(&[CertificateDer<'_>]) -> Result<I, String> + Send + Sync>;
 
 /// What the accept loop needs besides the listener.
 pub struct AcceptConfig<I> {
@@ -336,12 +338,14 @@ pub fn accept_loop<I: Clone + Send + Sync + Unpin + 'static>(
                     }
                     Ok(Ok(stream)) => {
                         slot.established();
-                        let cert = stream
+                        let presented = stream
                             .get_ref()
                             .1
                             .peer_certificates()
-                            .and_then(|c| c.first().cloned());
-                        let identity = match cert.as_ref().map(|c| identify(c)) {
+                            .map(<[CertificateDer<'_>]>::to_vec)
+                            .unwrap_or_default();
+                        let cert = presented.first().cloned();
+                        let identity = match cert.as_ref().map(|_| identify(&presented)) {
                             Some(Ok(id)) => id,
                             Some(Err(e)) => {
                                 if let Some(more) = tick(&handshake_log) {

@@ -492,7 +492,7 @@ impl FakePeer {
         let stop = tokio_util::sync::CancellationToken::new();
         let identify: certfed::transport::server::Identify<certfed::domain::identity::Identity> =
             Arc::new(|c| {
-                certfed::domain::identity::Identity::from_certificate(c.as_ref())
+                certfed::domain::identity::Identity::from_certificate(c[0].as_ref())
                     .map_err(|e| e.to_string())
             });
         let incoming = accept_loop(

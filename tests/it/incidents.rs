@@ -348,7 +348,7 @@ async fn three_partners_one_campaign_pictures_are_pure_and_restricted_stays_hidd
         ..Default::default()
     };
     let env = seal_in_incident(
-        &nodes[1].node.signer,
+        &nodes[1].node.signer(),
         Draft {
             message_id: uuid::Uuid::now_v7().to_string(),
             kind: MessageKind::Sighting,
@@ -543,7 +543,7 @@ async fn merges_take_both_openers_and_links_refuse_cycles() {
     };
     let now = certfed::service::now_ms();
     let env = seal_in_incident(
-        &nodes[2].node.signer,
+        &nodes[2].node.signer(),
         Draft {
             message_id: uuid::Uuid::now_v7().to_string(),
             kind: MessageKind::IncidentLink,

@@ -30,6 +30,8 @@
 //! random topology of degree 3–5, GREEN broadcasts and AMBER alerts to named
 //! recipients from random origins; latencies, envelopes and receipts per
 //! delivery, memory per node, exactness.
+//! With `--roster [N]` only the roster phase runs (see [`roster`]): N nodes
+//! on roster v1, v2 published on one; time until every node applied it.
 //! With `--incident` only the incident phase runs (see [`incident`]): the cost
 //! of correlating an arrival on a common indicator (with and without history),
 //! and of GetSituation and ListIncidents for an incident with many sightings.
@@ -40,6 +42,7 @@ pub mod incident;
 pub mod memory;
 pub mod pgserver;
 pub mod reconcile;
+pub mod roster;
 
 use crate::app::localfed::{Backend, Fed};
 use crate::domain::envelope::{Draft, seal};
@@ -90,6 +93,11 @@ pub struct BenchArgs {
     /// Of those, how many the receiving node lacks (chosen at random).
     #[arg(long, default_value_t = 1_000)]
     pub reconcile_missing: usize,
+    /// Run only the roster phase: N in-process nodes (default 10) on roster
+    /// v1; v2 published on one node; time until every node applied it.
+    #[arg(long, num_args = 0..=1, default_missing_value = "10", value_name = "N",
+          conflicts_with_all = ["memory", "disk", "reconcile", "incident", "federation"])]
+    pub roster: Option<usize>,
     /// Run only the incident phase: correlation of an arrival on a common
     /// indicator, GetSituation and ListIncidents of a large incident.
     #[arg(long, conflicts_with_all = ["memory", "disk"])]
@@ -421,6 +429,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.incident {
         return incident::run(args.incident_sightings, args.incident_noise, args.json).await;
+    }
+    if let Some(nodes) = args.roster {
+        return roster::run(nodes, args.json).await;
     }
     if let Some(nodes) = args.federation {
         let plan = federation::Plan {
