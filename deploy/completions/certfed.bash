@@ -3150,7 +3150,7 @@ _certfed() {
             return 0
             ;;
         certfed__subcmd__incident__subcmd__sight)
-            opts="-h --country --sector --indicator --count --severity --observed --tlp --to --note --exercise --node --ca --cert --key --json --help"
+            opts="-h --country --sector --indicator --count --severity --observed --tlp --to --note --exercise --attach --node --ca --cert --key --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -3189,6 +3189,10 @@ _certfed() {
                     return 0
                     ;;
                 --note)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --attach)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

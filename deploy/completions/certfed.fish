@@ -702,6 +702,7 @@ amber+strict\t'recipients\' organisations only; named recipients, encrypted'
 red\t'named recipients only, encrypted'"
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from sight" -l to -d 'Recipient node (repeatable). Default: the incident\'s audience' -r
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from sight" -l note -d 'Analyst note' -r
+complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from sight" -l attach -d 'Attach evidence (repeatable): a file, or FILE,malware for a malware sample. It rides on the sighting\'s TLP and audience (encrypted end to end for TLP:AMBER and above); the sighting is signed only once every file has reached the node complete' -r
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from sight" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from sight" -l ca -d 'Federation CA certificate (PEM). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand incident; and __fish_seen_subcommand_from sight" -l cert -d 'Operator certificate (PEM). Required' -r -F

@@ -430,6 +430,51 @@ impl Operator for OperatorApi {
         Ok(Response::new(PublishAlertResponse { message_id: r? }))
     }
 
+    async fn report_sighting_with_attachments(
+        &self,
+        req: Request<tonic::Streaming<SightingUpload>>,
+    ) -> Result<Response<ReportSightingResponse>, Status> {
+        let who = audit::operator(&req);
+        let mut frames = req.into_inner();
+        let start = match frames.message().await? {
+            Some(SightingUpload {
+                frame: Some(sighting_upload::Frame::Start(s)),
+            }) => s,
+            _ => {
+                return Err(bad_request(
+                    "start",
+                    "the first frame must be `start` (the sighting and the attachments to come)",
+                ));
+            }
+        };
+        check_request_size(start.encoded_len(), self.node.cfg.limits.max_message_bytes)
+            .map_err(status)?;
+        // Every later frame must be content; anything else ends the upload.
+        let data = frames.map(|f| match f {
+            Ok(SightingUpload {
+                frame: Some(sighting_upload::Frame::Data(d)),
+            }) => Ok(d),
+            Ok(_) => Err("a frame other than `data` after `start`".to_string()),
+            Err(e) => Err(e.message().chars().take(200).collect()),
+        });
+        // Detached: once the stream has ended, publishing finishes even if the
+        // caller goes away (its retry with the request id finds the result).
+        let r = self
+            .detached(|node| async move {
+                crate::service::attachments::upload_sighting(&node, start, Box::pin(data))
+                    .await
+                    .map_err(status)
+            })
+            .await;
+        audit::log(
+            &who,
+            "report sighting with attachments",
+            r.as_deref().unwrap_or(""),
+            &r,
+        );
+        Ok(Response::new(ReportSightingResponse { message_id: r? }))
+    }
+
     async fn publish_step_with_attachments(
         &self,
         req: Request<tonic::Streaming<StepUpload>>,

@@ -125,6 +125,12 @@ pub struct SightArgs {
     /// real incident). Without it, a sighting takes its incident's flag.
     #[arg(long)]
     pub exercise: bool,
+    /// Attach evidence (repeatable): a file, or FILE,malware for a malware
+    /// sample. It rides on the sighting's TLP and audience (encrypted end to
+    /// end for TLP:AMBER and above); the sighting is signed only once every
+    /// file has reached the node complete.
+    #[arg(long, value_parser = crate::cli::args::parse_attach, value_name = "FILE[,malware]")]
+    pub attach: Vec<crate::cli::args::AttachArg>,
 }
 
 fn request_id() -> String {
@@ -405,28 +411,52 @@ pub async fn run(conn: Conn, cmd: IncidentCmd) -> anyhow::Result<()> {
         }
         IncidentCmd::Sight(a) => {
             let observed = a.observed.as_deref().map(parse_time).transpose()?;
-            let r = c
-                .report_sighting(ReportSightingRequest {
-                    sighting: Some(Sighting {
-                        incident_id: a.incident_id.unwrap_or_default(),
-                        indicators: a.indicator,
-                        country: a.country,
-                        sector: a.sector.map_or(0, |s| s.num()),
-                        observed,
-                        count: a.count,
-                        severity: a.severity.map_or(0, |s| s.num()),
-                        note: a.note,
-                        tlp: a.tlp.map_or(0, |t| t.num()),
-                    }),
-                    recipients: a.recipients,
-                    request_id: request_id(),
-                    exercise: a.exercise.then_some(true),
-                })
-                .await
-                .map_err(ex)?
-                .into_inner();
+            let req = ReportSightingRequest {
+                sighting: Some(Sighting {
+                    incident_id: a.incident_id.unwrap_or_default(),
+                    indicators: a.indicator,
+                    country: a.country,
+                    sector: a.sector.map_or(0, |s| s.num()),
+                    observed,
+                    count: a.count,
+                    severity: a.severity.map_or(0, |s| s.num()),
+                    note: a.note,
+                    tlp: a.tlp.map_or(0, |t| t.num()),
+                }),
+                recipients: a.recipients,
+                request_id: request_id(),
+                exercise: a.exercise.then_some(true),
+            };
+            let r = if a.attach.is_empty() {
+                c.report_sighting(req).await.map_err(ex)?.into_inner()
+            } else {
+                let (declared, files) = super::client::declare_files(&a.attach).await?;
+                let first = SightingUpload {
+                    frame: Some(sighting_upload::Frame::Start(SightingUploadStart {
+                        sighting: Some(req),
+                        attachments: declared,
+                    })),
+                };
+                let (frames, reader) =
+                    super::client::upload_frames(first, files, |d| SightingUpload {
+                        frame: Some(sighting_upload::Frame::Data(d)),
+                    });
+                let r = c.report_sighting_with_attachments(frames).await;
+                if let Ok(Err(e)) = reader.await {
+                    return Err(Failure::usage(format!("reading the attachments: {e}")));
+                }
+                r.map_err(ex)?.into_inner()
+            };
+            let n = a.attach.len();
             show(json, &r, "certfed.v1.ReportSightingResponse", || {
-                format!("sighting reported ({})\n", term(&r.message_id))
+                if n == 0 {
+                    format!("sighting reported ({})\n", term(&r.message_id))
+                } else {
+                    format!(
+                        "sighting reported ({}) with {n} attachment(s)\n",
+                        term(&r.message_id)
+                    )
+                }
             })
         }
         IncidentCmd::Status {

@@ -420,10 +420,11 @@ fn is_uuid(s: &str) -> bool {
 }
 
 /// The kinds whose payload may list attachments (field 50, `AttachmentList`):
-/// alerts and the assistance steps.
+/// alerts, the assistance steps and sightings.
 pub fn carries_attachments(kind: i32) -> bool {
     [
         MessageKind::Alert,
+        MessageKind::Sighting,
         MessageKind::AssistanceRequest,
         MessageKind::Offer,
         MessageKind::Decision,
@@ -434,7 +435,7 @@ pub fn carries_attachments(kind: i32) -> bool {
 }
 
 /// Checks the attachment framing a relay can check without reading the
-/// payload: only alerts and assistance steps carry attachments, each blob's numbers are sane and
+/// payload: only alerts, assistance steps and sightings carry attachments, each blob's numbers are sane and
 /// its chunk size is the one of its encryption mode.
 fn check_blobs(h: &EnvelopeHeader) -> Result<(), Rejection> {
     if h.attachments.is_empty() {
@@ -442,7 +443,7 @@ fn check_blobs(h: &EnvelopeHeader) -> Result<(), Rejection> {
     }
     if !carries_attachments(h.kind) {
         return Err(Rejection::Malformed(
-            "only alerts and assistance steps (request, offer, decision, status) carry attachments"
+            "only alerts, assistance steps (request, offer, decision, status) and sightings carry attachments"
                 .into(),
         ));
     }

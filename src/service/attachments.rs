@@ -68,6 +68,8 @@ pub enum AttachError {
     Alert(#[from] AlertError),
     #[error("{0}")]
     Assist(#[from] crate::service::assistance::AssistError),
+    #[error("{0}")]
+    Incident(#[from] crate::service::incidents::IncidentError),
 }
 
 impl ServiceError for AttachError {
@@ -82,6 +84,7 @@ impl ServiceError for AttachError {
             AttachError::Store(e) => e.kind(),
             AttachError::Alert(e) => e.kind(),
             AttachError::Assist(e) => e.kind(),
+            AttachError::Incident(e) => e.kind(),
         }
     }
 }
@@ -340,6 +343,34 @@ where
         message_id,
         state: state as i32,
     })
+}
+
+/// ReportSightingWithAttachments: the attachments ride on the sighting's TLP
+/// (its incident's when it names one and sets none) and the sighting is
+/// signed only when all are complete (a refused sighting publishes nothing
+/// and its files are removed).
+pub async fn upload_sighting<S, E>(
+    node: &Node,
+    start: crate::proto::v1::SightingUploadStart,
+    frames: S,
+) -> Result<String, AttachError>
+where
+    S: Stream<Item = Result<AttachmentData, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let req = start.sighting.ok_or_else(|| {
+        invalid(
+            "start.sighting",
+            "required: the sighting to sign with the attachments",
+        )
+    })?;
+    let tlp = crate::service::incidents::sighting_tlp(node, &req).await?;
+    let encrypted = crate::domain::policy::requires_e2e(tlp);
+    let up: Box<dyn alerts::Attach> =
+        Box::new(receive(node, start.attachments, encrypted, frames).await?);
+    let message_id = crate::service::incidents::sight_with(node, req, Some(up)).await?;
+    tracing::info!(%message_id, "sighting with attachments stored");
+    Ok(message_id)
 }
 
 /// Takes the declared attachments' content from `frames` into a temporary

@@ -733,6 +733,18 @@ where
 
 /// Reports a sighting as this node; returns its message id.
 pub async fn sight(node: &Node, req: ReportSightingRequest) -> Result<String, IncidentError> {
+    sight_with(node, req, None).await
+}
+
+/// [`sight`] with evidence attachments already uploaded and verified
+/// (`service::attachments::upload_sighting`): they are put in place under the
+/// message id, their manifests join the signed payload and their stored forms
+/// the signed header; the files are removed again if the sighting is refused.
+pub async fn sight_with(
+    node: &Node,
+    req: ReportSightingRequest,
+    attached: Option<Box<dyn crate::service::ingest::Attach>>,
+) -> Result<String, IncidentError> {
     let client = req.request_id.clone();
     let body = ReportSightingRequest {
         request_id: String::new(),
@@ -743,7 +755,7 @@ pub async fn sight(node: &Node, req: ReportSightingRequest) -> Result<String, In
         "ReportSighting",
         &client,
         &body.encode_to_vec(),
-        |message_id| sight_as(node, body, message_id),
+        |message_id| sight_as(node, body, message_id, attached),
     )
     .await
 }
@@ -752,6 +764,7 @@ async fn sight_as(
     node: &Node,
     req: ReportSightingRequest,
     message_id: String,
+    attached: Option<Box<dyn crate::service::ingest::Attach>>,
 ) -> Result<String, IncidentError> {
     let Some(mut s) = req.sighting else {
         return Err(InvalidArgument::new(
@@ -829,18 +842,71 @@ async fn sight_as(
         return Err(IncidentError::FailedPrecondition(reason));
     }
     let incident = s.incident_id.clone();
-    contribute(
-        node,
-        MessageKind::Sighting,
-        &incident,
+    let Some(up) = attached else {
+        return contribute(
+            node,
+            MessageKind::Sighting,
+            &incident,
+            tlp,
+            recipients,
+            s.encode_to_vec(),
+            message_id,
+            now,
+            exercise,
+        )
+        .await;
+    };
+    if up.encrypted() != crate::domain::policy::requires_e2e(tlp) {
+        return Err(InvalidArgument::new(
+            "start.attachments",
+            "the attachments were uploaded for another TLP than the sighting's; upload them again",
+        )
+        .into());
+    }
+    let (list, blobs, dir) = up
+        .place(node, &message_id)
+        .await
+        .map_err(|e| IncidentError::FailedPrecondition(format!("attachments: {e}")))?;
+    let mut payload = s.encode_to_vec();
+    payload.extend_from_slice(&list.encode_to_vec());
+    let out = Outgoing {
+        kind: MessageKind::Sighting,
         tlp,
         recipients,
-        s.encode_to_vec(),
-        message_id,
-        now,
+        expires_ms: None,
         exercise,
-    )
-    .await
+        created_ms: Some(now),
+        payload,
+    };
+    match crate::service::ingest::originate_with_attachments(node, out, message_id, incident, blobs)
+        .await
+    {
+        Ok((id, _)) => {
+            tracing::info!(message_id = %id, tlp = tlp_label(tlp), "sighting with attachments signed");
+            Ok(id)
+        }
+        Err(e) => {
+            let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+            Err(e.into())
+        }
+    }
+}
+
+/// The TLP a sighting will carry: its own, or its incident's when it names
+/// one held here and sets none (as [`sight`] decides it).
+pub async fn sighting_tlp(node: &Node, req: &ReportSightingRequest) -> Result<Tlp, IncidentError> {
+    let Some(s) = &req.sighting else {
+        return Err(InvalidArgument::new(
+            "sighting",
+            "required: what was observed (incident or indicators, country, time, count)",
+        )
+        .into());
+    };
+    if s.tlp != 0 || s.incident_id.is_empty() {
+        return Ok(Tlp::try_from(s.tlp).unwrap_or(Tlp::Unspecified));
+    }
+    let h = held(node, "sighting.incident_id", &s.incident_id).await?;
+    Ok(h.tlp)
 }
 
 /// Links a message into an incident as this node; returns the link's id.

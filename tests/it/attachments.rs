@@ -1168,3 +1168,202 @@ async fn a_relay_passes_chunks_on_while_it_is_still_fetching() {
         .unwrap();
     assert!(got == content, "c's copy is not byte-identical");
 }
+
+fn sighting_frames(req: ReportSightingRequest, files: &[(&str, &[u8])]) -> Vec<SightingUpload> {
+    let mut f = vec![SightingUpload {
+        frame: Some(sighting_upload::Frame::Start(SightingUploadStart {
+            sighting: Some(req),
+            attachments: files
+                .iter()
+                .map(|(n, c)| declare(n, c.len(), false))
+                .collect(),
+        })),
+    }];
+    for (i, (_, content)) in files.iter().enumerate() {
+        for d in pieces(i as u32, content, 64 * 1024) {
+            if let Some(publish_upload::Frame::Data(d)) = d.frame {
+                f.push(SightingUpload {
+                    frame: Some(sighting_upload::Frame::Data(d)),
+                });
+            }
+        }
+    }
+    f
+}
+
+fn sighting(incident: &str, tlp: Tlp, to: &[&str]) -> ReportSightingRequest {
+    ReportSightingRequest {
+        sighting: Some(Sighting {
+            incident_id: incident.into(),
+            country: "EE".into(),
+            count: 3,
+            note: "seen on our grid operators".into(),
+            tlp: tlp as i32,
+            ..Default::default()
+        }),
+        recipients: to.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+/// Sightings carry evidence like alerts (ReportSightingWithAttachments): a
+/// GREEN sighting's capture reaches the incident's opener byte for byte; an
+/// AMBER sighting's capture for node-a crosses the relay b as ciphertext only
+/// (no marker at b); an upload that falls short, or a first frame that is not
+/// `start`, publishes nothing and leaves nothing on disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sightings_carry_evidence() {
+    let fed = Fed::line();
+    let _a = fed.start(0).await;
+    let _b = fed.start(1).await;
+    let _c = fed.start(2).await;
+    let mut op_a = fed.operator(0).await;
+    let mut op_c = fed.operator(2).await;
+    let incident = op_a
+        .publish_alert(PublishAlertRequest {
+            alert: Some(green_alert("grid wiper wave")),
+            open_incident: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .message_id;
+    assert!(arrives(&fed, 2, &incident, Duration::from_secs(60)).await);
+
+    let green = evidence(150_000, b"SIGHTGREEN");
+    let id = op_c
+        .report_sighting_with_attachments(tokio_stream::iter(sighting_frames(
+            sighting(&incident, Tlp::Unspecified, &[]),
+            &[("grid.pcap", &green)],
+        )))
+        .await
+        .unwrap()
+        .into_inner()
+        .message_id;
+    assert!(
+        available(&op_a, &id, 1).await,
+        "a never got the sighting's capture"
+    );
+    assert_eq!(
+        download(&mut op_a, &id, "grid.pcap", false)
+            .await
+            .unwrap()
+            .1,
+        green
+    );
+
+    let marker = format!("SIGHTAMBER{}", uuid::Uuid::now_v7().simple());
+    let amber = evidence(120_000, marker.as_bytes());
+    let id = op_c
+        .report_sighting_with_attachments(tokio_stream::iter(sighting_frames(
+            sighting("", Tlp::Amber, &["node-a"]),
+            &[("amber.log", &amber)],
+        )))
+        .await;
+    // A sighting without an incident needs an indicator.
+    let e = id.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    let mut req = sighting("", Tlp::Amber, &["node-a"]);
+    req.sighting.as_mut().unwrap().indicators = vec![Indicator {
+        r#type: IndicatorType::Domain as i32,
+        value: "wiper.example.org".into(),
+        ..Default::default()
+    }];
+    let id = op_c
+        .report_sighting_with_attachments(tokio_stream::iter(sighting_frames(
+            req,
+            &[("amber.log", &amber)],
+        )))
+        .await
+        .unwrap()
+        .into_inner()
+        .message_id;
+    assert!(
+        available(&op_a, &id, 1).await,
+        "a never got the AMBER capture"
+    );
+    assert_eq!(
+        download(&mut op_a, &id, "amber.log", false)
+            .await
+            .unwrap()
+            .1,
+        amber
+    );
+    let at_b = files_containing(&fed.data_dir(1), marker.as_bytes());
+    assert!(at_b.is_empty(), "plaintext at the relay: {at_b:?}");
+
+    // Short content: nothing published, nothing left.
+    let before = leftovers(&fed.data_dir(2));
+    let mut frames = sighting_frames(
+        sighting(&incident, Tlp::Unspecified, &[]),
+        &[("short.bin", &[7u8; 100])],
+    );
+    if let Some(SightingUpload {
+        frame: Some(sighting_upload::Frame::Start(s)),
+    }) = frames.first_mut()
+    {
+        s.attachments[0].size = 200;
+    }
+    let e = op_c
+        .report_sighting_with_attachments(tokio_stream::iter(frames))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e.code(), Code::InvalidArgument | Code::DataLoss),
+        "{e:?}"
+    );
+    assert_eq!(leftovers(&fed.data_dir(2)), before);
+    // The first frame must be `start`.
+    let e = op_c
+        .report_sighting_with_attachments(tokio_stream::iter(vec![SightingUpload {
+            frame: Some(sighting_upload::Frame::Data(AttachmentData {
+                index: 0,
+                data: vec![1, 2, 3],
+            })),
+        }]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("start"), "{}", e.message());
+
+    // The CLI: `certfed incident sight INCIDENT --attach FILE`.
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("auth.log");
+    let content = evidence(70_000, b"SIGHTCLI");
+    std::fs::write(&log, &content).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_certfed"))
+        .args([
+            "incident",
+            "sight",
+            &incident,
+            "--country",
+            "EE",
+            "--attach",
+        ])
+        .arg(&log)
+        .args(["--json", "--node", &fed.addr(2), "--ca"])
+        .arg(fed.pki.ca_path())
+        .arg("--cert")
+        .arg(fed.pki.path("operator.crt"))
+        .arg("--key")
+        .arg(fed.pki.path("operator.key"))
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = v["messageId"].as_str().unwrap().to_string();
+    assert!(
+        available(&op_a, &id, 1).await,
+        "a never got the CLI's attachment"
+    );
+    assert_eq!(
+        download(&mut op_a, &id, "auth.log", false).await.unwrap().1,
+        content
+    );
+}
