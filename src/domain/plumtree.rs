@@ -403,6 +403,29 @@ impl Plumtree {
         }
     }
 
+    /// This node refused message `id` (policy, a bad signature, …): it is no
+    /// longer waited for — no graft asks for it again — and later
+    /// announcements of it are ignored for `remember_ms`. No HAVE is sent
+    /// (the node does not hold it); an announcer's kept copy comes once.
+    pub fn refused(&mut self, now_ms: i64, id: &str) {
+        if let Some(m) = self.missing.remove(id) {
+            for a in m.announcers {
+                if let Some(n) = self.announced.get_mut(&a) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+        }
+        if !self.received.contains_key(id) {
+            self.received.insert(id.to_string(), now_ms);
+            self.order.push_back((now_ms, id.to_string()));
+            while self.order.len() > self.cfg.max_received {
+                if let Some((_, old)) = self.order.pop_front() {
+                    self.received.remove(&old);
+                }
+            }
+        }
+    }
+
     /// `from` announced `ids`, which this node already holds (the caller
     /// looked them up in its store): they are answered with HAVE, batched.
     /// Nothing for a peer that is not up.

@@ -343,6 +343,41 @@ fn an_announcement_is_answered_with_have_once_the_message_is_held() {
 }
 
 #[test]
+fn a_refused_message_is_not_grafted_again() {
+    let t = Config::default().graft_timeout_ms;
+    let mut n = node(&["a", "b"]);
+    n.handle(
+        0,
+        Event::IHave {
+            from: s("a"),
+            ids: vec![s("m1")],
+        },
+    );
+    let out = n.handle(t, Event::Tick);
+    assert_eq!(
+        out,
+        vec![Action::Graft {
+            to: s("a"),
+            ids: vec![s("m1")]
+        }]
+    );
+    // The grafted copy came and this node refused it (say, by policy).
+    n.refused(t + 1, "m1");
+    assert_eq!(n.missing().count(), 0);
+    assert_eq!(n.next_deadline(), None, "no graft for it again");
+    // A later announcement of it changes nothing; no HAVE either.
+    n.handle(
+        t + 2,
+        Event::IHave {
+            from: s("b"),
+            ids: vec![s("m1")],
+        },
+    );
+    assert_eq!(n.next_deadline(), None);
+    assert!(n.handle(10 * t, Event::Tick).is_empty());
+}
+
+#[test]
 fn stored_announces_only_to_the_peers_given_and_a_duplicate_prunes_once() {
     let mut n = node(&["a", "b", "c", "d"]);
     n.handle(0, Event::Prune { from: s("b") });

@@ -62,10 +62,29 @@ pub async fn record(node: &Node, m: &StoredMessage) -> Result<Option<AlertRecord
         alert,
         root_id,
         root_created_ms,
-        // TAXII serves the alert; its attachments travel only through the
-        // federation and `certfed alert export`.
-        attachments: Vec::new(),
+        // TAXII describes the alert's evidence (a STIX `file` with name,
+        // size, SHA-256 and media type; a `malware` for a sample) without
+        // its bytes: those travel through the federation, `certfed
+        // attachment get` and `certfed alert export`.
+        attachments: evidence_of(m),
     }))
+}
+
+/// The manifests of a readable message's attachments, without content.
+fn evidence_of(m: &StoredMessage) -> Vec<crate::domain::exchange::ExportedFile> {
+    crate::proto::v1::AttachmentList::decode(m.body())
+        .map(|l| l.attachments)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|a| crate::domain::exchange::ExportedFile {
+            name: a.name,
+            media_type: a.media_type,
+            size: a.size,
+            sha256: a.sha256,
+            malicious: a.malicious,
+            content: None,
+        })
+        .collect()
 }
 
 /// Whether the collection of `tlp` holds a current alert (of `origin`, if

@@ -309,6 +309,11 @@ async fn try_prepare(
             }
             Decision::Refuse { reason, receipt } => {
                 let from = from_peer.unwrap_or("self");
+                // Plumtree: a refused message is not asked for again (a
+                // graft loop for a message this node will never take).
+                if from_peer.is_some() && deferrable(&reason).is_none() {
+                    node.gossip.refused(&id_hint);
+                }
                 // A roster message refused (as one a peer floods, or one
                 // relayed by a hostile member) is counted and logged like a
                 // roster an operator publishes: a fork is an alarm.

@@ -274,6 +274,14 @@ impl Tree {
         self.timer.notify_one();
     }
 
+    /// This node refused message `id` from a peer: it is not grafted again.
+    pub fn refused(&self, id: &str) {
+        if !self.enabled {
+            return;
+        }
+        self.lock().tree.refused(now_ms(), id);
+    }
+
     /// A tree-routed message this node held arrived again from `from`.
     pub fn duplicate(&self, m: &Metrics, from: &str) {
         if !self.enabled {

