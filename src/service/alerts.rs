@@ -484,25 +484,7 @@ async fn publish_as(
         incident_id: &incident_id,
         message_id: &message_id,
     };
-    let (tlp, mut payload, incident) =
-        check_publish(node, &alert, &recipients, now, choice).await?;
-    let mut blobs = Vec::new();
-    let mut placed = None;
-    if let Some(up) = attached {
-        if up.encrypted() != crate::domain::policy::requires_e2e(tlp) {
-            return Err(AlertError::Invalid(InvalidArgument::new(
-                "request.alert.tlp",
-                "the attachments were uploaded for another TLP; upload them again",
-            )));
-        }
-        let (list, b, dir) = up
-            .place(node, &message_id)
-            .await
-            .map_err(AlertError::Attachments)?;
-        payload.extend_from_slice(&list.encode_to_vec());
-        blobs = b;
-        placed = Some(dir);
-    }
+    let (tlp, payload, incident) = check_publish(node, &alert, &recipients, now, choice).await?;
     let outgoing = Outgoing {
         kind: MessageKind::Alert,
         tlp,
@@ -512,19 +494,18 @@ async fn publish_as(
         created_ms: Some(now),
         payload,
     };
-    let r = crate::service::ingest::originate_with_attachments(
-        node, outgoing, message_id, incident, blobs,
-    )
-    .await;
-    let (message_id, _) = match r {
-        Ok(x) => x,
-        Err(e) => {
-            if let Some(dir) = placed {
-                let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
-            }
-            return Err(e.into());
-        }
-    };
+    use crate::service::ingest::AttachedError;
+    let (message_id, _) =
+        crate::service::ingest::originate_attached(node, outgoing, message_id, incident, attached)
+            .await
+            .map_err(|e| match e {
+                AttachedError::WrongTlp => AlertError::Invalid(InvalidArgument::new(
+                    "request.alert.tlp",
+                    "the attachments were uploaded for another TLP; upload them again",
+                )),
+                AttachedError::Place(why) => AlertError::Attachments(why),
+                AttachedError::Originate(e) => e.into(),
+            })?;
     tracing::info!(%message_id, tlp = tlp_label(tlp), "alert published");
     Ok(message_id)
 }

@@ -23,7 +23,7 @@ use crate::proto::v1::{
     OfferMessage, RequestAssistanceRequest, RequestAssistanceResponse, StatusMessage,
     StepUploadResponse, Tlp, UpdateAssistanceRequest,
 };
-use crate::service::ingest::{Attach, OriginateError, Outgoing, originate_with_attachments};
+use crate::service::ingest::{Attach, OriginateError, Outgoing};
 use crate::service::limits::{PAGE_BYTES, PageBuilder, PageLimit};
 use crate::service::node::Node;
 use crate::service::requests::{self, RequestIdError, RequestKey};
@@ -270,39 +270,22 @@ pub async fn act(
 /// the message is not stored).
 async fn sign_with(
     node: &Node,
-    mut outgoing: Outgoing,
+    outgoing: Outgoing,
     message_id: String,
     attached: Option<Box<dyn Attach>>,
 ) -> Result<(String, u64), AssistError> {
-    let Some(up) = attached else {
-        return Ok(originate_with_attachments(
-            node,
-            outgoing,
-            message_id,
-            String::new(),
-            Vec::new(),
-        )
-        .await?);
-    };
-    if up.encrypted() != crate::domain::policy::requires_e2e(outgoing.tlp) {
-        return Err(InvalidArgument::new(
-            "start.attachments",
-            "the attachments were uploaded for another TLP than the request's; upload them again",
-        )
-        .into());
-    }
-    let (list, blobs, dir) = up
-        .place(node, &message_id)
+    use crate::service::ingest::{AttachedError, originate_attached};
+    originate_attached(node, outgoing, message_id, String::new(), attached)
         .await
-        .map_err(AssistError::Attachments)?;
-    outgoing.payload.extend_from_slice(&list.encode_to_vec());
-    match originate_with_attachments(node, outgoing, message_id, String::new(), blobs).await {
-        Ok(x) => Ok(x),
-        Err(e) => {
-            let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
-            Err(e.into())
-        }
-    }
+        .map_err(|e| match e {
+            AttachedError::WrongTlp => InvalidArgument::new(
+                "start.attachments",
+                "the attachments were uploaded for another TLP than the request's; upload them again",
+            )
+            .into(),
+            AttachedError::Place(why) => AssistError::Attachments(why),
+            AttachedError::Originate(e) => e.into(),
+        })
 }
 
 /// The replayed state of a request this node holds.

@@ -32,7 +32,7 @@ use crate::proto::v1::{
     MergeIncidentsRequest, MergeIncidentsResponse, MessageKind, ReportSightingRequest,
     SetIncidentStatusRequest, Sighting, Situation, Tlp,
 };
-use crate::service::ingest::{OriginateError, Outgoing, originate_in_incident};
+use crate::service::ingest::{OriginateError, Outgoing};
 use crate::service::limits::{PageBuilder, PageLimit};
 use crate::service::node::Node;
 use crate::service::requests::{self, RequestIdError, RequestKey};
@@ -636,6 +636,7 @@ async fn contribute(
     message_id: String,
     created_ms: i64,
     exercise: bool,
+    attached: Option<Box<dyn crate::service::ingest::Attach>>,
 ) -> Result<String, IncidentError> {
     let out = Outgoing {
         kind,
@@ -646,7 +647,20 @@ async fn contribute(
         created_ms: Some(created_ms),
         payload,
     };
-    let (id, _) = originate_in_incident(node, out, message_id, incident_id.to_string()).await?;
+    use crate::service::ingest::{AttachedError, originate_attached};
+    let (id, _) = originate_attached(node, out, message_id, incident_id.to_string(), attached)
+        .await
+        .map_err(|e| match e {
+            AttachedError::WrongTlp => InvalidArgument::new(
+                "start.attachments",
+                "the attachments were uploaded for another TLP than the sighting's; upload them again",
+            )
+            .into(),
+            AttachedError::Place(why) => {
+                IncidentError::FailedPrecondition(format!("attachments: {why}"))
+            }
+            AttachedError::Originate(e) => e.into(),
+        })?;
     tracing::info!(message_id = %id, incident_id, kind = kind.as_str_name(), tlp = tlp_label(tlp), "incident contribution signed");
     Ok(id)
 }
@@ -842,54 +856,19 @@ async fn sight_as(
         return Err(IncidentError::FailedPrecondition(reason));
     }
     let incident = s.incident_id.clone();
-    let Some(up) = attached else {
-        return contribute(
-            node,
-            MessageKind::Sighting,
-            &incident,
-            tlp,
-            recipients,
-            s.encode_to_vec(),
-            message_id,
-            now,
-            exercise,
-        )
-        .await;
-    };
-    if up.encrypted() != crate::domain::policy::requires_e2e(tlp) {
-        return Err(InvalidArgument::new(
-            "start.attachments",
-            "the attachments were uploaded for another TLP than the sighting's; upload them again",
-        )
-        .into());
-    }
-    let (list, blobs, dir) = up
-        .place(node, &message_id)
-        .await
-        .map_err(|e| IncidentError::FailedPrecondition(format!("attachments: {e}")))?;
-    let mut payload = s.encode_to_vec();
-    payload.extend_from_slice(&list.encode_to_vec());
-    let out = Outgoing {
-        kind: MessageKind::Sighting,
+    contribute(
+        node,
+        MessageKind::Sighting,
+        &incident,
         tlp,
         recipients,
-        expires_ms: None,
+        s.encode_to_vec(),
+        message_id,
+        now,
         exercise,
-        created_ms: Some(now),
-        payload,
-    };
-    match crate::service::ingest::originate_with_attachments(node, out, message_id, incident, blobs)
-        .await
-    {
-        Ok((id, _)) => {
-            tracing::info!(message_id = %id, tlp = tlp_label(tlp), "sighting with attachments signed");
-            Ok(id)
-        }
-        Err(e) => {
-            let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
-            Err(e.into())
-        }
-    }
+        attached,
+    )
+    .await
 }
 
 /// The TLP a sighting will carry: its own, or its incident's when it names
@@ -990,6 +969,7 @@ async fn link_as(
         message_id,
         now,
         inc.exercise,
+        None,
     )
     .await
 }
@@ -1044,6 +1024,7 @@ async fn status_as(
         message_id,
         now_ms(),
         inc.exercise,
+        None,
     )
     .await
 }
@@ -1136,6 +1117,7 @@ async fn merge_as(
         message_id,
         now,
         inc.exercise,
+        None,
     )
     .await?;
     Ok(MergeIncidentsResponse {

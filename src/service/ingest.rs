@@ -746,6 +746,52 @@ pub trait Attach: Send {
     >;
 }
 
+/// Why [`originate_attached`] refused or failed.
+#[derive(Debug)]
+pub enum AttachedError {
+    /// The attachments were encrypted (or not) for another TLP than the
+    /// message's: the caller names its field.
+    WrongTlp,
+    /// They could not be put in place under the message id.
+    Place(String),
+    Originate(OriginateError),
+}
+
+/// [`originate_with_attachments`] for attachments uploaded and verified
+/// (`None`: a message without): checks they were encrypted for the message's
+/// TLP, puts them in place under `message_id`, adds their manifests to the
+/// payload and their stored forms to the signed header, and signs; the files
+/// are removed again if the message is not stored. Alerts, assistance steps
+/// and sightings all publish through here.
+pub async fn originate_attached(
+    node: &Node,
+    mut out: Outgoing,
+    message_id: String,
+    incident_id: String,
+    attached: Option<Box<dyn Attach>>,
+) -> Result<(String, u64), AttachedError> {
+    let Some(up) = attached else {
+        return originate_with_attachments(node, out, message_id, incident_id, Vec::new())
+            .await
+            .map_err(AttachedError::Originate);
+    };
+    if up.encrypted() != crate::domain::policy::requires_e2e(out.tlp) {
+        return Err(AttachedError::WrongTlp);
+    }
+    let (list, blobs, dir) = up
+        .place(node, &message_id)
+        .await
+        .map_err(AttachedError::Place)?;
+    out.payload.extend_from_slice(&list.encode_to_vec());
+    match originate_with_attachments(node, out, message_id, incident_id, blobs).await {
+        Ok(x) => Ok(x),
+        Err(e) => {
+            let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+            Err(AttachedError::Originate(e))
+        }
+    }
+}
+
 /// [`originate_in_incident`] for a message with attachments: `attachments`
 /// are their stored forms (`domain::attachment`), signed into the header; the
 /// payload already lists their manifests and the files are in place.

@@ -88,6 +88,19 @@ pub(crate) async fn download(
     Ok((first, out))
 }
 
+/// Publishes a GREEN alert that opens an incident; returns the incident id.
+async fn open_incident(op: &mut OperatorClient<Channel>, title: &str) -> String {
+    op.publish_alert(PublishAlertRequest {
+        alert: Some(green_alert(title)),
+        open_incident: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .message_id
+}
+
 fn amber_request(title: &str) -> PublishAlertRequest {
     let mut a = green_alert(title);
     a.tlp = Tlp::Amber as i32;
@@ -938,16 +951,7 @@ async fn incident_contributions_carry_evidence() {
     let _c = fed.start(2).await;
     let mut op_a = fed.operator(0).await;
     let mut op_c = fed.operator(2).await;
-    let incident = op_a
-        .publish_alert(PublishAlertRequest {
-            alert: Some(green_alert("grid wiper wave")),
-            open_incident: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .message_id;
+    let incident = open_incident(&mut op_a, "grid wiper wave").await;
     // c joins the incident with a capture (GREEN: to the whole federation).
     let capture = evidence(200_000, b"INCIDENTCAP");
     let req = PublishAlertRequest {
@@ -1219,16 +1223,7 @@ async fn sightings_carry_evidence() {
     let _c = fed.start(2).await;
     let mut op_a = fed.operator(0).await;
     let mut op_c = fed.operator(2).await;
-    let incident = op_a
-        .publish_alert(PublishAlertRequest {
-            alert: Some(green_alert("grid wiper wave")),
-            open_incident: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .message_id;
+    let incident = open_incident(&mut op_a, "grid wiper wave").await;
     assert!(arrives(&fed, 2, &incident, Duration::from_secs(60)).await);
 
     let green = evidence(150_000, b"SIGHTGREEN");
