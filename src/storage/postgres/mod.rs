@@ -435,20 +435,17 @@ async fn run_in_transaction(
         exec(c, begin, "cannot begin a transaction").await?;
         return run_jobs(c, batch).await;
     };
-    let (_, held) = futures::try_join!(
-        exec(c, begin, "cannot begin a transaction"),
-        async {
-            let st = c
-                .prepare_cached(
-                    "SELECT 1 FROM lease WHERE id = 1 AND epoch = $1 AND holder = $2 FOR SHARE",
-                )
-                .await
-                .map_err(|e| pg_err("cannot prepare the lease check", e))?;
-            c.query_opt(&st, &[&epoch, &fence.holder])
-                .await
-                .map_err(|e| pg_err("cannot check the lease", e))
-        }
-    )?;
+    let (_, held) = futures::try_join!(exec(c, begin, "cannot begin a transaction"), async {
+        let st = c
+            .prepare_cached(
+                "SELECT 1 FROM lease WHERE id = 1 AND epoch = $1 AND holder = $2 FOR SHARE",
+            )
+            .await
+            .map_err(|e| pg_err("cannot prepare the lease check", e))?;
+        c.query_opt(&st, &[&epoch, &fence.holder])
+            .await
+            .map_err(|e| pg_err("cannot check the lease", e))
+    })?;
     {
         if held.is_none() {
             let now = c

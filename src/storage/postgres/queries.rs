@@ -230,9 +230,9 @@ pub async fn insert_messages(
         .map_err(e("cannot insert messages"))?;
     let mut new: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
     for r in &rows {
-        let id: String = r
-            .try_get(0)
-            .map_err(|x| StoreError::Corrupt(format!("a stored message id does not decode: {x}")))?;
+        let id: String = r.try_get(0).map_err(|x| {
+            StoreError::Corrupt(format!("a stored message id does not decode: {x}"))
+        })?;
         let cursor: i64 = r
             .try_get(1)
             .map_err(|x| StoreError::Corrupt(format!("a new cursor does not decode: {x}")))?;
@@ -418,8 +418,8 @@ async fn count_apply(
         .await
         .map_err(|x| pg_err("cannot prepare the message count", x))?;
     c.execute(&st, &[&kinds, &ns])
-    .await
-    .map_err(|x| pg_err("cannot count stored messages", x))?;
+        .await
+        .map_err(|x| pg_err("cannot count stored messages", x))?;
     Ok(())
 }
 
