@@ -50,7 +50,8 @@ fn id(n: u32) -> String {
 /// Runs every check, each on a fresh store opened by `open` in its own folder.
 pub async fn run_all(open: impl Fn(&Path) -> Store) {
     type Check = fn(Store) -> futures::future::BoxFuture<'static, ()>;
-    let checks: [(&str, Check); 23] = [
+    let checks: [(&str, Check); 24] = [
+        ("one_write_of_many", |s| Box::pin(one_write_of_many(s))),
         ("parked", |s| Box::pin(parked_copies_wait_for_their_time(s))),
         ("held", |s| Box::pin(held_ids_are_found_by_index(s))),
         ("sync_index", |s| {
@@ -471,6 +472,46 @@ async fn receipts_and_supersede(s: Store) {
         Some(id(54)),
         "only the origin's own update supersedes"
     );
+}
+
+/// One write of many messages (a Push chunk): each is stored, queued and
+/// keyed as if written alone, cursors follow the input order (not the ids'
+/// order), and a second copy of an id in the same write is a duplicate.
+async fn one_write_of_many(s: Store) {
+    let mut batch: Vec<NewMessage> = (0..8u32)
+        .map(|i| {
+            let mut m = msg(&id(2099 - i), "node-a", MessageKind::Alert, &["node-b"]);
+            m.keys = vec![format!("ip:192.0.2.{i}"), "sha256:same".into()];
+            m
+        })
+        .collect();
+    batch.insert(3, batch[1].clone());
+    let r = s.insert(batch, Durability::Durable).await.unwrap();
+    assert_eq!(r[3], Stored::Duplicate, "second copy in one write: {r:?}");
+    let cursors: Vec<u64> = r
+        .iter()
+        .filter_map(|x| match x {
+            Stored::New(c) => Some(*c),
+            Stored::Duplicate => None,
+        })
+        .collect();
+    assert_eq!(cursors.len(), 8, "{r:?}");
+    assert!(cursors.windows(2).all(|w| w[0] < w[1]), "{cursors:?}");
+    assert_eq!(s.message_count().await.unwrap(), 8);
+    let out = s.outbox("node-b", 0, NOW, 100).await.unwrap();
+    assert_eq!(
+        out.iter().map(|o| o.cursor).collect::<Vec<_>>(),
+        cursors,
+        "one outbox row per message, in cursor order"
+    );
+    for i in 0..8u32 {
+        let d = s.delivery(&id(2099 - i)).await.unwrap();
+        assert_eq!(d.len(), 1, "delivery of message {i}");
+        let keyed = s.keyed(vec![format!("ip:192.0.2.{i}")], 10).await.unwrap();
+        assert_eq!(keyed, vec![(format!("ip:192.0.2.{i}"), id(2099 - i))]);
+    }
+    let shared = s.keyed(vec!["sha256:same".into()], 100).await.unwrap();
+    assert_eq!(shared.len(), 8, "a key shared by every message: {shared:?}");
 }
 
 async fn queued_inserts_keep_their_order(s: Store) {

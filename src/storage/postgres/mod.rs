@@ -406,17 +406,12 @@ async fn run_batch(pool: &Pool, fence: &Fence, batch: &mut [Job]) -> Result<(), 
     };
     let c = pool.get().await.map_err(pool_err)?;
     let durable = batch.iter().any(|j| j.durability == Durability::Durable);
-    exec(
-        &c,
-        if durable {
-            "BEGIN"
-        } else {
-            "BEGIN; SET LOCAL synchronous_commit = off"
-        },
-        "cannot begin a transaction",
-    )
-    .await?;
-    let r = run_in_transaction(&c, fence, epoch, batch).await;
+    let begin = if durable {
+        "BEGIN"
+    } else {
+        "BEGIN; SET LOCAL synchronous_commit = off"
+    };
+    let r = run_in_transaction(&c, begin, fence, epoch, batch).await;
     match r {
         Ok(()) => exec(&c, "COMMIT", "cannot commit").await,
         Err(e) => {
@@ -426,20 +421,32 @@ async fn run_batch(pool: &Pool, fence: &Fence, batch: &mut [Job]) -> Result<(), 
     }
 }
 
+/// Begins the transaction (`begin`), checks the lease, runs the batch. The
+/// lease check is issued together with `BEGIN` (one round trip); it still
+/// runs inside the transaction, before any of the batch's writes.
 async fn run_in_transaction(
     c: &Object,
+    begin: &str,
     fence: &Fence,
     epoch: Option<i64>,
     batch: &mut [Job],
 ) -> Result<(), StoreError> {
-    if let Some(epoch) = epoch {
-        let held = c
-            .query_opt(
+    let Some(epoch) = epoch else {
+        exec(c, begin, "cannot begin a transaction").await?;
+        return run_jobs(c, batch).await;
+    };
+    let (_, held) = futures::try_join!(exec(c, begin, "cannot begin a transaction"), async {
+        let st = c
+            .prepare_cached(
                 "SELECT 1 FROM lease WHERE id = 1 AND epoch = $1 AND holder = $2 FOR SHARE",
-                &[&epoch, &fence.holder],
             )
             .await
-            .map_err(|e| pg_err("cannot check the lease", e))?;
+            .map_err(|e| pg_err("cannot prepare the lease check", e))?;
+        c.query_opt(&st, &[&epoch, &fence.holder])
+            .await
+            .map_err(|e| pg_err("cannot check the lease", e))
+    })?;
+    {
         if held.is_none() {
             let now = c
                 .query_opt("SELECT epoch, holder FROM lease WHERE id = 1", &[])
@@ -461,6 +468,11 @@ async fn run_in_transaction(
             return Err(StoreError::Fenced(why));
         }
     }
+    run_jobs(c, batch).await
+}
+
+/// Runs the jobs of a batch in the open transaction.
+async fn run_jobs(c: &Object, batch: &mut [Job]) -> Result<(), StoreError> {
     if batch.len() == 1 {
         let r = run_op(c, &batch[0].op).await;
         let failed = r.as_ref().err().cloned();
@@ -524,8 +536,14 @@ async fn insert_run(c: &Object, run: &mut [Job]) -> Result<bool, StoreError> {
             _ => Vec::new(),
         })
         .collect();
-    exec(c, "SAVEPOINT run", "cannot open a savepoint").await?;
-    match queries::insert_messages(c, &msgs).await {
+    // The savepoint and the insert are issued together (one round trip); a
+    // savepoint that fails aborts the transaction, so the insert fails too.
+    let (opened, inserted) = futures::join!(
+        exec(c, "SAVEPOINT run", "cannot open a savepoint"),
+        queries::insert_messages(c, &msgs)
+    );
+    opened?;
+    match inserted {
         Ok(stored) => {
             exec(c, "RELEASE SAVEPOINT run", "cannot close a savepoint").await?;
             let mut rest = stored.into_iter();

@@ -6,7 +6,9 @@
 //! Throughput: statements of one unit are pipelined (issued together, answered
 //! in order) wherever one does not depend on another's answer, so a Push
 //! chunk of many messages costs one round trip for the messages, not one
-//! each. A message, its outbox rows and its delivery rows go in ONE statement.
+//! each. All the messages of a write, with their correlation keys, outbox
+//! rows and delivery rows, go in ONE statement of column arrays (`unnest`):
+//! one plan and one execution per write, not per message.
 //!
 //! Supersede marks never depend on arrival order: an update whose original is
 //! not held yet waits in `pending_supersede`; both ways of applying a mark
@@ -61,38 +63,52 @@ fn rows_to_msgs(rows: Vec<Row>) -> Result<Vec<StoredMessage>, StoreError> {
     rows.iter().map(row_to_msg).collect()
 }
 
-/// A message, its outbox rows and its delivery rows in one statement; returns
-/// the cursor when new (nothing when the id is already held).
-const INSERT_ONE: &str = r#"
+/// Every message of a write, its correlation keys, outbox rows and delivery
+/// rows in ONE statement: each column is an array (one element per message,
+/// or per (message, key) / (message, peer) pair), unnested on the server, so
+/// a Push chunk of a thousand messages is one statement, one plan, one round
+/// trip. Messages are inserted in input order (`ORDER BY ord`), so their
+/// cursors follow it; the message ids must be distinct (the caller keeps the
+/// first of each). Returns (message id, cursor) of each message stored anew
+/// (nothing for an id already held).
+const INSERT_MANY: &str = r#"
 WITH m AS (
   INSERT INTO messages (message_id, origin, kind, tlp, severity, sectors, exercise, created_ms, expires_ms, received_ms, from_peer, path, header, payload, signature, readable, plain, request_id, hops, incident_id)
-  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $22)
+  SELECT message_id, origin, kind, tlp, severity, sectors, exercise, created_ms, expires_ms, received_ms, from_peer, path, header, payload, signature, readable, plain, request_id, hops, incident_id
+  FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::int[], $6::bigint[], $7::bool[], $8::bigint[], $9::bigint[], $10::bigint[], $11::text[], $12::text[], $13::bytea[], $14::bytea[], $15::bytea[], $16::bool[], $17::bytea[], $18::text[], $19::bytea[], $20::text[])
+    WITH ORDINALITY AS t(message_id, origin, kind, tlp, severity, sectors, exercise, created_ms, expires_ms, received_ms, from_peer, path, header, payload, signature, readable, plain, request_id, hops, incident_id, ord)
+  ORDER BY ord
   ON CONFLICT (message_id) DO NOTHING
-  RETURNING cursor
+  RETURNING cursor, message_id, received_ms
 ), k AS (
-  INSERT INTO message_keys (key, message_id)
-  SELECT t, $1 FROM m, unnest($23::text[]) AS t
+  INSERT INTO message_keys (key, message_id, incident_id)
+  SELECT t.key, t.message_id, t.incident_id FROM unnest($21::text[], $22::text[], $30::text[]) AS t(message_id, key, incident_id)
+    JOIN m USING (message_id)
   ON CONFLICT DO NOTHING
 ), o AS (
   INSERT INTO outbox (peer, cursor, enqueued_ms)
-  SELECT t, m.cursor, $10 FROM m, unnest($20::text[]) AS t
+  SELECT t.peer, m.cursor, m.received_ms FROM unnest($23::text[], $24::text[]) AS t(message_id, peer)
+    JOIN m USING (message_id)
   ON CONFLICT DO NOTHING
 ), d AS (
   INSERT INTO delivery (message_id, peer, state, reason, attempts, updated_ms)
-  SELECT $1, t, $21, '', 0, $10 FROM m, unnest($20::text[]) AS t
+  SELECT t.message_id, t.peer, $25, '', 0, m.received_ms FROM unnest($23::text[], $24::text[]) AS t(message_id, peer)
+    JOIN m USING (message_id)
   ON CONFLICT (message_id, peer) DO UPDATE SET state = excluded.state, reason = '',
     attempts = 0, updated_ms = excluded.updated_ms, next_attempt_ms = NULL
 ), po AS (
   INSERT INTO outbox (peer, cursor, enqueued_ms, not_before_ms)
-  SELECT t, m.cursor, $10, $25 FROM m, unnest($24::text[]) AS t
+  SELECT t.peer, m.cursor, m.received_ms, t.until FROM unnest($26::text[], $27::text[], $28::bigint[]) AS t(message_id, peer, until)
+    JOIN m USING (message_id)
   ON CONFLICT DO NOTHING
 ), pd AS (
   INSERT INTO delivery (message_id, peer, state, reason, attempts, updated_ms)
-  SELECT $1, t, $21, $26, 0, $10 FROM m, unnest($24::text[]) AS t
+  SELECT t.message_id, t.peer, $25, $29, 0, m.received_ms FROM unnest($26::text[], $27::text[], $28::bigint[]) AS t(message_id, peer, until)
+    JOIN m USING (message_id)
   ON CONFLICT (message_id, peer) DO UPDATE SET state = excluded.state, reason = excluded.reason,
     attempts = 0, updated_ms = excluded.updated_ms, next_attempt_ms = NULL
 )
-SELECT cursor FROM m
+SELECT message_id, cursor FROM m
 "#;
 
 /// Inserts messages with dedup, queueing each new one for its targets, then
@@ -103,93 +119,149 @@ pub async fn insert_messages(
 ) -> Result<Vec<Stored>, StoreError> {
     let e = |w: &'static str| move |x| pg_err(w, x);
     let st = c
-        .prepare_cached(INSERT_ONE)
+        .prepare_cached(INSERT_MANY)
         .await
         .map_err(e("cannot prepare the insert"))?;
-    let paths: Vec<String> = msgs
+    // The first of each message id is inserted; a later copy in the same
+    // write is a duplicate of it (as if inserted after it).
+    let mut seen = std::collections::HashSet::with_capacity(msgs.len());
+    let unique: Vec<&NewMessage> = msgs
+        .iter()
+        .copied()
+        .filter(|m| seen.insert(m.message_id.as_str()))
+        .collect();
+    let paths: Vec<String> = unique
         .iter()
         .map(|m| serde_json::to_string(&m.path))
         .collect::<Result<_, _>>()
         .map_err(|x| StoreError::Invalid(format!("storage: cannot encode a path: {x}")))?;
-    let targets: Vec<Vec<String>> = msgs
-        .iter()
-        .map(|m| {
-            let mut t = m.targets.clone();
-            t.sort();
-            t.dedup();
-            t
-        })
-        .collect();
+    let ids: Vec<&str> = unique.iter().map(|m| m.message_id.as_str()).collect();
+    let origins: Vec<&str> = unique.iter().map(|m| m.origin.as_str()).collect();
+    let kinds: Vec<i32> = unique.iter().map(|m| m.kind).collect();
+    let tlps: Vec<i32> = unique.iter().map(|m| m.tlp).collect();
+    let severities: Vec<i32> = unique.iter().map(|m| m.severity).collect();
+    let sectors: Vec<i64> = unique.iter().map(|m| m.sectors_mask).collect();
+    let exercise: Vec<bool> = unique.iter().map(|m| m.exercise).collect();
+    let created: Vec<i64> = unique.iter().map(|m| m.created_ms).collect();
+    let expires: Vec<Option<i64>> = unique.iter().map(|m| m.expires_ms).collect();
+    let received: Vec<i64> = unique.iter().map(|m| m.received_ms).collect();
+    let from: Vec<Option<&str>> = unique.iter().map(|m| m.from_peer.as_deref()).collect();
+    let path_refs: Vec<&str> = paths.iter().map(String::as_str).collect();
+    let headers: Vec<&[u8]> = unique.iter().map(|m| &m.header[..]).collect();
+    let payloads: Vec<&[u8]> = unique.iter().map(|m| &m.payload[..]).collect();
+    let signatures: Vec<&[u8]> = unique.iter().map(|m| &m.signature[..]).collect();
+    let readable: Vec<bool> = unique.iter().map(|m| m.readable).collect();
+    let plain: Vec<Option<&[u8]>> = unique.iter().map(|m| m.plain.as_deref()).collect();
+    let requests: Vec<Option<&str>> = unique.iter().map(|m| m.request_id.as_deref()).collect();
+    let hops: Vec<&[u8]> = unique.iter().map(|m| &m.hops[..]).collect();
+    let incidents: Vec<Option<&str>> = unique.iter().map(|m| m.incident_id.as_deref()).collect();
+    // (message, key), (message, full-copy target) and (message, parked peer)
+    // pairs. Parked peers (lazy links) never overlap the full-copy targets:
+    // one statement may not touch a delivery row twice.
+    let (mut key_ids, mut keys, mut key_incidents) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut target_ids, mut targets) = (Vec::new(), Vec::new());
+    let (mut parked_ids, mut parked, mut parked_until) = (Vec::new(), Vec::new(), Vec::new());
+    for m in &unique {
+        let mut ks: Vec<&str> = m.keys.iter().map(String::as_str).collect();
+        ks.sort_unstable();
+        ks.dedup();
+        for k in ks {
+            key_ids.push(m.message_id.as_str());
+            keys.push(k);
+            key_incidents.push(m.incident_id.as_deref());
+        }
+        let mut t: Vec<&str> = m.targets.iter().map(String::as_str).collect();
+        t.sort_unstable();
+        t.dedup();
+        let mut p: Vec<&str> = m
+            .parked
+            .iter()
+            .map(String::as_str)
+            .filter(|x| !t.contains(x))
+            .collect();
+        p.sort_unstable();
+        p.dedup();
+        for peer in t {
+            target_ids.push(m.message_id.as_str());
+            targets.push(peer);
+        }
+        for peer in p {
+            parked_ids.push(m.message_id.as_str());
+            parked.push(peer);
+            parked_until.push(m.park_until_ms.max(1));
+        }
+    }
     let queued = DeliveryState::Queued as i32;
-    // Parked peers (lazy links) never overlap the full-copy targets: one
-    // statement may not touch a delivery row twice.
-    let parked: Vec<(Vec<String>, i64)> = msgs
-        .iter()
-        .zip(&targets)
-        .map(|(m, t)| {
-            let mut p: Vec<String> = m
-                .parked
-                .iter()
-                .filter(|x| !t.contains(x))
-                .cloned()
-                .collect();
-            p.sort();
-            p.dedup();
-            (p, m.park_until_ms.max(1))
-        })
-        .collect();
-    let inserts = msgs.iter().zip(&paths).zip(&targets).zip(&parked).map(
-        |(((m, path), t), (p, park_until))| {
-            let params: Params = vec![
-                &m.message_id,
-                &m.origin,
-                &m.kind,
-                &m.tlp,
-                &m.severity,
-                &m.sectors_mask,
-                &m.exercise,
-                &m.created_ms,
-                &m.expires_ms,
-                &m.received_ms,
-                &m.from_peer,
-                path,
-                &m.header,
-                &m.payload,
-                &m.signature,
-                &m.readable,
-                &m.plain,
-                &m.request_id,
-                &m.hops,
-                t,
-                &queued,
-                &m.incident_id,
-                &m.keys,
-                p,
-                park_until,
-                &PARKED_REASON,
-            ];
-            let st = &st;
-            async move { c.query_opt(st, &params).await }
-        },
-    );
-    let rows = try_join_all(inserts)
+    let params: Params = vec![
+        &ids,
+        &origins,
+        &kinds,
+        &tlps,
+        &severities,
+        &sectors,
+        &exercise,
+        &created,
+        &expires,
+        &received,
+        &from,
+        &path_refs,
+        &headers,
+        &payloads,
+        &signatures,
+        &readable,
+        &plain,
+        &requests,
+        &hops,
+        &incidents,
+        &key_ids,
+        &keys,
+        &target_ids,
+        &targets,
+        &queued,
+        &parked_ids,
+        &parked,
+        &parked_until,
+        &PARKED_REASON,
+        &key_incidents,
+    ];
+    let rows = c
+        .query(&st, &params)
         .await
         .map_err(e("cannot insert messages"))?;
-    let out: Vec<Stored> = rows
+    let mut new: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+    for r in &rows {
+        let id: String = r.try_get(0).map_err(|x| {
+            StoreError::Corrupt(format!("a stored message id does not decode: {x}"))
+        })?;
+        let cursor: i64 = r
+            .try_get(1)
+            .map_err(|x| StoreError::Corrupt(format!("a new cursor does not decode: {x}")))?;
+        new.insert(id, cursor);
+    }
+    // Each id answers New once (its first copy), Duplicate after.
+    let out: Vec<Stored> = msgs
         .iter()
-        .map(|r| match r {
-            Some(r) => Stored::New(r.get::<_, i64>(0) as u64),
+        .map(|m| match new.remove(&m.message_id) {
+            Some(cursor) => Stored::New(cursor as u64),
             None => Stored::Duplicate,
         })
         .collect();
+    // Supersede marks first, in input order (rare: updates and retractions):
+    // a mark remembered here is seen by the check for waiting marks below.
+    for (m, s) in msgs.iter().zip(&out) {
+        if let (Stored::New(_), Some(old)) = (s, &m.supersedes) {
+            supersede(c, m, old).await?;
+        }
+    }
+    // What follows does not depend on each other's answers: issued together
+    // (pipelined), one round trip for all of them.
     let mut counts: std::collections::BTreeMap<i32, i64> = Default::default();
     for (m, s) in msgs.iter().zip(&out) {
         if let Stored::New(_) = s {
             *counts.entry(m.kind).or_default() += 1;
         }
     }
-    count_apply(c, counts).await?;
-    // Receipt facts, for new receipts only (pipelined).
+    // Receipt facts, for new receipts only.
     let rc = c
         .prepare_cached(
             "INSERT INTO receipts (message_id, node, state, reason, at_ms)
@@ -213,17 +285,15 @@ pub async fn insert_messages(
             }
         }
     }
-    if !receipts.is_empty() {
+    let receipts = async {
+        if receipts.is_empty() {
+            return Ok(());
+        }
         try_join_all(receipts)
             .await
-            .map_err(e("cannot record receipts"))?;
-    }
-    // Supersede marks, in input order (rare: updates and retractions).
-    for (m, s) in msgs.iter().zip(&out) {
-        if let (Stored::New(_), Some(old)) = (s, &m.supersedes) {
-            supersede(c, m, old).await?;
-        }
-    }
+            .map(|_| ())
+            .map_err(e("cannot record receipts"))
+    };
     // The reconciliation index, in the same transaction as the messages; the
     // bucket sums once per touched bucket, not once per message.
     let listed: Vec<(i64, i64, &SyncEntry)> = msgs
@@ -234,15 +304,25 @@ pub async fn insert_messages(
             _ => None,
         })
         .collect();
-    let touched = sync_add(c, &listed).await?;
+    let waiting = async {
+        let st = c
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM pending_supersede)")
+            .await
+            .map_err(e("cannot prepare a read"))?;
+        c.query_one(&st, &[])
+            .await
+            .map(|r| r.get::<_, bool>(0))
+            .map_err(e("cannot look for waiting supersede marks"))
+    };
+    let ((), (), touched, waiting) = futures::try_join!(
+        count_apply(c, counts),
+        receipts,
+        sync_add(c, &listed),
+        waiting
+    )?;
     for ((audience, bucket), hashes) in touched {
         bucket_apply(c, &audience, bucket, &hashes, 1).await?;
     }
-    let waiting = c
-        .query_one("SELECT EXISTS (SELECT 1 FROM pending_supersede)", &[])
-        .await
-        .map_err(e("cannot look for waiting supersede marks"))?
-        .get::<_, bool>(0);
     if waiting {
         for (m, s) in msgs.iter().zip(&out) {
             if let Stored::New(cursor) = s {
@@ -329,14 +409,17 @@ async fn count_apply(
     if kinds.is_empty() {
         return Ok(());
     }
-    c.execute(
-        "INSERT INTO message_counts (kind, n)
-         SELECT * FROM unnest($1::int[], $2::bigint[])
-         ON CONFLICT (kind) DO UPDATE SET n = message_counts.n + excluded.n",
-        &[&kinds, &ns],
-    )
-    .await
-    .map_err(|x| pg_err("cannot count stored messages", x))?;
+    let st = c
+        .prepare_cached(
+            "INSERT INTO message_counts (kind, n)
+             SELECT * FROM unnest($1::int[], $2::bigint[])
+             ON CONFLICT (kind) DO UPDATE SET n = message_counts.n + excluded.n",
+        )
+        .await
+        .map_err(|x| pg_err("cannot prepare the message count", x))?;
+    c.execute(&st, &[&kinds, &ns])
+        .await
+        .map_err(|x| pg_err("cannot count stored messages", x))?;
     Ok(())
 }
 
@@ -466,14 +549,17 @@ pub async fn keyed_incidents(
     limit: usize,
 ) -> Result<Vec<(String, String)>, StoreError> {
     let limit = limit as i64;
-    let rows = c
-        .query(
-            "SELECT DISTINCT k.key COLLATE \"C\", m.incident_id COLLATE \"C\" FROM message_keys k
-             JOIN messages m ON m.message_id = k.message_id
-             WHERE k.key = ANY($1) AND m.incident_id IS NOT NULL
+    // Served by the partial index of incident members (message_keys_incident).
+    let st = c
+        .prepare_cached(
+            "SELECT DISTINCT key, incident_id FROM message_keys
+             WHERE key = ANY($1) AND incident_id IS NOT NULL
              ORDER BY 1, 2 LIMIT $2",
-            &[&keys, &limit],
         )
+        .await
+        .map_err(|x| pg_err("cannot prepare a read", x))?;
+    let rows = c
+        .query(&st, &[&keys, &limit])
         .await
         .map_err(|x| pg_err("cannot read incident correlation keys", x))?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
@@ -1061,11 +1147,14 @@ async fn bucket_apply(
     sign: i64,
 ) -> Result<(), StoreError> {
     let e = |w: &'static str| move |x| pg_err(w, x);
-    let row = c
-        .query_opt(
+    let read = c
+        .prepare_cached(
             "SELECT count, l0, l1, l2, l3 FROM sync_buckets WHERE audience = $1 AND bucket = $2",
-            &[&audience, &bucket],
         )
+        .await
+        .map_err(e("cannot prepare a read of a reconciliation bucket"))?;
+    let row = c
+        .query_opt(&read, &[&audience, &bucket])
         .await
         .map_err(e("cannot read a reconciliation bucket"))?;
     let mut cur = SyncBucket {
@@ -1092,11 +1181,17 @@ async fn bucket_apply(
         return Ok(());
     }
     let l = cur.lanes.map(|x| x as i64);
+    let write = c
+        .prepare_cached(
+            "INSERT INTO sync_buckets (audience, bucket, count, l0, l1, l2, l3)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (audience, bucket) DO UPDATE SET count = excluded.count,
+               l0 = excluded.l0, l1 = excluded.l1, l2 = excluded.l2, l3 = excluded.l3",
+        )
+        .await
+        .map_err(e("cannot prepare a write of a reconciliation bucket"))?;
     c.execute(
-        "INSERT INTO sync_buckets (audience, bucket, count, l0, l1, l2, l3)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
-         ON CONFLICT (audience, bucket) DO UPDATE SET count = excluded.count,
-           l0 = excluded.l0, l1 = excluded.l1, l2 = excluded.l2, l3 = excluded.l3",
+        &write,
         &[
             &audience,
             &bucket,
@@ -1138,13 +1233,16 @@ async fn sync_add(
     if aud.is_empty() {
         return Ok(touched);
     }
-    let rows = c
-        .query(
+    let st = c
+        .prepare_cached(
             "INSERT INTO sync_items (audience, created_ms, id, cursor, hash)
              SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[], $4::bigint[], $5::bytea[])
              ON CONFLICT DO NOTHING RETURNING audience, created_ms, hash",
-            &[&aud, &created, &ids, &cursors, &hashes],
         )
+        .await
+        .map_err(|x| pg_err("cannot prepare the reconciliation listing", x))?;
+    let rows = c
+        .query(&st, &[&aud, &created, &ids, &cursors, &hashes])
         .await
         .map_err(|x| pg_err("cannot list messages for reconciliation", x))?;
     let bad = sync_corrupt("a listed sync_items row");

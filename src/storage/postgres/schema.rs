@@ -160,6 +160,21 @@ const MIGRATIONS: &[&str] = &[
     );
     INSERT INTO message_counts (kind, n) SELECT kind, COUNT(*) FROM messages GROUP BY kind;
     "#,
+    // 6: correlation keys compared in byte order (the "C" collation, as
+    // SQLite compares: no locale comparison on every index step of an
+    // insert), and each key row carries its message's incident, with an
+    // index of incident members only: finding the incidents under a key
+    // costs the members under it, not every message that ever carried it.
+    r#"
+    ALTER TABLE message_keys
+        ALTER COLUMN key TYPE TEXT COLLATE "C",
+        ALTER COLUMN message_id TYPE TEXT COLLATE "C",
+        ADD COLUMN incident_id TEXT COLLATE "C";
+    UPDATE message_keys k SET incident_id = m.incident_id FROM messages m
+        WHERE m.message_id = k.message_id AND m.incident_id IS NOT NULL;
+    CREATE INDEX message_keys_incident ON message_keys(key, incident_id)
+        WHERE incident_id IS NOT NULL;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -393,3 +393,50 @@ fn concurrent_inserts_share_one_call_and_a_bad_one_still_fails_alone() {
         store.close().await;
     });
 }
+
+#[test]
+fn migration_6_gives_existing_keys_their_incident() {
+    use crate::proto::v1::MessageKind;
+    use crate::storage::conformance::msg;
+    with_db(async |_, url| {
+        let store = open_plain(url, "node-a").await.unwrap();
+        let mut opener = msg("inc-1", "node-a", MessageKind::Alert, &[]);
+        opener.incident_id = Some("inc-1".into());
+        opener.keys = vec!["ip:192.0.2.1".into()];
+        let mut loose = msg("loose-1", "node-a", MessageKind::Alert, &[]);
+        loose.keys = vec!["ip:192.0.2.1".into()];
+        store
+            .insert(vec![opener, loose], Durability::Durable)
+            .await
+            .unwrap();
+        store.close().await;
+        // The database as version 5 left it: no incident on key rows.
+        admin::execute(
+            url,
+            "DROP INDEX message_keys_incident;
+             ALTER TABLE message_keys DROP COLUMN incident_id,
+                 ALTER COLUMN key TYPE TEXT COLLATE \"default\";
+             UPDATE store_meta SET value = '5' WHERE key = 'schema_version'",
+        )
+        .await
+        .unwrap();
+        let store = open_plain(url, "node-a").await.unwrap();
+        assert_eq!(
+            store
+                .keyed_incidents(vec!["ip:192.0.2.1".into()], 10)
+                .await
+                .unwrap(),
+            vec![("ip:192.0.2.1".to_string(), "inc-1".to_string())],
+            "the incident member's key row got its incident; the loose one none"
+        );
+        assert_eq!(
+            store
+                .keyed(vec!["ip:192.0.2.1".into()], 10)
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
+        store.close().await;
+    });
+}
