@@ -947,7 +947,7 @@ fn each_origin_gets_its_own_first_arrival_tree() {
             let dist = distances(&sim, o);
             let id = format!("r2-n{o}");
             let sent = sim.delivered_at[o][&id];
-            for v in 0..n {
+            for (v, d) in dist.iter().enumerate() {
                 assert_eq!(
                     sim.delivered[v].get(&id),
                     Some(&1),
@@ -955,7 +955,7 @@ fn each_origin_gets_its_own_first_arrival_tree() {
                 );
                 assert_eq!(
                     sim.delivered_at[v][&id] - sent,
-                    dist[v],
+                    *d,
                     "seed {seed}: {id} reached n{v} later than its shortest path"
                 );
             }

@@ -148,7 +148,7 @@ pub struct Prepared {
     /// parked copy) instead of a full copy now, and whether a duplicate of
     /// it may prune the link (not when the peer sent it back or again on
     /// purpose).
-    tree: Vec<(Option<(String, String)>, Vec<String>, bool)>,
+    tree: Vec<TreeRow>,
     /// Why the batch could not be prepared (shown by `finish`).
     failed: Option<StoreError>,
 }
@@ -211,6 +211,11 @@ pub async fn prepare(
         Err(e) => Prepared::failed(from_peer, n, e),
     }
 }
+
+/// A row's part in the Plumtree trees (see `Prepared::tree`): its (id,
+/// origin) if tree-routed, the lazy targets announced to, and whether a
+/// duplicate of it may prune the link.
+type TreeRow = (Option<(String, String)>, Vec<String>, bool);
 
 /// Most envelopes of one batch whose signatures are checked on the async
 /// worker itself (a larger batch goes to the blocking pool).
