@@ -51,16 +51,11 @@
 //!   would pass it are answered as one fingerprint range over the rest of the
 //!   set (refined in later rounds), so a large set with differences spread
 //!   everywhere takes more rounds, never more memory. The first range that
-//!   needs items is always answered, so every round makes progress. The
-//!   budget counts the items loaded since [`BucketView::mark`]: a caller
-//!   that keeps its view over the rounds of an exchange (loading each
-//!   bucket once, not once a round) bounds what it keeps with
-//!   [`BucketView::evict_to`]; a loaded bucket's sum is that of its items,
-//!   so such a view stays consistent while the set changes.
+//!   needs items is always answered, so every round makes progress.
 use crate::domain::policy::broadcastable;
 use crate::proto::v1::{ReconcileFrame, ShortIds, SyncBound, SyncRange, Tlp, sync_range};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// Domain-separation prefix of item hashes.
 pub const ITEM_CONTEXT: &[u8] = b"certfed.v1.sync\x00";
@@ -360,10 +355,6 @@ pub struct BucketView {
     sums: BTreeMap<i64, Acc>,
     loaded: HashMap<i64, Vec<Item>>,
     loaded_items: usize,
-    /// Loaded buckets, oldest load first (for [`BucketView::evict_to`]).
-    order: VecDeque<i64>,
-    /// Items loaded since [`BucketView::mark`] (what a round's budget counts).
-    since_mark: usize,
 }
 
 /// Buckets whose items a step found missing (collected over a whole step).
@@ -379,8 +370,6 @@ impl BucketView {
             sums: sums.into_iter().filter(|(_, a)| a.count > 0).collect(),
             loaded: HashMap::new(),
             loaded_items: 0,
-            order: VecDeque::new(),
-            since_mark: 0,
         }
     }
 
@@ -418,46 +407,14 @@ impl BucketView {
         (from, from.saturating_add(self.width_ms))
     }
 
-    /// Gives the items of a bucket (all of them, any order; items of other
-    /// buckets are ignored). The bucket's sum becomes theirs, so a view kept
-    /// over several rounds stays consistent when the set changed since its
-    /// sums were read (a loaded bucket is described by its items alone).
+    /// Gives the items of a bucket (any order; items of other buckets are
+    /// ignored).
     pub fn load(&mut self, bucket: i64, mut items: Vec<Item>) {
         items.retain(|i| self.bucket_of(i.key.created_ms) == bucket);
         items.sort_by_key(|i| i.key);
-        let mut acc = Acc::default();
-        items.iter().for_each(|i| acc.add_item(&i.hash));
-        if acc.count > 0 {
-            self.sums.insert(bucket, acc);
-        } else {
-            self.sums.remove(&bucket);
-        }
         self.loaded_items += items.len();
-        self.since_mark += items.len();
-        match self.loaded.insert(bucket, items) {
-            Some(old) => self.loaded_items -= old.len(),
-            None => self.order.push_back(bucket),
-        }
-    }
-
-    /// Starts a round: from now on [`Limits::max_load`] counts the items
-    /// loaded after this call only (a view kept from earlier rounds keeps
-    /// its buckets without spending the new round's budget on them).
-    pub fn mark(&mut self) {
-        self.since_mark = 0;
-    }
-
-    /// Drops the items of the buckets loaded longest ago until at most
-    /// `cap` items stay loaded (their sums stay: they are needed again only
-    /// when a round splits or lists them, and are then loaded again).
-    pub fn evict_to(&mut self, cap: usize) {
-        while self.loaded_items > cap {
-            let Some(b) = self.order.pop_front() else {
-                break;
-            };
-            if let Some(old) = self.loaded.remove(&b) {
-                self.loaded_items -= old.len();
-            }
+        if let Some(old) = self.loaded.insert(bucket, items) {
+            self.loaded_items -= old.len();
         }
     }
 
@@ -754,7 +711,7 @@ pub fn process(
         let extra: u64 = new.iter().map(|b| view.count_of(*b)).sum();
         if answered_one
             && extra > 0
-            && view.since_mark as u64 + pending + extra > limits.max_load as u64
+            && view.loaded_items() as u64 + pending + extra > limits.max_load as u64
         {
             // Over the round's budget: the rest is one fingerprint range,
             // refined in later rounds.

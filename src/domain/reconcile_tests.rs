@@ -23,11 +23,6 @@ struct Side {
     /// Start every step from the sums alone, as the service does (its view
     /// lives for one round), recording the most items a step loaded.
     fresh: bool,
-    /// Keep the view over the exchange as the service does, evicted to this
-    /// many items before each step (and the round's budget restarted).
-    keep: Option<usize>,
-    /// Items loaded over the whole exchange.
-    items_read: usize,
     max_loaded: usize,
     /// Most bytes of a reply (`process_within`).
     max_bytes: usize,
@@ -51,8 +46,6 @@ impl Side {
             view: BucketView::new(width, sums),
             loads: 0,
             fresh: false,
-            keep: None,
-            items_read: 0,
             max_loaded: 0,
             max_bytes: usize::MAX,
             largest: 0,
@@ -65,10 +58,6 @@ impl Side {
             let sums: Vec<(i64, Acc)> = self.view.sums.iter().map(|(b, a)| (*b, *a)).collect();
             self.view = BucketView::new(self.view.width_ms, sums);
         }
-        if let Some(cap) = self.keep {
-            self.view.evict_to(cap);
-            self.view.mark();
-        }
         for _ in 0..100 {
             let r = process_within(since, frame, &self.view, limits, self.max_bytes);
             self.max_loaded = self.max_loaded.max(self.view.loaded_items());
@@ -80,7 +69,6 @@ impl Side {
                     for b in buckets {
                         self.loads += 1;
                         let items = self.items.get(&b).cloned().unwrap_or_default();
-                        self.items_read += items.len();
                         self.view.load(b, items);
                     }
                 }
@@ -266,84 +254,6 @@ fn a_load_budget_spreads_the_work_over_rounds_and_still_converges() {
     // Five budgets' worth of set (as 1,000,000 items are for the default):
     // within the service's MAX_ROUNDS.
     assert!(out.round_trips <= 40, "{} round trips", out.round_trips);
-}
-
-/// The service keeps each side's view over an exchange (evicted to a cap,
-/// each round with its own budget): the sets converge exactly as with a
-/// view read afresh each round, memory stays within cap plus budget, and
-/// far fewer items are read (a bucket split in one round is listed and
-/// compared in the next ones without being read again).
-#[test]
-fn a_view_kept_over_the_rounds_reads_each_bucket_about_once() {
-    let limits = Limits {
-        max_load: 8_000,
-        ..Limits::default()
-    };
-    let width = 10_000;
-    let b = spread(40_000, 400 * width);
-    let a: BTreeSet<Key> = b.iter().copied().filter(|k| k.id[15] % 100 != 3).collect();
-    let a_only: BTreeSet<Key> = a.difference(&b).copied().collect();
-    let b_only: BTreeSet<Key> = b.difference(&a).copied().collect();
-    let run = |fresh: bool, keep: Option<usize>| {
-        let mut sa = Side::new(width, &a);
-        let mut sb = Side::new(width, &b);
-        (sa.fresh, sb.fresh, sa.keep, sb.keep) = (fresh, fresh, keep, keep);
-        let (out, sa, sb) = exchange_with(sa, sb, &limits);
-        assert_eq!(out.a_sends, a_only, "A learns exactly what B lacks");
-        assert_eq!(out.b_sends, b_only, "B learns exactly what A lacks");
-        (out, sa, sb)
-    };
-    let (fresh_out, fa, fb) = run(true, None);
-    // Kept: as much as the round's budget (as the service keeps
-    // KEEP_LOADED with a ROUND_LOAD budget).
-    let (kept_out, ka, kb) = run(false, Some(8_000));
-    for (who, side) in [("A", &ka), ("B", &kb)] {
-        assert!(
-            side.max_loaded <= 8_000 + 8_000 + 2_000,
-            "{who} held {} items (cap 8,000 + budget 8,000)",
-            side.max_loaded
-        );
-    }
-    let fresh_read = fa.items_read + fb.items_read;
-    let kept_read = ka.items_read + kb.items_read;
-    assert!(
-        kept_read * 2 < fresh_read,
-        "kept view read {kept_read} items, fresh views {fresh_read}"
-    );
-    assert!(
-        kept_out.round_trips <= fresh_out.round_trips,
-        "kept {} round trips, fresh {}",
-        kept_out.round_trips,
-        fresh_out.round_trips
-    );
-}
-
-/// A loaded bucket is described by its items, not by sums read earlier: a
-/// view kept while the set changed stays consistent.
-#[test]
-fn loading_a_bucket_replaces_its_stale_sum() {
-    let width = 1_000;
-    let old: Vec<Item> = (0..10).map(|i| Item::new(key(i * 10, i as u64))).collect();
-    let stale = BucketView::of_items(width, old.clone());
-    let sums: Vec<(i64, Acc)> = stale.sums.iter().map(|(b, a)| (*b, *a)).collect();
-    let mut kept = BucketView::new(width, sums);
-    // Since the sums were read, two items arrived in bucket 0.
-    let mut now = old;
-    now.push(Item::new(key(500, 100)));
-    now.push(Item::new(key(600, 101)));
-    kept.load(0, now.clone());
-    let fresh = BucketView::of_items(width, now);
-    assert_eq!(kept.sums, fresh.sums);
-    assert_eq!(
-        initiate(0, &kept).unwrap(),
-        initiate(0, &fresh).unwrap(),
-        "the same fingerprint as a view read now"
-    );
-    // Evicting keeps the (updated) sum, drops the items.
-    kept.evict_to(0);
-    assert_eq!(kept.loaded_items(), 0);
-    assert!(!kept.is_loaded(0));
-    assert_eq!(kept.sums, fresh.sums);
 }
 
 #[test]

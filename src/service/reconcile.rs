@@ -43,7 +43,7 @@ use crate::proto::v1::{
 };
 use crate::service::node::Node;
 use crate::service::peers::expect_node;
-use crate::service::reconciler::{KeptView, PeerState};
+use crate::service::reconciler::PeerState;
 use crate::service::{ErrorKind, ServiceError, now_ms};
 use crate::storage::{Requeue, SYNC_BUCKET_MS, StoreError, SyncPos};
 use prost::Message;
@@ -56,16 +56,6 @@ use tokio::time::Instant;
 pub const MAX_ROUNDS: u32 = 64;
 /// Most items loaded (edge buckets and compared ranges) for one round.
 pub const MAX_LOADED: usize = 300_000;
-/// Items of earlier rounds kept loaded for the next round of the same
-/// exchange (each side keeps its view over the exchange: a bucket split in
-/// one round is listed and compared in the next ones without being read
-/// again); the rest of [`MAX_LOADED`] is the round's own budget
-/// (`Limits::max_load`).
-pub const KEEP_LOADED: usize = 140_000;
-/// Items a round may load beyond those kept.
-const ROUND_LOAD: usize = 140_000;
-/// A responder's kept view is dropped after this long without a round.
-const KEEP_IDLE: Duration = Duration::from_secs(60);
 /// Items read per store query when paging through a range.
 const PAGE: usize = 1024;
 /// Messages looked up and queued per store write.
@@ -234,21 +224,19 @@ async fn exchange(node: &Arc<Node>, peer: &str, view: &mut ReconcileView) -> Res
             .map_or(reconcile::LEGACY_RANGES, |r| r as usize)
             .clamp(MIN_RANGES, reconcile::MAX_RANGES),
         accept_ranges: reconcile::MAX_RANGES,
-        max_load: ROUND_LOAD,
         ..Limits::default()
     };
     let request_budget = request_budget(status.peer_max_message_bytes);
     let window_ms = i64::try_from(node.cfg.reconcile.window().as_millis()).unwrap_or(i64::MAX);
     let since = now_ms().saturating_sub(window_ms);
-    // One view for the whole exchange: bucket sums read once, each bucket's
-    // items read when a round first needs them and kept (up to
-    // KEEP_LOADED) for the next rounds.
-    let mut v = load_view(node, peer, since)
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut frame = with_loads(node, peer, &mut v, |v| reconcile::initiate(since, v))
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut frame = {
+        let mut v = load_view(node, peer, since)
+            .await
+            .map_err(|e| e.to_string())?;
+        with_loads(node, peer, &mut v, |v| reconcile::initiate(since, v))
+            .await
+            .map_err(|e| e.to_string())?
+    };
     for round in 1..=MAX_ROUNDS {
         let req = ReconcileRequest {
             since_ms: since,
@@ -292,16 +280,18 @@ async fn exchange(node: &Arc<Node>, peer: &str, view: &mut ReconcileView) -> Res
                 return Err(format!("{peer} answered round {round} with {e}"));
             }
         };
-        v.evict_to(KEEP_LOADED);
-        v.mark();
-        let step =
+        let step = {
+            let mut v = load_view(node, peer, since)
+                .await
+                .map_err(|e| e.to_string())?;
             match fitted_step(node, peer, &mut v, since, &theirs, limits, request_budget).await {
                 Ok(s) => s,
                 Err(e) => {
                     node.metrics.reconcile_failure(e.label());
                     return Err(format!("round {round}: {e}"));
                 }
-            };
+            }
+        };
         let queued = apply(node, peer, since, &step)
             .await
             .map_err(|e| e.to_string())?;
@@ -409,7 +399,6 @@ async fn respond_checked(
             n => (n as usize).clamp(MIN_RANGES, reconcile::MAX_RANGES),
         },
         accept_ranges: reconcile::MAX_RANGES,
-        max_load: ROUND_LOAD,
         ..Limits::default()
     };
     let malformed = |e: MachineError| ReconcileError::Malformed {
@@ -422,22 +411,7 @@ async fn respond_checked(
     let frame =
         reconcile::from_proto(since, &req.frame.unwrap_or_default(), &limits).map_err(malformed)?;
     reconcile::validate(since, &frame, &limits).map_err(malformed)?;
-    // The view kept from this exchange's previous round, if this is its
-    // next one; else the sums read afresh.
-    let kept = st.kept.lock().expect("reconcile lock").take();
-    let mut v = match kept {
-        Some(k)
-            if req.round > 1
-                && k.since == since
-                && k.round.checked_add(1) == Some(req.round)
-                && k.at.elapsed() < KEEP_IDLE =>
-        {
-            k.view
-        }
-        _ => load_view(node, peer, since).await?,
-    };
-    v.evict_to(KEEP_LOADED);
-    v.mark();
+    let mut v = load_view(node, peer, since).await?;
     let step = fitted_step(
         node,
         peer,
@@ -455,9 +429,6 @@ async fn respond_checked(
         },
         other => other,
     })?;
-    if !step.reply.is_done() {
-        keep(node, &st, since, req.round, v);
-    }
     let queued = apply(node, peer, since, &step).await?;
     let mut last = node.reconcile.last(peer).unwrap_or_default();
     if req.round <= 1 || last.started_by != "peer" {
@@ -476,31 +447,6 @@ async fn respond_checked(
         frame: Some(reconcile::to_proto(since, &step.reply)),
         queued: u32::try_from(queued).unwrap_or(u32::MAX),
     })
-}
-
-/// Keeps the responder's view for the next round of the peer's exchange,
-/// and drops it once it idles for [`KEEP_IDLE`] (an exchange the peer
-/// abandoned holds no memory).
-fn keep(node: &Node, st: &Arc<PeerState>, since: i64, round: u32, view: BucketView) {
-    let at = Instant::now();
-    *st.kept.lock().expect("reconcile lock") = Some(KeptView {
-        since,
-        round,
-        at,
-        view,
-    });
-    let st = st.clone();
-    let shutdown = node.shutdown.clone();
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = tokio::time::sleep(KEEP_IDLE) => {}
-            _ = shutdown.cancelled() => {}
-        }
-        let mut k = st.kept.lock().expect("reconcile lock");
-        if k.as_ref().is_some_and(|k| k.at == at) {
-            *k = None;
-        }
-    });
 }
 
 /// The audiences of the link to `peer` (see `reconcile::audiences`):

@@ -6,12 +6,9 @@
 //! so that the node and its links can own it without importing the protocol.
 //!
 //! Invariants: an entry per peer is created on first use and never removed
-//! (one small entry per configured peer, ever; the view it keeps between a
-//! peer's rounds is bounded by `service::reconcile::MAX_LOADED` items and
-//! dropped when the exchange ends or idles); every lock is held only for
+//! (one small entry per configured peer, ever); every lock is held only for
 //! a copy or an update, never across an await (except `running`, a tokio
 //! mutex held for one exchange).
-use crate::domain::reconcile::BucketView;
 use crate::proto::v1::ReconcileView;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -36,20 +33,6 @@ pub struct PeerState {
     /// Entries were queued again: the link sweeps its due entries.
     pub(crate) requeued: Arc<Notify>,
     pub(crate) last: Mutex<Option<ReconcileView>>,
-    /// The responder's view of the link's set, kept between the rounds of
-    /// one exchange the peer runs (dropped when it ends or idles).
-    pub(crate) kept: Mutex<Option<KeptView>>,
-}
-
-/// A view kept between the rounds of an exchange the peer runs.
-pub struct KeptView {
-    /// The exchange's `since_ms`.
-    pub since: i64,
-    /// The round it answered last.
-    pub round: u32,
-    /// When it was kept.
-    pub at: Instant,
-    pub view: BucketView,
 }
 
 impl Reconciler {
