@@ -13,6 +13,9 @@
 //!   (the initiator's `since_ms`), read from the store's per-bucket sums and,
 //!   for the buckets at range edges only, its items: memory is bounded by
 //!   [`MAX_LOADED`] items per round, never the whole set.
+//! - What a peer lacks is queued in batches of `QUEUE_BATCH` (one read and
+//!   one write each) and the link is woken after each batch: a large
+//!   difference is delivered while the rest of it is being queued.
 //! - Nothing is sent by this module: what a peer lacks is queued in this
 //!   node's outbox for it (`Storage::requeue`), and only if
 //!   `domain::admission::entitled` allows it (the forwarding policy: TLP,

@@ -295,6 +295,9 @@ pub async fn run(messages: usize, missing: usize, json: bool) -> anyhow::Result<
     // second (two streams, one per store, in parallel).
     let items_per_second = missing as f64 / converge_seconds.max(1e-9);
     let ingest_per_second = (2 * messages - missing) as f64 / fill_seconds.max(1e-9);
+    // One link's share of it (two links filled the two stores at once): what
+    // the delivery over the one link a - b compares with.
+    let ingest_per_link = ingest_per_second / 2.0;
     // CPU both nodes used until then (b from its start, a since b started):
     // on a loaded machine the wall time above waits for CPU, this does not.
     let cpu_a = proc_cpu_seconds(&a.pid()).unwrap_or(f64::NAN) - cpu_a0;
@@ -333,6 +336,7 @@ pub async fn run(messages: usize, missing: usize, json: bool) -> anyhow::Result<
             "reconcile_converge_cpu_seconds": ((cpu_a + cpu_b) * 100.0).round() / 100.0,
             "reconcile_items_per_second": items_per_second.round(),
             "reconcile_fill_items_per_second": ingest_per_second.round(),
+            "reconcile_fill_items_per_second_per_link": ingest_per_link.round(),
             "reconcile_rounds": first.rounds,
             "reconcile_bytes": first.bytes,
             "reconcile_difference": first.difference,
@@ -374,6 +378,10 @@ pub async fn run(messages: usize, missing: usize, json: bool) -> anyhow::Result<
         println!(
             "{:<48} {:>12.0}",
             "normal ingest: fill pushes accepted per second", ingest_per_second
+        );
+        println!(
+            "{:<48} {:>12.0}",
+            "  of which per link (two links filled at once)", ingest_per_link
         );
         println!("{:<48} {:>12}", "reconciliation rounds", first.rounds);
         println!(
