@@ -5,14 +5,26 @@
 //! [`Plumtree::next_deadline`]. No I/O, no clock, no randomness.
 //!
 //! Rules (the paper's, with the changes named):
-//! - Every link starts **eager**. A message seen for the first time is
-//!   delivered once, pushed in full to the eager peers and announced
-//!   ("I have", batched per peer for `ihave_batch_ms`, at most
-//!   `ihave_batch_max` ids a batch) to the lazy peers, never to the peer it
-//!   came from; that peer becomes eager.
-//! - A full message seen again moves its sender to **lazy** and answers it
-//!   with PRUNE; PRUNE moves the sender to lazy. So the eager links shrink
-//!   to a tree formed by first arrivals.
+//! - **One tree per origin** (the paper's single tree, kept per source as
+//!   its section on multiple senders suggests): a link is eager or lazy
+//!   *for the messages of one origin*. A single shared tree is pruned by
+//!   every origin's duplicates, so each origin's messages follow links that
+//!   were first for someone else — long paths and grafts; per origin, the
+//!   eager links settle on that origin's first-arrival (lowest-latency)
+//!   tree. Origins are bounded (`max_origins`; beyond it a new origin's
+//!   messages go over every link, as flooding).
+//! - Every link starts **eager** for every origin. A message seen for the
+//!   first time is delivered once, pushed in full to the peers eager for
+//!   its origin and announced ("I have", batched per peer for
+//!   `ihave_batch_ms`, at most `ihave_batch_max` ids a batch) to the peers
+//!   lazy for it, never to the peer it came from; that peer becomes eager
+//!   for the origin.
+//! - A full message seen again moves its sender to **lazy** for the
+//!   message's origin (remembered with the id, never taken from the
+//!   duplicate) and answers it with PRUNE naming the origin; PRUNE moves
+//!   the sender to lazy for the origins named (all known origins when it
+//!   names none: an older peer's prune). So each origin's eager links
+//!   shrink to a tree formed by first arrivals.
 //! - An announcement of a message not held starts a timer
 //!   (`graft_timeout_ms`); when it expires the node GRAFTs the next
 //!   announcer in turn (that link becomes eager; the answer is the full
@@ -20,10 +32,10 @@
 //!   are tried round robin, not dropped after one try, so a lost or
 //!   refused graft is retried until a live announcer answers or the peers
 //!   go away.
-//! - GRAFT makes the sender eager and is answered with the full message of
-//!   every id asked that is held.
-//! - A peer that goes down leaves both sets and every announcement list; a
-//!   peer that comes up joins the eager set. Messages missing with no live
+//! - GRAFT makes the sender eager for the origins of the ids asked that
+//!   are held here, and is answered with the full message of each.
+//! - A peer that goes down leaves every set and every announcement list; a
+//!   peer that comes up is eager for every origin. Messages missing with no live
 //!   announcer left are forgotten (reconciliation heals the rest).
 //! - Addition for durable lazy links: an announcement is answered with
 //!   HAVE (batched like announcements) once the message is held here —
@@ -33,8 +45,9 @@
 //!   that HAVE, a GRAFT or a timeout, so no announcement lost to a crash,
 //!   a full queue or a dropped link can lose a message.
 //!
-//! Invariants: a message is delivered at most once per node; the eager and
-//! lazy sets are disjoint and hold only peers that are up; state is
+//! Invariants: a message is delivered at most once per node; for every
+//! origin a peer that is up is either eager or lazy, never both; lazy sets
+//! hold only peers that are up; state is
 //! bounded: ids received are remembered for `remember_ms` (the store is
 //! the long-term memory: the caller passes [`Event::Gossip`] only for
 //! messages it newly stored, or asks [`Plumtree::holds`]), announcers per
@@ -87,6 +100,9 @@ pub struct Config {
     pub max_missing_per_peer: usize,
     /// Grafts sent for one missing id before it is given up.
     pub max_graft_tries: u32,
+    /// Most origins with a tree of their own (a new origin beyond it is
+    /// sent over every link: flooding, never a loss).
+    pub max_origins: usize,
 }
 
 impl Default for Config {
@@ -101,6 +117,7 @@ impl Default for Config {
             max_missing: 4_096,
             max_missing_per_peer: 1_024,
             max_graft_tries: 16,
+            max_origins: 4_096,
         }
     }
 }
@@ -108,16 +125,21 @@ impl Default for Config {
 /// What happened to this node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// This node originates a message.
-    Broadcast(String),
-    /// A peer sent the full message `id`.
-    Gossip { from: String, id: String },
+    /// This node (`origin`, its own id) originates message `id`.
+    Broadcast { id: String, origin: String },
+    /// A peer sent the full message `id`, originated by `origin`.
+    Gossip {
+        from: String,
+        id: String,
+        origin: String,
+    },
     /// A peer announces that it holds these messages.
     IHave { from: String, ids: Vec<String> },
     /// A peer asks for these messages in full (and makes the link eager).
     Graft { from: String, ids: Vec<String> },
-    /// A peer received a message twice and turns the link lazy.
-    Prune { from: String },
+    /// A peer received a message twice and turns the link lazy for the
+    /// messages of `origins` (all known origins when empty: an older peer).
+    Prune { from: String, origins: Vec<String> },
     /// A link came up.
     PeerUp(String),
     /// A link went down (or the peer left).
@@ -137,8 +159,8 @@ pub enum Action {
     IHave { to: String, ids: Vec<String> },
     /// Ask `to` for these messages in full.
     Graft { to: String, ids: Vec<String> },
-    /// Tell `to` that its link is now lazy.
-    Prune { to: String },
+    /// Tell `to` that its link is now lazy for `origin`'s messages.
+    Prune { to: String, origin: String },
     /// Tell `to` that these messages it announced are held here (it may
     /// drop the full copies it kept queued for this node).
     Have { to: String, ids: Vec<String> },
@@ -156,11 +178,19 @@ struct Missing {
 #[derive(Debug, Clone)]
 pub struct Plumtree {
     cfg: Config,
-    eager: BTreeSet<String>,
-    lazy: BTreeSet<String>,
-    /// Ids received, with when (forgotten after `remember_ms`, or when
-    /// more than `max_received` are held), and their order of arrival.
-    received: BTreeMap<String, i64>,
+    /// Peers whose link is up (in the trees).
+    up: BTreeSet<String>,
+    /// Per origin: the up peers whose link is lazy for its messages (the
+    /// others are eager for it).
+    lazy: BTreeMap<String, BTreeSet<String>>,
+    /// Peers that pruned without naming origins (older peers): lazy for
+    /// every origin known then and every origin first seen later, until an
+    /// arrival or a graft makes them eager for one.
+    prune_all: BTreeSet<String>,
+    /// Ids received, with when and their origin (forgotten after
+    /// `remember_ms`, or when more than `max_received` are held), and
+    /// their order of arrival.
+    received: BTreeMap<String, (i64, String)>,
     order: VecDeque<(i64, String)>,
     missing: BTreeMap<String, Missing>,
     /// Per peer: how many missing ids it is an announcer of.
@@ -176,8 +206,9 @@ impl Plumtree {
     pub fn new(cfg: Config, peers: impl IntoIterator<Item = String>) -> Plumtree {
         Plumtree {
             cfg,
-            eager: peers.into_iter().collect(),
-            lazy: BTreeSet::new(),
+            up: peers.into_iter().collect(),
+            lazy: BTreeMap::new(),
+            prune_all: BTreeSet::new(),
             received: BTreeMap::new(),
             order: VecDeque::new(),
             missing: BTreeMap::new(),
@@ -187,12 +218,51 @@ impl Plumtree {
         }
     }
 
-    pub fn eager(&self) -> &BTreeSet<String> {
-        &self.eager
+    /// The up peers eager for `origin`'s messages.
+    pub fn eager(&self, origin: &str) -> BTreeSet<String> {
+        match self.lazy.get(origin) {
+            Some(l) => self.up.difference(l).cloned().collect(),
+            None => self.up.clone(),
+        }
     }
 
-    pub fn lazy(&self) -> &BTreeSet<String> {
-        &self.lazy
+    /// The up peers lazy for `origin`'s messages.
+    pub fn lazy(&self, origin: &str) -> BTreeSet<String> {
+        self.lazy.get(origin).cloned().unwrap_or_default()
+    }
+
+    /// The up peers that are lazy for at least one origin, and the number
+    /// of (origin, peer) pairs that are lazy (for gauges and tests).
+    pub fn lazy_links(&self) -> (BTreeSet<String>, usize) {
+        let peers = self.lazy.values().flatten().cloned().collect();
+        (peers, self.lazy.values().map(BTreeSet::len).sum())
+    }
+
+    /// The peers whose link is up.
+    pub fn up(&self) -> &BTreeSet<String> {
+        &self.up
+    }
+
+    /// Makes `p` lazy for `origin`; false when it already was, is not up,
+    /// or `origin` is new and `max_origins` are tracked (it stays eager).
+    fn make_lazy(&mut self, origin: &str, p: &str) -> bool {
+        if !self.up.contains(p) {
+            return false;
+        }
+        if !self.lazy.contains_key(origin) && self.lazy.len() >= self.cfg.max_origins {
+            return false;
+        }
+        self.lazy
+            .entry(origin.to_string())
+            .or_default()
+            .insert(p.to_string())
+    }
+
+    /// Makes `p` eager for `origin`.
+    fn make_eager(&mut self, origin: &str, p: &str) {
+        if let Some(l) = self.lazy.get_mut(origin) {
+            l.remove(p);
+        }
     }
 
     /// Whether `id` was received here (within `remember_ms`).
@@ -224,19 +294,16 @@ impl Plumtree {
     pub fn handle(&mut self, now_ms: i64, ev: Event) -> Vec<Action> {
         let mut out = Vec::new();
         match ev {
-            Event::Broadcast(id) => self.first_arrival(now_ms, None, id, &mut out),
-            Event::Gossip { from, id } => {
+            Event::Broadcast { id, origin } => {
+                self.first_arrival(now_ms, None, id, origin, &mut out)
+            }
+            Event::Gossip { from, id, origin } => {
                 if self.received.contains_key(&id) {
-                    // A duplicate: this link is not needed for it.
-                    if self.eager.remove(&from) {
-                        self.lazy.insert(from.clone());
-                        out.push(Action::Prune { to: from });
-                    }
+                    // A duplicate: this link is not needed for its origin.
+                    out.extend(self.duplicate(&from, &id));
                 } else {
-                    if self.lazy.remove(&from) {
-                        self.eager.insert(from.clone());
-                    }
-                    self.first_arrival(now_ms, Some(from), id, &mut out);
+                    self.make_eager(&origin, &from);
+                    self.first_arrival(now_ms, Some(from), id, origin, &mut out);
                 }
             }
             Event::IHave { from, ids } => {
@@ -273,10 +340,9 @@ impl Plumtree {
                 if !self.is_up(&from) {
                     return out;
                 }
-                self.lazy.remove(&from);
-                self.eager.insert(from.clone());
                 for id in ids {
-                    if self.received.contains_key(&id) {
+                    if let Some((_, origin)) = self.received.get(&id).cloned() {
+                        self.make_eager(&origin, &from);
                         out.push(Action::Gossip {
                             to: from.clone(),
                             id,
@@ -284,18 +350,34 @@ impl Plumtree {
                     }
                 }
             }
-            Event::Prune { from } => {
-                if self.eager.remove(&from) {
-                    self.lazy.insert(from);
+            Event::Prune { from, origins } => {
+                if origins.is_empty() {
+                    if self.is_up(&from) {
+                        self.prune_all.insert(from.clone());
+                    }
+                    let known: Vec<String> = self.lazy.keys().cloned().collect();
+                    for o in known {
+                        self.make_lazy(&o, &from);
+                    }
+                } else {
+                    for o in origins {
+                        self.make_lazy(&o, &from);
+                    }
                 }
             }
             Event::PeerUp(p) => {
-                self.lazy.remove(&p);
-                self.eager.insert(p);
+                for l in self.lazy.values_mut() {
+                    l.remove(&p);
+                }
+                self.prune_all.remove(&p);
+                self.up.insert(p);
             }
             Event::PeerDown(p) => {
-                self.eager.remove(&p);
-                self.lazy.remove(&p);
+                self.up.remove(&p);
+                self.prune_all.remove(&p);
+                for l in self.lazy.values_mut() {
+                    l.remove(&p);
+                }
                 self.pending.remove(&p);
                 self.pending_have.remove(&p);
                 self.missing.retain(|_, m| {
@@ -309,9 +391,9 @@ impl Plumtree {
         out
     }
 
-    /// Whether `p` is in the tree (its link is up).
+    /// Whether `p` is in the trees (its link is up).
     pub fn is_up(&self, p: &str) -> bool {
-        self.eager.contains(p) || self.lazy.contains(p)
+        self.up.contains(p)
     }
 
     /// Ids waiting for their graft timer, announcements waiting for their
@@ -328,29 +410,29 @@ impl Plumtree {
         )
     }
 
-    /// The caller stored message `id`, new here, from peer `from` (`None`:
-    /// this node originated it) and queued full copies itself (to the
-    /// peers [`split`] left eager). Records it, makes `from` eager (it
-    /// served this node first), and queues announcements to `announce` (the
-    /// lazy peers policy allows) for their batches. Returns the batches that
-    /// filled up. A known id changes nothing.
+    /// The caller stored message `id` of `origin`, new here, from peer
+    /// `from` (`None`: this node originated it) and queued full copies
+    /// itself (to the peers [`split`] left eager). Records it, makes `from`
+    /// eager for `origin` (it served this node first), and queues
+    /// announcements to `announce` (the lazy peers policy allows) for their
+    /// batches. Returns the batches that filled up. A known id changes
+    /// nothing.
     pub fn stored(
         &mut self,
         now_ms: i64,
         from: Option<&str>,
         id: String,
+        origin: &str,
         announce: &[String],
     ) -> Vec<Action> {
         let mut out = Vec::new();
         if self.received.contains_key(&id) {
             return out;
         }
-        if let Some(f) = from
-            && self.lazy.remove(f)
-        {
-            self.eager.insert(f.to_string());
+        if let Some(f) = from {
+            self.make_eager(origin, f);
         }
-        self.remember(now_ms, from, &id, &mut out);
+        self.remember(now_ms, from, &id, origin, &mut out);
         for p in announce {
             if Some(p.as_str()) == from || !self.is_up(p) {
                 continue;
@@ -360,13 +442,22 @@ impl Plumtree {
         out
     }
 
-    /// A message this node already held arrived again from `from`: that
-    /// link is not needed for it. Returns the PRUNE to send, if the link
-    /// was eager.
-    pub fn duplicate(&mut self, from: &str) -> Vec<Action> {
-        if self.eager.remove(from) {
-            self.lazy.insert(from.to_string());
-            return vec![Action::Prune { to: from.into() }];
+    /// Message `id`, already held, arrived again from `from`: that link is
+    /// not needed for the messages of its origin (the one recorded when it
+    /// was first received; nothing when the id is no longer remembered).
+    /// Returns the PRUNE to send, if the link was eager for that origin.
+    pub fn duplicate(&mut self, from: &str, id: &str) -> Vec<Action> {
+        let Some((_, origin)) = self.received.get(id).cloned() else {
+            return Vec::new();
+        };
+        if origin.is_empty() {
+            return Vec::new();
+        }
+        if self.make_lazy(&origin, from) {
+            return vec![Action::Prune {
+                to: from.into(),
+                origin,
+            }];
         }
         Vec::new()
     }
@@ -383,7 +474,14 @@ impl Plumtree {
 
     /// Records `id` as received (from `from`); the peers that announced it
     /// while it was missing get a HAVE (`from` has it already).
-    fn remember(&mut self, now_ms: i64, from: Option<&str>, id: &str, out: &mut Vec<Action>) {
+    fn remember(
+        &mut self,
+        now_ms: i64,
+        from: Option<&str>,
+        id: &str,
+        origin: &str,
+        out: &mut Vec<Action>,
+    ) {
         if let Some(m) = self.missing.remove(id) {
             for a in m.announcers {
                 if let Some(n) = self.announced.get_mut(&a) {
@@ -394,7 +492,20 @@ impl Plumtree {
                 }
             }
         }
-        self.received.insert(id.to_string(), now_ms);
+        // A new origin's tree starts with every link eager but those an
+        // older peer pruned for everything.
+        if !origin.is_empty()
+            && !self.lazy.contains_key(origin)
+            && self.lazy.len() < self.cfg.max_origins
+        {
+            self.lazy.insert(origin.to_string(), self.prune_all.clone());
+        }
+        // The peer that served it first is eager for its origin.
+        if let Some(f) = from {
+            self.make_eager(origin, f);
+        }
+        self.received
+            .insert(id.to_string(), (now_ms, origin.to_string()));
         self.order.push_back((now_ms, id.to_string()));
         while self.order.len() > self.cfg.max_received {
             if let Some((_, old)) = self.order.pop_front() {
@@ -416,7 +527,9 @@ impl Plumtree {
             }
         }
         if !self.received.contains_key(id) {
-            self.received.insert(id.to_string(), now_ms);
+            // No origin: a refused message shapes no tree.
+            self.received
+                .insert(id.to_string(), (now_ms, String::new()));
             self.order.push_back((now_ms, id.to_string()));
             while self.order.len() > self.cfg.max_received {
                 if let Some((_, old)) = self.order.pop_front() {
@@ -470,23 +583,23 @@ impl Plumtree {
         now_ms: i64,
         from: Option<String>,
         id: String,
+        origin: String,
         out: &mut Vec<Action>,
     ) {
-        self.remember(now_ms, from.as_deref(), &id, out);
+        self.remember(now_ms, from.as_deref(), &id, &origin, out);
         out.push(Action::Deliver(id.clone()));
-        for p in &self.eager {
-            if Some(p) != from.as_ref() {
+        for p in self.eager(&origin) {
+            if Some(&p) != from.as_ref() {
                 out.push(Action::Gossip {
-                    to: p.clone(),
+                    to: p,
                     id: id.clone(),
                 });
             }
         }
         let lazy: Vec<String> = self
-            .lazy
-            .iter()
-            .filter(|p| Some(*p) != from.as_ref())
-            .cloned()
+            .lazy(&origin)
+            .into_iter()
+            .filter(|p| Some(p) != from.as_ref())
             .collect();
         for p in lazy {
             self.announce(now_ms, p, id.clone(), out);
@@ -540,9 +653,9 @@ impl Plumtree {
             m.tries += 1;
             grafts.entry(to).or_default().push(id.clone());
         }
+        // The answer (the full message) makes the link eager for the
+        // message's origin when it arrives (`stored` / `Event::Gossip`).
         for (to, ids) in grafts {
-            self.lazy.remove(&to);
-            self.eager.insert(to.clone());
             out.push(Action::Graft { to, ids });
         }
         while let Some((at, _)) = self.order.front() {

@@ -24,6 +24,7 @@ fn first_arrival_delivers_once_and_a_duplicate_prunes() {
         Event::Gossip {
             from: s("a"),
             id: s("m1"),
+            origin: s("o"),
         },
     );
     assert_eq!(
@@ -45,20 +46,25 @@ fn first_arrival_delivers_once_and_a_duplicate_prunes() {
         Event::Gossip {
             from: s("b"),
             id: s("m1"),
+            origin: s("o"),
         },
     );
     assert_eq!(
         out,
-        vec![Action::Prune { to: s("b") }],
+        vec![Action::Prune {
+            to: s("b"),
+            origin: s("o")
+        }],
         "no second delivery"
     );
-    assert!(n.lazy().contains("b") && !n.eager().contains("b"));
+    assert!(n.lazy("o").contains("b") && !n.eager("o").contains("b"));
     // b is lazy now: the next message is announced to it, batched.
     let out = n.handle(
         10,
         Event::Gossip {
             from: s("a"),
             id: s("m2"),
+            origin: s("o"),
         },
     );
     assert_eq!(
@@ -71,7 +77,13 @@ fn first_arrival_delivers_once_and_a_duplicate_prunes() {
             }
         ]
     );
-    n.handle(11, Event::Broadcast(s("m3")));
+    n.handle(
+        11,
+        Event::Broadcast {
+            id: s("m3"),
+            origin: s("o"),
+        },
+    );
     assert_eq!(
         n.next_deadline(),
         Some(10 + Config::default().ihave_batch_ms)
@@ -89,9 +101,21 @@ fn first_arrival_delivers_once_and_a_duplicate_prunes() {
 #[test]
 fn prune_turns_a_link_lazy_and_graft_back_eager() {
     let mut n = node(&["a", "b"]);
-    n.handle(0, Event::Prune { from: s("a") });
-    assert!(n.lazy().contains("a"));
-    n.handle(1, Event::Broadcast(s("m1")));
+    n.handle(
+        0,
+        Event::Prune {
+            from: s("a"),
+            origins: vec![s("o")],
+        },
+    );
+    assert!(n.lazy("o").contains("a"));
+    n.handle(
+        1,
+        Event::Broadcast {
+            id: s("m1"),
+            origin: s("o"),
+        },
+    );
     let out = n.handle(
         2,
         Event::Graft {
@@ -107,15 +131,27 @@ fn prune_turns_a_link_lazy_and_graft_back_eager() {
         }],
         "only what is held"
     );
-    assert!(n.eager().contains("a") && !n.lazy().contains("a"));
+    assert!(n.eager("o").contains("a") && !n.lazy("o").contains("a"));
 }
 
 #[test]
 fn an_announcement_grafts_after_the_timeout_unless_the_message_comes() {
     let t = Config::default().graft_timeout_ms;
     let mut n = node(&["a", "b"]);
-    n.handle(0, Event::Prune { from: s("a") });
-    n.handle(0, Event::Prune { from: s("b") });
+    n.handle(
+        0,
+        Event::Prune {
+            from: s("a"),
+            origins: vec![s("o")],
+        },
+    );
+    n.handle(
+        0,
+        Event::Prune {
+            from: s("b"),
+            origins: vec![s("o")],
+        },
+    );
     assert!(
         n.handle(
             5,
@@ -139,6 +175,7 @@ fn an_announcement_grafts_after_the_timeout_unless_the_message_comes() {
         Event::Gossip {
             from: s("b"),
             id: s("m2"),
+            origin: s("o"),
         },
     );
     // ... and is announced to a, the lazy peer it did not come from, which
@@ -172,7 +209,8 @@ fn an_announcement_grafts_after_the_timeout_unless_the_message_comes() {
             ids: vec![s("m1")]
         }]
     );
-    assert!(n.eager().contains("a"));
+    // A graft alone changes no tree: the answer does (below).
+    assert!(!n.eager("o").contains("a"));
     // No answer from a: the next announcer in turn, then a again.
     let out = n.handle(5 + 2 * t, Event::Tick);
     assert_eq!(
@@ -197,10 +235,15 @@ fn an_announcement_grafts_after_the_timeout_unless_the_message_comes() {
         Event::Gossip {
             from: s("a"),
             id: s("m1"),
+            origin: s("o"),
         },
     );
     assert_eq!(out, vec![Action::Deliver(s("m1"))]);
     assert_eq!(n.next_deadline(), None);
+    assert!(
+        n.eager("o").contains("a"),
+        "the link that answered is eager for the message's origin"
+    );
 }
 
 #[test]
@@ -214,7 +257,7 @@ fn a_peer_that_goes_down_leaves_every_set_and_foreign_frames_are_ignored() {
         },
     );
     n.handle(0, Event::PeerDown(s("a")));
-    assert!(!n.eager().contains("a") && !n.lazy().contains("a"));
+    assert!(!n.eager("o").contains("a") && !n.lazy("o").contains("a"));
     assert_eq!(n.missing().count(), 0, "no announcer left");
     assert!(
         n.handle(
@@ -242,7 +285,7 @@ fn a_peer_that_goes_down_leaves_every_set_and_foreign_frames_are_ignored() {
         "a peer that is down announces nothing"
     );
     n.handle(2, Event::PeerUp(s("a")));
-    assert!(n.eager().contains("a"));
+    assert!(n.eager("o").contains("a"));
 }
 
 #[test]
@@ -254,10 +297,22 @@ fn state_stays_bounded() {
         ..Config::default()
     };
     let mut n = Plumtree::new(cfg, ["a", "b", "c", "d"].map(s));
-    n.handle(0, Event::Prune { from: s("d") });
+    n.handle(
+        0,
+        Event::Prune {
+            from: s("d"),
+            origins: vec![s("o")],
+        },
+    );
     let mut sent = 0;
     for i in 0..10 {
-        for a in n.handle(0, Event::Broadcast(format!("m{i}"))) {
+        for a in n.handle(
+            0,
+            Event::Broadcast {
+                id: format!("m{i}"),
+                origin: s("o"),
+            },
+        ) {
             if let Action::IHave { ids, .. } = a {
                 assert_eq!(ids.len(), 4, "a full batch goes at once");
                 sent += 1;
@@ -326,7 +381,7 @@ fn an_announcement_is_answered_with_have_once_the_message_is_held() {
     );
     // m1 arrives from b: c (the other announcer) learns it is held; b, which
     // sent it, does not need telling.
-    assert!(n.stored(batch + 1, Some("b"), s("m1"), &[]).is_empty());
+    assert!(n.stored(batch + 1, Some("b"), s("m1"), "o", &[]).is_empty());
     let out = n.handle(2 * batch + 1, Event::Tick);
     assert_eq!(
         out,
@@ -380,16 +435,34 @@ fn a_refused_message_is_not_grafted_again() {
 #[test]
 fn stored_announces_only_to_the_peers_given_and_a_duplicate_prunes_once() {
     let mut n = node(&["a", "b", "c", "d"]);
-    n.handle(0, Event::Prune { from: s("b") });
-    n.handle(0, Event::Prune { from: s("c") });
-    n.handle(0, Event::Prune { from: s("a") });
+    n.handle(
+        0,
+        Event::Prune {
+            from: s("b"),
+            origins: vec![s("o")],
+        },
+    );
+    n.handle(
+        0,
+        Event::Prune {
+            from: s("c"),
+            origins: vec![s("o")],
+        },
+    );
+    n.handle(
+        0,
+        Event::Prune {
+            from: s("a"),
+            origins: vec![s("o")],
+        },
+    );
     // From a (lazy: it served this node first, so it becomes eager);
     // policy allows announcing to b only (not c), never back to a.
     assert!(
-        n.stored(1, Some("a"), s("m1"), &[s("a"), s("b")])
+        n.stored(1, Some("a"), s("m1"), "o", &[s("a"), s("b")])
             .is_empty()
     );
-    assert!(n.eager().contains("a"));
+    assert!(n.eager("o").contains("a"));
     assert!(n.holds("m1"));
     let out = n.handle(1 + Config::default().ihave_batch_ms, Event::Tick);
     assert_eq!(
@@ -400,13 +473,22 @@ fn stored_announces_only_to_the_peers_given_and_a_duplicate_prunes_once() {
         }]
     );
     // Stored again (a second commit of the same id): nothing new.
-    assert!(n.stored(100, Some("d"), s("m1"), &[s("b")]).is_empty());
+    assert!(n.stored(100, Some("d"), s("m1"), "o", &[s("b")]).is_empty());
     assert_eq!(n.next_deadline(), None);
-    assert_eq!(n.duplicate("d"), vec![Action::Prune { to: s("d") }]);
-    assert!(n.duplicate("d").is_empty(), "already lazy: no second PRUNE");
-    assert!(n.lazy().contains("d"));
+    assert_eq!(
+        n.duplicate("d", "m1"),
+        vec![Action::Prune {
+            to: s("d"),
+            origin: s("o")
+        }]
+    );
+    assert!(
+        n.duplicate("d", "m1").is_empty(),
+        "already lazy: no second PRUNE"
+    );
+    assert!(n.lazy("o").contains("d"));
     // A peer outside the tree (down, or without Plumtree) is never announced to.
-    assert!(n.stored(200, None, s("m2"), &[s("x")]).is_empty());
+    assert!(n.stored(200, None, s("m2"), "o", &[s("x")]).is_empty());
     assert_eq!(n.next_deadline(), None);
 }
 
@@ -447,7 +529,7 @@ fn announcement_floods_are_capped_and_grafts_give_up() {
     assert_eq!(n.missing().count(), 0);
     // Received ids are capped too: the oldest go first.
     for i in 0..20 {
-        n.stored(t, None, format!("m{i}"), &[]);
+        n.stored(t, None, format!("m{i}"), "o", &[]);
     }
     assert_eq!(n.sizes().2, 5);
     assert!(n.holds("m19") && !n.holds("m14"));
@@ -493,6 +575,12 @@ struct Sim {
     seq: u64,
     now: i64,
     delivered: Vec<BTreeMap<String, usize>>,
+    /// When each node delivered each message.
+    delivered_at: Vec<BTreeMap<String, i64>>,
+    /// The origin of each message broadcast.
+    origin_of: BTreeMap<String, String>,
+    /// Each link's latency, when fixed (`Sim::fixed`); random per frame otherwise.
+    latency: Option<BTreeMap<(usize, usize), i64>>,
     gossip_frames: BTreeMap<String, usize>,
     /// Probability that a frame is lost once and resent later (the durable
     /// outbox retries until acknowledged).
@@ -530,6 +618,9 @@ impl Sim {
             seq: 0,
             now: 0,
             delivered: vec![BTreeMap::new(); n],
+            delivered_at: vec![BTreeMap::new(); n],
+            origin_of: BTreeMap::new(),
+            latency: None,
             gossip_frames: BTreeMap::new(),
             loss,
         }
@@ -542,6 +633,18 @@ impl Sim {
             .push((At(std::cmp::Reverse((at, self.seq))), self.items.len() - 1));
     }
 
+    /// Node `o` originates message `id`.
+    fn broadcast(&mut self, o: usize, id: String) {
+        self.origin_of.insert(id.clone(), name(o));
+        self.apply(
+            o,
+            Event::Broadcast {
+                id,
+                origin: name(o),
+            },
+        );
+    }
+
     fn link_up(&self, a: usize, b: usize) -> bool {
         self.alive[a] && self.alive[b] && self.links.contains(&(a.min(b), a.max(b)))
     }
@@ -551,20 +654,39 @@ impl Sim {
         for a in out {
             let (to, ev) = match a {
                 Action::Deliver(id) => {
+                    self.delivered_at[i].entry(id.clone()).or_insert(self.now);
                     *self.delivered[i].entry(id).or_default() += 1;
                     continue;
                 }
                 Action::Gossip { to, id } => {
                     *self.gossip_frames.entry(id.clone()).or_default() += 1;
-                    (to, Event::Gossip { from: name(i), id })
+                    let origin = self.origin_of[&id].clone();
+                    (
+                        to,
+                        Event::Gossip {
+                            from: name(i),
+                            id,
+                            origin,
+                        },
+                    )
                 }
                 Action::IHave { to, ids } => (to, Event::IHave { from: name(i), ids }),
                 Action::Graft { to, ids } => (to, Event::Graft { from: name(i), ids }),
-                Action::Prune { to } => (to, Event::Prune { from: name(i) }),
+                Action::Prune { to, origin } => (
+                    to,
+                    Event::Prune {
+                        from: name(i),
+                        origins: vec![origin],
+                    },
+                ),
                 // The node's outbox keeps lazy copies; the machine needs no answer.
                 Action::Have { .. } => continue,
             };
-            let mut delay = self.rng.random_range(1..20);
+            let j = index(&to);
+            let mut delay = match &self.latency {
+                Some(l) => l[&(i.min(j), i.max(j))],
+                None => self.rng.random_range(1..20),
+            };
             if self.rng.random_bool(self.loss) {
                 delay += self.rng.random_range(50..300);
             }
@@ -688,7 +810,7 @@ fn simulated_network_every_connected_node_gets_every_message_exactly_once() {
                     };
                     let id = format!("m{k}");
                     origins.insert(id.clone(), o);
-                    sim.apply(o, Event::Broadcast(id));
+                    sim.broadcast(o, id);
                 }
                 1 if live.len() > 1 => {
                     let v = *live.choose(&mut rng).expect("live");
@@ -733,9 +855,10 @@ fn simulated_network_every_connected_node_gets_every_message_exactly_once() {
     }
 }
 
-/// Without failures or loss the eager links settle on a tree: after a few
-/// messages each one costs exactly one full copy per other node, the rest
-/// of the links carrying announcements only.
+/// Without failures or loss the eager links settle on a tree per origin:
+/// once every origin has sent, each message costs one full copy per other
+/// node (a few more while random latencies reshape a tree), the rest of the
+/// links carrying announcements only.
 #[test]
 fn a_calm_network_settles_on_a_tree() {
     for seed in 0..20u64 {
@@ -746,8 +869,9 @@ fn a_calm_network_settles_on_a_tree() {
         for k in 0..60 {
             t += 100;
             sim.run(t);
-            let o = rng.random_range(0..n);
-            sim.apply(o, Event::Broadcast(format!("m{k}")));
+            // Each origin's first message floods; the later ones follow its tree.
+            let o = if k < n { k } else { rng.random_range(0..n) };
+            sim.broadcast(o, format!("m{k}"));
         }
         sim.run(i64::MAX);
         for k in 0..60 {
@@ -766,5 +890,80 @@ fn a_calm_network_settles_on_a_tree() {
             "seed {seed}: full copies per message once settled {late:?} (tree: {})",
             n - 1
         );
+    }
+}
+
+/// Shortest-path latencies from `o` over the live links with fixed latencies.
+fn distances(sim: &Sim, o: usize) -> Vec<i64> {
+    let n = sim.nodes.len();
+    let lat = sim.latency.as_ref().expect("fixed latencies");
+    let mut dist = vec![i64::MAX; n];
+    let mut heap = BinaryHeap::new();
+    dist[o] = 0;
+    heap.push(std::cmp::Reverse((0i64, o)));
+    while let Some(std::cmp::Reverse((d, v))) = heap.pop() {
+        if d > dist[v] {
+            continue;
+        }
+        for u in (0..n).filter(|&u| sim.link_up(u, v)) {
+            let nd = d + lat[&(u.min(v), u.max(v))];
+            if nd < dist[u] {
+                dist[u] = nd;
+                heap.push(std::cmp::Reverse((nd, u)));
+            }
+        }
+    }
+    dist
+}
+
+/// One tree per origin: with fixed link latencies, once each origin's first
+/// message has flooded, its later messages still reach every node along a
+/// shortest path (at the same time as flooding would) while costing one
+/// full copy per node. A single tree shared by all origins fails this: each
+/// origin's duplicates prune links that are another origin's fastest path.
+#[test]
+fn each_origin_gets_its_own_first_arrival_tree() {
+    for seed in 0..10u64 {
+        let n = 37;
+        let mut sim = Sim::new(seed, n, 0.0);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0xfeed);
+        sim.latency = Some(
+            sim.links
+                .iter()
+                .map(|&l| (l, rng.random_range(1..50)))
+                .collect(),
+        );
+        let mut t = 0;
+        // Every origin floods once (its tree forms), then sends again.
+        for round in 0..3 {
+            for o in 0..n {
+                t += 2_000;
+                sim.run(t);
+                sim.broadcast(o, format!("r{round}-n{o}"));
+            }
+        }
+        sim.run(i64::MAX);
+        for o in 0..n {
+            let dist = distances(&sim, o);
+            let id = format!("r2-n{o}");
+            let sent = sim.delivered_at[o][&id];
+            for v in 0..n {
+                assert_eq!(
+                    sim.delivered[v].get(&id),
+                    Some(&1),
+                    "seed {seed}: {id} at n{v}"
+                );
+                assert_eq!(
+                    sim.delivered_at[v][&id] - sent,
+                    dist[v],
+                    "seed {seed}: {id} reached n{v} later than its shortest path"
+                );
+            }
+            assert_eq!(
+                sim.gossip_frames[&id],
+                n - 1,
+                "seed {seed}: {id} took more than one full copy per node"
+            );
+        }
     }
 }

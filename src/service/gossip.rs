@@ -22,7 +22,11 @@ pub async fn received(node: &Node, peer: &str, f: Frame) {
         refuse(&node.metrics, "disabled", 1);
         return;
     }
-    if f.ihave.len() > MAX_IDS || f.graft.len() > MAX_IDS || f.have.len() > MAX_IDS {
+    if f.ihave.len() > MAX_IDS
+        || f.graft.len() > MAX_IDS
+        || f.have.len() > MAX_IDS
+        || f.prune_origins.len() > MAX_IDS
+    {
         refuse(&node.metrics, "malformed", 1);
         tracing::debug!(%peer, "gossip frame with too many ids ignored");
         return;
@@ -76,9 +80,23 @@ pub async fn received(node: &Node, peer: &str, f: Frame) {
         }
     }
     if f.prune {
-        g.lock()
-            .tree
-            .handle(now, Event::Prune { from: peer.into() });
+        // Origins are node ids; a frame naming anything else is ignored
+        // whole (one tree per origin is bounded by the machine).
+        if f.prune_origins
+            .iter()
+            .any(|o| crate::domain::identity::validate_name(o).is_err())
+        {
+            refuse(&node.metrics, "malformed", 1);
+            tracing::debug!(%peer, "gossip prune naming an invalid origin ignored");
+            return;
+        }
+        g.lock().tree.handle(
+            now,
+            Event::Prune {
+                from: peer.into(),
+                origins: f.prune_origins,
+            },
+        );
     }
     if !ihave.is_empty() {
         // One index lookup each: what is held here is not missing.
@@ -113,11 +131,13 @@ pub async fn received(node: &Node, peer: &str, f: Frame) {
     if !graft.is_empty() {
         {
             let mut inner = g.lock();
-            inner.tree.handle(
+            // The machine makes the link eager for the origins of the ids
+            // it remembers; what is sent is decided below.
+            let _ = inner.tree.handle(
                 now,
                 Event::Graft {
                     from: peer.into(),
-                    ids: Vec::new(),
+                    ids: graft.clone(),
                 },
             );
         }

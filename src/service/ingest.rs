@@ -143,11 +143,12 @@ pub struct Prepared {
     slots: Vec<usize>,
     owed: Vec<Option<ReceiptOwed>>,
     rejections: Vec<RejectionRow>,
-    /// Per row: its id if it takes part in the Plumtree tree, the lazy
-    /// targets that get an announcement (and a parked copy) instead of a
-    /// full copy now, and whether a duplicate of it may prune the link (not
-    /// when the peer sent it back or again on purpose).
-    tree: Vec<(Option<String>, Vec<String>, bool)>,
+    /// Per row: its id and origin if it takes part in the Plumtree trees
+    /// (one per origin), the lazy targets that get an announcement (and a
+    /// parked copy) instead of a full copy now, and whether a duplicate of
+    /// it may prune the link (not when the peer sent it back or again on
+    /// purpose).
+    tree: Vec<(Option<(String, String)>, Vec<String>, bool)>,
     /// Why the batch could not be prepared (shown by `finish`).
     failed: Option<StoreError>,
 }
@@ -263,9 +264,9 @@ async fn try_prepare(
     let mut owed = Vec::with_capacity(n);
     let mut rejections = Vec::new();
     let mut tree = Vec::with_capacity(n);
-    // Plumtree: targets on lazy links get an announcement now and a parked
-    // copy (sent in full unless they answer that they hold it).
-    let lazy = node.gossip.lazy();
+    // Plumtree: targets on links lazy for the message's origin get an
+    // announcement now and a parked copy (sent in full unless they answer
+    // that they hold it).
     let mut chains = chains.into_iter();
     for (i, (envelope, verdict)) in slots_todo.into_iter().zip(envs.into_iter().zip(verdicts)) {
         let id_hint = header_id_hint(&envelope);
@@ -292,12 +293,17 @@ async fn try_prepare(
                     && EnvelopeHeader::decode(row.header.as_slice())
                         .is_ok_and(|h| crate::service::tree::tree_routed(&h));
                 let mut announce = Vec::new();
-                if routed && !lazy.is_empty() {
+                let lazy = if routed {
+                    node.gossip.lazy(&row.origin)
+                } else {
+                    Default::default()
+                };
+                if !lazy.is_empty() {
                     let (full, lazy_targets) = split(&row.forward_to, &lazy);
                     row.forward_to = full;
                     announce = lazy_targets;
                 }
-                let id = routed.then(|| row.message_id.clone());
+                let id = routed.then(|| (row.message_id.clone(), row.origin.clone()));
                 let mut r = to_row(*row);
                 if !announce.is_empty() {
                     r.parked = announce.clone();
@@ -484,7 +490,6 @@ impl Committing {
             .zip(rosters)
         {
             let (id, announce, prunable) = tree.next().unwrap_or_default();
-            let routed = id.is_some();
             if let Some(r) = roster {
                 // Whoever sent a roster message admitted it: it holds that version.
                 if from_peer && let Ok(d) = crate::domain::roster::parse(&r) {
@@ -513,9 +518,15 @@ impl Committing {
                     if from_peer && !(t.is_empty() && announce.is_empty()) {
                         node.metrics.count_relayed(exercise);
                     }
-                    if let Some(id) = &id {
-                        node.gossip
-                            .stored(&node.metrics, sender.as_deref(), id, &announce, c);
+                    if let Some((id, origin)) = &id {
+                        node.gossip.stored(
+                            &node.metrics,
+                            sender.as_deref(),
+                            id,
+                            origin,
+                            &announce,
+                            c,
+                        );
                     }
                     wake.extend(t);
                     // A lazy peer's link learns when its parked copy is due.
@@ -524,11 +535,8 @@ impl Committing {
                 }
                 Stored::Duplicate => {
                     node.metrics.count_duplicate(exercise);
-                    if routed
-                        && prunable
-                        && let Some(p) = &sender
-                    {
-                        node.gossip.duplicate(&node.metrics, p);
+                    if prunable && let (Some(p), Some((id, _))) = (&sender, &id) {
+                        node.gossip.duplicate(&node.metrics, p, id);
                     }
                     Ingested::Duplicate
                 }
@@ -611,7 +619,7 @@ async fn drop_held(
             // Plumtree: that link was not needed for it (unless the peer
             // sends it back on purpose, after reconciliation).
             if let (true, false, Some(p)) = (*routed, chain.returning || chain.resent, sender) {
-                node.gossip.duplicate(&node.metrics, p);
+                node.gossip.duplicate(&node.metrics, p, id);
             }
             results[i] = Some(Ingested::Duplicate);
             continue;

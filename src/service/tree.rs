@@ -208,12 +208,13 @@ impl Tree {
         }
     }
 
-    /// The peers that get announcements instead of full copies now.
-    pub fn lazy(&self) -> BTreeSet<String> {
+    /// The peers that get announcements instead of full copies of
+    /// `origin`'s messages now (one tree per origin).
+    pub fn lazy(&self, origin: &str) -> BTreeSet<String> {
         if !self.enabled {
             return BTreeSet::new();
         }
-        self.lock().tree.lazy().clone()
+        self.lock().tree.lazy(origin)
     }
 
     /// Missing ids waited for, announcements waiting for their batch, ids
@@ -222,20 +223,22 @@ impl Tree {
         self.lock().tree.sizes()
     }
 
-    /// Eager and lazy peers, for ListPeers-like views and tests.
+    /// Peers in the trees (links up) and peers lazy for at least one
+    /// origin, for tests and views.
     pub fn sets(&self) -> (BTreeSet<String>, BTreeSet<String>) {
         let g = self.lock();
-        (g.tree.eager().clone(), g.tree.lazy().clone())
+        (g.tree.up().clone(), g.tree.lazy_links().0)
     }
 
-    /// This node stored `id`, new, at outbox cursor `cursor`, from `from`
-    /// (`None`: its own), queued full copies for its eager targets and
-    /// parked copies for `announce`, the lazy targets.
+    /// This node stored `id` of `origin`, new, at outbox cursor `cursor`,
+    /// from `from` (`None`: its own), queued full copies for its eager
+    /// targets and parked copies for `announce`, the lazy targets.
     pub fn stored(
         &self,
         m: &Metrics,
         from: Option<&str>,
         id: &str,
+        origin: &str,
         announce: &[String],
         cursor: u64,
     ) {
@@ -268,7 +271,7 @@ impl Tree {
                 }
             }
         }
-        let out = g.tree.stored(now, from, id.to_string(), announce);
+        let out = g.tree.stored(now, from, id.to_string(), origin, announce);
         dispatch(m, &mut g, out);
         drop(g);
         self.timer.notify_one();
@@ -282,13 +285,13 @@ impl Tree {
         self.lock().tree.refused(now_ms(), id);
     }
 
-    /// A tree-routed message this node held arrived again from `from`.
-    pub fn duplicate(&self, m: &Metrics, from: &str) {
+    /// Tree-routed message `id`, held here, arrived again from `from`.
+    pub fn duplicate(&self, m: &Metrics, from: &str, id: &str) {
         if !self.enabled {
             return;
         }
         let mut g = self.lock();
-        let out = g.tree.duplicate(from);
+        let out = g.tree.duplicate(from, id);
         dispatch(m, &mut g, out);
     }
 
@@ -356,10 +359,11 @@ pub fn dispatch(m: &Metrics, g: &mut Inner, actions: Vec<Action>) {
                     frames.push((to.clone(), f, "have"));
                 }
             }
-            Action::Prune { to } => frames.push((
+            Action::Prune { to, origin } => frames.push((
                 to,
                 Frame {
                     prune: true,
+                    prune_origins: vec![origin],
                     ..Default::default()
                 },
                 "prune",

@@ -153,7 +153,7 @@ async fn a_relay_that_goes_away_loses_nothing_and_the_tree_repairs() {
     }
     let all: Vec<usize> = (0..IDS.len()).collect();
     play(&fed, &all, &all, 12, "warm-up").await;
-    // The relay: the node with the most eager links.
+    // The relay: the node with the most links in its trees.
     let relay = (0..IDS.len())
         .max_by_key(|&i| nodes[i].as_ref().unwrap().node.gossip.sets().0.len())
         .unwrap();
@@ -287,6 +287,13 @@ async fn a_peers_gossip_flood_is_bounded_and_grafts_follow_policy() {
         graft: vec![vec![7; 15]],
         ..Default::default()
     }));
+    // A prune naming something that is not a node id (here with a terminal
+    // escape) is ignored whole.
+    frames.push(gossip_frame(Gossip {
+        prune: true,
+        prune_origins: vec!["node-c".into(), "Not\u{1b}[31m a node".into()],
+        ..Default::default()
+    }));
     let mut acks = fc
         .push(tokio_stream::iter(frames))
         .await
@@ -307,8 +314,8 @@ async fn a_peers_gossip_flood_is_bounded_and_grafts_follow_policy() {
     assert!(missing <= 4096, "missing ids capped: {missing}");
     assert!(pending <= 256 && remembered <= 65_536);
     assert!(
-        refused(&b, "malformed") >= 2,
-        "oversized and short-id frames"
+        refused(&b, "malformed") >= 3,
+        "oversized and short-id frames, a prune naming a bad origin"
     );
     assert!(
         refused(&b, "not_entitled") >= 1,

@@ -26,6 +26,10 @@
 //!   `gossip_frames_per_delivery`: Plumtree control frames (announcements,
 //!   grafts, prunes; not envelopes) and `grafted_per_delivery`: messages
 //!   queued because a peer asked for them;
+//! - `cpu_ms_per_delivery`: CPU time (user + system) of all node processes
+//!   from the first publish to the end of the settle, per delivery — the
+//!   cost figure that does not depend on how loaded the machine is — and
+//!   `cpu_cores_busy`, the same CPU time per second of that window;
 //! - `rss_per_node_mib`: mean resident memory of the node processes at the
 //!   end (and the largest, `rss_max_node_mib`), split into private memory
 //!   (`rss_anon_per_node_mib`: heap, stacks) and file-backed pages
@@ -393,6 +397,14 @@ pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
         before = before + scrape(*p).await?;
     }
     let mut lost_lives = Counters::default();
+    let cpu_of = |procs: &[NodeProcess]| -> f64 {
+        procs
+            .iter()
+            .filter_map(|p| super::memory::proc_cpu_seconds(&p.pid()))
+            .sum()
+    };
+    let cpu_before = cpu_of(&procs);
+    let mut cpu_lost_lives = 0.0;
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(plan.seed ^ 0x5eed);
     let mut kinds: Vec<bool> = std::iter::repeat_n(false, plan.green)
@@ -425,6 +437,7 @@ pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
             down = pick[..plan.kill].to_vec();
             for &v in &down {
                 lost_lives = lost_lives + scrape(metrics_ports[v]).await.unwrap_or_default();
+                cpu_lost_lives += super::memory::proc_cpu_seconds(&procs[v].pid()).unwrap_or(0.0);
                 let _ = procs[v].child.kill();
                 let _ = procs[v].child.wait();
                 killed.push(names[v].clone());
@@ -553,6 +566,10 @@ pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
         after = after + scrape(*p).await?;
     }
     let used = after + lost_lives - before;
+    // CPU the nodes spent from the first publish to the end of the settle
+    // (a killed node's first life counted up to its kill).
+    let cpu_seconds = cpu_of(&procs) + cpu_lost_lives - cpu_before;
+    let cpu_window = run_started.elapsed().as_secs_f64();
 
     // AMBER ciphertext held by nodes that are neither recipients nor origin.
     let sent = std::mem::take(&mut *sent.lock().expect("sent lock"));
@@ -709,6 +726,8 @@ pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
         "gossip_frames_per_delivery": round(used.gossip_frames / d, 3),
         "grafted_per_delivery": round(used.grafted / d, 3),
         "plumtree": !plan.flood,
+        "cpu_ms_per_delivery": round(cpu_seconds * 1000.0 / d, 2),
+        "cpu_cores_busy": round(cpu_seconds / cpu_window.max(1e-9), 2),
         "rss_per_node_mib": round(rss_mean, 1),
         "rss_anon_per_node_mib": round(rss_anon, 1),
         "rss_file_per_node_mib": round(rss_file, 1),

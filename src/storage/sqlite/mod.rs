@@ -23,6 +23,14 @@
 //! is [`StoreError::Corrupt`]: logged at ERROR once, and every later write is
 //! refused with it, so nothing more is written into a broken file.
 //!
+//! Every connection runs with the query planner stability guarantee (QPSG):
+//! a cached statement keeps its plan whatever values are bound to it. Without
+//! it SQLite recompiles a statement at every step whose bound parameter could
+//! decide whether a partial index applies (`not_before_ms > ?` against the
+//! index on `not_before_ms > 0`) — a full SQL parse per call, which was an
+//! eighth of a busy node's CPU. Queries that should use a partial index
+//! repeat its condition literally (`AND not_before_ms > 0`).
+//!
 //! No type of the SQLite driver leaves this folder.
 mod queries;
 mod schema;
@@ -119,6 +127,9 @@ where
 const MAX_BATCH: usize = 2048;
 /// Read connections kept open for reuse.
 const READ_POOL: usize = 8;
+
+/// Prepared statements kept per connection (see [`open_conn`]).
+const STATEMENT_CACHE: usize = 256;
 /// The database file in `storage.dir`.
 pub const DB_FILE: &str = "certfed.db";
 const LOCK_FILE: &str = "LOCK";
@@ -154,6 +165,14 @@ fn open_conn(path: &Path, read_only: bool) -> Result<Connection, StoreError> {
         .map_err(|e| sql_err(&format!("{}: cannot open", path.display()), e))?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
+    // Room for every statement this backend caches (rusqlite keeps 16 by
+    // default; more distinct statements than that evict each other and each
+    // miss is a full SQL parse).
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
 }
 
@@ -1004,6 +1023,72 @@ mod tests {
         rt().block_on(crate::storage::conformance::run_all(|dir| {
             open(dir, &opts()).expect("open sqlite store")
         }));
+    }
+
+    /// A cached statement is not recompiled when new values are bound to it,
+    /// and the deferred-row lookup still uses its partial index. Without the
+    /// planner stability guarantee every call of `outbox_next_due` re-parsed
+    /// its SQL (`not_before_ms > ?2` may or may not imply the index's
+    /// `not_before_ms > 0`, so SQLite re-plans for each value).
+    #[test]
+    fn hot_statements_are_not_recompiled_per_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), &opts()).unwrap();
+        for read_only in [true, false] {
+            let conn = open_conn(&store.inner.db_path, read_only).unwrap();
+            for now in [0i64, 1_000, 2_000_000, -5, 7] {
+                queries::outbox_next_due(&conn, "node-b", now).unwrap();
+            }
+            let st = conn.prepare_cached(queries::OUTBOX_NEXT_DUE).unwrap();
+            assert_eq!(
+                st.get_status(rusqlite::StatementStatus::RePrepare),
+                0,
+                "outbox_next_due was recompiled (read_only {read_only})"
+            );
+            drop(st);
+            // The cache holds more than rusqlite's default 16 statements: the
+            // statement survives 40 others and is run again, not re-parsed.
+            for k in 0..40 {
+                conn.prepare_cached(&format!("SELECT {k} + ?1"))
+                    .unwrap()
+                    .query_row([1], |r| r.get::<_, i64>(0))
+                    .unwrap();
+            }
+            queries::outbox_next_due(&conn, "node-b", 3).unwrap();
+            let st = conn.prepare_cached(queries::OUTBOX_NEXT_DUE).unwrap();
+            assert_eq!(
+                st.get_status(rusqlite::StatementStatus::Run),
+                6,
+                "outbox_next_due was evicted from the statement cache (read_only {read_only})"
+            );
+            drop(st);
+            // Partial indexes stay usable under the guarantee.
+            for (sql, index) in [
+                (queries::OUTBOX_NEXT_DUE, "outbox_deferred"),
+                (
+                    "SELECT cursor FROM messages WHERE request_id = ?1 AND readable = 1 ORDER BY cursor",
+                    "messages_request",
+                ),
+                (
+                    "SELECT cursor FROM messages WHERE incident_id IN (SELECT value FROM json_each(?1))",
+                    "messages_incident",
+                ),
+            ] {
+                let mut st = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+                let n = st.parameter_count();
+                let plan: Vec<String> = st
+                    .query_map(rusqlite::params_from_iter(vec!["[]"; n]), |r| {
+                        r.get::<_, String>(3)
+                    })
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap();
+                assert!(
+                    plan.iter().any(|p| p.contains(index)),
+                    "{sql}: does not use its partial index {index}: {plan:?}"
+                );
+            }
+        }
     }
 
     #[test]

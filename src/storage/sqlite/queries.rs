@@ -234,12 +234,11 @@ fn supersede(c: &Connection, m: &NewMessage, old: &str) -> Result<bool, StoreErr
 
 /// Number of stored messages, receipts not counted.
 pub fn message_count(c: &Connection) -> Result<u64, StoreError> {
-    Ok(c.query_row(
-        "SELECT COALESCE(SUM(n), 0) FROM message_counts WHERE kind != ?1",
-        [MessageKind::Receipt as i32],
-        |r| r.get::<_, i64>(0),
-    )?
-    .max(0) as u64)
+    Ok(
+        c.prepare_cached("SELECT COALESCE(SUM(n), 0) FROM message_counts WHERE kind != ?1")?
+            .query_row([MessageKind::Receipt as i32], |r| r.get::<_, i64>(0))?
+            .max(0) as u64,
+    )
 }
 
 /// The ids of `ids` that are stored (one lookup of the unique index each).
@@ -258,11 +257,10 @@ pub fn held(
 }
 
 pub fn get_message(c: &Connection, message_id: &str) -> Result<Option<StoredMessage>, StoreError> {
-    Ok(c.query_row(
-        &format!("SELECT {MSG_COLS} FROM messages WHERE message_id = ?1"),
-        [message_id],
-        row_to_msg,
-    )
+    Ok(c.prepare_cached(&format!(
+        "SELECT {MSG_COLS} FROM messages WHERE message_id = ?1"
+    ))?
+    .query_row([message_id], row_to_msg)
     .optional()?)
 }
 
@@ -318,9 +316,8 @@ pub fn by_kind(
 /// Highest cursor in the store (0 when empty).
 pub fn last_cursor(c: &Connection) -> Result<u64, StoreError> {
     Ok(
-        c.query_row("SELECT COALESCE(MAX(cursor), 0) FROM messages", [], |r| {
-            r.get::<_, i64>(0)
-        })? as u64,
+        c.prepare_cached("SELECT COALESCE(MAX(cursor), 0) FROM messages")?
+            .query_row([], |r| r.get::<_, i64>(0))? as u64,
     )
 }
 
@@ -435,12 +432,16 @@ pub fn outbox_due(
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
+/// [`outbox_next_due`]'s statement: the literal `not_before_ms > 0` lets the
+/// partial index `outbox_deferred` serve it under the planner stability
+/// guarantee (see the module docs of `sqlite`).
+pub(super) const OUTBOX_NEXT_DUE: &str = "SELECT MIN(not_before_ms) FROM outbox
+         WHERE peer = ?1 AND not_before_ms > 0 AND not_before_ms > ?2";
+
 /// The earliest time after `now_ms` at which a deferred entry becomes due.
 pub fn outbox_next_due(c: &Connection, peer: &str, now_ms: i64) -> Result<Option<i64>, StoreError> {
-    Ok(c.prepare_cached(
-        "SELECT MIN(not_before_ms) FROM outbox WHERE peer = ?1 AND not_before_ms > ?2",
-    )?
-    .query_row(params![peer, now_ms], |r| r.get(0))?)
+    Ok(c.prepare_cached(OUTBOX_NEXT_DUE)?
+        .query_row(params![peer, now_ms], |r| r.get(0))?)
 }
 
 /// Keeps deferred entries, not to be offered before their next attempt.
