@@ -922,6 +922,7 @@ fn distances(sim: &Sim, o: usize) -> Vec<i64> {
 /// full copy per node. A single tree shared by all origins fails this: each
 /// origin's duplicates prune links that are another origin's fastest path.
 #[test]
+#[allow(clippy::needless_range_loop)]
 fn each_origin_gets_its_own_first_arrival_tree() {
     for seed in 0..10u64 {
         let n = 37;

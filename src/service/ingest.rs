@@ -148,6 +148,7 @@ pub struct Prepared {
     /// parked copy) instead of a full copy now, and whether a duplicate of
     /// it may prune the link (not when the peer sent it back or again on
     /// purpose).
+    #[allow(clippy::type_complexity)]
     tree: Vec<(Option<(String, String)>, Vec<String>, bool)>,
     /// Why the batch could not be prepared (shown by `finish`).
     failed: Option<StoreError>,
