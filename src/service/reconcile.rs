@@ -13,6 +13,9 @@
 //!   (the initiator's `since_ms`), read from the store's per-bucket sums and,
 //!   for the buckets at range edges only, its items: memory is bounded by
 //!   [`MAX_LOADED`] items per round, never the whole set.
+//! - What a peer lacks is queued in batches of `QUEUE_BATCH` (one read and
+//!   one write each) and the link is woken after each batch: a large
+//!   difference is delivered while the rest of it is being queued.
 //! - Nothing is sent by this module: what a peer lacks is queued in this
 //!   node's outbox for it (`Storage::requeue`), and only if
 //!   `domain::admission::entitled` allows it (the forwarding policy: TLP,
@@ -681,8 +684,6 @@ async fn apply(node: &Node, peer: &str, since: i64, step: &Step) -> Result<u64, 
     }
     if queued > 0 {
         node.metrics.reconcile_items("queued", queued);
-        node.reconcile.requeued(peer).notify_one();
-        node.peers.wake(peer);
     }
     if step.want > 0 {
         node.metrics.reconcile_items("missing", step.want as u64);
@@ -694,7 +695,9 @@ async fn apply(node: &Node, peer: &str, since: i64, step: &Step) -> Result<u64, 
     Ok(queued)
 }
 
-/// Queues the messages of `keys` that `peer` is entitled to.
+/// Queues the messages of `keys` that `peer` is entitled to, and wakes the
+/// link at once: a large difference is delivered while the rest of it is
+/// still being queued (the batches pipeline), not after.
 async fn queue(node: &Node, peer: &str, since: i64, keys: &[Key]) -> Result<u64, StoreError> {
     let ids: Vec<String> = keys
         .iter()
@@ -703,6 +706,10 @@ async fn queue(node: &Node, peer: &str, since: i64, keys: &[Key]) -> Result<u64,
     let (queued, refused) = queue_entitled(node, peer, since, &ids, Why::Reconciled).await?;
     if refused > 0 {
         node.metrics.reconcile_items("not_entitled", refused);
+    }
+    if queued > 0 {
+        node.reconcile.requeued(peer).notify_one();
+        node.peers.wake(peer);
     }
     Ok(queued)
 }
@@ -733,18 +740,18 @@ pub async fn queue_entitled(
     let now = now_ms();
     let mut out = Vec::with_capacity(ids.len());
     let mut refused = 0u64;
-    for id in ids {
-        let Some(m) = node.store.get_message(id).await? else {
-            continue;
-        };
+    // One read for the batch (not one per message).
+    let mut held = node.store.get_messages(ids.to_vec()).await?;
+    held.sort_by_key(|m| m.cursor);
+    for m in held {
         match eligible(node, &policy, &m, since, now, why) {
             Ok(hops) => out.push(Requeue {
-                message_id: id.clone(),
+                message_id: m.message_id,
                 hops,
             }),
             Err(why) => {
                 refused += 1;
-                tracing::debug!(%peer, message_id = %id, %why, "not sent to the peer");
+                tracing::debug!(%peer, message_id = %m.message_id, %why, "not sent to the peer");
             }
         }
     }

@@ -50,10 +50,11 @@ fn id(n: u32) -> String {
 /// Runs every check, each on a fresh store opened by `open` in its own folder.
 pub async fn run_all(open: impl Fn(&Path) -> Store) {
     type Check = fn(Store) -> futures::future::BoxFuture<'static, ()>;
-    let checks: [(&str, Check); 24] = [
+    let checks: [(&str, Check); 25] = [
         ("one_write_of_many", |s| Box::pin(one_write_of_many(s))),
         ("parked", |s| Box::pin(parked_copies_wait_for_their_time(s))),
         ("held", |s| Box::pin(held_ids_are_found_by_index(s))),
+        ("get_messages", |s| Box::pin(messages_read_in_one_batch(s))),
         ("sync_index", |s| {
             Box::pin(sync_sums_follow_insert_and_purge(s))
         }),
@@ -261,6 +262,23 @@ async fn held_ids_are_found_by_index(s: Store) {
     let held = s.held(asked).await.unwrap();
     let want: std::collections::HashSet<String> = [id(1), id(2)].into_iter().collect();
     assert_eq!(held, want, "held ids, receipts included, nothing else");
+}
+
+async fn messages_read_in_one_batch(s: Store) {
+    assert!(s.get_messages(vec![]).await.unwrap().is_empty());
+    let a = msg(&id(1), "node-a", MessageKind::Alert, &["node-b"]);
+    let b = msg(&id(2), "node-c", MessageKind::Alert, &[]);
+    let r = msg(&id(3), "node-b", MessageKind::Receipt, &[]);
+    s.insert(vec![a, b, r], Durability::Durable).await.unwrap();
+    let asked = vec![id(2), id(9), "not-a-uuid".to_string(), id(1), id(2)];
+    let mut got = s.get_messages(asked).await.unwrap();
+    got.sort_by(|x, y| x.message_id.cmp(&y.message_id));
+    let ids: Vec<&str> = got.iter().map(|m| m.message_id.as_str()).collect();
+    assert_eq!(ids, [id(1), id(2)], "held ones, once each, nothing else");
+    let one = s.get_message(&id(1)).await.unwrap().unwrap();
+    assert_eq!(got[0].origin, one.origin);
+    assert_eq!(got[0].header, one.header, "the same rows get_message reads");
+    assert_eq!(got[0].payload, one.payload);
 }
 
 async fn dedup_by_message_id(s: Store) {

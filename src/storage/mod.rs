@@ -624,6 +624,14 @@ pub trait Storage: Send + Sync + 'static {
     /// One message by id.
     async fn get_message(&self, message_id: &str) -> Result<Option<StoredMessage>, StoreError>;
 
+    /// The held messages among `message_ids`, in one read (ids not held are
+    /// left out; order unspecified). Reconciliation reads what it queues
+    /// with it, a batch at a time, instead of one read per message.
+    async fn get_messages(
+        &self,
+        message_ids: Vec<String>,
+    ) -> Result<Vec<StoredMessage>, StoreError>;
+
     /// Messages stored after `cursor`, oldest first.
     async fn messages_after(
         &self,

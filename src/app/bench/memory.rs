@@ -53,11 +53,35 @@ pub(super) fn proc_cpu_seconds(pid: &str) -> Option<f64> {
 
 /// Starts node `i` as a `certfed serve` process and waits until it listens.
 pub(super) async fn spawn(fed: &Fed, i: usize) -> anyhow::Result<NodeProcess> {
+    spawn_with(fed, i, &[]).await
+}
+
+/// The allocator setting of the shipped systemd unit
+/// (`deploy/systemd/certfed.service`): two heap arenas.
+pub(super) const UNIT_MALLOC_ARENA_MAX: &str = "2";
+
+/// Starts node `i` as the shipped systemd unit runs it: with
+/// `MALLOC_ARENA_MAX=2` in its environment, unless this process's
+/// environment sets `MALLOC_ARENA_MAX` (then that value is inherited).
+/// Returns the process and the value it runs with.
+pub(super) async fn spawn_as_unit(fed: &Fed, i: usize) -> anyhow::Result<(NodeProcess, String)> {
+    match std::env::var("MALLOC_ARENA_MAX") {
+        Ok(v) => Ok((spawn(fed, i).await?, v)),
+        Err(_) => Ok((
+            spawn_with(fed, i, &[("MALLOC_ARENA_MAX", UNIT_MALLOC_ARENA_MAX)]).await?,
+            UNIT_MALLOC_ARENA_MAX.to_string(),
+        )),
+    }
+}
+
+/// [`spawn`] with extra environment variables.
+async fn spawn_with(fed: &Fed, i: usize, env: &[(&str, &str)]) -> anyhow::Result<NodeProcess> {
     let id = &fed.specs[i].id;
     let log = fed.pki.path(&format!("{id}.log"));
     let log_file = std::fs::File::create(&log)?;
     let exe = std::env::current_exe().context("locating the certfed binary")?;
     let child = Command::new(exe)
+        .envs(env.iter().copied())
         .args(["serve", "--config"])
         .arg(fed.config_path(i))
         .env("RUST_LOG", "warn")

@@ -19,7 +19,8 @@
 //! rounds, bytes both ways and difference found (b's `ListPeers`), then one
 //! more reconciliation once in sync (`ReconcilePeer`), and the resident
 //! memory of both processes sampled every 250 ms (plus the kernel's
-//! `VmHWM`). Only b starts reconciliations (a has `reconcile.window_days =
+//! `VmHWM`); the nodes run as the shipped systemd unit runs them, with
+//! `MALLOC_ARENA_MAX=2` (or the value in this process's environment). Only b starts reconciliations (a has `reconcile.window_days =
 //! 0`: it answers, never starts), so the figures are those of one exchange;
 //! on a real link both sides start one, each costing about as much.
 //!
@@ -27,7 +28,7 @@
 //! 100 MiB, b holds all N afterwards, in sync costs one round trip of at
 //! most 1 KiB, and with at most 1,000 missing the exchange costs at most
 //! 1 MB. Times are printed, not checked (they depend on the machine's load).
-use super::memory::{db_mib, proc_cpu_seconds, proc_status_mib, spawn};
+use super::memory::{db_mib, proc_cpu_seconds, proc_status_mib, spawn_as_unit};
 use crate::app::localfed::Fed;
 use crate::domain::keys::Signer;
 use crate::proto::v1::*;
@@ -244,11 +245,12 @@ pub async fn run(messages: usize, missing: usize, json: bool) -> anyhow::Result<
     let (pa, pb) = (fed.specs[A].port, fed.specs[B].port);
     fed.specs[A].peers.push(("node-b".into(), pb));
     fed.specs[B].peers.push(("node-a".into(), pa));
-    let mut a = spawn(&fed, A).await?;
+    // As the shipped systemd unit runs them (MALLOC_ARENA_MAX=2).
+    let (mut a, arenas) = spawn_as_unit(&fed, A).await?;
     let peaks = Arc::new(Peaks::default());
     let cpu_a0 = proc_cpu_seconds(&a.pid()).unwrap_or(f64::NAN);
     let started = Instant::now();
-    let mut b = spawn(&fed, B).await?;
+    let (mut b, _) = spawn_as_unit(&fed, B).await?;
     let sampler = sample(&peaks, a.pid(), b.pid());
     let expected = messages as u64;
     let mut last_seen = 0;
@@ -293,6 +295,9 @@ pub async fn run(messages: usize, missing: usize, json: bool) -> anyhow::Result<
     // second (two streams, one per store, in parallel).
     let items_per_second = missing as f64 / converge_seconds.max(1e-9);
     let ingest_per_second = (2 * messages - missing) as f64 / fill_seconds.max(1e-9);
+    // One link's share of it (two links filled the two stores at once): what
+    // the delivery over the one link a - b compares with.
+    let ingest_per_link = ingest_per_second / 2.0;
     // CPU both nodes used until then (b from its start, a since b started):
     // on a loaded machine the wall time above waits for CPU, this does not.
     let cpu_a = proc_cpu_seconds(&a.pid()).unwrap_or(f64::NAN) - cpu_a0;
@@ -331,6 +336,7 @@ pub async fn run(messages: usize, missing: usize, json: bool) -> anyhow::Result<
             "reconcile_converge_cpu_seconds": ((cpu_a + cpu_b) * 100.0).round() / 100.0,
             "reconcile_items_per_second": items_per_second.round(),
             "reconcile_fill_items_per_second": ingest_per_second.round(),
+            "reconcile_fill_items_per_second_per_link": ingest_per_link.round(),
             "reconcile_rounds": first.rounds,
             "reconcile_bytes": first.bytes,
             "reconcile_difference": first.difference,
@@ -342,6 +348,7 @@ pub async fn run(messages: usize, missing: usize, json: bool) -> anyhow::Result<
             "reconcile_sender_peak_rss_mib": mib(peak_a),
             "reconcile_receiver_peak_rss_mib": mib(peak_b),
             "reconcile_db_mib": mib(db),
+            "reconcile_malloc_arena_max": arenas,
         });
         println!("{v}");
     } else {
@@ -372,6 +379,10 @@ pub async fn run(messages: usize, missing: usize, json: bool) -> anyhow::Result<
             "{:<48} {:>12.0}",
             "normal ingest: fill pushes accepted per second", ingest_per_second
         );
+        println!(
+            "{:<48} {:>12.0}",
+            "  of which per link (two links filled at once)", ingest_per_link
+        );
         println!("{:<48} {:>12}", "reconciliation rounds", first.rounds);
         println!(
             "{:<48} {:>12}",
@@ -387,6 +398,10 @@ pub async fn run(messages: usize, missing: usize, json: bool) -> anyhow::Result<
         println!("{:<48} {:>12.1}", "peak RSS MiB node-a (sender)", peak_a);
         println!("{:<48} {:>12.1}", "peak RSS MiB node-b (receiver)", peak_b);
         println!("{:<48} {:>12.1}", "db size MiB node-a (db + wal + shm)", db);
+        println!(
+            "{:<48} {:>12}",
+            "nodes' MALLOC_ARENA_MAX (as the unit)", arenas
+        );
     }
 
     let mut failures = Vec::new();

@@ -748,6 +748,17 @@ impl Storage for PgStore {
         self.read_note(queries::get_message(&c, message_id).await)
     }
 
+    async fn get_messages(
+        &self,
+        message_ids: Vec<String>,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        if message_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let c = self.reader().await?;
+        self.read_note(queries::get_messages(&c, &message_ids).await)
+    }
+
     async fn messages_after(
         &self,
         cursor: u64,

@@ -469,6 +469,19 @@ pub async fn get_message(
         .transpose()
 }
 
+/// The held messages among `ids`.
+pub async fn get_messages(
+    c: &ClientWrapper,
+    ids: &[String],
+) -> Result<Vec<StoredMessage>, StoreError> {
+    msgs(
+        c,
+        &format!("SELECT {MSG_COLS} FROM messages WHERE message_id = ANY($1)"),
+        vec![&ids],
+    )
+    .await
+}
+
 async fn msgs(
     c: &ClientWrapper,
     sql: &str,

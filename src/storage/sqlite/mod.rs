@@ -715,6 +715,17 @@ impl Storage for SqliteStore {
         self.read(move |c| queries::get_message(c, &id)).await
     }
 
+    async fn get_messages(
+        &self,
+        message_ids: Vec<String>,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        if message_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.read(move |c| queries::get_messages(c, &message_ids))
+            .await
+    }
+
     async fn messages_after(
         &self,
         cursor: u64,

@@ -264,6 +264,18 @@ pub fn get_message(c: &Connection, message_id: &str) -> Result<Option<StoredMess
     .optional()?)
 }
 
+/// The held messages among `ids` (one lookup of the message-id index each).
+pub fn get_messages(c: &Connection, ids: &[String]) -> Result<Vec<StoredMessage>, StoreError> {
+    let ids = serde_json::to_string(ids)
+        .map_err(|e| StoreError::Invalid(format!("storage: cannot encode ids: {e}")))?;
+    let mut st = c.prepare_cached(&format!(
+        "SELECT {MSG_COLS} FROM messages
+         WHERE message_id IN (SELECT value FROM json_each(?1))"
+    ))?;
+    let rows = st.query_map([ids], row_to_msg)?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
 /// Messages stored after `cursor`, oldest first.
 pub fn messages_after(
     c: &Connection,
