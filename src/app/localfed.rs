@@ -104,13 +104,23 @@ impl Pki {
     }
 }
 
-/// A free port on 127.0.0.1 (bound then released).
+/// A free port on 127.0.0.1 (bound then released), never one this process
+/// handed out before: the kernel may give a released port again at once,
+/// and two nodes of one federation given the same port would find each
+/// other's certificate behind a peer's endpoint.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if GIVEN.lock().expect("ports lock").insert(port) {
+            return port;
+        }
+    }
 }
 
 /// One node's place in a test federation.

@@ -323,16 +323,17 @@ pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
     // outbound connections cannot take a port before its node listens on it.
     let ports = quiet_ports(2 * n, plan.seed)?;
     let (node_ports, metrics_ports) = ports.split_at(n);
-    let by_old: HashMap<u16, u16> = fed
+    // Peers are found by name (ports drawn earlier may repeat).
+    let by_name: HashMap<String, u16> = fed
         .specs
         .iter()
         .zip(node_ports)
-        .map(|(s, &p)| (s.port, p))
+        .map(|(s, &p)| (s.id.clone(), p))
         .collect();
     for (i, spec) in fed.specs.iter_mut().enumerate() {
         spec.port = node_ports[i];
-        for (_, p) in &mut spec.peers {
-            *p = by_old[p];
+        for (name, p) in &mut spec.peers {
+            *p = by_name[name.as_str()];
         }
         spec.extra = format!("\n[metrics]\nlisten = \"127.0.0.1:{}\"\n", metrics_ports[i]);
         spec.extra
@@ -368,7 +369,10 @@ pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
             .is_err()
         {
             if Instant::now() > deadline {
-                bail!("the warm-up broadcast did not reach {name} within 120 s");
+                bail!(
+                    "the warm-up broadcast did not reach {name} within 120 s; the end of its log:\n{}",
+                    procs[i].log_tail()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
