@@ -231,11 +231,14 @@ impl Plumtree {
         self.lazy.get(origin).cloned().unwrap_or_default()
     }
 
-    /// The up peers that are lazy for at least one origin, and the number
-    /// of (origin, peer) pairs that are lazy (for gauges and tests).
-    pub fn lazy_links(&self) -> (BTreeSet<String>, usize) {
-        let peers = self.lazy.values().flatten().cloned().collect();
-        (peers, self.lazy.values().map(BTreeSet::len).sum())
+    /// The up peers that are lazy for at least one origin.
+    pub fn lazy_peers(&self) -> BTreeSet<String> {
+        self.lazy.values().flatten().cloned().collect()
+    }
+
+    /// Origins with a tree here (for tests and gauges).
+    pub fn origins(&self) -> usize {
+        self.lazy.len()
     }
 
     /// The peers whose link is up.
@@ -302,7 +305,6 @@ impl Plumtree {
                     // A duplicate: this link is not needed for its origin.
                     out.extend(self.duplicate(&from, &id));
                 } else {
-                    self.make_eager(&origin, &from);
                     self.first_arrival(now_ms, Some(from), id, origin, &mut out);
                 }
             }
@@ -428,9 +430,6 @@ impl Plumtree {
         let mut out = Vec::new();
         if self.received.contains_key(&id) {
             return out;
-        }
-        if let Some(f) = from {
-            self.make_eager(origin, f);
         }
         self.remember(now_ms, from, &id, origin, &mut out);
         for p in announce {

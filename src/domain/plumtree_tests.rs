@@ -967,3 +967,74 @@ fn each_origin_gets_its_own_first_arrival_tree() {
         }
     }
 }
+
+/// A peer's PRUNE naming made-up origins fills at most `max_origins`
+/// trees; an origin seen after that goes over every link (flooding, never
+/// a loss). A PRUNE naming none (an older peer) turns the link lazy for
+/// every origin, those first seen later included, until that peer serves a
+/// message first.
+#[test]
+fn prunes_are_bounded_and_an_older_peers_prune_covers_later_origins() {
+    let cfg = Config {
+        max_origins: 8,
+        ..Config::default()
+    };
+    let mut n = Plumtree::new(cfg, ["a", "b", "c"].map(s));
+    let made_up: Vec<String> = (0..10_000).map(|i| format!("x{i}")).collect();
+    n.handle(
+        0,
+        Event::Prune {
+            from: s("a"),
+            origins: made_up,
+        },
+    );
+    assert_eq!(n.origins(), 8, "trees are capped");
+    let out = n.handle(
+        1,
+        Event::Gossip {
+            from: s("c"),
+            id: s("m0"),
+            origin: s("late"),
+        },
+    );
+    assert!(
+        out.contains(&Action::Gossip {
+            to: s("a"),
+            id: s("m0")
+        }),
+        "an origin beyond the cap floods: {out:?}"
+    );
+    // An older peer's prune: lazy for a later origin too.
+    let mut n = node(&["a", "b"]);
+    n.handle(
+        1,
+        Event::Prune {
+            from: s("b"),
+            origins: vec![],
+        },
+    );
+    let out = n.handle(
+        2,
+        Event::Gossip {
+            from: s("a"),
+            id: s("m1"),
+            origin: s("o"),
+        },
+    );
+    assert!(
+        !out.iter()
+            .any(|x| matches!(x, Action::Gossip { to, .. } if to == "b")),
+        "b gets only an announcement: {out:?}"
+    );
+    assert!(n.lazy("o").contains("b"));
+    // b serves the next message of o first: eager for o again.
+    n.handle(
+        3,
+        Event::Gossip {
+            from: s("b"),
+            id: s("m2"),
+            origin: s("o"),
+        },
+    );
+    assert!(n.eager("o").contains("b"));
+}

@@ -227,7 +227,7 @@ impl Tree {
     /// origin, for tests and views.
     pub fn sets(&self) -> (BTreeSet<String>, BTreeSet<String>) {
         let g = self.lock();
-        (g.tree.up().clone(), g.tree.lazy_links().0)
+        (g.tree.up().clone(), g.tree.lazy_peers())
     }
 
     /// This node stored `id` of `origin`, new, at outbox cursor `cursor`,

@@ -20,8 +20,9 @@
 //! more reconciliation once in sync (`ReconcilePeer`), and the resident
 //! memory of both processes sampled every 250 ms (plus the kernel's
 //! `VmHWM`); the nodes run as the shipped systemd unit runs them, with
-//! `MALLOC_ARENA_MAX=2` (or the value in this process's environment). Only b starts reconciliations (a has `reconcile.window_days =
-//! 0`: it answers, never starts), so the figures are those of one exchange;
+//! `MALLOC_ARENA_MAX=2` (or the value in this process's environment). Only
+//! b starts reconciliations (a has `reconcile.window_days = 0`: it
+//! answers, never starts), so the figures are those of one exchange;
 //! on a real link both sides start one, each costing about as much.
 //!
 //! Budgets (the run fails when one is missed): peak RSS of each node at most
