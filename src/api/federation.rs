@@ -341,6 +341,7 @@ async fn read_frames(
                             hops,
                             returning,
                             resent,
+                            shorter: false,
                         });
                     }
                     (why, _) => batch.early.push(Some(PushAck {

@@ -16,6 +16,16 @@
 //! clock, a signing key not pinned yet, this node's storage full or
 //! unavailable) is [`Ingested::Deferred`] for a peer's envelope: nothing is
 //! stored or recorded, and the peer keeps the envelope and retries it.
+//!
+//! A message whose first copy came over a path at its signed hop limit is
+//! forwarded to nobody (the next hop would pass the limit). Under load a
+//! flood's first arrival can take a long detour, so a later copy over a
+//! shorter path is not dropped as a duplicate: it is verified and admitted
+//! like a new one, and the held message is queued, with the shorter chain,
+//! for the peers that path reaches ([`HopLimited`]; the sender is answered
+//! DUPLICATE, no receipt is owed twice). Without this, the nodes behind such
+//! a relay never got the message, and reconciliation (which applies the same
+//! limit to the stored path) never healed it.
 use crate::domain::admission::{
     self, Decision, Input, ReceiptOwed, ReceiptRoute, View, deferrable,
 };
@@ -25,10 +35,11 @@ use crate::proto::v1::{EnvelopeHeader, MessageKind, Receipt, SignedEnvelope, Sig
 use crate::service::node::Node;
 use crate::service::{ErrorKind, ServiceError, now_ms};
 use crate::storage::{
-    Durability, Hop, NewMessage, Pending, ReceiptRows, RejectionRow, StoreError, Stored, SyncEntry,
+    Durability, Hop, NewMessage, Pending, ReceiptRows, RejectionRow, Requeue, StoreError, Stored,
+    SyncEntry,
 };
 use prost::Message;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 /// Outcome of ingesting one envelope.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +119,45 @@ pub fn sync_entry(message_id: &str, audiences: &[String]) -> Option<SyncEntry> {
     })
 }
 
+/// Messages held here whose first copy came over a path at their signed hop
+/// limit (so they were forwarded to nobody), with that path's length (origin
+/// and relays). A later copy whose path is shorter is taken to forward them.
+/// Bounded: the oldest are forgotten first (a later copy of one forgotten is
+/// a plain duplicate again).
+#[derive(Debug, Default)]
+pub struct HopLimited {
+    len: HashMap<String, usize>,
+    order: VecDeque<String>,
+}
+
+/// Most hop-limited messages remembered.
+const MAX_HOP_LIMITED: usize = 16_384;
+
+impl HopLimited {
+    /// Message `id` is held over a path of `path_len` nodes, at its limit.
+    pub fn note(&mut self, id: &str, path_len: usize) {
+        if self.len.insert(id.to_string(), path_len).is_none() {
+            self.order.push_back(id.to_string());
+        }
+        while self.order.len() > MAX_HOP_LIMITED {
+            if let Some(old) = self.order.pop_front() {
+                self.len.remove(&old);
+            }
+        }
+    }
+
+    /// Message `id` is no longer at its limit here.
+    pub fn forget(&mut self, id: &str) {
+        self.len.remove(id);
+    }
+
+    /// Whether a copy of `id` over a path of `path_len` nodes reaches
+    /// further than the held one.
+    pub fn shorter(&self, id: &str, path_len: usize) -> bool {
+        self.len.get(id).is_some_and(|l| path_len < *l)
+    }
+}
+
 /// The chain of custody a peer sent with one envelope.
 #[derive(Debug, Clone, Default)]
 pub struct Custody {
@@ -118,6 +168,10 @@ pub struct Custody {
     /// The peer is not sure this node lacks it (`PushFrame.resent`): a
     /// duplicate of it does not prune the link.
     pub resent: bool,
+    /// Set by ingest: this node holds the message, forwarded to nobody
+    /// because its first copy came at the hop limit, and this copy's path
+    /// is shorter ([`HopLimited`]).
+    pub shorter: bool,
 }
 
 /// Verifies, admits and stores a batch of envelopes from `from_peer` (or from
@@ -149,6 +203,9 @@ pub struct Prepared {
     /// it may prune the link (not when the peer sent it back or again on
     /// purpose).
     tree: Vec<TreeRow>,
+    /// Per row: whether it is at its hop limit, or a shorter path for a
+    /// held message that was ([`HopLimited`]).
+    reach: Vec<Reach>,
     /// Why the batch could not be prepared (shown by `finish`).
     failed: Option<StoreError>,
 }
@@ -170,6 +227,7 @@ impl Prepared {
             owed: Vec::new(),
             rejections: Vec::new(),
             tree: Vec::new(),
+            reach: Vec::new(),
             failed: Some(e),
         }
     }
@@ -216,6 +274,25 @@ pub async fn prepare(
 /// origin) if tree-routed, the lazy targets announced to, and whether a
 /// duplicate of it may prune the link.
 type TreeRow = (Option<(String, String)>, Vec<String>, bool);
+
+/// A row's place at the hop limit (see [`HopLimited`]).
+#[derive(Debug, Default)]
+enum Reach {
+    #[default]
+    Free,
+    /// This message, if new here, came over a path of this many nodes, at
+    /// the hop limit.
+    AtLimit(String, usize),
+    /// A held message at its limit, over a shorter path: after the commit
+    /// (a duplicate), it is queued with this chain for these peers.
+    Shorter {
+        id: String,
+        hops: Vec<u8>,
+        forward_to: Vec<String>,
+        /// The new path's length if it is still at the limit.
+        at_limit: Option<usize>,
+    },
+}
 
 /// Most envelopes of one batch whose signatures are checked on the async
 /// worker itself (a larger batch goes to the blocking pool).
@@ -282,6 +359,7 @@ async fn try_prepare(
     let mut owed = Vec::with_capacity(n);
     let mut rejections = Vec::new();
     let mut tree = Vec::with_capacity(n);
+    let mut reach = Vec::with_capacity(n);
     // Plumtree: targets on links lazy for the message's origin get an
     // announcement now and a parked copy (sent in full unless they answer
     // that they hold it).
@@ -293,7 +371,8 @@ async fn try_prepare(
             .ok()
             .and_then(|v| routes.remove(&v.header.message_id));
         let custody = chains.next().unwrap_or_default();
-        let prunable = !(custody.returning || custody.resent);
+        let prunable = !(custody.returning || custody.resent || custody.shorter);
+        let shorter = custody.shorter;
         // Only a verified header's flag moves a refusal out of the real series.
         let exercise = verdict.as_ref().is_ok_and(|v| v.header.exercise);
         let input = Input {
@@ -306,10 +385,38 @@ async fn try_prepare(
         };
         match admission::admit(&view, input, now) {
             Decision::Admit(mut row) => {
+                let header = EnvelopeHeader::decode(row.header.as_slice()).ok();
+                // The next hop's path would pass the signed limit: forwarded
+                // to nobody (receipts go back their own way).
+                let at_limit = (from_peer.is_some()
+                    && header.as_ref().is_some_and(|h| {
+                        h.kind != MessageKind::Receipt as i32
+                            && (row.path.len() + 1) as u64 > u64::from(h.hop_limit)
+                    }))
+                .then_some(row.path.len());
+                if shorter {
+                    // Held already: no receipt owed again, no tree change;
+                    // the store answers DUPLICATE and `finish` queues it.
+                    owed.push(None);
+                    reach.push(Reach::Shorter {
+                        id: row.message_id.clone(),
+                        hops: row.hops.clone(),
+                        forward_to: std::mem::take(&mut row.forward_to),
+                        at_limit,
+                    });
+                    tree.push((None, Vec::new(), false));
+                    rows.push(to_row(*row));
+                    slots.push(i);
+                    continue;
+                }
+                reach.push(
+                    at_limit.map_or(Reach::Free, |l| Reach::AtLimit(row.message_id.clone(), l)),
+                );
                 owed.push(row.receipt_owed.take());
                 let routed = node.gossip.enabled()
-                    && EnvelopeHeader::decode(row.header.as_slice())
-                        .is_ok_and(|h| crate::service::tree::tree_routed(&h));
+                    && header
+                        .as_ref()
+                        .is_some_and(crate::service::tree::tree_routed);
                 let mut announce = Vec::new();
                 let lazy = if routed {
                     node.gossip.lazy(&row.origin)
@@ -353,7 +460,8 @@ async fn try_prepare(
                     });
                     continue;
                 }
-                if let Some(r) = receipt {
+                // A shorter copy of a message held here owes no receipt again.
+                if let Some(r) = receipt.filter(|_| !shorter) {
                     node.receipts.push(r);
                 }
                 node.metrics.reject(reason.label(), exercise);
@@ -379,6 +487,7 @@ async fn try_prepare(
         owed,
         rejections,
         tree,
+        reach,
         failed: None,
     })
 }
@@ -453,6 +562,7 @@ impl Committing {
             owed,
             rejections,
             tree,
+            reach,
             failed,
             ..
         } = batch;
@@ -496,6 +606,8 @@ impl Committing {
         let sender = from_peer.clone();
         let from_peer = from_peer.is_some();
         let mut tree = tree.into_iter();
+        let mut reach = reach.into_iter();
+        let mut reroutes = Vec::new();
         let mut wake = BTreeSet::new();
         let mut new_rosters = Vec::new();
         let mut last_new = 0u64;
@@ -508,6 +620,15 @@ impl Committing {
             .zip(rosters)
         {
             let (id, announce, prunable) = tree.next().unwrap_or_default();
+            match (reach.next().unwrap_or_default(), &s) {
+                (Reach::AtLimit(id, len), Stored::New(_)) => node
+                    .hop_limited
+                    .lock()
+                    .expect("hop_limited lock")
+                    .note(&id, len),
+                (r @ Reach::Shorter { .. }, _) => reroutes.push(r),
+                _ => {}
+            }
             if let Some(r) = roster {
                 // Whoever sent a roster message admitted it: it holds that version.
                 if from_peer && let Ok(d) = crate::domain::roster::parse(&r) {
@@ -572,6 +693,17 @@ impl Committing {
                 later
             });
         }
+        for r in reroutes {
+            if let Reach::Shorter {
+                id,
+                hops,
+                forward_to,
+                at_limit,
+            } = r
+            {
+                reach_further(node, &id, hops, &forward_to, at_limit, now).await;
+            }
+        }
         for peer in wake {
             node.peers.wake(&peer);
         }
@@ -579,6 +711,50 @@ impl Committing {
             .into_iter()
             .map(|r| r.expect("every slot filled"))
             .collect())
+    }
+}
+
+/// Held message `id` was at its hop limit here and came again over a shorter
+/// path: queued for `peers` (the targets of that path) with its chain, which
+/// replaces the stored one (see [`HopLimited`]). Lazy like reconciliation's
+/// queueing: lost only to a power failure within the commit window.
+async fn reach_further(
+    node: &Node,
+    id: &str,
+    hops: Vec<u8>,
+    peers: &[String],
+    at_limit: Option<usize>,
+    now: i64,
+) {
+    {
+        let mut limited = node.hop_limited.lock().expect("hop_limited lock");
+        match at_limit {
+            Some(len) => limited.note(id, len),
+            None => limited.forget(id),
+        }
+    }
+    let mut queued = Vec::new();
+    for (k, peer) in peers.iter().enumerate() {
+        let item = Requeue {
+            message_id: id.to_string(),
+            hops: (k == 0).then(|| hops.clone()),
+        };
+        match node.store.requeue(peer, vec![item], now).await {
+            Ok(0) => {}
+            Ok(_) => queued.push(peer.as_str()),
+            Err(e) => {
+                node.metrics.storage_error(&e);
+                tracing::error!(message_id = %id, %peer, error = %e, "cannot queue a message that came over a shorter path; the peer gets it only if another path reaches it");
+                break;
+            }
+        }
+    }
+    for peer in &queued {
+        node.reconcile.requeued(peer).notify_one();
+        node.peers.wake(peer);
+    }
+    if !queued.is_empty() {
+        tracing::info!(message_id = %id, peers = ?queued, "a message held at its hop limit came again over a shorter path: forwarded over it");
     }
 }
 
@@ -628,10 +804,26 @@ async fn drop_held(
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
-    for (i, ((env, chain), id)) in envs.into_iter().zip(chains).zip(ids).enumerate() {
+    for (i, ((env, mut chain), id)) in envs.into_iter().zip(chains).zip(ids).enumerate() {
         if let Some((id, routed)) = &id
             && held.contains(id)
         {
+            // Held, but at its hop limit: a copy over a shorter path (its
+            // length read from the unverified chain; admission verifies it)
+            // goes the whole way to forward the message further.
+            if !chain.returning
+                && node
+                    .hop_limited
+                    .lock()
+                    .expect("hop_limited lock")
+                    .shorter(id, chain.hops.len() + 1)
+            {
+                chain.shorter = true;
+                keep.0.push(i);
+                keep.1.push(env);
+                keep.2.push(chain);
+                continue;
+            }
             node.metrics
                 .count_duplicate(claimed.get(i).copied().unwrap_or(false));
             // Plumtree: that link was not needed for it (unless the peer
@@ -871,5 +1063,32 @@ pub async fn originate_with_attachments(
         other => Err(OriginateError::Store(StoreError::Invalid(format!(
             "unexpected outcome for a new message: {other:?}"
         )))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{HopLimited, MAX_HOP_LIMITED};
+
+    /// Only a strictly shorter path counts; forgetting and re-noting work;
+    /// the table stays bounded and forgets the oldest first.
+    #[test]
+    fn hop_limited_takes_only_shorter_paths_and_stays_bounded() {
+        let mut h = HopLimited::default();
+        assert!(!h.shorter("m", 1), "not at its limit: a plain duplicate");
+        h.note("m", 8);
+        assert!(h.shorter("m", 7));
+        assert!(!h.shorter("m", 8), "as long: nothing gained");
+        assert!(!h.shorter("m", 9));
+        h.note("m", 5);
+        assert!(!h.shorter("m", 5) && h.shorter("m", 4));
+        h.forget("m");
+        assert!(!h.shorter("m", 1));
+        for i in 0..MAX_HOP_LIMITED + 10 {
+            h.note(&i.to_string(), 8);
+        }
+        assert!(h.len.len() <= MAX_HOP_LIMITED && h.order.len() <= MAX_HOP_LIMITED);
+        assert!(!h.shorter("0", 1), "the oldest is forgotten first");
+        assert!(h.shorter(&(MAX_HOP_LIMITED + 9).to_string(), 1));
     }
 }

@@ -64,8 +64,11 @@ const DEFER_MAX: Duration = Duration::from_secs(300);
 /// Time the peer has to answer Hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Lean receipts: how long a page of nothing but receipts waits for more
-/// (they then go as one bundled frame), and a bundle's limits.
-const RECEIPT_GATHER: Duration = Duration::from_millis(25);
+/// (they then go as one bundled frame), and a bundle's limits. Receipts are
+/// status, not alerts: a quarter second per hop merges the receipts of a
+/// whole subtree and of several messages into one frame (37-node
+/// benchmark: 1.75 receipt frames per delivery at 25 ms, 1.04 at 250 ms).
+const RECEIPT_GATHER: Duration = Duration::from_millis(250);
 const BUNDLE_MAX_FRAMES: usize = 256;
 const BUNDLE_MAX_BYTES: usize = 256 * 1024;
 

@@ -95,6 +95,9 @@ pub struct Node {
     pub gossip: crate::service::tree::Tree,
     /// The bandwidth schedule of attachment transfers, per peer.
     pub pacers: PeerPacers,
+    /// Messages whose first copy came over a path at their signed hop
+    /// limit (`service::ingest::HopLimited`).
+    pub hop_limited: Mutex<crate::service::ingest::HopLimited>,
 }
 
 /// The per-peer bound `limits.attachment_bytes_per_sec`: one schedule
@@ -199,6 +202,7 @@ impl Node {
             fetching: Default::default(),
             gossip: crate::service::tree::Tree::new(&p.cfg.gossip),
             pacers: Default::default(),
+            hop_limited: Default::default(),
             cfg: p.cfg,
         };
         node.select_signer();

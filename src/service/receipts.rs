@@ -3,7 +3,7 @@
 //! AcknowledgeMessage queue what is owed (`node::ReceiptQueue`); this task
 //! aggregates it (one receipt covers up to `MAX_RECEIPT_IDS` messages of one
 //! origin), signs and sends it like any other message, addressed to the origin
-//! only, over a 50 ms aggregation window. Receipts are best-effort and
+//! only, over a 250 ms aggregation window. Receipts are best-effort and
 //! committed without their own fsync: a receipt lost to a crash or power
 //! failure leaves the origin showing the message as relayed, not delivered.
 use crate::domain::admission::{MAX_RECEIPT_IDS, ReceiptOwed};
@@ -15,8 +15,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
-/// How long the receipt task gathers jobs before signing receipts.
-const AGGREGATION_WINDOW: std::time::Duration = std::time::Duration::from_millis(50);
+/// How long the receipt task gathers jobs before signing receipts (one
+/// receipt covers what arrived from one origin meanwhile).
+const AGGREGATION_WINDOW: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Signs and sends queued receipts until the queue closes or the node stops.
 pub async fn run(node: Arc<Node>, mut rx: mpsc::Receiver<ReceiptOwed>) {

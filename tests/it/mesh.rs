@@ -1,7 +1,8 @@
 //! Relay on a 6-node mesh with cycles: a ring n0..n5 with chords n0–n3 and
 //! n1–n4. Floods reach everyone exactly once and never loop, restricted
 //! messages reach only their recipient, retractions reach every holder, and a
-//! relay that is down holds nothing back.
+//! relay that is down holds nothing back. A message whose first copy reached a
+//! relay at its hop limit goes on when a copy over a shorter path arrives.
 
 use crate::common::*;
 use certfed::app::RunningNode;
@@ -192,5 +193,77 @@ async fn a_relay_that_is_down_holds_nothing_back() {
     assert_eq!(info.stored_messages, 1);
     for x in nodes.into_iter().flatten() {
         x.shutdown().await.unwrap();
+    }
+}
+
+/// Under load a flood's first copy can reach a node over a long detour, at
+/// the signed hop limit, so that node forwards it to nobody; the copy over
+/// the short path then arrives as a duplicate. Line a–b–c–x–y with hop limit
+/// 3, and a link a–x that x does not accept yet: x holds a's alert over a,
+/// b, c (at the limit) and y lacks it; once x takes a as a peer (reload),
+/// a's queued copy reaches x over [a]: x must forward it to y over the
+/// shorter path — before, x answered DUPLICATE and y never got it
+/// (reconciliation refuses it too: the stored path is at the limit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shorter_path_carries_a_message_past_a_relay_at_its_hop_limit() {
+    let mut fed = Fed::new(
+        &["node-a", "node-b", "node-c", "node-x", "node-y"],
+        &[(0, 1), (1, 2), (2, 3), (3, 4)],
+    );
+    fed.specs[0].extra = "hop_limit = 3".into();
+    // a lists x (its copy for x waits in a's outbox); x does not list a yet.
+    let (pa, px) = (fed.specs[0].port, fed.specs[3].port);
+    fed.specs[0].peers.push(("node-x".into(), px));
+    let nodes: Vec<RunningNode> = {
+        let mut v = Vec::new();
+        for i in 0..5 {
+            v.push(fed.start(i).await);
+        }
+        v
+    };
+    let id = publish_on(&fed, 0, green_alert("a long way first"), &[]).await;
+    assert!(
+        arrives(&fed, 3, &id, Duration::from_secs(20)).await,
+        "x is three nodes from a and within the limit"
+    );
+    let mut op_x = fed.operator(3).await;
+    let m = op_x
+        .get_message(GetMessageRequest {
+            message_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let relays: Vec<_> = m.custody.iter().map(|r| r.relay.as_str()).collect();
+    assert_eq!(relays, ["node-b", "node-c"], "x got it the long way");
+    // At the limit, x forwarded it to nobody (deterministic: the limit, not
+    // timing): y does not hold it.
+    let mut op_y = fed.operator(4).await;
+    let err = op_y
+        .get_message(GetMessageRequest {
+            message_id: id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+
+    // x takes a as a peer: the short path appears.
+    fed.specs[3].peers.push(("node-a".into(), pa));
+    nodes[3].reload(&fed.config_path(3)).unwrap();
+    assert!(
+        arrives(&fed, 4, &id, Duration::from_secs(30)).await,
+        "y must get the alert once a shorter path reaches x"
+    );
+    let m = op_y
+        .get_message(GetMessageRequest {
+            message_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let relays: Vec<_> = m.custody.iter().map(|r| r.relay.as_str()).collect();
+    assert_eq!(relays, ["node-x"], "y got it over the short path a, x");
+    for n in nodes {
+        n.shutdown().await.unwrap();
     }
 }

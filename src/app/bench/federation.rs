@@ -76,6 +76,9 @@ pub struct Plan {
     pub settle_secs: u64,
     /// Plumtree off on every node (`gossip.plumtree = false`): flooding.
     pub flood: bool,
+    /// Warm-up broadcasts from every node, not only node 0 (every origin's
+    /// tree formed before the load: the steady state).
+    pub warm_trees: bool,
 }
 
 /// Counters summed over the nodes (see the module docs).
@@ -347,38 +350,67 @@ pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
     }
     let started_nodes = Instant::now();
 
-    // Warm-up: one broadcast from node 0 over every link, until all hold it.
-    let mut op0 = fed.operator(0).await;
-    let warm = op0
-        .publish_alert(PublishAlertRequest {
-            alert: Some(super::kib_alert(0)),
-            ..Default::default()
-        })
-        .await
-        .context("warm-up PublishAlert")?
-        .into_inner()
-        .message_id;
+    // Warm-up: one broadcast from node 0 over every link (from every node
+    // with `warm_trees`), until all hold them.
+    let warm_origins = if plan.warm_trees { n } else { 1 };
+    let mut warm_ids = Vec::with_capacity(warm_origins);
+    for o in 0..warm_origins {
+        let mut op = fed.operator(o).await;
+        let id = op
+            .publish_alert(PublishAlertRequest {
+                alert: Some(super::kib_alert(o)),
+                ..Default::default()
+            })
+            .await
+            .context("warm-up PublishAlert")?
+            .into_inner()
+            .message_id;
+        warm_ids.push(id);
+        if plan.warm_trees {
+            // One origin at a time, as a running federation's trees form.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     let deadline = Instant::now() + Duration::from_secs(120);
     for (i, name) in names.iter().enumerate() {
         let mut op = fed.operator(i).await;
-        while op
-            .get_message(GetMessageRequest {
-                message_id: warm.clone(),
-            })
-            .await
-            .is_err()
-        {
-            if Instant::now() > deadline {
-                bail!(
-                    "the warm-up broadcast did not reach {name} within 120 s; the end of its log:\n{}",
-                    procs[i].log_tail()
-                );
+        for warm in &warm_ids {
+            while op
+                .get_message(GetMessageRequest {
+                    message_id: warm.clone(),
+                })
+                .await
+                .is_err()
+            {
+                if Instant::now() > deadline {
+                    let peers = warm_diagnosis(&fed, &names, i, warm).await;
+                    bail!(
+                        "the warm-up broadcast {warm} did not reach {name} within 120 s; its peers:\n{peers}\nthe end of its log:\n{}",
+                        procs[i].log_tail()
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    // Let the warm-up's receipts settle before the counters are read.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Let the warm-up's receipts and announcements settle before the
+    // counters are read: until the frames sent stop changing for a second
+    // (at least 2 s, at most 30 s).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let settle_until = Instant::now() + Duration::from_secs(30);
+    let mut last = f64::NAN;
+    while Instant::now() < settle_until {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let mut c = Counters::default();
+        for p in &metrics_ports {
+            c = c + scrape(*p).await?;
+        }
+        let now = c.frames + c.gossip_frames + c.receipts;
+        if now == last {
+            break;
+        }
+        last = now;
+    }
     if !json {
         eprintln!(
             "  all {n} nodes up and linked after {:.1} s; playing {} GREEN + {} AMBER at {}/s ...",
@@ -730,6 +762,7 @@ pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
         "gossip_frames_per_delivery": round(used.gossip_frames / d, 3),
         "grafted_per_delivery": round(used.grafted / d, 3),
         "plumtree": !plan.flood,
+        "warm_trees": plan.warm_trees,
         "cpu_ms_per_delivery": round(cpu_seconds * 1000.0 / d, 2),
         "cpu_cores_busy": round(cpu_seconds / cpu_window.max(1e-9), 2),
         "rss_per_node_mib": round(rss_mean, 1),
@@ -770,6 +803,39 @@ pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// For a warm-up broadcast that did not reach node `i`: whether each of
+/// its peers holds it, and what each says of its link to node `i`.
+async fn warm_diagnosis(fed: &Fed, names: &[String], i: usize, id: &str) -> String {
+    let mut out = String::new();
+    for (peer, _) in &fed.specs[i].peers {
+        let Some(j) = names.iter().position(|n| n == peer) else {
+            continue;
+        };
+        let mut op = fed.operator(j).await;
+        let held = op
+            .get_message(GetMessageRequest {
+                message_id: id.to_string(),
+            })
+            .await
+            .is_ok();
+        let link = op
+            .list_peers(ListPeersRequest {
+                page_size: 0,
+                page_token: String::new(),
+            })
+            .await
+            .ok()
+            .and_then(|r| {
+                r.into_inner()
+                    .peers
+                    .into_iter()
+                    .find(|p| p.peer_id == names[i])
+            });
+        out.push_str(&format!("  {peer}: holds it: {held}; its link: {link:?}\n"));
+    }
+    out
 }
 
 #[cfg(test)]

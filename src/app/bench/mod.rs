@@ -143,6 +143,13 @@ pub struct BenchArgs {
     /// before issue 13's trees; to compare in one build.
     #[arg(long)]
     pub federation_flood: bool,
+    /// Federation phase in the steady state of a running federation: the
+    /// warm-up sends one broadcast from every node (not only node 0), so
+    /// every origin's Plumtree tree has formed before the measured load;
+    /// without it the first message of each origin pays the tree's
+    /// formation (a flood) inside the measurement.
+    #[arg(long)]
+    pub federation_warm_trees: bool,
     /// Where the nodes keep their stores in the ingest and relay phases.
     #[arg(long, value_enum, default_value_t = BenchStorage::Sqlite)]
     pub storage: BenchStorage,
@@ -444,6 +451,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             kill: args.federation_kill,
             settle_secs: args.federation_settle,
             flood: args.federation_flood,
+            warm_trees: args.federation_warm_trees,
         };
         return federation::run(plan, args.json).await;
     }
