@@ -673,10 +673,16 @@ fn delivery_state(s: i32) -> &'static str {
 
 /// One line about a reconciliation.
 fn reconcile_line(r: &ReconcileView) -> String {
-    let what = format!(
+    let mut what = format!(
         "difference {}, sent {}, received {}, {} round(s), {} bytes",
         r.difference, r.sent, r.received, r.rounds, r.bytes
     );
+    if r.refused_before > 0 {
+        what.push_str(&format!(
+            ", {} not offered again (refused by the peer within 24 h)",
+            r.refused_before
+        ));
+    }
     if r.error.is_empty() {
         format!("{} (started by {}): {what}", ts(&r.at), term(&r.started_by))
     } else {

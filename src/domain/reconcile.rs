@@ -22,8 +22,11 @@
 //! - `Skip`: nothing.
 //! - `Fingerprint`: equal to ours → `Skip`; else, if we hold at most
 //!   [`Limits::ids_threshold`] items there, `Ids` (all of them); else the
-//!   range split into [`Limits::branch`] parts of about equal count, each
-//!   with our fingerprint.
+//!   range split into up to [`Limits::branch`] parts of about equal count,
+//!   each with our fingerprint. A range over several buckets is split at
+//!   bucket starts (a large bucket is a part of its own), so both sides
+//!   answer those parts from their sums and read only the buckets that
+//!   differ; a range within one bucket is split between its items.
 //! - `Ids` (all of theirs): ours that they lack are to be sent
 //!   ([`Step::send`]); theirs we lack go back as `Want`. If we hold more than
 //!   [`Limits::max_compare`] items there, the range is split instead (or, if
@@ -47,11 +50,15 @@
 //!   touch; a reply never has more than [`Limits::max_ranges`] ranges (the
 //!   tail is folded into one fingerprint range, to be refined next round).
 //! - Items loaded per round are bounded too: once the buckets a round needs
-//!   pass [`Limits::max_load`] items, the ranges after the first one that
-//!   would pass it are answered as one fingerprint range over the rest of the
-//!   set (refined in later rounds), so a large set with differences spread
-//!   everywhere takes more rounds, never more memory. The first range that
-//!   needs items is always answered, so every round makes progress.
+//!   pass [`Limits::max_load`] items, each later range that needs items is
+//!   answered with our fingerprint of that same range (from the sums: the
+//!   other side refines it next round, within its own budget) and the
+//!   ranges that need none are still answered; only a range whose
+//!   fingerprint itself needs items ends the reply with one fingerprint
+//!   range over the rest of the set. So a large set with differences spread
+//!   everywhere takes more rounds, never more memory, and no range is
+//!   refined again from the top. The first range that needs items is always
+//!   answered, so every round makes progress.
 use crate::domain::policy::broadcastable;
 use crate::proto::v1::{ReconcileFrame, ShortIds, SyncBound, SyncRange, Tlp, sync_range};
 use sha2::{Digest, Sha256};
@@ -418,6 +425,16 @@ impl BucketView {
         }
     }
 
+    /// Whether a range may end at `bound` without the items of its bucket:
+    /// the end of the set, a bucket's start, or in a loaded or empty bucket.
+    fn answers_at(&self, bound: &Key) -> bool {
+        let b = self.bucket_of(bound.created_ms);
+        *bound == Key::END
+            || *bound == Key::at(self.span(b).0)
+            || self.loaded.contains_key(&b)
+            || !self.sums.contains_key(&b)
+    }
+
     /// Whether the items of `bucket` were given.
     pub fn is_loaded(&self, bucket: i64) -> bool {
         self.loaded.contains_key(&bucket)
@@ -448,6 +465,9 @@ impl BucketView {
         let last = self.bucket_of(hi.created_ms);
         self.sums
             .range(first..=last)
+            // A bucket starting at `hi` holds nothing of the range (bounds
+            // at bucket starts are the common case: no edge to read there).
+            .filter(|(b, _)| Key::at(self.span(**b).0) < *hi)
             .map(|(b, _)| {
                 let (from, to) = self.span(*b);
                 let inside = *lo <= Key::at(from) && (Key::at(to) <= *hi || *hi == Key::END);
@@ -508,17 +528,48 @@ impl BucketView {
         missing: &mut Missing,
     ) -> Option<Vec<Key>> {
         let target = total.div_ceil(parts.max(1) as u64).max(1);
-        // Units in order: (a bound just before the unit's first item, count).
+        // A range over several buckets is split at bucket starts only (a
+        // bucket larger than a part is a part of its own): both sides then
+        // answer the parts from their sums, and only the buckets that turn
+        // out to differ are read item by item, in a later round. Splitting
+        // inside buckets would read every bucket of the range on both sides,
+        // though a sparse difference touches few of them. When that leaves
+        // one part (one bucket holds the range's items), it is split by items.
+        let buckets = self.buckets(lo, hi);
+        if buckets.len() >= 2 {
+            let units = self.units(lo, hi, &buckets, u64::MAX, missing)?;
+            let bounds = place(&units, lo, hi, target, parts);
+            if !bounds.is_empty() {
+                return Some(bounds);
+            }
+        }
+        let units = self.units(lo, hi, &buckets, target, missing)?;
+        Some(place(&units, lo, hi, target, parts))
+    }
+
+    /// The units a split of `[lo, hi)` places its bounds between, in order:
+    /// (a bound just before the unit's first item, count). A bucket wholly
+    /// inside holding at most `whole_up_to` items is one unit; any other
+    /// bucket gives one unit per item (its items are needed: when missing,
+    /// it is added to `missing` and `None` returned).
+    fn units(
+        &self,
+        lo: &Key,
+        hi: &Key,
+        buckets: &[(i64, bool)],
+        whole_up_to: u64,
+        missing: &mut Missing,
+    ) -> Option<Vec<(Key, u64)>> {
         let mut units: Vec<(Key, u64)> = Vec::new();
         let mut ok = true;
-        for (b, inside) in self.buckets(lo, hi) {
-            let count = self.sums[&b].count;
-            if inside && count <= target && !self.loaded.contains_key(&b) {
-                let (from, _) = self.span(b);
+        for (b, inside) in buckets {
+            let count = self.sums[b].count;
+            if *inside && count <= whole_up_to {
+                let (from, _) = self.span(*b);
                 units.push((Key::at(from), count));
                 continue;
             }
-            match self.items_of(b, lo, hi) {
+            match self.items_of(*b, lo, hi) {
                 Some(items) => {
                     // Within a bucket, the shortest bound after the previous
                     // item; the first item of a bucket, its creation time
@@ -534,31 +585,34 @@ impl BucketView {
                     }
                 }
                 None => {
-                    missing.insert(b);
+                    missing.insert(*b);
                     ok = false;
                 }
             }
         }
-        if !ok {
-            return None;
-        }
-        let mut bounds = Vec::new();
-        let mut acc = 0u64;
-        let mut next = target;
-        for (i, (_, count)) in units.iter().enumerate() {
-            acc += count;
-            if acc >= next && i + 1 < units.len() && bounds.len() + 1 < parts {
-                let b = units[i + 1].0;
-                if b > *lo && b < *hi && bounds.last().is_none_or(|l| *l < b) {
-                    bounds.push(b);
-                }
-                while next <= acc {
-                    next += target;
-                }
+        ok.then_some(units)
+    }
+}
+
+/// Inner bounds between `units` (see [`BucketView::units`]) splitting
+/// `[lo, hi)` into at most `parts` ranges of about `target` items each.
+fn place(units: &[(Key, u64)], lo: &Key, hi: &Key, target: u64, parts: usize) -> Vec<Key> {
+    let mut bounds = Vec::new();
+    let mut acc = 0u64;
+    let mut next = target;
+    for (i, (_, count)) in units.iter().enumerate() {
+        acc += count;
+        if acc >= next && i + 1 < units.len() && bounds.len() + 1 < parts {
+            let b = units[i + 1].0;
+            if b > *lo && b < *hi && bounds.last().is_none_or(|l| *l < b) {
+                bounds.push(b);
+            }
+            while next <= acc {
+                next += target;
             }
         }
-        Some(bounds)
     }
+    bounds
 }
 
 impl Step {
@@ -669,7 +723,9 @@ pub fn process(
     // whether the last one is a skip.
     let mut replied = 0usize;
     let mut last_skip = false;
-    for r in &frame.ranges {
+    let mut next = 0;
+    while let Some(r) = frame.ranges.get(next) {
+        next += 1;
         let (lo, hi) = (lower, r.upper);
         lower = r.upper;
         if r.mode == Mode::Skip {
@@ -700,23 +756,48 @@ pub fn process(
             }
             last_skip = skipped;
         }
-        if out.len() == before && !mine.is_empty() {
-            // Not answered yet (its buckets are to be loaded): count it as
-            // the split it may become, so that the ranges after a full reply
-            // ask for no loads either.
-            replied += limits.branch;
-            last_skip = false;
-        }
         let new: Vec<i64> = mine.difference(&missing).copied().collect();
         let extra: u64 = new.iter().map(|b| view.count_of(*b)).sum();
         if answered_one
             && extra > 0
             && view.loaded_items() as u64 + pending + extra > limits.max_load as u64
         {
-            // Over the round's budget: the rest is one fingerprint range,
-            // refined in later rounds.
+            // Over the round's budget: this range is answered with our
+            // fingerprint of it (from the sums), for the other side to
+            // refine next round with its own budget; the ranges after it
+            // are still answered when they need no items (a split at bucket
+            // starts, a match). Only when even that needs items is the rest
+            // one fingerprint range, refined in later rounds.
+            // Ranges inside a bucket that is not loaded (the parts of a
+            // bucket split by items) are answered together, up to the next
+            // bound its sums can answer: the bucket's end.
+            let mut upper = hi;
+            while !view.answers_at(&upper)
+                && let Some(r) = frame.ranges.get(next)
+            {
+                upper = r.upper;
+                next += 1;
+            }
+            lower = upper;
+            let mut edge = Missing::new();
+            if let Some(acc) = view.summary(&lo, &upper, &mut edge) {
+                out.push(Range {
+                    upper,
+                    mode: Mode::Fingerprint(acc.fingerprint()),
+                });
+                replied += 1;
+                last_skip = false;
+                continue;
+            }
             fold_rest(view, &lo, &mut out, &mut missing);
             break;
+        }
+        if out.len() == before && !mine.is_empty() {
+            // Not answered yet (its buckets are to be loaded): count it as
+            // the split it may become, so that the ranges after a full reply
+            // ask for no loads either.
+            replied += limits.branch;
+            last_skip = false;
         }
         pending += extra;
         missing.extend(new);

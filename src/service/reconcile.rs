@@ -21,7 +21,9 @@
 //!   `domain::admission::entitled` allows it (the forwarding policy: TLP,
 //!   max_tlp, relay, recipients, hop limit), it is within this node's window
 //!   and not expired. A peer that asks for more gets nothing beyond that;
-//!   the refusals are counted.
+//!   the refusals are counted. A message the peer refused for good
+//!   (delivery REJECTED) within [`REFUSAL_MEMORY_MS`] is not offered again
+//!   (counted as `refused_before`, shown in ListPeers).
 //! - A peer's frames are untrusted: malformed frames (INVALID_ARGUMENT),
 //!   `since_ms` beyond this node's window (OUT_OF_RANGE), more than
 //!   `reconcile.max_rounds_per_minute` rounds a minute or a second round while
@@ -63,6 +65,11 @@ pub const MAX_LOADED: usize = 300_000;
 const PAGE: usize = 1024;
 /// Messages looked up and queued per store write.
 const QUEUE_BATCH: usize = 512;
+/// How long a peer's refusal of a message (delivery REJECTED) keeps
+/// reconciliation from offering it again: a refusal for good (signature,
+/// policy, payload) would otherwise be re-offered, and refused, at every
+/// round; after this a cause fixed on the peer heals.
+pub const REFUSAL_MEMORY_MS: i64 = 24 * 3_600_000;
 /// Slack on a peer's `since_ms` beyond this node's own window.
 const WINDOW_SLACK_MS: i64 = 86_400_000;
 /// Most frame bytes accepted from a peer in an answer (16,384 ranges of at
@@ -298,7 +305,8 @@ async fn exchange(node: &Arc<Node>, peer: &str, view: &mut ReconcileView) -> Res
         let queued = apply(node, peer, since, &step)
             .await
             .map_err(|e| e.to_string())?;
-        view.sent += queued;
+        view.sent += queued.queued;
+        view.refused_before += queued.refused_before;
         // What this node found the peer lacks; what this node lacks and asked
         // for (`want`) is counted when the peer queues it, above.
         view.difference += step.they_lack();
@@ -432,7 +440,10 @@ async fn respond_checked(
         },
         other => other,
     })?;
-    let queued = apply(node, peer, since, &step).await?;
+    let Queued {
+        queued,
+        refused_before,
+    } = apply(node, peer, since, &step).await?;
     let mut last = node.reconcile.last(peer).unwrap_or_default();
     if req.round <= 1 || last.started_by != "peer" {
         last = ReconcileView {
@@ -443,6 +454,7 @@ async fn respond_checked(
     last.rounds = req.round;
     last.difference += step.difference();
     last.sent += queued;
+    last.refused_before += refused_before;
     last.error.clear();
     last.at = Some(ms_to_ts(now_ms()));
     node.reconcile.record(peer, last);
@@ -650,13 +662,16 @@ fn successor(p: SyncPos) -> SyncPos {
 
 /// Queues for `peer` what a step found it lacks (within policy); returns how
 /// many were queued.
-async fn apply(node: &Node, peer: &str, since: i64, step: &Step) -> Result<u64, StoreError> {
+async fn apply(node: &Node, peer: &str, since: i64, step: &Step) -> Result<Queued, StoreError> {
     let mut keys: Vec<Key> = step.send.iter().chain(&step.wanted).copied().collect();
     keys.sort();
     keys.dedup();
     let mut queued = 0;
+    let mut remembered = 0;
     for chunk in keys.chunks(QUEUE_BATCH) {
-        queued += queue(node, peer, since, chunk).await?;
+        let q = queue(node, peer, since, chunk).await?;
+        queued += q.queued;
+        remembered += q.refused_before;
     }
     for (lo, hi) in &step.send_ranges {
         for a in audiences(peer) {
@@ -673,7 +688,9 @@ async fn apply(node: &Node, peer: &str, since: i64, step: &Step) -> Result<u64, 
                     })
                     .collect();
                 for chunk in keys.chunks(QUEUE_BATCH) {
-                    queued += queue(node, peer, since, chunk).await?;
+                    let q = queue(node, peer, since, chunk).await?;
+                    queued += q.queued;
+                    remembered += q.refused_before;
                 }
                 match page.last() {
                     Some(l) if full => pos = successor((l.created_ms, l.id)),
@@ -692,17 +709,47 @@ async fn apply(node: &Node, peer: &str, since: i64, step: &Step) -> Result<u64, 
         node.metrics
             .reconcile_items("unknown_wanted", step.unknown_wanted as u64);
     }
-    Ok(queued)
+    if remembered > 0 {
+        node.metrics.reconcile_items("refused_before", remembered);
+    }
+    Ok(Queued {
+        queued,
+        refused_before: remembered,
+    })
+}
+
+/// What [`apply`] or [`queue`] did.
+#[derive(Debug, Clone, Copy, Default)]
+struct Queued {
+    /// Messages queued for the peer.
+    queued: u64,
+    /// Messages the peer lacks that it refused for good within
+    /// [`REFUSAL_MEMORY_MS`]: not offered again.
+    refused_before: u64,
 }
 
 /// Queues the messages of `keys` that `peer` is entitled to, and wakes the
 /// link at once: a large difference is delivered while the rest of it is
 /// still being queued (the batches pipeline), not after.
-async fn queue(node: &Node, peer: &str, since: i64, keys: &[Key]) -> Result<u64, StoreError> {
-    let ids: Vec<String> = keys
+async fn queue(node: &Node, peer: &str, since: i64, keys: &[Key]) -> Result<Queued, StoreError> {
+    let mut ids: Vec<String> = keys
         .iter()
         .map(|k| uuid::Uuid::from_bytes(k.id).to_string())
         .collect();
+    // What the peer refused for good lately is not offered again (it would
+    // be refused again, at every round).
+    let refused_before = node
+        .store
+        .refused_by(
+            peer,
+            ids.clone(),
+            now_ms().saturating_sub(REFUSAL_MEMORY_MS),
+        )
+        .await?;
+    if !refused_before.is_empty() {
+        let skip: std::collections::HashSet<&String> = refused_before.iter().collect();
+        ids.retain(|i| !skip.contains(i));
+    }
     let (queued, refused) = queue_entitled(node, peer, since, &ids, Why::Reconciled).await?;
     if refused > 0 {
         node.metrics.reconcile_items("not_entitled", refused);
@@ -711,7 +758,10 @@ async fn queue(node: &Node, peer: &str, since: i64, keys: &[Key]) -> Result<u64,
         node.reconcile.requeued(peer).notify_one();
         node.peers.wake(peer);
     }
-    Ok(queued)
+    Ok(Queued {
+        queued,
+        refused_before: refused_before.len() as u64,
+    })
 }
 
 /// Why a held message is queued for a peer again (the hop record says so).

@@ -50,7 +50,7 @@ fn id(n: u32) -> String {
 /// Runs every check, each on a fresh store opened by `open` in its own folder.
 pub async fn run_all(open: impl Fn(&Path) -> Store) {
     type Check = fn(Store) -> futures::future::BoxFuture<'static, ()>;
-    let checks: [(&str, Check); 25] = [
+    let checks: [(&str, Check); 26] = [
         ("one_write_of_many", |s| Box::pin(one_write_of_many(s))),
         ("parked", |s| Box::pin(parked_copies_wait_for_their_time(s))),
         ("held", |s| Box::pin(held_ids_are_found_by_index(s))),
@@ -59,6 +59,9 @@ pub async fn run_all(open: impl Fn(&Path) -> Store) {
             Box::pin(sync_sums_follow_insert_and_purge(s))
         }),
         ("requeue", |s| Box::pin(requeue_makes_entries_due_now(s))),
+        ("refused_by", |s| {
+            Box::pin(refusals_are_found_until_they_age(s))
+        }),
         ("incidents", |s| Box::pin(incidents_and_keys(s))),
         ("dedup", |s| Box::pin(dedup_by_message_id(s))),
         ("outbox", |s| Box::pin(outbox_follows_the_message(s))),
@@ -1208,6 +1211,50 @@ async fn sync_sums_follow_insert_and_purge(s: Store) {
 /// an entry exists (deferred) or the link is past their cursor; messages
 /// not held, or whose relayed ciphertext was dropped, are skipped; a new
 /// chain of custody is stored first.
+async fn refusals_are_found_until_they_age(s: Store) {
+    s.insert(
+        vec![
+            msg(&id(1), "node-a", MessageKind::Alert, &["node-b", "node-c"]),
+            msg(&id(2), "node-a", MessageKind::Alert, &["node-b"]),
+        ],
+        Durability::Durable,
+    )
+    .await
+    .unwrap();
+    // Both refused by node-b at 7,000 (a refusal is a REJECTED delivery).
+    s.drop_outbox("node-b", "refused", 7_000).await.unwrap();
+    let asked = vec![id(1), id(2), id(99)];
+    let mut r = s.refused_by("node-b", asked.clone(), 7_000).await.unwrap();
+    r.sort();
+    assert_eq!(r, vec![id(1), id(2)]);
+    assert!(
+        s.refused_by("node-b", asked.clone(), 7_001)
+            .await
+            .unwrap()
+            .is_empty(),
+        "refusals older than since_ms are not found"
+    );
+    assert!(
+        s.refused_by("node-c", asked.clone(), 0)
+            .await
+            .unwrap()
+            .is_empty(),
+        "node-c refused nothing (queued)"
+    );
+    // Queued again: no longer refused.
+    s.requeue(
+        "node-b",
+        vec![Requeue {
+            message_id: id(2),
+            hops: None,
+        }],
+        8_000,
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.refused_by("node-b", asked, 0).await.unwrap(), vec![id(1)]);
+}
+
 async fn requeue_makes_entries_due_now(s: Store) {
     s.insert(
         vec![

@@ -783,6 +783,17 @@ pub trait Storage: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<SyncItem>, StoreError>;
 
+    /// Of `message_ids`, those whose delivery to `peer` is REJECTED (the
+    /// peer refused them for good: signature, policy, payload) with the
+    /// refusal recorded at or after `since_ms`. Reconciliation does not
+    /// offer them again until the refusal is older.
+    async fn refused_by(
+        &self,
+        peer: &str,
+        message_ids: Vec<String>,
+        since_ms: i64,
+    ) -> Result<Vec<String>, StoreError>;
+
     /// Queues held messages for `peer` again, as a new message would be
     /// (outbox and delivery rows, QUEUED), offered at once also to a link
     /// already past their cursor: the entry is due now (`outbox_due`). An

@@ -634,6 +634,56 @@ async fn a_message_deferred_for_clock_skew_is_delivered_by_the_next_reconciliati
     b.shutdown().await.unwrap();
 }
 
+/// A message the peer refused for good (here: exercise traffic at a node
+/// with `exercise.accept = false`, a policy refusal) is not offered to it
+/// again by the next reconciliation, which says so; it stays REJECTED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_the_peer_refused_for_good_is_not_offered_again() {
+    let mut fed = Fed::new(&["node-a", "node-b"], &[(0, 1)]);
+    fed.specs[1].extra = "\n[exercise]\naccept = false\n".into();
+    let a = fed.start(0).await;
+    let b = fed.start(1).await;
+    let x = publish_on(
+        &fed,
+        0,
+        Alert {
+            exercise: true,
+            ..green_alert("EXERCISE refused by b")
+        },
+        &[],
+    )
+    .await;
+    assert!(
+        eventually(WAIT, || async {
+            delivery_to(&fed, 0, &x, "node-b")
+                .await
+                .is_some_and(|d| d.state == DeliveryState::Rejected as i32)
+        })
+        .await,
+        "b refuses the exercise alert"
+    );
+    let mut op = fed.operator(0).await;
+    let r = op
+        .reconcile_peer(ReconcilePeerRequest {
+            peer_id: "node-b".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .result
+        .unwrap();
+    assert!(r.error.is_empty(), "{r:?}");
+    assert_eq!(
+        (r.sent, r.refused_before),
+        (0, 1),
+        "found lacking, not offered again: {r:?}"
+    );
+    let d = delivery_to(&fed, 0, &x, "node-b").await.unwrap();
+    assert_eq!(d.state, DeliveryState::Rejected as i32, "{d:?}");
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
 fn fp_frame(ranges: Vec<SyncRange>) -> Option<ReconcileFrame> {
     Some(ReconcileFrame { ranges })
 }

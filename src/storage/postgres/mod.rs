@@ -1010,6 +1010,19 @@ impl Storage for PgStore {
         self.read_note(queries::sync_items(&c, audience, from, to, limit).await)
     }
 
+    async fn refused_by(
+        &self,
+        peer: &str,
+        message_ids: Vec<String>,
+        since_ms: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        if message_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let c = self.reader().await?;
+        self.read_note(queries::refused_by(&c, peer, &message_ids, since_ms).await)
+    }
+
     async fn requeue(
         &self,
         peer: &str,

@@ -1387,6 +1387,30 @@ pub async fn sync_items(
     Ok(out)
 }
 
+/// Of `ids`, those `peer` refused at or after `since_ms` (see
+/// `Storage::refused_by`).
+pub async fn refused_by(
+    c: &ClientWrapper,
+    peer: &str,
+    ids: &[String],
+    since_ms: i64,
+) -> Result<Vec<String>, StoreError> {
+    let rejected = DeliveryState::Rejected as i32;
+    let st = c
+        .prepare_cached(
+            "SELECT message_id FROM delivery
+             WHERE peer = $1 AND state = $2 AND updated_ms >= $3 AND message_id = ANY($4)",
+        )
+        .await
+        .map_err(|x| pg_err("cannot prepare a read", x))?;
+    Ok(c.query(&st, &[&peer, &rejected, &since_ms, &ids])
+        .await
+        .map_err(|x| pg_err("cannot read refused deliveries", x))?
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect())
+}
+
 /// Queues held messages for `peer` again (see `Storage::requeue`).
 pub async fn requeue(
     c: &ClientWrapper,

@@ -949,6 +949,20 @@ impl Storage for SqliteStore {
             .await
     }
 
+    async fn refused_by(
+        &self,
+        peer: &str,
+        message_ids: Vec<String>,
+        since_ms: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        if message_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let peer = peer.to_string();
+        self.read(move |c| queries::refused_by(c, &peer, &message_ids, since_ms))
+            .await
+    }
+
     async fn requeue(
         &self,
         peer: &str,

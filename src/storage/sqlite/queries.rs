@@ -1002,6 +1002,28 @@ pub fn sync_items(
     Ok(out)
 }
 
+/// Of `ids`, those `peer` refused at or after `since_ms` (see
+/// `Storage::refused_by`).
+pub fn refused_by(
+    c: &Connection,
+    peer: &str,
+    ids: &[String],
+    since_ms: i64,
+) -> Result<Vec<String>, StoreError> {
+    let ids = serde_json::to_string(ids)
+        .map_err(|e| StoreError::Invalid(format!("storage: cannot encode ids: {e}")))?;
+    let mut st = c.prepare_cached(
+        "SELECT message_id FROM delivery
+         WHERE peer = ?1 AND state = ?2 AND updated_ms >= ?3
+           AND message_id IN (SELECT value FROM json_each(?4))",
+    )?;
+    let rows = st.query_map(
+        params![peer, DeliveryState::Rejected as i32, since_ms, ids],
+        |r| r.get::<_, String>(0),
+    )?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
 /// Queues held messages for `peer` again (see `Storage::requeue`).
 pub fn requeue(
     c: &Connection,
