@@ -22,7 +22,7 @@
 //! flood's first arrival can take a long detour, so a later copy over a
 //! shorter path is not dropped as a duplicate: it is verified and admitted
 //! like a new one, and the held message is queued, with the shorter chain,
-//! for the peers that path reaches ([`HopLimited`]; the sender is answered
+//! for the peers that path reaches ([`HopLimited`](crate::domain::custody::HopLimited); the sender is answered
 //! DUPLICATE, no receipt is owed twice). Without this, the nodes behind such
 //! a relay never got the message, and reconciliation (which applies the same
 //! limit to the stored path) never healed it.
@@ -39,7 +39,7 @@ use crate::storage::{
     SyncEntry,
 };
 use prost::Message;
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 
 /// Outcome of ingesting one envelope.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,45 +119,6 @@ pub fn sync_entry(message_id: &str, audiences: &[String]) -> Option<SyncEntry> {
     })
 }
 
-/// Messages held here whose first copy came over a path at their signed hop
-/// limit (so they were forwarded to nobody), with that path's length (origin
-/// and relays). A later copy whose path is shorter is taken to forward them.
-/// Bounded: the oldest are forgotten first (a later copy of one forgotten is
-/// a plain duplicate again).
-#[derive(Debug, Default)]
-pub struct HopLimited {
-    len: HashMap<String, usize>,
-    order: VecDeque<String>,
-}
-
-/// Most hop-limited messages remembered.
-const MAX_HOP_LIMITED: usize = 16_384;
-
-impl HopLimited {
-    /// Message `id` is held over a path of `path_len` nodes, at its limit.
-    pub fn note(&mut self, id: &str, path_len: usize) {
-        if self.len.insert(id.to_string(), path_len).is_none() {
-            self.order.push_back(id.to_string());
-        }
-        while self.order.len() > MAX_HOP_LIMITED {
-            if let Some(old) = self.order.pop_front() {
-                self.len.remove(&old);
-            }
-        }
-    }
-
-    /// Message `id` is no longer at its limit here.
-    pub fn forget(&mut self, id: &str) {
-        self.len.remove(id);
-    }
-
-    /// Whether a copy of `id` over a path of `path_len` nodes reaches
-    /// further than the held one.
-    pub fn shorter(&self, id: &str, path_len: usize) -> bool {
-        self.len.get(id).is_some_and(|l| path_len < *l)
-    }
-}
-
 /// The chain of custody a peer sent with one envelope.
 #[derive(Debug, Clone, Default)]
 pub struct Custody {
@@ -170,7 +131,7 @@ pub struct Custody {
     pub resent: bool,
     /// Set by ingest: this node holds the message, forwarded to nobody
     /// because its first copy came at the hop limit, and this copy's path
-    /// is shorter ([`HopLimited`]).
+    /// is shorter ([`HopLimited`](crate::domain::custody::HopLimited)).
     pub shorter: bool,
 }
 
@@ -204,7 +165,7 @@ pub struct Prepared {
     /// purpose).
     tree: Vec<TreeRow>,
     /// Per row: whether it is at its hop limit, or a shorter path for a
-    /// held message that was ([`HopLimited`]).
+    /// held message that was ([`HopLimited`](crate::domain::custody::HopLimited)).
     reach: Vec<Reach>,
     /// Why the batch could not be prepared (shown by `finish`).
     failed: Option<StoreError>,
@@ -275,7 +236,7 @@ pub async fn prepare(
 /// duplicate of it may prune the link.
 type TreeRow = (Option<(String, String)>, Vec<String>, bool);
 
-/// A row's place at the hop limit (see [`HopLimited`]).
+/// A row's place at the hop limit (see [`HopLimited`](crate::domain::custody::HopLimited)).
 #[derive(Debug, Default)]
 enum Reach {
     #[default]
@@ -716,7 +677,7 @@ impl Committing {
 
 /// Held message `id` was at its hop limit here and came again over a shorter
 /// path: queued for `peers` (the targets of that path) with its chain, which
-/// replaces the stored one (see [`HopLimited`]). Lazy like reconciliation's
+/// replaces the stored one (see [`HopLimited`](crate::domain::custody::HopLimited)). Lazy like reconciliation's
 /// queueing: lost only to a power failure within the commit window.
 async fn reach_further(
     node: &Node,
@@ -1063,32 +1024,5 @@ pub async fn originate_with_attachments(
         other => Err(OriginateError::Store(StoreError::Invalid(format!(
             "unexpected outcome for a new message: {other:?}"
         )))),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{HopLimited, MAX_HOP_LIMITED};
-
-    /// Only a strictly shorter path counts; forgetting and re-noting work;
-    /// the table stays bounded and forgets the oldest first.
-    #[test]
-    fn hop_limited_takes_only_shorter_paths_and_stays_bounded() {
-        let mut h = HopLimited::default();
-        assert!(!h.shorter("m", 1), "not at its limit: a plain duplicate");
-        h.note("m", 8);
-        assert!(h.shorter("m", 7));
-        assert!(!h.shorter("m", 8), "as long: nothing gained");
-        assert!(!h.shorter("m", 9));
-        h.note("m", 5);
-        assert!(!h.shorter("m", 5) && h.shorter("m", 4));
-        h.forget("m");
-        assert!(!h.shorter("m", 1));
-        for i in 0..MAX_HOP_LIMITED + 10 {
-            h.note(&i.to_string(), 8);
-        }
-        assert!(h.len.len() <= MAX_HOP_LIMITED && h.order.len() <= MAX_HOP_LIMITED);
-        assert!(!h.shorter("0", 1), "the oldest is forgotten first");
-        assert!(h.shorter(&(MAX_HOP_LIMITED + 9).to_string(), 1));
     }
 }

@@ -96,8 +96,8 @@ pub struct Node {
     /// The bandwidth schedule of attachment transfers, per peer.
     pub pacers: PeerPacers,
     /// Messages whose first copy came over a path at their signed hop
-    /// limit (`service::ingest::HopLimited`).
-    pub hop_limited: Mutex<crate::service::ingest::HopLimited>,
+    /// limit (`domain::custody::HopLimited`).
+    pub hop_limited: Mutex<crate::domain::custody::HopLimited>,
 }
 
 /// The per-peer bound `limits.attachment_bytes_per_sec`: one schedule
