@@ -5,7 +5,10 @@
 //! Every write is a job run inside a savepoint of a shared transaction; the
 //! writer drains whatever jobs are queued, commits once (one fsync for the
 //! batch) and only then answers each caller. A job that returns an error rolls
-//! back its own savepoint and leaves the others untouched. If the transaction
+//! back its own savepoint and leaves the others untouched. A job alone in its
+//! batch runs in the transaction without a savepoint (which would first copy
+//! every page it changes into a sub-journal); if it fails, the transaction is
+//! rolled back, which undoes exactly that job. If the transaction
 //! itself fails (cannot begin, a savepoint cannot be opened or closed, the
 //! commit fails — a full disk does this), every job of the batch is answered
 //! with that error and nothing of the batch is kept.
@@ -620,6 +623,20 @@ fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
 fn run_batch(conn: &Connection, batch: &mut [Box<dyn WriteJob>]) -> Result<(), StoreError> {
     conn.execute_batch("BEGIN IMMEDIATE")
         .map_err(|e| sql_err("cannot begin a transaction", e))?;
+    // A job alone in its batch (the usual case below saturation) needs no
+    // savepoint: the transaction is its own, and a savepoint would copy every
+    // page the job changes into a sub-journal first.
+    if let [job] = batch {
+        if !job.run(conn) {
+            // The job answers with its own error; nothing of it is kept.
+            return match conn.execute_batch("ROLLBACK") {
+                Ok(()) => Ok(()),
+                Err(_) if conn.is_autocommit() => Ok(()),
+                Err(e) => Err(sql_err("cannot roll back", e)),
+            };
+        }
+        return commit(conn);
+    }
     for job in batch.iter_mut() {
         let step = conn
             .execute_batch("SAVEPOINT job")
@@ -638,6 +655,10 @@ fn run_batch(conn: &Connection, batch: &mut [Box<dyn WriteJob>]) -> Result<(), S
             return Err(e);
         }
     }
+    commit(conn)
+}
+
+fn commit(conn: &Connection) -> Result<(), StoreError> {
     conn.execute_batch("COMMIT").map_err(|e| {
         let _ = conn.execute_batch("ROLLBACK");
         sql_err("cannot commit", e)
@@ -1130,6 +1151,54 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(bad, 0);
+        });
+        store.close_blocking();
+    }
+
+    #[test]
+    fn a_lone_job_runs_without_a_savepoint_and_a_failing_one_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), &opts()).unwrap();
+        rt().block_on(async {
+            // Alone in its batch (nothing else queued): no savepoint to go
+            // back to, so no sub-journal copy of the pages it changes.
+            let savepoint = store
+                .write(Durability::Durable, |c| {
+                    Ok(c.execute_batch("ROLLBACK TO job").is_ok())
+                })
+                .await
+                .unwrap();
+            assert!(!savepoint, "a lone job ran inside a savepoint");
+            let failed = store
+                .write(Durability::Durable, |c| {
+                    c.execute(
+                        "INSERT INTO rejections (at_ms, from_peer, message_id, reason) VALUES (1, 'p', 'm', 'r')",
+                        [],
+                    )?;
+                    Err::<(), _>(StoreError::Invalid("the job fails".into()))
+                })
+                .await;
+            assert!(matches!(failed, Err(StoreError::Invalid(m)) if m == "the job fails"));
+            // The writer goes on, and the failed job left nothing.
+            store
+                .write(Durability::Durable, |c| {
+                    c.execute(
+                        "INSERT INTO rejections (at_ms, from_peer, message_id, reason) VALUES (2, 'p', 'm', 'r')",
+                        [],
+                    )?;
+                    Ok(())
+                })
+                .await
+                .unwrap();
+            let rows: Vec<i64> = store
+                .read(|c| {
+                    let mut st = c.prepare("SELECT at_ms FROM rejections ORDER BY at_ms")?;
+                    let r = st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+                    Ok(r)
+                })
+                .await
+                .unwrap();
+            assert_eq!(rows, vec![2]);
         });
         store.close_blocking();
     }
