@@ -2,8 +2,8 @@
 //! hands each batch of outcomes (delivered, rejected, deferred) to a recorder
 //! task of its session and goes on sending at once, instead of waiting for
 //! the store to commit them (a commit waits for the fsync of whatever durable
-//! write shares it: at 1,000 msgs/s the link spent most of its time there,
-//! and each new message waited behind it).
+//! write shares it); a message stored meanwhile waited for that commit
+//! before the link read and sent it.
 //!
 //! Invariants:
 //! - Batches are recorded in the order the link handed them over; merging
