@@ -301,8 +301,10 @@ impl SqliteStore {
         }
         conn.pragma_update(None, "synchronous", "FULL")?;
         // The WAL is truncated back to this size after a checkpoint, so a
-        // burst of writes (or a purge) does not leave a large file behind.
-        conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
+        // burst of writes (or a purge) does not leave a large file behind;
+        // and the file is larger than this only while more than this much of
+        // log has not been checkpointed (what wakes the checkpointer).
+        conn.pragma_update(None, "journal_size_limit", CHECKPOINT_AT as i64)?;
         schema::migrate(&mut conn).map_err(damaged)?;
         match schema::owner(&conn).map_err(damaged)? {
             Some(owner) if owner != opts.node_id => {
@@ -721,6 +723,8 @@ impl Checkpointer {
 
     /// After a commit: wakes the checkpointer when the log has grown past
     /// [`CHECKPOINT_AT`] (never waits; a wake-up already pending suffices).
+    /// The file size tells: `journal_size_limit` is [`CHECKPOINT_AT`], so the
+    /// first commit after a completed checkpoint truncates the file to it.
     fn after_commit(&self) {
         if std::fs::metadata(&self.wal).is_ok_and(|m| m.len() > CHECKPOINT_AT) {
             let _ = self.wake.try_send(());
@@ -1315,6 +1319,32 @@ mod tests {
                     db.display()
                 );
                 std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        });
+        rt().block_on(async {
+            // The next commit starts the log over and truncates it to the
+            // limit: the checkpointer is not woken after every commit.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            let wal = dir.path().join(format!("{DB_FILE}-wal"));
+            loop {
+                store
+                    .write(Durability::Lazy, |c| {
+                        c.execute(
+                            "INSERT INTO rejections (at_ms, from_peer, message_id, reason) VALUES (-1, 'p', 'm', 'r')",
+                            [],
+                        )?;
+                        Ok(())
+                    })
+                    .await
+                    .unwrap();
+                if std::fs::metadata(&wal).unwrap().len() <= CHECKPOINT_AT {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the log stays over {CHECKPOINT_AT} bytes after checkpoints"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }
         });
         store.close_blocking();
