@@ -424,6 +424,9 @@ async fn session(
     };
 
     let ack_timeout = node.cfg.limits.ack_timeout();
+    // Acknowledgements are recorded by a task of their own: the link sends
+    // on while they commit (`service::acks`).
+    let mut recorder = crate::service::acks::Recorder::start(node.clone(), peer.to_string());
     let mut in_flight = InFlight::new();
     let mut sent_up_to: u64 = 0;
     let mut drained = false;
@@ -540,7 +543,8 @@ async fn session(
                 for ack in batch {
                     acks.push(ack.map_err(|s| describe(peer, &s))?);
                 }
-                let accepted = record_acks(node, peer, acks, &mut in_flight, &mut next_due).await?;
+                let accepted =
+                    record_acks(node, peer, acks, &mut in_flight, &mut next_due, &recorder).await?;
                 if accepted {
                     // Progress: the peer takes messages again.
                     *backoff = BACKOFF_MIN;
@@ -599,6 +603,7 @@ async fn session(
                 next_due = None;
                 sweep = Some(0);
             }
+            e = recorder.failed() => return Err(store_failed(node, e)),
             _ = node.shutdown.cancelled() => return Ok(()),
         }
     }
@@ -670,6 +675,7 @@ async fn record_acks(
     acks: Vec<PushAck>,
     in_flight: &mut InFlight,
     next_due: &mut Option<i64>,
+    recorder: &crate::service::acks::Recorder,
 ) -> Result<bool, LinkError> {
     let now = now_ms();
     let mut outcomes = Vec::with_capacity(acks.len());
@@ -728,18 +734,14 @@ async fn record_acks(
         let note = format!("outbox cursor {} {}", last.cursor, last.reason);
         node.peers.update(peer, |s| s.note_delivery(note));
     }
-    if !outcomes.is_empty() {
-        node.store
-            .complete_outbox(peer, outcomes, now)
-            .await
-            .map_err(|e| store_failed(node, e))?;
-    }
-    if !deferrals.is_empty() {
-        node.store
-            .defer_outbox(peer, deferrals, now)
-            .await
-            .map_err(|e| store_failed(node, e))?;
-    }
+    recorder
+        .send(crate::service::acks::Acked {
+            outcomes,
+            deferrals,
+            now_ms: now,
+        })
+        .await
+        .map_err(|e| store_failed(node, e))?;
     node.metrics.count_sent(peer, delivered, exercise_delivered);
     Ok(accepted)
 }

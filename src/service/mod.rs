@@ -11,6 +11,7 @@
 //! Each service has its own error type; every one of them implements
 //! [`ServiceError`], whose [`ErrorKind`] the API layer maps to a gRPC code in
 //! one table. Error messages say what to do.
+pub mod acks;
 pub mod alerts;
 pub mod assistance;
 pub mod attachments;
