@@ -18,7 +18,10 @@
 //!   `acknowledged` as each partner's node reports them (`GetMessage`), the
 //!   assistance history as the requester's node replays it. Watch streams
 //!   (with exercise traffic included) only tell the runner when to look and
-//!   drive the simulated duty officers (`ack_after`).
+//!   drive the simulated duty officers (`ack_after`); the record is read once
+//!   everything is stored everywhere and every simulated acknowledgement has
+//!   been answered (an arrival late in the run is acknowledged `ack_after`
+//!   after it, which can be after the last inject's `ack_after`).
 //! - Bounded: the run waits for stragglers at most [`SETTLE`] plus the
 //!   longest `ack_after` (local) or the longest expectation window (live),
 //!   scaled, after the last inject.
@@ -37,6 +40,7 @@ use crate::proto::v1::operator_client::OperatorClient;
 use crate::proto::v1::*;
 use futures::StreamExt;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -66,6 +70,9 @@ fn now_ms() -> i64 {
 #[derive(Default)]
 struct Arrivals {
     held: Mutex<Vec<HashSet<String>>>,
+    /// Simulated acknowledgements not yet answered by their node: the
+    /// record is read only once they are (or the settle time is over).
+    acks_pending: std::sync::atomic::AtomicUsize,
 }
 
 impl Arrivals {
@@ -170,6 +177,7 @@ pub async fn play_told(
     let n = s.participants.len();
     let arrivals = Arc::new(Arrivals {
         held: Mutex::new(vec![HashSet::new(); n]),
+        acks_pending: Default::default(),
     });
     let say = |line: String| {
         if matches!(narration, Narration::Plain) {
@@ -223,10 +231,17 @@ pub async fn play_told(
                         }
                     );
                 }
+                // The duty officer acknowledges every partner's message
+                // (counted before the arrival shows, so that the record is
+                // never read between the two).
+                let acking = ack.filter(|_| m.origin != me);
+                if acking.is_some() {
+                    arrivals.acks_pending.fetch_add(1, Ordering::SeqCst);
+                }
                 arrivals.held.lock().expect("arrivals")[i].insert(m.message_id.clone());
-                // The duty officer acknowledges every partner's message.
-                if let (Some(after), true) = (ack, m.origin != me) {
+                if let Some(after) = acking {
                     let mut op = op.clone();
+                    let arrivals = arrivals.clone();
                     tokio::spawn(async move {
                         tokio::time::sleep(after).await;
                         let _ = op
@@ -234,6 +249,7 @@ pub async fn play_told(
                                 message_id: m.message_id,
                             })
                             .await;
+                        arrivals.acks_pending.fetch_sub(1, Ordering::SeqCst);
                     });
                 }
             }
@@ -350,7 +366,11 @@ pub async fn play_told(
                     .all(|p| index(p).is_some_and(|i| arrivals.holds(i, m)))
             })
         });
-        if stored_everywhere && Instant::now() + Duration::from_millis(200) >= deadline - SETTLE {
+        let acked = arrivals.acks_pending.load(Ordering::SeqCst) == 0;
+        if stored_everywhere
+            && acked
+            && Instant::now() + Duration::from_millis(200) >= deadline - SETTLE
+        {
             break;
         }
         if Instant::now() >= deadline {
