@@ -153,9 +153,12 @@ impl HopLimited {
         }
     }
 
-    /// Message `id` is no longer at its limit here.
+    /// Message `id` is no longer at its limit here (rare: a linear pass
+    /// keeps the order free of stale ids).
     pub fn forget(&mut self, id: &str) {
-        self.len.remove(id);
+        if self.len.remove(id).is_some() {
+            self.order.retain(|o| o != id);
+        }
     }
 
     /// Whether a copy of `id` over a path of `path_len` nodes reaches
@@ -257,6 +260,7 @@ mod tests {
         assert!(!h.shorter("m", 5) && h.shorter("m", 4));
         h.forget("m");
         assert!(!h.shorter("m", 1));
+        assert!(h.order.is_empty(), "forgotten everywhere");
         for i in 0..MAX_HOP_LIMITED + 10 {
             h.note(&i.to_string(), 8);
         }

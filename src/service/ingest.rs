@@ -587,7 +587,15 @@ impl Committing {
                     .lock()
                     .expect("hop_limited lock")
                     .note(&id, len),
-                (r @ Reach::Shorter { .. }, _) => reroutes.push(r),
+                (
+                    Reach::Shorter {
+                        id,
+                        hops,
+                        forward_to,
+                        at_limit,
+                    },
+                    _,
+                ) => reroutes.push((id, hops, forward_to, at_limit)),
                 _ => {}
             }
             if let Some(r) = roster {
@@ -654,16 +662,8 @@ impl Committing {
                 later
             });
         }
-        for r in reroutes {
-            if let Reach::Shorter {
-                id,
-                hops,
-                forward_to,
-                at_limit,
-            } = r
-            {
-                reach_further(node, &id, hops, &forward_to, at_limit, now).await;
-            }
+        for (id, hops, forward_to, at_limit) in reroutes {
+            reach_further(node, &id, hops, &forward_to, at_limit, now).await;
         }
         for peer in wake {
             node.peers.wake(&peer);

@@ -493,3 +493,101 @@ async fn hop_limit_stops_forwarding() {
         n.shutdown().await.unwrap();
     }
 }
+
+/// A message held at its hop limit is taken again only over a verified
+/// shorter chain: a peer's forged short chain is refused (nothing queued
+/// for b's other peer), a real one carries the message on to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_shorter_chain_for_a_message_at_its_hop_limit_is_refused() {
+    use certfed::domain::custody::sign_hop;
+    let fed = Fed::new(
+        &["node-a", "node-b", "node-c", "node-d", "node-y"],
+        &[(0, 1), (1, 4)],
+    );
+    let b = fed.start(1).await;
+    let y = fed.start(4).await;
+    let a_key = signer_from(&fed.pki, "node-a");
+    let c_key = signer_from(&fed.pki, "node-c");
+    let d_key = signer_from(&fed.pki, "node-d");
+    let mut d = draft(green_alert("at the limit").encode_to_vec());
+    d.hop_limit = 3;
+    let env = seal(&c_key, d);
+    let id = EnvelopeHeader::decode(env.header.as_slice())
+        .unwrap()
+        .message_id;
+    let hop = |by: &Signer, from: &str| {
+        sign_hop(
+            by,
+            HopRecord {
+                message_id: id.clone(),
+                received_from: from.into(),
+                decision: "relayed".into(),
+                ..Default::default()
+            },
+        )
+    };
+    let fc = federation_client(&fed.pki, &fed.addr(1), "node-a", Some("node-b")).await;
+    let push = |seq: u64, hops: Vec<SignedHop>| {
+        let env = env.clone();
+        let mut fc = fc.clone();
+        async move {
+            let mut s = fc
+                .push(tokio_stream::iter(vec![PushFrame {
+                    bundled: Vec::new(),
+                    gossip: None,
+                    resent: false,
+                    returning: false,
+                    seq,
+                    envelope: Some(env),
+                    hops,
+                }]))
+                .await
+                .unwrap()
+                .into_inner();
+            s.message().await.unwrap().unwrap()
+        }
+    };
+    // c → d → a → b: path [c, d, a], at the limit of 3: b forwards to nobody.
+    let ack = push(1, vec![hop(&d_key, "node-c"), hop(&a_key, "node-d")]).await;
+    assert_eq!(ack.outcome, PushOutcome::Accepted as i32, "{ack:?}");
+    // Shorter chains that do not verify: one that does not end at the
+    // sender (d's record, pushed by a), and a's record signed with d's key.
+    let ack = push(2, vec![hop(&d_key, "node-c")]).await;
+    assert_eq!(ack.outcome, PushOutcome::Rejected as i32, "{ack:?}");
+    let forged = {
+        let mut h = hop(&a_key, "node-c");
+        h.signature = hop(&d_key, "node-c").signature;
+        h
+    };
+    let ack2 = push(3, vec![forged]).await;
+    assert_eq!(ack2.outcome, PushOutcome::Rejected as i32, "{ack2:?}");
+    assert!(ack2.reason.contains("signature"), "{ack2:?}");
+    let mut op_y = fed.operator(4).await;
+    let err = op_y
+        .get_message(GetMessageRequest {
+            message_id: id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        tonic::Code::NotFound,
+        "forged chains queue nothing"
+    );
+    // The real shorter chain c → a → b: answered DUPLICATE, forwarded to y.
+    let ack = push(4, vec![hop(&a_key, "node-c")]).await;
+    assert_eq!(ack.outcome, PushOutcome::Duplicate as i32, "{ack:?}");
+    assert!(
+        arrives(&fed, 4, &id, Duration::from_secs(20)).await,
+        "y gets it over the verified shorter path"
+    );
+    let m = op_y
+        .get_message(GetMessageRequest { message_id: id })
+        .await
+        .unwrap()
+        .into_inner();
+    let path: Vec<_> = m.path.iter().map(|h| h.node_id.as_str()).collect();
+    assert_eq!(path, ["node-c", "node-a", "node-b"]);
+    b.shutdown().await.unwrap();
+    y.shutdown().await.unwrap();
+}

@@ -196,6 +196,20 @@ async fn a_relay_that_is_down_holds_nothing_back() {
     }
 }
 
+/// The relays on the chain of custody of `id` as node `i` holds it.
+async fn relays_at(fed: &Fed, i: usize, id: &str) -> Vec<String> {
+    let m = fed
+        .operator(i)
+        .await
+        .get_message(GetMessageRequest {
+            message_id: id.to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    m.custody.into_iter().map(|r| r.relay).collect()
+}
+
 /// Under load a flood's first copy can reach a node over a long detour, at
 /// the signed hop limit, so that node forwards it to nobody; the copy over
 /// the short path then arrives as a duplicate. Line a–b–c–x–y with hop limit
@@ -226,16 +240,11 @@ async fn a_shorter_path_carries_a_message_past_a_relay_at_its_hop_limit() {
         arrives(&fed, 3, &id, Duration::from_secs(20)).await,
         "x is three nodes from a and within the limit"
     );
-    let mut op_x = fed.operator(3).await;
-    let m = op_x
-        .get_message(GetMessageRequest {
-            message_id: id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let relays: Vec<_> = m.custody.iter().map(|r| r.relay.as_str()).collect();
-    assert_eq!(relays, ["node-b", "node-c"], "x got it the long way");
+    assert_eq!(
+        relays_at(&fed, 3, &id).await,
+        ["node-b", "node-c"],
+        "x got it the long way"
+    );
     // At the limit, x forwarded it to nobody (deterministic: the limit, not
     // timing): y does not hold it.
     let mut op_y = fed.operator(4).await;
@@ -254,15 +263,11 @@ async fn a_shorter_path_carries_a_message_past_a_relay_at_its_hop_limit() {
         arrives(&fed, 4, &id, Duration::from_secs(30)).await,
         "y must get the alert once a shorter path reaches x"
     );
-    let m = op_y
-        .get_message(GetMessageRequest {
-            message_id: id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let relays: Vec<_> = m.custody.iter().map(|r| r.relay.as_str()).collect();
-    assert_eq!(relays, ["node-x"], "y got it over the short path a, x");
+    assert_eq!(
+        relays_at(&fed, 4, &id).await,
+        ["node-x"],
+        "y got it over the short path a, x"
+    );
     for n in nodes {
         n.shutdown().await.unwrap();
     }
