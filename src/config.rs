@@ -286,6 +286,11 @@ pub struct GossipSection {
     /// late arrivals when a tree link is slow, more duplicate copies.
     #[serde(default)]
     pub lazy_hold_ms: Option<u64>,
+    /// How many links shorter another way from an origin (announced by a
+    /// peer with its hop count, or a duplicate's) must be for this node to
+    /// make it its tree link for that origin (0 to 8; 0: never; default 1).
+    #[serde(default = "default_shortcut_hops")]
+    pub shortcut_hops: u32,
 }
 
 impl GossipSection {
@@ -304,6 +309,10 @@ fn default_ihave_batch_ms() -> u64 {
     25
 }
 
+fn default_shortcut_hops() -> u32 {
+    1
+}
+
 impl Default for GossipSection {
     fn default() -> Self {
         GossipSection {
@@ -311,6 +320,7 @@ impl Default for GossipSection {
             graft_timeout_ms: default_graft_timeout_ms(),
             ihave_batch_ms: default_ihave_batch_ms(),
             lazy_hold_ms: None,
+            shortcut_hops: default_shortcut_hops(),
         }
     }
 }
@@ -928,6 +938,12 @@ impl Config {
             return Err(err(format!(
                 "gossip.ihave_batch_ms: {} ms; must be between 1 and 5000",
                 g.ihave_batch_ms
+            )));
+        }
+        if g.shortcut_hops > 8 {
+            return Err(err(format!(
+                "gossip.shortcut_hops: {}; must be between 0 (no shortcuts) and 8",
+                g.shortcut_hops
             )));
         }
         if let Some(hold) = g.lazy_hold_ms {

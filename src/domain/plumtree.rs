@@ -21,7 +21,8 @@
 //!   for the origin.
 //! - A full message seen again moves its sender to **lazy** for the
 //!   message's origin (remembered with the id, never taken from the
-//!   duplicate) and answers it with PRUNE naming the origin; PRUNE moves
+//!   duplicate) and answers it with PRUNE naming the origin (again at each
+//!   duplicate: the sender's side may not know yet); PRUNE moves
 //!   the sender to lazy for the origins named (all known origins when it
 //!   names none: an older peer's prune). So each origin's eager links
 //!   shrink to a tree formed by first arrivals.
@@ -34,6 +35,23 @@
 //!   go away.
 //! - GRAFT makes the sender eager for the origins of the ids asked that
 //!   are held here, and is answered with the full message of each.
+//! - **Shortcuts** (the paper's optimisation, by hop count, made before
+//!   it breaks): every full copy and announcement carries the links the
+//!   message crossed to reach its sender. An announcement from a lazy peer
+//!   showing a way from the origin at least `shortcut_hops` links shorter
+//!   than the way the message came asks that peer to push the origin's
+//!   messages too (GRAFT-ORIGIN: the link turns eager, nothing is sent
+//!   again); the old link stays. A duplicate that came at least
+//!   `shortcut_hops` links shorter than the first copy prunes the first
+//!   copy's link instead of its own. So a link leaves the tree only when
+//!   another has just delivered the same message over a shorter way: a
+//!   shortcut through a node that in fact gets the messages from here
+//!   (depths differ from message to message while first arrivals take
+//!   detours) delivers nothing and cuts nothing off. Under load first
+//!   arrivals take detours and form deep trees; this moves each node to
+//!   its fewest-hops way. Hop counts are the sender's claim (a duplicate is
+//!   not verified): a peer that lies only becomes a tree link that, if it
+//!   then withholds, costs a graft timeout per message.
 //! - A peer that goes down leaves every set and every announcement list; a
 //!   peer that comes up is eager for every origin. Messages missing with no live
 //!   announcer left are forgotten (reconciliation heals the rest).
@@ -103,6 +121,9 @@ pub struct Config {
     /// Most origins with a tree of their own (a new origin beyond it is
     /// sent over every link: flooding, never a loss).
     pub max_origins: usize,
+    /// How many links shorter another way from an origin must be for the
+    /// node to swap its tree link for it (0: never).
+    pub shortcut_hops: u32,
 }
 
 impl Default for Config {
@@ -118,6 +139,7 @@ impl Default for Config {
             max_missing_per_peer: 1_024,
             max_graft_tries: 16,
             max_origins: 4_096,
+            shortcut_hops: 1,
         }
     }
 }
@@ -127,14 +149,25 @@ impl Default for Config {
 pub enum Event {
     /// This node (`origin`, its own id) originates message `id`.
     Broadcast { id: String, origin: String },
-    /// A peer sent the full message `id`, originated by `origin`.
+    /// A peer sent the full message `id`, originated by `origin`, that
+    /// crossed `hops` links to get here (1: from its origin).
     Gossip {
         from: String,
         id: String,
         origin: String,
+        hops: u32,
     },
-    /// A peer announces that it holds these messages.
-    IHave { from: String, ids: Vec<String> },
+    /// A peer announces that it holds these messages; `hops`, when not
+    /// empty, the links each crossed to reach the peer (an older peer
+    /// sends none).
+    IHave {
+        from: String,
+        ids: Vec<String>,
+        hops: Vec<u32>,
+    },
+    /// A peer found this link a shorter way from `origins` than its tree's:
+    /// the link becomes eager for them (nothing is sent again).
+    GraftOrigins { from: String, origins: Vec<String> },
     /// A peer asks for these messages in full (and makes the link eager).
     Graft { from: String, ids: Vec<String> },
     /// A peer received a message twice and turns the link lazy for the
@@ -155,8 +188,16 @@ pub enum Action {
     Deliver(String),
     /// Send the full message `id` to `to`.
     Gossip { to: String, id: String },
-    /// Announce these ids to `to`.
-    IHave { to: String, ids: Vec<String> },
+    /// Announce these ids to `to`, each with the links it crossed to get
+    /// here (0: this node is its origin).
+    IHave {
+        to: String,
+        ids: Vec<String>,
+        hops: Vec<u32>,
+    },
+    /// Ask `to` to send `origin`'s messages over this link in full from now
+    /// on (a shortcut into the tree), without sending any again.
+    GraftOrigin { to: String, origin: String },
     /// Ask `to` for these messages in full.
     Graft { to: String, ids: Vec<String> },
     /// Tell `to` that its link is now lazy for `origin`'s messages.
@@ -172,6 +213,20 @@ struct Missing {
     due_ms: i64,
     first_ms: i64,
     tries: u32,
+    /// The announcer with the shortest way, and its length (links to it).
+    best: Option<(String, u32)>,
+}
+
+/// What is remembered of a message received here.
+#[derive(Debug, Clone)]
+struct Got {
+    /// Its origin (empty: a refused message, which shapes no tree).
+    origin: String,
+    /// Links it crossed to get here, by the way remembered (0: originated
+    /// here).
+    hops: u32,
+    /// The peer of that way (`None`: originated here).
+    from: Option<String>,
 }
 
 /// One node's Plumtree state.
@@ -190,15 +245,18 @@ pub struct Plumtree {
     /// Ids received, with when and their origin (forgotten after
     /// `remember_ms`, or when more than `max_received` are held), and
     /// their order of arrival.
-    received: BTreeMap<String, (i64, String)>,
+    received: BTreeMap<String, Got>,
     order: VecDeque<(i64, String)>,
     missing: BTreeMap<String, Missing>,
     /// Per peer: how many missing ids it is an announcer of.
     announced: BTreeMap<String, usize>,
-    /// Announcements waiting for their batch, per peer, and when it goes.
-    pending: BTreeMap<String, (Vec<String>, i64)>,
+    /// Announcements waiting for their batch, per peer (ids, and the
+    /// links each crossed to get here), and when it goes.
+    pending: BTreeMap<String, (Vec<(String, u32)>, i64)>,
     /// HAVE answers waiting for their batch, per peer, and when it goes.
     pending_have: BTreeMap<String, (Vec<String>, i64)>,
+    /// Per origin with a tree here: the peer of the last shortcut taken.
+    tree_link: BTreeMap<String, String>,
 }
 
 impl Plumtree {
@@ -215,6 +273,7 @@ impl Plumtree {
             announced: BTreeMap::new(),
             pending: BTreeMap::new(),
             pending_have: BTreeMap::new(),
+            tree_link: BTreeMap::new(),
         }
     }
 
@@ -268,6 +327,12 @@ impl Plumtree {
         }
     }
 
+    /// The links `id` crossed to get here by the way remembered (0:
+    /// originated here), if it was received within `remember_ms`.
+    pub fn hops_of(&self, id: &str) -> Option<u32> {
+        self.received.get(id).map(|g| g.hops)
+    }
+
     /// Whether `id` was received here (within `remember_ms`).
     pub fn holds(&self, id: &str) -> bool {
         self.received.contains_key(id)
@@ -284,8 +349,8 @@ impl Plumtree {
         let batch = self
             .pending
             .values()
-            .chain(self.pending_have.values())
             .map(|(_, at)| *at)
+            .chain(self.pending_have.values().map(|(_, at)| *at))
             .min();
         match (graft, batch) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -298,22 +363,38 @@ impl Plumtree {
         let mut out = Vec::new();
         match ev {
             Event::Broadcast { id, origin } => {
-                self.first_arrival(now_ms, None, id, origin, &mut out)
+                self.first_arrival(now_ms, None, id, origin, 0, &mut out)
             }
-            Event::Gossip { from, id, origin } => {
+            Event::Gossip {
+                from,
+                id,
+                origin,
+                hops,
+            } => {
                 if self.received.contains_key(&id) {
-                    // A duplicate: this link is not needed for its origin.
-                    out.extend(self.duplicate(&from, &id));
+                    // A duplicate: this link is not needed for its origin
+                    // (unless it is the shorter way).
+                    out.extend(self.duplicate(&from, &id, hops));
                 } else {
-                    self.first_arrival(now_ms, Some(from), id, origin, &mut out);
+                    self.first_arrival(now_ms, Some(from), id, origin, hops, &mut out);
                 }
             }
-            Event::IHave { from, ids } => {
+            Event::IHave { from, ids, hops } => {
                 if !self.is_up(&from) {
                     return out;
                 }
-                for id in ids {
+                // Hop counts only when there is one per id.
+                let hops = if hops.len() == ids.len() {
+                    hops
+                } else {
+                    Vec::new()
+                };
+                for (k, id) in ids.into_iter().enumerate() {
+                    let h = hops.get(k).copied();
                     if self.received.contains_key(&id) {
+                        if let Some(h) = h {
+                            self.announced_way(&from, &id, h, &mut out);
+                        }
                         continue;
                     }
                     let mine = self.announced.get(&from).copied().unwrap_or(0);
@@ -330,11 +411,25 @@ impl Plumtree {
                         due_ms: due,
                         first_ms: now_ms,
                         tries: 0,
+                        best: None,
                     });
                     if !m.announcers.contains(&from) && m.announcers.len() < self.cfg.max_announcers
                     {
                         m.announcers.push_back(from.clone());
                         *self.announced.entry(from.clone()).or_default() += 1;
+                    }
+                    if let Some(h) = h
+                        && m.announcers.contains(&from)
+                        && m.best.as_ref().is_none_or(|(_, b)| h < *b)
+                    {
+                        m.best = Some((from.clone(), h));
+                    }
+                }
+            }
+            Event::GraftOrigins { from, origins } => {
+                if self.is_up(&from) {
+                    for o in origins {
+                        self.make_eager(&o, &from);
                     }
                 }
             }
@@ -343,7 +438,7 @@ impl Plumtree {
                     return out;
                 }
                 for id in ids {
-                    if let Some((_, origin)) = self.received.get(&id).cloned() {
+                    if let Some(origin) = self.received.get(&id).map(|g| g.origin.clone()) {
                         self.make_eager(&origin, &from);
                         out.push(Action::Gossip {
                             to: from.clone(),
@@ -364,6 +459,18 @@ impl Plumtree {
                 } else {
                     for o in origins {
                         self.make_lazy(&o, &from);
+                        // The peer this node took as its shortcut for `o`
+                        // pruned it: a copy from here crossed one from
+                        // there, and that side stops pushing too. Asked
+                        // again (after its PRUNE, so it lands after that
+                        // side's change whatever else the link carries).
+                        if self.tree_link.get(&o).is_some_and(|t| *t == from) && self.is_up(&from) {
+                            self.make_eager(&o, &from);
+                            out.push(Action::GraftOrigin {
+                                to: from.clone(),
+                                origin: o,
+                            });
+                        }
                     }
                 }
             }
@@ -405,19 +512,21 @@ impl Plumtree {
             self.missing.len(),
             self.pending
                 .values()
-                .chain(self.pending_have.values())
                 .map(|(ids, _)| ids.len())
+                .chain(self.pending_have.values().map(|(ids, _)| ids.len()))
                 .sum(),
             self.received.len(),
         )
     }
 
     /// The caller stored message `id` of `origin`, new here, from peer
-    /// `from` (`None`: this node originated it) and queued full copies
-    /// itself (to the peers [`split`] left eager). Records it, makes `from`
-    /// eager for `origin` (it served this node first), and queues
-    /// announcements to `announce` (the lazy peers policy allows) for their
-    /// batches. Returns the batches that filled up. A known id changes
+    /// `from` (`None`: this node originated it) over `hops` links (0 when
+    /// originated here) and queued full copies itself (to the peers
+    /// [`split`] left eager). Records it, makes `from` eager for `origin`
+    /// (it served this node first), and queues announcements to `announce`
+    /// (the lazy peers policy allows) for their batches. Returns the
+    /// batches that filled up, and a shortcut's PRUNE and GRAFT-ORIGIN
+    /// when a peer had announced it over a shorter way. A known id changes
     /// nothing.
     pub fn stored(
         &mut self,
@@ -425,13 +534,14 @@ impl Plumtree {
         from: Option<&str>,
         id: String,
         origin: &str,
+        hops: u32,
         announce: &[String],
     ) -> Vec<Action> {
         let mut out = Vec::new();
         if self.received.contains_key(&id) {
             return out;
         }
-        self.remember(now_ms, from, &id, origin, &mut out);
+        self.remember(now_ms, from, &id, origin, hops, &mut out);
         for p in announce {
             if Some(p.as_str()) == from || !self.is_up(p) {
                 continue;
@@ -441,24 +551,46 @@ impl Plumtree {
         out
     }
 
-    /// Message `id`, already held, arrived again from `from`: that link is
-    /// not needed for the messages of its origin (the one recorded when it
-    /// was first received; nothing when the id is no longer remembered).
-    /// Returns the PRUNE to send, if the link was eager for that origin.
-    pub fn duplicate(&mut self, from: &str, id: &str) -> Vec<Action> {
-        let Some((_, origin)) = self.received.get(id).cloned() else {
+    /// Message `id`, already held, arrived again from `from` over `hops`
+    /// links: that link is not needed for the messages of its origin (the
+    /// one recorded when it was first received; nothing when the id is no
+    /// longer remembered) — unless it is a way at least `shortcut_hops`
+    /// shorter than the remembered one: then the remembered way's link is
+    /// pruned instead and this one kept. Returns the frames to send: a
+    /// PRUNE for each duplicate pushed over a link lazy here (the peer still
+    /// pushes: its side may not know yet).
+    pub fn duplicate(&mut self, from: &str, id: &str, hops: u32) -> Vec<Action> {
+        let Some(got) = self.received.get(id).cloned() else {
             return Vec::new();
         };
+        let origin = got.origin;
         if origin.is_empty() {
             return Vec::new();
         }
-        if self.make_lazy(&origin, from) {
-            return vec![Action::Prune {
-                to: from.into(),
-                origin,
-            }];
+        let mut out = Vec::new();
+        if self.shorter(hops, got.hops)
+            && let Some(old) = got.from.filter(|p| p != from)
+        {
+            // Both ways delivered it: the longer one goes. The shorter
+            // one is asked to keep pushing (GRAFT-ORIGIN): its copy may
+            // have crossed one from here, which it answers with PRUNE.
+            self.prune(&origin, &old, &mut out);
+            if self.is_up(from) {
+                self.make_eager(&origin, from);
+                out.push(Action::GraftOrigin {
+                    to: from.to_string(),
+                    origin: origin.clone(),
+                });
+                self.tree_link.insert(origin.clone(), from.to_string());
+            }
+            if let Some(g) = self.received.get_mut(id) {
+                g.hops = hops;
+                g.from = Some(from.to_string());
+            }
+            return out;
         }
-        Vec::new()
+        self.prune(&origin, from, &mut out);
+        out
     }
 
     /// Counts again, per peer, the missing ids it announced.
@@ -471,17 +603,89 @@ impl Plumtree {
         }
     }
 
-    /// Records `id` as received (from `from`); the peers that announced it
-    /// while it was missing get a HAVE (`from` has it already).
+    /// Whether a way of `hops` links is shorter enough than one of `than`
+    /// to swap the tree link for it.
+    fn shorter(&self, hops: u32, than: u32) -> bool {
+        self.cfg.shortcut_hops > 0 && hops.saturating_add(self.cfg.shortcut_hops) <= than
+    }
+
+    /// A shorter way announced by `new`: asks it to push `origin`'s
+    /// messages too (GRAFT-ORIGIN). The link they come by now is kept until
+    /// a duplicate shows which way is shorter (make before break): a way
+    /// that turns out to lead back through this node never cuts it off.
+    /// Nothing when `new` is not up, `origin` has no tree here (beyond
+    /// `max_origins`) or `new` was asked already.
+    fn graft_shortcut(&mut self, origin: &str, new: &str, out: &mut Vec<Action>) {
+        if !self.is_up(new)
+            || !self.lazy.contains_key(origin)
+            || self.tree_link.get(origin).is_some_and(|p| p == new)
+        {
+            return;
+        }
+        self.make_eager(origin, new);
+        out.push(Action::GraftOrigin {
+            to: new.to_string(),
+            origin: origin.to_string(),
+        });
+        self.tree_link.insert(origin.to_string(), new.to_string());
+    }
+
+    /// Turns `p` lazy for `origin` and tells it (PRUNE).
+    fn prune(&mut self, origin: &str, p: &str, out: &mut Vec<Action>) {
+        if self.tree_link.get(origin).is_some_and(|t| t == p) {
+            self.tree_link.remove(origin);
+        }
+        self.make_lazy(origin, p);
+        // Told again when it pushes again: its side may be eager while this
+        // side already took it for lazy (a graft or shortcut answered late).
+        if self.lazy.get(origin).is_some_and(|l| l.contains(p)) {
+            out.push(Action::Prune {
+                to: p.to_string(),
+                origin: origin.to_string(),
+            });
+        }
+    }
+
+    /// `from` announced `id`, held here, which crossed `hops` links to get
+    /// to it: a shortcut when that way is shorter enough than the one
+    /// remembered.
+    fn announced_way(&mut self, from: &str, id: &str, hops: u32, out: &mut Vec<Action>) {
+        let Some(got) = self.received.get(id) else {
+            return;
+        };
+        let way = hops.saturating_add(1);
+        if got.origin.is_empty() || !self.shorter(way, got.hops) {
+            return;
+        }
+        let (origin, old) = (got.origin.clone(), got.from.clone());
+        // Only a peer this node does not push the origin's messages to: one
+        // it pushes to may get them from it (its way for this message was a
+        // detour), and taking it as the tree link would make a cycle that
+        // only graft timeouts break.
+        if !self.lazy.get(&origin).is_some_and(|l| l.contains(from)) {
+            return;
+        }
+        if old.is_some_and(|p| p != from) {
+            self.graft_shortcut(&origin, from, out);
+        }
+    }
+
+    /// Records `id` as received (from `from`, over `hops` links); the
+    /// peers that announced it while it was missing get a HAVE (`from` has
+    /// it already), and the one that announced it over the shortest way is
+    /// the tree link for its origin when that way is shorter enough.
     fn remember(
         &mut self,
         now_ms: i64,
         from: Option<&str>,
         id: &str,
         origin: &str,
+        hops: u32,
         out: &mut Vec<Action>,
     ) {
+        let mut best = None;
         if let Some(m) = self.missing.remove(id) {
+            best = m.best;
             for a in m.announcers {
                 if let Some(n) = self.announced.get_mut(&a) {
                     *n = n.saturating_sub(1);
@@ -503,8 +707,17 @@ impl Plumtree {
         if let Some(f) = from {
             self.make_eager(origin, f);
         }
-        self.received
-            .insert(id.to_string(), (now_ms, origin.to_string()));
+        self.received.insert(
+            id.to_string(),
+            Got {
+                origin: origin.to_string(),
+                hops,
+                from: from.map(str::to_string),
+            },
+        );
+        if let (Some((a, h)), false) = (best, origin.is_empty()) {
+            self.announced_way(&a, id, h, out);
+        }
         self.order.push_back((now_ms, id.to_string()));
         while self.order.len() > self.cfg.max_received {
             if let Some((_, old)) = self.order.pop_front() {
@@ -527,8 +740,14 @@ impl Plumtree {
         }
         if !self.received.contains_key(id) {
             // No origin: a refused message shapes no tree.
-            self.received
-                .insert(id.to_string(), (now_ms, String::new()));
+            self.received.insert(
+                id.to_string(),
+                Got {
+                    origin: String::new(),
+                    hops: 0,
+                    from: None,
+                },
+            );
             self.order.push_back((now_ms, id.to_string()));
             while self.order.len() > self.cfg.max_received {
                 if let Some((_, old)) = self.order.pop_front() {
@@ -539,14 +758,26 @@ impl Plumtree {
     }
 
     /// `from` announced `ids`, which this node already holds (the caller
-    /// looked them up in its store): they are answered with HAVE, batched.
-    /// Nothing for a peer that is not up.
-    pub fn held_announced(&mut self, now_ms: i64, from: &str, ids: Vec<String>) -> Vec<Action> {
+    /// looked them up in its store), with `hops` (one per id, or none from
+    /// an older peer): they are answered with HAVE, batched, and a shorter
+    /// way among them is taken as a shortcut. Nothing for a peer that is
+    /// not up.
+    pub fn held_announced(
+        &mut self,
+        now_ms: i64,
+        from: &str,
+        ids: Vec<String>,
+        hops: &[u32],
+    ) -> Vec<Action> {
         let mut out = Vec::new();
         if !self.is_up(from) {
             return out;
         }
-        for id in ids {
+        let hops = if hops.len() == ids.len() { hops } else { &[] };
+        for (k, id) in ids.into_iter().enumerate() {
+            if let Some(&h) = hops.get(k) {
+                self.announced_way(from, &id, h, &mut out);
+            }
             self.have(now_ms, from.to_string(), id, &mut out);
         }
         out
@@ -568,12 +799,13 @@ impl Plumtree {
 
     fn announce(&mut self, now_ms: i64, p: String, id: String, out: &mut Vec<Action>) {
         let at = now_ms + self.cfg.ihave_batch_ms;
+        let hops = self.received.get(&id).map_or(0, |g| g.hops);
         let (ids, _) = self.pending.entry(p.clone()).or_insert((Vec::new(), at));
-        ids.push(id);
+        ids.push((id, hops));
         if ids.len() >= self.cfg.ihave_batch_max {
             let ids = std::mem::take(ids);
             self.pending.remove(&p);
-            out.push(Action::IHave { to: p, ids });
+            out.push(ihave(p, ids));
         }
     }
 
@@ -583,9 +815,10 @@ impl Plumtree {
         from: Option<String>,
         id: String,
         origin: String,
+        hops: u32,
         out: &mut Vec<Action>,
     ) {
-        self.remember(now_ms, from.as_deref(), &id, &origin, out);
+        self.remember(now_ms, from.as_deref(), &id, &origin, hops, out);
         out.push(Action::Deliver(id.clone()));
         for p in self.eager(&origin) {
             if Some(&p) != from.as_ref() {
@@ -616,7 +849,7 @@ impl Plumtree {
             if let Some((ids, _)) = self.pending.remove(&p)
                 && !ids.is_empty()
             {
-                out.push(Action::IHave { to: p, ids });
+                out.push(ihave(p, ids));
             }
         }
         let due: Vec<String> = self
@@ -666,6 +899,12 @@ impl Plumtree {
             }
         }
     }
+}
+
+/// An announcement of `ids` (with their hop counts) to `to`.
+fn ihave(to: String, ids: Vec<(String, u32)>) -> Action {
+    let (ids, hops) = ids.into_iter().unzip();
+    Action::IHave { to, ids, hops }
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ fn first_arrival_delivers_once_and_a_duplicate_prunes() {
             from: s("a"),
             id: s("m1"),
             origin: s("o"),
+            hops: 1,
         },
     );
     assert_eq!(
@@ -47,6 +48,7 @@ fn first_arrival_delivers_once_and_a_duplicate_prunes() {
             from: s("b"),
             id: s("m1"),
             origin: s("o"),
+            hops: 1,
         },
     );
     assert_eq!(
@@ -65,6 +67,7 @@ fn first_arrival_delivers_once_and_a_duplicate_prunes() {
             from: s("a"),
             id: s("m2"),
             origin: s("o"),
+            hops: 1,
         },
     );
     assert_eq!(
@@ -93,7 +96,8 @@ fn first_arrival_delivers_once_and_a_duplicate_prunes() {
         out,
         vec![Action::IHave {
             to: s("b"),
-            ids: vec![s("m2"), s("m3")]
+            ids: vec![s("m2"), s("m3")],
+            hops: vec![1, 0],
         }]
     );
 }
@@ -157,7 +161,8 @@ fn an_announcement_grafts_after_the_timeout_unless_the_message_comes() {
             5,
             Event::IHave {
                 from: s("a"),
-                ids: vec![s("m1"), s("m2")]
+                ids: vec![s("m1"), s("m2")],
+                hops: vec![],
             }
         )
         .is_empty()
@@ -167,6 +172,7 @@ fn an_announcement_grafts_after_the_timeout_unless_the_message_comes() {
         Event::IHave {
             from: s("b"),
             ids: vec![s("m1")],
+            hops: vec![],
         },
     );
     // m2 arrives in time: no graft for it.
@@ -176,6 +182,7 @@ fn an_announcement_grafts_after_the_timeout_unless_the_message_comes() {
             from: s("b"),
             id: s("m2"),
             origin: s("o"),
+            hops: 1,
         },
     );
     // ... and is announced to a, the lazy peer it did not come from, which
@@ -188,7 +195,8 @@ fn an_announcement_grafts_after_the_timeout_unless_the_message_comes() {
         vec![
             Action::IHave {
                 to: s("a"),
-                ids: vec![s("m2")]
+                ids: vec![s("m2")],
+                hops: vec![1],
             },
             Action::Have {
                 to: s("a"),
@@ -236,6 +244,7 @@ fn an_announcement_grafts_after_the_timeout_unless_the_message_comes() {
             from: s("a"),
             id: s("m1"),
             origin: s("o"),
+            hops: 1,
         },
     );
     assert_eq!(out, vec![Action::Deliver(s("m1"))]);
@@ -254,6 +263,7 @@ fn a_peer_that_goes_down_leaves_every_set_and_foreign_frames_are_ignored() {
         Event::IHave {
             from: s("a"),
             ids: vec![s("m1")],
+            hops: vec![],
         },
     );
     n.handle(0, Event::PeerDown(s("a")));
@@ -264,7 +274,8 @@ fn a_peer_that_goes_down_leaves_every_set_and_foreign_frames_are_ignored() {
             1,
             Event::IHave {
                 from: s("a"),
-                ids: vec![s("m2")]
+                ids: vec![s("m2")],
+                hops: vec![],
             }
         )
         .is_empty()
@@ -326,6 +337,7 @@ fn state_stays_bounded() {
             Event::IHave {
                 from: s(p),
                 ids: vec![s("x")],
+                hops: vec![],
             },
         );
     }
@@ -353,15 +365,16 @@ fn an_announcement_is_answered_with_have_once_the_message_is_held() {
     let batch = Config::default().ihave_batch_ms;
     let mut n = node(&["a", "b", "c"]);
     // Already held (the caller looked it up): HAVE to the announcer, batched.
-    assert!(n.held_announced(0, "a", vec![s("m0")]).is_empty());
+    assert!(n.held_announced(0, "a", vec![s("m0")], &[]).is_empty());
     // A peer not up is never answered.
-    assert!(n.held_announced(0, "zz", vec![s("m9")]).is_empty());
+    assert!(n.held_announced(0, "zz", vec![s("m9")], &[]).is_empty());
     // b and c announce m1, which this node lacks: no HAVE yet.
     n.handle(
         0,
         Event::IHave {
             from: s("b"),
             ids: vec![s("m1")],
+            hops: vec![],
         },
     );
     n.handle(
@@ -369,6 +382,7 @@ fn an_announcement_is_answered_with_have_once_the_message_is_held() {
         Event::IHave {
             from: s("c"),
             ids: vec![s("m1")],
+            hops: vec![],
         },
     );
     let out = n.handle(batch, Event::Tick);
@@ -381,7 +395,10 @@ fn an_announcement_is_answered_with_have_once_the_message_is_held() {
     );
     // m1 arrives from b: c (the other announcer) learns it is held; b, which
     // sent it, does not need telling.
-    assert!(n.stored(batch + 1, Some("b"), s("m1"), "o", &[]).is_empty());
+    assert!(
+        n.stored(batch + 1, Some("b"), s("m1"), "o", 1, &[])
+            .is_empty()
+    );
     let out = n.handle(2 * batch + 1, Event::Tick);
     assert_eq!(
         out,
@@ -392,7 +409,7 @@ fn an_announcement_is_answered_with_have_once_the_message_is_held() {
     );
     assert_eq!(n.next_deadline(), None);
     // A peer that goes down loses its waiting answers.
-    n.held_announced(10_000, "a", vec![s("m2")]);
+    n.held_announced(10_000, "a", vec![s("m2")], &[]);
     n.handle(10_000, Event::PeerDown(s("a")));
     assert_eq!(n.next_deadline(), None);
 }
@@ -406,6 +423,7 @@ fn a_refused_message_is_not_grafted_again() {
         Event::IHave {
             from: s("a"),
             ids: vec![s("m1")],
+            hops: vec![],
         },
     );
     let out = n.handle(t, Event::Tick);
@@ -426,6 +444,7 @@ fn a_refused_message_is_not_grafted_again() {
         Event::IHave {
             from: s("b"),
             ids: vec![s("m1")],
+            hops: vec![],
         },
     );
     assert_eq!(n.next_deadline(), None);
@@ -459,7 +478,7 @@ fn stored_announces_only_to_the_peers_given_and_a_duplicate_prunes_once() {
     // From a (lazy: it served this node first, so it becomes eager);
     // policy allows announcing to b only (not c), never back to a.
     assert!(
-        n.stored(1, Some("a"), s("m1"), "o", &[s("a"), s("b")])
+        n.stored(1, Some("a"), s("m1"), "o", 1, &[s("a"), s("b")])
             .is_empty()
     );
     assert!(n.eager("o").contains("a"));
@@ -469,26 +488,34 @@ fn stored_announces_only_to_the_peers_given_and_a_duplicate_prunes_once() {
         out,
         vec![Action::IHave {
             to: s("b"),
-            ids: vec![s("m1")]
+            ids: vec![s("m1")],
+            hops: vec![1],
         }]
     );
     // Stored again (a second commit of the same id): nothing new.
-    assert!(n.stored(100, Some("d"), s("m1"), "o", &[s("b")]).is_empty());
+    assert!(
+        n.stored(100, Some("d"), s("m1"), "o", 1, &[s("b")])
+            .is_empty()
+    );
     assert_eq!(n.next_deadline(), None);
     assert_eq!(
-        n.duplicate("d", "m1"),
+        n.duplicate("d", "m1", 1),
         vec![Action::Prune {
             to: s("d"),
             origin: s("o")
         }]
     );
-    assert!(
-        n.duplicate("d", "m1").is_empty(),
-        "already lazy: no second PRUNE"
+    assert_eq!(
+        n.duplicate("d", "m1", 1),
+        vec![Action::Prune {
+            to: s("d"),
+            origin: s("o")
+        }],
+        "a peer that still pushes is told again"
     );
     assert!(n.lazy("o").contains("d"));
     // A peer outside the tree (down, or without Plumtree) is never announced to.
-    assert!(n.stored(200, None, s("m2"), "o", &[s("x")]).is_empty());
+    assert!(n.stored(200, None, s("m2"), "o", 0, &[s("x")]).is_empty());
     assert_eq!(n.next_deadline(), None);
 }
 
@@ -503,7 +530,14 @@ fn announcement_floods_are_capped_and_grafts_give_up() {
     };
     let mut n = Plumtree::new(cfg.clone(), ["a", "b", "c"].map(s));
     let ids: Vec<String> = (0..1_000).map(|i| format!("x{i}")).collect();
-    n.handle(0, Event::IHave { from: s("a"), ids });
+    n.handle(
+        0,
+        Event::IHave {
+            from: s("a"),
+            ids,
+            hops: vec![],
+        },
+    );
     assert_eq!(
         n.missing().count(),
         6,
@@ -511,7 +545,14 @@ fn announcement_floods_are_capped_and_grafts_give_up() {
     );
     // Another peer's announcements still count (up to the total cap).
     let ids: Vec<String> = (0..1_000).map(|i| format!("y{i}")).collect();
-    n.handle(0, Event::IHave { from: s("b"), ids });
+    n.handle(
+        0,
+        Event::IHave {
+            from: s("b"),
+            ids,
+            hops: vec![],
+        },
+    );
     assert_eq!(n.missing().count(), 10, "missing ids are capped");
     // Nobody answers: each id is grafted max_graft_tries times, then dropped.
     let mut grafts = 0;
@@ -529,7 +570,7 @@ fn announcement_floods_are_capped_and_grafts_give_up() {
     assert_eq!(n.missing().count(), 0);
     // Received ids are capped too: the oldest go first.
     for i in 0..20 {
-        n.stored(t, None, format!("m{i}"), "o", &[]);
+        n.stored(t, None, format!("m{i}"), "o", 0, &[]);
     }
     assert_eq!(n.sizes().2, 5);
     assert!(n.holds("m19") && !n.holds("m14"));
@@ -585,6 +626,10 @@ struct Sim {
     /// Probability that a frame is lost once and resent later (the durable
     /// outbox retries until acknowledged).
     loss: f64,
+    /// Whether announcements carry hop counts (false: older peers).
+    announce_hops: bool,
+    /// When the last frame over each directed link arrives.
+    last_at: BTreeMap<(usize, usize), i64>,
 }
 
 fn name(i: usize) -> String {
@@ -597,6 +642,10 @@ fn index(p: &str) -> usize {
 
 impl Sim {
     fn new(seed: u64, n: usize, loss: f64) -> Sim {
+        Sim::with(seed, n, loss, Config::default())
+    }
+
+    fn with(seed: u64, n: usize, loss: f64, cfg: Config) -> Sim {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let links = connected_graph(&mut rng, n);
         let nodes = (0..n)
@@ -605,7 +654,7 @@ impl Sim {
                     .iter()
                     .filter_map(|&(a, b)| (a == i).then_some(b).or((b == i).then_some(a)))
                     .map(name);
-                Plumtree::new(Config::default(), peers)
+                Plumtree::new(cfg.clone(), peers)
             })
             .collect();
         Sim {
@@ -623,6 +672,8 @@ impl Sim {
             latency: None,
             gossip_frames: BTreeMap::new(),
             loss,
+            announce_hops: true,
+            last_at: BTreeMap::new(),
         }
     }
 
@@ -661,16 +712,32 @@ impl Sim {
                 Action::Gossip { to, id } => {
                     *self.gossip_frames.entry(id.clone()).or_default() += 1;
                     let origin = self.origin_of[&id].clone();
+                    let hops = self.nodes[i].hops_of(&id).unwrap_or(0) + 1;
                     (
                         to,
                         Event::Gossip {
                             from: name(i),
                             id,
                             origin,
+                            hops,
                         },
                     )
                 }
-                Action::IHave { to, ids } => (to, Event::IHave { from: name(i), ids }),
+                Action::IHave { to, ids, hops } => (
+                    to,
+                    Event::IHave {
+                        from: name(i),
+                        ids,
+                        hops: if self.announce_hops { hops } else { Vec::new() },
+                    },
+                ),
+                Action::GraftOrigin { to, origin } => (
+                    to,
+                    Event::GraftOrigins {
+                        from: name(i),
+                        origins: vec![origin],
+                    },
+                ),
                 Action::Graft { to, ids } => (to, Event::Graft { from: name(i), ids }),
                 Action::Prune { to, origin } => (
                     to,
@@ -690,7 +757,10 @@ impl Sim {
             if self.rng.random_bool(self.loss) {
                 delay += self.rng.random_range(50..300);
             }
-            let at = self.now + delay;
+            // Frames over one link arrive in the order sent (one stream).
+            let last = self.last_at.entry((i, j)).or_insert(0);
+            let at = (self.now + delay).max(*last);
+            *last = at;
             self.push(
                 at,
                 Due::Frame {
@@ -858,12 +928,13 @@ fn simulated_network_every_connected_node_gets_every_message_exactly_once() {
 /// Without failures or loss the eager links settle on a tree per origin:
 /// once every origin has sent, each message costs one full copy per other
 /// node (a few more while random latencies reshape a tree), the rest of the
-/// links carrying announcements only.
+/// links carrying announcements only. (First-arrival trees: shortcuts off;
+/// with them, see `shortcuts_bring_every_tree_to_its_fewest_hops`.)
 #[test]
 fn a_calm_network_settles_on_a_tree() {
     for seed in 0..20u64 {
         let n = 37;
-        let mut sim = Sim::new(seed, n, 0.0);
+        let mut sim = Sim::with(seed, n, 0.0, no_shortcuts());
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let mut t = 0;
         for k in 0..60 {
@@ -891,6 +962,116 @@ fn a_calm_network_settles_on_a_tree() {
             n - 1
         );
     }
+}
+
+fn no_shortcuts() -> Config {
+    Config {
+        shortcut_hops: 0,
+        ..Config::default()
+    }
+}
+
+/// Hop distances from `o` over the live links.
+fn hop_distances(sim: &Sim, o: usize) -> Vec<u32> {
+    let n = sim.nodes.len();
+    let mut dist = vec![u32::MAX; n];
+    let mut queue = std::collections::VecDeque::from([o]);
+    dist[o] = 0;
+    while let Some(v) = queue.pop_front() {
+        for u in (0..n).filter(|&u| sim.link_up(u, v)) {
+            if dist[u] == u32::MAX {
+                dist[u] = dist[v] + 1;
+                queue.push_back(u);
+            }
+        }
+    }
+    dist
+}
+
+/// Shortcuts (hop counts with announcements and copies): under random
+/// latencies first arrivals form deeper trees than the graph needs; with
+/// `shortcut_hops` 1 every node soon gets each origin's messages over a
+/// fewest-hops way (its hop distance), still exactly once and at about one
+/// full copy per node. Without hop counts from the peers (older peers) a
+/// duplicate over a shorter way still shortens the trees. Fails without
+/// the shortcuts (first-arrival depth).
+#[test]
+fn shortcuts_bring_every_tree_to_its_fewest_hops() {
+    let n = 37;
+    let last = 9;
+    let (mut first_arrival_depth, mut shortcut_depth) = (0u64, 0u64);
+    for seed in 0..8u64 {
+        let one_hop = Config {
+            shortcut_hops: 1,
+            ..Config::default()
+        };
+        for (cfg, hops) in [
+            (one_hop.clone(), true),
+            (one_hop, false),
+            (no_shortcuts(), true),
+        ] {
+            let shortcuts = cfg.shortcut_hops > 0;
+            let mut sim = Sim::with(seed, n, 0.0, cfg.clone());
+            sim.announce_hops = hops;
+            let mut t = 0;
+            for round in 0..=last {
+                for o in 0..n {
+                    t += 100;
+                    sim.run(t);
+                    sim.broadcast(o, format!("r{round}-n{o}"));
+                }
+            }
+            sim.run(i64::MAX);
+            let mut extra = 0;
+            for o in 0..n {
+                let dist = hop_distances(&sim, o);
+                for round in 0..=last {
+                    let id = format!("r{round}-n{o}");
+                    assert!(
+                        sim.delivered.iter().all(|d| d.get(&id) == Some(&1)),
+                        "seed {seed}: {id} not exactly once everywhere"
+                    );
+                }
+                // No node waits for a graft: a shortcut never cuts a node
+                // off its tree (make before break).
+                for round in 1..=last {
+                    let id = format!("r{round}-n{o}");
+                    let sent = sim.delivered_at[o][&id];
+                    for v in 0..n {
+                        let took = sim.delivered_at[v][&id] - sent;
+                        assert!(
+                            took < cfg.graft_timeout_ms,
+                            "seed {seed} (shortcuts {shortcuts}, hop counts {hops}): {id} took {took} ms to n{v}"
+                        );
+                    }
+                }
+                let id = format!("r{last}-n{o}");
+                extra += sim.gossip_frames[&id] - (n - 1);
+                for v in (0..n).filter(|&v| v != o) {
+                    let h = sim.nodes[v].hops_of(&id).expect("held");
+                    assert!(h >= dist[v], "seed {seed}: {id} at n{v} over {h} links");
+                    if !shortcuts {
+                        first_arrival_depth += u64::from(h);
+                    } else if hops {
+                        shortcut_depth += u64::from(h);
+                        assert_eq!(
+                            h, dist[v],
+                            "seed {seed}: {id} reached n{v} over {h} links, {} would do",
+                            dist[v]
+                        );
+                    }
+                }
+            }
+            assert!(
+                extra <= 2,
+                "seed {seed} (shortcuts {shortcuts}, hop counts {hops}): {extra} full copies over one per node in the last round"
+            );
+        }
+    }
+    assert!(
+        shortcut_depth > 0 && shortcut_depth * 10 < first_arrival_depth * 9,
+        "shortcuts shorten the trees: {shortcut_depth} links in all vs {first_arrival_depth}"
+    );
 }
 
 /// Shortest-path latencies from `o` over the live links with fixed latencies.
@@ -925,7 +1106,7 @@ fn distances(sim: &Sim, o: usize) -> Vec<i64> {
 fn each_origin_gets_its_own_first_arrival_tree() {
     for seed in 0..10u64 {
         let n = 37;
-        let mut sim = Sim::new(seed, n, 0.0);
+        let mut sim = Sim::with(seed, n, 0.0, no_shortcuts());
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0xfeed);
         sim.latency = Some(
             sim.links
@@ -995,6 +1176,7 @@ fn prunes_are_bounded_and_an_older_peers_prune_covers_later_origins() {
             from: s("c"),
             id: s("m0"),
             origin: s("late"),
+            hops: 1,
         },
     );
     assert!(
@@ -1019,6 +1201,7 @@ fn prunes_are_bounded_and_an_older_peers_prune_covers_later_origins() {
             from: s("a"),
             id: s("m1"),
             origin: s("o"),
+            hops: 1,
         },
     );
     assert!(
@@ -1034,7 +1217,123 @@ fn prunes_are_bounded_and_an_older_peers_prune_covers_later_origins() {
             from: s("b"),
             id: s("m2"),
             origin: s("o"),
+            hops: 1,
         },
     );
     assert!(n.eager("o").contains("b"));
+}
+
+/// Shortcuts on one node: an announcement (held or still missing) from a
+/// lazy peer over a way at least `shortcut_hops` links shorter asks that
+/// peer to push the origin's messages (GRAFT-ORIGIN) and keeps the old
+/// link; a duplicate over such a way prunes the first copy's link instead
+/// of its own; a PRUNE from the shortcut peer (crossing copies) is answered
+/// with GRAFT-ORIGIN again. Ways not shorter enough, hop counts that do not
+/// match their ids, an announcer this node pushes to and a GRAFT-ORIGIN
+/// from a peer that is not up change nothing.
+#[test]
+fn a_shorter_way_grafts_before_it_prunes() {
+    let gossip = |from: &str, id: &str, hops: u32| Event::Gossip {
+        from: s(from),
+        id: s(id),
+        origin: s("o"),
+        hops,
+    };
+    let prune = |to: &str| Action::Prune {
+        to: s(to),
+        origin: s("o"),
+    };
+    let graft = |to: &str| Action::GraftOrigin {
+        to: s(to),
+        origin: s("o"),
+    };
+    let tree_frames = |out: Vec<Action>| -> Vec<Action> {
+        out.into_iter()
+            .filter(|a| matches!(a, Action::Prune { .. } | Action::GraftOrigin { .. }))
+            .collect()
+    };
+    let pruned_by = |n: &mut Plumtree, p: &str| {
+        n.handle(
+            0,
+            Event::Prune {
+                from: s(p),
+                origins: vec![s("o")],
+            },
+        )
+    };
+    let mut n = node(&["p", "a", "b", "c"]);
+    n.handle(0, gossip("p", "m1", 4));
+    // An announcer this node pushes to (eager here) is not taken: it may
+    // get the messages from here.
+    assert!(tree_frames(n.held_announced(1, "a", vec![s("m1")], &[1])).is_empty());
+    pruned_by(&mut n, "a");
+    // One link shorter is not enough with shortcut_hops 2.
+    let mut strict = Plumtree::new(
+        Config {
+            shortcut_hops: 2,
+            ..Config::default()
+        },
+        ["p", "a"].map(s),
+    );
+    strict.handle(0, gossip("p", "m1", 4));
+    pruned_by(&mut strict, "a");
+    assert!(tree_frames(strict.held_announced(1, "a", vec![s("m1")], &[2])).is_empty());
+    // Hop counts that do not match the ids are ignored.
+    assert!(tree_frames(n.held_announced(1, "a", vec![s("m1")], &[1, 1])).is_empty());
+    // a holds m1 one link from the origin: 2 links here instead of 4. It is
+    // asked to push; p stays until a duplicate shows the shorter way.
+    assert_eq!(
+        tree_frames(n.held_announced(1, "a", vec![s("m1")], &[1])),
+        vec![graft("a")]
+    );
+    assert!(n.eager("o").contains("p") && n.eager("o").contains("a"));
+    // Asked once.
+    assert!(tree_frames(n.held_announced(1, "a", vec![s("m1")], &[1])).is_empty());
+    // Both push m2: p's copy first, a's shorter one prunes p.
+    n.handle(2, gossip("p", "m2", 4));
+    assert_eq!(
+        n.handle(3, gossip("a", "m2", 2)),
+        vec![prune("p"), graft("a")]
+    );
+    assert_eq!(n.hops_of("m2"), Some(2));
+    assert!(n.lazy("o").contains("p"));
+    // a's side saw a copy from here cross its own and prunes: asked again.
+    assert_eq!(pruned_by(&mut n, "a"), vec![graft("a")]);
+    // A duplicate not shorter prunes its own link, as ever (and again at
+    // each duplicate: that side may not know yet).
+    assert_eq!(n.handle(4, gossip("b", "m2", 2)), vec![prune("b")]);
+    assert_eq!(n.handle(4, gossip("b", "m2", 2)), vec![prune("b")]);
+    // Announced while missing (b by the shortest way), then served by c
+    // from far away: b is asked to push.
+    for (p, h) in [("a", 3), ("b", 0)] {
+        n.handle(
+            7,
+            Event::IHave {
+                from: s(p),
+                ids: vec![s("m4")],
+                hops: vec![h],
+            },
+        );
+    }
+    let out = n.handle(8, gossip("c", "m4", 5));
+    assert_eq!(tree_frames(out), vec![graft("b")]);
+    // GRAFT-ORIGIN: the link turns eager for the origin; never from a
+    // peer that is not up.
+    pruned_by(&mut n, "c");
+    n.handle(
+        9,
+        Event::GraftOrigins {
+            from: s("c"),
+            origins: vec![s("o")],
+        },
+    );
+    assert!(n.eager("o").contains("c"));
+    n.handle(
+        9,
+        Event::GraftOrigins {
+            from: s("zz"),
+            origins: vec![s("o")],
+        },
+    );
+    assert!(!n.eager("o").contains("zz") && !n.lazy("o").contains("zz"));
 }

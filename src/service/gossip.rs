@@ -5,7 +5,11 @@
 //! `domain::admission::entitled` lets go to that peer, queued in the outbox
 //! (`service::reconcile::queue_entitled`, which also releases a copy parked
 //! for that peer). A HAVE completes the copies parked for the peer that
-//! sent it; announced ids already held are answered with HAVE.
+//! sent it; announced ids already held are answered with HAVE. Hop counts
+//! with announcements (one per id, bounded, or ignored) and GRAFT-ORIGIN
+//! (valid node ids, counted against the peer's rate) only move links
+//! between eager and lazy: they never make this node send anything a
+//! graft or policy would not.
 use crate::domain::plumtree::Event;
 use crate::proto::v1::DeliveryState;
 use crate::proto::v1::Gossip as Frame;
@@ -14,6 +18,10 @@ use crate::service::now_ms;
 use crate::service::reconcile::{Why, queue_entitled};
 use crate::service::tree::{MAX_IDS, dispatch, refuse, to_ids};
 use crate::storage::Outcome;
+
+/// Most links an announced message can have crossed (a chain is refused
+/// beyond its signed hop limit, which no origin sets above 64).
+const MAX_ANNOUNCED_HOPS: u32 = 255;
 
 /// A Gossip frame from `peer` (a configured peer, checked by the caller).
 pub async fn received(node: &Node, peer: &str, f: Frame) {
@@ -26,6 +34,7 @@ pub async fn received(node: &Node, peer: &str, f: Frame) {
         || f.graft.len() > MAX_IDS
         || f.have.len() > MAX_IDS
         || f.prune_origins.len() > MAX_IDS
+        || f.graft_origins.len() > MAX_IDS
     {
         refuse(&node.metrics, "malformed", 1);
         tracing::debug!(%peer, "gossip frame with too many ids ignored");
@@ -40,6 +49,23 @@ pub async fn received(node: &Node, peer: &str, f: Frame) {
     let Some(mut have) = to_ids(&node.metrics, &f.have) else {
         return;
     };
+    // Hop counts: one per announced id, each at most MAX_ANNOUNCED_HOPS,
+    // or none at all (an older peer); otherwise they are ignored.
+    let mut ihave_hops = f.ihave_hops;
+    if !ihave_hops.is_empty()
+        && (ihave_hops.len() != f.ihave.len() || ihave_hops.iter().any(|&h| h > MAX_ANNOUNCED_HOPS))
+    {
+        refuse(&node.metrics, "malformed", 1);
+        ihave_hops.clear();
+    }
+    if f.graft_origins
+        .iter()
+        .any(|o| crate::domain::identity::validate_name(o).is_err())
+    {
+        refuse(&node.metrics, "malformed", 1);
+        tracing::debug!(%peer, "gossip graft naming an invalid origin ignored");
+        return;
+    }
     // Grafts first: a peer's own missing messages matter more than hints.
     let k = g.take(peer, graft.len());
     if k < graft.len() {
@@ -50,6 +76,22 @@ pub async fn received(node: &Node, peer: &str, f: Frame) {
     if k < ihave.len() {
         refuse(&node.metrics, "rate", (ihave.len() - k) as u64);
         ihave.truncate(k);
+        ihave_hops.truncate(k);
+    }
+    let mut graft_origins = f.graft_origins;
+    let k = g.take(peer, graft_origins.len());
+    if k < graft_origins.len() {
+        refuse(&node.metrics, "rate", (graft_origins.len() - k) as u64);
+        graft_origins.truncate(k);
+    }
+    if !graft_origins.is_empty() {
+        g.lock().tree.handle(
+            now_ms(),
+            Event::GraftOrigins {
+                from: peer.into(),
+                origins: graft_origins,
+            },
+        );
     }
     let k = g.take(peer, have.len());
     if k < have.len() {
@@ -90,13 +132,17 @@ pub async fn received(node: &Node, peer: &str, f: Frame) {
             tracing::debug!(%peer, "gossip prune naming an invalid origin ignored");
             return;
         }
-        g.lock().tree.handle(
+        // A prune from the peer this node took as a shortcut is answered
+        // with GRAFT-ORIGIN (see `domain::plumtree`).
+        let mut inner = g.lock();
+        let out = inner.tree.handle(
             now,
             Event::Prune {
                 from: peer.into(),
                 origins: f.prune_origins,
             },
         );
+        dispatch(&node.metrics, &mut inner, out);
     }
     if !ihave.is_empty() {
         // One index lookup each: what is held here is not missing.
@@ -107,24 +153,45 @@ pub async fn received(node: &Node, peer: &str, f: Frame) {
                 return;
             }
         };
-        let (known, missing): (Vec<String>, Vec<String>) =
-            ihave.into_iter().partition(|i| held.contains(i));
+        // Hop counts follow their ids (none when the peer sent none).
+        let with_hops = ihave_hops.len() == ihave.len();
+        let mut known = Vec::new();
+        let mut known_hops = Vec::new();
+        let mut missing = Vec::new();
+        let mut missing_hops = Vec::new();
+        for (k, i) in ihave.into_iter().enumerate() {
+            let h = ihave_hops.get(k).copied();
+            let (ids, hops) = if held.contains(&i) {
+                (&mut known, &mut known_hops)
+            } else {
+                (&mut missing, &mut missing_hops)
+            };
+            ids.push(i);
+            if let (true, Some(h)) = (with_hops, h) {
+                hops.push(h);
+            }
+        }
         let ihave = missing;
         if !known.is_empty() {
             let mut inner = g.lock();
-            let out = inner.tree.held_announced(now, peer, known);
+            let out = inner.tree.held_announced(now, peer, known, &known_hops);
             dispatch(&node.metrics, &mut inner, out);
             drop(inner);
             g.timer.notify_one();
         }
         if !ihave.is_empty() {
-            g.lock().tree.handle(
+            let mut inner = g.lock();
+            let out = inner.tree.handle(
                 now,
                 Event::IHave {
                     from: peer.into(),
                     ids: ihave,
+                    hops: missing_hops,
                 },
             );
+            // (a shortcut, for an id stored since the lookup above)
+            dispatch(&node.metrics, &mut inner, out);
+            drop(inner);
             g.timer.notify_one();
         }
     }

@@ -232,9 +232,9 @@ pub async fn prepare(
 }
 
 /// A row's part in the Plumtree trees (see `Prepared::tree`): its (id,
-/// origin) if tree-routed, the lazy targets announced to, and whether a
+/// origin, links it crossed to get here) if tree-routed, the lazy targets announced to, and whether a
 /// duplicate of it may prune the link.
-type TreeRow = (Option<(String, String)>, Vec<String>, bool);
+type TreeRow = (Option<(String, String, u32)>, Vec<String>, bool);
 
 /// A row's place at the hop limit (see [`HopLimited`](crate::domain::custody::HopLimited)).
 #[derive(Debug, Default)]
@@ -334,6 +334,7 @@ async fn try_prepare(
         let custody = chains.next().unwrap_or_default();
         let prunable = !(custody.returning || custody.resent || custody.shorter);
         let shorter = custody.shorter;
+        let custody_len = u32::try_from(custody.hops.len()).unwrap_or(u32::MAX);
         // Only a verified header's flag moves a refusal out of the real series.
         let exercise = verdict.as_ref().is_ok_and(|v| v.header.exercise);
         let input = Input {
@@ -389,7 +390,13 @@ async fn try_prepare(
                     row.forward_to = full;
                     announce = lazy_targets;
                 }
-                let id = routed.then(|| (row.message_id.clone(), row.origin.clone()));
+                // Links it crossed to get here (0: originated here).
+                let way = if from_peer.is_some() {
+                    custody_len.saturating_add(1)
+                } else {
+                    0
+                };
+                let id = routed.then(|| (row.message_id.clone(), row.origin.clone(), way));
                 let mut r = to_row(*row);
                 if !announce.is_empty() {
                     r.parked = announce.clone();
@@ -626,12 +633,13 @@ impl Committing {
                     if from_peer && !(t.is_empty() && announce.is_empty()) {
                         node.metrics.count_relayed(exercise);
                     }
-                    if let Some((id, origin)) = &id {
+                    if let Some((id, origin, way)) = &id {
                         node.gossip.stored(
                             &node.metrics,
                             sender.as_deref(),
                             id,
                             origin,
+                            *way,
                             &announce,
                             c,
                         );
@@ -643,8 +651,8 @@ impl Committing {
                 }
                 Stored::Duplicate => {
                     node.metrics.count_duplicate(exercise);
-                    if prunable && let (Some(p), Some((id, _))) = (&sender, &id) {
-                        node.gossip.duplicate(&node.metrics, p, id);
+                    if prunable && let (Some(p), Some((id, _, way))) = (&sender, &id) {
+                        node.gossip.duplicate(&node.metrics, p, id, *way);
                     }
                     Ingested::Duplicate
                 }
@@ -790,7 +798,8 @@ async fn drop_held(
             // Plumtree: that link was not needed for it (unless the peer
             // sends it back on purpose, after reconciliation).
             if let (true, false, Some(p)) = (*routed, chain.returning || chain.resent, sender) {
-                node.gossip.duplicate(&node.metrics, p, id);
+                let way = u32::try_from(chain.hops.len() + 1).unwrap_or(u32::MAX);
+                node.gossip.duplicate(&node.metrics, p, id, way);
             }
             results[i] = Some(Ingested::Duplicate);
             continue;

@@ -137,7 +137,8 @@ pub struct Metrics {
     /// Push frames sent to peers, by kind (message, receipts: one receipt
     /// or a bundle of them).
     pub frames_sent: Family<KindLabel, Counter>,
-    /// Plumtree control frames sent, by kind (ihave, graft, prune).
+    /// Plumtree control frames sent, by kind (ihave, graft, prune, have,
+    /// graft_origins).
     pub gossip_frames_sent: Family<KindLabel, Counter>,
     /// Bytes of "I have" announcements sent (the Gossip messages carrying ids).
     pub announce_bytes: Counter,
@@ -146,6 +147,8 @@ pub struct Metrics {
     pub gossip_refused: Family<ReasonLabel, Counter>,
     /// Messages queued for peers that asked for them (graft).
     pub gossip_graft_queued: Counter,
+    /// Tree links swapped for a shorter way from an origin (shortcuts).
+    pub gossip_shortcuts: Counter,
     /// Copies parked for lazy peers dropped because the peer answered that
     /// it holds the message (HAVE): full copies saved.
     pub gossip_lazy_confirmed: Counter,
@@ -239,6 +242,7 @@ impl Metrics {
             announce_bytes: Counter::default(),
             gossip_refused: Family::default(),
             gossip_graft_queued: Counter::default(),
+            gossip_shortcuts: Counter::default(),
             gossip_lazy_confirmed: Counter::default(),
             accepted: Counter::default(),
             receipts_received: Counter::default(),
@@ -322,6 +326,11 @@ impl Metrics {
             "gossip_graft_queued",
             "Messages queued for peers that asked for them (graft)",
             m.gossip_graft_queued.clone(),
+        );
+        r.register(
+            "gossip_shortcuts",
+            "Tree links this node swapped for a way at least gossip.shortcut_hops links shorter from an origin (Plumtree optimisation: a PRUNE to the old link, a GRAFT-ORIGIN to the new)",
+            m.gossip_shortcuts.clone(),
         );
         r.register(
             "gossip_lazy_confirmed",

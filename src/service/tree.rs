@@ -130,6 +130,7 @@ impl Tree {
         let machine = Config {
             graft_timeout_ms: i64::try_from(cfg.graft_timeout_ms).unwrap_or(500),
             ihave_batch_ms: i64::try_from(cfg.ihave_batch_ms).unwrap_or(25),
+            shortcut_hops: cfg.shortcut_hops,
             ..Config::default()
         };
         Tree {
@@ -231,14 +232,17 @@ impl Tree {
     }
 
     /// This node stored `id` of `origin`, new, at outbox cursor `cursor`,
-    /// from `from` (`None`: its own), queued full copies for its eager
-    /// targets and parked copies for `announce`, the lazy targets.
+    /// from `from` (`None`: its own) over `hops` links (0: its own), queued
+    /// full copies for its eager targets and parked copies for `announce`,
+    /// the lazy targets.
+    #[allow(clippy::too_many_arguments)]
     pub fn stored(
         &self,
         m: &Metrics,
         from: Option<&str>,
         id: &str,
         origin: &str,
+        hops: u32,
         announce: &[String],
         cursor: u64,
     ) {
@@ -271,7 +275,9 @@ impl Tree {
                 }
             }
         }
-        let out = g.tree.stored(now, from, id.to_string(), origin, announce);
+        let out = g
+            .tree
+            .stored(now, from, id.to_string(), origin, hops, announce);
         dispatch(m, &mut g, out);
         drop(g);
         self.timer.notify_one();
@@ -285,13 +291,14 @@ impl Tree {
         self.lock().tree.refused(now_ms(), id);
     }
 
-    /// Tree-routed message `id`, held here, arrived again from `from`.
-    pub fn duplicate(&self, m: &Metrics, from: &str, id: &str) {
+    /// Tree-routed message `id`, held here, arrived again from `from` over
+    /// `hops` links (the length its unverified chain claims, plus one).
+    pub fn duplicate(&self, m: &Metrics, from: &str, id: &str, hops: u32) {
         if !self.enabled {
             return;
         }
         let mut g = self.lock();
-        let out = g.tree.duplicate(from, id);
+        let out = g.tree.duplicate(from, id, hops);
         dispatch(m, &mut g, out);
     }
 
@@ -317,19 +324,31 @@ pub fn dispatch(m: &Metrics, g: &mut Inner, actions: Vec<Action>) {
     let mut frames = Vec::new();
     for a in actions {
         match a {
-            Action::IHave { to, ids } => {
-                let ihave: Vec<Vec<u8>> = ids
+            Action::IHave { to, ids, hops } => {
+                let (ihave, hops): (Vec<Vec<u8>>, Vec<u32>) = ids
                     .iter()
-                    .filter_map(|i| id_bytes(i))
-                    .map(|b| b.to_vec())
-                    .collect();
-                for ihave in ihave.chunks(MAX_IDS) {
+                    .zip(hops)
+                    .filter_map(|(i, h)| Some((id_bytes(i)?.to_vec(), h)))
+                    .unzip();
+                for (ihave, hops) in ihave.chunks(MAX_IDS).zip(hops.chunks(MAX_IDS)) {
                     let f = Frame {
                         ihave: ihave.to_vec(),
+                        ihave_hops: hops.to_vec(),
                         ..Default::default()
                     };
                     frames.push((to.clone(), f, "ihave"));
                 }
+            }
+            Action::GraftOrigin { to, origin } => {
+                m.gossip_shortcuts.inc();
+                frames.push((
+                    to,
+                    Frame {
+                        graft_origins: vec![origin],
+                        ..Default::default()
+                    },
+                    "graft_origins",
+                ))
             }
             Action::Graft { to, ids } => {
                 let graft: Vec<Vec<u8>> = ids

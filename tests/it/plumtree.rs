@@ -294,6 +294,23 @@ async fn a_peers_gossip_flood_is_bounded_and_grafts_follow_policy() {
         prune_origins: vec!["node-c".into(), "Not\u{1b}[31m a node".into()],
         ..Default::default()
     }));
+    // Hop counts that do not match the announced ids (ignored, counted),
+    // absurd ones, and a GRAFT-ORIGIN naming something that is not a node
+    // id (ignored whole).
+    frames.push(gossip_frame(Gossip {
+        ihave: random_ids(2),
+        ihave_hops: vec![1],
+        ..Default::default()
+    }));
+    frames.push(gossip_frame(Gossip {
+        ihave: random_ids(1),
+        ihave_hops: vec![u32::MAX],
+        ..Default::default()
+    }));
+    frames.push(gossip_frame(Gossip {
+        graft_origins: vec!["node-c".into(), "../../etc".into()],
+        ..Default::default()
+    }));
     let mut acks = fc
         .push(tokio_stream::iter(frames))
         .await
@@ -314,8 +331,9 @@ async fn a_peers_gossip_flood_is_bounded_and_grafts_follow_policy() {
     assert!(missing <= 4096, "missing ids capped: {missing}");
     assert!(pending <= 256 && remembered <= 65_536);
     assert!(
-        refused(&b, "malformed") >= 3,
-        "oversized and short-id frames, a prune naming a bad origin"
+        refused(&b, "malformed") >= 6,
+        "oversized and short-id frames, a prune naming a bad origin, hop counts not matching their ids or absurd, a graft naming a bad origin: {}",
+        refused(&b, "malformed")
     );
     assert!(
         refused(&b, "not_entitled") >= 1,

@@ -26,6 +26,13 @@
 //!   `gossip_frames_per_delivery`: Plumtree control frames (announcements,
 //!   grafts, prunes; not envelopes) and `grafted_per_delivery`: messages
 //!   queued because a peer asked for them;
+//! - where a delivery's time goes, from the signed custody times of each
+//!   first arrival (one clock: the nodes share this machine):
+//!   `links_crossed_mean` / `_p99` (the depth of the path it came by),
+//!   `link_p50_ms` / `_p99_ms` / `_mean_ms` (one link: from one node's
+//!   `received_at` — the origin's `created` for the first — to the next
+//!   one's: ingest, queueing, the send) and `store_to_watch_p99_ms` (the
+//!   node's own store to its Watch stream);
 //! - `cpu_ms_per_delivery`: CPU time (user + system) of all node processes
 //!   from the first publish to the end of the settle, per delivery — the
 //!   cost figure that does not depend on how loaded the machine is — and
@@ -213,12 +220,34 @@ struct Sent {
 /// Arrivals seen through every node's Watch: by node, message id → times.
 type Seen = Arc<Mutex<Vec<HashMap<String, Vec<Instant>>>>>;
 
+/// The way each first arrival came, by node, message id → its times in
+/// ms since the epoch (one clock: every node runs on this machine): the
+/// origin's `created`, each relay's signed `received_at` in custody order,
+/// the node's own `received`, then when its Watch showed it here.
+type Ways = Arc<Mutex<Vec<HashMap<String, Vec<i64>>>>>;
+
+/// `[created, relays' received_at…, received, watched]` of a message view.
+fn way_of(m: &MessageView, watched_ms: i64) -> Option<Vec<i64>> {
+    let ms = |t: &Option<prost_types::Timestamp>| {
+        t.as_ref()
+            .map(|t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
+    };
+    let mut out = vec![ms(&m.created)?];
+    for h in &m.custody {
+        out.push(ms(&h.received_at)?);
+    }
+    out.push(ms(&m.received)?);
+    out.push(watched_ms);
+    Some(out)
+}
+
 /// Keeps a Watch stream open on node `i` until `stop`, reconnecting (from
 /// the last cursor seen) when the node goes away and comes back.
 fn watch(
     fed: Arc<Fed>,
     i: usize,
     seen: Seen,
+    ways: Ways,
     stop: Arc<AtomicBool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -242,6 +271,14 @@ fn watch(
                 let at = Instant::now();
                 cursor = cursor.max(ev.cursor);
                 if let Some(m) = ev.message {
+                    let wall = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as i64);
+                    if let Some(w) = way_of(&m, wall) {
+                        ways.lock().expect("ways lock")[i]
+                            .entry(m.message_id.clone())
+                            .or_insert(w);
+                    }
                     seen.lock().expect("seen lock")[i]
                         .entry(m.message_id)
                         .or_default()
@@ -422,9 +459,10 @@ pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
     }
 
     let seen: Seen = Arc::new(Mutex::new(vec![HashMap::new(); n]));
+    let ways: Ways = Arc::new(Mutex::new(vec![HashMap::new(); n]));
     let stop = Arc::new(AtomicBool::new(false));
     let watchers: Vec<_> = (0..n)
-        .map(|i| watch(fed.clone(), i, seen.clone(), stop.clone()))
+        .map(|i| watch(fed.clone(), i, seen.clone(), ways.clone(), stop.clone()))
         .collect();
     // Give every Watch time to subscribe.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -712,6 +750,26 @@ pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
     }
     all.sort_by(f64::total_cmp);
     per.sort_by(f64::total_cmp);
+    // Where a delivery's time goes, from the signed custody times of each
+    // first arrival: links it crossed, the time of each link (a relay's
+    // `received_at` to the next one's: its ingest, queueing and the send),
+    // and the node's own store-to-Watch time.
+    let ways = std::mem::take(&mut *ways.lock().expect("ways lock"));
+    let (mut links_crossed, mut hop_ms, mut watch_ms) = (Vec::new(), Vec::new(), Vec::new());
+    for (id, s) in &sent {
+        for &v in &s.eligible {
+            let Some(w) = ways[v].get(id) else { continue };
+            let (stored, watched) = (w[w.len() - 2], w[w.len() - 1]);
+            let path = &w[..w.len() - 1];
+            links_crossed.push((path.len() - 1) as f64);
+            hop_ms.extend(path.windows(2).map(|p| (p[1] - p[0]) as f64));
+            watch_ms.push((watched - stored) as f64);
+        }
+    }
+    links_crossed.sort_by(f64::total_cmp);
+    hop_ms.sort_by(f64::total_cmp);
+    watch_ms.sort_by(f64::total_cmp);
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     // Envelopes over the links: Push frames sent (a bundle of receipts
     // counts once) where the nodes count them; otherwise (older builds,
     // one envelope a frame) envelopes received and receipts stored.
@@ -779,6 +837,20 @@ pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
         "load_average_after": load_after,
         "in_process": false,
     });
+    // (a second object: one `json!` of every field passes its macro's
+    // recursion limit)
+    let ways_v = serde_json::json!({
+        "links_crossed_mean": round(mean(&links_crossed), 2),
+        "links_crossed_p99": round(pct(&links_crossed, 0.99), 1),
+        "link_p50_ms": round(pct(&hop_ms, 0.50), 1),
+        "link_p99_ms": round(pct(&hop_ms, 0.99), 1),
+        "link_mean_ms": round(mean(&hop_ms), 1),
+        "store_to_watch_p99_ms": round(pct(&watch_ms, 0.99), 1),
+    });
+    let mut v = v;
+    if let (Some(m), serde_json::Value::Object(w)) = (v.as_object_mut(), ways_v) {
+        m.extend(w);
+    }
     if json {
         println!("{v}");
     } else {
