@@ -13,6 +13,12 @@
 //! full disk does this), every job of the batch is answered with that error
 //! and nothing of the batch is kept.
 //!
+//! Small reads on the message path (a duplicate check, a message by id, the
+//! next page of an outbox or of new messages, the incidents an indicator
+//! belongs to) run on the calling thread (`SqliteStore::read_small`): on a
+//! 37-node federation, handing each to the blocking pool and back (futex
+//! wake-ups and parking) cost more CPU than the reads themselves.
+//!
 //! Checkpoints (copying the write-ahead log back into the database file, with
 //! an fsync of that file) never run on the writer: SQLite's automatic
 //! checkpoint is off on the writer's connection, and a checkpointer thread
@@ -146,6 +152,11 @@ const MAX_BATCH: usize = 2048;
 pub const CHECKPOINT_AT: u64 = 16 * 1024 * 1024;
 /// Read connections kept open for reuse.
 const READ_POOL: usize = 8;
+/// Most rows (or ids) a read may touch to run on the calling task's thread
+/// instead of the blocking pool (`SqliteStore::read_small`): a link's outbox
+/// page (1,024 at most) or a page of new messages, by index, from the page
+/// cache; on a federation link such a page usually holds a few rows.
+const INLINE_ROWS: usize = 1024;
 
 /// Prepared statements kept per connection (see [`open_conn`]).
 const STATEMENT_CACHE: usize = 256;
@@ -170,6 +181,27 @@ struct Inner {
     /// Set when damage is first seen; every later write is refused with it.
     damaged: OnceLock<String>,
     _lock: File,
+}
+
+impl Inner {
+    /// Runs `f` on a pooled read connection (opened when the pool is empty;
+    /// at most [`READ_POOL`] are kept).
+    fn with_reader<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&Connection) -> Result<T, StoreError>,
+    {
+        let conn = self.readers.lock().expect("readers lock").pop();
+        let conn = match conn {
+            Some(c) => c,
+            None => open_conn(&self.db_path, true)?,
+        };
+        let r = f(&conn);
+        let mut pool = self.readers.lock().expect("readers lock");
+        if pool.len() < READ_POOL {
+            pool.push(conn);
+        }
+        r
+    }
 }
 
 fn open_conn(path: &Path, read_only: bool) -> Result<Connection, StoreError> {
@@ -408,21 +440,29 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let inner = self.inner.clone();
-        let r = tokio::task::spawn_blocking(move || {
-            let conn = inner.readers.lock().expect("readers lock").pop();
-            let conn = match conn {
-                Some(c) => c,
-                None => open_conn(&inner.db_path, true)?,
-            };
-            let r = f(&conn);
-            let mut pool = inner.readers.lock().expect("readers lock");
-            if pool.len() < READ_POOL {
-                pool.push(conn);
-            }
-            r
-        })
-        .await
-        .map_err(|e| StoreError::Invalid(format!("storage: read task failed: {e}")))?;
+        let r = tokio::task::spawn_blocking(move || inner.with_reader(f))
+            .await
+            .map_err(|e| StoreError::Invalid(format!("storage: read task failed: {e}")))?;
+        self.note(&r);
+        r
+    }
+
+    /// Runs `f` on a read connection on the calling thread when `rows` (the
+    /// most rows or ids it may touch) is at most [`INLINE_ROWS`], else like
+    /// [`read`](Self::read). For the small, frequent reads of the message
+    /// path (a duplicate check, a message by id, the next page of an outbox
+    /// or of new messages): indexed lookups answered from SQLite's page
+    /// cache, cheaper than the two thread hand-offs of the blocking pool
+    /// (waking a pool thread, then waking the task again).
+    async fn read_small<T, F>(&self, rows: usize, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        if rows > INLINE_ROWS {
+            return self.read(f).await;
+        }
+        let r = self.inner.with_reader(f);
         self.note(&r);
         r
     }
@@ -807,12 +847,15 @@ impl Storage for SqliteStore {
         if message_ids.is_empty() {
             return Ok(Default::default());
         }
-        self.read(move |c| queries::held(c, message_ids)).await
+        let n = message_ids.len();
+        self.read_small(n, move |c| queries::held(c, message_ids))
+            .await
     }
 
     async fn get_message(&self, message_id: &str) -> Result<Option<StoredMessage>, StoreError> {
         let id = message_id.to_string();
-        self.read(move |c| queries::get_message(c, &id)).await
+        self.read_small(1, move |c| queries::get_message(c, &id))
+            .await
     }
 
     async fn get_messages(
@@ -831,12 +874,12 @@ impl Storage for SqliteStore {
         cursor: u64,
         limit: usize,
     ) -> Result<Vec<StoredMessage>, StoreError> {
-        self.read(move |c| queries::messages_after(c, cursor, limit))
+        self.read_small(limit, move |c| queries::messages_after(c, cursor, limit))
             .await
     }
 
     async fn last_cursor(&self) -> Result<u64, StoreError> {
-        self.read(queries::last_cursor).await
+        self.read_small(1, queries::last_cursor).await
     }
 
     async fn thread(&self, request_id: &str) -> Result<Vec<StoredMessage>, StoreError> {
@@ -885,7 +928,7 @@ impl Storage for SqliteStore {
         keys: Vec<String>,
         limit: usize,
     ) -> Result<Vec<(String, String)>, StoreError> {
-        self.read(move |c| queries::keyed_incidents(c, &keys, limit))
+        self.read_small(limit, move |c| queries::keyed_incidents(c, &keys, limit))
             .await
     }
 
@@ -907,8 +950,10 @@ impl Storage for SqliteStore {
         limit: usize,
     ) -> Result<Vec<OutboxItem>, StoreError> {
         let peer = peer.to_string();
-        self.read(move |c| queries::outbox(c, &peer, after, now_ms, limit))
-            .await
+        self.read_small(limit, move |c| {
+            queries::outbox(c, &peer, after, now_ms, limit)
+        })
+        .await
     }
 
     async fn outbox_due(
@@ -919,13 +964,15 @@ impl Storage for SqliteStore {
         limit: usize,
     ) -> Result<Vec<OutboxItem>, StoreError> {
         let peer = peer.to_string();
-        self.read(move |c| queries::outbox_due(c, &peer, after, now_ms, limit))
-            .await
+        self.read_small(limit, move |c| {
+            queries::outbox_due(c, &peer, after, now_ms, limit)
+        })
+        .await
     }
 
     async fn outbox_next_due(&self, peer: &str, now_ms: i64) -> Result<Option<i64>, StoreError> {
         let peer = peer.to_string();
-        self.read(move |c| queries::outbox_next_due(c, &peer, now_ms))
+        self.read_small(1, move |c| queries::outbox_next_due(c, &peer, now_ms))
             .await
     }
 
@@ -1292,6 +1339,70 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(rows, vec![2]);
+        });
+        store.close_blocking();
+    }
+
+    /// The small reads of the message path run on the calling thread, not
+    /// on the blocking pool: they are answered while the pool's only thread
+    /// is busy (each would wait for it otherwise; the deadline is generous,
+    /// a failure is a hang); a large read still goes to the pool.
+    #[test]
+    fn small_reads_run_on_the_calling_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), &opts()).unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .max_blocking_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (release, wait) = std::sync::mpsc::channel::<()>();
+            let busy = tokio::task::spawn_blocking(move || wait.recv());
+            let reads = async {
+                assert!(
+                    store
+                        .held(vec!["m-1".into(), "m-2".into()])
+                        .await
+                        .unwrap()
+                        .is_empty()
+                );
+                assert!(store.get_message("m-1").await.unwrap().is_none());
+                assert!(store.messages_after(0, 256).await.unwrap().is_empty());
+                assert_eq!(store.last_cursor().await.unwrap(), 0);
+                assert!(store.outbox("node-b", 0, 1, 1024).await.unwrap().is_empty());
+                assert!(
+                    store
+                        .outbox_due("node-b", 0, 1, 1024)
+                        .await
+                        .unwrap()
+                        .is_empty()
+                );
+                assert!(store.outbox_next_due("node-b", 1).await.unwrap().is_none());
+                assert!(
+                    store
+                        .keyed_incidents(vec!["k".into()], 200)
+                        .await
+                        .unwrap()
+                        .is_empty()
+                );
+                let here = std::thread::current().id();
+                let on = store
+                    .read_small(INLINE_ROWS, |_| Ok(std::thread::current().id()))
+                    .await
+                    .unwrap();
+                assert_eq!(on, here);
+            };
+            tokio::time::timeout(std::time::Duration::from_secs(30), reads)
+                .await
+                .expect("a small read waited for the blocking pool");
+            // Larger than that: the pool (answered once it is free).
+            let here = std::thread::current().id();
+            let large = store.read_small(INLINE_ROWS + 1, |_| Ok(std::thread::current().id()));
+            release.send(()).unwrap();
+            assert_ne!(large.await.unwrap(), here);
+            busy.await.unwrap().unwrap();
         });
         store.close_blocking();
     }
