@@ -14,8 +14,8 @@
 //! and nothing of the batch is kept.
 //!
 //! Small reads on the message path (a duplicate check, a message by id, the
-//! next page of an outbox or of new messages, the incidents an indicator
-//! belongs to) run on the calling thread (`SqliteStore::read_small`): on a
+//! next page of an outbox or of new messages, up to `INLINE_ROWS` rows) run
+//! on the calling thread (`SqliteStore::read_small`, `read_page`): on a
 //! 37-node federation, handing each to the blocking pool and back (futex
 //! wake-ups and parking) cost more CPU than the reads themselves.
 //!
@@ -153,10 +153,13 @@ pub const CHECKPOINT_AT: u64 = 16 * 1024 * 1024;
 /// Read connections kept open for reuse.
 const READ_POOL: usize = 8;
 /// Most rows (or ids) a read may touch to run on the calling task's thread
-/// instead of the blocking pool (`SqliteStore::read_small`): a link's outbox
-/// page (1,024 at most) or a page of new messages, by index, from the page
-/// cache; on a federation link such a page usually holds a few rows.
-const INLINE_ROWS: usize = 1024;
+/// instead of the blocking pool (`SqliteStore::read_small`). A page asked
+/// for more rows reads this many here and the rest, if the first part comes
+/// back full, on the pool (`SqliteStore::read_page`): on a federation link
+/// a page usually holds a few rows; a single link at full speed reads full
+/// pages of 1,024, which read here held up the async workers (ingest fell
+/// by a third when they were).
+const INLINE_ROWS: usize = 32;
 
 /// Prepared statements kept per connection (see [`open_conn`]).
 const STATEMENT_CACHE: usize = 256;
@@ -465,6 +468,34 @@ impl SqliteStore {
         let r = self.inner.with_reader(f);
         self.note(&r);
         r
+    }
+
+    /// A page of at most `limit` rows after cursor `after` (`page(c, after,
+    /// n)` reads at most `n` rows after `after`, in cursor order): the first
+    /// [`INLINE_ROWS`] on the calling thread, the rest, when those come back
+    /// full, on the blocking pool — the same rows as one read of `limit`.
+    async fn read_page<T, F>(
+        &self,
+        after: u64,
+        limit: usize,
+        cursor_of: fn(&T) -> u64,
+        page: F,
+    ) -> Result<Vec<T>, StoreError>
+    where
+        T: Send + 'static,
+        F: Fn(&Connection, u64, usize) -> Result<Vec<T>, StoreError> + Send + Clone + 'static,
+    {
+        let first = limit.min(INLINE_ROWS);
+        let here = page.clone();
+        let mut rows = self
+            .read_small(first, move |c| here(c, after, first))
+            .await?;
+        if rows.len() == first && limit > first {
+            let from = rows.last().map_or(after, cursor_of);
+            let rest = limit - first;
+            rows.extend(self.read(move |c| page(c, from, rest)).await?);
+        }
+        Ok(rows)
     }
 
     /// Stops the writer after it has committed everything queued, and waits for it.
@@ -874,8 +905,13 @@ impl Storage for SqliteStore {
         cursor: u64,
         limit: usize,
     ) -> Result<Vec<StoredMessage>, StoreError> {
-        self.read_small(limit, move |c| queries::messages_after(c, cursor, limit))
-            .await
+        self.read_page(
+            cursor,
+            limit,
+            |m: &StoredMessage| m.cursor,
+            |c, after, n| queries::messages_after(c, after, n),
+        )
+        .await
     }
 
     async fn last_cursor(&self) -> Result<u64, StoreError> {
@@ -928,7 +964,7 @@ impl Storage for SqliteStore {
         keys: Vec<String>,
         limit: usize,
     ) -> Result<Vec<(String, String)>, StoreError> {
-        self.read_small(limit, move |c| queries::keyed_incidents(c, &keys, limit))
+        self.read(move |c| queries::keyed_incidents(c, &keys, limit))
             .await
     }
 
@@ -950,9 +986,12 @@ impl Storage for SqliteStore {
         limit: usize,
     ) -> Result<Vec<OutboxItem>, StoreError> {
         let peer = peer.to_string();
-        self.read_small(limit, move |c| {
-            queries::outbox(c, &peer, after, now_ms, limit)
-        })
+        self.read_page(
+            after,
+            limit,
+            |i: &OutboxItem| i.cursor,
+            move |c, after, n| queries::outbox(c, &peer, after, now_ms, n),
+        )
         .await
     }
 
@@ -964,9 +1003,12 @@ impl Storage for SqliteStore {
         limit: usize,
     ) -> Result<Vec<OutboxItem>, StoreError> {
         let peer = peer.to_string();
-        self.read_small(limit, move |c| {
-            queries::outbox_due(c, &peer, after, now_ms, limit)
-        })
+        self.read_page(
+            after,
+            limit,
+            |i: &OutboxItem| i.cursor,
+            move |c, after, n| queries::outbox_due(c, &peer, after, now_ms, n),
+        )
         .await
     }
 
@@ -1347,6 +1389,47 @@ mod tests {
     /// on the blocking pool: they are answered while the pool's only thread
     /// is busy (each would wait for it otherwise; the deadline is generous,
     /// a failure is a hang); a large read still goes to the pool.
+    /// A page longer than what is read on the calling thread is the same
+    /// rows as one read: the rest follows from the last cursor of the first
+    /// part, in order, up to the limit.
+    #[test]
+    fn a_page_read_in_two_parts_is_the_page() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), &opts()).unwrap();
+        rt().block_on(async {
+            let n = INLINE_ROWS as i64 * 2 + 5;
+            store
+                .write(Durability::Durable, move |c| {
+                    for at in 1..=n {
+                        c.execute(
+                            "INSERT INTO rejections (at_ms, from_peer, message_id, reason) VALUES (?1, 'p', 'm', 'r')",
+                            [at],
+                        )?;
+                    }
+                    Ok(())
+                })
+                .await
+                .unwrap();
+            let page = |c: &Connection, after: u64, limit: usize| {
+                let mut st = c.prepare(
+                    "SELECT at_ms FROM rejections WHERE at_ms > ?1 ORDER BY at_ms LIMIT ?2",
+                )?;
+                let r = st
+                    .query_map(rusqlite::params![after as i64, limit as i64], |r| {
+                        r.get::<_, i64>(0).map(|v| v as u64)
+                    })?
+                    .collect::<Result<Vec<u64>, _>>()?;
+                Ok(r)
+            };
+            for (after, limit) in [(0, 10), (0, INLINE_ROWS), (0, INLINE_ROWS + 1), (3, 1024), (60, 7)] {
+                let got = store.read_page(after, limit, |x| *x, page).await.unwrap();
+                let want: Vec<u64> = (after + 1..=n as u64).take(limit).collect();
+                assert_eq!(got, want, "after {after}, limit {limit}");
+            }
+        });
+        store.close_blocking();
+    }
+
     #[test]
     fn small_reads_run_on_the_calling_thread() {
         let dir = tempfile::tempdir().unwrap();
@@ -1380,13 +1463,6 @@ mod tests {
                         .is_empty()
                 );
                 assert!(store.outbox_next_due("node-b", 1).await.unwrap().is_none());
-                assert!(
-                    store
-                        .keyed_incidents(vec!["k".into()], 200)
-                        .await
-                        .unwrap()
-                        .is_empty()
-                );
                 let here = std::thread::current().id();
                 let on = store
                     .read_small(INLINE_ROWS, |_| Ok(std::thread::current().id()))
