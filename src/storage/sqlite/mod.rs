@@ -909,7 +909,7 @@ impl Storage for SqliteStore {
             cursor,
             limit,
             |m: &StoredMessage| m.cursor,
-            |c, after, n| queries::messages_after(c, after, n),
+            queries::messages_after,
         )
         .await
     }
