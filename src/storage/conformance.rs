@@ -1210,7 +1210,8 @@ async fn sync_sums_follow_insert_and_purge(s: Store) {
 /// Invariant: `requeue` queues held messages for a peer, due now, also when
 /// an entry exists (deferred) or the link is past their cursor; messages
 /// not held, or whose relayed ciphertext was dropped, are skipped; a new
-/// chain of custody is stored first.
+/// chain of custody is kept with the peer's entry (the message row is not
+/// rewritten).
 async fn refusals_are_found_until_they_age(s: Store) {
     s.insert(
         vec![
@@ -1303,6 +1304,26 @@ async fn requeue_makes_entries_due_now(s: Store) {
     let due = s.outbox_due("node-b", 0, NOW, 10).await.unwrap();
     assert_eq!(due.iter().map(|i| i.cursor).collect::<Vec<_>>(), vec![1, 2]);
     assert_eq!(due[0].hops, vec![1, 2, 3], "the new chain is stored");
+    // With the peer's entry only: the stored message keeps the chain it came
+    // with, and an entry queued again without a new chain keeps the one it has.
+    let held = s.get_message(&id(1)).await.unwrap().unwrap();
+    assert_ne!(
+        held.hops,
+        Some(vec![1, 2, 3]),
+        "the message row is not rewritten"
+    );
+    s.requeue(
+        "node-b",
+        vec![Requeue {
+            message_id: id(1),
+            hops: None,
+        }],
+        NOW,
+    )
+    .await
+    .unwrap();
+    let due = s.outbox_due("node-b", 0, NOW, 10).await.unwrap();
+    assert_eq!(due[0].hops, vec![1, 2, 3], "requeued without a chain: kept");
     let d = s.delivery(&id(1)).await.unwrap();
     assert_eq!(d.len(), 1);
     assert_eq!(d[0].state, DeliveryState::Queued as i32);

@@ -434,8 +434,10 @@ pub struct SyncItem {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Requeue {
     pub message_id: String,
-    /// A new chain of custody to store with the message first (this node's
-    /// own record appended, when it never forwarded the message before).
+    /// A new chain of custody to send the message with to this peer (this
+    /// node's own record appended, when it never forwarded the message
+    /// before): kept with the peer's outbox entry (`OutboxItem::hops`), the
+    /// stored message is not rewritten.
     pub hops: Option<Vec<u8>>,
 }
 
