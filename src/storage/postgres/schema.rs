@@ -179,7 +179,7 @@ const MIGRATIONS: &[&str] = &[
     // grafts) is kept with that peer's outbox entry, not written into the
     // stored message (see the SQLite schema, migration 13).
     r#"
-    ALTER TABLE outbox ADD COLUMN hops BYTEA;
+    ALTER TABLE outbox ADD COLUMN IF NOT EXISTS hops BYTEA;
     "#,
 ];
 
