@@ -704,9 +704,11 @@ async fn reach_further(
     }
     let mut queued = Vec::new();
     for (k, peer) in peers.iter().enumerate() {
+        // Every peer's entry carries the chain; the stored one is replaced once.
         let item = Requeue {
             message_id: id.to_string(),
-            hops: (k == 0).then(|| hops.clone()),
+            hops: Some(hops.clone()),
+            replaces_stored: k == 0,
         };
         match node.store.requeue(peer, vec![item], now).await {
             Ok(0) => {}

@@ -814,6 +814,7 @@ pub async fn queue_entitled(
             Ok(hops) => out.push(Requeue {
                 message_id: m.message_id,
                 hops,
+                replaces_stored: false,
             }),
             Err(why) => {
                 refused += 1;

@@ -1248,6 +1248,7 @@ async fn refusals_are_found_until_they_age(s: Store) {
         vec![Requeue {
             message_id: id(2),
             hops: None,
+            replaces_stored: false,
         }],
         8_000,
     )
@@ -1286,14 +1287,17 @@ async fn requeue_makes_entries_due_now(s: Store) {
                 Requeue {
                     message_id: id(1),
                     hops: Some(vec![1, 2, 3]),
+                    replaces_stored: false,
                 },
                 Requeue {
                     message_id: id(2),
                     hops: None,
+                    replaces_stored: false,
                 },
                 Requeue {
                     message_id: id(99),
                     hops: None,
+                    replaces_stored: false,
                 },
             ],
             NOW,
@@ -1317,6 +1321,7 @@ async fn requeue_makes_entries_due_now(s: Store) {
         vec![Requeue {
             message_id: id(1),
             hops: None,
+            replaces_stored: false,
         }],
         NOW,
     )
@@ -1324,6 +1329,22 @@ async fn requeue_makes_entries_due_now(s: Store) {
     .unwrap();
     let due = s.outbox_due("node-b", 0, NOW, 10).await.unwrap();
     assert_eq!(due[0].hops, vec![1, 2, 3], "requeued without a chain: kept");
+    // A chain that replaces the stored one (a shorter path) does both.
+    s.requeue(
+        "node-b",
+        vec![Requeue {
+            message_id: id(1),
+            hops: Some(vec![4, 5]),
+            replaces_stored: true,
+        }],
+        NOW,
+    )
+    .await
+    .unwrap();
+    let held = s.get_message(&id(1)).await.unwrap().unwrap();
+    assert_eq!(held.hops, Some(vec![4, 5]), "the stored chain is replaced");
+    let due = s.outbox_due("node-b", 0, NOW, 10).await.unwrap();
+    assert_eq!(due[0].hops, vec![4, 5]);
     let d = s.delivery(&id(1)).await.unwrap();
     assert_eq!(d.len(), 1);
     assert_eq!(d[0].state, DeliveryState::Queued as i32);
@@ -1348,6 +1369,7 @@ async fn requeue_makes_entries_due_now(s: Store) {
             vec![Requeue {
                 message_id: id(3),
                 hops: None,
+                replaces_stored: false,
             }],
             NOW,
         )

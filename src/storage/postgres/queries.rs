@@ -1434,8 +1434,16 @@ pub async fn requeue(
             continue;
         };
         let cursor: i64 = row.get(0);
+        if let Some(h) = it.hops.as_ref().filter(|_| it.replaces_stored) {
+            c.execute(
+                "UPDATE messages SET hops = $1 WHERE cursor = $2",
+                &[h, &cursor],
+            )
+            .await
+            .map_err(e("cannot record the chain of custody"))?;
+        }
         // The new chain goes with this peer's entry (the message row is
-        // not rewritten).
+        // not rewritten unless it replaces the stored one, above).
         c.execute(
             "INSERT INTO outbox (peer, cursor, enqueued_ms, not_before_ms, hops) VALUES ($1, $2, $3, $3, $4)
              ON CONFLICT (peer, cursor) DO UPDATE SET not_before_ms = excluded.not_before_ms,

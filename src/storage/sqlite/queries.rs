@@ -1034,7 +1034,8 @@ pub fn requeue(
         "SELECT cursor FROM messages WHERE message_id = ?1 AND length(payload) > 0",
     )?;
     // The new chain goes with this peer's entry (the message row is not
-    // rewritten).
+    // rewritten, unless the chain replaces the stored one).
+    let mut stored = c.prepare_cached("UPDATE messages SET hops = ?1 WHERE cursor = ?2")?;
     let mut ob = c.prepare_cached(
         "INSERT INTO outbox (peer, cursor, enqueued_ms, not_before_ms, hops) VALUES (?1, ?2, ?3, ?3, ?4)
          ON CONFLICT (peer, cursor) DO UPDATE SET not_before_ms = excluded.not_before_ms,
@@ -1055,6 +1056,9 @@ pub fn requeue(
         else {
             continue;
         };
+        if let Some(h) = it.hops.as_ref().filter(|_| it.replaces_stored) {
+            stored.execute(params![h, cursor])?;
+        }
         ob.execute(params![peer, cursor, now, it.hops])?;
         dl.execute(params![
             it.message_id,
