@@ -3302,7 +3302,7 @@ _certfed() {
             return 0
             ;;
         certfed__subcmd__peers)
-            opts="-h --node --ca --cert --key --json --reconcile --help"
+            opts="-h --node --ca --cert --key --json --reconcile --retry-refused --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -746,6 +746,7 @@ complete -c certfed -n "__fish_certfed_using_subcommand peers" -l cert -d 'Opera
 complete -c certfed -n "__fish_certfed_using_subcommand peers" -l key -d 'Operator private key (PEM, mode 0600). Required' -r -F
 complete -c certfed -n "__fish_certfed_using_subcommand peers" -l reconcile -d 'Reconcile with this peer now (ReconcilePeer) and show the result: the difference found, messages queued each way, rounds, bytes' -r
 complete -c certfed -n "__fish_certfed_using_subcommand peers" -l json -d 'Print the API response as JSON (protobuf JSON mapping, as grpcurl prints it)'
+complete -c certfed -n "__fish_certfed_using_subcommand peers" -l retry-refused -d 'With --reconcile: offer again what the peer refused for good within the last 24 h (its cause fixed on the peer)'
 complete -c certfed -n "__fish_certfed_using_subcommand peers" -s h -l help -d 'Print help'
 complete -c certfed -n "__fish_certfed_using_subcommand delivery" -l node -d 'Node address, host:port (the packaged configuration listens on 7700). For an active/standby pair, both addresses separated by a comma (a:7700,b:7700): the one whose health says SERVING is used' -r
 complete -c certfed -n "__fish_certfed_using_subcommand delivery" -l ca -d 'Federation CA certificate (PEM). Required' -r -F

@@ -190,7 +190,10 @@ impl Operator for OperatorApi {
         req: Request<ReconcilePeerRequest>,
     ) -> Result<Response<ReconcilePeerResponse>, Status> {
         let who = audit::operator(&req);
-        let peer = self.take(req)?.peer_id;
+        let ReconcilePeerRequest {
+            peer_id: peer,
+            retry_refused,
+        } = self.take(req)?;
         if peer.is_empty() {
             return Err(bad_request(
                 "peer_id",
@@ -204,7 +207,7 @@ impl Operator for OperatorApi {
         // caller goes away.
         let r = self
             .detached(move |node| async move {
-                crate::service::reconcile::reconcile_now(&node, &peer)
+                crate::service::reconcile::reconcile_now(&node, &peer, retry_refused)
                     .await
                     .map_err(status)
             })

@@ -695,11 +695,18 @@ fn reconcile_line(r: &ReconcileView) -> String {
     }
 }
 
-pub async fn peers(conn: Conn, reconcile: Option<String>) -> anyhow::Result<()> {
+pub async fn peers(
+    conn: Conn,
+    reconcile: Option<String>,
+    retry_refused: bool,
+) -> anyhow::Result<()> {
     let mut c = connect(&conn).await?;
     if let Some(peer_id) = reconcile {
         let r = c
-            .reconcile_peer(ReconcilePeerRequest { peer_id })
+            .reconcile_peer(ReconcilePeerRequest {
+                peer_id,
+                retry_refused,
+            })
             .await
             .map_err(|s| explain(&conn.node, s))?
             .into_inner();

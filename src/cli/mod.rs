@@ -132,6 +132,10 @@ pub enum Command {
         /// the difference found, messages queued each way, rounds, bytes.
         #[arg(long, value_name = "PEER")]
         reconcile: Option<String>,
+        /// With --reconcile: offer again what the peer refused for good
+        /// within the last 24 h (its cause fixed on the peer).
+        #[arg(long, requires = "reconcile")]
+        retry_refused: bool,
     },
     /// Per-peer delivery state of a message.
     Delivery {
@@ -285,7 +289,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Assist { conn, cmd } => rt()?.block_on(assist::run(conn, *cmd)),
         Command::Attachment { conn, cmd } => rt()?.block_on(attachment::run(conn, *cmd)),
         Command::Incident { conn, cmd } => rt()?.block_on(incident::run(conn, *cmd)),
-        Command::Peers { conn, reconcile } => rt()?.block_on(client::peers(conn, reconcile)),
+        Command::Peers {
+            conn,
+            reconcile,
+            retry_refused,
+        } => rt()?.block_on(client::peers(conn, reconcile, retry_refused)),
         Command::Delivery { conn, message_id } => {
             rt()?.block_on(client::delivery(conn, message_id))
         }

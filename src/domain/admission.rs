@@ -40,7 +40,7 @@
 //! reverse route of a receipt) before calling, and performs the decision after.
 use crate::domain::alert::{Limits, validate_alert};
 use crate::domain::attachment;
-use crate::domain::custody::{path_of, sign_hop, verify_chain};
+use crate::domain::custody::{SignaturesChecked, path_of, sign_hop, verify_chain_checked};
 use crate::domain::envelope::{Rejection, Verified, checked_ts_to_ms, ms_to_ts};
 use crate::domain::keys::{KeyRegistry, Signer};
 use crate::domain::policy::{Outbound, PeerPolicy, Route, requires_e2e, route_to_peer, tlp_label};
@@ -178,6 +178,10 @@ pub struct Input<'a> {
     pub from_peer: Option<&'a str>,
     /// The chain of custody the peer reported (empty for own messages).
     pub chain: Vec<SignedHop>,
+    /// Proof that the chain's signatures verified in a batch
+    /// (`custody::verify_signatures`); `None`: they are checked here, one by
+    /// one. Bound to the chain's bytes: a proof for another chain is ignored.
+    pub chain_checked: Option<SignaturesChecked>,
     /// For a receipt: where it goes next, if this node holds a message it reports on.
     pub receipt_route: Option<ReceiptRoute>,
     /// The peer sends it back because this node held it before (it is the
@@ -194,6 +198,7 @@ pub fn admit(view: &View<'_>, input: Input<'_>, now_ms: i64) -> Decision {
         verdict,
         from_peer,
         chain,
+        chain_checked,
         receipt_route,
         returning,
     } = input;
@@ -221,7 +226,7 @@ pub fn admit(view: &View<'_>, input: Input<'_>, now_ms: i64) -> Decision {
         envelope,
         &verified,
         from_peer,
-        chain,
+        (chain, chain_checked.as_ref()),
         receipt_route.as_ref(),
         returning,
         now_ms,
@@ -368,11 +373,18 @@ fn check_chain(
     h: &EnvelopeHeader,
     created: i64,
     from_peer: &str,
-    hops: &[SignedHop],
+    (hops, checked): (&[SignedHop], Option<&SignaturesChecked>),
     returning: bool,
 ) -> Result<(Vec<(String, i64)>, bool), Rejection> {
-    let records = verify_chain(view.keys, &h.origin, &h.message_id, from_peer, hops)
-        .map_err(|e| Rejection::Malformed(format!("chain of custody: {e}")))?;
+    let records = verify_chain_checked(
+        view.keys,
+        &h.origin,
+        &h.message_id,
+        from_peer,
+        hops,
+        checked,
+    )
+    .map_err(|e| Rejection::Malformed(format!("chain of custody: {e}")))?;
     let path = path_of(&h.origin, created, &records);
     if path.iter().any(|(node, _)| node == view.me) {
         if returning {
@@ -620,7 +632,7 @@ fn decide(
     env: SignedEnvelope,
     v: &Verified,
     from_peer: Option<&str>,
-    mut hops: Vec<SignedHop>,
+    (mut hops, checked): (Vec<SignedHop>, Option<&SignaturesChecked>),
     reverse: Option<&ReceiptRoute>,
     returning: bool,
     now: i64,
@@ -698,7 +710,7 @@ fn decide(
     let incident = crate::domain::incident::facts(h.kind, &h.incident_id, body, h.tlp, created)
         .map_err(Rejection::InvalidPayload)?;
     let (path, returned) = match from_peer {
-        Some(peer) => check_chain(view, h, created, peer, &hops, returning)?,
+        Some(peer) => check_chain(view, h, created, peer, (&hops, checked), returning)?,
         None => (vec![(h.origin.clone(), created)], false),
     };
     let path_ids: Vec<String> = path.iter().map(|(n, _)| n.clone()).collect();

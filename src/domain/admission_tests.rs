@@ -124,6 +124,7 @@ fn decide_one(
             verdict,
             from_peer,
             chain: hops,
+            chain_checked: None,
             receipt_route: None,
             returning: false,
         },
@@ -353,6 +354,7 @@ fn receipts_follow_their_reverse_route() {
             verdict,
             from_peer: Some("node-c"),
             chain: vec![],
+            chain_checked: None,
             receipt_route: Some(ReceiptRoute::Next("node-a".into())),
             returning: false,
         },
@@ -519,6 +521,7 @@ fn an_exercise_only_member_sends_exercise_traffic_only() {
             verdict,
             from_peer: Some("node-a"),
             chain: vec![],
+            chain_checked: None,
             receipt_route: None,
             returning: false,
         };
@@ -784,6 +787,7 @@ fn a_node_that_opts_out_of_exercises_neither_stores_nor_relays_them() {
             verdict,
             from_peer,
             chain: vec![],
+            chain_checked: None,
             receipt_route: None,
             returning: false,
         };

@@ -287,20 +287,26 @@ async fn try_prepare(
     // workers; a few envelopes (the usual frame on a federation link, about
     // as much work as the custody check admission does inline) are checked
     // here, which saves two thread hand-offs per frame.
-    let (envs, verdicts) = if envs.len() <= INLINE_VERIFY {
+    // The chains' signatures are checked in the same pass, as one batch
+    // (admission checks the rest of each chain, and checks the signatures of
+    // a chain one by one when the batch could not vouch for it).
+    let (envs, verdicts, chains, checked) = if envs.len() <= INLINE_VERIFY {
         let refs: Vec<&SignedEnvelope> = envs.iter().collect();
         let v = verify_batch(&keys, &refs, now, &limits);
-        (envs, v)
+        (envs, v, chains, Vec::new())
     } else {
         let verify_keys = keys.clone();
         tokio::task::spawn_blocking(move || {
             let refs: Vec<&SignedEnvelope> = envs.iter().collect();
             let v = verify_batch(&verify_keys, &refs, now, &limits);
-            (envs, v)
+            let hops: Vec<&[SignedHop]> = chains.iter().map(|c| c.hops.as_slice()).collect();
+            let checked = crate::domain::custody::verify_signatures(&verify_keys, &hops);
+            (envs, v, chains, checked)
         })
         .await
         .map_err(|e| StoreError::Invalid(format!("verification task failed: {e}")))?
     };
+    let mut checked = checked.into_iter();
 
     let mut routes = receipt_routes(node, &envs, &verdicts).await?;
     let peers = node.peers.policies();
@@ -332,6 +338,7 @@ async fn try_prepare(
             .ok()
             .and_then(|v| routes.remove(&v.header.message_id));
         let custody = chains.next().unwrap_or_default();
+        let chain_checked = checked.next().flatten();
         let prunable = !(custody.returning || custody.resent || custody.shorter);
         let shorter = custody.shorter;
         let custody_len = u32::try_from(custody.hops.len()).unwrap_or(u32::MAX);
@@ -342,6 +349,7 @@ async fn try_prepare(
             verdict,
             from_peer,
             chain: custody.hops,
+            chain_checked,
             receipt_route,
             returning: custody.returning,
         };
@@ -704,9 +712,11 @@ async fn reach_further(
     }
     let mut queued = Vec::new();
     for (k, peer) in peers.iter().enumerate() {
+        // Every peer's entry carries the chain; the stored one is replaced once.
         let item = Requeue {
             message_id: id.to_string(),
-            hops: (k == 0).then(|| hops.clone()),
+            hops: Some(hops.clone()),
+            replaces_stored: k == 0,
         };
         match node.store.requeue(peer, vec![item], now).await {
             Ok(0) => {}

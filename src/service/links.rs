@@ -171,6 +171,9 @@ impl LinkTasks {
                     r.task.abort();
                     tracing::info!(peer = %id, "reload: link stopped");
                     if let Some(p) = new.iter().find(|p| p.id == id) {
+                        // Its section changed: what it refused may go now.
+                        node.reconcile
+                            .forget_refusals(&id, crate::service::now_ms());
                         restart.push(p.clone());
                     }
                 }

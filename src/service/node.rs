@@ -326,12 +326,19 @@ impl Node {
         out
     }
 
-    /// Records the certificate a peer presented.
+    /// Records the certificate a peer presented. One it did not present
+    /// before (renewed, or the first since this node started) may come with
+    /// a fixed cause of its earlier refusals: reconciliation forgets them.
     pub fn note_peer_serial(&self, peer: &str, serial: String) {
-        self.peer_serials
+        let before = self
+            .peer_serials
             .lock()
             .expect("serials lock")
-            .insert(peer.to_string(), serial);
+            .insert(peer.to_string(), serial.clone());
+        if before.as_ref() != Some(&serial) {
+            self.reconcile
+                .forget_refusals(peer, crate::service::now_ms());
+        }
     }
 
     /// Whether the certificate `peer` last presented is in `revoked`.

@@ -23,7 +23,10 @@
 //!   and not expired. A peer that asks for more gets nothing beyond that;
 //!   the refusals are counted. A message the peer refused for good
 //!   (delivery REJECTED) within [`REFUSAL_MEMORY_MS`] is not offered again
-//!   (counted as `refused_before`, shown in ListPeers).
+//!   (counted as `refused_before`, shown in ListPeers), unless its refusals
+//!   were forgotten since (`Reconciler::forget_refusals`: a certificate the
+//!   peer did not present before, a reload changing its section, or an
+//!   operator's `retry_refused`): its cause may have been fixed.
 //! - A peer's frames are untrusted: malformed frames (INVALID_ARGUMENT),
 //!   `since_ms` beyond this node's window (OUT_OF_RANGE), more than
 //!   `reconcile.max_rounds_per_minute` rounds a minute or a second round while
@@ -156,13 +159,19 @@ pub async fn run_loop(node: Arc<Node>, peer: String) {
             continue;
         }
         // Errors are recorded and logged by reconcile_now.
-        let _ = reconcile_now(&node, &peer).await;
+        let _ = reconcile_now(&node, &peer, false).await;
     }
 }
 
 /// Runs one reconciliation with `peer` now (waiting for one already
 /// running), records and returns its result.
-pub async fn reconcile_now(node: &Arc<Node>, peer: &str) -> Result<ReconcileView, ReconcileError> {
+/// With `retry_refused`, the peer's refusals are forgotten first (what it
+/// refused for good within [`REFUSAL_MEMORY_MS`] is offered again).
+pub async fn reconcile_now(
+    node: &Arc<Node>,
+    peer: &str,
+    retry_refused: bool,
+) -> Result<ReconcileView, ReconcileError> {
     if !node.peers.is_peer(peer) {
         return Err(ReconcileError::NotPeer(peer.to_string()));
     }
@@ -174,6 +183,10 @@ pub async fn reconcile_now(node: &Arc<Node>, peer: &str) -> Result<ReconcileView
     }
     let st = node.reconcile.state(peer);
     let _one = st.running.lock().await;
+    if retry_refused {
+        node.reconcile.forget_refusals(peer, now_ms());
+        tracing::info!(%peer, "reconciliation: the peer's earlier refusals are forgotten (retry_refused)");
+    }
     let started = Instant::now();
     let mut view = ReconcileView {
         started_by: "this node".into(),
@@ -738,12 +751,15 @@ async fn queue(node: &Node, peer: &str, since: i64, keys: &[Key]) -> Result<Queu
         .collect();
     // What the peer refused for good lately is not offered again (it would
     // be refused again, at every round).
+    // Forgotten earlier when the peer's certificate or section changed, or
+    // on an operator's request (`Reconciler::forget_refusals`).
     let refused_before = node
         .store
         .refused_by(
             peer,
             ids.clone(),
-            now_ms().saturating_sub(REFUSAL_MEMORY_MS),
+            node.reconcile
+                .refusals_since(peer, now_ms(), REFUSAL_MEMORY_MS),
         )
         .await?;
     if !refused_before.is_empty() {
@@ -798,6 +814,7 @@ pub async fn queue_entitled(
             Ok(hops) => out.push(Requeue {
                 message_id: m.message_id,
                 hops,
+                replaces_stored: false,
             }),
             Err(why) => {
                 refused += 1;

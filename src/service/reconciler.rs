@@ -1,7 +1,8 @@
 //! Per-peer reconciliation state kept by the node (`Node::reconcile`): the
 //! lock that lets one exchange this node starts run per peer, the
 //! responder's per-minute round count and in-flight flag, the link-up and
-//! requeue signals, and the last exchange's result for ListPeers. The
+//! requeue signals, the time before which the peer's refusals are forgotten,
+//! and the last exchange's result for ListPeers. The
 //! protocol itself runs in `service::reconcile`; this file holds only state,
 //! so that the node and its links can own it without importing the protocol.
 //!
@@ -11,6 +12,7 @@
 //! mutex held for one exchange).
 use crate::proto::v1::ReconcileView;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -33,6 +35,9 @@ pub struct PeerState {
     /// Entries were queued again: the link sweeps its due entries.
     pub(crate) requeued: Arc<Notify>,
     pub(crate) last: Mutex<Option<ReconcileView>>,
+    /// Refusals by the peer recorded before this time (unix ms) are
+    /// forgotten: what it refused is offered again.
+    refusals_forgotten_ms: AtomicI64,
 }
 
 impl Reconciler {
@@ -53,6 +58,25 @@ impl Reconciler {
     /// The signal that entries were queued again for `peer`.
     pub fn requeued(&self, peer: &str) -> Arc<Notify> {
         self.state(peer).requeued.clone()
+    }
+
+    /// Forgets `peer`'s refusals recorded before `now_ms`: the next exchange
+    /// offers again what it refused (its cause may have been fixed).
+    pub fn forget_refusals(&self, peer: &str, now_ms: i64) {
+        self.state(peer)
+            .refusals_forgotten_ms
+            .fetch_max(now_ms, Ordering::Relaxed);
+    }
+
+    /// The earliest refusal by `peer` still remembered at `now_ms`, for a
+    /// memory of `memory_ms`: the later of `now_ms - memory_ms` and the
+    /// last [`Reconciler::forget_refusals`].
+    pub fn refusals_since(&self, peer: &str, now_ms: i64, memory_ms: i64) -> i64 {
+        now_ms.saturating_sub(memory_ms).max(
+            self.state(peer)
+                .refusals_forgotten_ms
+                .load(Ordering::Relaxed),
+        )
     }
 
     /// The last exchange with `peer`, if any.

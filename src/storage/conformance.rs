@@ -1210,7 +1210,8 @@ async fn sync_sums_follow_insert_and_purge(s: Store) {
 /// Invariant: `requeue` queues held messages for a peer, due now, also when
 /// an entry exists (deferred) or the link is past their cursor; messages
 /// not held, or whose relayed ciphertext was dropped, are skipped; a new
-/// chain of custody is stored first.
+/// chain of custody is kept with the peer's entry (the message row is not
+/// rewritten).
 async fn refusals_are_found_until_they_age(s: Store) {
     s.insert(
         vec![
@@ -1247,6 +1248,7 @@ async fn refusals_are_found_until_they_age(s: Store) {
         vec![Requeue {
             message_id: id(2),
             hops: None,
+            replaces_stored: false,
         }],
         8_000,
     )
@@ -1285,14 +1287,17 @@ async fn requeue_makes_entries_due_now(s: Store) {
                 Requeue {
                     message_id: id(1),
                     hops: Some(vec![1, 2, 3]),
+                    replaces_stored: false,
                 },
                 Requeue {
                     message_id: id(2),
                     hops: None,
+                    replaces_stored: false,
                 },
                 Requeue {
                     message_id: id(99),
                     hops: None,
+                    replaces_stored: false,
                 },
             ],
             NOW,
@@ -1303,6 +1308,43 @@ async fn requeue_makes_entries_due_now(s: Store) {
     let due = s.outbox_due("node-b", 0, NOW, 10).await.unwrap();
     assert_eq!(due.iter().map(|i| i.cursor).collect::<Vec<_>>(), vec![1, 2]);
     assert_eq!(due[0].hops, vec![1, 2, 3], "the new chain is stored");
+    // With the peer's entry only: the stored message keeps the chain it came
+    // with, and an entry queued again without a new chain keeps the one it has.
+    let held = s.get_message(&id(1)).await.unwrap().unwrap();
+    assert_ne!(
+        held.hops,
+        Some(vec![1, 2, 3]),
+        "the message row is not rewritten"
+    );
+    s.requeue(
+        "node-b",
+        vec![Requeue {
+            message_id: id(1),
+            hops: None,
+            replaces_stored: false,
+        }],
+        NOW,
+    )
+    .await
+    .unwrap();
+    let due = s.outbox_due("node-b", 0, NOW, 10).await.unwrap();
+    assert_eq!(due[0].hops, vec![1, 2, 3], "requeued without a chain: kept");
+    // A chain that replaces the stored one (a shorter path) does both.
+    s.requeue(
+        "node-b",
+        vec![Requeue {
+            message_id: id(1),
+            hops: Some(vec![4, 5]),
+            replaces_stored: true,
+        }],
+        NOW,
+    )
+    .await
+    .unwrap();
+    let held = s.get_message(&id(1)).await.unwrap().unwrap();
+    assert_eq!(held.hops, Some(vec![4, 5]), "the stored chain is replaced");
+    let due = s.outbox_due("node-b", 0, NOW, 10).await.unwrap();
+    assert_eq!(due[0].hops, vec![4, 5]);
     let d = s.delivery(&id(1)).await.unwrap();
     assert_eq!(d.len(), 1);
     assert_eq!(d[0].state, DeliveryState::Queued as i32);
@@ -1327,6 +1369,7 @@ async fn requeue_makes_entries_due_now(s: Store) {
             vec![Requeue {
                 message_id: id(3),
                 hops: None,
+                replaces_stored: false,
             }],
             NOW,
         )

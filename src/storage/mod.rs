@@ -434,9 +434,15 @@ pub struct SyncItem {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Requeue {
     pub message_id: String,
-    /// A new chain of custody to store with the message first (this node's
-    /// own record appended, when it never forwarded the message before).
+    /// A new chain of custody to send the message with to this peer (this
+    /// node's own record appended, when it never forwarded the message
+    /// before): kept with the peer's outbox entry (`OutboxItem::hops`), the
+    /// stored message is not rewritten, unless `replaces_stored`.
     pub hops: Option<Vec<u8>>,
+    /// The chain also replaces the stored message's (a message held at its
+    /// hop limit that came again over a shorter path: the shorter chain is
+    /// the one it is held with from now on).
+    pub replaces_stored: bool,
 }
 
 /// Result of storing one message.

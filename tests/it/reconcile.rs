@@ -367,6 +367,7 @@ async fn emptied_store(mut fed: Fed) {
             .await
             .reconcile_peer(ReconcilePeerRequest {
                 peer_id: "node-b".into(),
+                retry_refused: false,
             })
             .await
             .unwrap()
@@ -390,6 +391,7 @@ async fn emptied_store(mut fed: Fed) {
         .await
         .reconcile_peer(ReconcilePeerRequest {
             peer_id: "node-x".into(),
+            retry_refused: false,
         })
         .await
         .unwrap_err();
@@ -451,6 +453,7 @@ async fn a_relay_gives_back_what_a_non_adjacent_member_sent_through_it() {
             .await
             .reconcile_peer(ReconcilePeerRequest {
                 peer_id: "node-b".into(),
+                retry_refused: false,
             })
             .await
             .unwrap()
@@ -507,6 +510,7 @@ async fn a_late_peer_gets_the_history_it_is_entitled_to_and_nothing_else() {
         .await
         .reconcile_peer(ReconcilePeerRequest {
             peer_id: "node-a".into(),
+            retry_refused: false,
         })
         .await
         .unwrap()
@@ -636,7 +640,10 @@ async fn a_message_deferred_for_clock_skew_is_delivered_by_the_next_reconciliati
 
 /// A message the peer refused for good (here: exercise traffic at a node
 /// with `exercise.accept = false`, a policy refusal) is not offered to it
-/// again by the next reconciliation, which says so; it stays REJECTED.
+/// again by the next reconciliation, which says so; it stays REJECTED, also
+/// after the peer restarts with the same certificate; once the operator asks
+/// to retry (`retry_refused`) it is offered again and delivered (the cause
+/// was fixed meanwhile).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_the_peer_refused_for_good_is_not_offered_again() {
     let mut fed = Fed::new(&["node-a", "node-b"], &[(0, 1)]);
@@ -666,6 +673,7 @@ async fn a_message_the_peer_refused_for_good_is_not_offered_again() {
     let r = op
         .reconcile_peer(ReconcilePeerRequest {
             peer_id: "node-b".into(),
+            retry_refused: false,
         })
         .await
         .unwrap()
@@ -680,6 +688,50 @@ async fn a_message_the_peer_refused_for_good_is_not_offered_again() {
     );
     let d = delivery_to(&fed, 0, &x, "node-b").await.unwrap();
     assert_eq!(d.state, DeliveryState::Rejected as i32, "{d:?}");
+
+    // The cause is fixed on b (it accepts exercises now) and b restarts with
+    // the same certificate: the refusal is still remembered ...
+    b.shutdown().await.unwrap();
+    fed.specs[1].extra = "\n[exercise]\naccept = true\n".into();
+    let b = fed.start(1).await;
+    let reconciled = |retry_refused: bool| {
+        let fed = &fed;
+        async move {
+            let mut op = fed.operator(0).await;
+            // The link to the restarted b comes up first.
+            let mut last = None;
+            for _ in 0..60 {
+                match op
+                    .reconcile_peer(ReconcilePeerRequest {
+                        peer_id: "node-b".into(),
+                        retry_refused,
+                    })
+                    .await
+                {
+                    Ok(r) => return r.into_inner().result.unwrap(),
+                    Err(s) => last = Some(s),
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            panic!("ReconcilePeer kept failing: {last:?}");
+        }
+    };
+    let r = reconciled(false).await;
+    assert!(r.error.is_empty(), "{r:?}");
+    assert_eq!(
+        (r.sent, r.refused_before),
+        (0, 1),
+        "still remembered: {r:?}"
+    );
+    // ... until the operator asks to retry it: offered again, and b takes it.
+    let r = reconciled(true).await;
+    assert!(r.error.is_empty(), "{r:?}");
+    assert_eq!(
+        (r.sent, r.refused_before),
+        (1, 0),
+        "the refusal is forgotten: offered again: {r:?}"
+    );
+    assert!(arrives(&fed, 1, &x, WAIT).await, "b holds it now");
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }

@@ -309,6 +309,7 @@ pub async fn run(messages: usize, missing: usize, json: bool) -> anyhow::Result<
     let again = op_b
         .reconcile_peer(ReconcilePeerRequest {
             peer_id: "node-a".into(),
+            retry_refused: false,
         })
         .await
         .context("ReconcilePeer on node-b")?

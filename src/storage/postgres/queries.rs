@@ -677,7 +677,7 @@ pub async fn list_alerts(
     msgs(c, &sql, params).await
 }
 
-const OUTBOX_COLS: &str = "o.cursor, o.enqueued_ms, o.deferrals, m.header, m.payload, m.signature, COALESCE(m.hops, '\\x'::bytea)";
+const OUTBOX_COLS: &str = "o.cursor, o.enqueued_ms, o.deferrals, m.header, m.payload, m.signature, COALESCE(o.hops, m.hops, '\\x'::bytea)";
 
 fn row_to_item(r: &Row) -> Result<OutboxItem, StoreError> {
     let get = |e: tokio_postgres::Error| {
@@ -1434,7 +1434,7 @@ pub async fn requeue(
             continue;
         };
         let cursor: i64 = row.get(0);
-        if let Some(h) = &it.hops {
+        if let Some(h) = it.hops.as_ref().filter(|_| it.replaces_stored) {
             c.execute(
                 "UPDATE messages SET hops = $1 WHERE cursor = $2",
                 &[h, &cursor],
@@ -1442,10 +1442,13 @@ pub async fn requeue(
             .await
             .map_err(e("cannot record the chain of custody"))?;
         }
+        // The new chain goes with this peer's entry (the message row is
+        // not rewritten unless it replaces the stored one, above).
         c.execute(
-            "INSERT INTO outbox (peer, cursor, enqueued_ms, not_before_ms) VALUES ($1, $2, $3, $3)
-             ON CONFLICT (peer, cursor) DO UPDATE SET not_before_ms = excluded.not_before_ms",
-            &[&peer, &cursor, &now],
+            "INSERT INTO outbox (peer, cursor, enqueued_ms, not_before_ms, hops) VALUES ($1, $2, $3, $3, $4)
+             ON CONFLICT (peer, cursor) DO UPDATE SET not_before_ms = excluded.not_before_ms,
+               hops = COALESCE(excluded.hops, outbox.hops)",
+            &[&peer, &cursor, &now, &it.hops],
         )
         .await
         .map_err(e("cannot queue a message again"))?;

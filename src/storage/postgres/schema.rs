@@ -175,6 +175,12 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX message_keys_incident ON message_keys(key, incident_id)
         WHERE incident_id IS NOT NULL;
     "#,
+    // 7: the chain of custody a message is sent again with (reconciliation,
+    // grafts) is kept with that peer's outbox entry, not written into the
+    // stored message (see the SQLite schema, migration 13).
+    r#"
+    ALTER TABLE outbox ADD COLUMN IF NOT EXISTS hops BYTEA;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -374,8 +374,7 @@ pub fn list_alerts(
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
-const OUTBOX_COLS: &str =
-    "o.cursor, o.enqueued_ms, o.deferrals, m.header, m.payload, m.signature, COALESCE(m.hops, x'')";
+const OUTBOX_COLS: &str = "o.cursor, o.enqueued_ms, o.deferrals, m.header, m.payload, m.signature, COALESCE(o.hops, m.hops, x'')";
 
 fn row_to_item(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxItem> {
     Ok(OutboxItem {
@@ -1034,10 +1033,13 @@ pub fn requeue(
     let mut find = c.prepare_cached(
         "SELECT cursor FROM messages WHERE message_id = ?1 AND length(payload) > 0",
     )?;
-    let mut hops = c.prepare_cached("UPDATE messages SET hops = ?1 WHERE cursor = ?2")?;
+    // The new chain goes with this peer's entry (the message row is not
+    // rewritten, unless the chain replaces the stored one).
+    let mut stored = c.prepare_cached("UPDATE messages SET hops = ?1 WHERE cursor = ?2")?;
     let mut ob = c.prepare_cached(
-        "INSERT INTO outbox (peer, cursor, enqueued_ms, not_before_ms) VALUES (?1, ?2, ?3, ?3)
-         ON CONFLICT (peer, cursor) DO UPDATE SET not_before_ms = excluded.not_before_ms",
+        "INSERT INTO outbox (peer, cursor, enqueued_ms, not_before_ms, hops) VALUES (?1, ?2, ?3, ?3, ?4)
+         ON CONFLICT (peer, cursor) DO UPDATE SET not_before_ms = excluded.not_before_ms,
+           hops = COALESCE(excluded.hops, outbox.hops)",
     )?;
     let mut dl = c.prepare_cached(
         "INSERT INTO delivery (message_id, peer, state, reason, attempts, updated_ms)
@@ -1054,10 +1056,10 @@ pub fn requeue(
         else {
             continue;
         };
-        if let Some(h) = &it.hops {
-            hops.execute(params![h, cursor])?;
+        if let Some(h) = it.hops.as_ref().filter(|_| it.replaces_stored) {
+            stored.execute(params![h, cursor])?;
         }
-        ob.execute(params![peer, cursor, now])?;
+        ob.execute(params![peer, cursor, now, it.hops])?;
         dl.execute(params![
             it.message_id,
             peer,

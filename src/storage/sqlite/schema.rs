@@ -175,6 +175,14 @@ const MIGRATIONS: &[&str] = &[
     );
     INSERT INTO message_counts (kind, n) SELECT kind, COUNT(*) FROM messages GROUP BY kind;
     "#,
+    // 13: the chain of custody a message is sent again with (reconciliation,
+    // grafts: this node's own record appended) is kept with that peer's
+    // outbox entry, not written into the stored message: queueing 100,000
+    // messages again no longer rewrites 100,000 message rows (random pages
+    // of the largest table), and each peer's record names that peer.
+    r#"
+    ALTER TABLE outbox ADD COLUMN hops BLOB;
+    "#,
 ];
 
 /// The schema version this build writes.
