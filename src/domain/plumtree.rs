@@ -255,7 +255,8 @@ pub struct Plumtree {
     pending: BTreeMap<String, (Vec<(String, u32)>, i64)>,
     /// HAVE answers waiting for their batch, per peer, and when it goes.
     pending_have: BTreeMap<String, (Vec<String>, i64)>,
-    /// Per origin with a tree here: the peer of the last shortcut taken.
+    /// Per origin with a tree here (so at most `max_origins`): the peer of
+    /// the last shortcut taken.
     tree_link: BTreeMap<String, String>,
 }
 
@@ -581,7 +582,10 @@ impl Plumtree {
                     to: from.to_string(),
                     origin: origin.clone(),
                 });
-                self.tree_link.insert(origin.clone(), from.to_string());
+                // (only origins with a tree here: bounded by max_origins)
+                if self.lazy.contains_key(&origin) {
+                    self.tree_link.insert(origin.clone(), from.to_string());
+                }
             }
             if let Some(g) = self.received.get_mut(id) {
                 g.hops = hops;
