@@ -179,8 +179,9 @@ pub struct Input<'a> {
     /// The chain of custody the peer reported (empty for own messages).
     pub chain: Vec<SignedHop>,
     /// Proof that the chain's signatures verified in a batch
-    /// (`custody::verify_signatures`); `None`: they are checked here, one by
-    /// one. Bound to the chain's bytes: a proof for another chain is ignored.
+    /// (`custody::verify_signatures`); `None`: they are checked here (one
+    /// batch per chain, `custody::verify_chain`). Bound to the chain's bytes:
+    /// a proof for another chain is ignored.
     pub chain_checked: Option<SignaturesChecked>,
     /// For a receipt: where it goes next, if this node holds a message it reports on.
     pub receipt_route: Option<ReceiptRoute>,

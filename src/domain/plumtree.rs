@@ -466,11 +466,7 @@ impl Plumtree {
                         // again (after its PRUNE, so it lands after that
                         // side's change whatever else the link carries).
                         if self.tree_link.get(&o).is_some_and(|t| *t == from) && self.is_up(&from) {
-                            self.make_eager(&o, &from);
-                            out.push(Action::GraftOrigin {
-                                to: from.clone(),
-                                origin: o,
-                            });
+                            self.ask_to_push(&o, &from, &mut out);
                         }
                     }
                 }
@@ -577,15 +573,7 @@ impl Plumtree {
             // have crossed one from here, which it answers with PRUNE.
             self.prune(&origin, &old, &mut out);
             if self.is_up(from) {
-                self.make_eager(&origin, from);
-                out.push(Action::GraftOrigin {
-                    to: from.to_string(),
-                    origin: origin.clone(),
-                });
-                // (only origins with a tree here: bounded by max_origins)
-                if self.lazy.contains_key(&origin) {
-                    self.tree_link.insert(origin.clone(), from.to_string());
-                }
+                self.ask_to_push(&origin, from, &mut out);
             }
             if let Some(g) = self.received.get_mut(id) {
                 g.hops = hops;
@@ -626,12 +614,21 @@ impl Plumtree {
         {
             return;
         }
-        self.make_eager(origin, new);
+        self.ask_to_push(origin, new, out);
+    }
+
+    /// Takes `p` as the tree link for `origin`: eager here, GRAFT-ORIGIN
+    /// sent, remembered (only for origins with a tree here, so the table
+    /// stays within `max_origins`).
+    fn ask_to_push(&mut self, origin: &str, p: &str, out: &mut Vec<Action>) {
+        self.make_eager(origin, p);
         out.push(Action::GraftOrigin {
-            to: new.to_string(),
+            to: p.to_string(),
             origin: origin.to_string(),
         });
-        self.tree_link.insert(origin.to_string(), new.to_string());
+        if self.lazy.contains_key(origin) {
+            self.tree_link.insert(origin.to_string(), p.to_string());
+        }
     }
 
     /// Turns `p` lazy for `origin` and tells it (PRUNE).

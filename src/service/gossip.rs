@@ -153,23 +153,20 @@ pub async fn received(node: &Node, peer: &str, f: Frame) {
                 return;
             }
         };
-        // Hop counts follow their ids (none when the peer sent none).
-        let with_hops = ihave_hops.len() == ihave.len();
+        // Hop counts follow their ids (one each, or none when the peer sent
+        // none or they were ignored above).
         let mut known = Vec::new();
         let mut known_hops = Vec::new();
         let mut missing = Vec::new();
         let mut missing_hops = Vec::new();
         for (k, i) in ihave.into_iter().enumerate() {
-            let h = ihave_hops.get(k).copied();
             let (ids, hops) = if held.contains(&i) {
                 (&mut known, &mut known_hops)
             } else {
                 (&mut missing, &mut missing_hops)
             };
             ids.push(i);
-            if let (true, Some(h)) = (with_hops, h) {
-                hops.push(h);
-            }
+            hops.extend(ihave_hops.get(k));
         }
         let ihave = missing;
         if !known.is_empty() {

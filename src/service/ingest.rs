@@ -287,9 +287,10 @@ async fn try_prepare(
     // workers; a few envelopes (the usual frame on a federation link, about
     // as much work as the custody check admission does inline) are checked
     // here, which saves two thread hand-offs per frame.
-    // The chains' signatures are checked in the same pass, as one batch
-    // (admission checks the rest of each chain, and checks the signatures of
-    // a chain one by one when the batch could not vouch for it).
+    // Off the workers, the chains' signatures are checked in the same pass,
+    // as one batch (admission checks the rest of each chain, and the
+    // signatures of a chain the batch could not vouch for, or of a small
+    // frame's, in one batch per chain).
     let (envs, verdicts, chains, checked) = if envs.len() <= INLINE_VERIFY {
         let refs: Vec<&SignedEnvelope> = envs.iter().collect();
         let v = verify_batch(&keys, &refs, now, &limits);

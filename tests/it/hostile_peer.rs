@@ -3,6 +3,7 @@
 //! refused with a reason and nothing bad is stored.
 
 use crate::common::*;
+use crate::fedtools::frame;
 use certfed::domain::envelope::{Draft, seal};
 use certfed::domain::keys::Signer;
 use certfed::proto::v1::*;
@@ -533,13 +534,8 @@ async fn a_forged_shorter_chain_for_a_message_at_its_hop_limit_is_refused() {
         async move {
             let mut s = fc
                 .push(tokio_stream::iter(vec![PushFrame {
-                    bundled: Vec::new(),
-                    gossip: None,
-                    resent: false,
-                    returning: false,
-                    seq,
-                    envelope: Some(env),
                     hops,
+                    ..frame(seq, env)
                 }]))
                 .await
                 .unwrap()

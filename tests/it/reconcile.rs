@@ -58,6 +58,22 @@ async fn assistance_state(fed: &Fed, i: usize, id: &str) -> Option<i32> {
 }
 
 /// The README's online backup: `sqlite3 certfed.db ".backup FILE"`.
+/// Runs one reconciliation of node `i` with `peer` now (ReconcilePeer) and
+/// returns what it found.
+async fn reconcile_now(fed: &Fed, i: usize, peer: &str, retry_refused: bool) -> ReconcileView {
+    fed.operator(i)
+        .await
+        .reconcile_peer(ReconcilePeerRequest {
+            peer_id: peer.into(),
+            retry_refused,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .result
+        .unwrap()
+}
+
 fn online_backup(data_dir: &Path, to: &Path) {
     let out = std::process::Command::new("sqlite3")
         .arg(data_dir.join("certfed.db"))
@@ -362,19 +378,7 @@ async fn emptied_store(mut fed: Fed) {
     // Reconcile now, on request: nothing differs any more (once what is
     // still in flight — b's receipts for what came back — has landed).
     let f = &fed;
-    let reconcile_now = move || async move {
-        f.operator(0)
-            .await
-            .reconcile_peer(ReconcilePeerRequest {
-                peer_id: "node-b".into(),
-                retry_refused: false,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .result
-            .unwrap()
-    };
+    let reconcile_now = move || reconcile_now(f, 0, "node-b", false);
     let deadline = std::time::Instant::now() + WAIT;
     let mut now = reconcile_now().await;
     while !(now.error.is_empty() && (now.difference, now.rounds) == (0, 1))
@@ -448,18 +452,7 @@ async fn a_relay_gives_back_what_a_non_adjacent_member_sent_through_it() {
     // message sealed for b alone has not come to c in any form.
     let f = &fed;
     let settled = eventually(WAIT, || async move {
-        let r = f
-            .operator(2)
-            .await
-            .reconcile_peer(ReconcilePeerRequest {
-                peer_id: "node-b".into(),
-                retry_refused: false,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .result
-            .unwrap();
+        let r = reconcile_now(f, 2, "node-b", false).await;
         r.error.is_empty() && r.difference == 0
     })
     .await;
@@ -505,18 +498,7 @@ async fn a_late_peer_gets_the_history_it_is_entitled_to_and_nothing_else() {
         );
     }
     // Another reconciliation runs; the AMBER message for b alone never comes.
-    let r = fed
-        .operator(2)
-        .await
-        .reconcile_peer(ReconcilePeerRequest {
-            peer_id: "node-a".into(),
-            retry_refused: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .result
-        .unwrap();
+    let r = reconcile_now(&fed, 2, "node-a", false).await;
     assert!(r.error.is_empty(), "{r:?}");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(
@@ -669,17 +651,7 @@ async fn a_message_the_peer_refused_for_good_is_not_offered_again() {
         .await,
         "b refuses the exercise alert"
     );
-    let mut op = fed.operator(0).await;
-    let r = op
-        .reconcile_peer(ReconcilePeerRequest {
-            peer_id: "node-b".into(),
-            retry_refused: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .result
-        .unwrap();
+    let r = reconcile_now(&fed, 0, "node-b", false).await;
     assert!(r.error.is_empty(), "{r:?}");
     assert_eq!(
         (r.sent, r.refused_before),
