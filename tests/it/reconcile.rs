@@ -733,6 +733,20 @@ async fn hostile_reconciliation_frames_are_refused_and_the_link_goes_on() {
     let for_c = publish_on(&fed, 1, amber, &["node-c"]).await;
     let broadcast = publish_on(&fed, 1, green_alert("for everyone"), &[]).await;
     assert!(arrives(&fed, 0, &broadcast, WAIT).await);
+    // The real node-a's own reconciliation with b (when its link came up)
+    // has ended: one running would make b answer the test's rounds with
+    // "already running" instead of judging their frames.
+    let f = &fed;
+    assert!(
+        eventually(WAIT, || async move {
+            peer_view(f, 0, "node-b")
+                .await
+                .and_then(|p| p.last_reconcile)
+                .is_some_and(|r| r.at.is_some())
+        })
+        .await,
+        "node-a reconciled with b once its link came up"
+    );
 
     // The test plays node-a.
     let mut fc = federation_client(&fed.pki, &fed.addr(1), "node-a", Some("node-b")).await;
