@@ -15,6 +15,10 @@
 //!   nothing else (an AMBER message for another member stays away);
 //! - a message a peer deferred for clock skew is delivered by the
 //!   reconciliation that follows the fix, long before the deferral's retry;
+//! - a message a peer refused for good is not offered to it again, also
+//!   after it restarts with the same certificate, until the operator asks
+//!   to retry it (`retry_refused`); then the next reconciliation offers it
+//!   and the peer (its cause fixed) stores it;
 //! - hostile reconciliation frames are refused with a status naming the
 //!   problem, rate-limited, and the link keeps carrying messages.
 use crate::common::*;
@@ -620,6 +624,72 @@ async fn a_message_deferred_for_clock_skew_is_delivered_by_the_next_reconciliati
     b.shutdown().await.unwrap();
 }
 
+/// Runs one reconciliation of node `i` with `peer` (ReconcilePeer) once the
+/// link is up again after a restart or reload: retried while it is not.
+async fn reconcile_when_up(fed: &Fed, i: usize, peer: &str, retry_refused: bool) -> ReconcileView {
+    let mut op = fed.operator(i).await;
+    let mut last = None;
+    for _ in 0..60 {
+        match op
+            .reconcile_peer(ReconcilePeerRequest {
+                peer_id: peer.into(),
+                retry_refused,
+            })
+            .await
+        {
+            Ok(r) => return r.into_inner().result.unwrap(),
+            Err(s) => last = Some(s),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("ReconcilePeer kept failing: {last:?}");
+}
+
+/// A federation a - b where b refuses exercise traffic (`exercise.accept =
+/// false`, a refusal for good), both running.
+async fn b_refuses_exercises() -> (Fed, certfed::app::RunningNode, certfed::app::RunningNode) {
+    let mut fed = Fed::new(&["node-a", "node-b"], &[(0, 1)]);
+    fed.specs[1].extra = "\n[exercise]\naccept = false\n".into();
+    let a = fed.start(0).await;
+    let b = fed.start(1).await;
+    (fed, a, b)
+}
+
+/// a publishes an exercise alert; b refuses it for good (REJECTED) and the
+/// next reconciliation finds b lacks it but does not offer it again.
+/// Returns its id.
+async fn refused_by_b(fed: &Fed, title: &str) -> String {
+    let x = publish_on(
+        fed,
+        0,
+        Alert {
+            exercise: true,
+            ..green_alert(title)
+        },
+        &[],
+    )
+    .await;
+    assert!(
+        eventually(WAIT, || async {
+            delivery_to(fed, 0, &x, "node-b")
+                .await
+                .is_some_and(|d| d.state == DeliveryState::Rejected as i32)
+        })
+        .await,
+        "b refuses the exercise alert"
+    );
+    let r = reconcile_now(fed, 0, "node-b", false).await;
+    assert!(r.error.is_empty(), "{r:?}");
+    assert_eq!(
+        (r.sent, r.refused_before),
+        (0, 1),
+        "found lacking, not offered again: {r:?}"
+    );
+    let d = delivery_to(fed, 0, &x, "node-b").await.unwrap();
+    assert_eq!(d.state, DeliveryState::Rejected as i32, "{d:?}");
+    x
+}
+
 /// A message the peer refused for good (here: exercise traffic at a node
 /// with `exercise.accept = false`, a policy refusal) is not offered to it
 /// again by the next reconciliation, which says so; it stays REJECTED, also
@@ -628,67 +698,15 @@ async fn a_message_deferred_for_clock_skew_is_delivered_by_the_next_reconciliati
 /// was fixed meanwhile).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_the_peer_refused_for_good_is_not_offered_again() {
-    let mut fed = Fed::new(&["node-a", "node-b"], &[(0, 1)]);
-    fed.specs[1].extra = "\n[exercise]\naccept = false\n".into();
-    let a = fed.start(0).await;
-    let b = fed.start(1).await;
-    let x = publish_on(
-        &fed,
-        0,
-        Alert {
-            exercise: true,
-            ..green_alert("EXERCISE refused by b")
-        },
-        &[],
-    )
-    .await;
-    assert!(
-        eventually(WAIT, || async {
-            delivery_to(&fed, 0, &x, "node-b")
-                .await
-                .is_some_and(|d| d.state == DeliveryState::Rejected as i32)
-        })
-        .await,
-        "b refuses the exercise alert"
-    );
-    let r = reconcile_now(&fed, 0, "node-b", false).await;
-    assert!(r.error.is_empty(), "{r:?}");
-    assert_eq!(
-        (r.sent, r.refused_before),
-        (0, 1),
-        "found lacking, not offered again: {r:?}"
-    );
-    let d = delivery_to(&fed, 0, &x, "node-b").await.unwrap();
-    assert_eq!(d.state, DeliveryState::Rejected as i32, "{d:?}");
+    let (mut fed, a, b) = b_refuses_exercises().await;
+    let x = refused_by_b(&fed, "EXERCISE refused by b").await;
 
     // The cause is fixed on b (it accepts exercises now) and b restarts with
     // the same certificate: the refusal is still remembered ...
     b.shutdown().await.unwrap();
     fed.specs[1].extra = "\n[exercise]\naccept = true\n".into();
     let b = fed.start(1).await;
-    let reconciled = |retry_refused: bool| {
-        let fed = &fed;
-        async move {
-            let mut op = fed.operator(0).await;
-            // The link to the restarted b comes up first.
-            let mut last = None;
-            for _ in 0..60 {
-                match op
-                    .reconcile_peer(ReconcilePeerRequest {
-                        peer_id: "node-b".into(),
-                        retry_refused,
-                    })
-                    .await
-                {
-                    Ok(r) => return r.into_inner().result.unwrap(),
-                    Err(s) => last = Some(s),
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            }
-            panic!("ReconcilePeer kept failing: {last:?}");
-        }
-    };
-    let r = reconciled(false).await;
+    let r = reconcile_when_up(&fed, 0, "node-b", false).await;
     assert!(r.error.is_empty(), "{r:?}");
     assert_eq!(
         (r.sent, r.refused_before),
@@ -696,7 +714,7 @@ async fn a_message_the_peer_refused_for_good_is_not_offered_again() {
         "still remembered: {r:?}"
     );
     // ... until the operator asks to retry it: offered again, and b takes it.
-    let r = reconciled(true).await;
+    let r = reconcile_when_up(&fed, 0, "node-b", true).await;
     assert!(r.error.is_empty(), "{r:?}");
     assert_eq!(
         (r.sent, r.refused_before),
