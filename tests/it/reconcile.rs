@@ -16,9 +16,10 @@
 //! - a message a peer deferred for clock skew is delivered by the
 //!   reconciliation that follows the fix, long before the deferral's retry;
 //! - a message a peer refused for good is not offered to it again, also
-//!   after it restarts with the same certificate, until the operator asks
-//!   to retry it (`retry_refused`); then the next reconciliation offers it
-//!   and the peer (its cause fixed) stores it;
+//!   after it restarts with the same certificate, until its refusals are
+//!   forgotten: by the operator (`retry_refused`) or by a certificate
+//!   renewed on the peer; then the next reconciliation offers it and the
+//!   peer (its cause fixed) stores it;
 //! - hostile reconciliation frames are refused with a status naming the
 //!   problem, rate-limited, and the link keeps carrying messages.
 use crate::common::*;
@@ -722,6 +723,50 @@ async fn a_message_the_peer_refused_for_good_is_not_offered_again() {
         "the refusal is forgotten: offered again: {r:?}"
     );
     assert!(arrives(&fed, 1, &x, WAIT).await, "b holds it now");
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+/// A peer that presents a certificate this node has not seen from it before
+/// (here: b's certificate re-issued, new serial and TLS key, same identity
+/// and signing key, while b's operator fixes the cause of its refusal) gets
+/// its refusals offered again by the next reconciliation, without
+/// `retry_refused` (`Node::note_peer_serial`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_with_a_renewed_certificate_is_offered_its_refusals_again() {
+    let (mut fed, a, b) = b_refuses_exercises().await;
+    let x = refused_by_b(&fed, "EXERCISE refused by b until its renewal").await;
+
+    b.shutdown().await.unwrap();
+    let old = std::fs::read_to_string(fed.pki.path("node-b.crt")).unwrap();
+    let old = certfed::pki::cert_serial_hex(&old).unwrap();
+    let renewed = fed.pki.node("node-b");
+    assert_ne!(renewed.serial_hex, old, "a new certificate, a new serial");
+    fed.specs[1].extra = "\n[exercise]\naccept = true\n".into();
+    let b = fed.start(1).await;
+    // Once the restarted b's link to a is up, a has seen the renewed
+    // certificate (b's Hello presents it).
+    assert!(
+        eventually(WAIT, || async {
+            peer_view(&fed, 1, "node-a")
+                .await
+                .is_some_and(|p| p.state == LinkState::Up as i32)
+        })
+        .await,
+        "b's link to a comes up"
+    );
+    // Offered again: by this reconciliation, or already by the one either
+    // side ran when the link came up (then b no longer lacks it).
+    let r = reconcile_when_up(&fed, 0, "node-b", false).await;
+    assert!(r.error.is_empty(), "{r:?}");
+    assert_eq!(
+        r.refused_before, 0,
+        "the refusal went with the old certificate: {r:?}"
+    );
+    assert!(
+        arrives(&fed, 1, &x, WAIT).await,
+        "b holds it, without retry_refused"
+    );
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
