@@ -17,9 +17,9 @@
 //!   reconciliation that follows the fix, long before the deferral's retry;
 //! - a message a peer refused for good is not offered to it again, also
 //!   after it restarts with the same certificate, until its refusals are
-//!   forgotten: by the operator (`retry_refused`) or by a certificate
-//!   renewed on the peer; then the next reconciliation offers it and the
-//!   peer (its cause fixed) stores it;
+//!   forgotten: by the operator (`retry_refused`), by a certificate renewed
+//!   on the peer, or by a reload changing its peer section; then the next
+//!   reconciliation offers it and the peer (its cause fixed) stores it;
 //! - hostile reconciliation frames are refused with a status naming the
 //!   problem, rate-limited, and the link keeps carrying messages.
 use crate::common::*;
@@ -763,6 +763,48 @@ async fn a_peer_with_a_renewed_certificate_is_offered_its_refusals_again() {
         r.refused_before, 0,
         "the refusal went with the old certificate: {r:?}"
     );
+    assert!(
+        arrives(&fed, 1, &x, WAIT).await,
+        "b holds it, without retry_refused"
+    );
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+/// A reload that changes a peer's section restarts its link and forgets the
+/// peer's refusals (`LinkTasks::apply`): here a caps b at TLP:GREEN (the
+/// GREEN exercise alert stays eligible) after b's operator fixed the cause
+/// and restarted b with the same certificate, which alone forgets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reloaded_peer_section_forgets_its_refusals() {
+    let (mut fed, a, b) = b_refuses_exercises().await;
+    let x = refused_by_b(&fed, "EXERCISE refused by b until a's reload").await;
+
+    b.shutdown().await.unwrap();
+    fed.specs[1].extra = "\n[exercise]\naccept = true\n".into();
+    let b = fed.start(1).await;
+    let r = reconcile_when_up(&fed, 0, "node-b", false).await;
+    assert!(r.error.is_empty(), "{r:?}");
+    assert_eq!(
+        (r.sent, r.refused_before),
+        (0, 1),
+        "before the reload, still remembered: {r:?}"
+    );
+    let endpoint = format!("endpoint = \"{}\"\n", fed.addr(1));
+    let changed = edited(
+        &fed.config_path(0),
+        "node-a.capped.toml",
+        &endpoint,
+        &format!("{endpoint}max_tlp = \"green\"\n"),
+    );
+    a.reload(&changed).unwrap();
+    let v = peer_view(&fed, 0, "node-b").await.unwrap();
+    assert_eq!(v.max_tlp, Tlp::Green as i32, "the section changed: {v:?}");
+    // Offered again: by this reconciliation, or already by the one either
+    // side ran when the restarted link came up (then b no longer lacks it).
+    let r = reconcile_when_up(&fed, 0, "node-b", false).await;
+    assert!(r.error.is_empty(), "{r:?}");
+    assert_eq!(r.refused_before, 0, "the reload forgot the refusal: {r:?}");
     assert!(
         arrives(&fed, 1, &x, WAIT).await,
         "b holds it, without retry_refused"
