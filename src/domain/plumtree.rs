@@ -108,7 +108,9 @@ pub struct Config {
     pub remember_ms: i64,
     /// Most announcers remembered per missing id.
     pub max_announcers: usize,
-    /// Most received ids remembered (the oldest are forgotten first).
+    /// Most received ids remembered (the oldest are forgotten first). A
+    /// forgotten id costs nothing but tree shaping: its duplicates are still
+    /// recognised by the store, its announcements answered from it.
     pub max_received: usize,
     /// Most missing ids waited for at once (further announcements of new
     /// ids are ignored until there is room; reconciliation heals).
@@ -134,7 +136,11 @@ impl Default for Config {
             ihave_batch_max: 256,
             remember_ms: 10 * 60_000,
             max_announcers: 8,
-            max_received: 65_536,
+            // ~240 bytes each: 4 MiB at most. Ten minutes of a busy
+            // federation (10 alerts/s, `remember_ms`) fit; a burst (a
+            // reconciliation delivering 100,000) keeps only its last ones
+            // (65,536 held 15 MiB of such a receiver's heap).
+            max_received: 16_384,
             max_missing: 4_096,
             max_missing_per_peer: 1_024,
             max_graft_tries: 16,

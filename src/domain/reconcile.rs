@@ -446,7 +446,7 @@ impl BucketView {
     }
 
     /// Items in bucket `b` (from its sum).
-    fn count_of(&self, b: i64) -> u64 {
+    pub fn count_of(&self, b: i64) -> u64 {
         self.sums.get(&b).map_or(0, |a| a.count)
     }
 

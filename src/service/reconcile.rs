@@ -631,7 +631,17 @@ async fn load_buckets(
     for (first, last) in runs {
         let from = (view.span(first).0, [0u8; 16]);
         let to = (view.span(last).1, [0u8; 16]);
-        let mut by: BTreeMap<i64, Vec<Item>> = (first..=last).map(|b| (b, Vec::new())).collect();
+        // Sized from this node's sums (grown when items arrived since), never
+        // past the round's budget: a round holds up to MAX_LOADED items, and
+        // growth by doubling would leave up to as much again unused.
+        let mut room = MAX_LOADED.saturating_sub(view.loaded_items());
+        let mut by: BTreeMap<i64, Vec<Item>> = (first..=last)
+            .map(|b| {
+                let n = usize::try_from(view.count_of(b)).map_or(room, |n| n.min(room));
+                room -= n;
+                (b, Vec::with_capacity(n))
+            })
+            .collect();
         for a in audiences(peer) {
             let mut pos = from;
             loop {
