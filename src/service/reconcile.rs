@@ -14,8 +14,10 @@
 //!   for the buckets at range edges only, its items: memory is bounded by
 //!   [`MAX_LOADED`] items per round, never the whole set.
 //! - What a peer lacks is queued in batches of `QUEUE_BATCH` (one read and
-//!   one write each) and the link is woken after each batch: a large
-//!   difference is delivered while the rest of it is being queued.
+//!   one write each; the next batch is read and its custody records signed
+//!   while the one before commits, and batches commit in key order) and the
+//!   link is woken after each batch: a large difference is delivered while
+//!   the rest of it is being queued.
 //! - Nothing is sent by this module: what a peer lacks is queued in this
 //!   node's outbox for it (`Storage::requeue`), and only if
 //!   `domain::admission::entitled` allows it (the forwarding policy: TLP,
@@ -58,6 +60,7 @@ use prost::Message;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 /// Most rounds of one exchange this node starts.
@@ -684,44 +687,55 @@ fn successor(p: SyncPos) -> SyncPos {
 }
 
 /// Queues for `peer` what a step found it lacks (within policy); returns how
-/// many were queued.
+/// many were queued. Batches are read and signed while the one before is
+/// being committed (`pipelined`), and committed in key order.
 async fn apply(node: &Node, peer: &str, since: i64, step: &Step) -> Result<Queued, StoreError> {
     let mut keys: Vec<Key> = step.send.iter().chain(&step.wanted).copied().collect();
     keys.sort();
     keys.dedup();
-    let mut queued = 0;
-    let mut remembered = 0;
-    for chunk in keys.chunks(QUEUE_BATCH) {
-        let q = queue(node, peer, since, chunk).await?;
-        queued += q.queued;
-        remembered += q.refused_before;
-    }
-    for (lo, hi) in &step.send_ranges {
-        for a in audiences(peer) {
-            let mut pos = (lo.created_ms, lo.id);
-            let to = (hi.created_ms, hi.id);
-            loop {
-                let page = node.store.sync_items(&a, pos, to, PAGE).await?;
-                let full = page.len() == PAGE;
-                let keys: Vec<Key> = page
-                    .iter()
-                    .map(|i| Key {
-                        created_ms: i.created_ms,
-                        id: i.id,
-                    })
-                    .collect();
-                for chunk in keys.chunks(QUEUE_BATCH) {
-                    let q = queue(node, peer, since, chunk).await?;
-                    queued += q.queued;
-                    remembered += q.refused_before;
-                }
-                match page.last() {
-                    Some(l) if full => pos = successor((l.created_ms, l.id)),
-                    _ => break,
+    let produce = |tx: mpsc::Sender<Prepared>| {
+        let keys = &keys;
+        async move {
+            for chunk in keys.chunks(QUEUE_BATCH) {
+                let p = prepare(node, peer, since, chunk).await?;
+                if tx.send(p).await.is_err() {
+                    break;
                 }
             }
+            for (lo, hi) in &step.send_ranges {
+                for a in audiences(peer) {
+                    let mut pos = (lo.created_ms, lo.id);
+                    let to = (hi.created_ms, hi.id);
+                    loop {
+                        let page = node.store.sync_items(&a, pos, to, PAGE).await?;
+                        let full = page.len() == PAGE;
+                        let keys: Vec<Key> = page
+                            .iter()
+                            .map(|i| Key {
+                                created_ms: i.created_ms,
+                                id: i.id,
+                            })
+                            .collect();
+                        for chunk in keys.chunks(QUEUE_BATCH) {
+                            let p = prepare(node, peer, since, chunk).await?;
+                            if tx.send(p).await.is_err() {
+                                return Ok(());
+                            }
+                        }
+                        match page.last() {
+                            Some(l) if full => pos = successor((l.created_ms, l.id)),
+                            _ => break,
+                        }
+                    }
+                }
+            }
+            Ok(())
         }
-    }
+    };
+    let Queued {
+        queued,
+        refused_before: remembered,
+    } = pipelined(node, peer, produce).await?;
     if queued > 0 {
         node.metrics.reconcile_items("queued", queued);
     }
@@ -741,7 +755,31 @@ async fn apply(node: &Node, peer: &str, since: i64, step: &Step) -> Result<Queue
     })
 }
 
-/// What [`apply`] or [`queue`] did.
+/// Runs `produce` (reading and signing batches, handing each over in
+/// order) and the commits of what it hands over, at once in this task: the
+/// next batch's store read and signatures overlap the commit of the one
+/// before (one batch handed over ahead at most). The first error of either
+/// ends both.
+async fn pipelined<F, Fut>(node: &Node, peer: &str, produce: F) -> Result<Queued, StoreError>
+where
+    F: FnOnce(mpsc::Sender<Prepared>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), StoreError>>,
+{
+    let (tx, mut rx) = mpsc::channel::<Prepared>(1);
+    let consume = async {
+        let mut total = Queued::default();
+        while let Some(p) = rx.recv().await {
+            let q = commit(node, peer, p).await?;
+            total.queued += q.queued;
+            total.refused_before += q.refused_before;
+        }
+        Ok::<_, StoreError>(total)
+    };
+    let ((), total) = tokio::try_join!(produce(tx), consume)?;
+    Ok(total)
+}
+
+/// What [`apply`] or [`commit`] did.
 #[derive(Debug, Clone, Copy, Default)]
 struct Queued {
     /// Messages queued for the peer.
@@ -751,10 +789,24 @@ struct Queued {
     refused_before: u64,
 }
 
-/// Queues the messages of `keys` that `peer` is entitled to, and wakes the
-/// link at once: a large difference is delivered while the rest of it is
-/// still being queued (the batches pipeline), not after.
-async fn queue(node: &Node, peer: &str, since: i64, keys: &[Key]) -> Result<Queued, StoreError> {
+/// A batch of what a peer lacks, read and checked against policy (custody
+/// records signed), ready to be committed to its outbox.
+struct Prepared {
+    requeue: Vec<Requeue>,
+    /// Lacked but refused by the peer for good lately: not offered again.
+    refused_before: u64,
+    /// Lacked but not for the peer by policy (counted).
+    not_entitled: u64,
+}
+
+/// Reads the messages of `keys` that `peer` is entitled to and has not
+/// refused lately, with their new custody records (see [`entitled_requeues`]).
+async fn prepare(
+    node: &Node,
+    peer: &str,
+    since: i64,
+    keys: &[Key],
+) -> Result<Prepared, StoreError> {
     let mut ids: Vec<String> = keys
         .iter()
         .map(|k| uuid::Uuid::from_bytes(k.id).to_string())
@@ -776,17 +828,34 @@ async fn queue(node: &Node, peer: &str, since: i64, keys: &[Key]) -> Result<Queu
         let skip: std::collections::HashSet<&String> = refused_before.iter().collect();
         ids.retain(|i| !skip.contains(i));
     }
-    let (queued, refused) = queue_entitled(node, peer, since, &ids, Why::Reconciled).await?;
-    if refused > 0 {
-        node.metrics.reconcile_items("not_entitled", refused);
+    let (requeue, not_entitled) =
+        entitled_requeues(node, peer, since, &ids, Why::Reconciled).await?;
+    Ok(Prepared {
+        requeue,
+        refused_before: refused_before.len() as u64,
+        not_entitled,
+    })
+}
+
+/// Queues a prepared batch in `peer`'s outbox and wakes the link at once: a
+/// large difference is delivered while the rest of it is still being
+/// queued, not after.
+async fn commit(node: &Node, peer: &str, p: Prepared) -> Result<Queued, StoreError> {
+    if p.not_entitled > 0 {
+        node.metrics.reconcile_items("not_entitled", p.not_entitled);
     }
+    let queued = if p.requeue.is_empty() {
+        0
+    } else {
+        node.store.requeue(peer, p.requeue, now_ms()).await?
+    };
     if queued > 0 {
         node.reconcile.requeued(peer).notify_one();
         node.peers.wake(peer);
     }
     Ok(Queued {
         queued,
-        refused_before: refused_before.len() as u64,
+        refused_before: p.refused_before,
     })
 }
 
@@ -810,8 +879,25 @@ pub async fn queue_entitled(
     ids: &[String],
     why: Why,
 ) -> Result<(u64, u64), StoreError> {
+    let (out, refused) = entitled_requeues(node, peer, since, ids, why).await?;
+    if out.is_empty() {
+        return Ok((0, refused));
+    }
+    Ok((node.store.requeue(peer, out, now_ms()).await?, refused))
+}
+
+/// The outbox entries for `peer` of the messages of `ids` this node holds
+/// and `peer` is entitled to (in cursor order), with how many it is not
+/// entitled to.
+async fn entitled_requeues(
+    node: &Node,
+    peer: &str,
+    since: i64,
+    ids: &[String],
+    why: Why,
+) -> Result<(Vec<Requeue>, u64), StoreError> {
     let Some(policy) = node.peers.policies().into_iter().find(|p| p.id == peer) else {
-        return Ok((0, ids.len() as u64));
+        return Ok((Vec::new(), ids.len() as u64));
     };
     let now = now_ms();
     let mut out = Vec::with_capacity(ids.len());
@@ -832,10 +918,7 @@ pub async fn queue_entitled(
             }
         }
     }
-    if out.is_empty() {
-        return Ok((0, refused));
-    }
-    Ok((node.store.requeue(peer, out, now).await?, refused))
+    Ok((out, refused))
 }
 
 /// Whether message `m` may go to `peer` now; with the new chain of custody to
