@@ -17,7 +17,12 @@
 //! nodes used meanwhile (a loaded machine stretches the first, not the
 //! second), the reconciliation's
 //! rounds, bytes both ways and difference found (b's `ListPeers`), then one
-//! more reconciliation once in sync (`ReconcilePeer`), and the resident
+//! more reconciliation once in sync (`ReconcilePeer`), then the speed of
+//! normal traffic over the same link: node-c pushes M fresh broadcasts to a,
+//! which relays them to b as it relays any message — a custody record signed
+//! by a and checked by b, the per-message work of a reconciled message
+//! without the rounds (`reconcile_relay_items_per_second`, the "normal
+//! ingest speed" the delivery is compared with), and the resident
 //! memory of both processes sampled every 250 ms (plus the kernel's
 //! `VmHWM`); the nodes run as the shipped systemd unit runs them, with
 //! `MALLOC_ARENA_MAX=2` (or the value in this process's environment). Only
@@ -170,6 +175,64 @@ async fn fill(
     Ok(seconds)
 }
 
+/// Normal traffic over the same link, to compare the delivery with: node-c
+/// pushes `count` fresh broadcasts to node-a, which relays them to node-b
+/// as it relays any message (a custody record signed by a, checked by b) —
+/// the per-message work of a reconciled message, without the rounds.
+/// Returns the seconds from the first push until b holds `b_before + count`.
+async fn relay(fed: &Fed, count: usize, b_before: u64) -> anyhow::Result<f64> {
+    let pem = std::fs::read_to_string(fed.pki.path("node-c.sign.key"))?;
+    let signer = Signer::from_pkcs8_pem("node-c", &pem).map_err(anyhow::Error::msg)?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<PushFrame>(FEED);
+    let signing = std::thread::Builder::new()
+        .name("bench-signer".into())
+        .spawn(move || {
+            for i in 0..count {
+                let env = super::signed_kib_alert(&signer, i, crate::service::now_ms());
+                let frame = PushFrame {
+                    bundled: Vec::new(),
+                    gossip: None,
+                    resent: false,
+                    returning: false,
+                    hops: vec![],
+                    seq: i as u64 + 1,
+                    envelope: Some(env),
+                };
+                if tx.blocking_send(frame).is_err() {
+                    return None;
+                }
+            }
+            Some(tx)
+        })?;
+    let started = Instant::now();
+    push_all(fed, A, rx, count)
+        .await
+        .context("pushing the relayed messages to node-a")?;
+    drop(
+        signing
+            .join()
+            .map_err(|_| anyhow::anyhow!("signing thread panicked"))?,
+    );
+    let mut poll = fed.operator(B).await;
+    let want = b_before + count as u64;
+    loop {
+        let n = poll
+            .get_node_info(GetNodeInfoRequest {})
+            .await
+            .map_or(0, |r| r.into_inner().stored_messages);
+        if n >= want {
+            return Ok(started.elapsed().as_secs_f64());
+        }
+        if started.elapsed() > CONVERGE_LIMIT {
+            bail!(
+                "node-b holds {n} of {want} after {} s of relayed traffic",
+                CONVERGE_LIMIT.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Peak `VmRSS` of the two node processes, in KiB.
 #[derive(Default)]
 struct Peaks {
@@ -319,6 +382,25 @@ pub async fn run(messages: usize, missing: usize, json: bool) -> anyhow::Result<
     drop(op_b);
     let held_a = stored(&fed, A).await?;
     let held_b = stored(&fed, B).await?;
+    // The same number of messages as normal relayed traffic over the link.
+    let (relay_cpu0_a, relay_cpu0_b) = (
+        proc_cpu_seconds(&a.pid()).unwrap_or(f64::NAN),
+        proc_cpu_seconds(&b.pid()).unwrap_or(f64::NAN),
+    );
+    if !json {
+        eprintln!(
+            "  converged; now {missing} fresh messages relayed by node-a to node-b as normal traffic ..."
+        );
+    }
+    let relay_seconds = if missing > 0 {
+        relay(&fed, missing, held_b).await?
+    } else {
+        f64::NAN
+    };
+    let relay_cpu = proc_cpu_seconds(&a.pid()).unwrap_or(f64::NAN) - relay_cpu0_a
+        + proc_cpu_seconds(&b.pid()).unwrap_or(f64::NAN)
+        - relay_cpu0_b;
+    let relay_per_second = missing as f64 / relay_seconds;
     peaks.stop.store(true, Ordering::Relaxed);
     sampler.await?;
     let hwm_a = proc_status_mib(&a.pid(), "VmHWM").unwrap_or(f64::NAN);
@@ -339,6 +421,9 @@ pub async fn run(messages: usize, missing: usize, json: bool) -> anyhow::Result<
             "reconcile_items_per_second": items_per_second.round(),
             "reconcile_fill_items_per_second": ingest_per_second.round(),
             "reconcile_fill_items_per_second_per_link": ingest_per_link.round(),
+            "reconcile_relay_seconds": (relay_seconds * 100.0).round() / 100.0,
+            "reconcile_relay_cpu_seconds": (relay_cpu * 100.0).round() / 100.0,
+            "reconcile_relay_items_per_second": relay_per_second.round(),
             "reconcile_rounds": first.rounds,
             "reconcile_bytes": first.bytes,
             "reconcile_difference": first.difference,
@@ -384,6 +469,14 @@ pub async fn run(messages: usize, missing: usize, json: bool) -> anyhow::Result<
         println!(
             "{:<48} {:>12.0}",
             "  of which per link (two links filled at once)", ingest_per_link
+        );
+        println!(
+            "{:<48} {:>12.0}",
+            "normal relayed traffic a -> b per second", relay_per_second
+        );
+        println!(
+            "{:<48} {:>12.2}",
+            "  CPU seconds of both nodes for it", relay_cpu
         );
         println!("{:<48} {:>12}", "reconciliation rounds", first.rounds);
         println!(
