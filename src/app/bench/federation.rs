@@ -37,6 +37,11 @@
 //!   from the first publish to the end of the settle, per delivery — the
 //!   cost figure that does not depend on how loaded the machine is — and
 //!   `cpu_cores_busy`, the same CPU time per second of that window;
+//! - with `--federation-idle-seconds S`: `idle_cpu_cores_busy`, the CPU
+//!   time of all node processes per second over S seconds with no traffic
+//!   (after the warm-up settled, every Watch stream open, before the load):
+//!   the fixed cost of timers, keepalives and idle tasks, which every
+//!   `cpu_ms_per_delivery` includes (`idle_cpu_ms_per_node_per_s`: per node);
 //! - `rss_per_node_mib`: mean resident memory of the node processes at the
 //!   end (and the largest, `rss_max_node_mib`), split into private memory
 //!   (`rss_anon_per_node_mib`: heap, stacks) and file-backed pages
@@ -86,6 +91,8 @@ pub struct Plan {
     /// Warm-up broadcasts from every node, not only node 0 (every origin's
     /// tree formed before the load: the steady state).
     pub warm_trees: bool,
+    /// Seconds of no traffic measured before the load (0: none).
+    pub idle_secs: u64,
 }
 
 /// Counters summed over the nodes (see the module docs).
@@ -477,6 +484,30 @@ pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
             .filter_map(|p| super::memory::proc_cpu_seconds(&p.pid()))
             .sum()
     };
+    // The fixed cost: the nodes' CPU with nothing to carry (timers,
+    // keepalives, idle tasks), every Watch stream open as under the load.
+    let idle = if plan.idle_secs > 0 {
+        let cpu0 = cpu_of(&procs);
+        let t0 = Instant::now();
+        tokio::time::sleep(Duration::from_secs(plan.idle_secs)).await;
+        let secs = t0.elapsed().as_secs_f64();
+        let mut after = Counters::default();
+        for p in &metrics_ports {
+            after = after + scrape(*p).await?;
+        }
+        let frames = (after - before).frames + (after - before).gossip_frames;
+        let cores = (cpu_of(&procs) - cpu0) / secs;
+        if !json {
+            eprintln!(
+                "  idle for {secs:.1} s: the {n} nodes used {cores:.3} cores ({:.2} ms of CPU per node per second); {frames} frames sent",
+                cores * 1000.0 / n as f64
+            );
+        }
+        before = after;
+        Some((secs, cores, frames))
+    } else {
+        None
+    };
     let cpu_before = cpu_of(&procs);
     let mut cpu_lost_lives = 0.0;
 
@@ -837,6 +868,15 @@ pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
         "load_average_after": load_after,
         "in_process": false,
     });
+    let idle_v = match idle {
+        Some((secs, cores, frames)) => serde_json::json!({
+            "idle_seconds": round(secs, 1),
+            "idle_cpu_cores_busy": round(cores, 3),
+            "idle_cpu_ms_per_node_per_s": round(cores * 1000.0 / n as f64, 3),
+            "idle_frames_sent": frames,
+        }),
+        None => serde_json::json!({}),
+    };
     // (a second object: one `json!` of every field passes its macro's
     // recursion limit)
     let ways_v = serde_json::json!({
@@ -848,8 +888,10 @@ pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
         "store_to_watch_p99_ms": round(pct(&watch_ms, 0.99), 1),
     });
     let mut v = v;
-    if let (Some(m), serde_json::Value::Object(w)) = (v.as_object_mut(), ways_v) {
-        m.extend(w);
+    for extra in [ways_v, idle_v] {
+        if let (Some(m), serde_json::Value::Object(w)) = (v.as_object_mut(), extra) {
+            m.extend(w);
+        }
     }
     if json {
         println!("{v}");

@@ -150,6 +150,12 @@ pub struct BenchArgs {
     /// formation (a flood) inside the measurement.
     #[arg(long)]
     pub federation_warm_trees: bool,
+    /// Seconds the federation phase measures the nodes' CPU with no traffic
+    /// (after the warm-up settled and every Watch stream is open, before
+    /// the load): the fixed cost of timers, keepalives and idle tasks. 0
+    /// measures nothing.
+    #[arg(long, default_value_t = 0)]
+    pub federation_idle_seconds: u64,
     /// Where the nodes keep their stores in the ingest and relay phases.
     #[arg(long, value_enum, default_value_t = BenchStorage::Sqlite)]
     pub storage: BenchStorage,
@@ -452,6 +458,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             settle_secs: args.federation_settle,
             flood: args.federation_flood,
             warm_trees: args.federation_warm_trees,
+            idle_secs: args.federation_idle_seconds,
         };
         return federation::run(plan, args.json).await;
     }
