@@ -200,6 +200,7 @@ complete -c certfed -n "__fish_certfed_using_subcommand bench" -l federation-rec
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l federation-rate -d 'Alerts per second in the federation phase' -r
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l federation-kill -d 'Nodes killed (SIGKILL) a third of the way through the federation phase and restarted 2 s later (the variant: 3); the run must stay exact' -r
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l federation-settle -d 'Seconds the federation phase waits, after the last publish, for every eligible node to show every alert before it counts the rest missing' -r
+complete -c certfed -n "__fish_certfed_using_subcommand bench" -l federation-idle-seconds -d 'Seconds the federation phase measures the nodes\' CPU with no traffic (after the warm-up settled and every Watch stream is open, before the load): the fixed cost of timers, keepalives and idle tasks. 0 measures nothing' -r
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l storage -d 'Where the nodes keep their stores in the ingest and relay phases' -r -f -a "sqlite\t''
 postgres\t''"
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l pg-url -d 'With `--storage postgres`: a PostgreSQL server whose role may create databases (one fresh database per node, dropped afterwards). Without it, a throw-away local cluster is started (Debian\'s postgresql)' -r
