@@ -733,6 +733,43 @@ pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
                 "not stored there"
             }
         );
+        if held {
+            continue;
+        }
+        // Lost or late: where it is stuck. Each peer of the node: whether it
+        // holds the alert, and its delivery toward the node (none: it never
+        // queued it there — a lazy link that was not asked for it).
+        for &(x, y) in &edges {
+            let p = match (x == v, y == v) {
+                (true, _) => y,
+                (_, true) => x,
+                _ => continue,
+            };
+            let status = clients[p]
+                .clone()
+                .get_delivery_status(GetDeliveryStatusRequest {
+                    message_id: id.clone(),
+                })
+                .await;
+            let what = match status {
+                Err(e) => format!("does not hold it ({:?})", e.code()),
+                Ok(r) => match r
+                    .into_inner()
+                    .recipients
+                    .into_iter()
+                    .find(|d| d.node_id == names[v])
+                {
+                    None => "holds it; no delivery toward it".to_string(),
+                    Some(d) => format!(
+                        "holds it; delivery {:?} after {} attempt(s): {}",
+                        DeliveryState::try_from(d.state).unwrap_or(DeliveryState::Unspecified),
+                        d.attempts,
+                        crate::domain::text::quote(&d.reason)
+                    ),
+                },
+            };
+            eprintln!("  peer {} of {}: {what}", names[p], names[v]);
+        }
     }
     stop.store(true, Ordering::Relaxed);
     for mut p in procs {
