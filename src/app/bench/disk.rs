@@ -13,15 +13,12 @@
 //!
 //! Nothing here is a budget check except that refill reuses freed space.
 use crate::app::localfed::Fed;
-use crate::domain::keys::Signer;
 use crate::proto::v1::*;
 use crate::service::node::Node;
 use crate::storage::Space;
 use anyhow::{Context, bail};
 use std::time::{Duration, Instant};
 
-/// Signed frames buffered between the signing thread and the Push stream.
-const FEED: usize = 1024;
 /// Largest growth of the files on refill after a purge, in percent.
 const REFILL_GROWTH_BUDGET_PCT: f64 = 5.0;
 
@@ -36,38 +33,13 @@ fn per_msg(bytes: u64, n: usize) -> u64 {
 /// Pushes `n` fresh signed 1 KiB alerts to node 1 as node-a, signed on a
 /// thread of its own; waits until every one is acknowledged as accepted.
 async fn push_alerts(fed: &Fed, n: usize, from: usize) -> anyhow::Result<f64> {
-    let pem = std::fs::read_to_string(fed.pki.path("node-a.sign.key"))?;
-    let signer = Signer::from_pkcs8_pem("node-a", &pem).map_err(anyhow::Error::msg)?;
-    let (tx, rx) = tokio::sync::mpsc::channel::<PushFrame>(FEED);
-    let signing = std::thread::Builder::new()
-        .name("bench-signer".into())
-        .spawn(move || {
-            for i in 0..n {
-                let frame = PushFrame {
-                    bundled: Vec::new(),
-                    gossip: None,
-                    resent: false,
-                    returning: false,
-                    hops: vec![],
-                    seq: i as u64 + 1,
-                    envelope: Some(super::signed_kib_alert(
-                        &signer,
-                        from + i,
-                        crate::service::now_ms(),
-                    )),
-                };
-                if tx.blocking_send(frame).is_err() {
-                    return None;
-                }
-            }
-            Some(tx)
-        })?;
+    let mut signed = super::SignedStream::start(fed, "node-a", n, from)?;
     let mut client =
         crate::app::localfed::federation_client(&fed.pki, &fed.addr(1), "node-a", Some("node-b"))
             .await;
     let started = Instant::now();
     let mut acks = client
-        .push(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .push(tokio_stream::wrappers::ReceiverStream::new(signed.frames()))
         .await
         .context("push stream")?
         .into_inner();
@@ -82,11 +54,7 @@ async fn push_alerts(fed: &Fed, n: usize, from: usize) -> anyhow::Result<f64> {
         accepted += 1;
     }
     let seconds = started.elapsed().as_secs_f64();
-    drop(
-        signing
-            .join()
-            .map_err(|_| anyhow::anyhow!("signing thread panicked"))?,
-    );
+    signed.finish()?;
     Ok(seconds)
 }
 

@@ -11,7 +11,6 @@
 //! Budgets: idle RSS at most 64 MiB, peak RSS at most 100 MiB, and every alert
 //! in node-c's outbox.
 use crate::app::localfed::Fed;
-use crate::domain::keys::Signer;
 use crate::proto::v1::*;
 use anyhow::{Context, bail};
 use std::path::Path;
@@ -27,8 +26,6 @@ const PEAK_BUDGET_MIB: f64 = 100.0;
 /// How long the node sits idle before its RSS is read.
 const IDLE_WAIT: Duration = Duration::from_secs(3);
 const SAMPLE_EVERY: Duration = Duration::from_millis(250);
-/// Signed frames buffered between the signing thread and the Push stream.
-const FEED: usize = 1024;
 
 /// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `VmHWM`), in MiB.
 pub(super) fn proc_status_mib(pid: &str, field: &str) -> Option<f64> {
@@ -227,42 +224,15 @@ pub async fn run(messages: usize, json: bool) -> anyhow::Result<()> {
         })
     };
 
-    // Sign on a thread of its own, streaming into a bounded channel: the
-    // benchmark never holds more than FEED signed frames.
-    let pem = std::fs::read_to_string(fed.pki.path("node-a.sign.key"))?;
-    let signer = Signer::from_pkcs8_pem("node-a", &pem).map_err(anyhow::Error::msg)?;
-    let (tx, rx) = tokio::sync::mpsc::channel::<PushFrame>(FEED);
-    let signing = std::thread::Builder::new()
-        .name("bench-signer".into())
-        .spawn(move || {
-            for i in 0..messages {
-                let frame = PushFrame {
-                    bundled: Vec::new(),
-                    gossip: None,
-                    resent: false,
-                    returning: false,
-                    hops: vec![],
-                    seq: i as u64 + 1,
-                    envelope: Some(super::signed_kib_alert(
-                        &signer,
-                        i,
-                        crate::service::now_ms(),
-                    )),
-                };
-                if tx.blocking_send(frame).is_err() {
-                    return None;
-                }
-            }
-            // Keep the stream open until every ack is in.
-            Some(tx)
-        })?;
+    // Sign on a thread of its own (a bounded stream, see SignedStream).
+    let mut signed = super::SignedStream::start(&fed, "node-a", messages, 0)?;
 
     let mut client =
         crate::app::localfed::federation_client(&fed.pki, &fed.addr(1), "node-a", Some("node-b"))
             .await;
     let started = Instant::now();
     let mut acks = client
-        .push(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .push(tokio_stream::wrappers::ReceiverStream::new(signed.frames()))
         .await
         .context("push stream")?
         .into_inner();
@@ -291,11 +261,7 @@ pub async fn run(messages: usize, json: bool) -> anyhow::Result<()> {
     let seconds = started.elapsed().as_secs_f64();
     peaks.stop.store(true, Ordering::Relaxed);
     sampler.await?;
-    drop(
-        signing
-            .join()
-            .map_err(|_| anyhow::anyhow!("signing thread panicked"))?,
-    );
+    signed.finish()?;
     drop(acks);
     drop(client);
 

@@ -234,6 +234,75 @@ pub fn signed_kib_alert(signer: &Signer, i: usize, created_ms: i64) -> SignedEnv
     )
 }
 
+/// The signing key of member `id` of the benchmark's PKI.
+fn member_signer(fed: &Fed, id: &str) -> anyhow::Result<Signer> {
+    let pem = std::fs::read_to_string(fed.pki.path(&format!("{id}.sign.key")))?;
+    Signer::from_pkcs8_pem(id, &pem).map_err(anyhow::Error::msg)
+}
+
+/// A Push frame carrying `env` as its origin pushes it (no custody records).
+fn origin_frame(seq: u64, env: SignedEnvelope) -> PushFrame {
+    PushFrame {
+        bundled: Vec::new(),
+        gossip: None,
+        resent: false,
+        returning: false,
+        hops: vec![],
+        seq,
+        envelope: Some(env),
+    }
+}
+
+/// Signed frames buffered between a signing thread and its Push stream.
+const SIGNED_FEED: usize = 1024;
+
+/// `n` fresh 1 KiB alerts signed by member `id` (numbered `from + i`,
+/// created when signed) on a thread of its own, streamed as Push frames with
+/// seq 1..=n into a bounded channel: the benchmark never holds more than
+/// [`SIGNED_FEED`] of them, and signing is not the receiver's work.
+struct SignedStream {
+    rx: Option<tokio::sync::mpsc::Receiver<PushFrame>>,
+    thread: std::thread::JoinHandle<Option<tokio::sync::mpsc::Sender<PushFrame>>>,
+}
+
+impl SignedStream {
+    fn start(fed: &Fed, id: &str, n: usize, from: usize) -> anyhow::Result<SignedStream> {
+        let signer = member_signer(fed, id)?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<PushFrame>(SIGNED_FEED);
+        let thread = std::thread::Builder::new()
+            .name("bench-signer".into())
+            .spawn(move || {
+                for i in 0..n {
+                    let env = signed_kib_alert(&signer, from + i, crate::service::now_ms());
+                    if tx.blocking_send(origin_frame(i as u64 + 1, env)).is_err() {
+                        return None;
+                    }
+                }
+                // Keep the stream open until every ack is in.
+                Some(tx)
+            })?;
+        Ok(SignedStream {
+            rx: Some(rx),
+            thread,
+        })
+    }
+
+    /// The frames, for the Push stream (once).
+    fn frames(&mut self) -> tokio::sync::mpsc::Receiver<PushFrame> {
+        self.rx.take().expect("the frames are taken once")
+    }
+
+    /// Ends the stream (once every ack is in) and the signing thread.
+    fn finish(self) -> anyhow::Result<()> {
+        drop(
+            self.thread
+                .join()
+                .map_err(|_| anyhow::anyhow!("signing thread panicked"))?,
+        );
+        Ok(())
+    }
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -259,20 +328,11 @@ async fn bench_ingest(messages: usize, backend: &Backend) -> anyhow::Result<Inge
     // node-b listens; the benchmark plays its peer node-a.
     let fed = on(Fed::new(&["node-a", "node-b"], &[(0, 1)]), backend);
     let b = fed.try_start(1).await?;
-    let pem = std::fs::read_to_string(fed.pki.path("node-a.sign.key"))?;
-    let signer = Signer::from_pkcs8_pem("node-a", &pem).map_err(anyhow::Error::msg)?;
+    let signer = member_signer(&fed, "node-a")?;
     let now = crate::service::now_ms();
     // Signing is the origin's work, not the receiver's: done before the clock starts.
     let frames: Vec<PushFrame> = (0..messages)
-        .map(|i| PushFrame {
-            bundled: Vec::new(),
-            gossip: None,
-            resent: false,
-            returning: false,
-            hops: vec![],
-            seq: i as u64 + 1,
-            envelope: Some(signed_kib_alert(&signer, i, now)),
-        })
+        .map(|i| origin_frame(i as u64 + 1, signed_kib_alert(&signer, i, now)))
         .collect();
     let mut client =
         crate::app::localfed::federation_client(&fed.pki, &fed.addr(1), "node-a", Some("node-b"))

@@ -36,7 +36,6 @@
 //! 1 MB. Times are printed, not checked (they depend on the machine's load).
 use super::memory::{db_mib, proc_cpu_seconds, proc_status_mib, spawn_as_unit};
 use crate::app::localfed::Fed;
-use crate::domain::keys::Signer;
 use crate::proto::v1::*;
 use anyhow::{Context, bail};
 use rand::SeedableRng;
@@ -51,8 +50,6 @@ const RSS_BUDGET_MIB: f64 = 100.0;
 const IN_SYNC_BUDGET_BYTES: u64 = 1024;
 /// Reconciliation traffic budget with up to 1,000 messages missing.
 const SMALL_DIFF_BUDGET_BYTES: u64 = 1_000_000;
-/// Signed frames buffered between the signing thread and each Push stream.
-const FEED: usize = 1024;
 /// Creation times are spread over this much of the past.
 const SPREAD_MS: i64 = 20 * 86_400_000;
 const SAMPLE_EVERY: Duration = Duration::from_millis(250);
@@ -110,10 +107,9 @@ async fn fill(
 ) -> anyhow::Result<f64> {
     let a = fed.try_start(A).await?;
     let b = fed.try_start(B).await?;
-    let pem = std::fs::read_to_string(fed.pki.path("node-c.sign.key"))?;
-    let signer = Signer::from_pkcs8_pem("node-c", &pem).map_err(anyhow::Error::msg)?;
-    let (tx_a, rx_a) = tokio::sync::mpsc::channel::<PushFrame>(FEED);
-    let (tx_b, rx_b) = tokio::sync::mpsc::channel::<PushFrame>(FEED);
+    let signer = super::member_signer(fed, "node-c")?;
+    let (tx_a, rx_a) = tokio::sync::mpsc::channel::<PushFrame>(super::SIGNED_FEED);
+    let (tx_b, rx_b) = tokio::sync::mpsc::channel::<PushFrame>(super::SIGNED_FEED);
     let skip = missing.clone();
     let start_ms = crate::service::now_ms() - SPREAD_MS;
     let step = SPREAD_MS / messages.max(1) as i64;
@@ -125,29 +121,17 @@ async fn fill(
                 let env = super::signed_kib_alert(&signer, i, start_ms + i as i64 * step);
                 if !skip.contains(&i) {
                     seq_b += 1;
-                    let fb = PushFrame {
-                        bundled: Vec::new(),
-                        gossip: None,
-                        resent: false,
-                        returning: false,
-                        hops: vec![],
-                        seq: seq_b,
-                        envelope: Some(env.clone()),
-                    };
-                    if tx_b.blocking_send(fb).is_err() {
+                    if tx_b
+                        .blocking_send(super::origin_frame(seq_b, env.clone()))
+                        .is_err()
+                    {
                         return None;
                     }
                 }
-                let fa = PushFrame {
-                    bundled: Vec::new(),
-                    gossip: None,
-                    resent: false,
-                    returning: false,
-                    hops: vec![],
-                    seq: i as u64 + 1,
-                    envelope: Some(env),
-                };
-                if tx_a.blocking_send(fa).is_err() {
+                if tx_a
+                    .blocking_send(super::origin_frame(i as u64 + 1, env))
+                    .is_err()
+                {
                     return None;
                 }
                 if !json && (i + 1) % 100_000 == 0 {
@@ -181,38 +165,12 @@ async fn fill(
 /// the per-message work of a reconciled message, without the rounds.
 /// Returns the seconds from the first push until b holds `b_before + count`.
 async fn relay(fed: &Fed, count: usize, b_before: u64) -> anyhow::Result<f64> {
-    let pem = std::fs::read_to_string(fed.pki.path("node-c.sign.key"))?;
-    let signer = Signer::from_pkcs8_pem("node-c", &pem).map_err(anyhow::Error::msg)?;
-    let (tx, rx) = tokio::sync::mpsc::channel::<PushFrame>(FEED);
-    let signing = std::thread::Builder::new()
-        .name("bench-signer".into())
-        .spawn(move || {
-            for i in 0..count {
-                let env = super::signed_kib_alert(&signer, i, crate::service::now_ms());
-                let frame = PushFrame {
-                    bundled: Vec::new(),
-                    gossip: None,
-                    resent: false,
-                    returning: false,
-                    hops: vec![],
-                    seq: i as u64 + 1,
-                    envelope: Some(env),
-                };
-                if tx.blocking_send(frame).is_err() {
-                    return None;
-                }
-            }
-            Some(tx)
-        })?;
+    let mut signed = super::SignedStream::start(fed, "node-c", count, 0)?;
     let started = Instant::now();
-    push_all(fed, A, rx, count)
+    push_all(fed, A, signed.frames(), count)
         .await
         .context("pushing the relayed messages to node-a")?;
-    drop(
-        signing
-            .join()
-            .map_err(|_| anyhow::anyhow!("signing thread panicked"))?,
-    );
+    signed.finish()?;
     let mut poll = fed.operator(B).await;
     let want = b_before + count as u64;
     loop {
