@@ -668,8 +668,11 @@ fn default_max_message_bytes() -> usize {
 fn default_clock_skew() -> u64 {
     300
 }
+/// `limits.hop_limit` when the configuration does not set it.
+pub const DEFAULT_HOP_LIMIT: u32 = 8;
+
 fn default_hop_limit() -> u32 {
-    8
+    DEFAULT_HOP_LIMIT
 }
 fn default_shutdown_grace() -> u64 {
     10

@@ -93,6 +93,8 @@ pub struct Plan {
     pub warm_trees: bool,
     /// Seconds of no traffic measured before the load (0: none).
     pub idle_secs: u64,
+    /// The nodes' `limits.hop_limit` (`None`: the default).
+    pub hop_limit: Option<u32>,
 }
 
 /// Counters summed over the nodes (see the module docs).
@@ -135,6 +137,31 @@ impl std::ops::Add for Counters {
             grafted: self.grafted + o.grafted,
         }
     }
+}
+
+/// Links between every two nodes (breadth-first; `usize::MAX`: unreachable).
+fn distances(n: usize, edges: &[(usize, usize)]) -> Vec<Vec<usize>> {
+    let mut adj = vec![Vec::new(); n];
+    for &(a, b) in edges {
+        adj[a].push(b);
+        adj[b].push(a);
+    }
+    (0..n)
+        .map(|s| {
+            let mut d = vec![usize::MAX; n];
+            d[s] = 0;
+            let mut queue = std::collections::VecDeque::from([s]);
+            while let Some(v) = queue.pop_front() {
+                for &u in &adj[v] {
+                    if d[u] == usize::MAX {
+                        d[u] = d[v] + 1;
+                        queue.push_back(u);
+                    }
+                }
+            }
+            d
+        })
+        .collect()
 }
 
 /// A seeded random topology: `n` nodes, each of degree 3 to 5 (fewer only
@@ -356,6 +383,9 @@ pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
     let n = plan.nodes;
     let load_before = load_average();
     let edges = topology(n, plan.seed);
+    let hop_limit = plan.hop_limit.unwrap_or(crate::config::DEFAULT_HOP_LIMIT);
+    let dist = distances(n, &edges);
+    let diameter = dist.iter().flatten().copied().max().unwrap_or(0);
     let names: Vec<String> = (0..n).map(|i| format!("node-{i:02}")).collect();
     let ids: Vec<&str> = names.iter().map(String::as_str).collect();
     if !json {
@@ -382,7 +412,15 @@ pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
         for (name, p) in &mut spec.peers {
             *p = by_name[name.as_str()];
         }
-        spec.extra = format!("\n[metrics]\nlisten = \"127.0.0.1:{}\"\n", metrics_ports[i]);
+        // (The node's `[limits]` section comes first: `extra` continues it.)
+        spec.extra = plan
+            .hop_limit
+            .map(|h| format!("hop_limit = {h}\n"))
+            .unwrap_or_default();
+        spec.extra.push_str(&format!(
+            "\n[metrics]\nlisten = \"127.0.0.1:{}\"\n",
+            metrics_ports[i]
+        ));
         spec.extra
             .push_str(&format!("\n[gossip]\nplumtree = {}\n", !plan.flood));
     }
@@ -576,10 +614,12 @@ pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
         } else {
             (Tlp::Green, vec![])
         };
+        // Owed to the nodes within the hop limit of the origin.
+        let reach = |v: &usize| dist[origin][*v] <= hop_limit as usize;
         let eligible: Vec<usize> = if amber {
-            recipients.clone()
+            recipients.iter().copied().filter(reach).collect()
         } else {
-            (0..n).filter(|&v| v != origin).collect()
+            (0..n).filter(|&v| v != origin).filter(reach).collect()
         };
         let mut alert = super::kib_alert(k + 1);
         alert.tlp = tlp as i32;
@@ -868,6 +908,8 @@ pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
     let v = serde_json::json!({
         "federation_nodes": n,
         "federation_links": edges.len(),
+        "federation_hop_limit": hop_limit,
+        "federation_diameter": diameter,
         "federation_seed": plan.seed,
         "federation_alerts": sent.len(),
         "federation_green": plan.green,

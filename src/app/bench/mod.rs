@@ -156,6 +156,13 @@ pub struct BenchArgs {
     /// measures nothing.
     #[arg(long, default_value_t = 0)]
     pub federation_idle_seconds: u64,
+    /// Hop limit the federation phase's nodes sign into their alerts
+    /// (`limits.hop_limit`; the default is the node's, 8). A lower one
+    /// stresses relays that get a message at the limit: a GREEN alert is then
+    /// owed only to the nodes within that many links of its origin, an AMBER
+    /// alert to its recipients among them.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub federation_hop_limit: Option<u32>,
     /// Where the nodes keep their stores in the ingest and relay phases.
     #[arg(long, value_enum, default_value_t = BenchStorage::Sqlite)]
     pub storage: BenchStorage,
@@ -519,6 +526,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             flood: args.federation_flood,
             warm_trees: args.federation_warm_trees,
             idle_secs: args.federation_idle_seconds,
+            hop_limit: args.federation_hop_limit,
         };
         return federation::run(plan, args.json).await;
     }
