@@ -7,17 +7,12 @@
 //! ([`verify_signatures`], Ed25519 batch verification); the proof it gives
 //! is bound to the chain's bytes, and every other rule is still checked per
 //! chain ([`verify_chain_checked`]).
-//!
-//! [`HopLimited`] remembers messages whose first copy came at the signed hop
-//! limit, so that a copy over a shorter path can take them further
-//! (`service::ingest`); bounded, the oldest forgotten first.
 use super::envelope::ts_to_ms;
 use super::keys::{KeyRegistry, Signer};
 use super::text::{self, Kind};
 use crate::proto::v1::{HopRecord, SignedHop};
 use ed25519_dalek::Signature;
 use prost::Message;
-use std::collections::{HashMap, VecDeque};
 
 /// Domain-separation prefix of hop record signatures.
 pub const HOP_CONTEXT: &[u8] = b"certfed.v1.hop\x00";
@@ -291,48 +286,6 @@ pub fn path_of(origin: &str, created_ms: i64, records: &[HopRecord]) -> Vec<(Str
     p
 }
 
-/// Messages held here whose first copy came over a path at their signed hop
-/// limit (so they were forwarded to nobody), with that path's length (origin
-/// and relays). A later copy whose path is shorter is taken to forward them.
-/// Bounded: the oldest are forgotten first (a later copy of one forgotten is
-/// a plain duplicate again).
-#[derive(Debug, Default)]
-pub struct HopLimited {
-    len: HashMap<String, usize>,
-    order: VecDeque<String>,
-}
-
-/// Most hop-limited messages remembered.
-const MAX_HOP_LIMITED: usize = 16_384;
-
-impl HopLimited {
-    /// Message `id` is held over a path of `path_len` nodes, at its limit.
-    pub fn note(&mut self, id: &str, path_len: usize) {
-        if self.len.insert(id.to_string(), path_len).is_none() {
-            self.order.push_back(id.to_string());
-        }
-        while self.order.len() > MAX_HOP_LIMITED {
-            if let Some(old) = self.order.pop_front() {
-                self.len.remove(&old);
-            }
-        }
-    }
-
-    /// Message `id` is no longer at its limit here (rare: a linear pass
-    /// keeps the order free of stale ids).
-    pub fn forget(&mut self, id: &str) {
-        if self.len.remove(id).is_some() {
-            self.order.retain(|o| o != id);
-        }
-    }
-
-    /// Whether a copy of `id` over a path of `path_len` nodes reaches
-    /// further than the held one.
-    pub fn shorter(&self, id: &str, path_len: usize) -> bool {
-        self.len.get(id).is_some_and(|l| path_len < *l)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -506,28 +459,5 @@ mod tests {
         // A signature by a key not pinned: no proof.
         let stranger = Signer::new("node-b", ed25519_dalek::SigningKey::from_bytes(&[9; 32]));
         assert!(verify_signatures(&reg, &[&[sign_hop(&stranger, rec("node-a"))]])[0].is_none());
-    }
-
-    /// Only a strictly shorter path counts; forgetting and re-noting work;
-    /// the table stays bounded and forgets the oldest first.
-    #[test]
-    fn hop_limited_takes_only_shorter_paths_and_stays_bounded() {
-        let mut h = HopLimited::default();
-        assert!(!h.shorter("m", 1), "not at its limit: a plain duplicate");
-        h.note("m", 8);
-        assert!(h.shorter("m", 7));
-        assert!(!h.shorter("m", 8), "as long: nothing gained");
-        assert!(!h.shorter("m", 9));
-        h.note("m", 5);
-        assert!(!h.shorter("m", 5) && h.shorter("m", 4));
-        h.forget("m");
-        assert!(!h.shorter("m", 1));
-        assert!(h.order.is_empty(), "forgotten everywhere");
-        for i in 0..MAX_HOP_LIMITED + 10 {
-            h.note(&i.to_string(), 8);
-        }
-        assert!(h.len.len() <= MAX_HOP_LIMITED && h.order.len() <= MAX_HOP_LIMITED);
-        assert!(!h.shorter("0", 1), "the oldest is forgotten first");
-        assert!(h.shorter(&(MAX_HOP_LIMITED + 9).to_string(), 1));
     }
 }

@@ -12,6 +12,7 @@ pub mod e2e;
 pub mod envelope;
 pub mod exchange;
 pub mod exercise;
+pub mod hop_limit;
 pub mod identity;
 pub mod incident;
 pub mod keys;

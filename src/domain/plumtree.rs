@@ -554,6 +554,23 @@ impl Plumtree {
         out
     }
 
+    /// Announces held message `id` to `peers` (those up), with the links it
+    /// crossed to get here: for a message the caller may not send them in
+    /// full (its hop limit; `domain::hop_limit`). Returns the batches that
+    /// filled up. Nothing for an id not remembered.
+    pub fn announce_only(&mut self, now_ms: i64, id: &str, peers: &[String]) -> Vec<Action> {
+        let mut out = Vec::new();
+        if !self.received.contains_key(id) {
+            return out;
+        }
+        for p in peers {
+            if self.is_up(p) {
+                self.announce(now_ms, p.clone(), id.to_string(), &mut out);
+            }
+        }
+        out
+    }
+
     /// Message `id`, already held, arrived again from `from` over `hops`
     /// links: that link is not needed for the messages of its origin (the
     /// one recorded when it was first received; nothing when the id is no

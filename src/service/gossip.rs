@@ -10,14 +10,18 @@
 //! (valid node ids, counted against the peer's rate) only move links
 //! between eager and lazy: they never make this node send anything a
 //! graft or policy would not.
-use crate::domain::plumtree::Event;
+use crate::domain::admission::entitled;
+use crate::domain::hop_limit::Want;
+use crate::domain::plumtree::{Action, Event};
 use crate::proto::v1::DeliveryState;
 use crate::proto::v1::Gossip as Frame;
+use crate::proto::v1::{EnvelopeHeader, Tlp};
 use crate::service::node::Node;
 use crate::service::now_ms;
 use crate::service::reconcile::{Why, queue_entitled};
-use crate::service::tree::{MAX_IDS, dispatch, refuse, to_ids};
-use crate::storage::Outcome;
+use crate::service::tree::{MAX_IDS, dispatch, refuse, to_ids, tree_routed};
+use crate::storage::{Outcome, StoredMessage};
+use prost::Message;
 
 /// Most links an announced message can have crossed (a chain is refused
 /// beyond its signed hop limit, which no origin sets above 64).
@@ -58,6 +62,19 @@ pub async fn received(node: &Node, peer: &str, f: Frame) {
         refuse(&node.metrics, "malformed", 1);
         ihave_hops.clear();
     }
+    // Requests for a shorter copy: one bound per id, each at most
+    // MAX_ANNOUNCED_HOPS; otherwise the frame's requests are ignored.
+    let mut want = Vec::new();
+    if !f.want_shorter.is_empty() || !f.want_shorter_hops.is_empty() {
+        if f.want_shorter.len() > MAX_IDS
+            || f.want_shorter_hops.len() != f.want_shorter.len()
+            || f.want_shorter_hops.iter().any(|&h| h > MAX_ANNOUNCED_HOPS)
+        {
+            refuse(&node.metrics, "malformed", 1);
+        } else if let Some(ids) = to_ids(&node.metrics, &f.want_shorter) {
+            want = ids.into_iter().zip(f.want_shorter_hops).collect();
+        }
+    }
     if f.graft_origins
         .iter()
         .any(|o| crate::domain::identity::validate_name(o).is_err())
@@ -92,6 +109,11 @@ pub async fn received(node: &Node, peer: &str, f: Frame) {
                 origins: graft_origins,
             },
         );
+    }
+    let k = g.take(peer, want.len());
+    if k < want.len() {
+        refuse(&node.metrics, "rate", (want.len() - k) as u64);
+        want.truncate(k);
     }
     let k = g.take(peer, have.len());
     if k < have.len() {
@@ -170,7 +192,36 @@ pub async fn received(node: &Node, peer: &str, f: Frame) {
         }
         let ihave = missing;
         if !known.is_empty() {
+            // Held here at the hop limit, announced over a shorter way: asked
+            // for (its copy goes on from here; `domain::hop_limit`).
+            // Over a way not short enough by itself, from a peer that may not
+            // have been asked (it lacked the message then): it is asked now.
+            let (further, ask): (Vec<String>, Vec<(String, usize)>) = {
+                let limited = node.hop_limited.lock().expect("hop_limited lock");
+                let (mut further, mut ask) = (Vec::new(), Vec::new());
+                for (i, h) in known.iter().zip(&known_hops) {
+                    if limited.shorter(i, *h as usize + 1) {
+                        further.push(i.clone());
+                    } else if let Some(k) = limited.asked(i) {
+                        ask.push((i.clone(), k));
+                    }
+                }
+                (further, ask)
+            };
+            for (id, k) in ask {
+                g.want_shorter(&node.metrics, &[peer.to_string()], &id, k);
+            }
             let mut inner = g.lock();
+            if !further.is_empty() {
+                node.metrics
+                    .gossip_shorter_asked
+                    .inc_by(further.len() as u64);
+                let graft = Action::Graft {
+                    to: peer.into(),
+                    ids: further,
+                };
+                dispatch(&node.metrics, &mut inner, vec![graft]);
+            }
             let out = inner.tree.held_announced(now, peer, known, &known_hops);
             dispatch(&node.metrics, &mut inner, out);
             drop(inner);
@@ -191,6 +242,26 @@ pub async fn received(node: &Node, peer: &str, f: Frame) {
             drop(inner);
             g.timer.notify_one();
         }
+    }
+    if !want.is_empty() {
+        wanted(node, peer, want, now).await;
+    }
+    // A graft for a message stopped here at its hop limit (announced, no
+    // copy): the peer lacks it, so a copy over one link fewer is wanted
+    // here (`domain::hop_limit`); nothing could be sent it now.
+    let stopped: Vec<(String, u32)> = {
+        let limited = node.hop_limited.lock().expect("hop_limited lock");
+        graft
+            .iter()
+            .filter_map(|i| {
+                let len = limited.stopped_len(i)?;
+                Some((i.clone(), u32::try_from(len.checked_sub(1)?).ok()?))
+            })
+            .collect()
+    };
+    if !stopped.is_empty() {
+        graft.retain(|i| !stopped.iter().any(|(s, _)| s == i));
+        wanted(node, peer, stopped, now).await;
     }
     if !graft.is_empty() {
         {
@@ -223,6 +294,112 @@ pub async fn received(node: &Node, peer: &str, f: Frame) {
             Err(e) => node.metrics.storage_error(&e),
         }
     }
+}
+
+/// `peer` asks for copies of held messages that crossed at most the links
+/// given (see `domain::hop_limit`): those held over few enough go to it
+/// (within the forwarding policy, like a graft's answer); for the others it
+/// is remembered and this node's other peers are asked for one link fewer.
+async fn wanted(node: &Node, peer: &str, want: Vec<(String, u32)>, now: i64) {
+    let ids: Vec<String> = want.iter().map(|(i, _)| i.clone()).collect();
+    let held = match node.store.get_messages(ids).await {
+        Ok(h) => h,
+        Err(e) => {
+            node.metrics.storage_error(&e);
+            return;
+        }
+    };
+    let mut send = Vec::new();
+    let mut ask = Vec::new();
+    for m in held {
+        let Ok(h) = EnvelopeHeader::decode(m.header.as_slice()) else {
+            continue;
+        };
+        let Some(k) = want
+            .iter()
+            .find(|(i, _)| *i == m.message_id)
+            .map(|(_, k)| *k as usize)
+        else {
+            continue;
+        };
+        if !tree_routed(&h) {
+            refuse(&node.metrics, "not_entitled", 1);
+            continue;
+        }
+        let len = held_over(node, &m);
+        let w =
+            node.hop_limited
+                .lock()
+                .expect("hop_limited lock")
+                .want(&m.message_id, len, k, peer);
+        match w {
+            Want::Send => send.push(m.message_id),
+            Want::Ask(k) => ask.push((m, k)),
+            Want::Nothing => {}
+        }
+    }
+    if !send.is_empty() {
+        let days = i64::from(node.cfg.reconcile.window_days.max(1));
+        match queue_entitled(node, peer, now - days * 86_400_000, &send, Why::Shorter).await {
+            Ok((queued, refused)) => {
+                if refused > 0 {
+                    refuse(&node.metrics, "not_entitled", refused);
+                }
+                if queued > 0 {
+                    node.metrics.gossip_shorter_sent.inc_by(queued);
+                    node.reconcile.requeued(peer).notify_one();
+                    node.peers.wake(peer);
+                }
+            }
+            Err(e) => node.metrics.storage_error(&e),
+        }
+    }
+    for (m, k) in ask {
+        ask_shorter(node, &m, k, peer);
+    }
+}
+
+/// Links held message `m` crossed to reach this node (0: its origin).
+fn held_over(node: &Node, m: &StoredMessage) -> usize {
+    if m.origin == node.id { 0 } else { m.path.len() }
+}
+
+/// Asks this node's peers (those the forwarding policy lets see the message,
+/// whatever the hop limit, and those on its path; not `except`) for a copy
+/// of broadcast `m` that crossed at most `k` links to reach them. Returns
+/// how many were asked.
+fn ask_shorter(node: &Node, m: &StoredMessage, k: usize, except: &str) -> usize {
+    let Ok(h) = EnvelopeHeader::decode(m.header.as_slice()) else {
+        return 0;
+    };
+    if !tree_routed(&h) {
+        return 0;
+    }
+    let tlp = Tlp::try_from(h.tlp).unwrap_or(Tlp::Unspecified);
+    let path: Vec<String> = m.path.iter().map(|p| p.node.clone()).collect();
+    let peers: Vec<String> = node
+        .peers
+        .policies()
+        .into_iter()
+        // A bound of 0 only the origin meets.
+        .filter(|p| p.id != except && (k > 0 || p.id == h.origin))
+        .filter(|p| {
+            entitled(
+                &node.id,
+                p,
+                &h.origin,
+                tlp,
+                &h.recipients,
+                &path,
+                u32::MAX,
+                h.encrypted,
+            )
+            .is_ok()
+        })
+        .map(|p| p.id)
+        .collect();
+    node.gossip
+        .want_shorter(&node.metrics, &peers, &m.message_id, k)
 }
 
 /// Fires the machine's timers (announcement batches, grafts) until shutdown.

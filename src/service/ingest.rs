@@ -22,7 +22,7 @@
 //! flood's first arrival can take a long detour, so a later copy over a
 //! shorter path is not dropped as a duplicate: it is verified and admitted
 //! like a new one, and the held message is queued, with the shorter chain,
-//! for the peers that path reaches ([`HopLimited`](crate::domain::custody::HopLimited); the sender is answered
+//! for the peers that path reaches ([`HopLimited`](crate::domain::hop_limit::HopLimited); the sender is answered
 //! DUPLICATE, no receipt is owed twice). Without this, the nodes behind such
 //! a relay never got the message, and reconciliation (which applies the same
 //! limit to the stored path) never healed it.
@@ -30,6 +30,7 @@ use crate::domain::admission::{
     self, Decision, Input, ReceiptOwed, ReceiptRoute, View, deferrable,
 };
 use crate::domain::envelope::{Draft, Rejection, Verified, verify_batch};
+use crate::domain::hop_limit::Onward;
 use crate::domain::plumtree::split;
 use crate::proto::v1::{EnvelopeHeader, MessageKind, Receipt, SignedEnvelope, SignedHop, Tlp};
 use crate::service::node::Node;
@@ -131,7 +132,7 @@ pub struct Custody {
     pub resent: bool,
     /// Set by ingest: this node holds the message, forwarded to nobody
     /// because its first copy came at the hop limit, and this copy's path
-    /// is shorter ([`HopLimited`](crate::domain::custody::HopLimited)).
+    /// is shorter ([`HopLimited`](crate::domain::hop_limit::HopLimited)).
     pub shorter: bool,
 }
 
@@ -165,7 +166,7 @@ pub struct Prepared {
     /// purpose).
     tree: Vec<TreeRow>,
     /// Per row: whether it is at its hop limit, or a shorter path for a
-    /// held message that was ([`HopLimited`](crate::domain::custody::HopLimited)).
+    /// held message that was ([`HopLimited`](crate::domain::hop_limit::HopLimited)).
     reach: Vec<Reach>,
     /// Why the batch could not be prepared (shown by `finish`).
     failed: Option<StoreError>,
@@ -236,22 +237,23 @@ pub async fn prepare(
 /// duplicate of it may prune the link.
 type TreeRow = (Option<(String, String, u32)>, Vec<String>, bool);
 
-/// A row's place at the hop limit (see [`HopLimited`](crate::domain::custody::HopLimited)).
+/// A row's place at the hop limit (see [`HopLimited`](crate::domain::hop_limit::HopLimited)).
 #[derive(Debug, Default)]
 enum Reach {
     #[default]
     Free,
     /// This message, if new here, came over a path of this many nodes, at
-    /// the hop limit.
-    AtLimit(String, usize),
+    /// the hop limit; a broadcast is announced (no copy) to these peers, the
+    /// ones policy would send it to but for the limit.
+    AtLimit(String, usize, Vec<String>),
     /// A held message at its limit, over a shorter path: after the commit
     /// (a duplicate), it is queued with this chain for these peers.
     Shorter {
         id: String,
         hops: Vec<u8>,
+        /// The shorter path (the nodes before this one).
+        path: Vec<Hop>,
         forward_to: Vec<String>,
-        /// The new path's length if it is still at the limit.
-        at_limit: Option<usize>,
     },
 }
 
@@ -372,22 +374,50 @@ async fn try_prepare(
                     reach.push(Reach::Shorter {
                         id: row.message_id.clone(),
                         hops: row.hops.clone(),
+                        path: row
+                            .path
+                            .iter()
+                            .map(|(node, at_ms)| Hop {
+                                node: node.clone(),
+                                at_ms: *at_ms,
+                            })
+                            .collect(),
                         forward_to: std::mem::take(&mut row.forward_to),
-                        at_limit,
                     });
                     tree.push((None, Vec::new(), false));
                     rows.push(to_row(*row));
                     slots.push(i);
                     continue;
                 }
-                reach.push(
-                    at_limit.map_or(Reach::Free, |l| Reach::AtLimit(row.message_id.clone(), l)),
-                );
                 owed.push(row.receipt_owed.take());
                 let routed = node.gossip.enabled()
                     && header
                         .as_ref()
                         .is_some_and(crate::service::tree::tree_routed);
+                reach.push(match (at_limit, &header) {
+                    (Some(l), Some(h)) => {
+                        // Announced to the peers the limit keeps it from:
+                        // one that lacks it grafts, which asks for a
+                        // shorter way (`domain::hop_limit`).
+                        let blocked = if routed {
+                            let path: Vec<String> =
+                                row.path.iter().map(|(n, _)| n.clone()).collect();
+                            admission::targets(
+                                &view,
+                                &h.origin,
+                                Tlp::try_from(h.tlp).unwrap_or(Tlp::Unspecified),
+                                &h.recipients,
+                                &path,
+                                u32::MAX,
+                                h.encrypted,
+                            )
+                        } else {
+                            Vec::new()
+                        };
+                        Reach::AtLimit(row.message_id.clone(), l, blocked)
+                    }
+                    _ => Reach::Free,
+                });
                 let mut announce = Vec::new();
                 let lazy = if routed {
                     node.gossip.lazy(&row.origin)
@@ -585,6 +615,7 @@ impl Committing {
         let mut tree = tree.into_iter();
         let mut reach = reach.into_iter();
         let mut reroutes = Vec::new();
+        let mut stopped = Vec::new();
         let mut wake = BTreeSet::new();
         let mut new_rosters = Vec::new();
         let mut last_new = 0u64;
@@ -598,20 +629,24 @@ impl Committing {
         {
             let (id, announce, prunable) = tree.next().unwrap_or_default();
             match (reach.next().unwrap_or_default(), &s) {
-                (Reach::AtLimit(id, len), Stored::New(_)) => node
-                    .hop_limited
-                    .lock()
-                    .expect("hop_limited lock")
-                    .note(&id, len),
+                (Reach::AtLimit(id, len, blocked), Stored::New(_)) => {
+                    node.hop_limited
+                        .lock()
+                        .expect("hop_limited lock")
+                        .stopped(&id, len);
+                    if !blocked.is_empty() {
+                        stopped.push((id, blocked));
+                    }
+                }
                 (
                     Reach::Shorter {
                         id,
                         hops,
+                        path,
                         forward_to,
-                        at_limit,
                     },
                     _,
-                ) => reroutes.push((id, hops, forward_to, at_limit)),
+                ) => reroutes.push((id, hops, path, forward_to)),
                 _ => {}
             }
             if let Some(r) = roster {
@@ -679,8 +714,12 @@ impl Committing {
                 later
             });
         }
-        for (id, hops, forward_to, at_limit) in reroutes {
-            reach_further(node, &id, hops, &forward_to, at_limit, now).await;
+        for (id, hops, path, forward_to) in reroutes {
+            reach_further(node, &id, hops, path, &forward_to, now).await;
+        }
+        // (After `stored` above: the machine announces the links it came over.)
+        for (id, peers) in stopped {
+            node.gossip.announce_only(&node.metrics, &id, &peers);
         }
         for peer in wake {
             node.peers.wake(&peer);
@@ -692,32 +731,48 @@ impl Committing {
     }
 }
 
-/// Held message `id` was at its hop limit here and came again over a shorter
-/// path: queued for `peers` (the targets of that path) with its chain, which
-/// replaces the stored one (see [`HopLimited`](crate::domain::custody::HopLimited)). Lazy like reconciliation's
-/// queueing: lost only to a power failure within the commit window.
+/// Held message `id`, remembered by [`HopLimited`](crate::domain::hop_limit::HopLimited)
+/// (stopped at its hop limit here, or asked for by peers), came again over
+/// the shorter `path`: queued with its chain, which replaces the stored
+/// chain and path, for `forward_to` (the targets of that path) when it had
+/// been stopped here, else for those of them that asked for it. Lazy like
+/// reconciliation's queueing: lost only to a power failure within the
+/// commit window.
 async fn reach_further(
     node: &Node,
     id: &str,
     hops: Vec<u8>,
-    peers: &[String],
-    at_limit: Option<usize>,
+    path: Vec<Hop>,
+    forward_to: &[String],
     now: i64,
 ) {
+    let onward = node
+        .hop_limited
+        .lock()
+        .expect("hop_limited lock")
+        .improved(id, path.len());
+    // Stopped here: every peer the new path reaches. Only asked for it: the
+    // peers that asked (the others got it from here already).
+    let mut peers: Vec<&String> = match &onward {
+        Some(Onward::Only(askers)) => forward_to.iter().filter(|p| askers.contains(p)).collect(),
+        Some(Onward::Every) | None => forward_to.iter().collect(),
+    };
+    // The shorter chain is stored with the first peer's entry: with no asker
+    // among the targets (rare: the asker is on the new path, or still beyond
+    // the limit) one target gets a copy anyway, so that what this node holds
+    // (and answers requests with) is the shorter way.
+    if peers.is_empty()
+        && let Some(first) = forward_to.first()
     {
-        let mut limited = node.hop_limited.lock().expect("hop_limited lock");
-        match at_limit {
-            Some(len) => limited.note(id, len),
-            None => limited.forget(id),
-        }
+        peers.push(first);
     }
     let mut queued = Vec::new();
-    for (k, peer) in peers.iter().enumerate() {
+    for (k, peer) in peers.into_iter().enumerate() {
         // Every peer's entry carries the chain; the stored one is replaced once.
         let item = Requeue {
             message_id: id.to_string(),
             hops: Some(hops.clone()),
-            replaces_stored: k == 0,
+            replaces_stored: (k == 0).then(|| path.clone()),
         };
         match node.store.requeue(peer, vec![item], now).await {
             Ok(0) => {}
@@ -734,7 +789,7 @@ async fn reach_further(
         node.peers.wake(peer);
     }
     if !queued.is_empty() {
-        tracing::info!(message_id = %id, peers = ?queued, "a message held at its hop limit came again over a shorter path: forwarded over it");
+        tracing::info!(message_id = %id, peers = ?queued, "a message stopped here at its hop limit, or asked for over fewer links, came again over a shorter path: sent on over it");
     }
 }
 

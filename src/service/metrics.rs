@@ -149,6 +149,12 @@ pub struct Metrics {
     pub gossip_graft_queued: Counter,
     /// Tree links swapped for a shorter way from an origin (shortcuts).
     pub gossip_shortcuts: Counter,
+    /// Held messages asked for again because a peer holds them over fewer
+    /// links than this node's copy, which the hop limit stopped here
+    /// (`domain::hop_limit`).
+    pub gossip_shorter_asked: Counter,
+    /// Copies sent to peers that asked for one over fewer links.
+    pub gossip_shorter_sent: Counter,
     /// Copies parked for lazy peers dropped because the peer answered that
     /// it holds the message (HAVE): full copies saved.
     pub gossip_lazy_confirmed: Counter,
@@ -243,6 +249,8 @@ impl Metrics {
             gossip_refused: Family::default(),
             gossip_graft_queued: Counter::default(),
             gossip_shortcuts: Counter::default(),
+            gossip_shorter_asked: Counter::default(),
+            gossip_shorter_sent: Counter::default(),
             gossip_lazy_confirmed: Counter::default(),
             accepted: Counter::default(),
             receipts_received: Counter::default(),
@@ -331,6 +339,16 @@ impl Metrics {
             "gossip_shortcuts",
             "Tree links this node swapped for a way at least gossip.shortcut_hops links shorter from an origin (Plumtree optimisation: a PRUNE to the old link, a GRAFT-ORIGIN to the new)",
             m.gossip_shortcuts.clone(),
+        );
+        r.register(
+            "gossip_shorter_asked",
+            "Held messages this node asked a peer for again because the peer announced them over fewer links than this node's copy, which the hop limit had stopped here",
+            m.gossip_shorter_asked.clone(),
+        );
+        r.register(
+            "gossip_shorter_sent",
+            "Copies sent to peers that asked for one over fewer links, to take a message past relays its hop limit stopped (Gossip.want_shorter)",
+            m.gossip_shorter_sent.clone(),
         );
         r.register(
             "gossip_lazy_confirmed",

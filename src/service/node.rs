@@ -97,7 +97,7 @@ pub struct Node {
     pub pacers: PeerPacers,
     /// Messages whose first copy came over a path at their signed hop
     /// limit (`domain::custody::HopLimited`).
-    pub hop_limited: Mutex<crate::domain::custody::HopLimited>,
+    pub hop_limited: Mutex<crate::domain::hop_limit::HopLimited>,
 }
 
 /// The per-peer bound `limits.attachment_bytes_per_sec`: one schedule

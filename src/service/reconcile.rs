@@ -866,6 +866,9 @@ pub enum Why {
     Reconciled,
     /// The peer asked for it (a Plumtree graft, `service::gossip`).
     Grafted,
+    /// The peer asked for a copy over fewer links than its own, which the
+    /// hop limit stopped (`domain::hop_limit`).
+    Shorter,
 }
 
 /// Queues for `peer` those of the held messages `ids` that it is entitled
@@ -910,7 +913,7 @@ async fn entitled_requeues(
             Ok(hops) => out.push(Requeue {
                 message_id: m.message_id,
                 hops,
-                replaces_stored: false,
+                replaces_stored: None,
             }),
             Err(why) => {
                 refused += 1;
@@ -982,6 +985,10 @@ fn eligible(
             decision: match why {
                 Why::Reconciled => format!("sent again by reconciliation: {} lacked it", peer.id),
                 Why::Grafted => format!("sent on request: {} asked for it (graft)", peer.id),
+                Why::Shorter => format!(
+                    "sent on request: {} asked for a copy over fewer links (hop limit)",
+                    peer.id
+                ),
             },
             ..Default::default()
         },

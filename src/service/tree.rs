@@ -283,6 +283,20 @@ impl Tree {
         self.timer.notify_one();
     }
 
+    /// Announces held broadcast `id` to `peers` without parking a copy for
+    /// them: its hop limit keeps it from going to them (`domain::hop_limit`:
+    /// a peer that lacks it grafts, which asks for a shorter way).
+    pub fn announce_only(&self, m: &Metrics, id: &str, peers: &[String]) {
+        if !self.enabled {
+            return;
+        }
+        let mut g = self.lock();
+        let out = g.tree.announce_only(now_ms(), id, peers);
+        dispatch(m, &mut g, out);
+        drop(g);
+        self.timer.notify_one();
+    }
+
     /// This node refused message `id` from a peer: it is not grafted again.
     pub fn refused(&self, id: &str) {
         if !self.enabled {
@@ -300,6 +314,41 @@ impl Tree {
         let mut g = self.lock();
         let out = g.tree.duplicate(from, id, hops);
         dispatch(m, &mut g, out);
+    }
+
+    /// Asks `peers` (those in the tree) for a copy of `id` that crossed at
+    /// most `k` links to reach them (`Gossip.want_shorter`: see
+    /// `domain::hop_limit`). Returns how many were asked.
+    pub fn want_shorter(&self, m: &Metrics, peers: &[String], id: &str, k: usize) -> usize {
+        let (Some(b), Ok(k)) = (id_bytes(id), u32::try_from(k)) else {
+            return 0;
+        };
+        if !self.enabled {
+            return 0;
+        }
+        let g = self.lock();
+        let mut asked = 0;
+        for p in peers {
+            let Some((_, tx)) = g.links.get(p) else {
+                continue;
+            };
+            let f = Frame {
+                want_shorter: vec![b.to_vec()],
+                want_shorter_hops: vec![k],
+                ..Default::default()
+            };
+            if tx.try_send(f).is_ok() {
+                asked += 1;
+                m.gossip_frames_sent
+                    .get_or_create(&KindLabel {
+                        kind: "want_shorter".into(),
+                    })
+                    .inc();
+            } else {
+                refuse(m, "link_queue_full", 1);
+            }
+        }
+        asked
     }
 
     /// Takes `n` ids from `peer` against its rate; returns how many fit.

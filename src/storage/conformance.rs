@@ -1248,7 +1248,7 @@ async fn refusals_are_found_until_they_age(s: Store) {
         vec![Requeue {
             message_id: id(2),
             hops: None,
-            replaces_stored: false,
+            replaces_stored: None,
         }],
         8_000,
     )
@@ -1287,17 +1287,17 @@ async fn requeue_makes_entries_due_now(s: Store) {
                 Requeue {
                     message_id: id(1),
                     hops: Some(vec![1, 2, 3]),
-                    replaces_stored: false,
+                    replaces_stored: None,
                 },
                 Requeue {
                     message_id: id(2),
                     hops: None,
-                    replaces_stored: false,
+                    replaces_stored: None,
                 },
                 Requeue {
                     message_id: id(99),
                     hops: None,
-                    replaces_stored: false,
+                    replaces_stored: None,
                 },
             ],
             NOW,
@@ -1321,7 +1321,7 @@ async fn requeue_makes_entries_due_now(s: Store) {
         vec![Requeue {
             message_id: id(1),
             hops: None,
-            replaces_stored: false,
+            replaces_stored: None,
         }],
         NOW,
     )
@@ -1335,7 +1335,10 @@ async fn requeue_makes_entries_due_now(s: Store) {
         vec![Requeue {
             message_id: id(1),
             hops: Some(vec![4, 5]),
-            replaces_stored: true,
+            replaces_stored: Some(vec![Hop {
+                node: "node-x".into(),
+                at_ms: 7,
+            }]),
         }],
         NOW,
     )
@@ -1343,6 +1346,14 @@ async fn requeue_makes_entries_due_now(s: Store) {
     .unwrap();
     let held = s.get_message(&id(1)).await.unwrap().unwrap();
     assert_eq!(held.hops, Some(vec![4, 5]), "the stored chain is replaced");
+    assert_eq!(
+        held.path,
+        [Hop {
+            node: "node-x".into(),
+            at_ms: 7
+        }],
+        "and its path"
+    );
     let due = s.outbox_due("node-b", 0, NOW, 10).await.unwrap();
     assert_eq!(due[0].hops, vec![4, 5]);
     let d = s.delivery(&id(1)).await.unwrap();
@@ -1369,7 +1380,7 @@ async fn requeue_makes_entries_due_now(s: Store) {
             vec![Requeue {
                 message_id: id(3),
                 hops: None,
-                replaces_stored: false,
+                replaces_stored: None,
             }],
             NOW,
         )

@@ -439,10 +439,11 @@ pub struct Requeue {
     /// before): kept with the peer's outbox entry (`OutboxItem::hops`), the
     /// stored message is not rewritten, unless `replaces_stored`.
     pub hops: Option<Vec<u8>>,
-    /// The chain also replaces the stored message's (a message held at its
-    /// hop limit that came again over a shorter path: the shorter chain is
-    /// the one it is held with from now on).
-    pub replaces_stored: bool,
+    /// With this path (the nodes before this one), the chain also replaces
+    /// the stored message's chain and path (a message held at its hop limit
+    /// that came again over a shorter path: the shorter way is the one it is
+    /// held with from now on).
+    pub replaces_stored: Option<Vec<Hop>>,
 }
 
 /// Result of storing one message.

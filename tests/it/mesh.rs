@@ -197,7 +197,7 @@ async fn a_relay_that_is_down_holds_nothing_back() {
 }
 
 /// The relays on the chain of custody of `id` as node `i` holds it.
-async fn relays_at(fed: &Fed, i: usize, id: &str) -> Vec<String> {
+pub async fn relays_at(fed: &Fed, i: usize, id: &str) -> Vec<String> {
     let m = fed
         .operator(i)
         .await

@@ -1434,10 +1434,12 @@ pub async fn requeue(
             continue;
         };
         let cursor: i64 = row.get(0);
-        if let Some(h) = it.hops.as_ref().filter(|_| it.replaces_stored) {
+        if let (Some(h), Some(path)) = (&it.hops, &it.replaces_stored) {
+            let path = serde_json::to_string(path)
+                .map_err(|x| StoreError::Invalid(format!("storage: cannot encode a path: {x}")))?;
             c.execute(
-                "UPDATE messages SET hops = $1 WHERE cursor = $2",
-                &[h, &cursor],
+                "UPDATE messages SET hops = $1, path = $2 WHERE cursor = $3",
+                &[h, &path, &cursor],
             )
             .await
             .map_err(e("cannot record the chain of custody"))?;

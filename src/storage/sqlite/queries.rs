@@ -1035,7 +1035,8 @@ pub fn requeue(
     )?;
     // The new chain goes with this peer's entry (the message row is not
     // rewritten, unless the chain replaces the stored one).
-    let mut stored = c.prepare_cached("UPDATE messages SET hops = ?1 WHERE cursor = ?2")?;
+    let mut stored =
+        c.prepare_cached("UPDATE messages SET hops = ?1, path = ?2 WHERE cursor = ?3")?;
     let mut ob = c.prepare_cached(
         "INSERT INTO outbox (peer, cursor, enqueued_ms, not_before_ms, hops) VALUES (?1, ?2, ?3, ?3, ?4)
          ON CONFLICT (peer, cursor) DO UPDATE SET not_before_ms = excluded.not_before_ms,
@@ -1056,8 +1057,10 @@ pub fn requeue(
         else {
             continue;
         };
-        if let Some(h) = it.hops.as_ref().filter(|_| it.replaces_stored) {
-            stored.execute(params![h, cursor])?;
+        if let (Some(h), Some(path)) = (&it.hops, &it.replaces_stored) {
+            let path = serde_json::to_string(path)
+                .map_err(|e| StoreError::Invalid(format!("storage: cannot encode a path: {e}")))?;
+            stored.execute(params![h, path, cursor])?;
         }
         ob.execute(params![peer, cursor, now, it.hops])?;
         dl.execute(params![
