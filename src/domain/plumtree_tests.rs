@@ -2,7 +2,10 @@
 //! network (seeded random connected topologies, random latencies, frames
 //! delayed as by retries, nodes crashing and links failing for good) where
 //! every live node connected to a holder gets every message exactly once,
-//! and a calm network settles on a tree (one full copy per node).
+//! and a calm network settles on a tree (one full copy per node); then the
+//! same network under tight hop limits, with the node's glue around the
+//! machine (`domain::hop_limit`): every node within the limit of an origin
+//! gets its messages exactly once, nobody beyond it.
 use super::*;
 use crate::domain::hop_limit::{Onward, Want};
 use rand::seq::{IndexedRandom, SliceRandom};

@@ -9,7 +9,11 @@
 //! with announcements (one per id, bounded, or ignored) and GRAFT-ORIGIN
 //! (valid node ids, counted against the peer's rate) only move links
 //! between eager and lazy: they never make this node send anything a
-//! graft or policy would not.
+//! graft or policy would not. Requests for a shorter copy (`want_shorter`,
+//! `domain::hop_limit`; a graft for a message stopped here at its hop limit
+//! counts as one) are bounded like grafts, only for broadcasts held here,
+//! answered within the same policy, and sent on to this node's peers at most
+//! once per message and bound.
 use crate::domain::admission::entitled;
 use crate::domain::hop_limit::Want;
 use crate::domain::plumtree::{Action, Event};

@@ -18,11 +18,14 @@
 //! stored or recorded, and the peer keeps the envelope and retries it.
 //!
 //! A message whose first copy came over a path at its signed hop limit is
-//! forwarded to nobody (the next hop would pass the limit). Under load a
-//! flood's first arrival can take a long detour, so a later copy over a
-//! shorter path is not dropped as a duplicate: it is verified and admitted
-//! like a new one, and the held message is queued, with the shorter chain,
-//! for the peers that path reaches ([`HopLimited`](crate::domain::hop_limit::HopLimited); the sender is answered
+//! forwarded to nobody (the next hop would pass the limit); a broadcast is
+//! announced to the peers the limit keeps it from, and a peer's graft for it
+//! asks this node's peers for a shorter copy (`service::gossip`). A later
+//! copy over a shorter path of a message remembered so ([`HopLimited`](crate::domain::hop_limit::HopLimited):
+//! stopped here, or asked for by a peer) is not dropped as a duplicate: it is
+//! verified and admitted like a new one, its chain and path replace the
+//! stored ones, and it is queued for the peers that path reaches (all of
+//! them where it was stopped, the askers elsewhere; the sender is answered
 //! DUPLICATE, no receipt is owed twice). Without this, the nodes behind such
 //! a relay never got the message, and reconciliation (which applies the same
 //! limit to the stored path) never healed it.

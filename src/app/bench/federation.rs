@@ -25,7 +25,9 @@
 //!   (`certfed_announce_bytes_total`; 0 where the node has none);
 //!   `gossip_frames_per_delivery`: Plumtree control frames (announcements,
 //!   grafts, prunes; not envelopes) and `grafted_per_delivery`: messages
-//!   queued because a peer asked for them;
+//!   queued because a peer asked for them; `shorter_copies_sent`: copies
+//!   sent to peers that asked for one over fewer links (`domain::hop_limit`:
+//!   a relay stopped at the hop limit by a long tree path);
 //! - where a delivery's time goes, from the signed custody times of each
 //!   first arrival (one clock: the nodes share this machine):
 //!   `links_crossed_mean` / `_p99` (the depth of the path it came by),
@@ -107,6 +109,7 @@ struct Counters {
     receipt_frames: f64,
     gossip_frames: f64,
     grafted: f64,
+    shorter: f64,
 }
 
 impl std::ops::Sub for Counters {
@@ -120,6 +123,7 @@ impl std::ops::Sub for Counters {
             receipt_frames: self.receipt_frames - o.receipt_frames,
             gossip_frames: self.gossip_frames - o.gossip_frames,
             grafted: self.grafted - o.grafted,
+            shorter: self.shorter - o.shorter,
         }
     }
 }
@@ -135,6 +139,7 @@ impl std::ops::Add for Counters {
             receipt_frames: self.receipt_frames + o.receipt_frames,
             gossip_frames: self.gossip_frames + o.gossip_frames,
             grafted: self.grafted + o.grafted,
+            shorter: self.shorter + o.shorter,
         }
     }
 }
@@ -240,6 +245,7 @@ async fn scrape(port: u16) -> anyhow::Result<Counters> {
         receipt_frames: value("certfed_frames_sent_total{kind=\"receipts\"}"),
         gossip_frames: value("certfed_gossip_frames_sent_total"),
         grafted: value("certfed_gossip_graft_queued_total"),
+        shorter: value("certfed_gossip_shorter_sent_total"),
     })
 }
 
@@ -433,7 +439,7 @@ pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
     let started_nodes = Instant::now();
 
     // Warm-up: one broadcast from node 0 over every link (from every node
-    // with `warm_trees`), until all hold them.
+    // with `warm_trees`), until all within the hop limit hold them.
     let warm_origins = if plan.warm_trees { n } else { 1 };
     let mut warm_ids = Vec::with_capacity(warm_origins);
     for o in 0..warm_origins {
@@ -456,7 +462,11 @@ pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     for (i, name) in names.iter().enumerate() {
         let mut op = fed.operator(i).await;
-        for warm in &warm_ids {
+        // (Warm-up broadcast `o` is from node `o`: owed within the hop limit.)
+        for (o, warm) in warm_ids.iter().enumerate() {
+            if dist[o][i] > hop_limit as usize {
+                continue;
+            }
             while op
                 .get_message(GetMessageRequest {
                     message_id: warm.clone(),
@@ -929,6 +939,7 @@ pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
         "announce_bytes_per_delivery": round(used.announce_bytes / d, 1),
         "gossip_frames_per_delivery": round(used.gossip_frames / d, 3),
         "grafted_per_delivery": round(used.grafted / d, 3),
+        "shorter_copies_sent": used.shorter,
         "plumtree": !plan.flood,
         "warm_trees": plan.warm_trees,
         "cpu_ms_per_delivery": round(cpu_seconds * 1000.0 / d, 2),
