@@ -818,8 +818,11 @@ pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
                     ),
                 },
             };
-            eprintln!("  peer {} of {}: {what}", names[p], names[v]);
+            // And what the peer says of its link to the node.
+            let link = clients_link(&fed, p, &names[v]).await;
+            eprintln!("  peer {} of {}: {what}; {link}", names[p], names[v]);
         }
+        eprintln!("  the end of {}'s log:\n{}", names[v], procs[v].log_tail());
     }
     stop.store(true, Ordering::Relaxed);
     for mut p in procs {
@@ -1007,6 +1010,28 @@ pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// What node `p` says of its link to `peer`: state, outbox depth, last error.
+async fn clients_link(fed: &Fed, p: usize, peer: &str) -> String {
+    let mut op = fed.operator(p).await;
+    let view = op
+        .list_peers(ListPeersRequest {
+            page_size: 0,
+            page_token: String::new(),
+        })
+        .await
+        .ok()
+        .and_then(|r| r.into_inner().peers.into_iter().find(|v| v.peer_id == peer));
+    match view {
+        Some(v) => format!(
+            "link {:?}, outbox {}, last error {}",
+            crate::proto::v1::LinkState::try_from(v.state).unwrap_or_default(),
+            v.outbox_depth,
+            crate::domain::text::quote(&v.last_error)
+        ),
+        None => "no link".into(),
+    }
 }
 
 /// For a warm-up broadcast that did not reach node `i`: whether each of
