@@ -30,8 +30,9 @@
 //!   a held message remembered here that comes again over fewer links than
 //!   it is held with is taken (its shorter chain replaces the stored one)
 //!   and sent on: to every peer policy allows when it had been stopped at
-//!   the limit here, otherwise only to the peers that asked for it (the
-//!   others got it from this node already). It stays remembered with the
+//!   the limit here (then it is no longer stopped), otherwise only to the
+//!   peers that asked for it (the others got it from this node already).
+//!   It stays remembered with the
 //!   new length: a copy shorter still (the answer to this node's own
 //!   request, after another way's copy that was shorter but not short
 //!   enough) goes on too. So each node sends a message on at most `len`
@@ -174,7 +175,10 @@ impl HopLimited {
     pub fn improved(&mut self, id: &str, len: usize) -> Option<Onward> {
         let e = self.held.get_mut(id).filter(|e| len < e.len)?;
         e.len = len;
-        Some(if e.stopped {
+        // Once sent on everywhere it is no longer stopped here: a graft for
+        // it is answered as usual, a copy shorter still goes to askers.
+        let every = std::mem::take(&mut e.stopped);
+        Some(if every {
             Onward::Every
         } else {
             Onward::Only(e.askers.clone())
@@ -217,7 +221,12 @@ mod tests {
         assert_eq!(h.improved("m", 8), None, "not shorter");
         assert_eq!(h.improved("m", 7), Some(Onward::Every));
         assert!(!h.shorter("m", 7), "remembered with the new length");
-        assert_eq!(h.improved("m", 5), Some(Onward::Every), "shorter still");
+        assert_eq!(h.stopped_len("m"), None, "sent on: no longer stopped");
+        assert_eq!(
+            h.improved("m", 5),
+            Some(Onward::Only(vec!["x".into(), "y".into()])),
+            "shorter still: to the askers"
+        );
         assert_eq!(h.improved("x", 1), None, "not remembered");
         h.stopped("n", 1);
         assert_eq!(
