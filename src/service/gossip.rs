@@ -280,23 +280,8 @@ pub async fn received(node: &Node, peer: &str, f: Frame) {
                 },
             );
         }
-        // Within the reconciliation window (at least a day): older history
-        // is reconciliation's.
-        let days = i64::from(node.cfg.reconcile.window_days.max(1));
-        let since = now - days * 86_400_000;
-        match queue_entitled(node, peer, since, &graft, Why::Grafted).await {
-            Ok((queued, refused)) => {
-                if refused > 0 {
-                    refuse(&node.metrics, "not_entitled", refused);
-                }
-                if queued > 0 {
-                    node.metrics.gossip_graft_queued.inc_by(queued);
-                    node.reconcile.requeued(peer).notify_one();
-                    node.peers.wake(peer);
-                }
-            }
-            Err(e) => node.metrics.storage_error(&e),
-        }
+        let queued = send_asked(node, peer, &graft, Why::Grafted, now).await;
+        node.metrics.gossip_graft_queued.inc_by(queued);
     }
 }
 
@@ -305,8 +290,13 @@ pub async fn received(node: &Node, peer: &str, f: Frame) {
 /// (within the forwarding policy, like a graft's answer); for the others it
 /// is remembered and this node's other peers are asked for one link fewer.
 async fn wanted(node: &Node, peer: &str, want: Vec<(String, u32)>, now: i64) {
-    let ids: Vec<String> = want.iter().map(|(i, _)| i.clone()).collect();
-    let held = match node.store.get_messages(ids).await {
+    // (One bound per id: a frame repeating an id keeps its last.)
+    let want: std::collections::HashMap<String, u32> = want.into_iter().collect();
+    let held = match node
+        .store
+        .get_messages(want.keys().cloned().collect())
+        .await
+    {
         Ok(h) => h,
         Err(e) => {
             node.metrics.storage_error(&e);
@@ -319,11 +309,7 @@ async fn wanted(node: &Node, peer: &str, want: Vec<(String, u32)>, now: i64) {
         let Ok(h) = EnvelopeHeader::decode(m.header.as_slice()) else {
             continue;
         };
-        let Some(k) = want
-            .iter()
-            .find(|(i, _)| *i == m.message_id)
-            .map(|(_, k)| *k as usize)
-        else {
+        let Some(k) = want.get(&m.message_id).map(|k| *k as usize) else {
             continue;
         };
         if !tree_routed(&h) {
@@ -343,23 +329,36 @@ async fn wanted(node: &Node, peer: &str, want: Vec<(String, u32)>, now: i64) {
         }
     }
     if !send.is_empty() {
-        let days = i64::from(node.cfg.reconcile.window_days.max(1));
-        match queue_entitled(node, peer, now - days * 86_400_000, &send, Why::Shorter).await {
-            Ok((queued, refused)) => {
-                if refused > 0 {
-                    refuse(&node.metrics, "not_entitled", refused);
-                }
-                if queued > 0 {
-                    node.metrics.gossip_shorter_sent.inc_by(queued);
-                    node.reconcile.requeued(peer).notify_one();
-                    node.peers.wake(peer);
-                }
-            }
-            Err(e) => node.metrics.storage_error(&e),
-        }
+        let queued = send_asked(node, peer, &send, Why::Shorter, now).await;
+        node.metrics.gossip_shorter_sent.inc_by(queued);
     }
     for (m, k) in ask {
         ask_shorter(node, &m, k, peer);
+    }
+}
+
+/// Queues for `peer` the held messages `ids` it asked for (a graft, or a
+/// request for a shorter copy) that policy lets go to it, within the
+/// reconciliation window (at least a day: older history is
+/// reconciliation's), and wakes its link; the rest is counted refused.
+/// Returns how many were queued.
+async fn send_asked(node: &Node, peer: &str, ids: &[String], why: Why, now: i64) -> u64 {
+    let days = i64::from(node.cfg.reconcile.window_days.max(1));
+    match queue_entitled(node, peer, now - days * 86_400_000, ids, why).await {
+        Ok((queued, refused)) => {
+            if refused > 0 {
+                refuse(&node.metrics, "not_entitled", refused);
+            }
+            if queued > 0 {
+                node.reconcile.requeued(peer).notify_one();
+                node.peers.wake(peer);
+            }
+            queued
+        }
+        Err(e) => {
+            node.metrics.storage_error(&e);
+            0
+        }
     }
 }
 

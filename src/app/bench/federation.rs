@@ -1012,18 +1012,26 @@ pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What node `p` says of its link to `peer`: state, outbox depth, last error.
-async fn clients_link(fed: &Fed, p: usize, peer: &str) -> String {
-    let mut op = fed.operator(p).await;
-    let view = op
+/// What node `p` says of its link to `peer` (`None`: no such link, or no
+/// answer).
+async fn link_view(fed: &Fed, p: usize, peer: &str) -> Option<crate::proto::v1::PeerView> {
+    fed.operator(p)
+        .await
         .list_peers(ListPeersRequest {
             page_size: 0,
             page_token: String::new(),
         })
         .await
-        .ok()
-        .and_then(|r| r.into_inner().peers.into_iter().find(|v| v.peer_id == peer));
-    match view {
+        .ok()?
+        .into_inner()
+        .peers
+        .into_iter()
+        .find(|v| v.peer_id == peer)
+}
+
+/// What node `p` says of its link to `peer`: state, outbox depth, last error.
+async fn clients_link(fed: &Fed, p: usize, peer: &str) -> String {
+    match link_view(fed, p, peer).await {
         Some(v) => format!(
             "link {:?}, outbox {}, last error {}",
             crate::proto::v1::LinkState::try_from(v.state).unwrap_or_default(),
@@ -1042,26 +1050,15 @@ async fn warm_diagnosis(fed: &Fed, names: &[String], i: usize, id: &str) -> Stri
         let Some(j) = names.iter().position(|n| n == peer) else {
             continue;
         };
-        let mut op = fed.operator(j).await;
-        let held = op
+        let held = fed
+            .operator(j)
+            .await
             .get_message(GetMessageRequest {
                 message_id: id.to_string(),
             })
             .await
             .is_ok();
-        let link = op
-            .list_peers(ListPeersRequest {
-                page_size: 0,
-                page_token: String::new(),
-            })
-            .await
-            .ok()
-            .and_then(|r| {
-                r.into_inner()
-                    .peers
-                    .into_iter()
-                    .find(|p| p.peer_id == names[i])
-            });
+        let link = link_view(fed, j, &names[i]).await;
         out.push_str(&format!("  {peer}: holds it: {held}; its link: {link:?}\n"));
     }
     out
