@@ -63,12 +63,15 @@ const DEFER_MIN: Duration = Duration::from_secs(1);
 const DEFER_MAX: Duration = Duration::from_secs(300);
 /// Time the peer has to answer Hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-/// Lean receipts: how long a page of nothing but receipts waits for more
-/// (they then go as one bundled frame), and a bundle's limits. Receipts are
-/// status, not alerts: a quarter second per hop merges the receipts of a
-/// whole subtree and of several messages into one frame (37-node
-/// benchmark: 1.75 receipt frames per delivery at 25 ms, 1.04 at 250 ms).
+/// Lean receipts: receipts read from a link's outbox wait RECEIPT_GATHER
+/// for more, and a link sends at most one bundle of them per
+/// RECEIPT_INTERVAL (a full bundle goes at once); then they go as one
+/// bundled frame. Messages never wait for them. Receipts are status, not
+/// alerts: an idle link passes one on within a quarter second, a busy one
+/// merges a second's receipts of a whole subtree and of many messages into
+/// one frame.
 const RECEIPT_GATHER: Duration = Duration::from_millis(250);
+const RECEIPT_INTERVAL: Duration = Duration::from_secs(1);
 const BUNDLE_MAX_FRAMES: usize = 256;
 const BUNDLE_MAX_BYTES: usize = 256 * 1024;
 
@@ -76,6 +79,46 @@ const BUNDLE_MAX_BYTES: usize = 256 * 1024;
 fn is_receipt(it: &OutboxItem) -> bool {
     EnvelopeHeader::decode(it.header.as_slice())
         .is_ok_and(|h| h.kind == crate::proto::v1::MessageKind::Receipt as i32)
+}
+
+/// Receipts read from the outbox and not sent yet (lean receipts).
+#[derive(Default)]
+struct Held {
+    frames: Vec<PushFrame>,
+    bytes: usize,
+    /// When the first of them was read.
+    since: Option<Instant>,
+    /// When the last bundle went.
+    last: Option<Instant>,
+}
+
+impl Held {
+    /// Holds `frame`; returns a full bundle to send first when it would not
+    /// fit (at most BUNDLE_MAX_FRAMES frames, BUNDLE_MAX_BYTES bytes).
+    fn add(&mut self, frame: PushFrame) -> Option<Vec<PushFrame>> {
+        let size = frame.encoded_len();
+        let full = (self.bytes + size > BUNDLE_MAX_BYTES || self.frames.len() == BUNDLE_MAX_FRAMES)
+            .then(|| self.take());
+        self.since.get_or_insert_with(Instant::now);
+        self.bytes += size;
+        self.frames.push(frame);
+        full
+    }
+
+    /// When what is held goes: RECEIPT_GATHER after the first of it was
+    /// read, and not sooner than RECEIPT_INTERVAL after the last bundle.
+    fn due(&self) -> Option<Instant> {
+        let since = self.since? + RECEIPT_GATHER;
+        Some(self.last.map_or(since, |l| since.max(l + RECEIPT_INTERVAL)))
+    }
+
+    /// Everything held, as one bundle; nothing is held afterwards.
+    fn take(&mut self) -> Vec<PushFrame> {
+        self.bytes = 0;
+        self.since = None;
+        self.last = Some(Instant::now());
+        std::mem::take(&mut self.frames)
+    }
 }
 
 /// Sends one frame (a carrier of `bundled` ones when there are several).
@@ -444,6 +487,10 @@ async fn session(
     // Last time the peer answered while something was in flight.
     let mut progress = Instant::now();
     let session_start = now_ms();
+    // Lean receipts: receipts read from the outbox wait here, at most
+    // RECEIPT_GATHER after the first of them, and then go as one bundled
+    // frame; a message never waits for them.
+    let mut held = Held::default();
     loop {
         if in_flight.len() < WINDOW && (!drained || sweep.is_some()) {
             let want = (WINDOW - in_flight.len()).min(PAGE);
@@ -452,22 +499,7 @@ async fn session(
                 Some(after) => (node.store.outbox_due(peer, after, now, want).await, true),
                 None => (node.store.outbox(peer, sent_up_to, now, want).await, false),
             };
-            let mut items = items.map_err(|e| store_failed(node, e))?;
-            // Lean receipts: a short page of nothing but receipts waits a
-            // moment for more, so that they go as one frame.
-            if bundles
-                && !sweeping
-                && !items.is_empty()
-                && items.len() < want
-                && items.iter().all(is_receipt)
-            {
-                tokio::time::sleep(RECEIPT_GATHER).await;
-                items = node
-                    .store
-                    .outbox(peer, sent_up_to, now_ms(), want)
-                    .await
-                    .map_err(|e| store_failed(node, e))?;
-            }
+            let items = items.map_err(|e| store_failed(node, e))?;
             let full_page = items.len() == want;
             if sweeping {
                 sweep = items.last().map(|i| i.cursor).filter(|_| full_page);
@@ -488,7 +520,6 @@ async fn session(
                 progress = Instant::now();
             }
             let mut too_large = Vec::new();
-            let (mut bundle, mut bundle_bytes) = (Vec::new(), 0usize);
             for it in items {
                 if in_flight.contains_key(&it.cursor) {
                     continue;
@@ -514,17 +545,14 @@ async fn session(
                     send_frame(node, &tx, peer, vec![frame], kind, ack_timeout).await?;
                     continue;
                 }
-                let size = frame.encoded_len();
-                if bundle_bytes + size > BUNDLE_MAX_BYTES || bundle.len() == BUNDLE_MAX_FRAMES {
-                    let full = std::mem::take(&mut bundle);
+                if let Some(full) = held.add(frame) {
                     send_frame(node, &tx, peer, full, "receipts", ack_timeout).await?;
-                    bundle_bytes = 0;
                 }
-                bundle_bytes += size;
-                bundle.push(frame);
             }
-            if !bundle.is_empty() {
-                send_frame(node, &tx, peer, bundle, "receipts", ack_timeout).await?;
+            // Nothing more can be read until acknowledgements come: the
+            // held receipts go now rather than at their deadline.
+            if in_flight.len() >= WINDOW && !held.frames.is_empty() {
+                send_frame(node, &tx, peer, held.take(), "receipts", ack_timeout).await?;
             }
             if !too_large.is_empty() {
                 refuse_too_large(node, peer, too_large).await?;
@@ -536,7 +564,11 @@ async fn session(
         let due_in =
             next_due.map(|t| Duration::from_millis(u64::try_from(t - now_ms()).unwrap_or(0)));
         let stalled = progress + ack_timeout;
+        let gathered = held.due();
         tokio::select! {
+            _ = tokio::time::sleep_until(gathered.unwrap_or(stalled)), if gathered.is_some() => {
+                send_frame(node, &tx, peer, held.take(), "receipts", ack_timeout).await?;
+            }
             batch = acks.next() => {
                 let Some(batch) = batch else {
                     return Err(LinkError::generic("stream closed by peer"));
