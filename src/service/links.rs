@@ -75,12 +75,6 @@ const RECEIPT_INTERVAL: Duration = Duration::from_secs(1);
 const BUNDLE_MAX_FRAMES: usize = 256;
 const BUNDLE_MAX_BYTES: usize = 256 * 1024;
 
-/// Whether an outbox entry is a receipt (read from its header).
-fn is_receipt(it: &OutboxItem) -> bool {
-    EnvelopeHeader::decode(it.header.as_slice())
-        .is_ok_and(|h| h.kind == crate::proto::v1::MessageKind::Receipt as i32)
-}
-
 /// Receipts read from the outbox and not sent yet (lean receipts).
 #[derive(Default)]
 struct Held {
@@ -526,9 +520,12 @@ async fn session(
                 }
                 let (cursor, enqueued, deferrals) = (it.cursor, it.enqueued_ms, it.deferrals);
                 let roster = roster_version_of(&it.header, &it.payload);
-                let receipt = is_receipt(&it);
-                let exercise =
-                    EnvelopeHeader::decode(it.header.as_slice()).is_ok_and(|h| h.exercise);
+                let header = EnvelopeHeader::decode(it.header.as_slice()).ok();
+                let receipt = header
+                    .as_ref()
+                    .is_some_and(|h| h.kind == crate::proto::v1::MessageKind::Receipt as i32);
+                let exercise = header.as_ref().is_some_and(|h| h.exercise);
+                let named = header.as_ref().is_some_and(|h| !h.recipients.is_empty());
                 // Sent again, or after a deferral or a parked wait: a
                 // duplicate of it must not prune the peer's tree link.
                 let resent = sweeping || enqueued < session_start;
@@ -541,7 +538,11 @@ async fn session(
                 }
                 in_flight.insert(cursor, (enqueued, deferrals, roster, exercise));
                 if !(bundles && receipt) {
-                    let kind = if receipt { "receipts" } else { "message" };
+                    let kind = match (receipt, named) {
+                        (true, _) => "receipts",
+                        (false, true) => "named",
+                        (false, false) => "message",
+                    };
                     send_frame(node, &tx, peer, vec![frame], kind, ack_timeout).await?;
                     continue;
                 }

@@ -312,7 +312,7 @@ impl Metrics {
         );
         r.register(
             "frames_sent",
-            "Push frames sent to peers, by kind (message; receipts: one receipt or a bundle of them)",
+            "Push frames sent to peers, by kind (message: to everyone; named: to named recipients, ciphertext at relays; receipts: one receipt or a bundle of them)",
             m.frames_sent.clone(),
         );
         r.register(

@@ -17,9 +17,14 @@
 //! - `all_eligible_p50_ms` / `_p99_ms`: per alert, until the last eligible
 //!   node (every node for a broadcast, the named recipients for AMBER) has it;
 //! - `per_delivery_p99_ms`: per (alert, eligible node other than the origin);
-//! - `envelopes_per_delivery`: envelopes received over all links (messages
-//!   and receipts, `certfed_messages_received_total` summed over the nodes)
-//!   per delivery; `receipts_per_delivery`: receipts stored anywhere
+//! - `envelopes_per_delivery`: Push frames sent over all links (messages
+//!   and receipts; a bundle of receipts counts once:
+//!   `certfed_frames_sent_total` summed over the nodes; a build without it
+//!   counts envelopes received, `envelopes_counted_by` says which) per
+//!   delivery, of which `receipts_per_delivery` are receipt frames and
+//!   `named_per_delivery` frames of messages to named recipients (the AMBER
+//!   alerts: restricted flooding, ciphertext to relays);
+//!   `receipts_stored_per_delivery`: receipts stored anywhere
 //!   (`certfed_receipts_received_total`, at relays and origins) per delivery;
 //!   `announce_bytes_per_delivery`: bytes of "I have" announcements sent
 //!   (`certfed_announce_bytes_total`; 0 where the node has none);
@@ -107,6 +112,7 @@ struct Counters {
     announce_bytes: f64,
     frames: f64,
     receipt_frames: f64,
+    named_frames: f64,
     gossip_frames: f64,
     grafted: f64,
     shorter: f64,
@@ -121,6 +127,7 @@ impl std::ops::Sub for Counters {
             announce_bytes: self.announce_bytes - o.announce_bytes,
             frames: self.frames - o.frames,
             receipt_frames: self.receipt_frames - o.receipt_frames,
+            named_frames: self.named_frames - o.named_frames,
             gossip_frames: self.gossip_frames - o.gossip_frames,
             grafted: self.grafted - o.grafted,
             shorter: self.shorter - o.shorter,
@@ -137,6 +144,7 @@ impl std::ops::Add for Counters {
             announce_bytes: self.announce_bytes + o.announce_bytes,
             frames: self.frames + o.frames,
             receipt_frames: self.receipt_frames + o.receipt_frames,
+            named_frames: self.named_frames + o.named_frames,
             gossip_frames: self.gossip_frames + o.gossip_frames,
             grafted: self.grafted + o.grafted,
             shorter: self.shorter + o.shorter,
@@ -243,6 +251,7 @@ async fn scrape(port: u16) -> anyhow::Result<Counters> {
         announce_bytes: value("certfed_announce_bytes_total"),
         frames: value("certfed_frames_sent_total"),
         receipt_frames: value("certfed_frames_sent_total{kind=\"receipts\"}"),
+        named_frames: value("certfed_frames_sent_total{kind=\"named\"}"),
         gossip_frames: value("certfed_gossip_frames_sent_total"),
         grafted: value("certfed_gossip_graft_queued_total"),
         shorter: value("certfed_gossip_shorter_sent_total"),
@@ -937,6 +946,7 @@ pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
         "per_delivery_p99_ms": round(pct(&per, 0.99), 1),
         "envelopes_per_delivery": round(envelopes / d, 3),
         "receipts_per_delivery": round(receipt_envelopes / d, 3),
+        "named_per_delivery": round(used.named_frames / d, 3),
         "envelopes_counted_by": counted_by,
         "receipts_stored_per_delivery": round(used.receipts / d, 3),
         "announce_bytes_per_delivery": round(used.announce_bytes / d, 1),
