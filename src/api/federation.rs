@@ -326,6 +326,7 @@ async fn read_frames(
                     bundled,
                     gossip: _,
                     resent,
+                    toward,
                 } = f;
                 let malformed = match (&envelope, nested && !bundled.is_empty()) {
                     (_, true) => Some("malformed frame: a bundled frame carries no frames"),
@@ -342,6 +343,7 @@ async fn read_frames(
                             returning,
                             resent,
                             shorter: false,
+                            toward,
                         });
                     }
                     (why, _) => batch.early.push(Some(PushAck {

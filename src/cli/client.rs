@@ -667,6 +667,7 @@ fn delivery_state(s: i32) -> &'static str {
         Ok(DeliveryState::Relayed) => "relayed",
         Ok(DeliveryState::Acknowledged) => "acknowledged",
         Ok(DeliveryState::Deferred) => "deferred",
+        Ok(DeliveryState::NotNeeded) => "not needed",
         _ => "unknown",
     }
 }

@@ -21,4 +21,5 @@ pub mod plumtree;
 pub mod policy;
 pub mod reconcile;
 pub mod roster;
+pub mod routes;
 pub mod text;

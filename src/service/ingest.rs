@@ -35,12 +35,14 @@ use crate::domain::admission::{
 use crate::domain::envelope::{Draft, Rejection, Verified, verify_batch};
 use crate::domain::hop_limit::Onward;
 use crate::domain::plumtree::split;
+use crate::domain::routes::Plan;
+use crate::proto::v1::DeliveryState;
 use crate::proto::v1::{EnvelopeHeader, MessageKind, Receipt, SignedEnvelope, SignedHop, Tlp};
 use crate::service::node::Node;
 use crate::service::{ErrorKind, ServiceError, now_ms};
 use crate::storage::{
-    Durability, Hop, NewMessage, Pending, ReceiptRows, RejectionRow, Requeue, StoreError, Stored,
-    SyncEntry,
+    Durability, Hop, NewMessage, Outcome, Pending, ReceiptRows, RejectionRow, Requeue, StoreError,
+    Stored, SyncEntry,
 };
 use prost::Message;
 use std::collections::{BTreeSet, HashMap};
@@ -137,6 +139,9 @@ pub struct Custody {
     /// because its first copy came at the hop limit, and this copy's path
     /// is shorter ([`HopLimited`](crate::domain::hop_limit::HopLimited)).
     pub shorter: bool,
+    /// The recipients the peer sends it toward over this link
+    /// (`PushFrame.toward`; empty: every recipient).
+    pub toward: Vec<String>,
 }
 
 /// Verifies, admits and stores a batch of envelopes from `from_peer` (or from
@@ -171,6 +176,8 @@ pub struct Prepared {
     /// Per row: whether it is at its hop limit, or a shorter path for a
     /// held message that was ([`HopLimited`](crate::domain::hop_limit::HopLimited)).
     reach: Vec<Reach>,
+    /// Per row: its part in routing messages to named recipients.
+    named: Vec<Named>,
     /// Why the batch could not be prepared (shown by `finish`).
     failed: Option<StoreError>,
 }
@@ -193,6 +200,7 @@ impl Prepared {
             rejections: Vec::new(),
             tree: Vec::new(),
             reach: Vec::new(),
+            named: Vec::new(),
             failed: Some(e),
         }
     }
@@ -258,6 +266,45 @@ enum Reach {
         path: Vec<Hop>,
         forward_to: Vec<String>,
     },
+}
+
+/// How long the copies of a message to named recipients held back for the
+/// peers off its route wait for the recipients' receipts before they go
+/// after all (`domain::routes`). Receipts come back within a few seconds
+/// (250 ms at the recipient, at most a second per link); a way that failed
+/// costs this much delay before the message floods around it.
+const ROUTE_HOLD_MS: i64 = 30_000;
+/// Only a message this young is routed: a copy that went after a hold (or
+/// after waiting in an outbox) floods from every node it reaches, so a
+/// failed way costs one hold, not one per hop.
+const ROUTE_FRESH_MS: i64 = ROUTE_HOLD_MS / 2;
+
+/// The recipients to route toward: those of `recipients` the sender named in
+/// its hint (`PushFrame.toward`), or all of them without a usable one.
+fn along(recipients: &[String], hint: &[String]) -> Vec<String> {
+    if hint.is_empty() || hint.len() > recipients.len() {
+        return recipients.to_vec();
+    }
+    recipients
+        .iter()
+        .filter(|r| hint.contains(r))
+        .cloned()
+        .collect()
+}
+
+/// A row's part in routing messages to named recipients (`domain::routes`).
+#[derive(Debug, Default)]
+enum Named {
+    #[default]
+    Nothing,
+    /// Routed toward these recipients; copies parked for these peers.
+    Routed {
+        id: String,
+        toward: Vec<String>,
+        parked: Vec<String>,
+    },
+    /// A receipt from `recipient` for these message ids.
+    Receipt { recipient: String, ids: Vec<String> },
 }
 
 /// Most envelopes of one batch whose signatures are checked on the async
@@ -333,6 +380,7 @@ async fn try_prepare(
     let mut rejections = Vec::new();
     let mut tree = Vec::with_capacity(n);
     let mut reach = Vec::with_capacity(n);
+    let mut named = Vec::with_capacity(n);
     // Plumtree: targets on links lazy for the message's origin get an
     // announcement now and a parked copy (sent in full unless they answer
     // that they hold it).
@@ -343,8 +391,17 @@ async fn try_prepare(
             .as_ref()
             .ok()
             .and_then(|v| routes.remove(&v.header.message_id));
-        let custody = chains.next().unwrap_or_default();
+        let mut custody = chains.next().unwrap_or_default();
+        let hint = std::mem::take(&mut custody.toward);
         let chain_checked = checked.next().flatten();
+        // A receipt's recipient and the ids it confirms (a receipt is never
+        // sealed): it may let this node drop copies it held back.
+        let receipt_of = verdict.as_ref().ok().and_then(|v| {
+            (v.header.kind == MessageKind::Receipt as i32 && !v.header.encrypted)
+                .then(|| Receipt::decode(envelope.payload.as_slice()).ok())
+                .flatten()
+                .map(|r| (v.header.origin.clone(), r.message_ids))
+        });
         let prunable = !(custody.returning || custody.resent || custody.shorter);
         let shorter = custody.shorter;
         let custody_len = u32::try_from(custody.hops.len()).unwrap_or(u32::MAX);
@@ -388,6 +445,7 @@ async fn try_prepare(
                         forward_to: std::mem::take(&mut row.forward_to),
                     });
                     tree.push((None, Vec::new(), false));
+                    named.push(Named::Nothing);
                     rows.push(to_row(*row));
                     slots.push(i);
                     continue;
@@ -439,11 +497,77 @@ async fn try_prepare(
                     0
                 };
                 let id = routed.then(|| (row.message_id.clone(), row.origin.clone(), way));
+                // Its first copy shows a way back to its origin.
+                if let Some(p) = from_peer.filter(|_| !custody.returning) {
+                    node.routes
+                        .lock()
+                        .expect("routes lock")
+                        .learn(&row.origin, p, way, now);
+                }
+                // A message to named recipients goes toward them only when
+                // a way to each is known. At its origin the other targets
+                // get a copy parked until every recipient's receipt is back
+                // (receipts go to the origin, whichever way the message
+                // took): a way that fails anywhere costs the hold, then
+                // the message floods.
+                let mut named_row = match receipt_of {
+                    Some((recipient, ids)) => Named::Receipt { recipient, ids },
+                    None => Named::Nothing,
+                };
+                if let Some(h) = header.as_ref().filter(|h| {
+                    node.gossip.enabled()
+                        && !h.recipients.is_empty()
+                        && h.kind != MessageKind::Receipt as i32
+                        && !(custody.resent || custody.returning)
+                        && now - row.created_ms < ROUTE_FRESH_MS
+                        && at_limit.is_none()
+                        && announce.is_empty()
+                }) && let Plan::Route { ways, toward } = {
+                    let mut routes = node.routes.lock().expect("routes lock");
+                    let plan = routes.plan(
+                        &node.id,
+                        &along(&h.recipients, &hint),
+                        &row.forward_to,
+                        &row.path.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
+                        way,
+                        h.hop_limit,
+                    );
+                    if let Plan::Route { ways, .. } = &plan {
+                        // Each copy tells the next node which recipients
+                        // it is the way to (`PushFrame.toward`).
+                        routes.assign(&row.message_id, ways);
+                    }
+                    plan
+                } {
+                    let peers = crate::domain::routes::peers(&ways);
+                    // (Nobody beyond this node needs it when it is the only
+                    // recipient left.)
+                    let parked: Vec<String> = row
+                        .forward_to
+                        .iter()
+                        .filter(|t| from_peer.is_none() && !toward.is_empty() && !peers.contains(t))
+                        .cloned()
+                        .collect();
+                    row.forward_to = peers;
+                    node.metrics.named_routed.inc();
+                    named_row = Named::Routed {
+                        id: row.message_id.clone(),
+                        toward,
+                        parked,
+                    };
+                }
                 let mut r = to_row(*row);
                 if !announce.is_empty() {
                     r.parked = announce.clone();
                     r.park_until_ms = now + node.gossip.hold_ms();
                 }
+                if let Named::Routed { parked, .. } = &named_row
+                    && !parked.is_empty()
+                {
+                    r.parked = parked.clone();
+                    r.park_until_ms = now + ROUTE_HOLD_MS;
+                }
+                named.push(named_row);
                 tree.push((id, announce, prunable));
                 rows.push(r);
                 slots.push(i);
@@ -498,6 +622,7 @@ async fn try_prepare(
         rejections,
         tree,
         reach,
+        named,
         failed: None,
     })
 }
@@ -573,6 +698,7 @@ impl Committing {
             rejections,
             tree,
             reach,
+            named,
             failed,
             ..
         } = batch;
@@ -617,6 +743,8 @@ impl Committing {
         let from_peer = from_peer.is_some();
         let mut tree = tree.into_iter();
         let mut reach = reach.into_iter();
+        let mut named = named.into_iter();
+        let mut not_needed: HashMap<String, Vec<u64>> = HashMap::new();
         let mut reroutes = Vec::new();
         let mut stopped = Vec::new();
         let mut wake = BTreeSet::new();
@@ -631,6 +759,29 @@ impl Committing {
             .zip(rosters)
         {
             let (id, announce, prunable) = tree.next().unwrap_or_default();
+            match (named.next().unwrap_or_default(), &s) {
+                (Named::Routed { id, toward, parked }, Stored::New(c)) if !parked.is_empty() => {
+                    let until = now + ROUTE_HOLD_MS;
+                    let cursors = parked.iter().map(|p| (p.clone(), *c)).collect();
+                    node.routed
+                        .lock()
+                        .expect("routed lock")
+                        .routed(&id, &toward, cursors, until, now);
+                    node.gossip.park_due(&parked, until);
+                    wake.extend(parked);
+                }
+                (Named::Receipt { recipient, ids }, Stored::New(_)) => {
+                    let done = node
+                        .routed
+                        .lock()
+                        .expect("routed lock")
+                        .receipted(&recipient, &ids, now);
+                    for (peer, cursor) in done {
+                        not_needed.entry(peer).or_default().push(cursor);
+                    }
+                }
+                _ => {}
+            }
             match (reach.next().unwrap_or_default(), &s) {
                 (Reach::AtLimit(id, len, blocked), Stored::New(_)) => {
                     node.hop_limited
@@ -716,6 +867,25 @@ impl Committing {
                 *c = (*c).max(last_new);
                 later
             });
+        }
+        // Copies held back off a route that every recipient confirmed.
+        for (peer, cursors) in not_needed {
+            let n = cursors.len() as u64;
+            let outcomes = cursors
+                .into_iter()
+                .map(|cursor| Outcome {
+                    cursor,
+                    state: DeliveryState::NotNeeded,
+                    reason: "not sent: every recipient it was routed toward confirmed receipt"
+                        .into(),
+                })
+                .collect();
+            match node.store.complete_outbox(&peer, outcomes, now).await {
+                Ok(()) => {
+                    node.metrics.named_not_needed.inc_by(n);
+                }
+                Err(e) => node.metrics.storage_error(&e),
+            }
         }
         for (id, hops, path, forward_to) in reroutes {
             reach_further(node, &id, hops, path, &forward_to, now).await;

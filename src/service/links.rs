@@ -29,6 +29,7 @@
 //! they share with the services (status, wakers, the peer set) is `peers::Peers`.
 use crate::config::PeerSection;
 use crate::domain::envelope::ms_to_ts;
+use crate::proto::v1::MessageKind;
 use crate::proto::v1::federation_client::FederationClient;
 use crate::proto::v1::{
     DeliveryState, EnvelopeHeader, HelloRequest, HopChain, HopRecord, LinkState, PushAck,
@@ -135,6 +136,7 @@ async fn send_frame(
             bundled: frames,
             gossip: None,
             resent: false,
+            toward: Vec::new(),
         }
     };
     node.metrics
@@ -456,6 +458,15 @@ async fn session(
             self.0.gossip.link_down(self.1, self.2);
         }
     }
+    // A way to members through this peer holds only while the link is up
+    // (`domain::routes`).
+    struct Ways<'a>(&'a Node, &'a str);
+    impl Drop for Ways<'_> {
+        fn drop(&mut self) {
+            self.0.routes.lock().expect("routes lock").link_down(self.1);
+        }
+    }
+    let _ways = Ways(node, peer);
     let (_in_tree, mut gossip_frames) = if gossip && node.gossip.enabled() {
         let (generation, rx) = node.gossip.link_up(peer);
         (Some(InTree(node, peer, generation)), Some(rx))
@@ -523,7 +534,7 @@ async fn session(
                 let header = EnvelopeHeader::decode(it.header.as_slice()).ok();
                 let receipt = header
                     .as_ref()
-                    .is_some_and(|h| h.kind == crate::proto::v1::MessageKind::Receipt as i32);
+                    .is_some_and(|h| h.kind == MessageKind::Receipt as i32);
                 let exercise = header.as_ref().is_some_and(|h| h.exercise);
                 let named = header.as_ref().is_some_and(|h| !h.recipients.is_empty());
                 // Sent again, or after a deferral or a parked wait: a
@@ -531,6 +542,17 @@ async fn session(
                 let resent = sweeping || enqueued < session_start;
                 let mut frame = to_frame(peer, it);
                 frame.resent = resent;
+                // Routing to named recipients: which of them this peer is
+                // the way to (a copy sent again floods: no hint).
+                if let Some(h) = header.as_ref().filter(|h| {
+                    !resent && !h.recipients.is_empty() && h.kind != MessageKind::Receipt as i32
+                }) {
+                    frame.toward = node
+                        .routes
+                        .lock()
+                        .expect("routes lock")
+                        .hint(&h.message_id, peer);
+                }
                 let size = frame.envelope.as_ref().map_or(0, |e| e.encoded_len());
                 if let Some(limit) = peer_limit.filter(|l| size as u64 > *l) {
                     too_large.push((cursor, size, limit));
@@ -623,6 +645,7 @@ async fn session(
                     bundled: Vec::new(),
                     gossip: Some(g),
                     resent: false,
+                    toward: Vec::new(),
                 };
                 match tokio::time::timeout(ack_timeout, tx.send(frame)).await {
                     Ok(Ok(())) => {}
@@ -661,6 +684,7 @@ fn to_frame(peer: &str, it: OutboxItem) -> PushFrame {
         bundled: Vec::new(),
         gossip: None,
         resent: false,
+        toward: Vec::new(),
         hops,
         returning,
         seq: it.cursor,

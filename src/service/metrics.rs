@@ -158,6 +158,12 @@ pub struct Metrics {
     /// Copies parked for lazy peers dropped because the peer answered that
     /// it holds the message (HAVE): full copies saved.
     pub gossip_lazy_confirmed: Counter,
+    /// Messages to named recipients sent from here only toward them (a way
+    /// to each known), the other targets' copies held back.
+    pub named_routed: Counter,
+    /// Held-back copies of routed messages dropped: every recipient routed
+    /// toward confirmed receipt first.
+    pub named_not_needed: Counter,
     pub accepted: Counter,
     pub receipts_received: Counter,
     pub duplicates: Counter,
@@ -252,6 +258,8 @@ impl Metrics {
             gossip_shorter_asked: Counter::default(),
             gossip_shorter_sent: Counter::default(),
             gossip_lazy_confirmed: Counter::default(),
+            named_routed: Counter::default(),
+            named_not_needed: Counter::default(),
             accepted: Counter::default(),
             receipts_received: Counter::default(),
             duplicates: Counter::default(),
@@ -354,6 +362,16 @@ impl Metrics {
             "gossip_lazy_confirmed",
             "Copies kept queued for lazy peers and dropped because the peer answered that it holds the message (Plumtree HAVE)",
             m.gossip_lazy_confirmed.clone(),
+        );
+        r.register(
+            "named_routed",
+            "Messages to named recipients (AMBER and above) sent from this node only toward them, along ways learned from their own messages; copies for the other peers held back until the recipients confirm receipt",
+            m.named_routed.clone(),
+        );
+        r.register(
+            "named_not_needed",
+            "Held-back copies of routed messages to named recipients dropped because every recipient routed toward confirmed receipt (copies not sent)",
+            m.named_not_needed.clone(),
         );
         r.register(
             "messages_accepted",

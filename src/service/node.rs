@@ -98,6 +98,11 @@ pub struct Node {
     /// Messages whose first copy came over a path at their signed hop
     /// limit (`domain::custody::HopLimited`).
     pub hop_limited: Mutex<crate::domain::hop_limit::HopLimited>,
+    /// Ways to members learned from their messages, for routing messages to
+    /// named recipients (`domain::routes`), and the messages routed from here
+    /// waiting for their recipients' receipts.
+    pub routes: Mutex<crate::domain::routes::Routes>,
+    pub routed: Mutex<crate::domain::routes::Pending>,
 }
 
 /// The per-peer bound `limits.attachment_bytes_per_sec`: one schedule
@@ -203,6 +208,8 @@ impl Node {
             gossip: crate::service::tree::Tree::new(&p.cfg.gossip),
             pacers: Default::default(),
             hop_limited: Default::default(),
+            routes: Default::default(),
+            routed: Default::default(),
             cfg: p.cfg,
         };
         node.select_signer();

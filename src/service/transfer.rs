@@ -239,8 +239,12 @@ async fn drop_if_passed_on(
     if m.readable {
         return;
     }
+    // A peer whose held-back copy was not needed (`domain::routes`) never
+    // fetches them.
+    let not_needed = crate::proto::v1::DeliveryState::NotNeeded as i32;
     let all = rows
         .iter()
+        .filter(|r| r.state != not_needed)
         .all(|r| (0..blobs.len()).all(|i| dir.join(format!("{i}.done-{}", r.peer)).exists()));
     if all {
         crate::service::attachments::remove_dir(dir.to_path_buf()).await;

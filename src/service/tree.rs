@@ -168,6 +168,19 @@ impl Tree {
         self.lock().parked_due.remove(peer)
     }
 
+    /// Copies parked for `peers` (not announced: messages routed to named
+    /// recipients) fall due at `due`: their links fold it into their timers.
+    pub fn park_due(&self, peers: &[String], due: i64) {
+        if !self.enabled {
+            return;
+        }
+        let mut g = self.lock();
+        for p in peers {
+            let d = g.parked_due.entry(p.clone()).or_insert(due);
+            *d = (*d).min(due);
+        }
+    }
+
     /// `peer` answered that it holds `ids` (HAVE): the outbox cursors of
     /// the copies parked for it, forgotten here (the caller completes them).
     pub fn have(&self, peer: &str, ids: &[String]) -> Vec<u64> {

@@ -35,6 +35,7 @@ fn draft(id: &str, title: &str) -> Draft {
 async fn push_one(fed: &Fed, env: SignedEnvelope, seq: u64) -> PushAck {
     let mut fc = federation_client(&fed.pki, &fed.addr(1), "node-a", Some("node-b")).await;
     let frame = PushFrame {
+        toward: Vec::new(),
         bundled: Vec::new(),
         gossip: None,
         resent: false,

@@ -132,6 +132,7 @@ pub fn id_of(env: &SignedEnvelope) -> String {
 /// A frame for Push.
 pub fn frame(seq: u64, env: SignedEnvelope) -> PushFrame {
     PushFrame {
+        toward: Vec::new(),
         bundled: Vec::new(),
         gossip: None,
         resent: false,

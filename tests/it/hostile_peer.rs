@@ -174,6 +174,7 @@ async fn hostile_envelopes_are_refused_with_reasons() {
         .iter()
         .enumerate()
         .map(|(i, (_, env, _, _))| PushFrame {
+            toward: Vec::new(),
             bundled: Vec::new(),
             gossip: None,
             resent: false,
@@ -205,6 +206,7 @@ async fn hostile_envelopes_are_refused_with_reasons() {
     // The oversized envelope is refused by the transport before decoding, with a clear status.
     let err = fc
         .push(tokio_stream::iter(vec![PushFrame {
+            toward: Vec::new(),
             bundled: Vec::new(),
             gossip: None,
             resent: false,
@@ -395,6 +397,7 @@ async fn forged_chains_of_custody_are_refused() {
     for (i, (name, env, hops, want, needle)) in cases.into_iter().enumerate() {
         let mut s = fc
             .push(tokio_stream::iter(vec![PushFrame {
+                toward: Vec::new(),
                 bundled: Vec::new(),
                 gossip: None,
                 resent: false,

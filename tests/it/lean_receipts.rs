@@ -119,6 +119,7 @@ fn draft(title: &str) -> Draft {
 
 fn framed(seq: u64, env: Option<SignedEnvelope>, bundled: Vec<PushFrame>) -> PushFrame {
     PushFrame {
+        toward: Vec::new(),
         seq,
         envelope: env,
         hops: vec![],

@@ -42,6 +42,7 @@ mod reconcile;
 mod reload;
 mod retention;
 mod roster;
+mod routes;
 mod store;
 mod stream_errors;
 mod tls;

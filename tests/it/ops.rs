@@ -450,6 +450,7 @@ async fn metrics_move_with_traffic_and_rejections() {
     let mut fc = federation_client(&fed.pki, &fed.addr(1), "node-a", Some("node-b")).await;
     let ack = fc
         .push(tokio_stream::iter(vec![PushFrame {
+            toward: Vec::new(),
             bundled: Vec::new(),
             gossip: None,
             resent: false,

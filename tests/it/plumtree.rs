@@ -209,6 +209,7 @@ async fn a_peer_without_plumtree_still_gets_everything_in_full() {
 
 fn gossip_frame(g: Gossip) -> PushFrame {
     PushFrame {
+        toward: Vec::new(),
         seq: 0,
         envelope: None,
         hops: vec![],

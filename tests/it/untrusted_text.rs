@@ -150,6 +150,7 @@ async fn a_partners_control_characters_are_refused_at_admission() {
     let mut fc = federation_client(&fed.pki, &fed.addr(1), "node-a", Some("node-b")).await;
     for (i, (name, env, want, needle)) in cases.iter().enumerate() {
         let frame = PushFrame {
+            toward: Vec::new(),
             bundled: Vec::new(),
             gossip: None,
             resent: false,

@@ -113,6 +113,8 @@ struct Counters {
     frames: f64,
     receipt_frames: f64,
     named_frames: f64,
+    named_routed: f64,
+    named_not_needed: f64,
     gossip_frames: f64,
     grafted: f64,
     shorter: f64,
@@ -128,6 +130,8 @@ impl std::ops::Sub for Counters {
             frames: self.frames - o.frames,
             receipt_frames: self.receipt_frames - o.receipt_frames,
             named_frames: self.named_frames - o.named_frames,
+            named_routed: self.named_routed - o.named_routed,
+            named_not_needed: self.named_not_needed - o.named_not_needed,
             gossip_frames: self.gossip_frames - o.gossip_frames,
             grafted: self.grafted - o.grafted,
             shorter: self.shorter - o.shorter,
@@ -145,6 +149,8 @@ impl std::ops::Add for Counters {
             frames: self.frames + o.frames,
             receipt_frames: self.receipt_frames + o.receipt_frames,
             named_frames: self.named_frames + o.named_frames,
+            named_routed: self.named_routed + o.named_routed,
+            named_not_needed: self.named_not_needed + o.named_not_needed,
             gossip_frames: self.gossip_frames + o.gossip_frames,
             grafted: self.grafted + o.grafted,
             shorter: self.shorter + o.shorter,
@@ -252,6 +258,8 @@ async fn scrape(port: u16) -> anyhow::Result<Counters> {
         frames: value("certfed_frames_sent_total"),
         receipt_frames: value("certfed_frames_sent_total{kind=\"receipts\"}"),
         named_frames: value("certfed_frames_sent_total{kind=\"named\"}"),
+        named_routed: value("certfed_named_routed_total"),
+        named_not_needed: value("certfed_named_not_needed_total"),
         gossip_frames: value("certfed_gossip_frames_sent_total"),
         grafted: value("certfed_gossip_graft_queued_total"),
         shorter: value("certfed_gossip_shorter_sent_total"),
@@ -972,6 +980,8 @@ pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
     });
     // (Beside the literal: one more field passes `json!`'s recursion limit.)
     v["named_per_delivery"] = serde_json::json!(round(used.named_frames / d, 3));
+    v["named_routed"] = serde_json::json!(used.named_routed);
+    v["named_not_needed"] = serde_json::json!(used.named_not_needed);
     let idle_v = match idle {
         Some((secs, cores, frames)) => serde_json::json!({
             "idle_seconds": round(secs, 1),

@@ -253,6 +253,7 @@ fn origin_frame(seq: u64, env: SignedEnvelope) -> PushFrame {
         bundled: Vec::new(),
         gossip: None,
         resent: false,
+        toward: Vec::new(),
         returning: false,
         hops: vec![],
         seq,

@@ -1,0 +1,477 @@
+//! Routing messages to named recipients (TLP:AMBER and above) toward them
+//! instead of flooding their ciphertext over every relay link. One node's
+//! view; `service::ingest` drives it.
+//!
+//! Rules:
+//! - **Learned from arrivals** ([`Routes::learn`]): the first copy of a
+//!   message originated by member M that came here from peer P over `links`
+//!   links shows a way to M: back through P, `links` links long (links are
+//!   two-way; custody records are signed, so the way is real). The shortest
+//!   such way of the last [`ROUTE_TTL_MS`] is kept; a newer one replaces it
+//!   when it is no longer, or when the kept one is older than that. A peer
+//!   whose link goes down is no way to anybody ([`Routes::link_down`]).
+//! - **A plan per message** ([`Routes::plan`]): a message to named
+//!   recipients goes, from here, to each recipient that is itself among the
+//!   peers policy lets it go to, and for each other recipient (not this node)
+//!   to the peer of its known way — when that peer is among the targets
+//!   policy chose and the way fits in the message's hop limit. A recipient
+//!   that is on the message's path, or whose way goes back through a node on
+//!   it, is left to that node (it holds the message and routes toward the
+//!   recipient itself). If any other recipient has no usable way, the
+//!   message floods as before (every target).
+//!   The plan only ever narrows the targets policy chose. At the message's
+//!   origin the peers left out get a **parked copy** (`service::ingest`): it
+//!   goes in full after a hold unless every recipient confirms receipt
+//!   first ([`Pending`]); receipts go to the origin whichever way the
+//!   message took, so only the origin can tell. So a way that fails
+//!   anywhere — a relay down for good, a relay that swallows messages, a
+//!   receipt lost — costs a hold and then a flood, never the message: the
+//!   end-to-end check is the recipients' own signed receipts. A copy that
+//!   went after the hold (or after waiting in an outbox) is old by then, and
+//!   old messages flood from every node (the caller routes only fresh
+//!   ones).
+//! - **Pending** ([`Pending`]): per message, the recipients still to confirm
+//!   and the parked copies to drop when they have; forgotten after the hold
+//!   (the copies then went) and capped at [`MAX_PENDING`] (a forgotten entry
+//!   only costs the flood it would have saved).
+//!
+//! Invariants: a plan names only peers from the given targets; a route names
+//! a peer that was up when learned and not reported down since; tables are
+//! bounded ([`MAX_ROUTES`], [`MAX_PENDING`]). Nothing here sends, stores or
+//! reads a clock.
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+/// Most members a route is kept to.
+pub const MAX_ROUTES: usize = 4_096;
+/// How long a learned way is trusted as the best one (a newer, longer one
+/// replaces it after that).
+pub const ROUTE_TTL_MS: i64 = 10 * 60 * 1000;
+/// Most routed messages whose ways are remembered (for the hints their
+/// copies carry; a forgotten one's copies carry none).
+pub const MAX_ASSIGNED: usize = 16_384;
+/// Most messages waiting for their recipients' receipts.
+pub const MAX_PENDING: usize = 16_384;
+
+/// A way back to a member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// The peer its messages came through.
+    pub via: String,
+    /// Links from the member to this node that way.
+    pub links: u32,
+    /// When it was learned.
+    pub at_ms: i64,
+}
+
+/// Ways to members, learned from their messages' first arrivals, and the
+/// ways the messages routed from here took.
+#[derive(Debug, Default)]
+pub struct Routes {
+    by_member: HashMap<String, Route>,
+    assigned: HashMap<String, Vec<(String, Vec<String>)>>,
+    assigned_order: VecDeque<String>,
+}
+
+/// Where a message to named recipients goes from here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// To these peers only (each a target), each the way to the recipients
+    /// listed with it; the recipients this node routes toward (every
+    /// recipient but itself) must confirm receipt before the hold runs out,
+    /// or the other targets get it after all.
+    Route {
+        ways: Vec<(String, Vec<String>)>,
+        toward: Vec<String>,
+    },
+    /// To every target, as restricted flooding does.
+    Flood,
+}
+
+impl Routes {
+    /// The first copy of a message from `member` came from peer `via` over
+    /// `links` links.
+    pub fn learn(&mut self, member: &str, via: &str, links: u32, now_ms: i64) {
+        if member == via && links != 1 {
+            // A member's own message from it comes over one link.
+            return;
+        }
+        let new = Route {
+            via: via.to_string(),
+            links,
+            at_ms: now_ms,
+        };
+        if let Some(r) = self.by_member.get_mut(member) {
+            if links <= r.links || r.at_ms + ROUTE_TTL_MS <= now_ms {
+                *r = new;
+            }
+            return;
+        }
+        if self.by_member.len() >= MAX_ROUTES {
+            // Make room: the oldest way goes.
+            if let Some(oldest) = self
+                .by_member
+                .iter()
+                .min_by_key(|(_, r)| r.at_ms)
+                .map(|(m, _)| m.clone())
+            {
+                self.by_member.remove(&oldest);
+            }
+        }
+        self.by_member.insert(member.to_string(), new);
+    }
+
+    /// The link to `peer` went down: no way goes through it now.
+    pub fn link_down(&mut self, peer: &str) {
+        self.by_member.retain(|_, r| r.via != peer);
+    }
+
+    /// The known way to `member`.
+    pub fn toward(&self, member: &str) -> Option<&Route> {
+        self.by_member.get(member)
+    }
+
+    /// Where a message to `recipients` goes from node `me`, given the peers
+    /// policy lets it go to (`targets`), the nodes it came through (`path`,
+    /// its origin first; empty at the origin), the links it crossed to get
+    /// here (`crossed`, 0 at its origin) and its signed `hop_limit`.
+    pub fn plan(
+        &self,
+        me: &str,
+        recipients: &[String],
+        targets: &[String],
+        path: &[String],
+        crossed: u32,
+        hop_limit: u32,
+    ) -> Plan {
+        let mut ways: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut toward = BTreeSet::new();
+        for r in recipients.iter().filter(|r| r.as_str() != me) {
+            toward.insert(r.clone());
+            if targets.contains(r) {
+                ways.entry(r.clone()).or_default().push(r.clone());
+                continue;
+            }
+            if path.contains(r) {
+                continue;
+            }
+            let fits =
+                |route: &Route| u64::from(crossed) + u64::from(route.links) <= u64::from(hop_limit);
+            match self.by_member.get(r) {
+                Some(route) if targets.contains(&route.via) && fits(route) => {
+                    ways.entry(route.via.clone()).or_default().push(r.clone());
+                }
+                Some(route) if path.contains(&route.via) => {}
+                _ => return Plan::Flood,
+            }
+        }
+        Plan::Route {
+            ways: ways.into_iter().collect(),
+            toward: toward.into_iter().collect(),
+        }
+    }
+
+    /// Message `id` was routed from here along `ways` (peer, the recipients
+    /// it is the way to): remembered for [`Routes::hint`].
+    pub fn assign(&mut self, id: &str, ways: &[(String, Vec<String>)]) {
+        while self.assigned.len() >= MAX_ASSIGNED {
+            let Some(old) = self.assigned_order.pop_front() else {
+                break;
+            };
+            self.assigned.remove(&old);
+        }
+        if self
+            .assigned
+            .insert(id.to_string(), ways.to_vec())
+            .is_none()
+        {
+            self.assigned_order.push_back(id.to_string());
+        }
+    }
+
+    /// The recipients a copy of `id` sent to `peer` goes toward
+    /// (`PushFrame.toward`): those this node routed through that peer; empty
+    /// when it did not route the message (it flooded, or has forgotten).
+    pub fn hint(&self, id: &str, peer: &str) -> Vec<String> {
+        self.assigned
+            .get(id)
+            .and_then(|w| w.iter().find(|(p, _)| p == peer))
+            .map(|(_, r)| r.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// The ways of a plan: the peers it sends to.
+pub fn peers(ways: &[(String, Vec<String>)]) -> Vec<String> {
+    ways.iter().map(|(p, _)| p.clone()).collect()
+}
+
+/// One message routed from here, waiting for its recipients' receipts.
+#[derive(Debug, Clone)]
+struct Waiting {
+    /// Recipients that have not confirmed yet.
+    left: BTreeSet<String>,
+    /// Parked copies: (peer, outbox cursor).
+    parked: Vec<(String, u64)>,
+    /// When the parked copies go in full.
+    until_ms: i64,
+}
+
+/// Messages routed from here whose other targets got parked copies.
+#[derive(Debug, Default)]
+pub struct Pending {
+    by_id: HashMap<String, Waiting>,
+    order: VecDeque<(i64, String)>,
+}
+
+impl Pending {
+    /// Message `id`, routed toward `toward`, parked copies for `parked`
+    /// (peer, outbox cursor) that go in full at `until_ms`.
+    pub fn routed(
+        &mut self,
+        id: &str,
+        toward: &[String],
+        parked: Vec<(String, u64)>,
+        until_ms: i64,
+        now_ms: i64,
+    ) {
+        self.expire(now_ms);
+        if parked.is_empty() || toward.is_empty() {
+            return;
+        }
+        while self.by_id.len() >= MAX_PENDING {
+            let Some((_, old)) = self.order.pop_front() else {
+                break;
+            };
+            self.by_id.remove(&old);
+        }
+        self.by_id.insert(
+            id.to_string(),
+            Waiting {
+                left: toward.iter().cloned().collect(),
+                parked,
+                until_ms,
+            },
+        );
+        self.order.push_back((until_ms, id.to_string()));
+    }
+
+    /// Recipient `recipient` confirmed receipt of `ids`: the parked copies of
+    /// the messages every routed-to recipient has now confirmed, to drop.
+    pub fn receipted(
+        &mut self,
+        recipient: &str,
+        ids: &[String],
+        now_ms: i64,
+    ) -> Vec<(String, u64)> {
+        self.expire(now_ms);
+        let mut done = Vec::new();
+        for id in ids {
+            let Some(w) = self.by_id.get_mut(id) else {
+                continue;
+            };
+            w.left.remove(recipient);
+            if w.left.is_empty()
+                && let Some(w) = self.by_id.remove(id)
+            {
+                done.extend(w.parked);
+            }
+        }
+        done
+    }
+
+    /// Messages waited for.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    /// Forgets the messages whose parked copies already went.
+    fn expire(&mut self, now_ms: i64) {
+        while let Some((until, id)) = self.order.front() {
+            let gone = !self.by_id.contains_key(id);
+            if !gone && *until > now_ms {
+                break;
+            }
+            if !gone && self.by_id.get(id).is_some_and(|w| w.until_ms <= now_ms) {
+                self.by_id.remove(id);
+            }
+            self.order.pop_front();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn a_route_is_learned_from_a_first_arrival_and_kept_shortest() {
+        let mut r = Routes::default();
+        r.learn("m", "p", 3, 0);
+        assert_eq!(r.toward("m").unwrap().via, "p");
+        // Longer, and the kept one is fresh: kept.
+        r.learn("m", "q", 4, 1_000);
+        assert_eq!(r.toward("m").unwrap().via, "p");
+        // As short: newer wins.
+        r.learn("m", "q", 3, 2_000);
+        assert_eq!(r.toward("m").unwrap().via, "q");
+        // Longer, but the kept one is stale: replaced.
+        r.learn("m", "p", 5, 2_000 + ROUTE_TTL_MS);
+        assert_eq!(
+            r.toward("m"),
+            Some(&Route {
+                via: "p".into(),
+                links: 5,
+                at_ms: 2_000 + ROUTE_TTL_MS
+            })
+        );
+        // A member's own message over more than one link is no way to it.
+        r.learn("z", "z", 2, 0);
+        assert!(r.toward("z").is_none());
+    }
+
+    #[test]
+    fn a_link_down_removes_the_ways_through_it() {
+        let mut r = Routes::default();
+        r.learn("m", "p", 2, 0);
+        r.learn("n", "q", 2, 0);
+        r.link_down("p");
+        assert!(r.toward("m").is_none());
+        assert!(r.toward("n").is_some());
+    }
+
+    #[test]
+    fn a_plan_routes_only_when_every_recipient_has_a_usable_way() {
+        let mut r = Routes::default();
+        r.learn("r1", "p", 2, 0);
+        r.learn("r2", "q", 3, 0);
+        let targets = s(&["p", "q", "x", "r3"]);
+        // Direct recipient, two routed ones, this node among the recipients.
+        assert_eq!(
+            r.plan("me", &s(&["r1", "r2", "r3", "me"]), &targets, &[], 1, 8),
+            Plan::Route {
+                ways: vec![
+                    ("p".into(), s(&["r1"])),
+                    ("q".into(), s(&["r2"])),
+                    ("r3".into(), s(&["r3"])),
+                ],
+                toward: s(&["r1", "r2", "r3"]),
+            }
+        );
+        // A recipient with no way: flood.
+        assert_eq!(
+            r.plan("me", &s(&["r1", "r4"]), &targets, &[], 1, 8),
+            Plan::Flood
+        );
+        // The way's peer not a target (policy): flood.
+        assert_eq!(
+            r.plan("me", &s(&["r1"]), &s(&["q", "x"]), &[], 1, 8),
+            Plan::Flood
+        );
+        // The way goes back through a node that holds it, or the recipient
+        // holds it: left to them.
+        assert_eq!(
+            r.plan(
+                "me",
+                &s(&["r1", "r2", "r3"]),
+                &s(&["q"]),
+                &s(&["o", "p", "r3"]),
+                2,
+                8
+            ),
+            Plan::Route {
+                ways: vec![("q".into(), s(&["r2"]))],
+                toward: s(&["r1", "r2", "r3"]),
+            }
+        );
+        // The way does not fit in the hop limit: 3 crossed + 3 > 5.
+        assert_eq!(r.plan("me", &s(&["r2"]), &targets, &[], 3, 5), Plan::Flood);
+        assert_eq!(
+            r.plan("me", &s(&["r2"]), &targets, &[], 2, 5),
+            Plan::Route {
+                ways: vec![("q".into(), s(&["r2"]))],
+                toward: s(&["r2"]),
+            }
+        );
+        // Only this node: nobody further needs it.
+        assert_eq!(
+            r.plan("me", &s(&["me"]), &targets, &[], 1, 8),
+            Plan::Route {
+                ways: vec![],
+                toward: vec![],
+            }
+        );
+    }
+
+    #[test]
+    fn a_copy_names_the_recipients_its_peer_is_the_way_to() {
+        let mut r = Routes::default();
+        let ways = vec![
+            ("p".to_string(), s(&["r1", "r3"])),
+            ("q".into(), s(&["r2"])),
+        ];
+        r.assign("m", &ways);
+        assert_eq!(peers(&ways), s(&["p", "q"]));
+        assert_eq!(r.hint("m", "p"), s(&["r1", "r3"]));
+        assert_eq!(r.hint("m", "q"), s(&["r2"]));
+        // Not routed through that peer, or not routed here: no hint.
+        assert!(r.hint("m", "x").is_empty());
+        assert!(r.hint("other", "p").is_empty());
+        for i in 0..MAX_ASSIGNED {
+            r.assign(&format!("n{i}"), &ways);
+        }
+        assert_eq!(r.assigned.len(), MAX_ASSIGNED);
+        assert!(r.hint("m", "p").is_empty(), "the oldest is forgotten first");
+    }
+
+    #[test]
+    fn parked_copies_are_dropped_once_every_routed_recipient_confirmed() {
+        let mut p = Pending::default();
+        p.routed("m1", &s(&["r1", "r2"]), vec![("x".into(), 7)], 30_000, 0);
+        assert!(p.receipted("r1", &s(&["m1"]), 1_000).is_empty());
+        // A receipt from someone else, or for another message: nothing.
+        assert!(p.receipted("r3", &s(&["m1", "m2"]), 1_000).is_empty());
+        assert_eq!(
+            p.receipted("r2", &s(&["m1"]), 2_000),
+            vec![("x".to_string(), 7)]
+        );
+        assert!(p.is_empty());
+        // Too late: the copies went at the hold, nothing left to drop.
+        p.routed("m2", &s(&["r1"]), vec![("x".into(), 8)], 30_000, 0);
+        assert!(p.receipted("r1", &s(&["m2"]), 30_000).is_empty());
+        assert!(p.is_empty());
+        // Nothing parked: nothing remembered.
+        p.routed("m3", &s(&["r1"]), vec![], 30_000, 0);
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn the_tables_are_bounded() {
+        let mut r = Routes::default();
+        for i in 0..(MAX_ROUTES + 10) {
+            r.learn(&format!("m{i}"), "p", 2, i as i64);
+        }
+        assert_eq!(r.by_member.len(), MAX_ROUTES);
+        // The oldest went first.
+        assert!(r.toward("m0").is_none());
+        assert!(r.toward(&format!("m{}", MAX_ROUTES + 9)).is_some());
+        let mut p = Pending::default();
+        for i in 0..(MAX_PENDING + 10) {
+            p.routed(
+                &format!("m{i}"),
+                &s(&["r"]),
+                vec![("x".into(), 1)],
+                1_000_000,
+                0,
+            );
+        }
+        assert_eq!(p.len(), MAX_PENDING);
+    }
+}

@@ -1,0 +1,147 @@
+//! Messages to named recipients go toward them, not everywhere
+//! (`domain::routes`): a node that knows a way to every recipient (learned
+//! from their own messages' first arrivals) sends only that way and holds a
+//! copy back for its other peers, dropped once the recipients' receipts come
+//! back; when the way fails silently the held copy goes after the hold and
+//! the message floods around the failure.
+//!
+//! a(0) – b(1) – c(2) is the short way; a – d(3) – e(4) – c the long one.
+
+use crate::common::*;
+use certfed::proto::v1::*;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn amber(title: &str) -> Alert {
+    let mut a = green_alert(title);
+    a.tlp = Tlp::Amber as i32;
+    a
+}
+
+/// Node `i`'s store holds message `id` in any form (ciphertext included).
+async fn stored(n: &certfed::app::RunningNode, id: &str) -> bool {
+    n.node.store.get_message(id).await.unwrap().is_some()
+}
+
+/// a's delivery view of `id`: the state shown for `node`.
+async fn state_at_a(fed: &Fed, id: &str, node: &str) -> Option<i32> {
+    let mut op = fed.operator(0).await;
+    let d = op
+        .get_delivery_status(GetDeliveryStatusRequest {
+            message_id: id.to_string(),
+        })
+        .await
+        .ok()?
+        .into_inner();
+    d.recipients
+        .iter()
+        .find(|r| r.node_id == node)
+        .map(|r| r.state)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amber_goes_toward_its_recipient_and_around_a_way_that_fails() {
+    let fed = Fed::new(
+        &["node-a", "node-b", "node-c", "node-d", "node-e"],
+        &[(0, 1), (1, 2), (0, 3), (3, 4), (4, 2)],
+    )
+    .sqlite();
+    // b is a process of its own, to be stopped (SIGSTOP) later.
+    let mut b = Command::new(env!("CARGO_BIN_EXE_certfed"))
+        .args(["serve", "--config"])
+        .arg(fed.config_path(1))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let a = fed.start(0).await;
+    let c = fed.start(2).await;
+    // a learns its way to c from c's broadcast: through b, two links (d and e
+    // are not up yet, so that is the first arrival).
+    let hello = publish_on(&fed, 2, green_alert("from c"), &[]).await;
+    assert!(arrives(&fed, 0, &hello, Duration::from_secs(30)).await);
+    let d = fed.start(3).await;
+    let e = fed.start(4).await;
+    let around = publish_on(&fed, 0, green_alert("from a"), &[]).await;
+    for i in [3, 4] {
+        assert!(arrives(&fed, i, &around, Duration::from_secs(30)).await);
+    }
+    let way = a.node.routes.lock().unwrap().toward("node-c").cloned();
+    assert_eq!(
+        way.map(|w| (w.via, w.links)),
+        Some(("node-b".to_string(), 2)),
+        "a's way to c"
+    );
+
+    // Routed: c gets it through b; d's copy is held back, then dropped once
+    // c's receipt is back at a; d and e never store the ciphertext.
+    let m1 = publish_on(&fed, 0, amber("for c, the short way"), &["node-c"]).await;
+    assert!(arrives(&fed, 2, &m1, Duration::from_secs(30)).await);
+    let dropped = eventually(Duration::from_secs(20), || async {
+        state_at_a(&fed, &m1, "node-d").await == Some(DeliveryState::NotNeeded as i32)
+    })
+    .await;
+    assert!(
+        dropped,
+        "a's copy for d is dropped as not needed once c confirmed (shown: {:?})",
+        state_at_a(&fed, &m1, "node-d").await
+    );
+    assert_eq!(a.node.metrics.named_routed.get(), 1);
+    assert_eq!(a.node.metrics.named_not_needed.get(), 1);
+    assert!(
+        !stored(&d, &m1).await,
+        "d holds no copy of the routed message"
+    );
+    assert!(
+        !stored(&e, &m1).await,
+        "e holds no copy of the routed message"
+    );
+    assert_eq!(
+        state_at_a(&fed, &m1, "node-c").await,
+        Some(DeliveryState::Delivered as i32)
+    );
+
+    // The way fails silently: b stops answering (its link still looks up).
+    // a routes the next one through b, holds d's copy back, and when no
+    // receipt comes the copy goes after the hold and floods around b.
+    let pid = b.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let m2 = publish_on(&fed, 0, amber("for c, around b"), &["node-c"]).await;
+    assert_eq!(
+        a.node.metrics.named_routed.get(),
+        2,
+        "a routed it through b"
+    );
+    assert!(
+        arrives(&fed, 2, &m2, Duration::from_secs(90)).await,
+        "c gets it around the silent relay after the hold"
+    );
+    let path: Vec<String> = fed
+        .operator(2)
+        .await
+        .get_message(GetMessageRequest {
+            message_id: m2.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .path
+        .into_iter()
+        .map(|h| h.node_id)
+        .collect();
+    assert_eq!(path, ["node-a", "node-d", "node-e"]);
+    assert_eq!(a.node.metrics.named_not_needed.get(), 1);
+
+    let _ = Command::new("kill").args(["-CONT", &pid]).status();
+    let _ = b.kill();
+    let _ = b.wait();
+    for n in [a, c, d, e] {
+        n.shutdown().await.unwrap();
+    }
+}
