@@ -14,7 +14,8 @@
 //!   recipients goes, from here, to each recipient that is itself among the
 //!   peers policy lets it go to, and for each other recipient (not this node)
 //!   to the peer of its known way — when that peer is among the targets
-//!   policy chose and the way fits in the message's hop limit. A recipient
+//!   policy chose, its link is up, and the way fits in the message's hop
+//!   limit. A recipient
 //!   that is on the message's path, or whose way goes back through a node on
 //!   it, is left to that node (it holds the message and routes toward the
 //!   recipient itself). If any other recipient has no usable way, the
@@ -131,17 +132,20 @@ impl Routes {
     }
 
     /// Where a message to `recipients` goes from node `me`, given the peers
-    /// policy lets it go to (`targets`), the nodes it came through (`path`,
-    /// its origin first; empty at the origin), the links it crossed to get
-    /// here (`crossed`, 0 at its origin) and its signed `hop_limit`.
+    /// policy lets it go to (`targets`), those of them whose link is up now
+    /// (`live`: a way goes only through one of them), the nodes it came
+    /// through (`path`,
+    /// its origin first; empty at the origin) and the links its hop limit
+    /// still allows from here (`budget`: the signed limit less the links it
+    /// crossed to get here).
     pub fn plan(
         &self,
         me: &str,
         recipients: &[String],
         targets: &[String],
+        live: &[String],
         path: &[String],
-        crossed: u32,
-        hop_limit: u32,
+        budget: u32,
     ) -> Plan {
         let mut ways: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut toward = BTreeSet::new();
@@ -154,10 +158,9 @@ impl Routes {
             if path.contains(r) {
                 continue;
             }
-            let fits =
-                |route: &Route| u64::from(crossed) + u64::from(route.links) <= u64::from(hop_limit);
+            let fits = |route: &Route| route.links <= budget;
             match self.by_member.get(r) {
-                Some(route) if targets.contains(&route.via) && fits(route) => {
+                Some(route) if live.contains(&route.via) && fits(route) => {
                     ways.entry(route.via.clone()).or_default().push(r.clone());
                 }
                 Some(route) if path.contains(&route.via) => {}
@@ -355,7 +358,14 @@ mod tests {
         let targets = s(&["p", "q", "x", "r3"]);
         // Direct recipient, two routed ones, this node among the recipients.
         assert_eq!(
-            r.plan("me", &s(&["r1", "r2", "r3", "me"]), &targets, &[], 1, 8),
+            r.plan(
+                "me",
+                &s(&["r1", "r2", "r3", "me"]),
+                &targets,
+                &targets,
+                &[],
+                7
+            ),
             Plan::Route {
                 ways: vec![
                     ("p".into(), s(&["r1"])),
@@ -367,12 +377,17 @@ mod tests {
         );
         // A recipient with no way: flood.
         assert_eq!(
-            r.plan("me", &s(&["r1", "r4"]), &targets, &[], 1, 8),
+            r.plan("me", &s(&["r1", "r4"]), &targets, &targets, &[], 7),
             Plan::Flood
         );
         // The way's peer not a target (policy): flood.
         assert_eq!(
-            r.plan("me", &s(&["r1"]), &s(&["q", "x"]), &[], 1, 8),
+            r.plan("me", &s(&["r1"]), &s(&["q", "x"]), &s(&["q", "x"]), &[], 7),
+            Plan::Flood
+        );
+        // The way's peer is a target but its link is down: flood.
+        assert_eq!(
+            r.plan("me", &s(&["r1"]), &targets, &s(&["q"]), &[], 7),
             Plan::Flood
         );
         // The way goes back through a node that holds it, or the recipient
@@ -382,19 +397,22 @@ mod tests {
                 "me",
                 &s(&["r1", "r2", "r3"]),
                 &s(&["q"]),
+                &s(&["q"]),
                 &s(&["o", "p", "r3"]),
-                2,
-                8
+                6
             ),
             Plan::Route {
                 ways: vec![("q".into(), s(&["r2"]))],
                 toward: s(&["r1", "r2", "r3"]),
             }
         );
-        // The way does not fit in the hop limit: 3 crossed + 3 > 5.
-        assert_eq!(r.plan("me", &s(&["r2"]), &targets, &[], 3, 5), Plan::Flood);
+        // The way does not fit in the hop limit: 3 links, 2 left (3 of 5 crossed).
         assert_eq!(
-            r.plan("me", &s(&["r2"]), &targets, &[], 2, 5),
+            r.plan("me", &s(&["r2"]), &targets, &targets, &[], 2),
+            Plan::Flood
+        );
+        assert_eq!(
+            r.plan("me", &s(&["r2"]), &targets, &targets, &[], 3),
             Plan::Route {
                 ways: vec![("q".into(), s(&["r2"]))],
                 toward: s(&["r2"]),
@@ -402,7 +420,7 @@ mod tests {
         );
         // Only this node: nobody further needs it.
         assert_eq!(
-            r.plan("me", &s(&["me"]), &targets, &[], 1, 8),
+            r.plan("me", &s(&["me"]), &targets, &targets, &[], 7),
             Plan::Route {
                 ways: vec![],
                 toward: vec![],

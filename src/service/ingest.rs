@@ -36,7 +36,7 @@ use crate::domain::envelope::{Draft, Rejection, Verified, verify_batch};
 use crate::domain::hop_limit::Onward;
 use crate::domain::plumtree::split;
 use crate::domain::routes::Plan;
-use crate::proto::v1::DeliveryState;
+use crate::proto::v1::{DeliveryState, LinkState};
 use crate::proto::v1::{EnvelopeHeader, MessageKind, Receipt, SignedEnvelope, SignedHop, Tlp};
 use crate::service::node::Node;
 use crate::service::{ErrorKind, ServiceError, now_ms};
@@ -523,14 +523,20 @@ async fn try_prepare(
                         && at_limit.is_none()
                         && announce.is_empty()
                 }) && let Plan::Route { ways, toward } = {
+                    let live: Vec<String> = row
+                        .forward_to
+                        .iter()
+                        .filter(|p| node.peers.status(p).state == LinkState::Up)
+                        .cloned()
+                        .collect();
                     let mut routes = node.routes.lock().expect("routes lock");
                     let plan = routes.plan(
                         &node.id,
                         &along(&h.recipients, &hint),
                         &row.forward_to,
+                        &live,
                         &row.path.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
-                        way,
-                        h.hop_limit,
+                        h.hop_limit.saturating_sub(way),
                     );
                     if let Plan::Route { ways, .. } = &plan {
                         // Each copy tells the next node which recipients
