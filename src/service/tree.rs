@@ -32,9 +32,10 @@
 //!   frame marked `resent` or `returning` (a copy sent again after a
 //!   reconnect is no sign of a redundant path).
 //! - Only broadcasts take part: not receipts (they go back the way their
-//!   messages came), not messages to named recipients (they keep their
-//!   restricted flooding: a relay drops their ciphertext once delivered, so
-//!   it could not answer a graft for them later), and only ids in
+//!   messages came), not messages to named recipients (they go along ways
+//!   toward their recipients, `domain::routes`, or flood: a relay drops
+//!   their ciphertext once delivered, so it could not answer a graft for
+//!   them later), and only ids in
 //!   canonical UUID form (they are announced as 16 bytes).
 //! - A peer's frames are untrusted: at most [`MAX_IDS`] ids of each kind a
 //!   frame, [`MAX_IDS_PER_SEC`] ids a second per peer (the excess ignored),

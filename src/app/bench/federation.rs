@@ -23,7 +23,8 @@
 //!   counts envelopes received, `envelopes_counted_by` says which) per
 //!   delivery, of which `receipts_per_delivery` are receipt frames and
 //!   `named_per_delivery` frames of messages to named recipients (the AMBER
-//!   alerts: restricted flooding, ciphertext to relays);
+//!   alerts: routed toward their recipients, or flooded; ciphertext at
+//!   relays);
 //!   `receipts_stored_per_delivery`: receipts stored anywhere
 //!   (`certfed_receipts_received_total`, at relays and origins) per delivery;
 //!   `announce_bytes_per_delivery`: bytes of "I have" announcements sent
