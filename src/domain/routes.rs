@@ -203,6 +203,27 @@ impl Routes {
     }
 }
 
+/// The recipients a relay routes a copy toward: those of the message's
+/// signed `recipients` its sender named in the copy's hint
+/// (`PushFrame.toward`), or all of them when there is no usable hint —
+/// none, longer than the recipients, or naming none of them (a sender that
+/// routed the message names at least one; anything else is not believed).
+pub fn along(recipients: &[String], hint: &[String]) -> Vec<String> {
+    if hint.is_empty() || hint.len() > recipients.len() {
+        return recipients.to_vec();
+    }
+    let named: Vec<String> = recipients
+        .iter()
+        .filter(|r| hint.contains(r))
+        .cloned()
+        .collect();
+    if named.is_empty() {
+        recipients.to_vec()
+    } else {
+        named
+    }
+}
+
 /// The ways of a plan: the peers it sends to.
 pub fn peers(ways: &[(String, Vec<String>)]) -> Vec<String> {
     ways.iter().map(|(p, _)| p.clone()).collect()
@@ -447,6 +468,17 @@ mod tests {
         }
         assert_eq!(r.assigned.len(), MAX_ASSIGNED);
         assert!(r.hint("m", "p").is_empty(), "the oldest is forgotten first");
+    }
+
+    #[test]
+    fn a_hint_narrows_the_recipients_only_when_it_names_some_of_them() {
+        let rcpt = s(&["r1", "r2", "r3"]);
+        assert_eq!(along(&rcpt, &s(&["r2"])), s(&["r2"]));
+        assert_eq!(along(&rcpt, &s(&["r3", "r1", "zz"])), s(&["r1", "r3"]));
+        // No hint, one naming nobody, or one longer than the recipients: all.
+        assert_eq!(along(&rcpt, &[]), rcpt);
+        assert_eq!(along(&rcpt, &s(&["zz"])), rcpt);
+        assert_eq!(along(&rcpt, &s(&["r1", "r2", "r3", "r4"])), rcpt);
     }
 
     #[test]

@@ -279,19 +279,6 @@ const ROUTE_HOLD_MS: i64 = 30_000;
 /// failed way costs one hold, not one per hop.
 const ROUTE_FRESH_MS: i64 = ROUTE_HOLD_MS / 2;
 
-/// The recipients to route toward: those of `recipients` the sender named in
-/// its hint (`PushFrame.toward`), or all of them without a usable one.
-fn along(recipients: &[String], hint: &[String]) -> Vec<String> {
-    if hint.is_empty() || hint.len() > recipients.len() {
-        return recipients.to_vec();
-    }
-    recipients
-        .iter()
-        .filter(|r| hint.contains(r))
-        .cloned()
-        .collect()
-}
-
 /// A row's part in routing messages to named recipients (`domain::routes`).
 #[derive(Debug, Default)]
 enum Named {
@@ -532,7 +519,7 @@ async fn try_prepare(
                     let mut routes = node.routes.lock().expect("routes lock");
                     let plan = routes.plan(
                         &node.id,
-                        &along(&h.recipients, &hint),
+                        &crate::domain::routes::along(&h.recipients, &hint),
                         &row.forward_to,
                         &live,
                         &row.path.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),

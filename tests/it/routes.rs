@@ -145,3 +145,54 @@ async fn amber_goes_toward_its_recipient_and_around_a_way_that_fails() {
         n.shutdown().await.unwrap();
     }
 }
+
+/// A peer's hint (`PushFrame.toward`) is not believed beyond what it can
+/// mean: one naming none of the recipients, or longer than their list, is
+/// ignored — the relay routes toward every recipient — so a wrong hint
+/// cannot make a relay drop a message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peers_hint_naming_no_recipient_is_ignored() {
+    use crate::fedtools::{draft, frame, id_of, signer_from};
+    use certfed::domain::envelope::seal;
+    use prost::Message;
+    let fed = Fed::new(&["node-a", "node-b", "node-c"], &[(0, 1), (1, 2)]).sqlite();
+    let b = fed.start(1).await;
+    let c = fed.start(2).await;
+    // Links up: c's broadcast reaches b.
+    let hello = publish_on(&fed, 2, green_alert("from c"), &[]).await;
+    assert!(arrives(&fed, 1, &hello, Duration::from_secs(30)).await);
+    // A test client with a's certificate (a itself is not running) pushes
+    // a's GREEN alerts for c with bogus hints.
+    let signer = signer_from(&fed.pki, "node-a");
+    let mut fc = federation_client(&fed.pki, &fed.addr(1), "node-a", Some("node-b")).await;
+    let hints = [
+        vec!["node-zz".to_string()],
+        vec!["node-c".into(), "node-b".into(), "node-zz".into()],
+    ];
+    let mut ids = Vec::new();
+    for (i, hint) in hints.iter().enumerate() {
+        let mut d = draft(green_alert(&format!("hinted {i}")).encode_to_vec());
+        d.recipients = vec!["node-c".into()];
+        let env = seal(&signer, d);
+        ids.push(id_of(&env));
+        let mut f = frame(i as u64 + 1, env);
+        f.toward = hint.clone();
+        let mut s = fc
+            .push(tokio_stream::iter(vec![f]))
+            .await
+            .unwrap()
+            .into_inner();
+        let ack = s.message().await.unwrap().expect("one ack");
+        assert_eq!(ack.outcome, PushOutcome::Accepted as i32, "{ack:?}");
+    }
+    for id in &ids {
+        assert!(
+            arrives(&fed, 2, id, Duration::from_secs(30)).await,
+            "c gets {id} whatever the hint said"
+        );
+    }
+    assert!(b.node.metrics.named_routed.get() >= 2);
+    for n in [b, c] {
+        n.shutdown().await.unwrap();
+    }
+}
