@@ -492,9 +492,9 @@ async fn session(
     // Last time the peer answered while something was in flight.
     let mut progress = Instant::now();
     let session_start = now_ms();
-    // Lean receipts: receipts read from the outbox wait here, at most
-    // RECEIPT_GATHER after the first of them, and then go as one bundled
-    // frame; a message never waits for them.
+    // Lean receipts: receipts read from the outbox wait here and go as one
+    // bundled frame (`Held::due`: RECEIPT_GATHER after the first of them, at
+    // most one bundle per RECEIPT_INTERVAL); a message never waits for them.
     let mut held = Held::default();
     loop {
         if in_flight.len() < WINDOW && (!drained || sweep.is_some()) {
