@@ -20,11 +20,12 @@ use crate::domain::plumtree::{Action, Event};
 use crate::proto::v1::DeliveryState;
 use crate::proto::v1::Gossip as Frame;
 use crate::proto::v1::{EnvelopeHeader, Tlp};
+use crate::service::ingest::drop_parked;
 use crate::service::node::Node;
 use crate::service::now_ms;
 use crate::service::reconcile::{Why, queue_entitled};
 use crate::service::tree::{MAX_IDS, dispatch, refuse, to_ids, tree_routed};
-use crate::storage::{Outcome, StoredMessage};
+use crate::storage::StoredMessage;
 use prost::Message;
 
 /// Most links an announced message can have crossed (a chain is refused
@@ -130,21 +131,10 @@ pub async fn received(node: &Node, peer: &str, f: Frame) {
         // else changes nothing.
         let cursors = g.have(peer, &have);
         if !cursors.is_empty() {
-            let n = cursors.len() as u64;
-            let outcomes = cursors
-                .into_iter()
-                .map(|cursor| Outcome {
-                    cursor,
-                    state: DeliveryState::Delivered,
-                    reason: "the peer already held it (answered an announcement)".into(),
-                })
-                .collect();
-            match node.store.complete_outbox(peer, outcomes, now).await {
-                Ok(()) => {
-                    node.metrics.gossip_lazy_confirmed.inc_by(n);
-                }
-                Err(e) => node.metrics.storage_error(&e),
-            }
+            let reason = "the peer already held it (answered an announcement)";
+            let state = DeliveryState::Delivered;
+            let done = drop_parked(node, peer, cursors, state, reason, now).await;
+            node.metrics.gossip_lazy_confirmed.inc_by(done);
         }
     }
     if f.prune {

@@ -284,7 +284,8 @@ const ROUTE_FRESH_MS: i64 = ROUTE_HOLD_MS / 2;
 enum Named {
     #[default]
     Nothing,
-    /// Routed toward these recipients; copies parked for these peers.
+    /// Routed (from its origin) toward these recipients; copies parked for
+    /// these peers (never none).
     Routed {
         id: String,
         toward: Vec<String>,
@@ -543,20 +544,20 @@ async fn try_prepare(
                         .collect();
                     row.forward_to = peers;
                     node.metrics.named_routed.inc();
-                    named_row = Named::Routed {
-                        id: row.message_id.clone(),
-                        toward,
-                        parked,
-                    };
+                    if !parked.is_empty() {
+                        named_row = Named::Routed {
+                            id: row.message_id.clone(),
+                            toward,
+                            parked,
+                        };
+                    }
                 }
                 let mut r = to_row(*row);
                 if !announce.is_empty() {
                     r.parked = announce.clone();
                     r.park_until_ms = now + node.gossip.hold_ms();
                 }
-                if let Named::Routed { parked, .. } = &named_row
-                    && !parked.is_empty()
-                {
+                if let Named::Routed { parked, .. } = &named_row {
                     r.parked = parked.clone();
                     r.park_until_ms = now + ROUTE_HOLD_MS;
                 }
@@ -753,7 +754,7 @@ impl Committing {
         {
             let (id, announce, prunable) = tree.next().unwrap_or_default();
             match (named.next().unwrap_or_default(), &s) {
-                (Named::Routed { id, toward, parked }, Stored::New(c)) if !parked.is_empty() => {
+                (Named::Routed { id, toward, parked }, Stored::New(c)) => {
                     let until = now + ROUTE_HOLD_MS;
                     let cursors = parked.iter().map(|p| (p.clone(), *c)).collect();
                     node.routed
@@ -863,22 +864,10 @@ impl Committing {
         }
         // Copies held back off a route that every recipient confirmed.
         for (peer, cursors) in not_needed {
-            let n = cursors.len() as u64;
-            let outcomes = cursors
-                .into_iter()
-                .map(|cursor| Outcome {
-                    cursor,
-                    state: DeliveryState::NotNeeded,
-                    reason: "not sent: every recipient it was routed toward confirmed receipt"
-                        .into(),
-                })
-                .collect();
-            match node.store.complete_outbox(&peer, outcomes, now).await {
-                Ok(()) => {
-                    node.metrics.named_not_needed.inc_by(n);
-                }
-                Err(e) => node.metrics.storage_error(&e),
-            }
+            let reason = "not sent: every recipient it was routed toward confirmed receipt";
+            let state = DeliveryState::NotNeeded;
+            let done = drop_parked(node, &peer, cursors, state, reason, now).await;
+            node.metrics.named_not_needed.inc_by(done);
         }
         for (id, hops, path, forward_to) in reroutes {
             reach_further(node, &id, hops, path, &forward_to, now).await;
@@ -894,6 +883,35 @@ impl Committing {
             .into_iter()
             .map(|r| r.expect("every slot filled"))
             .collect())
+    }
+}
+
+/// Drops copies parked in `peer`'s outbox (at `cursors`) that will not be
+/// sent, recording `state` and `reason` as their delivery; returns how many
+/// (0 when the store failed: counted, and the copies go when due).
+pub async fn drop_parked(
+    node: &Node,
+    peer: &str,
+    cursors: Vec<u64>,
+    state: DeliveryState,
+    reason: &str,
+    now: i64,
+) -> u64 {
+    let n = cursors.len() as u64;
+    let outcomes = cursors
+        .into_iter()
+        .map(|cursor| Outcome {
+            cursor,
+            state,
+            reason: reason.into(),
+        })
+        .collect();
+    match node.store.complete_outbox(peer, outcomes, now).await {
+        Ok(()) => n,
+        Err(e) => {
+            node.metrics.storage_error(&e);
+            0
+        }
     }
 }
 
