@@ -3,8 +3,12 @@
 //! N nodes (default 37), each a real `certfed serve` process of this binary
 //! (real PKI, mutual TLS, SQLite on disk, metrics on loopback), linked by a
 //! seeded random topology: a random spanning tree, then random links until
-//! every node has its drawn degree (3, 4 or 5; never above 5). Once a warm-up
-//! broadcast has reached every node, the benchmark plays `--federation-green`
+//! every node has its drawn degree (3, 4 or 5; never above 5). Each node runs
+//! as the shipped systemd unit runs it (`MALLOC_ARENA_MAX=2`, unless this
+//! process's environment sets it). Once a warm-up broadcast from every node
+//! has reached every node (the trees of a running federation;
+//! `--federation-cold-trees`: from node 0 only, so the other origins' trees
+//! form inside the measurement), the benchmark plays `--federation-green`
 //! GREEN broadcasts and `--federation-amber` AMBER alerts (each to
 //! `--federation-recipients` named recipients) at `--federation-rate` alerts
 //! per second from random origins, in a seeded random order.
@@ -56,6 +60,7 @@
 //!   (`rss_file_per_node_mib`: mostly the certfed binary's code, one copy in
 //!   RAM shared by every node process), and `pss_per_node_mib` (the
 //!   proportional set size: shared pages divided among their sharers);
+//!   `malloc_arena_max`: the heap arenas the nodes ran with (as the unit);
 //! - exactness: `missing` (eligible deliveries that never showed up within
 //!   `--federation-settle` seconds after the last publish), `duplicated`
 //!   (a node's Watch showing one alert twice), `amber_readable_elsewhere`
@@ -451,8 +456,11 @@ pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
     let metrics_ports = metrics_ports.to_vec();
     let fed = Arc::new(fed);
     let mut procs: Vec<NodeProcess> = Vec::with_capacity(n);
+    let mut arenas = String::new();
     for i in 0..n {
-        procs.push(super::memory::spawn(&fed, i).await?);
+        let (p, a) = super::memory::spawn_as_unit(&fed, i).await?;
+        arenas = a;
+        procs.push(p);
     }
     let started_nodes = Instant::now();
 
@@ -625,7 +633,7 @@ pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
             && Instant::now() >= at
         {
             for &v in &down {
-                procs[v] = super::memory::spawn(&fed, v).await?;
+                procs[v] = super::memory::spawn_as_unit(&fed, v).await?.0;
             }
             down.clear();
             restart_at = None;
@@ -685,7 +693,7 @@ pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
     if let Some(at) = restart_at {
         tokio::time::sleep(at.saturating_duration_since(Instant::now())).await;
         for &v in &down {
-            procs[v] = super::memory::spawn(&fed, v).await?;
+            procs[v] = super::memory::spawn_as_unit(&fed, v).await?.0;
         }
     }
     let publish_seconds = run_started.elapsed().as_secs_f64();
@@ -983,6 +991,7 @@ pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
     v["named_per_delivery"] = serde_json::json!(round(used.named_frames / d, 3));
     v["named_routed"] = serde_json::json!(used.named_routed);
     v["named_not_needed"] = serde_json::json!(used.named_not_needed);
+    v["malloc_arena_max"] = serde_json::json!(arenas);
     let idle_v = match idle {
         Some((secs, cores, frames)) => serde_json::json!({
             "idle_seconds": round(secs, 1),

@@ -143,12 +143,16 @@ pub struct BenchArgs {
     /// before issue 13's trees; to compare in one build.
     #[arg(long)]
     pub federation_flood: bool,
-    /// Federation phase in the steady state of a running federation: the
-    /// warm-up sends one broadcast from every node (not only node 0), so
-    /// every origin's Plumtree tree has formed before the measured load;
-    /// without it the first message of each origin pays the tree's
-    /// formation (a flood) inside the measurement.
-    #[arg(long)]
+    /// Federation phase from a fresh start: the warm-up sends one broadcast
+    /// from node 0 only, so the first message of each other origin pays its
+    /// Plumtree tree's formation (a flood) inside the measurement. By
+    /// default the warm-up sends one broadcast from every node, and the
+    /// load meets the trees of a running federation (the steady state).
+    #[arg(long, conflicts_with = "federation_warm_trees")]
+    pub federation_cold_trees: bool,
+    /// The steady state (one warm-up broadcast from every node): the
+    /// default; kept so that older command lines still run.
+    #[arg(long, hide = true)]
     pub federation_warm_trees: bool,
     /// Seconds the federation phase measures the nodes' CPU with no traffic
     /// (after the warm-up settled and every Watch stream is open, before
@@ -525,7 +529,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             kill: args.federation_kill,
             settle_secs: args.federation_settle,
             flood: args.federation_flood,
-            warm_trees: args.federation_warm_trees,
+            warm_trees: !args.federation_cold_trees,
             idle_secs: args.federation_idle_seconds,
             hop_limit: args.federation_hop_limit,
         };
