@@ -17,6 +17,7 @@ mod duplicates;
 mod e2e;
 mod exchange;
 mod exercise;
+mod fedbench;
 mod fedtools;
 mod flood;
 mod full_disk;

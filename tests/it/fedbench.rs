@@ -1,0 +1,97 @@
+//! `certfed bench --federation N --json`, small: the real binary starts N
+//! real node processes (PKI, mutual TLS, SQLite on disk), plays broadcasts and
+//! AMBER alerts, and prints one JSON object. Checked: the fields the contract
+//! names are there with sane values, the run is exact (nothing missing,
+//! duplicated or readable where it must not be), the steady state (warm
+//! trees) is the default and `--federation-cold-trees` turns it off, and the
+//! nodes run with the systemd unit's `MALLOC_ARENA_MAX=2` unless the
+//! benchmark's environment sets another value. No figure is judged here:
+//! speed is for the benchmark itself, not a test.
+
+use serde_json::Value;
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_certfed");
+
+/// Runs a 6-node federation benchmark with `extra` arguments (and
+/// `env`), returning its JSON.
+fn bench(extra: &[&str], env: &[(&str, &str)]) -> Value {
+    let mut c = Command::new(BIN);
+    c.env_remove("MALLOC_ARENA_MAX")
+        .env("RUST_LOG", "error")
+        .args([
+            "bench",
+            "--federation",
+            "6",
+            "--federation-green",
+            "8",
+            "--federation-amber",
+            "3",
+            "--federation-recipients",
+            "2",
+            "--federation-rate",
+            "20",
+            "--federation-settle",
+            "60",
+            "--json",
+        ])
+        .args(extra)
+        .envs(env.iter().copied());
+    let out = c.output().expect("run certfed bench");
+    assert!(
+        out.status.success(),
+        "certfed bench --federation failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(line.trim())
+        .unwrap_or_else(|e| panic!("not one JSON object ({e}): {line}"))
+}
+
+fn num(v: &Value, k: &str) -> f64 {
+    v[k].as_f64()
+        .unwrap_or_else(|| panic!("{k} is not a number in {v}"))
+}
+
+#[test]
+fn the_federation_benchmark_reports_an_exact_run_of_real_nodes() {
+    let v = bench(&[], &[]);
+    assert_eq!(v["federation_nodes"], 6, "{v}");
+    // Degree 3 to 5 on 6 nodes: at least 9 links, at most 15.
+    let links = num(&v, "federation_links");
+    assert!((9.0..=15.0).contains(&links), "{v}");
+    for k in [
+        "all_eligible_p50_ms",
+        "all_eligible_p99_ms",
+        "per_delivery_p99_ms",
+        "envelopes_per_delivery",
+        "rss_per_node_mib",
+    ] {
+        assert!(num(&v, k) > 0.0, "{k} in {v}");
+    }
+    for k in ["receipts_per_delivery", "announce_bytes_per_delivery"] {
+        assert!(num(&v, k) >= 0.0, "{k} in {v}");
+    }
+    assert!(
+        num(&v, "all_eligible_p50_ms") <= num(&v, "all_eligible_p99_ms"),
+        "{v}"
+    );
+    // 8 broadcasts to 5 other nodes and 3 alerts to 2 recipients each.
+    assert_eq!(v["deliveries"], 8 * 5 + 3 * 2, "{v}");
+    assert_eq!(v["missing"], 0, "{v}");
+    assert_eq!(v["duplicated"], 0, "{v}");
+    assert_eq!(v["amber_readable_elsewhere"], 0, "{v}");
+    // The default: trees formed, nodes as the unit runs them.
+    assert_eq!(v["warm_trees"], true, "{v}");
+    assert_eq!(v["malloc_arena_max"], "2", "{v}");
+}
+
+#[test]
+fn cold_trees_and_an_allocator_setting_of_its_own_are_taken() {
+    let v = bench(&["--federation-cold-trees"], &[("MALLOC_ARENA_MAX", "3")]);
+    assert_eq!(v["warm_trees"], false, "{v}");
+    assert_eq!(v["malloc_arena_max"], "3", "{v}");
+    assert_eq!(v["missing"], 0, "{v}");
+    assert_eq!(v["duplicated"], 0, "{v}");
+}
