@@ -151,8 +151,9 @@ pub struct BenchArgs {
     #[arg(long, conflicts_with = "federation_warm_trees")]
     pub federation_cold_trees: bool,
     /// The steady state (one warm-up broadcast from every node): the
-    /// default; kept so that older command lines still run.
-    #[arg(long, hide = true)]
+    /// default, so this changes nothing; kept so that older command lines
+    /// still run.
+    #[arg(long)]
     pub federation_warm_trees: bool,
     /// Seconds the federation phase measures the nodes' CPU with no traffic
     /// (after the warm-up settled and every Watch stream is open, before
