@@ -156,6 +156,8 @@ pub struct Admitted {
     pub receipt_owed: Option<ReceiptOwed>,
     /// The incident it belongs to and its correlation keys (`domain::incident::facts`).
     pub incident: crate::domain::incident::IncidentFacts,
+    /// Its signed header lists attachments.
+    pub attachments: bool,
 }
 
 /// The outcome of admission for one envelope.
@@ -800,6 +802,7 @@ fn decide(
         ),
         receipt_owed: None,
         incident,
+        attachments: !h.attachments.is_empty(),
     })
 }
 

@@ -32,6 +32,7 @@ use crate::proto::v1::{
     MergeIncidentsRequest, MergeIncidentsResponse, MessageKind, ReportSightingRequest,
     SetIncidentStatusRequest, Sighting, Situation, Tlp,
 };
+use crate::service::arrivals::{Arrival, Follower};
 use crate::service::ingest::{OriginateError, Outgoing};
 use crate::service::limits::{PageBuilder, PageLimit};
 use crate::service::node::Node;
@@ -340,17 +341,25 @@ fn member_indicators(m: &StoredMessage) -> BTreeMap<String, crate::proto::v1::In
         .collect()
 }
 
-/// [`watch_matches`] for a batch of messages just stored, with ONE read of
-/// the member index for the whole batch (Watch and the counting task follow
-/// the store in batches; a read per arrival would cost more than the
+/// One message to correlate: the incident its header names (its own, never
+/// a match), its exercise flag, and the member keys of its indicators
+/// (`domain::incident::member_key`), each once, in order.
+struct Keyed<'a> {
+    own: &'a str,
+    exercise: bool,
+    keys: Vec<String>,
+}
+
+/// The incidents each message matches, as (member key, incident) pairs, at
+/// most [`MAX_WATCH_MATCHES`] per message, each incident once, with ONE read
+/// of the member index for the whole batch (Watch and the counting task
+/// follow the store in batches; a read per arrival would cost more than the
 /// arrival). Answers one list per message, in order.
-pub async fn batch_matches(
+async fn keyed_matches(
     node: &Node,
-    batch: &[StoredMessage],
-) -> Result<Vec<Vec<IncidentMatch>>, StoreError> {
-    let per: Vec<BTreeMap<String, crate::proto::v1::Indicator>> =
-        batch.iter().map(member_indicators).collect();
-    let keys: BTreeSet<&String> = per.iter().flat_map(|p| p.keys()).collect();
+    batch: &[Keyed<'_>],
+) -> Result<Vec<Vec<(String, String)>>, StoreError> {
+    let keys: BTreeSet<&String> = batch.iter().flat_map(|k| &k.keys).collect();
     if keys.is_empty() {
         return Ok(vec![Vec::new(); batch.len()]);
     }
@@ -382,32 +391,63 @@ pub async fn batch_matches(
     }
     Ok(batch
         .iter()
-        .zip(&per)
-        .map(|(m, inds)| {
-            let own = header(m).incident_id;
-            let mut out: Vec<IncidentMatch> = Vec::new();
+        .map(|m| {
+            let mut out: Vec<(String, String)> = Vec::new();
             let mut done: BTreeSet<&str> = BTreeSet::new();
-            for (key, ind) in inds {
+            for key in &m.keys {
                 for &incident in by_key.get(key.as_str()).into_iter().flatten() {
                     if out.len() >= MAX_WATCH_MATCHES {
                         return out;
                     }
-                    if incident == own
-                        || flags.get(incident) != Some(&m.is_exercise())
+                    if incident == m.own
+                        || flags.get(incident) != Some(&m.exercise)
                         || !done.insert(incident)
                     {
                         continue;
                     }
-                    out.push(IncidentMatch {
-                        incident_id: incident.to_string(),
-                        message_id: m.message_id.clone(),
-                        origin: m.origin.clone(),
-                        kind: m.kind,
-                        indicator: Some(ind.clone()),
-                    });
+                    out.push((key.clone(), incident.to_string()));
                 }
             }
             out
+        })
+        .collect())
+}
+
+/// [`watch_matches`] for a batch of messages just stored (one read of the
+/// member index for the batch).
+pub async fn batch_matches(
+    node: &Node,
+    batch: &[StoredMessage],
+) -> Result<Vec<Vec<IncidentMatch>>, StoreError> {
+    let per: Vec<BTreeMap<String, crate::proto::v1::Indicator>> =
+        batch.iter().map(member_indicators).collect();
+    let owns: Vec<String> = batch.iter().map(|m| header(m).incident_id).collect();
+    let keyed: Vec<Keyed<'_>> = batch
+        .iter()
+        .zip(&per)
+        .zip(&owns)
+        .map(|((m, inds), own)| Keyed {
+            own,
+            exercise: m.is_exercise(),
+            keys: inds.keys().cloned().collect(),
+        })
+        .collect();
+    let found = keyed_matches(node, &keyed).await?;
+    Ok(batch
+        .iter()
+        .zip(&per)
+        .zip(found)
+        .map(|((m, inds), pairs)| {
+            pairs
+                .into_iter()
+                .map(|(key, incident_id)| IncidentMatch {
+                    incident_id,
+                    message_id: m.message_id.clone(),
+                    origin: m.origin.clone(),
+                    kind: m.kind,
+                    indicator: inds.get(&key).cloned(),
+                })
+                .collect()
         })
         .collect())
 }
@@ -1129,55 +1169,59 @@ async fn merge_as(
 /// Follows what the node stores until it stops: for each arriving incident
 /// contribution that the picture refuses, and each correlation match, counts
 /// it (`certfed_incident_refusals_total{rule}`, `certfed_incident_matches_total`)
-/// and logs it. Reads the store by cursor; never scans history.
+/// and logs it. Takes what each commit hands over (`service::arrivals`: no
+/// store read, no payload decode per message), the store by cursor where that
+/// breaks; never scans history.
 pub async fn run(node: Arc<Node>) {
-    let mut notes = node.stored.subscribe();
-    let mut cursor = match node.store.last_cursor().await {
+    let notes = node.stored.subscribe();
+    let cursor = match node.store.last_cursor().await {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "incidents: cannot read the store; correlation counting is off");
             return;
         }
     };
-    loop {
-        let batch = match node.store.messages_after(cursor, 256).await {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!(error = %e, "incidents: cannot read new messages");
-                Vec::new()
+    let mut follow = Follower::new(notes, cursor, |a| &a.incidents);
+    while let Some(batch) = follow
+        .next(&node.store, &node.arrivals, &node.shutdown)
+        .await
+    {
+        let from_others: Vec<&Arrival> = batch
+            .iter()
+            .map(|a| a.as_ref())
+            .filter(|a| a.origin != node.id)
+            .collect();
+        for a in &from_others {
+            // A contribution to an incident (rare): its rules need the
+            // message's header.
+            if a.incident_id.as_ref().is_some_and(|i| *i != a.message_id) {
+                match node.store.get_message(&a.message_id).await {
+                    Ok(Some(m)) => arrived(&node, &m).await,
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "incidents: cannot read an arriving contribution")
+                    }
+                }
             }
-        };
-        let full = batch.len() == 256;
-        if let Some(last) = batch.last() {
-            cursor = last.cursor;
         }
-        let from_others: Vec<StoredMessage> =
-            batch.into_iter().filter(|m| m.origin != node.id).collect();
-        for m in &from_others {
-            arrived(&node, m).await;
-        }
-        match batch_matches(&node, &from_others).await {
+        let keyed: Vec<Keyed<'_>> = from_others
+            .iter()
+            .map(|a| Keyed {
+                own: a.incident_id.as_deref().unwrap_or(""),
+                exercise: a.exercise,
+                keys: a.indicator_keys().map(member_key).collect(),
+            })
+            .collect();
+        match keyed_matches(&node, &keyed).await {
             Ok(found) => {
-                for (m, f) in from_others.iter().zip(found) {
-                    for x in f {
-                        node.metrics.count_incident_match(m.is_exercise());
-                        tracing::info!(message_id = %m.message_id, from = %m.origin, incident_id = %x.incident_id, "correlation: shares an indicator with an incident held here; link it with `certfed incident link`");
+                for (a, f) in from_others.iter().zip(found) {
+                    for (_, incident_id) in f {
+                        node.metrics.count_incident_match(a.exercise);
+                        tracing::info!(message_id = %a.message_id, from = %a.origin, %incident_id, "correlation: shares an indicator with an incident held here; link it with `certfed incident link`");
                     }
                 }
             }
             Err(e) => tracing::warn!(error = %e, "incidents: correlation lookup failed"),
-        }
-        if full {
-            continue;
-        }
-        tokio::select! {
-            n = notes.changed() => {
-                // The node is gone.
-                if n.is_err() {
-                    return;
-                }
-            }
-            _ = node.shutdown.cancelled() => return,
         }
     }
 }

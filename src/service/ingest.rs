@@ -38,6 +38,7 @@ use crate::domain::plumtree::split;
 use crate::domain::routes::Plan;
 use crate::proto::v1::{DeliveryState, LinkState};
 use crate::proto::v1::{EnvelopeHeader, MessageKind, Receipt, SignedEnvelope, SignedHop, Tlp};
+use crate::service::arrivals::Arrival;
 use crate::service::node::Node;
 use crate::service::{ErrorKind, ServiceError, now_ms};
 use crate::storage::{
@@ -178,6 +179,8 @@ pub struct Prepared {
     reach: Vec<Reach>,
     /// Per row: its part in routing messages to named recipients.
     named: Vec<Named>,
+    /// Per row: its signed header lists attachments (for `service::arrivals`).
+    attachments: Vec<bool>,
     /// Why the batch could not be prepared (shown by `finish`).
     failed: Option<StoreError>,
 }
@@ -201,6 +204,7 @@ impl Prepared {
             tree: Vec::new(),
             reach: Vec::new(),
             named: Vec::new(),
+            attachments: Vec::new(),
             failed: Some(e),
         }
     }
@@ -224,6 +228,9 @@ pub struct Committing {
     facts: Vec<(bool, Option<String>, bool)>,
     /// Per row: the SignedRoster a roster message carries, applied once stored.
     rosters: Vec<Option<Vec<u8>>>,
+    /// Per row: what the tasks following arrivals need (its cursor set once
+    /// stored).
+    arrivals: Vec<Arrival>,
     pending: Option<Pending<Vec<Stored>>>,
     queued: std::time::Instant,
 }
@@ -369,6 +376,7 @@ async fn try_prepare(
     let mut tree = Vec::with_capacity(n);
     let mut reach = Vec::with_capacity(n);
     let mut named = Vec::with_capacity(n);
+    let mut attachments = Vec::with_capacity(n);
     // Plumtree: targets on links lazy for the message's origin get an
     // announcement now and a parked copy (sent in full unless they answer
     // that they hold it).
@@ -434,6 +442,7 @@ async fn try_prepare(
                     });
                     tree.push((None, Vec::new(), false));
                     named.push(Named::Nothing);
+                    attachments.push(row.attachments);
                     rows.push(to_row(*row));
                     slots.push(i);
                     continue;
@@ -552,6 +561,7 @@ async fn try_prepare(
                         };
                     }
                 }
+                attachments.push(row.attachments);
                 let mut r = to_row(*row);
                 if !announce.is_empty() {
                     r.parked = announce.clone();
@@ -617,6 +627,7 @@ async fn try_prepare(
         tree,
         reach,
         named,
+        attachments,
         failed: None,
     })
 }
@@ -626,6 +637,11 @@ async fn try_prepare(
 /// failure to queue shows in [`Committing::finish`].
 pub async fn submit(node: &Node, mut batch: Prepared) -> Committing {
     let rows = std::mem::take(&mut batch.rows);
+    let arrivals: Vec<Arrival> = rows
+        .iter()
+        .zip(std::mem::take(&mut batch.attachments))
+        .map(|(r, attachments)| Arrival::of_new(r, 0, attachments))
+        .collect();
     let targets: Vec<Vec<String>> = rows.iter().map(|r| r.targets.clone()).collect();
     let facts: Vec<(bool, Option<String>, bool)> = rows
         .iter()
@@ -663,6 +679,7 @@ pub async fn submit(node: &Node, mut batch: Prepared) -> Committing {
         targets,
         facts,
         rosters,
+        arrivals,
         pending,
         queued,
     }
@@ -680,6 +697,7 @@ impl Committing {
             targets,
             facts,
             rosters,
+            arrivals,
             pending,
             queued,
         } = self;
@@ -744,14 +762,20 @@ impl Committing {
         let mut wake = BTreeSet::new();
         let mut new_rosters = Vec::new();
         let mut last_new = 0u64;
-        for (((((slot, s), t), owed), (is_receipt, thread, exercise)), roster) in slots
-            .into_iter()
-            .zip(stored)
-            .zip(targets)
-            .zip(owed)
-            .zip(facts)
-            .zip(rosters)
+        for ((((((slot, s), t), owed), (is_receipt, thread, exercise)), roster), mut arrival) in
+            slots
+                .into_iter()
+                .zip(stored)
+                .zip(targets)
+                .zip(owed)
+                .zip(facts)
+                .zip(rosters)
+                .zip(arrivals)
         {
+            if let Stored::New(c) = &s {
+                arrival.cursor = *c;
+                node.arrivals.put(arrival);
+            }
             let (id, announce, prunable) = tree.next().unwrap_or_default();
             match (named.next().unwrap_or_default(), &s) {
                 (Named::Routed { id, toward, parked }, Stored::New(c)) => {

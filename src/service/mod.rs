@@ -2,7 +2,8 @@
 //! and the store below: publishing and reading alerts ([`alerts`]), the
 //! assistance workflow ([`assistance`]), delivery status and peers
 //! ([`delivery`]), stored alerts for STIX/MISP/TAXII ([`exchange`]), taking
-//! envelopes in ([`ingest`]), receipts ([`receipts`]),
+//! envelopes in ([`ingest`]) and handing what was stored to the tasks that
+//! follow it ([`arrivals`]), receipts ([`receipts`]),
 //! idempotent actions with client-chosen request ids ([`requests`]), the
 //! sizes of requests, answers and pages ([`limits`]),
 //! peer links ([`links`]), retention ([`retention`]) and metrics ([`metrics`]).
@@ -13,6 +14,7 @@
 //! one table. Error messages say what to do.
 pub mod acks;
 pub mod alerts;
+pub mod arrivals;
 pub mod assistance;
 pub mod attachments;
 pub mod delivery;

@@ -58,10 +58,14 @@ pub struct Node {
     pub started_ms: i64,
     tls_client: RwLock<Arc<rustls::ClientConfig>>,
     /// The cursor of the last message stored, for the tasks that follow the
-    /// store (Watch, incident counting). Set once per committed batch; a
+    /// store (Watch, and through `arrivals` incident counting and the
+    /// attachment fetcher). Set once per committed batch; a
     /// follower woken by it reads everything after its own cursor, so the
     /// wake-ups coalesce (one read per batch, never one per message).
     pub stored: watch::Sender<u64>,
+    /// What each commit stored, handed to the tasks that follow every
+    /// arrival (`service::arrivals`); filled before `stored` is advanced.
+    pub arrivals: crate::service::arrivals::Arrivals,
     pub peers: Peers,
     pub metrics: Metrics,
     /// Cancelled when the node stops.
@@ -190,6 +194,7 @@ impl Node {
             started_ms: p.started_ms,
             tls_client: RwLock::new(p.tls_client),
             stored,
+            arrivals: Default::default(),
             peers,
             metrics,
             shutdown: CancellationToken::new(),

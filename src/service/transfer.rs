@@ -29,6 +29,7 @@
 use crate::domain::attachment::{Assembly, Layout};
 use crate::proto::v1::federation_client::FederationClient;
 use crate::proto::v1::{AttachmentBlob, AttachmentChunk, EnvelopeHeader, FetchAttachmentRequest};
+use crate::service::arrivals::Follower;
 use crate::service::attachments::root_dir;
 use crate::service::node::Node;
 use crate::service::peers::expect_member;
@@ -296,8 +297,8 @@ pub fn spawn_fetch(node: Arc<Node>, message_id: String, from: String) {
 /// them from the delivering peer when their content totals at most
 /// `limits.eager_attachment_bytes` (larger ones on demand).
 pub async fn run(node: Arc<Node>) {
-    let mut stored = node.stored.subscribe();
-    let mut cursor = node.store.last_cursor().await.unwrap_or(0);
+    let stored = node.stored.subscribe();
+    let cursor = node.store.last_cursor().await.unwrap_or(0);
     // Only read here: the folder is created by the first attachment.
     let root = node.cfg.storage.dir.join("attachments");
     if !node.cfg.storage.dir.as_os_str().is_empty() && root.is_dir() {
@@ -316,42 +317,33 @@ pub async fn run(node: Arc<Node>) {
             }
         }
     }
-    loop {
-        tokio::select! {
-            _ = node.shutdown.cancelled() => return,
-            r = stored.changed() => {
-                if r.is_err() {
-                    return;
-                }
-            }
-        }
-        loop {
-            let Ok(rows) = node.store.messages_after(cursor, 256).await else {
-                break;
+    let mut follow = Follower::new(stored, cursor, |a| &a.fetcher);
+    while let Some(batch) = follow
+        .next(&node.store, &node.arrivals, &node.shutdown)
+        .await
+    {
+        for a in batch {
+            // Handed over by the commit (`service::arrivals`): only a message
+            // with attachments from a peer is read again.
+            let Some(from) = a.from_peer.clone().filter(|_| a.attachments) else {
+                continue;
             };
-            let n = rows.len();
-            for m in rows {
-                cursor = cursor.max(m.cursor);
-                let blobs = blobs_of(&m);
-                let Some(from) = m.from_peer.clone() else {
-                    continue;
-                };
-                if blobs.is_empty() {
-                    continue;
-                }
-                let encrypted = EnvelopeHeader::decode(m.header.as_slice())
-                    .map(|h| h.encrypted)
-                    .unwrap_or(false);
-                let total: u64 = blobs
-                    .iter()
-                    .map(|b| crate::domain::attachment::content_size(b, encrypted))
-                    .sum();
-                if total <= node.cfg.limits.eager_attachment_bytes && wanted(&node, &m).await {
-                    spawn_fetch(node.clone(), m.message_id.clone(), from);
-                }
+            let Ok(Some(m)) = node.store.get_message(&a.message_id).await else {
+                continue;
+            };
+            let blobs = blobs_of(&m);
+            if blobs.is_empty() {
+                continue;
             }
-            if n < 256 {
-                break;
+            let encrypted = EnvelopeHeader::decode(m.header.as_slice())
+                .map(|h| h.encrypted)
+                .unwrap_or(false);
+            let total: u64 = blobs
+                .iter()
+                .map(|b| crate::domain::attachment::content_size(b, encrypted))
+                .sum();
+            if total <= node.cfg.limits.eager_attachment_bytes && wanted(&node, &m).await {
+                spawn_fetch(node.clone(), m.message_id.clone(), from);
             }
         }
     }
