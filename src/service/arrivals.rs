@@ -122,8 +122,7 @@ impl ArrivalCache {
     /// not here).
     pub fn take_run(&self, cursor: u64, max: usize) -> Vec<Arc<Arrival>> {
         let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let mut rest = m.split_off(&(cursor + 1));
-        std::mem::swap(&mut *m, &mut rest);
+        *m = m.split_off(&(cursor + 1));
         let mut run = Vec::new();
         let mut next = cursor + 1;
         while run.len() < max {
