@@ -142,6 +142,14 @@ pub struct StorageSection {
     /// Integrity check of the database at start: `quick`, `full` or `off`.
     #[serde(default)]
     pub integrity_check: IntegrityCheckMode,
+    /// Seconds a relay keeps the ciphertext of a message it cannot read
+    /// after it arrived, at least, and until every peer it was queued for
+    /// has it; then only the signed header stays. Within it the relay can
+    /// answer a peer that needs a copy over fewer links (a message stopped
+    /// at its hop limit elsewhere). 0 empties it within a second of the last
+    /// peer's acknowledgement.
+    #[serde(default = "default_relay_keep_secs")]
+    pub relay_keep_secs: u64,
 }
 
 /// The storage backend.
@@ -697,6 +705,9 @@ fn default_max_tlp() -> Tlp {
 }
 fn default_lease_secs() -> u64 {
     8
+}
+fn default_relay_keep_secs() -> u64 {
+    600
 }
 fn default_retention_days() -> u32 {
     365

@@ -1056,6 +1056,7 @@ async fn serve_when_active(
     let tasks = vec![
         tokio::spawn(crate::service::receipts::run(node.clone(), receipt_rx)),
         tokio::spawn(crate::service::retention::run(node.clone())),
+        tokio::spawn(crate::service::retention::empty_relayed(node.clone())),
         tokio::spawn(crate::service::incidents::run(node.clone())),
         tokio::spawn(follow_roster(node.clone(), links.clone())),
         tokio::spawn(crate::service::transfer::run(node.clone())),

@@ -17,11 +17,18 @@
 //!   unfinished uploads (`.upload-*`) and folders changed within
 //!   [`ATTACHMENT_GRACE`] (an upload's folder takes its message id just
 //!   before the message is stored).
+//! - Relayed ciphertext (a message this node cannot read, passed on for
+//!   other members) is emptied, its signed header kept, once no outbox
+//!   holds it and it is `storage.relay_keep_secs` old ([`empty_relayed`],
+//!   every half of that, between a second and a minute): until then the
+//!   relay can answer a request for a copy over fewer links
+//!   (`domain::hop_limit`).
 //! - A purged message cannot come back: `limits.max_message_age_days` is at
 //!   most every retention (checked by the configuration), and ingest refuses
 //!   anything older (`Rejection::TooOld`).
 //!
-//! Nothing here starts a task: the application runs [`run`].
+//! Nothing here starts a task: the application runs [`run`] and
+//! [`empty_relayed`].
 use crate::domain::assistance::{SignedStep, is_terminal, replay};
 use crate::proto::v1::Tlp;
 use crate::service::assistance::to_step;
@@ -84,6 +91,7 @@ pub async fn plan(node: &Node, now: i64) -> Result<(PurgePlan, u64), StoreError>
         keep_requests: Vec::new(),
         rejections_before_ms: now
             .saturating_sub(i64::from(st.retention_days).saturating_mul(86_400_000)),
+        relayed_before_ms: relayed_before(node, now),
         limit: BATCH,
     };
     let candidates = node
@@ -120,7 +128,9 @@ pub async fn purge_once(node: &Node, now: i64) -> Result<PassReport, StoreError>
         report.batches += 1;
         report.messages += done.messages;
         report.rejections += done.rejections;
-        let more = done.messages as usize >= plan.limit || done.rejections as usize >= plan.limit;
+        let more = done.messages as usize >= plan.limit
+            || done.rejections as usize >= plan.limit
+            || done.ciphertexts as usize >= plan.limit;
         if !more || node.shutdown.is_cancelled() {
             if report.messages > 0 {
                 report.attachment_folders = sweep_attachments(node, ATTACHMENT_GRACE).await?;
@@ -190,6 +200,55 @@ pub async fn sweep_attachments(node: &Node, grace: Duration) -> Result<u64, Stor
         }
     }
     Ok(removed)
+}
+
+/// Relayed ciphertext received before this time, and queued for no peer any
+/// more, is emptied (`storage.relay_keep_secs`).
+fn relayed_before(node: &Node, now: i64) -> i64 {
+    let keep =
+        i64::try_from(node.cfg.storage.relay_keep_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    now.saturating_sub(keep)
+}
+
+/// Empties the relayed ciphertext nobody needs any more
+/// (`storage.relay_keep_secs` after it was received), in small units of
+/// work; returns how many.
+pub async fn empty_relayed_once(node: &Node, now: i64) -> Result<u64, StoreError> {
+    let plan = PurgePlan {
+        relayed_before_ms: relayed_before(node, now),
+        limit: BATCH,
+        ..PurgePlan::default()
+    };
+    let mut emptied = 0;
+    loop {
+        let done = node.store.purge(plan.clone()).await?;
+        emptied += done.ciphertexts;
+        if (done.ciphertexts as usize) < plan.limit || node.shutdown.is_cancelled() {
+            return Ok(emptied);
+        }
+        tokio::time::sleep(PAUSE).await;
+    }
+}
+
+/// Empties relayed ciphertext (see [`empty_relayed_once`]) every half of
+/// `storage.relay_keep_secs`, between one second and a minute, until the
+/// node stops. A relay thus holds a forwarded ciphertext until it is that
+/// old (plus the interval), or, when its last peer takes it later, the
+/// interval after that.
+pub async fn empty_relayed(node: Arc<Node>) {
+    let every = Duration::from_secs(node.cfg.storage.relay_keep_secs / 2)
+        .clamp(Duration::from_secs(1), Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = node.shutdown.cancelled() => return,
+        }
+        match empty_relayed_once(&node, now_ms()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(messages = n, "relayed ciphertext every peer has emptied"),
+            Err(e) => tracing::warn!(error = %e, "cannot empty relayed ciphertext now; retrying"),
+        }
+    }
 }
 
 /// The background purge: a pass [`FIRST_AFTER`] the start, then every

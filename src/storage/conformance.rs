@@ -799,7 +799,15 @@ async fn deferred_entries_wait_their_turn(s: Store) {
 async fn relayed_ciphertext_is_dropped(s: Store) {
     let mut m = msg(&id(60), "node-a", MessageKind::Alert, &["node-b", "node-c"]);
     m.readable = false;
-    let Stored::New(cursor) = s.insert(vec![m], Durability::Durable).await.unwrap()[0] else {
+    // Also relayed, but still queued for node-d; and one this node reads.
+    let mut queued = msg(&id(61), "node-a", MessageKind::Alert, &["node-d"]);
+    queued.readable = false;
+    let readable = msg(&id(62), "node-a", MessageKind::Alert, &[]);
+    let stored = s
+        .insert(vec![m, queued, readable], Durability::Durable)
+        .await
+        .unwrap();
+    let Stored::New(cursor) = stored[0] else {
         panic!("new");
     };
     let done = |peer: &'static str| {
@@ -818,22 +826,48 @@ async fn relayed_ciphertext_is_dropped(s: Store) {
             .unwrap()
         }
     };
-    done("node-b").await;
-    assert!(
-        !s.get_message(&id(60))
+    let payload = |n: u32| {
+        let s = s.clone();
+        async move { s.get_message(&id(n)).await.unwrap().unwrap().payload }
+    };
+    let empty = |before: i64| {
+        let s = s.clone();
+        async move {
+            s.purge(PurgePlan {
+                relayed_before_ms: before,
+                limit: 10,
+                ..PurgePlan::default()
+            })
             .await
             .unwrap()
-            .unwrap()
-            .payload
-            .is_empty()
-    );
+        }
+    };
+    done("node-b").await;
+    assert_eq!(empty(10_000).await.ciphertexts, 0, "node-c still needs it");
+    assert!(!payload(60).await.is_empty());
     done("node-c").await;
-    let held = s.get_message(&id(60)).await.unwrap().unwrap();
     assert!(
-        held.payload.is_empty(),
-        "no ciphertext kept once every peer has it"
+        !payload(60).await.is_empty(),
+        "kept a while after every peer has it (a request for a shorter copy)"
     );
+    assert_eq!(
+        empty(2_000).await,
+        Purged::default(),
+        "received at 2,000: not before it"
+    );
+    assert_eq!(
+        empty(2_001).await,
+        Purged {
+            ciphertexts: 1,
+            ..Purged::default()
+        }
+    );
+    let held = s.get_message(&id(60)).await.unwrap().unwrap();
+    assert!(held.payload.is_empty(), "no ciphertext kept after that");
     assert!(!held.header.is_empty(), "the signed header stays");
+    assert!(!payload(61).await.is_empty(), "still queued for a peer");
+    assert!(!payload(62).await.is_empty(), "readable here");
+    assert_eq!(empty(i64::MAX).await.ciphertexts, 0, "emptied once");
 }
 
 async fn acknowledge_keeps_first(s: Store) {
@@ -878,6 +912,7 @@ fn plan(cutoffs: &[(Tlp, i64)], keep: &[String], limit: usize) -> PurgePlan {
         keep_requests: keep.to_vec(),
         rejections_before_ms: 500,
         limit,
+        ..PurgePlan::default()
     }
 }
 
@@ -977,7 +1012,8 @@ async fn purge_takes_old_rows_and_keeps_threads(s: Store) {
         done,
         Purged {
             messages: 4,
-            rejections: 1
+            rejections: 1,
+            ciphertexts: 0
         },
         "old alert, old RED alert, the closed thread's two messages; one audit row"
     );
@@ -1372,6 +1408,13 @@ async fn requeue_makes_entries_due_now(s: Store) {
         }],
         NOW,
     )
+    .await
+    .unwrap();
+    s.purge(PurgePlan {
+        relayed_before_ms: i64::MAX,
+        limit: 10,
+        ..PurgePlan::default()
+    })
     .await
     .unwrap();
     let n = s

@@ -215,7 +215,12 @@ pub struct PurgePlan {
     pub keep_requests: Vec<String>,
     /// Rejection audit rows recorded before this time are deleted.
     pub rejections_before_ms: i64,
-    /// Most messages (and, separately, audit rows) deleted by one call.
+    /// Relayed ciphertext (a message this node cannot read) received before
+    /// this time and queued for no peer any more is emptied (the signed
+    /// header stays; 0, the default: none).
+    pub relayed_before_ms: i64,
+    /// Most messages (and, separately, audit rows and emptied ciphertexts)
+    /// touched by one call.
     pub limit: usize,
 }
 
@@ -245,6 +250,8 @@ pub struct Purged {
     pub messages: u64,
     /// Rejection audit rows deleted.
     pub rejections: u64,
+    /// Relayed ciphertexts emptied.
+    pub ciphertexts: u64,
 }
 
 /// The disk space a store takes.
@@ -705,9 +712,10 @@ pub trait Storage: Send + Sync + 'static {
         now_ms: i64,
     ) -> Result<(), StoreError>;
 
-    /// Records a peer's outcomes: removes the entries from its outbox, updates
-    /// their delivery state, and drops ciphertext this node only relayed once
-    /// no peer still needs it. Lazy: if lost in a power failure, the entries
+    /// Records a peer's outcomes: removes the entries from its outbox and
+    /// updates their delivery state (relayed ciphertext nobody needs any more
+    /// is emptied later, by [`Storage::purge`] with
+    /// [`PurgePlan::relayed_before_ms`]). Lazy: if lost in a power failure, the entries
     /// are sent again and the peer answers DUPLICATE.
     async fn complete_outbox(
         &self,
@@ -761,8 +769,10 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Deletes up to `plan.limit` messages older than their cutoff, oldest
     /// first, each with its outbox, delivery and receipt rows, never one of a
-    /// thread in `plan.keep_requests`; and up to `plan.limit` old rejection
-    /// audit rows. One small unit of work: call again until it deletes fewer
+    /// thread in `plan.keep_requests`; up to `plan.limit` old rejection
+    /// audit rows; and empties up to `plan.limit` relayed ciphertexts
+    /// received before `plan.relayed_before_ms` that no outbox holds any
+    /// more. One small unit of work: call again until it touches fewer
     /// than `plan.limit` of each. Lazy: if lost in a power failure, the next
     /// pass deletes the rows again.
     async fn purge(&self, plan: PurgePlan) -> Result<Purged, StoreError>;

@@ -44,6 +44,9 @@ async fn red_alert_crosses_relay_that_cannot_read_it() {
         .args(["serve", "--config"])
         .arg(fed.config_path(1))
         .env("RUST_LOG", "debug")
+        // (A relay keeps forwarded ciphertext `storage.relay_keep_secs`,
+        // 600 by default: here it empties it within a second.)
+        .env("CERTFED__STORAGE__RELAY_KEEP_SECS", "0")
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -150,6 +153,28 @@ async fn red_alert_crosses_relay_that_cannot_read_it() {
     })
     .await;
     assert!(ok);
+    // b empties the ciphertext once its peers have it (and its grace, 0 here,
+    // has passed).
+    let b_db = fed.data_dir(1).join("certfed.db");
+    let emptied = eventually(Duration::from_secs(15), || {
+        let b_db = b_db.clone();
+        let id = id.clone();
+        async move {
+            let conn = rusqlite::Connection::open_with_flags(
+                &b_db,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )
+            .unwrap();
+            conn.query_row(
+                "SELECT length(payload) FROM messages WHERE message_id = ?1",
+                [&id],
+                |r| r.get::<_, i64>(0),
+            )
+            .is_ok_and(|n| n == 0)
+        }
+    })
+    .await;
+    assert!(emptied, "b keeps the forwarded ciphertext");
 
     // Stop b cleanly (checkpoints the WAL into the database file), then search
     // everything b wrote for the marker.

@@ -807,7 +807,6 @@ pub async fn complete_outbox(
     let reasons: Vec<&str> = outcomes.iter().map(|o| o.reason.as_str()).collect();
     let pc: [&(dyn ToSql + Sync); 2] = [&peer, &cursors];
     let pd: [&(dyn ToSql + Sync); 5] = [&peer, &now_ms, &cursors, &states, &reasons];
-    let pe: [&(dyn ToSql + Sync); 1] = [&cursors];
     let del = c.execute(
         "DELETE FROM outbox WHERE peer = $1 AND cursor = ANY($2)",
         &pc,
@@ -820,15 +819,9 @@ pub async fn complete_outbox(
          WHERE d.peer = $1 AND d.message_id = m.message_id",
         &pd,
     );
-    // A relay keeps only ciphertext of what it cannot read, and only until
-    // every peer it was queued for has acknowledged it.
-    let purge = c.execute(
-        "UPDATE messages SET payload = '\\x'::bytea WHERE cursor = ANY($1) AND NOT readable
-         AND octet_length(payload) > 0
-         AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.cursor = messages.cursor)",
-        &pe,
-    );
-    futures::try_join!(del, upd, purge).map_err(|x| pg_err("cannot record outcomes", x))?;
+    // (Relayed ciphertext nobody needs any more is emptied by `purge`, a
+    // while later: a relay answers requests for a shorter copy with it.)
+    futures::try_join!(del, upd).map_err(|x| pg_err("cannot record outcomes", x))?;
     Ok(())
 }
 
@@ -1053,9 +1046,24 @@ pub async fn purge(c: &ClientWrapper, plan: &PurgePlan) -> Result<Purged, StoreE
         )
         .await
         .map_err(e("cannot purge rejections"))?;
+    // A relay keeps only ciphertext of what it cannot read, and only until
+    // every peer it was queued for has it and the grace the plan gives has
+    // passed (the partial index `messages_relayed` holds exactly these rows).
+    let ciphertexts = c
+        .execute(
+            "UPDATE messages SET payload = '\\x'::bytea WHERE cursor IN
+               (SELECT cursor FROM messages
+                WHERE NOT readable AND octet_length(payload) > 0 AND received_ms < $1
+                  AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.cursor = messages.cursor)
+                ORDER BY received_ms LIMIT $2)",
+            &[&plan.relayed_before_ms, &limit],
+        )
+        .await
+        .map_err(e("cannot empty relayed ciphertext"))?;
     Ok(Purged {
         messages: cursors.len() as u64,
         rejections,
+        ciphertexts,
     })
 }
 

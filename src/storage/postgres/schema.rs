@@ -181,6 +181,11 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE outbox ADD COLUMN IF NOT EXISTS hops BYTEA;
     "#,
+    // 8: relayed ciphertext still kept (see the SQLite schema, migration 14).
+    r#"
+    CREATE INDEX IF NOT EXISTS messages_relayed ON messages(received_ms)
+        WHERE NOT readable AND octet_length(payload) > 0;
+    "#,
 ];
 
 /// The schema version this build writes.

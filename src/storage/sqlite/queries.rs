@@ -476,7 +476,7 @@ pub fn defer_outbox(
 }
 
 /// Removes acknowledged entries from `peer`'s outbox and records their
-/// delivery state; drops relayed ciphertext nobody still needs.
+/// delivery state.
 pub fn complete_outbox(
     c: &Connection,
     peer: &str,
@@ -499,15 +499,8 @@ pub fn complete_outbox(
             o.cursor as i64
         ])?;
     }
-    // A relay keeps only ciphertext of what it cannot read, and only
-    // until every peer it was queued for has acknowledged it.
-    let mut purge = c.prepare_cached(
-        "UPDATE messages SET payload = x'' WHERE cursor = ?1 AND readable = 0
-         AND NOT EXISTS (SELECT 1 FROM outbox WHERE outbox.cursor = ?1)",
-    )?;
-    for o in outcomes {
-        purge.execute(params![o.cursor as i64])?;
-    }
+    // (Relayed ciphertext nobody needs any more is emptied by `purge`, a
+    // while later: a relay answers requests for a shorter copy with it.)
     Ok(())
 }
 
@@ -719,9 +712,22 @@ pub fn purge(c: &Connection, plan: &PurgePlan) -> Result<Purged, StoreError> {
                (SELECT id FROM rejections WHERE at_ms < ?1 ORDER BY id LIMIT ?2)",
         )?
         .execute(params![plan.rejections_before_ms, plan.limit as i64])?;
+    // A relay keeps only ciphertext of what it cannot read, and only until
+    // every peer it was queued for has it and the grace the plan gives has
+    // passed (the partial index `messages_relayed` holds exactly these rows).
+    let ciphertexts = c
+        .prepare_cached(
+            "UPDATE messages SET payload = x'' WHERE cursor IN
+               (SELECT cursor FROM messages INDEXED BY messages_relayed
+                WHERE readable = 0 AND payload != x'' AND received_ms < ?1
+                  AND NOT EXISTS (SELECT 1 FROM outbox WHERE outbox.cursor = messages.cursor)
+                ORDER BY received_ms LIMIT ?2)",
+        )?
+        .execute(params![plan.relayed_before_ms, plan.limit as i64])?;
     Ok(Purged {
         messages: victims.len() as u64,
         rejections: rejections as u64,
+        ciphertexts: ciphertexts as u64,
     })
 }
 
