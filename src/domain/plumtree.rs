@@ -750,6 +750,27 @@ impl Plumtree {
         }
     }
 
+    /// Message `id`, which travels outside the trees (to named recipients:
+    /// routed toward them or flooded), is held here now, received from
+    /// `from` over `hops` links: no longer missing (the peers that
+    /// announced it get a HAVE) and it can be announced
+    /// ([`Plumtree::announce_only`]: stopped at its hop limit here). It
+    /// shapes no tree (no origin, like a refused message). Nothing for an id
+    /// already remembered.
+    pub fn untracked(
+        &mut self,
+        now_ms: i64,
+        from: Option<&str>,
+        id: &str,
+        hops: u32,
+    ) -> Vec<Action> {
+        let mut out = Vec::new();
+        if !self.received.contains_key(id) {
+            self.remember(now_ms, from, id, "", hops, &mut out);
+        }
+        out
+    }
+
     /// This node refused message `id` (policy, a bad signature, …): it is no
     /// longer waited for — no graft asks for it again — and later
     /// announcements of it are ignored for `remember_ms`. No HAVE is sent

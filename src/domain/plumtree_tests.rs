@@ -419,6 +419,55 @@ fn an_announcement_is_answered_with_have_once_the_message_is_held() {
 }
 
 #[test]
+fn a_message_outside_the_trees_ends_its_wait_can_be_announced_and_shapes_no_tree() {
+    let (t, batch) = (
+        Config::default().graft_timeout_ms,
+        Config::default().ihave_batch_ms,
+    );
+    let mut n = node(&["a", "b", "c"]);
+    // Not held: nothing to announce.
+    assert!(n.announce_only(0, "m1", &[s("c")]).is_empty());
+    n.handle(
+        0,
+        Event::IHave {
+            from: s("a"),
+            ids: vec![s("m1")],
+            hops: vec![],
+        },
+    );
+    // m1, to named recipients, arrives from b over 3 links: a (which
+    // announced it) learns it is held, no graft follows.
+    assert!(n.untracked(1, Some("b"), "m1", 3).is_empty());
+    assert_eq!(n.missing().count(), 0);
+    assert_eq!(n.hops_of("m1"), Some(3));
+    let out = n.handle(batch + 1, Event::Tick);
+    assert_eq!(
+        out,
+        vec![Action::Have {
+            to: s("a"),
+            ids: vec![s("m1")]
+        }]
+    );
+    assert!(n.handle(10 * t, Event::Tick).is_empty(), "never grafted");
+    // At its hop limit here: announced with its hop count.
+    n.announce_only(10 * t, "m1", &[s("c")]);
+    let out = n.handle(10 * t + batch, Event::Tick);
+    assert_eq!(
+        out,
+        vec![Action::IHave {
+            to: s("c"),
+            ids: vec![s("m1")],
+            hops: vec![3]
+        }]
+    );
+    // A duplicate prunes nothing; a second arrival changes nothing.
+    assert!(n.duplicate("c", "m1", 1).is_empty());
+    assert!(n.untracked(10 * t + batch, Some("c"), "m1", 1).is_empty());
+    assert_eq!(n.hops_of("m1"), Some(3));
+    assert_eq!(n.origins(), 0, "no tree");
+}
+
+#[test]
 fn a_refused_message_is_not_grafted_again() {
     let t = Config::default().graft_timeout_ms;
     let mut n = node(&["a", "b"]);
@@ -657,6 +706,8 @@ struct Sim {
     depth: Vec<BTreeMap<String, u32>>,
     limited: Vec<crate::domain::hop_limit::HopLimited>,
     want_frames: usize,
+    /// Messages to named recipients (`Sim::flood`): outside the trees.
+    named: BTreeSet<String>,
 }
 
 fn name(i: usize) -> String {
@@ -706,6 +757,7 @@ impl Sim {
             depth: vec![BTreeMap::new(); n],
             limited: (0..n).map(|_| Default::default()).collect(),
             want_frames: 0,
+            named: BTreeSet::new(),
         }
     }
 
@@ -729,12 +781,32 @@ impl Sim {
         );
     }
 
+    /// Node `o` originates message `id` to named recipients (every node
+    /// here, as relay or recipient) with no way to them known: it floods,
+    /// outside the trees — each node sends its first copy to every other
+    /// peer within the limit (`Sim::flooded`, the node's glue).
+    fn flood(&mut self, o: usize, id: String) {
+        self.origin_of.insert(id.clone(), name(o));
+        self.named.insert(id.clone());
+        self.depth[o].insert(id.clone(), 0);
+        let out = self.nodes[o].untracked(self.now, None, &id, 0);
+        self.act(o, out);
+        for p in self.neighbours(o) {
+            self.forward(o, p, &id);
+        }
+    }
+
     fn link_up(&self, a: usize, b: usize) -> bool {
         self.alive[a] && self.alive[b] && self.links.contains(&(a.min(b), a.max(b)))
     }
 
     fn apply(&mut self, i: usize, ev: Event) {
         let out = self.nodes[i].handle(self.now, ev);
+        self.act(i, out);
+    }
+
+    /// Carries out node `i`'s actions (and schedules its next tick).
+    fn act(&mut self, i: usize, out: Vec<Action>) {
         for a in out {
             let (to, ev) = match a {
                 Action::Deliver(id) => {
@@ -766,13 +838,17 @@ impl Sim {
                     )
                 }
                 Action::IHave { to, ids, hops } => {
-                    // Policy: nothing announced beyond the limit.
+                    // Policy: nothing announced beyond the limit (but a
+                    // message to named recipients stopped there, which only
+                    // the glue announces).
                     let (ids, hops): (Vec<String>, Vec<u32>) = ids
                         .into_iter()
                         .zip(hops)
                         .filter(|(id, _)| {
-                            self.limit
-                                .is_none_or(|l| self.depth[i].get(id).copied().unwrap_or(0) < l)
+                            self.named.contains(id)
+                                || self
+                                    .limit
+                                    .is_none_or(|l| self.depth[i].get(id).copied().unwrap_or(0) < l)
                         })
                         .unzip();
                     if ids.is_empty() {
@@ -844,7 +920,9 @@ impl Sim {
             Event::Gossip {
                 id, origin, hops, ..
             } => {
-                if !self.depth[to].contains_key(&id) {
+                if self.named.contains(&id) {
+                    self.flooded(to, from, id, hops);
+                } else if !self.depth[to].contains_key(&id) {
                     self.depth[to].insert(id.clone(), hops);
                     let ev = Event::Gossip {
                         from: name(from),
@@ -877,18 +955,7 @@ impl Sim {
                     }
                 } else if self.limited[to].shorter(&id, hops as usize) {
                     // Taken further (no tree change: not a pushed duplicate).
-                    self.depth[to].insert(id.clone(), hops);
-                    let peers = match self.limited[to].improved(&id, hops as usize) {
-                        Some(Onward::Only(askers)) => {
-                            askers.iter().map(|a| index(a)).collect::<Vec<_>>()
-                        }
-                        _ => self.neighbours(to),
-                    };
-                    for p in peers.into_iter().filter(|&p| p != from) {
-                        if hops < l && self.link_up(to, p) {
-                            self.forward(to, p, &id);
-                        }
-                    }
+                    self.further(to, from, &id, hops);
                 } else {
                     let ev = Event::Gossip {
                         from: name(from),
@@ -963,6 +1030,60 @@ impl Sim {
                 self.apply(to, ev);
             }
             ev => self.apply(to, ev),
+        }
+    }
+
+    /// A copy of `id` over fewer links (`hops`) than `to` holds, remembered
+    /// there at the limit or asked for: taken on and sent to every peer
+    /// (stopped here) or to the askers.
+    fn further(&mut self, to: usize, from: usize, id: &str, hops: u32) {
+        let l = self.limit.expect("a limit");
+        self.depth[to].insert(id.to_string(), hops);
+        let peers = match self.limited[to].improved(id, hops as usize) {
+            Some(Onward::Only(askers)) => askers.iter().map(|a| index(a)).collect::<Vec<_>>(),
+            _ => self.neighbours(to),
+        };
+        for p in peers.into_iter().filter(|&p| p != from) {
+            if hops < l && self.link_up(to, p) {
+                self.forward(to, p, id);
+            }
+        }
+    }
+
+    /// A copy of `id`, to named recipients, flooding, reaches `to` over
+    /// `hops` links: the node's glue (`service::ingest`). Its first copy is
+    /// stored (delivered) and sent to every other peer within the limit;
+    /// at the limit it is remembered as stopped and, with the repair,
+    /// announced through the machine (`Plumtree::untracked`,
+    /// `Plumtree::announce_only`); a later copy over fewer links goes
+    /// further only if remembered here; other duplicates change nothing.
+    fn flooded(&mut self, to: usize, from: usize, id: String, hops: u32) {
+        let l = self.limit.expect("a limit");
+        if !self.depth[to].contains_key(&id) {
+            self.depth[to].insert(id.clone(), hops);
+            self.delivered_at[to].entry(id.clone()).or_insert(self.now);
+            *self.delivered[to].entry(id.clone()).or_default() += 1;
+            let out = self.nodes[to].untracked(self.now, Some(&name(from)), &id, hops);
+            self.act(to, out);
+            let peers: Vec<usize> = self
+                .neighbours(to)
+                .into_iter()
+                .filter(|&p| p != from)
+                .collect();
+            if hops < l {
+                for p in peers {
+                    self.forward(to, p, &id);
+                }
+            } else {
+                self.limited[to].stopped(&id, hops as usize);
+                if self.repair {
+                    let names: Vec<String> = peers.into_iter().map(name).collect();
+                    let out = self.nodes[to].announce_only(self.now, &id, &names);
+                    self.act(to, out);
+                }
+            }
+        } else if self.limited[to].shorter(&id, hops as usize) {
+            self.further(to, from, &id, hops);
         }
     }
 
@@ -1593,6 +1714,12 @@ fn a_shorter_way_grafts_before_it_prunes() {
 /// what holds with or without the repair: nobody delivers twice, nobody
 /// beyond the limit delivers.
 fn hop_limited_run_with(seed: u64, repair: bool, margin: u32) -> (usize, usize, usize) {
+    hop_limited_run(seed, repair, margin, false)
+}
+
+/// [`hop_limited_run_with`], the messages broadcast over the trees or, with
+/// `named`, flooded to named recipients outside them (`Sim::flood`).
+fn hop_limited_run(seed: u64, repair: bool, margin: u32, named: bool) -> (usize, usize, usize) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed * 104_729 + 3);
     let n = rng.random_range(8..40);
     let loss = [0.0, 0.05, 0.2][seed as usize % 3];
@@ -1608,7 +1735,11 @@ fn hop_limited_run_with(seed: u64, repair: bool, margin: u32) -> (usize, usize, 
         let o = rng.random_range(0..n);
         let id = format!("m{k}");
         origins.insert(id.clone(), o);
-        sim.broadcast(o, id);
+        if named {
+            sim.flood(o, id);
+        } else {
+            sim.broadcast(o, id);
+        }
     }
     sim.run(i64::MAX);
     assert!(sim.queue.is_empty(), "seed {seed}: the network goes quiet");
@@ -1663,4 +1794,40 @@ fn relays_stopped_at_the_hop_limit_by_a_long_tree_path_still_reach_every_member_
             "margin {margin}: {asks} requests for {owed} deliveries"
         );
     }
+}
+
+/// The same for messages to named recipients that flood (no way to them
+/// known yet, or after a failed way): outside the trees, every node sends
+/// its first copy on, and random latencies make first copies take detours,
+/// so relays near the edge get them at the limit. Relays stopped there
+/// announce them through the machine (`Plumtree::untracked`,
+/// `Plumtree::announce_only`), a peer that lacks one grafts, and the
+/// requests for a shorter copy follow as for broadcasts: every node within
+/// the limit gets every message exactly once. Without the announcements
+/// (the build before) deliveries are lost.
+#[test]
+fn flooded_named_messages_stopped_at_the_hop_limit_still_reach_every_member_within_it() {
+    let (mut owed, mut lost_before, mut asks) = (0, 0, 0);
+    for margin in [0, 2] {
+        for seed in 0..100u64 {
+            let (o, missing, wants) = hop_limited_run(seed, true, margin, true);
+            assert_eq!(
+                missing, 0,
+                "seed {seed}, margin {margin}: {missing} of {o} deliveries within the limit missing"
+            );
+            let (_, before, _) = hop_limited_run(seed, false, margin, true);
+            owed += o;
+            lost_before += before;
+            asks += wants;
+        }
+    }
+    assert!(
+        lost_before > 0,
+        "without the announcements some deliveries within the limit are lost ({owed} owed)"
+    );
+    assert!(
+        (asks as f64) < 0.3 * owed as f64,
+        "{asks} requests for {owed} deliveries"
+    );
+    println!("flooded: {owed} owed, {lost_before} lost without the repair, {asks} requests");
 }

@@ -50,6 +50,9 @@ pub const ROUTE_TTL_MS: i64 = 10 * 60 * 1000;
 /// Most routed messages whose ways are remembered (for the hints their
 /// copies carry; a forgotten one's copies carry none).
 pub const MAX_ASSIGNED: usize = 16_384;
+/// Most recipients later copies' hints may name per routed message
+/// ([`Routes::again`]; further names are ignored).
+pub const MAX_NAMED_LATER: usize = 64;
 /// Most messages waiting for their recipients' receipts.
 pub const MAX_PENDING: usize = 16_384;
 
@@ -69,8 +72,36 @@ pub struct Route {
 #[derive(Debug, Default)]
 pub struct Routes {
     by_member: HashMap<String, Route>,
-    assigned: HashMap<String, Vec<(String, Vec<String>)>>,
+    assigned: HashMap<String, Assigned>,
     assigned_order: VecDeque<String>,
+}
+
+/// The ways one message was routed from here.
+#[derive(Debug, Clone, Default)]
+struct Assigned {
+    /// (peer, the recipients it is the way to).
+    ways: Vec<(String, Vec<String>)>,
+    /// Recipients later copies' hints named ([`Again::Toward`]): each once.
+    named_later: Vec<String>,
+    /// A later copy made this node send it to every target ([`Again::Flood`]).
+    flooded: bool,
+}
+
+/// What a node that routed a message does with a later copy of it (a
+/// duplicate for its store): [`Routes::again`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Again {
+    /// Nothing more.
+    Nothing,
+    /// Route it also toward these recipients: the copy's hint names them
+    /// and this node did not route it toward them (another node's plan
+    /// sent their way through here, and its copy came second).
+    Toward(Vec<String>),
+    /// Send it to every target but these peers (they had it from here): the
+    /// copy left its sender after the origin's hold, i.e. a recipient had
+    /// not confirmed it, so a way failed somewhere; every node that holds it
+    /// now floods it, once.
+    Flood(Vec<String>),
 }
 
 /// Where a message to named recipients goes from here.
@@ -182,12 +213,94 @@ impl Routes {
             };
             self.assigned.remove(&old);
         }
-        if self
-            .assigned
-            .insert(id.to_string(), ways.to_vec())
-            .is_none()
-        {
+        let entry = Assigned {
+            ways: ways.to_vec(),
+            ..Assigned::default()
+        };
+        if self.assigned.insert(id.to_string(), entry).is_none() {
             self.assigned_order.push_back(id.to_string());
+        }
+    }
+
+    /// Message `id`, routed from here, also goes along `ways` now (after
+    /// [`Again::Toward`]): merged into its remembered ways, so that the
+    /// copies carry their hints. Nothing for a message not remembered.
+    pub fn assign_more(&mut self, id: &str, ways: &[(String, Vec<String>)]) {
+        let Some(a) = self.assigned.get_mut(id) else {
+            return;
+        };
+        for (peer, recipients) in ways {
+            match a.ways.iter_mut().find(|(p, _)| p == peer) {
+                Some((_, rs)) => {
+                    for r in recipients {
+                        if !rs.contains(r) {
+                            rs.push(r.clone());
+                        }
+                    }
+                }
+                None => a.ways.push((peer.clone(), recipients.clone())),
+            }
+        }
+    }
+
+    /// A later copy of message `id` (held here: a duplicate) came with the
+    /// `hint` its sender gave (`PushFrame.toward`, unchecked: the caller
+    /// keeps only the message's signed recipients), and `old` when it left
+    /// its sender after the origin's hold. Only for a message this node
+    /// routed (a flooded one went everywhere already): once old, it floods
+    /// from here (once); otherwise the hint's recipients this node did not
+    /// route toward (nor is) are routed toward now. Each recipient and the
+    /// flood at most once per message.
+    pub fn again(&mut self, me: &str, id: &str, hint: &[String], old: bool) -> Again {
+        let Some(a) = self.assigned.get_mut(id) else {
+            return Again::Nothing;
+        };
+        if a.flooded {
+            return Again::Nothing;
+        }
+        if old {
+            a.flooded = true;
+            return Again::Flood(a.ways.iter().map(|(p, _)| p.clone()).collect());
+        }
+        let mut new: Vec<String> = Vec::new();
+        for r in hint {
+            if r != me
+                && a.named_later.len() + new.len() < MAX_NAMED_LATER
+                && !new.contains(r)
+                && !a.named_later.contains(r)
+                && !a.ways.iter().any(|(_, rs)| rs.contains(r))
+            {
+                new.push(r.clone());
+            }
+        }
+        a.named_later.extend(new.iter().cloned());
+        if new.is_empty() {
+            Again::Nothing
+        } else {
+            Again::Toward(new)
+        }
+    }
+
+    /// Whether message `id` was routed from here (and is remembered) and
+    /// has not flooded from here since: a later copy may matter
+    /// ([`Routes::again`]).
+    pub fn routed_here(&self, id: &str) -> bool {
+        self.assigned.get(id).is_some_and(|a| !a.flooded)
+    }
+
+    /// The peers message `id` was routed to from here.
+    pub fn sent_to(&self, id: &str) -> Vec<String> {
+        self.assigned
+            .get(id)
+            .map(|a| a.ways.iter().map(|(p, _)| p.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Message `id` went to every target from here ([`Again::Flood`], or
+    /// a plan for [`Again::Toward`] that found no way): nothing more for it.
+    pub fn flooded(&mut self, id: &str) {
+        if let Some(a) = self.assigned.get_mut(id) {
+            a.flooded = true;
         }
     }
 
@@ -197,7 +310,7 @@ impl Routes {
     pub fn hint(&self, id: &str, peer: &str) -> Vec<String> {
         self.assigned
             .get(id)
-            .and_then(|w| w.iter().find(|(p, _)| p == peer))
+            .and_then(|a| a.ways.iter().find(|(p, _)| p == peer))
             .map(|(_, r)| r.clone())
             .unwrap_or_default()
     }
@@ -359,6 +472,47 @@ mod tests {
         // A member's own message over more than one link is no way to it.
         r.learn("z", "z", 2, 0);
         assert!(r.toward("z").is_none());
+    }
+
+    #[test]
+    fn a_later_copy_routes_toward_the_recipients_its_hint_adds_then_floods_once_when_old() {
+        let mut r = Routes::default();
+        assert_eq!(
+            r.again("me", "m1", &s(&["r2"]), false),
+            Again::Nothing,
+            "not routed from here (flooded, or forgotten): it went everywhere"
+        );
+        r.assign("m1", &[("p".into(), s(&["r1"]))]);
+        assert_eq!(r.hint("m1", "p"), s(&["r1"]));
+        // A second copy whose sender routed r2 (and r1) through here.
+        assert_eq!(
+            r.again("me", "m1", &s(&["r1", "r2", "me"]), false),
+            Again::Toward(s(&["r2"])),
+            "only what is new, never this node"
+        );
+        assert_eq!(
+            r.again("me", "m1", &s(&["r2"]), false),
+            Again::Nothing,
+            "each recipient once, whatever was found for it"
+        );
+        r.assign_more("m1", &[("p".into(), s(&["r2"])), ("q".into(), s(&["r3"]))]);
+        assert_eq!(r.hint("m1", "p"), s(&["r1", "r2"]), "copies carry it");
+        assert_eq!(r.hint("m1", "q"), s(&["r3"]));
+        assert_eq!(r.again("me", "m1", &s(&["r3"]), false), Again::Nothing);
+        // Old: a way failed somewhere; every target but those it went to.
+        assert_eq!(r.again("me", "m1", &[], true), Again::Flood(s(&["p", "q"])));
+        assert_eq!(r.again("me", "m1", &[], true), Again::Nothing, "once");
+        assert_eq!(r.again("me", "m1", &s(&["r9"]), false), Again::Nothing);
+        // A hint cannot grow the state without bound.
+        r.assign("m2", &[]);
+        let many: Vec<String> = (0..1000).map(|i| format!("x{i}")).collect();
+        let Again::Toward(named) = r.again("me", "m2", &many, false) else {
+            panic!("routed toward the first ones");
+        };
+        assert_eq!(named.len(), MAX_NAMED_LATER);
+        assert_eq!(r.again("me", "m2", &s(&["y"]), false), Again::Nothing);
+        r.flooded("m2");
+        assert_eq!(r.again("me", "m2", &[], true), Again::Nothing);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! frame and per second), ids already held are dropped with one index
 //! lookup each, and a graft is answered only with what
 //! `domain::admission::entitled` lets go to that peer, queued in the outbox
-//! (`service::reconcile::queue_entitled`, which also releases a copy parked
+//! (`service::resend::queue_entitled`, which also releases a copy parked
 //! for that peer). A HAVE completes the copies parked for the peer that
 //! sent it; announced ids already held are answered with HAVE. Hop counts
 //! with announcements (one per id, bounded, or ignored) and GRAFT-ORIGIN
@@ -11,20 +11,22 @@
 //! between eager and lazy: they never make this node send anything a
 //! graft or policy would not. Requests for a shorter copy (`want_shorter`,
 //! `domain::hop_limit`; a graft for a message stopped here at its hop limit
-//! counts as one) are bounded like grafts, only for broadcasts held here,
-//! answered within the same policy, and sent on to this node's peers at most
-//! once per message and bound.
+//! counts as one) are bounded like grafts, only for messages held here
+//! (broadcasts, and messages to named recipients: a relay keeps their
+//! ciphertext until it is `storage.relay_keep_secs` old, so that it can
+//! answer), answered within the same policy, and sent on to this node's
+//! peers at most once per message and bound.
 use crate::domain::admission::entitled;
 use crate::domain::hop_limit::Want;
 use crate::domain::plumtree::{Action, Event};
 use crate::proto::v1::DeliveryState;
 use crate::proto::v1::Gossip as Frame;
-use crate::proto::v1::{EnvelopeHeader, Tlp};
+use crate::proto::v1::{EnvelopeHeader, MessageKind, Tlp};
 use crate::service::ingest::drop_parked;
 use crate::service::node::Node;
 use crate::service::now_ms;
-use crate::service::reconcile::{Why, queue_entitled};
-use crate::service::tree::{MAX_IDS, dispatch, refuse, to_ids, tree_routed};
+use crate::service::resend::{Why, queue_entitled};
+use crate::service::tree::{MAX_IDS, dispatch, refuse, to_ids};
 use crate::storage::StoredMessage;
 use prost::Message;
 
@@ -302,7 +304,9 @@ async fn wanted(node: &Node, peer: &str, want: Vec<(String, u32)>, now: i64) {
         let Some(k) = want.get(&m.message_id).map(|k| *k as usize) else {
             continue;
         };
-        if !tree_routed(&h) {
+        // Broadcasts and messages to named recipients (a receipt goes back
+        // its own way, never past a hop limit).
+        if h.kind == MessageKind::Receipt as i32 {
             refuse(&node.metrics, "not_entitled", 1);
             continue;
         }
@@ -359,13 +363,13 @@ fn held_over(node: &Node, m: &StoredMessage) -> usize {
 
 /// Asks this node's peers (those the forwarding policy lets see the message,
 /// whatever the hop limit, and those on its path; not `except`) for a copy
-/// of broadcast `m` that crossed at most `k` links to reach them. Returns
-/// how many were asked.
+/// of `m` (a broadcast, or a message to named recipients) that crossed at
+/// most `k` links to reach them. Returns how many were asked.
 fn ask_shorter(node: &Node, m: &StoredMessage, k: usize, except: &str) -> usize {
     let Ok(h) = EnvelopeHeader::decode(m.header.as_slice()) else {
         return 0;
     };
-    if !tree_routed(&h) {
+    if h.kind == MessageKind::Receipt as i32 {
         return 0;
     }
     let tlp = Tlp::try_from(h.tlp).unwrap_or(Tlp::Unspecified);

@@ -179,6 +179,8 @@ pub struct Prepared {
     reach: Vec<Reach>,
     /// Per row: its part in routing messages to named recipients.
     named: Vec<Named>,
+    /// Per row: the ways it was routed along, and a peer's hint.
+    routing: Vec<Routing>,
     /// Per row: its signed header lists attachments (for `service::arrivals`).
     attachments: Vec<bool>,
     /// Why the batch could not be prepared (shown by `finish`).
@@ -204,6 +206,7 @@ impl Prepared {
             tree: Vec::new(),
             reach: Vec::new(),
             named: Vec::new(),
+            routing: Vec::new(),
             attachments: Vec::new(),
             failed: Some(e),
         }
@@ -252,7 +255,9 @@ pub async fn prepare(
 
 /// A row's part in the Plumtree trees (see `Prepared::tree`): its (id,
 /// origin, links it crossed to get here) if tree-routed, the lazy targets announced to, and whether a
-/// duplicate of it may prune the link.
+/// duplicate of it may prune the link. A peer's message outside the trees
+/// (to named recipients) has an empty origin: remembered only so that it is
+/// no longer waited for and can be announced at its hop limit.
 type TreeRow = (Option<(String, String, u32)>, Vec<String>, bool);
 
 /// A row's place at the hop limit (see [`HopLimited`](crate::domain::hop_limit::HopLimited)).
@@ -261,8 +266,8 @@ enum Reach {
     #[default]
     Free,
     /// This message, if new here, came over a path of this many nodes, at
-    /// the hop limit; a broadcast is announced (no copy) to these peers, the
-    /// ones policy would send it to but for the limit.
+    /// the hop limit; it is announced (no copy) to these peers, the ones
+    /// policy would send it to but for the limit.
     AtLimit(String, usize, Vec<String>),
     /// A held message at its limit, over a shorter path: after the commit
     /// (a duplicate), it is queued with this chain for these peers.
@@ -285,6 +290,22 @@ const ROUTE_HOLD_MS: i64 = 30_000;
 /// after waiting in an outbox) floods from every node it reaches, so a
 /// failed way costs one hold, not one per hop.
 const ROUTE_FRESH_MS: i64 = ROUTE_HOLD_MS / 2;
+
+/// A row's routing facts (messages to named recipients, `domain::routes`),
+/// used once the store says whether it is new.
+#[derive(Debug, Default)]
+struct Routing {
+    /// The message's id (set when one of the others is).
+    id: String,
+    /// The ways this copy was routed along from here: remembered (for the
+    /// hints its copies carry) only if it is stored as new — a copy that
+    /// loses the race with another one of the same message is a duplicate.
+    ways: Option<Vec<(String, Vec<String>)>>,
+    /// A peer's copy of a message to named recipients (not sent back or
+    /// again on purpose): the recipients its sender routed through here,
+    /// for `service::named_again` should it be a duplicate.
+    hint: Option<Vec<String>>,
+}
 
 /// A row's part in routing messages to named recipients (`domain::routes`).
 #[derive(Debug, Default)]
@@ -328,8 +349,20 @@ async fn try_prepare(
     }
     // A peer's envelope whose id is already held is a duplicate, whatever
     // else it says: answered before any signature, custody or payload work.
-    let (slots_todo, envs, chains) =
-        drop_held(node, from_peer, envs, chains, &claimed, &mut results).await;
+    let mut later = Vec::new();
+    let (slots_todo, envs, chains) = drop_held(
+        node,
+        from_peer,
+        envs,
+        chains,
+        &claimed,
+        &mut results,
+        &mut later,
+    )
+    .await;
+    // Duplicates of messages routed from here that show they are needed
+    // further (`service::named_again`).
+    crate::service::named_again::sent_again(node, later, ROUTE_FRESH_MS, now).await;
     // Signature checks are CPU work: a large batch goes off the async
     // workers; a few envelopes (the usual frame on a federation link, about
     // as much work as the custody check admission does inline) are checked
@@ -376,6 +409,7 @@ async fn try_prepare(
     let mut tree = Vec::with_capacity(n);
     let mut reach = Vec::with_capacity(n);
     let mut named = Vec::with_capacity(n);
+    let mut routing = Vec::with_capacity(n);
     let mut attachments = Vec::with_capacity(n);
     // Plumtree: targets on links lazy for the message's origin get an
     // announcement now and a parked copy (sent in full unless they answer
@@ -442,6 +476,7 @@ async fn try_prepare(
                     });
                     tree.push((None, Vec::new(), false));
                     named.push(Named::Nothing);
+                    routing.push(Routing::default());
                     attachments.push(row.attachments);
                     rows.push(to_row(*row));
                     slots.push(i);
@@ -456,8 +491,9 @@ async fn try_prepare(
                     (Some(l), Some(h)) => {
                         // Announced to the peers the limit keeps it from:
                         // one that lacks it grafts, which asks for a
-                        // shorter way (`domain::hop_limit`).
-                        let blocked = if routed {
+                        // shorter way (`domain::hop_limit`). So is a
+                        // message to named recipients, flooded or routed.
+                        let blocked = if node.gossip.enabled() {
                             let path: Vec<String> =
                                 row.path.iter().map(|(n, _)| n.clone()).collect();
                             admission::targets(
@@ -493,7 +529,18 @@ async fn try_prepare(
                 } else {
                     0
                 };
-                let id = routed.then(|| (row.message_id.clone(), row.origin.clone(), way));
+                // (A peer's message outside the trees, to named recipients:
+                // remembered with no origin.)
+                let id = if routed {
+                    Some((row.message_id.clone(), row.origin.clone(), way))
+                } else {
+                    (node.gossip.enabled()
+                        && from_peer.is_some()
+                        && header
+                            .as_ref()
+                            .is_some_and(|h| h.kind != MessageKind::Receipt as i32))
+                    .then(|| (row.message_id.clone(), String::new(), way))
+                };
                 // Its first copy shows a way back to its origin.
                 if let Some(p) = from_peer.filter(|_| !custody.returning) {
                     node.routes
@@ -511,6 +558,17 @@ async fn try_prepare(
                     Some((recipient, ids)) => Named::Receipt { recipient, ids },
                     None => Named::Nothing,
                 };
+                let mut routing_row = Routing {
+                    id: String::new(),
+                    ways: None,
+                    hint: (from_peer.is_some()
+                        && node.gossip.enabled()
+                        && !(custody.resent || custody.returning)
+                        && header.as_ref().is_some_and(|h| {
+                            !h.recipients.is_empty() && h.kind != MessageKind::Receipt as i32
+                        }))
+                    .then(|| hint.clone()),
+                };
                 if let Some(h) = header.as_ref().filter(|h| {
                     node.gossip.enabled()
                         && !h.recipients.is_empty()
@@ -526,22 +584,19 @@ async fn try_prepare(
                         .filter(|p| node.peers.status(p).state == LinkState::Up)
                         .cloned()
                         .collect();
-                    let mut routes = node.routes.lock().expect("routes lock");
-                    let plan = routes.plan(
+                    let routes = node.routes.lock().expect("routes lock");
+                    routes.plan(
                         &node.id,
                         &crate::domain::routes::along(&h.recipients, &hint),
                         &row.forward_to,
                         &live,
                         &row.path.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
                         h.hop_limit.saturating_sub(way),
-                    );
-                    if let Plan::Route { ways, .. } = &plan {
-                        // Each copy tells the next node which recipients
-                        // it is the way to (`PushFrame.toward`).
-                        routes.assign(&row.message_id, ways);
-                    }
-                    plan
+                    )
                 } {
+                    // Each copy tells the next node which recipients it is
+                    // the way to (`PushFrame.toward`): remembered once stored.
+                    routing_row.ways = Some(ways.clone());
                     let peers = crate::domain::routes::peers(&ways);
                     // (Nobody beyond this node needs it when it is the only
                     // recipient left.)
@@ -552,7 +607,6 @@ async fn try_prepare(
                         .cloned()
                         .collect();
                     row.forward_to = peers;
-                    node.metrics.named_routed.inc();
                     if !parked.is_empty() {
                         named_row = Named::Routed {
                             id: row.message_id.clone(),
@@ -572,6 +626,10 @@ async fn try_prepare(
                     r.park_until_ms = now + ROUTE_HOLD_MS;
                 }
                 named.push(named_row);
+                if routing_row.ways.is_some() || routing_row.hint.is_some() {
+                    routing_row.id.clone_from(&r.message_id);
+                }
+                routing.push(routing_row);
                 tree.push((id, announce, prunable));
                 rows.push(r);
                 slots.push(i);
@@ -627,6 +685,7 @@ async fn try_prepare(
         tree,
         reach,
         named,
+        routing,
         attachments,
         failed: None,
     })
@@ -711,6 +770,7 @@ impl Committing {
             tree,
             reach,
             named,
+            routing,
             failed,
             ..
         } = batch;
@@ -756,6 +816,8 @@ impl Committing {
         let mut tree = tree.into_iter();
         let mut reach = reach.into_iter();
         let mut named = named.into_iter();
+        let mut routing = routing.into_iter();
+        let mut later = Vec::new();
         let mut not_needed: HashMap<String, Vec<u64>> = HashMap::new();
         let mut reroutes = Vec::new();
         let mut stopped = Vec::new();
@@ -777,6 +839,36 @@ impl Committing {
                 node.arrivals.put(arrival);
             }
             let (id, announce, prunable) = tree.next().unwrap_or_default();
+            let Routing {
+                id: routed_id,
+                ways,
+                hint,
+            } = routing.next().unwrap_or_default();
+            match (&s, ways, hint, &sender) {
+                (Stored::New(_), Some(ways), _, _) => {
+                    node.metrics.named_routed.inc();
+                    node.routes
+                        .lock()
+                        .expect("routes lock")
+                        .assign(&routed_id, &ways);
+                }
+                // The copy that lost the race with another one: it may be
+                // needed further (`service::named_again`).
+                (Stored::Duplicate, _, Some(hint), Some(p))
+                    if node
+                        .routes
+                        .lock()
+                        .expect("routes lock")
+                        .routed_here(&routed_id) =>
+                {
+                    later.push(crate::service::named_again::Later {
+                        id: routed_id,
+                        sender: p.clone(),
+                        hint,
+                    });
+                }
+                _ => {}
+            }
             match (named.next().unwrap_or_default(), &s) {
                 (Named::Routed { id, toward, parked }, Stored::New(c)) => {
                     let until = now + ROUTE_HOLD_MS;
@@ -849,7 +941,12 @@ impl Committing {
                     if from_peer && !(t.is_empty() && announce.is_empty()) {
                         node.metrics.count_relayed(exercise);
                     }
-                    if let Some((id, origin, way)) = &id {
+                    if let Some((id, origin, way)) = &id
+                        && origin.is_empty()
+                    {
+                        node.gossip
+                            .untracked(&node.metrics, sender.as_deref(), id, *way);
+                    } else if let Some((id, origin, way)) = &id {
                         node.gossip.stored(
                             &node.metrics,
                             sender.as_deref(),
@@ -867,7 +964,10 @@ impl Committing {
                 }
                 Stored::Duplicate => {
                     node.metrics.count_duplicate(exercise);
-                    if prunable && let (Some(p), Some((id, _, way))) = (&sender, &id) {
+                    if prunable
+                        && let (Some(p), Some((id, origin, way))) = (&sender, &id)
+                        && !origin.is_empty()
+                    {
                         node.gossip.duplicate(&node.metrics, p, id, *way);
                     }
                     Ingested::Duplicate
@@ -896,6 +996,7 @@ impl Committing {
         for (id, hops, path, forward_to) in reroutes {
             reach_further(node, &id, hops, path, &forward_to, now).await;
         }
+        crate::service::named_again::sent_again(node, later, ROUTE_FRESH_MS, now).await;
         // (After `stored` above: the machine announces the links it came over.)
         for (id, peers) in stopped {
             node.gossip.announce_only(&node.metrics, &id, &peers);
@@ -1009,6 +1110,8 @@ async fn reach_further(
 /// the whole way (whoever sends one shows which version it holds). Returns
 /// the others with their slots and chains. Without a peer, or when the
 /// lookup fails, nothing is dropped (the store still deduplicates on insert).
+/// A duplicate of a message to named recipients routed from here goes to
+/// `later` (`service::named_again`).
 async fn drop_held(
     node: &Node,
     sender: Option<&str>,
@@ -1016,6 +1119,7 @@ async fn drop_held(
     chains: Vec<Custody>,
     claimed: &[bool],
     results: &mut [Option<Ingested>],
+    later: &mut Vec<crate::service::named_again::Later>,
 ) -> (Vec<usize>, Vec<SignedEnvelope>, Vec<Custody>) {
     let from_peer = sender.is_some();
     let n = envs.len();
@@ -1069,6 +1173,18 @@ async fn drop_held(
             }
             node.metrics
                 .count_duplicate(claimed.get(i).copied().unwrap_or(false));
+            // Routed from here (to named recipients): it may be needed
+            // further (not for a copy sent back or again on purpose).
+            if let (false, false, false, Some(p)) = (*routed, chain.returning, chain.resent, sender)
+                && node.gossip.enabled()
+                && node.routes.lock().expect("routes lock").routed_here(id)
+            {
+                later.push(crate::service::named_again::Later {
+                    id: id.clone(),
+                    sender: p.to_string(),
+                    hint: std::mem::take(&mut chain.toward),
+                });
+            }
             // Plumtree: that link was not needed for it (unless the peer
             // sends it back on purpose, after reconciliation).
             if let (true, false, Some(p)) = (*routed, chain.returning || chain.resent, sender) {

@@ -164,6 +164,9 @@ pub struct Metrics {
     /// Held-back copies of routed messages dropped: every recipient routed
     /// toward confirmed receipt first.
     pub named_not_needed: Counter,
+    /// Copies of routed messages sent on again because a later copy showed
+    /// they were needed (`service::named_again`).
+    pub named_sent_again: Counter,
     pub accepted: Counter,
     pub receipts_received: Counter,
     pub duplicates: Counter,
@@ -260,6 +263,7 @@ impl Metrics {
             gossip_lazy_confirmed: Counter::default(),
             named_routed: Counter::default(),
             named_not_needed: Counter::default(),
+            named_sent_again: Counter::default(),
             accepted: Counter::default(),
             receipts_received: Counter::default(),
             duplicates: Counter::default(),
@@ -372,6 +376,11 @@ impl Metrics {
             "named_not_needed",
             "Held-back copies of routed messages to named recipients dropped because every recipient routed toward confirmed receipt (copies not sent)",
             m.named_not_needed.clone(),
+        );
+        r.register(
+            "named_sent_again",
+            "Copies of routed messages to named recipients queued again for peers because a later copy showed they were needed: its sender routed other recipients through this node, or it left its sender after the origin's hold (a way failed: every holder floods it once)",
+            m.named_sent_again.clone(),
         );
         r.register(
             "messages_accepted",

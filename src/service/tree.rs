@@ -311,6 +311,18 @@ impl Tree {
         self.timer.notify_one();
     }
 
+    /// Message `id`, which travels outside the trees (named recipients), is
+    /// stored here, received from `from` over `hops` links (see
+    /// [`Plumtree::untracked`](crate::domain::plumtree::Plumtree::untracked)).
+    pub fn untracked(&self, m: &Metrics, from: Option<&str>, id: &str, hops: u32) {
+        if !self.enabled {
+            return;
+        }
+        let mut g = self.lock();
+        let out = g.tree.untracked(now_ms(), from, id, hops);
+        dispatch(m, &mut g, out);
+    }
+
     /// This node refused message `id` from a peer: it is not grafted again.
     pub fn refused(&self, id: &str) {
         if !self.enabled {

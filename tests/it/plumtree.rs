@@ -489,13 +489,32 @@ async fn a_message_stopped_at_its_hop_limit_by_a_long_tree_path_reaches_past_it(
     );
 
     // A peer's requests (a test client with c's certificate): malformed ones
-    // ignored and counted, one for a message that is not a broadcast refused,
-    // one for an id b lacks ignored, a good one answered (c holds it already:
-    // a duplicate there).
+    // ignored and counted, one for a receipt (which goes back its own way)
+    // refused, one for an id b lacks ignored, a good one answered (c holds
+    // it already: a duplicate there).
     let mut amber = green_alert("for d only");
     amber.tlp = Tlp::Amber as i32;
     let amber = publish_on(&fed, 1, amber, &["node-d"]).await;
     assert!(arrives(&fed, 3, &amber, Duration::from_secs(30)).await);
+    // d's receipt for it, held at b.
+    let receipt = eventually(Duration::from_secs(30), || async {
+        !b.node
+            .store
+            .by_kind(MessageKind::Receipt as i32, i64::MAX as u64, 1_000)
+            .await
+            .unwrap()
+            .is_empty()
+    })
+    .await;
+    assert!(receipt, "d's receipt reaches b");
+    let receipt = b
+        .node
+        .store
+        .by_kind(MessageKind::Receipt as i32, i64::MAX as u64, 1)
+        .await
+        .unwrap()
+        .remove(0)
+        .message_id;
     let id_bytes = |id: &str| uuid::Uuid::parse_str(id).unwrap().as_bytes().to_vec();
     let (malformed, unentitled, answered) = (
         refused(b, "malformed"),
@@ -518,7 +537,7 @@ async fn a_message_stopped_at_its_hop_limit_by_a_long_tree_path_reaches_past_it(
             ..Default::default()
         }),
         gossip_frame(Gossip {
-            want_shorter: vec![id_bytes(&amber)],
+            want_shorter: vec![id_bytes(&receipt)],
             want_shorter_hops: vec![5],
             ..Default::default()
         }),
@@ -552,11 +571,121 @@ async fn a_message_stopped_at_its_hop_limit_by_a_long_tree_path_reaches_past_it(
     );
     assert!(
         refused(b, "not_entitled") > unentitled,
-        "an AMBER alert takes no part"
+        "a receipt takes no part"
     );
     // b keeps working.
     let after = publish_on(&fed, 2, green_alert("still working"), &[]).await;
     assert!(arrives(&fed, 0, &after, Duration::from_secs(30)).await);
+    for n in nodes {
+        n.shutdown().await.unwrap();
+    }
+}
+
+/// A message to named recipients that has to flood (no way to its
+/// recipient known yet) is stopped at its hop limit by a long first path,
+/// and the relay that could carry a shorter copy had already forwarded its
+/// own: line a–d–m–n–r with hop limit 3, and a link a–m that m does not
+/// accept yet. a's AMBER alert for r reaches n over d, m (at the limit): n
+/// announces it to r, r lacks it and grafts, n asks m for a copy over one
+/// link fewer, and m (over two links itself) remembers the request; once m
+/// takes a as a peer, a's queued copy reaches m over one link: m sends it to
+/// n (it kept the ciphertext it relayed), and n on to r. On the build
+/// before, m dropped a's copy as a plain duplicate (and had emptied its
+/// ciphertext), and r never got the alert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooded_named_message_stopped_at_its_hop_limit_reaches_its_recipient() {
+    let mut fed = plumtree_fed(
+        &["node-a", "node-d", "node-m", "node-n", "node-r"],
+        &[(0, 1), (1, 2), (2, 3), (3, 4)],
+    );
+    fed.specs[0].extra = format!("hop_limit = 3\n{}", fed.specs[0].extra);
+    // a lists m (its copy for m waits in a's outbox); m does not list a yet.
+    let (pa, pm) = (fed.specs[0].port, fed.specs[2].port);
+    fed.specs[0].peers.push(("node-m".into(), pm));
+    let nodes: Vec<certfed::app::RunningNode> = {
+        let mut v = Vec::new();
+        for i in 0..5 {
+            v.push(fed.start(i).await);
+        }
+        v
+    };
+    let linked = eventually(Duration::from_secs(30), || async {
+        nodes[3].node.gossip.sets().0.len() == 2 && nodes[4].node.gossip.sets().0.len() == 1
+    })
+    .await;
+    assert!(linked, "n's and r's gossip links are up");
+    let held = |i: usize, id: String| {
+        let n = nodes[i].node.clone();
+        async move { n.store.get_message(&id).await.unwrap().is_some() }
+    };
+    let mut alert = green_alert("for r, three links away");
+    alert.tlp = Tlp::Amber as i32;
+    let id = publish_on(&fed, 0, alert, &["node-r"]).await;
+    let at_n = eventually(Duration::from_secs(20), || held(3, id.clone())).await;
+    assert!(at_n, "n is three links from a, within the limit");
+    assert_eq!(
+        nodes[3].node.hop_limited.lock().unwrap().stopped_len(&id),
+        Some(3),
+        "n got it over a, d, m: at the limit, forwarded to nobody"
+    );
+    // r lacks it, grafts n, and n asks m: m remembers it was asked.
+    let asked = eventually(Duration::from_secs(30), || async {
+        nodes[2]
+            .node
+            .hop_limited
+            .lock()
+            .unwrap()
+            .asked(&id)
+            .is_some()
+    })
+    .await;
+    assert!(
+        asked,
+        "m was asked for a shorter copy (n sent {} request(s))",
+        sent(&nodes[3], "want_shorter")
+    );
+    assert!(!held(4, id.clone()).await, "r does not have it yet");
+    assert!(
+        !nodes[2]
+            .node
+            .store
+            .get_message(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .payload
+            .is_empty(),
+        "m, a relay, keeps the ciphertext it passed on (`storage.relay_keep_secs`)"
+    );
+
+    // m takes a as a peer: the short way appears.
+    fed.specs[2].peers.push(("node-a".into(), pa));
+    nodes[2].reload(&fed.config_path(2)).unwrap();
+    assert!(
+        arrives(&fed, 4, &id, Duration::from_secs(30)).await,
+        "r must get the alert once a shorter way reaches m (m sent {} shorter cop(ies))",
+        nodes[2].node.metrics.gossip_shorter_sent.get()
+    );
+    assert_eq!(
+        relays_at(&fed, 4, &id).await,
+        ["node-m", "node-n"],
+        "r got it over a, m, n"
+    );
+    // Delivered once: r's receipt reaches a.
+    let receipted = eventually(Duration::from_secs(30), || async {
+        let mut op = fed.operator(0).await;
+        op.get_delivery_status(GetDeliveryStatusRequest {
+            message_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .recipients
+        .iter()
+        .any(|r| r.node_id == "node-r" && r.state == DeliveryState::Delivered as i32)
+    })
+    .await;
+    assert!(receipted, "r's receipt reaches a");
     for n in nodes {
         n.shutdown().await.unwrap();
     }

@@ -196,3 +196,175 @@ async fn a_peers_hint_naming_no_recipient_is_ignored() {
         n.shutdown().await.unwrap();
     }
 }
+
+/// Two ways from the origin that meet at one relay: a routes r1 through b
+/// and r2 through c, and both ways go on through y, the peer of r1 and r2.
+/// The copy y gets second (its hint names the other recipient) is a
+/// duplicate there; y must route it toward that recipient too. Before, y
+/// dropped it: a had no other peer to hold a copy back for, so that
+/// recipient never got the message (checked: this test fails on the build
+/// before it).
+///
+/// a(0) – b(1) – y(3) – r1(4); a – c(2) – y – r2(5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_ways_that_meet_at_a_relay_both_reach_their_recipients() {
+    let fed = Fed::new(
+        &["node-a", "node-b", "node-c", "node-y", "node-r1", "node-r2"],
+        &[(0, 1), (0, 2), (1, 3), (2, 3), (3, 4), (3, 5)],
+    )
+    .sqlite();
+    let nodes: Vec<certfed::app::RunningNode> = {
+        let mut v = Vec::new();
+        for i in 0..6 {
+            v.push(fed.start(i).await);
+        }
+        v
+    };
+    // Everybody learns ways to r1 and r2 from their broadcasts.
+    for i in [4, 5] {
+        let hello = publish_on(&fed, i, green_alert("hello"), &[]).await;
+        for j in 0..6 {
+            assert!(arrives(&fed, j, &hello, Duration::from_secs(30)).await);
+        }
+    }
+    // a's ways (each as short as the other, the first arrival decides): r1
+    // through b, r2 through c.
+    let now = certfed::service::now_ms();
+    {
+        let mut routes = nodes[0].node.routes.lock().unwrap();
+        routes.learn("node-r1", "node-b", 3, now);
+        routes.learn("node-r2", "node-c", 3, now);
+    }
+    let mut alert = green_alert("for r1 and r2");
+    alert.tlp = Tlp::Amber as i32;
+    let id = publish_on(&fed, 0, alert, &["node-r1", "node-r2"]).await;
+    for (i, name) in [(4, "r1"), (5, "r2")] {
+        assert!(
+            arrives(&fed, i, &id, Duration::from_secs(20)).await,
+            "{name} gets the alert (y sent {} cop(ies) again)",
+            nodes[3].node.metrics.named_sent_again.get()
+        );
+    }
+    assert_eq!(
+        nodes[0].node.metrics.named_routed.get(),
+        1,
+        "a routed it (toward r1 through b, r2 through c)"
+    );
+    assert!(
+        nodes[3].node.metrics.named_sent_again.get() >= 1,
+        "y routed the second copy toward its recipient"
+    );
+    // A peer's copy whose hint names somebody who is no recipient (and a
+    // recipient served already) changes nothing: y routes only toward the
+    // message's signed recipients, each once.
+    use crate::fedtools::frame;
+    let m = nodes[0].node.store.get_message(&id).await.unwrap().unwrap();
+    let env = SignedEnvelope {
+        header: m.header.clone(),
+        payload: m.payload.clone(),
+        signature: m.signature.clone(),
+    };
+    let sent = nodes[3].node.metrics.named_sent_again.get();
+    let mut as_c = federation_client(&fed.pki, &fed.addr(3), "node-c", Some("node-y")).await;
+    let mut f = frame(1, env);
+    f.toward = vec!["node-zz".into(), "node-r1".into()];
+    let ack = as_c
+        .push(tokio_stream::iter(vec![f]))
+        .await
+        .unwrap()
+        .into_inner()
+        .message()
+        .await
+        .unwrap()
+        .expect("one ack");
+    assert_eq!(ack.outcome, PushOutcome::Duplicate as i32, "{ack:?}");
+    assert_eq!(nodes[3].node.metrics.named_sent_again.get(), sent);
+    for n in nodes {
+        n.shutdown().await.unwrap();
+    }
+}
+
+/// A way fails below a relay that routed the message: a routes r's alert
+/// through b (c gets a held-back copy), b routes it through x, and x stops
+/// answering (SIGSTOP, its link still looks up). After the hold a's copy
+/// goes to c, which floods it (it is old by then) — to b, which holds it:
+/// a duplicate. b routed it, so the late copy shows a way failed: b sends
+/// it to its other targets (z), once, and z on to r. Before, b dropped the
+/// late copy and r never got the alert while x was stopped (checked: this
+/// test fails on the build before it).
+///
+/// a(0) – b(1) – x(3) – r(5); a – c(2) – b; b – z(4) – r.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_copy_makes_a_relay_that_routed_it_flood_around_a_failed_way() {
+    let fed = Fed::new(
+        &["node-a", "node-b", "node-c", "node-x", "node-z", "node-r"],
+        &[(0, 1), (0, 2), (2, 1), (1, 3), (3, 5), (1, 4), (4, 5)],
+    )
+    .sqlite();
+    let mut x = Command::new(env!("CARGO_BIN_EXE_certfed"))
+        .args(["serve", "--config"])
+        .arg(fed.config_path(3))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut nodes = Vec::new();
+    for i in [0, 1, 2, 4, 5] {
+        nodes.push(fed.start(i).await);
+    }
+    let (a, b) = (&nodes[0], &nodes[1]);
+    // Links up: r's broadcast reaches every node (x too).
+    let hello = publish_on(&fed, 5, green_alert("from r"), &[]).await;
+    for j in 0..6 {
+        assert!(arrives(&fed, j, &hello, Duration::from_secs(30)).await);
+    }
+    // The ways: a's to r through b, b's through x.
+    let now = certfed::service::now_ms();
+    a.node
+        .routes
+        .lock()
+        .unwrap()
+        .learn("node-r", "node-b", 3, now);
+    b.node
+        .routes
+        .lock()
+        .unwrap()
+        .learn("node-r", "node-x", 2, now);
+    let pid = x.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let id = publish_on(&fed, 0, amber("for r"), &["node-r"]).await;
+    assert!(
+        arrives(&fed, 5, &id, Duration::from_secs(90)).await,
+        "r gets it around x after the hold (b sent {} cop(ies) again)",
+        b.node.metrics.named_sent_again.get()
+    );
+    let path: Vec<String> = fed
+        .operator(5)
+        .await
+        .get_message(GetMessageRequest {
+            message_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .path
+        .into_iter()
+        .map(|h| h.node_id)
+        .collect();
+    assert_eq!(path, ["node-a", "node-b", "node-z"], "b sent it on to z");
+    assert_eq!(a.node.metrics.named_routed.get(), 1, "a routed it");
+    assert_eq!(b.node.metrics.named_sent_again.get(), 1, "once, to z");
+
+    let _ = Command::new("kill").args(["-CONT", &pid]).status();
+    let _ = x.kill();
+    let _ = x.wait();
+    for n in nodes {
+        n.shutdown().await.unwrap();
+    }
+}

@@ -1,0 +1,171 @@
+//! Queueing held messages for a peer again, outside the normal flow:
+//! reconciliation, Plumtree grafts, requests for a shorter copy
+//! (`service::gossip`) and later copies of routed messages
+//! (`service::named_again`).
+//!
+//! Invariants: a message goes again only to a peer the forwarding policy
+//! lets it go to (`domain::admission::entitled`, with its signed hop
+//! limit), only if created within the window asked and not expired, and
+//! only if this node still holds its payload (a relay's ciphertext is
+//! emptied `storage.relay_keep_secs` after its peers have it); when this
+//! node never forwarded it, its own hop record is appended, its decision
+//! saying why ([`Why`]). Queueing is lazy (`Storage::requeue`).
+use crate::domain::admission::{Peer, entitled};
+use crate::domain::custody::sign_hop;
+use crate::domain::envelope::{checked_ts_to_ms, ms_to_ts};
+use crate::proto::v1::{EnvelopeHeader, HopChain, HopRecord, Tlp};
+use crate::service::node::Node;
+use crate::service::now_ms;
+use crate::storage::{Requeue, StoreError};
+use prost::Message;
+
+/// Why a held message is queued for a peer again (the hop record says so).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    /// Reconciliation found the peer lacks it.
+    Reconciled,
+    /// The peer asked for it (a Plumtree graft, `service::gossip`).
+    Grafted,
+    /// The peer asked for a copy over fewer links than its own, which the
+    /// hop limit stopped (`domain::hop_limit`).
+    Shorter,
+    /// A later copy of a message routed from here named recipients whose
+    /// way goes through the peer (`service::named_again`).
+    Toward,
+    /// A later copy of a message routed from here left its sender after the
+    /// origin's hold: a recipient had not confirmed it (`service::named_again`).
+    Flooded,
+}
+
+/// Queues for `peer` those of the held messages `ids` that it is entitled
+/// to (`domain::admission::entitled`: the forwarding policy), created at or
+/// after `since` and not expired; returns (queued, refused). Ids not held
+/// are skipped. The caller wakes the link.
+pub async fn queue_entitled(
+    node: &Node,
+    peer: &str,
+    since: i64,
+    ids: &[String],
+    why: Why,
+) -> Result<(u64, u64), StoreError> {
+    let (out, refused) = entitled_requeues(node, peer, since, ids, why).await?;
+    if out.is_empty() {
+        return Ok((0, refused));
+    }
+    Ok((node.store.requeue(peer, out, now_ms()).await?, refused))
+}
+
+/// The outbox entries for `peer` of the messages of `ids` this node holds
+/// and `peer` is entitled to (in cursor order), with how many it is not
+/// entitled to.
+pub(crate) async fn entitled_requeues(
+    node: &Node,
+    peer: &str,
+    since: i64,
+    ids: &[String],
+    why: Why,
+) -> Result<(Vec<Requeue>, u64), StoreError> {
+    let Some(policy) = node.peers.policies().into_iter().find(|p| p.id == peer) else {
+        return Ok((Vec::new(), ids.len() as u64));
+    };
+    let now = now_ms();
+    let mut out = Vec::with_capacity(ids.len());
+    let mut refused = 0u64;
+    // One read for the batch (not one per message).
+    let mut held = node.store.get_messages(ids.to_vec()).await?;
+    held.sort_by_key(|m| m.cursor);
+    for m in held {
+        match eligible(node, &policy, &m, since, now, why) {
+            Ok(hops) => out.push(Requeue {
+                message_id: m.message_id,
+                hops,
+                replaces_stored: None,
+            }),
+            Err(why) => {
+                refused += 1;
+                tracing::debug!(%peer, message_id = %m.message_id, %why, "not sent to the peer");
+            }
+        }
+    }
+    Ok((out, refused))
+}
+
+/// Whether message `m` may go to `peer` now; with the new chain of custody to
+/// store first when this node never forwarded it (its own record appended).
+fn eligible(
+    node: &Node,
+    peer: &Peer,
+    m: &crate::storage::StoredMessage,
+    since: i64,
+    now: i64,
+    why: Why,
+) -> Result<Option<Vec<u8>>, String> {
+    if m.created_ms < since {
+        return Err("created before the reconcile window".into());
+    }
+    if m.payload.is_empty() {
+        return Err("relayed ciphertext already dropped".into());
+    }
+    let h = EnvelopeHeader::decode(m.header.as_slice()).map_err(|e| e.to_string())?;
+    if h.expires
+        .as_ref()
+        .and_then(checked_ts_to_ms)
+        .is_some_and(|e| e <= now)
+    {
+        return Err("expired".into());
+    }
+    let tlp = Tlp::try_from(h.tlp).unwrap_or(Tlp::Unspecified);
+    let path: Vec<String> = m.path.iter().map(|p| p.node.clone()).collect();
+    entitled(
+        &node.id,
+        peer,
+        &h.origin,
+        tlp,
+        &h.recipients,
+        &path,
+        h.hop_limit,
+        h.encrypted,
+    )?;
+    if h.origin == node.id {
+        return Ok(None);
+    }
+    // The chain must end with this node: append its record if it never
+    // forwarded the message (and so never signed one).
+    let mut chain = HopChain::decode(m.hops.as_deref().unwrap_or_default())
+        .map_err(|e| format!("stored chain of custody does not decode: {e}"))?;
+    let last = chain
+        .hops
+        .last()
+        .and_then(|h| HopRecord::decode(h.record.as_slice()).ok());
+    if last.as_ref().is_some_and(|r| r.relay == node.id) {
+        return Ok(None);
+    }
+    let received_from = last.map_or_else(|| h.origin.clone(), |r| r.relay);
+    chain.hops.push(sign_hop(
+        &node.signer(),
+        HopRecord {
+            message_id: h.message_id.clone(),
+            received_from,
+            received_at: Some(ms_to_ts(m.received_ms)),
+            forwarded_to: vec![peer.id.clone()],
+            decision: match why {
+                Why::Reconciled => format!("sent again by reconciliation: {} lacked it", peer.id),
+                Why::Grafted => format!("sent on request: {} asked for it (graft)", peer.id),
+                Why::Shorter => format!(
+                    "sent on request: {} asked for a copy over fewer links (hop limit)",
+                    peer.id
+                ),
+                Why::Toward => format!(
+                    "sent on toward named recipients: a later copy routed them through {}",
+                    peer.id
+                ),
+                Why::Flooded => format!(
+                    "sent on to {}: a later copy showed a recipient had not confirmed it after the origin's hold",
+                    peer.id
+                ),
+            },
+            ..Default::default()
+        },
+    ));
+    Ok(Some(chain.encode_to_vec()))
+}
