@@ -121,6 +121,7 @@ struct Counters {
     named_frames: f64,
     named_routed: f64,
     named_not_needed: f64,
+    named_sent_again: f64,
     gossip_frames: f64,
     grafted: f64,
     shorter: f64,
@@ -138,6 +139,7 @@ impl std::ops::Sub for Counters {
             named_frames: self.named_frames - o.named_frames,
             named_routed: self.named_routed - o.named_routed,
             named_not_needed: self.named_not_needed - o.named_not_needed,
+            named_sent_again: self.named_sent_again - o.named_sent_again,
             gossip_frames: self.gossip_frames - o.gossip_frames,
             grafted: self.grafted - o.grafted,
             shorter: self.shorter - o.shorter,
@@ -157,6 +159,7 @@ impl std::ops::Add for Counters {
             named_frames: self.named_frames + o.named_frames,
             named_routed: self.named_routed + o.named_routed,
             named_not_needed: self.named_not_needed + o.named_not_needed,
+            named_sent_again: self.named_sent_again + o.named_sent_again,
             gossip_frames: self.gossip_frames + o.gossip_frames,
             grafted: self.grafted + o.grafted,
             shorter: self.shorter + o.shorter,
@@ -266,6 +269,7 @@ async fn scrape(port: u16) -> anyhow::Result<Counters> {
         named_frames: value("certfed_frames_sent_total{kind=\"named\"}"),
         named_routed: value("certfed_named_routed_total"),
         named_not_needed: value("certfed_named_not_needed_total"),
+        named_sent_again: value("certfed_named_sent_again_total"),
         gossip_frames: value("certfed_gossip_frames_sent_total"),
         grafted: value("certfed_gossip_graft_queued_total"),
         shorter: value("certfed_gossip_shorter_sent_total"),
@@ -455,6 +459,15 @@ pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
     }
     let metrics_ports = metrics_ports.to_vec();
     let fed = Arc::new(fed);
+    // To look into a run afterwards: its nodes' folders (stores, logs,
+    // configurations) are left in place.
+    if std::env::var_os("CERTFED_BENCH_KEEP").is_some() {
+        eprintln!(
+            "certfed bench --federation: the nodes' folders stay in {} (CERTFED_BENCH_KEEP)",
+            fed.data.path().display()
+        );
+        std::mem::forget(fed.clone());
+    }
     let mut procs: Vec<NodeProcess> = Vec::with_capacity(n);
     let mut arenas = String::new();
     for i in 0..n {
@@ -991,6 +1004,7 @@ pub async fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
     v["named_per_delivery"] = serde_json::json!(round(used.named_frames / d, 3));
     v["named_routed"] = serde_json::json!(used.named_routed);
     v["named_not_needed"] = serde_json::json!(used.named_not_needed);
+    v["named_sent_again"] = serde_json::json!(used.named_sent_again);
     v["malloc_arena_max"] = serde_json::json!(arenas);
     let idle_v = match idle {
         Some((secs, cores, frames)) => serde_json::json!({

@@ -81,7 +81,11 @@ async fn spawn_with(fed: &Fed, i: usize, env: &[(&str, &str)]) -> anyhow::Result
         .envs(env.iter().copied())
         .args(["serve", "--config"])
         .arg(fed.config_path(i))
-        .env("RUST_LOG", "warn")
+        // (`CERTFED_BENCH_LOG`: the nodes' log filter, to look into a run.)
+        .env(
+            "RUST_LOG",
+            std::env::var("CERTFED_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         // The quick_check of a 2 GB store takes several seconds: not what is measured.
         .env("CERTFED__STORAGE__INTEGRITY_CHECK", "off")
         .stdin(Stdio::null())
