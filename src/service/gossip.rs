@@ -16,16 +16,15 @@
 //! ciphertext until it is `storage.relay_keep_secs` old, so that it can
 //! answer), answered within the same policy, and sent on to this node's
 //! peers at most once per message and bound.
-use crate::domain::admission::entitled;
 use crate::domain::hop_limit::Want;
 use crate::domain::plumtree::{Action, Event};
 use crate::proto::v1::DeliveryState;
 use crate::proto::v1::Gossip as Frame;
-use crate::proto::v1::{EnvelopeHeader, MessageKind, Tlp};
+use crate::proto::v1::{EnvelopeHeader, MessageKind};
 use crate::service::ingest::drop_parked;
 use crate::service::node::Node;
 use crate::service::now_ms;
-use crate::service::resend::{Why, queue_entitled};
+use crate::service::resend::{Why, entitled_peers, queue_entitled};
 use crate::service::tree::{MAX_IDS, dispatch, refuse, to_ids};
 use crate::storage::StoredMessage;
 use prost::Message;
@@ -372,27 +371,11 @@ fn ask_shorter(node: &Node, m: &StoredMessage, k: usize, except: &str) -> usize 
     if h.kind == MessageKind::Receipt as i32 {
         return 0;
     }
-    let tlp = Tlp::try_from(h.tlp).unwrap_or(Tlp::Unspecified);
     let path: Vec<String> = m.path.iter().map(|p| p.node.clone()).collect();
-    let peers: Vec<String> = node
-        .peers
-        .policies()
+    let peers: Vec<String> = entitled_peers(node, &h, &path, u32::MAX)
         .into_iter()
         // A bound of 0 only the origin meets.
         .filter(|p| p.id != except && (k > 0 || p.id == h.origin))
-        .filter(|p| {
-            entitled(
-                &node.id,
-                p,
-                &h.origin,
-                tlp,
-                &h.recipients,
-                &path,
-                u32::MAX,
-                h.encrypted,
-            )
-            .is_ok()
-        })
         .map(|p| p.id)
         .collect();
     node.gossip

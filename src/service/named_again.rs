@@ -23,11 +23,10 @@
 //! per node (`Routes::again`). The copy's own header and hint are not
 //! trusted: a forged envelope reusing a held id can at most make this node
 //! send the stored message on sooner, within policy.
-use crate::domain::admission::entitled;
 use crate::domain::routes::{Again, Plan};
-use crate::proto::v1::{EnvelopeHeader, LinkState, Tlp};
+use crate::proto::v1::{EnvelopeHeader, LinkState};
 use crate::service::node::Node;
-use crate::service::resend::{Why, queue_entitled};
+use crate::service::resend::{Why, entitled_peers, queue_entitled};
 use prost::Message;
 
 /// A later copy of held message `id`, from `sender`, with its hint.
@@ -69,28 +68,12 @@ pub async fn sent_again(node: &Node, later: Vec<Later>, fresh_ms: i64, now: i64)
             .collect();
         let old = now - m.created_ms >= fresh_ms;
         let path: Vec<String> = m.path.iter().map(|p| p.node.clone()).collect();
-        let tlp = Tlp::try_from(h.tlp).unwrap_or(Tlp::Unspecified);
         // Where policy (and the hop limit) lets it go from here, never back
         // along its path (its origin included).
-        let targets: Vec<String> = node
-            .peers
-            .policies()
+        let targets: Vec<String> = entitled_peers(node, &h, &path, h.hop_limit)
             .into_iter()
-            .filter(|p| !path.contains(&p.id))
-            .filter(|p| {
-                entitled(
-                    &node.id,
-                    p,
-                    &h.origin,
-                    tlp,
-                    &h.recipients,
-                    &path,
-                    h.hop_limit,
-                    h.encrypted,
-                )
-                .is_ok()
-            })
             .map(|p| p.id)
+            .filter(|p| !path.contains(p))
             .collect();
         let again = node
             .routes

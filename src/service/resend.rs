@@ -37,6 +37,35 @@ pub enum Why {
     Flooded,
 }
 
+/// The peers the forwarding policy lets message `h`, held over `path` (its
+/// origin first), go to from here within `hop_limit` links (`u32::MAX`:
+/// whatever its signed limit).
+pub fn entitled_peers(
+    node: &Node,
+    h: &EnvelopeHeader,
+    path: &[String],
+    hop_limit: u32,
+) -> Vec<Peer> {
+    let tlp = Tlp::try_from(h.tlp).unwrap_or(Tlp::Unspecified);
+    node.peers
+        .policies()
+        .into_iter()
+        .filter(|p| {
+            entitled(
+                &node.id,
+                p,
+                &h.origin,
+                tlp,
+                &h.recipients,
+                path,
+                hop_limit,
+                h.encrypted,
+            )
+            .is_ok()
+        })
+        .collect()
+}
+
 /// Queues for `peer` those of the held messages `ids` that it is entitled
 /// to (`domain::admission::entitled`: the forwarding policy), created at or
 /// after `since` and not expired; returns (queued, refused). Ids not held

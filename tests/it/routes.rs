@@ -23,6 +23,34 @@ async fn stored(n: &certfed::app::RunningNode, id: &str) -> bool {
     n.node.store.get_message(id).await.unwrap().is_some()
 }
 
+/// Sends `sig` (`-STOP`, `-CONT`) to process `pid`.
+fn signal(pid: &str, sig: &str) {
+    assert!(
+        Command::new("kill")
+            .args([sig, pid])
+            .status()
+            .unwrap()
+            .success(),
+        "kill {sig} {pid}"
+    );
+}
+
+/// The nodes message `id` went through to reach node `i` (its origin first).
+async fn path_at(fed: &Fed, i: usize, id: &str) -> Vec<String> {
+    fed.operator(i)
+        .await
+        .get_message(GetMessageRequest {
+            message_id: id.to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .path
+        .into_iter()
+        .map(|h| h.node_id)
+        .collect()
+}
+
 /// a's delivery view of `id`: the state shown for `node`.
 async fn state_at_a(fed: &Fed, id: &str, node: &str) -> Option<i32> {
     let mut op = fed.operator(0).await;
@@ -105,13 +133,7 @@ async fn amber_goes_toward_its_recipient_and_around_a_way_that_fails() {
     // a routes the next one through b, holds d's copy back, and when no
     // receipt comes the copy goes after the hold and floods around b.
     let pid = b.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-STOP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal(&pid, "-STOP");
     let m2 = publish_on(&fed, 0, amber("for c, around b"), &["node-c"]).await;
     assert_eq!(
         a.node.metrics.named_routed.get(),
@@ -122,23 +144,10 @@ async fn amber_goes_toward_its_recipient_and_around_a_way_that_fails() {
         arrives(&fed, 2, &m2, Duration::from_secs(90)).await,
         "c gets it around the silent relay after the hold"
     );
-    let path: Vec<String> = fed
-        .operator(2)
-        .await
-        .get_message(GetMessageRequest {
-            message_id: m2.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .path
-        .into_iter()
-        .map(|h| h.node_id)
-        .collect();
-    assert_eq!(path, ["node-a", "node-d", "node-e"]);
+    assert_eq!(path_at(&fed, 2, &m2).await, ["node-a", "node-d", "node-e"]);
     assert_eq!(a.node.metrics.named_not_needed.get(), 1);
 
-    let _ = Command::new("kill").args(["-CONT", &pid]).status();
+    signal(&pid, "-CONT");
     let _ = b.kill();
     let _ = b.wait();
     for n in [a, c, d, e] {
@@ -331,37 +340,22 @@ async fn a_late_copy_makes_a_relay_that_routed_it_flood_around_a_failed_way() {
         .unwrap()
         .learn("node-r", "node-x", 2, now);
     let pid = x.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-STOP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal(&pid, "-STOP");
     let id = publish_on(&fed, 0, amber("for r"), &["node-r"]).await;
     assert!(
         arrives(&fed, 5, &id, Duration::from_secs(90)).await,
         "r gets it around x after the hold (b sent {} cop(ies) again)",
         b.node.metrics.named_sent_again.get()
     );
-    let path: Vec<String> = fed
-        .operator(5)
-        .await
-        .get_message(GetMessageRequest {
-            message_id: id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .path
-        .into_iter()
-        .map(|h| h.node_id)
-        .collect();
-    assert_eq!(path, ["node-a", "node-b", "node-z"], "b sent it on to z");
+    assert_eq!(
+        path_at(&fed, 5, &id).await,
+        ["node-a", "node-b", "node-z"],
+        "b sent it on to z"
+    );
     assert_eq!(a.node.metrics.named_routed.get(), 1, "a routed it");
     assert_eq!(b.node.metrics.named_sent_again.get(), 1, "once, to z");
 
-    let _ = Command::new("kill").args(["-CONT", &pid]).status();
+    signal(&pid, "-CONT");
     let _ = x.kill();
     let _ = x.wait();
     for n in nodes {
