@@ -79,8 +79,14 @@ pub struct Routes {
 /// The ways one message was routed from here.
 #[derive(Debug, Clone, Default)]
 struct Assigned {
-    /// (peer, the recipients it is the way to).
+    /// (peer, the recipients it is the way to): the hints of its copies,
+    /// every plan made here merged (two copies of one message can be
+    /// planned at once; the store keeps one).
     ways: Vec<(String, Vec<String>)>,
+    /// The peers copies were queued for from here ([`Routes::sent`]).
+    sent_peers: Vec<String>,
+    /// The recipients those copies go toward.
+    sent_toward: Vec<String>,
     /// Recipients later copies' hints named ([`Again::Toward`]): each once.
     named_later: Vec<String>,
     /// A later copy made this node send it to every target ([`Again::Flood`]).
@@ -204,28 +210,20 @@ impl Routes {
         }
     }
 
-    /// Message `id` was routed from here along `ways` (peer, the recipients
-    /// it is the way to): remembered for [`Routes::hint`].
+    /// Message `id` is routed from here along `ways` (peer, the recipients
+    /// it is the way to): remembered for [`Routes::hint`], merged with any
+    /// earlier plan for it.
     pub fn assign(&mut self, id: &str, ways: &[(String, Vec<String>)]) {
-        while self.assigned.len() >= MAX_ASSIGNED {
-            let Some(old) = self.assigned_order.pop_front() else {
-                break;
-            };
-            self.assigned.remove(&old);
-        }
-        let entry = Assigned {
-            ways: ways.to_vec(),
-            ..Assigned::default()
-        };
-        if self.assigned.insert(id.to_string(), entry).is_none() {
+        if !self.assigned.contains_key(id) {
+            while self.assigned.len() >= MAX_ASSIGNED {
+                let Some(old) = self.assigned_order.pop_front() else {
+                    break;
+                };
+                self.assigned.remove(&old);
+            }
+            self.assigned.insert(id.to_string(), Assigned::default());
             self.assigned_order.push_back(id.to_string());
         }
-    }
-
-    /// Message `id`, routed from here, also goes along `ways` now (after
-    /// [`Again::Toward`]): merged into its remembered ways, so that the
-    /// copies carry their hints. Nothing for a message not remembered.
-    pub fn assign_more(&mut self, id: &str, ways: &[(String, Vec<String>)]) {
         let Some(a) = self.assigned.get_mut(id) else {
             return;
         };
@@ -243,13 +241,32 @@ impl Routes {
         }
     }
 
+    /// Copies of message `id` were queued from here along `ways` (a stored
+    /// copy's plan, or [`Again::Toward`]'s): what [`Routes::again`] counts
+    /// as done. Nothing for a message not remembered.
+    pub fn sent(&mut self, id: &str, ways: &[(String, Vec<String>)]) {
+        let Some(a) = self.assigned.get_mut(id) else {
+            return;
+        };
+        for (peer, recipients) in ways {
+            if !a.sent_peers.contains(peer) {
+                a.sent_peers.push(peer.clone());
+            }
+            for r in recipients {
+                if !a.sent_toward.contains(r) {
+                    a.sent_toward.push(r.clone());
+                }
+            }
+        }
+    }
+
     /// A later copy of message `id` (held here: a duplicate) came with the
     /// `hint` its sender gave (`PushFrame.toward`, unchecked: the caller
     /// keeps only the message's signed recipients), and `old` when it left
     /// its sender after the origin's hold. Only for a message this node
     /// routed (a flooded one went everywhere already): once old, it floods
-    /// from here (once); otherwise the hint's recipients this node did not
-    /// route toward (nor is) are routed toward now. Each recipient and the
+    /// from here (once); otherwise the hint's recipients no copy queued here
+    /// went toward (nor this node) are routed toward now. Each recipient and the
     /// flood at most once per message.
     pub fn again(&mut self, me: &str, id: &str, hint: &[String], old: bool) -> Again {
         let Some(a) = self.assigned.get_mut(id) else {
@@ -260,7 +277,7 @@ impl Routes {
         }
         if old {
             a.flooded = true;
-            return Again::Flood(a.ways.iter().map(|(p, _)| p.clone()).collect());
+            return Again::Flood(a.sent_peers.clone());
         }
         let mut new: Vec<String> = Vec::new();
         for r in hint {
@@ -268,7 +285,7 @@ impl Routes {
                 && a.named_later.len() + new.len() < MAX_NAMED_LATER
                 && !new.contains(r)
                 && !a.named_later.contains(r)
-                && !a.ways.iter().any(|(_, rs)| rs.contains(r))
+                && !a.sent_toward.contains(r)
             {
                 new.push(r.clone());
             }
@@ -288,11 +305,11 @@ impl Routes {
         self.assigned.get(id).is_some_and(|a| !a.flooded)
     }
 
-    /// The peers message `id` was routed to from here.
+    /// The peers copies of message `id` were queued for from here.
     pub fn sent_to(&self, id: &str) -> Vec<String> {
         self.assigned
             .get(id)
-            .map(|a| a.ways.iter().map(|(p, _)| p.clone()).collect())
+            .map(|a| a.sent_peers.clone())
             .unwrap_or_default()
     }
 
@@ -482,9 +499,15 @@ mod tests {
             Again::Nothing,
             "not routed from here (flooded, or forgotten): it went everywhere"
         );
+        // Two copies planned at once: the plans merge into the hints; only
+        // the stored one's copies count as sent.
         r.assign("m1", &[("p".into(), s(&["r1"]))]);
+        r.assign("m1", &[("q".into(), s(&["r2"]))]);
         assert_eq!(r.hint("m1", "p"), s(&["r1"]));
-        // A second copy whose sender routed r2 (and r1) through here.
+        assert_eq!(r.hint("m1", "q"), s(&["r2"]));
+        r.sent("m1", &[("p".into(), s(&["r1"]))]);
+        assert_eq!(r.sent_to("m1"), s(&["p"]));
+        // The other copy (a duplicate) named r2: not sent toward yet.
         assert_eq!(
             r.again("me", "m1", &s(&["r1", "r2", "me"]), false),
             Again::Toward(s(&["r2"])),
@@ -495,13 +518,15 @@ mod tests {
             Again::Nothing,
             "each recipient once, whatever was found for it"
         );
-        r.assign_more("m1", &[("p".into(), s(&["r2"])), ("q".into(), s(&["r3"]))]);
+        r.assign("m1", &[("p".into(), s(&["r2"])), ("x".into(), s(&["r3"]))]);
+        r.sent("m1", &[("p".into(), s(&["r2"])), ("x".into(), s(&["r3"]))]);
         assert_eq!(r.hint("m1", "p"), s(&["r1", "r2"]), "copies carry it");
-        assert_eq!(r.hint("m1", "q"), s(&["r3"]));
+        assert_eq!(r.hint("m1", "x"), s(&["r3"]));
         assert_eq!(r.again("me", "m1", &s(&["r3"]), false), Again::Nothing);
         // Old: a way failed somewhere; every target but those it went to.
-        assert_eq!(r.again("me", "m1", &[], true), Again::Flood(s(&["p", "q"])));
+        assert_eq!(r.again("me", "m1", &[], true), Again::Flood(s(&["p", "x"])));
         assert_eq!(r.again("me", "m1", &[], true), Again::Nothing, "once");
+        assert!(!r.routed_here("m1"));
         assert_eq!(r.again("me", "m1", &s(&["r9"]), false), Again::Nothing);
         // A hint cannot grow the state without bound.
         r.assign("m2", &[]);

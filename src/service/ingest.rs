@@ -297,9 +297,9 @@ const ROUTE_FRESH_MS: i64 = ROUTE_HOLD_MS / 2;
 struct Routing {
     /// The message's id (set when one of the others is).
     id: String,
-    /// The ways this copy was routed along from here: remembered (for the
-    /// hints its copies carry) only if it is stored as new — a copy that
-    /// loses the race with another one of the same message is a duplicate.
+    /// The ways this copy was routed along from here: counted as sent only
+    /// if it is stored as new — a copy that loses the race with another one
+    /// of the same message is a duplicate, its plan a hint only.
     ways: Option<Vec<(String, Vec<String>)>>,
     /// A peer's copy of a message to named recipients (not sent back or
     /// again on purpose): the recipients its sender routed through here,
@@ -584,18 +584,24 @@ async fn try_prepare(
                         .filter(|p| node.peers.status(p).state == LinkState::Up)
                         .cloned()
                         .collect();
-                    let routes = node.routes.lock().expect("routes lock");
-                    routes.plan(
+                    let mut routes = node.routes.lock().expect("routes lock");
+                    let plan = routes.plan(
                         &node.id,
                         &crate::domain::routes::along(&h.recipients, &hint),
                         &row.forward_to,
                         &live,
                         &row.path.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
                         h.hop_limit.saturating_sub(way),
-                    )
+                    );
+                    if let Plan::Route { ways, .. } = &plan {
+                        // Each copy tells the next node which recipients
+                        // it is the way to (`PushFrame.toward`); two copies
+                        // planned at once merge their ways.
+                        routes.assign(&row.message_id, ways);
+                    }
+                    plan
                 } {
-                    // Each copy tells the next node which recipients it is
-                    // the way to (`PushFrame.toward`): remembered once stored.
+                    // Counted as sent once stored (`service::named_again`).
                     routing_row.ways = Some(ways.clone());
                     let peers = crate::domain::routes::peers(&ways);
                     // (Nobody beyond this node needs it when it is the only
@@ -850,7 +856,7 @@ impl Committing {
                     node.routes
                         .lock()
                         .expect("routes lock")
-                        .assign(&routed_id, &ways);
+                        .sent(&routed_id, &ways);
                 }
                 // The copy that lost the race with another one: it may be
                 // needed further (`service::named_again`).

@@ -108,15 +108,16 @@ pub async fn sent_again(node: &Node, later: Vec<Later>, fresh_ms: i64, now: i64)
                         .saturating_sub(u32::try_from(way).unwrap_or(u32::MAX)),
                 );
                 match plan {
+                    // A way peer that had it from here already gets it
+                    // again: its copy's hint now names these recipients
+                    // too, and it routes toward them (as here).
                     Plan::Route { ways, .. } => {
-                        routes.assign_more(&l.id, &ways);
+                        routes.assign(&l.id, &ways);
+                        routes.sent(&l.id, &ways);
                         let peers = crate::domain::routes::peers(&ways);
                         drop(routes);
                         (
-                            peers
-                                .into_iter()
-                                .filter(|p| *p != l.sender && !sent.contains(p))
-                                .collect(),
+                            peers.into_iter().filter(|p| *p != l.sender).collect(),
                             Why::Toward,
                         )
                     }
