@@ -31,6 +31,13 @@
 //!   went after the hold (or after waiting in an outbox) is old by then, and
 //!   old messages flood from every node (the caller routes only fresh
 //!   ones).
+//! - **Later copies** ([`Routes::again`]): a duplicate of a message routed
+//!   from here can show it is needed further — its hint names recipients no
+//!   copy queued here went toward (two ways planned upstream met here), or
+//!   it comes after the origin's hold (a way failed): routed toward those
+//!   recipients, or flooded from here, each at most once per message.
+//!   Plans merge into a message's hints ([`Routes::assign`]); what counts as
+//!   done is what was queued ([`Routes::sent`]).
 //! - **Pending** ([`Pending`]): per message, the recipients still to confirm
 //!   and the parked copies to drop when they have; forgotten after the hold
 //!   (the copies then went) and capped at [`MAX_PENDING`] (a forgotten entry
@@ -38,7 +45,8 @@
 //!
 //! Invariants: a plan names only peers from the given targets; a route names
 //! a peer that was up when learned and not reported down since; tables are
-//! bounded ([`MAX_ROUTES`], [`MAX_PENDING`]). Nothing here sends, stores or
+//! bounded ([`MAX_ROUTES`], [`MAX_PENDING`], [`MAX_ASSIGNED`],
+//! [`MAX_NAMED_LATER`] names per message). Nothing here sends, stores or
 //! reads a clock.
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 

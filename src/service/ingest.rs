@@ -18,8 +18,9 @@
 //! stored or recorded, and the peer keeps the envelope and retries it.
 //!
 //! A message whose first copy came over a path at its signed hop limit is
-//! forwarded to nobody (the next hop would pass the limit); a broadcast is
-//! announced to the peers the limit keeps it from, and a peer's graft for it
+//! forwarded to nobody (the next hop would pass the limit); it is announced
+//! (a broadcast, or a message to named recipients) to the peers the limit
+//! keeps it from, and a peer's graft for it
 //! asks this node's peers for a shorter copy (`service::gossip`). A later
 //! copy over a shorter path of a message remembered so ([`HopLimited`](crate::domain::hop_limit::HopLimited):
 //! stopped here, or asked for by a peer) is not dropped as a duplicate: it is
@@ -29,6 +30,12 @@
 //! DUPLICATE, no receipt is owed twice). Without this, the nodes behind such
 //! a relay never got the message, and reconciliation (which applies the same
 //! limit to the stored path) never healed it.
+//!
+//! A duplicate of a message to named recipients that this node routed (found
+//! before verification, or the copy that lost a race to the store) goes to
+//! `service::named_again`, which may send the stored message on: its hint
+//! can name recipients no copy from here went toward, or it can come after
+//! the origin's hold. Such a duplicate costs a read of the stored message.
 use crate::domain::admission::{
     self, Decision, Input, ReceiptOwed, ReceiptRoute, View, deferrable,
 };
