@@ -3,7 +3,7 @@
 //! frame and per second), ids already held are dropped with one index
 //! lookup each, and a graft is answered only with what
 //! `domain::admission::entitled` lets go to that peer, queued in the outbox
-//! (`service::resend::queue_entitled`, which also releases a copy parked
+//! (`service::resend::queue_and_wake`, which also releases a copy parked
 //! for that peer). A HAVE completes the copies parked for the peer that
 //! sent it; announced ids already held are answered with HAVE. Hop counts
 //! with announcements (one per id, bounded, or ignored) and GRAFT-ORIGIN
@@ -24,7 +24,7 @@ use crate::proto::v1::{EnvelopeHeader, MessageKind};
 use crate::service::ingest::drop_parked;
 use crate::service::node::Node;
 use crate::service::now_ms;
-use crate::service::resend::{Why, entitled_peers, queue_entitled};
+use crate::service::resend::{Why, entitled_peers, queue_and_wake};
 use crate::service::tree::{MAX_IDS, dispatch, refuse, to_ids};
 use crate::storage::StoredMessage;
 use prost::Message;
@@ -331,28 +331,15 @@ async fn wanted(node: &Node, peer: &str, want: Vec<(String, u32)>, now: i64) {
 }
 
 /// Queues for `peer` the held messages `ids` it asked for (a graft, or a
-/// request for a shorter copy) that policy lets go to it, within the
-/// reconciliation window (at least a day: older history is
-/// reconciliation's), and wakes its link; the rest is counted refused.
-/// Returns how many were queued.
+/// request for a shorter copy) that policy lets go to it
+/// ([`queue_and_wake`]); the rest is counted refused. Returns how many were
+/// queued.
 async fn send_asked(node: &Node, peer: &str, ids: &[String], why: Why, now: i64) -> u64 {
-    let days = i64::from(node.cfg.reconcile.window_days.max(1));
-    match queue_entitled(node, peer, now - days * 86_400_000, ids, why).await {
-        Ok((queued, refused)) => {
-            if refused > 0 {
-                refuse(&node.metrics, "not_entitled", refused);
-            }
-            if queued > 0 {
-                node.reconcile.requeued(peer).notify_one();
-                node.peers.wake(peer);
-            }
-            queued
-        }
-        Err(e) => {
-            node.metrics.storage_error(&e);
-            0
-        }
+    let (queued, refused) = queue_and_wake(node, peer, ids, why, now).await;
+    if refused > 0 {
+        refuse(&node.metrics, "not_entitled", refused);
     }
+    queued
 }
 
 /// Links held message `m` crossed to reach this node (0: its origin).

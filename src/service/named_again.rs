@@ -17,7 +17,7 @@
 //!   routed it sends it on to its other targets too, once.
 //!
 //! Invariants: only the stored (signed) message is sent, only to peers the
-//! forwarding policy lets it go to (`resend::queue_entitled`, which also
+//! forwarding policy lets it go to (`resend::queue_and_wake`, which also
 //! applies its hop limit), only recipients its signed header names are
 //! routed toward, and each recipient and the flood at most once per message
 //! per node (`Routes::again`). The copy's own header and hint are not
@@ -26,7 +26,7 @@
 use crate::domain::routes::{Again, Plan};
 use crate::proto::v1::{EnvelopeHeader, LinkState};
 use crate::service::node::Node;
-use crate::service::resend::{Why, entitled_peers, queue_entitled};
+use crate::service::resend::{Why, entitled_peers, queue_and_wake};
 use prost::Message;
 
 /// A later copy of held message `id`, from `sender`, with its hint.
@@ -137,29 +137,12 @@ pub async fn sent_again(node: &Node, later: Vec<Later>, fresh_ms: i64, now: i64)
                 }
             }
         };
-        let days = i64::from(node.cfg.reconcile.window_days.max(1));
         let mut queued = Vec::new();
         for p in peers {
-            match queue_entitled(
-                node,
-                &p,
-                now - days * 86_400_000,
-                std::slice::from_ref(&l.id),
-                why,
-            )
-            .await
-            {
-                Ok((n, _)) if n > 0 => {
-                    node.metrics.named_sent_again.inc_by(n);
-                    node.reconcile.requeued(&p).notify_one();
-                    node.peers.wake(&p);
-                    queued.push(p);
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    node.metrics.storage_error(&e);
-                    break;
-                }
+            let (n, _) = queue_and_wake(node, &p, std::slice::from_ref(&l.id), why, now).await;
+            if n > 0 {
+                node.metrics.named_sent_again.inc_by(n);
+                queued.push(p);
             }
         }
         if !queued.is_empty() {

@@ -70,7 +70,7 @@ pub fn entitled_peers(
 /// to (`domain::admission::entitled`: the forwarding policy), created at or
 /// after `since` and not expired; returns (queued, refused). Ids not held
 /// are skipped. The caller wakes the link.
-pub async fn queue_entitled(
+async fn queue_entitled(
     node: &Node,
     peer: &str,
     since: i64,
@@ -82,6 +82,33 @@ pub async fn queue_entitled(
         return Ok((0, refused));
     }
     Ok((node.store.requeue(peer, out, now_ms()).await?, refused))
+}
+
+/// [`queue_entitled`] within the reconciliation window (at least a day:
+/// older history is reconciliation's), then wakes `peer`'s link if anything
+/// was queued. Returns (queued, refused); a store failure is counted and
+/// queues nothing.
+pub async fn queue_and_wake(
+    node: &Node,
+    peer: &str,
+    ids: &[String],
+    why: Why,
+    now: i64,
+) -> (u64, u64) {
+    let days = i64::from(node.cfg.reconcile.window_days.max(1));
+    match queue_entitled(node, peer, now - days * 86_400_000, ids, why).await {
+        Ok((queued, refused)) => {
+            if queued > 0 {
+                node.reconcile.requeued(peer).notify_one();
+                node.peers.wake(peer);
+            }
+            (queued, refused)
+        }
+        Err(e) => {
+            node.metrics.storage_error(&e);
+            (0, 0)
+        }
+    }
 }
 
 /// The outbox entries for `peer` of the messages of `ids` this node holds
