@@ -22,10 +22,14 @@
 //!   like a graft's answer, within the forwarding policy); one holding it
 //!   over more remembers who asked and asks its own peers for at most
 //!   `k - 1` — once per message and bound (a stricter request that found
-//!   nothing says nothing of a looser one), nothing below 0, and a bound of 0
-//!   only of the origin (only it holds a message over 0 links). So a request
-//!   travels at most `len - 1` links and every node sends it on at most
-//!   `len` times per message.
+//!   nothing says nothing of a looser one) until [`ASK_AGAIN_MS`] have passed
+//!   since it last asked for this message (then a request is asked on again:
+//!   an answer lost with a link, or a node asked before it restarted and
+//!   forgot, is asked again the next time the peer lacking the message
+//!   grafts), nothing below 0, and a bound of 0 only of the origin (only it
+//!   holds a message over 0 links). So a request travels at most `len - 1`
+//!   links and every node sends it on at most `len` times per message every
+//!   [`ASK_AGAIN_MS`].
 //! - **A shorter copy** ([`HopLimited::shorter`], [`HopLimited::improved`]):
 //!   a held message remembered here that comes again over fewer links than
 //!   it is held with is taken (its shorter chain replaces the stored one)
@@ -47,13 +51,18 @@
 //! [`MAX_HOP_LIMITED`] messages are remembered (the oldest forgotten first:
 //! a later copy of one forgotten is a plain duplicate again) and at most
 //! [`MAX_ASKERS`] askers per message. Nothing here sends, stores or reads a
-//! clock.
+//! clock (the time is passed in).
 use std::collections::{HashMap, VecDeque};
 
 /// Most messages remembered.
 pub const MAX_HOP_LIMITED: usize = 16_384;
 /// Most peers remembered as askers of one message.
 pub const MAX_ASKERS: usize = 16;
+/// A request for a shorter copy asked on this long ago and not answered is
+/// asked on again at the next request for it (four graft timeouts by
+/// default: the peer lacking the message grafts again every timeout, up to
+/// `max_graft_tries` times, so a request goes on again a few times).
+pub const ASK_AGAIN_MS: i64 = 2_000;
 
 #[derive(Debug, Clone)]
 struct Limited {
@@ -67,6 +76,8 @@ struct Limited {
     /// most k links; bounds beyond 63 are never asked: a holder within a
     /// hop limit, at most 64, answers them itself).
     asked: u64,
+    /// When this node last asked its peers for `id` (ms since the epoch).
+    asked_ms: i64,
 }
 
 /// What a node asked for a shorter copy does.
@@ -113,6 +124,7 @@ impl HopLimited {
             stopped: false,
             askers: Vec::new(),
             asked: 0,
+            asked_ms: 0,
         });
         e.len = len;
         e
@@ -131,9 +143,9 @@ impl HopLimited {
         self.held.get(id).filter(|e| e.stopped).map(|e| e.len)
     }
 
-    /// Peer `from` asks for a copy of `id` that crossed at most `k` links;
-    /// this node holds it over `len` (0: its origin).
-    pub fn want(&mut self, id: &str, len: usize, k: usize, from: &str) -> Want {
+    /// Peer `from` asks, at `now_ms`, for a copy of `id` that crossed at
+    /// most `k` links; this node holds it over `len` (0: its origin).
+    pub fn want(&mut self, id: &str, len: usize, k: usize, from: &str, now_ms: i64) -> Want {
         if len <= k {
             return Want::Send;
         }
@@ -146,12 +158,18 @@ impl HopLimited {
         let Some(next) = k.checked_sub(1).filter(|n| *n < 64) else {
             return Want::Nothing;
         };
+        // Unanswered for long: asked on again (the answer may have been lost
+        // with a link, or a node asked may have restarted and forgotten).
+        if now_ms.saturating_sub(e.asked_ms) >= ASK_AGAIN_MS {
+            e.asked = 0;
+        }
         // Once per bound: a stricter request that went unanswered says
         // nothing of a looser one.
         if e.asked & (1 << next) != 0 {
             return Want::Nothing;
         }
         e.asked |= 1 << next;
+        e.asked_ms = now_ms;
         Want::Ask(next)
     }
 
@@ -200,6 +218,9 @@ impl HopLimited {
 mod tests {
     use super::*;
 
+    /// A time for the requests of the tests that do not wait.
+    const T: i64 = 1_000_000;
+
     #[test]
     fn a_message_stopped_at_its_limit_asks_on_a_graft_and_a_shorter_copy_goes_everywhere() {
         let mut h = HopLimited::default();
@@ -210,11 +231,11 @@ mod tests {
         // A peer lacks it (its graft): a copy over 7 links is wanted here,
         // so the peers are asked for one over 6.
         assert_eq!(
-            h.want("m", 8, 7, "x"),
+            h.want("m", 8, 7, "x", T),
             Want::Ask(6),
             "asks for a way two shorter"
         );
-        assert_eq!(h.want("m", 8, 7, "y"), Want::Nothing, "asked already");
+        assert_eq!(h.want("m", 8, 7, "y", T), Want::Nothing, "asked already");
         assert!(h.shorter("m", 7));
         assert!(!h.shorter("m", 8), "as long: nothing gained");
         assert!(!h.shorter("m", 9));
@@ -230,7 +251,7 @@ mod tests {
         assert_eq!(h.improved("x", 1), None, "not remembered");
         h.stopped("n", 1);
         assert_eq!(
-            h.want("n", 1, 0, "x"),
+            h.want("n", 1, 0, "x", T),
             Want::Nothing,
             "only the origin is closer"
         );
@@ -240,23 +261,31 @@ mod tests {
     #[test]
     fn an_asked_node_answers_asks_on_once_per_bound_and_sends_only_to_askers() {
         let mut h = HopLimited::default();
-        assert_eq!(h.want("m", 3, 3, "a"), Want::Send, "held over few enough");
-        assert!(h.is_empty(), "an answer remembers nothing");
-        assert_eq!(h.want("m", 5, 3, "a"), Want::Ask(2));
-        assert_eq!(h.want("m", 5, 3, "b"), Want::Nothing, "asked already");
         assert_eq!(
-            h.want("m", 5, 2, "c"),
+            h.want("m", 3, 3, "a", T),
+            Want::Send,
+            "held over few enough"
+        );
+        assert!(h.is_empty(), "an answer remembers nothing");
+        assert_eq!(h.want("m", 5, 3, "a", T), Want::Ask(2));
+        assert_eq!(h.want("m", 5, 3, "b", T), Want::Nothing, "asked already");
+        assert_eq!(
+            h.want("m", 5, 2, "c", T),
             Want::Ask(1),
             "a lower bound asks again"
         );
-        assert_eq!(h.want("m", 5, 2, "c"), Want::Nothing);
+        assert_eq!(h.want("m", 5, 2, "c", T), Want::Nothing);
         assert_eq!(h.asked("m"), Some(1), "the strictest bound asked");
-        assert_eq!(h.want("m", 5, 4, "c"), Want::Ask(3), "so does a higher one");
+        assert_eq!(
+            h.want("m", 5, 4, "c", T),
+            Want::Ask(3),
+            "so does a higher one"
+        );
         assert_eq!(h.asked("m"), Some(1));
         assert_eq!(h.asked("x"), None);
-        assert_eq!(h.want("m", 5, 3, "c"), Want::Nothing);
+        assert_eq!(h.want("m", 5, 3, "c", T), Want::Nothing);
         assert_eq!(
-            h.want("q", 200, 100, "a"),
+            h.want("q", 200, 100, "a", T),
             Want::Nothing,
             "no bound beyond 63"
         );
@@ -268,15 +297,53 @@ mod tests {
             "not short enough for a, but shorter"
         );
         assert_eq!(h.improved("m", 2), askers, "the answer: shorter still");
-        assert_eq!(h.want("m", 2, 3, "d"), Want::Send);
+        assert_eq!(h.want("m", 2, 3, "d", T), Want::Send);
         // Nothing below the origin: a bound of 0 is asked of nobody.
-        assert_eq!(h.want("o", 2, 0, "a"), Want::Nothing);
+        assert_eq!(h.want("o", 2, 0, "a", T), Want::Nothing);
         assert_eq!(h.improved("o", 1), Some(Onward::Only(vec!["a".into()])));
         // Stopped at the limit here and asked: every peer.
         h.stopped("p", 8);
-        assert_eq!(h.want("p", 8, 5, "a"), Want::Ask(4));
+        assert_eq!(h.want("p", 8, 5, "a", T), Want::Ask(4));
         assert_eq!(h.stopped_len("m"), None, "not stopped here, only asked");
         assert_eq!(h.improved("p", 5), Some(Onward::Every));
+    }
+
+    #[test]
+    fn a_request_unanswered_for_long_is_asked_on_again_once_per_period() {
+        let mut h = HopLimited::default();
+        h.stopped("m", 4);
+        assert_eq!(h.want("m", 4, 3, "x", T), Want::Ask(2));
+        assert_eq!(h.want("m", 4, 3, "x", T + 1), Want::Nothing);
+        assert_eq!(
+            h.want("m", 4, 3, "x", T + ASK_AGAIN_MS - 1),
+            Want::Nothing,
+            "the peer grafts again within the period: not asked on"
+        );
+        assert_eq!(
+            h.want("m", 4, 3, "x", T + ASK_AGAIN_MS),
+            Want::Ask(2),
+            "unanswered for the period: asked on again"
+        );
+        assert_eq!(h.want("m", 4, 3, "y", T + ASK_AGAIN_MS + 1), Want::Nothing);
+        assert_eq!(h.asked("m"), Some(2));
+        // A stricter bound asked later keeps the period from its ask; past
+        // it every bound is asked again, the strictest remembered.
+        assert_eq!(
+            h.want("m", 4, 2, "x", T + 2 * ASK_AGAIN_MS - 1),
+            Want::Ask(1)
+        );
+        assert_eq!(h.want("m", 4, 3, "x", T + 2 * ASK_AGAIN_MS), Want::Nothing);
+        assert_eq!(h.want("m", 4, 3, "x", T + 3 * ASK_AGAIN_MS), Want::Ask(2));
+        assert_eq!(h.asked("m"), Some(2), "older asks expired");
+        assert_eq!(
+            h.improved("m", 2),
+            Some(Onward::Every),
+            "the askers are kept across periods; stopped here: every peer"
+        );
+        // A clock that went back asks nothing again early.
+        h.stopped("n", 4);
+        assert_eq!(h.want("n", 4, 3, "x", T), Want::Ask(2));
+        assert_eq!(h.want("n", 4, 3, "x", T - 60_000), Want::Nothing);
     }
 
     #[test]
@@ -289,7 +356,7 @@ mod tests {
         assert!(!h.shorter("0", 1), "the oldest is forgotten first");
         assert!(h.shorter(&(MAX_HOP_LIMITED + 9).to_string(), 1));
         for i in 0..MAX_ASKERS + 5 {
-            h.want("x", 9, 7, &format!("p{i}"));
+            h.want("x", 9, 7, &format!("p{i}"), T);
         }
         match h.improved("x", 1) {
             Some(Onward::Only(a)) => assert_eq!(a.len(), MAX_ASKERS),

@@ -1104,7 +1104,7 @@ impl Sim {
         let Some(&len) = self.depth[to].get(&id) else {
             return;
         };
-        match self.limited[to].want(&id, len as usize, k, &name(from)) {
+        match self.limited[to].want(&id, len as usize, k, &name(from), self.now) {
             Want::Send => {
                 if self.limit.is_some_and(|l| len < l) {
                     self.forward(to, from, &id);

@@ -244,7 +244,7 @@ pub async fn received(node: &Node, peer: &str, f: Frame) {
     // A graft for a message stopped here at its hop limit (announced, no
     // copy): the peer lacks it, so a copy over one link fewer is wanted
     // here (`domain::hop_limit`); nothing could be sent it now.
-    let stopped: Vec<(String, u32)> = {
+    let mut stopped: Vec<(String, u32)> = {
         let limited = node.hop_limited.lock().expect("hop_limited lock");
         graft
             .iter()
@@ -254,6 +254,14 @@ pub async fn received(node: &Node, peer: &str, f: Frame) {
             })
             .collect()
     };
+    // Not remembered (forgotten in a restart, or the oldest dropped): the
+    // store says whether it is held here at its limit.
+    let rest: Vec<String> = graft
+        .iter()
+        .filter(|i| !stopped.iter().any(|(s, _)| s == *i))
+        .cloned()
+        .collect();
+    stopped.extend(stopped_in_store(node, peer, rest).await);
     if !stopped.is_empty() {
         graft.retain(|i| !stopped.iter().any(|(s, _)| s == i));
         wanted(node, peer, stopped, now).await;
@@ -310,11 +318,13 @@ async fn wanted(node: &Node, peer: &str, want: Vec<(String, u32)>, now: i64) {
             continue;
         }
         let len = held_over(node, &m);
-        let w =
-            node.hop_limited
-                .lock()
-                .expect("hop_limited lock")
-                .want(&m.message_id, len, k, peer);
+        let w = node.hop_limited.lock().expect("hop_limited lock").want(
+            &m.message_id,
+            len,
+            k,
+            peer,
+            now,
+        );
         match w {
             Want::Send => send.push(m.message_id),
             Want::Ask(k) => ask.push((m, k)),
@@ -340,6 +350,47 @@ async fn send_asked(node: &Node, peer: &str, ids: &[String], why: Why, now: i64)
         refuse(&node.metrics, "not_entitled", refused);
     }
     queued
+}
+
+/// Of the held messages `ids` that `peer` grafted, those this node holds at
+/// their hop limit (it forwards them to nobody but the peers on their path;
+/// receipts go their own way), each with the links a copy must have crossed
+/// at most to go on from here; they are remembered as stopped here again (a
+/// shorter copy goes on to every peer, as if this node had not forgotten).
+async fn stopped_in_store(node: &Node, peer: &str, ids: Vec<String>) -> Vec<(String, u32)> {
+    if ids.is_empty() {
+        return Vec::new();
+    }
+    let held = match node.store.get_messages(ids).await {
+        Ok(h) => h,
+        Err(e) => {
+            node.metrics.storage_error(&e);
+            return Vec::new();
+        }
+    };
+    let mut out = Vec::new();
+    for m in held {
+        let Ok(h) = EnvelopeHeader::decode(m.header.as_slice()) else {
+            continue;
+        };
+        let len = held_over(node, &m);
+        let carried = m.path.iter().any(|p| p.node == peer);
+        if h.kind == MessageKind::Receipt as i32
+            || len == 0
+            || len < h.hop_limit as usize
+            || carried
+        {
+            continue;
+        }
+        node.hop_limited
+            .lock()
+            .expect("hop_limited lock")
+            .stopped(&m.message_id, len);
+        if let Ok(k) = u32::try_from(len - 1) {
+            out.push((m.message_id, k));
+        }
+    }
+    out
 }
 
 /// Links held message `m` crossed to reach this node (0: its origin).

@@ -592,16 +592,23 @@ async fn a_message_stopped_at_its_hop_limit_by_a_long_tree_path_reaches_past_it(
 /// n (it kept the ciphertext it relayed), and n on to r. On the build
 /// before, m dropped a's copy as a plain duplicate (and had emptied its
 /// ciphertext), and r never got the alert.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flooded_named_message_stopped_at_its_hop_limit_reaches_its_recipient() {
+/// a, d, m, n, r in a line with a hop limit of 3 on a's messages; a lists m
+/// as a peer (its copy for m waits in a's outbox) but m does not list a yet.
+/// Returns the federation and a's port.
+fn hop_limit_line() -> (Fed, u16) {
     let mut fed = plumtree_fed(
         &["node-a", "node-d", "node-m", "node-n", "node-r"],
         &[(0, 1), (1, 2), (2, 3), (3, 4)],
     );
     fed.specs[0].extra = format!("hop_limit = 3\n{}", fed.specs[0].extra);
-    // a lists m (its copy for m waits in a's outbox); m does not list a yet.
     let (pa, pm) = (fed.specs[0].port, fed.specs[2].port);
     fed.specs[0].peers.push(("node-m".into(), pm));
+    (fed, pa)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooded_named_message_stopped_at_its_hop_limit_reaches_its_recipient() {
+    let (mut fed, pa) = hop_limit_line();
     let nodes: Vec<certfed::app::RunningNode> = {
         let mut v = Vec::new();
         for i in 0..5 {
@@ -686,6 +693,117 @@ async fn a_flooded_named_message_stopped_at_its_hop_limit_reaches_its_recipient(
     })
     .await;
     assert!(receipted, "r's receipt reaches a");
+    for n in nodes {
+        n.shutdown().await.unwrap();
+    }
+}
+
+/// The same line, but m restarts after n asked it for a shorter copy: m
+/// forgot it was asked, and when the short way appears a's copy is a plain
+/// duplicate there. n asks m again when r grafts once more (a request
+/// unanswered for `domain::hop_limit::ASK_AGAIN_MS` goes on again); m, now
+/// linked to a, asks a, and the copy over one link goes to n and on to r.
+/// On the build before, n had asked already and said nothing more: r never
+/// got the alert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_for_a_shorter_copy_is_asked_again_after_a_relay_restarts() {
+    let (mut fed, pa) = hop_limit_line();
+    let mut nodes: Vec<Option<certfed::app::RunningNode>> = Vec::new();
+    for i in 0..5 {
+        nodes.push(Some(fed.start(i).await));
+    }
+    let node = |nodes: &[Option<certfed::app::RunningNode>], i: usize| {
+        nodes[i].as_ref().unwrap().node.clone()
+    };
+    let (n, r) = (node(&nodes, 3), node(&nodes, 4));
+    let linked = eventually(Duration::from_secs(30), || async {
+        n.gossip.sets().0.len() == 2 && r.gossip.sets().0.len() == 1
+    })
+    .await;
+    assert!(linked, "n's and r's gossip links are up");
+    let mut alert = green_alert("for r, asked again");
+    alert.tlp = Tlp::Amber as i32;
+    let id = publish_on(&fed, 0, alert, &["node-r"]).await;
+    let m = node(&nodes, 2);
+    let asked = eventually(Duration::from_secs(30), || async {
+        m.hop_limited.lock().unwrap().asked(&id).is_some()
+    })
+    .await;
+    assert!(asked, "m was asked for a shorter copy");
+    let wants_before = sent(nodes[3].as_ref().unwrap(), "want_shorter");
+    drop(m); // (it holds m's store open)
+
+    // m restarts (forgetting it was asked), now with a as a peer.
+    nodes[2].take().unwrap().shutdown().await.unwrap();
+    fed.specs[2].peers.push(("node-a".into(), pa));
+    nodes[2] = Some(fed.start(2).await);
+    assert!(
+        arrives(&fed, 4, &id, Duration::from_secs(30)).await,
+        "r must get the alert: n asks the restarted m again (n sent {} request(s), {} before the restart)",
+        sent(nodes[3].as_ref().unwrap(), "want_shorter"),
+        wants_before
+    );
+    assert_eq!(
+        relays_at(&fed, 4, &id).await,
+        ["node-m", "node-n"],
+        "r got it over a, m, n"
+    );
+    assert!(
+        sent(nodes[3].as_ref().unwrap(), "want_shorter") > wants_before,
+        "n asked again after the restart"
+    );
+    for n in nodes.into_iter().flatten() {
+        n.shutdown().await.unwrap();
+    }
+}
+
+/// The same line, but n forgets that it holds the message at its limit (as
+/// when it is among the oldest of more than `MAX_HOP_LIMITED` remembered):
+/// r's next graft finds it in n's store, and the short way's copy still goes
+/// on from n. On the build before, n took r's graft for a plain one (refused
+/// by the hop limit) and dropped the shorter copy as a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_forgot_a_message_stopped_at_its_limit_finds_it_in_its_store() {
+    let (mut fed, pa) = hop_limit_line();
+    let mut nodes = Vec::new();
+    for i in 0..5 {
+        nodes.push(fed.start(i).await);
+    }
+    let linked = eventually(Duration::from_secs(30), || async {
+        nodes[3].node.gossip.sets().0.len() == 2 && nodes[4].node.gossip.sets().0.len() == 1
+    })
+    .await;
+    assert!(linked, "n's and r's gossip links are up");
+    let mut alert = green_alert("for r, forgotten at n");
+    alert.tlp = Tlp::Amber as i32;
+    let id = publish_on(&fed, 0, alert, &["node-r"]).await;
+    let asked = eventually(Duration::from_secs(30), || async {
+        nodes[2]
+            .node
+            .hop_limited
+            .lock()
+            .unwrap()
+            .asked(&id)
+            .is_some()
+    })
+    .await;
+    assert!(asked, "m was asked for a shorter copy");
+    *nodes[3].node.hop_limited.lock().unwrap() = Default::default();
+    let found = eventually(Duration::from_secs(30), || async {
+        nodes[3].node.hop_limited.lock().unwrap().stopped_len(&id) == Some(3)
+    })
+    .await;
+    assert!(
+        found,
+        "r grafts n again: n finds it held at the limit in its store"
+    );
+    fed.specs[2].peers.push(("node-a".into(), pa));
+    nodes[2].reload(&fed.config_path(2)).unwrap();
+    assert!(
+        arrives(&fed, 4, &id, Duration::from_secs(30)).await,
+        "r must get the alert once a shorter way reaches m"
+    );
+    assert_eq!(relays_at(&fed, 4, &id).await, ["node-m", "node-n"]);
     for n in nodes {
         n.shutdown().await.unwrap();
     }
