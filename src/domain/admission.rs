@@ -416,6 +416,8 @@ struct Parsed {
     supersedes: Option<String>,
     request_id: Option<String>,
     receipt: Option<Receipt>,
+    /// The correlation keys of an alert, from its one decode here.
+    keys: Option<Vec<String>>,
 }
 
 /// Sector bitmask for listing filters.
@@ -523,6 +525,7 @@ fn parse_body(
                 severity: alert.severity,
                 sectors: sectors_mask(&alert.sectors),
                 supersedes: (!alert.supersedes.is_empty()).then(|| alert.supersedes.clone()),
+                keys: Some(crate::domain::incident::alert_keys(&alert)),
                 ..Parsed::default()
             })
         }
@@ -689,7 +692,7 @@ fn decide(
     let readable = !h.encrypted || plain.is_some();
     let created = h.created.as_ref().and_then(checked_ts_to_ms).unwrap_or(now);
     let body = readable.then(|| plain.as_deref().unwrap_or(&env.payload));
-    let parsed = match body {
+    let mut parsed = match body {
         Some(body) => {
             let parsed = parse_body(view, h, body, created, now)?;
             if carries_attachments(h.kind) {
@@ -710,8 +713,15 @@ fn decide(
         // A relay for a message it cannot read: route on the signed header only.
         None => Parsed::default(),
     };
-    let incident = crate::domain::incident::facts(h.kind, &h.incident_id, body, h.tlp, created)
-        .map_err(Rejection::InvalidPayload)?;
+    let incident = crate::domain::incident::facts_keyed(
+        h.kind,
+        &h.incident_id,
+        body,
+        parsed.keys.take(),
+        h.tlp,
+        created,
+    )
+    .map_err(Rejection::InvalidPayload)?;
     let (path, returned) = match from_peer {
         Some(peer) => check_chain(view, h, created, peer, (&hops, checked), returning)?,
         None => (vec![(h.origin.clone(), created)], false),

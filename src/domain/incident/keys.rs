@@ -64,7 +64,7 @@ pub fn naming_key(id: &str) -> String {
 pub fn message_keys(kind: i32, body: &[u8]) -> Vec<String> {
     let mut keys: Vec<String> = match MessageKind::try_from(kind) {
         Ok(MessageKind::Alert) => Alert::decode(body)
-            .map(|a| a.indicators.iter().map(indicator_key).collect())
+            .map(|a| alert_keys(&a))
             .unwrap_or_default(),
         Ok(MessageKind::Sighting) => Sighting::decode(body)
             .map(|s| s.indicators.iter().map(indicator_key).collect())
@@ -80,6 +80,15 @@ pub fn message_keys(kind: i32, body: &[u8]) -> Vec<String> {
             .unwrap_or_default(),
         _ => Vec::new(),
     };
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// The keys of a decoded alert: its indicators (deduplicated, sorted), as
+/// [`message_keys`] gives them for its payload.
+pub fn alert_keys(alert: &Alert) -> Vec<String> {
+    let mut keys: Vec<String> = alert.indicators.iter().map(indicator_key).collect();
     keys.sort();
     keys.dedup();
     keys
@@ -104,6 +113,19 @@ pub fn facts(
     kind: i32,
     header_incident: &str,
     body: Option<&[u8]>,
+    tlp: i32,
+    created_ms: i64,
+) -> Result<IncidentFacts, String> {
+    facts_keyed(kind, header_incident, body, None, tlp, created_ms)
+}
+
+/// [`facts`], with the payload's [`message_keys`] when the caller decoded
+/// them already (`None`: taken from `body`).
+pub fn facts_keyed(
+    kind: i32,
+    header_incident: &str,
+    body: Option<&[u8]>,
+    body_keys: Option<Vec<String>>,
     tlp: i32,
     created_ms: i64,
 ) -> Result<IncidentFacts, String> {
@@ -141,7 +163,10 @@ pub fn facts(
             ));
         }
     }
-    let mut keys = body.map(|b| message_keys(kind, b)).unwrap_or_default();
+    let mut keys = match (body_keys, body) {
+        (Some(k), Some(_)) => k,
+        (_, b) => b.map(|b| message_keys(kind, b)).unwrap_or_default(),
+    };
     if !header_incident.is_empty()
         && matches!(kind_enum, MessageKind::Alert | MessageKind::Sighting)
     {

@@ -43,7 +43,8 @@ mod picture_tests;
 mod validate_tests;
 
 pub use keys::{
-    IncidentFacts, assistance_key, facts, indicator_key, member_key, message_keys, naming_key,
+    IncidentFacts, alert_keys, assistance_key, facts, facts_keyed, indicator_key, member_key,
+    message_keys, naming_key,
 };
 pub use picture::{
     Audience, Body, Contribution, check_contribution, digest, picture, refusal, related_ids,

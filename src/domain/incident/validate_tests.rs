@@ -162,3 +162,32 @@ fn indicator_keys_ignore_meaningless_case() {
             <= 80
     );
 }
+
+#[test]
+fn an_alerts_keys_decoded_once_are_the_keys_of_its_payload() {
+    let ind = |t: IndicatorType, v: &str| Indicator {
+        r#type: t as i32,
+        value: v.into(),
+        comment: String::new(),
+    };
+    let alert = crate::proto::v1::Alert {
+        title: "keys".into(),
+        indicators: vec![
+            ind(IndicatorType::Domain, "Evil.Example"),
+            ind(IndicatorType::Ip, "192.0.2.7"),
+            ind(IndicatorType::Domain, "evil.example"),
+        ],
+        ..Default::default()
+    };
+    let body = alert.encode_to_vec();
+    let k = MessageKind::Alert as i32;
+    for inc in ["", INC] {
+        let decoded = facts(k, inc, Some(&body), 2, NOW).unwrap();
+        let keyed = facts_keyed(k, inc, Some(&body), Some(alert_keys(&alert)), 2, NOW).unwrap();
+        assert_eq!(decoded, keyed, "incident {inc:?}");
+        assert_eq!(decoded.keys.len(), if inc.is_empty() { 2 } else { 4 });
+    }
+    // Keys without a readable body (a relay) are not taken.
+    let relay = facts_keyed(k, INC, None, Some(alert_keys(&alert)), 2, NOW).unwrap();
+    assert!(relay.keys.is_empty());
+}
