@@ -52,9 +52,13 @@
 //!   its fewest-hops way. Hop counts are the sender's claim (a duplicate is
 //!   not verified): a peer that lies only becomes a tree link that, if it
 //!   then withholds, costs a graft timeout per message.
-//! - A peer that goes down leaves every set and every announcement list; a
-//!   peer that comes up is eager for every origin. Messages missing with no live
-//!   announcer left are forgotten (reconciliation heals the rest).
+//! - A peer that goes down leaves every set; a peer that comes up is eager
+//!   for every origin. It stays an announcer of the missing ids it
+//!   announced: skipped while its link is down (no try counted, looked at
+//!   again every `graft_timeout_ms`) and grafted in turn once it is back,
+//!   since a relay at a hop limit keeps no copy queued for this node
+//!   (`domain::hop_limit`). A missing id is forgotten after `remember_ms`
+//!   or `max_graft_tries` grafts (reconciliation heals the rest).
 //! - Addition for durable lazy links: an announcement is answered with
 //!   HAVE (batched like announcements) once the message is held here —
 //!   at once when it already was ([`Plumtree::held_announced`]), or when it
@@ -492,11 +496,9 @@ impl Plumtree {
                 }
                 self.pending.remove(&p);
                 self.pending_have.remove(&p);
-                self.missing.retain(|_, m| {
-                    m.announcers.retain(|a| *a != p);
-                    !m.announcers.is_empty()
-                });
-                self.recount();
+                // Missing ids it announced keep it as an announcer: grafted
+                // when its link is up again (a relay at a hop limit keeps no
+                // copy queued for this node; `domain::hop_limit`).
             }
             Event::Tick => self.tick(now_ms, &mut out),
         }
@@ -922,11 +924,23 @@ impl Plumtree {
             self.recount();
         }
         for (id, m) in self.missing.iter_mut().filter(|(_, m)| m.due_ms <= now_ms) {
-            let Some(to) = m.announcers.pop_front() else {
+            m.due_ms = now_ms + self.cfg.graft_timeout_ms;
+            // The next announcer in turn whose link is up; none up: looked
+            // at again after a timeout, no try counted.
+            let mut next = None;
+            for _ in 0..m.announcers.len() {
+                let Some(a) = m.announcers.pop_front() else {
+                    break;
+                };
+                m.announcers.push_back(a.clone());
+                if self.up.contains(&a) {
+                    next = Some(a);
+                    break;
+                }
+            }
+            let Some(to) = next else {
                 continue;
             };
-            m.announcers.push_back(to.clone());
-            m.due_ms = now_ms + self.cfg.graft_timeout_ms;
             m.tries += 1;
             grafts.entry(to).or_default().push(id.clone());
         }

@@ -261,6 +261,15 @@ fn an_announcement_grafts_after_the_timeout_unless_the_message_comes() {
 
 #[test]
 fn a_peer_that_goes_down_leaves_every_set_and_foreign_frames_are_ignored() {
+    let t = Config::default().graft_timeout_ms;
+    let grafts = |out: &[Action]| -> Vec<(String, Vec<String>)> {
+        out.iter()
+            .filter_map(|a| match a {
+                Action::Graft { to, ids } => Some((to.clone(), ids.clone())),
+                _ => None,
+            })
+            .collect()
+    };
     let mut n = node(&["a", "b"]);
     n.handle(
         0,
@@ -272,7 +281,19 @@ fn a_peer_that_goes_down_leaves_every_set_and_foreign_frames_are_ignored() {
     );
     n.handle(0, Event::PeerDown(s("a")));
     assert!(!n.eager("o").contains("a") && !n.lazy("o").contains("a"));
-    assert_eq!(n.missing().count(), 0, "no announcer left");
+    assert_eq!(
+        n.missing().count(),
+        1,
+        "still missing: the peer that announced it may come back"
+    );
+    for k in 1..=40 {
+        let out = n.handle(k * t, Event::Tick);
+        assert!(grafts(&out).is_empty(), "no graft to a peer that is down");
+        assert!(
+            n.next_deadline().is_some_and(|d| d > k * t),
+            "looked at again after a timeout, not at once"
+        );
+    }
     assert!(
         n.handle(
             1,
@@ -295,12 +316,24 @@ fn a_peer_that_goes_down_leaves_every_set_and_foreign_frames_are_ignored() {
         .is_empty()
     );
     assert_eq!(
-        n.missing().count(),
-        0,
+        n.missing().collect::<Vec<_>>(),
+        ["m1"],
         "a peer that is down announces nothing"
     );
-    n.handle(2, Event::PeerUp(s("a")));
+    n.handle(41 * t, Event::PeerUp(s("a")));
     assert!(n.eager("o").contains("a"));
+    // Back up: grafted at the next timer, as often as any announcer.
+    let out = n.handle(42 * t, Event::Tick);
+    assert_eq!(grafts(&out), [(s("a"), vec![s("m1")])]);
+    let tries: usize = (43..60)
+        .map(|k| grafts(&n.handle(k * t, Event::Tick)).len())
+        .sum();
+    assert_eq!(
+        tries + 1,
+        Config::default().max_graft_tries as usize,
+        "the tries while it was down were not counted"
+    );
+    assert_eq!(n.missing().count(), 0, "given up after the tries");
 }
 
 #[test]

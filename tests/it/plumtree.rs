@@ -808,3 +808,68 @@ async fn a_relay_that_forgot_a_message_stopped_at_its_limit_finds_it_in_its_stor
         n.shutdown().await.unwrap();
     }
 }
+
+/// The same line, but n — at the limit, the only peer that announced the
+/// alert to r — restarts before the short way appears: r keeps n as an
+/// announcer while n is down and grafts it again once it is back; n finds
+/// the alert held at its limit in its store and asks on; m's copy over the
+/// short way then goes on from n to r. On the build before, r forgot the
+/// alert when n went down (no announcer left) and n, restarted, took m's
+/// shorter copy for a plain duplicate: r never got it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_at_the_limit_that_restarts_is_grafted_again_when_it_is_back() {
+    let (mut fed, pa) = hop_limit_line();
+    let mut nodes: Vec<Option<certfed::app::RunningNode>> = Vec::new();
+    for i in 0..5 {
+        nodes.push(Some(fed.start(i).await));
+    }
+    let node = |nodes: &[Option<certfed::app::RunningNode>], i: usize| {
+        nodes[i].as_ref().unwrap().node.clone()
+    };
+    {
+        let (n, r) = (node(&nodes, 3), node(&nodes, 4));
+        let linked = eventually(Duration::from_secs(30), || async {
+            n.gossip.sets().0.len() == 2 && r.gossip.sets().0.len() == 1
+        })
+        .await;
+        assert!(linked, "n's and r's gossip links are up");
+    }
+    let mut alert = green_alert("for r, n restarts");
+    alert.tlp = Tlp::Amber as i32;
+    let id = publish_on(&fed, 0, alert, &["node-r"]).await;
+    {
+        let m = node(&nodes, 2);
+        let asked = eventually(Duration::from_secs(30), || async {
+            m.hop_limited.lock().unwrap().asked(&id).is_some()
+        })
+        .await;
+        assert!(asked, "m was asked for a shorter copy");
+    }
+    let r = node(&nodes, 4);
+    assert_eq!(r.gossip.sizes().0, 1, "r lacks it and waits for it");
+    nodes[3].take().unwrap().shutdown().await.unwrap();
+    nodes[3] = Some(fed.start(3).await);
+    let found = eventually(Duration::from_secs(30), || async {
+        node(&nodes, 3).hop_limited.lock().unwrap().stopped_len(&id) == Some(3)
+    })
+    .await;
+    assert!(
+        found,
+        "r grafts the restarted n again, which finds the alert at its limit in its store"
+    );
+    fed.specs[2].peers.push(("node-a".into(), pa));
+    nodes[2]
+        .as_ref()
+        .unwrap()
+        .reload(&fed.config_path(2))
+        .unwrap();
+    assert!(
+        arrives(&fed, 4, &id, Duration::from_secs(30)).await,
+        "r must get the alert once a shorter way reaches m"
+    );
+    assert_eq!(relays_at(&fed, 4, &id).await, ["node-m", "node-n"]);
+    drop(r);
+    for n in nodes.into_iter().flatten() {
+        n.shutdown().await.unwrap();
+    }
+}
