@@ -698,6 +698,80 @@ async fn a_flooded_named_message_stopped_at_its_hop_limit_reaches_its_recipient(
     }
 }
 
+/// Starts the line of [`hop_limit_line`], publishes an AMBER alert from a to
+/// r titled `title`, and waits until n (which got it at its limit) has asked
+/// m for a shorter copy. Returns the federation, a's port, the nodes and the
+/// alert's id.
+async fn line_with_a_request(
+    title: &str,
+) -> (Fed, u16, Vec<Option<certfed::app::RunningNode>>, String) {
+    let (fed, pa) = hop_limit_line();
+    let mut nodes = Vec::new();
+    for i in 0..5 {
+        nodes.push(Some(fed.start(i).await));
+    }
+    let (n, r) = (node_of(&nodes, 3), node_of(&nodes, 4));
+    let linked = eventually(Duration::from_secs(30), || async {
+        n.gossip.sets().0.len() == 2 && r.gossip.sets().0.len() == 1
+    })
+    .await;
+    assert!(linked, "n's and r's gossip links are up");
+    let mut alert = green_alert(title);
+    alert.tlp = Tlp::Amber as i32;
+    let id = publish_on(&fed, 0, alert, &["node-r"]).await;
+    let m = node_of(&nodes, 2);
+    let asked = eventually(Duration::from_secs(30), || async {
+        m.hop_limited.lock().unwrap().asked(&id).is_some()
+    })
+    .await;
+    assert!(asked, "m was asked for a shorter copy");
+    assert_eq!(r.gossip.sizes().0, 1, "r lacks it and waits for it");
+    (fed, pa, nodes, id)
+}
+
+/// Node `i` of a line whose nodes may be restarted (a clone holds its store
+/// open: drop it before a restart).
+fn node_of(
+    nodes: &[Option<certfed::app::RunningNode>],
+    i: usize,
+) -> std::sync::Arc<certfed::service::node::Node> {
+    nodes[i].as_ref().unwrap().node.clone()
+}
+
+/// Whether n comes to hold `id` as stopped at its limit (3 links) again
+/// within 30 s: r's graft made it look in its store.
+async fn stopped_again(nodes: &[Option<certfed::app::RunningNode>], id: &str) -> bool {
+    let n = node_of(nodes, 3);
+    eventually(Duration::from_secs(30), || async {
+        n.hop_limited.lock().unwrap().stopped_len(id) == Some(3)
+    })
+    .await
+}
+
+/// m links to a (the short way appears) and r must get the alert over a, m,
+/// n; then every node stops.
+async fn short_way_reaches_r(
+    mut fed: Fed,
+    pa: u16,
+    nodes: Vec<Option<certfed::app::RunningNode>>,
+    id: &str,
+) {
+    fed.specs[2].peers.push(("node-a".into(), pa));
+    nodes[2]
+        .as_ref()
+        .unwrap()
+        .reload(&fed.config_path(2))
+        .unwrap();
+    assert!(
+        arrives(&fed, 4, id, Duration::from_secs(30)).await,
+        "r must get the alert once a shorter way reaches m"
+    );
+    assert_eq!(relays_at(&fed, 4, id).await, ["node-m", "node-n"]);
+    for n in nodes.into_iter().flatten() {
+        n.shutdown().await.unwrap();
+    }
+}
+
 /// The same line, but m restarts after n asked it for a shorter copy: m
 /// forgot it was asked, and when the short way appears a's copy is a plain
 /// duplicate there. n asks m again when r grafts once more (a request
@@ -707,32 +781,8 @@ async fn a_flooded_named_message_stopped_at_its_hop_limit_reaches_its_recipient(
 /// got the alert.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_for_a_shorter_copy_is_asked_again_after_a_relay_restarts() {
-    let (mut fed, pa) = hop_limit_line();
-    let mut nodes: Vec<Option<certfed::app::RunningNode>> = Vec::new();
-    for i in 0..5 {
-        nodes.push(Some(fed.start(i).await));
-    }
-    let node = |nodes: &[Option<certfed::app::RunningNode>], i: usize| {
-        nodes[i].as_ref().unwrap().node.clone()
-    };
-    let (n, r) = (node(&nodes, 3), node(&nodes, 4));
-    let linked = eventually(Duration::from_secs(30), || async {
-        n.gossip.sets().0.len() == 2 && r.gossip.sets().0.len() == 1
-    })
-    .await;
-    assert!(linked, "n's and r's gossip links are up");
-    let mut alert = green_alert("for r, asked again");
-    alert.tlp = Tlp::Amber as i32;
-    let id = publish_on(&fed, 0, alert, &["node-r"]).await;
-    let m = node(&nodes, 2);
-    let asked = eventually(Duration::from_secs(30), || async {
-        m.hop_limited.lock().unwrap().asked(&id).is_some()
-    })
-    .await;
-    assert!(asked, "m was asked for a shorter copy");
+    let (mut fed, pa, mut nodes, id) = line_with_a_request("for r, asked again").await;
     let wants_before = sent(nodes[3].as_ref().unwrap(), "want_shorter");
-    drop(m); // (it holds m's store open)
-
     // m restarts (forgetting it was asked), now with a as a peer.
     nodes[2].take().unwrap().shutdown().await.unwrap();
     fed.specs[2].peers.push(("node-a".into(), pa));
@@ -764,49 +814,13 @@ async fn a_request_for_a_shorter_copy_is_asked_again_after_a_relay_restarts() {
 /// by the hop limit) and dropped the shorter copy as a duplicate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_that_forgot_a_message_stopped_at_its_limit_finds_it_in_its_store() {
-    let (mut fed, pa) = hop_limit_line();
-    let mut nodes = Vec::new();
-    for i in 0..5 {
-        nodes.push(fed.start(i).await);
-    }
-    let linked = eventually(Duration::from_secs(30), || async {
-        nodes[3].node.gossip.sets().0.len() == 2 && nodes[4].node.gossip.sets().0.len() == 1
-    })
-    .await;
-    assert!(linked, "n's and r's gossip links are up");
-    let mut alert = green_alert("for r, forgotten at n");
-    alert.tlp = Tlp::Amber as i32;
-    let id = publish_on(&fed, 0, alert, &["node-r"]).await;
-    let asked = eventually(Duration::from_secs(30), || async {
-        nodes[2]
-            .node
-            .hop_limited
-            .lock()
-            .unwrap()
-            .asked(&id)
-            .is_some()
-    })
-    .await;
-    assert!(asked, "m was asked for a shorter copy");
-    *nodes[3].node.hop_limited.lock().unwrap() = Default::default();
-    let found = eventually(Duration::from_secs(30), || async {
-        nodes[3].node.hop_limited.lock().unwrap().stopped_len(&id) == Some(3)
-    })
-    .await;
+    let (fed, pa, nodes, id) = line_with_a_request("for r, forgotten at n").await;
+    *node_of(&nodes, 3).hop_limited.lock().unwrap() = Default::default();
     assert!(
-        found,
+        stopped_again(&nodes, &id).await,
         "r grafts n again: n finds it held at the limit in its store"
     );
-    fed.specs[2].peers.push(("node-a".into(), pa));
-    nodes[2].reload(&fed.config_path(2)).unwrap();
-    assert!(
-        arrives(&fed, 4, &id, Duration::from_secs(30)).await,
-        "r must get the alert once a shorter way reaches m"
-    );
-    assert_eq!(relays_at(&fed, 4, &id).await, ["node-m", "node-n"]);
-    for n in nodes {
-        n.shutdown().await.unwrap();
-    }
+    short_way_reaches_r(fed, pa, nodes, &id).await;
 }
 
 /// The same line, but n — at the limit, the only peer that announced the
@@ -818,58 +832,12 @@ async fn a_relay_that_forgot_a_message_stopped_at_its_limit_finds_it_in_its_stor
 /// shorter copy for a plain duplicate: r never got it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_at_the_limit_that_restarts_is_grafted_again_when_it_is_back() {
-    let (mut fed, pa) = hop_limit_line();
-    let mut nodes: Vec<Option<certfed::app::RunningNode>> = Vec::new();
-    for i in 0..5 {
-        nodes.push(Some(fed.start(i).await));
-    }
-    let node = |nodes: &[Option<certfed::app::RunningNode>], i: usize| {
-        nodes[i].as_ref().unwrap().node.clone()
-    };
-    {
-        let (n, r) = (node(&nodes, 3), node(&nodes, 4));
-        let linked = eventually(Duration::from_secs(30), || async {
-            n.gossip.sets().0.len() == 2 && r.gossip.sets().0.len() == 1
-        })
-        .await;
-        assert!(linked, "n's and r's gossip links are up");
-    }
-    let mut alert = green_alert("for r, n restarts");
-    alert.tlp = Tlp::Amber as i32;
-    let id = publish_on(&fed, 0, alert, &["node-r"]).await;
-    {
-        let m = node(&nodes, 2);
-        let asked = eventually(Duration::from_secs(30), || async {
-            m.hop_limited.lock().unwrap().asked(&id).is_some()
-        })
-        .await;
-        assert!(asked, "m was asked for a shorter copy");
-    }
-    let r = node(&nodes, 4);
-    assert_eq!(r.gossip.sizes().0, 1, "r lacks it and waits for it");
+    let (fed, pa, mut nodes, id) = line_with_a_request("for r, n restarts").await;
     nodes[3].take().unwrap().shutdown().await.unwrap();
     nodes[3] = Some(fed.start(3).await);
-    let found = eventually(Duration::from_secs(30), || async {
-        node(&nodes, 3).hop_limited.lock().unwrap().stopped_len(&id) == Some(3)
-    })
-    .await;
     assert!(
-        found,
+        stopped_again(&nodes, &id).await,
         "r grafts the restarted n again, which finds the alert at its limit in its store"
     );
-    fed.specs[2].peers.push(("node-a".into(), pa));
-    nodes[2]
-        .as_ref()
-        .unwrap()
-        .reload(&fed.config_path(2))
-        .unwrap();
-    assert!(
-        arrives(&fed, 4, &id, Duration::from_secs(30)).await,
-        "r must get the alert once a shorter way reaches m"
-    );
-    assert_eq!(relays_at(&fed, 4, &id).await, ["node-m", "node-n"]);
-    drop(r);
-    for n in nodes.into_iter().flatten() {
-        n.shutdown().await.unwrap();
-    }
+    short_way_reaches_r(fed, pa, nodes, &id).await;
 }
