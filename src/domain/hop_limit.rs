@@ -101,6 +101,22 @@ pub enum Onward {
     Only(Vec<String>),
 }
 
+/// Whether a message held here over `len` links (0: originated here), under
+/// its signed `hop_limit`, is stopped at the limit for a peer that grafts it
+/// (its store says so when [`HopLimited`] no longer remembers): not a receipt
+/// (receipts go back their own way), not a peer on its path (it may go back
+/// there), and held over at least the limit. The graft is then a request for
+/// a copy over one link fewer, which is returned.
+pub fn stopped_for_graft(
+    len: usize,
+    hop_limit: u32,
+    receipt: bool,
+    carried: bool,
+) -> Option<usize> {
+    let at_limit = len > 0 && len as u64 >= u64::from(hop_limit);
+    (at_limit && !receipt && !carried).then(|| len - 1)
+}
+
 /// Messages held here that a shorter copy should take further (see the
 /// module docs).
 #[derive(Debug, Default)]
@@ -344,6 +360,29 @@ mod tests {
         h.stopped("n", 4);
         assert_eq!(h.want("n", 4, 3, "x", T), Want::Ask(2));
         assert_eq!(h.want("n", 4, 3, "x", T - 60_000), Want::Nothing);
+    }
+
+    #[test]
+    fn a_graft_is_a_request_for_a_shorter_copy_only_for_a_message_at_its_limit() {
+        assert_eq!(
+            stopped_for_graft(3, 3, false, false),
+            Some(2),
+            "at the limit"
+        );
+        assert_eq!(
+            stopped_for_graft(5, 3, false, false),
+            Some(4),
+            "past it (a limit lowered since)"
+        );
+        assert_eq!(stopped_for_graft(2, 3, false, false), None, "within it");
+        assert_eq!(stopped_for_graft(0, 0, false, false), None, "its origin");
+        assert_eq!(stopped_for_graft(1, 0, false, false), Some(0));
+        assert_eq!(stopped_for_graft(3, 3, true, false), None, "a receipt");
+        assert_eq!(
+            stopped_for_graft(3, 3, false, true),
+            None,
+            "a peer on its path"
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@
 //! ciphertext until it is `storage.relay_keep_secs` old, so that it can
 //! answer), answered within the same policy, and sent on to this node's
 //! peers at most once per message and bound.
-use crate::domain::hop_limit::Want;
+use crate::domain::hop_limit::{Want, stopped_for_graft};
 use crate::domain::plumtree::{Action, Event};
 use crate::proto::v1::DeliveryState;
 use crate::proto::v1::Gossip as Frame;
@@ -353,9 +353,8 @@ async fn send_asked(node: &Node, peer: &str, ids: &[String], why: Why, now: i64)
 }
 
 /// Of the held messages `ids` that `peer` grafted, those this node holds at
-/// their hop limit (it forwards them to nobody but the peers on their path;
-/// receipts go their own way), each with the links a copy must have crossed
-/// at most to go on from here; they are remembered as stopped here again (a
+/// their hop limit (`domain::hop_limit::stopped_for_graft`), each with the
+/// links a copy must have crossed at most to go on from here; they are remembered as stopped here again (a
 /// shorter copy goes on to every peer, as if this node had not forgotten).
 async fn stopped_in_store(node: &Node, peer: &str, ids: Vec<String>) -> Vec<(String, u32)> {
     if ids.is_empty() {
@@ -374,19 +373,16 @@ async fn stopped_in_store(node: &Node, peer: &str, ids: Vec<String>) -> Vec<(Str
             continue;
         };
         let len = held_over(node, &m);
+        let receipt = h.kind == MessageKind::Receipt as i32;
         let carried = m.path.iter().any(|p| p.node == peer);
-        if h.kind == MessageKind::Receipt as i32
-            || len == 0
-            || len < h.hop_limit as usize
-            || carried
-        {
+        let Some(k) = stopped_for_graft(len, h.hop_limit, receipt, carried) else {
             continue;
-        }
+        };
         node.hop_limited
             .lock()
             .expect("hop_limited lock")
             .stopped(&m.message_id, len);
-        if let Ok(k) = u32::try_from(len - 1) {
+        if let Ok(k) = u32::try_from(k) {
             out.push((m.message_id, k));
         }
     }
