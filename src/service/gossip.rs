@@ -24,7 +24,7 @@ use crate::proto::v1::{EnvelopeHeader, MessageKind};
 use crate::service::ingest::drop_parked;
 use crate::service::node::Node;
 use crate::service::now_ms;
-use crate::service::resend::{Why, entitled_peers, queue_and_wake};
+use crate::service::resend::{Why, entitled_peers, held_over, queue_and_wake};
 use crate::service::tree::{MAX_IDS, dispatch, refuse, to_ids};
 use crate::storage::StoredMessage;
 use prost::Message;
@@ -389,9 +389,36 @@ async fn stopped_in_store(node: &Node, peer: &str, ids: Vec<String>) -> Vec<(Str
     out
 }
 
-/// Links held message `m` crossed to reach this node (0: its origin).
-fn held_over(node: &Node, m: &StoredMessage) -> usize {
-    if m.origin == node.id { 0 } else { m.path.len() }
+/// Reconciliation found that `peer` lacks held messages that only their hop
+/// limit keeps from it (`at_limit`: each with the links it crossed to reach
+/// this node, `resend::Entitled::at_limit`): as for a
+/// graft of a message stopped here, each is remembered as stopped (a
+/// shorter copy goes on to every peer) and this node's other peers are asked
+/// for a copy over fewer links (at most once per
+/// `domain::hop_limit::ASK_AGAIN_MS` per message). Without Plumtree nothing
+/// is asked. Returns how many messages were asked for.
+pub(crate) async fn lacked_at_limit(
+    node: &Node,
+    peer: &str,
+    at_limit: Vec<(String, usize)>,
+    now: i64,
+) -> u64 {
+    if at_limit.is_empty() || !node.gossip.enabled {
+        return 0;
+    }
+    let asked = at_limit.len() as u64;
+    let want: Vec<(String, u32)> = {
+        let mut limited = node.hop_limited.lock().expect("hop_limited lock");
+        at_limit
+            .into_iter()
+            .filter_map(|(id, len)| {
+                limited.stopped(&id, len);
+                Some((id, u32::try_from(len.checked_sub(1)?).ok()?))
+            })
+            .collect()
+    };
+    wanted(node, peer, want, now).await;
+    asked
 }
 
 /// Asks this node's peers (those the forwarding policy lets see the message,

@@ -23,7 +23,10 @@
 //!   `domain::admission::entitled` allows it (the forwarding policy: TLP,
 //!   max_tlp, relay, recipients, hop limit), it is within this node's window
 //!   and not expired. A peer that asks for more gets nothing beyond that;
-//!   the refusals are counted. A message the peer refused for good
+//!   the refusals are counted. A lacked message that only its signed hop
+//!   limit keeps from the peer, held here at that limit, is asked for over
+//!   fewer links as for a graft (`service::gossip::lacked_at_limit`): a
+//!   shorter copy goes on to the peer. A message the peer refused for good
 //!   (delivery REJECTED) within [`REFUSAL_MEMORY_MS`] is not offered again
 //!   (counted as `refused_before`, shown in ListPeers), unless its refusals
 //!   were forgotten since (`Reconciler::forget_refusals`: a certificate the
@@ -793,6 +796,9 @@ struct Prepared {
     refused_before: u64,
     /// Lacked but not for the peer by policy (counted).
     not_entitled: u64,
+    /// Of those, the ones held here at their hop limit that only the limit
+    /// keeps from the peer: copies over fewer links are asked for.
+    at_limit: Vec<(String, usize)>,
 }
 
 /// Reads the messages of `keys` that `peer` is entitled to and has not
@@ -824,12 +830,12 @@ async fn prepare(
         let skip: std::collections::HashSet<&String> = refused_before.iter().collect();
         ids.retain(|i| !skip.contains(i));
     }
-    let (requeue, not_entitled) =
-        entitled_requeues(node, peer, since, &ids, Why::Reconciled).await?;
+    let e = entitled_requeues(node, peer, since, &ids, Why::Reconciled).await?;
     Ok(Prepared {
-        requeue,
+        requeue: e.requeue,
         refused_before: refused_before.len() as u64,
-        not_entitled,
+        not_entitled: e.refused,
+        at_limit: e.at_limit,
     })
 }
 
@@ -848,6 +854,12 @@ async fn commit(node: &Node, peer: &str, p: Prepared) -> Result<Queued, StoreErr
     if queued > 0 {
         node.reconcile.requeued(peer).notify_one();
         node.peers.wake(peer);
+    }
+    // As for a graft of a message stopped here: a copy over a shorter way
+    // would go on to the peer, so one is asked for.
+    let asked = crate::service::gossip::lacked_at_limit(node, peer, p.at_limit, now_ms()).await;
+    if asked > 0 {
+        node.metrics.reconcile_items("asked_shorter", asked);
     }
     Ok(Queued {
         queued,

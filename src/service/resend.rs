@@ -13,6 +13,7 @@
 use crate::domain::admission::{Peer, entitled};
 use crate::domain::custody::sign_hop;
 use crate::domain::envelope::{checked_ts_to_ms, ms_to_ts};
+use crate::domain::hop_limit::stopped_for_graft;
 use crate::proto::v1::{EnvelopeHeader, HopChain, HopRecord, Tlp};
 use crate::service::node::Node;
 use crate::service::now_ms;
@@ -77,11 +78,14 @@ async fn queue_entitled(
     ids: &[String],
     why: Why,
 ) -> Result<(u64, u64), StoreError> {
-    let (out, refused) = entitled_requeues(node, peer, since, ids, why).await?;
-    if out.is_empty() {
-        return Ok((0, refused));
+    let e = entitled_requeues(node, peer, since, ids, why).await?;
+    if e.requeue.is_empty() {
+        return Ok((0, e.refused));
     }
-    Ok((node.store.requeue(peer, out, now_ms()).await?, refused))
+    Ok((
+        node.store.requeue(peer, e.requeue, now_ms()).await?,
+        e.refused,
+    ))
 }
 
 /// [`queue_entitled`] within the reconciliation window (at least a day:
@@ -111,51 +115,89 @@ pub async fn queue_and_wake(
     }
 }
 
+/// What [`entitled_requeues`] found for a peer.
+#[derive(Debug, Default)]
+pub(crate) struct Entitled {
+    /// The outbox entries of what may go to the peer (in cursor order).
+    pub requeue: Vec<Requeue>,
+    /// Held messages the peer is not entitled to (counted).
+    pub refused: u64,
+    /// Of those, the ones only their signed hop limit keeps from the peer,
+    /// held here at the limit (`domain::hop_limit::stopped_for_graft`),
+    /// each with the links it crossed to reach this node: a copy over a
+    /// shorter way would go on to the peer.
+    pub at_limit: Vec<(String, usize)>,
+}
+
 /// The outbox entries for `peer` of the messages of `ids` this node holds
 /// and `peer` is entitled to (in cursor order), with how many it is not
-/// entitled to.
+/// entitled to and which of those only the hop limit keeps from it.
 pub(crate) async fn entitled_requeues(
     node: &Node,
     peer: &str,
     since: i64,
     ids: &[String],
     why: Why,
-) -> Result<(Vec<Requeue>, u64), StoreError> {
+) -> Result<Entitled, StoreError> {
     let Some(policy) = node.peers.policies().into_iter().find(|p| p.id == peer) else {
-        return Ok((Vec::new(), ids.len() as u64));
+        return Ok(Entitled {
+            refused: ids.len() as u64,
+            ..Entitled::default()
+        });
     };
     let now = now_ms();
-    let mut out = Vec::with_capacity(ids.len());
-    let mut refused = 0u64;
+    let mut out = Entitled {
+        requeue: Vec::with_capacity(ids.len()),
+        ..Entitled::default()
+    };
     // One read for the batch (not one per message).
     let mut held = node.store.get_messages(ids.to_vec()).await?;
     held.sort_by_key(|m| m.cursor);
     for m in held {
-        match eligible(node, &policy, &m, since, now, why) {
-            Ok(hops) => out.push(Requeue {
-                message_id: m.message_id,
-                hops,
-                replaces_stored: None,
-            }),
+        match allowed(node, &policy, &m, since, now, None) {
+            Ok(h) => match own_record(node, &policy, &m, &h, why) {
+                Ok(hops) => out.requeue.push(Requeue {
+                    message_id: m.message_id,
+                    hops,
+                    replaces_stored: None,
+                }),
+                Err(why) => {
+                    out.refused += 1;
+                    tracing::debug!(%peer, message_id = %m.message_id, %why, "not sent to the peer");
+                }
+            },
             Err(why) => {
-                refused += 1;
+                out.refused += 1;
                 tracing::debug!(%peer, message_id = %m.message_id, %why, "not sent to the peer");
+                if let Ok(h) = allowed(node, &policy, &m, since, now, Some(u32::MAX)) {
+                    let len = held_over(node, &m);
+                    let receipt = h.kind == crate::proto::v1::MessageKind::Receipt as i32;
+                    let carried = m.path.iter().any(|p| p.node == peer);
+                    if stopped_for_graft(len, h.hop_limit, receipt, carried).is_some() {
+                        out.at_limit.push((m.message_id, len));
+                    }
+                }
             }
         }
     }
-    Ok((out, refused))
+    Ok(out)
 }
 
-/// Whether message `m` may go to `peer` now; with the new chain of custody to
-/// store first when this node never forwarded it (its own record appended).
-fn eligible(
+/// Links held message `m` crossed to reach this node (0: its origin).
+pub(crate) fn held_over(node: &Node, m: &crate::storage::StoredMessage) -> usize {
+    if m.origin == node.id { 0 } else { m.path.len() }
+}
+
+/// Whether message `m` may go to `peer` now (under `hop_limit` instead of
+/// its signed one if given); its header if so.
+fn allowed(
     node: &Node,
     peer: &Peer,
     m: &crate::storage::StoredMessage,
     since: i64,
     now: i64,
-    why: Why,
-) -> Result<Option<Vec<u8>>, String> {
+    hop_limit: Option<u32>,
+) -> Result<EnvelopeHeader, String> {
     if m.created_ms < since {
         return Err("created before the reconcile window".into());
     }
@@ -179,9 +221,21 @@ fn eligible(
         tlp,
         &h.recipients,
         &path,
-        h.hop_limit,
+        hop_limit.unwrap_or(h.hop_limit),
         h.encrypted,
     )?;
+    Ok(h)
+}
+
+/// The new chain of custody of message `m` (header `h`) to store first for
+/// `peer` when this node never forwarded it (its own record appended).
+fn own_record(
+    node: &Node,
+    peer: &Peer,
+    m: &crate::storage::StoredMessage,
+    h: &EnvelopeHeader,
+    why: Why,
+) -> Result<Option<Vec<u8>>, String> {
     if h.origin == node.id {
         return Ok(None);
     }

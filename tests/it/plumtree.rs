@@ -841,3 +841,79 @@ async fn a_relay_at_the_limit_that_restarts_is_grafted_again_when_it_is_back() {
     );
     short_way_reaches_r(fed, pa, nodes, &id).await;
 }
+
+/// A broadcast held at its hop limit by a relay is not lost to a peer that
+/// was down when it passed: line a–d–m–n–r with hop limit 3, r down. a's
+/// GREEN alert reaches n over d, m (at the limit); then m takes a as a peer
+/// (a's queued copy is a duplicate there: nobody had asked for a shorter
+/// one), and r starts. r heard no announcement; its reconciliation with n
+/// finds it lacks the alert, which n may not send (the hop limit) — so n
+/// asks its peers for a copy over fewer links, as for a graft, and the copy
+/// over a, m goes on to r. On the build before, n only counted the refusal:
+/// r never got the alert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_was_down_gets_a_broadcast_held_at_the_limit_through_reconciliation() {
+    let (mut fed, pa) = hop_limit_line();
+    let mut nodes = Vec::new();
+    for i in 0..4 {
+        nodes.push(Some(fed.start(i).await));
+    }
+    let n = node_of(&nodes, 3);
+    let linked = eventually(Duration::from_secs(30), || async {
+        n.gossip.sets().0.len() == 1 && node_of(&nodes, 2).gossip.sets().0.len() == 2
+    })
+    .await;
+    assert!(linked, "d–m–n gossip links are up (r is down)");
+    let id = publish_on(&fed, 0, green_alert("for all, r down"), &[]).await;
+    let stopped = eventually(Duration::from_secs(30), || async {
+        n.hop_limited.lock().unwrap().stopped_len(&id) == Some(3)
+    })
+    .await;
+    assert!(stopped, "n got it over a, d, m: at the limit");
+    // m takes a as a peer: a's copy over one link is a duplicate at m.
+    fed.specs[2].peers.push(("node-a".into(), pa));
+    nodes[2]
+        .as_ref()
+        .unwrap()
+        .reload(&fed.config_path(2))
+        .unwrap();
+    let m = node_of(&nodes, 2);
+    let a = node_of(&nodes, 0);
+    let a_to_m = eventually(Duration::from_secs(30), || async {
+        !a.store
+            .outbox_depths()
+            .await
+            .unwrap()
+            .iter()
+            .any(|(p, d)| p == "node-m" && *d > 0)
+    })
+    .await;
+    assert!(a_to_m, "a's copy reached m");
+    assert_eq!(
+        relays_at(&fed, 2, &id).await,
+        ["node-d", "node-m"],
+        "m still holds it over a, d (a's copy was a duplicate)"
+    );
+    drop((m, a));
+    nodes.push(Some(fed.start(4).await));
+    assert!(
+        arrives(&fed, 4, &id, Duration::from_secs(30)).await,
+        "r must get the alert: n asks for a shorter copy when reconciliation finds r lacks it (n sent {} request(s); refused by reconciliation: {})",
+        sent(nodes[3].as_ref().unwrap(), "want_shorter"),
+        n.metrics
+            .reconcile_items
+            .get_or_create(&KindLabel {
+                kind: "not_entitled".into()
+            })
+            .get()
+    );
+    assert_eq!(
+        relays_at(&fed, 4, &id).await,
+        ["node-m", "node-n"],
+        "r got it over a, m, n"
+    );
+    drop(n);
+    for x in nodes.into_iter().flatten() {
+        x.shutdown().await.unwrap();
+    }
+}
