@@ -738,14 +738,24 @@ fn node_of(
     nodes[i].as_ref().unwrap().node.clone()
 }
 
-/// Whether n comes to hold `id` as stopped at its limit (3 links) again
-/// within 30 s: r's graft made it look in its store.
+/// Whether n comes to hold `id` as stopped at its limit (3 links) within
+/// 30 s (again: r's graft made it look in its store).
 async fn stopped_again(nodes: &[Option<certfed::app::RunningNode>], id: &str) -> bool {
     let n = node_of(nodes, 3);
     eventually(Duration::from_secs(30), || async {
         n.hop_limited.lock().unwrap().stopped_len(id) == Some(3)
     })
     .await
+}
+
+/// m takes a as a peer (the short way appears).
+fn m_links_to_a(fed: &mut Fed, pa: u16, nodes: &[Option<certfed::app::RunningNode>]) {
+    fed.specs[2].peers.push(("node-a".into(), pa));
+    nodes[2]
+        .as_ref()
+        .unwrap()
+        .reload(&fed.config_path(2))
+        .unwrap();
 }
 
 /// m links to a (the short way appears) and r must get the alert over a, m,
@@ -756,12 +766,7 @@ async fn short_way_reaches_r(
     nodes: Vec<Option<certfed::app::RunningNode>>,
     id: &str,
 ) {
-    fed.specs[2].peers.push(("node-a".into(), pa));
-    nodes[2]
-        .as_ref()
-        .unwrap()
-        .reload(&fed.config_path(2))
-        .unwrap();
+    m_links_to_a(&mut fed, pa, &nodes);
     assert!(
         arrives(&fed, 4, id, Duration::from_secs(30)).await,
         "r must get the alert once a shorter way reaches m"
@@ -865,19 +870,12 @@ async fn a_peer_that_was_down_gets_a_broadcast_held_at_the_limit_through_reconci
     .await;
     assert!(linked, "d–m–n gossip links are up (r is down)");
     let id = publish_on(&fed, 0, green_alert("for all, r down"), &[]).await;
-    let stopped = eventually(Duration::from_secs(30), || async {
-        n.hop_limited.lock().unwrap().stopped_len(&id) == Some(3)
-    })
-    .await;
-    assert!(stopped, "n got it over a, d, m: at the limit");
+    assert!(
+        stopped_again(&nodes, &id).await,
+        "n got it over a, d, m: at the limit"
+    );
     // m takes a as a peer: a's copy over one link is a duplicate at m.
-    fed.specs[2].peers.push(("node-a".into(), pa));
-    nodes[2]
-        .as_ref()
-        .unwrap()
-        .reload(&fed.config_path(2))
-        .unwrap();
-    let m = node_of(&nodes, 2);
+    m_links_to_a(&mut fed, pa, &nodes);
     let a = node_of(&nodes, 0);
     let a_to_m = eventually(Duration::from_secs(30), || async {
         !a.store
@@ -894,7 +892,7 @@ async fn a_peer_that_was_down_gets_a_broadcast_held_at_the_limit_through_reconci
         ["node-d", "node-m"],
         "m still holds it over a, d (a's copy was a duplicate)"
     );
-    drop((m, a));
+    drop(a);
     nodes.push(Some(fed.start(4).await));
     assert!(
         arrives(&fed, 4, &id, Duration::from_secs(30)).await,
