@@ -152,6 +152,19 @@ impl HopLimited {
         self.entry(id, len).stopped = true;
     }
 
+    /// The messages stopped here at their limit, newest first, with the
+    /// links each is held over (at most [`MAX_HOP_LIMITED`]).
+    pub fn stopped_ids(&self) -> Vec<(String, usize)> {
+        self.order
+            .iter()
+            .rev()
+            .filter_map(|id| {
+                let e = self.held.get(id).filter(|e| e.stopped)?;
+                Some((id.clone(), e.len))
+            })
+            .collect()
+    }
+
     /// The links `id` is held over, if it was stopped here at its limit (a
     /// peer's graft for it is a request for a shorter copy: see
     /// [`HopLimited::want`] with one link fewer).
@@ -272,6 +285,35 @@ mod tests {
             "only the origin is closer"
         );
         assert!(h.shorter("n", 0));
+    }
+
+    #[test]
+    fn the_messages_stopped_here_are_listed_newest_first_and_only_while_stopped() {
+        let mut h = HopLimited::default();
+        h.stopped("a", 3);
+        assert_eq!(
+            h.want("b", 5, 3, "x", T),
+            Want::Ask(2),
+            "asked, not stopped"
+        );
+        h.stopped("c", 4);
+        assert_eq!(
+            h.stopped_ids(),
+            [("c".to_string(), 4), ("a".to_string(), 3)]
+        );
+        assert_eq!(h.improved("c", 2), Some(Onward::Every));
+        assert_eq!(
+            h.stopped_ids(),
+            [("a".to_string(), 3)],
+            "sent on: no longer stopped"
+        );
+        for i in 0..MAX_HOP_LIMITED {
+            h.stopped(&format!("m{i}"), 2);
+        }
+        let all = h.stopped_ids();
+        assert_eq!(all.len(), MAX_HOP_LIMITED, "bounded: the oldest forgotten");
+        assert_eq!(all[0].0, format!("m{}", MAX_HOP_LIMITED - 1));
+        assert!(!all.iter().any(|(id, _)| id == "a"));
     }
 
     #[test]

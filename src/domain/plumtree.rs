@@ -556,6 +556,12 @@ impl Plumtree {
         out
     }
 
+    /// Whether `id` is still remembered as received here (what
+    /// [`Plumtree::announce_only`] can announce).
+    pub fn remembers(&self, id: &str) -> bool {
+        self.received.contains_key(id)
+    }
+
     /// Announces held message `id` to `peers` (those up), with the links it
     /// crossed to get here: for a message the caller may not send them in
     /// full (its hop limit; `domain::hop_limit`). Returns the batches that

@@ -24,7 +24,7 @@ use crate::proto::v1::{EnvelopeHeader, MessageKind};
 use crate::service::ingest::drop_parked;
 use crate::service::node::Node;
 use crate::service::now_ms;
-use crate::service::resend::{Why, entitled_peers, held_over, queue_and_wake};
+use crate::service::resend::{Why, entitled_peers, held_at_limit_for, held_over, queue_and_wake};
 use crate::service::tree::{MAX_IDS, dispatch, refuse, to_ids};
 use crate::storage::StoredMessage;
 use prost::Message;
@@ -419,6 +419,41 @@ pub(crate) async fn lacked_at_limit(
     };
     wanted(node, peer, want, now).await;
     asked
+}
+
+/// Most messages stopped here announced to a peer whose link comes up.
+const ANNOUNCE_BATCH: usize = 512;
+
+/// The link to `peer` came up: the messages stopped here at their hop limit
+/// that only the limit keeps from it (`resend::held_at_limit_for`), and that
+/// the trees still remember (`gossip.remember_ms`), are announced to it with
+/// their hop counts, as when they came. A peer that was down then never
+/// heard of them; if it lacks one it grafts, which asks this node's peers
+/// for a shorter way (`domain::hop_limit`). Reconciliation finds the
+/// broadcasts too, but not end-to-end encrypted messages, which relays do
+/// not reconcile: for those this is the way back. One store read per
+/// [`ANNOUNCE_BATCH`] ids, at most `MAX_HOP_LIMITED` of them.
+pub async fn announce_stopped(node: std::sync::Arc<Node>, peer: String) {
+    let stopped = node
+        .hop_limited
+        .lock()
+        .expect("hop_limited lock")
+        .stopped_ids();
+    let stopped = node.gossip.remembered(stopped);
+    for chunk in stopped.chunks(ANNOUNCE_BATCH) {
+        let ids = chunk.iter().map(|(id, _)| id.clone()).collect();
+        let found = match held_at_limit_for(&node, &peer, ids).await {
+            Ok(f) => f,
+            Err(e) => {
+                node.metrics.storage_error(&e);
+                return;
+            }
+        };
+        for (id, _) in found {
+            node.gossip
+                .announce_only(&node.metrics, &id, std::slice::from_ref(&peer));
+        }
+    }
 }
 
 /// Asks this node's peers (those the forwarding policy lets see the message,

@@ -469,6 +469,12 @@ async fn session(
     let _ways = Ways(node, peer);
     let (_in_tree, mut gossip_frames) = if gossip && node.gossip.enabled() {
         let (generation, rx) = node.gossip.link_up(peer);
+        // What this node holds at its hop limit is announced to the peer
+        // again: it may have been down when it came.
+        tokio::spawn(crate::service::gossip::announce_stopped(
+            node.clone(),
+            peer.to_string(),
+        ));
         (Some(InTree(node, peer, generation)), Some(rx))
     } else {
         (None, None)

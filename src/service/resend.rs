@@ -169,18 +169,59 @@ pub(crate) async fn entitled_requeues(
             Err(why) => {
                 out.refused += 1;
                 tracing::debug!(%peer, message_id = %m.message_id, %why, "not sent to the peer");
-                if let Ok(h) = allowed(node, &policy, &m, since, now, Some(u32::MAX)) {
-                    let len = held_over(node, &m);
-                    let receipt = h.kind == crate::proto::v1::MessageKind::Receipt as i32;
-                    let carried = m.path.iter().any(|p| p.node == peer);
-                    if stopped_for_graft(len, h.hop_limit, receipt, carried).is_some() {
-                        out.at_limit.push((m.message_id, len));
-                    }
+                if let Some(len) = only_the_limit(node, &policy, &m, since, now) {
+                    out.at_limit.push((m.message_id, len));
                 }
             }
         }
     }
     Ok(out)
+}
+
+/// Of the held messages `ids`, those only their signed hop limit keeps from
+/// `peer` (see [`Entitled::at_limit`]), created within the reconciliation
+/// window (at least a day) and not expired, each with the links it crossed to
+/// reach this node.
+pub(crate) async fn held_at_limit_for(
+    node: &Node,
+    peer: &str,
+    ids: Vec<String>,
+) -> Result<Vec<(String, usize)>, StoreError> {
+    let Some(policy) = node.peers.policies().into_iter().find(|p| p.id == peer) else {
+        return Ok(Vec::new());
+    };
+    let now = now_ms();
+    let days = i64::from(node.cfg.reconcile.window_days.max(1));
+    let since = now - days * 86_400_000;
+    let held = node.store.get_messages(ids).await?;
+    Ok(held
+        .into_iter()
+        .filter(|m| allowed(node, &policy, m, since, now, None).is_err())
+        .filter_map(|m| {
+            Some((
+                m.message_id.clone(),
+                only_the_limit(node, &policy, &m, since, now)?,
+            ))
+        })
+        .collect())
+}
+
+/// For message `m`, which may not go to `peer`: the links it crossed to reach
+/// this node if it would but for its signed hop limit and is held here at
+/// that limit (`domain::hop_limit::stopped_for_graft`: not a receipt, the
+/// peer not on its path).
+fn only_the_limit(
+    node: &Node,
+    peer: &Peer,
+    m: &crate::storage::StoredMessage,
+    since: i64,
+    now: i64,
+) -> Option<usize> {
+    let h = allowed(node, peer, m, since, now, Some(u32::MAX)).ok()?;
+    let len = held_over(node, m);
+    let receipt = h.kind == crate::proto::v1::MessageKind::Receipt as i32;
+    let carried = m.path.iter().any(|p| p.node == peer.id);
+    stopped_for_graft(len, h.hop_limit, receipt, carried).map(|_| len)
 }
 
 /// Links held message `m` crossed to reach this node (0: its origin).

@@ -297,6 +297,18 @@ impl Tree {
         self.timer.notify_one();
     }
 
+    /// Of `ids`, those the trees still remember as received here (what
+    /// [`Tree::announce_only`] can announce); none without Plumtree.
+    pub fn remembered(&self, ids: Vec<(String, usize)>) -> Vec<(String, usize)> {
+        if !self.enabled {
+            return Vec::new();
+        }
+        let g = self.lock();
+        ids.into_iter()
+            .filter(|(id, _)| g.tree.remembers(id))
+            .collect()
+    }
+
     /// Announces held broadcast `id` to `peers` without parking a copy for
     /// them: its hop limit keeps it from going to them (`domain::hop_limit`:
     /// a peer that lacks it grafts, which asks for a shorter way).

@@ -847,34 +847,28 @@ async fn a_relay_at_the_limit_that_restarts_is_grafted_again_when_it_is_back() {
     short_way_reaches_r(fed, pa, nodes, &id).await;
 }
 
-/// A broadcast held at its hop limit by a relay is not lost to a peer that
-/// was down when it passed: line a–d–m–n–r with hop limit 3, r down. a's
-/// GREEN alert reaches n over d, m (at the limit); then m takes a as a peer
-/// (a's queued copy is a duplicate there: nobody had asked for a shorter
-/// one), and r starts. r heard no announcement; its reconciliation with n
-/// finds it lacks the alert, which n may not send (the hop limit) — so n
-/// asks its peers for a copy over fewer links, as for a graft, and the copy
-/// over a, m goes on to r. On the build before, n only counted the refusal:
-/// r never got the alert.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peer_that_was_down_gets_a_broadcast_held_at_the_limit_through_reconciliation() {
+/// The line of [`hop_limit_line`] without r: a's `alert` (to `recipients`)
+/// reaches n over d, m, at the limit; m then takes a as a peer (a's copy over
+/// one link is a duplicate at m: nobody asked for a shorter one yet); n
+/// restarts if `restart_n` (forgetting what it held at its limit); then r
+/// starts and must get the alert over a, m, n (`how` says by what).
+async fn r_starts_after_it_passed(alert: Alert, recipients: &[&str], restart_n: bool, how: &str) {
     let (mut fed, pa) = hop_limit_line();
     let mut nodes = Vec::new();
     for i in 0..4 {
         nodes.push(Some(fed.start(i).await));
     }
-    let n = node_of(&nodes, 3);
     let linked = eventually(Duration::from_secs(30), || async {
-        n.gossip.sets().0.len() == 1 && node_of(&nodes, 2).gossip.sets().0.len() == 2
+        node_of(&nodes, 3).gossip.sets().0.len() == 1
+            && node_of(&nodes, 2).gossip.sets().0.len() == 2
     })
     .await;
     assert!(linked, "d–m–n gossip links are up (r is down)");
-    let id = publish_on(&fed, 0, green_alert("for all, r down"), &[]).await;
+    let id = publish_on(&fed, 0, alert, recipients).await;
     assert!(
         stopped_again(&nodes, &id).await,
         "n got it over a, d, m: at the limit"
     );
-    // m takes a as a peer: a's copy over one link is a duplicate at m.
     m_links_to_a(&mut fed, pa, &nodes);
     let a = node_of(&nodes, 0);
     let a_to_m = eventually(Duration::from_secs(30), || async {
@@ -887,21 +881,27 @@ async fn a_peer_that_was_down_gets_a_broadcast_held_at_the_limit_through_reconci
     })
     .await;
     assert!(a_to_m, "a's copy reached m");
+    drop(a);
+    let held_at_m = node_of(&nodes, 2).store.get_message(&id).await.unwrap();
     assert_eq!(
-        relays_at(&fed, 2, &id).await,
-        ["node-d", "node-m"],
+        held_at_m.unwrap().path.len(),
+        2,
         "m still holds it over a, d (a's copy was a duplicate)"
     );
-    drop(a);
+    if restart_n {
+        nodes[3].take().unwrap().shutdown().await.unwrap();
+        nodes[3] = Some(fed.start(3).await);
+    }
     nodes.push(Some(fed.start(4).await));
+    let n = node_of(&nodes, 3);
     assert!(
         arrives(&fed, 4, &id, Duration::from_secs(30)).await,
-        "r must get the alert: n asks for a shorter copy when reconciliation finds r lacks it (n sent {} request(s); refused by reconciliation: {})",
+        "r must get the alert: {how} (n sent {} request(s) for a shorter copy; reconciliation asked for {})",
         sent(nodes[3].as_ref().unwrap(), "want_shorter"),
         n.metrics
             .reconcile_items
             .get_or_create(&KindLabel {
-                kind: "not_entitled".into()
+                kind: "asked_shorter".into()
             })
             .get()
     );
@@ -914,4 +914,38 @@ async fn a_peer_that_was_down_gets_a_broadcast_held_at_the_limit_through_reconci
     for x in nodes.into_iter().flatten() {
         x.shutdown().await.unwrap();
     }
+}
+
+/// A broadcast held at its hop limit by a relay is not lost to a peer that
+/// was down when it passed, even when the relay restarted since (and so
+/// forgot it): r heard no announcement; its reconciliation with n finds it
+/// lacks the alert, which n may not send (the hop limit), so n asks its
+/// peers for a copy over fewer links as for a graft. On the build before, n
+/// only counted the refusal: r never got the alert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_was_down_gets_a_broadcast_held_at_the_limit_through_reconciliation() {
+    r_starts_after_it_passed(
+        green_alert("for all, r down"),
+        &[],
+        true,
+        "n asks for a shorter copy when reconciliation finds r lacks it",
+    )
+    .await;
+}
+
+/// The same for an AMBER alert to r, which relays carry as ciphertext and
+/// do not reconcile: when r's link comes up, n announces what it holds at
+/// its limit again; r lacks the alert and grafts, which asks for the short
+/// way. On the build before, nothing told r of it: r never got the alert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_was_down_is_told_again_of_an_encrypted_message_held_at_the_limit() {
+    let mut alert = green_alert("for r, r down");
+    alert.tlp = Tlp::Amber as i32;
+    r_starts_after_it_passed(
+        alert,
+        &["node-r"],
+        false,
+        "n announces it again when r's link comes up",
+    )
+    .await;
 }
