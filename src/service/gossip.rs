@@ -15,7 +15,11 @@
 //! (broadcasts, and messages to named recipients: a relay keeps their
 //! ciphertext until it is `storage.relay_keep_secs` old, so that it can
 //! answer), answered within the same policy, and sent on to this node's
-//! peers at most once per message and bound.
+//! peers at most once per message and bound. What is held stopped at its
+//! limit is announced again to a peer whose link comes up
+//! ([`announce_stopped`]: a bounded number, one store read per batch), and
+//! reconciliation's finds of the same kind are asked for like grafts
+//! ([`lacked_at_limit`]).
 use crate::domain::hop_limit::{Want, stopped_for_graft};
 use crate::domain::plumtree::{Action, Event};
 use crate::proto::v1::DeliveryState;
