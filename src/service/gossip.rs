@@ -430,7 +430,8 @@ const ANNOUNCE_BATCH: usize = 512;
 
 /// The link to `peer` came up: the messages stopped here at their hop limit
 /// that only the limit keeps from it (`resend::held_at_limit_for`), and that
-/// the trees still remember (`gossip.remember_ms`), are announced to it with
+/// the trees still remember (`domain::plumtree::Config::remember_ms`, 10
+/// minutes; `max_received`), are announced to it with
 /// their hop counts, as when they came. A peer that was down then never
 /// heard of them; if it lacks one it grafts, which asks this node's peers
 /// for a shorter way (`domain::hop_limit`). Reconciliation finds the

@@ -99,8 +99,7 @@ pub async fn queue_and_wake(
     why: Why,
     now: i64,
 ) -> (u64, u64) {
-    let days = i64::from(node.cfg.reconcile.window_days.max(1));
-    match queue_entitled(node, peer, now - days * 86_400_000, ids, why).await {
+    match queue_entitled(node, peer, window_start(node, now), ids, why).await {
         Ok((queued, refused)) => {
             if queued > 0 {
                 node.reconcile.requeued(peer).notify_one();
@@ -191,8 +190,7 @@ pub(crate) async fn held_at_limit_for(
         return Ok(Vec::new());
     };
     let now = now_ms();
-    let days = i64::from(node.cfg.reconcile.window_days.max(1));
-    let since = now - days * 86_400_000;
+    let since = window_start(node, now);
     let held = node.store.get_messages(ids).await?;
     Ok(held
         .into_iter()
@@ -222,6 +220,12 @@ fn only_the_limit(
     let receipt = h.kind == crate::proto::v1::MessageKind::Receipt as i32;
     let carried = m.path.iter().any(|p| p.node == peer.id);
     stopped_for_graft(len, h.hop_limit, receipt, carried).map(|_| len)
+}
+
+/// The oldest creation time sent again on request at `now`: the
+/// reconciliation window, at least a day (older history is reconciliation's).
+fn window_start(node: &Node, now: i64) -> i64 {
+    now - i64::from(node.cfg.reconcile.window_days.max(1)) * 86_400_000
 }
 
 /// Links held message `m` crossed to reach this node (0: its origin).
