@@ -20,7 +20,7 @@
 //! ([`announce_stopped`]: a bounded number, one store read per batch), and
 //! reconciliation's finds of the same kind are asked for like grafts
 //! ([`lacked_at_limit`]).
-use crate::domain::hop_limit::{Want, stopped_for_graft};
+use crate::domain::hop_limit::Want;
 use crate::domain::plumtree::{Action, Event};
 use crate::proto::v1::DeliveryState;
 use crate::proto::v1::Gossip as Frame;
@@ -28,7 +28,9 @@ use crate::proto::v1::{EnvelopeHeader, MessageKind};
 use crate::service::ingest::drop_parked;
 use crate::service::node::Node;
 use crate::service::now_ms;
-use crate::service::resend::{Why, entitled_peers, held_at_limit_for, held_over, queue_and_wake};
+use crate::service::resend::{
+    Why, at_limit_for, entitled_peers, held_at_limit_for, held_over, queue_and_wake,
+};
 use crate::service::tree::{MAX_IDS, dispatch, refuse, to_ids};
 use crate::storage::StoredMessage;
 use prost::Message;
@@ -248,14 +250,11 @@ pub async fn received(node: &Node, peer: &str, f: Frame) {
     // A graft for a message stopped here at its hop limit (announced, no
     // copy): the peer lacks it, so a copy over one link fewer is wanted
     // here (`domain::hop_limit`); nothing could be sent it now.
-    let mut stopped: Vec<(String, u32)> = {
+    let mut stopped: Vec<(String, usize)> = {
         let limited = node.hop_limited.lock().expect("hop_limited lock");
         graft
             .iter()
-            .filter_map(|i| {
-                let len = limited.stopped_len(i)?;
-                Some((i.clone(), u32::try_from(len.checked_sub(1)?).ok()?))
-            })
+            .filter_map(|i| Some((i.clone(), limited.stopped_len(i)?)))
             .collect()
     };
     // Not remembered (forgotten in a restart, or the oldest dropped): the
@@ -268,7 +267,7 @@ pub async fn received(node: &Node, peer: &str, f: Frame) {
     stopped.extend(stopped_in_store(node, peer, rest).await);
     if !stopped.is_empty() {
         graft.retain(|i| !stopped.iter().any(|(s, _)| s == i));
-        wanted(node, peer, stopped, now).await;
+        lacked_at_limit(node, peer, stopped, now).await;
     }
     if !graft.is_empty() {
         {
@@ -357,10 +356,9 @@ async fn send_asked(node: &Node, peer: &str, ids: &[String], why: Why, now: i64)
 }
 
 /// Of the held messages `ids` that `peer` grafted, those this node holds at
-/// their hop limit (`domain::hop_limit::stopped_for_graft`), each with the
-/// links a copy must have crossed at most to go on from here; they are remembered as stopped here again (a
-/// shorter copy goes on to every peer, as if this node had not forgotten).
-async fn stopped_in_store(node: &Node, peer: &str, ids: Vec<String>) -> Vec<(String, u32)> {
+/// their hop limit (`resend::at_limit_for`), each with the links it crossed
+/// to reach this node.
+async fn stopped_in_store(node: &Node, peer: &str, ids: Vec<String>) -> Vec<(String, usize)> {
     if ids.is_empty() {
         return Vec::new();
     }
@@ -376,29 +374,19 @@ async fn stopped_in_store(node: &Node, peer: &str, ids: Vec<String>) -> Vec<(Str
         let Ok(h) = EnvelopeHeader::decode(m.header.as_slice()) else {
             continue;
         };
-        let len = held_over(node, &m);
-        let receipt = h.kind == MessageKind::Receipt as i32;
-        let carried = m.path.iter().any(|p| p.node == peer);
-        let Some(k) = stopped_for_graft(len, h.hop_limit, receipt, carried) else {
-            continue;
-        };
-        node.hop_limited
-            .lock()
-            .expect("hop_limited lock")
-            .stopped(&m.message_id, len);
-        if let Ok(k) = u32::try_from(k) {
-            out.push((m.message_id, k));
+        if let Some(len) = at_limit_for(node, &m, &h, peer) {
+            out.push((m.message_id, len));
         }
     }
     out
 }
 
-/// Reconciliation found that `peer` lacks held messages that only their hop
-/// limit keeps from it (`at_limit`: each with the links it crossed to reach
-/// this node, `resend::Entitled::at_limit`): as for a
-/// graft of a message stopped here, each is remembered as stopped (a
-/// shorter copy goes on to every peer) and this node's other peers are asked
-/// for a copy over fewer links (at most once per
+/// `peer` lacks held messages stopped here at their hop limit (`at_limit`:
+/// each with the links it crossed to reach this node): its graft for them,
+/// or reconciliation's find (`resend::Entitled::at_limit`). Each is
+/// remembered as stopped (again, if forgotten: a shorter copy goes on to
+/// every peer) and a copy over one link fewer is wanted here, so this node's
+/// other peers are asked for one (at most once per
 /// `domain::hop_limit::ASK_AGAIN_MS` per message). Without Plumtree nothing
 /// is asked. Returns how many messages were asked for.
 pub(crate) async fn lacked_at_limit(

@@ -216,9 +216,22 @@ fn only_the_limit(
     now: i64,
 ) -> Option<usize> {
     let h = allowed(node, peer, m, since, now, Some(u32::MAX)).ok()?;
+    at_limit_for(node, m, &h, &peer.id)
+}
+
+/// The links held message `m` (header `h`) crossed to reach this node, if it
+/// is held here at its signed hop limit for `peer`
+/// (`domain::hop_limit::stopped_for_graft`: not a receipt, the peer not on
+/// its path).
+pub(crate) fn at_limit_for(
+    node: &Node,
+    m: &crate::storage::StoredMessage,
+    h: &EnvelopeHeader,
+    peer: &str,
+) -> Option<usize> {
     let len = held_over(node, m);
     let receipt = h.kind == crate::proto::v1::MessageKind::Receipt as i32;
-    let carried = m.path.iter().any(|p| p.node == peer.id);
+    let carried = m.path.iter().any(|p| p.node == peer);
     stopped_for_graft(len, h.hop_limit, receipt, carried).map(|_| len)
 }
 
