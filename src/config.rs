@@ -146,8 +146,9 @@ pub struct StorageSection {
     /// after it arrived, at least, and until every peer it was queued for
     /// has it; then only the signed header stays. Within it the relay can
     /// answer a peer that needs a copy over fewer links (a message stopped
-    /// at its hop limit elsewhere). 0 empties it within a second of the last
-    /// peer's acknowledgement.
+    /// at its hop limit elsewhere), and announces what its hop limit stopped
+    /// here to a peer whose link comes up, even after a restart. 0 empties it
+    /// within a second of the last peer's acknowledgement.
     #[serde(default = "default_relay_keep_secs")]
     pub relay_keep_secs: u64,
 }

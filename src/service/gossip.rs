@@ -17,10 +17,12 @@
 //! answer), answered within the same policy, and sent on to this node's
 //! peers at most once per message and bound. What is held stopped at its
 //! limit is announced again to a peer whose link comes up
-//! ([`announce_stopped`]: a bounded number, one store read per batch), and
+//! ([`announce_stopped`]: what the trees remember and the relayed ciphertext
+//! still kept, which a restart does not forget; a bounded number, one store
+//! read per batch), and
 //! reconciliation's finds of the same kind are asked for like grafts
 //! ([`lacked_at_limit`]).
-use crate::domain::hop_limit::Want;
+use crate::domain::hop_limit::{MAX_HOP_LIMITED, Want};
 use crate::domain::plumtree::{Action, Event};
 use crate::proto::v1::DeliveryState;
 use crate::proto::v1::Gossip as Frame;
@@ -417,32 +419,54 @@ pub(crate) async fn lacked_at_limit(
 const ANNOUNCE_BATCH: usize = 512;
 
 /// The link to `peer` came up: the messages stopped here at their hop limit
-/// that only the limit keeps from it (`resend::held_at_limit_for`), and that
-/// the trees still remember (`domain::plumtree::Config::remember_ms`, 10
-/// minutes; `max_received`), are announced to it with
-/// their hop counts, as when they came. A peer that was down then never
-/// heard of them; if it lacks one it grafts, which asks this node's peers
-/// for a shorter way (`domain::hop_limit`). Reconciliation finds the
-/// broadcasts too, but not end-to-end encrypted messages, which relays do
-/// not reconcile: for those this is the way back. One store read per
-/// [`ANNOUNCE_BATCH`] ids, at most `MAX_HOP_LIMITED` of them.
+/// that only the limit keeps from it (`resend::held_at_limit_for`) are
+/// announced to it with their hop counts, as when they came. A peer that was
+/// down then never heard of them; if it lacks one it grafts, which asks this
+/// node's peers for a shorter way (`domain::hop_limit`). Reconciliation finds
+/// the broadcasts too, but not end-to-end encrypted messages, which relays do
+/// not reconcile: for those this is the way back. Two sources: what the
+/// trees still remember as stopped here (`domain::plumtree::Config::remember_ms`,
+/// 10 minutes), and the ciphertext this node still keeps as a relay
+/// (`storage.relay_keep_secs`) — what a restart, or the trees' memory,
+/// forgot; such a message is remembered again (outside the trees, as a
+/// message to named recipients) so that it can be announced. One store read
+/// per [`ANNOUNCE_BATCH`] ids, at most `MAX_HOP_LIMITED` from each source.
 pub async fn announce_stopped(node: std::sync::Arc<Node>, peer: String) {
     let stopped = node
         .hop_limited
         .lock()
         .expect("hop_limited lock")
         .stopped_ids();
-    let stopped = node.gossip.remembered(stopped);
-    for chunk in stopped.chunks(ANNOUNCE_BATCH) {
-        let ids = chunk.iter().map(|(id, _)| id.clone()).collect();
-        let found = match held_at_limit_for(&node, &peer, ids).await {
+    let stopped: Vec<String> = node
+        .gossip
+        .remembered(stopped)
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let kept = match node.store.relayed_kept(MAX_HOP_LIMITED).await {
+        Ok(k) => k,
+        Err(e) => {
+            node.metrics.storage_error(&e);
+            Vec::new()
+        }
+    };
+    let seen: std::collections::HashSet<&String> = stopped.iter().collect();
+    let kept: Vec<String> = kept.into_iter().filter(|id| !seen.contains(id)).collect();
+    for chunk in stopped
+        .chunks(ANNOUNCE_BATCH)
+        .chain(kept.chunks(ANNOUNCE_BATCH))
+    {
+        let found = match held_at_limit_for(&node, &peer, chunk.to_vec()).await {
             Ok(f) => f,
             Err(e) => {
                 node.metrics.storage_error(&e);
                 return;
             }
         };
-        for (id, _) in found {
+        for (id, len) in found {
+            let hops = u32::try_from(len).unwrap_or(u32::MAX);
+            // (a no-op for an id the trees remember)
+            node.gossip.untracked(&node.metrics, None, &id, hops);
             node.gossip
                 .announce_only(&node.metrics, &id, std::slice::from_ref(&peer));
         }

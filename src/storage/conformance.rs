@@ -810,6 +810,16 @@ async fn relayed_ciphertext_is_dropped(s: Store) {
     let Stored::New(cursor) = stored[0] else {
         panic!("new");
     };
+    assert_eq!(
+        s.relayed_kept(10).await.unwrap(),
+        [id(61), id(60)],
+        "the relayed ciphertext kept, latest first; not what this node reads"
+    );
+    assert_eq!(
+        s.relayed_kept(1).await.unwrap(),
+        [id(61)],
+        "at most the limit"
+    );
     let done = |peer: &'static str| {
         let s = s.clone();
         async move {
@@ -867,6 +877,11 @@ async fn relayed_ciphertext_is_dropped(s: Store) {
     assert!(!held.header.is_empty(), "the signed header stays");
     assert!(!payload(61).await.is_empty(), "still queued for a peer");
     assert!(!payload(62).await.is_empty(), "readable here");
+    assert_eq!(
+        s.relayed_kept(10).await.unwrap(),
+        [id(61)],
+        "an emptied one is no longer listed"
+    );
     assert_eq!(empty(i64::MAX).await.ciphertexts, 0, "emptied once");
 }
 

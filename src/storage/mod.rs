@@ -635,6 +635,12 @@ pub trait Storage: Send + Sync + 'static {
         message_ids: Vec<String>,
     ) -> Result<std::collections::HashSet<String>, StoreError>;
 
+    /// The ids of the messages this node relays as ciphertext (it cannot
+    /// read them) whose ciphertext it still keeps (`storage.relay_keep_secs`),
+    /// latest arrival first (then latest cursor), at most `limit`: read from
+    /// the relayed-ciphertext index alone, nothing decoded.
+    async fn relayed_kept(&self, limit: usize) -> Result<Vec<String>, StoreError>;
+
     /// One message by id.
     async fn get_message(&self, message_id: &str) -> Result<Option<StoredMessage>, StoreError>;
 

@@ -949,3 +949,21 @@ async fn a_peer_that_was_down_is_told_again_of_an_encrypted_message_held_at_the_
     )
     .await;
 }
+
+/// The same AMBER alert when n, the relay at the limit, restarts before r
+/// comes up: n no longer remembers what it stopped, but it still keeps the
+/// ciphertext (`storage.relay_keep_secs`); when r's link comes up it finds
+/// there what only the limit keeps from r and announces it. On the build
+/// before, the restarted n announced nothing: r never got the alert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_restarted_announces_an_encrypted_message_held_at_the_limit_from_its_store() {
+    let mut alert = green_alert("for r, r down, n restarts");
+    alert.tlp = Tlp::Amber as i32;
+    r_starts_after_it_passed(
+        alert,
+        &["node-r"],
+        true,
+        "the restarted n finds it in its store and announces it when r's link comes up",
+    )
+    .await;
+}

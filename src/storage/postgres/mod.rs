@@ -743,6 +743,11 @@ impl Storage for PgStore {
         self.read_note(queries::held(&c, &message_ids).await)
     }
 
+    async fn relayed_kept(&self, limit: usize) -> Result<Vec<String>, StoreError> {
+        let c = self.reader().await?;
+        self.read_note(queries::relayed_kept(&c, limit).await)
+    }
+
     async fn get_message(&self, message_id: &str) -> Result<Option<StoredMessage>, StoreError> {
         let c = self.reader().await?;
         self.read_note(queries::get_message(&c, message_id).await)

@@ -451,6 +451,25 @@ pub async fn held(
     Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
 }
 
+/// The relayed ciphertext still kept (the partial index `messages_relayed`),
+/// latest arrival first.
+pub async fn relayed_kept(c: &ClientWrapper, limit: usize) -> Result<Vec<String>, StoreError> {
+    let st = c
+        .prepare_cached(
+            "SELECT message_id FROM messages
+             WHERE NOT readable AND octet_length(payload) > 0
+             ORDER BY received_ms DESC, cursor DESC LIMIT $1",
+        )
+        .await
+        .map_err(|x| pg_err("cannot prepare a read", x))?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = c
+        .query(&st, &[&limit])
+        .await
+        .map_err(|x| pg_err("cannot read the relayed ciphertext kept", x))?;
+    Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+}
+
 pub async fn get_message(
     c: &ClientWrapper,
     message_id: &str,

@@ -905,6 +905,11 @@ impl Storage for SqliteStore {
             .await
     }
 
+    async fn relayed_kept(&self, limit: usize) -> Result<Vec<String>, StoreError> {
+        self.read_small(limit, move |c| queries::relayed_kept(c, limit))
+            .await
+    }
+
     async fn get_message(&self, message_id: &str) -> Result<Option<StoredMessage>, StoreError> {
         let id = message_id.to_string();
         self.read_small(1, move |c| queries::get_message(c, &id))

@@ -256,6 +256,18 @@ pub fn held(
     Ok(out)
 }
 
+/// The relayed ciphertext still kept (the partial index `messages_relayed`),
+/// latest arrival first.
+pub fn relayed_kept(c: &Connection, limit: usize) -> Result<Vec<String>, StoreError> {
+    let mut st = c.prepare_cached(
+        "SELECT message_id FROM messages INDEXED BY messages_relayed
+         WHERE readable = 0 AND payload != x''
+         ORDER BY received_ms DESC, cursor DESC LIMIT ?1",
+    )?;
+    let rows = st.query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |r| r.get(0))?;
+    Ok(rows.collect::<Result<Vec<String>, _>>()?)
+}
+
 pub fn get_message(c: &Connection, message_id: &str) -> Result<Option<StoredMessage>, StoreError> {
     Ok(c.prepare_cached(&format!(
         "SELECT {MSG_COLS} FROM messages WHERE message_id = ?1"
