@@ -428,9 +428,11 @@ const ANNOUNCE_BATCH: usize = 512;
 /// trees still remember as stopped here (`domain::plumtree::Config::remember_ms`,
 /// 10 minutes), and the ciphertext this node still keeps as a relay
 /// (`storage.relay_keep_secs`) — what a restart, or the trees' memory,
-/// forgot; such a message is remembered again (outside the trees, as a
-/// message to named recipients) so that it can be announced. One store read
-/// per [`ANNOUNCE_BATCH`] ids, at most `MAX_HOP_LIMITED` from each source.
+/// forgot, read at most once a minute per peer (`Tree::store_announce_due`);
+/// such a message is remembered again, as stopped here and by the trees
+/// (outside them, as a message to named recipients), so that it can be
+/// announced. One store read per [`ANNOUNCE_BATCH`] ids, at most
+/// `MAX_HOP_LIMITED` from each source.
 pub async fn announce_stopped(node: std::sync::Arc<Node>, peer: String) {
     let stopped = node
         .hop_limited
@@ -443,19 +445,22 @@ pub async fn announce_stopped(node: std::sync::Arc<Node>, peer: String) {
         .into_iter()
         .map(|(id, _)| id)
         .collect();
-    let kept = match node.store.relayed_kept(MAX_HOP_LIMITED).await {
-        Ok(k) => k,
-        Err(e) => {
-            node.metrics.storage_error(&e);
-            Vec::new()
+    let kept = if node.gossip.store_announce_due(&peer, now_ms()) {
+        match node.store.relayed_kept(MAX_HOP_LIMITED).await {
+            Ok(k) => k,
+            Err(e) => {
+                node.metrics.storage_error(&e);
+                Vec::new()
+            }
         }
+    } else {
+        Vec::new()
     };
     let seen: std::collections::HashSet<&String> = stopped.iter().collect();
     let kept: Vec<String> = kept.into_iter().filter(|id| !seen.contains(id)).collect();
-    for chunk in stopped
-        .chunks(ANNOUNCE_BATCH)
-        .chain(kept.chunks(ANNOUNCE_BATCH))
-    {
+    let from_memory = stopped.chunks(ANNOUNCE_BATCH).map(|c| (c, false));
+    let from_store = kept.chunks(ANNOUNCE_BATCH).map(|c| (c, true));
+    for (chunk, forgotten) in from_memory.chain(from_store) {
         let found = match held_at_limit_for(&node, &peer, chunk.to_vec()).await {
             Ok(f) => f,
             Err(e) => {
@@ -463,10 +468,21 @@ pub async fn announce_stopped(node: std::sync::Arc<Node>, peer: String) {
                 return;
             }
         };
-        for (id, len) in found {
-            let hops = u32::try_from(len).unwrap_or(u32::MAX);
-            // (a no-op for an id the trees remember)
-            node.gossip.untracked(&node.metrics, None, &id, hops);
+        if forgotten {
+            // Remembered again: as stopped here (a graft, the next link-up),
+            // and by the trees (outside them, as a message to named
+            // recipients), which announce only what they remember.
+            let mut limited = node.hop_limited.lock().expect("hop_limited lock");
+            for (id, len) in &found {
+                limited.stopped(id, *len);
+            }
+            drop(limited);
+            for (id, len) in &found {
+                let hops = u32::try_from(*len).unwrap_or(u32::MAX);
+                node.gossip.untracked(&node.metrics, None, id, hops);
+            }
+        }
+        for (id, _) in found {
             node.gossip
                 .announce_only(&node.metrics, &id, std::slice::from_ref(&peer));
         }

@@ -60,6 +60,9 @@ use tokio::sync::{Notify, mpsc};
 pub const MAX_IDS: usize = 1024;
 /// Most ids (ihave and graft together) taken from one peer per second.
 pub const MAX_IDS_PER_SEC: u32 = 8192;
+/// Least time between two reads of the store for one peer's link-up
+/// announcements (`Tree::store_announce_due`).
+pub const STORE_ANNOUNCE_MS: i64 = 60_000;
 /// Frames waiting for one link.
 const LINK_QUEUE: usize = 256;
 /// Announced ids remembered with their parked outbox rows (the oldest are
@@ -89,6 +92,9 @@ pub struct Inner {
     parked_order: std::collections::VecDeque<(i64, String, String)>,
     /// Per peer: the earliest parked copy due since its link last asked.
     parked_due: HashMap<String, i64>,
+    /// Per peer: when its link's coming up last read the store for what is
+    /// stopped here (`gossip::announce_stopped`).
+    store_announced: HashMap<String, i64>,
 }
 
 /// Whether a message takes part in the tree (see the module docs): a
@@ -145,9 +151,27 @@ impl Tree {
                 parked: HashMap::new(),
                 parked_order: std::collections::VecDeque::new(),
                 parked_due: HashMap::new(),
+                store_announced: HashMap::new(),
             }),
             timer: Notify::new(),
         }
+    }
+
+    /// Whether the store may be read now for what is stopped here, to be
+    /// announced to `peer` whose link came up: at most once per
+    /// [`STORE_ANNOUNCE_MS`] per peer (recorded when it says yes), so that a
+    /// link that comes up again and again does not read it each time (what
+    /// it found is remembered as stopped, and announced from memory).
+    pub fn store_announce_due(&self, peer: &str, now_ms: i64) -> bool {
+        let mut g = self.lock();
+        let due = g
+            .store_announced
+            .get(peer)
+            .is_none_or(|last| now_ms - last >= STORE_ANNOUNCE_MS);
+        if due {
+            g.store_announced.insert(peer.to_string(), now_ms);
+        }
+        due
     }
 
     /// Whether this node takes part (`gossip.plumtree`).
@@ -496,5 +520,29 @@ pub fn dispatch(m: &Metrics, g: &mut Inner, actions: Vec<Action>) {
                 })
                 .inc();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_store_is_read_for_a_peers_link_up_at_most_once_a_minute() {
+        let t = Tree::new(&GossipSection::default());
+        assert!(t.store_announce_due("node-b", 1_000), "the first link-up");
+        assert!(
+            !t.store_announce_due("node-b", 1_000 + STORE_ANNOUNCE_MS - 1),
+            "again within the minute: from memory only"
+        );
+        assert!(t.store_announce_due("node-c", 2_000), "another peer is its own");
+        assert!(
+            t.store_announce_due("node-b", 1_000 + STORE_ANNOUNCE_MS),
+            "a minute after the last read"
+        );
+        assert!(
+            !t.store_announce_due("node-b", 1_000 + STORE_ANNOUNCE_MS + 1),
+            "counted from that read"
+        );
     }
 }
