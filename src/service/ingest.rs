@@ -345,10 +345,16 @@ async fn try_prepare(
     let limits = node.verify_limits();
     let n = envs.len();
     let mut results: Vec<Option<Ingested>> = vec![None; n];
-    // The exercise flag each header claims (unverified: counts only).
-    let claimed: Vec<bool> = envs
+    // Each header as it claims to be, decoded once (unverified: counts, the
+    // duplicate check and log hints; after admission verified it, the
+    // header of the admitted row, whose bytes these are).
+    let headers: Vec<Option<EnvelopeHeader>> = envs
         .iter()
-        .map(|e| EnvelopeHeader::decode(e.header.as_slice()).is_ok_and(|h| h.exercise))
+        .map(|e| EnvelopeHeader::decode(e.header.as_slice()).ok())
+        .collect();
+    let claimed: Vec<bool> = headers
+        .iter()
+        .map(|h| h.as_ref().is_some_and(|h| h.exercise))
         .collect();
     if from_peer.is_some() {
         let exercise = claimed.iter().filter(|x| **x).count();
@@ -362,7 +368,7 @@ async fn try_prepare(
         from_peer,
         envs,
         chains,
-        &claimed,
+        &headers,
         &mut results,
         &mut later,
     )
@@ -423,7 +429,7 @@ async fn try_prepare(
     // that they hold it).
     let mut chains = chains.into_iter();
     for (i, (envelope, verdict)) in slots_todo.into_iter().zip(envs.into_iter().zip(verdicts)) {
-        let id_hint = header_id_hint(&envelope);
+        let id_hint = || header_id_hint(headers[i].as_ref());
         let receipt_route = verdict
             .as_ref()
             .ok()
@@ -455,7 +461,7 @@ async fn try_prepare(
         };
         match admission::admit(&view, input, now) {
             Decision::Admit(mut row) => {
-                let header = EnvelopeHeader::decode(row.header.as_slice()).ok();
+                let header = headers[i].as_ref();
                 // The next hop's path would pass the signed limit: forwarded
                 // to nobody (receipts go back their own way).
                 let at_limit = (from_peer.is_some()
@@ -493,7 +499,7 @@ async fn try_prepare(
                 let routed = node.gossip.enabled()
                     && header
                         .as_ref()
-                        .is_some_and(crate::service::tree::tree_routed);
+                        .is_some_and(|h| crate::service::tree::tree_routed(h));
                 reach.push(match (at_limit, &header) {
                     (Some(l), Some(h)) => {
                         // Announced to the peers the limit keeps it from:
@@ -652,7 +658,7 @@ async fn try_prepare(
                 // Plumtree: a refused message is not asked for again (a
                 // graft loop for a message this node will never take).
                 if from_peer.is_some() && deferrable(&reason).is_none() {
-                    node.gossip.refused(&id_hint);
+                    node.gossip.refused(&id_hint());
                 }
                 // A roster message refused (as one a peer floods, or one
                 // relayed by a hostile member) is counted and logged like a
@@ -662,7 +668,7 @@ async fn try_prepare(
                 }
                 if let (Some(_), Some(retry_after_ms)) = (from_peer, deferrable(&reason)) {
                     node.metrics.defer(reason.label());
-                    tracing::info!(from, message_id = %id_hint, reason = %reason, retry_after_ms, "envelope deferred; the peer keeps it and retries");
+                    tracing::info!(from, message_id = %id_hint(), reason = %reason, retry_after_ms, "envelope deferred; the peer keeps it and retries");
                     results[i] = Some(Ingested::Deferred {
                         reason: format!("{} cannot take it yet: {reason}", node.id),
                         retry_after_ms,
@@ -677,10 +683,10 @@ async fn try_prepare(
                 if reason == Rejection::BadSignature {
                     node.metrics.signature_failures.inc();
                 }
-                tracing::warn!(from, message_id = %id_hint, reason = %reason, "envelope rejected");
+                tracing::warn!(from, message_id = %id_hint(), reason = %reason, "envelope rejected");
                 rejections.push(RejectionRow {
                     from_peer: from.to_string(),
-                    message_id: id_hint,
+                    message_id: id_hint(),
                     reason: reason.to_string(),
                 });
                 results[i] = Some(Ingested::Rejected(reason));
@@ -1130,7 +1136,7 @@ async fn drop_held(
     sender: Option<&str>,
     envs: Vec<SignedEnvelope>,
     chains: Vec<Custody>,
-    claimed: &[bool],
+    headers: &[Option<EnvelopeHeader>],
     results: &mut [Option<Ingested>],
     later: &mut Vec<crate::service::named_again::Later>,
 ) -> (Vec<usize>, Vec<SignedEnvelope>, Vec<Custody>) {
@@ -1138,16 +1144,16 @@ async fn drop_held(
     let n = envs.len();
     let mut chains = chains;
     chains.resize_with(n, Custody::default);
-    let ids: Vec<Option<(String, bool)>> = envs
+    let ids: Vec<Option<(&String, bool)>> = headers
         .iter()
-        .map(|e| {
-            let h = EnvelopeHeader::decode(e.header.as_slice()).ok()?;
-            let routed = crate::service::tree::tree_routed(&h);
+        .map(|h| {
+            let h = h.as_ref()?;
+            let routed = crate::service::tree::tree_routed(h);
             (from_peer && h.kind != MessageKind::Roster as i32 && !h.message_id.is_empty())
-                .then_some((h.message_id, routed))
+                .then_some((&h.message_id, routed))
         })
         .collect();
-    let asked: Vec<String> = ids.iter().flatten().map(|(i, _)| i.clone()).collect();
+    let asked: Vec<String> = ids.iter().flatten().map(|(i, _)| (*i).clone()).collect();
     let held = if asked.is_empty() {
         Default::default()
     } else {
@@ -1165,7 +1171,7 @@ async fn drop_held(
         Vec::with_capacity(n),
     );
     for (i, ((env, mut chain), id)) in envs.into_iter().zip(chains).zip(ids).enumerate() {
-        if let Some((id, routed)) = &id
+        if let Some((id, routed)) = id
             && held.contains(id)
         {
             // Held, but at its hop limit: a copy over a shorter path (its
@@ -1184,11 +1190,15 @@ async fn drop_held(
                 keep.2.push(chain);
                 continue;
             }
-            node.metrics
-                .count_duplicate(claimed.get(i).copied().unwrap_or(false));
+            node.metrics.count_duplicate(
+                headers
+                    .get(i)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|h| h.exercise),
+            );
             // Routed from here (to named recipients): it may be needed
             // further (not for a copy sent back or again on purpose).
-            if let (false, false, false, Some(p)) = (*routed, chain.returning, chain.resent, sender)
+            if let (false, false, false, Some(p)) = (routed, chain.returning, chain.resent, sender)
                 && node.gossip.enabled()
                 && node.routes.lock().expect("routes lock").routed_here(id)
             {
@@ -1200,7 +1210,7 @@ async fn drop_held(
             }
             // Plumtree: that link was not needed for it (unless the peer
             // sends it back on purpose, after reconciliation).
-            if let (true, false, Some(p)) = (*routed, chain.returning || chain.resent, sender) {
+            if let (true, false, Some(p)) = (routed, chain.returning || chain.resent, sender) {
                 let way = u32::try_from(chain.hops.len() + 1).unwrap_or(u32::MAX);
                 node.gossip.duplicate(&node.metrics, p, id, way);
             }
@@ -1245,11 +1255,13 @@ async fn receipt_routes(
     Ok(routes)
 }
 
-/// Best-effort message id of an envelope for logs (the header may be forged).
-fn header_id_hint(env: &SignedEnvelope) -> String {
-    EnvelopeHeader::decode(env.header.as_slice())
-        .map(|h| h.message_id.chars().take(64).collect())
-        .unwrap_or_else(|_| "<undecodable>".into())
+/// Best-effort message id of an envelope for logs, from its header as
+/// decoded (unverified: it may be forged).
+fn header_id_hint(header: Option<&EnvelopeHeader>) -> String {
+    header.map_or_else(
+        || "<undecodable>".into(),
+        |h| h.message_id.chars().take(64).collect(),
+    )
 }
 
 /// A message this node is about to sign and send.

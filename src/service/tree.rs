@@ -535,7 +535,10 @@ mod tests {
             !t.store_announce_due("node-b", 1_000 + STORE_ANNOUNCE_MS - 1),
             "again within the minute: from memory only"
         );
-        assert!(t.store_announce_due("node-c", 2_000), "another peer is its own");
+        assert!(
+            t.store_announce_due("node-c", 2_000),
+            "another peer is its own"
+        );
         assert!(
             t.store_announce_due("node-b", 1_000 + STORE_ANNOUNCE_MS),
             "a minute after the last read"
