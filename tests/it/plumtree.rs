@@ -939,15 +939,7 @@ async fn a_peer_that_was_down_gets_a_broadcast_held_at_the_limit_through_reconci
 /// way. On the build before, nothing told r of it: r never got the alert.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_was_down_is_told_again_of_an_encrypted_message_held_at_the_limit() {
-    let mut alert = green_alert("for r, r down");
-    alert.tlp = Tlp::Amber as i32;
-    r_starts_after_it_passed(
-        alert,
-        &["node-r"],
-        false,
-        "n announces it again when r's link comes up",
-    )
-    .await;
+    amber_for_r_after_it_passed(false, "n announces it again when r's link comes up").await;
 }
 
 /// The same AMBER alert when n, the relay at the limit, restarts before r
@@ -957,13 +949,17 @@ async fn a_peer_that_was_down_is_told_again_of_an_encrypted_message_held_at_the_
 /// before, the restarted n announced nothing: r never got the alert.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_that_restarted_announces_an_encrypted_message_held_at_the_limit_from_its_store() {
-    let mut alert = green_alert("for r, r down, n restarts");
-    alert.tlp = Tlp::Amber as i32;
-    r_starts_after_it_passed(
-        alert,
-        &["node-r"],
+    amber_for_r_after_it_passed(
         true,
         "the restarted n finds it in its store and announces it when r's link comes up",
     )
     .await;
+}
+
+/// [`r_starts_after_it_passed`] with an AMBER alert to r (end-to-end
+/// encrypted: relays carry ciphertext and do not reconcile it).
+async fn amber_for_r_after_it_passed(restart_n: bool, how: &str) {
+    let mut alert = green_alert("for r, r down");
+    alert.tlp = Tlp::Amber as i32;
+    r_starts_after_it_passed(alert, &["node-r"], restart_n, how).await;
 }
