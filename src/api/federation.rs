@@ -8,9 +8,12 @@
 //!   commits are queued in stream order (`ingest::submit`), and their
 //!   acknowledgements sent in that order.
 //! - Any error on the incoming stream (a frame that does not decode, a frame
-//!   over the transport limit, the peer gone) ends the stream once: the frames
-//!   before it are answered, then the stream closes with a status saying why,
-//!   logged once. The failed request stream is never polled again.
+//!   over the transport limit, a carrier bringing more than `MAX_BUNDLED`
+//!   frames, the peer gone) ends the stream once: the frames before it are
+//!   answered, then the stream closes with a status saying why, logged once.
+//!   The failed request stream is never polled again. So a batch holds at
+//!   most `BATCH` frames of the stream and `MAX_BUNDLED` frames for each of
+//!   them: the acknowledgements a frame costs are bounded.
 //! - A peer removed by a reload, or whose certificate a reloaded CRL revokes,
 //!   has its open streams closed with PERMISSION_DENIED saying why.
 //! - A temporary refusal (clock skew, signing key not pinned yet, storage full
@@ -37,6 +40,11 @@ use tonic::{Code, Request, Response, Status, Streaming};
 const BATCH: usize = 512;
 /// Batches in each stage of the pipeline at once.
 const DEPTH: usize = 4;
+/// Most frames one carrier frame may bring (a sender packs at most
+/// `service::links::BUNDLE_MAX_FRAMES`). Each is answered on its own: without
+/// a bound, a carrier of empty frames (three bytes each) would turn one frame
+/// within the transport limit into a hundred thousand acknowledgements.
+const MAX_BUNDLED: usize = 1024;
 
 pub struct FederationApi {
     node: Arc<Node>,
@@ -294,6 +302,7 @@ async fn read_frames(
         let mut envs = Vec::with_capacity(chunk.len());
         let mut chains = Vec::with_capacity(chunk.len());
         let mut failed = None;
+        let mut refused = None;
         for f in chunk {
             let mut f = match f {
                 Ok(f) => f,
@@ -315,6 +324,14 @@ async fn read_frames(
             // Lean receipts: a carrier frame (no envelope) brings frames
             // that are taken one by one, as if sent alone.
             let inner = std::mem::take(&mut f.bundled);
+            if inner.len() > MAX_BUNDLED {
+                refused = Some(Status::invalid_argument(format!(
+                    "a frame brings {} bundled frames; {} takes at most {MAX_BUNDLED} in one. The stream is closed; the frames before it were answered",
+                    inner.len(),
+                    node.id
+                )));
+                break;
+            }
             let carrier = f.envelope.is_none() && !inner.is_empty();
             let own = (!carrier).then_some((f, false));
             for (f, nested) in own.into_iter().chain(inner.into_iter().map(|f| (f, true))) {
@@ -362,6 +379,11 @@ async fn read_frames(
             if tx.send(Verifying::Batch(job, batch)).await.is_err() {
                 return;
             }
+        }
+        if let Some(s) = refused {
+            tracing::warn!(%peer, code = ?s.code(), reason = %s.message(), "push stream ended with an error");
+            let _ = tx.send(Verifying::End(s)).await;
+            return;
         }
         if let Some(s) = failed {
             let status = stream_failed(&node, &peer, &s);
