@@ -1072,3 +1072,59 @@ async fn only_a_refusal_of_the_message_itself_stops_its_grafts() {
         n.shutdown().await.unwrap();
     }
 }
+
+/// A peer's PRUNE naming origins that are no federation members (valid
+/// names, made up) is not taken: each would hold one of the machine's
+/// `max_origins` trees for good (an origin beyond them floods), and a
+/// PRUNE naming none walks every tree. Here a test client with node-a's
+/// certificate names 4,096 made-up origins (four frames: the trees are then
+/// full) and one member; b takes only the member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prune_naming_made_up_origins_takes_no_tree() {
+    let fed = plumtree_fed(&["node-a", "node-b", "node-c"], &[(0, 1)]);
+    let a = fed.start(0).await;
+    let b = fed.start(1).await;
+    let up = eventually(Duration::from_secs(30), || async {
+        b.node.gossip.sets().0.contains("node-a")
+    })
+    .await;
+    assert!(up, "node-a is in b's tree");
+    let mut frames: Vec<PushFrame> = (0..4)
+        .map(|k| {
+            gossip_frame(Gossip {
+                prune: true,
+                prune_origins: (0..1024).map(|i| format!("made-up-{k}-{i}")).collect(),
+                ..Default::default()
+            })
+        })
+        .collect();
+    frames.push(gossip_frame(Gossip {
+        prune: true,
+        prune_origins: vec!["node-c".into()],
+        ..Default::default()
+    }));
+    // An envelope after them: its acknowledgement comes after they were taken.
+    frames.push(PushFrame {
+        seq: 1,
+        envelope: Some(SignedEnvelope::default()),
+        ..Default::default()
+    });
+    let mut fc = federation_client(&fed.pki, &fed.addr(1), "node-a", Some("node-b")).await;
+    let mut acks = fc
+        .push(tokio_stream::iter(frames))
+        .await
+        .unwrap()
+        .into_inner();
+    let ack = acks.message().await.unwrap().expect("the envelope's ack");
+    assert_eq!(ack.seq, 1, "{ack:?}");
+    let (origins, lazy) = {
+        let g = b.node.gossip.lock();
+        (g.tree.origins(), g.tree.lazy("node-c"))
+    };
+    assert!(origins <= 3, "only members' trees: {origins}");
+    assert!(lazy.contains("node-a"), "the member named is taken");
+    assert!(refused(&b, "unknown_origin") >= 4096);
+    for n in [a, b] {
+        n.shutdown().await.unwrap();
+    }
+}
