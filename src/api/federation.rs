@@ -11,9 +11,11 @@
 //!   over the transport limit, a carrier bringing more than `MAX_BUNDLED`
 //!   frames, the peer gone) ends the stream once: the frames before it are
 //!   answered, then the stream closes with a status saying why, logged once.
-//!   The failed request stream is never polled again. So a batch holds at
-//!   most `BATCH` frames of the stream and `MAX_BUNDLED` frames for each of
-//!   them: the acknowledgements a frame costs are bounded.
+//!   The failed request stream is never polled again.
+//! - A batch holds at most `BATCH` + `MAX_BUNDLED` frames: when the frames
+//!   carriers bring fill one, it goes to verification before the rest of
+//!   the chunk is read, so the acknowledgements in flight (`DEPTH` batches a
+//!   stage) are bounded whatever the frames carry.
 //! - A peer removed by a reload, or whose certificate a reloaded CRL revokes,
 //!   has its open streams closed with PERMISSION_DENIED saying why.
 //! - A temporary refusal (clock skew, signing key not pinned yet, storage full
@@ -111,6 +113,7 @@ fn ack(seq: u64, r: Ingested) -> PushAck {
 
 /// The frames of one batch in stream order: each frame's seq, and the ack
 /// already decided for frames refused before ingest (no envelope).
+#[derive(Default)]
 struct Frames {
     seqs: Vec<u64>,
     early: Vec<Option<PushAck>>,
@@ -371,14 +374,17 @@ async fn read_frames(
                     })),
                 }
             }
-        }
-        if !batch.seqs.is_empty() {
-            let node = node.clone();
-            let peer = peer.clone();
-            let job = tokio::spawn(async move { prepare(&node, Some(&peer), envs, chains).await });
-            if tx.send(Verifying::Batch(job, batch)).await.is_err() {
-                return;
+            // Frames that carriers brought filled the batch: it goes now.
+            if batch.seqs.len() >= BATCH {
+                let full = std::mem::take(&mut batch);
+                let (e, c) = (std::mem::take(&mut envs), std::mem::take(&mut chains));
+                if !verify(&node, &peer, &tx, full, e, c).await {
+                    return;
+                }
             }
+        }
+        if !batch.seqs.is_empty() && !verify(&node, &peer, &tx, batch, envs, chains).await {
+            return;
         }
         if let Some(s) = refused {
             tracing::warn!(%peer, code = ?s.code(), reason = %s.message(), "push stream ended with an error");
@@ -391,6 +397,22 @@ async fn read_frames(
             return;
         }
     }
+}
+
+/// Starts verifying `batch` (its envelopes and their chains) and hands it to
+/// stage 2; false when stage 2 is gone.
+async fn verify(
+    node: &Arc<Node>,
+    peer: &str,
+    tx: &mpsc::Sender<Verifying>,
+    batch: Frames,
+    envs: Vec<crate::proto::v1::SignedEnvelope>,
+    chains: Vec<crate::service::ingest::Custody>,
+) -> bool {
+    let node = node.clone();
+    let peer = peer.to_string();
+    let job = tokio::spawn(async move { prepare(&node, Some(&peer), envs, chains).await });
+    tx.send(Verifying::Batch(job, batch)).await.is_ok()
 }
 
 /// Stage 2: takes verified batches in stream order and queues their commits

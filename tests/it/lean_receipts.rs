@@ -227,3 +227,49 @@ async fn a_carrier_bringing_too_many_frames_closes_the_stream() {
     );
     b.shutdown().await.unwrap();
 }
+
+/// Carriers whose frames fill more than one batch (512 frames): the batch is
+/// cut where they fill it, and every frame is still answered, in stream
+/// order, and stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn carriers_filling_several_batches_are_answered_in_order() {
+    let fed = Fed::new(&["node-a", "node-b"], &[(0, 1)]);
+    let b = fed.start(1).await;
+    let pem = std::fs::read_to_string(fed.pki.path("node-a.sign.key")).unwrap();
+    let key = Signer::from_pkcs8_pem("node-a", &pem).unwrap();
+    let mut seq = 0;
+    let mut ids = Vec::new();
+    let mut carriers = Vec::new();
+    for _ in 0..2 {
+        let mut inner = Vec::new();
+        for _ in 0..600 {
+            seq += 1;
+            let env = seal(&key, draft(&format!("carried {seq}")));
+            ids.push(
+                EnvelopeHeader::decode(env.header.as_slice())
+                    .unwrap()
+                    .message_id,
+            );
+            inner.push(framed(seq, Some(env), vec![]));
+        }
+        carriers.push(framed(0, None, inner));
+    }
+    let mut fc = federation_client(&fed.pki, &fed.addr(1), "node-a", Some("node-b")).await;
+    let mut acks = fc
+        .push(tokio_stream::iter(carriers))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut got = Vec::new();
+    while let Some(a) = acks.message().await.unwrap() {
+        assert_eq!(a.outcome, PushOutcome::Accepted as i32, "{a:?}");
+        got.push(a.seq);
+    }
+    assert_eq!(
+        got,
+        (1..=1200).collect::<Vec<u64>>(),
+        "every frame, in order"
+    );
+    assert!(holds(&fed, 1, &ids[0]).await && holds(&fed, 1, &ids[1199]).await);
+    b.shutdown().await.unwrap();
+}
