@@ -8,9 +8,14 @@
 //!   commits are queued in stream order (`ingest::submit`), and their
 //!   acknowledgements sent in that order.
 //! - Any error on the incoming stream (a frame that does not decode, a frame
-//!   over the transport limit, the peer gone) ends the stream once: the frames
-//!   before it are answered, then the stream closes with a status saying why,
-//!   logged once. The failed request stream is never polled again.
+//!   over the transport limit, a carrier bringing more than `MAX_BUNDLED`
+//!   frames, the peer gone) ends the stream once: the frames before it are
+//!   answered, then the stream closes with a status saying why, logged once.
+//!   The failed request stream is never polled again.
+//! - A batch holds at most `BATCH` + `MAX_BUNDLED` frames: when the frames
+//!   carriers bring fill one, it goes to verification before the rest of
+//!   the chunk is read, so the acknowledgements in flight (`DEPTH` batches a
+//!   stage) are bounded whatever the frames carry.
 //! - A peer removed by a reload, or whose certificate a reloaded CRL revokes,
 //!   has its open streams closed with PERMISSION_DENIED saying why.
 //! - A temporary refusal (clock skew, signing key not pinned yet, storage full
@@ -37,6 +42,11 @@ use tonic::{Code, Request, Response, Status, Streaming};
 const BATCH: usize = 512;
 /// Batches in each stage of the pipeline at once.
 const DEPTH: usize = 4;
+/// Most frames one carrier frame may bring (a sender packs at most
+/// `service::links::BUNDLE_MAX_FRAMES`). Each is answered on its own: without
+/// a bound, a carrier of empty frames (three bytes each) would turn one frame
+/// within the transport limit into a hundred thousand acknowledgements.
+const MAX_BUNDLED: usize = 1024;
 
 pub struct FederationApi {
     node: Arc<Node>,
@@ -103,6 +113,7 @@ fn ack(seq: u64, r: Ingested) -> PushAck {
 
 /// The frames of one batch in stream order: each frame's seq, and the ack
 /// already decided for frames refused before ingest (no envelope).
+#[derive(Default)]
 struct Frames {
     seqs: Vec<u64>,
     early: Vec<Option<PushAck>>,
@@ -294,6 +305,7 @@ async fn read_frames(
         let mut envs = Vec::with_capacity(chunk.len());
         let mut chains = Vec::with_capacity(chunk.len());
         let mut failed = None;
+        let mut refused = None;
         for f in chunk {
             let mut f = match f {
                 Ok(f) => f,
@@ -315,6 +327,14 @@ async fn read_frames(
             // Lean receipts: a carrier frame (no envelope) brings frames
             // that are taken one by one, as if sent alone.
             let inner = std::mem::take(&mut f.bundled);
+            if inner.len() > MAX_BUNDLED {
+                refused = Some(Status::invalid_argument(format!(
+                    "a frame brings {} bundled frames; {} takes at most {MAX_BUNDLED} in one. The stream is closed; the frames before it were answered",
+                    inner.len(),
+                    node.id
+                )));
+                break;
+            }
             let carrier = f.envelope.is_none() && !inner.is_empty();
             let own = (!carrier).then_some((f, false));
             for (f, nested) in own.into_iter().chain(inner.into_iter().map(|f| (f, true))) {
@@ -354,14 +374,22 @@ async fn read_frames(
                     })),
                 }
             }
-        }
-        if !batch.seqs.is_empty() {
-            let node = node.clone();
-            let peer = peer.clone();
-            let job = tokio::spawn(async move { prepare(&node, Some(&peer), envs, chains).await });
-            if tx.send(Verifying::Batch(job, batch)).await.is_err() {
-                return;
+            // Frames that carriers brought filled the batch: it goes now.
+            if batch.seqs.len() >= BATCH {
+                let full = std::mem::take(&mut batch);
+                let (e, c) = (std::mem::take(&mut envs), std::mem::take(&mut chains));
+                if !verify(&node, &peer, &tx, full, e, c).await {
+                    return;
+                }
             }
+        }
+        if !batch.seqs.is_empty() && !verify(&node, &peer, &tx, batch, envs, chains).await {
+            return;
+        }
+        if let Some(s) = refused {
+            tracing::warn!(%peer, code = ?s.code(), reason = %s.message(), "push stream ended with an error");
+            let _ = tx.send(Verifying::End(s)).await;
+            return;
         }
         if let Some(s) = failed {
             let status = stream_failed(&node, &peer, &s);
@@ -369,6 +397,22 @@ async fn read_frames(
             return;
         }
     }
+}
+
+/// Starts verifying `batch` (its envelopes and their chains) and hands it to
+/// stage 2; false when stage 2 is gone.
+async fn verify(
+    node: &Arc<Node>,
+    peer: &str,
+    tx: &mpsc::Sender<Verifying>,
+    batch: Frames,
+    envs: Vec<crate::proto::v1::SignedEnvelope>,
+    chains: Vec<crate::service::ingest::Custody>,
+) -> bool {
+    let node = node.clone();
+    let peer = peer.to_string();
+    let job = tokio::spawn(async move { prepare(&node, Some(&peer), envs, chains).await });
+    tx.send(Verifying::Batch(job, batch)).await.is_ok()
 }
 
 /// Stage 2: takes verified batches in stream order and queues their commits

@@ -408,6 +408,17 @@ fn check_chain(
     Ok((path, false))
 }
 
+/// Whether `reason`, refusing a verified envelope, is about the chain of
+/// custody the peer sent with it ([`check_chain`]'s refusals): another copy
+/// of the same message, over another way, may be admitted.
+pub fn refuses_the_chain(reason: &Rejection) -> bool {
+    match reason {
+        Rejection::Malformed(m) => m.starts_with("chain of custody: "),
+        Rejection::Policy(m) => m.starts_with("loop: ") || m.starts_with("hop limit exceeded: "),
+        _ => false,
+    }
+}
+
 /// What this node learns from a payload it can read.
 #[derive(Default)]
 struct Parsed {

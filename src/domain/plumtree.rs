@@ -779,9 +779,12 @@ impl Plumtree {
         out
     }
 
-    /// This node refused message `id` (policy, a bad signature, …): it is no
-    /// longer waited for — no graft asks for it again — and later
-    /// announcements of it are ignored for `remember_ms`. No HAVE is sent
+    /// This node refused message `id` (policy, an invalid payload, …: the
+    /// message itself, verified; a copy whose signature or chain of custody
+    /// fails says nothing of the message its header names, and the caller
+    /// does not call this for it): it is no longer waited for — no graft
+    /// asks for it again — and later announcements of it are ignored for
+    /// `remember_ms`. No HAVE is sent
     /// (the node does not hold it); an announcer's kept copy comes once.
     pub fn refused(&mut self, now_ms: i64, id: &str) {
         if let Some(m) = self.missing.remove(id) {

@@ -5,10 +5,13 @@
 //! `domain::admission::entitled` lets go to that peer, queued in the outbox
 //! (`service::resend::queue_and_wake`, which also releases a copy parked
 //! for that peer). A HAVE completes the copies parked for the peer that
-//! sent it; announced ids already held are answered with HAVE. Hop counts
-//! with announcements (one per id, bounded, or ignored) and GRAFT-ORIGIN
-//! (valid node ids, counted against the peer's rate) only move links
-//! between eager and lazy: they never make this node send anything a
+//! sent it; announced ids already held are answered with HAVE. A PRUNE
+//! names only federation members (a key pinned here) or this node (others
+//! are ignored and counted), so a peer cannot take the machine's trees for
+//! made-up origins.
+//! Hop counts with announcements (one per id, bounded, or ignored) and
+//! GRAFT-ORIGIN (valid node ids, counted against the peer's rate) only move
+//! links between eager and lazy: they never make this node send anything a
 //! graft or policy would not. Requests for a shorter copy (`want_shorter`,
 //! `domain::hop_limit`; a graft for a message stopped here at its hop limit
 //! counts as one) are bounded like grafts, only for messages held here
@@ -157,17 +160,38 @@ pub async fn received(node: &Node, peer: &str, f: Frame) {
             tracing::debug!(%peer, "gossip prune naming an invalid origin ignored");
             return;
         }
-        // A prune from the peer this node took as a shortcut is answered
-        // with GRAFT-ORIGIN (see `domain::plumtree`).
-        let mut inner = g.lock();
-        let out = inner.tree.handle(
-            now,
-            Event::Prune {
-                from: peer.into(),
-                origins: f.prune_origins,
-            },
-        );
-        dispatch(&node.metrics, &mut inner, out);
+        // Only federation members (a key pinned here) and this node have
+        // trees: a made-up origin would hold one of the machine's
+        // `max_origins` for good (and a prune naming none walks them all).
+        // A prune naming only such origins is not a prune of every origin.
+        let named = f.prune_origins.len();
+        let origins: Vec<String> = {
+            let keys = node.keys();
+            f.prune_origins
+                .into_iter()
+                .filter(|o| *o == node.id || keys.is_member(o))
+                .collect()
+        };
+        if origins.len() < named {
+            refuse(
+                &node.metrics,
+                "unknown_origin",
+                (named - origins.len()) as u64,
+            );
+        }
+        if named == 0 || !origins.is_empty() {
+            // A prune from the peer this node took as a shortcut is answered
+            // with GRAFT-ORIGIN (see `domain::plumtree`).
+            let mut inner = g.lock();
+            let out = inner.tree.handle(
+                now,
+                Event::Prune {
+                    from: peer.into(),
+                    origins,
+                },
+            );
+            dispatch(&node.metrics, &mut inner, out);
+        }
     }
     if !ihave.is_empty() {
         // One index lookup each: what is held here is not missing.

@@ -450,6 +450,7 @@ async fn try_prepare(
         let custody_len = u32::try_from(custody.hops.len()).unwrap_or(u32::MAX);
         // Only a verified header's flag moves a refusal out of the real series.
         let exercise = verdict.as_ref().is_ok_and(|v| v.header.exercise);
+        let verified = verdict.is_ok();
         let input = Input {
             envelope,
             verdict,
@@ -657,7 +658,15 @@ async fn try_prepare(
                 let from = from_peer.unwrap_or("self");
                 // Plumtree: a refused message is not asked for again (a
                 // graft loop for a message this node will never take).
-                if from_peer.is_some() && deferrable(&reason).is_none() {
+                // Only a refusal of the message itself: not of an envelope
+                // whose signature does not verify (its id may be any, e.g.
+                // one announced here and still missing), nor of the chain
+                // the peer sent with it (another copy may be admitted).
+                if from_peer.is_some()
+                    && verified
+                    && deferrable(&reason).is_none()
+                    && !admission::refuses_the_chain(&reason)
+                {
                     node.gossip.refused(&id_hint());
                 }
                 // A roster message refused (as one a peer floods, or one

@@ -339,7 +339,7 @@ impl Metrics {
         );
         r.register(
             "gossip_refused",
-            "Plumtree input from peers ignored, by reason (rate, malformed, not_entitled, disabled, link_queue_full)",
+            "Plumtree input from peers ignored, by reason (rate, malformed, unknown_origin, not_entitled, disabled, link_queue_full)",
             m.gossip_refused.clone(),
         );
         r.register(

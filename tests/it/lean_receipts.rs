@@ -192,3 +192,84 @@ async fn a_bundle_is_taken_frame_by_frame() {
     );
     b.shutdown().await.unwrap();
 }
+
+/// A carrier frame is answered frame by frame, so one bringing a hundred
+/// thousand empty frames (three bytes each, within the transport limit)
+/// would make a hundred thousand acknowledgements in one batch: the stream
+/// is closed instead, saying why, after the frames before it are answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_carrier_bringing_too_many_frames_closes_the_stream() {
+    let fed = Fed::new(&["node-a", "node-b"], &[(0, 1)]);
+    let b = fed.start(1).await;
+    let pem = std::fs::read_to_string(fed.pki.path("node-a.sign.key")).unwrap();
+    let key = Signer::from_pkcs8_pem("node-a", &pem).unwrap();
+    let before = framed(1, Some(seal(&key, draft("before the carrier"))), vec![]);
+    let carrier = framed(0, None, vec![PushFrame::default(); 100_000]);
+    let mut fc = federation_client(&fed.pki, &fed.addr(1), "node-a", Some("node-b")).await;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(before).await.unwrap();
+    tx.send(carrier).await.unwrap();
+    let mut acks = fc
+        .push(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = acks.message().await.unwrap().expect("the frame before");
+    assert_eq!(first.seq, 1);
+    assert_eq!(first.outcome, PushOutcome::Accepted as i32, "{first:?}");
+    let end = acks.message().await;
+    drop(tx);
+    let s = end.expect_err("the stream is closed, not 100,000 acknowledgements");
+    assert_eq!(s.code(), tonic::Code::InvalidArgument, "{s:?}");
+    assert!(
+        s.message().contains("100000 bundled frames") && s.message().contains("at most 1024"),
+        "{s:?}"
+    );
+    b.shutdown().await.unwrap();
+}
+
+/// Carriers whose frames fill more than one batch (512 frames): the batch is
+/// cut where they fill it, and every frame is still answered, in stream
+/// order, and stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn carriers_filling_several_batches_are_answered_in_order() {
+    let fed = Fed::new(&["node-a", "node-b"], &[(0, 1)]);
+    let b = fed.start(1).await;
+    let pem = std::fs::read_to_string(fed.pki.path("node-a.sign.key")).unwrap();
+    let key = Signer::from_pkcs8_pem("node-a", &pem).unwrap();
+    let mut seq = 0;
+    let mut ids = Vec::new();
+    let mut carriers = Vec::new();
+    for _ in 0..2 {
+        let mut inner = Vec::new();
+        for _ in 0..600 {
+            seq += 1;
+            let env = seal(&key, draft(&format!("carried {seq}")));
+            ids.push(
+                EnvelopeHeader::decode(env.header.as_slice())
+                    .unwrap()
+                    .message_id,
+            );
+            inner.push(framed(seq, Some(env), vec![]));
+        }
+        carriers.push(framed(0, None, inner));
+    }
+    let mut fc = federation_client(&fed.pki, &fed.addr(1), "node-a", Some("node-b")).await;
+    let mut acks = fc
+        .push(tokio_stream::iter(carriers))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut got = Vec::new();
+    while let Some(a) = acks.message().await.unwrap() {
+        assert_eq!(a.outcome, PushOutcome::Accepted as i32, "{a:?}");
+        got.push(a.seq);
+    }
+    assert_eq!(
+        got,
+        (1..=1200).collect::<Vec<u64>>(),
+        "every frame, in order"
+    );
+    assert!(holds(&fed, 1, &ids[0]).await && holds(&fed, 1, &ids[1199]).await);
+    b.shutdown().await.unwrap();
+}

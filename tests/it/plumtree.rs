@@ -963,3 +963,168 @@ async fn amber_for_r_after_it_passed(restart_n: bool, how: &str) {
     alert.tlp = Tlp::Amber as i32;
     r_starts_after_it_passed(alert, &["node-r"], restart_n, how).await;
 }
+
+/// A peer (a test client with node-a's certificate, while node-a's real
+/// link to b is up) announces three ids and then pushes a copy of each that
+/// b refuses: one whose signature does not verify (its header may name any
+/// id, e.g. one another peer announced), one genuine but with a chain of
+/// custody that does not lead to the sender (another copy may come over a
+/// good one), and one genuine whose payload is invalid (the message itself).
+/// Only the last is no longer waited for: the others are still grafted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_refusal_of_the_message_itself_stops_its_grafts() {
+    use certfed::domain::envelope::{Draft, seal};
+    use certfed::domain::keys::Signer;
+    use prost::Message;
+    let fed = plumtree_fed(&["node-a", "node-b", "node-c"], &[(0, 1)]);
+    let a = fed.start(0).await;
+    let b = fed.start(1).await;
+    let up = eventually(Duration::from_secs(30), || async {
+        b.node.gossip.sets().0.contains("node-a")
+    })
+    .await;
+    assert!(up, "node-a is in b's tree");
+    let signer = |id: &str| {
+        let pem = std::fs::read_to_string(fed.pki.path(&format!("{id}.sign.key"))).unwrap();
+        Signer::from_pkcs8_pem(id, &pem).unwrap()
+    };
+    let draft = |alert: Alert| Draft {
+        message_id: uuid::Uuid::now_v7().to_string(),
+        kind: MessageKind::Alert,
+        tlp: Tlp::Green,
+        recipients: vec![],
+        created_ms: certfed::service::now_ms(),
+        expires_ms: None,
+        hop_limit: 8,
+        exercise: false,
+        encrypted: false,
+        payload: alert.encode_to_vec(),
+    };
+    let id_of = |e: &SignedEnvelope| {
+        EnvelopeHeader::decode(e.header.as_slice())
+            .unwrap()
+            .message_id
+    };
+    let mut forged = seal(&signer("node-a"), draft(green_alert("forged")));
+    forged.signature[0] ^= 1;
+    let no_chain = seal(
+        &signer("node-c"),
+        draft(green_alert("c's, from a without a chain")),
+    );
+    let mut empty = green_alert("");
+    empty.title.clear();
+    let invalid = seal(&signer("node-a"), draft(empty));
+    let ids = [id_of(&forged), id_of(&no_chain), id_of(&invalid)];
+    let bytes = |id: &str| uuid::Uuid::parse_str(id).unwrap().as_bytes().to_vec();
+    let mut frames = vec![gossip_frame(Gossip {
+        ihave: ids.iter().map(|i| bytes(i)).collect(),
+        ..Default::default()
+    })];
+    for (seq, env) in [forged, no_chain, invalid].into_iter().enumerate() {
+        frames.push(PushFrame {
+            seq: seq as u64 + 1,
+            envelope: Some(env),
+            ..Default::default()
+        });
+    }
+    let mut fc = federation_client(&fed.pki, &fed.addr(1), "node-a", Some("node-b")).await;
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    for f in frames {
+        tx.send(f).await.unwrap();
+    }
+    let mut acks = fc
+        .push(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut reasons = Vec::new();
+    for _ in 0..3 {
+        let ack = acks.message().await.unwrap().expect("an ack per envelope");
+        assert_eq!(ack.outcome, PushOutcome::Rejected as i32, "{ack:?}");
+        reasons.push(ack.reason);
+    }
+    drop(tx);
+    assert!(reasons[0].contains("bad signature"), "{reasons:?}");
+    assert!(reasons[1].contains("chain of custody"), "{reasons:?}");
+    assert!(reasons[2].contains("invalid payload"), "{reasons:?}");
+    // (Within the graft tries: 16 of 500 ms each.)
+    let (missing, held): (Vec<String>, Vec<bool>) = {
+        let g = b.node.gossip.lock();
+        (
+            g.tree.missing().map(str::to_string).collect(),
+            ids.iter().map(|i| g.tree.holds(i)).collect(),
+        )
+    };
+    for (k, what) in ["a forged copy", "a copy with a bad chain"]
+        .iter()
+        .enumerate()
+    {
+        assert!(
+            missing.contains(&ids[k]) && !held[k],
+            "still waited for after {what}: {missing:?}"
+        );
+    }
+    assert!(
+        !missing.contains(&ids[2]) && held[2],
+        "a message refused for itself is no longer grafted"
+    );
+    for n in [a, b] {
+        n.shutdown().await.unwrap();
+    }
+}
+
+/// A peer's PRUNE naming origins that are no federation members (valid
+/// names, made up) is not taken: each would hold one of the machine's
+/// `max_origins` trees for good (an origin beyond them floods), and a
+/// PRUNE naming none walks every tree. Here a test client with node-a's
+/// certificate names 4,096 made-up origins (four frames: the trees are then
+/// full) and one member; b takes only the member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prune_naming_made_up_origins_takes_no_tree() {
+    let fed = plumtree_fed(&["node-a", "node-b", "node-c"], &[(0, 1)]);
+    let a = fed.start(0).await;
+    let b = fed.start(1).await;
+    let up = eventually(Duration::from_secs(30), || async {
+        b.node.gossip.sets().0.contains("node-a")
+    })
+    .await;
+    assert!(up, "node-a is in b's tree");
+    let mut frames: Vec<PushFrame> = (0..4)
+        .map(|k| {
+            gossip_frame(Gossip {
+                prune: true,
+                prune_origins: (0..1024).map(|i| format!("made-up-{k}-{i}")).collect(),
+                ..Default::default()
+            })
+        })
+        .collect();
+    frames.push(gossip_frame(Gossip {
+        prune: true,
+        prune_origins: vec!["node-c".into()],
+        ..Default::default()
+    }));
+    // An envelope after them: its acknowledgement comes after they were taken.
+    frames.push(PushFrame {
+        seq: 1,
+        envelope: Some(SignedEnvelope::default()),
+        ..Default::default()
+    });
+    let mut fc = federation_client(&fed.pki, &fed.addr(1), "node-a", Some("node-b")).await;
+    let mut acks = fc
+        .push(tokio_stream::iter(frames))
+        .await
+        .unwrap()
+        .into_inner();
+    let ack = acks.message().await.unwrap().expect("the envelope's ack");
+    assert_eq!(ack.seq, 1, "{ack:?}");
+    let (origins, lazy) = {
+        let g = b.node.gossip.lock();
+        (g.tree.origins(), g.tree.lazy("node-c"))
+    };
+    assert!(origins <= 3, "only members' trees: {origins}");
+    assert!(lazy.contains("node-a"), "the member named is taken");
+    assert!(refused(&b, "unknown_origin") >= 4096);
+    for n in [a, b] {
+        n.shutdown().await.unwrap();
+    }
+}
