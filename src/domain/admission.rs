@@ -387,20 +387,20 @@ fn check_chain(
         hops,
         checked,
     )
-    .map_err(|e| Rejection::Malformed(format!("chain of custody: {e}")))?;
+    .map_err(|e| Rejection::Malformed(format!("{CHAIN_REFUSED}{e}")))?;
     let path = path_of(&h.origin, created, &records);
     if path.iter().any(|(node, _)| node == view.me) {
         if returning {
             return Ok((path, true));
         }
         return Err(Rejection::Policy(format!(
-            "loop: {} is already on the path",
+            "{LOOP_REFUSED}{} is already on the path",
             view.me
         )));
     }
     if path.len() as u64 > u64::from(h.hop_limit) {
         return Err(Rejection::Policy(format!(
-            "hop limit exceeded: {} hops taken, the origin allowed {}",
+            "{HOP_LIMIT_REFUSED}{} hops taken, the origin allowed {}",
             path.len(),
             h.hop_limit
         )));
@@ -408,13 +408,19 @@ fn check_chain(
     Ok((path, false))
 }
 
+/// How [`check_chain`]'s refusals begin (one constant for the text and for
+/// [`refuses_the_chain`], so that rewording one cannot silently break the other).
+const CHAIN_REFUSED: &str = "chain of custody: ";
+const LOOP_REFUSED: &str = "loop: ";
+const HOP_LIMIT_REFUSED: &str = "hop limit exceeded: ";
+
 /// Whether `reason`, refusing a verified envelope, is about the chain of
 /// custody the peer sent with it ([`check_chain`]'s refusals): another copy
 /// of the same message, over another way, may be admitted.
 pub fn refuses_the_chain(reason: &Rejection) -> bool {
     match reason {
-        Rejection::Malformed(m) => m.starts_with("chain of custody: "),
-        Rejection::Policy(m) => m.starts_with("loop: ") || m.starts_with("hop limit exceeded: "),
+        Rejection::Malformed(m) => m.starts_with(CHAIN_REFUSED),
+        Rejection::Policy(m) => m.starts_with(LOOP_REFUSED) || m.starts_with(HOP_LIMIT_REFUSED),
         _ => false,
     }
 }

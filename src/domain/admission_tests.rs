@@ -251,6 +251,25 @@ fn loops_forged_chains_and_hop_limits_are_refused() {
         panic!("admitted")
     };
     assert!(row.forward_to.is_empty());
+    // Hop limit 1: a-b-c is one hop too many for c.
+    let env = envelope(0, Tlp::Green, &[], 1, false);
+    let hops = chain(&env, 0, &[1]);
+    match decide_one(2, &[], env, Some("node-b"), hops) {
+        Decision::Refuse { reason, .. } => {
+            assert!(reason.to_string().contains("hop limit"), "{reason}");
+            assert!(refuses_the_chain(&reason), "a shorter copy may come");
+        }
+        d => panic!("{d:?}"),
+    }
+    // Refusals of the message itself are not about the chain.
+    for own in [
+        Rejection::BadSignature,
+        Rejection::InvalidPayload("x".into()),
+        Rejection::Policy("TLP:RED is never relayed".into()),
+        Rejection::Malformed("header: x".into()),
+    ] {
+        assert!(!refuses_the_chain(&own), "{own}");
+    }
 }
 
 #[test]
