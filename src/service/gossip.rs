@@ -514,10 +514,14 @@ pub async fn announce_stopped(node: std::sync::Arc<Node>, peer: String) {
 }
 
 /// Asks this node's peers (those the forwarding policy lets see the message,
-/// whatever the hop limit, and those on its path; not `except`) for a copy
-/// of `m` (a broadcast, or a message to named recipients) that crossed at
-/// most `k` links to reach them. Returns how many were asked.
-fn ask_shorter(node: &Node, m: &StoredMessage, k: usize, except: &str) -> usize {
+/// whatever the hop limit, and those on its path; not `requester`, the peer
+/// whose request this passes on) for a copy of `m` (a broadcast, or a
+/// message to named recipients) that crossed at most `k` links to reach
+/// them. Each peer asked is charged to the requester's gossip rate, as an id
+/// it sent: every peer asked may answer with a full copy, so without the
+/// charge one request would cost the requester one id and bring this node as
+/// many copies as it has peers. Returns how many were asked.
+fn ask_shorter(node: &Node, m: &StoredMessage, k: usize, requester: &str) -> usize {
     let Ok(h) = EnvelopeHeader::decode(m.header.as_slice()) else {
         return 0;
     };
@@ -525,12 +529,20 @@ fn ask_shorter(node: &Node, m: &StoredMessage, k: usize, except: &str) -> usize 
         return 0;
     }
     let path: Vec<String> = m.path.iter().map(|p| p.node.clone()).collect();
-    let peers: Vec<String> = entitled_peers(node, &h, &path, u32::MAX)
+    let mut peers: Vec<String> = entitled_peers(node, &h, &path, u32::MAX)
         .into_iter()
         // A bound of 0 only the origin meets.
-        .filter(|p| p.id != except && (k > 0 || p.id == h.origin))
+        .filter(|p| p.id != requester && (k > 0 || p.id == h.origin))
         .map(|p| p.id)
         .collect();
+    let room = node.gossip.take(requester, peers.len());
+    if room < peers.len() {
+        refuse(&node.metrics, "rate", (peers.len() - room) as u64);
+        peers.truncate(room);
+    }
+    if peers.is_empty() {
+        return 0;
+    }
     node.gossip
         .want_shorter(&node.metrics, &peers, &m.message_id, k)
 }

@@ -1128,3 +1128,101 @@ async fn a_prune_naming_made_up_origins_takes_no_tree() {
         n.shutdown().await.unwrap();
     }
 }
+
+/// A request for a shorter copy that this node passes on costs the
+/// requester, against its gossip rate, one id per peer asked: each peer
+/// asked may answer with a full copy, so otherwise one id of a peer's
+/// budget would bring this node as many copies as it has peers (8,192 ids a
+/// second, times the degree). Line x – y – c – b, and a (a test client with
+/// node-a's certificate) a peer of b: b holds x's messages over three links;
+/// a spends all but nine of its second's ids on HAVE, then asks for a copy
+/// over at most two links of each of eight messages. b takes the eight
+/// requests (eight ids) and may pass on at most one (one id left; without
+/// the charge it asked c for all eight). The sequence is played again when
+/// it crossed a second (the rate's window).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_for_a_shorter_copy_passed_on_are_charged_to_the_requester() {
+    let fed = plumtree_fed(
+        &["node-a", "node-b", "node-c", "node-y", "node-x"],
+        &[(0, 1), (1, 2), (2, 3), (3, 4)],
+    );
+    let mut nodes = Vec::new();
+    for i in 1..5 {
+        nodes.push(fed.start(i).await);
+    }
+    let b = &nodes[0];
+    let up = eventually(Duration::from_secs(30), || async {
+        b.node.gossip.sets().0.contains("node-c")
+            && nodes[3].node.gossip.sets().0.contains("node-y")
+    })
+    .await;
+    assert!(up, "the line is linked");
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        let id = publish_on(&fed, 4, green_alert(&format!("from x {i}")), &[]).await;
+        ids.push(id);
+    }
+    for id in &ids {
+        assert!(arrives(&fed, 1, id, Duration::from_secs(30)).await);
+        assert_eq!(
+            relays_at(&fed, 1, id).await,
+            ["node-y", "node-c", "node-b"],
+            "b holds it over three links"
+        );
+    }
+    let id_bytes = |id: &str| uuid::Uuid::parse_str(id).unwrap().as_bytes().to_vec();
+    let second = || certfed::service::now_ms() / 1000;
+    for attempt in 0..5 {
+        // Past the rate's window of any earlier attempt, and past the time
+        // b asks again for the same message and bound.
+        tokio::time::sleep(Duration::from_millis(2_100)).await;
+        let (asked, rate) = (sent(b, "want_shorter"), refused(b, "rate"));
+        // 8,192 ids a second: 8,183 on HAVE (for ids b does not hold).
+        let mut frames: Vec<PushFrame> = (0..8)
+            .map(|k| {
+                gossip_frame(Gossip {
+                    have: (0..if k < 7 { 1024 } else { 1015 })
+                        .map(|_| uuid::Uuid::now_v7().as_bytes().to_vec())
+                        .collect(),
+                    ..Default::default()
+                })
+            })
+            .collect();
+        frames.push(gossip_frame(Gossip {
+            want_shorter: ids.iter().map(|i| id_bytes(i)).collect(),
+            want_shorter_hops: vec![2; ids.len()],
+            ..Default::default()
+        }));
+        // Its acknowledgement comes after b took the frames before it.
+        frames.push(PushFrame {
+            seq: 1,
+            envelope: Some(SignedEnvelope::default()),
+            ..Default::default()
+        });
+        let started = second();
+        let mut fc = federation_client(&fed.pki, &fed.addr(1), "node-a", Some("node-b")).await;
+        let mut acks = fc
+            .push(tokio_stream::iter(frames))
+            .await
+            .unwrap()
+            .into_inner();
+        let ack = acks.message().await.unwrap().expect("the envelope's ack");
+        assert_eq!(ack.seq, 1, "{ack:?}");
+        if second() != started {
+            eprintln!("attempt {attempt} crossed a second; again");
+            continue;
+        }
+        let passed_on = sent(b, "want_shorter") - asked;
+        assert!(
+            passed_on <= 1,
+            "b passed on {passed_on} request(s) with one id of a's budget left (rate refusals {})",
+            refused(b, "rate") - rate
+        );
+        assert!(refused(b, "rate") - rate >= 7, "the rest counted");
+        for n in nodes {
+            n.shutdown().await.unwrap();
+        }
+        return;
+    }
+    panic!("every attempt crossed a second");
+}
