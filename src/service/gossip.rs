@@ -18,7 +18,9 @@
 //! (broadcasts, and messages to named recipients: a relay keeps their
 //! ciphertext until it is `storage.relay_keep_secs` old, so that it can
 //! answer), answered within the same policy, and sent on to this node's
-//! peers at most once per message and bound. What is held stopped at its
+//! peers at most once per message and bound, each peer asked charged to the
+//! requester's rate (so one id of its budget brings this node at most one
+//! copy, whatever this node's degree). What is held stopped at its
 //! limit is announced again to a peer whose link comes up
 //! ([`announce_stopped`]: what the trees remember and the relayed ciphertext
 //! still kept, which a restart does not forget; a bounded number, one store
