@@ -7,7 +7,6 @@
 use crate::common::*;
 use crate::fedtools::{sample, scrape};
 use certfed::domain::envelope::{Draft, seal};
-use certfed::domain::keys::Signer;
 use certfed::proto::v1::*;
 use prost::Message;
 use std::time::Duration;
@@ -135,8 +134,7 @@ async fn a_bundle_is_taken_frame_by_frame() {
     // b listens; the test plays node-a and never starts it.
     let fed = Fed::new(&["node-a", "node-b"], &[(0, 1)]);
     let b = fed.start(1).await;
-    let pem = std::fs::read_to_string(fed.pki.path("node-a.sign.key")).unwrap();
-    let key = Signer::from_pkcs8_pem("node-a", &pem).unwrap();
+    let key = crate::fedtools::signer_from(&fed.pki, "node-a");
     let good = seal(&key, draft("bundled good"));
     let mut forged = seal(&key, draft("bundled forged"));
     forged.signature[0] ^= 1;
@@ -201,8 +199,7 @@ async fn a_bundle_is_taken_frame_by_frame() {
 async fn a_carrier_bringing_too_many_frames_closes_the_stream() {
     let fed = Fed::new(&["node-a", "node-b"], &[(0, 1)]);
     let b = fed.start(1).await;
-    let pem = std::fs::read_to_string(fed.pki.path("node-a.sign.key")).unwrap();
-    let key = Signer::from_pkcs8_pem("node-a", &pem).unwrap();
+    let key = crate::fedtools::signer_from(&fed.pki, "node-a");
     let before = framed(1, Some(seal(&key, draft("before the carrier"))), vec![]);
     let carrier = framed(0, None, vec![PushFrame::default(); 100_000]);
     let mut fc = federation_client(&fed.pki, &fed.addr(1), "node-a", Some("node-b")).await;
@@ -235,8 +232,7 @@ async fn a_carrier_bringing_too_many_frames_closes_the_stream() {
 async fn carriers_filling_several_batches_are_answered_in_order() {
     let fed = Fed::new(&["node-a", "node-b"], &[(0, 1)]);
     let b = fed.start(1).await;
-    let pem = std::fs::read_to_string(fed.pki.path("node-a.sign.key")).unwrap();
-    let key = Signer::from_pkcs8_pem("node-a", &pem).unwrap();
+    let key = crate::fedtools::signer_from(&fed.pki, "node-a");
     let mut seq = 0;
     let mut ids = Vec::new();
     let mut carriers = Vec::new();

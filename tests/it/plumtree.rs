@@ -220,6 +220,23 @@ fn gossip_frame(g: Gossip) -> PushFrame {
     }
 }
 
+/// Pushes `frames` to node `to` (id `to_id`) as a test client with peer
+/// `as_peer`'s certificate; the acknowledgements.
+async fn push_as(
+    fed: &Fed,
+    to: usize,
+    to_id: &str,
+    as_peer: &str,
+    frames: Vec<PushFrame>,
+) -> tonic::Streaming<PushAck> {
+    federation_client(&fed.pki, &fed.addr(to), as_peer, Some(to_id))
+        .await
+        .push(tokio_stream::iter(frames))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 fn refused(n: &certfed::app::RunningNode, reason: &str) -> u64 {
     n.node
         .metrics
@@ -547,12 +564,7 @@ async fn a_message_stopped_at_its_hop_limit_by_a_long_tree_path_reaches_past_it(
             ..Default::default()
         }),
     ];
-    let mut as_c = federation_client(&fed.pki, &fed.addr(1), "node-c", Some("node-b")).await;
-    let mut acks = as_c
-        .push(tokio_stream::iter(frames))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut acks = push_as(&fed, 1, "node-b", "node-c", frames).await;
     let _ = tokio::time::timeout(Duration::from_secs(30), acks.message()).await;
     let answered = eventually(Duration::from_secs(30), || async {
         b.node.metrics.gossip_shorter_sent.get() > answered
@@ -964,6 +976,19 @@ async fn amber_for_r_after_it_passed(restart_n: bool, how: &str) {
     r_starts_after_it_passed(alert, &["node-r"], restart_n, how).await;
 }
 
+/// a – b linked (c a member, not started), a in b's tree.
+async fn a_in_bs_tree() -> (Fed, certfed::app::RunningNode, certfed::app::RunningNode) {
+    let fed = plumtree_fed(&["node-a", "node-b", "node-c"], &[(0, 1)]);
+    let a = fed.start(0).await;
+    let b = fed.start(1).await;
+    let up = eventually(Duration::from_secs(30), || async {
+        b.node.gossip.sets().0.contains("node-a")
+    })
+    .await;
+    assert!(up, "node-a is in b's tree");
+    (fed, a, b)
+}
+
 /// A peer (a test client with node-a's certificate, while node-a's real
 /// link to b is up) announces three ids and then pushes a copy of each that
 /// b refuses: one whose signature does not verify (its header may name any
@@ -973,33 +998,11 @@ async fn amber_for_r_after_it_passed(restart_n: bool, how: &str) {
 /// Only the last is no longer waited for: the others are still grafted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_a_refusal_of_the_message_itself_stops_its_grafts() {
-    use certfed::domain::envelope::{Draft, seal};
-    use certfed::domain::keys::Signer;
+    use certfed::domain::envelope::seal;
     use prost::Message;
-    let fed = plumtree_fed(&["node-a", "node-b", "node-c"], &[(0, 1)]);
-    let a = fed.start(0).await;
-    let b = fed.start(1).await;
-    let up = eventually(Duration::from_secs(30), || async {
-        b.node.gossip.sets().0.contains("node-a")
-    })
-    .await;
-    assert!(up, "node-a is in b's tree");
-    let signer = |id: &str| {
-        let pem = std::fs::read_to_string(fed.pki.path(&format!("{id}.sign.key"))).unwrap();
-        Signer::from_pkcs8_pem(id, &pem).unwrap()
-    };
-    let draft = |alert: Alert| Draft {
-        message_id: uuid::Uuid::now_v7().to_string(),
-        kind: MessageKind::Alert,
-        tlp: Tlp::Green,
-        recipients: vec![],
-        created_ms: certfed::service::now_ms(),
-        expires_ms: None,
-        hop_limit: 8,
-        exercise: false,
-        encrypted: false,
-        payload: alert.encode_to_vec(),
-    };
+    let (fed, a, b) = a_in_bs_tree().await;
+    let signer = |id: &str| crate::fedtools::signer_from(&fed.pki, id);
+    let draft = |alert: Alert| crate::fedtools::draft(alert.encode_to_vec());
     let id_of = |e: &SignedEnvelope| {
         EnvelopeHeader::decode(e.header.as_slice())
             .unwrap()
@@ -1081,14 +1084,7 @@ async fn only_a_refusal_of_the_message_itself_stops_its_grafts() {
 /// full) and one member; b takes only the member.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prune_naming_made_up_origins_takes_no_tree() {
-    let fed = plumtree_fed(&["node-a", "node-b", "node-c"], &[(0, 1)]);
-    let a = fed.start(0).await;
-    let b = fed.start(1).await;
-    let up = eventually(Duration::from_secs(30), || async {
-        b.node.gossip.sets().0.contains("node-a")
-    })
-    .await;
-    assert!(up, "node-a is in b's tree");
+    let (fed, a, b) = a_in_bs_tree().await;
     let mut frames: Vec<PushFrame> = (0..4)
         .map(|k| {
             gossip_frame(Gossip {
@@ -1109,12 +1105,7 @@ async fn a_prune_naming_made_up_origins_takes_no_tree() {
         envelope: Some(SignedEnvelope::default()),
         ..Default::default()
     });
-    let mut fc = federation_client(&fed.pki, &fed.addr(1), "node-a", Some("node-b")).await;
-    let mut acks = fc
-        .push(tokio_stream::iter(frames))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut acks = push_as(&fed, 1, "node-b", "node-a", frames).await;
     let ack = acks.message().await.unwrap().expect("the envelope's ack");
     assert_eq!(ack.seq, 1, "{ack:?}");
     let (origins, lazy) = {
@@ -1200,12 +1191,7 @@ async fn requests_for_a_shorter_copy_passed_on_are_charged_to_the_requester() {
             ..Default::default()
         });
         let started = second();
-        let mut fc = federation_client(&fed.pki, &fed.addr(1), "node-a", Some("node-b")).await;
-        let mut acks = fc
-            .push(tokio_stream::iter(frames))
-            .await
-            .unwrap()
-            .into_inner();
+        let mut acks = push_as(&fed, 1, "node-b", "node-a", frames).await;
         let ack = acks.message().await.unwrap().expect("the envelope's ack");
         assert_eq!(ack.seq, 1, "{ack:?}");
         if second() != started {
