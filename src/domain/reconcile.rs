@@ -55,9 +55,11 @@
 //!   other side refines it next round, within its own budget) and the
 //!   ranges that need none are still answered; only a range whose
 //!   fingerprint itself needs items ends the reply with one fingerprint
-//!   range over the rest of the set. So a large set with differences spread
-//!   everywhere takes more rounds, never more memory, and no range is
-//!   refined again from the top. The first range that needs items is always
+//!   range over the rest of the set (from the last bound it needs no more
+//!   buckets for: skipped ranges before it are folded in, so a frame whose
+//!   ranges start inside unread buckets loads none of them). So a large set
+//!   with differences spread everywhere takes more rounds, never more
+//!   memory, and no range is refined again from the top. The first range that needs items is always
 //!   answered, so every round makes progress.
 use crate::domain::policy::broadcastable;
 use crate::proto::v1::{ReconcileFrame, ShortIds, SyncBound, SyncRange, Tlp, sync_range};
@@ -789,7 +791,7 @@ pub fn process(
                 last_skip = false;
                 continue;
             }
-            fold_rest(view, &lo, &mut out, &mut missing);
+            fold_within(view, since, &mut out, &mut missing);
             break;
         }
         if out.len() == before && !mine.is_empty() {
@@ -821,6 +823,30 @@ fn fold_rest(view: &BucketView, lo: &Key, out: &mut Vec<Range>, missing: &mut Mi
             mode: Mode::Fingerprint(acc.fingerprint()),
         }),
         None => missing.extend(edge),
+    }
+}
+
+/// Ends a reply over the round's budget with one fingerprint range to
+/// [`Key::END`], reading no bucket beyond those the round already reads: a
+/// range starting inside a bucket that is neither loaded nor asked for (a
+/// skipped range ended there) would need it, so the skipped ranges before it
+/// are folded in too, back to a bound that needs none.
+fn fold_within(view: &BucketView, since: i64, out: &mut Vec<Range>, missing: &mut Missing) {
+    loop {
+        let from = out.last().map_or(Key::at(since), |r| r.upper);
+        let mut edge = Missing::new();
+        if let Some(acc) = view.summary(&from, &Key::END, &mut edge) {
+            out.push(Range {
+                upper: Key::END,
+                mode: Mode::Fingerprint(acc.fingerprint()),
+            });
+            return;
+        }
+        if edge.is_subset(missing) || out.last().is_none_or(|r| r.mode != Mode::Skip) {
+            missing.extend(edge);
+            return;
+        }
+        out.pop();
     }
 }
 

@@ -808,3 +808,66 @@ fn sim_bench() {
     }
     panic!("not done");
 }
+
+/// A hostile frame whose fingerprint ranges each start inside a bucket
+/// (after a skipped range ending there) cannot make a round over its budget
+/// load those buckets one after another: past the budget, a range the sums
+/// cannot answer ends the reply without reading more.
+#[test]
+fn ranges_starting_inside_unread_buckets_keep_a_round_within_its_budget() {
+    let limits = Limits {
+        max_load: 150,
+        ..Limits::default()
+    };
+    let width = 1_000;
+    // 100 buckets of 100 items.
+    let b = spread(10_000, 100 * width);
+    let sb = Side::new(width, &b);
+    let bogus = Mode::Fingerprint([7; FINGERPRINT]);
+    let mut ranges = vec![
+        Range {
+            upper: Key::at(500),
+            mode: bogus.clone(),
+        },
+        Range {
+            upper: Key::at(width),
+            mode: bogus.clone(),
+        },
+    ];
+    for k in 1..99 {
+        ranges.push(Range {
+            upper: Key::at(k * width + 500),
+            mode: Mode::Skip,
+        });
+        ranges.push(Range {
+            upper: Key::at((k + 1) * width),
+            mode: bogus.clone(),
+        });
+    }
+    ranges.push(Range {
+        upper: Key::END,
+        mode: Mode::Skip,
+    });
+    let frame = Frame { ranges };
+    let mut view = sb.view.clone();
+    let mut passes = 0;
+    let step = loop {
+        match process(0, &frame, &view, &limits) {
+            Ok(step) => break step,
+            Err(Error::Need(more)) => {
+                passes += 1;
+                for bk in more {
+                    view.load(bk, sb.items.get(&bk).cloned().unwrap_or_default());
+                }
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert!(
+        view.loaded_items() <= 150 + 2 * 100,
+        "{} items loaded in {passes} passes for a budget of 150",
+        view.loaded_items()
+    );
+    assert!(passes <= 3, "{passes} passes");
+    assert_eq!(step.reply.ranges.last().unwrap().upper, Key::END);
+}
