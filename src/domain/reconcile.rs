@@ -828,25 +828,28 @@ fn fold_rest(view: &BucketView, lo: &Key, out: &mut Vec<Range>, missing: &mut Mi
 
 /// Ends a reply over the round's budget with one fingerprint range to
 /// [`Key::END`], reading no bucket beyond those the round already reads: a
-/// range starting inside a bucket that is neither loaded nor asked for (a
-/// skipped range ended there) would need it, so the skipped ranges before it
-/// are folded in too, back to a bound that needs none.
+/// range starting inside a bucket that is not loaded (a skipped range ended
+/// there) would need it, so the skipped ranges before it are folded in too,
+/// back to a bound that needs none. One pass back over the reply and one
+/// summary (not one per range dropped: a frame of many skipped ranges costs
+/// the ranges plus the buckets, not their product).
 fn fold_within(view: &BucketView, since: i64, out: &mut Vec<Range>, missing: &mut Missing) {
-    loop {
-        let from = out.last().map_or(Key::at(since), |r| r.upper);
-        let mut edge = Missing::new();
-        if let Some(acc) = view.summary(&from, &Key::END, &mut edge) {
-            out.push(Range {
-                upper: Key::END,
-                mode: Mode::Fingerprint(acc.fingerprint()),
-            });
-            return;
-        }
-        if edge.is_subset(missing) || out.last().is_none_or(|r| r.mode != Mode::Skip) {
-            missing.extend(edge);
-            return;
-        }
+    while out
+        .last()
+        .is_some_and(|r| r.mode == Mode::Skip && !view.answers_at(&r.upper))
+    {
         out.pop();
+    }
+    let from = out.last().map_or(Key::at(since), |r| r.upper);
+    let mut edge = Missing::new();
+    match view.summary(&from, &Key::END, &mut edge) {
+        Some(acc) => out.push(Range {
+            upper: Key::END,
+            mode: Mode::Fingerprint(acc.fingerprint()),
+        }),
+        // Only a bound of an answered range, or the start of the set, can
+        // still fall in an unread bucket: that one is needed.
+        None => missing.extend(edge),
     }
 }
 
