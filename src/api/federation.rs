@@ -178,10 +178,15 @@ fn stream_failed(node: &Node, peer: &str, s: &Status) -> Status {
         ),
     };
     if hostile {
-        tracing::warn!(%peer, code = ?status.code(), reason = %status.message(), "push stream ended with an error");
-    } else {
-        tracing::info!(%peer, code = ?status.code(), reason = %status.message(), "push stream ended: the peer went away");
+        return ended_by_peer(peer, status);
     }
+    tracing::info!(%peer, code = ?status.code(), reason = %status.message(), "push stream ended: the peer went away");
+    status
+}
+
+/// A stream ended by what `peer` sent: logged once, as a warning.
+fn ended_by_peer(peer: &str, status: Status) -> Status {
+    tracing::warn!(%peer, code = ?status.code(), reason = %status.message(), "push stream ended with an error");
     status
 }
 
@@ -304,13 +309,14 @@ async fn read_frames(
         };
         let mut envs = Vec::with_capacity(chunk.len());
         let mut chains = Vec::with_capacity(chunk.len());
-        let mut failed = None;
-        let mut refused = None;
+        // The status that ends the stream, if a frame does (sent after the
+        // frames before it are handed on).
+        let mut ended = None;
         for f in chunk {
             let mut f = match f {
                 Ok(f) => f,
                 Err(s) => {
-                    failed = Some(s);
+                    ended = Some(stream_failed(&node, &peer, &s));
                     break;
                 }
             };
@@ -328,11 +334,14 @@ async fn read_frames(
             // that are taken one by one, as if sent alone.
             let inner = std::mem::take(&mut f.bundled);
             if inner.len() > MAX_BUNDLED {
-                refused = Some(Status::invalid_argument(format!(
-                    "a frame brings {} bundled frames; {} takes at most {MAX_BUNDLED} in one. The stream is closed; the frames before it were answered",
-                    inner.len(),
-                    node.id
-                )));
+                ended = Some(ended_by_peer(
+                    &peer,
+                    Status::invalid_argument(format!(
+                        "a frame brings {} bundled frames; {} takes at most {MAX_BUNDLED} in one. The stream is closed; the frames before it were answered",
+                        inner.len(),
+                        node.id
+                    )),
+                ));
                 break;
             }
             let carrier = f.envelope.is_none() && !inner.is_empty();
@@ -386,14 +395,8 @@ async fn read_frames(
         if !batch.seqs.is_empty() && !verify(&node, &peer, &tx, batch, envs, chains).await {
             return;
         }
-        if let Some(s) = refused {
-            tracing::warn!(%peer, code = ?s.code(), reason = %s.message(), "push stream ended with an error");
+        if let Some(s) = ended {
             let _ = tx.send(Verifying::End(s)).await;
-            return;
-        }
-        if let Some(s) = failed {
-            let status = stream_failed(&node, &peer, &s);
-            let _ = tx.send(Verifying::End(status)).await;
             return;
         }
     }
