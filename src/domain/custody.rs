@@ -102,7 +102,7 @@ pub fn verify_signatures(
         1 => keys[0].verify_strict(&msgs[0], &sigs[0]).is_ok(),
         _ => {
             let m: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
-            ed25519_dalek::verify_batch(&m, &sigs, &keys).is_ok()
+            super::sigbatch::verify(&m, &sigs, &keys)
         }
     };
     chains
@@ -257,15 +257,15 @@ fn check_records(
 }
 
 /// The index in `signed` of the first signature that does not verify. One
-/// batch check when there are several and no key is weak (a small-order key
-/// that a batch would not refuse); strict checks one at a time otherwise, and
-/// to find the bad one when the batch fails.
+/// batch check when there are several (it refuses a weak key, which the
+/// strict checks then name); strict checks one at a time otherwise, and to
+/// find the bad one when the batch fails.
 fn first_bad_signature(signed: &[Signed]) -> Option<usize> {
-    if signed.len() > 1 && signed.iter().all(|s| !s.key.is_weak()) {
+    if signed.len() > 1 {
         let msgs: Vec<&[u8]> = signed.iter().map(|s| s.bytes.as_slice()).collect();
         let sigs: Vec<Signature> = signed.iter().map(|s| s.signature).collect();
         let keys: Vec<_> = signed.iter().map(|s| s.key).collect();
-        if ed25519_dalek::verify_batch(&msgs, &sigs, &keys).is_ok() {
+        if super::sigbatch::verify(&msgs, &sigs, &keys) {
             return None;
         }
     }

@@ -353,7 +353,7 @@ pub fn verify_batch(
     let msgs: Vec<&[u8]> = pending.iter().map(|p| p.1.as_slice()).collect();
     let sigs: Vec<Signature> = pending.iter().map(|p| p.2).collect();
     let keys: Vec<_> = pending.iter().map(|p| p.3).collect();
-    let batch_ok = pending.len() > 1 && ed25519_dalek::verify_batch(&msgs, &sigs, &keys).is_ok();
+    let batch_ok = pending.len() > 1 && super::sigbatch::verify(&msgs, &sigs, &keys);
     if !batch_ok {
         for (i, msg, sig, vk) in &pending {
             if vk.verify_strict(msg, sig).is_err() {

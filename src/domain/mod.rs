@@ -22,4 +22,5 @@ pub mod policy;
 pub mod reconcile;
 pub mod roster;
 pub mod routes;
+pub mod sigbatch;
 pub mod text;

@@ -1,0 +1,352 @@
+//! Ed25519 batch verification with the public-key terms summed per key.
+//!
+//! `ed25519_dalek::verify_batch` checks n signatures as one multiscalar
+//! multiplication over 2n + 1 points: the base point, each signature's R and
+//! each signature's public key A, even when many signatures share a key. On a
+//! federation link most of a frame's messages come from a few origins (on the
+//! benchmark's single link, all of them from one), so [`verify`] computes the
+//! same equation with the A terms of one key summed first — n + k + 1 points
+//! for k distinct keys, as ed25519-zebra's batch verifier does:
+//!
+//! `[-Σ zᵢsᵢ]B + Σ [zᵢ]Rᵢ + Σₖ [Σ_{i: Aᵢ = Aₖ} zᵢhᵢ]Aₖ = 0`, hᵢ = SHA-512(Rᵢ ‖ Aᵢ ‖ Mᵢ).
+//!
+//! Invariants:
+//! - `true` only if every signature passes the equation above for
+//!   coefficients zᵢ the signer cannot choose: 128-bit values derived, as
+//!   ed25519-dalek derives them, from a hash of every input (each hᵢ, which
+//!   covers R, A and the message, and each s), so a forger who does not know
+//!   them in advance has a 2⁻¹²⁸ chance. Deterministic: no clock, no
+//!   randomness, the same inputs give the same answer.
+//! - Refused outright (`false`, so a caller falls back to
+//!   `VerifyingKey::verify_strict`, which names the bad one): a weak
+//!   (small-order) public key, whose "signatures" anyone can make and which
+//!   `ed25519_dalek::verify_batch` would accept; an R that does not decode,
+//!   is not canonically encoded or has small order; an s that is not a
+//!   canonical scalar — the checks `verify_strict` makes besides its equation.
+//! - Like every cofactorless batch check, a signer who puts a small-order
+//!   component in its own R on purpose passes with probability at most 1/2
+//!   where `verify_strict` refuses; only the key's owner can do this, and only
+//!   to its own messages. Third parties cannot: any change to R, s, A or the
+//!   message changes hᵢ.
+//! - Slices of different lengths give `false`; an empty batch is `true`.
+use curve25519_dalek::constants::ED25519_BASEPOINT_POINT;
+use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
+use curve25519_dalek::scalar::Scalar;
+use curve25519_dalek::traits::{IsIdentity, VartimeMultiscalarMul};
+use ed25519_dalek::{Signature, VerifyingKey};
+use sha2::{Digest, Sha512};
+use std::collections::HashMap;
+
+/// Domain separation of the coefficients' hash.
+const CONTEXT: &[u8] = b"certfed.v1.ed25519-batch\x00";
+
+/// Whether every `sigs[i]` is `keys[i]`'s signature of `msgs[i]` (see the
+/// module's invariants for what `true` guarantees).
+pub fn verify(msgs: &[&[u8]], sigs: &[Signature], keys: &[VerifyingKey]) -> bool {
+    let n = sigs.len();
+    if msgs.len() != n || keys.len() != n {
+        return false;
+    }
+    let mut rs = Vec::with_capacity(n);
+    let mut ss = Vec::with_capacity(n);
+    let mut hrams = Vec::with_capacity(n);
+    let mut transcript = Sha512::new();
+    transcript.update(CONTEXT);
+    transcript.update((n as u64).to_le_bytes());
+    for ((msg, sig), key) in msgs.iter().zip(sigs).zip(keys) {
+        let Some(s) = Option::<Scalar>::from(Scalar::from_canonical_bytes(*sig.s_bytes())) else {
+            return false;
+        };
+        let Some(r) = decode_r(sig.r_bytes()) else {
+            return false;
+        };
+        let hram: [u8; 64] = Sha512::new()
+            .chain_update(sig.r_bytes())
+            .chain_update(key.as_bytes())
+            .chain_update(msg)
+            .finalize()
+            .into();
+        transcript.update(hram);
+        transcript.update(sig.s_bytes());
+        rs.push(r);
+        ss.push(s);
+        hrams.push(Scalar::from_bytes_mod_order_wide(&hram));
+    }
+    let seed = transcript.finalize();
+
+    // Coefficients: the base point's, each R's, then each distinct key's.
+    let mut scalars = Vec::with_capacity(n + 2);
+    let mut points = Vec::with_capacity(n + 2);
+    let mut b = Scalar::ZERO;
+    let mut per_key: Vec<(EdwardsPoint, Scalar)> = Vec::new();
+    let mut slot: HashMap<[u8; 32], usize> = HashMap::new();
+    for (i, ((r, s), hram)) in rs.into_iter().zip(&ss).zip(&hrams).enumerate() {
+        let z = coefficient(&seed, i);
+        b -= z * s;
+        scalars.push(z);
+        points.push(r);
+        let key = &keys[i];
+        let k = match slot.get(key.as_bytes()) {
+            Some(&k) => k,
+            None => {
+                if key.is_weak() {
+                    return false;
+                }
+                per_key.push((key.to_edwards(), Scalar::ZERO));
+                slot.insert(*key.as_bytes(), per_key.len() - 1);
+                per_key.len() - 1
+            }
+        };
+        per_key[k].1 += z * hram;
+    }
+    for (a, coefficient) in per_key {
+        scalars.push(coefficient);
+        points.push(a);
+    }
+    scalars.push(b);
+    points.push(ED25519_BASEPOINT_POINT);
+    EdwardsPoint::vartime_multiscalar_mul(scalars, points).is_identity()
+}
+
+/// The i-th 128-bit coefficient.
+fn coefficient(seed: &[u8], i: usize) -> Scalar {
+    let h = Sha512::new()
+        .chain_update(seed)
+        .chain_update((i as u64).to_le_bytes())
+        .finalize();
+    let mut z = [0u8; 16];
+    z.copy_from_slice(&h[..16]);
+    Scalar::from(u128::from_le_bytes(z))
+}
+
+/// R as a point, if its encoding is canonical (y < p = 2²⁵⁵ − 19; the
+/// encodings with x = 0 and the sign bit set are those of the two small-order
+/// points y = ±1, refused below) and it does not have small order.
+fn decode_r(bytes: &[u8; 32]) -> Option<EdwardsPoint> {
+    let y_at_least_p =
+        bytes[31] & 0x7f == 0x7f && bytes[1..31].iter().all(|&b| b == 0xff) && bytes[0] >= 0xed;
+    if y_at_least_p {
+        return None;
+    }
+    let r = CompressedEdwardsY(*bytes).decompress()?;
+    (!r.is_small_order()).then_some(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::{Signer, SigningKey};
+    use rand::{Rng, SeedableRng};
+
+    fn key(seed: u8) -> SigningKey {
+        SigningKey::from_bytes(&[seed; 32])
+    }
+
+    /// `n` messages signed by keys drawn from `keys` distinct ones.
+    fn batch(
+        rng: &mut rand::rngs::StdRng,
+        n: usize,
+        keys: u8,
+    ) -> (Vec<Vec<u8>>, Vec<Signature>, Vec<VerifyingKey>) {
+        let mut msgs = Vec::new();
+        let mut sigs = Vec::new();
+        let mut vks = Vec::new();
+        for _ in 0..n {
+            let sk = key(rng.random_range(0..keys));
+            let len = rng.random_range(0..200);
+            let msg: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+            sigs.push(sk.sign(&msg));
+            vks.push(sk.verifying_key());
+            msgs.push(msg);
+        }
+        (msgs, sigs, vks)
+    }
+
+    fn check(msgs: &[Vec<u8>], sigs: &[Signature], vks: &[VerifyingKey]) -> bool {
+        let m: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
+        verify(&m, sigs, vks)
+    }
+
+    #[test]
+    fn valid_batches_pass_whatever_the_keys() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        for n in [0, 1, 2, 3, 17, 64, 200] {
+            for keys in [1, 2, 5, 40] {
+                let (msgs, sigs, vks) = batch(&mut rng, n, keys);
+                assert!(check(&msgs, &sigs, &vks), "{n} signatures, {keys} keys");
+                let m: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
+                assert!(ed25519_dalek::verify_batch(&m, &sigs, &vks).is_ok());
+            }
+        }
+    }
+
+    #[test]
+    fn any_change_to_one_item_fails_the_batch() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(2);
+        for round in 0..40 {
+            let (mut msgs, mut sigs, mut vks) = batch(&mut rng, 20, 3);
+            let i = rng.random_range(0..20);
+            match round % 5 {
+                0 => msgs[i].push(0),
+                1 => {
+                    let mut b = sigs[i].to_bytes();
+                    b[rng.random_range(0..32)] ^= 1 << rng.random_range(0..8);
+                    sigs[i] = Signature::from_bytes(&b);
+                }
+                2 => {
+                    let mut b = sigs[i].to_bytes();
+                    b[32] ^= 1 << rng.random_range(0..8);
+                    sigs[i] = Signature::from_bytes(&b);
+                }
+                // Another member's key.
+                3 => vks[i] = key(if round % 2 == 0 { 99 } else { 200 }).verifying_key(),
+                // Two items' signatures swapped: each still valid for its own message.
+                _ => {
+                    let j = (i + 1) % 20;
+                    msgs.swap(i, j);
+                    if msgs[i] == msgs[j] {
+                        msgs[i].push(1);
+                    }
+                }
+            }
+            assert!(
+                !check(&msgs, &sigs, &vks),
+                "round {round}: item {i} changed"
+            );
+            let m: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
+            let strict = (0..20).all(|k| vks[k].verify_strict(m[k], &sigs[k]).is_ok());
+            assert!(!strict, "round {round}: the strict check agrees");
+        }
+    }
+
+    #[test]
+    fn errors_that_cancel_in_a_plain_sum_fail_the_batch() {
+        // s₀ + d and s₁ − d: the unweighted sum of the two equations still
+        // holds; only the coefficients zᵢ tell them apart.
+        let mut rng = rand::rngs::StdRng::seed_from_u64(6);
+        let (msgs, mut sigs, vks) = batch(&mut rng, 5, 1);
+        let d = Scalar::from(987_654_321u64);
+        for (i, delta) in [(0, d), (1, -d)] {
+            let mut b = sigs[i].to_bytes();
+            let s = Scalar::from_canonical_bytes(b[32..].try_into().unwrap()).unwrap() + delta;
+            b[32..].copy_from_slice(s.as_bytes());
+            sigs[i] = Signature::from_bytes(&b);
+        }
+        assert!(!check(&msgs, &sigs, &vks));
+    }
+
+    #[test]
+    fn a_weak_key_is_refused_though_its_made_up_signature_fits_the_equation() {
+        // The identity as a public key: (R, s) = (rB, r) satisfies sB = R + hA
+        // for any message, without any secret.
+        let mut id = [0u8; 32];
+        id[0] = 1;
+        let weak = VerifyingKey::from_bytes(&id).expect("decodes");
+        assert!(weak.is_weak());
+        let r = Scalar::from(12345u64);
+        let big_r = EdwardsPoint::mul_base(&r).compress();
+        let mut b = [0u8; 64];
+        b[..32].copy_from_slice(big_r.as_bytes());
+        b[32..].copy_from_slice(r.as_bytes());
+        let forged = Signature::from_bytes(&b);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let (mut msgs, mut sigs, mut vks) = batch(&mut rng, 4, 2);
+        msgs.push(b"anything at all".to_vec());
+        sigs.push(forged);
+        vks.push(weak);
+        let m: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
+        assert!(
+            ed25519_dalek::verify_batch(&m, &sigs, &vks).is_ok(),
+            "the equation alone accepts it"
+        );
+        assert!(!verify(&m, &sigs, &vks));
+        assert!(weak.verify_strict(m[4], &forged).is_err());
+    }
+
+    #[test]
+    fn a_small_order_r_is_refused_though_the_equation_holds() {
+        // R = the identity and s = h·x: sB = R + hA holds (the equation both
+        // batch checks compute), but verify_strict refuses a small-order R.
+        let sk = key(7);
+        let vk = sk.verifying_key();
+        let msg = b"an alert".to_vec();
+        let mut r = [0u8; 32];
+        r[0] = 1;
+        let hram: [u8; 64] = Sha512::new()
+            .chain_update(r)
+            .chain_update(vk.as_bytes())
+            .chain_update(&msg)
+            .finalize()
+            .into();
+        let s = Scalar::from_bytes_mod_order_wide(&hram) * sk.to_scalar();
+        let mut b = [0u8; 64];
+        b[..32].copy_from_slice(&r);
+        b[32..].copy_from_slice(s.as_bytes());
+        let odd = Signature::from_bytes(&b);
+        assert!(vk.verify_strict(&msg, &odd).is_err());
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let (mut msgs, mut sigs, mut vks) = batch(&mut rng, 3, 2);
+        msgs.push(msg);
+        sigs.push(odd);
+        vks.push(vk);
+        let m: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
+        assert!(
+            ed25519_dalek::verify_batch(&m, &sigs, &vks).is_ok(),
+            "the equation alone accepts it"
+        );
+        assert!(!verify(&m, &sigs, &vks));
+    }
+
+    #[test]
+    fn an_r_encoded_with_y_at_least_p_does_not_decode() {
+        // p + k for small k: the same y as k, which decompression alone accepts
+        // where k is on the curve (and not of small order).
+        let mut accepted_alone = 0;
+        for k in 2u8..19 {
+            let mut bytes = [0xffu8; 32];
+            bytes[0] = 0xed + k;
+            bytes[31] = 0x7f;
+            assert!(decode_r(&bytes).is_none(), "p + {k}");
+            let mut canonical = [0u8; 32];
+            canonical[0] = k;
+            if let Some(p) = CompressedEdwardsY(bytes).decompress()
+                && !p.is_small_order()
+            {
+                assert!(decode_r(&canonical).is_some(), "{k} itself decodes");
+                accepted_alone += 1;
+            }
+        }
+        assert!(accepted_alone > 0, "no y in 2..19 is on the curve");
+    }
+
+    #[test]
+    fn non_canonical_s_is_refused() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+        let (msgs, sigs, vks) = batch(&mut rng, 3, 1);
+        // s + ℓ: the same scalar, not canonically encoded.
+        let mut b = sigs[1].to_bytes();
+        let s = Scalar::from_canonical_bytes(b[32..].try_into().unwrap()).unwrap();
+        let l_plus: [u8; 32] = {
+            // ℓ = 2^252 + 27742317777372353535851937790883648493, little-endian.
+            let l: [u8; 32] = [
+                0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9,
+                0xde, 0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+            ];
+            let mut out = [0u8; 32];
+            let mut carry = 0u16;
+            for k in 0..32 {
+                let v = s.as_bytes()[k] as u16 + l[k] as u16 + carry;
+                out[k] = v as u8;
+                carry = v >> 8;
+            }
+            out
+        };
+        b[32..].copy_from_slice(&l_plus);
+        let mut bad = sigs.clone();
+        bad[1] = Signature::from_bytes(&b);
+        assert!(!check(&msgs, &bad, &vks), "s + ℓ");
+        assert!(check(&msgs, &sigs, &vks));
+        // Slices of different lengths.
+        assert!(!check(&msgs[..2], &sigs, &vks));
+    }
+}
