@@ -99,10 +99,10 @@ pub fn verify_signatures(
     }
     let all = match msgs.len() {
         0 => false,
-        1 => keys[0].verify_strict(&msgs[0], &sigs[0]).is_ok(),
+        1 => super::sigcheck::verify(&msgs[0], &sigs[0], &keys[0]),
         _ => {
             let m: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
-            super::sigbatch::verify(&m, &sigs, &keys)
+            super::sigcheck::verify_batch(&m, &sigs, &keys)
         }
     };
     chains
@@ -256,22 +256,21 @@ fn check_records(
     Ok(())
 }
 
-/// The index in `signed` of the first signature that does not verify. One
-/// batch check when there are several (it refuses a weak key, which the
-/// strict checks then name); strict checks one at a time otherwise, and to
-/// find the bad one when the batch fails.
+/// The index in `signed` of the first signature that does not verify
+/// (`sigcheck`'s rule). One batch check when there are several; single checks
+/// otherwise, and to find the bad one when the batch fails.
 fn first_bad_signature(signed: &[Signed]) -> Option<usize> {
     if signed.len() > 1 {
         let msgs: Vec<&[u8]> = signed.iter().map(|s| s.bytes.as_slice()).collect();
         let sigs: Vec<Signature> = signed.iter().map(|s| s.signature).collect();
         let keys: Vec<_> = signed.iter().map(|s| s.key).collect();
-        if super::sigbatch::verify(&msgs, &sigs, &keys) {
+        if super::sigcheck::verify_batch(&msgs, &sigs, &keys) {
             return None;
         }
     }
     signed
         .iter()
-        .position(|s| s.key.verify_strict(&s.bytes, &s.signature).is_err())
+        .position(|s| !super::sigcheck::verify(&s.bytes, &s.signature, &s.key))
 }
 
 /// The path a verified chain proves: (node, when it got the message).

@@ -301,9 +301,10 @@ fn precheck(
     Ok((header, Signature::from_bytes(&sig)))
 }
 
-/// Verifies a batch of envelopes. Uses Ed25519 batch verification when every
-/// precheck passes and falls back to one-by-one strict verification to find the
-/// bad ones when the batch fails. Results are in input order.
+/// Verifies a batch of envelopes. Uses Ed25519 batch verification
+/// (`sigcheck::verify_batch`) when every precheck passes and falls back to
+/// one-by-one checks under the same rule (`sigcheck::verify`) to find the bad
+/// ones when the batch fails. Results are in input order.
 pub fn verify_batch(
     reg: &KeyRegistry,
     envs: &[&SignedEnvelope],
@@ -353,10 +354,10 @@ pub fn verify_batch(
     let msgs: Vec<&[u8]> = pending.iter().map(|p| p.1.as_slice()).collect();
     let sigs: Vec<Signature> = pending.iter().map(|p| p.2).collect();
     let keys: Vec<_> = pending.iter().map(|p| p.3).collect();
-    let batch_ok = pending.len() > 1 && super::sigbatch::verify(&msgs, &sigs, &keys);
+    let batch_ok = pending.len() > 1 && super::sigcheck::verify_batch(&msgs, &sigs, &keys);
     if !batch_ok {
         for (i, msg, sig, vk) in &pending {
-            if vk.verify_strict(msg, sig).is_err() {
+            if !super::sigcheck::verify(msg, sig, vk) {
                 results[*i] = Err(Rejection::BadSignature);
             }
         }

@@ -102,10 +102,30 @@ pub fn use_next_key(me: &str, next_key_id: Option<&str>, trust: &KeyRegistry, no
     })
 }
 
-/// Parses an SPKI PEM Ed25519 public key.
+/// Parses an SPKI PEM Ed25519 public key ([`usable`] as well).
 pub fn public_from_pem(pem: &str) -> Result<VerifyingKey, String> {
     VerifyingKey::from_public_key_pem(pem)
         .map_err(|e| format!("not an Ed25519 SPKI PEM public key: {e}"))
+        .and_then(usable)
+}
+
+/// A public key fit to pin: of large prime order — neither weak (of small
+/// order: anyone can sign for it) nor with a small-order component (which no
+/// key generator makes; signatures for it are judged alike by single and batch
+/// checks, see `sigcheck`, but not by other Ed25519 implementations). This
+/// also refuses every non-canonical encoding: those decode to points with a
+/// small-order component (tested below).
+pub fn usable(vk: VerifyingKey) -> Result<VerifyingKey, String> {
+    if vk.is_weak() {
+        return Err(
+            "a weak Ed25519 key (of small order: anyone can sign for it); generate a new key pair"
+                .into(),
+        );
+    }
+    if !vk.to_edwards().is_torsion_free() {
+        return Err("not an Ed25519 key a key generator makes (it has a small-order component); generate a new key pair".into());
+    }
+    Ok(vk)
 }
 
 /// Pinned member keys: key id → (member id, decoded key). Decoded once, so
@@ -241,5 +261,49 @@ mod tests {
             .unwrap();
         assert!(!use_next_key("node-c", Some(&next), &trust, 4_999));
         assert!(use_next_key("node-c", Some(&next), &trust, 5_000));
+    }
+
+    #[test]
+    fn keys_of_small_order_or_with_a_small_order_part_or_encoded_oddly_are_not_pinned() {
+        use curve25519_dalek::edwards::CompressedEdwardsY;
+        use ed25519_dalek::pkcs8::EncodePublicKey;
+        let good = SigningKey::from_bytes(&[3; 32]).verifying_key();
+        assert!(usable(good).is_ok());
+        let pem = good.to_public_key_pem(Default::default()).unwrap();
+        assert!(public_from_pem(&pem).is_ok());
+        // Weak: the identity.
+        let mut id = [0u8; 32];
+        id[0] = 1;
+        let weak = VerifyingKey::from_bytes(&id).unwrap();
+        let e = usable(weak).unwrap_err();
+        assert!(
+            e.contains("weak") && e.contains("generate a new key pair"),
+            "{e}"
+        );
+        let pem = weak.to_public_key_pem(Default::default()).unwrap();
+        assert!(public_from_pem(&pem).unwrap_err().contains("weak"));
+        // A good key plus the point of order 2.
+        let mut y = [0xffu8; 32];
+        y[0] = 0xec;
+        y[31] = 0x7f;
+        let t = CompressedEdwardsY(y).decompress().unwrap();
+        let mixed =
+            VerifyingKey::from_bytes(&(good.to_edwards() + t).compress().to_bytes()).unwrap();
+        assert!(!mixed.is_weak());
+        assert!(usable(mixed).unwrap_err().contains("small-order component"));
+        // Every non-canonical encoding that decodes (y ≥ p, either sign).
+        let mut decoded = 0;
+        for k in 0u8..19 {
+            for sign in [0u8, 0x80] {
+                let mut b = [0xffu8; 32];
+                b[0] = 0xed + k;
+                b[31] = 0x7f | sign;
+                if let Ok(vk) = VerifyingKey::from_bytes(&b) {
+                    decoded += 1;
+                    assert!(usable(vk).is_err(), "p + {k}, sign {sign}");
+                }
+            }
+        }
+        assert!(decoded > 0);
     }
 }

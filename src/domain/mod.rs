@@ -22,5 +22,5 @@ pub mod policy;
 pub mod reconcile;
 pub mod roster;
 pub mod routes;
-pub mod sigbatch;
+pub mod sigcheck;
 pub mod text;

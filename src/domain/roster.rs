@@ -346,7 +346,10 @@ pub fn public_key(field: &str, raw: &[u8]) -> Result<VerifyingKey, String> {
             raw.len()
         )
     })?;
-    VerifyingKey::from_bytes(&bytes).map_err(|e| format!("{field}: not an Ed25519 public key: {e}"))
+    VerifyingKey::from_bytes(&bytes)
+        .map_err(|e| format!("not an Ed25519 public key: {e}"))
+        .and_then(super::keys::usable)
+        .map_err(|e| format!("{field}: {e}"))
 }
 
 fn ts_field(field: &str, t: &Option<prost_types::Timestamp>) -> Result<Option<i64>, String> {
@@ -720,10 +723,7 @@ pub fn verify_signatures(doc: &Document, before: Option<&Quorum>) -> Result<Vec<
             ))
         })?;
         let vk = public_key("", &steward.public_key).map_err(malformed)?;
-        if vk
-            .verify_strict(&msg, &Signature::from_bytes(&sig))
-            .is_err()
-        {
+        if !super::sigcheck::verify(&msg, &Signature::from_bytes(&sig), &vk) {
             return Err(Refusal::new(
                 RefusalKind::BadSignature,
                 format!(

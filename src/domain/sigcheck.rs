@@ -1,34 +1,39 @@
-//! Ed25519 batch verification with the public-key terms summed per key.
+//! Ed25519 signature checks: one rule for a single signature ([`verify`]) and
+//! for many at once ([`verify_batch`]), so that whether a message is accepted
+//! never depends on how it was checked.
 //!
-//! `ed25519_dalek::verify_batch` checks n signatures as one multiscalar
-//! multiplication over 2n + 1 points: the base point, each signature's R and
-//! each signature's public key A, even when many signatures share a key. On a
-//! federation link most of a frame's messages come from a few origins (on the
-//! benchmark's single link, all of them from one), so [`verify`] computes the
-//! same equation with the A terms of one key summed first — n + k + 1 points
-//! for k distinct keys, as ed25519-zebra's batch verifier does:
+//! The rule (as ZIP 215 and ed25519-zebra, with RFC 8032's canonical
+//! encodings and no weak keys): s is a canonical scalar; R is canonically
+//! encoded and not of small order; the key is not of small order (weak: anyone
+//! could sign for it); and `[8](sB − R − hA) = 0`, h = SHA-512(R ‖ A ‖ M) —
+//! the cofactored equation. `VerifyingKey::verify_strict` checks the equation
+//! without the factor 8 and `ed25519_dalek::verify_batch` without the
+//! encoding and weak-key checks; a batch check without the factor cannot agree
+//! with a single one: a signer who puts a small-order point into its own R
+//! (or whose key has one) makes a signature that single checks refuse and a
+//! batch accepts for some coefficients — which it can search for offline when
+//! they are derived from the inputs, as dalek's are. With the factor 8 both
+//! ignore that component, so both accept such a signature, everywhere.
 //!
-//! `[-Σ zᵢsᵢ]B + Σ [zᵢ]Rᵢ + Σₖ [Σ_{i: Aᵢ = Aₖ} zᵢhᵢ]Aₖ = 0`, hᵢ = SHA-512(Rᵢ ‖ Aᵢ ‖ Mᵢ).
+//! [`verify_batch`] checks n signatures as one multiscalar multiplication with
+//! the public-key terms of each key summed first — n + k + 1 points for k
+//! distinct keys, as ed25519-zebra's batch verifier does, where
+//! `ed25519_dalek::verify_batch` takes 2n + 1 (on a federation link most of a
+//! frame's messages come from a few origins; on the benchmark's single link
+//! all from one):
+//!
+//! `[8]([-Σ zᵢsᵢ]B + Σ [zᵢ]Rᵢ + Σₖ [Σ_{i: Aᵢ = Aₖ} zᵢhᵢ]Aₖ) = 0`.
 //!
 //! Invariants:
-//! - `true` only if every signature passes the equation above for
-//!   coefficients zᵢ the signer cannot choose: 128-bit values derived, as
-//!   ed25519-dalek derives them, from a hash of every input (each hᵢ, which
-//!   covers R, A and the message, and each s), so a forger who does not know
-//!   them in advance has a 2⁻¹²⁸ chance. Deterministic: no clock, no
-//!   randomness, the same inputs give the same answer.
-//! - Refused outright (`false`, so a caller falls back to
-//!   `VerifyingKey::verify_strict`, which names the bad one): a weak
-//!   (small-order) public key, whose "signatures" anyone can make and which
-//!   `ed25519_dalek::verify_batch` would accept; an R that does not decode,
-//!   is not canonically encoded or has small order; an s that is not a
-//!   canonical scalar — the checks `verify_strict` makes besides its equation.
-//! - Like every cofactorless batch check, a signer who puts a small-order
-//!   component in its own R on purpose passes with probability at most 1/2
-//!   where `verify_strict` refuses; only the key's owner can do this, and only
-//!   to its own messages. Third parties cannot: any change to R, s, A or the
-//!   message changes hᵢ.
+//! - `verify_batch` is `true` exactly when [`verify`] is `true` for every
+//!   item, but for a chance of 2⁻¹²⁸ per try that it is `true` for a forgery:
+//!   the coefficients zᵢ are 128-bit values derived, as ed25519-dalek derives
+//!   them, from a hash of every input (each hᵢ, which covers R, A and the
+//!   message, each s, the count and the item's place), so a forger who
+//!   changes any input gets new ones. Deterministic: no clock, no randomness.
 //! - Slices of different lengths give `false`; an empty batch is `true`.
+//! - Keys are also checked where they are pinned ([`crate::domain::keys::usable`]):
+//!   a small-order component or a non-canonical encoding is refused there.
 use curve25519_dalek::constants::ED25519_BASEPOINT_POINT;
 use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
 use curve25519_dalek::scalar::Scalar;
@@ -40,9 +45,36 @@ use std::collections::HashMap;
 /// Domain separation of the coefficients' hash.
 const CONTEXT: &[u8] = b"certfed.v1.ed25519-batch\x00";
 
+/// Whether `sig` is `key`'s signature of `msg` under the module's rule.
+pub fn verify(msg: &[u8], sig: &Signature, key: &VerifyingKey) -> bool {
+    if key.is_weak() {
+        return false;
+    }
+    let Some(s) = Option::<Scalar>::from(Scalar::from_canonical_bytes(*sig.s_bytes())) else {
+        return false;
+    };
+    let Some(r) = decode_r(sig.r_bytes()) else {
+        return false;
+    };
+    let h = Scalar::from_bytes_mod_order_wide(&hram(sig, key, msg));
+    // sB − hA, against R.
+    let expected = EdwardsPoint::vartime_double_scalar_mul_basepoint(&h, &-key.to_edwards(), &s);
+    (expected - r).mul_by_cofactor().is_identity()
+}
+
+/// SHA-512(R ‖ A ‖ M).
+fn hram(sig: &Signature, key: &VerifyingKey, msg: &[u8]) -> [u8; 64] {
+    Sha512::new()
+        .chain_update(sig.r_bytes())
+        .chain_update(key.as_bytes())
+        .chain_update(msg)
+        .finalize()
+        .into()
+}
+
 /// Whether every `sigs[i]` is `keys[i]`'s signature of `msgs[i]` (see the
 /// module's invariants for what `true` guarantees).
-pub fn verify(msgs: &[&[u8]], sigs: &[Signature], keys: &[VerifyingKey]) -> bool {
+pub fn verify_batch(msgs: &[&[u8]], sigs: &[Signature], keys: &[VerifyingKey]) -> bool {
     let n = sigs.len();
     if msgs.len() != n || keys.len() != n {
         return false;
@@ -60,12 +92,7 @@ pub fn verify(msgs: &[&[u8]], sigs: &[Signature], keys: &[VerifyingKey]) -> bool
         let Some(r) = decode_r(sig.r_bytes()) else {
             return false;
         };
-        let hram: [u8; 64] = Sha512::new()
-            .chain_update(sig.r_bytes())
-            .chain_update(key.as_bytes())
-            .chain_update(msg)
-            .finalize()
-            .into();
+        let hram = hram(sig, key, msg);
         transcript.update(hram);
         transcript.update(sig.s_bytes());
         rs.push(r);
@@ -105,7 +132,9 @@ pub fn verify(msgs: &[&[u8]], sigs: &[Signature], keys: &[VerifyingKey]) -> bool
     }
     scalars.push(b);
     points.push(ED25519_BASEPOINT_POINT);
-    EdwardsPoint::vartime_multiscalar_mul(scalars, points).is_identity()
+    EdwardsPoint::vartime_multiscalar_mul(scalars, points)
+        .mul_by_cofactor()
+        .is_identity()
 }
 
 /// The i-th 128-bit coefficient.
@@ -162,9 +191,107 @@ mod tests {
         (msgs, sigs, vks)
     }
 
+    /// The batch verdict, checked against the single checks' (every test
+    /// below also tests that the two agree).
     fn check(msgs: &[Vec<u8>], sigs: &[Signature], vks: &[VerifyingKey]) -> bool {
         let m: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
-        verify(&m, sigs, vks)
+        let batch = verify_batch(&m, sigs, vks);
+        if m.len() == sigs.len() && sigs.len() == vks.len() {
+            let singles = (0..m.len()).all(|i| verify(m[i], &sigs[i], &vks[i]));
+            assert_eq!(batch, singles, "the batch and the single checks disagree");
+        }
+        batch
+    }
+
+    /// The point of order 2, (0, −1).
+    fn order_two() -> EdwardsPoint {
+        let mut y = [0xffu8; 32];
+        y[0] = 0xec;
+        y[31] = 0x7f;
+        let t = CompressedEdwardsY(y)
+            .decompress()
+            .expect("(0, -1) is on the curve");
+        assert!(t.is_small_order() && !t.is_identity());
+        t
+    }
+
+    /// `sk`'s signature of `msg` with nonce `r` and `extra` added to R, for
+    /// the public key `a` (`sk`'s own, or one with a component of its own).
+    fn made(sk: &SigningKey, a: &[u8; 32], msg: &[u8], r: u64, extra: EdwardsPoint) -> Signature {
+        let r = Scalar::from(r);
+        let big_r = (EdwardsPoint::mul_base(&r) + extra).compress();
+        let h: [u8; 64] = Sha512::new()
+            .chain_update(big_r.as_bytes())
+            .chain_update(a)
+            .chain_update(msg)
+            .finalize()
+            .into();
+        let s = r + Scalar::from_bytes_mod_order_wide(&h) * sk.to_scalar();
+        let mut b = [0u8; 64];
+        b[..32].copy_from_slice(big_r.as_bytes());
+        b[32..].copy_from_slice(s.as_bytes());
+        Signature::from_bytes(&b)
+    }
+
+    #[test]
+    fn a_small_order_part_of_r_made_by_its_signer_is_judged_alike_in_every_batch() {
+        // R = rB + T: verify_strict refuses it (without the factor 8), and a
+        // batch without the factor accepts it for some coefficients, which the
+        // signer can search for offline when they are derived from the inputs.
+        // Under the rule, single checks and every batch accept it.
+        let sk = key(9);
+        let vk = sk.verifying_key();
+        let mut strict_refused = 0;
+        for r in 1..=24u64 {
+            let msg = format!("alert {r}").into_bytes();
+            let odd = made(&sk, vk.as_bytes(), &msg, r, order_two());
+            strict_refused += vk.verify_strict(&msg, &odd).is_err() as usize;
+            let mut rng = rand::rngs::StdRng::seed_from_u64(r);
+            let (mut msgs, mut sigs, mut vks) = batch(&mut rng, (r % 5) as usize + 1, 2);
+            msgs.push(msg);
+            sigs.push(odd);
+            vks.push(vk);
+            assert!(check(&msgs, &sigs, &vks), "batch {r}");
+        }
+        assert_eq!(strict_refused, 24, "verify_strict refuses them all");
+    }
+
+    #[test]
+    fn a_key_with_a_small_order_part_is_judged_alike_in_every_batch() {
+        // A' = A + T (which `keys::usable` refuses to pin): signatures made
+        // with A's secret for A' pass verify_strict only where h is even.
+        let sk = key(10);
+        let mixed = (sk.verifying_key().to_edwards() + order_two())
+            .compress()
+            .to_bytes();
+        let vk = VerifyingKey::from_bytes(&mixed).expect("decodes");
+        assert!(!vk.is_weak());
+        let mut strict = [0, 0];
+        for r in 1..=24u64 {
+            let msg = format!("alert {r}").into_bytes();
+            let sig = made(&sk, &mixed, &msg, r, EdwardsPoint::default());
+            strict[vk.verify_strict(&msg, &sig).is_ok() as usize] += 1;
+            let mut rng = rand::rngs::StdRng::seed_from_u64(100 + r);
+            let (mut msgs, mut sigs, mut vks) = batch(&mut rng, (r % 4) as usize, 2);
+            msgs.push(msg);
+            sigs.push(sig);
+            vks.push(vk);
+            assert!(check(&msgs, &sigs, &vks), "batch {r}");
+        }
+        assert!(strict[0] > 0 && strict[1] > 0, "verify_strict: {strict:?}");
+    }
+
+    #[test]
+    fn every_length_mismatch_is_refused() {
+        let sk = key(1);
+        let vk = sk.verifying_key();
+        let m: &[u8] = b"m";
+        let s = sk.sign(m);
+        assert!(verify_batch(&[m], &[s], &[vk]));
+        assert!(!verify_batch(&[m, m], &[s, s], &[vk]));
+        assert!(!verify_batch(&[m], &[s, s], &[vk, vk]));
+        assert!(!verify_batch(&[m, m], &[s], &[vk, vk]));
+        assert!(verify_batch(&[], &[], &[]));
     }
 
     #[test]
@@ -259,7 +386,7 @@ mod tests {
             ed25519_dalek::verify_batch(&m, &sigs, &vks).is_ok(),
             "the equation alone accepts it"
         );
-        assert!(!verify(&m, &sigs, &vks));
+        assert!(!check(&msgs, &sigs, &vks));
         assert!(weak.verify_strict(m[4], &forged).is_err());
     }
 
@@ -294,7 +421,7 @@ mod tests {
             ed25519_dalek::verify_batch(&m, &sigs, &vks).is_ok(),
             "the equation alone accepts it"
         );
-        assert!(!verify(&m, &sigs, &vks));
+        assert!(!check(&msgs, &sigs, &vks));
     }
 
     #[test]
