@@ -397,19 +397,8 @@ mod tests {
         let sk = key(7);
         let vk = sk.verifying_key();
         let msg = b"an alert".to_vec();
-        let mut r = [0u8; 32];
-        r[0] = 1;
-        let hram: [u8; 64] = Sha512::new()
-            .chain_update(r)
-            .chain_update(vk.as_bytes())
-            .chain_update(&msg)
-            .finalize()
-            .into();
-        let s = Scalar::from_bytes_mod_order_wide(&hram) * sk.to_scalar();
-        let mut b = [0u8; 64];
-        b[..32].copy_from_slice(&r);
-        b[32..].copy_from_slice(s.as_bytes());
-        let odd = Signature::from_bytes(&b);
+        let odd = made(&sk, vk.as_bytes(), &msg, 0, EdwardsPoint::default());
+        assert_eq!(odd.r_bytes()[0], 1, "R is the identity");
         assert!(vk.verify_strict(&msg, &odd).is_err());
         let mut rng = rand::rngs::StdRng::seed_from_u64(5);
         let (mut msgs, mut sigs, mut vks) = batch(&mut rng, 3, 2);
