@@ -293,6 +293,18 @@ fn the_shape_rules_name_the_field() {
         "another steward",
     );
     bad(&|r| r.stewards[0].public_key = vec![1; 5], "32-byte");
+    // The identity point (a weak key: anyone can sign for it).
+    let mut weak = vec![0u8; 32];
+    weak[0] = 1;
+    let w = weak.clone();
+    bad(
+        &move |r| r.stewards[0].public_key = w.clone(),
+        "stewards[0].public_key: a weak Ed25519 key",
+    );
+    bad(
+        &move |r| r.members[0].signing_keys[0].public_key = weak.clone(),
+        "members[0].signing_keys[0].public_key: a weak Ed25519 key",
+    );
     bad(
         &|r| r.members[1].id = "node-a".into(),
         "members[1].id: node-a is listed twice",
