@@ -573,3 +573,20 @@ pub fn sample(text: &str, name: &str) -> f64 {
         .and_then(|(_, v)| v.parse().ok())
         .unwrap_or(0.0)
 }
+
+/// Pushes `frames` to node `to` (id `to_id`) as a test client with peer
+/// `as_peer`'s certificate; the acknowledgements.
+pub async fn push_as(
+    fed: &Fed,
+    to: usize,
+    to_id: &str,
+    as_peer: &str,
+    frames: Vec<PushFrame>,
+) -> tonic::Streaming<PushAck> {
+    federation_client(&fed.pki, &fed.addr(to), as_peer, Some(to_id))
+        .await
+        .push(tokio_stream::iter(frames))
+        .await
+        .unwrap()
+        .into_inner()
+}

@@ -5,7 +5,7 @@
 //! refused alone, and a bundle nested in a bundle is malformed.
 
 use crate::common::*;
-use crate::fedtools::{sample, scrape};
+use crate::fedtools::{push_as, sample, scrape};
 use certfed::domain::envelope::{Draft, seal};
 use certfed::proto::v1::*;
 use prost::Message;
@@ -152,14 +152,7 @@ async fn a_bundle_is_taken_frame_by_frame() {
             nested,
         ],
     );
-    let mut fc = federation_client(&fed.pki, &fed.addr(1), "node-a", Some("node-b")).await;
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tx.send(carrier).await.unwrap();
-    let mut acks = fc
-        .push(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut acks = push_as(&fed, 1, "node-b", "node-a", vec![carrier]).await;
     let mut got = Vec::new();
     for _ in 0..3 {
         got.push(
@@ -169,7 +162,6 @@ async fn a_bundle_is_taken_frame_by_frame() {
                 .expect("an ack per bundled frame"),
         );
     }
-    drop(tx);
     got.sort_by_key(|a| a.seq);
     assert_eq!(
         got.iter().map(|a| a.seq).collect::<Vec<_>>(),
@@ -202,21 +194,14 @@ async fn a_carrier_bringing_too_many_frames_closes_the_stream() {
     let key = crate::fedtools::signer_from(&fed.pki, "node-a");
     let before = framed(1, Some(seal(&key, draft("before the carrier"))), vec![]);
     let carrier = framed(0, None, vec![PushFrame::default(); 100_000]);
-    let mut fc = federation_client(&fed.pki, &fed.addr(1), "node-a", Some("node-b")).await;
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tx.send(before).await.unwrap();
-    tx.send(carrier).await.unwrap();
-    let mut acks = fc
-        .push(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut acks = push_as(&fed, 1, "node-b", "node-a", vec![before, carrier]).await;
     let first = acks.message().await.unwrap().expect("the frame before");
     assert_eq!(first.seq, 1);
     assert_eq!(first.outcome, PushOutcome::Accepted as i32, "{first:?}");
-    let end = acks.message().await;
-    drop(tx);
-    let s = end.expect_err("the stream is closed, not 100,000 acknowledgements");
+    let s = acks
+        .message()
+        .await
+        .expect_err("the stream is closed, not 100,000 acknowledgements");
     assert_eq!(s.code(), tonic::Code::InvalidArgument, "{s:?}");
     assert!(
         s.message().contains("100000 bundled frames") && s.message().contains("at most 1024"),
@@ -250,12 +235,7 @@ async fn carriers_filling_several_batches_are_answered_in_order() {
         }
         carriers.push(framed(0, None, inner));
     }
-    let mut fc = federation_client(&fed.pki, &fed.addr(1), "node-a", Some("node-b")).await;
-    let mut acks = fc
-        .push(tokio_stream::iter(carriers))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut acks = push_as(&fed, 1, "node-b", "node-a", carriers).await;
     let mut got = Vec::new();
     while let Some(a) = acks.message().await.unwrap() {
         assert_eq!(a.outcome, PushOutcome::Accepted as i32, "{a:?}");

@@ -8,6 +8,7 @@
 //! with what policy lets go to it.
 
 use crate::common::*;
+use crate::fedtools::push_as;
 use crate::mesh::relays_at;
 use certfed::proto::v1::*;
 use certfed::service::metrics::KindLabel;
@@ -218,23 +219,6 @@ fn gossip_frame(g: Gossip) -> PushFrame {
         gossip: Some(g),
         resent: false,
     }
-}
-
-/// Pushes `frames` to node `to` (id `to_id`) as a test client with peer
-/// `as_peer`'s certificate; the acknowledgements.
-async fn push_as(
-    fed: &Fed,
-    to: usize,
-    to_id: &str,
-    as_peer: &str,
-    frames: Vec<PushFrame>,
-) -> tonic::Streaming<PushAck> {
-    federation_client(&fed.pki, &fed.addr(to), as_peer, Some(to_id))
-        .await
-        .push(tokio_stream::iter(frames))
-        .await
-        .unwrap()
-        .into_inner()
 }
 
 fn refused(n: &certfed::app::RunningNode, reason: &str) -> u64 {
@@ -1030,23 +1014,13 @@ async fn only_a_refusal_of_the_message_itself_stops_its_grafts() {
             ..Default::default()
         });
     }
-    let mut fc = federation_client(&fed.pki, &fed.addr(1), "node-a", Some("node-b")).await;
-    let (tx, rx) = tokio::sync::mpsc::channel(8);
-    for f in frames {
-        tx.send(f).await.unwrap();
-    }
-    let mut acks = fc
-        .push(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut acks = push_as(&fed, 1, "node-b", "node-a", frames).await;
     let mut reasons = Vec::new();
     for _ in 0..3 {
         let ack = acks.message().await.unwrap().expect("an ack per envelope");
         assert_eq!(ack.outcome, PushOutcome::Rejected as i32, "{ack:?}");
         reasons.push(ack.reason);
     }
-    drop(tx);
     assert!(reasons[0].contains("bad signature"), "{reasons:?}");
     assert!(reasons[1].contains("chain of custody"), "{reasons:?}");
     assert!(reasons[2].contains("invalid payload"), "{reasons:?}");
