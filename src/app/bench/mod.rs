@@ -327,6 +327,39 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 struct Ingest {
     messages: usize,
     seconds: f64,
+    /// Median time of a first page of ListAlerts (50) over what was
+    /// ingested: without a filter, and for TLP:GREEN.
+    list_ms: f64,
+    list_tlp_ms: f64,
+}
+
+/// Median milliseconds of five first pages of 50 alerts matching `filter`.
+async fn list_page_ms(
+    op: &mut operator_client::OperatorClient<tonic::transport::Channel>,
+    filter: AlertFilter,
+) -> anyhow::Result<f64> {
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let page = op
+            .list_alerts(ListAlertsRequest {
+                filter: Some(filter.clone()),
+                page_size: 50,
+                page_token: String::new(),
+            })
+            .await
+            .context("ListAlerts after the ingest")?
+            .into_inner();
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+        if page.alerts.len() != 50 {
+            bail!(
+                "ListAlerts after the ingest gave {} alerts, not 50",
+                page.alerts.len()
+            );
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(percentile(&times, 0.5))
 }
 
 /// A federation on `backend`.
@@ -378,8 +411,20 @@ async fn bench_ingest(messages: usize, backend: &Backend) -> anyhow::Result<Inge
     }
     let seconds = started.elapsed().as_secs_f64();
     drop(feeder.await?);
+    let mut op = fed.operator(1).await;
+    let list_ms = list_page_ms(&mut op, AlertFilter::default()).await?;
+    let green = AlertFilter {
+        tlp: vec![Tlp::Green as i32],
+        ..Default::default()
+    };
+    let list_tlp_ms = list_page_ms(&mut op, green).await?;
     b.shutdown().await?;
-    Ok(Ingest { messages, seconds })
+    Ok(Ingest {
+        messages,
+        seconds,
+        list_ms,
+        list_tlp_ms,
+    })
 }
 
 struct Relay {
@@ -596,6 +641,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "ingest_msgs_per_s": (ingest_rate * 10.0).round() / 10.0,
             "ingest_messages": ingest.messages,
             "ingest_seconds": ingest.seconds,
+            "list_alerts_ms": ingest.list_ms,
+            "list_alerts_tlp_ms": ingest.list_tlp_ms,
             "relay_p50_ms": p50,
             "relay_p99_ms": p99,
             "relay_two_hop_p50_ms": p50_2,
@@ -616,6 +663,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "ingest_msgs_per_s (verify+commit+ack)", ingest_rate
         );
         println!("{:<44} {:>12}", "ingest messages", ingest.messages);
+        println!(
+            "{:<44} {:>12.3}",
+            "list_alerts_ms (first 50 of them)", ingest.list_ms
+        );
+        println!(
+            "{:<44} {:>12.3}",
+            "list_alerts_tlp_ms (first 50, TLP:GREEN)", ingest.list_tlp_ms
+        );
         println!("{:<44} {:>12.3}", "relay_p50_ms (one hop)", p50);
         println!("{:<44} {:>12.3}", "relay_p99_ms (one hop)", p99);
         println!("{:<44} {:>12.3}", "relay p50 ms (two hops, a->b->c)", p50_2);

@@ -629,10 +629,17 @@ pub async fn by_kind(
     limit: usize,
 ) -> Result<Vec<StoredMessage>, StoreError> {
     let (before, limit) = (before as i64, limit as i64);
+    // The condition of the partial index `messages_kind` (schema 9), for
+    // the kinds it holds.
+    let indexed = if kind == MessageKind::Alert as i32 || kind == MessageKind::Receipt as i32 {
+        ""
+    } else {
+        " AND kind NOT IN (1, 6)"
+    };
     msgs(
         c,
         &format!(
-            "SELECT {MSG_COLS} FROM messages WHERE kind = $1 AND readable AND ($2::bigint = 0 OR cursor < $2)
+            "SELECT {MSG_COLS} FROM messages WHERE kind = $1{indexed} AND readable AND ($2::bigint = 0 OR cursor < $2)
              ORDER BY cursor DESC LIMIT $3"
         ),
         vec![&kind, &before, &limit],
@@ -670,7 +677,9 @@ pub async fn list_alerts(
     }
     if !q.tlps.is_empty() {
         params.push(&q.tlps);
-        sql.push_str(&format!(" AND tlp = ANY(${})", params.len()));
+        // `tlp + 0`: not through the purge's (tlp, created) index, which
+        // would read and sort every message of those TLPs.
+        sql.push_str(&format!(" AND (tlp + 0) = ANY(${})", params.len()));
     }
     if q.sectors_mask != 0 {
         params.push(&q.sectors_mask);

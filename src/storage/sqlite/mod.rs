@@ -1321,6 +1321,128 @@ mod tests {
         }
     }
 
+    /// The plan of `sql` run with `args`.
+    fn plan_of(c: &Connection, sql: &str, args: Vec<rusqlite::types::Value>) -> Vec<String> {
+        let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        st.query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    /// Listings read newest first and stop at their limit: no plan sorts
+    /// (a temporary B-tree is every matching row read and sorted: through
+    /// the old (kind, created) index, every alert for each page), and
+    /// assistance requests are read through their partial index.
+    #[test]
+    fn listings_read_by_cursor_without_sorting() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), &opts()).unwrap();
+        let conn = open_conn(&store.inner.db_path, true).unwrap();
+        let everything = AlertQuery {
+            min_severity: 2,
+            tlps: vec![1, 2],
+            sectors_mask: 5,
+            origins: vec!["node-b".into()],
+            created_after_ms: Some(1),
+            created_before_ms: Some(2),
+            include_exercise: false,
+        };
+        for (q, before) in [
+            (AlertQuery::default(), 0),
+            (AlertQuery::default(), 42),
+            (
+                AlertQuery {
+                    tlps: vec![2],
+                    ..Default::default()
+                },
+                0,
+            ),
+            (everything, 42),
+        ] {
+            let (sql, args) = queries::list_alerts_sql(&q, before, 50);
+            let plan = plan_of(&conn, &sql, args);
+            assert!(
+                !plan.iter().any(|p| p.contains("TEMP B-TREE"))
+                    && !plan.iter().any(|p| p.contains("INDEX")),
+                "{q:?}: the listing does not walk cursors: {plan:?}"
+            );
+        }
+        let kind = |k: crate::proto::v1::MessageKind| {
+            let args = vec![(k as i64).into(), 0i64.into(), 50i64.into()];
+            plan_of(&conn, &queries::by_kind_sql(k as i32), args)
+        };
+        let plan = kind(crate::proto::v1::MessageKind::AssistanceRequest);
+        assert!(
+            plan.iter().any(|p| p.contains("messages_kind"))
+                && !plan.iter().any(|p| p.contains("TEMP B-TREE")),
+            "assistance requests: {plan:?}"
+        );
+        let plan = kind(crate::proto::v1::MessageKind::Alert);
+        assert!(
+            !plan.iter().any(|p| p.contains("TEMP B-TREE")),
+            "alerts: {plan:?}"
+        );
+        drop(conn);
+        store.close_blocking();
+    }
+
+    /// A store written by schema 14 (with the (kind, created) index) is
+    /// migrated in place: its alerts and assistance requests list as before,
+    /// newest first, through the plans checked above.
+    #[test]
+    fn a_schema_14_store_lists_the_same_after_migration() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+            let tx = conn.transaction().unwrap();
+            for sql in &schema::MIGRATIONS[..14] {
+                tx.execute_batch(sql).unwrap();
+            }
+            tx.pragma_update(None, "user_version", 14).unwrap();
+            schema::set_owner(&tx, "node-a", 1).unwrap();
+            for (i, kind) in [1, 2, 1, 6, 2, 1].into_iter().enumerate() {
+                tx.execute(
+                    "INSERT INTO messages (message_id, origin, kind, tlp, created_ms, received_ms, header, payload, signature)
+                     VALUES (?1, 'node-b', ?2, 2, ?3, ?3, x'', x'', x'')",
+                    rusqlite::params![format!("m{i}"), kind, 100 + i as i64],
+                )
+                .unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        let store = SqliteStore::open(dir.path(), &opts()).unwrap();
+        rt().block_on(async {
+            let ids = |v: Vec<StoredMessage>| v.into_iter().map(|m| m.message_id).collect::<Vec<_>>();
+            assert_eq!(
+                ids(store.list_alerts(AlertQuery::default(), 0, 10).await.unwrap()),
+                ["m5", "m2", "m0"]
+            );
+            assert_eq!(
+                ids(store.list_alerts(AlertQuery::default(), 6, 1).await.unwrap()),
+                ["m2"],
+                "a page below cursor 6 (m5)"
+            );
+            let requests = store
+                .by_kind(crate::proto::v1::MessageKind::AssistanceRequest as i32, 0, 10)
+                .await
+                .unwrap();
+            assert_eq!(ids(requests), ["m4", "m1"]);
+            let indexes: Vec<String> = store
+                .read(|c| {
+                    let mut st = c.prepare(
+                        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages' AND name LIKE 'messages_kind%'",
+                    )?;
+                    let r = st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+                    Ok(r)
+                })
+                .await
+                .unwrap();
+            assert_eq!(indexes, ["messages_kind"]);
+        });
+        store.close_blocking();
+    }
+
     #[test]
     fn failing_job_rolls_back_alone_in_a_shared_batch() {
         let dir = tempfile::tempdir().unwrap();

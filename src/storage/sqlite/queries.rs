@@ -17,6 +17,10 @@ use crate::storage::{
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use std::collections::BTreeMap;
 
+// The kinds left out of the partial index `messages_kind` (schema 15, which
+// names them by number).
+const _: () = assert!(MessageKind::Alert as i32 == 1 && MessageKind::Receipt as i32 == 6);
+
 const MSG_COLS: &str = "cursor, message_id, origin, kind, tlp, created_ms, received_ms, from_peer, path, header, payload, signature, superseded_by, acknowledged_ms, readable, plain, request_id, hops";
 
 fn row_to_msg(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
@@ -310,6 +314,22 @@ pub fn thread(c: &Connection, request_id: &str) -> Result<Vec<StoredMessage>, St
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
+/// The query of [`by_kind`]: kinds other than alerts and receipts name the
+/// condition of the partial index `messages_kind` (the planner uses a
+/// partial index only for a query that repeats its condition), which reads
+/// them in cursor order; alerts and receipts are read by cursor alone.
+pub(super) fn by_kind_sql(kind: i32) -> String {
+    let indexed = if kind == MessageKind::Alert as i32 || kind == MessageKind::Receipt as i32 {
+        ""
+    } else {
+        " AND kind NOT IN (1, 6)"
+    };
+    format!(
+        "SELECT {MSG_COLS} FROM messages WHERE kind = ?1{indexed} AND readable = 1 AND (?2 = 0 OR cursor < ?2)
+         ORDER BY cursor DESC LIMIT ?3"
+    )
+}
+
 /// Readable messages of `kind`, newest first, with cursor below `before` (0: from the newest).
 pub fn by_kind(
     c: &Connection,
@@ -317,10 +337,7 @@ pub fn by_kind(
     before: u64,
     limit: usize,
 ) -> Result<Vec<StoredMessage>, StoreError> {
-    let mut st = c.prepare_cached(&format!(
-        "SELECT {MSG_COLS} FROM messages WHERE kind = ?1 AND readable = 1 AND (?2 = 0 OR cursor < ?2)
-         ORDER BY cursor DESC LIMIT ?3"
-    ))?;
+    let mut st = c.prepare_cached(&by_kind_sql(kind))?;
     let rows = st.query_map(params![kind, before as i64, limit as i64], row_to_msg)?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
@@ -340,6 +357,21 @@ pub fn list_alerts(
     before: u64,
     limit: usize,
 ) -> Result<Vec<StoredMessage>, StoreError> {
+    let (sql, args) = list_alerts_sql(q, before, limit);
+    let mut st = c.prepare(&sql)?;
+    let rows = st.query_map(params_from_iter(args), row_to_msg)?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// The query of [`list_alerts`] and its arguments: it walks cursors
+/// backwards and stops at `limit` matches, whatever the filters (no index on
+/// kind or TLP serves it: through one, every listing read and sorted all the
+/// alerts it covered).
+pub(super) fn list_alerts_sql(
+    q: &AlertQuery,
+    before: u64,
+    limit: usize,
+) -> (String, Vec<rusqlite::types::Value>) {
     let mut sql = format!("SELECT {MSG_COLS} FROM messages WHERE kind = ? AND readable = 1");
     let mut args: Vec<rusqlite::types::Value> = vec![(MessageKind::Alert as i32).into()];
     if before > 0 {
@@ -351,8 +383,10 @@ pub fn list_alerts(
         args.push(q.min_severity.into());
     }
     if !q.tlps.is_empty() {
+        // `+tlp`: not through the purge's (tlp, created) index, which would
+        // read and sort every message of those TLPs.
         sql.push_str(&format!(
-            " AND tlp IN ({})",
+            " AND +tlp IN ({})",
             vec!["?"; q.tlps.len()].join(",")
         ));
         args.extend(q.tlps.iter().map(|t| (*t).into()));
@@ -381,9 +415,7 @@ pub fn list_alerts(
     }
     sql.push_str(" ORDER BY cursor DESC LIMIT ?");
     args.push((limit as i64).into());
-    let mut st = c.prepare(&sql)?;
-    let rows = st.query_map(params_from_iter(args), row_to_msg)?;
-    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    (sql, args)
 }
 
 const OUTBOX_COLS: &str = "o.cursor, o.enqueued_ms, o.deferrals, m.header, m.payload, m.signature, COALESCE(o.hops, m.hops, x'')";

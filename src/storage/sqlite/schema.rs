@@ -5,7 +5,7 @@ use crate::storage::StoreError;
 use rusqlite::Connection;
 
 /// Migrations in order; entry `i` brings the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     // 1: messages, per-peer outbox, delivery states, rejection audit.
     r#"
     CREATE TABLE messages (
@@ -188,6 +188,15 @@ const MIGRATIONS: &[&str] = &[
     // shorter copy, `domain::hop_limit`); the emptying pass reads only these.
     r#"
     CREATE INDEX messages_relayed ON messages(received_ms) WHERE readable = 0 AND payload != x'';
+    "#,
+    // 15: the (kind, created) index goes: every alert listing read and
+    // sorted all alerts through it (a listing now walks cursors backwards
+    // and stops at its page), and each insert paid for it. The kinds listed
+    // by kind (assistance requests) get a partial index that alerts and
+    // receipts, nearly every insert, skip.
+    r#"
+    DROP INDEX messages_kind_created;
+    CREATE INDEX messages_kind ON messages(kind) WHERE kind NOT IN (1, 6);
     "#,
 ];
 
