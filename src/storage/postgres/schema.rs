@@ -186,13 +186,15 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX IF NOT EXISTS messages_relayed ON messages(received_ms)
         WHERE NOT readable AND octet_length(payload) > 0;
     "#,
-    // 9: the (kind, created) index goes; the kinds listed by kind get a
-    // partial index (see the SQLite schema, migration 15). Without
+    // 9: the (kind, created) index goes; the kinds listed by kind and the
+    // messages that open an incident get partial indexes (see the SQLite
+    // schema, migration 15). Without
     // statistics (a table just filled, before autovacuum analyzes it) the
     // planner read every alert through it for each page of a listing.
     r#"
     DROP INDEX IF EXISTS messages_kind_created;
     CREATE INDEX IF NOT EXISTS messages_kind ON messages(kind) WHERE kind NOT IN (1, 6);
+    CREATE INDEX IF NOT EXISTS messages_openers ON messages(cursor) WHERE incident_id = message_id;
     "#,
 ];
 

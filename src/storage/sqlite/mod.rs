@@ -1333,7 +1333,8 @@ mod tests {
     /// Listings read newest first and stop at their limit: no plan sorts
     /// (a temporary B-tree is every matching row read and sorted: through
     /// the old (kind, created) index, every alert for each page), and
-    /// assistance requests are read through their partial index.
+    /// assistance requests and incident openers are read through their
+    /// partial indexes.
     #[test]
     fn listings_read_by_cursor_without_sorting() {
         let dir = tempfile::tempdir().unwrap();
@@ -1377,6 +1378,17 @@ mod tests {
             plan.iter().any(|p| p.contains("messages_kind"))
                 && !plan.iter().any(|p| p.contains("TEMP B-TREE")),
             "assistance requests: {plan:?}"
+        );
+        let args = vec![0i64.into(), 16i64.into()];
+        let plan = plan_of(
+            &conn,
+            &format!("SELECT cursor {}", queries::INCIDENT_OPENERS),
+            args,
+        );
+        assert!(
+            plan.iter().any(|p| p.contains("messages_openers"))
+                && !plan.iter().any(|p| p.contains("TEMP B-TREE")),
+            "incident openers: {plan:?}"
         );
         let plan = kind(crate::proto::v1::MessageKind::Alert);
         assert!(

@@ -1142,17 +1142,19 @@ pub fn incident_messages(
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
+/// What [`incident_openers`] reads: the condition of the partial index
+/// `messages_openers`, so that it reads the openers only.
+pub(super) const INCIDENT_OPENERS: &str = "FROM messages
+     WHERE incident_id = message_id AND (?1 = 0 OR cursor < ?1)
+     ORDER BY cursor DESC LIMIT ?2";
+
 /// Messages that open an incident, newest first, below cursor `before` (0: from the newest).
 pub fn incident_openers(
     c: &Connection,
     before: u64,
     limit: usize,
 ) -> Result<Vec<StoredMessage>, StoreError> {
-    let mut st = c.prepare_cached(&format!(
-        "SELECT {MSG_COLS} FROM messages
-         WHERE incident_id IS NOT NULL AND incident_id = message_id AND (?1 = 0 OR cursor < ?1)
-         ORDER BY cursor DESC LIMIT ?2"
-    ))?;
+    let mut st = c.prepare_cached(&format!("SELECT {MSG_COLS} {INCIDENT_OPENERS}"))?;
     let rows = st.query_map(params![before as i64, limit as i64], row_to_msg)?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }

@@ -193,10 +193,13 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // sorted all alerts through it (a listing now walks cursors backwards
     // and stops at its page), and each insert paid for it. The kinds listed
     // by kind (assistance requests) get a partial index that alerts and
-    // receipts, nearly every insert, skip.
+    // receipts, nearly every insert, skip. The messages that open an
+    // incident get one too: listing incidents walked every message
+    // backwards to find the few that do.
     r#"
     DROP INDEX messages_kind_created;
     CREATE INDEX messages_kind ON messages(kind) WHERE kind NOT IN (1, 6);
+    CREATE INDEX messages_openers ON messages(cursor) WHERE incident_id = message_id;
     "#,
 ];
 
