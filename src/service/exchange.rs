@@ -156,6 +156,9 @@ pub async fn taxii_page(node: &Node, tlp: Tlp, query: Query) -> Result<Page, Sto
     let mut shared = HashSet::new();
     let mut page = Page::new(query);
     let mut after = page.start().saturating_sub(1);
+    if let Some(ms) = page.skip_received_by_ms() {
+        after = after.max(crate::storage::cursor_received_by(node.store.as_ref(), ms).await?);
+    }
     loop {
         let batch = node.store.messages_after(after, BATCH).await?;
         let exhausted = batch.len() < BATCH;

@@ -50,7 +50,7 @@ fn id(n: u32) -> String {
 /// Runs every check, each on a fresh store opened by `open` in its own folder.
 pub async fn run_all(open: impl Fn(&Path) -> Store) {
     type Check = fn(Store) -> futures::future::BoxFuture<'static, ()>;
-    let checks: [(&str, Check); 26] = [
+    let checks: [(&str, Check); 27] = [
         ("one_write_of_many", |s| Box::pin(one_write_of_many(s))),
         ("parked", |s| Box::pin(parked_copies_wait_for_their_time(s))),
         ("held", |s| Box::pin(held_ids_are_found_by_index(s))),
@@ -100,6 +100,9 @@ pub async fn run_all(open: impl Fn(&Path) -> Store) {
         }),
         ("drop_outbox", |s| {
             Box::pin(outbox_of_a_departed_member_is_dropped(s))
+        }),
+        ("received_by", |s| {
+            Box::pin(receipt_times_are_found_by_bisection(s))
         }),
     ];
     for (name, check) in checks {
@@ -1132,6 +1135,54 @@ async fn closed_store_refuses(open: &impl Fn(&Path) -> Store) {
         )
         .await;
     assert!(matches!(r, Err(StoreError::Closed)), "{r:?}");
+}
+
+/// `cursor_received_by` finds the last message received by a time, over
+/// gaps the purge leaves and runs of equal receipt times, as a scan would.
+async fn receipt_times_are_found_by_bisection(s: Store) {
+    assert_eq!(
+        crate::storage::cursor_received_by(s.as_ref(), NOW)
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(s.received_from(0).await.unwrap().is_none());
+    // Received at 1000, 1000, 1010, 1020, ... (two of each tenth time), and
+    // TLP:RED ones purged to leave gaps.
+    let rows: Vec<NewMessage> = (0..60u32)
+        .map(|n| {
+            let mut m = aged(300 + n, MessageKind::Alert, Tlp::Green, 100, &[]);
+            m.received_ms = 1_000 + i64::from(n / 2) * 10;
+            if n % 7 == 3 {
+                m.tlp = Tlp::Red as i32;
+            }
+            m
+        })
+        .collect();
+    s.insert(rows, Durability::Durable).await.unwrap();
+    s.purge(plan(&[(Tlp::Red, NOW)], &[], 100)).await.unwrap();
+    let mut held = Vec::new();
+    let mut at = 0;
+    while let Some((c, r)) = s.received_from(at).await.unwrap() {
+        held.push((c, r));
+        at = c + 1;
+    }
+    assert_eq!(held.len(), 60 - 9, "the purge left gaps");
+    for ms in [0, 999, 1_000, 1_005, 1_010, 1_150, 1_289, 1_290, 1_291, NOW] {
+        let scan = held
+            .iter()
+            .filter(|(_, r)| *r <= ms)
+            .map(|(c, _)| *c)
+            .max()
+            .unwrap_or(0);
+        assert_eq!(
+            crate::storage::cursor_received_by(s.as_ref(), ms)
+                .await
+                .unwrap(),
+            scan,
+            "received by {ms}"
+        );
+    }
 }
 
 /// A reconciliation entry for message `n` under `audiences`.

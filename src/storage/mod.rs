@@ -65,6 +65,31 @@ pub type Pending<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send>
 /// A handle to the node's store; cheap to clone.
 pub type Store = Arc<dyn Storage>;
 
+/// The cursor of the last message received at or before `ms` (0: none), by
+/// bisection over cursors: about 2·log2(cursors) seeks whatever the store
+/// holds. Exact when receipt times follow cursor order, which they do but
+/// for batches committed in another order than they were admitted (a few
+/// milliseconds; seconds under load) and a clock stepped back: callers ask
+/// with a margin.
+pub async fn cursor_received_by(store: &dyn Storage, ms: i64) -> Result<u64, StoreError> {
+    let Some((first, received)) = store.received_from(0).await? else {
+        return Ok(0);
+    };
+    if received > ms {
+        return Ok(0);
+    }
+    // `lo` is always a held cursor received at or before `ms`.
+    let (mut lo, mut hi) = (first, store.last_cursor().await?);
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        match store.received_from(mid).await? {
+            Some((c, r)) if r <= ms => lo = c,
+            _ => hi = mid - 1,
+        }
+    }
+    Ok(lo)
+}
+
 /// A storage failure, classified by what the caller can do about it.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -661,6 +686,11 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Highest cursor in the store (0 when empty).
     async fn last_cursor(&self) -> Result<u64, StoreError>;
+
+    /// The first message stored at or after `cursor`: its cursor and when
+    /// this node received it (unix ms); `None` past the last. One seek of
+    /// the primary key ([`cursor_received_by`] bisects with it).
+    async fn received_from(&self, cursor: u64) -> Result<Option<(u64, i64)>, StoreError>;
 
     /// Every readable message of an assistance thread (the request and its
     /// steps), in cursor order.

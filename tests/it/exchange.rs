@@ -1004,6 +1004,94 @@ fn taxii_serves_operators_only_what_this_node_may_read() {
     n.stop();
 }
 
+/// A poll for what is new (`added_after`, no `next`) starts after what was
+/// received before its window, found by bisection, not at the store's first
+/// message: behind more than a scan budget of older alerts (5,000 messages a
+/// request), the first page holds the new alert and says there is no more.
+/// Read from the start, it came back empty with `more` true. The older
+/// alerts are pushed by node-a, then aged two hours in node-b's store while
+/// it is stopped (receipt times within a minute of `added_after` are read
+/// anyway: `RECEIPT_ORDER_MARGIN_MS`).
+#[test]
+fn a_poll_for_what_is_new_does_not_read_the_older_store() {
+    use crate::fedtools::{frame, push_as, signed_alert, signer_from};
+    let mut n = Nodes::line(&["node-a", "node-b"], Some(1));
+    let older = certfed::domain::exchange::SCAN_BUDGET + 200;
+    let signer = signer_from(&n.fed.pki, "node-a");
+    let now = certfed::service::now_ms();
+    let frames: Vec<PushFrame> = (0..older)
+        .map(|i| {
+            frame(
+                i as u64 + 1,
+                signed_alert(&signer, &format!("older {i}"), now),
+            )
+        })
+        .collect();
+    n.rt.block_on(async {
+        let mut acks = push_as(&n.fed, 1, "node-b", "node-a", frames).await;
+        for _ in 0..older {
+            let ack = acks.message().await.unwrap().expect("an ack per frame");
+            assert_eq!(ack.outcome, PushOutcome::Accepted as i32, "{}", ack.reason);
+        }
+    });
+    let b = n.nodes.remove(1);
+    n.rt.block_on(b.shutdown()).unwrap();
+    let db = rusqlite::Connection::open(n.fed.data_dir(1).join("certfed.db")).unwrap();
+    let aged = db
+        .execute(
+            "UPDATE messages SET received_ms = received_ms - 7200000 WHERE origin = 'node-a'",
+            [],
+        )
+        .unwrap();
+    assert_eq!(aged, older);
+    drop(db);
+    let b = n.rt.block_on(n.fed.start(1));
+    n.nodes.insert(1, b);
+    let addr = n.nodes[1].taxii_addr.expect("taxii is on");
+    let after = certfed::domain::exchange::format_time_us(certfed::service::now_ms() * 1000);
+    std::thread::sleep(Duration::from_millis(20));
+    n.publish(1, rich_alert("what is new", Tlp::Green), &[]);
+    let op = Some(n.fed.pki.client_tls("operator"));
+    let get = |path: &str| {
+        let (status, _, body) =
+            n.rt.block_on(https(addr, op.clone(), "GET", path, &[]))
+                .unwrap();
+        assert_eq!(status, 200, "{path}: {body}");
+        serde_json::from_str::<Value>(&body).unwrap()
+    };
+    let green = get("/certfed/collections/")["collections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["title"].as_str().unwrap().starts_with("TLP:GREEN"))
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let page = get(&format!(
+        "/certfed/collections/{green}/objects/?added_after={after}"
+    ));
+    let objects = page["objects"].as_array().cloned().unwrap_or_default();
+    assert!(
+        objects
+            .iter()
+            .any(|o| o["type"] == "report" && o["name"] == "what is new"),
+        "the new alert is on the first page: {page}"
+    );
+    assert_eq!(page["more"], false, "{page}");
+    assert!(
+        !objects
+            .iter()
+            .any(|o| o["name"].as_str().is_some_and(|t| t.starts_with("older"))),
+        "nothing older than added_after: {page}"
+    );
+    // Without added_after the store is read from its first message, a scan
+    // budget at a time.
+    let first = get(&format!("/certfed/collections/{green}/objects/?limit=5"));
+    assert_eq!(first["more"], true, "{first}");
+    n.stop();
+}
+
 /// `PublishAlertRequest.validate_only` (what `alert import` checks with):
 /// the same answers as a publish, nothing signed or stored, the request id
 /// left free.

@@ -650,6 +650,32 @@ fn taxii_queries_tokens_and_collections() {
     );
 }
 
+/// A first page with `added_after` may skip what was received a margin
+/// before it; a page resumed from a token reads from the token.
+#[test]
+fn taxii_first_pages_skip_what_was_received_before_the_window() {
+    let q = parse_query([("added_after", "2025-01-01T00:00:00.123456Z")]).unwrap();
+    let page = Page::new(q);
+    assert_eq!(
+        page.skip_received_by_ms(),
+        Some(1_735_689_600_123 - RECEIPT_ORDER_MARGIN_MS)
+    );
+    // Everything received by then is before the window, to its last object.
+    let by = page.skip_received_by_ms().unwrap();
+    assert!(page.before_window(by));
+    assert!(!page.before_window(by + RECEIPT_ORDER_MARGIN_MS + 1));
+    let resumed = parse_query([
+        ("added_after", "2025-01-01T00:00:00.123456Z"),
+        ("next", "42-3"),
+    ])
+    .unwrap();
+    assert_eq!(Page::new(resumed).skip_received_by_ms(), None);
+    assert_eq!(
+        Page::new(parse_query([("limit", "2")]).unwrap()).skip_received_by_ms(),
+        None
+    );
+}
+
 fn objs(n: usize, tag: &str) -> Vec<Value> {
     (0..n).map(|i| json!({"type": "indicator", "id": format!("indicator--{tag}-{i}"), "modified": "2025-01-01T00:00:00.000Z"})).collect()
 }

@@ -37,7 +37,7 @@ pub use stix::{
 };
 pub use taxii::{
     API_ROOT_PATH, Collection, DEFAULT_LIMIT, Feed, MAX_LIMIT, MAX_PAGE_BYTES, Page, Query,
-    Refused, SCAN_BUDGET, STIX_MEDIA_TYPE, TAXII_MEDIA_TYPE, Token, Version, api_root,
-    collection_id, collection_json, collections, discovery, error_json, format_time_us,
-    parse_query, parse_time_us, version_of,
+    RECEIPT_ORDER_MARGIN_MS, Refused, SCAN_BUDGET, STIX_MEDIA_TYPE, TAXII_MEDIA_TYPE, Token,
+    Version, api_root, collection_id, collection_json, collections, discovery, error_json,
+    format_time_us, parse_query, parse_time_us, version_of,
 };

@@ -18,6 +18,10 @@
 //!   the store cursor and object index to continue from) is set exactly when
 //!   `more` is true. A request reads at most [`SCAN_BUDGET`] messages: a page
 //!   may come back short, even empty, with `more` true — it never spins.
+//! - A first page with `added_after` (no `next`) is read from the last
+//!   message received [`RECEIPT_ORDER_MARGIN_MS`] before it
+//!   ([`Page::skip_received_by_ms`]), not from the store's first: a poll
+//!   for what is new costs the same whatever the store holds.
 //! - Each object version appears once per page.
 use super::common::uuid_for;
 use crate::domain::policy::{ALL_TLPS, tlp_label};
@@ -39,6 +43,10 @@ pub const MAX_LIMIT: usize = 1000;
 pub const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
 /// Most messages read to answer one request.
 pub const SCAN_BUDGET: usize = 5000;
+/// How far before `added_after` a first page starts reading (receipt time,
+/// ms): receipt times follow store order but for batches committed in
+/// another order than they were admitted.
+pub const RECEIPT_ORDER_MARGIN_MS: i64 = 60_000;
 
 /// One collection: the alerts of one TLP level.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -341,6 +349,20 @@ impl Page {
     /// The store cursor to start reading at (inclusive).
     pub fn start(&self) -> u64 {
         self.q.next.map_or(0, |t| t.cursor)
+    }
+
+    /// For a first page (no `next` token) with `added_after`: the receipt
+    /// time (ms) up to which messages need not be read, less
+    /// [`RECEIPT_ORDER_MARGIN_MS`]; the reader starts after the last message
+    /// received by then instead of at the store's first (a poll for what is
+    /// new no longer reads the whole store, [`SCAN_BUDGET`] messages a page).
+    pub fn skip_received_by_ms(&self) -> Option<i64> {
+        if self.q.next.is_some() {
+            return None;
+        }
+        self.q
+            .added_after_us
+            .map(|a| a.div_euclid(1000).saturating_sub(RECEIPT_ORDER_MARGIN_MS))
     }
 
     /// Whether every object of a message stored at `stored_ms` is at or before

@@ -814,6 +814,11 @@ impl Storage for PgStore {
         self.read_note(queries::last_cursor(&c).await)
     }
 
+    async fn received_from(&self, cursor: u64) -> Result<Option<(u64, i64)>, StoreError> {
+        let c = self.reader().await?;
+        self.read_note(queries::received_from(&c, cursor).await)
+    }
+
     async fn thread(&self, request_id: &str) -> Result<Vec<StoredMessage>, StoreError> {
         let c = self.reader().await?;
         self.read_note(queries::thread(&c, request_id).await)

@@ -647,6 +647,22 @@ pub async fn by_kind(
     .await
 }
 
+/// The first message at or after `cursor`: its cursor and receipt time.
+pub async fn received_from(
+    c: &ClientWrapper,
+    cursor: u64,
+) -> Result<Option<(u64, i64)>, StoreError> {
+    let cursor = i64::try_from(cursor).unwrap_or(i64::MAX);
+    let row = c
+        .query_opt(
+            "SELECT cursor, received_ms FROM messages WHERE cursor >= $1 ORDER BY cursor LIMIT 1",
+            &[&cursor],
+        )
+        .await
+        .map_err(|x| pg_err("cannot read a receipt time", x))?;
+    Ok(row.map(|r| (r.get::<_, i64>(0) as u64, r.get(1))))
+}
+
 pub async fn last_cursor(c: &ClientWrapper) -> Result<u64, StoreError> {
     let n: i64 = c
         .query_one("SELECT COALESCE(MAX(cursor), 0)::BIGINT FROM messages", &[])

@@ -945,6 +945,11 @@ impl Storage for SqliteStore {
         self.read_small(1, queries::last_cursor).await
     }
 
+    async fn received_from(&self, cursor: u64) -> Result<Option<(u64, i64)>, StoreError> {
+        self.read_small(1, move |c| queries::received_from(c, cursor))
+            .await
+    }
+
     async fn thread(&self, request_id: &str) -> Result<Vec<StoredMessage>, StoreError> {
         let id = request_id.to_string();
         self.read(move |c| queries::thread(c, &id)).await

@@ -342,6 +342,17 @@ pub fn by_kind(
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
+/// The first message at or after `cursor`: its cursor and receipt time.
+pub fn received_from(c: &Connection, cursor: u64) -> Result<Option<(u64, i64)>, StoreError> {
+    Ok(c.prepare_cached(
+        "SELECT cursor, received_ms FROM messages WHERE cursor >= ?1 ORDER BY cursor LIMIT 1",
+    )?
+    .query_row([i64::try_from(cursor).unwrap_or(i64::MAX)], |r| {
+        Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
+    })
+    .optional()?)
+}
+
 /// Highest cursor in the store (0 when empty).
 pub fn last_cursor(c: &Connection) -> Result<u64, StoreError> {
     Ok(
