@@ -88,7 +88,7 @@
 //! capped (`max_received`, `max_missing`, announcers per id, batch size,
 //! `max_graft_tries` per id), so a peer's flood of announcements changes
 //! nothing beyond them.
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 /// Splits the peers policy lets a message go to (`targets`, from
 /// `domain::admission::targets`) into those that get it in full (eager
@@ -255,7 +255,7 @@ pub struct Plumtree {
     /// Ids received, with when and their origin (forgotten after
     /// `remember_ms`, or when more than `max_received` are held), and
     /// their order of arrival.
-    received: BTreeMap<String, Got>,
+    received: HashMap<String, Got>,
     order: VecDeque<(i64, String)>,
     missing: BTreeMap<String, Missing>,
     /// Per peer: how many missing ids it is an announcer of.
@@ -278,7 +278,7 @@ impl Plumtree {
             up: peers.into_iter().collect(),
             lazy: BTreeMap::new(),
             prune_all: BTreeSet::new(),
-            received: BTreeMap::new(),
+            received: HashMap::new(),
             order: VecDeque::new(),
             missing: BTreeMap::new(),
             announced: BTreeMap::new(),

@@ -168,6 +168,15 @@ pub fn audiences(
     out
 }
 
+/// The 16 bytes of a message id in canonical UUID form (lower-case,
+/// hyphenated: the only form that can be found again from the bytes);
+/// `None` for any other text. Reconciliation items and tree ids use these.
+pub fn id_bytes(message_id: &str) -> Option<[u8; 16]> {
+    let u = uuid::Uuid::parse_str(message_id).ok()?;
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    (*u.hyphenated().encode_lower(&mut buf) == *message_id).then_some(*u.as_bytes())
+}
+
 /// The hash of an item, from its message id's 16 bytes.
 pub fn item_hash(id: &[u8; 16]) -> [u8; 32] {
     let mut h = Sha256::new();

@@ -871,3 +871,24 @@ fn ranges_starting_inside_unread_buckets_keep_a_round_within_its_budget() {
     assert!(passes <= 3, "{passes} passes");
     assert_eq!(step.reply.ranges.last().unwrap().upper, Key::END);
 }
+
+/// Only the canonical form of a UUID gives its bytes: upper case, braces,
+/// a URN, no hyphens or anything else is `None` (the bytes could not give
+/// the id back).
+#[test]
+fn only_canonical_ids_give_bytes() {
+    let id = "0192f0c1-7a2b-7c3d-8e4f-a0b1c2d3e4f5";
+    let bytes = id_bytes(id).expect("canonical");
+    assert_eq!(uuid::Uuid::from_bytes(bytes).to_string(), id);
+    for other in [
+        "0192F0C1-7A2B-7C3D-8E4F-A0B1C2D3E4F5",
+        "{0192f0c1-7a2b-7c3d-8e4f-a0b1c2d3e4f5}",
+        "urn:uuid:0192f0c1-7a2b-7c3d-8e4f-a0b1c2d3e4f5",
+        "0192f0c17a2b7c3d8e4fa0b1c2d3e4f5",
+        "0192f0c1-7a2b-7c3d-8e4f-a0b1c2d3e4f",
+        "not an id",
+        "",
+    ] {
+        assert_eq!(id_bytes(other), None, "{other}");
+    }
+}

@@ -121,11 +121,7 @@ pub fn sync_entry(message_id: &str, audiences: &[String]) -> Option<SyncEntry> {
     if audiences.is_empty() {
         return None;
     }
-    let u = uuid::Uuid::parse_str(message_id).ok()?;
-    if u.to_string() != message_id {
-        return None;
-    }
-    let id = *u.as_bytes();
+    let id = crate::domain::reconcile::id_bytes(message_id)?;
     Some(SyncEntry {
         audiences: audiences.to_vec(),
         id,

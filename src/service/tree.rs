@@ -46,6 +46,7 @@
 //!   duplicate or a graft, reconciliation heals the rest).
 use crate::config::GossipSection;
 use crate::domain::plumtree::{Action, Config, Event, Plumtree};
+use crate::domain::reconcile::id_bytes;
 use crate::proto::v1::Gossip as Frame;
 use crate::proto::v1::{EnvelopeHeader, MessageKind};
 use crate::service::metrics::Metrics;
@@ -105,11 +106,6 @@ pub fn tree_routed(h: &EnvelopeHeader) -> bool {
         && h.recipients.is_empty()
         && !h.encrypted
         && id_bytes(&h.message_id).is_some()
-}
-
-fn id_bytes(id: &str) -> Option<[u8; 16]> {
-    let u = uuid::Uuid::parse_str(id).ok()?;
-    (u.to_string() == id).then_some(*u.as_bytes())
 }
 
 pub fn to_ids(m: &Metrics, bytes: &[Vec<u8>]) -> Option<Vec<String>> {
