@@ -1036,15 +1036,21 @@ fn a_poll_for_what_is_new_does_not_read_the_older_store() {
     });
     let b = n.nodes.remove(1);
     n.rt.block_on(b.shutdown()).unwrap();
-    let db = rusqlite::Connection::open(n.fed.data_dir(1).join("certfed.db")).unwrap();
-    let aged = db
-        .execute(
-            "UPDATE messages SET received_ms = received_ms - 7200000 WHERE origin = 'node-a'",
-            [],
-        )
-        .unwrap();
-    assert_eq!(aged, older);
-    drop(db);
+    let age = "UPDATE messages SET received_ms = received_ms - 7200000 WHERE origin = 'node-a'";
+    let aged = match &n.fed.backend {
+        Backend::Sqlite => rusqlite::Connection::open(n.fed.data_dir(1).join("certfed.db"))
+            .unwrap()
+            .execute(age, [])
+            .unwrap() as u64,
+        Backend::Postgres { .. } => n.rt.block_on(async {
+            let (db, conn) = tokio_postgres::connect(&n.fed.db_url(1), tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            db.execute(age, &[]).await.unwrap()
+        }),
+    };
+    assert_eq!(aged, older as u64);
     let b = n.rt.block_on(n.fed.start(1));
     n.nodes.insert(1, b);
     let addr = n.nodes[1].taxii_addr.expect("taxii is on");
