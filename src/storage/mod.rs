@@ -66,7 +66,7 @@ pub type Pending<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send>
 pub type Store = Arc<dyn Storage>;
 
 /// The cursor of the last message received at or before `ms` (0: none), by
-/// bisection over cursors: about 2·log2(cursors) seeks whatever the store
+/// bisection over cursors: about log2(highest cursor) seeks whatever the store
 /// holds. Exact when receipt times follow cursor order, which they do but
 /// for batches committed in another order than they were admitted (a few
 /// milliseconds; seconds under load) and a clock stepped back: callers ask
