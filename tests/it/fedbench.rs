@@ -95,3 +95,35 @@ fn cold_trees_and_an_allocator_setting_of_its_own_are_taken() {
     assert_eq!(v["missing"], 0, "{v}");
     assert_eq!(v["duplicated"], 0, "{v}");
 }
+
+/// The single-link benchmark with fewer alerts than its listing page (50):
+/// the listing measurement expects what the node holds, not a full page.
+#[test]
+fn the_single_link_benchmark_runs_with_fewer_alerts_than_a_page() {
+    let out = Command::new(BIN)
+        .env("RUST_LOG", "error")
+        .args([
+            "bench",
+            "--json",
+            "--messages",
+            "10",
+            "--rate",
+            "50",
+            "--seconds",
+            "1",
+        ])
+        .output()
+        .expect("run certfed bench");
+    assert!(
+        out.status.success(),
+        "certfed bench --messages 10 failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8_lossy(&out.stdout);
+    let v: Value = serde_json::from_str(line.trim())
+        .unwrap_or_else(|e| panic!("not one JSON object ({e}): {line}"));
+    assert_eq!(v["ingest_messages"], 10, "{v}");
+    for k in ["list_alerts_ms", "list_alerts_tlp_ms"] {
+        assert!(num(&v, k) > 0.0, "{k} in {v}");
+    }
+}

@@ -333,27 +333,34 @@ struct Ingest {
     list_tlp_ms: f64,
 }
 
-/// Median milliseconds of five first pages of 50 alerts matching `filter`.
+/// Alerts on the first page the listing measurement asks for.
+const LIST_PAGE: usize = 50;
+
+/// Median milliseconds of five first pages of [`LIST_PAGE`] alerts matching
+/// `filter`, on a node holding `held` of them (each page must hold what
+/// the node holds, up to the page size).
 async fn list_page_ms(
     op: &mut operator_client::OperatorClient<tonic::transport::Channel>,
     filter: AlertFilter,
+    held: usize,
 ) -> anyhow::Result<f64> {
+    let want = held.min(LIST_PAGE);
     let mut times = Vec::new();
     for _ in 0..5 {
         let t = Instant::now();
         let page = op
             .list_alerts(ListAlertsRequest {
                 filter: Some(filter.clone()),
-                page_size: 50,
+                page_size: LIST_PAGE as u32,
                 page_token: String::new(),
             })
             .await
             .context("ListAlerts after the ingest")?
             .into_inner();
         times.push(t.elapsed().as_secs_f64() * 1000.0);
-        if page.alerts.len() != 50 {
+        if page.alerts.len() != want {
             bail!(
-                "ListAlerts after the ingest gave {} alerts, not 50",
+                "ListAlerts after the ingest gave {} alerts, not {want}",
                 page.alerts.len()
             );
         }
@@ -412,12 +419,12 @@ async fn bench_ingest(messages: usize, backend: &Backend) -> anyhow::Result<Inge
     let seconds = started.elapsed().as_secs_f64();
     drop(feeder.await?);
     let mut op = fed.operator(1).await;
-    let list_ms = list_page_ms(&mut op, AlertFilter::default()).await?;
+    let list_ms = list_page_ms(&mut op, AlertFilter::default(), messages).await?;
     let green = AlertFilter {
         tlp: vec![Tlp::Green as i32],
         ..Default::default()
     };
-    let list_tlp_ms = list_page_ms(&mut op, green).await?;
+    let list_tlp_ms = list_page_ms(&mut op, green, messages).await?;
     b.shutdown().await?;
     Ok(Ingest {
         messages,
