@@ -50,10 +50,7 @@ pub fn verify(msg: &[u8], sig: &Signature, key: &VerifyingKey) -> bool {
     if key.is_weak() {
         return false;
     }
-    let Some(s) = Option::<Scalar>::from(Scalar::from_canonical_bytes(*sig.s_bytes())) else {
-        return false;
-    };
-    let Some(r) = decode_r(sig.r_bytes()) else {
+    let Some((s, r)) = decode(sig) else {
         return false;
     };
     let h = Scalar::from_bytes_mod_order_wide(&hram(sig, key, msg));
@@ -86,10 +83,7 @@ pub fn verify_batch(msgs: &[&[u8]], sigs: &[Signature], keys: &[VerifyingKey]) -
     transcript.update(CONTEXT);
     transcript.update((n as u64).to_le_bytes());
     for ((msg, sig), key) in msgs.iter().zip(sigs).zip(keys) {
-        let Some(s) = Option::<Scalar>::from(Scalar::from_canonical_bytes(*sig.s_bytes())) else {
-            return false;
-        };
-        let Some(r) = decode_r(sig.r_bytes()) else {
+        let Some((s, r)) = decode(sig) else {
             return false;
         };
         let hram = hram(sig, key, msg);
@@ -148,6 +142,13 @@ fn coefficient(seed: &[u8], i: usize) -> Scalar {
     Scalar::from(u128::from_le_bytes(z))
 }
 
+/// s and R of a signature, if s is a canonical scalar and R decodes
+/// ([`decode_r`]).
+fn decode(sig: &Signature) -> Option<(Scalar, EdwardsPoint)> {
+    let s = Option::<Scalar>::from(Scalar::from_canonical_bytes(*sig.s_bytes()))?;
+    Some((s, decode_r(sig.r_bytes())?))
+}
+
 /// R as a point, if its encoding is canonical (y < p = 2²⁵⁵ − 19; the
 /// encodings with x = 0 and the sign bit set are those of the two small-order
 /// points y = ±1, refused below) and it does not have small order.
@@ -188,6 +189,22 @@ mod tests {
             vks.push(sk.verifying_key());
             msgs.push(msg);
         }
+        (msgs, sigs, vks)
+    }
+
+    /// `n` messages as [`batch`] makes them (from two keys), then `msg`
+    /// signed `sig` under `vk`.
+    fn batch_and(
+        rng: &mut rand::rngs::StdRng,
+        n: usize,
+        msg: Vec<u8>,
+        sig: Signature,
+        vk: VerifyingKey,
+    ) -> (Vec<Vec<u8>>, Vec<Signature>, Vec<VerifyingKey>) {
+        let (mut msgs, mut sigs, mut vks) = batch(rng, n, 2);
+        msgs.push(msg);
+        sigs.push(sig);
+        vks.push(vk);
         (msgs, sigs, vks)
     }
 
@@ -247,10 +264,7 @@ mod tests {
             let odd = made(&sk, vk.as_bytes(), &msg, r, order_two());
             strict_refused += vk.verify_strict(&msg, &odd).is_err() as usize;
             let mut rng = rand::rngs::StdRng::seed_from_u64(r);
-            let (mut msgs, mut sigs, mut vks) = batch(&mut rng, (r % 5) as usize + 1, 2);
-            msgs.push(msg);
-            sigs.push(odd);
-            vks.push(vk);
+            let (msgs, sigs, vks) = batch_and(&mut rng, (r % 5) as usize + 1, msg, odd, vk);
             assert!(check(&msgs, &sigs, &vks), "batch {r}");
         }
         assert_eq!(strict_refused, 24, "verify_strict refuses them all");
@@ -272,10 +286,7 @@ mod tests {
             let sig = made(&sk, &mixed, &msg, r, EdwardsPoint::default());
             strict[vk.verify_strict(&msg, &sig).is_ok() as usize] += 1;
             let mut rng = rand::rngs::StdRng::seed_from_u64(100 + r);
-            let (mut msgs, mut sigs, mut vks) = batch(&mut rng, (r % 4) as usize, 2);
-            msgs.push(msg);
-            sigs.push(sig);
-            vks.push(vk);
+            let (msgs, sigs, vks) = batch_and(&mut rng, (r % 4) as usize, msg, sig, vk);
             assert!(check(&msgs, &sigs, &vks), "batch {r}");
         }
         assert!(strict[0] > 0 && strict[1] > 0, "verify_strict: {strict:?}");
@@ -377,10 +388,7 @@ mod tests {
         b[32..].copy_from_slice(r.as_bytes());
         let forged = Signature::from_bytes(&b);
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
-        let (mut msgs, mut sigs, mut vks) = batch(&mut rng, 4, 2);
-        msgs.push(b"anything at all".to_vec());
-        sigs.push(forged);
-        vks.push(weak);
+        let (msgs, sigs, vks) = batch_and(&mut rng, 4, b"anything at all".to_vec(), forged, weak);
         let m: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
         assert!(
             ed25519_dalek::verify_batch(&m, &sigs, &vks).is_ok(),
@@ -401,10 +409,7 @@ mod tests {
         assert_eq!(odd.r_bytes()[0], 1, "R is the identity");
         assert!(vk.verify_strict(&msg, &odd).is_err());
         let mut rng = rand::rngs::StdRng::seed_from_u64(5);
-        let (mut msgs, mut sigs, mut vks) = batch(&mut rng, 3, 2);
-        msgs.push(msg);
-        sigs.push(odd);
-        vks.push(vk);
+        let (msgs, sigs, vks) = batch_and(&mut rng, 3, msg, odd, vk);
         let m: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
         assert!(
             ed25519_dalek::verify_batch(&m, &sigs, &vks).is_ok(),
