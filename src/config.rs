@@ -497,6 +497,10 @@ pub struct ReconcileSection {
     /// are refused (RESOURCE_EXHAUSTED) until the minute has passed.
     #[serde(default = "default_reconcile_rounds")]
     pub max_rounds_per_minute: u32,
+    /// Most items of the reconciled set one round reads into memory (about
+    /// 56 bytes each); a ten-minute bucket holding more is not compared.
+    #[serde(default = "default_reconcile_round_items")]
+    pub max_round_items: usize,
 }
 
 impl Default for ReconcileSection {
@@ -506,6 +510,7 @@ impl Default for ReconcileSection {
             interval_secs: default_reconcile_interval(),
             timeout_secs: default_reconcile_timeout(),
             max_rounds_per_minute: default_reconcile_rounds(),
+            max_round_items: default_reconcile_round_items(),
         }
     }
 }
@@ -532,6 +537,10 @@ fn default_reconcile_interval() -> u64 {
 fn default_reconcile_timeout() -> u64 {
     120
 }
+fn default_reconcile_round_items() -> usize {
+    300_000
+}
+
 fn default_reconcile_rounds() -> u32 {
     600
 }
@@ -942,6 +951,12 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         validate_name(&self.node.id).map_err(|e| err(format!("node.id: {e}")))?;
+        if !(100..=10_000_000).contains(&self.reconcile.max_round_items) {
+            return Err(err(format!(
+                "reconcile.max_round_items: {}; must be between 100 and 10000000 (items of the set one round may read, ~56 bytes each)",
+                self.reconcile.max_round_items
+            )));
+        }
         let g = &self.gossip;
         if !(10..=60_000).contains(&g.graft_timeout_ms) {
             return Err(err(format!(
@@ -1385,6 +1400,32 @@ mod tests {
         );
         g.lazy_hold_ms = Some(30_000);
         assert_eq!(g.lazy_hold_ms(), 30_000);
+    }
+
+    #[test]
+    fn the_items_a_reconciliation_round_reads_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.toml");
+        let base = "[node]\nid = \"n\"\nlisten = \"127.0.0.1:7700\"\nsigning_key = \"k\"\n[tls]\nca = \"c\"\ncert = \"c\"\nkey = \"k\"\n[storage]\ndir = \"d\"\n";
+        for (items, want) in [
+            (
+                "99",
+                "reconcile.max_round_items: 99; must be between 100 and 10000000",
+            ),
+            ("20000000", "reconcile.max_round_items: 20000000"),
+            // Valid: the next complaint is the missing key file.
+            ("100", "node.signing_key"),
+            ("1000000", "node.signing_key"),
+        ] {
+            std::fs::write(
+                &path,
+                format!("{base}[reconcile]\nmax_round_items = {items}\n"),
+            )
+            .unwrap();
+            let e = Config::load(&path).unwrap_err().to_string();
+            assert!(e.contains(want), "{items}: {e}");
+        }
+        assert_eq!(ReconcileSection::default().max_round_items, 300_000);
     }
 
     #[test]

@@ -61,6 +61,13 @@
 //!   with differences spread everywhere takes more rounds, never more
 //!   memory, and no range is refined again from the top. The first range that needs items is always
 //!   answered, so every round makes progress.
+//! - A bucket the caller marks too large to read ([`BucketView::set_opaque`])
+//!   is never asked for again: a range whose answer needs its items (and no
+//!   others') is answered with `Skip` for its part within such buckets and
+//!   with our fingerprint for the rest, for the other side to refine; a
+//!   frame or fold starting inside one skips to its end. Every difference
+//!   outside those buckets is still found (property test), and no exchange
+//!   stalls on them.
 use crate::domain::policy::broadcastable;
 use crate::proto::v1::{ReconcileFrame, ShortIds, SyncBound, SyncRange, Tlp, sync_range};
 use sha2::{Digest, Sha256};
@@ -373,6 +380,8 @@ pub struct BucketView {
     sums: BTreeMap<i64, Acc>,
     loaded: HashMap<i64, Vec<Item>>,
     loaded_items: usize,
+    /// Buckets too large to read (see [`BucketView::set_opaque`]).
+    opaque: BTreeSet<i64>,
 }
 
 /// Buckets whose items a step found missing (collected over a whole step).
@@ -388,6 +397,7 @@ impl BucketView {
             sums: sums.into_iter().filter(|(_, a)| a.count > 0).collect(),
             loaded: HashMap::new(),
             loaded_items: 0,
+            opaque: BTreeSet::new(),
         }
     }
 
@@ -444,6 +454,27 @@ impl BucketView {
             || *bound == Key::at(self.span(b).0)
             || self.loaded.contains_key(&b)
             || !self.sums.contains_key(&b)
+    }
+
+    /// Marks a bucket as too large to read (its items will not be given):
+    /// a step that needs its items answers the part of the range within it
+    /// with `Skip` and the rest of the range with our fingerprint, so the
+    /// rest of the set is still compared (see the module documentation).
+    pub fn set_opaque(&mut self, bucket: i64) {
+        self.opaque.insert(bucket);
+    }
+
+    /// Whether `bucket` was marked too large to read.
+    pub fn is_opaque(&self, bucket: i64) -> bool {
+        self.opaque.contains(&bucket)
+    }
+
+    /// The end of the bucket `k` lies in, when that bucket is too large to
+    /// read and `k` is past its start (a range from `k` would need its items).
+    fn opaque_end(&self, k: &Key) -> Option<Key> {
+        let b = self.bucket_of(k.created_ms);
+        let (from, to) = self.span(b);
+        (self.opaque.contains(&b) && *k != Key::END && *k != Key::at(from)).then(|| Key::at(to))
     }
 
     /// Whether the items of `bucket` were given.
@@ -665,15 +696,29 @@ pub struct Step {
 /// fingerprint.
 pub fn initiate(since: i64, view: &BucketView) -> Result<Frame, Error> {
     let mut missing = Missing::new();
-    match view.summary(&Key::at(since), &Key::END, &mut missing) {
-        Some(acc) => Ok(Frame {
-            ranges: vec![Range {
-                upper: Key::END,
-                mode: Mode::Fingerprint(acc.fingerprint()),
-            }],
-        }),
+    match tail(view, &Key::at(since), &mut missing) {
+        Some(ranges) => Ok(Frame { ranges }),
         None => Err(Error::Need(missing.into_iter().collect())),
     }
+}
+
+/// One fingerprint range over `[from, END)`, after a skipped range to the
+/// end of `from`'s bucket when that bucket is too large to read
+/// ([`BucketView::set_opaque`]); `None` (and the buckets needed added to
+/// `missing`) when edge buckets are to be loaded first.
+fn tail(view: &BucketView, from: &Key, missing: &mut Missing) -> Option<Vec<Range>> {
+    let mut out = Vec::with_capacity(2);
+    let mut from = *from;
+    if let Some(end) = view.opaque_end(&from) {
+        out.push(skip(end));
+        from = end;
+    }
+    let acc = view.summary(&from, &Key::END, missing)?;
+    out.push(Range {
+        upper: Key::END,
+        mode: Mode::Fingerprint(acc.fingerprint()),
+    });
+    Some(out)
 }
 
 /// Checks a frame from the other side against the protocol's rules.
@@ -760,6 +805,19 @@ pub fn process(
         answer_range(
             &lo, &hi, &r.mode, view, limits, &mut step, &mut out, &mut mine,
         );
+        // Buckets too large to read are never loaded: a range that needs
+        // only their items is answered around them.
+        let opaque: Vec<i64> = mine
+            .iter()
+            .copied()
+            .filter(|b| view.is_opaque(*b))
+            .collect();
+        if !opaque.is_empty() {
+            mine.retain(|b| !view.is_opaque(*b));
+            if out.len() == before && mine.is_empty() {
+                answer_opaque(&lo, &hi, &opaque, view, &mut out, &mut mine);
+            }
+        }
         for added in &out[before..] {
             let skipped = added.mode == Mode::Skip;
             if !(skipped && last_skip) {
@@ -826,13 +884,55 @@ pub fn process(
 /// in later rounds); adds the edge buckets it needs and lacks to `missing`.
 fn fold_rest(view: &BucketView, lo: &Key, out: &mut Vec<Range>, missing: &mut Missing) {
     let mut edge = Missing::new();
-    match view.summary(lo, &Key::END, &mut edge) {
-        Some(acc) => out.push(Range {
-            upper: Key::END,
-            mode: Mode::Fingerprint(acc.fingerprint()),
-        }),
+    match tail(view, lo, &mut edge) {
+        Some(ranges) => out.extend(ranges),
         None => missing.extend(edge),
     }
+}
+
+/// Answers `[lo, hi)`, whose answer needs the items of `opaque` (buckets too
+/// large to read) and no others: the parts within those buckets are skipped,
+/// each other part gets our fingerprint, for the other side to refine (it
+/// needs none of those items). Adds the buckets it needs to `missing` (and
+/// then answers nothing).
+fn answer_opaque(
+    lo: &Key,
+    hi: &Key,
+    opaque: &[i64],
+    view: &BucketView,
+    out: &mut Vec<Range>,
+    missing: &mut Missing,
+) {
+    let mut parts = Vec::with_capacity(2 * opaque.len() + 1);
+    let mut pos = *lo;
+    for b in opaque {
+        let (from, to) = view.span(*b);
+        let (from, to) = (Key::at(from).max(*lo), Key::at(to).min(*hi));
+        if to <= pos {
+            continue;
+        }
+        if from > pos {
+            let Some(acc) = view.summary(&pos, &from, missing) else {
+                return;
+            };
+            parts.push(Range {
+                upper: from,
+                mode: Mode::Fingerprint(acc.fingerprint()),
+            });
+        }
+        parts.push(skip(to));
+        pos = to;
+    }
+    if pos < *hi {
+        let Some(acc) = view.summary(&pos, hi, missing) else {
+            return;
+        };
+        parts.push(Range {
+            upper: *hi,
+            mode: Mode::Fingerprint(acc.fingerprint()),
+        });
+    }
+    out.extend(parts);
 }
 
 /// Ends a reply over the round's budget with one fingerprint range to
@@ -851,11 +951,8 @@ fn fold_within(view: &BucketView, since: i64, out: &mut Vec<Range>, missing: &mu
     }
     let from = out.last().map_or(Key::at(since), |r| r.upper);
     let mut edge = Missing::new();
-    match view.summary(&from, &Key::END, &mut edge) {
-        Some(acc) => out.push(Range {
-            upper: Key::END,
-            mode: Mode::Fingerprint(acc.fingerprint()),
-        }),
+    match tail(view, &from, &mut edge) {
+        Some(ranges) => out.extend(ranges),
         // Only a bound of an answered range, or the start of the set, can
         // still fall in an unread bucket: that one is needed.
         None => missing.extend(edge),
@@ -1047,20 +1144,26 @@ fn fold(
 ) -> Result<Frame, Error> {
     let max = limits.max_ranges.max(2);
     if ranges.len() > max {
-        let from = if max >= 2 {
-            ranges[max - 2].upper
-        } else {
-            Key::at(since)
-        };
-        ranges.truncate(max - 1);
-        let mut missing = Missing::new();
-        let Some(acc) = view.summary(&from, &Key::END, &mut missing) else {
-            return Err(Error::Need(missing.into_iter().collect()));
-        };
-        ranges.push(Range {
-            upper: Key::END,
-            mode: Mode::Fingerprint(acc.fingerprint()),
-        });
+        // The tail is one range, or two when it starts in a bucket too large
+        // to read (a skip to that bucket's end first): then one answered
+        // range fewer is kept.
+        let mut keep = max - 1;
+        loop {
+            let from = match keep {
+                0 => Key::at(since),
+                k => ranges[k - 1].upper,
+            };
+            let mut missing = Missing::new();
+            let Some(tail) = tail(view, &from, &mut missing) else {
+                return Err(Error::Need(missing.into_iter().collect()));
+            };
+            if keep + tail.len() <= max || keep == 0 {
+                ranges.truncate(keep);
+                ranges.extend(tail);
+                break;
+            }
+            keep -= 1;
+        }
     }
     Ok(Frame { ranges })
 }

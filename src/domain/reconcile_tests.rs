@@ -28,6 +28,13 @@ struct Side {
     max_bytes: usize,
     /// The largest reply made.
     largest: usize,
+    /// Buckets holding more items than this are never loaded: marked too
+    /// large to read when a step needs them, as the service does.
+    too_large: Option<u64>,
+    /// Buckets a step found too large to read.
+    marked: BTreeSet<i64>,
+    /// The most items of one bucket loaded.
+    largest_bucket: usize,
 }
 
 impl Side {
@@ -49,7 +56,28 @@ impl Side {
             max_loaded: 0,
             max_bytes: usize::MAX,
             largest: 0,
+            too_large: None,
+            marked: BTreeSet::new(),
+            largest_bucket: 0,
         }
+    }
+
+    /// Loads a bucket a step needs, or marks it too large to read; a step
+    /// asking again for a bucket marked so is a bug.
+    fn give(&mut self, b: i64) {
+        assert!(
+            !self.view.is_opaque(b),
+            "a step asked for bucket {b}, marked too large"
+        );
+        if self.too_large.is_some_and(|n| self.view.count_of(b) > n) {
+            self.view.set_opaque(b);
+            self.marked.insert(b);
+            return;
+        }
+        self.loads += 1;
+        let items = self.items.get(&b).cloned().unwrap_or_default();
+        self.largest_bucket = self.largest_bucket.max(items.len());
+        self.view.load(b, items);
     }
 
     /// Runs a step, loading buckets as asked (like the service does).
@@ -67,9 +95,7 @@ impl Side {
             match r {
                 Err(Error::Need(buckets)) => {
                     for b in buckets {
-                        self.loads += 1;
-                        let items = self.items.get(&b).cloned().unwrap_or_default();
-                        self.view.load(b, items);
+                        self.give(b);
                     }
                 }
                 r => return r,
@@ -84,8 +110,7 @@ impl Side {
                 Ok(f) => return f,
                 Err(Error::Need(buckets)) => {
                     for b in buckets {
-                        let items = self.items.get(&b).cloned().unwrap_or_default();
-                        self.view.load(b, items);
+                        self.give(b);
                     }
                 }
                 Err(e) => panic!("{e}"),
@@ -130,8 +155,17 @@ fn exchange(a: &BTreeSet<Key>, b: &BTreeSet<Key>, width: i64, limits: &Limits) -
 }
 
 /// [`exchange`] between two given sides (returned for inspection).
-fn exchange_with(mut sa: Side, mut sb: Side, limits: &Limits) -> (Outcome, Side, Side) {
-    let since = 0;
+fn exchange_with(sa: Side, sb: Side, limits: &Limits) -> (Outcome, Side, Side) {
+    exchange_since(0, sa, sb, limits)
+}
+
+/// [`exchange_with`] over the set from `since`.
+fn exchange_since(
+    since: i64,
+    mut sa: Side,
+    mut sb: Side,
+    limits: &Limits,
+) -> (Outcome, Side, Side) {
     let mut out = Outcome::default();
     let mut frame = sa.first(since);
     for _ in 0..200 {
@@ -890,5 +924,183 @@ fn only_canonical_ids_give_bytes() {
         "",
     ] {
         assert_eq!(id_bytes(other), None, "{other}");
+    }
+}
+
+/// Keys of `set` outside the buckets (of `width`) that hold more than
+/// `limit` items on either side.
+fn outside_large(
+    set: &BTreeSet<Key>,
+    a: &BTreeSet<Key>,
+    b: &BTreeSet<Key>,
+    width: i64,
+    limit: u64,
+) -> BTreeSet<Key> {
+    let mut counts: BTreeMap<(bool, i64), u64> = BTreeMap::new();
+    for (side, keys) in [(true, a), (false, b)] {
+        for k in keys {
+            *counts
+                .entry((side, k.created_ms.div_euclid(width)))
+                .or_default() += 1;
+        }
+    }
+    let large = |k: &Key| {
+        let bucket = k.created_ms.div_euclid(width);
+        [true, false]
+            .iter()
+            .any(|s| counts.get(&(*s, bucket)).is_some_and(|n| *n > limit))
+    };
+    set.iter().filter(|k| !large(k)).copied().collect()
+}
+
+/// A bucket too large to read (a flood of messages created within one
+/// bucket's span, on both sides, differing) is skipped; every difference
+/// elsewhere is still found, in a few rounds, and nothing in it is sent.
+/// Before, a round that needed such a bucket failed, and with it the whole
+/// link's reconciliation.
+#[test]
+fn a_bucket_too_large_to_read_is_skipped_and_the_rest_converges() {
+    let width = 1_000;
+    let limits = Limits {
+        branch: 4,
+        ids_threshold: 8,
+        ..Limits::default()
+    };
+    let shared = spread(2_000, 40_000);
+    let flood = |from: u64, n: u64| -> BTreeSet<Key> {
+        (from..from + n)
+            .map(|i| key(25_000 + (i as i64 % 1_000), 1_000_000 + i))
+            .collect()
+    };
+    let mut a = shared.clone();
+    let mut b = shared.clone();
+    // Bucket 25: 400 shared, 20 only at A, 10 only at B.
+    a.extend(flood(0, 420));
+    b.extend(flood(0, 400));
+    b.extend(flood(5_000, 10));
+    // Differences elsewhere, before and after it.
+    for i in 0..30 {
+        a.insert(key(i * 1_300 + 7, 9_000 + i as u64));
+        b.insert(key(i * 1_100 + 3, 8_000 + i as u64));
+    }
+    for (label, since) in [("whole set", 0), ("since inside the large bucket", 25_500)] {
+        let set = |s: &BTreeSet<Key>| -> BTreeSet<Key> {
+            s.iter()
+                .filter(|k| k.created_ms >= since)
+                .copied()
+                .collect()
+        };
+        let (a_in, b_in) = (set(&a), set(&b));
+        let mut sa = Side::new(width, &a);
+        let mut sb = Side::new(width, &b);
+        for s in [&mut sa, &mut sb] {
+            s.too_large = Some(300);
+            s.fresh = true;
+        }
+        let (out, sa, sb) = exchange_since(since, sa, sb, &limits);
+        let a_only: BTreeSet<Key> = a_in.difference(&b_in).copied().collect();
+        let b_only: BTreeSet<Key> = b_in.difference(&a_in).copied().collect();
+        assert_eq!(
+            out.a_sends,
+            outside_large(&a_only, &a, &b, width, 300),
+            "{label}: A learns what B lacks outside the large bucket"
+        );
+        assert_eq!(
+            out.b_sends,
+            outside_large(&b_only, &a, &b, width, 300),
+            "{label}: B learns what A lacks outside the large bucket"
+        );
+        assert_eq!(
+            out.a_sends.len(),
+            if since == 0 { 30 } else { 10 },
+            "{label}"
+        );
+        assert!(
+            out.round_trips <= 8,
+            "{label}: {} round trips",
+            out.round_trips
+        );
+        assert_eq!(
+            sa.marked
+                .union(&sb.marked)
+                .copied()
+                .collect::<BTreeSet<_>>(),
+            BTreeSet::from([25]),
+            "{label}"
+        );
+        assert!(
+            sa.largest_bucket <= 300 && sb.largest_bucket <= 300,
+            "{label}"
+        );
+    }
+}
+
+/// The bucket is too large on one side only (the other holds fewer of that
+/// span, and reads them): the other side's parts of it are skipped by the
+/// first, the rest converges.
+#[test]
+fn a_bucket_too_large_on_one_side_only_is_skipped_there() {
+    let width = 1_000;
+    let limits = Limits {
+        branch: 4,
+        ids_threshold: 8,
+        ..Limits::default()
+    };
+    let mut a = spread(500, 20_000);
+    let mut b = a.clone();
+    for i in 0..400u64 {
+        let k = key(7_000 + (i as i64 % 997), 50_000 + i);
+        a.insert(k);
+        if i % 3 == 0 {
+            b.insert(k);
+        }
+    }
+    a.insert(key(15_001, 1));
+    b.insert(key(2_002, 2));
+    let mut sa = Side::new(width, &a);
+    let mut sb = Side::new(width, &b);
+    sa.too_large = Some(300);
+    sb.too_large = Some(300);
+    let (out, sa, sb) = exchange_with(sa, sb, &limits);
+    assert_eq!(out.a_sends, BTreeSet::from([key(15_001, 1)]));
+    assert_eq!(out.b_sends, BTreeSet::from([key(2_002, 2)]));
+    assert_eq!(
+        (sa.marked, sb.marked),
+        (BTreeSet::from([7]), BTreeSet::new())
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// With buckets too large to read (some, all or none, on either side),
+    /// an exchange still ends; what each side learns is exactly the
+    /// difference outside those buckets, plus, within them, only items the
+    /// other side lacks.
+    #[test]
+    fn buckets_too_large_to_read_never_stall_an_exchange(
+        (a, b, width) in set_strategy(),
+        limit in prop_oneof![Just(3u64), Just(20), Just(60), Just(250)],
+        tiny_budget in any::<bool>(),
+    ) {
+        let limits = Limits {
+            branch: 4,
+            ids_threshold: 8,
+            max_load: if tiny_budget { 150 } else { Limits::default().max_load },
+            ..Limits::default()
+        };
+        let mut sa = Side::new(width, &a);
+        let mut sb = Side::new(width, &b);
+        for s in [&mut sa, &mut sb] {
+            s.too_large = Some(limit);
+            s.fresh = true;
+        }
+        let (out, _, _) = exchange_with(sa, sb, &limits);
+        let a_only: BTreeSet<Key> = a.difference(&b).copied().collect();
+        let b_only: BTreeSet<Key> = b.difference(&a).copied().collect();
+        prop_assert!(out.a_sends.is_subset(&a_only));
+        prop_assert!(out.b_sends.is_subset(&b_only));
+        prop_assert!(outside_large(&a_only, &a, &b, width, limit).is_subset(&out.a_sends));
+        prop_assert!(outside_large(&b_only, &a, &b, width, limit).is_subset(&out.b_sends));
     }
 }

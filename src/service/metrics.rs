@@ -223,7 +223,8 @@ pub struct Metrics {
     /// Reconciliation frame bytes, by direction (sent, received).
     pub reconcile_bytes: Family<KindLabel, Counter>,
     /// Reconciliation items, by kind (queued for a peer, missing here,
-    /// not_entitled, unknown_wanted, refused_before, asked_shorter).
+    /// not_entitled, unknown_wanted, refused_before, asked_shorter,
+    /// not_compared).
     pub reconcile_items: Family<KindLabel, Counter>,
     /// Reconciliations this node started, by outcome (completed, failed).
     pub reconcile_exchanges: Family<KindLabel, Counter>,
@@ -444,7 +445,7 @@ impl Metrics {
         );
         r.register(
             "reconcile_items",
-            "Items found by set reconciliation, by kind (queued: queued for a peer that lacked them; missing: held by a peer and lacking here; not_entitled: lacking at a peer that policy does not let go; unknown_wanted: asked for and not held; refused_before: lacking at a peer that refused them for good within 24 hours, not offered again; asked_shorter: lacking at a peer, held here at their hop limit, a copy over fewer links asked for)",
+            "Items found by set reconciliation, by kind (queued: queued for a peer that lacked them; missing: held by a peer and lacking here; not_entitled: lacking at a peer that policy does not let go; unknown_wanted: asked for and not held; refused_before: lacking at a peer that refused them for good within 24 hours, not offered again; asked_shorter: lacking at a peer, held here at their hop limit, a copy over fewer links asked for; not_compared: held here in a 10-minute bucket of the set too large to read in one round, not compared with that peer, counted once per peer and bucket)",
             m.reconcile_items.clone(),
         );
         r.register(

@@ -12,7 +12,10 @@
 //!   `domain::reconcile::audiences`), created within `reconcile.window_days`
 //!   (the initiator's `since_ms`), read from the store's per-bucket sums and,
 //!   for the buckets at range edges only, its items: memory is bounded by
-//!   [`MAX_LOADED`] items per round, never the whole set.
+//!   `reconcile.max_round_items` per round, never the whole set. A bucket holding
+//!   more than that is never loaded: the machine compares the set around it
+//!   (`BucketView::set_opaque`), logged at warn and counted
+//!   (`not_compared`) once per peer and bucket.
 //! - What a peer lacks is queued in batches of `QUEUE_BATCH` (one read and
 //!   one write each; the next batch is read and its custody records signed
 //!   while the one before commits, and batches commit in key order) and the
@@ -35,7 +38,7 @@
 //! - A peer's frames are untrusted: malformed frames (INVALID_ARGUMENT),
 //!   `since_ms` beyond this node's window (OUT_OF_RANGE), more than
 //!   `reconcile.max_rounds_per_minute` rounds a minute or a second round while
-//!   one runs, or a round needing more than [`MAX_LOADED`] items
+//!   one runs, or a round needing more than `reconcile.max_round_items`
 //!   (RESOURCE_EXHAUSTED) each end that exchange with a status, counted in
 //!   `certfed_reconcile_failures_total{reason}` and logged once; the Push
 //!   stream is untouched (reconciliation uses its own connection).
@@ -64,8 +67,6 @@ use tokio::time::Instant;
 
 /// Most rounds of one exchange this node starts.
 pub const MAX_ROUNDS: u32 = 64;
-/// Most items loaded (edge buckets and compared ranges) for one round.
-pub const MAX_LOADED: usize = 300_000;
 /// Items read per store query when paging through a range.
 const PAGE: usize = 1024;
 /// Messages looked up and queued per store write.
@@ -102,9 +103,9 @@ pub enum ReconcileError {
     #[error("a reconciliation round from {0} is already running here; wait for its answer")]
     Busy(String),
     #[error(
-        "this round would read more than {MAX_LOADED} items of the reconciled set at once; send smaller ranges"
+        "this round would read more than {0} items of the reconciled set at once (reconcile.max_round_items here); send smaller ranges"
     )]
-    TooMuchWork,
+    TooMuchWork(usize),
     #[error("{0} is not a configured peer")]
     NotPeer(String),
     #[error("the link to {0} is not up; reconcile once it is (certfed peers shows its state)")]
@@ -122,7 +123,7 @@ impl ServiceError for ReconcileError {
             ReconcileError::Window { .. } => ErrorKind::OutOfRange,
             ReconcileError::RateLimited { .. }
             | ReconcileError::Busy(_)
-            | ReconcileError::TooMuchWork => ErrorKind::ResourceExhausted,
+            | ReconcileError::TooMuchWork(_) => ErrorKind::ResourceExhausted,
             ReconcileError::NotPeer(_) => ErrorKind::NotFound,
             ReconcileError::LinkDown(_) | ReconcileError::Disabled => ErrorKind::FailedPrecondition,
             ReconcileError::Store(e) => e.kind(),
@@ -138,7 +139,7 @@ impl ReconcileError {
             ReconcileError::Window { .. } => "window",
             ReconcileError::RateLimited { .. } => "rate_limited",
             ReconcileError::Busy(_) => "busy",
-            ReconcileError::TooMuchWork => "too_much_work",
+            ReconcileError::TooMuchWork(_) => "too_much_work",
             ReconcileError::NotPeer(_) => "not_peer",
             ReconcileError::LinkDown(_) | ReconcileError::Disabled => "not_run",
             ReconcileError::Store(_) => "storage",
@@ -249,6 +250,7 @@ async fn exchange(node: &Arc<Node>, peer: &str, view: &mut ReconcileView) -> Res
             .map_or(reconcile::LEGACY_RANGES, |r| r as usize)
             .clamp(MIN_RANGES, reconcile::MAX_RANGES),
         accept_ranges: reconcile::MAX_RANGES,
+        max_load: round_budget(node),
         ..Limits::default()
     };
     let request_budget = request_budget(status.peer_max_message_bytes);
@@ -425,6 +427,7 @@ async fn respond_checked(
             n => (n as usize).clamp(MIN_RANGES, reconcile::MAX_RANGES),
         },
         accept_ranges: reconcile::MAX_RANGES,
+        max_load: round_budget(node),
         ..Limits::default()
     };
     let malformed = |e: MachineError| ReconcileError::Malformed {
@@ -507,7 +510,7 @@ impl MachineLoadError {
     fn label(&self) -> &'static str {
         match self {
             MachineLoadError::Machine(_) => "malformed",
-            MachineLoadError::TooMuchWork => "too_much_work",
+            MachineLoadError::TooMuchWork(_) => "too_much_work",
             MachineLoadError::Store(_) => "storage",
         }
     }
@@ -518,8 +521,8 @@ impl MachineLoadError {
 enum MachineLoadError {
     #[error("{0}")]
     Machine(MachineError),
-    #[error("more than {MAX_LOADED} items would be loaded at once")]
-    TooMuchWork,
+    #[error("more than {0} items would be loaded at once (reconcile.max_round_items)")]
+    TooMuchWork(usize),
     #[error("{0}")]
     Store(#[from] StoreError),
 }
@@ -535,7 +538,7 @@ impl From<MachineLoadError> for ReconcileError {
                 peer: String::new(),
                 why: other.to_string(),
             },
-            MachineLoadError::TooMuchWork => ReconcileError::TooMuchWork,
+            MachineLoadError::TooMuchWork(n) => ReconcileError::TooMuchWork(n),
             MachineLoadError::Store(s) => ReconcileError::Store(s),
         }
     }
@@ -591,28 +594,77 @@ async fn with_loads<T>(
 ) -> Result<T, MachineLoadError> {
     // Each pass loads what the previous one found missing (edges, then the
     // edges of the splits, ...). Every pass loads at least one new bucket, so
-    // the passes end; memory is bounded by MAX_LOADED items.
+    // the passes end; memory is bounded by reconcile.max_round_items.
+    let max = node.cfg.reconcile.max_round_items;
     loop {
         match f(view) {
             Err(MachineError::Need(buckets)) => {
-                let new: Vec<i64> = buckets
+                let mut new: Vec<i64> = buckets
                     .into_iter()
-                    .filter(|b| !view.is_loaded(*b))
+                    .filter(|b| !view.is_loaded(*b) && !view.is_opaque(*b))
                     .collect();
+                // A bucket larger than a round may read is never loaded: the
+                // machine compares the set around it (its items are not
+                // compared with this peer; they still travel by push).
+                let before = new.len();
+                new.retain(|b| {
+                    let large = view.count_of(*b) > max as u64;
+                    if large {
+                        view.set_opaque(*b);
+                        opaque_bucket(node, peer, view, *b);
+                    }
+                    !large
+                });
+                if new.len() < before {
+                    continue;
+                }
                 if new.is_empty() {
                     return Err(MachineLoadError::Machine(MachineError::Malformed(
                         "the reconciliation step asked again for buckets it was given (a bug in this certfed); the exchange is abandoned".into(),
                     )));
                 }
                 load_buckets(node, peer, view, &new).await?;
-                if view.loaded_items() > MAX_LOADED {
-                    return Err(MachineLoadError::TooMuchWork);
+                if view.loaded_items() > max {
+                    return Err(MachineLoadError::TooMuchWork(max));
                 }
             }
             Err(e) => return Err(MachineLoadError::Machine(e)),
             Ok(t) => return Ok(t),
         }
     }
+}
+
+/// Items the machine plans a round's loads with: two thirds of
+/// `reconcile.max_round_items` (the first range a round answers may load
+/// up to the whole of it).
+fn round_budget(node: &Node) -> usize {
+    node.cfg.reconcile.max_round_items / 3 * 2
+}
+
+/// Counts and logs a bucket of the reconciled set too large to read in one
+/// round (`reconcile.max_round_items`): its items are not compared with `peer`.
+fn opaque_bucket(node: &Node, peer: &str, view: &BucketView, bucket: i64) {
+    let first = node
+        .reconcile
+        .state(peer)
+        .too_large
+        .lock()
+        .expect("reconcile lock")
+        .insert(bucket);
+    if !first {
+        return;
+    }
+    let items = view.count_of(bucket);
+    node.metrics.reconcile_items("not_compared", items);
+    let (from, to) = view.span(bucket);
+    tracing::warn!(
+        peer = %peer,
+        items,
+        from = %crate::domain::text::rfc3339_ms(from),
+        to = %crate::domain::text::rfc3339_ms(to),
+        max_round_items = node.cfg.reconcile.max_round_items,
+        "the messages created in this span are more than one reconciliation round may read (reconcile.max_round_items); they are not compared with this peer (the rest of the set is). Messages still travel by push; a peer that lacks some of them gets them from the outbox, or from a node holding fewer of that span"
+    );
 }
 
 /// Loads the items of `buckets`, runs of consecutive buckets in one query
@@ -634,9 +686,10 @@ async fn load_buckets(
         let from = (view.span(first).0, [0u8; 16]);
         let to = (view.span(last).1, [0u8; 16]);
         // Sized from this node's sums (grown when items arrived since), never
-        // past the round's budget: a round holds up to MAX_LOADED items, and
+        // past the round's budget: a round holds up to max_round_items, and
         // growth by doubling would leave up to as much again unused.
-        let mut room = MAX_LOADED.saturating_sub(view.loaded_items());
+        let max = node.cfg.reconcile.max_round_items;
+        let mut room = max.saturating_sub(view.loaded_items());
         let mut by: BTreeMap<i64, Vec<Item>> = (first..=last)
             .map(|b| {
                 let n = usize::try_from(view.count_of(b)).map_or(room, |n| n.min(room));
@@ -661,8 +714,8 @@ async fn load_buckets(
                         });
                 }
                 let loaded: usize = by.values().map(Vec::len).sum();
-                if view.loaded_items() + loaded > MAX_LOADED {
-                    return Err(MachineLoadError::TooMuchWork);
+                if view.loaded_items() + loaded > max {
+                    return Err(MachineLoadError::TooMuchWork(max));
                 }
                 match page.last() {
                     Some(l) if full => pos = successor((l.created_ms, l.id)),

@@ -35,6 +35,9 @@ pub struct PeerState {
     /// Entries were queued again: the link sweeps its due entries.
     pub(crate) requeued: Arc<Notify>,
     pub(crate) last: Mutex<Option<ReconcileView>>,
+    /// Buckets found too large to compare with the peer (logged and
+    /// counted once each; at most one per bucket of the window).
+    pub(crate) too_large: Mutex<std::collections::BTreeSet<i64>>,
     /// Refusals by the peer recorded before this time (unix ms) are
     /// forgotten: what it refused is offered again.
     refusals_forgotten_ms: AtomicI64,

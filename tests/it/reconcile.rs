@@ -20,6 +20,8 @@
 //!   forgotten: by the operator (`retry_refused`), by a certificate renewed
 //!   on the peer, or by a reload changing its peer section; then the next
 //!   reconciliation offers it and the peer (its cause fixed) stores it;
+//! - a ten-minute bucket holding more items than a round may read is not
+//!   compared, and everything else the two sides lack is still delivered;
 //! - hostile reconciliation frames are refused with a status naming the
 //!   problem, rate-limited, and the link keeps carrying messages.
 use crate::common::*;
@@ -574,6 +576,126 @@ async fn a_late_peer_gets_a_history_spread_over_weeks() {
     );
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
+}
+
+/// Pushes `envs` to node `i` as node-c (each accepted).
+async fn push_as_c(fed: &Fed, i: usize, envs: Vec<SignedEnvelope>) {
+    let n = envs.len();
+    let to = fed.specs[i].id.clone();
+    let mut fc = federation_client(&fed.pki, &fed.addr(i), "node-c", Some(&to)).await;
+    let (tx, rx) = tokio::sync::mpsc::channel(n + 1);
+    for (k, e) in envs.into_iter().enumerate() {
+        tx.send(frame(k as u64 + 1, e)).await.unwrap();
+    }
+    let mut acks = fc
+        .push(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    for _ in 0..n {
+        let ack = acks.message().await.unwrap().expect("an ack per frame");
+        assert_eq!(ack.outcome, PushOutcome::Accepted as i32, "{ack:?}");
+    }
+}
+
+/// A flood of messages created within one ten-minute bucket, more than a
+/// round may read (`reconcile.max_round_items`, 100 here), held by both
+/// sides and differing: that bucket is not compared (logged, counted as
+/// `not_compared`), and everything else the two lack is still found and
+/// delivered. Before, every round that reached the bucket failed with
+/// RESOURCE_EXHAUSTED, and the whole link's reconciliation with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_too_large_to_read_does_not_stop_a_links_reconciliation() {
+    let mut fed = Fed::new(&["node-a", "node-b", "node-c"], &[(0, 2), (1, 2)]);
+    let metrics: Vec<String> = (0..2)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    for (i, m) in metrics.iter().enumerate() {
+        fed.specs[i].extra = format!(
+            "\n[reconcile]\ninterval_secs = 3600\nmax_round_items = 100\n\n[metrics]\nlisten = \"{m}\"\n"
+        );
+    }
+    let a = fed.start(0).await;
+    let b = fed.start(1).await;
+    // The test plays node-c (not started). A flood two days ago within one
+    // bucket: 150 at a, 130 of them at b; and 12 alerts each only a or
+    // only b holds, spread over other days.
+    let signer = signer_from(&fed.pki, "node-c");
+    let day = 86_400_000i64;
+    let now = certfed::service::now_ms();
+    let flood_at = (now - 2 * day) / 600_000 * 600_000;
+    let flood: Vec<SignedEnvelope> = (0..150)
+        .map(|i| signed_alert(&signer, &format!("flood {i}"), flood_at + 1_000 + i * 100))
+        .collect();
+    let spread = |tag: &str, first_day: i64| -> Vec<SignedEnvelope> {
+        (0..12)
+            .map(|i| {
+                let at = now - (first_day + i % 3) * day - i * 3_600_000;
+                signed_alert(&signer, &format!("{tag} {i}"), at)
+            })
+            .collect()
+    };
+    let (only_a, only_b) = (spread("only a", 3), spread("only b", 6));
+    let ids = |v: &[SignedEnvelope]| -> BTreeSet<String> { v.iter().map(id_of).collect() };
+    let (flood_ids, a_ids, b_ids) = (ids(&flood), ids(&only_a), ids(&only_b));
+    let missing_at_b = ids(&flood[130..]);
+    push_as_c(&fed, 0, flood.iter().cloned().chain(only_a).collect()).await;
+    push_as_c(
+        &fed,
+        1,
+        flood[..130].iter().cloned().chain(only_b).collect(),
+    )
+    .await;
+    // a and b peer up (reload): what each lacks can come only from
+    // reconciliation.
+    let (pa, pb) = (fed.specs[0].port, fed.specs[1].port);
+    fed.specs[0].peers.push(("node-b".into(), pb));
+    fed.specs[1].peers.push(("node-a".into(), pa));
+    a.reload(&fed.config_path(0)).unwrap();
+    b.reload(&fed.config_path(1)).unwrap();
+    let a_all: BTreeSet<String> = flood_ids.union(&a_ids).chain(&b_ids).cloned().collect();
+    let b_all: BTreeSet<String> = flood_ids
+        .difference(&missing_at_b)
+        .chain(&a_ids)
+        .chain(&b_ids)
+        .cloned()
+        .collect();
+    let converged = eventually(WAIT, || async {
+        alert_set(&fed, 0).await == a_all && alert_set(&fed, 1).await == b_all
+    })
+    .await;
+    let view = peer_view(&fed, 0, "node-b")
+        .await
+        .and_then(|p| p.last_reconcile);
+    assert!(
+        converged,
+        "a holds {} of {}, b {} of {}; a's last reconciliation with b: {view:?}",
+        alert_set(&fed, 0).await.len(),
+        a_all.len(),
+        alert_set(&fed, 1).await.len(),
+        b_all.len()
+    );
+    // Another exchange ends without an error; the bucket stays uncompared
+    // (b never gets the 20 of the flood it lacks), counted once.
+    let r = reconcile_now(&fed, 0, "node-b", false).await;
+    assert!(r.error.is_empty(), "{r:?}");
+    let r = reconcile_now(&fed, 1, "node-a", false).await;
+    assert!(r.error.is_empty(), "{r:?}");
+    assert_eq!(alert_set(&fed, 1).await, b_all);
+    let counted: Vec<f64> = futures::future::join_all(metrics.iter().map(|m| async move {
+        sample(
+            &scrape(m).await,
+            "certfed_reconcile_items_total{kind=\"not_compared\"}",
+        )
+    }))
+    .await;
+    assert!(
+        counted.iter().any(|n| *n >= 130.0) && counted.iter().all(|n| *n <= 300.0),
+        "not_compared at a, b: {counted:?}"
+    );
+    for n in [a, b] {
+        n.shutdown().await.unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
