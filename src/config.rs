@@ -1370,11 +1370,18 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_lazy_hold_outlasts_the_graft_timeout() {
+    /// The error of loading a minimal configuration (whose key files do not
+    /// exist) with `section` appended.
+    fn load_error(section: &str) -> String {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("n.toml");
         let base = "[node]\nid = \"n\"\nlisten = \"127.0.0.1:7700\"\nsigning_key = \"k\"\n[tls]\nca = \"c\"\ncert = \"c\"\nkey = \"k\"\n[storage]\ndir = \"d\"\n";
+        std::fs::write(&path, format!("{base}{section}")).unwrap();
+        Config::load(&path).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_lazy_hold_outlasts_the_graft_timeout() {
         for (gossip, want) in [
             (
                 "graft_timeout_ms = 2000\nlazy_hold_ms = 1000",
@@ -1385,8 +1392,7 @@ mod tests {
             ("graft_timeout_ms = 10000", "node.signing_key"),
             ("lazy_hold_ms = 800", "node.signing_key"),
         ] {
-            std::fs::write(&path, format!("{base}[gossip]\n{gossip}\n")).unwrap();
-            let e = Config::load(&path).unwrap_err().to_string();
+            let e = load_error(&format!("[gossip]\n{gossip}\n"));
             assert!(e.contains(want), "{gossip}: {e}");
         }
         let mut g = GossipSection::default();
@@ -1404,9 +1410,6 @@ mod tests {
 
     #[test]
     fn the_items_a_reconciliation_round_reads_are_bounded() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("n.toml");
-        let base = "[node]\nid = \"n\"\nlisten = \"127.0.0.1:7700\"\nsigning_key = \"k\"\n[tls]\nca = \"c\"\ncert = \"c\"\nkey = \"k\"\n[storage]\ndir = \"d\"\n";
         for (items, want) in [
             (
                 "99",
@@ -1417,12 +1420,7 @@ mod tests {
             ("100", "node.signing_key"),
             ("1000000", "node.signing_key"),
         ] {
-            std::fs::write(
-                &path,
-                format!("{base}[reconcile]\nmax_round_items = {items}\n"),
-            )
-            .unwrap();
-            let e = Config::load(&path).unwrap_err().to_string();
+            let e = load_error(&format!("[reconcile]\nmax_round_items = {items}\n"));
             assert!(e.contains(want), "{items}: {e}");
         }
         assert_eq!(ReconcileSection::default().max_round_items, 300_000);

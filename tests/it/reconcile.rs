@@ -525,6 +525,26 @@ async fn a_late_peer_gets_the_history_it_is_entitled_to_and_nothing_else() {
     }
 }
 
+/// Pushes `envs` to node `i` as node-c (each accepted).
+async fn push_as_c(fed: &Fed, i: usize, envs: Vec<SignedEnvelope>) {
+    let n = envs.len();
+    let to = fed.specs[i].id.clone();
+    let mut fc = federation_client(&fed.pki, &fed.addr(i), "node-c", Some(&to)).await;
+    let (tx, rx) = tokio::sync::mpsc::channel(n + 1);
+    for (k, e) in envs.into_iter().enumerate() {
+        tx.send(frame(k as u64 + 1, e)).await.unwrap();
+    }
+    let mut acks = fc
+        .push(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    for _ in 0..n {
+        let ack = acks.message().await.unwrap().expect("an ack per frame");
+        assert_eq!(ack.outcome, PushOutcome::Accepted as i32, "{ack:?}");
+    }
+}
+
 /// A history spread over weeks lies in many sparse buckets, whose items a
 /// round loads a few at a time: the late peer still gets all of it (a round
 /// once gave up after 16 loads, failing every such reconciliation).
@@ -544,21 +564,7 @@ async fn a_late_peer_gets_a_history_spread_over_weeks() {
         .map(|i| signed_alert(&signer, &format!("old alert {i}"), start + i as i64 * step))
         .collect();
     let ids: BTreeSet<String> = envs.iter().map(id_of).collect();
-    let mut fc = federation_client(&fed.pki, &fed.addr(0), "node-c", Some("node-a")).await;
-    let (tx, rx) = tokio::sync::mpsc::channel(N + 1);
-    for (i, e) in envs.into_iter().enumerate() {
-        tx.send(frame(i as u64 + 1, e)).await.unwrap();
-    }
-    let mut acks = fc
-        .push(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    for _ in 0..N {
-        let ack = acks.message().await.unwrap().expect("an ack per frame");
-        assert_eq!(ack.outcome, PushOutcome::Accepted as i32, "{ack:?}");
-    }
-    drop(tx);
+    push_as_c(&fed, 0, envs).await;
     // b joins.
     let (pa, pb) = (fed.specs[0].port, fed.specs[1].port);
     fed.specs[0].peers.push(("node-b".into(), pb));
@@ -576,26 +582,6 @@ async fn a_late_peer_gets_a_history_spread_over_weeks() {
     );
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
-}
-
-/// Pushes `envs` to node `i` as node-c (each accepted).
-async fn push_as_c(fed: &Fed, i: usize, envs: Vec<SignedEnvelope>) {
-    let n = envs.len();
-    let to = fed.specs[i].id.clone();
-    let mut fc = federation_client(&fed.pki, &fed.addr(i), "node-c", Some(&to)).await;
-    let (tx, rx) = tokio::sync::mpsc::channel(n + 1);
-    for (k, e) in envs.into_iter().enumerate() {
-        tx.send(frame(k as u64 + 1, e)).await.unwrap();
-    }
-    let mut acks = fc
-        .push(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    for _ in 0..n {
-        let ack = acks.message().await.unwrap().expect("an ack per frame");
-        assert_eq!(ack.outcome, PushOutcome::Accepted as i32, "{ack:?}");
-    }
 }
 
 /// A flood of messages created within one ten-minute bucket, more than a
