@@ -625,6 +625,33 @@ pub struct AlertQuery {
     pub include_exercise: bool,
 }
 
+/// A listing filtered by at most [`BY_ORIGIN`] origins, as one query per
+/// origin (each reads that origin's alerts newest first through the
+/// `messages_origin` index, stopping at its page); `None` for the others.
+pub fn by_origin(q: &AlertQuery) -> Option<Vec<AlertQuery>> {
+    let origins: std::collections::BTreeSet<&String> = q.origins.iter().collect();
+    (!origins.is_empty() && origins.len() <= BY_ORIGIN).then(|| {
+        origins
+            .into_iter()
+            .map(|o| AlertQuery {
+                origins: vec![o.clone()],
+                ..q.clone()
+            })
+            .collect()
+    })
+}
+
+/// Most origins of a listing read one by one; a filter naming more (as
+/// many as a federation has members, and more) walks the alerts once.
+pub const BY_ORIGIN: usize = 64;
+
+/// The `limit` newest of the pages read per origin.
+pub fn newest(mut all: Vec<StoredMessage>, limit: usize) -> Vec<StoredMessage> {
+    all.sort_unstable_by_key(|m| std::cmp::Reverse(m.cursor));
+    all.truncate(limit);
+    all
+}
+
 /// What a node keeps. Every method is a complete unit of work: it either
 /// happens entirely or not at all.
 #[async_trait::async_trait]

@@ -331,6 +331,8 @@ struct Ingest {
     /// ingested: without a filter, and for TLP:GREEN.
     list_ms: f64,
     list_tlp_ms: f64,
+    /// The same for an origin that sent one alert of them all.
+    list_origin_ms: f64,
 }
 
 /// Alerts on the first page the listing measurement asks for.
@@ -381,6 +383,16 @@ async fn bench_ingest(messages: usize, backend: &Backend) -> anyhow::Result<Inge
     // node-b listens; the benchmark plays its peer node-a.
     let fed = on(Fed::new(&["node-a", "node-b"], &[(0, 1)]), backend);
     let b = fed.try_start(1).await?;
+    let mut op = fed.operator(1).await;
+    // One alert of node-b's own, under all of node-a's: a listing for
+    // node-b must not read node-a's.
+    op.publish_alert(PublishAlertRequest {
+        alert: Some(kib_alert(0)),
+        recipients: vec![],
+        ..Default::default()
+    })
+    .await
+    .context("node-b's own alert")?;
     let signer = member_signer(&fed, "node-a")?;
     let now = crate::service::now_ms();
     // Signing is the origin's work, not the receiver's: done before the clock starts.
@@ -418,19 +430,25 @@ async fn bench_ingest(messages: usize, backend: &Backend) -> anyhow::Result<Inge
     }
     let seconds = started.elapsed().as_secs_f64();
     drop(feeder.await?);
-    let mut op = fed.operator(1).await;
-    let list_ms = list_page_ms(&mut op, AlertFilter::default(), messages).await?;
+    let held = messages + 1;
+    let list_ms = list_page_ms(&mut op, AlertFilter::default(), held).await?;
     let green = AlertFilter {
         tlp: vec![Tlp::Green as i32],
         ..Default::default()
     };
-    let list_tlp_ms = list_page_ms(&mut op, green, messages).await?;
+    let list_tlp_ms = list_page_ms(&mut op, green, held).await?;
+    let own = AlertFilter {
+        origins: vec!["node-b".into()],
+        ..Default::default()
+    };
+    let list_origin_ms = list_page_ms(&mut op, own, 1).await?;
     b.shutdown().await?;
     Ok(Ingest {
         messages,
         seconds,
         list_ms,
         list_tlp_ms,
+        list_origin_ms,
     })
 }
 
@@ -650,6 +668,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "ingest_seconds": ingest.seconds,
             "list_alerts_ms": ingest.list_ms,
             "list_alerts_tlp_ms": ingest.list_tlp_ms,
+            "list_alerts_origin_ms": ingest.list_origin_ms,
             "relay_p50_ms": p50,
             "relay_p99_ms": p99,
             "relay_two_hop_p50_ms": p50_2,
@@ -677,6 +696,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         println!(
             "{:<44} {:>12.3}",
             "list_alerts_tlp_ms (first 50, TLP:GREEN)", ingest.list_tlp_ms
+        );
+        println!(
+            "{:<44} {:>12.3}",
+            "list_alerts_origin_ms (an origin's one alert)", ingest.list_origin_ms
         );
         println!("{:<44} {:>12.3}", "relay_p50_ms (one hop)", p50);
         println!("{:<44} {:>12.3}", "relay_p99_ms (one hop)", p99);

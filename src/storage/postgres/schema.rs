@@ -196,6 +196,10 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX IF NOT EXISTS messages_kind ON messages(kind) WHERE kind NOT IN (1, 6);
     CREATE INDEX IF NOT EXISTS messages_openers ON messages(cursor) WHERE incident_id = message_id;
     "#,
+    // 10: alerts by origin, newest first (see the SQLite schema, migration 16).
+    r#"
+    CREATE INDEX IF NOT EXISTS messages_origin ON messages(origin, cursor) WHERE kind = 1;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -1338,8 +1338,8 @@ mod tests {
     /// Listings read newest first and stop at their limit: no plan sorts
     /// (a temporary B-tree is every matching row read and sorted: through
     /// the old (kind, created) index, every alert for each page), and
-    /// assistance requests and incident openers are read through their
-    /// partial indexes.
+    /// assistance requests, incident openers and one origin's alerts are
+    /// read through their partial indexes.
     #[test]
     fn listings_read_by_cursor_without_sorting() {
         let dir = tempfile::tempdir().unwrap();
@@ -1349,11 +1349,36 @@ mod tests {
             min_severity: 2,
             tlps: vec![1, 2],
             sectors_mask: 5,
-            origins: vec!["node-b".into()],
+            // Two: one origin is read through its own index (below).
+            origins: vec!["node-b".into(), "node-c".into()],
             created_after_ms: Some(1),
             created_before_ms: Some(2),
             include_exercise: false,
         };
+        for (q, before) in [
+            (
+                AlertQuery {
+                    origins: vec!["node-b".into()],
+                    ..Default::default()
+                },
+                0,
+            ),
+            (
+                AlertQuery {
+                    origins: vec!["node-b".into()],
+                    ..everything.clone()
+                },
+                42,
+            ),
+        ] {
+            let (sql, args) = queries::list_alerts_sql(&q, before, 50);
+            let plan = plan_of(&conn, &sql, args);
+            assert!(
+                plan.iter().any(|p| p.contains("messages_origin"))
+                    && !plan.iter().any(|p| p.contains("TEMP B-TREE")),
+                "{q:?}: one origin's alerts, newest first: {plan:?}"
+            );
+        }
         for (q, before) in [
             (AlertQuery::default(), 0),
             (AlertQuery::default(), 42),

@@ -368,23 +368,48 @@ pub fn list_alerts(
     before: u64,
     limit: usize,
 ) -> Result<Vec<StoredMessage>, StoreError> {
-    let (sql, args) = list_alerts_sql(q, before, limit);
-    let mut st = c.prepare(&sql)?;
-    let rows = st.query_map(params_from_iter(args), row_to_msg)?;
-    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    let run = |q: &AlertQuery| -> Result<Vec<StoredMessage>, StoreError> {
+        let (sql, args) = list_alerts_sql(q, before, limit);
+        let mut st = c.prepare(&sql)?;
+        let rows = st.query_map(params_from_iter(args), row_to_msg)?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    };
+    match crate::storage::by_origin(q) {
+        Some(each) => {
+            let mut out = Vec::new();
+            for q in each {
+                out.extend(run(&q)?);
+            }
+            Ok(crate::storage::newest(out, limit))
+        }
+        None => run(q),
+    }
 }
 
 /// The query of [`list_alerts`] and its arguments: it walks cursors
 /// backwards and stops at `limit` matches, whatever the filters (no index on
 /// kind or TLP serves it: through one, every listing read and sorted all the
-/// alerts it covered).
+/// alerts it covered); for one origin, that origin's alerts only
+/// (`messages_origin`, in cursor order).
 pub(super) fn list_alerts_sql(
     q: &AlertQuery,
     before: u64,
     limit: usize,
 ) -> (String, Vec<rusqlite::types::Value>) {
-    let mut sql = format!("SELECT {MSG_COLS} FROM messages WHERE kind = ? AND readable = 1");
-    let mut args: Vec<rusqlite::types::Value> = vec![(MessageKind::Alert as i32).into()];
+    let (mut sql, mut args): (String, Vec<rusqlite::types::Value>) = match q.origins.as_slice() {
+        // One origin: its alerts through `messages_origin` (a partial index
+        // of alerts, which the literal kind lets the planner use).
+        [origin] => (
+            format!(
+                "SELECT {MSG_COLS} FROM messages WHERE kind = 1 AND origin = ? AND readable = 1"
+            ),
+            vec![origin.clone().into()],
+        ),
+        _ => (
+            format!("SELECT {MSG_COLS} FROM messages WHERE kind = ? AND readable = 1"),
+            vec![(MessageKind::Alert as i32).into()],
+        ),
+    };
     if before > 0 {
         sql.push_str(" AND cursor < ?");
         args.push((before as i64).into());
@@ -406,7 +431,7 @@ pub(super) fn list_alerts_sql(
         sql.push_str(" AND (sectors & ?) != 0");
         args.push(q.sectors_mask.into());
     }
-    if !q.origins.is_empty() {
+    if q.origins.len() > 1 {
         sql.push_str(&format!(
             " AND origin IN ({})",
             vec!["?"; q.origins.len()].join(",")

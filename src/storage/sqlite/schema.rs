@@ -201,6 +201,12 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX messages_kind ON messages(kind) WHERE kind NOT IN (1, 6);
     CREATE INDEX messages_openers ON messages(cursor) WHERE incident_id = message_id;
     "#,
+    // 16: alerts by origin, newest first: a listing filtered by origin
+    // walked every alert backwards until its page was full, the whole store
+    // for an origin that sent few (`queries::list_alerts`).
+    r#"
+    CREATE INDEX messages_origin ON messages(origin, cursor) WHERE kind = 1;
+    "#,
 ];
 
 /// The schema version this build writes.
