@@ -1430,8 +1430,8 @@ mod tests {
     }
 
     /// A store written by schema 14 (with the (kind, created) index) is
-    /// migrated in place: its alerts and assistance requests list as before,
-    /// newest first, through the plans checked above.
+    /// migrated in place: its alerts (all, and by origin) and assistance
+    /// requests list as before, newest first, through the plans checked above.
     #[test]
     fn a_schema_14_store_lists_the_same_after_migration() {
         let dir = tempfile::tempdir().unwrap();
@@ -1470,6 +1470,16 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(ids(requests), ["m4", "m1"]);
+            let by_origin = |o: &str| AlertQuery {
+                origins: vec![o.into()],
+                ..Default::default()
+            };
+            assert_eq!(
+                ids(store.list_alerts(by_origin("node-b"), 0, 10).await.unwrap()),
+                ["m5", "m2", "m0"],
+                "an origin's alerts through the index built by migration 16"
+            );
+            assert!(store.list_alerts(by_origin("node-c"), 0, 10).await.unwrap().is_empty());
             let indexes: Vec<String> = store
                 .read(|c| {
                     let mut st = c.prepare(
