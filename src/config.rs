@@ -540,7 +540,6 @@ fn default_reconcile_timeout() -> u64 {
 fn default_reconcile_round_items() -> usize {
     300_000
 }
-
 fn default_reconcile_rounds() -> u32 {
     600
 }

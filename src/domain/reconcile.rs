@@ -713,12 +713,18 @@ fn tail(view: &BucketView, from: &Key, missing: &mut Missing) -> Option<Vec<Rang
         out.push(skip(end));
         from = end;
     }
-    let acc = view.summary(&from, &Key::END, missing)?;
-    out.push(Range {
-        upper: Key::END,
-        mode: Mode::Fingerprint(acc.fingerprint()),
-    });
+    out.push(fingerprint(view, &from, &Key::END, missing)?);
     Some(out)
+}
+
+/// `[lo, hi)` as one range with our fingerprint; `None` (and the buckets
+/// needed added to `missing`) when edge buckets are to be loaded first.
+fn fingerprint(view: &BucketView, lo: &Key, hi: &Key, missing: &mut Missing) -> Option<Range> {
+    let acc = view.summary(lo, hi, missing)?;
+    Some(Range {
+        upper: *hi,
+        mode: Mode::Fingerprint(acc.fingerprint()),
+    })
 }
 
 /// Checks a frame from the other side against the protocol's rules.
@@ -849,11 +855,8 @@ pub fn process(
             }
             lower = upper;
             let mut edge = Missing::new();
-            if let Some(acc) = view.summary(&lo, &upper, &mut edge) {
-                out.push(Range {
-                    upper,
-                    mode: Mode::Fingerprint(acc.fingerprint()),
-                });
+            if let Some(range) = fingerprint(view, &lo, &upper, &mut edge) {
+                out.push(range);
                 replied += 1;
                 last_skip = false;
                 continue;
@@ -912,25 +915,19 @@ fn answer_opaque(
             continue;
         }
         if from > pos {
-            let Some(acc) = view.summary(&pos, &from, missing) else {
+            let Some(range) = fingerprint(view, &pos, &from, missing) else {
                 return;
             };
-            parts.push(Range {
-                upper: from,
-                mode: Mode::Fingerprint(acc.fingerprint()),
-            });
+            parts.push(range);
         }
         parts.push(skip(to));
         pos = to;
     }
     if pos < *hi {
-        let Some(acc) = view.summary(&pos, hi, missing) else {
+        let Some(range) = fingerprint(view, &pos, hi, missing) else {
             return;
         };
-        parts.push(Range {
-            upper: *hi,
-            mode: Mode::Fingerprint(acc.fingerprint()),
-        });
+        parts.push(range);
     }
     out.extend(parts);
 }
@@ -1085,11 +1082,7 @@ fn split_ranges(
     let mut parts = Vec::with_capacity(bounds.len() + 1);
     let mut from = *lo;
     for upper in bounds.into_iter().chain(std::iter::once(*hi)) {
-        let acc = view.summary(&from, &upper, missing)?;
-        parts.push(Range {
-            upper,
-            mode: Mode::Fingerprint(acc.fingerprint()),
-        });
+        parts.push(fingerprint(view, &from, &upper, missing)?);
         from = upper;
     }
     Some(parts)

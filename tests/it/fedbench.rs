@@ -123,7 +123,11 @@ fn the_single_link_benchmark_runs_with_fewer_alerts_than_a_page() {
     let v: Value = serde_json::from_str(line.trim())
         .unwrap_or_else(|e| panic!("not one JSON object ({e}): {line}"));
     assert_eq!(v["ingest_messages"], 10, "{v}");
-    for k in ["list_alerts_ms", "list_alerts_tlp_ms"] {
+    for k in [
+        "list_alerts_ms",
+        "list_alerts_tlp_ms",
+        "list_alerts_origin_ms",
+    ] {
         assert!(num(&v, k) > 0.0, "{k} in {v}");
     }
 }
