@@ -207,6 +207,7 @@ postgres\t''"
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l pg-url -d 'With `--storage postgres`: a PostgreSQL server whose role may create databases (one fresh database per node, dropped afterwards). Without it, a throw-away local cluster is started (Debian\'s postgresql)' -r
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l attachment-mib -d 'Size of the attachment in the attachment phase, in MiB' -r
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l json -d 'Print one JSON object instead of a table'
+complete -c certfed -n "__fish_certfed_using_subcommand bench" -l distinct-indicators -d 'Give each alert of the ingest phase indicators no other alert carries (an address and a SHA-256 of its own), as partners\' alerts do, instead of the two every alert shares: the store\'s correlation index then takes its inserts all over its key range, not at two places'
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l memory -d 'Run only the memory phase: queue alerts for a peer that stays down and sample the relaying node\'s resident memory (Linux, reads /proc)'
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l disk -d 'Run only the disk phase: bytes per stored message, then a retention purge and a refill that must reuse the freed space'
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l reconcile -d 'Run only the reconciliation phase: two linked nodes, one missing some of the other\'s messages; time to converge, traffic, peak RSS'

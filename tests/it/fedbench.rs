@@ -97,7 +97,8 @@ fn cold_trees_and_an_allocator_setting_of_its_own_are_taken() {
 }
 
 /// The single-link benchmark with fewer alerts than its listing page (50):
-/// the listing measurement expects what the node holds, not a full page.
+/// the listing measurement expects what the node holds, not a full page. Run
+/// with indicators of each alert's own, which the node must accept.
 #[test]
 fn the_single_link_benchmark_runs_with_fewer_alerts_than_a_page() {
     let out = Command::new(BIN)
@@ -111,18 +112,20 @@ fn the_single_link_benchmark_runs_with_fewer_alerts_than_a_page() {
             "50",
             "--seconds",
             "1",
+            "--distinct-indicators",
         ])
         .output()
         .expect("run certfed bench");
     assert!(
         out.status.success(),
-        "certfed bench --messages 10 failed: {}",
+        "certfed bench --messages 10 --distinct-indicators failed (a refused alert fails it): {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let line = String::from_utf8_lossy(&out.stdout);
     let v: Value = serde_json::from_str(line.trim())
         .unwrap_or_else(|e| panic!("not one JSON object ({e}): {line}"));
     assert_eq!(v["ingest_messages"], 10, "{v}");
+    assert_eq!(v["ingest_indicators"], "distinct", "{v}");
     for k in [
         "list_alerts_ms",
         "list_alerts_tlp_ms",

@@ -63,6 +63,12 @@ pub struct BenchArgs {
     /// Signed alerts pushed in the ingest phase.
     #[arg(long, default_value_t = 60_000)]
     pub messages: usize,
+    /// Give each alert of the ingest phase indicators no other alert carries
+    /// (an address and a SHA-256 of its own), as partners' alerts do, instead
+    /// of the two every alert shares: the store's correlation index then takes
+    /// its inserts all over its key range, not at two places.
+    #[arg(long)]
+    pub distinct_indicators: bool,
     /// Publish rate of the relay phase (messages per second).
     #[arg(long, default_value_t = 1000)]
     pub rate: u32,
@@ -198,8 +204,15 @@ pub enum BenchStorage {
     Postgres,
 }
 
-/// A GREEN alert whose serialized form is about 1 KiB.
+/// A GREEN alert whose serialized form is about 1 KiB, with the two
+/// indicators every such alert carries.
 pub fn kib_alert(i: usize) -> Alert {
+    kib_alert_with(i, false)
+}
+
+/// [`kib_alert`], with indicators of its own when `distinct` (an IPv6
+/// documentation address and a SHA-256, both derived from `i`).
+pub fn kib_alert_with(i: usize, distinct: bool) -> Alert {
     let mut a = Alert {
         title: format!("Benchmark alert {i}"),
         description: String::new(),
@@ -222,6 +235,12 @@ pub fn kib_alert(i: usize) -> Alert {
         ],
         ..Default::default()
     };
+    if distinct {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest((i as u64).to_le_bytes());
+        a.indicators[0].value = format!("2001:db8::{:x}:{:x}", i >> 16, i & 0xffff);
+        a.indicators[1].value = digest.iter().map(|b| format!("{b:02x}")).collect();
+    }
     let pad = 1024usize.saturating_sub(a.encoded_len() + 3);
     a.description = "x".repeat(pad);
     a
@@ -229,6 +248,11 @@ pub fn kib_alert(i: usize) -> Alert {
 
 /// A signed 1 KiB GREEN alert from `signer`, as a peer would push it.
 pub fn signed_kib_alert(signer: &Signer, i: usize, created_ms: i64) -> SignedEnvelope {
+    signed_alert(signer, &kib_alert(i), created_ms)
+}
+
+/// `alert`, signed by `signer` as a GREEN broadcast created at `created_ms`.
+fn signed_alert(signer: &Signer, alert: &Alert, created_ms: i64) -> SignedEnvelope {
     seal(
         signer,
         Draft {
@@ -241,7 +265,7 @@ pub fn signed_kib_alert(signer: &Signer, i: usize, created_ms: i64) -> SignedEnv
             hop_limit: 8,
             exercise: false,
             encrypted: false,
-            payload: kib_alert(i).encode_to_vec(),
+            payload: alert.encode_to_vec(),
         },
     )
 }
@@ -379,7 +403,11 @@ fn on(fed: Fed, backend: &Backend) -> Fed {
     }
 }
 
-async fn bench_ingest(messages: usize, backend: &Backend) -> anyhow::Result<Ingest> {
+async fn bench_ingest(
+    messages: usize,
+    distinct: bool,
+    backend: &Backend,
+) -> anyhow::Result<Ingest> {
     // node-b listens; the benchmark plays its peer node-a.
     let fed = on(Fed::new(&["node-a", "node-b"], &[(0, 1)]), backend);
     let b = fed.try_start(1).await?;
@@ -397,7 +425,10 @@ async fn bench_ingest(messages: usize, backend: &Backend) -> anyhow::Result<Inge
     let now = crate::service::now_ms();
     // Signing is the origin's work, not the receiver's: done before the clock starts.
     let frames: Vec<PushFrame> = (0..messages)
-        .map(|i| origin_frame(i as u64 + 1, signed_kib_alert(&signer, i, now)))
+        .map(|i| {
+            let alert = kib_alert_with(i, distinct);
+            origin_frame(i as u64 + 1, signed_alert(&signer, &alert, now))
+        })
         .collect();
     let mut client =
         crate::app::localfed::federation_client(&fed.pki, &fed.addr(1), "node-a", Some("node-b"))
@@ -648,7 +679,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             args.messages, args.rate, args.seconds
         );
     }
-    let ingest = bench_ingest(args.messages, &backend).await?;
+    let ingest = bench_ingest(args.messages, args.distinct_indicators, &backend).await?;
     let relay = bench_relay(args.rate, args.seconds, &backend).await?;
     // Stops a throw-away cluster (after the federations dropped their databases).
     drop(server);
@@ -660,12 +691,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
+    // Whether each alert carried indicators of its own (--distinct-indicators).
+    let indicators = if args.distinct_indicators {
+        "distinct"
+    } else {
+        "shared"
+    };
     if args.json {
         let v = serde_json::json!({
             "storage": storage,
             "ingest_msgs_per_s": (ingest_rate * 10.0).round() / 10.0,
             "ingest_messages": ingest.messages,
             "ingest_seconds": ingest.seconds,
+            "ingest_indicators": indicators,
             "list_alerts_ms": ingest.list_ms,
             "list_alerts_tlp_ms": ingest.list_tlp_ms,
             "list_alerts_origin_ms": ingest.list_origin_ms,
@@ -689,6 +727,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "ingest_msgs_per_s (verify+commit+ack)", ingest_rate
         );
         println!("{:<44} {:>12}", "ingest messages", ingest.messages);
+        println!("{:<44} {:>12}", "ingest indicators", indicators);
         println!(
             "{:<44} {:>12.3}",
             "list_alerts_ms (first 50 of them)", ingest.list_ms
@@ -726,4 +765,37 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::alert::{Limits, validate_alert};
+
+    fn values(a: &Alert) -> Vec<String> {
+        a.indicators.iter().map(|i| i.value.clone()).collect()
+    }
+
+    /// `--distinct-indicators` gives every alert indicators of its own that
+    /// a node accepts, at the same size; without it all alerts share theirs.
+    #[test]
+    fn distinct_indicators_differ_per_alert_and_pass_validation() {
+        let now = crate::service::now_ms();
+        let mut seen = HashSet::new();
+        for i in [0, 1, 2, 65_535, 65_536, 16_777_216] {
+            let a = kib_alert_with(i, true);
+            validate_alert(&a, now, a.encoded_len(), &Limits::default())
+                .unwrap_or_else(|e| panic!("alert {i}: {e:?}"));
+            assert!(
+                (1000..=1030).contains(&a.encoded_len()),
+                "{}",
+                a.encoded_len()
+            );
+            for v in values(&a) {
+                assert!(seen.insert(v.clone()), "{v} repeated (alert {i})");
+            }
+        }
+        assert_eq!(values(&kib_alert(1)), values(&kib_alert(2)), "shared");
+        assert_ne!(values(&kib_alert_with(1, true)), values(&kib_alert(1)));
+    }
 }
