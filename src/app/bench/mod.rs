@@ -236,10 +236,8 @@ pub fn kib_alert_with(i: usize, distinct: bool) -> Alert {
         ..Default::default()
     };
     if distinct {
-        use sha2::Digest;
-        let digest = sha2::Sha256::digest((i as u64).to_le_bytes());
         a.indicators[0].value = format!("2001:db8::{:x}:{:x}", i >> 16, i & 0xffff);
-        a.indicators[1].value = digest.iter().map(|b| format!("{b:02x}")).collect();
+        a.indicators[1].value = crate::domain::exchange::sha256_hex(&(i as u64).to_le_bytes());
     }
     let pad = 1024usize.saturating_sub(a.encoded_len() + 3);
     a.description = "x".repeat(pad);

@@ -28,7 +28,9 @@ pub use common::{
     ImportedFile, MAX_IMPORT_BYTES, MAX_IMPORT_OBJECTS, Provenance, Skipped, Source, date_of,
     parse_time, stix_time, uuid_for,
 };
-pub use evidence::{DEFAULT_INLINE_BYTES, SAMPLE_PASSWORD, Sample, unzip_sample, zip_sample};
+pub use evidence::{
+    DEFAULT_INLINE_BYTES, SAMPLE_PASSWORD, Sample, sha256_hex, unzip_sample, zip_sample,
+};
 pub use misp::{attribute_hashes, event_uuid, export_event, import_events, manifest_entry};
 pub use pattern::{MAX_PATTERN_CHARS, build as build_pattern, parse as parse_pattern};
 pub use stix::{
