@@ -269,6 +269,17 @@ async fn held_ids_are_found_by_index(s: Store) {
     let held = s.held(asked).await.unwrap();
     let want: std::collections::HashSet<String> = [id(1), id(2)].into_iter().collect();
     assert_eq!(held, want, "held ids, receipts included, nothing else");
+    // One id alone; and each read sees what was stored before it (a read
+    // leaves no snapshot behind on its pooled connection).
+    let one: std::collections::HashSet<String> = [id(2)].into_iter().collect();
+    assert_eq!(s.held(vec![id(2)]).await.unwrap(), one);
+    for n in 3..6 {
+        let m = msg(&id(n), "node-a", MessageKind::Alert, &[]);
+        s.insert(vec![m], Durability::Durable).await.unwrap();
+        let got = s.held(vec![id(n), id(n + 1)]).await.unwrap();
+        assert_eq!(got, [id(n)].into_iter().collect(), "stored just before");
+        assert_eq!(s.held(vec![id(n)]).await.unwrap().len(), 1);
+    }
 }
 
 async fn messages_read_in_one_batch(s: Store) {

@@ -245,17 +245,29 @@ pub fn message_count(c: &Connection) -> Result<u64, StoreError> {
     )
 }
 
-/// The ids of `ids` that are stored (one lookup of the unique index each).
+/// The ids of `ids` that are stored (one lookup of the unique index each,
+/// all in one read transaction: outside one, each lookup would take and
+/// release the database's read lock on its own — two `fcntl` calls and a
+/// read of the log's index header per id).
 pub fn held(
     c: &Connection,
     ids: Vec<String>,
 ) -> Result<std::collections::HashSet<String>, StoreError> {
-    let mut st = c.prepare_cached("SELECT 1 FROM messages WHERE message_id = ?1")?;
+    let tx = (ids.len() > 1)
+        .then(|| c.unchecked_transaction())
+        .transpose()?;
     let mut out = std::collections::HashSet::new();
-    for id in ids {
-        if st.exists([&id])? {
-            out.insert(id);
+    {
+        let mut st = c.prepare_cached("SELECT 1 FROM messages WHERE message_id = ?1")?;
+        for id in ids {
+            if st.exists([&id])? {
+                out.insert(id);
+            }
         }
+    }
+    if let Some(tx) = tx {
+        // Read only: nothing to commit, the snapshot is let go.
+        tx.rollback()?;
     }
     Ok(out)
 }
