@@ -256,13 +256,11 @@ pub fn held(
     let tx = (ids.len() > 1)
         .then(|| c.unchecked_transaction())
         .transpose()?;
+    let mut st = c.prepare_cached("SELECT 1 FROM messages WHERE message_id = ?1")?;
     let mut out = std::collections::HashSet::new();
-    {
-        let mut st = c.prepare_cached("SELECT 1 FROM messages WHERE message_id = ?1")?;
-        for id in ids {
-            if st.exists([&id])? {
-                out.insert(id);
-            }
+    for id in ids {
+        if st.exists([&id])? {
+            out.insert(id);
         }
     }
     if let Some(tx) = tx {
