@@ -737,7 +737,8 @@ pub fn requests_created_before(c: &Connection, before_ms: i64) -> Result<Vec<Str
 }
 
 /// Deletes up to `plan.limit` messages past their TLP's cutoff (oldest first,
-/// never one of a kept thread) with their outbox, delivery and receipt rows,
+/// never one of a kept thread) with their outbox, delivery, receipt and key rows
+/// and the supersede marks they left (no foreign key cascades them: see `open_conn`),
 /// and up to `plan.limit` old rejection audit rows.
 pub fn purge(c: &Connection, plan: &PurgePlan) -> Result<Purged, StoreError> {
     let keep = serde_json::to_string(&plan.keep_requests)
@@ -780,6 +781,8 @@ pub fn purge(c: &Connection, plan: &PurgePlan) -> Result<Purged, StoreError> {
         let mut rc = c.prepare_cached("DELETE FROM receipts WHERE message_id = ?1")?;
         let mut msg = c.prepare_cached("DELETE FROM messages WHERE cursor = ?1")?;
         let mut keys = c.prepare_cached("DELETE FROM message_keys WHERE message_id = ?1")?;
+        // Supersede marks this message left for an original not yet held.
+        let mut marks = c.prepare_cached("DELETE FROM pending_supersede WHERE by_id = ?1")?;
         let mut deltas = BucketDeltas::default();
         let mut counts = KindCounts::default();
         for (cursor, id, kind) in &victims {
@@ -791,6 +794,7 @@ pub fn purge(c: &Connection, plan: &PurgePlan) -> Result<Purged, StoreError> {
             dl.execute([id])?;
             rc.execute([id])?;
             keys.execute([id])?;
+            marks.execute([id])?;
             msg.execute([cursor])?;
         }
         deltas.apply(c)?;
