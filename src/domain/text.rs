@@ -220,7 +220,7 @@ mod tests {
                 let fast = plain_ascii(&alone, kind);
                 let rule = refused(b as char, None, kind).is_none();
                 assert_eq!(fast, rule && b != 0x0D, "byte {b:#04x}, {kind:?}");
-                // Inside a long text (past the first block of 64) the byte
+                // Inside a longer text (past its first words) the byte
                 // decides the answer, and check() agrees with the rules.
                 let mut long = vec![b'a'; 100];
                 long[70] = b;
