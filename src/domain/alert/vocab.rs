@@ -651,17 +651,19 @@ pub const ISO_3166_ALPHA2: &[&str] = &[
 
 /// Checks an affected-country entry: an upper-case ISO 3166-1 alpha-2 code.
 pub fn validate_country(c: &str) -> Result<(), String> {
+    // An assigned code, as nearly every entry is: two bytes compared as one
+    // integer, no allocation (the error paths below may allocate).
+    if assigned_country(c) {
+        return Ok(());
+    }
     if c.len() != 2 || !c.bytes().all(|b| b.is_ascii_alphabetic()) {
         return Err(format!(
             "{c:?} is not a two-letter ISO 3166-1 alpha-2 country code (e.g. \"EE\", \"UA\")"
         ));
     }
     let upper = c.to_ascii_uppercase();
-    if ISO_3166_ALPHA2.binary_search(&upper.as_str()).is_ok() && upper != c {
+    if assigned_country(&upper) {
         return Err(format!("{c:?} must be upper case: write {upper:?}"));
-    }
-    if ISO_3166_ALPHA2.binary_search(&c).is_ok() {
-        return Ok(());
     }
     let hint = match upper.as_str() {
         "UK" => "; use \"GB\" for the United Kingdom",
@@ -672,4 +674,18 @@ pub fn validate_country(c: &str) -> Result<(), String> {
     Err(format!(
         "{c:?} is not an assigned ISO 3166-1 alpha-2 country code{hint}"
     ))
+}
+
+/// Whether `c` is in [`ISO_3166_ALPHA2`] (sorted, every entry two ASCII
+/// letters, so ordering the codes as big-endian integers orders them as
+/// strings).
+fn assigned_country(c: &str) -> bool {
+    fn key(s: &str) -> u16 {
+        match s.as_bytes() {
+            [a, b] => u16::from_be_bytes([*a, *b]),
+            _ => u16::MAX,
+        }
+    }
+    let k = key(c);
+    k != u16::MAX && ISO_3166_ALPHA2.binary_search_by_key(&k, |e| key(e)).is_ok()
 }

@@ -332,3 +332,27 @@ fn tlp_machine_tags() {
     assert!(parse_vocab_tag("nis2:impact-sectors-impacted=\"nuclear\"").is_err());
     assert!(parse_vocab_tag("rsit:nonsense").is_err());
 }
+
+/// The integer-keyed lookup accepts exactly the listed codes: every pair of
+/// printable ASCII characters, every listed code in lower and mixed case,
+/// and texts of other lengths.
+#[test]
+fn country_check_accepts_exactly_the_list() {
+    for a in 0x20u8..0x7f {
+        for b in 0x20u8..0x7f {
+            let c = String::from_utf8(vec![a, b]).unwrap();
+            let listed = ISO_3166_ALPHA2.contains(&c.as_str());
+            let upper_listed = ISO_3166_ALPHA2.contains(&c.to_ascii_uppercase().as_str());
+            match validate_country(&c) {
+                Ok(()) => assert!(listed, "{c:?} accepted"),
+                Err(e) if upper_listed && !listed => {
+                    assert!(e.contains("must be upper case"), "{c:?}: {e}")
+                }
+                Err(e) => assert!(!listed && !e.contains("upper case"), "{c:?}: {e}"),
+            }
+        }
+    }
+    for c in ["", "E", "EEE", "ÉE", "é", "\u{0}\u{0}", "\u{ffff}"] {
+        assert!(validate_country(c).is_err(), "{c:?}");
+    }
+}
