@@ -1399,6 +1399,32 @@ async fn sync_sums_follow_insert_and_purge(s: Store) {
             .is_empty(),
         "an emptied bucket is gone"
     );
+    // Two messages' items under one audience in the same millisecond: the
+    // purge takes only its own message's (the other stays listed and summed).
+    let mut amber = synced(9, 5 * w, &["*", "node-b"]);
+    amber.tlp = Tlp::Amber as i32;
+    s.insert(vec![amber], Durability::Durable).await.unwrap();
+    let sums = s.sync_buckets(&pair, 0).await.unwrap();
+    assert_eq!(sums, sums_by_listing(&s, &["*", "node-b"]).await);
+    assert_eq!(
+        sums.iter().map(|b| (b.bucket, b.count)).collect::<Vec<_>>(),
+        vec![(3, 1), (5, 3)]
+    );
+    s.purge(plan(&[(Tlp::Amber, 6 * w)], &[], 100))
+        .await
+        .unwrap();
+    let sums = s.sync_buckets(&pair, 0).await.unwrap();
+    assert_eq!(sums, sums_by_listing(&s, &["*", "node-b"]).await);
+    assert_eq!(
+        sums.iter().map(|b| (b.bucket, b.count)).collect::<Vec<_>>(),
+        vec![(3, 1), (5, 1)]
+    );
+    let left = s
+        .sync_items("*", (0, [0; 16]), (i64::MAX, [0xff; 16]), 10)
+        .await
+        .unwrap();
+    assert_eq!(left.len(), 1, "message 5's item stays");
+    assert_eq!(left[0].id[12..], 5u32.to_be_bytes());
 }
 
 /// Invariant: `requeue` queues held messages for a peer, due now, also when

@@ -1269,6 +1269,134 @@ mod tests {
     fn opts() -> OpenOptions {
         OpenOptions::new("node-a")
     }
+    /// Reconciliation items are found by their primary key when purged
+    /// (migration 17 dropped their by-cursor index): under the audiences kept
+    /// in the message's row, and for rows stored before schema 17 (no list)
+    /// under every audience. Both kinds go with their sums; an item of a
+    /// message stored after the migration in the same millisecond stays.
+    #[test]
+    fn purged_items_are_found_without_the_cursor_index() {
+        use crate::proto::v1::{MessageKind, Tlp};
+        use crate::storage::{PurgePlan, SyncEntry};
+        let dir = tempfile::tempdir().unwrap();
+        // A schema-16 store: migration 17 records where its rows end.
+        {
+            let mut conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+            let tx = conn.transaction().unwrap();
+            for sql in &schema::MIGRATIONS[..16] {
+                tx.execute_batch(sql).unwrap();
+            }
+            tx.pragma_update(None, "user_version", 16).unwrap();
+            schema::set_owner(&tx, "node-a", 1).unwrap();
+            tx.execute(
+                "INSERT INTO messages (message_id, origin, kind, tlp, created_ms, received_ms, header, payload, signature)
+                 VALUES ('old', 'node-b', 1, 2, 5, 5, x'', x'', x'')",
+                [],
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        let store = SqliteStore::open(dir.path(), &opts()).unwrap();
+        let sql = |q: &'static str| {
+            rt().block_on(store.write(Durability::Lazy, move |c| {
+                Ok(c.query_row(q, [], |r| r.get::<_, String>(0))?)
+            }))
+            .unwrap()
+        };
+        assert_eq!(
+            sql("SELECT value FROM store_meta WHERE key = 'sync_legacy_cursor'"),
+            "1"
+        );
+        assert_eq!(
+            sql("SELECT COUNT(*) || '' FROM sqlite_master WHERE name = 'sync_items_cursor'"),
+            "0"
+        );
+        let synced = |n: u8, created_ms: i64, tlp: Tlp, audiences: &[&str]| {
+            let mut m = crate::storage::conformance::msg(
+                &format!("00000000-0000-7000-8000-0000000000{n:02x}"),
+                "node-b",
+                MessageKind::Alert,
+                &[],
+            );
+            m.created_ms = created_ms;
+            m.tlp = tlp as i32;
+            m.sync = Some(SyncEntry {
+                audiences: audiences.iter().map(|a| a.to_string()).collect(),
+                id: [n; 16],
+                hash: [n; 32],
+            });
+            m
+        };
+        rt().block_on(store.insert(
+            vec![
+                synced(1, 100, Tlp::Green, &["*"]),
+                synced(2, 100, Tlp::Green, &["node-c", "node-d"]),
+                synced(3, 100, Tlp::Amber, &["*", "node-c"]),
+            ],
+            Durability::Durable,
+        ))
+        .unwrap();
+        // Messages 1 and 2 as rows stored before schema 17 look: no list.
+        rt().block_on(store.write(Durability::Durable, |c| {
+            c.execute(
+                "UPDATE messages SET sync_audiences = NULL WHERE cursor <= 3",
+                [],
+            )?;
+            c.execute(
+                "UPDATE store_meta SET value = '3' WHERE key = 'sync_legacy_cursor'",
+                [],
+            )?;
+            Ok(())
+        }))
+        .unwrap();
+        let count = |q: &'static str| sql(q).parse::<i64>().unwrap();
+        assert_eq!(count("SELECT COUNT(*) || '' FROM sync_items"), 5);
+        let plan = |tlp: Tlp| PurgePlan {
+            cutoffs: vec![(tlp as i32, 1_000)],
+            limit: 100,
+            ..Default::default()
+        };
+        let purged = rt().block_on(store.purge(plan(Tlp::Green))).unwrap();
+        assert_eq!(purged.messages, 3, "the schema-16 row and messages 1 and 2");
+        assert_eq!(
+            sql("SELECT group_concat(audience, ',') FROM sync_items"),
+            "*,node-c",
+            "message 3's items stay"
+        );
+        assert_eq!(
+            count("SELECT SUM(count) || '' FROM sync_buckets"),
+            2,
+            "the purged items' sums are gone"
+        );
+        let purged = rt().block_on(store.purge(plan(Tlp::Amber))).unwrap();
+        assert_eq!(purged.messages, 1);
+        assert_eq!(count("SELECT COUNT(*) || '' FROM sync_items"), 0);
+        assert_eq!(count("SELECT COUNT(*) || '' FROM sync_buckets"), 0);
+        // The purge's lookup is a search of the primary key, not a scan.
+        let plan_rows: Vec<String> = rt()
+            .block_on(store.write(Durability::Lazy, |c| {
+                let mut st = c.prepare(
+                    "EXPLAIN QUERY PLAN DELETE FROM sync_items
+                     WHERE audience IN (SELECT value FROM json_each(?1)) AND created_ms = ?2 AND cursor = ?3",
+                )?;
+                let r = st
+                    .query_map(rusqlite::params!["[\"*\"]", 1, 1], |r| r.get::<_, String>(3))?
+                    .collect::<Result<_, _>>()?;
+                Ok(r)
+            }))
+            .unwrap();
+        assert!(
+            plan_rows
+                .iter()
+                .any(|p| p.contains("sync_items USING PRIMARY KEY (audience=? AND created_ms=?)")),
+            "{plan_rows:?}"
+        );
+        assert!(
+            !plan_rows.iter().any(|p| p.starts_with("SCAN sync_items")),
+            "{plan_rows:?}"
+        );
+        store.close_blocking();
+    }
 
     #[test]
     fn conformance() {

@@ -52,8 +52,8 @@ fn row_to_msg(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
 /// Inserts messages with dedup, queueing each new one for its targets.
 pub fn insert_messages(c: &Connection, msgs: &[NewMessage]) -> Result<Vec<Stored>, StoreError> {
     let mut ins = c.prepare_cached(
-        "INSERT OR IGNORE INTO messages (message_id, origin, kind, tlp, severity, sectors, exercise, created_ms, expires_ms, received_ms, from_peer, path, header, payload, signature, readable, plain, request_id, hops, incident_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+        "INSERT OR IGNORE INTO messages (message_id, origin, kind, tlp, severity, sectors, exercise, created_ms, expires_ms, received_ms, from_peer, path, header, payload, signature, readable, plain, request_id, hops, incident_id, sync_audiences)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
     )?;
     let mut out = Vec::with_capacity(msgs.len());
     let mut deltas = BucketDeltas::default();
@@ -66,6 +66,13 @@ pub fn insert_messages(c: &Connection, msgs: &[NewMessage]) -> Result<Vec<Stored
     for m in msgs {
         let path = serde_json::to_string(&m.path)
             .map_err(|e| StoreError::Invalid(format!("storage: cannot encode a path: {e}")))?;
+        // Where the purge finds its reconciliation items (see `sync_remove`).
+        let audiences = match &m.sync {
+            Some(sync) => Some(serde_json::to_string(&sync.audiences).map_err(|e| {
+                StoreError::Invalid(format!("storage: cannot encode audiences: {e}"))
+            })?),
+            None => None,
+        };
         let n = ins.execute(params![
             m.message_id,
             m.origin,
@@ -86,7 +93,8 @@ pub fn insert_messages(c: &Connection, msgs: &[NewMessage]) -> Result<Vec<Stored
             m.plain,
             m.request_id,
             m.hops,
-            m.incident_id
+            m.incident_id,
+            audiences
         ])?;
         if n == 0 {
             out.push(Stored::Duplicate);
@@ -743,9 +751,9 @@ pub fn requests_created_before(c: &Connection, before_ms: i64) -> Result<Vec<Str
 pub fn purge(c: &Connection, plan: &PurgePlan) -> Result<Purged, StoreError> {
     let keep = serde_json::to_string(&plan.keep_requests)
         .map_err(|e| StoreError::Invalid(format!("storage: cannot encode a purge plan: {e}")))?;
-    let mut victims: Vec<(i64, String, i32)> = Vec::new();
+    let mut victims: Vec<Victim> = Vec::new();
     let mut sel = c.prepare_cached(
-        "SELECT cursor, message_id, kind FROM messages
+        "SELECT cursor, message_id, kind, created_ms, sync_audiences FROM messages
          WHERE tlp = ?1 AND created_ms < ?2
            AND (request_id IS NULL OR request_id NOT IN (SELECT value FROM json_each(?3)))
          ORDER BY created_ms LIMIT ?4",
@@ -756,7 +764,13 @@ pub fn purge(c: &Connection, plan: &PurgePlan) -> Result<Purged, StoreError> {
             break;
         }
         let rows = sel.query_map(params![tlp, cutoff, keep, room as i64], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            Ok(Victim {
+                cursor: r.get(0)?,
+                id: r.get(1)?,
+                kind: r.get(2)?,
+                created_ms: r.get(3)?,
+                audiences: r.get(4)?,
+            })
         })?;
         for row in rows {
             victims.push(row?);
@@ -785,9 +799,11 @@ pub fn purge(c: &Connection, plan: &PurgePlan) -> Result<Purged, StoreError> {
         let mut marks = c.prepare_cached("DELETE FROM pending_supersede WHERE by_id = ?1")?;
         let mut deltas = BucketDeltas::default();
         let mut counts = KindCounts::default();
-        for (cursor, id, kind) in &victims {
-            *counts.0.entry(*kind).or_default() -= 1;
-            sync_remove(c, *cursor, &mut deltas)?;
+        let mut legacy = LegacyItems::default();
+        for v in &victims {
+            let (cursor, id) = (&v.cursor, &v.id);
+            *counts.0.entry(v.kind).or_default() -= 1;
+            sync_remove(c, v, &mut legacy, &mut deltas)?;
             for p in &peers {
                 ob.execute(params![p, cursor])?;
             }
@@ -997,13 +1013,97 @@ pub fn drop_outbox(
     Ok(n as u64)
 }
 
-/// Removes a message (by cursor) from the reconciliation index.
-fn sync_remove(c: &Connection, cursor: i64, deltas: &mut BucketDeltas) -> Result<(), StoreError> {
+/// A message the purge deletes.
+struct Victim {
+    cursor: i64,
+    id: String,
+    kind: i32,
+    created_ms: i64,
+    /// Its reconciliation audiences (JSON), as stored with it since schema 17.
+    audiences: Option<String>,
+}
+
+/// For messages stored before schema 17 (no audiences in their row): the
+/// cursor up to which rows have none, and every audience listed, read once
+/// per purge when first needed.
+#[derive(Default)]
+struct LegacyItems {
+    below: Option<i64>,
+    all: Option<String>,
+}
+
+impl LegacyItems {
+    /// The audiences (JSON) to look under for `v`'s items.
+    fn audiences<'a>(
+        &'a mut self,
+        c: &Connection,
+        v: &'a Victim,
+    ) -> Result<Option<&'a str>, StoreError> {
+        if let Some(a) = &v.audiences {
+            return Ok(Some(a));
+        }
+        let below = match self.below {
+            Some(b) => b,
+            None => {
+                let b = c
+                    .prepare_cached(
+                        "SELECT value FROM store_meta WHERE key = 'sync_legacy_cursor'",
+                    )?
+                    .query_row([], |r| r.get::<_, String>(0))
+                    .optional()?
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                *self.below.insert(b)
+            }
+        };
+        if v.cursor > below {
+            // Stored with no reconciliation items.
+            return Ok(None);
+        }
+        if self.all.is_none() {
+            // The audiences, found by seeking the primary key.
+            let mut next = c.prepare_cached(
+                "SELECT audience FROM sync_items WHERE audience > ?1 ORDER BY audience LIMIT 1",
+            )?;
+            let mut all: Vec<String> = Vec::new();
+            let mut after = String::new();
+            while let Some(a) = next
+                .query_row([&after], |r| r.get::<_, String>(0))
+                .optional()?
+            {
+                after.clone_from(&a);
+                all.push(a);
+            }
+            self.all = Some(serde_json::to_string(&all).map_err(|e| {
+                StoreError::Invalid(format!("storage: cannot encode audiences: {e}"))
+            })?);
+        }
+        Ok(self.all.as_deref())
+    }
+}
+
+/// Removes a message from the reconciliation index: its items are looked up
+/// by their primary key under each of its audiences (the cursor check keeps
+/// another message's item of the same millisecond).
+fn sync_remove(
+    c: &Connection,
+    v: &Victim,
+    legacy: &mut LegacyItems,
+    deltas: &mut BucketDeltas,
+) -> Result<(), StoreError> {
+    let Some(audiences) = legacy.audiences(c, v)? else {
+        return Ok(());
+    };
+    let cursor = v.cursor;
     let rows: Vec<(String, i64, Vec<u8>)> = c
         .prepare_cached(
-            "DELETE FROM sync_items WHERE cursor = ?1 RETURNING audience, created_ms, hash",
+            "DELETE FROM sync_items
+             WHERE audience IN (SELECT value FROM json_each(?1)) AND created_ms = ?2 AND cursor = ?3
+             RETURNING audience, created_ms, hash",
         )?
-        .query_map([cursor], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .query_map(params![audiences, v.created_ms, cursor], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?
         .collect::<Result<_, _>>()?;
     for (audience, created, hash) in rows {
         let hash: [u8; 32] = hash.as_slice().try_into().map_err(|_| {

@@ -207,6 +207,18 @@ pub(super) const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX messages_origin ON messages(origin, cursor) WHERE kind = 1;
     "#,
+    // 17: a message's reconciliation audiences are kept in its row (a JSON
+    // list, NULL when it has no items), and the purge finds its items by
+    // their primary key: the by-cursor index of `sync_items`, one more
+    // B-tree entry in every insert for the purge alone, goes. Rows stored
+    // before this version (cursor up to `sync_legacy_cursor`) have no list:
+    // the purge looks for their items under every audience.
+    r#"
+    ALTER TABLE messages ADD COLUMN sync_audiences TEXT;
+    INSERT OR REPLACE INTO store_meta (key, value)
+        SELECT 'sync_legacy_cursor', CAST(COALESCE(MAX(cursor), 0) AS TEXT) FROM messages;
+    DROP INDEX sync_items_cursor;
+    "#,
 ];
 
 /// The schema version this build writes.
