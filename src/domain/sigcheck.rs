@@ -155,11 +155,47 @@ fn decode(sig: &Signature) -> Option<(Scalar, EdwardsPoint)> {
 fn decode_r(bytes: &[u8; 32]) -> Option<EdwardsPoint> {
     let y_at_least_p =
         bytes[31] & 0x7f == 0x7f && bytes[1..31].iter().all(|&b| b == 0xff) && bytes[0] >= 0xed;
-    if y_at_least_p {
+    if y_at_least_p || small_order_y(bytes) {
         return None;
     }
-    let r = CompressedEdwardsY(*bytes).decompress()?;
-    (!r.is_small_order()).then_some(r)
+    CompressedEdwardsY(*bytes).decompress()
+}
+
+/// The y-coordinates (little-endian, y < p) of the eight points of small
+/// order, as libsodium's `has_small_order` lists them: 0 (order 4, both
+/// signs of x), 1 (the identity), p − 1 (order 2) and two of order 8 (both
+/// signs of x each).
+const SMALL_ORDER_Y: [[u8; 32]; 5] = [
+    [0; 32],
+    [
+        1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0, 0,
+    ],
+    [
+        0xec, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0x7f,
+    ],
+    [
+        0x26, 0xe8, 0x95, 0x8f, 0xc2, 0xb2, 0x27, 0xb0, 0x45, 0xc3, 0xf4, 0x89, 0xf2, 0xef, 0x98,
+        0xf0, 0xd5, 0xdf, 0xac, 0x05, 0xd3, 0xc6, 0x33, 0x39, 0xb1, 0x38, 0x02, 0x88, 0x6d, 0x53,
+        0xfc, 0x05,
+    ],
+    [
+        0xc7, 0x17, 0x6a, 0x70, 0x3d, 0x4d, 0xd8, 0x4f, 0xba, 0x3c, 0x0b, 0x76, 0x0d, 0x10, 0x67,
+        0x0f, 0x2a, 0x20, 0x53, 0xfa, 0x2c, 0x39, 0xcc, 0xc6, 0x4e, 0xc7, 0xfd, 0x77, 0x92, 0xac,
+        0x03, 0x7a,
+    ],
+];
+
+/// Whether a canonical encoding (y < p) is one of a point of small order:
+/// its y, sign bit aside, is listed — the same verdict as decompressing it
+/// and multiplying by the cofactor, without the field arithmetic (about a
+/// seventh of R's decoding).
+fn small_order_y(bytes: &[u8; 32]) -> bool {
+    SMALL_ORDER_Y
+        .iter()
+        .any(|y| y[..31] == bytes[..31] && y[31] == bytes[31] & 0x7f)
 }
 
 #[cfg(test)]
@@ -438,6 +474,80 @@ mod tests {
             }
         }
         assert!(accepted_alone > 0, "no y in 2..19 is on the curve");
+    }
+
+    /// The eight points of small order, found without the table: the
+    /// multiples of [ℓ]P (P's torsion part) for points P until one has
+    /// order 8.
+    fn torsion() -> Vec<EdwardsPoint> {
+        for y in 2u8.. {
+            let mut b = [0u8; 32];
+            b[0] = y;
+            let Some(p) = CompressedEdwardsY(b).decompress() else {
+                continue;
+            };
+            // [ℓ]P = [ℓ − 1]P + P.
+            let t = p * -Scalar::ONE + p;
+            let all: Vec<EdwardsPoint> = (0..8u64).map(|i| t * Scalar::from(i)).collect();
+            if all[4] != EdwardsPoint::default() {
+                return all;
+            }
+        }
+        unreachable!()
+    }
+
+    #[test]
+    fn the_small_order_list_is_the_torsion_points_y() {
+        let ts = torsion();
+        let mut ys: Vec<[u8; 32]> = ts
+            .iter()
+            .map(|t| {
+                assert!(t.is_small_order());
+                let mut y = t.compress().to_bytes();
+                y[31] &= 0x7f;
+                y
+            })
+            .collect();
+        ys.sort();
+        ys.dedup();
+        let mut listed = SMALL_ORDER_Y.to_vec();
+        listed.sort();
+        assert_eq!(ys, listed, "five y-coordinates, eight points");
+        // Each torsion point, with either sign bit, is refused as R.
+        for t in &ts {
+            let mut b = t.compress().to_bytes();
+            assert!(decode_r(&b).is_none());
+            b[31] ^= 0x80;
+            assert!(decode_r(&b).is_none());
+        }
+    }
+
+    #[test]
+    fn r_decodes_exactly_when_it_is_a_point_not_of_small_order() {
+        // Random encodings (about half are points), and points with every
+        // torsion part (mixed order: decoded), against decompression and the
+        // cofactor check.
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let ts = torsion();
+        let mut points = 0;
+        for i in 0..4000u64 {
+            let b: [u8; 32] = if i % 2 == 0 {
+                rng.random()
+            } else {
+                (EdwardsPoint::mul_base(&Scalar::from(rng.random::<u64>())) + ts[(i % 8) as usize])
+                    .compress()
+                    .to_bytes()
+            };
+            let y_at_least_p =
+                b[31] & 0x7f == 0x7f && b[1..31].iter().all(|&x| x == 0xff) && b[0] >= 0xed;
+            let expected = match CompressedEdwardsY(b).decompress() {
+                Some(p) if !y_at_least_p && !p.is_small_order() => Some(p),
+                _ => None,
+            };
+            points += usize::from(expected.is_some());
+            assert_eq!(decode_r(&b), expected, "{b:02x?}");
+        }
+        assert!(points > 2000, "{points} points");
     }
 
     #[test]
