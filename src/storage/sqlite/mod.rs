@@ -1375,12 +1375,10 @@ mod tests {
         // The purge's lookup is a search of the primary key, not a scan.
         let plan_rows: Vec<String> = rt()
             .block_on(store.write(Durability::Lazy, |c| {
-                let mut st = c.prepare(
-                    "EXPLAIN QUERY PLAN DELETE FROM sync_items
-                     WHERE audience IN (SELECT value FROM json_each(?1)) AND created_ms = ?2 AND cursor = ?3",
-                )?;
+                let mut st =
+                    c.prepare(&format!("EXPLAIN QUERY PLAN {}", queries::SYNC_ITEM_DELETE))?;
                 let r = st
-                    .query_map(rusqlite::params!["[\"*\"]", 1, 1], |r| r.get::<_, String>(3))?
+                    .query_map(rusqlite::params!["*", 1, 1], |r| r.get::<_, String>(3))?
                     .collect::<Result<_, _>>()?;
                 Ok(r)
             }))

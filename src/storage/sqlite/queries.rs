@@ -1029,18 +1029,19 @@ struct Victim {
 #[derive(Default)]
 struct LegacyItems {
     below: Option<i64>,
-    all: Option<String>,
+    all: Option<Vec<String>>,
 }
 
 impl LegacyItems {
-    /// The audiences (JSON) to look under for `v`'s items.
-    fn audiences<'a>(
-        &'a mut self,
-        c: &Connection,
-        v: &'a Victim,
-    ) -> Result<Option<&'a str>, StoreError> {
+    /// The audiences to look under for `v`'s items.
+    fn audiences(&mut self, c: &Connection, v: &Victim) -> Result<Vec<String>, StoreError> {
         if let Some(a) = &v.audiences {
-            return Ok(Some(a));
+            return serde_json::from_str(a).map_err(|e| {
+                StoreError::Corrupt(format!(
+                    "messages: the reconciliation audiences of cursor {} do not decode: {e}",
+                    v.cursor
+                ))
+            });
         }
         let below = match self.below {
             Some(b) => b,
@@ -1058,7 +1059,7 @@ impl LegacyItems {
         };
         if v.cursor > below {
             // Stored with no reconciliation items.
-            return Ok(None);
+            return Ok(Vec::new());
         }
         if self.all.is_none() {
             // The audiences, found by seeking the primary key.
@@ -1074,13 +1075,16 @@ impl LegacyItems {
                 after.clone_from(&a);
                 all.push(a);
             }
-            self.all = Some(serde_json::to_string(&all).map_err(|e| {
-                StoreError::Invalid(format!("storage: cannot encode audiences: {e}"))
-            })?);
+            self.all = Some(all);
         }
-        Ok(self.all.as_deref())
+        Ok(self.all.clone().unwrap_or_default())
     }
 }
+
+/// Deletes one message's item under one audience: a search of the primary
+/// key (audience, created_ms, id), the cursor checked on the rows found.
+pub(super) const SYNC_ITEM_DELETE: &str =
+    "DELETE FROM sync_items WHERE audience = ?1 AND created_ms = ?2 AND cursor = ?3 RETURNING hash";
 
 /// Removes a message from the reconciliation index: its items are looked up
 /// by their primary key under each of its audiences (the cursor check keeps
@@ -1091,28 +1095,25 @@ fn sync_remove(
     legacy: &mut LegacyItems,
     deltas: &mut BucketDeltas,
 ) -> Result<(), StoreError> {
-    let Some(audiences) = legacy.audiences(c, v)? else {
+    let audiences = legacy.audiences(c, v)?;
+    if audiences.is_empty() {
         return Ok(());
-    };
+    }
     let cursor = v.cursor;
-    let rows: Vec<(String, i64, Vec<u8>)> = c
-        .prepare_cached(
-            "DELETE FROM sync_items
-             WHERE audience IN (SELECT value FROM json_each(?1)) AND created_ms = ?2 AND cursor = ?3
-             RETURNING audience, created_ms, hash",
-        )?
-        .query_map(params![audiences, v.created_ms, cursor], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })?
-        .collect::<Result<_, _>>()?;
-    for (audience, created, hash) in rows {
-        let hash: [u8; 32] = hash.as_slice().try_into().map_err(|_| {
-            StoreError::Corrupt(format!(
-                "sync_items: an item hash of {} bytes (cursor {cursor})",
-                hash.len()
-            ))
-        })?;
-        deltas.add(&audience, created, &hash, -1);
+    let mut del = c.prepare_cached(SYNC_ITEM_DELETE)?;
+    for audience in audiences {
+        let hashes: Vec<Vec<u8>> = del
+            .query_map(params![audience, v.created_ms, cursor], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        for hash in hashes {
+            let hash: [u8; 32] = hash.as_slice().try_into().map_err(|_| {
+                StoreError::Corrupt(format!(
+                    "sync_items: an item hash of {} bytes (cursor {cursor})",
+                    hash.len()
+                ))
+            })?;
+            deltas.add(&audience, v.created_ms, &hash, -1);
+        }
     }
     Ok(())
 }
