@@ -1293,6 +1293,20 @@ fn synced(n: u32, created_ms: i64, audiences: &[&str]) -> NewMessage {
     m
 }
 
+/// The sums of "*" and "node-b" agree with the items listed and have these
+/// (bucket, count).
+async fn sums_are(s: &Store, want: &[(i64, u64)]) {
+    let sums = s
+        .sync_buckets(&["*".to_string(), "node-b".to_string()], 0)
+        .await
+        .unwrap();
+    assert_eq!(sums, sums_by_listing(s, &["*", "node-b"]).await);
+    assert_eq!(
+        sums.iter().map(|b| (b.bucket, b.count)).collect::<Vec<_>>(),
+        want
+    );
+}
+
 /// The sums of the items `sync_items` lists, per bucket.
 async fn sums_by_listing(s: &Store, audiences: &[&str]) -> Vec<SyncBucket> {
     let mut by: std::collections::BTreeMap<i64, SyncBucket> = Default::default();
@@ -1331,13 +1345,7 @@ async fn sync_sums_follow_insert_and_purge(s: Store) {
     s.insert(rows.clone(), Durability::Durable).await.unwrap();
     // Duplicates add nothing.
     s.insert(rows, Durability::Durable).await.unwrap();
-    let pair = ["*".to_string(), "node-b".to_string()];
-    let sums = s.sync_buckets(&pair, 0).await.unwrap();
-    assert_eq!(sums, sums_by_listing(&s, &["*", "node-b"]).await);
-    assert_eq!(
-        sums.iter().map(|b| (b.bucket, b.count)).collect::<Vec<_>>(),
-        vec![(0, 1), (1, 2), (3, 1), (5, 1)]
-    );
+    sums_are(&s, &[(0, 1), (1, 2), (3, 1), (5, 1)]).await;
     // From a later bucket on; an audience listed twice counts once.
     let later = s
         .sync_buckets(&["node-b".into(), "node-b".into()], 2 * w)
@@ -1376,22 +1384,12 @@ async fn sync_sums_follow_insert_and_purge(s: Store) {
     )
     .await
     .unwrap();
-    let sums = s.sync_buckets(&pair, 0).await.unwrap();
-    assert_eq!(sums, sums_by_listing(&s, &["*", "node-b"]).await);
-    assert_eq!(
-        sums.iter().map(|b| (b.bucket, b.count)).collect::<Vec<_>>(),
-        vec![(0, 1), (1, 4), (3, 1), (5, 1)]
-    );
+    sums_are(&s, &[(0, 1), (1, 4), (3, 1), (5, 1)]).await;
     // A purge takes the items and their sums.
     s.purge(plan(&[(Tlp::Green, 2 * w)], &[], 100))
         .await
         .unwrap();
-    let sums = s.sync_buckets(&pair, 0).await.unwrap();
-    assert_eq!(sums, sums_by_listing(&s, &["*", "node-b"]).await);
-    assert_eq!(
-        sums.iter().map(|b| (b.bucket, b.count)).collect::<Vec<_>>(),
-        vec![(3, 1), (5, 1)]
-    );
+    sums_are(&s, &[(3, 1), (5, 1)]).await;
     assert!(
         s.sync_buckets(&["node-c".into()], 0)
             .await
@@ -1404,21 +1402,11 @@ async fn sync_sums_follow_insert_and_purge(s: Store) {
     let mut amber = synced(9, 5 * w, &["*", "node-b"]);
     amber.tlp = Tlp::Amber as i32;
     s.insert(vec![amber], Durability::Durable).await.unwrap();
-    let sums = s.sync_buckets(&pair, 0).await.unwrap();
-    assert_eq!(sums, sums_by_listing(&s, &["*", "node-b"]).await);
-    assert_eq!(
-        sums.iter().map(|b| (b.bucket, b.count)).collect::<Vec<_>>(),
-        vec![(3, 1), (5, 3)]
-    );
+    sums_are(&s, &[(3, 1), (5, 3)]).await;
     s.purge(plan(&[(Tlp::Amber, 6 * w)], &[], 100))
         .await
         .unwrap();
-    let sums = s.sync_buckets(&pair, 0).await.unwrap();
-    assert_eq!(sums, sums_by_listing(&s, &["*", "node-b"]).await);
-    assert_eq!(
-        sums.iter().map(|b| (b.bucket, b.count)).collect::<Vec<_>>(),
-        vec![(3, 1), (5, 1)]
-    );
+    sums_are(&s, &[(3, 1), (5, 1)]).await;
     let left = s
         .sync_items("*", (0, [0; 16]), (i64::MAX, [0xff; 16]), 10)
         .await

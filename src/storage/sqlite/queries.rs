@@ -779,17 +779,10 @@ pub fn purge(c: &Connection, plan: &PurgePlan) -> Result<Purged, StoreError> {
     if !victims.is_empty() {
         // The peers with an outbox, found by seeking the primary key (cheap
         // even with millions of queued rows).
-        let mut peers: Vec<String> = Vec::new();
-        let mut next =
-            c.prepare_cached("SELECT peer FROM outbox WHERE peer > ?1 ORDER BY peer LIMIT 1")?;
-        let mut after = String::new();
-        while let Some(p) = next
-            .query_row([&after], |r| r.get::<_, String>(0))
-            .optional()?
-        {
-            after.clone_from(&p);
-            peers.push(p);
-        }
+        let peers = distinct_first_column(
+            c,
+            "SELECT peer FROM outbox WHERE peer > ?1 ORDER BY peer LIMIT 1",
+        )?;
         let mut ob = c.prepare_cached("DELETE FROM outbox WHERE peer = ?1 AND cursor = ?2")?;
         let mut dl = c.prepare_cached("DELETE FROM delivery WHERE message_id = ?1")?;
         let mut rc = c.prepare_cached("DELETE FROM receipts WHERE message_id = ?1")?;
@@ -1013,6 +1006,23 @@ pub fn drop_outbox(
     Ok(n as u64)
 }
 
+/// The distinct values of a primary key's first column, in order, one seek
+/// each: `next` selects the first value after `?1` (a few seeks where a scan
+/// would read every row).
+fn distinct_first_column(c: &Connection, next: &str) -> Result<Vec<String>, StoreError> {
+    let mut st = c.prepare_cached(next)?;
+    let mut all: Vec<String> = Vec::new();
+    let mut after = String::new();
+    while let Some(v) = st
+        .query_row([&after], |r| r.get::<_, String>(0))
+        .optional()?
+    {
+        after.clone_from(&v);
+        all.push(v);
+    }
+    Ok(all)
+}
+
 /// A message the purge deletes.
 struct Victim {
     cursor: i64,
@@ -1063,19 +1073,10 @@ impl LegacyItems {
         }
         if self.all.is_none() {
             // The audiences, found by seeking the primary key.
-            let mut next = c.prepare_cached(
+            self.all = Some(distinct_first_column(
+                c,
                 "SELECT audience FROM sync_items WHERE audience > ?1 ORDER BY audience LIMIT 1",
-            )?;
-            let mut all: Vec<String> = Vec::new();
-            let mut after = String::new();
-            while let Some(a) = next
-                .query_row([&after], |r| r.get::<_, String>(0))
-                .optional()?
-            {
-                after.clone_from(&a);
-                all.push(a);
-            }
-            self.all = Some(all);
+            )?);
         }
         Ok(self.all.clone().unwrap_or_default())
     }
