@@ -1396,6 +1396,57 @@ mod tests {
         store.close_blocking();
     }
 
+    /// A message row whose reconciliation audiences do not decode makes the
+    /// purge report a corrupt store naming the row, and the purge's
+    /// transaction is not applied (the message and its item stay).
+    #[test]
+    fn a_purge_refuses_audiences_that_do_not_decode() {
+        use crate::proto::v1::{MessageKind, Tlp};
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), &opts()).unwrap();
+        let mut m = crate::storage::conformance::msg(
+            "00000000-0000-7000-8000-000000000001",
+            "node-b",
+            MessageKind::Alert,
+            &[],
+        );
+        m.created_ms = 100;
+        m.sync = Some(crate::storage::SyncEntry {
+            audiences: vec!["*".into()],
+            id: [1; 16],
+            hash: [1; 32],
+        });
+        rt().block_on(store.insert(vec![m], Durability::Durable))
+            .unwrap();
+        rt().block_on(store.write(Durability::Durable, |c| {
+            c.execute("UPDATE messages SET sync_audiences = '[\"*\"'", [])?;
+            Ok(())
+        }))
+        .unwrap();
+        let err = rt()
+            .block_on(store.purge(crate::storage::PurgePlan {
+                cutoffs: vec![(Tlp::Green as i32, 1_000)],
+                limit: 100,
+                ..Default::default()
+            }))
+            .unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Corrupt(m) if m.contains("audiences of cursor 1")),
+            "{err:?}"
+        );
+        let held: (i64, i64) = rt()
+            .block_on(store.read(|c| {
+                Ok(c.query_row(
+                    "SELECT (SELECT COUNT(*) FROM messages), (SELECT COUNT(*) FROM sync_items)",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?)
+            }))
+            .unwrap();
+        assert_eq!(held, (1, 1));
+        store.close_blocking();
+    }
+
     #[test]
     fn conformance() {
         rt().block_on(crate::storage::conformance::run_all(|dir| {

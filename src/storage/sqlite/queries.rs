@@ -1043,15 +1043,22 @@ struct LegacyItems {
 }
 
 impl LegacyItems {
-    /// The audiences to look under for `v`'s items.
-    fn audiences(&mut self, c: &Connection, v: &Victim) -> Result<Vec<String>, StoreError> {
+    /// The audiences to look under for `v`'s items (those of older rows read
+    /// once, then lent).
+    fn audiences(
+        &mut self,
+        c: &Connection,
+        v: &Victim,
+    ) -> Result<std::borrow::Cow<'_, [String]>, StoreError> {
         if let Some(a) = &v.audiences {
-            return serde_json::from_str(a).map_err(|e| {
-                StoreError::Corrupt(format!(
-                    "messages: the reconciliation audiences of cursor {} do not decode: {e}",
-                    v.cursor
-                ))
-            });
+            return serde_json::from_str::<Vec<String>>(a)
+                .map(Into::into)
+                .map_err(|e| {
+                    StoreError::Corrupt(format!(
+                        "messages: the reconciliation audiences of cursor {} do not decode: {e}",
+                        v.cursor
+                    ))
+                });
         }
         let below = match self.below {
             Some(b) => b,
@@ -1069,16 +1076,17 @@ impl LegacyItems {
         };
         if v.cursor > below {
             // Stored with no reconciliation items.
-            return Ok(Vec::new());
+            return Ok(Vec::new().into());
         }
-        if self.all.is_none() {
+        let all = match &mut self.all {
+            Some(all) => all,
             // The audiences, found by seeking the primary key.
-            self.all = Some(distinct_first_column(
+            none => none.insert(distinct_first_column(
                 c,
                 "SELECT audience FROM sync_items WHERE audience > ?1 ORDER BY audience LIMIT 1",
-            )?);
-        }
-        Ok(self.all.clone().unwrap_or_default())
+            )?),
+        };
+        Ok(all.as_slice().into())
     }
 }
 
@@ -1102,7 +1110,7 @@ fn sync_remove(
     }
     let cursor = v.cursor;
     let mut del = c.prepare_cached(SYNC_ITEM_DELETE)?;
-    for audience in audiences {
+    for audience in audiences.iter() {
         let hashes: Vec<Vec<u8>> = del
             .query_map(params![audience, v.created_ms, cursor], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
@@ -1113,7 +1121,7 @@ fn sync_remove(
                     hash.len()
                 ))
             })?;
-            deltas.add(&audience, v.created_ms, &hash, -1);
+            deltas.add(audience, v.created_ms, &hash, -1);
         }
     }
     Ok(())
