@@ -133,4 +133,23 @@ fn the_single_link_benchmark_runs_with_fewer_alerts_than_a_page() {
     ] {
         assert!(num(&v, k) > 0.0, "{k} in {v}");
     }
+    // The CPU each phase cost this process (ten alerts may take less than
+    // one clock tick; a second of relaying between three nodes does not).
+    let cores = num(&v, "cores");
+    for (k, at_least) in [
+        ("ingest_cpu_us_per_msg", 0.0),
+        ("ingest_cores_busy", 0.0),
+        ("relay_cpu_ms_per_msg", 1e-9),
+        ("relay_cores_busy", 1e-9),
+    ] {
+        let x = num(&v, k);
+        assert!(x.is_finite() && x >= at_least, "{k} in {v}");
+    }
+    assert!(num(&v, "relay_cores_busy") <= cores + 0.5, "{v}");
+    assert!(
+        v["load_average_before"]
+            .as_str()
+            .is_some_and(|l| l.split(' ').count() == 3),
+        "{v}"
+    );
 }

@@ -76,7 +76,7 @@
 //!
 //! The run fails (non-zero exit, after printing) when anything is missing,
 //! duplicated or readable where it must not be.
-use super::memory::{NodeProcess, proc_status_mib};
+use super::memory::{NodeProcess, load_average, proc_status_mib};
 use crate::app::localfed::Fed;
 use crate::proto::v1::*;
 use anyhow::{Context, bail};
@@ -377,12 +377,6 @@ fn quiet_ports(k: usize, seed: u64) -> anyhow::Result<Vec<u16>> {
         p += 1;
     }
     Ok(out)
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
 }
 
 fn round(x: f64, digits: i32) -> f64 {

@@ -48,6 +48,18 @@ pub(super) fn proc_cpu_seconds(pid: &str) -> Option<f64> {
     Some((st.utime + st.stime) as f64 / procfs::ticks_per_second() as f64)
 }
 
+/// CPU time (user + system) this process has used so far, in seconds.
+pub(super) fn own_cpu_seconds() -> Option<f64> {
+    proc_cpu_seconds(&std::process::id().to_string())
+}
+
+/// The machine's load averages over 1, 5 and 15 minutes (`/proc/loadavg`).
+pub(super) fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
 /// Starts node `i` as a `certfed serve` process and waits until it listens.
 pub(super) async fn spawn(fed: &Fed, i: usize) -> anyhow::Result<NodeProcess> {
     spawn_with(fed, i, &[]).await

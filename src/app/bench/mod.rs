@@ -10,6 +10,11 @@
 //!   seen through that node's Watch stream so the observation cost cancels;
 //!   and the same for two hops to node-c.
 //!
+//! Both phases also report the CPU time this process spent in them (per
+//! message, and as cores kept busy): the ingest rate is cores over CPU per
+//! alert, and the CPU per alert is the figure that moves less when the
+//! machine is shared.
+//!
 //! With `--storage postgres` both phases run on PostgreSQL (see
 //! [`pgserver`]): every node keeps its store in a fresh database on the
 //! server `--pg-url` names, or on a throw-away local cluster.
@@ -349,6 +354,10 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 struct Ingest {
     messages: usize,
     seconds: f64,
+    /// CPU time (user + system) of this process over those seconds: the
+    /// ingesting node and the benchmark's side of the link (its TLS and
+    /// HTTP/2; the alerts were signed before the clock started).
+    cpu_seconds: f64,
     /// Median time of a first page of ListAlerts (50) over what was
     /// ingested: without a filter, and for TLP:GREEN.
     list_ms: f64,
@@ -433,6 +442,7 @@ async fn bench_ingest(
             .await;
     let (tx, rx) = tokio::sync::mpsc::channel(4096);
     let started = Instant::now();
+    let cpu_started = memory::own_cpu_seconds();
     let mut acks = client
         .push(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await
@@ -458,6 +468,7 @@ async fn bench_ingest(
         accepted += 1;
     }
     let seconds = started.elapsed().as_secs_f64();
+    let cpu_seconds = cpu_since(cpu_started);
     drop(feeder.await?);
     let held = messages + 1;
     let list_ms = list_page_ms(&mut op, AlertFilter::default(), held).await?;
@@ -475,6 +486,7 @@ async fn bench_ingest(
     Ok(Ingest {
         messages,
         seconds,
+        cpu_seconds,
         list_ms,
         list_tlp_ms,
         list_origin_ms,
@@ -486,6 +498,18 @@ struct Relay {
     hop1: Vec<f64>,
     hop2: Vec<f64>,
     seconds: f64,
+    /// CPU time of this process while the alerts were published: the three
+    /// nodes, the publishing operator and the three Watch streams.
+    cpu_seconds: f64,
+}
+
+/// CPU seconds this process used since `start` (NaN when `/proc` cannot
+/// tell).
+fn cpu_since(start: Option<f64>) -> f64 {
+    match (start, memory::own_cpu_seconds()) {
+        (Some(a), Some(b)) => b - a,
+        _ => f64::NAN,
+    }
 }
 
 async fn bench_relay(rate: u32, seconds: u32, backend: &Backend) -> anyhow::Result<Relay> {
@@ -551,6 +575,7 @@ async fn bench_relay(rate: u32, seconds: u32, backend: &Backend) -> anyhow::Resu
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let started = Instant::now();
+    let cpu_started = memory::own_cpu_seconds();
     let mut tasks = Vec::with_capacity(total);
     for i in 0..total {
         tick.tick().await;
@@ -573,6 +598,7 @@ async fn bench_relay(rate: u32, seconds: u32, backend: &Backend) -> anyhow::Resu
         t.await?;
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu_seconds = cpu_since(cpu_started);
     // Let the last messages arrive, then stop the nodes (which ends the watches).
     tokio::time::sleep(Duration::from_secs(2)).await;
     a.shutdown().await?;
@@ -602,6 +628,7 @@ async fn bench_relay(rate: u32, seconds: u32, backend: &Backend) -> anyhow::Resu
         hop1,
         hop2,
         seconds: elapsed,
+        cpu_seconds,
     })
 }
 
@@ -677,11 +704,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             args.messages, args.rate, args.seconds
         );
     }
+    let load_before = memory::load_average();
     let ingest = bench_ingest(args.messages, args.distinct_indicators, &backend).await?;
     let relay = bench_relay(args.rate, args.seconds, &backend).await?;
     // Stops a throw-away cluster (after the federations dropped their databases).
     drop(server);
     let ingest_rate = ingest.messages as f64 / ingest.seconds;
+    // CPU per message and cores kept busy: the rate is their quotient, and
+    // on a shared machine the CPU an alert costs moves less than the rate.
+    let ingest_cpu_us = ingest.cpu_seconds * 1e6 / ingest.messages as f64;
+    let ingest_cores = ingest.cpu_seconds / ingest.seconds;
+    let relay_cpu_ms = relay.cpu_seconds * 1e3 / relay.sent.max(1) as f64;
+    let relay_cores = relay.cpu_seconds / relay.seconds;
     let p50 = percentile(&relay.hop1, 0.50);
     let p99 = percentile(&relay.hop1, 0.99);
     let p50_2 = percentile(&relay.hop2, 0.50);
@@ -702,6 +736,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "ingest_messages": ingest.messages,
             "ingest_seconds": ingest.seconds,
             "ingest_indicators": indicators,
+            "ingest_cpu_us_per_msg": (ingest_cpu_us * 10.0).round() / 10.0,
+            "ingest_cores_busy": (ingest_cores * 100.0).round() / 100.0,
             "list_alerts_ms": ingest.list_ms,
             "list_alerts_tlp_ms": ingest.list_tlp_ms,
             "list_alerts_origin_ms": ingest.list_origin_ms,
@@ -714,7 +750,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "relay_delivered_two_hops": relay.hop2.len(),
             "relay_offered_rate_msgs_per_s": args.rate,
             "relay_achieved_rate_msgs_per_s": relay.sent as f64 / relay.seconds,
+            "relay_cpu_ms_per_msg": (relay_cpu_ms * 1000.0).round() / 1000.0,
+            "relay_cores_busy": (relay_cores * 100.0).round() / 100.0,
             "cores": cores,
+            "load_average_before": load_before,
         });
         println!("{v}");
     } else {
@@ -726,6 +765,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         );
         println!("{:<44} {:>12}", "ingest messages", ingest.messages);
         println!("{:<44} {:>12}", "ingest indicators", indicators);
+        println!(
+            "{:<44} {:>12.1}",
+            "ingest CPU us per message (node + sender)", ingest_cpu_us
+        );
+        println!("{:<44} {:>12.2}", "ingest cores busy", ingest_cores);
         println!(
             "{:<44} {:>12.3}",
             "list_alerts_ms (first 50 of them)", ingest.list_ms
@@ -752,7 +796,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "relay achieved rate msgs/s",
             relay.sent as f64 / relay.seconds
         );
+        println!(
+            "{:<44} {:>12.3}",
+            "relay CPU ms per message (3 nodes + clients)", relay_cpu_ms
+        );
+        println!("{:<44} {:>12.2}", "relay cores busy", relay_cores);
         println!("{:<44} {:>12}", "cores", cores);
+        println!(
+            "{:<44} {:>12}",
+            "load average before (1/5/15 min)", load_before
+        );
     }
     if relay.hop1.len() < relay.sent || relay.hop2.len() < relay.sent {
         bail!(
