@@ -1269,6 +1269,21 @@ mod tests {
     fn opts() -> OpenOptions {
         OpenOptions::new("node-a")
     }
+
+    /// A store of node-a in `dir` as a build of schema `version` left it,
+    /// with the rows `fill` writes (the next open migrates it).
+    fn store_at_schema(dir: &Path, version: usize, fill: impl FnOnce(&rusqlite::Transaction<'_>)) {
+        let mut conn = Connection::open(dir.join(DB_FILE)).unwrap();
+        let tx = conn.transaction().unwrap();
+        for sql in &schema::MIGRATIONS[..version] {
+            tx.execute_batch(sql).unwrap();
+        }
+        tx.pragma_update(None, "user_version", version as i64)
+            .unwrap();
+        schema::set_owner(&tx, "node-a", 1).unwrap();
+        fill(&tx);
+        tx.commit().unwrap();
+    }
     /// Reconciliation items are found by their primary key when purged
     /// (migration 17 dropped their by-cursor index): under the audiences kept
     /// in the message's row, and for rows stored before schema 17 (no list)
@@ -1280,22 +1295,14 @@ mod tests {
         use crate::storage::{PurgePlan, SyncEntry};
         let dir = tempfile::tempdir().unwrap();
         // A schema-16 store: migration 17 records where its rows end.
-        {
-            let mut conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
-            let tx = conn.transaction().unwrap();
-            for sql in &schema::MIGRATIONS[..16] {
-                tx.execute_batch(sql).unwrap();
-            }
-            tx.pragma_update(None, "user_version", 16).unwrap();
-            schema::set_owner(&tx, "node-a", 1).unwrap();
+        store_at_schema(dir.path(), 16, |tx| {
             tx.execute(
                 "INSERT INTO messages (message_id, origin, kind, tlp, created_ms, received_ms, header, payload, signature)
                  VALUES ('old', 'node-b', 1, 2, 5, 5, x'', x'', x'')",
                 [],
             )
             .unwrap();
-            tx.commit().unwrap();
-        }
+        });
         let store = SqliteStore::open(dir.path(), &opts()).unwrap();
         let sql = |q: &'static str| {
             rt().block_on(store.write(Durability::Lazy, move |c| {
@@ -1401,6 +1408,32 @@ mod tests {
     /// transaction is not applied (the message and its item stay).
     #[test]
     fn a_purge_refuses_audiences_that_do_not_decode() {
+        a_purge_is_refused_on(
+            "UPDATE messages SET sync_audiences = '[\"*\"'",
+            "audiences of cursor 1",
+        );
+    }
+
+    /// Where the rows without an audience list end is part of the store: a
+    /// purge reaching such a row with it missing or garbled is refused the
+    /// same way (their items would otherwise stay behind with their sums).
+    #[test]
+    fn a_purge_refuses_a_missing_or_garbled_legacy_mark() {
+        for corrupt in [
+            "UPDATE store_meta SET value = 'x' WHERE key = 'sync_legacy_cursor'",
+            "DELETE FROM store_meta WHERE key = 'sync_legacy_cursor'",
+        ] {
+            a_purge_is_refused_on(
+                &format!("UPDATE messages SET sync_audiences = NULL; {corrupt}"),
+                "sync_legacy_cursor is",
+            );
+        }
+    }
+
+    /// One alert with a reconciliation item is stored, `corrupt` is run on
+    /// the store, and a purge that reaches the alert must fail as a corrupt
+    /// store (naming `names`) with nothing of it applied.
+    fn a_purge_is_refused_on(corrupt: &str, names: &str) {
         use crate::proto::v1::{MessageKind, Tlp};
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path(), &opts()).unwrap();
@@ -1418,8 +1451,9 @@ mod tests {
         });
         rt().block_on(store.insert(vec![m], Durability::Durable))
             .unwrap();
-        rt().block_on(store.write(Durability::Durable, |c| {
-            c.execute("UPDATE messages SET sync_audiences = '[\"*\"'", [])?;
+        let corrupt = corrupt.to_string();
+        rt().block_on(store.write(Durability::Durable, move |c| {
+            c.execute_batch(&corrupt)?;
             Ok(())
         }))
         .unwrap();
@@ -1431,7 +1465,7 @@ mod tests {
             }))
             .unwrap_err();
         assert!(
-            matches!(&err, StoreError::Corrupt(m) if m.contains("audiences of cursor 1")),
+            matches!(&err, StoreError::Corrupt(m) if m.contains(names)),
             "{err:?}"
         );
         let held: (i64, i64) = rt()
@@ -1678,14 +1712,7 @@ mod tests {
     #[test]
     fn a_schema_14_store_lists_the_same_after_migration() {
         let dir = tempfile::tempdir().unwrap();
-        {
-            let mut conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
-            let tx = conn.transaction().unwrap();
-            for sql in &schema::MIGRATIONS[..14] {
-                tx.execute_batch(sql).unwrap();
-            }
-            tx.pragma_update(None, "user_version", 14).unwrap();
-            schema::set_owner(&tx, "node-a", 1).unwrap();
+        store_at_schema(dir.path(), 14, |tx| {
             for (i, kind) in [1, 2, 1, 6, 2, 1].into_iter().enumerate() {
                 tx.execute(
                     "INSERT INTO messages (message_id, origin, kind, tlp, created_ms, received_ms, header, payload, signature)
@@ -1694,8 +1721,7 @@ mod tests {
                 )
                 .unwrap();
             }
-            tx.commit().unwrap();
-        }
+        });
         let store = SqliteStore::open(dir.path(), &opts()).unwrap();
         rt().block_on(async {
             let ids = |v: Vec<StoredMessage>| v.into_iter().map(|m| m.message_id).collect::<Vec<_>>();

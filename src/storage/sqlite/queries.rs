@@ -1063,14 +1063,21 @@ impl LegacyItems {
         let below = match self.below {
             Some(b) => b,
             None => {
-                let b = c
+                // Migration 17 writes it (0 for a store created at 17 or
+                // later); without it the older rows' items would stay behind
+                // with their sums.
+                let v = c
                     .prepare_cached(
                         "SELECT value FROM store_meta WHERE key = 'sync_legacy_cursor'",
                     )?
                     .query_row([], |r| r.get::<_, String>(0))
-                    .optional()?
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0);
+                    .optional()?;
+                let b = v.as_deref().and_then(|v| v.parse().ok()).ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "store_meta: sync_legacy_cursor is {}, not a cursor (migration 17 writes it)",
+                        v.as_deref().map_or("missing".into(), |v| format!("{v:?}"))
+                    ))
+                })?;
                 *self.below.insert(b)
             }
         };
