@@ -8,7 +8,14 @@
 //! back its own savepoint and leaves the others untouched. A job alone in its
 //! batch runs in the transaction without a savepoint (which would first copy
 //! every page it changes into a sub-journal); if it fails, the transaction is
-//! rolled back, which undoes exactly that job. If the transaction itself fails
+//! rolled back, which undoes exactly that job. A savepoint's copies stay in
+//! memory up to 120 KiB (SQLite's `SQLITE_STMTJRNL_SPILL`, set for the bundled
+//! build in `.cargo/config.toml`), past which they spill to a temporary file:
+//! at SQLite's default of 64 KiB, less than one stored message's pages, each
+//! commit of several jobs created and unlinked one. (It must stay under 128
+//! KiB: a spill writes its first chunk in one call, and SQLite's unix VFS
+//! writes at most 128 KiB - 1 bytes a call, failing larger ones as a full
+//! disk.) If the transaction itself fails
 //! (cannot begin, a savepoint cannot be opened or closed, the commit fails — a
 //! full disk does this), every job of the batch is answered with that error
 //! and nothing of the batch is kept.
@@ -1268,6 +1275,31 @@ mod tests {
 
     fn opts() -> OpenOptions {
         OpenOptions::new("node-a")
+    }
+
+    /// The bundled SQLite gets its compile-time options from the checkout's
+    /// `.cargo/config.toml` (`LIBSQLITE3_FLAGS`). A build that missed them
+    /// (the variable set otherwise in the environment, or cargo run from
+    /// outside the checkout) fails here instead of running slower, spilling
+    /// every multi-job commit's savepoints to a temporary file. The file's
+    /// third option, `HAVE_FDATASYNC`, is not listed by SQLite; it comes with
+    /// the two checked here.
+    #[test]
+    fn sqlite_is_compiled_with_this_checkouts_options() {
+        let c = Connection::open_in_memory().unwrap();
+        let options: Vec<String> = c
+            .prepare("PRAGMA compile_options")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        for want in ["STMTJRNL_SPILL=122880", "DEFAULT_MEMSTATUS=0"] {
+            assert!(
+                options.iter().any(|o| o == want),
+                "SQLite was built without {want} (LIBSQLITE3_FLAGS of .cargo/config.toml); it has {options:?}"
+            );
+        }
     }
 
     /// A store of node-a in `dir` as a build of schema `version` left it,
