@@ -8,17 +8,18 @@
 //! back its own savepoint and leaves the others untouched. A job alone in its
 //! batch runs in the transaction without a savepoint (which would first copy
 //! every page it changes into a sub-journal); if it fails, the transaction is
-//! rolled back, which undoes exactly that job. A savepoint's copies stay in
-//! memory up to 120 KiB (SQLite's `SQLITE_STMTJRNL_SPILL`, set for the bundled
-//! build in `.cargo/config.toml`), past which they spill to a temporary file:
-//! at SQLite's default of 64 KiB, less than one stored message's pages, each
-//! commit of several jobs created and unlinked one. (It must stay under 128
-//! KiB: a spill writes its first chunk in one call, and SQLite's unix VFS
-//! writes at most 128 KiB - 1 bytes a call, failing larger ones as a full
-//! disk.) If the transaction itself fails
-//! (cannot begin, a savepoint cannot be opened or closed, the commit fails — a
-//! full disk does this), every job of the batch is answered with that error
-//! and nothing of the batch is kept.
+//! rolled back, which undoes exactly that job. If the transaction itself
+//! fails (cannot begin, a savepoint cannot be opened or closed, the commit
+//! fails — a full disk does this), every job of the batch is answered with
+//! that error and nothing of the batch is kept.
+//!
+//! A savepoint's copies stay in memory up to 120 KiB (SQLite's
+//! `SQLITE_STMTJRNL_SPILL`, set for the bundled build in `.cargo/config.toml`),
+//! past which they spill to a temporary file: at SQLite's default of 64 KiB,
+//! less than one stored message's pages, each commit of several jobs created
+//! and unlinked one. It must stay under 128 KiB: a spill writes its first
+//! chunk in one call, and SQLite's unix VFS writes at most 128 KiB - 1 bytes
+//! a call, failing larger ones as a full disk.
 //!
 //! Small reads on the message path (a duplicate check, a message by id, the
 //! next page of an outbox or of new messages, up to `INLINE_ROWS` rows) run
