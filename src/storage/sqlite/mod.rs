@@ -21,8 +21,14 @@
 //! chunk in one call, and SQLite's unix VFS writes at most 128 KiB - 1 bytes
 //! a call, failing larger ones as a full disk.
 //!
+//! Each connection keeps a page cache of its own ([`WRITER_CACHE_KIB`],
+//! [`READER_CACHE_KIB`]): the bundled build undefines libsqlite3-sys's
+//! `SQLITE_ENABLE_MEMORY_MANAGEMENT`, under which all connections of the
+//! process share one cache behind a mutex that every page fetch takes.
+//!
 //! Small reads on the message path (a duplicate check, a message by id, the
-//! next page of an outbox or of new messages, up to `INLINE_ROWS` rows) run
+//! next page of an outbox or of new messages, an arrival's incident matches
+//! when the key index yields at most `INLINE_ROWS` rows) run
 //! on the calling thread (`SqliteStore::read_small`, `read_page`): on a
 //! 37-node federation, handing each to the blocking pool and back (futex
 //! wake-ups and parking) cost more CPU than the reads themselves.
@@ -1021,6 +1027,23 @@ impl Storage for SqliteStore {
         keys: Vec<String>,
         limit: usize,
     ) -> Result<Vec<(String, String)>, StoreError> {
+        // Asked for every arrival Watch shows and the counting task counts,
+        // and nearly always answered by none or a few rows (member keys exist
+        // only for incident members): asked here first with the key index's
+        // rows capped at INLINE_ROWS, and on the pool only when the cap is
+        // reached (the hand-off to the pool and back sat on Watch's way to
+        // showing each arrival).
+        if keys.len() <= INLINE_ROWS {
+            let probe = keys.clone();
+            let inline = self
+                .read_small(keys.len(), move |c| {
+                    queries::keyed_incidents_within(c, &probe, limit, INLINE_ROWS)
+                })
+                .await?;
+            if let Some(rows) = inline {
+                return Ok(rows);
+            }
+        }
         self.read(move |c| queries::keyed_incidents(c, &keys, limit))
             .await
     }
@@ -1282,9 +1305,9 @@ mod tests {
     /// `.cargo/config.toml` (`LIBSQLITE3_FLAGS`). A build that missed them
     /// (the variable set otherwise in the environment, or cargo run from
     /// outside the checkout) fails here instead of running slower, spilling
-    /// every multi-job commit's savepoints to a temporary file. The file's
-    /// third option, `HAVE_FDATASYNC`, is not listed by SQLite; it comes with
-    /// the two checked here.
+    /// every multi-job commit's savepoints to a temporary file, or with one
+    /// page cache shared by every connection. `HAVE_FDATASYNC` is not listed
+    /// by SQLite; it comes with the options checked here.
     #[test]
     fn sqlite_is_compiled_with_this_checkouts_options() {
         let c = Connection::open_in_memory().unwrap();
@@ -1301,6 +1324,10 @@ mod tests {
                 "SQLite was built without {want} (LIBSQLITE3_FLAGS of .cargo/config.toml); it has {options:?}"
             );
         }
+        assert!(
+            !options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"),
+            "SQLite was built with ENABLE_MEMORY_MANAGEMENT (one page cache for all connections behind a mutex; LIBSQLITE3_FLAGS of .cargo/config.toml undefines it)"
+        );
     }
 
     /// A store of node-a in `dir` as a build of schema `version` left it,
@@ -1317,6 +1344,88 @@ mod tests {
         fill(&tx);
         tx.commit().unwrap();
     }
+    /// The inline question for an arrival's incident matches gives exactly
+    /// what the full one gives whenever the key index holds at most the cap
+    /// under the keys (key rows of messages in no incident and of messages
+    /// not held included), and declines otherwise: random stores, key sets,
+    /// caps and limits.
+    #[test]
+    fn incident_matches_asked_inline_agree_with_the_full_question() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(17);
+        let (mut answered, mut declined) = (0, 0);
+        for round in 0..40 {
+            let dir = tempfile::tempdir().unwrap();
+            let n = rng.random_range(0..50);
+            let rows: Vec<(String, Option<u8>, Vec<u8>)> = (0..n)
+                .map(|i| {
+                    let incident = rng.random_bool(0.6).then(|| rng.random_range(0..4u8));
+                    let keys = (0..6u8).filter(|_| rng.random_bool(0.3)).collect();
+                    (format!("msg-{round}-{i:02}"), incident, keys)
+                })
+                .collect();
+            store_at_schema(dir.path(), schema::MIGRATIONS.len(), |tx| {
+                for (id, incident, keys) in &rows {
+                    tx.execute(
+                        "INSERT INTO messages (message_id, origin, kind, tlp, created_ms, received_ms, header, payload, signature, incident_id)
+                         VALUES (?1, 'node-b', 1, 2, 5, 5, x'', x'', x'', ?2)",
+                        rusqlite::params![id, incident.map(|k| format!("incident-{k}"))],
+                    )
+                    .unwrap();
+                    for k in keys {
+                        tx.execute(
+                            "INSERT INTO message_keys (key, message_id) VALUES (?1, ?2)",
+                            rusqlite::params![format!("m:k{k}"), id],
+                        )
+                        .unwrap();
+                    }
+                }
+                // A key row whose message is not held.
+                tx.execute(
+                    "INSERT INTO message_keys (key, message_id) VALUES ('m:k0', 'gone')",
+                    [],
+                )
+                .unwrap();
+            });
+            let c = Connection::open(dir.path().join(DB_FILE)).unwrap();
+            for _ in 0..20 {
+                let keys: Vec<String> = (0..7u8)
+                    .filter(|_| rng.random_bool(0.4))
+                    .map(|k| format!("m:k{k}"))
+                    .collect();
+                let (limit, cap) = (rng.random_range(1..12), rng.random_range(0..40));
+                let under: usize = keys
+                    .iter()
+                    .map(|k| {
+                        c.query_row(
+                            "SELECT COUNT(*) FROM message_keys WHERE key = ?1",
+                            [k],
+                            |r| r.get::<_, i64>(0),
+                        )
+                        .unwrap() as usize
+                    })
+                    .sum();
+                let full = queries::keyed_incidents(&c, &keys, limit).unwrap();
+                let inline = queries::keyed_incidents_within(&c, &keys, limit, cap).unwrap();
+                if under <= cap {
+                    assert_eq!(
+                        inline.as_ref(),
+                        Some(&full),
+                        "{keys:?} limit {limit} cap {cap}"
+                    );
+                    answered += 1;
+                } else {
+                    assert_eq!(inline, None, "{under} rows, cap {cap}");
+                    declined += 1;
+                }
+            }
+        }
+        assert!(
+            answered > 100 && declined > 100,
+            "{answered} answered, {declined} declined"
+        );
+    }
+
     /// Reconciliation items are found by their primary key when purged
     /// (migration 17 dropped their by-cursor index): under the audiences kept
     /// in the message's row, and for rows stored before schema 17 (no list)

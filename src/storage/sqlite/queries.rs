@@ -15,7 +15,7 @@ use crate::storage::{
     StoreError, Stored, StoredMessage, SyncBucket, SyncEntry, SyncItem, SyncPos,
 };
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 // The kinds left out of the partial index `messages_kind` (schema 15, which
 // names them by number).
@@ -1341,6 +1341,38 @@ pub fn keyed(
     )?;
     let rows = st.query_map(params![keys, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// [`keyed_incidents`], when the key index holds at most `cap` rows under
+/// `keys` (members of incidents or not): then the same pairs, in the same
+/// order; `None` when it holds more (ask [`keyed_incidents`]). Reads at most
+/// `cap` + 1 index rows and the messages they name, whatever the store holds.
+pub fn keyed_incidents_within(
+    c: &Connection,
+    keys: &[String],
+    limit: usize,
+    cap: usize,
+) -> Result<Option<Vec<(String, String)>>, StoreError> {
+    let keys = serde_json::to_string(keys)
+        .map_err(|e| StoreError::Invalid(format!("storage: cannot encode keys: {e}")))?;
+    let mut st = c.prepare_cached(
+        "SELECT k.key, m.incident_id FROM
+           (SELECT key, message_id FROM message_keys
+            WHERE key IN (SELECT value FROM json_each(?1)) LIMIT ?2) AS k
+         LEFT JOIN messages m ON m.message_id = k.message_id",
+    )?;
+    let rows = st.query_map(params![keys, cap as i64 + 1], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
+    })?;
+    let rows = rows.collect::<Result<Vec<_>, _>>()?;
+    if rows.len() > cap {
+        return Ok(None);
+    }
+    let pairs: BTreeSet<(String, String)> = rows
+        .into_iter()
+        .filter_map(|(key, incident)| Some((key, incident?)))
+        .collect();
+    Ok(Some(pairs.into_iter().take(limit).collect()))
 }
 
 /// `(key, incident_id)` pairs of incident members indexed under `keys`.
