@@ -39,7 +39,7 @@
 use crate::domain::admission::{
     self, Decision, Input, ReceiptOwed, ReceiptRoute, View, deferrable,
 };
-use crate::domain::envelope::{Draft, Rejection, Verified, verify_batch};
+use crate::domain::envelope::{Draft, Rejection, Verified, verify_batch, verify_own};
 use crate::domain::hop_limit::Onward;
 use crate::domain::plumtree::split;
 use crate::domain::routes::Plan;
@@ -162,6 +162,21 @@ pub async fn ingest(
     submit(node, prepared).await.finish(node).await
 }
 
+/// [`ingest`] for one envelope this node has just sealed with the signer
+/// whose public key is `sealed_with`: its signature is not checked again
+/// (`envelope::verify_own`), everything else is as for any envelope.
+async fn ingest_own(
+    node: &Node,
+    env: SignedEnvelope,
+    sealed_with: ed25519_dalek::VerifyingKey,
+) -> Result<Vec<Ingested>, StoreError> {
+    let prepared = match try_prepare(node, None, Some(sealed_with), vec![env], vec![]).await {
+        Ok(p) => p,
+        Err(e) => Prepared::failed(None, 1, e),
+    };
+    submit(node, prepared).await.finish(node).await
+}
+
 /// A batch verified and admitted, ready to be committed.
 pub struct Prepared {
     from_peer: Option<String>,
@@ -250,7 +265,7 @@ pub async fn prepare(
     chains: Vec<Custody>,
 ) -> Prepared {
     let n = envs.len();
-    match try_prepare(node, from_peer, envs, chains).await {
+    match try_prepare(node, from_peer, None, envs, chains).await {
         Ok(p) => p,
         Err(e) => Prepared::failed(from_peer, n, e),
     }
@@ -330,9 +345,12 @@ enum Named {
 /// worker itself (a larger batch goes to the blocking pool).
 const INLINE_VERIFY: usize = 2;
 
+/// `sealed_with`: the envelopes are this node's own, just sealed with this
+/// key (`ingest_own`).
 async fn try_prepare(
     node: &Node,
     from_peer: Option<&str>,
+    sealed_with: Option<ed25519_dalek::VerifyingKey>,
     envs: Vec<SignedEnvelope>,
     chains: Vec<Custody>,
 ) -> Result<Prepared, StoreError> {
@@ -380,7 +398,13 @@ async fn try_prepare(
     // as one batch (admission checks the rest of each chain, and the
     // signatures of a chain the batch could not vouch for, or of a small
     // frame's, in one batch per chain).
-    let (envs, verdicts, chains, checked) = if envs.len() <= INLINE_VERIFY {
+    let (envs, verdicts, chains, checked) = if let Some(own) = sealed_with {
+        let v = envs
+            .iter()
+            .map(|e| verify_own(&keys, e, &own, now, &limits))
+            .collect();
+        (envs, v, chains, Vec::new())
+    } else if envs.len() <= INLINE_VERIFY {
         let refs: Vec<&SignedEnvelope> = envs.iter().collect();
         let v = verify_batch(&keys, &refs, now, &limits);
         (envs, v, chains, Vec::new())
@@ -1423,8 +1447,9 @@ pub async fn originate_with_attachments(
     } else {
         out.payload
     };
+    let signer = node.signer();
     let env = crate::domain::envelope::seal_with_attachments(
-        &node.signer(),
+        &signer,
         Draft {
             message_id: message_id.clone(),
             kind: out.kind,
@@ -1440,7 +1465,7 @@ pub async fn originate_with_attachments(
         incident_id,
         attachments,
     );
-    match ingest(node, None, vec![env], vec![]).await?.pop() {
+    match ingest_own(node, env, signer.verifying_key()).await?.pop() {
         Some(Ingested::New(cursor)) => {
             if kind == MessageKind::Receipt {
                 node.metrics.receipts_sent.inc();

@@ -763,11 +763,17 @@ fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
         })
 }
 
+/// Runs one transaction-control statement (`BEGIN`, `SAVEPOINT`, `RELEASE`,
+/// `COMMIT`) from the connection's statement cache: they run several times
+/// per commit, and `execute_batch` parsed them again each time.
+fn exec_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
 /// Runs one batch in one transaction. `Err` means the transaction failed as a
 /// whole (nothing of it is kept).
 fn run_batch(conn: &Connection, batch: &mut [Box<dyn WriteJob>]) -> Result<(), StoreError> {
-    conn.execute_batch("BEGIN IMMEDIATE")
-        .map_err(|e| sql_err("cannot begin a transaction", e))?;
+    exec_cached(conn, "BEGIN IMMEDIATE").map_err(|e| sql_err("cannot begin a transaction", e))?;
     // A job alone in its batch (the usual case below saturation) needs no
     // savepoint: the transaction is its own, and a savepoint would copy every
     // page the job changes into a sub-journal first.
@@ -783,17 +789,15 @@ fn run_batch(conn: &Connection, batch: &mut [Box<dyn WriteJob>]) -> Result<(), S
         return commit(conn);
     }
     for job in batch.iter_mut() {
-        let step = conn
-            .execute_batch("SAVEPOINT job")
+        let step = exec_cached(conn, "SAVEPOINT job")
             .map_err(|e| sql_err("cannot open a savepoint", e))
             .and_then(|()| {
-                let end = if job.run(conn) {
-                    "RELEASE job"
+                if job.run(conn) {
+                    exec_cached(conn, "RELEASE job")
                 } else {
-                    "ROLLBACK TO job; RELEASE job"
-                };
-                conn.execute_batch(end)
-                    .map_err(|e| sql_err("cannot close a savepoint", e))
+                    conn.execute_batch("ROLLBACK TO job; RELEASE job")
+                }
+                .map_err(|e| sql_err("cannot close a savepoint", e))
             });
         if let Err(e) = step {
             let _ = conn.execute_batch("ROLLBACK");
@@ -804,7 +808,7 @@ fn run_batch(conn: &Connection, batch: &mut [Box<dyn WriteJob>]) -> Result<(), S
 }
 
 fn commit(conn: &Connection) -> Result<(), StoreError> {
-    conn.execute_batch("COMMIT").map_err(|e| {
+    exec_cached(conn, "COMMIT").map_err(|e| {
         let _ = conn.execute_batch("ROLLBACK");
         sql_err("cannot commit", e)
     })
