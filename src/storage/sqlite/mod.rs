@@ -1428,6 +1428,32 @@ mod tests {
             answered > 100 && declined > 100,
             "{answered} answered, {declined} declined"
         );
+        // Run on the async workers: each key a search of the index, never a
+        // scan of it (which a key held by nobody would run to its end).
+        let dir = tempfile::tempdir().unwrap();
+        store_at_schema(dir.path(), schema::MIGRATIONS.len(), |_| {});
+        let c = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        let plan: Vec<String> = c
+            .prepare(&format!(
+                "EXPLAIN QUERY PLAN {}",
+                queries::KEYED_INCIDENTS_WITHIN
+            ))
+            .unwrap()
+            .query_map(rusqlite::params!["[\"m:k0\"]", 33], |r| {
+                r.get::<_, String>(3)
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            plan.iter()
+                .any(|p| p.starts_with("SEARCH message_keys USING PRIMARY KEY (key=?)")),
+            "{plan:?}"
+        );
+        assert!(
+            !plan.iter().any(|p| p.contains("SCAN message_keys")),
+            "{plan:?}"
+        );
     }
 
     /// Reconciliation items are found by their primary key when purged

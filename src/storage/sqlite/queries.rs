@@ -1343,6 +1343,13 @@ pub fn keyed(
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
+/// The statement of [`keyed_incidents_within`]: each key is a search of
+/// `message_keys`' primary key (a test checks the plan).
+pub(super) const KEYED_INCIDENTS_WITHIN: &str = "SELECT k.key, m.incident_id FROM
+   (SELECT key, message_id FROM message_keys
+    WHERE key IN (SELECT value FROM json_each(?1)) LIMIT ?2) AS k
+ LEFT JOIN messages m ON m.message_id = k.message_id";
+
 /// [`keyed_incidents`], when the key index holds at most `cap` rows under
 /// `keys` (members of incidents or not): then the same pairs, in the same
 /// order; `None` when it holds more (ask [`keyed_incidents`]). Reads at most
@@ -1355,12 +1362,7 @@ pub fn keyed_incidents_within(
 ) -> Result<Option<Vec<(String, String)>>, StoreError> {
     let keys = serde_json::to_string(keys)
         .map_err(|e| StoreError::Invalid(format!("storage: cannot encode keys: {e}")))?;
-    let mut st = c.prepare_cached(
-        "SELECT k.key, m.incident_id FROM
-           (SELECT key, message_id FROM message_keys
-            WHERE key IN (SELECT value FROM json_each(?1)) LIMIT ?2) AS k
-         LEFT JOIN messages m ON m.message_id = k.message_id",
-    )?;
+    let mut st = c.prepare_cached(KEYED_INCIDENTS_WITHIN)?;
     let rows = st.query_map(params![keys, cap as i64 + 1], |r| {
         Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
     })?;
