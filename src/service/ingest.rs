@@ -170,10 +170,7 @@ async fn ingest_own(
     env: SignedEnvelope,
     sealed_with: ed25519_dalek::VerifyingKey,
 ) -> Result<Vec<Ingested>, StoreError> {
-    let prepared = match try_prepare(node, None, Some(sealed_with), vec![env], vec![]).await {
-        Ok(p) => p,
-        Err(e) => Prepared::failed(None, 1, e),
-    };
+    let prepared = prepare_with(node, None, Some(sealed_with), vec![env], vec![]).await;
     submit(node, prepared).await.finish(node).await
 }
 
@@ -264,8 +261,20 @@ pub async fn prepare(
     envs: Vec<SignedEnvelope>,
     chains: Vec<Custody>,
 ) -> Prepared {
+    prepare_with(node, from_peer, None, envs, chains).await
+}
+
+/// [`prepare`], for this node's own envelopes when `sealed_with` is given
+/// (see [`try_prepare`]).
+async fn prepare_with(
+    node: &Node,
+    from_peer: Option<&str>,
+    sealed_with: Option<ed25519_dalek::VerifyingKey>,
+    envs: Vec<SignedEnvelope>,
+    chains: Vec<Custody>,
+) -> Prepared {
     let n = envs.len();
-    match try_prepare(node, from_peer, None, envs, chains).await {
+    match try_prepare(node, from_peer, sealed_with, envs, chains).await {
         Ok(p) => p,
         Err(e) => Prepared::failed(from_peer, n, e),
     }

@@ -1332,8 +1332,7 @@ pub fn keyed(
     keys: &[String],
     limit: usize,
 ) -> Result<Vec<(String, String)>, StoreError> {
-    let keys = serde_json::to_string(keys)
-        .map_err(|e| StoreError::Invalid(format!("storage: cannot encode keys: {e}")))?;
+    let keys = keys_json(keys)?;
     let mut st = c.prepare_cached(
         "SELECT key, message_id FROM message_keys
          WHERE key IN (SELECT value FROM json_each(?1))
@@ -1341,6 +1340,12 @@ pub fn keyed(
     )?;
     let rows = st.query_map(params![keys, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// `keys` as the JSON list the key queries read through `json_each`.
+fn keys_json(keys: &[String]) -> Result<String, StoreError> {
+    serde_json::to_string(keys)
+        .map_err(|e| StoreError::Invalid(format!("storage: cannot encode keys: {e}")))
 }
 
 /// The statement of [`keyed_incidents_within`]: each key is a search of
@@ -1360,8 +1365,7 @@ pub fn keyed_incidents_within(
     limit: usize,
     cap: usize,
 ) -> Result<Option<Vec<(String, String)>>, StoreError> {
-    let keys = serde_json::to_string(keys)
-        .map_err(|e| StoreError::Invalid(format!("storage: cannot encode keys: {e}")))?;
+    let keys = keys_json(keys)?;
     let mut st = c.prepare_cached(KEYED_INCIDENTS_WITHIN)?;
     let rows = st.query_map(params![keys, cap as i64 + 1], |r| {
         Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
@@ -1383,8 +1387,7 @@ pub fn keyed_incidents(
     keys: &[String],
     limit: usize,
 ) -> Result<Vec<(String, String)>, StoreError> {
-    let keys = serde_json::to_string(keys)
-        .map_err(|e| StoreError::Invalid(format!("storage: cannot encode keys: {e}")))?;
+    let keys = keys_json(keys)?;
     let mut st = c.prepare_cached(
         "SELECT DISTINCT k.key, m.incident_id FROM message_keys k
          JOIN messages m ON m.message_id = k.message_id
