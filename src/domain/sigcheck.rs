@@ -204,6 +204,22 @@ mod tests {
     use ed25519_dalek::{Signer, SigningKey};
     use rand::{Rng, SeedableRng};
 
+    /// The checkout's `.cargo/config.toml` builds curve25519-dalek with its
+    /// AVX-512 IFMA backend beside the AVX2 one (chosen at run time by the
+    /// processor): a single check about half the CPU on a processor that has
+    /// it. A build whose `RUSTFLAGS` replaced that list fails here instead of
+    /// checking signatures slower. Every other test of this module runs on
+    /// the backend this processor selects.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn curve25519_dalek_is_built_with_its_avx512_backend() {
+        let built_with_it: bool = cfg!(curve25519_dalek_backend = "avx512");
+        assert!(
+            built_with_it,
+            "built without --cfg curve25519_dalek_backend=\"avx512\" (the rustflags of .cargo/config.toml; a RUSTFLAGS in the environment replaces them: add it there)"
+        );
+    }
+
     fn key(seed: u8) -> SigningKey {
         SigningKey::from_bytes(&[seed; 32])
     }
