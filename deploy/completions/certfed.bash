@@ -1584,7 +1584,7 @@ _certfed() {
             return 0
             ;;
         certfed__subcmd__bench)
-            opts="-h --json --messages --distinct-indicators --rate --seconds --memory --memory-messages --disk --disk-messages --reconcile --reconcile-messages --reconcile-missing --roster --incident --incident-sightings --incident-noise --federation --federation-seed --federation-green --federation-amber --federation-recipients --federation-rate --federation-kill --federation-settle --federation-flood --federation-cold-trees --federation-warm-trees --federation-idle-seconds --federation-hop-limit --storage --pg-url --attachments --attachment-mib --help"
+            opts="-h --json --messages --distinct-indicators --rate --seconds --memory --memory-messages --disk --disk-messages --reconcile --reconcile-messages --reconcile-missing --roster --incident --incident-sightings --incident-noise --federation --federation-seed --federation-green --federation-amber --federation-recipients --federation-rate --federation-kill --federation-settle --federation-flood --federation-cold-trees --federation-warm-trees --federation-idle-seconds --federation-hop-limit --storage --pg-url --attachments --attachment-mib --signatures --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

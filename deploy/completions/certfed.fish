@@ -216,6 +216,7 @@ complete -c certfed -n "__fish_certfed_using_subcommand bench" -l federation-flo
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l federation-cold-trees -d 'Federation phase from a fresh start: the warm-up sends one broadcast from node 0 only, so the first message of each other origin pays its Plumtree tree\'s formation (a flood) inside the measurement. By default the warm-up sends one broadcast from every node, and the load meets the trees of a running federation (the steady state)'
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l federation-warm-trees -d 'The steady state (one warm-up broadcast from every node): the default, so this changes nothing; kept so that older command lines still run'
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -l attachments -d 'Run only the attachment phase: one TLP:AMBER attachment from node-a to node-c through node-b (a process): throughput, node-b\'s peak RSS, and CRITICAL alert latency during the transfer'
+complete -c certfed -n "__fish_certfed_using_subcommand bench" -l signatures -d 'Run only the signature phase: µs to seal one 1 KiB alert and to check one as admission does, in batches of 1, 16, 64 and 512, and the curve25519-dalek backend this processor runs'
 complete -c certfed -n "__fish_certfed_using_subcommand bench" -s h -l help -d 'Print help'
 complete -c certfed -n "__fish_certfed_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c certfed -n "__fish_certfed_using_subcommand man" -l out-dir -d 'Output folder' -r -F

@@ -5,7 +5,9 @@
 //! duplicated or readable where it must not be), the steady state (warm
 //! trees) is the default and `--federation-cold-trees` turns it off, and the
 //! nodes run with the systemd unit's `MALLOC_ARENA_MAX=2` unless the
-//! benchmark's environment sets another value. No figure is judged here:
+//! benchmark's environment sets another value. The single-link benchmark
+//! with a few alerts, and the signature benchmark (its fields, and the
+//! backend it names). No figure is judged here:
 //! speed is for the benchmark itself, not a test.
 
 use serde_json::Value;
@@ -152,4 +154,49 @@ fn the_single_link_benchmark_runs_with_fewer_alerts_than_a_page() {
             .is_some_and(|l| l.split(' ').count() == 3),
         "{v}"
     );
+}
+
+/// The signature benchmark: every figure is there and positive (it fails
+/// itself when a well-signed envelope is refused, or a changed signature is
+/// not refused alone, in any batch size), and it names the backend this
+/// processor runs: AVX-512 IFMA where the processor has it (the checkout's
+/// build adds that backend on x86-64), else AVX2, else the portable one.
+#[test]
+fn the_signature_benchmark_names_the_backend_this_processor_runs() {
+    let out = Command::new(BIN)
+        .env("RUST_LOG", "error")
+        .args(["bench", "--signatures", "--json"])
+        .output()
+        .expect("run certfed bench --signatures");
+    assert!(
+        out.status.success(),
+        "certfed bench --signatures failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8_lossy(&out.stdout);
+    let v: Value = serde_json::from_str(line.trim())
+        .unwrap_or_else(|e| panic!("not one JSON object ({e}): {line}"));
+    for k in [
+        "sign_us",
+        "verify_1_us",
+        "verify_16_us",
+        "verify_64_us",
+        "verify_512_us",
+    ] {
+        let x = num(&v, k);
+        assert!(x.is_finite() && x > 0.0, "{k} in {v}");
+    }
+    #[cfg(target_arch = "x86_64")]
+    let want = if std::arch::is_x86_feature_detected!("avx512ifma")
+        && std::arch::is_x86_feature_detected!("avx512vl")
+    {
+        "avx512ifma"
+    } else if std::arch::is_x86_feature_detected!("avx2") {
+        "avx2"
+    } else {
+        "portable"
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let want = "portable";
+    assert_eq!(v["ed25519_backend"], want, "{v}");
 }
