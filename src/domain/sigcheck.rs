@@ -206,8 +206,8 @@ mod tests {
 
     /// The checkout's `.cargo/config.toml` builds curve25519-dalek with its
     /// AVX-512 IFMA backend beside the AVX2 one (chosen at run time by the
-    /// processor): a single check about half the CPU on a processor that has
-    /// it. A build whose `RUSTFLAGS` replaced that list fails here instead of
+    /// processor): a single check about a third less CPU on a processor that
+    /// has it. A build whose `RUSTFLAGS` replaced that list fails here instead of
     /// checking signatures slower. Every other test of this module runs on
     /// the backend this processor selects.
     #[test]
