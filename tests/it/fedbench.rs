@@ -39,10 +39,16 @@ fn bench(extra: &[&str], env: &[(&str, &str)]) -> Value {
         ])
         .args(extra)
         .envs(env.iter().copied());
-    let out = c.output().expect("run certfed bench");
+    json_of(&mut c, "certfed bench --federation")
+}
+
+/// Runs `c` (a `certfed bench … --json`), which must succeed, and returns the
+/// one JSON object it prints; `what` names it in a failure.
+fn json_of(c: &mut Command, what: &str) -> Value {
+    let out = c.output().unwrap_or_else(|e| panic!("run {what}: {e}"));
     assert!(
         out.status.success(),
-        "certfed bench --federation failed: {}\n{}",
+        "{what} failed: {}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -103,9 +109,8 @@ fn cold_trees_and_an_allocator_setting_of_its_own_are_taken() {
 /// with indicators of each alert's own, which the node must accept.
 #[test]
 fn the_single_link_benchmark_runs_with_fewer_alerts_than_a_page() {
-    let out = Command::new(BIN)
-        .env("RUST_LOG", "error")
-        .args([
+    let v = json_of(
+        Command::new(BIN).env("RUST_LOG", "error").args([
             "bench",
             "--json",
             "--messages",
@@ -115,17 +120,9 @@ fn the_single_link_benchmark_runs_with_fewer_alerts_than_a_page() {
             "--seconds",
             "1",
             "--distinct-indicators",
-        ])
-        .output()
-        .expect("run certfed bench");
-    assert!(
-        out.status.success(),
-        "certfed bench --messages 10 --distinct-indicators failed (a refused alert fails it): {}",
-        String::from_utf8_lossy(&out.stderr)
+        ]),
+        "certfed bench --messages 10 --distinct-indicators (a refused alert fails it)",
     );
-    let line = String::from_utf8_lossy(&out.stdout);
-    let v: Value = serde_json::from_str(line.trim())
-        .unwrap_or_else(|e| panic!("not one JSON object ({e}): {line}"));
     assert_eq!(v["ingest_messages"], 10, "{v}");
     assert_eq!(v["ingest_indicators"], "distinct", "{v}");
     for k in [
@@ -163,19 +160,12 @@ fn the_single_link_benchmark_runs_with_fewer_alerts_than_a_page() {
 /// build adds that backend on x86-64), else AVX2, else the portable one.
 #[test]
 fn the_signature_benchmark_names_the_backend_this_processor_runs() {
-    let out = Command::new(BIN)
-        .env("RUST_LOG", "error")
-        .args(["bench", "--signatures", "--json"])
-        .output()
-        .expect("run certfed bench --signatures");
-    assert!(
-        out.status.success(),
-        "certfed bench --signatures failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let v = json_of(
+        Command::new(BIN)
+            .env("RUST_LOG", "error")
+            .args(["bench", "--signatures", "--json"]),
+        "certfed bench --signatures",
     );
-    let line = String::from_utf8_lossy(&out.stdout);
-    let v: Value = serde_json::from_str(line.trim())
-        .unwrap_or_else(|e| panic!("not one JSON object ({e}): {line}"));
     for k in [
         "sign_us",
         "verify_1_us",
