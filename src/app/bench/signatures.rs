@@ -1,7 +1,7 @@
 //! `certfed bench --signatures`: what signing and checking one envelope
 //! costs on this processor. A thousand 1 KiB alerts are sealed as the
 //! benchmark's other phases seal them, then checked with
-//! [`envelope::verify_batch`] — the function admission runs on every
+//! [`verify_batch`] — the function admission runs on every
 //! partner's envelope (header decoded, size, clock, expiry and key checks,
 //! then the Ed25519 rule; a batch is one multiscalar check, one envelope a
 //! single check) — in batches of 1, 16, 64 and 512, each size for about half
