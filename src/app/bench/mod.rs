@@ -265,21 +265,24 @@ pub fn signed_kib_alert(signer: &Signer, i: usize, created_ms: i64) -> SignedEnv
 
 /// `alert`, signed by `signer` as a GREEN broadcast created at `created_ms`.
 fn signed_alert(signer: &Signer, alert: &Alert, created_ms: i64) -> SignedEnvelope {
-    seal(
-        signer,
-        Draft {
-            message_id: uuid::Uuid::now_v7().to_string(),
-            kind: MessageKind::Alert,
-            tlp: Tlp::Green,
-            recipients: vec![],
-            created_ms,
-            expires_ms: None,
-            hop_limit: 8,
-            exercise: false,
-            encrypted: false,
-            payload: alert.encode_to_vec(),
-        },
-    )
+    seal(signer, alert_draft(alert, created_ms))
+}
+
+/// `alert` as the draft of a GREEN broadcast created at `created_ms`, ready
+/// to seal.
+fn alert_draft(alert: &Alert, created_ms: i64) -> Draft {
+    Draft {
+        message_id: uuid::Uuid::now_v7().to_string(),
+        kind: MessageKind::Alert,
+        tlp: Tlp::Green,
+        recipients: vec![],
+        created_ms,
+        expires_ms: None,
+        hop_limit: 8,
+        exercise: false,
+        encrypted: false,
+        payload: alert.encode_to_vec(),
+    }
 }
 
 /// The signing key of member `id` of the benchmark's PKI.
