@@ -6,7 +6,8 @@
 //! good, saying why.
 
 use crate::common::*;
-use certfed::domain::envelope::{Draft, seal};
+use certfed::app::bench::alert_draft;
+use certfed::domain::envelope::seal;
 use certfed::domain::keys::Signer;
 use certfed::proto::v1::*;
 use certfed::service::now_ms;
@@ -24,21 +25,7 @@ fn signer_of(pki: &Pki, id: &str) -> Signer {
 
 /// A GREEN alert signed by `signer`, created at `created_ms`, no expiry.
 fn alert_envelope(signer: &Signer, title: &str, created_ms: i64) -> SignedEnvelope {
-    seal(
-        signer,
-        Draft {
-            message_id: uuid::Uuid::now_v7().to_string(),
-            kind: MessageKind::Alert,
-            tlp: Tlp::Green,
-            recipients: vec![],
-            created_ms,
-            expires_ms: None,
-            hop_limit: 8,
-            exercise: false,
-            encrypted: false,
-            payload: green_alert(title).encode_to_vec(),
-        },
-    )
+    seal(signer, alert_draft(&green_alert(title), created_ms))
 }
 
 /// The row ingest would have stored for `env` from `peer` when it was fresh.

@@ -529,18 +529,7 @@ async fn members_join_and_leave_by_signed_roster_without_restart() {
         let signer = certfed::domain::keys::Signer::from_pkcs8_pem("node-c", &pem).unwrap();
         certfed::domain::envelope::seal(
             &signer,
-            certfed::domain::envelope::Draft {
-                message_id: uuid::Uuid::now_v7().to_string(),
-                kind: MessageKind::Alert,
-                tlp: Tlp::Green,
-                recipients: vec![],
-                created_ms,
-                expires_ms: None,
-                hop_limit: 8,
-                exercise: false,
-                encrypted: false,
-                payload: prost::Message::encode_to_vec(&green_alert("rotation")),
-            },
+            certfed::app::bench::alert_draft(&green_alert("rotation"), created_ms),
         )
     };
     let now = certfed::service::now_ms();

@@ -268,9 +268,10 @@ fn signed_alert(signer: &Signer, alert: &Alert, created_ms: i64) -> SignedEnvelo
     seal(signer, alert_draft(alert, created_ms))
 }
 
-/// `alert` as the draft of a GREEN broadcast created at `created_ms`, ready
-/// to seal.
-fn alert_draft(alert: &Alert, created_ms: i64) -> Draft {
+/// `alert` as the draft of a GREEN broadcast created at `created_ms` (a fresh
+/// id, no expiry, hop limit 8), ready to seal; the integration tests seal
+/// their plain alerts through it too.
+pub fn alert_draft(alert: &Alert, created_ms: i64) -> Draft {
     Draft {
         message_id: uuid::Uuid::now_v7().to_string(),
         kind: MessageKind::Alert,
