@@ -833,6 +833,16 @@ impl LimitsSection {
         Duration::from_secs(u64::from(self.max_message_age_days) * DAY_SECS)
     }
 
+    /// The checks applied to received envelopes under these limits.
+    pub fn verify_limits(&self) -> crate::domain::envelope::VerifyLimits {
+        crate::domain::envelope::VerifyLimits {
+            max_message_bytes: self.max_message_bytes,
+            max_clock_skew_ms: i64::try_from(self.max_clock_skew().as_millis()).unwrap_or(i64::MAX),
+            max_message_age_ms: i64::try_from(self.max_message_age().as_millis())
+                .unwrap_or(i64::MAX),
+        }
+    }
+
     /// Time a peer has to acknowledge something while messages are in flight.
     pub fn ack_timeout(&self) -> Duration {
         Duration::from_secs(self.ack_timeout_secs)

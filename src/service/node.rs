@@ -378,12 +378,6 @@ impl Node {
 
     /// The checks applied to received envelopes.
     pub fn verify_limits(&self) -> VerifyLimits {
-        VerifyLimits {
-            max_message_bytes: self.cfg.limits.max_message_bytes,
-            max_clock_skew_ms: i64::try_from(self.cfg.limits.max_clock_skew().as_millis())
-                .unwrap_or(i64::MAX),
-            max_message_age_ms: i64::try_from(self.cfg.limits.max_message_age().as_millis())
-                .unwrap_or(i64::MAX),
-        }
+        self.cfg.limits.verify_limits()
     }
 }

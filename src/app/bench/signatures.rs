@@ -116,11 +116,8 @@ fn measure() -> anyhow::Result<Figures> {
     let started = Instant::now();
     let envs: Vec<SignedEnvelope> = drafts.into_iter().map(|d| seal(&signer, d)).collect();
     let sign_us = started.elapsed().as_secs_f64() * 1e6 / ENVELOPES as f64;
-    let limits = VerifyLimits {
-        max_message_bytes: 64 * 1024,
-        max_clock_skew_ms: 300_000,
-        max_message_age_ms: i64::MAX,
-    };
+    // A node's checks under the default `[limits]`.
+    let limits = crate::config::LimitsSection::default().verify_limits();
     let mut verify = Vec::with_capacity(SIZES.len());
     for size in SIZES {
         refuses_a_forgery(&reg, &envs, size, now, &limits)?;
