@@ -22,7 +22,9 @@
 //! a call, failing larger ones as a full disk.
 //!
 //! Each connection keeps a page cache of its own ([`WRITER_CACHE_KIB`],
-//! [`READER_CACHE_KIB`]): the bundled build undefines libsqlite3-sys's
+//! [`READER_CACHE_KIB`]; the writer's is [`LARGE_CACHE_KIB`] for the length
+//! of a transaction storing many messages, so that its dirty
+//! pages do not push out the index pages it walks): the bundled build undefines libsqlite3-sys's
 //! `SQLITE_ENABLE_MEMORY_MANAGEMENT`, under which all connections of the
 //! process share one cache behind a mutex that every page fetch takes.
 //!
@@ -119,6 +121,9 @@ trait WriteJob: Send {
     /// else with the batch's error.
     fn finish(self: Box<Self>, commit: Result<(), StoreError>);
     fn durability(&self) -> Durability;
+    /// Messages the job stores (0 for other work): how large its share of
+    /// the transaction's dirty pages is ([`LARGE_TRANSACTION`]).
+    fn messages(&self) -> usize;
 }
 
 struct TypedJob<T, F> {
@@ -126,6 +131,7 @@ struct TypedJob<T, F> {
     result: Option<Result<T, StoreError>>,
     tx: oneshot::Sender<Result<T, StoreError>>,
     durability: Durability,
+    messages: usize,
 }
 
 impl<T, F> WriteJob for TypedJob<T, F>
@@ -154,6 +160,10 @@ where
 
     fn durability(&self) -> Durability {
         self.durability
+    }
+
+    fn messages(&self) -> usize {
+        self.messages
     }
 }
 
@@ -190,6 +200,7 @@ const READER_CACHE_KIB: i64 = 256;
 /// of 2.8 MiB, growing with the store); at 1,024 KiB the nodes' resident
 /// memory fell by 0.7–1.0 MiB and ingest of 250,000 alerts measured the same
 /// (`certfed bench --federation`, `certfed bench --messages 250000`).
+/// A transaction storing many messages runs with [`LARGE_CACHE_KIB`].
 const WRITER_CACHE_KIB: i64 = 1024;
 /// Dirty pages a write transaction may hold in memory before it writes some
 /// to the log ahead of its commit (16 MiB of 4 KiB pages; the cache itself
@@ -198,6 +209,19 @@ const WRITER_CACHE_KIB: i64 = 1024;
 /// same pages written twice. Larger transactions (a migration building an
 /// index over a large store) still spill, so their memory stays bounded.
 const SPILL_PAGES: i64 = 4096;
+/// Messages stored by one transaction from which the writer's cache is
+/// [`LARGE_CACHE_KIB`] while it runs. Each message dirties about two pages,
+/// new or changed; with more dirty pages than [`WRITER_CACHE_KIB`] holds,
+/// SQLite recycled every clean page for each page it fetched — the roots
+/// and interior pages of the indexes each insert walks — and read them
+/// again from the file, about one read per two messages of an ingested
+/// batch.
+const LARGE_TRANSACTION: usize = 32;
+/// The writer's cache while a large transaction runs: its dirty pages up
+/// to [`SPILL_PAGES`] (4 KiB each) and [`WRITER_CACHE_KIB`] beside them.
+/// Pages are allocated as they are used, and freed down to
+/// [`WRITER_CACHE_KIB`] after the commit.
+const LARGE_CACHE_KIB: i64 = WRITER_CACHE_KIB + SPILL_PAGES * 4;
 /// Prepared statements kept per connection (see [`open_conn`]).
 const STATEMENT_CACHE: usize = 256;
 /// The database file in `storage.dir`.
@@ -451,12 +475,18 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        self.enqueue(durability, f).await?.await
+        self.enqueue(durability, 0, f).await?.await
     }
 
-    /// Queues `f` for the writer and returns once it is queued (behind
-    /// everything queued before), with a future that resolves on commit.
-    async fn enqueue<T, F>(&self, durability: Durability, f: F) -> Result<Pending<T>, StoreError>
+    /// Queues `f` (which stores `messages` messages) for the writer and
+    /// returns once it is queued (behind everything queued before), with a
+    /// future that resolves on commit.
+    async fn enqueue<T, F>(
+        &self,
+        durability: Durability,
+        messages: usize,
+        f: F,
+    ) -> Result<Pending<T>, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
@@ -472,6 +502,7 @@ impl SqliteStore {
             result: None,
             tx,
             durability,
+            messages,
         });
         let sender = self
             .inner
@@ -807,6 +838,15 @@ fn run_batch(conn: &Connection, batch: &mut [Box<dyn WriteJob>]) -> Result<(), S
     commit(conn)
 }
 
+/// Sets the connection's page cache to `kib` KiB (shrinking it frees the
+/// unused pages over it). A failure costs speed, not data: logged, and the
+/// writes go on.
+fn set_cache_kib(conn: &Connection, kib: i64) {
+    if let Err(e) = conn.pragma_update(None, "cache_size", -kib) {
+        tracing::warn!(error = %e, kib, "storage: cannot size the writer's page cache; writes go on with the cache it has");
+    }
+}
+
 fn commit(conn: &Connection) -> Result<(), StoreError> {
     exec_cached(conn, "COMMIT").map_err(|e| {
         let _ = conn.execute_batch("ROLLBACK");
@@ -890,7 +930,17 @@ fn writer_loop(
                 Err(e) => result = Err(sql_err("cannot set the sync mode", e)),
             }
         }
+        // A transaction storing many messages gets a cache that holds its
+        // dirty pages and the pages it keeps reading beside them; back to
+        // WRITER_CACHE_KIB after it (which frees what is over).
+        let large = batch.iter().map(|j| j.messages()).sum::<usize>() >= LARGE_TRANSACTION;
+        if large {
+            set_cache_kib(&conn, LARGE_CACHE_KIB);
+        }
         let result = result.and_then(|()| run_batch(&conn, &mut batch));
+        if large {
+            set_cache_kib(&conn, WRITER_CACHE_KIB);
+        }
         if let Err(e) = &result {
             tracing::error!(error = %e, jobs = batch.len(), "storage: transaction failed; every write in it is refused");
         }
@@ -911,8 +961,7 @@ impl Storage for SqliteStore {
         msgs: Vec<NewMessage>,
         durability: Durability,
     ) -> Result<Vec<Stored>, StoreError> {
-        self.write(durability, move |c| queries::insert_messages(c, &msgs))
-            .await
+        self.insert_queued(msgs, durability).await?.await
     }
 
     async fn insert_queued(
@@ -920,7 +969,8 @@ impl Storage for SqliteStore {
         msgs: Vec<NewMessage>,
         durability: Durability,
     ) -> Result<Pending<Vec<Stored>>, StoreError> {
-        self.enqueue(durability, move |c| queries::insert_messages(c, &msgs))
+        let n = msgs.len();
+        self.enqueue(durability, n, move |c| queries::insert_messages(c, &msgs))
             .await
     }
 
@@ -2123,6 +2173,82 @@ mod tests {
             busy.await.unwrap().unwrap();
         });
         store.close_blocking();
+    }
+
+    /// Read system calls made so far by the calling thread.
+    fn thread_reads() -> u64 {
+        let io = std::fs::read_to_string("/proc/thread-self/io").expect("/proc/thread-self/io");
+        io.lines()
+            .find_map(|l| l.strip_prefix("syscr:"))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("syscr in /proc/thread-self/io")
+    }
+
+    /// A transaction storing many messages dirties more pages than the
+    /// writer's usual cache holds; SQLite then recycled every clean page at
+    /// each fetch — the roots and interior pages of the indexes each insert
+    /// walks — and read them from the file again, about one read for every
+    /// two messages. It now runs with a cache that holds them, and the cache
+    /// is back to its usual size after the commit.
+    #[test]
+    fn large_transactions_keep_the_pages_they_walk() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), &opts()).unwrap();
+        const BATCHES: u32 = 12;
+        const PER_BATCH: u32 = 1500;
+        let batch = |b: u32| -> Vec<NewMessage> {
+            (0..PER_BATCH)
+                .map(|i| {
+                    let n = b * PER_BATCH + i;
+                    let id = format!("00000000-0000-7000-8000-{n:012}");
+                    let mut m = crate::storage::conformance::msg(
+                        &id,
+                        "node-b",
+                        crate::proto::v1::MessageKind::Alert,
+                        &[],
+                    );
+                    m.created_ms = 1_000 + i64::from(n);
+                    m.payload = vec![b'x'; 1024];
+                    m.keys = vec!["ip:192.0.2.1".into(), "sha256:00ff".into()];
+                    let mut idb = [0u8; 16];
+                    idb[12..].copy_from_slice(&n.to_be_bytes());
+                    m.sync = Some(crate::storage::SyncEntry {
+                        audiences: vec!["*".into()],
+                        id: idb,
+                        hash: [7; 32],
+                    });
+                    m
+                })
+                .collect()
+        };
+        let pragma = |c: &Connection| -> Result<i64, StoreError> {
+            Ok(c.pragma_query_value(None, "cache_size", |r| r.get(0))?)
+        };
+        rt().block_on(async {
+            // The first batch builds the tables' first levels.
+            store.insert(batch(0), Durability::Lazy).await.unwrap();
+            let before = store.write(Durability::Lazy, |_| Ok(thread_reads())).await.unwrap();
+            for b in 1..BATCHES {
+                store.insert(batch(b), Durability::Lazy).await.unwrap();
+            }
+            let reads = store.write(Durability::Lazy, |_| Ok(thread_reads())).await.unwrap() - before;
+            let stored = u64::from((BATCHES - 1) * PER_BATCH);
+            assert!(
+                reads * 20 < stored,
+                "the writer read {reads} times from the file while it stored {stored} messages in batches of {PER_BATCH}"
+            );
+            let usual = store.write(Durability::Lazy, pragma).await.unwrap();
+            assert_eq!(usual, -WRITER_CACHE_KIB, "the cache is back to its usual size");
+            let during = store
+                .enqueue(Durability::Lazy, LARGE_TRANSACTION, pragma)
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+            assert_eq!(during, -LARGE_CACHE_KIB);
+            let after = store.write(Durability::Lazy, pragma).await.unwrap();
+            assert_eq!(after, -WRITER_CACHE_KIB);
+        });
     }
 
     #[test]
