@@ -1196,15 +1196,6 @@ async fn drop_held(
         Default::default()
     } else {
         match node.store.held(asked).await {
-            // Acknowledged as held below, so the partner drops them: only
-            // once what this read saw is on disk.
-            Ok(h) if !h.is_empty() => match node.store.synced().await {
-                Ok(()) => h,
-                Err(e) => {
-                    node.metrics.storage_error(&e);
-                    Default::default()
-                }
-            },
             Ok(h) => h,
             Err(e) => {
                 node.metrics.storage_error(&e);

@@ -687,14 +687,6 @@ pub trait Storage: Send + Sync + 'static {
         message_ids: Vec<String>,
     ) -> Result<std::collections::HashSet<String>, StoreError>;
 
-    /// Resolves once every write committed before the call is on stable
-    /// storage. A reader may see a commit before it is synced (SQLite: the
-    /// sync runs beside the next transaction); whoever promises a partner
-    /// something from what it read — a duplicate acknowledged as already
-    /// held, which the partner then drops from its outbox — waits for this
-    /// first.
-    async fn synced(&self) -> Result<(), StoreError>;
-
     /// The ids of the messages this node relays as ciphertext (it cannot
     /// read them) whose ciphertext it still keeps (`storage.relay_keep_secs`),
     /// latest arrival first (then latest cursor), at most `limit`: read from

@@ -743,14 +743,6 @@ impl Storage for PgStore {
         self.read_note(queries::held(&c, &message_ids).await)
     }
 
-    async fn synced(&self) -> Result<(), StoreError> {
-        // Nothing to wait for: a durable write's commit is flushed (and
-        // replicated, where the operator asked for that) before any reader
-        // sees it. Only lazy batches (receipts, outbox bookkeeping, whose
-        // loss costs at most a resend) are seen before their flush.
-        Ok(())
-    }
-
     async fn relayed_kept(&self, limit: usize) -> Result<Vec<String>, StoreError> {
         let c = self.reader().await?;
         self.read_note(queries::relayed_kept(&c, limit).await)

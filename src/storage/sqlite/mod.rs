@@ -1,14 +1,10 @@
-//! The embedded SQLite backend: one database file (WAL) in `storage.dir`,
-//! with versioned migrations, an exclusive directory lock, one writer thread
-//! doing group commit, a thread syncing its commits, and a small pool of read
-//! connections.
+//! The embedded SQLite backend: one database file (WAL, `synchronous=FULL`) in
+//! `storage.dir`, with versioned migrations, an exclusive directory lock, one
+//! writer thread doing group commit, and a small pool of read connections.
 //!
 //! Every write is a job run inside a savepoint of a shared transaction; the
-//! writer drains whatever jobs are queued and commits once. A batch with a
-//! durable job goes to the sync thread ([`syncer`]), which answers its
-//! callers once an fsync of the log has covered the commit, while the writer
-//! runs the next transaction; a batch of lazy jobs only is answered at its
-//! commit. A job that returns an error rolls
+//! writer drains whatever jobs are queued, commits once (one fsync for the
+//! batch) and only then answers each caller. A job that returns an error rolls
 //! back its own savepoint and leaves the others untouched. A job alone in its
 //! batch runs in the transaction without a savepoint (which would first copy
 //! every page it changes into a sub-journal); if it fails, the transaction is
@@ -74,7 +70,6 @@
 //! No type of the SQLite driver leaves this folder.
 mod queries;
 mod schema;
-mod syncer;
 
 use super::{
     AlertQuery, Claim, Deferral, DeliveryRow, Durability, IntegrityCheck, NewMessage, OpenOptions,
@@ -249,8 +244,6 @@ struct Inner {
     db_path: PathBuf,
     /// Set when damage is first seen; every later write is refused with it.
     damaged: OnceLock<String>,
-    /// How far the writer's commits are on disk.
-    sync: Arc<syncer::SyncState>,
     _lock: File,
 }
 
@@ -443,15 +436,10 @@ impl SqliteStore {
         // Checkpoints run on their own thread (see the module doc).
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         let checkpointer = Checkpointer::start(&db_path)?;
-        // From here the sync thread makes the commits durable.
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        let sync = Arc::new(syncer::SyncState::default());
-        let syncer = syncer::Syncer::start(&checkpointer.wal, sync.clone())?;
         let (tx, rx) = mpsc::channel::<Box<dyn WriteJob>>(8192);
-        let state = sync.clone();
         let thread = std::thread::Builder::new()
             .name("certfed-writer".into())
-            .spawn(move || writer_loop(conn, rx, checkpointer, syncer, &state))
+            .spawn(move || writer_loop(conn, rx, checkpointer))
             .map_err(|e| io("cannot start the writer thread".into(), e))?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
@@ -460,7 +448,6 @@ impl SqliteStore {
                 readers: Mutex::new(Vec::new()),
                 db_path,
                 damaged: OnceLock::new(),
-                sync,
                 _lock: lock,
             }),
         })
@@ -508,9 +495,6 @@ impl SqliteStore {
             return Err(StoreError::Corrupt(format!(
                 "writes stopped after damage was found: {d}"
             )));
-        }
-        if let Some(e) = self.inner.sync.refusal() {
-            return Err(e);
         }
         let (tx, rx) = oneshot::channel();
         let job: Box<dyn WriteJob> = Box::new(TypedJob {
@@ -926,10 +910,9 @@ fn writer_loop(
     conn: Connection,
     mut rx: mpsc::Receiver<Box<dyn WriteJob>>,
     checkpointer: Checkpointer,
-    syncer: syncer::Syncer,
-    sync: &syncer::SyncState,
 ) {
     let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(MAX_BATCH);
+    let mut synchronous_full = true;
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -938,15 +921,15 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        // After a failed sync nothing more is written (see `syncer`).
-        if let Some(e) = sync.refusal() {
-            for job in batch.drain(..) {
-                job.finish(Err(e.clone()));
+        let want_full = batch.iter().any(|j| j.durability() == Durability::Durable);
+        let mut result = Ok(());
+        if want_full != synchronous_full {
+            let mode = if want_full { "FULL" } else { "NORMAL" };
+            match conn.pragma_update(None, "synchronous", mode) {
+                Ok(()) => synchronous_full = want_full,
+                Err(e) => result = Err(sql_err("cannot set the sync mode", e)),
             }
-            continue;
         }
-        // Counted before it begins: a reader that sees its rows sees it.
-        let seq = sync.begin();
         // A transaction storing many messages gets a cache that holds its
         // dirty pages and the pages it keeps reading beside them; back to
         // WRITER_CACHE_KIB after it (which frees what is over).
@@ -954,28 +937,19 @@ fn writer_loop(
         if large {
             set_cache_kib(&conn, LARGE_CACHE_KIB);
         }
-        let result = run_batch(&conn, &mut batch);
+        let result = result.and_then(|()| run_batch(&conn, &mut batch));
         if large {
             set_cache_kib(&conn, WRITER_CACHE_KIB);
         }
-        match &result {
-            Err(e) => {
-                tracing::error!(error = %e, jobs = batch.len(), "storage: transaction failed; every write in it is refused");
-            }
-            Ok(()) if batch.iter().any(|j| j.durability() == Durability::Durable) => {
-                // Answered by the sync thread once the log is on disk.
-                syncer.submit(seq, std::mem::take(&mut batch));
-            }
-            Ok(()) => {}
+        if let Err(e) = &result {
+            tracing::error!(error = %e, jobs = batch.len(), "storage: transaction failed; every write in it is refused");
         }
         for job in batch.drain(..) {
             job.finish(result.clone());
         }
         checkpointer.after_commit();
     }
-    // Channel closed: answer what waits for its sync, then checkpoint the
-    // WAL so the database file is self-contained.
-    syncer.stop();
+    // Channel closed: checkpoint the WAL so the database file is self-contained.
     checkpointer.stop();
     let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
 }
@@ -1014,15 +988,6 @@ impl Storage for SqliteStore {
         let n = message_ids.len();
         self.read_small(n, move |c| queries::held(c, message_ids))
             .await
-    }
-
-    async fn synced(&self) -> Result<(), StoreError> {
-        if self.inner.sync.all_synced() {
-            return Ok(());
-        }
-        // A durable job that does nothing: answered once a sync that began
-        // after every commit before it is done.
-        self.write(Durability::Durable, |_| Ok(())).await
     }
 
     async fn relayed_kept(&self, limit: usize) -> Result<Vec<String>, StoreError> {
@@ -2283,43 +2248,6 @@ mod tests {
             assert_eq!(during, -LARGE_CACHE_KIB);
             let after = store.write(Durability::Lazy, pragma).await.unwrap();
             assert_eq!(after, -WRITER_CACHE_KIB);
-        });
-    }
-
-    #[test]
-    fn durable_writes_are_answered_after_their_sync_and_lazy_ones_before() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path(), &opts()).unwrap();
-        let sync = store.inner.sync.clone();
-        let note = |c: &Connection, v: &str| -> Result<(), StoreError> {
-            c.execute(
-                "INSERT OR REPLACE INTO store_meta (key, value) VALUES ('test_note', ?1)",
-                [v],
-            )?;
-            Ok(())
-        };
-        rt().block_on(async {
-            store
-                .write(Durability::Durable, move |c| note(c, "a"))
-                .await
-                .unwrap();
-            assert!(
-                sync.all_synced(),
-                "a durable write was answered before its sync"
-            );
-            // A lazy write is answered at its commit, before any sync.
-            store
-                .write(Durability::Lazy, move |c| note(c, "b"))
-                .await
-                .unwrap();
-            assert!(!sync.all_synced(), "a lazy write waited for a sync");
-            // What a reader may already see is on disk once `synced` returns.
-            store.synced().await.unwrap();
-            assert!(
-                sync.all_synced(),
-                "synced returned before the lazy commit was synced"
-            );
-            store.synced().await.unwrap();
         });
     }
 
