@@ -23,9 +23,9 @@
 //!
 //! Each connection keeps a page cache of its own ([`WRITER_CACHE_KIB`],
 //! [`READER_CACHE_KIB`]; the writer's is [`LARGE_CACHE_KIB`] for the length
-//! of a transaction storing many messages, so that its dirty
-//! pages do not push out the index pages it walks): the bundled build undefines libsqlite3-sys's
-//! `SQLITE_ENABLE_MEMORY_MANAGEMENT`, under which all connections of the
+//! of a transaction storing many messages, so that its dirty pages do not
+//! push out the index pages it walks): the bundled build undefines
+//! libsqlite3-sys's `SQLITE_ENABLE_MEMORY_MANAGEMENT`, under which all connections of the
 //! process share one cache behind a mutex that every page fetch takes.
 //!
 //! Small reads on the message path (a duplicate check, a message by id, the
@@ -839,11 +839,14 @@ fn run_batch(conn: &Connection, batch: &mut [Box<dyn WriteJob>]) -> Result<(), S
 }
 
 /// Sets the connection's page cache to `kib` KiB (shrinking it frees the
-/// unused pages over it). A failure costs speed, not data: logged, and the
-/// writes go on.
-fn set_cache_kib(conn: &Connection, kib: i64) {
-    if let Err(e) = conn.pragma_update(None, "cache_size", -kib) {
-        tracing::warn!(error = %e, kib, "storage: cannot size the writer's page cache; writes go on with the cache it has");
+/// unused pages over it). A failure costs speed, not data: the writes go on,
+/// and the first failure is logged (`warned` keeps a failing resize at every
+/// large transaction from filling the log).
+fn set_cache_kib(conn: &Connection, kib: i64, warned: &mut bool) {
+    if let Err(e) = conn.pragma_update(None, "cache_size", -kib)
+        && !std::mem::replace(warned, true)
+    {
+        tracing::warn!(error = %e, kib, "storage: cannot size the writer's page cache; writes go on with the cache it has (logged once)");
     }
 }
 
@@ -913,6 +916,7 @@ fn writer_loop(
 ) {
     let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(MAX_BATCH);
     let mut synchronous_full = true;
+    let mut cache_warned = false;
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -935,11 +939,11 @@ fn writer_loop(
         // WRITER_CACHE_KIB after it (which frees what is over).
         let large = batch.iter().map(|j| j.messages()).sum::<usize>() >= LARGE_TRANSACTION;
         if large {
-            set_cache_kib(&conn, LARGE_CACHE_KIB);
+            set_cache_kib(&conn, LARGE_CACHE_KIB, &mut cache_warned);
         }
         let result = result.and_then(|()| run_batch(&conn, &mut batch));
         if large {
-            set_cache_kib(&conn, WRITER_CACHE_KIB);
+            set_cache_kib(&conn, WRITER_CACHE_KIB, &mut cache_warned);
         }
         if let Err(e) = &result {
             tracing::error!(error = %e, jobs = batch.len(), "storage: transaction failed; every write in it is refused");
