@@ -927,6 +927,66 @@ fn only_canonical_ids_give_bytes() {
     }
 }
 
+/// The one-pass reading of an id agrees with its definition (parse as a
+/// UUID, then the lower-case hyphenated encoding must be the text again) on
+/// canonical ids, every one-byte change of them (each byte value at each
+/// place, those that stay UTF-8), every length up to 40 and random texts of
+/// the id's alphabet.
+#[test]
+fn id_bytes_agrees_with_parsing_and_encoding_again() {
+    use rand::{Rng, SeedableRng};
+    fn by_definition(id: &str) -> Option<[u8; 16]> {
+        let u = uuid::Uuid::parse_str(id).ok()?;
+        let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        (*u.hyphenated().encode_lower(&mut buf) == *id).then_some(*u.as_bytes())
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(36);
+    let mut tried = 0usize;
+    let mut canonical = 0usize;
+    let mut check = |text: &[u8]| {
+        let Ok(s) = std::str::from_utf8(text) else {
+            return;
+        };
+        let want = by_definition(s);
+        assert_eq!(id_bytes(s), want, "{s:?}");
+        tried += 1;
+        canonical += usize::from(want.is_some());
+    };
+    for _ in 0..64 {
+        let id = uuid::Uuid::from_bytes(rng.random()).to_string();
+        check(id.as_bytes());
+        for place in 0..id.len() {
+            for b in 0..=255u8 {
+                let mut t = id.clone().into_bytes();
+                t[place] = b;
+                check(&t);
+            }
+        }
+        check(id.to_uppercase().as_bytes());
+        check(id.replace('-', "").as_bytes());
+        check(format!("{{{id}}}").as_bytes());
+    }
+    let alphabet = b"0123456789abcdefABCDEF-{}:xg ";
+    for len in 0..=40 {
+        for _ in 0..200 {
+            let t: Vec<u8> = (0..len)
+                .map(|i| {
+                    if len == 36 && matches!(i, 8 | 13 | 18 | 23) && rng.random_bool(0.9) {
+                        b'-'
+                    } else {
+                        alphabet[rng.random_range(0..alphabet.len())]
+                    }
+                })
+                .collect();
+            check(&t);
+        }
+    }
+    assert!(
+        tried > 300_000 && canonical > 64,
+        "{tried} tried, {canonical} canonical"
+    );
+}
+
 /// Keys of `set` outside the buckets (of `width`) that hold more than
 /// `limit` items on either side.
 fn outside_large(
