@@ -16,25 +16,40 @@ use sha2::{Digest, Sha256};
 /// Longest key stored as is.
 const MAX_PLAIN_KEY: usize = 80;
 
-/// The correlation key of an indicator.
+/// The correlation key of an indicator: `i:<type>:<value>`, the value in
+/// its normal form (upper-case CVE ids, the rest of the case-blind types
+/// lower-case, an ASN without its `as` prefix), or `i:<type>#<SHA-256 of
+/// that form>` when the plain key would pass [`MAX_PLAIN_KEY`]. Built in
+/// one string (every arriving alert's indicators go through here).
 pub fn indicator_key(ind: &Indicator) -> String {
+    use std::fmt::Write;
     let v = ind.value.as_str();
-    let norm = match IndicatorType::try_from(ind.r#type) {
-        Ok(IndicatorType::Text | IndicatorType::Url) => v.to_string(),
-        Ok(IndicatorType::Cve) => v.to_ascii_uppercase(),
+    let mut key = String::with_capacity(v.len() + 8);
+    // Writing to a String cannot fail.
+    let _ = write!(key, "i:{}:", ind.r#type);
+    let start = key.len();
+    key.push_str(v);
+    match IndicatorType::try_from(ind.r#type) {
+        Ok(IndicatorType::Text | IndicatorType::Url) => {}
+        Ok(IndicatorType::Cve) => key[start..].make_ascii_uppercase(),
         Ok(IndicatorType::Asn) => {
-            let l = v.to_ascii_lowercase();
-            l.strip_prefix("as").unwrap_or(&l).to_string()
+            key[start..].make_ascii_lowercase();
+            if key[start..].starts_with("as") {
+                key.replace_range(start..start + 2, "");
+            }
         }
-        _ => v.to_ascii_lowercase(),
-    };
-    let key = format!("i:{}:{norm}", ind.r#type);
+        _ => key[start..].make_ascii_lowercase(),
+    }
     if key.len() <= MAX_PLAIN_KEY {
         return key;
     }
-    let d = Sha256::digest(norm.as_bytes());
-    let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
-    format!("i:{}#{hex}", ind.r#type)
+    let d = Sha256::digest(&key.as_bytes()[start..]);
+    key.truncate(start - 1);
+    key.push('#');
+    for b in d {
+        let _ = write!(key, "{b:02x}");
+    }
+    key
 }
 
 /// The key under which a member of an incident (an alert or a sighting whose

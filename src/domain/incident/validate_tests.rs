@@ -163,6 +163,75 @@ fn indicator_keys_ignore_meaningless_case() {
     );
 }
 
+/// The key built in one string is the key of its definition (normal form,
+/// then `i:<type>:<form>`, hashed past 80 bytes) — stored keys stay what
+/// they were — for every type (and unknown ones), case and `as` prefixes,
+/// text that is not ASCII, and lengths on both sides of the hashing limit.
+#[test]
+fn indicator_keys_are_those_of_their_definition() {
+    fn by_definition(ind: &Indicator) -> String {
+        use sha2::{Digest, Sha256};
+        let v = ind.value.as_str();
+        let norm = match IndicatorType::try_from(ind.r#type) {
+            Ok(IndicatorType::Text | IndicatorType::Url) => v.to_string(),
+            Ok(IndicatorType::Cve) => v.to_ascii_uppercase(),
+            Ok(IndicatorType::Asn) => {
+                let l = v.to_ascii_lowercase();
+                l.strip_prefix("as").unwrap_or(&l).to_string()
+            }
+            _ => v.to_ascii_lowercase(),
+        };
+        let key = format!("i:{}:{norm}", ind.r#type);
+        if key.len() <= 80 {
+            return key;
+        }
+        let d = Sha256::digest(norm.as_bytes());
+        let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
+        format!("i:{}#{hex}", ind.r#type)
+    }
+    let mut values: Vec<String> = [
+        "",
+        "a",
+        "A",
+        "as",
+        "AS",
+        "As64500",
+        "AS64500",
+        "asn",
+        "64500",
+        "cve-2024-1234",
+        "CVE-2024-1234",
+        "Evil.Example",
+        "192.0.2.7",
+        "2001:DB8::1",
+        "Ünïcödé.Example",
+        "https://X.example/Path?Q=1",
+        "mail@Example.ORG",
+        "AbCdEf0123",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for n in 60..=90 {
+        values.push(format!("AS{}", "Xy".repeat(n / 2)));
+        values.push("é".repeat(n / 2));
+        values.push("Z".repeat(n));
+    }
+    let mut checked = 0;
+    for t in -1..=20 {
+        for v in &values {
+            let ind = Indicator {
+                r#type: t,
+                value: v.clone(),
+                comment: String::new(),
+            };
+            assert_eq!(indicator_key(&ind), by_definition(&ind), "type {t}, {v:?}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 2_000);
+}
+
 #[test]
 fn an_alerts_keys_decoded_once_are_the_keys_of_its_payload() {
     let ind = |t: IndicatorType, v: &str| Indicator {
