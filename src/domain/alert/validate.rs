@@ -82,6 +82,15 @@ impl ValidationError {
 /// Longest reference, in characters.
 pub const MAX_REFERENCE_CHARS: usize = 2048;
 
+/// [`text::check`] of a field whose name is built only when the text is
+/// refused (a list's entries, checked in every arriving alert).
+fn check_named(field: impl FnOnce() -> String, s: &str, kind: Kind) -> Result<(), TextError> {
+    text::check("", s, kind).map_err(|mut e| {
+        e.field = field();
+        e
+    })
+}
+
 /// Validates an alert about to be signed or just received. `created_unix_ms` is the
 /// envelope creation time; `encoded_len` the size of the serialized alert.
 pub fn validate_alert(
@@ -196,25 +205,26 @@ pub fn validate_alert(
 
     // sectors
     for (i, &s) in alert.sectors.iter().enumerate() {
-        let field = format!("alert.sectors[{i}]");
+        // Named only when refused (every arriving alert passes here).
+        let field = || format!("alert.sectors[{i}]");
         match Nis2Sector::try_from(s) {
             Ok(Nis2Sector::Unspecified) => {
                 return Err(ValidationError::new(
-                    field,
+                    field(),
                     "NIS2_SECTOR_UNSPECIFIED is not a sector; name the affected sector or remove the entry",
                 ));
             }
             Ok(_) => {}
             Err(_) => {
                 return Err(ValidationError::new(
-                    field,
+                    field(),
                     format!("unknown NIS2 sector value {s}; use one of the NIS2_SECTOR_* values"),
                 ));
             }
         }
         if alert.sectors[..i].contains(&s) {
             return Err(ValidationError::new(
-                field,
+                field(),
                 format!(
                     "sector {} is listed twice; list each sector once",
                     Nis2Sector::try_from(s).map(sector_label).unwrap_or("?")
@@ -294,16 +304,16 @@ pub fn validate_alert(
             Ok(_) => {}
         }
         if ind.r#type == IndicatorType::Text as i32 {
-            text::check(
-                &format!("alert.indicators[{i}].value"),
+            check_named(
+                || format!("alert.indicators[{i}].value"),
                 &ind.value,
                 Kind::MultiLine,
             )?;
         }
         validate_indicator(ind)
             .map_err(|rule| ValidationError::new(format!("alert.indicators[{i}].value"), rule))?;
-        text::check(
-            &format!("alert.indicators[{i}].comment"),
+        check_named(
+            || format!("alert.indicators[{i}].comment"),
             &ind.comment,
             Kind::MultiLine,
         )?;
