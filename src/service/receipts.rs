@@ -44,10 +44,12 @@ pub async fn run(node: Arc<Node>, mut rx: mpsc::Receiver<ReceiptOwed>) {
                 .or_default()
                 .push(j.message_id);
         }
-        for ((origin, state, reason), ids) in groups {
-            for chunk in ids.chunks(MAX_RECEIPT_IDS) {
+        for ((origin, state, reason), mut ids) in groups {
+            while !ids.is_empty() {
+                // The ids move into their receipt (no copy of each).
+                let rest = ids.split_off(ids.len().min(MAX_RECEIPT_IDS));
                 let receipt = Receipt {
-                    message_ids: chunk.to_vec(),
+                    message_ids: std::mem::replace(&mut ids, rest),
                     state,
                     reason: reason.clone(),
                 };
