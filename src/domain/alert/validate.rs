@@ -205,7 +205,8 @@ pub fn validate_alert(
 
     // sectors
     for (i, &s) in alert.sectors.iter().enumerate() {
-        // Named only when refused (every arriving alert passes here).
+        // Each list entry is named only when refused (every arriving alert
+        // passes here).
         let field = || format!("alert.sectors[{i}]");
         match Nis2Sector::try_from(s) {
             Ok(Nis2Sector::Unspecified) => {
@@ -235,18 +236,18 @@ pub fn validate_alert(
 
     // subsectors
     for (i, &s) in alert.subsectors.iter().enumerate() {
-        let field = format!("alert.subsectors[{i}]");
+        let field = || format!("alert.subsectors[{i}]");
         let sub = match Nis2Subsector::try_from(s) {
             Ok(Nis2Subsector::Unspecified) => {
                 return Err(ValidationError::new(
-                    field,
+                    field(),
                     "NIS2_SUBSECTOR_UNSPECIFIED is not a subsector; name the affected subsector or remove the entry",
                 ));
             }
             Ok(sub) => sub,
             Err(_) => {
                 return Err(ValidationError::new(
-                    field,
+                    field(),
                     format!(
                         "unknown NIS2 subsector value {s}; use one of the NIS2_SUBSECTOR_* values"
                     ),
@@ -255,7 +256,7 @@ pub fn validate_alert(
         };
         if alert.subsectors[..i].contains(&s) {
             return Err(ValidationError::new(
-                field,
+                field(),
                 format!(
                     "subsector {} is listed twice; list each subsector once",
                     subsector_label(sub)
@@ -265,7 +266,7 @@ pub fn validate_alert(
         let sector = subsector_sector(sub);
         if !alert.sectors.contains(&(sector as i32)) {
             return Err(ValidationError::new(
-                field,
+                field(),
                 format!(
                     "subsector {} belongs to sector {}; list {} in sectors too",
                     subsector_label(sub),
@@ -321,21 +322,21 @@ pub fn validate_alert(
 
     // references
     for (i, r) in alert.references.iter().enumerate() {
-        let field = format!("alert.references[{i}]");
+        let field = || format!("alert.references[{i}]");
         if r.trim().is_empty() {
             return Err(ValidationError::new(
-                field,
+                field(),
                 "empty reference; give a URL or document identifier, or remove the entry",
             ));
         }
         let n = r.chars().count();
         if n > MAX_REFERENCE_CHARS {
             return Err(ValidationError::new(
-                field,
+                field(),
                 format!("reference is {n} characters, over the limit of {MAX_REFERENCE_CHARS}"),
             ));
         }
-        text::check(&field, r, Kind::SingleLine)?;
+        check_named(field, r, Kind::SingleLine)?;
     }
 
     // expires

@@ -25,8 +25,9 @@
 //! [`READER_CACHE_KIB`]; the writer's is [`LARGE_CACHE_KIB`] for the length
 //! of a transaction storing many messages, so that its dirty pages do not
 //! push out the index pages it walks): the bundled build undefines
-//! libsqlite3-sys's `SQLITE_ENABLE_MEMORY_MANAGEMENT`, under which all connections of the
-//! process share one cache behind a mutex that every page fetch takes.
+//! libsqlite3-sys's `SQLITE_ENABLE_MEMORY_MANAGEMENT`, under which all
+//! connections of the process share one cache behind a mutex that every page
+//! fetch takes.
 //!
 //! Small reads on the message path (a duplicate check, a message by id, the
 //! next page of an outbox or of new messages, an arrival's incident matches
