@@ -837,3 +837,111 @@ fn a_node_that_opts_out_of_exercises_neither_stores_nor_relays_them() {
         Decision::Refuse { reason, .. } => panic!("real traffic refused: {reason}"),
     }
 }
+
+/// Indicators the tests below pick from (valid, some alike but for case).
+fn some_indicators() -> Vec<crate::proto::v1::Indicator> {
+    use crate::proto::v1::{Indicator, IndicatorType as T};
+    [
+        (T::Ip, "192.0.2.7"),
+        (T::Ip, "2001:DB8::1"),
+        (T::Domain, "evil.example"),
+        (T::Domain, "Evil.Example"),
+        (T::Url, "https://evil.example/Payload"),
+        (T::Sha256, "AB".repeat(32).as_str()),
+        (T::Cve, "cve-2024-3400"),
+        (T::Asn, "AS64500"),
+        (T::Text, "a wiper called Blue"),
+    ]
+    .into_iter()
+    .map(|(t, v)| Indicator {
+        r#type: t as i32,
+        value: v.to_string(),
+        comment: String::new(),
+    })
+    .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(120))]
+
+    /// The keys admission records for a message are the keys its stored row
+    /// gives again (`incident::stored_keys` over the kind, the signed header
+    /// and the readable body): the retention purge deletes exactly the rows
+    /// inserted, with no index of keys by message. Alerts and sightings, in an
+    /// incident or not, in clear or sealed for this node or for others.
+    #[test]
+    fn stored_rows_give_the_keys_admission_recorded(
+        sighting in any::<bool>(),
+        in_incident in any::<bool>(),
+        sealed in any::<bool>(),
+        me_recipient in any::<bool>(),
+        picked in proptest::sample::subsequence(some_indicators(), 1..6),
+    ) {
+        let incident = if in_incident || sighting { "00000000-0000-7000-8000-00000000000a" } else { "" };
+        let tlp = if sealed { Tlp::Amber } else { Tlp::Green };
+        let recipients: Vec<String> = if sealed {
+            vec![if me_recipient { MEMBERS[1] } else { MEMBERS[2] }.to_string()]
+        } else {
+            vec![]
+        };
+        let message_id = uuid::Uuid::now_v7().to_string();
+        let (kind, body) = if sighting {
+            let s = crate::proto::v1::Sighting {
+                incident_id: incident.into(),
+                indicators: picked.clone(),
+                country: "EE".into(),
+                observed: Some(ms_to_ts(NOW - 60_000)),
+                count: 2,
+                tlp: tlp as i32,
+                ..Default::default()
+            };
+            (MessageKind::Sighting, s.encode_to_vec())
+        } else {
+            let a = Alert { indicators: picked.clone(), ..alert(tlp) };
+            (MessageKind::Alert, a.encode_to_vec())
+        };
+        let payload = if sealed {
+            let to = [recipients[0].clone(), MEMBERS[0].to_string()];
+            crate::domain::e2e::seal(&body, &message_id, &to, &registry()).unwrap()
+        } else {
+            body
+        };
+        let env = crate::domain::envelope::seal_in_incident(
+            &signer(0),
+            Draft {
+                message_id,
+                kind,
+                tlp,
+                recipients,
+                created_ms: NOW - 1_000,
+                expires_ms: None,
+                hop_limit: 8,
+                exercise: false,
+                encrypted: sealed,
+                payload,
+            },
+            incident.into(),
+        );
+        let peers = [peer(0, Tlp::Red, true), peer(2, Tlp::Red, true)];
+        let a = match decide_one(1, &peers, env, Some("node-a"), vec![]) {
+            Decision::Admit(a) => a,
+            d => panic!("{d:?}"),
+        };
+        let readable = !sealed || me_recipient;
+        prop_assert_eq!(a.readable, readable);
+        // What the store keeps: the header, and the body this node can read.
+        let body = a.readable.then(|| a.plain.as_deref().unwrap_or(&a.payload));
+        let again = crate::domain::incident::stored_keys(a.kind, &a.header, body);
+        prop_assert_eq!(&again, &a.incident.keys);
+        if readable {
+            prop_assert!(!again.is_empty(), "a readable message with indicators has keys");
+            prop_assert_eq!(
+                again.iter().any(|k| k.starts_with("m:")),
+                !incident.is_empty(),
+                "member keys exactly for a member of an incident"
+            );
+        } else {
+            prop_assert!(again.is_empty());
+        }
+    }
+}

@@ -30,6 +30,7 @@
 //! Nothing here starts a task: the application runs [`run`] and
 //! [`empty_relayed`].
 use crate::domain::assistance::{SignedStep, is_terminal, replay};
+use crate::domain::incident::stored_keys;
 use crate::proto::v1::Tlp;
 use crate::service::assistance::to_step;
 use crate::service::node::Node;
@@ -93,6 +94,7 @@ pub async fn plan(node: &Node, now: i64) -> Result<(PurgePlan, u64), StoreError>
             .saturating_sub(i64::from(st.retention_days).saturating_mul(86_400_000)),
         relayed_before_ms: relayed_before(node, now),
         limit: BATCH,
+        keys_of: Some(stored_keys),
     };
     let candidates = node
         .store

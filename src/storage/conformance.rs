@@ -1022,8 +1022,28 @@ fn plan(cutoffs: &[(Tlp, i64)], keep: &[String], limit: usize) -> PurgePlan {
         keep_requests: keep.to_vec(),
         rejections_before_ms: 500,
         limit,
+        keys_of: Some(keys_in_body),
         ..PurgePlan::default()
     }
+}
+
+/// The keys of a message of these tests: the lines of its readable body
+/// (the tests that give a message keys write them there too).
+pub(crate) fn keys_in_body(_kind: i32, _header: &[u8], body: Option<&[u8]>) -> Vec<String> {
+    body.map(|b| {
+        String::from_utf8_lossy(b)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// `m` with `keys`, written in its body as [`keys_in_body`] reads them.
+fn with_keys(mut m: NewMessage, keys: &[&str]) -> NewMessage {
+    m.keys = keys.iter().map(|k| k.to_string()).collect();
+    m.payload = keys.join("\n").into_bytes();
+    m
 }
 
 async fn purge_takes_old_rows_and_keeps_threads(s: Store) {
@@ -1607,23 +1627,37 @@ async fn requeue_makes_entries_due_now(s: Store) {
 /// Messages are found by incident (members and the opener, readable or not)
 /// and by key; keys go with a purged message.
 async fn incidents_and_keys(s: Store) {
-    let mut opener = msg(&id(200), "node-a", MessageKind::Alert, &[]);
+    let mut opener = with_keys(
+        msg(&id(200), "node-a", MessageKind::Alert, &[]),
+        &["i:3:evil.example", "m:i:3:evil.example"],
+    );
     opener.incident_id = Some(id(200));
-    opener.keys = vec!["i:3:evil.example".into(), "m:i:3:evil.example".into()];
     let mut member = msg(&id(201), "node-b", MessageKind::Sighting, &[]);
     member.incident_id = Some(id(200));
     member.readable = false;
-    let mut other = msg(&id(202), "node-c", MessageKind::Alert, &[]);
-    other.keys = vec!["i:3:evil.example".into(), "i:1:192.0.2.1".into()];
+    let other = with_keys(
+        msg(&id(202), "node-c", MessageKind::Alert, &[]),
+        &["i:3:evil.example", "i:1:192.0.2.1"],
+    );
     let unrelated = msg(&id(203), "node-c", MessageKind::Alert, &[]);
     // A second member of the same incident, and a member of another one,
     // under the same key: each incident is answered once.
-    let mut second = msg(&id(204), "node-c", MessageKind::Sighting, &[]);
+    let mut second = with_keys(
+        msg(&id(204), "node-c", MessageKind::Sighting, &[]),
+        &["m:i:3:evil.example"],
+    );
     second.incident_id = Some(id(200));
-    second.keys = vec!["m:i:3:evil.example".into()];
-    let mut elsewhere = msg(&id(205), "node-c", MessageKind::Alert, &[]);
+    let mut elsewhere = with_keys(
+        msg(&id(205), "node-c", MessageKind::Alert, &[]),
+        &["m:i:3:evil.example"],
+    );
     elsewhere.incident_id = Some(id(205));
-    elsewhere.keys = vec!["m:i:3:evil.example".into()];
+    // Under the same keys, kept by the purge below (another TLP): its rows stay.
+    let mut kept = with_keys(
+        msg(&id(206), "node-c", MessageKind::Alert, &[]),
+        &["i:3:evil.example", "m:i:3:evil.example"],
+    );
+    kept.tlp = Tlp::Amber as i32;
     s.insert(
         vec![opener, member, other, unrelated, second, elsewhere],
         Durability::Durable,
@@ -1679,14 +1713,41 @@ async fn incidents_and_keys(s: Store) {
             ("i:3:evil.example".to_string(), id(202)),
         ]
     );
-    s.purge(plan(&[(Tlp::Green, i64::MAX)], &[], 100))
+    s.insert(vec![kept], Durability::Durable).await.unwrap();
+    // Without a way to find the keys, nothing is purged.
+    let err = s
+        .purge(PurgePlan {
+            keys_of: None,
+            ..plan(&[(Tlp::Green, i64::MAX)], &[], 100)
+        })
         .await
-        .unwrap();
-    assert!(
+        .unwrap_err();
+    assert!(err.to_string().contains("keys_of"), "{err}");
+    assert_eq!(
         s.keyed(vec!["i:3:evil.example".into()], 10)
             .await
             .unwrap()
-            .is_empty(),
-        "keys are purged with their messages"
+            .len(),
+        3
+    );
+    s.purge(plan(&[(Tlp::Green, i64::MAX)], &[], 100))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.keyed(
+            vec![
+                "i:3:evil.example".into(),
+                "m:i:3:evil.example".into(),
+                "i:1:192.0.2.1".into()
+            ],
+            10
+        )
+        .await
+        .unwrap(),
+        vec![
+            ("i:3:evil.example".to_string(), id(206)),
+            ("m:i:3:evil.example".to_string(), id(206)),
+        ],
+        "keys are purged with their messages, and only theirs"
     );
 }

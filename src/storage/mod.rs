@@ -230,6 +230,11 @@ impl OpenOptions {
     }
 }
 
+/// The correlation keys a stored message was inserted with
+/// ([`NewMessage::keys`]), found again from its row: its kind, its signed
+/// header, and its readable body (`None` when this node cannot read it).
+pub type KeysOf = fn(kind: i32, header: &[u8], body: Option<&[u8]>) -> Vec<String>;
+
 /// One retention batch: which messages are old enough to delete.
 #[derive(Debug, Clone, Default)]
 pub struct PurgePlan {
@@ -247,6 +252,12 @@ pub struct PurgePlan {
     /// Most messages (and, separately, audit rows and emptied ciphertexts)
     /// touched by one call.
     pub limit: usize,
+    /// The keys each deleted message was inserted with: the SQLite store
+    /// keeps no index of keys by message (one B-tree entry less per key on
+    /// every insert) and deletes exactly these. Required when `cutoffs` can
+    /// select a message: a purge that would delete one without it fails
+    /// (`StoreError::Invalid`) and deletes nothing.
+    pub keys_of: Option<KeysOf>,
 }
 
 impl PurgePlan {

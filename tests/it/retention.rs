@@ -486,3 +486,168 @@ async fn the_attachments_of_purged_messages_go_with_them() {
     );
     assert!(upload.exists(), "an unfinished upload is left alone");
 }
+
+/// The keys `node`'s store indexes under `keys` (every message).
+async fn keyed(node: &certfed::app::RunningNode, keys: &[String]) -> Vec<(String, String)> {
+    node.node.store.keyed(keys.to_vec(), 1_000).await.unwrap()
+}
+
+/// Every kind of message that carries correlation keys, on both its origin
+/// and a recipient: a loose alert's indicators, an incident's opener and
+/// sighting (with their member keys), an alert sealed for node-b (node-b
+/// keys its decrypted payload), an assistance request naming an alert, a
+/// link and a merge proposal. Each key row goes with its message when the
+/// purge takes it (the store has no index of keys by message: the purge
+/// finds them from each message's row), and none is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_purge_takes_every_correlation_key_with_its_message() {
+    let fed = Fed::new(&["node-a", "node-b"], &[(0, 1)]);
+    let nodes = [fed.start(0).await, fed.start(1).await];
+    let mut a = fed.operator(0).await;
+    let ind = |t: IndicatorType, v: &str| Indicator {
+        r#type: t as i32,
+        value: v.into(),
+        comment: String::new(),
+    };
+    let mut sent = Vec::new();
+    let publish =
+        |alert: Alert, recipients: Vec<String>, open_incident: bool| PublishAlertRequest {
+            alert: Some(alert),
+            recipients,
+            open_incident,
+            ..Default::default()
+        };
+    let mut loose = green_alert("loose");
+    loose
+        .indicators
+        .push(ind(IndicatorType::Domain, "Loose.Example"));
+    let loose = a
+        .publish_alert(publish(loose, vec![], false))
+        .await
+        .unwrap()
+        .into_inner()
+        .message_id;
+    let mut opener = green_alert("opens an incident");
+    opener.indicators = vec![ind(IndicatorType::Domain, "Campaign.Example")];
+    let one = a
+        .publish_alert(publish(opener.clone(), vec![], true))
+        .await
+        .unwrap()
+        .into_inner()
+        .message_id;
+    opener.title = "opens another".into();
+    let two = a
+        .publish_alert(publish(opener, vec![], true))
+        .await
+        .unwrap()
+        .into_inner()
+        .message_id;
+    let mut sealed = green_alert("for node-b only");
+    sealed.tlp = Tlp::Amber as i32;
+    sealed.indicators = vec![ind(IndicatorType::Sha256, &"AB".repeat(32))];
+    let sealed = a
+        .publish_alert(publish(sealed, vec!["node-b".into()], false))
+        .await
+        .unwrap()
+        .into_inner()
+        .message_id;
+    sent.extend([loose.clone(), one.clone(), two.clone(), sealed.clone()]);
+    for id in &sent {
+        assert!(arrives(&fed, 1, id, Duration::from_secs(20)).await, "{id}");
+    }
+    let sighting = a
+        .report_sighting(ReportSightingRequest {
+            sighting: Some(Sighting {
+                incident_id: one.clone(),
+                indicators: vec![ind(IndicatorType::Ip, "198.51.100.9")],
+                country: "EE".into(),
+                sector: Nis2Sector::Energy as i32,
+                count: 2,
+                severity: Severity::Medium as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .message_id;
+    let mut asking = request("names the loose alert");
+    asking.linked_alerts = vec![loose.clone()];
+    let asked = a
+        .request_assistance(RequestAssistanceRequest {
+            request: Some(asking),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .request_id;
+    a.link_to_incident(LinkToIncidentRequest {
+        incident_id: one.clone(),
+        message_id: loose.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    a.merge_incidents(MergeIncidentsRequest {
+        incident_id: one.clone(),
+        other_incident_id: two.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // A closed thread ages like any message.
+    a.update_assistance(UpdateAssistanceRequest {
+        request_id: asked.clone(),
+        state: AssistanceState::Withdrawn as i32,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert!(arrives(&fed, 1, &sighting, Duration::from_secs(20)).await);
+
+    let keys: Vec<String> = [
+        "i:1:192.0.2.7".to_string(),
+        "i:3:loose.example".into(),
+        "i:3:campaign.example".into(),
+        "m:i:3:campaign.example".into(),
+        "i:1:198.51.100.9".into(),
+        "m:i:1:198.51.100.9".into(),
+        format!("i:6:{}", "ab".repeat(32)),
+        format!("a:{loose}"),
+        format!("n:{loose}"),
+        format!("n:{two}"),
+    ]
+    .into();
+    for (i, node) in nodes.iter().enumerate() {
+        let held = eventually(Duration::from_secs(20), || async {
+            let found = keyed(node, &keys).await;
+            keys.iter().all(|k| found.iter().any(|(f, _)| f == k))
+        })
+        .await;
+        assert!(
+            held,
+            "node {i} indexes every key: {:?}",
+            keyed(node, &keys).await
+        );
+    }
+    let later = now_ms() + 400 * DAY_MS;
+    for (i, node) in nodes.iter().enumerate() {
+        let r = purge_once(&node.node, later).await.unwrap();
+        assert_eq!(r.threads_kept, 0, "{r:?}");
+        assert_eq!(
+            node.node.store.message_count().await.unwrap(),
+            0,
+            "node {i}"
+        );
+        assert_eq!(
+            keyed(node, &keys).await,
+            vec![],
+            "node {i}: every key went with its message"
+        );
+    }
+    for n in nodes {
+        n.shutdown().await.unwrap();
+    }
+}

@@ -178,19 +178,46 @@ pub fn facts_keyed(
             ));
         }
     }
+    Ok(IncidentFacts {
+        incident_id: (!header_incident.is_empty()).then(|| header_incident.to_string()),
+        keys: keys_with(kind, header_incident, body, body_keys),
+    })
+}
+
+/// The correlation keys admission records for a message of `kind` whose
+/// signed header names `header_incident` and whose readable payload is
+/// `body` (`None`: this node cannot read it, no keys): the payload's
+/// [`message_keys`] (`body_keys` when the caller decoded them already) and,
+/// for a member of an incident, the [`member_key`] of each; sorted.
+fn keys_with(
+    kind: i32,
+    header_incident: &str,
+    body: Option<&[u8]>,
+    body_keys: Option<Vec<String>>,
+) -> Vec<String> {
     let mut keys = match (body_keys, body) {
         (Some(k), Some(_)) => k,
         (_, b) => b.map(|b| message_keys(kind, b)).unwrap_or_default(),
     };
     if !header_incident.is_empty()
-        && matches!(kind_enum, MessageKind::Alert | MessageKind::Sighting)
+        && (kind == MessageKind::Alert as i32 || kind == MessageKind::Sighting as i32)
     {
         let members: Vec<String> = keys.iter().map(|k| member_key(k)).collect();
         keys.extend(members);
         keys.sort();
     }
-    Ok(IncidentFacts {
-        incident_id: (!header_incident.is_empty()).then(|| header_incident.to_string()),
-        keys,
-    })
+    keys
+}
+
+/// The keys admission recorded for a stored message, found again from what
+/// its row keeps: `kind`, the signed `header` (its incident) and the readable
+/// `body` (`None` when this node cannot read it). The same keys as
+/// [`facts`] gave when the message was admitted (a test checks it), so
+/// the store needs no index of keys by message: the retention purge deletes
+/// exactly these rows. A header that does not decode names no incident.
+pub fn stored_keys(kind: i32, header: &[u8], body: Option<&[u8]>) -> Vec<String> {
+    let incident = crate::proto::v1::EnvelopeHeader::decode(header)
+        .map(|h| h.incident_id)
+        .unwrap_or_default();
+    keys_with(kind, &incident, body, None)
 }

@@ -44,7 +44,7 @@ mod validate_tests;
 
 pub use keys::{
     IncidentFacts, alert_keys, assistance_key, facts, facts_keyed, indicator_key, member_key,
-    message_keys, naming_key,
+    message_keys, naming_key, stored_keys,
 };
 pub use picture::{
     Audience, Body, Contribution, check_contribution, digest, picture, refusal, related_ids,

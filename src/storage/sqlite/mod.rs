@@ -1509,6 +1509,27 @@ mod tests {
             !plan.iter().any(|p| p.contains("SCAN message_keys")),
             "{plan:?}"
         );
+        // The purge deletes each key row by the primary key (migration 18
+        // dropped the by-message index).
+        let plan = plan_of(
+            &c,
+            queries::KEY_DELETE,
+            vec!["m:k0".to_string().into(), "gone".to_string().into()],
+        );
+        assert!(
+            plan.iter()
+                .any(|p| p
+                    .starts_with("SEARCH message_keys USING PRIMARY KEY (key=? AND message_id=?)")),
+            "{plan:?}"
+        );
+        let by_message: i64 = c
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'message_keys_message'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(by_message, 0, "the by-message index is gone");
     }
 
     /// Reconciliation items are found by their primary key when purged
@@ -1588,6 +1609,7 @@ mod tests {
         let plan = |tlp: Tlp| PurgePlan {
             cutoffs: vec![(tlp as i32, 1_000)],
             limit: 100,
+            keys_of: Some(crate::storage::conformance::keys_in_body),
             ..Default::default()
         };
         let purged = rt().block_on(store.purge(plan(Tlp::Green))).unwrap();
@@ -1688,6 +1710,7 @@ mod tests {
             .block_on(store.purge(crate::storage::PurgePlan {
                 cutoffs: vec![(Tlp::Green as i32, 1_000)],
                 limit: 100,
+                keys_of: Some(crate::storage::conformance::keys_in_body),
                 ..Default::default()
             }))
             .unwrap_err();
@@ -1749,6 +1772,7 @@ mod tests {
             .block_on(store.purge(crate::storage::PurgePlan {
                 cutoffs: vec![(Tlp::Green as i32, 500)],
                 limit: 100,
+                keys_of: Some(crate::storage::conformance::keys_in_body),
                 ..Default::default()
             }))
             .unwrap();

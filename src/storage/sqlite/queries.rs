@@ -744,16 +744,31 @@ pub fn requests_created_before(c: &Connection, before_ms: i64) -> Result<Vec<Str
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
+/// Deletes one key row of a purged message: a search of `message_keys`'
+/// primary key (a test checks the plan; no index finds keys by message).
+pub(super) const KEY_DELETE: &str = "DELETE FROM message_keys WHERE key = ?1 AND message_id = ?2";
+
+/// Column `i` of `r`, a BLOB, read in place.
+fn blob<'r>(r: &'r rusqlite::Row<'_>, i: usize) -> Result<&'r [u8], StoreError> {
+    r.get_ref(i)?.as_blob().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Blob, Box::new(e))
+            .into()
+    })
+}
+
 /// Deletes up to `plan.limit` messages past their TLP's cutoff (oldest first,
 /// never one of a kept thread) with their outbox, delivery, receipt and key rows
 /// and the supersede marks they left (no foreign key cascades them: see `open_conn`),
-/// and up to `plan.limit` old rejection audit rows.
+/// and up to `plan.limit` old rejection audit rows. A message's key rows are
+/// those `plan.keys_of` gives for its row (no index finds them by message).
 pub fn purge(c: &Connection, plan: &PurgePlan) -> Result<Purged, StoreError> {
     let keep = serde_json::to_string(&plan.keep_requests)
         .map_err(|e| StoreError::Invalid(format!("storage: cannot encode a purge plan: {e}")))?;
     let mut victims: Vec<Victim> = Vec::new();
     let mut sel = c.prepare_cached(
-        "SELECT cursor, message_id, kind, created_ms, sync_audiences FROM messages
+        "SELECT cursor, message_id, kind, created_ms, sync_audiences, header, readable,
+                coalesce(plain, payload)
+         FROM messages
          WHERE tlp = ?1 AND created_ms < ?2
            AND (request_id IS NULL OR request_id NOT IN (SELECT value FROM json_each(?3)))
          ORDER BY created_ms LIMIT ?4",
@@ -763,17 +778,25 @@ pub fn purge(c: &Connection, plan: &PurgePlan) -> Result<Purged, StoreError> {
         if room == 0 {
             break;
         }
-        let rows = sel.query_map(params![tlp, cutoff, keep, room as i64], |r| {
-            Ok(Victim {
+        let mut rows = sel.query(params![tlp, cutoff, keep, room as i64])?;
+        while let Some(r) = rows.next()? {
+            let keys_of = plan.keys_of.ok_or_else(|| {
+                StoreError::Invalid(
+                    "storage: a purge plan that deletes messages must say how to find their keys (keys_of); nothing was deleted".into(),
+                )
+            })?;
+            let kind: i32 = r.get(2)?;
+            let readable: bool = r.get(6)?;
+            // The body is read in place (a message's payload can be large).
+            let body = if readable { Some(blob(r, 7)?) } else { None };
+            victims.push(Victim {
                 cursor: r.get(0)?,
                 id: r.get(1)?,
-                kind: r.get(2)?,
+                kind,
                 created_ms: r.get(3)?,
                 audiences: r.get(4)?,
-            })
-        })?;
-        for row in rows {
-            victims.push(row?);
+                keys: keys_of(kind, blob(r, 5)?, body),
+            });
         }
     }
     if !victims.is_empty() {
@@ -787,7 +810,7 @@ pub fn purge(c: &Connection, plan: &PurgePlan) -> Result<Purged, StoreError> {
         let mut dl = c.prepare_cached("DELETE FROM delivery WHERE message_id = ?1")?;
         let mut rc = c.prepare_cached("DELETE FROM receipts WHERE message_id = ?1")?;
         let mut msg = c.prepare_cached("DELETE FROM messages WHERE cursor = ?1")?;
-        let mut keys = c.prepare_cached("DELETE FROM message_keys WHERE message_id = ?1")?;
+        let mut keys = c.prepare_cached(KEY_DELETE)?;
         // Supersede marks this message left for an original not yet held.
         let mut marks = c.prepare_cached("DELETE FROM pending_supersede WHERE by_id = ?1")?;
         let mut deltas = BucketDeltas::default();
@@ -802,7 +825,9 @@ pub fn purge(c: &Connection, plan: &PurgePlan) -> Result<Purged, StoreError> {
             }
             dl.execute([id])?;
             rc.execute([id])?;
-            keys.execute([id])?;
+            for key in &v.keys {
+                keys.execute(params![key, id])?;
+            }
             marks.execute([id])?;
             msg.execute([cursor])?;
         }
@@ -1031,6 +1056,8 @@ struct Victim {
     created_ms: i64,
     /// Its reconciliation audiences (JSON), as stored with it since schema 17.
     audiences: Option<String>,
+    /// Its correlation keys (`PurgePlan::keys_of`).
+    keys: Vec<String>,
 }
 
 /// For messages stored before schema 17 (no audiences in their row): the

@@ -219,6 +219,13 @@ pub(super) const MIGRATIONS: &[&str] = &[
         SELECT 'sync_legacy_cursor', CAST(COALESCE(MAX(cursor), 0) AS TEXT) FROM messages;
     DROP INDEX sync_items_cursor;
     "#,
+    // 18: the correlation keys' by-message index goes too (one B-tree entry
+    // per key in every insert, for the purge alone): the purge finds a
+    // message's key rows by their primary key, from the keys its row gives
+    // again (`PurgePlan::keys_of`, the same derivation admission used).
+    r#"
+    DROP INDEX message_keys_message;
+    "#,
 ];
 
 /// The schema version this build writes.
