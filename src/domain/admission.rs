@@ -158,6 +158,9 @@ pub struct Admitted {
     pub incident: crate::domain::incident::IncidentFacts,
     /// Its signed header lists attachments.
     pub attachments: bool,
+    /// The signed header, decoded (`header` holds its bytes): verified, and
+    /// handed on so that the caller need not decode it again.
+    pub signed_header: EnvelopeHeader,
 }
 
 /// The outcome of admission for one envelope.
@@ -237,6 +240,7 @@ pub fn admit(view: &View<'_>, input: Input<'_>, now_ms: i64) -> Decision {
         Ok(mut row) => {
             row.receipt_owed =
                 owed(ReceiptState::Delivered, String::new()).filter(|_| row.readable);
+            row.signed_header = verified.header;
             Decision::Admit(Box::new(row))
         }
         Err(reason) => {
@@ -830,6 +834,8 @@ fn decide(
         receipt_owed: None,
         incident,
         attachments: !h.attachments.is_empty(),
+        // Moved in by `admit` (the header is borrowed here).
+        signed_header: EnvelopeHeader::default(),
     })
 }
 

@@ -222,6 +222,14 @@ fn precheck(
     now_ms: i64,
     limits: &VerifyLimits,
 ) -> Result<(EnvelopeHeader, Signature), Rejection> {
+    size_ok(env, limits)?;
+    let header = decode_header(env)?;
+    let sig = prechecked(env, &header, now_ms, limits)?;
+    Ok((header, sig))
+}
+
+/// The envelope is within the size limit.
+fn size_ok(env: &SignedEnvelope, limits: &VerifyLimits) -> Result<(), Rejection> {
     let size = env.encoded_len();
     if size > limits.max_message_bytes {
         return Err(Rejection::Oversized {
@@ -229,8 +237,23 @@ fn precheck(
             limit: limits.max_message_bytes,
         });
     }
-    let header = EnvelopeHeader::decode(env.header.as_slice())
-        .map_err(|e| Rejection::Malformed(format!("header does not decode: {e}")))?;
+    Ok(())
+}
+
+/// The envelope's header, decoded.
+fn decode_header(env: &SignedEnvelope) -> Result<EnvelopeHeader, Rejection> {
+    EnvelopeHeader::decode(env.header.as_slice())
+        .map_err(|e| Rejection::Malformed(format!("header does not decode: {e}")))
+}
+
+/// [`precheck`]'s checks after the size and the decoding, on `header`
+/// decoded from `env.header`.
+fn prechecked(
+    env: &SignedEnvelope,
+    header: &EnvelopeHeader,
+    now_ms: i64,
+    limits: &VerifyLimits,
+) -> Result<Signature, Rejection> {
     let sig: [u8; 64] = env.signature.as_slice().try_into().map_err(|_| {
         Rejection::Malformed(format!(
             "signature is {} bytes, expected 64",
@@ -298,7 +321,7 @@ fn precheck(
     if Sha256::digest(&env.payload).as_slice() != header.payload_sha256.as_slice() {
         return Err(Rejection::PayloadMismatch);
     }
-    Ok((header, Signature::from_bytes(&sig)))
+    Ok(Signature::from_bytes(&sig))
 }
 
 /// The checks of an envelope before its signature: [`precheck`], then its
@@ -311,6 +334,31 @@ fn checked(
     limits: &VerifyLimits,
 ) -> Result<(EnvelopeHeader, Signature, ed25519_dalek::VerifyingKey), Rejection> {
     let (header, sig) = precheck(env, now_ms, limits)?;
+    let vk = signing_key(reg, &header, now_ms)?;
+    Ok((header, sig, vk))
+}
+
+/// [`checked`] on `header`, decoded from `env.header` by the caller: the
+/// signature and the key.
+fn checked_decoded(
+    reg: &KeyRegistry,
+    env: &SignedEnvelope,
+    header: &EnvelopeHeader,
+    now_ms: i64,
+    limits: &VerifyLimits,
+) -> Result<(Signature, ed25519_dalek::VerifyingKey), Rejection> {
+    size_ok(env, limits)?;
+    let sig = prechecked(env, header, now_ms, limits)?;
+    Ok((sig, signing_key(reg, header, now_ms)?))
+}
+
+/// The key that signed `header`: held, of the origin it names, valid at
+/// the message's creation.
+fn signing_key(
+    reg: &KeyRegistry,
+    header: &EnvelopeHeader,
+    now_ms: i64,
+) -> Result<ed25519_dalek::VerifyingKey, Rejection> {
     let key_id = &header.signing_key_id;
     let (owner, vk) = reg.get(key_id).ok_or_else(|| match reg.retired(key_id) {
         // A key the roster chain listed once: refused for good.
@@ -333,7 +381,7 @@ fn checked(
             kind: "key_not_valid",
             reason: format!("{owner}: {reason}"),
         })?;
-    Ok((header, sig, *vk))
+    Ok(*vk)
 }
 
 /// Verifies a batch of envelopes. Uses Ed25519 batch verification
@@ -346,13 +394,40 @@ pub fn verify_batch(
     now_ms: i64,
     limits: &VerifyLimits,
 ) -> Vec<Result<Verified, Rejection>> {
+    verify_batch_decoded(reg, envs, &mut [], now_ms, limits)
+}
+
+/// [`verify_batch`], for a caller that decoded the headers already:
+/// `headers[i]`, when there and `Some`, is `envs[i].header` decoded (not
+/// decoded again). Each header an envelope passes with moves into its
+/// [`Verified`] (`None` left behind); a refused envelope's stays. The
+/// checks read `headers[i]` where the signature covers `envs[i].header`:
+/// give only the decoding of that envelope's own header bytes (a test
+/// checks the verdicts equal those of decoding again).
+pub fn verify_batch_decoded(
+    reg: &KeyRegistry,
+    envs: &[&SignedEnvelope],
+    headers: &mut [Option<EnvelopeHeader>],
+    now_ms: i64,
+    limits: &VerifyLimits,
+) -> Vec<Result<Verified, Rejection>> {
     let mut results: Vec<Result<Verified, Rejection>> = Vec::with_capacity(envs.len());
     // (index, signed message, signature, key) of the items still to verify.
     let mut pending = Vec::with_capacity(envs.len());
     for (i, env) in envs.iter().enumerate() {
-        match checked(reg, env, now_ms, limits) {
+        let decoded = headers.get_mut(i).filter(|h| h.is_some());
+        let given = decoded.is_some();
+        let verdict = match decoded {
+            Some(slot) => {
+                let header = slot.as_ref().expect("filtered on Some");
+                checked_decoded(reg, env, header, now_ms, limits)
+                    .map(|(sig, vk)| (slot.take().expect("filtered on Some"), sig, vk))
+            }
+            None => checked(reg, env, now_ms, limits),
+        };
+        match verdict {
             Ok((header, sig, vk)) => {
-                pending.push((i, signed_bytes(&env.header), sig, vk));
+                pending.push((i, signed_bytes(&env.header), sig, vk, given));
                 results.push(Ok(Verified { header }));
             }
             Err(r) => results.push(Err(r)),
@@ -366,9 +441,13 @@ pub fn verify_batch(
     let keys: Vec<_> = pending.iter().map(|p| p.3).collect();
     let batch_ok = pending.len() > 1 && super::sigcheck::verify_batch(&msgs, &sigs, &keys);
     if !batch_ok {
-        for (i, msg, sig, vk) in &pending {
+        for (i, msg, sig, vk, given) in &pending {
             if !super::sigcheck::verify(msg, sig, vk) {
-                results[*i] = Err(Rejection::BadSignature);
+                let passed = std::mem::replace(&mut results[*i], Err(Rejection::BadSignature));
+                // A refused envelope's header goes back where it was given.
+                if let (Ok(v), true) = (passed, *given) {
+                    headers[*i] = Some(v.header);
+                }
             }
         }
     }
@@ -450,6 +529,60 @@ mod tests {
         reg.add("node-a", a.verifying_key()).unwrap();
         reg.add("node-b", b.verifying_key()).unwrap();
         (a, b, reg)
+    }
+
+    /// Verification on headers the caller decoded gives the verdicts of
+    /// verification that decodes them: for good envelopes, a bad signature,
+    /// a changed payload, an unknown signer, an undecodable header, a
+    /// header with a time ahead of the clock, and slots the caller left
+    /// empty or did not give; a passing envelope's header moves into its
+    /// verdict, a refused one's stays.
+    #[test]
+    fn decoded_headers_give_the_verdicts_of_decoding_again() {
+        let (a, b, reg) = setup();
+        let now = 1_000_000_000;
+        let stranger = signer("node-x", 9);
+        let mut envs: Vec<SignedEnvelope> = (0..4).map(|_| seal(&a, draft(now))).collect();
+        envs.push(seal(&b, draft(now)));
+        let mut bad_sig = seal(&a, draft(now));
+        bad_sig.signature[5] ^= 1;
+        envs.push(bad_sig);
+        let mut changed = seal(&b, draft(now));
+        changed.payload.push(0);
+        envs.push(changed);
+        envs.push(seal(&stranger, draft(now)));
+        envs.push(seal(&a, draft(now + 3_600_000)));
+        let mut garbage = seal(&a, draft(now));
+        garbage.header = vec![0xff; 7];
+        envs.push(garbage);
+        let refs: Vec<&SignedEnvelope> = envs.iter().collect();
+        let want = verify_batch(&reg, &refs, now, &LIM);
+        assert_eq!(want.iter().filter(|v| v.is_ok()).count(), 5);
+        for given in [envs.len(), envs.len() - 3, 0] {
+            let mut headers: Vec<Option<EnvelopeHeader>> = envs[..given]
+                .iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    (i % 4 != 3)
+                        .then(|| EnvelopeHeader::decode(e.header.as_slice()).ok())
+                        .flatten()
+                })
+                .collect();
+            let before: Vec<bool> = headers.iter().map(Option::is_some).collect();
+            let got = verify_batch_decoded(&reg, &refs, &mut headers, now, &LIM);
+            let plain =
+                |v: &[Result<Verified, Rejection>]| -> Vec<Result<EnvelopeHeader, Rejection>> {
+                    v.iter().map(|r| r.clone().map(|v| v.header)).collect()
+                };
+            assert_eq!(plain(&got), plain(&want), "{given} headers given");
+            for (i, had) in before.iter().enumerate() {
+                assert_eq!(
+                    headers[i].is_some(),
+                    *had && want[i].is_err(),
+                    "slot {i}: moved exactly when it passed"
+                );
+            }
+        }
     }
 
     #[test]

@@ -39,7 +39,7 @@
 use crate::domain::admission::{
     self, Decision, Input, ReceiptOwed, ReceiptRoute, View, deferrable,
 };
-use crate::domain::envelope::{Draft, Rejection, Verified, verify_batch, verify_own};
+use crate::domain::envelope::{Draft, Rejection, Verified, verify_batch_decoded, verify_own};
 use crate::domain::hop_limit::Onward;
 use crate::domain::plumtree::split;
 use crate::domain::routes::Plan;
@@ -371,7 +371,7 @@ async fn try_prepare(
     // Each header as it claims to be, decoded once (unverified: counts, the
     // duplicate check and log hints; after admission verified it, the
     // header of the admitted row, whose bytes these are).
-    let headers: Vec<Option<EnvelopeHeader>> = envs
+    let mut headers: Vec<Option<EnvelopeHeader>> = envs
         .iter()
         .map(|e| EnvelopeHeader::decode(e.header.as_slice()).ok())
         .collect();
@@ -407,24 +407,29 @@ async fn try_prepare(
     // as one batch (admission checks the rest of each chain, and the
     // signatures of a chain the batch could not vouch for, or of a small
     // frame's, in one batch per chain).
-    let (envs, verdicts, chains, checked) = if let Some(own) = sealed_with {
+    // The headers decoded above go into verification (not decoded again):
+    // an envelope's moves into its verdict when it passes and stays here
+    // (for log hints) when it is refused.
+    let mut todo_headers: Vec<Option<EnvelopeHeader>> =
+        slots_todo.iter().map(|&i| headers[i].take()).collect();
+    let (envs, verdicts, chains, checked, mut todo_headers) = if let Some(own) = sealed_with {
         let v = envs
             .iter()
             .map(|e| verify_own(&keys, e, &own, now, &limits))
             .collect();
-        (envs, v, chains, Vec::new())
+        (envs, v, chains, Vec::new(), todo_headers)
     } else if envs.len() <= INLINE_VERIFY {
         let refs: Vec<&SignedEnvelope> = envs.iter().collect();
-        let v = verify_batch(&keys, &refs, now, &limits);
-        (envs, v, chains, Vec::new())
+        let v = verify_batch_decoded(&keys, &refs, &mut todo_headers, now, &limits);
+        (envs, v, chains, Vec::new(), todo_headers)
     } else {
         let verify_keys = keys.clone();
         tokio::task::spawn_blocking(move || {
             let refs: Vec<&SignedEnvelope> = envs.iter().collect();
-            let v = verify_batch(&verify_keys, &refs, now, &limits);
+            let v = verify_batch_decoded(&verify_keys, &refs, &mut todo_headers, now, &limits);
             let hops: Vec<&[SignedHop]> = chains.iter().map(|c| c.hops.as_slice()).collect();
             let checked = crate::domain::custody::verify_signatures(&verify_keys, &hops);
-            (envs, v, chains, checked)
+            (envs, v, chains, checked, todo_headers)
         })
         .await
         .map_err(|e| StoreError::Invalid(format!("verification task failed: {e}")))?
@@ -457,8 +462,19 @@ async fn try_prepare(
     // announcement now and a parked copy (sent in full unless they answer
     // that they hold it).
     let mut chains = chains.into_iter();
-    for (i, (envelope, verdict)) in slots_todo.into_iter().zip(envs.into_iter().zip(verdicts)) {
-        let id_hint = || header_id_hint(headers[i].as_ref());
+    for (k, (i, (envelope, verdict))) in slots_todo
+        .into_iter()
+        .zip(envs.into_iter().zip(verdicts))
+        .enumerate()
+    {
+        // For log lines of a refusal: the verified id, or what the refused
+        // envelope's header claims.
+        let verified_id = verdict.as_ref().ok().map(|v| v.header.message_id.clone());
+        let refused_header = todo_headers.get_mut(k).and_then(Option::take);
+        let id_hint = || match &verified_id {
+            Some(id) => header_id_hint_of(id),
+            None => header_id_hint(refused_header.as_ref()),
+        };
         let receipt_route = verdict
             .as_ref()
             .ok()
@@ -491,7 +507,8 @@ async fn try_prepare(
         };
         match admission::admit(&view, input, now) {
             Decision::Admit(mut row) => {
-                let header = headers[i].as_ref();
+                let signed = std::mem::take(&mut row.signed_header);
+                let header = Some(&signed);
                 // The next hop's path would pass the signed limit: forwarded
                 // to nobody (receipts go back their own way).
                 let at_limit = (from_peer.is_some()
@@ -1298,8 +1315,13 @@ async fn receipt_routes(
 fn header_id_hint(header: Option<&EnvelopeHeader>) -> String {
     header.map_or_else(
         || "<undecodable>".into(),
-        |h| h.message_id.chars().take(64).collect(),
+        |h| header_id_hint_of(&h.message_id),
     )
+}
+
+/// A message id for a log line: its first 64 characters.
+fn header_id_hint_of(id: &str) -> String {
+    id.chars().take(64).collect()
 }
 
 /// A message this node is about to sign and send.
