@@ -260,3 +260,16 @@ fn an_alerts_keys_decoded_once_are_the_keys_of_its_payload() {
     let relay = facts_keyed(k, INC, None, Some(alert_keys(&alert)), 2, NOW).unwrap();
     assert!(relay.keys.is_empty());
 }
+
+/// The prefixed keys are those of their definition (stored keys stay
+/// valid): member, assistance and naming keys of empty, plain, long and
+/// non-ASCII texts.
+#[test]
+fn prefixed_keys_are_those_of_their_definition() {
+    let long = "x".repeat(300);
+    for s in ["", "i:1:192.0.2.7", INC, "ünïcödé · 東京", long.as_str()] {
+        assert_eq!(member_key(s), format!("m:{s}"));
+        assert_eq!(assistance_key(s), format!("a:{s}"));
+        assert_eq!(naming_key(s), format!("n:{s}"));
+    }
+}
