@@ -1054,11 +1054,10 @@ impl Committing {
             let _ = crate::service::roster::apply(node, &bytes, &source, now).await;
         }
         if last_new > 0 {
-            node.stored.send_if_modified(|c| {
-                let later = last_new > *c;
-                *c = (*c).max(last_new);
-                later
-            });
+            // Followers are told of every hand-over, also one below the
+            // latest cursor (a commit that finished after a later one's):
+            // one may be waiting for exactly these (`service::arrivals`).
+            node.stored.send_modify(|c| *c = (*c).max(last_new));
         }
         // Copies held back off a route that every recipient confirmed.
         for (peer, cursors) in not_needed {
