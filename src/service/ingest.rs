@@ -369,8 +369,8 @@ async fn try_prepare(
     let n = envs.len();
     let mut results: Vec<Option<Ingested>> = vec![None; n];
     // Each header as it claims to be, decoded once (unverified: counts, the
-    // duplicate check and log hints; after admission verified it, the
-    // header of the admitted row, whose bytes these are).
+    // duplicate check and log hints; then handed to verification, which
+    // checks it and gives it back, verified, in the admitted row).
     let mut headers: Vec<Option<EnvelopeHeader>> = envs
         .iter()
         .map(|e| EnvelopeHeader::decode(e.header.as_slice()).ok())
