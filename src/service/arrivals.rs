@@ -161,6 +161,29 @@ pub struct Arrivals {
     pub incidents: ArrivalCache,
     /// The attachment fetcher (`service::transfer::run`).
     pub fetcher: ArrivalCache,
+    /// Commits queued whose arrivals are not handed over yet.
+    commits: Arc<Mutex<Commits>>,
+}
+
+/// Tickets of queued commits: the next one, and those still open.
+#[derive(Default)]
+struct Commits {
+    next: u64,
+    open: std::collections::BTreeSet<u64>,
+}
+
+/// A queued commit whose arrivals are not handed over yet; closed when
+/// dropped (after the hand-over, or when the commit fails or is abandoned).
+pub struct CommitTicket {
+    id: u64,
+    commits: Arc<Mutex<Commits>>,
+}
+
+impl Drop for CommitTicket {
+    fn drop(&mut self) {
+        let mut c = self.commits.lock().unwrap_or_else(|e| e.into_inner());
+        c.open.remove(&self.id);
+    }
 }
 
 impl Arrivals {
@@ -170,18 +193,47 @@ impl Arrivals {
         self.incidents.put(a.clone());
         self.fetcher.put(a);
     }
+
+    /// Opens a ticket for a commit about to be queued (before it is: a
+    /// commit that takes lower cursors than one handed over already was
+    /// queued, so ticketed, before it).
+    pub fn open_commit(&self) -> CommitTicket {
+        let mut c = self.commits.lock().unwrap_or_else(|e| e.into_inner());
+        let id = c.next;
+        c.next += 1;
+        c.open.insert(id);
+        CommitTicket {
+            id,
+            commits: self.commits.clone(),
+        }
+    }
+
+    /// Tickets opened so far.
+    fn commits_opened(&self) -> u64 {
+        self.commits.lock().unwrap_or_else(|e| e.into_inner()).next
+    }
+
+    /// Whether every ticket below `need` is closed.
+    fn commits_closed_below(&self, need: u64) -> bool {
+        let c = self.commits.lock().unwrap_or_else(|e| e.into_inner());
+        c.open.range(..need).next().is_none()
+    }
 }
 
 /// Rows read from the store at a time when the handed-over run breaks.
 const PAGE: usize = 256;
 
-/// How long a follower waits for the arrivals of a gap before the ones
-/// handed over already (commits finish in their own tasks: a receipt's can
-/// hand over before the batches of a peer's stream committed just ahead of
-/// it) before it reads the gap from the store. Measured on a single link at
-/// about 47,000 alerts/s: such gaps (three batches, 1,536 messages) were a
-/// quarter of everything stored, read back and decoded again.
-const GAP_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+/// Longest wait for the arrivals of a gap before the ones handed over
+/// already. Commits finish in their own tasks: a receipt's can hand over
+/// before the batches of a peer's stream committed just ahead of it (on a
+/// single link at about 47,000 alerts/s such gaps, three batches of 1,536
+/// messages, were a quarter of everything stored, read back and decoded
+/// again). A follower waits while a commit queued before it saw the gap has
+/// not handed over (its ticket is open); a gap no commit fills (a cursor the
+/// backend skipped: PostgreSQL's sequence moves on a conflicting insert, a
+/// cache that was full) is read at once. The bound covers a ticket closed
+/// without a notification (a failed commit).
+const GAP_WAIT: std::time::Duration = std::time::Duration::from_millis(1_000);
 
 /// Follows what the node stores after `cursor`, batch by batch, from one of
 /// its caches (`which`) or else from the store.
@@ -190,8 +242,7 @@ pub struct Follower {
     notes: watch::Receiver<u64>,
     which: fn(&Arrivals) -> &ArrivalCache,
     /// Gaps before arrivals up to this cursor were waited for already:
-    /// read from the store without waiting again (a cache that was full
-    /// leaves a gap no hand-over fills).
+    /// read from the store without waiting again.
     waited_up_to: u64,
 }
 
@@ -232,17 +283,26 @@ impl Follower {
                 && let Some(first) = cache.first_after(self.cursor)
                 && first > self.waited_up_to
             {
-                // Arrivals after a gap are here: the gap's hand-over is
-                // usually a moment behind (every hand-over notifies).
+                // Arrivals after a gap are here: wait while a commit queued
+                // before now may still hand the gap over (each hand-over
+                // closes its ticket, then notifies).
+                let need = arrivals.commits_opened();
                 let deadline = tokio::time::Instant::now() + GAP_WAIT;
                 loop {
+                    if cache.first_after(self.cursor) == Some(self.cursor + 1) {
+                        // Handed over (perhaps in part: a later gap before
+                        // `first` is waited for again).
+                        break;
+                    }
+                    if arrivals.commits_closed_below(need) {
+                        // No commit that could fill it is left: read it.
+                        self.waited_up_to = first;
+                        break;
+                    }
                     tokio::select! {
                         n = self.notes.changed() => {
                             if n.is_err() {
                                 return None;
-                            }
-                            if cache.first_after(self.cursor) == Some(self.cursor + 1) {
-                                break;
                             }
                         }
                         _ = tokio::time::sleep_until(deadline) => {
@@ -364,6 +424,26 @@ mod tests {
         assert!(c.is_empty());
     }
 
+    /// A ticket is open from before its commit is queued until it is
+    /// dropped; a follower asks whether every ticket opened before a moment
+    /// is closed, whatever the order they close in.
+    #[test]
+    fn tickets_tell_which_commits_may_still_hand_over() {
+        let arrivals = Arrivals::default();
+        assert!(arrivals.commits_closed_below(arrivals.commits_opened()));
+        let (t0, t1) = (arrivals.open_commit(), arrivals.open_commit());
+        let need = arrivals.commits_opened();
+        let t2 = arrivals.open_commit();
+        assert!(!arrivals.commits_closed_below(need));
+        drop(t1);
+        assert!(!arrivals.commits_closed_below(need), "t0 is still open");
+        drop(t0);
+        assert!(arrivals.commits_closed_below(need), "t2 came after");
+        assert!(!arrivals.commits_closed_below(arrivals.commits_opened()));
+        drop(t2);
+        assert!(arrivals.commits_closed_below(arrivals.commits_opened()));
+    }
+
     #[test]
     fn a_full_cache_keeps_nothing_more() {
         let c = ArrivalCache::default();
@@ -434,7 +514,7 @@ mod tests {
                 })
                 .collect::<Vec<_>>()
         };
-        // m1 never handed over: after waiting for it (`GAP_WAIT`), the store
+        // m1 never handed over (no commit is queued that could): the store
         // is read for m1 alone (the gap before what was handed over), then
         // m2 and m3 come from the cache.
         commit(&["m1", "m2", "m3"], &["m2", "m3"]).await;
@@ -458,8 +538,10 @@ mod tests {
         arrivals.put(a);
         commit(&["m12"], &["m12"]).await;
         assert_eq!(next().await, vec!["m12*"]);
-        // m13's commit hands over after m14's (finished in another task):
-        // the follower waits for it instead of reading the store.
+        // m13's commit, queued first (its ticket open), hands over after
+        // m14's (finished in another task): the follower waits for it
+        // instead of reading the store.
+        let ticket = arrivals.open_commit();
         commit(&["m13", "m14"], &["m14"]).await;
         let m13 = store.get_message("m13").await.unwrap().unwrap();
         let late = async {
@@ -467,6 +549,7 @@ mod tests {
             let mut a = Arrival::of_stored(&m13);
             a.keys = vec!["handed".into()];
             arrivals.put(a);
+            drop(ticket);
             stored.send_modify(|_| {});
         };
         let (got, ()) = tokio::join!(next(), late);

@@ -45,7 +45,7 @@ use crate::domain::plumtree::split;
 use crate::domain::routes::Plan;
 use crate::proto::v1::{DeliveryState, LinkState};
 use crate::proto::v1::{EnvelopeHeader, MessageKind, Receipt, SignedEnvelope, SignedHop, Tlp};
-use crate::service::arrivals::Arrival;
+use crate::service::arrivals::{Arrival, CommitTicket};
 use crate::service::node::Node;
 use crate::service::{ErrorKind, ServiceError, now_ms};
 use crate::storage::{
@@ -251,6 +251,9 @@ pub struct Committing {
     arrivals: Vec<Arrival>,
     pending: Option<Pending<Vec<Stored>>>,
     queued: std::time::Instant,
+    /// Open while the commit's arrivals are not handed over
+    /// (`service::arrivals`: followers wait for a gap it may fill).
+    ticket: Option<CommitTicket>,
 }
 
 /// Verifies and admits a batch (step 1; batches may be prepared concurrently).
@@ -799,6 +802,8 @@ pub async fn submit(node: &Node, mut batch: Prepared) -> Committing {
         Durability::Durable
     };
     let queued = std::time::Instant::now();
+    // Opened before the commit is queued (see `Arrivals::open_commit`).
+    let ticket = (!rows.is_empty()).then(|| node.arrivals.open_commit());
     let pending = if rows.is_empty() {
         None
     } else {
@@ -815,6 +820,7 @@ pub async fn submit(node: &Node, mut batch: Prepared) -> Committing {
         arrivals,
         pending,
         queued,
+        ticket,
     }
 }
 
@@ -833,6 +839,7 @@ impl Committing {
             arrivals,
             pending,
             queued,
+            ticket,
         } = self;
         let Prepared {
             from_peer,
@@ -866,6 +873,12 @@ impl Committing {
         let stored = match stored {
             Ok(s) => s,
             Err(e) => {
+                // Nothing to hand over: a follower waiting for this commit
+                // reads the store instead.
+                if ticket.is_some() {
+                    drop(ticket);
+                    node.stored.send_modify(|_| ());
+                }
                 node.metrics.storage_error(&e);
                 let Some(peer) = from_peer.as_deref().filter(|_| e.is_temporary()) else {
                     tracing::error!(from = from_peer.as_deref().unwrap_or("self"), error = %e, "cannot take envelopes");
@@ -1053,10 +1066,13 @@ impl Committing {
         for bytes in new_rosters {
             let _ = crate::service::roster::apply(node, &bytes, &source, now).await;
         }
-        if last_new > 0 {
-            // Followers are told of every hand-over, also one below the
-            // latest cursor (a commit that finished after a later one's):
-            // one may be waiting for exactly these (`service::arrivals`).
+        // Followers are told of every hand-over, also one below the latest
+        // cursor (a commit that finished after a later one's) or of nothing
+        // new: one may be waiting for exactly this commit, whose ticket is
+        // closed first (`service::arrivals`).
+        let handed = ticket.is_some();
+        drop(ticket);
+        if handed || last_new > 0 {
             node.stored.send_modify(|c| *c = (*c).max(last_new));
         }
         // Copies held back off a route that every recipient confirmed.
