@@ -229,10 +229,10 @@ const PAGE: usize = 256;
 /// single link at about 47,000 alerts/s such gaps, three batches of 1,536
 /// messages, were a quarter of everything stored, read back and decoded
 /// again). A follower waits while a commit queued before it saw the gap has
-/// not handed over (its ticket is open); a gap no commit fills (a cursor the
-/// backend skipped: PostgreSQL's sequence moves on a conflicting insert, a
-/// cache that was full) is read at once. The bound covers a ticket closed
-/// without a notification (a failed commit).
+/// not handed over (its ticket is open); a gap no such commit fills (a
+/// cursor the backend skipped: PostgreSQL's sequence moves on a conflicting
+/// insert; arrivals a full cache did not keep) is read as soon as they have.
+/// The bound covers a ticket closed without a notification.
 const GAP_WAIT: std::time::Duration = std::time::Duration::from_millis(1_000);
 
 /// Follows what the node stores after `cursor`, batch by batch, from one of
