@@ -215,19 +215,6 @@ pub fn seal_with_attachments(
     }
 }
 
-/// Structural and policy checks that need no key: size, header shape, payload
-/// hash, clock. Returns the header and the signature for the signature step.
-fn precheck(
-    env: &SignedEnvelope,
-    now_ms: i64,
-    limits: &VerifyLimits,
-) -> Result<(EnvelopeHeader, Signature), Rejection> {
-    size_ok(env, limits)?;
-    let header = decode_header(env)?;
-    let sig = prechecked(env, &header, now_ms, limits)?;
-    Ok((header, sig))
-}
-
 /// The envelope is within the size limit.
 fn size_ok(env: &SignedEnvelope, limits: &VerifyLimits) -> Result<(), Rejection> {
     let size = env.encoded_len();
@@ -246,8 +233,9 @@ fn decode_header(env: &SignedEnvelope) -> Result<EnvelopeHeader, Rejection> {
         .map_err(|e| Rejection::Malformed(format!("header does not decode: {e}")))
 }
 
-/// [`precheck`]'s checks after the size and the decoding, on `header`
-/// decoded from `env.header`.
+/// Structural and policy checks that need no key, after the size and the
+/// decoding, on `header` decoded from `env.header`: header shape, payload
+/// hash, clock. Returns the signature for the signature step.
 fn prechecked(
     env: &SignedEnvelope,
     header: &EnvelopeHeader,
@@ -324,22 +312,24 @@ fn prechecked(
     Ok(Signature::from_bytes(&sig))
 }
 
-/// The checks of an envelope before its signature: [`precheck`], then its
-/// signing key — held, of the origin the header names, valid at the
-/// message's creation. Returns the header, the signature and the key.
+/// The checks of an envelope before its signature: size, decoding,
+/// [`prechecked`], then its signing key — held, of the origin the header
+/// names, valid at the message's creation. Returns the header, the
+/// signature and the key.
 fn checked(
     reg: &KeyRegistry,
     env: &SignedEnvelope,
     now_ms: i64,
     limits: &VerifyLimits,
 ) -> Result<(EnvelopeHeader, Signature, ed25519_dalek::VerifyingKey), Rejection> {
-    let (header, sig) = precheck(env, now_ms, limits)?;
-    let vk = signing_key(reg, &header, now_ms)?;
+    size_ok(env, limits)?;
+    let header = decode_header(env)?;
+    let (sig, vk) = checked_decoded(reg, env, &header, now_ms, limits)?;
     Ok((header, sig, vk))
 }
 
-/// [`checked`] on `header`, decoded from `env.header` by the caller: the
-/// signature and the key.
+/// [`checked`] after the size and the decoding, on `header` decoded from
+/// `env.header`: the signature and the key.
 fn checked_decoded(
     reg: &KeyRegistry,
     env: &SignedEnvelope,
@@ -347,7 +337,6 @@ fn checked_decoded(
     now_ms: i64,
     limits: &VerifyLimits,
 ) -> Result<(Signature, ed25519_dalek::VerifyingKey), Rejection> {
-    size_ok(env, limits)?;
     let sig = prechecked(env, header, now_ms, limits)?;
     Ok((sig, signing_key(reg, header, now_ms)?))
 }
@@ -415,14 +404,19 @@ pub fn verify_batch_decoded(
     // (index, signed message, signature, key) of the items still to verify.
     let mut pending = Vec::with_capacity(envs.len());
     for (i, env) in envs.iter().enumerate() {
-        let decoded = headers.get_mut(i).filter(|h| h.is_some());
+        let decoded = headers.get_mut(i).and_then(Option::take);
         let given = decoded.is_some();
         let verdict = match decoded {
-            Some(slot) => {
-                let header = slot.as_ref().expect("filtered on Some");
-                checked_decoded(reg, env, header, now_ms, limits)
-                    .map(|(sig, vk)| (slot.take().expect("filtered on Some"), sig, vk))
-            }
+            Some(header) => match size_ok(env, limits)
+                .and_then(|()| checked_decoded(reg, env, &header, now_ms, limits))
+            {
+                Ok((sig, vk)) => Ok((header, sig, vk)),
+                Err(r) => {
+                    // A refused envelope's header stays where it was given.
+                    headers[i] = Some(header);
+                    Err(r)
+                }
+            },
             None => checked(reg, env, now_ms, limits),
         };
         match verdict {

@@ -261,6 +261,16 @@ pub struct PurgePlan {
 }
 
 impl PurgePlan {
+    /// [`PurgePlan::keys_of`], or the refusal of a plan that would delete
+    /// messages without it (every store asks before it deletes any).
+    pub fn key_finder(&self) -> Result<KeysOf, StoreError> {
+        self.keys_of.ok_or_else(|| {
+            StoreError::Invalid(
+                "storage: a purge plan that deletes messages must say how to find their keys (keys_of); nothing was deleted".into(),
+            )
+        })
+    }
+
     /// The cutoff that applies to messages of TLP `tlp` (`None`: kept).
     pub fn cutoff(&self, tlp: i32) -> Option<i64> {
         self.cutoffs

@@ -1093,12 +1093,8 @@ pub async fn purge(c: &ClientWrapper, plan: &PurgePlan) -> Result<Purged, StoreE
     if !cursors.is_empty() {
         // This store finds key rows by message (its `message_keys_message`
         // index) and needs no `keys_of`; the plan must carry it all the same,
-        // as for every store (`PurgePlan::keys_of`).
-        if plan.keys_of.is_none() {
-            return Err(StoreError::Invalid(
-                "storage: a purge plan that deletes messages must say how to find their keys (keys_of); nothing was deleted".into(),
-            ));
-        }
+        // as for every store.
+        plan.key_finder()?;
         let pc: [&(dyn ToSql + Sync); 1] = [&cursors];
         let pi: [&(dyn ToSql + Sync); 1] = [&ids];
         let ob = c.execute("DELETE FROM outbox WHERE cursor = ANY($1)", &pc);

@@ -780,11 +780,7 @@ pub fn purge(c: &Connection, plan: &PurgePlan) -> Result<Purged, StoreError> {
         }
         let mut rows = sel.query(params![tlp, cutoff, keep, room as i64])?;
         while let Some(r) = rows.next()? {
-            let keys_of = plan.keys_of.ok_or_else(|| {
-                StoreError::Invalid(
-                    "storage: a purge plan that deletes messages must say how to find their keys (keys_of); nothing was deleted".into(),
-                )
-            })?;
+            let keys_of = plan.key_finder()?;
             let kind: i32 = r.get(2)?;
             let readable: bool = r.get(6)?;
             // The body is read in place (a message's payload can be large).
