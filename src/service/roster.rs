@@ -23,7 +23,8 @@
 //!   standby holds its start roster in memory, follows the newer versions
 //!   the active member keeps in the store while it waits (in memory only,
 //!   [`follow_store`]), and on taking over holds the newer of its own and the
-//!   store's chain, and keeps it ([`take_over`]).
+//!   store's chain, and keeps it ([`take_over`]); its peer set follows what
+//!   it holds before its links start, so it never dials a removed member.
 use crate::domain::envelope::ms_to_ts;
 use crate::domain::keys::KeyRegistry;
 use crate::domain::roster::{
@@ -216,8 +217,9 @@ async fn save(store: &Store, doc: &Document, now_ms: i64) -> Result<(), String> 
 }
 
 /// Holds the newest roster of the store's chain `kept` (newer than the
-/// held version `held`): in memory only, nothing is written. Returns whether
-/// it is now in force.
+/// held version `held`): in memory only, nothing is written. The peer set
+/// follows (the caller has no link running). Returns whether it is now in
+/// force.
 fn adopt(node: &Node, held: u64, kept: &[(Document, i64)], now_ms: i64) -> bool {
     let Some((doc, accepted_ms)) = kept.last().cloned() else {
         return false;
@@ -243,6 +245,13 @@ fn adopt(node: &Node, held: u64, kept: &[(Document, i64)], now_ms: i64) -> bool 
     );
     record(node, &acc, now_ms);
     node.replace_roster(Anchor::Current(Box::new(acc)), keys);
+    // No link runs here (a standby, or a member taking over before its links
+    // start): the peer set follows the roster at once, so the links start
+    // with it and a removed member is never dialled or listed.
+    let peers =
+        crate::service::node::roster_peers(&node.configured_peers(), node.roster().as_deref());
+    node.peers.replace(peers);
+    node.metrics.set_peers(&node.peers.ids());
     true
 }
 

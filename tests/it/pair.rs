@@ -828,13 +828,17 @@ async fn a_standby_that_takes_over_holds_the_roster_the_active_applied() {
         &storage,
         "b1.toml",
     ));
-    let cfg2 = with_roster(write_config_with(
-        &fed.pki,
-        &standby_spec,
-        &[],
-        &storage,
-        "b2.toml",
-    ));
+    let b2_metrics: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let cfg2 = crate::ops::with_metrics(
+        &with_roster(write_config_with(
+            &fed.pki,
+            &standby_spec,
+            &[],
+            &storage,
+            "b2.toml",
+        )),
+        b2_metrics.port(),
+    );
     let mut b1 = start_proc(&fed, &cfg1, "node-b-1", fed.addr(1));
     await_role(&fed, &mut b1, PairRole::Active).await;
     let mut b2 = start_proc(
@@ -845,6 +849,9 @@ async fn a_standby_that_takes_over_holds_the_roster_the_active_applied() {
     );
     await_role(&fed, &mut b2, PairRole::Standby).await;
     assert_eq!(info(&fed, &b2.addr).await.unwrap().roster_version, 1);
+    let node_a_up = r#"certfed_peer_up{peer="node-a"}"#;
+    let m = crate::ops::scrape(b2_metrics).await;
+    assert!(m.contains_key(node_a_up), "v1 lists node-a: {m:?}");
 
     // The active member applies v2 (kept in the shared store) and dies.
     let text = std::fs::read_to_string(dir.join("roster-v2.roster")).unwrap();
@@ -873,6 +880,12 @@ async fn a_standby_that_takes_over_holds_the_roster_the_active_applied() {
         b2.log_tail()
     );
     assert_eq!(now.role, PairRole::Standby as i32, "{now:?}");
+    // Its peer set follows too, before any link starts: node-a is gone.
+    let m = crate::ops::scrape(b2_metrics).await;
+    assert!(
+        !m.contains_key(node_a_up),
+        "the standby holding v2 still lists node-a: {m:?}"
+    );
     b1.kill9();
 
     // The standby takes over holding v2, not the v1 it started from, and
