@@ -794,7 +794,7 @@ fn a_scenario_of_real_traffic_never_plays_on_a_live_federation() {
 /// exercises (its refusals count as exercise), scraped over HTTP.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn exercise_traffic_is_counted_apart_in_the_metrics() {
-    use crate::ops::{get, scrape, with_metrics};
+    use crate::ops::{get, reconciled, scrape, with_metrics};
     let mut fed = Fed::new(
         &["node-a", "node-b", "node-c", "node-d"],
         &[(0, 1), (1, 2), (1, 3)],
@@ -814,6 +814,11 @@ async fn exercise_traffic_is_counted_apart_in_the_metrics() {
         .iter()
         .map(|n| n.metrics_addr.expect("metrics bound"))
         .collect();
+    // The sends are counted exactly: the links' first reconciliations end
+    // before anything is published.
+    for (i, links) in [(0, 1), (1, 3), (2, 1), (3, 1)] {
+        assert!(reconciled(m[i], links).await, "node {i}");
+    }
     let x1 = publish_on(&fed, 0, exercise_alert("EXERCISE one"), &[]).await;
     let x2 = publish_on(&fed, 0, exercise_alert("EXERCISE two"), &[]).await;
     let r = publish_on(&fed, 0, green_alert("real one"), &[]).await;
